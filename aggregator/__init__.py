@@ -1,0 +1,1 @@
+"""The aggregator: gRPC service, module store, transparency ledger and operator CLI."""

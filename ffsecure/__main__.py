@@ -1,0 +1,3 @@
+from ffsecure.cli import main
+
+main()

@@ -1,0 +1,123 @@
+"""Canonical JSON: the only JSON encoding that is hashed or signed.
+
+Canonical form: UTF-8, keys sorted, no insignificant whitespace, no NaN or
+infinities. Parsing is bounded (size and nesting depth are checked before
+and during decoding) and ``loads_canonical`` insists that the input is
+already in canonical form, so that one record has exactly one byte string.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from ffsecure.errors import FormatError
+
+MAX_JSON_BYTES = 1 << 20
+MAX_JSON_DEPTH = 32
+
+
+def _check_numbers(obj: Any, depth: int = 0) -> None:
+    if depth > MAX_JSON_DEPTH:
+        raise FormatError(f"JSON nesting deeper than {MAX_JSON_DEPTH}", code="E_JSON_DEPTH")
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise FormatError("JSON holds NaN or infinity, which canonical JSON forbids", code="E_JSON")
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if not isinstance(key, str):
+                raise FormatError("JSON object keys must be strings", code="E_JSON")
+            _check_numbers(value, depth + 1)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            _check_numbers(value, depth + 1)
+
+
+def dumps(obj: Any) -> bytes:
+    """Encode ``obj`` as canonical JSON bytes."""
+    _check_numbers(obj)
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def _depth_guard(text: str) -> None:
+    depth = 0
+    in_string = False
+    escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise FormatError(
+                    f"JSON nesting deeper than {MAX_JSON_DEPTH}", code="E_JSON_DEPTH"
+                )
+        elif ch in "]}":
+            depth -= 1
+
+
+def _reject_constant(name: str) -> Any:
+    raise FormatError(f"JSON holds {name}, which canonical JSON forbids", code="E_JSON")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise FormatError(f"JSON object has the key {key!r} twice", code="E_JSON")
+        out[key] = value
+    return out
+
+
+def loads(data: bytes, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """Parse JSON bytes with size, depth, duplicate-key and number checks."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise FormatError("JSON input must be bytes", code="E_JSON")
+    if len(data) > max_bytes:
+        raise FormatError(
+            f"JSON document is {len(data)} bytes, more than the limit of {max_bytes}",
+            code="E_JSON_SIZE",
+        )
+    try:
+        text = bytes(data).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"JSON is not valid UTF-8: {exc}", code="E_JSON") from None
+    _depth_guard(text)
+    try:
+        obj = json.loads(
+            text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant,
+            parse_int=_bounded_int,
+        )
+    except FormatError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise FormatError(f"not valid JSON: {exc}", code="E_JSON") from None
+    _check_numbers(obj)
+    return obj
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > 20:
+        raise FormatError("JSON integer has more than 20 digits", code="E_JSON")
+    return int(text)
+
+
+def loads_canonical(data: bytes, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """Parse JSON that must already be canonical; anything else is refused."""
+    obj = loads(data, max_bytes=max_bytes)
+    if dumps(obj) != bytes(data):
+        raise FormatError(
+            "JSON is not in canonical form (sorted keys, no whitespace, UTF-8)",
+            code="E_NOT_CANONICAL",
+            hint="re-encode it with ffsecure.canonical.dumps",
+        )
+    return obj

@@ -1,0 +1,76 @@
+"""Shared helpers for the three command-line programs (ffsecure, site-node, aggregator).
+
+Commands live in small modules and are imported only when invoked, so that
+``--help`` is quick and a broken optional dependency of one command does not
+break the others. Every :class:`~ffsecure.errors.FFSecureError` that escapes a
+command is printed as ``error[CODE]: message`` plus a hint, and turned into a
+non-zero exit status; with ``--json`` it is printed as a JSON object instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from ffsecure.errors import FFSecureError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class LazyGroup(click.Group):
+    """A click group whose sub-commands are ``"module:attribute"`` strings."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._lazy))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self._lazy:
+            module_name, attr = self._lazy[name].split(":")
+            module = importlib.import_module(module_name)
+            return getattr(module, attr)
+        return super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FFSecureError as exc:
+            report_error(exc, as_json=bool((ctx.obj or {}).get("json")))
+            ctx.exit(EXIT_ERROR)
+
+
+def report_error(exc: FFSecureError, *, as_json: bool = False) -> None:
+    logging.getLogger("ffsecure").debug("command failed: %s", exc)
+    if as_json:
+        click.echo(json.dumps({"error": exc.to_dict()}), err=True)
+        return
+    click.secho(f"error[{exc.code}]: {exc.message}", fg="red", err=True)
+    if exc.hint:
+        click.echo(f"  hint: {exc.hint}", err=True)
+
+
+def setup_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
+    """Configure logging: human lines on stderr, or one JSON object per line."""
+    handler = logging.StreamHandler(sys.stderr)
+    if json_lines:
+        from ffsecure.logjson import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))

@@ -1,0 +1,91 @@
+"""One exception hierarchy with stable, script-matchable error codes.
+
+Every error carries a ``code`` (e.g. ``E_SIGNATURE``) that never changes
+between releases, a message saying what is wrong, and a ``hint`` saying what
+to do. Layers raise the most specific subclass; the edges (CLI, gRPC) map
+``code`` onto exit codes or gRPC status details.
+"""
+
+from __future__ import annotations
+
+
+class FFSecureError(Exception):
+    """Base of every error ffsecure raises on purpose."""
+
+    code: str = "E_INTERNAL"
+
+    def __init__(self, message: str, *, hint: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        text = f"[{self.code}] {self.message}"
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "message": self.message, "hint": self.hint}
+
+
+class ConfigError(FFSecureError):
+    """A configuration file or option is missing, malformed or unsafe."""
+
+    code = "E_CONFIG"
+
+
+class DataError(FFSecureError):
+    """Input data could not be found, read or validated."""
+
+    code = "E_DATA"
+
+
+class DPError(FFSecureError):
+    """Differential-privacy settings cannot be honoured."""
+
+    code = "E_DP"
+
+
+class FormatError(FFSecureError):
+    """Bytes do not parse as the expected record (JSON, safetensors, protobuf)."""
+
+    code = "E_FORMAT"
+
+
+class VerificationError(FFSecureError):
+    """A signature, hash, certificate or policy check failed."""
+
+    code = "E_VERIFY"
+
+
+class PolicyError(VerificationError):
+    """A module breaks the federation's policy."""
+
+    code = "E_POLICY"
+
+
+class CryptoError(FFSecureError):
+    """Sealing, opening, wrapping or unwrapping failed."""
+
+    code = "E_CRYPTO"
+
+
+class LedgerError(FFSecureError):
+    """The transparency log is inconsistent or a proof does not verify."""
+
+    code = "E_LEDGER"
+
+
+class StoreError(FFSecureError):
+    """The module store could not complete an operation."""
+
+    code = "E_STORE"
+
+
+class NotFoundError(FFSecureError):
+    """A named object (module, dataset, classifier, entry) does not exist."""
+
+    code = "E_NOT_FOUND"

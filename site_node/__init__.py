@@ -1,0 +1,1 @@
+"""The site daemon: what a hospital runs next to its data."""

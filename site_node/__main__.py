@@ -1,0 +1,3 @@
+from site_node.cli import main
+
+main()

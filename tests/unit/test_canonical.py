@@ -1,0 +1,47 @@
+import pytest
+from hypothesis import given, strategies as st
+
+from ffsecure import canonical
+from ffsecure.errors import FormatError
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+def test_dumps_is_sorted_and_compact():
+    assert canonical.dumps({"b": 1, "a": [1, "é"]}) == '{"a":[1,"é"],"b":1}'.encode()
+
+
+@given(json_values)
+def test_round_trip_is_canonical(value):
+    data = canonical.dumps(value)
+    assert canonical.loads_canonical(data) == value
+
+
+@pytest.mark.parametrize(
+    "data, code",
+    [
+        (b'{"a": 1}', "E_NOT_CANONICAL"),
+        (b'{"b":1,"a":2}', "E_NOT_CANONICAL"),
+        (b'{"a":1,"a":2}', "E_JSON"),
+        (b'{"a":NaN}', "E_JSON"),
+        (b"[" * 100 + b"]" * 100, "E_JSON_DEPTH"),
+        (b"1" * 40, "E_JSON"),
+        (b"\xff\xfe", "E_JSON"),
+        (b'{"a":', "E_JSON"),
+    ],
+)
+def test_refusals_have_codes(data, code):
+    with pytest.raises(FormatError) as info:
+        canonical.loads_canonical(data)
+    assert info.value.code == code
+
+
+def test_size_cap():
+    with pytest.raises(FormatError) as info:
+        canonical.loads(b"[" + b"1," * 100 + b"1]", max_bytes=50)
+    assert info.value.code == "E_JSON_SIZE"
