@@ -1,0 +1,141 @@
+"""Ledger entries: typed events encoded as canonical JSON.
+
+Every entry has exactly the keys ``v`` (format version, 1), ``type``,
+``time`` (UTC, RFC 3339, second precision, ``Z``), ``actor``
+(``site:<id>``, ``operator:<name>`` or ``aggregator``) and ``facts``. The
+bytes of ``ffsecure.canonical.dumps(entry)`` are what the Merkle leaf hashes,
+what the store keeps and what the audit bundle exports.
+
+``facts`` carry hashes, ids, lineage and reasons only. Each type names the
+facts it must have; keys that would hold bulk data (weights, images,
+samples, ...) are refused and an entry is capped at 64 KiB, so that nothing
+derived from patients beyond a site's own manifest reaches the public log.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+from ffsecure import canonical
+from ffsecure.errors import FormatError, LedgerError
+
+ENTRY_VERSION = 1
+MAX_ENTRY_BYTES = 64 * 1024
+
+#: Required facts per entry type.
+ENTRY_TYPES: dict[str, tuple[str, ...]] = {
+    "module.registered": ("module_id", "site_id", "manifest_sha256", "weights_sha256"),
+    "dataset.synthesized": ("dataset_id", "modules", "sha256"),
+    "classifier.trained": ("classifier_id", "dataset_id", "sha256"),
+    "classifier.published": ("classifier_id",),
+    "module.deletion_requested": ("module_id", "reason"),
+    "module.deleted": ("module_id", "reason", "destroyed"),
+    "dataset.retired": ("dataset_id", "reason"),
+    "classifier.retired": ("classifier_id", "reason"),
+    "cert.revoked": ("serial", "reason"),
+    "key.rotated": ("key", "new_key_id"),
+}
+
+#: Fact keys that could carry bulk or patient-derived data; never allowed.
+FORBIDDEN_FACTS = frozenset({"weights", "images", "image", "pixels", "samples", "data", "tensor", "tensors",
+                             "labels", "blob", "dek", "kek", "private_key", "secret"})
+
+_ACTOR_RE = re.compile(r"^(aggregator|site:[A-Za-z0-9][A-Za-z0-9._-]{0,63}|operator:[A-Za-z0-9][A-Za-z0-9._@-]{0,63})$")
+_TIME_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")
+_MODULE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _error(message: str, hint: str = "build entries with ffsecure.ledger.make_entry") -> LedgerError:
+    return LedgerError(message, code="E_ENTRY", hint=hint)
+
+
+def utc_now() -> str:
+    """The current time as RFC 3339 UTC with second precision."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _check_time(value: Any) -> None:
+    if not isinstance(value, str) or not _TIME_RE.match(value):
+        raise _error(f"entry time {value!r} is not RFC 3339 UTC like 2026-11-22T12:00:00Z")
+    try:
+        datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        raise _error(f"entry time {value!r} is not a real date and time") from None
+
+
+def _walk_facts(obj: Any, path: str) -> None:
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            where = f"{path}.{key}"
+            if key.lower() in FORBIDDEN_FACTS:
+                raise _error(f"fact {where} is not allowed in the public ledger",
+                             hint="ledger facts hold hashes, ids, lineage and reasons, never data")
+            if key == "module_id" and not (isinstance(value, str) and _MODULE_ID_RE.match(value)):
+                raise _error(f"fact {where} is not a module id (32 lowercase hex digits)")
+            if (key == "sha256" or key.endswith("_sha256")) and not (
+                    isinstance(value, str) and _SHA256_RE.match(value)):
+                raise _error(f"fact {where} is not a SHA-256 hash (64 lowercase hex digits)")
+            _walk_facts(value, where)
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            _walk_facts(value, f"{path}[{i}]")
+
+
+def check_entry(entry: Any) -> None:
+    """Raise LedgerError E_ENTRY unless ``entry`` is a well-formed ledger entry."""
+    if not isinstance(entry, dict):
+        raise _error("a ledger entry is a JSON object")
+    keys = set(entry)
+    if keys != {"v", "type", "time", "actor", "facts"}:
+        raise _error(f"entry keys are {sorted(keys)}; they must be exactly actor, facts, time, type, v")
+    if entry["v"] != ENTRY_VERSION or isinstance(entry["v"], bool):
+        raise _error(f"entry version {entry['v']!r} is not supported (expected {ENTRY_VERSION})")
+    kind = entry["type"]
+    if kind not in ENTRY_TYPES:
+        raise _error(f"entry type {kind!r} is unknown", hint=f"use one of {', '.join(sorted(ENTRY_TYPES))}")
+    _check_time(entry["time"])
+    if not isinstance(entry["actor"], str) or not _ACTOR_RE.match(entry["actor"]):
+        raise _error(f"entry actor {entry['actor']!r} is not site:<id>, operator:<name> or aggregator")
+    facts = entry["facts"]
+    if not isinstance(facts, dict):
+        raise _error("entry facts must be a JSON object")
+    missing = [k for k in ENTRY_TYPES[kind] if k not in facts]
+    if missing:
+        raise _error(f"{kind} entry lacks the facts {', '.join(missing)}")
+    _walk_facts(facts, "facts")
+
+
+def make_entry(type: str, actor: str, facts: dict, time: str | None = None) -> dict:
+    """Build and check a ledger entry; ``time`` defaults to now (UTC)."""
+    entry = {"v": ENTRY_VERSION, "type": type, "time": time or utc_now(), "actor": actor, "facts": facts}
+    entry_bytes(entry)
+    return entry
+
+
+def entry_bytes(entry: dict) -> bytes:
+    """Check an entry and return its canonical bytes (the bytes the log hashes)."""
+    check_entry(entry)
+    try:
+        data = canonical.dumps(entry)
+    except FormatError as exc:
+        raise _error(f"entry cannot be encoded as canonical JSON: {exc.message}") from None
+    if len(data) > MAX_ENTRY_BYTES:
+        raise _error(f"entry is {len(data)} bytes, more than {MAX_ENTRY_BYTES}",
+                     hint="ledger facts hold hashes and ids; keep bulk data out of the log")
+    return data
+
+
+def validate_entry(data: bytes) -> dict:
+    """Parse entry bytes that must be canonical JSON of a well-formed entry."""
+    if len(data) > MAX_ENTRY_BYTES:
+        raise _error(f"entry is {len(data)} bytes, more than {MAX_ENTRY_BYTES}")
+    try:
+        entry = canonical.loads_canonical(bytes(data))
+    except FormatError as exc:
+        raise _error(f"entry is not canonical JSON: {exc.message}",
+                     hint="the entry bytes were altered; entries are exported exactly as hashed") from None
+    check_entry(entry)
+    return entry
