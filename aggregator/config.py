@@ -1,0 +1,230 @@
+"""``aggregator.toml``: the aggregator's configuration, parsed once into typed records.
+
+The file lives in the aggregator home directory (docs/decisions.md); relative
+paths in it are relative to that directory. Every key has a documented
+default (``DEFAULT_TOML`` below is the reference, written by ``aggregator
+init``); an unknown key is an error naming the key, because it is usually a
+typo that would otherwise be silently ignored.
+
+Limits that the federation fixes (the largest module a site may send) come
+from the CA-signed federation manifest; this file can only lower them.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ffsecure.errors import ConfigError
+
+MiB = 1 << 20
+
+DEFAULT_TOML = """\
+# aggregator.toml: configuration of `aggregator serve`.
+# Relative paths are relative to the directory holding this file (the aggregator home).
+
+[server]
+listen = "127.0.0.1:8443"      # host:port; port 0 picks a free port (written to port_file)
+port_file = "serve.port"        # the bound port is written here once the server listens
+max_workers = 16                # threads serving calls
+max_concurrent_rpcs = 256       # further calls are refused with RESOURCE_EXHAUSTED
+shutdown_grace_s = 30.0         # SIGTERM: stop accepting, let in-flight calls finish this long
+keepalive_time_s = 60.0         # server pings an idle connection this often
+keepalive_timeout_s = 20.0      # and closes it when no ack arrives within this
+min_ping_interval_s = 10.0      # clients may ping no more often than this
+unary_deadline_s = 30.0         # longest a unary call may run on the server
+upload_deadline_s = 600.0       # longest one UploadModule stream may run on the server
+
+[uploads]
+dir = "uploads"                 # staging area for resumable uploads
+chunk_bytes = 1048576           # largest chunk a client may send in one message
+commit_every_bytes = 4194304    # staged bytes are fsynced and the offset recorded this often
+max_parallel_per_site = 4       # uploads one site may have staged at once
+stale_after_s = 86400.0         # unfinished uploads older than this are removed at start
+
+[limits]
+max_upload_bytes = 0            # 0: the federation manifest's limit (max_module_bytes + envelope overhead)
+
+[rate_limit]
+calls_per_second = 20.0         # per site, all calls (token bucket)
+call_burst = 40
+uploads_per_minute = 30.0       # per site, UploadModule calls
+upload_burst = 10
+"""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: str = "127.0.0.1:8443"
+    port_file: str = "serve.port"
+    max_workers: int = 16
+    max_concurrent_rpcs: int = 256
+    shutdown_grace_s: float = 30.0
+    keepalive_time_s: float = 60.0
+    keepalive_timeout_s: float = 20.0
+    min_ping_interval_s: float = 10.0
+    unary_deadline_s: float = 30.0
+    upload_deadline_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class UploadConfig:
+    dir: str = "uploads"
+    chunk_bytes: int = 1 * MiB
+    commit_every_bytes: int = 4 * MiB
+    max_parallel_per_site: int = 4
+    stale_after_s: float = 86400.0
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_upload_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    calls_per_second: float = 20.0
+    call_burst: int = 40
+    uploads_per_minute: float = 30.0
+    upload_burst: int = 10
+
+
+@dataclass(frozen=True)
+class AggregatorConfig:
+    """The whole file plus where it was read from (``home`` is its directory)."""
+
+    home: Path
+    server: ServerConfig = field(default_factory=ServerConfig)
+    uploads: UploadConfig = field(default_factory=UploadConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    # Optional options for the operator's evaluation step; validated by the commands using them.
+    evaluation: dict[str, Any] = field(default_factory=dict)
+
+    def path(self, relative: str) -> Path:
+        p = Path(relative)
+        return p if p.is_absolute() else self.home / p
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.path(self.uploads.dir)
+
+    @property
+    def port_file(self) -> Path:
+        return self.path(self.server.port_file)
+
+
+_SECTIONS = {
+    "server": ServerConfig,
+    "uploads": UploadConfig,
+    "limits": LimitsConfig,
+    "rate_limit": RateLimitConfig,
+}
+
+_POSITIVE = {
+    "max_workers", "max_concurrent_rpcs", "keepalive_time_s", "keepalive_timeout_s",
+    "min_ping_interval_s", "unary_deadline_s", "upload_deadline_s", "chunk_bytes",
+    "commit_every_bytes", "max_parallel_per_site", "stale_after_s", "calls_per_second",
+    "call_burst", "uploads_per_minute", "upload_burst",
+}
+
+
+def _section(name: str, cls: type, table: Any) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{name}] must be a table", hint=f"write it as a [{name}] section")
+    kinds = {f.name: f.type for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in kinds:
+            raise ConfigError(
+                f"unknown key {name}.{key} in aggregator.toml",
+                hint=f"known keys of [{name}]: {', '.join(sorted(kinds))}",
+            )
+        kind = kinds[key]
+        full = f"{name}.{key}"
+        if kind == "str":
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{full} must be a non-empty string", hint=f"e.g. {full} = \"...\"")
+        elif kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{full} must be an integer, not {value!r}", hint="write a whole number")
+        elif kind == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{full} must be a number, not {value!r}", hint="write a number")
+            value = float(value)
+        if key in _POSITIVE and value <= 0:
+            raise ConfigError(f"{full} must be greater than 0, not {value!r}", hint="use a positive value")
+        if key == "max_upload_bytes" and value < 0:
+            raise ConfigError(f"{full} must be 0 or more", hint="0 means the federation's limit")
+        values[key] = value
+    return cls(**values)
+
+
+def _check_listen(listen: str) -> None:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(
+            f"server.listen {listen!r} is not host:port",
+            hint='e.g. listen = "127.0.0.1:8443" (port 0 picks a free one)',
+        )
+
+
+def parse_config(text: str, *, home: Path) -> AggregatorConfig:
+    """Parse the TOML text of an aggregator.toml whose directory is ``home``."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"aggregator.toml is not valid TOML: {exc}", hint="fix the syntax at that line") from None
+    parts: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "evaluation":
+            if not isinstance(value, dict):
+                raise ConfigError("[evaluation] must be a table", hint="write it as an [evaluation] section")
+            parts["evaluation"] = dict(value)
+        elif key in _SECTIONS:
+            parts[key] = _section(key, _SECTIONS[key], value)
+        else:
+            raise ConfigError(
+                f"unknown key {key!r} in aggregator.toml",
+                hint=f"known sections: {', '.join(sorted([*_SECTIONS, 'evaluation']))}",
+            )
+    cfg = AggregatorConfig(home=Path(home), **parts)
+    _check_listen(cfg.server.listen)
+    if cfg.uploads.commit_every_bytes < cfg.uploads.chunk_bytes:
+        raise ConfigError(
+            "uploads.commit_every_bytes is smaller than uploads.chunk_bytes",
+            hint="make commit_every_bytes at least one chunk",
+        )
+    return cfg
+
+
+def load_config(path: str | Path) -> AggregatorConfig:
+    """Read ``path`` (an aggregator.toml); its directory is the aggregator home."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"configuration file {p} does not exist",
+            hint="create the aggregator home with `aggregator init`, or pass --config DIR/aggregator.toml",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {p}: {exc}", hint="check the path and its permissions") from None
+    return parse_config(text, home=p.resolve().parent)
+
+
+def write_default_config(path: str | Path, *, listen: str | None = None) -> Path:
+    """Write the documented default aggregator.toml (refuses to overwrite)."""
+    p = Path(path)
+    text = DEFAULT_TOML
+    if listen is not None:
+        _check_listen(listen)
+        text = text.replace('listen = "127.0.0.1:8443"', f'listen = "{listen}"', 1)
+    try:
+        with open(p, "x", encoding="utf-8") as fh:
+            fh.write(text)
+    except FileExistsError:
+        raise ConfigError(f"{p} already exists", hint="edit it, or remove it first") from None
+    return p

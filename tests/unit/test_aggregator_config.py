@@ -1,0 +1,49 @@
+"""aggregator.toml parsing: defaults, typed values, unknown keys named."""
+
+import pytest
+
+from aggregator.config import DEFAULT_TOML, load_config, parse_config, write_default_config
+from ffsecure.errors import ConfigError
+
+
+def test_default_text_parses_to_the_dataclass_defaults(tmp_path):
+    cfg = parse_config(DEFAULT_TOML, home=tmp_path)
+    empty = parse_config("", home=tmp_path)
+    assert cfg == empty
+    assert cfg.server.listen == "127.0.0.1:8443"
+    assert cfg.uploads_dir == tmp_path / "uploads"
+
+
+def test_values_and_relative_paths(tmp_path):
+    cfg = parse_config('[server]\nlisten = "127.0.0.1:0"\nshutdown_grace_s = 2\n[uploads]\ndir = "/tmp/x"\n',
+                       home=tmp_path)
+    assert cfg.server.listen == "127.0.0.1:0"
+    assert cfg.server.shutdown_grace_s == 2.0 and isinstance(cfg.server.shutdown_grace_s, float)
+    assert str(cfg.uploads_dir) == "/tmp/x"
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("[server]\nlisten_on = \"x\"\n", "server.listen_on"),
+    ("[srever]\n", "'srever'"),
+    ("[server]\nmax_workers = \"8\"\n", "server.max_workers"),
+    ("[server]\nmax_workers = 0\n", "server.max_workers"),
+    ("[server]\nlisten = \"localhost\"\n", "server.listen"),
+    ("[limits]\nmax_upload_bytes = -1\n", "limits.max_upload_bytes"),
+    ("[server\n", "not valid TOML"),
+])
+def test_bad_config_names_the_key(tmp_path, text, needle):
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, home=tmp_path)
+    assert err.value.code == "E_CONFIG"
+    assert needle in err.value.message
+    assert err.value.hint
+
+
+def test_write_default_refuses_overwrite_and_load_missing(tmp_path):
+    path = write_default_config(tmp_path / "aggregator.toml", listen="127.0.0.1:0")
+    assert load_config(path).server.listen == "127.0.0.1:0"
+    with pytest.raises(ConfigError):
+        write_default_config(path)
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "missing.toml")
+    assert "aggregator init" in err.value.hint
