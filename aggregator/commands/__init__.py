@@ -1,0 +1,1 @@
+"""Sub-commands of the ``aggregator`` program, one module each (imported on use)."""

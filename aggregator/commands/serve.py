@@ -1,0 +1,23 @@
+"""``aggregator serve --config DIR/aggregator.toml``: run the mTLS gRPC service until SIGTERM."""
+
+from __future__ import annotations
+
+import click
+
+from ffsecure.clitools import setup_logging
+
+
+@click.command("serve")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="aggregator.toml in the aggregator home directory.")
+@click.option("--human-logs", is_flag=True, help="Log readable lines instead of one JSON object per line.")
+@click.pass_context
+def serve(ctx: click.Context, config_path: str, human_logs: bool) -> None:
+    """Serve sites over mutually-authenticated TLS until SIGTERM, then drain in-flight uploads."""
+    import logging
+
+    from aggregator.server import serve as run
+
+    level = logging.getLevelName(logging.getLogger().level)
+    setup_logging(level if isinstance(level, str) else "INFO", json_lines=not human_logs)
+    run(config_path)
