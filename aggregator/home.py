@@ -1,0 +1,223 @@
+"""The aggregator home directory: where each file lives, and its private keys.
+
+Layout (docs/decisions.md, "Aggregator home directory")::
+
+    DIR/aggregator.toml  DIR/federation.json  DIR/ca.pem  DIR/crl.pem  DIR/tls.pem
+    DIR/store.sqlite     SQLite (WAL): modules, ledger, checkpoints, artifacts
+    DIR/blobs/           encrypted module weights and artifacts
+    DIR/keys/            0700: kek.key, log.key, hpke.key, tls.key (0600 each)
+
+Private key files are created with mode 0600 through ``os.open`` (never
+world-readable, not even for an instant), written to a temporary name,
+fsynced and linked into place, so a crash never leaves half a key; an
+existing key is never overwritten. Loading refuses a key file that group or
+others can read.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ffsecure.errors import ConfigError
+from ffsecure.ledger.checkpoint import Checkpoint, encode_signer_key, make_vkey, parse_signer_key, sign_checkpoint
+
+KEK_PREFIX = "ffsecure-kek-v1:"
+KEK_BYTES = 32
+
+
+@dataclass(frozen=True)
+class AggregatorHome:
+    """Paths inside one aggregator home directory."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, path: str | os.PathLike) -> "AggregatorHome":
+        return cls(Path(path).resolve())
+
+    @property
+    def config(self) -> Path:
+        return self.root / "aggregator.toml"
+
+    @property
+    def federation(self) -> Path:
+        return self.root / "federation.json"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.root / "ca.pem"
+
+    @property
+    def crl(self) -> Path:
+        return self.root / "crl.pem"
+
+    @property
+    def tls_cert(self) -> Path:
+        return self.root / "tls.pem"
+
+    @property
+    def store_db(self) -> Path:
+        return self.root / "store.sqlite"
+
+    @property
+    def blobs(self) -> Path:
+        return self.root / "blobs"
+
+    @property
+    def keys(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def kek_key(self) -> Path:
+        return self.keys / "kek.key"
+
+    @property
+    def log_key(self) -> Path:
+        return self.keys / "log.key"
+
+    @property
+    def hpke_key(self) -> Path:
+        return self.keys / "hpke.key"
+
+    @property
+    def tls_key(self) -> Path:
+        return self.keys / "tls.key"
+
+    def ensure_dirs(self) -> None:
+        """Create the home, ``blobs/`` (0700) and ``keys/`` (0700) if missing."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for d in (self.blobs, self.keys):
+            d.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(d, 0o700)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Create ``path`` with mode 0600 holding ``data``; refuse to overwrite.
+
+    Written to a temporary 0600 file, fsynced, then hard-linked to its name
+    (which fails if the name exists) and the directory fsynced.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise ConfigError(f"{path} already exists; a key is never overwritten",
+                              code="E_KEY_EXISTS", hint="move the old key away first if you mean to replace it")
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
+def read_private_file(path: Path) -> bytes:
+    """Read a key file, refusing one that group or others may read."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"key file {path} does not exist", code="E_KEY_MISSING",
+                          hint="run `aggregator init` or restore the key from its backup") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"key file {path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):o})",
+                          code="E_KEY_PERMISSIONS", hint=f"run `chmod 600 {path}`")
+    return path.read_bytes()
+
+
+def create_kek(home: AggregatorHome) -> bytes:
+    """Create a fresh random 256-bit key-encryption key in ``keys/kek.key``."""
+    home.ensure_dirs()
+    kek = secrets.token_bytes(KEK_BYTES)
+    write_private_file(home.kek_key, (KEK_PREFIX + base64.b64encode(kek).decode() + "\n").encode())
+    return kek
+
+
+def load_kek(home: AggregatorHome) -> bytes:
+    text = read_private_file(home.kek_key).decode("ascii", "replace").strip()
+    try:
+        if not text.startswith(KEK_PREFIX):
+            raise ValueError
+        kek = base64.b64decode(text[len(KEK_PREFIX):], validate=True)
+    except (binascii.Error, ValueError):
+        kek = b""
+    if len(kek) != KEK_BYTES:
+        raise ConfigError(f"{home.kek_key} is not a ffsecure key-encryption key", code="E_KEY_FORMAT",
+                          hint="restore keys/kek.key from its backup; without it stored weights are unreadable")
+    return kek
+
+
+def load_or_create_kek(home: AggregatorHome) -> bytes:
+    return load_kek(home) if home.kek_key.exists() else create_kek(home)
+
+
+@dataclass(frozen=True)
+class LogSigner:
+    """The log's Ed25519 signing key and its note key name (= the log origin)."""
+
+    name: str
+    key: Ed25519PrivateKey
+
+    @property
+    def vkey(self) -> str:
+        return make_vkey(self.name, self.key.public_key())
+
+    def sign(self, cp: Checkpoint) -> str:
+        return sign_checkpoint(cp, self.name, self.key)
+
+    @classmethod
+    def generate(cls, name: str) -> "LogSigner":
+        signer = cls(name, Ed25519PrivateKey.generate())
+        signer.vkey  # checks the name
+        return signer
+
+
+def create_log_key(home: AggregatorHome, origin: str) -> LogSigner:
+    """Create the log signing key (note signer format) named ``origin``."""
+    home.ensure_dirs()
+    signer = LogSigner.generate(origin)
+    write_private_file(home.log_key, (encode_signer_key(origin, signer.key) + "\n").encode())
+    return signer
+
+
+def load_log_key(home: AggregatorHome) -> LogSigner:
+    name, key = parse_signer_key(read_private_file(home.log_key).decode("utf-8", "replace"))
+    return LogSigner(name, key)
+
+
+def load_or_create_log_key(home: AggregatorHome, origin: str | None = None) -> LogSigner:
+    if home.log_key.exists():
+        signer = load_log_key(home)
+        if origin is not None and signer.name != origin:
+            raise ConfigError(f"the log key is named {signer.name!r}, not {origin!r}", code="E_CONFIG",
+                              hint="a log keeps its origin for life; use the existing origin")
+        return signer
+    if origin is None:
+        raise ConfigError(f"{home.log_key} does not exist and no log origin was given", code="E_KEY_MISSING",
+                          hint="run `aggregator init`, which names the log after the federation")
+    return create_log_key(home, origin)
+
+
+def default_origin(federation_id: str) -> str:
+    """The log origin used for a federation: ``ffsecure.local/<federation-id>/log``."""
+    return f"ffsecure.local/{federation_id}/log"

@@ -1,0 +1,202 @@
+"""The store interface: modules, artifacts and the ledger, behind one abstract class.
+
+The gRPC service and the operator CLI use only this interface; the SQLite
+backend (``aggregator.store.sqlite``) implements it and a PostgreSQL backend
+could later. No SQL lives outside the backend modules.
+
+Contract of every backend:
+
+- every write that changes the ledger and the store is one transaction: the
+  module/artifact row, its encrypted blob, its ledger entry and the Merkle
+  nodes commit together or not at all;
+- a refused input changes nothing (validation happens before any write);
+- ledger entries are canonical JSON (``ffsecure.ledger.entries``) and the
+  bytes stored are the bytes hashed and exported.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ffsecure.errors import FormatError
+
+MODULE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+ARTIFACT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+SITE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ARTIFACT_KINDS = ("dataset", "classifier")
+ARTIFACT_STATUSES = ("active", "published", "retired")
+MODULE_STATUSES = ("active", "deleted")
+
+
+def check_module_id(module_id: str) -> str:
+    if not isinstance(module_id, str) or not MODULE_ID_RE.match(module_id):
+        raise FormatError(f"module id {module_id!r} is not 32 lowercase hex digits", code="E_MODULE_ID",
+                          hint="module ids are random 128-bit values written in lowercase hex")
+    return module_id
+
+
+def check_artifact(kind: str, artifact_id: str) -> None:
+    if kind not in ARTIFACT_KINDS:
+        raise FormatError(f"artifact kind {kind!r} is not one of {', '.join(ARTIFACT_KINDS)}",
+                          code="E_ARTIFACT_KIND", hint="use dataset or classifier")
+    if not isinstance(artifact_id, str) or not ARTIFACT_ID_RE.match(artifact_id):
+        raise FormatError(f"artifact id {artifact_id!r} is not 1-64 letters, digits, '_' or '-'",
+                          code="E_ARTIFACT_ID", hint="use an id such as ds-20261122-01")
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Proof handed to a site that its module is in the log."""
+
+    index: int
+    entry: bytes
+    tree_size: int
+    checkpoint: str
+    inclusion_proof: list[bytes]
+    existing: bool
+
+
+@dataclass(frozen=True)
+class ModuleRow:
+    """A stored module; weights are reached only through ``Store.module_weights``."""
+
+    module_id: str
+    site_id: str
+    status: str
+    manifest: bytes
+    manifest_sha256: str
+    package_meta: bytes
+    weights_sha256: str
+    weights_size: int
+    registered_index: int
+    deleted_index: int | None
+    created: str
+    deleted: str | None
+
+
+@dataclass(frozen=True)
+class ArtifactRow:
+    """A synthesized dataset or a trained classifier."""
+
+    kind: str
+    artifact_id: str
+    status: str
+    meta: dict
+    blob_sha256: str | None
+    blob_size: int | None
+    has_blob: bool
+    entry_index: int
+    updated_index: int
+    created: str
+
+
+class Store(abc.ABC):
+    """Modules, artifacts and the transparency ledger of one aggregator."""
+
+    origin: str
+    vkey: str
+
+    # -- modules ---------------------------------------------------------
+    @abc.abstractmethod
+    def register_module(self, *, module_id: str, site_id: str, manifest_bytes: bytes, package_meta: bytes,
+                        weights: bytes, entry: dict) -> Receipt:
+        """Store an encrypted module and append its ``module.registered`` entry (idempotent)."""
+
+    @abc.abstractmethod
+    def delete_module(self, module_id: str, *, actor: str, reason: str,
+                      request_entry: dict | None = None) -> list[tuple[int, bytes]]:
+        """Crypto-shred a module and append ``module.deleted``; returns (index, entry bytes) appended."""
+
+    @abc.abstractmethod
+    def module_weights(self, module_id: str) -> bytes:
+        """Decrypt a module's weights in memory."""
+
+    @abc.abstractmethod
+    def get_module(self, module_id: str) -> ModuleRow: ...
+
+    @abc.abstractmethod
+    def list_modules(self, status: str | None = None) -> list[ModuleRow]: ...
+
+    # -- artifacts -------------------------------------------------------
+    @abc.abstractmethod
+    def put_artifact(self, kind: str, artifact_id: str, meta: dict, blob: bytes | None,
+                     entry: dict) -> tuple[int, bytes]: ...
+
+    @abc.abstractmethod
+    def set_artifact_status(self, kind: str, artifact_id: str, status: str, entry: dict) -> tuple[int, bytes]: ...
+
+    @abc.abstractmethod
+    def get_artifact(self, kind: str, artifact_id: str) -> ArtifactRow: ...
+
+    @abc.abstractmethod
+    def list_artifacts(self, kind: str, status: str | None = None) -> list[ArtifactRow]: ...
+
+    @abc.abstractmethod
+    def artifact_blob(self, kind: str, artifact_id: str) -> bytes: ...
+
+    # -- ledger ----------------------------------------------------------
+    @abc.abstractmethod
+    def append(self, entry: dict) -> tuple[int, bytes]:
+        """Append an event that changes no module or artifact; returns (index, entry bytes)."""
+
+    @abc.abstractmethod
+    def size(self) -> int: ...
+
+    @abc.abstractmethod
+    def entry(self, index: int) -> bytes: ...
+
+    @abc.abstractmethod
+    def entries(self, start: int, end: int) -> list[bytes]: ...
+
+    @abc.abstractmethod
+    def root_hash(self, tree_size: int | None = None) -> bytes: ...
+
+    @abc.abstractmethod
+    def checkpoint(self) -> str:
+        """Sign and keep a checkpoint for the current size; returns the note text."""
+
+    @abc.abstractmethod
+    def latest_checkpoint(self) -> str | None: ...
+
+    @abc.abstractmethod
+    def checkpoints(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]: ...
+
+    @abc.abstractmethod
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]: ...
+
+    @abc.abstractmethod
+    def snapshot(self) -> "LedgerSnapshot":
+        """A consistent view for export: a fresh checkpoint, the entries and checkpoints it covers, modules."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def export_bundle(self, out_dir: str | Path, *, ca_cert_pem: bytes, crl_pem: bytes | None) -> Path:
+        """Write an audit bundle (docs/audit-bundle.md) to ``out_dir``."""
+        from aggregator.export import write_bundle
+
+        return write_bundle(self.snapshot(), Path(out_dir), ca_cert_pem=ca_cert_pem, crl_pem=crl_pem)
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class LedgerSnapshot:
+    """Everything an export needs, read in one transaction."""
+
+    origin: str
+    vkey: str
+    size: int
+    entries: list[bytes]
+    checkpoints: dict[int, str]
+    modules: list[ModuleRow]

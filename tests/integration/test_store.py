@@ -1,0 +1,362 @@
+"""The SQLite store and ledger on real files: registration, receipts, crypto-shredding, export, tampering."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from aggregator.home import AggregatorHome, LogSigner, load_or_create_kek, load_or_create_log_key
+from aggregator.store import SQLiteStore, open_home_store
+from ffsecure import canonical
+from ffsecure.errors import ConfigError, FFSecureError, LedgerError, NotFoundError, StoreError
+from ffsecure.ledger import (
+    leaf_hash,
+    make_entry,
+    open_checkpoint,
+    verify_bundle_log,
+    verify_consistency,
+    verify_inclusion,
+)
+
+ORIGIN = "ffsecure.local/test-fed/log"
+
+
+def _ca_pem() -> bytes:
+    import datetime
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "test CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def module_args(site: str = "st-mary", weights: bytes | None = None, module_id: str | None = None) -> dict:
+    module_id = module_id or secrets.token_hex(16)
+    weights = weights if weights is not None else secrets.token_bytes(2048)
+    manifest = canonical.dumps({"module_id": module_id, "site_id": site, "classes": [0, 1],
+                                "weights_sha256": hashlib.sha256(weights).hexdigest()})
+    meta = canonical.dumps({"signature": "c2ln", "cert_chain": ["-----BEGIN CERTIFICATE-----"]})
+    entry = make_entry("module.registered", f"site:{site}", {
+        "module_id": module_id, "site_id": site, "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
+        "weights_sha256": hashlib.sha256(weights).hexdigest()})
+    return dict(module_id=module_id, site_id=site, manifest_bytes=manifest, package_meta=meta,
+                weights=weights, entry=entry)
+
+
+@pytest.fixture
+def home(tmp_path) -> AggregatorHome:
+    return AggregatorHome.at(tmp_path / "agg")
+
+
+@pytest.fixture
+def store(home):
+    s = open_home_store(home, origin=ORIGIN, create=True)
+    yield s
+    s.close()
+
+
+def _verify_receipt(r, vkey):
+    cp = open_checkpoint(r.checkpoint, vkey)
+    assert cp.size == r.tree_size
+    verify_inclusion(leaf_hash(r.entry), r.index, r.tree_size, r.inclusion_proof, cp.root_hash)
+
+
+def test_register_gives_a_verifiable_receipt_and_encrypts_weights(store, home):
+    args = module_args()
+    r = store.register_module(**args)
+    assert (r.index, r.tree_size, r.existing) == (0, 1, False)
+    _verify_receipt(r, store.vkey)
+    assert store.module_weights(args["module_id"]) == args["weights"]
+    blob = next(home.blobs.iterdir())
+    assert stat.S_IMODE(blob.stat().st_mode) == 0o600
+    assert args["weights"][:64] not in blob.read_bytes()
+    row = store.get_module(args["module_id"])
+    assert (row.status, row.site_id, row.registered_index) == ("active", "st-mary", 0)
+    assert row.manifest == args["manifest_bytes"]
+    assert stat.S_IMODE(home.kek_key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(home.log_key.stat().st_mode) == 0o600
+    assert store.verify_integrity()["entries"] == 1
+
+
+def test_registration_is_idempotent_and_refuses_a_different_manifest(store, home):
+    args = module_args()
+    first = store.register_module(**args)
+    store.append(make_entry("cert.revoked", "operator:alice", {"serial": "0a", "reason": "test"}))
+    again = store.register_module(**args)
+    assert again.existing and again.index == first.index and again.entry == first.entry
+    _verify_receipt(again, store.vkey)
+    assert store.size() == 2
+    other = module_args(module_id=args["module_id"])
+    with pytest.raises(StoreError) as info:
+        store.register_module(**other)
+    assert info.value.code == "E_DUPLICATE_MODULE"
+    assert store.size() == 2 and len(list(home.blobs.iterdir())) == 1
+
+
+@pytest.mark.parametrize("field, value, code", [
+    ("module_id", "../../etc/passwd", "E_MODULE_ID"),
+    ("site_id", "bad site", "E_SITE_ID"),
+    ("manifest_bytes", b'{"a": 1}', "E_NOT_CANONICAL"),
+    ("weights", b"other weights", "E_ENTRY"),
+])
+def test_bad_registrations_change_nothing(store, home, field, value, code):
+    args = module_args()
+    args[field] = value
+    with pytest.raises(FFSecureError) as info:
+        store.register_module(**args)
+    assert info.value.code == code
+    assert store.size() == 0 and list(home.blobs.iterdir()) == [] and store.list_modules() == []
+
+
+def test_delete_crypto_shreds_and_logs_what_was_destroyed(store, home):
+    args = module_args()
+    mid = args["module_id"]
+    store.register_module(**args)
+    con = sqlite3.connect(home.store_db)
+    wrapped = con.execute("SELECT wrapped_dek FROM modules WHERE module_id = ?", (mid,)).fetchone()[0]
+    con.close()
+    backup = home.root / "backup.blob"
+    shutil.copy(next(home.blobs.iterdir()), backup)
+    req = make_entry("module.deletion_requested", "site:st-mary", {"module_id": mid, "reason": "withdrawn"})
+    out = store.delete_module(mid, actor="site:st-mary", reason="withdrawn", request_entry=req)
+    assert [i for i, _ in out] == [1, 2]
+    deleted = canonical.loads(out[1][1])
+    assert deleted["type"] == "module.deleted"
+    assert deleted["facts"]["destroyed"] == ["wrapped_dek", "blob"]
+    assert deleted["facts"]["module_id"] == mid
+    assert list(home.blobs.iterdir()) == []
+    with pytest.raises(StoreError) as info:
+        store.module_weights(mid)
+    assert info.value.code == "E_MODULE_DELETED"
+    with pytest.raises(StoreError):
+        store.delete_module(mid, actor="operator:bob", reason="again")
+    with pytest.raises(StoreError) as info:
+        store.register_module(**args)
+    assert info.value.code == "E_MODULE_DELETED"
+    # The wrapped data key is gone from every file of the store, so the backed-up blob is unreadable.
+    for f in home.root.iterdir():
+        if f.name.startswith("store.sqlite"):
+            assert wrapped not in f.read_bytes(), f.name
+    assert store.get_module(mid).status == "deleted"
+    assert store.verify_integrity()["deleted_modules"] == 1
+    # A restored blob copy is an orphan: removed at the next open, never decryptable.
+    shutil.copy(backup, home.blobs / f"m-{mid}.blob")
+    store.close()
+    reopened = open_home_store(home)
+    assert list(home.blobs.iterdir()) == []
+    reopened.close()
+
+
+def test_unknown_module(store):
+    with pytest.raises(NotFoundError):
+        store.module_weights("0" * 32)
+    with pytest.raises(NotFoundError):
+        store.delete_module("0" * 32, actor="operator:bob", reason="x")
+
+
+def test_artifacts_are_stored_with_their_entries_and_shredded_when_retired(store, home):
+    mid = module_args()
+    store.register_module(**mid)
+    data = b"synthetic dataset bytes" * 100
+    ds_entry = make_entry("dataset.synthesized", "operator:alice", {
+        "dataset_id": "ds-1", "modules": [mid["module_id"]], "sha256": hashlib.sha256(data).hexdigest()})
+    idx, raw = store.put_artifact("dataset", "ds-1", {"n_per_class": 10}, data, ds_entry)
+    assert idx == 1 and canonical.loads(raw) == ds_entry
+    assert store.artifact_blob("dataset", "ds-1") == data
+    row = store.get_artifact("dataset", "ds-1")
+    assert (row.status, row.has_blob, row.meta) == ("active", True, {"n_per_class": 10})
+    with pytest.raises(StoreError):
+        store.put_artifact("dataset", "ds-1", {}, data, ds_entry)
+    clf = make_entry("classifier.trained", "operator:alice", {"classifier_id": "c-1", "dataset_id": "ds-1",
+                                                             "sha256": "cd" * 32})
+    store.put_artifact("classifier", "c-1", {"arch": "cnn"}, None, clf)
+    store.set_artifact_status("classifier", "c-1", "published",
+                              make_entry("classifier.published", "operator:alice", {"classifier_id": "c-1"}))
+    assert [a.artifact_id for a in store.list_artifacts("classifier", "published")] == ["c-1"]
+    store.set_artifact_status("dataset", "ds-1", "retired", make_entry(
+        "dataset.retired", "operator:alice", {"dataset_id": "ds-1", "reason": "module deleted"}))
+    with pytest.raises(NotFoundError):
+        store.artifact_blob("dataset", "ds-1")
+    assert [p.name for p in home.blobs.iterdir()] == [f"m-{mid['module_id']}.blob"]
+    with pytest.raises(LedgerError):  # entry of the wrong type
+        store.set_artifact_status("classifier", "c-1", "retired", ds_entry)
+    with pytest.raises(FFSecureError):
+        store.put_artifact("model", "x", {}, None, clf)
+    assert store.size() == 5
+    store.verify_integrity()
+
+
+def test_append_refuses_events_that_need_a_store_operation(store):
+    args = module_args()
+    with pytest.raises(LedgerError):
+        store.append(args["entry"])
+    assert store.size() == 0
+
+
+def test_reopen_keeps_state_and_refuses_other_keys(store, home, tmp_path):
+    args = module_args()
+    store.register_module(**args)
+    root = store.root_hash()
+    store.close()
+    s2 = open_home_store(home)
+    assert s2.size() == 1 and s2.root_hash() == root
+    assert s2.module_weights(args["module_id"]) == args["weights"]
+    s2.close()
+    kek = load_or_create_kek(home)
+    signer = load_or_create_log_key(home)
+    with pytest.raises(ConfigError) as info:
+        SQLiteStore.open(home, origin=ORIGIN, kek=secrets.token_bytes(32), log_signer=signer)
+    assert info.value.code == "E_KEK_MISMATCH"
+    with pytest.raises(ConfigError) as info:
+        SQLiteStore.open(home, origin=ORIGIN, kek=kek, log_signer=LogSigner.generate(ORIGIN))
+    assert info.value.code == "E_LOG_KEY_MISMATCH"
+
+
+def test_orphan_blob_from_an_interrupted_write_is_removed_at_open(store, home):
+    store.register_module(**module_args())
+    orphan = home.blobs / f"m-{'a' * 32}.blob"
+    orphan.write_bytes(b"half written")
+    (home.blobs / ".m-x.blob.1234.tmp").write_bytes(b"tmp")
+    store.close()
+    s2 = open_home_store(home)
+    assert len(list(home.blobs.iterdir())) == 1 and not orphan.exists()
+    s2.verify_integrity()
+    s2.close()
+
+
+def test_proofs_between_checkpoints(store):
+    notes = []
+    for i in range(9):
+        store.register_module(**module_args())
+        if i % 3 == 0:
+            store.append(make_entry("key.rotated", "aggregator", {"key": "tls", "new_key_id": f"k{i}"}))
+        notes.append(store.checkpoint())
+    cps = [open_checkpoint(n, store.vkey) for n in store.checkpoints()]
+    assert [c.size for c in cps] == sorted({c.size for c in cps})
+    for old in cps:
+        for new in cps:
+            if old.size <= new.size:
+                verify_consistency(old.size, new.size, old.root_hash, new.root_hash,
+                                   store.consistency_proof(old.size, new.size))
+    latest = cps[-1]
+    for i in range(latest.size):
+        verify_inclusion(leaf_hash(store.entry(i)), i, latest.size, store.inclusion_proof(i, latest.size),
+                         latest.root_hash)
+    with pytest.raises(LedgerError):
+        store.inclusion_proof(0, latest.size + 1)
+
+
+# -- export and tampering ----------------------------------------------------
+
+
+@pytest.fixture
+def bundle(store, tmp_path) -> Path:
+    mods = [module_args(site=s) for s in ("st-mary", "st-john", "st-mary")]
+    for m in mods:
+        store.register_module(**m)
+    store.delete_module(mods[1]["module_id"], actor="operator:alice", reason="consent withdrawn")
+    store.append(make_entry("cert.revoked", "operator:alice", {"serial": "0b", "reason": "keyCompromise"}))
+    return store.export_bundle(tmp_path / "bundle", ca_cert_pem=_ca_pem(), crl_pem=b"-----BEGIN X509 CRL-----\n")
+
+
+def test_export_writes_a_bundle_that_verifies_offline(bundle, store):
+    report = verify_bundle_log(bundle)
+    assert report.size == store.size() == 5
+    assert report.origin == ORIGIN
+    assert [c.size for c in report.checkpoints] == [1, 2, 3, 4, 5]
+    lines = (bundle / "entries.jsonl").read_bytes().split(b"\n")[:-1]
+    assert lines == store.entries(0, 5)
+    assert (bundle / "log.vkey").read_text().strip() == store.vkey
+    assert (bundle / "ca.pem").read_bytes().startswith(b"-----BEGIN CERTIFICATE")
+    assert (bundle / "crl.pem").exists()
+    mods = sorted((bundle / "modules").iterdir())
+    assert len(mods) == 3
+    for m in mods:
+        rec = canonical.loads((m.read_bytes().rstrip(b"\n")))
+        assert set(rec) >= {"manifest", "manifest_b64", "package", "status", "registered_index"}
+        assert "weights" not in rec
+    statuses = sorted(canonical.loads(m.read_bytes().rstrip(b"\n"))["status"] for m in mods)
+    assert statuses == ["active", "active", "deleted"]
+    with pytest.raises(ConfigError):
+        store.export_bundle(bundle, ca_cert_pem=_ca_pem(), crl_pem=None)
+
+
+def _copy(bundle: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / f"copy-{secrets.token_hex(4)}"
+    shutil.copytree(bundle, dst)
+    return dst
+
+
+def _fails(path: Path) -> LedgerError:
+    with pytest.raises(LedgerError) as info:
+        verify_bundle_log(path)
+    assert info.value.message and info.value.hint
+    return info.value
+
+
+def test_flipping_any_byte_of_any_entry_fails(bundle, tmp_path):
+    work = _copy(bundle, tmp_path)
+    path = work / "entries.jsonl"
+    original = path.read_bytes()
+    codes = set()
+    for i in range(len(original)):
+        bad = bytearray(original)
+        bad[i] ^= 0x01
+        path.write_bytes(bytes(bad))
+        codes.add(_fails(work).code)
+    assert codes <= {"E_ENTRY", "E_INCONSISTENT"}
+    path.write_bytes(original)
+    verify_bundle_log(work)
+
+
+def test_flipping_any_byte_of_any_checkpoint_fails(bundle, tmp_path):
+    work = _copy(bundle, tmp_path)
+    for cp in sorted((work / "checkpoints").iterdir()):
+        original = cp.read_bytes()
+        for i in range(len(original)):
+            bad = bytearray(original)
+            bad[i] ^= 0x04
+            cp.write_bytes(bytes(bad))
+            assert _fails(work).code in {"E_CHECKPOINT_FORMAT", "E_CHECKPOINT_SIGNATURE", "E_INCONSISTENT"}
+        cp.write_bytes(original)
+    verify_bundle_log(work)
+
+
+def test_dropping_or_reordering_entries_fails(bundle, tmp_path):
+    work = _copy(bundle, tmp_path)
+    path = work / "entries.jsonl"
+    lines = path.read_bytes().split(b"\n")[:-1]
+    for i in range(len(lines)):
+        path.write_bytes(b"".join(x + b"\n" for x in lines[:i] + lines[i + 1:]))
+        assert "dropped" in _fails(work).message or "do not hash" in _fails(work).message
+    for i in range(len(lines) - 1):
+        swapped = list(lines)
+        swapped[i], swapped[i + 1] = swapped[i + 1], swapped[i]
+        path.write_bytes(b"".join(x + b"\n" for x in swapped))
+        assert "do not hash" in _fails(work).message
+    extra = lines + [lines[-1]]
+    path.write_bytes(b"".join(x + b"\n" for x in extra))
+    assert "after the last signed checkpoint" in _fails(work).message
+
+
+def test_checkpoint_from_another_key_or_renamed_fails(bundle, tmp_path):
+    work = _copy(bundle, tmp_path)
+    (work / "log.vkey").write_text(LogSigner.generate(ORIGIN).vkey + "\n")
+    assert _fails(work).code == "E_CHECKPOINT_SIGNATURE"
+    work = _copy(bundle, tmp_path)
+    cps = sorted((work / "checkpoints").iterdir(), key=lambda p: int(p.name))
+    cps[0].rename(work / "checkpoints" / "4")
+    assert "tree size" in _fails(work).message
