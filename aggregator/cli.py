@@ -8,6 +8,7 @@ from ffsecure import __version__
 from ffsecure.clitools import LazyGroup, setup_logging
 
 COMMANDS: dict[str, str] = {
+    "ledger": "aggregator.commands.ledger:ledger",
     "serve": "aggregator.commands.serve:serve",
 }
 

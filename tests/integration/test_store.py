@@ -360,3 +360,40 @@ def test_checkpoint_from_another_key_or_renamed_fails(bundle, tmp_path):
     cps = sorted((work / "checkpoints").iterdir(), key=lambda p: int(p.name))
     cps[0].rename(work / "checkpoints" / "4")
     assert "tree size" in _fails(work).message
+
+
+# -- the operator CLI ----------------------------------------------------------
+
+
+def _cli(*args: str):
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+
+    return subprocess.run([sys.executable, "-m", "aggregator", *args], capture_output=True, text=True,
+                          env=cli_env(), timeout=120)
+
+
+def test_ledger_cli_checkpoint_export_verify(store, home, tmp_path):
+    import json
+
+    store.register_module(**module_args())
+    store.close()
+    home.ca_cert.write_bytes(_ca_pem())
+    out = _cli("ledger", "checkpoint", "--dir", str(home.root), "--json")
+    assert out.returncode == 0, out.stderr
+    cp = json.loads(out.stdout)
+    assert cp["size"] == 1 and open_checkpoint(cp["note"], cp["vkey"]).size == 1
+    out = _cli("ledger", "export", "--dir", str(home.root), "--out", str(tmp_path / "b"))
+    assert out.returncode == 0, out.stderr
+    out = _cli("ledger", "verify", "--bundle", str(tmp_path / "b"), "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["size"] == 1, out.stderr
+    out = _cli("ledger", "verify", "--dir", str(home.root))
+    assert out.returncode == 0 and out.stdout.startswith("ok: entries 1"), out.stderr
+    (tmp_path / "b" / "entries.jsonl").write_bytes(b"{}\n")
+    out = _cli("ledger", "verify", "--bundle", str(tmp_path / "b"))
+    assert out.returncode == 1 and "error[E_ENTRY]" in out.stderr and "hint:" in out.stderr
+    os.chmod(home.kek_key, 0o644)
+    out = _cli("ledger", "verify", "--dir", str(home.root))
+    assert out.returncode == 1 and "E_KEY_PERMISSIONS" in out.stderr
