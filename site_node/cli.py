@@ -7,7 +7,9 @@ import click
 from ffsecure import __version__
 from ffsecure.clitools import LazyGroup, setup_logging
 
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "enroll": "site_node.commands.enroll:enroll",
+}
 
 
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})

@@ -243,3 +243,28 @@ def test_public_keys_file_is_validated(tmp_path):
     with pytest.raises(FFSecureError) as info:
         federation.load_public_keys(tmp_path / "public-keys.json")
     assert _code(info) == "E_CONFIG"
+
+
+def test_cli_create_and_verify(tmp_path):
+    """The CLI in-process (the generator import is already paid for by this test module)."""
+    from click.testing import CliRunner
+
+    from ffsecure.cli import cli
+
+    def run(*args, ok=True):
+        result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+        assert (result.exit_code == 0) == ok, result.output
+        return result
+
+    run("pki", "init", "--federation-id", "fed-test", "--dir", str(tmp_path / "ca"))
+    path, agg = _write_toml(tmp_path)
+    out = tmp_path / "federation.json"
+    run("federation", "create", "--config", str(path), "--ca-dir", str(tmp_path / "ca"),
+        "--out", str(out))
+    shown = json.loads(run("federation", "verify", str(out), "--ca", str(tmp_path / "ca" / "ca.pem"),
+                           "--json").stdout)
+    assert shown["hpke_key_id"] == agg["hpke_key_id"] and shown["label_space"] == LABELS
+    other = pki.init_ca(tmp_path / "other", "fed-test")
+    (tmp_path / "other.pem").write_bytes(other.cert_pem)
+    refused = run("federation", "verify", str(out), "--ca", str(tmp_path / "other.pem"), ok=False)
+    assert "error[E_MANIFEST_SIGNATURE]" in refused.output

@@ -312,3 +312,59 @@ def test_certificates_work_for_mutual_tls(tmp_path, ca):
     listener.close()
     assert server_identity.role == "aggregator"
     assert seen["peer"] == pki.Identity("fed-test", "site", "st-tls")
+
+
+# ------------------------------------------------------------------- the CLI
+
+
+def _run(*args, ok=True):
+    import subprocess
+
+    from tests.conftest import PYTHON, REPO, cli_env
+
+    proc = subprocess.run([PYTHON, "-m", *args], cwd=REPO, env=cli_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert (proc.returncode == 0) == ok, proc.stderr
+    return proc
+
+
+def test_cli_operator_flow(tmp_path):
+    """init -> issue -> enroll + sign-csr -> revoke -> list/verify, as an operator runs it."""
+    import json
+
+    ca_dir, certs = tmp_path / "ca", tmp_path / "certs"
+    (tmp_path / "pass").write_text("s3cret passphrase\n")
+    pw = ["--passphrase-file", str(tmp_path / "pass")]
+    _run("ffsecure", "pki", "init", "--federation-id", "fed-cli", "--dir", str(ca_dir), *pw)
+    out = _run("ffsecure", "pki", "issue", "site", "--site-id", "st-a", "--ca-dir", str(ca_dir),
+               "--out", str(certs), "--json", *pw)
+    issued = json.loads(out.stdout)
+    assert issued["identity"] == "ffsecure://fed-cli/site/st-a"
+    assert stat.S_IMODE((certs / "st-a.key").stat().st_mode) == 0o600
+    _run("ffsecure", "pki", "issue", "aggregator", "--host", "127.0.0.1", "--ca-dir", str(ca_dir),
+         "--out", str(certs), *pw)
+    # CSR path: the key is made on the site and never seen by the CA
+    _run("site_node", "enroll", "--federation-id", "fed-cli", "--site-id", "st-b",
+         "--key", str(tmp_path / "st-b.key"), "--csr", str(tmp_path / "st-b.csr"))
+    assert stat.S_IMODE((tmp_path / "st-b.key").stat().st_mode) == 0o600
+    _run("ffsecure", "pki", "sign-csr", str(tmp_path / "st-b.csr"), "--site-id", "st-b",
+         "--ca-dir", str(ca_dir), "--out", str(tmp_path / "st-b.pem"), *pw)
+    refused = _run("ffsecure", "pki", "sign-csr", str(tmp_path / "st-b.csr"), "--site-id", "st-c",
+                   "--ca-dir", str(ca_dir), "--out", str(tmp_path / "x.pem"), *pw, ok=False)
+    assert "error[E_IDENTITY]" in refused.stderr
+    verified = _run("ffsecure", "pki", "verify", str(tmp_path / "st-b.pem"),
+                    "--ca", str(ca_dir / "ca.pem"), "--role", "site", "--json")
+    assert json.loads(verified.stdout)["site_id"] == "st-b"
+    wrong_pw = _run("ffsecure", "pki", "issue", "site", "--site-id", "st-z", "--ca-dir",
+                    str(ca_dir), "--out", str(certs), ok=False)
+    assert "error[E_KEY]" in wrong_pw.stderr
+    _run("ffsecure", "pki", "revoke", "--ca-dir", str(ca_dir), "--cert", str(certs / "st-a.pem"),
+         "--reason", "key_compromise", *pw)
+    revoked = _run("ffsecure", "pki", "verify", str(certs / "st-a.pem"), "--ca",
+                   str(ca_dir / "ca.pem"), "--crl", str(ca_dir / "crl.pem"), ok=False)
+    assert "error[E_CERT_REVOKED]" in revoked.stderr
+    rows = json.loads(_run("ffsecure", "pki", "list", "--ca-dir", str(ca_dir), "--json").stdout)
+    status = {r["identity"]: r["revoked"] for r in rows}
+    assert status["ffsecure://fed-cli/site/st-a"]["reason"] == "key_compromise"
+    assert status["ffsecure://fed-cli/site/st-b"] is None
+    assert not list(tmp_path.rglob("*.tmp"))

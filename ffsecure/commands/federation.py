@@ -1,0 +1,75 @@
+"""``ffsecure federation``: create and check the CA-signed federation manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ffsecure import federation as fedlib
+from ffsecure import pki as pkilib
+from ffsecure.clitools import echo_json
+from ffsecure.commands.pki import json_option, passphrase_option, read_passphrase
+
+
+def _summary(manifest: fedlib.FederationManifest) -> dict:
+    return {
+        "federation_id": manifest.federation_id,
+        "label_space": manifest.label_space,
+        "image_shape": list(manifest.image_shape),
+        "generator": manifest.generator["family"],
+        "dp_policy": manifest.dp_policy,
+        "limits": manifest.limits,
+        "endpoint": manifest.aggregator["endpoint"],
+        "hpke_suite": manifest.hpke_suite,
+        "hpke_key_id": manifest.hpke_key_id,
+        "log_origin": manifest.aggregator["log_origin"],
+        "privacy_policy": manifest.privacy_policy,
+        "created_at": manifest.created_at,
+    }
+
+
+@click.group("federation")
+def federation() -> None:
+    """The federation manifest: create (CA-signed) and verify."""
+
+
+@federation.command("create")
+@click.option("--config", "config_file", required=True, type=click.Path(dir_okay=False),
+              help="federation.toml (see docs/pki.md).")
+@click.option("--ca-dir", required=True, type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Where to write federation.json.")
+@passphrase_option
+@json_option
+@click.pass_context
+def create_cmd(ctx, config_file, ca_dir, out, passphrase_file, as_json):
+    """Build the manifest from federation.toml and sign it with the CA key."""
+    ctx.ensure_object(dict)["json"] = as_json
+    manifest = fedlib.manifest_from_toml(config_file)
+    ca = pkilib.CA.load(ca_dir, read_passphrase(passphrase_file))
+    data = fedlib.create_signed_manifest(manifest, ca)
+    pkilib.write_public_file(Path(out), data)
+    if as_json:
+        echo_json({"out": out, **_summary(manifest)})
+    else:
+        click.echo(f"signed federation manifest for {manifest.federation_id} -> {out}")
+
+
+@federation.command("verify")
+@click.argument("manifest_file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--ca", "ca_file", required=True, type=click.Path(dir_okay=False, exists=True))
+@json_option
+@click.pass_context
+def verify_cmd(ctx, manifest_file, ca_file, as_json):
+    """Check federation.json's CA signature and print what it says."""
+    ctx.ensure_object(dict)["json"] = as_json
+    ca_cert = pkilib.load_cert(Path(ca_file).read_bytes())
+    manifest = fedlib.load_signed_manifest(Path(manifest_file).read_bytes(), ca_cert)
+    info = _summary(manifest)
+    if as_json:
+        echo_json(info)
+        return
+    click.echo(f"OK federation {manifest.federation_id} (signed by the CA)")
+    for key, value in info.items():
+        click.echo(f"  {key}: {value}")

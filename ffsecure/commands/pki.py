@@ -1,0 +1,240 @@
+"""``ffsecure pki``: create the federation CA, issue and revoke certificates.
+
+A thin layer over :mod:`ffsecure.pki`; see docs/pkilib.md for the operator's walk-through.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ffsecure import pki as pkilib
+from ffsecure.clitools import echo_json
+from ffsecure.errors import ConfigError
+
+
+def read_passphrase(path: str | None) -> bytes | None:
+    """The first line of ``path`` (without the newline), or None."""
+    if not path:
+        return None
+    try:
+        data = Path(path).read_bytes().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read passphrase file {path}: {exc.strerror}") from None
+    if not data or not data[0]:
+        raise ConfigError(f"passphrase file {path} is empty")
+    return data[0]
+
+
+ca_dir_option = click.option("--ca-dir", required=True, type=click.Path(file_okay=False),
+                             help="Directory of the federation CA (from `pki init`).")
+passphrase_option = click.option("--passphrase-file", type=click.Path(dir_okay=False),
+                                 help="File whose first line is the CA key passphrase.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def _json(ctx: click.Context, as_json: bool) -> None:
+    ctx.ensure_object(dict)["json"] = as_json
+
+
+def _cert_summary(cert, **extra) -> dict:
+    identity = pkilib.identity_of(cert)
+    return {"identity": identity.uri, "serial": pkilib.serial_hex(cert.serial_number),
+            "fingerprint": pkilib.cert_fingerprint(cert),
+            "not_after": pkilib.rfc3339(cert.not_valid_after_utc), **extra}
+
+
+def _write_leaf(out: Path, name: str, cert, key, ca: pkilib.CA) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"cert": str(out / f"{name}.pem"), "ca": str(out / "ca.pem")}
+    pkilib.write_public_file(out / f"{name}.pem", pkilib.cert_pem(cert))
+    if key is not None:
+        pkilib.write_private_key(out / f"{name}.key", key)
+        paths["key"] = str(out / f"{name}.key")
+    pkilib.write_public_file(out / "ca.pem", ca.cert_pem)
+    return paths
+
+
+@click.group("pki")
+def pki() -> None:
+    """Federation CA: init, issue, sign-csr, revoke, crl, list, verify."""
+
+
+@pki.command("init")
+@click.option("--federation-id", required=True, help="Federation id (lowercase, 1-63 chars).")
+@click.option("--dir", "directory", required=True, type=click.Path(file_okay=False),
+              help="New directory for the CA (created 0700).")
+@passphrase_option
+@click.option("--days", default=pkilib.CA_DAYS_DEFAULT, show_default=True, help="CA lifetime.")
+@json_option
+@click.pass_context
+def init_cmd(ctx, federation_id, directory, passphrase_file, days, as_json):
+    """Create a federation CA (ECDSA P-256, key file 0600)."""
+    _json(ctx, as_json)
+    ca = pkilib.init_ca(directory, federation_id, passphrase=read_passphrase(passphrase_file),
+                     days=days)
+    info = {"federation_id": ca.federation_id, "ca_cert": str(Path(directory) / "ca.pem"),
+            "fingerprint": pkilib.cert_fingerprint(ca.cert),
+            "not_after": pkilib.rfc3339(ca.cert.not_valid_after_utc)}
+    if as_json:
+        echo_json(info)
+    else:
+        click.echo(f"created CA for federation {ca.federation_id} in {directory}")
+        click.echo(f"  CA certificate: {info['ca_cert']} (sha256 {info['fingerprint']})")
+        click.echo("  keep ca.key offline; give ca.pem to every site and the aggregator")
+
+
+@pki.group("issue")
+def issue_group() -> None:
+    """Issue a site or aggregator certificate (the CA makes the key)."""
+
+
+@issue_group.command("site")
+@click.option("--site-id", required=True)
+@ca_dir_option
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Directory for <site-id>.pem, <site-id>.key (0600) and ca.pem.")
+@click.option("--days", default=pkilib.LEAF_DAYS_DEFAULT, show_default=True)
+@passphrase_option
+@json_option
+@click.pass_context
+def issue_site_cmd(ctx, site_id, ca_dir, out, days, passphrase_file, as_json):
+    """Issue a site certificate (clientAuth, SAN ffsecure://<fed>/site/<id>)."""
+    _json(ctx, as_json)
+    ca = pkilib.CA.load(ca_dir, read_passphrase(passphrase_file))
+    cert, key = ca.issue_site(site_id, days=days)
+    info = _cert_summary(cert, files=_write_leaf(Path(out), site_id, cert, key, ca))
+    echo_json(info) if as_json else click.echo(
+        f"issued {info['identity']} serial {info['serial']} -> {info['files']['cert']}")
+
+
+@issue_group.command("aggregator")
+@click.option("--host", required=True, help="DNS name or IP the sites connect to.")
+@click.option("--extra-host", multiple=True, help="More DNS names or IPs (repeatable).")
+@ca_dir_option
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Directory for aggregator.pem, aggregator.key (0600) and ca.pem.")
+@click.option("--days", default=pkilib.LEAF_DAYS_DEFAULT, show_default=True)
+@passphrase_option
+@json_option
+@click.pass_context
+def issue_aggregator_cmd(ctx, host, extra_host, ca_dir, out, days, passphrase_file, as_json):
+    """Issue the aggregator's TLS certificate (serverAuth, SAN .../aggregator + host)."""
+    _json(ctx, as_json)
+    ca = pkilib.CA.load(ca_dir, read_passphrase(passphrase_file))
+    cert, key = ca.issue_aggregator(host, extra_hosts=extra_host, days=days)
+    info = _cert_summary(cert, files=_write_leaf(Path(out), "aggregator", cert, key, ca))
+    echo_json(info) if as_json else click.echo(
+        f"issued {info['identity']} for {host} serial {info['serial']} -> {info['files']['cert']}")
+
+
+@pki.command("sign-csr")
+@click.argument("csr", type=click.Path(dir_okay=False, exists=True))
+@ca_dir_option
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the certificate PEM.")
+@click.option("--role", type=click.Choice(["site", "aggregator"]), default="site",
+              show_default=True)
+@click.option("--site-id", help="Expected site id (refuse a CSR asking for another).")
+@click.option("--host", help="Aggregator host name (role aggregator).")
+@click.option("--days", default=pkilib.LEAF_DAYS_DEFAULT, show_default=True)
+@passphrase_option
+@json_option
+@click.pass_context
+def sign_csr_cmd(ctx, csr, ca_dir, out, role, site_id, host, days, passphrase_file, as_json):
+    """Sign a CSR made by `site-node enroll` (the private key stays on the site)."""
+    _json(ctx, as_json)
+    ca = pkilib.CA.load(ca_dir, read_passphrase(passphrase_file))
+    cert = ca.sign_csr(Path(csr).read_bytes(), role=role, site_id=site_id, host=host, days=days)
+    pkilib.write_public_file(Path(out), pkilib.cert_pem(cert))
+    info = _cert_summary(cert, cert_file=out)
+    echo_json(info) if as_json else click.echo(
+        f"issued {info['identity']} serial {info['serial']} -> {out}")
+
+
+@pki.command("revoke")
+@ca_dir_option
+@click.option("--serial", help="Serial number (hex) of the certificate to revoke.")
+@click.option("--cert", "cert_file", type=click.Path(dir_okay=False, exists=True),
+              help="The certificate to revoke (instead of --serial).")
+@click.option("--reason", type=click.Choice(sorted(pkilib.REASONS)), default="unspecified",
+              show_default=True,
+              help="key_compromise/unspecified revoke every use; superseded (rotation) and the "
+                   "others only uses after now.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Also copy the new CRL here.")
+@passphrase_option
+@json_option
+@click.pass_context
+def revoke_cmd(ctx, ca_dir, serial, cert_file, reason, out, passphrase_file, as_json):
+    """Revoke a certificate and publish a new CRL (DIR/crl.pem)."""
+    _json(ctx, as_json)
+    if bool(serial) == bool(cert_file):
+        raise ConfigError("give exactly one of --serial or --cert")
+    ca = pkilib.CA.load(ca_dir, read_passphrase(passphrase_file))
+    target = pkilib.load_cert(Path(cert_file).read_bytes()) if cert_file else serial
+    pem = ca.revoke(target, reason)
+    if out:
+        pkilib.write_public_file(Path(out), pem)
+    crl = pkilib.load_crl(pem, ca.cert)
+    info = {"crl": str(Path(ca_dir) / "crl.pem"), "revoked": len(crl), "reason": reason}
+    echo_json(info) if as_json else click.echo(
+        f"revoked ({reason}); CRL with {len(crl)} entries -> {info['crl']}")
+
+
+@pki.command("crl")
+@ca_dir_option
+@click.option("--out", type=click.Path(dir_okay=False), help="Also copy the CRL here.")
+@click.option("--days", default=pkilib.CRL_DAYS_DEFAULT, show_default=True,
+              help="Days until the CRL's nextUpdate.")
+@passphrase_option
+def crl_cmd(ca_dir, out, days, passphrase_file):
+    """Re-sign and publish the CRL (do this before its nextUpdate passes)."""
+    ca = pkilib.CA.load(ca_dir, read_passphrase(passphrase_file))
+    pem = ca.publish_crl(days=days)
+    if out:
+        pkilib.write_public_file(Path(out), pem)
+    click.echo(f"published CRL -> {Path(ca_dir) / 'crl.pem'}")
+
+
+@pki.command("list")
+@click.option("--ca-dir", required=True, type=click.Path(file_okay=False))
+@json_option
+@click.pass_context
+def list_cmd(ctx, ca_dir, as_json):
+    """List issued certificates and their revocation state (no key needed)."""
+    _json(ctx, as_json)
+    from ffsecure import canonical
+
+    path = Path(ca_dir) / "state.json"
+    if not path.is_file():
+        raise ConfigError(f"{ca_dir} holds no CA state", hint="create one with `ffsecure pki init`")
+    state = canonical.loads_canonical(path.read_bytes(), max_bytes=64 << 20)
+    revoked = {r["serial"]: r for r in state["revoked"]}
+    rows = [{**r, "revoked": revoked.get(r["serial"])} for r in state["issued"]]
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        status = f"REVOKED {row['revoked']['reason']}" if row["revoked"] else "valid"
+        click.echo(f"{row['serial']:<40} {row['identity']:<50} {row['not_after']} {status}")
+
+
+@pki.command("verify")
+@click.argument("cert_file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--ca", "ca_file", required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("--crl", "crl_file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--role", type=click.Choice(["site", "aggregator"]))
+@json_option
+@click.pass_context
+def verify_cmd(ctx, cert_file, ca_file, crl_file, role, as_json):
+    """Check a certificate against the CA (and CRL); print its identity."""
+    _json(ctx, as_json)
+    ca_cert = pkilib.load_cert(Path(ca_file).read_bytes())
+    crl = pkilib.load_crl(Path(crl_file).read_bytes(), ca_cert) if crl_file else None
+    cert = pkilib.load_cert(Path(cert_file).read_bytes())
+    identity = pkilib.verify_cert(cert, ca_cert=ca_cert, crl=crl, role=role)
+    info = _cert_summary(cert, role=identity.role, site_id=identity.site_id)
+    echo_json(info) if as_json else click.echo(f"OK {identity.uri} serial {info['serial']}")
+
+
