@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import secrets
+import shutil
 from pathlib import Path
 
 from aggregator.store.base import LedgerSnapshot
 from ffsecure import canonical
 from ffsecure.errors import ConfigError
 from ffsecure.ledger.entries import utc_now
-from ffsecure.ledger.merkle import root_from, MemoryTree, leaf_hash
+from ffsecure.ledger.merkle import MemoryTree, leaf_hash, root_from
 
 BUNDLE_FORMAT = "ffsecure-audit-bundle/v1"
 
@@ -39,15 +39,19 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def module_record(row) -> dict:
-    """The public record of one module: what the site signed and published, its state in the log."""
+    """The public record of one module: what the site signed and published, its state in the log.
+
+    ``package`` is the site's signed package metadata (manifest, signature,
+    certificate chain; never weights) and ``package_b64`` its exact canonical
+    bytes, so that a verifier in any language checks the very bytes stored.
+    """
     return {
         "module_id": row.module_id,
         "site_id": row.site_id,
         "status": row.status,
-        "manifest": canonical.loads(row.manifest),
-        "manifest_b64": base64.b64encode(row.manifest).decode(),
         "manifest_sha256": row.manifest_sha256,
         "package": canonical.loads(row.package_meta),
+        "package_b64": base64.b64encode(row.package_meta).decode(),
         "weights_sha256": row.weights_sha256,
         "registered_index": row.registered_index,
         "deleted_index": row.deleted_index,

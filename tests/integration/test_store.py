@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import secrets
@@ -286,8 +287,10 @@ def test_export_writes_a_bundle_that_verifies_offline(bundle, store):
     assert len(mods) == 3
     for m in mods:
         rec = canonical.loads((m.read_bytes().rstrip(b"\n")))
-        assert set(rec) >= {"manifest", "manifest_b64", "package", "status", "registered_index"}
+        assert set(rec) >= {"package", "package_b64", "manifest_sha256", "status", "registered_index"}
         assert "weights" not in rec
+        raw = base64.b64decode(rec["package_b64"])
+        assert canonical.dumps(rec["package"]) == raw == store.get_module(rec["module_id"]).package_meta
     statuses = sorted(canonical.loads(m.read_bytes().rstrip(b"\n"))["status"] for m in mods)
     assert statuses == ["active", "active", "deleted"]
     with pytest.raises(ConfigError):
