@@ -394,6 +394,9 @@ def verify_signed_manifest(manifest_bytes: bytes, signature: bytes, cert_chain_p
     except FormatError as exc:
         raise FormatError(f"package certificate: {exc.message}", code="E_CERT_FORMAT",
                           hint="a package carries exactly one certificate: the site's") from None
+    if pki.cert_pem(cert) != bytes(cert_chain_pem):
+        raise FormatError("package certificate is not in canonical PEM form", code="E_CERT_FORMAT",
+                          hint="carry the certificate exactly as `ffsecure pki` wrote it")
     public = cert.public_key()
     if not isinstance(public, ec.EllipticCurvePublicKey):
         raise pki.CertChainError("signing certificate key is not ECDSA")
