@@ -237,6 +237,11 @@ class UploadStaging:
         """The durable state of an upload of this site, or None when it holds nothing."""
         return _read_state(self._dir(site_id, upload_id))
 
+    def is_busy(self, site_id: str, upload_id: str) -> bool:
+        """Whether a call is writing this upload right now."""
+        with self._lock:
+            return (site_id, upload_id) in self._busy
+
     def _release(self, key: tuple[str, str]) -> None:
         with self._lock:
             self._busy.discard(key)

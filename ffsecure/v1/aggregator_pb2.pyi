@@ -12,14 +12,18 @@ class GetFederationInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class FederationInfo(_message.Message):
-    __slots__ = ("signed_manifest", "crl_pem", "peer_site_id")
+    __slots__ = ("signed_manifest", "crl_pem", "peer_site_id", "max_chunk_bytes", "max_upload_bytes")
     SIGNED_MANIFEST_FIELD_NUMBER: _ClassVar[int]
     CRL_PEM_FIELD_NUMBER: _ClassVar[int]
     PEER_SITE_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_UPLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
     signed_manifest: bytes
     crl_pem: bytes
     peer_site_id: str
-    def __init__(self, signed_manifest: _Optional[bytes] = ..., crl_pem: _Optional[bytes] = ..., peer_site_id: _Optional[str] = ...) -> None: ...
+    max_chunk_bytes: int
+    max_upload_bytes: int
+    def __init__(self, signed_manifest: _Optional[bytes] = ..., crl_pem: _Optional[bytes] = ..., peer_site_id: _Optional[str] = ..., max_chunk_bytes: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ...) -> None: ...
 
 class GetUploadStatusRequest(_message.Message):
     __slots__ = ("upload_id",)
@@ -28,7 +32,7 @@ class GetUploadStatusRequest(_message.Message):
     def __init__(self, upload_id: _Optional[str] = ...) -> None: ...
 
 class UploadStatus(_message.Message):
-    __slots__ = ("upload_id", "state", "committed_offset", "total_size", "total_sha256", "receipt")
+    __slots__ = ("upload_id", "state", "committed_offset", "total_size", "total_sha256", "receipt", "max_chunk_bytes")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[UploadStatus.State]
@@ -45,13 +49,15 @@ class UploadStatus(_message.Message):
     TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SHA256_FIELD_NUMBER: _ClassVar[int]
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
     upload_id: str
     state: UploadStatus.State
     committed_offset: int
     total_size: int
     total_sha256: bytes
     receipt: Receipt
-    def __init__(self, upload_id: _Optional[str] = ..., state: _Optional[_Union[UploadStatus.State, str]] = ..., committed_offset: _Optional[int] = ..., total_size: _Optional[int] = ..., total_sha256: _Optional[bytes] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ...) -> None: ...
+    max_chunk_bytes: int
+    def __init__(self, upload_id: _Optional[str] = ..., state: _Optional[_Union[UploadStatus.State, str]] = ..., committed_offset: _Optional[int] = ..., total_size: _Optional[int] = ..., total_sha256: _Optional[bytes] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ..., max_chunk_bytes: _Optional[int] = ...) -> None: ...
 
 class UploadChunk(_message.Message):
     __slots__ = ("upload_id", "offset", "data", "total_size", "total_sha256")

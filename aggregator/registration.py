@@ -1,0 +1,126 @@
+"""Registration: from a complete sealed upload to a ledger receipt.
+
+The pipeline, in order, each step refusing with a typed error::
+
+    sealed bytes --open_sealed(HPKE key)--> signed package bytes
+                 --SignedPackage.from_bytes--> package
+                 --verify_package(federation, CA, CRL)--> verified module
+                 --site id == peer identity?--> (else E_IMPERSONATION)
+                 --store.register_module(... module.registered entry)--> receipt
+
+Nothing is written before every check has passed, so a refused package
+changes neither the store nor the ledger. Only the final store call runs
+under the store lock; the expensive checks run in parallel across uploads.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from cryptography import x509
+
+from ffsecure import envelope
+from ffsecure.errors import VerificationError
+from ffsecure.federation import FederationManifest
+from ffsecure.ledger import make_entry, open_checkpoint
+from ffsecure.package import SignedPackage, package_meta, verify_package
+from aggregator.auth import Peer
+from aggregator.store.base import Receipt as StoreReceipt, Store, check_module_id
+
+__all__ = ["Registrar", "StoreReceipt", "check_module_id", "receipt_for_module", "max_upload_bytes"]
+
+
+class ImpersonationError(VerificationError):
+    """A package signed by one site arrived over another site's connection."""
+
+    code = "E_IMPERSONATION"
+
+
+def max_upload_bytes(federation: FederationManifest, configured: int = 0) -> int:
+    """Largest sealed upload: the manifest's module limit plus the envelope's own overhead.
+
+    ``configured`` (aggregator.toml ``limits.max_upload_bytes``) may only lower it.
+    """
+    limit = federation.max_module_bytes + envelope.PREFIX_LEN + envelope.MAX_HEADER_BYTES + 2048
+    return min(limit, configured) if configured > 0 else limit
+
+
+@dataclass(frozen=True)
+class ReceiptWithId(StoreReceipt):
+    module_id: str = ""
+
+
+def _with_id(r: StoreReceipt, module_id: str) -> ReceiptWithId:
+    return ReceiptWithId(index=r.index, entry=r.entry, tree_size=r.tree_size, checkpoint=r.checkpoint,
+                         inclusion_proof=list(r.inclusion_proof), existing=r.existing, module_id=module_id)
+
+
+def receipt_for_module(store: Store, module_id: str) -> ReceiptWithId:
+    """A fresh receipt for a module registered earlier (latest checkpoint, proof against it)."""
+    row = store.get_module(check_module_id(module_id))
+    note = store.checkpoint()
+    size = open_checkpoint(note, store.vkey, origin=store.origin).size
+    index = row.registered_index
+    return ReceiptWithId(index=index, entry=store.entry(index), tree_size=size, checkpoint=note,
+                         inclusion_proof=store.inclusion_proof(index, size), existing=True, module_id=module_id)
+
+
+class Registrar:
+    """Opens, verifies and registers sealed packages for one aggregator."""
+
+    def __init__(self, *, store: Store, federation: FederationManifest, ca_cert: x509.Certificate,
+                 crl: Callable[[], Any], hpke_private_key: bytes, hpke_key_id: str,
+                 store_lock: threading.RLock | None = None):
+        self.store = store
+        self.federation = federation
+        self.ca_cert = ca_cert
+        self._crl = crl
+        self._hpke_private_key = hpke_private_key
+        self.hpke_key_id = hpke_key_id
+        self.store_lock = store_lock or threading.RLock()
+        self.max_module_bytes = federation.max_module_bytes
+
+    def verify(self, sealed: bytes, peer: Peer):
+        """Every check, no write: returns ``(package, verified_module)``."""
+        plaintext = envelope.open_sealed(sealed, self._hpke_private_key,
+                                         federation_id=self.federation.federation_id,
+                                         key_id=self.hpke_key_id, max_bytes=self.max_module_bytes)
+        package = SignedPackage.from_bytes(plaintext, max_bytes=self.max_module_bytes)
+        verified = verify_package(package, federation=self.federation, ca_cert=self.ca_cert, crl=self._crl())
+        signer = verified.identity.site_id
+        if signer != peer.site_id or package.manifest.site_id != peer.site_id:
+            raise ImpersonationError(
+                f"package of site {package.manifest.site_id!r} (signed by {signer!r}) arrived over the "
+                f"connection of site {peer.site_id!r}",
+                hint="a site uploads only its own modules, over a connection with its own certificate",
+            )
+        return package, verified
+
+    @staticmethod
+    def entry_facts(package: Any, verified: Any) -> dict:
+        """The module.registered facts: ids, hashes and the manifest's own public claims."""
+        m = package.manifest
+        return {
+            "module_id": m.module_id,
+            "site_id": m.site_id,
+            "manifest_sha256": verified.manifest_sha256,
+            "weights_sha256": m.weights_sha256,
+            "weights_bytes": m.weights_bytes,
+            "cert_fingerprint": verified.cert_fingerprint,
+            "generator_family": m.generator["family"],
+            "classes": list(m.classes),
+            "dp_epsilon": m.dp.get("epsilon") if isinstance(m.dp, dict) else None,
+        }
+
+    def register(self, sealed: bytes, peer: Peer) -> ReceiptWithId:
+        package, verified = self.verify(sealed, peer)
+        m = package.manifest
+        entry = make_entry("module.registered", peer.actor, self.entry_facts(package, verified))
+        with self.store_lock:
+            r = self.store.register_module(
+                module_id=m.module_id, site_id=m.site_id, manifest_bytes=package.manifest_bytes,
+                package_meta=package_meta(package), weights=package.weights, entry=entry,
+            )
+        return _with_id(r, m.module_id)

@@ -1,0 +1,273 @@
+"""The ``ffsecure.v1.Aggregator`` gRPC servicer.
+
+Each method: authenticate the peer from its client certificate
+(:mod:`aggregator.auth`), apply the per-site rate limits, do the work through
+the store / staging / registration pipeline, and turn any
+:class:`~ffsecure.errors.FFSecureError` into a gRPC status with the error code
+in the trailing metadata (:mod:`aggregator.grpc_errors`). Every refusal is
+logged with the peer identity. Store access is serialized by one lock; the
+expensive steps (HPKE open, signature and tensor checks) run outside it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import grpc
+
+from ffsecure.errors import FFSecureError
+from ffsecure.ledger import make_entry, open_checkpoint
+from ffsecure.v1 import aggregator_pb2 as pb
+from ffsecure.v1 import aggregator_pb2_grpc as pb_grpc
+from aggregator.auth import Authenticator, Peer
+from aggregator.grpc_errors import RequestError, abort_with
+from aggregator.ratelimit import RateLimiter
+from aggregator.registration import Registrar, StoreReceipt, check_module_id, receipt_for_module
+from aggregator.uploads import UploadStaging, check_upload_id
+
+log = logging.getLogger("aggregator.service")
+
+MAX_REASON_CHARS = 500
+MAX_DELETE_IDS = 64
+
+# deleter(store, module_id, actor, reason, request_entry) -> [(index, entry_bytes), ...]
+Deleter = Callable[[Any, str, str, str, dict], list]
+
+
+def store_delete(store: Any, module_id: str, actor: str, reason: str, request_entry: dict) -> list:
+    """Default deletion path: crypto-shred the module and append its ledger entries."""
+    return list(store.delete_module(module_id, actor=actor, reason=reason, request_entry=request_entry))
+
+
+@dataclass
+class ServiceDeps:
+    """Everything the servicer needs; built by :mod:`aggregator.server` from the aggregator home."""
+
+    authenticator: Authenticator
+    registrar: Registrar
+    staging: UploadStaging
+    signed_manifest: bytes
+    log_vkey: str
+    log_origin: str
+    call_limiter: RateLimiter
+    upload_limiter: RateLimiter
+    upload_deadline_s: float = 600.0
+    max_chunk_bytes: int = 1 << 20
+    deleter: Deleter = store_delete
+    draining: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def store(self) -> Any:
+        return self.registrar.store
+
+    @property
+    def store_lock(self) -> threading.RLock:
+        return self.registrar.store_lock
+
+
+def _receipt_pb(r: StoreReceipt, module_id: str) -> pb.Receipt:
+    return pb.Receipt(module_id=module_id, index=r.index, entry=r.entry, tree_size=r.tree_size,
+                      checkpoint=r.checkpoint, inclusion_proof=list(r.inclusion_proof), existing=r.existing)
+
+
+def _rpc(method: str, *, upload: bool = False):
+    """Authenticate, rate-limit, and map errors for one RPC handler."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def handler(self: "AggregatorService", request: Any, context: grpc.ServicerContext):
+            peer: Peer | None = None
+            try:
+                peer = self.deps.authenticator.authenticate(context)
+                self.deps.call_limiter.check(peer.site_id)
+                if upload:
+                    self.deps.upload_limiter.check(peer.site_id)
+                return fn(self, request, context, peer)
+            except FFSecureError as exc:
+                who = peer.identity.uri if peer else self.deps.authenticator.unverified_name(context)
+                abort_with(context, exc, method=method, peer=who)
+            except grpc.RpcError:
+                # The client went away (cancelled or cut); nothing to answer.
+                log.info("%s: call ended by the client", method,
+                         extra={"event": "cancelled", "method": method,
+                                "peer_identity": peer.identity.uri if peer else None})
+                context.abort(grpc.StatusCode.CANCELLED, "call ended by the client")
+            except Exception:  # noqa: BLE001 - a bug must not leak details to the peer
+                log.exception("%s failed", method, extra={"event": "internal_error", "method": method,
+                                                           "peer_identity": peer.identity.uri if peer else None})
+                abort_with(context, FFSecureError("internal error; the operator has the details",
+                                                  hint="retry later; report it if it persists"),
+                           method=method, peer=peer.identity.uri if peer else None)
+
+        return handler
+
+    return wrap
+
+
+class AggregatorService(pb_grpc.AggregatorServicer):
+    def __init__(self, deps: ServiceDeps):
+        self.deps = deps
+
+    # -- federation --------------------------------------------------------
+    @_rpc("GetFederationInfo")
+    def GetFederationInfo(self, request: pb.GetFederationInfoRequest, context, peer: Peer) -> pb.FederationInfo:
+        return pb.FederationInfo(signed_manifest=self.deps.signed_manifest,
+                                 crl_pem=self.deps.authenticator.crl.pem(), peer_site_id=peer.site_id,
+                                 max_chunk_bytes=self.deps.max_chunk_bytes,
+                                 max_upload_bytes=self.deps.staging.max_upload_bytes)
+
+    # -- uploads -----------------------------------------------------------
+    @_rpc("GetUploadStatus")
+    def GetUploadStatus(self, request: pb.GetUploadStatusRequest, context, peer: Peer) -> pb.UploadStatus:
+        upload_id = check_upload_id(request.upload_id)
+        state = self.deps.staging.status(peer.site_id, upload_id)
+        if state is None:
+            return pb.UploadStatus(upload_id=upload_id, state=pb.UploadStatus.UNKNOWN, committed_offset=0,
+                                   max_chunk_bytes=self.deps.max_chunk_bytes)
+        out = pb.UploadStatus(upload_id=upload_id, committed_offset=state.committed_offset,
+                              total_size=state.total_size, total_sha256=bytes.fromhex(state.total_sha256),
+                              max_chunk_bytes=self.deps.max_chunk_bytes)
+        if state.registered:
+            out.state = pb.UploadStatus.REGISTERED
+            out.receipt.CopyFrom(_receipt_pb(self._existing_receipt(state.module_id), state.module_id))
+        else:
+            out.state = pb.UploadStatus.IN_PROGRESS
+        return out
+
+    def _existing_receipt(self, module_id: str) -> StoreReceipt:
+        with self.deps.store_lock:
+            return receipt_for_module(self.deps.store, module_id)
+
+    @_rpc("UploadModule", upload=True)
+    def UploadModule(self, request_iterator, context, peer: Peer) -> pb.Receipt:
+        deadline = time.monotonic() + self.deps.upload_deadline_s
+        staged = None
+        first: pb.UploadChunk | None = None
+        try:
+            for chunk in request_iterator:
+                if time.monotonic() > deadline:
+                    raise RequestError(
+                        f"upload took longer than {self.deps.upload_deadline_s:g} s",
+                        code="E_DEADLINE", hint="resume the upload; its received bytes are kept",
+                    )
+                if first is None:
+                    first = chunk
+                    upload_id = check_upload_id(chunk.upload_id)
+                    state = self.deps.staging.status(peer.site_id, upload_id)
+                    if state is not None and state.registered:
+                        r = self._existing_receipt(state.module_id)
+                        return _receipt_pb(r, state.module_id)
+                    staged = self.deps.staging.open(peer.site_id, upload_id, total_size=chunk.total_size,
+                                                    total_sha256=chunk.total_sha256)
+                elif (chunk.upload_id != first.upload_id or chunk.total_size != first.total_size
+                      or chunk.total_sha256 != first.total_sha256):
+                    raise RequestError("chunks of one stream name different uploads", code="E_UPLOAD_MISMATCH",
+                                       hint="send one upload per UploadModule stream")
+                if len(chunk.data) > self.deps.max_chunk_bytes:
+                    raise RequestError(
+                        f"chunk of {len(chunk.data)} bytes is larger than {self.deps.max_chunk_bytes}",
+                        code="E_TOO_LARGE", hint="send chunks no larger than UploadStatus.max_chunk_bytes",
+                    )
+                staged.write(chunk.offset, chunk.data)
+            if staged is None:
+                raise RequestError("the upload stream held no chunk", code="E_UPLOAD_EMPTY",
+                                   hint="send at least one chunk")
+            if not staged.complete:
+                raise RequestError(
+                    f"stream ended at offset {staged.offset} of {staged.state.total_size}",
+                    code="E_UPLOAD_INCOMPLETE", hint=f"resume the upload at offset {staged.offset}",
+                )
+            sealed = staged.read_verified()
+            try:
+                receipt = self.deps.registrar.register(sealed, peer)
+            except FFSecureError:
+                staged.discard()  # a refused package can never become valid by resuming
+                raise
+            finally:
+                del sealed
+            staged.mark_registered(receipt.module_id)
+            log.info("module %s registered for site %s at index %d%s", receipt.module_id, peer.site_id,
+                     receipt.index, " (existing)" if receipt.existing else "",
+                     extra={"event": "module_registered", "peer_identity": peer.identity.uri,
+                            "module_id": receipt.module_id, "index": receipt.index, "existing": receipt.existing})
+            return _receipt_pb(receipt, receipt.module_id)
+        finally:
+            if staged is not None:
+                staged.close()
+
+    # -- log ----------------------------------------------------------------
+    def _checkpoint(self) -> tuple[str, int]:
+        """A signed checkpoint of the current tree (the store signs one per size, once)."""
+        with self.deps.store_lock:
+            note = self.deps.store.checkpoint()
+        return note, open_checkpoint(note, self.deps.log_vkey, origin=self.deps.log_origin).size
+
+    @_rpc("GetCheckpoint")
+    def GetCheckpoint(self, request: pb.GetCheckpointRequest, context, peer: Peer) -> pb.Checkpoint:
+        note, size = self._checkpoint()
+        return pb.Checkpoint(note=note, tree_size=size)
+
+    @_rpc("GetInclusionProof")
+    def GetInclusionProof(self, request: pb.GetInclusionProofRequest, context, peer: Peer) -> pb.InclusionProof:
+        with self.deps.store_lock:
+            size = self.deps.store.size()
+            if not 0 <= request.index < request.tree_size <= size:
+                raise RequestError(
+                    f"no entry {request.index} in a tree of size {request.tree_size} (the log has {size})",
+                    code="E_PROOF_RANGE", hint="ask for 0 <= index < tree_size <= the checkpoint's size",
+                )
+            hashes = self.deps.store.inclusion_proof(request.index, request.tree_size)
+            entry = self.deps.store.entry(request.index)
+        return pb.InclusionProof(index=request.index, tree_size=request.tree_size, hashes=hashes, entry=entry)
+
+    @_rpc("GetConsistencyProof")
+    def GetConsistencyProof(self, request: pb.GetConsistencyProofRequest, context, peer: Peer) -> pb.ConsistencyProof:
+        with self.deps.store_lock:
+            size = self.deps.store.size()
+            if not 0 < request.old_size <= request.new_size <= size:
+                raise RequestError(
+                    f"no consistency proof from size {request.old_size} to {request.new_size} (the log has {size})",
+                    code="E_PROOF_RANGE", hint="ask for 0 < old_size <= new_size <= the checkpoint's size",
+                )
+            hashes = self.deps.store.consistency_proof(request.old_size, request.new_size)
+        return pb.ConsistencyProof(old_size=request.old_size, new_size=request.new_size, hashes=hashes)
+
+    # -- deletion -----------------------------------------------------------
+    @_rpc("RequestDeletion")
+    def RequestDeletion(self, request: pb.DeletionRequest, context, peer: Peer) -> pb.DeletionReply:
+        reason = request.reason.strip()
+        if not reason or len(reason) > MAX_REASON_CHARS or not reason.isprintable():
+            raise RequestError(f"a deletion needs a printable reason of 1..{MAX_REASON_CHARS} characters",
+                               code="E_REASON", hint="say why the module must go, e.g. 'consent withdrawn'")
+        ids = list(dict.fromkeys(request.module_ids))
+        if not ids or len(ids) > MAX_DELETE_IDS:
+            raise RequestError(f"name 1..{MAX_DELETE_IDS} module ids to delete", code="E_MODULE_ID",
+                               hint="list the module ids from your receipts")
+        for module_id in ids:
+            check_module_id(module_id)
+        entries: list[tuple[int, bytes]] = []
+        with self.deps.store_lock:
+            store = self.deps.store
+            # Check every id before changing anything: a refusal changes nothing.
+            for module_id in ids:
+                row = store.get_module(module_id)
+                if row.site_id != peer.site_id:
+                    raise RequestError(f"module {module_id} was not registered by site {peer.site_id}",
+                                       code="E_NOT_OWNER", hint="a site can delete only its own modules")
+                if row.status == "deleted":
+                    raise RequestError(f"module {module_id} is already deleted", code="E_MODULE_DELETED",
+                                       hint="nothing left to delete; see the ledger for its deletion entry")
+            for module_id in ids:
+                request_entry = make_entry("module.deletion_requested", peer.actor,
+                                           {"module_id": module_id, "reason": reason})
+                entries.extend(self.deps.deleter(store, module_id, peer.actor, reason, request_entry))
+        note, size = self._checkpoint()
+        log.info("site %s deleted %d module(s)", peer.site_id, len(ids),
+                 extra={"event": "modules_deleted", "peer_identity": peer.identity.uri, "module_ids": ids})
+        return pb.DeletionReply(entries=[pb.LedgerEntry(index=i, entry=e) for i, e in entries],
+                                checkpoint=pb.Checkpoint(note=note, tree_size=size))

@@ -1,0 +1,356 @@
+"""``AggregatorClient``: the site's side of the ``ffsecure.v1`` contract, over mutual TLS.
+
+The client presents the site certificate, trusts only the federation CA for
+the server, and sets a deadline on every call. Uploads are resumable: before
+each attempt the client asks the aggregator how many bytes it holds
+(``GetUploadStatus``) and continues from there; transient failures
+(unavailable, deadline, busy, rate-limited) are retried with exponential
+backoff and full jitter. A receipt is checked before it is returned: the
+checkpoint's signature against the log key in the federation manifest, and
+the RFC 9162 inclusion proof of the entry in that checkpoint's tree.
+
+Refusals come back as :class:`AggregatorError` carrying the server's error
+code (``E_...``) and hint, read from the trailing metadata.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import random
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import grpc
+
+from ffsecure.errors import FFSecureError, LedgerError
+from ffsecure.ledger import Checkpoint, leaf_hash, open_checkpoint, validate_entry, verify_consistency, verify_inclusion
+from ffsecure.v1 import aggregator_pb2 as pb
+from ffsecure.v1 import aggregator_pb2_grpc as pb_grpc
+
+log = logging.getLogger("site_node.client")
+
+MD_CODE = "ffsecure-error-code"
+MD_HINT = "ffsecure-error-hint"
+DEFAULT_CHUNK_BYTES = 1 << 20
+MESSAGE_OVERHEAD = 64 * 1024
+
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED}
+
+
+class AggregatorError(FFSecureError):
+    """The aggregator refused a call, or could not be reached. ``code`` is the server's code."""
+
+    code = "E_AGGREGATOR"
+
+    def __init__(self, message: str, *, hint: str | None = None, code: str | None = None,
+                 status: grpc.StatusCode | None = None):
+        super().__init__(message, hint=hint, code=code)
+        self.status = status
+
+
+def error_from_rpc(exc: grpc.RpcError) -> AggregatorError:
+    """Turn a gRPC failure into an :class:`AggregatorError` with the server's error code."""
+    status = exc.code() if hasattr(exc, "code") else None
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    md = {}
+    try:
+        md = {k: v for k, v in (exc.trailing_metadata() or ())}
+    except Exception:  # noqa: BLE001 - some failures carry no metadata
+        md = {}
+    code = md.get(MD_CODE)
+    if code:
+        message = details or ""
+        prefix = f"[{code}] "
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+        return AggregatorError(message, hint=md.get(MD_HINT) or None, code=str(code), status=status)
+    name = status.name if status is not None else "UNKNOWN"
+    hints = {
+        "UNAVAILABLE": "check the endpoint, that the aggregator runs, and that your certificate is "
+                       "issued by the federation CA, valid and not expired",
+        "DEADLINE_EXCEEDED": "the call took longer than its deadline; retry, or raise the timeout",
+    }
+    return AggregatorError(f"gRPC call failed: {name}: {details}", code=f"E_RPC_{name}",
+                           hint=hints.get(name, "see the aggregator's log"), status=status)
+
+
+@dataclass(frozen=True)
+class UploadReceipt:
+    """What the aggregator signed for an upload; keep it (``to_dict``) as proof of registration."""
+
+    module_id: str
+    index: int
+    entry: bytes
+    tree_size: int
+    checkpoint: str
+    inclusion_proof: list[bytes]
+    existing: bool
+
+    @classmethod
+    def from_pb(cls, r: pb.Receipt) -> "UploadReceipt":
+        return cls(module_id=r.module_id, index=r.index, entry=bytes(r.entry), tree_size=r.tree_size,
+                   checkpoint=r.checkpoint, inclusion_proof=[bytes(h) for h in r.inclusion_proof],
+                   existing=r.existing)
+
+    def to_dict(self) -> dict:
+        return {"module_id": self.module_id, "index": self.index,
+                "entry": base64.b64encode(self.entry).decode("ascii"), "tree_size": self.tree_size,
+                "checkpoint": self.checkpoint,
+                "inclusion_proof": [base64.b64encode(h).decode("ascii") for h in self.inclusion_proof],
+                "existing": self.existing}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "UploadReceipt":
+        return cls(module_id=d["module_id"], index=int(d["index"]), entry=base64.b64decode(d["entry"]),
+                   tree_size=int(d["tree_size"]), checkpoint=d["checkpoint"],
+                   inclusion_proof=[base64.b64decode(h) for h in d["inclusion_proof"]],
+                   existing=bool(d["existing"]))
+
+
+def _receipt_error(message: str) -> LedgerError:
+    return LedgerError(message, code="E_RECEIPT", hint="do not trust this receipt; report it to the federation")
+
+
+def verify_receipt(receipt: UploadReceipt, *, log_vkey: str, log_origin: str | None = None,
+                   module_id: str | None = None, site_id: str | None = None) -> Checkpoint:
+    """Check a receipt offline: checkpoint signature, inclusion proof, and what the entry says.
+
+    Returns the verified checkpoint. Raises LedgerError (E_CHECKPOINT_*, E_PROOF, E_RECEIPT).
+    """
+    cp = open_checkpoint(receipt.checkpoint, log_vkey, origin=log_origin)
+    if cp.size != receipt.tree_size:
+        raise _receipt_error(f"receipt says tree size {receipt.tree_size}, its checkpoint says {cp.size}")
+    verify_inclusion(leaf_hash(receipt.entry), receipt.index, receipt.tree_size, receipt.inclusion_proof,
+                     cp.root_hash)
+    entry = validate_entry(receipt.entry)
+    if entry["type"] != "module.registered":
+        raise _receipt_error(f"receipt entry is a {entry['type']!r}, not module.registered")
+    facts = entry["facts"]
+    if facts.get("module_id") != receipt.module_id:
+        raise _receipt_error("receipt entry names another module than the receipt")
+    if module_id is not None and facts.get("module_id") != module_id:
+        raise _receipt_error(f"receipt entry is for module {facts.get('module_id')}, not {module_id}")
+    if site_id is not None and (facts.get("site_id") != site_id or entry["actor"] != f"site:{site_id}"):
+        raise _receipt_error(f"receipt entry is for site {facts.get('site_id')}, not {site_id}")
+    return cp
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff with full jitter: sleep U(0, min(max_delay, base * 2**attempt))."""
+
+    max_attempts: int = 8
+    base_delay_s: float = 0.2
+    max_delay_s: float = 10.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay(self, attempt: int) -> float:
+        return self.rng.uniform(0.0, min(self.max_delay_s, self.base_delay_s * (2 ** attempt)))
+
+
+@dataclass
+class UploadStats:
+    """What the last upload did (for logs, tests and benchmarks)."""
+
+    upload_id: str = ""
+    attempts: int = 0
+    resumed_from: list[int] = field(default_factory=list)
+    bytes_sent: int = 0
+
+
+@dataclass(frozen=True)
+class DeletionResult:
+    entries: list[tuple[int, bytes]]
+    checkpoint: str
+    tree_size: int
+
+
+def _retryable(exc: grpc.RpcError) -> bool:
+    status = exc.code()
+    if status in RETRYABLE:
+        return True
+    if status == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        err = error_from_rpc(exc)
+        return err.code == "E_RATE_LIMIT"
+    return False
+
+
+class AggregatorClient:
+    """A site's mTLS connection to the aggregator."""
+
+    def __init__(self, endpoint: str, *, ca_cert_pem: bytes, cert_pem: bytes, key_pem: bytes,
+                 server_name: str | None = None, timeout_s: float = 30.0, upload_timeout_s: float = 600.0,
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, retry: RetryPolicy | None = None,
+                 log_vkey: str | None = None, log_origin: str | None = None,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        self.upload_timeout_s = upload_timeout_s
+        self.chunk_bytes = int(chunk_bytes)
+        self.retry = retry or RetryPolicy()
+        self.log_vkey = log_vkey
+        self.log_origin = log_origin
+        self.last_upload = UploadStats()
+        self._sleep = sleep
+        creds = grpc.ssl_channel_credentials(root_certificates=ca_cert_pem, private_key=key_pem,
+                                             certificate_chain=cert_pem)
+        options = [
+            ("grpc.max_send_message_length", self.chunk_bytes + MESSAGE_OVERHEAD),
+            ("grpc.max_receive_message_length", 8 << 20),
+            ("grpc.keepalive_time_ms", 60_000),
+            ("grpc.keepalive_timeout_ms", 20_000),
+            ("grpc.enable_retries", 0),  # retries are ours: resumable and with backoff
+        ]
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        self.channel = grpc.secure_channel(endpoint, creds, options=options)
+        self.stub = pb_grpc.AggregatorStub(self.channel)
+
+    @classmethod
+    def from_files(cls, endpoint: str, *, ca_cert: str | Path, cert: str | Path, key: str | Path,
+                   **kwargs) -> "AggregatorClient":
+        return cls(endpoint, ca_cert_pem=Path(ca_cert).read_bytes(), cert_pem=Path(cert).read_bytes(),
+                   key_pem=Path(key).read_bytes(), **kwargs)
+
+    def use_federation(self, federation) -> None:
+        """Verify receipts with the log key named in the (already verified) federation manifest."""
+        self.log_vkey = federation.aggregator["log_public_key"]
+        self.log_origin = federation.aggregator["log_origin"]
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> "AggregatorClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing ------------------------------------------------------------
+    def _unary(self, method, request, *, retries: bool = True):
+        attempt = 0
+        while True:
+            try:
+                return method(request, timeout=self.timeout_s)
+            except grpc.RpcError as exc:
+                if retries and _retryable(exc) and attempt + 1 < self.retry.max_attempts:
+                    self._sleep(self.retry.delay(attempt))
+                    attempt += 1
+                    continue
+                raise error_from_rpc(exc) from None
+
+    # -- federation ------------------------------------------------------------
+    def federation_info(self) -> pb.FederationInfo:
+        """The raw signed manifest and CRL; verify with :meth:`get_federation`."""
+        return self._unary(self.stub.GetFederationInfo, pb.GetFederationInfoRequest())
+
+    def get_federation(self, ca_cert):
+        """The federation manifest, verified against the CA certificate the site already holds."""
+        from ffsecure.federation import load_signed_manifest
+
+        info = self.federation_info()
+        return load_signed_manifest(bytes(info.signed_manifest), ca_cert)
+
+    # -- uploads ---------------------------------------------------------------
+    def upload_status(self, upload_id: str) -> pb.UploadStatus:
+        return self._unary(self.stub.GetUploadStatus, pb.GetUploadStatusRequest(upload_id=upload_id))
+
+    def _chunks(self, upload_id: str, data: bytes, offset: int, sha: bytes, stats: UploadStats,
+                chunk_bytes: int) -> Iterator[pb.UploadChunk]:
+        view = memoryview(data)
+        total = len(data)
+        while offset < total:
+            end = min(total, offset + chunk_bytes)
+            stats.bytes_sent += end - offset
+            yield pb.UploadChunk(upload_id=upload_id, offset=offset, data=bytes(view[offset:end]),
+                                 total_size=total, total_sha256=sha)
+            offset = end
+
+    def upload(self, sealed: bytes, *, upload_id: str | None = None, module_id: str | None = None,
+               site_id: str | None = None) -> UploadReceipt:
+        """Upload a sealed package (resuming and retrying as needed) and return its verified receipt.
+
+        ``module_id`` / ``site_id``, when given, must be what the receipt's entry names.
+        Without a log key (``use_federation``) the receipt is returned unverified.
+        """
+        upload_id = upload_id or secrets.token_hex(16)
+        sha = hashlib.sha256(sealed).digest()
+        stats = self.last_upload = UploadStats(upload_id=upload_id)
+        attempt = 0
+        while True:
+            stats.attempts += 1
+            try:
+                status = self.stub.GetUploadStatus(pb.GetUploadStatusRequest(upload_id=upload_id),
+                                                   timeout=self.timeout_s)
+                if status.state == pb.UploadStatus.REGISTERED:
+                    receipt = UploadReceipt.from_pb(status.receipt)
+                else:
+                    offset = status.committed_offset if status.state == pb.UploadStatus.IN_PROGRESS else 0
+                    if offset and (status.total_size != len(sealed) or bytes(status.total_sha256) != sha):
+                        raise AggregatorError(f"upload id {upload_id} holds a different package",
+                                              code="E_UPLOAD_MISMATCH", hint="use a new upload id")
+                    stats.resumed_from.append(offset)
+                    chunk = min(self.chunk_bytes, status.max_chunk_bytes or self.chunk_bytes)
+                    reply = self.stub.UploadModule(self._chunks(upload_id, sealed, offset, sha, stats, chunk),
+                                                   timeout=self.upload_timeout_s)
+                    receipt = UploadReceipt.from_pb(reply)
+                break
+            except grpc.RpcError as exc:
+                if _retryable(exc) and attempt + 1 < self.retry.max_attempts:
+                    delay = self.retry.delay(attempt)
+                    log.info("upload %s attempt %d failed (%s); retrying in %.2f s", upload_id, attempt + 1,
+                             exc.code().name, delay)
+                    self._sleep(delay)
+                    attempt += 1
+                    continue
+                raise error_from_rpc(exc) from None
+        if self.log_vkey is not None:
+            verify_receipt(receipt, log_vkey=self.log_vkey, log_origin=self.log_origin,
+                           module_id=module_id, site_id=site_id)
+        return receipt
+
+    # -- log ---------------------------------------------------------------------
+    def get_checkpoint(self) -> tuple[str, int]:
+        cp = self._unary(self.stub.GetCheckpoint, pb.GetCheckpointRequest())
+        return cp.note, cp.tree_size
+
+    def get_inclusion_proof(self, index: int, tree_size: int) -> tuple[list[bytes], bytes]:
+        r = self._unary(self.stub.GetInclusionProof, pb.GetInclusionProofRequest(index=index, tree_size=tree_size))
+        return [bytes(h) for h in r.hashes], bytes(r.entry)
+
+    def get_consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        r = self._unary(self.stub.GetConsistencyProof,
+                        pb.GetConsistencyProofRequest(old_size=old_size, new_size=new_size))
+        return [bytes(h) for h in r.hashes]
+
+    def check_log_extends(self, old_note: str) -> Checkpoint:
+        """Fetch today's checkpoint and prove that the log seen in ``old_note`` is its prefix."""
+        if self.log_vkey is None:
+            raise LedgerError("no log key to verify checkpoints with", code="E_CHECKPOINT_SIGNATURE",
+                              hint="call use_federation(manifest) first")
+        old = open_checkpoint(old_note, self.log_vkey, origin=self.log_origin)
+        note, _ = self.get_checkpoint()
+        new = open_checkpoint(note, self.log_vkey, origin=self.log_origin)
+        proof = self.get_consistency_proof(old.size, new.size) if 0 < old.size < new.size else []
+        verify_consistency(old.size, new.size, old.root_hash, new.root_hash, proof)
+        return new
+
+    # -- deletion ------------------------------------------------------------------
+    def request_deletion(self, module_ids: Sequence[str], reason: str) -> DeletionResult:
+        """Ask the aggregator to delete this site's modules; returns the entries it appended."""
+        r = self._unary(self.stub.RequestDeletion, pb.DeletionRequest(module_ids=list(module_ids), reason=reason),
+                        retries=False)
+        entries = [(e.index, bytes(e.entry)) for e in r.entries]
+        if self.log_vkey is not None:
+            cp = open_checkpoint(r.checkpoint.note, self.log_vkey, origin=self.log_origin)
+            for index, entry in entries:
+                if index >= cp.size:
+                    raise _receipt_error(f"deletion entry {index} is outside the checkpoint of size {cp.size}")
+                hashes, _ = self.get_inclusion_proof(index, cp.size)
+                verify_inclusion(leaf_hash(entry), index, cp.size, hashes, cp.root_hash)
+        return DeletionResult(entries=entries, checkpoint=r.checkpoint.note, tree_size=r.checkpoint.tree_size)
