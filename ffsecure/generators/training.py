@@ -1,0 +1,226 @@
+"""One training loop for every generator family, with or without DP-SGD.
+
+Each family supplies a loss function that returns one loss per example
+(shape ``(B,)``); the loop mean-reduces it, which is what Opacus needs to
+compute per-sample gradients (``loss_reduction="mean"``). All randomness
+(weight initialisation, batch order or Poisson sampling, the model's own
+noise, the DP noise) comes from local generators seeded from
+``settings.seed``, so a fit on the CPU is repeatable bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from typing import Any, Callable
+
+import torch
+
+from ffsecure.errors import DataError
+from ffsecure.generators.base import ProgressFn, TrainReport, TrainSettings
+
+log = logging.getLogger(__name__)
+
+# loss_fn(module, images, labels, rng, fraction_of_training_done) -> per-example losses (B,)
+LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Generator, float], torch.Tensor]
+
+MAX_EPOCHS = 10_000
+
+
+def _seed(seed: int, stream: int) -> int:
+    """Independent seeds for the separate random streams of one fit."""
+    return (int(seed) * 1_000_003 + stream * 7919) % (2**63 - 1)
+
+
+def init_weights(net: torch.nn.Module, seed: int) -> None:
+    """Re-initialise every layer from ``seed`` without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_seed(seed, 0))
+        for module in net.modules():
+            if module is not net and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        if hasattr(net, "reset_extra"):
+            net.reset_extra()
+
+
+def check_data(images: Any, labels: Any, image_shape: list[int], num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate training data against the generator's config; return float32/int64 copies on CPU."""
+    if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
+        raise DataError("images and labels must be torch tensors", code="E_DATA_FORMAT",
+                        hint="load data with ffsecure.data.load_dataset")
+    if images.dim() != 4 or list(images.shape[1:]) != list(image_shape):
+        raise DataError(
+            f"images have shape {list(images.shape)}, the generator needs (N, {', '.join(map(str, image_shape))})",
+            code="E_DATA_FORMAT", hint="resize the data to the federation's image shape",
+        )
+    if labels.dim() != 1 or labels.shape[0] != images.shape[0]:
+        raise DataError("labels must be a 1-D tensor with one label per image", code="E_DATA_FORMAT",
+                        hint="pass labels of shape (N,)")
+    if images.shape[0] == 0:
+        raise DataError("no training images", code="E_DATA_FORMAT", hint="train on at least one image")
+    images = images.detach().to("cpu", torch.float32).contiguous()
+    labels = labels.detach().to("cpu", torch.int64).contiguous()
+    if not bool(torch.isfinite(images).all()) or float(images.min()) < -1.0 - 1e-4 or float(images.max()) > 1.0 + 1e-4:
+        raise DataError("images must be finite and in [-1, 1]", code="E_DATA_FORMAT",
+                        hint="scale pixels with x / 127.5 - 1")
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise DataError(
+            f"labels must be in [0, {num_classes - 1}], got [{int(labels.min())}, {int(labels.max())}]",
+            code="E_DATA_FORMAT", hint="map site labels onto the federation's label space",
+        )
+    return images.clamp(-1.0, 1.0), labels
+
+
+def _check_settings(settings: TrainSettings) -> None:
+    from ffsecure.errors import ConfigError
+
+    if not isinstance(settings.epochs, int) or not 1 <= settings.epochs <= MAX_EPOCHS:
+        raise ConfigError(f"epochs must be an integer in [1, {MAX_EPOCHS}], got {settings.epochs!r}",
+                          code="E_TRAIN_SETTINGS", hint="train for at least one epoch")
+    if not isinstance(settings.batch_size, int) or settings.batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {settings.batch_size!r}",
+                          code="E_TRAIN_SETTINGS", hint="use e.g. 64")
+    if not isinstance(settings.lr, (int, float)) or not math.isfinite(settings.lr) or settings.lr <= 0:
+        raise ConfigError(f"lr must be a finite number > 0, got {settings.lr!r}",
+                          code="E_TRAIN_SETTINGS", hint="use e.g. 2e-3")
+
+
+def train(
+    net: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: TrainSettings,
+    *,
+    family: str,
+    loss_fn: LossFn,
+    dp: Any | None = None,
+    progress: ProgressFn | None = None,
+    grad_clip: float | None = None,
+) -> TrainReport:
+    """Train ``net`` from a fresh seeded initialisation; return the report.
+
+    Without DP, batches are a seeded shuffle; with ``dp`` (a
+    :class:`ffsecure.dp.DPConfig`) Opacus wraps the model, optimizer and
+    loader (Poisson sampling, clipping, noise) and the report carries the
+    achieved epsilon. ``grad_clip`` (non-DP only) clips the global gradient
+    norm for stability.
+    """
+    _check_settings(settings)
+    start = time.perf_counter()
+    device = torch.device(settings.device)
+    n = int(images.shape[0])
+    dp_plan = None
+    if dp is not None:  # refuse DP settings before anything changes
+        from ffsecure import dp as dpmod
+
+        dp_plan = dpmod.plan(dp, n=n, batch_size=settings.batch_size, epochs=settings.epochs)
+    init_weights(net, settings.seed)
+    net.to(device)
+    net.train()
+
+    data_rng = torch.Generator().manual_seed(_seed(settings.seed, 1))
+    model_rng = torch.Generator(device=device).manual_seed(_seed(settings.seed, 2))
+    optimizer = torch.optim.Adam(net.parameters(), lr=float(settings.lr))
+
+    engine = None
+    module: torch.nn.Module = net
+    steps_per_epoch = math.ceil(n / settings.batch_size)
+    if dp_plan is not None:
+        module, optimizer, loader, engine = _make_private(net, optimizer, images, labels, settings, dp, dp_plan)
+        if len(loader) != dp_plan.steps_per_epoch:  # pragma: no cover - guards an Opacus change
+            raise RuntimeError("Opacus loader length disagrees with the DP plan")
+        batches = lambda: ((x.to(device), y.to(device)) for x, y in loader)  # noqa: E731
+    else:
+        def batches():
+            order = torch.randperm(n, generator=data_rng)
+            for i in range(0, n, settings.batch_size):
+                idx = order[i : i + settings.batch_size]
+                yield images[idx].to(device), labels[idx].to(device)
+
+    total_steps = steps_per_epoch * settings.epochs
+    step = 0
+    history: list[float] = []
+    epsilon = None
+    for epoch in range(settings.epochs):
+        loss_sum, count = 0.0, 0
+        for x, y in batches():
+            optimizer.zero_grad(set_to_none=True)
+            losses = loss_fn(module, x, y, model_rng, step / max(1, total_steps))
+            loss = losses.mean() if losses.numel() else losses.sum()
+            with warnings.catch_warnings():
+                # Opacus' full backward hooks warn when the inputs (images) need no gradient
+                warnings.filterwarnings("ignore", message="Full backward hook")
+                loss.backward()
+            if grad_clip is not None and dp is None:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+            optimizer.step()
+            step += 1
+            loss_sum += float(losses.detach().sum())
+            count += int(losses.numel())
+        epoch_loss = loss_sum / max(1, count)
+        if not math.isfinite(epoch_loss):
+            from ffsecure.errors import FFSecureError
+
+            raise FFSecureError(f"{family} training diverged (loss {epoch_loss}) in epoch {epoch + 1}",
+                                code="E_TRAIN_DIVERGED", hint="lower the learning rate")
+        history.append(epoch_loss)
+        if engine is not None and progress is not None:
+            epsilon = _epsilon(engine, dp_plan)
+        if progress is not None:
+            progress(epoch + 1, settings.epochs, epoch_loss, epsilon)
+        log.debug("%s epoch %d/%d loss %.5f", family, epoch + 1, settings.epochs, epoch_loss)
+
+    dp_report = None
+    if engine is not None:
+        dp_report = dp_plan.report(_epsilon(engine, dp_plan))
+        history_steps = sum(s for _nm, _sr, s in engine.accountant.history)
+        if history_steps != dp_plan.steps or step != dp_plan.steps:  # pragma: no cover
+            raise RuntimeError("DP step count disagrees with the plan")
+        module._close()
+    net.eval()
+    net.to("cpu")
+    return TrainReport(
+        family=family,
+        epochs=settings.epochs,
+        steps=step,
+        final_loss=history[-1],
+        seconds=time.perf_counter() - start,
+        dp=dp_report,
+        history=history,
+    )
+
+
+def _epsilon(engine, dp_plan) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(engine.accountant.get_epsilon(delta=dp_plan.delta))
+
+
+def _make_private(net, optimizer, images, labels, settings, dp, dp_plan):
+    import os
+
+    from opacus import PrivacyEngine
+
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(images, labels),
+        batch_size=settings.batch_size,
+        shuffle=False,
+        generator=torch.Generator().manual_seed(_seed(settings.seed, 3)),
+    )
+    noise_seed = int.from_bytes(os.urandom(8), "big") >> 1 if dp.secure_rng else _seed(settings.seed, 4)
+    noise_rng = torch.Generator(device=settings.device).manual_seed(noise_seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        engine = PrivacyEngine(accountant=dp_plan.accountant, secure_mode=False)
+        module, optimizer, loader = engine.make_private(
+            module=net,
+            optimizer=optimizer,
+            data_loader=loader,
+            noise_multiplier=dp_plan.noise_multiplier,
+            max_grad_norm=dp_plan.max_grad_norm,
+            poisson_sampling=True,
+            noise_generator=noise_rng,
+        )
+    return module, optimizer, loader, engine

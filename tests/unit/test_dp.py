@@ -1,0 +1,141 @@
+"""DP-SGD: settings refused before training, epsilon agrees with Opacus' own accountants."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ffsecure import dp
+from ffsecure import generators as G
+from ffsecure.errors import DPError
+
+torch.set_num_threads(2)
+
+
+def test_default_delta_is_below_one_over_n():
+    assert dp.default_delta(100) == 1e-5
+    assert dp.default_delta(1_000_000) == pytest.approx(1e-7)
+    for n in (1, 10, 4708, 10**6):
+        assert dp.default_delta(n) < 1 / n
+
+
+@pytest.mark.parametrize(
+    "config, kwargs, fragment",
+    [
+        (dp.DPConfig(target_epsilon=0.0), {}, "target_epsilon"),
+        (dp.DPConfig(target_epsilon=-1.0), {}, "target_epsilon"),
+        (dp.DPConfig(target_epsilon=float("inf")), {}, "target_epsilon"),
+        (dp.DPConfig(target_epsilon=3.0, delta=0.0), {}, "delta"),
+        (dp.DPConfig(target_epsilon=3.0, delta=-1e-6), {}, "delta"),
+        (dp.DPConfig(target_epsilon=3.0, delta=1 / 200), {}, "1/n"),
+        (dp.DPConfig(target_epsilon=3.0, delta=0.5), {}, "1/n"),
+        (dp.DPConfig(target_epsilon=3.0, accountant="moments"), {}, "accountant"),
+        (dp.DPConfig(target_epsilon=3.0, max_grad_norm=0.0), {}, "max_grad_norm"),
+        (dp.DPConfig(target_epsilon=3.0, poisson=False), {}, "Poisson"),
+        (dp.DPConfig(target_epsilon=3.0), {"epochs": 0}, "zero steps"),
+        (dp.DPConfig(target_epsilon=3.0), {"batch_size": 0}, "zero steps"),
+        (dp.DPConfig(target_epsilon=3.0), {"n": 0}, "zero steps"),
+        (dp.DPConfig(target_epsilon=1e-9, accountant="rdp"), {}, "cannot be reached"),
+    ],
+    ids=["eps-zero", "eps-negative", "eps-inf", "delta-zero", "delta-negative", "delta-1/n", "delta-half",
+         "unknown-accountant", "clip-zero", "no-poisson", "zero-epochs", "zero-batch", "no-data", "unreachable"],
+)
+def test_refused_dp_settings(config, kwargs, fragment):
+    args = {"n": 200, "batch_size": 32, "epochs": 2, **kwargs}
+    with pytest.raises(DPError) as info:
+        dp.plan(config, **args)
+    assert info.value.code == "E_DP"
+    assert fragment in info.value.message
+    assert info.value.hint
+
+
+def test_plan_follows_opacus_step_counting():
+    p = dp.plan(dp.DPConfig(target_epsilon=4.0, accountant="rdp"), n=250, batch_size=32, epochs=3)
+    assert p.steps_per_epoch == 8 and p.steps == 24 and p.sample_rate == 1 / 8
+    assert p.delta == 1e-5
+    eps = dp.compute_epsilon(noise_multiplier=p.noise_multiplier, sample_rate=p.sample_rate, steps=p.steps,
+                             delta=p.delta, accountant="rdp")
+    assert eps <= 4.0
+    # a slightly smaller noise multiplier overshoots: the plan is near the tightest noise that fits
+    over = dp.compute_epsilon(noise_multiplier=p.noise_multiplier * 0.97, sample_rate=p.sample_rate,
+                              steps=p.steps, delta=p.delta, accountant="rdp")
+    assert over > eps
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_compute_epsilon_matches_opacus_accountant(accountant):
+    from opacus.accountants import create_accountant
+
+    acct = create_accountant(mechanism=accountant)
+    for _ in range(50):
+        acct.step(noise_multiplier=1.1, sample_rate=0.02)
+    expected = acct.get_epsilon(delta=1e-5)
+    got = dp.compute_epsilon(noise_multiplier=1.1, sample_rate=0.02, steps=50, delta=1e-5, accountant=accountant)
+    assert got == expected
+    assert 0 < got < math.inf
+
+
+def _data(n=160):
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (n,), generator=g)
+    x = (torch.rand(n, 1, 8, 8, generator=g) * 0.4 - 0.7) + y.view(-1, 1, 1, 1) * 0.5
+    return x.clamp(-1, 1), y
+
+
+@pytest.mark.parametrize("family", sorted(G.FAMILIES))
+def test_dp_fit_reports_epsilon_agreeing_with_opacus(family):
+    from opacus.accountants import create_accountant
+
+    x, y = _data()
+    cfg = G.default_config(family, image_shape=(1, 8, 8), num_classes=3, size="tiny")
+    gen = G.build(family, cfg)
+    seen = []
+    settings = G.TrainSettings(epochs=2, batch_size=32, lr=2e-3, seed=1)
+    config = dp.DPConfig(target_epsilon=3.0, max_grad_norm=1.0, accountant="rdp")
+    report = gen.fit(x, y, settings, dp=config, progress=lambda e, t, loss, eps: seen.append((e, t, loss, eps)))
+    rec = report.dp
+    assert set(rec) == {"target_epsilon", "epsilon", "delta", "noise_multiplier", "sample_rate", "steps",
+                        "max_grad_norm", "accountant"}
+    assert rec["target_epsilon"] == 3.0 and rec["accountant"] == "rdp" and rec["max_grad_norm"] == 1.0
+    assert rec["delta"] == dp.default_delta(160) and rec["steps"] == report.steps == 10
+    assert rec["sample_rate"] == 1 / 5
+    assert 0 < rec["epsilon"] <= 3.0  # Opacus' noise search returns a sigma whose epsilon is <= target
+    assert rec["epsilon"] == dp.compute_epsilon(noise_multiplier=rec["noise_multiplier"], sample_rate=rec["sample_rate"],
+                                                steps=rec["steps"], delta=rec["delta"], accountant="rdp")
+    fresh = create_accountant(mechanism="rdp")
+    fresh.history = [(rec["noise_multiplier"], rec["sample_rate"], rec["steps"])]
+    assert rec["epsilon"] == fresh.get_epsilon(delta=rec["delta"])
+    # progress reports epsilon spent so far, growing each epoch, ending at the report's epsilon
+    assert [s[0] for s in seen] == [1, 2] and all(s[1] == 2 for s in seen)
+    assert 0 < seen[0][3] < seen[1][3] == rec["epsilon"]
+    # hooks are gone: the module serialises and samples as a plain module
+    out = G.from_state(family, cfg, G.to_safetensors(gen)).sample([0, 1, 2], seed=0)
+    assert out.shape == (3, 1, 8, 8)
+    assert not any(hasattr(p, "grad_sample") for p in gen.model.parameters())
+
+
+def test_dp_fit_with_prv_accountant_is_repeatable():
+    x, y = _data(96)
+    cfg = G.default_config("cvae", image_shape=(1, 8, 8), num_classes=3, size="tiny")
+    settings = G.TrainSettings(epochs=1, batch_size=32, lr=2e-3, seed=5)
+    config = dp.DPConfig(target_epsilon=8.0)
+    a, b = G.build("cvae", cfg), G.build("cvae", cfg)
+    ra = a.fit(x, y, settings, dp=config)
+    rb = b.fit(x, y, settings, dp=config)
+    assert ra.dp["accountant"] == "prv" and ra.dp["epsilon"] <= 8.0
+    assert ra.dp == rb.dp
+    assert G.to_safetensors(a) == G.to_safetensors(b)
+    assert ra.dp["epsilon"] == dp.compute_epsilon(noise_multiplier=ra.dp["noise_multiplier"],
+                                                  sample_rate=ra.dp["sample_rate"], steps=ra.dp["steps"],
+                                                  delta=ra.dp["delta"], accountant="prv")
+
+
+def test_dp_settings_are_refused_before_training():
+    x, y = _data(50)
+    gen = G.build("cvae", G.default_config("cvae", image_shape=(1, 8, 8), num_classes=3, size="tiny"))
+    before = G.to_safetensors(gen)
+    with pytest.raises(DPError):
+        gen.fit(x, y, G.TrainSettings(epochs=1, batch_size=8), dp=dp.DPConfig(target_epsilon=2.0, delta=0.05))
+    assert G.to_safetensors(gen) == before
