@@ -248,7 +248,25 @@ def load_certs(pem: bytes, *, max_count: int = 4) -> list[x509.Certificate]:
     if not certs or len(certs) > max_count:
         raise FormatError(f"expected 1 to {max_count} certificates, found {len(certs)}",
                           code="E_CERT_FORMAT")
+    for cert in certs:
+        check_parses(cert)
     return certs
+
+
+def check_parses(cert: x509.Certificate) -> None:
+    """Parse every lazily decoded part of ``cert`` now, so later use cannot raise ValueError."""
+    try:
+        cert.public_key()
+        list(cert.extensions)
+        cert.subject, cert.issuer  # noqa: B018
+        cert.not_valid_before_utc, cert.not_valid_after_utc  # noqa: B018
+        cert.signature_hash_algorithm  # noqa: B018
+    except (ValueError, x509.UnsupportedGeneralNameType) as exc:
+        raise FormatError(f"certificate does not parse: {exc}", code="E_CERT_FORMAT",
+                          hint="use the certificate exactly as `ffsecure pki` wrote it") from None
+    except Exception as exc:  # e.g. UnsupportedAlgorithm for an unknown key or hash
+        raise FormatError(f"certificate uses an unsupported algorithm: {exc}",
+                          code="E_CERT_FORMAT") from None
 
 
 def cert_pem(cert: x509.Certificate) -> bytes:
@@ -741,6 +759,7 @@ def verify_cert(cert: x509.Certificate, *, ca_cert: x509.Certificate,
     Returns the identity.
     """
     at = (at or utcnow()).astimezone(dt.timezone.utc)
+    check_parses(cert)
     _check_ca(ca_cert, at)
     if crl is not None:
         check_crl(crl, ca_cert)
