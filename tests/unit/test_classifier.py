@@ -1,0 +1,117 @@
+"""Classifier: bit-identical training for a seed, metrics, safetensors round trip."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from ffsecure import classifier as C
+from ffsecure import data
+from ffsecure.errors import ConfigError, FormatError
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load_dataset("digits")
+
+
+def _tiny_train(ds, seed=0, n=200, augment=True):
+    cfg = C.model_config("cnn", image_shape=ds.image_shape, num_classes=10, width=8)
+    settings = C.TrainConfig(epochs=2, batch_size=64, seed=seed, augment=augment)
+    return C.train_classifier(cfg, ds.train_x[:n], ds.train_y[:n], settings)
+
+
+def test_training_is_bit_identical_for_a_seed(digits):
+    torch.set_num_threads(2)
+    a = _tiny_train(digits, seed=5)
+    b = _tiny_train(digits, seed=5)
+    c = _tiny_train(digits, seed=6)
+    ba, bb, bc = (C.to_safetensors(r.model, r.config) for r in (a, b, c))
+    assert hashlib.sha256(ba).digest() == hashlib.sha256(bb).digest()
+    assert ba != bc
+    assert a.losses == b.losses
+    assert not torch.are_deterministic_algorithms_enabled()  # restored afterwards
+
+
+def test_trained_cnn_learns_digits(digits):
+    cfg = C.model_config("cnn", image_shape=digits.image_shape, num_classes=10, width=16)
+    res = C.train_classifier(cfg, digits.train_x, digits.train_y, C.TrainConfig(epochs=4, seed=0, augment=False))
+    ev = C.evaluate(res.model, digits.test_x, digits.test_y, 10)
+    assert ev.accuracy > 0.85 and ev.auroc > 0.97
+    assert res.losses[-1] < res.losses[0]
+    cm = np.array(ev.confusion)
+    assert cm.sum() == ev.n == digits.test_y.numel()
+    assert np.isclose(np.trace(cm) / cm.sum(), ev.accuracy)
+    assert all(np.isclose(ev.per_class_recall[i], cm[i, i] / cm[i].sum()) for i in range(10))
+
+
+def test_metrics_against_sklearn():
+    y = np.array([0, 1, 1, 0, 1])
+    p = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.1, 0.9]])
+    assert C.auroc(y, p, 2) == pytest.approx(roc_auc_score(y, p[:, 1]))
+    y3 = np.array([0, 1, 2, 2, 1, 0])
+    p3 = np.random.default_rng(0).dirichlet(np.ones(3), size=6)
+    assert C.auroc(y3, p3, 3) == pytest.approx(roc_auc_score(y3, p3, multi_class="ovr", average="macro"))
+    assert C.auroc(np.zeros(4, int), np.full((4, 3), 1 / 3), 3) is None
+
+
+def test_evaluate_reports_absent_class_recall_as_none():
+    cfg = C.model_config("cnn", image_shape=(1, 8, 8), num_classes=3, width=4)
+    model = C.build_model(cfg, seed=0)
+    x = torch.zeros(4, 1, 8, 8)
+    y = torch.tensor([0, 0, 1, 1])
+    ev = C.evaluate(model, x, y, 3)
+    assert ev.per_class_recall[2] is None and len(ev.confusion) == 3
+
+
+def test_resnet18_adapted_to_28x28():
+    cfg = C.model_config("resnet18", image_shape=(3, 28, 28), num_classes=5)
+    model = C.build_model(cfg)
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
+    assert isinstance(model.maxpool, torch.nn.Identity)
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, 28, 28)).shape == (2, 5)
+
+
+def test_safetensors_round_trip(tmp_path, digits):
+    res = _tiny_train(digits, n=128)
+    path = tmp_path / "clf.safetensors"
+    digest = C.save_classifier(path, res.model, res.config)
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    model, cfg = C.load_classifier(path)
+    assert cfg == res.config
+    x = digits.test_x[:32]
+    assert torch.equal(C.predict_proba(model, x), C.predict_proba(res.model, x))
+    assert b"pickle" not in path.read_bytes()[:8]
+
+
+def test_safetensors_refusals(digits):
+    res = _tiny_train(digits, n=64)
+    blob = C.to_safetensors(res.model, res.config)
+    other = C.model_config("cnn", image_shape=(1, 16, 16), num_classes=10, width=16)
+    with pytest.raises(FormatError) as err:
+        C.from_safetensors(blob, other)
+    assert err.value.code == "E_TENSOR_SHAPE"
+    with pytest.raises(FormatError) as err:
+        C.from_safetensors((1 << 40).to_bytes(8, "little") + blob[8:])
+    assert err.value.code == "E_SAFETENSORS_HEADER"
+    with pytest.raises(FormatError):
+        C.from_safetensors(b"\x01")
+
+
+def test_config_and_data_refusals():
+    with pytest.raises(ConfigError):
+        C.model_config("vgg", image_shape=(1, 28, 28), num_classes=2)
+    with pytest.raises(ConfigError):
+        C.validate_config({"arch": "cnn", "in_channels": 1, "image_size": [28, 28], "num_classes": 2,
+                           "width": 10**6})
+    cfg = C.model_config("cnn", image_shape=(1, 16, 16), num_classes=3, width=4)
+    with pytest.raises(ConfigError):
+        C.train_classifier(cfg, torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.int64))
+    with pytest.raises(ConfigError):
+        C.train_classifier(cfg, torch.zeros(4, 1, 16, 16), torch.full((4,), 3))
