@@ -145,7 +145,7 @@ class Federation:
         cert, key = other.issue_site(site_id)
         return self._save_site(site_id, cert, key, name=f"{site_id}-foreign")
 
-    def revoke_site(self, site_id: str, reason: str = "keyCompromise") -> None:
+    def revoke_site(self, site_id: str, reason: str = "key_compromise") -> None:
         """Revoke the site's certificate and install the new CRL in the aggregator home."""
         crl = self.ca.revoke(self.sites[site_id].cert, reason)
         pki.write_public_file(self.home.crl, crl)
