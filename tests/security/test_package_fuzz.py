@@ -15,7 +15,7 @@ from ffsecure.errors import FFSecureError
 from ffsecure.generators import build, to_safetensors
 from tests.unit.test_federation import make_manifest
 
-SETTINGS = settings(max_examples=150, deadline=None,
+SETTINGS = settings(max_examples=300, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
                                            HealthCheck.too_slow])
 
