@@ -19,9 +19,15 @@ def _json_option(f):
 
 
 def _open(home_dir: str):
+    from aggregator.home import AggregatorHome
     from aggregator.store import open_home_store
+    from ffsecure.errors import ConfigError
 
-    return open_home_store(home_dir)
+    home = AggregatorHome.at(home_dir)
+    if not home.store_db.is_file():
+        raise ConfigError(f"{home.root} holds no store ({home.store_db.name} is missing)", code="E_CONFIG",
+                          hint="point --dir at an aggregator home created by `aggregator init`")
+    return open_home_store(home)
 
 
 @click.group("ledger")

@@ -223,7 +223,10 @@ class SQLiteStore(Store):
                 raise
             doomed, self._doomed_files = self._doomed_files, []
             for path in doomed:
-                path.unlink(missing_ok=True)
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as exc:  # committed already; the next open removes the orphan
+                    log.warning("could not remove destroyed blob %s now: %s", path.name, exc)
             if doomed:
                 fsync_dir(self._blobs)
                 try:

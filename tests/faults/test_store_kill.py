@@ -116,14 +116,17 @@ def _check(home, acked: int, tmp_path, round_no: int) -> int:
 def _kill_loop(tmp_path, *, kills: int | None, target: int, seed: int) -> None:
     rng = random.Random(seed)
     home = tmp_path / "agg"
-    done_kills, size, finished = 0, 0, False
+    done_kills, size, finished, rounds = 0, 0, False, 0
     while not finished and (kills is None or done_kills < kills):
         acked, finished = _run_until_killed(home, target, rng.randrange(1 << 30), rng)
         done_kills += 0 if finished else 1
-        new_size = _check(home, acked, tmp_path, done_kills)
+        rounds += 1
+        new_size = _check(home, acked, tmp_path, rounds)
         assert new_size >= size
         size = new_size
-    assert done_kills >= 1 or finished
+    assert done_kills >= 1
+    if kills is None:
+        assert finished and size >= target
 
 
 def test_sigkill_during_writes_keeps_store_and_ledger_in_agreement(tmp_path):

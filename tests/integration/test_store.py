@@ -345,9 +345,9 @@ def test_dropping_or_reordering_entries_fails(bundle, tmp_path):
     for i in range(len(lines)):
         path.write_bytes(b"".join(x + b"\n" for x in lines[:i] + lines[i + 1:]))
         assert "dropped" in _fails(work).message or "do not hash" in _fails(work).message
-    for i in range(len(lines) - 1):
+    for i, j in [(k, k + 1) for k in range(len(lines) - 1)] + [(0, len(lines) - 1)]:
         swapped = list(lines)
-        swapped[i], swapped[i + 1] = swapped[i + 1], swapped[i]
+        swapped[i], swapped[j] = swapped[j], swapped[i]
         path.write_bytes(b"".join(x + b"\n" for x in swapped))
         assert "do not hash" in _fails(work).message
     extra = lines + [lines[-1]]
