@@ -5,7 +5,7 @@ CLI, no stub): a federation CA; an aggregator home (KEK, log key, HPKE key,
 TLS key + certificate for ``localhost`` / ``127.0.0.1``, the CA-signed
 federation manifest, ``ca.pem``, ``crl.pem`` and an ``aggregator.toml``
 listening on ``127.0.0.1:0``); and site certificates. The federation's
-generator is the tiny ``cvae`` config, so a real module package (real
+generator is the tiny ``cvae`` config by default, so a real module package (real
 safetensors weights, signed by the site, sealed with HPKE to the aggregator)
 takes milliseconds to make. Takes about a second.
 
@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ffsecure import envelope, pki
+from ffsecure import canonical, envelope, pki
 from ffsecure.federation import FederationManifest, create_signed_manifest
 from aggregator.home import AggregatorHome, create_kek, create_log_key, default_origin, write_private_file
 
@@ -161,7 +161,8 @@ class Federation:
         """
         from ffsecure.package import build_manifest, sign_package
 
-        weights = tiny_weights(tuple(self.manifest.image_shape), len(self.manifest.label_space))
+        weights = generator_weights(self.manifest.generator["family"],
+                                    canonical.dumps(self.manifest.generator["config"]))
         manifest = build_manifest(federation=self.manifest, site_id=manifest_site or site_id, weights=weights,
                                   classes=list(classes), seed=seed, module_id=module_id)
         creds = self.sites[signer or site_id]
@@ -195,17 +196,17 @@ class Federation:
 
 
 @functools.lru_cache(maxsize=4)
-def tiny_weights(image_shape: tuple[int, int, int], num_classes: int) -> bytes:
-    """Safetensors weights of the tiny cvae (deterministic initial weights)."""
+def generator_weights(family: str, config_json: bytes) -> bytes:
+    """Safetensors weights of the federation's generator (its deterministic initial weights)."""
     from ffsecure import generators
 
-    config = generators.default_config("cvae", image_shape=image_shape, num_classes=num_classes, size="tiny")
-    return generators.to_safetensors(generators.build("cvae", config))
+    return generators.to_safetensors(generators.build(family, canonical.loads(config_json)))
 
 
 def build_federation(root: Path, *, federation_id: str = FEDERATION_ID, sites: Sequence[str] = SITES,
                      labels: Sequence[str] = LABELS, image_shape: tuple[int, int, int] = IMAGE_SHAPE,
-                     max_module_bytes: int = 16 << 20, shutdown_grace_s: float = 5.0, max_workers: int = 16,
+                     generator_size: str = "tiny", max_module_bytes: int = 16 << 20,
+                     shutdown_grace_s: float = 5.0, max_workers: int = 16,
                      chunk_bytes: int = 64 * 1024, commit_every_bytes: int = 64 * 1024,
                      calls_per_second: float = 200.0, call_burst: int = 400,
                      uploads_per_minute: float = 600.0, upload_burst: int = 200) -> Federation:
@@ -225,7 +226,8 @@ def build_federation(root: Path, *, federation_id: str = FEDERATION_ID, sites: S
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     pki.write_public_file(home.tls_cert, pki.cert_pem(tls_cert))
 
-    config = generators.default_config("cvae", image_shape=image_shape, num_classes=len(labels), size="tiny")
+    config = generators.default_config("cvae", image_shape=image_shape, num_classes=len(labels),
+                                       size=generator_size)
     manifest = FederationManifest(
         federation_id=federation_id, label_space=list(labels), image_shape=tuple(image_shape),
         generator={"family": "cvae", "config": config},

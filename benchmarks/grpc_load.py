@@ -1,0 +1,312 @@
+"""gRPC load benchmark: many sites uploading at once, and one large upload against a plain socket.
+
+Everything runs on loopback against a real ``aggregator serve`` process (mTLS,
+TLS 1.3, real store and ledger), with a federation built by
+``tests/federation_fixture.py``. Bounded in count and time.
+
+1. **Concurrent uploads**: ``--sites`` sites (100) each upload one sealed
+   module of about 2 MB (the tiny cvae generator for 3x64x64 images: real
+   weights, signed, HPKE-sealed) at the same moment. Each site has its own
+   certificate and connection; every receipt is verified (checkpoint
+   signature + inclusion proof). Reports uploads/s, p50/p99 latency, error
+   count (must be 0), and the server's peak resident memory.
+2. **One large upload** (the default cvae for 3x64x64 images, about 34 MB)
+   over mTLS, end to end (transfer, staging, hash, HPKE open, verification,
+   encrypted store, ledger entry, receipt), and the same bytes sent over a
+   plain loopback TCP socket into a file with fsync, in the same run; the
+   ratio of throughputs is the figure. Also: the same bytes over mTLS with a
+   wrong announced hash, which measures transfer + staging + hashing alone
+   (the server refuses at the hash check).
+
+Writes ``<out>/grpc_load.json`` and ``<out>/grpc_load.md``.
+
+    python -m benchmarks.grpc_load [--sites 100] [--out benchmarks/results] [--timeout 600]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.federation_fixture import build_federation  # noqa: E402
+
+
+class Server:
+    """``aggregator serve`` in a child process, with its RSS sampled while it runs."""
+
+    def __init__(self, fed):
+        self.port_file = fed.home.root / "serve.port"
+        self.port_file.unlink(missing_ok=True)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        self.log = open(fed.root / "serve.log", "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "aggregator", "--log-level", "WARNING", "serve",
+                                      "--config", str(fed.config_path)],
+                                     cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while not self.port_file.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"aggregator serve did not start; see {fed.root / 'serve.log'}")
+            time.sleep(0.05)
+        self.address = f"127.0.0.1:{int(self.port_file.read_text())}"
+        self.ps = psutil.Process(self.proc.pid)
+        self.peak_rss = self.base_rss = self.ps.memory_info().rss
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            try:
+                self.peak_rss = max(self.peak_rss, self.ps.memory_info().rss)
+            except psutil.Error:
+                return
+
+    def reset_peak(self) -> None:
+        self.peak_rss = self.base_rss = self.ps.memory_info().rss
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    if not values:
+        return float("nan")
+    k = (len(values) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def concurrent_uploads(root: Path, n_sites: int, timeout: float) -> dict:
+    sites = [f"site-{i:03d}" for i in range(n_sites)]
+    fed = build_federation(root, sites=sites, image_shape=(3, 64, 64), labels=[f"c{i}" for i in range(10)],
+                           max_workers=32, chunk_bytes=1 << 20, commit_every_bytes=4 << 20,
+                           calls_per_second=100.0, call_burst=200, uploads_per_minute=60.0, upload_burst=10)
+    packages = {s: fed.make_package(s, classes=[i % 10]) for i, s in enumerate(sites)}
+    module_bytes = len(next(iter(packages.values()))[0])
+    srv = Server(fed)
+    try:
+        clients = {s: fed.client(s, srv.address, chunk_bytes=1 << 20, timeout_s=120, upload_timeout_s=timeout)
+                   for s in sites}
+        barrier = threading.Barrier(n_sites + 1)
+        latencies: dict[str, float] = {}
+        errors: dict[str, str] = {}
+
+        def one(site: str) -> None:
+            sealed, pkg = packages[site]
+            barrier.wait()
+            t = time.perf_counter()
+            try:
+                receipt = clients[site].upload(sealed, module_id=pkg.manifest.module_id, site_id=site)
+                assert not receipt.existing
+                latencies[site] = time.perf_counter() - t
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                errors[site] = f"{type(exc).__name__}: {exc}"
+
+        srv.reset_peak()
+        with ThreadPoolExecutor(max_workers=n_sites) as pool:
+            futures = [pool.submit(one, s) for s in sites]
+            barrier.wait()
+            t0 = time.perf_counter()
+            done, pending = wait(futures, timeout=timeout)
+            elapsed = time.perf_counter() - t0
+        for c in clients.values():
+            c.close()
+        lat = list(latencies.values())
+        return {
+            "sites": n_sites,
+            "module_bytes": module_bytes,
+            "completed": len(lat),
+            "errors": len(errors) + len(pending),
+            "error_samples": list(errors.values())[:5],
+            "seconds": elapsed,
+            "uploads_per_s": len(lat) / elapsed,
+            "mb_per_s": len(lat) * module_bytes / elapsed / 1e6,
+            "latency_p50_s": percentile(lat, 0.50),
+            "latency_p99_s": percentile(lat, 0.99),
+            "latency_max_s": max(lat) if lat else float("nan"),
+            "server_rss_before_mb": srv.base_rss / 1e6,
+            "server_rss_peak_mb": srv.peak_rss / 1e6,
+        }
+    finally:
+        srv.stop()
+
+
+def socket_copy(data: bytes, out_dir: Path, *, to_file: bool) -> float:
+    """Seconds to send ``data`` over a plain loopback TCP socket (receiver writes to a file + fsync)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    received = {}
+
+    def receive() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            total = 0
+            fh = open(out_dir / "socket-copy.bin", "wb") if to_file else None
+            while total < len(data):
+                block = conn.recv(1 << 20)
+                if not block:
+                    break
+                total += len(block)
+                if fh is not None:
+                    fh.write(block)
+            if fh is not None:
+                fh.flush()
+                os.fsync(fh.fileno())
+                fh.close()
+            received["bytes"] = total
+            conn.sendall(b"k")
+
+    t = threading.Thread(target=receive)
+    t.start()
+    start = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(data)
+        assert s.recv(1) == b"k"
+    elapsed = time.perf_counter() - start
+    t.join()
+    listener.close()
+    assert received["bytes"] == len(data)
+    return elapsed
+
+
+def large_upload(root: Path, timeout: float) -> dict:
+    import grpc
+
+    from ffsecure.v1 import aggregator_pb2 as pb
+
+    fed = build_federation(root, image_shape=(3, 64, 64), labels=[f"c{i}" for i in range(10)],
+                           generator_size="default", max_module_bytes=64 << 20, chunk_bytes=1 << 20,
+                           commit_every_bytes=8 << 20)
+    sealed, pkg = fed.make_package("st-mary", classes=[0, 1, 2])
+    size = len(sealed)
+    srv = Server(fed)
+    try:
+        # transfer + staging + hash only: announce a wrong hash, the server refuses after hashing
+        with fed.client("st-mary", srv.address, chunk_bytes=1 << 20, upload_timeout_s=timeout) as c:
+            sha_wrong = hashlib.sha256(b"not the package").digest()
+            chunks = (pb.UploadChunk(upload_id="e" * 32, offset=o, data=sealed[o:o + (1 << 20)], total_size=size,
+                                     total_sha256=sha_wrong) for o in range(0, size, 1 << 20))
+            t = time.perf_counter()
+            try:
+                c.stub.UploadModule(chunks, timeout=timeout)
+                raise RuntimeError("an upload with a wrong hash was accepted")
+            except grpc.RpcError as exc:
+                if dict(exc.trailing_metadata()).get("ffsecure-error-code") != "E_UPLOAD_HASH":
+                    raise
+            transfer_s = time.perf_counter() - t
+            srv.reset_peak()
+            t = time.perf_counter()
+            receipt = c.upload(sealed, module_id=pkg.manifest.module_id, site_id="st-mary")
+            upload_s = time.perf_counter() - t
+            assert receipt.index == 0
+        socket_file_s = socket_copy(sealed, root, to_file=True)
+        socket_mem_s = socket_copy(sealed, root, to_file=False)
+        mb = size / 1e6
+        return {
+            "bytes": size,
+            "mtls_upload_s": upload_s,
+            "mtls_upload_mb_per_s": mb / upload_s,
+            "mtls_transfer_only_s": transfer_s,
+            "mtls_transfer_only_mb_per_s": mb / transfer_s,
+            "socket_file_s": socket_file_s,
+            "socket_file_mb_per_s": mb / socket_file_s,
+            "socket_memory_mb_per_s": mb / socket_mem_s,
+            "ratio_upload_vs_socket_file": (mb / upload_s) / (mb / socket_file_s),
+            "ratio_transfer_vs_socket_file": (mb / transfer_s) / (mb / socket_file_s),
+            "server_rss_peak_during_upload_mb": srv.peak_rss / 1e6,
+            "server_rss_before_upload_mb": srv.base_rss / 1e6,
+        }
+    finally:
+        srv.stop()
+
+
+def markdown(result: dict) -> str:
+    c, big = result["concurrent"], result["large"]
+    lines = [
+        "# gRPC load (loopback, mTLS, real `aggregator serve`)",
+        "",
+        f"Machine: {result['machine']}. Run: `python -m benchmarks.grpc_load --sites {c['sites']}`.",
+        "",
+        f"## {c['sites']} sites uploading one {c['module_bytes'] / 1e6:.2f} MB module each, at once",
+        "",
+        "| uploads/s | MB/s | p50 latency (s) | p99 latency (s) | max (s) | errors | server RSS before / peak (MB) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| {c['uploads_per_s']:.1f} | {c['mb_per_s']:.1f} | {c['latency_p50_s']:.2f} | {c['latency_p99_s']:.2f} "
+        f"| {c['latency_max_s']:.2f} | {c['errors']} | {c['server_rss_before_mb']:.0f} / {c['server_rss_peak_mb']:.0f} |",
+        "",
+        f"## One large upload ({big['bytes'] / 1e6:.1f} MB) against a plain loopback socket",
+        "",
+        "| path | MB/s |",
+        "| --- | --- |",
+        f"| mTLS upload, end to end (transfer, staging, hash, HPKE open, verify, encrypted store, ledger, receipt) "
+        f"| {big['mtls_upload_mb_per_s']:.1f} |",
+        f"| mTLS transfer + staging + hash only | {big['mtls_transfer_only_mb_per_s']:.1f} |",
+        f"| plain TCP socket into a file + fsync | {big['socket_file_mb_per_s']:.1f} |",
+        f"| plain TCP socket into memory | {big['socket_memory_mb_per_s']:.1f} |",
+        "",
+        f"Ratio, mTLS end-to-end upload / plain socket copy: **{big['ratio_upload_vs_socket_file']:.3f}**; "
+        f"mTLS transfer only / plain socket copy: **{big['ratio_transfer_vs_socket_file']:.3f}**. "
+        f"Server RSS peak during the large upload: {big['server_rss_peak_during_upload_mb']:.0f} MB "
+        f"(before: {big['server_rss_before_upload_mb']:.0f} MB).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sites", type=int, default=100)
+    ap.add_argument("--timeout", type=float, default=600.0, help="bound on each phase, seconds")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = ap.parse_args(argv)
+    if not 1 <= args.sites <= 500:
+        ap.error("--sites must be 1..500")
+    import torch
+
+    torch.set_num_threads(2)
+    with tempfile.TemporaryDirectory(prefix="ffsecure-grpc-load-") as tmp:
+        concurrent = concurrent_uploads(Path(tmp) / "load", args.sites, args.timeout)
+        large = large_upload(Path(tmp) / "large", args.timeout)
+    result = {
+        "benchmark": "grpc_load",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "concurrent": concurrent,
+        "large": large,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "grpc_load.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    (args.out / "grpc_load.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0 if concurrent["errors"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
