@@ -34,7 +34,6 @@ shutdown_grace_s = 30.0         # SIGTERM: stop accepting, let in-flight calls f
 keepalive_time_s = 60.0         # server pings an idle connection this often
 keepalive_timeout_s = 20.0      # and closes it when no ack arrives within this
 min_ping_interval_s = 10.0      # clients may ping no more often than this
-unary_deadline_s = 30.0         # longest a unary call may run on the server
 upload_deadline_s = 600.0       # longest one UploadModule stream may run on the server
 
 [uploads]
@@ -65,7 +64,6 @@ class ServerConfig:
     keepalive_time_s: float = 60.0
     keepalive_timeout_s: float = 20.0
     min_ping_interval_s: float = 10.0
-    unary_deadline_s: float = 30.0
     upload_deadline_s: float = 600.0
 
 
@@ -125,7 +123,7 @@ _SECTIONS = {
 
 _POSITIVE = {
     "max_workers", "max_concurrent_rpcs", "keepalive_time_s", "keepalive_timeout_s",
-    "min_ping_interval_s", "unary_deadline_s", "upload_deadline_s", "chunk_bytes",
+    "min_ping_interval_s", "upload_deadline_s", "chunk_bytes", "shutdown_grace_s",
     "commit_every_bytes", "max_parallel_per_site", "stale_after_s", "calls_per_second",
     "call_burst", "uploads_per_minute", "upload_burst",
 }

@@ -46,7 +46,6 @@ TEST_CONFIG = """\
 listen = "127.0.0.1:0"
 shutdown_grace_s = {grace}
 max_workers = {workers}
-unary_deadline_s = 10.0
 upload_deadline_s = 60.0
 
 [uploads]
