@@ -189,7 +189,6 @@ class RunningServer:
         """Refuse new calls, let in-flight ones finish within ``grace``, then close the store."""
         grace = self.runtime.config.server.shutdown_grace_s if grace is None else grace
         log.info("draining (grace %.1f s)", grace, extra={"event": "draining", "grace_s": grace})
-        self.runtime.deps.draining.set()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         self.runtime.close()

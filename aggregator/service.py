@@ -15,7 +15,7 @@ import functools
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import grpc
@@ -59,7 +59,6 @@ class ServiceDeps:
     upload_deadline_s: float = 600.0
     max_chunk_bytes: int = 1 << 20
     deleter: Deleter = store_delete
-    draining: threading.Event = field(default_factory=threading.Event)
 
     @property
     def store(self) -> Any:
@@ -133,14 +132,19 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                               total_size=state.total_size, total_sha256=bytes.fromhex(state.total_sha256),
                               max_chunk_bytes=self.deps.max_chunk_bytes)
         if state.registered:
-            out.state = pb.UploadStatus.REGISTERED
+            with self.deps.store_lock:
+                deleted = self.deps.store.get_module(state.module_id).status == "deleted"
+            out.state = pb.UploadStatus.DELETED if deleted else pb.UploadStatus.REGISTERED
             out.receipt.CopyFrom(_receipt_pb(self._existing_receipt(state.module_id), state.module_id))
         else:
             out.state = pb.UploadStatus.IN_PROGRESS
         return out
 
-    def _existing_receipt(self, module_id: str) -> StoreReceipt:
+    def _existing_receipt(self, module_id: str, *, refuse_deleted: bool = False) -> StoreReceipt:
         with self.deps.store_lock:
+            if refuse_deleted and self.deps.store.get_module(module_id).status == "deleted":
+                raise RequestError(f"module {module_id} was deleted and cannot be registered again",
+                                   code="E_MODULE_DELETED", hint="a new module needs a new random module id")
             return receipt_for_module(self.deps.store, module_id)
 
     @_rpc("UploadModule", upload=True)
@@ -160,7 +164,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                     upload_id = check_upload_id(chunk.upload_id)
                     state = self.deps.staging.status(peer.site_id, upload_id)
                     if state is not None and state.registered:
-                        r = self._existing_receipt(state.module_id)
+                        r = self._existing_receipt(state.module_id, refuse_deleted=True)
                         return _receipt_pb(r, state.module_id)
                     staged = self.deps.staging.open(peer.site_id, upload_id, total_size=chunk.total_size,
                                                     total_sha256=chunk.total_sha256)

@@ -287,6 +287,9 @@ class AggregatorClient:
             try:
                 status = self.stub.GetUploadStatus(pb.GetUploadStatusRequest(upload_id=upload_id),
                                                    timeout=self.timeout_s)
+                if status.state == pb.UploadStatus.DELETED:
+                    raise AggregatorError(f"the module of upload {upload_id} was deleted and cannot be sent again",
+                                          code="E_MODULE_DELETED", hint="a new module needs a new random module id")
                 if status.state == pb.UploadStatus.REGISTERED:
                     receipt = UploadReceipt.from_pb(status.receipt)
                 else:

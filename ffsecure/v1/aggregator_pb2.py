@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x66secure/v1/aggregator.proto\x12\x0b\x66\x66secure.v1\"\x1a\n\x18GetFederationInfoRequest\"\x83\x01\n\x0e\x46\x65\x64\x65rationInfo\x12\x17\n\x0fsigned_manifest\x18\x01 \x01(\x0c\x12\x0f\n\x07\x63rl_pem\x18\x02 \x01(\x0c\x12\x14\n\x0cpeer_site_id\x18\x03 \x01(\t\x12\x17\n\x0fmax_chunk_bytes\x18\x04 \x01(\x04\x12\x18\n\x10max_upload_bytes\x18\x05 \x01(\x04\"+\n\x16GetUploadStatusRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\"\xa3\x02\n\x0cUploadStatus\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12.\n\x05state\x18\x02 \x01(\x0e\x32\x1f.ffsecure.v1.UploadStatus.State\x12\x18\n\x10\x63ommitted_offset\x18\x03 \x01(\x04\x12\x12\n\ntotal_size\x18\x04 \x01(\x04\x12\x14\n\x0ctotal_sha256\x18\x05 \x01(\x0c\x12%\n\x07receipt\x18\x06 \x01(\x0b\x32\x14.ffsecure.v1.Receipt\x12\x17\n\x0fmax_chunk_bytes\x18\x07 \x01(\x04\"L\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07UNKNOWN\x10\x01\x12\x0f\n\x0bIN_PROGRESS\x10\x02\x12\x0e\n\nREGISTERED\x10\x03\"h\n\x0bUploadChunk\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x12\n\ntotal_size\x18\x04 \x01(\x04\x12\x14\n\x0ctotal_sha256\x18\x05 \x01(\x0c\"\x8c\x01\n\x07Receipt\x12\x11\n\tmodule_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x04\x12\r\n\x05\x65ntry\x18\x03 \x01(\x0c\x12\x11\n\ttree_size\x18\x04 \x01(\x04\x12\x12\n\ncheckpoint\x18\x05 \x01(\t\x12\x17\n\x0finclusion_proof\x18\x06 \x03(\x0c\x12\x10\n\x08\x65xisting\x18\x07 \x01(\x08\"\x16\n\x14GetCheckpointRequest\"-\n\nCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\t\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"<\n\x18GetInclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"Q\n\x0eInclusionProof\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x12\r\n\x05\x65ntry\x18\x04 \x01(\x0c\"@\n\x1aGetConsistencyProofRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\"F\n\x10\x43onsistencyProof\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"5\n\x0f\x44\x65letionRequest\x12\x12\n\nmodule_ids\x18\x01 \x03(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"+\n\x0bLedgerEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\r\n\x05\x65ntry\x18\x02 \x01(\x0c\"g\n\rDeletionReply\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.ffsecure.v1.LedgerEntry\x12+\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x17.ffsecure.v1.Checkpoint\":\n\x0b\x45rrorDetail\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04hint\x18\x03 \x01(\t2\xcc\x04\n\nAggregator\x12W\n\x11GetFederationInfo\x12%.ffsecure.v1.GetFederationInfoRequest\x1a\x1b.ffsecure.v1.FederationInfo\x12Q\n\x0fGetUploadStatus\x12#.ffsecure.v1.GetUploadStatusRequest\x1a\x19.ffsecure.v1.UploadStatus\x12@\n\x0cUploadModule\x12\x18.ffsecure.v1.UploadChunk\x1a\x14.ffsecure.v1.Receipt(\x01\x12K\n\rGetCheckpoint\x12!.ffsecure.v1.GetCheckpointRequest\x1a\x17.ffsecure.v1.Checkpoint\x12W\n\x11GetInclusionProof\x12%.ffsecure.v1.GetInclusionProofRequest\x1a\x1b.ffsecure.v1.InclusionProof\x12]\n\x13GetConsistencyProof\x12\'.ffsecure.v1.GetConsistencyProofRequest\x1a\x1d.ffsecure.v1.ConsistencyProof\x12K\n\x0fRequestDeletion\x12\x1c.ffsecure.v1.DeletionRequest\x1a\x1a.ffsecure.v1.DeletionReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x66secure/v1/aggregator.proto\x12\x0b\x66\x66secure.v1\"\x1a\n\x18GetFederationInfoRequest\"\x83\x01\n\x0e\x46\x65\x64\x65rationInfo\x12\x17\n\x0fsigned_manifest\x18\x01 \x01(\x0c\x12\x0f\n\x07\x63rl_pem\x18\x02 \x01(\x0c\x12\x14\n\x0cpeer_site_id\x18\x03 \x01(\t\x12\x17\n\x0fmax_chunk_bytes\x18\x04 \x01(\x04\x12\x18\n\x10max_upload_bytes\x18\x05 \x01(\x04\"+\n\x16GetUploadStatusRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\"\xb0\x02\n\x0cUploadStatus\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12.\n\x05state\x18\x02 \x01(\x0e\x32\x1f.ffsecure.v1.UploadStatus.State\x12\x18\n\x10\x63ommitted_offset\x18\x03 \x01(\x04\x12\x12\n\ntotal_size\x18\x04 \x01(\x04\x12\x14\n\x0ctotal_sha256\x18\x05 \x01(\x0c\x12%\n\x07receipt\x18\x06 \x01(\x0b\x32\x14.ffsecure.v1.Receipt\x12\x17\n\x0fmax_chunk_bytes\x18\x07 \x01(\x04\"Y\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07UNKNOWN\x10\x01\x12\x0f\n\x0bIN_PROGRESS\x10\x02\x12\x0e\n\nREGISTERED\x10\x03\x12\x0b\n\x07\x44\x45LETED\x10\x04\"h\n\x0bUploadChunk\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x12\n\ntotal_size\x18\x04 \x01(\x04\x12\x14\n\x0ctotal_sha256\x18\x05 \x01(\x0c\"\x8c\x01\n\x07Receipt\x12\x11\n\tmodule_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x04\x12\r\n\x05\x65ntry\x18\x03 \x01(\x0c\x12\x11\n\ttree_size\x18\x04 \x01(\x04\x12\x12\n\ncheckpoint\x18\x05 \x01(\t\x12\x17\n\x0finclusion_proof\x18\x06 \x03(\x0c\x12\x10\n\x08\x65xisting\x18\x07 \x01(\x08\"\x16\n\x14GetCheckpointRequest\"-\n\nCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\t\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"<\n\x18GetInclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"Q\n\x0eInclusionProof\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x12\r\n\x05\x65ntry\x18\x04 \x01(\x0c\"@\n\x1aGetConsistencyProofRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\"F\n\x10\x43onsistencyProof\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"5\n\x0f\x44\x65letionRequest\x12\x12\n\nmodule_ids\x18\x01 \x03(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"+\n\x0bLedgerEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\r\n\x05\x65ntry\x18\x02 \x01(\x0c\"g\n\rDeletionReply\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.ffsecure.v1.LedgerEntry\x12+\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x17.ffsecure.v1.Checkpoint\":\n\x0b\x45rrorDetail\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04hint\x18\x03 \x01(\t2\xcc\x04\n\nAggregator\x12W\n\x11GetFederationInfo\x12%.ffsecure.v1.GetFederationInfoRequest\x1a\x1b.ffsecure.v1.FederationInfo\x12Q\n\x0fGetUploadStatus\x12#.ffsecure.v1.GetUploadStatusRequest\x1a\x19.ffsecure.v1.UploadStatus\x12@\n\x0cUploadModule\x12\x18.ffsecure.v1.UploadChunk\x1a\x14.ffsecure.v1.Receipt(\x01\x12K\n\rGetCheckpoint\x12!.ffsecure.v1.GetCheckpointRequest\x1a\x17.ffsecure.v1.Checkpoint\x12W\n\x11GetInclusionProof\x12%.ffsecure.v1.GetInclusionProofRequest\x1a\x1b.ffsecure.v1.InclusionProof\x12]\n\x13GetConsistencyProof\x12\'.ffsecure.v1.GetConsistencyProofRequest\x1a\x1d.ffsecure.v1.ConsistencyProof\x12K\n\x0fRequestDeletion\x12\x1c.ffsecure.v1.DeletionRequest\x1a\x1a.ffsecure.v1.DeletionReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,33 +38,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETUPLOADSTATUSREQUEST']._serialized_start=207
   _globals['_GETUPLOADSTATUSREQUEST']._serialized_end=250
   _globals['_UPLOADSTATUS']._serialized_start=253
-  _globals['_UPLOADSTATUS']._serialized_end=544
+  _globals['_UPLOADSTATUS']._serialized_end=557
   _globals['_UPLOADSTATUS_STATE']._serialized_start=468
-  _globals['_UPLOADSTATUS_STATE']._serialized_end=544
-  _globals['_UPLOADCHUNK']._serialized_start=546
-  _globals['_UPLOADCHUNK']._serialized_end=650
-  _globals['_RECEIPT']._serialized_start=653
-  _globals['_RECEIPT']._serialized_end=793
-  _globals['_GETCHECKPOINTREQUEST']._serialized_start=795
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=817
-  _globals['_CHECKPOINT']._serialized_start=819
-  _globals['_CHECKPOINT']._serialized_end=864
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=866
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=926
-  _globals['_INCLUSIONPROOF']._serialized_start=928
-  _globals['_INCLUSIONPROOF']._serialized_end=1009
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1011
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1075
-  _globals['_CONSISTENCYPROOF']._serialized_start=1077
-  _globals['_CONSISTENCYPROOF']._serialized_end=1147
-  _globals['_DELETIONREQUEST']._serialized_start=1149
-  _globals['_DELETIONREQUEST']._serialized_end=1202
-  _globals['_LEDGERENTRY']._serialized_start=1204
-  _globals['_LEDGERENTRY']._serialized_end=1247
-  _globals['_DELETIONREPLY']._serialized_start=1249
-  _globals['_DELETIONREPLY']._serialized_end=1352
-  _globals['_ERRORDETAIL']._serialized_start=1354
-  _globals['_ERRORDETAIL']._serialized_end=1412
-  _globals['_AGGREGATOR']._serialized_start=1415
-  _globals['_AGGREGATOR']._serialized_end=2003
+  _globals['_UPLOADSTATUS_STATE']._serialized_end=557
+  _globals['_UPLOADCHUNK']._serialized_start=559
+  _globals['_UPLOADCHUNK']._serialized_end=663
+  _globals['_RECEIPT']._serialized_start=666
+  _globals['_RECEIPT']._serialized_end=806
+  _globals['_GETCHECKPOINTREQUEST']._serialized_start=808
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=830
+  _globals['_CHECKPOINT']._serialized_start=832
+  _globals['_CHECKPOINT']._serialized_end=877
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=879
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=939
+  _globals['_INCLUSIONPROOF']._serialized_start=941
+  _globals['_INCLUSIONPROOF']._serialized_end=1022
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1024
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1088
+  _globals['_CONSISTENCYPROOF']._serialized_start=1090
+  _globals['_CONSISTENCYPROOF']._serialized_end=1160
+  _globals['_DELETIONREQUEST']._serialized_start=1162
+  _globals['_DELETIONREQUEST']._serialized_end=1215
+  _globals['_LEDGERENTRY']._serialized_start=1217
+  _globals['_LEDGERENTRY']._serialized_end=1260
+  _globals['_DELETIONREPLY']._serialized_start=1262
+  _globals['_DELETIONREPLY']._serialized_end=1365
+  _globals['_ERRORDETAIL']._serialized_start=1367
+  _globals['_ERRORDETAIL']._serialized_end=1425
+  _globals['_AGGREGATOR']._serialized_start=1428
+  _globals['_AGGREGATOR']._serialized_end=2016
 # @@protoc_insertion_point(module_scope)

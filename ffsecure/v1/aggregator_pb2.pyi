@@ -39,10 +39,12 @@ class UploadStatus(_message.Message):
         UNKNOWN: _ClassVar[UploadStatus.State]
         IN_PROGRESS: _ClassVar[UploadStatus.State]
         REGISTERED: _ClassVar[UploadStatus.State]
+        DELETED: _ClassVar[UploadStatus.State]
     STATE_UNSPECIFIED: UploadStatus.State
     UNKNOWN: UploadStatus.State
     IN_PROGRESS: UploadStatus.State
     REGISTERED: UploadStatus.State
+    DELETED: UploadStatus.State
     UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_OFFSET_FIELD_NUMBER: _ClassVar[int]

@@ -192,7 +192,7 @@ def test_checkpoint_and_proofs_show_the_log_only_grows(fed, srv):
 def test_deletion_only_of_own_modules(fed, srv):
     sealed, pkg = fed.make_package("st-mary", classes=[1])
     with fed.client("st-mary", srv.address) as mary, fed.client("st-john", srv.address) as john:
-        receipt = mary.upload(sealed)
+        receipt = mary.upload(sealed, upload_id="7" * 32)
         size = srv.runtime.store.size()
         with pytest.raises(AggregatorError) as err:
             john.request_deletion([receipt.module_id], "not mine")
@@ -212,10 +212,14 @@ def test_deletion_only_of_own_modules(fed, srv):
         with pytest.raises(AggregatorError) as err:
             mary.request_deletion([receipt.module_id], "again")
         assert err.value.code == "E_MODULE_DELETED"
-        # re-sending the deleted module cannot bring it back
+        # re-sending the deleted module cannot bring it back, under a new or the old upload id
         with pytest.raises(AggregatorError) as err:
             mary.upload(sealed)
         assert err.value.code == "E_MODULE_DELETED"
+        with pytest.raises(AggregatorError) as err:
+            mary.upload(sealed, upload_id="7" * 32)
+        assert err.value.code == "E_MODULE_DELETED"
+        assert mary.upload_status("7" * 32).state == pb.UploadStatus.DELETED
     assert srv.runtime.store.get_module(receipt.module_id).status == "deleted"
 
 
@@ -228,3 +232,14 @@ def test_rate_limit_refuses_with_retry_hint(tmp_path):
             c.get_checkpoint()
     assert err.value.code == "E_RATE_LIMIT" and err.value.status == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "retry in" in err.value.hint
+
+
+def test_health_service_over_mtls(fed, srv):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    channel, _ = _raw_stub(fed, "st-john", srv.address)
+    with channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for name in ("", "ffsecure.v1.Aggregator"):
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
