@@ -245,3 +245,60 @@ def test_opacus_validator_accepts_family(family):
         model.train()
         ModuleValidator.validate(model, strict=True)
         assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+# ---- ddpm ----------------------------------------------------------------------------------
+
+
+def test_ddpm_tiny_trains_and_samples_on_cpu(digits):
+    x, y = digits
+    cfg = G.default_config("ddpm", image_shape=SHAPE, num_classes=10, size="tiny")
+    gen = G.build("ddpm", cfg)
+    losses = []
+    report = gen.fit(x[:96], y[:96], G.TrainSettings(epochs=2, batch_size=32, lr=2e-3, seed=0),
+                     progress=lambda e, t, loss, eps: losses.append((e, t, loss, eps)))
+    assert report.family == "ddpm" and report.steps == 6 and report.dp is None
+    assert [l[0] for l in losses] == [1, 2] and all(l[3] is None for l in losses)
+    assert all(0 < l[2] < 5 for l in losses)
+    out = gen.sample([0, 3, 9], seed=4)
+    assert out.shape == (3, *SHAPE) and out.dtype == torch.float32
+    assert float(out.min()) >= -1.0 and float(out.max()) <= 1.0
+    assert torch.equal(out, gen.sample([0, 3, 9], seed=4))
+    assert not torch.equal(out, gen.sample([0, 3, 9], seed=5))
+    again = G.from_state("ddpm", cfg, G.to_safetensors(gen))
+    assert torch.equal(out, again.sample([0, 3, 9], seed=4))
+    assert gen.sample([], seed=0).shape == (0, *SHAPE)
+
+
+def test_ddpm_guidance_and_fit_repeatability(digits):
+    x, y = digits
+    cfg = dict(G.default_config("ddpm", image_shape=SHAPE, num_classes=10, size="tiny"), guidance_scale=2.0, sample_steps=4)
+    settings = G.TrainSettings(epochs=1, batch_size=32, lr=2e-3, seed=2)
+    a, b = G.build("ddpm", cfg), G.build("ddpm", cfg)
+    a.fit(x[:64], y[:64], settings)
+    b.fit(x[:64], y[:64], settings)
+    assert G.to_safetensors(a) == G.to_safetensors(b)
+    guided = a.sample([1, 2], seed=0)
+    plain = G.from_state("ddpm", dict(cfg, guidance_scale=1.0), G.to_safetensors(a)).sample([1, 2], seed=0)
+    assert guided.shape == plain.shape == (2, *SHAPE)
+    assert not torch.equal(guided, plain)
+
+
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (lambda c: c.update(sample_steps=c["timesteps"] + 1), "sample_steps"),
+        (lambda c: c.update(guidance_scale=3.0, label_dropout=0.0), "label_dropout"),
+        (lambda c: c.update(channel_mults=[1, 2, 2, 2]), "channel_mults"),
+        (lambda c: c.update(embed_dim=33), "even"),
+        (lambda c: c.update(schedule="sigmoid"), "schedule"),
+        (lambda c: c.update(base_channels=256, channel_mults=[8, 8, 8], num_res_blocks=4), "parameters"),
+    ],
+)
+def test_hostile_ddpm_configs_are_refused(edit, fragment):
+    cfg = G.default_config("ddpm", image_shape=(1, 28, 28), num_classes=2)
+    edit(cfg)
+    with pytest.raises(ConfigError) as info:
+        G.validate_config("ddpm", cfg)
+    assert info.value.code == "E_GENERATOR_CONFIG"
+    assert fragment in info.value.message
