@@ -133,6 +133,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     augment: bool = True
     label_smoothing: float = 0.0
+    schedule: str = "cosine"  # "cosine" (decay to 0 over the run) or "constant"
     seed: int = 0
     device: str = "cpu"
 
@@ -204,6 +205,8 @@ def train_classifier(
     _check_data(x, y, cfg)
     if settings.epochs < 1 or settings.batch_size < 1:
         raise ConfigError("classifier epochs and batch size must be at least 1")
+    if settings.schedule not in ("cosine", "constant"):
+        raise ConfigError(f"unknown learning-rate schedule {settings.schedule!r}", hint="use cosine or constant")
     start = time.perf_counter()
     device = torch.device(settings.device)
     cuda = [device.index or 0] if device.type == "cuda" else []
@@ -221,7 +224,11 @@ def train_classifier(
         steps_per_epoch = math.ceil(n / settings.batch_size)
         total = steps_per_epoch * settings.epochs
         opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+        if settings.schedule == "cosine":
+            factor = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))  # noqa: E731
+        else:
+            factor = lambda s: 1.0  # noqa: E731
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         gen = torch.Generator().manual_seed(settings.seed)
         losses: list[float] = []
         for epoch in range(settings.epochs):

@@ -1,0 +1,381 @@
+"""End-to-end simulation of a FederatedFactory federation on one machine, with baselines.
+
+Pipeline: load a dataset -> split its training set across simulated sites
+(pathological, Dirichlet or IID) -> each site trains a class-conditional
+generator on its own images only (optionally under DP-SGD) -> synthesize a
+class-balanced dataset from all site modules -> train the classifier on the
+synthetic data alone -> evaluate on the real test set. For reference, the
+same classifier is trained centrally on all real data (upper bound) and by
+FedAvg over the same split. Everything is seeded; results go to ``results.json``,
+``results.md`` and two PNGs under ``out``.
+
+This is the research view of the pipeline (no PKI, sealing or ledger); the
+deployed path runs the same library calls through ``site-node`` and
+``aggregator``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ffsecure import __version__
+from ffsecure.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+METHODS = ("centralized", "fedavg", "federatedfactory")
+DEFAULT_OUT = "sim-out"
+
+
+@dataclass
+class SimulationConfig:
+    """Every knob of a simulation run (defaults: the CPU setting reported in docs/simulate.md)."""
+
+    dataset: str = "pneumoniamnist"
+    partition: str = "pathological"
+    alpha: float = 0.5
+    classes_per_site: int = 1
+    sites: int | None = None  # None: one per class (pathological: ceil(K / classes_per_site))
+    generator: str = "cvae"
+    generator_size: str = "default"
+    epochs: int | None = None  # generator epochs; None: the family's default for the size
+    dp_epsilon: float | None = None
+    dp_delta: float | None = None
+    samples_per_class: int = 2000
+    classifier: str = "cnn"
+    classifier_width: int = 32
+    classifier_epochs: int = 15
+    classifier_batch_size: int = 128
+    fedavg_rounds: int = 10
+    fedavg_local_epochs: int = 1
+    image_shape: tuple[int, int, int] | None = None
+    data_root: str | None = None
+    download: bool = False
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None  # CPU threads for torch (None: leave torch's setting)
+    out: str = DEFAULT_OUT
+    baselines: bool = True
+    plots: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if d["image_shape"] is not None:
+            d["image_shape"] = list(d["image_shape"])
+        return d
+
+
+@dataclass
+class SiteResult:
+    site: int
+    module_id: str
+    classes: list[int]
+    n_train: int
+    wall_s: float
+    final_loss: float
+    weights_sha256: str
+    dp: dict[str, Any] | None = None
+    counts: list[int] = field(default_factory=list)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is present, else ``cpu``; anything else is checked."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for but no CUDA GPU is available", hint="use --device cpu")
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}", hint="use auto, cpu or cuda") from None
+    return device
+
+
+def site_module_id(seed: int, site: int) -> str:
+    """A reproducible 128-bit module id for a simulated site (32 lowercase hex digits)."""
+    return hashlib.sha256(f"ffsecure/simulate/v1/{seed}/{site}".encode()).hexdigest()[:32]
+
+
+def _check_config(cfg: SimulationConfig) -> None:
+    from ffsecure.classifier import ARCHS
+    from ffsecure.partition import SCHEMES
+
+    problems = []
+    if cfg.partition not in SCHEMES:
+        problems.append(f"partition must be one of {', '.join(SCHEMES)}")
+    if cfg.classifier not in ARCHS:
+        problems.append(f"classifier must be one of {', '.join(ARCHS)}")
+    if not 1 <= cfg.samples_per_class <= 100_000:
+        problems.append("samples per class must be in [1, 100000]")
+    if cfg.epochs is not None and cfg.epochs < 1:
+        problems.append("generator epochs must be >= 1")
+    if cfg.classifier_epochs < 1 or cfg.fedavg_rounds < 1 or cfg.fedavg_local_epochs < 1:
+        problems.append("classifier epochs, FedAvg rounds and local epochs must be >= 1")
+    if cfg.threads is not None and not 1 <= cfg.threads <= 256:
+        problems.append("threads must be in [1, 256]")
+    if cfg.dp_epsilon is None and cfg.dp_delta is not None:
+        problems.append("--dp-delta needs --dp-epsilon")
+    if problems:
+        raise ConfigError("; ".join(problems), hint="see `ffsecure simulate --help`")
+
+
+class _Reporter:
+    """Rich progress bars on stderr (one per site, one per phase); silent when disabled."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.progress = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.console = Console(stderr=True)
+            self.progress = Progress(
+                TextColumn("{task.description:<22}"), BarColumn(),
+                TextColumn("{task.completed:>4.0f}/{task.total:<4.0f}"),
+                TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                console=self.console, transient=False,
+            )
+
+    def __enter__(self):
+        if self.progress is not None:
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+    def task(self, description: str, total: int):
+        if self.progress is None:
+            return None
+        return self.progress.add_task(description, total=total, info="")
+
+    def update(self, task, completed: int, info: str = "") -> None:
+        if self.progress is not None and task is not None:
+            self.progress.update(task, completed=completed, info=info)
+
+    def print(self, obj) -> None:
+        if self.enabled:
+            self.console.print(obj)
+
+
+def run_simulation(cfg: SimulationConfig, *, show_progress: bool = False) -> dict[str, Any]:
+    """Run the whole simulation; write results.json, results.md and PNGs to ``cfg.out``; return the results."""
+    _check_config(cfg)
+    device = resolve_device(cfg.device)
+    threads_before = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _run(cfg, device, show_progress)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, Any]:
+    from ffsecure import classifier as C
+    from ffsecure import data, generators, partition, synthesis
+    from ffsecure.baselines import FedAvgConfig, centralized, fedavg
+
+    out = Path(cfg.out)
+    phases: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    # ---- data and split
+    t0 = time.perf_counter()
+    ds = data.load_dataset(cfg.dataset, image_shape=cfg.image_shape, root=cfg.data_root,
+                           download=cfg.download, seed=cfg.seed)
+    k = ds.num_classes
+    sites = cfg.sites
+    if sites is None:
+        sites = math.ceil(k / cfg.classes_per_site) if cfg.partition == "pathological" else k
+    part = partition.make_partition(cfg.partition, ds.train_y, num_classes=k, num_sites=sites,
+                                    alpha=cfg.alpha, classes_per_site=cfg.classes_per_site, seed=cfg.seed)
+    counts = partition.count_table(part, ds.train_y)
+    phases["data_s"] = time.perf_counter() - t0
+    gen_config = generators.default_config(cfg.generator, image_shape=ds.image_shape, num_classes=k,
+                                           size=cfg.generator_size)
+    dp_cfg = None
+    if cfg.dp_epsilon is not None:
+        from ffsecure.dp import DPConfig
+
+        dp_cfg = DPConfig(target_epsilon=float(cfg.dp_epsilon), delta=cfg.dp_delta)
+    clf_config = C.model_config(cfg.classifier, image_shape=ds.image_shape, num_classes=k,
+                                width=cfg.classifier_width)
+    clf_settings = C.TrainConfig(epochs=cfg.classifier_epochs, batch_size=cfg.classifier_batch_size,
+                                 seed=cfg.seed, device=device)
+    out.mkdir(parents=True, exist_ok=True)
+
+    results: dict[str, Any] = {
+        "version": __version__,
+        "settings": {**cfg.to_dict(), "device": device, "sites": part.num_sites,
+                     "generator_config": gen_config, "classifier_config": clf_config,
+                     "classifier_train": clf_settings.to_dict(), "torch_threads": torch.get_num_threads()},
+        "dataset": ds.summary(),
+        "partition": part.to_dict(ds.train_y),
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
+                    "cuda": torch.cuda.get_device_name(0) if device.startswith("cuda") else None},
+    }
+
+    with _Reporter(show_progress) as rep:
+        rep.print(partition.render_table(part, ds.train_y, ds.class_names))
+
+        # ---- per-site generators
+        t0 = time.perf_counter()
+        site_results: list[SiteResult] = []
+        sources = []
+        for s, idx in enumerate(part.indices):
+            ix = torch.as_tensor(idx, dtype=torch.int64)
+            x, y = ds.train_x[ix], ds.train_y[ix]
+            classes = sorted(int(c) for c in torch.unique(y))
+            gen = generators.build(cfg.generator, gen_config)
+            settings = generators.default_train_settings(cfg.generator, cfg.generator_size,
+                                                         seed=cfg.seed * 1000 + s, device=device)
+            if cfg.epochs is not None:
+                settings.epochs = int(cfg.epochs)
+            task = rep.task(f"site-{s} {cfg.generator} ({len(ix)} img)", settings.epochs)
+
+            def on_epoch(epoch, total, loss, eps, task=task):
+                info = f"loss {loss:.4f}" + (f"  eps {eps:.2f}" if eps is not None else "")
+                rep.update(task, epoch, info)
+
+            t_site = time.perf_counter()
+            report = gen.fit(x, y, settings, dp=dp_cfg, progress=on_epoch)
+            wall = time.perf_counter() - t_site
+            blob = generators.to_safetensors(gen)
+            digest = hashlib.sha256(blob).hexdigest()
+            mid = site_module_id(cfg.seed, s)
+            sources.append(synthesis.ModuleSource(module_id=mid, generator=gen, classes=classes, weights_sha256=digest))
+            site_results.append(SiteResult(site=s, module_id=mid, classes=classes, n_train=int(len(ix)),
+                                           wall_s=round(wall, 3), final_loss=float(report.final_loss),
+                                           weights_sha256=digest, dp=report.dp, counts=counts[s].tolist()))
+        phases["generators_s"] = time.perf_counter() - t0
+
+        # ---- synthesis
+        t0 = time.perf_counter()
+        total = cfg.samples_per_class * k
+        task = rep.task("synthesis", total)
+        syn = synthesis.synthesize(sources, num_classes=k, per_class=cfg.samples_per_class, seed=cfg.seed,
+                                   device=device, progress=lambda done, tot: rep.update(task, done))
+        phases["synthesis_s"] = time.perf_counter() - t0
+
+        # ---- classifier on synthetic data
+        def trainer(name: str, epochs: int):
+            task = rep.task(name, epochs)
+            return lambda e, n, loss: rep.update(task, e, f"loss {loss:.4f}")
+
+        t0 = time.perf_counter()
+        ff = C.train_classifier(clf_config, syn.images, syn.labels, clf_settings,
+                                progress=trainer("classifier (synthetic)", cfg.classifier_epochs))
+        phases["classifier_s"] = time.perf_counter() - t0
+        ff_eval = C.evaluate(ff.model, ds.test_x, ds.test_y, k)
+        results["federatedfactory"] = {**ff_eval.to_dict(), "train_s": round(ff.seconds, 3),
+                                       "train_size": int(syn.labels.numel()),
+                                       "classifier_sha256": C.weights_sha256(ff.model, clf_config)}
+
+        # ---- baselines
+        if cfg.baselines:
+            t0 = time.perf_counter()
+            cen = centralized(clf_config, ds.train_x, ds.train_y, clf_settings,
+                              progress=trainer("centralized (real)", cfg.classifier_epochs))
+            phases["centralized_s"] = time.perf_counter() - t0
+            results["centralized"] = {**C.evaluate(cen.model, ds.test_x, ds.test_y, k).to_dict(),
+                                      "train_s": round(cen.seconds, 3), "train_size": int(ds.train_y.numel())}
+            t0 = time.perf_counter()
+            fa_task = rep.task("fedavg rounds", cfg.fedavg_rounds)
+            fa = fedavg(clf_config, ds.train_x, ds.train_y, part,
+                        FedAvgConfig(rounds=cfg.fedavg_rounds, local_epochs=cfg.fedavg_local_epochs,
+                                     seed=cfg.seed, device=device),
+                        progress=lambda r, n: rep.update(fa_task, r))
+            phases["fedavg_s"] = time.perf_counter() - t0
+            results["fedavg"] = {**C.evaluate(fa.model, ds.test_x, ds.test_y, k).to_dict(),
+                                 "train_s": round(fa.seconds, 3), "rounds": cfg.fedavg_rounds,
+                                 "local_epochs": cfg.fedavg_local_epochs}
+
+    cen_acc = results.get("centralized", {}).get("accuracy")
+    results["ratio_vs_centralized"] = (
+        round(results["federatedfactory"]["accuracy"] / cen_acc, 4) if cen_acc else None
+    )
+    results["sites"] = [asdict(s) for s in site_results]
+    results["synthesis"] = {"dataset_sha256": syn.recipe["dataset_sha256"], "uncovered": syn.uncovered,
+                            "per_class": cfg.samples_per_class, "size": int(syn.labels.numel())}
+    phases["total_s"] = time.perf_counter() - t_all
+    results["timings"] = {k_: round(v, 3) for k_, v in phases.items()}
+
+    files = {"results_json": "results.json", "results_md": "results.md"}
+    if cfg.plots:
+        from ffsecure import plots
+
+        plots.sample_grid(out / "samples.png", ds.train_x, ds.train_y, syn.images, syn.labels, ds.class_names,
+                          title=f"{ds.name}: real (left) vs synthetic (right)")
+        files["samples_png"] = "samples.png"
+        methods = [m for m in METHODS if m in results]
+        plots.method_bars(out / "methods.png", results, methods, title=f"{ds.name}, {cfg.partition} split")
+        files["methods_png"] = "methods.png"
+    results["files"] = files
+    (out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    (out / "results.md").write_text(results_markdown(results))
+    return results
+
+
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    """The results as a markdown page: the method table, the sites, the timings."""
+    s = results["settings"]
+    lines = [
+        f"# Simulation: {results['dataset']['name']}, {s['partition']} split, {s['sites']} sites",
+        "",
+        f"Generator `{s['generator']}` ({s['generator_size']}), classifier `{s['classifier']}`, "
+        f"{s['samples_per_class']} synthetic samples per class, seed {s['seed']}, device `{s['device']}`"
+        + (f", DP epsilon {s['dp_epsilon']}" if s["dp_epsilon"] is not None else ", no DP") + ".",
+        "",
+        "| method | accuracy | macro AUROC | train time (s) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for m in METHODS:
+        if m in results:
+            r = results[m]
+            lines.append(f"| {m} | {_fmt(r['accuracy'])} | {_fmt(r['auroc'])} | {r['train_s']:.1f} |")
+    if results.get("ratio_vs_centralized") is not None:
+        lines += ["", f"FederatedFactory / centralized accuracy: **{results['ratio_vs_centralized']:.3f}**"]
+    lines += ["", "| site | classes | images | generator wall time (s) | final loss | epsilon |",
+              "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for site in results["sites"]:
+        eps = site["dp"]["epsilon"] if site["dp"] else None
+        lines.append(f"| site-{site['site']} | {','.join(map(str, site['classes']))} | {site['n_train']} | "
+                     f"{site['wall_s']:.1f} | {site['final_loss']:.4f} | {_fmt(eps)} |")
+    lines += ["", "| phase | seconds |", "| --- | ---: |"]
+    lines += [f"| {name} | {sec:.1f} |" for name, sec in results["timings"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def closing_table(results: dict[str, Any]):
+    """A rich table of the three methods, printed at the end of ``ffsecure simulate``."""
+    from rich.table import Table
+
+    t = Table(title=f"{results['dataset']['name']}: {results['settings']['partition']} split, "
+                    f"{results['settings']['sites']} sites")
+    for col in ("method", "accuracy", "macro AUROC", "train s"):
+        t.add_column(col, justify="left" if col == "method" else "right")
+    for m in METHODS:
+        if m in results:
+            r = results[m]
+            t.add_row(m, _fmt(r["accuracy"]), _fmt(r["auroc"]), f"{r['train_s']:.1f}")
+    if results.get("ratio_vs_centralized") is not None:
+        t.caption = f"FederatedFactory / centralized accuracy = {results['ratio_vs_centralized']:.3f}"
+    return t

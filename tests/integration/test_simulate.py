@@ -1,0 +1,76 @@
+"""`ffsecure simulate` end to end on scikit-learn's digits (tiny generator, few epochs)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from PIL import Image
+
+from tests.conftest import PYTHON, REPO, cli_env
+
+TINY = [
+    "--dataset", "digits", "--generator", "cvae", "--generator-size", "tiny", "--epochs", "10",
+    "--samples-per-class", "100", "--classifier-epochs", "4", "--classifier-width", "8",
+    "--fedavg-rounds", "2", "--seed", "0", "--device", "cpu", "--threads", "1",
+]
+
+
+def _run(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, "-m", "ffsecure", "simulate", *args], cwd=REPO, env=cli_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_tiny_simulation_on_digits(tmp_path: Path):
+    out = tmp_path / "sim"
+    proc = _run([*TINY, "--out", str(out), "--json"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = json.loads(proc.stdout)
+    written = json.loads((out / "results.json").read_text())
+    assert printed == written
+
+    for method in ("centralized", "fedavg", "federatedfactory"):
+        assert 0.0 <= written[method]["accuracy"] <= 1.0
+        assert written[method]["auroc"] is not None and 0.0 <= written[method]["auroc"] <= 1.0
+    # One class per site: FedAvg collapses, the synthetic-data classifier does not.
+    ff, fa, cen = (written[m]["accuracy"] for m in ("federatedfactory", "fedavg", "centralized"))
+    assert ff > fa + 0.2, (ff, fa)
+    assert cen > 0.6  # width-8 CNN, 4 epochs: a sanity floor, not a benchmark
+    assert written["ratio_vs_centralized"] == round(ff / cen, 4)
+
+    settings = written["settings"]
+    assert settings["partition"] == "pathological" and settings["sites"] == 10
+    assert settings["generator"] == "cvae" and settings["dp_epsilon"] is None
+    assert len(written["sites"]) == 10
+    for i, site in enumerate(written["sites"]):
+        assert site["classes"] == [i] and site["wall_s"] > 0 and len(site["module_id"]) == 32
+    assert written["partition"]["counts"][3][3] == site_count(written, 3)
+    for phase in ("data_s", "generators_s", "synthesis_s", "classifier_s", "centralized_s", "fedavg_s", "total_s"):
+        assert written["timings"][phase] >= 0
+    assert written["synthesis"]["size"] == 1000 and written["synthesis"]["uncovered"] == []
+    assert len(written["synthesis"]["dataset_sha256"]) == 64
+
+    md = (out / "results.md").read_text()
+    assert "| federatedfactory |" in md and "| fedavg |" in md and "| centralized |" in md
+    for png in ("samples.png", "methods.png"):
+        with Image.open(out / png) as im:
+            assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 100
+
+
+def site_count(results: dict, cls: int) -> int:
+    return results["dataset"]["train_per_class"][cls]
+
+
+def test_simulate_reports_data_errors_as_json(tmp_path: Path):
+    proc = _run(["--dataset", f"npz:{tmp_path / 'absent.npz'}", "--out", str(tmp_path / "o"), "--json"], timeout=120)
+    assert proc.returncode == 1
+    err = json.loads(proc.stderr.strip().splitlines()[-1])["error"]
+    assert err["code"] == "E_DATA_MISSING" and "absent.npz" in err["message"]
+    assert not (tmp_path / "o").exists()  # nothing written for a refused run
+
+
+def test_simulate_refuses_bad_settings(tmp_path: Path):
+    proc = _run(["--dataset", "digits", "--dp-delta", "1e-6", "--out", str(tmp_path / "o")], timeout=120)
+    assert proc.returncode == 1
+    assert "error[E_CONFIG]" in proc.stderr and "--dp-delta needs --dp-epsilon" in proc.stderr
