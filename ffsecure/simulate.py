@@ -35,6 +35,19 @@ log = logging.getLogger(__name__)
 
 METHODS = ("centralized", "fedavg", "federatedfactory")
 DEFAULT_OUT = "sim-out"
+# Without --epochs, a site trains its generator for about GENERATOR_IMAGE_EPOCHS
+# image-epochs (passes x images), within [MIN, MAX]_GENERATOR_EPOCHS: a small
+# site needs many passes to take enough optimizer steps, a large one converges
+# in few, and the CPU default stays within minutes per site.
+GENERATOR_IMAGE_EPOCHS = 24_000
+MIN_GENERATOR_EPOCHS = 5
+MAX_GENERATOR_EPOCHS = 300
+
+
+def generator_epochs(n_images: int) -> int:
+    """Epochs for a site of ``n_images`` when none are given (see GENERATOR_IMAGE_EPOCHS)."""
+    budget = math.ceil(GENERATOR_IMAGE_EPOCHS / max(1, n_images))
+    return max(MIN_GENERATOR_EPOCHS, min(MAX_GENERATOR_EPOCHS, budget))
 
 
 @dataclass
@@ -48,13 +61,13 @@ class SimulationConfig:
     sites: int | None = None  # None: one per class (pathological: ceil(K / classes_per_site))
     generator: str = "cvae"
     generator_size: str = "default"
-    epochs: int | None = None  # generator epochs; None: the family's default for the size
+    epochs: int | None = None  # generator epochs; None: generator_epochs(site size)
     dp_epsilon: float | None = None
     dp_delta: float | None = None
-    samples_per_class: int = 2000
+    samples_per_class: int = 1000
     classifier: str = "cnn"
-    classifier_width: int = 32
-    classifier_epochs: int = 15
+    classifier_width: int = 16
+    classifier_epochs: int = 10
     classifier_batch_size: int = 128
     fedavg_rounds: int = 10
     fedavg_local_epochs: int = 1
@@ -243,8 +256,7 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
             gen = generators.build(cfg.generator, gen_config)
             settings = generators.default_train_settings(cfg.generator, cfg.generator_size,
                                                          seed=cfg.seed * 1000 + s, device=device)
-            if cfg.epochs is not None:
-                settings.epochs = int(cfg.epochs)
+            settings.epochs = int(cfg.epochs) if cfg.epochs is not None else generator_epochs(len(ix))
             task = rep.task(f"site-{s} {cfg.generator} ({len(ix)} img)", settings.epochs)
 
             def on_epoch(epoch, total, loss, eps, task=task):
@@ -254,6 +266,9 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
             t_site = time.perf_counter()
             report = gen.fit(x, y, settings, dp=dp_cfg, progress=on_epoch)
             wall = time.perf_counter() - t_site
+            log.info("site-%d: %s on %d images, %d epochs, %.1f s, final loss %.4f%s", s, cfg.generator, len(ix),
+                     settings.epochs, wall, report.final_loss,
+                     f", epsilon {report.dp['epsilon']:.3f}" if report.dp else "")
             blob = generators.to_safetensors(gen)
             digest = hashlib.sha256(blob).hexdigest()
             mid = site_module_id(cfg.seed, s)
@@ -281,6 +296,7 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
                                 progress=trainer("classifier (synthetic)", cfg.classifier_epochs))
         phases["classifier_s"] = time.perf_counter() - t0
         ff_eval = C.evaluate(ff.model, ds.test_x, ds.test_y, k)
+        log.info("federatedfactory: accuracy %.4f, AUROC %s (%.1f s)", ff_eval.accuracy, ff_eval.auroc, ff.seconds)
         results["federatedfactory"] = {**ff_eval.to_dict(), "train_s": round(ff.seconds, 3),
                                        "train_size": int(syn.labels.numel()),
                                        "classifier_sha256": C.weights_sha256(ff.model, clf_config)}
@@ -291,6 +307,7 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
             cen = centralized(clf_config, ds.train_x, ds.train_y, clf_settings,
                               progress=trainer("centralized (real)", cfg.classifier_epochs))
             phases["centralized_s"] = time.perf_counter() - t0
+            log.info("centralized: trained in %.1f s", cen.seconds)
             results["centralized"] = {**C.evaluate(cen.model, ds.test_x, ds.test_y, k).to_dict(),
                                       "train_s": round(cen.seconds, 3), "train_size": int(ds.train_y.numel())}
             t0 = time.perf_counter()

@@ -37,14 +37,14 @@ def _shape(_ctx, _param, value):
 @click.option("--generator", type=click.Choice(["cvae", "ddpm"]), default="cvae", show_default=True)
 @click.option("--generator-size", type=click.Choice(["tiny", "default", "full"]), default="default",
               show_default=True)
-@click.option("--epochs", type=int, default=None, help="Generator epochs per site [default: the family's default].")
+@click.option("--epochs", type=int, default=None, help="Generator epochs per site [default: about 24,000 image-epochs per site, 5..300].")
 @click.option("--dp-epsilon", type=float, default=None, help="Train generators with DP-SGD to this epsilon.")
 @click.option("--dp-delta", type=float, default=None, help="DP delta [default: min(1e-5, 1/(10 n)) per site].")
-@click.option("--samples-per-class", type=int, default=2000, show_default=True,
+@click.option("--samples-per-class", type=int, default=1000, show_default=True,
               help="Synthetic images per class.")
 @click.option("--classifier", type=click.Choice(["cnn", "resnet18"]), default="cnn", show_default=True)
-@click.option("--classifier-epochs", type=int, default=15, show_default=True)
-@click.option("--classifier-width", type=int, default=32, show_default=True, help="Channels of the small CNN.")
+@click.option("--classifier-epochs", type=int, default=10, show_default=True)
+@click.option("--classifier-width", type=int, default=16, show_default=True, help="Channels of the small CNN.")
 @click.option("--fedavg-rounds", type=int, default=10, show_default=True)
 @click.option("--fedavg-local-epochs", type=int, default=1, show_default=True)
 @click.option("--no-baselines", is_flag=True, help="Skip the centralized and FedAvg baselines.")

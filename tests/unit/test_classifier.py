@@ -115,3 +115,15 @@ def test_config_and_data_refusals():
         C.train_classifier(cfg, torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.int64))
     with pytest.raises(ConfigError):
         C.train_classifier(cfg, torch.zeros(4, 1, 16, 16), torch.full((4,), 3))
+
+
+def test_fedavg_weighted_average_of_states():
+    from ffsecure.baselines import average_states
+
+    a = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(10)}
+    b = {"w": torch.tensor([4.0, 8.0]), "n": torch.tensor(20)}
+    avg = average_states([a, b], [1.0, 2.0])
+    assert torch.allclose(avg["w"], torch.tensor([3.0, 6.0]))
+    assert avg["n"].dtype == torch.int64 and int(avg["n"]) == 17
+    with pytest.raises(ConfigError):
+        average_states([], [])
