@@ -15,6 +15,7 @@ and one epoch is ``ceil(n / b)`` steps.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import asdict, dataclass
@@ -121,6 +122,18 @@ def compute_epsilon(
                         "use the rdp accountant or fewer steps") from None
 
 
+@functools.lru_cache(maxsize=256)
+def _noise_multiplier(target: float, delta: float, sample_rate: float, steps: int, accountant: str) -> float:
+    """Opacus' binary search for the smallest noise reaching ``target`` (pure, so cached)."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(get_noise_multiplier(
+            target_epsilon=target, target_delta=delta, sample_rate=sample_rate, steps=steps, accountant=accountant,
+        ))
+
+
 def plan(dp: DPConfig, *, n: int, batch_size: int, epochs: int) -> DPPlan:
     """Check ``dp`` for ``n`` examples and the schedule; compute the noise multiplier.
 
@@ -157,18 +170,8 @@ def plan(dp: DPConfig, *, n: int, batch_size: int, epochs: int) -> DPPlan:
     sample_rate = 1.0 / steps_per_epoch
     steps = steps_per_epoch * epochs
 
-    from opacus.accountants.utils import get_noise_multiplier
-
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sigma = get_noise_multiplier(
-                target_epsilon=target,
-                target_delta=float(delta),
-                sample_rate=sample_rate,
-                steps=steps,
-                accountant=accountant,
-            )
+        sigma = _noise_multiplier(target, float(delta), sample_rate, steps, accountant)
     except (ValueError, RuntimeError, OverflowError) as exc:
         raise _dp_error(
             f"target epsilon {target:g} at delta {delta:g} cannot be reached with sample rate "

@@ -35,6 +35,15 @@ from ffsecure.generators.base import Generator, ProgressFn, TrainReport, TrainSe
 from ffsecure.generators.schema import Choice, Float, ImageShape, Int, IntList
 
 MIN_LOG_SIGMA = math.log(0.01)
+# The likelihood scale starts at 1 and is learned at the plain Adam rate, so it
+# falls to its optimum (about 0.1 for MedMNIST) over the first epochs: early
+# training is then dominated by the KL term and the model learns class
+# structure through the label and the class prior before it spends latent
+# capacity on detail. Starting it low (0.2) let the latent code carry the
+# class and the per-class prior stop separating classes (measured on
+# pneumoniamnist: synthetic-trained accuracy 0.61 instead of 0.83).
+INIT_SIGMA = 1.0
+SIGMA_RATE = 1.0
 SAMPLE_CHUNK = 512
 
 SCHEMA = {
@@ -52,13 +61,13 @@ SCHEMA = {
 
 SIZES = {
     "tiny": {"latent_dim": 8, "channels": [8, 16], "hidden": 64, "embed_dim": 8, "groups": 4},
-    "default": {"latent_dim": 24, "channels": [32, 64], "hidden": 256, "embed_dim": 32, "groups": 8},
+    "default": {"latent_dim": 24, "channels": [16, 32], "hidden": 256, "embed_dim": 32, "groups": 8},
     "full": {"latent_dim": 32, "channels": [64, 128], "hidden": 512, "embed_dim": 64, "groups": 8},
 }
 
 TRAIN_SETTINGS = {
     "tiny": {"epochs": 3, "batch_size": 32, "lr": 3e-3},
-    "default": {"epochs": 30, "batch_size": 64, "lr": 2e-3},
+    "default": {"epochs": 20, "batch_size": 64, "lr": 2e-3},
     "full": {"epochs": 60, "batch_size": 64, "lr": 1e-3},
 }
 
@@ -125,7 +134,7 @@ class CVAENet(nn.Module):
 
     def reset_extra(self) -> None:
         with torch.no_grad():
-            self.log_sigma.weight.zero_()
+            self.log_sigma.weight.fill_(math.log(INIT_SIGMA) / SIGMA_RATE)
             if self.learned_prior:
                 # start the class priors at N(0, I) with small offsets
                 self.label.weight[:, self.embed_dim + self.latent_dim :].zero_()
@@ -151,7 +160,7 @@ class CVAENet(nn.Module):
         z = mu + torch.exp(0.5 * logvar) * eps
         recon = self.decode(z, cond)
         raw = self.log_sigma(torch.zeros_like(y))  # (B, C)
-        log_sigma = MIN_LOG_SIGMA + F.softplus(raw - MIN_LOG_SIGMA)
+        log_sigma = MIN_LOG_SIGMA + F.softplus(SIGMA_RATE * raw - MIN_LOG_SIGMA)
         _, h, w = self.image_shape
         sq = (x - recon).pow(2).sum(dim=(2, 3))  # (B, C)
         nll = (0.5 * sq * torch.exp(-2.0 * log_sigma) + h * w * log_sigma).sum(dim=1)
