@@ -74,3 +74,21 @@ def test_simulate_refuses_bad_settings(tmp_path: Path):
     proc = _run(["--dataset", "digits", "--dp-delta", "1e-6", "--out", str(tmp_path / "o")], timeout=120)
     assert proc.returncode == 1
     assert "error[E_CONFIG]" in proc.stderr and "--dp-delta needs --dp-epsilon" in proc.stderr
+
+
+def test_generator_epoch_budget_and_device_choice():
+    import pytest
+    import torch
+
+    from ffsecure.errors import ConfigError
+    from ffsecure.simulate import generator_epochs, resolve_device, site_module_id
+
+    assert generator_epochs(134) == 180 and generator_epochs(3494) == 7
+    assert generator_epochs(10) == 300 and generator_epochs(10**6) == 5
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError):
+            resolve_device("cuda")
+    assert site_module_id(0, 1) == site_module_id(0, 1) != site_module_id(0, 2)
+    assert len(site_module_id(0, 1)) == 32 and int(site_module_id(0, 1), 16) >= 0
