@@ -167,7 +167,7 @@ class CVAENet(nn.Module):
         kl = 0.5 * (
             prior_logvar - logvar + (torch.exp(logvar) + (mu - prior_mu).pow(2)) * torch.exp(-prior_logvar) - 1.0
         ).sum(dim=1)
-        return (nll + beta * kl) / float(x[0].numel())
+        return (nll + beta * kl) / float(math.prod(self.image_shape))
 
 
 class CVAE(Generator):

@@ -139,3 +139,15 @@ def test_dp_settings_are_refused_before_training():
     with pytest.raises(DPError):
         gen.fit(x, y, G.TrainSettings(epochs=1, batch_size=8), dp=dp.DPConfig(target_epsilon=2.0, delta=0.05))
     assert G.to_safetensors(gen) == before
+
+
+@pytest.mark.parametrize("family", sorted(G.FAMILIES))
+def test_dp_fit_survives_empty_poisson_batches(family):
+    """Poisson sampling with rate 1/20 leaves about a third of the batches empty; each still takes a step."""
+    x, y = _data(20)
+    gen = G.build(family, G.default_config(family, image_shape=(1, 8, 8), num_classes=3, size="tiny"))
+    report = gen.fit(x, y, G.TrainSettings(epochs=1, batch_size=1, seed=0),
+                     dp=dp.DPConfig(target_epsilon=50.0, accountant="rdp"))
+    assert report.steps == report.dp["steps"] == 20
+    assert report.dp["sample_rate"] == 1 / 20 and report.dp["epsilon"] <= 50.0
+    assert math.isfinite(report.final_loss)

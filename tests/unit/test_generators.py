@@ -146,6 +146,10 @@ def test_fit_refuses_bad_data(fitted_cvae):
         gen.fit(torch.full((4, *SHAPE), 3.0), torch.zeros(4, dtype=torch.int64), G.TrainSettings(epochs=1))
     with pytest.raises(DataError):
         gen.sample([0, 10], seed=0)
+    with pytest.raises(DataError):
+        gen.sample([[0, 1]], seed=0)
+    with pytest.raises(DataError):
+        gen.sample([-1], seed=0)
 
 
 # ---- safetensors validation ----------------------------------------------------------------
