@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ffsecure.generators import cvae, state
+from ffsecure.generators import cvae, ddpm, state
 from ffsecure.generators.base import Generator, TrainReport, TrainSettings
 from ffsecure.generators.schema import MAX_PARAMETERS, check_config, config_error
 from ffsecure.generators.state import check_safetensors
@@ -33,22 +33,9 @@ __all__ = [
 SIZES = ("tiny", "default", "full")
 
 
-def _families() -> dict[str, Any]:
-    families: dict[str, Any] = {"cvae": cvae}
-    try:
-        from ffsecure.generators import ddpm
-    except ImportError:  # pragma: no cover - ddpm lands separately
-        pass
-    else:
-        families["ddpm"] = ddpm
-    return families
-
-
-_MODULES = _families()
-FAMILIES: dict[str, type[Generator]] = {
-    "cvae": cvae.CVAE,
-    **({"ddpm": _MODULES["ddpm"].DDPM} if "ddpm" in _MODULES else {}),
-}
+_MODULES: dict[str, Any] = {"cvae": cvae, "ddpm": ddpm}
+FAMILIES: dict[str, type[Generator]] = {"cvae": cvae.CVAE, "ddpm": ddpm.DDPM}
+_NETS = {"cvae": cvae.CVAENet, "ddpm": ddpm.UNet}
 
 
 def _family_module(family: Any):
@@ -76,10 +63,9 @@ def default_train_settings(family: str, size: str = "default", *, seed: int = 0,
 
 
 def _build_net(family: str, config: dict[str, Any], device: str | torch.device = "cpu") -> torch.nn.Module:
-    mod = _family_module(family)
-    net_cls = {"cvae": getattr(mod, "CVAENet", None), "ddpm": getattr(mod, "UNet", None)}[family]
+    _family_module(family)
     with torch.device(device):
-        return net_cls(config)
+        return _NETS[family](config)
 
 
 def validate_config(family: str, config: dict[str, Any]) -> dict[str, Any]:
