@@ -20,7 +20,8 @@ from typing import Any, Callable
 
 import grpc
 
-from ffsecure.errors import FFSecureError
+from ffsecure import canonical
+from ffsecure.errors import FFSecureError, NotFoundError
 from ffsecure.ledger import make_entry, open_checkpoint
 from ffsecure.v1 import aggregator_pb2 as pb
 from ffsecure.v1 import aggregator_pb2_grpc as pb_grpc
@@ -275,3 +276,61 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                  extra={"event": "modules_deleted", "peer_identity": peer.identity.uri, "module_ids": ids})
         return pb.DeletionReply(entries=[pb.LedgerEntry(index=i, entry=e) for i, e in entries],
                                 checkpoint=pb.Checkpoint(note=note, tree_size=size))
+
+    # -- classifier ---------------------------------------------------------
+    @_rpc("GetClassifier")
+    def GetClassifier(self, request: pb.GetClassifierRequest, context, peer: Peer):
+        """Read everything before the first chunk is sent, so a refusal is a clean status."""
+        info, data = published_classifier(self.deps.store, request.classifier_id or None,
+                                          lock=self.deps.store_lock)
+        step = self.deps.max_chunk_bytes
+        log.info("classifier %s sent to site %s", info.classifier_id, peer.site_id,
+                 extra={"event": "classifier_fetched", "peer_identity": peer.identity.uri,
+                        "classifier_id": info.classifier_id})
+        return iter([pb.ClassifierChunk(info=info)]
+                    + [pb.ClassifierChunk(data=data[i:i + step]) for i in range(0, len(data), step)])
+
+
+def _no_classifier(message: str) -> NotFoundError:
+    return NotFoundError(message, code="E_NO_CLASSIFIER",
+                         hint="the operator publishes one with `aggregator publish`; ask again later")
+
+
+def published_classifier(store: Any, classifier_id: str | None = None, *,
+                         lock: threading.RLock | None = None) -> tuple[pb.ClassifierInfo, bytes]:
+    """The metadata and safetensors bytes of a classifier that sites may fetch.
+
+    Without ``classifier_id``: the classifier published last. With one: that
+    classifier if it is published or active (never a retired one, whose bytes
+    were destroyed). Raises NotFoundError E_NO_CLASSIFIER.
+    """
+    from aggregator.store.base import ARTIFACT_ID_RE
+
+    lock = lock or threading.RLock()
+    with lock:
+        if classifier_id:
+            if not ARTIFACT_ID_RE.match(classifier_id):
+                raise RequestError(f"classifier id {classifier_id!r} is not 1-64 letters, digits, '_' or '-'",
+                                   code="E_ARTIFACT_ID", hint="leave it empty for the published classifier")
+            try:
+                row = store.get_artifact("classifier", classifier_id)
+            except NotFoundError:
+                raise _no_classifier(f"no classifier {classifier_id}") from None
+            if row.status == "retired" or not row.has_blob:
+                raise _no_classifier(f"classifier {classifier_id} was retired; its weights are destroyed")
+        else:
+            rows = store.list_artifacts("classifier", "published")
+            if not rows:
+                raise _no_classifier("no classifier is published yet")
+            row = max(rows, key=lambda r: r.updated_index)
+        data = store.artifact_blob("classifier", row.artifact_id)
+        trained_entry = store.entry(row.entry_index)
+    meta = row.meta
+    info = pb.ClassifierInfo(
+        classifier_id=row.artifact_id, sha256=row.meta["sha256"], size=len(data),
+        config=canonical.dumps(meta["config"]), dataset_id=meta["dataset_id"],
+        module_ids=[m["module_id"] for m in meta["modules"]], trained_index=row.entry_index,
+        trained_entry=trained_entry, published=row.status == "published",
+        published_index=row.updated_index if row.status == "published" else 0,
+    )
+    return info, data

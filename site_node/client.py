@@ -170,6 +170,28 @@ class DeletionResult:
     tree_size: int
 
 
+@dataclass(frozen=True)
+class FetchedClassifier:
+    """A classifier downloaded from the aggregator, its bytes checked against its ledger entry."""
+
+    classifier_id: str
+    sha256: str
+    weights: bytes
+    config: dict
+    dataset_id: str
+    module_ids: list[str]
+    trained_index: int
+    trained_entry: bytes
+    published: bool
+    published_index: int
+
+    def model(self):
+        """The torch model (rebuilt from the safetensors bytes and ``config["model"]``)."""
+        from ffsecure.classifier import from_safetensors
+
+        return from_safetensors(self.weights, self.config["model"])[0]
+
+
 def _retryable(exc: grpc.RpcError) -> bool:
     status = exc.code()
     if status in RETRYABLE:
@@ -357,3 +379,61 @@ class AggregatorClient:
                 hashes, _ = self.get_inclusion_proof(index, cp.size)
                 verify_inclusion(leaf_hash(entry), index, cp.size, hashes, cp.root_hash)
         return DeletionResult(entries=entries, checkpoint=r.checkpoint.note, tree_size=r.checkpoint.tree_size)
+
+    # -- classifier ------------------------------------------------------------------
+    def fetch_classifier(self, classifier_id: str | None = None, *,
+                         timeout_s: float | None = None) -> FetchedClassifier:
+        """Download the published classifier (or the one named) and check it.
+
+        Checks: the bytes hash to ``sha256``; the classifier.trained entry names
+        this classifier, its dataset and that hash; with a log key
+        (``use_federation``) the entry is proven included in a signed checkpoint.
+        Raises AggregatorError (E_NO_CLASSIFIER when none is published) or
+        LedgerError E_RECEIPT when a check fails.
+        """
+        from ffsecure import canonical
+
+        attempt = 0
+        while True:
+            try:
+                stream = self.stub.GetClassifier(pb.GetClassifierRequest(classifier_id=classifier_id or ""),
+                                                 timeout=timeout_s or self.upload_timeout_s)
+                info, parts = None, []
+                for chunk in stream:
+                    if info is None:
+                        if not chunk.HasField("info"):
+                            raise _receipt_error("the classifier stream did not start with its metadata")
+                        info = chunk.info
+                    else:
+                        parts.append(bytes(chunk.data))
+                break
+            except grpc.RpcError as exc:
+                if _retryable(exc) and attempt + 1 < self.retry.max_attempts:
+                    self._sleep(self.retry.delay(attempt))
+                    attempt += 1
+                    continue
+                raise error_from_rpc(exc) from None
+        if info is None:
+            raise _receipt_error("the classifier stream was empty")
+        weights = b"".join(parts)
+        if len(weights) != info.size or hashlib.sha256(weights).hexdigest() != info.sha256:
+            raise _receipt_error(f"classifier {info.classifier_id} bytes do not match their SHA-256")
+        entry = validate_entry(bytes(info.trained_entry))
+        facts = entry["facts"]
+        if (entry["type"] != "classifier.trained" or facts.get("classifier_id") != info.classifier_id
+                or facts.get("sha256") != info.sha256 or facts.get("dataset_id") != info.dataset_id):
+            raise _receipt_error(f"the classifier.trained entry does not describe classifier {info.classifier_id}")
+        if self.log_vkey is not None:
+            note, _ = self.get_checkpoint()
+            cp = open_checkpoint(note, self.log_vkey, origin=self.log_origin)
+            if info.trained_index >= cp.size:
+                raise _receipt_error(f"entry {info.trained_index} is outside the checkpoint of size {cp.size}")
+            hashes, _ = self.get_inclusion_proof(info.trained_index, cp.size)
+            verify_inclusion(leaf_hash(bytes(info.trained_entry)), info.trained_index, cp.size, hashes,
+                             cp.root_hash)
+        return FetchedClassifier(
+            classifier_id=info.classifier_id, sha256=info.sha256, weights=weights,
+            config=canonical.loads(bytes(info.config)), dataset_id=info.dataset_id,
+            module_ids=list(info.module_ids), trained_index=info.trained_index,
+            trained_entry=bytes(info.trained_entry), published=info.published,
+            published_index=info.published_index)

@@ -167,6 +167,44 @@ class DeletionReply(_message.Message):
     checkpoint: Checkpoint
     def __init__(self, entries: _Optional[_Iterable[_Union[LedgerEntry, _Mapping]]] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ...) -> None: ...
 
+class GetClassifierRequest(_message.Message):
+    __slots__ = ("classifier_id",)
+    CLASSIFIER_ID_FIELD_NUMBER: _ClassVar[int]
+    classifier_id: str
+    def __init__(self, classifier_id: _Optional[str] = ...) -> None: ...
+
+class ClassifierInfo(_message.Message):
+    __slots__ = ("classifier_id", "sha256", "size", "config", "dataset_id", "module_ids", "trained_index", "trained_entry", "published_index", "published")
+    CLASSIFIER_ID_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    MODULE_IDS_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_ENTRY_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    classifier_id: str
+    sha256: str
+    size: int
+    config: bytes
+    dataset_id: str
+    module_ids: _containers.RepeatedScalarFieldContainer[str]
+    trained_index: int
+    trained_entry: bytes
+    published_index: int
+    published: bool
+    def __init__(self, classifier_id: _Optional[str] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ..., config: _Optional[bytes] = ..., dataset_id: _Optional[str] = ..., module_ids: _Optional[_Iterable[str]] = ..., trained_index: _Optional[int] = ..., trained_entry: _Optional[bytes] = ..., published_index: _Optional[int] = ..., published: _Optional[bool] = ...) -> None: ...
+
+class ClassifierChunk(_message.Message):
+    __slots__ = ("info", "data")
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    info: ClassifierInfo
+    data: bytes
+    def __init__(self, info: _Optional[_Union[ClassifierInfo, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
 class ErrorDetail(_message.Message):
     __slots__ = ("code", "message", "hint")
     CODE_FIELD_NUMBER: _ClassVar[int]

@@ -69,6 +69,11 @@ class AggregatorStub:
                 request_serializer=ffsecure_dot_v1_dot_aggregator__pb2.DeletionRequest.SerializeToString,
                 response_deserializer=ffsecure_dot_v1_dot_aggregator__pb2.DeletionReply.FromString,
                 _registered_method=True)
+        self.GetClassifier = channel.unary_stream(
+                '/ffsecure.v1.Aggregator/GetClassifier',
+                request_serializer=ffsecure_dot_v1_dot_aggregator__pb2.GetClassifierRequest.SerializeToString,
+                response_deserializer=ffsecure_dot_v1_dot_aggregator__pb2.ClassifierChunk.FromString,
+                _registered_method=True)
 
 
 class AggregatorServicer:
@@ -129,6 +134,16 @@ class AggregatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetClassifier(self, request, context):
+        """The federation's classifier: the first chunk carries its metadata
+        (ClassifierInfo), the following chunks its safetensors bytes in order.
+        NOT_FOUND with code E_NO_CLASSIFIER when none is published (or the named
+        one has no stored bytes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AggregatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -166,6 +181,11 @@ def add_AggregatorServicer_to_server(servicer, server):
                     servicer.RequestDeletion,
                     request_deserializer=ffsecure_dot_v1_dot_aggregator__pb2.DeletionRequest.FromString,
                     response_serializer=ffsecure_dot_v1_dot_aggregator__pb2.DeletionReply.SerializeToString,
+            ),
+            'GetClassifier': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetClassifier,
+                    request_deserializer=ffsecure_dot_v1_dot_aggregator__pb2.GetClassifierRequest.FromString,
+                    response_serializer=ffsecure_dot_v1_dot_aggregator__pb2.ClassifierChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -357,6 +377,33 @@ class Aggregator:
             '/ffsecure.v1.Aggregator/RequestDeletion',
             ffsecure_dot_v1_dot_aggregator__pb2.DeletionRequest.SerializeToString,
             ffsecure_dot_v1_dot_aggregator__pb2.DeletionReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClassifier(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ffsecure.v1.Aggregator/GetClassifier',
+            ffsecure_dot_v1_dot_aggregator__pb2.GetClassifierRequest.SerializeToString,
+            ffsecure_dot_v1_dot_aggregator__pb2.ClassifierChunk.FromString,
             options,
             channel_credentials,
             insecure,
