@@ -7,6 +7,7 @@ Layout (docs/audit-bundle.md)::
     entries.jsonl             one entry per line: exactly the bytes that were hashed
     checkpoints/<size>        every checkpoint issued up to the export, one signed note per file
     ca.pem, crl.pem           the federation CA certificate and its current CRL
+    federation.json           the CA-signed federation manifest (binds the log key to the CA)
     modules/<module-id>.json  manifest, signature and certificate chain of each module (never weights)
 
 The bundle is built in a temporary sibling directory and renamed into place,
@@ -58,8 +59,13 @@ def module_record(row) -> dict:
     }
 
 
-def write_bundle(snap: LedgerSnapshot, out_dir: Path, *, ca_cert_pem: bytes, crl_pem: bytes | None) -> Path:
-    """Write the bundle of ``snap`` to ``out_dir`` (which must not exist or be empty)."""
+def write_bundle(snap: LedgerSnapshot, out_dir: Path, *, ca_cert_pem: bytes, crl_pem: bytes | None,
+                 federation_json: bytes | None = None) -> Path:
+    """Write the bundle of ``snap`` to ``out_dir`` (which must not exist or be empty).
+
+    ``federation_json`` is the CA-signed federation manifest, copied unchanged: it names
+    the log key, so an auditor holding only the CA certificate can trust ``log.vkey``.
+    """
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ConfigError(f"{out_dir} already exists and is not an empty directory", code="E_EXISTS",
@@ -80,6 +86,8 @@ def write_bundle(snap: LedgerSnapshot, out_dir: Path, *, ca_cert_pem: bytes, crl
         _write(tmp / "ca.pem", ca_cert_pem)
         if crl_pem:
             _write(tmp / "crl.pem", crl_pem)
+        if federation_json:
+            _write(tmp / "federation.json", federation_json)
         (tmp / "modules").mkdir()
         for row in snap.modules:
             _write(tmp / "modules" / f"{row.module_id}.json", canonical.dumps(module_record(row)) + b"\n")

@@ -72,7 +72,9 @@ def export(ctx: click.Context, home_dir: str, out_dir: str, as_json: bool) -> No
                           hint="copy the federation CA certificate to ca.pem in the aggregator home")
     crl = home.crl.read_bytes() if home.crl.is_file() else None
     with _open(home_dir) as store:
-        path = store.export_bundle(Path(out_dir), ca_cert_pem=home.ca_cert.read_bytes(), crl_pem=crl)
+        federation = home.federation.read_bytes() if home.federation.is_file() else None
+        path = store.export_bundle(Path(out_dir), ca_cert_pem=home.ca_cert.read_bytes(), crl_pem=crl,
+                                   federation_json=federation)
         size = store.size()
     if as_json:
         echo_json({"bundle": str(path), "tree_size": size, "crl": crl is not None})

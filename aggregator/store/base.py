@@ -177,11 +177,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
-    def export_bundle(self, out_dir: str | Path, *, ca_cert_pem: bytes, crl_pem: bytes | None) -> Path:
+    def export_bundle(self, out_dir: str | Path, *, ca_cert_pem: bytes, crl_pem: bytes | None,
+                      federation_json: bytes | None = None) -> Path:
         """Write an audit bundle (docs/audit-bundle.md) to ``out_dir``."""
         from aggregator.export import write_bundle
 
-        return write_bundle(self.snapshot(), Path(out_dir), ca_cert_pem=ca_cert_pem, crl_pem=crl_pem)
+        return write_bundle(self.snapshot(), Path(out_dir), ca_cert_pem=ca_cert_pem, crl_pem=crl_pem,
+                            federation_json=federation_json)
 
     def __enter__(self) -> "Store":
         return self
