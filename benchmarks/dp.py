@@ -1,0 +1,200 @@
+"""Privacy-utility benchmark: the FederatedFactory / centralized ratio against epsilon.
+
+Every site trains its generator with DP-SGD (Opacus, PRV accountant, Poisson
+sampling, clipping norm 1.0) at a target epsilon in {1, 2, 4, 8} with
+delta 1e-5, and without DP (epsilon = infinity); the rest of the pipeline is
+``ffsecure.simulate.run_simulation`` with its defaults. All points of a curve
+use the same generator epoch count (``--epochs``, 10 by default: with DP the
+noise per step grows with the number of steps, so the default image-epoch
+budget of up to 300 epochs would drown small sites in noise), so the curve
+isolates DP. The centralized reference is measured once, in the same run (the
+epsilon = infinity point runs the baselines).
+
+Families: ``cvae`` is measured on the CPU. ``ddpm`` under DP-SGD is listed as
+not measured unless ``--families`` includes it (it needs a GPU to finish).
+
+Writes ``<out>/results/dp.json``, ``dp.md`` and ``dp.png``.
+
+    python -m benchmarks.dp [--datasets digits] [--epsilons 1,2,4,8,inf] [--epochs 10] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import common
+
+DELTA = 1e-5
+EPSILONS = (1.0, 2.0, 4.0, 8.0, math.inf)
+QUICK = {"generator_size": "tiny", "samples_per_class": 8, "classifier_epochs": 1, "fedavg_rounds": 1}
+
+
+def _eps_label(eps: float) -> str:
+    return "inf" if math.isinf(eps) else f"{eps:g}"
+
+
+def run_point(dataset: str, family: str, eps: float, *, epochs: int, quick: bool, threads: int, device: str,
+              seed: int) -> dict[str, Any]:
+    from ffsecure.simulate import SimulationConfig, run_simulation
+
+    overrides = dict(QUICK) if quick else {}
+    baselines = math.isinf(eps)
+    with tempfile.TemporaryDirectory(prefix="ffbench-dp-") as tmp:
+        cfg = SimulationConfig(dataset=dataset, generator=family, epochs=epochs, seed=seed, threads=threads,
+                               device=device, out=tmp, plots=False, baselines=baselines,
+                               dp_epsilon=None if baselines else float(eps),
+                               dp_delta=None if baselines else DELTA, **overrides)
+        t0 = time.perf_counter()
+        res = run_simulation(cfg)
+        wall = time.perf_counter() - t0
+    dps = [s["dp"] for s in res["sites"] if s["dp"]]
+    point: dict[str, Any] = {
+        "dataset": dataset, "generator": family, "epsilon": _eps_label(eps), "delta": None if baselines else DELTA,
+        "status": "measured", "sites": res["settings"]["sites"], "epochs": epochs,
+        "accuracy": res["federatedfactory"]["accuracy"], "auroc": res["federatedfactory"]["auroc"],
+        "achieved_epsilon": [round(d["epsilon"], 4) for d in dps] or None,
+        "noise_multiplier": [round(d["noise_multiplier"], 4) for d in dps] or None,
+        "generators_s": res["timings"].get("generators_s"), "wall_s": round(wall, 1),
+        "settings": {k: v for k, v in res["settings"].items() if k != "out"},
+    }
+    if baselines:
+        point["centralized"] = {"accuracy": res["centralized"]["accuracy"], "auroc": res["centralized"]["auroc"]}
+        point["fedavg"] = {"accuracy": res["fedavg"]["accuracy"], "auroc": res["fedavg"]["auroc"]}
+    return point
+
+
+def run(*, datasets: list[str] | None = None, families: list[str] | None = None,
+        epsilons: tuple[float, ...] = EPSILONS, epochs: int = 10, quick: bool = False,
+        out: Path = common.DEFAULT_OUT, threads: int = 1, device: str = "cpu", seed: int = 0,
+        progress=print) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(threads)
+    datasets = datasets or ["digits"]
+    families = families or ["cvae"]
+    if quick:
+        epochs = 1
+    # the no-DP point first: it carries the centralized reference of the curve
+    order = sorted(epsilons, key=lambda e: (not math.isinf(e), e))
+    settings = {"datasets": datasets, "families": families, "epsilons": [_eps_label(e) for e in order],
+                "delta": DELTA, "epochs": epochs, "threads": threads, "seed": seed,
+                "overrides": QUICK if quick else "none (ffsecure.simulate defaults)"}
+    result: dict[str, Any] = {"meta": common.meta("dp", settings, device=device, quick=quick), "curves": []}
+    for ds in datasets:
+        for fam in families:
+            curve: dict[str, Any] = {"dataset": ds, "generator": fam, "points": []}
+            result["curves"].append(curve)
+            cen = None
+            for eps in order:
+                progress(f"[dp] {ds} {fam} epsilon={_eps_label(eps)}")
+                p = run_point(ds, fam, eps, epochs=epochs, quick=quick, threads=threads, device=device, seed=seed)
+                if "centralized" in p:
+                    cen = p["centralized"]
+                    curve["centralized"], curve["fedavg"] = p.pop("centralized"), p.pop("fedavg")
+                p["ratio_vs_centralized"] = round(p["accuracy"] / cen["accuracy"], 4) if cen and cen["accuracy"] else None
+                curve["points"].append(p)
+                progress(f"    accuracy {p['accuracy']:.3f}, ratio {p['ratio_vs_centralized']} ({p['wall_s']} s)")
+                _write(result, out)  # a partial curve is kept if a later point is stopped
+    if "ddpm" not in families:
+        result["not_measured"] = [{"generator": "ddpm", "datasets": datasets,
+                                   "reason": "DP-SGD on the ddpm family needs a GPU to finish; no GPU in this run"}]
+    _write(result, out)
+    return result
+
+
+def _write(result: dict[str, Any], out: Path) -> None:
+    png = plot(result, Path(out) / "results" / "dp.png")
+    result["plot"] = png.name if png else None
+    common.write_result(out, "dp", result, to_markdown(result))
+
+
+def plot(result: dict[str, Any], path: Path) -> Path | None:
+    """Ratio against epsilon, one line per (data set, family); infinity drawn at the right edge."""
+    curves = [c for c in result["curves"] if c["points"]]
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    finite = sorted({float(p["epsilon"]) for c in curves for p in c["points"] if p["epsilon"] != "inf"}) or [1.0]
+    x_inf = max(finite) * 2
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
+    for c in curves:
+        pts = sorted(((x_inf if p["epsilon"] == "inf" else float(p["epsilon"])), p["ratio_vs_centralized"])
+                     for p in c["points"] if p["ratio_vs_centralized"] is not None)
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{c['dataset']} {c['generator']}")
+    ax.set_xscale("log", base=2)
+    ticks = [*finite, x_inf]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:g}" for t in finite] + ["∞"])
+    ax.set_xlabel(f"target epsilon per site (delta {DELTA:g})")
+    ax.set_ylabel("FF accuracy / centralized")
+    ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Privacy-utility (DP-SGD on every site's generator)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    md = result["meta"]
+    s = md["settings"]
+    lines = ["# Privacy-utility: FederatedFactory / centralized against epsilon", "", common.meta_line(md),
+             f"Delta {DELTA:g} per site, generator epochs {s['epochs']} at every point, Opacus PRV accountant, "
+             f"Poisson sampling, clipping norm 1.0; other settings: {s['overrides']}; seed {s['seed']}.", ""]
+    for c in result["curves"]:
+        cen = c.get("centralized")
+        lines.append(f"## {c['dataset']}, {c['generator']}" +
+                     (f" (centralized {common.f3(cen['accuracy'])} / {common.f3(cen['auroc'])}, "
+                      f"FedAvg {common.f3(c['fedavg']['accuracy'])})" if cen else ""))
+        lines += ["", common.table(
+            ["epsilon", "FF accuracy", "FF AUROC", "FF / centralized", "achieved epsilon (min-max)",
+             "noise multiplier (min-max)", "generators s", "run s"],
+            [[p["epsilon"], common.f3(p["accuracy"]), common.f3(p["auroc"]), common.f3(p["ratio_vs_centralized"]),
+              _span(p["achieved_epsilon"]), _span(p["noise_multiplier"]), common.f1(p["generators_s"]),
+              common.f1(p["wall_s"])] for p in c["points"]], "lrrrllrr"), ""]
+    if result.get("plot"):
+        lines += [f"![privacy-utility]({result['plot']})", ""]
+    for nm in result.get("not_measured", []):
+        lines.append(f"Not measured: {nm['generator']} on {', '.join(nm['datasets'])}: {nm['reason']}.")
+    return "\n".join(lines) + "\n"
+
+
+def _span(values: list[float] | None) -> str:
+    if not values:
+        return "—"
+    lo, hi = min(values), max(values)
+    return f"{lo:.3f}" if lo == hi else f"{lo:.3f}-{hi:.3f}"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datasets", default="digits")
+    p.add_argument("--families", default="cvae")
+    p.add_argument("--epsilons", default="1,2,4,8,inf")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(common.DEFAULT_OUT))
+    a = p.parse_args(argv)
+    eps = tuple(math.inf if e.strip() in ("inf", "infinity") else float(e) for e in a.epsilons.split(","))
+    return run(datasets=a.datasets.split(","), families=a.families.split(","), epsilons=eps, epochs=a.epochs,
+               quick=a.quick, out=Path(a.out), threads=a.threads, device=a.device, seed=a.seed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,307 @@
+"""Utility benchmark: FederatedFactory against a centralized upper bound and FedAvg.
+
+For each data set available offline (the MedMNIST files in the shared data
+root, and scikit-learn's digits), each split (pathological one class per
+site, Dirichlet alpha 0.1 and 0.5) and each generator family, it runs
+``ffsecure.simulate.run_simulation`` with the library's defaults (only the
+data set, split, family, seed, thread count and device are set here) and
+records accuracy and macro AUROC on the real test set for
+
+- ``centralized``: the same classifier trained on all real training data,
+- ``fedavg``: FedAvg over the same split,
+- ``federatedfactory``: the classifier trained on the synthetic data of the
+  sites' generators alone,
+
+and the FederatedFactory / centralized accuracy ratio. The centralized and
+FedAvg figures of a (data set, split) come from the first family's run and
+are shared with the other family's row (they do not depend on the generator).
+
+Plans (``--plan``):
+
+- ``cpu`` (default): what fits a small shared CPU: every data set with the
+  pathological split and ``cvae``; Dirichlet 0.1 and 0.5 for digits and
+  BreastMNIST; ``ddpm`` at its ``tiny`` size on digits (pathological). Every
+  other cell of the grid is listed as not run, with the reason.
+- ``full``: the whole grid (``ddpm`` at its ``default`` size: meant for a GPU).
+- ``quick``: digits only, tiny settings (seconds): for tests and CI; its
+  numbers say nothing about utility.
+
+Writes ``<out>/results/utility.json`` and ``utility.md``.
+
+    python -m benchmarks.utility [--plan cpu|full|quick] [--datasets digits,breastmnist] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import common
+
+log = logging.getLogger(__name__)
+
+MEDMNIST = ("breastmnist", "pneumoniamnist", "retinamnist")
+SPLITS = (("pathological", None), ("dirichlet", 0.1), ("dirichlet", 0.5))
+FAMILIES = ("cvae", "ddpm")
+
+# Settings that make a run take seconds: for tests only.
+QUICK = {"generator_size": "tiny", "epochs": 1, "samples_per_class": 8, "classifier_epochs": 1,
+         "fedavg_rounds": 1}
+
+# Published figures set beside ours. FederatedFactory: accuracy (%) reported by the
+# paper; MedMNIST v2 (Yang et al., Scientific Data 10:41, 2023, Table 3): the official
+# ResNet-18 (28) test accuracy and AUC, a sanity check of our centralized column.
+PAPER = {
+    "federatedfactory": [
+        {"setting": "MedMNIST, one-shot, label-skewed sites", "method": "FederatedFactory", "accuracy": 0.889},
+        {"setting": "MedMNIST, centralized reference", "method": "centralized", "accuracy": 0.901},
+        {"setting": "CIFAR-10, 100 one-class clients", "method": "FedAvg", "accuracy": 0.1136},
+    ],
+    "medmnist_v2_resnet18_28": {
+        "breastmnist": {"accuracy": 0.863, "auroc": 0.901},
+        "pneumoniamnist": {"accuracy": 0.854, "auroc": 0.944},
+        "retinamnist": {"accuracy": 0.524, "auroc": 0.717},
+    },
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of the grid: a data set, a split and a generator family."""
+
+    dataset: str
+    partition: str
+    alpha: float | None
+    generator: str
+    generator_size: str = "default"
+
+    @property
+    def split(self) -> str:
+        return "pathological" if self.partition == "pathological" else f"dirichlet {self.alpha}"
+
+    @property
+    def group(self) -> tuple[str, str, float | None]:
+        return (self.dataset, self.partition, self.alpha)
+
+
+def available_datasets(data_root: str | None = None) -> list[str]:
+    """digits plus every MedMNIST file found in the data root (nothing is downloaded)."""
+    from ffsecure import data
+
+    root = Path(data_root) if data_root else data.default_root()
+    found = [name for name in MEDMNIST if (Path(root) / f"{name}.npz").is_file()]
+    return ["digits", *found]
+
+
+def plan_cells(plan: str, datasets: list[str]) -> tuple[list[Cell], list[tuple[Cell, str]]]:
+    """(cells to run, [(cell, reason)] not run) for a plan over the given data sets."""
+    full = [Cell(d, p, a, g, "default") for d in datasets for (p, a) in SPLITS for g in FAMILIES]
+    if plan == "full":
+        return full, []
+    if plan == "quick":
+        run = [Cell("digits", "pathological", None, "cvae", "tiny"), Cell("digits", "pathological", None, "ddpm", "tiny")]
+        return run, []
+    if plan != "cpu":
+        raise ValueError(f"unknown plan {plan!r}")
+    dirichlet_sets = [d for d in ("digits", "breastmnist") if d in datasets]
+    run: list[Cell] = []
+    for d in datasets:
+        run.append(Cell(d, "pathological", None, "cvae"))
+        if d in dirichlet_sets:
+            run += [Cell(d, "dirichlet", a, "cvae") for a in (0.1, 0.5)]
+    if "digits" in datasets:
+        run.append(Cell("digits", "pathological", None, "ddpm", "tiny"))
+    ran = {(c.dataset, c.partition, c.alpha, c.generator) for c in run}
+    skipped = []
+    for c in full:
+        if (c.dataset, c.partition, c.alpha, c.generator) in ran:
+            continue
+        if c.generator == "ddpm":
+            reason = "ddpm at its default size needs a GPU (not measured: no GPU in this run)"
+        else:
+            reason = "CPU budget: Dirichlet splits run for digits and BreastMNIST only"
+        skipped.append((c, reason))
+    return run, skipped
+
+
+def run_cell(cell: Cell, *, baselines: bool, quick: bool, threads: int, device: str, seed: int) -> dict[str, Any]:
+    """One simulation; returns the row (metrics, ratio, settings, timings)."""
+    from ffsecure.simulate import SimulationConfig, run_simulation
+
+    overrides: dict[str, Any] = dict(QUICK) if quick else {}
+    overrides["generator_size"] = cell.generator_size
+    with tempfile.TemporaryDirectory(prefix="ffbench-utility-") as tmp:
+        cfg = SimulationConfig(dataset=cell.dataset, partition=cell.partition,
+                               alpha=cell.alpha if cell.alpha is not None else SimulationConfig.alpha,
+                               generator=cell.generator, seed=seed, threads=threads, device=device,
+                               out=tmp, baselines=baselines, plots=False, **overrides)
+        t0 = time.perf_counter()
+        res = run_simulation(cfg)
+        wall = time.perf_counter() - t0
+    row: dict[str, Any] = {
+        "dataset": cell.dataset, "partition": cell.partition, "alpha": cell.alpha, "split": cell.split,
+        "generator": cell.generator, "generator_size": cell.generator_size, "status": "measured",
+        "device": res["settings"]["device"], "sites": res["settings"]["sites"],
+        "settings": {k: v for k, v in res["settings"].items() if k not in ("out",)},
+        "timings": res["timings"], "wall_s": round(wall, 1),
+        "site_generator_s": [s["wall_s"] for s in res["sites"]],
+        "federatedfactory": _metrics(res["federatedfactory"]),
+    }
+    if baselines:
+        row["centralized"] = _metrics(res["centralized"])
+        row["fedavg"] = _metrics(res["fedavg"])
+    return row
+
+
+def _metrics(r: dict[str, Any]) -> dict[str, Any]:
+    return {"accuracy": r["accuracy"], "auroc": r["auroc"], "per_class_recall": r.get("per_class_recall"),
+            "train_s": r.get("train_s")}
+
+
+def run(plan: str = "cpu", *, datasets: list[str] | None = None, out: Path = common.DEFAULT_OUT,
+        threads: int = 1, device: str = "cpu", seed: int = 0, progress=print) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(threads)
+    datasets = datasets or available_datasets()
+    cells, skipped = plan_cells(plan, datasets)
+    quick = plan == "quick"
+    md = common.meta("utility", {"plan": plan, "datasets": datasets, "threads": threads, "seed": seed,
+                                 "overrides": QUICK if quick else "none (ffsecure.simulate defaults)"},
+                     device=device, quick=quick)
+    rows: list[dict[str, Any]] = []
+    baseline_of: dict[tuple, dict[str, Any]] = {}
+    for i, cell in enumerate(cells):
+        progress(f"[utility {i + 1}/{len(cells)}] {cell.dataset} {cell.split} {cell.generator} "
+                 f"({cell.generator_size})")
+        base = baseline_of.get(cell.group)
+        row = run_cell(cell, baselines=base is None, quick=quick, threads=threads, device=device, seed=seed)
+        if base is None:
+            baseline_of[cell.group] = row
+            row["baselines_from"] = "this run"
+        else:
+            row["centralized"], row["fedavg"] = base["centralized"], base["fedavg"]
+            row["baselines_from"] = f"{base['generator']} run of the same data set and split (same seed)"
+        cen = row["centralized"]["accuracy"]
+        row["ratio_vs_centralized"] = round(row["federatedfactory"]["accuracy"] / cen, 4) if cen else None
+        rows.append(row)
+        progress(f"    FF {row['federatedfactory']['accuracy']:.3f} / centralized {cen:.3f} / "
+                 f"FedAvg {row['fedavg']['accuracy']:.3f}  ratio {row['ratio_vs_centralized']}  ({row['wall_s']} s)")
+    for cell, reason in skipped:
+        rows.append({"dataset": cell.dataset, "partition": cell.partition, "alpha": cell.alpha, "split": cell.split,
+                     "generator": cell.generator, "generator_size": cell.generator_size, "status": "not run",
+                     "reason": reason})
+    result = {"meta": md, "rows": rows, "paper": PAPER}
+    common.write_result(out, "utility", result, to_markdown(result))
+    return result
+
+
+def _cell(row: dict[str, Any] | None, key: str = "federatedfactory") -> str:
+    if row is None or row.get("status") != "measured":
+        return "not run"
+    m = row[key]
+    return f"{common.f3(m['accuracy'])} / {common.f3(m['auroc'])}"
+
+
+def main_table(result: dict[str, Any]) -> str:
+    """The paper-shaped table: one line per (data set, split), one column per method."""
+    groups: dict[tuple, dict[str, dict]] = {}
+    for r in result["rows"]:
+        groups.setdefault((r["dataset"], r["split"]), {})[r["generator"]] = r
+    lines = []
+    for (ds, split), by_gen in groups.items():
+        measured = [r for r in by_gen.values() if r.get("status") == "measured"]
+        ref = measured[0] if measured else None
+        cv, dd = by_gen.get("cvae"), by_gen.get("ddpm")
+
+        def ratio(r):
+            return common.f3(r["ratio_vs_centralized"]) if r and r.get("status") == "measured" else "—"
+
+        def fam(r):
+            if r is None or r.get("status") != "measured":
+                return "not run"
+            size = "" if r["generator_size"] == "default" else f" ({r['generator_size']})"
+            return _cell(r) + size
+
+        lines.append([ds, split, ref["sites"] if ref else "—", _cell(ref, "centralized"), _cell(ref, "fedavg"),
+                      fam(cv), ratio(cv), fam(dd), ratio(dd)])
+    return common.table(["data set", "split", "sites", "centralized acc / AUROC", "FedAvg acc / AUROC",
+                         "FF cvae acc / AUROC", "FF cvae / centralized", "FF ddpm acc / AUROC",
+                         "FF ddpm / centralized"], lines, "llrlllrlr")
+
+
+def reference_tables(result: dict[str, Any]) -> str:
+    paper = result["paper"]
+    ff = common.table(["setting", "method", "accuracy (paper)"],
+                      [[p["setting"], p["method"], common.f3(p["accuracy"])] for p in paper["federatedfactory"]],
+                      "llr")
+    ours = {r["dataset"]: r["centralized"] for r in result["rows"]
+            if r.get("status") == "measured" and r["partition"] == "pathological" and "centralized" in r}
+    rows = []
+    for ds, v in paper["medmnist_v2_resnet18_28"].items():
+        o = ours.get(ds)
+        rows.append([ds, common.f3(v["accuracy"]), common.f3(v["auroc"]),
+                     common.f3(o["accuracy"]) if o else "not run", common.f3(o["auroc"]) if o else "not run"])
+    mm = common.table(["data set", "MedMNIST v2 ResNet-18 (28) acc", "AUC", "our centralized acc", "AUROC"],
+                      rows, "lrrrr")
+    return ("Published figures (FederatedFactory paper):\n\n" + ff +
+            "\n\nCentralized sanity check against the official MedMNIST v2 benchmark (Yang et al., *MedMNIST v2*, "
+            "Scientific Data 10:41, 2023, Table 3: ResNet-18 at 28x28, test set). Our centralized model is the "
+            "project's small CNN with the simulate defaults, not ResNet-18:\n\n" + mm)
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    md = result["meta"]
+    measured = [r for r in result["rows"] if r.get("status") == "measured"]
+    not_run = [r for r in result["rows"] if r.get("status") != "measured"]
+    s = measured[0]["settings"] if measured else {}
+    lines = [
+        "# Utility: FederatedFactory vs centralized and FedAvg",
+        "",
+        common.meta_line(md),
+        f"Plan `{md['settings']['plan']}`; `ffsecure.simulate` settings: {md['settings']['overrides']}; "
+        f"seed {md['settings']['seed']}.",
+    ]
+    if s:
+        lines.append(f"Classifier `{s.get('classifier')}` (width {s.get('classifier_width')}, "
+                     f"{s.get('classifier_epochs')} epochs), {s.get('samples_per_class')} synthetic images per "
+                     f"class, FedAvg {s.get('fedavg_rounds')} rounds x {s.get('fedavg_local_epochs')} local "
+                     f"epoch(s), generator epochs from the image-epoch budget unless set "
+                     f"(`epochs`={s.get('epochs')}).")
+    lines += ["", "Each cell: test accuracy / macro AUROC (binary: AUROC of the positive class).", "",
+              main_table(result), "", reference_tables(result), ""]
+    if measured:
+        lines += ["Wall time per run (generators + synthesis + classifier + baselines when run):", "",
+                  common.table(["data set", "split", "generator", "sites", "generator s (sum)", "synthesis s",
+                                "classifier s", "total s"],
+                               [[r["dataset"], r["split"], f"{r['generator']} ({r['generator_size']})", r["sites"],
+                                common.f1(r["timings"].get("generators_s")), common.f1(r["timings"].get("synthesis_s")),
+                                common.f1(r["timings"].get("classifier_s")), common.f1(r["wall_s"])]
+                                for r in measured], "lllrrrrr"), ""]
+    if not_run:
+        lines += ["Not run in this run (no numbers are given for them):", ""]
+        lines += [f"- {r['dataset']}, {r['split']}, {r['generator']}: {r['reason']}" for r in not_run]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--plan", default="cpu", choices=("cpu", "full", "quick"))
+    p.add_argument("--datasets", default=None, help="comma-separated (default: digits + every MedMNIST file found)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(common.DEFAULT_OUT))
+    a = p.parse_args(argv)
+    return run(a.plan, datasets=a.datasets.split(",") if a.datasets else None, out=Path(a.out),
+               threads=a.threads, device=a.device, seed=a.seed)
+
+
+if __name__ == "__main__":
+    main()
