@@ -9,6 +9,13 @@ from ffsecure.clitools import LazyGroup, setup_logging
 
 COMMANDS: dict[str, str] = {
     "enroll": "site_node.commands.enroll:enroll",
+    "evaluate": "site_node.commands.evaluate:evaluate",
+    "forget": "site_node.commands.forget:forget",
+    "install-cert": "site_node.commands.install_cert:install_cert",
+    "run": "site_node.commands.run:run",
+    "status": "site_node.commands.status:status",
+    "train": "site_node.commands.train:train",
+    "upload": "site_node.commands.upload:upload",
 }
 
 

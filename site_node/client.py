@@ -209,8 +209,9 @@ class AggregatorClient:
                  server_name: str | None = None, timeout_s: float = 30.0, upload_timeout_s: float = 600.0,
                  chunk_bytes: int = DEFAULT_CHUNK_BYTES, retry: RetryPolicy | None = None,
                  log_vkey: str | None = None, log_origin: str | None = None,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, max_bytes_per_s: int = 0):
         self.endpoint = endpoint
+        self.max_bytes_per_s = int(max_bytes_per_s)  # upload throttle; 0 = no limit
         self.timeout_s = timeout_s
         self.upload_timeout_s = upload_timeout_s
         self.chunk_bytes = int(chunk_bytes)
@@ -286,9 +287,15 @@ class AggregatorClient:
                 chunk_bytes: int) -> Iterator[pb.UploadChunk]:
         view = memoryview(data)
         total = len(data)
+        start, sent = time.monotonic(), 0
         while offset < total:
             end = min(total, offset + chunk_bytes)
+            if self.max_bytes_per_s > 0:  # throttle: never run ahead of the byte budget
+                ahead = sent / self.max_bytes_per_s - (time.monotonic() - start)
+                if ahead > 0:
+                    time.sleep(ahead)
             stats.bytes_sent += end - offset
+            sent += end - offset
             yield pb.UploadChunk(upload_id=upload_id, offset=offset, data=bytes(view[offset:end]),
                                  total_size=total, total_sha256=sha)
             offset = end

@@ -1,7 +1,10 @@
-"""``site-node enroll``: make this site's key and a CSR for the federation CA.
+"""``site-node enroll --config site.toml``: make this site's key and a CSR for the federation CA.
 
-The private key is created here, written 0600, and never leaves the host; the
-CSR goes to the CA operator, who signs it with ``ffsecure pki sign-csr``.
+The private key is created here, written 0600 (``pki.key``, default
+``STATE/keys/site.key``), and never leaves the host; the CSR (``pki.csr``,
+default ``STATE/site.csr``) goes to the CA operator, who signs it with
+``ffsecure pki sign-csr``. Without --config, the ids and paths are given as
+options.
 """
 
 from __future__ import annotations
@@ -16,32 +19,52 @@ from ffsecure.errors import ConfigError
 
 
 @click.command("enroll")
-@click.option("--federation-id", required=True)
-@click.option("--site-id", required=True)
-@click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the new private key (mode 0600).")
-@click.option("--csr", "csr_file", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the CSR for the CA operator.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="The site's site.toml: ids, key and CSR paths come from it.")
+@click.option("--federation-id", help="Without --config: the federation id.")
+@click.option("--site-id", help="Without --config: this site's id.")
+@click.option("--key", "key_file", type=click.Path(dir_okay=False),
+              help="Without --config: where to write the new private key (mode 0600).")
+@click.option("--csr", "csr_file", type=click.Path(dir_okay=False),
+              help="Without --config: where to write the CSR for the CA operator.")
 @click.option("--passphrase-file", type=click.Path(dir_okay=False),
-              help="Encrypt the key with the first line of this file.")
+              help="Encrypt the key with the first line of this file (default: pki.passphrase_file).")
 @click.option("--force", is_flag=True, help="Replace an existing key file.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def enroll(ctx, federation_id, site_id, key_file, csr_file, passphrase_file, force, as_json):
+def enroll(ctx, config_path, federation_id, site_id, key_file, csr_file, passphrase_file, force, as_json):
     """Make a P-256 key and a certificate signing request for this site."""
     from ffsecure.commands.pki import read_passphrase
 
     ctx.ensure_object(dict)["json"] = as_json
+    if config_path:
+        from site_node.config import load_config
+        from site_node.state import StateDir
+
+        cfg = load_config(config_path)
+        StateDir(cfg.state_dir).ensure()
+        federation_id, site_id = cfg.federation_id, cfg.site_id
+        key_file, csr_file = str(cfg.key_path), str(cfg.csr_path)
+        passphrase = read_passphrase(passphrase_file) if passphrase_file else cfg.passphrase()
+    else:
+        missing = [n for n, v in (("--federation-id", federation_id), ("--site-id", site_id),
+                                  ("--key", key_file), ("--csr", csr_file)) if not v]
+        if missing:
+            raise ConfigError(f"without --config, {', '.join(missing)} must be given",
+                              hint="pass --config site.toml (recommended) or every option")
+        passphrase = read_passphrase(passphrase_file)
     if Path(key_file).exists() and not force:
         raise ConfigError(f"{key_file} already exists",
                           hint="keep the existing key, or pass --force to replace it")
-    csr = pkilib.make_key_and_csr(key_file, federation_id=federation_id, site_id=site_id,
-                                  passphrase=read_passphrase(passphrase_file))
+    Path(key_file).parent.mkdir(parents=True, exist_ok=True)
+    Path(csr_file).parent.mkdir(parents=True, exist_ok=True)
+    csr = pkilib.make_key_and_csr(key_file, federation_id=federation_id, site_id=site_id, passphrase=passphrase)
     pkilib.write_public_file(Path(csr_file), csr)
     identity = pkilib.Identity(federation_id, "site", site_id)
     if as_json:
         echo_json({"identity": identity.uri, "key": key_file, "csr": csr_file})
     else:
         click.echo(f"wrote key {key_file} (0600) and CSR {csr_file} for {identity.uri}")
-        click.echo("  send the CSR to the CA operator: ffsecure pki sign-csr CSR --site-id "
-                   f"{site_id} ...")
+        click.echo(f"  send the CSR to the CA operator: ffsecure pki sign-csr {csr_file} --site-id {site_id} ...")
+        click.echo("  then: site-node install-cert --config site.toml --cert SITE.pem --ca ca.pem "
+                   "--federation federation.json")

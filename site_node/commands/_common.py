@@ -1,0 +1,44 @@
+"""Shared bits of the site-node commands: the --config option and the training progress bar."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import click
+
+config_option = click.option(
+    "--config", "config_path", required=True, type=click.Path(dir_okay=False),
+    help="The site's site.toml (see docs/site-operator.md).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+def start(ctx: click.Context, config_path: str, as_json: bool = False):
+    """Record --json for error reporting, then load the config."""
+    from site_node.config import load_config
+
+    ctx.ensure_object(dict)["json"] = as_json
+    return load_config(config_path)
+
+
+@contextlib.contextmanager
+def training_progress(enabled: bool) -> Iterator:
+    """A rich progress bar (epoch, loss, epsilon spent so far) on stderr; yields the callback."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("train"), BarColumn(), TextColumn("epoch {task.completed:>3.0f}/{task.total:<3.0f}"),
+        TextColumn("loss {task.fields[loss]}"), TextColumn("ε {task.fields[eps]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+    task = progress.add_task("train", total=None, loss="-", eps="-")
+
+    def on_epoch(epoch: int, total: int, loss: float, eps: float | None) -> None:
+        progress.update(task, completed=epoch, total=total, loss=f"{loss:.4f}",
+                        eps="-" if eps is None else f"{eps:.3f}")
+
+    with progress:
+        yield on_epoch

@@ -1,0 +1,51 @@
+"""``site-node install-cert``: accept the CA-signed certificate and the federation manifest, verified.
+
+Refused unless: the certificate chains to the CA and is valid now, is a site
+certificate of this config's federation and site id, and holds this site's
+public key; the federation manifest verifies against the same CA. Only then
+are ``site.pem``, ``ca.pem`` and ``federation.json`` copied into the state
+directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ffsecure.clitools import echo_json
+from site_node.commands._common import config_option, json_option, start
+
+
+@click.command("install-cert")
+@config_option
+@click.option("--cert", "cert_file", required=True, type=click.Path(dir_okay=False),
+              help="The certificate the CA signed from this site's CSR.")
+@click.option("--ca", "ca_file", required=True, type=click.Path(dir_okay=False),
+              help="The federation CA certificate (ca.pem), obtained out of band.")
+@click.option("--federation", "federation_file", required=True, type=click.Path(dir_okay=False),
+              help="The CA-signed federation manifest (federation.json).")
+@json_option
+@click.pass_context
+def install_cert(ctx, config_path, cert_file, ca_file, federation_file, as_json):
+    """Verify and install this site's certificate, the CA certificate and the federation manifest."""
+    from ffsecure import pki
+    from site_node import trust as trustlib
+    from site_node.state import StateDir
+
+    cfg = start(ctx, config_path, as_json)
+    with StateDir(cfg.state_dir).locked():
+        t = trustlib.install(cfg, cert_file=Path(cert_file), ca_file=Path(ca_file),
+                             federation_file=Path(federation_file))
+    fed = t.federation
+    info = {"identity": t.identity.uri, "cert_not_after": pki.rfc3339(t.cert.not_valid_after_utc),
+            "ca_fingerprint": pki.cert_fingerprint(t.ca_cert), "federation_id": fed.federation_id,
+            "label_space": fed.label_space, "generator": fed.generator["family"],
+            "dp_policy": fed.dp_policy, "aggregator": fed.aggregator["endpoint"],
+            "state_dir": str(cfg.state_dir)}
+    if as_json:
+        echo_json(info)
+    else:
+        click.echo(f"installed certificate for {t.identity.uri} (valid until {info['cert_not_after']})")
+        click.echo(f"  federation {fed.federation_id}: {len(fed.label_space)} classes, generator "
+                   f"{info['generator']}, DP required: {fed.dp_policy['required']}, aggregator {info['aggregator']}")

@@ -1,0 +1,32 @@
+"""``site-node run``: the daemon (train when data changes or when asked, upload, survive downtime)."""
+
+from __future__ import annotations
+
+import click
+
+from site_node.commands._common import config_option
+
+
+@click.command("run")
+@config_option
+@click.option("--human-logs", is_flag=True, help="Readable log lines instead of one JSON object per line.")
+@click.option("--once", is_flag=True, help="Run one cycle (train if due, upload pending) and exit.")
+@click.pass_context
+def run(ctx, config_path, human_logs, once):
+    """Run until SIGTERM: train a module when the data changes, the trigger file appears or on SIGHUP;
+    upload what is pending; retry when the aggregator is down.
+
+    Exit status: 0 stopped cleanly; 1 configuration error; 3 ALARM: the aggregator's log forked (E_LOG_FORK).
+    """
+    import logging
+
+    from ffsecure.clitools import setup_logging
+    from site_node.config import load_config
+    from site_node.daemon import Daemon
+
+    level = logging.getLevelName(logging.getLogger().level)
+    setup_logging(level if isinstance(level, str) else "INFO", json_lines=not human_logs)
+    cfg = load_config(config_path)
+    daemon = Daemon(cfg, max_cycles=1 if once else None)
+    daemon.install_signals()
+    ctx.exit(daemon.run())

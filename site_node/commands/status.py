@@ -1,0 +1,72 @@
+"""``site-node status``: what this site contributed and whether the aggregator's log still holds it.
+
+Exit status: 0 all verified; 1 an error (aggregator unreachable, bad config);
+3 ALARM ``E_LOG_FORK``: the aggregator's current log is not an extension of
+the checkpoint this site stored, or no longer holds one of this site's entries.
+"""
+
+from __future__ import annotations
+
+import click
+
+from ffsecure.clitools import echo_json, report_error
+from site_node.commands._common import config_option, json_option, start
+
+EXIT_FORK = 3
+
+
+def _local(state) -> dict:
+    from ffsecure.ledger import open_checkpoint  # noqa: F401 - the stored note is shown as is
+
+    return {"modules": [{"module_id": r.module_id, "status": r.status, "created_at": r.created_at,
+                         "classes": r.classes, "index": (r.receipt or {}).get("index"),
+                         "epsilon": (r.train.get("dp") or {}).get("epsilon")} for r in state.modules()],
+            "stored_checkpoint": state.read_checkpoint()}
+
+
+@click.command("status")
+@config_option
+@click.option("--offline", is_flag=True, help="Show the local state only; do not contact the aggregator.")
+@json_option
+@click.pass_context
+def status(ctx, config_path, offline, as_json):
+    """List this site's modules and their ledger entries; prove the log only grew since last time."""
+    from site_node import sync
+    from site_node import trust as trustlib
+    from site_node.state import StateDir
+
+    cfg = start(ctx, config_path, as_json)
+    state = StateDir(cfg.state_dir)
+    if offline:
+        report = {"site_id": cfg.site_id, "offline": True, **_local(state)}
+    else:
+        with state.locked():
+            t = trustlib.load(cfg)
+            with trustlib.make_client(cfg, t) as client:
+                try:
+                    report = sync.status_report(state, client)
+                except sync.LogForkError as exc:
+                    report_error(exc, as_json=as_json)
+                    ctx.exit(EXIT_FORK)
+    if as_json:
+        echo_json(report)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"site {report.get('site_id') or cfg.site_id}: modules")
+    for col in ("module id", "status", "created", "classes", "ledger index", "epsilon", "in today's log"):
+        table.add_column(col)
+    for m in report["modules"]:
+        eps = m.get("epsilon")
+        table.add_row(m["module_id"], m["status"], m["created_at"], ",".join(map(str, m["classes"])),
+                      "-" if m.get("index") is None else str(m["index"]), "-" if eps is None else f"{eps:.3f}",
+                      "verified" if m.get("included") else "-")
+    console.print(table)
+    if offline:
+        console.print("offline: the aggregator was not contacted")
+    else:
+        cp = report["checkpoint"]
+        before = "none stored before" if cp["stored_size"] is None else f"stored size {cp['stored_size']}"
+        console.print(f"log checkpoint: size {cp['size']} ({before}); consistency verified")

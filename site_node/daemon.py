@@ -1,0 +1,179 @@
+"""``site-node run``: the long-running loop a hospital leaves on.
+
+Each cycle (every ``daemon.poll_interval_s``, or at once when woken):
+
+1. train a new module when the data source's fingerprint differs from the
+   one the last module was trained on, when the trigger file
+   (``daemon.trigger_file``, default ``STATE/train.now``) exists, or after a
+   SIGHUP;
+2. upload every module not yet registered (resuming interrupted uploads).
+
+When the aggregator cannot be reached (or is busy), the cycle logs it and
+the next one comes after ``daemon.retry_interval_s``: the daemon survives
+aggregator downtime and resumes the same upload. A package the aggregator
+refuses for good (policy, signature) is marked ``refused`` and not sent again.
+A log fork (``E_LOG_FORK``) stops the daemon with exit status 3.
+
+SIGTERM / SIGINT stop it cleanly: a training run stops at the next epoch
+(nothing is written), an upload in flight is cut and resumes next time.
+The state lock is held only during a cycle, so ``site-node status`` can run
+between cycles. Logs are one JSON object per line with an ``event`` field.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Callable
+
+from ffsecure.errors import FFSecureError
+from site_node.config import SiteConfig
+from site_node.state import StateDir
+
+log = logging.getLogger("site_node.daemon")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_FORK = 3
+
+TRANSIENT_PREFIXES = ("E_RPC_",)
+TRANSIENT_CODES = {"E_RATE_LIMIT", "E_UPLOAD_BUSY", "E_DEADLINE", "E_STATE_LOCKED", "E_INTERNAL"}
+
+
+def is_transient(exc: FFSecureError) -> bool:
+    return exc.code in TRANSIENT_CODES or exc.code.startswith(TRANSIENT_PREFIXES)
+
+
+class Daemon:
+    def __init__(self, cfg: SiteConfig, *, max_cycles: int | None = None,
+                 on_cycle: Callable[[dict], None] | None = None):
+        self.cfg = cfg
+        self.state = StateDir(cfg.state_dir)
+        self.stop_event = threading.Event()
+        self.wake_event = threading.Event()
+        self.train_requested = False
+        self.max_cycles = max_cycles
+        self.on_cycle = on_cycle
+        self.failed_fingerprint: str | None = None
+
+    # -- signals ---------------------------------------------------------------
+    def install_signals(self) -> None:
+        def stop(signum, _frame):
+            log.info("signal %s: stopping", signal.Signals(signum).name, extra={"event": "stopping"})
+            self.stop_event.set()
+            self.wake_event.set()
+
+        def hup(_signum, _frame):
+            log.info("SIGHUP: training requested", extra={"event": "train_requested", "by": "sighup"})
+            self.train_requested = True
+            self.wake_event.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, hup)
+
+    # -- one cycle -------------------------------------------------------------
+    def _train_reason(self) -> str | None:
+        from site_node.training import data_fingerprint
+
+        if self.train_requested:
+            return "signal"
+        if self.cfg.trigger_file is not None and self.cfg.trigger_file.exists():
+            return "trigger_file"
+        fp = data_fingerprint(self.cfg)
+        last = self.state.read_data()
+        if (last is None or last.get("fingerprint") != fp) and fp != self.failed_fingerprint:
+            return "new_data" if last is not None else "first_run"
+        return None
+
+    def cycle(self) -> dict:
+        """Train if due, then upload what is pending. Returns what happened (for logs and tests)."""
+        from site_node import sync
+        from site_node import trust as trustlib
+        from site_node.training import TrainingStopped, data_fingerprint, train_module
+
+        out: dict = {"trained": None, "uploaded": [], "retry": False}
+        with self.state.locked():
+            trust = trustlib.load(self.cfg)
+            reason = self._train_reason()
+            if reason:
+                log.info("training a new module (%s)", reason, extra={"event": "train_due", "reason": reason})
+                self.train_requested = False
+                if self.cfg.trigger_file is not None:
+                    self.cfg.trigger_file.unlink(missing_ok=True)
+                try:
+                    record = train_module(self.cfg, trust, should_stop=self.stop_event.is_set)
+                    out["trained"] = record.module_id
+                    self.failed_fingerprint = None
+                except TrainingStopped:
+                    return out
+                except FFSecureError as exc:
+                    self.failed_fingerprint = data_fingerprint(self.cfg)
+                    log.error("training failed: %s", exc, extra={"event": "train_failed", "code": exc.code})
+            todo = sync.pending(self.state)
+            if todo and not self.stop_event.is_set():
+                with trustlib.make_client(self.cfg, trust) as client:
+                    for record in todo:
+                        if self.stop_event.is_set():
+                            break
+                        try:
+                            out["uploaded"].append(sync.upload_module(self.state, client, trust, record))
+                        except sync.LogForkError:
+                            raise
+                        except FFSecureError as exc:
+                            if is_transient(exc):
+                                log.warning("upload of %s deferred: %s", record.module_id, exc,
+                                            extra={"event": "upload_deferred", "module_id": record.module_id,
+                                                   "code": exc.code})
+                                out["retry"] = True
+                                break
+                            record = self.state.load_module(record.module_id)
+                            if record.status in ("trained", "sealed"):
+                                record.status = "refused"
+                                record.error = exc.to_dict()
+                                self.state.save_module(record)
+                            log.error("module %s refused: %s", record.module_id, exc,
+                                      extra={"event": "upload_refused", "module_id": record.module_id,
+                                             "code": exc.code})
+        return out
+
+    # -- loop ------------------------------------------------------------------
+    def run(self) -> int:
+        from site_node.sync import LogForkError
+
+        log.info("site-node run started", extra={"event": "started", "site_id": self.cfg.site_id,
+                                                   "state_dir": str(self.cfg.state_dir),
+                                                   "poll_interval_s": self.cfg.poll_interval_s})
+        cycles = 0
+        while not self.stop_event.is_set():
+            wait = self.cfg.poll_interval_s
+            try:
+                out = self.cycle()
+                if out["retry"]:
+                    wait = self.cfg.retry_interval_s
+                log.info("cycle done", extra={"event": "cycle", **out})
+                if self.on_cycle is not None:
+                    self.on_cycle(out)
+            except LogForkError as exc:
+                log.critical("ALARM: %s", exc.message, extra={"event": "log_fork", "code": exc.code})
+                return EXIT_FORK
+            except FFSecureError as exc:
+                transient = is_transient(exc)
+                (log.warning if transient else log.error)(
+                    "cycle failed: %s", exc, extra={"event": "cycle_failed", "code": exc.code})
+                wait = self.cfg.retry_interval_s
+            cycles += 1
+            if self.max_cycles is not None and cycles >= self.max_cycles:
+                break
+            self.wake_event.clear()
+            deadline = time.monotonic() + wait
+            # wake early for: a signal, or the trigger file appearing
+            while not self.stop_event.is_set() and not self.wake_event.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.cfg.trigger_file is not None and self.cfg.trigger_file.exists()):
+                    break
+                self.wake_event.wait(min(left, 1.0))
+        log.info("site-node run stopped", extra={"event": "stopped"})
+        return EXIT_OK

@@ -1,0 +1,190 @@
+"""The site's state directory: one folder holding everything the node keeps.
+
+Layout (``STATE`` is ``site.state_dir`` in site.toml; created 0700)::
+
+    STATE/keys/site.key            site private key (0600; `enroll`)
+    STATE/site.csr                 the CSR for the CA operator (`enroll`)
+    STATE/site.pem                 this site's certificate (`install-cert`, verified)
+    STATE/ca.pem                   the federation CA certificate (`install-cert`)
+    STATE/federation.json          the CA-signed federation manifest (`install-cert`, verified)
+    STATE/checkpoint.note          the newest log checkpoint this site verified
+    STATE/data.json                fingerprint of the data the last module was trained on
+    STATE/modules/<id>/package.ffpk   the signed module package (`train`)
+    STATE/modules/<id>/sealed.bin     the HPKE envelope being uploaded (removed once registered)
+    STATE/modules/<id>/module.json    status, training report, upload id, receipt, deletion
+    STATE/classifiers/<id>/...        downloaded classifiers and their local evaluation
+    STATE/train.now                trigger file: `run` trains at its next check and removes it
+    STATE/lock                     held (flock) by the command using the state
+
+``module.json`` status moves ``trained`` -> ``sealed`` (upload id fixed) ->
+``registered`` (verified receipt stored) -> ``deleted`` (verified deletion
+entries stored); a package the aggregator refuses for good (policy, signature)
+becomes ``refused`` with the error kept, and is not sent again. Every record is written atomically (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from ffsecure import pki
+from ffsecure.errors import FFSecureError, NotFoundError
+from ffsecure.package import check_module_id
+
+STATUSES = ("trained", "sealed", "registered", "refused", "deleted")
+
+
+class StateError(FFSecureError):
+    """The state directory is missing something, or is in use."""
+
+    code = "E_STATE"
+
+
+@dataclass
+class ModuleRecord:
+    """What the site knows about one of its modules (``module.json``)."""
+
+    module_id: str
+    status: str
+    created_at: str
+    classes: list[int]
+    n_train: int
+    data_fingerprint: str
+    train: dict = field(default_factory=dict)  # epochs, final_loss, seconds, dp (or None)
+    upload_id: str | None = None
+    receipt: dict | None = None
+    deletion: dict | None = None
+    error: dict | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> "ModuleRecord":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in obj.items() if k in known})
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    pki.write_public_file(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+class StateDir:
+    """Typed access to ``STATE`` (paths, module records, the stored checkpoint, the lock)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    # -- paths -------------------------------------------------------------
+    @property
+    def keys_dir(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def cert(self) -> Path:
+        return self.root / "site.pem"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.root / "ca.pem"
+
+    @property
+    def federation(self) -> Path:
+        return self.root / "federation.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / "checkpoint.note"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data.json"
+
+    @property
+    def modules_dir(self) -> Path:
+        return self.root / "modules"
+
+    @property
+    def classifiers_dir(self) -> Path:
+        return self.root / "classifiers"
+
+    def module_dir(self, module_id: str) -> Path:
+        return self.modules_dir / check_module_id(module_id)
+
+    def package_path(self, module_id: str) -> Path:
+        return self.module_dir(module_id) / "package.ffpk"
+
+    def sealed_path(self, module_id: str) -> Path:
+        return self.module_dir(module_id) / "sealed.bin"
+
+    # -- setup ---------------------------------------------------------------
+    def ensure(self) -> "StateDir":
+        for d in (self.root, self.keys_dir, self.modules_dir, self.classifiers_dir):
+            d.mkdir(parents=True, exist_ok=True)
+            os.chmod(d, 0o700)
+        return self
+
+    def require_installed(self) -> None:
+        missing = [p.name for p in (self.cert, self.ca_cert, self.federation) if not p.exists()]
+        if missing:
+            raise StateError(f"{self.root} lacks {', '.join(missing)}",
+                             hint="run `site-node enroll`, have the CA sign the CSR, then `site-node install-cert`",
+                             code="E_NOT_INSTALLED")
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold ``STATE/lock`` so that two site-node commands never change the state at once."""
+        self.ensure()
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StateError(f"{self.root} is in use by another site-node command",
+                                 hint="wait for it to finish (or stop `site-node run`)",
+                                 code="E_STATE_LOCKED") from None
+            yield
+        finally:
+            os.close(fd)
+
+    # -- modules -------------------------------------------------------------
+    def save_module(self, record: ModuleRecord) -> None:
+        if record.status not in STATUSES:
+            raise ValueError(record.status)
+        d = self.module_dir(record.module_id)
+        d.mkdir(parents=True, exist_ok=True)
+        _write_json(d / "module.json", record.to_dict())
+
+    def load_module(self, module_id: str) -> ModuleRecord:
+        path = self.module_dir(module_id) / "module.json"
+        if not path.exists():
+            raise NotFoundError(f"module {module_id} is not in {self.modules_dir}",
+                                hint="`site-node status` lists this site's modules")
+        return ModuleRecord.from_dict(json.loads(path.read_text()))
+
+    def modules(self) -> list[ModuleRecord]:
+        if not self.modules_dir.is_dir():
+            return []
+        out = []
+        for d in sorted(self.modules_dir.iterdir()):
+            if (d / "module.json").exists():
+                out.append(ModuleRecord.from_dict(json.loads((d / "module.json").read_text())))
+        return sorted(out, key=lambda r: (r.created_at, r.module_id))
+
+    # -- small records ---------------------------------------------------------
+    def read_checkpoint(self) -> str | None:
+        return self.checkpoint.read_text() if self.checkpoint.exists() else None
+
+    def write_checkpoint(self, note: str) -> None:
+        pki.write_public_file(self.checkpoint, note.encode())
+
+    def read_data(self) -> dict | None:
+        return json.loads(self.data.read_text()) if self.data.exists() else None
+
+    def write_data(self, record: dict) -> None:
+        _write_json(self.data, record)

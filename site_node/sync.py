@@ -1,0 +1,208 @@
+"""Talk to the aggregator and keep the site's view of the log honest.
+
+* :func:`upload_module`: seal once (the envelope and upload id are stored
+  before the first byte is sent, so an interrupted upload resumes with the
+  same bytes under the same id), upload with retries, keep the verified receipt.
+* :func:`advance_checkpoint`: every checkpoint the site sees (receipts,
+  deletions, status) must be consistent with the newest one it stored; the
+  RFC 9162 consistency proof is checked in whichever direction applies, and
+  a failure is ``E_LOG_FORK``: the aggregator showed two different histories.
+* :func:`status_report`: the site's modules, their entries proven included in
+  today's tree, and the consistency of today's tree with the stored checkpoint.
+* :func:`forget_module`: delete a module, verifying the returned entries.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import logging
+import secrets
+from typing import Any
+
+from ffsecure import envelope, pki
+from ffsecure.errors import FFSecureError, LedgerError
+from ffsecure.ledger import leaf_hash, open_checkpoint, validate_entry, verify_consistency, verify_inclusion
+from site_node.state import ModuleRecord, StateDir
+
+log = logging.getLogger("site_node.sync")
+
+
+class LogForkError(LedgerError):
+    """The aggregator's log is not an extension of what this site saw before."""
+
+    code = "E_LOG_FORK"
+
+
+def _fork(message: str) -> LogForkError:
+    return LogForkError(message, hint="ALARM: the aggregator rewrote its log. Keep STATE/checkpoint.note and "
+                                      "the receipts as evidence and tell the federation's auditors; do not "
+                                      "upload until it is explained")
+
+
+def advance_checkpoint(state: StateDir, client, note: str) -> dict:
+    """Verify ``note`` (signature) and its consistency with the stored checkpoint; store the newer one.
+
+    ``note`` is always the aggregator's current tree (it signs one per change and
+    hands out the newest), so a tree smaller than one it signed before is a
+    rollback and raises ``E_LOG_FORK`` like a failed consistency proof.
+    """
+    new = open_checkpoint(note, client.log_vkey, origin=client.log_origin)
+    old_note = state.read_checkpoint()
+    if old_note is None:
+        state.write_checkpoint(note)
+        return {"size": new.size, "previous_size": None}
+    old = open_checkpoint(old_note, client.log_vkey, origin=client.log_origin)
+    if new.size < old.size:
+        raise _fork(f"the aggregator's log has {new.size} entries, fewer than the {old.size} of the "
+                    "checkpoint this site stored: entries were removed")
+    small, large = (old, new) if old.size <= new.size else (new, old)
+    try:
+        proof = client.get_consistency_proof(small.size, large.size) if 0 < small.size < large.size else []
+    except FFSecureError as exc:
+        if exc.code in ("E_PROOF_RANGE", "E_NOT_FOUND"):
+            raise _fork(f"the aggregator cannot prove tree {small.size} is a prefix of tree {large.size}: "
+                        f"{exc.message}") from None
+        raise
+    try:
+        verify_consistency(small.size, large.size, small.root_hash, large.root_hash, proof)
+    except LedgerError as exc:
+        raise _fork(f"the log of size {new.size} is not consistent with the checkpoint of size {old.size} "
+                    f"this site stored: {exc.message}") from None
+    if new.size > old.size:
+        state.write_checkpoint(note)
+    return {"size": max(new.size, old.size), "previous_size": old.size}
+
+
+def seal_for_upload(state: StateDir, record: ModuleRecord, federation) -> bytes:
+    """The envelope to send for ``record``; made once and kept, so resumes send identical bytes."""
+    path = state.sealed_path(record.module_id)
+    if record.status == "sealed" and path.exists() and record.upload_id:
+        return path.read_bytes()
+    pkg_bytes = state.package_path(record.module_id).read_bytes()
+    sealed = envelope.seal(pkg_bytes, federation.hpke_public_key, federation_id=federation.federation_id,
+                           key_id=federation.hpke_key_id, suite=federation.hpke_suite)
+    pki.write_public_file(path, sealed)
+    record.upload_id = secrets.token_hex(16)
+    record.status = "sealed"
+    state.save_module(record)  # before the first byte leaves: a crash resumes this upload id
+    return sealed
+
+
+def upload_module(state: StateDir, client, trust, record: ModuleRecord) -> dict:
+    """Upload one trained module (resuming), verify and store the receipt; returns a summary."""
+    from site_node.client import AggregatorError
+
+    sealed = seal_for_upload(state, record, trust.federation)
+    log.info("uploading module %s (%d bytes, upload id %s)", record.module_id, len(sealed), record.upload_id,
+             extra={"event": "upload_start", "module_id": record.module_id, "upload_id": record.upload_id,
+                    "bytes": len(sealed)})
+    try:
+        receipt = client.upload(sealed, upload_id=record.upload_id, module_id=record.module_id,
+                                site_id=trust.identity.site_id)
+    except AggregatorError as exc:
+        if exc.code == "E_MODULE_DELETED":
+            record.status = "deleted"
+            record.deletion = record.deletion or {"note": "the aggregator reports this module deleted"}
+            state.save_module(record)
+        raise
+    advance_checkpoint(state, client, receipt.checkpoint)
+    stats = client.last_upload
+    record.receipt = receipt.to_dict()
+    record.status = "registered"
+    state.save_module(record)
+    state.sealed_path(record.module_id).unlink(missing_ok=True)
+    summary = {"module_id": record.module_id, "index": receipt.index, "tree_size": receipt.tree_size,
+               "existing": receipt.existing, "upload_id": record.upload_id, "attempts": stats.attempts,
+               "resumed_from": list(stats.resumed_from), "bytes_sent": stats.bytes_sent,
+               "receipt_verified": True}
+    log.info("module %s registered at ledger index %d", record.module_id, receipt.index,
+             extra={"event": "upload_done", **summary})
+    return summary
+
+
+def pending(state: StateDir) -> list[ModuleRecord]:
+    return [r for r in state.modules() if r.status in ("trained", "sealed")]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def status_report(state: StateDir, client) -> dict[str, Any]:
+    """Today's checkpoint checked against the stored one, and every registered entry proven in it."""
+    from site_node.client import UploadReceipt
+
+    stored = state.read_checkpoint()
+    note, _ = client.get_checkpoint()
+    consistency = advance_checkpoint(state, client, note)
+    cp = open_checkpoint(note, client.log_vkey, origin=client.log_origin)
+    modules = []
+    for r in state.modules():
+        item: dict[str, Any] = {"module_id": r.module_id, "status": r.status, "created_at": r.created_at,
+                                "classes": r.classes, "epsilon": (r.train.get("dp") or {}).get("epsilon")}
+        if r.receipt:
+            receipt = UploadReceipt.from_dict(r.receipt)
+            item["index"] = receipt.index
+            if receipt.index < cp.size:
+                hashes, entry = client.get_inclusion_proof(receipt.index, cp.size)
+                if not hmac.compare_digest(entry, receipt.entry):
+                    raise _fork(f"ledger entry {receipt.index} is not the entry of module {r.module_id}'s receipt")
+                try:
+                    verify_inclusion(leaf_hash(receipt.entry), receipt.index, cp.size, hashes, cp.root_hash)
+                except LedgerError as exc:
+                    raise _fork(f"module {r.module_id}'s entry is not in today's tree: {exc.message}") from None
+                item["included"] = True
+            else:
+                raise _fork(f"module {r.module_id}'s entry {receipt.index} is beyond today's tree size {cp.size}")
+        if r.deletion and r.deletion.get("entries"):
+            item["deletion_indexes"] = [e["index"] for e in r.deletion["entries"]]
+        modules.append(item)
+    return {"site_id": client_site(state), "checkpoint": {"size": cp.size, "root_hash": _b64(cp.root_hash),
+                                                        "stored_size": consistency["previous_size"]},
+            "consistent": True, "had_stored_checkpoint": stored is not None, "modules": modules}
+
+
+def client_site(state: StateDir) -> str | None:
+    try:
+        return pki.identity_of(pki.load_cert(state.cert.read_bytes())).site_id
+    except (OSError, FFSecureError):
+        return None
+
+
+def forget_module(state: StateDir, client, trust, module_id: str, reason: str) -> dict:
+    """Ask the aggregator to delete ``module_id``; verify the entries, proofs and checkpoint; record it."""
+    result = client.request_deletion([module_id], reason)  # inclusion proofs checked by the client
+    cp = open_checkpoint(result.checkpoint, client.log_vkey, origin=client.log_origin)
+    types = []
+    for index, entry in result.entries:
+        obj = validate_entry(entry)
+        if obj["facts"].get("module_id") not in (None, module_id) and obj["type"].startswith("module."):
+            raise LedgerError(f"deletion entry {index} names module {obj['facts'].get('module_id')}",
+                              code="E_RECEIPT", hint="report this to the federation")
+        types.append(obj["type"])
+    if "module.deleted" not in types:
+        raise LedgerError(f"the aggregator's reply holds no module.deleted entry for {module_id} (got {types})",
+                          code="E_RECEIPT", hint="the deletion is not proven; report this to the federation")
+    deleted = [validate_entry(e) for _, e in result.entries if validate_entry(e)["type"] == "module.deleted"]
+    if deleted[0]["facts"]["module_id"] != module_id:
+        raise LedgerError("the module.deleted entry names another module", code="E_RECEIPT",
+                          hint="report this to the federation")
+    advance_checkpoint(state, client, result.checkpoint)
+    record = None
+    try:
+        record = state.load_module(module_id)
+    except FFSecureError:
+        pass
+    deletion = {"reason": reason, "tree_size": cp.size, "checkpoint": result.checkpoint,
+                "entries": [{"index": i, "type": validate_entry(e)["type"], "entry": _b64(e)}
+                            for i, e in result.entries], "verified": True}
+    if record is not None:
+        record.status = "deleted"
+        record.deletion = deletion
+        state.save_module(record)
+        state.sealed_path(module_id).unlink(missing_ok=True)
+    log.info("module %s deleted; %d entries verified", module_id, len(result.entries),
+             extra={"event": "module_forgotten", "module_id": module_id, "types": types})
+    return {"module_id": module_id, "entries": [{"index": d["index"], "type": d["type"]} for d in deletion["entries"]],
+            "tree_size": cp.size, "verified": True, "known_locally": record is not None}
