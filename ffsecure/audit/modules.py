@@ -1,0 +1,154 @@
+"""Module checks: each registered module's public record, manifest signature and policy.
+
+A module is checked as docs/audit-bundle.md says: its record's package bytes are
+what it claims, its canonical manifest hashes to the ``manifest_sha256`` of its
+``module.registered`` entry, and the signature verifies under the site
+certificate, which chains to the auditor's CA and was valid and not revoked,
+per the CRL, at the manifest's creation time (docs/pki.md: a ``key_compromise``
+revocation reaches back to every signature, a ``superseded`` one only from its
+date), with the manifest made no later than its registration. With the
+federation manifest, the module's generator, image shape, classes and DP claim
+are checked against the federation's policy too.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from ffsecure import canonical, pki
+from ffsecure.audit.bundle import ModuleRecord
+from ffsecure.audit.findings import WARNING, Findings
+from ffsecure.audit.lineage import LedgerReplay
+from ffsecure.errors import FFSecureError
+from ffsecure.federation import FederationManifest
+from ffsecure.package import ModuleManifest, check_policy, verify_package_meta
+
+
+@dataclass
+class ModuleCheck:
+    """What the report shows per module."""
+
+    module_id: str
+    site_id: str
+    manifest: dict | None
+    signature_ok: bool
+    problem: str | None
+    cert_serial: str | None
+    revoked: str | None
+
+
+def _cert_serial(package: dict) -> tuple[x509.Certificate | None, str | None]:
+    try:
+        cert = pki.load_certs(package["cert_chain_pem"].encode("ascii"), max_count=1)[0]
+    except (FFSecureError, KeyError, AttributeError, UnicodeEncodeError, TypeError):
+        return None, None
+    return cert, pki.serial_hex(cert.serial_number)
+
+
+def check_modules(records: dict[str, ModuleRecord], entries: list[dict | None], st: LedgerReplay,
+                  findings: Findings, *, ca_cert: x509.Certificate | None,
+                  crl: x509.CertificateRevocationList | None,
+                  federation: FederationManifest | None) -> dict[str, ModuleCheck]:
+    out: dict[str, ModuleCheck] = {}
+    for mid, ms in st.modules.items():
+        where = dict(entry=ms.registered_index, entry_type="module.registered", module_id=mid)
+        rec = records.get(mid)
+        if rec is None:
+            findings.add("module-records", "E_AUDIT_MODULE_RECORD",
+                         f"module {mid} is registered but the bundle has no modules/{mid}.json", **where)
+            out[mid] = ModuleCheck(mid, ms.site_id, None, False, "no public record", None, None)
+            continue
+        if rec.record is None:
+            findings.add("module-records", "E_AUDIT_MODULE_RECORD",
+                         f"modules/{mid}.json is not canonical JSON: {rec.error}", **where)
+            out[mid] = ModuleCheck(mid, ms.site_id, None, False, "unreadable record", None, None)
+            continue
+        r = rec.record
+        package, manifest = r.get("package"), None
+        problems = []
+        if not isinstance(package, dict) or not isinstance(package.get("manifest"), dict):
+            findings.add("module-records", "E_AUDIT_MODULE_RECORD",
+                         f"modules/{mid}.json has no package with a manifest", **where)
+            out[mid] = ModuleCheck(mid, ms.site_id, None, False, "no signed package", None, None)
+            continue
+        manifest = package["manifest"]
+        try:
+            package_bytes = canonical.dumps(package)
+            manifest_sha = hashlib.sha256(canonical.dumps(manifest)).hexdigest()
+        except FFSecureError as exc:
+            findings.add("module-records", "E_AUDIT_MODULE_RECORD",
+                         f"modules/{mid}.json package cannot be encoded canonically: {exc.message}", **where)
+            out[mid] = ModuleCheck(mid, ms.site_id, manifest, False, "bad package", None, None)
+            continue
+        try:
+            if base64.b64decode(str(r.get("package_b64", "")), validate=True) != package_bytes:
+                problems.append("package_b64 is not the canonical bytes of package")
+        except (binascii.Error, ValueError):
+            problems.append("package_b64 is not base64")
+        f = ms.facts
+        if manifest_sha != f.get("manifest_sha256"):
+            problems.append(f"its manifest hashes to {manifest_sha[:12]}…, the ledger entry says "
+                            f"{str(f.get('manifest_sha256'))[:12]}…")
+        if r.get("manifest_sha256") != f.get("manifest_sha256"):
+            problems.append("the record's manifest_sha256 differs from the ledger entry's")
+        for key in ("module_id", "site_id", "weights_sha256"):
+            if manifest.get(key) != f.get(key):
+                problems.append(f"manifest {key} {manifest.get(key)!r} differs from the ledger entry's "
+                                f"{f.get(key)!r}")
+        if r.get("registered_index") != ms.registered_index:
+            problems.append(f"registered_index {r.get('registered_index')!r} is not entry {ms.registered_index}")
+        status = "deleted" if ms.deleted_index is not None else "active"
+        if r.get("status") != status or r.get("deleted_index") != ms.deleted_index:
+            problems.append(f"record says {r.get('status')!r} (deleted_index {r.get('deleted_index')!r}), "
+                            f"the ledger says {status} (deleted_index {ms.deleted_index!r})")
+        for p in problems:
+            findings.add("module-records", "E_AUDIT_MODULE_RECORD", f"module {mid}: {p}", **where)
+
+        cert, serial = _cert_serial(package)
+        revoked = None
+        if cert is not None and crl is not None:
+            rc = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+            if rc is not None:
+                try:
+                    revoked = rc.extensions.get_extension_for_class(x509.CRLReason).value.reason.value
+                except x509.ExtensionNotFound:
+                    revoked = "unspecified"
+        problem = None
+        ok = False
+        if ca_cert is None:
+            problem = "no CA to check against"
+        else:
+            try:
+                registered_at = pki.parse_rfc3339(ms.time)
+                verify_package_meta(package_bytes, ca_cert=ca_cert, crl=crl, now=registered_at)
+                ok = True
+            except FFSecureError as exc:
+                problem = f"{exc.code}: {exc.message}"
+                deleted = ms.deleted_index is not None
+                code = "E_AUDIT_MODULE_REVOKED" if exc.code == "E_CERT_REVOKED" else "E_AUDIT_MODULE_SIGNATURE"
+                tail = (f"; it was deleted at entry {ms.deleted_index}" if deleted else
+                        "; it is still active and should be deleted")
+                findings.add("module-signatures", code,
+                             f"module {mid} of site {ms.site_id} does not verify: [{exc.code}] {exc.message}{tail}",
+                             severity=WARNING if deleted else "error", **where)
+            if ok and federation is not None:
+                try:
+                    check_policy(ModuleManifest.from_dict(manifest), federation)
+                except FFSecureError as exc:
+                    problem = f"{exc.code}: {exc.message}"
+                    findings.add("module-signatures", "E_AUDIT_MODULE_POLICY",
+                                 f"module {mid} breaks the federation policy: [{exc.code}] {exc.message}", **where)
+        out[mid] = ModuleCheck(mid, ms.site_id, manifest, ok, problem, serial, revoked)
+
+    for mid, rec in records.items():
+        if mid not in st.modules:
+            idx = rec.record.get("registered_index") if rec.record else None
+            findings.add("module-records", "E_AUDIT_MODULE_RECORD",
+                         f"modules/{mid}.json has no module.registered entry in the log", module_id=mid,
+                         entry=idx if isinstance(idx, int) and 0 <= idx < len(entries) else None)
+    return out

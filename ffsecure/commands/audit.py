@@ -1,0 +1,149 @@
+"""``ffsecure audit``: verify an exported audit bundle offline, and render it as an HTML report.
+
+Exit status of ``verify``: 0 when every check passes (warnings allowed), 3 when
+any check fails (the findings are listed), 1 when the bundle or an option
+cannot be read at all (``error[CODE]``), 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import click
+
+from ffsecure.clitools import echo_json
+from ffsecure.errors import ConfigError
+
+EXIT_FINDINGS = 3
+
+_STATUS_STYLE = {"ok": "green", "failed": "bold red", "warning": "yellow", "skipped": "dim"}
+
+
+def _read_file(path: str, what: str, cap: int = 16 << 20) -> bytes:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} {path} does not exist or is not a file", code="E_CONFIG",
+                          hint=f"pass the path of the {what}")
+    if p.stat().st_size > cap:
+        raise ConfigError(f"{what} {path} is larger than {cap} bytes", code="E_CONFIG")
+    return p.read_bytes()
+
+
+def _run(bundle_dir: str, ca: str | None, crl: str | None, trusted: tuple[str, ...], log_key: str | None):
+    from ffsecure.audit import audit_bundle, load_bundle
+
+    ca_pem = _read_file(ca, "CA certificate") if ca else None
+    crl_pem = _read_file(crl, "CRL") if crl else None
+    notes = [(f"trusted checkpoint {t}", _read_file(t, "trusted checkpoint", 64 * 1024)) for t in trusted]
+    vkey = _read_file(log_key, "log key", 4096).decode("utf-8", "replace") if log_key else None
+    bundle = load_bundle(bundle_dir)
+    return audit_bundle(bundle, ca_pem=ca_pem, crl_pem=crl_pem, trusted=notes, log_vkey=vkey)
+
+
+def _common(f):
+    f = click.option("--log-key", type=click.Path(dir_okay=False),
+                     help="The log's note verifier key as you hold it (optional: the bundle's CA-signed "
+                          "federation.json names it).")(f)
+    f = click.option("--trusted-checkpoint", "trusted", multiple=True, type=click.Path(dir_okay=False),
+                     help="A signed checkpoint you kept from an earlier visit (a site's receipt, an earlier "
+                          "bundle); this log must extend it. Repeatable.")(f)
+    f = click.option("--crl", type=click.Path(dir_okay=False),
+                     help="A CRL you hold (default: the bundle's crl.pem). Must be signed by the CA.")(f)
+    return f
+
+
+def _print_summary(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    latest = result.log.latest
+    head = (f"[bold]{result.bundle.path}[/bold]  log {latest.origin if latest else '?'}  "
+            f"size {latest.size if latest else '?'}  root {latest.root_hash.hex()[:16] if latest else '?'}…")
+    console.print(head)
+    table = Table(title="audit checks", show_lines=False)
+    table.add_column("check")
+    table.add_column("status")
+    table.add_column("detail")
+    for c in result.checks:
+        table.add_row(c.name, f"[{_STATUS_STYLE[c.status]}]{c.status}[/]", c.detail)
+    console.print(table)
+    if result.findings:
+        ft = Table(title="findings")
+        ft.add_column("severity")
+        ft.add_column("code")
+        ft.add_column("where")
+        ft.add_column("what", overflow="fold")
+        for f in result.findings:
+            ft.add_row(f"[{'bold red' if f.severity == 'error' else 'yellow'}]{f.severity}[/]", f.code,
+                       f.where(), f.message)
+        console.print(ft)
+    if result.ok:
+        console.print(f"[bold green]VERIFIED[/]: {len(result.warnings)} warning(s)")
+    else:
+        console.print(f"[bold red]FAILED[/]: {len(result.errors)} finding(s), {len(result.warnings)} warning(s)")
+
+
+@click.group("audit")
+def audit() -> None:
+    """Check an exported ledger bundle offline and report on it (docs/auditor-guide.md)."""
+
+
+@audit.command("verify")
+@click.argument("bundle_dir", type=click.Path(file_okay=False))
+@click.option("--ca", required=True, type=click.Path(dir_okay=False),
+              help="The federation CA certificate you hold (the root of trust).")
+@_common
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def verify_cmd(ctx, bundle_dir, ca, crl, trusted, log_key, as_json):
+    """Verify BUNDLE_DIR: checkpoints, consistency, entries, module signatures, deletions, lineage.
+
+    Exits 0 when every check passes, 3 with the list of findings when any fails.
+    """
+    ctx.ensure_object(dict)["json"] = as_json
+    result = _run(bundle_dir, ca, crl, trusted, log_key)
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        _print_summary(result)
+    if not result.ok:
+        ctx.exit(EXIT_FINDINGS)
+
+
+@audit.command("report")
+@click.argument("bundle_dir", type=click.Path(file_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the HTML report (self-contained, opens from disk).")
+@click.option("--ca", type=click.Path(dir_okay=False),
+              help="The federation CA certificate you hold (default: the bundle's ca.pem, flagged as unpinned).")
+@_common
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@click.pass_context
+def report_cmd(ctx, bundle_dir, out, ca, crl, trusted, log_key, as_json):
+    """Write an HTML report of BUNDLE_DIR: verdict, timeline, sites, lineage, deletions with proofs.
+
+    The report is written whatever the verdict; the exit status is 0 once it is written.
+    """
+    ctx.ensure_object(dict)["json"] = as_json
+    from ffsecure.audit.html import render_html
+
+    result = _run(bundle_dir, ca, crl, trusted, log_key)
+    html = render_html(result).encode("utf-8")
+    target = Path(out)
+    if target.is_dir():
+        raise ConfigError(f"{out} is a directory", code="E_CONFIG", hint="give a file name such as report.html")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        tmp.write_bytes(html)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if as_json:
+        echo_json({"report": str(target), "verdict": result.verdict, "errors": len(result.errors),
+                   "warnings": len(result.warnings), "bytes": len(html)})
+    else:
+        click.echo(f"{result.verdict}: wrote {target} ({len(html)} bytes, {len(result.errors)} finding(s))")
