@@ -8,8 +8,15 @@ from ffsecure import __version__
 from ffsecure.clitools import LazyGroup, setup_logging
 
 COMMANDS: dict[str, str] = {
+    "init": "aggregator.commands.init:init",
     "ledger": "aggregator.commands.ledger:ledger",
+    "modules": "aggregator.commands.modules:modules",
+    "publish": "aggregator.commands.publish:publish",
+    "retrain": "aggregator.commands.train:retrain",
     "serve": "aggregator.commands.serve:serve",
+    "status": "aggregator.commands.status:status",
+    "synthesize": "aggregator.commands.synthesize:synthesize",
+    "train": "aggregator.commands.train:train",
 }
 
 

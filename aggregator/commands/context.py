@@ -1,0 +1,99 @@
+"""Shared plumbing of the operator commands: options, opening a home, progress bars, confirmation."""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import re
+from pathlib import Path
+from typing import Iterator
+
+import click
+
+from ffsecure.errors import ConfigError
+
+
+def dir_option(f):
+    return click.option("--dir", "home_dir", required=True, type=click.Path(file_okay=False, exists=True),
+                        help="The aggregator home directory.")(f)
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(f)
+
+
+def yes_option(f):
+    return click.option("--yes", is_flag=True, help="Do not ask for confirmation.")(f)
+
+
+def operator_actor(name: str | None = None) -> str:
+    """``operator:<name>`` for ledger entries (default: the login name, sanitised)."""
+    if name is None:
+        try:
+            name = getpass.getuser()
+        except Exception:  # noqa: BLE001 - no login name (containers)
+            name = "operator"
+    name = re.sub(r"[^A-Za-z0-9._@-]", "-", name)[:64].lstrip("._@-") or "operator"
+    return f"operator:{name}"
+
+
+def confirm(yes: bool, question: str) -> None:
+    if not yes and not click.confirm(question, default=False, err=True):
+        raise click.Abort()
+
+
+def rich_progress(enabled: bool):
+    """(context manager, factory) for Operations.progress: one rich bar per step, on stderr."""
+    if not enabled:
+        return contextlib.nullcontext(), None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=Console(stderr=True), transient=False)
+
+    def factory(description: str, total: int):
+        task = progress.add_task(description, total=total)
+        return lambda done: progress.update(task, completed=done)
+
+    return progress, factory
+
+
+@contextlib.contextmanager
+def open_operations(home_dir: str, *, progress: bool = False, actor: str | None = None,
+                    evaluation: bool = True) -> Iterator["object"]:
+    """Open an aggregator home (federation, store, optional test set) as :class:`Operations`."""
+    from aggregator.config import load_config
+    from aggregator.evaluation import load_evaluation
+    from aggregator.home import AggregatorHome
+    from aggregator.operations import Operations
+    from aggregator.store import open_home_store
+    from ffsecure import pki
+    from ffsecure.federation import load_signed_manifest
+
+    home = AggregatorHome.at(home_dir)
+    for path, what in ((home.store_db, "store"), (home.federation, "federation manifest"),
+                       (home.ca_cert, "CA certificate")):
+        if not path.is_file():
+            raise ConfigError(f"{home.root} has no {what} ({path.name} is missing)", code="E_CONFIG",
+                              hint="point --dir at an aggregator home created by `aggregator init`")
+    federation = load_signed_manifest(home.federation.read_bytes(), pki.load_cert(home.ca_cert.read_bytes()))
+    eval_set = None
+    if evaluation and home.config.is_file():
+        cfg = load_config(home.config)
+        eval_set = load_evaluation(cfg.evaluation, label_space=federation.label_space,
+                                   image_shape=tuple(federation.image_shape))
+    bar_ctx, factory = rich_progress(progress)
+    with open_home_store(home) as store, bar_ctx:
+        yield Operations(store, federation, actor=actor or operator_actor(), runs_dir=Path(home.root) / "runs",
+                         evaluation=eval_set, progress=factory)
+
+
+def print_entries(appended) -> None:
+    from ffsecure import canonical
+
+    for a in appended:
+        e = canonical.loads(a.entry)
+        facts = e["facts"]
+        what = next((facts[k] for k in ("module_id", "classifier_id", "dataset_id") if k in facts), "")
+        click.echo(f"  [{a.index}] {e['type']} {what}")

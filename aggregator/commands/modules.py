@@ -1,0 +1,149 @@
+"""``aggregator modules``: list, show and delete (exact unlearning) registered modules."""
+
+from __future__ import annotations
+
+import click
+
+from aggregator.commands.context import (confirm, dir_option, json_option, open_operations, operator_actor,
+                                         print_entries, yes_option)
+from ffsecure.clitools import echo_json
+
+
+def _summary(row, label_space: list[str]) -> dict:
+    from ffsecure.package import ModuleManifest
+
+    m = ModuleManifest.from_bytes(row.manifest)
+    return {
+        "module_id": row.module_id, "site_id": row.site_id,
+        "status": "live" if row.status == "active" else "deleted",
+        "classes": [label_space[k] for k in m.classes], "generator": m.generator["family"],
+        "dp_epsilon": m.dp.get("epsilon") if isinstance(m.dp, dict) else None,
+        "registered_at": row.created, "registered_index": row.registered_index,
+        "deleted_at": row.deleted, "deleted_index": row.deleted_index,
+        "weights_sha256": row.weights_sha256, "weights_bytes": row.weights_size,
+    }
+
+
+@click.group("modules")
+def modules() -> None:
+    """Registered generator modules: list, show, delete."""
+
+
+@modules.command("list")
+@dir_option
+@click.option("--status", type=click.Choice(["live", "deleted"]), default=None, help="Only these modules.")
+@json_option
+@click.pass_context
+def list_cmd(ctx: click.Context, home_dir: str, status: str | None, as_json: bool) -> None:
+    """Table of modules: id, site, classes, generator, DP epsilon, registered at, status."""
+    ctx.ensure_object(dict)["json"] = as_json
+    with open_operations(home_dir, evaluation=False) as ops:
+        rows = ops.store.list_modules({"live": "active", "deleted": "deleted", None: None}[status])
+        out = [_summary(r, ops.label_space) for r in rows]
+    if as_json:
+        echo_json(out)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(out)} module(s)")
+    for col in ("module id", "site", "classes", "generator", "DP eps", "registered at", "status"):
+        table.add_column(col)
+    for m in out:
+        eps = "-" if m["dp_epsilon"] is None else f"{m['dp_epsilon']:.2f}"
+        table.add_row(m["module_id"], m["site_id"], ",".join(m["classes"]), m["generator"], eps,
+                      m["registered_at"], m["status"])
+    Console().print(table)
+
+
+@modules.command("show")
+@dir_option
+@click.argument("module_id")
+@json_option
+@click.pass_context
+def show_cmd(ctx: click.Context, home_dir: str, module_id: str, as_json: bool) -> None:
+    """Everything stored about one module (never its weights), and the artifacts built from it."""
+    ctx.ensure_object(dict)["json"] = as_json
+    from aggregator.store.base import check_module_id
+
+    check_module_id(module_id)
+    with open_operations(home_dir, evaluation=False) as ops:
+        row = ops.store.get_module(module_id)
+        info = _summary(row, ops.label_space)
+        info["used_by"] = [
+            {"kind": kind, "id": a.artifact_id, "status": a.status}
+            for kind in ("dataset", "classifier") for a in ops.store.list_artifacts(kind)
+            if module_id in {m["module_id"] for m in a.meta["modules"]}
+        ]
+    if as_json:
+        echo_json(info)
+        return
+    for key, value in info.items():
+        click.echo(f"{key}: {value}")
+
+
+@modules.command("delete")
+@dir_option
+@click.argument("module_id")
+@click.option("--reason", required=True, help="Why the module must go (recorded in the ledger).")
+@click.option("--no-retrain", is_flag=True, help="Only delete and retire; retrain later with `aggregator retrain`.")
+@click.option("--actor", default=None, help="Operator name for the ledger [default: login name].")
+@yes_option
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+@json_option
+@click.pass_context
+def delete_cmd(ctx: click.Context, home_dir: str, module_id: str, reason: str, no_retrain: bool,
+               actor: str | None, yes: bool, progress: bool, as_json: bool) -> None:
+    """Crypto-shred a module, retire what was built from it, and retrain without it.
+
+    The module's data key and blob are destroyed (module.deleted), every
+    dataset and classifier whose lineage holds it is retired, and unless
+    --no-retrain each retired live classifier is rebuilt from the remaining
+    modules with its recorded seeds and settings (a published one is
+    republished). Prints the appended ledger entries and the new accuracy
+    when [evaluation] is configured.
+    """
+    ctx.ensure_object(dict)["json"] = as_json
+    from aggregator.store.base import check_module_id
+
+    check_module_id(module_id)
+    reason = reason.strip()
+    if not reason or len(reason) > 500 or not reason.isprintable():
+        raise click.BadParameter("give a printable reason of 1..500 characters", param_hint="--reason")
+    with open_operations(home_dir, progress=progress and not as_json,
+                         actor=operator_actor(actor) if actor else None) as ops:
+        row = ops.store.get_module(module_id)
+        if row.status == "deleted":
+            from ffsecure.errors import StoreError
+
+            raise StoreError(f"module {module_id} is already deleted", code="E_MODULE_DELETED",
+                             hint="nothing left to delete; see `aggregator modules show`")
+        confirm(yes, f"Delete module {module_id} of site {row.site_id} for good "
+                     f"(its data key is destroyed; this cannot be undone)?")
+        outcome = ops.delete(module_id, reason)
+        retrain = None if no_retrain else ops.retrain()
+    appended = outcome.appended + (retrain.appended if retrain else [])
+    if as_json:
+        echo_json({
+            "module_id": module_id, "retired_datasets": outcome.retired_datasets,
+            "retired_classifiers": outcome.retired_classifiers,
+            "entries": [a.to_dict() for a in appended],
+            "retrained": None if retrain is None else {
+                "seconds": round(retrain.seconds, 3),
+                "datasets": [d.dataset_id for d in retrain.datasets],
+                "classifiers": [{"classifier_id": c.classifier_id, "sha256": c.sha256, "metrics": c.metrics}
+                                for c in retrain.classifiers],
+                "skipped": [{"classifier_id": c, "why": w} for c, w in retrain.skipped]},
+        })
+        return
+    click.echo(f"deleted module {module_id}; appended {len(appended)} ledger entries:")
+    print_entries(appended)
+    if retrain is not None:
+        for c in retrain.classifiers:
+            acc = f", accuracy {c.metrics['accuracy']:.4f}" if c.metrics else ""
+            click.echo(f"retrained {c.classifier_id} (sha256 {c.sha256[:16]}...){acc}")
+        for cid, why in retrain.skipped:
+            click.echo(f"could not retrain {cid}: {why}")
+        click.echo(f"retraining took {retrain.seconds:.1f} s")
+    elif outcome.retired_classifiers:
+        click.echo("not retrained (--no-retrain); run `aggregator retrain` when ready")
