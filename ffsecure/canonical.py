@@ -16,17 +16,19 @@ from ffsecure.errors import FormatError
 
 MAX_JSON_BYTES = 1 << 20
 MAX_JSON_DEPTH = 32
+HINT = ("encode the record with ffsecure.canonical.dumps: UTF-8, sorted keys, no whitespace, "
+        "no NaN, unique keys, at most 32 levels deep")
 
 
 def _check_numbers(obj: Any, depth: int = 0) -> None:
     if depth > MAX_JSON_DEPTH:
-        raise FormatError(f"JSON nesting deeper than {MAX_JSON_DEPTH}", code="E_JSON_DEPTH")
+        raise FormatError(f"JSON nesting deeper than {MAX_JSON_DEPTH}", code="E_JSON_DEPTH", hint=HINT)
     if isinstance(obj, float) and not math.isfinite(obj):
-        raise FormatError("JSON holds NaN or infinity, which canonical JSON forbids", code="E_JSON")
+        raise FormatError("JSON holds NaN or infinity, which canonical JSON forbids", code="E_JSON", hint=HINT)
     if isinstance(obj, dict):
         for key, value in obj.items():
             if not isinstance(key, str):
-                raise FormatError("JSON object keys must be strings", code="E_JSON")
+                raise FormatError("JSON object keys must be strings", code="E_JSON", hint=HINT)
             _check_numbers(value, depth + 1)
     elif isinstance(obj, (list, tuple)):
         for value in obj:
@@ -59,21 +61,21 @@ def _depth_guard(text: str) -> None:
             depth += 1
             if depth > MAX_JSON_DEPTH:
                 raise FormatError(
-                    f"JSON nesting deeper than {MAX_JSON_DEPTH}", code="E_JSON_DEPTH"
+                    f"JSON nesting deeper than {MAX_JSON_DEPTH}", code="E_JSON_DEPTH", hint=HINT
                 )
         elif ch in "]}":
             depth -= 1
 
 
 def _reject_constant(name: str) -> Any:
-    raise FormatError(f"JSON holds {name}, which canonical JSON forbids", code="E_JSON")
+    raise FormatError(f"JSON holds {name}, which canonical JSON forbids", code="E_JSON", hint=HINT)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
     out: dict = {}
     for key, value in pairs:
         if key in out:
-            raise FormatError(f"JSON object has the key {key!r} twice", code="E_JSON")
+            raise FormatError(f"JSON object has the key {key!r} twice", code="E_JSON", hint=HINT)
         out[key] = value
     return out
 
@@ -81,16 +83,16 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
 def loads(data: bytes, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
     """Parse JSON bytes with size, depth, duplicate-key and number checks."""
     if not isinstance(data, (bytes, bytearray)):
-        raise FormatError("JSON input must be bytes", code="E_JSON")
+        raise FormatError("JSON input must be bytes", code="E_JSON", hint=HINT)
     if len(data) > max_bytes:
         raise FormatError(
             f"JSON document is {len(data)} bytes, more than the limit of {max_bytes}",
-            code="E_JSON_SIZE",
+            code="E_JSON_SIZE", hint="send a smaller record; the limit protects the parser",
         )
     try:
         text = bytes(data).decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise FormatError(f"JSON is not valid UTF-8: {exc}", code="E_JSON") from None
+        raise FormatError(f"JSON is not valid UTF-8: {exc}", code="E_JSON", hint=HINT) from None
     _depth_guard(text)
     try:
         obj = json.loads(
@@ -100,14 +102,14 @@ def loads(data: bytes, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
     except FormatError:
         raise
     except (ValueError, RecursionError) as exc:
-        raise FormatError(f"not valid JSON: {exc}", code="E_JSON") from None
+        raise FormatError(f"not valid JSON: {exc}", code="E_JSON", hint=HINT) from None
     _check_numbers(obj)
     return obj
 
 
 def _bounded_int(text: str) -> int:
     if len(text) > 20:
-        raise FormatError("JSON integer has more than 20 digits", code="E_JSON")
+        raise FormatError("JSON integer has more than 20 digits", code="E_JSON", hint=HINT)
     return int(text)
 
 

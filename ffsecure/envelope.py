@@ -58,10 +58,20 @@ SUITES = {
 DEFAULT_SUITE = "x25519"
 
 
-class EnvelopeFormatError(FormatError):
+class DefaultHint:
+    """Mixin: an error class whose raise sites name no hint gets ``default_hint``."""
+
+    default_hint: str | None = None
+
+    def __init__(self, message: str, *, hint: str | None = None, code: str | None = None):
+        super().__init__(message, hint=hint if hint is not None else self.default_hint, code=code)
+
+
+class EnvelopeFormatError(DefaultHint, FormatError):
     """The envelope bytes are not a well-formed ffsecure envelope."""
 
     code = "E_ENVELOPE_FORMAT"
+    default_hint = "send a package sealed with ffsecure.envelope.seal (or `site-node`) to this aggregator's key"
 
 
 class EnvelopeSuiteError(CryptoError):
@@ -70,22 +80,25 @@ class EnvelopeSuiteError(CryptoError):
     code = "E_ENVELOPE_SUITE"
 
 
-class EnvelopeOpenError(CryptoError):
+class EnvelopeOpenError(DefaultHint, CryptoError):
     """HPKE decryption failed: wrong key, or the envelope was altered."""
 
     code = "E_ENVELOPE_OPEN"
+    default_hint = "the envelope was altered or sealed to another key; seal the package again and re-send it"
 
 
-class FederationMismatchError(VerificationError):
+class FederationMismatchError(DefaultHint, VerificationError):
     """A record names a different federation than the one expected."""
 
     code = "E_FEDERATION_MISMATCH"
+    default_hint = "use the federation manifest of the federation you are sending to"
 
 
-class KeyIdError(CryptoError):
+class KeyIdError(DefaultHint, CryptoError):
     """The envelope was sealed to a different aggregator key."""
 
     code = "E_KEY_ID"
+    default_hint = "seal to the HPKE key named in the current federation manifest"
 
 
 class KeyFormatError(CryptoError):
@@ -94,10 +107,11 @@ class KeyFormatError(CryptoError):
     code = "E_KEY_FORMAT"
 
 
-class TooLargeError(VerificationError):
+class TooLargeError(DefaultHint, VerificationError):
     """An input is larger than the federation allows."""
 
     code = "E_TOO_LARGE"
+    default_hint = "the federation manifest's limits.max_module_bytes caps a module; make it smaller"
 
 
 def _suite(name: str) -> tuple[hpke.Suite, hpke.KEM, int, int]:

@@ -19,6 +19,7 @@ is sliced; trailing bytes are refused. See ``docs/formats.md``.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import hashlib
 import hmac
@@ -35,7 +36,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ffsecure import FORMAT_VERSION, __version__, canonical, pki
-from ffsecure.envelope import FederationMismatchError, TooLargeError
+from ffsecure.envelope import DefaultHint, FederationMismatchError, TooLargeError
 from ffsecure.errors import FFSecureError, FormatError, PolicyError, VerificationError
 from ffsecure.federation import FederationManifest, ManifestSchemaError, check_image_shape
 
@@ -81,10 +82,11 @@ class ModuleIdError(FormatError):
     code = "E_MODULE_ID"
 
 
-class PackageFormatError(FormatError):
+class PackageFormatError(DefaultHint, FormatError):
     """The package container bytes are malformed."""
 
     code = "E_PACKAGE_FORMAT"
+    default_hint = "write packages with ffsecure.package.sign_package(...).to_bytes() (or `site-node`)"
 
 
 class ManifestTimeError(VerificationError):
@@ -93,20 +95,24 @@ class ManifestTimeError(VerificationError):
     code = "E_MANIFEST_TIME"
 
 
-class DPPolicyError(PolicyError):
+class DPPolicyError(DefaultHint, PolicyError):
     code = "E_POLICY_DP"
+    default_hint = "train with DP under the federation's max_epsilon and delta (dp_policy in the federation manifest)"
 
 
-class ClassesPolicyError(PolicyError):
+class ClassesPolicyError(DefaultHint, PolicyError):
     code = "E_POLICY_CLASSES"
+    default_hint = "declare only classes of the federation's label space, as sorted distinct indices"
 
 
-class GeneratorPolicyError(PolicyError):
+class GeneratorPolicyError(DefaultHint, PolicyError):
     code = "E_POLICY_GENERATOR"
+    default_hint = "train the generator family and config the federation manifest fixes"
 
 
-class ShapePolicyError(PolicyError):
+class ShapePolicyError(DefaultHint, PolicyError):
     code = "E_POLICY_SHAPE"
+    default_hint = "train on images of the federation's image_shape"
 
 
 def _schema(msg: str) -> ManifestSchemaError:
@@ -254,7 +260,7 @@ def build_manifest(*, federation: FederationManifest, site_id: str, weights: byt
         site_id=site_id,
         module_id=module_id or new_module_id(),
         created_at=created_at or pki.rfc3339(pki.utcnow()),
-        generator=generator or federation.generator,
+        generator=copy.deepcopy(generator or federation.generator),
         image_shape=federation.image_shape,
         classes=sorted(set(int(c) for c in classes)),
         weights_sha256=hashlib.sha256(weights).hexdigest(),
@@ -413,7 +419,14 @@ def verify_signed_manifest(manifest_bytes: bytes, signature: bytes, cert_chain_p
     if created > now + CLOCK_SKEW:
         raise ManifestTimeError(f"manifest created_at {manifest.created_at} is in the future",
                                 hint="check the site's clock")
-    identity = pki.verify_cert(cert, ca_cert=ca_cert, crl=crl, at=created, role="site")
+    try:
+        identity = pki.verify_cert(cert, ca_cert=ca_cert, crl=crl, at=created, role="site")
+    except FFSecureError as exc:
+        if exc.hint:
+            raise
+        exc.hint = ("the signing certificate must be this federation's site certificate, valid and not "
+                    "revoked at the manifest's created_at")
+        raise
     if manifest.federation_id != identity.federation_id:
         raise FederationMismatchError(
             f"manifest is for federation {manifest.federation_id!r}, the certificate for "
