@@ -1,0 +1,118 @@
+"""Smoke tests of the benchmark harness at its --quick settings: JSON shape and RESULTS.md rows.
+
+The quick settings train tiny models for one epoch: the numbers mean nothing,
+the tests check the machinery (real simulate runs, real store export, real
+`ffsecure audit verify`, the page assembled from the JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from benchmarks import run_all, utility
+
+
+@pytest.fixture(scope="module")
+def quick_out(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("bench")
+    assert run_all.main(["--quick", "--only", "utility,systems", "--out", str(out)]) == 0
+    return out
+
+
+def _load(out, name):
+    return json.loads((out / "results" / f"{name}.json").read_text())
+
+
+def test_meta_names_machine_date_commit_settings(quick_out):
+    for name in ("utility", "systems"):
+        meta = _load(quick_out, name)["meta"]
+        assert meta["benchmark"] == name and meta["quick"] is True
+        m = meta["machine"]
+        assert m["cores"] >= 1 and m["cpu_model"] and m["torch"] == torch.__version__ and m["device"] == "cpu"
+        assert len(meta["git"]["commit"]) == 40
+        assert meta["date"].endswith("Z") and meta["settings"]
+
+
+def test_utility_rows_are_real_runs(quick_out):
+    u = _load(quick_out, "utility")
+    rows = [r for r in u["rows"] if r["status"] == "measured"]
+    assert [(r["dataset"], r["split"], r["generator"]) for r in rows] == [
+        ("digits", "pathological", "cvae"), ("digits", "pathological", "ddpm")]
+    for r in rows:
+        assert r["sites"] == 10 and r["settings"]["epochs"] == 1
+        for method in ("centralized", "fedavg", "federatedfactory"):
+            assert 0.0 <= r[method]["accuracy"] <= 1.0
+            assert len(r[method]["per_class_recall"]) == 10
+        assert r["ratio_vs_centralized"] == pytest.approx(
+            r["federatedfactory"]["accuracy"] / r["centralized"]["accuracy"], abs=1e-4)
+    # the ddpm row shares the cvae row's baselines (same data, split and seed)
+    assert rows[1]["centralized"] == rows[0]["centralized"] and rows[1]["baselines_from"] != "this run"
+    assert u["paper"]["medmnist_v2_resnet18_28"]["breastmnist"] == {"accuracy": 0.863, "auroc": 0.901}
+
+
+def test_systems_figures(quick_out):
+    s = _load(quick_out, "systems")
+    env = s["envelope"][0]
+    assert env["hpke_mb_s"] > 0 and env["aesgcm_mb_s"] > 0 and env["overhead_bytes"] > 0
+    a = s["audit"]
+    assert a["entries"] == 1000 and a["library_verify_s"] > 0
+    assert a["cli_rc"] == 0 and a["cli_result"]["verdict"] == "VERIFIED" and a["cli_result"]["errors"] == 0
+    fams = {(r["family"], r["size"]) for r in s["synthesis"]}
+    assert fams == {("cvae", "tiny"), ("ddpm", "tiny")}
+    assert all(r["images_per_s"] > 0 for r in s["synthesis"])
+    assert s["ledger"]["source"] == "this run" and s["ledger"]["rows"][0]["entries"] == 1000
+
+
+def test_results_md_has_the_rows(quick_out):
+    text = (quick_out / "RESULTS.md").read_text()
+    u = _load(quick_out, "utility")
+    cvae = u["rows"][0]
+    # the paper-shaped row, with our figures read back from the JSON
+    row = next(line for line in text.splitlines() if line.startswith("| digits | pathological | 10 |"))
+    assert f"{cvae['centralized']['accuracy']:.3f} / {cvae['centralized']['auroc']:.3f}" in row
+    assert f"{cvae['federatedfactory']['accuracy']:.3f}" in row
+    for paper in ("0.889", "0.901", "11.36%", "0.863", "0.854", "0.524"):
+        assert paper in text
+    assert "Not measured yet: run `python -m benchmarks.run_all --only dp`" in text
+    assert "Not measured yet: run `python -m benchmarks.run_all --only scaling`" in text
+    assert "## Systems" in text and "`ffsecure audit verify BUNDLE` (whole process) |" in text
+    assert "`--quick` settings" in text and "## Closing note" in text
+
+
+def test_render_includes_part_results_and_is_regenerated(quick_out, tmp_path):
+    out = tmp_path / "b"
+    shutil.copytree(quick_out / "results", out / "results")
+    (out / "results" / "unlearning.md").write_text("# Unlearning\n\n| modules | retrain s |\n| ---: | ---: |\n| 3 | 1.5 |\n")
+    run_all.render(out)
+    text = (out / "RESULTS.md").read_text()
+    assert "## Exact unlearning" in text and "| 3 | 1.5 |" in text and "## Privacy attacks" not in text
+    # RESULTS.md follows the JSON: drop the utility result and the section says so
+    (out / "results" / "utility.json").unlink()
+    run_all.render(out)
+    text = (out / "RESULTS.md").read_text()
+    assert "Not measured yet: run `python -m benchmarks.run_all --only utility`" in text
+    assert "| digits | pathological | 10 |" not in text
+
+
+def test_unknown_benchmark_is_refused(tmp_path, capsys):
+    assert run_all.main(["--only", "utility,bogus", "--out", str(tmp_path)]) == 2
+    assert "bogus" in capsys.readouterr().err
+    assert not (tmp_path / "RESULTS.md").exists()
+
+
+def test_cpu_plan_lists_what_it_does_not_run():
+    sets = ["digits", "breastmnist", "pneumoniamnist", "retinamnist"]
+    run, skipped = utility.plan_cells("cpu", sets)
+    ran = {(c.dataset, c.split, c.generator) for c in run}
+    assert {(d, "pathological", "cvae") for d in sets} <= ran
+    assert ("digits", "dirichlet 0.1", "cvae") in ran and ("breastmnist", "dirichlet 0.5", "cvae") in ran
+    assert ("retinamnist", "dirichlet 0.1", "cvae") not in ran
+    # every cell of the full grid is either run or listed with a reason
+    full, _ = utility.plan_cells("full", sets)
+    assert len(full) == 4 * 3 * 2 == len(run) + len(skipped)
+    assert all(reason for _, reason in skipped)
