@@ -1,0 +1,116 @@
+"""`ffsecure audit verify` and `report` as a user runs them: real bundles, exit codes, output.
+
+Two tests run the real program in a child process; the others drive the same click
+command in-process (CliRunner) to keep the suite quick: loading a federation manifest
+validates its generator config, which imports torch (seconds per process on a shared CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.audit_fixture import AuditLab, standard_history
+from tests.conftest import cli_env
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audit-cli")
+    lab = AuditLab(root)
+    idx = standard_history(lab)
+    bundle = lab.export("clean")
+    ca = root / "ca.pem"
+    ca.write_bytes(lab.fed.ca_pem)
+    lab.close()
+    return lab, idx, bundle, ca
+
+
+def run(*args):
+    """The real program in a child process."""
+    return subprocess.run([sys.executable, "-m", "ffsecure", "audit", *map(str, args)], capture_output=True,
+                          text=True, env=cli_env(), timeout=300)
+
+
+def invoke(*args):
+    """The same command in-process; returns (exit code, stdout, stderr)."""
+    from click.testing import CliRunner
+
+    from ffsecure.cli import cli
+
+    r = CliRunner().invoke(cli, ["audit", *map(str, args)], catch_exceptions=False)
+    return r.exit_code, r.stdout, r.stderr
+
+
+def test_verify_clean_bundle_exits_zero_with_a_summary(world):
+    lab, idx, bundle, ca = world
+    p = run("verify", bundle, "--ca", ca)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "VERIFIED" in p.stdout and "checkpoint-roots" in p.stdout and "module-signatures" in p.stdout
+    code, stdout, _ = invoke("verify", bundle, "--ca", ca, "--json")
+    assert code == 0
+    out = json.loads(stdout)
+    assert out["verdict"] == "VERIFIED" and out["findings"] == [] and out["tree_size"] == idx["pub2"] + 1
+    assert [c["name"] for c in out["checks"]][:2] == ["trust-anchor", "entries"]
+
+
+def test_verify_tampered_bundle_exits_three_with_findings(world, tmp_path):
+    lab, idx, bundle, ca = world
+    t = tmp_path / "t"
+    shutil.copytree(bundle, t)
+    lines = (t / "entries.jsonl").read_bytes()[:-1].split(b"\n")
+    i = idx["retire_ds1"]
+    lines[i], lines[i + 1] = lines[i + 1], lines[i]
+    (t / "entries.jsonl").write_bytes(b"".join(x + b"\n" for x in lines))
+    code, stdout, _ = invoke("verify", t, "--ca", ca)
+    assert code == 3
+    assert "FAILED" in stdout and "E_AUDIT_REORDERED" in stdout and f"entry {i}" in stdout
+    j = run("verify", t, "--ca", ca, "--json")
+    assert j.returncode == 3, j.stderr
+    out = json.loads(j.stdout)
+    assert out["verdict"] == "FAILED"
+    f = [x for x in out["findings"] if x["code"] == "E_AUDIT_REORDERED"][0]
+    assert f["entry"] == i and f["entries"] == [i, i + 1] and f["checkpoint"] == idx["pub2"] + 1
+
+
+def test_verify_with_trusted_checkpoint_option(world, tmp_path):
+    lab, idx, bundle, ca = world
+    cp = tmp_path / "receipt-3"
+    cp.write_bytes((bundle / "checkpoints" / "3").read_bytes())
+    assert invoke("verify", bundle, "--ca", ca, "--trusted-checkpoint", cp)[0] == 0
+    cp.write_bytes((bundle / "checkpoints" / "3").read_bytes().replace(b"\n3\n", b"\n2\n", 1))
+    code, stdout, _ = invoke("verify", bundle, "--ca", ca, "--trusted-checkpoint", cp, "--json")
+    assert code == 3
+    assert [f["code"] for f in json.loads(stdout)["findings"]] == ["E_AUDIT_TRUSTED_CHECKPOINT"]
+
+
+def test_unreadable_inputs_are_errors_not_findings(world, tmp_path):
+    lab, idx, bundle, ca = world
+    p = run("verify", tmp_path / "nope", "--ca", ca)       # fails before anything heavy is imported
+    assert p.returncode == 1 and "error[E_AUDIT_BUNDLE]" in p.stderr and "hint:" in p.stderr
+    code, _, stderr = invoke("verify", bundle, "--ca", tmp_path / "missing.pem")
+    assert code == 1 and "error[E_CONFIG]" in stderr
+    code, _, stderr = invoke("verify", bundle)
+    assert code == 2 and "--ca" in stderr
+    (tmp_path / "empty").mkdir()
+    code, _, stderr = invoke("verify", tmp_path / "empty", "--ca", ca, "--json")
+    assert code == 1 and json.loads(stderr)["error"]["code"] == "E_AUDIT_BUNDLE"
+
+
+def test_report_without_ca_is_written_and_flags_the_unpinned_anchor(world, tmp_path):
+    lab, idx, bundle, ca = world
+    out = tmp_path / "sub" / "report.html"
+    code, stdout, _ = invoke("report", bundle, "-o", out, "--json")
+    assert code == 0
+    meta = json.loads(stdout)
+    assert meta["verdict"] == "VERIFIED" and meta["warnings"] == 1
+    html = out.read_text()
+    assert "E_AUDIT_CA_UNPINNED" in html and html.startswith("<!DOCTYPE html>")
+    assert list(out.parent.iterdir()) == [out]    # no temporary file left
