@@ -126,6 +126,11 @@ class AggregatorService(pb_grpc.AggregatorServicer):
     def GetUploadStatus(self, request: pb.GetUploadStatusRequest, context, peer: Peer) -> pb.UploadStatus:
         upload_id = check_upload_id(request.upload_id)
         state = self.deps.staging.status(peer.site_id, upload_id)
+        if state is not None and not state.registered and state.committed_offset == state.total_size:
+            # Every byte arrived but the server stopped (crash, kill) before the upload was marked
+            # registered: no stream can resume it (nothing is left to send), so finish it here.
+            self._finish_complete_upload(peer, state)
+            state = self.deps.staging.status(peer.site_id, upload_id)
         if state is None:
             return pb.UploadStatus(upload_id=upload_id, state=pb.UploadStatus.UNKNOWN, committed_offset=0,
                                    max_chunk_bytes=self.deps.max_chunk_bytes)
@@ -187,23 +192,41 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                     f"stream ended at offset {staged.offset} of {staged.state.total_size}",
                     code="E_UPLOAD_INCOMPLETE", hint=f"resume the upload at offset {staged.offset}",
                 )
-            sealed = staged.read_verified()
-            try:
-                receipt = self.deps.registrar.register(sealed, peer)
-            except FFSecureError:
-                staged.discard()  # a refused package can never become valid by resuming
-                raise
-            finally:
-                del sealed
-            staged.mark_registered(receipt.module_id)
-            log.info("module %s registered for site %s at index %d%s", receipt.module_id, peer.site_id,
-                     receipt.index, " (existing)" if receipt.existing else "",
-                     extra={"event": "module_registered", "peer_identity": peer.identity.uri,
-                            "module_id": receipt.module_id, "index": receipt.index, "existing": receipt.existing})
+            receipt = self._register_staged(staged, peer)
             return _receipt_pb(receipt, receipt.module_id)
         finally:
             if staged is not None:
                 staged.close()
+
+    def _register_staged(self, staged, peer: Peer) -> StoreReceipt:
+        """Hash-check, open, verify and register a complete staged upload; mark it registered."""
+        sealed = staged.read_verified()
+        try:
+            receipt = self.deps.registrar.register(sealed, peer)
+        except FFSecureError:
+            staged.discard()  # a refused package can never become valid by resuming
+            raise
+        finally:
+            del sealed
+        staged.mark_registered(receipt.module_id)
+        log.info("module %s registered for site %s at index %d%s", receipt.module_id, peer.site_id,
+                 receipt.index, " (existing)" if receipt.existing else "",
+                 extra={"event": "module_registered", "peer_identity": peer.identity.uri,
+                        "module_id": receipt.module_id, "index": receipt.index, "existing": receipt.existing})
+        return receipt
+
+    def _finish_complete_upload(self, peer: Peer, state) -> None:
+        """Register an upload whose bytes are all durable but which a crash left unregistered."""
+        staged = self.deps.staging.open(peer.site_id, state.upload_id, total_size=state.total_size,
+                                        total_sha256=bytes.fromhex(state.total_sha256))
+        try:
+            if staged.complete and not staged.state.registered:
+                log.info("finishing upload %s of site %s left complete by a restart", state.upload_id,
+                         peer.site_id, extra={"event": "upload_finished_after_restart",
+                                              "peer_identity": peer.identity.uri, "upload_id": state.upload_id})
+                self._register_staged(staged, peer)
+        finally:
+            staged.close()
 
     # -- log ----------------------------------------------------------------
     def _checkpoint(self) -> tuple[str, int]:

@@ -1,0 +1,187 @@
+"""SIGKILL the aggregator at random moments while many sites upload at once.
+
+A real ``aggregator serve`` process (mTLS, HPKE, SQLite store, Merkle log)
+receives one module from each of N sites, all started together. A killer
+thread sends SIGKILL at random moments while uploads are still in flight and
+restarts the server from the same home each time; the sites keep retrying
+with the same upload id (resuming at the committed offset) until they hold a
+verified receipt. Afterwards, offline:
+
+* every site completed, and every acknowledged module (receipt) is in the
+  store, its blob decrypts to the weights the manifest hashes, its
+  ``module.registered`` entry is the one in the receipt, and the log at the
+  receipt's checkpoint is a prefix of today's log (consistency proof);
+* nothing else is there: one ``module.registered`` entry per module, no
+  module without an acknowledgement, no stray blob, no staged upload left
+  holding bytes (``verify_integrity``);
+* an exported bundle verifies offline.
+
+Default: 10 uploads, 2 kills. Slow: 100 uploads, 10 kills.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import secrets
+import threading
+import time
+
+import pytest
+
+from aggregator.store import open_home_store
+from ffsecure.ledger import leaf_hash, open_checkpoint, verify_bundle_log, verify_consistency, verify_inclusion
+from site_node.client import AggregatorError, RetryPolicy
+from tests.faults.aggregator_proc import AggregatorProcess, free_port, pin_port
+from tests.federation_fixture import build_federation
+
+RETRY_CODES = {"E_RPC_UNAVAILABLE", "E_RPC_DEADLINE_EXCEEDED", "E_RPC_ABORTED", "E_RPC_CANCELLED",
+               "E_RPC_UNKNOWN", "E_RPC_INTERNAL", "E_UPLOAD_BUSY", "E_RATE_LIMIT", "E_SHUTTING_DOWN"}
+
+
+def _kill_run(tmp_path, *, n_uploads: int, kills: int, seed: int, deadline_s: float) -> dict:
+    rng = random.Random(seed)
+    sites = [f"s{i:03d}" for i in range(n_uploads)]
+    # 3x64x64 tiny cvae: ~2 MB per sealed module, so that a kill lands mid-stream
+    fed = build_federation(tmp_path / "fed", sites=sites, image_shape=(3, 64, 64),
+                           labels=[f"c{i}" for i in range(10)], chunk_bytes=64 * 1024,
+                           commit_every_bytes=256 * 1024, max_workers=16, calls_per_second=500.0,
+                           call_burst=1000, uploads_per_minute=6000.0, upload_burst=1000)
+    address = pin_port(fed.config_path, free_port())
+    packages = {s: fed.make_package(s, classes=[i % 10], seed=i) for i, s in enumerate(sites)}
+    acked: dict[str, object] = {}
+    failed: dict[str, str] = {}
+    attempts: dict[str, int] = {}
+    lock = threading.Lock()
+    start = threading.Event()
+    stop_at = time.monotonic() + deadline_s
+
+    def site_worker(site: str, wrng: random.Random) -> None:
+        sealed, pkg = packages[site]
+        upload_id = secrets.token_hex(16)
+        start.wait()
+        n = 0
+        while time.monotonic() < stop_at:
+            n += 1
+            try:
+                with fed.client(site, address, retry=RetryPolicy(max_attempts=2, base_delay_s=0.05, max_delay_s=0.5,
+                                                                 rng=wrng),
+                                timeout_s=10, upload_timeout_s=60) as c:
+                    receipt = c.upload(sealed, upload_id=upload_id, module_id=pkg.manifest.module_id, site_id=site)
+                with lock:
+                    acked[site] = receipt
+                    attempts[site] = n
+                return
+            except AggregatorError as exc:
+                if exc.code not in RETRY_CODES:
+                    with lock:
+                        failed[site] = f"{exc.code}: {exc.message}"
+                    return
+                time.sleep(wrng.uniform(0.05, 0.4))
+        with lock:
+            failed[site] = "deadline"
+
+    server = AggregatorProcess(fed.config_path, tmp_path / "serve.log")
+    kill_log: list[dict] = []
+    with server:
+        threads = [threading.Thread(target=site_worker, args=(s, random.Random(rng.random())), daemon=True)
+                   for s in sites]
+        for t in threads:
+            t.start()
+        start.set()
+        t0 = time.monotonic()
+        while len(kill_log) < kills and time.monotonic() < stop_at:
+            time.sleep(rng.uniform(0.05, 0.6))
+            with lock:
+                in_flight = n_uploads - len(acked) - len(failed)
+                done = len(acked)
+            if in_flight == 0:
+                break
+            server.kill()
+            kill_log.append({"at_s": round(time.monotonic() - t0, 3), "acked_before": done, "in_flight": in_flight})
+            server.start()
+        for t in threads:
+            t.join(max(1.0, stop_at - time.monotonic()))
+        assert server.stop() == 0, server.log_tail()
+
+    assert not failed, f"sites that did not complete: {failed}"
+    assert len(kill_log) == kills, f"only {len(kill_log)} kills landed while uploads were in flight: {kill_log}"
+    _check_store(fed, packages, acked, tmp_path)
+    return {"kills": kill_log, "acknowledged": len(acked), "lost": 0,
+            "retried_sites": sum(1 for v in attempts.values() if v > 1)}
+
+
+def _check_store(fed, packages, acked, tmp_path) -> None:
+    store = open_home_store(fed.home)
+    try:
+        summary = store.verify_integrity()  # store and log agree; blobs decrypt; no stray blob
+        size = store.size()
+        final_root = store.root_hash(size)
+        final = open_checkpoint(store.checkpoint(), fed.log_vkey, origin=fed.manifest.aggregator["log_origin"])
+        assert final.size == size and final.root_hash == final_root
+        modules = {m.module_id: m for m in store.list_modules()}
+        # exactly the acknowledged modules, each once
+        assert set(modules) == {r.module_id for r in acked.values()} == {
+            p.manifest.module_id for _s, p in packages.values()}
+        registered = [i for i in range(size) if b'"type":"module.registered"' in store.entry(i)]
+        assert len(registered) == len(modules) == summary.get("modules", len(modules))
+        for site, receipt in acked.items():
+            _sealed, pkg = packages[site]
+            row = modules[receipt.module_id]
+            assert row.site_id == site and row.status == "active"
+            assert store.entry(receipt.index) == receipt.entry
+            weights = store.module_weights(receipt.module_id)
+            assert hashlib.sha256(weights).hexdigest() == pkg.manifest.weights_sha256
+            # the receipt's view of the log is a prefix of today's
+            cp = open_checkpoint(receipt.checkpoint, fed.log_vkey, origin=fed.manifest.aggregator["log_origin"])
+            verify_inclusion(leaf_hash(receipt.entry), receipt.index, cp.size, receipt.inclusion_proof, cp.root_hash)
+            if cp.size < size:
+                verify_consistency(cp.size, size, cp.root_hash, final_root, store.consistency_proof(cp.size, size))
+            else:
+                assert cp.root_hash == final_root
+        bundle = store.export_bundle(tmp_path / "bundle", ca_cert_pem=fed.ca_pem, crl_pem=fed.ca.crl_pem())
+        assert verify_bundle_log(bundle).size == size
+    finally:
+        store.close()
+    # no staged upload holds bytes: every upload ended registered
+    leftovers = [p for p in (fed.home.root / "uploads").rglob("data")]
+    assert not leftovers, leftovers
+
+
+def test_sigkill_during_concurrent_uploads_loses_nothing(tmp_path):
+    result = _kill_run(tmp_path, n_uploads=10, kills=2, seed=1123, deadline_s=150)
+    assert result["acknowledged"] == 10
+
+
+@pytest.mark.slow
+def test_sigkill_during_100_concurrent_uploads_loses_nothing(tmp_path):
+    result = _kill_run(tmp_path, n_uploads=100, kills=10, seed=20261123, deadline_s=540)
+    assert result["acknowledged"] == 100
+    print("fault run:", result)
+
+
+def test_upload_complete_on_disk_but_unregistered_is_finished_after_restart(tmp_path):
+    """The window a kill can hit between the last committed byte and the registration.
+
+    All bytes are durable (committed offset == total size) but the server died
+    before registering: no stream can resume it (nothing is left to send), so
+    ``GetUploadStatus`` finishes it and the site gets its receipt.
+    """
+    fed = build_federation(tmp_path / "fed")
+    sealed, pkg = fed.make_package("st-mary")
+    upload_id = secrets.token_hex(16)
+    with fed.serve() as srv:
+        staging = srv.runtime.deps.staging
+        with staging.open("st-mary", upload_id, total_size=len(sealed),
+                          total_sha256=hashlib.sha256(sealed).digest()) as staged:
+            staged.write(0, sealed)  # then the "crash": closed with every byte committed, nothing registered
+        state = staging.status("st-mary", upload_id)
+        assert state.committed_offset == len(sealed) and not state.registered
+        assert srv.runtime.store.size() == 0
+        with fed.client("st-mary", srv.address, retry=RetryPolicy(max_attempts=1)) as c:
+            receipt = c.upload(sealed, upload_id=upload_id, module_id=pkg.manifest.module_id, site_id="st-mary")
+            assert receipt.index == 0 and srv.runtime.store.size() == 1
+            assert staging.status("st-mary", upload_id).registered
+            # and again: the same receipt, nothing added
+            again = c.upload(sealed, upload_id=upload_id, module_id=pkg.manifest.module_id, site_id="st-mary")
+            assert again.index == 0 and again.existing and srv.runtime.store.size() == 1
