@@ -133,7 +133,7 @@ def _timeline(r: AuditResult) -> str:
         return left + (span * (i + 0.5) / n)
 
     bad_entries = {f.entry for f in r.findings if f.entry is not None and f.severity == "error"}
-    parts = [f'<svg role="img" aria-label="timeline of the federation" xmlns="http://www.w3.org/2000/svg" '
+    parts = [f'<svg role="img" aria-label="timeline of the federation" '
              f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">']
     for k, (_, title, _types) in enumerate(LANES):
         y = top + lane_h * k + lane_h / 2
