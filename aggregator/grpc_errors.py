@@ -44,6 +44,7 @@ _BY_CODE: dict[str, grpc.StatusCode] = {
     "E_RATE_LIMIT": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "E_TOO_LARGE": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "E_UPLOAD_QUOTA": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "E_DISK_FULL": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "E_DEADLINE": grpc.StatusCode.DEADLINE_EXCEEDED,
     # state
     "E_DUPLICATE_MODULE": grpc.StatusCode.ALREADY_EXISTS,

@@ -15,6 +15,7 @@ under the store lock; the expensive checks run in parallel across uploads.
 
 from __future__ import annotations
 
+import errno
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -22,14 +23,29 @@ from typing import Any, Callable
 from cryptography import x509
 
 from ffsecure import envelope
-from ffsecure.errors import VerificationError
+from ffsecure.errors import StoreError, VerificationError
 from ffsecure.federation import FederationManifest
 from ffsecure.ledger import make_entry, open_checkpoint
 from ffsecure.package import SignedPackage, package_meta, verify_package
 from aggregator.auth import Peer
 from aggregator.store.base import Receipt as StoreReceipt, Store, check_module_id
 
-__all__ = ["Registrar", "StoreReceipt", "check_module_id", "receipt_for_module", "max_upload_bytes"]
+__all__ = ["DiskFullError", "Registrar", "disk_error", "StoreReceipt", "check_module_id", "receipt_for_module", "max_upload_bytes"]
+
+
+class DiskFullError(StoreError):
+    """The aggregator's disk (blobs, store or staging area) has no room for this write."""
+
+    code = "E_DISK_FULL"
+
+
+def disk_error(exc: OSError, doing: str) -> StoreError:
+    """A typed error for a failed write: E_DISK_FULL for no space / quota, E_STORE otherwise."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return DiskFullError(f"the aggregator ran out of disk space while {doing}; nothing was kept",
+                             hint="retry later; the operator must free space on the aggregator's disk")
+    return StoreError(f"the aggregator could not write while {doing}: {exc.strerror or exc}",
+                      hint="retry later; the operator has the details")
 
 
 class ImpersonationError(VerificationError):
@@ -119,8 +135,12 @@ class Registrar:
         m = package.manifest
         entry = make_entry("module.registered", peer.actor, self.entry_facts(package, verified))
         with self.store_lock:
-            r = self.store.register_module(
-                module_id=m.module_id, site_id=m.site_id, manifest_bytes=package.manifest_bytes,
-                package_meta=package_meta(package), weights=package.weights, entry=entry,
-            )
+            try:
+                r = self.store.register_module(
+                    module_id=m.module_id, site_id=m.site_id, manifest_bytes=package.manifest_bytes,
+                    package_meta=package_meta(package), weights=package.weights, entry=entry,
+                )
+            except OSError as exc:
+                # The store rolled back (no row, no entry, its new blob removed); say why, typed.
+                raise disk_error(exc, "storing the module") from None
         return _with_id(r, m.module_id)

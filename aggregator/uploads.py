@@ -71,6 +71,12 @@ def _check_site(site_id: str) -> str:
     return site_id
 
 
+def _disk_error(exc: OSError, doing: str) -> FFSecureError:
+    from aggregator.registration import disk_error
+
+    return disk_error(exc, doing)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -113,7 +119,8 @@ class StagedUpload:
         self.directory = directory
         self.state = state
         self._key = key
-        self._fh = open(directory / "data", "r+b" if (directory / "data").exists() else "w+b")
+        # Unbuffered: a failed write (disk full) leaves no buffered bytes behind to fail again on close.
+        self._fh = open(directory / "data", "r+b" if (directory / "data").exists() else "w+b", buffering=0)
         # Anything past the committed offset may be torn: drop it.
         self._fh.truncate(state.committed_offset)
         self._fh.seek(state.committed_offset)
@@ -137,7 +144,13 @@ class StagedUpload:
                 f"chunk ends at {self.offset + len(data)}, past the announced size {self.state.total_size}",
                 code="E_UPLOAD_MISMATCH", hint="send exactly total_size bytes",
             )
-        self._fh.write(data)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[self._fh.write(view):]
+        except OSError as exc:
+            self._drop_uncommitted()
+            raise _disk_error(exc, "staging the upload") from None
         self.offset += len(data)
         self._uncommitted += len(data)
         if self._uncommitted >= self._staging.commit_every_bytes:
@@ -147,11 +160,27 @@ class StagedUpload:
         """Make the bytes written so far durable and record the offset."""
         if self._closed or (self._uncommitted == 0 and self.state.committed_offset == self.offset):
             return
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self.state.committed_offset = self.offset
-        _write_state(self.directory, self.state)
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            state = UploadState(**{**asdict(self.state), "committed_offset": self.offset})
+            _write_state(self.directory, state)
+        except OSError as exc:
+            self._drop_uncommitted()
+            raise _disk_error(exc, "staging the upload") from None
+        self.state = state
         self._uncommitted = 0
+
+    def _drop_uncommitted(self) -> None:
+        """After a failed write: forget bytes past the committed offset (the next stream resumes there)."""
+        self._uncommitted = 0
+        self.offset = self.state.committed_offset
+        try:
+            self._fh.seek(0)
+            self._fh.truncate(self.offset)
+            self._fh.seek(self.offset)
+        except (OSError, ValueError):
+            pass
 
     def read_verified(self) -> bytes:
         """Check size and SHA-256 of the complete upload and return its bytes.
