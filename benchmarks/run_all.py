@@ -31,11 +31,12 @@ PAPER_FF, PAPER_CENTRAL = 0.889, 0.901  # FederatedFactory paper, MedMNIST (accu
 SHORT_OF_PAPER = 0.90  # a FederatedFactory / centralized ratio below this falls short of the paper
 
 
-def run_benchmarks(only: list[str], *, quick: bool, out: Path, plan: str, threads: int, device: str) -> None:
+def run_benchmarks(only: list[str], *, quick: bool, out: Path, plan: str, threads: int, device: str,
+                   budget_min: float | None = None) -> None:
     if "utility" in only:
         from benchmarks import utility
 
-        utility.run("quick" if quick else plan, out=out, threads=threads, device=device)
+        utility.run("quick" if quick else plan, out=out, threads=threads, device=device, budget_min=budget_min)
     if "dp" in only:
         from benchmarks import dp
 
@@ -154,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny settings (seconds); for tests and CI")
     p.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {','.join(BENCHMARKS)}")
     p.add_argument("--plan", default="cpu", choices=("cpu", "full"), help="utility grid plan (see benchmarks.utility)")
+    p.add_argument("--budget-min", type=float, default=None,
+                   help="utility: start no new grid cell after this many minutes (the rest are listed as not run)")
     p.add_argument("--render-only", action="store_true", help="only rebuild RESULTS.md from the JSON present")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
@@ -167,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(a.out)
     if not a.render_only:
-        run_benchmarks(only, quick=a.quick, out=out, plan=a.plan, threads=a.threads, device=a.device)
+        run_benchmarks(only, quick=a.quick, out=out, plan=a.plan, threads=a.threads, device=a.device,
+                       budget_min=a.budget_min)
     path = render(out)
     print(f"wrote {path}")
     return 0

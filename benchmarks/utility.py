@@ -109,11 +109,10 @@ def plan_cells(plan: str, datasets: list[str]) -> tuple[list[Cell], list[tuple[C
     if plan != "cpu":
         raise ValueError(f"unknown plan {plan!r}")
     dirichlet_sets = [d for d in ("digits", "breastmnist") if d in datasets]
-    run: list[Cell] = []
-    for d in datasets:
-        run.append(Cell(d, "pathological", None, "cvae"))
-        if d in dirichlet_sets:
-            run += [Cell(d, "dirichlet", a, "cvae") for a in (0.1, 0.5)]
+    # most important first: a run stopped by its time budget keeps the headline rows
+    run: list[Cell] = [Cell(d, "pathological", None, "cvae") for d in datasets]
+    for d in dirichlet_sets:
+        run += [Cell(d, "dirichlet", a, "cvae") for a in (0.1, 0.5)]
     if "digits" in datasets:
         run.append(Cell("digits", "pathological", None, "ddpm", "tiny"))
     ran = {(c.dataset, c.partition, c.alpha, c.generator) for c in run}
@@ -164,19 +163,28 @@ def _metrics(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(plan: str = "cpu", *, datasets: list[str] | None = None, out: Path = common.DEFAULT_OUT,
-        threads: int = 1, device: str = "cpu", seed: int = 0, progress=print) -> dict[str, Any]:
+        threads: int = 1, device: str = "cpu", seed: int = 0, budget_min: float | None = None,
+        progress=print) -> dict[str, Any]:
+    """Run the plan's cells in order; with ``budget_min``, cells not started in time are listed as not run."""
     import torch
 
     torch.set_num_threads(threads)
     datasets = datasets or available_datasets()
     cells, skipped = plan_cells(plan, datasets)
     quick = plan == "quick"
+    deadline = time.monotonic() + budget_min * 60 if budget_min else None
     md = common.meta("utility", {"plan": plan, "datasets": datasets, "threads": threads, "seed": seed,
+                                 "budget_min": budget_min,
                                  "overrides": QUICK if quick else "none (ffsecure.simulate defaults)"},
                      device=device, quick=quick)
     rows: list[dict[str, Any]] = []
     baseline_of: dict[tuple, dict[str, Any]] = {}
+    result = {"meta": md, "rows": rows, "paper": PAPER}
     for i, cell in enumerate(cells):
+        if deadline is not None and time.monotonic() > deadline:
+            skipped = [(c, f"time budget of {budget_min:g} min spent before this cell started")
+                       for c in cells[i:]] + skipped
+            break
         progress(f"[utility {i + 1}/{len(cells)}] {cell.dataset} {cell.split} {cell.generator} "
                  f"({cell.generator_size})")
         base = baseline_of.get(cell.group)
@@ -192,11 +200,11 @@ def run(plan: str = "cpu", *, datasets: list[str] | None = None, out: Path = com
         rows.append(row)
         progress(f"    FF {row['federatedfactory']['accuracy']:.3f} / centralized {cen:.3f} / "
                  f"FedAvg {row['fedavg']['accuracy']:.3f}  ratio {row['ratio_vs_centralized']}  ({row['wall_s']} s)")
+        common.write_result(out, "utility", result, to_markdown(result))  # keep finished rows if stopped
     for cell, reason in skipped:
         rows.append({"dataset": cell.dataset, "partition": cell.partition, "alpha": cell.alpha, "split": cell.split,
                      "generator": cell.generator, "generator_size": cell.generator_size, "status": "not run",
                      "reason": reason})
-    result = {"meta": md, "rows": rows, "paper": PAPER}
     common.write_result(out, "utility", result, to_markdown(result))
     return result
 
@@ -297,10 +305,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget-min", type=float, default=None,
+                   help="start no new cell after this many minutes (the rest are listed as not run)")
     p.add_argument("--out", default=str(common.DEFAULT_OUT))
     a = p.parse_args(argv)
     return run(a.plan, datasets=a.datasets.split(",") if a.datasets else None, out=Path(a.out),
-               threads=a.threads, device=a.device, seed=a.seed)
+               threads=a.threads, device=a.device, seed=a.seed, budget_min=a.budget_min)
 
 
 if __name__ == "__main__":
