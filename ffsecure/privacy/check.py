@@ -1,0 +1,90 @@
+"""One privacy check of a generator module: memorization, membership inference, DP accounting.
+
+:func:`run_check` takes the module (a built generator plus its manifest's
+``dp`` record), the site's training images (members), real images of the
+same classes it never trained on (non-members), and optionally a reference
+generator for the calibrated attack; it returns the full local report
+(JSON-ready) whose numbers-only part (:func:`ffsecure.privacy.report.manifest_report`)
+goes into the signed manifest.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ffsecure.errors import DataError
+from ffsecure.privacy import accounting, membership, memorization
+from ffsecure.privacy.report import REPORT_VERSION, manifest_report
+
+
+def split_holdout(x: torch.Tensor, y: torch.Tensor, *, seed: int, reference_fraction: float
+                  ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
+    """Split real non-member images into (evaluation set, reference-training set or None), stratified-free, seeded."""
+    if reference_fraction <= 0:
+        return (x, y), None
+    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
+    k = int(round(x.shape[0] * reference_fraction))
+    if k < 1 or x.shape[0] - k < 1:
+        raise DataError(f"{x.shape[0]} held-out images cannot be split for a reference model",
+                        code="E_DATA_FORMAT", hint="use more held-out images or --no-reference")
+    ref, ev = perm[:k], perm[k:]
+    return (x[ev], y[ev]), (x[ref], y[ref])
+
+
+def subsample(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if n is None or x.shape[0] <= n:
+        return x, y
+    idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
+    return x[idx], y[idx]
+
+
+def generation_labels(labels: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` labels with the class proportions of ``labels`` (largest remainder), sorted."""
+    classes, counts = torch.unique(labels, return_counts=True)
+    share = counts.double() / counts.sum() * n
+    base = share.floor().long()
+    rest = n - int(base.sum())
+    base[torch.argsort(share - base.double(), descending=True)[:rest]] += 1
+    return torch.repeat_interleave(classes, base)
+
+
+def run_check(gen: Any, *, members: tuple[torch.Tensor, torch.Tensor],
+              non_members: tuple[torch.Tensor, torch.Tensor], dp: dict[str, Any] | None = None,
+              reference: Any | None = None, n_generated: int = 1000, seed: int = 0,
+              draws: int | None = None, png: str | Path | None = None,
+              near_copy_threshold: float | None = None) -> dict[str, Any]:
+    """Measure the module; return the full report (see ``docs/privacy.md``)."""
+    if n_generated < 1:
+        raise DataError("generate at least one sample", code="E_DATA_FORMAT", hint="use --samples 1000")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    mia = membership.attack(gen, members, non_members, reference=reference, draws=draws, seed=seed)
+    timings["membership_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    labels = generation_labels(members[1], n_generated)
+    generated = gen.sample(labels, seed=seed)
+    memo = memorization.memorization(generated, members[0], non_members[0], threshold=near_copy_threshold)
+    files = {}
+    if png is not None:
+        memorization.closest_pairs_png(png, generated, members[0], memo["d_gen"], memo["nn_gen"],
+                                       threshold=memo["near_copy_threshold"])
+        files["closest_pairs_png"] = str(png)
+    timings["memorization_s"] = time.perf_counter() - t0
+
+    acct = accounting.recompute(dp, strict=True)
+    full = {
+        "v": REPORT_VERSION,
+        "family": gen.family,
+        "membership": mia,
+        "memorization": memorization.summary(memo),
+        "accounting": acct,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "files": files,
+    }
+    full["manifest_report"] = manifest_report(full)
+    return full
