@@ -27,6 +27,7 @@ from ffsecure.errors import StoreError, VerificationError
 from ffsecure.federation import FederationManifest
 from ffsecure.ledger import make_entry, open_checkpoint
 from ffsecure.package import SignedPackage, package_meta, verify_package
+from ffsecure.privacy.policy import check_module as check_privacy_policy
 from aggregator.auth import Peer
 from aggregator.store.base import Receipt as StoreReceipt, Store, check_module_id
 
@@ -112,6 +113,8 @@ class Registrar:
                 f"connection of site {peer.site_id!r}",
                 hint="a site uploads only its own modules, over a connection with its own certificate",
             )
+        m = package.manifest
+        check_privacy_policy(m.privacy_report, m.dp, self.federation.privacy_policy)  # E_PRIVACY_POLICY
         return package, verified
 
     @staticmethod

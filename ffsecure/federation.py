@@ -237,6 +237,12 @@ class FederationManifest:
                     isinstance(k, str) and (v is None or isinstance(v, (bool, str)) or _number(v))
                     for k, v in pp.items()):
                 raise _schema("privacy_policy must be an object of scalar values")
+            from ffsecure.privacy.policy import check_policy_fields
+
+            try:
+                check_policy_fields(pp)
+            except FormatError as exc:
+                raise _schema(exc.message) from None
         try:
             pki.parse_rfc3339(self.created_at)
         except FormatError:

@@ -212,6 +212,12 @@ class ModuleManifest:
                     or not all(isinstance(k, str) and (v is None or isinstance(v, (str, bool))
                                                        or _number(v)) for k, v in pr.items())):
                 raise _schema("privacy_report must be null or an object of scalar values")
+            from ffsecure.privacy.report import check_report
+
+            try:
+                check_report(pr)
+            except FFSecureError as exc:
+                raise _schema(exc.message) from None
 
     def to_dict(self) -> dict:
         return {
