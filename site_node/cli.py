@@ -12,6 +12,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "site_node.commands.evaluate:evaluate",
     "forget": "site_node.commands.forget:forget",
     "install-cert": "site_node.commands.install_cert:install_cert",
+    "privacy-check": "site_node.commands.privacy_check:privacy_check",
     "run": "site_node.commands.run:run",
     "status": "site_node.commands.status:status",
     "train": "site_node.commands.train:train",
