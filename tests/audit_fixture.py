@@ -125,7 +125,8 @@ def standard_history(lab: AuditLab) -> dict:
     """
     idx: dict = {}
     a = lab.register("st-mary", (0, 1), seed=1, dp={"epsilon": 3.9, "delta": 1e-5, "noise_multiplier": 1.1},
-                     privacy_report={"membership_auroc": 0.52, "nn_distance_ratio": 1.31})
+                     privacy_report={"v": 1, "membership_auroc": 0.52, "membership_tpr_at_1pct_fpr": 0.012,
+                                     "memorization_ratio": 1.31, "near_copy_fraction": 0.0})
     b = lab.register("st-john", (1, 2), seed=2, dp={"epsilon": 7.5, "delta": 1e-5, "noise_multiplier": 0.8})
     c = lab.register("st-mary", (2, 3), seed=3)
     idx.update(a=a, b=b, c=c)

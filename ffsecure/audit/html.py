@@ -53,6 +53,8 @@ svg text{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif}
 footer{margin-top:36px;color:var(--mute);font-size:12px}
 """
 
+MAX_TABLE_EVENTS = 2000
+
 LANES = [
     ("modules", "modules", ("module.registered",)),
     ("datasets", "datasets", ("dataset.synthesized", "dataset.retired")),
@@ -155,11 +157,16 @@ def _timeline(r: AuditResult) -> str:
     parts.append(f'<text x="{left}" y="{axis_y + 32}" font-size="11" fill="#656d76">entry index → '
                  f'(dashed: signed checkpoints)</text>')
     lane_of = {t: k for k, (_, _, types) in enumerate(LANES) for t in types}
+    drawn: set[tuple[str, int]] = set()
     for ev in events:
         k = lane_of.get(ev.type)
         if k is None:
             continue
         cx, cy = x(ev.index), top + lane_h * k + lane_h / 2
+        column = (ev.type, int(cx / 3))          # long logs: one marker per type and 3-pixel column
+        if column in drawn and ev.index not in bad_entries:
+            continue
+        drawn.add(column)
         color = COLORS.get(ev.type, "#57606a")
         tip = f"<title>#{ev.index} {_e(ev.time)} — {_e(ev.label)} ({_e(ev.actor)})</title>"
         if ev.type in ("module.deleted", "dataset.retired", "classifier.retired", "cert.revoked"):
@@ -190,9 +197,12 @@ def _timeline(r: AuditResult) -> str:
     legend = ("<p class='meta'>● module registered · ○ deletion requested · ■ dataset / classifier made · "
               "▲ classifier published · ✕ deleted, retired or revoked · red ring or band: where a finding "
               "points</p>")
+    shown = events[-MAX_TABLE_EVENTS:]
     rows = "".join(f"<tr><td>{ev.index}</td><td class='mono'>{_e(ev.time)}</td><td><code>{_e(ev.type)}</code></td>"
-                   f"<td>{_e(ev.actor)}</td><td>{_e(ev.label)}</td></tr>" for ev in events)
-    table = (f"<details><summary>all {len(events)} entries</summary><table><tr><th>#</th><th>time</th>"
+                   f"<td>{_e(ev.actor)}</td><td>{_e(ev.label)}</td></tr>" for ev in shown)
+    what = (f"all {len(events)} entries" if len(shown) == len(events)
+            else f"the last {len(shown)} of {len(events)} entries (the bundle's entries.jsonl holds all)")
+    table = (f"<details><summary>{what}</summary><table><tr><th>#</th><th>time</th>"
              f"<th>type</th><th>actor</th><th>event</th></tr>{rows}</table></details>")
     return "<h2>Timeline</h2>" + "".join(parts) + legend + table
 
@@ -221,7 +231,7 @@ def _privacy(manifest: dict | None) -> str:
     pr = (manifest or {}).get("privacy_report")
     if not isinstance(pr, dict) or not pr:
         return "<span class='meta'>—</span>"
-    return "".join(f"<div><span class='kv'>{_e(k)}</span> {_e(v)}</div>" for k, v in sorted(pr.items()))
+    return "".join(f"<div><span class='kv'>{_e(k)}</span> {_e(v)}</div>" for k, v in sorted(pr.items()) if k != "v")
 
 
 def _sites(r: AuditResult) -> str:

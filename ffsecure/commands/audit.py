@@ -31,7 +31,10 @@ def _read_file(path: str, what: str, cap: int = 16 << 20) -> bytes:
     return p.read_bytes()
 
 
-def _run(bundle_dir: str, ca: str | None, crl: str | None, trusted: tuple[str, ...], log_key: str | None):
+def _run(bundle_dir: str, ca: str | None, crl: str | None, trusted: tuple[str, ...], log_key: str | None,
+         *, quiet: bool = False):
+    from rich.console import Console
+
     from ffsecure.audit import audit_bundle, load_bundle
 
     ca_pem = _read_file(ca, "CA certificate") if ca else None
@@ -39,7 +42,12 @@ def _run(bundle_dir: str, ca: str | None, crl: str | None, trusted: tuple[str, .
     notes = [(f"trusted checkpoint {t}", _read_file(t, "trusted checkpoint", 64 * 1024)) for t in trusted]
     vkey = _read_file(log_key, "log key", 4096).decode("utf-8", "replace") if log_key else None
     bundle = load_bundle(bundle_dir)
-    return audit_bundle(bundle, ca_pem=ca_pem, crl_pem=crl_pem, trusted=notes, log_vkey=vkey)
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal:
+        return audit_bundle(bundle, ca_pem=ca_pem, crl_pem=crl_pem, trusted=notes, log_vkey=vkey)
+    with console.status(f"checking {len(bundle.entries)} entries, {len(bundle.checkpoint_notes)} checkpoints "
+                        f"and {len(bundle.modules)} modules…"):
+        return audit_bundle(bundle, ca_pem=ca_pem, crl_pem=crl_pem, trusted=notes, log_vkey=vkey)
 
 
 def _common(f):
@@ -104,7 +112,7 @@ def verify_cmd(ctx, bundle_dir, ca, crl, trusted, log_key, as_json):
     Exits 0 when every check passes, 3 with the list of findings when any fails.
     """
     ctx.ensure_object(dict)["json"] = as_json
-    result = _run(bundle_dir, ca, crl, trusted, log_key)
+    result = _run(bundle_dir, ca, crl, trusted, log_key, quiet=as_json)
     if as_json:
         echo_json(result.to_dict())
     else:
@@ -130,7 +138,7 @@ def report_cmd(ctx, bundle_dir, out, ca, crl, trusted, log_key, as_json):
     ctx.ensure_object(dict)["json"] = as_json
     from ffsecure.audit.html import render_html
 
-    result = _run(bundle_dir, ca, crl, trusted, log_key)
+    result = _run(bundle_dir, ca, crl, trusted, log_key, quiet=as_json)
     html = render_html(result).encode("utf-8")
     target = Path(out)
     if target.is_dir():
