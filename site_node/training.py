@@ -66,7 +66,7 @@ def resolve_dp(dp_cfg: dict, policy: dict, n: int):
     delta = float(dp_cfg.get("delta") or 0.0) or None
     if delta is not None and max_delta is not None and delta > max_delta:
         raise ConfigError(f"site.toml key dp.delta: {delta} is above the federation's delta {max_delta}",
-                          hint=f"use at most {max_delta}, or 0 for the default")
+                          hint=f"use at most {max_delta}, or 0 for the default; a site may tighten the DP policy, never loosen it")
     if delta is None and max_delta is not None:
         delta = min(float(max_delta), default_delta(n))
     return DPConfig(target_epsilon=target, delta=delta, max_grad_norm=float(dp_cfg.get("max_grad_norm", 1.0)),

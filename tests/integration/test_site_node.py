@@ -1,0 +1,335 @@
+"""`site-node` as real processes against a real `aggregator serve` (loopback, mTLS, TLS 1.3).
+
+Every site step is a `python -m site_node ...` process; the CA signs each CSR with
+`ffsecure pki sign-csr`. Data: scikit-learn's digits (shipped, no download), each
+site keeping some classes; generator: the federation's tiny cvae, one epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ffsecure.ledger import validate_entry
+from tests.conftest import cli_env
+from tests.federation_fixture import build_federation
+
+REPO = Path(__file__).resolve().parents[2]
+DIGITS = [str(i) for i in range(10)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Aggregator:
+    """`aggregator serve` on a fixed loopback port, so sites find it again after a restart."""
+
+    def __init__(self, fed, port: int):
+        self.fed, self.port = fed, port
+        text = fed.config_path.read_text()
+        fed.config_path.write_text(text.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"'))
+        self.address = f"127.0.0.1:{port}"
+        self.proc = None
+        self.logs: list[Path] = []
+
+    def start(self) -> "Aggregator":
+        port_file = self.fed.home.root / "serve.port"
+        port_file.unlink(missing_ok=True)
+        log_path = self.fed.root / f"serve-{len(self.logs)}.log"
+        self.logs.append(log_path)
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "aggregator", "serve", "--config",
+                                      str(self.fed.config_path)], cwd=REPO, env=cli_env(),
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while not port_file.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"aggregator serve did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self, sig=signal.SIGTERM) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout=30)
+        self._log.close()
+        self.proc = None
+        return rc
+
+
+def site_node(*args, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "site_node", *map(str, args)], cwd=REPO, env=cli_env(),
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"site-node {args[0]} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def site_json(*args, **kw) -> dict:
+    return json.loads(site_node(*args, "--json", **kw).stdout)
+
+
+def write_site_config(root: Path, site_id: str, address: str, classes, *, extra: str = "") -> Path:
+    d = root / site_id
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / "site.toml"
+    path.write_text(f"""\
+[site]
+federation_id = "fedtest"
+site_id = "{site_id}"
+state_dir = "state"
+
+[aggregator]
+endpoint = "{address}"
+server_name = "localhost"
+max_attempts = 40
+base_delay_s = 0.2
+max_delay_s = 1.0
+{extra}
+[data]
+source = "digits"
+classes = {json.dumps(list(classes))}
+
+[train]
+size = "tiny"
+epochs = 1
+threads = 1
+
+[daemon]
+poll_interval_s = 0.5
+retry_interval_s = 0.5
+""")
+    return path
+
+
+def enroll_and_install(fed, root: Path, site_id: str, cfg: Path) -> None:
+    """enroll (key + CSR) -> CA signs with `ffsecure pki sign-csr` -> install-cert."""
+    out = site_json("enroll", "--config", cfg)
+    key = Path(out["key"])
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    cert = root / site_id / "site.pem"
+    subprocess.run([sys.executable, "-m", "ffsecure", "pki", "sign-csr", out["csr"], "--ca-dir", fed.ca.directory,
+                    "--out", cert, "--site-id", site_id], cwd=REPO, env=cli_env(), check=True,
+                   capture_output=True)
+    info = site_json("install-cert", "--config", cfg, "--cert", cert, "--ca", fed.home.ca_cert,
+                     "--federation", fed.home.federation)
+    assert info["identity"] == f"ffsecure://fedtest/site/{site_id}"
+
+
+def ledger_entries(fed, address: str) -> list[dict]:
+    """Every entry of the aggregator's log, read over mTLS with a fresh test site's credentials."""
+    if "auditor-site" not in fed.sites:
+        fed.add_site("auditor-site")
+    with fed.client("auditor-site", address) as c:
+        _, size = c.get_checkpoint()
+        return [validate_entry(c.get_inclusion_proof(i, size)[1]) for i in range(size)]
+
+
+@pytest.fixture
+def fed(tmp_path):
+    return build_federation(tmp_path / "fed", labels=DIGITS, sites=(), chunk_bytes=16 * 1024,
+                            commit_every_bytes=16 * 1024)
+
+
+def test_two_sites_enroll_train_upload_status_forget(fed, tmp_path):
+    agg = Aggregator(fed, free_port()).start()
+    try:
+        sites = {"st-a": [0, 1, 2, 3, 4], "st-b": [5, 6, 7, 8, 9]}
+        cfgs = {s: write_site_config(tmp_path, s, agg.address, c) for s, c in sites.items()}
+        modules = {}
+        for s, cfg in cfgs.items():
+            enroll_and_install(fed, tmp_path, s, cfg)
+            trained = site_json("train", "--config", cfg)
+            assert trained["classes"] == sites[s] and trained["epsilon"] is None
+            up = site_json("upload", "--config", cfg)["uploaded"]
+            assert len(up) == 1 and up[0]["receipt_verified"] and up[0]["module_id"] == trained["module_id"]
+            modules[s] = trained["module_id"]
+            record = json.loads((tmp_path / s / "state" / "modules" / modules[s] / "module.json").read_text())
+            assert record["status"] == "registered" and record["receipt"]["module_id"] == modules[s]
+            assert not (tmp_path / s / "state" / "modules" / modules[s] / "sealed.bin").exists()
+        # a second upload has nothing to do
+        assert site_json("upload", "--config", cfgs["st-a"])["uploaded"] == []
+
+        status = site_json("status", "--config", cfgs["st-a"])
+        assert status["consistent"] and status["checkpoint"]["size"] == 2
+        assert [(m["module_id"], m["status"], m["included"]) for m in status["modules"]] == [
+            (modules["st-a"], "registered", True)]
+
+        # a site cannot delete another site's module
+        refused = site_node("forget", "--config", cfgs["st-a"], "--module", modules["st-b"], "--reason", "x",
+                            "--json", check=False)
+        assert refused.returncode == 1 and json.loads(refused.stderr.strip().splitlines()[-1])["error"]["code"] == \
+            "E_NOT_OWNER"
+
+        gone = site_json("forget", "--config", cfgs["st-a"], "--module", modules["st-a"],
+                         "--reason", "consent withdrawn")
+        assert gone["verified"] and [e["type"] for e in gone["entries"]] == [
+            "module.deletion_requested", "module.deleted"]
+        entries = ledger_entries(fed, agg.address)
+        registered = [e["facts"]["module_id"] for e in entries if e["type"] == "module.registered"]
+        deleted = [e["facts"]["module_id"] for e in entries if e["type"] == "module.deleted"]
+        assert sorted(registered) == sorted(modules.values()) and deleted == [modules["st-a"]]
+        after = site_json("status", "--config", cfgs["st-a"])
+        assert after["modules"][0]["status"] == "deleted" and after["checkpoint"]["size"] >= 4
+        # st-b's stored checkpoint (size 2) is a prefix of today's log
+        assert site_json("status", "--config", cfgs["st-b"])["checkpoint"]["stored_size"] == 2
+    finally:
+        assert agg.stop() == 0
+
+
+def test_upload_resumes_after_aggregator_is_killed_without_a_duplicate(fed, tmp_path):
+    agg = Aggregator(fed, free_port()).start()
+    try:
+        # 24 KiB/s and 4 KiB chunks: the tiny module takes several seconds to stream
+        cfg = write_site_config(tmp_path, "st-a", agg.address, [0, 1, 2],
+                                extra="chunk_bytes = 4096\nmax_upload_bytes_per_s = 24576\n")
+        enroll_and_install(fed, tmp_path, "st-a", cfg)
+        module_id = site_json("train", "--config", cfg)["module_id"]
+        upload = subprocess.Popen([sys.executable, "-m", "site_node", "upload", "--config", str(cfg), "--json"],
+                                  cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        staging = fed.home.root / "uploads" / "st-a"
+        deadline = time.monotonic() + 60
+        committed = 0
+        while committed == 0:  # wait until the aggregator has fsynced part of the upload
+            assert time.monotonic() < deadline and upload.poll() is None, "upload never started streaming"
+            for state_file in staging.glob("*/state.json") if staging.exists() else []:
+                try:
+                    committed = json.loads(state_file.read_text())["committed_offset"]
+                except (json.JSONDecodeError, OSError, KeyError):
+                    pass
+            time.sleep(0.05)
+        assert agg.stop(signal.SIGKILL) == -signal.SIGKILL
+        time.sleep(1.0)  # the site now retries against a dead port
+        agg.start()
+        out, err = upload.communicate(timeout=180)
+        assert upload.returncode == 0, err
+        result = json.loads(out)["uploaded"][0]
+        assert result["module_id"] == module_id and result["receipt_verified"] and not result["existing"]
+        assert result["attempts"] >= 2 and max(result["resumed_from"]) > 0, result
+        entries = ledger_entries(fed, agg.address)
+        assert [e["facts"]["module_id"] for e in entries if e["type"] == "module.registered"] == [module_id]
+        # re-running upload neither re-sends nor duplicates
+        assert site_json("upload", "--config", cfg)["uploaded"] == []
+        assert site_json("upload", "--config", cfg, "--module", module_id)["uploaded"][0]["skipped"]
+        assert len(ledger_entries(fed, agg.address)) == 1
+    finally:
+        agg.stop()
+
+
+def test_status_raises_the_alarm_when_the_aggregator_rewrites_its_log(fed, tmp_path):
+    agg = Aggregator(fed, free_port()).start()
+    try:
+        cfg = write_site_config(tmp_path, "st-a", agg.address, [0, 1])
+        enroll_and_install(fed, tmp_path, "st-a", cfg)
+        site_json("train", "--config", cfg)
+        site_json("upload", "--config", cfg)
+        fed.add_site("st-x")
+        with fed.client("st-x", agg.address) as c:  # a second entry, so the stored tree has size 2
+            sealed, pkg = fed.make_package("st-x", classes=[3])
+            c.upload(sealed, module_id=pkg.manifest.module_id, site_id="st-x")
+        assert site_json("status", "--config", cfg)["checkpoint"]["size"] == 2
+        agg.stop()
+
+        # The operator swaps in another history signed by the same log key: a fresh store
+        # holding other modules (sizes 1, 2 and 3 are each tried: shorter, equal, longer).
+        for extra in (0, 1, 2):
+            for p in fed.home.root.glob("store.sqlite*"):
+                p.unlink()
+            for p in (fed.home.root / "blobs").glob("*"):
+                p.unlink()
+            agg.start()
+            with fed.client("st-x", agg.address) as c:
+                for k in range(extra + 1):
+                    sealed, pkg = fed.make_package("st-x", classes=[k])
+                    c.upload(sealed, module_id=pkg.manifest.module_id, site_id="st-x")
+            proc = site_node("status", "--config", cfg, "--json", check=False)
+            agg.stop()
+            assert proc.returncode == 3, (extra, proc.stdout, proc.stderr)
+            assert json.loads(proc.stderr.strip().splitlines()[-1])["error"]["code"] == "E_LOG_FORK"
+    finally:
+        agg.stop()
+
+
+def test_daemon_trains_on_new_data_survives_downtime_and_stops_on_sigterm(fed, tmp_path):
+    port = free_port()
+    agg = Aggregator(fed, port)  # not started: the daemon first meets a dead aggregator
+    cfg = write_site_config(tmp_path, "st-a", agg.address, [0, 1, 2])
+    enroll_and_install(fed, tmp_path, "st-a", cfg)
+    state = tmp_path / "st-a" / "state"
+    log_path = tmp_path / "daemon.log"
+    with open(log_path, "wb") as log:
+        daemon = subprocess.Popen([sys.executable, "-m", "site_node", "run", "--config", str(cfg)], cwd=REPO,
+                                  env=cli_env(), stdout=log, stderr=subprocess.STDOUT)
+
+    def events() -> list[dict]:
+        return [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+
+    def wait_for(pred, what: str, timeout: float = 120):
+        deadline = time.monotonic() + timeout
+        while not pred():
+            assert daemon.poll() is None, f"daemon exited {daemon.returncode}:\n{log_path.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{log_path.read_text()[-3000:]}"
+            time.sleep(0.2)
+
+    def statuses() -> list[str]:
+        return [json.loads(p.read_text())["status"] for p in sorted(state.glob("modules/*/module.json"))]
+
+    try:
+        wait_for(lambda: any(e.get("event") == "upload_deferred" for e in events()), "a deferred upload")
+        assert statuses() == ["sealed"]
+        agg.start()
+        wait_for(lambda: statuses() == ["registered"], "the upload after the aggregator came up")
+        (state / "train.now").touch()  # asked to train again
+        wait_for(lambda: sorted(statuses()) == ["registered", "registered"], "a second module")
+        assert not (state / "train.now").exists()
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0
+        ev = events()
+        assert {"started", "train_due", "upload_deferred", "upload_done", "stopped"} <= {e.get("event") for e in ev}
+        assert {e["reason"] for e in ev if e.get("event") == "train_due"} == {"first_run", "trigger_file"}
+        assert all({"time", "level", "logger", "msg"} <= set(e) for e in ev)
+        entries = ledger_entries(fed, agg.address)
+        assert len([e for e in entries if e["type"] == "module.registered"]) == 2
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        agg.stop()
+
+
+def test_install_cert_refuses_another_sites_certificate_and_a_foreign_manifest(fed, tmp_path):
+    cfg = write_site_config(tmp_path, "st-a", "127.0.0.1:1", [0])
+    out = site_json("enroll", "--config", cfg)
+    # a certificate the CA issued for another key (same site id)
+    other = fed.add_site("st-a")
+    proc = site_node("install-cert", "--config", cfg, "--cert", other.cert_path, "--ca", fed.home.ca_cert,
+                     "--federation", fed.home.federation, "--json", check=False)
+    assert proc.returncode == 1 and '"E_KEY_MISMATCH"' in proc.stderr
+    # the right certificate but a manifest signed by another CA
+    cert = tmp_path / "st-a.pem"
+    subprocess.run([sys.executable, "-m", "ffsecure", "pki", "sign-csr", out["csr"], "--ca-dir", fed.ca.directory,
+                    "--out", cert, "--site-id", "st-a"], cwd=REPO, env=cli_env(), check=True, capture_output=True)
+    forged = build_federation(tmp_path / "forged", labels=DIGITS, sites=())
+    proc = site_node("install-cert", "--config", cfg, "--cert", cert, "--ca", fed.home.ca_cert,
+                     "--federation", forged.home.federation, "--json", check=False)
+    assert proc.returncode == 1 and '"E_MANIFEST_SIGNATURE"' in proc.stderr
+    assert not (tmp_path / "st-a" / "state" / "site.pem").exists()  # nothing installed
+    site_json("install-cert", "--config", cfg, "--cert", cert, "--ca", fed.home.ca_cert,
+              "--federation", fed.home.federation)
+    assert (tmp_path / "st-a" / "state" / "site.pem").exists()
+    assert stat.S_IMODE((tmp_path / "st-a" / "state").stat().st_mode) == 0o700

@@ -1,0 +1,106 @@
+"""The site's training rules: DP policy (tighten, never loosen), label mapping, class filter, data fingerprint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ffsecure.errors import ConfigError, DataError
+from site_node.config import parse_config
+from site_node.training import class_filter, data_fingerprint, map_labels, resolve_dp
+
+REQUIRED = {"required": True, "max_epsilon": 8.0, "delta": 1e-5}
+OPTIONAL = {"required": False, "max_epsilon": None, "delta": None}
+
+
+def dp(**kw):
+    base = {"enabled": None, "target_epsilon": 0.0, "delta": 0.0, "max_grad_norm": 1.0, "accountant": "prv"}
+    return {**base, **kw}
+
+
+def test_no_dp_when_neither_policy_nor_config_asks():
+    assert resolve_dp(dp(), OPTIONAL, 1000) is None
+
+
+def test_required_policy_trains_at_its_bound_by_default():
+    cfg = resolve_dp(dp(), REQUIRED, 1000)
+    assert cfg.target_epsilon == 8.0 and cfg.delta == min(1e-5, 1 / 10_000)
+
+
+def test_config_may_tighten_the_policy():
+    cfg = resolve_dp(dp(target_epsilon=2.0, delta=1e-6, accountant="rdp"), REQUIRED, 1000)
+    assert (cfg.target_epsilon, cfg.delta, cfg.accountant) == (2.0, 1e-6, "rdp")
+
+
+@pytest.mark.parametrize("settings, key", [
+    (dp(target_epsilon=9.0), "dp.target_epsilon"),
+    (dp(delta=1e-4), "dp.delta"),
+    (dp(enabled=False), "dp.enabled"),
+])
+def test_config_can_never_loosen_the_policy(settings, key):
+    with pytest.raises(ConfigError) as err:
+        resolve_dp(settings, REQUIRED, 1000)
+    assert key in err.value.message and "never loosen" in (err.value.hint or "") + err.value.message
+
+
+def test_site_may_ask_for_dp_the_federation_does_not_require():
+    assert resolve_dp(dp(target_epsilon=4.0), OPTIONAL, 500).target_epsilon == 4.0
+    assert resolve_dp(dp(enabled=True, target_epsilon=3.0), OPTIONAL, 500).delta is None  # library default
+    with pytest.raises(ConfigError, match="dp.target_epsilon"):
+        resolve_dp(dp(enabled=True), OPTIONAL, 500)
+
+
+def test_label_mapping_by_name_and_by_index():
+    space = ["normal", "pneumonia", "other"]
+    assert map_labels(["pneumonia", "normal"], space, "name") == [1, 0]
+    assert map_labels(["a", "b"], space, "index") == [0, 1]
+    with pytest.raises(DataError) as err:
+        map_labels(["normal", "covid"], space, "name")
+    assert err.value.code == "E_DATA_LABELS" and "label_match" in err.value.hint
+    with pytest.raises(DataError):
+        map_labels(["a", "b", "c", "d"], space, "index")
+
+
+def test_class_filter_takes_names_or_indices():
+    space = ["normal", "pneumonia", "other"]
+    assert class_filter([], space) is None
+    assert class_filter(["pneumonia", 2], space) == {1, 2}
+    with pytest.raises(ConfigError, match="data.classes"):
+        class_filter([3], space)
+    with pytest.raises(ConfigError, match="data.classes"):
+        class_filter(["covid"], space)
+
+
+def _npz(path, seed):
+    rng = np.random.default_rng(seed)
+    np.savez(path, train_images=rng.integers(0, 255, (8, 16, 16), dtype=np.uint8),
+             train_labels=rng.integers(0, 2, (8, 1)), test_images=rng.integers(0, 255, (4, 16, 16), dtype=np.uint8),
+             test_labels=rng.integers(0, 2, (4, 1)))
+
+
+def test_fingerprint_changes_with_the_data_and_the_data_settings(tmp_path):
+    _npz(tmp_path / "d.npz", 0)
+    text = '[site]\nfederation_id = "f"\nsite_id = "s"\n[data]\nsource = "npz:d.npz"\n'
+    cfg = parse_config(text, tmp_path / "site.toml")
+    first = data_fingerprint(cfg)
+    assert data_fingerprint(cfg) == first
+    filtered = parse_config(text + "classes = [1]\n", tmp_path / "site.toml")
+    assert data_fingerprint(filtered) != first
+    _npz(tmp_path / "d.npz", 1)  # new data arrived
+    assert data_fingerprint(cfg) != first
+    (tmp_path / "d.npz").unlink()
+    with pytest.raises(DataError):
+        data_fingerprint(cfg)
+
+
+def test_folder_fingerprint_sees_a_new_image(tmp_path):
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        Image.new("L", (16, 16), 10).save(tmp_path / "imgs" / cls / "1.png")
+    cfg = parse_config('[site]\nfederation_id = "f"\nsite_id = "s"\n[data]\nsource = "folder:imgs"\n',
+                       tmp_path / "site.toml")
+    first = data_fingerprint(cfg)
+    Image.new("L", (16, 16), 200).save(tmp_path / "imgs" / "b" / "2.png")
+    assert data_fingerprint(cfg) != first
