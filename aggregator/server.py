@@ -66,8 +66,11 @@ class Runtime:
     deps: ServiceDeps
     tls_cert_pem: bytes
     tls_key_pem: bytes
+    retrain_worker: object | None = None
 
     def close(self) -> None:
+        if self.retrain_worker is not None:
+            self.retrain_worker.stop(self.config.server.shutdown_grace_s)
         close = getattr(self.store, "close", None)
         if close is not None:
             close()
@@ -125,16 +128,21 @@ def load_runtime(config: AggregatorConfig) -> Runtime:
     if removed:
         log.info("removed %d stale uploads", removed, extra={"event": "uploads_cleaned", "count": removed})
     rl = config.rate_limit
+    from aggregator.unlearning import make_worker
+
+    worker = make_worker(store=store, federation=federation, lock=lock, runs_dir=home.root / "runs",
+                         evaluation_section=config.evaluation)
     deps = ServiceDeps(
         authenticator=Authenticator(ca_cert, crl), registrar=registrar, staging=staging,
         signed_manifest=signed, log_vkey=signer.vkey, log_origin=signer.name,
         call_limiter=RateLimiter(rate=rl.calls_per_second, burst=rl.call_burst, name="calls"),
         upload_limiter=RateLimiter(rate=rl.uploads_per_minute / 60.0, burst=rl.upload_burst, name="uploads"),
         upload_deadline_s=config.server.upload_deadline_s,
-        max_chunk_bytes=config.uploads.chunk_bytes,
+        max_chunk_bytes=config.uploads.chunk_bytes, deleter=worker.deleter,
     )
     return Runtime(config=config, home=home, federation=federation, signed_manifest=signed, ca_cert_pem=ca_pem,
-                   store=store, deps=deps, tls_cert_pem=tls_cert_pem, tls_key_pem=tls_key_pem)
+                   store=store, deps=deps, tls_cert_pem=tls_cert_pem, tls_key_pem=tls_key_pem,
+                   retrain_worker=worker)
 
 
 def server_options(config: AggregatorConfig) -> list[tuple[str, int]]:
