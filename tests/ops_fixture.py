@@ -1,7 +1,7 @@
 """Real trained modules for the operator tests: tiny cvae generators fit on digits, signed, sealed, registered.
 
 ``register_trained(fed, store, site_id, classes, seed)`` trains a tiny cvae on
-the scikit-learn digits of ``classes`` (a couple of epochs, about a second),
+the scikit-learn digits of ``classes`` (40 images per class, two epochs: under a second),
 builds and signs the package with the site's key, seals it with HPKE to the
 aggregator and registers it through the aggregator's real Registrar (every
 check a gRPC upload runs). ``trained_package`` returns the sealed bytes for
@@ -17,6 +17,7 @@ import torch
 from ffsecure import canonical, envelope, pki
 
 DIGITS_EPOCHS = 2
+IMAGES_PER_CLASS = 40  # enough for a recognisable tiny generator, fast on a shared CPU
 
 
 @functools.lru_cache(maxsize=None)
@@ -34,12 +35,12 @@ def trained_weights(family: str, config_json: bytes, classes: tuple[int, ...], s
 
     config = canonical.loads(config_json)
     ds = _digits(tuple(config["image_shape"]))
-    mask = torch.isin(ds.train_y, torch.tensor(classes))
+    idx = torch.cat([torch.nonzero(ds.train_y == c).flatten()[:IMAGES_PER_CLASS] for c in classes])
     gen = generators.build(family, config)
     settings = generators.default_train_settings(family, "tiny", seed=seed)
     settings.epochs = epochs
     with torch.random.fork_rng(devices=[]):
-        gen.fit(ds.train_x[mask], ds.train_y[mask], settings)
+        gen.fit(ds.train_x[idx], ds.train_y[idx], settings)
     return generators.to_safetensors(gen)
 
 
@@ -78,3 +79,29 @@ def register_trained(fed, store, site_id: str, classes, seed: int) -> str:
     """Register a trained module through the real Registrar; returns its module id."""
     sealed, pkg = trained_package(fed, site_id, classes, seed)
     return registrar(fed, store).register(sealed, peer(fed, site_id)).module_id
+
+
+def from_scratch(root, fed, store, module_ids, *, per_class: int, seed: int, settings, width: int | None,
+                 threads: int, sites, arch: str = "cnn"):
+    """Synthesize + train on a brand-new store holding only ``module_ids`` (copied from ``store``).
+
+    Returns ``(DatasetResult, ClassifierResult)``: what an aggregator that never
+    saw the other modules makes with the same seeds and settings.
+    """
+    from aggregator.operations import Operations
+    from aggregator.store import open_home_store
+    from ffsecure.ledger import validate_entry
+    from tests.federation_fixture import build_federation
+
+    fresh_fed = build_federation(root, sites=sites, labels=fed.manifest.label_space,
+                                 image_shape=tuple(fed.manifest.image_shape))
+    with open_home_store(fresh_fed.home) as fresh:
+        for mid in sorted(module_ids):
+            r = store.get_module(mid)
+            fresh.register_module(module_id=r.module_id, site_id=r.site_id, manifest_bytes=r.manifest,
+                                  package_meta=r.package_meta, weights=store.module_weights(mid),
+                                  entry=validate_entry(store.entry(r.registered_index)))
+        ops = Operations(fresh, fed.manifest)
+        ds = ops.synthesize(per_class=per_class, seed=seed, grid=False)
+        clf = ops.train(ds.dataset_id, arch=arch, settings=settings, width=width, threads=threads)
+    return ds, clf

@@ -1,0 +1,127 @@
+"""Site-requested deletion inside ``aggregator serve``: shred + retire in the RPC, retrain in the background.
+
+``RequestDeletion`` must answer in well under a second, but retraining takes
+minutes. So the service's deletion hook (:meth:`RetrainWorker.deleter`) does,
+under the store lock and inside the RPC: crypto-shred the module, append
+``module.deletion_requested`` + ``module.deleted``, and retire every dataset
+and classifier whose lineage holds it (``dataset.retired`` /
+``classifier.retired``). The reply lists those entries. It then wakes one
+background thread that runs :meth:`aggregator.operations.Operations.retrain`
+(synthesize + train again with the recorded seeds, publish the replacement
+of a published classifier), taking the store lock only for store calls, so
+uploads and other RPCs go on meanwhile.
+
+Several deletions in a row coalesce into one retraining pass. On shutdown a
+running pass is cancelled at its next progress step (nothing half-written:
+each artifact is one store transaction); what it did not finish stays
+pending (``aggregator status`` lists it) and ``aggregator retrain`` or the
+next site deletion completes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable
+
+log = logging.getLogger("aggregator.unlearning")
+
+
+class RetrainCancelled(Exception):
+    """Raised from a progress step when the worker is stopping."""
+
+
+class RetrainWorker:
+    """One daemon thread that retrains after site deletions."""
+
+    def __init__(self, make_ops: Callable[..., Any]):
+        self._make_ops = make_ops  # make_ops(progress=factory) -> Operations sharing the service's store and lock
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.passes = 0
+        self.last_error: BaseException | None = None
+        self.last_outcome: Any = None
+
+    # -- the service's deletion hook ---------------------------------------------
+    def deleter(self, store: Any, module_id: str, actor: str, reason: str, request_entry: dict) -> list:
+        """Shred and retire now (inside the RPC), retrain later; returns the (index, entry) pairs appended."""
+        ops = self._make_ops()
+        outcome = ops.delete(module_id, reason, actor=actor, request_entry=request_entry)
+        if outcome.retired_classifiers:
+            self.request()
+        return [(a.index, a.entry) for a in outcome.appended]
+
+    # -- the thread -----------------------------------------------------------------
+    def request(self) -> None:
+        """Ask for a retraining pass (coalesced with one already queued)."""
+        if self._stopping.is_set():
+            return
+        with self._start_lock:
+            self._idle.clear()
+            self._wake.set()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="retrain", daemon=True)
+                self._thread.start()
+
+    def _progress(self, description: str, total: int):
+        def step(done: int) -> None:
+            if self._stopping.is_set():
+                raise RetrainCancelled(description)
+        return step
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait()
+            if self._stopping.is_set():
+                break
+            self._wake.clear()
+            try:
+                out = self._make_ops(progress=self._progress).retrain()
+                self.last_outcome, self.last_error = out, None
+                log.info("retrained %d classifier(s) in %.1f s after a deletion", len(out.classifiers), out.seconds,
+                         extra={"event": "retrained", "classifiers": [c.classifier_id for c in out.classifiers],
+                                "skipped": out.skipped, "seconds": round(out.seconds, 3)})
+            except RetrainCancelled:
+                log.info("retraining cancelled by shutdown; run `aggregator retrain` to finish it",
+                         extra={"event": "retrain_cancelled"})
+                break
+            except Exception as exc:  # noqa: BLE001 - keep serving; the operator sees it in the log and status
+                self.last_error = exc
+                log.exception("retraining after a deletion failed", extra={"event": "retrain_failed"})
+            finally:
+                self.passes += 1
+            if not self._wake.is_set():
+                self._idle.set()
+        self._idle.set()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no pass is queued or running (tests, benchmarks)."""
+        return self._idle.wait(timeout)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+def make_worker(*, store: Any, federation: Any, lock: threading.RLock, runs_dir, evaluation_section: dict | None,
+                device: str = "cpu") -> RetrainWorker:
+    """The worker ``serve`` installs as the service's deletion hook."""
+    from aggregator.evaluation import load_evaluation
+    from aggregator.operations import Operations
+
+    cache: dict[str, Any] = {}
+
+    def make_ops(progress=None) -> Operations:
+        if progress is not None and "eval" not in cache:  # a retraining pass: load the test set once, lazily
+            cache["eval"] = load_evaluation(evaluation_section, label_space=list(federation.label_space),
+                                            image_shape=tuple(federation.image_shape))
+        return Operations(store, federation, actor="aggregator", lock=lock, runs_dir=runs_dir,
+                          evaluation=cache.get("eval"), progress=progress, device=device)
+
+    return RetrainWorker(make_ops)
