@@ -179,7 +179,7 @@ def audit_bundle(bundle: Bundle, *, ca_pem: bytes | None, crl_pem: bytes | None 
         "checkpoint-signatures": f"{len(log.checkpoints)} checkpoints",
         "checkpoint-roots": f"latest checkpoint covers all {n} entries",
         "consistency": f"{max(len(log.checkpoints) - 1, 0)} consecutive pairs",
-        "trusted-checkpoints": f"{len(trusted)} trusted checkpoint{'s' * (len(trusted) != 1)} are prefixes",
+        "trusted-checkpoints": f"{len(trusted)} trusted checkpoint(s), all prefixes of this log",
         "module-records": f"{len(st.modules)} modules",
         "module-signatures": f"{sum(m.signature_ok for m in modules.values())} of {len(modules)} verify",
         "deletions": f"{len(st.requests)} request(s), {deleted} deletion(s)",

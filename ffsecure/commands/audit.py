@@ -7,6 +7,7 @@ cannot be read at all (``error[CODE]``), 2 for usage errors.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from pathlib import Path
@@ -31,6 +32,18 @@ def _read_file(path: str, what: str, cap: int = 16 << 20) -> bytes:
     return p.read_bytes()
 
 
+def _checkpoint_note(data: bytes) -> bytes:
+    """A signed checkpoint note, given either the note itself or a site's receipt (JSON with ``checkpoint``)."""
+    if data.lstrip().startswith(b"{"):
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict) and isinstance(obj.get("checkpoint"), str):
+            return obj["checkpoint"].encode("utf-8")
+    return data
+
+
 def _run(bundle_dir: str, ca: str | None, crl: str | None, trusted: tuple[str, ...], log_key: str | None,
          *, quiet: bool = False):
     from rich.console import Console
@@ -39,7 +52,8 @@ def _run(bundle_dir: str, ca: str | None, crl: str | None, trusted: tuple[str, .
 
     ca_pem = _read_file(ca, "CA certificate") if ca else None
     crl_pem = _read_file(crl, "CRL") if crl else None
-    notes = [(f"trusted checkpoint {t}", _read_file(t, "trusted checkpoint", 64 * 1024)) for t in trusted]
+    notes = [(f"trusted checkpoint {t}", _checkpoint_note(_read_file(t, "trusted checkpoint", 1 << 20)))
+             for t in trusted]
     vkey = _read_file(log_key, "log key", 4096).decode("utf-8", "replace") if log_key else None
     bundle = load_bundle(bundle_dir)
     console = Console(stderr=True)
@@ -55,8 +69,8 @@ def _common(f):
                      help="The log's note verifier key as you hold it (optional: the bundle's CA-signed "
                           "federation.json names it).")(f)
     f = click.option("--trusted-checkpoint", "trusted", multiple=True, type=click.Path(dir_okay=False),
-                     help="A signed checkpoint you kept from an earlier visit (a site's receipt, an earlier "
-                          "bundle); this log must extend it. Repeatable.")(f)
+                     help="A signed checkpoint you kept from earlier: a checkpoint note (e.g. from an earlier "
+                          "bundle) or a site's upload receipt (JSON). This log must extend it. Repeatable.")(f)
     f = click.option("--crl", type=click.Path(dir_okay=False),
                      help="A CRL you hold (default: the bundle's crl.pem). Must be signed by the CA.")(f)
     return f

@@ -29,8 +29,8 @@ def test_uploads_deletion_export_and_audit(tmp_path):
             sealed, pkg3 = fed.make_package("st-mary", classes=[3])
             gone = mary.upload(sealed, module_id=pkg3.manifest.module_id, site_id="st-mary")
             mary.request_deletion([gone.module_id], "consent withdrawn")
-    receipt_cp = tmp_path / "st-mary-receipt.cp"
-    receipt_cp.write_text(kept.checkpoint)
+    receipt_cp = tmp_path / "st-mary-receipt.json"        # the receipt as the site keeps it
+    receipt_cp.write_text(json.dumps(kept.to_dict()))
     (tmp_path / "ca.pem").write_bytes(fed.ca_pem)
     bundle = tmp_path / "bundle"
     env = cli_env()
