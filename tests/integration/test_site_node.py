@@ -130,6 +130,13 @@ def enroll_and_install(fed, root: Path, site_id: str, cfg: Path) -> None:
     assert info["identity"] == f"ffsecure://fedtest/site/{site_id}"
 
 
+def aggregator_json(*args) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "aggregator", *map(str, args), "--json"], cwd=REPO, env=cli_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"aggregator {args[0]} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(proc.stdout)
+
+
 def ledger_entries(fed, address: str) -> list[dict]:
     """Every entry of the aggregator's log, read over mTLS with a fresh test site's credentials."""
     if "auditor-site" not in fed.sites:
@@ -166,8 +173,24 @@ def test_two_sites_enroll_train_upload_status_forget(fed, tmp_path):
 
         status = site_json("status", "--config", cfgs["st-a"])
         assert status["consistent"] and status["checkpoint"]["size"] == 2
+        assert status["checkpoint"]["stored_size"] == 1  # its own receipt's tree
         assert [(m["module_id"], m["status"], m["included"]) for m in status["modules"]] == [
             (modules["st-a"], "registered", True)]
+
+        # the operator publishes a classifier (aggregator stopped meanwhile); a site evaluates it locally
+        assert agg.stop() == 0
+        home = fed.home.root
+        ds = aggregator_json("synthesize", "--dir", home, "--per-class", 16, "--no-progress")["dataset_id"]
+        clf = aggregator_json("train", "--dir", home, "--dataset", ds, "--epochs", 1, "--threads", 1,
+                              "--no-progress")["classifier_id"]
+        aggregator_json("publish", "--dir", home, clf)
+        agg.start()
+        ev = site_json("evaluate", "--config", cfgs["st-b"])
+        assert ev["classifier_id"] == clf and sorted(ev["module_ids"]) == sorted(modules.values())
+        assert ev["classes"] == sites["st-b"] and ev["n_test"] == ev["metrics"]["n"] > 0
+        assert 0.0 <= ev["metrics"]["accuracy"] <= 1.0 and len(ev["metrics"]["confusion"]) == 10
+        stored = json.loads((tmp_path / "st-b" / "state" / "classifiers" / clf / "evaluation.json").read_text())
+        assert stored["metrics"] == ev["metrics"]
 
         # a site cannot delete another site's module
         refused = site_node("forget", "--config", cfgs["st-a"], "--module", modules["st-b"], "--reason", "x",
@@ -180,13 +203,16 @@ def test_two_sites_enroll_train_upload_status_forget(fed, tmp_path):
         assert gone["verified"] and [e["type"] for e in gone["entries"]] == [
             "module.deletion_requested", "module.deleted"]
         entries = ledger_entries(fed, agg.address)
+        assert [e["facts"]["module_id"] for e in entries if e["type"] == "module.deletion_requested"] == [
+            modules["st-a"]]
         registered = [e["facts"]["module_id"] for e in entries if e["type"] == "module.registered"]
         deleted = [e["facts"]["module_id"] for e in entries if e["type"] == "module.deleted"]
         assert sorted(registered) == sorted(modules.values()) and deleted == [modules["st-a"]]
         after = site_json("status", "--config", cfgs["st-a"])
         assert after["modules"][0]["status"] == "deleted" and after["checkpoint"]["size"] >= 4
-        # st-b's stored checkpoint (size 2) is a prefix of today's log
-        assert site_json("status", "--config", cfgs["st-b"])["checkpoint"]["stored_size"] == 2
+        # st-b's stored checkpoint (size 2, from its receipt) is a prefix of today's log
+        b = site_json("status", "--config", cfgs["st-b"])
+        assert b["checkpoint"]["stored_size"] == 2 and b["modules"][0]["included"]
     finally:
         assert agg.stop() == 0
 

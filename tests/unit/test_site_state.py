@@ -1,0 +1,58 @@
+"""The site state directory: layout, module records, the lock; which failures the daemon retries."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+
+from ffsecure.errors import FFSecureError, NotFoundError
+from site_node.daemon import is_transient
+from site_node.state import ModuleRecord, StateDir, StateError
+
+MID = "0123456789abcdef0123456789abcdef"
+
+
+def test_layout_is_private_and_records_round_trip(tmp_path):
+    state = StateDir(tmp_path / "state").ensure()
+    for d in (state.root, state.keys_dir, state.modules_dir, state.classifiers_dir):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    rec = ModuleRecord(module_id=MID, status="trained", created_at="2026-11-23T12:00:00Z", classes=[0, 2],
+                       n_train=10, data_fingerprint="ab" * 32, train={"epochs": 1, "dp": None})
+    state.save_module(rec)
+    assert state.load_module(MID) == rec
+    rec.status, rec.upload_id = "sealed", "cd" * 16
+    state.save_module(rec)
+    assert [r.status for r in state.modules()] == ["sealed"]
+    with pytest.raises(NotFoundError):
+        state.load_module("f" * 32)
+    with pytest.raises(FFSecureError) as err:  # an id can never be a path
+        state.module_dir("../../etc")
+    assert err.value.code == "E_MODULE_ID"
+    with pytest.raises(ValueError):
+        state.save_module(ModuleRecord(MID, "lost", "2026-11-23T12:00:00Z", [0], 1, "x"))
+
+
+def test_lock_refuses_a_second_command(tmp_path):
+    state = StateDir(tmp_path / "state")
+    with state.locked():
+        with pytest.raises(StateError) as err:
+            with StateDir(tmp_path / "state").locked():
+                pass
+        assert err.value.code == "E_STATE_LOCKED"
+    with state.locked():  # released
+        pass
+
+
+def test_not_installed_says_what_to_run(tmp_path):
+    with pytest.raises(StateError) as err:
+        StateDir(tmp_path / "state").ensure().require_installed()
+    assert err.value.code == "E_NOT_INSTALLED" and "install-cert" in err.value.hint
+
+
+@pytest.mark.parametrize("code, transient", [
+    ("E_RPC_UNAVAILABLE", True), ("E_RPC_DEADLINE_EXCEEDED", True), ("E_RATE_LIMIT", True),
+    ("E_UPLOAD_BUSY", True), ("E_SIGNATURE", False), ("E_POLICY_DP", False), ("E_IMPERSONATION", False),
+])
+def test_daemon_retries_only_transient_failures(code, transient):
+    assert is_transient(FFSecureError("x", code=code)) is transient
