@@ -47,7 +47,8 @@ def list_cmd(ctx: click.Context, home_dir: str, status: str | None, as_json: boo
     from rich.table import Table
 
     table = Table(title=f"{len(out)} module(s)")
-    for col in ("module id", "site", "classes", "generator", "DP eps", "registered at", "status"):
+    table.add_column("module id", no_wrap=True, min_width=32)
+    for col in ("site", "classes", "generator", "DP eps", "registered at", "status"):
         table.add_column(col)
     for m in out:
         eps = "-" if m["dp_epsilon"] is None else f"{m['dp_epsilon']:.2f}"

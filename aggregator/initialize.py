@@ -1,0 +1,117 @@
+"""Creating an aggregator home, in two steps (the federation manifest needs the aggregator's public keys).
+
+1. :func:`create_keys` (``aggregator init --federation-id ID --dir DIR``): the
+   key-encryption key, the log signing key, the HPKE key and the TLS key
+   (all 0600 under ``keys/``), ``public-keys.json`` for the CA operator and
+   ``aggregator.csr`` (the TLS key's certificate request for the identity
+   ``ffsecure://<federation-id>/aggregator``).
+2. :func:`install` (``aggregator init --federation federation.json --dir DIR
+   --ca-cert ca.pem --crl crl.pem --tls-cert aggregator.pem``): checks that the
+   CA signed the manifest, that the manifest names *this* home's HPKE and log
+   keys, that the CRL verifies and that the TLS certificate is this
+   federation's aggregator certificate for this home's TLS key; then writes
+   ``federation.json``, ``ca.pem``, ``crl.pem``, ``tls.pem``, the default
+   ``aggregator.toml`` and an empty store.
+
+Both refuse to overwrite anything, and check everything before writing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from aggregator.home import AggregatorHome, create_kek, create_log_key, default_origin, write_private_file
+from ffsecure import envelope, pki
+from ffsecure.errors import ConfigError
+
+
+def _exists(path: Path) -> ConfigError:
+    return ConfigError(f"{path} already exists; refusing to overwrite it", code="E_EXISTS",
+                       hint="use a new --dir, or remove the old home deliberately (its keys protect stored modules)")
+
+
+def create_keys(home_dir: str | Path, federation_id: str, *, origin: str | None = None,
+                hpke_suite: str = "x25519") -> dict:
+    """Step 1: keys, public-keys.json and aggregator.csr. Returns the paths written."""
+    from ffsecure.federation import write_public_keys
+
+    federation_id = pki.check_id(federation_id, "federation id")
+    home = AggregatorHome.at(home_dir)
+    public_keys, csr_path = home.root / "public-keys.json", home.root / "aggregator.csr"
+    for p in (home.kek_key, home.log_key, home.hpke_key, home.tls_key, public_keys, csr_path, home.store_db):
+        if p.exists():
+            raise _exists(p)
+    origin = origin or default_origin(federation_id)
+    home.ensure_dirs()
+    create_kek(home)
+    signer = create_log_key(home, origin)
+    hpke_private, hpke_public = envelope.generate_keypair(hpke_suite)
+    envelope.write_key_file(home.hpke_key, hpke_private, hpke_suite)
+    key = ec.generate_private_key(ec.SECP256R1())
+    write_private_file(home.tls_key, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    identity = pki.Identity(federation_id, "aggregator")
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aggregator")]))
+           .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity.uri)]), critical=False)
+           .sign(key, hashes.SHA256()))
+    pki.write_public_file(csr_path, csr.public_bytes(serialization.Encoding.PEM))
+    write_public_keys(public_keys, hpke_public_key=hpke_public, hpke_suite=hpke_suite, log_public_key=signer.vkey,
+                      log_origin=signer.name)
+    return {"home": str(home.root), "public_keys": str(public_keys), "csr": str(csr_path),
+            "keys": [str(p) for p in (home.kek_key, home.log_key, home.hpke_key, home.tls_key)],
+            "log_origin": signer.name, "hpke_key_id": envelope.key_id(hpke_public)}
+
+
+def install(home_dir: str | Path, *, federation_json: bytes, ca_cert_pem: bytes, crl_pem: bytes,
+            tls_cert_pem: bytes, listen: str | None = None) -> dict:
+    """Step 2: check and install the CA's answers, write the config, create the store."""
+    from aggregator.config import write_default_config
+    from aggregator.home import load_log_key
+    from aggregator.store import open_home_store
+    from ffsecure.federation import load_signed_manifest
+
+    home = AggregatorHome.at(home_dir)
+    for p in (home.kek_key, home.log_key, home.hpke_key, home.tls_key):
+        if not p.is_file():
+            raise ConfigError(f"{p} does not exist", code="E_KEY_MISSING",
+                              hint="run `aggregator init --federation-id ID --dir DIR` first")
+    for p in (home.federation, home.ca_cert, home.crl, home.tls_cert, home.config, home.store_db):
+        if p.exists():
+            raise _exists(p)
+    ca_cert = pki.load_cert(ca_cert_pem)
+    manifest = load_signed_manifest(federation_json, ca_cert)
+    suite, _private, kid = envelope.read_key_file(home.hpke_key)
+    signer = load_log_key(home)
+    agg = manifest.aggregator
+    if kid != manifest.hpke_key_id or suite != manifest.hpke_suite:
+        raise ConfigError("the federation manifest names another HPKE key than this home's keys/hpke.key",
+                          code="E_KEY_MISMATCH", hint="the CA must build federation.json from this home's public-keys.json")
+    if signer.vkey != agg["log_public_key"] or signer.name != agg["log_origin"]:
+        raise ConfigError("the federation manifest names another log key than this home's keys/log.key",
+                          code="E_KEY_MISMATCH", hint="the CA must build federation.json from this home's public-keys.json")
+    crl = pki.load_crl(crl_pem, ca_cert)
+    tls_cert = pki.load_cert(tls_cert_pem)
+    identity = pki.verify_cert(tls_cert, ca_cert=ca_cert, crl=crl, role="aggregator")
+    if identity.federation_id != manifest.federation_id:
+        raise ConfigError(f"the TLS certificate is for federation {identity.federation_id!r}", code="E_KEY_MISMATCH",
+                          hint="ask the CA of this federation to sign aggregator.csr")
+    tls_key = serialization.load_pem_private_key(home.tls_key.read_bytes(), password=None)
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if tls_cert.public_key().public_bytes(*spki) != tls_key.public_key().public_bytes(*spki):
+        raise ConfigError("the TLS certificate is not for this home's keys/tls.key", code="E_KEY_MISMATCH",
+                          hint="install the certificate the CA made from this home's aggregator.csr")
+    pki.write_public_file(home.federation, federation_json)
+    pki.write_public_file(home.ca_cert, ca_cert_pem)
+    pki.write_public_file(home.crl, crl_pem)
+    pki.write_public_file(home.tls_cert, tls_cert_pem)
+    write_default_config(home.config, listen=listen)
+    with open_home_store(home) as store:
+        size = store.size()
+    return {"home": str(home.root), "federation_id": manifest.federation_id, "config": str(home.config),
+            "store": str(home.store_db), "log_size": size}
