@@ -24,6 +24,7 @@ CHECKS: dict[str, str] = {
     "trusted-checkpoints": "checkpoints the auditor kept from earlier are prefixes of this log (no fork, no rollback)",
     "module-records": "each registered module's public record matches its ledger entry",
     "module-signatures": "each module manifest is signed by a site certificate valid and unrevoked when it was made",
+    "dp-claims": "each DP epsilon claimed with its parameters is what those parameters spend (re-accounted)",
     "deletions": "every deletion request has a matching deletion; deletions name registered modules",
     "lineage": "datasets and classifiers name registered, undeleted modules; nothing live holds a deleted module",
 }

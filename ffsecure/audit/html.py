@@ -217,13 +217,15 @@ def _classes(manifest: dict | None, labels: list[str] | None) -> str:
     return _e(", ".join(out))
 
 
-def _dp(manifest: dict | None) -> str:
+def _dp(manifest: dict | None, recomputed: float | None = None) -> str:
     dp = (manifest or {}).get("dp")
     if not isinstance(dp, dict):
         return "<span class='meta'>no DP</span>"
     eps, delta = dp.get("epsilon"), dp.get("delta")
     extra = "".join(f"<div class='kv'>{_e(k)} {_e(v)}</div>" for k, v in sorted(dp.items())
                     if k in ("noise_multiplier", "accountant", "steps"))
+    if recomputed is not None:
+        extra += f"<div class='kv'>re-accounted ε = {recomputed:.4g}</div>"
     return f"ε = <b>{_e(eps)}</b>, δ = {_e(delta)}{extra}"
 
 
@@ -258,7 +260,8 @@ def _sites(r: AuditResult) -> str:
             if mc and mc.revoked:
                 status += " " + _pill("revoked", f"cert revoked: {mc.revoked}")
             out.append(f"<tr><td><code title='{_e(ms.module_id)}'>{_e(_short(ms.module_id))}</code></td>"
-                       f"<td>{_classes(manifest, labels)}</td><td>{_dp(manifest)}</td><td>{_privacy(manifest)}</td>"
+                       f"<td>{_classes(manifest, labels)}</td>"
+                       f"<td>{_dp(manifest, mc.dp_recomputed if mc else None)}</td><td>{_privacy(manifest)}</td>"
                        f"<td>entry {ms.registered_index}<div class='meta'>{_e(ms.time)}</div></td>"
                        f"<td>{sig}</td><td>{status}</td></tr>")
         out.append("</table>")

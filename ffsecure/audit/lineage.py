@@ -110,6 +110,10 @@ def replay(entries: list[dict | None], findings: Findings) -> LedgerReplay:
                              module_id=mid, **where)
             else:
                 st.modules[mid] = ModuleState(mid, f["site_id"], i, e["time"], f)
+            if e["actor"] != f"site:{f['site_id']}":
+                findings.add("module-records", "E_AUDIT_MODULE_ACTOR",
+                             f"module {mid} of site {f['site_id']} is recorded as uploaded by {e['actor']}: a site "
+                             "registers only its own modules, over its own connection", module_id=mid, **where)
         elif t == "module.deletion_requested":
             mid = f["module_id"]
             label = f"deletion of {_short(mid)} requested"
@@ -120,6 +124,11 @@ def replay(entries: list[dict | None], findings: Findings) -> LedgerReplay:
                              module_id=mid, **where)
             else:
                 st.modules[mid].requests.append(i)
+                owner = st.modules[mid].site_id
+                if e["actor"].startswith("site:") and e["actor"] != f"site:{owner}":
+                    findings.add("deletions", "E_AUDIT_DELETION_ACTOR",
+                                 f"{e['actor']} requested the deletion of module {mid}, which belongs to site "
+                                 f"{owner}: a site may delete only its own modules", module_id=mid, **where)
         elif t == "module.deleted":
             mid = f["module_id"]
             label = f"module {_short(mid)} deleted"

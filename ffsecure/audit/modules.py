@@ -40,6 +40,7 @@ class ModuleCheck:
     problem: str | None
     cert_serial: str | None
     revoked: str | None
+    dp_recomputed: float | None = None
 
 
 def _cert_serial(package: dict) -> tuple[x509.Certificate | None, str | None]:
@@ -152,3 +153,47 @@ def check_modules(records: dict[str, ModuleRecord], entries: list[dict | None], 
                          f"modules/{mid}.json has no module.registered entry in the log", module_id=mid,
                          entry=idx if isinstance(idx, int) and 0 <= idx < len(entries) else None)
     return out
+
+
+#: DP parameters a claim needs to be re-accounted (``accountant`` defaults to ``prv``).
+DP_PARAMETERS = ("epsilon", "delta", "noise_multiplier", "sample_rate", "steps")
+
+
+def check_dp_claims(checked: dict[str, ModuleCheck], st: LedgerReplay, findings: Findings) -> tuple[int, int]:
+    """Re-account every DP claim that carries its parameters; returns (re-accounted, claims).
+
+    The epsilon in a manifest is the site's claim. When the manifest also carries the
+    noise multiplier, sample rate, step count and delta (the training report does), the
+    epsilon those parameters spend is recomputed with the same Opacus accountant; a claim
+    below it understates the privacy loss and is a finding.
+    """
+    claims = done = 0
+    for mid, mc in checked.items():
+        dp = (mc.manifest or {}).get("dp")
+        if not isinstance(dp, dict):
+            continue
+        claims += 1
+        if not all(isinstance(dp.get(k), (int, float)) and not isinstance(dp.get(k), bool) for k in DP_PARAMETERS):
+            continue
+        ms = st.modules[mid]
+        where = dict(entry=ms.registered_index, entry_type="module.registered", module_id=mid)
+        from ffsecure.dp import compute_epsilon
+
+        try:
+            eps = compute_epsilon(noise_multiplier=float(dp["noise_multiplier"]),
+                                  sample_rate=float(dp["sample_rate"]), steps=int(dp["steps"]),
+                                  delta=float(dp["delta"]), accountant=str(dp.get("accountant", "prv")))
+        except FFSecureError as exc:
+            findings.add("dp-claims", "E_AUDIT_DP_CLAIM",
+                         f"module {mid}: its DP parameters cannot be re-accounted: {exc.message}",
+                         severity=WARNING, **where)
+            continue
+        done += 1
+        mc.dp_recomputed = eps
+        claimed = float(dp["epsilon"])
+        if eps > claimed * (1 + 1e-6) + 1e-9:
+            findings.add("dp-claims", "E_AUDIT_DP_CLAIM",
+                         f"module {mid} of site {ms.site_id} claims epsilon {claimed:g} but its own parameters "
+                         f"(noise {dp['noise_multiplier']}, sample rate {dp['sample_rate']}, {dp['steps']} steps, "
+                         f"delta {dp['delta']}) spend epsilon {eps:.6g}", **where)
+    return done, claims

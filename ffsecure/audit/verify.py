@@ -12,7 +12,7 @@ from ffsecure.audit.bundle import Bundle
 from ffsecure.audit.findings import CHECKS, ERROR, WARNING, CheckSummary, Finding, Findings
 from ffsecure.audit.lineage import LedgerReplay, replay
 from ffsecure.audit.logcheck import LogState, check_log
-from ffsecure.audit.modules import ModuleCheck, check_modules
+from ffsecure.audit.modules import ModuleCheck, check_dp_claims, check_modules
 from ffsecure.errors import FFSecureError
 from ffsecure.federation import FederationManifest, load_signed_manifest
 
@@ -165,6 +165,7 @@ def audit_bundle(bundle: Bundle, *, ca_pem: bytes | None, crl_pem: bytes | None 
     st = replay(log.entries, findings)
     modules = check_modules(bundle.modules, log.entries, st, findings, ca_cert=ca_cert, crl=crl,
                             federation=federation)
+    dp_done, dp_claims = check_dp_claims(modules, st, findings)
     _revocations_in_crl(st, crl, findings)
     for name in bundle.stray_module_files:
         findings.add("module-records", "E_AUDIT_MODULE_RECORD", f"modules/{name} is not named <module-id>.json",
@@ -182,10 +183,14 @@ def audit_bundle(bundle: Bundle, *, ca_pem: bytes | None, crl_pem: bytes | None 
         "trusted-checkpoints": f"{len(trusted)} trusted checkpoint(s), all prefixes of this log",
         "module-records": f"{len(st.modules)} modules",
         "module-signatures": f"{sum(m.signature_ok for m in modules.values())} of {len(modules)} verify",
+        "dp-claims": f"{dp_done} of {dp_claims} DP claims carry their parameters and were re-accounted",
         "deletions": f"{len(st.requests)} request(s), {deleted} deletion(s)",
         "lineage": f"{len(st.datasets)} datasets, {len(st.classifiers)} classifiers ({live} live)",
     }
     skipped = {"trusted-checkpoints": "no --trusted-checkpoint given"} if not trusted else {}
+    if dp_done == 0:
+        skipped["dp-claims"] = (f"none of {dp_claims} DP claims carries its parameters" if dp_claims
+                                else "no module claims DP")
     return AuditResult(bundle=bundle, findings=findings.items, checks=_summaries(findings, skipped, details),
                        log=log, replay=st, modules=modules, federation=federation, crl=crl,
                        ca_fingerprint=pki.cert_fingerprint(ca_cert) if ca_cert is not None else None,

@@ -74,7 +74,7 @@ def test_clean_bundle_verifies_with_no_finding(world):
     assert {c.name: c.status for c in result.checks} == {
         "trust-anchor": "ok", "entries": "ok", "checkpoint-signatures": "ok", "checkpoint-roots": "ok",
         "consistency": "ok", "trusted-checkpoints": "skipped", "module-records": "ok", "module-signatures": "ok",
-        "deletions": "ok", "lineage": "ok"}
+        "dp-claims": "skipped", "deletions": "ok", "lineage": "ok"}
     # The ledger's own verifier agrees on the log part.
     report = verify_bundle_log(bundle)
     assert report.size == result.log.latest.size == len(result.log.entry_bytes) == idx["pub2"] + 1
@@ -372,3 +372,24 @@ def test_deletion_request_without_deletion_is_named(tmp_path):
     f = _one(result, "E_AUDIT_DELETION_MISSING")
     assert (f.entry, f.entry_type, f.module_id) == (req, "module.deletion_requested", a)
     assert [x.code for x in result.errors] == ["E_AUDIT_DELETION_MISSING"]
+
+
+def test_understated_dp_claim_is_named(tmp_path):
+    from ffsecure.dp import compute_epsilon
+
+    params = {"delta": 1e-5, "noise_multiplier": 1.1, "sample_rate": 0.01, "steps": 100, "accountant": "rdp"}
+    eps = compute_epsilon(noise_multiplier=1.1, sample_rate=0.01, steps=100, delta=1e-5, accountant="rdp")
+    lab = AuditLab(tmp_path)
+    try:
+        honest = lab.register("st-mary", (0,), dp={"epsilon": eps, **params})
+        modest = lab.register("st-john", (1,), dp={"epsilon": round(eps / 2, 3), **params})
+        lab.register("st-john", (2,), dp={"epsilon": 1.0, "delta": 1e-5})   # no parameters: not re-accountable
+        result = _audit(lab, lab.export())
+    finally:
+        lab.close()
+    assert not result.ok
+    (f,) = [x for x in result.findings if x.code == "E_AUDIT_DP_CLAIM"]
+    assert (f.entry, f.entry_type, f.module_id) == (1, "module.registered", modest)
+    assert f"spend epsilon {eps:.6g}" in f.message
+    assert result.modules[honest].dp_recomputed == pytest.approx(eps, rel=1e-12)
+    assert {c.name: c.detail for c in result.checks}["dp-claims"] == "1 finding"

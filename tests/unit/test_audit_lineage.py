@@ -31,8 +31,8 @@ def deleted(mid, destroyed=("wrapped_dek", "blob")):
     return make_entry("module.deleted", "aggregator", {"module_id": mid, "reason": "r", "destroyed": list(destroyed)})
 
 
-def request(mid):
-    return make_entry("module.deletion_requested", "site:s1", {"module_id": mid, "reason": "r"})
+def request(mid, actor="site:s1"):
+    return make_entry("module.deletion_requested", actor, {"module_id": mid, "reason": "r"})
 
 
 def retire(kind, aid):
@@ -90,3 +90,11 @@ def test_shredding_must_be_recorded():
 def test_malformed_entries_are_skipped_by_the_replay():
     st, found = codes([reg(A, WA), None, ds("d1", LIN[:1])])
     assert found == [] and st.datasets["d1"].index == 2
+
+
+def test_actors_must_match_the_owning_site():
+    forged = make_entry("module.registered", "site:s2", {"module_id": A, "site_id": "s1",
+                                                         "manifest_sha256": H, "weights_sha256": WA})
+    _, found = codes([forged, reg(B, WB, site="s2"), request(B, actor="site:s1"), deleted(B),
+                      request(A, actor="operator:o"), deleted(A)])
+    assert found == [("E_AUDIT_MODULE_ACTOR", 0), ("E_AUDIT_DELETION_ACTOR", 2)]
