@@ -1,0 +1,25 @@
+"""Put a privacy report into a module manifest and sign the package again.
+
+The weights, module id and every other manifest field stay as they were; the
+manifest gains ``privacy_report`` and a fresh ``created_at`` (the time of the
+new signature), and the site signs it with its key. The report becomes part of
+what the site's signature covers, so the aggregator and an auditor read the
+numbers the site vouched for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ffsecure import pki
+from ffsecure.package import SignedPackage, sign_package
+from ffsecure.privacy.report import check_report
+
+
+def attach_report(pkg: SignedPackage, report: dict[str, Any], key: Any, cert: Any) -> SignedPackage:
+    """A new signed package: ``pkg`` with ``report`` as its manifest's ``privacy_report``."""
+    check_report(report)
+    manifest = dataclasses.replace(pkg.manifest, privacy_report=dict(report),
+                                   created_at=pki.rfc3339(pki.utcnow()))
+    return sign_package(manifest, pkg.weights, key, cert)

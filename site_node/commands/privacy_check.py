@@ -1,0 +1,208 @@
+"""``site-node privacy-check``: measure what a module reveals about its training images, before upload.
+
+Members are the training images of the classes the module covers, non-members
+the same classes' held-out (test split) images, which the module never saw.
+The check runs the loss-based membership-inference attack (optionally
+calibrated with a reference generator trained on half of the held-out
+images), the memorization test on generated samples, and re-computes the DP
+epsilon from the manifest's DP record. It writes ``privacy-report.json`` and
+``closest-pairs.png``; with ``--attach`` it adds the numbers to the module
+manifest and signs the package again. See docs/privacy.md.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ffsecure.clitools import echo_json
+from ffsecure.errors import ConfigError, DataError, FFSecureError
+
+
+class PrivacyStateError(FFSecureError):
+    code = "E_STATE"
+
+
+def _select(x, y, classes):
+    import torch
+
+    mask = torch.isin(y, torch.tensor(sorted(classes), dtype=torch.int64))
+    return x[mask], y[mask]
+
+
+def _from_config(cfg, module_ref):
+    """(package, package path, members, non-members, train settings, trust, state, record) from site.toml."""
+    from ffsecure.package import SignedPackage
+    from site_node import trust as trustlib
+    from site_node.state import StateDir
+    from site_node.training import load_site_data, train_settings
+
+    state = StateDir(cfg.state_dir)
+    trust = trustlib.load(cfg)
+    if module_ref is None:
+        trained = [r for r in state.modules() if r.status == "trained"]
+        if not trained:
+            raise PrivacyStateError(f"no module with status 'trained' in {state.modules_dir}",
+                                    hint="run `site-node train` first, or name a module with --module")
+        record = trained[-1]
+    else:
+        record = state.load_module(module_ref)
+    path = state.package_path(record.module_id)
+    pkg = SignedPackage.from_bytes(path.read_bytes())
+    data = load_site_data(cfg, trust.federation)
+    members = _select(data.train_x, data.train_y, pkg.manifest.classes)
+    non_members = _select(data.test_x, data.test_y, pkg.manifest.classes)
+    settings = train_settings(cfg, pkg.manifest.generator["family"])
+    return pkg, path, members, non_members, settings, trust, state, record
+
+
+def _from_files(module_path, data_spec, data_root, seed):
+    from ffsecure.data import load_dataset
+    from ffsecure.generators import default_train_settings
+    from ffsecure.package import SignedPackage
+
+    if module_path is None or data_spec is None:
+        raise ConfigError("without --config, give --module PATH (a package.ffpk) and --data SPEC",
+                          hint="or pass --config site.toml")
+    try:
+        pkg = SignedPackage.from_bytes(Path(module_path).read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {module_path}: {exc.strerror}", hint="check --module") from None
+    m = pkg.manifest
+    ds = load_dataset(data_spec, image_shape=m.image_shape, root=data_root, seed=seed)
+    members = _select(ds.train_x, ds.train_y, m.classes)
+    non_members = _select(ds.test_x, ds.test_y, m.classes)
+    settings = default_train_settings(m.generator["family"], "default", seed=seed)
+    return pkg, Path(module_path), members, non_members, settings
+
+
+@click.command("privacy-check")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="The site's site.toml: the module comes from its state dir, the data from [data].")
+@click.option("--module", "module_ref",
+              help="With --config: a module id (default: the newest module not yet sent). "
+                   "Without: the path of a signed package file.")
+@click.option("--data", "data_spec", help="Without --config: the module's data (digits, npz:PATH, folder:PATH or "
+                                          "a MedMNIST name), with labels in the federation's label space.")
+@click.option("--data-root", type=click.Path(file_okay=False), help="MedMNIST root folder (with --data).")
+@click.option("--samples", default=1000, show_default=True, help="Generated samples for the memorization test.")
+@click.option("--max-examples", default=2000, show_default=True,
+              help="Use at most this many members and as many non-members (random subset).")
+@click.option("--reference/--no-reference", default=False, show_default=True,
+              help="Also run the calibrated attack: train a reference generator (same schedule, no DP) on half "
+                   "of the held-out images. Costs one more training run.")
+@click.option("--threshold", type=float, default=None,
+              help="Near-copy RMS distance; default: the 1% quantile of held-out images' distances.")
+@click.option("--attach", is_flag=True, help="Add the numbers to the manifest and sign the package again.")
+@click.option("--key", "key_file", type=click.Path(dir_okay=False), help="Without --config: site key for --attach.")
+@click.option("--cert", "cert_file", type=click.Path(dir_okay=False),
+              help="Without --config: site certificate for --attach.")
+@click.option("--output", "output", type=click.Path(dir_okay=False),
+              help="Without --config: where --attach writes the new package (default: replace --module).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Folder for privacy-report.json and closest-pairs.png (default: the module's state folder, "
+                   "or the current folder without --config).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the subsets, noise draws and samples.")
+@click.option("--threads", default=1, show_default=True, help="Torch CPU threads.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+@click.pass_context
+def privacy_check(ctx, config_path, module_ref, data_spec, data_root, samples, max_examples, reference, threshold,
+                  attach, key_file, cert_file, output, out_dir, seed, threads, as_json):
+    """Measure membership leakage, memorization and the DP epsilon of a module before it is sent."""
+    import contextlib
+
+    import torch
+
+    from ffsecure import generators, pki
+    from ffsecure.privacy.attach import attach_report
+    from ffsecure.privacy.check import run_check, split_holdout, subsample
+
+    ctx.ensure_object(dict)["json"] = as_json
+    if samples < 1 or max_examples < 2:
+        raise ConfigError("--samples must be >= 1 and --max-examples >= 2", hint="use the defaults")
+    record = state = trust = None
+    lock = contextlib.nullcontext()
+    if config_path is not None:
+        from site_node.config import load_config
+        from site_node.state import StateDir
+
+        cfg = load_config(config_path)
+        lock = StateDir(cfg.state_dir).locked()
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with lock:
+            if config_path is not None:
+                pkg, pkg_path, members, non_members, settings, trust, state, record = _from_config(cfg, module_ref)
+                out = Path(out_dir) if out_dir else pkg_path.parent
+            else:
+                pkg, pkg_path, members, non_members, settings = _from_files(module_ref, data_spec, data_root, seed)
+                out = Path(out_dir or ".")
+            if attach and record is not None and record.status != "trained":
+                raise PrivacyStateError(f"module {record.module_id} is {record.status}: its package was already "
+                                        "sealed or sent, so a report can no longer be attached",
+                                        hint="attach before `site-node upload`, or train a new module")
+            if attach and record is None and not (key_file and cert_file):
+                raise ConfigError("--attach without --config needs --key and --cert", hint="or use --config")
+            m = pkg.manifest
+            if members[0].shape[0] < 1 or non_members[0].shape[0] < 2:
+                raise DataError(f"the data holds {members[0].shape[0]} training and {non_members[0].shape[0]} "
+                                f"held-out images of classes {m.classes}; the check needs >= 1 and >= 2",
+                                code="E_DATA_EMPTY", hint="check the data source and the module's classes")
+            members = subsample(*members, max_examples, seed)
+            non_members = subsample(*non_members, max_examples, seed + 1)
+            gen = generators.from_state(m.generator["family"], m.generator["config"], pkg.weights)
+            ref_gen = None
+            if reference:
+                non_members, ref_set = split_holdout(*non_members, seed=seed + 2, reference_fraction=0.5)
+                from site_node.commands._common import training_progress
+
+                ref_gen = generators.build(m.generator["family"], m.generator["config"])
+                with training_progress(not as_json) as progress:
+                    ref_gen.fit(*ref_set, settings, progress=progress)
+            out.mkdir(parents=True, exist_ok=True)
+            full = run_check(gen, members=members, non_members=non_members, dp=m.dp, reference=ref_gen,
+                             n_generated=samples, seed=seed, png=out / "closest-pairs.png",
+                             near_copy_threshold=threshold)
+            full["module_id"] = m.module_id
+            report = full["manifest_report"]
+            if attach:
+                if record is not None:
+                    key, cert = trust.key, trust.cert
+                else:
+                    key = pki.load_private_key(key_file)
+                    cert = pki.load_certs(Path(cert_file).read_bytes(), max_count=1)[0]
+                new = attach_report(pkg, report, key, cert)
+                if trust is not None:
+                    from ffsecure.package import verify_package
+
+                    verify_package(new, federation=trust.federation, ca_cert=trust.ca_cert)
+                target = pkg_path if record is not None or output is None else Path(output)
+                pki.write_public_file(target, new.to_bytes())
+                full["attached_to"] = str(target)
+            pki.write_public_file(out / "privacy-report.json",
+                                  (json.dumps(full, indent=2, sort_keys=True) + "\n").encode())
+    finally:
+        torch.set_num_threads(threads_before)
+    if as_json:
+        echo_json(full)
+        return
+    mia, memo, acct = full["membership"], full["memorization"], full["accounting"]
+    click.echo(f"module {m.module_id} ({m.generator['family']}, classes {m.classes})")
+    click.echo(f"  membership inference: AUROC {mia['auroc']:.3f}, TPR@1%FPR {mia['tpr_at_1pct_fpr']:.3f} "
+               f"({mia['members']} members vs {mia['non_members']} held-out)")
+    if "calibrated" in mia:
+        click.echo(f"  calibrated attack:    AUROC {mia['calibrated']['auroc']:.3f}, "
+                   f"TPR@1%FPR {mia['calibrated']['tpr_at_1pct_fpr']:.3f}")
+    click.echo(f"  memorization: ratio {memo['ratio']:.3f}, near-copies {memo['near_copy_fraction']:.3%} "
+               f"of {memo['generated']} samples (threshold {memo['near_copy_threshold']:.4f})")
+    if acct.get("dp"):
+        click.echo(f"  DP: epsilon {acct['epsilon_recomputed']:.4f} re-computed ({acct['accountant']}), "
+                   f"claimed {acct['epsilon_claimed']:.4f}, delta {acct['delta']:.2e}")
+    else:
+        click.echo("  DP: none (no formal guarantee)")
+    click.echo(f"  report: {out / 'privacy-report.json'}; closest pairs: {out / 'closest-pairs.png'}")
+    if attach:
+        click.echo(f"  attached to the signed package: {full['attached_to']}")

@@ -1,0 +1,126 @@
+"""Membership inference: the metrics, the per-example losses, and a memorizing generator being flagged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ffsecure import generators
+from ffsecure.errors import FFSecureError
+from ffsecure.privacy.membership import attack, auroc, example_losses, tpr_at_fpr
+
+
+def test_auroc_known_answers():
+    assert auroc([3, 4, 5], [0, 1, 2]) == 1.0
+    assert auroc([0, 1, 2], [3, 4, 5]) == 0.0
+    assert auroc([1, 1], [1, 1]) == 0.5
+    assert auroc([2, 0], [1]) == 0.5
+    assert auroc([1, 3], [0, 2]) == 0.75  # pairs: (1>0), (1<2), (3>0), (3>2)
+
+
+def test_auroc_matches_sklearn_on_random_scores():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    m, n = rng.normal(0.3, 1, 300), rng.normal(0, 1, 500)
+    want = roc_auc_score(np.r_[np.ones(300), np.zeros(500)], np.r_[m, n])
+    assert auroc(m, n) == pytest.approx(want, abs=1e-12)
+
+
+def test_tpr_at_fpr():
+    non = np.arange(100, dtype=float)  # 0..99; at 1% FPR one non-member (99) may pass: threshold 98
+    assert tpr_at_fpr([98.5, 99.5, 50, 10], non, 0.01) == 0.5
+    assert tpr_at_fpr([98.5, 99.5, 50, 10], non, 0.0) == 0.25  # only above the largest non-member
+    assert tpr_at_fpr([200.0], non, 0.01) == 1.0
+    assert tpr_at_fpr([-1.0], non, 0.01) == 0.0
+    with pytest.raises(FFSecureError):
+        auroc([], [1.0])
+    with pytest.raises(FFSecureError):
+        auroc([float("nan")], [1.0])
+
+
+def _digits(n_members: int, n_non: int):
+    from ffsecure.data import load_digits
+
+    ds = load_digits()
+    keep = ds.train_y < 4
+    x, y = ds.train_x[keep], ds.train_y[keep]
+    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
+    m, n = perm[:n_members], perm[n_members:n_members + n_non]
+    return (x[m], y[m]), (x[n], y[n])
+
+
+@pytest.fixture(scope="module")
+def memorizer():
+    """A tiny cvae overfit on 16 images (many passes, no DP): a module that memorizes."""
+    torch.set_num_threads(1)
+    members, non_members = _digits(16, 64)
+    cfg = generators.default_config("cvae", image_shape=(1, 16, 16), num_classes=4, size="tiny")
+    gen = generators.build("cvae", cfg)
+    gen.fit(*members, generators.TrainSettings(epochs=120, batch_size=16, lr=5e-3, seed=0))
+    return gen, members, non_members
+
+
+def test_losses_are_deterministic_and_per_example(memorizer):
+    gen, members, _ = memorizer
+    a = example_losses(gen, *members, seed=3)
+    b = example_losses(gen, *members, seed=3)
+    assert a.shape == (16,) and torch.equal(a, b)
+    # an example's loss does not depend on the other examples scored with it (no batch coupling)
+    x, y = members[0].clone(), members[1].clone()
+    x[1:] = -x[1:]
+    c = example_losses(gen, x, y, seed=3)
+    assert c[0].item() == pytest.approx(a[0].item(), rel=1e-6)
+    assert not torch.allclose(c[1:], a[1:])
+
+
+def test_memorizing_generator_is_flagged(memorizer):
+    from ffsecure.privacy.check import run_check
+    from ffsecure.privacy.policy import PrivacyPolicyError, check_module
+
+    gen, members, non_members = memorizer
+    full = run_check(gen, members=members, non_members=non_members, n_generated=200, seed=0)
+    mia, memo = full["membership"], full["memorization"]
+    assert mia["auroc"] > 0.9 and mia["tpr_at_1pct_fpr"] > 0.3
+    assert mia["mean_loss_members"] < mia["mean_loss_non_members"]
+    assert memo["ratio"] < 0.8
+    # its samples replay training images: far more near-copies than unseen real images produce (1%)
+    assert memo["near_copy_fraction"] > 0.1 > memo["holdout_below_threshold"]
+    report = full["manifest_report"]
+    assert report["membership_auroc"] == round(mia["auroc"], 6)
+    with pytest.raises(PrivacyPolicyError) as info:
+        check_module(report, None, {"required": True, "max_membership_auroc": 0.6})
+    assert info.value.code == "E_PRIVACY_POLICY"
+    with pytest.raises(PrivacyPolicyError):
+        check_module(report, None, {"max_near_copy_fraction": 0.05})
+
+
+def test_untrained_generator_shows_no_membership_signal():
+    members, non_members = _digits(64, 64)
+    cfg = generators.default_config("cvae", image_shape=(1, 16, 16), num_classes=4, size="tiny")
+    gen = generators.build("cvae", cfg)  # never saw either set
+    res = attack(gen, members, non_members)
+    assert 0.35 < res["auroc"] < 0.65
+
+
+def test_ddpm_losses_and_calibrated_attack():
+    members, non_members = _digits(12, 12)
+    cfg = generators.default_config("ddpm", image_shape=(1, 16, 16), num_classes=4, size="tiny")
+    gen, ref = generators.build("ddpm", cfg), generators.build("ddpm", cfg)
+    gen.fit(*members, generators.TrainSettings(epochs=2, batch_size=12, lr=2e-3, seed=0))
+    ref.fit(*non_members, generators.TrainSettings(epochs=2, batch_size=12, lr=2e-3, seed=1))
+    losses = example_losses(gen, *members, draws=3)
+    assert losses.shape == (12,) and torch.isfinite(losses).all() and (losses > 0).all()
+    res = attack(gen, members, non_members, reference=ref, draws=3)
+    assert set(res["calibrated"]) == {"auroc", "tpr_at_1pct_fpr"}
+    assert 0.0 <= res["calibrated"]["auroc"] <= 1.0
+
+
+def test_unknown_family_and_bad_labels_are_refused(memorizer):
+    gen, members, _ = memorizer
+    with pytest.raises(FFSecureError) as info:
+        example_losses(object(), *members)
+    assert info.value.code == "E_DATA_FORMAT"
+    with pytest.raises(FFSecureError):
+        example_losses(gen, members[0], members[1] + 10)
