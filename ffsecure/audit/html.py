@@ -26,7 +26,7 @@ body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetic
 main{max-width:1180px;margin:0 auto;padding:24px 28px 48px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:32px 0 10px;padding-bottom:4px;
  border-bottom:1px solid var(--line)}h3{font-size:15px;margin:18px 0 6px}
-.meta{color:var(--mute);font-size:13px}
+.meta{color:var(--mute);font-size:13px}.nowrap{white-space:nowrap}
 code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px}
 .verdict{display:flex;align-items:center;gap:18px;border-radius:8px;padding:16px 20px;margin:18px 0 8px;
  color:#fff}
@@ -226,7 +226,11 @@ def _dp(manifest: dict | None, recomputed: float | None = None) -> str:
                     if k in ("noise_multiplier", "accountant", "steps"))
     if recomputed is not None:
         extra += f"<div class='kv'>re-accounted ε = {recomputed:.4g}</div>"
-    return f"ε = <b>{_e(eps)}</b>, δ = {_e(delta)}{extra}"
+    return f"ε = <b>{_e(_num(eps))}</b>, δ = {_e(_num(delta))}{extra}"
+
+
+def _num(value):
+    return f"{value:.4g}" if isinstance(value, float) else value
 
 
 def _privacy(manifest: dict | None) -> str:
@@ -262,7 +266,7 @@ def _sites(r: AuditResult) -> str:
             out.append(f"<tr><td><code title='{_e(ms.module_id)}'>{_e(_short(ms.module_id))}</code></td>"
                        f"<td>{_classes(manifest, labels)}</td>"
                        f"<td>{_dp(manifest, mc.dp_recomputed if mc else None)}</td><td>{_privacy(manifest)}</td>"
-                       f"<td>entry {ms.registered_index}<div class='meta'>{_e(ms.time)}</div></td>"
+                       f"<td>entry {ms.registered_index}<div class='meta nowrap'>{_e(ms.time)}</div></td>"
                        f"<td>{sig}</td><td>{status}</td></tr>")
         out.append("</table>")
     return "".join(out)

@@ -54,6 +54,12 @@ def reports(tmp_path_factory):
     lab = AuditLab(root)
     try:
         idx = standard_history(lab)
+        from ffsecure.dp import compute_epsilon
+
+        params = {"delta": 1e-5, "noise_multiplier": 1.1, "sample_rate": 0.02, "steps": 250, "accountant": "rdp"}
+        eps = compute_epsilon(**{k: v for k, v in params.items()})
+        idx["dp"] = lab.register("st-john", (3,), seed=4, dp={"epsilon": eps, **params},
+                                 privacy_report={"v": 1, "membership_auroc": 0.51, "near_copy_fraction": 0.0})
         time.sleep(1.1)                      # the supersession comes after every signature above
         idx["revoked"] = lab.revoke("st-john", "superseded")
         clean = lab.export("clean")
@@ -112,6 +118,7 @@ def test_clean_report_renders_in_chromium(reports, tmp_path):
     assert f"module <code>{idx['c']}</code>" in text                      # the deletion, with its proof
     assert "Inclusion proof</b> (RFC 9162) of entry 7" in text and "verifies" in text
     assert "cert revoked: superseded" in text
+    assert "re-accounted ε = " in text
     shot = tmp_path / "report.png"
     proc = chromium(clean_html, tmp_path, f"--screenshot={shot}", "--window-size=1280,2000",
                     "--hide-scrollbars")
