@@ -11,7 +11,9 @@ background thread that runs :meth:`aggregator.operations.Operations.retrain`
 of a published classifier), taking the store lock only for store calls, so
 uploads and other RPCs go on meanwhile.
 
-Several deletions in a row coalesce into one retraining pass. On shutdown a
+Several deletions in a row coalesce into one retraining pass; a deletion
+during a pass queues another one (the running pass refuses to write an
+artifact naming the deleted module, ``E_LINEAGE_DELETED``). On shutdown a
 running pass is cancelled at its next progress step (nothing half-written:
 each artifact is one store transaction); what it did not finish stays
 pending (``aggregator status`` lists it) and ``aggregator retrain`` or the
@@ -51,7 +53,9 @@ class RetrainWorker:
         """Shred and retire now (inside the RPC), retrain later; returns the (index, entry) pairs appended."""
         ops = self._make_ops()
         outcome = ops.delete(module_id, reason, actor=actor, request_entry=request_entry)
-        if outcome.retired_classifiers:
+        # A pass already running may be using this module: it will refuse to write (E_LINEAGE_DELETED),
+        # so queue another pass to redo it from the remaining modules.
+        if outcome.retired_classifiers or not self._idle.is_set():
             self.request()
         return [(a.index, a.entry) for a in outcome.appended]
 

@@ -244,3 +244,26 @@ def test_evaluation_section(tmp_path):
     ev = load_evaluation({"data": "digits", "max_samples": 50}, label_space=[str(i) for i in range(10)],
                          image_shape=(1, 16, 16))
     assert tuple(ev.x.shape) == (50, 1, 16, 16) and ev.y.shape == (50,)
+
+
+def test_retrain_worker_deletes_in_the_call_and_stops_cleanly(env):
+    from aggregator.unlearning import RetrainWorker
+
+    fed, ids, store, home = env
+    ops = _ops(fed, store, home)
+    ds = ops.synthesize(per_class=8, seed=2, grid=False)
+    clf = ops.train(ds.dataset_id, settings=TrainConfig(**FAST), width=8, threads=1)
+    ops.publish(clf.classifier_id)
+    worker = RetrainWorker(lambda progress=None: _ops(fed, store, home, progress=progress))
+    worker.stop()  # a stopping worker takes deletions but starts no pass
+    entries = worker.deleter(store, ids["east"], "site:east", "withdrawn", None)
+    assert [validate_entry(e)["type"] for _, e in entries] == ["module.deleted", "classifier.retired",
+                                                               "dataset.retired"]
+    assert worker.passes == 0 and worker.wait_idle(0)
+    assert [r.artifact_id for r, _ in ops.pending_retrains()] == [clf.classifier_id]
+
+    live = RetrainWorker(lambda progress=None: _ops(fed, store, home, progress=progress))
+    live.request()
+    assert live.wait_idle(300) and live.last_error is None and live.passes == 1
+    assert ops.pending_retrains() == [] and ops.current_classifier().meta["replaces"] == clf.classifier_id
+    live.stop()
