@@ -1,0 +1,154 @@
+"""privacy-check on a memorizing module, its signed report, and the aggregator refusing it over mTLS.
+
+A real chain: a tiny cvae overfit on 16 images (a module that memorizes) ->
+the privacy check measures it and the site signs the report into the package
+(in-process, and, in the slow tests, through `site-node privacy-check --attach`
+as a real process) -> the aggregator of a federation whose privacy policy
+caps the membership AUROC refuses the upload with E_PRIVACY_POLICY over real
+mTLS gRPC, and its store and log do not change; a compliant module is accepted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from ffsecure import envelope, generators
+from ffsecure.data import load_digits, load_npz
+from ffsecure.federation import create_signed_manifest
+from ffsecure.package import SignedPackage, build_manifest, sign_package, verify_package
+from ffsecure.privacy.attach import attach_report
+from ffsecure import pki
+from site_node.client import AggregatorError
+from tests.conftest import cli_env
+from tests.federation_fixture import build_federation
+
+POLICY = {"required": True, "max_membership_auroc": 0.6, "max_near_copy_fraction": 0.05}
+
+
+def _seal(fed, pkg) -> bytes:
+    return envelope.seal(pkg.to_bytes(), fed.manifest.hpke_public_key, federation_id=fed.federation_id,
+                         key_id=fed.manifest.hpke_key_id, suite=fed.manifest.hpke_suite)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("privacy")
+    fed = build_federation(root / "fed")
+    # the federation's CA signs a manifest with a privacy policy
+    fed.manifest = dataclasses.replace(fed.manifest, privacy_policy=dict(POLICY))
+    fed.signed_manifest = create_signed_manifest(fed.manifest, fed.ca)
+    pki.write_public_file(fed.home.federation, fed.signed_manifest)
+
+    # the site's data: 16 training images, 64 held-out ones (classes 0..3 of digits), as a MedMNIST-layout npz
+    ds = load_digits()
+    keep = ds.train_y < 4
+    x, y = ds.train_x[keep][:80], ds.train_y[keep][:80]
+    u8 = ((x[:, 0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    npz = root / "site.npz"
+    np.savez(npz, train_images=u8[:16], train_labels=y[:16].numpy()[:, None],
+             test_images=u8[16:], test_labels=y[16:].numpy()[:, None])
+    site = load_npz(npz)
+
+    family, config = fed.manifest.generator["family"], fed.manifest.generator["config"]
+    gen = generators.build(family, config)
+    gen.fit(site.train_x, site.train_y, generators.TrainSettings(epochs=120, batch_size=16, lr=5e-3, seed=0))
+    weights = generators.to_safetensors(gen)
+    creds = fed.sites["st-mary"]
+    manifest = build_manifest(federation=fed.manifest, site_id="st-mary", weights=weights,
+                              classes=sorted({int(v) for v in site.train_y}), seed=0)
+    pkg = sign_package(manifest, weights, creds.key, creds.cert)
+    path = root / "package.ffpk"
+    path.write_bytes(pkg.to_bytes())
+    return fed, root, npz, path, pkg
+
+
+def _site_node(*args):
+    return subprocess.run([sys.executable, "-m", "site_node", *args], env=cli_env(), capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def leaky_report(world):
+    """The library's check of the memorizing module, in-process (what privacy-check signs)."""
+    from ffsecure.privacy.check import run_check
+
+    _fed, _root, npz, _path, pkg = world
+    site = load_npz(npz)
+    gen = generators.from_state(pkg.manifest.generator["family"], pkg.manifest.generator["config"], pkg.weights)
+    full = run_check(gen, members=(site.train_x, site.train_y), non_members=(site.test_x, site.test_y),
+                     n_generated=200)
+    assert full["membership"]["auroc"] > 0.9
+    return full["manifest_report"]
+
+
+@pytest.fixture(scope="module")
+def checked(world):
+    fed, root, npz, path, _pkg = world
+    creds = fed.sites["st-mary"]
+    out = root / "report"
+    proc = _site_node("privacy-check", "--module", str(path), "--data", f"npz:{npz}", "--samples", "200",
+                      "--attach", "--key", str(creds.key_path), "--cert", str(creds.cert_path),
+                      "--output", str(root / "attached.ffpk"), "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout), out, root / "attached.ffpk"
+
+
+@pytest.mark.slow
+def test_privacy_check_flags_the_memorizing_module_and_signs_the_report(world, checked):
+    fed, _root, _npz, path, pkg = world
+    full, out, attached_path = checked
+    assert full["module_id"] == pkg.manifest.module_id
+    assert full["membership"]["members"] == 16 and full["membership"]["non_members"] == 64
+    assert full["membership"]["auroc"] > 0.9
+    assert full["memorization"]["near_copy_fraction"] > 0.1
+    assert full["accounting"] == {"dp": False}
+    assert json.loads((out / "privacy-report.json").read_text())["manifest_report"] == full["manifest_report"]
+    assert (out / "closest-pairs.png").read_bytes()[:4] == b"\x89PNG"
+    # the original package is untouched; the new one carries the report under the site's signature
+    assert path.read_bytes() == pkg.to_bytes()
+    attached = SignedPackage.from_bytes(attached_path.read_bytes())
+    assert attached.manifest.privacy_report == full["manifest_report"]
+    assert attached.manifest.module_id == pkg.manifest.module_id and attached.weights == pkg.weights
+    verified = verify_package(attached, federation=fed.manifest, ca_cert=fed.ca.cert)
+    assert verified.site_id == "st-mary"
+
+
+def test_aggregator_refuses_modules_that_break_the_privacy_policy(world, leaky_report):
+    fed, _root, _npz, _path, pkg = world
+    creds = fed.sites["st-mary"]
+    leaky = attach_report(pkg, leaky_report, creds.key, creds.cert)
+    compliant = attach_report(pkg, {"v": 1, "members": 16, "non_members": 64, "membership_auroc": 0.52,
+                                    "near_copy_fraction": 0.0}, creds.key, creds.cert)
+    with fed.serve() as srv:
+        store = srv.runtime.store
+        before = (store.size(), len(store.list_modules()))
+        with fed.client("st-mary", srv.address) as c:
+            for bad, needle in ((leaky, "membership AUROC"), (pkg, "requires a privacy report")):
+                with pytest.raises(AggregatorError) as err:
+                    c.upload(_seal(fed, bad), module_id=bad.manifest.module_id, site_id="st-mary")
+                assert err.value.code == "E_PRIVACY_POLICY" and needle in err.value.message
+                assert (store.size(), len(store.list_modules())) == before  # nothing written
+            receipt = c.upload(_seal(fed, compliant), module_id=compliant.manifest.module_id, site_id="st-mary")
+        assert receipt.index == before[0] and store.size() == before[0] + 1
+        assert [m.module_id for m in store.list_modules()] == [compliant.manifest.module_id]
+
+
+@pytest.mark.slow
+def test_cli_errors_are_typed_and_change_nothing(world):
+    _fed, root, npz, path, pkg = world
+    proc = _site_node("privacy-check", "--module", str(path), "--data", f"npz:{npz}", "--attach")
+    assert proc.returncode == 1
+    assert "error[E_CONFIG]" in proc.stderr and "--key" in proc.stderr
+    proc = _site_node("privacy-check", "--module", str(path), "--data", f"npz:{root / 'missing.npz'}",
+                      "--json")
+    assert proc.returncode == 1
+    assert json.loads(proc.stderr.strip().splitlines()[-1])["error"]["code"] == "E_DATA_MISSING"
+    assert path.read_bytes() == pkg.to_bytes()
