@@ -164,17 +164,23 @@ def _metrics(r: dict[str, Any]) -> dict[str, Any]:
 
 def run(plan: str = "cpu", *, datasets: list[str] | None = None, out: Path = common.DEFAULT_OUT,
         threads: int = 1, device: str = "cpu", seed: int = 0, budget_min: float | None = None,
-        progress=print) -> dict[str, Any]:
-    """Run the plan's cells in order; with ``budget_min``, cells not started in time are listed as not run."""
+        shard: tuple[int, int] | None = None, progress=print) -> dict[str, Any]:
+    """Run the plan's cells in order; with ``budget_min``, cells not started in time are listed as not run.
+
+    ``shard=(i, n)`` runs only cells ``i, i+n, i+2n, ...`` of the plan (several processes on one
+    machine; combine their ``--out`` directories with :func:`merge`).
+    """
     import torch
 
     torch.set_num_threads(threads)
     datasets = datasets or available_datasets()
     cells, skipped = plan_cells(plan, datasets)
+    if shard is not None:
+        cells, skipped = cells[shard[0]::shard[1]], []
     quick = plan == "quick"
     deadline = time.monotonic() + budget_min * 60 if budget_min else None
     md = common.meta("utility", {"plan": plan, "datasets": datasets, "threads": threads, "seed": seed,
-                                 "budget_min": budget_min,
+                                 "budget_min": budget_min, "shard": list(shard) if shard else None,
                                  "overrides": QUICK if quick else "none (ffsecure.simulate defaults)"},
                      device=device, quick=quick)
     rows: list[dict[str, Any]] = []
@@ -205,6 +211,43 @@ def run(plan: str = "cpu", *, datasets: list[str] | None = None, out: Path = com
         rows.append({"dataset": cell.dataset, "partition": cell.partition, "alpha": cell.alpha, "split": cell.split,
                      "generator": cell.generator, "generator_size": cell.generator_size, "status": "not run",
                      "reason": reason})
+    common.write_result(out, "utility", result, to_markdown(result))
+    return result
+
+
+def merge(shard_dirs: list[Path], out: Path = common.DEFAULT_OUT) -> dict[str, Any]:
+    """Combine the results of ``--shard`` runs into one ``utility.json`` in plan order.
+
+    Every cell of the plan that no shard measured is listed as not run, with the reason
+    the plan or the shard gave (or that its shard did not reach it).
+    """
+    parts = [common.read_result(Path(d), "utility") for d in shard_dirs]
+    missing = [str(d) for d, p in zip(shard_dirs, parts) if p is None]
+    if missing:
+        raise FileNotFoundError(f"no results/utility.json in {', '.join(missing)}")
+    first = parts[0]["meta"]
+    plan, datasets = first["settings"]["plan"], first["settings"]["datasets"]
+    cells, plan_skipped = plan_cells(plan, datasets)
+    key = lambda r: (r["dataset"], r["partition"], r["alpha"], r["generator"])  # noqa: E731
+    measured = {key(r): r for p in parts for r in p["rows"] if r.get("status") == "measured"}
+    reasons = {key(r): r["reason"] for p in parts for r in p["rows"] if r.get("status") != "measured"}
+    rows: list[dict[str, Any]] = []
+    not_run = []
+    for c in cells:
+        k = (c.dataset, c.partition, c.alpha, c.generator)
+        if k in measured:
+            rows.append(measured[k])
+        else:
+            not_run.append((c, reasons.get(k, "its shard did not finish it in time")))
+    for c, reason in not_run + plan_skipped:
+        rows.append({"dataset": c.dataset, "partition": c.partition, "alpha": c.alpha, "split": c.split,
+                     "generator": c.generator, "generator_size": c.generator_size, "status": "not run",
+                     "reason": reason})
+    md = dict(first)
+    md["settings"] = {**first["settings"], "shard": None, "merged_from": [p["meta"]["settings"]["shard"] for p in parts]}
+    md["shards"] = [{"date": p["meta"]["date"], "git": p["meta"]["git"], "machine": p["meta"]["machine"],
+                     "shard": p["meta"]["settings"]["shard"]} for p in parts]
+    result = {"meta": md, "rows": rows, "paper": PAPER}
     common.write_result(out, "utility", result, to_markdown(result))
     return result
 
@@ -272,6 +315,9 @@ def to_markdown(result: dict[str, Any]) -> str:
         "# Utility: FederatedFactory vs centralized and FedAvg",
         "",
         common.meta_line(md),
+        *([f"Measured in {len(md['shards'])} processes side by side on this machine (shards of the plan, "
+           f"started {', '.join(sh['date'] for sh in md['shards'])}); wall times include the contention."]
+          if md.get("shards") else []),
         f"Plan `{md['settings']['plan']}`; `ffsecure.simulate` settings: {md['settings']['overrides']}; "
         f"seed {md['settings']['seed']}.",
     ]
@@ -307,10 +353,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget-min", type=float, default=None,
                    help="start no new cell after this many minutes (the rest are listed as not run)")
+    p.add_argument("--shard", default=None, metavar="I/N", help="run only cells I, I+N, ... of the plan")
+    p.add_argument("--merge", default=None, metavar="DIR,DIR,...",
+                   help="combine the --out directories of --shard runs into --out (runs nothing)")
     p.add_argument("--out", default=str(common.DEFAULT_OUT))
     a = p.parse_args(argv)
+    if a.merge:
+        return merge([Path(d) for d in a.merge.split(",")], Path(a.out))
+    shard = tuple(int(v) for v in a.shard.split("/")) if a.shard else None
+    if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
+        p.error("--shard must be I/N with 0 <= I < N")
     return run(a.plan, datasets=a.datasets.split(",") if a.datasets else None, out=Path(a.out),
-               threads=a.threads, device=a.device, seed=a.seed, budget_min=a.budget_min)
+               threads=a.threads, device=a.device, seed=a.seed, budget_min=a.budget_min, shard=shard)
 
 
 if __name__ == "__main__":

@@ -116,3 +116,18 @@ def test_cpu_plan_lists_what_it_does_not_run():
     full, _ = utility.plan_cells("full", sets)
     assert len(full) == 4 * 3 * 2 == len(run) + len(skipped)
     assert all(reason for _, reason in skipped)
+
+
+def test_shards_merge_in_plan_order(tmp_path):
+    torch.set_num_threads(1)
+    for i in (1, 0):
+        utility.run("quick", out=tmp_path / f"s{i}", shard=(i, 2), progress=lambda *_: None)
+    merged = utility.merge([tmp_path / "s0", tmp_path / "s1"], tmp_path / "m")
+    rows = merged["rows"]
+    assert [(r["generator"], r["status"]) for r in rows] == [("cvae", "measured"), ("ddpm", "measured")]
+    # each shard ran its own baselines: the same seed and data give the same centralized model
+    assert rows[0]["centralized"]["accuracy"] == rows[1]["centralized"]["accuracy"]
+    assert len(merged["meta"]["shards"]) == 2
+    assert "Measured in 2 processes" in (tmp_path / "m" / "results" / "utility.md").read_text()
+    with pytest.raises(FileNotFoundError):
+        utility.merge([tmp_path / "s0", tmp_path / "nowhere"], tmp_path / "m2")
