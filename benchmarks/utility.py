@@ -145,7 +145,7 @@ def run_cell(cell: Cell, *, baselines: bool, quick: bool, threads: int, device: 
     row: dict[str, Any] = {
         "dataset": cell.dataset, "partition": cell.partition, "alpha": cell.alpha, "split": cell.split,
         "generator": cell.generator, "generator_size": cell.generator_size, "status": "measured",
-        "device": res["settings"]["device"], "sites": res["settings"]["sites"],
+        "date": common.utc_now(), "git": common.git_commit(), "device": res["settings"]["device"], "sites": res["settings"]["sites"],
         "settings": {k: v for k, v in res["settings"].items() if k not in ("out",)},
         "timings": res["timings"], "wall_s": round(wall, 1),
         "site_generator_s": [s["wall_s"] for s in res["sites"]],
@@ -332,11 +332,12 @@ def to_markdown(result: dict[str, Any]) -> str:
     if measured:
         lines += ["Wall time per run (generators + synthesis + classifier + baselines when run):", "",
                   common.table(["data set", "split", "generator", "sites", "generator s (sum)", "synthesis s",
-                                "classifier s", "total s"],
+                                "classifier s", "total s", "finished", "commit"],
                                [[r["dataset"], r["split"], f"{r['generator']} ({r['generator_size']})", r["sites"],
                                 common.f1(r["timings"].get("generators_s")), common.f1(r["timings"].get("synthesis_s")),
-                                common.f1(r["timings"].get("classifier_s")), common.f1(r["wall_s"])]
-                                for r in measured], "lllrrrrr"), ""]
+                                common.f1(r["timings"].get("classifier_s")), common.f1(r["wall_s"]), r.get("date", "—"),
+                                f"`{((r.get('git') or {}).get('commit') or '?')[:10]}`"]
+                                for r in measured], "lllrrrrrll"), ""]
     if not_run:
         lines += ["Not run in this run (no numbers are given for them):", ""]
         lines += [f"- {r['dataset']}, {r['split']}, {r['generator']}: {r['reason']}" for r in not_run]
