@@ -9,7 +9,6 @@ signed checkpoint. Every string from the bundle is escaped.
 
 from __future__ import annotations
 
-import hmac
 from html import escape
 
 from ffsecure import __version__
@@ -149,7 +148,8 @@ def _timeline(r: AuditResult) -> str:
         if 0 < cp.size <= n:
             cx = x(cp.size - 0.5)
             parts.append(f'<line x1="{cx:.1f}" y1="{top}" x2="{cx:.1f}" y2="{axis_y}" stroke="#0969da" '
-                         f'stroke-dasharray="2 3" stroke-opacity="0.45"><title>signed checkpoint {cp.size}</title></line>')
+                         f'stroke-dasharray="2 3" stroke-opacity="0.45">'
+                         f'<title>signed checkpoint {cp.size}</title></line>')
     step = max(1, n // 12)
     for i in range(0, n, step):
         parts.append(f'<text x="{x(i):.1f}" y="{axis_y + 16}" text-anchor="middle" font-size="11" '
@@ -301,7 +301,8 @@ def _lineage(r: AuditResult) -> str:
         ms = r.replay.modules.get(ref["module_id"])
         status = ("unknown" if ms is None else "deleted" if ms.deleted_index is not None else "active")
         mods.append(f"<div class='node'><b>{_e(ms.site_id if ms else '?')}</b> "
-                    f"<code>{_e(_short(ref['module_id']))}</code> {_pill('error' if status != 'active' else 'active', status)}"
+                    f"<code>{_e(_short(ref['module_id']))}</code> "
+                    f"{_pill('error' if status != 'active' else 'active', status)}"
                     f"<div class='kv mono'>weights {_e(_short(ref.get('weights_sha256'), 20))}</div></div>")
     return ("<h2>Lineage of the current classifier</h2><div class='lineage'>" + cnode + "<div class='arrow'>←</div>"
             + dnode + "<div class='arrow'>←</div><div class='mods'>" + "".join(mods) + "</div></div>")

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from ffsecure.audit.findings import WARNING, Findings
 
 
+CREATED_BY = {"dataset": "dataset.synthesized", "classifier": "classifier.trained"}
+
+
 @dataclass
 class ModuleState:
     module_id: str
@@ -250,6 +253,6 @@ def replay(entries: list[dict | None], findings: Findings) -> LedgerReplay:
                     findings.add("lineage", "E_AUDIT_LIVE_DELETED",
                                  f"{a.kind} {a.artifact_id} is live (never retired) but its lineage holds module "
                                  f"{ms.module_id}, deleted at entry {ms.deleted_index}",
-                                 entry=a.index, entry_type=f"{a.kind}.{'synthesized' if a.kind == 'dataset' else 'trained'}",
+                                 entry=a.index, entry_type=CREATED_BY[a.kind],
                                  module_id=ms.module_id)
     return st
