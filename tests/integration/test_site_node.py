@@ -8,7 +8,6 @@ site keeping some classes; generator: the federation's tiny cvae, one epoch.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import stat
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from ffsecure import pki
 from ffsecure.ledger import validate_entry
 from tests.conftest import cli_env
 from tests.federation_fixture import build_federation
@@ -130,6 +130,60 @@ def enroll_and_install(fed, root: Path, site_id: str, cfg: Path) -> None:
     assert info["identity"] == f"ffsecure://fedtest/site/{site_id}"
 
 
+class InProcessAggregator:
+    """The same server in the test process (cheap restarts) on a fixed port."""
+
+    def __init__(self, fed, port: int):
+        self.fed = fed
+        text = fed.config_path.read_text()
+        fed.config_path.write_text(text.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"'))
+        self.address = f"127.0.0.1:{port}"
+        self.running = None
+
+    def start(self) -> "InProcessAggregator":
+        from aggregator.config import load_config
+        from aggregator.server import start
+
+        self.running = start(load_config(self.fed.config_path))
+        return self
+
+    def stop(self) -> None:
+        if self.running is not None:
+            self.running.stop(grace=1.0)
+            self.running = None
+
+
+def setup_site_in_process(fed, cfg_path: Path, *, train: bool = True):
+    """enroll + CA signature + install-cert + train through the library (the step under test runs as a process)."""
+    import torch
+
+    from site_node import trust as trustlib
+    from site_node.config import load_config
+    from site_node.state import StateDir
+    from site_node.training import train_module
+
+    torch.set_num_threads(1)
+    cfg = load_config(cfg_path)
+    StateDir(cfg.state_dir).ensure()
+    csr = pki.make_key_and_csr(cfg.key_path, federation_id=cfg.federation_id, site_id=cfg.site_id)
+    cert_file = cfg_path.parent / "site.pem"
+    cert_file.write_bytes(pki.cert_pem(fed.ca.sign_csr(csr, role="site", site_id=cfg.site_id)))
+    t = trustlib.install(cfg, cert_file=cert_file, ca_file=fed.home.ca_cert, federation_file=fed.home.federation)
+    record = train_module(cfg, t) if train else None
+    return cfg, t, record
+
+
+def upload_in_process(cfg, t) -> None:
+    from site_node import sync
+    from site_node import trust as trustlib
+    from site_node.state import StateDir
+
+    state = StateDir(cfg.state_dir)
+    with trustlib.make_client(cfg, t) as client:
+        for record in sync.pending(state):
+            sync.upload_module(state, client, t, record)
+
+
 def aggregator_json(*args) -> dict:
     proc = subprocess.run([sys.executable, "-m", "aggregator", *map(str, args), "--json"], cwd=REPO, env=cli_env(),
                           capture_output=True, text=True, timeout=300)
@@ -223,8 +277,7 @@ def test_upload_resumes_after_aggregator_is_killed_without_a_duplicate(fed, tmp_
         # 24 KiB/s and 4 KiB chunks: the tiny module takes several seconds to stream
         cfg = write_site_config(tmp_path, "st-a", agg.address, [0, 1, 2],
                                 extra="chunk_bytes = 4096\nmax_upload_bytes_per_s = 24576\n")
-        enroll_and_install(fed, tmp_path, "st-a", cfg)
-        module_id = site_json("train", "--config", cfg)["module_id"]
+        module_id = setup_site_in_process(fed, cfg)[2].module_id
         upload = subprocess.Popen([sys.executable, "-m", "site_node", "upload", "--config", str(cfg), "--json"],
                                   cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True)
@@ -258,44 +311,45 @@ def test_upload_resumes_after_aggregator_is_killed_without_a_duplicate(fed, tmp_
 
 
 def test_status_raises_the_alarm_when_the_aggregator_rewrites_its_log(fed, tmp_path):
-    agg = Aggregator(fed, free_port()).start()
+    agg = InProcessAggregator(fed, free_port()).start()
     try:
         cfg = write_site_config(tmp_path, "st-a", agg.address, [0, 1])
-        enroll_and_install(fed, tmp_path, "st-a", cfg)
-        site_json("train", "--config", cfg)
-        site_json("upload", "--config", cfg)
+        site_cfg, t, _ = setup_site_in_process(fed, cfg)
+        upload_in_process(site_cfg, t)
         fed.add_site("st-x")
         with fed.client("st-x", agg.address) as c:  # a second entry, so the stored tree has size 2
             sealed, pkg = fed.make_package("st-x", classes=[3])
             c.upload(sealed, module_id=pkg.manifest.module_id, site_id="st-x")
-        assert site_json("status", "--config", cfg)["checkpoint"]["size"] == 2
+        assert site_json("status", "--config", cfg)["checkpoint"]["size"] == 2  # honest log: exit 0
         agg.stop()
 
         # The operator swaps in another history signed by the same log key: a fresh store
-        # holding other modules (sizes 1, 2 and 3 are each tried: shorter, equal, longer).
-        for extra in (0, 1, 2):
+        # holding other modules, shorter than, as long as, and longer than what the site saw.
+        for size in (1, 2, 3):
             for p in fed.home.root.glob("store.sqlite*"):
                 p.unlink()
             for p in (fed.home.root / "blobs").glob("*"):
                 p.unlink()
             agg.start()
             with fed.client("st-x", agg.address) as c:
-                for k in range(extra + 1):
+                for k in range(size):
                     sealed, pkg = fed.make_package("st-x", classes=[k])
                     c.upload(sealed, module_id=pkg.manifest.module_id, site_id="st-x")
             proc = site_node("status", "--config", cfg, "--json", check=False)
             agg.stop()
-            assert proc.returncode == 3, (extra, proc.stdout, proc.stderr)
-            assert json.loads(proc.stderr.strip().splitlines()[-1])["error"]["code"] == "E_LOG_FORK"
+            assert proc.returncode == 3, (size, proc.stdout, proc.stderr)
+            error = json.loads(proc.stderr.strip().splitlines()[-1])["error"]
+            assert error["code"] == "E_LOG_FORK" and "ALARM" in error["hint"]
+        # the evidence is kept: the stored checkpoint still says size 2
+        assert "\n2\n" in (tmp_path / "st-a" / "state" / "checkpoint.note").read_text()
     finally:
         agg.stop()
 
 
 def test_daemon_trains_on_new_data_survives_downtime_and_stops_on_sigterm(fed, tmp_path):
-    port = free_port()
-    agg = Aggregator(fed, port)  # not started: the daemon first meets a dead aggregator
+    agg = InProcessAggregator(fed, free_port())  # not started: the daemon first meets a dead aggregator
     cfg = write_site_config(tmp_path, "st-a", agg.address, [0, 1, 2])
-    enroll_and_install(fed, tmp_path, "st-a", cfg)
+    setup_site_in_process(fed, cfg, train=False)
     state = tmp_path / "st-a" / "state"
     log_path = tmp_path / "daemon.log"
     with open(log_path, "wb") as log:
@@ -339,23 +393,44 @@ def test_daemon_trains_on_new_data_survives_downtime_and_stops_on_sigterm(fed, t
 
 
 def test_install_cert_refuses_another_sites_certificate_and_a_foreign_manifest(fed, tmp_path):
+    from click.testing import CliRunner
+
+    from site_node.cli import cli
+
+    def run(*args):
+        return CliRunner().invoke(cli, [*map(str, args), "--json"], catch_exceptions=False)
+
+    def code(res) -> str:
+        return json.loads(res.output.strip().splitlines()[-1])["error"]["code"]
+
     cfg = write_site_config(tmp_path, "st-a", "127.0.0.1:1", [0])
-    out = site_json("enroll", "--config", cfg)
+    enrolled = run("enroll", "--config", cfg)
+    assert enrolled.exit_code == 0
+    out = json.loads(enrolled.output)
+    assert code(run("enroll", "--config", cfg)) == "E_CONFIG"  # never overwrites the key
     # a certificate the CA issued for another key (same site id)
     other = fed.add_site("st-a")
-    proc = site_node("install-cert", "--config", cfg, "--cert", other.cert_path, "--ca", fed.home.ca_cert,
-                     "--federation", fed.home.federation, "--json", check=False)
-    assert proc.returncode == 1 and '"E_KEY_MISMATCH"' in proc.stderr
+    res = run("install-cert", "--config", cfg, "--cert", other.cert_path, "--ca", fed.home.ca_cert,
+              "--federation", fed.home.federation)
+    assert res.exit_code == 1 and code(res) == "E_KEY_MISMATCH"
+    # a certificate for another site
+    res = run("install-cert", "--config", cfg, "--cert", fed.add_site("st-b").cert_path, "--ca", fed.home.ca_cert,
+              "--federation", fed.home.federation)
+    assert res.exit_code == 1 and code(res) == "E_IDENTITY"
     # the right certificate but a manifest signed by another CA
     cert = tmp_path / "st-a.pem"
-    subprocess.run([sys.executable, "-m", "ffsecure", "pki", "sign-csr", out["csr"], "--ca-dir", fed.ca.directory,
-                    "--out", cert, "--site-id", "st-a"], cwd=REPO, env=cli_env(), check=True, capture_output=True)
+    cert.write_bytes(pki.cert_pem(fed.ca.sign_csr(Path(out["csr"]).read_bytes(), role="site", site_id="st-a")))
     forged = build_federation(tmp_path / "forged", labels=DIGITS, sites=())
-    proc = site_node("install-cert", "--config", cfg, "--cert", cert, "--ca", fed.home.ca_cert,
-                     "--federation", forged.home.federation, "--json", check=False)
-    assert proc.returncode == 1 and '"E_MANIFEST_SIGNATURE"' in proc.stderr
-    assert not (tmp_path / "st-a" / "state" / "site.pem").exists()  # nothing installed
-    site_json("install-cert", "--config", cfg, "--cert", cert, "--ca", fed.home.ca_cert,
-              "--federation", fed.home.federation)
-    assert (tmp_path / "st-a" / "state" / "site.pem").exists()
-    assert stat.S_IMODE((tmp_path / "st-a" / "state").stat().st_mode) == 0o700
+    res = run("install-cert", "--config", cfg, "--cert", cert, "--ca", fed.home.ca_cert,
+              "--federation", forged.home.federation)
+    assert res.exit_code == 1 and code(res) == "E_MANIFEST_SIGNATURE"
+    state = tmp_path / "st-a" / "state"
+    assert not (state / "site.pem").exists() and not (state / "federation.json").exists()  # nothing installed
+    # commands that need the installed files say what to run
+    assert code(run("upload", "--config", cfg)) == "E_NOT_INSTALLED"
+    assert run("install-cert", "--config", cfg, "--cert", cert, "--ca", fed.home.ca_cert,
+               "--federation", fed.home.federation).exit_code == 0
+    assert (state / "site.pem").exists() and stat.S_IMODE(state.stat().st_mode) == 0o700
+    # a file swapped in the state directory afterwards is caught before use
+    (state / "federation.json").write_bytes(forged.home.federation.read_bytes())
+    assert code(run("upload", "--config", cfg)) == "E_MANIFEST_SIGNATURE"
