@@ -122,6 +122,11 @@ def privacy_check(ctx, config_path, module_ref, data_spec, data_root, samples, m
     ctx.ensure_object(dict)["json"] = as_json
     if samples < 1 or max_examples < 2:
         raise ConfigError("--samples must be >= 1 and --max-examples >= 2", hint="use the defaults")
+    if config_path is not None and (data_spec or key_file or cert_file or output):
+        raise ConfigError("--data, --key, --cert and --output are for use without --config",
+                          hint="with --config the data, key and package come from site.toml and its state dir")
+    if config_path is None and attach and not (key_file and cert_file):
+        raise ConfigError("--attach without --config needs --key and --cert", hint="or use --config")
     record = state = trust = None
     lock = contextlib.nullcontext()
     if config_path is not None:
@@ -144,8 +149,6 @@ def privacy_check(ctx, config_path, module_ref, data_spec, data_root, samples, m
                 raise PrivacyStateError(f"module {record.module_id} is {record.status}: its package was already "
                                         "sealed or sent, so a report can no longer be attached",
                                         hint="attach before `site-node upload`, or train a new module")
-            if attach and record is None and not (key_file and cert_file):
-                raise ConfigError("--attach without --config needs --key and --cert", hint="or use --config")
             m = pkg.manifest
             if members[0].shape[0] < 1 or non_members[0].shape[0] < 2:
                 raise DataError(f"the data holds {members[0].shape[0]} training and {non_members[0].shape[0]} "

@@ -152,3 +152,53 @@ def test_cli_errors_are_typed_and_change_nothing(world):
     assert proc.returncode == 1
     assert json.loads(proc.stderr.strip().splitlines()[-1])["error"]["code"] == "E_DATA_MISSING"
     assert path.read_bytes() == pkg.to_bytes()
+
+
+@pytest.mark.slow
+def test_privacy_check_from_site_config_attaches_to_the_trained_module(world, tmp_path):
+    """`--config site.toml`: the newest trained module in the state dir, the site's data, its key."""
+    from site_node import trust as trustlib
+    from site_node.config import load_config
+    from site_node.state import StateDir
+    from site_node.training import train_module
+
+    fed, _root, npz, _path, _pkg = world
+    creds = fed.sites["st-john"]
+    cfg_path = tmp_path / "site.toml"
+    cfg_path.write_text(f"""\
+[site]
+federation_id = "{fed.federation_id}"
+site_id = "st-john"
+state_dir = "state"
+
+[pki]
+key = "{creds.key_path}"
+
+[data]
+source = "npz:{npz}"
+label_match = "index"
+
+[train]
+size = "tiny"
+epochs = 2
+threads = 1
+""")
+    cfg = load_config(cfg_path)
+    trust = trustlib.install(cfg, cert_file=creds.cert_path, ca_file=fed.home.ca_cert,
+                             federation_file=fed.home.federation)
+    record = train_module(cfg, trust)
+    state = StateDir(cfg.state_dir)
+    proc = _site_node("privacy-check", "--config", str(cfg_path), "--samples", "50", "--attach", "--json")
+    assert proc.returncode == 0, proc.stderr
+    full = json.loads(proc.stdout)
+    assert full["module_id"] == record.module_id
+    assert full["membership"]["members"] == 16 and full["membership"]["non_members"] == 64
+    pkg = SignedPackage.from_bytes(state.package_path(record.module_id).read_bytes())
+    assert pkg.manifest.privacy_report == full["manifest_report"]
+    verify_package(pkg, federation=fed.manifest, ca_cert=fed.ca.cert)
+    assert (state.module_dir(record.module_id) / "closest-pairs.png").exists()
+    # once the package is sealed for upload, a report can no longer be attached
+    state.save_module(dataclasses.replace(record, status="sealed"))
+    proc = _site_node("privacy-check", "--config", str(cfg_path), "--module", record.module_id, "--attach")
+    assert proc.returncode == 1 and "error[E_STATE]" in proc.stderr
+    assert SignedPackage.from_bytes(state.package_path(record.module_id).read_bytes()).manifest == pkg.manifest
