@@ -111,10 +111,11 @@ def check_modules(records: dict[str, ModuleRecord], entries: list[dict | None], 
             findings.add("module-records", "E_AUDIT_MODULE_RECORD", f"module {mid}: {p}", **where)
 
         cert, serial = _cert_serial(package)
-        revoked = None
+        revoked = revoked_at = None
         if cert is not None and crl is not None:
             rc = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
             if rc is not None:
+                revoked_at = rc.revocation_date_utc
                 try:
                     revoked = rc.extensions.get_extension_for_class(x509.CRLReason).value.reason.value
                 except x509.ExtensionNotFound:
@@ -124,8 +125,8 @@ def check_modules(records: dict[str, ModuleRecord], entries: list[dict | None], 
         if ca_cert is None:
             problem = "no CA to check against"
         else:
+            registered_at = pki.parse_rfc3339(ms.time)     # a validated entry time
             try:
-                registered_at = pki.parse_rfc3339(ms.time)
                 verify_package_meta(package_bytes, ca_cert=ca_cert, crl=crl, now=registered_at)
                 ok = True
             except FFSecureError as exc:
@@ -134,6 +135,12 @@ def check_modules(records: dict[str, ModuleRecord], entries: list[dict | None], 
                 code = "E_AUDIT_MODULE_REVOKED" if exc.code == "E_CERT_REVOKED" else "E_AUDIT_MODULE_SIGNATURE"
                 tail = (f"; it was deleted at entry {ms.deleted_index}" if deleted else
                         "; it is still active and should be deleted")
+                if exc.code == "E_CERT_REVOKED" and revoked_at is not None:
+                    when = pki.rfc3339(revoked_at)
+                    tail = (f" (revoked {when}, before its registration at {ms.time}: the aggregator should have "
+                            f"refused it){tail}" if revoked_at < registered_at else
+                            f" (revoked {when}, at or after its registration at {ms.time}: the revocation reaches back "
+                            f"to every signature of that key){tail}")
                 findings.add("module-signatures", code,
                              f"module {mid} of site {ms.site_id} does not verify: [{exc.code}] {exc.message}{tail}",
                              severity=WARNING if deleted else "error", **where)

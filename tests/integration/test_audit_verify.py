@@ -271,6 +271,7 @@ def test_module_signed_by_a_revoked_cert_is_named(tmp_path):
     f = _one(result, "E_AUDIT_MODULE_REVOKED")
     assert (f.entry, f.entry_type, f.module_id) == (1, "module.registered", b)
     assert "still active" in f.message
+    assert "at or after its registration" in f.message and "reaches back" in f.message
     assert [x.module_id for x in result.errors] == [b]
     assert result.modules[a].signature_ok and not result.modules[b].signature_ok
     assert result.modules[b].revoked == "keyCompromise"
@@ -291,7 +292,8 @@ def test_superseded_cert_keeps_earlier_modules_valid_but_not_later_ones(tmp_path
         lab.close()
     assert clean.ok and clean.findings == [] and clean.modules[a].revoked == "superseded"
     f = _one(result, "E_AUDIT_MODULE_REVOKED")
-    assert (f.entry, f.module_id) == (2, late)   # 0: a, 1: cert.revoked, 2: late
+    assert (f.entry, f.module_id) == (2, late)
+    assert "before its registration" in f.message and "should have refused it" in f.message   # 0: a, 1: cert.revoked, 2: late
     assert result.modules[a].signature_ok
 
 
