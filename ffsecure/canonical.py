@@ -16,6 +16,7 @@ from ffsecure.errors import FormatError
 
 MAX_JSON_BYTES = 1 << 20
 MAX_JSON_DEPTH = 32
+MAX_INT_DIGITS = 20
 HINT = ("encode the record with ffsecure.canonical.dumps: UTF-8, sorted keys, no whitespace, "
         "no NaN, unique keys, at most 32 levels deep")
 
@@ -23,6 +24,8 @@ HINT = ("encode the record with ffsecure.canonical.dumps: UTF-8, sorted keys, no
 def _check_numbers(obj: Any, depth: int = 0) -> None:
     if depth > MAX_JSON_DEPTH:
         raise FormatError(f"JSON nesting deeper than {MAX_JSON_DEPTH}", code="E_JSON_DEPTH", hint=HINT)
+    if isinstance(obj, int) and not isinstance(obj, bool) and len(str(abs(obj))) > MAX_INT_DIGITS:
+        raise FormatError(f"JSON integer has more than {MAX_INT_DIGITS} digits", code="E_JSON", hint=HINT)
     if isinstance(obj, float) and not math.isfinite(obj):
         raise FormatError("JSON holds NaN or infinity, which canonical JSON forbids", code="E_JSON", hint=HINT)
     if isinstance(obj, dict):
@@ -108,8 +111,9 @@ def loads(data: bytes, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
 
 
 def _bounded_int(text: str) -> int:
-    if len(text) > 20:
-        raise FormatError("JSON integer has more than 20 digits", code="E_JSON", hint=HINT)
+    # the same bound as dumps: what one side writes, the other reads
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise FormatError(f"JSON integer has more than {MAX_INT_DIGITS} digits", code="E_JSON", hint=HINT)
     return int(text)
 
 
