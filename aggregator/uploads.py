@@ -333,7 +333,8 @@ class UploadStaging:
             raise
 
     def cleanup_stale(self, now: float | None = None) -> int:
-        """Remove uploads older than ``stale_after_s``; returns how many were removed."""
+        """Remove uploads older than ``stale_after_s`` (returns how many), and the staged bytes that a
+        crash left next to an upload already registered."""
         now = time.time() if now is None else now
         removed = 0
         for site_dir in self.root.iterdir() if self.root.is_dir() else []:
@@ -344,6 +345,9 @@ class UploadStaging:
                     st = _read_state(d)
                 except FFSecureError:
                     st = None
+                if st is not None and st.registered and (d / "data").exists():
+                    # a crash between recording the registration and dropping the staged bytes
+                    (d / "data").unlink(missing_ok=True)
                 if st is None or now - st.created_at > self.stale_after_s:
                     with self._lock:
                         if (site_dir.name, d.name) in self._busy:

@@ -2,7 +2,8 @@
 
 A real ``aggregator serve`` process (mTLS, HPKE, SQLite store, Merkle log)
 receives one module from each of N sites, all started together. A killer
-thread sends SIGKILL at random moments while uploads are still in flight and
+thread sends SIGKILL at random moments while uploads are still in flight (after a
+random number of acknowledged uploads, plus jitter) and
 restarts the server from the same home each time; the sites keep retrying
 with the same upload id (resuming at the committed offset) until they hold a
 verified receipt. Afterwards, offline:
@@ -90,12 +91,20 @@ def _kill_run(tmp_path, *, n_uploads: int, kills: int, seed: int, deadline_s: fl
             t.start()
         start.set()
         t0 = time.monotonic()
-        while len(kill_log) < kills and time.monotonic() < stop_at:
-            time.sleep(rng.uniform(0.05, 0.6))
+        # Kill points spread over the run: after a random number of acknowledged uploads, plus jitter,
+        # so that kills land in every phase (transfer, hashing, verification, registration, reply).
+        thresholds = sorted(rng.sample(range(0, n_uploads), kills))
+        for threshold in thresholds:
+            while time.monotonic() < stop_at:
+                with lock:
+                    if len(acked) + len(failed) >= n_uploads or len(acked) >= threshold:
+                        break
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.3))
             with lock:
                 in_flight = n_uploads - len(acked) - len(failed)
                 done = len(acked)
-            if in_flight == 0:
+            if in_flight == 0 or time.monotonic() >= stop_at:
                 break
             server.kill()
             kill_log.append({"at_s": round(time.monotonic() - t0, 3), "acked_before": done, "in_flight": in_flight})
@@ -185,3 +194,24 @@ def test_upload_complete_on_disk_but_unregistered_is_finished_after_restart(tmp_
             # and again: the same receipt, nothing added
             again = c.upload(sealed, upload_id=upload_id, module_id=pkg.manifest.module_id, site_id="st-mary")
             assert again.index == 0 and again.existing and srv.runtime.store.size() == 1
+
+
+def test_staged_bytes_left_by_a_crash_after_registration_are_removed_at_start(tmp_path):
+    """A kill between recording ``module_id`` in state.json and unlinking ``data`` leaves the bytes;
+    the next start removes them (the upload stays registered)."""
+    from aggregator.uploads import UploadStaging
+
+    staging = UploadStaging(tmp_path / "uploads", max_upload_bytes=1 << 20)
+    upload_id = secrets.token_hex(16)
+    blob = b"x" * 1000
+    with staging.open("st-mary", upload_id, total_size=len(blob), total_sha256=hashlib.sha256(blob).digest()) as st:
+        st.write(0, blob)
+        st.commit()
+        st.state.module_id = "0" * 32  # as mark_registered records it, before it unlinks the data
+        from aggregator.uploads import _write_state
+
+        _write_state(st.directory, st.state)
+    data = tmp_path / "uploads" / "st-mary" / upload_id / "data"
+    assert data.exists()
+    assert staging.cleanup_stale() == 0
+    assert not data.exists() and staging.status("st-mary", upload_id).registered
