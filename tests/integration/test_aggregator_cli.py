@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from aggregator.cli import cli
 from aggregator.store import open_home_store
-from ffsecure import envelope, pki
+from ffsecure import pki
 from ffsecure.federation import FederationManifest, create_signed_manifest, load_public_keys
 from tests.federation_fixture import build_federation
 from tests.ops_fixture import register_trained

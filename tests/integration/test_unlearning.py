@@ -19,7 +19,6 @@ import pytest
 import torch
 
 from aggregator.store import open_home_store
-from ffsecure import canonical
 from ffsecure.classifier import TrainConfig
 from ffsecure.ledger import validate_entry
 from tests.conftest import cli_env

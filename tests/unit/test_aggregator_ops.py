@@ -12,7 +12,6 @@ import torch
 from aggregator.evaluation import EvalSet, load_evaluation
 from aggregator.operations import Operations, recipe_from_facts
 from aggregator.store import open_home_store
-from ffsecure import canonical
 from ffsecure.classifier import TrainConfig
 from ffsecure.errors import FFSecureError
 from ffsecure.ledger import ENTRY_TYPES, validate_entry
