@@ -23,7 +23,7 @@ from ffsecure.privacy.report import REPORT_VERSION, manifest_report
 
 def split_holdout(x: torch.Tensor, y: torch.Tensor, *, seed: int, reference_fraction: float
                   ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
-    """Split real non-member images into (evaluation set, reference-training set or None), stratified-free, seeded."""
+    """Split held-out images at random (seeded) into (evaluation non-members, reference-training set or None)."""
     if reference_fraction <= 0:
         return (x, y), None
     perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
