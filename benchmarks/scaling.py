@@ -58,11 +58,13 @@ def classifier_bytes(clf_config: dict[str, Any]) -> int:
 
 
 def run_sites(n: int, *, dataset: str, quick: bool, generator_size: str, threads: int, device: str,
-              seed: int) -> dict[str, Any]:
+              seed: int, epochs: int | None = None) -> dict[str, Any]:
     from ffsecure.simulate import SimulationConfig, run_simulation
 
     overrides = dict(QUICK) if quick else {}
     overrides.setdefault("generator_size", generator_size)
+    if epochs is not None:
+        overrides["epochs"] = epochs
     with tempfile.TemporaryDirectory(prefix="ffbench-scaling-") as tmp:
         cfg = SimulationConfig(dataset=dataset, partition="pathological", sites=n, classes_per_site=1, seed=seed,
                                threads=threads, device=device, out=tmp, plots=False, baselines=True, **overrides)
@@ -103,18 +105,23 @@ def run_sites(n: int, *, dataset: str, quick: bool, generator_size: str, threads
 
 def run(*, sites: list[int] | None = None, dataset: str = "digits", generator_size: str = "default",
         quick: bool = False, out: Path = common.DEFAULT_OUT, threads: int = 1, device: str = "cpu", seed: int = 0,
-        progress=print) -> dict[str, Any]:
+        epochs: int | None = None, progress=print) -> dict[str, Any]:
+    """``epochs`` fixes every site's generator epochs (None: the simulate image-epoch budget)."""
     import torch
 
     torch.set_num_threads(threads)
     sites = sites or [10, 50, 100]
     settings = {"sites": sites, "dataset": dataset, "generator_size": generator_size, "threads": threads,
-                "seed": seed, "overrides": QUICK if quick else "none (ffsecure.simulate defaults)"}
+                "seed": seed, "epochs": epochs,
+                "overrides": QUICK if quick else ("none (ffsecure.simulate defaults)" if epochs is None
+                                                  else f"generator epochs {epochs} at every site; else the "
+                                                       "ffsecure.simulate defaults")}
     result: dict[str, Any] = {"meta": common.meta("scaling", settings, device=device, quick=quick), "rows": []}
     for n in sites:
         progress(f"[scaling] {dataset}, {n} sites")
         row = run_sites(n, dataset=dataset, quick=quick, generator_size=generator_size, threads=threads,
-                        device=device, seed=seed)
+                        device=device, seed=seed, epochs=epochs)
+        row["date"], row["git"] = common.utc_now(), common.git_commit()
         result["rows"].append(row)
         progress(f"    aggregator {row['aggregator_s']} s, package {row['module_package_bytes']} B, "
                  f"FF {row['accuracy']['federatedfactory']:.3f} vs FedAvg {row['accuracy']['fedavg']:.3f} "
@@ -123,11 +130,31 @@ def run(*, sites: list[int] | None = None, dataset: str = "digits", generator_si
     return result
 
 
+def merge(dirs: list[Path], out: Path = common.DEFAULT_OUT) -> dict[str, Any]:
+    """Combine scaling runs made side by side (one site count each) into one result, by site count."""
+    parts = [common.read_result(Path(d), "scaling") for d in dirs]
+    missing = [str(d) for d, p in zip(dirs, parts) if p is None]
+    if missing:
+        raise FileNotFoundError(f"no results/scaling.json in {', '.join(missing)}")
+    md = dict(parts[0]["meta"])
+    md["settings"] = {**md["settings"], "sites": sorted(n for p in parts for n in p["meta"]["settings"]["sites"])}
+    md["shards"] = [{"date": p["meta"]["date"], "git": p["meta"]["git"], "machine": p["meta"]["machine"],
+                     "sites": p["meta"]["settings"]["sites"]} for p in parts]
+    result = {"meta": md, "rows": sorted((r for p in parts for r in p["rows"]), key=lambda r: r["sites"])}
+    common.write_result(out, "scaling", result, to_markdown(result))
+    return result
+
+
 def to_markdown(result: dict[str, Any]) -> str:
     md = result["meta"]
     s = md["settings"]
     rows = result["rows"]
+    done = {r["sites"] for r in rows}
     lines = ["# Scaling in sites", "", common.meta_line(md),
+             *([f"Measured in {len(md['shards'])} processes side by side on this machine (one site count each); "
+                "wall times include the contention."] if md.get("shards") else []),
+             *([f"Not finished in this run: {', '.join(str(n) for n in s['sites'] if n not in done)} sites."]
+               if any(n not in done for n in s["sites"]) else []),
              f"{s['dataset']}, pathological split (one class per site; sites holding the same class share it "
              f"evenly), generator `{rows[0]['generator']}` size `{rows[0]['generator_size']}`" if rows else "",
              f"Other settings: {s['overrides']}; seed {s['seed']}.",
@@ -161,10 +188,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=None, help="generator epochs at every site (default: simulate's)")
+    p.add_argument("--merge", default=None, metavar="DIR,DIR,...", help="combine runs' --out directories (runs nothing)")
     p.add_argument("--out", default=str(common.DEFAULT_OUT))
     a = p.parse_args(argv)
+    if a.merge:
+        return merge([Path(d) for d in a.merge.split(",")], Path(a.out))
     return run(sites=[int(x) for x in a.sites.split(",")], dataset=a.dataset, generator_size=a.generator_size,
-               quick=a.quick, out=Path(a.out), threads=a.threads, device=a.device, seed=a.seed)
+               quick=a.quick, out=Path(a.out), threads=a.threads, device=a.device, seed=a.seed, epochs=a.epochs)
 
 
 if __name__ == "__main__":
