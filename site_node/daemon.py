@@ -39,7 +39,7 @@ EXIT_ERROR = 1
 EXIT_FORK = 3
 
 TRANSIENT_PREFIXES = ("E_RPC_",)
-TRANSIENT_CODES = {"E_RATE_LIMIT", "E_UPLOAD_BUSY", "E_DEADLINE", "E_STATE_LOCKED", "E_INTERNAL"}
+TRANSIENT_CODES = {"E_RATE_LIMIT", "E_UPLOAD_BUSY", "E_DEADLINE", "E_STATE_LOCKED", "E_INTERNAL", "E_STOPPED"}
 
 
 def is_transient(exc: FFSecureError) -> bool:
@@ -73,6 +73,13 @@ class Daemon:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, hup)
+
+    def _backoff_sleep(self, seconds: float) -> None:
+        """The client's retry sleep, cut short by SIGTERM (the upload resumes at the next start)."""
+        from site_node.training import TrainingStopped
+
+        if self.stop_event.wait(seconds):
+            raise TrainingStopped("stopped while waiting to retry", hint="the upload resumes at the next start")
 
     # -- one cycle -------------------------------------------------------------
     def _train_reason(self) -> str | None:
@@ -114,7 +121,7 @@ class Daemon:
                     log.error("training failed: %s", exc, extra={"event": "train_failed", "code": exc.code})
             todo = sync.pending(self.state)
             if todo and not self.stop_event.is_set():
-                with trustlib.make_client(self.cfg, trust) as client:
+                with trustlib.make_client(self.cfg, trust, sleep=self._backoff_sleep) as client:
                     for record in todo:
                         if self.stop_event.is_set():
                             break
@@ -146,6 +153,13 @@ class Daemon:
         log.info("site-node run started", extra={"event": "started", "site_id": self.cfg.site_id,
                                                    "state_dir": str(self.cfg.state_dir),
                                                    "poll_interval_s": self.cfg.poll_interval_s})
+        from site_node import trust as trustlib
+
+        try:  # a node that is not set up should fail loudly, not retry forever
+            trustlib.load(self.cfg)
+        except FFSecureError as exc:
+            log.error("cannot start: %s", exc, extra={"event": "start_failed", "code": exc.code})
+            return EXIT_ERROR
         cycles = 0
         while not self.stop_event.is_set():
             wait = self.cfg.poll_interval_s

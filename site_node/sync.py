@@ -177,17 +177,14 @@ def forget_module(state: StateDir, client, trust, module_id: str, reason: str) -
     types = []
     for index, entry in result.entries:
         obj = validate_entry(entry)
-        if obj["facts"].get("module_id") not in (None, module_id) and obj["type"].startswith("module."):
-            raise LedgerError(f"deletion entry {index} names module {obj['facts'].get('module_id')}",
-                              code="E_RECEIPT", hint="report this to the federation")
+        named = obj["facts"].get("module_id")
+        if named is not None and named != module_id:  # every entry of this deletion names its module
+            raise LedgerError(f"deletion entry {index} ({obj['type']}) names module {named}, not {module_id}",
+                              code="E_RECEIPT", hint="the deletion is not proven; report this to the federation")
         types.append(obj["type"])
     if "module.deleted" not in types:
         raise LedgerError(f"the aggregator's reply holds no module.deleted entry for {module_id} (got {types})",
                           code="E_RECEIPT", hint="the deletion is not proven; report this to the federation")
-    deleted = [validate_entry(e) for _, e in result.entries if validate_entry(e)["type"] == "module.deleted"]
-    if deleted[0]["facts"]["module_id"] != module_id:
-        raise LedgerError("the module.deleted entry names another module", code="E_RECEIPT",
-                          hint="report this to the federation")
     advance_checkpoint(state, client, result.checkpoint)
     record = None
     try:

@@ -26,7 +26,7 @@ Progress = Callable[[int, int, float, "float | None"], None]
 
 
 class TrainingStopped(FFSecureError):
-    """Training was interrupted (SIGTERM) before it finished; nothing was written."""
+    """Work was interrupted on request (SIGTERM) before it finished; nothing was written."""
 
     code = "E_STOPPED"
 

@@ -7,6 +7,7 @@ site keeping some classes; generator: the federation's tiny cvae, one epoch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import socket
@@ -83,7 +84,8 @@ def site_json(*args, **kw) -> dict:
     return json.loads(site_node(*args, "--json", **kw).stdout)
 
 
-def write_site_config(root: Path, site_id: str, address: str, classes, *, extra: str = "") -> Path:
+def write_site_config(root: Path, site_id: str, address: str, classes, *, extra: str = "",
+                      attempts: int = 40) -> Path:
     d = root / site_id
     d.mkdir(parents=True, exist_ok=True)
     path = d / "site.toml"
@@ -96,7 +98,7 @@ state_dir = "state"
 [aggregator]
 endpoint = "{address}"
 server_name = "localhost"
-max_attempts = 40
+max_attempts = {attempts}
 base_delay_s = 0.2
 max_delay_s = 1.0
 {extra}
@@ -222,29 +224,11 @@ def test_two_sites_enroll_train_upload_status_forget(fed, tmp_path):
             record = json.loads((tmp_path / s / "state" / "modules" / modules[s] / "module.json").read_text())
             assert record["status"] == "registered" and record["receipt"]["module_id"] == modules[s]
             assert not (tmp_path / s / "state" / "modules" / modules[s] / "sealed.bin").exists()
-        # a second upload has nothing to do
-        assert site_json("upload", "--config", cfgs["st-a"])["uploaded"] == []
-
         status = site_json("status", "--config", cfgs["st-a"])
         assert status["consistent"] and status["checkpoint"]["size"] == 2
         assert status["checkpoint"]["stored_size"] == 1  # its own receipt's tree
         assert [(m["module_id"], m["status"], m["included"]) for m in status["modules"]] == [
             (modules["st-a"], "registered", True)]
-
-        # the operator publishes a classifier (aggregator stopped meanwhile); a site evaluates it locally
-        assert agg.stop() == 0
-        home = fed.home.root
-        ds = aggregator_json("synthesize", "--dir", home, "--per-class", 16, "--no-progress")["dataset_id"]
-        clf = aggregator_json("train", "--dir", home, "--dataset", ds, "--epochs", 1, "--threads", 1,
-                              "--no-progress")["classifier_id"]
-        aggregator_json("publish", "--dir", home, clf)
-        agg.start()
-        ev = site_json("evaluate", "--config", cfgs["st-b"])
-        assert ev["classifier_id"] == clf and sorted(ev["module_ids"]) == sorted(modules.values())
-        assert ev["classes"] == sites["st-b"] and ev["n_test"] == ev["metrics"]["n"] > 0
-        assert 0.0 <= ev["metrics"]["accuracy"] <= 1.0 and len(ev["metrics"]["confusion"]) == 10
-        stored = json.loads((tmp_path / "st-b" / "state" / "classifiers" / clf / "evaluation.json").read_text())
-        assert stored["metrics"] == ev["metrics"]
 
         # a site cannot delete another site's module
         refused = site_node("forget", "--config", cfgs["st-a"], "--module", modules["st-b"], "--reason", "x",
@@ -254,8 +238,9 @@ def test_two_sites_enroll_train_upload_status_forget(fed, tmp_path):
 
         gone = site_json("forget", "--config", cfgs["st-a"], "--module", modules["st-a"],
                          "--reason", "consent withdrawn")
-        assert gone["verified"] and [e["type"] for e in gone["entries"]] == [
-            "module.deletion_requested", "module.deleted"]
+        types = [e["type"] for e in gone["entries"]]
+        assert gone["verified"] and types[:2] == ["module.deletion_requested", "module.deleted"]
+        assert types[2:] == []  # nothing was synthesized from it yet
         entries = ledger_entries(fed, agg.address)
         assert [e["facts"]["module_id"] for e in entries if e["type"] == "module.deletion_requested"] == [
             modules["st-a"]]
@@ -348,7 +333,7 @@ def test_status_raises_the_alarm_when_the_aggregator_rewrites_its_log(fed, tmp_p
 
 def test_daemon_trains_on_new_data_survives_downtime_and_stops_on_sigterm(fed, tmp_path):
     agg = InProcessAggregator(fed, free_port())  # not started: the daemon first meets a dead aggregator
-    cfg = write_site_config(tmp_path, "st-a", agg.address, [0, 1, 2])
+    cfg = write_site_config(tmp_path, "st-a", agg.address, [0, 1, 2], attempts=2)
     setup_site_in_process(fed, cfg, train=False)
     state = tmp_path / "st-a" / "state"
     log_path = tmp_path / "daemon.log"
@@ -389,6 +374,43 @@ def test_daemon_trains_on_new_data_survives_downtime_and_stops_on_sigterm(fed, t
         if daemon.poll() is None:
             daemon.kill()
             daemon.wait()
+        agg.stop()
+
+
+def test_evaluate_fetches_the_published_classifier_and_keeps_the_metrics_local(fed, tmp_path):
+    from click.testing import CliRunner
+
+    from aggregator.cli import cli as aggregator_cli
+
+    def operator(*args) -> dict:
+        res = CliRunner().invoke(aggregator_cli, [*map(str, args), "--json"], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        lines = res.output.splitlines()  # log lines on stderr may come first
+        return json.loads("\n".join(lines[lines.index("{"):]))
+
+    agg = InProcessAggregator(fed, free_port()).start()
+    try:
+        cfg = write_site_config(tmp_path, "st-b", agg.address, [5, 6, 7])
+        site_cfg, t, record = setup_site_in_process(fed, cfg)
+        upload_in_process(site_cfg, t)
+        proc = site_node("evaluate", "--config", cfg, "--json", check=False)
+        assert proc.returncode == 1 and '"E_NO_CLASSIFIER"' in proc.stderr  # nothing published yet
+        agg.stop()
+        home = fed.home.root
+        ds = operator("synthesize", "--dir", home, "--per-class", 8, "--no-progress")["dataset_id"]
+        clf = operator("train", "--dir", home, "--dataset", ds, "--epochs", 1, "--threads", 1,
+                       "--no-progress")["classifier_id"]
+        operator("publish", "--dir", home, clf)
+        agg.start()
+        ev = site_json("evaluate", "--config", cfg)
+        assert ev["classifier_id"] == clf and ev["module_ids"] == [record.module_id] and ev["published"]
+        assert ev["classes"] == [5, 6, 7] and ev["n_test"] == ev["metrics"]["n"] > 0
+        assert 0.0 <= ev["metrics"]["accuracy"] <= 1.0 and len(ev["metrics"]["confusion"]) == 10
+        assert [r for i, r in enumerate(ev["metrics"]["per_class_recall"]) if i not in (5, 6, 7)] == [None] * 7
+        saved = tmp_path / "st-b" / "state" / "classifiers" / clf
+        assert json.loads((saved / "evaluation.json").read_text())["metrics"] == ev["metrics"]
+        assert hashlib.sha256((saved / "weights.safetensors").read_bytes()).hexdigest() == ev["sha256"]
+    finally:
         agg.stop()
 
 

@@ -56,3 +56,13 @@ def test_not_installed_says_what_to_run(tmp_path):
 ])
 def test_daemon_retries_only_transient_failures(code, transient):
     assert is_transient(FFSecureError("x", code=code)) is transient
+
+
+def test_daemon_refuses_to_start_on_a_node_that_is_not_installed(tmp_path):
+    from site_node.config import parse_config
+    from site_node.daemon import EXIT_ERROR, Daemon
+
+    cfg = parse_config('[site]\nfederation_id = "f"\nsite_id = "s"\n[data]\nsource = "digits"\n',
+                       tmp_path / "site.toml")
+    assert Daemon(cfg, max_cycles=1).run() == EXIT_ERROR
+    assert not (tmp_path / "state" / "modules").exists() or not any((tmp_path / "state" / "modules").iterdir())
