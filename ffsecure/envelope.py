@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ VERSION = 1
 INFO_CONTEXT = b"ffsecure/envelope/v1\x00"
 KEY_ID_CONTEXT = b"ffsecure/hpke-key/v1\x00"
 MAX_HEADER_BYTES = 1024
+KEY_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 PREFIX_LEN = len(MAGIC) + 1 + 2
 AEAD_TAG_LEN = 16
 
@@ -145,6 +147,11 @@ def key_id(public_bytes: bytes) -> str:
 _compute_key_id = key_id  # the name ``key_id`` is also a keyword argument below
 
 
+def _same(a: str, b: str) -> bool:
+    """Constant-time equality of two strings (any characters: compared as UTF-8 bytes)."""
+    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
+
+
 def suite_of_public_key(public_bytes: bytes) -> str:
     for name, (_, _, pub_len) in SUITES.items():
         if len(public_bytes) == pub_len:
@@ -220,7 +227,7 @@ def read_key_file(path: str | Path) -> tuple[str, bytes, str]:
         raise KeyFormatError(f"{path} is not an ffsecure HPKE key file")
     private = b64decode(record["private_key"], "private_key")
     public = public_from_private(private, record["suite"])
-    if not hmac.compare_digest(key_id(public), str(record["key_id"])):
+    if not _same(key_id(public), str(record["key_id"])):
         raise KeyFormatError(f"{path}: key_id does not match the key")
     return record["suite"], private, record["key_id"]
 
@@ -245,7 +252,7 @@ def seal(plaintext: bytes, public_key: bytes, *, federation_id: str, key_id: str
     """Encrypt ``plaintext`` to the aggregator's HPKE public key (raw bytes)."""
     hpke_suite, _, _, _ = _suite(suite)
     pub = _public_key(public_key, suite)
-    if not hmac.compare_digest(_compute_key_id(public_key), str(key_id)):
+    if not _same(_compute_key_id(public_key), str(key_id)):
         raise KeyIdError("key id does not belong to this public key",
                          hint="take both from the federation manifest")
     from ffsecure.pki import check_id
@@ -278,6 +285,8 @@ def parse_header(envelope: bytes) -> tuple[EnvelopeHeader, bytes, memoryview]:
             or obj["v"] != VERSION or not all(isinstance(obj[k], str)
                                               for k in ("suite", "federation_id", "key_id"))):
         raise EnvelopeFormatError("envelope header does not have the v1 fields")
+    if not KEY_ID_RE.match(obj["key_id"]):
+        raise EnvelopeFormatError("envelope header key_id is not 64 lowercase hex digits")
     header = EnvelopeHeader(obj["suite"], obj["federation_id"], obj["key_id"], obj["v"])
     return header, header_bytes, view[PREFIX_LEN + hlen:]
 
@@ -298,11 +307,11 @@ def open_sealed(envelope: bytes, private_key: bytes, *, federation_id: str, key_
         raise FederationMismatchError(
             f"envelope is for federation {header.federation_id!r}, not {federation_id!r}",
             hint="seal with this federation's manifest")
-    if not hmac.compare_digest(header.key_id, str(key_id)):
+    if not _same(header.key_id, str(key_id)):
         raise KeyIdError("envelope was sealed to a different aggregator key",
                          hint="re-seal with the key in the current federation manifest")
     priv, public = _private_key(private_key, header.suite)
-    if not hmac.compare_digest(_compute_key_id(public), header.key_id):
+    if not _same(_compute_key_id(public), header.key_id):
         raise KeyIdError("this private key is not the one the envelope was sealed to")
     if len(body) < kem.enc_length() + AEAD_TAG_LEN:
         raise EnvelopeFormatError("envelope body is shorter than an HPKE encapsulation plus tag")

@@ -93,7 +93,8 @@ def _kill_run(tmp_path, *, n_uploads: int, kills: int, seed: int, deadline_s: fl
         t0 = time.monotonic()
         # Kill points spread over the run: after a random number of acknowledged uploads, plus jitter,
         # so that kills land in every phase (transfer, hashing, verification, registration, reply).
-        thresholds = sorted(rng.sample(range(0, n_uploads), kills))
+        # (thresholds leave uploads outstanding, so that every kill lands while some are in flight)
+        thresholds = sorted(rng.sample(range(0, max(kills, n_uploads - 2 * kills)), kills))
         for threshold in thresholds:
             while time.monotonic() < stop_at:
                 with lock:
@@ -114,8 +115,8 @@ def _kill_run(tmp_path, *, n_uploads: int, kills: int, seed: int, deadline_s: fl
         assert server.stop() == 0, server.log_tail()
 
     assert not failed, f"sites that did not complete: {failed}"
-    assert len(kill_log) == kills, f"only {len(kill_log)} kills landed while uploads were in flight: {kill_log}"
     _check_store(fed, packages, acked, tmp_path)
+    assert len(kill_log) == kills, f"only {len(kill_log)} kills landed while uploads were in flight: {kill_log}"
     return {"kills": kill_log, "acknowledged": len(acked), "lost": 0,
             "retried_sites": sum(1 for v in attempts.values() if v > 1)}
 

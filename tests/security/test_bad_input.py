@@ -216,6 +216,14 @@ def _package_bytes(ctx: Ctx, site: str = "st-mary") -> bytes:
     return forge.container(mb, forge.sign_bytes(ctx.fed, site, mb), ctx.fed.sites[site].cert_pem, w)
 
 
+def _non_ascii_key_id(ctx: Ctx) -> list:
+    # found by atheris: a non-ASCII key id made hmac.compare_digest raise TypeError (an internal error)
+    header = canonical.dumps({"v": envelope.VERSION, "suite": "x25519", "federation_id": ctx.fed.federation_id,
+                              "key_id": "\u00e9" * 64})
+    sealed = envelope.MAGIC + bytes([envelope.VERSION]) + struct.pack(">H", len(header)) + header + os.urandom(256)
+    return _c(ctx, sealed)
+
+
 def _flip_last(data: bytes) -> bytes:
     return data[:-1] + bytes([data[-1] ^ 1])
 
@@ -331,6 +339,7 @@ CASES: list[Case] = [
          lambda ctx: _c(ctx, forge.seal(ctx.fed, _package_bytes(ctx), federation_id="otherfed"))),
     Case("sealed to another aggregator key", "E_KEY_ID", _other_hpke_key),
     Case("ciphertext altered", "E_ENVELOPE_OPEN", lambda ctx: _c(ctx, _flip_last(_sealed_pkg(ctx)))),
+    Case("envelope key id with non-ASCII characters", "E_ENVELOPE_FORMAT", _non_ascii_key_id),
     # package container
     Case("not a package inside a valid envelope", "E_PACKAGE_FORMAT",
          lambda ctx: _c(ctx, forge.seal(ctx.fed, b"GIF89a" + os.urandom(512)))),
