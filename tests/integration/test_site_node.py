@@ -414,6 +414,31 @@ def test_evaluate_fetches_the_published_classifier_and_keeps_the_metrics_local(f
         agg.stop()
 
 
+def test_train_uses_dp_when_the_site_asks_and_reports_epsilon_per_epoch(fed, tmp_path):
+    from ffsecure.dp import compute_epsilon
+    from ffsecure.package import SignedPackage
+    from site_node import trust as trustlib
+    from site_node.config import load_config
+    from site_node.training import train_module
+
+    cfg_path = write_site_config(tmp_path, "st-a", "127.0.0.1:1", [0, 1])
+    cfg_path.write_text(cfg_path.read_text() + "\n[dp]\ntarget_epsilon = 5.0\ndelta = 1e-4\n")
+    setup_site_in_process(fed, cfg_path, train=False)
+    cfg = load_config(cfg_path)
+    seen = []
+    record = train_module(cfg, trustlib.load(cfg), progress=lambda e, n, loss, eps: seen.append((e, n, eps)))
+    dp = record.train["dp"]
+    assert 0 < dp["epsilon"] <= 5.0 and dp["delta"] == 1e-4 and dp["target_epsilon"] == 5.0
+    assert [e for e, _, _ in seen] == [1] and all(eps is not None and eps <= 5.0 for _, _, eps in seen)
+    # the signed manifest carries the claim, and the claim recomputes from its own parameters
+    pkg = SignedPackage.from_bytes((tmp_path / "st-a" / "state" / "modules" / record.module_id /
+                                    "package.ffpk").read_bytes())
+    assert pkg.manifest.dp == dp
+    assert compute_epsilon(noise_multiplier=dp["noise_multiplier"], sample_rate=dp["sample_rate"],
+                           steps=dp["steps"], delta=dp["delta"], accountant=dp["accountant"]) == \
+        pytest.approx(dp["epsilon"], rel=1e-9)
+
+
 def test_install_cert_refuses_another_sites_certificate_and_a_foreign_manifest(fed, tmp_path):
     from click.testing import CliRunner
 
