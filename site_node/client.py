@@ -284,7 +284,7 @@ class AggregatorClient:
         return self._unary(self.stub.GetUploadStatus, pb.GetUploadStatusRequest(upload_id=upload_id))
 
     def _chunks(self, upload_id: str, data: bytes, offset: int, sha: bytes, stats: UploadStats,
-                chunk_bytes: int) -> Iterator[pb.UploadChunk]:
+                chunk_bytes: int, progress: Callable[[int, int], None] | None = None) -> Iterator[pb.UploadChunk]:
         view = memoryview(data)
         total = len(data)
         start, sent = time.monotonic(), 0
@@ -299,9 +299,11 @@ class AggregatorClient:
             yield pb.UploadChunk(upload_id=upload_id, offset=offset, data=bytes(view[offset:end]),
                                  total_size=total, total_sha256=sha)
             offset = end
+            if progress is not None:
+                progress(offset, total)
 
     def upload(self, sealed: bytes, *, upload_id: str | None = None, module_id: str | None = None,
-               site_id: str | None = None) -> UploadReceipt:
+               site_id: str | None = None, progress: Callable[[int, int], None] | None = None) -> UploadReceipt:
         """Upload a sealed package (resuming and retrying as needed) and return its verified receipt.
 
         ``module_id`` / ``site_id``, when given, must be what the receipt's entry names.
@@ -328,7 +330,8 @@ class AggregatorClient:
                                               code="E_UPLOAD_MISMATCH", hint="use a new upload id")
                     stats.resumed_from.append(offset)
                     chunk = min(self.chunk_bytes, status.max_chunk_bytes or self.chunk_bytes)
-                    reply = self.stub.UploadModule(self._chunks(upload_id, sealed, offset, sha, stats, chunk),
+                    reply = self.stub.UploadModule(self._chunks(upload_id, sealed, offset, sha, stats, chunk,
+                                                               progress),
                                                    timeout=self.upload_timeout_s)
                     receipt = UploadReceipt.from_pb(reply)
                 break

@@ -89,8 +89,11 @@ def seal_for_upload(state: StateDir, record: ModuleRecord, federation) -> bytes:
     return sealed
 
 
-def upload_module(state: StateDir, client, trust, record: ModuleRecord) -> dict:
-    """Upload one trained module (resuming), verify and store the receipt; returns a summary."""
+def upload_module(state: StateDir, client, trust, record: ModuleRecord, *, progress=None) -> dict:
+    """Upload one trained module (resuming), verify and store the receipt; returns a summary.
+
+    ``progress(sent_bytes, total_bytes)`` is called after each chunk.
+    """
     from site_node.client import AggregatorError
 
     sealed = seal_for_upload(state, record, trust.federation)
@@ -99,7 +102,7 @@ def upload_module(state: StateDir, client, trust, record: ModuleRecord) -> dict:
                     "bytes": len(sealed)})
     try:
         receipt = client.upload(sealed, upload_id=record.upload_id, module_id=record.module_id,
-                                site_id=trust.identity.site_id)
+                                site_id=trust.identity.site_id, progress=progress)
     except AggregatorError as exc:
         if exc.code == "E_MODULE_DELETED":
             record.status = "deleted"

@@ -31,14 +31,39 @@ def training_progress(enabled: bool) -> Iterator:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     progress = Progress(
-        TextColumn("train"), BarColumn(), TextColumn("epoch {task.completed:>3.0f}/{task.total:<3.0f}"),
+        TextColumn("train"), BarColumn(), TextColumn("epoch {task.completed:>3.0f}/{task.fields[epochs]}"),
         TextColumn("loss {task.fields[loss]}"), TextColumn("ε {task.fields[eps]}"),
         TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=False)
-    task = progress.add_task("train", total=None, loss="-", eps="-")
+    task = progress.add_task("train", total=None, epochs="?", loss="-", eps="-")
 
     def on_epoch(epoch: int, total: int, loss: float, eps: float | None) -> None:
-        progress.update(task, completed=epoch, total=total, loss=f"{loss:.4f}",
+        progress.update(task, completed=epoch, total=total, epochs=total, loss=f"{loss:.4f}",
                         eps="-" if eps is None else f"{eps:.3f}")
 
     with progress:
         yield on_epoch
+
+
+@contextlib.contextmanager
+def upload_progress(enabled: bool) -> Iterator:
+    """Yields ``for_module(module_id) -> callback(sent, total)`` drawing one rich bar per module, or None."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                               TransferSpeedColumn)
+
+    progress = Progress(TextColumn("upload {task.description}"), BarColumn(), DownloadColumn(),
+                        TransferSpeedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
+
+    def for_module(module_id: str):
+        task = progress.add_task(module_id[:12], total=None)
+
+        def update(sent: int, total: int) -> None:
+            progress.update(task, completed=sent, total=total)
+
+        return update
+
+    with progress:
+        yield for_module

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ffsecure.clitools import echo_json
-from site_node.commands._common import config_option, json_option, start
+from site_node.commands._common import config_option, json_option, start, upload_progress
 
 
 @click.command("upload")
@@ -31,12 +31,13 @@ def upload(ctx, config_path, module_id, as_json):
     with state.locked():
         t = trustlib.load(cfg)
         todo = [state.load_module(module_id)] if module_id else sync.pending(state)
-        with trustlib.make_client(cfg, t) as client:
+        with trustlib.make_client(cfg, t) as client, upload_progress(not as_json) as progress:
             for record in todo:
-                if record.status in ("registered", "deleted"):
+                if record.status in ("registered", "deleted", "refused"):
                     results.append({"module_id": record.module_id, "status": record.status, "skipped": True})
                     continue
-                results.append(sync.upload_module(state, client, t, record))
+                results.append(sync.upload_module(state, client, t, record,
+                                                  progress=progress(record.module_id) if progress else None))
     if as_json:
         echo_json({"uploaded": results})
     elif not results:

@@ -478,6 +478,10 @@ def test_install_cert_refuses_another_sites_certificate_and_a_foreign_manifest(f
     assert run("install-cert", "--config", cfg, "--cert", cert, "--ca", fed.home.ca_cert,
                "--federation", fed.home.federation).exit_code == 0
     assert (state / "site.pem").exists() and stat.S_IMODE(state.stat().st_mode) == 0o700
+    # train with the progress bar (epoch, loss, epsilon) and the human summary
+    res = CliRunner().invoke(cli, ["train", "--config", str(cfg)], catch_exceptions=False)
+    assert res.exit_code == 0 and "epoch   1/1" in res.output and "loss" in res.output, res.output
+    assert "trained module" in res.output and "no DP" in res.output
     # a file swapped in the state directory afterwards is caught before use
     (state / "federation.json").write_bytes(forged.home.federation.read_bytes())
     assert code(run("upload", "--config", cfg)) == "E_MANIFEST_SIGNATURE"
