@@ -96,7 +96,7 @@ def save_crash(crash_dir: Path, target: str, data: bytes) -> Path:
     return path
 
 
-def atheris_driver(target: str, runs: int, extra: list[str]) -> None:
+def atheris_driver(target: str, runs: int, extra: list[str], crash_dir: Path) -> None:
     import tempfile
 
     import atheris
@@ -118,7 +118,9 @@ def atheris_driver(target: str, runs: int, extra: list[str]) -> None:
             return atheris.Mutate(data, max_size)
         return mutate(data or rng.choice(corpus), rng, corpus)[:max_size]
 
-    argv = [sys.argv[0], f"-runs={runs}", "-max_len=4194304", *extra, str(seed_dir)]
+    crash_dir.mkdir(parents=True, exist_ok=True)
+    argv = [sys.argv[0], f"-runs={runs}", "-max_len=4194304", f"-artifact_prefix={crash_dir}/{target}-",
+            *extra, str(seed_dir)]
     atheris.Setup(argv, one, custom_mutator=custom_mutator)
     atheris.Fuzz()
 
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             engine = "python"
     if engine == "atheris":
-        atheris_driver(args.target, args.runs, extra)
+        atheris_driver(args.target, args.runs, extra, args.crash_dir)
         return 0
     stats = python_driver(args.target, args.runs, args.seed, args.crash_dir)
     print(f"{stats['target']}: {stats['runs']} runs, {stats['crashes']} crashes, {stats['seconds']:.1f} s "

@@ -10,7 +10,7 @@ Targets, and the seed inputs each starts from (real, valid records):
 ``envelope``    ffsecure.envelope.open_sealed with the aggregator's key, then the package path
 ``safetensors`` ffsecure.generators.check_safetensors against the federation's generator
 ``federation``  ffsecure.federation.load_signed_manifest against the CA
-``upload_chunk`` ffsecure.v1 UploadChunk decoding + the staging rules of one stream
+``upload_chunk`` ffsecure.v1 UploadChunk decoding + the staging area (open, write, verify) as the servicer runs it
 """
 
 from __future__ import annotations
@@ -119,21 +119,40 @@ def t_federation(data: bytes) -> None:
     assert data == s.signed_federation, "a federation manifest other than the seed verified"
 
 
+@functools.lru_cache(maxsize=1)
+def _staging():
+    from aggregator.uploads import UploadStaging
+
+    tmp = tempfile.mkdtemp(prefix="ffsecure-fuzz-staging-")
+    return UploadStaging(Path(tmp), max_upload_bytes=1 << 20, commit_every_bytes=4096, max_parallel_per_site=1 << 30)
+
+
 def t_upload_chunk(data: bytes) -> None:
-    """Decode an UploadChunk and apply the per-stream checks the servicer applies to it."""
+    """Decode an UploadChunk and run it through the staging area as the servicer does (first chunk of a
+    stream: open or resume, write at the offset, verify when complete), then drop the upload."""
+    import shutil
+
     from google.protobuf.message import DecodeError
 
-    from aggregator.uploads import check_upload_id
     from ffsecure.v1 import aggregator_pb2 as pb
 
     try:
         chunk = pb.UploadChunk.FromString(data)
     except DecodeError:
-        return  # protobuf refuses it before the servicer sees it
-    check_upload_id(chunk.upload_id)
-    if len(chunk.total_sha256) != 32 or chunk.total_size <= 0:
-        return
-    _ = hashlib.sha256(chunk.data).digest()
+        return  # gRPC refuses it before the servicer sees it
+    staging = _staging()
+    try:
+        staged = staging.open("st-fuzz", chunk.upload_id, total_size=chunk.total_size,
+                              total_sha256=chunk.total_sha256)
+        try:
+            staged.write(chunk.offset, chunk.data)
+            if staged.complete:
+                got = staged.read_verified()
+                assert hashlib.sha256(got).digest() == chunk.total_sha256
+        finally:
+            staged.close()
+    finally:
+        shutil.rmtree(staging.root / "st-fuzz", ignore_errors=True)
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
@@ -152,8 +171,9 @@ def seeds(target: str) -> list[bytes]:
     s = setup()
     from ffsecure.v1 import aggregator_pb2 as pb
 
-    chunk = pb.UploadChunk(upload_id="0" * 32, offset=0, data=s.sealed[:256], total_size=len(s.sealed),
-                           total_sha256=hashlib.sha256(s.sealed).digest()).SerializeToString()
+    small = s.sealed[:256]
+    chunk = pb.UploadChunk(upload_id="0" * 32, offset=0, data=small, total_size=len(small),
+                           total_sha256=hashlib.sha256(small).digest()).SerializeToString()
     return {
         "canonical": [s.canonical_seed, s.manifest_bytes],
         "manifest": [s.manifest_bytes],

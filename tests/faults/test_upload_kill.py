@@ -61,6 +61,7 @@ def _kill_run(tmp_path, *, n_uploads: int, kills: int, seed: int, deadline_s: fl
         sealed, pkg = packages[site]
         upload_id = secrets.token_hex(16)
         start.wait()
+        time.sleep(wrng.uniform(0.0, 1.5))  # staggered starts: completions spread over time
         n = 0
         while time.monotonic() < stop_at:
             n += 1
@@ -95,13 +96,15 @@ def _kill_run(tmp_path, *, n_uploads: int, kills: int, seed: int, deadline_s: fl
         # so that kills land in every phase (transfer, hashing, verification, registration, reply).
         # (thresholds leave uploads outstanding, so that every kill lands while some are in flight)
         thresholds = sorted(rng.sample(range(0, max(kills, n_uploads - 2 * kills)), kills))
+        # On a fast machine all uploads may finish together, so a kill also comes after a random time
+        # budget from the (re)start, whichever is first.
         for threshold in thresholds:
-            while time.monotonic() < stop_at:
+            budget = time.monotonic() + rng.uniform(0.1, 1.2)
+            while time.monotonic() < min(stop_at, budget):
                 with lock:
                     if len(acked) + len(failed) >= n_uploads or len(acked) >= threshold:
                         break
-                time.sleep(0.01)
-            time.sleep(rng.uniform(0.0, 0.3))
+                time.sleep(0.005)
             with lock:
                 in_flight = n_uploads - len(acked) - len(failed)
                 done = len(acked)
