@@ -2,7 +2,9 @@
 
 The aggregator's ``blobs/`` (or its upload staging area) is a small tmpfs
 mounted for the test (we run as root in CI; without mount rights the test
-is skipped with the reason). Uploads go over real mTLS to an in-process
+is skipped with the reason; the slow
+``test_file_size_limit_on_the_aggregator_process_refuses_cleanly`` needs no
+mount: it caps RLIMIT_FSIZE of a real ``aggregator serve`` process). Uploads go over real mTLS to an in-process
 aggregator; the site sees ``E_DISK_FULL`` (``RESOURCE_EXHAUSTED``) from
 the error details, the ledger and module table do not change, no partial
 blob or temp file is left, ``verify_integrity`` passes, earlier modules still
@@ -120,3 +122,34 @@ def test_disk_full_is_not_an_internal_error():
     assert isinstance(err, DiskFullError) and err.code == "E_DISK_FULL" and err.hint
     other = disk_error(OSError(errno.EIO, "I/O error"), "storing the module")
     assert other.code == "E_STORE" and "I/O error" in other.message
+
+
+@pytest.mark.slow
+def test_file_size_limit_on_the_aggregator_process_refuses_cleanly(tmp_path):
+    """Without mount rights: RLIMIT_FSIZE on a real ``aggregator serve`` process (Python ignores
+    SIGXFSZ, so writes past the limit fail with EFBIG) gives the same typed refusal."""
+    import resource
+
+    from tests.faults.aggregator_proc import AggregatorProcess, free_port, pin_port
+
+    fed = _fed(tmp_path)
+    address = pin_port(fed.config_path, free_port())
+    sealed, pkg = fed.make_package("st-mary", classes=[3])
+    limit = len(sealed) // 2
+
+    def cap_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    with AggregatorProcess(fed.config_path, tmp_path / "serve.log", preexec=cap_file_size) as server:
+        upload_id = secrets.token_hex(16)
+        with fed.client("st-mary", address, retry=NO_RETRY) as c:
+            got = send(c.stub, chunks(sealed, upload_id=upload_id, chunk_bytes=256 * 1024))
+            assert isinstance(got, Refusal) and got.code == "E_DISK_FULL", got
+            assert got.status == grpc.StatusCode.RESOURCE_EXHAUSTED
+            status = c.upload_status(upload_id)
+            assert 0 < status.committed_offset <= limit and status.state == status.IN_PROGRESS
+            _note, size = c.get_checkpoint()
+            assert size == 0
+        assert server.proc.poll() is None, "the aggregator must survive a failed write"
+        assert server.stop() == 0
+    assert "E_DISK_FULL" in server.log_tail(20000)  # the refusal is in the server's log
