@@ -39,7 +39,10 @@ def test_training_is_bit_identical_for_a_seed(digits):
 
 def test_trained_cnn_learns_digits(digits):
     cfg = C.model_config("cnn", image_shape=digits.image_shape, num_classes=10, width=16)
-    res = C.train_classifier(cfg, digits.train_x, digits.train_y, C.TrainConfig(epochs=4, seed=0, augment=False))
+    # min_steps: the 1,347 training images give 11 steps per epoch, 110 steps at least
+    res = C.train_classifier(cfg, digits.train_x, digits.train_y,
+                             C.TrainConfig(epochs=4, min_steps=110, seed=0, augment=False))
+    assert len(res.losses) == 10
     ev = C.evaluate(res.model, digits.test_x, digits.test_y, 10)
     assert ev.accuracy > 0.85 and ev.auroc > 0.97
     assert res.losses[-1] < res.losses[0]
@@ -69,13 +72,44 @@ def test_evaluate_reports_absent_class_recall_as_none():
 
 
 def test_resnet18_adapted_to_28x28():
-    cfg = C.model_config("resnet18", image_shape=(3, 28, 28), num_classes=5)
-    model = C.build_model(cfg)
+    cfg = C.model_config("resnet18", image_shape=(3, 28, 28), num_classes=5, norm="batch")
+    model = C.build_model(cfg).net
+    assert isinstance(model.bn1, torch.nn.BatchNorm2d)
     assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
     assert isinstance(model.maxpool, torch.nn.Identity)
     model.eval()
     with torch.no_grad():
         assert model(torch.zeros(2, 3, 28, 28)).shape == (2, 5)
+
+
+def test_norm_and_lowpass_front_end():
+    cnn = C.build_model(C.model_config("cnn", image_shape=(1, 16, 16), num_classes=3, width=16))
+    assert C.DEFAULT_NORM == "group"
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in cnn.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in cnn.modules())
+    # the filter is part of the config, not of the weights
+    assert not any("lowpass" in k for k in cnn.state_dict())
+    x = torch.randn(2, 1, 16, 16)
+    blurred = cnn.lowpass(x)
+    assert blurred.shape == x.shape and blurred.std() < x.std()
+    assert torch.allclose(cnn.lowpass(torch.ones(1, 1, 16, 16)), torch.ones(1, 1, 16, 16), atol=1e-6)
+    plain = C.build_model(C.model_config("cnn", image_shape=(1, 16, 16), num_classes=3, width=16,
+                                         norm="batch", input_blur=0.0))
+    assert torch.equal(plain.lowpass(x), x)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    for bad in ({"norm": "layer"}, {"input_blur": -1.0}, {"input_blur": 9.0}, {"input_blur": True}):
+        cfg = C.model_config("cnn", image_shape=(1, 16, 16), num_classes=3, width=16)
+        with pytest.raises(ConfigError):
+            C.validate_config({**cfg, **bad})
+
+
+def test_min_steps_extends_small_training_sets(digits):
+    cfg = C.model_config("cnn", image_shape=digits.image_shape, num_classes=10, width=4)
+    res = C.train_classifier(cfg, digits.train_x[:64], digits.train_y[:64],
+                             C.TrainConfig(epochs=1, batch_size=32, min_steps=6, seed=0))
+    assert len(res.losses) == 3  # 2 steps per epoch -> 3 epochs
+    with pytest.raises(ConfigError):
+        C.train_classifier(cfg, digits.train_x[:64], digits.train_y[:64], C.TrainConfig(min_steps=-1))
 
 
 def test_safetensors_round_trip(tmp_path, digits):
@@ -109,7 +143,7 @@ def test_config_and_data_refusals():
         C.model_config("vgg", image_shape=(1, 28, 28), num_classes=2)
     with pytest.raises(ConfigError):
         C.validate_config({"arch": "cnn", "in_channels": 1, "image_size": [28, 28], "num_classes": 2,
-                           "width": 10**6})
+                           "width": 10**6, "norm": "group", "input_blur": 1.0})
     cfg = C.model_config("cnn", image_shape=(1, 16, 16), num_classes=3, width=4)
     with pytest.raises(ConfigError):
         C.train_classifier(cfg, torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.int64))
