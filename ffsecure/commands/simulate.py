@@ -37,7 +37,7 @@ def _shape(_ctx, _param, value):
 @click.option("--generator", type=click.Choice(["cvae", "ddpm"]), default="cvae", show_default=True)
 @click.option("--generator-size", type=click.Choice(["tiny", "default", "full"]), default="default",
               show_default=True)
-@click.option("--epochs", type=int, default=None, help="Generator epochs per site [default: about 24,000 image-epochs per site, 5..300].")
+@click.option("--epochs", type=int, default=None, help="Generator epochs per site [default: about 96,000 image-epochs per site, 5..700].")
 @click.option("--dp-epsilon", type=float, default=None, help="Train generators with DP-SGD to this epsilon.")
 @click.option("--dp-delta", type=float, default=None, help="DP delta [default: min(1e-5, 1/(10 n)) per site].")
 @click.option("--samples-per-class", type=int, default=1000, show_default=True,
@@ -45,6 +45,12 @@ def _shape(_ctx, _param, value):
 @click.option("--classifier", type=click.Choice(["cnn", "resnet18"]), default="cnn", show_default=True)
 @click.option("--classifier-epochs", type=int, default=10, show_default=True)
 @click.option("--classifier-width", type=int, default=16, show_default=True, help="Channels of the small CNN.")
+@click.option("--classifier-norm", type=click.Choice(["group", "batch"]), default="group", show_default=True,
+              help="Normalisation layers of the classifier (group: robust to the synthetic-to-real shift).")
+@click.option("--classifier-input-blur", type=float, default=1.0, show_default=True,
+              help="Sigma of the classifier's fixed Gaussian low-pass front end (0: none).")
+@click.option("--classifier-min-steps", type=int, default=500, show_default=True,
+              help="Train each classifier for at least this many optimizer steps.")
 @click.option("--fedavg-rounds", type=int, default=10, show_default=True)
 @click.option("--fedavg-local-epochs", type=int, default=1, show_default=True)
 @click.option("--no-baselines", is_flag=True, help="Skip the centralized and FedAvg baselines.")
@@ -69,7 +75,9 @@ def simulate(ctx: click.Context, as_json: bool, no_baselines: bool, **opts) -> N
         classes_per_site=opts["classes_per_site"], sites=opts["sites"], generator=opts["generator"],
         generator_size=opts["generator_size"], epochs=opts["epochs"], dp_epsilon=opts["dp_epsilon"],
         dp_delta=opts["dp_delta"], samples_per_class=opts["samples_per_class"], classifier=opts["classifier"],
-        classifier_epochs=opts["classifier_epochs"], classifier_width=opts["classifier_width"], fedavg_rounds=opts["fedavg_rounds"],
+        classifier_epochs=opts["classifier_epochs"], classifier_width=opts["classifier_width"],
+        classifier_norm=opts["classifier_norm"], classifier_input_blur=opts["classifier_input_blur"],
+        classifier_min_steps=opts["classifier_min_steps"], fedavg_rounds=opts["fedavg_rounds"],
         fedavg_local_epochs=opts["fedavg_local_epochs"], image_shape=opts["image_shape"],
         data_root=opts["data_root"], download=opts["download"], seed=opts["seed"], device=opts["device"],
         threads=opts["threads"],
