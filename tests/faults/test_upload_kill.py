@@ -96,13 +96,16 @@ def _kill_run(tmp_path, *, n_uploads: int, kills: int, seed: int, deadline_s: fl
         # so that kills land in every phase (transfer, hashing, verification, registration, reply).
         # (thresholds leave uploads outstanding, so that every kill lands while some are in flight)
         thresholds = sorted(rng.sample(range(0, max(kills, n_uploads - 2 * kills)), kills))
-        # On a fast machine all uploads may finish together, so a kill also comes after a random time
-        # budget from the (re)start, whichever is first.
-        for threshold in thresholds:
-            budget = time.monotonic() + rng.uniform(0.1, 1.2)
+        # A kill also comes after a random budget scaled by how long a restart takes (slow, loaded
+        # machines), or just before the last uploads would finish (fast machines), whichever is first.
+        restart_s = 1.0
+        for k, threshold in enumerate(thresholds):
+            budget = time.monotonic() + 0.2 + restart_s * rng.uniform(0.5, 3.0)
+            kills_left = kills - k
             while time.monotonic() < min(stop_at, budget):
                 with lock:
-                    if len(acked) + len(failed) >= n_uploads or len(acked) >= threshold:
+                    outstanding = n_uploads - len(acked) - len(failed)
+                    if len(acked) >= threshold or outstanding <= kills_left + 1:
                         break
                 time.sleep(0.005)
             with lock:
@@ -112,7 +115,9 @@ def _kill_run(tmp_path, *, n_uploads: int, kills: int, seed: int, deadline_s: fl
                 break
             server.kill()
             kill_log.append({"at_s": round(time.monotonic() - t0, 3), "acked_before": done, "in_flight": in_flight})
+            t_restart = time.monotonic()
             server.start()
+            restart_s = time.monotonic() - t_restart
         for t in threads:
             t.join(max(1.0, stop_at - time.monotonic()))
         assert server.stop() == 0, server.log_tail()
@@ -164,6 +169,7 @@ def _check_store(fed, packages, acked, tmp_path) -> None:
 def test_sigkill_during_concurrent_uploads_loses_nothing(tmp_path):
     result = _kill_run(tmp_path, n_uploads=10, kills=2, seed=1123, deadline_s=150)
     assert result["acknowledged"] == 10
+    print("fault run:", result)
 
 
 @pytest.mark.slow
