@@ -9,14 +9,16 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.ffsecure-installed
 DEMO_DIR ?= demo-out
+FUZZ_RUNS ?= 20000
 
-.PHONY: venv test test-all demo bench proto clean help
+.PHONY: venv chromium test test-all demo bench fuzz proto clean help
 
 help:
 	@echo "make demo      run a whole federation on this machine (writes $(DEMO_DIR)/)"
 	@echo "make test      run the default test suite"
 	@echo "make test-all  run every test, slow suites included"
 	@echo "make bench     run the benchmarks and regenerate benchmarks/RESULTS.md"
+	@echo "make fuzz      run each fuzz harness for a while (FUZZ_RUNS=$(FUZZ_RUNS))"
 
 venv: $(STAMP)
 
@@ -28,10 +30,16 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: venv
+# Headless Chromium renders the audit report in its browser test; the script
+# installs Debian's package when it can and otherwise says how (the test is
+# then skipped, nothing else needs a browser).
+chromium:
+	-@sh scripts/ensure-chromium.sh
+
+test: venv chromium
 	$(PY) -m pytest -m "not slow and not gpu" -q
 
-test-all: venv
+test-all: venv chromium
 	$(PY) -m pytest -m "not gpu" -q
 
 demo: venv
@@ -39,6 +47,10 @@ demo: venv
 
 bench: venv
 	$(PY) -m benchmarks.run_all
+
+fuzz: venv
+	-$(PIP) install --quiet -e '.[dev,fuzz]'
+	for t in $$($(PY) -m fuzz.run --list); do $(PY) -m fuzz.run --target $$t --runs $(FUZZ_RUNS) || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
