@@ -13,6 +13,8 @@ from ffsecure.clitools import echo_json
 @click.option("--dataset", "dataset_id", required=True, help="A live dataset id (from `aggregator synthesize`).")
 @click.option("--classifier", "arch", type=click.Choice(["cnn", "resnet18"]), default="cnn", show_default=True)
 @click.option("--epochs", type=click.IntRange(1, 1000), default=15, show_default=True)
+@click.option("--min-steps", type=click.IntRange(0, 10**7), default=500, show_default=True,
+              help="Train for at least this many optimizer steps (more epochs on a small dataset).")
 @click.option("--batch-size", type=click.IntRange(1, 65536), default=128, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
 @click.option("--width", type=click.IntRange(4, 256), default=None, help="cnn width [default: 32].")
@@ -24,14 +26,16 @@ from ffsecure.clitools import echo_json
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
 @json_option
 @click.pass_context
-def train(ctx: click.Context, home_dir: str, dataset_id: str, arch: str, epochs: int, batch_size: int, lr: float,
+def train(ctx: click.Context, home_dir: str, dataset_id: str, arch: str, epochs: int, min_steps: int,
+          batch_size: int, lr: float,
           width: int | None, no_augment: bool, seed: int, threads: int | None, actor: str | None, progress: bool,
           as_json: bool) -> None:
     """Train a classifier on a synthesized dataset (CPU, deterministic) and record classifier.trained."""
     ctx.ensure_object(dict)["json"] = as_json
     from ffsecure.classifier import TrainConfig
 
-    settings = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, augment=not no_augment, seed=seed)
+    settings = TrainConfig(epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr,
+                           augment=not no_augment, seed=seed)
     with open_operations(home_dir, progress=progress and not as_json,
                          actor=operator_actor(actor) if actor else None) as ops:
         clf = ops.train(dataset_id, arch=arch, settings=settings, width=width, threads=threads)

@@ -135,7 +135,7 @@ def test_synthesize_train_publish_status_and_guarded_delete(home):
     assert (home / "runs" / f"{ds['dataset_id']}-samples.png").is_file()
     assert "error[E_NOT_FOUND]" in run("train", "--dir", str(home), "--dataset", "ds-nope", code=1).stderr
     assert "error[E_NO_CLASSIFIER]" in run("publish", "--dir", str(home), code=1).stderr
-    clf = run_json("train", "--dir", str(home), "--dataset", ds["dataset_id"], "--epochs", "1", "--width", "8",
+    clf = run_json("train", "--dir", str(home), "--dataset", ds["dataset_id"], "--epochs", "1", "--min-steps", "0", "--width", "8",
                    "--threads", "1")
     assert clf["metrics"] is None and clf["modules"] == sorted(ids.values())
     pub = run_json("publish", "--dir", str(home))
