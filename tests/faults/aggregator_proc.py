@@ -7,7 +7,6 @@ address after a restart; ``kill()`` sends SIGKILL (no drain, no cleanup),
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
@@ -91,12 +90,3 @@ class AggregatorProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=30)
-
-
-def env_without_threads() -> dict[str, str]:
-    env = cli_env()
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return env
-
-
-_ = os  # keep the import for callers that patch the environment
