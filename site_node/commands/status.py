@@ -16,8 +16,6 @@ EXIT_FORK = 3
 
 
 def _local(state) -> dict:
-    from ffsecure.ledger import open_checkpoint  # noqa: F401 - the stored note is shown as is
-
     return {"modules": [{"module_id": r.module_id, "status": r.status, "created_at": r.created_at,
                          "classes": r.classes, "index": (r.receipt or {}).get("index"),
                          "epsilon": (r.train.get("dp") or {}).get("epsilon")} for r in state.modules()],

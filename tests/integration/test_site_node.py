@@ -485,6 +485,8 @@ def test_install_cert_refuses_another_sites_certificate_and_a_foreign_manifest(f
     res = CliRunner().invoke(cli, ["train", "--config", str(cfg)], catch_exceptions=False)
     assert res.exit_code == 0 and "epoch   1/1" in res.output and "loss" in res.output, res.output
     assert "trained module" in res.output and "no DP" in res.output
+    offline = json.loads(run("status", "--config", cfg, "--offline").output)
+    assert [m["status"] for m in offline["modules"]] == ["trained"] and offline["stored_checkpoint"] is None
     # a file swapped in the state directory afterwards is caught before use
     (state / "federation.json").write_bytes(forged.home.federation.read_bytes())
     assert code(run("upload", "--config", cfg)) == "E_MANIFEST_SIGNATURE"
