@@ -401,7 +401,7 @@ def test_evaluate_fetches_the_published_classifier_and_keeps_the_metrics_local(f
         agg.stop()
         home = fed.home.root
         ds = operator("synthesize", "--dir", home, "--per-class", 8, "--no-progress")["dataset_id"]
-        clf = operator("train", "--dir", home, "--dataset", ds, "--epochs", 1, "--threads", 1,
+        clf = operator("train", "--dir", home, "--dataset", ds, "--epochs", 1, "--min-steps", 0, "--threads", 1,
                        "--no-progress")["classifier_id"]
         operator("publish", "--dir", home, clf)
         agg.start()
