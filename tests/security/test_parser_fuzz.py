@@ -32,10 +32,10 @@ from site_node.client import RetryPolicy
 from tests.federation_fixture import build_federation
 from tests.security.forge import Refusal, send
 
-FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                        HealthCheck.function_scoped_fixture])
 U64 = st.one_of(st.integers(0, 70), st.integers(0, 2 ** 64 - 1))
-RPC = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+RPC = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                       HealthCheck.function_scoped_fixture])
 
 json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(10 ** 19), 10 ** 19),
