@@ -1,0 +1,204 @@
+"""Child processes of the demo: each role's CLI as its own process, always stopped.
+
+Every child starts in its own session (process group), so that a Ctrl-C in the
+terminal reaches only the demo, which then stops the children itself: SIGTERM
+to each group, SIGKILL after a grace period. ``Supervisor.stop_all`` runs from
+``finally`` blocks, from ``atexit`` and on SIGTERM of the demo process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ffsecure.errors import FFSecureError
+
+
+class DemoError(FFSecureError):
+    """A step of the demo failed; the message names the command and its log."""
+
+    code = "E_DEMO_STEP"
+
+
+@dataclass
+class Result:
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    log: Path
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.stdout)
+        except json.JSONDecodeError:
+            raise DemoError(f"`{' '.join(self.args[2:])}` printed no JSON", code="E_DEMO_OUTPUT",
+                            hint=f"see {self.log}") from None
+
+
+def child_env(threads: int = 1) -> dict[str, str]:
+    """The demo's environment for children: its own Python path, one math thread each, no GUI backend."""
+    env = dict(os.environ)
+    repo = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH", "")) if p)
+    env.setdefault("MPLBACKEND", "Agg")
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(threads)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class Supervisor:
+    """Starts CLI processes, logs their output under ``log_dir`` and stops every one it started."""
+
+    def __init__(self, log_dir: Path, *, cwd: Path | None = None, grace_s: float = 10.0):
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.cwd = cwd
+        self.grace_s = grace_s
+        self._procs: list[subprocess.Popen] = []
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._counter = 0
+        atexit.register(self.stop_all)
+
+    # -- starting
+    def _log_path(self, name: str) -> Path:
+        with self._lock:
+            self._counter += 1
+            n = self._counter
+        safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+        return self.log_dir / f"{n:03d}-{safe}.log"
+
+    def popen(self, tool: str, args: Sequence[Any], *, name: str, stdout=None) -> tuple[subprocess.Popen, Path]:
+        """Start ``python -m tool args`` in its own process group; stderr (and stdout unless given) go to a log."""
+        if self._stopping:
+            raise DemoError("the demo is stopping", code="E_DEMO_STOPPED", hint="run it again")
+        log = self._log_path(name)
+        cmd = [sys.executable, "-m", tool, *map(str, args)]
+        fh = open(log, "wb")
+        fh.write((" ".join(cmd) + "\n").encode())
+        fh.flush()
+        proc = subprocess.Popen(cmd, cwd=self.cwd, env=child_env(), stdin=subprocess.DEVNULL,
+                                stdout=stdout if stdout is not None else fh, stderr=fh, start_new_session=True)
+        fh.close()
+        with self._lock:
+            self._procs.append(proc)
+        return proc, log
+
+    def run(self, tool: str, *args: Any, name: str | None = None, timeout: float = 900.0,
+            check: bool = True) -> Result:
+        """Run one command to the end; its stdout is returned, its stderr kept in the log."""
+        name = name or f"{tool}-{args[0] if args else ''}"
+        t0 = time.perf_counter()
+        proc, log = self.popen(tool, args, name=name, stdout=subprocess.PIPE)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop(proc)
+            raise DemoError(f"`{tool} {' '.join(map(str, args[:2]))}` ran longer than {timeout:.0f} s",
+                            code="E_DEMO_TIMEOUT", hint=f"see {log}") from None
+        finally:
+            with self._lock:
+                if proc in self._procs and proc.poll() is not None:
+                    self._procs.remove(proc)
+        text = out.decode(errors="replace")
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write("--- stdout\n" + text)
+        res = Result([sys.executable, "-m", tool, *map(str, args)], proc.returncode, text,
+                     log.read_text(errors="replace"), time.perf_counter() - t0, log)
+        if check and proc.returncode != 0:
+            raise DemoError(f"`{tool} {' '.join(map(str, args[:1]))}` exited with status {proc.returncode}: "
+                            f"{_last_error(res.stderr)}", hint=f"the whole output is in {log}")
+        return res
+
+    # -- stopping
+    def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM, grace_s: float | None = None) -> int | None:
+        """Signal the process group of ``proc``; SIGKILL it when it outlives the grace period."""
+        grace = self.grace_s if grace_s is None else grace_s
+        if proc.poll() is None:
+            _signal_group(proc, sig)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait(timeout=30)
+        else:  # the leader is gone; its group may not be
+            _signal_group(proc, signal.SIGKILL)
+        with self._lock:
+            if proc in self._procs:
+                self._procs.remove(proc)
+        return proc.returncode
+
+    def stop_all(self) -> None:
+        self._stopping = True
+        with self._lock:
+            procs = list(self._procs)
+        for proc in procs:
+            if proc.poll() is None:
+                _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace_s
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait(timeout=30)
+        with self._lock:
+            self._procs.clear()
+
+    def running(self) -> list[int]:
+        with self._lock:
+            return [p.pid for p in self._procs if p.poll() is None]
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _last_error(stderr: str) -> str:
+    """The ``error[...]`` line a CLI printed, else its last non-empty line."""
+    lines = [l.strip() for l in stderr.splitlines() if l.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith("error[") or line.startswith('{"error"'):
+            return " ".join(lines[i:i + 2])
+    return lines[-1] if lines else "(no output)"
+
+
+def parallel(jobs: Sequence[Callable[[], Any]], *, workers: int) -> list[Any]:
+    """Run ``jobs`` at most ``workers`` at a time; results in order; the first failure is raised."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(job) for job in jobs]
+        return [f.result() for f in futures]
+
+
+class sigterm_as_interrupt:
+    """While active, SIGTERM to the demo raises KeyboardInterrupt so the finally blocks stop the children."""
+
+    def __enter__(self):
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            def handler(signum, frame):
+                raise KeyboardInterrupt(f"signal {signum}")
+            self._old = signal.signal(signal.SIGTERM, handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+        return False
