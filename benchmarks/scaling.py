@@ -156,7 +156,7 @@ def to_markdown(result: dict[str, Any]) -> str:
              *([f"Not finished in this run: {', '.join(str(n) for n in s['sites'] if n not in done)} sites."]
                if any(n not in done for n in s["sites"]) else []),
              f"{s['dataset']}, pathological split (one class per site; sites holding the same class share it "
-             f"evenly), generator `{rows[0]['generator']}` size `{rows[0]['generator_size']}`" if rows else "",
+             f"evenly), generator `{rows[0]['generator']}` size `{rows[0]['generator_size']}`." if rows else "",
              f"Other settings: {s['overrides']}; seed {s['seed']}.",
              "", "Aggregator work and accuracy:", "",
              common.table(["sites", "images per site", "synthesis s", "classifier s", "aggregator s (synthesis + "
