@@ -96,7 +96,8 @@ def run(*, datasets: list[str] | None = None, families: list[str] | None = None,
                 if "centralized" in p:
                     cen = p["centralized"]
                     curve["centralized"], curve["fedavg"] = p.pop("centralized"), p.pop("fedavg")
-                p["ratio_vs_centralized"] = round(p["accuracy"] / cen["accuracy"], 4) if cen and cen["accuracy"] else None
+                p["ratio_vs_centralized"] = (round(p["accuracy"] / cen["accuracy"], 4)
+                                             if cen and cen["accuracy"] else None)
                 curve["points"].append(p)
                 progress(f"    accuracy {p['accuracy']:.3f}, ratio {p['ratio_vs_centralized']} ({p['wall_s']} s)")
                 _write(result, out)  # a partial curve is kept if a later point is stopped

@@ -72,7 +72,7 @@ def headline(results: dict[str, dict[str, Any] | None]) -> list[str]:
     lines.append("")
     if not u:
         lines += ["No utility result is present: run `python -m benchmarks.run_all --only utility`.", ""]
-        return lines
+        u = {"meta": {}, "rows": []}
     if u["meta"].get("quick"):
         lines += ["**These figures come from `--quick` settings (tiny models, one epoch): they check the "
                   "machinery and say nothing about utility.**", ""]
@@ -80,7 +80,8 @@ def headline(results: dict[str, dict[str, Any] | None]) -> list[str]:
     short, held = [], []
     for r in measured:
         text = (f"{r['dataset']}, {r['split']}, {r['generator']} ({r['generator_size']}): FederatedFactory "
-                f"{common.f3(r['federatedfactory']['accuracy'])} vs centralized {common.f3(r['centralized']['accuracy'])} "
+                f"{common.f3(r['federatedfactory']['accuracy'])} vs centralized "
+                f"{common.f3(r['centralized']['accuracy'])} "
                 f"(ratio {common.f3(r['ratio_vs_centralized'])}), FedAvg {common.f3(r['fedavg']['accuracy'])}")
         (held if (r["ratio_vs_centralized"] or 0) >= SHORT_OF_PAPER else short).append(text)
     if held:
@@ -117,6 +118,16 @@ def headline(results: dict[str, dict[str, Any] | None]) -> list[str]:
                 lines.append(f"Without DP and with the default image-epoch budget the same pipeline reaches "
                              f"{common.f3(same[0]['ratio_vs_centralized'])} (utility table): part of the DP curve's "
                              "drop is the shorter fit that DP-SGD needs to keep its noise per step low.")
+        lines.append("")
+    sc = results.get("scaling")
+    if sc and sc["rows"]:
+        rows = sc["rows"]
+        lines.append("Scaling, " + "; ".join(
+            f"{r['sites']} sites: aggregator {common.f1(r['aggregator_s'])} s, "
+            f"FF {common.f3(r['accuracy']['federatedfactory'])}"
+            f" vs FedAvg {common.f3(r['accuracy']['fedavg'])}, {common.human_bytes(r['ff_total_bytes'])} uploaded vs "
+            f"FedAvg {common.human_bytes(r['fedavg_total_bytes'])} over {r['fedavg_rounds']} rounds"
+            for r in rows) + ".")
         lines.append("")
     return lines
 

@@ -72,7 +72,7 @@ def run_sites(n: int, *, dataset: str, quick: bool, generator_size: str, threads
         res = run_simulation(cfg)
         wall = time.perf_counter() - t0
     s = res["settings"]
-    k = res["dataset"].get("num_classes") or len(res["dataset"].get("class_names", [])) or s["generator_config"]["num_classes"]
+    k = s["generator_config"]["num_classes"]
     pkg = module_package_bytes(s["generator"], s["generator_config"], k, s["generator_config"]["image_shape"],
                                s["generator_size"])
     clf = classifier_bytes(s["classifier_config"])
@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="generator epochs at every site (default: simulate's)")
-    p.add_argument("--merge", default=None, metavar="DIR,DIR,...", help="combine runs' --out directories (runs nothing)")
+    p.add_argument("--merge", default=None, metavar="DIR,DIR,...",
+                   help="combine runs' --out directories (runs nothing)")
     p.add_argument("--out", default=str(common.DEFAULT_OUT))
     a = p.parse_args(argv)
     if a.merge:

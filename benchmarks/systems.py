@@ -178,7 +178,8 @@ def run(*, quick: bool = False, audit_entries: int = 100_000, rerun_ledger: bool
     torch.set_num_threads(threads)
     if quick:
         audit_entries = min(audit_entries, 1000)
-    env_sizes, env_suites, env_repeat = ([1], ["x25519"], 1) if quick else ([1, 10, 100], ["x25519", "mlkem768-x25519"], 3)
+    env_sizes, env_suites, env_repeat = (([1], ["x25519"], 1) if quick
+                                         else ([1, 10, 100], ["x25519", "mlkem768-x25519"], 3))
     settings = {"quick": quick, "threads": threads, "envelope": {"sizes_mb": env_sizes, "suites": env_suites,
                                                                  "repeat": env_repeat},
                 "audit_entries": audit_entries, "rerun_ledger": rerun_ledger or quick}

@@ -104,7 +104,8 @@ def plan_cells(plan: str, datasets: list[str]) -> tuple[list[Cell], list[tuple[C
     if plan == "full":
         return full, []
     if plan == "quick":
-        run = [Cell("digits", "pathological", None, "cvae", "tiny"), Cell("digits", "pathological", None, "ddpm", "tiny")]
+        run = [Cell("digits", "pathological", None, "cvae", "tiny"),
+               Cell("digits", "pathological", None, "ddpm", "tiny")]
         return run, []
     if plan != "cpu":
         raise ValueError(f"unknown plan {plan!r}")
@@ -145,7 +146,8 @@ def run_cell(cell: Cell, *, baselines: bool, quick: bool, threads: int, device: 
     row: dict[str, Any] = {
         "dataset": cell.dataset, "partition": cell.partition, "alpha": cell.alpha, "split": cell.split,
         "generator": cell.generator, "generator_size": cell.generator_size, "status": "measured",
-        "date": common.utc_now(), "git": common.git_commit(), "device": res["settings"]["device"], "sites": res["settings"]["sites"],
+        "date": common.utc_now(), "git": common.git_commit(), "device": res["settings"]["device"],
+        "sites": res["settings"]["sites"],
         "settings": {k: v for k, v in res["settings"].items() if k not in ("out",)},
         "timings": res["timings"], "wall_s": round(wall, 1),
         "site_generator_s": [s["wall_s"] for s in res["sites"]],
@@ -238,13 +240,15 @@ def merge(shard_dirs: list[Path], out: Path = common.DEFAULT_OUT) -> dict[str, A
         if k in measured:
             rows.append(measured[k])
         else:
-            not_run.append((c, reasons.get(k, "started but not finished within this run's time budget (2-core CPU shared with other work)")))
+            not_run.append((c, reasons.get(k, "started but not finished within this run's time budget "
+                                              "(2-core CPU shared with other work)")))
     for c, reason in not_run + plan_skipped:
         rows.append({"dataset": c.dataset, "partition": c.partition, "alpha": c.alpha, "split": c.split,
                      "generator": c.generator, "generator_size": c.generator_size, "status": "not run",
                      "reason": reason})
     md = dict(first)
-    md["settings"] = {**first["settings"], "shard": None, "merged_from": [p["meta"]["settings"]["shard"] for p in parts]}
+    md["settings"] = {**first["settings"], "shard": None,
+                      "merged_from": [p["meta"]["settings"]["shard"] for p in parts]}
     md["shards"] = [{"date": p["meta"]["date"], "git": p["meta"]["git"], "machine": p["meta"]["machine"],
                      "shard": p["meta"]["settings"]["shard"]} for p in parts]
     result = {"meta": md, "rows": rows, "paper": PAPER}
@@ -335,7 +339,8 @@ def to_markdown(result: dict[str, Any]) -> str:
                                 "classifier s", "total s", "finished", "commit"],
                                [[r["dataset"], r["split"], f"{r['generator']} ({r['generator_size']})", r["sites"],
                                 common.f1(r["timings"].get("generators_s")), common.f1(r["timings"].get("synthesis_s")),
-                                common.f1(r["timings"].get("classifier_s")), common.f1(r["wall_s"]), r.get("date", "—"),
+                                common.f1(r["timings"].get("classifier_s")), common.f1(r["wall_s"]),
+                                r.get("date", "—"),
                                 f"`{((r.get('git') or {}).get('commit') or '?')[:10]}`"]
                                 for r in measured], "lllrrrrrll"), ""]
     if not_run:

@@ -87,7 +87,8 @@ def test_results_md_has_the_rows(quick_out):
 def test_render_includes_part_results_and_is_regenerated(quick_out, tmp_path):
     out = tmp_path / "b"
     shutil.copytree(quick_out / "results", out / "results")
-    (out / "results" / "unlearning.md").write_text("# Unlearning\n\n| modules | retrain s |\n| ---: | ---: |\n| 3 | 1.5 |\n")
+    (out / "results" / "unlearning.md").write_text(
+        "# Unlearning\n\n| modules | retrain s |\n| ---: | ---: |\n| 3 | 1.5 |\n")
     run_all.render(out)
     text = (out / "RESULTS.md").read_text()
     assert "## Exact unlearning" in text and "| 3 | 1.5 |" in text and "## Privacy attacks" not in text
