@@ -84,6 +84,8 @@ def demo(ctx: click.Context, as_json: bool, no_baselines: bool, **opts) -> None:
         from rich.console import Console
 
         console = Console()
+        if not console.is_terminal or console.width < 100:
+            console = Console(width=100)
         for table in closing_tables(summary):
             console.print(table)
         for line in closing_lines(summary):

@@ -84,10 +84,14 @@ class Supervisor:
 
     def popen(self, tool: str, args: Sequence[Any], *, name: str, stdout=None) -> tuple[subprocess.Popen, Path]:
         """Start ``python -m tool args`` in its own process group; stderr (and stdout unless given) go to a log."""
+        return self.spawn([sys.executable, "-m", tool, *map(str, args)], name=name, stdout=stdout)
+
+    def spawn(self, cmd: Sequence[str], *, name: str, stdout=None) -> tuple[subprocess.Popen, Path]:
+        """Start ``cmd`` in a new session (its own process group), tracked until it is stopped."""
         if self._stopping:
             raise DemoError("the demo is stopping", code="E_DEMO_STOPPED", hint="run it again")
         log = self._log_path(name)
-        cmd = [sys.executable, "-m", tool, *map(str, args)]
+        cmd = list(cmd)
         fh = open(log, "wb")
         fh.write((" ".join(cmd) + "\n").encode())
         fh.flush()
@@ -180,11 +184,26 @@ def _last_error(stderr: str) -> str:
     return lines[-1] if lines else "(no output)"
 
 
-def parallel(jobs: Sequence[Callable[[], Any]], *, workers: int) -> list[Any]:
-    """Run ``jobs`` at most ``workers`` at a time; results in order; the first failure is raised."""
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(job) for job in jobs]
+def parallel(jobs: Sequence[Callable[[], Any]], *, workers: int,
+             on_error: Callable[[], None] | None = None) -> list[Any]:
+    """Run ``jobs`` at most ``workers`` at a time; results in order.
+
+    On the first failure (or Ctrl-C) the jobs not started are cancelled and
+    ``on_error`` runs before waiting for the running ones, so that it can stop
+    their processes; then the failure is raised.
+    """
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    futures = [pool.submit(job) for job in jobs]
+    try:
         return [f.result() for f in futures]
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        if on_error is not None:
+            on_error()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class sigterm_as_interrupt:

@@ -185,9 +185,11 @@ class Demo:
         with P("serve", "start `aggregator serve` (mTLS, loopback)"):
             self.start_serve()
         with P("enroll", "sites: enroll, CA signs the CSRs, install-cert"):
-            parallel([lambda s=s: self.enroll_site(s) for s in self.specs], workers=self.cfg.parallel)
+            parallel([lambda s=s: self.enroll_site(s) for s in self.specs], workers=self.cfg.parallel,
+                     on_error=self.sup.stop_all)
         with P("sites", "sites: train, sign, seal, upload, verify receipts"):
-            parallel([lambda s=s: self.train_upload_site(s) for s in self.specs], workers=self.cfg.parallel)
+            parallel([lambda s=s: self.train_upload_site(s) for s in self.specs], workers=self.cfg.parallel,
+                     on_error=self.sup.stop_all)
         with P("aggregate", "aggregator: synthesize, train, publish"):
             self.aggregate()
         with P("evaluate", "sites: evaluate the published classifier locally"):
@@ -327,11 +329,9 @@ class Demo:
                             "--no-progress")
         self.classifier_id = clf["classifier_id"]
         self.cli_json("aggregator", "publish", "--dir", self.agg_dir, self.classifier_id)
-        status = self.cli_json("aggregator", "status", "--dir", self.agg_dir)
-        cur = status["current_classifier"]
         self.facts["before"] = {"dataset_id": self.dataset_id, "classifier_id": self.classifier_id,
-                                "modules": cur["modules"], "metrics": cur["metrics"]}
-        self.facts["accuracy"]["before"]["federatedfactory"] = _metric(cur["metrics"])
+                                "modules": clf["modules"], "metrics": clf.get("metrics")}
+        self.facts["accuracy"]["before"]["federatedfactory"] = _metric(clf.get("metrics"))
         samples = self.agg_dir / "runs" / f"{self.dataset_id}-samples.png"
         if samples.is_file():
             shutil.copy(samples, self.work / "samples.png")
@@ -343,7 +343,8 @@ class Demo:
             self.ui.tick(f"evaluate {when}", s.site_id)
             return s.site_id, out
 
-        results = parallel([lambda s=s: one(s) for s in self.specs], workers=self.cfg.parallel)
+        results = parallel([lambda s=s: one(s) for s in self.specs], workers=self.cfg.parallel,
+                     on_error=self.sup.stop_all)
         self.facts["site_evaluation"][when] = {sid: _site_metrics(out) for sid, out in results}
 
     def baselines(self, when: str, exclude: int | None) -> None:
@@ -410,7 +411,8 @@ class Demo:
             mid = self.facts["sites"][s.site_id].get("module_id")
             rec = self.sites_dir / s.site_id / "state" / "modules" / str(mid) / "module.json"
             if rec.is_file() and json.loads(rec.read_text()).get("receipt"):
-                path = self.work / "logs" / f"receipt-{s.site_id}.json"
+                path = self.work / "receipts" / f"{s.site_id}.json"
+                path.parent.mkdir(exist_ok=True)
                 path.write_text(json.dumps(json.loads(rec.read_text())["receipt"]))
                 receipts += ["--trusted-checkpoint", path]
         res = self.sup.run("ffsecure", "audit", "verify", bundle, "--ca", ca, *receipts, "--json",
@@ -438,8 +440,9 @@ def _metric(m: dict | None) -> dict | None:
 
 
 def _site_metrics(out: dict) -> dict:
-    keys = ("classifier_id", "accuracy", "auroc", "n")
-    return {k: out.get(k) for k in keys if k in out}
+    m = out.get("metrics") or {}
+    return {"classifier_id": out.get("classifier_id"), "accuracy": m.get("accuracy"), "auroc": m.get("auroc"),
+            "n_test": out.get("n_test"), "module_ids": out.get("module_ids")}
 
 
 def _bytes_sent(rec: dict, state: Path, module_id: str) -> int | None:

@@ -8,6 +8,8 @@ from typing import Any
 from ffsecure import __version__
 
 METHODS = ("federatedfactory", "centralized", "fedavg")
+PHASES = ["data", "pki", "serve", "enroll", "sites", "aggregate", "evaluate", "baselines", "forget",
+          "evaluate_after", "baselines_after", "audit", "pictures", "total"]
 FILES = {"summary": "summary.json", "report": "report.html", "audit_bundle": "audit-bundle",
          "samples": "samples.png", "accuracy_chart": "accuracy.png", "ca": "ca", "aggregator": "aggregator",
          "sites": "sites", "logs": "logs"}
@@ -72,16 +74,16 @@ def closing_tables(summary: dict) -> list:
         if m in summary["accuracy"]["before"] or m in summary["accuracy"]["after"]:
             t.add_row(m, _acc(summary, "before", m), _acc(summary, "after", m))
 
-    s = Table(title="sites")
-    for col in ("site", "classes", "train images", "module", "sent", "train s", "local acc before", "after"):
-        s.add_column(col, justify="left" if col in ("site", "classes", "module") else "right")
+    s = Table(title="sites (accuracy on each site's own test images; ✗ = forgotten)")
+    for col in ("site", "classes", "images", "module", "sent", "train s", "acc before", "acc after"):
+        s.add_column(col, justify="left" if col in ("site", "classes", "module") else "right", no_wrap=True)
     names = ds.get("classes") or []
     ev = summary.get("site_evaluation") or {}
     for sid, f in summary["sites"].items():
         cls = "+".join(names[k] if k < len(names) else str(k) for k in f.get("classes", []))
-        mod = (f.get("module_id") or "")[:12]
+        mod = (f.get("module_id") or "")[:8]
         if sid == deleted.get("site_id"):
-            mod += " (deleted)"
+            mod += " ✗"
         b = (ev.get("before") or {}).get(sid, {}).get("accuracy")
         a = (ev.get("after") or {}).get(sid, {}).get("accuracy")
         s.add_row(sid, cls, str(f.get("n_train")), mod, _size(f.get("bytes_sent")),
@@ -90,15 +92,23 @@ def closing_tables(summary: dict) -> list:
     p = Table(title="phases (wall seconds)")
     p.add_column("phase")
     p.add_column("s", justify="right")
-    for name, sec in summary["phase_seconds"].items():
-        p.add_row(name, f"{sec:.1f}")
+    secs = summary["phase_seconds"]
+    for name in sorted(secs, key=lambda n: PHASES.index(n) if n in PHASES else len(PHASES)):
+        p.add_row(name, f"{secs[name]:.1f}")
     return [t, s, p]
 
 
 def closing_lines(summary: dict) -> list[str]:
     audit = summary["audit"]
     d = summary["deleted"]
-    lines = [
+    lines = []
+    for when in ("before", "after"):
+        acc = summary["accuracy"].get(when) or {}
+        ff, cen = acc.get("federatedfactory"), acc.get("centralized")
+        if ff and cen and cen.get("accuracy"):
+            lines.append(f"FederatedFactory / centralized accuracy {when} the deletion: "
+                         f"{ff['accuracy'] / cen['accuracy']:.3f}")
+    lines += [
         f"deleted: {d['site_id']} module {d['module_id']} "
         f"({'still in' if summary['deleted_in_current_lineage'] else 'absent from'} the current classifier's lineage)",
         f"audit verdict: {'OK' if audit['ok'] else 'FAILED'}"
@@ -108,5 +118,5 @@ def closing_lines(summary: dict) -> list[str]:
                        ("samples", "sample grid"), ("accuracy_chart", "accuracy chart"), ("aggregator", "aggregator home"),
                        ("sites", "sites"), ("ca", "CA"), ("logs", "logs")):
         if key in summary["files"]:
-            lines.append(f"{label + ':':<16}{summary['files'][key]}")
+            lines.append(f"{label + ':':<17}{summary['files'][key]}")
     return lines
