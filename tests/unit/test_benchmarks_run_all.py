@@ -119,6 +119,7 @@ def test_cpu_plan_lists_what_it_does_not_run():
     assert all(reason for _, reason in skipped)
 
 
+@pytest.mark.slow
 def test_shards_merge_in_plan_order(tmp_path):
     torch.set_num_threads(1)
     for i in (1, 0):
