@@ -146,7 +146,7 @@ def run_cell(cell: Cell, *, baselines: bool, quick: bool, threads: int, device: 
     row: dict[str, Any] = {
         "dataset": cell.dataset, "partition": cell.partition, "alpha": cell.alpha, "split": cell.split,
         "generator": cell.generator, "generator_size": cell.generator_size, "status": "measured",
-        "date": common.utc_now(), "git": common.git_commit(), "device": res["settings"]["device"],
+        "date": common.utc_now(), "device": res["settings"]["device"],
         "sites": res["settings"]["sites"],
         "settings": {k: v for k, v in res["settings"].items() if k not in ("out",)},
         "timings": res["timings"], "wall_s": round(wall, 1),
@@ -197,6 +197,7 @@ def run(plan: str = "cpu", *, datasets: list[str] | None = None, out: Path = com
                  f"({cell.generator_size})")
         base = baseline_of.get(cell.group)
         row = run_cell(cell, baselines=base is None, quick=quick, threads=threads, device=device, seed=seed)
+        row["git"] = md["git"]  # the code this process loaded at its start
         if base is None:
             baseline_of[cell.group] = row
             row["baselines_from"] = "this run"
@@ -334,6 +335,10 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines += ["", "Each cell: test accuracy / macro AUROC (binary: AUROC of the positive class).", "",
               main_table(result), "", reference_tables(result), ""]
     if measured:
+        commits = {((r.get("git") or {}).get("commit") or "?")[:10] for r in measured}
+        if len(commits) > 1:
+            lines += [f"**The rows ran at {len(commits)} different commits** (last column): where the "
+                      "`ffsecure.simulate` defaults changed between them, the rows are not comparable.", ""]
         lines += ["Wall time per run (generators + synthesis + classifier + baselines when run):", "",
                   common.table(["data set", "split", "generator", "sites", "generator s (sum)", "synthesis s",
                                 "classifier s", "total s", "finished", "commit"],
