@@ -58,9 +58,10 @@ QUICK = {"generator_size": "tiny", "epochs": 1, "samples_per_class": 8, "classif
 # ResNet-18 (28) test accuracy and AUC, a sanity check of our centralized column.
 PAPER = {
     "federatedfactory": [
-        {"setting": "MedMNIST, one-shot, label-skewed sites", "method": "FederatedFactory", "accuracy": 0.889},
-        {"setting": "MedMNIST, centralized reference", "method": "centralized", "accuracy": 0.901},
-        {"setting": "CIFAR-10, 100 one-class clients", "method": "FedAvg", "accuracy": 0.1136},
+        {"setting": "MedMNIST, one-shot, label-skewed sites", "method": "FederatedFactory", "accuracy": 0.889,
+         "shown": "88.9%"},
+        {"setting": "MedMNIST, centralized reference", "method": "centralized", "accuracy": 0.901, "shown": "90.1%"},
+        {"setting": "CIFAR-10, 100 one-class clients", "method": "FedAvg", "accuracy": 0.1136, "shown": "11.36%"},
     ],
     "medmnist_v2_resnet18_28": {
         "breastmnist": {"accuracy": 0.863, "auroc": 0.901},
@@ -228,8 +229,9 @@ def merge(shard_dirs: list[Path], out: Path = common.DEFAULT_OUT) -> dict[str, A
     missing = [str(d) for d, p in zip(shard_dirs, parts) if p is None]
     if missing:
         raise FileNotFoundError(f"no results/utility.json in {', '.join(missing)}")
-    first = parts[0]["meta"]
-    plan, datasets = first["settings"]["plan"], first["settings"]["datasets"]
+    first = parts[-1]["meta"]  # the newest part's meta heads the page; the plan covers every part's data sets
+    plan = first["settings"]["plan"]
+    datasets = [d for d in ("digits", *MEDMNIST) if any(d in p["meta"]["settings"]["datasets"] for p in parts)]
     cells, plan_skipped = plan_cells(plan, datasets)
     key = lambda r: (r["dataset"], r["partition"], r["alpha"], r["generator"])  # noqa: E731
     measured = {key(r): r for p in parts for r in p["rows"] if r.get("status") == "measured"}
@@ -264,6 +266,16 @@ def _cell(row: dict[str, Any] | None, key: str = "federatedfactory") -> str:
     return f"{common.f3(m['accuracy'])} / {common.f3(m['auroc'])}"
 
 
+def _commit(row: dict[str, Any]) -> str:
+    return ((row.get("git") or {}).get("commit") or "?")[:10]
+
+
+def latest_commit(result: dict[str, Any]) -> str | None:
+    """The commit of the most recently finished measured row."""
+    measured = [r for r in result["rows"] if r.get("status") == "measured"]
+    return _commit(max(measured, key=lambda r: r.get("date") or "")) if measured else None
+
+
 def main_table(result: dict[str, Any]) -> str:
     """The paper-shaped table: one line per (data set, split), one column per method."""
     groups: dict[tuple, dict[str, dict]] = {}
@@ -284,7 +296,8 @@ def main_table(result: dict[str, Any]) -> str:
             size = "" if r["generator_size"] == "default" else f" ({r['generator_size']})"
             return _cell(r) + size
 
-        lines.append([ds, split, ref["sites"] if ref else "—", _cell(ref, "centralized"), _cell(ref, "fedavg"),
+        mark = " †" if ref and _commit(ref) != latest_commit(result) else ""
+        lines.append([ds + mark, split, ref["sites"] if ref else "—", _cell(ref, "centralized"), _cell(ref, "fedavg"),
                       fam(cv), ratio(cv), fam(dd), ratio(dd)])
     return common.table(["data set", "split", "sites", "centralized acc / AUROC", "FedAvg acc / AUROC",
                          "FF cvae acc / AUROC", "FF cvae / centralized", "FF ddpm acc / AUROC",
@@ -294,7 +307,8 @@ def main_table(result: dict[str, Any]) -> str:
 def reference_tables(result: dict[str, Any]) -> str:
     paper = result["paper"]
     ff = common.table(["setting", "method", "accuracy (paper)"],
-                      [[p["setting"], p["method"], common.f3(p["accuracy"])] for p in paper["federatedfactory"]],
+                      [[p["setting"], p["method"], p.get("shown") or common.f3(p["accuracy"])]
+                       for p in paper["federatedfactory"]],
                       "llr")
     ours = {r["dataset"]: r["centralized"] for r in result["rows"]
             if r.get("status") == "measured" and r["partition"] == "pathological" and "centralized" in r}
@@ -315,9 +329,11 @@ def to_markdown(result: dict[str, Any]) -> str:
     md = result["meta"]
     measured = [r for r in result["rows"] if r.get("status") == "measured"]
     not_run = [r for r in result["rows"] if r.get("status") != "measured"]
-    s = measured[0]["settings"] if measured else {}
+    s = max(measured, key=lambda r: r.get("date") or "")["settings"] if measured else {}
     lines = [
         "# Utility: FederatedFactory vs centralized and FedAvg",
+        "",
+        "Settings below are those of the most recent row.",
         "",
         common.meta_line(md),
         *([f"Measured in {len(md['shards'])} processes side by side on this machine (shards of the plan, "
@@ -337,8 +353,10 @@ def to_markdown(result: dict[str, Any]) -> str:
     if measured:
         commits = {((r.get("git") or {}).get("commit") or "?")[:10] for r in measured}
         if len(commits) > 1:
-            lines += [f"**The rows ran at {len(commits)} different commits** (last column): where the "
-                      "`ffsecure.simulate` defaults changed between them, the rows are not comparable.", ""]
+            lines += [f"**The rows ran at {len(commits)} different commits** (last column). Rows marked † in "
+                      f"the main table ran at an older commit than `{latest_commit(result)}`: where the "
+                      "`ffsecure.simulate` defaults changed in between, they are not comparable with the others.",
+                      ""]
         lines += ["Wall time per run (generators + synthesis + classifier + baselines when run):", "",
                   common.table(["data set", "split", "generator", "sites", "generator s (sum)", "synthesis s",
                                 "classifier s", "total s", "finished", "commit"],
