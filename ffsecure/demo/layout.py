@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 
 
@@ -129,15 +127,12 @@ def site_toml(*, federation_id: str, site_id: str, endpoint: str, data_path: Pat
 
 def evaluation_toml(dataset: str, *, root: str | None, seed: int) -> str:
     """The aggregator's [evaluation] section: the data set's whole test split."""
+    for prefix in ("npz:", "folder:"):
+        if dataset.startswith(prefix):
+            dataset = prefix + str(Path(dataset[len(prefix):]).resolve())
     lines = ["", "# added by `ffsecure demo`: the test set `aggregator train` reports accuracy on",
              "[evaluation]", f"data = {_toml_str(dataset)}"]
     if root:
         lines.append(f"root = {_toml_str(str(Path(root).resolve()))}")
     lines += [f"seed = {int(seed)}", ""]
     return "\n".join(lines)
-
-
-def jsonable(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj

@@ -157,9 +157,12 @@ class Demo:
         if self.work.exists() and any(self.work.iterdir()):
             raise ConfigError(f"the workdir {self.work} is not empty",
                               code="E_EXISTS", hint="remove it or pass another --workdir")
+        t_all = time.perf_counter()
+        t0 = time.perf_counter()
+        self.load_data()  # every check that can refuse the options runs before anything is written
+        self._load_s = time.perf_counter() - t0
         self.work.mkdir(parents=True, exist_ok=True)
         self.sup = Supervisor(self.work / "logs")
-        t_all = time.perf_counter()
         try:
             with sigterm_as_interrupt():
                 self._run()
@@ -178,8 +181,9 @@ class Demo:
 
         torch.set_num_threads(1)
         P = self.phases.phase
-        with P("data", "split the data set across the sites"):
-            self.prepare_data()
+        with P("data", "write each site's data file"):
+            self.write_data()
+        self.phases.seconds["data"] = round(self.phases.seconds["data"] + self._load_s, 2)
         with P("pki", "CA, aggregator keys, federation manifest, certificates"):
             self.setup_pki_and_aggregator()
         with P("serve", "start `aggregator serve` (mTLS, loopback)"):
@@ -211,7 +215,7 @@ class Demo:
             self.pictures()
 
     # ------------------------------------------------------------------ phases
-    def prepare_data(self) -> None:
+    def load_data(self) -> None:
         from ffsecure import data, partition
 
         c = self.cfg
@@ -221,13 +225,16 @@ class Demo:
             c.sites = default_sites(k, c.classes_per_site, c.partition)
         self.part = partition.make_partition(c.partition, self.ds.train_y, num_classes=k, num_sites=c.sites,
                                              alpha=c.alpha, classes_per_site=c.classes_per_site, seed=c.seed)
-        self.specs = layout.write_site_shards(self.ds, self.part, self.sites_dir, c.seed)
-        ids = [s.site_id for s in self.specs]
+        ids = layout.site_ids(self.part.num_sites)
         forget = c.forget_site or ids[-1]
         if forget not in ids:
             raise ConfigError(f"--forget-site {forget!r} is not one of the sites ({', '.join(ids)})",
                               hint=f"pick one of {', '.join(ids)}")
-        self.forgotten = self.specs[ids.index(forget)]
+        self.forget_index = ids.index(forget)
+
+    def write_data(self) -> None:
+        self.specs = layout.write_site_shards(self.ds, self.part, self.sites_dir, self.cfg.seed)
+        self.forgotten = self.specs[self.forget_index]
         self.facts["dataset"] = {"name": self.ds.name, "classes": list(self.ds.class_names),
                                  "image_shape": list(self.ds.image_shape), "train": int(self.ds.train_y.numel()),
                                  "test": int(self.ds.test_y.numel())}

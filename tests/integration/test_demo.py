@@ -142,6 +142,16 @@ def test_demo_refuses_a_non_empty_workdir(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
 
 
+def test_demo_refuses_bad_options_before_writing_anything(tmp_path):
+    work = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "ffsecure", "demo", "--workdir", str(work), *SMALL,
+                           "--forget-site", "site-9"], cwd=REPO, env=cli_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1
+    assert "error[E_CONFIG]" in proc.stderr and "site-9" in proc.stderr and "site-4" in proc.stderr
+    assert not work.exists()
+
+
 def test_ctrl_c_stops_every_child(tmp_path):
     """SIGINT while `aggregator serve` and site processes run: the demo stops them all and exits."""
     work = tmp_path / "out"
@@ -193,6 +203,8 @@ def test_site_and_federation_files_parse_with_the_roles_own_loaders(tmp_path):
     assert fed["aggregator"]["endpoint"] == "127.0.0.1:9" and fed["image_shape"] == [1, 16, 16]
     ev = tomllib.loads(layout.evaluation_toml("digits", root=None, seed=3))
     assert ev == {"evaluation": {"data": "digits", "seed": 3}}
+    ev = tomllib.loads(layout.evaluation_toml("npz:rel/x.npz", root=None, seed=0))
+    assert ev["evaluation"]["data"] == f"npz:{Path('rel/x.npz').resolve()}"
 
 
 def test_supervisor_stops_a_process_group(tmp_path):
