@@ -59,6 +59,9 @@ def demo(ctx: click.Context, as_json: bool, no_baselines: bool, **opts) -> None:
     rendered. Writes WORKDIR/summary.json, report.html, audit-bundle/, the
     pictures and each role's folder (ca/, aggregator/, sites/<id>/) so that
     `aggregator` and `site-node` commands can go on from there.
+
+    Exits 0 when every step ran and the audit verified, 3 when the audit
+    found a problem (summary.json lists the findings), 1 on an error.
     """
     from ffsecure.demo.runner import Demo, DemoConfig
     from ffsecure.demo.summary import closing_lines, closing_tables

@@ -65,11 +65,10 @@ def closing_tables(summary: dict) -> list:
 
     ds = summary.get("dataset") or {}
     deleted = summary["deleted"]
-    t = Table(title=f"{ds.get('name')}: accuracy on the {ds.get('test')}-image test set, before and after "
-                    f"{deleted.get('site_id')} is forgotten")
+    t = Table(title=f"test accuracy ({ds.get('name')}, {ds.get('test')} images)")
     t.add_column("method")
-    t.add_column("before", justify="right")
-    t.add_column("after", justify="right")
+    t.add_column("all sites", justify="right")
+    t.add_column(f"{deleted.get('site_id')} forgotten", justify="right")
     for m in METHODS:
         if m in summary["accuracy"]["before"] or m in summary["accuracy"]["after"]:
             t.add_row(m, _acc(summary, "before", m), _acc(summary, "after", m))
