@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,15 @@ def closing_tables(summary: dict) -> list:
     return [t, s, p]
 
 
+def _shown(path: str) -> str:
+    """A path relative to the current folder when it lies below it, else as given."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
 def closing_lines(summary: dict) -> list[str]:
     audit = summary["audit"]
     d = summary["deleted"]
@@ -117,5 +127,5 @@ def closing_lines(summary: dict) -> list[str]:
                        ("samples", "sample grid"), ("accuracy_chart", "accuracy chart"), ("aggregator", "aggregator home"),
                        ("sites", "sites"), ("ca", "CA"), ("logs", "logs")):
         if key in summary["files"]:
-            lines.append(f"{label + ':':<17}{summary['files'][key]}")
+            lines.append(f"{label + ':':<17}{_shown(summary['files'][key])}")
     return lines
