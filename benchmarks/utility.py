@@ -243,8 +243,8 @@ def merge(shard_dirs: list[Path], out: Path = common.DEFAULT_OUT) -> dict[str, A
         if k in measured:
             rows.append(measured[k])
         else:
-            not_run.append((c, reasons.get(k, "started but not finished within this run's time budget "
-                                              "(2-core CPU shared with other work)")))
+            not_run.append((c, reasons.get(k, "no finished measurement: its process was stopped at the end of "
+                                              "this run's time budget (2-core CPU shared with other work)")))
     for c, reason in not_run + plan_skipped:
         rows.append({"dataset": c.dataset, "partition": c.partition, "alpha": c.alpha, "split": c.split,
                      "generator": c.generator, "generator_size": c.generator_size, "status": "not run",
