@@ -276,6 +276,23 @@ def latest_commit(result: dict[str, Any]) -> str | None:
     return _commit(max(measured, key=lambda r: r.get("date") or "")) if measured else None
 
 
+PIPELINE = ("ffsecure/simulate.py", "ffsecure/generators", "ffsecure/classifier.py", "ffsecure/baselines.py",
+            "ffsecure/synthesis.py", "ffsecure/partition.py", "ffsecure/data.py")
+
+
+def pipeline_changed(a: str | None, b: str | None) -> bool:
+    """Whether the simulation code differs between two commits (True when unknown)."""
+    import subprocess
+
+    if not a or not b or "?" in (a, b):
+        return True
+    if a == b:
+        return False
+    proc = subprocess.run(["git", "diff", "--quiet", a, b, "--", *PIPELINE], cwd=common.REPO,
+                          capture_output=True, timeout=30)
+    return proc.returncode != 0
+
+
 def main_table(result: dict[str, Any]) -> str:
     """The paper-shaped table: one line per (data set, split), one column per method."""
     groups: dict[tuple, dict[str, dict]] = {}
@@ -296,7 +313,7 @@ def main_table(result: dict[str, Any]) -> str:
             size = "" if r["generator_size"] == "default" else f" ({r['generator_size']})"
             return _cell(r) + size
 
-        mark = " †" if ref and _commit(ref) != latest_commit(result) else ""
+        mark = " †" if ref and pipeline_changed(_commit(ref), latest_commit(result)) else ""
         lines.append([ds + mark, split, ref["sites"] if ref else "—", _cell(ref, "centralized"), _cell(ref, "fedavg"),
                       fam(cv), ratio(cv), fam(dd), ratio(dd)])
     return common.table(["data set", "split", "sites", "centralized acc / AUROC", "FedAvg acc / AUROC",
@@ -354,8 +371,9 @@ def to_markdown(result: dict[str, Any]) -> str:
         commits = {((r.get("git") or {}).get("commit") or "?")[:10] for r in measured}
         if len(commits) > 1:
             lines += [f"**The rows ran at {len(commits)} different commits** (last column). Rows marked † in "
-                      f"the main table ran at an older commit than `{latest_commit(result)}`: where the "
-                      "`ffsecure.simulate` defaults changed in between, they are not comparable with the others.",
+                      f"the main table ran simulation code ({', '.join(PIPELINE)}) that differs from that of "
+                      f"`{latest_commit(result)}` (for example other `ffsecure.simulate` defaults): they are not "
+                      "comparable with the unmarked rows.",
                       ""]
         lines += ["Wall time per run (generators + synthesis + classifier + baselines when run):", "",
                   common.table(["data set", "split", "generator", "sites", "generator s (sum)", "synthesis s",
