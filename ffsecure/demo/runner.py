@@ -18,7 +18,7 @@ import shutil
 import socket
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -321,7 +321,7 @@ class Demo:
         rec = uploaded[0]
         facts = self.facts["sites"][s.site_id]
         facts.update(module_id=trained["module_id"], train_s=round(t1 - t0, 2), upload_s=round(t2 - t1, 2),
-                     bytes_sent=_bytes_sent(rec, self.sites_dir / s.site_id / "state", trained["module_id"]),
+                     bytes_sent=_bytes_sent(rec),
                      ledger_index=rec.get("index", rec.get("ledger_index")), epsilon=trained.get("epsilon"))
         self.ui.tick("sites", s.site_id)
 
@@ -452,8 +452,7 @@ def _site_metrics(out: dict) -> dict:
             "n_test": out.get("n_test"), "module_ids": out.get("module_ids")}
 
 
-def _bytes_sent(rec: dict, state: Path, module_id: str) -> int | None:
-    for key in ("bytes_sent", "bytes", "size", "envelope_bytes", "total_bytes"):
-        if isinstance(rec.get(key), int):
-            return rec[key]
-    return None
+def _bytes_sent(rec: dict) -> int | None:
+    """The bytes the site streamed for its module (the sealed envelope), as `site-node upload` reports them."""
+    sent = rec.get("bytes_sent")
+    return sent if isinstance(sent, int) else None
