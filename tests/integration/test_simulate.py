@@ -83,8 +83,10 @@ def test_generator_epoch_budget_and_device_choice():
     from ffsecure.errors import ConfigError
     from ffsecure.simulate import generator_epochs, resolve_device, site_module_id
 
-    assert generator_epochs(134) == 180 and generator_epochs(3494) == 7
-    assert generator_epochs(10) == 300 and generator_epochs(10**6) == 5
+    # 96,000 image-epochs, within [5, 700] epochs
+    assert generator_epochs(960) == 100 and generator_epochs(3494) == 28
+    assert generator_epochs(134) == 700 and generator_epochs(10) == 700
+    assert generator_epochs(10**6) == 5
     assert resolve_device("cpu") == "cpu"
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
