@@ -18,10 +18,10 @@ are shared with the other family's row (they do not depend on the generator).
 
 Plans (``--plan``):
 
-- ``cpu`` (default): what fits a small shared CPU: every data set with the
-  pathological split and ``cvae``; Dirichlet 0.1 and 0.5 for digits and
-  BreastMNIST; ``ddpm`` at its ``tiny`` size on digits (pathological). Every
-  other cell of the grid is listed as not run, with the reason.
+- ``cpu`` (default): the whole grid on a CPU: ``cvae`` at its default size
+  and ``ddpm`` at its ``tiny`` size, every data set, every split (the
+  pathological split of every data set first). ``ddpm`` at its default size
+  is listed as not run, with the reason.
 - ``full``: the whole grid (``ddpm`` at its ``default`` size: meant for a GPU).
 - ``quick``: digits only, tiny settings (seconds): for tests and CI; its
   numbers say nothing about utility.
@@ -110,24 +110,28 @@ def plan_cells(plan: str, datasets: list[str]) -> tuple[list[Cell], list[tuple[C
         return run, []
     if plan != "cpu":
         raise ValueError(f"unknown plan {plan!r}")
-    dirichlet_sets = [d for d in ("digits", "breastmnist") if d in datasets]
     # most important first: a run stopped by its time budget keeps the headline rows
-    run: list[Cell] = [Cell(d, "pathological", None, "cvae") for d in datasets]
-    for d in dirichlet_sets:
-        run += [Cell(d, "dirichlet", a, "cvae") for a in (0.1, 0.5)]
-    if "digits" in datasets:
-        run.append(Cell("digits", "pathological", None, "ddpm", "tiny"))
-    ran = {(c.dataset, c.partition, c.alpha, c.generator) for c in run}
-    skipped = []
-    for c in full:
-        if (c.dataset, c.partition, c.alpha, c.generator) in ran:
-            continue
-        if c.generator == "ddpm":
-            reason = "ddpm at its default size needs a GPU (not measured: no GPU in this run)"
-        else:
-            reason = "CPU budget: Dirichlet splits run for digits and BreastMNIST only"
-        skipped.append((c, reason))
+    size = {"cvae": "default", "ddpm": "tiny"}
+    run = [Cell(d, "pathological", None, g, size[g]) for d in datasets for g in FAMILIES]
+    run += [Cell(d, p, a, g, size[g]) for d in datasets for (p, a) in SPLITS[1:] for g in FAMILIES]
+    skipped = [(Cell(d, p, a, "ddpm", "default"),
+                "ddpm at its default size needs a GPU (not measured: no GPU in this run; the tiny size is)")
+               for d in datasets for (p, a) in SPLITS]
     return run, skipped
+
+
+def shard_cells(cells: list[Cell], shard: tuple[int, int]) -> list[Cell]:
+    """Cells of shard ``(i, n)``: groups (data set, split) ``i, i+n, ...`` in plan order.
+
+    A group's cells stay in one process, so its centralized and FedAvg baselines are
+    measured once and shared by both generator families.
+    """
+    groups: list[tuple] = []
+    for c in cells:
+        if c.group not in groups:
+            groups.append(c.group)
+    mine = set(groups[shard[0]::shard[1]])
+    return [c for c in cells if c.group in mine]
 
 
 def run_cell(cell: Cell, *, baselines: bool, quick: bool, threads: int, device: str, seed: int) -> dict[str, Any]:
@@ -170,8 +174,8 @@ def run(plan: str = "cpu", *, datasets: list[str] | None = None, out: Path = com
         shard: tuple[int, int] | None = None, progress=print) -> dict[str, Any]:
     """Run the plan's cells in order; with ``budget_min``, cells not started in time are listed as not run.
 
-    ``shard=(i, n)`` runs only cells ``i, i+n, i+2n, ...`` of the plan (several processes on one
-    machine; combine their ``--out`` directories with :func:`merge`).
+    ``shard=(i, n)`` runs only the (data set, split) groups ``i, i+n, i+2n, ...`` of the plan
+    (several processes on one machine; combine their ``--out`` directories with :func:`merge`).
     """
     import torch
 
@@ -179,7 +183,7 @@ def run(plan: str = "cpu", *, datasets: list[str] | None = None, out: Path = com
     datasets = datasets or available_datasets()
     cells, skipped = plan_cells(plan, datasets)
     if shard is not None:
-        cells, skipped = cells[shard[0]::shard[1]], []
+        cells, skipped = shard_cells(cells, shard), []
     quick = plan == "quick"
     deadline = time.monotonic() + budget_min * 60 if budget_min else None
     md = common.meta("utility", {"plan": plan, "datasets": datasets, "threads": threads, "seed": seed,
@@ -297,7 +301,9 @@ def main_table(result: dict[str, Any]) -> str:
     """The paper-shaped table: one line per (data set, split), one column per method."""
     groups: dict[tuple, dict[str, dict]] = {}
     for r in result["rows"]:
-        groups.setdefault((r["dataset"], r["split"]), {})[r["generator"]] = r
+        by_gen = groups.setdefault((r["dataset"], r["split"]), {})
+        if by_gen.get(r["generator"], {}).get("status") != "measured":  # a measured size wins over a skipped one
+            by_gen[r["generator"]] = r
     lines = []
     for (ds, split), by_gen in groups.items():
         measured = [r for r in by_gen.values() if r.get("status") == "measured"]
@@ -400,7 +406,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget-min", type=float, default=None,
                    help="start no new cell after this many minutes (the rest are listed as not run)")
-    p.add_argument("--shard", default=None, metavar="I/N", help="run only cells I, I+N, ... of the plan")
+    p.add_argument("--shard", default=None, metavar="I/N", help="run only the (data set, split) groups I, I+N, ... of the plan")
     p.add_argument("--merge", default=None, metavar="DIR,DIR,...",
                    help="combine the --out directories of --shard runs into --out (runs nothing)")
     p.add_argument("--out", default=str(common.DEFAULT_OUT))

@@ -109,14 +109,38 @@ def test_unknown_benchmark_is_refused(tmp_path, capsys):
 def test_cpu_plan_lists_what_it_does_not_run():
     sets = ["digits", "breastmnist", "pneumoniamnist", "retinamnist"]
     run, skipped = utility.plan_cells("cpu", sets)
-    ran = {(c.dataset, c.split, c.generator) for c in run}
-    assert {(d, "pathological", "cvae") for d in sets} <= ran
-    assert ("digits", "dirichlet 0.1", "cvae") in ran and ("breastmnist", "dirichlet 0.5", "cvae") in ran
-    assert ("retinamnist", "dirichlet 0.1", "cvae") not in ran
-    # every cell of the full grid is either run or listed with a reason
-    full, _ = utility.plan_cells("full", sets)
-    assert len(full) == 4 * 3 * 2 == len(run) + len(skipped)
-    assert all(reason for _, reason in skipped)
+    ran = {(c.dataset, c.split, c.generator, c.generator_size) for c in run}
+    # the whole grid at CPU sizes, the headline (pathological) rows first
+    assert ran == {(d, s, g, z) for d in sets for s in ("pathological", "dirichlet 0.1", "dirichlet 0.5")
+                   for g, z in (("cvae", "default"), ("ddpm", "tiny"))}
+    assert {c.split for c in run[:8]} == {"pathological"}
+    # ddpm at its default (GPU) size is listed with a reason, never silently dropped
+    assert {(c.dataset, c.split) for c, _ in skipped} == {(d, s) for d, s, _, _ in ran}
+    assert all(c.generator == "ddpm" and c.generator_size == "default" and "GPU" in r for c, r in skipped)
+
+
+def test_shards_keep_a_group_in_one_process():
+    sets = ["digits", "breastmnist", "pneumoniamnist"]
+    run, _ = utility.plan_cells("cpu", sets)
+    parts = [utility.shard_cells(run, (i, 2)) for i in (0, 1)]
+    assert sorted(parts[0] + parts[1], key=run.index) == run
+    assert not {c.group for c in parts[0]} & {c.group for c in parts[1]}
+    assert len(parts[0]) == 10 and len(parts[1]) == 8  # 9 groups of 2 cells
+
+
+def test_main_table_prefers_the_measured_size():
+    run, skipped = utility.plan_cells("cpu", ["digits"])
+    metrics = {"accuracy": 0.5, "auroc": 0.6, "per_class_recall": None, "train_s": 1.0}
+    rows = [{"dataset": c.dataset, "partition": c.partition, "alpha": c.alpha, "split": c.split,
+             "generator": c.generator, "generator_size": c.generator_size, "status": "measured", "sites": 10,
+             "centralized": metrics, "fedavg": metrics, "federatedfactory": metrics, "ratio_vs_centralized": 1.0,
+             "git": {"commit": "abc"}, "date": "2026-01-01T00:00:00Z"} for c in run[:2]]
+    rows += [{"dataset": c.dataset, "partition": c.partition, "alpha": c.alpha, "split": c.split,
+              "generator": c.generator, "generator_size": c.generator_size, "status": "not run", "reason": r}
+             for c, r in skipped[:1]]
+    table = utility.main_table({"rows": rows})
+    line = next(ln for ln in table.splitlines() if "| digits | pathological |" in ln)
+    assert "0.500 / 0.600 (tiny)" in line and "not run" not in line
 
 
 @pytest.mark.slow
@@ -124,11 +148,14 @@ def test_shards_merge_in_plan_order(tmp_path):
     torch.set_num_threads(1)
     for i in (1, 0):
         utility.run("quick", out=tmp_path / f"s{i}", shard=(i, 2), progress=lambda *_: None)
+    # the quick plan is one group: shard 0 runs both cells, shard 1 none
+    assert utility.common.read_result(tmp_path / "s1", "utility")["rows"] == []
     merged = utility.merge([tmp_path / "s0", tmp_path / "s1"], tmp_path / "m")
     rows = merged["rows"]
     assert [(r["generator"], r["status"]) for r in rows] == [("cvae", "measured"), ("ddpm", "measured")]
-    # each shard ran its own baselines: the same seed and data give the same centralized model
-    assert rows[0]["centralized"]["accuracy"] == rows[1]["centralized"]["accuracy"]
+    # the group's baselines ran once, in the first family's run
+    assert rows[0]["baselines_from"] == "this run" and rows[1]["baselines_from"].startswith("cvae run")
+    assert rows[0]["centralized"] == rows[1]["centralized"]
     assert len(merged["meta"]["shards"]) == 2
     assert "Measured in 2 processes" in (tmp_path / "m" / "results" / "utility.md").read_text()
     with pytest.raises(FileNotFoundError):
