@@ -10,8 +10,9 @@ budget of up to 300 epochs would drown small sites in noise), so the curve
 isolates DP. The centralized reference is measured once, in the same run (the
 epsilon = infinity point runs the baselines).
 
-Families: ``cvae`` is measured on the CPU. ``ddpm`` under DP-SGD is listed as
-not measured unless ``--families`` includes it (it needs a GPU to finish).
+Families: ``cvae`` at its default size and ``ddpm`` at its ``tiny`` size
+(``--ddpm-size``; its ``default`` size under DP-SGD needs a GPU to finish, and
+is listed as not measured on a CPU run).
 
 Writes ``<out>/results/dp.json``, ``dp.md`` and ``dp.png``.
 
@@ -39,10 +40,10 @@ def _eps_label(eps: float) -> str:
 
 
 def run_point(dataset: str, family: str, eps: float, *, epochs: int, quick: bool, threads: int, device: str,
-              seed: int) -> dict[str, Any]:
+              seed: int, size: str = "default") -> dict[str, Any]:
     from ffsecure.simulate import SimulationConfig, run_simulation
 
-    overrides = dict(QUICK) if quick else {}
+    overrides = dict(QUICK) if quick else {"generator_size": size}
     baselines = math.isinf(eps)
     with tempfile.TemporaryDirectory(prefix="ffbench-dp-") as tmp:
         cfg = SimulationConfig(dataset=dataset, generator=family, epochs=epochs, seed=seed, threads=threads,
@@ -54,7 +55,8 @@ def run_point(dataset: str, family: str, eps: float, *, epochs: int, quick: bool
         wall = time.perf_counter() - t0
     dps = [s["dp"] for s in res["sites"] if s["dp"]]
     point: dict[str, Any] = {
-        "dataset": dataset, "generator": family, "epsilon": _eps_label(eps), "delta": None if baselines else DELTA,
+        "dataset": dataset, "generator": family, "generator_size": cfg.generator_size,
+        "epsilon": _eps_label(eps), "delta": None if baselines else DELTA,
         "status": "measured", "sites": res["settings"]["sites"], "epochs": epochs,
         "accuracy": res["federatedfactory"]["accuracy"], "auroc": res["federatedfactory"]["auroc"],
         "achieved_epsilon": [round(d["epsilon"], 4) for d in dps] or None,
@@ -71,28 +73,32 @@ def run_point(dataset: str, family: str, eps: float, *, epochs: int, quick: bool
 def run(*, datasets: list[str] | None = None, families: list[str] | None = None,
         epsilons: tuple[float, ...] = EPSILONS, epochs: int = 10, quick: bool = False,
         out: Path = common.DEFAULT_OUT, threads: int = 1, device: str = "cpu", seed: int = 0,
-        progress=print) -> dict[str, Any]:
+        ddpm_size: str = "tiny", progress=print) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(threads)
     datasets = datasets or ["digits"]
-    families = families or ["cvae"]
+    families = families or ["cvae", "ddpm"]
+    sizes = {"cvae": "default", "ddpm": ddpm_size}
     if quick:
         epochs = 1
     # the no-DP point first: it carries the centralized reference of the curve
     order = sorted(epsilons, key=lambda e: (not math.isinf(e), e))
     settings = {"datasets": datasets, "families": families, "epsilons": [_eps_label(e) for e in order],
                 "delta": DELTA, "epochs": epochs, "threads": threads, "seed": seed,
+                "sizes": {f: sizes.get(f, "default") for f in families},
                 "overrides": QUICK if quick else "none (ffsecure.simulate defaults)"}
     result: dict[str, Any] = {"meta": common.meta("dp", settings, device=device, quick=quick), "curves": []}
     for ds in datasets:
         for fam in families:
-            curve: dict[str, Any] = {"dataset": ds, "generator": fam, "points": []}
+            size = "tiny" if quick else sizes.get(fam, "default")
+            curve: dict[str, Any] = {"dataset": ds, "generator": fam, "generator_size": size, "points": []}
             result["curves"].append(curve)
             cen = None
             for eps in order:
-                progress(f"[dp] {ds} {fam} epsilon={_eps_label(eps)}")
-                p = run_point(ds, fam, eps, epochs=epochs, quick=quick, threads=threads, device=device, seed=seed)
+                progress(f"[dp] {ds} {fam} ({size}) epsilon={_eps_label(eps)}")
+                p = run_point(ds, fam, eps, epochs=epochs, quick=quick, threads=threads, device=device, seed=seed,
+                              size=size)
                 if "centralized" in p:
                     cen = p["centralized"]
                     curve["centralized"], curve["fedavg"] = p.pop("centralized"), p.pop("fedavg")
@@ -101,9 +107,10 @@ def run(*, datasets: list[str] | None = None, families: list[str] | None = None,
                 curve["points"].append(p)
                 progress(f"    accuracy {p['accuracy']:.3f}, ratio {p['ratio_vs_centralized']} ({p['wall_s']} s)")
                 _write(result, out)  # a partial curve is kept if a later point is stopped
-    if "ddpm" not in families:
-        result["not_measured"] = [{"generator": "ddpm", "datasets": datasets,
-                                   "reason": "DP-SGD on the ddpm family needs a GPU to finish; no GPU in this run"}]
+    if "ddpm" not in families or (sizes.get("ddpm") != "default" and not device.startswith("cuda")):
+        result["not_measured"] = [{"generator": "ddpm (default size)", "datasets": datasets,
+                                   "reason": "DP-SGD on the ddpm family at its default size needs a GPU to finish; "
+                                             "no GPU in this run"}]
     _write(result, out)
     return result
 
@@ -131,7 +138,9 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
         pts = sorted(((x_inf if p["epsilon"] == "inf" else float(p["epsilon"])), p["ratio_vs_centralized"])
                      for p in c["points"] if p["ratio_vs_centralized"] is not None)
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{c['dataset']} {c['generator']}")
+            size = c.get("generator_size", "default")
+            label = f"{c['dataset']} {c['generator']}" + ("" if size == "default" else f" ({size})")
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
     ax.set_xscale("log", base=2)
     ticks = [*finite, x_inf]
     ax.set_xticks(ticks)
@@ -157,7 +166,8 @@ def to_markdown(result: dict[str, Any]) -> str:
              f"Poisson sampling, clipping norm 1.0; other settings: {s['overrides']}; seed {s['seed']}.", ""]
     for c in result["curves"]:
         cen = c.get("centralized")
-        lines.append(f"## {c['dataset']}, {c['generator']}" +
+        size = c.get("generator_size", "default")
+        lines.append(f"## {c['dataset']}, {c['generator']}" + ("" if size == "default" else f" ({size})") +
                      (f" (centralized {common.f3(cen['accuracy'])} / {common.f3(cen['auroc'])}, "
                       f"FedAvg {common.f3(c['fedavg']['accuracy'])})" if cen else ""))
         lines += ["", common.table(
@@ -183,7 +193,9 @@ def _span(values: list[float] | None) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", default="digits")
-    p.add_argument("--families", default="cvae")
+    p.add_argument("--families", default="cvae,ddpm")
+    p.add_argument("--ddpm-size", default="tiny", choices=("tiny", "default", "full"),
+                   help="ddpm size (default needs a GPU under DP-SGD)")
     p.add_argument("--epsilons", default="1,2,4,8,inf")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--quick", action="store_true")
@@ -194,7 +206,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     a = p.parse_args(argv)
     eps = tuple(math.inf if e.strip() in ("inf", "infinity") else float(e) for e in a.epsilons.split(","))
     return run(datasets=a.datasets.split(","), families=a.families.split(","), epsilons=eps, epochs=a.epochs,
-               quick=a.quick, out=Path(a.out), threads=a.threads, device=a.device, seed=a.seed)
+               quick=a.quick, out=Path(a.out), threads=a.threads, device=a.device, seed=a.seed,
+               ddpm_size=a.ddpm_size)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from benchmarks import common
 
 BENCHMARKS = ("utility", "dp", "scaling", "systems")
 # Result files of the per-part benchmarks, shown in RESULTS.md when present (section title, file stem).
-PART_RESULTS = (("Privacy attacks", "privacy"), ("Exact unlearning", "unlearning"))
+PART_RESULTS = (("Privacy attacks", "privacy"), ("Exact unlearning", "unlearning"), ("Fault runs", "faults"))
 PAPER_FF, PAPER_CENTRAL = 0.889, 0.901  # FederatedFactory paper, MedMNIST (accuracy)
 SHORT_OF_PAPER = 0.90  # a FederatedFactory / centralized ratio below this falls short of the paper
 

@@ -113,7 +113,7 @@ def _check(home, acked: int, tmp_path, round_no: int) -> int:
         store.close()
 
 
-def _kill_loop(tmp_path, *, kills: int | None, target: int, seed: int) -> None:
+def _kill_loop(tmp_path, *, kills: int | None, target: int, seed: int) -> dict:
     rng = random.Random(seed)
     home = tmp_path / "agg"
     done_kills, size, finished, rounds = 0, 0, False, 0
@@ -127,6 +127,7 @@ def _kill_loop(tmp_path, *, kills: int | None, target: int, seed: int) -> None:
     assert done_kills >= 1
     if kills is None:
         assert finished and size >= target
+    return {"kills": done_kills, "restarts_checked": rounds, "entries": size, "finished": finished}
 
 
 def test_sigkill_during_writes_keeps_store_and_ledger_in_agreement(tmp_path):

@@ -22,8 +22,11 @@ def out(tmp_path_factory):
 
 def test_dp_curve(out):
     r = json.loads((out / "results" / "dp.json").read_text())
-    (curve,) = r["curves"]
+    curve, ddpm = r["curves"]
     assert (curve["dataset"], curve["generator"]) == ("digits", "cvae")
+    assert (ddpm["generator"], ddpm["generator_size"]) == ("ddpm", "tiny")
+    assert [p["epsilon"] for p in ddpm["points"]] == ["inf", "8"]
+    assert all(e <= 8.0 + 1e-6 for e in ddpm["points"][1]["achieved_epsilon"])
     assert [p["epsilon"] for p in curve["points"]] == ["inf", "8"]
     no_dp, dp8 = curve["points"]
     assert no_dp["achieved_epsilon"] is None and no_dp["delta"] is None
@@ -31,7 +34,7 @@ def test_dp_curve(out):
     assert all(e <= 8.0 + 1e-6 for e in dp8["achieved_epsilon"])
     assert dp8["ratio_vs_centralized"] == pytest.approx(dp8["accuracy"] / curve["centralized"]["accuracy"], abs=1e-4)
     assert (out / "results" / "dp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert r["not_measured"][0]["generator"] == "ddpm"
+    assert r["not_measured"][0]["generator"] == "ddpm (default size)"
 
 
 def test_scaling_rows(out):
