@@ -10,8 +10,7 @@ the same bytes:
 
 and reports MB/s for both and their ratio (HPKE throughput / AES-GCM
 throughput; 1.0 means the envelope adds nothing over the cipher). Each figure
-is the median of ``--repeat`` runs. It also times ``verify_package`` on a
-tiny module for context.
+is the median of ``--repeat`` runs.
 
 Writes ``<out>/envelope.json`` and ``<out>/envelope.md``.
 

@@ -109,7 +109,11 @@ class CertUsageError(VerificationError):
 
 
 class CRLError(VerificationError):
-    """The CRL does not parse, is not signed by the CA, or is stale."""
+    """The CRL does not parse or is not signed by the CA.
+
+    A CRL past its ``nextUpdate`` is still honoured (it can only under-report
+    revocations, never invent one); re-sign it with ``ffsecure pki crl``.
+    """
 
     code = "E_CRL"
 

@@ -175,6 +175,12 @@ class Store(abc.ABC):
         """A consistent view for export: a fresh checkpoint, the entries and checkpoints it covers, modules."""
 
     @abc.abstractmethod
+    def verify_integrity(self, *, decrypt: bool = True) -> dict:
+        """Check that the store and its log agree (every entry rehashed, every node and checkpoint
+        right, each module with its entries, deleted ones shredded, no stray blob); raises
+        StoreError ``E_STORE_CORRUPT`` if not. ``decrypt`` also decrypts every active module."""
+
+    @abc.abstractmethod
     def close(self) -> None: ...
 
     def export_bundle(self, out_dir: str | Path, *, ca_cert_pem: bytes, crl_pem: bytes | None,

@@ -1,6 +1,6 @@
 """``ffsecure pki``: create the federation CA, issue and revoke certificates.
 
-A thin layer over :mod:`ffsecure.pki`; see docs/pkilib.md for the operator's walk-through.
+A thin layer over :mod:`ffsecure.pki`; see docs/pki.md for the operator's walk-through.
 """
 
 from __future__ import annotations

@@ -179,8 +179,9 @@ def test_artifacts_are_stored_with_their_entries_and_shredded_when_retired(store
     assert store.artifact_blob("dataset", "ds-1") == data
     row = store.get_artifact("dataset", "ds-1")
     assert (row.status, row.has_blob, row.meta) == ("active", True, {"n_per_class": 10})
-    with pytest.raises(StoreError):
+    with pytest.raises(StoreError) as info:
         store.put_artifact("dataset", "ds-1", {}, data, ds_entry)
+    assert info.value.code == "E_DUPLICATE_ARTIFACT"
     clf = make_entry("classifier.trained", "operator:alice", {"classifier_id": "c-1", "dataset_id": "ds-1",
                                                              "sha256": "cd" * 32})
     store.put_artifact("classifier", "c-1", {"arch": "cnn"}, None, clf)
@@ -194,8 +195,9 @@ def test_artifacts_are_stored_with_their_entries_and_shredded_when_retired(store
     assert [p.name for p in home.blobs.iterdir()] == [f"m-{mid['module_id']}.blob"]
     with pytest.raises(LedgerError):  # entry of the wrong type
         store.set_artifact_status("classifier", "c-1", "retired", ds_entry)
-    with pytest.raises(FFSecureError):
+    with pytest.raises(FFSecureError) as info:
         store.put_artifact("model", "x", {}, None, clf)
+    assert info.value.code == "E_ARTIFACT_KIND"
     assert store.size() == 5
     store.verify_integrity()
 
@@ -224,6 +226,44 @@ def test_reopen_keeps_state_and_refuses_other_keys(store, home, tmp_path):
     with pytest.raises(ConfigError) as info:
         SQLiteStore.open(home, origin=ORIGIN, kek=kek, log_signer=LogSigner.generate(ORIGIN))
     assert info.value.code == "E_LOG_KEY_MISMATCH"
+
+
+def test_key_files_are_never_overwritten_and_a_missing_one_is_named(store, home):
+    from aggregator.home import create_kek, load_kek
+
+    kek = home.kek_key.read_bytes()
+    with pytest.raises(ConfigError) as info:
+        create_kek(home)
+    assert info.value.code == "E_KEY_EXISTS"
+    assert home.kek_key.read_bytes() == kek and stat.S_IMODE(home.kek_key.stat().st_mode) == 0o600
+    store.close()
+    other = AggregatorHome.at(home.root.parent / "elsewhere")
+    with pytest.raises(ConfigError) as info:
+        load_kek(other)
+    assert info.value.code == "E_KEY_MISSING"
+    with pytest.raises(ConfigError) as info:
+        load_or_create_log_key(other)
+    assert info.value.code == "E_KEY_MISSING"
+
+
+def test_a_store_of_another_schema_version_is_refused(store, home):
+    store.close()
+    con = sqlite3.connect(home.store_db)
+    con.execute("UPDATE meta SET value = '99' WHERE key = 'schema'")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError) as info:
+        open_home_store(home)
+    assert info.value.code == "E_STORE_VERSION"
+
+
+def test_the_store_interface_declares_every_operation_the_cli_uses():
+    """A PostgreSQL backend implementing ``Store`` gets everything the service and CLI call."""
+    from aggregator.store import Store
+
+    for name in ("register_module", "delete_module", "module_weights", "put_artifact", "append", "checkpoint",
+                 "inclusion_proof", "consistency_proof", "snapshot", "verify_integrity", "close"):
+        assert name in Store.__abstractmethods__, name
 
 
 def test_orphan_blob_from_an_interrupted_write_is_removed_at_open(store, home):

@@ -65,6 +65,15 @@ def test_bad_ids_are_refused(bad):
     assert _code(info) == "E_IDENTITY"
 
 
+def test_times_are_rfc3339_utc_seconds():
+    when = pki.parse_rfc3339("2026-11-22T12:00:00Z")
+    assert when.tzinfo is not None and pki.rfc3339(when) == "2026-11-22T12:00:00Z"
+    for bad in ["2026-11-22 12:00:00", "2026-11-22T12:00:00+01:00", "2026-13-01T00:00:00Z", None]:
+        with pytest.raises(FFSecureError) as info:
+            pki.parse_rfc3339(bad)
+        assert _code(info) == "E_TIME_FORMAT"
+
+
 def test_identity_uri_round_trip():
     site = pki.Identity("fed-1", "site", "st-mary")
     assert site.uri == "ffsecure://fed-1/site/st-mary"
