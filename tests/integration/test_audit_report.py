@@ -1,8 +1,8 @@
 """The HTML report in a real browser: headless Chromium renders it, with no console message.
 
 Skipped only when Chromium is not installed (`scripts/ensure-chromium.sh` installs
-Debian's package). With FFSECURE_WRITE_SCREENSHOT=1 the screenshot of the clean
-report is also written to docs/images/audit-report.png.
+Debian's package). With FFSECURE_WRITE_SCREENSHOT=1 the screenshots are also written
+to docs/images/audit-report.png (clean) and docs/images/audit-report-failed.png (failed).
 """
 
 from __future__ import annotations
@@ -63,6 +63,9 @@ def reports(tmp_path_factory):
         time.sleep(1.1)                      # the supersession comes after every signature above
         idx["revoked"] = lab.revoke("st-john", "superseded")
         clean = lab.export("clean")
+        # the failed bundle: a deletion request the aggregator never carried out, and two entries swapped
+        idx["unserved"] = lab.request_deletion(idx["b"], "st-john")
+        bad = lab.export("bad")
         ca = lab.fed.ca_pem
     finally:
         lab.close()
@@ -70,8 +73,6 @@ def reports(tmp_path_factory):
     assert ok.ok, [f.to_dict() for f in ok.findings]
     clean_html = root / "clean.html"
     clean_html.write_text(render_html(ok), encoding="utf-8")
-    bad = root / "bad"
-    shutil.copytree(clean, bad)
     lines = (bad / "entries.jsonl").read_bytes()[:-1].split(b"\n")
     i = idx["retire_ds1"]
     lines[i], lines[i + 1] = lines[i + 1], lines[i]
@@ -140,4 +141,13 @@ def test_failed_report_shows_the_findings_in_chromium(reports, tmp_path):
     assert re.search(r'class="verdict bad"><div class="big">FAILED</div>', text)
     i = idx["retire_ds1"]
     assert "E_AUDIT_REORDERED" in text and f"entry {i} (classifier.retired)" in text
+    assert "E_AUDIT_DELETION_MISSING" in text
+    assert f"entry {idx['unserved']} (module.deletion_requested), module {idx['b'][:12]}" in text
     assert "No inclusion proof: the log itself did not verify." in text
+    assert {f.code for f in failed.errors} == {"E_AUDIT_REORDERED", "E_AUDIT_DELETION_MISSING"}
+    shot = tmp_path / "report-failed.png"
+    proc = chromium(bad_html, tmp_path, f"--screenshot={shot}", "--window-size=1280,1400", "--hide-scrollbars")
+    assert proc.returncode == 0 and console_lines(proc) == []
+    assert png_size(shot) == (1280, 1400) and shot.stat().st_size > 50_000
+    if os.environ.get("FFSECURE_WRITE_SCREENSHOT") == "1":
+        shutil.copyfile(shot, REPO / "docs" / "images" / "audit-report-failed.png")

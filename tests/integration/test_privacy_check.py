@@ -101,6 +101,39 @@ def checked(world):
     return json.loads(proc.stdout), out, root / "attached.ffpk"
 
 
+def test_privacy_check_command_in_process(world, tmp_path):
+    """The same click command, in-process, so that the default suite runs it (the slow tests run it as a process)."""
+    from click.testing import CliRunner
+
+    from site_node.cli import cli
+
+    fed, _root, npz, path, pkg = world
+    creds = fed.sites["st-mary"]
+    out, attached_path = tmp_path / "out", tmp_path / "attached.ffpk"
+    r = CliRunner().invoke(cli, ["privacy-check", "--module", str(path), "--data", f"npz:{npz}", "--samples", "100",
+                                 "--attach", "--key", str(creds.key_path), "--cert", str(creds.cert_path),
+                                 "--output", str(attached_path), "--out", str(out), "--json"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    full = json.loads(r.stdout)
+    assert full["module_id"] == pkg.manifest.module_id and full["attached_to"] == str(attached_path)
+    assert full["membership"]["auroc"] > 0.9 and full["memorization"]["near_copy_fraction"] > 0.1
+    assert full["accounting"] == {"dp": False}
+    assert (out / "closest-pairs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "privacy-report.json").read_text())["manifest_report"] == full["manifest_report"]
+    assert path.read_bytes() == pkg.to_bytes()
+    attached = SignedPackage.from_bytes(attached_path.read_bytes())
+    assert attached.manifest.privacy_report == full["manifest_report"] and attached.weights == pkg.weights
+    verify_package(attached, federation=fed.manifest, ca_cert=fed.ca.cert)
+    # the person-readable summary, without --attach: nothing new is signed
+    r = CliRunner().invoke(cli, ["privacy-check", "--module", str(attached_path), "--data", f"npz:{npz}",
+                                 "--samples", "50", "--out", str(tmp_path / "again")], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "membership inference: AUROC 0.9" in r.stdout or "membership inference: AUROC 1.000" in r.stdout
+    assert "DP: none (no formal guarantee)" in r.stdout and "closest pairs:" in r.stdout
+    assert SignedPackage.from_bytes(attached_path.read_bytes()).manifest == attached.manifest
+
+
 @pytest.mark.slow
 def test_privacy_check_flags_the_memorizing_module_and_signs_the_report(world, checked):
     fed, _root, _npz, path, pkg = world
