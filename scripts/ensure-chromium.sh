@@ -29,8 +29,8 @@ if command -v apt-get >/dev/null 2>&1; then
     fi
     if [ "$SUDO" != "none" ]; then
         echo "chromium is missing: installing Debian's chromium package with apt-get" >&2
-        $SUDO apt-get update -qq || echo "apt-get update failed; trying the package lists already on this machine" >&2
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium
+        $SUDO apt-get -o DPkg::Lock::Timeout=300 update -qq || echo "apt-get update failed; trying the package lists already on this machine" >&2
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends chromium
         if found; then
             exit 0
         fi
