@@ -153,18 +153,30 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                                    code="E_MODULE_DELETED", hint="a new module needs a new random module id")
             return receipt_for_module(self.deps.store, module_id)
 
+    def _deadline_error(self) -> RequestError:
+        return RequestError(f"upload took longer than {self.deps.upload_deadline_s:g} s",
+                            code="E_DEADLINE", hint="resume the upload; its received bytes are kept")
+
     @_rpc("UploadModule", upload=True)
     def UploadModule(self, request_iterator, context, peer: Peer) -> pb.Receipt:
         deadline = time.monotonic() + self.deps.upload_deadline_s
         staged = None
         first: pb.UploadChunk | None = None
+        # The server's own deadline, whatever the client asked for: a stream that stops sending
+        # (and never closes) is cancelled here, so it cannot hold a worker thread for ever.
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            context.cancel()
+
+        watchdog = threading.Timer(self.deps.upload_deadline_s, expire)
+        watchdog.daemon = True
+        watchdog.start()
         try:
             for chunk in request_iterator:
-                if time.monotonic() > deadline:
-                    raise RequestError(
-                        f"upload took longer than {self.deps.upload_deadline_s:g} s",
-                        code="E_DEADLINE", hint="resume the upload; its received bytes are kept",
-                    )
+                if expired.is_set() or time.monotonic() > deadline:
+                    raise self._deadline_error()
                 if first is None:
                     first = chunk
                     upload_id = check_upload_id(chunk.upload_id)
@@ -184,6 +196,9 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                         code="E_TOO_LARGE", hint="send chunks no larger than UploadStatus.max_chunk_bytes",
                     )
                 staged.write(chunk.offset, chunk.data)
+            watchdog.cancel()  # every byte is in: registration is not cut short
+            if expired.is_set():
+                raise self._deadline_error()
             if staged is None:
                 raise RequestError("the upload stream held no chunk", code="E_UPLOAD_EMPTY",
                                    hint="send at least one chunk")
@@ -194,7 +209,12 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                 )
             receipt = self._register_staged(staged, peer)
             return _receipt_pb(receipt, receipt.module_id)
+        except grpc.RpcError:
+            if expired.is_set():
+                raise self._deadline_error() from None
+            raise
         finally:
+            watchdog.cancel()
             if staged is not None:
                 staged.close()
 

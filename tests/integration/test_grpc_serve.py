@@ -18,6 +18,7 @@ import pytest
 
 from ffsecure.v1 import aggregator_pb2 as pb
 from ffsecure.v1 import aggregator_pb2_grpc as pb_grpc
+from site_node.client import AggregatorError
 from tests.conftest import cli_env
 from tests.federation_fixture import build_federation
 
@@ -95,6 +96,9 @@ def test_serve_tls13_only_drain_on_sigterm_and_restart(fed):
             first_sealed, first_pkg = fed.make_package("st-mary", classes=[0])
             first = c.upload(first_sealed, upload_id="1" * 32)
             old_note, _ = c.get_checkpoint()
+            with pytest.raises(AggregatorError) as refused:  # a refusal, to find in the JSON log below
+                c.get_inclusion_proof(1000, 1000)
+            assert refused.value.code == "E_PROOF_RANGE"
 
         # an upload in flight when SIGTERM arrives is finished, not dropped
         sealed, pkg = fed.make_package("st-mary", classes=[2])
@@ -129,8 +133,15 @@ def test_serve_tls13_only_drain_on_sigterm_and_restart(fed):
         drained = result["receipt"]
         assert drained.module_id == pkg.manifest.module_id
         assert srv.stop() == 0
-        events = [line.get("event") for line in srv.log_lines()]
+        lines = srv.log_lines()
+        events = [line.get("event") for line in lines]
         assert "draining" in events and "stopped" in events
+        # every refusal is one structured JSON line naming the verified peer
+        refusals = [line for line in lines if line.get("event") == "refusal"]
+        assert [(r["code"], r["method"], r["grpc_status"], r["level"]) for r in refusals] == [
+            ("E_PROOF_RANGE", "GetInclusionProof", "INVALID_ARGUMENT", "warning")]
+        assert refusals[0]["peer_identity"] == f"ffsecure://{fed.federation_id}/site/st-mary"
+        assert refusals[0]["logger"] == "aggregator.refusal" and refusals[0]["peer_address"]
     finally:
         if srv.proc.poll() is None:
             srv.stop(signal.SIGKILL)

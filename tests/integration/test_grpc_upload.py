@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 
 import grpc
@@ -243,3 +244,85 @@ def test_health_service_over_mtls(fed, srv):
         for name in ("", "ffsecure.v1.Aggregator"):
             reply = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_server_deadline_cuts_a_stream_that_stops_sending(tmp_path, caplog):
+    """A stream that sends one chunk and then nothing (never closing) is ended by the server at
+    ``server.upload_deadline_s``, whatever deadline the client set: it cannot hold a worker for ever.
+    The refusal is logged as E_DEADLINE and the received bytes stay staged for a resume."""
+    fed = build_federation(tmp_path)
+    text = fed.config_path.read_text()
+    assert "upload_deadline_s = 60.0" in text
+    fed.config_path.write_text(text.replace("upload_deadline_s = 60.0", "upload_deadline_s = 1.0", 1))
+    sealed, pkg = fed.make_package("st-mary")
+    sha = hashlib.sha256(sealed).digest()
+    upload_id = "5" * 32
+    step = 16 * 1024
+    release = threading.Event()
+
+    def stalled():
+        yield pb.UploadChunk(upload_id=upload_id, offset=0, data=sealed[:step], total_size=len(sealed),
+                             total_sha256=sha)
+        release.wait(30)  # the client stops sending but keeps the stream open
+
+    with fed.serve() as running:
+        channel, stub = _raw_stub(fed, "st-mary", running.address)
+        t0 = time.monotonic()
+        try:
+            with caplog.at_level("WARNING", logger="aggregator.refusal"):
+                with pytest.raises(grpc.RpcError) as err:
+                    stub.UploadModule(stalled(), timeout=20)  # the client would wait 20 s
+                elapsed = time.monotonic() - t0
+                deadline = time.monotonic() + 10
+                while running.runtime.deps.staging.is_busy("st-mary", upload_id) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+        finally:
+            release.set()
+            channel.close()
+        assert elapsed < 10, f"the server did not end the stalled stream ({elapsed:.1f} s)"
+        assert err.value.code() != grpc.StatusCode.OK
+        refusals = [r for r in caplog.records if getattr(r, "event", None) == "refusal"]
+        assert refusals and refusals[-1].code == "E_DEADLINE" and refusals[-1].method == "UploadModule"
+        assert refusals[-1].peer_identity.endswith("/site/st-mary")
+        assert running.runtime.store.size() == 0
+        with fed.client("st-mary", running.address, retry=RetryPolicy(max_attempts=1)) as c:
+            status = c.upload_status(upload_id)
+            assert status.state == pb.UploadStatus.IN_PROGRESS and status.committed_offset == step
+            receipt = c.upload(sealed, upload_id=upload_id, module_id=pkg.manifest.module_id, site_id="st-mary")
+            assert c.last_upload.resumed_from == [step] and receipt.index == 0
+
+
+def test_receiving_an_upload_streams_it_to_disk_not_to_memory(fed, srv):
+    """The receive path (chunks -> staging file -> SHA-256) holds a bounded buffer, not the upload.
+
+    A 12 MiB upload whose announced hash is wrong is received, staged, hashed and refused
+    (E_UPLOAD_HASH) by the in-process server while tracemalloc follows every Python allocation
+    of client and server: the peak must stay a small fraction of the upload. (Verification of a
+    complete package holds it whole; docs/threat-model.md names that limit.)"""
+    import os
+    import tracemalloc
+
+    size, step = 12 << 20, 64 * 1024
+    block = os.urandom(step)
+    upload_id = os.urandom(16).hex()
+    channel, stub = _raw_stub(fed, "st-john", srv.address)
+
+    def stream():
+        for off in range(0, size, step):
+            yield pb.UploadChunk(upload_id=upload_id, offset=off, data=block, total_size=size,
+                                 total_sha256=b"\0" * 32)
+
+    before = srv.runtime.store.size()
+    tracemalloc.start()
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            stub.UploadModule(stream(), timeout=120)
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        channel.close()
+    assert dict(err.value.trailing_metadata())["ffsecure-error-code"] == "E_UPLOAD_HASH"
+    assert srv.runtime.deps.staging.status("st-john", upload_id) is None  # discarded
+    assert srv.runtime.store.size() == before
+    assert peak < size // 3, f"peak Python memory {peak / 2**20:.1f} MiB while receiving {size >> 20} MiB"
+    print(f"peak traced memory while receiving {size >> 20} MiB: {peak / 2**20:.2f} MiB")
