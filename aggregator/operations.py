@@ -221,7 +221,8 @@ class Operations:
             raise ConfigError("no live modules to synthesize from", code="E_NO_MODULES",
                               hint="wait for sites to upload modules (`aggregator modules list`)")
         k = len(self.label_space)
-        bar = self._bar("synthesize", per_class * k)
+        covered = {c for src in sources for c in src.classes if 0 <= c < k}  # an uncovered class gets none
+        bar = self._bar("synthesize", per_class * len(covered))
         syn = synthesis.synthesize(sources, num_classes=k, per_class=per_class, seed=seed, device=self.device,
                                    progress=(lambda done, total: bar(done)) if bar else None)
         del sources

@@ -24,8 +24,8 @@ def forget(ctx, config_path, module_id, reason, yes, as_json):
 
     cfg = start(ctx, config_path, as_json)
     check_module_id(module_id)
-    if not yes and not as_json:
-        click.confirm(f"delete module {module_id} at the aggregator (cannot be undone)?", abort=True)
+    if not yes:  # asked on stderr, so --json output stays clean; no answer (no terminal) aborts
+        click.confirm(f"delete module {module_id} at the aggregator (cannot be undone)?", abort=True, err=True)
     state = StateDir(cfg.state_dir)
     with state.locked():
         t = trustlib.load(cfg)

@@ -162,3 +162,24 @@ def test_synthesize_train_publish_status_and_guarded_delete(home):
     assert st["current_classifier"]["replaces"] == clf["classifier_id"] and st["pending_retrains"] == []
     assert st["classes_covered"] == ["one", "two"] and st["modules"] == {"live": 1, "deleted": 1}
     assert "nothing to retrain" in run("retrain", "--dir", str(home)).stdout
+
+
+def test_long_steps_draw_progress_bars_and_train_a_resnet18(home):
+    """Without --json the long steps draw rich progress bars on stderr (stdout keeps the summary)."""
+    home, ids = home
+    syn = run("synthesize", "--dir", str(home), "--per-class", "3", "--seed", "1")
+    assert "synthesize" in syn.stderr and "9/9" in syn.stderr, syn.stderr  # 3 covered classes x 3
+    ds = syn.stdout.split()[1]
+    assert syn.stdout.startswith(f"dataset {ds} (9 images")  # "three" has no module
+    assert run("synthesize", "--dir", str(home), "--per-class", "3", "--no-progress").stderr.count("9/9") == 0
+    clf = run("train", "--dir", str(home), "--dataset", ds, "--classifier", "resnet18", "--epochs", "1",
+              "--min-steps", "0", "--threads", "1")
+    assert f"regenerate {ds}" in clf.stderr and "train resnet18" in clf.stderr and "1/1" in clf.stderr, clf.stderr
+    cid = clf.stdout.split()[1]
+    shown = run_json("status", "--dir", str(home))
+    assert shown["classifiers"]["active"] == 1
+    with open_home_store(home) as store:
+        row = store.get_artifact("classifier", cid)
+    assert row.meta["config"]["architecture"] == "resnet18" and row.meta["modules"] == [
+        {"module_id": m, "weights_sha256": row.meta["modules"][i]["weights_sha256"]}
+        for i, m in enumerate(sorted(ids.values()))]

@@ -232,12 +232,12 @@ def test_two_sites_enroll_train_upload_status_forget(fed, tmp_path):
 
         # a site cannot delete another site's module
         refused = site_node("forget", "--config", cfgs["st-a"], "--module", modules["st-b"], "--reason", "x",
-                            "--json", check=False)
+                            "--yes", "--json", check=False)
         assert refused.returncode == 1 and json.loads(refused.stderr.strip().splitlines()[-1])["error"]["code"] == \
             "E_NOT_OWNER"
 
         gone = site_json("forget", "--config", cfgs["st-a"], "--module", modules["st-a"],
-                         "--reason", "consent withdrawn")
+                         "--reason", "consent withdrawn", "--yes")
         types = [e["type"] for e in gone["entries"]]
         assert gone["verified"] and types[:2] == ["module.deletion_requested", "module.deleted"]
         assert types[2:] == []  # nothing was synthesized from it yet
@@ -380,6 +380,34 @@ def test_daemon_trains_on_new_data_survives_downtime_and_stops_on_sigterm(fed, t
         agg.stop()
 
 
+def test_daemon_sigterm_mid_training_stops_at_the_next_epoch_and_writes_nothing(fed, tmp_path):
+    cfg = write_site_config(tmp_path, "st-a", f"127.0.0.1:{free_port()}", [0, 1, 2], attempts=1)
+    cfg.write_text(cfg.read_text().replace("epochs = 1", "epochs = 100000"))  # hours: only SIGTERM ends it
+    setup_site_in_process(fed, cfg, train=False)
+    state = tmp_path / "st-a" / "state"
+    log_path = tmp_path / "daemon.log"
+    with open(log_path, "wb") as log:
+        daemon = subprocess.Popen([sys.executable, "-m", "site_node", "run", "--config", str(cfg)], cwd=REPO,
+                                  env=cli_env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while '"train_start"' not in log_path.read_text():
+            assert daemon.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.1)
+        time.sleep(0.5)  # inside the epochs
+        t0 = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0, log_path.read_text()[-3000:]
+        assert time.monotonic() - t0 < 30
+        events = [json.loads(line)["event"] for line in log_path.read_text().splitlines() if line.startswith("{")]
+        assert events[-1] == "stopped" and "module_trained" not in events and "upload_start" not in events
+        assert not any(state.glob("modules/*")) and not (state / "data.json").exists()
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+
+
 def test_evaluate_fetches_the_published_classifier_and_keeps_the_metrics_local(fed, tmp_path):
     from click.testing import CliRunner
 
@@ -487,6 +515,14 @@ def test_install_cert_refuses_another_sites_certificate_and_a_foreign_manifest(f
     assert "trained module" in res.output and "no DP" in res.output
     offline = json.loads(run("status", "--config", cfg, "--offline").output)
     assert [m["status"] for m in offline["modules"]] == ["trained"] and offline["stored_checkpoint"] is None
+    # forget is destructive: without --yes it asks (on stderr, also under --json); "n" or no answer aborts
+    # before the aggregator (here: nothing listening) is contacted
+    mid = offline["modules"][0]["module_id"]
+    for extra, answer in (([], "n\n"), (["--json"], None)):
+        res = CliRunner().invoke(cli, ["forget", "--config", str(cfg), "--module", mid, "--reason", "x", *extra],
+                                 input=answer)
+        assert res.exit_code == 1 and "cannot be undone" in res.stderr and "Aborted" in res.stderr, res.output
+        assert res.stdout == ""
     # a file swapped in the state directory afterwards is caught before use
     (state / "federation.json").write_bytes(forged.home.federation.read_bytes())
     assert code(run("upload", "--config", cfg)) == "E_MANIFEST_SIGNATURE"

@@ -66,3 +66,24 @@ def test_daemon_refuses_to_start_on_a_node_that_is_not_installed(tmp_path):
                        tmp_path / "site.toml")
     assert Daemon(cfg, max_cycles=1).run() == EXIT_ERROR
     assert not (tmp_path / "state" / "modules").exists() or not any((tmp_path / "state" / "modules").iterdir())
+
+
+def test_systemd_unit_matches_the_daemon(repo_root):
+    """deploy/systemd/site-node.service runs `site-node run`, stops it with SIGTERM, reloads with SIGHUP,
+    and does not restart into the log-fork alarm (the daemon's EXIT_FORK)."""
+    import configparser
+
+    from site_node.cli import COMMANDS
+    from site_node.daemon import EXIT_FORK
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str
+    unit.read_string((repo_root / "deploy" / "systemd" / "site-node.service").read_text())
+    svc = unit["Service"]
+    argv = svc["ExecStart"].split()
+    assert argv[0].endswith("/site-node") and argv[1] == "run" and argv[1] in COMMANDS
+    assert argv[2] == "--config" and argv[3].endswith(".toml")
+    assert svc["KillSignal"] == "SIGTERM" and "-HUP" in svc["ExecReload"]
+    assert svc["RestartPreventExitStatus"].split() == [str(EXIT_FORK)]
+    assert svc["UMask"] == "0077" and svc["StateDirectoryMode"] == "0700"
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
