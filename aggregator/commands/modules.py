@@ -1,4 +1,10 @@
-"""``aggregator modules``: list, show and delete (exact unlearning) registered modules."""
+"""``aggregator modules``: list, show and delete (exact unlearning) registered modules.
+
+``list`` and ``show`` include the module manifest's signed ``privacy_report``
+as the site signed it (null when the module has none); ``show`` also re-runs
+the federation's privacy policy check on it (pure, see
+:func:`ffsecure.privacy.policy.check_module`) under the policy in force now.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +27,37 @@ def _summary(row, label_space: list[str]) -> dict:
         "registered_at": row.created, "registered_index": row.registered_index,
         "deleted_at": row.deleted, "deleted_index": row.deleted_index,
         "weights_sha256": row.weights_sha256, "weights_bytes": row.weights_size,
+        "privacy_report": m.privacy_report,
     }
+
+
+NO_VALUE = "\u2014"  # em dash: the module's report does not state this figure (or there is no report)
+
+
+def _strongest(report: dict | None, plain: str, calibrated: str) -> float | None:
+    """The larger of the plain and the calibrated attack's figure (what the privacy policy compares)."""
+    values = [report[k] for k in (plain, calibrated) if k in report] if report else []
+    return max(values) if values else None
+
+
+def _fmt(value: float | None) -> str:
+    return NO_VALUE if value is None else f"{value:.3f}"
+
+
+def _privacy_policy(row, policy: dict | None) -> dict:
+    """Whether the federation's current privacy policy requires a report and whether this module passes it."""
+    from ffsecure.package import ModuleManifest
+    from ffsecure.privacy.policy import PrivacyPolicyError, check_module
+
+    m = ModuleManifest.from_bytes(row.manifest)
+    try:
+        check_module(m.privacy_report, m.dp if isinstance(m.dp, dict) else None, policy)
+    except PrivacyPolicyError as exc:
+        passes, reason = False, exc.message
+    else:
+        passes, reason = True, None
+    return {"policy": policy, "required": bool(policy and policy.get("required", False)),
+            "passes": passes, "reason": reason}
 
 
 @click.group("modules")
@@ -35,7 +71,12 @@ def modules() -> None:
 @json_option
 @click.pass_context
 def list_cmd(ctx: click.Context, home_dir: str, status: str | None, as_json: bool) -> None:
-    """Table of modules: id, site, classes, generator, DP epsilon, registered at, status."""
+    """Table of modules: id, site, classes, generator, DP epsilon, privacy figures, registered at, status.
+
+    The privacy columns come from the module's signed privacy_report: the
+    membership-inference AUROC (the stronger of the plain and the calibrated
+    attack) and the near-copy fraction; a dash when the module has no report.
+    """
     ctx.ensure_object(dict)["json"] = as_json
     with open_operations(home_dir, evaluation=False) as ops:
         rows = ops.store.list_modules({"live": "active", "deleted": "deleted", None: None}[status])
@@ -48,13 +89,19 @@ def list_cmd(ctx: click.Context, home_dir: str, status: str | None, as_json: boo
 
     table = Table(title=f"{len(out)} module(s)")
     table.add_column("module id", no_wrap=True, min_width=32)
-    for col in ("site", "classes", "generator", "DP eps", "registered at", "status"):
+    for col in ("site", "classes", "generator", "DP eps", "MIA AUROC", "near-copy", "registered at", "status"):
         table.add_column(col)
     for m in out:
         eps = "-" if m["dp_epsilon"] is None else f"{m['dp_epsilon']:.2f}"
+        report = m["privacy_report"]
+        auroc = _strongest(report, "membership_auroc", "membership_calibrated_auroc")
+        near = report.get("near_copy_fraction") if report else None
         table.add_row(m["module_id"], m["site_id"], ",".join(m["classes"]), m["generator"], eps,
-                      m["registered_at"], m["status"])
-    Console().print(table)
+                      _fmt(auroc), _fmt(near), m["registered_at"], m["status"])
+    console = Console()
+    if not console.is_terminal:  # piped or captured: no terminal width to fit, so do not truncate cells
+        console = Console(width=max(console.width, 160))
+    console.print(table)
 
 
 @modules.command("show")
@@ -63,7 +110,11 @@ def list_cmd(ctx: click.Context, home_dir: str, status: str | None, as_json: boo
 @json_option
 @click.pass_context
 def show_cmd(ctx: click.Context, home_dir: str, module_id: str, as_json: bool) -> None:
-    """Everything stored about one module (never its weights), and the artifacts built from it."""
+    """Everything stored about one module (never its weights), and the artifacts built from it.
+
+    Includes the signed privacy_report in full and whether the federation's
+    privacy policy requires one and the module passes it (re-checked now).
+    """
     ctx.ensure_object(dict)["json"] = as_json
     from aggregator.store.base import check_module_id
 
@@ -71,6 +122,7 @@ def show_cmd(ctx: click.Context, home_dir: str, module_id: str, as_json: bool) -
     with open_operations(home_dir, evaluation=False) as ops:
         row = ops.store.get_module(module_id)
         info = _summary(row, ops.label_space)
+        info["privacy_policy"] = _privacy_policy(row, ops.federation.privacy_policy)
         info["used_by"] = [
             {"kind": kind, "id": a.artifact_id, "status": a.status}
             for kind in ("dataset", "classifier") for a in ops.store.list_artifacts(kind)
@@ -79,8 +131,19 @@ def show_cmd(ctx: click.Context, home_dir: str, module_id: str, as_json: bool) -
     if as_json:
         echo_json(info)
         return
+    report, check = info.pop("privacy_report"), info.pop("privacy_policy")
     for key, value in info.items():
         click.echo(f"{key}: {value}")
+    if report is None:
+        click.echo(f"privacy_report: {NO_VALUE} (none)")
+    else:
+        click.echo("privacy_report:")
+        for key, value in report.items():
+            click.echo(f"  {key}: {value}")
+    verdict = "none set" if not check["policy"] else "report required" if check["required"] else "report optional"
+    # without a policy check_module still refuses a malformed report or an inconsistent DP epsilon
+    verdict += ("" if not check["policy"] else "; passes") if check["passes"] else f"; FAILS: {check['reason']}"
+    click.echo(f"privacy_policy: {verdict}")
 
 
 @modules.command("delete")

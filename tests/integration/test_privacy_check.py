@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 
@@ -172,6 +173,60 @@ def test_aggregator_refuses_modules_that_break_the_privacy_policy(world, leaky_r
             receipt = c.upload(_seal(fed, compliant), module_id=compliant.manifest.module_id, site_id="st-mary")
         assert receipt.index == before[0] and store.size() == before[0] + 1
         assert [m.module_id for m in store.list_modules()] == [compliant.manifest.module_id]
+
+
+def test_aggregator_modules_list_and_show_the_privacy_report(world, tmp_path):
+    """`aggregator modules list/show` (the operator's view): the signed report's numbers, a dash without one.
+
+    On a copy of the home: a compliant module with a report, registered through the real Registrar, and a
+    module without one, registered before the federation set its (required) privacy policy.
+    """
+    from click.testing import CliRunner
+
+    from aggregator.cli import cli as aggregator_cli
+    from aggregator.store import open_home_store
+    from tests.ops_fixture import peer, registrar, trained_package
+
+    fed, _root, _npz, _path, _pkg = world
+    home = tmp_path / "agg"
+    shutil.copytree(fed.home.root, home)
+    report = {"v": 1, "members": 40, "non_members": 40, "membership_auroc": 0.52,
+              "membership_calibrated_auroc": 0.555, "near_copy_fraction": 0.02}
+    _sealed, pkg = trained_package(fed, "st-john", [0, 1], 7)
+    creds = fed.sites["st-john"]
+    with_report = attach_report(pkg, report, creds.key, creds.cert)
+    without, _ = trained_package(fed, "st-mary", [2, 3], 8)
+    with open_home_store(home) as store:
+        reg = registrar(fed, store)
+        rid = reg.register(_seal(fed, with_report), peer(fed, "st-john")).module_id
+        reg.federation = dataclasses.replace(fed.manifest, privacy_policy=None)  # before the policy was set
+        nid = reg.register(without, peer(fed, "st-mary")).module_id
+
+    def invoke(*args):
+        r = CliRunner().invoke(aggregator_cli, ["modules", *args, "--dir", str(home)], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        return r.stdout
+
+    rows = {r["module_id"]: r for r in json.loads(invoke("list", "--json"))}
+    assert rows[rid]["privacy_report"] == report and rows[nid]["privacy_report"] is None
+    table = invoke("list")
+    line = next(ln for ln in table.splitlines() if rid in ln)
+    assert "0.555" in line and "0.020" in line  # the stronger (calibrated) attack's AUROC; near-copy fraction
+    assert next(ln for ln in table.splitlines() if nid in ln).count("\u2014") == 2
+    assert "MIA" in table and "near-copy" in table
+
+    shown = json.loads(invoke("show", rid, "--json"))
+    assert shown["privacy_report"] == report
+    assert shown["privacy_policy"] == {"policy": POLICY, "required": True, "passes": True, "reason": None}
+    text = invoke("show", rid)
+    assert "  membership_calibrated_auroc: 0.555" in text and "  near_copy_fraction: 0.02" in text
+    assert "privacy_policy: report required; passes" in text
+    shown = json.loads(invoke("show", nid, "--json"))
+    assert shown["privacy_report"] is None and shown["privacy_policy"]["passes"] is False
+    assert "requires a privacy report" in shown["privacy_policy"]["reason"]
+    text = invoke("show", nid)
+    assert "privacy_report: \u2014 (none)" in text
+    assert "privacy_policy: report required; FAILS: the federation requires a privacy report" in text
 
 
 @pytest.mark.slow
