@@ -48,6 +48,7 @@ _BY_CODE: dict[str, grpc.StatusCode] = {
     "E_DEADLINE": grpc.StatusCode.DEADLINE_EXCEEDED,
     # state
     "E_DUPLICATE_MODULE": grpc.StatusCode.ALREADY_EXISTS,
+    "E_EVALUATION_EXISTS": grpc.StatusCode.ALREADY_EXISTS,
     "E_NOT_FOUND": grpc.StatusCode.NOT_FOUND,
     "E_UPLOAD_UNKNOWN": grpc.StatusCode.NOT_FOUND,
     "E_UPLOAD_OFFSET": grpc.StatusCode.FAILED_PRECONDITION,
@@ -55,6 +56,7 @@ _BY_CODE: dict[str, grpc.StatusCode] = {
     "E_UPLOAD_INCOMPLETE": grpc.StatusCode.FAILED_PRECONDITION,
     "E_UPLOAD_HASH": grpc.StatusCode.FAILED_PRECONDITION,
     "E_MODULE_DELETED": grpc.StatusCode.FAILED_PRECONDITION,
+    "E_CLASSIFIER_RETIRED": grpc.StatusCode.FAILED_PRECONDITION,
     "E_UPLOAD_BUSY": grpc.StatusCode.ABORTED,
     "E_SHUTTING_DOWN": grpc.StatusCode.UNAVAILABLE,
 }

@@ -515,5 +515,15 @@ class Operations:
                 "architecture": current.meta["config"]["architecture"], "metrics": current.meta.get("metrics"),
                 "trained_index": current.entry_index, "published_index": current.updated_index,
                 "replaces": current.meta.get("replaces"),
+                "site_evaluations": self.site_evaluations(current.artifact_id),
             }
         return out
+
+    def site_evaluations(self, classifier_id: str) -> list[dict]:
+        """What sites reported (ReportEvaluation) for a classifier: one summary per site, by entry order."""
+        from ffsecure.evalreport import summary
+
+        with self.lock:
+            rows = self.store.list_evaluations(classifier_id)
+        return [{"site_id": r.site_id, "index": r.entry_index, "reported_at": r.created,
+                 **summary(r.report, self.label_space)} for r in rows]

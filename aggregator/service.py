@@ -29,6 +29,7 @@ from aggregator.auth import Authenticator, Peer
 from aggregator.grpc_errors import RequestError, abort_with
 from aggregator.ratelimit import RateLimiter
 from aggregator.registration import Registrar, StoreReceipt, check_module_id, receipt_for_module
+from aggregator.site_reports import record_evaluation
 from aggregator.uploads import UploadStaging, check_upload_id
 
 log = logging.getLogger("aggregator.service")
@@ -332,6 +333,13 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                         "classifier_id": info.classifier_id})
         return iter([pb.ClassifierChunk(info=info)]
                     + [pb.ClassifierChunk(data=data[i:i + step]) for i in range(0, len(data), step)])
+
+    # -- sites' evaluations ---------------------------------------------------
+    @_rpc("ReportEvaluation")
+    def ReportEvaluation(self, request: pb.EvaluationReport, context, peer: Peer) -> pb.EvaluationReceipt:
+        """Aggregate metrics of a classifier on the calling site's test data (aggregator.site_reports)."""
+        return record_evaluation(self.deps.store, self.deps.store_lock, peer=peer, request=request,
+                                 num_classes=self.deps.registrar.federation.num_classes)
 
 
 def _no_classifier(message: str) -> NotFoundError:

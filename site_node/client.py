@@ -192,6 +192,28 @@ class FetchedClassifier:
         return from_safetensors(self.weights, self.config["model"])[0]
 
 
+@dataclass(frozen=True)
+class EvaluationReceipt:
+    """The aggregator's answer to ReportEvaluation, checked against the report the site sent."""
+
+    classifier_id: str
+    salt: str
+    index: int
+    entry: bytes
+    tree_size: int
+    checkpoint: str
+    inclusion_proof: list[bytes]
+    existing: bool
+    report_sha256: str
+
+    def to_dict(self) -> dict:
+        return {"classifier_id": self.classifier_id, "salt": self.salt, "index": self.index,
+                "entry": base64.b64encode(self.entry).decode("ascii"), "tree_size": self.tree_size,
+                "checkpoint": self.checkpoint,
+                "inclusion_proof": [base64.b64encode(h).decode("ascii") for h in self.inclusion_proof],
+                "existing": self.existing, "report_sha256": self.report_sha256}
+
+
 def _retryable(exc: grpc.RpcError) -> bool:
     status = exc.code()
     if status in RETRYABLE:
@@ -389,6 +411,44 @@ class AggregatorClient:
                 hashes, _ = self.get_inclusion_proof(index, cp.size)
                 verify_inclusion(leaf_hash(entry), index, cp.size, hashes, cp.root_hash)
         return DeletionResult(entries=entries, checkpoint=r.checkpoint.note, tree_size=r.checkpoint.tree_size)
+
+    # -- evaluation reports ----------------------------------------------------------
+    def report_evaluation(self, report, *, site_id: str | None = None) -> EvaluationReceipt:
+        """Send aggregate metrics (an ``ffsecure.evalreport.EvaluationReport``) and check the receipt.
+
+        Checks: the classifier.evaluated entry names this classifier (and ``site_id``
+        when given) and commits to exactly this report with the returned salt; with a
+        log key (``use_federation``) its checkpoint is signed and the entry is proven
+        included. Retried on transient failures: an identical report is idempotent.
+        """
+        from ffsecure.evalreport import commitment
+
+        request = pb.EvaluationReport(
+            classifier_id=report.classifier_id, n_test=report.n_test, accuracy=report.accuracy,
+            per_class_recall=[pb.ClassRecall() if r is None else pb.ClassRecall(recall=r)
+                              for r in report.per_class_recall],
+            confusion=[c for row in report.confusion for c in row] if report.confusion is not None else [])
+        if report.auroc is not None:
+            request.macro_auroc = report.auroc
+        r = self._unary(self.stub.ReportEvaluation, request)
+        entry = validate_entry(bytes(r.entry))
+        facts = entry["facts"]
+        expected = commitment(report, r.salt)
+        if (entry["type"] != "classifier.evaluated" or facts.get("classifier_id") != report.classifier_id
+                or r.classifier_id != report.classifier_id or facts.get("report_sha256") != expected
+                or entry["actor"] != f"site:{facts.get('site_id')}"
+                or (site_id is not None and facts.get("site_id") != site_id)):
+            raise _receipt_error("the classifier.evaluated entry does not record the report this site sent")
+        if self.log_vkey is not None:
+            cp = open_checkpoint(r.checkpoint, self.log_vkey, origin=self.log_origin)
+            if cp.size != r.tree_size:
+                raise _receipt_error(f"receipt says tree size {r.tree_size}, its checkpoint says {cp.size}")
+            verify_inclusion(leaf_hash(bytes(r.entry)), r.index, r.tree_size, [bytes(h) for h in r.inclusion_proof],
+                             cp.root_hash)
+        return EvaluationReceipt(classifier_id=r.classifier_id, salt=r.salt, index=r.index, entry=bytes(r.entry),
+                                 tree_size=r.tree_size, checkpoint=r.checkpoint,
+                                 inclusion_proof=[bytes(h) for h in r.inclusion_proof], existing=r.existing,
+                                 report_sha256=expected)
 
     # -- classifier ------------------------------------------------------------------
     def fetch_classifier(self, classifier_id: str | None = None, *,

@@ -6,6 +6,12 @@ signed checkpoint), checked against the federation's label space and image
 shape, and evaluated with :func:`ffsecure.classifier.evaluate` on the test
 split of the configured data source (same label mapping and class filter as
 training). Only aggregate metrics are kept (``STATE/classifiers/<id>/``).
+
+:func:`send_metrics` (``site-node evaluate --send``) sends them back with
+ReportEvaluation: accuracy, macro AUROC, per-class recall and the number of
+test images, plus the confusion counts only when asked; never anything per
+image. The receipt (salted commitment in a ``classifier.evaluated`` entry,
+proven included in a signed checkpoint) is kept beside the metrics.
 """
 
 from __future__ import annotations
@@ -52,3 +58,22 @@ def evaluate_published(cfg: SiteConfig, trust, state: StateDir, client, classifi
     pki.write_public_file(d / "weights.safetensors", fetched.weights)
     pki.write_public_file(d / "evaluation.json", (json.dumps(result, indent=2, sort_keys=True) + "\n").encode())
     return result
+
+
+def send_metrics(cfg: SiteConfig, state: StateDir, client, result: dict, *, include_confusion: bool = False) -> dict:
+    """Send the aggregate metrics of ``result`` (from :func:`evaluate_published`); returns what was sent
+    and the aggregator's answer, also written into ``evaluation.json``."""
+    from ffsecure.evalreport import EvaluationReport
+
+    report = EvaluationReport.from_metrics(result["classifier_id"], result["metrics"],
+                                           include_confusion=include_confusion)
+    receipt = client.report_evaluation(report, site_id=cfg.site_id)
+    sent = {"sent": True, "fields": ["n_test", "accuracy", "auroc", "per_class_recall"]
+            + (["confusion"] if include_confusion else []),
+            "existing": receipt.existing, "index": receipt.index, "tree_size": receipt.tree_size,
+            "report_sha256": receipt.report_sha256, "receipt": receipt.to_dict()}
+    path = state.classifiers_dir / result["classifier_id"] / "evaluation.json"
+    saved = json.loads(path.read_text())
+    saved["report"] = sent
+    pki.write_public_file(path, (json.dumps(saved, indent=2, sort_keys=True) + "\n").encode())
+    return sent

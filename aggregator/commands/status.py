@@ -1,4 +1,5 @@
-"""``aggregator status``: modules, classes covered, last checkpoint, current classifier and its lineage."""
+"""``aggregator status``: modules, classes covered, last checkpoint, current classifier, its lineage and the
+metrics sites reported for it (ReportEvaluation)."""
 
 from __future__ import annotations
 
@@ -38,5 +39,13 @@ def status(ctx: click.Context, home_dir: str, as_json: bool) -> None:
         acc = f", accuracy {c['metrics']['accuracy']:.4f}" if c.get("metrics") else ""
         click.echo(f"  current classifier: {c['classifier_id']} ({c['architecture']}{acc})")
         click.echo(f"    trained on {c['dataset_id']} from modules {', '.join(c['modules'])}")
+        evals = c["site_evaluations"]
+        click.echo(f"    site evaluations: {len(evals) or 'none reported'}")
+        for e in evals:
+            auroc = "-" if e["auroc"] is None else f"{e['auroc']:.4f}"
+            recall = ", ".join(f"{k} {'-' if r is None else format(r, '.3f')}" for k, r in e["per_class_recall"].items())
+            click.echo(f"      {e['site_id']}: accuracy {e['accuracy']:.4f}, AUROC {auroc} on {e['n_test']} images "
+                       f"(entry {e['index']}, {e['reported_at']})")
+            click.echo(f"        recall: {recall}")
     if s["pending_retrains"]:
         click.echo(f"  waiting for retraining: {', '.join(s['pending_retrains'])} (`aggregator retrain`)")

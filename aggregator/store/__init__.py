@@ -1,9 +1,9 @@
 """The aggregator's module store and transparency ledger (interface + SQLite backend)."""
 
-from aggregator.store.base import ArtifactRow, LedgerSnapshot, ModuleRow, Receipt, Store, check_module_id
+from aggregator.store.base import ArtifactRow, EvaluationRow, LedgerSnapshot, ModuleRow, Receipt, Store, check_module_id
 from aggregator.store.sqlite import SQLiteStore
 
-__all__ = ["ArtifactRow", "LedgerSnapshot", "ModuleRow", "Receipt", "Store", "SQLiteStore", "check_module_id",
+__all__ = ["ArtifactRow", "EvaluationRow", "LedgerSnapshot", "ModuleRow", "Receipt", "Store", "SQLiteStore", "check_module_id",
            "open_home_store"]
 
 

@@ -93,6 +93,19 @@ class ArtifactRow:
     created: str
 
 
+@dataclass(frozen=True)
+class EvaluationRow:
+    """A site's evaluation report of a classifier (``ffsecure.evalreport``), as stored."""
+
+    site_id: str
+    classifier_id: str
+    report: dict           # EvaluationReport.to_dict()
+    report_sha256: str     # the commitment in the classifier.evaluated entry
+    salt: str
+    entry_index: int
+    created: str
+
+
 class Store(abc.ABC):
     """Modules, artifacts and the transparency ledger of one aggregator."""
 
@@ -136,6 +149,21 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def artifact_blob(self, kind: str, artifact_id: str) -> bytes: ...
+
+    # -- sites' evaluation reports ----------------------------------------
+    @abc.abstractmethod
+    def put_evaluation(self, *, site_id: str, report: bytes, salt: str,
+                       entry: dict) -> tuple[EvaluationRow, Receipt]:
+        """Store a site's canonical report and append its ``classifier.evaluated`` entry, in one transaction.
+
+        The classifier must be in the store and not retired (``E_NO_CLASSIFIER``,
+        ``E_CLASSIFIER_RETIRED``). Idempotent: the same report bytes from the same
+        site for the same classifier return the stored row and a receipt of its
+        entry (``existing``), appending nothing; other bytes are ``E_EVALUATION_EXISTS``.
+        """
+
+    @abc.abstractmethod
+    def list_evaluations(self, classifier_id: str | None = None) -> list[EvaluationRow]: ...
 
     # -- ledger ----------------------------------------------------------
     @abc.abstractmethod

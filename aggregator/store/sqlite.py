@@ -42,6 +42,7 @@ from aggregator.store.base import (
     check_artifact,
     check_module_id,
 )
+from aggregator.store.sqlite_evaluations import EVALUATIONS_SCHEMA, EvaluationsMixin
 from ffsecure import canonical
 from ffsecure.errors import ConfigError, FormatError, LedgerError, NotFoundError, StoreError
 from ffsecure.ledger.checkpoint import Checkpoint, open_checkpoint
@@ -57,7 +58,10 @@ from ffsecure.ledger.merkle import (
 
 log = logging.getLogger("aggregator.store")
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+#: Older schemas this release upgrades in place when it opens them, and what the upgrade adds. The
+#: CREATE ... IF NOT EXISTS statements below add the missing tables; only the version is then rewritten.
+UPGRADES = {"1": "evaluations (sites' evaluation reports, classifier.evaluated entries)"}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries(idx INTEGER PRIMARY KEY, type TEXT NOT NULL, data BLOB NOT NULL);
@@ -80,7 +84,7 @@ CREATE TABLE IF NOT EXISTS artifacts(
     entry_index INTEGER NOT NULL REFERENCES entries(idx), updated_index INTEGER NOT NULL REFERENCES entries(idx),
     created TEXT NOT NULL, PRIMARY KEY(kind, artifact_id));
 CREATE INDEX IF NOT EXISTS modules_status ON modules(status);
-"""
+""" + EVALUATIONS_SCHEMA
 
 _ARTIFACT_ENTRY = {"dataset": ("dataset.synthesized", "dataset_id"),
                    "classifier": ("classifier.trained", "classifier_id")}
@@ -111,7 +115,7 @@ class _Nodes:
         return bytes(row[0])
 
 
-class SQLiteStore(Store):
+class SQLiteStore(EvaluationsMixin, Store):
     """The default store: ``store.sqlite`` (WAL) and ``blobs/``."""
 
     def __init__(self, conn: sqlite3.Connection, blob_dir: Path, *, origin: str, kek: bytes, signer: LogSigner):
@@ -169,6 +173,11 @@ class SQLiteStore(Store):
             if not meta:
                 conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", sorted(want.items()))
                 return
+            if meta.get("schema") in UPGRADES:
+                log.info("store schema %s upgraded to %s: added %s", meta["schema"], SCHEMA_VERSION,
+                         UPGRADES[meta["schema"]])
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
+                meta["schema"] = SCHEMA_VERSION
             if meta.get("schema") != SCHEMA_VERSION:
                 raise StoreError(f"store schema {meta.get('schema')!r} is not supported (expected {SCHEMA_VERSION})",
                                  code="E_STORE_VERSION", hint="use the ffsecure release that created the store")
@@ -265,6 +274,10 @@ class SQLiteStore(Store):
         return sealing.open_blob(data, sealing.unwrap_dek(self._kek, wrapped, aad), aad)
 
     # -- ledger internals (caller holds the write transaction) -----------
+    @staticmethod
+    def _nodes(conn: sqlite3.Connection) -> _Nodes:
+        return _Nodes(conn)
+
     @staticmethod
     def _size(conn: sqlite3.Connection) -> int:
         top = conn.execute("SELECT MAX(idx) FROM entries").fetchone()[0]
@@ -515,9 +528,10 @@ class SQLiteStore(Store):
     # -- ledger ----------------------------------------------------------
     def append(self, entry: dict) -> tuple[int, bytes]:
         data = entry_bytes(entry)
-        if entry["type"] in {"module.registered", "module.deleted", "dataset.synthesized", "classifier.trained"}:
+        if entry["type"] in {"module.registered", "module.deleted", "dataset.synthesized", "classifier.trained",
+                             "classifier.evaluated"}:
             raise LedgerError(f"{entry['type']} entries are appended by the store operation that makes them true",
-                              code="E_ENTRY", hint="use register_module, delete_module or put_artifact")
+                              code="E_ENTRY", hint="use register_module, delete_module, put_artifact or put_evaluation")
         with self._write() as conn:
             return self._append_locked(conn, data, entry["type"]), data
 
@@ -612,6 +626,7 @@ class SQLiteStore(Store):
             tree = MemoryTree()
             registered: dict[str, int] = {}
             deleted: dict[str, int] = {}
+            evaluated: dict[int, dict] = {}
             for i, data in datas:
                 try:
                     e = validate_entry(data)
@@ -621,6 +636,8 @@ class SQLiteStore(Store):
                     registered[e["facts"]["module_id"]] = i
                 elif e["type"] == "module.deleted":
                     deleted[e["facts"]["module_id"]] = i
+                elif e["type"] == "classifier.evaluated":
+                    evaluated[i] = e
                 tree.append(data)
             n_nodes = 0
             for level, idx, h in conn.execute("SELECT level, idx, hash FROM nodes"):
@@ -657,6 +674,7 @@ class SQLiteStore(Store):
                 if mid not in {r[0] for r in rows}:
                     raise _corrupt(f"module.registered entry for {mid} has no module row")
             names |= {r[0] for r in conn.execute("SELECT blob_name FROM artifacts WHERE blob_name IS NOT NULL")}
+            n_evaluations = self._check_evaluations(conn, evaluated, _corrupt)
         stray = [p.name for p in self._blobs.iterdir() if p.is_file() and p.name not in names]
         if stray:
             raise _corrupt(f"blob files without a row: {', '.join(sorted(stray)[:5])}")
@@ -665,4 +683,5 @@ class SQLiteStore(Store):
                 if status == "active":
                     self.module_weights(mid)
         return {"entries": tree.size, "root_hash": tree.root().hex(), "checkpoints": len(notes),
-                "modules": len(rows), "deleted_modules": sum(1 for r in rows if r[1] == "deleted")}
+                "modules": len(rows), "deleted_modules": sum(1 for r in rows if r[1] == "deleted"),
+                "evaluations": n_evaluations}

@@ -57,13 +57,15 @@ MAX_TABLE_EVENTS = 2000
 LANES = [
     ("modules", "modules", ("module.registered",)),
     ("datasets", "datasets", ("dataset.synthesized", "dataset.retired")),
-    ("classifiers", "classifiers", ("classifier.trained", "classifier.published", "classifier.retired")),
+    ("classifiers", "classifiers", ("classifier.trained", "classifier.published", "classifier.evaluated",
+                                     "classifier.retired")),
     ("deletions", "deletions", ("module.deletion_requested", "module.deleted")),
     ("revocations", "certificates & keys", ("cert.revoked", "key.rotated")),
 ]
 COLORS = {
     "module.registered": "#0969da", "dataset.synthesized": "#8250df", "dataset.retired": "#8c959f",
     "classifier.trained": "#1a7f37", "classifier.published": "#1a7f37", "classifier.retired": "#8c959f",
+    "classifier.evaluated": "#0969da",
     "module.deletion_requested": "#bc4c00", "module.deleted": "#cf222e", "cert.revoked": "#9a6700",
     "key.rotated": "#9a6700",
 }
@@ -175,6 +177,9 @@ def _timeline(r: AuditResult) -> str:
         elif ev.type == "classifier.published":
             shape = (f'<polygon points="{cx:.1f},{cy - 8:.1f} {cx + 7:.1f},{cy + 6:.1f} {cx - 7:.1f},{cy + 6:.1f}" '
                      f'fill="{color}">{tip}</polygon>')
+        elif ev.type == "classifier.evaluated":
+            shape = (f'<polygon points="{cx:.1f},{cy - 7:.1f} {cx + 7:.1f},{cy:.1f} {cx:.1f},{cy + 7:.1f} '
+                     f'{cx - 7:.1f},{cy:.1f}" fill="{color}">{tip}</polygon>')
         elif ev.type in ("dataset.synthesized", "classifier.trained"):
             shape = (f'<rect x="{cx - 6:.1f}" y="{cy - 6:.1f}" width="12" height="12" rx="2" fill="{color}">'
                      f'{tip}</rect>')
@@ -195,7 +200,7 @@ def _timeline(r: AuditResult) -> str:
                              f'stroke-opacity="0.5"><title>{_e(f.code)}: {_e(f.where())}</title></rect>')
     parts.append("</svg>")
     legend = ("<p class='meta'>● module registered · ○ deletion requested · ■ dataset / classifier made · "
-              "▲ classifier published · ✕ deleted, retired or revoked · red ring or band: where a finding "
+              "▲ classifier published · ◆ classifier evaluated by a site · ✕ deleted, retired or revoked · red ring or band: where a finding "
               "points</p>")
     shown = events[-MAX_TABLE_EVENTS:]
     rows = "".join(f"<tr><td>{ev.index}</td><td class='mono'>{_e(ev.time)}</td><td><code>{_e(ev.type)}</code></td>"
@@ -279,6 +284,16 @@ def _kv(d: dict | None) -> str:
                    if not isinstance(v, (dict, list)))
 
 
+def _evaluations(clf) -> str:
+    """Sites that reported evaluating the classifier; the ledger holds a commitment, not their numbers."""
+    if not clf.evaluations:
+        return "<div class='kv'>no site reported an evaluation</div>"
+    sites = ", ".join(f"{_e(site)} (entry {i})" for site, i in sorted(clf.evaluations.items(), key=lambda x: x[1]))
+    return (f"<div><span class='kv'>evaluated by</span> {sites}</div>"
+            "<div class='kv'>(the ledger commits to each site's metrics by a salted hash; the numbers stay "
+            "with the aggregator)</div>")
+
+
 def _lineage(r: AuditResult) -> str:
     clf = r.replay.current_classifier()
     if clf is None:
@@ -289,7 +304,7 @@ def _lineage(r: AuditResult) -> str:
              f"<div>trained at entry {clf.index}"
              + (f", published at entry {clf.published_index}" if clf.published_index is not None else "")
              + f"</div><div class='kv mono'>sha256 {_e(_short(clf.facts.get('sha256'), 20))}</div>"
-             f"{_kv(clf.facts.get('metrics'))}{_kv(clf.facts.get('config'))}</div>")
+             f"{_kv(clf.facts.get('metrics'))}{_kv(clf.facts.get('config'))}{_evaluations(clf)}</div>")
     dnode = ("<div class='node'><h4>dataset missing</h4></div>" if ds is None else
              f"<div class='node'><h4>dataset {_e(ds.artifact_id)} {_pill('live' if ds.live else 'retired')}</h4>"
              f"<div>synthesized at entry {ds.index}</div>"

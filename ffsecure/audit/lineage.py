@@ -4,7 +4,8 @@ The replay gives the state at the end of the log (what is live, what was
 deleted, which classifier is current) and turns every event that contradicts
 the events before it into a finding: a deletion request never honoured, a
 deletion or a lineage naming an unknown module, a dataset built from a module
-already deleted, and above all a live dataset or classifier whose lineage holds
+already deleted, a site's evaluation of a classifier never trained, already
+retired or already evaluated by that site (or recorded under another actor), and above all a live dataset or classifier whose lineage holds
 a deleted module (docs/auditor-guide.md).
 """
 
@@ -42,6 +43,7 @@ class ArtifactState:
     retired_index: int | None = None
     retired_reason: str | None = None
     published_index: int | None = None
+    evaluations: dict[str, int] = field(default_factory=dict)   # site id -> classifier.evaluated entry
 
     @property
     def live(self) -> bool:
@@ -213,6 +215,27 @@ def replay(entries: list[dict | None], findings: Findings) -> LedgerReplay:
                              **where)
             else:
                 c.published_index = i
+        elif t == "classifier.evaluated":
+            cid, site = f["classifier_id"], f["site_id"]
+            label = f"classifier {cid} evaluated by {site}"
+            c = st.classifiers.get(cid)
+            if e["actor"] != f"site:{site}":
+                findings.add("lineage", "E_AUDIT_EVALUATION_ACTOR",
+                             f"the evaluation of classifier {cid} by site {site} is recorded as made by {e['actor']}: "
+                             "a site reports only its own evaluations, over its own connection", **where)
+            if c is None:
+                findings.add("lineage", "E_AUDIT_LINEAGE_UNKNOWN",
+                             f"classifier {cid} is evaluated by {site} but no earlier entry trained it", **where)
+            elif not c.live:
+                findings.add("lineage", "E_AUDIT_LINEAGE_RETIRED",
+                             f"classifier {cid} is evaluated by {site} after it was retired (entry {c.retired_index})",
+                             **where)
+            elif site in c.evaluations:
+                findings.add("lineage", "E_AUDIT_DUPLICATE_EVALUATION",
+                             f"site {site} evaluates classifier {cid} again (first at entry {c.evaluations[site]})",
+                             **where)
+            else:
+                c.evaluations[site] = i
         elif t in ("dataset.retired", "classifier.retired"):
             kind = t.split(".")[0]
             aid = f["dataset_id" if kind == "dataset" else "classifier_id"]

@@ -10,6 +10,9 @@ what the store keeps and what the audit bundle exports.
 facts it must have; keys that would hold bulk data (weights, images,
 samples, ...) are refused and an entry is capped at 64 KiB, so that nothing
 derived from patients beyond a site's own manifest reaches the public log.
+That is why ``classifier.evaluated`` (a site's report of how a classifier did
+on its own test data) carries a salted hash of the report, not its numbers
+(``ffsecure.evalreport``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ ENTRY_TYPES: dict[str, tuple[str, ...]] = {
     "dataset.synthesized": ("dataset_id", "modules", "sha256"),
     "classifier.trained": ("classifier_id", "dataset_id", "sha256"),
     "classifier.published": ("classifier_id",),
+    "classifier.evaluated": ("classifier_id", "site_id", "report_sha256"),
     "module.deletion_requested": ("module_id", "reason"),
     "module.deleted": ("module_id", "reason", "destroyed"),
     "dataset.retired": ("dataset_id", "reason"),

@@ -205,6 +205,48 @@ class ClassifierChunk(_message.Message):
     data: bytes
     def __init__(self, info: _Optional[_Union[ClassifierInfo, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
+class ClassRecall(_message.Message):
+    __slots__ = ("recall",)
+    RECALL_FIELD_NUMBER: _ClassVar[int]
+    recall: float
+    def __init__(self, recall: _Optional[float] = ...) -> None: ...
+
+class EvaluationReport(_message.Message):
+    __slots__ = ("classifier_id", "n_test", "accuracy", "macro_auroc", "per_class_recall", "confusion")
+    CLASSIFIER_ID_FIELD_NUMBER: _ClassVar[int]
+    N_TEST_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    MACRO_AUROC_FIELD_NUMBER: _ClassVar[int]
+    PER_CLASS_RECALL_FIELD_NUMBER: _ClassVar[int]
+    CONFUSION_FIELD_NUMBER: _ClassVar[int]
+    classifier_id: str
+    n_test: int
+    accuracy: float
+    macro_auroc: float
+    per_class_recall: _containers.RepeatedCompositeFieldContainer[ClassRecall]
+    confusion: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, classifier_id: _Optional[str] = ..., n_test: _Optional[int] = ..., accuracy: _Optional[float] = ..., macro_auroc: _Optional[float] = ..., per_class_recall: _Optional[_Iterable[_Union[ClassRecall, _Mapping]]] = ..., confusion: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class EvaluationReceipt(_message.Message):
+    __slots__ = ("classifier_id", "salt", "index", "entry", "tree_size", "checkpoint", "inclusion_proof", "existing")
+    CLASSIFIER_ID_FIELD_NUMBER: _ClassVar[int]
+    SALT_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    INCLUSION_PROOF_FIELD_NUMBER: _ClassVar[int]
+    EXISTING_FIELD_NUMBER: _ClassVar[int]
+    classifier_id: str
+    salt: str
+    index: int
+    entry: bytes
+    tree_size: int
+    checkpoint: str
+    inclusion_proof: _containers.RepeatedScalarFieldContainer[bytes]
+    existing: bool
+    def __init__(self, classifier_id: _Optional[str] = ..., salt: _Optional[str] = ..., index: _Optional[int] = ..., entry: _Optional[bytes] = ..., tree_size: _Optional[int] = ..., checkpoint: _Optional[str] = ..., inclusion_proof: _Optional[_Iterable[bytes]] = ..., existing: _Optional[bool] = ...) -> None: ...
+
 class ErrorDetail(_message.Message):
     __slots__ = ("code", "message", "hint")
     CODE_FIELD_NUMBER: _ClassVar[int]

@@ -74,6 +74,11 @@ class AggregatorStub:
                 request_serializer=ffsecure_dot_v1_dot_aggregator__pb2.GetClassifierRequest.SerializeToString,
                 response_deserializer=ffsecure_dot_v1_dot_aggregator__pb2.ClassifierChunk.FromString,
                 _registered_method=True)
+        self.ReportEvaluation = channel.unary_unary(
+                '/ffsecure.v1.Aggregator/ReportEvaluation',
+                request_serializer=ffsecure_dot_v1_dot_aggregator__pb2.EvaluationReport.SerializeToString,
+                response_deserializer=ffsecure_dot_v1_dot_aggregator__pb2.EvaluationReceipt.FromString,
+                _registered_method=True)
 
 
 class AggregatorServicer:
@@ -144,6 +149,20 @@ class AggregatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportEvaluation(self, request, context):
+        """A site reports how a classifier did on its own test data: aggregate
+        numbers only, never anything per image. The caller is the site the
+        report is stored under (read from its certificate). The ledger gets a
+        classifier.evaluated entry that commits to the report by a salted hash
+        (the numbers themselves stay in the aggregator's store). Re-sending an
+        identical report returns the same receipt and adds nothing; another
+        report for the same classifier from the same site is refused
+        (ALREADY_EXISTS, E_EVALUATION_EXISTS).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AggregatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -186,6 +205,11 @@ def add_AggregatorServicer_to_server(servicer, server):
                     servicer.GetClassifier,
                     request_deserializer=ffsecure_dot_v1_dot_aggregator__pb2.GetClassifierRequest.FromString,
                     response_serializer=ffsecure_dot_v1_dot_aggregator__pb2.ClassifierChunk.SerializeToString,
+            ),
+            'ReportEvaluation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportEvaluation,
+                    request_deserializer=ffsecure_dot_v1_dot_aggregator__pb2.EvaluationReport.FromString,
+                    response_serializer=ffsecure_dot_v1_dot_aggregator__pb2.EvaluationReceipt.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -404,6 +428,33 @@ class Aggregator:
             '/ffsecure.v1.Aggregator/GetClassifier',
             ffsecure_dot_v1_dot_aggregator__pb2.GetClassifierRequest.SerializeToString,
             ffsecure_dot_v1_dot_aggregator__pb2.ClassifierChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportEvaluation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ffsecure.v1.Aggregator/ReportEvaluation',
+            ffsecure_dot_v1_dot_aggregator__pb2.EvaluationReport.SerializeToString,
+            ffsecure_dot_v1_dot_aggregator__pb2.EvaluationReceipt.FromString,
             options,
             channel_credentials,
             insecure,

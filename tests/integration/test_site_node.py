@@ -408,7 +408,7 @@ def test_daemon_sigterm_mid_training_stops_at_the_next_epoch_and_writes_nothing(
             daemon.wait()
 
 
-def test_evaluate_fetches_the_published_classifier_and_keeps_the_metrics_local(fed, tmp_path):
+def test_evaluate_keeps_the_metrics_local_unless_asked_to_send_them(fed, tmp_path):
     from click.testing import CliRunner
 
     from aggregator.cli import cli as aggregator_cli
@@ -441,6 +441,19 @@ def test_evaluate_fetches_the_published_classifier_and_keeps_the_metrics_local(f
         saved = tmp_path / "st-b" / "state" / "classifiers" / clf
         assert json.loads((saved / "evaluation.json").read_text())["metrics"] == ev["metrics"]
         assert hashlib.sha256((saved / "weights.safetensors").read_bytes()).hexdigest() == ev["sha256"]
+        from aggregator.store import open_home_store
+
+        with open_home_store(fed.home) as store:
+            assert ev["report"] == {"sent": False} and store.list_evaluations() == []
+        # --send: only the aggregate numbers go back (re-sending: tests/integration/test_evaluation_report.py)
+        sent = site_json("evaluate", "--config", cfg, "--send")["report"]
+        assert sent["sent"] and not sent["existing"] and sent["fields"] == ["n_test", "accuracy", "auroc",
+                                                                            "per_class_recall"]
+        assert json.loads((saved / "evaluation.json").read_text())["report"]["index"] == sent["index"]
+        agg.stop()
+        (shown,) = operator("status", "--dir", home)["current_classifier"]["site_evaluations"]
+        assert shown["site_id"] == "st-b" and shown["index"] == sent["index"] and not shown["confusion_sent"]
+        assert shown["accuracy"] == ev["metrics"]["accuracy"] and shown["n_test"] == ev["n_test"]
     finally:
         agg.stop()
 

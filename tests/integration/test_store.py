@@ -257,12 +257,68 @@ def test_a_store_of_another_schema_version_is_refused(store, home):
     assert info.value.code == "E_STORE_VERSION"
 
 
+def test_a_schema_1_store_is_upgraded_in_place(store, home):
+    receipt = store.register_module(**module_args())
+    root = store.root_hash()
+    store.close()
+    con = sqlite3.connect(home.store_db)  # what the previous release wrote: no evaluations table
+    con.execute("DROP TABLE evaluations")
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
+    con.commit()
+    con.close()
+    with open_home_store(home) as s2:
+        assert s2.root_hash() == root and s2.entry(receipt.index) == receipt.entry
+        assert s2.list_evaluations() == [] and s2.verify_integrity()["evaluations"] == 0
+    con = sqlite3.connect(home.store_db)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
+    con.close()
+
+
+def _evaluation(store, site="st-mary", salt="ab" * 16):
+    from ffsecure.evalreport import EvaluationReport, ledger_facts
+
+    if not store.list_artifacts("classifier"):
+        store.put_artifact("classifier", "clf-1", {}, b"weights", make_entry(
+            "classifier.trained", "operator:t", {"classifier_id": "clf-1", "dataset_id": "ds-1",
+                                                 "sha256": hashlib.sha256(b"weights").hexdigest()}))
+    report = EvaluationReport("clf-1", 4, 0.75, None, (1.0, 0.5))
+    entry = make_entry("classifier.evaluated", f"site:{site}", ledger_facts(report, site, salt))
+    return report, entry
+
+
+def test_evaluation_reports_are_kept_with_their_entry_and_checked(store, home):
+    report, entry = _evaluation(store)
+    with pytest.raises(LedgerError) as info:  # only put_evaluation appends classifier.evaluated
+        store.append(entry)
+    assert info.value.code == "E_ENTRY"
+    for bad in ({**entry, "actor": "site:st-john"}, {**entry, "facts": {**entry["facts"], "site_id": "st-john"}}):
+        with pytest.raises(LedgerError):
+            store.put_evaluation(site_id="st-mary", report=report.to_bytes(), salt="ab" * 16, entry=bad)
+    size = store.size()
+    row, receipt = store.put_evaluation(site_id="st-mary", report=report.to_bytes(), salt="ab" * 16, entry=entry)
+    assert receipt.index == size and not receipt.existing and row.report == report.to_dict()
+    _, again = store.put_evaluation(site_id="st-mary", report=report.to_bytes(), salt="cd" * 16,
+                                    entry=_evaluation(store, salt="cd" * 16)[1])
+    assert again.existing and again.index == receipt.index and store.size() == size + 1
+    assert store.verify_integrity()["evaluations"] == 1
+    store.close()
+    con = sqlite3.connect(home.store_db)  # the stored numbers no longer match the ledger's commitment
+    con.execute("UPDATE evaluations SET report = ?", (report.to_bytes().replace(b"0.75", b"0.5"),))
+    con.commit()
+    con.close()
+    with open_home_store(home) as s2:
+        with pytest.raises(StoreError) as info:
+            s2.verify_integrity()
+        assert info.value.code == "E_STORE_CORRUPT"
+
+
 def test_the_store_interface_declares_every_operation_the_cli_uses():
     """A PostgreSQL backend implementing ``Store`` gets everything the service and CLI call."""
     from aggregator.store import Store
 
     for name in ("register_module", "delete_module", "module_weights", "put_artifact", "append", "checkpoint",
-                 "inclusion_proof", "consistency_proof", "snapshot", "verify_integrity", "close"):
+                 "inclusion_proof", "consistency_proof", "snapshot", "verify_integrity", "close",
+                 "put_evaluation", "list_evaluations"):
         assert name in Store.__abstractmethods__, name
 
 

@@ -189,12 +189,17 @@ def test_random_upload_streams_get_typed_refusals(srv, chunks):
     st.builds(pb.DeletionRequest, module_ids=st.lists(st.one_of(st.text(max_size=40), st.sampled_from(_POOL)),
                                                       max_size=70),
               reason=st.text(max_size=600)),
+    st.builds(pb.EvaluationReport, classifier_id=st.one_of(st.text(max_size=70), st.just("clf-1")), n_test=U64,
+              accuracy=st.floats(), macro_auroc=st.floats(),
+              per_class_recall=st.lists(st.one_of(st.builds(pb.ClassRecall, recall=st.floats()),
+                                                  st.just(pb.ClassRecall())), max_size=6),
+              confusion=st.lists(U64, max_size=20)),
 ))
 def test_random_unary_requests_get_answers_or_typed_refusals(srv, request):
     running, stub = srv
     method = {pb.GetUploadStatusRequest: stub.GetUploadStatus, pb.GetInclusionProofRequest: stub.GetInclusionProof,
               pb.GetConsistencyProofRequest: stub.GetConsistencyProof,
-              pb.DeletionRequest: stub.RequestDeletion}[type(request)]
+              pb.DeletionRequest: stub.RequestDeletion, pb.EvaluationReport: stub.ReportEvaluation}[type(request)]
     try:
         method(request, timeout=20)
     except grpc.RpcError as exc:

@@ -98,3 +98,23 @@ def test_actors_must_match_the_owning_site():
     _, found = codes([forged, reg(B, WB, site="s2"), request(B, actor="site:s1"), deleted(B),
                       request(A, actor="operator:o"), deleted(A)])
     assert found == [("E_AUDIT_MODULE_ACTOR", 0), ("E_AUDIT_DELETION_ACTOR", 2)]
+
+
+def evaluated(cid, site="s1", actor=None):
+    return make_entry("classifier.evaluated", actor or f"site:{site}",
+                      {"classifier_id": cid, "site_id": site, "report_sha256": H})
+
+
+def test_site_evaluations_are_replayed_and_checked():
+    base = [reg(A, WA), ds("d1", LIN[:1]), clf("c1", "d1")]
+    st, found = codes(base + [evaluated("c1"), evaluated("c1", "s2")])
+    assert found == [] and st.classifiers["c1"].evaluations == {"s1": 3, "s2": 4}
+    assert [e.label for e in st.events][-1] == "classifier c1 evaluated by s2"
+    _, found = codes(base + [evaluated("c1"), evaluated("c1")])
+    assert found == [("E_AUDIT_DUPLICATE_EVALUATION", 4)]
+    _, found = codes(base + [evaluated("c1", "s1", actor="site:s2")])
+    assert found == [("E_AUDIT_EVALUATION_ACTOR", 3)]
+    _, found = codes(base + [evaluated("c9")])
+    assert found == [("E_AUDIT_LINEAGE_UNKNOWN", 3)]
+    _, found = codes(base + [retire("classifier", "c1"), evaluated("c1")])
+    assert found == [("E_AUDIT_LINEAGE_RETIRED", 4)]

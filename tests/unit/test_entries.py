@@ -19,6 +19,7 @@ GOOD_FACTS = {
                             "sha256": H, "seed": 7},
     "classifier.trained": {"classifier_id": "c1", "dataset_id": "ds1", "sha256": H},
     "classifier.published": {"classifier_id": "c1"},
+    "classifier.evaluated": {"classifier_id": "c1", "site_id": "st-mary", "report_sha256": H},
     "module.deletion_requested": {"module_id": MID, "reason": "site withdrew consent"},
     "module.deleted": {"module_id": MID, "reason": "r", "destroyed": ["wrapped_dek", "blob"]},
     "dataset.retired": {"dataset_id": "ds1", "reason": "r"},

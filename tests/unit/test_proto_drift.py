@@ -42,7 +42,8 @@ def test_service_has_the_contract_methods() -> None:
     service = aggregator_pb2.DESCRIPTOR.services_by_name["Aggregator"]
     names = {m.name for m in service.methods}
     assert {"GetFederationInfo", "UploadModule", "GetUploadStatus", "GetCheckpoint",
-            "GetInclusionProof", "GetConsistencyProof", "RequestDeletion"} <= names
+            "GetInclusionProof", "GetConsistencyProof", "RequestDeletion", "GetClassifier",
+            "ReportEvaluation"} <= names
     upload = service.methods_by_name["UploadModule"]
     assert upload.client_streaming and not upload.server_streaming
     assert aggregator_pb2.DESCRIPTOR.package == "ffsecure.v1"

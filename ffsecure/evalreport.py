@@ -1,0 +1,174 @@
+"""A site's evaluation report: how a classifier did on the site's own test data, in aggregate.
+
+The report holds numbers only: the classifier id, the number of test
+images, accuracy, macro AUROC (or none), the recall of each class of the
+federation's label space (``None`` where the site has no test image of the
+class) and, when the site chooses to send it, the confusion matrix
+(counts). Nothing per image. :meth:`EvaluationReport.check` bounds every
+field against the label space and checks that the numbers agree with each
+other, raising :class:`~ffsecure.errors.FormatError` with a stable code:
+
+* ``E_EVALUATION_RANGE``: a number outside its range (accuracy, AUROC and
+  recalls in [0, 1], finite; 1 <= n_test <= MAX_TEST_IMAGES; counts bounded);
+* ``E_EVALUATION_CLASSES``: a per-class list whose length is not the label
+  space's (or a confusion matrix that is not num_classes x num_classes);
+* ``E_EVALUATION_INCONSISTENT``: numbers that contradict each other
+  (accuracy not a multiple of 1/n_test, confusion counts not summing to
+  n_test, recalls or accuracy other than the confusion matrix gives).
+
+The public ledger never carries the numbers (they are derived from the
+site's patients): its ``classifier.evaluated`` entry holds
+:func:`commitment`, the SHA-256 of the canonical report together with a
+random salt the aggregator draws, so the log binds the stored report without
+revealing it, and a site that knows its report checks its receipt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from ffsecure import canonical
+from ffsecure.errors import FormatError
+
+REPORT_VERSION = 1
+MAX_TEST_IMAGES = 100_000_000
+#: Two floats a site computed as k / n and the aggregator recomputes may differ by rounding only.
+TOLERANCE = 1e-9
+SALT_RE = re.compile(r"^[0-9a-f]{32}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def _range(message: str) -> FormatError:
+    return FormatError(message, code="E_EVALUATION_RANGE",
+                       hint="send the metrics ffsecure.classifier.evaluate computed, unchanged")
+
+
+def _inconsistent(message: str) -> FormatError:
+    return FormatError(message, code="E_EVALUATION_INCONSISTENT",
+                       hint="send the metrics ffsecure.classifier.evaluate computed, unchanged")
+
+
+def _unit(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _range(f"{name} is not a number")
+    value = float(value)
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise _range(f"{name} is {value!r}, not a number in [0, 1]")
+    return value
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """Aggregate metrics of one classifier on one site's test data."""
+
+    classifier_id: str
+    n_test: int
+    accuracy: float
+    auroc: float | None
+    per_class_recall: tuple[float | None, ...]
+    confusion: tuple[tuple[int, ...], ...] | None = None
+
+    @classmethod
+    def from_metrics(cls, classifier_id: str, metrics: dict, *, include_confusion: bool = False
+                     ) -> "EvaluationReport":
+        """From :meth:`ffsecure.classifier.Evaluation.to_dict` (``accuracy``, ``auroc``, ...)."""
+        return cls(classifier_id=classifier_id, n_test=int(metrics["n"]), accuracy=float(metrics["accuracy"]),
+                   auroc=None if metrics.get("auroc") is None else float(metrics["auroc"]),
+                   per_class_recall=tuple(None if r is None else float(r) for r in metrics["per_class_recall"]),
+                   confusion=tuple(tuple(int(c) for c in row) for row in metrics["confusion"])
+                   if include_confusion else None)
+
+    def check(self, num_classes: int) -> "EvaluationReport":
+        """Raise FormatError (E_EVALUATION_*) unless every number is in range and they agree."""
+        if not isinstance(self.classifier_id, str) or not _ID_RE.match(self.classifier_id):
+            raise FormatError(f"classifier id {self.classifier_id!r} is not 1-64 letters, digits, '_' or '-'",
+                              code="E_ARTIFACT_ID", hint="report the id the classifier was fetched under")
+        n = self.n_test
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_TEST_IMAGES:
+            raise _range(f"n_test is {n!r}, not an integer in 1..{MAX_TEST_IMAGES}")
+        accuracy = _unit("accuracy", self.accuracy)
+        if self.auroc is not None:
+            _unit("macro AUROC", self.auroc)
+        if len(self.per_class_recall) != num_classes:
+            raise FormatError(f"{len(self.per_class_recall)} per-class recalls for a label space of "
+                              f"{num_classes} classes", code="E_EVALUATION_CLASSES",
+                              hint="send one recall per class of the federation's label space, in label order")
+        recalls = [None if r is None else _unit(f"recall of class {k}", r)
+                   for k, r in enumerate(self.per_class_recall)]
+        if all(r is None for r in recalls):
+            raise _inconsistent("no class has a recall, but the report counts test images")
+        if abs(accuracy * n - round(accuracy * n)) > TOLERANCE * max(1, n):
+            raise _inconsistent(f"accuracy {accuracy!r} is not a whole number of correct images out of {n}")
+        if self.confusion is not None:
+            self._check_confusion(num_classes, accuracy, recalls)
+        return self
+
+    def _check_confusion(self, num_classes: int, accuracy: float, recalls: list[float | None]) -> None:
+        cm = self.confusion
+        if len(cm) != num_classes or any(len(row) != num_classes for row in cm):
+            raise FormatError(f"the confusion matrix is not {num_classes} x {num_classes}",
+                              code="E_EVALUATION_CLASSES", hint="send num_classes * num_classes counts, row-major")
+        for row in cm:
+            for c in row:
+                if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= MAX_TEST_IMAGES:
+                    raise _range(f"confusion count {c!r} is not an integer in 0..{MAX_TEST_IMAGES}")
+        if sum(map(sum, cm)) != self.n_test:
+            raise _inconsistent(f"the confusion counts sum to {sum(map(sum, cm))}, not n_test {self.n_test}")
+        correct = sum(cm[k][k] for k in range(num_classes))
+        if abs(correct / self.n_test - accuracy) > TOLERANCE:
+            raise _inconsistent(f"accuracy {accuracy!r} is not {correct}/{self.n_test} as the confusion matrix gives")
+        for k, r in enumerate(recalls):
+            support = sum(cm[k])
+            if (r is None) != (support == 0) or (r is not None and abs(cm[k][k] / support - r) > TOLERANCE):
+                raise _inconsistent(f"recall of class {k} ({r!r}) is not what the confusion matrix gives")
+
+    def to_dict(self) -> dict:
+        """The canonical record (what is stored and, with a salt, hashed into the ledger)."""
+        return {"v": REPORT_VERSION, "classifier_id": self.classifier_id, "n_test": self.n_test,
+                "accuracy": float(self.accuracy), "auroc": None if self.auroc is None else float(self.auroc),
+                "per_class_recall": [None if r is None else float(r) for r in self.per_class_recall],
+                "confusion": None if self.confusion is None else [list(row) for row in self.confusion]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EvaluationReport":
+        if not isinstance(d, dict) or set(d) != {"v", "classifier_id", "n_test", "accuracy", "auroc",
+                                                 "per_class_recall", "confusion"} or d["v"] != REPORT_VERSION:
+            raise FormatError("not an evaluation report record", code="E_EVALUATION_FORMAT",
+                              hint="build it with EvaluationReport.to_dict")
+        return cls(d["classifier_id"], d["n_test"], d["accuracy"], d["auroc"], tuple(d["per_class_recall"]),
+                   None if d["confusion"] is None else tuple(tuple(row) for row in d["confusion"]))
+
+    def to_bytes(self) -> bytes:
+        return canonical.dumps(self.to_dict())
+
+
+def new_salt() -> str:
+    """32 random hex digits (128 bits) for :func:`commitment`."""
+    return secrets.token_hex(16)
+
+
+def commitment(report: EvaluationReport, salt: str) -> str:
+    """SHA-256 (hex) of the canonical ``{"report": ..., "salt": ...}``: hides and binds the report."""
+    if not isinstance(salt, str) or not SALT_RE.match(salt):
+        raise FormatError("the commitment salt is not 32 lowercase hex digits", code="E_EVALUATION_FORMAT")
+    return hashlib.sha256(canonical.dumps({"report": report.to_dict(), "salt": salt})).hexdigest()
+
+
+def ledger_facts(report: EvaluationReport, site_id: str, salt: str) -> dict:
+    """Facts of the ``classifier.evaluated`` entry: ids and the commitment, never the numbers."""
+    return {"classifier_id": report.classifier_id, "site_id": site_id,
+            "report_sha256": commitment(report, salt)}
+
+
+def summary(report_dict: dict, classes: Sequence[str] | None = None) -> dict:
+    """The numbers an operator reads (``aggregator status``): drops the confusion matrix."""
+    out = {k: report_dict[k] for k in ("n_test", "accuracy", "auroc", "per_class_recall")}
+    out["confusion_sent"] = report_dict.get("confusion") is not None
+    if classes is not None:
+        out["per_class_recall"] = {c: r for c, r in zip(classes, report_dict["per_class_recall"])}
+    return out
