@@ -35,6 +35,7 @@ keepalive_time_s = 60.0         # server pings an idle connection this often
 keepalive_timeout_s = 20.0      # and closes it when no ack arrives within this
 min_ping_interval_s = 10.0      # clients may ping no more often than this
 upload_deadline_s = 600.0       # longest one UploadModule stream may run on the server
+download_deadline_s = 600.0     # longest one GetClassifier stream may run on the server
 
 [uploads]
 dir = "uploads"                 # staging area for resumable uploads
@@ -65,6 +66,7 @@ class ServerConfig:
     keepalive_timeout_s: float = 20.0
     min_ping_interval_s: float = 10.0
     upload_deadline_s: float = 600.0
+    download_deadline_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -123,9 +125,9 @@ _SECTIONS = {
 
 _POSITIVE = {
     "max_workers", "max_concurrent_rpcs", "keepalive_time_s", "keepalive_timeout_s",
-    "min_ping_interval_s", "upload_deadline_s", "chunk_bytes", "shutdown_grace_s",
-    "commit_every_bytes", "max_parallel_per_site", "stale_after_s", "calls_per_second",
-    "call_burst", "uploads_per_minute", "upload_burst",
+    "min_ping_interval_s", "upload_deadline_s", "download_deadline_s", "chunk_bytes",
+    "shutdown_grace_s", "commit_every_bytes", "max_parallel_per_site", "stale_after_s",
+    "calls_per_second", "call_burst", "uploads_per_minute", "upload_burst",
 }
 
 

@@ -26,7 +26,7 @@ from ffsecure.ledger import make_entry, open_checkpoint
 from ffsecure.v1 import aggregator_pb2 as pb
 from ffsecure.v1 import aggregator_pb2_grpc as pb_grpc
 from aggregator.auth import Authenticator, Peer
-from aggregator.grpc_errors import RequestError, abort_with
+from aggregator.grpc_errors import RequestError, abort_with, log_refusal
 from aggregator.ratelimit import RateLimiter
 from aggregator.registration import Registrar, StoreReceipt, check_module_id, receipt_for_module
 from aggregator.site_reports import record_evaluation
@@ -59,6 +59,7 @@ class ServiceDeps:
     call_limiter: RateLimiter
     upload_limiter: RateLimiter
     upload_deadline_s: float = 600.0
+    download_deadline_s: float = 600.0
     max_chunk_bytes: int = 1 << 20
     deleter: Deleter = store_delete
 
@@ -331,8 +332,41 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         log.info("classifier %s sent to site %s", info.classifier_id, peer.site_id,
                  extra={"event": "classifier_fetched", "peer_identity": peer.identity.uri,
                         "classifier_id": info.classifier_id})
-        return iter([pb.ClassifierChunk(info=info)]
-                    + [pb.ClassifierChunk(data=data[i:i + step]) for i in range(0, len(data), step)])
+        chunks = ([pb.ClassifierChunk(info=info)]
+                  + [pb.ClassifierChunk(data=data[i:i + step]) for i in range(0, len(data), step)])
+        return self._bounded_download(chunks, context, peer, method="GetClassifier")
+
+    def _bounded_download(self, messages: list, context, peer: Peer, *, method: str):
+        """Send ``messages`` within ``server.download_deadline_s``, whatever the client's deadline.
+
+        gRPC sends a server stream from a worker thread that blocks while the client's
+        HTTP/2 flow-control window is full; a client that opens the stream and stops reading
+        would hold that worker for ever. A timer cancels the call at the bound (which also
+        unblocks the pending send) and logs the refusal as E_DEADLINE; it is cancelled as
+        soon as the stream ends, normally or not. (The handler has returned by then, so the
+        refusal is logged here, not by ``_rpc``; the client sees CANCELLED.)
+        """
+        limit = self.deps.download_deadline_s
+
+        def expire() -> None:
+            log_refusal(context, RequestError(
+                f"{method} stream took longer than {limit:g} s", code="E_DEADLINE",
+                hint="read the stream as it comes; fetch again"), method=method, peer=peer.identity.uri)
+            context.cancel()
+
+        watchdog = threading.Timer(limit, expire)
+        watchdog.daemon = True
+        watchdog.start()
+        if not context.add_callback(watchdog.cancel):  # the call already ended
+            watchdog.cancel()
+
+        def stream():
+            try:
+                yield from messages
+            finally:
+                watchdog.cancel()
+
+        return stream()
 
     # -- sites' evaluations ---------------------------------------------------
     @_rpc("ReportEvaluation")
