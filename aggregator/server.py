@@ -44,6 +44,7 @@ from aggregator.config import AggregatorConfig, load_config
 from aggregator.home import AggregatorHome, load_kek, load_log_key, read_private_file
 from aggregator.ratelimit import RateLimiter
 from aggregator.registration import Registrar, max_upload_bytes
+from aggregator.request_deadline import RequestDeadlineInterceptor
 from aggregator.service import AggregatorService, ServiceDeps
 from aggregator.uploads import UploadStaging
 
@@ -172,6 +173,10 @@ class RunningServer:
             futures.ThreadPoolExecutor(max_workers=cfg.server.max_workers, thread_name_prefix="rpc"),
             options=server_options(cfg),
             maximum_concurrent_rpcs=cfg.server.max_concurrent_rpcs,
+            # Every unary-request method (health included) reads its request under
+            # server.request_deadline_s, so a client that never sends it cannot hold a worker.
+            interceptors=[RequestDeadlineInterceptor(cfg.server.request_deadline_s,
+                                                     runtime.deps.authenticator.unverified_name)],
         )
         pb_grpc.add_AggregatorServicer_to_server(AggregatorService(runtime.deps), self.server)
         self.health = health.HealthServicer(experimental_non_blocking=True)

@@ -48,6 +48,7 @@ shutdown_grace_s = {grace}
 max_workers = {workers}
 upload_deadline_s = 60.0
 download_deadline_s = {download_deadline}
+request_deadline_s = {request_deadline}
 
 [uploads]
 chunk_bytes = {chunk}
@@ -210,7 +211,7 @@ def build_federation(root: Path, *, federation_id: str = FEDERATION_ID, sites: S
                      chunk_bytes: int = 64 * 1024, commit_every_bytes: int = 64 * 1024,
                      calls_per_second: float = 200.0, call_burst: int = 400,
                      uploads_per_minute: float = 600.0, upload_burst: int = 200,
-                     download_deadline_s: float = 60.0) -> Federation:
+                     download_deadline_s: float = 60.0, request_deadline_s: float = 30.0) -> Federation:
     """Create the CA, the aggregator home and site credentials under ``root``."""
     from ffsecure import generators
 
@@ -245,7 +246,8 @@ def build_federation(root: Path, *, federation_id: str = FEDERATION_ID, sites: S
     home.config.write_text(TEST_CONFIG.format(
         grace=float(shutdown_grace_s), workers=max_workers, chunk=chunk_bytes, commit=commit_every_bytes,
         calls=float(calls_per_second), call_burst=call_burst, uploads=float(uploads_per_minute),
-        upload_burst=upload_burst, download_deadline=float(download_deadline_s)))
+        upload_burst=upload_burst, download_deadline=float(download_deadline_s),
+        request_deadline=float(request_deadline_s)))
     fed = Federation(root=root, federation_id=federation_id, ca=ca, home=home, manifest=manifest,
                      signed_manifest=signed)
     for site in sites:

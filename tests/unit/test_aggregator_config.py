@@ -12,6 +12,7 @@ def test_default_text_parses_to_the_dataclass_defaults(tmp_path):
     assert cfg == empty
     assert cfg.server.listen == "127.0.0.1:8443"
     assert cfg.uploads_dir == tmp_path / "uploads"
+    assert cfg.server.request_deadline_s == 30.0
 
 
 def test_values_and_relative_paths(tmp_path):
@@ -27,6 +28,8 @@ def test_values_and_relative_paths(tmp_path):
     ("[srever]\n", "'srever'"),
     ("[server]\nmax_workers = \"8\"\n", "server.max_workers"),
     ("[server]\nmax_workers = 0\n", "server.max_workers"),
+    ("[server]\nrequest_deadline_s = 0\n", "server.request_deadline_s"),
+    ("[server]\nrequest_deadline_s = \"30\"\n", "server.request_deadline_s"),
     ("[server]\nlisten = \"localhost\"\n", "server.listen"),
     ("[limits]\nmax_upload_bytes = -1\n", "limits.max_upload_bytes"),
     ("[server\n", "not valid TOML"),
