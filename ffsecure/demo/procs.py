@@ -88,18 +88,25 @@ class Supervisor:
 
     def spawn(self, cmd: Sequence[str], *, name: str, stdout=None) -> tuple[subprocess.Popen, Path]:
         """Start ``cmd`` in a new session (its own process group), tracked until it is stopped."""
-        if self._stopping:
-            raise DemoError("the demo is stopping", code="E_DEMO_STOPPED", hint="run it again")
         log = self._log_path(name)
         cmd = list(cmd)
         fh = open(log, "wb")
         fh.write((" ".join(cmd) + "\n").encode())
         fh.flush()
-        proc = subprocess.Popen(cmd, cwd=self.cwd, env=child_env(), stdin=subprocess.DEVNULL,
-                                stdout=stdout if stdout is not None else fh, stderr=fh, start_new_session=True)
-        fh.close()
-        with self._lock:
-            self._procs.append(proc)
+        # The check, the start and the tracking are one step under the lock:
+        # otherwise a job thread that passed the check could start a child after
+        # stop_all took its list, a child nobody stops (and the demo would wait
+        # for it at exit, in the thread pool's join).
+        try:
+            with self._lock:
+                if self._stopping:
+                    raise DemoError("the demo is stopping", code="E_DEMO_STOPPED", hint="run it again")
+                proc = subprocess.Popen(cmd, cwd=self.cwd, env=child_env(), stdin=subprocess.DEVNULL,
+                                        stdout=stdout if stdout is not None else fh, stderr=fh,
+                                        start_new_session=True)
+                self._procs.append(proc)
+        finally:
+            fh.close()
         return proc, log
 
     def run(self, tool: str, *args: Any, name: str | None = None, timeout: float = 900.0,
@@ -147,8 +154,8 @@ class Supervisor:
         return proc.returncode
 
     def stop_all(self) -> None:
-        self._stopping = True
-        with self._lock:
+        with self._lock:  # no child starts after this (spawn checks the flag under the lock)
+            self._stopping = True
             procs = list(self._procs)
         for proc in procs:
             if proc.poll() is None:

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from pathlib import Path
@@ -224,6 +225,41 @@ def test_supervisor_stops_a_process_group(tmp_path):
         time.sleep(0.05)
     sup.stop_all()
     assert proc.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 5
+    while processes_mentioning(mark) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert processes_mentioning(mark) == []
+
+
+def test_no_child_outlives_stop_all_when_threads_are_spawning(tmp_path):
+    """Job threads that keep starting children while stop_all runs: every child that started is stopped,
+    every later start is refused (E_DEMO_STOPPED), and nothing is left running."""
+    from ffsecure.demo.procs import DemoError, Supervisor
+
+    sup = Supervisor(tmp_path / "logs", grace_s=1.0)
+    mark = f"{tmp_path}/spawned"
+    started, refused = [], []
+
+    def spawner(i: int) -> None:
+        for j in range(40):
+            try:
+                proc, _ = sup.spawn([sys.executable, "-c", "import time; time.sleep(300)", f"{mark}-{i}-{j}"],
+                                    name=f"job-{i}-{j}")
+            except DemoError as exc:
+                refused.append(exc.code)
+                return
+            started.append(proc)
+
+    threads = [threading.Thread(target=spawner, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    while len(started) < 4:
+        time.sleep(0.01)
+    sup.stop_all()
+    for t in threads:
+        t.join(timeout=60)
+    assert refused and set(refused) == {"E_DEMO_STOPPED"}
+    assert all(p.poll() is not None for p in started), "a child started during stop_all is still running"
     deadline = time.monotonic() + 5
     while processes_mentioning(mark) and time.monotonic() < deadline:
         time.sleep(0.05)
