@@ -37,6 +37,7 @@ min_ping_interval_s = 10.0      # clients may ping no more often than this
 upload_deadline_s = 600.0       # longest one UploadModule stream may run on the server
 download_deadline_s = 600.0     # longest one GetClassifier stream may run on the server
 request_deadline_s = 30.0       # longest the server waits for the request message of a unary-request call
+max_concurrent_verifications = 2  # complete uploads opened and verified at once (each held whole in memory)
 
 [uploads]
 dir = "uploads"                 # staging area for resumable uploads
@@ -69,6 +70,7 @@ class ServerConfig:
     upload_deadline_s: float = 600.0
     download_deadline_s: float = 600.0
     request_deadline_s: float = 30.0
+    max_concurrent_verifications: int = 2
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,7 @@ _SECTIONS = {
 _POSITIVE = {
     "max_workers", "max_concurrent_rpcs", "keepalive_time_s", "keepalive_timeout_s",
     "min_ping_interval_s", "upload_deadline_s", "download_deadline_s", "request_deadline_s",
-    "chunk_bytes", "shutdown_grace_s", "commit_every_bytes", "max_parallel_per_site", "stale_after_s",
+    "max_concurrent_verifications", "chunk_bytes", "shutdown_grace_s", "commit_every_bytes", "max_parallel_per_site", "stale_after_s",
     "calls_per_second", "call_burst", "uploads_per_minute", "upload_burst",
 }
 

@@ -140,6 +140,7 @@ def load_runtime(config: AggregatorConfig) -> Runtime:
         upload_limiter=RateLimiter(rate=rl.uploads_per_minute / 60.0, burst=rl.upload_burst, name="uploads"),
         upload_deadline_s=config.server.upload_deadline_s,
         download_deadline_s=config.server.download_deadline_s,
+        max_concurrent_verifications=config.server.max_concurrent_verifications,
         max_chunk_bytes=config.uploads.chunk_bytes, deleter=worker.deleter,
     )
     return Runtime(config=config, home=home, federation=federation, signed_manifest=signed, ca_cert_pem=ca_pem,

@@ -60,6 +60,7 @@ class ServiceDeps:
     upload_limiter: RateLimiter
     upload_deadline_s: float = 600.0
     download_deadline_s: float = 600.0
+    max_concurrent_verifications: int = 2
     max_chunk_bytes: int = 1 << 20
     deleter: Deleter = store_delete
 
@@ -114,6 +115,9 @@ def _rpc(method: str, *, upload: bool = False):
 class AggregatorService(pb_grpc.AggregatorServicer):
     def __init__(self, deps: ServiceDeps):
         self.deps = deps
+        # A complete upload is opened and verified whole (single-shot AEAD): at most this many at
+        # once, so that memory is bounded by it x the module size, however many uploads finish.
+        self._verifications = threading.BoundedSemaphore(deps.max_concurrent_verifications)
 
     # -- federation --------------------------------------------------------
     @_rpc("GetFederationInfo")
@@ -222,14 +226,15 @@ class AggregatorService(pb_grpc.AggregatorServicer):
 
     def _register_staged(self, staged, peer: Peer) -> StoreReceipt:
         """Hash-check, open, verify and register a complete staged upload; mark it registered."""
-        sealed = staged.read_verified()
-        try:
-            receipt = self.deps.registrar.register(sealed, peer)
-        except FFSecureError:
-            staged.discard()  # a refused package can never become valid by resuming
-            raise
-        finally:
-            del sealed
+        with self._verifications:
+            sealed = staged.read_verified()
+            try:
+                receipt = self.deps.registrar.register(sealed, peer)
+            except FFSecureError:
+                staged.discard()  # a refused package can never become valid by resuming
+                raise
+            finally:
+                del sealed
         staged.mark_registered(receipt.module_id)
         log.info("module %s registered for site %s at index %d%s", receipt.module_id, peer.site_id,
                  receipt.index, " (existing)" if receipt.existing else "",

@@ -326,3 +326,66 @@ def test_receiving_an_upload_streams_it_to_disk_not_to_memory(fed, srv):
     assert srv.runtime.store.size() == before
     assert peak < size // 3, f"peak Python memory {peak / 2**20:.1f} MiB while receiving {size >> 20} MiB"
     print(f"peak traced memory while receiving {size >> 20} MiB: {peak / 2**20:.2f} MiB")
+
+
+def _concurrent_completions_peak(tmp_path, verifications: int, n: int = 6):
+    """``n`` sites finish a ~3.3 MB upload at the same moment; returns (receipt count, store size,
+    tracemalloc peak, module size). Every byte but the last chunk is staged first, so the traced
+    peak is the completion (open + verify + register), not the receive path."""
+    import tracemalloc
+
+    sites = [f"site-{i}" for i in range(n)]
+    fed = build_federation(tmp_path, sites=sites, generator_size="default", image_shape=(1, 28, 28))
+    text = fed.config_path.read_text()
+    fed.config_path.write_text(text.replace(
+        "upload_deadline_s = 60.0", f"upload_deadline_s = 60.0\nmax_concurrent_verifications = {verifications}", 1))
+    step = 64 * 1024
+    packages = {s: fed.make_package(s)[0] for s in sites}
+    size = len(packages[sites[0]])
+    with fed.serve() as running:
+        stubs = {s: _raw_stub(fed, s, running.address) for s in sites}
+
+        def chunks(site, start, stop):
+            sealed = packages[site]
+            sha = hashlib.sha256(sealed).digest()
+            for off in range(start, stop, step):
+                yield pb.UploadChunk(upload_id=f"{sites.index(site) + 1:032x}", offset=off,
+                                     data=sealed[off:min(off + step, stop)], total_size=len(sealed), total_sha256=sha)
+
+        last = {s: (len(packages[s]) - 1) // step * step for s in sites}
+        for s in sites:  # stage all but the last chunk (the stream ends early: E_UPLOAD_INCOMPLETE)
+            with pytest.raises(grpc.RpcError) as err:
+                stubs[s][1].UploadModule(chunks(s, 0, last[s]), timeout=60)
+            assert dict(err.value.trailing_metadata())["ffsecure-error-code"] == "E_UPLOAD_INCOMPLETE"
+        barrier, receipts = threading.Barrier(n), []
+
+        def finish(site):
+            requests = list(chunks(site, last[site], len(packages[site])))
+            barrier.wait(30)
+            receipts.append(stubs[site][1].UploadModule(iter(requests), timeout=120))
+
+        threads = [threading.Thread(target=finish, args=(s,)) for s in sites]
+        tracemalloc.start()
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(180)
+            _current, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+            for channel, _stub in stubs.values():
+                channel.close()
+        return len(receipts), running.runtime.store.size(), peak, size
+
+
+def test_concurrent_completions_are_verified_within_the_memory_bound(tmp_path):
+    """Six sites complete an upload at once; with ``server.max_concurrent_verifications = 1`` the
+    server opens and verifies one package at a time (each held whole: single-shot AEAD), so the
+    traced peak is about one verification's, not six. Measured with 3.3 MiB modules: ~4x the module
+    size with the bound, ~18x with 6 verifications at once (this assertion then fails)."""
+    count, stored, peak, size = _concurrent_completions_peak(tmp_path, verifications=1)
+    print(f"peak traced memory, 6 completions of {size / 2**20:.1f} MiB, 1 verification at a time: "
+          f"{peak / 2**20:.1f} MiB")
+    assert count == 6 and stored == 6
+    assert peak < 8 * size, f"peak {peak / 2**20:.1f} MiB for 6 completions of {size / 2**20:.1f} MiB"

@@ -13,6 +13,9 @@ def test_default_text_parses_to_the_dataclass_defaults(tmp_path):
     assert cfg.server.listen == "127.0.0.1:8443"
     assert cfg.uploads_dir == tmp_path / "uploads"
     assert cfg.server.request_deadline_s == 30.0
+    assert cfg.server.max_concurrent_verifications == 2
+    assert parse_config("[server]\nmax_concurrent_verifications = 1\n",
+                        home=tmp_path).server.max_concurrent_verifications == 1
 
 
 def test_values_and_relative_paths(tmp_path):
@@ -30,6 +33,8 @@ def test_values_and_relative_paths(tmp_path):
     ("[server]\nmax_workers = 0\n", "server.max_workers"),
     ("[server]\nrequest_deadline_s = 0\n", "server.request_deadline_s"),
     ("[server]\nrequest_deadline_s = \"30\"\n", "server.request_deadline_s"),
+    ("[server]\nmax_concurrent_verifications = 0\n", "server.max_concurrent_verifications"),
+    ("[server]\nmax_concurrent_verifications = \"2\"\n", "server.max_concurrent_verifications"),
     ("[server]\nlisten = \"localhost\"\n", "server.listen"),
     ("[limits]\nmax_upload_bytes = -1\n", "limits.max_upload_bytes"),
     ("[server\n", "not valid TOML"),
