@@ -156,8 +156,12 @@ def test_demo_refuses_bad_options_before_writing_anything(tmp_path):
 def test_ctrl_c_stops_every_child(tmp_path):
     """SIGINT while `aggregator serve` and site processes run: the demo stops them all and exits."""
     work = tmp_path / "out"
+    # A terminal delivers Ctrl-C to a process whose SIGINT is at its default; a test run started in
+    # the background of a non-interactive shell inherits SIGINT ignored, and Python keeps it ignored.
+    # Restore the default in the child so the test sees what a person at a terminal sees.
     proc = subprocess.Popen([sys.executable, "-m", "ffsecure", "demo", "--workdir", str(work), *SMALL, "--json"],
-                            cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 600
         # wait until the sites are enrolling: serve and site-node processes are alive
