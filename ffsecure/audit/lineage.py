@@ -205,31 +205,19 @@ def replay(entries: list[dict | None], findings: Findings) -> LedgerReplay:
         elif t == "classifier.published":
             cid = f["classifier_id"]
             label = f"classifier {cid} published"
-            c = st.classifiers.get(cid)
-            if c is None:
-                findings.add("lineage", "E_AUDIT_LINEAGE_UNKNOWN",
-                             f"classifier {cid} is published but no earlier entry trained it", **where)
-            elif not c.live:
-                findings.add("lineage", "E_AUDIT_LINEAGE_RETIRED",
-                             f"classifier {cid} is published after it was retired (entry {c.retired_index})",
-                             **where)
-            else:
+            c = _live_classifier(st, cid, "published", findings, where)
+            if c is not None:
                 c.published_index = i
         elif t == "classifier.evaluated":
             cid, site = f["classifier_id"], f["site_id"]
             label = f"classifier {cid} evaluated by {site}"
-            c = st.classifiers.get(cid)
             if e["actor"] != f"site:{site}":
                 findings.add("lineage", "E_AUDIT_EVALUATION_ACTOR",
                              f"the evaluation of classifier {cid} by site {site} is recorded as made by {e['actor']}: "
                              "a site reports only its own evaluations, over its own connection", **where)
+            c = _live_classifier(st, cid, f"evaluated by {site}", findings, where)
             if c is None:
-                findings.add("lineage", "E_AUDIT_LINEAGE_UNKNOWN",
-                             f"classifier {cid} is evaluated by {site} but no earlier entry trained it", **where)
-            elif not c.live:
-                findings.add("lineage", "E_AUDIT_LINEAGE_RETIRED",
-                             f"classifier {cid} is evaluated by {site} after it was retired (entry {c.retired_index})",
-                             **where)
+                pass
             elif site in c.evaluations:
                 findings.add("lineage", "E_AUDIT_DUPLICATE_EVALUATION",
                              f"site {site} evaluates classifier {cid} again (first at entry {c.evaluations[site]})",
@@ -279,3 +267,17 @@ def replay(entries: list[dict | None], findings: Findings) -> LedgerReplay:
                                  entry=a.index, entry_type=CREATED_BY[a.kind],
                                  module_id=ms.module_id)
     return st
+
+
+def _live_classifier(st, cid: str, what: str, findings, where: dict):
+    """The classifier ``cid`` if an earlier entry trained it and it is not retired; else a finding and None."""
+    c = st.classifiers.get(cid)
+    if c is None:
+        findings.add("lineage", "E_AUDIT_LINEAGE_UNKNOWN",
+                     f"classifier {cid} is {what} but no earlier entry trained it", **where)
+    elif not c.live:
+        findings.add("lineage", "E_AUDIT_LINEAGE_RETIRED",
+                     f"classifier {cid} is {what} after it was retired (entry {c.retired_index})", **where)
+    else:
+        return c
+    return None
