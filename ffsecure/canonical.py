@@ -8,6 +8,8 @@ already in canonical form, so that one record has exactly one byte string.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 from typing import Any
@@ -127,3 +129,19 @@ def loads_canonical(data: bytes, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
             hint="re-encode it with ffsecure.canonical.dumps",
         )
     return obj
+
+
+def b64decode_canonical(text: str) -> bytes | None:
+    """Decode standard padded base64, or None unless ``text`` is the one encoding of its bytes.
+
+    Python's decoder ignores the unused low bits of a final partial group, so
+    several strings decode to the same bytes; a signed or hashed record must
+    have one spelling, or a changed character would go unnoticed.
+    """
+    if not isinstance(text, str):
+        return None
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        return None
+    return raw if base64.b64encode(raw).decode("ascii") == text else None

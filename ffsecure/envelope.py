@@ -201,10 +201,10 @@ def b64encode(data: bytes) -> str:
 
 
 def b64decode(text: str, what: str = "value") -> bytes:
-    try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
-    except (ValueError, AttributeError, UnicodeEncodeError):
-        raise KeyFormatError(f"{what} is not standard base64") from None
+    raw = canonical.b64decode_canonical(text)
+    if raw is None:
+        raise KeyFormatError(f"{what} is not canonical standard base64")
+    return raw
 
 
 def write_key_file(path: str | Path, private_bytes: bytes, suite: str = DEFAULT_SUITE) -> None:

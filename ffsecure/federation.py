@@ -295,7 +295,9 @@ def load_signed_manifest(data: bytes, ca_cert: x509.Certificate) -> FederationMa
         if entry["keyid"] != fingerprint:
             continue
         try:
-            sig = base64.b64decode(entry["sig"], validate=True)
+            sig = canonical.b64decode_canonical(entry["sig"])
+            if sig is None:
+                raise ValueError("signature is not canonical base64")
             public.verify(sig, message, ec.ECDSA(hashes.SHA256()))
             verified = True
             break

@@ -526,19 +526,15 @@ def verify_package_meta(meta: bytes, *, ca_cert: x509.Certificate,
                         crl: x509.CertificateRevocationList | None = None,
                         now: dt.datetime | None = None) -> VerifiedManifest:
     """Verify exported package metadata (:func:`package_meta`) offline."""
-    import base64
-    import binascii
-
     obj = canonical.loads_canonical(meta, max_bytes=MAX_MANIFEST_BYTES + 64 * 1024)
     if (not isinstance(obj, dict) or set(obj) != {"v", "alg", "manifest", "signature",
                                                    "cert_chain_pem"}
             or obj["v"] != 1 or obj["alg"] != SIGNATURE_ALG
             or not isinstance(obj["signature"], str) or not isinstance(obj["cert_chain_pem"], str)):
         raise _schema("package metadata must be {v:1, alg, manifest, signature, cert_chain_pem}")
-    try:
-        signature = base64.b64decode(obj["signature"], validate=True)
-    except (binascii.Error, ValueError):
-        raise SignatureError("package metadata signature is not base64") from None
+    signature = canonical.b64decode_canonical(obj["signature"])
+    if signature is None:
+        raise SignatureError("package metadata signature is not canonical base64")
     return verify_signed_manifest(canonical.dumps(obj["manifest"]), signature,
                                   obj["cert_chain_pem"].encode("ascii", "replace"),
                                   ca_cert=ca_cert, crl=crl, now=now)

@@ -13,8 +13,6 @@ are checked against the federation's policy too.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 from dataclasses import dataclass
 
@@ -86,11 +84,11 @@ def check_modules(records: dict[str, ModuleRecord], entries: list[dict | None], 
                          f"modules/{mid}.json package cannot be encoded canonically: {exc.message}", **where)
             out[mid] = ModuleCheck(mid, ms.site_id, manifest, False, "bad package", None, None)
             continue
-        try:
-            if base64.b64decode(str(r.get("package_b64", "")), validate=True) != package_bytes:
-                problems.append("package_b64 is not the canonical bytes of package")
-        except (binascii.Error, ValueError):
-            problems.append("package_b64 is not base64")
+        raw_package = canonical.b64decode_canonical(r.get("package_b64"))
+        if raw_package is None:
+            problems.append("package_b64 is not canonical base64")
+        elif raw_package != package_bytes:
+            problems.append("package_b64 is not the canonical bytes of package")
         f = ms.facts
         if manifest_sha != f.get("manifest_sha256"):
             problems.append(f"its manifest hashes to {manifest_sha[:12]}…, the ledger entry says "

@@ -17,7 +17,6 @@ extension lines.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from ffsecure.canonical import b64decode_canonical
 from ffsecure.errors import LedgerError
 
 ALG_ED25519 = 0x01
@@ -128,10 +128,9 @@ def parse_vkey(vkey: str) -> NoteVerifier:
     name, hash_hex, key_b64 = parts
     if not _valid_name(name) or not re.fullmatch(r"[0-9a-f]{8}", hash_hex):
         raise _format_error("verifier key has a bad name or key hash", hint="copy log.vkey unchanged")
-    try:
-        raw = base64.b64decode(key_b64, validate=True)
-    except (binascii.Error, ValueError):
-        raise _format_error("verifier key is not valid base64", hint="copy log.vkey unchanged") from None
+    raw = b64decode_canonical(key_b64)
+    if raw is None:
+        raise _format_error("verifier key is not canonical base64", hint="copy log.vkey unchanged")
     if len(raw) != 33 or raw[0] != ALG_ED25519:
         raise _format_error("verifier key is not an Ed25519 (type 0x01) key", hint="copy log.vkey unchanged")
     if key_hash(name, raw[1:]) != int(hash_hex, 16):
@@ -154,10 +153,7 @@ def parse_signer_key(text: str) -> tuple[str, Ed25519PrivateKey]:
         raise _format_error("signer key must look like PRIVATE+KEY+name+hash+key",
                             hint="the log key file is damaged; restore it from its backup")
     name, hash_hex, key_b64 = parts[2:]
-    try:
-        raw = base64.b64decode(key_b64, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
+    raw = b64decode_canonical(key_b64) or b""
     if len(raw) != 33 or raw[0] != ALG_ED25519 or not _valid_name(name):
         raise _format_error("signer key is not an Ed25519 note key",
                             hint="the log key file is damaged; restore it from its backup")
@@ -211,10 +207,9 @@ def open_note(note: str | bytes, vkey: str | NoteVerifier) -> str:
         if not line.startswith(EM_DASH + " "):
             raise _format_error("note signature line does not start with an em dash and a space")
         name, _, b64 = line[2:].partition(" ")
-        try:
-            blob = base64.b64decode(b64, validate=True)
-        except (binascii.Error, ValueError):
-            raise _format_error(f"signature by {name!r} is not valid base64") from None
+        blob = b64decode_canonical(b64)
+        if blob is None:
+            raise _format_error(f"signature by {name!r} is not canonical base64")
         if not _valid_name(name) or len(blob) < 5 or " " in b64:
             raise _format_error("note signature line is malformed")
         if name != verifier.name or int.from_bytes(blob[:4], "big") != verifier.key_hash:
@@ -238,11 +233,10 @@ def parse_checkpoint_body(text: str) -> Checkpoint:
     _check_origin(origin)
     if not _SIZE_RE.match(size_text) or int(size_text) >= 1 << 63:
         raise _format_error(f"checkpoint tree size {size_text!r} is not a decimal number without leading zeros")
-    try:
-        root = base64.b64decode(root_b64, validate=True)
-    except (binascii.Error, ValueError):
-        raise _format_error("checkpoint root hash is not valid base64") from None
-    if len(root) != 32 or base64.b64encode(root).decode() != root_b64:
+    root = b64decode_canonical(root_b64)
+    if root is None:
+        raise _format_error("checkpoint root hash is not canonical base64")
+    if len(root) != 32:
         raise _format_error("checkpoint root hash is not the base64 of 32 bytes")
     if any(not ext for ext in extensions):
         raise _format_error("checkpoint has an empty extension line")

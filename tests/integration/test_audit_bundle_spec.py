@@ -27,6 +27,15 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tests.audit_fixture import AuditLab, standard_history
 
+# ---------------------------------------------------- canonical base64, per the page
+
+
+def _b64(text: str) -> bytes:
+    raw = base64.b64decode(text, validate=True)
+    assert base64.b64encode(raw).decode() == text, f"base64 {text[:16]}... is not canonical"
+    return raw
+
+
 # ---------------------------------------------------- canonical JSON, per the page
 
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
@@ -105,7 +114,7 @@ def _mth(leaves: list[bytes]) -> bytes:
 def check_log(bundle: Path) -> tuple[list[dict], str]:
     vkey = (bundle / "log.vkey").read_text(encoding="utf-8").strip()
     name, key_hash_hex, key_b64 = vkey.split("+", 2)  # the base64 may hold "+"
-    raw = base64.b64decode(key_b64)
+    raw = _b64(key_b64)
     assert raw[0] == 0x01 and len(raw) == 33
     key_hash = hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4]
     assert key_hash.hex() == key_hash_hex
@@ -129,7 +138,7 @@ def check_log(bundle: Path) -> tuple[list[dict], str]:
         for line in sigs[:-1].split("\n"):
             assert line.startswith("\u2014 ")
             signer, blob_b64 = line[2:].split(" ")
-            blob = base64.b64decode(blob_b64)
+            blob = _b64(blob_b64)
             if signer == name and blob[:4] == key_hash:
                 public.verify(blob[4:], text.encode("utf-8"))  # raises InvalidSignature
                 ok = True
@@ -137,7 +146,7 @@ def check_log(bundle: Path) -> tuple[list[dict], str]:
         origin, size, root_b64, *_ = text[:-1].split("\n")
         assert origin == name and size == path.name and str(int(size)) == size
         assert int(size) <= len(entries)
-        assert base64.b64decode(root_b64) == _mth(entries[:int(size)]), f"checkpoint {size} root"
+        assert _b64(root_b64) == _mth(entries[:int(size)]), f"checkpoint {size} root"
         sizes.append(int(size))
     assert max(sizes) == len(entries)
     return parsed, vkey
@@ -159,8 +168,8 @@ def _fed_id_of_ca(ca: x509.Certificate) -> str:
 def check_module(record: dict, entries: list[dict], ca: x509.Certificate,
                  crl: x509.CertificateRevocationList) -> str:
     """'valid', or the reason the page's rules refuse the module."""
-    package = json.loads(base64.b64decode(record["package_b64"]))
-    assert canonical(package) == base64.b64decode(record["package_b64"])
+    package = json.loads(_b64(record["package_b64"]))
+    assert canonical(package) == _b64(record["package_b64"])
     assert package == record["package"]
     manifest = package["manifest"]
     m = canonical(manifest)
@@ -175,7 +184,7 @@ def check_module(record: dict, entries: list[dict], ca: x509.Certificate,
 
     (cert,) = x509.load_pem_x509_certificates(package["cert_chain_pem"].encode())
     try:
-        cert.public_key().verify(base64.b64decode(package["signature"]),
+        cert.public_key().verify(_b64(package["signature"]),
                                  b"ffsecure/module-manifest/v1\x00" + digest, ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
         return "signature"
@@ -211,7 +220,7 @@ def check_federation(bundle: Path, ca: x509.Certificate, vkey: str) -> None:
     good = 0
     for sig in obj["signatures"]:
         if sig["alg"] == "ecdsa-p256-sha256" and sig["keyid"] == fingerprint:
-            ca.public_key().verify(base64.b64decode(sig["sig"]), message, ec.ECDSA(hashes.SHA256()))
+            ca.public_key().verify(_b64(sig["sig"]), message, ec.ECDSA(hashes.SHA256()))
             good += 1
     assert good >= 1
     assert obj["signed"]["federation_id"] == _fed_id_of_ca(ca)
@@ -276,7 +285,7 @@ def test_a_forged_module_signature_is_refused_by_the_page_s_rules(tmp_path):
     path = bundle / "modules" / f"{mid}.json"
     record = json.loads(path.read_bytes())
     package = record["package"]
-    sig = bytearray(base64.b64decode(package["signature"]))
+    sig = bytearray(_b64(package["signature"]))
     sig[-1] ^= 0x01
     package["signature"] = base64.b64encode(bytes(sig)).decode()
     record["package_b64"] = base64.b64encode(canonical(package)).decode()

@@ -45,3 +45,26 @@ def test_size_cap():
     with pytest.raises(FormatError) as info:
         canonical.loads(b"[" + b"1," * 100 + b"1]", max_bytes=50)
     assert info.value.code == "E_JSON_SIZE"
+
+
+@given(st.binary(max_size=80))
+def test_b64_round_trip_and_one_spelling(data):
+    import base64
+    text = base64.b64encode(data).decode()
+    assert canonical.b64decode_canonical(text) == data
+    if text.endswith("="):
+        # The last character before the padding carries unused low bits; any
+        # other character with the same high bits decodes to the same bytes
+        # in Python's decoder but is not this record's spelling.
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        last = text.rstrip("=")[-1]
+        unused = 0b1111 if text.endswith("==") else 0b11
+        twin = alphabet[alphabet.index(last) ^ 1] if unused else last
+        other = text.rstrip("=")[:-1] + twin + "=" * (len(text) - len(text.rstrip("=")))
+        assert base64.b64decode(other) == data  # Python accepts it ...
+        assert canonical.b64decode_canonical(other) is None  # ... this does not
+
+
+@pytest.mark.parametrize("text", ["AAA", "AA=A", "A A=", "AAAA\n", "####", "ÄAAA"])
+def test_b64_refuses_malformed(text):
+    assert canonical.b64decode_canonical(text) is None

@@ -138,3 +138,23 @@ def test_signing_refuses_text_that_would_not_parse():
             sign_note(text, "n", key)
     with pytest.raises(LedgerError):
         sign_note("ok\n", "bad+name", key)
+
+
+def test_signature_with_changed_unused_base64_bits_is_refused():
+    # 4-byte key hash + 64-byte signature = 68 bytes: the last base64 group
+    # before '=' has two unused bits, so a lenient decoder would accept a
+    # changed character there as the same signature.
+    key, vkey = _log_key()
+    note = sign_checkpoint(Checkpoint("example.org/ffsecure/log", 7, bytes(range(32))),
+                           "example.org/ffsecure/log", key)
+    body, sig_line = note[:-1].rsplit("\n", 1)
+    b64 = sig_line.rsplit(" ", 1)[1]
+    assert b64.endswith("=") and not b64.endswith("==")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    twin = alphabet[alphabet.index(b64[-2]) ^ 1]
+    changed = b64[:-2] + twin + "="
+    assert base64.b64decode(changed) == base64.b64decode(b64)
+    bad = note.replace(b64, changed)
+    with pytest.raises(LedgerError) as info:
+        open_checkpoint(bad, vkey)
+    assert info.value.code == "E_CHECKPOINT_FORMAT"
