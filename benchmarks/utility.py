@@ -237,13 +237,13 @@ def merge(shard_dirs: list[Path], out: Path = common.DEFAULT_OUT) -> dict[str, A
     plan = first["settings"]["plan"]
     datasets = [d for d in ("digits", *MEDMNIST) if any(d in p["meta"]["settings"]["datasets"] for p in parts)]
     cells, plan_skipped = plan_cells(plan, datasets)
-    key = lambda r: (r["dataset"], r["partition"], r["alpha"], r["generator"])  # noqa: E731
+    key = lambda r: (r["dataset"], r["partition"], r["alpha"], r["generator"], r.get("generator_size"))  # noqa: E731
     measured = {key(r): r for p in parts for r in p["rows"] if r.get("status") == "measured"}
     reasons = {key(r): r["reason"] for p in parts for r in p["rows"] if r.get("status") != "measured"}
     rows: list[dict[str, Any]] = []
     not_run = []
     for c in cells:
-        k = (c.dataset, c.partition, c.alpha, c.generator)
+        k = (c.dataset, c.partition, c.alpha, c.generator, c.generator_size)
         if k in measured:
             rows.append(measured[k])
         else:
@@ -392,7 +392,8 @@ def to_markdown(result: dict[str, Any]) -> str:
                                 for r in measured], "lllrrrrrll"), ""]
     if not_run:
         lines += ["Not run in this run (no numbers are given for them):", ""]
-        lines += [f"- {r['dataset']}, {r['split']}, {r['generator']}: {r['reason']}" for r in not_run]
+        lines += [f"- {r['dataset']}, {r['split']}, {r['generator']} ({r.get('generator_size', 'default')}): "
+                  f"{r['reason']}" for r in not_run]
         lines.append("")
     return "\n".join(lines)
 

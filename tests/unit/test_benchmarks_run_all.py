@@ -143,6 +143,26 @@ def test_main_table_prefers_the_measured_size():
     assert "0.500 / 0.600 (tiny)" in line and "not run" not in line
 
 
+def test_merge_keeps_each_generator_size_its_own_reason(tmp_path):
+    # ddpm tiny (run on CPU, stopped by the budget) and ddpm default (needs a GPU)
+    # share data set, split and family: their reasons must not overwrite each other
+    run, skipped = utility.plan_cells("cpu", ["digits"])
+    budget = "time budget of 5 min spent before this cell started"
+    rows = [{"dataset": c.dataset, "partition": c.partition, "alpha": c.alpha, "split": c.split,
+             "generator": c.generator, "generator_size": c.generator_size, "status": "not run", "reason": r}
+            for c, r in [(c, budget) for c in run] + skipped]
+    md = utility.common.meta("utility", {"plan": "cpu", "datasets": ["digits"], "shard": [0, 1], "seed": 0,
+                                         "overrides": "none (ffsecure.simulate defaults)"})
+    utility.common.write_result(tmp_path / "s0", "utility", {"meta": md, "rows": rows, "paper": utility.PAPER}, "")
+    merged = utility.merge([tmp_path / "s0"], tmp_path / "m")
+    reason = {(r["generator"], r["generator_size"], r["split"]): r["reason"] for r in merged["rows"]}
+    assert reason[("ddpm", "tiny", "pathological")] == budget
+    assert "needs a GPU" in reason[("ddpm", "default", "pathological")]
+    page = (tmp_path / "m" / "results" / "utility.md").read_text()
+    assert f"- digits, pathological, ddpm (tiny): {budget}" in page
+    assert "- digits, pathological, ddpm (default): ddpm at its default size needs a GPU" in page
+
+
 @pytest.mark.slow
 def test_shards_merge_in_plan_order(tmp_path):
     torch.set_num_threads(1)
