@@ -26,7 +26,8 @@ from benchmarks import common
 
 BENCHMARKS = ("utility", "dp", "scaling", "systems")
 # Result files of the per-part benchmarks, shown in RESULTS.md when present (section title, file stem).
-PART_RESULTS = (("Privacy attacks", "privacy"), ("Exact unlearning", "unlearning"), ("Fault runs", "faults"))
+PART_RESULTS = (("cvae sampling temperature", "temperature-*"), ("Privacy attacks", "privacy"),
+                ("Exact unlearning", "unlearning"), ("Fault runs", "faults"))
 PAPER_FF, PAPER_CENTRAL = 0.889, 0.901  # FederatedFactory paper, MedMNIST (accuracy)
 SHORT_OF_PAPER = 0.90  # a FederatedFactory / centralized ratio below this falls short of the paper
 
@@ -154,11 +155,12 @@ def render(out: Path) -> Path:
         if name == "dp":
             body = body.replace("](dp.png)", "](results/dp.png)")
         lines += [body, ""]
-    for title, stem in PART_RESULTS:
-        md_path = rdir / f"{stem}.md"
-        if md_path.is_file():
-            lines += [f"## {title}", "", f"From `benchmarks/results/{stem}.md` (its own benchmark, "
-                      f"`python -m benchmarks.{stem}`; not rerun by run_all).", "",
+    for title, pattern in PART_RESULTS:
+        for md_path in sorted(rdir.glob(f"{pattern}.md")):
+            module = pattern.rstrip("-*")
+            lines += [f"## {title}" + (f" ({md_path.stem[len(module) + 1:]})" if pattern.endswith("*") else ""), "",
+                      f"From `benchmarks/results/{md_path.name}` (its own benchmark, "
+                      f"`python -m benchmarks.{module}`; not rerun by run_all).", "",
                       _body(md_path.read_text()), ""]
     lines += headline(results)
     path = out / "RESULTS.md"

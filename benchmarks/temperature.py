@@ -1,6 +1,7 @@
 """How the cvae sampling temperature moves FederatedFactory accuracy, over paired seeds.
 
-The study behind the cvae ``temperature`` default. One pathological split
+The study behind the cvae ``temperature`` default (result files
+``temperature-<dataset>.json/md``). One pathological split
 (one class per site, seed 0); each site's cvae is trained once exactly as
 ``ffsecure simulate`` trains it (same config, seed ``site``, the image-epoch
 budget), then for every seed and every temperature the aggregator's steps
@@ -160,9 +161,9 @@ def run(*, dataset: str = "breastmnist", temperatures=TEMPERATURES, seeds=SEEDS,
             rows.append({"temperature": float(temp), "seed": seed, "accuracy": ev.accuracy, "auroc": ev.auroc,
                          "s": round(time.perf_counter() - t0, 1)})
             progress(f"  temperature {temp:g} seed {seed}: FF {ev.accuracy:.3f}")
-            common.write_result(out, "temperature", result, to_markdown(result))
+            common.write_result(out, f"temperature-{dataset}", result, to_markdown(result))
     result["summary"] = summarize(result)
-    common.write_result(out, "temperature", result, to_markdown(result))
+    common.write_result(out, f"temperature-{dataset}", result, to_markdown(result))
     return result
 
 

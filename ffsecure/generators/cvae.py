@@ -16,9 +16,9 @@ Embedding; no BatchNorm, no transposed convolutions):
 Sampling draws ``z = m_y + temperature * s_y * eps`` with ``eps`` from a
 local seeded generator. The default 1.0 samples the learned prior as
 trained: a temperature below 1 trades diversity for sample quality, and the
-classifier trained on the synthetic set loses by it (BreastMNIST,
-pathological split, five synthesis seeds: 0.799 mean accuracy at 0.8
-against 0.826 at 1.0, higher at 1.0 on every seed; docs/simulate.md).
+classifier trained on the synthetic set loses by it (``benchmarks.temperature``
+on BreastMNIST, pathological split, five paired seeds: mean accuracy 0.783 at
+0.8, 0.817 at 1.0, 0.804 at 1.2; docs/simulate.md).
 
 The label embedding and the likelihood scale are single ``Embedding``
 layers called once per forward pass, as Opacus' per-sample gradient hooks

@@ -89,9 +89,15 @@ def test_render_includes_part_results_and_is_regenerated(quick_out, tmp_path):
     shutil.copytree(quick_out / "results", out / "results")
     (out / "results" / "unlearning.md").write_text(
         "# Unlearning\n\n| modules | retrain s |\n| ---: | ---: |\n| 3 | 1.5 |\n")
+    for ds in ("retinamnist", "breastmnist"):
+        (out / "results" / f"temperature-{ds}.md").write_text(f"# Temperature\n\n| t |\n| ---: |\n| {ds} |\n")
     run_all.render(out)
     text = (out / "RESULTS.md").read_text()
     assert "## Exact unlearning" in text and "| 3 | 1.5 |" in text and "## Privacy attacks" not in text
+    # one section per data set of the temperature study, in name order, each naming its file and command
+    b, r = text.index("## cvae sampling temperature (breastmnist)"), text.index("## cvae sampling temperature (retinamnist)")
+    assert b < r and "| breastmnist |" in text[b:r] and "| retinamnist |" in text[r:]
+    assert "`benchmarks/results/temperature-retinamnist.md`" in text and "`python -m benchmarks.temperature`" in text
     # RESULTS.md follows the JSON: drop the utility result and the section says so
     (out / "results" / "utility.json").unlink()
     run_all.render(out)

@@ -36,9 +36,9 @@ def test_quick_run_writes_tables_and_reuses_its_generators(tmp_path):
     assert not first["meta"]["settings"]["generators_reused"]
     assert {(r["temperature"], r["seed"]) for r in first["rows"]} == {(0.8, 0), (1.0, 0), (0.8, 1), (1.0, 1)}
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in first["rows"])
-    page = (tmp_path / "a" / "results" / "temperature.md").read_text()
+    page = (tmp_path / "a" / "results" / "temperature-digits.md").read_text()
     assert "| temperature |" in page and "Per seed" in page
-    saved = json.loads((tmp_path / "a" / "results" / "temperature.json").read_text())
+    saved = json.loads((tmp_path / "a" / "results" / "temperature-digits.json").read_text())
     assert [s["temperature"] for s in saved["summary"]] == [0.8, 1.0]
 
     # same settings: the site generators are loaded, not trained, and give the same numbers
