@@ -186,3 +186,15 @@ def test_shards_merge_in_plan_order(tmp_path):
     assert "Measured in 2 processes" in (tmp_path / "m" / "results" / "utility.md").read_text()
     with pytest.raises(FileNotFoundError):
         utility.merge([tmp_path / "s0", tmp_path / "nowhere"], tmp_path / "m2")
+
+
+def test_closing_note_quotes_the_seed_study_at_the_default_temperature():
+    study = {"meta": {"settings": {"dataset": "retinamnist", "default_temperature": 1.0}},
+             "summary": [{"temperature": 0.8, "seeds": 5, "ratio": 0.876, "accuracy_mean": 0.456,
+                          "accuracy_sd": 0.023, "centralized_mean": 0.521},
+                         {"temperature": 1.0, "seeds": 5, "ratio": 0.903, "accuracy_mean": 0.471,
+                          "accuracy_sd": 0.026, "centralized_mean": 0.521}]}
+    text = "\n".join(run_all.headline({"utility": None, "temperature": [study]}))
+    assert "retinamnist 0.903 (FederatedFactory 0.471 ± 0.026 vs centralized 0.521, 5 seeds)" in text
+    assert "0.876" not in text
+    assert "Over several seeds" not in "\n".join(run_all.headline({"utility": None}))
