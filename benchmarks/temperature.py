@@ -51,7 +51,7 @@ def train_or_load_generators(ds, *, dataset: str, size: str, epochs: int | None,
     import torch
 
     from ffsecure import generators, partition
-    from ffsecure.simulate import generator_epochs, site_module_id
+    from ffsecure.simulate import generator_epochs, site_module_id, site_train_seed
 
     k = ds.num_classes
     part = partition.make_partition("pathological", ds.train_y, num_classes=k, num_sites=k, alpha=0.5,
@@ -71,27 +71,29 @@ def train_or_load_generators(ds, *, dataset: str, size: str, epochs: int | None,
         x, y = ds.train_x[ix], ds.train_y[ix]
         classes = sorted(int(c) for c in torch.unique(y))
         path = cache / f"site-{s}.safetensors" if cache is not None else None
-        if cached is not None and path.is_file() \
-                and hashlib.sha256(path.read_bytes()).hexdigest() == cached["sites"][s]["weights_sha256"]:
-            blob = path.read_bytes()
+        blob = path.read_bytes() if cached is not None and path.is_file() else None
+        digest = hashlib.sha256(blob).hexdigest() if blob is not None else None
+        if digest is not None and digest == cached["sites"][s]["weights_sha256"]:
             wall, reused = cached["sites"][s]["train_s"], True
         else:
             gen = generators.build("cvae", config)
-            settings = generators.default_train_settings("cvae", size, seed=s, device="cpu")
+            settings = generators.default_train_settings("cvae", size, seed=site_train_seed(0, s), device="cpu")
             settings.epochs = site_epochs[s]
             progress(f"  site-{s}: cvae on {len(ix)} images, {settings.epochs} epochs")
             t0 = time.perf_counter()
             gen.fit(x, y, settings)
             wall, reused = round(time.perf_counter() - t0, 1), False
             blob = generators.to_safetensors(gen)
+            digest = hashlib.sha256(blob).hexdigest()
         sites.append({"site": s, "classes": classes, "images": int(len(ix)), "epochs": site_epochs[s],
-                      "train_s": wall, "weights_sha256": hashlib.sha256(blob).hexdigest(),
+                      "train_s": wall, "weights_sha256": digest,
                       "module_id": site_module_id(0, s), "reused": reused, "blob": blob})
         train_s += wall
-    if cache is not None:
+    if cache is not None and not all(site["reused"] for site in sites):
         cache.mkdir(parents=True, exist_ok=True)
         for site in sites:
-            (cache / f"site-{site['site']}.safetensors").write_bytes(site["blob"])
+            if not site["reused"]:
+                (cache / f"site-{site['site']}.safetensors").write_bytes(site["blob"])
         (cache / "meta.json").write_text(json.dumps(
             {"key": key, "sites": [{k: v for k, v in site.items() if k not in ("blob", "reused")} for site in sites]},
             indent=1))
@@ -134,8 +136,7 @@ def run(*, dataset: str = "breastmnist", temperatures=TEMPERATURES, seeds=SEEDS,
         "seeds": list(seeds), "generator_size": size, "generator_config": gen_config,
         "generator_epochs": [s["epochs"] for s in sites], "samples_per_class": per_class,
         "classifier_config": clf_config, "classifier_train": settings(0).to_dict(), "threads": threads,
-        "default_temperature": generators.default_config("cvae", image_shape=ds.image_shape, num_classes=k,
-                                                         size=size)["temperature"],
+        "default_temperature": gen_config["temperature"],  # the default config, as trained
         "generators_reused": all(s["reused"] for s in sites)}, quick=quick)
     rows: list[dict[str, Any]] = []
     central: list[dict[str, Any]] = []

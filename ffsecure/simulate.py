@@ -123,6 +123,11 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def site_train_seed(seed: int, site: int) -> int:
+    """The generator-training seed of a simulated site (distinct per site and run seed)."""
+    return seed * 1000 + site
+
+
 def site_module_id(seed: int, site: int) -> str:
     """A reproducible 128-bit module id for a simulated site (32 lowercase hex digits)."""
     return hashlib.sha256(f"ffsecure/simulate/v1/{seed}/{site}".encode()).hexdigest()[:32]
@@ -265,7 +270,7 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
             classes = sorted(int(c) for c in torch.unique(y))
             gen = generators.build(cfg.generator, gen_config)
             settings = generators.default_train_settings(cfg.generator, cfg.generator_size,
-                                                         seed=cfg.seed * 1000 + s, device=device)
+                                                         seed=site_train_seed(cfg.seed, s), device=device)
             settings.epochs = int(cfg.epochs) if cfg.epochs is not None else generator_epochs(len(ix))
             task = rep.task(f"site-{s} {cfg.generator} ({len(ix)} img)", settings.epochs)
 
