@@ -294,10 +294,10 @@ def load_signed_manifest(data: bytes, ca_cert: x509.Certificate) -> FederationMa
             raise _schema("a signature entry must be {alg: ecdsa-p256-sha256, keyid, sig}")
         if entry["keyid"] != fingerprint:
             continue
+        sig = canonical.b64decode_canonical(entry["sig"])
+        if sig is None:
+            continue
         try:
-            sig = canonical.b64decode_canonical(entry["sig"])
-            if sig is None:
-                raise ValueError("signature is not canonical base64")
             public.verify(sig, message, ec.ECDSA(hashes.SHA256()))
             verified = True
             break
