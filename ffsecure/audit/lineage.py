@@ -216,13 +216,11 @@ def replay(entries: list[dict | None], findings: Findings) -> LedgerReplay:
                              f"the evaluation of classifier {cid} by site {site} is recorded as made by {e['actor']}: "
                              "a site reports only its own evaluations, over its own connection", **where)
             c = _live_classifier(st, cid, f"evaluated by {site}", findings, where)
-            if c is None:
-                pass
-            elif site in c.evaluations:
+            if c is not None and site in c.evaluations:
                 findings.add("lineage", "E_AUDIT_DUPLICATE_EVALUATION",
                              f"site {site} evaluates classifier {cid} again (first at entry {c.evaluations[site]})",
                              **where)
-            else:
+            elif c is not None:
                 c.evaluations[site] = i
         elif t in ("dataset.retired", "classifier.retired"):
             kind = t.split(".")[0]
