@@ -170,7 +170,7 @@ def render(out: Path) -> Path:
         lines += [body, ""]
     for title, pattern in PART_RESULTS:
         for md_path in sorted(rdir.glob(f"{pattern}.md")):
-            module = pattern.rstrip("-*")
+            module = pattern.removesuffix("-*")
             lines += [f"## {title}" + (f" ({md_path.stem[len(module) + 1:]})" if pattern.endswith("*") else ""), "",
                       f"From `benchmarks/results/{md_path.name}` (its own benchmark, "
                       f"`python -m benchmarks.{module}`; not rerun by run_all).", "",
