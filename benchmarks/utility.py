@@ -171,11 +171,13 @@ def _metrics(r: dict[str, Any]) -> dict[str, Any]:
 
 def run(plan: str = "cpu", *, datasets: list[str] | None = None, out: Path = common.DEFAULT_OUT,
         threads: int = 1, device: str = "cpu", seed: int = 0, budget_min: float | None = None,
-        shard: tuple[int, int] | None = None, progress=print) -> dict[str, Any]:
+        shard: tuple[int, int] | None = None, families: list[str] | None = None,
+        progress=print) -> dict[str, Any]:
     """Run the plan's cells in order; with ``budget_min``, cells not started in time are listed as not run.
 
     ``shard=(i, n)`` runs only the (data set, split) groups ``i, i+n, i+2n, ...`` of the plan
     (several processes on one machine; combine their ``--out`` directories with :func:`merge`).
+    ``families`` keeps only those generator families' cells; the others are listed as not run.
     """
     import torch
 
@@ -184,10 +186,19 @@ def run(plan: str = "cpu", *, datasets: list[str] | None = None, out: Path = com
     cells, skipped = plan_cells(plan, datasets)
     if shard is not None:
         cells, skipped = shard_cells(cells, shard), []
+    if families is not None:
+        unknown = sorted(set(families) - set(FAMILIES))
+        if unknown:
+            raise ValueError(f"unknown generator famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
+                             f"choose from {', '.join(FAMILIES)}")
+        skipped += [(c, f"not in this run's families ({', '.join(families)})")
+                    for c in cells if c.generator not in families]
+        cells = [c for c in cells if c.generator in families]
     quick = plan == "quick"
     deadline = time.monotonic() + budget_min * 60 if budget_min else None
     md = common.meta("utility", {"plan": plan, "datasets": datasets, "threads": threads, "seed": seed,
                                  "budget_min": budget_min, "shard": list(shard) if shard else None,
+                                 "families": families,
                                  "overrides": QUICK if quick else "none (ffsecure.simulate defaults)"},
                      device=device, quick=quick)
     rows: list[dict[str, Any]] = []
@@ -408,6 +419,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--budget-min", type=float, default=None,
                    help="start no new cell after this many minutes (the rest are listed as not run)")
     p.add_argument("--shard", default=None, metavar="I/N", help="run only the (data set, split) groups I, I+N, ... of the plan")
+    p.add_argument("--families", default=None, help="comma-separated generator families to run (default: all)")
     p.add_argument("--merge", default=None, metavar="DIR,DIR,...",
                    help="combine the --out directories of --shard runs into --out (runs nothing)")
     p.add_argument("--out", default=str(common.DEFAULT_OUT))
@@ -418,7 +430,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
         p.error("--shard must be I/N with 0 <= I < N")
     return run(a.plan, datasets=a.datasets.split(",") if a.datasets else None, out=Path(a.out),
-               threads=a.threads, device=a.device, seed=a.seed, budget_min=a.budget_min, shard=shard)
+               threads=a.threads, device=a.device, seed=a.seed, budget_min=a.budget_min, shard=shard,
+               families=a.families.split(",") if a.families else None)
 
 
 if __name__ == "__main__":

@@ -198,3 +198,15 @@ def test_closing_note_quotes_the_seed_study_at_the_default_temperature():
     assert "retinamnist 0.903 (FederatedFactory 0.471 ± 0.026 vs centralized 0.521, 5 seeds)" in text
     assert "0.876" not in text
     assert "Over several seeds" not in "\n".join(run_all.headline({"utility": None}))
+
+
+def test_families_keeps_only_those_cells_and_lists_the_rest(tmp_path):
+    torch.set_num_threads(1)
+    with pytest.raises(ValueError, match="unknown generator family gan"):
+        utility.run("quick", out=tmp_path / "bad", families=["cvae", "gan"], progress=lambda *_: None)
+    assert not (tmp_path / "bad").exists()  # refused before anything ran or was written
+    res = utility.run("quick", out=tmp_path / "c", families=["cvae"], progress=lambda *_: None)
+    by = {r["generator"]: r for r in res["rows"]}
+    assert by["cvae"]["status"] == "measured" and by["cvae"]["baselines_from"] == "this run"
+    assert by["ddpm"]["status"] == "not run" and by["ddpm"]["reason"] == "not in this run's families (cvae)"
+    assert res["meta"]["settings"]["families"] == ["cvae"]
