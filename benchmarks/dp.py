@@ -14,9 +14,12 @@ Families: ``cvae`` at its default size and ``ddpm`` at its ``tiny`` size
 (``--ddpm-size``; its ``default`` size under DP-SGD needs a GPU to finish, and
 is listed as not measured on a CPU run).
 
-Writes ``<out>/results/dp.json``, ``dp.md`` and ``dp.png``.
+Writes ``<out>/results/dp.json``, ``dp.md`` and ``dp.png``. Curves run in separate
+processes (one family each, side by side on the machine) are combined with
+``--merge``: every curve keeps the date, commit and machine of its own run.
 
     python -m benchmarks.dp [--datasets digits] [--epsilons 1,2,4,8,inf] [--epochs 10] [--quick]
+    python -m benchmarks.dp --merge DIR,DIR [--out benchmarks]
 """
 
 from __future__ import annotations
@@ -115,6 +118,44 @@ def run(*, datasets: list[str] | None = None, families: list[str] | None = None,
     return result
 
 
+def merge(part_dirs: list[Path], out: Path = common.DEFAULT_OUT) -> dict[str, Any]:
+    """Combine the ``dp`` results of several runs into one, each curve stamped with its run's meta.
+
+    The runs must share the settings that make their curves comparable (epochs, delta,
+    seed, overrides); a (data set, family) curve measured by two runs is refused.
+    """
+    parts = [common.read_result(Path(d), "dp") for d in part_dirs]
+    missing = [str(d) for d, p in zip(part_dirs, parts) if p is None]
+    if missing:
+        raise FileNotFoundError(f"no results/dp.json in {', '.join(missing)}; run benchmarks.dp --out DIR there first")
+    keys = ("epochs", "delta", "seed", "overrides")
+    first = parts[0]["meta"]["settings"]
+    for d, p in zip(part_dirs[1:], parts[1:]):
+        other = {k: p["meta"]["settings"].get(k) for k in keys}
+        if other != {k: first.get(k) for k in keys}:
+            raise ValueError(f"{d}: settings {other} differ from {part_dirs[0]}'s "
+                             f"{ {k: first.get(k) for k in keys} }; its curves are not comparable")
+    curves: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    for p in parts:
+        for c in p["curves"]:
+            key = (c["dataset"], c["generator"])
+            if key in seen:
+                raise ValueError(f"the {key[0]} {key[1]} curve is in more than one of the merged runs")
+            seen.add(key)
+            curves.append({**c, "meta": c.get("meta") or {k: p["meta"][k] for k in ("date", "git", "machine")}})
+    md = common.meta("dp", {**first, "datasets": sorted({c["dataset"] for c in curves}),
+                            "families": sorted({c["generator"] for c in curves}),
+                            "merged_from": [str(d) for d in part_dirs]}, quick=parts[0]["meta"]["quick"])
+    result: dict[str, Any] = {"meta": md, "curves": curves}
+    measured = {(c["generator"], c.get("generator_size", "default")) for c in curves if c["points"]}
+    nm = [n for p in parts for n in p.get("not_measured", [])]
+    if nm and ("ddpm", "default") not in measured:
+        result["not_measured"] = nm[:1]
+    _write(result, out)
+    return result
+
+
 def _write(result: dict[str, Any], out: Path) -> None:
     png = plot(result, Path(out) / "results" / "dp.png")
     result["plot"] = png.name if png else None
@@ -170,6 +211,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines.append(f"## {c['dataset']}, {c['generator']}" + ("" if size == "default" else f" ({size})") +
                      (f" (centralized {common.f3(cen['accuracy'])} / {common.f3(cen['auroc'])}, "
                       f"FedAvg {common.f3(c['fedavg']['accuracy'])})" if cen else ""))
+        if c.get("meta"):
+            lines += ["", "This curve: " + common.meta_line(c["meta"])]
         lines += ["", common.table(
             ["epsilon", "FF accuracy", "FF AUROC", "FF / centralized", "achieved epsilon (min-max)",
              "noise multiplier (min-max)", "generators s", "run s"],
@@ -202,8 +245,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--merge", default=None, metavar="DIR,DIR,...",
+                   help="combine the --out directories of earlier runs into --out (runs nothing)")
     p.add_argument("--out", default=str(common.DEFAULT_OUT))
     a = p.parse_args(argv)
+    if a.merge:
+        return merge([Path(d) for d in a.merge.split(",")], Path(a.out))
     eps = tuple(math.inf if e.strip() in ("inf", "infinity") else float(e) for e in a.epsilons.split(","))
     return run(datasets=a.datasets.split(","), families=a.families.split(","), epsilons=eps, epochs=a.epochs,
                quick=a.quick, out=Path(a.out), threads=a.threads, device=a.device, seed=a.seed,
