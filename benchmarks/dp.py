@@ -95,7 +95,8 @@ def run(*, datasets: list[str] | None = None, families: list[str] | None = None,
     for ds in datasets:
         for fam in families:
             size = "tiny" if quick else sizes.get(fam, "default")
-            curve: dict[str, Any] = {"dataset": ds, "generator": fam, "generator_size": size, "points": []}
+            curve: dict[str, Any] = {"dataset": ds, "generator": fam, "generator_size": size, "epochs": epochs,
+                                     "points": []}
             result["curves"].append(curve)
             cen = None
             for eps in order:
@@ -121,14 +122,15 @@ def run(*, datasets: list[str] | None = None, families: list[str] | None = None,
 def merge(part_dirs: list[Path], out: Path = common.DEFAULT_OUT) -> dict[str, Any]:
     """Combine the ``dp`` results of several runs into one, each curve stamped with its run's meta.
 
-    The runs must share the settings that make their curves comparable (epochs, delta,
-    seed, overrides); a (data set, family) curve measured by two runs is refused.
+    The runs must share the settings that make their curves comparable (delta, seed,
+    overrides); each curve keeps its own generator epoch count (the same at each of its
+    points). A curve (data set, family, size, epochs) measured by two runs is refused.
     """
     parts = [common.read_result(Path(d), "dp") for d in part_dirs]
     missing = [str(d) for d, p in zip(part_dirs, parts) if p is None]
     if missing:
         raise FileNotFoundError(f"no results/dp.json in {', '.join(missing)}; run benchmarks.dp --out DIR there first")
-    keys = ("epochs", "delta", "seed", "overrides")
+    keys = ("delta", "seed", "overrides")
     first = parts[0]["meta"]["settings"]
     for d, p in zip(part_dirs[1:], parts[1:]):
         other = {k: p["meta"]["settings"].get(k) for k in keys}
@@ -136,19 +138,24 @@ def merge(part_dirs: list[Path], out: Path = common.DEFAULT_OUT) -> dict[str, An
             raise ValueError(f"{d}: settings {other} differ from {part_dirs[0]}'s "
                              f"{ {k: first.get(k) for k in keys} }; its curves are not comparable")
     curves: list[dict[str, Any]] = []
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple] = set()
     for p in parts:
         for c in p["curves"]:
-            key = (c["dataset"], c["generator"])
+            c = {**c, "generator_size": c.get("generator_size", "default"),
+                 "epochs": c.get("epochs", p["meta"]["settings"]["epochs"]),
+                 "meta": c.get("meta") or {k: p["meta"][k] for k in ("date", "git", "machine")}}
+            key = (c["dataset"], c["generator"], c["generator_size"], c["epochs"])
             if key in seen:
-                raise ValueError(f"the {key[0]} {key[1]} curve is in more than one of the merged runs")
+                raise ValueError(f"the {key[0]} {key[1]} ({key[2]}, {key[3]} epochs) curve is in more than one "
+                                 "of the merged runs")
             seen.add(key)
-            curves.append({**c, "meta": c.get("meta") or {k: p["meta"][k] for k in ("date", "git", "machine")}})
-    md = common.meta("dp", {**first, "datasets": sorted({c["dataset"] for c in curves}),
+            curves.append(c)
+    md = common.meta("dp", {**first, "epochs": sorted({c["epochs"] for c in curves}),
+                            "datasets": sorted({c["dataset"] for c in curves}),
                             "families": sorted({c["generator"] for c in curves}),
                             "merged_from": [str(d) for d in part_dirs]}, quick=parts[0]["meta"]["quick"])
     result: dict[str, Any] = {"meta": md, "curves": curves}
-    measured = {(c["generator"], c.get("generator_size", "default")) for c in curves if c["points"]}
+    measured = {(c["generator"], c["generator_size"]) for c in curves if c["points"]}
     nm = [n for p in parts for n in p.get("not_measured", [])]
     if nm and ("ddpm", "default") not in measured:
         result["not_measured"] = nm[:1]
@@ -174,6 +181,7 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
 
     finite = sorted({float(p["epsilon"]) for c in curves for p in c["points"] if p["epsilon"] != "inf"}) or [1.0]
     x_inf = max(finite) * 2
+    several_epochs = len({epochs_of(c, result) for c in curves}) > 1
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
     for c in curves:
         pts = sorted(((x_inf if p["epsilon"] == "inf" else float(p["epsilon"])), p["ratio_vs_centralized"])
@@ -181,6 +189,8 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
         if pts:
             size = c.get("generator_size", "default")
             label = f"{c['dataset']} {c['generator']}" + ("" if size == "default" else f" ({size})")
+            if several_epochs:
+                label += f", {epochs_of(c, result)} epochs"
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
     ax.set_xscale("log", base=2)
     ticks = [*finite, x_inf]
@@ -203,12 +213,14 @@ def to_markdown(result: dict[str, Any]) -> str:
     md = result["meta"]
     s = md["settings"]
     lines = ["# Privacy-utility: FederatedFactory / centralized against epsilon", "", common.meta_line(md),
-             f"Delta {DELTA:g} per site, generator epochs {s['epochs']} at every point, Opacus PRV accountant, "
+             f"Delta {DELTA:g} per site, the same generator epoch count at every point of a curve (its heading "
+             f"names it), Opacus PRV accountant, "
              f"Poisson sampling, clipping norm 1.0; other settings: {s['overrides']}; seed {s['seed']}.", ""]
     for c in result["curves"]:
         cen = c.get("centralized")
         size = c.get("generator_size", "default")
         lines.append(f"## {c['dataset']}, {c['generator']}" + ("" if size == "default" else f" ({size})") +
+                     f", {epochs_of(c, result)} generator epochs" +
                      (f" (centralized {common.f3(cen['accuracy'])} / {common.f3(cen['auroc'])}, "
                       f"FedAvg {common.f3(c['fedavg']['accuracy'])})" if cen else ""))
         if c.get("meta"):
@@ -224,6 +236,11 @@ def to_markdown(result: dict[str, Any]) -> str:
     for nm in result.get("not_measured", []):
         lines.append(f"Not measured: {nm['generator']} on {', '.join(nm['datasets'])}: {nm['reason']}.")
     return "\n".join(lines) + "\n"
+
+
+def epochs_of(curve: dict[str, Any], result: dict[str, Any]) -> int:
+    """A curve's generator epoch count (results written before curves carried it: the run's)."""
+    return curve.get("epochs") or result["meta"]["settings"]["epochs"]
 
 
 def _span(values: list[float] | None) -> str:

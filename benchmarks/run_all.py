@@ -121,12 +121,14 @@ def headline(results: dict[str, dict[str, Any] | None]) -> list[str]:
                   "no figure is given for them.", ""]
     d = results.get("dp")
     if d:
+        from benchmarks import dp
         for c in d["curves"]:
             pts = ", ".join(f"epsilon {p['epsilon']}: {common.f3(p['ratio_vs_centralized'])}" for p in c["points"])
-            lines.append(f"Privacy-utility, {c['dataset']} {c['generator']} ({d['meta']['settings']['epochs']} "
-                         f"generator epochs at every point): ratio {pts}.")
+            size = c.get("generator_size", "default")
+            lines.append(f"Privacy-utility, {c['dataset']} {c['generator']}" + ("" if size == "default" else f" {size}")
+                         + f" ({dp.epochs_of(c, d)} generator epochs at every point): ratio {pts}.")
             same = [r for r in measured if r["dataset"] == c["dataset"] and r["generator"] == c["generator"]
-                    and r["partition"] == "pathological"]
+                    and r.get("generator_size", "default") == size and r["partition"] == "pathological"]
             if same:
                 lines.append(f"Without DP and with the default image-epoch budget the same pipeline reaches "
                              f"{common.f3(same[0]['ratio_vs_centralized'])} (utility table): part of the DP curve's "

@@ -7,16 +7,16 @@ import pytest
 from benchmarks import common, dp
 
 
-def _part(tmp_path, name, family, commit, *, epochs=10):
+def _part(tmp_path, name, family, commit, *, epochs=10, seed=0):
     md = common.meta("dp", {"datasets": ["digits"], "families": [family], "epsilons": ["inf", "8"], "delta": 1e-5,
-                            "epochs": epochs, "seed": 0, "overrides": "none (ffsecure.simulate defaults)"})
+                            "epochs": epochs, "seed": seed, "overrides": "none (ffsecure.simulate defaults)"})
     md["git"] = {"commit": commit * 40, "dirty": False}
     points = [{"epsilon": "inf", "accuracy": 0.9, "auroc": 0.99, "ratio_vs_centralized": 0.9, "achieved_epsilon": None,
                "noise_multiplier": None, "generators_s": 1.0, "wall_s": 2.0},
               {"epsilon": "8", "accuracy": 0.7, "auroc": 0.9, "ratio_vs_centralized": 0.7, "achieved_epsilon": [7.99],
                "noise_multiplier": [1.3], "generators_s": 1.0, "wall_s": 2.0}]
     curve = {"dataset": "digits", "generator": family, "generator_size": "tiny" if family == "ddpm" else "default",
-             "points": points, "centralized": {"accuracy": 1.0, "auroc": 1.0}, "fedavg": {"accuracy": 0.1, "auroc": 0.5}}
+             "epochs": epochs, "points": points, "centralized": {"accuracy": 1.0, "auroc": 1.0}, "fedavg": {"accuracy": 0.1, "auroc": 0.5}}
     common.write_result(tmp_path / name, "dp", {"meta": md, "curves": [curve]}, "")
     return tmp_path / name
 
@@ -34,10 +34,27 @@ def test_merged_curves_keep_their_own_run(tmp_path):
 
 def test_merge_refuses_curves_that_do_not_compare(tmp_path):
     a = _part(tmp_path, "a", "cvae", "a")
-    with pytest.raises(ValueError, match="digits cvae curve is in more than one"):
+    with pytest.raises(ValueError, match=r"digits cvae \(default, 10 epochs\) curve is in more than one"):
         dp.merge([a, a], tmp_path / "m1")
     with pytest.raises(ValueError, match="not comparable"):
-        dp.merge([a, _part(tmp_path, "c", "ddpm", "c", epochs=5)], tmp_path / "m2")
+        dp.merge([a, _part(tmp_path, "c", "ddpm", "c", seed=1)], tmp_path / "m2")
     with pytest.raises(FileNotFoundError, match="nowhere"):
         dp.merge([a, tmp_path / "nowhere"], tmp_path / "m3")
     assert not any((tmp_path / m).exists() for m in ("m1", "m2", "m3"))  # nothing written on refusal
+
+
+def test_one_family_at_two_epoch_counts_makes_two_curves(tmp_path):
+    short, long = _part(tmp_path, "s", "ddpm", "a", epochs=10), _part(tmp_path, "l", "ddpm", "b", epochs=50)
+    merged = dp.merge([short, long], tmp_path / "m")
+    assert [c["epochs"] for c in merged["curves"]] == [10, 50] and merged["meta"]["settings"]["epochs"] == [10, 50]
+    page = (tmp_path / "m" / "results" / "dp.md").read_text()
+    assert "## digits, ddpm (tiny), 10 generator epochs" in page and "## digits, ddpm (tiny), 50 generator epochs" in page
+
+
+def test_a_curve_written_before_curves_carried_epochs_takes_its_runs(tmp_path):
+    old = _part(tmp_path, "o", "cvae", "a", epochs=10)
+    r = common.read_result(old, "dp")
+    del r["curves"][0]["epochs"], r["curves"][0]["generator_size"]
+    common.write_result(old, "dp", r, "")
+    merged = dp.merge([old, _part(tmp_path, "n", "ddpm", "b", epochs=10)], tmp_path / "m")
+    assert [(c["generator_size"], c["epochs"]) for c in merged["curves"]] == [("default", 10), ("tiny", 10)]
