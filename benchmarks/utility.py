@@ -316,6 +316,7 @@ def main_table(result: dict[str, Any]) -> str:
         if by_gen.get(r["generator"], {}).get("status") != "measured":  # a measured size wins over a skipped one
             by_gen[r["generator"]] = r
     lines = []
+    latest = latest_commit(result)
     for (ds, split), by_gen in groups.items():
         measured = [r for r in by_gen.values() if r.get("status") == "measured"]
         ref = measured[0] if measured else None
@@ -324,14 +325,16 @@ def main_table(result: dict[str, Any]) -> str:
         def ratio(r):
             return common.f3(r["ratio_vs_centralized"]) if r and r.get("status") == "measured" else "—"
 
+        def stale(r):
+            return " †" if r and pipeline_changed(_commit(r), latest) else ""
+
         def fam(r):
             if r is None or r.get("status") != "measured":
                 return "not run"
             size = "" if r["generator_size"] == "default" else f" ({r['generator_size']})"
-            return _cell(r) + size
+            return _cell(r) + size + stale(r)
 
-        mark = " †" if ref and pipeline_changed(_commit(ref), latest_commit(result)) else ""
-        lines.append([ds + mark, split, ref["sites"] if ref else "—", _cell(ref, "centralized"), _cell(ref, "fedavg"),
+        lines.append([ds + stale(ref), split, ref["sites"] if ref else "—", _cell(ref, "centralized"), _cell(ref, "fedavg"),
                       fam(cv), ratio(cv), fam(dd), ratio(dd)])
     return common.table(["data set", "split", "sites", "centralized acc / AUROC", "FedAvg acc / AUROC",
                          "FF cvae acc / AUROC", "FF cvae / centralized", "FF ddpm acc / AUROC",
@@ -387,10 +390,11 @@ def to_markdown(result: dict[str, Any]) -> str:
     if measured:
         commits = {((r.get("git") or {}).get("commit") or "?")[:10] for r in measured}
         if len(commits) > 1:
-            lines += [f"**The rows ran at {len(commits)} different commits** (last column). Rows marked † in "
+            lines += [f"**The rows ran at {len(commits)} different commits** (last column). Cells marked † in "
                       f"the main table ran simulation code ({', '.join(PIPELINE)}) that differs from that of "
                       f"`{latest_commit(result)}` (for example other `ffsecure.simulate` defaults): they are not "
-                      "comparable with the unmarked rows.",
+                      "comparable with the unmarked cells. A † on the data set marks the centralized and FedAvg "
+                      "cells of its line.",
                       ""]
         lines += ["Wall time per run (generators + synthesis + classifier + baselines when run):", "",
                   common.table(["data set", "split", "generator", "sites", "generator s (sum)", "synthesis s",

@@ -210,3 +210,28 @@ def test_families_keeps_only_those_cells_and_lists_the_rest(tmp_path):
     assert by["cvae"]["status"] == "measured" and by["cvae"]["baselines_from"] == "this run"
     assert by["ddpm"]["status"] == "not run" and by["ddpm"]["reason"] == "not in this run's families (cvae)"
     assert res["meta"]["settings"]["families"] == ["cvae"]
+
+
+def test_dagger_marks_each_cell_run_at_other_simulation_code(monkeypatch):
+    # cvae (and the line's baselines) at the newest code, ddpm at code whose simulation differs
+    monkeypatch.setattr(utility, "pipeline_changed", lambda a, b: a != b)
+    run, _ = utility.plan_cells("cpu", ["digits"])
+
+    def row(c, commit, date):
+        m = {"accuracy": 0.5, "auroc": 0.6, "per_class_recall": None, "train_s": 1.0}
+        return {"dataset": c.dataset, "partition": c.partition, "alpha": c.alpha, "split": c.split,
+                "generator": c.generator, "generator_size": c.generator_size, "status": "measured", "sites": 10,
+                "centralized": m, "fedavg": m, "federatedfactory": m, "ratio_vs_centralized": 1.0,
+                "git": {"commit": commit}, "date": date}
+
+    cvae, ddpm = run[:2]
+    table = utility.main_table({"rows": [row(cvae, "new", "2026-02-01T00:00:00Z"),
+                                         row(ddpm, "old", "2026-01-01T00:00:00Z")]})
+    cells = [c.strip() for c in next(ln for ln in table.splitlines() if "pathological" in ln).split("|")[1:-1]]
+    assert cells[0] == "digits"  # the baselines shown came from the current cvae run
+    assert cells[5] == "0.500 / 0.600" and cells[7] == "0.500 / 0.600 (tiny) †"
+    # the other way round, the data set (its centralized and FedAvg cells) is marked too
+    table = utility.main_table({"rows": [row(cvae, "old", "2026-01-01T00:00:00Z"),
+                                         row(ddpm, "new", "2026-02-01T00:00:00Z")]})
+    cells = [c.strip() for c in next(ln for ln in table.splitlines() if "pathological" in ln).split("|")[1:-1]]
+    assert cells[0] == "digits †" and cells[5] == "0.500 / 0.600 †" and cells[7] == "0.500 / 0.600 (tiny)"
