@@ -10,6 +10,7 @@ identity is the only one the service believes; no request field can change it.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from cryptography import x509
 from ffsecure import pki
 from ffsecure.errors import FFSecureError
 from aggregator.grpc_errors import RequestError
+
+log = logging.getLogger("aggregator.auth")
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,10 @@ class CrlSource:
         self._crl = pki.load_crl(pem, self.ca_cert)
         self._pem = pem
         self._stamp = stamp
+        if pki.crl_expired(self._crl):
+            log.warning("the CRL %s is past its nextUpdate (%s): certificates revoked since then are not in it; "
+                        "re-sign it with `ffsecure pki crl` and copy it here", self.path,
+                        self._crl.next_update_utc.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
     def current(self) -> x509.CertificateRevocationList | None:
         with self._lock:

@@ -112,7 +112,8 @@ class CRLError(VerificationError):
     """The CRL does not parse or is not signed by the CA.
 
     A CRL past its ``nextUpdate`` is still honoured (it can only under-report
-    revocations, never invent one); re-sign it with ``ffsecure pki crl``.
+    revocations, never invent one), with a warning (:func:`crl_expired`);
+    re-sign it with ``ffsecure pki crl``.
     """
 
     code = "E_CRL"
@@ -290,6 +291,12 @@ def load_crl(pem: bytes, ca_cert: x509.Certificate | None = None) -> x509.Certif
     if ca_cert is not None:
         check_crl(crl, ca_cert)
     return crl
+
+
+def crl_expired(crl: x509.CertificateRevocationList, now: dt.datetime | None = None) -> bool:
+    """Whether ``crl``'s ``nextUpdate`` has passed: revocations since then may be missing from it."""
+    next_update = crl.next_update_utc
+    return next_update is not None and next_update < (now or utcnow())
 
 
 def check_crl(crl: x509.CertificateRevocationList, ca_cert: x509.Certificate) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 from dataclasses import dataclass, field
 
@@ -65,7 +66,7 @@ class AuditResult:
 
 
 def _trust_anchor(bundle: Bundle, ca_pem: bytes | None, crl_pem: bytes | None, log_vkey: str | None,
-                  findings: Findings):
+                  findings: Findings, now: dt.datetime | None = None):
     check = "trust-anchor"
     ca_cert = None
     if ca_pem is None:
@@ -101,6 +102,12 @@ def _trust_anchor(bundle: Bundle, ca_pem: bytes | None, crl_pem: bytes | None, l
             crl = pki.load_crl(pem, ca_cert)
         except FFSecureError as exc:
             findings.add(check, "E_AUDIT_CRL", f"the CRL is not one the CA signed: {exc.message}")
+        else:
+            if pki.crl_expired(crl, now):
+                findings.add(check, "E_AUDIT_CRL_EXPIRED",
+                             f"the CRL's nextUpdate ({crl.next_update_utc.strftime('%Y-%m-%dT%H:%M:%SZ')}) has "
+                             "passed: certificates revoked since then are not in it; get the current CRL from "
+                             "the CA (--crl)", severity=WARNING)
     federation = None
     if bundle.federation_json is not None and ca_cert is not None:
         try:
@@ -157,10 +164,14 @@ def _summaries(findings: Findings, skipped: dict[str, str], details: dict[str, s
 
 
 def audit_bundle(bundle: Bundle, *, ca_pem: bytes | None, crl_pem: bytes | None = None,
-                 trusted: list[tuple[str, bytes]] = (), log_vkey: str | None = None) -> AuditResult:
-    """Run every check on ``bundle``; ``trusted`` holds (label, note bytes) of earlier checkpoints."""
+                 trusted: list[tuple[str, bytes]] = (), log_vkey: str | None = None,
+                 now: dt.datetime | None = None) -> AuditResult:
+    """Run every check on ``bundle``; ``trusted`` holds (label, note bytes) of earlier checkpoints.
+
+    ``now`` (default: the clock) is the time the CRL's freshness is judged at.
+    """
     findings = Findings()
-    ca_cert, crl, federation = _trust_anchor(bundle, ca_pem, crl_pem, log_vkey, findings)
+    ca_cert, crl, federation = _trust_anchor(bundle, ca_pem, crl_pem, log_vkey, findings, now)
     log = check_log(bundle.vkey, bundle.entries, bundle.checkpoint_notes, findings, trusted=list(trusted))
     st = replay(log.entries, findings)
     modules = check_modules(bundle.modules, log.entries, st, findings, ca_cert=ca_cert, crl=crl,

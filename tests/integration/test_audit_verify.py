@@ -83,6 +83,17 @@ def test_clean_bundle_verifies_with_no_finding(world):
     assert all(m.signature_ok for m in result.modules.values())
 
 
+def test_a_lapsed_crl_is_a_warning_naming_its_next_update(world):
+    lab, idx, bundle = world
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=400)   # past any CRL the CA issues
+    result = _audit(lab, bundle, now=later)
+    f = _one(result, "E_AUDIT_CRL_EXPIRED")
+    assert f.severity == "warning" and f.check == "trust-anchor"
+    assert "nextUpdate" in f.message and "--crl" in f.message
+    assert result.ok and [x.code for x in result.findings] == ["E_AUDIT_CRL_EXPIRED"]
+    assert {c.name: c.status for c in result.checks}["trust-anchor"] == "warning"
+
+
 # --------------------------------------------------------------- the log
 
 

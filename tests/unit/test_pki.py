@@ -210,6 +210,38 @@ def test_revocation_is_honoured(tmp_path):
     assert _code(info) == "E_NOT_FOUND"
 
 
+def _lapsed_crl(ca, tmp_path) -> bytes:
+    """A CRL the CA signed whose nextUpdate passed an hour ago (as a forgotten re-signing leaves it)."""
+    key = pki.load_private_key(ca.directory / "ca.key")
+    now = pki.utcnow()
+    crl = (x509.CertificateRevocationListBuilder().issuer_name(ca.cert.subject)
+           .last_update(now - 25 * HOUR).next_update(now - HOUR).sign(key, hashes.SHA256()))
+    return crl.public_bytes(serialization.Encoding.PEM)
+
+
+def test_a_crl_past_its_next_update_is_expired_but_still_honoured(ca, tmp_path):
+    fresh = pki.load_crl(ca.publish_crl(days=1), ca.cert)
+    assert not pki.crl_expired(fresh)
+    assert pki.crl_expired(fresh, now=pki.utcnow() + 2 * 24 * HOUR)
+    lapsed = pki.load_crl(_lapsed_crl(ca, tmp_path), ca.cert)   # still loads: it can only under-report
+    assert pki.crl_expired(lapsed) and not pki.crl_expired(lapsed, now=pki.utcnow() - 2 * HOUR)
+
+
+def test_the_aggregator_warns_when_its_crl_lapses(ca, tmp_path, caplog):
+    from aggregator.auth import CrlSource
+
+    path = tmp_path / "crl.pem"
+    path.write_bytes(ca.publish_crl(days=1))
+    source = CrlSource(path, ca.cert)
+    with caplog.at_level("WARNING", logger="aggregator.auth"):
+        assert source.current() is not None
+        assert not caplog.records
+        path.write_bytes(_lapsed_crl(ca, tmp_path))
+        assert source.current() is not None   # honoured, not dropped: revocations it lists still apply
+    [record] = caplog.records
+    assert "past its nextUpdate" in record.getMessage() and "ffsecure pki crl" in record.getMessage()
+
+
 def test_crl_from_another_ca_is_refused(ca, other_ca):
     with pytest.raises(FFSecureError) as info:
         pki.load_crl(other_ca.crl_pem(), ca.cert)
