@@ -51,7 +51,7 @@ def train_or_load_generators(ds, *, dataset: str, size: str, epochs: int | None,
     import torch
 
     from ffsecure import generators, partition
-    from ffsecure.simulate import generator_epochs, site_module_id, site_train_seed
+    from ffsecure.simulate import generator_epochs, site_module_id, train_site_generator
 
     k = ds.num_classes
     part = partition.make_partition("pathological", ds.train_y, num_classes=k, num_sites=k, alpha=0.5,
@@ -76,13 +76,10 @@ def train_or_load_generators(ds, *, dataset: str, size: str, epochs: int | None,
         if digest is not None and digest == cached["sites"][s]["weights_sha256"]:
             wall, reused = cached["sites"][s]["train_s"], True
         else:
-            gen = generators.build("cvae", config)
-            settings = generators.default_train_settings("cvae", size, seed=site_train_seed(0, s), device="cpu")
-            settings.epochs = site_epochs[s]
-            progress(f"  site-{s}: cvae on {len(ix)} images, {settings.epochs} epochs")
-            t0 = time.perf_counter()
-            gen.fit(x, y, settings)
-            wall, reused = round(time.perf_counter() - t0, 1), False
+            progress(f"  site-{s}: cvae on {len(ix)} images, {site_epochs[s]} epochs")
+            gen, _, wall = train_site_generator("cvae", size, config, x, y, run_seed=0, site=s,
+                                                epochs=site_epochs[s], device="cpu")
+            wall, reused = round(wall, 1), False
             blob = generators.to_safetensors(gen)
             digest = hashlib.sha256(blob).hexdigest()
         sites.append({"site": s, "classes": classes, "images": int(len(ix)), "epochs": site_epochs[s],

@@ -133,6 +133,22 @@ def site_module_id(seed: int, site: int) -> str:
     return hashlib.sha256(f"ffsecure/simulate/v1/{seed}/{site}".encode()).hexdigest()[:32]
 
 
+def train_site_generator(family: str, size: str, config: dict[str, Any], x: torch.Tensor, y: torch.Tensor, *,
+                         run_seed: int, site: int, epochs: int | None, device: str, dp=None, progress=None):
+    """Train one simulated site's generator as ``ffsecure simulate`` does: (generator, fit report, seconds).
+
+    The seed is :func:`site_train_seed`; ``epochs=None`` takes :func:`generator_epochs` of the site's image count.
+    """
+    from ffsecure import generators
+
+    gen = generators.build(family, config)
+    settings = generators.default_train_settings(family, size, seed=site_train_seed(run_seed, site), device=device)
+    settings.epochs = int(epochs) if epochs is not None else generator_epochs(len(x))
+    t0 = time.perf_counter()
+    report = gen.fit(x, y, settings, dp=dp, progress=progress)
+    return gen, report, time.perf_counter() - t0
+
+
 def _check_config(cfg: SimulationConfig) -> None:
     from ffsecure.classifier import ARCHS
     from ffsecure.partition import SCHEMES
@@ -268,21 +284,18 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
             ix = torch.as_tensor(idx, dtype=torch.int64)
             x, y = ds.train_x[ix], ds.train_y[ix]
             classes = sorted(int(c) for c in torch.unique(y))
-            gen = generators.build(cfg.generator, gen_config)
-            settings = generators.default_train_settings(cfg.generator, cfg.generator_size,
-                                                         seed=site_train_seed(cfg.seed, s), device=device)
-            settings.epochs = int(cfg.epochs) if cfg.epochs is not None else generator_epochs(len(ix))
-            task = rep.task(f"site-{s} {cfg.generator} ({len(ix)} img)", settings.epochs)
+            epochs = int(cfg.epochs) if cfg.epochs is not None else generator_epochs(len(ix))
+            task = rep.task(f"site-{s} {cfg.generator} ({len(ix)} img)", epochs)
 
             def on_epoch(epoch, total, loss, eps, task=task):
                 info = f"loss {loss:.4f}" + (f"  eps {eps:.2f}" if eps is not None else "")
                 rep.update(task, epoch, info)
 
-            t_site = time.perf_counter()
-            report = gen.fit(x, y, settings, dp=dp_cfg, progress=on_epoch)
-            wall = time.perf_counter() - t_site
+            gen, report, wall = train_site_generator(cfg.generator, cfg.generator_size, gen_config, x, y,
+                                                     run_seed=cfg.seed, site=s, epochs=epochs, device=device,
+                                                     dp=dp_cfg, progress=on_epoch)
             log.info("site-%d: %s on %d images, %d epochs, %.1f s, final loss %.4f%s", s, cfg.generator, len(ix),
-                     settings.epochs, wall, report.final_loss,
+                     epochs, wall, report.final_loss,
                      f", epsilon {report.dp['epsilon']:.3f}" if report.dp else "")
             blob = generators.to_safetensors(gen)
             digest = hashlib.sha256(blob).hexdigest()

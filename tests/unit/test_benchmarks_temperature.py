@@ -52,3 +52,21 @@ def test_quick_run_writes_tables_and_reuses_its_generators(tmp_path):
     third = temperature.run(quick=True, generators_dir=gens, out=tmp_path / "c", progress=lambda *_: None)
     assert not third["meta"]["settings"]["generators_reused"]
     assert third["sites"][0]["weights_sha256"] == first["sites"][0]["weights_sha256"]
+
+
+def test_its_site_generators_are_the_ones_simulate_trains(tmp_path):
+    # the study is only about sampling if its generators are simulate's, bit for bit
+    from ffsecure import data
+    from ffsecure.simulate import SimulationConfig, run_simulation
+
+    torch.set_num_threads(1)
+    q = temperature.QUICK
+    sim = run_simulation(SimulationConfig(dataset="digits", generator="cvae", generator_size=q["generator_size"],
+                                          epochs=q["epochs"], samples_per_class=8, classifier_epochs=1, seed=0,
+                                          threads=1, device="cpu", out=str(tmp_path / "sim"), plots=False,
+                                          baselines=False))
+    sites, _, _ = temperature.train_or_load_generators(data.load_dataset("digits", seed=0), dataset="digits",
+                                                       size=q["generator_size"], epochs=q["epochs"], cache=None,
+                                                       progress=lambda *_: None)
+    assert [s["weights_sha256"] for s in sites] == [s["weights_sha256"] for s in sim["sites"]]
+    assert [s["module_id"] for s in sites] == [s["module_id"] for s in sim["sites"]]
