@@ -235,3 +235,29 @@ def test_dagger_marks_each_cell_run_at_other_simulation_code(monkeypatch):
                                          row(ddpm, "new", "2026-02-01T00:00:00Z")]})
     cells = [c.strip() for c in next(ln for ln in table.splitlines() if "pathological" in ln).split("|")[1:-1]]
     assert cells[0] == "digits †" and cells[5] == "0.500 / 0.600 †" and cells[7] == "0.500 / 0.600 (tiny)"
+
+
+def test_code_of_ignores_docstrings_comments_and_layout_only():
+    src = 'def f(x):\n    """Twice x."""\n    return 2 * x  # doubled\n'
+    assert utility.code_of(src) == utility.code_of('def f(x):\n    """Two times x (reworded)."""\n\n    return 2*x\n')
+    assert utility.code_of(src) == utility.code_of("def f(x):\n    return 2 * x\n")
+    assert utility.code_of(src) != utility.code_of('def f(x):\n    """Twice x."""\n    return 3 * x\n')
+    assert utility.code_of('TEMPERATURE = 0.8\n') != utility.code_of('TEMPERATURE = 1.0\n')
+    assert utility.code_of("def f(:\n") is None
+
+
+def test_pipeline_changed_skips_only_comment_edits_and_shown_refactors(monkeypatch):
+    refactor = next(iter(utility.REFACTORS))
+    history = {"docs1": False, "code1": True, refactor: True}   # commit -> changes code (docstrings aside)
+
+    def run(between):
+        monkeypatch.setattr(utility, "_git", lambda *args: "\n".join(between) + "\n")
+        monkeypatch.setattr(utility, "_changes_code", lambda c: history[c])
+        return utility.pipeline_changed("aaaaaaaaaa", "bbbbbbbbbb")
+
+    assert run(["docs1", refactor]) is False
+    assert run(["docs1", "code1", refactor]) is True
+    assert run([]) is False
+    monkeypatch.setattr(utility, "_git", lambda *args: None)   # unknown commit, shallow clone: assume changed
+    assert utility.pipeline_changed("aaaaaaaaaa", "bbbbbbbbbb") is True
+    assert utility.pipeline_changed("same", "same") is False and utility.pipeline_changed(None, "x") is True
