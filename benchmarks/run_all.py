@@ -80,11 +80,16 @@ def headline(results: dict[str, dict[str, Any] | None]) -> list[str]:
                   "machinery and say nothing about utility.**", ""]
     measured = [r for r in u["rows"] if r.get("status") == "measured"]
     short, held = [], []
+    from benchmarks import utility
+
+    latest = utility.latest_commit(u)
     for r in measured:
         text = (f"{r['dataset']}, {r['split']}, {r['generator']} ({r['generator_size']}): FederatedFactory "
                 f"{common.f3(r['federatedfactory']['accuracy'])} vs centralized "
                 f"{common.f3(r['centralized']['accuracy'])} "
                 f"(ratio {common.f3(r['ratio_vs_centralized'])}), FedAvg {common.f3(r['fedavg']['accuracy'])}")
+        if utility.pipeline_changed(utility._commit(r), latest):
+            text += " † (earlier simulation code, not comparable)"
         (held if (r["ratio_vs_centralized"] or 0) >= SHORT_OF_PAPER else short).append(text)
     if held:
         lines += [f"Rows at or above {SHORT_OF_PAPER:.2f} of centralized (the paper's level):", ""]

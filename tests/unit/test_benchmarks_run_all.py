@@ -235,6 +235,12 @@ def test_dagger_marks_each_cell_run_at_other_simulation_code(monkeypatch):
                                          row(ddpm, "new", "2026-02-01T00:00:00Z")]})
     cells = [c.strip() for c in next(ln for ln in table.splitlines() if "pathological" in ln).split("|")[1:-1]]
     assert cells[0] == "digits †" and cells[5] == "0.500 / 0.600 †" and cells[7] == "0.500 / 0.600 (tiny)"
+    # the closing note says it of the row it quotes
+    note = run_all.headline({"utility": {"meta": {}, "rows": [row(cvae, "old", "2026-01-01T00:00:00Z"),
+                                                               row(ddpm, "new", "2026-02-01T00:00:00Z")]}})
+    [old] = [ln for ln in note if "cvae (default): FederatedFactory" in ln]
+    [new] = [ln for ln in note if "ddpm (tiny): FederatedFactory" in ln]
+    assert old.endswith("† (earlier simulation code, not comparable)") and "†" not in new
 
 
 def test_code_of_ignores_docstrings_comments_and_layout_only():
