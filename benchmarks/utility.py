@@ -267,8 +267,10 @@ def merge(shard_dirs: list[Path], out: Path = common.DEFAULT_OUT) -> dict[str, A
     md = dict(first)
     md["settings"] = {**first["settings"], "shard": None,
                       "merged_from": [p["meta"]["settings"]["shard"] for p in parts]}
-    md["shards"] = [{"date": p["meta"]["date"], "git": p["meta"]["git"], "machine": p["meta"]["machine"],
-                     "shard": p["meta"]["settings"]["shard"]} for p in parts]
+    # a part that is itself a merge contributes its own processes, not one
+    md["shards"] = [sh for p in parts for sh in (p["meta"].get("shards") or [
+        {"date": p["meta"]["date"], "git": p["meta"]["git"], "machine": p["meta"]["machine"],
+         "shard": p["meta"]["settings"]["shard"]}])]
     result = {"meta": md, "rows": rows, "paper": PAPER}
     common.write_result(out, "utility", result, to_markdown(result))
     return result
@@ -426,8 +428,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         "Settings below are those of the most recent row.",
         "",
         common.meta_line(md),
-        *([f"Measured in {len(md['shards'])} processes side by side on this machine (shards of the plan, "
-           f"started {', '.join(sh['date'] for sh in md['shards'])}); wall times include the contention."]
+        *([f"Measured in {len(md['shards'])} processes on this machine, two or more at a time (shards of the "
+           f"plan, started {', '.join(sh['date'] for sh in md['shards'])}); wall times include the contention."]
           if md.get("shards") else []),
         f"Plan `{md['settings']['plan']}`; `ffsecure.simulate` settings: {md['settings']['overrides']}; "
         f"seed {md['settings']['seed']}.",

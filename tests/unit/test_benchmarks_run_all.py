@@ -267,3 +267,25 @@ def test_pipeline_changed_skips_only_comment_edits_and_shown_refactors(monkeypat
     monkeypatch.setattr(utility, "_git", lambda *args: None)   # unknown commit, shallow clone: assume changed
     assert utility.pipeline_changed("aaaaaaaaaa", "bbbbbbbbbb") is True
     assert utility.pipeline_changed("same", "same") is False and utility.pipeline_changed(None, "x") is True
+
+
+def test_a_merge_of_a_merge_counts_the_processes_it_came_from(tmp_path):
+    run, _ = utility.plan_cells("cpu", ["digits"])
+
+    def part(name, shard, date):
+        md = utility.common.meta("utility", {"plan": "cpu", "datasets": ["digits"], "shard": shard, "seed": 0,
+                                             "overrides": "none (ffsecure.simulate defaults)"})
+        md["date"] = date
+        rows = [{"dataset": c.dataset, "partition": c.partition, "alpha": c.alpha, "split": c.split,
+                 "generator": c.generator, "generator_size": c.generator_size, "status": "not run", "reason": "x"}
+                for c in run]
+        utility.common.write_result(tmp_path / name, "utility", {"meta": md, "rows": rows, "paper": utility.PAPER}, "")
+        return tmp_path / name
+
+    first = utility.merge([part("a", [0, 2], "2026-01-01T00:00:00Z"), part("b", [1, 2], "2026-01-01T00:00:01Z")],
+                          tmp_path / "m1")
+    assert len(first["meta"]["shards"]) == 2
+    again = utility.merge([tmp_path / "m1", part("c", [0, 3], "2026-02-01T00:00:00Z")], tmp_path / "m2")
+    assert [sh["date"] for sh in again["meta"]["shards"]] == [
+        "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z", "2026-02-01T00:00:00Z"]
+    assert "Measured in 3 processes" in (tmp_path / "m2" / "results" / "utility.md").read_text()
