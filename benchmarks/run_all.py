@@ -88,7 +88,7 @@ def headline(results: dict[str, dict[str, Any] | None]) -> list[str]:
                 f"{common.f3(r['federatedfactory']['accuracy'])} vs centralized "
                 f"{common.f3(r['centralized']['accuracy'])} "
                 f"(ratio {common.f3(r['ratio_vs_centralized'])}), FedAvg {common.f3(r['fedavg']['accuracy'])}")
-        if utility.pipeline_changed(utility._commit(r), latest):
+        if utility.pipeline_changed(utility._commit(r), latest, r["generator"]):
             text += " † (earlier simulation code, not comparable)"
         (held if (r["ratio_vs_centralized"] or 0) >= SHORT_OF_PAPER else short).append(text)
     if held:

@@ -246,7 +246,10 @@ def merge(shard_dirs: list[Path], out: Path = common.DEFAULT_OUT) -> dict[str, A
         raise FileNotFoundError(f"no results/utility.json in {', '.join(missing)}")
     first = parts[-1]["meta"]  # the newest part's meta heads the page; the plan covers every part's data sets
     plan = first["settings"]["plan"]
-    datasets = [d for d in ("digits", *MEDMNIST) if any(d in p["meta"]["settings"]["datasets"] for p in parts)]
+    # a part that is itself a merge names only its newest part's data sets: its rows name the rest
+    datasets = [d for d in ("digits", *MEDMNIST)
+                if any(d in p["meta"]["settings"]["datasets"] or any(r["dataset"] == d for r in p["rows"])
+                       for p in parts)]
     cells, plan_skipped = plan_cells(plan, datasets)
     key = lambda r: (r["dataset"], r["partition"], r["alpha"], r["generator"], r.get("generator_size"))  # noqa: E731
     measured = {key(r): r for p in parts for r in p["rows"] if r.get("status") == "measured"}
@@ -265,7 +268,7 @@ def merge(shard_dirs: list[Path], out: Path = common.DEFAULT_OUT) -> dict[str, A
                      "generator": c.generator, "generator_size": c.generator_size, "status": "not run",
                      "reason": reason})
     md = dict(first)
-    md["settings"] = {**first["settings"], "shard": None,
+    md["settings"] = {**first["settings"], "shard": None, "datasets": datasets,
                       "merged_from": [p["meta"]["settings"]["shard"] for p in parts]}
     # a part that is itself a merge contributes its own processes, not one
     md["shards"] = [sh for p in parts for sh in (p["meta"].get("shards") or [
@@ -332,12 +335,26 @@ def _git(*args: str) -> str | None:
     return proc.stdout if proc.returncode == 0 else None
 
 
-def _changes_code(commit: str) -> bool:
-    """Whether ``commit`` changed PIPELINE code beyond docstrings and comments (True when unknown)."""
+# Code a figure does not run: a cvae cell runs no ddpm code and the reverse; the
+# centralized and FedAvg baselines (explicitly seeded) run no generator or synthesis code.
+NOT_RUN_BY = {
+    "cvae": ("ffsecure/generators/ddpm.py",),
+    "ddpm": ("ffsecure/generators/cvae.py",),
+    "baselines": ("ffsecure/generators/", "ffsecure/synthesis.py"),
+}
+
+
+def _changes_code(commit: str, ignore: tuple[str, ...] = ()) -> bool:
+    """Whether ``commit`` changed PIPELINE code beyond docstrings and comments (True when unknown).
+
+    Paths starting with one of ``ignore`` do not count.
+    """
     names = _git("diff-tree", "--no-commit-id", "--name-only", "-r", f"{commit}^", commit, "--", *PIPELINE)
     if names is None:
         return True
     for path in names.split():
+        if path.startswith(ignore):
+            continue
         before, after = _git("show", f"{commit}^:{path}"), _git("show", f"{commit}:{path}")
         if before is None or after is None or not path.endswith(".py"):
             return True   # added, removed, or not Python
@@ -347,11 +364,13 @@ def _changes_code(commit: str) -> bool:
     return False
 
 
-def pipeline_changed(a: str | None, b: str | None) -> bool:
+def pipeline_changed(a: str | None, b: str | None, figure: str | None = None) -> bool:
     """Whether the simulation code computes differently at two commits (True when unknown).
 
     Every commit between them that touched PIPELINE counts, except those that changed
-    only docstrings and comments and those listed in :data:`REFACTORS`.
+    only docstrings and comments, those listed in :data:`REFACTORS`, and, for a
+    ``figure`` ("cvae", "ddpm" or "baselines"), those that changed only code it does
+    not run (:data:`NOT_RUN_BY`).
     """
     if not a or not b or "?" in (a, b):
         return True
@@ -360,7 +379,8 @@ def pipeline_changed(a: str | None, b: str | None) -> bool:
     commits = _git("rev-list", f"{a}...{b}", "--", *PIPELINE)
     if commits is None:
         return True
-    return any(c not in REFACTORS and _changes_code(c) for c in commits.split())
+    ignore = NOT_RUN_BY.get(figure or "", ())
+    return any(c not in REFACTORS and _changes_code(c, ignore) for c in commits.split())
 
 
 def main_table(result: dict[str, Any]) -> str:
@@ -380,16 +400,16 @@ def main_table(result: dict[str, Any]) -> str:
         def ratio(r):
             return common.f3(r["ratio_vs_centralized"]) if r and r.get("status") == "measured" else "—"
 
-        def stale(r):
-            return " †" if r and pipeline_changed(_commit(r), latest) else ""
+        def stale(r, figure):
+            return " †" if r and pipeline_changed(_commit(r), latest, figure) else ""
 
         def fam(r):
             if r is None or r.get("status") != "measured":
                 return "not run"
             size = "" if r["generator_size"] == "default" else f" ({r['generator_size']})"
-            return _cell(r) + size + stale(r)
+            return _cell(r) + size + stale(r, r["generator"])
 
-        lines.append([ds + stale(ref), split, ref["sites"] if ref else "—", _cell(ref, "centralized"), _cell(ref, "fedavg"),
+        lines.append([ds + stale(ref, "baselines"), split, ref["sites"] if ref else "—", _cell(ref, "centralized"), _cell(ref, "fedavg"),
                       fam(cv), ratio(cv), fam(dd), ratio(dd)])
     return common.table(["data set", "split", "sites", "centralized acc / AUROC", "FedAvg acc / AUROC",
                          "FF cvae acc / AUROC", "FF cvae / centralized", "FF ddpm acc / AUROC",

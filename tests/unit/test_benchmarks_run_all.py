@@ -214,7 +214,7 @@ def test_families_keeps_only_those_cells_and_lists_the_rest(tmp_path):
 
 def test_dagger_marks_each_cell_run_at_other_simulation_code(monkeypatch):
     # cvae (and the line's baselines) at the newest code, ddpm at code whose simulation differs
-    monkeypatch.setattr(utility, "pipeline_changed", lambda a, b: a != b)
+    monkeypatch.setattr(utility, "pipeline_changed", lambda a, b, figure=None: a != b)
     run, _ = utility.plan_cells("cpu", ["digits"])
 
     def row(c, commit, date):
@@ -258,12 +258,20 @@ def test_pipeline_changed_skips_only_comment_edits_and_shown_refactors(monkeypat
 
     def run(between):
         monkeypatch.setattr(utility, "_git", lambda *args: "\n".join(between) + "\n")
-        monkeypatch.setattr(utility, "_changes_code", lambda c: history[c])
+        monkeypatch.setattr(utility, "_changes_code", lambda c, ignore=(): history[c])
         return utility.pipeline_changed("aaaaaaaaaa", "bbbbbbbbbb")
 
     assert run(["docs1", refactor]) is False
     assert run(["docs1", "code1", refactor]) is True
     assert run([]) is False
+    # a commit that changed only the cvae module leaves ddpm cells and the baselines comparable
+    seen = []
+    monkeypatch.setattr(utility, "_git", lambda *args: "cvae1\n")
+    monkeypatch.setattr(utility, "_changes_code", lambda c, ignore=(): seen.append(ignore) or
+                        not any("ffsecure/generators/cvae.py".startswith(p) for p in ignore))
+    assert [utility.pipeline_changed("a" * 10, "b" * 10, f) for f in ("cvae", "ddpm", "baselines", None)] == [
+        True, False, False, True]
+    assert seen[1] == ("ffsecure/generators/cvae.py",)
     monkeypatch.setattr(utility, "_git", lambda *args: None)   # unknown commit, shallow clone: assume changed
     assert utility.pipeline_changed("aaaaaaaaaa", "bbbbbbbbbb") is True
     assert utility.pipeline_changed("same", "same") is False and utility.pipeline_changed(None, "x") is True
@@ -289,3 +297,39 @@ def test_a_merge_of_a_merge_counts_the_processes_it_came_from(tmp_path):
     assert [sh["date"] for sh in again["meta"]["shards"]] == [
         "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z", "2026-02-01T00:00:00Z"]
     assert "Measured in 3 processes" in (tmp_path / "m2" / "results" / "utility.md").read_text()
+    # the committed merge held a data set its newest part did not name: it stays on the page
+    again["meta"]["settings"]["datasets"] = ["digits"]
+    again["rows"].append({**again["rows"][0], "dataset": "breastmnist"})
+    utility.common.write_result(tmp_path / "m2", "utility", again, "")
+    third = utility.merge([tmp_path / "m2", part("d", [0, 3], "2026-03-01T00:00:00Z")], tmp_path / "m3")
+    assert third["meta"]["settings"]["datasets"] == ["digits", "breastmnist"]
+
+
+def test_changes_code_reads_each_commit_of_a_real_history(tmp_path, monkeypatch):
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args], cwd=tmp_path,
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    def commit(path, text):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+        git("add", "-A")
+        git("commit", "-qm", path)
+        return git("rev-parse", "HEAD")
+
+    git("init", "-q")
+    base = commit("ffsecure/generators/cvae.py", 'T = 0.8\n')
+    added = commit("ffsecure/data.py", 'def load():\n    return 1\n')
+    doc = commit("ffsecure/data.py", 'def load():\n    """Load it."""\n    return 1  # one\n')
+    code = commit("ffsecure/generators/cvae.py", 'T = 1.0\n')
+    other = commit("README.md", "not simulation code\n")
+    monkeypatch.setattr(utility.common, "REPO", tmp_path)
+    assert utility._changes_code(doc) is False
+    assert utility._changes_code(code) is True
+    assert utility._changes_code(code, utility.NOT_RUN_BY["ddpm"]) is False
+    assert utility.pipeline_changed(base, doc) is True        # a module added: new code
+    assert utility.pipeline_changed(added, doc) is False      # then only its docstring and a comment
+    assert utility.pipeline_changed(doc, other) is True and utility.pipeline_changed(doc, other, "ddpm") is False
+    assert utility.pipeline_changed(code, other) is False
