@@ -212,7 +212,10 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
 def to_markdown(result: dict[str, Any]) -> str:
     md = result["meta"]
     s = md["settings"]
-    lines = ["# Privacy-utility: FederatedFactory / centralized against epsilon", "", common.meta_line(md),
+    merged = s.get("merged_from")
+    head = (f"Curves of {len(merged)} runs on this machine (each names its own date, commit and machine), "
+            f"merged {md.get('date')}." if merged else common.meta_line(md))
+    lines = ["# Privacy-utility: FederatedFactory / centralized against epsilon", "", head,
              f"Delta {DELTA:g} per site, the same generator epoch count at every point of a curve (its heading "
              f"names it), Opacus PRV accountant, "
              f"Poisson sampling, clipping norm 1.0; other settings: {s['overrides']}; seed {s['seed']}.", ""]

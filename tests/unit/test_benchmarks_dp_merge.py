@@ -29,6 +29,7 @@ def test_merged_curves_keep_their_own_run(tmp_path):
     assert merged["meta"]["settings"]["families"] == ["cvae", "ddpm"]
     page = (tmp_path / "m" / "results" / "dp.md").read_text()
     assert page.count("This curve: Run") == 2 and f"`{'a' * 10}`" in page and f"`{'b' * 10}`" in page
+    assert "Curves of 2 runs on this machine" in page and page.count("Run 20") == 2   # no run line for the merge
     assert (tmp_path / "m" / "results" / "dp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
