@@ -333,3 +333,34 @@ def test_changes_code_reads_each_commit_of_a_real_history(tmp_path, monkeypatch)
     assert utility.pipeline_changed(added, doc) is False      # then only its docstring and a comment
     assert utility.pipeline_changed(doc, other) is True and utility.pipeline_changed(doc, other, "ddpm") is False
     assert utility.pipeline_changed(code, other) is False
+
+
+def _dp_curve(generator, size, epochs, ratios):
+    points = [{"epsilon": e, "ratio_vs_centralized": r} for e, r in zip(("inf", "1", "8"), ratios)]
+    return {"dataset": "digits", "generator": generator, "generator_size": size, "epochs": epochs,
+            "points": points}
+
+
+def _utility_row(generator, size, ratio):
+    return {"dataset": "digits", "partition": "pathological", "split": "pathological", "generator": generator,
+            "generator_size": size, "status": "measured", "ratio_vs_centralized": ratio,
+            "federatedfactory": {"accuracy": ratio}, "centralized": {"accuracy": 1.0},
+            "fedavg": {"accuracy": 0.1}, "meta": {}}
+
+
+def test_closing_note_compares_each_dp_family_with_its_utility_row_once(monkeypatch):
+    monkeypatch.setattr(utility, "pipeline_changed", lambda *a, **k: False)
+    dp_result = {"meta": {"settings": {"epochs": 10}},
+                 "curves": [_dp_curve("cvae", "default", 10, (0.79, 0.28, 0.86)),
+                            _dp_curve("cvae", "default", 50, (0.85, 0.63, 0.93)),
+                            _dp_curve("ddpm", "tiny", 50, (0.93, 0.06, 0.27))]}
+    u = {"meta": {}, "rows": [_utility_row("cvae", "default", 0.995), _utility_row("ddpm", "tiny", 0.60)]}
+    lines = run_all.headline({"utility": u, "dp": dp_result})
+    comparisons = [line for line in lines if line.startswith("Without DP")]
+    assert len(comparisons) == 2
+    cvae_at = max(i for i, line in enumerate(lines) if line.startswith("Privacy-utility, digits cvae"))
+    assert lines[cvae_at + 1].startswith("Without DP") and "0.995" in lines[cvae_at + 1]
+    # the shorter fit explains the drop only where the full budget beats every no-DP point
+    assert "shorter fit" in lines[cvae_at + 1]
+    ddpm_at = max(i for i, line in enumerate(lines) if line.startswith("Privacy-utility, digits ddpm tiny"))
+    assert "0.600" in lines[ddpm_at + 1] and "shorter fit" not in lines[ddpm_at + 1]
