@@ -53,12 +53,23 @@ def git_commit(repo: Path = REPO) -> dict[str, Any]:
     return {"commit": commit, "dirty": dirty}
 
 
+def cpu_capability() -> str | None:
+    """The CPU kernel path of this torch build on this host (``AVX512``, ``AVX2``, ...)."""
+    import torch
+
+    get = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
+    return get() if get else None
+
+
 def machine(device: str = "cpu") -> dict[str, Any]:
     import torch
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (math.nan,) * 3
     return {
         "cpu_model": cpu_model(),
+        # the SIMD kernels torch picked: the same code and seed give slightly different
+        # floats (and so accuracies) on hosts where this differs
+        "cpu_capability": cpu_capability(),
         "cores": os.cpu_count(),
         "load_average_1m": round(load[0], 2),
         "platform": platform.platform(),
@@ -87,7 +98,8 @@ def machine_line(m: dict[str, Any]) -> str:
     """One line naming the machine of a ``meta['machine']`` block."""
     dev = m.get("device", "cpu")
     gpu = f" ({m['gpu']})" if m.get("gpu") else ""
-    return (f"{m.get('cpu_model')}, {m.get('cores')} cores (load {m.get('load_average_1m')} at start), "
+    isa = f" ({m['cpu_capability']} kernels)" if m.get("cpu_capability") else ""
+    return (f"{m.get('cpu_model')}{isa}, {m.get('cores')} cores (load {m.get('load_average_1m')} at start), "
             f"torch {m.get('torch')}, {m.get('torch_threads')} torch thread(s), device {dev}{gpu}")
 
 

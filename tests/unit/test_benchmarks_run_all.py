@@ -364,3 +364,14 @@ def test_closing_note_compares_each_dp_family_with_its_utility_row_once(monkeypa
     assert "shorter fit" in lines[cvae_at + 1]
     ddpm_at = max(i for i, line in enumerate(lines) if line.startswith("Privacy-utility, digits ddpm tiny"))
     assert "0.600" in lines[ddpm_at + 1] and "shorter fit" not in lines[ddpm_at + 1]
+
+
+def test_machine_names_the_cpu_kernel_path_the_figures_ran_on():
+    from benchmarks import common
+
+    m = common.machine()
+    assert m["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert "AMD EPYC (AVX2 kernels), 2 cores" in common.machine_line({**m, "cpu_model": "AMD EPYC", "cores": 2,
+                                                                        "cpu_capability": "AVX2"})
+    # results written before the field existed still render, without a claim about their kernels
+    assert common.machine_line({"cpu_model": "AMD EPYC", "cores": 2}).startswith("AMD EPYC, 2 cores")
