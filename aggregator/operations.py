@@ -281,6 +281,7 @@ class Operations:
               data: tuple[torch.Tensor, torch.Tensor] | None = None) -> ClassifierResult:
         """Train a classifier on a live dataset; store its safetensors; log ``classifier.trained``."""
         from ffsecure import classifier as C
+        from ffsecure import synthesis
 
         start = time.perf_counter()
         settings = settings or C.TrainConfig()
@@ -311,7 +312,8 @@ class Operations:
                        "auroc": None if ev.auroc is None else round(ev.auroc, 6), "n": ev.n}
         modules = row.meta["modules"]
         config = {"architecture": arch, "model": model_cfg, **settings.to_dict(),
-                  "torch_version": torch.__version__, "torch_threads": threads}
+                  "torch_version": torch.__version__, "torch_threads": threads,
+                  "cpu_capability": synthesis.host_facts()["cpu_capability"]}
         served = {"architecture": arch, "num_classes": len(self.label_space), "image_shape": list(shape),
                   "class_names": self.label_space, "model": model_cfg}
         with self.lock:

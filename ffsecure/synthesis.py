@@ -177,6 +177,28 @@ def _device_type(device: Any) -> str:
     return torch.device(device).type
 
 
+def host_facts() -> dict[str, str]:
+    """What besides the recipe decides the sampled floats: torch's version and its CPU kernel path.
+
+    The same recipe and modules give the same bytes on hosts that agree on both; a host
+    with other SIMD kernels (``AVX2`` against ``AVX512``, say) rounds differently.
+    """
+    get = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
+    return {"torch": torch.__version__, "cpu_capability": str(get()) if get else "unknown"}
+
+
+def _host_hint(made_on: Any) -> tuple[str, str]:
+    """(what differs, what to do) when a regenerated dataset's hash differs from its recipe's."""
+    here = host_facts()
+    if isinstance(made_on, dict):
+        differs = [f"{k} {made_on.get(k)!s} there, {here[k]} here" for k in sorted(here) if made_on.get(k) != here[k]]
+        if differs:
+            return ("; the recipe was made on another kind of host (" + ", ".join(differs) + ")",
+                    "regenerate on a host with the recipe's torch version and CPU kernels, "
+                    "or synthesize a new dataset from the live modules on this host")
+    return "", "regenerate on the same device type and library version"
+
+
 def synthesize(
     sources: Iterable[ModuleSource],
     *,
@@ -209,6 +231,7 @@ def synthesize(
         "per_class": per_class,
         "image_shape": shape,
         "device_type": _device_type(device),
+        "host": host_facts(),
         "modules": [
             {"module_id": s.module_id, "weights_sha256": s.weights_sha256, "classes": sorted(s.classes),
              "family": s.generator.family}
@@ -257,8 +280,7 @@ def regenerate(recipe: dict[str, Any], sources: Iterable[ModuleSource], *, devic
     images, labels = _run(assignments, by_id, shape, device or recipe.get("device_type", "cpu"), progress)
     got = dataset_hash(images, labels)
     if not hmac.compare_digest(got, str(expected_hash)):
-        raise VerificationError(
-            "regenerated dataset differs from the recipe's dataset_sha256",
-            code="E_DATASET_MISMATCH", hint="regenerate on the same device type and library version",
-        )
+        why, hint = _host_hint(recipe.get("host"))
+        raise VerificationError(f"regenerated dataset differs from the recipe's dataset_sha256{why}",
+                                code="E_DATASET_MISMATCH", hint=hint)
     return SyntheticDataset(images=images, labels=labels, recipe=recipe, uncovered=list(recipe.get("uncovered", [])))

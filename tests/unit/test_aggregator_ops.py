@@ -70,6 +70,7 @@ def test_synthesize_records_lineage_and_a_regenerable_recipe(env):
     assert facts["seed"] == 7 and facts["per_class"] == 12
     assert facts["counts"] == {"zero": 12, "one": 12, "two": 12, "three": 12}
     assert "assignments" not in facts["recipe"]
+    assert facts["recipe"]["host"]["torch"] == torch.__version__  # signed into the ledger with the recipe
     row = store.get_artifact("dataset", ds.dataset_id)
     assert row.has_blob is False  # recipe only
     assert recipe_from_facts(facts) == row.meta["recipe"]
@@ -90,6 +91,7 @@ def test_train_publish_and_fetchable_metadata(env):
     assert facts["dataset_id"] == ds.dataset_id and facts["modules"] == ds.modules
     assert facts["config"]["seed"] == 3 and facts["config"]["epochs"] == 2 and facts["config"]["torch_threads"] == 1
     assert facts["config"]["model"]["arch"] == "cnn"
+    assert facts["config"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert 0.0 <= facts["metrics"]["accuracy"] <= 1.0 and facts["metrics"]["n"] == int(_eval_set().y.numel())
     with pytest.raises(FFSecureError) as err:
         ops.publish("clf-999999")

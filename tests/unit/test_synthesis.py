@@ -120,6 +120,28 @@ def test_regenerate_refuses_missing_or_swapped_modules(sources):
         S.regenerate(ds.recipe, impostor)
     assert info.value.code == "E_DATASET_MISMATCH"
 
+    # made here: the host is not the suspect, so the message does not blame it
+    assert "another kind of host" not in str(info.value)
+
+
+def test_recipe_records_the_host_and_a_mismatch_names_how_the_hosts_differ(sources):
+    ds = S.synthesize(sources, num_classes=K, per_class=2, seed=3)
+    assert ds.recipe["host"] == {"torch": torch.__version__,
+                                 "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    here = ds.recipe["host"]["cpu_capability"]
+    other = "AVX2" if here != "AVX2" else "AVX512"
+    # a recipe made on a host with other kernels whose bytes this host does not reproduce
+    foreign = {**ds.recipe, "host": {**ds.recipe["host"], "cpu_capability": other}, "dataset_sha256": "1" * 64}
+    with pytest.raises(VerificationError) as info:
+        S.regenerate(foreign, sources)
+    assert info.value.code == "E_DATASET_MISMATCH"
+    assert f"cpu_capability {other} there, {here} here" in str(info.value)
+    assert f"torch {torch.__version__} there" not in str(info.value)  # only what differs is named
+    assert "synthesize a new dataset" in info.value.hint
+    # the same recipe on its own host regenerates: the host fields change nothing else
+    again = S.regenerate({**ds.recipe}, sources)
+    assert S.dataset_hash(again.images, again.labels) == ds.recipe["dataset_sha256"]
+
 
 def test_dataset_hash_layout():
     images = torch.tensor([[[[0.5, -1.0]]]], dtype=torch.float32)  # (1, 1, 1, 2)
