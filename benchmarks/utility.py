@@ -308,6 +308,10 @@ REFACTORS = {
     "eaf9aad7d630068a88e437a447ba2cfd8d42d135":
         "train_site_generator holds simulate's per-site fit; same generator weights (SHA-256) and accuracy "
         "before and after for cvae and ddpm, pathological and Dirichlet (BreastMNIST, seed 3)",
+    "fd14f80293dfe763cf11f306a8d55fdeede09ae5":
+        "the synthesis recipe records the host kind and a mismatch names it; same synthetic dataset hash, "
+        "classifier SHA-256 and accuracy before and after for cvae and ddpm, pathological and Dirichlet "
+        "(digits, tiny, seed 3)",
 }
 
 
