@@ -252,14 +252,20 @@ def merge(shard_dirs: list[Path], out: Path = common.DEFAULT_OUT) -> dict[str, A
                        for p in parts)]
     cells, plan_skipped = plan_cells(plan, datasets)
     key = lambda r: (r["dataset"], r["partition"], r["alpha"], r["generator"], r.get("generator_size"))  # noqa: E731
-    measured = {key(r): r for p in parts for r in p["rows"] if r.get("status") == "measured"}
+    measured, source = {}, {}
+    for i, p in enumerate(parts):  # a later part's measurement of a cell replaces an earlier one's
+        for r in p["rows"]:
+            if r.get("status") == "measured":
+                measured[key(r)], source[key(r)] = r, i
     reasons = {key(r): r["reason"] for p in parts for r in p["rows"] if r.get("status") != "measured"}
     rows: list[dict[str, Any]] = []
     not_run = []
+    used: set[int] = set()
     for c in cells:
         k = (c.dataset, c.partition, c.alpha, c.generator, c.generator_size)
         if k in measured:
             rows.append(measured[k])
+            used.add(source[k])
         else:
             not_run.append((c, reasons.get(k, "no finished measurement: its process was stopped at the end of "
                                               "this run's time budget (2-core CPU shared with other work)")))
@@ -270,8 +276,12 @@ def merge(shard_dirs: list[Path], out: Path = common.DEFAULT_OUT) -> dict[str, A
     md = dict(first)
     md["settings"] = {**first["settings"], "shard": None, "datasets": datasets,
                       "merged_from": [p["meta"]["settings"]["shard"] for p in parts]}
-    # a part that is itself a merge contributes its own processes, not one
-    md["shards"] = [sh for p in parts for sh in (p["meta"].get("shards") or [
+    # a part that is itself a merge contributes its own processes, not one; a part whose
+    # every measured cell a later part measured again contributes none
+    superseded = {i for i, p in enumerate(parts)
+                  if i not in used and any(r.get("status") == "measured" for r in p["rows"])}
+    md["shards"] = [sh for i, p in enumerate(parts) if i not in superseded
+                    for sh in (p["meta"].get("shards") or [
         {"date": p["meta"]["date"], "git": p["meta"]["git"], "machine": p["meta"]["machine"],
          "shard": p["meta"]["settings"]["shard"]}])]
     result = {"meta": md, "rows": rows, "paper": PAPER}

@@ -375,3 +375,35 @@ def test_machine_names_the_cpu_kernel_path_the_figures_ran_on():
                                                                         "cpu_capability": "AVX2"})
     # results written before the field existed still render, without a claim about their kernels
     assert common.machine_line({"cpu_model": "AMD EPYC", "cores": 2}).startswith("AMD EPYC, 2 cores")
+
+
+def test_a_merge_drops_the_processes_whose_every_cell_was_measured_again(tmp_path):
+    run, _ = utility.plan_cells("cpu", ["digits"])
+    first_cell = run[0]
+
+    def part(name, date, measured):
+        md = utility.common.meta("utility", {"plan": "cpu", "datasets": ["digits"], "shard": [0, 3], "seed": 0,
+                                             "overrides": "none (ffsecure.simulate defaults)"})
+        md["date"] = date
+        rows = [{"dataset": c.dataset, "partition": c.partition, "alpha": c.alpha, "split": c.split,
+                 "generator": c.generator, "generator_size": c.generator_size, "status": "not run", "reason": "x"}
+                for c in run]
+        if measured:
+            m = {"accuracy": 0.9, "auroc": 0.99, "per_class_recall": None, "train_s": 1.0}
+            rows[0] = {**rows[0], "status": "measured", "date": date, "git": md["git"], "sites": 10,
+                       "federatedfactory": m, "centralized": m, "fedavg": m, "ratio_vs_centralized": 1.0,
+                       "timings": {}, "wall_s": 1.0, "site_generator_s": [], "settings": {},
+                       "baselines_from": "this run", "device": "cpu"}
+            assert (rows[0]["generator"], rows[0]["partition"]) == (first_cell.generator, first_cell.partition)
+        utility.common.write_result(tmp_path / name, "utility", {"meta": md, "rows": rows, "paper": utility.PAPER}, "")
+        return tmp_path / name
+
+    old = part("old", "2026-01-01T00:00:00Z", measured=True)
+    idle = part("idle", "2026-01-02T00:00:00Z", measured=False)  # measured nothing: nothing of it was replaced
+    new = part("new", "2026-02-01T00:00:00Z", measured=True)  # measures the old part's only cell again
+    merged = utility.merge([old, idle, new], tmp_path / "m")
+    assert [sh["date"] for sh in merged["meta"]["shards"]] == ["2026-01-02T00:00:00Z", "2026-02-01T00:00:00Z"]
+    assert next(r for r in merged["rows"] if r.get("status") == "measured")["date"] == "2026-02-01T00:00:00Z"
+    # without the newer measurement the old process stays on the page
+    kept = utility.merge([old, idle], tmp_path / "m2")
+    assert [sh["date"] for sh in kept["meta"]["shards"]] == ["2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"]
