@@ -100,7 +100,8 @@ def headline(results: dict[str, dict[str, Any] | None]) -> list[str]:
         lines += ["Why, as far as these runs show: the generators are the CPU-sized defaults of "
                   "`ffsecure simulate` (small cvae, minutes per site on a shared 2-core machine; the `ddpm` family "
                   "at full size needs a GPU and was not measured here), the classifier is a small CNN trained "
-                  "for a few epochs, and each figure is one seed. The paper trains diffusion generators on a GPU. "
+                  "for a few epochs, and each figure is one seed on one kind of host (a host with other CPU "
+                  "kernels moves a cell by a few points, like another seed: benchmarks/README.md). The paper trains diffusion generators on a GPU. "
                   "On MedMNIST the classifier trained on synthetic images transfers poorly to real ones when "
                   "every class comes from one site's generator (generator-specific texture is perfectly "
                   "correlated with the label); docs/simulate.md gives the diagnosis.", ""]
