@@ -53,12 +53,11 @@ def git_commit(repo: Path = REPO) -> dict[str, Any]:
     return {"commit": commit, "dirty": dirty}
 
 
-def cpu_capability() -> str | None:
+def cpu_capability() -> str:
     """The CPU kernel path of this torch build on this host (``AVX512``, ``AVX2``, ...)."""
-    import torch
+    from ffsecure.synthesis import host_facts
 
-    get = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
-    return get() if get else None
+    return host_facts()["cpu_capability"]
 
 
 def machine(device: str = "cpu") -> dict[str, Any]:
