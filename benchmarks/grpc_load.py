@@ -18,7 +18,8 @@ TLS 1.3, real store and ledger), with a federation built by
    wrong announced hash, which measures transfer + staging + hashing alone
    (the server refuses at the hash check).
 
-Writes ``<out>/grpc_load.json`` and ``<out>/grpc_load.md``.
+Writes ``<out>/grpc_load.json`` and ``<out>/grpc_load.md``, with the ``meta``
+block every benchmark result carries (machine, date, commit, command, settings).
 
     python -m benchmarks.grpc_load [--sites 200] [--out benchmarks/results] [--timeout 600]
 """
@@ -45,6 +46,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks import common  # noqa: E402
 from tests.federation_fixture import build_federation  # noqa: E402
 
 
@@ -294,7 +296,8 @@ def markdown(result: dict) -> str:
     lines = [
         "# gRPC load (loopback, mTLS, real `aggregator serve`)",
         "",
-        f"Machine: {result['machine']}. Run: `python -m benchmarks.grpc_load --sites {c['sites']}`.",
+        (common.meta_line(result["meta"]) if "meta" in result else f"Machine: {result['machine']}.")
+        + f" Run: `python -m benchmarks.grpc_load --sites {c['sites']}`.",
         "",
         f"## {c['sites']} sites uploading one {c['module_bytes'] / 1e6:.2f} MB module each, at once",
         "",
@@ -355,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(2)
+    settings = {"sites": args.sites, "memory_sizes_mb": args.memory_sizes, "timeout_s": args.timeout}
+    meta = common.meta("grpc_load", settings)  # machine load and date as the run starts
     with tempfile.TemporaryDirectory(prefix="ffsecure-grpc-load-") as tmp:
         concurrent = concurrent_uploads(Path(tmp) / "load", args.sites, args.timeout)
         large = large_upload(Path(tmp) / "large", args.timeout)
@@ -362,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                                 args.timeout)
     result = {
         "benchmark": "grpc_load",
+        "meta": meta,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "concurrent": concurrent,

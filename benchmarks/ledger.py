@@ -9,9 +9,10 @@ For logs of 10^3, 10^4, 10^5 (and 10^6 with ``--full``) entries it measures
 - inclusion-proof verification per second (RFC 9162 section 2.1.3.2),
 - inclusion and consistency proof sizes (hashes and bytes).
 
-Writes ``<out>/ledger.json`` and ``<out>/ledger.md``.
+Writes ``<out>/ledger.json`` and ``<out>/ledger.md``, with the ``meta`` block
+every benchmark result carries (machine, date, commit, command, settings).
 
-    python -m benchmarks.ledger [--full] [--out benchmarks/results]
+    python -m benchmarks.ledger [--full] [--sizes 1000,10000] [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from aggregator.home import LogSigner
 from aggregator.store import SQLiteStore
+from benchmarks import common
 from ffsecure.ledger import MemoryTree, leaf_hash, make_entry, open_checkpoint, verify_inclusion
 
 ORIGIN = "ffsecure.local/bench/log"
@@ -94,7 +96,7 @@ def to_markdown(result: dict) -> str:
     head = ("| entries | memory appends/s | SQLite bulk appends/s | SQLite durable appends/s | "
             "proofs generated/s | proofs verified/s | inclusion proof (hashes / bytes) | "
             "consistency proof (hashes) | database size |")
-    lines = [f"# Ledger benchmark\n", f"Machine: {result['machine']}. Command: `{result['command']}`.\n",
+    lines = [f"# Ledger benchmark\n", f"{common.meta_line(result['meta'])} Command: `{result['command']}`.\n",
              "Durable appends are one SQLite transaction each (WAL, synchronous=FULL); bulk appends are "
              "20,000 per transaction.\n", head, "|" + "---|" * 9]
     for r in rows:
@@ -110,20 +112,29 @@ def to_markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="include the 10^6-entry log")
+    parser.add_argument("--sizes", default="1000,10000,100000",
+                        help="log sizes, comma-separated (--full adds 1000000)")
     parser.add_argument("--out", default="benchmarks/results", help="output directory")
     parser.add_argument("--durable-appends", type=int, default=200)
     parser.add_argument("--proofs", type=int, default=2000)
     args = parser.parse_args(argv)
-    sizes = [10**3, 10**4, 10**5] + ([10**6] if args.full else [])
+    try:
+        sizes = [int(x) for x in args.sizes.split(",")] + ([10**6] if args.full else [])
+    except ValueError:
+        parser.error(f"--sizes wants whole numbers separated by commas, not {args.sizes!r}")
+    if any(n < 1 for n in sizes):
+        parser.error("--sizes must be positive")
+    settings = {"sizes": sizes, "durable_appends": args.durable_appends, "proofs": args.proofs}
+    meta = common.meta("ledger", settings)  # machine load and date as the run starts
     rng = random.Random(1)
     results = []
     for n in sizes:
         r = bench_size(n, durable_appends=args.durable_appends, proofs=args.proofs, rng=rng)
         print(json.dumps(r), flush=True)
         results.append(r)
-    result = {"benchmark": "ledger", "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
-              f"Python {platform.python_version()}", "command": "python -m benchmarks.ledger"
-              + (" --full" if args.full else ""), "results": results}
+    command = " ".join(["python -m benchmarks.ledger", *(sys.argv[1:] if argv is None else argv)])
+    result = {"benchmark": "ledger", "meta": meta,
+              "machine": common.machine_line(meta["machine"]), "command": command, "results": results}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ledger.json").write_text(json.dumps(result, indent=2) + "\n")

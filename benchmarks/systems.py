@@ -14,7 +14,9 @@ Measured in this run, side by side with what each is compared to:
   on the trained weights, so freshly initialised modules are used).
 
 Taken from the per-part benchmarks' own result files (too expensive to rerun
-here; each is labelled with the date and commit of the file):
+here; each is labelled with the date, commit and machine of its own run, from
+the file's ``meta`` block, or with the commit that last changed a file written
+before results carried one):
 
 - **upload**: ``benchmarks/results/grpc_load.json`` (mTLS gRPC upload vs a
   plain loopback socket copy; ``python -m benchmarks.grpc_load``);
@@ -201,12 +203,14 @@ def run(*, quick: bool = False, audit_entries: int = 100_000, rerun_ledger: bool
     else:
         part = part_result("ledger")
         result["ledger"] = ({"source": part["file"], "commit": part["commit"], "date": part["date"],
-                             "uncommitted": part["uncommitted"], "command": part["data"].get("command"),
+                             "uncommitted": part["uncommitted"], "meta": part["data"].get("meta"),
+                             "command": part["data"].get("command"),
                              "machine": part["data"].get("machine"), "rows": part["data"]["results"]}
                             if part else {"source": None, "rows": []})
     grpc = part_result("grpc_load")
     result["upload"] = ({"source": grpc["file"], "commit": grpc["commit"], "date": grpc["date"],
-                         "uncommitted": grpc["uncommitted"], "machine": grpc["data"].get("machine"),
+                         "uncommitted": grpc["uncommitted"], "meta": grpc["data"].get("meta"),
+                         "machine": grpc["data"].get("machine"),
                          "concurrent": grpc["data"].get("concurrent"), "large": grpc["data"].get("large")}
                         if grpc else {"source": None})
     common.write_result(out, "systems", result, to_markdown(result))
@@ -214,13 +218,17 @@ def run(*, quick: bool = False, audit_entries: int = 100_000, rerun_ledger: bool
 
 
 def _source(part: dict[str, Any]) -> str:
+    """Where a part's figures come from, as a sentence: this run, or a per-part file and its own run."""
     if not part.get("source"):
-        return "not available (run its benchmark first)"
+        return "Figures not available (run its benchmark first)."
     if part["source"] == "this run":
-        return "measured in this run"
+        return "Figures measured in this run."
+    if part.get("meta"):
+        # the file records its own run: name that run's date, commit and machine, not the commit of the file
+        return f"Figures from `{part['source']}`, measured on their own. {common.meta_line(part['meta'])}"
     note = ", with uncommitted changes" if part.get("uncommitted") else ""
-    return (f"from `{part['source']}` (committed {part.get('date')}, commit `{(part.get('commit') or '?')[:10]}`"
-            f"{note}; machine {part.get('machine')})")
+    return (f"Figures from `{part['source']}` (committed {part.get('date')}, commit "
+            f"`{(part.get('commit') or '?')[:10]}`{note}; machine {part.get('machine')}).")
 
 
 def to_markdown(result: dict[str, Any]) -> str:
@@ -232,7 +240,7 @@ def to_markdown(result: dict[str, Any]) -> str:
                           [[f"{r['size_mb']} MB", r["suite"], f"{r['hpke_mb_s']:.0f}", f"{r['aesgcm_mb_s']:.0f}",
                             f"{r['ratio']:.2f}", r["overhead_bytes"]] for r in result["envelope"]], "llrrrr"), ""]
     up = result["upload"]
-    lines += ["## Upload: mTLS gRPC vs plain loopback socket", "", f"Figures {_source(up)}.", ""]
+    lines += ["## Upload: mTLS gRPC vs plain loopback socket", "", _source(up), ""]
     if up.get("large"):
         lg, cc = up["large"], up.get("concurrent") or {}
         lines += [common.table(["path", "MB/s"], [
@@ -247,7 +255,7 @@ def to_markdown(result: dict[str, Any]) -> str:
                       f"{cc.get('uploads_per_s', 0):.1f} uploads/s, {cc.get('mb_per_s', 0):.1f} MB/s, "
                       f"p99 latency {cc.get('latency_p99_s', 0):.2f} s, {cc.get('errors')} errors.", ""]
     led = result["ledger"]
-    lines += ["## Ledger", "", f"Figures {_source(led)}.", ""]
+    lines += ["## Ledger", "", _source(led), ""]
     if led.get("rows"):
         lines += [common.table(
             ["entries", "memory appends/s", "SQLite bulk appends/s", "durable appends/s", "proofs generated/s",

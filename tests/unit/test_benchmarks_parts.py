@@ -1,0 +1,61 @@
+"""The per-part benchmarks (ledger, gRPC load) record their own run, and the systems page names it.
+
+The systems page shows the ledger and upload figures from these files rather than
+rerunning them, so each file must say when, at which commit and on which machine
+its figures were measured; the commit that last touched the file is not that.
+"""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks import common, ledger, systems
+
+
+def test_ledger_result_records_its_run_and_the_proof_sizes_of_its_logs(tmp_path):
+    result = ledger.main(["--sizes", "50,200", "--durable-appends", "3", "--proofs", "20", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "ledger.json").read_text())
+    assert saved == json.loads(json.dumps(result))
+    meta = saved["meta"]
+    assert meta["benchmark"] == "ledger"
+    assert meta["settings"] == {"sizes": [50, 200], "durable_appends": 3, "proofs": 20}
+    assert meta["git"]["commit"] == common.git_commit()["commit"]
+    assert meta["machine"]["cpu_capability"] == common.cpu_capability()
+    assert saved["command"] == "python -m benchmarks.ledger --sizes 50,200 --durable-appends 3 --proofs 20 --out " \
+        + str(tmp_path)
+    rows = {r["entries"]: r for r in saved["results"]}
+    assert sorted(rows) == [50, 200]
+    # an inclusion proof in a tree of n leaves holds at most ceil(log2 n) hashes of 32 bytes
+    assert rows[50]["inclusion_proof_hashes_max"] <= 6 and rows[200]["inclusion_proof_hashes_max"] <= 8
+    assert rows[200]["inclusion_proof_hashes_max"] >= 7
+    assert rows[200]["inclusion_proof_bytes_max"] == 32 * rows[200]["inclusion_proof_hashes_max"]
+    page = (tmp_path / "ledger.md").read_text()
+    assert common.meta_line(meta) in page and "| 200 |" in page
+
+
+def test_ledger_refuses_sizes_it_cannot_read(tmp_path, capsys):
+    for bad in ("ten", "0"):
+        try:
+            ledger.main(["--sizes", bad, "--out", str(tmp_path)])
+        except SystemExit as exc:
+            assert exc.code == 2
+        else:
+            raise AssertionError(f"--sizes {bad} was accepted")
+        assert "--sizes" in capsys.readouterr().err
+    assert not (tmp_path / "ledger.json").exists()
+
+
+def test_systems_page_names_the_run_of_a_part_file_not_the_commit_of_the_file(tmp_path, monkeypatch):
+    ledger.main(["--sizes", "20", "--durable-appends", "2", "--proofs", "5", "--out", str(tmp_path)])
+    monkeypatch.setattr(systems, "PARTS_DIR", tmp_path)
+    part = systems.part_result("ledger")
+    meta = part["data"]["meta"]
+    line = systems._source({"source": part["file"], "commit": part["commit"], "date": part["date"], "meta": meta})
+    assert line.startswith("Figures from `benchmarks/results/ledger.json`, measured on their own.")
+    assert meta["date"] in line and meta["git"]["commit"][:10] in line
+    assert f"({meta['machine']['cpu_capability']} kernels)" in line
+    # a file written before results carried a meta block is labelled by the commit that last changed it
+    old = systems._source({"source": "benchmarks/results/ledger.json", "commit": "b81f120c4b" + "0" * 30,
+                           "date": "2026-11-22T22:22:44+00:00", "machine": "x86_64, 2 CPU cores"})
+    assert "committed 2026-11-22T22:22:44+00:00, commit `b81f120c4b`" in old
+    assert systems._source({"source": None}).startswith("Figures not available")
