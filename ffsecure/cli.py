@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import click
-
-from ffsecure import __version__
-from ffsecure.clitools import LazyGroup, setup_logging
+from ffsecure.clitools import program_group
 
 COMMANDS = {
     "simulate": "ffsecure.commands.simulate:simulate",
@@ -15,16 +12,9 @@ COMMANDS = {
     "demo": "ffsecure.commands.demo:demo",
 }
 
-
-@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="ffsecure")
-@click.option("--log-level", default="WARNING", show_default=True, help="Logging level.")
-@click.option("--log-json", is_flag=True, help="Log one JSON object per line.")
-@click.pass_context
-def cli(ctx: click.Context, log_level: str, log_json: bool) -> None:
-    """ffsecure: one-shot generative federated learning, signed, sealed and auditable."""
-    ctx.ensure_object(dict)
-    setup_logging(log_level, json_lines=log_json)
+cli = program_group("ffsecure", COMMANDS,
+                    "ffsecure: one-shot generative federated learning, signed, sealed and auditable.",
+                    log_level="WARNING")
 
 
 def main() -> None:

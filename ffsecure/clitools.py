@@ -54,6 +54,28 @@ class LazyGroup(click.Group):
             ctx.exit(EXIT_ERROR)
 
 
+def program_group(prog_name: str, commands: dict[str, str], help_text: str, *,
+                  log_level: str = "INFO") -> LazyGroup:
+    """The root group of one of the programs: its lazy sub-commands, ``--version`` and the logging options.
+
+    All three programs take ``--log-level`` and ``--log-json`` before the sub-command and
+    answer ``-h``; only the name, the sub-commands, the help line and the default level differ.
+    """
+    from ffsecure import __version__
+
+    @click.group(name=prog_name, cls=LazyGroup, lazy=commands, help=help_text,
+                 context_settings={"help_option_names": ["-h", "--help"]})
+    @click.version_option(__version__, prog_name=prog_name)
+    @click.option("--log-level", default=log_level, show_default=True, help="Logging level.")
+    @click.option("--log-json", is_flag=True, help="Log one JSON object per line.")
+    @click.pass_context
+    def group(ctx: click.Context, log_level: str, log_json: bool) -> None:
+        ctx.ensure_object(dict)
+        setup_logging(log_level, json_lines=log_json)
+
+    return group
+
+
 def report_error(exc: FFSecureError, *, as_json: bool = False) -> None:
     logging.getLogger("ffsecure").debug("command failed: %s", exc)
     if as_json:
