@@ -27,6 +27,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ffsecure.errors import ConfigError
+from ffsecure.files import write_secret_file
 from ffsecure.ledger.checkpoint import Checkpoint, encode_signer_key, make_vkey, parse_signer_key, sign_checkpoint
 
 KEK_PREFIX = "ffsecure-kek-v1:"
@@ -99,36 +100,13 @@ class AggregatorHome:
             os.chmod(d, 0o700)
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_private_file(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600 holding ``data``; refuse to overwrite.
-
-    Written to a temporary 0600 file, fsynced, then hard-linked to its name
-    (which fails if the name exists) and the directory fsynced.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    """Create ``path`` with mode 0600 holding ``data``, durably; refuse to overwrite."""
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise ConfigError(f"{path} already exists; a key is never overwritten",
-                              code="E_KEY_EXISTS", hint="move the old key away first if you mean to replace it")
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+        write_secret_file(path, data, overwrite=False)
+    except FileExistsError:
+        raise ConfigError(f"{path} already exists; a key is never overwritten",
+                          code="E_KEY_EXISTS", hint="move the old key away first if you mean to replace it")
 
 
 def read_private_file(path: Path) -> bytes:

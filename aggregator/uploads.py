@@ -31,6 +31,7 @@ from pathlib import Path
 
 from ffsecure import canonical
 from ffsecure.errors import FFSecureError
+from ffsecure.files import fsync_dir
 from aggregator.grpc_errors import RequestError
 
 UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -77,14 +78,6 @@ def _disk_error(exc: OSError, doing: str) -> FFSecureError:
     return disk_error(exc, doing)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_state(directory: Path, state: UploadState) -> None:
     tmp = directory / "state.json.tmp"
     data = canonical.dumps(asdict(state))
@@ -95,7 +88,7 @@ def _write_state(directory: Path, state: UploadState) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, directory / "state.json")
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
 
 def _read_state(directory: Path) -> UploadState | None:

@@ -209,7 +209,7 @@ def b64decode(text: str, what: str = "value") -> bytes:
 
 def write_key_file(path: str | Path, private_bytes: bytes, suite: str = DEFAULT_SUITE) -> None:
     """Write an HPKE private key file (canonical JSON, mode 0600)."""
-    from ffsecure.pki import write_secret_file
+    from ffsecure.files import write_secret_file
 
     public = public_from_private(private_bytes, suite)
     record = {"v": 1, "suite": suite, "private_key": b64encode(private_bytes),

@@ -30,7 +30,6 @@ import datetime as dt
 import hashlib
 import os
 import re
-import secrets
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ffsecure import canonical
 from ffsecure.errors import ConfigError, FFSecureError, FormatError, VerificationError
+from ffsecure.files import write_secret_file
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 URI_SCHEME = "ffsecure://"
@@ -313,22 +313,6 @@ def write_private_key(path: str | os.PathLike, key, passphrase: bytes | None = N
            else serialization.NoEncryption())
     data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
     write_secret_file(path, data)
-
-
-def write_secret_file(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` with mode 0600 (never briefly readable by others)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_public_file(path: str | os.PathLike, data: bytes) -> None:

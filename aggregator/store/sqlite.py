@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from aggregator.home import AggregatorHome, LogSigner, fsync_dir
+from aggregator.home import AggregatorHome, LogSigner
 from aggregator.store import sealing
 from aggregator.store.base import (
     ARTIFACT_STATUSES,
@@ -45,6 +45,7 @@ from aggregator.store.base import (
 from aggregator.store.sqlite_evaluations import EVALUATIONS_SCHEMA, EvaluationsMixin
 from ffsecure import canonical
 from ffsecure.errors import ConfigError, FormatError, LedgerError, NotFoundError, StoreError
+from ffsecure.files import fsync_dir
 from ffsecure.ledger.checkpoint import Checkpoint, open_checkpoint
 from ffsecure.ledger.entries import entry_bytes, make_entry, utc_now, validate_entry
 from ffsecure.ledger.merkle import (
