@@ -160,7 +160,45 @@ def headline(results: dict[str, dict[str, Any] | None]) -> list[str]:
             f"FedAvg {common.human_bytes(r['fedavg_total_bytes'])} over {r['fedavg_rounds']} rounds"
             for r in rows) + ".")
         lines.append("")
+    lines += systems_headline(results.get("systems"))
     return lines
+
+
+def systems_headline(sy: dict[str, Any] | None) -> list[str]:
+    """The systems figures of the closing note, each beside what it is compared with."""
+    if not sy:
+        return []
+    parts = []
+    env = sy.get("envelope") or []
+    if env:
+        ratios = [r["ratio"] for r in env]
+        parts.append(f"HPKE seal + open runs at {min(ratios):.2f}-{max(ratios):.2f} of plain AES-256-GCM's "
+                     f"throughput on the same bytes ({len(env)} size/suite pairs, "
+                     f"{min(r['overhead_bytes'] for r in env)}-{max(r['overhead_bytes'] for r in env)} bytes "
+                     "of envelope overhead)")
+    large = (sy.get("upload") or {}).get("large")
+    if large:
+        parts.append(f"a {large['bytes'] / common.MB:.1f} MB module uploads over mTLS end to end at "
+                     f"{large['mtls_upload_mb_per_s']:.1f} MB/s against {large['socket_file_mb_per_s']:.1f} MB/s "
+                     f"for a plain loopback socket into a file (ratio {large['ratio_upload_vs_socket_file']:.3f})")
+    cc = (sy.get("upload") or {}).get("concurrent")
+    if cc:
+        parts.append(f"{cc.get('completed')} of {cc.get('sites')} sites uploaded at once with "
+                     f"{cc.get('errors')} errors (p99 latency {cc.get('latency_p99_s', 0):.2f} s)")
+    ledger_rows = (sy.get("ledger") or {}).get("rows") or []
+    if ledger_rows:
+        big = max(ledger_rows, key=lambda r: r["entries"])
+        parts.append(f"a ledger of {big['entries']:,} entries takes {big['sqlite_durable_appends_per_s']:,} "
+                     f"durable appends/s and gives {big['inclusion_proofs_per_s']:,} inclusion proofs/s of "
+                     f"{big['inclusion_proof_bytes_max']} bytes, verified at "
+                     f"{big['inclusion_verifications_per_s']:,}/s")
+    a = sy.get("audit")
+    if a and a.get("cli_rc") == 0:
+        parts.append(f"`ffsecure audit verify` checks a {a['entries']:,}-entry bundle in {a['cli_verify_s']:.1f} s "
+                     f"(the library's log verifier alone: {a['library_verify_s']:.1f} s)")
+    if not parts:
+        return []
+    return ["Systems: " + "; ".join(parts) + ".", ""]
 
 
 def render(out: Path) -> Path:

@@ -407,3 +407,22 @@ def test_a_merge_drops_the_processes_whose_every_cell_was_measured_again(tmp_pat
     # without the newer measurement the old process stays on the page
     kept = utility.merge([old, idle], tmp_path / "m2")
     assert [sh["date"] for sh in kept["meta"]["shards"]] == ["2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"]
+
+
+def test_closing_note_quotes_the_systems_figures_beside_what_they_are_compared_with(quick_out):
+    s = _load(quick_out, "systems")
+    text = (quick_out / "RESULTS.md").read_text()
+    note = text[text.index("## Closing note"):]
+    line = next(ln for ln in note.splitlines() if ln.startswith("Systems: "))
+    env = s["envelope"][0]
+    assert f"{env['ratio']:.2f}-{env['ratio']:.2f} of plain AES-256-GCM" in line
+    assert f"{env['overhead_bytes']}-{env['overhead_bytes']} bytes" in line
+    led = s["ledger"]["rows"][-1]
+    assert f"a ledger of {led['entries']:,} entries takes {led['sqlite_durable_appends_per_s']:,} durable" in line
+    a = s["audit"]
+    assert f"checks a {a['entries']:,}-entry bundle in {a['cli_verify_s']:.1f} s" in line
+    # an upload part read from the per-part file is quoted with its ratio; without one nothing is made up
+    up = s["upload"].get("large")
+    assert (f"(ratio {up['ratio_upload_vs_socket_file']:.3f})" in line) if up else ("mTLS" not in line)
+    assert run_all.systems_headline(None) == []
+    assert run_all.systems_headline({"envelope": [], "upload": {}, "ledger": {"rows": []}}) == []
