@@ -40,14 +40,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# benchmark outputs: a run that follows another finds these rewritten, which says nothing about its code
+RESULT_PATHS = ("benchmarks/results", "benchmarks/RESULTS.md")
+
+
 def git_commit(repo: Path = REPO) -> dict[str, Any]:
-    """The commit the benchmark ran on and whether tracked files differed from it."""
+    """The commit the benchmark ran on and whether tracked files (other than results) differed from it."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=30,
                               check=True).stdout.strip()
     try:
         commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                         *(f":(exclude){p}" for p in RESULT_PATHS)))
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     return {"commit": commit, "dirty": dirty}

@@ -59,3 +59,25 @@ def test_systems_page_names_the_run_of_a_part_file_not_the_commit_of_the_file(tm
                            "date": "2026-11-22T22:22:44+00:00", "machine": "x86_64, 2 CPU cores"})
     assert "committed 2026-11-22T22:22:44+00:00, commit `b81f120c4b`" in old
     assert systems._source({"source": None}).startswith("Figures not available")
+
+
+def test_a_run_after_another_is_not_dirty_for_the_results_the_first_wrote(tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "benchmarks" / "results" / "ledger.json").write_text("{}\n")
+    (tmp_path / "benchmarks" / "RESULTS.md").write_text("# Results\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "first")
+    head = common.git_commit(tmp_path)
+    assert head["dirty"] is False and len(head["commit"]) == 40
+    (tmp_path / "benchmarks" / "results" / "ledger.json").write_text('{"rows": []}\n')
+    (tmp_path / "benchmarks" / "RESULTS.md").write_text("# Results, regenerated\n")
+    assert common.git_commit(tmp_path) == head
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert common.git_commit(tmp_path) == {"commit": head["commit"], "dirty": True}
