@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ffsecure import pki
-from ffsecure.errors import FFSecureError, NotFoundError
+from ffsecure.errors import FFSecureError, FormatError, NotFoundError
 from ffsecure.package import check_module_id
 
 STATUSES = ("trained", "sealed", "registered", "refused", "deleted")
@@ -68,6 +68,20 @@ class ModuleRecord:
     def from_dict(cls, obj: dict) -> "ModuleRecord":
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in obj.items() if k in known})
+
+    @classmethod
+    def read(cls, path: Path) -> "ModuleRecord":
+        """Read ``module.json``; a damaged file raises ``E_STATE_CORRUPT`` naming it."""
+        try:
+            obj = json.loads(Path(path).read_text())
+            if not isinstance(obj, dict):
+                raise TypeError("not a JSON object")
+            return cls.from_dict(obj)
+        except (UnicodeDecodeError, ValueError, TypeError) as exc:
+            raise FormatError(f"module record {path} is damaged: {exc}", code="E_STATE_CORRUPT",
+                              hint="restore it from the site's backup, or move its folder out of STATE/modules "
+                                   "to go on without it; the aggregator's ledger still holds what was "
+                                   "registered") from None
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -165,7 +179,7 @@ class StateDir:
         if not path.exists():
             raise NotFoundError(f"module {module_id} is not in {self.modules_dir}",
                                 hint="`site-node status` lists this site's modules")
-        return ModuleRecord.from_dict(json.loads(path.read_text()))
+        return ModuleRecord.read(path)
 
     def modules(self) -> list[ModuleRecord]:
         if not self.modules_dir.is_dir():
@@ -173,7 +187,7 @@ class StateDir:
         out = []
         for d in sorted(self.modules_dir.iterdir()):
             if (d / "module.json").exists():
-                out.append(ModuleRecord.from_dict(json.loads((d / "module.json").read_text())))
+                out.append(ModuleRecord.read(d / "module.json"))
         return sorted(out, key=lambda r: (r.created_at, r.module_id))
 
     # -- small records ---------------------------------------------------------

@@ -134,7 +134,7 @@ def _b64(data: bytes) -> str:
 
 def status_report(state: StateDir, client) -> dict[str, Any]:
     """Today's checkpoint checked against the stored one, and every registered entry proven in it."""
-    from site_node.client import UploadReceipt
+    from site_node.client import UploadReceipt, state_corrupt, verify_receipt
 
     stored = state.read_checkpoint()
     note, _ = client.get_checkpoint()
@@ -146,6 +146,12 @@ def status_report(state: StateDir, client) -> dict[str, Any]:
                                 "classes": r.classes, "epsilon": (r.train.get("dp") or {}).get("epsilon")}
         if r.receipt:
             receipt = UploadReceipt.from_dict(r.receipt)
+            try:  # checked when it arrived: if it no longer verifies, the file changed here, not the log
+                verify_receipt(receipt, log_vkey=client.log_vkey, log_origin=client.log_origin,
+                               module_id=r.module_id)
+            except LedgerError as exc:
+                raise state_corrupt(f"it no longer verifies against its own signed checkpoint ({exc.message})",
+                                    what=f"the stored receipt of module {r.module_id}") from None
             item["index"] = receipt.index
             if receipt.index < cp.size:
                 hashes, entry = client.get_inclusion_proof(receipt.index, cp.size)

@@ -334,6 +334,47 @@ def test_status_raises_the_alarm_when_the_aggregator_rewrites_its_log(fed, tmp_p
         agg.stop()
 
 
+def test_status_tells_a_damaged_local_receipt_from_a_rewritten_log(fed, tmp_path):
+    import base64
+
+    agg = InProcessAggregator(fed, free_port()).start()
+    try:
+        cfg = write_site_config(tmp_path, "st-a", agg.address, [0, 1])
+        site_cfg, t, record = setup_site_in_process(fed, cfg)
+        upload_in_process(site_cfg, t)
+        assert site_json("status", "--config", cfg)["modules"][0]["included"] is True
+        path = tmp_path / "st-a" / "state" / "modules" / record.module_id / "module.json"
+        good = path.read_text()
+
+        def status_error(text: str) -> dict:
+            path.write_text(text)
+            proc = site_node("status", "--config", cfg, "--json", check=False)
+            assert proc.returncode == 1, (proc.stdout, proc.stderr)
+            return json.loads(proc.stderr.strip().splitlines()[-1])["error"]
+
+        # an entry that still decodes, but not to what the log signed: the file changed here, the log did not
+        rec = json.loads(good)
+        entry = base64.b64decode(rec["receipt"]["entry"])
+        rec["receipt"]["entry"] = base64.b64encode(entry.replace(b"module.registered", b"module.registerex")).decode()
+        error = status_error(json.dumps(rec))
+        assert error["code"] == "E_STATE_CORRUPT", error
+        assert f"stored receipt of module {record.module_id}" in error["message"]
+        assert "no longer verifies against its own signed checkpoint" in error["message"]
+        assert "backup" in error["hint"] and "ALARM" not in error["hint"]
+        # a character outside the alphabet is refused, not skipped by a lenient decoder
+        rec["receipt"]["entry"] = "!" + json.loads(good)["receipt"]["entry"]
+        error = status_error(json.dumps(rec))
+        assert error["code"] == "E_STATE_CORRUPT" and "entry is not canonical base64" in error["message"]
+        # a record that is not JSON at all names its file
+        error = status_error(good[: len(good) // 2])
+        assert error["code"] == "E_STATE_CORRUPT" and str(path) in error["message"]
+        # restored from backup, status checks it against the log again
+        path.write_text(good)
+        assert site_json("status", "--config", cfg)["modules"][0]["included"] is True
+    finally:
+        agg.stop()
+
+
 def test_daemon_trains_on_new_data_survives_downtime_and_stops_on_sigterm(fed, tmp_path):
     agg = InProcessAggregator(fed, free_port())  # not started: the daemon first meets a dead aggregator
     cfg = write_site_config(tmp_path, "st-a", agg.address, [0, 1, 2], attempts=2)
