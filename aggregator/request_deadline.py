@@ -12,7 +12,8 @@ request-streaming one instead (on the wire a unary request is a stream of one
 message, so clients see no difference): ``unary_unary`` becomes
 ``stream_unary`` and ``unary_stream`` becomes ``stream_stream``, with the same
 deserializer and serializer. The wrapper reads the one message itself under a
-timer of ``server.request_deadline_s``; when the timer fires first it logs the
+deadline of ``server.request_deadline_s`` (kept by the server's
+:class:`~aggregator.watchdog.Watchdog`); when the timer fires first it logs the
 refusal (``E_DEADLINE`` with the peer identity) and cancels the call, which
 frees the worker (the client sees ``CANCELLED``). Zero messages, or more than
 one, are refused with ``E_REQUEST_FORMAT`` (INVALID_ARGUMENT). Then the
@@ -30,6 +31,7 @@ from typing import Any, Callable
 import grpc
 
 from aggregator.grpc_errors import RequestError, abort_with, log_refusal
+from aggregator.watchdog import Watchdog
 
 AGGREGATOR_PREFIX = "ffsecure.v1.Aggregator/"
 
@@ -47,11 +49,12 @@ def _method_name(full: str) -> str:
 class RequestDeadlineInterceptor(grpc.ServerInterceptor):
     """Read a unary call's request under a server-side deadline (see the module docstring)."""
 
-    def __init__(self, limit_s: float, peer_name: PeerName):
+    def __init__(self, limit_s: float, peer_name: PeerName, watchdog: Watchdog | None = None):
         if not limit_s > 0:
             raise ValueError("the request deadline must be positive")
         self.limit_s = float(limit_s)
         self.peer_name = peer_name
+        self.watchdog = watchdog if watchdog is not None else Watchdog(name="request-deadline")
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
@@ -106,9 +109,7 @@ class RequestDeadlineInterceptor(grpc.ServerInterceptor):
                 hint="send the request as soon as the call is open"), method=method, peer=self._peer(context))
             context.cancel()  # wakes the blocked read below and frees this worker
 
-        timer = threading.Timer(limit, expire)
-        timer.daemon = True
-        timer.start()
+        timer = self.watchdog.after(limit, expire)
         try:
             first = next(request_iterator, _NOTHING)  # RpcError when cancelled (by the timer or the client)
             second = _NOTHING if first is _NOTHING else next(request_iterator, _NOTHING)

@@ -177,7 +177,8 @@ class RunningServer:
             # Every unary-request method (health included) reads its request under
             # server.request_deadline_s, so a client that never sends it cannot hold a worker.
             interceptors=[RequestDeadlineInterceptor(cfg.server.request_deadline_s,
-                                                     runtime.deps.authenticator.unverified_name)],
+                                                     runtime.deps.authenticator.unverified_name,
+                                                     runtime.deps.watchdog)],
         )
         pb_grpc.add_AggregatorServicer_to_server(AggregatorService(runtime.deps), self.server)
         self.health = health.HealthServicer(experimental_non_blocking=True)
@@ -206,6 +207,7 @@ class RunningServer:
         log.info("draining (grace %.1f s)", grace, extra={"event": "draining", "grace_s": grace})
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        self.runtime.deps.watchdog.close()
         self.runtime.close()
         try:
             self.runtime.config.port_file.unlink()

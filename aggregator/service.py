@@ -15,7 +15,7 @@ import functools
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import grpc
@@ -31,6 +31,7 @@ from aggregator.ratelimit import RateLimiter
 from aggregator.registration import Registrar, StoreReceipt, check_module_id, receipt_for_module
 from aggregator.site_reports import record_evaluation
 from aggregator.uploads import UploadStaging, check_upload_id
+from aggregator.watchdog import Watchdog
 
 log = logging.getLogger("aggregator.service")
 
@@ -63,6 +64,8 @@ class ServiceDeps:
     max_concurrent_verifications: int = 2
     max_chunk_bytes: int = 1 << 20
     deleter: Deleter = store_delete
+    # fires the upload and download deadlines of every call from one thread
+    watchdog: Watchdog = field(default_factory=lambda: Watchdog(name="call-deadlines"))
 
     @property
     def store(self) -> Any:
@@ -176,9 +179,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             expired.set()
             context.cancel()
 
-        watchdog = threading.Timer(self.deps.upload_deadline_s, expire)
-        watchdog.daemon = True
-        watchdog.start()
+        watchdog = self.deps.watchdog.after(self.deps.upload_deadline_s, expire)
         try:
             for chunk in request_iterator:
                 if expired.is_set() or time.monotonic() > deadline:
@@ -346,7 +347,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
 
         gRPC sends a server stream from a worker thread that blocks while the client's
         HTTP/2 flow-control window is full; a client that opens the stream and stops reading
-        would hold that worker for ever. A timer cancels the call at the bound (which also
+        would hold that worker for ever. The server's watchdog cancels the call at the bound (which also
         unblocks the pending send) and logs the refusal as E_DEADLINE; it is cancelled as
         soon as the stream ends, normally or not. (The handler has returned by then, so the
         refusal is logged here, not by ``_rpc``; the client sees CANCELLED.)
@@ -359,9 +360,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                 hint="read the stream as it comes; fetch again"), method=method, peer=peer.identity.uri)
             context.cancel()
 
-        watchdog = threading.Timer(limit, expire)
-        watchdog.daemon = True
-        watchdog.start()
+        watchdog = self.deps.watchdog.after(limit, expire)
         if not context.add_callback(watchdog.cancel):  # the call already ended
             watchdog.cancel()
 
