@@ -50,6 +50,10 @@ from benchmarks import common  # noqa: E402
 from tests.federation_fixture import build_federation  # noqa: E402
 
 
+# server.max_workers of the concurrent phase: calls beyond it wait in gRPC's queue
+CONCURRENT_WORKERS = 32
+
+
 class Server:
     """``aggregator serve`` in a child process, with its RSS sampled while it runs."""
 
@@ -70,6 +74,7 @@ class Server:
         self.address = f"127.0.0.1:{int(self.port_file.read_text())}"
         self.ps = psutil.Process(self.proc.pid)
         self.peak_rss = self.base_rss = self.ps.memory_info().rss
+        self.peak_threads = self.base_threads = self.ps.num_threads()
         self._stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._sampler.start()
@@ -78,11 +83,13 @@ class Server:
         while not self._stop.wait(0.05):
             try:
                 self.peak_rss = max(self.peak_rss, self.ps.memory_info().rss)
+                self.peak_threads = max(self.peak_threads, self.ps.num_threads())
             except psutil.Error:
                 return
 
     def reset_peak(self) -> None:
         self.peak_rss = self.base_rss = self.ps.memory_info().rss
+        self.peak_threads = self.base_threads = self.ps.num_threads()
 
     def stop(self) -> None:
         self._stop.set()
@@ -107,7 +114,7 @@ def percentile(values: list[float], q: float) -> float:
 def concurrent_uploads(root: Path, n_sites: int, timeout: float) -> dict:
     sites = [f"site-{i:03d}" for i in range(n_sites)]
     fed = build_federation(root, sites=sites, image_shape=(3, 64, 64), labels=[f"c{i}" for i in range(10)],
-                           max_workers=32, chunk_bytes=1 << 20, commit_every_bytes=4 << 20,
+                           max_workers=CONCURRENT_WORKERS, chunk_bytes=1 << 20, commit_every_bytes=4 << 20,
                            calls_per_second=100.0, call_burst=200, uploads_per_minute=60.0, upload_burst=10)
     packages = {s: fed.make_package(s, classes=[i % 10]) for i, s in enumerate(sites)}
     module_bytes = len(next(iter(packages.values()))[0])
@@ -154,6 +161,9 @@ def concurrent_uploads(root: Path, n_sites: int, timeout: float) -> dict:
             "latency_max_s": max(lat) if lat else float("nan"),
             "server_rss_before_mb": srv.base_rss / 1e6,
             "server_rss_peak_mb": srv.peak_rss / 1e6,
+            "server_threads_before": srv.base_threads,
+            "server_threads_peak": srv.peak_threads,
+            "server_max_workers": CONCURRENT_WORKERS,
         }
     finally:
         srv.stop()
@@ -301,10 +311,12 @@ def markdown(result: dict) -> str:
         "",
         f"## {c['sites']} sites uploading one {c['module_bytes'] / 1e6:.2f} MB module each, at once",
         "",
-        "| uploads/s | MB/s | p50 latency (s) | p99 latency (s) | max (s) | errors | server RSS before / peak (MB) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| uploads/s | MB/s | p50 latency (s) | p99 latency (s) | max (s) | errors | server RSS before / peak (MB) "
+        "| server threads before / peak |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
         f"| {c['uploads_per_s']:.1f} | {c['mb_per_s']:.1f} | {c['latency_p50_s']:.2f} | {c['latency_p99_s']:.2f} "
-        f"| {c['latency_max_s']:.2f} | {c['errors']} | {c['server_rss_before_mb']:.0f} / {c['server_rss_peak_mb']:.0f} |",
+        f"| {c['latency_max_s']:.2f} | {c['errors']} | {c['server_rss_before_mb']:.0f} / {c['server_rss_peak_mb']:.0f} "
+        f"| {c.get('server_threads_before', '?')} / {c.get('server_threads_peak', '?')} |",
         "",
         f"## One large upload ({big['bytes'] / 1e6:.1f} MB) against a plain loopback socket",
         "",
