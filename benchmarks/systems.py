@@ -253,7 +253,10 @@ def to_markdown(result: dict[str, Any]) -> str:
             lines += [f"Concurrent: {cc.get('completed')} of {cc.get('sites')} sites uploaded one "
                       f"{cc.get('module_bytes', 0) / 1e6:.2f} MB module each at once: "
                       f"{cc.get('uploads_per_s', 0):.1f} uploads/s, {cc.get('mb_per_s', 0):.1f} MB/s, "
-                      f"p99 latency {cc.get('latency_p99_s', 0):.2f} s, {cc.get('errors')} errors.", ""]
+                      f"p99 latency {cc.get('latency_p99_s', 0):.2f} s, {cc.get('errors')} errors"
+                      + (f"; the server peaked at {cc['server_threads_peak']} threads with "
+                         f"{cc.get('server_max_workers')} workers" if cc.get("server_threads_peak") else "")
+                      + ".", ""]
     led = result["ledger"]
     lines += ["## Ledger", "", _source(led), ""]
     if led.get("rows"):

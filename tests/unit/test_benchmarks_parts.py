@@ -81,3 +81,24 @@ def test_a_run_after_another_is_not_dirty_for_the_results_the_first_wrote(tmp_pa
     assert common.git_commit(tmp_path) == head
     (tmp_path / "code.py").write_text("x = 2\n")
     assert common.git_commit(tmp_path) == {"commit": head["commit"], "dirty": True}
+
+
+def test_systems_page_quotes_the_servers_thread_peak_when_the_upload_part_has_it():
+    meta = common.meta("systems", {"envelope": {"repeat": 1}})
+    cc = {"completed": 200, "sites": 200, "module_bytes": 2_160_000, "uploads_per_s": 20.0, "mb_per_s": 43.2,
+          "latency_p99_s": 9.5, "errors": 0}
+    large = {"bytes": 17_100_000, "mtls_upload_mb_per_s": 90.0, "mtls_transfer_only_mb_per_s": 280.0,
+             "socket_file_mb_per_s": 950.0, "socket_memory_mb_per_s": 3600.0}
+    result = {"meta": meta, "envelope": [], "ledger": {"source": None},
+              "upload": {"source": "benchmarks/results/grpc_load.json", "meta": meta, "concurrent": cc,
+                         "large": large},
+              "audit": {"entries": 10, "bundle_bytes": 100, "checkpoints": 1, "build_s": 0.1, "export_s": 0.1,
+                        "library_verify_s": 0.5, "verifier": "library"},
+              "synthesis": []}
+
+    def concurrent_line():
+        return next(ln for ln in systems.to_markdown(result).splitlines() if ln.startswith("Concurrent: "))
+
+    assert concurrent_line().endswith("p99 latency 9.50 s, 0 errors.")  # a file from before threads were sampled
+    cc.update(server_threads_peak=44, server_max_workers=32)
+    assert concurrent_line().endswith("0 errors; the server peaked at 44 threads with 32 workers.")
