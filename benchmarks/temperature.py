@@ -115,6 +115,8 @@ def run(*, dataset: str = "breastmnist", temperatures=TEMPERATURES, seeds=SEEDS,
         per_class, clf_epochs, min_steps = QUICK["samples_per_class"], QUICK["classifier_epochs"], \
             QUICK["classifier_min_steps"]
         temperatures, seeds = QUICK["temperatures"], QUICK["seeds"]
+    # date, commit and load as the run starts (generator training takes a while); settings below
+    md = common.meta("temperature", {}, quick=quick)
     ds = data.load_dataset(dataset, seed=0)
     k = ds.num_classes
     progress(f"[temperature] {dataset}: training or loading {k} site generators")
@@ -128,13 +130,13 @@ def run(*, dataset: str = "breastmnist", temperatures=TEMPERATURES, seeds=SEEDS,
         return C.TrainConfig(epochs=clf_epochs, batch_size=sim.classifier_batch_size, min_steps=min_steps,
                              seed=seed, device="cpu")
 
-    md = common.meta("temperature", {
+    md["settings"] = {
         "dataset": dataset, "partition": "pathological", "temperatures": list(temperatures),
         "seeds": list(seeds), "generator_size": size, "generator_config": gen_config,
         "generator_epochs": [s["epochs"] for s in sites], "samples_per_class": per_class,
         "classifier_config": clf_config, "classifier_train": settings(0).to_dict(), "threads": threads,
         "default_temperature": gen_config["temperature"],  # the default config, as trained
-        "generators_reused": all(s["reused"] for s in sites)}, quick=quick)
+        "generators_reused": all(s["reused"] for s in sites)}
     rows: list[dict[str, Any]] = []
     central: list[dict[str, Any]] = []
     result = {"meta": md, "sites": [{k: v for k, v in s.items() if k != "blob"} for s in sites],

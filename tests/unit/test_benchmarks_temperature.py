@@ -70,3 +70,16 @@ def test_its_site_generators_are_the_ones_simulate_trains(tmp_path):
                                                        progress=lambda *_: None)
     assert [s["weights_sha256"] for s in sites] == [s["weights_sha256"] for s in sim["sites"]]
     assert [s["module_id"] for s in sites] == [s["module_id"] for s in sim["sites"]]
+
+
+def test_the_run_is_dated_and_labelled_as_it_starts(tmp_path, monkeypatch):
+    from benchmarks import common
+
+    calls = []
+    real_meta, real_train = common.meta, temperature.train_or_load_generators
+    monkeypatch.setattr(common, "meta", lambda *a, **kw: calls.append("meta") or real_meta(*a, **kw))
+    monkeypatch.setattr(temperature, "train_or_load_generators",
+                        lambda *a, **kw: calls.append("generators") or real_train(*a, **kw))
+    result = temperature.run(quick=True, generators_dir=tmp_path / "g", out=tmp_path / "o", progress=lambda *_: None)
+    assert calls == ["meta", "generators"]  # edits made while generators train do not relabel the run
+    assert result["meta"]["settings"]["dataset"] == "digits" and result["meta"]["quick"] is True
