@@ -28,10 +28,11 @@ from typing import Any, Callable, Iterator, Sequence
 import grpc
 
 from ffsecure.canonical import b64decode_canonical
-from ffsecure.errors import FFSecureError, FormatError, LedgerError
+from ffsecure.errors import FFSecureError, LedgerError
 from ffsecure.ledger import Checkpoint, leaf_hash, open_checkpoint, validate_entry, verify_consistency, verify_inclusion
 from ffsecure.v1 import aggregator_pb2 as pb
 from ffsecure.v1 import aggregator_pb2_grpc as pb_grpc
+from site_node.state import state_corrupt
 
 log = logging.getLogger("site_node.client")
 
@@ -108,32 +109,28 @@ class UploadReceipt:
     @classmethod
     def from_dict(cls, d: dict) -> "UploadReceipt":
         """Read a receipt kept by :meth:`to_dict`; a damaged one raises ``E_STATE_CORRUPT``."""
+        def damaged(why: str) -> FFSecureError:
+            return state_corrupt(why, "a stored upload receipt")
+
         def b64(field_name: str, text: Any) -> bytes:
             raw = b64decode_canonical(text)
             if raw is None:
-                raise state_corrupt(f"its {field_name} is not canonical base64")
+                raise damaged(f"its {field_name} is not canonical base64")
             return raw
 
         if not isinstance(d, dict):
-            raise state_corrupt("it is not a JSON object")
+            raise damaged("it is not a JSON object")
         types = {"module_id": str, "index": int, "entry": str, "tree_size": int, "checkpoint": str,
                  "inclusion_proof": list, "existing": bool}
         said = {str: "a string", int: "an integer", list: "a list", bool: "true or false"}
         for name, kind in types.items():
             if name not in d:
-                raise state_corrupt(f"it has no {name}")
+                raise damaged(f"it has no {name}")
             if not isinstance(d[name], kind) or (kind is int and isinstance(d[name], bool)):
-                raise state_corrupt(f"its {name} is not {said[kind]}")
+                raise damaged(f"its {name} is not {said[kind]}")
         fields = {k: d[k] for k in ("module_id", "index", "tree_size", "checkpoint", "existing")}
         proof = [b64("inclusion_proof", h) for h in d["inclusion_proof"]]
         return cls(entry=b64("entry", d["entry"]), inclusion_proof=proof, **fields)
-
-
-def state_corrupt(why: str, what: str = "a stored upload receipt") -> FormatError:
-    """The site's own state file is damaged: not the aggregator's doing, and not fixed by retrying."""
-    return FormatError(f"{what} is damaged: {why}", code="E_STATE_CORRUPT",
-                       hint="restore STATE/modules from the site's backup; the aggregator's ledger still holds "
-                            "the registration, which `site-node status` checks once the file is restored")
 
 
 def _receipt_error(message: str) -> LedgerError:

@@ -78,10 +78,15 @@ class ModuleRecord:
                 raise TypeError("not a JSON object")
             return cls.from_dict(obj)
         except (UnicodeDecodeError, ValueError, TypeError) as exc:
-            raise FormatError(f"module record {path} is damaged: {exc}", code="E_STATE_CORRUPT",
-                              hint="restore it from the site's backup, or move its folder out of STATE/modules "
-                                   "to go on without it; the aggregator's ledger still holds what was "
-                                   "registered") from None
+            raise state_corrupt(str(exc), f"module record {path}") from None
+
+
+def state_corrupt(why: str, what: str) -> FormatError:
+    """``what`` in the site's own state is damaged: not the aggregator's doing, and not fixed by retrying."""
+    return FormatError(f"{what} is damaged: {why}", code="E_STATE_CORRUPT",
+                       hint="restore STATE/modules from the site's backup (or move the module's folder out of "
+                            "STATE/modules to go on without it); the aggregator's ledger still holds the "
+                            "registration, which `site-node status` checks once the file is restored")
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from ffsecure import envelope, pki
 from ffsecure.errors import FFSecureError, LedgerError
 from ffsecure.ledger import leaf_hash, open_checkpoint, validate_entry, verify_consistency, verify_inclusion
-from site_node.state import ModuleRecord, StateDir
+from site_node.state import ModuleRecord, StateDir, state_corrupt
 
 log = logging.getLogger("site_node.sync")
 
@@ -134,7 +134,7 @@ def _b64(data: bytes) -> str:
 
 def status_report(state: StateDir, client) -> dict[str, Any]:
     """Today's checkpoint checked against the stored one, and every registered entry proven in it."""
-    from site_node.client import UploadReceipt, state_corrupt, verify_receipt
+    from site_node.client import UploadReceipt, verify_receipt
 
     stored = state.read_checkpoint()
     note, _ = client.get_checkpoint()
@@ -151,7 +151,7 @@ def status_report(state: StateDir, client) -> dict[str, Any]:
                                module_id=r.module_id)
             except LedgerError as exc:
                 raise state_corrupt(f"it no longer verifies against its own signed checkpoint ({exc.message})",
-                                    what=f"the stored receipt of module {r.module_id}") from None
+                                    f"the stored receipt of module {r.module_id}") from None
             item["index"] = receipt.index
             if receipt.index < cp.size:
                 hashes, entry = client.get_inclusion_proof(receipt.index, cp.size)
