@@ -13,7 +13,7 @@ message, so clients see no difference): ``unary_unary`` becomes
 ``stream_unary`` and ``unary_stream`` becomes ``stream_stream``, with the same
 deserializer and serializer. The wrapper reads the one message itself under a
 deadline of ``server.request_deadline_s`` (kept by the server's
-:class:`~aggregator.watchdog.Watchdog`); when the timer fires first it logs the
+:class:`~aggregator.watchdog.Watchdog`); when it passes first it logs the
 refusal (``E_DEADLINE`` with the peer identity) and cancels the call, which
 frees the worker (the client sees ``CANCELLED``). Zero messages, or more than
 one, are refused with ``E_REQUEST_FORMAT`` (INVALID_ARGUMENT). Then the
@@ -49,12 +49,12 @@ def _method_name(full: str) -> str:
 class RequestDeadlineInterceptor(grpc.ServerInterceptor):
     """Read a unary call's request under a server-side deadline (see the module docstring)."""
 
-    def __init__(self, limit_s: float, peer_name: PeerName, watchdog: Watchdog | None = None):
+    def __init__(self, limit_s: float, peer_name: PeerName, watchdog: Watchdog):
         if not limit_s > 0:
             raise ValueError("the request deadline must be positive")
         self.limit_s = float(limit_s)
         self.peer_name = peer_name
-        self.watchdog = watchdog if watchdog is not None else Watchdog(name="request-deadline")
+        self.watchdog = watchdog  # the server's, shared with the stream deadlines
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
