@@ -30,7 +30,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -306,8 +305,7 @@ def markdown(result: dict) -> str:
     lines = [
         "# gRPC load (loopback, mTLS, real `aggregator serve`)",
         "",
-        (common.meta_line(result["meta"]) if "meta" in result else f"Machine: {result['machine']}.")
-        + f" Run: `python -m benchmarks.grpc_load --sites {c['sites']}`.",
+        common.meta_line(result["meta"]) + f" Run: `python -m benchmarks.grpc_load --sites {c['sites']}`.",
         "",
         f"## {c['sites']} sites uploading one {c['module_bytes'] / 1e6:.2f} MB module each, at once",
         "",
@@ -316,7 +314,7 @@ def markdown(result: dict) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
         f"| {c['uploads_per_s']:.1f} | {c['mb_per_s']:.1f} | {c['latency_p50_s']:.2f} | {c['latency_p99_s']:.2f} "
         f"| {c['latency_max_s']:.2f} | {c['errors']} | {c['server_rss_before_mb']:.0f} / {c['server_rss_peak_mb']:.0f} "
-        f"| {c.get('server_threads_before', '?')} / {c.get('server_threads_peak', '?')} |",
+        f"| {c['server_threads_before']} / {c['server_threads_peak']} |",
         "",
         f"## One large upload ({big['bytes'] / 1e6:.1f} MB) against a plain loopback socket",
         "",
@@ -379,9 +377,7 @@ def main(argv: list[str] | None = None) -> int:
                                 args.timeout)
     result = {
         "benchmark": "grpc_load",
-        "meta": meta,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}",
-        "python": platform.python_version(),
+        "meta": meta,  # machine, python, date, commit
         "concurrent": concurrent,
         "large": large,
         "memory": memory,

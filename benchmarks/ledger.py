@@ -133,8 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(r), flush=True)
         results.append(r)
     command = " ".join(["python -m benchmarks.ledger", *(sys.argv[1:] if argv is None else argv)])
-    result = {"benchmark": "ledger", "meta": meta,
-              "machine": common.machine_line(meta["machine"]), "command": command, "results": results}
+    result = {"benchmark": "ledger", "meta": meta, "command": command, "results": results}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ledger.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -202,19 +202,20 @@ def run(*, quick: bool = False, audit_entries: int = 100_000, rerun_ledger: bool
                                                                            200 if quick else 2000)}
     else:
         part = part_result("ledger")
-        result["ledger"] = ({"source": part["file"], "commit": part["commit"], "date": part["date"],
-                             "uncommitted": part["uncommitted"], "meta": part["data"].get("meta"),
-                             "command": part["data"].get("command"),
-                             "machine": part["data"].get("machine"), "rows": part["data"]["results"]}
-                            if part else {"source": None, "rows": []})
+        result["ledger"] = ({**_provenance(part), "command": part["data"].get("command"),
+                             "rows": part["data"]["results"]} if part else {"source": None, "rows": []})
     grpc = part_result("grpc_load")
-    result["upload"] = ({"source": grpc["file"], "commit": grpc["commit"], "date": grpc["date"],
-                         "uncommitted": grpc["uncommitted"], "meta": grpc["data"].get("meta"),
-                         "machine": grpc["data"].get("machine"),
-                         "concurrent": grpc["data"].get("concurrent"), "large": grpc["data"].get("large")}
-                        if grpc else {"source": None})
+    result["upload"] = ({**_provenance(grpc), "concurrent": grpc["data"].get("concurrent"),
+                         "large": grpc["data"].get("large")} if grpc else {"source": None})
     common.write_result(out, "systems", result, to_markdown(result))
     return result
+
+
+def _provenance(part: dict[str, Any]) -> dict[str, Any]:
+    """What names the run behind a per-part file: its ``meta`` block, else the commit that last changed it."""
+    return {"source": part["file"], "commit": part["commit"], "date": part["date"],
+            "uncommitted": part["uncommitted"], "meta": part["data"].get("meta"),
+            "machine": part["data"].get("machine")}
 
 
 def _source(part: dict[str, Any]) -> str:
