@@ -6,6 +6,7 @@ from ffsecure.clitools import program_group
 
 COMMANDS: dict[str, str] = {
     "init": "aggregator.commands.init:init",
+    "init-config": "aggregator.commands.init:init_config",
     "ledger": "aggregator.commands.ledger:ledger",
     "modules": "aggregator.commands.modules:modules",
     "publish": "aggregator.commands.publish:publish",
@@ -17,7 +18,8 @@ COMMANDS: dict[str, str] = {
 }
 
 cli = program_group("aggregator", COMMANDS,
-                    "aggregator: verify and store modules, keep the ledger, synthesize and train.")
+                    "aggregator: verify and store modules, keep the ledger, synthesize and train.",
+                    docs=("operator-guide.md", "grpc.md"))
 
 
 def main() -> None:

@@ -2,8 +2,9 @@
 
 The file lives in the aggregator home directory (docs/decisions.md); relative
 paths in it are relative to that directory. Every key has a documented
-default (``DEFAULT_TOML`` below is the reference, written by ``aggregator
-init``); an unknown key is an error naming the key, because it is usually a
+default (``DEFAULT_TOML``, the shipped template
+``ffsecure/templates/aggregator.toml``, is the reference, written by
+``aggregator init`` and ``aggregator init-config``); an unknown key is an error naming the key, because it is usually a
 typo that would otherwise be silently ignored.
 
 Limits that the federation fixes (the largest module a site may send) come
@@ -17,44 +18,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ffsecure import templates
 from ffsecure.errors import ConfigError
 
 MiB = 1 << 20
 
-DEFAULT_TOML = """\
-# aggregator.toml: configuration of `aggregator serve`.
-# Relative paths are relative to the directory holding this file (the aggregator home).
-
-[server]
-listen = "127.0.0.1:8443"      # host:port; port 0 picks a free port (written to port_file)
-port_file = "serve.port"        # the bound port is written here once the server listens
-max_workers = 16                # threads serving calls
-max_concurrent_rpcs = 256       # further calls are refused with RESOURCE_EXHAUSTED
-shutdown_grace_s = 30.0         # SIGTERM: stop accepting, let in-flight calls finish this long
-keepalive_time_s = 60.0         # server pings an idle connection this often
-keepalive_timeout_s = 20.0      # and closes it when no ack arrives within this
-min_ping_interval_s = 10.0      # clients may ping no more often than this
-upload_deadline_s = 600.0       # longest one UploadModule stream may run on the server
-download_deadline_s = 600.0     # longest one GetClassifier stream may run on the server
-request_deadline_s = 30.0       # longest the server waits for the request message of a unary-request call
-max_concurrent_verifications = 2  # complete uploads opened and verified at once (each held whole in memory)
-
-[uploads]
-dir = "uploads"                 # staging area for resumable uploads
-chunk_bytes = 1048576           # largest chunk a client may send in one message
-commit_every_bytes = 4194304    # staged bytes are fsynced and the offset recorded this often
-max_parallel_per_site = 4       # uploads one site may have staged at once
-stale_after_s = 86400.0         # unfinished uploads older than this are removed at start
-
-[limits]
-max_upload_bytes = 0            # 0: the federation manifest's limit (max_module_bytes + envelope overhead)
-
-[rate_limit]
-calls_per_second = 20.0         # per site, all calls (token bucket)
-call_burst = 40
-uploads_per_minute = 30.0       # per site, UploadModule calls
-upload_burst = 10
-"""
+DEFAULT_TOML = templates.read("aggregator.toml")
 
 
 @dataclass(frozen=True)
@@ -226,9 +195,4 @@ def write_default_config(path: str | Path, *, listen: str | None = None) -> Path
     if listen is not None:
         _check_listen(listen)
         text = text.replace('listen = "127.0.0.1:8443"', f'listen = "{listen}"', 1)
-    try:
-        with open(p, "x", encoding="utf-8") as fh:
-            fh.write(text)
-    except FileExistsError:
-        raise ConfigError(f"{p} already exists", hint="edit it, or remove it first") from None
-    return p
+    return templates.write_new(p, text, mode=0o600)

@@ -14,7 +14,7 @@ COMMANDS = {
 
 cli = program_group("ffsecure", COMMANDS,
                     "ffsecure: one-shot generative federated learning, signed, sealed and auditable.",
-                    log_level="WARNING")
+                    log_level="WARNING", docs=("pki.md", "auditor-guide.md", "simulate.md"))
 
 
 def main() -> None:

@@ -55,15 +55,17 @@ class LazyGroup(click.Group):
 
 
 def program_group(prog_name: str, commands: dict[str, str], help_text: str, *,
-                  log_level: str = "INFO") -> LazyGroup:
+                  log_level: str = "INFO", docs: tuple[str, ...] = ()) -> LazyGroup:
     """The root group of one of the programs: its lazy sub-commands, ``--version`` and the logging options.
 
     All three programs take ``--log-level`` and ``--log-json`` before the sub-command and
     answer ``-h``; only the name, the sub-commands, the help line and the default level differ.
+    The epilog of ``--help`` names where this installation's documentation pages are.
     """
-    from ffsecure import __version__
+    from ffsecure import __version__, templates
 
     @click.group(name=prog_name, cls=LazyGroup, lazy=commands, help=help_text,
+                 epilog=templates.docs_hint(*docs) if docs else None,
                  context_settings={"help_option_names": ["-h", "--help"]})
     @click.version_option(__version__, prog_name=prog_name)
     @click.option("--log-level", default=log_level, show_default=True, help="Logging level.")

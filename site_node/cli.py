@@ -1,4 +1,4 @@
-"""``site-node``: enroll, train, upload, run as a daemon, status, forget, evaluate."""
+"""``site-node``: init, enroll, train, upload, run as a daemon, status, forget, evaluate."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ COMMANDS: dict[str, str] = {
     "enroll": "site_node.commands.enroll:enroll",
     "evaluate": "site_node.commands.evaluate:evaluate",
     "forget": "site_node.commands.forget:forget",
+    "init": "site_node.commands.init:init",
     "install-cert": "site_node.commands.install_cert:install_cert",
     "privacy-check": "site_node.commands.privacy_check:privacy_check",
     "run": "site_node.commands.run:run",
@@ -16,7 +17,9 @@ COMMANDS: dict[str, str] = {
     "upload": "site_node.commands.upload:upload",
 }
 
-cli = program_group("site-node", COMMANDS, "site-node: train, sign, seal and upload this site's generator module.")
+cli = program_group("site-node", COMMANDS,
+                    "site-node: train, sign, seal and upload this site's generator module.",
+                    docs=("site-operator.md", "privacy.md"))
 
 
 def main() -> None:

@@ -4,8 +4,9 @@ Every path is explicit (relative paths are taken from the folder holding the
 config file); every secret has a named location. Unknown keys are refused
 (they are usually typos) and a bad value names the key and the fix
 (``E_CONFIG``). The reference table of keys and defaults is in
-``docs/site-operator.md``; :data:`DEFAULT_TOML` is the file ``site-node
-init-config`` would write, and the test suite checks that the two agree.
+``docs/site-operator.md``; :data:`DEFAULT_TOML` (the shipped template
+``ffsecure/templates/site.toml``) is the file ``site-node init`` writes, and
+the test suite checks that the two agree.
 """
 
 from __future__ import annotations
@@ -16,58 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ffsecure import templates
 from ffsecure.errors import ConfigError
 
-DEFAULT_TOML = """\
-[site]
-federation_id = "my-federation"   # the federation this site belongs to (as in the CA certificate)
-site_id = "my-hospital"           # this site's id (as in its certificate)
-state_dir = "state"               # one directory holding all local state (see docs/site-operator.md)
-
-[pki]
-key = ""                          # site private key (0600); default STATE/keys/site.key
-passphrase_file = ""              # optional: first line decrypts the key
-csr = ""                          # where enroll writes the CSR; default STATE/site.csr
-
-[aggregator]
-endpoint = ""                     # host:port; default: the endpoint in the federation manifest
-server_name = ""                  # TLS name to expect; default: the endpoint's host
-timeout_s = 30.0                  # deadline of each unary call
-upload_timeout_s = 600.0          # deadline of one upload stream
-chunk_bytes = 1048576             # largest upload chunk (the server may ask for less)
-max_upload_bytes_per_s = 0        # throttle uploads to this many bytes/s; 0 = no limit
-max_attempts = 8                  # attempts per call before giving up (backoff with full jitter)
-base_delay_s = 0.2                # first backoff bound; doubles per attempt
-max_delay_s = 10.0                # backoff cap
-
-[data]
-source = "digits"                 # npz:PATH | folder:PATH | digits | medmnist:NAME
-root = ""                         # MedMNIST root folder (medmnist: sources only)
-classes = []                      # only these classes (label names or indices); [] = all
-label_match = "name"              # map local class names to the label space by "name" or by "index"
-split_seed = 0                    # seed of the train/test split for folder: and digits
-
-[train]
-size = "default"                  # schedule preset: tiny | default | full
-epochs = 0                        # 0 = the preset's
-batch_size = 0                    # 0 = the preset's
-lr = 0.0                          # 0 = the preset's
-seed = 0                          # training seed (recorded in the manifest)
-device = "cpu"                    # cpu | cuda
-threads = 1                       # torch CPU threads
-
-[dp]
-# enabled = true                  # absent: follow the federation's policy; false is refused when DP is required
-target_epsilon = 0.0              # 0 = the policy's max_epsilon; may only be lower
-delta = 0.0                       # 0 = min(policy delta, 1/(10 n)); may only be lower
-max_grad_norm = 1.0
-accountant = "prv"                # prv | rdp
-
-[daemon]
-poll_interval_s = 300.0           # how often `run` checks the data source for changes
-retry_interval_s = 60.0           # how long `run` waits after the aggregator could not be reached
-trigger_file = ""                 # touching it asks `run` to train now; default STATE/train.now
-"""
+DEFAULT_TOML = templates.read("site.toml")
 
 
 def _cfg_error(key: str, problem: str, fix: str) -> ConfigError:

@@ -63,3 +63,26 @@ def init(ctx: click.Context, home_dir: str, federation_id: str | None, origin: s
     else:
         click.echo(f"aggregator home {out['home']} ready for federation {out['federation_id']}")
         click.echo(f"start it with `aggregator serve --config {out['config']}`")
+
+
+@click.command("init-config")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="Where to write aggregator.toml (refused if the file exists).")
+@click.option("--listen", default=None, help="server.listen [default: 127.0.0.1:8443].")
+@json_option
+@click.pass_context
+def init_config(ctx: click.Context, config_path: str, listen: str | None, as_json: bool) -> None:
+    """Write the commented default aggregator.toml; never overwrites.
+
+    `aggregator init` step 2 writes the same file into the home it creates;
+    this command is for reading or preparing it beforehand, or for a home
+    whose aggregator.toml was removed.
+    """
+    from aggregator.config import write_default_config
+
+    ctx.ensure_object(dict)["json"] = as_json
+    path = write_default_config(config_path, listen=listen)
+    if as_json:
+        echo_json({"written": str(path)})
+    else:
+        click.echo(f"wrote {path}")
