@@ -36,9 +36,9 @@ from ffsecure.errors import FormatError, VerificationError
 
 __all__ = [
     "ACTOR", "ARTIFACT_ID", "FEDERATION_ID", "HOST", "IdRule", "IdentityError", "KEY_ID",
-    "MODULE_ID", "ModuleIdError", "ArtifactIdError", "OPERATOR_NAME", "RULES", "SALT",
+    "MODULE_ID", "ModuleIdError", "ArtifactIdError", "OPERATOR_NAME", "PORT", "RULES", "SALT",
     "SHA256_HEX", "SITE_ID", "TREE_SIZE", "UPLOAD_ID", "check_artifact_id", "check_host",
-    "check_id", "check_module_id", "parse_tree_size",
+    "check_id", "check_module_id", "parse_port", "parse_tree_size",
 ]
 
 #: The largest tree size a checkpoint may state (RFC 9162 sizes are uint64; we keep int64).
@@ -86,10 +86,12 @@ HOST = IdRule("host", re.compile(rf"{_DNS}|[0-9a-fA-F:]+"), 253,
               "a DNS name or an IP address of at most 253 characters")
 TREE_SIZE = IdRule("tree size", re.compile(r"0|[1-9][0-9]{0,18}"), 19,
                    "a decimal number without leading zeros")
+PORT = IdRule("port", re.compile(r"0|[1-9][0-9]{0,4}"), 5, "a decimal port number 0..65535")
 
 #: Every rule, for tests that must hold for all of them.
 RULES: tuple[IdRule, ...] = (MODULE_ID, UPLOAD_ID, SALT, SHA256_HEX, KEY_ID, SITE_ID,
-                             FEDERATION_ID, ARTIFACT_ID, OPERATOR_NAME, ACTOR, HOST, TREE_SIZE)
+                             FEDERATION_ID, ARTIFACT_ID, OPERATOR_NAME, ACTOR, HOST, TREE_SIZE,
+                             PORT)
 
 
 # --------------------------------------------------------------------- errors
@@ -156,3 +158,11 @@ def parse_tree_size(text: object) -> int | None:
         return None
     size = int(text)  # type: ignore[arg-type]
     return size if size <= MAX_TREE_SIZE else None
+
+
+def parse_port(text: object) -> int | None:
+    """The port a decimal text (the part after the last ':' of host:port) states, or None."""
+    if not PORT.matches(text):
+        return None
+    port = int(text)  # type: ignore[arg-type]
+    return port if port <= 65535 else None
