@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from ffsecure.errors import FormatError, VerificationError
 
 __all__ = [
-    "ACTOR", "ARTIFACT_ID", "FEDERATION_ID", "HOST", "IdRule", "IdentityError", "KEY_ID",
-    "MODULE_ID", "ModuleIdError", "ArtifactIdError", "OPERATOR_NAME", "PORT", "RULES", "SALT",
-    "SHA256_HEX", "SITE_ID", "TREE_SIZE", "UPLOAD_ID", "check_artifact_id", "check_host",
+    "ACTOR", "ARTIFACT_ID", "ArtifactIdError", "FEDERATION_ID", "HOST", "IdRule", "IdentityError",
+    "KEY_ID", "MAX_TREE_SIZE", "MODULE_ID", "ModuleIdError", "OPERATOR_NAME", "PORT", "RULES",
+    "SALT", "SHA256_HEX", "SITE_ID", "TREE_SIZE", "UPLOAD_ID", "check_artifact_id", "check_host",
     "check_id", "check_module_id", "parse_port", "parse_tree_size",
 ]
 
@@ -79,7 +79,8 @@ FEDERATION_ID = IdRule("federation id", re.compile(_SITE), 63, _SITE_RULE)
 ARTIFACT_ID = IdRule("artifact id", re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"), 64,
                      "1-64 letters, digits, '_' or '-', starting with a letter or digit")
 OPERATOR_NAME = IdRule("operator name", re.compile(_OPERATOR), 64,
-                       "1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit")
+                       "1-64 letters, digits, '.', '_', '@' or '-', "
+                       "starting with a letter or digit")
 ACTOR = IdRule("actor", re.compile(rf"aggregator|site:{_SITE}|operator:{_OPERATOR}"), 73,
                "site:<site id>, operator:<name> or aggregator")
 HOST = IdRule("host", re.compile(rf"{_DNS}|[0-9a-fA-F:]+"), 253,

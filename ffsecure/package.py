@@ -38,6 +38,7 @@ from ffsecure import FORMAT_VERSION, __version__, canonical, pki
 from ffsecure.envelope import DefaultHint, FederationMismatchError, TooLargeError
 from ffsecure.errors import FFSecureError, FormatError, PolicyError, VerificationError
 from ffsecure.federation import FederationManifest, ManifestSchemaError, check_image_shape
+# ModuleIdError and check_module_id stay importable from here; the rule lives in ffsecure.ids.
 from ffsecure.ids import SHA256_HEX, ModuleIdError, check_module_id
 
 SIGNATURE_CONTEXT = b"ffsecure/module-manifest/v1\x00"

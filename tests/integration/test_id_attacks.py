@@ -83,7 +83,8 @@ def _state(fed, server) -> tuple:
     with fed.client("st-mary", server.address, retry=NO_RETRY) as client:
         note, size = client.get_checkpoint()
     blobs = sorted(p.name for p in fed.home.blobs.iterdir())
-    staged = sorted(str(p.relative_to(fed.home.root)) for p in (fed.home.root / "uploads").rglob("*"))
+    uploads = fed.home.root / "uploads"
+    staged = sorted(str(p.relative_to(uploads)) for p in uploads.rglob("*"))
     return size, note, blobs, staged
 
 
@@ -101,7 +102,7 @@ def test_a_module_id_with_a_trailing_newline_is_refused(fed, server, history, ta
     channel, stub = _stub(fed, fed.sites["st-mary"], server.address)
     with channel:
         refusal = forge.send(stub, forge.chunks(sealed))
-    assert isinstance(refusal, forge.Refusal), "the aggregator registered a module id with a newline"
+    assert isinstance(refusal, forge.Refusal), "a module id with a newline was registered"
     assert (refusal.status, refusal.code) == (grpc.StatusCode.INVALID_ARGUMENT, "E_MODULE_ID")
     assert repr(module_id) in refusal.message
     assert _state(fed, server)[:3] == before[:3]  # no ledger entry, no blob
@@ -175,7 +176,8 @@ def test_a_certificate_for_a_newline_site_id_is_not_a_site(fed, server, history,
 
 
 @pytest.mark.slow  # stops the server, then two fresh interpreters export and verify (~30 s)
-def test_after_the_attacks_the_store_is_clean_and_the_bundle_verifies(fed, server, history, tmp_path):
+def test_after_the_attacks_the_store_is_clean_and_the_bundle_verifies(fed, server, history,
+                                                                     tmp_path):
     assert server.stop() == 0, server.log_tail()
     log = server.log_path.read_text(errors="replace")
     assert "E_MODULE_ID" in log and "E_UPLOAD_ID" in log and "E_IDENTITY" in log
