@@ -20,6 +20,7 @@ from typing import Any
 
 from ffsecure import templates
 from ffsecure.errors import ConfigError
+from ffsecure.ids import parse_port
 
 MiB = 1 << 20
 
@@ -137,7 +138,7 @@ def _section(name: str, cls: type, table: Any) -> Any:
 
 def _check_listen(listen: str) -> None:
     host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host or parse_port(port) is None:
         raise ConfigError(
             f"server.listen {listen!r} is not host:port",
             hint='e.g. listen = "127.0.0.1:8443" (port 0 picks a free one)',

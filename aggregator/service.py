@@ -22,6 +22,7 @@ import grpc
 
 from ffsecure import canonical
 from ffsecure.errors import FFSecureError, NotFoundError
+from ffsecure.ids import check_artifact_id
 from ffsecure.ledger import make_entry, open_checkpoint
 from ffsecure.v1 import aggregator_pb2 as pb
 from ffsecure.v1 import aggregator_pb2_grpc as pb_grpc
@@ -393,14 +394,11 @@ def published_classifier(store: Any, classifier_id: str | None = None, *,
     classifier if it is published or active (never a retired one, whose bytes
     were destroyed). Raises NotFoundError E_NO_CLASSIFIER.
     """
-    from aggregator.store.base import ARTIFACT_ID_RE
-
     lock = lock or threading.RLock()
     with lock:
         if classifier_id:
-            if not ARTIFACT_ID_RE.match(classifier_id):
-                raise RequestError(f"classifier id {classifier_id!r} is not 1-64 letters, digits, '_' or '-'",
-                                   code="E_ARTIFACT_ID", hint="leave it empty for the published classifier")
+            check_artifact_id(classifier_id, "classifier id",
+                              hint="leave it empty for the published classifier")
             try:
                 row = store.get_artifact("classifier", classifier_id)
             except NotFoundError:

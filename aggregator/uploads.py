@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import re
 import shutil
 import threading
 import time
@@ -32,10 +31,9 @@ from pathlib import Path
 from ffsecure import canonical
 from ffsecure.errors import FFSecureError
 from ffsecure.files import fsync_dir
+from ffsecure.ids import SITE_ID, UPLOAD_ID
 from aggregator.grpc_errors import RequestError
 
-UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{32}$")
-SITE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 READ_CHUNK = 1 << 20
 
 
@@ -57,18 +55,18 @@ class UploadState:
 
 
 def check_upload_id(upload_id: str) -> str:
-    if not isinstance(upload_id, str) or not UPLOAD_ID_RE.match(upload_id):
+    if not UPLOAD_ID.matches(upload_id):
         raise RequestError(
-            f"upload id {upload_id[:80]!r} is not 32 lowercase hex digits",
+            f"upload id {str(upload_id)[:80]!r} is not {UPLOAD_ID.rule}",
             code="E_UPLOAD_ID", hint="use a fresh random 128-bit id, e.g. secrets.token_hex(16)",
         )
     return upload_id
 
 
 def _check_site(site_id: str) -> str:
-    if not SITE_ID_RE.match(site_id or ""):
+    if not SITE_ID.matches(site_id):
         raise RequestError(f"site id {site_id!r} is not valid", code="E_IDENTITY",
-                           hint="site ids match ^[a-z0-9][a-z0-9._-]{0,62}$")
+                           hint=f"site ids are {SITE_ID.rule}")
     return site_id
 
 

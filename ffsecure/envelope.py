@@ -32,7 +32,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,13 +42,13 @@ from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 
 from ffsecure import canonical
 from ffsecure.errors import CryptoError, FFSecureError, FormatError, VerificationError
+from ffsecure.ids import KEY_ID
 
 MAGIC = b"FFSE"
 VERSION = 1
 INFO_CONTEXT = b"ffsecure/envelope/v1\x00"
 KEY_ID_CONTEXT = b"ffsecure/hpke-key/v1\x00"
 MAX_HEADER_BYTES = 1024
-KEY_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 PREFIX_LEN = len(MAGIC) + 1 + 2
 AEAD_TAG_LEN = 16
 
@@ -285,7 +284,7 @@ def parse_header(envelope: bytes) -> tuple[EnvelopeHeader, bytes, memoryview]:
             or obj["v"] != VERSION or not all(isinstance(obj[k], str)
                                               for k in ("suite", "federation_id", "key_id"))):
         raise EnvelopeFormatError("envelope header does not have the v1 fields")
-    if not KEY_ID_RE.match(obj["key_id"]):
+    if not KEY_ID.matches(obj["key_id"]):
         raise EnvelopeFormatError("envelope header key_id is not 64 lowercase hex digits")
     header = EnvelopeHeader(obj["suite"], obj["federation_id"], obj["key_id"], obj["v"])
     return header, header_bytes, view[PREFIX_LEN + hlen:]

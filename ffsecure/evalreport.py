@@ -27,20 +27,18 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 import secrets
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ffsecure import canonical
 from ffsecure.errors import FormatError
+from ffsecure.ids import SALT, check_artifact_id
 
 REPORT_VERSION = 1
 MAX_TEST_IMAGES = 100_000_000
 #: Two floats a site computed as k / n and the aggregator recomputes may differ by rounding only.
 TOLERANCE = 1e-9
-SALT_RE = re.compile(r"^[0-9a-f]{32}$")
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 def _range(message: str) -> FormatError:
@@ -85,9 +83,8 @@ class EvaluationReport:
 
     def check(self, num_classes: int) -> "EvaluationReport":
         """Raise FormatError (E_EVALUATION_*) unless every number is in range and they agree."""
-        if not isinstance(self.classifier_id, str) or not _ID_RE.match(self.classifier_id):
-            raise FormatError(f"classifier id {self.classifier_id!r} is not 1-64 letters, digits, '_' or '-'",
-                              code="E_ARTIFACT_ID", hint="report the id the classifier was fetched under")
+        check_artifact_id(self.classifier_id, "classifier id",
+                          hint="report the id the classifier was fetched under")
         n = self.n_test
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_TEST_IMAGES:
             raise _range(f"n_test is {n!r}, not an integer in 1..{MAX_TEST_IMAGES}")
@@ -154,7 +151,7 @@ def new_salt() -> str:
 
 def commitment(report: EvaluationReport, salt: str) -> str:
     """SHA-256 (hex) of the canonical ``{"report": ..., "salt": ...}``: hides and binds the report."""
-    if not isinstance(salt, str) or not SALT_RE.match(salt):
+    if not SALT.matches(salt):
         raise FormatError("the commitment salt is not 32 lowercase hex digits", code="E_EVALUATION_FORMAT")
     return hashlib.sha256(canonical.dumps({"report": report.to_dict(), "salt": salt})).hexdigest()
 

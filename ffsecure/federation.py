@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ffsecure import FORMAT_VERSION, canonical, envelope, pki
 from ffsecure.errors import ConfigError, FormatError, VerificationError
+from ffsecure.ids import parse_port
 
 SIGNATURE_CONTEXT = b"ffsecure/federation-manifest/v1\x00"
 SIGNATURE_ALG = "ecdsa-p256-sha256"
@@ -216,7 +217,7 @@ class FederationManifest:
         if not isinstance(agg["endpoint"], str) or not 0 < len(agg["endpoint"]) <= 255:
             raise _schema("aggregator.endpoint must be host:port")
         host, _, port = agg["endpoint"].rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not host or not parse_port(port):
             raise _schema(f"aggregator.endpoint {agg['endpoint']!r} must be host:port")
         if agg["hpke_suite"] not in envelope.SUITES:
             raise _schema(f"aggregator.hpke_suite must be one of {sorted(envelope.SUITES)}")

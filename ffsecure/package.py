@@ -24,7 +24,6 @@ import datetime as dt
 import hashlib
 import hmac
 import math
-import re
 import secrets
 import struct
 from dataclasses import dataclass, field
@@ -39,6 +38,8 @@ from ffsecure import FORMAT_VERSION, __version__, canonical, pki
 from ffsecure.envelope import DefaultHint, FederationMismatchError, TooLargeError
 from ffsecure.errors import FFSecureError, FormatError, PolicyError, VerificationError
 from ffsecure.federation import FederationManifest, ManifestSchemaError, check_image_shape
+# ModuleIdError and check_module_id stay importable from here; the rule lives in ffsecure.ids.
+from ffsecure.ids import SHA256_HEX, ModuleIdError, check_module_id
 
 SIGNATURE_CONTEXT = b"ffsecure/module-manifest/v1\x00"
 SIGNATURE_ALG = "ecdsa-p256-sha256"
@@ -47,8 +48,6 @@ MAX_MANIFEST_BYTES = 256 * 1024
 MAX_SIGNATURE_BYTES = 8 * 1024
 MAX_CHAIN_BYTES = 16 * 1024
 CLOCK_SKEW = dt.timedelta(minutes=5)
-MODULE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 MANIFEST_FIELDS = {"v", "federation_id", "site_id", "module_id", "created_at", "generator",
                    "image_shape", "classes", "weights_sha256", "weights_bytes", "dp",
@@ -74,12 +73,6 @@ class WeightsHashError(VerificationError):
     """The weights do not hash to the manifest's ``weights_sha256`` (or size differs)."""
 
     code = "E_WEIGHTS_HASH"
-
-
-class ModuleIdError(FormatError):
-    """A module id is not 32 lowercase hex digits."""
-
-    code = "E_MODULE_ID"
 
 
 class PackageFormatError(DefaultHint, FormatError):
@@ -123,13 +116,6 @@ def _schema(msg: str) -> ManifestSchemaError:
 def new_module_id() -> str:
     """A fresh random 128-bit module id (32 lowercase hex digits)."""
     return secrets.token_hex(16)
-
-
-def check_module_id(module_id: Any) -> str:
-    if not isinstance(module_id, str) or not MODULE_ID_RE.match(module_id):
-        raise ModuleIdError(f"module id {module_id!r} is not 32 lowercase hex digits",
-                            hint="module ids come from ffsecure.package.new_module_id")
-    return module_id
 
 
 def _number(v: Any) -> bool:
@@ -190,7 +176,7 @@ class ModuleManifest:
         if (not isinstance(self.classes, list) or not 1 <= len(self.classes) <= 1000
                 or not all(_int(c) for c in self.classes)):
             raise _schema("classes must be a list of 1..1000 class indices")
-        if not isinstance(self.weights_sha256, str) or not SHA256_RE.match(self.weights_sha256):
+        if not SHA256_HEX.matches(self.weights_sha256):
             raise _schema("weights_sha256 must be 64 lowercase hex digits")
         if not _int(self.weights_bytes) or not 0 < self.weights_bytes < 1 << 40:
             raise _schema("weights_bytes must be a positive integer")

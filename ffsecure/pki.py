@@ -29,7 +29,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +43,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from ffsecure import canonical
 from ffsecure.errors import ConfigError, FFSecureError, FormatError, VerificationError
 from ffsecure.files import write_secret_file
+from ffsecure.ids import IdentityError, check_host, check_id
 
-ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 URI_SCHEME = "ffsecure://"
 ROLES = ("site", "aggregator")
 
@@ -76,12 +75,6 @@ REASONS = {
 
 
 # --------------------------------------------------------------------- errors
-
-
-class IdentityError(VerificationError):
-    """An id or identity URI is malformed or names the wrong federation/role."""
-
-    code = "E_IDENTITY"
 
 
 class CertChainError(VerificationError):
@@ -132,17 +125,6 @@ class CAError(FFSecureError):
 
 
 # ------------------------------------------------------------------ identity
-
-
-def check_id(value: str, what: str = "id") -> str:
-    """Return ``value`` if it is a valid federation or site id, else raise E_IDENTITY."""
-    if not isinstance(value, str) or not ID_RE.match(value):
-        raise IdentityError(
-            f"{what} {value!r} is not valid",
-            hint="use 1-63 characters: lowercase letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit",
-        )
-    return value
 
 
 @dataclass(frozen=True)
@@ -377,9 +359,6 @@ def _ip_or_dns(host: str) -> x509.GeneralName:
         return x509.DNSName(host)
 
 
-HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$|^[0-9a-fA-F:]+$")
-
-
 class CA:
     """A federation CA backed by a directory (see the module docstring)."""
 
@@ -502,8 +481,7 @@ class CA:
         """
         hosts = [host, *extra_hosts]
         for h in hosts:
-            if not isinstance(h, str) or not HOST_RE.match(h):
-                raise IdentityError(f"host {h!r} is not a DNS name or IP address")
+            check_host(h)
         identity = Identity(self.federation_id, "aggregator")
         key = None
         if public_key is None:

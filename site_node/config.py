@@ -19,6 +19,7 @@ from typing import Any
 
 from ffsecure import templates
 from ffsecure.errors import ConfigError
+from ffsecure.ids import parse_port
 
 DEFAULT_TOML = templates.read("site.toml")
 
@@ -169,7 +170,7 @@ def _build(v: dict[str, dict[str, Any]], path: Path) -> SiteConfig:
     agg = v["aggregator"]
     if agg["endpoint"]:
         host, _, port = agg["endpoint"].rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not host or not parse_port(port):
             raise _cfg_error("aggregator.endpoint", f"{agg['endpoint']!r} is not host:port",
                              'write endpoint = "aggregator.example.org:8443"')
     if agg["chunk_bytes"] < 1024 or agg["chunk_bytes"] > 16 << 20:

@@ -33,7 +33,6 @@ from aggregator.store import sealing
 from aggregator.store.base import (
     ARTIFACT_STATUSES,
     MODULE_STATUSES,
-    SITE_ID_RE,
     ArtifactRow,
     LedgerSnapshot,
     ModuleRow,
@@ -46,6 +45,7 @@ from aggregator.store.sqlite_evaluations import EVALUATIONS_SCHEMA, EvaluationsM
 from ffsecure import canonical
 from ffsecure.errors import ConfigError, FormatError, LedgerError, NotFoundError, StoreError
 from ffsecure.files import fsync_dir
+from ffsecure.ids import SITE_ID
 from ffsecure.ledger.checkpoint import Checkpoint, open_checkpoint
 from ffsecure.ledger.entries import entry_bytes, make_entry, utc_now, validate_entry
 from ffsecure.ledger.merkle import (
@@ -304,8 +304,8 @@ class SQLiteStore(EvaluationsMixin, Store):
     def register_module(self, *, module_id: str, site_id: str, manifest_bytes: bytes, package_meta: bytes,
                         weights: bytes, entry: dict) -> Receipt:
         check_module_id(module_id)
-        if not isinstance(site_id, str) or not SITE_ID_RE.match(site_id):
-            raise FormatError(f"site id {site_id!r} is not 1-64 letters, digits, '.', '_' or '-'", code="E_SITE_ID")
+        if not SITE_ID.matches(site_id):
+            raise FormatError(f"site id {site_id!r} is not {SITE_ID.rule}", code="E_SITE_ID")
         canonical.loads_canonical(manifest_bytes)
         canonical.loads_canonical(package_meta)
         data = entry_bytes(entry)

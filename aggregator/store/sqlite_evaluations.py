@@ -13,10 +13,11 @@ import hmac
 import logging
 import sqlite3
 
-from aggregator.store.base import SITE_ID_RE, EvaluationRow, Receipt, check_artifact
+from aggregator.store.base import EvaluationRow, Receipt, check_artifact
 from ffsecure import canonical
 from ffsecure.errors import FFSecureError, FormatError, LedgerError, NotFoundError, StoreError
 from ffsecure.evalreport import EvaluationReport, commitment
+from ffsecure.ids import SITE_ID
 from ffsecure.ledger.entries import entry_bytes
 from ffsecure.ledger.merkle import inclusion_proof_from
 
@@ -42,8 +43,8 @@ class EvaluationsMixin:
 
     def put_evaluation(self, *, site_id: str, report: bytes, salt: str,
                        entry: dict) -> tuple[EvaluationRow, Receipt]:
-        if not isinstance(site_id, str) or not SITE_ID_RE.match(site_id):
-            raise FormatError(f"site id {site_id!r} is not 1-64 letters, digits, '.', '_' or '-'", code="E_SITE_ID")
+        if not SITE_ID.matches(site_id):
+            raise FormatError(f"site id {site_id!r} is not {SITE_ID.rule}", code="E_SITE_ID")
         rep = EvaluationReport.from_dict(canonical.loads_canonical(bytes(report)))
         check_artifact("classifier", rep.classifier_id)
         data = entry_bytes(entry)

@@ -8,18 +8,18 @@ be audited at all and is refused with ``E_AUDIT_BUNDLE``.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ffsecure import canonical
 from ffsecure.errors import FFSecureError, FormatError
+from ffsecure.ids import MODULE_ID
 from ffsecure.ledger.verify import MAX_BUNDLE_ENTRIES_BYTES, read_entries
 
 MAX_SMALL_FILE = 1 << 20
 MAX_CHECKPOINT_FILE = 64 * 1024
 MAX_MODULE_RECORD = 2 << 20
-_MODULE_FILE_RE = re.compile(r"^([0-9a-f]{32})\.json$")
+_MODULE_FILE_SUFFIX = ".json"
 
 
 class BundleError(FFSecureError):
@@ -96,8 +96,8 @@ def load_bundle(path: str | Path) -> Bundle:
     mdir = root / "modules"
     if mdir.is_dir():
         for p in sorted(mdir.iterdir()):
-            m = _MODULE_FILE_RE.match(p.name)
-            if not m or not p.is_file():
+            module_id = p.name.removesuffix(_MODULE_FILE_SUFFIX)
+            if module_id == p.name or not MODULE_ID.matches(module_id) or not p.is_file():
                 stray.append(p.name)
                 continue
             raw = _read(p, MAX_MODULE_RECORD, f"module record {p.name}")
@@ -106,9 +106,9 @@ def load_bundle(path: str | Path) -> Bundle:
                 rec = canonical.loads_canonical(body, max_bytes=MAX_MODULE_RECORD)
                 if not isinstance(rec, dict):
                     raise FormatError("not a JSON object")
-                modules[m.group(1)] = ModuleRecord(m.group(1), raw, rec)
+                modules[module_id] = ModuleRecord(module_id, raw, rec)
             except FFSecureError as exc:
-                modules[m.group(1)] = ModuleRecord(m.group(1), raw, None, exc.message)
+                modules[module_id] = ModuleRecord(module_id, raw, None, exc.message)
     summary = None
     raw_summary = _optional(root / "bundle.json", MAX_SMALL_FILE, "bundle.json")
     if raw_summary is not None:

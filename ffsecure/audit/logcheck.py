@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from ffsecure.audit.findings import WARNING, Findings
 from ffsecure.errors import FFSecureError, LedgerError
+from ffsecure.ids import parse_tree_size
 from ffsecure.ledger.checkpoint import Checkpoint, NoteVerifier, open_checkpoint, parse_vkey
 from ffsecure.ledger.entries import validate_entry
 from ffsecure.ledger.merkle import MemoryTree, leaf_hash, root_hash, verify_consistency
@@ -115,7 +116,7 @@ def check_log(vkey: str, entries: list[bytes], notes: dict[str, bytes], findings
     if not notes:
         findings.add("checkpoint-signatures", "E_AUDIT_NO_CHECKPOINT", "the bundle holds no checkpoint")
     for name, note in notes.items():
-        if not re.fullmatch(r"0|[1-9][0-9]{0,18}", name):
+        if parse_tree_size(name) is None:
             findings.add("checkpoint-signatures", "E_AUDIT_CHECKPOINT_NAME",
                          f"checkpoint file name {name!r} is not a tree size")
             continue

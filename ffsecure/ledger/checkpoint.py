@@ -27,11 +27,11 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ffsecure.canonical import b64decode_canonical
 from ffsecure.errors import LedgerError
+from ffsecure.ids import parse_tree_size
 
 ALG_ED25519 = 0x01
 EM_DASH = "\u2014"
 MAX_SIGNATURES = 100
-_SIZE_RE = re.compile(r"^(0|[1-9][0-9]{0,18})$")
 
 
 def _format_error(message: str, hint: str = "the note was altered or is not a C2SP signed note") -> LedgerError:
@@ -231,7 +231,8 @@ def parse_checkpoint_body(text: str) -> Checkpoint:
         raise _format_error("checkpoint body needs an origin, a tree size and a root hash line")
     origin, size_text, root_b64, *extensions = lines
     _check_origin(origin)
-    if not _SIZE_RE.match(size_text) or int(size_text) >= 1 << 63:
+    size = parse_tree_size(size_text)
+    if size is None:
         raise _format_error(f"checkpoint tree size {size_text!r} is not a decimal number without leading zeros")
     root = b64decode_canonical(root_b64)
     if root is None:
@@ -240,7 +241,7 @@ def parse_checkpoint_body(text: str) -> Checkpoint:
         raise _format_error("checkpoint root hash is not the base64 of 32 bytes")
     if any(not ext for ext in extensions):
         raise _format_error("checkpoint has an empty extension line")
-    return Checkpoint(origin, int(size_text), root, tuple(extensions))
+    return Checkpoint(origin, size, root, tuple(extensions))
 
 
 def sign_checkpoint(cp: Checkpoint, name: str, key: Ed25519PrivateKey) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 
 from ffsecure import canonical
 from ffsecure.errors import FormatError, LedgerError
+from ffsecure.ids import ACTOR, ARTIFACT_ID, MODULE_ID, SHA256_HEX, SITE_ID, IdRule
 
 ENTRY_VERSION = 1
 MAX_ENTRY_BYTES = 64 * 1024
@@ -46,10 +47,10 @@ ENTRY_TYPES: dict[str, tuple[str, ...]] = {
 FORBIDDEN_FACTS = frozenset({"weights", "images", "image", "pixels", "samples", "data", "tensor", "tensors",
                              "labels", "blob", "dek", "kek", "private_key", "secret"})
 
-_ACTOR_RE = re.compile(r"^(aggregator|site:[A-Za-z0-9][A-Za-z0-9._-]{0,63}|operator:[A-Za-z0-9][A-Za-z0-9._@-]{0,63})$")
-_TIME_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")
-_MODULE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_TIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+#: Fact keys that hold an id, wherever they appear in ``facts``, and the rule each follows.
+ID_FACTS: dict[str, IdRule] = {"module_id": MODULE_ID, "site_id": SITE_ID,
+                               "dataset_id": ARTIFACT_ID, "classifier_id": ARTIFACT_ID}
 
 
 def _error(message: str, hint: str = "build entries with ffsecure.ledger.make_entry") -> LedgerError:
@@ -62,7 +63,7 @@ def utc_now() -> str:
 
 
 def _check_time(value: Any) -> None:
-    if not isinstance(value, str) or not _TIME_RE.match(value):
+    if not isinstance(value, str) or not _TIME_RE.fullmatch(value):
         raise _error(f"entry time {value!r} is not RFC 3339 UTC like 2026-11-22T12:00:00Z")
     try:
         datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
@@ -77,10 +78,10 @@ def _walk_facts(obj: Any, path: str) -> None:
             if key.lower() in FORBIDDEN_FACTS:
                 raise _error(f"fact {where} is not allowed in the public ledger",
                              hint="ledger facts hold hashes, ids, lineage and reasons, never data")
-            if key == "module_id" and not (isinstance(value, str) and _MODULE_ID_RE.match(value)):
-                raise _error(f"fact {where} is not a module id (32 lowercase hex digits)")
-            if (key == "sha256" or key.endswith("_sha256")) and not (
-                    isinstance(value, str) and _SHA256_RE.match(value)):
+            rule = ID_FACTS.get(key)
+            if rule is not None and not rule.matches(value):
+                raise _error(f"fact {where} is not a {rule.name} ({rule.rule})")
+            if (key == "sha256" or key.endswith("_sha256")) and not SHA256_HEX.matches(value):
                 raise _error(f"fact {where} is not a SHA-256 hash (64 lowercase hex digits)")
             _walk_facts(value, where)
     elif isinstance(obj, list):
@@ -101,7 +102,7 @@ def check_entry(entry: Any) -> None:
     if kind not in ENTRY_TYPES:
         raise _error(f"entry type {kind!r} is unknown", hint=f"use one of {', '.join(sorted(ENTRY_TYPES))}")
     _check_time(entry["time"])
-    if not isinstance(entry["actor"], str) or not _ACTOR_RE.match(entry["actor"]):
+    if not ACTOR.matches(entry["actor"]):
         raise _error(f"entry actor {entry['actor']!r} is not site:<id>, operator:<name> or aggregator")
     facts = entry["facts"]
     if not isinstance(facts, dict):

@@ -11,11 +11,11 @@ checkpoint covers every entry. See docs/audit-bundle.md.
 from __future__ import annotations
 
 import hmac
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ffsecure.errors import LedgerError
+from ffsecure.ids import parse_tree_size
 from ffsecure.ledger.checkpoint import Checkpoint, open_checkpoint, parse_vkey
 from ffsecure.ledger.entries import validate_entry
 from ffsecure.ledger.merkle import MemoryTree, leaf_hash, verify_consistency
@@ -78,7 +78,7 @@ def verify_log(vkey: str, entries: list[bytes], checkpoint_notes: dict[str, byte
         raise _inconsistent("the bundle holds no checkpoint", hint="export the bundle again")
     cps: list[Checkpoint] = []
     for name, note in checkpoint_notes.items():
-        if not re.fullmatch(r"0|[1-9][0-9]*", name):
+        if parse_tree_size(name) is None:
             raise _inconsistent(f"checkpoint file name {name!r} is not a tree size")
         try:
             cp = open_checkpoint(note, verifier)

@@ -38,6 +38,8 @@ def test_values_and_relative_paths(tmp_path):
     ("[server]\nlisten = \"localhost\"\n", "server.listen"),
     ("[limits]\nmax_upload_bytes = -1\n", "limits.max_upload_bytes"),
     ("[server\n", "not valid TOML"),
+    ("[server]\nlisten = \"127.0.0.1:\u00b2\"\n", "server.listen"),
+    ("[server]\nlisten = \"127.0.0.1:\uff18\uff14\uff14\uff13\"\n", "server.listen"),
 ])
 def test_bad_config_names_the_key(tmp_path, text, needle):
     with pytest.raises(ConfigError) as err:

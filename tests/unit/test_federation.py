@@ -153,6 +153,9 @@ def test_bad_fields_are_refused(override):
         ("hpke_key_id", "0" * 64),
         ("log_public_key", "example.org+00000000+AAAA"),
         ("log_origin", ""),
+        ("endpoint", "host:\u00b2"),
+        ("endpoint", "host:\uff18\uff14\uff14\uff13"),
+        ("endpoint", "host:8443\n"),
     ],
 )
 def test_bad_aggregator_fields_are_refused(field, value):

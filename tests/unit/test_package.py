@@ -18,6 +18,7 @@ from safetensors.torch import save as st_save
 from ffsecure import canonical, package, pki
 from ffsecure.errors import FFSecureError
 from ffsecure.generators import build, default_config, to_safetensors
+from ffsecure.ids import MODULE_ID
 from tests.unit.test_federation import SHAPE, make_manifest
 
 DP_CLAIM = {"target_epsilon": 4.0, "epsilon": 3.9, "delta": 1e-6, "noise_multiplier": 1.1,
@@ -120,8 +121,8 @@ def test_package_meta_verifies_offline_without_weights(world):
 
 def test_module_ids():
     ids = {package.new_module_id() for _ in range(100)}
-    assert len(ids) == 100 and all(package.MODULE_ID_RE.match(i) for i in ids)
-    for bad in ["", "A" * 32, "0" * 31, "0" * 33, "../" + "0" * 29, 12]:
+    assert len(ids) == 100 and all(MODULE_ID.matches(i) for i in ids)
+    for bad in ["", "A" * 32, "0" * 31, "0" * 33, "../" + "0" * 29, 12, "0" * 32 + "\n"]:
         expect("E_MODULE_ID", package.check_module_id, bad)
 
 

@@ -409,3 +409,36 @@ def test_cli_operator_flow(tmp_path):
     assert status["ffsecure://fed-cli/site/st-a"]["reason"] == "key_compromise"
     assert status["ffsecure://fed-cli/site/st-b"] is None
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def _csr_for(uri: str) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "site-b")]))
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]),
+                       critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.mark.parametrize("site_id", ["site-b\n", "site-b\r", "site-b\x00", "site-b\t", "Site-B",
+                                     " site-b", "site-b "])
+def test_csr_identity_that_is_not_exactly_an_id_is_refused(ca, site_id):
+    issued = len(ca.issued())
+    with pytest.raises(FFSecureError) as info:
+        ca.sign_csr(_csr_for(f"ffsecure://fed-test/site/{site_id}"))
+    assert _code(info) == "E_IDENTITY" and repr(site_id) in info.value.message
+    assert len(ca.issued()) == issued
+
+
+def test_cli_sign_csr_without_site_id_refuses_a_newline_identity(tmp_path):
+    """`pki sign-csr` with no --site-id signs what the CSR asks for, so the CSR must be exact."""
+    ca = pki.init_ca(tmp_path / "ca", "fed-cli")
+    (tmp_path / "b.csr").write_bytes(_csr_for("ffsecure://fed-cli/site/site-b\n"))
+    refused = _run("ffsecure", "pki", "sign-csr", str(tmp_path / "b.csr"), "--ca-dir",
+                   str(tmp_path / "ca"), "--out", str(tmp_path / "b.pem"), ok=False)
+    assert "error[E_IDENTITY]" in refused.stderr and "'site-b\\n'" in refused.stderr
+    assert "issued" not in refused.stdout and not (tmp_path / "b.pem").exists()
+    assert ca.issued() == [] and not (tmp_path / "ca" / "issued").exists()

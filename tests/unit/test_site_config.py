@@ -62,6 +62,10 @@ def test_relative_paths_follow_the_config_file(tmp_path):
     (MINIMAL + "[dp]\ndelta = 1.5\n", "dp.delta", "1e-5"),
     (MINIMAL + "[data]\n", "[data]", "TOML"),
     (MINIMAL.replace("[data]", "[other]"), "[other]", "use only"),
+    (MINIMAL + "[aggregator]\nendpoint = \"agg.example:\u00b2\"\n", "aggregator.endpoint",
+     "host:port"),
+    (MINIMAL + "[aggregator]\nendpoint = \"agg.example:\uff18\uff14\"\n", "aggregator.endpoint",
+     "host:port"),
 ])
 def test_bad_config_names_the_key_and_the_fix(tmp_path, text, key, fix):
     with pytest.raises(ConfigError) as err:
