@@ -37,6 +37,7 @@ from ffsecure.generators.state import parse_header
 from aggregator.grpc_errors import _BY_CODE
 from site_node.client import RetryPolicy
 from tests.federation_fixture import build_federation
+from tests.ops_fixture import poisoned_weights
 from tests.security import forge
 from tests.security.forge import Refusal, chunks, send
 
@@ -406,6 +407,11 @@ CASES: list[Case] = [
          lambda ctx: _c(ctx, _sealed_pkg(ctx, weights=_pickle_weights(ctx)))),
     Case("torch.save zip disguised as weights", "E_SAFETENSORS_HEADER",
          lambda ctx: _c(ctx, _sealed_pkg(ctx, weights=_torch_zip_weights(ctx)))),
+    Case("NaN in a weight tensor", "E_TENSOR_VALUE",
+         lambda ctx: _c(ctx, _sealed_pkg(ctx, weights=poisoned_weights(forge.federation_weights(ctx.fed))[0]))),
+    Case("infinity in a weight tensor", "E_TENSOR_VALUE",
+         lambda ctx: _c(ctx, _sealed_pkg(ctx, weights=poisoned_weights(forge.federation_weights(ctx.fed),
+                                                                      float("-inf"))[0]))),
 ]
 
 
@@ -457,6 +463,18 @@ def test_replayed_identical_package_adds_nothing(fed, srv, baseline):
     with fed.client("st-mary", srv.address, retry=NO_RETRY) as c:
         receipt = c.upload(baseline["sealed"], module_id=baseline["manifest"]["module_id"], site_id="st-mary")
     assert receipt.existing and receipt.index == baseline["receipt"].index
+    assert snapshot(srv) == before
+
+
+def test_non_finite_weights_are_refused_naming_the_module_and_the_tensor(fed, srv, baseline):
+    """The refusal says which module and which tensor, so the site knows what to retrain."""
+    weights, tensor = poisoned_weights(forge.federation_weights(fed))
+    sealed, manifest = forge.forge(fed, "st-mary", weights=weights)
+    before = snapshot(srv)
+    with fed.client("st-mary", srv.address, retry=NO_RETRY) as c:
+        got = send(c.stub, chunks(sealed))
+    assert isinstance(got, Refusal) and got.code == "E_TENSOR_VALUE", got
+    assert manifest["module_id"] in got.message and repr(tensor) in got.message
     assert snapshot(srv) == before
 
 
