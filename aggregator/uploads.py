@@ -228,12 +228,17 @@ class StagedUpload:
         shutil.rmtree(self.directory, ignore_errors=True)
         self._closed = True
 
-    def close(self) -> None:
+    def close(self, *, refused: bool = False) -> None:
+        """Commit what arrived and unlock. After a ``refused`` stream an upload that holds no
+        durable byte is removed: it has nothing to resume, and it would count against the
+        site's ``max_parallel_per_site`` until it went stale."""
         try:
             if not self._closed:
                 self.commit()
                 self._fh.close()
                 self._closed = True
+                if refused and self.state.committed_offset == 0 and not self.state.registered:
+                    shutil.rmtree(self.directory, ignore_errors=True)
         finally:
             self._staging._release(self._key)
 

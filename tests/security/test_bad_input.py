@@ -332,7 +332,7 @@ CASES: list[Case] = [
     Case("gap between chunk offsets", "E_UPLOAD_OFFSET", _offset_gap, staged="kept"),
     Case("chunks naming two uploads", "E_UPLOAD_MISMATCH", _mixed, staged="kept"),
     Case("empty stream", "E_UPLOAD_EMPTY", lambda ctx: [], staged="n/a"),
-    Case("chunk over max_chunk_bytes", "E_TOO_LARGE", _chunk_too_big, staged="kept"),
+    Case("chunk over max_chunk_bytes", "E_TOO_LARGE", _chunk_too_big),
     Case("module over the size limit", "E_TOO_LARGE", _too_large),
     Case("upload id with path characters", "E_UPLOAD_ID", _path_upload_id, staged="n/a"),
     # envelope
@@ -523,3 +523,32 @@ def test_flood_from_one_site_is_rate_limited_while_others_succeed(tmp_path, capl
         assert by_site == {"flooder": len(accepted), "st-quiet": 2} if accepted else {"st-quiet": 2}
         assert store.size() == len(accepted) + 2
         assert sum(1 for r in caplog.records if getattr(r, "code", None) == "E_RATE_LIMIT") == len(refused)
+
+
+
+def test_streams_refused_at_their_first_chunk_leave_nothing_against_the_quota(tmp_path, caplog):
+    """A refused stream with no durable byte leaves no staged upload, so it never fills the site's quota."""
+    fed = build_federation(tmp_path, sites=("st-mary",))
+    text = fed.config_path.read_text()
+    fed.config_path.write_text(text.replace("[uploads]\n", "[uploads]\nmax_parallel_per_site = 2\n", 1))
+    with fed.serve() as running:
+        limit = running.runtime.deps.max_chunk_bytes
+        sealed = forge.forge(fed, "st-mary")[0]
+        bad_first_chunks = [
+            chunks(os.urandom(limit + 1), chunk_bytes=limit + 1),  # E_TOO_LARGE
+            [forge.pb.UploadChunk(upload_id=secrets.token_hex(16), offset=5, data=b"x", total_size=10,
+                                  total_sha256=b"\1" * 32)],  # E_UPLOAD_OFFSET
+            [forge.pb.UploadChunk(upload_id=secrets.token_hex(16), offset=0, data=b"x" * 20, total_size=10,
+                                  total_sha256=b"\1" * 32)],  # E_UPLOAD_MISMATCH
+            [forge.pb.UploadChunk(upload_id=secrets.token_hex(16), offset=0, data=b"", total_size=10,
+                                  total_sha256=b"\1" * 32)],  # E_UPLOAD_INCOMPLETE, nothing received
+        ]
+        staging = running.runtime.deps.staging
+        with fed.client("st-mary", running.address, retry=NO_RETRY) as c:
+            for messages in bad_first_chunks:
+                got = send(c.stub, messages)
+                assert isinstance(got, Refusal) and got.code != "E_UPLOAD_QUOTA", got
+                assert staging.status("st-mary", messages[0].upload_id) is None, got.code
+            receipt = send(c.stub, chunks(sealed))
+        assert not isinstance(receipt, Refusal), receipt
+        assert running.runtime.store.size() == 1
