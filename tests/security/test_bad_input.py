@@ -31,9 +31,12 @@ from typing import Callable
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from ffsecure import canonical, envelope, pki
 from ffsecure.generators.state import parse_header
+from ffsecure.package import SIGNATURE_CONTEXT
 from aggregator.grpc_errors import _BY_CODE
 from site_node.client import RetryPolicy
 from tests.federation_fixture import build_federation
@@ -318,6 +321,19 @@ def _too_large(ctx: Ctx) -> list:
                                  total_size=limit + 1, total_sha256=b"\1" * 32)]
 
 
+def _other_ca_backdated(ctx: Ctx) -> list:
+    # a site certificate of an attacker's CA with this federation's id (and so the same CA name),
+    # on a package dated before this federation's CA existed
+    other = pki.init_ca(ctx.tmp / "other-ca", ctx.fed.federation_id)
+    cert, key = other.issue_site("st-mary")
+    d = forge.manifest_dict(ctx.fed, "st-mary", weights=forge.federation_weights(ctx.fed),
+                            created_at="2001-01-01T00:00:00Z")
+    mb = canonical.dumps(d)
+    sig = key.sign(SIGNATURE_CONTEXT + hashlib.sha256(mb).digest(), ec.ECDSA(hashes.SHA256()))
+    sealed = forge.seal(ctx.fed, forge.container(mb, sig, pki.cert_pem(cert), forge.federation_weights(ctx.fed)))
+    return _c(ctx, sealed)
+
+
 def _path_upload_id(ctx: Ctx) -> list:
     return chunks(_sealed_pkg(ctx), upload_id="../../../../tmp/ffsecure-escape")
 
@@ -412,6 +428,7 @@ CASES: list[Case] = [
     Case("infinity in a weight tensor", "E_TENSOR_VALUE",
          lambda ctx: _c(ctx, _sealed_pkg(ctx, weights=poisoned_weights(forge.federation_weights(ctx.fed),
                                                                       float("-inf"))[0]))),
+    Case("another CA's certificate on a backdated package", "E_CERT_CHAIN", _other_ca_backdated),
 ]
 
 
