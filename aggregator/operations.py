@@ -213,7 +213,8 @@ class Operations:
             m = ModuleManifest.from_bytes(r.manifest)
             gen = self._generator(m, weights.pop(r.module_id), skipped)
             if gen is not None:
-                sources.append(ModuleSource(module_id=r.module_id, generator=gen, classes=list(m.classes),
+                sources.append(ModuleSource(module_id=r.module_id, generator=gen,
+                                            classes=list(m.classes),
                                             weights_sha256=r.weights_sha256))
         return sources
 
@@ -237,7 +238,7 @@ class Operations:
     # -- synthesis ----------------------------------------------------------
     def synthesize(self, *, per_class: int, seed: int, grid: bool = True,
                    skipped: list[tuple[str, str]] | None = None) -> DatasetResult:
-        """Sample a class-balanced dataset from every live module; store its recipe; log the lineage.
+        """Sample a balanced dataset from every live module; store its recipe; log the lineage.
 
         A module with non-finite weights fails the step naming it (``E_TENSOR_VALUE``), or,
         given a ``skipped`` list, is left out of the dataset and recorded there.

@@ -183,7 +183,8 @@ class AuthenticatedHealth(health.HealthServicer):
         try:
             self._authenticator.authenticate(context)
         except FFSecureError as exc:
-            abort_with(context, exc, method=method, peer=self._authenticator.unverified_name(context))
+            peer = self._authenticator.unverified_name(context)
+            abort_with(context, exc, method=method, peer=peer)
 
     def Check(self, request, context):
         self._admit(context, "Health.Check")

@@ -218,7 +218,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             receipt = self._register_staged(staged, peer)
             return _receipt_pb(receipt, receipt.module_id)
         except FFSecureError:
-            refused = True  # an upload left without a durable byte is dropped, not kept for resuming
+            refused = True  # an upload without a durable byte is dropped, not kept for resuming
             raise
         except grpc.RpcError:
             if expired.is_set():

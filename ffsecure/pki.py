@@ -724,7 +724,7 @@ def _check_ca(ca_cert: x509.Certificate) -> None:
 
 
 def _check_chain(cert: x509.Certificate, ca_cert: x509.Certificate) -> None:
-    """Issued directly by ``ca_cert`` with a valid signature, not a CA, ECDSA P-256 (E_CERT_CHAIN)."""
+    """Issued directly by ``ca_cert`` (valid signature), not a CA, ECDSA P-256 (E_CERT_CHAIN)."""
     if cert.issuer != ca_cert.subject:
         raise CertChainError("certificate was not issued by the federation CA",
                              hint="use a certificate issued by this federation's CA")
@@ -745,7 +745,7 @@ def _check_chain(cert: x509.Certificate, ca_cert: x509.Certificate) -> None:
 
 
 def _check_validity(cert: x509.Certificate, ca_cert: x509.Certificate, at: dt.datetime) -> None:
-    """The CA and the certificate are both inside their validity periods at ``at`` (E_CERT_EXPIRED)."""
+    """The CA and the certificate both inside their validity at ``at`` (E_CERT_EXPIRED)."""
     if not (ca_cert.not_valid_before_utc <= at <= ca_cert.not_valid_after_utc):
         raise CertExpiredError(f"the federation CA certificate is not valid at {_rfc3339(at)}")
     if not (cert.not_valid_before_utc <= at <= cert.not_valid_after_utc):

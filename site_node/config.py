@@ -127,7 +127,8 @@ class SiteConfig:
     trigger_file: Path | None = None
 
     def passphrase(self) -> bytes | None:
-        """The site key's passphrase: ``pki.passphrase_file``, else ``$FFSECURE_SITE_PASSPHRASE_FILE``."""
+        """The site key's passphrase file: ``pki.passphrase_file``, else
+        ``$FFSECURE_SITE_PASSPHRASE_FILE``."""
         from ffsecure.commands.pki import SITE_PASSPHRASE_ENV, read_passphrase
 
         if self.passphrase_file is None:

@@ -122,7 +122,7 @@ class _Nodes:
 
 
 def _private_database(db_path: Path) -> None:
-    """``store.sqlite`` 0600 before SQLite opens it (its -wal/-shm inherit the mode); tighten old ones."""
+    """``store.sqlite`` 0600 before SQLite opens it (-wal/-shm inherit its mode); tighten old ones."""
     create_private_file(db_path)
     for suffix in ("-wal", "-shm", "-journal"):
         restrict(db_path.with_name(db_path.name + suffix))

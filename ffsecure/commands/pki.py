@@ -43,7 +43,8 @@ CA_PASSPHRASE_ENV = "FFSECURE_CA_PASSPHRASE_FILE"
 SITE_PASSPHRASE_ENV = "FFSECURE_SITE_PASSPHRASE_FILE"
 
 
-def new_key_passphrase(passphrase: bytes | None, no_passphrase: bool, key: str, env: str) -> bytes | None:
+def new_key_passphrase(passphrase: bytes | None, no_passphrase: bool, key: str,
+                       env: str) -> bytes | None:
     """The passphrase for a new key, or None with a warning unless ``--no-passphrase`` was given."""
     if passphrase is not None and no_passphrase:
         raise ConfigError("--no-passphrase contradicts a passphrase file",
@@ -56,17 +57,20 @@ def new_key_passphrase(passphrase: bytes | None, no_passphrase: bool, key: str, 
 
 def warn_unencrypted(key: str, remedy: str) -> None:
     """Say on stderr and in the log that ``key`` is written without a passphrase, and what to do."""
-    message = f"{key} is written UNENCRYPTED (mode 0600): whoever reads the file holds the key; {remedy}"
+    message = (f"{key} is written UNENCRYPTED (mode 0600): whoever reads the file holds the key; "
+               f"{remedy}")
     log.warning(message, extra={"event": "key_unencrypted", "key": key})
     click.echo(f"warning: {message}", err=True)
 
 
 ca_dir_option = click.option("--ca-dir", required=True, type=click.Path(file_okay=False),
                              help="Directory of the federation CA (from `pki init`).")
-passphrase_option = click.option("--passphrase-file", type=click.Path(dir_okay=False), envvar=CA_PASSPHRASE_ENV,
-                                 help=f"File whose first line is the CA key passphrase (default: ${CA_PASSPHRASE_ENV}).")
-no_passphrase_option = click.option("--no-passphrase", is_flag=True,
-                                    help="Write the new private key unencrypted, on purpose (no warning).")
+passphrase_option = click.option(
+    "--passphrase-file", type=click.Path(dir_okay=False), envvar=CA_PASSPHRASE_ENV,
+    help=f"File whose first line is the CA key passphrase (default: ${CA_PASSPHRASE_ENV}).")
+no_passphrase_option = click.option(
+    "--no-passphrase", is_flag=True,
+    help="Write the new private key unencrypted, on purpose (no warning).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
@@ -81,14 +85,16 @@ def _cert_summary(cert, **extra) -> dict:
             "not_after": pkilib.rfc3339(cert.not_valid_after_utc), **extra}
 
 
-def _write_leaf(out: Path, name: str, cert, key, ca: pkilib.CA, *, no_passphrase: bool = False) -> dict:
+def _write_leaf(out: Path, name: str, cert, key, ca: pkilib.CA, *,
+                no_passphrase: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"cert": str(out / f"{name}.pem"), "ca": str(out / "ca.pem")}
     pkilib.write_public_file(out / f"{name}.pem", pkilib.cert_pem(cert))
     if key is not None:
         if not no_passphrase:  # the services read their keys unattended: the CA-made key is plain
             warn_unencrypted(str(out / f"{name}.key"),
-                             "prefer a key made where it is used (`site-node enroll`, `aggregator init`), "
+                             "prefer a key made where it is used (`site-node enroll`, "
+                             "`aggregator init`), "
                              "or pass --no-passphrase to say you mean it")
         pkilib.write_private_key(out / f"{name}.key", key)
         paths["key"] = str(out / f"{name}.key")
@@ -139,7 +145,8 @@ def issue_group() -> None:
               help="Directory for <site-id>.pem, <site-id>.key (0600) and ca.pem.")
 @click.option("--days", default=pkilib.LEAF_DAYS_DEFAULT, show_default=True)
 @passphrase_option
-@click.option("--no-passphrase", is_flag=True, help="The site key is meant to be unencrypted (no warning).")
+@click.option("--no-passphrase", is_flag=True,
+              help="The site key is meant to be unencrypted (no warning).")
 @json_option
 @click.pass_context
 def issue_site_cmd(ctx, site_id, ca_dir, out, days, passphrase_file, no_passphrase, as_json):
@@ -147,7 +154,8 @@ def issue_site_cmd(ctx, site_id, ca_dir, out, days, passphrase_file, no_passphra
     _json(ctx, as_json)
     ca = pkilib.CA.load(ca_dir, read_passphrase(passphrase_file))
     cert, key = ca.issue_site(site_id, days=days)
-    info = _cert_summary(cert, files=_write_leaf(Path(out), site_id, cert, key, ca, no_passphrase=no_passphrase))
+    files = _write_leaf(Path(out), site_id, cert, key, ca, no_passphrase=no_passphrase)
+    info = _cert_summary(cert, files=files)
     echo_json(info) if as_json else click.echo(
         f"issued {info['identity']} serial {info['serial']} -> {info['files']['cert']}")
 
@@ -160,10 +168,12 @@ def issue_site_cmd(ctx, site_id, ca_dir, out, days, passphrase_file, no_passphra
               help="Directory for aggregator.pem, aggregator.key (0600) and ca.pem.")
 @click.option("--days", default=pkilib.LEAF_DAYS_DEFAULT, show_default=True)
 @passphrase_option
-@click.option("--no-passphrase", is_flag=True, help="The TLS key is meant to be unencrypted (no warning).")
+@click.option("--no-passphrase", is_flag=True,
+              help="The TLS key is meant to be unencrypted (no warning).")
 @json_option
 @click.pass_context
-def issue_aggregator_cmd(ctx, host, extra_host, ca_dir, out, days, passphrase_file, no_passphrase, as_json):
+def issue_aggregator_cmd(ctx, host, extra_host, ca_dir, out, days, passphrase_file, no_passphrase,
+                         as_json):
     """Issue the aggregator's TLS certificate (serverAuth, SAN .../aggregator + host)."""
     _json(ctx, as_json)
     ca = pkilib.CA.load(ca_dir, read_passphrase(passphrase_file))

@@ -229,7 +229,8 @@ class TensorValueError(FormatError):
     def __init__(self, tensor: str, module_id: str | None = None):
         where = f"module {module_id}: " if module_id else ""
         super().__init__(f"{where}tensor {tensor!r} holds NaN or infinite values",
-                         hint="the generator diverged or the weights were tampered with; retrain it")
+                         hint="the generator diverged or the weights were tampered with; "
+                              "retrain it")
         self.tensor = tensor
         self.module_id = module_id
 

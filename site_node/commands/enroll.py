@@ -35,14 +35,15 @@ from ffsecure.errors import ConfigError
 @click.option("--csr", "csr_file", type=click.Path(dir_okay=False),
               help="Without --config: where to write the CSR for the CA operator.")
 @click.option("--passphrase-file", type=click.Path(dir_okay=False),
-              help="Encrypt the key with the first line of this file (default: pki.passphrase_file, "
-                   "then $FFSECURE_SITE_PASSPHRASE_FILE).")
-@click.option("--no-passphrase", is_flag=True, help="Write the key unencrypted, on purpose (no warning).")
+              help="Encrypt the key with the first line of this file (default: "
+                   "pki.passphrase_file, then $FFSECURE_SITE_PASSPHRASE_FILE).")
+@click.option("--no-passphrase", is_flag=True,
+              help="Write the key unencrypted, on purpose (no warning).")
 @click.option("--force", is_flag=True, help="Replace an existing key file.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def enroll(ctx, config_path, federation_id, site_id, key_file, csr_file, passphrase_file, no_passphrase, force,
-           as_json):
+def enroll(ctx, config_path, federation_id, site_id, key_file, csr_file, passphrase_file,
+           no_passphrase, force, as_json):
     """Make a P-256 key and a certificate signing request for this site."""
     from ffsecure.commands.pki import SITE_PASSPHRASE_ENV, new_key_passphrase, read_passphrase
 
