@@ -3,9 +3,15 @@
 Layout (docs/decisions.md, "Aggregator home directory")::
 
     DIR/aggregator.toml  DIR/federation.json  DIR/ca.pem  DIR/crl.pem  DIR/tls.pem
-    DIR/store.sqlite     SQLite (WAL): modules, ledger, checkpoints, artifacts
-    DIR/blobs/           encrypted module weights and artifacts
+    DIR/store.sqlite     0600, SQLite (WAL, its -wal/-shm 0600 too): modules, ledger,
+                         checkpoints, artifacts, wrapped data keys, evaluation reports
+    DIR/blobs/           0700: encrypted module weights and artifacts
     DIR/keys/            0700: kek.key, log.key, hpke.key, tls.key (0600 each)
+    DIR/uploads/         0700: staged uploads (default ``uploads.dir``)
+
+``DIR`` itself is 0700: the store holds wrapped data keys and the numbers
+that the ledger hides behind salted commitments. Opening a home made by an
+earlier release (0755 home, 0644 store) tightens it and logs a warning.
 
 Private key files are created with mode 0600 through ``os.open`` (never
 world-readable, not even for an instant), written to a temporary name,
@@ -27,7 +33,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ffsecure.errors import ConfigError
-from ffsecure.files import write_secret_file
+from ffsecure.files import private_dir, write_secret_file
 from ffsecure.ledger.checkpoint import Checkpoint, encode_signer_key, make_vkey, parse_signer_key, sign_checkpoint
 
 KEK_PREFIX = "ffsecure-kek-v1:"
@@ -93,11 +99,9 @@ class AggregatorHome:
         return self.keys / "tls.key"
 
     def ensure_dirs(self) -> None:
-        """Create the home, ``blobs/`` (0700) and ``keys/`` (0700) if missing."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        for d in (self.blobs, self.keys):
-            d.mkdir(mode=0o700, exist_ok=True)
-            os.chmod(d, 0o700)
+        """Create the home, ``blobs/`` and ``keys/`` 0700 if missing; tighten them if open."""
+        for d in (self.root, self.blobs, self.keys):
+            private_dir(d)
 
 
 def write_private_file(path: Path, data: bytes) -> None:

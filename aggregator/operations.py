@@ -113,6 +113,7 @@ class RetrainOutcome:
     datasets: list[DatasetResult] = field(default_factory=list)
     classifiers: list[ClassifierResult] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (classifier id, why)
+    skipped_modules: list[tuple[str, str]] = field(default_factory=list)  # (module id, why)
     seconds: float = 0.0
 
 
@@ -186,9 +187,14 @@ class Operations:
             if self.store.get_module(m["module_id"]).status != "active":
                 raise _lineage_error(m["module_id"])
 
-    def live_sources(self, module_ids: list[str] | None = None) -> list:
-        """Decrypt live modules (in memory only) into synthesis sources, sorted by id."""
-        from ffsecure import generators
+    def live_sources(self, module_ids: list[str] | None = None, *,
+                     skipped: list[tuple[str, str]] | None = None) -> list:
+        """Decrypt live modules (in memory only) into synthesis sources, sorted by id.
+
+        A module whose weights hold NaN or inf (registered before registration checked
+        values) raises ``E_TENSOR_VALUE`` naming it; with a ``skipped`` list it is left
+        out instead, logged, and recorded there as ``(module_id, why)``.
+        """
         from ffsecure.package import ModuleManifest
         from ffsecure.synthesis import ModuleSource
 
@@ -205,18 +211,42 @@ class Operations:
         sources = []
         for r in sorted(rows, key=lambda r: r.module_id):
             m = ModuleManifest.from_bytes(r.manifest)
-            gen = generators.from_state(m.generator["family"], m.generator["config"], weights.pop(r.module_id))
-            sources.append(ModuleSource(module_id=r.module_id, generator=gen, classes=list(m.classes),
-                                        weights_sha256=r.weights_sha256))
+            gen = self._generator(m, weights.pop(r.module_id), skipped)
+            if gen is not None:
+                sources.append(ModuleSource(module_id=r.module_id, generator=gen,
+                                            classes=list(m.classes),
+                                            weights_sha256=r.weights_sha256))
         return sources
 
+    @staticmethod
+    def _generator(manifest: Any, weights: bytes, skipped: list[tuple[str, str]] | None) -> Any:
+        """The module's generator, or None when its values are bad and ``skipped`` collects them."""
+        from ffsecure import generators
+
+        try:
+            return generators.from_state(manifest.generator["family"], manifest.generator["config"],
+                                         weights, module_id=manifest.module_id)
+        except generators.TensorValueError as exc:
+            if skipped is None:
+                raise
+            skipped.append((manifest.module_id, exc.message))
+            log.warning("module %s skipped: %s", manifest.module_id, exc.message,
+                        extra={"event": "module_skipped", "module_id": manifest.module_id,
+                               "code": exc.code})
+            return None
+
     # -- synthesis ----------------------------------------------------------
-    def synthesize(self, *, per_class: int, seed: int, grid: bool = True) -> DatasetResult:
-        """Sample a class-balanced dataset from every live module; store its recipe; log the lineage."""
+    def synthesize(self, *, per_class: int, seed: int, grid: bool = True,
+                   skipped: list[tuple[str, str]] | None = None) -> DatasetResult:
+        """Sample a balanced dataset from every live module; store its recipe; log the lineage.
+
+        A module with non-finite weights fails the step naming it (``E_TENSOR_VALUE``), or,
+        given a ``skipped`` list, is left out of the dataset and recorded there.
+        """
         from ffsecure import synthesis
 
         start = time.perf_counter()
-        sources = self.live_sources()
+        sources = self.live_sources(skipped=skipped)
         if not sources:
             raise ConfigError("no live modules to synthesize from", code="E_NO_MODULES",
                               hint="wait for sites to upload modules (`aggregator modules list`)")
@@ -437,11 +467,13 @@ class Operations:
                     pending.append((r, facts["previous_status"]))
         return pending
 
-    def retrain(self) -> RetrainOutcome:
+    def retrain(self, *, skip_bad_modules: bool = False) -> RetrainOutcome:
         """Synthesize and train again, with the recorded settings, for every pending classifier.
 
         A replacement of a published classifier is published. Datasets are
-        re-synthesized once per (per_class, seed) and shared.
+        re-synthesized once per (per_class, seed) and shared. With ``skip_bad_modules``
+        (the background worker) a live module whose weights hold NaN or inf is left out
+        and listed in ``skipped_modules`` instead of failing the whole pass.
         """
         start = time.perf_counter()
         out = RetrainOutcome()
@@ -454,7 +486,8 @@ class Operations:
             key = (per_class, seed)
             try:
                 if key not in new_sets:
-                    ds = self.synthesize(per_class=per_class, seed=seed)
+                    ds = self.synthesize(per_class=per_class, seed=seed,
+                                         skipped=out.skipped_modules if skip_bad_modules else None)
                     new_sets[key] = ds
                     out.datasets.append(ds)
                     out.appended.append(ds.appended)

@@ -13,6 +13,13 @@ the client offers it; grpc's Python API has no switch to refuse TLS 1.2 (see
 docs/grpc.md), and ``tests/integration/test_grpc_security.py`` checks that an
 ordinary client gets TLS 1.3.
 
+Health: the standard ``grpc.health.v1.Health`` service answers only callers
+that :class:`~aggregator.auth.Authenticator` accepts, as every Aggregator RPC
+does (CRL, role, federation of the identity): TLS alone checks only the
+chain, so a revoked or another federation's certificate of this CA would
+otherwise learn whether the aggregator is up. A refusal is logged like any
+other (method ``Health.Check`` / ``Health.Watch``).
+
 Shutdown: on SIGTERM or SIGINT the health status turns NOT_SERVING, new
 calls are refused, and in-flight calls (uploads included) get
 ``shutdown_grace_s`` to finish; an upload cut by the deadline keeps its
@@ -36,11 +43,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ffsecure import envelope, pki
-from ffsecure.errors import ConfigError
+from ffsecure.errors import ConfigError, FFSecureError
 from ffsecure.federation import FederationManifest, load_signed_manifest
 from ffsecure.v1 import aggregator_pb2_grpc as pb_grpc
 from aggregator.auth import Authenticator, CrlSource
 from aggregator.config import AggregatorConfig, load_config
+from aggregator.grpc_errors import abort_with
 from aggregator.home import AggregatorHome, load_kek, load_log_key, read_private_file
 from aggregator.ratelimit import RateLimiter
 from aggregator.registration import Registrar, max_upload_bytes
@@ -164,6 +172,29 @@ def server_options(config: AggregatorConfig) -> list[tuple[str, int]]:
     ]
 
 
+class AuthenticatedHealth(health.HealthServicer):
+    """The standard health service, for authenticated callers only (module docstring)."""
+
+    def __init__(self, authenticator: Authenticator):
+        super().__init__(experimental_non_blocking=True)
+        self._authenticator = authenticator
+
+    def _admit(self, context: grpc.ServicerContext, method: str) -> None:
+        try:
+            self._authenticator.authenticate(context)
+        except FFSecureError as exc:
+            peer = self._authenticator.unverified_name(context)
+            abort_with(context, exc, method=method, peer=peer)
+
+    def Check(self, request, context):
+        self._admit(context, "Health.Check")
+        return super().Check(request, context)
+
+    def Watch(self, request, context, send_response_callback=None):
+        self._admit(context, "Health.Watch")
+        return super().Watch(request, context, send_response_callback)
+
+
 class RunningServer:
     """A started server: its port, its health servicer and a way to drain and stop it."""
 
@@ -181,7 +212,7 @@ class RunningServer:
                                                      runtime.deps.watchdog)],
         )
         pb_grpc.add_AggregatorServicer_to_server(AggregatorService(runtime.deps), self.server)
-        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.health = AuthenticatedHealth(runtime.deps.authenticator)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         creds = grpc.ssl_server_credentials(
             [(runtime.tls_key_pem, runtime.tls_cert_pem)],

@@ -181,6 +181,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             context.cancel()
 
         watchdog = self.deps.watchdog.after(self.deps.upload_deadline_s, expire)
+        refused = False
         try:
             for chunk in request_iterator:
                 if expired.is_set() or time.monotonic() > deadline:
@@ -217,14 +218,18 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                 )
             receipt = self._register_staged(staged, peer)
             return _receipt_pb(receipt, receipt.module_id)
+        except FFSecureError:
+            refused = True  # an upload without a durable byte is dropped, not kept for resuming
+            raise
         except grpc.RpcError:
             if expired.is_set():
+                refused = True
                 raise self._deadline_error() from None
             raise
         finally:
             watchdog.cancel()
             if staged is not None:
-                staged.close()
+                staged.close(refused=refused)
 
     def _register_staged(self, staged, peer: Peer) -> StoreReceipt:
         """Hash-check, open, verify and register a complete staged upload; mark it registered."""

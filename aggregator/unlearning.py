@@ -11,6 +11,12 @@ background thread that runs :meth:`aggregator.operations.Operations.retrain`
 of a published classifier), taking the store lock only for store calls, so
 uploads and other RPCs go on meanwhile.
 
+A live module whose stored weights hold NaN or inf (registered before
+registration checked values) does not stop the pass: it is left out of the
+new dataset, logged as ``module_skipped`` with its id, and listed in the
+outcome's ``skipped_modules``; ``aggregator synthesize`` run by hand names it
+and stops (``E_TENSOR_VALUE``), so the operator can delete it.
+
 Several deletions in a row coalesce into one retraining pass; a deletion
 during a pass queues another one (the running pass refuses to write an
 artifact naming the deleted module, ``E_LINEAGE_DELETED``). On shutdown a
@@ -84,11 +90,12 @@ class RetrainWorker:
                 break
             self._wake.clear()
             try:
-                out = self._make_ops(progress=self._progress).retrain()
+                out = self._make_ops(progress=self._progress).retrain(skip_bad_modules=True)
                 self.last_outcome, self.last_error = out, None
                 log.info("retrained %d classifier(s) in %.1f s after a deletion", len(out.classifiers), out.seconds,
                          extra={"event": "retrained", "classifiers": [c.classifier_id for c in out.classifiers],
-                                "skipped": out.skipped, "seconds": round(out.seconds, 3)})
+                                "skipped": out.skipped, "skipped_modules": out.skipped_modules,
+                                "seconds": round(out.seconds, 3)})
             except RetrainCancelled:
                 log.info("retraining cancelled by shutdown; run `aggregator retrain` to finish it",
                          extra={"event": "retrain_cancelled"})

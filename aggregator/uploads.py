@@ -13,6 +13,11 @@ Layout::
     uploads/<site-id>/<upload-id>/data        the bytes received so far
     uploads/<site-id>/<upload-id>/state.json  canonical JSON UploadState
 
+The staging root and every directory below it are 0700, ``data`` and
+``state.json`` 0600 (a sealed upload is ciphertext, but its size, timing and
+site are not for other local users); a root left open by an earlier release
+is tightened at start, with a warning.
+
 Only when every byte has arrived and the SHA-256 the site announced matches
 (constant-time compare) are the bytes read back for opening and verification.
 """
@@ -30,7 +35,7 @@ from pathlib import Path
 
 from ffsecure import canonical
 from ffsecure.errors import FFSecureError
-from ffsecure.files import fsync_dir
+from ffsecure.files import PRIVATE_FILE_MODE, fsync_dir, private_dir
 from ffsecure.ids import SITE_ID, UPLOAD_ID
 from aggregator.grpc_errors import RequestError
 
@@ -111,7 +116,8 @@ class StagedUpload:
         self.state = state
         self._key = key
         # Unbuffered: a failed write (disk full) leaves no buffered bytes behind to fail again on close.
-        self._fh = open(directory / "data", "r+b" if (directory / "data").exists() else "w+b", buffering=0)
+        fd = os.open(directory / "data", os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+        self._fh = os.fdopen(fd, "r+b", buffering=0)
         # Anything past the committed offset may be torn: drop it.
         self._fh.truncate(state.committed_offset)
         self._fh.seek(state.committed_offset)
@@ -220,12 +226,17 @@ class StagedUpload:
         shutil.rmtree(self.directory, ignore_errors=True)
         self._closed = True
 
-    def close(self) -> None:
+    def close(self, *, refused: bool = False) -> None:
+        """Commit what arrived and unlock. After a ``refused`` stream an upload that holds no
+        durable byte is removed: it has nothing to resume, and it would count against the
+        site's ``max_parallel_per_site`` until it went stale."""
         try:
             if not self._closed:
                 self.commit()
                 self._fh.close()
                 self._closed = True
+                if refused and self.state.committed_offset == 0 and not self.state.registered:
+                    shutil.rmtree(self.directory, ignore_errors=True)
         finally:
             self._staging._release(self._key)
 
@@ -241,8 +252,7 @@ class UploadStaging:
 
     def __init__(self, root: Path, *, max_upload_bytes: int, commit_every_bytes: int = 4 << 20,
                  max_parallel_per_site: int = 4, stale_after_s: float = 86400.0):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.root = private_dir(root)
         self.max_upload_bytes = int(max_upload_bytes)
         self.commit_every_bytes = int(commit_every_bytes)
         self.max_parallel_per_site = int(max_parallel_per_site)
@@ -309,7 +319,8 @@ class UploadStaging:
                         f"site {site_id} already has {self.max_parallel_per_site} unfinished uploads",
                         code="E_UPLOAD_QUOTA", hint="finish or abandon earlier uploads (they expire)",
                     )
-                directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+                private_dir(directory.parent)
+                directory.mkdir(mode=0o700, exist_ok=True)
                 state = UploadState(upload_id=upload_id, site_id=site_id, total_size=int(total_size),
                                     total_sha256=sha_hex, committed_offset=0, created_at=time.time())
                 _write_state(directory, state)

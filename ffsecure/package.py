@@ -464,16 +464,22 @@ def check_policy(manifest: ModuleManifest, federation: FederationManifest) -> No
 
 
 def check_weights(manifest: ModuleManifest, weights: bytes) -> None:
-    """Weights size + SHA-256, then safetensors header and every tensor's name/shape/dtype."""
+    """Weights size + SHA-256, safetensors header, every tensor's name/shape/dtype, finite values.
+
+    A NaN or an infinity anywhere is ``E_TENSOR_VALUE`` naming the module and the tensor:
+    such a module would make every later synthesis fail, so it is never registered.
+    """
     if len(weights) != manifest.weights_bytes or not hmac.compare_digest(
             hashlib.sha256(weights).hexdigest(), manifest.weights_sha256):
         raise WeightsHashError("weights do not hash to the manifest's weights_sha256",
                                hint="the package was altered; re-send it")
-    from ffsecure.generators import check_safetensors, expected_tensor_specs, validate_config
+    from ffsecure.generators import (check_finite, check_safetensors, expected_tensor_specs,
+                                     validate_config)
 
     family = manifest.generator["family"]
     config = validate_config(family, manifest.generator["config"])
     check_safetensors(weights, expected_tensor_specs(family, config))
+    check_finite(weights, module_id=manifest.module_id)
 
 
 def verify_package(pkg: SignedPackage, *, federation: FederationManifest,

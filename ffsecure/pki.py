@@ -691,7 +691,7 @@ rfc3339 = _rfc3339
 parse_rfc3339 = _parse_rfc3339
 
 
-def _check_ca(ca_cert: x509.Certificate, at: dt.datetime) -> None:
+def _check_ca(ca_cert: x509.Certificate) -> None:
     try:
         bc = ca_cert.extensions.get_extension_for_class(x509.BasicConstraints).value
         ku = ca_cert.extensions.get_extension_for_class(x509.KeyUsage).value
@@ -699,8 +699,39 @@ def _check_ca(ca_cert: x509.Certificate, at: dt.datetime) -> None:
         raise CertChainError("the trust anchor is not a CA certificate") from None
     if not bc.ca or not ku.key_cert_sign:
         raise CertChainError("the trust anchor is not a CA certificate")
+
+
+def _check_chain(cert: x509.Certificate, ca_cert: x509.Certificate) -> None:
+    """Issued directly by ``ca_cert`` (valid signature), not a CA, ECDSA P-256 (E_CERT_CHAIN)."""
+    if cert.issuer != ca_cert.subject:
+        raise CertChainError("certificate was not issued by the federation CA",
+                             hint="use a certificate issued by this federation's CA")
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        raise CertChainError("certificate signature does not verify against the federation CA",
+                             hint="use a certificate issued by this federation's CA") from None
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        raise CertUsageError("certificate lacks basic constraints") from None
+    if bc.ca:
+        raise CertChainError("a CA certificate cannot be used as a site or aggregator certificate")
+    pub = cert.public_key()
+    if not isinstance(pub, ec.EllipticCurvePublicKey) or pub.curve.name != "secp256r1":
+        raise CertChainError("certificate key is not ECDSA P-256")
+
+
+def _check_validity(cert: x509.Certificate, ca_cert: x509.Certificate, at: dt.datetime) -> None:
+    """The CA and the certificate both inside their validity at ``at`` (E_CERT_EXPIRED)."""
     if not (ca_cert.not_valid_before_utc <= at <= ca_cert.not_valid_after_utc):
         raise CertExpiredError(f"the federation CA certificate is not valid at {_rfc3339(at)}")
+    if not (cert.not_valid_before_utc <= at <= cert.not_valid_after_utc):
+        raise CertExpiredError(
+            f"certificate is valid from {_rfc3339(cert.not_valid_before_utc)} to "
+            f"{_rfc3339(cert.not_valid_after_utc)}, not at {_rfc3339(at)}",
+            hint="renew the certificate (`ffsecure pki issue` or `site-node enroll`)",
+        )
 
 
 def is_revoked(cert: x509.Certificate, crl: x509.CertificateRevocationList | None,
@@ -726,40 +757,26 @@ def verify_cert(cert: x509.Certificate, *, ca_cert: x509.Certificate,
     """Check ``cert`` against the federation CA and CRL at time ``at`` (default now).
 
     Checks, in order: issued directly by the CA with a valid signature, not a CA
-    itself, ECDSA P-256 (E_CERT_CHAIN); inside its validity period (E_CERT_EXPIRED);
-    not revoked (E_CERT_REVOKED); the key usages of its role (E_CERT_USAGE); one
-    identity URI for the CA's federation and the expected role (E_IDENTITY).
-    Returns the identity.
+    itself, ECDSA P-256 (E_CERT_CHAIN); the CA and the certificate inside their
+    validity periods (E_CERT_EXPIRED); not revoked (E_CERT_REVOKED); the key usages
+    of its role (E_CERT_USAGE); one identity URI for the CA's federation and the
+    expected role (E_IDENTITY). Returns the identity.
+
+    The chain comes before any date: a certificate of another CA (even one with
+    this federation's id and CA name) is E_CERT_CHAIN at every time, never
+    E_CERT_EXPIRED because of the time it claims.
     """
     at = (at or utcnow()).astimezone(dt.timezone.utc)
     check_parses(cert)
-    _check_ca(ca_cert, at)
+    _check_ca(ca_cert)
     if crl is not None:
         check_crl(crl, ca_cert)
-    if cert.issuer != ca_cert.subject:
-        raise CertChainError("certificate was not issued by the federation CA",
-                             hint="use a certificate issued by this federation's CA")
+    _check_chain(cert, ca_cert)
     try:
-        cert.verify_directly_issued_by(ca_cert)
-    except (ValueError, TypeError, InvalidSignature):
-        raise CertChainError("certificate signature does not verify against the federation CA",
-                             hint="use a certificate issued by this federation's CA") from None
-    try:
-        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
         ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
         raise CertUsageError("certificate lacks basic constraints or key usage") from None
-    if bc.ca:
-        raise CertChainError("a CA certificate cannot be used as a site or aggregator certificate")
-    pub = cert.public_key()
-    if not isinstance(pub, ec.EllipticCurvePublicKey) or pub.curve.name != "secp256r1":
-        raise CertChainError("certificate key is not ECDSA P-256")
-    if not (cert.not_valid_before_utc <= at <= cert.not_valid_after_utc):
-        raise CertExpiredError(
-            f"certificate is valid from {_rfc3339(cert.not_valid_before_utc)} to "
-            f"{_rfc3339(cert.not_valid_after_utc)}, not at {_rfc3339(at)}",
-            hint="renew the certificate (`ffsecure pki issue` or `site-node enroll`)",
-        )
+    _check_validity(cert, ca_cert, at)
     revoked, reason = is_revoked(cert, crl, at)
     if revoked:
         raise CertRevokedError(

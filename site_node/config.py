@@ -12,6 +12,7 @@ the test suite checks that the two agree.
 from __future__ import annotations
 
 import math
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,10 +81,12 @@ class SiteConfig:
     trigger_file: Path | None = None
 
     def passphrase(self) -> bytes | None:
-        if self.passphrase_file is None:
-            return None
-        from ffsecure.commands.pki import read_passphrase
+        """The site key's passphrase file: ``pki.passphrase_file``, else
+        ``$FFSECURE_SITE_PASSPHRASE_FILE``."""
+        from ffsecure.commands.pki import SITE_PASSPHRASE_ENV, read_passphrase
 
+        if self.passphrase_file is None:
+            return read_passphrase(os.environ.get(SITE_PASSPHRASE_ENV))
         return read_passphrase(str(self.passphrase_file))
 
 

@@ -114,20 +114,20 @@ class Federation:
             self.sites[site_id] = creds
         return creds
 
-    def expired_site(self, site_id: str) -> SiteCreds:
-        """A site certificate from this CA whose validity ended yesterday."""
+    def _ca_signed(self, site_id: str, *, federation_id: str, not_before: dt.datetime,
+                   not_after: dt.datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        """A clientAuth site certificate signed with this CA's key, with whatever identity and dates."""
         ca_key = pki.load_private_key(self.ca.directory / "ca.key")
         key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.timezone.utc)
-        ident = pki.Identity(self.federation_id, "site", site_id)
+        ident = pki.Identity(federation_id, "site", site_id)
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, site_id)]))
             .issuer_name(self.ca.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=30))
-            .not_valid_after(now - dt.timedelta(days=1))
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
                                          data_encipherment=False, key_agreement=False, key_cert_sign=False,
@@ -138,7 +138,21 @@ class Federation:
                            critical=False)
             .sign(ca_key, hashes.SHA256())
         )
+        return cert, key
+
+    def expired_site(self, site_id: str) -> SiteCreds:
+        """A site certificate from this CA whose validity ended yesterday."""
+        now = dt.datetime.now(dt.timezone.utc)
+        cert, key = self._ca_signed(site_id, federation_id=self.federation_id,
+                                    not_before=now - dt.timedelta(days=30), not_after=now - dt.timedelta(days=1))
         return self._save_site(site_id, cert, key, name=f"{site_id}-expired")
+
+    def other_federation_site(self, site_id: str, federation_id: str = "fed-elsewhere") -> SiteCreds:
+        """A valid site certificate from this CA naming another federation (TLS accepts its chain)."""
+        now = dt.datetime.now(dt.timezone.utc)
+        cert, key = self._ca_signed(site_id, federation_id=federation_id,
+                                    not_before=now - dt.timedelta(hours=1), not_after=now + dt.timedelta(days=1))
+        return self._save_site(site_id, cert, key, name=f"{site_id}-{federation_id}")
 
     def foreign_site(self, site_id: str) -> SiteCreds:
         """A site certificate for the same federation id from another CA (an attacker's)."""

@@ -105,3 +105,41 @@ def from_scratch(root, fed, store, module_ids, *, per_class: int, seed: int, set
         ds = ops.synthesize(per_class=per_class, seed=seed, grid=False)
         clf = ops.train(ds.dataset_id, arch=arch, settings=settings, width=width, threads=threads)
     return ds, clf
+
+
+def poisoned_weights(weights: bytes, value: float = float("nan")) -> tuple[bytes, str]:
+    """``weights`` with the last floating tensor's last value set to ``value`` (NaN, inf).
+
+    Returns (safetensors bytes, tensor name); names, dtypes and shapes are unchanged.
+    """
+    from safetensors.torch import load, save
+
+    tensors = load(weights)
+    name = sorted(k for k, v in tensors.items() if v.is_floating_point())[-1]
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[-1] = value
+    return save(tensors), name
+
+
+def register_poisoned(fed, store, site_id: str, classes, seed: int) -> tuple[str, str]:
+    """Store a module whose weights hold a NaN, as a release that did not check values did.
+
+    Signed by the site like any module, but written with the store call alone (the
+    Registrar of this release refuses it). Returns ``(module_id, poisoned tensor name)``.
+    """
+    from aggregator.registration import Registrar
+    from ffsecure.ledger import make_entry
+    from ffsecure.package import build_manifest, package_meta, sign_package, verify_signed_manifest
+
+    gen = fed.manifest.generator
+    good = trained_weights(gen["family"], canonical.dumps(gen["config"]), tuple(sorted(classes)), seed)
+    weights, tensor = poisoned_weights(good)
+    manifest = build_manifest(federation=fed.manifest, site_id=site_id, weights=weights, classes=list(classes),
+                              seed=seed)
+    creds = fed.sites[site_id]
+    pkg = sign_package(manifest, weights, creds.key, creds.cert)
+    verified = verify_signed_manifest(pkg.manifest_bytes, pkg.signature, pkg.cert_chain_pem, ca_cert=fed.ca.cert)
+    entry = make_entry("module.registered", peer(fed, site_id).actor, Registrar.entry_facts(pkg, verified))
+    store.register_module(module_id=manifest.module_id, site_id=site_id, manifest_bytes=pkg.manifest_bytes,
+                          package_meta=package_meta(pkg), weights=weights, entry=entry)
+    return manifest.module_id, tensor

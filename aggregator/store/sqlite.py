@@ -13,6 +13,11 @@ the same transaction that appends ``module.deleted``; its blob file is
 unlinked after the commit (or at the next open). ``secure_delete`` zeroes
 freed database content and the WAL is checkpointed and truncated after a
 deletion, so the wrapped key does not linger in the live files.
+
+Permissions. ``store.sqlite`` is created 0600 before SQLite opens it, and
+SQLite gives its ``-wal`` and ``-shm`` files the database file's mode; a
+database (or WAL/SHM) left 0644 by an earlier release is tightened at open,
+with a warning. The blob directory is 0700.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from aggregator.store.base import (
 from aggregator.store.sqlite_evaluations import EVALUATIONS_SCHEMA, EvaluationsMixin
 from ffsecure import canonical
 from ffsecure.errors import ConfigError, FormatError, LedgerError, NotFoundError, StoreError
-from ffsecure.files import fsync_dir
+from ffsecure.files import create_private_file, fsync_dir, private_dir, restrict
 from ffsecure.ids import SITE_ID
 from ffsecure.ledger.checkpoint import Checkpoint, open_checkpoint
 from ffsecure.ledger.entries import entry_bytes, make_entry, utc_now, validate_entry
@@ -116,6 +121,13 @@ class _Nodes:
         return bytes(row[0])
 
 
+def _private_database(db_path: Path) -> None:
+    """``store.sqlite`` 0600 before SQLite opens it (-wal/-shm inherit its mode); tighten old ones."""
+    create_private_file(db_path)
+    for suffix in ("-wal", "-shm", "-journal"):
+        restrict(db_path.with_name(db_path.name + suffix))
+
+
 class SQLiteStore(EvaluationsMixin, Store):
     """The default store: ``store.sqlite`` (WAL) and ``blobs/``."""
 
@@ -147,8 +159,8 @@ class SQLiteStore(EvaluationsMixin, Store):
         if log_signer.name != origin:
             raise ConfigError(f"the log key is named {log_signer.name!r} but the log origin is {origin!r}",
                               code="E_CONFIG", hint="the log key name and the log origin must be the same")
-        blob_dir = Path(blob_dir)
-        blob_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        blob_dir = private_dir(blob_dir)
+        _private_database(Path(db_path))
         conn = sqlite3.connect(str(db_path), timeout=30.0, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA journal_mode=WAL")

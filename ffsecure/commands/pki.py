@@ -1,10 +1,20 @@
 """``ffsecure pki``: create the federation CA, issue and revoke certificates.
 
 A thin layer over :mod:`ffsecure.pki`; see docs/pki.md for the operator's walk-through.
+
+New private keys and passphrases (docs/pki.md, "Key passphrases"): a command
+that writes a new key encrypts it with the first line of ``--passphrase-file``
+(or of the file named by an environment variable, ``FFSECURE_CA_PASSPHRASE_FILE``
+for the CA, ``FFSECURE_SITE_PASSPHRASE_FILE`` for a site key). Without one the
+key is written unencrypted (0600) and the command prints a warning saying so on
+stderr and in the log, unless ``--no-passphrase`` says it is meant (as
+securesystemslib's explicit ``*_unencrypted_*`` writers and step's
+``--no-password`` do). The passphrase itself is never taken on the command line.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -27,10 +37,40 @@ def read_passphrase(path: str | None) -> bytes | None:
     return data[0]
 
 
+log = logging.getLogger("ffsecure.pki")
+
+CA_PASSPHRASE_ENV = "FFSECURE_CA_PASSPHRASE_FILE"
+SITE_PASSPHRASE_ENV = "FFSECURE_SITE_PASSPHRASE_FILE"
+
+
+def new_key_passphrase(passphrase: bytes | None, no_passphrase: bool, key: str,
+                       env: str) -> bytes | None:
+    """The passphrase for a new key, or None with a warning unless ``--no-passphrase`` was given."""
+    if passphrase is not None and no_passphrase:
+        raise ConfigError("--no-passphrase contradicts a passphrase file",
+                          hint=f"drop one of them (the file may come from ${env})")
+    if passphrase is None and not no_passphrase:
+        warn_unencrypted(key, f"pass --passphrase-file FILE (or set {env}) to encrypt it, "
+                              "or --no-passphrase to say you mean it")
+    return passphrase
+
+
+def warn_unencrypted(key: str, remedy: str) -> None:
+    """Say on stderr and in the log that ``key`` is written without a passphrase, and what to do."""
+    message = (f"{key} is written UNENCRYPTED (mode 0600): whoever reads the file holds the key; "
+               f"{remedy}")
+    log.warning(message, extra={"event": "key_unencrypted", "key": key})
+    click.echo(f"warning: {message}", err=True)
+
+
 ca_dir_option = click.option("--ca-dir", required=True, type=click.Path(file_okay=False),
                              help="Directory of the federation CA (from `pki init`).")
-passphrase_option = click.option("--passphrase-file", type=click.Path(dir_okay=False),
-                                 help="File whose first line is the CA key passphrase.")
+passphrase_option = click.option(
+    "--passphrase-file", type=click.Path(dir_okay=False), envvar=CA_PASSPHRASE_ENV,
+    help=f"File whose first line is the CA key passphrase (default: ${CA_PASSPHRASE_ENV}).")
+no_passphrase_option = click.option(
+    "--no-passphrase", is_flag=True,
+    help="Write the new private key unencrypted, on purpose (no warning).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
@@ -45,11 +85,17 @@ def _cert_summary(cert, **extra) -> dict:
             "not_after": pkilib.rfc3339(cert.not_valid_after_utc), **extra}
 
 
-def _write_leaf(out: Path, name: str, cert, key, ca: pkilib.CA) -> dict:
+def _write_leaf(out: Path, name: str, cert, key, ca: pkilib.CA, *,
+                no_passphrase: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"cert": str(out / f"{name}.pem"), "ca": str(out / "ca.pem")}
     pkilib.write_public_file(out / f"{name}.pem", pkilib.cert_pem(cert))
     if key is not None:
+        if not no_passphrase:  # the services read their keys unattended: the CA-made key is plain
+            warn_unencrypted(str(out / f"{name}.key"),
+                             "prefer a key made where it is used (`site-node enroll`, "
+                             "`aggregator init`), "
+                             "or pass --no-passphrase to say you mean it")
         pkilib.write_private_key(out / f"{name}.key", key)
         paths["key"] = str(out / f"{name}.key")
     pkilib.write_public_file(out / "ca.pem", ca.cert_pem)
@@ -66,14 +112,16 @@ def pki() -> None:
 @click.option("--dir", "directory", required=True, type=click.Path(file_okay=False),
               help="New directory for the CA (created 0700).")
 @passphrase_option
+@no_passphrase_option
 @click.option("--days", default=pkilib.CA_DAYS_DEFAULT, show_default=True, help="CA lifetime.")
 @json_option
 @click.pass_context
-def init_cmd(ctx, federation_id, directory, passphrase_file, days, as_json):
-    """Create a federation CA (ECDSA P-256, key file 0600)."""
+def init_cmd(ctx, federation_id, directory, passphrase_file, no_passphrase, days, as_json):
+    """Create a federation CA (ECDSA P-256, key file 0600, encrypted with a passphrase file)."""
     _json(ctx, as_json)
-    ca = pkilib.init_ca(directory, federation_id, passphrase=read_passphrase(passphrase_file),
-                     days=days)
+    passphrase = new_key_passphrase(read_passphrase(passphrase_file), no_passphrase,
+                                    str(Path(directory) / "ca.key"), CA_PASSPHRASE_ENV)
+    ca = pkilib.init_ca(directory, federation_id, passphrase=passphrase, days=days)
     info = {"federation_id": ca.federation_id, "ca_cert": str(Path(directory) / "ca.pem"),
             "fingerprint": pkilib.cert_fingerprint(ca.cert),
             "not_after": pkilib.rfc3339(ca.cert.not_valid_after_utc)}
@@ -97,14 +145,17 @@ def issue_group() -> None:
               help="Directory for <site-id>.pem, <site-id>.key (0600) and ca.pem.")
 @click.option("--days", default=pkilib.LEAF_DAYS_DEFAULT, show_default=True)
 @passphrase_option
+@click.option("--no-passphrase", is_flag=True,
+              help="The site key is meant to be unencrypted (no warning).")
 @json_option
 @click.pass_context
-def issue_site_cmd(ctx, site_id, ca_dir, out, days, passphrase_file, as_json):
+def issue_site_cmd(ctx, site_id, ca_dir, out, days, passphrase_file, no_passphrase, as_json):
     """Issue a site certificate (clientAuth, SAN ffsecure://<fed>/site/<id>)."""
     _json(ctx, as_json)
     ca = pkilib.CA.load(ca_dir, read_passphrase(passphrase_file))
     cert, key = ca.issue_site(site_id, days=days)
-    info = _cert_summary(cert, files=_write_leaf(Path(out), site_id, cert, key, ca))
+    files = _write_leaf(Path(out), site_id, cert, key, ca, no_passphrase=no_passphrase)
+    info = _cert_summary(cert, files=files)
     echo_json(info) if as_json else click.echo(
         f"issued {info['identity']} serial {info['serial']} -> {info['files']['cert']}")
 
@@ -117,14 +168,18 @@ def issue_site_cmd(ctx, site_id, ca_dir, out, days, passphrase_file, as_json):
               help="Directory for aggregator.pem, aggregator.key (0600) and ca.pem.")
 @click.option("--days", default=pkilib.LEAF_DAYS_DEFAULT, show_default=True)
 @passphrase_option
+@click.option("--no-passphrase", is_flag=True,
+              help="The TLS key is meant to be unencrypted (no warning).")
 @json_option
 @click.pass_context
-def issue_aggregator_cmd(ctx, host, extra_host, ca_dir, out, days, passphrase_file, as_json):
+def issue_aggregator_cmd(ctx, host, extra_host, ca_dir, out, days, passphrase_file, no_passphrase,
+                         as_json):
     """Issue the aggregator's TLS certificate (serverAuth, SAN .../aggregator + host)."""
     _json(ctx, as_json)
     ca = pkilib.CA.load(ca_dir, read_passphrase(passphrase_file))
     cert, key = ca.issue_aggregator(host, extra_hosts=extra_host, days=days)
-    info = _cert_summary(cert, files=_write_leaf(Path(out), "aggregator", cert, key, ca))
+    info = _cert_summary(cert, files=_write_leaf(Path(out), "aggregator", cert, key, ca,
+                                                 no_passphrase=no_passphrase))
     echo_json(info) if as_json else click.echo(
         f"issued {info['identity']} for {host} serial {info['serial']} -> {info['files']['cert']}")
 

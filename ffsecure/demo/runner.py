@@ -248,7 +248,9 @@ class Demo:
         c = self.cfg
         self.port = c.port or free_port()
         self.endpoint = f"127.0.0.1:{self.port}"
-        self.cli_json("ffsecure", "pki", "init", "--federation-id", FEDERATION_ID, "--dir", self.ca_dir)
+        # A throwaway federation on one machine: its keys are unencrypted on purpose (docs/pki.md).
+        self.cli_json("ffsecure", "pki", "init", "--federation-id", FEDERATION_ID,
+                      "--dir", self.ca_dir, "--no-passphrase")
         self.cli_json("aggregator", "init", "--dir", self.agg_dir, "--federation-id", FEDERATION_ID)
         # The aggregator operator sends public-keys.json and aggregator.csr to the CA operator.
         shutil.copy(self.agg_dir / "public-keys.json", self.ca_dir / "public-keys.json")
@@ -299,7 +301,8 @@ class Demo:
         cfg.write_text(layout.site_toml(federation_id=FEDERATION_ID, site_id=s.site_id, endpoint=self.endpoint,
                                         data_path=s.data_path, epochs=c.epochs, size=c.generator_size,
                                         seed=c.seed * 1000 + s.index, dp_epsilon=c.dp_epsilon))
-        out = self.cli_json("site_node", "enroll", "--config", cfg, name=f"{s.site_id}-enroll")
+        out = self.cli_json("site_node", "enroll", "--config", cfg, "--no-passphrase",
+                            name=f"{s.site_id}-enroll")
         pem = self.sites_dir / s.site_id / "site.pem"
         self.cli_json("ffsecure", "pki", "sign-csr", out["csr"], "--site-id", s.site_id, "--ca-dir", self.ca_dir,
                       "--out", pem, name=f"{s.site_id}-sign-csr")

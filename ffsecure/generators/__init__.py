@@ -22,10 +22,11 @@ import torch
 from ffsecure.generators import cvae, ddpm, state
 from ffsecure.generators.base import Generator, TrainReport, TrainSettings
 from ffsecure.generators.schema import MAX_PARAMETERS, check_config, config_error
-from ffsecure.generators.state import check_safetensors
+from ffsecure.generators.state import TensorValueError, check_finite, check_safetensors
 
 __all__ = [
-    "FAMILIES", "SIZES", "Generator", "TrainReport", "TrainSettings", "build", "check_safetensors",
+    "FAMILIES", "SIZES", "Generator", "TensorValueError", "TrainReport", "TrainSettings", "build",
+    "check_finite", "check_safetensors",
     "default_config", "default_train_settings", "expected_tensor_specs", "from_state",
     "to_safetensors", "validate_config",
 ]
@@ -99,11 +100,15 @@ def expected_tensor_specs(family: str, config: dict[str, Any]) -> dict[str, tupl
     return state.specs_of(_build_net(family, checked, "meta"))
 
 
-def from_state(family: str, config: dict[str, Any], weights: bytes) -> Generator:
-    """Rebuild a generator from ``(family, config, safetensors bytes)``; validates both first."""
+def from_state(family: str, config: dict[str, Any], weights: bytes, *,
+               module_id: str | None = None) -> Generator:
+    """Rebuild a generator from ``(family, config, safetensors bytes)``; validates both first.
+
+    ``module_id``, when given, is named in an ``E_TENSOR_VALUE`` refusal.
+    """
     checked = validate_config(family, config)
     check_safetensors(weights, state.specs_of(_build_net(family, checked, "meta")))
     gen = build(family, checked)
-    state.load_into(gen.model, weights)
+    state.load_into(gen.model, weights, module_id=module_id)
     gen.model.eval()
     return gen

@@ -9,6 +9,13 @@ overlaps, and end at the end of the buffer. Only then does
 :func:`load_into` hand the bytes to the safetensors parser. Nothing is ever
 unpickled.
 
+Values: :func:`check_finite` refuses a NaN or an infinity in any floating
+tensor (``E_TENSOR_VALUE``, naming the tensor and, when the caller knows it,
+the module). It reads the data section in place through integer views (an
+IEEE value is non-finite exactly when its exponent bits are all ones, the
+same test for F16, BF16, F32 and F64), so it allocates no float copy and
+runs on untrusted bytes before the safetensors parser sees them.
+
 Safetensors layout: ``u64 little-endian header length N`` + ``N bytes of
 JSON header`` + ``data``; the header maps each tensor name to
 ``{"dtype", "shape", "data_offsets": [begin, end]}`` (offsets relative to
@@ -21,6 +28,7 @@ import math
 import struct
 from typing import Any
 
+import numpy as np
 import torch
 
 from ffsecure import canonical
@@ -204,17 +212,51 @@ def check_safetensors(weights: bytes, expected: TensorSpecs) -> None:
             )
 
 
-def load_into(module: torch.nn.Module, weights: bytes) -> None:
+# float dtype code -> (little-endian unsigned view, exponent mask): all ones means NaN or inf
+_EXPONENT_MASKS: dict[str, tuple[str, int]] = {
+    "F64": ("<u8", 0x7FF0_0000_0000_0000),
+    "F32": ("<u4", 0x7F80_0000),
+    "F16": ("<u2", 0x7C00),
+    "BF16": ("<u2", 0x7F80),
+}
+
+
+class TensorValueError(FormatError):
+    """A floating tensor holds NaN or an infinity (a diverged or tampered generator)."""
+
+    code = "E_TENSOR_VALUE"
+
+    def __init__(self, tensor: str, module_id: str | None = None):
+        where = f"module {module_id}: " if module_id else ""
+        super().__init__(f"{where}tensor {tensor!r} holds NaN or infinite values",
+                         hint="the generator diverged or the weights were tampered with; "
+                              "retrain it")
+        self.tensor = tensor
+        self.module_id = module_id
+
+
+def check_finite(weights: bytes, *, module_id: str | None = None) -> None:
+    """Refuse ``weights`` whose floating tensors hold NaN or inf (:class:`TensorValueError`).
+
+    Parses the header first (``E_SAFETENSORS_HEADER``), so it is safe on untrusted bytes.
+    """
+    header, start = parse_header(weights)
+    data = memoryview(weights)[start:]
+    for name in sorted(header, key=lambda k: header[k]["data_offsets"][0]):
+        entry = header[name]
+        if entry["dtype"] not in _EXPONENT_MASKS:
+            continue
+        view, mask = _EXPONENT_MASKS[entry["dtype"]]
+        begin, end = entry["data_offsets"]
+        bits = np.frombuffer(data[begin:end], dtype=view)
+        if bool(np.any((bits & np.array(mask, dtype=view)) == mask)):
+            raise TensorValueError(name, module_id)
+
+
+def load_into(module: torch.nn.Module, weights: bytes, *, module_id: str | None = None) -> None:
     """Check ``weights`` against ``module`` and copy them in (strict, finite values only)."""
     from safetensors.torch import load
 
     check_safetensors(weights, specs_of(module))
-    tensors = load(bytes(weights))
-    for name, tensor in tensors.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise FormatError(
-                f"tensor {name!r} holds NaN or infinite values",
-                code="E_TENSOR_VALUE",
-                hint="the generator diverged or the weights were tampered with; retrain it",
-            )
-    module.load_state_dict(tensors, strict=True)
+    check_finite(weights, module_id=module_id)
+    module.load_state_dict(load(bytes(weights)), strict=True)

@@ -5,10 +5,17 @@ The private key is created here, written 0600 (``pki.key``, default
 default ``STATE/site.csr``) goes to the CA operator, who signs it with
 ``ffsecure pki sign-csr``. Without --config, the ids and paths are given as
 options.
+
+The key is encrypted with the first line of ``--passphrase-file`` (else
+``pki.passphrase_file`` of site.toml, else the file named by
+``$FFSECURE_SITE_PASSPHRASE_FILE``); the daemon reads the same file to use it.
+Without any, the key is written unencrypted with a warning on stderr, unless
+``--no-passphrase`` says so on purpose (docs/pki.md, "Key passphrases").
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -28,13 +35,17 @@ from ffsecure.errors import ConfigError
 @click.option("--csr", "csr_file", type=click.Path(dir_okay=False),
               help="Without --config: where to write the CSR for the CA operator.")
 @click.option("--passphrase-file", type=click.Path(dir_okay=False),
-              help="Encrypt the key with the first line of this file (default: pki.passphrase_file).")
+              help="Encrypt the key with the first line of this file (default: "
+                   "pki.passphrase_file, then $FFSECURE_SITE_PASSPHRASE_FILE).")
+@click.option("--no-passphrase", is_flag=True,
+              help="Write the key unencrypted, on purpose (no warning).")
 @click.option("--force", is_flag=True, help="Replace an existing key file.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def enroll(ctx, config_path, federation_id, site_id, key_file, csr_file, passphrase_file, force, as_json):
+def enroll(ctx, config_path, federation_id, site_id, key_file, csr_file, passphrase_file,
+           no_passphrase, force, as_json):
     """Make a P-256 key and a certificate signing request for this site."""
-    from ffsecure.commands.pki import read_passphrase
+    from ffsecure.commands.pki import SITE_PASSPHRASE_ENV, new_key_passphrase, read_passphrase
 
     ctx.ensure_object(dict)["json"] = as_json
     if config_path:
@@ -56,6 +67,9 @@ def enroll(ctx, config_path, federation_id, site_id, key_file, csr_file, passphr
     if Path(key_file).exists() and not force:
         raise ConfigError(f"{key_file} already exists",
                           hint="keep the existing key, or pass --force to replace it")
+    if passphrase is None and not no_passphrase:
+        passphrase = read_passphrase(os.environ.get(SITE_PASSPHRASE_ENV))
+    passphrase = new_key_passphrase(passphrase, no_passphrase, key_file, SITE_PASSPHRASE_ENV)
     Path(key_file).parent.mkdir(parents=True, exist_ok=True)
     Path(csr_file).parent.mkdir(parents=True, exist_ok=True)
     csr = pkilib.make_key_and_csr(key_file, federation_id=federation_id, site_id=site_id, passphrase=passphrase)

@@ -144,3 +144,48 @@ def test_client_checks_the_server_certificate(fed, srv, tmp_path):
     with c, pytest.raises(AggregatorError) as err:
         c.get_checkpoint()
     assert err.value.code == "E_RPC_UNAVAILABLE"
+
+
+def _health_call(fed, srv, creds, method: str):
+    """One health Check (or the first message of a Watch) with ``creds``: a status, or the RpcError."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    channel_creds = grpc.ssl_channel_credentials(root_certificates=fed.ca_pem, private_key=creds.key_pem,
+                                                 certificate_chain=creds.cert_pem)
+    options = [("grpc.ssl_target_name_override", "localhost")]
+    with grpc.secure_channel(srv.address, channel_creds, options=options) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        request = health_pb2.HealthCheckRequest(service="")
+        try:
+            if method == "Check":
+                return stub.Check(request, timeout=10).status
+            stream = stub.Watch(request, timeout=10)
+            try:
+                return next(stream).status
+            finally:
+                stream.cancel()
+        except grpc.RpcError as exc:
+            return exc
+
+
+def test_health_service_answers_only_callers_every_other_rpc_accepts(fed, srv, caplog):
+    """A revoked certificate, or one of this CA naming another federation, gets no health status."""
+    from grpc_health.v1 import health_pb2
+
+    from aggregator.grpc_errors import MD_CODE
+
+    luke = fed.add_site("st-luke")
+    for method in ("Check", "Watch"):
+        assert _health_call(fed, srv, luke, method) == health_pb2.HealthCheckResponse.SERVING
+    fed.revoke_site("st-luke")
+    refused = {"revoked": (fed.sites["st-luke"], "E_CERT_REVOKED"),
+               "other federation": (fed.other_federation_site("st-luke"), "E_IDENTITY")}
+    with caplog.at_level("WARNING", logger="aggregator.refusal"):
+        for what, (creds, code) in refused.items():
+            for method in ("Check", "Watch"):
+                got = _health_call(fed, srv, creds, method)
+                assert isinstance(got, grpc.RpcError), f"{what} {method}: answered {got}"
+                assert got.code() == grpc.StatusCode.UNAUTHENTICATED, (what, method, got)
+                assert dict(got.trailing_metadata() or ())[MD_CODE] == code, (what, method)
+    logged = {(r.method, r.code) for r in caplog.records if getattr(r, "event", None) == "refusal"}
+    assert {("Health.Check", "E_CERT_REVOKED"), ("Health.Watch", "E_IDENTITY")} <= logged

@@ -538,7 +538,7 @@ def test_install_cert_refuses_another_sites_certificate_and_a_foreign_manifest(f
     cfg = write_site_config(tmp_path, "st-a", "127.0.0.1:1", [0])
     enrolled = run("enroll", "--config", cfg)
     assert enrolled.exit_code == 0
-    out = json.loads(enrolled.output)
+    out = json.loads(enrolled.stdout)  # stderr warns that the key is unencrypted (no passphrase file)
     assert code(run("enroll", "--config", cfg)) == "E_CONFIG"  # never overwrites the key
     # a certificate the CA issued for another key (same site id)
     other = fed.add_site("st-a")

@@ -496,3 +496,34 @@ def test_ledger_cli_checkpoint_export_verify(store, home, tmp_path):
     os.chmod(home.kek_key, 0o644)
     out = _cli("ledger", "verify", "--dir", str(home.root))
     assert out.returncode == 1 and "E_KEY_PERMISSIONS" in out.stderr
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_store_files_are_private_and_an_open_home_is_tightened(tmp_path, caplog):
+    """store.sqlite and its -wal/-shm are 0600 in a 0700 home, whatever the umask; an old 0755/0644 home is fixed."""
+    home = AggregatorHome.at(tmp_path / "agg")
+    old_umask = os.umask(0o022)
+    try:
+        s = open_home_store(home, origin=ORIGIN, create=True)
+        s.register_module(**module_args())  # the write leaves a -wal beside the database
+        wal, shm = (home.store_db.with_name(home.store_db.name + x) for x in ("-wal", "-shm"))
+        assert wal.exists() and shm.exists()
+        files = {home.store_db: 0o600, wal: 0o600, shm: 0o600, home.root: 0o700, home.blobs: 0o700}
+        assert {p: _mode(p) for p in files} == files
+        s.close()
+        # what an earlier release left: a 0755 home and 0644 database files
+        for path, mode in ((home.root, 0o755), (home.store_db, 0o644), (wal, 0o644), (shm, 0o644)):
+            if path.exists():
+                os.chmod(path, mode)
+        with caplog.at_level("WARNING", logger="ffsecure.files"):
+            s = open_home_store(home)
+        s.close()
+    finally:
+        os.umask(old_umask)
+    assert _mode(home.root) == 0o700 and _mode(home.store_db) == 0o600
+    assert all(_mode(p) == 0o600 for p in (wal, shm) if p.exists())
+    tightened = {r.path for r in caplog.records if getattr(r, "event", None) == "permissions_tightened"}
+    assert {str(home.root), str(home.store_db)} <= tightened

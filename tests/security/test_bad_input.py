@@ -31,12 +31,16 @@ from typing import Callable
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from ffsecure import canonical, envelope, pki
 from ffsecure.generators.state import parse_header
+from ffsecure.package import SIGNATURE_CONTEXT
 from aggregator.grpc_errors import _BY_CODE
 from site_node.client import RetryPolicy
 from tests.federation_fixture import build_federation
+from tests.ops_fixture import poisoned_weights
 from tests.security import forge
 from tests.security.forge import Refusal, chunks, send
 
@@ -317,6 +321,19 @@ def _too_large(ctx: Ctx) -> list:
                                  total_size=limit + 1, total_sha256=b"\1" * 32)]
 
 
+def _other_ca_backdated(ctx: Ctx) -> list:
+    # a site certificate of an attacker's CA with this federation's id (and so the same CA name),
+    # on a package dated before this federation's CA existed
+    other = pki.init_ca(ctx.tmp / "other-ca", ctx.fed.federation_id)
+    cert, key = other.issue_site("st-mary")
+    d = forge.manifest_dict(ctx.fed, "st-mary", weights=forge.federation_weights(ctx.fed),
+                            created_at="2001-01-01T00:00:00Z")
+    mb = canonical.dumps(d)
+    sig = key.sign(SIGNATURE_CONTEXT + hashlib.sha256(mb).digest(), ec.ECDSA(hashes.SHA256()))
+    sealed = forge.seal(ctx.fed, forge.container(mb, sig, pki.cert_pem(cert), forge.federation_weights(ctx.fed)))
+    return _c(ctx, sealed)
+
+
 def _path_upload_id(ctx: Ctx) -> list:
     return chunks(_sealed_pkg(ctx), upload_id="../../../../tmp/ffsecure-escape")
 
@@ -331,7 +348,7 @@ CASES: list[Case] = [
     Case("gap between chunk offsets", "E_UPLOAD_OFFSET", _offset_gap, staged="kept"),
     Case("chunks naming two uploads", "E_UPLOAD_MISMATCH", _mixed, staged="kept"),
     Case("empty stream", "E_UPLOAD_EMPTY", lambda ctx: [], staged="n/a"),
-    Case("chunk over max_chunk_bytes", "E_TOO_LARGE", _chunk_too_big, staged="kept"),
+    Case("chunk over max_chunk_bytes", "E_TOO_LARGE", _chunk_too_big),
     Case("module over the size limit", "E_TOO_LARGE", _too_large),
     Case("upload id with path characters", "E_UPLOAD_ID", _path_upload_id, staged="n/a"),
     # envelope
@@ -406,6 +423,12 @@ CASES: list[Case] = [
          lambda ctx: _c(ctx, _sealed_pkg(ctx, weights=_pickle_weights(ctx)))),
     Case("torch.save zip disguised as weights", "E_SAFETENSORS_HEADER",
          lambda ctx: _c(ctx, _sealed_pkg(ctx, weights=_torch_zip_weights(ctx)))),
+    Case("NaN in a weight tensor", "E_TENSOR_VALUE",
+         lambda ctx: _c(ctx, _sealed_pkg(ctx, weights=poisoned_weights(forge.federation_weights(ctx.fed))[0]))),
+    Case("infinity in a weight tensor", "E_TENSOR_VALUE",
+         lambda ctx: _c(ctx, _sealed_pkg(ctx, weights=poisoned_weights(forge.federation_weights(ctx.fed),
+                                                                      float("-inf"))[0]))),
+    Case("another CA's certificate on a backdated package", "E_CERT_CHAIN", _other_ca_backdated),
 ]
 
 
@@ -460,6 +483,18 @@ def test_replayed_identical_package_adds_nothing(fed, srv, baseline):
     assert snapshot(srv) == before
 
 
+def test_non_finite_weights_are_refused_naming_the_module_and_the_tensor(fed, srv, baseline):
+    """The refusal says which module and which tensor, so the site knows what to retrain."""
+    weights, tensor = poisoned_weights(forge.federation_weights(fed))
+    sealed, manifest = forge.forge(fed, "st-mary", weights=weights)
+    before = snapshot(srv)
+    with fed.client("st-mary", srv.address, retry=NO_RETRY) as c:
+        got = send(c.stub, chunks(sealed))
+    assert isinstance(got, Refusal) and got.code == "E_TENSOR_VALUE", got
+    assert manifest["module_id"] in got.message and repr(tensor) in got.message
+    assert snapshot(srv) == before
+
+
 def test_cases_table_lists_every_case(repo_root):
     table = (repo_root / "tests" / "security" / "CASES.md").read_text()
     for case in CASES:
@@ -505,3 +540,32 @@ def test_flood_from_one_site_is_rate_limited_while_others_succeed(tmp_path, capl
         assert by_site == {"flooder": len(accepted), "st-quiet": 2} if accepted else {"st-quiet": 2}
         assert store.size() == len(accepted) + 2
         assert sum(1 for r in caplog.records if getattr(r, "code", None) == "E_RATE_LIMIT") == len(refused)
+
+
+
+def test_streams_refused_at_their_first_chunk_leave_nothing_against_the_quota(tmp_path, caplog):
+    """A refused stream with no durable byte leaves no staged upload, so it never fills the site's quota."""
+    fed = build_federation(tmp_path, sites=("st-mary",))
+    text = fed.config_path.read_text()
+    fed.config_path.write_text(text.replace("[uploads]\n", "[uploads]\nmax_parallel_per_site = 2\n", 1))
+    with fed.serve() as running:
+        limit = running.runtime.deps.max_chunk_bytes
+        sealed = forge.forge(fed, "st-mary")[0]
+        bad_first_chunks = [
+            chunks(os.urandom(limit + 1), chunk_bytes=limit + 1),  # E_TOO_LARGE
+            [forge.pb.UploadChunk(upload_id=secrets.token_hex(16), offset=5, data=b"x", total_size=10,
+                                  total_sha256=b"\1" * 32)],  # E_UPLOAD_OFFSET
+            [forge.pb.UploadChunk(upload_id=secrets.token_hex(16), offset=0, data=b"x" * 20, total_size=10,
+                                  total_sha256=b"\1" * 32)],  # E_UPLOAD_MISMATCH
+            [forge.pb.UploadChunk(upload_id=secrets.token_hex(16), offset=0, data=b"", total_size=10,
+                                  total_sha256=b"\1" * 32)],  # E_UPLOAD_INCOMPLETE, nothing received
+        ]
+        staging = running.runtime.deps.staging
+        with fed.client("st-mary", running.address, retry=NO_RETRY) as c:
+            for messages in bad_first_chunks:
+                got = send(c.stub, messages)
+                assert isinstance(got, Refusal) and got.code != "E_UPLOAD_QUOTA", got
+                assert staging.status("st-mary", messages[0].upload_id) is None, got.code
+            receipt = send(c.stub, chunks(sealed))
+        assert not isinstance(receipt, Refusal), receipt
+        assert running.runtime.store.size() == 1

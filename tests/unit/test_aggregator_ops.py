@@ -16,7 +16,7 @@ from ffsecure.classifier import TrainConfig
 from ffsecure.errors import FFSecureError
 from ffsecure.ledger import ENTRY_TYPES, validate_entry
 from tests.federation_fixture import build_federation
-from tests.ops_fixture import _digits, register_trained
+from tests.ops_fixture import _digits, register_poisoned, register_trained
 
 torch.set_num_threads(1)
 
@@ -268,3 +268,34 @@ def test_retrain_worker_deletes_in_the_call_and_stops_cleanly(env):
     assert live.wait_idle(300) and live.last_error is None and live.passes == 1
     assert ops.pending_retrains() == [] and ops.current_classifier().meta["replaces"] == clf.classifier_id
     live.stop()
+
+
+def test_a_stored_module_with_nan_weights_is_named_by_synthesis_and_skipped_by_the_retrain_worker(env, caplog):
+    """A module stored before registration checked values: synthesis names it, the worker goes on without it."""
+    from aggregator.unlearning import RetrainWorker
+
+    fed, ids, store, home = env
+    ops = _ops(fed, store, home)
+    ds = ops.synthesize(per_class=8, seed=2, grid=False)
+    clf = ops.train(ds.dataset_id, settings=TrainConfig(**FAST), width=8, threads=1)
+    ops.publish(clf.classifier_id)
+    bad, tensor = register_poisoned(fed, store, "south", [2, 3], 21)
+    size = store.size()
+    with pytest.raises(FFSecureError) as err:
+        ops.synthesize(per_class=8, seed=2, grid=False)
+    assert err.value.code == "E_TENSOR_VALUE"
+    assert bad in err.value.message and repr(tensor) in err.value.message
+    assert store.size() == size  # the refused step appended nothing
+
+    worker = RetrainWorker(lambda progress=None: _ops(fed, store, home, progress=progress))
+    with caplog.at_level("WARNING", logger="aggregator.operations"):
+        worker.deleter(store, ids["east"], "site:east", "withdrawn", None)
+        assert worker.wait_idle(300)
+    worker.stop()
+    assert worker.last_error is None, worker.last_error
+    assert [m for m, _ in worker.last_outcome.skipped_modules] == [bad]
+    skipped = [r for r in caplog.records if getattr(r, "event", None) == "module_skipped"]
+    assert skipped and skipped[-1].module_id == bad and bad in skipped[-1].getMessage()
+    current = ops.current_classifier()
+    assert current.meta["replaces"] == clf.classifier_id
+    assert {m["module_id"] for m in current.meta["modules"]} == {ids["north"], ids["south"]}

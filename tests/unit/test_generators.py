@@ -306,3 +306,21 @@ def test_hostile_ddpm_configs_are_refused(edit, fragment):
         G.validate_config("ddpm", cfg)
     assert info.value.code == "E_GENERATOR_CONFIG"
     assert fragment in info.value.message
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_check_finite_finds_nan_and_inf_in_every_float_dtype(dtype):
+    from safetensors.torch import save
+
+    from ffsecure.generators.state import TensorValueError, check_finite
+
+    big = torch.finfo(dtype).max
+    fine = {"a": torch.tensor([0.0, -0.0, big, -big, torch.finfo(dtype).tiny], dtype=dtype),
+            "n": torch.arange(6, dtype=torch.int64)}
+    check_finite(save(fine))  # extremes, zeros and subnormal-adjacent values are finite
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        tensors = dict(fine, b=torch.tensor([1.0, bad], dtype=dtype))
+        with pytest.raises(TensorValueError) as info:
+            check_finite(save(tensors), module_id="0" * 32)
+        assert info.value.code == "E_TENSOR_VALUE" and info.value.tensor == "b"
+        assert "module " + "0" * 32 in info.value.message

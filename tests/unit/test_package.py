@@ -159,6 +159,19 @@ def test_e_cert_chain(world, tmp_path):
     expect("E_CERT_CHAIN", verify, world, make_pkg(world, key=key, cert=cert))
 
 
+def test_e_cert_chain_comes_before_the_dates_a_package_claims(world, tmp_path):
+    """Another CA with this federation's id and CA name: E_CERT_CHAIN even when backdated before our CA."""
+    other = pki.init_ca(tmp_path, "fed-test")
+    assert other.cert.subject == world.ca.cert.subject  # the issuer name alone cannot tell them apart
+    cert, key = other.issue_site("st-mary")
+    backdated = make_pkg(world, key=key, cert=cert, created_at="2001-01-01T00:00:00Z")
+    expect("E_CERT_CHAIN", verify, world, backdated)
+    expect("E_CERT_CHAIN", pki.verify_cert, cert, ca_cert=world.ca.cert,
+           at=world.ca.cert.not_valid_after_utc + dt.timedelta(days=1))
+    own = make_pkg(world, created_at="2001-01-01T00:00:00Z")  # our own certificate: the dates decide
+    expect("E_CERT_EXPIRED", verify, world, own)
+
+
 def test_e_cert_revoked(tmp_path, world):
     ca = pki.init_ca(tmp_path, "fed-test")
     cert, key = ca.issue_site("st-bad")

@@ -442,3 +442,57 @@ def test_cli_sign_csr_without_site_id_refuses_a_newline_identity(tmp_path):
     assert "error[E_IDENTITY]" in refused.stderr and "'site-b\\n'" in refused.stderr
     assert "issued" not in refused.stdout and not (tmp_path / "b.pem").exists()
     assert ca.issued() == [] and not (tmp_path / "ca" / "issued").exists()
+
+
+def _cli(*args, env_extra=None, ok=True):
+    import subprocess
+
+    from tests.conftest import PYTHON, REPO, cli_env
+
+    env = cli_env()
+    for name in ("FFSECURE_CA_PASSPHRASE_FILE", "FFSECURE_SITE_PASSPHRASE_FILE"):
+        env.pop(name, None)
+    env.update(env_extra or {})
+    proc = subprocess.run([PYTHON, "-m", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert (proc.returncode == 0) == ok, proc.stderr
+    return proc
+
+
+def _encrypted(path) -> bool:
+    try:
+        pki.load_private_key(path)
+    except FFSecureError as exc:
+        assert exc.code == "E_KEY"
+        return True
+    return False
+
+
+def test_a_key_is_written_unencrypted_only_with_a_warning_or_on_purpose(tmp_path):
+    """pki init and site-node enroll: warn on stderr without a passphrase, stay quiet with --no-passphrase,
+    encrypt with a passphrase file named by the option or the environment."""
+    (tmp_path / "pass").write_text("s3cret passphrase\n")
+    site = ["site_node", "enroll", "--federation-id", "fed-pw", "--site-id", "st-a"]
+
+    def enroll(name, *extra, **kw):
+        return _cli(*site, "--key", str(tmp_path / f"{name}.key"), "--csr", str(tmp_path / f"{name}.csr"),
+                    *extra, **kw)
+
+    for run, key in ((lambda: _cli("ffsecure", "pki", "init", "--federation-id", "fed-pw", "--dir",
+                                   str(tmp_path / "ca-plain")), tmp_path / "ca-plain" / "ca.key"),
+                     (lambda: enroll("plain"), tmp_path / "plain.key")):
+        warned = run().stderr
+        assert "warning:" in warned and "UNENCRYPTED" in warned and str(key) in warned
+        assert "--no-passphrase" in warned and "--passphrase-file" in warned
+        assert not _encrypted(key)
+    quiet = [_cli("ffsecure", "pki", "init", "--federation-id", "fed-pw", "--dir", str(tmp_path / "ca-quiet"),
+                  "--no-passphrase"), enroll("quiet", "--no-passphrase")]
+    assert all("UNENCRYPTED" not in p.stderr for p in quiet)
+    assert not _encrypted(tmp_path / "ca-quiet" / "ca.key") and not _encrypted(tmp_path / "quiet.key")
+    from_env = [_cli("ffsecure", "pki", "init", "--federation-id", "fed-pw", "--dir", str(tmp_path / "ca-env"),
+                     env_extra={"FFSECURE_CA_PASSPHRASE_FILE": str(tmp_path / "pass")}),
+                enroll("env", env_extra={"FFSECURE_SITE_PASSPHRASE_FILE": str(tmp_path / "pass")})]
+    assert all("UNENCRYPTED" not in p.stderr for p in from_env)
+    assert _encrypted(tmp_path / "ca-env" / "ca.key") and _encrypted(tmp_path / "env.key")
+    assert pki.CA.load(tmp_path / "ca-env", b"s3cret passphrase").federation_id == "fed-pw"
+    both = enroll("both", "--no-passphrase", "--passphrase-file", str(tmp_path / "pass"), ok=False)
+    assert "error[E_CONFIG]" in both.stderr and not (tmp_path / "both.key").exists()

@@ -126,3 +126,27 @@ def test_cleanup_removes_stale_uploads(tmp_path):
     assert st.cleanup_stale(now=created + 5) == 0
     assert st.cleanup_stale(now=created + 11) == 1
     assert st.status("site-a", UID) is None
+
+
+def test_staged_uploads_are_private_and_an_open_root_is_tightened(tmp_path, caplog):
+    """Every staging directory is 0700 and every staged file 0600, whatever the umask."""
+    import stat
+
+    def mode(path):
+        return stat.S_IMODE(path.stat().st_mode)
+
+    old_umask = os.umask(0o022)
+    try:
+        (tmp_path / "uploads").mkdir(mode=0o755)
+        with caplog.at_level("WARNING", logger="ffsecure.files"):
+            st = _staging(tmp_path)
+        data, sha = _payload()
+        with st.open("site-a", UID, total_size=len(data), total_sha256=sha) as up:
+            up.write(0, data[:2000])
+            up.commit()
+    finally:
+        os.umask(old_umask)
+    upload = tmp_path / "uploads" / "site-a" / UID
+    assert [mode(p) for p in (tmp_path / "uploads", upload.parent, upload)] == [0o700] * 3
+    assert mode(upload / "data") == 0o600 and mode(upload / "state.json") == 0o600
+    assert any(getattr(r, "event", None) == "permissions_tightened" for r in caplog.records)
