@@ -141,6 +141,14 @@ class PolicyVerdict:
     def passes(self) -> bool:
         return not self.problems
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the effective policy, each threshold's figures and verdict, the problems."""
+        return {"policy": self.policy, "required": self.required, "has_report": self.has_report,
+                "passes": self.passes,
+                "thresholds": [{"key": c.key, "what": c.what, "limit": c.limit, "value": c.value,
+                                "passes": c.passes, "default": c.default} for c in self.thresholds],
+                "problems": [p.message for p in self.problems]}
+
 
 def _malformed(report: dict[str, Any] | None) -> PrivacyPolicyError | None:
     """A report that breaks its schema (its figures mean nothing), or None."""

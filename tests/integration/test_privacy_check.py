@@ -244,7 +244,11 @@ def test_cli_errors_are_typed_and_change_nothing(world):
 
 @pytest.mark.slow
 def test_privacy_check_from_site_config_attaches_to_the_trained_module(world, tmp_path):
-    """`--config site.toml`: the newest trained module in the state dir, the site's data, its key."""
+    """`--config site.toml`: the newest trained module in the state dir, the site's data, its key.
+
+    The site holds a manifest whose policy does not require a report (so `train` runs no check of
+    its own) and lifts the AUROC limit, so that the 2-epoch module passes and the report attaches.
+    """
     from site_node import trust as trustlib
     from site_node.config import load_config
     from site_node.state import StateDir
@@ -272,15 +276,24 @@ epochs = 2
 threads = 1
 """)
     cfg = load_config(cfg_path)
+    optional = dataclasses.replace(fed.manifest, privacy_policy={"max_membership_auroc": 1.0})
+    optional_path = tmp_path / "federation-optional.json"
+    optional_path.write_bytes(create_signed_manifest(optional, fed.ca))
     trust = trustlib.install(cfg, cert_file=creds.cert_path, ca_file=fed.home.ca_cert,
-                             federation_file=fed.home.federation)
+                             federation_file=optional_path)
     record = train_module(cfg, trust)
     state = StateDir(cfg.state_dir)
+    assert record.status == "trained"
+    assert not (state.module_dir(record.module_id) / "privacy-report.json").exists()  # no check of its own
     proc = _site_node("privacy-check", "--config", str(cfg_path), "--samples", "50", "--attach", "--json")
     assert proc.returncode == 0, proc.stderr
     full = json.loads(proc.stdout)
     assert full["module_id"] == record.module_id
     assert full["membership"]["members"] == 16 and full["membership"]["non_members"] == 64
+    assert full["policy"]["passes"] and not full["policy"]["required"]
+    assert [(t["key"], t["limit"], t["default"]) for t in full["policy"]["thresholds"]] == [
+        ("max_membership_auroc", 1.0, False)]
+    assert state.load_module(record.module_id).status == "trained"
     pkg = SignedPackage.from_bytes(state.package_path(record.module_id).read_bytes())
     assert pkg.manifest.privacy_report == full["manifest_report"]
     verify_package(pkg, federation=fed.manifest, ca_cert=fed.ca.cert)
