@@ -40,19 +40,17 @@ def _fmt(value: float | None) -> str:
 
 
 def _privacy_policy(row, policy: dict | None) -> dict:
-    """Whether the federation's current privacy policy requires a report and whether this module passes it."""
+    """Whether the federation's current privacy policy requires a report and whether this module passes it.
+
+    ``policy`` in the result is the policy in force (defaults applied), as registration applies it.
+    """
     from ffsecure.package import ModuleManifest
-    from ffsecure.privacy.policy import PrivacyPolicyError, check_module
+    from ffsecure.privacy.policy import evaluate
 
     m = ModuleManifest.from_bytes(row.manifest)
-    try:
-        check_module(m.privacy_report, m.dp if isinstance(m.dp, dict) else None, policy)
-    except PrivacyPolicyError as exc:
-        passes, reason = False, exc.message
-    else:
-        passes, reason = True, None
-    return {"policy": policy, "required": bool(policy and policy.get("required", False)),
-            "passes": passes, "reason": reason}
+    verdict = evaluate(m.privacy_report, m.dp if isinstance(m.dp, dict) else None, policy)
+    return {"policy": verdict.policy, "required": verdict.required, "passes": verdict.passes,
+            "reason": verdict.problems[0].message if verdict.problems else None}
 
 
 @click.group("modules")
