@@ -1,4 +1,4 @@
-"""The federation's privacy policy at the site, with `site-node` as real processes and a real aggregator.
+"""The federation's privacy policy at the site: `site-node` processes against a real aggregator.
 
 The aggregator serves over mTLS on loopback with a CA-signed manifest that
 requires a privacy report. Sites hold CA-signed manifests of the same
@@ -23,8 +23,9 @@ from ffsecure.package import SignedPackage
 from site_node.cli import cli
 from site_node.exitcodes import EXIT_REFUSED
 from tests.federation_fixture import build_federation
-from tests.integration.test_site_node import (DIGITS, InProcessAggregator, free_port, ledger_entries,
-                                              setup_site_in_process, site_node, write_site_config)
+from tests.integration.test_site_node import (DIGITS, InProcessAggregator, free_port,
+                                              ledger_entries, setup_site_in_process, site_node,
+                                              write_site_config)
 
 REQUIRED = {"required": True, "max_membership_auroc": 1.0}  # a report is required; any AUROC passes
 STRICT = {"required": True, "max_membership_auroc": 0.0, "max_near_copy_fraction": 1.0}
@@ -41,16 +42,16 @@ def federation(tmp_path: Path, policy: dict):
 
 def manifest_file(fed, policy: dict | None, path: Path) -> Path:
     """The federation's manifest with ``policy``, signed by its CA, at ``path``."""
-    path.write_bytes(create_signed_manifest(dataclasses.replace(fed.manifest, privacy_policy=policy),
-                                            fed.ca))
+    manifest = dataclasses.replace(fed.manifest, privacy_policy=policy)
+    path.write_bytes(create_signed_manifest(manifest, fed.ca))
     return path
 
 
 def install(fed, cfg: Path, manifest: Path) -> str:
     """`site-node install-cert` (again) with ``manifest``; returns its human output."""
-    res = CliRunner().invoke(cli, ["install-cert", "--config", str(cfg), "--cert", str(cfg.parent / "site.pem"),
-                                   "--ca", str(fed.home.ca_cert), "--federation", str(manifest)],
-                             catch_exceptions=False)
+    args = ["install-cert", "--config", str(cfg), "--cert", str(cfg.parent / "site.pem"),
+            "--ca", str(fed.home.ca_cert), "--federation", str(manifest)]
+    res = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     return res.output
 
@@ -63,12 +64,16 @@ def module_ids(cfg: Path) -> list[str]:
     return sorted(p.parent.name for p in (cfg.parent / "state" / "modules").glob("*/module.json"))
 
 
+def error_code(proc) -> str:
+    return json.loads(proc.stderr.strip().splitlines()[-1])["error"]["code"]
+
+
 def events(stderr: str) -> list[dict]:
     return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
 
 
 def test_run_once_refuses_before_sealing_a_module_that_fails_the_policy_and_exits_4(tmp_path):
-    """The strict site's module is measured, refused locally and never sent; the compliant one registers."""
+    """The strict site's module is refused locally and never sent; the compliant one registers."""
     fed = federation(tmp_path, REQUIRED)
     agg = InProcessAggregator(fed, free_port()).start()
     try:
@@ -79,7 +84,8 @@ def test_run_once_refuses_before_sealing_a_module_that_fails_the_policy_and_exit
         assert "membership AUROC at most 0: max_membership_auroc\n" in shown
         ok = write_site_config(tmp_path, "st-ok", agg.address, [3, 4, 5])
         setup_site_in_process(fed, ok, train=False)
-        assert "membership AUROC at most 1: max_membership_auroc" in install(fed, ok, fed.home.federation)
+        shown = install(fed, ok, fed.home.federation)
+        assert "membership AUROC at most 1: max_membership_auroc" in shown
 
         proc = site_node("run", "--config", strict, "--once", check=False)
         assert proc.returncode == EXIT_REFUSED, proc.stderr[-3000:]
@@ -87,16 +93,19 @@ def test_run_once_refuses_before_sealing_a_module_that_fails_the_policy_and_exit
         rec = record(strict, refused)
         assert rec["status"] == "refused" and rec["upload_id"] is None
         assert rec["error"]["code"] == "E_PRIVACY_POLICY" and rec["error"]["by"] == "site"
-        assert "membership AUROC" in rec["error"]["message"] and "max_membership_auroc" in rec["error"]["message"]
+        assert "membership AUROC" in rec["error"]["message"]
+        assert "max_membership_auroc" in rec["error"]["message"]
         folder = strict.parent / "state" / "modules" / refused
         assert not (folder / "sealed.bin").exists() and (folder / "closest-pairs.png").exists()
         report = json.loads((folder / "privacy-report.json").read_text())
         assert report["module_id"] == refused and report["policy"]["passes"] is False
-        signed = SignedPackage.from_bytes((folder / "package.ffpk").read_bytes()).manifest.privacy_report
+        signed = SignedPackage.from_bytes((folder / "package.ffpk").read_bytes()).manifest
+        signed = signed.privacy_report
         assert signed == report["manifest_report"]  # measured before signing, kept for inspection
         names = [e["event"] for e in events(proc.stderr)]
         assert "module_refused" in names and "upload_start" not in names
-        assert next(e for e in events(proc.stderr) if e["event"] == "stopped")["exit_status"] == EXIT_REFUSED
+        stopped = next(e for e in events(proc.stderr) if e["event"] == "stopped")
+        assert stopped["exit_status"] == EXIT_REFUSED
 
         proc = site_node("run", "--config", ok, "--once", check=False)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -108,23 +117,28 @@ def test_run_once_refuses_before_sealing_a_module_that_fails_the_policy_and_exit
 
         # only the compliant module reached the aggregator
         entries = ledger_entries(fed, agg.address)
-        assert [e["facts"]["module_id"] for e in entries if e["type"] == "module.registered"] == [registered]
+        registrations = [e["facts"]["module_id"] for e in entries
+                         if e["type"] == "module.registered"]
+        assert registrations == [registered]
         # nothing is pending at the strict site: a plain upload sends nothing
         up = json.loads(site_node("upload", "--config", strict, "--json").stdout)
         assert up == {"uploaded": []}
         # privacy-check judges the refused module again: PASS/FAIL per threshold, exit 4
-        proc = site_node("privacy-check", "--config", strict, "--module", refused, "--samples", 50, check=False)
+        proc = site_node("privacy-check", "--config", strict, "--module", refused, "--samples", 50,
+                         check=False)
         assert proc.returncode == EXIT_REFUSED, proc.stderr[-3000:]
         assert "privacy policy (report required): FAIL" in proc.stdout
-        assert "  FAIL  membership AUROC" in proc.stdout and "> 0 (max_membership_auroc)" in proc.stdout
-        assert "  PASS  near-copy fraction" in proc.stdout and "<= 1 (max_near_copy_fraction)" in proc.stdout
+        assert "  FAIL  membership AUROC" in proc.stdout
+        assert "> 0 (max_membership_auroc)" in proc.stdout
+        assert "  PASS  near-copy fraction" in proc.stdout
+        assert "<= 1 (max_near_copy_fraction)" in proc.stdout
         assert "  PASS  membership TPR" not in proc.stdout  # the policy sets no such limit
     finally:
         agg.stop()
 
 
 def test_upload_marks_a_module_the_aggregator_refuses_and_sends_the_next(tmp_path):
-    """A module trained before the federation required reports is refused; the next one still registers.
+    """A module trained before reports were required is refused; the next one still registers.
 
     Then `discard` takes a trained module out of the queue for good, with its reason.
     """
@@ -137,9 +151,9 @@ def test_upload_marks_a_module_the_aggregator_refuses_and_sends_the_next(tmp_pat
         from site_node import trust as trustlib
         from site_node.training import train_module
 
-        doomed = train_module(site_cfg, trustlib.load(site_cfg))  # no report: doomed at the aggregator
+        doomed = train_module(site_cfg, trustlib.load(site_cfg))  # no report: doomed
         assert doomed.status == "trained"
-        time.sleep(1.1)  # created_at has 1 s resolution: the doomed module is the older one, sent first
+        time.sleep(1.1)  # created_at has 1 s resolution: the doomed module is older, sent first
         install(fed, cfg, fed.home.federation)
         good = train_module(site_cfg, trustlib.load(site_cfg))
         spare = train_module(site_cfg, trustlib.load(site_cfg))
@@ -154,10 +168,11 @@ def test_upload_marks_a_module_the_aggregator_refuses_and_sends_the_next(tmp_pat
         proc = site_node("upload", "--config", cfg, "--json", check=False)
         assert proc.returncode == EXIT_REFUSED, proc.stderr[-3000:]
         results = {r["module_id"]: r for r in json.loads(proc.stdout)["uploaded"]}
-        assert set(results) == {doomed.module_id, good.module_id}  # the discarded module is not tried
+        assert set(results) == {doomed.module_id, good.module_id}  # the discarded one is not tried
         assert results[doomed.module_id]["outcome"] == "refused"
         assert results[doomed.module_id]["error"]["code"] == "E_PRIVACY_POLICY"
-        assert results[good.module_id]["outcome"] == "registered" and results[good.module_id]["receipt_verified"]
+        assert results[good.module_id]["outcome"] == "registered"
+        assert results[good.module_id]["receipt_verified"]
         rec = record(cfg, doomed.module_id)
         assert rec["status"] == "refused" and rec["error"]["by"] == "aggregator"
         assert "requires a privacy report" in rec["error"]["message"]
@@ -171,15 +186,14 @@ def test_upload_marks_a_module_the_aggregator_refuses_and_sends_the_next(tmp_pat
         # the next plain upload has nothing left to send, and says so
         again = site_node("upload", "--config", cfg)
         assert again.returncode == 0 and "nothing to upload" in again.stdout
-        # a registered module is not discarded (it is forgotten at the aggregator), nor is a bad reason taken
-        proc = site_node("discard", "--config", cfg, "--module", good.module_id, "--reason", "x", "--json",
-                         check=False)
-        assert proc.returncode == 1
-        assert json.loads(proc.stderr.strip().splitlines()[-1])["error"]["code"] == "E_MODULE_STATUS"
-        proc = site_node("discard", "--config", cfg, "--module", doomed.module_id, "--reason", "a\nb",
+        # a registered module is not discarded (it is forgotten instead), nor is a bad reason taken
+        proc = site_node("discard", "--config", cfg, "--module", good.module_id, "--reason", "x",
                          "--json", check=False)
         assert proc.returncode == 1
-        assert json.loads(proc.stderr.strip().splitlines()[-1])["error"]["code"] == "E_REASON"
+        assert error_code(proc) == "E_MODULE_STATUS"
+        proc = site_node("discard", "--config", cfg, "--module", doomed.module_id, "--reason",
+                         "a\nb", "--json", check=False)
+        assert proc.returncode == 1 and error_code(proc) == "E_REASON"
         assert record(cfg, good.module_id)["status"] == "registered"
         assert record(cfg, doomed.module_id)["status"] == "refused"
     finally:
@@ -191,7 +205,8 @@ def test_train_exits_4_and_prints_the_reason_when_its_module_is_refused(tmp_path
     cfg = write_site_config(tmp_path, "st-a", "127.0.0.1:1", [0, 1])
     setup_site_in_process(fed, cfg, train=False)
     install(fed, cfg, manifest_file(fed, STRICT, tmp_path / "strict.json"))
-    res = CliRunner().invoke(cli, ["train", "--config", str(cfg), "--no-progress"], catch_exceptions=False)
+    res = CliRunner().invoke(cli, ["train", "--config", str(cfg), "--no-progress"],
+                             catch_exceptions=False)
     assert res.exit_code == EXIT_REFUSED, res.output
     assert "REFUSED by this site's privacy check (E_PRIVACY_POLICY)" in res.stdout
     assert "it will never be sent" in res.stdout and "send it: site-node upload" not in res.stdout
