@@ -47,6 +47,7 @@ from ffsecure import data
 from ffsecure import generators as G
 from ffsecure.dp import DPConfig
 from ffsecure.privacy.check import run_check
+from ffsecure.privacy.policy import DEFAULT_MAX_MEMBERSHIP_AUROC
 
 IMAGE_SHAPE = (1, 16, 16)
 SIZES = {"cvae": "default", "ddpm": "tiny"}
@@ -157,7 +158,46 @@ def _f(v, nd=3):
     return str(v)
 
 
+def _strongest_auroc(row: dict) -> float | None:
+    """The AUROC the privacy policy compares: the larger of the plain and the calibrated attack's."""
+    values = [row[k] for k in ("membership_auroc", "calibrated_auroc") if row.get(k) is not None]
+    return max(values) if values else None
+
+
+def _default_policy(row: dict) -> str:
+    """Whether a federation with the default privacy policy would accept this row's module."""
+    auroc = _strongest_auroc(row)
+    if auroc is None:
+        return "-"
+    return "refused" if round(auroc, 6) > DEFAULT_MAX_MEMBERSHIP_AUROC else "accepted"
+
+
+def _default_policy_note(rows: list[dict]) -> str:
+    """Which measured cells the default policy (membership AUROC at most 0.55) refuses."""
+    refused = [r for r in rows if _default_policy(r) == "refused"]
+    dp_refused = [r for r in refused if not _is_inf(r["epsilon_target"])]
+    note = (f"Default privacy policy: a federation whose manifest carries a `privacy_policy` limits the "
+            f"stronger attack's AUROC to {DEFAULT_MAX_MEMBERSHIP_AUROC:g} unless it sets its own limit "
+            "(docs/privacy.md); the site refuses such a module before sealing it and the aggregator at "
+            f"registration. Of these cells it would refuse {len(refused)} of {len(rows)}: "
+            + (", ".join(_cell(r) for r in refused) or "none") + ".")
+    if dp_refused:
+        note += (" Under DP only " + ", ".join(_cell(r) for r in dp_refused) + " is above the limit; "
+                 "every other DP cell passes it.")
+    return note
+
+
+def _is_inf(epsilon) -> bool:
+    return str(epsilon) == "inf" or (isinstance(epsilon, float) and math.isinf(epsilon))
+
+
+def _cell(row: dict) -> str:
+    return (f"{row['dataset']} {row['family']} at epsilon {row['epsilon_target']} "
+            f"(AUROC {_f(_strongest_auroc(row))})")
+
+
 def to_markdown(result: dict) -> str:
+
     s = result["settings"]
     lines = [
         "# Privacy benchmark",
@@ -169,19 +209,22 @@ def to_markdown(result: dict) -> str:
         f"{s['threads']} torch thread(s). Machine: {result['machine']['note']}. Total {result.get('total_s')} s.",
         "",
         "| dataset | family | target eps | eps (re-computed) | MIA AUROC | TPR@1%FPR | calibrated AUROC "
-        "| cal. TPR@1%FPR | memorization ratio | near-copy fraction | utility ratio | fit s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| cal. TPR@1%FPR | memorization ratio | near-copy fraction | utility ratio | fit s "
+        f"| default policy (AUROC <= {DEFAULT_MAX_MEMBERSHIP_AUROC:g}) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         lines.append(
             f"| {r['dataset']} | {r['family']} ({r['size']}) | {r['epsilon_target']} | {_f(r['epsilon_recomputed'], 2)} "
             f"| {_f(r['membership_auroc'])} | {_f(r['membership_tpr_at_1pct_fpr'])} | {_f(r['calibrated_auroc'])} "
             f"| {_f(r['calibrated_tpr_at_1pct_fpr'])} | {_f(r['memorization_ratio'], 2)} "
-            f"| {_f(r['near_copy_fraction'])} | {_f(r['utility_ratio'], 2)} | {_f(r['fit_s'], 0)} |")
+            f"| {_f(r['near_copy_fraction'])} | {_f(r['utility_ratio'], 2)} | {_f(r['fit_s'], 0)} "
+            f"| {_default_policy(r)} |")
     lines += ["", "MIA = loss-based membership inference (members vs held-out non-members); calibrated = "
               "difficulty-calibrated with a reference generator trained on disjoint data; utility ratio = "
               "accuracy of a CNN trained on synthetic samples / of the same CNN trained on the whole real "
               "training split (both on the real test split). See docs/privacy.md.", ""]
+    lines += [_default_policy_note(result["rows"]), ""]
     return "\n".join(lines)
 
 

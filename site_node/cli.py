@@ -1,10 +1,11 @@
-"""``site-node``: init, enroll, train, upload, run as a daemon, status, forget, evaluate."""
+"""``site-node``: init, enroll, train, upload, run as a daemon, status, forget, discard, evaluate."""
 
 from __future__ import annotations
 
 from ffsecure.clitools import program_group
 
 COMMANDS: dict[str, str] = {
+    "discard": "site_node.commands.discard:discard",
     "enroll": "site_node.commands.enroll:enroll",
     "evaluate": "site_node.commands.evaluate:evaluate",
     "forget": "site_node.commands.forget:forget",

@@ -8,11 +8,18 @@ Each cycle (every ``daemon.poll_interval_s``, or at once when woken):
    SIGHUP;
 2. upload every module not yet registered (resuming interrupted uploads).
 
-When the aggregator cannot be reached (or is busy), the cycle logs it and
-the next one comes after ``daemon.retry_interval_s``: the daemon survives
-aggregator downtime and resumes the same upload. A package the aggregator
-refuses for good (policy, signature) is marked ``refused`` and not sent again.
-A log fork (``E_LOG_FORK``) stops the daemon with exit status 3.
+When the federation requires a privacy report, training runs the privacy
+check and compares it with the policy before the module is signed and
+sealed; a module that fails is marked ``refused`` (``error.by = "site"``) and
+never sent. When the aggregator cannot be reached (or is busy), the cycle
+logs it and the next one comes after ``daemon.retry_interval_s``: the daemon
+survives aggregator downtime and resumes the same upload. A package the
+aggregator refuses for good (policy, signature) is marked ``refused``
+(``error.by = "aggregator"``), not sent again, and the next module is sent.
+A log fork (``E_LOG_FORK``) stops the daemon with exit status 3. ``run
+--once`` (``max_cycles``) exits 4 when its cycle ended in a refusal and 1
+when it failed, so a timer-driven service shows the failure
+(:mod:`site_node.exitcodes`).
 
 SIGTERM / SIGINT stop it cleanly: a training run stops at the next epoch
 (nothing is written), an upload in flight is cut and resumes next time.
@@ -30,20 +37,13 @@ from typing import Callable
 
 from ffsecure.errors import FFSecureError
 from site_node.config import SiteConfig
+from site_node.exitcodes import EXIT_ERROR, EXIT_FORK, EXIT_OK, EXIT_REFUSED
 from site_node.state import StateDir
+from site_node.sync import is_transient
 
 log = logging.getLogger("site_node.daemon")
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_FORK = 3
-
-TRANSIENT_PREFIXES = ("E_RPC_",)
-TRANSIENT_CODES = {"E_RATE_LIMIT", "E_UPLOAD_BUSY", "E_DEADLINE", "E_STATE_LOCKED", "E_INTERNAL", "E_STOPPED"}
-
-
-def is_transient(exc: FFSecureError) -> bool:
-    return exc.code in TRANSIENT_CODES or exc.code.startswith(TRANSIENT_PREFIXES)
+__all__ = ["Daemon", "EXIT_ERROR", "EXIT_FORK", "EXIT_OK", "EXIT_REFUSED", "is_transient"]
 
 
 class Daemon:
@@ -97,54 +97,59 @@ class Daemon:
 
     def cycle(self) -> dict:
         """Train if due, then upload what is pending. Returns what happened (for logs and tests)."""
-        from site_node import sync
         from site_node import trust as trustlib
-        from site_node.training import TrainingStopped, data_fingerprint, train_module
 
-        out: dict = {"trained": None, "uploaded": [], "retry": False}
+        out: dict = {"trained": None, "uploaded": [], "refused": [], "retry": False,
+                     "train_failed": None}
         with self.state.locked():
             trust = trustlib.load(self.cfg)
             reason = self._train_reason()
-            if reason:
-                log.info("training a new module (%s)", reason, extra={"event": "train_due", "reason": reason})
-                self.train_requested = False
-                if self.cfg.trigger_file is not None:
-                    self.cfg.trigger_file.unlink(missing_ok=True)
-                try:
-                    record = train_module(self.cfg, trust, should_stop=self.stop_event.is_set)
-                    out["trained"] = record.module_id
-                    self.failed_fingerprint = None
-                except TrainingStopped:
-                    return out
-                except FFSecureError as exc:
-                    self.failed_fingerprint = data_fingerprint(self.cfg)
-                    log.error("training failed: %s", exc, extra={"event": "train_failed", "code": exc.code})
-            todo = sync.pending(self.state)
-            if todo and not self.stop_event.is_set():
-                with trustlib.make_client(self.cfg, trust, sleep=self._backoff_sleep) as client:
-                    for record in todo:
-                        if self.stop_event.is_set():
-                            break
-                        try:
-                            out["uploaded"].append(sync.upload_module(self.state, client, trust, record))
-                        except sync.LogForkError:
-                            raise
-                        except FFSecureError as exc:
-                            if is_transient(exc):
-                                log.warning("upload of %s deferred: %s", record.module_id, exc,
-                                            extra={"event": "upload_deferred", "module_id": record.module_id,
-                                                   "code": exc.code})
-                                out["retry"] = True
-                                break
-                            record = self.state.load_module(record.module_id)
-                            if record.status in ("trained", "sealed"):
-                                record.status = "refused"
-                                record.error = exc.to_dict()
-                                self.state.save_module(record)
-                            log.error("module %s refused: %s", record.module_id, exc,
-                                      extra={"event": "upload_refused", "module_id": record.module_id,
-                                             "code": exc.code})
+            if reason and not self._train(reason, trust, out):
+                return out
+            self._upload(trust, out)
         return out
+
+    def _train(self, reason: str, trust, out: dict) -> bool:
+        """One training run into ``out``; False when it was stopped (the cycle ends there)."""
+        from site_node.training import TrainingStopped, data_fingerprint, train_module
+
+        log.info("training a new module (%s)", reason,
+                 extra={"event": "train_due", "reason": reason})
+        self.train_requested = False
+        if self.cfg.trigger_file is not None:
+            self.cfg.trigger_file.unlink(missing_ok=True)
+        try:
+            record = train_module(self.cfg, trust, should_stop=self.stop_event.is_set)
+        except TrainingStopped:
+            return False
+        except FFSecureError as exc:
+            self.failed_fingerprint = data_fingerprint(self.cfg)
+            out["train_failed"] = exc.code
+            log.error("training failed: %s", exc, extra={"event": "train_failed", "code": exc.code})
+            return True
+        out["trained"] = record.module_id
+        self.failed_fingerprint = None
+        if record.status == "refused":
+            out["refused"].append(record.module_id)
+        return True
+
+    def _upload(self, trust, out: dict) -> None:
+        from site_node import sync
+        from site_node import trust as trustlib
+
+        todo = self.state.pending()
+        if not todo or self.stop_event.is_set():
+            return
+        with trustlib.make_client(self.cfg, trust, sleep=self._backoff_sleep) as client:
+            results = sync.upload_queue(self.state, client, trust, todo, defer_transient=True,
+                                        should_stop=self.stop_event.is_set)
+        for result in results:
+            if result["outcome"] == "registered":
+                out["uploaded"].append({k: v for k, v in result.items() if k != "outcome"})
+            elif result["outcome"] == "refused":
+                out["refused"].append(result["module_id"])
+            else:
+                out["retry"] = True
 
     # -- loop ------------------------------------------------------------------
     def run(self) -> int:
@@ -161,6 +166,7 @@ class Daemon:
             log.error("cannot start: %s", exc, extra={"event": "start_failed", "code": exc.code})
             return EXIT_ERROR
         cycles = 0
+        status = EXIT_OK  # of the last cycle; what a bounded run (--once) exits with
         while not self.stop_event.is_set():
             wait = self.cfg.poll_interval_s
             try:
@@ -170,6 +176,7 @@ class Daemon:
                 log.info("cycle done", extra={"event": "cycle", **out})
                 if self.on_cycle is not None:
                     self.on_cycle(out)
+                status = cycle_status(out)
             except LogForkError as exc:
                 log.critical("ALARM: %s", exc.message, extra={"event": "log_fork", "code": exc.code})
                 return EXIT_FORK
@@ -178,9 +185,12 @@ class Daemon:
                 (log.warning if transient else log.error)(
                     "cycle failed: %s", exc, extra={"event": "cycle_failed", "code": exc.code})
                 wait = self.cfg.retry_interval_s
+                status = EXIT_OK if transient else EXIT_ERROR
             cycles += 1
             if self.max_cycles is not None and cycles >= self.max_cycles:
-                break
+                log.info("site-node run stopped after %d cycle(s)", cycles,
+                         extra={"event": "stopped", "exit_status": status})
+                return status
             self.wake_event.clear()
             deadline = time.monotonic() + wait
             # wake early for: a signal, or the trigger file appearing
@@ -191,3 +201,15 @@ class Daemon:
                 self.wake_event.wait(min(left, 1.0))
         log.info("site-node run stopped", extra={"event": "stopped"})
         return EXIT_OK
+
+
+def cycle_status(out: dict) -> int:
+    """Exit status of a bounded run whose last cycle gave ``out``: refused 4, failed 1, else 0.
+
+    A deferred upload (aggregator down) is not a failure: the next run resumes it.
+    """
+    if out["refused"]:
+        return EXIT_REFUSED
+    if out["train_failed"]:
+        return EXIT_ERROR
+    return EXIT_OK

@@ -18,8 +18,19 @@ Layout (``STATE`` is ``site.state_dir`` in site.toml; created 0700)::
 
 ``module.json`` status moves ``trained`` -> ``sealed`` (upload id fixed) ->
 ``registered`` (verified receipt stored) -> ``deleted`` (verified deletion
-entries stored); a package the aggregator refuses for good (policy, signature)
-becomes ``refused`` with the error kept, and is not sent again. Every record is written atomically (temp file + rename).
+entries stored). Two statuses take a module out of the upload queue for good
+and keep why in the record:
+
+* ``refused``: the site's own privacy-policy check failed before the module
+  was ever sealed (``error.by = "site"``), or the aggregator refused it for
+  good (policy, signature: ``error.by = "aggregator"``); ``error`` holds the
+  code, message, hint, who refused and when;
+* ``discarded``: the site's operator took it out of the queue
+  (``site-node discard``); ``discarded`` holds the reason, the time and the
+  status it had.
+
+Neither is ever sent again (only ``trained`` and ``sealed`` are pending).
+Every record is written atomically (temp file + rename).
 """
 
 from __future__ import annotations
@@ -36,7 +47,11 @@ from ffsecure import pki
 from ffsecure.errors import FFSecureError, FormatError, NotFoundError
 from ffsecure.package import check_module_id
 
-STATUSES = ("trained", "sealed", "registered", "refused", "deleted")
+STATUSES = ("trained", "sealed", "registered", "refused", "deleted", "discarded")
+PENDING = ("trained", "sealed")  # the upload queue
+DISCARDABLE = ("trained", "sealed", "refused")
+REFUSED_BY = ("site", "aggregator")
+MAX_REASON_CHARS = 500  # as the aggregator bounds a deletion reason
 
 
 class StateError(FFSecureError):
@@ -59,7 +74,8 @@ class ModuleRecord:
     upload_id: str | None = None
     receipt: dict | None = None
     deletion: dict | None = None
-    error: dict | None = None
+    error: dict | None = None  # why it was refused (code, message, hint, by, time)
+    discarded: dict | None = None  # why the operator discarded it (reason, time, previous_status)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +95,19 @@ class ModuleRecord:
             return cls.from_dict(obj)
         except (UnicodeDecodeError, ValueError, TypeError) as exc:
             raise state_corrupt(str(exc), f"module record {path}") from None
+
+
+class ModuleStatusError(StateError):
+    """The module's status does not allow what was asked (e.g. discarding a registered module)."""
+
+    code = "E_MODULE_STATUS"
+
+
+def refusal(exc: FFSecureError, *, by: str) -> dict:
+    """The ``error`` record of a refused module: the error, who refused it and when."""
+    if by not in REFUSED_BY:
+        raise ValueError(by)
+    return {**exc.to_dict(), "by": by, "time": pki.rfc3339(pki.utcnow())}
 
 
 def state_corrupt(why: str, what: str) -> FormatError:
@@ -185,6 +214,42 @@ class StateDir:
             raise NotFoundError(f"module {module_id} is not in {self.modules_dir}",
                                 hint="`site-node status` lists this site's modules")
         return ModuleRecord.read(path)
+
+    def refuse_module(self, record: ModuleRecord, exc: FFSecureError, *, by: str) -> ModuleRecord:
+        """Mark ``record`` refused (out of the queue for good) with ``exc``; drop its envelope."""
+        record.status = "refused"
+        record.error = refusal(exc, by=by)
+        self.save_module(record)
+        self.sealed_path(record.module_id).unlink(missing_ok=True)
+        return record
+
+    def discard_module(self, module_id: str, reason: str) -> ModuleRecord:
+        """Take a module out of the upload queue for good, recording why; drop its envelope.
+
+        Only a module not registered (``trained``, ``sealed``, ``refused``) can be
+        discarded; a registered one is deleted with ``site-node forget``.
+        """
+        reason = reason.strip() if isinstance(reason, str) else ""
+        if not 0 < len(reason) <= MAX_REASON_CHARS or not reason.isprintable():
+            raise StateError(f"the reason must be 1..{MAX_REASON_CHARS} printable characters",
+                             code="E_REASON",
+                             hint='say why, e.g. --reason "trained on the wrong data"')
+        record = self.load_module(module_id)
+        if record.status not in DISCARDABLE:
+            raise ModuleStatusError(f"module {module_id} is {record.status}; only a module not yet "
+                                    f"registered ({', '.join(DISCARDABLE)}) can be discarded",
+                                    hint="to remove a registered module from the federation, use "
+                                         "`site-node forget`")
+        record.discarded = {"reason": reason, "time": pki.rfc3339(pki.utcnow()),
+                            "previous_status": record.status}
+        record.status = "discarded"
+        self.save_module(record)
+        self.sealed_path(module_id).unlink(missing_ok=True)
+        return record
+
+    def pending(self) -> list[ModuleRecord]:
+        """The upload queue: modules ``trained`` or ``sealed``, oldest first."""
+        return [r for r in self.modules() if r.status in PENDING]
 
     def modules(self) -> list[ModuleRecord]:
         if not self.modules_dir.is_dir():

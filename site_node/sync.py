@@ -3,6 +3,11 @@
 * :func:`upload_module`: seal once (the envelope and upload id are stored
   before the first byte is sent, so an interrupted upload resumes with the
   same bytes under the same id), upload with retries, keep the verified receipt.
+* :func:`upload_queue`: upload modules in turn (``upload`` and ``run`` share
+  it): a module the aggregator refuses for good is marked ``refused`` and the
+  next one is sent; a transient failure (aggregator down, busy, rate limit)
+  stops the queue, since the next module would meet the same; anything else
+  (a log fork, a receipt that does not verify, damaged local state) is raised.
 * :func:`advance_checkpoint`: every checkpoint the site sees (receipts,
   deletions, status) must be consistent with the newest one it stored; the
   RFC 9162 consistency proof is checked in whichever direction applies, and
@@ -26,6 +31,23 @@ from ffsecure.ledger import leaf_hash, open_checkpoint, validate_entry, verify_c
 from site_node.state import ModuleRecord, StateDir, state_corrupt
 
 log = logging.getLogger("site_node.sync")
+
+TRANSIENT_PREFIXES = ("E_RPC_",)
+TRANSIENT_CODES = {"E_RATE_LIMIT", "E_UPLOAD_BUSY", "E_DEADLINE", "E_STATE_LOCKED", "E_INTERNAL",
+                   "E_STOPPED"}
+
+
+def is_transient(exc: FFSecureError) -> bool:
+    """A failure that retrying later may cure (the aggregator down, busy or rate-limiting)."""
+    return exc.code in TRANSIENT_CODES or exc.code.startswith(TRANSIENT_PREFIXES)
+
+
+def is_refusal(exc: FFSecureError) -> bool:
+    """The aggregator answered and refused this module for good (policy, signature, duplicate)."""
+    from site_node.client import AggregatorError
+
+    answered = isinstance(exc, AggregatorError) and not is_transient(exc)
+    return answered and exc.code != "E_MODULE_DELETED"  # a deleted module is marked deleted instead
 
 
 class LogForkError(LedgerError):
@@ -125,7 +147,52 @@ def upload_module(state: StateDir, client, trust, record: ModuleRecord, *, progr
 
 
 def pending(state: StateDir) -> list[ModuleRecord]:
-    return [r for r in state.modules() if r.status in ("trained", "sealed")]
+    return state.pending()
+
+
+def upload_queue(state: StateDir, client, trust, records: list[ModuleRecord], *,
+                 defer_transient: bool, progress=None, should_stop=None) -> list[dict]:
+    """Upload ``records`` in turn; one result per module tried.
+
+    Each result has ``outcome``: ``registered`` (the upload summary), ``refused``
+    or ``deferred`` (with ``error``).
+
+    A refusal marks the module ``refused`` (``error.by = "aggregator"``) and goes on
+    with the next; a transient failure ends the queue (``deferred`` when
+    ``defer_transient``, else raised); other errors are raised.
+    ``progress(module_id)`` gives a module's byte-progress callback (or None).
+    """
+    results = []
+    for record in records:
+        if should_stop is not None and should_stop():
+            break
+        try:
+            done = upload_module(state, client, trust, record,
+                                 progress=progress(record.module_id) if progress else None)
+            results.append({**done, "outcome": "registered"})
+        except FFSecureError as exc:
+            if is_refusal(exc):
+                results.append(_refused(state, record, exc))
+                continue
+            if not (defer_transient and is_transient(exc)):
+                raise
+            log.warning("upload of %s deferred: %s", record.module_id, exc,
+                        extra={"event": "upload_deferred", "module_id": record.module_id,
+                               "code": exc.code})
+            results.append({"module_id": record.module_id, "outcome": "deferred",
+                            "error": exc.to_dict()})
+            break
+    return results
+
+
+def _refused(state: StateDir, record: ModuleRecord, exc: FFSecureError) -> dict:
+    record = state.load_module(record.module_id)
+    if record.status in ("trained", "sealed"):
+        state.refuse_module(record, exc, by="aggregator")
+    log.error("module %s refused by the aggregator: %s", record.module_id, exc,
+              extra={"event": "upload_refused", "module_id": record.module_id, "code": exc.code})
+    return {"module_id": record.module_id, "outcome": "refused", "status": record.status,
+            "error": record.error or exc.to_dict()}
 
 
 def _b64(data: bytes) -> str:

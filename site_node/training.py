@@ -8,12 +8,14 @@ filter), :func:`data_fingerprint` (what `run` compares to notice new data).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ffsecure import canonical
 from ffsecure.errors import ConfigError, DataError, FFSecureError
@@ -212,8 +214,12 @@ def train_module(cfg: SiteConfig, trust, *, progress: Progress | None = None,
                  should_stop: Callable[[], bool] | None = None):
     """Train, build the manifest, check it against the federation's policy, sign, self-verify, store.
 
-    Returns the new :class:`site_node.state.ModuleRecord` (status ``trained``).
-    Nothing is written unless every step succeeded.
+    When the federation requires a privacy report, the privacy check runs and
+    its report is judged before signing (:func:`site_node.privacy.gate`).
+    Returns the new :class:`site_node.state.ModuleRecord`: status ``trained``,
+    or ``refused`` (``error.by = "site"``) when the report fails the policy; a
+    refused module is kept for inspection and never sealed or sent. Nothing
+    is written unless every step succeeded.
     """
     import time
 
@@ -221,7 +227,7 @@ def train_module(cfg: SiteConfig, trust, *, progress: Progress | None = None,
 
     from ffsecure import generators, pki
     from ffsecure.package import build_manifest, check_policy, sign_package, verify_package
-    from site_node.state import ModuleRecord, StateDir
+    from site_node.state import ModuleRecord, StateDir, refusal
 
     state = StateDir(cfg.state_dir).ensure()
     fed = trust.federation
@@ -255,6 +261,7 @@ def train_module(cfg: SiteConfig, trust, *, progress: Progress | None = None,
     manifest = build_manifest(federation=fed, site_id=cfg.site_id, weights=weights, classes=data.classes,
                               seed=settings.seed, dp=report.dp)
     check_policy(manifest, fed)
+    manifest, verdict = _privacy_gate(cfg, manifest, weights, data, fed, settings.seed, state)
     pkg = sign_package(manifest, weights, trust.key, trust.cert)
     verify_package(pkg, federation=fed, ca_cert=trust.ca_cert)  # what the aggregator will check
     record = ModuleRecord(
@@ -264,6 +271,8 @@ def train_module(cfg: SiteConfig, trust, *, progress: Progress | None = None,
                "final_loss": report.final_loss, "seconds": round(time.perf_counter() - t0, 3), "dp": report.dp,
                "batch_size": settings.batch_size, "lr": settings.lr, "seed": settings.seed,
                "package_bytes": pkg.size, "weights_sha256": manifest.weights_sha256})
+    if verdict is not None and not verdict.passes:
+        record.status, record.error = "refused", refusal(verdict.problems[0], by="site")
     d = state.module_dir(record.module_id)
     d.mkdir(parents=True, exist_ok=True)
     pki.write_public_file(state.package_path(record.module_id), pkg.to_bytes())
@@ -272,7 +281,37 @@ def train_module(cfg: SiteConfig, trust, *, progress: Progress | None = None,
     log.info("module %s trained and signed", record.module_id,
              extra={"event": "module_trained", "module_id": record.module_id, "final_loss": report.final_loss,
                     "epsilon": (report.dp or {}).get("epsilon")})
+    if record.status == "refused":
+        log.error("module %s refused by this site's privacy check: %s", record.module_id,
+                  record.error["message"],
+                  extra={"event": "module_refused", "module_id": record.module_id, "by": "site",
+                         "code": record.error["code"]})
     return record
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _privacy_gate(cfg: SiteConfig, manifest, weights: bytes, data: SiteData, fed, seed: int, state):
+    """:func:`site_node.privacy.gate` on the site's threads; on failure nothing is left behind."""
+    from site_node.privacy import gate
+
+    out_dir = state.module_dir(manifest.module_id)
+    try:
+        with _torch_threads(cfg.train["threads"]):
+            return gate(manifest, weights, data, fed, seed=seed, out_dir=out_dir)
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)  # a fresh module id: only the check wrote here
+        raise
 
 
 def fingerprint_changed(cfg: SiteConfig) -> bool:

@@ -13,6 +13,7 @@ import click
 from aggregator.commands.context import (confirm, dir_option, json_option, open_operations, operator_actor,
                                          print_entries, yes_option)
 from ffsecure.clitools import echo_json
+from ffsecure.privacy.policy import strongest
 
 
 def _summary(row, label_space: list[str]) -> dict:
@@ -34,30 +35,22 @@ def _summary(row, label_space: list[str]) -> dict:
 NO_VALUE = "\u2014"  # em dash: the module's report does not state this figure (or there is no report)
 
 
-def _strongest(report: dict | None, plain: str, calibrated: str) -> float | None:
-    """The larger of the plain and the calibrated attack's figure (what the privacy policy compares)."""
-    values = [report[k] for k in (plain, calibrated) if k in report] if report else []
-    return max(values) if values else None
-
-
 def _fmt(value: float | None) -> str:
     return NO_VALUE if value is None else f"{value:.3f}"
 
 
 def _privacy_policy(row, policy: dict | None) -> dict:
-    """Whether the federation's current privacy policy requires a report and whether this module passes it."""
+    """Whether the federation's current privacy policy requires a report and whether this module passes it.
+
+    ``policy`` in the result is the policy in force (defaults applied), as registration applies it.
+    """
     from ffsecure.package import ModuleManifest
-    from ffsecure.privacy.policy import PrivacyPolicyError, check_module
+    from ffsecure.privacy.policy import evaluate
 
     m = ModuleManifest.from_bytes(row.manifest)
-    try:
-        check_module(m.privacy_report, m.dp if isinstance(m.dp, dict) else None, policy)
-    except PrivacyPolicyError as exc:
-        passes, reason = False, exc.message
-    else:
-        passes, reason = True, None
-    return {"policy": policy, "required": bool(policy and policy.get("required", False)),
-            "passes": passes, "reason": reason}
+    verdict = evaluate(m.privacy_report, m.dp if isinstance(m.dp, dict) else None, policy)
+    return {"policy": verdict.policy, "required": verdict.required, "passes": verdict.passes,
+            "reason": verdict.problems[0].message if verdict.problems else None}
 
 
 @click.group("modules")
@@ -94,7 +87,7 @@ def list_cmd(ctx: click.Context, home_dir: str, status: str | None, as_json: boo
     for m in out:
         eps = "-" if m["dp_epsilon"] is None else f"{m['dp_epsilon']:.2f}"
         report = m["privacy_report"]
-        auroc = _strongest(report, "membership_auroc", "membership_calibrated_auroc")
+        auroc = strongest(report, "membership_auroc", "membership_calibrated_auroc")
         near = report.get("near_copy_fraction") if report else None
         table.add_row(m["module_id"], m["site_id"], ",".join(m["classes"]), m["generator"], eps,
                       _fmt(auroc), _fmt(near), m["registered_at"], m["status"])

@@ -18,7 +18,7 @@ import torch
 
 from ffsecure.errors import DataError
 from ffsecure.privacy import accounting, membership, memorization
-from ffsecure.privacy.report import REPORT_VERSION, manifest_report
+from ffsecure.privacy.report import DEFAULT_SAMPLES, REPORT_VERSION, manifest_report
 
 
 def split_holdout(x: torch.Tensor, y: torch.Tensor, *, seed: int, reference_fraction: float
@@ -54,7 +54,7 @@ def generation_labels(labels: torch.Tensor, n: int) -> torch.Tensor:
 
 def run_check(gen: Any, *, members: tuple[torch.Tensor, torch.Tensor],
               non_members: tuple[torch.Tensor, torch.Tensor], dp: dict[str, Any] | None = None,
-              reference: Any | None = None, n_generated: int = 1000, seed: int = 0,
+              reference: Any | None = None, n_generated: int = DEFAULT_SAMPLES, seed: int = 0,
               draws: int | None = None, png: str | Path | None = None,
               near_copy_threshold: float | None = None) -> dict[str, Any]:
     """Measure the module; return the full report (see ``docs/privacy.md``)."""

@@ -8,19 +8,30 @@ requirement)::
      "max_membership_tpr_at_1pct_fpr": 0.05,
      "max_near_copy_fraction": 0.01}
 
-Every key is optional; ``required`` defaults to false, and a missing
-threshold is not enforced. When a module carries a report, every threshold
-the policy sets is enforced, and a report that lacks the figure a threshold
-needs is refused (it cannot show that it complies). The membership AUROC and
-TPR compared are the larger of the plain and the calibrated attack. If the
-module claims DP and its report states a re-computed epsilon, the two must
-agree. :func:`check_module` is pure (no I/O) and raises
+Every key is optional. ``required`` defaults to false. A present policy
+(even ``{}``) limits the membership-inference AUROC to
+:data:`DEFAULT_MAX_MEMBERSHIP_AUROC` (0.55) unless it sets
+``max_membership_auroc`` itself (1.0 lifts the limit); the other thresholds
+are enforced only when set. :data:`DEFAULTS` is the one home of these
+defaults: the aggregator, the site node, ``aggregator modules show`` and the
+audit tools all read the policy through :func:`effective_policy`.
+
+When a module carries a report, every threshold of the effective policy is
+enforced, and a report that lacks the figure a threshold needs is refused (it
+cannot show that it complies). The membership AUROC and TPR compared are the
+larger of the plain and the calibrated attack. If the module claims DP and
+its report states a re-computed epsilon, the two must agree.
+
+:func:`evaluate` is pure (no I/O) and returns a :class:`PolicyVerdict` with
+every threshold's PASS/FAIL and every problem, in a fixed order;
+:func:`check_module` is the strict wrapper that raises the first problem as
 :class:`PrivacyPolicyError` (``E_PRIVACY_POLICY``).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from ffsecure.errors import FormatError, PolicyError
@@ -32,7 +43,22 @@ POLICY_FIELDS: dict[str, tuple[float, float] | None] = {
     "max_membership_tpr_at_1pct_fpr": (0.0, 1.0),
     "max_near_copy_fraction": (0.0, 1.0),
 }
+# A membership attack no better than guessing scores 0.5; 0.55 leaves room for the sampling error
+# of a few hundred examples (docs/privacy.md) and refuses the leakiest DP cells of RESULTS.md.
+DEFAULT_MAX_MEMBERSHIP_AUROC = 0.55
+DEFAULTS: dict[str, bool | float] = {"required": False,
+                                     "max_membership_auroc": DEFAULT_MAX_MEMBERSHIP_AUROC}
 EPSILON_RTOL = 1e-4
+FIX_HINT = ("run `site-node privacy-check --attach` and retrain (e.g. with DP or fewer epochs) "
+            "until it passes")
+
+# policy key -> (what a person reads, plain report key, calibrated report key or None)
+THRESHOLDS: dict[str, tuple[str, str, str | None]] = {
+    "max_membership_auroc": ("membership AUROC", "membership_auroc", "membership_calibrated_auroc"),
+    "max_membership_tpr_at_1pct_fpr": ("membership TPR at 1% FPR", "membership_tpr_at_1pct_fpr",
+                                       "membership_calibrated_tpr_at_1pct_fpr"),
+    "max_near_copy_fraction": ("near-copy fraction", "near_copy_fraction", None),
+}
 
 
 class PrivacyPolicyError(PolicyError):
@@ -43,6 +69,12 @@ class PrivacyPolicyError(PolicyError):
 
 class PrivacyPolicySchemaError(FormatError):
     code = "E_PRIVACY_POLICY_SCHEMA"
+
+
+def _number_in(value: Any, bounds: tuple[float, float]) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return bounds[0] <= value <= bounds[1]
 
 
 def check_policy_fields(policy: Any) -> dict[str, Any]:
@@ -59,61 +91,145 @@ def check_policy_fields(policy: Any) -> dict[str, Any]:
             if not isinstance(value, bool):
                 raise PrivacyPolicySchemaError(f"privacy_policy.{key} must be true or false")
             continue
-        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-                or not bounds[0] <= value <= bounds[1]):
-            raise PrivacyPolicySchemaError(
-                f"privacy_policy.{key} must be a number in [{bounds[0]:g}, {bounds[1]:g}], got {value!r}")
+        if not _number_in(value, bounds):
+            raise PrivacyPolicySchemaError(f"privacy_policy.{key} must be a number in "
+                                           f"[{bounds[0]:g}, {bounds[1]:g}], got {value!r}")
     return policy
 
 
-def _strongest(report: dict[str, Any], plain: str, calibrated: str) -> float | None:
-    values = [report[k] for k in (plain, calibrated) if k in report]
+def effective_policy(policy: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The policy in force: ``policy`` over :data:`DEFAULTS`; None when the federation sets none."""
+    if policy is None:
+        return None
+    return {**DEFAULTS, **policy}
+
+
+def strongest(report: dict[str, Any] | None, plain: str, calibrated: str | None) -> float | None:
+    """The larger of the plain and the calibrated attack's figure (what the policy compares)."""
+    if not report:
+        return None
+    values = [report[k] for k in (plain, calibrated) if k is not None and k in report]
     return max(values) if values else None
+
+
+@dataclass(frozen=True)
+class ThresholdCheck:
+    """One threshold of the effective policy against the module's report."""
+
+    key: str
+    what: str
+    limit: float
+    value: float | None  # None: the report does not state it (or there is no report)
+    default: bool  # the limit is the policy default, not set by the federation
+
+    @property
+    def passes(self) -> bool:
+        return self.value is not None and self.value <= self.limit
+
+
+@dataclass(frozen=True)
+class PolicyVerdict:
+    """Every threshold and every problem of one module under one policy (no problems: passes)."""
+
+    policy: dict[str, Any] | None  # the effective policy
+    required: bool
+    has_report: bool
+    thresholds: tuple[ThresholdCheck, ...]
+    problems: tuple[PrivacyPolicyError, ...]
+
+    @property
+    def passes(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the effective policy, each threshold's figures and verdict, the problems."""
+        return {"policy": self.policy, "required": self.required, "has_report": self.has_report,
+                "passes": self.passes,
+                "thresholds": [{"key": c.key, "what": c.what, "limit": c.limit, "value": c.value,
+                                "passes": c.passes, "default": c.default} for c in self.thresholds],
+                "problems": [p.message for p in self.problems]}
+
+
+def _malformed(report: dict[str, Any] | None) -> PrivacyPolicyError | None:
+    """A report that breaks its schema (its figures mean nothing), or None."""
+    if report is None:
+        return None
+    try:
+        check_report(report)
+    except FormatError as exc:
+        return PrivacyPolicyError(exc.message, hint=exc.hint)
+    return None
+
+
+def _epsilon_problems(report: dict[str, Any] | None,
+                      dp: dict[str, Any] | None) -> list[PrivacyPolicyError]:
+    """The report's re-computed epsilon against the module's DP claim."""
+    eps = report.get("dp_epsilon_recomputed") if report else None
+    if eps is None:
+        return []
+    if not isinstance(dp, dict):
+        return [PrivacyPolicyError("the privacy report states a DP epsilon but the module has no "
+                                   "DP claim", hint="attach the report produced for this module")]
+    claimed = dp.get("epsilon")
+    if not math.isclose(eps, claimed, rel_tol=EPSILON_RTOL, abs_tol=1e-6):
+        return [PrivacyPolicyError(
+            f"the re-computed epsilon {eps:g} disagrees with the module's claimed epsilon "
+            f"{claimed:g}",
+            hint="the DP parameters in the manifest do not give the claimed epsilon; retrain")]
+    return []
+
+
+def _threshold_checks(report: dict[str, Any] | None, raw: dict[str, Any],
+                      effective: dict[str, Any]) -> tuple[ThresholdCheck, ...]:
+    return tuple(ThresholdCheck(key=key, what=what, limit=effective[key], default=key not in raw,
+                                value=strongest(report, plain, calibrated))
+                 for key, (what, plain, calibrated) in THRESHOLDS.items()
+                 if effective.get(key) is not None)
+
+
+def _threshold_problem(check: ThresholdCheck) -> PrivacyPolicyError:
+    if check.value is None:
+        return PrivacyPolicyError(f"the federation limits the {check.what} ({check.key} = "
+                                  f"{check.limit:g}) but the module's privacy report does not "
+                                  "state it",
+                                  hint=FIX_HINT)
+    source = ", the policy default" if check.default else ""
+    return PrivacyPolicyError(f"{check.what} {check.value:g} is above the federation's limit "
+                              f"{check.limit:g} ({check.key}{source})", hint=FIX_HINT)
+
+
+def evaluate(report: dict[str, Any] | None, dp: dict[str, Any] | None,
+             policy: dict[str, Any] | None) -> PolicyVerdict:
+    """Each threshold's PASS/FAIL and every problem of a module under the federation's policy.
+
+    ``report`` and ``dp`` are the module manifest's fields, ``policy`` the
+    federation manifest's ``privacy_policy`` (defaults applied here). Pure.
+    """
+    effective = effective_policy(policy)
+    required = bool(effective and effective["required"])
+    malformed = _malformed(report)
+    if malformed is not None:
+        return PolicyVerdict(effective, required, True, (), (malformed,))
+    problems = _epsilon_problems(report, dp)
+    if effective is None:
+        return PolicyVerdict(None, False, report is not None, (), tuple(problems))
+    if report is None:
+        if required:
+            problems.append(PrivacyPolicyError(
+                "the federation requires a privacy report; the module has none", hint=FIX_HINT))
+        return PolicyVerdict(effective, required, False, (), tuple(problems))
+    checks = _threshold_checks(report, policy, effective)
+    problems += [_threshold_problem(c) for c in checks if not c.passes]
+    return PolicyVerdict(effective, required, True, checks, tuple(problems))
 
 
 def check_module(report: dict[str, Any] | None, dp: dict[str, Any] | None,
                  policy: dict[str, Any] | None) -> None:
-    """Refuse (``E_PRIVACY_POLICY``) a module whose ``privacy_report`` breaks ``policy``.
+    """Refuse (``E_PRIVACY_POLICY``) a module whose report breaks ``policy``: its first problem.
 
     ``report`` and ``dp`` are the module manifest's fields, ``policy`` the
     federation manifest's ``privacy_policy``. Pure: reads nothing, writes nothing.
     """
-    hint = "run `site-node privacy-check --attach` and retrain (e.g. with DP or fewer epochs) until it passes"
-    if report is not None:
-        try:
-            check_report(report)
-        except FormatError as exc:
-            raise PrivacyPolicyError(exc.message, hint=exc.hint) from None
-        eps = report.get("dp_epsilon_recomputed")
-        if eps is not None:
-            if not isinstance(dp, dict):
-                raise PrivacyPolicyError("the privacy report states a DP epsilon but the module has no DP claim",
-                                         hint="attach the report produced for this module")
-            claimed = dp.get("epsilon")
-            if not math.isclose(eps, claimed, rel_tol=EPSILON_RTOL, abs_tol=1e-6):
-                raise PrivacyPolicyError(
-                    f"the re-computed epsilon {eps:g} disagrees with the module's claimed epsilon {claimed:g}",
-                    hint="the DP parameters in the manifest do not give the claimed epsilon; retrain")
-    if not policy:
-        return
-    if report is None:
-        if policy.get("required", False):
-            raise PrivacyPolicyError("the federation requires a privacy report; the module has none", hint=hint)
-        return
-    checks = (
-        ("max_membership_auroc", "membership AUROC",
-         _strongest(report, "membership_auroc", "membership_calibrated_auroc")),
-        ("max_membership_tpr_at_1pct_fpr", "membership TPR at 1% FPR",
-         _strongest(report, "membership_tpr_at_1pct_fpr", "membership_calibrated_tpr_at_1pct_fpr")),
-        ("max_near_copy_fraction", "near-copy fraction", report.get("near_copy_fraction")),
-    )
-    for key, what, value in checks:
-        limit = policy.get(key)
-        if limit is None:
-            continue
-        if value is None:
-            raise PrivacyPolicyError(f"the federation limits the {what} ({key} = {limit:g}) but the "
-                                     "module's privacy report does not state it", hint=hint)
-        if value > limit:
-            raise PrivacyPolicyError(f"{what} {value:g} is above the federation's limit {limit:g} ({key})",
-                                     hint=hint)
+    verdict = evaluate(report, dp, policy)
+    if verdict.problems:
+        raise verdict.problems[0]

@@ -16,6 +16,10 @@ from typing import Any
 from ffsecure.errors import FormatError
 
 REPORT_VERSION = 1
+# The sizes a site measures with by default (`site-node privacy-check`, and `train` / `run` when the
+# federation requires a report); here, torch-free, so that CLI option defaults can name them.
+DEFAULT_SAMPLES = 1000  # generated samples for the memorization test
+DEFAULT_MAX_EXAMPLES = 2000  # at most this many members and as many non-members
 
 # key -> (kind, low, high); kind "int" or "float"; bounds inclusive
 REPORT_FIELDS: dict[str, tuple[str, float, float]] = {

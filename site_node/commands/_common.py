@@ -67,3 +67,38 @@ def upload_progress(enabled: bool) -> Iterator:
 
     with progress:
         yield for_module
+
+
+def policy_lines(policy: dict | None) -> list[str]:
+    """The federation's privacy policy in force, for a person: each limit, defaults marked."""
+    from ffsecure.privacy.policy import THRESHOLDS, effective_policy
+
+    effective = effective_policy(policy)
+    if effective is None:
+        return ["privacy policy: none (no privacy report required, no limits)"]
+    lines = [f"privacy policy: report {'required' if effective['required'] else 'optional'}"]
+    for key, (what, _plain, _calibrated) in THRESHOLDS.items():
+        if effective.get(key) is not None:
+            source = " (default)" if key not in policy else ""
+            lines.append(f"  {what} at most {effective[key]:g}: {key}{source}")
+    return lines
+
+
+def verdict_lines(verdict) -> list[str]:
+    """A :class:`ffsecure.privacy.policy.PolicyVerdict` for a person: PASS/FAIL per threshold."""
+    if verdict.policy is None:
+        head = "privacy policy: none set"
+    else:
+        head = f"privacy policy (report {'required' if verdict.required else 'optional'})"
+    lines = [f"{head}: {'PASS' if verdict.passes else 'FAIL'}"]
+    for check in verdict.thresholds:
+        value = "not stated" if check.value is None else f"{check.value:g}"
+        sign = "<=" if check.passes else ">"
+        source = ", default" if check.default else ""
+        lines.append(f"  {'PASS' if check.passes else 'FAIL'}  {check.what} {value} {sign} "
+                     f"{check.limit:g} ({check.key}{source})")
+    threshold_failures = sum(1 for check in verdict.thresholds if not check.passes)
+    # the threshold problems come last; the others (no report, epsilon mismatch) are listed here
+    for problem in verdict.problems[:len(verdict.problems) - threshold_failures]:
+        lines.append(f"  FAIL  {problem.message}")
+    return lines

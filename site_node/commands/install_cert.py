@@ -4,7 +4,8 @@ Refused unless: the certificate chains to the CA and is valid now, is a site
 certificate of this config's federation and site id, and holds this site's
 public key; the federation manifest verifies against the same CA. Only then
 are ``site.pem``, ``ca.pem`` and ``federation.json`` copied into the state
-directory.
+directory. The output shows what the site agreed to, the privacy policy in
+force included (its defaults marked).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import click
 
 from ffsecure.clitools import echo_json
-from site_node.commands._common import config_option, json_option, start
+from site_node.commands._common import config_option, json_option, policy_lines, start
 
 
 @click.command("install-cert")
@@ -30,6 +31,7 @@ from site_node.commands._common import config_option, json_option, start
 def install_cert(ctx, config_path, cert_file, ca_file, federation_file, as_json):
     """Verify and install this site's certificate, the CA certificate and the federation manifest."""
     from ffsecure import pki
+    from ffsecure.privacy.policy import effective_policy
     from site_node import trust as trustlib
     from site_node.state import StateDir
 
@@ -41,7 +43,8 @@ def install_cert(ctx, config_path, cert_file, ca_file, federation_file, as_json)
     info = {"identity": t.identity.uri, "cert_not_after": pki.rfc3339(t.cert.not_valid_after_utc),
             "ca_fingerprint": pki.cert_fingerprint(t.ca_cert), "federation_id": fed.federation_id,
             "label_space": fed.label_space, "generator": fed.generator["family"],
-            "dp_policy": fed.dp_policy, "aggregator": fed.aggregator["endpoint"],
+            "dp_policy": fed.dp_policy, "privacy_policy": effective_policy(fed.privacy_policy),
+            "privacy_policy_signed": fed.privacy_policy, "aggregator": fed.aggregator["endpoint"],
             "state_dir": str(cfg.state_dir)}
     if as_json:
         echo_json(info)
@@ -49,3 +52,5 @@ def install_cert(ctx, config_path, cert_file, ca_file, federation_file, as_json)
         click.echo(f"installed certificate for {t.identity.uri} (valid until {info['cert_not_after']})")
         click.echo(f"  federation {fed.federation_id}: {len(fed.label_space)} classes, generator "
                    f"{info['generator']}, DP required: {fed.dp_policy['required']}, aggregator {info['aggregator']}")
+        for line in policy_lines(fed.privacy_policy):
+            click.echo(f"  {line}")

@@ -8,32 +8,31 @@ images), the memorization test on generated samples, and re-computes the DP
 epsilon from the manifest's DP record. It writes ``privacy-report.json`` and
 ``closest-pairs.png``; with ``--attach`` it adds the numbers to the module
 manifest and signs the package again. See docs/privacy.md.
+
+With ``--config`` the report is judged against the federation's privacy
+policy (the one the aggregator applies, defaults included): the output shows
+PASS/FAIL per threshold, the command exits 4 when the module fails, and with
+``--attach`` a failing module is marked ``refused`` (never sent).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from ffsecure.clitools import echo_json
-from ffsecure.errors import ConfigError, DataError, FFSecureError
+from ffsecure.errors import ConfigError, FFSecureError
+from ffsecure.privacy.report import DEFAULT_MAX_EXAMPLES, DEFAULT_SAMPLES
+from site_node.commands._common import verdict_lines
 
 
 class PrivacyStateError(FFSecureError):
     code = "E_STATE"
 
 
-def _select(x, y, classes):
-    import torch
-
-    mask = torch.isin(y, torch.tensor(sorted(classes), dtype=torch.int64))
-    return x[mask], y[mask]
-
-
 def _from_config(cfg, module_ref):
-    """(package, package path, members, non-members, train settings, trust, state, record) from site.toml."""
+    """(package, its path, train set, held-out set, train settings, trust, state, record) from site.toml."""
     from ffsecure.package import SignedPackage
     from site_node import trust as trustlib
     from site_node.state import StateDir
@@ -52,10 +51,9 @@ def _from_config(cfg, module_ref):
     path = state.package_path(record.module_id)
     pkg = SignedPackage.from_bytes(path.read_bytes())
     data = load_site_data(cfg, trust.federation)
-    members = _select(data.train_x, data.train_y, pkg.manifest.classes)
-    non_members = _select(data.test_x, data.test_y, pkg.manifest.classes)
     settings = train_settings(cfg, pkg.manifest.generator["family"])
-    return pkg, path, members, non_members, settings, trust, state, record
+    train, held_out = (data.train_x, data.train_y), (data.test_x, data.test_y)
+    return pkg, path, train, held_out, settings, trust, state, record
 
 
 def _from_files(module_path, data_spec, data_root, seed):
@@ -72,10 +70,8 @@ def _from_files(module_path, data_spec, data_root, seed):
         raise ConfigError(f"cannot read {module_path}: {exc.strerror}", hint="check --module") from None
     m = pkg.manifest
     ds = load_dataset(data_spec, image_shape=m.image_shape, root=data_root, seed=seed)
-    members = _select(ds.train_x, ds.train_y, m.classes)
-    non_members = _select(ds.test_x, ds.test_y, m.classes)
     settings = default_train_settings(m.generator["family"], "default", seed=seed)
-    return pkg, Path(module_path), members, non_members, settings
+    return pkg, Path(module_path), (ds.train_x, ds.train_y), (ds.test_x, ds.test_y), settings
 
 
 @click.command("privacy-check")
@@ -87,8 +83,9 @@ def _from_files(module_path, data_spec, data_root, seed):
 @click.option("--data", "data_spec", help="Without --config: the module's data (digits, npz:PATH, folder:PATH or "
                                           "a MedMNIST name), with labels in the federation's label space.")
 @click.option("--data-root", type=click.Path(file_okay=False), help="MedMNIST root folder (with --data).")
-@click.option("--samples", default=1000, show_default=True, help="Generated samples for the memorization test.")
-@click.option("--max-examples", default=2000, show_default=True,
+@click.option("--samples", default=DEFAULT_SAMPLES, show_default=True,
+              help="Generated samples for the memorization test.")
+@click.option("--max-examples", default=DEFAULT_MAX_EXAMPLES, show_default=True,
               help="Use at most this many members and as many non-members (random subset).")
 @click.option("--reference/--no-reference", default=False, show_default=True,
               help="Also run the calibrated attack: train a reference generator (same schedule, no DP) on half "
@@ -117,7 +114,9 @@ def privacy_check(ctx, config_path, module_ref, data_spec, data_root, samples, m
 
     from ffsecure import generators, pki
     from ffsecure.privacy.attach import attach_report
-    from ffsecure.privacy.check import run_check, split_holdout, subsample
+    from ffsecure.privacy.check import run_check, split_holdout
+    from ffsecure.privacy.policy import evaluate
+    from site_node.privacy import REPORT_FILE, members_and_non_members, write_report
 
     ctx.ensure_object(dict)["json"] = as_json
     if samples < 1 or max_examples < 2:
@@ -140,22 +139,20 @@ def privacy_check(ctx, config_path, module_ref, data_spec, data_root, samples, m
     try:
         with lock:
             if config_path is not None:
-                pkg, pkg_path, members, non_members, settings, trust, state, record = _from_config(cfg, module_ref)
+                (pkg, pkg_path, train, held_out, settings, trust, state,
+                 record) = _from_config(cfg, module_ref)
                 out = Path(out_dir) if out_dir else pkg_path.parent
             else:
-                pkg, pkg_path, members, non_members, settings = _from_files(module_ref, data_spec, data_root, seed)
+                pkg, pkg_path, train, held_out, settings = _from_files(module_ref, data_spec, data_root,
+                                                                       seed)
                 out = Path(out_dir or ".")
             if attach and record is not None and record.status != "trained":
                 raise PrivacyStateError(f"module {record.module_id} is {record.status}: its package was already "
                                         "sealed or sent, so a report can no longer be attached",
                                         hint="attach before `site-node upload`, or train a new module")
             m = pkg.manifest
-            if members[0].shape[0] < 1 or non_members[0].shape[0] < 2:
-                raise DataError(f"the data holds {members[0].shape[0]} training and {non_members[0].shape[0]} "
-                                f"held-out images of classes {m.classes}; the check needs >= 1 and >= 2",
-                                code="E_DATA_EMPTY", hint="check the data source and the module's classes")
-            members = subsample(*members, max_examples, seed)
-            non_members = subsample(*non_members, max_examples, seed + 1)
+            members, non_members = members_and_non_members(train, held_out, m.classes,
+                                                           max_examples=max_examples, seed=seed)
             gen = generators.from_state(m.generator["family"], m.generator["config"], pkg.weights)
             ref_gen = None
             if reference:
@@ -171,6 +168,9 @@ def privacy_check(ctx, config_path, module_ref, data_spec, data_root, samples, m
                              near_copy_threshold=threshold)
             full["module_id"] = m.module_id
             report = full["manifest_report"]
+            verdict = None if trust is None else evaluate(report, m.dp,
+                                                          trust.federation.privacy_policy)
+            full["policy"] = None if verdict is None else verdict.to_dict()
             if attach:
                 if record is not None:
                     key, cert = trust.key, trust.cert
@@ -185,10 +185,20 @@ def privacy_check(ctx, config_path, module_ref, data_spec, data_root, samples, m
                 target = pkg_path if record is not None or output is None else Path(output)
                 pki.write_public_file(target, new.to_bytes())
                 full["attached_to"] = str(target)
-            pki.write_public_file(out / "privacy-report.json",
-                                  (json.dumps(full, indent=2, sort_keys=True) + "\n").encode())
+                if record is not None and not verdict.passes:
+                    state.refuse_module(record, verdict.problems[0], by="site")
+                    full["status"] = "refused"
+            write_report(out / REPORT_FILE, full)
     finally:
         torch.set_num_threads(threads_before)
+    _render(full, m, out, verdict, as_json)
+    if verdict is not None and not verdict.passes:
+        from site_node.exitcodes import EXIT_REFUSED
+
+        ctx.exit(EXIT_REFUSED)
+
+
+def _render(full, m, out, verdict, as_json) -> None:
     if as_json:
         echo_json(full)
         return
@@ -207,5 +217,13 @@ def privacy_check(ctx, config_path, module_ref, data_spec, data_root, samples, m
     else:
         click.echo("  DP: none (no formal guarantee)")
     click.echo(f"  report: {out / 'privacy-report.json'}; closest pairs: {out / 'closest-pairs.png'}")
-    if attach:
+    if "attached_to" in full:
         click.echo(f"  attached to the signed package: {full['attached_to']}")
+    if verdict is None:
+        click.echo("  privacy policy: not judged (without --config the federation's manifest "
+                   "is unknown)")
+    else:
+        for line in verdict_lines(verdict):
+            click.echo(f"  {line}")
+    if full.get("status") == "refused":
+        click.echo("  the module is marked refused: it will never be sent")

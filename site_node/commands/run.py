@@ -16,7 +16,9 @@ def run(ctx, config_path, human_logs, once):
     """Run until SIGTERM: train a module when the data changes, the trigger file appears or on SIGHUP;
     upload what is pending; retry when the aggregator is down.
 
-    Exit status: 0 stopped cleanly; 1 configuration error; 3 ALARM: the aggregator's log forked (E_LOG_FORK).
+    Exit status: 0 stopped cleanly; 1 configuration error (with --once: the cycle failed);
+    3 ALARM: the aggregator's log forked (E_LOG_FORK); 4 (--once) the cycle ended in a refusal
+    (by this site's privacy check or by the aggregator).
     """
     import logging
 

@@ -11,8 +11,7 @@ import click
 
 from ffsecure.clitools import echo_json, report_error
 from site_node.commands._common import config_option, json_option, start
-
-EXIT_FORK = 3
+from site_node.exitcodes import EXIT_FORK
 
 
 def _local(state) -> dict:

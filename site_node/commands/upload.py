@@ -19,34 +19,47 @@ def upload(ctx, config_path, module_id, as_json):
     An interrupted upload resumes where the aggregator's durable offset stands
     (same envelope, same upload id). Success is reported only after the
     receipt's checkpoint signature, its inclusion proof and its consistency
-    with the site's stored checkpoint have been verified.
+    with the site's stored checkpoint have been verified. A module the
+    aggregator refuses for good is marked `refused` and the next one is sent;
+    exit status 4 then. Modules `refused` or `discarded` are never sent.
     """
     from site_node import sync
     from site_node import trust as trustlib
-    from site_node.state import StateDir
+    from site_node.exitcodes import EXIT_REFUSED
+    from site_node.state import PENDING, StateDir
 
     cfg = start(ctx, config_path, as_json)
     state = StateDir(cfg.state_dir)
     results = []
     with state.locked():
         t = trustlib.load(cfg)
-        todo = [state.load_module(module_id)] if module_id else sync.pending(state)
-        with trustlib.make_client(cfg, t) as client, upload_progress(not as_json) as progress:
-            for record in todo:
-                if record.status in ("registered", "deleted", "refused"):
-                    results.append({"module_id": record.module_id, "status": record.status, "skipped": True})
-                    continue
-                results.append(sync.upload_module(state, client, t, record,
-                                                  progress=progress(record.module_id) if progress else None))
+        todo = [state.load_module(module_id)] if module_id else state.pending()
+        results = [{"module_id": r.module_id, "status": r.status, "skipped": True}
+                   for r in todo if r.status not in PENDING]
+        todo = [r for r in todo if r.status in PENDING]
+        if todo:
+            with trustlib.make_client(cfg, t) as client, upload_progress(not as_json) as progress:
+                results += sync.upload_queue(state, client, t, todo, defer_transient=False,
+                                             progress=progress)
+    _render(results, as_json)
+    if any(r.get("outcome") == "refused" for r in results):
+        ctx.exit(EXIT_REFUSED)
+
+
+def _render(results: list[dict], as_json: bool) -> None:
     if as_json:
         echo_json({"uploaded": results})
-    elif not results:
+        return
+    if not results:
         click.echo("nothing to upload (train a module first: site-node train)")
-    else:
-        for r in results:
-            if r.get("skipped"):
-                click.echo(f"module {r['module_id']}: already {r['status']}")
-            else:
-                how = "already registered" if r["existing"] else "registered"
-                click.echo(f"module {r['module_id']}: {how} at ledger index {r['index']} (tree size "
-                           f"{r['tree_size']}); receipt verified; {r['attempts']} attempt(s)")
+    for r in results:
+        if r.get("skipped"):
+            click.echo(f"module {r['module_id']}: {r['status']}, not sent")
+        elif r["outcome"] == "refused":
+            error = r["error"]
+            click.echo(f"module {r['module_id']}: REFUSED by the aggregator ({error['code']}): "
+                       f"{error['message']}; marked refused, never sent again")
+        else:
+            how = "already registered" if r["existing"] else "registered"
+            click.echo(f"module {r['module_id']}: {how} at ledger index {r['index']} (tree size "
+                       f"{r['tree_size']}); receipt verified; {r['attempts']} attempt(s)")

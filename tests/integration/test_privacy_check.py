@@ -244,7 +244,11 @@ def test_cli_errors_are_typed_and_change_nothing(world):
 
 @pytest.mark.slow
 def test_privacy_check_from_site_config_attaches_to_the_trained_module(world, tmp_path):
-    """`--config site.toml`: the newest trained module in the state dir, the site's data, its key."""
+    """`--config site.toml`: the newest trained module in the state dir, the site's data, its key.
+
+    The site holds a manifest whose policy does not require a report (so `train` runs no check of
+    its own) and lifts the AUROC limit, so that the 2-epoch module passes and the report attaches.
+    """
     from site_node import trust as trustlib
     from site_node.config import load_config
     from site_node.state import StateDir
@@ -272,15 +276,24 @@ epochs = 2
 threads = 1
 """)
     cfg = load_config(cfg_path)
+    optional = dataclasses.replace(fed.manifest, privacy_policy={"max_membership_auroc": 1.0})
+    optional_path = tmp_path / "federation-optional.json"
+    optional_path.write_bytes(create_signed_manifest(optional, fed.ca))
     trust = trustlib.install(cfg, cert_file=creds.cert_path, ca_file=fed.home.ca_cert,
-                             federation_file=fed.home.federation)
+                             federation_file=optional_path)
     record = train_module(cfg, trust)
     state = StateDir(cfg.state_dir)
+    assert record.status == "trained"
+    assert not (state.module_dir(record.module_id) / "privacy-report.json").exists()  # not measured
     proc = _site_node("privacy-check", "--config", str(cfg_path), "--samples", "50", "--attach", "--json")
     assert proc.returncode == 0, proc.stderr
     full = json.loads(proc.stdout)
     assert full["module_id"] == record.module_id
     assert full["membership"]["members"] == 16 and full["membership"]["non_members"] == 64
+    assert full["policy"]["passes"] and not full["policy"]["required"]
+    assert [(t["key"], t["limit"], t["default"]) for t in full["policy"]["thresholds"]] == [
+        ("max_membership_auroc", 1.0, False)]
+    assert state.load_module(record.module_id).status == "trained"
     pkg = SignedPackage.from_bytes(state.package_path(record.module_id).read_bytes())
     assert pkg.manifest.privacy_report == full["manifest_report"]
     verify_package(pkg, federation=fed.manifest, ca_cert=fed.ca.cert)
@@ -290,3 +303,31 @@ threads = 1
     proc = _site_node("privacy-check", "--config", str(cfg_path), "--module", record.module_id, "--attach")
     assert proc.returncode == 1 and "error[E_STATE]" in proc.stderr
     assert SignedPackage.from_bytes(state.package_path(record.module_id).read_bytes()).manifest == pkg.manifest
+
+
+def test_aggregator_refuses_a_membership_auroc_above_the_default_limit(tmp_path):
+    """No AUROC limit set: above 0.55 is refused (digits cvae at epsilon 8: 0.575), over mTLS."""
+    fed = build_federation(tmp_path / "fed")
+    fed.manifest = dataclasses.replace(fed.manifest, privacy_policy={"required": True})
+    fed.signed_manifest = create_signed_manifest(fed.manifest, fed.ca)
+    pki.write_public_file(fed.home.federation, fed.signed_manifest)
+    creds = fed.sites["st-mary"]
+    reports = {auroc: {"v": 1, "members": 128, "non_members": 128, "membership_auroc": auroc}
+               for auroc in (0.575, 0.55)}
+    with fed.serve() as srv:
+        store = srv.runtime.store
+        with fed.client("st-mary", srv.address) as c:
+            _sealed, pkg = fed.make_package("st-mary", seed=1)
+            leaky = attach_report(pkg, reports[0.575], creds.key, creds.cert)
+            with pytest.raises(AggregatorError) as err:
+                c.upload(_seal(fed, leaky), module_id=leaky.manifest.module_id, site_id="st-mary")
+            assert err.value.code == "E_PRIVACY_POLICY"
+            assert "membership AUROC 0.575 is above the federation's limit 0.55" in \
+                err.value.message
+            assert store.size() == 0 and store.list_modules() == []  # nothing written
+            _sealed, pkg = fed.make_package("st-mary", seed=2)
+            at_limit = attach_report(pkg, reports[0.55], creds.key, creds.cert)
+            receipt = c.upload(_seal(fed, at_limit), module_id=at_limit.manifest.module_id,
+                               site_id="st-mary")
+        assert receipt.index == 0 and [m.module_id for m in store.list_modules()] == [
+            at_limit.manifest.module_id]

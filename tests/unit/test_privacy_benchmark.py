@@ -38,3 +38,17 @@ def test_merge_combines_runs_and_refuses_different_settings(tmp_path):
     b.write_text(json.dumps(_result("breastmnist", epochs=10)))
     with pytest.raises(SystemExit):
         merge([a, b], tmp_path / "out2")
+
+
+def test_markdown_says_which_cells_the_default_policy_refuses():
+    """The privacy table marks each cell against the default AUROC limit (0.55) and names those refused."""
+    result = _result("digits")
+    result["rows"] = [{**ROW, "epsilon_target": 8.0, "membership_auroc": 0.575, "calibrated_auroc": 0.529},
+                      {**ROW, "epsilon_target": 1.0, "membership_auroc": 0.524, "calibrated_auroc": 0.551},
+                      {**ROW, "epsilon_target": 1.0, "membership_auroc": 0.524, "calibrated_auroc": 0.501}]
+    md = to_markdown(result)
+    assert "| default policy (AUROC <= 0.55) |" in md
+    assert [line.rsplit("|", 2)[1].strip() for line in md.splitlines() if line.startswith("| digits")] == [
+        "refused", "refused", "accepted"]  # the stronger attack counts (calibrated 0.551)
+    assert "it would refuse 2 of 3: digits cvae at epsilon 8.0 (AUROC 0.575), digits cvae at epsilon 1.0 " \
+           "(AUROC 0.551)." in md

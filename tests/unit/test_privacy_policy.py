@@ -133,3 +133,46 @@ def test_manifests_schema_check_the_privacy_fields():
             build_manifest(federation=fed, site_id="st-mary", weights=b"w", classes=[0], seed=0,
                            privacy_report=bad)
         assert code(info) == "E_MANIFEST_SCHEMA"
+
+
+def test_a_present_policy_limits_the_membership_auroc_to_055_by_default():
+    """The digits cvae's AUROC at epsilon 8 (0.575, benchmarks/RESULTS.md) is refused by default."""
+    from ffsecure.privacy.policy import DEFAULT_MAX_MEMBERSHIP_AUROC, effective_policy
+
+    assert DEFAULT_MAX_MEMBERSHIP_AUROC == 0.55
+    leaky = {**GOOD, "membership_auroc": 0.575}
+    for policy in ({}, {"required": True}, {"max_near_copy_fraction": 0.5}):
+        with pytest.raises(PrivacyPolicyError) as info:
+            check_module(leaky, None, policy)
+        assert "membership AUROC 0.575 is above the federation's limit 0.55" in info.value.message
+        assert "the policy default" in info.value.message
+    calibrated = {**GOOD, "membership_auroc": 0.5, "membership_calibrated_auroc": 0.56}
+    with pytest.raises(PrivacyPolicyError):
+        check_module(calibrated, None, {"required": True})  # the stronger attack counts
+    check_module(GOOD, None, {"required": True})  # 0.55 itself passes: limits are inclusive
+    check_module(leaky, None, {"required": True, "max_membership_auroc": 0.6})  # its own limit
+    check_module(leaky, None, {"max_membership_auroc": 1.0})  # 1.0 lifts the limit
+    check_module(leaky, None, None)  # no policy: nothing is limited
+    assert effective_policy(None) is None
+    assert effective_policy({}) == {"required": False, "max_membership_auroc": 0.55}
+    assert effective_policy({"required": True, "max_membership_auroc": 0.7}) == {
+        "required": True, "max_membership_auroc": 0.7}
+
+
+def test_evaluate_gives_every_threshold_and_every_problem():
+    from ffsecure.privacy.policy import evaluate
+
+    policy = {"required": True, "max_near_copy_fraction": 0.001,
+              "max_membership_tpr_at_1pct_fpr": 0.05}
+    verdict = evaluate({**GOOD, "membership_auroc": 0.6}, None, policy)
+    assert not verdict.passes and verdict.required and verdict.has_report
+    rows = {c.key: (c.limit, c.value, c.passes, c.default) for c in verdict.thresholds}
+    assert rows == {"max_membership_auroc": (0.55, 0.6, False, True),
+                    "max_membership_tpr_at_1pct_fpr": (0.05, 0.02, True, False),
+                    "max_near_copy_fraction": (0.001, 0.004, False, False)}
+    assert [p.code for p in verdict.problems] == ["E_PRIVACY_POLICY"] * 2
+    assert "membership AUROC 0.6" in verdict.problems[0].message  # check_module raises this one
+    assert "near-copy fraction 0.004" in verdict.problems[1].message
+    missing = evaluate(None, None, {"required": True})
+    assert not missing.passes and missing.thresholds == () and not missing.has_report
+    assert evaluate(GOOD, None, None).passes and evaluate(GOOD, None, None).policy is None

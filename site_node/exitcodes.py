@@ -1,0 +1,21 @@
+"""Exit statuses of the ``site-node`` commands: one home, documented in docs/site-operator.md.
+
+* 0: done, everything verified;
+* 1: an error (bad configuration, unreachable aggregator, damaged state, ...);
+* 3: ALARM ``E_LOG_FORK``: the aggregator's log is not an extension of what
+  this site stored (``status``, ``run``); systemd must not restart into it;
+* 4: a module was refused, by this site's own privacy-policy check before
+  sealing or by the aggregator (``train``, ``upload``, ``privacy-check``,
+  ``run --once``): the command did its work, but a module will never be sent
+  or registered; ``site-node status --offline`` shows why.
+"""
+
+from __future__ import annotations
+
+from ffsecure.clitools import EXIT_ERROR
+
+EXIT_OK = 0
+EXIT_FORK = 3
+EXIT_REFUSED = 4
+
+__all__ = ["EXIT_ERROR", "EXIT_FORK", "EXIT_OK", "EXIT_REFUSED"]

@@ -1,0 +1,98 @@
+"""The federation's privacy policy at the site: measure a module and judge it before it is sealed.
+
+When the federation manifest's ``privacy_policy`` requires a report,
+``site-node train`` and ``site-node run`` call :func:`gate` between building
+the manifest and signing it: the privacy check
+(:func:`ffsecure.privacy.check.run_check`) runs on the weights about to be
+signed, with the site's training images of the module's classes as members
+and the same classes' held-out images as non-members; its numbers-only
+report goes into the manifest (so the signature covers it), and the report
+is judged with :func:`ffsecure.privacy.policy.evaluate`, the same function
+the aggregator uses at registration, under the same defaults. A module that
+fails is stored ``refused`` with the reason (``error.by = "site"``) and never
+sealed or sent. ``site-node privacy-check`` uses the same measuring step.
+
+The full local report (``privacy-report.json``, with the verdict under
+``policy``) and ``closest-pairs.png`` are written beside the package.
+Measuring is seeded by ``train.seed``: the check is evidence, not a
+protection, so being repeatable is what is wanted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from ffsecure import pki
+from ffsecure.errors import DataError
+from ffsecure.privacy.policy import PolicyVerdict, effective_policy, evaluate
+from ffsecure.privacy.report import DEFAULT_MAX_EXAMPLES, DEFAULT_SAMPLES
+
+REPORT_FILE = "privacy-report.json"
+PAIRS_FILE = "closest-pairs.png"
+
+
+def report_required(federation: Any) -> bool:
+    """Whether the federation's (effective) privacy policy requires a privacy report."""
+    policy = effective_policy(federation.privacy_policy)
+    return bool(policy and policy["required"])
+
+
+def select_classes(x: Any, y: Any, classes: list[int]) -> tuple[Any, Any]:
+    """The images of ``x`` whose label is in ``classes``."""
+    import torch
+
+    mask = torch.isin(y, torch.tensor(sorted(classes), dtype=torch.int64))
+    return x[mask], y[mask]
+
+
+Images = tuple[Any, Any]  # (x, y) tensors
+
+
+def members_and_non_members(train: Images, held_out: Images, classes: list[int], *,
+                            max_examples: int, seed: int) -> tuple[Images, Images]:
+    """Members (training images) and non-members (held-out images) of ``classes``, subsampled."""
+    from ffsecure.privacy.check import subsample
+
+    members, non_members = select_classes(*train, classes), select_classes(*held_out, classes)
+    if members[0].shape[0] < 1 or non_members[0].shape[0] < 2:
+        raise DataError(f"the data holds {members[0].shape[0]} training and "
+                        f"{non_members[0].shape[0]} held-out images of classes {classes}; "
+                        "the privacy check needs >= 1 and >= 2",
+                        code="E_DATA_EMPTY",
+                        hint="check the data source, its test split and the module's classes")
+    return subsample(*members, max_examples, seed), subsample(*non_members, max_examples, seed + 1)
+
+
+def gate(manifest: Any, weights: bytes, data: Any, federation: Any, *, seed: int,
+         out_dir: Path) -> tuple[Any, PolicyVerdict | None]:
+    """Measure the module, put the report in ``manifest``, judge it. Returns (manifest, verdict).
+
+    ``(manifest, None)`` unchanged when the federation requires no report.
+    Writes ``privacy-report.json`` and ``closest-pairs.png`` into ``out_dir``.
+    """
+    from ffsecure import generators
+    from ffsecure.privacy.check import run_check
+
+    if not report_required(federation):
+        return manifest, None
+    members, non_members = members_and_non_members(
+        (data.train_x, data.train_y), (data.test_x, data.test_y), manifest.classes,
+        max_examples=DEFAULT_MAX_EXAMPLES, seed=seed)
+    family, config = manifest.generator["family"], manifest.generator["config"]
+    gen = generators.from_state(family, config, weights)  # exactly the weights about to be signed
+    out_dir.mkdir(parents=True, exist_ok=True)
+    full = run_check(gen, members=members, non_members=non_members, dp=manifest.dp,
+                     n_generated=DEFAULT_SAMPLES, seed=seed, png=out_dir / PAIRS_FILE)
+    report = full["manifest_report"]
+    verdict = evaluate(report, manifest.dp, federation.privacy_policy)
+    full.update(module_id=manifest.module_id, policy=verdict.to_dict())
+    write_report(out_dir / REPORT_FILE, full)
+    return dataclasses.replace(manifest, privacy_report=dict(report)), verdict
+
+
+def write_report(path: Path, full: dict[str, Any]) -> None:
+    """The full local report, as ``privacy-report.json`` (readable JSON, public file mode)."""
+    pki.write_public_file(path, (json.dumps(full, indent=2, sort_keys=True) + "\n").encode())
