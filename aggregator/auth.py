@@ -13,8 +13,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import grpc
 from cryptography import x509
@@ -24,6 +26,9 @@ from ffsecure.errors import FFSecureError
 from aggregator.grpc_errors import RequestError
 
 log = logging.getLogger("aggregator.auth")
+
+#: Seconds between attempts to record a loaded CRL that the ledger did not take.
+RECORD_RETRY_S = 30
 
 
 @dataclass(frozen=True)
@@ -45,15 +50,26 @@ class Peer:
 
 
 class CrlSource:
-    """The current CRL from a file, re-read when the file changes (so a revocation applies at once)."""
+    """The current CRL from a file, re-read when the file changes (so a revocation applies at once).
 
-    def __init__(self, path: Path, ca_cert: x509.Certificate):
+    ``on_load`` (``aggregator.crl_ledger.CrlRecorder.record`` in ``serve``) is called with each
+    CRL loaded, under this source's lock so that records keep the order of loads. A CRL that
+    cannot be recorded (the store refuses the write) is applied all the same, since its
+    revocations matter more than its record; the failure is logged and recording is retried at
+    a call ``RECORD_RETRY_S`` later.
+    """
+
+    def __init__(self, path: Path, ca_cert: x509.Certificate,
+                 on_load: Callable[[x509.CertificateRevocationList], object] | None = None):
         self.path = Path(path)
         self.ca_cert = ca_cert
+        self.on_load = on_load
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
         self._crl: x509.CertificateRevocationList | None = None
         self._pem: bytes = b""
+        self._unrecorded: x509.CertificateRevocationList | None = None
+        self._retry_at = 0.0
 
     def _refresh(self) -> None:
         try:
@@ -70,19 +86,43 @@ class CrlSource:
         self._crl = pki.load_crl(pem, self.ca_cert)
         self._pem = pem
         self._stamp = stamp
+        self._unrecorded, self._retry_at = self._crl, 0.0
         if pki.crl_expired(self._crl):
             log.warning("the CRL %s is past its nextUpdate (%s): certificates revoked since then are not in it; "
                         "re-sign it with `ffsecure pki crl` and copy it here", self.path,
                         self._crl.next_update_utc.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
+    def _record(self, *, strict: bool) -> None:
+        if self._unrecorded is None or self.on_load is None or time.monotonic() < self._retry_at:
+            return
+        try:
+            self.on_load(self._unrecorded)
+        except (FFSecureError, OSError) as exc:
+            if strict:
+                raise
+            self._retry_at = time.monotonic() + RECORD_RETRY_S
+            log.error("the CRL %s is applied but could not be recorded in the ledger "
+                      "(retried in %d s): %s", self.path, RECORD_RETRY_S, exc,
+                      extra={"event": "crl_record_failed"})
+            return
+        self._unrecorded = None
+
+    def record_now(self) -> None:
+        """Load the CRL and record it, raising on any failure (``serve`` start-up)."""
+        with self._lock:
+            self._refresh()
+            self._record(strict=True)
+
     def current(self) -> x509.CertificateRevocationList | None:
         with self._lock:
             self._refresh()
+            self._record(strict=False)
             return self._crl
 
     def pem(self) -> bytes:
         with self._lock:
             self._refresh()
+            self._record(strict=False)
             return self._pem
 
 

@@ -4,7 +4,9 @@ Start-up loads everything from the aggregator home (docs/decisions.md) and
 refuses to start when the pieces do not fit together: the federation
 manifest must verify against ``ca.pem``, the HPKE key and the log key must be
 the ones the manifest names, and ``tls.pem`` must be this federation's
-aggregator certificate.
+aggregator certificate. The CRL it loads is recorded in the ledger
+(``crl.loaded``, ``aggregator.crl_ledger``) when it is not the last one
+recorded, at start and whenever the file changes.
 
 Transport: one TLS port only (there is no insecure port, not even for
 tests), client certificates required (``require_client_auth=True``), trust
@@ -49,6 +51,7 @@ from ffsecure.v1 import aggregator_pb2_grpc as pb_grpc
 from aggregator.auth import Authenticator, CrlSource
 from aggregator.config import AggregatorConfig, load_config
 from aggregator.grpc_errors import abort_with
+from aggregator.crl_ledger import CrlRecorder
 from aggregator.home import AggregatorHome, load_kek, load_log_key, read_private_file
 from aggregator.ratelimit import RateLimiter
 from aggregator.registration import Registrar, max_upload_bytes
@@ -126,6 +129,7 @@ def load_runtime(config: AggregatorConfig) -> Runtime:
     pki.verify_cert(pki.load_cert(tls_cert_pem), ca_cert=ca_cert, crl=crl.current(), role="aggregator")
 
     store = open_store(home, origin=signer.name, kek=load_kek(home), log_signer=signer)
+    _record_crl(crl, store, ca_cert)
     lock = threading.RLock()
     registrar = Registrar(store=store, federation=federation, ca_cert=ca_cert, crl=crl.current,
                           hpke_private_key=hpke_private, hpke_key_id=hpke_kid, store_lock=lock)
@@ -154,6 +158,16 @@ def load_runtime(config: AggregatorConfig) -> Runtime:
     return Runtime(config=config, home=home, federation=federation, signed_manifest=signed, ca_cert_pem=ca_pem,
                    store=store, deps=deps, tls_cert_pem=tls_cert_pem, tls_key_pem=tls_key_pem,
                    retrain_worker=worker)
+
+
+def _record_crl(crl: CrlSource, store, ca_cert) -> None:
+    """From now on every CRL ``serve`` loads is recorded (``crl.loaded``), this one first."""
+    crl.on_load = CrlRecorder(store, ca_cert).record
+    try:
+        crl.record_now()
+    except BaseException:
+        store.close()
+        raise
 
 
 def server_options(config: AggregatorConfig) -> list[tuple[str, int]]:

@@ -281,6 +281,50 @@ def crl_expired(crl: x509.CertificateRevocationList, now: dt.datetime | None = N
     return next_update is not None and next_update < (now or utcnow())
 
 
+#: CRL numbers are recorded in the ledger as canonical JSON integers (at most 20 digits).
+MAX_CRL_NUMBER = 10**20 - 1
+
+
+@dataclass(frozen=True)
+class CrlInfo:
+    """What identifies one CRL: its number, the SHA-256 of its DER bytes and its validity window.
+
+    These are the facts of a ``crl.loaded`` ledger entry (docs/audit-bundle.md): an auditor
+    compares a bundle's CRL with the newest one the aggregator recorded having loaded.
+    """
+
+    number: int
+    sha256: str
+    this_update: str
+    next_update: str | None
+    revoked: int
+
+    def facts(self, issuer: x509.Certificate) -> dict:
+        """The ``crl.loaded`` facts; ``issuer_sha256`` is the fingerprint of the verifying CA."""
+        return {"crl_number": self.number, "crl_sha256": self.sha256,
+                "this_update": self.this_update, "next_update": self.next_update,
+                "issuer_sha256": cert_fingerprint(issuer), "revoked": self.revoked}
+
+
+def crl_info(crl: x509.CertificateRevocationList) -> CrlInfo:
+    """The identifying facts of ``crl``; E_CRL without a CRL number in range (RFC 5280 5.2.3)."""
+    try:
+        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        raise CRLError("the CRL has no CRL number",
+                       hint="sign CRLs with `ffsecure pki crl`") from None
+    except ValueError as exc:
+        raise CRLError(f"the CRL's extensions do not parse: {exc}") from None
+    if not 0 <= number <= MAX_CRL_NUMBER:
+        raise CRLError(f"the CRL number {number} is outside 0..{MAX_CRL_NUMBER}")
+    der = crl.public_bytes(serialization.Encoding.DER)
+    next_update = crl.next_update_utc
+    return CrlInfo(number=number, sha256=hashlib.sha256(der).hexdigest(),
+                   this_update=_rfc3339(crl.last_update_utc),
+                   next_update=_rfc3339(next_update) if next_update is not None else None,
+                   revoked=len(crl))
+
+
 def check_crl(crl: x509.CertificateRevocationList, ca_cert: x509.Certificate) -> None:
     if crl.issuer != ca_cert.subject or not crl.is_signature_valid(ca_cert.public_key()):
         raise CRLError(

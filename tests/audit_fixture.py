@@ -16,6 +16,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from aggregator.crl_ledger import CrlRecorder
 from aggregator.store import open_home_store
 from ffsecure import canonical, pki
 from ffsecure.ledger.entries import make_entry
@@ -106,6 +107,11 @@ class AuditLab:
         pki.write_public_file(self.fed.home.crl, crl)
         return self.store.append(make_entry("cert.revoked", "operator:ca",
                                             {"serial": pki.serial_hex(cert.serial_number), "reason": reason}))[0]
+
+    def record_crl(self) -> int | None:
+        """What `aggregator serve` does on loading the CRL: append crl.loaded if it is new."""
+        crl = pki.load_crl(self.fed.home.crl.read_bytes(), self.fed.ca.cert)
+        return CrlRecorder(self.store, self.fed.ca.cert).record(crl)
 
     def checkpoint(self) -> bytes:
         return self.store.checkpoint().encode()

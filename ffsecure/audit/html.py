@@ -60,14 +60,14 @@ LANES = [
     ("classifiers", "classifiers", ("classifier.trained", "classifier.published", "classifier.evaluated",
                                      "classifier.retired")),
     ("deletions", "deletions", ("module.deletion_requested", "module.deleted")),
-    ("revocations", "certificates & keys", ("cert.revoked", "key.rotated")),
+    ("revocations", "certificates & keys", ("cert.revoked", "key.rotated", "crl.loaded")),
 ]
 COLORS = {
     "module.registered": "#0969da", "dataset.synthesized": "#8250df", "dataset.retired": "#8c959f",
     "classifier.trained": "#1a7f37", "classifier.published": "#1a7f37", "classifier.retired": "#8c959f",
     "classifier.evaluated": "#0969da",
     "module.deletion_requested": "#bc4c00", "module.deleted": "#cf222e", "cert.revoked": "#9a6700",
-    "key.rotated": "#9a6700",
+    "key.rotated": "#9a6700", "crl.loaded": "#6e7781",
 }
 
 

@@ -1,4 +1,4 @@
-"""Replay the ledger's events: modules, deletions, datasets, classifiers, revocations.
+"""Replay the ledger's events: modules, deletions, datasets, classifiers, revocations, CRLs.
 
 The replay gives the state at the end of the log (what is live, what was
 deleted, which classifier is current) and turns every event that contradicts
@@ -67,6 +67,7 @@ class LedgerReplay:
     datasets: dict[str, ArtifactState] = field(default_factory=dict)
     classifiers: dict[str, ArtifactState] = field(default_factory=dict)
     revocations: list[tuple[int, dict]] = field(default_factory=list)
+    crls: list[tuple[int, dict]] = field(default_factory=list)   # (index, facts) of crl.loaded
     requests: list[tuple[int, dict]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
 
@@ -242,6 +243,9 @@ def replay(entries: list[dict | None], findings: Findings) -> LedgerReplay:
             st.revocations.append((i, e))
         elif t == "key.rotated":
             label = f"key {f['key']} rotated"
+        elif t == "crl.loaded":
+            label = f"CRL {f['crl_number']} loaded ({f.get('revoked', '?')} revoked)"
+            st.crls.append((i, f))
         st.events.append(Event(i, e["time"], t, e["actor"], label))
 
     # -- after the whole log -------------------------------------------------

@@ -66,13 +66,17 @@ def _run(bundle_dir: str, ca: str | None, crl: str | None, trusted: tuple[str, .
 
 def _common(f):
     f = click.option("--log-key", type=click.Path(dir_okay=False),
-                     help="The log's note verifier key as you hold it (optional: the bundle's CA-signed "
-                          "federation.json names it).")(f)
+                     help="The log's note verifier key as you hold it (the federation "
+                          "manifest's log_public_key). Needed when the bundle has no CA-signed "
+                          "federation.json: without either, the verdict is FAILED "
+                          "(E_AUDIT_LOG_KEY_UNPINNED).")(f)
     f = click.option("--trusted-checkpoint", "trusted", multiple=True, type=click.Path(dir_okay=False),
                      help="A signed checkpoint you kept from earlier: a checkpoint note (e.g. from an earlier "
                           "bundle) or a site's upload receipt (JSON). This log must extend it. Repeatable.")(f)
     f = click.option("--crl", type=click.Path(dir_okay=False),
-                     help="A CRL you hold (default: the bundle's crl.pem). Must be signed by the CA.")(f)
+                     help="The CA's own current CRL, used instead of the bundle's crl.pem "
+                          "(needed when the bundle has none). Must be signed by the CA and not "
+                          "older than the newest CRL the log records (crl.loaded).")(f)
     return f
 
 

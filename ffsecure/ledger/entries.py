@@ -10,6 +10,10 @@ what the store keeps and what the audit bundle exports.
 facts it must have; keys that would hold bulk data (weights, images,
 samples, ...) are refused and an entry is capped at 64 KiB, so that nothing
 derived from patients beyond a site's own manifest reaches the public log.
+``crl.loaded`` records the CRL the aggregator put in force (its number, the
+SHA-256 of its DER bytes, its thisUpdate/nextUpdate and the CA that verified
+it), appended whenever the aggregator loads a CRL other than the last one
+recorded; an auditor refuses a bundle CRL older than the newest recorded.
 That is why ``classifier.evaluated`` (a site's report of how a classifier did
 on its own test data) carries a salted hash of the report, not its numbers
 (``ffsecure.evalreport``).
@@ -41,6 +45,7 @@ ENTRY_TYPES: dict[str, tuple[str, ...]] = {
     "classifier.retired": ("classifier_id", "reason"),
     "cert.revoked": ("serial", "reason"),
     "key.rotated": ("key", "new_key_id"),
+    "crl.loaded": ("crl_number", "crl_sha256", "this_update", "next_update", "issuer_sha256"),
 }
 
 #: Fact keys that could carry bulk or patient-derived data; never allowed.
@@ -69,6 +74,26 @@ def _check_time(value: Any) -> None:
         datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
     except ValueError:
         raise _error(f"entry time {value!r} is not a real date and time") from None
+
+
+def _check_crl_facts(facts: dict) -> None:
+    """``crl.loaded``: a non-negative integer CRL number and real RFC 3339 times."""
+    number = facts["crl_number"]
+    if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+        raise _error(f"fact facts.crl_number {number!r} is not a non-negative integer")
+    for key in ("this_update", "next_update"):
+        value = facts[key]
+        if key == "next_update" and value is None:
+            continue
+        try:
+            _check_time(value)
+        except LedgerError:
+            raise _error(f"fact facts.{key} {value!r} is not RFC 3339 UTC "
+                         "like 2026-11-22T12:00:00Z") from None
+
+
+#: Checks of the facts' values, per entry type, beyond the shared rules of ``_walk_facts``.
+_FACT_CHECKS = {"crl.loaded": _check_crl_facts}
 
 
 def _walk_facts(obj: Any, path: str) -> None:
@@ -111,6 +136,8 @@ def check_entry(entry: Any) -> None:
     if missing:
         raise _error(f"{kind} entry lacks the facts {', '.join(missing)}")
     _walk_facts(facts, "facts")
+    if kind in _FACT_CHECKS:
+        _FACT_CHECKS[kind](facts)
 
 
 def make_entry(type: str, actor: str, facts: dict, time: str | None = None) -> dict:

@@ -148,7 +148,10 @@ def test_report_is_checked_stored_once_shown_and_audited(tmp_path):
             with pytest.raises(AggregatorError) as err:
                 c.report_evaluation(EvaluationReport("clf-1", 10, 0.7, 0.1, REPORT.per_class_recall))
             assert err.value.status == grpc.StatusCode.UNAVAILABLE
+        assert _state(fed) == state
         fed.revoke_site("st-john")  # a site that uploaded no module, so the audit below stays clean
+        srv.runtime.deps.authenticator.crl.current()   # loaded and recorded (crl.loaded) first
+        state = _state(fed)
         with fed.client("st-john", srv.address, retry=RetryPolicy(max_attempts=1)) as c:
             with pytest.raises(AggregatorError) as err:
                 c.report_evaluation(EvaluationReport("clf-1", 10, 0.7, 0.1, REPORT.per_class_recall))

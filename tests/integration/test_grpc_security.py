@@ -80,6 +80,9 @@ def test_revoked_certificate_is_refused_at_once(fed, srv):
         note, _ = c.get_checkpoint()  # allowed before the revocation
         assert note
         fed.revoke_site("st-paul")
+        size = srv.runtime.store.size()
+        srv.runtime.deps.authenticator.crl.current()   # what the next call does: load, record
+        assert srv.runtime.store.size() == size + 1     # crl.loaded; the refusal adds nothing
         err = _try_upload(fed, srv, c)
         assert err.code == "E_CERT_REVOKED" and err.status == grpc.StatusCode.UNAUTHENTICATED
         with pytest.raises(AggregatorError) as err2:

@@ -26,6 +26,8 @@ GOOD_FACTS = {
     "classifier.retired": {"classifier_id": "c1", "reason": "r"},
     "cert.revoked": {"serial": "01ab", "reason": "keyCompromise"},
     "key.rotated": {"key": "kek", "new_key_id": "k2"},
+    "crl.loaded": {"crl_number": 7, "crl_sha256": H, "this_update": "2026-11-22T12:00:00Z",
+                   "next_update": "2026-12-22T12:00:00Z", "issuer_sha256": H, "revoked": 2},
 }
 
 
@@ -70,6 +72,30 @@ def test_bad_entries_are_refused(mutate, fragment):
         entry_bytes(e)
     assert info.value.code == "E_ENTRY"
     assert fragment in info.value.message
+
+
+@pytest.mark.parametrize("mutate, fragment", [
+    (lambda f: f.update(crl_number="7"), "crl_number"),
+    (lambda f: f.update(crl_number=-1), "crl_number"),
+    (lambda f: f.update(crl_number=True), "crl_number"),
+    (lambda f: f.update(crl_number=7.0), "crl_number"),
+    (lambda f: f.update(this_update="2026-11-22"), "this_update"),
+    (lambda f: f.update(next_update="2026-02-30T12:00:00Z"), "next_update"),
+    (lambda f: f.update(crl_sha256="AB" * 32), "SHA-256"),
+    (lambda f: f.pop("issuer_sha256"), "lacks"),
+])
+def test_crl_loaded_facts_are_typed(mutate, fragment):
+    facts = dict(GOOD_FACTS["crl.loaded"])
+    mutate(facts)
+    with pytest.raises(LedgerError) as info:
+        make_entry("crl.loaded", "aggregator", facts, time="2026-11-22T12:00:00Z")
+    assert info.value.code == "E_ENTRY" and fragment in info.value.message
+
+
+def test_crl_loaded_without_next_update_is_well_formed():
+    facts = dict(GOOD_FACTS["crl.loaded"], next_update=None)
+    entry = make_entry("crl.loaded", "aggregator", facts, time="2026-11-22T12:00:00Z")
+    assert validate_entry(entry_bytes(entry))["facts"]["next_update"] is None
 
 
 def test_non_canonical_bytes_are_refused():

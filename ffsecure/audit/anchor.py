@@ -1,0 +1,265 @@
+"""The trust-anchor check: everything the audit trusts comes from the CA the auditor holds.
+
+The auditor brings the CA certificate (``--ca``), and may bring the log key
+(``--log-key``) and the CA's own CRL (``--crl``). Whatever else the bundle
+holds was chosen by its exporter, so each piece must be bound to the CA, and
+a piece the exporter can drop or swap is a finding (an error), never a
+warning on a VERIFIED bundle:
+
+- ``ca.pem`` must be the auditor's CA (``E_AUDIT_CA_MISMATCH``).
+- The log key (``log.vkey``) must be named by a ``federation.json`` that the CA
+  signed, or equal the key the auditor passed with ``--log-key``
+  (``E_AUDIT_LOG_KEY_UNBOUND`` when it differs; ``E_AUDIT_LOG_KEY_UNPINNED``
+  when nothing binds it: a rewritten history re-signed with a fresh key
+  would otherwise verify).
+- A CRL must be in force: the auditor's ``--crl`` if given, else the bundle's
+  ``crl.pem``; both must be signed by the CA. No CRL at all is
+  ``E_AUDIT_NO_CRL``. A CRL past its nextUpdate is a warning
+  (``E_AUDIT_CRL_EXPIRED``): it can only under-report revocations, and the
+  ledger check below catches a CRL older than one the aggregator applied.
+- After the log is replayed (:func:`check_crl_history`): the aggregator records
+  each CRL it loads (``crl.loaded``: number and SHA-256 of the DER bytes). The
+  bundle's CRL, and the auditor's, must not be older than the newest one
+  recorded (``E_AUDIT_CRL_OLDER``), nor differ from it under the same number
+  (``E_AUDIT_CRL_MISMATCH``); every recorded CRL names the auditor's CA
+  (``E_AUDIT_CRL_RECORD``); an aggregator that went back to an older CRL is a
+  warning (``E_AUDIT_CRL_ROLLBACK``); and every ``cert.revoked`` the log records
+  is listed by the CRL in force (``E_AUDIT_CRL_STALE``). A log with no
+  ``crl.loaded`` (written before the entry existed) is checked without it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from ffsecure import pki
+from ffsecure.audit.bundle import Bundle
+from ffsecure.audit.findings import WARNING, Findings
+from ffsecure.audit.lineage import LedgerReplay
+from ffsecure.errors import FFSecureError
+from ffsecure.federation import FederationManifest, load_signed_manifest
+
+CHECK = "trust-anchor"
+CRL_OPTION = "--crl"
+BUNDLE_CRL = "crl.pem"
+
+
+@dataclass
+class TrustAnchor:
+    """What the trust-anchor check established, for the later checks and the report."""
+
+    ca_cert: x509.Certificate | None
+    federation: FederationManifest | None
+    log_key_bound_by: str | None            # "federation.json", "--log-key" or None
+    crls: dict[str, x509.CertificateRevocationList]   # source ("--crl", "crl.pem") -> CA-signed CRL
+    crl_source: str | None                  # the source of the CRL in force
+    #: (entry index, facts) of the newest ``crl.loaded``, set by :func:`check_crl_history`
+    newest_recorded: tuple[int, dict] | None = None
+
+    @property
+    def crl(self) -> x509.CertificateRevocationList | None:
+        """The CRL in force: the auditor's ``--crl`` when given, else the bundle's."""
+        return self.crls.get(self.crl_source) if self.crl_source else None
+
+    def detail(self) -> str:
+        parts = ["CA pinned"]
+        if self.log_key_bound_by:
+            parts.append(f"log key bound by {self.log_key_bound_by}")
+        if self.crl is not None:
+            number = _number(self.crl)
+            shown = "?" if number is None else number
+            parts.append(f"CRL {shown} ({self.crl_source}) signed by the CA")
+        if self.newest_recorded is not None:
+            index, facts = self.newest_recorded
+            parts.append(f"newest CRL recorded in the log: {facts['crl_number']} (entry {index})")
+        elif self.crl is not None:
+            parts.append("the log records no CRL")
+        return ", ".join(parts)
+
+
+def _number(crl: x509.CertificateRevocationList) -> int | None:
+    try:
+        return pki.crl_info(crl).number
+    except FFSecureError:
+        return None
+
+
+def _check_ca(bundle: Bundle, ca_pem: bytes | None, findings: Findings) -> x509.Certificate | None:
+    if ca_pem is None:
+        if bundle.ca_pem is None:
+            findings.add(CHECK, "E_AUDIT_CA",
+                         "no CA certificate: none given and the bundle has no ca.pem")
+            return None
+        ca_pem = bundle.ca_pem
+        findings.add(CHECK, "E_AUDIT_CA_UNPINNED",
+                     "checked against the bundle's own ca.pem; pass the federation CA you hold "
+                     "(--ca) to make the result mean anything", severity=WARNING)
+    try:
+        ca_cert = pki.load_cert(ca_pem)
+    except FFSecureError as exc:
+        findings.add(CHECK, "E_AUDIT_CA", f"the CA certificate does not parse: {exc.message}")
+        return None
+    if bundle.ca_pem is not None:
+        try:
+            same = hmac.compare_digest(pki.cert_fingerprint(pki.load_cert(bundle.ca_pem)),
+                                       pki.cert_fingerprint(ca_cert))
+        except FFSecureError:
+            same = False
+        if not same:
+            findings.add(CHECK, "E_AUDIT_CA_MISMATCH",
+                         "the bundle's ca.pem is not the CA you trust: this log belongs to another "
+                         "federation or its CA was replaced")
+    return ca_cert
+
+
+def _load_crls(bundle: Bundle, crl_pem: bytes | None, ca_cert: x509.Certificate | None,
+               findings: Findings) -> dict[str, x509.CertificateRevocationList]:
+    """Every CRL at hand that the CA signed, by source; a CRL that does not verify is a finding."""
+    out: dict[str, x509.CertificateRevocationList] = {}
+    for source, pem in ((CRL_OPTION, crl_pem), (BUNDLE_CRL, bundle.crl_pem)):
+        if pem is None or ca_cert is None:
+            continue
+        try:
+            crl = pki.load_crl(pem, ca_cert)
+            pki.crl_info(crl)
+        except FFSecureError as exc:
+            findings.add(CHECK, "E_AUDIT_CRL",
+                         f"the CRL ({source}) is not one the CA signed: {exc.message}")
+            continue
+        out[source] = crl
+    return out
+
+
+def _crl_in_force(crls: dict, crl_pem: bytes | None, bundle: Bundle, findings: Findings,
+                  now: dt.datetime | None) -> str | None:
+    source = CRL_OPTION if crl_pem is not None else BUNDLE_CRL
+    if crl_pem is None and bundle.crl_pem is None:
+        findings.add(CHECK, "E_AUDIT_NO_CRL",
+                     "no CRL: the bundle has no crl.pem and no --crl was given, so revoked "
+                     "certificates cannot be told apart; get the CA's current CRL and pass it "
+                     "with --crl")
+        return None
+    crl = crls.get(source)
+    if crl is not None and pki.crl_expired(crl, now):
+        findings.add(CHECK, "E_AUDIT_CRL_EXPIRED",
+                     f"the CRL's nextUpdate ({pki.rfc3339(crl.next_update_utc)}) has passed: "
+                     "certificates revoked since then are not in it; get the current CRL from the "
+                     "CA (--crl)", severity=WARNING)
+    return source if crl is not None else None
+
+
+def _check_log_key(bundle: Bundle, ca_cert: x509.Certificate | None, log_vkey: str | None,
+                   findings: Findings) -> tuple[FederationManifest | None, str | None]:
+    federation = None
+    if bundle.federation_json is not None and ca_cert is not None:
+        try:
+            federation = load_signed_manifest(bundle.federation_json, ca_cert)
+        except FFSecureError as exc:
+            findings.add(CHECK, "E_AUDIT_FEDERATION",
+                         "federation.json does not verify against the CA: "
+                         f"[{exc.code}] {exc.message}")
+    vkey = bundle.vkey.strip()
+    bound_by = None
+    if federation is not None:
+        if federation.aggregator.get("log_public_key", "").strip() != vkey:
+            findings.add(CHECK, "E_AUDIT_LOG_KEY_UNBOUND",
+                         "log.vkey is not the log key named in the CA-signed federation manifest: "
+                         "the checkpoints were signed by a key the federation never approved")
+        else:
+            bound_by = "federation.json"
+    if log_vkey is not None:
+        if log_vkey.strip() != vkey:
+            findings.add(CHECK, "E_AUDIT_LOG_KEY_UNBOUND",
+                         "log.vkey is not the log key you pinned (--log-key)")
+            bound_by = None
+        elif bound_by is None:
+            bound_by = "--log-key"
+    if federation is None and log_vkey is None:
+        findings.add(CHECK, "E_AUDIT_LOG_KEY_UNPINNED",
+                     "nothing binds log.vkey to the CA: the bundle has no federation.json that the "
+                     "CA signed and no --log-key was given, so a log re-signed with any key would "
+                     "pass; pass the federation manifest's log_public_key with --log-key")
+    return federation, bound_by
+
+
+def check_trust_anchor(bundle: Bundle, *, ca_pem: bytes | None, crl_pem: bytes | None,
+                       log_vkey: str | None, findings: Findings,
+                       now: dt.datetime | None = None) -> TrustAnchor:
+    """The checks that need no log replay; ``crl_pem`` and ``log_vkey`` are the auditor's own."""
+    ca_cert = _check_ca(bundle, ca_pem, findings)
+    crls = _load_crls(bundle, crl_pem, ca_cert, findings)
+    source = _crl_in_force(crls, crl_pem, bundle, findings, now)
+    federation, bound_by = _check_log_key(bundle, ca_cert, log_vkey, findings)
+    return TrustAnchor(ca_cert=ca_cert, federation=federation, log_key_bound_by=bound_by, crls=crls,
+                       crl_source=source)
+
+
+def _recorded_history(anchor: TrustAnchor, st: LedgerReplay,
+                      findings: Findings) -> tuple[int, dict] | None:
+    """The newest (highest-numbered) ``crl.loaded``; findings for foreign or backward records."""
+    newest: tuple[int, dict] | None = None
+    ca_fp = pki.cert_fingerprint(anchor.ca_cert) if anchor.ca_cert is not None else None
+    for index, facts in st.crls:
+        where = dict(entry=index, entry_type="crl.loaded")
+        if ca_fp is not None and not hmac.compare_digest(str(facts["issuer_sha256"]), ca_fp):
+            findings.add(CHECK, "E_AUDIT_CRL_RECORD",
+                         f"the log records loading CRL {facts['crl_number']} of another CA "
+                         f"(issuer {str(facts['issuer_sha256'])[:12]}…)", **where)
+        if newest is not None and facts["crl_number"] < newest[1]["crl_number"]:
+            findings.add(CHECK, "E_AUDIT_CRL_ROLLBACK",
+                         f"the aggregator went back to CRL {facts['crl_number']} after CRL "
+                         f"{newest[1]['crl_number']} (entry {newest[0]}): revocations made in "
+                         "between were not applied from then on", severity=WARNING, **where)
+        if newest is None or facts["crl_number"] >= newest[1]["crl_number"]:
+            newest = (index, facts)
+    return newest
+
+
+def _same_hash(sha256: str, facts: dict) -> bool:
+    return hmac.compare_digest(sha256, str(facts["crl_sha256"]))
+
+
+def check_crl_history(anchor: TrustAnchor, st: LedgerReplay, findings: Findings) -> None:
+    """Each CRL at hand against the newest CRL the log records the aggregator loading."""
+    newest = anchor.newest_recorded = _recorded_history(anchor, st, findings)
+    if newest is None:
+        return
+    index, facts = newest
+    where = dict(entry=index, entry_type="crl.loaded")
+    for source, crl in anchor.crls.items():
+        info = pki.crl_info(crl)
+        if info.number < facts["crl_number"]:
+            findings.add(CHECK, "E_AUDIT_CRL_OLDER",
+                         f"the CRL ({source}) is CRL number {info.number}, older than CRL number "
+                         f"{facts['crl_number']} that the aggregator recorded loading at entry "
+                         f"{index}: revocations since are hidden; get the CA's current CRL (--crl)",
+                         **where)
+        elif info.number == facts["crl_number"] and not _same_hash(info.sha256, facts):
+            findings.add(CHECK, "E_AUDIT_CRL_MISMATCH",
+                         f"the CRL ({source}) has number {info.number} but not the bytes recorded "
+                         f"at entry {index} (sha256 {str(facts['crl_sha256'])[:12]}…)", **where)
+
+
+def check_revocations_listed(anchor: TrustAnchor, st: LedgerReplay, findings: Findings) -> None:
+    """Every ``cert.revoked`` of the log is listed by the CRL in force."""
+    crl = anchor.crl
+    if crl is None:
+        return
+    for i, entry in st.revocations:
+        serial = str(entry["facts"]["serial"])
+        try:
+            number = int(serial, 16)
+        except ValueError:
+            findings.add(CHECK, "E_AUDIT_CRL_STALE", f"cert.revoked serial {serial!r} is not hex",
+                         entry=i, entry_type="cert.revoked", severity=WARNING)
+            continue
+        if crl.get_revoked_certificate_by_serial_number(number) is None:
+            findings.add(CHECK, "E_AUDIT_CRL_STALE",
+                         f"the log records revoking certificate {serial} but the CRL "
+                         f"({anchor.crl_source}) does not list it: the CRL is older than the log; "
+                         "get the current one from the CA (--crl)",
+                         entry=i, entry_type="cert.revoked")
