@@ -35,7 +35,9 @@ class DPConfig:
     max_grad_norm: float = 1.0
     accountant: str = "prv"
     poisson: bool = True
-    secure_rng: bool = False  # True: noise seeded from os.urandom (fit no longer repeatable)
+    # Research only (simulate/benchmarks --dp-reproducible; site-node cannot set it): seed the DP
+    # noise and Poisson sampling from the training seed. False: both come from the OS CSPRNG.
+    reproducible: bool = False
 
 
 @dataclass(frozen=True)
