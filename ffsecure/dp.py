@@ -32,8 +32,9 @@ import concurrent.futures
 import functools
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ffsecure.envelope import DefaultHint
 from ffsecure.errors import DPError, PolicyError
@@ -168,8 +169,10 @@ def check_bounds(*, noise_multiplier: float, sample_rate: float, steps: int, del
 def prv_grid_points(*, noise_multiplier: float, sample_rate: float, steps: int,
                     delta: float) -> float:
     """Points of the grid Opacus' PRV accountant would build (allocates nothing)."""
-    from opacus.accountants.analysis.prv import (PoissonSubsampledGaussianPRV,
-                                                 compute_safe_domain_size)
+    from opacus.accountants.analysis.prv import (
+        PoissonSubsampledGaussianPRV,
+        compute_safe_domain_size,
+    )
 
     delta_error = delta / 1000
     with warnings.catch_warnings():
@@ -312,7 +315,7 @@ class DPClaim:
     accountant: str
 
     @classmethod
-    def from_record(cls, record: Any, *, require_parameters: bool) -> "DPClaim | None":
+    def from_record(cls, record: Any, *, require_parameters: bool) -> DPClaim | None:
         """Parse and bound-check ``record``; ``None`` if it states no accounting parameter at all.
 
         A record lacking some of :data:`CLAIM_PARAMETERS` is ``None`` too unless

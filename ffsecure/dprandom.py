@@ -53,8 +53,11 @@ import os
 
 import torch
 from opacus.data_loader import DPDataLoader
-from opacus.optimizers.optimizer import (DPOptimizer, _check_processed_flag,
-                                         _mark_as_processed)
+from opacus.optimizers.optimizer import (
+    DPOptimizer,
+    _check_processed_flag,
+    _mark_as_processed,
+)
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 
 __all__ = ["OsNoiseDPOptimizer", "OsPoissonSampler", "gaussian_noise", "uniform",
@@ -117,7 +120,8 @@ def use_os_randomness(optimizer: DPOptimizer, loader: DPDataLoader) -> None:
     optimizer and the single-process Poisson loader, so that nothing runs seeded.
     """
     sampler = getattr(loader, "batch_sampler", None)
-    if type(optimizer) is not DPOptimizer or type(sampler) is not UniformWithReplacementSampler:
+    if (sampler is None or type(optimizer) is not DPOptimizer
+            or type(sampler) is not UniformWithReplacementSampler):
         raise RuntimeError(
             f"cannot draw DP randomness from the OS for {type(optimizer).__name__} / "
             f"{type(sampler).__name__}: only DPOptimizer with Poisson sampling is supported")

@@ -178,7 +178,7 @@ def check_dp_claims(checked: dict[str, ModuleCheck], st: LedgerReplay, findings:
             continue
         claims += 1
         ms = st.modules[mid]
-        where = dict(entry=ms.registered_index, entry_type="module.registered", module_id=mid)
+        where = {"entry": ms.registered_index, "entry_type": "module.registered", "module_id": mid}
         try:
             result = reaccount_claim(dp)
         except DPClaimError as exc:

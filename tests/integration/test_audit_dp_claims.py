@@ -58,7 +58,7 @@ def world(tmp_path_factory):
 
 
 def test_hostile_dp_claims_in_a_bundle_are_findings_on_their_modules(world):
-    hostile, honest, bundle, ca = world
+    hostile, _honest, bundle, ca = world
     t0 = time.perf_counter()
     code, stdout = invoke("verify", bundle, "--ca", ca, "--json")
     seconds = time.perf_counter() - t0

@@ -13,7 +13,11 @@ import pytest
 from ffsecure.errors import ConfigError
 from ffsecure.package import SignedPackage
 from tests.federation_fixture import build_federation
-from tests.integration.test_site_node import DIGITS, setup_site_in_process, write_site_config
+from tests.integration.test_site_node import (
+    DIGITS,
+    setup_site_in_process,
+    write_site_config,
+)
 
 DP_TABLE = "\n[dp]\ntarget_epsilon = 8.0\n"
 

@@ -29,7 +29,7 @@ def test_a_claim_of_a_billion_steps_is_refused_before_the_accountant_allocates()
 
 
 def test_the_prv_grid_is_sized_and_capped_before_it_is_built():
-    params = dict(noise_multiplier=0.6, sample_rate=0.05, steps=10_000, delta=1e-5)
+    params = {"noise_multiplier": 0.6, "sample_rate": 0.05, "steps": 10_000, "delta": 1e-5}
     assert dp.prv_grid_points(**params) > dp.MAX_PRV_GRID_POINTS      # ~1.4e7 points, ~20 s to build
     t0 = time.perf_counter()
     with pytest.raises(DPError, match="grid"):
