@@ -6,6 +6,8 @@ The pipeline, in order, each step refusing with a typed error::
                  --SignedPackage.from_bytes--> package
                  --verify_package(federation, CA, CRL)--> verified module
                  --site id == peer identity?--> (else E_IMPERSONATION)
+                 --privacy policy--> (else E_PRIVACY_POLICY)
+                 --DP claim re-accounted, bounded, in budget--> (else E_DP_CLAIM)
                  --store.register_module(... module.registered entry)--> receipt
 
 Nothing is written before every check has passed, so a refused package
@@ -23,6 +25,7 @@ from typing import Any, Callable
 from cryptography import x509
 
 from ffsecure import envelope
+from ffsecure.dp import check_claim as check_dp_claim
 from ffsecure.errors import StoreError, VerificationError
 from ffsecure.federation import FederationManifest
 from ffsecure.ledger import make_entry, open_checkpoint
@@ -115,6 +118,8 @@ class Registrar:
             )
         m = package.manifest
         check_privacy_policy(m.privacy_report, m.dp, self.federation.privacy_policy)  # E_PRIVACY_POLICY
+        if m.dp is not None:
+            check_dp_claim(m.dp)  # E_DP_CLAIM: bounded before accounting, under a time budget
         return package, verified
 
     @staticmethod

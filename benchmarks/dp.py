@@ -18,6 +18,10 @@ Writes ``<out>/results/dp.json``, ``dp.md`` and ``dp.png``. Curves run in separa
 processes (one family each, side by side on the machine) are combined with
 ``--merge``: every curve keeps the date, commit and machine of its own run.
 
+DP noise and Poisson sampling come from the OS CSPRNG, as at a site, so two
+runs of one point differ. ``--dp-reproducible`` (research only) seeds them
+from ``--seed`` instead; the run's settings record ``dp_reproducible: true``.
+
     python -m benchmarks.dp [--datasets digits] [--epsilons 1,2,4,8,inf] [--epochs 10] [--quick]
     python -m benchmarks.dp --merge DIR,DIR [--out benchmarks]
 """
@@ -43,7 +47,7 @@ def _eps_label(eps: float) -> str:
 
 
 def run_point(dataset: str, family: str, eps: float, *, epochs: int, quick: bool, threads: int, device: str,
-              seed: int, size: str = "default") -> dict[str, Any]:
+              seed: int, size: str = "default", dp_reproducible: bool = False) -> dict[str, Any]:
     from ffsecure.simulate import SimulationConfig, run_simulation
 
     overrides = dict(QUICK) if quick else {"generator_size": size}
@@ -52,7 +56,8 @@ def run_point(dataset: str, family: str, eps: float, *, epochs: int, quick: bool
         cfg = SimulationConfig(dataset=dataset, generator=family, epochs=epochs, seed=seed, threads=threads,
                                device=device, out=tmp, plots=False, baselines=baselines,
                                dp_epsilon=None if baselines else float(eps),
-                               dp_delta=None if baselines else DELTA, **overrides)
+                               dp_delta=None if baselines else DELTA,
+                               dp_reproducible=dp_reproducible and not baselines, **overrides)
         t0 = time.perf_counter()
         res = run_simulation(cfg)
         wall = time.perf_counter() - t0
@@ -76,7 +81,7 @@ def run_point(dataset: str, family: str, eps: float, *, epochs: int, quick: bool
 def run(*, datasets: list[str] | None = None, families: list[str] | None = None,
         epsilons: tuple[float, ...] = EPSILONS, epochs: int = 10, quick: bool = False,
         out: Path = common.DEFAULT_OUT, threads: int = 1, device: str = "cpu", seed: int = 0,
-        ddpm_size: str = "tiny", progress=print) -> dict[str, Any]:
+        ddpm_size: str = "tiny", dp_reproducible: bool = False, progress=print) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(threads)
@@ -89,6 +94,7 @@ def run(*, datasets: list[str] | None = None, families: list[str] | None = None,
     order = sorted(epsilons, key=lambda e: (not math.isinf(e), e))
     settings = {"datasets": datasets, "families": families, "epsilons": [_eps_label(e) for e in order],
                 "delta": DELTA, "epochs": epochs, "threads": threads, "seed": seed,
+                "dp_reproducible": dp_reproducible,
                 "sizes": {f: sizes.get(f, "default") for f in families},
                 "overrides": QUICK if quick else "none (ffsecure.simulate defaults)"}
     result: dict[str, Any] = {"meta": common.meta("dp", settings, device=device, quick=quick), "curves": []}
@@ -102,7 +108,7 @@ def run(*, datasets: list[str] | None = None, families: list[str] | None = None,
             for eps in order:
                 progress(f"[dp] {ds} {fam} ({size}) epsilon={_eps_label(eps)}")
                 p = run_point(ds, fam, eps, epochs=epochs, quick=quick, threads=threads, device=device, seed=seed,
-                              size=size)
+                              size=size, dp_reproducible=dp_reproducible)
                 if "centralized" in p:
                     cen = p["centralized"]
                     curve["centralized"], curve["fedavg"] = p.pop("centralized"), p.pop("fedavg")
@@ -265,6 +271,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dp-reproducible", action="store_true",
+                   help="research only: seed DP noise and sampling from --seed (recorded in the results)")
     p.add_argument("--merge", default=None, metavar="DIR,DIR,...",
                    help="combine the --out directories of earlier runs into --out (runs nothing)")
     p.add_argument("--out", default=str(common.DEFAULT_OUT))
@@ -274,7 +282,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     eps = tuple(math.inf if e.strip() in ("inf", "infinity") else float(e) for e in a.epsilons.split(","))
     return run(datasets=a.datasets.split(","), families=a.families.split(","), epsilons=eps, epochs=a.epochs,
                quick=a.quick, out=Path(a.out), threads=a.threads, device=a.device, seed=a.seed,
-               ddpm_size=a.ddpm_size)
+               ddpm_size=a.ddpm_size, dp_reproducible=a.dp_reproducible)
 
 
 if __name__ == "__main__":

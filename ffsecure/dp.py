@@ -11,19 +11,56 @@ honour raise :class:`DPError` (``E_DP``) with a specific message.
 Step counting follows Opacus: a loader of ``n`` examples and batch size
 ``b`` has ``ceil(n / b)`` batches, the sample rate is ``1 / ceil(n / b)``
 and one epoch is ``ceil(n / b)`` steps.
+
+Bounded accounting (the one home of these bounds). A DP claim in a module
+manifest is untrusted input: ``steps = 10**9`` makes Opacus' PRV accountant
+ask for hundreds of GiB. Every accounting here first checks the parameters
+against explicit bounds (:data:`MAX_STEPS`, :data:`MAX_EPOCHS` for
+``sample_rate * steps``, the noise multiplier, delta) and, for PRV, the size
+of the accountant's grid (:data:`MAX_PRV_GRID_POINTS`, computed from the RDP
+bound Opacus uses to size it) before anything is allocated; :func:`plan`
+refuses a schedule outside them at the site, so an honest module is never
+refused. :func:`reaccount_claim` parses a manifest's ``dp`` record once,
+checks it, and re-accounts it in a worker under a time budget
+(:data:`ACCOUNTING_BUDGET_S`); :func:`check_claim` is the aggregator's
+strict form. Both raise :class:`DPClaimError` (``E_DP_CLAIM``).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ffsecure.errors import DPError
+from ffsecure.envelope import DefaultHint
+from ffsecure.errors import DPError, PolicyError
 
 ACCOUNTANTS = ("prv", "rdp")
+
+#: Most DP-SGD steps a plan may take and a claim may state (honest runs: a few thousand).
+MAX_STEPS = 100_000
+#: Most expected passes over the data, ``sample_rate * steps`` (= epochs with Poisson sampling).
+MAX_EPOCHS = 10_000
+#: Noise multipliers outside this range are no plausible DP-SGD run.
+NOISE_MULTIPLIER_RANGE = (1e-3, 1e6)
+#: Smallest delta accepted (below it Opacus' error terms underflow).
+MIN_DELTA = 1e-20
+#: Largest epsilon a claim may state.
+MAX_CLAIMED_EPSILON = 1e6
+#: Largest PRV discretisation grid (points) an accounting may build: 32 MiB per float64 array.
+MAX_PRV_GRID_POINTS = 2**22
+#: Wall-clock budget of one re-accounting of a claim (the grid cap keeps honest ones near 1 s).
+ACCOUNTING_BUDGET_S = 30.0
+#: Relative tolerance when a re-accounted epsilon is compared with the claimed one.
+CLAIM_RTOL = 1e-6
+#: The accounting parameters of a DP claim (``accountant`` defaults to ``prv``).
+CLAIM_PARAMETERS = ("noise_multiplier", "sample_rate", "steps")
+#: Opacus' PRV accountant defaults, used to size its grid.
+_PRV_EPS_ERROR = 0.01
 
 
 @dataclass
@@ -35,7 +72,9 @@ class DPConfig:
     max_grad_norm: float = 1.0
     accountant: str = "prv"
     poisson: bool = True
-    secure_rng: bool = False  # True: noise seeded from os.urandom (fit no longer repeatable)
+    # Research only (simulate/benchmarks --dp-reproducible; site-node cannot set it): seed the DP
+    # noise and Poisson sampling from the training seed. False: both come from the OS CSPRNG.
+    reproducible: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,27 +136,85 @@ def _accountant(name: str):
     return create_accountant(mechanism=name)
 
 
+class DPClaimError(DefaultHint, PolicyError):
+    """A DP claim that is malformed, out of bounds, not re-accountable in time, or understated."""
+
+    code = "E_DP_CLAIM"
+    default_hint = ("train with ffsecure (site-node train), whose DP record states every parameter "
+                    "within the bounds of docs/privacy.md")
+
+
+def check_bounds(*, noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> None:
+    """``E_DP`` unless the parameters lie inside the accounting bounds (allocates nothing)."""
+    lo, hi = NOISE_MULTIPLIER_RANGE
+    _finite_positive("noise_multiplier", noise_multiplier)
+    if not lo <= noise_multiplier <= hi:
+        raise _dp_error(f"noise_multiplier {noise_multiplier!r} is outside [{lo:g}, {hi:g}]",
+                        "no DP-SGD run uses such noise")
+    if (isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float))
+            or not 0 < sample_rate <= 1):
+        raise _dp_error(f"sample_rate must be in (0, 1], got {sample_rate!r}", "use batch_size / n")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_STEPS:
+        raise _dp_error(f"steps must be an integer in [0, {MAX_STEPS}], got {steps!r}",
+                        f"train for at most {MAX_STEPS} steps")
+    if sample_rate * steps > MAX_EPOCHS:
+        raise _dp_error(f"sample_rate x steps = {sample_rate * steps:.6g} passes over the data, "
+                        f"above {MAX_EPOCHS}", f"train for at most {MAX_EPOCHS} epochs")
+    if (isinstance(delta, bool) or not isinstance(delta, (int, float)) or not math.isfinite(delta)
+            or not MIN_DELTA <= delta < 1):
+        raise _dp_error(f"delta must be in [{MIN_DELTA:g}, 1), got {delta!r}",
+                        "use default_delta(n)")
+
+
+def prv_grid_points(*, noise_multiplier: float, sample_rate: float, steps: int,
+                    delta: float) -> float:
+    """Points of the grid Opacus' PRV accountant would build (allocates nothing)."""
+    from opacus.accountants.analysis.prv import (
+        PoissonSubsampledGaussianPRV,
+        compute_safe_domain_size,
+    )
+
+    delta_error = delta / 1000
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        half_width = compute_safe_domain_size(
+            [PoissonSubsampledGaussianPRV(float(sample_rate), float(noise_multiplier))],
+            [int(steps)], eps_error=_PRV_EPS_ERROR, delta_error=delta_error)
+    mesh = _PRV_EPS_ERROR / math.sqrt(steps * math.log(12 / delta_error) / 2)
+    return 2 * half_width / mesh
+
+
+def _check_grid(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> None:
+    points = prv_grid_points(noise_multiplier=noise_multiplier, sample_rate=sample_rate,
+                             steps=steps, delta=delta)
+    if not points <= MAX_PRV_GRID_POINTS:
+        raise _dp_error(f"the prv accountant would need a grid of {points:.3g} points for these "
+                        f"parameters, above the bound of {MAX_PRV_GRID_POINTS}",
+                        "use the rdp accountant, more noise or fewer steps")
+
+
 def compute_epsilon(
     *, noise_multiplier: float, sample_rate: float, steps: int, delta: float, accountant: str = "prv"
 ) -> float:
-    """Epsilon spent by ``steps`` Poisson-sampled Gaussian steps, as Opacus accounts it."""
+    """Epsilon spent by ``steps`` Poisson-sampled Gaussian steps, as Opacus accounts it.
+
+    The parameters are checked against the accounting bounds, and the PRV grid is
+    sized, before the accountant allocates anything (``E_DP`` otherwise).
+    """
     _check_accountant(accountant)
-    _finite_positive("noise_multiplier", noise_multiplier)
-    if not 0 < sample_rate <= 1:
-        raise _dp_error(f"sample_rate must be in (0, 1], got {sample_rate!r}", "use batch_size / n")
-    if not isinstance(steps, int) or steps < 0:
-        raise _dp_error(f"steps must be a non-negative integer, got {steps!r}", "count optimizer steps")
-    if not 0 < delta < 1:
-        raise _dp_error(f"delta must be in (0, 1), got {delta!r}", "use default_delta(n)")
+    check_bounds(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps,
+                 delta=delta)
     if steps == 0:
         return 0.0
+    if accountant == "prv":
+        _check_grid(noise_multiplier, sample_rate, steps, delta)
     acct = _accountant(accountant)
     acct.history = [(float(noise_multiplier), float(sample_rate), int(steps))]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return float(acct.get_epsilon(delta=delta))
-    except (ValueError, RuntimeError, OverflowError) as exc:
+    except (ValueError, RuntimeError, OverflowError, ArithmeticError, MemoryError) as exc:
         raise _dp_error(f"the {accountant} accountant cannot evaluate these parameters: {exc}",
                         "use the rdp accountant or fewer steps") from None
 
@@ -169,6 +266,10 @@ def plan(dp: DPConfig, *, n: int, batch_size: int, epochs: int) -> DPPlan:
     steps_per_epoch = math.ceil(n / batch_size)
     sample_rate = 1.0 / steps_per_epoch
     steps = steps_per_epoch * epochs
+    if steps > MAX_STEPS or epochs > MAX_EPOCHS:
+        raise _dp_error(f"{steps} DP-SGD steps ({epochs} epochs) exceed the bounds every verifier "
+                        f"applies ({MAX_STEPS} steps, {MAX_EPOCHS} epochs)",
+                        "train fewer epochs or use a larger batch size")
 
     try:
         sigma = _noise_multiplier(target, float(delta), sample_rate, steps, accountant)
@@ -178,6 +279,10 @@ def plan(dp: DPConfig, *, n: int, batch_size: int, epochs: int) -> DPPlan:
             f"{sample_rate:.4g} over {steps} steps: {exc}",
             "raise target_epsilon, train fewer epochs, or use a smaller batch size",
         ) from None
+    # what the aggregator and auditors will re-account must be re-accountable within the bounds
+    check_bounds(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps, delta=float(delta))
+    if accountant == "prv":
+        _check_grid(sigma, sample_rate, steps, float(delta))
     return DPPlan(
         target_epsilon=target,
         delta=float(delta),
@@ -193,3 +298,143 @@ def plan(dp: DPConfig, *, n: int, batch_size: int, epochs: int) -> DPPlan:
 def config_dict(dp: DPConfig) -> dict[str, Any]:
     """The DPConfig as a plain dict (for logs and manifests)."""
     return asdict(dp)
+
+
+# ------------------------------------------------------------------ DP claims of modules
+
+
+@dataclass(frozen=True)
+class DPClaim:
+    """A module manifest's ``dp`` record, parsed once: what it claims and how it was spent."""
+
+    epsilon: float
+    delta: float
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    accountant: str
+
+    @classmethod
+    def from_record(cls, record: Any, *, require_parameters: bool) -> DPClaim | None:
+        """Parse and bound-check ``record``; ``None`` if it states no accounting parameter at all.
+
+        A record lacking some of :data:`CLAIM_PARAMETERS` is ``None`` too unless
+        ``require_parameters`` (the aggregator's rule), when it is refused. Any value
+        present is checked strictly: numbers are numbers (no bool, no string), steps an
+        integer, every bound of :func:`check_bounds`. Raises :class:`DPClaimError`.
+        """
+        if not isinstance(record, dict):
+            raise DPClaimError("the DP record is not an object")
+        if "reproducible" in record:
+            raise DPClaimError("the DP record says its noise and sampling were seeded "
+                               "(reproducible): anyone who knows the seed can remove the noise")
+        missing = [k for k in CLAIM_PARAMETERS if k not in record]
+        if missing:
+            if require_parameters:
+                raise DPClaimError(f"the DP record lacks {missing}, so its epsilon cannot be "
+                                   "re-accounted")
+            return None
+        claim = cls(epsilon=_claim_number(record, "epsilon"), delta=_claim_number(record, "delta"),
+                    noise_multiplier=_claim_number(record, "noise_multiplier"),
+                    sample_rate=_claim_number(record, "sample_rate"), steps=_claim_steps(record),
+                    accountant=record.get("accountant", "prv"))
+        if claim.accountant not in ACCOUNTANTS:
+            raise DPClaimError(f"the DP record names the unknown accountant {claim.accountant!r}")
+        if not 0 < claim.epsilon <= MAX_CLAIMED_EPSILON:
+            raise DPClaimError(f"claimed epsilon {claim.epsilon!r} is outside "
+                               f"(0, {MAX_CLAIMED_EPSILON:g}]")
+        try:
+            check_bounds(noise_multiplier=claim.noise_multiplier, sample_rate=claim.sample_rate,
+                         steps=claim.steps, delta=claim.delta)
+        except DPError as exc:
+            raise DPClaimError(f"implausible DP claim: {exc.message}") from None
+        return claim
+
+
+def _claim_number(record: dict, key: str) -> float:
+    value = record.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise DPClaimError(f"the DP record's {key} is {value!r}, not a finite number")
+    return float(value)
+
+
+def _claim_steps(record: dict) -> int:
+    steps = record.get("steps")
+    if isinstance(steps, float) and steps.is_integer() and abs(steps) <= 2**53:
+        steps = int(steps)
+    if isinstance(steps, bool) or not isinstance(steps, int):
+        raise DPClaimError(f"the DP record's steps is {steps!r}, not an integer")
+    return steps
+
+
+@dataclass(frozen=True)
+class ClaimCheck:
+    """A re-accounted claim: the epsilon its own parameters spend, and whether it understates it."""
+
+    claim: DPClaim
+    epsilon_recomputed: float
+
+    @property
+    def understated(self) -> bool:
+        return self.epsilon_recomputed > self.claim.epsilon * (1 + CLAIM_RTOL) + 1e-9
+
+
+#: At most two accountings run at once in a process; a timed-out one finishes in its worker,
+#: bounded by the grid cap, while its caller has already been refused.
+_ACCOUNTING_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=2,
+                                                         thread_name_prefix="dp-accounting")
+
+
+def _within_budget(fn: Callable[[], float], budget_s: float) -> float:
+    future = _ACCOUNTING_POOL.submit(fn)
+    try:
+        return future.result(timeout=budget_s)
+    except DPError:
+        raise
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise DPClaimError(
+            f"re-accounting the DP claim took longer than its budget of {budget_s:g} s",
+            hint="its parameters need an unusually large accounting; retrain with the rdp "
+                 "accountant or fewer steps") from None
+    except Exception as exc:  # noqa: BLE001 - any failure of the accountant on untrusted input is a refusal
+        raise DPClaimError(f"the accountant failed on the DP claim: {type(exc).__name__}: "
+                           f"{str(exc)[:200]}") from None
+
+
+def reaccount_claim(record: Any, *, require_parameters: bool = False,
+                    budget_s: float = ACCOUNTING_BUDGET_S) -> ClaimCheck | None:
+    """Parse, bound and re-account a manifest's ``dp`` record; ``None`` if it has no parameters.
+
+    Raises :class:`DPClaimError` for a malformed or out-of-bounds record, or one the
+    accountant cannot evaluate within ``budget_s``; an understated claim is returned
+    (``understated``) for the caller to judge.
+    """
+    claim = DPClaim.from_record(record, require_parameters=require_parameters)
+    if claim is None:
+        return None
+
+    def account() -> float:
+        return compute_epsilon(noise_multiplier=claim.noise_multiplier,
+                               sample_rate=claim.sample_rate, steps=claim.steps,
+                               delta=claim.delta, accountant=claim.accountant)
+
+    try:
+        eps = _within_budget(account, budget_s)
+    except DPError as exc:
+        raise DPClaimError(f"the DP claim cannot be re-accounted: {exc.message}") from None
+    return ClaimCheck(claim, eps)
+
+
+def check_claim(record: Any, *, budget_s: float = ACCOUNTING_BUDGET_S) -> ClaimCheck:
+    """The aggregator's rule: every DP claim carries its parameters and spends what it claims."""
+    checked = reaccount_claim(record, require_parameters=True, budget_s=budget_s)
+    assert checked is not None  # require_parameters
+    if checked.understated:
+        c = checked.claim
+        raise DPClaimError(
+            f"the module claims epsilon {c.epsilon:g} but its own parameters (noise "
+            f"{c.noise_multiplier:g}, sample rate {c.sample_rate:g}, {c.steps} steps, delta "
+            f"{c.delta:g}) spend epsilon {checked.epsilon_recomputed:.6g} with the "
+            f"{c.accountant} accountant")
+    return checked

@@ -70,6 +70,9 @@ class SimulationConfig:
     epochs: int | None = None  # generator epochs; None: generator_epochs(site size)
     dp_epsilon: float | None = None
     dp_delta: float | None = None
+    # Research only: seed the DP noise and Poisson sampling from `seed` (not private against anyone
+    # who knows the seed); recorded in results.json settings and in every site's dp record.
+    dp_reproducible: bool = False
     samples_per_class: int = 1000
     classifier: str = "cnn"
     classifier_width: int = 16
@@ -168,6 +171,8 @@ def _check_config(cfg: SimulationConfig) -> None:
         problems.append("threads must be in [1, 256]")
     if cfg.dp_epsilon is None and cfg.dp_delta is not None:
         problems.append("--dp-delta needs --dp-epsilon")
+    if cfg.dp_epsilon is None and cfg.dp_reproducible:
+        problems.append("--dp-reproducible needs --dp-epsilon")
     if problems:
         raise ConfigError("; ".join(problems), hint="see `ffsecure simulate --help`")
 
@@ -253,7 +258,11 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
     if cfg.dp_epsilon is not None:
         from ffsecure.dp import DPConfig
 
-        dp_cfg = DPConfig(target_epsilon=float(cfg.dp_epsilon), delta=cfg.dp_delta)
+        dp_cfg = DPConfig(target_epsilon=float(cfg.dp_epsilon), delta=cfg.dp_delta,
+                          reproducible=cfg.dp_reproducible)
+        if cfg.dp_reproducible:
+            log.warning("--dp-reproducible: DP noise and sampling are seeded from --seed (research "
+                        "only: no privacy against anyone who knows the seed)")
     clf_config = C.model_config(cfg.classifier, image_shape=ds.image_shape, num_classes=k,
                                 width=cfg.classifier_width, norm=cfg.classifier_norm,
                                 input_blur=cfg.classifier_input_blur)

@@ -55,11 +55,18 @@ class Bundle:
 
 
 def _read(path: Path, cap: int, what: str) -> bytes:
-    size = path.stat().st_size
-    if size > cap:
-        raise BundleError(f"{what} ({path}) is {size} bytes, more than the {cap} this auditor reads",
+    if not path.is_file():
+        raise BundleError(f"{what} ({path}) is not a regular file",
                           hint="the bundle is damaged or not an ffsecure audit bundle")
-    return path.read_bytes()
+    try:
+        size = path.stat().st_size
+        if size > cap:
+            raise BundleError(f"{what} ({path}) is {size} bytes, more than the {cap} this auditor reads",
+                              hint="the bundle is damaged or not an ffsecure audit bundle")
+        return path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{what} ({path}) cannot be read: {exc.strerror or exc}",
+                          hint="the bundle is damaged or not an ffsecure audit bundle") from None
 
 
 def _optional(path: Path, cap: int, what: str) -> bytes | None:
@@ -71,7 +78,8 @@ def load_bundle(path: str | Path) -> Bundle:
     root = Path(path)
     if not root.is_dir():
         raise BundleError(f"{root} is not a directory", hint="pass the directory `aggregator ledger export` wrote")
-    missing = [p for p in ("log.vkey", "entries.jsonl", "checkpoints") if not (root / p).exists()]
+    missing = [p for p in ("log.vkey", "entries.jsonl") if not (root / p).is_file()]
+    missing += [] if (root / "checkpoints").is_dir() else ["checkpoints"]
     if missing:
         raise BundleError(f"bundle {root} lacks {', '.join(missing)}",
                           hint="export it again with `aggregator ledger export --out DIR`")

@@ -22,6 +22,7 @@ from ffsecure import canonical, pki
 from ffsecure.audit.bundle import ModuleRecord
 from ffsecure.audit.findings import WARNING, Findings
 from ffsecure.audit.lineage import LedgerReplay
+from ffsecure.dp import DPClaimError, reaccount_claim
 from ffsecure.errors import FFSecureError
 from ffsecure.federation import FederationManifest
 from ffsecure.package import ModuleManifest, check_policy, verify_package_meta
@@ -160,45 +161,38 @@ def check_modules(records: dict[str, ModuleRecord], entries: list[dict | None], 
     return out
 
 
-#: DP parameters a claim needs to be re-accounted (``accountant`` defaults to ``prv``).
-DP_PARAMETERS = ("epsilon", "delta", "noise_multiplier", "sample_rate", "steps")
-
-
 def check_dp_claims(checked: dict[str, ModuleCheck], st: LedgerReplay, findings: Findings) -> tuple[int, int]:
     """Re-account every DP claim that carries its parameters; returns (re-accounted, claims).
 
     The epsilon in a manifest is the site's claim. When the manifest also carries the
-    noise multiplier, sample rate, step count and delta (the training report does), the
-    epsilon those parameters spend is recomputed with the same Opacus accountant; a claim
-    below it understates the privacy loss and is a finding.
+    noise multiplier, sample rate and step count (the training report does), the epsilon
+    those parameters spend is recomputed with the same Opacus accountant, under the bounds
+    and time budget the aggregator applies at registration (``ffsecure.dp.reaccount_claim``);
+    a claim below it understates the privacy loss. A claim that is malformed, out of bounds
+    or cannot be re-accounted is a finding on its module, never a crash.
     """
     claims = done = 0
     for mid, mc in checked.items():
         dp = (mc.manifest or {}).get("dp")
-        if not isinstance(dp, dict):
+        if dp is None:
             continue
         claims += 1
-        if not all(isinstance(dp.get(k), (int, float)) and not isinstance(dp.get(k), bool) for k in DP_PARAMETERS):
-            continue
         ms = st.modules[mid]
-        where = dict(entry=ms.registered_index, entry_type="module.registered", module_id=mid)
-        from ffsecure.dp import compute_epsilon
-
+        where = {"entry": ms.registered_index, "entry_type": "module.registered", "module_id": mid}
         try:
-            eps = compute_epsilon(noise_multiplier=float(dp["noise_multiplier"]),
-                                  sample_rate=float(dp["sample_rate"]), steps=int(dp["steps"]),
-                                  delta=float(dp["delta"]), accountant=str(dp.get("accountant", "prv")))
-        except FFSecureError as exc:
+            result = reaccount_claim(dp)
+        except DPClaimError as exc:
             findings.add("dp-claims", "E_AUDIT_DP_CLAIM",
-                         f"module {mid}: its DP parameters cannot be re-accounted: {exc.message}",
-                         severity=WARNING, **where)
+                         f"module {mid} of site {ms.site_id}: [{exc.code}] {exc.message}", **where)
+            continue
+        if result is None:  # epsilon and delta only: nothing to re-account
             continue
         done += 1
-        mc.dp_recomputed = eps
-        claimed = float(dp["epsilon"])
-        if eps > claimed * (1 + 1e-6) + 1e-9:
+        mc.dp_recomputed = eps = result.epsilon_recomputed
+        if result.understated:
+            c = result.claim
             findings.add("dp-claims", "E_AUDIT_DP_CLAIM",
-                         f"module {mid} of site {ms.site_id} claims epsilon {claimed:g} but its own parameters "
-                         f"(noise {dp['noise_multiplier']}, sample rate {dp['sample_rate']}, {dp['steps']} steps, "
-                         f"delta {dp['delta']}) spend epsilon {eps:.6g}", **where)
+                         f"module {mid} of site {ms.site_id} claims epsilon {c.epsilon:g} but its own "
+                         f"parameters (noise {c.noise_multiplier:g}, sample rate {c.sample_rate:g}, "
+                         f"{c.steps} steps, delta {c.delta:g}) spend epsilon {eps:.6g}", **where)
     return done, claims

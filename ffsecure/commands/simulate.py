@@ -40,6 +40,10 @@ def _shape(_ctx, _param, value):
 @click.option("--epochs", type=int, default=None, help="Generator epochs per site [default: about 96,000 image-epochs per site, 5..700].")
 @click.option("--dp-epsilon", type=float, default=None, help="Train generators with DP-SGD to this epsilon.")
 @click.option("--dp-delta", type=float, default=None, help="DP delta [default: min(1e-5, 1/(10 n)) per site].")
+@click.option("--dp-reproducible", is_flag=True,
+              help="Research only: seed the DP noise and Poisson sampling from --seed so that a DP "
+                   "run repeats (no privacy against anyone who knows the seed; recorded in "
+                   "results.json). Default: the OS CSPRNG.")
 @click.option("--samples-per-class", type=int, default=1000, show_default=True,
               help="Synthetic images per class.")
 @click.option("--classifier", type=click.Choice(["cnn", "resnet18"]), default="cnn", show_default=True)
@@ -74,7 +78,8 @@ def simulate(ctx: click.Context, as_json: bool, no_baselines: bool, **opts) -> N
         dataset=opts["dataset"], partition=opts["partition"], alpha=opts["alpha"],
         classes_per_site=opts["classes_per_site"], sites=opts["sites"], generator=opts["generator"],
         generator_size=opts["generator_size"], epochs=opts["epochs"], dp_epsilon=opts["dp_epsilon"],
-        dp_delta=opts["dp_delta"], samples_per_class=opts["samples_per_class"], classifier=opts["classifier"],
+        dp_delta=opts["dp_delta"], dp_reproducible=opts["dp_reproducible"],
+        samples_per_class=opts["samples_per_class"], classifier=opts["classifier"],
         classifier_epochs=opts["classifier_epochs"], classifier_width=opts["classifier_width"],
         classifier_norm=opts["classifier_norm"], classifier_input_blur=opts["classifier_input_blur"],
         classifier_min_steps=opts["classifier_min_steps"], fedavg_rounds=opts["fedavg_rounds"],
@@ -83,6 +88,9 @@ def simulate(ctx: click.Context, as_json: bool, no_baselines: bool, **opts) -> N
         threads=opts["threads"],
         out=opts["out"], baselines=not no_baselines,
     )
+    if cfg.dp_reproducible:
+        click.echo("warning: --dp-reproducible: DP noise and sampling are seeded from --seed "
+                   "(research only, not private)", err=True)
     results = run_simulation(cfg, show_progress=not as_json)
     if as_json:
         click.echo(json.dumps(results, indent=2, sort_keys=True))

@@ -2,10 +2,19 @@
 
 Each family supplies a loss function that returns one loss per example
 (shape ``(B,)``); the loop mean-reduces it, which is what Opacus needs to
-compute per-sample gradients (``loss_reduction="mean"``). All randomness
-(weight initialisation, batch order or Poisson sampling, the model's own
-noise, the DP noise) comes from local generators seeded from
-``settings.seed``, so a fit on the CPU is repeatable bit for bit.
+compute per-sample gradients (``loss_reduction="mean"``).
+
+Randomness: ``settings.seed`` (published in the module manifest) seeds only
+what is safe to repeat: the weight initialisation, the model's own sampling
+noise (e.g. the VAE's reparameterisation; DP-SGD's guarantee holds for any
+per-example loss whose randomness does not depend on the data), and the
+batch order of a fit without DP. So a fit without DP is repeatable bit for
+bit on the CPU. With DP, the Gaussian noise and the Poisson sampling come
+from the OS CSPRNG (:mod:`ffsecure.dprandom`) and are never derived from the
+seed, so no two DP fits are alike. Only ``DPConfig(reproducible=True)``, a
+research switch of ``ffsecure simulate --dp-reproducible`` and the
+benchmarks that ``site-node`` cannot set, seeds them from the seed instead;
+its training report then says ``"reproducible": true``.
 """
 
 from __future__ import annotations
@@ -175,6 +184,8 @@ def train(
     dp_report = None
     if engine is not None:
         dp_report = dp_plan.report(_epsilon(engine, dp_plan))
+        if dp.reproducible is True:
+            dp_report["reproducible"] = True  # research switch: visible wherever the report goes
         history_steps = sum(s for _nm, _sr, s in engine.accountant.history)
         if history_steps != dp_plan.steps or step != dp_plan.steps:  # pragma: no cover
             raise RuntimeError("DP step count disagrees with the plan")
@@ -199,18 +210,23 @@ def _epsilon(engine, dp_plan) -> float:
 
 
 def _make_private(net, optimizer, images, labels, settings, dp, dp_plan):
-    import os
-
     from opacus import PrivacyEngine
 
+    from ffsecure import dprandom
+
+    reproducible = dp.reproducible is True
+    # Reproducible (research only): Poisson sampling and noise from seeded generators. Otherwise
+    # the loader's generator only feeds DataLoader's worker base seed (no workers here), and the
+    # sampler and the optimizer are switched to the OS CSPRNG below.
+    loader_rng = torch.Generator().manual_seed(_seed(settings.seed, 3)) if reproducible else torch.Generator()
+    noise_rng = (torch.Generator(device=settings.device).manual_seed(_seed(settings.seed, 4))
+                 if reproducible else None)
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(images, labels),
         batch_size=settings.batch_size,
         shuffle=False,
-        generator=torch.Generator().manual_seed(_seed(settings.seed, 3)),
+        generator=loader_rng,
     )
-    noise_seed = int.from_bytes(os.urandom(8), "big") >> 1 if dp.secure_rng else _seed(settings.seed, 4)
-    noise_rng = torch.Generator(device=settings.device).manual_seed(noise_seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         engine = PrivacyEngine(accountant=dp_plan.accountant, secure_mode=False)
@@ -223,4 +239,6 @@ def _make_private(net, optimizer, images, labels, settings, dp, dp_plan):
             poisson_sampling=True,
             noise_generator=noise_rng,
         )
+    if not reproducible:
+        dprandom.use_os_randomness(optimizer, loader)
     return module, optimizer, loader, engine

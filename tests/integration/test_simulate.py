@@ -94,3 +94,23 @@ def test_generator_epoch_budget_and_device_choice():
             resolve_device("cuda")
     assert site_module_id(0, 1) == site_module_id(0, 1) != site_module_id(0, 2)
     assert len(site_module_id(0, 1)) == 32 and int(site_module_id(0, 1), 16) >= 0
+
+
+def test_dp_reproducible_is_a_visible_research_switch(tmp_path: Path):
+    """--dp-reproducible repeats a DP run from --seed, and says so in the result and on stderr."""
+    small = ["--dataset", "digits", "--generator-size", "tiny", "--epochs", "1", "--sites", "2",
+             "--classes-per-site", "5", "--samples-per-class", "10", "--classifier-epochs", "1",
+             "--classifier-width", "4", "--classifier-min-steps", "0", "--no-baselines", "--seed", "3",
+             "--device", "cpu", "--threads", "1", "--dp-epsilon", "8", "--json"]
+    runs = []
+    for name, extra in (("a", ["--dp-reproducible"]), ("b", ["--dp-reproducible"]), ("c", [])):
+        proc = _run([*small, *extra, "--out", str(tmp_path / name)])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append((json.loads(proc.stdout), proc.stderr))
+    (a, a_err), (b, _), (c, c_err) = runs
+    weights = [[s["weights_sha256"] for s in r["sites"]] for r in (a, b, c)]
+    assert weights[0] == weights[1] and all(x != y for x, y in zip(weights[0], weights[2]))
+    assert a["settings"]["dp_reproducible"] is True and c["settings"]["dp_reproducible"] is False
+    assert all(s["dp"]["reproducible"] is True for s in a["sites"])
+    assert all("reproducible" not in s["dp"] for s in c["sites"])
+    assert "--dp-reproducible" in a_err and "--dp-reproducible" not in c_err

@@ -116,17 +116,20 @@ def test_dp_fit_reports_epsilon_agreeing_with_opacus(family):
     assert not any(hasattr(p, "grad_sample") for p in gen.model.parameters())
 
 
-def test_dp_fit_with_prv_accountant_is_repeatable():
+def test_dp_fit_with_prv_accountant_is_repeatable_only_under_the_research_switch():
     x, y = _data(96)
     cfg = G.default_config("cvae", image_shape=(1, 8, 8), num_classes=3, size="tiny")
     settings = G.TrainSettings(epochs=1, batch_size=32, lr=2e-3, seed=5)
-    config = dp.DPConfig(target_epsilon=8.0)
+    config = dp.DPConfig(target_epsilon=8.0, reproducible=True)
     a, b = G.build("cvae", cfg), G.build("cvae", cfg)
     ra = a.fit(x, y, settings, dp=config)
     rb = b.fit(x, y, settings, dp=config)
     assert ra.dp["accountant"] == "prv" and ra.dp["epsilon"] <= 8.0
-    assert ra.dp == rb.dp
+    assert ra.dp == rb.dp and ra.dp["reproducible"] is True     # the switch shows in the report
     assert G.to_safetensors(a) == G.to_safetensors(b)
+    c = G.build("cvae", cfg)
+    rc = c.fit(x, y, settings, dp=dp.DPConfig(target_epsilon=8.0))   # default: OS CSPRNG
+    assert "reproducible" not in rc.dp and G.to_safetensors(c) != G.to_safetensors(a)
     assert ra.dp["epsilon"] == dp.compute_epsilon(noise_multiplier=ra.dp["noise_multiplier"],
                                                   sample_rate=ra.dp["sample_rate"], steps=ra.dp["steps"],
                                                   delta=ra.dp["delta"], accountant="prv")
