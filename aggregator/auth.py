@@ -14,16 +14,16 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import grpc
 from cryptography import x509
 
+from aggregator.grpc_errors import RequestError
 from ffsecure import pki
 from ffsecure.errors import FFSecureError
-from aggregator.grpc_errors import RequestError
 
 log = logging.getLogger("aggregator.auth")
 
@@ -59,8 +59,12 @@ class CrlSource:
     a call ``RECORD_RETRY_S`` later.
     """
 
-    def __init__(self, path: Path, ca_cert: x509.Certificate,
-                 on_load: Callable[[x509.CertificateRevocationList], object] | None = None):
+    def __init__(
+        self,
+        path: Path,
+        ca_cert: x509.Certificate,
+        on_load: Callable[[x509.CertificateRevocationList], object] | None = None,
+    ):
         self.path = Path(path)
         self.ca_cert = ca_cert
         self.on_load = on_load
@@ -88,9 +92,12 @@ class CrlSource:
         self._stamp = stamp
         self._unrecorded, self._retry_at = self._crl, 0.0
         if pki.crl_expired(self._crl):
-            log.warning("the CRL %s is past its nextUpdate (%s): certificates revoked since then are not in it; "
-                        "re-sign it with `ffsecure pki crl` and copy it here", self.path,
-                        self._crl.next_update_utc.strftime("%Y-%m-%dT%H:%M:%SZ"))
+            log.warning(
+                "the CRL %s is past its nextUpdate (%s): certificates revoked since then are not in it; "
+                "re-sign it with `ffsecure pki crl` and copy it here",
+                self.path,
+                self._crl.next_update_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            )
 
     def _record(self, *, strict: bool) -> None:
         if self._unrecorded is None or self.on_load is None or time.monotonic() < self._retry_at:
@@ -101,9 +108,14 @@ class CrlSource:
             if strict:
                 raise
             self._retry_at = time.monotonic() + RECORD_RETRY_S
-            log.error("the CRL %s is applied but could not be recorded in the ledger "
-                      "(retried in %d s): %s", self.path, RECORD_RETRY_S, exc,
-                      extra={"event": "crl_record_failed"})
+            log.error(
+                "the CRL %s is applied but could not be recorded in the ledger "
+                "(retried in %d s): %s",
+                self.path,
+                RECORD_RETRY_S,
+                exc,
+                extra={"event": "crl_record_failed"},
+            )
             return
         self._unrecorded = None
 
@@ -137,19 +149,26 @@ class Authenticator:
     def peer_cert(self, context: grpc.ServicerContext) -> x509.Certificate:
         auth = context.auth_context() or {}
         if auth.get("transport_security_type") != [b"ssl"]:
-            raise RequestError("the call did not arrive over TLS", code="E_NO_PEER_CERT",
-                               hint="connect with TLS and a client certificate")
+            raise RequestError(
+                "the call did not arrive over TLS",
+                code="E_NO_PEER_CERT",
+                hint="connect with TLS and a client certificate",
+            )
         pems = auth.get("x509_pem_cert") or []
         if len(pems) != 1:
             raise RequestError(
-                "the call carries no client certificate", code="E_NO_PEER_CERT",
+                "the call carries no client certificate",
+                code="E_NO_PEER_CERT",
                 hint="connect with the site certificate issued by the federation CA",
             )
         try:
             return pki.load_cert(pems[0])
         except FFSecureError as exc:
-            raise RequestError(f"client certificate does not parse: {exc.message}", code="E_PEER_CERT",
-                               hint="use the certificate issued by the federation CA") from None
+            raise RequestError(
+                f"client certificate does not parse: {exc.message}",
+                code="E_PEER_CERT",
+                hint="use the certificate issued by the federation CA",
+            ) from None
 
     def authenticate(self, context: grpc.ServicerContext) -> Peer:
         """The verified site identity of the caller (E_CERT_*, E_IDENTITY, E_NO_PEER_CERT)."""

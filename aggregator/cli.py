@@ -17,9 +17,12 @@ COMMANDS: dict[str, str] = {
     "train": "aggregator.commands.train:train",
 }
 
-cli = program_group("aggregator", COMMANDS,
-                    "aggregator: verify and store modules, keep the ledger, synthesize and train.",
-                    docs=("operator-guide.md", "grpc.md"))
+cli = program_group(
+    "aggregator",
+    COMMANDS,
+    "aggregator: verify and store modules, keep the ledger, synthesize and train.",
+    docs=("operator-guide.md", "grpc.md"),
+)
 
 
 def main() -> None:

@@ -98,10 +98,24 @@ _SECTIONS = {
 }
 
 _POSITIVE = {
-    "max_workers", "max_concurrent_rpcs", "keepalive_time_s", "keepalive_timeout_s",
-    "min_ping_interval_s", "upload_deadline_s", "download_deadline_s", "request_deadline_s",
-    "max_concurrent_verifications", "chunk_bytes", "shutdown_grace_s", "commit_every_bytes", "max_parallel_per_site", "stale_after_s",
-    "calls_per_second", "call_burst", "uploads_per_minute", "upload_burst",
+    "max_workers",
+    "max_concurrent_rpcs",
+    "keepalive_time_s",
+    "keepalive_timeout_s",
+    "min_ping_interval_s",
+    "upload_deadline_s",
+    "download_deadline_s",
+    "request_deadline_s",
+    "max_concurrent_verifications",
+    "chunk_bytes",
+    "shutdown_grace_s",
+    "commit_every_bytes",
+    "max_parallel_per_site",
+    "stale_after_s",
+    "calls_per_second",
+    "call_burst",
+    "uploads_per_minute",
+    "upload_burst",
 }
 
 
@@ -120,16 +134,20 @@ def _section(name: str, cls: type, table: Any) -> Any:
         full = f"{name}.{key}"
         if kind == "str":
             if not isinstance(value, str) or not value:
-                raise ConfigError(f"{full} must be a non-empty string", hint=f"e.g. {full} = \"...\"")
+                raise ConfigError(f"{full} must be a non-empty string", hint=f'e.g. {full} = "..."')
         elif kind == "int":
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{full} must be an integer, not {value!r}", hint="write a whole number")
+                raise ConfigError(
+                    f"{full} must be an integer, not {value!r}", hint="write a whole number"
+                )
         elif kind == "float":
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{full} must be a number, not {value!r}", hint="write a number")
             value = float(value)
         if key in _POSITIVE and value <= 0:
-            raise ConfigError(f"{full} must be greater than 0, not {value!r}", hint="use a positive value")
+            raise ConfigError(
+                f"{full} must be greater than 0, not {value!r}", hint="use a positive value"
+            )
         if key == "max_upload_bytes" and value < 0:
             raise ConfigError(f"{full} must be 0 or more", hint="0 means the federation's limit")
         values[key] = value
@@ -150,12 +168,16 @@ def parse_config(text: str, *, home: Path) -> AggregatorConfig:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"aggregator.toml is not valid TOML: {exc}", hint="fix the syntax at that line") from None
+        raise ConfigError(
+            f"aggregator.toml is not valid TOML: {exc}", hint="fix the syntax at that line"
+        ) from None
     parts: dict[str, Any] = {}
     for key, value in raw.items():
         if key == "evaluation":
             if not isinstance(value, dict):
-                raise ConfigError("[evaluation] must be a table", hint="write it as an [evaluation] section")
+                raise ConfigError(
+                    "[evaluation] must be a table", hint="write it as an [evaluation] section"
+                )
             parts["evaluation"] = dict(value)
         elif key in _SECTIONS:
             parts[key] = _section(key, _SECTIONS[key], value)
@@ -185,7 +207,9 @@ def load_config(path: str | Path) -> AggregatorConfig:
             hint="create the aggregator home with `aggregator init`, or pass --config DIR/aggregator.toml",
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {p}: {exc}", hint="check the path and its permissions") from None
+        raise ConfigError(
+            f"cannot read {p}: {exc}", hint="check the path and its permissions"
+        ) from None
     return parse_config(text, home=p.resolve().parent)
 
 

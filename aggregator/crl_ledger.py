@@ -79,8 +79,17 @@ class CrlRecorder:
             entry = make_entry(CRL_ENTRY, "aggregator", info.facts(self.ca_cert))
             index, _ = self.store.append(entry)
             self._last = (info.number, info.sha256)
-        log.info("CRL number %d (sha256 %s…, %d revoked) recorded at entry %d", info.number,
-                 info.sha256[:12], info.revoked, index,
-                 extra={"event": "crl_loaded", "crl_number": info.number, "crl_sha256": info.sha256,
-                        "entry": index})
+        log.info(
+            "CRL number %d (sha256 %s…, %d revoked) recorded at entry %d",
+            info.number,
+            info.sha256[:12],
+            info.revoked,
+            index,
+            extra={
+                "event": "crl_loaded",
+                "crl_number": info.number,
+                "crl_sha256": info.sha256,
+                "entry": index,
+            },
+        )
         return index

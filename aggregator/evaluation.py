@@ -36,12 +36,17 @@ class EvalSet:
 
 
 def _error(message: str, code: str = "E_CONFIG") -> ConfigError:
-    return ConfigError(message, code=code, hint="fix the [evaluation] section of aggregator.toml "
-                                                "(keys: data, root, seed, max_samples)")
+    return ConfigError(
+        message,
+        code=code,
+        hint="fix the [evaluation] section of aggregator.toml "
+        "(keys: data, root, seed, max_samples)",
+    )
 
 
-def load_evaluation(section: dict[str, Any] | None, *, label_space: list[str],
-                    image_shape: tuple[int, int, int]) -> EvalSet | None:
+def load_evaluation(
+    section: dict[str, Any] | None, *, label_space: list[str], image_shape: tuple[int, int, int]
+) -> EvalSet | None:
     """Load the configured test set, or ``None`` when no ``[evaluation]`` is configured."""
     if not section:
         return None
@@ -50,7 +55,7 @@ def load_evaluation(section: dict[str, Any] | None, *, label_space: list[str],
         raise _error(f"unknown key(s) {sorted(unknown)} in [evaluation]")
     spec = section.get("data")
     if not isinstance(spec, str) or not spec:
-        raise _error("[evaluation] needs data = \"<source>\"")
+        raise _error('[evaluation] needs data = "<source>"')
     seed = section.get("seed", 0)
     max_samples = section.get("max_samples", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -64,8 +69,10 @@ def load_evaluation(section: dict[str, Any] | None, *, label_space: list[str],
 
     ds = load_dataset(spec, image_shape=image_shape, root=root, seed=seed)
     if len(ds.class_names) != len(label_space):
-        raise _error(f"the test set has {len(ds.class_names)} classes, the federation {len(label_space)}",
-                     code="E_EVAL_CLASSES")
+        raise _error(
+            f"the test set has {len(ds.class_names)} classes, the federation {len(label_space)}",
+            code="E_EVAL_CLASSES",
+        )
     x, y = ds.test_x, ds.test_y
     if max_samples:
         x, y = x[:max_samples], y[:max_samples]

@@ -59,8 +59,14 @@ def module_record(row) -> dict:
     }
 
 
-def write_bundle(snap: LedgerSnapshot, out_dir: Path, *, ca_cert_pem: bytes, crl_pem: bytes | None,
-                 federation_json: bytes | None = None) -> Path:
+def write_bundle(
+    snap: LedgerSnapshot,
+    out_dir: Path,
+    *,
+    ca_cert_pem: bytes,
+    crl_pem: bytes | None,
+    federation_json: bytes | None = None,
+) -> Path:
     """Write the bundle of ``snap`` to ``out_dir`` (which must not exist or be empty).
 
     ``federation_json`` is the CA-signed federation manifest, copied unchanged: it names
@@ -68,11 +74,17 @@ def write_bundle(snap: LedgerSnapshot, out_dir: Path, *, ca_cert_pem: bytes, crl
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ConfigError(f"{out_dir} already exists and is not an empty directory", code="E_EXISTS",
-                          hint="choose a new directory for the bundle")
+        raise ConfigError(
+            f"{out_dir} already exists and is not an empty directory",
+            code="E_EXISTS",
+            hint="choose a new directory for the bundle",
+        )
     if not ca_cert_pem or b"BEGIN CERTIFICATE" not in ca_cert_pem:
-        raise ConfigError("the CA certificate is missing or not PEM", code="E_CONFIG",
-                          hint="the aggregator home must hold ca.pem")
+        raise ConfigError(
+            "the CA certificate is missing or not PEM",
+            code="E_CONFIG",
+            hint="the aggregator home must hold ca.pem",
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.{secrets.token_hex(6)}.partial"
     tmp.mkdir(mode=0o755)
@@ -90,10 +102,19 @@ def write_bundle(snap: LedgerSnapshot, out_dir: Path, *, ca_cert_pem: bytes, crl
             _write(tmp / "federation.json", federation_json)
         (tmp / "modules").mkdir()
         for row in snap.modules:
-            _write(tmp / "modules" / f"{row.module_id}.json", canonical.dumps(module_record(row)) + b"\n")
-        meta = {"format": BUNDLE_FORMAT, "origin": snap.origin, "tree_size": snap.size,
-                "root_hash": root_from(tree, snap.size).hex(), "exported": utc_now(),
-                "modules": len(snap.modules), "crl": bool(crl_pem)}
+            _write(
+                tmp / "modules" / f"{row.module_id}.json",
+                canonical.dumps(module_record(row)) + b"\n",
+            )
+        meta = {
+            "format": BUNDLE_FORMAT,
+            "origin": snap.origin,
+            "tree_size": snap.size,
+            "root_hash": root_from(tree, snap.size).hex(),
+            "exported": utc_now(),
+            "modules": len(snap.modules),
+            "crl": bool(crl_pem),
+        }
         _write(tmp / "bundle.json", canonical.dumps(meta) + b"\n")
         if out_dir.exists():
             out_dir.rmdir()

@@ -96,27 +96,41 @@ def _ascii(text: str) -> str:
     return text.encode("ascii", "backslashreplace").decode("ascii").replace("\n", " ")[:1000]
 
 
-def log_refusal(context: grpc.ServicerContext, exc: errors.FFSecureError, *, method: str,
-                peer: str | None) -> grpc.StatusCode:
+def log_refusal(
+    context: grpc.ServicerContext, exc: errors.FFSecureError, *, method: str, peer: str | None
+) -> grpc.StatusCode:
     """Log a refusal (structured, with the peer identity); return its gRPC status."""
     status = status_for(exc)
     log.warning(
-        "refused %s: [%s] %s", method, exc.code, exc.message,
-        extra={"event": "refusal", "method": method, "peer_identity": peer, "code": exc.code,
-               "grpc_status": status.name, "peer_address": _peer_address(context)},
+        "refused %s: [%s] %s",
+        method,
+        exc.code,
+        exc.message,
+        extra={
+            "event": "refusal",
+            "method": method,
+            "peer_identity": peer,
+            "code": exc.code,
+            "grpc_status": status.name,
+            "peer_address": _peer_address(context),
+        },
     )
     return status
 
 
-def abort_with(context: grpc.ServicerContext, exc: errors.FFSecureError, *, method: str, peer: str | None) -> None:
+def abort_with(
+    context: grpc.ServicerContext, exc: errors.FFSecureError, *, method: str, peer: str | None
+) -> None:
     """Log the refusal (structured, with the peer identity) and end the call with its status."""
     status = log_refusal(context, exc, method=method, peer=peer)
     detail = pb.ErrorDetail(code=exc.code, message=exc.message, hint=exc.hint or "")
-    context.set_trailing_metadata((
-        (MD_CODE, exc.code),
-        (MD_HINT, _ascii(exc.hint or "")),
-        (MD_DETAIL, detail.SerializeToString()),
-    ))
+    context.set_trailing_metadata(
+        (
+            (MD_CODE, exc.code),
+            (MD_HINT, _ascii(exc.hint or "")),
+            (MD_DETAIL, detail.SerializeToString()),
+        )
+    )
     context.abort(status, _ascii(f"[{exc.code}] {exc.message}"))
 
 

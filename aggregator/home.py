@@ -34,7 +34,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ffsecure.errors import ConfigError
 from ffsecure.files import private_dir, write_secret_file
-from ffsecure.ledger.checkpoint import Checkpoint, encode_signer_key, make_vkey, parse_signer_key, sign_checkpoint
+from ffsecure.ledger.checkpoint import (
+    Checkpoint,
+    encode_signer_key,
+    make_vkey,
+    parse_signer_key,
+    sign_checkpoint,
+)
 
 KEK_PREFIX = "ffsecure-kek-v1:"
 KEK_BYTES = 32
@@ -47,7 +53,7 @@ class AggregatorHome:
     root: Path
 
     @classmethod
-    def at(cls, path: str | os.PathLike) -> "AggregatorHome":
+    def at(cls, path: str | os.PathLike) -> AggregatorHome:
         return cls(Path(path).resolve())
 
     @property
@@ -109,8 +115,11 @@ def write_private_file(path: Path, data: bytes) -> None:
     try:
         write_secret_file(path, data, overwrite=False)
     except FileExistsError:
-        raise ConfigError(f"{path} already exists; a key is never overwritten",
-                          code="E_KEY_EXISTS", hint="move the old key away first if you mean to replace it")
+        raise ConfigError(
+            f"{path} already exists; a key is never overwritten",
+            code="E_KEY_EXISTS",
+            hint="move the old key away first if you mean to replace it",
+        )
 
 
 def read_private_file(path: Path) -> bytes:
@@ -119,11 +128,17 @@ def read_private_file(path: Path) -> bytes:
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise ConfigError(f"key file {path} does not exist", code="E_KEY_MISSING",
-                          hint="run `aggregator init` or restore the key from its backup") from None
+        raise ConfigError(
+            f"key file {path} does not exist",
+            code="E_KEY_MISSING",
+            hint="run `aggregator init` or restore the key from its backup",
+        ) from None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"key file {path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):o})",
-                          code="E_KEY_PERMISSIONS", hint=f"run `chmod 600 {path}`")
+        raise ConfigError(
+            f"key file {path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):o})",
+            code="E_KEY_PERMISSIONS",
+            hint=f"run `chmod 600 {path}`",
+        )
     return path.read_bytes()
 
 
@@ -140,12 +155,15 @@ def load_kek(home: AggregatorHome) -> bytes:
     try:
         if not text.startswith(KEK_PREFIX):
             raise ValueError
-        kek = base64.b64decode(text[len(KEK_PREFIX):], validate=True)
+        kek = base64.b64decode(text[len(KEK_PREFIX) :], validate=True)
     except (binascii.Error, ValueError):
         kek = b""
     if len(kek) != KEK_BYTES:
-        raise ConfigError(f"{home.kek_key} is not a ffsecure key-encryption key", code="E_KEY_FORMAT",
-                          hint="restore keys/kek.key from its backup; without it stored weights are unreadable")
+        raise ConfigError(
+            f"{home.kek_key} is not a ffsecure key-encryption key",
+            code="E_KEY_FORMAT",
+            hint="restore keys/kek.key from its backup; without it stored weights are unreadable",
+        )
     return kek
 
 
@@ -168,7 +186,7 @@ class LogSigner:
         return sign_checkpoint(cp, self.name, self.key)
 
     @classmethod
-    def generate(cls, name: str) -> "LogSigner":
+    def generate(cls, name: str) -> LogSigner:
         signer = cls(name, Ed25519PrivateKey.generate())
         signer.vkey  # checks the name
         return signer
@@ -191,12 +209,18 @@ def load_or_create_log_key(home: AggregatorHome, origin: str | None = None) -> L
     if home.log_key.exists():
         signer = load_log_key(home)
         if origin is not None and signer.name != origin:
-            raise ConfigError(f"the log key is named {signer.name!r}, not {origin!r}", code="E_CONFIG",
-                              hint="a log keeps its origin for life; use the existing origin")
+            raise ConfigError(
+                f"the log key is named {signer.name!r}, not {origin!r}",
+                code="E_CONFIG",
+                hint="a log keeps its origin for life; use the existing origin",
+            )
         return signer
     if origin is None:
-        raise ConfigError(f"{home.log_key} does not exist and no log origin was given", code="E_KEY_MISSING",
-                          hint="run `aggregator init`, which names the log after the federation")
+        raise ConfigError(
+            f"{home.log_key} does not exist and no log origin was given",
+            code="E_KEY_MISSING",
+            hint="run `aggregator init`, which names the log after the federation",
+        )
     return create_log_key(home, origin)
 
 

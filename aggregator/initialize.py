@@ -25,25 +25,47 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from aggregator.home import AggregatorHome, create_kek, create_log_key, default_origin, write_private_file
+from aggregator.home import (
+    AggregatorHome,
+    create_kek,
+    create_log_key,
+    default_origin,
+    write_private_file,
+)
 from ffsecure import envelope, pki
 from ffsecure.errors import ConfigError
 
 
 def _exists(path: Path) -> ConfigError:
-    return ConfigError(f"{path} already exists; refusing to overwrite it", code="E_EXISTS",
-                       hint="use a new --dir, or remove the old home deliberately (its keys protect stored modules)")
+    return ConfigError(
+        f"{path} already exists; refusing to overwrite it",
+        code="E_EXISTS",
+        hint="use a new --dir, or remove the old home deliberately (its keys protect stored modules)",
+    )
 
 
-def create_keys(home_dir: str | Path, federation_id: str, *, origin: str | None = None,
-                hpke_suite: str = "x25519") -> dict:
+def create_keys(
+    home_dir: str | Path,
+    federation_id: str,
+    *,
+    origin: str | None = None,
+    hpke_suite: str = "x25519",
+) -> dict:
     """Step 1: keys, public-keys.json and aggregator.csr. Returns the paths written."""
     from ffsecure.federation import write_public_keys
 
     federation_id = pki.check_id(federation_id, "federation id")
     home = AggregatorHome.at(home_dir)
     public_keys, csr_path = home.root / "public-keys.json", home.root / "aggregator.csr"
-    for p in (home.kek_key, home.log_key, home.hpke_key, home.tls_key, public_keys, csr_path, home.store_db):
+    for p in (
+        home.kek_key,
+        home.log_key,
+        home.hpke_key,
+        home.tls_key,
+        public_keys,
+        csr_path,
+        home.store_db,
+    ):
         if p.exists():
             raise _exists(p)
     origin = origin or default_origin(federation_id)
@@ -53,23 +75,51 @@ def create_keys(home_dir: str | Path, federation_id: str, *, origin: str | None 
     hpke_private, hpke_public = envelope.generate_keypair(hpke_suite)
     envelope.write_key_file(home.hpke_key, hpke_private, hpke_suite)
     key = ec.generate_private_key(ec.SECP256R1())
-    write_private_file(home.tls_key, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                       serialization.NoEncryption()))
+    write_private_file(
+        home.tls_key,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
     identity = pki.Identity(federation_id, "aggregator")
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aggregator")]))
-           .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity.uri)]), critical=False)
-           .sign(key, hashes.SHA256()))
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aggregator")]))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity.uri)]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
     pki.write_public_file(csr_path, csr.public_bytes(serialization.Encoding.PEM))
-    write_public_keys(public_keys, hpke_public_key=hpke_public, hpke_suite=hpke_suite, log_public_key=signer.vkey,
-                      log_origin=signer.name)
-    return {"home": str(home.root), "public_keys": str(public_keys), "csr": str(csr_path),
-            "keys": [str(p) for p in (home.kek_key, home.log_key, home.hpke_key, home.tls_key)],
-            "log_origin": signer.name, "hpke_key_id": envelope.key_id(hpke_public)}
+    write_public_keys(
+        public_keys,
+        hpke_public_key=hpke_public,
+        hpke_suite=hpke_suite,
+        log_public_key=signer.vkey,
+        log_origin=signer.name,
+    )
+    return {
+        "home": str(home.root),
+        "public_keys": str(public_keys),
+        "csr": str(csr_path),
+        "keys": [str(p) for p in (home.kek_key, home.log_key, home.hpke_key, home.tls_key)],
+        "log_origin": signer.name,
+        "hpke_key_id": envelope.key_id(hpke_public),
+    }
 
 
-def install(home_dir: str | Path, *, federation_json: bytes, ca_cert_pem: bytes, crl_pem: bytes,
-            tls_cert_pem: bytes, listen: str | None = None) -> dict:
+def install(
+    home_dir: str | Path,
+    *,
+    federation_json: bytes,
+    ca_cert_pem: bytes,
+    crl_pem: bytes,
+    tls_cert_pem: bytes,
+    listen: str | None = None,
+) -> dict:
     """Step 2: check and install the CA's answers, write the config, create the store."""
     from aggregator.config import write_default_config
     from aggregator.home import load_log_key
@@ -79,8 +129,11 @@ def install(home_dir: str | Path, *, federation_json: bytes, ca_cert_pem: bytes,
     home = AggregatorHome.at(home_dir)
     for p in (home.kek_key, home.log_key, home.hpke_key, home.tls_key):
         if not p.is_file():
-            raise ConfigError(f"{p} does not exist", code="E_KEY_MISSING",
-                              hint="run `aggregator init --federation-id ID --dir DIR` first")
+            raise ConfigError(
+                f"{p} does not exist",
+                code="E_KEY_MISSING",
+                hint="run `aggregator init --federation-id ID --dir DIR` first",
+            )
     for p in (home.federation, home.ca_cert, home.crl, home.tls_cert, home.config, home.store_db):
         if p.exists():
             raise _exists(p)
@@ -90,22 +143,34 @@ def install(home_dir: str | Path, *, federation_json: bytes, ca_cert_pem: bytes,
     signer = load_log_key(home)
     agg = manifest.aggregator
     if kid != manifest.hpke_key_id or suite != manifest.hpke_suite:
-        raise ConfigError("the federation manifest names another HPKE key than this home's keys/hpke.key",
-                          code="E_KEY_MISMATCH", hint="the CA must build federation.json from this home's public-keys.json")
+        raise ConfigError(
+            "the federation manifest names another HPKE key than this home's keys/hpke.key",
+            code="E_KEY_MISMATCH",
+            hint="the CA must build federation.json from this home's public-keys.json",
+        )
     if signer.vkey != agg["log_public_key"] or signer.name != agg["log_origin"]:
-        raise ConfigError("the federation manifest names another log key than this home's keys/log.key",
-                          code="E_KEY_MISMATCH", hint="the CA must build federation.json from this home's public-keys.json")
+        raise ConfigError(
+            "the federation manifest names another log key than this home's keys/log.key",
+            code="E_KEY_MISMATCH",
+            hint="the CA must build federation.json from this home's public-keys.json",
+        )
     crl = pki.load_crl(crl_pem, ca_cert)
     tls_cert = pki.load_cert(tls_cert_pem)
     identity = pki.verify_cert(tls_cert, ca_cert=ca_cert, crl=crl, role="aggregator")
     if identity.federation_id != manifest.federation_id:
-        raise ConfigError(f"the TLS certificate is for federation {identity.federation_id!r}", code="E_KEY_MISMATCH",
-                          hint="ask the CA of this federation to sign aggregator.csr")
+        raise ConfigError(
+            f"the TLS certificate is for federation {identity.federation_id!r}",
+            code="E_KEY_MISMATCH",
+            hint="ask the CA of this federation to sign aggregator.csr",
+        )
     tls_key = serialization.load_pem_private_key(home.tls_key.read_bytes(), password=None)
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     if tls_cert.public_key().public_bytes(*spki) != tls_key.public_key().public_bytes(*spki):
-        raise ConfigError("the TLS certificate is not for this home's keys/tls.key", code="E_KEY_MISMATCH",
-                          hint="install the certificate the CA made from this home's aggregator.csr")
+        raise ConfigError(
+            "the TLS certificate is not for this home's keys/tls.key",
+            code="E_KEY_MISMATCH",
+            hint="install the certificate the CA made from this home's aggregator.csr",
+        )
     pki.write_public_file(home.federation, federation_json)
     pki.write_public_file(home.ca_cert, ca_cert_pem)
     pki.write_public_file(home.crl, crl_pem)
@@ -113,5 +178,10 @@ def install(home_dir: str | Path, *, federation_json: bytes, ca_cert_pem: bytes,
     write_default_config(home.config, listen=listen)
     with open_home_store(home) as store:
         size = store.size()
-    return {"home": str(home.root), "federation_id": manifest.federation_id, "config": str(home.config),
-            "store": str(home.store_db), "log_size": size}
+    return {
+        "home": str(home.root),
+        "federation_id": manifest.federation_id,
+        "config": str(home.config),
+        "store": str(home.store_db),
+        "log_size": size,
+    }

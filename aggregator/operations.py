@@ -45,10 +45,11 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -118,8 +119,10 @@ class RetrainOutcome:
 
 
 def _lineage(modules: list[dict]) -> list[dict]:
-    return sorted(({"module_id": m["module_id"], "weights_sha256": m["weights_sha256"]} for m in modules),
-                  key=lambda m: m["module_id"])
+    return sorted(
+        ({"module_id": m["module_id"], "weights_sha256": m["weights_sha256"]} for m in modules),
+        key=lambda m: m["module_id"],
+    )
 
 
 def compact_recipe(recipe: dict) -> dict:
@@ -132,9 +135,16 @@ def recipe_from_facts(facts: dict) -> dict:
     from ffsecure.synthesis import plan_assignments
 
     recipe = dict(facts["recipe"])
-    sources = [SimpleNamespace(module_id=m["module_id"], classes=list(m["classes"])) for m in recipe["modules"]]
-    assignments, _ = plan_assignments(sorted(sources, key=lambda s: s.module_id), num_classes=recipe["num_classes"],
-                                      per_class=recipe["per_class"], seed=recipe["seed"])
+    sources = [
+        SimpleNamespace(module_id=m["module_id"], classes=list(m["classes"]))
+        for m in recipe["modules"]
+    ]
+    assignments, _ = plan_assignments(
+        sorted(sources, key=lambda s: s.module_id),
+        num_classes=recipe["num_classes"],
+        per_class=recipe["per_class"],
+        seed=recipe["seed"],
+    )
     recipe["assignments"] = assignments
     return recipe
 
@@ -152,16 +162,28 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 def _lineage_error(module_id: str) -> StoreError:
-    return StoreError(f"module {module_id} was deleted while this artifact was being made",
-                      code="E_LINEAGE_DELETED", hint="run the step again; it uses only the live modules")
+    return StoreError(
+        f"module {module_id} was deleted while this artifact was being made",
+        code="E_LINEAGE_DELETED",
+        hint="run the step again; it uses only the live modules",
+    )
 
 
 class Operations:
     """Synthesize, train, publish and unlearn on one store of one federation."""
 
-    def __init__(self, store: Any, federation: Any, *, actor: str = "aggregator",
-                 lock: threading.RLock | None = None, runs_dir: str | Path | None = None,
-                 evaluation: Any = None, progress: ProgressFactory | None = None, device: str = "cpu"):
+    def __init__(
+        self,
+        store: Any,
+        federation: Any,
+        *,
+        actor: str = "aggregator",
+        lock: threading.RLock | None = None,
+        runs_dir: str | Path | None = None,
+        evaluation: Any = None,
+        progress: ProgressFactory | None = None,
+        device: str = "cpu",
+    ):
         self.store = store
         self.federation = federation
         self.actor = actor
@@ -187,8 +209,9 @@ class Operations:
             if self.store.get_module(m["module_id"]).status != "active":
                 raise _lineage_error(m["module_id"])
 
-    def live_sources(self, module_ids: list[str] | None = None, *,
-                     skipped: list[tuple[str, str]] | None = None) -> list:
+    def live_sources(
+        self, module_ids: list[str] | None = None, *, skipped: list[tuple[str, str]] | None = None
+    ) -> list:
         """Decrypt live modules (in memory only) into synthesis sources, sorted by id.
 
         A module whose weights hold NaN or inf (registered before registration checked
@@ -205,17 +228,24 @@ class Operations:
                 rows = [r for r in rows if r.module_id in wanted]
                 missing = wanted - {r.module_id for r in rows}
                 if missing:
-                    raise NotFoundError(f"module(s) {', '.join(sorted(missing))} are not live",
-                                        hint="a deleted module cannot be used; synthesize from the live ones")
+                    raise NotFoundError(
+                        f"module(s) {', '.join(sorted(missing))} are not live",
+                        hint="a deleted module cannot be used; synthesize from the live ones",
+                    )
             weights = {r.module_id: self.store.module_weights(r.module_id) for r in rows}
         sources = []
         for r in sorted(rows, key=lambda r: r.module_id):
             m = ModuleManifest.from_bytes(r.manifest)
             gen = self._generator(m, weights.pop(r.module_id), skipped)
             if gen is not None:
-                sources.append(ModuleSource(module_id=r.module_id, generator=gen,
-                                            classes=list(m.classes),
-                                            weights_sha256=r.weights_sha256))
+                sources.append(
+                    ModuleSource(
+                        module_id=r.module_id,
+                        generator=gen,
+                        classes=list(m.classes),
+                        weights_sha256=r.weights_sha256,
+                    )
+                )
         return sources
 
     @staticmethod
@@ -224,20 +254,37 @@ class Operations:
         from ffsecure import generators
 
         try:
-            return generators.from_state(manifest.generator["family"], manifest.generator["config"],
-                                         weights, module_id=manifest.module_id)
+            return generators.from_state(
+                manifest.generator["family"],
+                manifest.generator["config"],
+                weights,
+                module_id=manifest.module_id,
+            )
         except generators.TensorValueError as exc:
             if skipped is None:
                 raise
             skipped.append((manifest.module_id, exc.message))
-            log.warning("module %s skipped: %s", manifest.module_id, exc.message,
-                        extra={"event": "module_skipped", "module_id": manifest.module_id,
-                               "code": exc.code})
+            log.warning(
+                "module %s skipped: %s",
+                manifest.module_id,
+                exc.message,
+                extra={
+                    "event": "module_skipped",
+                    "module_id": manifest.module_id,
+                    "code": exc.code,
+                },
+            )
             return None
 
     # -- synthesis ----------------------------------------------------------
-    def synthesize(self, *, per_class: int, seed: int, grid: bool = True,
-                   skipped: list[tuple[str, str]] | None = None) -> DatasetResult:
+    def synthesize(
+        self,
+        *,
+        per_class: int,
+        seed: int,
+        grid: bool = True,
+        skipped: list[tuple[str, str]] | None = None,
+    ) -> DatasetResult:
         """Sample a balanced dataset from every live module; store its recipe; log the lineage.
 
         A module with non-finite weights fails the step naming it (``E_TENSOR_VALUE``), or,
@@ -248,13 +295,24 @@ class Operations:
         start = time.perf_counter()
         sources = self.live_sources(skipped=skipped)
         if not sources:
-            raise ConfigError("no live modules to synthesize from", code="E_NO_MODULES",
-                              hint="wait for sites to upload modules (`aggregator modules list`)")
+            raise ConfigError(
+                "no live modules to synthesize from",
+                code="E_NO_MODULES",
+                hint="wait for sites to upload modules (`aggregator modules list`)",
+            )
         k = len(self.label_space)
-        covered = {c for src in sources for c in src.classes if 0 <= c < k}  # an uncovered class gets none
+        covered = {
+            c for src in sources for c in src.classes if 0 <= c < k
+        }  # an uncovered class gets none
         bar = self._bar("synthesize", per_class * len(covered))
-        syn = synthesis.synthesize(sources, num_classes=k, per_class=per_class, seed=seed, device=self.device,
-                                   progress=(lambda done, total: bar(done)) if bar else None)
+        syn = synthesis.synthesize(
+            sources,
+            num_classes=k,
+            per_class=per_class,
+            seed=seed,
+            device=self.device,
+            progress=(lambda done, total: bar(done)) if bar else None,
+        )
         del sources
         recipe = syn.recipe
         modules = _lineage(recipe["modules"])
@@ -264,17 +322,52 @@ class Operations:
         with self.lock:
             self._check_live(modules)
             dataset_id = self._next_id("ds")
-            facts = {"dataset_id": dataset_id, "sha256": recipe["dataset_sha256"], "modules": modules,
-                     "seed": seed, "per_class": per_class, "counts": counts, "recipe": compact_recipe(recipe)}
-            meta = {"dataset_id": dataset_id, "sha256": recipe["dataset_sha256"], "modules": modules,
-                    "seed": seed, "per_class": per_class, "counts": counts, "recipe": recipe}
-            index, data = self.store.put_artifact("dataset", dataset_id, meta, None,
-                                                  make_entry("dataset.synthesized", self.actor, facts))
+            facts = {
+                "dataset_id": dataset_id,
+                "sha256": recipe["dataset_sha256"],
+                "modules": modules,
+                "seed": seed,
+                "per_class": per_class,
+                "counts": counts,
+                "recipe": compact_recipe(recipe),
+            }
+            meta = {
+                "dataset_id": dataset_id,
+                "sha256": recipe["dataset_sha256"],
+                "modules": modules,
+                "seed": seed,
+                "per_class": per_class,
+                "counts": counts,
+                "recipe": recipe,
+            }
+            index, data = self.store.put_artifact(
+                "dataset",
+                dataset_id,
+                meta,
+                None,
+                make_entry("dataset.synthesized", self.actor, facts),
+            )
         grid_path = self._grid(dataset_id, syn.images, syn.labels) if grid else None
-        log.info("dataset %s synthesized from %d modules (%d images), entry %d", dataset_id, len(modules),
-                 int(syn.labels.numel()), index, extra={"event": "dataset_synthesized", "dataset_id": dataset_id})
-        return DatasetResult(dataset_id, Appended(index, data), recipe["dataset_sha256"], modules, counts, recipe,
-                             grid_path, time.perf_counter() - start, syn.images, syn.labels)
+        log.info(
+            "dataset %s synthesized from %d modules (%d images), entry %d",
+            dataset_id,
+            len(modules),
+            int(syn.labels.numel()),
+            index,
+            extra={"event": "dataset_synthesized", "dataset_id": dataset_id},
+        )
+        return DatasetResult(
+            dataset_id,
+            Appended(index, data),
+            recipe["dataset_sha256"],
+            modules,
+            counts,
+            recipe,
+            grid_path,
+            time.perf_counter() - start,
+            syn.images,
+            syn.labels,
+        )
 
     def _grid(self, dataset_id: str, images: torch.Tensor, labels: torch.Tensor) -> Path | None:
         if self.runs_dir is None:
@@ -286,8 +379,15 @@ class Operations:
             real_x, real_y = self.evaluation.x, self.evaluation.y
         else:
             real_x, real_y = images[:0], labels[:0]
-        return sample_grid(self.runs_dir / f"{dataset_id}-samples.png", real_x, real_y, images, labels,
-                           self.label_space, title=f"{dataset_id}: real (test set) | synthetic")
+        return sample_grid(
+            self.runs_dir / f"{dataset_id}-samples.png",
+            real_x,
+            real_y,
+            images,
+            labels,
+            self.label_space,
+            title=f"{dataset_id}: real (test set) | synthetic",
+        )
 
     def dataset_tensors(self, dataset_id: str) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """Regenerate a live dataset's images from its recipe (hash-checked)."""
@@ -296,19 +396,34 @@ class Operations:
         with self.lock:
             row = self.store.get_artifact("dataset", dataset_id)
         if row.status == "retired":
-            raise StoreError(f"dataset {dataset_id} is retired", code="E_DATASET_RETIRED",
-                             hint="synthesize a new dataset from the live modules")
+            raise StoreError(
+                f"dataset {dataset_id} is retired",
+                code="E_DATASET_RETIRED",
+                hint="synthesize a new dataset from the live modules",
+            )
         recipe = row.meta["recipe"]
         sources = self.live_sources([m["module_id"] for m in row.meta["modules"]])
         bar = self._bar(f"regenerate {dataset_id}", sum(a["count"] for a in recipe["assignments"]))
-        syn = synthesis.regenerate(recipe, sources, device=self.device,
-                                   progress=(lambda done, total: bar(done)) if bar else None)
+        syn = synthesis.regenerate(
+            recipe,
+            sources,
+            device=self.device,
+            progress=(lambda done, total: bar(done)) if bar else None,
+        )
         return syn.images, syn.labels, row
 
     # -- training -----------------------------------------------------------
-    def train(self, dataset_id: str, *, arch: str = "cnn", settings: Any = None, width: int | None = None,
-              threads: int | None = None, replaces: str | None = None,
-              data: tuple[torch.Tensor, torch.Tensor] | None = None) -> ClassifierResult:
+    def train(
+        self,
+        dataset_id: str,
+        *,
+        arch: str = "cnn",
+        settings: Any = None,
+        width: int | None = None,
+        threads: int | None = None,
+        replaces: str | None = None,
+        data: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> ClassifierResult:
         """Train a classifier on a live dataset; store its safetensors; log ``classifier.trained``."""
         from ffsecure import classifier as C
         from ffsecure import synthesis
@@ -316,57 +431,117 @@ class Operations:
         start = time.perf_counter()
         settings = settings or C.TrainConfig()
         if settings.device != "cpu":
-            log.warning("training on %s: bit-for-bit retraining is only guaranteed on the CPU", settings.device)
+            log.warning(
+                "training on %s: bit-for-bit retraining is only guaranteed on the CPU",
+                settings.device,
+            )
         with self.lock:
             row = self.store.get_artifact("dataset", dataset_id)
         if row.status == "retired":
-            raise StoreError(f"dataset {dataset_id} is retired", code="E_DATASET_RETIRED",
-                             hint="synthesize a new dataset from the live modules")
+            raise StoreError(
+                f"dataset {dataset_id} is retired",
+                code="E_DATASET_RETIRED",
+                hint="synthesize a new dataset from the live modules",
+            )
         if data is None:
             x, y, row = self.dataset_tensors(dataset_id)
         else:
             x, y = data
         shape = tuple(self.federation.image_shape)
-        model_cfg = C.model_config(arch, image_shape=shape, num_classes=len(self.label_space), width=width)
+        model_cfg = C.model_config(
+            arch, image_shape=shape, num_classes=len(self.label_space), width=width
+        )
         threads = int(threads or torch.get_num_threads())
         bar = self._bar(f"train {arch}", settings.epochs)
         with torch_threads(threads):
-            result = C.train_classifier(model_cfg, x, y, settings,
-                                        progress=(lambda e, n, loss: bar(e)) if bar else None)
+            result = C.train_classifier(
+                model_cfg, x, y, settings, progress=(lambda e, n, loss: bar(e)) if bar else None
+            )
         weights = C.to_safetensors(result.model, model_cfg)
         sha = hashlib.sha256(weights).hexdigest()
         metrics = None
         if self.evaluation is not None:
-            ev = C.evaluate(result.model, self.evaluation.x, self.evaluation.y, len(self.label_space))
-            metrics = {"test_set": self.evaluation.name, "accuracy": round(ev.accuracy, 6),
-                       "auroc": None if ev.auroc is None else round(ev.auroc, 6), "n": ev.n}
+            ev = C.evaluate(
+                result.model, self.evaluation.x, self.evaluation.y, len(self.label_space)
+            )
+            metrics = {
+                "test_set": self.evaluation.name,
+                "accuracy": round(ev.accuracy, 6),
+                "auroc": None if ev.auroc is None else round(ev.auroc, 6),
+                "n": ev.n,
+            }
         modules = row.meta["modules"]
-        config = {"architecture": arch, "model": model_cfg, **settings.to_dict(),
-                  "torch_version": torch.__version__, "torch_threads": threads,
-                  "cpu_capability": synthesis.host_facts()["cpu_capability"]}
-        served = {"architecture": arch, "num_classes": len(self.label_space), "image_shape": list(shape),
-                  "class_names": self.label_space, "model": model_cfg}
+        config = {
+            "architecture": arch,
+            "model": model_cfg,
+            **settings.to_dict(),
+            "torch_version": torch.__version__,
+            "torch_threads": threads,
+            "cpu_capability": synthesis.host_facts()["cpu_capability"],
+        }
+        served = {
+            "architecture": arch,
+            "num_classes": len(self.label_space),
+            "image_shape": list(shape),
+            "class_names": self.label_space,
+            "model": model_cfg,
+        }
         with self.lock:
             self._check_live(modules)
             if self.store.get_artifact("dataset", dataset_id).status == "retired":
-                raise StoreError(f"dataset {dataset_id} was retired during training", code="E_DATASET_RETIRED",
-                                 hint="synthesize a new dataset from the live modules")
+                raise StoreError(
+                    f"dataset {dataset_id} was retired during training",
+                    code="E_DATASET_RETIRED",
+                    hint="synthesize a new dataset from the live modules",
+                )
             classifier_id = self._next_id("clf")
-            facts = {"classifier_id": classifier_id, "dataset_id": dataset_id, "sha256": sha, "modules": modules,
-                     "config": config}
+            facts = {
+                "classifier_id": classifier_id,
+                "dataset_id": dataset_id,
+                "sha256": sha,
+                "modules": modules,
+                "config": config,
+            }
             if metrics is not None:
                 facts["metrics"] = metrics
             if replaces is not None:
                 facts["replaces"] = replaces
-            meta = {"classifier_id": classifier_id, "dataset_id": dataset_id, "sha256": sha, "modules": modules,
-                    "config": served, "train": config, "metrics": metrics, "replaces": replaces}
-            index, data_bytes = self.store.put_artifact("classifier", classifier_id, meta, weights,
-                                                        make_entry("classifier.trained", self.actor, facts))
-        log.info("classifier %s trained on %s (%s), entry %d%s", classifier_id, dataset_id, arch, index,
-                 f", accuracy {metrics['accuracy']:.4f}" if metrics else "",
-                 extra={"event": "classifier_trained", "classifier_id": classifier_id})
-        return ClassifierResult(classifier_id, Appended(index, data_bytes), sha, dataset_id, modules, metrics,
-                                time.perf_counter() - start, weights)
+            meta = {
+                "classifier_id": classifier_id,
+                "dataset_id": dataset_id,
+                "sha256": sha,
+                "modules": modules,
+                "config": served,
+                "train": config,
+                "metrics": metrics,
+                "replaces": replaces,
+            }
+            index, data_bytes = self.store.put_artifact(
+                "classifier",
+                classifier_id,
+                meta,
+                weights,
+                make_entry("classifier.trained", self.actor, facts),
+            )
+        log.info(
+            "classifier %s trained on %s (%s), entry %d%s",
+            classifier_id,
+            dataset_id,
+            arch,
+            index,
+            f", accuracy {metrics['accuracy']:.4f}" if metrics else "",
+            extra={"event": "classifier_trained", "classifier_id": classifier_id},
+        )
+        return ClassifierResult(
+            classifier_id,
+            Appended(index, data_bytes),
+            sha,
+            dataset_id,
+            modules,
+            metrics,
+            time.perf_counter() - start,
+            weights,
+        )
 
     @staticmethod
     def settings_from_config(config: dict) -> Any:
@@ -383,16 +558,25 @@ class Operations:
             if classifier_id is None:
                 rows = self.store.list_artifacts("classifier", "active")
                 if not rows:
-                    raise NotFoundError("no trained classifier to publish", code="E_NO_CLASSIFIER",
-                                        hint="train one with `aggregator train --dataset ID`")
+                    raise NotFoundError(
+                        "no trained classifier to publish",
+                        code="E_NO_CLASSIFIER",
+                        hint="train one with `aggregator train --dataset ID`",
+                    )
                 classifier_id = max(rows, key=lambda r: r.entry_index).artifact_id
             row = self.store.get_artifact("classifier", classifier_id)
             if row.status != "active":
-                raise StoreError(f"classifier {classifier_id} is {row.status}; only an active one can be published",
-                                 code="E_STATUS", hint="train a new classifier")
+                raise StoreError(
+                    f"classifier {classifier_id} is {row.status}; only an active one can be published",
+                    code="E_STATUS",
+                    hint="train a new classifier",
+                )
             index, data = self.store.set_artifact_status(
-                "classifier", classifier_id, "published",
-                make_entry("classifier.published", self.actor, {"classifier_id": classifier_id}))
+                "classifier",
+                classifier_id,
+                "published",
+                make_entry("classifier.published", self.actor, {"classifier_id": classifier_id}),
+            )
         return classifier_id, Appended(index, data)
 
     def current_classifier(self) -> Any | None:
@@ -401,8 +585,14 @@ class Operations:
         return max(rows, key=lambda r: r.updated_index) if rows else None
 
     # -- deletion -----------------------------------------------------------
-    def delete(self, module_id: str, reason: str, *, actor: str | None = None,
-               request_entry: dict | None = None) -> DeletionOutcome:
+    def delete(
+        self,
+        module_id: str,
+        reason: str,
+        *,
+        actor: str | None = None,
+        request_entry: dict | None = None,
+    ) -> DeletionOutcome:
         """Crypto-shred a module, then retire every dataset and classifier whose lineage holds it.
 
         The shredding and its ``module.deleted`` entry are one store
@@ -413,27 +603,45 @@ class Operations:
         """
         actor = actor or self.actor
         with self.lock:
-            entries = self.store.delete_module(module_id, actor=actor, reason=reason, request_entry=request_entry)
+            entries = self.store.delete_module(
+                module_id, actor=actor, reason=reason, request_entry=request_entry
+            )
             appended = [Appended(i, e) for i, e in entries]
             ds, clf, more = self._retire_lineage(module_id, reason)
         appended += more
-        log.info("module %s deleted; retired %d dataset(s), %d classifier(s)", module_id, len(ds), len(clf),
-                 extra={"event": "module_unlearned", "module_id": module_id})
+        log.info(
+            "module %s deleted; retired %d dataset(s), %d classifier(s)",
+            module_id,
+            len(ds),
+            len(clf),
+            extra={"event": "module_unlearned", "module_id": module_id},
+        )
         return DeletionOutcome(module_id, appended, ds, clf)
 
-    def _retire_lineage(self, module_id: str, reason: str) -> tuple[list[str], list[str], list[Appended]]:
+    def _retire_lineage(
+        self, module_id: str, reason: str
+    ) -> tuple[list[str], list[str], list[Appended]]:
         appended: list[Appended] = []
         retired: dict[str, list[str]] = {"classifier": [], "dataset": []}
         why = f"module {module_id} deleted: {reason}"[:500]
-        for kind, etype, key in (("classifier", "classifier.retired", "classifier_id"),
-                                 ("dataset", "dataset.retired", "dataset_id")):
+        for kind, etype, key in (
+            ("classifier", "classifier.retired", "classifier_id"),
+            ("dataset", "dataset.retired", "dataset_id"),
+        ):
             for row in self.store.list_artifacts(kind):
-                if row.status == "retired" or module_id not in {m["module_id"] for m in row.meta["modules"]}:
+                if row.status == "retired" or module_id not in {
+                    m["module_id"] for m in row.meta["modules"]
+                }:
                     continue
-                facts = {key: row.artifact_id, "reason": why, "module_id": module_id,
-                         "previous_status": row.status}
-                i, e = self.store.set_artifact_status(kind, row.artifact_id, "retired",
-                                                      make_entry(etype, self.actor, facts))
+                facts = {
+                    key: row.artifact_id,
+                    "reason": why,
+                    "module_id": module_id,
+                    "previous_status": row.status,
+                }
+                i, e = self.store.set_artifact_status(
+                    kind, row.artifact_id, "retired", make_entry(etype, self.actor, facts)
+                )
                 appended.append(Appended(i, e))
                 retired[kind].append(row.artifact_id)
         return retired["dataset"], retired["classifier"], appended
@@ -486,16 +694,25 @@ class Operations:
             key = (per_class, seed)
             try:
                 if key not in new_sets:
-                    ds = self.synthesize(per_class=per_class, seed=seed,
-                                         skipped=out.skipped_modules if skip_bad_modules else None)
+                    ds = self.synthesize(
+                        per_class=per_class,
+                        seed=seed,
+                        skipped=out.skipped_modules if skip_bad_modules else None,
+                    )
                     new_sets[key] = ds
                     out.datasets.append(ds)
                     out.appended.append(ds.appended)
                 ds = new_sets[key]
                 train = row.meta["train"]
-                clf = self.train(ds.dataset_id, arch=train["architecture"], settings=self.settings_from_config(train),
-                                 width=train["model"].get("width"), threads=train["torch_threads"],
-                                 replaces=row.artifact_id, data=(ds.images, ds.labels))
+                clf = self.train(
+                    ds.dataset_id,
+                    arch=train["architecture"],
+                    settings=self.settings_from_config(train),
+                    width=train["model"].get("width"),
+                    threads=train["torch_threads"],
+                    replaces=row.artifact_id,
+                    data=(ds.images, ds.labels),
+                )
             except ConfigError as exc:
                 if exc.code != "E_NO_MODULES":
                     raise
@@ -526,29 +743,43 @@ class Operations:
         for m in modules:
             if m.status == "active":
                 covered |= set(ModuleManifest.from_bytes(m.manifest).classes)
-        current = max((r for r in classifiers if r.status == "published"), key=lambda r: r.updated_index,
-                      default=None)
+        current = max(
+            (r for r in classifiers if r.status == "published"),
+            key=lambda r: r.updated_index,
+            default=None,
+        )
         cp = open_checkpoint(note, self.store.vkey) if note else None
         out = {
             "federation_id": self.federation.federation_id,
-            "modules": {"live": sum(m.status == "active" for m in modules),
-                        "deleted": sum(m.status == "deleted" for m in modules)},
+            "modules": {
+                "live": sum(m.status == "active" for m in modules),
+                "deleted": sum(m.status == "deleted" for m in modules),
+            },
             "classes_covered": [self.label_space[k] for k in sorted(covered)],
             "classes_uncovered": [n for k, n in enumerate(self.label_space) if k not in covered],
-            "ledger": {"size": size, "checkpoint_size": cp.size if cp else None,
-                       "checkpoint_root": cp.root_hash.hex() if cp else None},
+            "ledger": {
+                "size": size,
+                "checkpoint_size": cp.size if cp else None,
+                "checkpoint_root": cp.root_hash.hex() if cp else None,
+            },
             "datasets": {s: sum(r.status == s for r in datasets) for s in ("active", "retired")},
-            "classifiers": {s: sum(r.status == s for r in classifiers) for s in ("active", "published", "retired")},
+            "classifiers": {
+                s: sum(r.status == s for r in classifiers)
+                for s in ("active", "published", "retired")
+            },
             "current_classifier": None,
             "pending_retrains": [r.artifact_id for r, _ in self.pending_retrains()],
         }
         if current is not None:
             out["current_classifier"] = {
-                "classifier_id": current.artifact_id, "sha256": current.meta["sha256"],
+                "classifier_id": current.artifact_id,
+                "sha256": current.meta["sha256"],
                 "dataset_id": current.meta["dataset_id"],
                 "modules": [m["module_id"] for m in current.meta["modules"]],
-                "architecture": current.meta["config"]["architecture"], "metrics": current.meta.get("metrics"),
-                "trained_index": current.entry_index, "published_index": current.updated_index,
+                "architecture": current.meta["config"]["architecture"],
+                "metrics": current.meta.get("metrics"),
+                "trained_index": current.entry_index,
+                "published_index": current.updated_index,
                 "replaces": current.meta.get("replaces"),
                 "site_evaluations": self.site_evaluations(current.artifact_id),
             }
@@ -560,5 +791,12 @@ class Operations:
 
         with self.lock:
             rows = self.store.list_evaluations(classifier_id)
-        return [{"site_id": r.site_id, "index": r.entry_index, "reported_at": r.created,
-                 **summary(r.report, self.label_space)} for r in rows]
+        return [
+            {
+                "site_id": r.site_id,
+                "index": r.entry_index,
+                "reported_at": r.created,
+                **summary(r.report, self.label_space),
+            }
+            for r in rows
+        ]

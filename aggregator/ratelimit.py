@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from aggregator.grpc_errors import RequestError
 
@@ -25,8 +25,15 @@ class _Bucket:
 class RateLimiter:
     """Token buckets keyed by site; ``check(site)`` takes a token or raises E_RATE_LIMIT."""
 
-    def __init__(self, *, rate: float, burst: int, name: str, clock: Callable[[], float] = time.monotonic,
-                 max_keys: int = 100_000):
+    def __init__(
+        self,
+        *,
+        rate: float,
+        burst: int,
+        name: str,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 100_000,
+    ):
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be > 0 and burst >= 1")
         self.rate = float(rate)
@@ -63,5 +70,9 @@ class RateLimiter:
 
     def _evict_full(self, now: float) -> None:
         # Buckets that have refilled completely carry no state worth keeping.
-        for key in [k for k, b in self._buckets.items() if b.tokens + (now - b.updated) * self.rate >= self.burst]:
+        for key in [
+            k
+            for k, b in self._buckets.items()
+            if b.tokens + (now - b.updated) * self.rate >= self.burst
+        ]:
             del self._buckets[key]

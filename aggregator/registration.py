@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import errno
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from cryptography import x509
 
+from aggregator.auth import Peer
+from aggregator.store.base import Receipt as StoreReceipt
+from aggregator.store.base import Store, check_module_id
 from ffsecure import envelope
 from ffsecure.dp import check_claim as check_dp_claim
 from ffsecure.errors import StoreError, VerificationError
@@ -31,10 +35,16 @@ from ffsecure.federation import FederationManifest
 from ffsecure.ledger import make_entry, open_checkpoint
 from ffsecure.package import SignedPackage, package_meta, verify_package
 from ffsecure.privacy.policy import check_module as check_privacy_policy
-from aggregator.auth import Peer
-from aggregator.store.base import Receipt as StoreReceipt, Store, check_module_id
 
-__all__ = ["DiskFullError", "Registrar", "disk_error", "StoreReceipt", "check_module_id", "receipt_for_module", "max_upload_bytes"]
+__all__ = [
+    "DiskFullError",
+    "Registrar",
+    "disk_error",
+    "StoreReceipt",
+    "check_module_id",
+    "receipt_for_module",
+    "max_upload_bytes",
+]
 
 
 class DiskFullError(StoreError):
@@ -46,10 +56,14 @@ class DiskFullError(StoreError):
 def disk_error(exc: OSError, doing: str) -> StoreError:
     """A typed error for a failed write: E_DISK_FULL for no space / quota, E_STORE otherwise."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return DiskFullError(f"the aggregator ran out of disk space while {doing}; nothing was kept",
-                             hint="retry later; the operator must free space on the aggregator's disk")
-    return StoreError(f"the aggregator could not write while {doing}: {exc.strerror or exc}",
-                      hint="retry later; the operator has the details")
+        return DiskFullError(
+            f"the aggregator ran out of disk space while {doing}; nothing was kept",
+            hint="retry later; the operator must free space on the aggregator's disk",
+        )
+    return StoreError(
+        f"the aggregator could not write while {doing}: {exc.strerror or exc}",
+        hint="retry later; the operator has the details",
+    )
 
 
 class ImpersonationError(VerificationError):
@@ -73,8 +87,15 @@ class ReceiptWithId(StoreReceipt):
 
 
 def _with_id(r: StoreReceipt, module_id: str) -> ReceiptWithId:
-    return ReceiptWithId(index=r.index, entry=r.entry, tree_size=r.tree_size, checkpoint=r.checkpoint,
-                         inclusion_proof=list(r.inclusion_proof), existing=r.existing, module_id=module_id)
+    return ReceiptWithId(
+        index=r.index,
+        entry=r.entry,
+        tree_size=r.tree_size,
+        checkpoint=r.checkpoint,
+        inclusion_proof=list(r.inclusion_proof),
+        existing=r.existing,
+        module_id=module_id,
+    )
 
 
 def receipt_for_module(store: Store, module_id: str) -> ReceiptWithId:
@@ -83,16 +104,31 @@ def receipt_for_module(store: Store, module_id: str) -> ReceiptWithId:
     note = store.checkpoint()
     size = open_checkpoint(note, store.vkey, origin=store.origin).size
     index = row.registered_index
-    return ReceiptWithId(index=index, entry=store.entry(index), tree_size=size, checkpoint=note,
-                         inclusion_proof=store.inclusion_proof(index, size), existing=True, module_id=module_id)
+    return ReceiptWithId(
+        index=index,
+        entry=store.entry(index),
+        tree_size=size,
+        checkpoint=note,
+        inclusion_proof=store.inclusion_proof(index, size),
+        existing=True,
+        module_id=module_id,
+    )
 
 
 class Registrar:
     """Opens, verifies and registers sealed packages for one aggregator."""
 
-    def __init__(self, *, store: Store, federation: FederationManifest, ca_cert: x509.Certificate,
-                 crl: Callable[[], Any], hpke_private_key: bytes, hpke_key_id: str,
-                 store_lock: threading.RLock | None = None):
+    def __init__(
+        self,
+        *,
+        store: Store,
+        federation: FederationManifest,
+        ca_cert: x509.Certificate,
+        crl: Callable[[], Any],
+        hpke_private_key: bytes,
+        hpke_key_id: str,
+        store_lock: threading.RLock | None = None,
+    ):
         self.store = store
         self.federation = federation
         self.ca_cert = ca_cert
@@ -104,11 +140,17 @@ class Registrar:
 
     def verify(self, sealed: bytes, peer: Peer):
         """Every check, no write: returns ``(package, verified_module)``."""
-        plaintext = envelope.open_sealed(sealed, self._hpke_private_key,
-                                         federation_id=self.federation.federation_id,
-                                         key_id=self.hpke_key_id, max_bytes=self.max_module_bytes)
+        plaintext = envelope.open_sealed(
+            sealed,
+            self._hpke_private_key,
+            federation_id=self.federation.federation_id,
+            key_id=self.hpke_key_id,
+            max_bytes=self.max_module_bytes,
+        )
         package = SignedPackage.from_bytes(plaintext, max_bytes=self.max_module_bytes)
-        verified = verify_package(package, federation=self.federation, ca_cert=self.ca_cert, crl=self._crl())
+        verified = verify_package(
+            package, federation=self.federation, ca_cert=self.ca_cert, crl=self._crl()
+        )
         signer = verified.identity.site_id
         if signer != peer.site_id or package.manifest.site_id != peer.site_id:
             raise ImpersonationError(
@@ -117,7 +159,9 @@ class Registrar:
                 hint="a site uploads only its own modules, over a connection with its own certificate",
             )
         m = package.manifest
-        check_privacy_policy(m.privacy_report, m.dp, self.federation.privacy_policy)  # E_PRIVACY_POLICY
+        check_privacy_policy(
+            m.privacy_report, m.dp, self.federation.privacy_policy
+        )  # E_PRIVACY_POLICY
         if m.dp is not None:
             check_dp_claim(m.dp)  # E_DP_CLAIM: bounded before accounting, under a time budget
         return package, verified
@@ -145,8 +189,12 @@ class Registrar:
         with self.store_lock:
             try:
                 r = self.store.register_module(
-                    module_id=m.module_id, site_id=m.site_id, manifest_bytes=package.manifest_bytes,
-                    package_meta=package_meta(package), weights=package.weights, entry=entry,
+                    module_id=m.module_id,
+                    site_id=m.site_id,
+                    manifest_bytes=package.manifest_bytes,
+                    package_meta=package_meta(package),
+                    weights=package.weights,
+                    entry=entry,
                 )
             except OSError as exc:
                 # The store rolled back (no row, no entry, its new blob removed); say why, typed.

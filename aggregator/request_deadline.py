@@ -26,7 +26,8 @@ handler: UNIMPLEMENTED), are passed through as they are.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 
@@ -43,7 +44,7 @@ _NOTHING = object()
 def _method_name(full: str) -> str:
     """``GetCheckpoint`` for the aggregator's own methods (as ``service._rpc`` logs them), else the full path."""
     name = full.lstrip("/")
-    return name[len(AGGREGATOR_PREFIX):] if name.startswith(AGGREGATOR_PREFIX) else name
+    return name[len(AGGREGATOR_PREFIX) :] if name.startswith(AGGREGATOR_PREFIX) else name
 
 
 class RequestDeadlineInterceptor(grpc.ServerInterceptor):
@@ -104,27 +105,49 @@ class RequestDeadlineInterceptor(grpc.ServerInterceptor):
                 if state["done"]:
                     return
                 state["expired"] = True
-            log_refusal(context, RequestError(
-                f"the request message of {method} did not arrive within {limit:g} s", code="E_DEADLINE",
-                hint="send the request as soon as the call is open"), method=method, peer=self._peer(context))
+            log_refusal(
+                context,
+                RequestError(
+                    f"the request message of {method} did not arrive within {limit:g} s",
+                    code="E_DEADLINE",
+                    hint="send the request as soon as the call is open",
+                ),
+                method=method,
+                peer=self._peer(context),
+            )
             context.cancel()  # wakes the blocked read below and frees this worker
 
         timer = self.watchdog.after(limit, expire)
         try:
-            first = next(request_iterator, _NOTHING)  # RpcError when cancelled (by the timer or the client)
+            first = next(
+                request_iterator, _NOTHING
+            )  # RpcError when cancelled (by the timer or the client)
             second = _NOTHING if first is _NOTHING else next(request_iterator, _NOTHING)
         finally:
             with lock:
                 state["done"] = True
             timer.cancel()
-        if state["expired"]:  # the message came just as the timer fired: the call is already cancelled
-            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"[E_DEADLINE] {method}: request deadline exceeded")
+        if state[
+            "expired"
+        ]:  # the message came just as the timer fired: the call is already cancelled
+            context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"[E_DEADLINE] {method}: request deadline exceeded",
+            )
         if first is _NOTHING or second is not _NOTHING:
-            if not context.is_active():  # gRPC already ended the call (e.g. a request that does not parse)
+            if (
+                not context.is_active()
+            ):  # gRPC already ended the call (e.g. a request that does not parse)
                 context.abort(grpc.StatusCode.CANCELLED, "the call already ended")
-            abort_with(context, RequestError(
-                f"{method} takes exactly one request message; "
-                f"{'none arrived' if first is _NOTHING else 'more than one arrived'}",
-                code="E_REQUEST_FORMAT", hint="send one request message per call (use the generated stub)"),
-                method=method, peer=self._peer(context))
+            abort_with(
+                context,
+                RequestError(
+                    f"{method} takes exactly one request message; "
+                    f"{'none arrived' if first is _NOTHING else 'more than one arrived'}",
+                    code="E_REQUEST_FORMAT",
+                    hint="send one request message per call (use the generated stub)",
+                ),
+                method=method,
+                peer=self._peer(context),
+            )
         return first

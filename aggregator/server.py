@@ -36,28 +36,28 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from ffsecure import envelope, pki
-from ffsecure.errors import ConfigError, FFSecureError
-from ffsecure.federation import FederationManifest, load_signed_manifest
-from ffsecure.v1 import aggregator_pb2_grpc as pb_grpc
 from aggregator.auth import Authenticator, CrlSource
 from aggregator.config import AggregatorConfig, load_config
-from aggregator.grpc_errors import abort_with
 from aggregator.crl_ledger import CrlRecorder
+from aggregator.grpc_errors import abort_with
 from aggregator.home import AggregatorHome, load_kek, load_log_key, read_private_file
 from aggregator.ratelimit import RateLimiter
 from aggregator.registration import Registrar, max_upload_bytes
 from aggregator.request_deadline import RequestDeadlineInterceptor
 from aggregator.service import AggregatorService, ServiceDeps
 from aggregator.uploads import UploadStaging
+from ffsecure import envelope, pki
+from ffsecure.errors import ConfigError, FFSecureError
+from ffsecure.federation import FederationManifest, load_signed_manifest
+from ffsecure.v1 import aggregator_pb2_grpc as pb_grpc
 
 log = logging.getLogger("aggregator.server")
 
@@ -92,8 +92,10 @@ def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"{what} {path} does not exist",
-                          hint="create the aggregator home with `aggregator init`") from None
+        raise ConfigError(
+            f"{what} {path} does not exist",
+            hint="create the aggregator home with `aggregator init`",
+        ) from None
 
 
 def open_store(home: AggregatorHome, *, origin: str, kek: bytes, log_signer) -> object:
@@ -122,42 +124,82 @@ def load_runtime(config: AggregatorConfig) -> Runtime:
     signer = load_log_key(home)
     agg = federation.aggregator
     if signer.vkey != agg["log_public_key"] or signer.name != agg["log_origin"]:
-        raise ConfigError("keys/log.key is not the log key in federation.json",
-                          hint="install the federation manifest made from this aggregator's public-keys.json")
+        raise ConfigError(
+            "keys/log.key is not the log key in federation.json",
+            hint="install the federation manifest made from this aggregator's public-keys.json",
+        )
     tls_cert_pem = _read(home.tls_cert, "TLS certificate")
     tls_key_pem = read_private_file(home.tls_key)
-    pki.verify_cert(pki.load_cert(tls_cert_pem), ca_cert=ca_cert, crl=crl.current(), role="aggregator")
+    pki.verify_cert(
+        pki.load_cert(tls_cert_pem), ca_cert=ca_cert, crl=crl.current(), role="aggregator"
+    )
 
     store = open_store(home, origin=signer.name, kek=load_kek(home), log_signer=signer)
     _record_crl(crl, store, ca_cert)
     lock = threading.RLock()
-    registrar = Registrar(store=store, federation=federation, ca_cert=ca_cert, crl=crl.current,
-                          hpke_private_key=hpke_private, hpke_key_id=hpke_kid, store_lock=lock)
+    registrar = Registrar(
+        store=store,
+        federation=federation,
+        ca_cert=ca_cert,
+        crl=crl.current,
+        hpke_private_key=hpke_private,
+        hpke_key_id=hpke_kid,
+        store_lock=lock,
+    )
     up = config.uploads
-    staging = UploadStaging(config.uploads_dir, max_upload_bytes=max_upload_bytes(federation, config.limits.max_upload_bytes),
-                            commit_every_bytes=up.commit_every_bytes, max_parallel_per_site=up.max_parallel_per_site,
-                            stale_after_s=up.stale_after_s)
+    staging = UploadStaging(
+        config.uploads_dir,
+        max_upload_bytes=max_upload_bytes(federation, config.limits.max_upload_bytes),
+        commit_every_bytes=up.commit_every_bytes,
+        max_parallel_per_site=up.max_parallel_per_site,
+        stale_after_s=up.stale_after_s,
+    )
     removed = staging.cleanup_stale()
     if removed:
-        log.info("removed %d stale uploads", removed, extra={"event": "uploads_cleaned", "count": removed})
+        log.info(
+            "removed %d stale uploads",
+            removed,
+            extra={"event": "uploads_cleaned", "count": removed},
+        )
     rl = config.rate_limit
     from aggregator.unlearning import make_worker
 
-    worker = make_worker(store=store, federation=federation, lock=lock, runs_dir=home.root / "runs",
-                         evaluation_section=config.evaluation)
+    worker = make_worker(
+        store=store,
+        federation=federation,
+        lock=lock,
+        runs_dir=home.root / "runs",
+        evaluation_section=config.evaluation,
+    )
     deps = ServiceDeps(
-        authenticator=Authenticator(ca_cert, crl), registrar=registrar, staging=staging,
-        signed_manifest=signed, log_vkey=signer.vkey, log_origin=signer.name,
+        authenticator=Authenticator(ca_cert, crl),
+        registrar=registrar,
+        staging=staging,
+        signed_manifest=signed,
+        log_vkey=signer.vkey,
+        log_origin=signer.name,
         call_limiter=RateLimiter(rate=rl.calls_per_second, burst=rl.call_burst, name="calls"),
-        upload_limiter=RateLimiter(rate=rl.uploads_per_minute / 60.0, burst=rl.upload_burst, name="uploads"),
+        upload_limiter=RateLimiter(
+            rate=rl.uploads_per_minute / 60.0, burst=rl.upload_burst, name="uploads"
+        ),
         upload_deadline_s=config.server.upload_deadline_s,
         download_deadline_s=config.server.download_deadline_s,
         max_concurrent_verifications=config.server.max_concurrent_verifications,
-        max_chunk_bytes=config.uploads.chunk_bytes, deleter=worker.deleter,
+        max_chunk_bytes=config.uploads.chunk_bytes,
+        deleter=worker.deleter,
     )
-    return Runtime(config=config, home=home, federation=federation, signed_manifest=signed, ca_cert_pem=ca_pem,
-                   store=store, deps=deps, tls_cert_pem=tls_cert_pem, tls_key_pem=tls_key_pem,
-                   retrain_worker=worker)
+    return Runtime(
+        config=config,
+        home=home,
+        federation=federation,
+        signed_manifest=signed,
+        ca_cert_pem=ca_pem,
+        store=store,
+        deps=deps,
+        tls_cert_pem=tls_cert_pem,
+        tls_key_pem=tls_key_pem,
+        retrain_worker=worker,
+    )
 
 
 def _record_crl(crl: CrlSource, store, ca_cert) -> None:
@@ -216,14 +258,20 @@ class RunningServer:
         self.runtime = runtime
         cfg = runtime.config
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=cfg.server.max_workers, thread_name_prefix="rpc"),
+            futures.ThreadPoolExecutor(
+                max_workers=cfg.server.max_workers, thread_name_prefix="rpc"
+            ),
             options=server_options(cfg),
             maximum_concurrent_rpcs=cfg.server.max_concurrent_rpcs,
             # Every unary-request method (health included) reads its request under
             # server.request_deadline_s, so a client that never sends it cannot hold a worker.
-            interceptors=[RequestDeadlineInterceptor(cfg.server.request_deadline_s,
-                                                     runtime.deps.authenticator.unverified_name,
-                                                     runtime.deps.watchdog)],
+            interceptors=[
+                RequestDeadlineInterceptor(
+                    cfg.server.request_deadline_s,
+                    runtime.deps.authenticator.unverified_name,
+                    runtime.deps.watchdog,
+                )
+            ],
         )
         pb_grpc.add_AggregatorServicer_to_server(AggregatorService(runtime.deps), self.server)
         self.health = AuthenticatedHealth(runtime.deps.authenticator)
@@ -235,16 +283,21 @@ class RunningServer:
         )
         self.port = self.server.add_secure_port(cfg.server.listen, creds)
         if self.port == 0:
-            raise ConfigError(f"cannot listen on {cfg.server.listen}",
-                              hint="the port is in use or the address is not local; change server.listen")
+            raise ConfigError(
+                f"cannot listen on {cfg.server.listen}",
+                hint="the port is in use or the address is not local; change server.listen",
+            )
         self.server.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         host = cfg.server.listen.rpartition(":")[0]
         self.address = f"{host}:{self.port}"
         _write_port_file(cfg.port_file, self.port)
-        log.info("listening on %s (mTLS)", self.address,
-                 extra={"event": "listening", "address": self.address, "port": self.port})
+        log.info(
+            "listening on %s (mTLS)",
+            self.address,
+            extra={"event": "listening", "address": self.address, "port": self.port},
+        )
 
     def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish within ``grace``, then close the store."""
@@ -277,7 +330,9 @@ def start(config: AggregatorConfig) -> RunningServer:
         raise
 
 
-def serve(config_path: str | Path, *, on_ready: Callable[[RunningServer], None] | None = None) -> None:
+def serve(
+    config_path: str | Path, *, on_ready: Callable[[RunningServer], None] | None = None
+) -> None:
     """Run until SIGTERM/SIGINT, then drain and stop."""
     config = load_config(config_path)
     stop = threading.Event()

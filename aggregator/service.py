@@ -15,17 +15,12 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 
-from ffsecure import canonical
-from ffsecure.errors import FFSecureError, NotFoundError
-from ffsecure.ids import check_artifact_id
-from ffsecure.ledger import make_entry, open_checkpoint
-from ffsecure.v1 import aggregator_pb2 as pb
-from ffsecure.v1 import aggregator_pb2_grpc as pb_grpc
 from aggregator.auth import Authenticator, Peer
 from aggregator.grpc_errors import RequestError, abort_with, log_refusal
 from aggregator.ratelimit import RateLimiter
@@ -33,6 +28,12 @@ from aggregator.registration import Registrar, StoreReceipt, check_module_id, re
 from aggregator.site_reports import record_evaluation
 from aggregator.uploads import UploadStaging, check_upload_id
 from aggregator.watchdog import Watchdog
+from ffsecure import canonical
+from ffsecure.errors import FFSecureError, NotFoundError
+from ffsecure.ids import check_artifact_id
+from ffsecure.ledger import make_entry, open_checkpoint
+from ffsecure.v1 import aggregator_pb2 as pb
+from ffsecure.v1 import aggregator_pb2_grpc as pb_grpc
 
 log = logging.getLogger("aggregator.service")
 
@@ -45,7 +46,9 @@ Deleter = Callable[[Any, str, str, str, dict], list]
 
 def store_delete(store: Any, module_id: str, actor: str, reason: str, request_entry: dict) -> list:
     """Default deletion path: crypto-shred the module and append its ledger entries."""
-    return list(store.delete_module(module_id, actor=actor, reason=reason, request_entry=request_entry))
+    return list(
+        store.delete_module(module_id, actor=actor, reason=reason, request_entry=request_entry)
+    )
 
 
 @dataclass
@@ -78,8 +81,15 @@ class ServiceDeps:
 
 
 def _receipt_pb(r: StoreReceipt, module_id: str) -> pb.Receipt:
-    return pb.Receipt(module_id=module_id, index=r.index, entry=r.entry, tree_size=r.tree_size,
-                      checkpoint=r.checkpoint, inclusion_proof=list(r.inclusion_proof), existing=r.existing)
+    return pb.Receipt(
+        module_id=module_id,
+        index=r.index,
+        entry=r.entry,
+        tree_size=r.tree_size,
+        checkpoint=r.checkpoint,
+        inclusion_proof=list(r.inclusion_proof),
+        existing=r.existing,
+    )
 
 
 def _rpc(method: str, *, upload: bool = False):
@@ -87,7 +97,7 @@ def _rpc(method: str, *, upload: bool = False):
 
     def wrap(fn):
         @functools.wraps(fn)
-        def handler(self: "AggregatorService", request: Any, context: grpc.ServicerContext):
+        def handler(self: AggregatorService, request: Any, context: grpc.ServicerContext):
             peer: Peer | None = None
             try:
                 peer = self.deps.authenticator.authenticate(context)
@@ -96,20 +106,41 @@ def _rpc(method: str, *, upload: bool = False):
                     self.deps.upload_limiter.check(peer.site_id)
                 return fn(self, request, context, peer)
             except FFSecureError as exc:
-                who = peer.identity.uri if peer else self.deps.authenticator.unverified_name(context)
+                who = (
+                    peer.identity.uri if peer else self.deps.authenticator.unverified_name(context)
+                )
                 abort_with(context, exc, method=method, peer=who)
             except grpc.RpcError:
                 # The client went away (cancelled or cut); nothing to answer.
-                log.info("%s: call ended by the client", method,
-                         extra={"event": "cancelled", "method": method,
-                                "peer_identity": peer.identity.uri if peer else None})
+                log.info(
+                    "%s: call ended by the client",
+                    method,
+                    extra={
+                        "event": "cancelled",
+                        "method": method,
+                        "peer_identity": peer.identity.uri if peer else None,
+                    },
+                )
                 context.abort(grpc.StatusCode.CANCELLED, "call ended by the client")
             except Exception:  # noqa: BLE001 - a bug must not leak details to the peer
-                log.exception("%s failed", method, extra={"event": "internal_error", "method": method,
-                                                           "peer_identity": peer.identity.uri if peer else None})
-                abort_with(context, FFSecureError("internal error; the operator has the details",
-                                                  hint="retry later; report it if it persists"),
-                           method=method, peer=peer.identity.uri if peer else None)
+                log.exception(
+                    "%s failed",
+                    method,
+                    extra={
+                        "event": "internal_error",
+                        "method": method,
+                        "peer_identity": peer.identity.uri if peer else None,
+                    },
+                )
+                abort_with(
+                    context,
+                    FFSecureError(
+                        "internal error; the operator has the details",
+                        hint="retry later; report it if it persists",
+                    ),
+                    method=method,
+                    peer=peer.identity.uri if peer else None,
+                )
 
         return handler
 
@@ -125,33 +156,54 @@ class AggregatorService(pb_grpc.AggregatorServicer):
 
     # -- federation --------------------------------------------------------
     @_rpc("GetFederationInfo")
-    def GetFederationInfo(self, request: pb.GetFederationInfoRequest, context, peer: Peer) -> pb.FederationInfo:
-        return pb.FederationInfo(signed_manifest=self.deps.signed_manifest,
-                                 crl_pem=self.deps.authenticator.crl.pem(), peer_site_id=peer.site_id,
-                                 max_chunk_bytes=self.deps.max_chunk_bytes,
-                                 max_upload_bytes=self.deps.staging.max_upload_bytes)
+    def GetFederationInfo(
+        self, request: pb.GetFederationInfoRequest, context, peer: Peer
+    ) -> pb.FederationInfo:
+        return pb.FederationInfo(
+            signed_manifest=self.deps.signed_manifest,
+            crl_pem=self.deps.authenticator.crl.pem(),
+            peer_site_id=peer.site_id,
+            max_chunk_bytes=self.deps.max_chunk_bytes,
+            max_upload_bytes=self.deps.staging.max_upload_bytes,
+        )
 
     # -- uploads -----------------------------------------------------------
     @_rpc("GetUploadStatus")
-    def GetUploadStatus(self, request: pb.GetUploadStatusRequest, context, peer: Peer) -> pb.UploadStatus:
+    def GetUploadStatus(
+        self, request: pb.GetUploadStatusRequest, context, peer: Peer
+    ) -> pb.UploadStatus:
         upload_id = check_upload_id(request.upload_id)
         state = self.deps.staging.status(peer.site_id, upload_id)
-        if state is not None and not state.registered and state.committed_offset == state.total_size:
+        if (
+            state is not None
+            and not state.registered
+            and state.committed_offset == state.total_size
+        ):
             # Every byte arrived but the server stopped (crash, kill) before the upload was marked
             # registered: no stream can resume it (nothing is left to send), so finish it here.
             self._finish_complete_upload(peer, state)
             state = self.deps.staging.status(peer.site_id, upload_id)
         if state is None:
-            return pb.UploadStatus(upload_id=upload_id, state=pb.UploadStatus.UNKNOWN, committed_offset=0,
-                                   max_chunk_bytes=self.deps.max_chunk_bytes)
-        out = pb.UploadStatus(upload_id=upload_id, committed_offset=state.committed_offset,
-                              total_size=state.total_size, total_sha256=bytes.fromhex(state.total_sha256),
-                              max_chunk_bytes=self.deps.max_chunk_bytes)
+            return pb.UploadStatus(
+                upload_id=upload_id,
+                state=pb.UploadStatus.UNKNOWN,
+                committed_offset=0,
+                max_chunk_bytes=self.deps.max_chunk_bytes,
+            )
+        out = pb.UploadStatus(
+            upload_id=upload_id,
+            committed_offset=state.committed_offset,
+            total_size=state.total_size,
+            total_sha256=bytes.fromhex(state.total_sha256),
+            max_chunk_bytes=self.deps.max_chunk_bytes,
+        )
         if state.registered:
             with self.deps.store_lock:
                 deleted = self.deps.store.get_module(state.module_id).status == "deleted"
             out.state = pb.UploadStatus.DELETED if deleted else pb.UploadStatus.REGISTERED
-            out.receipt.CopyFrom(_receipt_pb(self._existing_receipt(state.module_id), state.module_id))
+            out.receipt.CopyFrom(
+                _receipt_pb(self._existing_receipt(state.module_id), state.module_id)
+            )
         else:
             out.state = pb.UploadStatus.IN_PROGRESS
         return out
@@ -159,13 +211,19 @@ class AggregatorService(pb_grpc.AggregatorServicer):
     def _existing_receipt(self, module_id: str, *, refuse_deleted: bool = False) -> StoreReceipt:
         with self.deps.store_lock:
             if refuse_deleted and self.deps.store.get_module(module_id).status == "deleted":
-                raise RequestError(f"module {module_id} was deleted and cannot be registered again",
-                                   code="E_MODULE_DELETED", hint="a new module needs a new random module id")
+                raise RequestError(
+                    f"module {module_id} was deleted and cannot be registered again",
+                    code="E_MODULE_DELETED",
+                    hint="a new module needs a new random module id",
+                )
             return receipt_for_module(self.deps.store, module_id)
 
     def _deadline_error(self) -> RequestError:
-        return RequestError(f"upload took longer than {self.deps.upload_deadline_s:g} s",
-                            code="E_DEADLINE", hint="resume the upload; its received bytes are kept")
+        return RequestError(
+            f"upload took longer than {self.deps.upload_deadline_s:g} s",
+            code="E_DEADLINE",
+            hint="resume the upload; its received bytes are kept",
+        )
 
     @_rpc("UploadModule", upload=True)
     def UploadModule(self, request_iterator, context, peer: Peer) -> pb.Receipt:
@@ -193,28 +251,43 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                     if state is not None and state.registered:
                         r = self._existing_receipt(state.module_id, refuse_deleted=True)
                         return _receipt_pb(r, state.module_id)
-                    staged = self.deps.staging.open(peer.site_id, upload_id, total_size=chunk.total_size,
-                                                    total_sha256=chunk.total_sha256)
-                elif (chunk.upload_id != first.upload_id or chunk.total_size != first.total_size
-                      or chunk.total_sha256 != first.total_sha256):
-                    raise RequestError("chunks of one stream name different uploads", code="E_UPLOAD_MISMATCH",
-                                       hint="send one upload per UploadModule stream")
+                    staged = self.deps.staging.open(
+                        peer.site_id,
+                        upload_id,
+                        total_size=chunk.total_size,
+                        total_sha256=chunk.total_sha256,
+                    )
+                elif (
+                    chunk.upload_id != first.upload_id
+                    or chunk.total_size != first.total_size
+                    or chunk.total_sha256 != first.total_sha256
+                ):
+                    raise RequestError(
+                        "chunks of one stream name different uploads",
+                        code="E_UPLOAD_MISMATCH",
+                        hint="send one upload per UploadModule stream",
+                    )
                 if len(chunk.data) > self.deps.max_chunk_bytes:
                     raise RequestError(
                         f"chunk of {len(chunk.data)} bytes is larger than {self.deps.max_chunk_bytes}",
-                        code="E_TOO_LARGE", hint="send chunks no larger than UploadStatus.max_chunk_bytes",
+                        code="E_TOO_LARGE",
+                        hint="send chunks no larger than UploadStatus.max_chunk_bytes",
                     )
                 staged.write(chunk.offset, chunk.data)
             watchdog.cancel()  # every byte is in: registration is not cut short
             if expired.is_set():
                 raise self._deadline_error()
             if staged is None:
-                raise RequestError("the upload stream held no chunk", code="E_UPLOAD_EMPTY",
-                                   hint="send at least one chunk")
+                raise RequestError(
+                    "the upload stream held no chunk",
+                    code="E_UPLOAD_EMPTY",
+                    hint="send at least one chunk",
+                )
             if not staged.complete:
                 raise RequestError(
                     f"stream ended at offset {staged.offset} of {staged.state.total_size}",
-                    code="E_UPLOAD_INCOMPLETE", hint=f"resume the upload at offset {staged.offset}",
+                    code="E_UPLOAD_INCOMPLETE",
+                    hint=f"resume the upload at offset {staged.offset}",
                 )
             receipt = self._register_staged(staged, peer)
             return _receipt_pb(receipt, receipt.module_id)
@@ -243,21 +316,42 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             finally:
                 del sealed
         staged.mark_registered(receipt.module_id)
-        log.info("module %s registered for site %s at index %d%s", receipt.module_id, peer.site_id,
-                 receipt.index, " (existing)" if receipt.existing else "",
-                 extra={"event": "module_registered", "peer_identity": peer.identity.uri,
-                        "module_id": receipt.module_id, "index": receipt.index, "existing": receipt.existing})
+        log.info(
+            "module %s registered for site %s at index %d%s",
+            receipt.module_id,
+            peer.site_id,
+            receipt.index,
+            " (existing)" if receipt.existing else "",
+            extra={
+                "event": "module_registered",
+                "peer_identity": peer.identity.uri,
+                "module_id": receipt.module_id,
+                "index": receipt.index,
+                "existing": receipt.existing,
+            },
+        )
         return receipt
 
     def _finish_complete_upload(self, peer: Peer, state) -> None:
         """Register an upload whose bytes are all durable but which a crash left unregistered."""
-        staged = self.deps.staging.open(peer.site_id, state.upload_id, total_size=state.total_size,
-                                        total_sha256=bytes.fromhex(state.total_sha256))
+        staged = self.deps.staging.open(
+            peer.site_id,
+            state.upload_id,
+            total_size=state.total_size,
+            total_sha256=bytes.fromhex(state.total_sha256),
+        )
         try:
             if staged.complete and not staged.state.registered:
-                log.info("finishing upload %s of site %s left complete by a restart", state.upload_id,
-                         peer.site_id, extra={"event": "upload_finished_after_restart",
-                                              "peer_identity": peer.identity.uri, "upload_id": state.upload_id})
+                log.info(
+                    "finishing upload %s of site %s left complete by a restart",
+                    state.upload_id,
+                    peer.site_id,
+                    extra={
+                        "event": "upload_finished_after_restart",
+                        "peer_identity": peer.identity.uri,
+                        "upload_id": state.upload_id,
+                    },
+                )
                 self._register_staged(staged, peer)
         finally:
             staged.close()
@@ -275,41 +369,57 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         return pb.Checkpoint(note=note, tree_size=size)
 
     @_rpc("GetInclusionProof")
-    def GetInclusionProof(self, request: pb.GetInclusionProofRequest, context, peer: Peer) -> pb.InclusionProof:
+    def GetInclusionProof(
+        self, request: pb.GetInclusionProofRequest, context, peer: Peer
+    ) -> pb.InclusionProof:
         with self.deps.store_lock:
             size = self.deps.store.size()
             if not 0 <= request.index < request.tree_size <= size:
                 raise RequestError(
                     f"no entry {request.index} in a tree of size {request.tree_size} (the log has {size})",
-                    code="E_PROOF_RANGE", hint="ask for 0 <= index < tree_size <= the checkpoint's size",
+                    code="E_PROOF_RANGE",
+                    hint="ask for 0 <= index < tree_size <= the checkpoint's size",
                 )
             hashes = self.deps.store.inclusion_proof(request.index, request.tree_size)
             entry = self.deps.store.entry(request.index)
-        return pb.InclusionProof(index=request.index, tree_size=request.tree_size, hashes=hashes, entry=entry)
+        return pb.InclusionProof(
+            index=request.index, tree_size=request.tree_size, hashes=hashes, entry=entry
+        )
 
     @_rpc("GetConsistencyProof")
-    def GetConsistencyProof(self, request: pb.GetConsistencyProofRequest, context, peer: Peer) -> pb.ConsistencyProof:
+    def GetConsistencyProof(
+        self, request: pb.GetConsistencyProofRequest, context, peer: Peer
+    ) -> pb.ConsistencyProof:
         with self.deps.store_lock:
             size = self.deps.store.size()
             if not 0 < request.old_size <= request.new_size <= size:
                 raise RequestError(
                     f"no consistency proof from size {request.old_size} to {request.new_size} (the log has {size})",
-                    code="E_PROOF_RANGE", hint="ask for 0 < old_size <= new_size <= the checkpoint's size",
+                    code="E_PROOF_RANGE",
+                    hint="ask for 0 < old_size <= new_size <= the checkpoint's size",
                 )
             hashes = self.deps.store.consistency_proof(request.old_size, request.new_size)
-        return pb.ConsistencyProof(old_size=request.old_size, new_size=request.new_size, hashes=hashes)
+        return pb.ConsistencyProof(
+            old_size=request.old_size, new_size=request.new_size, hashes=hashes
+        )
 
     # -- deletion -----------------------------------------------------------
     @_rpc("RequestDeletion")
     def RequestDeletion(self, request: pb.DeletionRequest, context, peer: Peer) -> pb.DeletionReply:
         reason = request.reason.strip()
         if not reason or len(reason) > MAX_REASON_CHARS or not reason.isprintable():
-            raise RequestError(f"a deletion needs a printable reason of 1..{MAX_REASON_CHARS} characters",
-                               code="E_REASON", hint="say why the module must go, e.g. 'consent withdrawn'")
+            raise RequestError(
+                f"a deletion needs a printable reason of 1..{MAX_REASON_CHARS} characters",
+                code="E_REASON",
+                hint="say why the module must go, e.g. 'consent withdrawn'",
+            )
         ids = list(dict.fromkeys(request.module_ids))
         if not ids or len(ids) > MAX_DELETE_IDS:
-            raise RequestError(f"name 1..{MAX_DELETE_IDS} module ids to delete", code="E_MODULE_ID",
-                               hint="list the module ids from your receipts")
+            raise RequestError(
+                f"name 1..{MAX_DELETE_IDS} module ids to delete",
+                code="E_MODULE_ID",
+                hint="list the module ids from your receipts",
+            )
         for module_id in ids:
             check_module_id(module_id)
         entries: list[tuple[int, bytes]] = []
@@ -319,33 +429,63 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             for module_id in ids:
                 row = store.get_module(module_id)
                 if row.site_id != peer.site_id:
-                    raise RequestError(f"module {module_id} was not registered by site {peer.site_id}",
-                                       code="E_NOT_OWNER", hint="a site can delete only its own modules")
+                    raise RequestError(
+                        f"module {module_id} was not registered by site {peer.site_id}",
+                        code="E_NOT_OWNER",
+                        hint="a site can delete only its own modules",
+                    )
                 if row.status == "deleted":
-                    raise RequestError(f"module {module_id} is already deleted", code="E_MODULE_DELETED",
-                                       hint="nothing left to delete; see the ledger for its deletion entry")
+                    raise RequestError(
+                        f"module {module_id} is already deleted",
+                        code="E_MODULE_DELETED",
+                        hint="nothing left to delete; see the ledger for its deletion entry",
+                    )
             for module_id in ids:
-                request_entry = make_entry("module.deletion_requested", peer.actor,
-                                           {"module_id": module_id, "reason": reason})
-                entries.extend(self.deps.deleter(store, module_id, peer.actor, reason, request_entry))
+                request_entry = make_entry(
+                    "module.deletion_requested",
+                    peer.actor,
+                    {"module_id": module_id, "reason": reason},
+                )
+                entries.extend(
+                    self.deps.deleter(store, module_id, peer.actor, reason, request_entry)
+                )
         note, size = self._checkpoint()
-        log.info("site %s deleted %d module(s)", peer.site_id, len(ids),
-                 extra={"event": "modules_deleted", "peer_identity": peer.identity.uri, "module_ids": ids})
-        return pb.DeletionReply(entries=[pb.LedgerEntry(index=i, entry=e) for i, e in entries],
-                                checkpoint=pb.Checkpoint(note=note, tree_size=size))
+        log.info(
+            "site %s deleted %d module(s)",
+            peer.site_id,
+            len(ids),
+            extra={
+                "event": "modules_deleted",
+                "peer_identity": peer.identity.uri,
+                "module_ids": ids,
+            },
+        )
+        return pb.DeletionReply(
+            entries=[pb.LedgerEntry(index=i, entry=e) for i, e in entries],
+            checkpoint=pb.Checkpoint(note=note, tree_size=size),
+        )
 
     # -- classifier ---------------------------------------------------------
     @_rpc("GetClassifier")
     def GetClassifier(self, request: pb.GetClassifierRequest, context, peer: Peer):
         """Read everything before the first chunk is sent, so a refusal is a clean status."""
-        info, data = published_classifier(self.deps.store, request.classifier_id or None,
-                                          lock=self.deps.store_lock)
+        info, data = published_classifier(
+            self.deps.store, request.classifier_id or None, lock=self.deps.store_lock
+        )
         step = self.deps.max_chunk_bytes
-        log.info("classifier %s sent to site %s", info.classifier_id, peer.site_id,
-                 extra={"event": "classifier_fetched", "peer_identity": peer.identity.uri,
-                        "classifier_id": info.classifier_id})
-        chunks = ([pb.ClassifierChunk(info=info)]
-                  + [pb.ClassifierChunk(data=data[i:i + step]) for i in range(0, len(data), step)])
+        log.info(
+            "classifier %s sent to site %s",
+            info.classifier_id,
+            peer.site_id,
+            extra={
+                "event": "classifier_fetched",
+                "peer_identity": peer.identity.uri,
+                "classifier_id": info.classifier_id,
+            },
+        )
+        chunks = [pb.ClassifierChunk(info=info)] + [
+            pb.ClassifierChunk(data=data[i : i + step]) for i in range(0, len(data), step)
+        ]
         return self._bounded_download(chunks, context, peer, method="GetClassifier")
 
     def _bounded_download(self, messages: list, context, peer: Peer, *, method: str):
@@ -361,9 +501,16 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         limit = self.deps.download_deadline_s
 
         def expire() -> None:
-            log_refusal(context, RequestError(
-                f"{method} stream took longer than {limit:g} s", code="E_DEADLINE",
-                hint="read the stream as it comes; fetch again"), method=method, peer=peer.identity.uri)
+            log_refusal(
+                context,
+                RequestError(
+                    f"{method} stream took longer than {limit:g} s",
+                    code="E_DEADLINE",
+                    hint="read the stream as it comes; fetch again",
+                ),
+                method=method,
+                peer=peer.identity.uri,
+            )
             context.cancel()
 
         watchdog = self.deps.watchdog.after(limit, expire)
@@ -380,19 +527,30 @@ class AggregatorService(pb_grpc.AggregatorServicer):
 
     # -- sites' evaluations ---------------------------------------------------
     @_rpc("ReportEvaluation")
-    def ReportEvaluation(self, request: pb.EvaluationReport, context, peer: Peer) -> pb.EvaluationReceipt:
+    def ReportEvaluation(
+        self, request: pb.EvaluationReport, context, peer: Peer
+    ) -> pb.EvaluationReceipt:
         """Aggregate metrics of a classifier on the calling site's test data (aggregator.site_reports)."""
-        return record_evaluation(self.deps.store, self.deps.store_lock, peer=peer, request=request,
-                                 num_classes=self.deps.registrar.federation.num_classes)
+        return record_evaluation(
+            self.deps.store,
+            self.deps.store_lock,
+            peer=peer,
+            request=request,
+            num_classes=self.deps.registrar.federation.num_classes,
+        )
 
 
 def _no_classifier(message: str) -> NotFoundError:
-    return NotFoundError(message, code="E_NO_CLASSIFIER",
-                         hint="the operator publishes one with `aggregator publish`; ask again later")
+    return NotFoundError(
+        message,
+        code="E_NO_CLASSIFIER",
+        hint="the operator publishes one with `aggregator publish`; ask again later",
+    )
 
 
-def published_classifier(store: Any, classifier_id: str | None = None, *,
-                         lock: threading.RLock | None = None) -> tuple[pb.ClassifierInfo, bytes]:
+def published_classifier(
+    store: Any, classifier_id: str | None = None, *, lock: threading.RLock | None = None
+) -> tuple[pb.ClassifierInfo, bytes]:
     """The metadata and safetensors bytes of a classifier that sites may fetch.
 
     Without ``classifier_id``: the classifier published last. With one: that
@@ -402,14 +560,17 @@ def published_classifier(store: Any, classifier_id: str | None = None, *,
     lock = lock or threading.RLock()
     with lock:
         if classifier_id:
-            check_artifact_id(classifier_id, "classifier id",
-                              hint="leave it empty for the published classifier")
+            check_artifact_id(
+                classifier_id, "classifier id", hint="leave it empty for the published classifier"
+            )
             try:
                 row = store.get_artifact("classifier", classifier_id)
             except NotFoundError:
                 raise _no_classifier(f"no classifier {classifier_id}") from None
             if row.status == "retired" or not row.has_blob:
-                raise _no_classifier(f"classifier {classifier_id} was retired; its weights are destroyed")
+                raise _no_classifier(
+                    f"classifier {classifier_id} was retired; its weights are destroyed"
+                )
         else:
             rows = store.list_artifacts("classifier", "published")
             if not rows:
@@ -419,10 +580,15 @@ def published_classifier(store: Any, classifier_id: str | None = None, *,
         trained_entry = store.entry(row.entry_index)
     meta = row.meta
     info = pb.ClassifierInfo(
-        classifier_id=row.artifact_id, sha256=row.meta["sha256"], size=len(data),
-        config=canonical.dumps(meta["config"]), dataset_id=meta["dataset_id"],
-        module_ids=[m["module_id"] for m in meta["modules"]], trained_index=row.entry_index,
-        trained_entry=trained_entry, published=row.status == "published",
+        classifier_id=row.artifact_id,
+        sha256=row.meta["sha256"],
+        size=len(data),
+        config=canonical.dumps(meta["config"]),
+        dataset_id=meta["dataset_id"],
+        module_ids=[m["module_id"] for m in meta["modules"]],
+        trained_index=row.entry_index,
+        trained_entry=trained_entry,
+        published=row.status == "published",
         published_index=row.updated_index if row.status == "published" else 0,
     )
     return info, data

@@ -32,29 +32,61 @@ def report_from_pb(request: pb.EvaluationReport, num_classes: int) -> Evaluation
     if len(request.confusion):
         flat = list(request.confusion)
         if len(flat) != num_classes * num_classes:
-            raise FormatError(f"{len(flat)} confusion counts for {num_classes} classes (need "
-                              f"{num_classes * num_classes})", code="E_EVALUATION_CLASSES",
-                              hint="send num_classes * num_classes counts, row-major, or none")
-        confusion = tuple(tuple(flat[i * num_classes:(i + 1) * num_classes]) for i in range(num_classes))
+            raise FormatError(
+                f"{len(flat)} confusion counts for {num_classes} classes (need "
+                f"{num_classes * num_classes})",
+                code="E_EVALUATION_CLASSES",
+                hint="send num_classes * num_classes counts, row-major, or none",
+            )
+        confusion = tuple(
+            tuple(flat[i * num_classes : (i + 1) * num_classes]) for i in range(num_classes)
+        )
     report = EvaluationReport(
-        classifier_id=request.classifier_id, n_test=int(request.n_test), accuracy=float(request.accuracy),
+        classifier_id=request.classifier_id,
+        n_test=int(request.n_test),
+        accuracy=float(request.accuracy),
         auroc=float(request.macro_auroc) if request.HasField("macro_auroc") else None,
-        per_class_recall=tuple(float(r.recall) if r.HasField("recall") else None for r in request.per_class_recall),
-        confusion=confusion)
+        per_class_recall=tuple(
+            float(r.recall) if r.HasField("recall") else None for r in request.per_class_recall
+        ),
+        confusion=confusion,
+    )
     return report.check(num_classes)
 
 
-def record_evaluation(store: Any, lock: threading.RLock, *, num_classes: int, peer: Peer,
-                      request: pb.EvaluationReport) -> pb.EvaluationReceipt:
+def record_evaluation(
+    store: Any, lock: threading.RLock, *, num_classes: int, peer: Peer, request: pb.EvaluationReport
+) -> pb.EvaluationReceipt:
     report = report_from_pb(request, num_classes)
     salt = evalreport.new_salt()
-    entry = make_entry("classifier.evaluated", peer.actor, evalreport.ledger_facts(report, peer.site_id, salt))
+    entry = make_entry(
+        "classifier.evaluated", peer.actor, evalreport.ledger_facts(report, peer.site_id, salt)
+    )
     with lock:
-        row, receipt = store.put_evaluation(site_id=peer.site_id, report=report.to_bytes(), salt=salt, entry=entry)
-    log.info("evaluation of classifier %s by site %s at entry %d%s", row.classifier_id, peer.site_id,
-             receipt.index, " (existing)" if receipt.existing else "",
-             extra={"event": "evaluation_reported", "peer_identity": peer.identity.uri,
-                    "classifier_id": row.classifier_id, "index": receipt.index, "existing": receipt.existing})
-    return pb.EvaluationReceipt(classifier_id=row.classifier_id, salt=row.salt, index=receipt.index,
-                                entry=receipt.entry, tree_size=receipt.tree_size, checkpoint=receipt.checkpoint,
-                                inclusion_proof=list(receipt.inclusion_proof), existing=receipt.existing)
+        row, receipt = store.put_evaluation(
+            site_id=peer.site_id, report=report.to_bytes(), salt=salt, entry=entry
+        )
+    log.info(
+        "evaluation of classifier %s by site %s at entry %d%s",
+        row.classifier_id,
+        peer.site_id,
+        receipt.index,
+        " (existing)" if receipt.existing else "",
+        extra={
+            "event": "evaluation_reported",
+            "peer_identity": peer.identity.uri,
+            "classifier_id": row.classifier_id,
+            "index": receipt.index,
+            "existing": receipt.existing,
+        },
+    )
+    return pb.EvaluationReceipt(
+        classifier_id=row.classifier_id,
+        salt=row.salt,
+        index=receipt.index,
+        entry=receipt.entry,
+        tree_size=receipt.tree_size,
+        checkpoint=receipt.checkpoint,
+        inclusion_proof=list(receipt.inclusion_proof),
+        existing=receipt.existing,
+    )

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("aggregator.unlearning")
 
@@ -55,7 +56,9 @@ class RetrainWorker:
         self.last_outcome: Any = None
 
     # -- the service's deletion hook ---------------------------------------------
-    def deleter(self, store: Any, module_id: str, actor: str, reason: str, request_entry: dict) -> list:
+    def deleter(
+        self, store: Any, module_id: str, actor: str, reason: str, request_entry: dict
+    ) -> list:
         """Shred and retire now (inside the RPC), retrain later; returns the (index, entry) pairs appended."""
         ops = self._make_ops()
         outcome = ops.delete(module_id, reason, actor=actor, request_entry=request_entry)
@@ -81,6 +84,7 @@ class RetrainWorker:
         def step(done: int) -> None:
             if self._stopping.is_set():
                 raise RetrainCancelled(description)
+
         return step
 
     def _loop(self) -> None:
@@ -92,17 +96,29 @@ class RetrainWorker:
             try:
                 out = self._make_ops(progress=self._progress).retrain(skip_bad_modules=True)
                 self.last_outcome, self.last_error = out, None
-                log.info("retrained %d classifier(s) in %.1f s after a deletion", len(out.classifiers), out.seconds,
-                         extra={"event": "retrained", "classifiers": [c.classifier_id for c in out.classifiers],
-                                "skipped": out.skipped, "skipped_modules": out.skipped_modules,
-                                "seconds": round(out.seconds, 3)})
+                log.info(
+                    "retrained %d classifier(s) in %.1f s after a deletion",
+                    len(out.classifiers),
+                    out.seconds,
+                    extra={
+                        "event": "retrained",
+                        "classifiers": [c.classifier_id for c in out.classifiers],
+                        "skipped": out.skipped,
+                        "skipped_modules": out.skipped_modules,
+                        "seconds": round(out.seconds, 3),
+                    },
+                )
             except RetrainCancelled:
-                log.info("retraining cancelled by shutdown; run `aggregator retrain` to finish it",
-                         extra={"event": "retrain_cancelled"})
+                log.info(
+                    "retraining cancelled by shutdown; run `aggregator retrain` to finish it",
+                    extra={"event": "retrain_cancelled"},
+                )
                 break
             except Exception as exc:  # noqa: BLE001 - keep serving; the operator sees it in the log and status
                 self.last_error = exc
-                log.exception("retraining after a deletion failed", extra={"event": "retrain_failed"})
+                log.exception(
+                    "retraining after a deletion failed", extra={"event": "retrain_failed"}
+                )
             finally:
                 self.passes += 1
             if not self._wake.is_set():
@@ -120,8 +136,15 @@ class RetrainWorker:
             self._thread.join(timeout)
 
 
-def make_worker(*, store: Any, federation: Any, lock: threading.RLock, runs_dir, evaluation_section: dict | None,
-                device: str = "cpu") -> RetrainWorker:
+def make_worker(
+    *,
+    store: Any,
+    federation: Any,
+    lock: threading.RLock,
+    runs_dir,
+    evaluation_section: dict | None,
+    device: str = "cpu",
+) -> RetrainWorker:
     """The worker ``serve`` installs as the service's deletion hook."""
     from aggregator.evaluation import load_evaluation
     from aggregator.operations import Operations
@@ -129,10 +152,23 @@ def make_worker(*, store: Any, federation: Any, lock: threading.RLock, runs_dir,
     cache: dict[str, Any] = {}
 
     def make_ops(progress=None) -> Operations:
-        if progress is not None and "eval" not in cache:  # a retraining pass: load the test set once, lazily
-            cache["eval"] = load_evaluation(evaluation_section, label_space=list(federation.label_space),
-                                            image_shape=tuple(federation.image_shape))
-        return Operations(store, federation, actor="aggregator", lock=lock, runs_dir=runs_dir,
-                          evaluation=cache.get("eval"), progress=progress, device=device)
+        if (
+            progress is not None and "eval" not in cache
+        ):  # a retraining pass: load the test set once, lazily
+            cache["eval"] = load_evaluation(
+                evaluation_section,
+                label_space=list(federation.label_space),
+                image_shape=tuple(federation.image_shape),
+            )
+        return Operations(
+            store,
+            federation,
+            actor="aggregator",
+            lock=lock,
+            runs_dir=runs_dir,
+            evaluation=cache.get("eval"),
+            progress=progress,
+            device=device,
+        )
 
     return RetrainWorker(make_ops)

@@ -33,11 +33,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from aggregator.grpc_errors import RequestError
 from ffsecure import canonical
 from ffsecure.errors import FFSecureError
 from ffsecure.files import PRIVATE_FILE_MODE, fsync_dir, private_dir
 from ffsecure.ids import SITE_ID, UPLOAD_ID
-from aggregator.grpc_errors import RequestError
 
 READ_CHUNK = 1 << 20
 
@@ -63,15 +63,19 @@ def check_upload_id(upload_id: str) -> str:
     if not UPLOAD_ID.matches(upload_id):
         raise RequestError(
             f"upload id {str(upload_id)[:80]!r} is not {UPLOAD_ID.rule}",
-            code="E_UPLOAD_ID", hint="use a fresh random 128-bit id, e.g. secrets.token_hex(16)",
+            code="E_UPLOAD_ID",
+            hint="use a fresh random 128-bit id, e.g. secrets.token_hex(16)",
         )
     return upload_id
 
 
 def _check_site(site_id: str) -> str:
     if not SITE_ID.matches(site_id):
-        raise RequestError(f"site id {site_id!r} is not valid", code="E_IDENTITY",
-                           hint=f"site ids are {SITE_ID.rule}")
+        raise RequestError(
+            f"site id {site_id!r} is not valid",
+            code="E_IDENTITY",
+            hint=f"site ids are {SITE_ID.rule}",
+        )
     return site_id
 
 
@@ -103,14 +107,19 @@ def _read_state(directory: Path) -> UploadState | None:
         obj = canonical.loads_canonical(raw, max_bytes=4096)
         return UploadState(**obj)
     except (FFSecureError, TypeError) as exc:
-        raise FFSecureError(f"upload state in {directory} is unreadable: {exc}", code="E_STORE_CORRUPT",
-                            hint="remove that upload directory; the site will upload again") from None
+        raise FFSecureError(
+            f"upload state in {directory} is unreadable: {exc}",
+            code="E_STORE_CORRUPT",
+            hint="remove that upload directory; the site will upload again",
+        ) from None
 
 
 class StagedUpload:
     """One upload opened for writing; use as a context manager (commits and unlocks on exit)."""
 
-    def __init__(self, staging: "UploadStaging", directory: Path, state: UploadState, key: tuple[str, str]):
+    def __init__(
+        self, staging: UploadStaging, directory: Path, state: UploadState, key: tuple[str, str]
+    ):
         self._staging = staging
         self.directory = directory
         self.state = state
@@ -134,17 +143,19 @@ class StagedUpload:
         if offset != self.offset:
             raise RequestError(
                 f"chunk starts at offset {offset}, but the upload continues at {self.offset}",
-                code="E_UPLOAD_OFFSET", hint=f"call GetUploadStatus and resume at offset {self.offset}",
+                code="E_UPLOAD_OFFSET",
+                hint=f"call GetUploadStatus and resume at offset {self.offset}",
             )
         if self.offset + len(data) > self.state.total_size:
             raise RequestError(
                 f"chunk ends at {self.offset + len(data)}, past the announced size {self.state.total_size}",
-                code="E_UPLOAD_MISMATCH", hint="send exactly total_size bytes",
+                code="E_UPLOAD_MISMATCH",
+                hint="send exactly total_size bytes",
             )
         try:
             view = memoryview(data)
             while view:
-                view = view[self._fh.write(view):]
+                view = view[self._fh.write(view) :]
         except OSError as exc:
             self._drop_uncommitted()
             raise _disk_error(exc, "staging the upload") from None
@@ -188,7 +199,8 @@ class StagedUpload:
         if not self.complete:
             raise RequestError(
                 f"upload holds {self.offset} of {self.state.total_size} bytes",
-                code="E_UPLOAD_INCOMPLETE", hint=f"resume at offset {self.offset}",
+                code="E_UPLOAD_INCOMPLETE",
+                hint=f"resume at offset {self.offset}",
             )
         self.commit()
         self._fh.seek(0)
@@ -202,7 +214,8 @@ class StagedUpload:
             self.discard()
             raise RequestError(
                 "the received bytes do not hash to the announced SHA-256",
-                code="E_UPLOAD_HASH", hint="upload the package again under a new upload id",
+                code="E_UPLOAD_HASH",
+                hint="upload the package again under a new upload id",
             )
         self._fh.seek(0)
         return self._fh.read()
@@ -240,7 +253,7 @@ class StagedUpload:
         finally:
             self._staging._release(self._key)
 
-    def __enter__(self) -> "StagedUpload":
+    def __enter__(self) -> StagedUpload:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -250,8 +263,15 @@ class StagedUpload:
 class UploadStaging:
     """The staging area: creates, resumes, reports and cleans up uploads."""
 
-    def __init__(self, root: Path, *, max_upload_bytes: int, commit_every_bytes: int = 4 << 20,
-                 max_parallel_per_site: int = 4, stale_after_s: float = 86400.0):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_upload_bytes: int,
+        commit_every_bytes: int = 4 << 20,
+        max_parallel_per_site: int = 4,
+        stale_after_s: float = 86400.0,
+    ):
         self.root = private_dir(root)
         self.max_upload_bytes = int(max_upload_bytes)
         self.commit_every_bytes = int(commit_every_bytes)
@@ -290,25 +310,37 @@ class UploadStaging:
                 count += 1
         return count
 
-    def open(self, site_id: str, upload_id: str, *, total_size: int, total_sha256: bytes) -> StagedUpload:
+    def open(
+        self, site_id: str, upload_id: str, *, total_size: int, total_sha256: bytes
+    ) -> StagedUpload:
         """Create the upload, or resume it at its committed offset. One writer per upload."""
         directory = self._dir(site_id, upload_id)
         if len(total_sha256) != 32:
-            raise RequestError("total_sha256 must be 32 bytes", code="E_UPLOAD_MISMATCH",
-                               hint="send the SHA-256 of the whole sealed package")
+            raise RequestError(
+                "total_sha256 must be 32 bytes",
+                code="E_UPLOAD_MISMATCH",
+                hint="send the SHA-256 of the whole sealed package",
+            )
         if total_size <= 0:
-            raise RequestError("total_size must be more than 0", code="E_UPLOAD_MISMATCH",
-                               hint="send the size of the whole sealed package")
+            raise RequestError(
+                "total_size must be more than 0",
+                code="E_UPLOAD_MISMATCH",
+                hint="send the size of the whole sealed package",
+            )
         if total_size > self.max_upload_bytes:
             raise RequestError(
                 f"upload of {total_size} bytes is larger than the limit of {self.max_upload_bytes}",
-                code="E_TOO_LARGE", hint="the federation manifest sets the largest module; make the module smaller",
+                code="E_TOO_LARGE",
+                hint="the federation manifest sets the largest module; make the module smaller",
             )
         key = (site_id, upload_id)
         with self._lock:
             if key in self._busy:
-                raise RequestError(f"upload {upload_id} is being written by another call", code="E_UPLOAD_BUSY",
-                                   hint="wait for the earlier stream to end, then resume")
+                raise RequestError(
+                    f"upload {upload_id} is being written by another call",
+                    code="E_UPLOAD_BUSY",
+                    hint="wait for the earlier stream to end, then resume",
+                )
             self._busy.add(key)
         try:
             state = _read_state(directory)
@@ -317,17 +349,27 @@ class UploadStaging:
                 if self._staged_count(site_id) >= self.max_parallel_per_site:
                     raise RequestError(
                         f"site {site_id} already has {self.max_parallel_per_site} unfinished uploads",
-                        code="E_UPLOAD_QUOTA", hint="finish or abandon earlier uploads (they expire)",
+                        code="E_UPLOAD_QUOTA",
+                        hint="finish or abandon earlier uploads (they expire)",
                     )
                 private_dir(directory.parent)
                 directory.mkdir(mode=0o700, exist_ok=True)
-                state = UploadState(upload_id=upload_id, site_id=site_id, total_size=int(total_size),
-                                    total_sha256=sha_hex, committed_offset=0, created_at=time.time())
+                state = UploadState(
+                    upload_id=upload_id,
+                    site_id=site_id,
+                    total_size=int(total_size),
+                    total_sha256=sha_hex,
+                    committed_offset=0,
+                    created_at=time.time(),
+                )
                 _write_state(directory, state)
-            elif state.total_size != total_size or not hmac.compare_digest(state.total_sha256, sha_hex):
+            elif state.total_size != total_size or not hmac.compare_digest(
+                state.total_sha256, sha_hex
+            ):
                 raise RequestError(
                     f"upload {upload_id} was started with another size or SHA-256",
-                    code="E_UPLOAD_MISMATCH", hint="use a new upload id for a different package",
+                    code="E_UPLOAD_MISMATCH",
+                    hint="use a new upload id for a different package",
                 )
             return StagedUpload(self, directory, state, key)
         except BaseException:

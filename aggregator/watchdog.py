@@ -23,7 +23,7 @@ import itertools
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class Deadline:
 
     __slots__ = ("when", "callback", "cancelled", "_watchdog")
 
-    def __init__(self, when: float, callback: Callable[[], None], watchdog: "Watchdog"):
+    def __init__(self, when: float, callback: Callable[[], None], watchdog: Watchdog):
         self.when = when
         self.callback = callback
         self.cancelled = False

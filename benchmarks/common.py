@@ -17,8 +17,9 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks"
@@ -26,7 +27,7 @@ MB = 1_000_000
 
 
 def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def cpu_model() -> str:
@@ -46,13 +47,24 @@ RESULT_PATHS = ("benchmarks/results", "benchmarks/RESULTS.md")
 
 def git_commit(repo: Path = REPO) -> dict[str, Any]:
     """The commit the benchmark ran on and whether tracked files (other than results) differed from it."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=30,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=repo, capture_output=True, text=True, timeout=30, check=True
+        ).stdout.strip()
+
     try:
         commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".",
-                         *(f":(exclude){p}" for p in RESULT_PATHS)))
+        dirty = bool(
+            git(
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                *(f":(exclude){p}" for p in RESULT_PATHS),
+            )
+        )
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     return {"commit": commit, "dirty": dirty}
@@ -81,18 +93,24 @@ def machine(device: str = "cpu") -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "device": device,
-        "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else None,
+        "gpu": torch.cuda.get_device_name(0)
+        if device.startswith("cuda") and torch.cuda.is_available()
+        else None,
     }
 
 
-def meta(benchmark: str, settings: dict[str, Any], *, device: str = "cpu", quick: bool = False) -> dict[str, Any]:
+def meta(
+    benchmark: str, settings: dict[str, Any], *, device: str = "cpu", quick: bool = False
+) -> dict[str, Any]:
     """The ``meta`` block of a result: machine, date, commit, command and settings."""
     return {
         "benchmark": benchmark,
         "date": utc_now(),
         "git": git_commit(),
         "machine": machine(device),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]) if sys.argv and sys.argv[0] else None,
+        "command": " ".join([Path(sys.executable).name, *sys.argv])
+        if sys.argv and sys.argv[0]
+        else None,
         "quick": quick,
         "settings": settings,
     }
@@ -103,14 +121,18 @@ def machine_line(m: dict[str, Any]) -> str:
     dev = m.get("device", "cpu")
     gpu = f" ({m['gpu']})" if m.get("gpu") else ""
     isa = f" ({m['cpu_capability']} kernels)" if m.get("cpu_capability") else ""
-    return (f"{m.get('cpu_model')}{isa}, {m.get('cores')} cores (load {m.get('load_average_1m')} at start), "
-            f"torch {m.get('torch')}, {m.get('torch_threads')} torch thread(s), device {dev}{gpu}")
+    return (
+        f"{m.get('cpu_model')}{isa}, {m.get('cores')} cores (load {m.get('load_average_1m')} at start), "
+        f"torch {m.get('torch')}, {m.get('torch_threads')} torch thread(s), device {dev}{gpu}"
+    )
 
 
 def meta_line(md: dict[str, Any]) -> str:
     """``date, commit, machine`` of a result, for a markdown page."""
     git = md.get("git") or {}
-    commit = (git.get("commit") or "unknown")[:10] + (" (uncommitted changes)" if git.get("dirty") else "")
+    commit = (git.get("commit") or "unknown")[:10] + (
+        " (uncommitted changes)" if git.get("dirty") else ""
+    )
     return f"Run {md.get('date')} at commit `{commit}` on {machine_line(md.get('machine', {}))}."
 
 
@@ -119,8 +141,10 @@ def write_result(out: Path, name: str, result: dict[str, Any], markdown: str) ->
     d = Path(out) / "results"
     d.mkdir(parents=True, exist_ok=True)
     paths = (d / f"{name}.json", d / f"{name}.md")
-    for path, text in zip(paths, (json.dumps(result, indent=2, sort_keys=True, default=_json_default) + "\n",
-                                  markdown)):
+    for path, text in zip(
+        paths,
+        (json.dumps(result, indent=2, sort_keys=True, default=_json_default) + "\n", markdown),
+    ):
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(text)
         os.replace(tmp, path)

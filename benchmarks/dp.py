@@ -39,49 +39,96 @@ from benchmarks import common
 
 DELTA = 1e-5
 EPSILONS = (1.0, 2.0, 4.0, 8.0, math.inf)
-QUICK = {"generator_size": "tiny", "samples_per_class": 8, "classifier_epochs": 1, "fedavg_rounds": 1}
+QUICK = {
+    "generator_size": "tiny",
+    "samples_per_class": 8,
+    "classifier_epochs": 1,
+    "fedavg_rounds": 1,
+}
 
 
 def _eps_label(eps: float) -> str:
     return "inf" if math.isinf(eps) else f"{eps:g}"
 
 
-def run_point(dataset: str, family: str, eps: float, *, epochs: int, quick: bool, threads: int, device: str,
-              seed: int, size: str = "default", dp_reproducible: bool = False) -> dict[str, Any]:
+def run_point(
+    dataset: str,
+    family: str,
+    eps: float,
+    *,
+    epochs: int,
+    quick: bool,
+    threads: int,
+    device: str,
+    seed: int,
+    size: str = "default",
+    dp_reproducible: bool = False,
+) -> dict[str, Any]:
     from ffsecure.simulate import SimulationConfig, run_simulation
 
     overrides = dict(QUICK) if quick else {"generator_size": size}
     baselines = math.isinf(eps)
     with tempfile.TemporaryDirectory(prefix="ffbench-dp-") as tmp:
-        cfg = SimulationConfig(dataset=dataset, generator=family, epochs=epochs, seed=seed, threads=threads,
-                               device=device, out=tmp, plots=False, baselines=baselines,
-                               dp_epsilon=None if baselines else float(eps),
-                               dp_delta=None if baselines else DELTA,
-                               dp_reproducible=dp_reproducible and not baselines, **overrides)
+        cfg = SimulationConfig(
+            dataset=dataset,
+            generator=family,
+            epochs=epochs,
+            seed=seed,
+            threads=threads,
+            device=device,
+            out=tmp,
+            plots=False,
+            baselines=baselines,
+            dp_epsilon=None if baselines else float(eps),
+            dp_delta=None if baselines else DELTA,
+            dp_reproducible=dp_reproducible and not baselines,
+            **overrides,
+        )
         t0 = time.perf_counter()
         res = run_simulation(cfg)
         wall = time.perf_counter() - t0
     dps = [s["dp"] for s in res["sites"] if s["dp"]]
     point: dict[str, Any] = {
-        "dataset": dataset, "generator": family, "generator_size": cfg.generator_size,
-        "epsilon": _eps_label(eps), "delta": None if baselines else DELTA,
-        "status": "measured", "sites": res["settings"]["sites"], "epochs": epochs,
-        "accuracy": res["federatedfactory"]["accuracy"], "auroc": res["federatedfactory"]["auroc"],
+        "dataset": dataset,
+        "generator": family,
+        "generator_size": cfg.generator_size,
+        "epsilon": _eps_label(eps),
+        "delta": None if baselines else DELTA,
+        "status": "measured",
+        "sites": res["settings"]["sites"],
+        "epochs": epochs,
+        "accuracy": res["federatedfactory"]["accuracy"],
+        "auroc": res["federatedfactory"]["auroc"],
         "achieved_epsilon": [round(d["epsilon"], 4) for d in dps] or None,
         "noise_multiplier": [round(d["noise_multiplier"], 4) for d in dps] or None,
-        "generators_s": res["timings"].get("generators_s"), "wall_s": round(wall, 1),
+        "generators_s": res["timings"].get("generators_s"),
+        "wall_s": round(wall, 1),
         "settings": {k: v for k, v in res["settings"].items() if k != "out"},
     }
     if baselines:
-        point["centralized"] = {"accuracy": res["centralized"]["accuracy"], "auroc": res["centralized"]["auroc"]}
+        point["centralized"] = {
+            "accuracy": res["centralized"]["accuracy"],
+            "auroc": res["centralized"]["auroc"],
+        }
         point["fedavg"] = {"accuracy": res["fedavg"]["accuracy"], "auroc": res["fedavg"]["auroc"]}
     return point
 
 
-def run(*, datasets: list[str] | None = None, families: list[str] | None = None,
-        epsilons: tuple[float, ...] = EPSILONS, epochs: int = 10, quick: bool = False,
-        out: Path = common.DEFAULT_OUT, threads: int = 1, device: str = "cpu", seed: int = 0,
-        ddpm_size: str = "tiny", dp_reproducible: bool = False, progress=print) -> dict[str, Any]:
+def run(
+    *,
+    datasets: list[str] | None = None,
+    families: list[str] | None = None,
+    epsilons: tuple[float, ...] = EPSILONS,
+    epochs: int = 10,
+    quick: bool = False,
+    out: Path = common.DEFAULT_OUT,
+    threads: int = 1,
+    device: str = "cpu",
+    seed: int = 0,
+    ddpm_size: str = "tiny",
+    dp_reproducible: bool = False,
+    progress=print,
+) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(threads)
@@ -92,35 +139,68 @@ def run(*, datasets: list[str] | None = None, families: list[str] | None = None,
         epochs = 1
     # the no-DP point first: it carries the centralized reference of the curve
     order = sorted(epsilons, key=lambda e: (not math.isinf(e), e))
-    settings = {"datasets": datasets, "families": families, "epsilons": [_eps_label(e) for e in order],
-                "delta": DELTA, "epochs": epochs, "threads": threads, "seed": seed,
-                "dp_reproducible": dp_reproducible,
-                "sizes": {f: sizes.get(f, "default") for f in families},
-                "overrides": QUICK if quick else "none (ffsecure.simulate defaults)"}
-    result: dict[str, Any] = {"meta": common.meta("dp", settings, device=device, quick=quick), "curves": []}
+    settings = {
+        "datasets": datasets,
+        "families": families,
+        "epsilons": [_eps_label(e) for e in order],
+        "delta": DELTA,
+        "epochs": epochs,
+        "threads": threads,
+        "seed": seed,
+        "dp_reproducible": dp_reproducible,
+        "sizes": {f: sizes.get(f, "default") for f in families},
+        "overrides": QUICK if quick else "none (ffsecure.simulate defaults)",
+    }
+    result: dict[str, Any] = {
+        "meta": common.meta("dp", settings, device=device, quick=quick),
+        "curves": [],
+    }
     for ds in datasets:
         for fam in families:
             size = "tiny" if quick else sizes.get(fam, "default")
-            curve: dict[str, Any] = {"dataset": ds, "generator": fam, "generator_size": size, "epochs": epochs,
-                                     "points": []}
+            curve: dict[str, Any] = {
+                "dataset": ds,
+                "generator": fam,
+                "generator_size": size,
+                "epochs": epochs,
+                "points": [],
+            }
             result["curves"].append(curve)
             cen = None
             for eps in order:
                 progress(f"[dp] {ds} {fam} ({size}) epsilon={_eps_label(eps)}")
-                p = run_point(ds, fam, eps, epochs=epochs, quick=quick, threads=threads, device=device, seed=seed,
-                              size=size, dp_reproducible=dp_reproducible)
+                p = run_point(
+                    ds,
+                    fam,
+                    eps,
+                    epochs=epochs,
+                    quick=quick,
+                    threads=threads,
+                    device=device,
+                    seed=seed,
+                    size=size,
+                    dp_reproducible=dp_reproducible,
+                )
                 if "centralized" in p:
                     cen = p["centralized"]
                     curve["centralized"], curve["fedavg"] = p.pop("centralized"), p.pop("fedavg")
-                p["ratio_vs_centralized"] = (round(p["accuracy"] / cen["accuracy"], 4)
-                                             if cen and cen["accuracy"] else None)
+                p["ratio_vs_centralized"] = (
+                    round(p["accuracy"] / cen["accuracy"], 4) if cen and cen["accuracy"] else None
+                )
                 curve["points"].append(p)
-                progress(f"    accuracy {p['accuracy']:.3f}, ratio {p['ratio_vs_centralized']} ({p['wall_s']} s)")
+                progress(
+                    f"    accuracy {p['accuracy']:.3f}, ratio {p['ratio_vs_centralized']} ({p['wall_s']} s)"
+                )
                 _write(result, out)  # a partial curve is kept if a later point is stopped
     if "ddpm" not in families or (sizes.get("ddpm") != "default" and not device.startswith("cuda")):
-        result["not_measured"] = [{"generator": "ddpm (default size)", "datasets": datasets,
-                                   "reason": "DP-SGD on the ddpm family at its default size needs a GPU to finish; "
-                                             "no GPU in this run"}]
+        result["not_measured"] = [
+            {
+                "generator": "ddpm (default size)",
+                "datasets": datasets,
+                "reason": "DP-SGD on the ddpm family at its default size needs a GPU to finish; "
+                "no GPU in this run",
+            }
+        ]
     _write(result, out)
     return result
 
@@ -135,31 +215,47 @@ def merge(part_dirs: list[Path], out: Path = common.DEFAULT_OUT) -> dict[str, An
     parts = [common.read_result(Path(d), "dp") for d in part_dirs]
     missing = [str(d) for d, p in zip(part_dirs, parts) if p is None]
     if missing:
-        raise FileNotFoundError(f"no results/dp.json in {', '.join(missing)}; run benchmarks.dp --out DIR there first")
+        raise FileNotFoundError(
+            f"no results/dp.json in {', '.join(missing)}; run benchmarks.dp --out DIR there first"
+        )
     keys = ("delta", "seed", "overrides")
     first = parts[0]["meta"]["settings"]
     for d, p in zip(part_dirs[1:], parts[1:]):
         other = {k: p["meta"]["settings"].get(k) for k in keys}
         if other != {k: first.get(k) for k in keys}:
-            raise ValueError(f"{d}: settings {other} differ from {part_dirs[0]}'s "
-                             f"{ {k: first.get(k) for k in keys} }; its curves are not comparable")
+            raise ValueError(
+                f"{d}: settings {other} differ from {part_dirs[0]}'s "
+                f"{ {k: first.get(k) for k in keys} }; its curves are not comparable"
+            )
     curves: list[dict[str, Any]] = []
     seen: set[tuple] = set()
     for p in parts:
         for c in p["curves"]:
-            c = {**c, "generator_size": c.get("generator_size", "default"),
-                 "epochs": c.get("epochs", p["meta"]["settings"]["epochs"]),
-                 "meta": c.get("meta") or {k: p["meta"][k] for k in ("date", "git", "machine")}}
+            c = {
+                **c,
+                "generator_size": c.get("generator_size", "default"),
+                "epochs": c.get("epochs", p["meta"]["settings"]["epochs"]),
+                "meta": c.get("meta") or {k: p["meta"][k] for k in ("date", "git", "machine")},
+            }
             key = (c["dataset"], c["generator"], c["generator_size"], c["epochs"])
             if key in seen:
-                raise ValueError(f"the {key[0]} {key[1]} ({key[2]}, {key[3]} epochs) curve is in more than one "
-                                 "of the merged runs")
+                raise ValueError(
+                    f"the {key[0]} {key[1]} ({key[2]}, {key[3]} epochs) curve is in more than one "
+                    "of the merged runs"
+                )
             seen.add(key)
             curves.append(c)
-    md = common.meta("dp", {**first, "epochs": sorted({c["epochs"] for c in curves}),
-                            "datasets": sorted({c["dataset"] for c in curves}),
-                            "families": sorted({c["generator"] for c in curves}),
-                            "merged_from": [str(d) for d in part_dirs]}, quick=parts[0]["meta"]["quick"])
+    md = common.meta(
+        "dp",
+        {
+            **first,
+            "epochs": sorted({c["epochs"] for c in curves}),
+            "datasets": sorted({c["dataset"] for c in curves}),
+            "families": sorted({c["generator"] for c in curves}),
+            "merged_from": [str(d) for d in part_dirs],
+        },
+        quick=parts[0]["meta"]["quick"],
+    )
     result: dict[str, Any] = {"meta": md, "curves": curves}
     measured = {(c["generator"], c["generator_size"]) for c in curves if c["points"]}
     nm = [n for p in parts for n in p.get("not_measured", [])]
@@ -185,13 +281,18 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    finite = sorted({float(p["epsilon"]) for c in curves for p in c["points"] if p["epsilon"] != "inf"}) or [1.0]
+    finite = sorted(
+        {float(p["epsilon"]) for c in curves for p in c["points"] if p["epsilon"] != "inf"}
+    ) or [1.0]
     x_inf = max(finite) * 2
     several_epochs = len({epochs_of(c, result) for c in curves}) > 1
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
     for c in curves:
-        pts = sorted(((x_inf if p["epsilon"] == "inf" else float(p["epsilon"])), p["ratio_vs_centralized"])
-                     for p in c["points"] if p["ratio_vs_centralized"] is not None)
+        pts = sorted(
+            ((x_inf if p["epsilon"] == "inf" else float(p["epsilon"])), p["ratio_vs_centralized"])
+            for p in c["points"]
+            if p["ratio_vs_centralized"] is not None
+        )
         if pts:
             size = c.get("generator_size", "default")
             label = f"{c['dataset']} {c['generator']}" + ("" if size == "default" else f" ({size})")
@@ -219,31 +320,73 @@ def to_markdown(result: dict[str, Any]) -> str:
     md = result["meta"]
     s = md["settings"]
     merged = s.get("merged_from")
-    head = (f"Curves of {len(merged)} runs on this machine (each names its own date, commit and machine), "
-            f"merged {md.get('date')}." if merged else common.meta_line(md))
-    lines = ["# Privacy-utility: FederatedFactory / centralized against epsilon", "", head,
-             f"Delta {DELTA:g} per site, the same generator epoch count at every point of a curve (its heading "
-             f"names it), Opacus PRV accountant, "
-             f"Poisson sampling, clipping norm 1.0; other settings: {s['overrides']}; seed {s['seed']}.", ""]
+    head = (
+        f"Curves of {len(merged)} runs on this machine (each names its own date, commit and machine), "
+        f"merged {md.get('date')}."
+        if merged
+        else common.meta_line(md)
+    )
+    lines = [
+        "# Privacy-utility: FederatedFactory / centralized against epsilon",
+        "",
+        head,
+        f"Delta {DELTA:g} per site, the same generator epoch count at every point of a curve (its heading "
+        f"names it), Opacus PRV accountant, "
+        f"Poisson sampling, clipping norm 1.0; other settings: {s['overrides']}; seed {s['seed']}.",
+        "",
+    ]
     for c in result["curves"]:
         cen = c.get("centralized")
         size = c.get("generator_size", "default")
-        lines.append(f"## {c['dataset']}, {c['generator']}" + ("" if size == "default" else f" ({size})") +
-                     f", {epochs_of(c, result)} generator epochs" +
-                     (f" (centralized {common.f3(cen['accuracy'])} / {common.f3(cen['auroc'])}, "
-                      f"FedAvg {common.f3(c['fedavg']['accuracy'])})" if cen else ""))
+        lines.append(
+            f"## {c['dataset']}, {c['generator']}"
+            + ("" if size == "default" else f" ({size})")
+            + f", {epochs_of(c, result)} generator epochs"
+            + (
+                f" (centralized {common.f3(cen['accuracy'])} / {common.f3(cen['auroc'])}, "
+                f"FedAvg {common.f3(c['fedavg']['accuracy'])})"
+                if cen
+                else ""
+            )
+        )
         if c.get("meta"):
             lines += ["", "This curve: " + common.meta_line(c["meta"])]
-        lines += ["", common.table(
-            ["epsilon", "FF accuracy", "FF AUROC", "FF / centralized", "achieved epsilon (min-max)",
-             "noise multiplier (min-max)", "generators s", "run s"],
-            [[p["epsilon"], common.f3(p["accuracy"]), common.f3(p["auroc"]), common.f3(p["ratio_vs_centralized"]),
-              _span(p["achieved_epsilon"]), _span(p["noise_multiplier"]), common.f1(p["generators_s"]),
-              common.f1(p["wall_s"])] for p in c["points"]], "lrrrllrr"), ""]
+        lines += [
+            "",
+            common.table(
+                [
+                    "epsilon",
+                    "FF accuracy",
+                    "FF AUROC",
+                    "FF / centralized",
+                    "achieved epsilon (min-max)",
+                    "noise multiplier (min-max)",
+                    "generators s",
+                    "run s",
+                ],
+                [
+                    [
+                        p["epsilon"],
+                        common.f3(p["accuracy"]),
+                        common.f3(p["auroc"]),
+                        common.f3(p["ratio_vs_centralized"]),
+                        _span(p["achieved_epsilon"]),
+                        _span(p["noise_multiplier"]),
+                        common.f1(p["generators_s"]),
+                        common.f1(p["wall_s"]),
+                    ]
+                    for p in c["points"]
+                ],
+                "lrrrllrr",
+            ),
+            "",
+        ]
     if result.get("plot"):
         lines += [f"![privacy-utility]({result['plot']})", ""]
     for nm in result.get("not_measured", []):
-        lines.append(f"Not measured: {nm['generator']} on {', '.join(nm['datasets'])}: {nm['reason']}.")
+        lines.append(
+            f"Not measured: {nm['generator']} on {', '.join(nm['datasets'])}: {nm['reason']}."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -263,26 +406,49 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", default="digits")
     p.add_argument("--families", default="cvae,ddpm")
-    p.add_argument("--ddpm-size", default="tiny", choices=("tiny", "default", "full"),
-                   help="ddpm size (default needs a GPU under DP-SGD)")
+    p.add_argument(
+        "--ddpm-size",
+        default="tiny",
+        choices=("tiny", "default", "full"),
+        help="ddpm size (default needs a GPU under DP-SGD)",
+    )
     p.add_argument("--epsilons", default="1,2,4,8,inf")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dp-reproducible", action="store_true",
-                   help="research only: seed DP noise and sampling from --seed (recorded in the results)")
-    p.add_argument("--merge", default=None, metavar="DIR,DIR,...",
-                   help="combine the --out directories of earlier runs into --out (runs nothing)")
+    p.add_argument(
+        "--dp-reproducible",
+        action="store_true",
+        help="research only: seed DP noise and sampling from --seed (recorded in the results)",
+    )
+    p.add_argument(
+        "--merge",
+        default=None,
+        metavar="DIR,DIR,...",
+        help="combine the --out directories of earlier runs into --out (runs nothing)",
+    )
     p.add_argument("--out", default=str(common.DEFAULT_OUT))
     a = p.parse_args(argv)
     if a.merge:
         return merge([Path(d) for d in a.merge.split(",")], Path(a.out))
-    eps = tuple(math.inf if e.strip() in ("inf", "infinity") else float(e) for e in a.epsilons.split(","))
-    return run(datasets=a.datasets.split(","), families=a.families.split(","), epsilons=eps, epochs=a.epochs,
-               quick=a.quick, out=Path(a.out), threads=a.threads, device=a.device, seed=a.seed,
-               ddpm_size=a.ddpm_size, dp_reproducible=a.dp_reproducible)
+    eps = tuple(
+        math.inf if e.strip() in ("inf", "infinity") else float(e) for e in a.epsilons.split(",")
+    )
+    return run(
+        datasets=a.datasets.split(","),
+        families=a.families.split(","),
+        epsilons=eps,
+        epochs=a.epochs,
+        quick=a.quick,
+        out=Path(a.out),
+        threads=a.threads,
+        device=a.device,
+        seed=a.seed,
+        ddpm_size=a.ddpm_size,
+        dp_reproducible=a.dp_reproducible,
+    )
 
 
 if __name__ == "__main__":

@@ -50,7 +50,9 @@ def bench_size(size_mb: int, suite: str, repeat: int) -> dict:
 
     def hpke_round_trip():
         sealed = envelope.seal(data, public, federation_id="bench", key_id=kid, suite=suite)
-        assert len(envelope.open_sealed(sealed, private, federation_id="bench", key_id=kid)) == len(data)
+        assert len(envelope.open_sealed(sealed, private, federation_id="bench", key_id=kid)) == len(
+            data
+        )
 
     aes = AESGCM(AESGCM.generate_key(bit_length=256))
 
@@ -84,9 +86,15 @@ def to_markdown(result: dict) -> str:
         "| ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     for r in result["rows"]:
-        lines.append(f"| {r['size_mb']} MB | {r['suite']} | {r['hpke_mb_s']:.0f} | "
-                     f"{r['aesgcm_mb_s']:.0f} | {r['ratio']:.2f} | {r['overhead_bytes']} B |")
-    lines += ["", "ratio = HPKE throughput / AES-GCM throughput (1.00 = no cost beyond the cipher).", ""]
+        lines.append(
+            f"| {r['size_mb']} MB | {r['suite']} | {r['hpke_mb_s']:.0f} | "
+            f"{r['aesgcm_mb_s']:.0f} | {r['ratio']:.2f} | {r['overhead_bytes']} B |"
+        )
+    lines += [
+        "",
+        "ratio = HPKE throughput / AES-GCM throughput (1.00 = no cost beyond the cipher).",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -43,10 +43,20 @@ def upload_kill(uploads: int, kills: int, seed: int) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="ffbench-faults-") as tmp:
         t0 = time.perf_counter()
-        r = _kill_run(Path(tmp), n_uploads=uploads, kills=kills, seed=seed, deadline_s=max(540, 6 * uploads))
+        r = _kill_run(
+            Path(tmp), n_uploads=uploads, kills=kills, seed=seed, deadline_s=max(540, 6 * uploads)
+        )
         wall = time.perf_counter() - t0
-    return {"uploads": uploads, "kills": len(r["kills"]), "kill_log": r["kills"], "acknowledged": r["acknowledged"],
-            "lost": r["lost"], "retried_sites": r["retried_sites"], "wall_s": round(wall, 1), "seed": seed}
+    return {
+        "uploads": uploads,
+        "kills": len(r["kills"]),
+        "kill_log": r["kills"],
+        "acknowledged": r["acknowledged"],
+        "lost": r["lost"],
+        "retried_sites": r["retried_sites"],
+        "wall_s": round(wall, 1),
+        "seed": seed,
+    }
 
 
 def store_kill(entries: int, seed: int) -> dict[str, Any]:
@@ -63,9 +73,24 @@ def cases() -> list[dict[str, Any]]:
     """Each disk-full and clock-skew test case (slow ones included) and its outcome."""
     with tempfile.TemporaryDirectory(prefix="ffbench-faults-") as tmp:
         xml = Path(tmp) / "junit.xml"
-        subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "", "-p", "no:cacheprovider",
-                        f"--junitxml={xml}", *CASE_FILES], cwd=common.REPO, capture_output=True, text=True,
-                       timeout=1800)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-m",
+                "",
+                "-p",
+                "no:cacheprovider",
+                f"--junitxml={xml}",
+                *CASE_FILES,
+            ],
+            cwd=common.REPO,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         root = ET.parse(xml).getroot()
     out = []
     for tc in root.iter("testcase"):
@@ -75,8 +100,14 @@ def cases() -> list[dict[str, Any]]:
             if el is not None:
                 outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[tag]
                 break
-        out.append({"file": tc.get("classname", "").rsplit(".", 1)[-1], "case": tc.get("name"),
-                    "outcome": outcome, "seconds": round(float(tc.get("time") or 0), 2)})
+        out.append(
+            {
+                "file": tc.get("classname", "").rsplit(".", 1)[-1],
+                "case": tc.get("name"),
+                "outcome": outcome,
+                "seconds": round(float(tc.get("time") or 0), 2),
+            }
+        )
     return out
 
 
@@ -84,32 +115,87 @@ def to_markdown(result: dict[str, Any]) -> str:
     md = result["meta"]
     u, s = result["upload_kill"], result["store_kill"]
     lines = ["# Fault runs", "", common.meta_line(md), ""]
-    lines += ["SIGKILL of a real `aggregator serve` during concurrent uploads (sites retry and resume; checked "
-              "offline afterwards: every acknowledged module present once and verifiable, nothing else, the "
-              "bundle verifies):", "",
-              common.table(["concurrent uploads", "kills", "acknowledged", "lost", "sites that retried", "wall s"],
-                           [[u["uploads"], u["kills"], u["acknowledged"], u["lost"], u["retried_sites"],
-                             common.f1(u["wall_s"])]], "rrrrrr"), "",
-              "Kill moments (seconds from the start, uploads acknowledged before, uploads in flight): " +
-              "; ".join(f"{k['at_s']} s ({k['acked_before']} acked, {k['in_flight']} in flight)"
-                        for k in u["kill_log"]) + ".", ""]
-    lines += ["SIGKILL of a store writer (register, append, delete) until the log holds the target; after every "
-              "kill the store and ledger agree (`verify_integrity`) and an exported bundle verifies:", "",
-              common.table(["target entries", "kills", "restarts checked", "entries at the end", "lost", "wall s"],
-                           [[s["target_entries"], s["kills"], s["restarts_checked"], s["entries"], s["lost"],
-                             common.f1(s["wall_s"])]], "rrrrrr"), ""]
-    lines += ["Disk full and clock skew (tests/faults, slow cases included):", "",
-              common.table(["file", "case", "outcome", "s"],
-                           [[c["file"], f"`{c['case']}`", c["outcome"], common.f1(c["seconds"])]
-                            for c in result["cases"]], "lllr"), ""]
+    lines += [
+        "SIGKILL of a real `aggregator serve` during concurrent uploads (sites retry and resume; checked "
+        "offline afterwards: every acknowledged module present once and verifiable, nothing else, the "
+        "bundle verifies):",
+        "",
+        common.table(
+            ["concurrent uploads", "kills", "acknowledged", "lost", "sites that retried", "wall s"],
+            [
+                [
+                    u["uploads"],
+                    u["kills"],
+                    u["acknowledged"],
+                    u["lost"],
+                    u["retried_sites"],
+                    common.f1(u["wall_s"]),
+                ]
+            ],
+            "rrrrrr",
+        ),
+        "",
+        "Kill moments (seconds from the start, uploads acknowledged before, uploads in flight): "
+        + "; ".join(
+            f"{k['at_s']} s ({k['acked_before']} acked, {k['in_flight']} in flight)"
+            for k in u["kill_log"]
+        )
+        + ".",
+        "",
+    ]
+    lines += [
+        "SIGKILL of a store writer (register, append, delete) until the log holds the target; after every "
+        "kill the store and ledger agree (`verify_integrity`) and an exported bundle verifies:",
+        "",
+        common.table(
+            ["target entries", "kills", "restarts checked", "entries at the end", "lost", "wall s"],
+            [
+                [
+                    s["target_entries"],
+                    s["kills"],
+                    s["restarts_checked"],
+                    s["entries"],
+                    s["lost"],
+                    common.f1(s["wall_s"]),
+                ]
+            ],
+            "rrrrrr",
+        ),
+        "",
+    ]
+    lines += [
+        "Disk full and clock skew (tests/faults, slow cases included):",
+        "",
+        common.table(
+            ["file", "case", "outcome", "s"],
+            [
+                [c["file"], f"`{c['case']}`", c["outcome"], common.f1(c["seconds"])]
+                for c in result["cases"]
+            ],
+            "lllr",
+        ),
+        "",
+    ]
     return "\n".join(lines)
 
 
-def run(*, uploads: int = 100, kills: int = 10, entries: int = 1000, seed: int = 20261202,
-        out: Path = common.DEFAULT_OUT) -> dict[str, Any]:
-    md = common.meta("faults", {"uploads": uploads, "kills": kills, "entries": entries, "seed": seed})
-    result = {"meta": md, "upload_kill": upload_kill(uploads, kills, seed), "store_kill": store_kill(entries, seed),
-              "cases": cases()}
+def run(
+    *,
+    uploads: int = 100,
+    kills: int = 10,
+    entries: int = 1000,
+    seed: int = 20261202,
+    out: Path = common.DEFAULT_OUT,
+) -> dict[str, Any]:
+    md = common.meta(
+        "faults", {"uploads": uploads, "kills": kills, "entries": entries, "seed": seed}
+    )
+    result = {
+        "meta": md,
+        "upload_kill": upload_kill(uploads, kills, seed),
+        "store_kill": store_kill(entries, seed),
+        "cases": cases(),
+    }
     common.write_result(out, "faults", result, to_markdown(result))
     return result
 

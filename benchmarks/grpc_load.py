@@ -48,7 +48,6 @@ sys.path.insert(0, str(REPO))
 from benchmarks import common  # noqa: E402
 from tests.federation_fixture import build_federation  # noqa: E402
 
-
 # server.max_workers of the concurrent phase: calls beyond it wait in gRPC's queue
 CONCURRENT_WORKERS = 32
 
@@ -60,11 +59,26 @@ class Server:
         self.port_file = fed.home.root / "serve.port"
         self.port_file.unlink(missing_ok=True)
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        )
         self.log = open(fed.root / "serve.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "aggregator", "--log-level", "WARNING", "serve",
-                                      "--config", str(fed.config_path)],
-                                     cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "aggregator",
+                "--log-level",
+                "WARNING",
+                "serve",
+                "--config",
+                str(fed.config_path),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 120
         while not self.port_file.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -112,15 +126,29 @@ def percentile(values: list[float], q: float) -> float:
 
 def concurrent_uploads(root: Path, n_sites: int, timeout: float) -> dict:
     sites = [f"site-{i:03d}" for i in range(n_sites)]
-    fed = build_federation(root, sites=sites, image_shape=(3, 64, 64), labels=[f"c{i}" for i in range(10)],
-                           max_workers=CONCURRENT_WORKERS, chunk_bytes=1 << 20, commit_every_bytes=4 << 20,
-                           calls_per_second=100.0, call_burst=200, uploads_per_minute=60.0, upload_burst=10)
+    fed = build_federation(
+        root,
+        sites=sites,
+        image_shape=(3, 64, 64),
+        labels=[f"c{i}" for i in range(10)],
+        max_workers=CONCURRENT_WORKERS,
+        chunk_bytes=1 << 20,
+        commit_every_bytes=4 << 20,
+        calls_per_second=100.0,
+        call_burst=200,
+        uploads_per_minute=60.0,
+        upload_burst=10,
+    )
     packages = {s: fed.make_package(s, classes=[i % 10]) for i, s in enumerate(sites)}
     module_bytes = len(next(iter(packages.values()))[0])
     srv = Server(fed)
     try:
-        clients = {s: fed.client(s, srv.address, chunk_bytes=1 << 20, timeout_s=120, upload_timeout_s=timeout)
-                   for s in sites}
+        clients = {
+            s: fed.client(
+                s, srv.address, chunk_bytes=1 << 20, timeout_s=120, upload_timeout_s=timeout
+            )
+            for s in sites
+        }
         barrier = threading.Barrier(n_sites + 1)
         latencies: dict[str, float] = {}
         errors: dict[str, str] = {}
@@ -130,7 +158,9 @@ def concurrent_uploads(root: Path, n_sites: int, timeout: float) -> dict:
             barrier.wait()
             t = time.perf_counter()
             try:
-                receipt = clients[site].upload(sealed, module_id=pkg.manifest.module_id, site_id=site)
+                receipt = clients[site].upload(
+                    sealed, module_id=pkg.manifest.module_id, site_id=site
+                )
                 assert not receipt.existing
                 latencies[site] = time.perf_counter() - t
             except Exception as exc:  # noqa: BLE001 - counted and reported
@@ -211,9 +241,15 @@ def large_upload(root: Path, timeout: float) -> dict:
 
     from ffsecure.v1 import aggregator_pb2 as pb
 
-    fed = build_federation(root, image_shape=(3, 64, 64), labels=[f"c{i}" for i in range(10)],
-                           generator_size="default", max_module_bytes=64 << 20, chunk_bytes=1 << 20,
-                           commit_every_bytes=8 << 20)
+    fed = build_federation(
+        root,
+        image_shape=(3, 64, 64),
+        labels=[f"c{i}" for i in range(10)],
+        generator_size="default",
+        max_module_bytes=64 << 20,
+        chunk_bytes=1 << 20,
+        commit_every_bytes=8 << 20,
+    )
     sealed, pkg = fed.make_package("st-mary", classes=[0, 1, 2])
     size = len(sealed)
     srv = Server(fed)
@@ -221,8 +257,16 @@ def large_upload(root: Path, timeout: float) -> dict:
         # transfer + staging + hash only: announce a wrong hash, the server refuses after hashing
         with fed.client("st-mary", srv.address, chunk_bytes=1 << 20, upload_timeout_s=timeout) as c:
             sha_wrong = hashlib.sha256(b"not the package").digest()
-            chunks = (pb.UploadChunk(upload_id="e" * 32, offset=o, data=sealed[o:o + (1 << 20)], total_size=size,
-                                     total_sha256=sha_wrong) for o in range(0, size, 1 << 20))
+            chunks = (
+                pb.UploadChunk(
+                    upload_id="e" * 32,
+                    offset=o,
+                    data=sealed[o : o + (1 << 20)],
+                    total_size=size,
+                    total_sha256=sha_wrong,
+                )
+                for o in range(0, size, 1 << 20)
+            )
             t = time.perf_counter()
             try:
                 c.stub.UploadModule(chunks, timeout=timeout)
@@ -264,8 +308,12 @@ def memory_vs_size(root: Path, sizes_mb: list[int], timeout: float) -> dict:
     from ffsecure.v1 import aggregator_pb2 as pb
 
     chunk = 1 << 20
-    fed = build_federation(root, max_module_bytes=(max(sizes_mb) + 1) << 20, chunk_bytes=chunk,
-                           commit_every_bytes=4 << 20)
+    fed = build_federation(
+        root,
+        max_module_bytes=(max(sizes_mb) + 1) << 20,
+        chunk_bytes=chunk,
+        commit_every_bytes=4 << 20,
+    )
     srv = Server(fed)
     rows = []
     try:
@@ -275,8 +323,16 @@ def memory_vs_size(root: Path, sizes_mb: list[int], timeout: float) -> dict:
             for n, size_mb in enumerate([1] + sizes_mb):
                 size = size_mb << 20
                 upload_id = os.urandom(16).hex()
-                chunks = (pb.UploadChunk(upload_id=upload_id, offset=o, data=block, total_size=size,
-                                         total_sha256=b"\x00" * 32) for o in range(0, size, chunk))
+                chunks = (
+                    pb.UploadChunk(
+                        upload_id=upload_id,
+                        offset=o,
+                        data=block,
+                        total_size=size,
+                        total_sha256=b"\x00" * 32,
+                    )
+                    for o in range(0, size, chunk)
+                )
                 time.sleep(0.3)
                 srv.reset_peak()
                 t = time.perf_counter()
@@ -290,14 +346,25 @@ def memory_vs_size(root: Path, sizes_mb: list[int], timeout: float) -> dict:
                 time.sleep(0.2)  # let the sampler see the tail
                 if n == 0:
                     continue  # the warm-up upload is not reported
-                rows.append({"upload_mb": size_mb, "seconds": seconds, "mb_per_s": size / 1e6 / seconds,
-                             "rss_idle_mb": srv.base_rss / 1e6, "rss_peak_mb": srv.peak_rss / 1e6,
-                             "rss_growth_mb": (srv.peak_rss - srv.base_rss) / 1e6})
+                rows.append(
+                    {
+                        "upload_mb": size_mb,
+                        "seconds": seconds,
+                        "mb_per_s": size / 1e6 / seconds,
+                        "rss_idle_mb": srv.base_rss / 1e6,
+                        "rss_peak_mb": srv.peak_rss / 1e6,
+                        "rss_growth_mb": (srv.peak_rss - srv.base_rss) / 1e6,
+                    }
+                )
     finally:
         srv.stop()
-    return {"chunk_bytes": chunk, "rows": rows,
-            "max_growth_mb": max(r["rss_growth_mb"] for r in rows),
-            "growth_ratio_largest_vs_smallest": (rows[-1]["rss_growth_mb"] + 1) / (rows[0]["rss_growth_mb"] + 1)}
+    return {
+        "chunk_bytes": chunk,
+        "rows": rows,
+        "max_growth_mb": max(r["rss_growth_mb"] for r in rows),
+        "growth_ratio_largest_vs_smallest": (rows[-1]["rss_growth_mb"] + 1)
+        / (rows[0]["rss_growth_mb"] + 1),
+    }
 
 
 def markdown(result: dict) -> str:
@@ -305,7 +372,8 @@ def markdown(result: dict) -> str:
     lines = [
         "# gRPC load (loopback, mTLS, real `aggregator serve`)",
         "",
-        common.meta_line(result["meta"]) + f" Run: `python -m benchmarks.grpc_load --sites {c['sites']}`.",
+        common.meta_line(result["meta"])
+        + f" Run: `python -m benchmarks.grpc_load --sites {c['sites']}`.",
         "",
         f"## {c['sites']} sites uploading one {c['module_bytes'] / 1e6:.2f} MB module each, at once",
         "",
@@ -343,8 +411,11 @@ def markdown(result: dict) -> str:
             "| upload (MB) | MB/s | server RSS idle (MB) | peak (MB) | growth (MB) |",
             "| --- | --- | --- | --- | --- |",
         ]
-        lines += [f"| {r['upload_mb']} | {r['mb_per_s']:.1f} | {r['rss_idle_mb']:.0f} | {r['rss_peak_mb']:.0f} "
-                  f"| {r['rss_growth_mb']:.1f} |" for r in mem["rows"]]
+        lines += [
+            f"| {r['upload_mb']} | {r['mb_per_s']:.1f} | {r['rss_idle_mb']:.0f} | {r['rss_peak_mb']:.0f} "
+            f"| {r['rss_growth_mb']:.1f} |"
+            for r in mem["rows"]
+        ]
         lines += [
             "",
             f"Largest growth while receiving: {mem['max_growth_mb']:.1f} MB, for uploads up to "
@@ -359,7 +430,9 @@ def markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sites", type=int, default=200)
-    ap.add_argument("--memory-sizes", default="2,16,64", help="upload sizes (MB) for the memory phase")
+    ap.add_argument(
+        "--memory-sizes", default="2,16,64", help="upload sizes (MB) for the memory phase"
+    )
     ap.add_argument("--timeout", type=float, default=600.0, help="bound on each phase, seconds")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = ap.parse_args(argv)
@@ -368,13 +441,18 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(2)
-    settings = {"sites": args.sites, "memory_sizes_mb": args.memory_sizes, "timeout_s": args.timeout}
+    settings = {
+        "sites": args.sites,
+        "memory_sizes_mb": args.memory_sizes,
+        "timeout_s": args.timeout,
+    }
     meta = common.meta("grpc_load", settings)  # machine load and date as the run starts
     with tempfile.TemporaryDirectory(prefix="ffsecure-grpc-load-") as tmp:
         concurrent = concurrent_uploads(Path(tmp) / "load", args.sites, args.timeout)
         large = large_upload(Path(tmp) / "large", args.timeout)
-        memory = memory_vs_size(Path(tmp) / "memory", [int(x) for x in args.memory_sizes.split(",")],
-                                args.timeout)
+        memory = memory_vs_size(
+            Path(tmp) / "memory", [int(x) for x in args.memory_sizes.split(",")], args.timeout
+        )
     result = {
         "benchmark": "grpc_load",
         "meta": meta,  # machine, python, date, commit

@@ -35,8 +35,12 @@ ORIGIN = "ffsecure.local/bench/log"
 
 
 def _entry(i: int) -> dict:
-    return make_entry("cert.revoked", "operator:bench", {"serial": f"{i:016x}", "reason": "benchmark"},
-                      time="2026-11-22T12:00:00Z")
+    return make_entry(
+        "cert.revoked",
+        "operator:bench",
+        {"serial": f"{i:016x}", "reason": "benchmark"},
+        time="2026-11-22T12:00:00Z",
+    )
 
 
 def bench_size(n: int, *, durable_appends: int, proofs: int, rng: random.Random) -> dict:
@@ -51,10 +55,12 @@ def bench_size(n: int, *, durable_appends: int, proofs: int, rng: random.Random)
     memory_rate = n / (time.perf_counter() - t)
 
     with tempfile.TemporaryDirectory() as tmp:
-        store = SQLiteStore.open(tmp, origin=ORIGIN, kek=os.urandom(32), log_signer=LogSigner.generate(ORIGIN))
+        store = SQLiteStore.open(
+            tmp, origin=ORIGIN, kek=os.urandom(32), log_signer=LogSigner.generate(ORIGIN)
+        )
         t = time.perf_counter()
         for start in range(0, n, 20_000):
-            store.append_many(entries[start:start + 20_000])
+            store.append_many(entries[start : start + 20_000])
         bulk_rate = n / (time.perf_counter() - t)
         t = time.perf_counter()
         for i in range(durable_appends):
@@ -62,8 +68,12 @@ def bench_size(n: int, *, durable_appends: int, proofs: int, rng: random.Random)
         durable_rate = durable_appends / (time.perf_counter() - t)
         size = store.size()
         cp = open_checkpoint(store.checkpoint(), store.vkey)
-        assert cp.root_hash == MemoryTree([leaf_hash(d) for d in datas] +
-                                          [leaf_hash(d) for d in store.entries(n, size)]).root()
+        assert (
+            cp.root_hash
+            == MemoryTree(
+                [leaf_hash(d) for d in datas] + [leaf_hash(d) for d in store.entries(n, size)]
+            ).root()
+        )
         indices = [rng.randrange(size) for _ in range(proofs)]
         t = time.perf_counter()
         made = [store.inclusion_proof(i, size) for i in indices]
@@ -93,27 +103,38 @@ def bench_size(n: int, *, durable_appends: int, proofs: int, rng: random.Random)
 
 def to_markdown(result: dict) -> str:
     rows = result["results"]
-    head = ("| entries | memory appends/s | SQLite bulk appends/s | SQLite durable appends/s | "
-            "proofs generated/s | proofs verified/s | inclusion proof (hashes / bytes) | "
-            "consistency proof (hashes) | database size |")
-    lines = [f"# Ledger benchmark\n", f"{common.meta_line(result['meta'])} Command: `{result['command']}`.\n",
-             "Durable appends are one SQLite transaction each (WAL, synchronous=FULL); bulk appends are "
-             "20,000 per transaction.\n", head, "|" + "---|" * 9]
+    head = (
+        "| entries | memory appends/s | SQLite bulk appends/s | SQLite durable appends/s | "
+        "proofs generated/s | proofs verified/s | inclusion proof (hashes / bytes) | "
+        "consistency proof (hashes) | database size |"
+    )
+    lines = [
+        "# Ledger benchmark\n",
+        f"{common.meta_line(result['meta'])} Command: `{result['command']}`.\n",
+        "Durable appends are one SQLite transaction each (WAL, synchronous=FULL); bulk appends are "
+        "20,000 per transaction.\n",
+        head,
+        "|" + "---|" * 9,
+    ]
     for r in rows:
         lines.append(
             f"| {r['entries']:,} | {r['memory_appends_per_s']:,} | {r['sqlite_bulk_appends_per_s']:,} | "
             f"{r['sqlite_durable_appends_per_s']:,} | {r['inclusion_proofs_per_s']:,} | "
             f"{r['inclusion_verifications_per_s']:,} | {r['inclusion_proof_hashes_max']} / "
             f"{r['inclusion_proof_bytes_max']} | {r['consistency_proof_hashes_max']} | "
-            f"{r['database_bytes'] / 1e6:.1f} MB |")
+            f"{r['database_bytes'] / 1e6:.1f} MB |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="include the 10^6-entry log")
-    parser.add_argument("--sizes", default="1000,10000,100000",
-                        help="log sizes, comma-separated (--full adds 1000000)")
+    parser.add_argument(
+        "--sizes",
+        default="1000,10000,100000",
+        help="log sizes, comma-separated (--full adds 1000000)",
+    )
     parser.add_argument("--out", default="benchmarks/results", help="output directory")
     parser.add_argument("--durable-appends", type=int, default=200)
     parser.add_argument("--proofs", type=int, default=2000)

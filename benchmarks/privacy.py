@@ -64,7 +64,7 @@ def _splits(ds, n: int, seed: int):
     if ds.train_x.shape[0] < 3 * n:
         raise SystemExit(f"{ds.name} has {ds.train_x.shape[0]} training images, fewer than 3 x {n}")
     perm = torch.randperm(ds.train_x.shape[0], generator=torch.Generator().manual_seed(seed))
-    parts = [perm[i * n:(i + 1) * n] for i in range(3)]
+    parts = [perm[i * n : (i + 1) * n] for i in range(3)]
     return [(ds.train_x[p], ds.train_y[p]) for p in parts]
 
 
@@ -89,62 +89,128 @@ def run(args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     epsilons = [None if e in ("inf", "none") else float(e) for e in args.epsilons.split(",")]
     result = {
-        "settings": {"datasets": args.datasets, "families": args.families, "epsilons": args.epsilons,
-                     "members": args.members, "epochs": args.epochs, "batch_size": args.batch,
-                     "generated": args.generated, "synthetic": args.synthetic, "seed": args.seed,
-                     "image_shape": list(IMAGE_SHAPE), "sizes": SIZES, "threads": args.threads,
-                     "classifier_epochs": args.classifier_epochs},
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "cpus": os.cpu_count(),
-                    "note": "2-core CPU shared with other jobs; wall times vary with load"},
+        "settings": {
+            "datasets": args.datasets,
+            "families": args.families,
+            "epsilons": args.epsilons,
+            "members": args.members,
+            "epochs": args.epochs,
+            "batch_size": args.batch,
+            "generated": args.generated,
+            "synthetic": args.synthetic,
+            "seed": args.seed,
+            "image_shape": list(IMAGE_SHAPE),
+            "sizes": SIZES,
+            "threads": args.threads,
+            "classifier_epochs": args.classifier_epochs,
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cpus": os.cpu_count(),
+            "note": "2-core CPU shared with other jobs; wall times vary with load",
+        },
         "rows": [],
     }
     t_all = time.perf_counter()
     for ds_name in args.datasets.split(","):
         ds = _load(ds_name)
         members, non_members, ref_set = _splits(ds, args.members, args.seed)
-        clf_cfg = C.model_config("cnn", image_shape=ds.image_shape, num_classes=ds.num_classes, width=16)
+        clf_cfg = C.model_config(
+            "cnn", image_shape=ds.image_shape, num_classes=ds.num_classes, width=16
+        )
         real_acc = _accuracy(clf_cfg, ds.train_x, ds.train_y, ds, args.classifier_epochs, args.seed)
         per_class = max(1, args.synthetic // ds.num_classes)
         syn_labels = torch.arange(ds.num_classes).repeat_interleave(per_class)
         for family in args.families.split(","):
-            cfg = G.default_config(family, image_shape=ds.image_shape, num_classes=ds.num_classes,
-                                   size=SIZES[family])
-            reference, _r, ref_s = _fit(family, cfg, *ref_set, epochs=args.epochs, batch=args.batch,
-                                        seed=args.seed + 7, eps=None)
+            cfg = G.default_config(
+                family, image_shape=ds.image_shape, num_classes=ds.num_classes, size=SIZES[family]
+            )
+            reference, _r, ref_s = _fit(
+                family,
+                cfg,
+                *ref_set,
+                epochs=args.epochs,
+                batch=args.batch,
+                seed=args.seed + 7,
+                eps=None,
+            )
             for eps in epsilons:
                 load = os.getloadavg()[0]
-                gen, report, fit_s = _fit(family, cfg, *members, epochs=args.epochs, batch=args.batch,
-                                          seed=args.seed + 1, eps=eps)
-                png = out / "privacy-pairs" / f"{ds_name}-{family}-eps{'inf' if eps is None else int(eps)}.png"
-                check = run_check(gen, members=members, non_members=non_members, dp=report.dp,
-                                  reference=reference, n_generated=args.generated, seed=args.seed, png=png)
+                gen, report, fit_s = _fit(
+                    family,
+                    cfg,
+                    *members,
+                    epochs=args.epochs,
+                    batch=args.batch,
+                    seed=args.seed + 1,
+                    eps=eps,
+                )
+                png = (
+                    out
+                    / "privacy-pairs"
+                    / f"{ds_name}-{family}-eps{'inf' if eps is None else int(eps)}.png"
+                )
+                check = run_check(
+                    gen,
+                    members=members,
+                    non_members=non_members,
+                    dp=report.dp,
+                    reference=reference,
+                    n_generated=args.generated,
+                    seed=args.seed,
+                    png=png,
+                )
                 syn = gen.sample(syn_labels, seed=args.seed + 11)
                 syn_acc = _accuracy(clf_cfg, syn, syn_labels, ds, args.classifier_epochs, args.seed)
                 mia, memo = check["membership"], check["memorization"]
                 row = {
-                    "dataset": ds_name, "family": family, "size": SIZES[family],
+                    "dataset": ds_name,
+                    "family": family,
+                    "size": SIZES[family],
                     "epsilon_target": "inf" if eps is None else eps,
                     "epsilon": report.dp["epsilon"] if report.dp else None,
                     "epsilon_recomputed": check["accounting"].get("epsilon_recomputed"),
                     "noise_multiplier": report.dp["noise_multiplier"] if report.dp else 0.0,
-                    "steps": report.steps, "final_loss": report.final_loss,
-                    "membership_auroc": mia["auroc"], "membership_tpr_at_1pct_fpr": mia["tpr_at_1pct_fpr"],
+                    "steps": report.steps,
+                    "final_loss": report.final_loss,
+                    "membership_auroc": mia["auroc"],
+                    "membership_tpr_at_1pct_fpr": mia["tpr_at_1pct_fpr"],
                     "calibrated_auroc": mia["calibrated"]["auroc"],
                     "calibrated_tpr_at_1pct_fpr": mia["calibrated"]["tpr_at_1pct_fpr"],
                     "mean_loss_members": mia["mean_loss_members"],
                     "mean_loss_non_members": mia["mean_loss_non_members"],
-                    "memorization_ratio": memo["ratio"], "near_copy_fraction": memo["near_copy_fraction"],
+                    "memorization_ratio": memo["ratio"],
+                    "near_copy_fraction": memo["near_copy_fraction"],
                     "near_copy_threshold": memo["near_copy_threshold"],
-                    "accuracy_synthetic": syn_acc, "accuracy_real": real_acc,
+                    "accuracy_synthetic": syn_acc,
+                    "accuracy_real": real_acc,
                     "utility_ratio": syn_acc / real_acc if real_acc else None,
-                    "fit_s": round(fit_s, 1), "reference_fit_s": round(ref_s, 1), "load_avg_1m": round(load, 1),
+                    "fit_s": round(fit_s, 1),
+                    "reference_fit_s": round(ref_s, 1),
+                    "load_avg_1m": round(load, 1),
                     "pairs_png": str(png.relative_to(out)),
                 }
                 result["rows"].append(row)
-                print(json.dumps({k: row[k] for k in ("dataset", "family", "epsilon_target", "membership_auroc",
-                                                      "calibrated_auroc", "near_copy_fraction", "utility_ratio",
-                                                      "fit_s")}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            k: row[k]
+                            for k in (
+                                "dataset",
+                                "family",
+                                "epsilon_target",
+                                "membership_auroc",
+                                "calibrated_auroc",
+                                "near_copy_fraction",
+                                "utility_ratio",
+                                "fit_s",
+                            )
+                        }
+                    ),
+                    flush=True,
+                )
                 result["total_s"] = round(time.perf_counter() - t_all, 1)
                 _write(out, result)
     return result
@@ -176,14 +242,19 @@ def _default_policy_note(rows: list[dict]) -> str:
     """Which measured cells the default policy (membership AUROC at most 0.55) refuses."""
     refused = [r for r in rows if _default_policy(r) == "refused"]
     dp_refused = [r for r in refused if not _is_inf(r["epsilon_target"])]
-    note = (f"Default privacy policy: a federation whose manifest carries a `privacy_policy` limits the "
-            f"stronger attack's AUROC to {DEFAULT_MAX_MEMBERSHIP_AUROC:g} unless it sets its own limit "
-            "(docs/privacy.md); the site refuses such a module before sealing it and the aggregator at "
-            f"registration. Of these cells it would refuse {len(refused)} of {len(rows)}: "
-            + (", ".join(_cell(r) for r in refused) or "none") + ".")
+    note = (
+        f"Default privacy policy: a federation whose manifest carries a `privacy_policy` limits the "
+        f"stronger attack's AUROC to {DEFAULT_MAX_MEMBERSHIP_AUROC:g} unless it sets its own limit "
+        "(docs/privacy.md); the site refuses such a module before sealing it and the aggregator at "
+        f"registration. Of these cells it would refuse {len(refused)} of {len(rows)}: "
+        + (", ".join(_cell(r) for r in refused) or "none")
+        + "."
+    )
     if dp_refused:
-        note += (" Under DP only " + ", ".join(_cell(r) for r in dp_refused) + " is above the limit; "
-                 "every other DP cell passes it.")
+        note += (
+            " Under DP only " + ", ".join(_cell(r) for r in dp_refused) + " is above the limit; "
+            "every other DP cell passes it."
+        )
     return note
 
 
@@ -192,8 +263,10 @@ def _is_inf(epsilon) -> bool:
 
 
 def _cell(row: dict) -> str:
-    return (f"{row['dataset']} {row['family']} at epsilon {row['epsilon_target']} "
-            f"(AUROC {_f(_strongest_auroc(row))})")
+    return (
+        f"{row['dataset']} {row['family']} at epsilon {row['epsilon_target']} "
+        f"(AUROC {_f(_strongest_auroc(row))})"
+    )
 
 
 def to_markdown(result: dict) -> str:
@@ -219,11 +292,16 @@ def to_markdown(result: dict) -> str:
             f"| {_f(r['membership_auroc'])} | {_f(r['membership_tpr_at_1pct_fpr'])} | {_f(r['calibrated_auroc'])} "
             f"| {_f(r['calibrated_tpr_at_1pct_fpr'])} | {_f(r['memorization_ratio'], 2)} "
             f"| {_f(r['near_copy_fraction'])} | {_f(r['utility_ratio'], 2)} | {_f(r['fit_s'], 0)} "
-            f"| {_default_policy(r)} |")
-    lines += ["", "MIA = loss-based membership inference (members vs held-out non-members); calibrated = "
-              "difficulty-calibrated with a reference generator trained on disjoint data; utility ratio = "
-              "accuracy of a CNN trained on synthetic samples / of the same CNN trained on the whole real "
-              "training split (both on the real test split). See docs/privacy.md.", ""]
+            f"| {_default_policy(r)} |"
+        )
+    lines += [
+        "",
+        "MIA = loss-based membership inference (members vs held-out non-members); calibrated = "
+        "difficulty-calibrated with a reference generator trained on disjoint data; utility ratio = "
+        "accuracy of a CNN trained on synthetic samples / of the same CNN trained on the whole real "
+        "training split (both on the real test split). See docs/privacy.md.",
+        "",
+    ]
     lines += [_default_policy_note(result["rows"]), ""]
     return "\n".join(lines)
 
@@ -247,8 +325,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/results")
-    p.add_argument("--merge", nargs="+", metavar="JSON",
-                   help="Combine the rows of privacy.json files from runs over different datasets into --out.")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="Combine the rows of privacy.json files from runs over different datasets into --out.",
+    )
     args = p.parse_args(argv)
     if args.merge:
         return merge([Path(f) for f in args.merge], Path(args.out))

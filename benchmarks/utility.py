@@ -50,18 +50,37 @@ SPLITS = (("pathological", None), ("dirichlet", 0.1), ("dirichlet", 0.5))
 FAMILIES = ("cvae", "ddpm")
 
 # Settings that make a run take seconds: for tests only.
-QUICK = {"generator_size": "tiny", "epochs": 1, "samples_per_class": 8, "classifier_epochs": 1,
-         "fedavg_rounds": 1}
+QUICK = {
+    "generator_size": "tiny",
+    "epochs": 1,
+    "samples_per_class": 8,
+    "classifier_epochs": 1,
+    "fedavg_rounds": 1,
+}
 
 # Published figures set beside ours. FederatedFactory: accuracy (%) reported by the
 # paper; MedMNIST v2 (Yang et al., Scientific Data 10:41, 2023, Table 3): the official
 # ResNet-18 (28) test accuracy and AUC, a sanity check of our centralized column.
 PAPER = {
     "federatedfactory": [
-        {"setting": "MedMNIST, one-shot, label-skewed sites", "method": "FederatedFactory", "accuracy": 0.889,
-         "shown": "88.9%"},
-        {"setting": "MedMNIST, centralized reference", "method": "centralized", "accuracy": 0.901, "shown": "90.1%"},
-        {"setting": "CIFAR-10, 100 one-class clients", "method": "FedAvg", "accuracy": 0.1136, "shown": "11.36%"},
+        {
+            "setting": "MedMNIST, one-shot, label-skewed sites",
+            "method": "FederatedFactory",
+            "accuracy": 0.889,
+            "shown": "88.9%",
+        },
+        {
+            "setting": "MedMNIST, centralized reference",
+            "method": "centralized",
+            "accuracy": 0.901,
+            "shown": "90.1%",
+        },
+        {
+            "setting": "CIFAR-10, 100 one-class clients",
+            "method": "FedAvg",
+            "accuracy": 0.1136,
+            "shown": "11.36%",
+        },
     ],
     "medmnist_v2_resnet18_28": {
         "breastmnist": {"accuracy": 0.863, "auroc": 0.901},
@@ -105,8 +124,10 @@ def plan_cells(plan: str, datasets: list[str]) -> tuple[list[Cell], list[tuple[C
     if plan == "full":
         return full, []
     if plan == "quick":
-        run = [Cell("digits", "pathological", None, "cvae", "tiny"),
-               Cell("digits", "pathological", None, "ddpm", "tiny")]
+        run = [
+            Cell("digits", "pathological", None, "cvae", "tiny"),
+            Cell("digits", "pathological", None, "ddpm", "tiny"),
+        ]
         return run, []
     if plan != "cpu":
         raise ValueError(f"unknown plan {plan!r}")
@@ -114,9 +135,14 @@ def plan_cells(plan: str, datasets: list[str]) -> tuple[list[Cell], list[tuple[C
     size = {"cvae": "default", "ddpm": "tiny"}
     run = [Cell(d, "pathological", None, g, size[g]) for d in datasets for g in FAMILIES]
     run += [Cell(d, p, a, g, size[g]) for d in datasets for (p, a) in SPLITS[1:] for g in FAMILIES]
-    skipped = [(Cell(d, p, a, "ddpm", "default"),
-                "ddpm at its default size needs a GPU (not measured: no GPU in this run; the tiny size is)")
-               for d in datasets for (p, a) in SPLITS]
+    skipped = [
+        (
+            Cell(d, p, a, "ddpm", "default"),
+            "ddpm at its default size needs a GPU (not measured: no GPU in this run; the tiny size is)",
+        )
+        for d in datasets
+        for (p, a) in SPLITS
+    ]
     return run, skipped
 
 
@@ -130,31 +156,49 @@ def shard_cells(cells: list[Cell], shard: tuple[int, int]) -> list[Cell]:
     for c in cells:
         if c.group not in groups:
             groups.append(c.group)
-    mine = set(groups[shard[0]::shard[1]])
+    mine = set(groups[shard[0] :: shard[1]])
     return [c for c in cells if c.group in mine]
 
 
-def run_cell(cell: Cell, *, baselines: bool, quick: bool, threads: int, device: str, seed: int) -> dict[str, Any]:
+def run_cell(
+    cell: Cell, *, baselines: bool, quick: bool, threads: int, device: str, seed: int
+) -> dict[str, Any]:
     """One simulation; returns the row (metrics, ratio, settings, timings)."""
     from ffsecure.simulate import SimulationConfig, run_simulation
 
     overrides: dict[str, Any] = dict(QUICK) if quick else {}
     overrides["generator_size"] = cell.generator_size
     with tempfile.TemporaryDirectory(prefix="ffbench-utility-") as tmp:
-        cfg = SimulationConfig(dataset=cell.dataset, partition=cell.partition,
-                               alpha=cell.alpha if cell.alpha is not None else SimulationConfig.alpha,
-                               generator=cell.generator, seed=seed, threads=threads, device=device,
-                               out=tmp, baselines=baselines, plots=False, **overrides)
+        cfg = SimulationConfig(
+            dataset=cell.dataset,
+            partition=cell.partition,
+            alpha=cell.alpha if cell.alpha is not None else SimulationConfig.alpha,
+            generator=cell.generator,
+            seed=seed,
+            threads=threads,
+            device=device,
+            out=tmp,
+            baselines=baselines,
+            plots=False,
+            **overrides,
+        )
         t0 = time.perf_counter()
         res = run_simulation(cfg)
         wall = time.perf_counter() - t0
     row: dict[str, Any] = {
-        "dataset": cell.dataset, "partition": cell.partition, "alpha": cell.alpha, "split": cell.split,
-        "generator": cell.generator, "generator_size": cell.generator_size, "status": "measured",
-        "date": common.utc_now(), "device": res["settings"]["device"],
+        "dataset": cell.dataset,
+        "partition": cell.partition,
+        "alpha": cell.alpha,
+        "split": cell.split,
+        "generator": cell.generator,
+        "generator_size": cell.generator_size,
+        "status": "measured",
+        "date": common.utc_now(),
+        "device": res["settings"]["device"],
         "sites": res["settings"]["sites"],
         "settings": {k: v for k, v in res["settings"].items() if k not in ("out",)},
-        "timings": res["timings"], "wall_s": round(wall, 1),
+        "timings": res["timings"],
+        "wall_s": round(wall, 1),
         "site_generator_s": [s["wall_s"] for s in res["sites"]],
         "federatedfactory": _metrics(res["federatedfactory"]),
     }
@@ -165,14 +209,27 @@ def run_cell(cell: Cell, *, baselines: bool, quick: bool, threads: int, device: 
 
 
 def _metrics(r: dict[str, Any]) -> dict[str, Any]:
-    return {"accuracy": r["accuracy"], "auroc": r["auroc"], "per_class_recall": r.get("per_class_recall"),
-            "train_s": r.get("train_s")}
+    return {
+        "accuracy": r["accuracy"],
+        "auroc": r["auroc"],
+        "per_class_recall": r.get("per_class_recall"),
+        "train_s": r.get("train_s"),
+    }
 
 
-def run(plan: str = "cpu", *, datasets: list[str] | None = None, out: Path = common.DEFAULT_OUT,
-        threads: int = 1, device: str = "cpu", seed: int = 0, budget_min: float | None = None,
-        shard: tuple[int, int] | None = None, families: list[str] | None = None,
-        progress=print) -> dict[str, Any]:
+def run(
+    plan: str = "cpu",
+    *,
+    datasets: list[str] | None = None,
+    out: Path = common.DEFAULT_OUT,
+    threads: int = 1,
+    device: str = "cpu",
+    seed: int = 0,
+    budget_min: float | None = None,
+    shard: tuple[int, int] | None = None,
+    families: list[str] | None = None,
+    progress=print,
+) -> dict[str, Any]:
     """Run the plan's cells in order; with ``budget_min``, cells not started in time are listed as not run.
 
     ``shard=(i, n)`` runs only the (data set, split) groups ``i, i+n, i+2n, ...`` of the plan
@@ -189,47 +246,85 @@ def run(plan: str = "cpu", *, datasets: list[str] | None = None, out: Path = com
     if families is not None:
         unknown = sorted(set(families) - set(FAMILIES))
         if unknown:
-            raise ValueError(f"unknown generator famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
-                             f"choose from {', '.join(FAMILIES)}")
-        skipped += [(c, f"not in this run's families ({', '.join(families)})")
-                    for c in cells if c.generator not in families]
+            raise ValueError(
+                f"unknown generator famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
+                f"choose from {', '.join(FAMILIES)}"
+            )
+        skipped += [
+            (c, f"not in this run's families ({', '.join(families)})")
+            for c in cells
+            if c.generator not in families
+        ]
         cells = [c for c in cells if c.generator in families]
     quick = plan == "quick"
     deadline = time.monotonic() + budget_min * 60 if budget_min else None
-    md = common.meta("utility", {"plan": plan, "datasets": datasets, "threads": threads, "seed": seed,
-                                 "budget_min": budget_min, "shard": list(shard) if shard else None,
-                                 "families": families,
-                                 "overrides": QUICK if quick else "none (ffsecure.simulate defaults)"},
-                     device=device, quick=quick)
+    md = common.meta(
+        "utility",
+        {
+            "plan": plan,
+            "datasets": datasets,
+            "threads": threads,
+            "seed": seed,
+            "budget_min": budget_min,
+            "shard": list(shard) if shard else None,
+            "families": families,
+            "overrides": QUICK if quick else "none (ffsecure.simulate defaults)",
+        },
+        device=device,
+        quick=quick,
+    )
     rows: list[dict[str, Any]] = []
     baseline_of: dict[tuple, dict[str, Any]] = {}
     result = {"meta": md, "rows": rows, "paper": PAPER}
     for i, cell in enumerate(cells):
         if deadline is not None and time.monotonic() > deadline:
-            skipped = [(c, f"time budget of {budget_min:g} min spent before this cell started")
-                       for c in cells[i:]] + skipped
+            skipped = [
+                (c, f"time budget of {budget_min:g} min spent before this cell started")
+                for c in cells[i:]
+            ] + skipped
             break
-        progress(f"[utility {i + 1}/{len(cells)}] {cell.dataset} {cell.split} {cell.generator} "
-                 f"({cell.generator_size})")
+        progress(
+            f"[utility {i + 1}/{len(cells)}] {cell.dataset} {cell.split} {cell.generator} "
+            f"({cell.generator_size})"
+        )
         base = baseline_of.get(cell.group)
-        row = run_cell(cell, baselines=base is None, quick=quick, threads=threads, device=device, seed=seed)
+        row = run_cell(
+            cell, baselines=base is None, quick=quick, threads=threads, device=device, seed=seed
+        )
         row["git"] = md["git"]  # the code this process loaded at its start
         if base is None:
             baseline_of[cell.group] = row
             row["baselines_from"] = "this run"
         else:
             row["centralized"], row["fedavg"] = base["centralized"], base["fedavg"]
-            row["baselines_from"] = f"{base['generator']} run of the same data set and split (same seed)"
+            row["baselines_from"] = (
+                f"{base['generator']} run of the same data set and split (same seed)"
+            )
         cen = row["centralized"]["accuracy"]
-        row["ratio_vs_centralized"] = round(row["federatedfactory"]["accuracy"] / cen, 4) if cen else None
+        row["ratio_vs_centralized"] = (
+            round(row["federatedfactory"]["accuracy"] / cen, 4) if cen else None
+        )
         rows.append(row)
-        progress(f"    FF {row['federatedfactory']['accuracy']:.3f} / centralized {cen:.3f} / "
-                 f"FedAvg {row['fedavg']['accuracy']:.3f}  ratio {row['ratio_vs_centralized']}  ({row['wall_s']} s)")
-        common.write_result(out, "utility", result, to_markdown(result))  # keep finished rows if stopped
+        progress(
+            f"    FF {row['federatedfactory']['accuracy']:.3f} / centralized {cen:.3f} / "
+            f"FedAvg {row['fedavg']['accuracy']:.3f}  ratio {row['ratio_vs_centralized']}  ({row['wall_s']} s)"
+        )
+        common.write_result(
+            out, "utility", result, to_markdown(result)
+        )  # keep finished rows if stopped
     for cell, reason in skipped:
-        rows.append({"dataset": cell.dataset, "partition": cell.partition, "alpha": cell.alpha, "split": cell.split,
-                     "generator": cell.generator, "generator_size": cell.generator_size, "status": "not run",
-                     "reason": reason})
+        rows.append(
+            {
+                "dataset": cell.dataset,
+                "partition": cell.partition,
+                "alpha": cell.alpha,
+                "split": cell.split,
+                "generator": cell.generator,
+                "generator_size": cell.generator_size,
+                "status": "not run",
+                "reason": reason,
+            }
+        )
     common.write_result(out, "utility", result, to_markdown(result))
     return result
 
@@ -244,20 +339,35 @@ def merge(shard_dirs: list[Path], out: Path = common.DEFAULT_OUT) -> dict[str, A
     missing = [str(d) for d, p in zip(shard_dirs, parts) if p is None]
     if missing:
         raise FileNotFoundError(f"no results/utility.json in {', '.join(missing)}")
-    first = parts[-1]["meta"]  # the newest part's meta heads the page; the plan covers every part's data sets
+    first = parts[-1][
+        "meta"
+    ]  # the newest part's meta heads the page; the plan covers every part's data sets
     plan = first["settings"]["plan"]
     # a part that is itself a merge names only its newest part's data sets: its rows name the rest
-    datasets = [d for d in ("digits", *MEDMNIST)
-                if any(d in p["meta"]["settings"]["datasets"] or any(r["dataset"] == d for r in p["rows"])
-                       for p in parts)]
+    datasets = [
+        d
+        for d in ("digits", *MEDMNIST)
+        if any(
+            d in p["meta"]["settings"]["datasets"] or any(r["dataset"] == d for r in p["rows"])
+            for p in parts
+        )
+    ]
     cells, plan_skipped = plan_cells(plan, datasets)
-    key = lambda r: (r["dataset"], r["partition"], r["alpha"], r["generator"], r.get("generator_size"))  # noqa: E731
+    key = lambda r: (
+        r["dataset"],
+        r["partition"],
+        r["alpha"],
+        r["generator"],
+        r.get("generator_size"),
+    )  # noqa: E731
     measured, source = {}, {}
     for i, p in enumerate(parts):  # a later part's measurement of a cell replaces an earlier one's
         for r in p["rows"]:
             if r.get("status") == "measured":
                 measured[key(r)], source[key(r)] = r, i
-    reasons = {key(r): r["reason"] for p in parts for r in p["rows"] if r.get("status") != "measured"}
+    reasons = {
+        key(r): r["reason"] for p in parts for r in p["rows"] if r.get("status") != "measured"
+    }
     rows: list[dict[str, Any]] = []
     not_run = []
     used: set[int] = set()
@@ -267,23 +377,59 @@ def merge(shard_dirs: list[Path], out: Path = common.DEFAULT_OUT) -> dict[str, A
             rows.append(measured[k])
             used.add(source[k])
         else:
-            not_run.append((c, reasons.get(k, "no finished measurement: its process was stopped at the end of "
-                                              "this run's time budget (2-core CPU shared with other work)")))
+            not_run.append(
+                (
+                    c,
+                    reasons.get(
+                        k,
+                        "no finished measurement: its process was stopped at the end of "
+                        "this run's time budget (2-core CPU shared with other work)",
+                    ),
+                )
+            )
     for c, reason in not_run + plan_skipped:
-        rows.append({"dataset": c.dataset, "partition": c.partition, "alpha": c.alpha, "split": c.split,
-                     "generator": c.generator, "generator_size": c.generator_size, "status": "not run",
-                     "reason": reason})
+        rows.append(
+            {
+                "dataset": c.dataset,
+                "partition": c.partition,
+                "alpha": c.alpha,
+                "split": c.split,
+                "generator": c.generator,
+                "generator_size": c.generator_size,
+                "status": "not run",
+                "reason": reason,
+            }
+        )
     md = dict(first)
-    md["settings"] = {**first["settings"], "shard": None, "datasets": datasets,
-                      "merged_from": [p["meta"]["settings"]["shard"] for p in parts]}
+    md["settings"] = {
+        **first["settings"],
+        "shard": None,
+        "datasets": datasets,
+        "merged_from": [p["meta"]["settings"]["shard"] for p in parts],
+    }
     # a part that is itself a merge contributes its own processes, not one; a part whose
     # every measured cell a later part measured again contributes none
-    superseded = {i for i, p in enumerate(parts)
-                  if i not in used and any(r.get("status") == "measured" for r in p["rows"])}
-    md["shards"] = [sh for i, p in enumerate(parts) if i not in superseded
-                    for sh in (p["meta"].get("shards") or [
-        {"date": p["meta"]["date"], "git": p["meta"]["git"], "machine": p["meta"]["machine"],
-         "shard": p["meta"]["settings"]["shard"]}])]
+    superseded = {
+        i
+        for i, p in enumerate(parts)
+        if i not in used and any(r.get("status") == "measured" for r in p["rows"])
+    }
+    md["shards"] = [
+        sh
+        for i, p in enumerate(parts)
+        if i not in superseded
+        for sh in (
+            p["meta"].get("shards")
+            or [
+                {
+                    "date": p["meta"]["date"],
+                    "git": p["meta"]["git"],
+                    "machine": p["meta"]["machine"],
+                    "shard": p["meta"]["settings"]["shard"],
+                }
+            ]
+        )
+    ]
     result = {"meta": md, "rows": rows, "paper": PAPER}
     common.write_result(out, "utility", result, to_markdown(result))
     return result
@@ -306,22 +452,26 @@ def latest_commit(result: dict[str, Any]) -> str | None:
     return _commit(max(measured, key=lambda r: r.get("date") or "")) if measured else None
 
 
-PIPELINE = ("ffsecure/simulate.py", "ffsecure/generators", "ffsecure/classifier.py", "ffsecure/baselines.py",
-            "ffsecure/synthesis.py", "ffsecure/partition.py", "ffsecure/data.py")
+PIPELINE = (
+    "ffsecure/simulate.py",
+    "ffsecure/generators",
+    "ffsecure/classifier.py",
+    "ffsecure/baselines.py",
+    "ffsecure/synthesis.py",
+    "ffsecure/partition.py",
+    "ffsecure/data.py",
+)
 
 
 # Commits that changed PIPELINE code without changing what it computes, each with how
 # that was checked. Only a change whose equivalence was shown belongs here.
 REFACTORS = {
-    "e53fe84bdc7b0c33a77e44226465a486b72aa1e0":
-        "site_train_seed(seed, site) names the expression seed * 1000 + site it replaced",
-    "eaf9aad7d630068a88e437a447ba2cfd8d42d135":
-        "train_site_generator holds simulate's per-site fit; same generator weights (SHA-256) and accuracy "
-        "before and after for cvae and ddpm, pathological and Dirichlet (BreastMNIST, seed 3)",
-    "fd14f80293dfe763cf11f306a8d55fdeede09ae5":
-        "the synthesis recipe records the host kind and a mismatch names it; same synthetic dataset hash, "
-        "classifier SHA-256 and accuracy before and after for cvae and ddpm, pathological and Dirichlet "
-        "(digits, tiny, seed 3)",
+    "e53fe84bdc7b0c33a77e44226465a486b72aa1e0": "site_train_seed(seed, site) names the expression seed * 1000 + site it replaced",
+    "eaf9aad7d630068a88e437a447ba2cfd8d42d135": "train_site_generator holds simulate's per-site fit; same generator weights (SHA-256) and accuracy "
+    "before and after for cvae and ddpm, pathological and Dirichlet (BreastMNIST, seed 3)",
+    "fd14f80293dfe763cf11f306a8d55fdeede09ae5": "the synthesis recipe records the host kind and a mismatch names it; same synthetic dataset hash, "
+    "classifier SHA-256 and accuracy before and after for cvae and ddpm, pathological and Dirichlet "
+    "(digits, tiny, seed 3)",
 }
 
 
@@ -335,9 +485,13 @@ def code_of(source: str) -> str | None:
         return None
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
-        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
-                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)):
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             node.body = body[1:] or [ast.Pass()]
     return ast.dump(tree)
 
@@ -345,7 +499,9 @@ def code_of(source: str) -> str | None:
 def _git(*args: str) -> str | None:
     import subprocess
 
-    proc = subprocess.run(["git", *args], cwd=common.REPO, capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        ["git", *args], cwd=common.REPO, capture_output=True, text=True, timeout=30
+    )
     return proc.stdout if proc.returncode == 0 else None
 
 
@@ -363,7 +519,9 @@ def _changes_code(commit: str, ignore: tuple[str, ...] = ()) -> bool:
 
     Paths starting with one of ``ignore`` do not count.
     """
-    names = _git("diff-tree", "--no-commit-id", "--name-only", "-r", f"{commit}^", commit, "--", *PIPELINE)
+    names = _git(
+        "diff-tree", "--no-commit-id", "--name-only", "-r", f"{commit}^", commit, "--", *PIPELINE
+    )
     if names is None:
         return True
     for path in names.split():
@@ -371,7 +529,7 @@ def _changes_code(commit: str, ignore: tuple[str, ...] = ()) -> bool:
             continue
         before, after = _git("show", f"{commit}^:{path}"), _git("show", f"{commit}:{path}")
         if before is None or after is None or not path.endswith(".py"):
-            return True   # added, removed, or not Python
+            return True  # added, removed, or not Python
         old, new = code_of(before), code_of(after)
         if old is None or old != new:
             return True
@@ -402,7 +560,9 @@ def main_table(result: dict[str, Any]) -> str:
     groups: dict[tuple, dict[str, dict]] = {}
     for r in result["rows"]:
         by_gen = groups.setdefault((r["dataset"], r["split"]), {})
-        if by_gen.get(r["generator"], {}).get("status") != "measured":  # a measured size wins over a skipped one
+        if (
+            by_gen.get(r["generator"], {}).get("status") != "measured"
+        ):  # a measured size wins over a skipped one
             by_gen[r["generator"]] = r
     lines = []
     latest = latest_commit(result)
@@ -412,7 +572,9 @@ def main_table(result: dict[str, Any]) -> str:
         cv, dd = by_gen.get("cvae"), by_gen.get("ddpm")
 
         def ratio(r):
-            return common.f3(r["ratio_vs_centralized"]) if r and r.get("status") == "measured" else "—"
+            return (
+                common.f3(r["ratio_vs_centralized"]) if r and r.get("status") == "measured" else "—"
+            )
 
         def stale(r, figure):
             return " †" if r and pipeline_changed(_commit(r), latest, figure) else ""
@@ -423,32 +585,75 @@ def main_table(result: dict[str, Any]) -> str:
             size = "" if r["generator_size"] == "default" else f" ({r['generator_size']})"
             return _cell(r) + size + stale(r, r["generator"])
 
-        lines.append([ds + stale(ref, "baselines"), split, ref["sites"] if ref else "—", _cell(ref, "centralized"), _cell(ref, "fedavg"),
-                      fam(cv), ratio(cv), fam(dd), ratio(dd)])
-    return common.table(["data set", "split", "sites", "centralized acc / AUROC", "FedAvg acc / AUROC",
-                         "FF cvae acc / AUROC", "FF cvae / centralized", "FF ddpm acc / AUROC",
-                         "FF ddpm / centralized"], lines, "llrlllrlr")
+        lines.append(
+            [
+                ds + stale(ref, "baselines"),
+                split,
+                ref["sites"] if ref else "—",
+                _cell(ref, "centralized"),
+                _cell(ref, "fedavg"),
+                fam(cv),
+                ratio(cv),
+                fam(dd),
+                ratio(dd),
+            ]
+        )
+    return common.table(
+        [
+            "data set",
+            "split",
+            "sites",
+            "centralized acc / AUROC",
+            "FedAvg acc / AUROC",
+            "FF cvae acc / AUROC",
+            "FF cvae / centralized",
+            "FF ddpm acc / AUROC",
+            "FF ddpm / centralized",
+        ],
+        lines,
+        "llrlllrlr",
+    )
 
 
 def reference_tables(result: dict[str, Any]) -> str:
     paper = result["paper"]
-    ff = common.table(["setting", "method", "accuracy (paper)"],
-                      [[p["setting"], p["method"], p.get("shown") or common.f3(p["accuracy"])]
-                       for p in paper["federatedfactory"]],
-                      "llr")
-    ours = {r["dataset"]: r["centralized"] for r in result["rows"]
-            if r.get("status") == "measured" and r["partition"] == "pathological" and "centralized" in r}
+    ff = common.table(
+        ["setting", "method", "accuracy (paper)"],
+        [
+            [p["setting"], p["method"], p.get("shown") or common.f3(p["accuracy"])]
+            for p in paper["federatedfactory"]
+        ],
+        "llr",
+    )
+    ours = {
+        r["dataset"]: r["centralized"]
+        for r in result["rows"]
+        if r.get("status") == "measured" and r["partition"] == "pathological" and "centralized" in r
+    }
     rows = []
     for ds, v in paper["medmnist_v2_resnet18_28"].items():
         o = ours.get(ds)
-        rows.append([ds, common.f3(v["accuracy"]), common.f3(v["auroc"]),
-                     common.f3(o["accuracy"]) if o else "not run", common.f3(o["auroc"]) if o else "not run"])
-    mm = common.table(["data set", "MedMNIST v2 ResNet-18 (28) acc", "AUC", "our centralized acc", "AUROC"],
-                      rows, "lrrrr")
-    return ("Published figures (FederatedFactory paper):\n\n" + ff +
-            "\n\nCentralized sanity check against the official MedMNIST v2 benchmark (Yang et al., *MedMNIST v2*, "
-            "Scientific Data 10:41, 2023, Table 3: ResNet-18 at 28x28, test set). Our centralized model is the "
-            "project's small CNN with the simulate defaults, not ResNet-18:\n\n" + mm)
+        rows.append(
+            [
+                ds,
+                common.f3(v["accuracy"]),
+                common.f3(v["auroc"]),
+                common.f3(o["accuracy"]) if o else "not run",
+                common.f3(o["auroc"]) if o else "not run",
+            ]
+        )
+    mm = common.table(
+        ["data set", "MedMNIST v2 ResNet-18 (28) acc", "AUC", "our centralized acc", "AUROC"],
+        rows,
+        "lrrrr",
+    )
+    return (
+        "Published figures (FederatedFactory paper):\n\n"
+        + ff
+        + "\n\nCentralized sanity check against the official MedMNIST v2 benchmark (Yang et al., *MedMNIST v2*, "
+        "Scientific Data 10:41, 2023, Table 3: ResNet-18 at 28x28, test set). Our centralized model is the "
+        "project's small CNN with the simulate defaults, not ResNet-18:\n\n" + mm
+    )
 
 
 def to_markdown(result: dict[str, Any]) -> str:
@@ -462,44 +667,89 @@ def to_markdown(result: dict[str, Any]) -> str:
         "Settings below are those of the most recent row.",
         "",
         common.meta_line(md),
-        *([f"Measured in {len(md['shards'])} processes on this machine, two or more at a time (shards of the "
-           f"plan, started {', '.join(sh['date'] for sh in md['shards'])}); wall times include the contention."]
-          if md.get("shards") else []),
+        *(
+            [
+                f"Measured in {len(md['shards'])} processes on this machine, two or more at a time (shards of the "
+                f"plan, started {', '.join(sh['date'] for sh in md['shards'])}); wall times include the contention."
+            ]
+            if md.get("shards")
+            else []
+        ),
         f"Plan `{md['settings']['plan']}`; `ffsecure.simulate` settings: {md['settings']['overrides']}; "
         f"seed {md['settings']['seed']}.",
     ]
     if s:
-        lines.append(f"Classifier `{s.get('classifier')}` (width {s.get('classifier_width')}, "
-                     f"{s.get('classifier_epochs')} epochs), {s.get('samples_per_class')} synthetic images per "
-                     f"class, FedAvg {s.get('fedavg_rounds')} rounds x {s.get('fedavg_local_epochs')} local "
-                     f"epoch(s), generator epochs from the image-epoch budget unless set "
-                     f"(`epochs`={s.get('epochs')}).")
-    lines += ["", "Each cell: test accuracy / macro AUROC (binary: AUROC of the positive class).", "",
-              main_table(result), "", reference_tables(result), ""]
+        lines.append(
+            f"Classifier `{s.get('classifier')}` (width {s.get('classifier_width')}, "
+            f"{s.get('classifier_epochs')} epochs), {s.get('samples_per_class')} synthetic images per "
+            f"class, FedAvg {s.get('fedavg_rounds')} rounds x {s.get('fedavg_local_epochs')} local "
+            f"epoch(s), generator epochs from the image-epoch budget unless set "
+            f"(`epochs`={s.get('epochs')})."
+        )
+    lines += [
+        "",
+        "Each cell: test accuracy / macro AUROC (binary: AUROC of the positive class).",
+        "",
+        main_table(result),
+        "",
+        reference_tables(result),
+        "",
+    ]
     if measured:
         commits = {((r.get("git") or {}).get("commit") or "?")[:10] for r in measured}
         if len(commits) > 1:
-            lines += [f"**The rows ran at {len(commits)} different commits** (last column). Cells marked † in "
-                      f"the main table ran simulation code ({', '.join(PIPELINE)}) that computes differently from "
-                      f"that of `{latest_commit(result)}` (a commit between them changed more than docstrings and "
-                      "comments and is not a refactor shown to give the same results, `REFACTORS` in "
-                      "benchmarks/utility.py; for example other `ffsecure.simulate` defaults): they are not "
-                      "comparable with the unmarked cells. A † on the data set marks the centralized and FedAvg "
-                      "cells of its line.",
-                      ""]
-        lines += ["Wall time per run (generators + synthesis + classifier + baselines when run):", "",
-                  common.table(["data set", "split", "generator", "sites", "generator s (sum)", "synthesis s",
-                                "classifier s", "total s", "finished", "commit"],
-                               [[r["dataset"], r["split"], f"{r['generator']} ({r['generator_size']})", r["sites"],
-                                common.f1(r["timings"].get("generators_s")), common.f1(r["timings"].get("synthesis_s")),
-                                common.f1(r["timings"].get("classifier_s")), common.f1(r["wall_s"]),
-                                r.get("date", "—"),
-                                f"`{((r.get('git') or {}).get('commit') or '?')[:10]}`"]
-                                for r in measured], "lllrrrrrll"), ""]
+            lines += [
+                f"**The rows ran at {len(commits)} different commits** (last column). Cells marked † in "
+                f"the main table ran simulation code ({', '.join(PIPELINE)}) that computes differently from "
+                f"that of `{latest_commit(result)}` (a commit between them changed more than docstrings and "
+                "comments and is not a refactor shown to give the same results, `REFACTORS` in "
+                "benchmarks/utility.py; for example other `ffsecure.simulate` defaults): they are not "
+                "comparable with the unmarked cells. A † on the data set marks the centralized and FedAvg "
+                "cells of its line.",
+                "",
+            ]
+        lines += [
+            "Wall time per run (generators + synthesis + classifier + baselines when run):",
+            "",
+            common.table(
+                [
+                    "data set",
+                    "split",
+                    "generator",
+                    "sites",
+                    "generator s (sum)",
+                    "synthesis s",
+                    "classifier s",
+                    "total s",
+                    "finished",
+                    "commit",
+                ],
+                [
+                    [
+                        r["dataset"],
+                        r["split"],
+                        f"{r['generator']} ({r['generator_size']})",
+                        r["sites"],
+                        common.f1(r["timings"].get("generators_s")),
+                        common.f1(r["timings"].get("synthesis_s")),
+                        common.f1(r["timings"].get("classifier_s")),
+                        common.f1(r["wall_s"]),
+                        r.get("date", "—"),
+                        f"`{((r.get('git') or {}).get('commit') or '?')[:10]}`",
+                    ]
+                    for r in measured
+                ],
+                "lllrrrrrll",
+            ),
+            "",
+        ]
     if not_run:
         lines += ["Not run in this run (no numbers are given for them):", ""]
-        lines += [f"- {r['dataset']}, {r['split']}, {r['generator']} ({r.get('generator_size', 'default')}): "
-                  f"{r['reason']}" for r in not_run]
+        lines += [
+            f"- {r['dataset']}, {r['split']}, {r['generator']} ({r.get('generator_size', 'default')}): "
+            f"{r['reason']}"
+            for r in not_run
+        ]
         lines.append("")
     return "\n".join(lines)
 
@@ -507,16 +757,35 @@ def to_markdown(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--plan", default="cpu", choices=("cpu", "full", "quick"))
-    p.add_argument("--datasets", default=None, help="comma-separated (default: digits + every MedMNIST file found)")
+    p.add_argument(
+        "--datasets",
+        default=None,
+        help="comma-separated (default: digits + every MedMNIST file found)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--budget-min", type=float, default=None,
-                   help="start no new cell after this many minutes (the rest are listed as not run)")
-    p.add_argument("--shard", default=None, metavar="I/N", help="run only the (data set, split) groups I, I+N, ... of the plan")
-    p.add_argument("--families", default=None, help="comma-separated generator families to run (default: all)")
-    p.add_argument("--merge", default=None, metavar="DIR,DIR,...",
-                   help="combine the --out directories of --shard runs into --out (runs nothing)")
+    p.add_argument(
+        "--budget-min",
+        type=float,
+        default=None,
+        help="start no new cell after this many minutes (the rest are listed as not run)",
+    )
+    p.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="run only the (data set, split) groups I, I+N, ... of the plan",
+    )
+    p.add_argument(
+        "--families", default=None, help="comma-separated generator families to run (default: all)"
+    )
+    p.add_argument(
+        "--merge",
+        default=None,
+        metavar="DIR,DIR,...",
+        help="combine the --out directories of --shard runs into --out (runs nothing)",
+    )
     p.add_argument("--out", default=str(common.DEFAULT_OUT))
     a = p.parse_args(argv)
     if a.merge:
@@ -524,9 +793,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     shard = tuple(int(v) for v in a.shard.split("/")) if a.shard else None
     if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
         p.error("--shard must be I/N with 0 <= I < N")
-    return run(a.plan, datasets=a.datasets.split(",") if a.datasets else None, out=Path(a.out),
-               threads=a.threads, device=a.device, seed=a.seed, budget_min=a.budget_min, shard=shard,
-               families=a.families.split(",") if a.families else None)
+    return run(
+        a.plan,
+        datasets=a.datasets.split(",") if a.datasets else None,
+        out=Path(a.out),
+        threads=a.threads,
+        device=a.device,
+        seed=a.seed,
+        budget_min=a.budget_min,
+        shard=shard,
+        families=a.families.split(",") if a.families else None,
+    )
 
 
 if __name__ == "__main__":

@@ -17,12 +17,19 @@ derived from the run seed).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from ffsecure.classifier import TrainConfig, TrainResult, build_model, train_classifier, validate_config
+from ffsecure.classifier import (
+    TrainConfig,
+    TrainResult,
+    build_model,
+    train_classifier,
+    validate_config,
+)
 from ffsecure.errors import ConfigError
 from ffsecure.partition import Partition
 
@@ -30,8 +37,9 @@ from ffsecure.partition import Partition
 RoundFn = Callable[[int, int], None]
 
 
-def centralized(cfg: dict[str, Any], x: torch.Tensor, y: torch.Tensor, settings: TrainConfig,
-                progress=None) -> TrainResult:
+def centralized(
+    cfg: dict[str, Any], x: torch.Tensor, y: torch.Tensor, settings: TrainConfig, progress=None
+) -> TrainResult:
     """The classifier trained on all real training data at once."""
     return train_classifier(cfg, x, y, settings, progress=progress)
 
@@ -58,7 +66,9 @@ class FedAvgResult:
     seconds: float = 0.0
 
 
-def average_states(states: list[dict[str, torch.Tensor]], weights: list[float]) -> dict[str, torch.Tensor]:
+def average_states(
+    states: list[dict[str, torch.Tensor]], weights: list[float]
+) -> dict[str, torch.Tensor]:
     """Weighted average of state dicts; integer buffers (BatchNorm step counts) are rounded."""
     total = float(sum(weights))
     if not states or total <= 0:
@@ -72,27 +82,45 @@ def average_states(states: list[dict[str, torch.Tensor]], weights: list[float]) 
     return out
 
 
-def fedavg(cfg: dict[str, Any], x: torch.Tensor, y: torch.Tensor, partition: Partition,
-           settings: FedAvgConfig | None = None, *, progress: RoundFn | None = None) -> FedAvgResult:
+def fedavg(
+    cfg: dict[str, Any],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    partition: Partition,
+    settings: FedAvgConfig | None = None,
+    *,
+    progress: RoundFn | None = None,
+) -> FedAvgResult:
     """Federated averaging over ``partition`` of the training set ``(x, y)``."""
     settings = settings or FedAvgConfig()
     cfg = validate_config(cfg)
     if settings.rounds < 1 or settings.local_epochs < 1:
-        raise ConfigError("FedAvg needs at least one round and one local epoch",
-                          hint="pass --fedavg-rounds >= 1")
+        raise ConfigError(
+            "FedAvg needs at least one round and one local epoch", hint="pass --fedavg-rounds >= 1"
+        )
     start = time.perf_counter()
-    global_state = {k: v.clone() for k, v in build_model(cfg, seed=settings.seed).state_dict().items()}
+    global_state = {
+        k: v.clone() for k, v in build_model(cfg, seed=settings.seed).state_dict().items()
+    }
     sites = [idx for idx in partition.indices if len(idx) > 0]
     sizes = [float(len(idx)) for idx in sites]
-    local = TrainConfig(epochs=settings.local_epochs, batch_size=settings.batch_size, lr=settings.lr,
-                        augment=False, schedule="constant", device=settings.device)
+    local = TrainConfig(
+        epochs=settings.local_epochs,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+        augment=False,
+        schedule="constant",
+        device=settings.device,
+    )
     round_losses: list[float] = []
     for r in range(settings.rounds):
         states, losses = [], []
         for s, idx in enumerate(sites):
             ix = torch.as_tensor(idx, dtype=torch.int64)
             seed = settings.seed * 1_000_003 + r * 1_009 + s  # distinct per (run, round, site)
-            res = train_classifier(cfg, x[ix], y[ix], replace(local, seed=seed), init_state=global_state)
+            res = train_classifier(
+                cfg, x[ix], y[ix], replace(local, seed=seed), init_state=global_state
+            )
             states.append(res.model.state_dict())
             losses.append(res.losses[-1])
         global_state = average_states(states, sizes)
@@ -101,4 +129,6 @@ def fedavg(cfg: dict[str, Any], x: torch.Tensor, y: torch.Tensor, partition: Par
             progress(r + 1, settings.rounds)
     model = build_model(cfg, seed=settings.seed)
     model.load_state_dict(global_state)
-    return FedAvgResult(model.eval(), cfg, settings.to_dict(), round_losses, time.perf_counter() - start)
+    return FedAvgResult(
+        model.eval(), cfg, settings.to_dict(), round_losses, time.perf_counter() - start
+    )

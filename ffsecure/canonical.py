@@ -19,17 +19,25 @@ from ffsecure.errors import FormatError
 MAX_JSON_BYTES = 1 << 20
 MAX_JSON_DEPTH = 32
 MAX_INT_DIGITS = 20
-HINT = ("encode the record with ffsecure.canonical.dumps: UTF-8, sorted keys, no whitespace, "
-        "no NaN, unique keys, at most 32 levels deep")
+HINT = (
+    "encode the record with ffsecure.canonical.dumps: UTF-8, sorted keys, no whitespace, "
+    "no NaN, unique keys, at most 32 levels deep"
+)
 
 
 def _check_numbers(obj: Any, depth: int = 0) -> None:
     if depth > MAX_JSON_DEPTH:
-        raise FormatError(f"JSON nesting deeper than {MAX_JSON_DEPTH}", code="E_JSON_DEPTH", hint=HINT)
+        raise FormatError(
+            f"JSON nesting deeper than {MAX_JSON_DEPTH}", code="E_JSON_DEPTH", hint=HINT
+        )
     if isinstance(obj, int) and not isinstance(obj, bool) and len(str(abs(obj))) > MAX_INT_DIGITS:
-        raise FormatError(f"JSON integer has more than {MAX_INT_DIGITS} digits", code="E_JSON", hint=HINT)
+        raise FormatError(
+            f"JSON integer has more than {MAX_INT_DIGITS} digits", code="E_JSON", hint=HINT
+        )
     if isinstance(obj, float) and not math.isfinite(obj):
-        raise FormatError("JSON holds NaN or infinity, which canonical JSON forbids", code="E_JSON", hint=HINT)
+        raise FormatError(
+            "JSON holds NaN or infinity, which canonical JSON forbids", code="E_JSON", hint=HINT
+        )
     if isinstance(obj, dict):
         for key, value in obj.items():
             if not isinstance(key, str):
@@ -92,7 +100,8 @@ def loads(data: bytes, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
     if len(data) > max_bytes:
         raise FormatError(
             f"JSON document is {len(data)} bytes, more than the limit of {max_bytes}",
-            code="E_JSON_SIZE", hint="send a smaller record; the limit protects the parser",
+            code="E_JSON_SIZE",
+            hint="send a smaller record; the limit protects the parser",
         )
     try:
         text = bytes(data).decode("utf-8")
@@ -101,7 +110,9 @@ def loads(data: bytes, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
     _depth_guard(text)
     try:
         obj = json.loads(
-            text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant,
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_reject_constant,
             parse_int=_bounded_int,
         )
     except FormatError:
@@ -115,7 +126,9 @@ def loads(data: bytes, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
 def _bounded_int(text: str) -> int:
     # the same bound as dumps: what one side writes, the other reads
     if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise FormatError(f"JSON integer has more than {MAX_INT_DIGITS} digits", code="E_JSON", hint=HINT)
+        raise FormatError(
+            f"JSON integer has more than {MAX_INT_DIGITS} digits", code="E_JSON", hint=HINT
+        )
     return int(text)
 
 

@@ -38,8 +38,9 @@ import math
 import os
 import struct
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,14 +61,28 @@ MAX_HEADER_BYTES = 1 << 20
 
 # --------------------------------------------------------------------------- models
 
-def model_config(arch: str, *, image_shape, num_classes: int, width: int | None = None,
-                 norm: str = DEFAULT_NORM, input_blur: float = DEFAULT_INPUT_BLUR) -> dict[str, Any]:
+
+def model_config(
+    arch: str,
+    *,
+    image_shape,
+    num_classes: int,
+    width: int | None = None,
+    norm: str = DEFAULT_NORM,
+    input_blur: float = DEFAULT_INPUT_BLUR,
+) -> dict[str, Any]:
     """The config dict that fully describes a classifier architecture."""
     if arch not in ARCHS:
         raise ConfigError(f"unknown classifier {arch!r}", hint=f"use one of {', '.join(ARCHS)}")
     c, h, w = (int(v) for v in image_shape)
-    cfg: dict[str, Any] = {"arch": arch, "in_channels": c, "image_size": [h, w], "num_classes": int(num_classes),
-                           "norm": norm, "input_blur": float(input_blur)}
+    cfg: dict[str, Any] = {
+        "arch": arch,
+        "in_channels": c,
+        "image_size": [h, w],
+        "num_classes": int(num_classes),
+        "norm": norm,
+        "input_blur": float(input_blur),
+    }
     if arch == "cnn":
         cfg["width"] = int(width or 32)
     return validate_config(cfg)
@@ -78,27 +93,35 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(cfg, dict):
         raise ConfigError("classifier config must be an object")
     arch = cfg.get("arch")
-    allowed = ({"arch", "in_channels", "image_size", "num_classes", "norm", "input_blur"}
-               | ({"width"} if arch == "cnn" else set()))
+    allowed = {"arch", "in_channels", "image_size", "num_classes", "norm", "input_blur"} | (
+        {"width"} if arch == "cnn" else set()
+    )
     if arch not in ARCHS:
         raise ConfigError(f"unknown classifier {arch!r}", hint=f"use one of {', '.join(ARCHS)}")
     extra, missing = set(cfg) - allowed, allowed - set(cfg)
     if extra or missing:
-        raise ConfigError(f"classifier config keys wrong: extra {sorted(extra)}, missing {sorted(missing)}")
+        raise ConfigError(
+            f"classifier config keys wrong: extra {sorted(extra)}, missing {sorted(missing)}"
+        )
     ok = (
         cfg["in_channels"] in (1, 3)
-        and isinstance(cfg["image_size"], list) and len(cfg["image_size"]) == 2
+        and isinstance(cfg["image_size"], list)
+        and len(cfg["image_size"]) == 2
         and all(isinstance(v, int) and 8 <= v <= 64 and v % 4 == 0 for v in cfg["image_size"])
-        and isinstance(cfg["num_classes"], int) and 2 <= cfg["num_classes"] <= 1000
+        and isinstance(cfg["num_classes"], int)
+        and 2 <= cfg["num_classes"] <= 1000
         and (arch != "cnn" or (isinstance(cfg["width"], int) and 4 <= cfg["width"] <= 256))
         and cfg["norm"] in NORMS
-        and isinstance(cfg["input_blur"], (int, float)) and not isinstance(cfg["input_blur"], bool)
+        and isinstance(cfg["input_blur"], (int, float))
+        and not isinstance(cfg["input_blur"], bool)
         and 0.0 <= cfg["input_blur"] <= MAX_INPUT_BLUR
     )
     if not ok:
-        raise ConfigError(f"classifier config out of bounds: {cfg}",
-                          hint="C in {1,3}; H, W multiples of 4 in [8,64]; 2..1000 classes; width 4..256; "
-                               f"norm in {list(NORMS)}; input_blur in [0, {MAX_INPUT_BLUR}]")
+        raise ConfigError(
+            f"classifier config out of bounds: {cfg}",
+            hint="C in {1,3}; H, W multiples of 4 in [8,64]; 2..1000 classes; width 4..256; "
+            f"norm in {list(NORMS)}; input_blur in [0, {MAX_INPUT_BLUR}]",
+        )
     return dict(cfg)
 
 
@@ -133,19 +156,36 @@ class LowPass(nn.Module):
 class SmallCNN(nn.Module):
     """A fixed low-pass front end, three conv stages (norm, ReLU), two 2x2 pools, global average pool, linear head."""
 
-    def __init__(self, in_channels: int, num_classes: int, width: int = 32, *, norm: str = DEFAULT_NORM,
-                 input_blur: float = DEFAULT_INPUT_BLUR):
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        width: int = 32,
+        *,
+        norm: str = DEFAULT_NORM,
+        input_blur: float = DEFAULT_INPUT_BLUR,
+    ):
         super().__init__()
         w = width
         self.lowpass = LowPass(in_channels, input_blur)
 
         def block(cin: int, cout: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), _norm_layer(norm, cout), nn.ReLU(inplace=True)]
+            return [
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                _norm_layer(norm, cout),
+                nn.ReLU(inplace=True),
+            ]
 
         self.features = nn.Sequential(
-            *block(in_channels, w), *block(w, w), nn.MaxPool2d(2),
-            *block(w, 2 * w), *block(2 * w, 2 * w), nn.MaxPool2d(2),
-            *block(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            *block(in_channels, w),
+            *block(w, w),
+            nn.MaxPool2d(2),
+            *block(w, 2 * w),
+            *block(2 * w, 2 * w),
+            nn.MaxPool2d(2),
+            *block(2 * w, 4 * w),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
         self.dropout = nn.Dropout(0.2)
         self.head = nn.Linear(4 * w, num_classes)
@@ -157,7 +197,9 @@ class SmallCNN(nn.Module):
 def _resnet18(in_channels: int, num_classes: int, *, norm: str, input_blur: float) -> nn.Module:
     from torchvision.models import resnet18
 
-    model = resnet18(weights=None, num_classes=num_classes, norm_layer=lambda c: _norm_layer(norm, c))
+    model = resnet18(
+        weights=None, num_classes=num_classes, norm_layer=lambda c: _norm_layer(norm, c)
+    )
     model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
     return _WithLowPass(LowPass(in_channels, input_blur), model)
@@ -178,12 +220,20 @@ def build_model(cfg: dict[str, Any], *, seed: int = 0) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if cfg["arch"] == "cnn":
-            return SmallCNN(cfg["in_channels"], cfg["num_classes"], cfg["width"], norm=cfg["norm"],
-                            input_blur=cfg["input_blur"])
-        return _resnet18(cfg["in_channels"], cfg["num_classes"], norm=cfg["norm"], input_blur=cfg["input_blur"])
+            return SmallCNN(
+                cfg["in_channels"],
+                cfg["num_classes"],
+                cfg["width"],
+                norm=cfg["norm"],
+                input_blur=cfg["input_blur"],
+            )
+        return _resnet18(
+            cfg["in_channels"], cfg["num_classes"], norm=cfg["norm"], input_blur=cfg["input_blur"]
+        )
 
 
 # --------------------------------------------------------------------------- training
+
 
 @dataclass
 class TrainConfig:
@@ -250,8 +300,10 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 def _check_data(x: torch.Tensor, y: torch.Tensor, cfg: dict[str, Any]) -> None:
     want = (cfg["in_channels"], *cfg["image_size"])
     if x.ndim != 4 or tuple(x.shape[1:]) != want or x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise ConfigError(f"training data {tuple(x.shape)} / {tuple(y.shape)} does not fit the classifier {want}",
-                          hint="images must be (N,C,H,W) with the federation's shape, one label each")
+        raise ConfigError(
+            f"training data {tuple(x.shape)} / {tuple(y.shape)} does not fit the classifier {want}",
+            hint="images must be (N,C,H,W) with the federation's shape, one label each",
+        )
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= cfg["num_classes"]):
         raise ConfigError("labels lie outside the classifier's label space")
 
@@ -270,9 +322,13 @@ def train_classifier(
     cfg = validate_config(cfg)
     _check_data(x, y, cfg)
     if settings.epochs < 1 or settings.batch_size < 1 or settings.min_steps < 0:
-        raise ConfigError("classifier epochs and batch size must be at least 1, min_steps at least 0")
+        raise ConfigError(
+            "classifier epochs and batch size must be at least 1, min_steps at least 0"
+        )
     if settings.schedule not in ("cosine", "constant"):
-        raise ConfigError(f"unknown learning-rate schedule {settings.schedule!r}", hint="use cosine or constant")
+        raise ConfigError(
+            f"unknown learning-rate schedule {settings.schedule!r}", hint="use cosine or constant"
+        )
     start = time.perf_counter()
     device = torch.device(settings.device)
     cuda = [device.index or 0] if device.type == "cuda" else []
@@ -290,7 +346,9 @@ def train_classifier(
         steps_per_epoch = math.ceil(n / settings.batch_size)
         epochs = max(settings.epochs, math.ceil(settings.min_steps / steps_per_epoch))
         total = steps_per_epoch * epochs
-        opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+        opt = torch.optim.AdamW(
+            model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+        )
         if settings.schedule == "cosine":
             factor = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))  # noqa: E731
         else:
@@ -302,7 +360,7 @@ def train_classifier(
             perm = torch.randperm(n, generator=gen)
             running, seen = 0.0, 0
             for s in range(steps_per_epoch):
-                idx = perm[s * settings.batch_size:(s + 1) * settings.batch_size]
+                idx = perm[s * settings.batch_size : (s + 1) * settings.batch_size]
                 xb, yb = x[idx], y[idx]
                 if settings.augment:
                     xb = augment_batch(xb, gen)
@@ -323,6 +381,7 @@ def train_classifier(
 
 # --------------------------------------------------------------------------- evaluation
 
+
 @dataclass
 class Evaluation:
     accuracy: float
@@ -336,9 +395,14 @@ class Evaluation:
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, x: torch.Tensor, *, batch_size: int = 512, device: str = "cpu") -> torch.Tensor:
+def predict_proba(
+    model: nn.Module, x: torch.Tensor, *, batch_size: int = 512, device: str = "cpu"
+) -> torch.Tensor:
     model.eval().to(device)
-    out = [F.softmax(model(x[i:i + batch_size].to(device)), dim=1).cpu() for i in range(0, x.shape[0], batch_size)]
+    out = [
+        F.softmax(model(x[i : i + batch_size].to(device)), dim=1).cpu()
+        for i in range(0, x.shape[0], batch_size)
+    ]
     model.cpu()
     return torch.cat(out) if out else torch.empty(0)
 
@@ -357,13 +421,18 @@ def auroc(y: np.ndarray, proba: np.ndarray, num_classes: int) -> float | None:
             sub = proba[:, present]
             sub = sub / sub.sum(axis=1, keepdims=True)
             return float(roc_auc_score(y, sub, multi_class="ovr", average="macro", labels=present))
-        return float(roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=np.arange(num_classes)))
+        return float(
+            roc_auc_score(
+                y, proba, multi_class="ovr", average="macro", labels=np.arange(num_classes)
+            )
+        )
     except ValueError:
         return None
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, *,
-             device: str = "cpu") -> Evaluation:
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, *, device: str = "cpu"
+) -> Evaluation:
     """Accuracy, macro AUROC, per-class recall and the confusion matrix on real test data."""
     from sklearn.metrics import confusion_matrix
 
@@ -384,6 +453,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: in
 
 # --------------------------------------------------------------------------- safetensors I/O
 
+
 def to_safetensors(model: nn.Module, cfg: dict[str, Any]) -> bytes:
     """Weights as safetensors bytes, with the config (canonical JSON) in the header metadata."""
     from safetensors.torch import save
@@ -394,20 +464,28 @@ def to_safetensors(model: nn.Module, cfg: dict[str, Any]) -> bytes:
 
 def _header(data: bytes) -> dict[str, Any]:
     if len(data) < 8:
-        raise FormatError("classifier file is shorter than a safetensors header", code="E_SAFETENSORS_HEADER")
+        raise FormatError(
+            "classifier file is shorter than a safetensors header", code="E_SAFETENSORS_HEADER"
+        )
     (n,) = struct.unpack("<Q", data[:8])
     if n > MAX_HEADER_BYTES or 8 + n > len(data):
-        raise FormatError(f"safetensors header length {n} is out of bounds", code="E_SAFETENSORS_HEADER")
+        raise FormatError(
+            f"safetensors header length {n} is out of bounds", code="E_SAFETENSORS_HEADER"
+        )
     try:
-        header = json.loads(data[8:8 + n])
+        header = json.loads(data[8 : 8 + n])
     except ValueError as exc:
-        raise FormatError(f"safetensors header is not JSON: {exc}", code="E_SAFETENSORS_HEADER") from None
+        raise FormatError(
+            f"safetensors header is not JSON: {exc}", code="E_SAFETENSORS_HEADER"
+        ) from None
     if not isinstance(header, dict):
         raise FormatError("safetensors header is not an object", code="E_SAFETENSORS_HEADER")
     return header
 
 
-def from_safetensors(data: bytes, cfg: dict[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+def from_safetensors(
+    data: bytes, cfg: dict[str, Any] | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a classifier from safetensors bytes (config from ``cfg`` or the file's metadata)."""
     from safetensors.torch import load
 
@@ -415,20 +493,26 @@ def from_safetensors(data: bytes, cfg: dict[str, Any] | None = None) -> tuple[nn
     if cfg is None:
         meta = header.get("__metadata__") or {}
         if CONFIG_KEY not in meta:
-            raise FormatError("classifier file carries no config", code="E_FORMAT",
-                              hint="pass the config dict saved with the weights")
+            raise FormatError(
+                "classifier file carries no config",
+                code="E_FORMAT",
+                hint="pass the config dict saved with the weights",
+            )
         cfg = canonical.loads(meta[CONFIG_KEY].encode())
     cfg = validate_config(cfg)
     model = build_model(cfg)
     expected = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
     declared = {k: tuple(v.get("shape", ())) for k, v in header.items() if k != "__metadata__"}
     if set(declared) != set(expected) or any(declared[k] != expected[k][0] for k in expected):
-        raise FormatError("classifier weights do not match the architecture in the config",
-                          code="E_TENSOR_SHAPE")
+        raise FormatError(
+            "classifier weights do not match the architecture in the config", code="E_TENSOR_SHAPE"
+        )
     try:
         state = load(bytes(data))
     except Exception as exc:  # safetensors raises its own error types
-        raise FormatError(f"classifier weights could not be parsed: {exc}", code="E_SAFETENSORS_HEADER") from None
+        raise FormatError(
+            f"classifier weights could not be parsed: {exc}", code="E_SAFETENSORS_HEADER"
+        ) from None
     if any(state[k].dtype != expected[k][1] for k in expected):
         raise FormatError("classifier weights have unexpected dtypes", code="E_TENSOR_DTYPE")
     model.load_state_dict(state)

@@ -12,9 +12,13 @@ COMMANDS = {
     "demo": "ffsecure.commands.demo:demo",
 }
 
-cli = program_group("ffsecure", COMMANDS,
-                    "ffsecure: one-shot generative federated learning, signed, sealed and auditable.",
-                    log_level="WARNING", docs=("pki.md", "auditor-guide.md", "simulate.md"))
+cli = program_group(
+    "ffsecure",
+    COMMANDS,
+    "ffsecure: one-shot generative federated learning, signed, sealed and auditable.",
+    log_level="WARNING",
+    docs=("pki.md", "auditor-guide.md", "simulate.md"),
+)
 
 
 def main() -> None:

@@ -54,8 +54,14 @@ class LazyGroup(click.Group):
             ctx.exit(EXIT_ERROR)
 
 
-def program_group(prog_name: str, commands: dict[str, str], help_text: str, *,
-                  log_level: str = "INFO", docs: tuple[str, ...] = ()) -> LazyGroup:
+def program_group(
+    prog_name: str,
+    commands: dict[str, str],
+    help_text: str,
+    *,
+    log_level: str = "INFO",
+    docs: tuple[str, ...] = (),
+) -> LazyGroup:
     """The root group of one of the programs: its lazy sub-commands, ``--version`` and the logging options.
 
     All three programs take ``--log-level`` and ``--log-json`` before the sub-command and
@@ -64,9 +70,14 @@ def program_group(prog_name: str, commands: dict[str, str], help_text: str, *,
     """
     from ffsecure import __version__, templates
 
-    @click.group(name=prog_name, cls=LazyGroup, lazy=commands, help=help_text,
-                 epilog=templates.docs_hint(*docs) if docs else None,
-                 context_settings={"help_option_names": ["-h", "--help"]})
+    @click.group(
+        name=prog_name,
+        cls=LazyGroup,
+        lazy=commands,
+        help=help_text,
+        epilog=templates.docs_hint(*docs) if docs else None,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
     @click.version_option(__version__, prog_name=prog_name)
     @click.option("--log-level", default=log_level, show_default=True, help="Logging level.")
     @click.option("--log-json", is_flag=True, help="Log one JSON object per line.")

@@ -27,9 +27,10 @@ import hmac
 import logging
 import os
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,10 +84,15 @@ class Dataset:
 
 
 def _format_error(message: str, hint: str | None = None) -> DataError:
-    return DataError(message, hint=hint or "check the file against the MedMNIST .npz layout", code="E_DATA_FORMAT")
+    return DataError(
+        message,
+        hint=hint or "check the file against the MedMNIST .npz layout",
+        code="E_DATA_FORMAT",
+    )
 
 
 # --------------------------------------------------------------------------- shapes
+
 
 def check_image_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
     """Validate a federation image shape ``(C, H, W)``: C in {1,3}, H/W multiples of 4 in [8, 64]."""
@@ -95,12 +101,14 @@ def check_image_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
     except (TypeError, ValueError):
         raise DataError(
             f"image shape {image_shape!r} is not three integers (C, H, W)",
-            hint="give the shape as C,H,W, e.g. 1,28,28", code="E_DATA_SHAPE",
+            hint="give the shape as C,H,W, e.g. 1,28,28",
+            code="E_DATA_SHAPE",
         ) from None
     if c not in (1, 3) or not all(8 <= v <= 64 and v % 4 == 0 for v in (h, w)):
         raise DataError(
             f"image shape {(c, h, w)} is not supported",
-            hint="C must be 1 or 3; H and W multiples of 4 between 8 and 64", code="E_DATA_SHAPE",
+            hint="C must be 1 or 3; H and W multiples of 4 between 8 and 64",
+            code="E_DATA_SHAPE",
         )
     return (c, h, w)
 
@@ -157,11 +165,13 @@ def _labels(array: np.ndarray, key: str, n: int) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- npz
 
+
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataError(
             f"data file {path} does not exist",
-            hint="check the path; a .npz in the MedMNIST layout is expected", code="E_DATA_MISSING",
+            hint="check the path; a .npz in the MedMNIST layout is expected",
+            code="E_DATA_MISSING",
         )
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -218,7 +228,10 @@ def arrays_to_dataset(
         image_shape = (raw_c, raw_h, raw_w)
     image_shape = check_image_shape(image_shape)
 
-    labels = {s: _labels(arrays[f"{s}_labels"], f"{s}_labels", arrays[f"{s}_images"].shape[0]) for s in splits}
+    labels = {
+        s: _labels(arrays[f"{s}_labels"], f"{s}_labels", arrays[f"{s}_images"].shape[0])
+        for s in splits
+    }
     lo = min(int(t.min()) for t in labels.values() if t.numel())
     hi = max(int(t.max()) for t in labels.values() if t.numel())
     if class_names is None:
@@ -236,25 +249,36 @@ def arrays_to_dataset(
         name=name,
         class_names=list(class_names),
         image_shape=image_shape,
-        train_x=images["train"], train_y=labels["train"],
-        test_x=images["test"], test_y=labels["test"],
-        val_x=images.get("val"), val_y=labels.get("val"),
+        train_x=images["train"],
+        train_y=labels["train"],
+        test_x=images["test"],
+        test_y=labels["test"],
+        val_x=images.get("val"),
+        val_y=labels.get("val"),
         source=dict(source or {}),
     )
 
 
-def load_npz(path: str | os.PathLike, *, image_shape: Sequence[int] | None = None,
-             class_names: Sequence[str] | None = None) -> Dataset:
+def load_npz(
+    path: str | os.PathLike,
+    *,
+    image_shape: Sequence[int] | None = None,
+    class_names: Sequence[str] | None = None,
+) -> Dataset:
     """Load a MedMNIST-layout ``.npz`` (never unpickling anything)."""
     p = Path(path)
     arrays = _read_npz(p)
     return arrays_to_dataset(
-        arrays, name=p.stem, image_shape=image_shape, class_names=class_names,
+        arrays,
+        name=p.stem,
+        image_shape=image_shape,
+        class_names=class_names,
         source={"kind": "npz", "path": str(p), "sha256": sha256_file(p)},
     )
 
 
 # --------------------------------------------------------------------------- MedMNIST
+
 
 def default_root() -> Path:
     """``$FFSECURE_DATA``, else ``../shared/data/medmnist`` next to the repo, else ``~/.medmnist``."""
@@ -286,7 +310,11 @@ def medmnist_flags() -> list[str]:
     """The 2D single-label MedMNIST flags this loader accepts."""
     from medmnist import INFO
 
-    return sorted(f for f, info in INFO.items() if not f.endswith("3d") and info["task"] != "multi-label, binary-class")
+    return sorted(
+        f
+        for f, info in INFO.items()
+        if not f.endswith("3d") and info["task"] != "multi-label, binary-class"
+    )
 
 
 def load_medmnist(
@@ -311,7 +339,8 @@ def load_medmnist(
     if flag not in medmnist_flags():
         raise DataError(
             f"MedMNIST subset {flag!r} is 3D or multi-label, which ffsecure does not support",
-            hint=f"use one of {', '.join(medmnist_flags())}", code="E_DATA_SPEC",
+            hint=f"use one of {', '.join(medmnist_flags())}",
+            code="E_DATA_SPEC",
         )
     info = INFO[flag]
     root_path = Path(root).expanduser() if root is not None else default_root()
@@ -325,13 +354,16 @@ def load_medmnist(
         except Exception as exc:  # the package raises bare RuntimeErrors
             raise DataError(
                 f"could not download {flag}.npz into {root_path}: {str(exc).strip().splitlines()[0]}",
-                hint=f"download {info['url']} by hand and put it at {path}", code="E_DATA_DOWNLOAD",
+                hint=f"download {info['url']} by hand and put it at {path}",
+                code="E_DATA_DOWNLOAD",
             ) from None
     if not path.is_file():
         raise DataError(
             f"MedMNIST file {path.name} is not in {root_path}",
-            hint=(f"put {path.name} (from {info['url'].split('?')[0]}) at {path}, set FFSECURE_DATA "
-                  "to the folder that holds it, or pass --download on a machine with network access"),
+            hint=(
+                f"put {path.name} (from {info['url'].split('?')[0]}) at {path}, set FFSECURE_DATA "
+                "to the folder that holds it, or pass --download on a machine with network access"
+            ),
             code="E_DATA_MISSING",
         )
     want = (expected_md5 or info["MD5"]).lower()
@@ -339,11 +371,15 @@ def load_medmnist(
     if not hmac.compare_digest(got, want):
         raise DataError(
             f"{path} has MD5 {got}, not the official {want}",
-            hint=f"the file is corrupt or not the official {flag}.npz; replace it", code="E_DATA_CHECKSUM",
+            hint=f"the file is corrupt or not the official {flag}.npz; replace it",
+            code="E_DATA_CHECKSUM",
         )
     # The medmnist package opens the verified file (numpy's default: no pickle).
     try:
-        splits = {s: dataset_cls(split=s, root=str(root_path), download=False) for s in ("train", "val", "test")}
+        splits = {
+            s: dataset_cls(split=s, root=str(root_path), download=False)
+            for s in ("train", "val", "test")
+        }
         arrays = {}
         for s, ds in splits.items():
             arrays[f"{s}_images"] = np.asarray(ds.imgs)
@@ -354,14 +390,20 @@ def load_medmnist(
     if image_shape is None:
         image_shape = (int(info["n_channels"]), 28, 28)
     return arrays_to_dataset(
-        arrays, name=flag, image_shape=image_shape, class_names=class_names,
+        arrays,
+        name=flag,
+        image_shape=image_shape,
+        class_names=class_names,
         source={"kind": "medmnist", "flag": flag, "path": str(path), "md5": got},
     )
 
 
 # --------------------------------------------------------------------------- digits
 
-def _stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+
+def _stratified_split(
+    y: np.ndarray, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Seeded per-class split; returns sorted (train_idx, test_idx)."""
     rng = np.random.default_rng(seed)
     train, test = [], []
@@ -376,8 +418,9 @@ def _stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[n
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def load_digits(*, image_shape: Sequence[int] | None = None, test_fraction: float = 0.25,
-                seed: int = 0) -> Dataset:
+def load_digits(
+    *, image_shape: Sequence[int] | None = None, test_fraction: float = 0.25, seed: int = 0
+) -> Dataset:
     """scikit-learn's 8x8 digits (1,797 images, 10 classes), resized bilinearly.
 
     The default shape is ``1x16x16``: the smallest multiple-of-4 size above the
@@ -390,14 +433,23 @@ def load_digits(*, image_shape: Sequence[int] | None = None, test_fraction: floa
     imgs = (bunch.images / 16.0).astype(np.float32)  # values 0..16 -> [0, 1]
     y = bunch.target.astype(np.int64)
     tr, te = _stratified_split(y, test_fraction, seed)
-    arrays = {"train_images": imgs[tr], "train_labels": y[tr], "test_images": imgs[te], "test_labels": y[te]}
+    arrays = {
+        "train_images": imgs[tr],
+        "train_labels": y[tr],
+        "test_images": imgs[te],
+        "test_labels": y[te],
+    }
     return arrays_to_dataset(
-        arrays, name="digits", image_shape=image_shape, class_names=[str(i) for i in range(10)],
+        arrays,
+        name="digits",
+        image_shape=image_shape,
+        class_names=[str(i) for i in range(10)],
         source={"kind": "digits", "test_fraction": test_fraction, "seed": seed},
     )
 
 
 # --------------------------------------------------------------------------- image folder
+
 
 def _class_dirs(root: Path) -> list[Path]:
     dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -410,7 +462,9 @@ def _class_dirs(root: Path) -> list[Path]:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
     if not files:
         raise _format_error(f"class folder {folder} holds no PNG or JPEG files")
     return files
@@ -429,12 +483,19 @@ def _read_images(files: list[Path], channels: int, size: tuple[int, int]) -> np.
                     im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
                 out[i] = np.asarray(im, dtype=np.uint8)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise _format_error(f"image {f} could not be read: {exc}", hint="remove or replace the file") from None
+            raise _format_error(
+                f"image {f} could not be read: {exc}", hint="remove or replace the file"
+            ) from None
     return out
 
 
-def load_folder(path: str | os.PathLike, *, image_shape: Sequence[int] | None = None,
-                test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+def load_folder(
+    path: str | os.PathLike,
+    *,
+    image_shape: Sequence[int] | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> Dataset:
     """Load ``PATH/<class>/*.png|jpg`` (seeded split) or ``PATH/{train,test}/<class>/...``.
 
     Class names are the sub-folder names in sorted order. Without an explicit
@@ -445,7 +506,9 @@ def load_folder(path: str | os.PathLike, *, image_shape: Sequence[int] | None = 
 
     root = Path(path)
     if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist", hint="check the path", code="E_DATA_MISSING")
+        raise DataError(
+            f"image folder {root} does not exist", hint="check the path", code="E_DATA_MISSING"
+        )
     presplit = (root / "train").is_dir() and (root / "test").is_dir()
     train_root = root / "train" if presplit else root
     class_dirs = _class_dirs(train_root)
@@ -485,16 +548,22 @@ def load_folder(path: str | os.PathLike, *, image_shape: Sequence[int] | None = 
     if len(tr_files) + len(te_files) > MAX_IMAGES:
         raise _format_error(f"{root} holds more than {MAX_IMAGES} images")
     arrays = {
-        "train_images": _read_images(tr_files, c, (h, w)), "train_labels": tr_y,
-        "test_images": _read_images(te_files, c, (h, w)), "test_labels": te_y,
+        "train_images": _read_images(tr_files, c, (h, w)),
+        "train_labels": tr_y,
+        "test_images": _read_images(te_files, c, (h, w)),
+        "test_labels": te_y,
     }
     return arrays_to_dataset(
-        arrays, name=root.name, image_shape=(c, h, w), class_names=class_names,
+        arrays,
+        name=root.name,
+        image_shape=(c, h, w),
+        class_names=class_names,
         source={"kind": "folder", "path": str(root), "presplit": presplit, "seed": seed},
     )
 
 
 # --------------------------------------------------------------------------- entry point
+
 
 def load_dataset(
     spec: str,
@@ -506,8 +575,11 @@ def load_dataset(
 ) -> Dataset:
     """Load ``spec``: a MedMNIST flag, ``digits``, ``npz:PATH`` or ``folder:PATH``."""
     if not isinstance(spec, str) or not spec:
-        raise DataError("empty data set name", hint="e.g. pneumoniamnist, digits, npz:PATH, folder:PATH",
-                        code="E_DATA_SPEC")
+        raise DataError(
+            "empty data set name",
+            hint="e.g. pneumoniamnist, digits, npz:PATH, folder:PATH",
+            code="E_DATA_SPEC",
+        )
     if spec.startswith("npz:"):
         return load_npz(spec[4:], image_shape=image_shape)
     if spec.startswith("folder:"):

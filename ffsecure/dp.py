@@ -111,13 +111,22 @@ def _dp_error(message: str, hint: str) -> DPError:
 def default_delta(n: int) -> float:
     """Delta well below ``1/n``: ``min(1e-5, 1 / (10 n))``."""
     if not isinstance(n, int) or n <= 0:
-        raise _dp_error(f"cannot choose delta for {n!r} training examples", "train on at least one example")
+        raise _dp_error(
+            f"cannot choose delta for {n!r} training examples", "train on at least one example"
+        )
     return min(1e-5, 1.0 / (10 * n))
 
 
 def _finite_positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise _dp_error(f"{name} must be a finite number > 0, got {value!r}", f"set {name} to a positive value")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise _dp_error(
+            f"{name} must be a finite number > 0, got {value!r}", f"set {name} to a positive value"
+        )
     return float(value)
 
 
@@ -140,8 +149,10 @@ class DPClaimError(DefaultHint, PolicyError):
     """A DP claim that is malformed, out of bounds, not re-accountable in time, or understated."""
 
     code = "E_DP_CLAIM"
-    default_hint = ("train with ffsecure (site-node train), whose DP record states every parameter "
-                    "within the bounds of docs/privacy.md")
+    default_hint = (
+        "train with ffsecure (site-node train), whose DP record states every parameter "
+        "within the bounds of docs/privacy.md"
+    )
 
 
 def check_bounds(*, noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> None:
@@ -149,25 +160,41 @@ def check_bounds(*, noise_multiplier: float, sample_rate: float, steps: int, del
     lo, hi = NOISE_MULTIPLIER_RANGE
     _finite_positive("noise_multiplier", noise_multiplier)
     if not lo <= noise_multiplier <= hi:
-        raise _dp_error(f"noise_multiplier {noise_multiplier!r} is outside [{lo:g}, {hi:g}]",
-                        "no DP-SGD run uses such noise")
-    if (isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float))
-            or not 0 < sample_rate <= 1):
+        raise _dp_error(
+            f"noise_multiplier {noise_multiplier!r} is outside [{lo:g}, {hi:g}]",
+            "no DP-SGD run uses such noise",
+        )
+    if (
+        isinstance(sample_rate, bool)
+        or not isinstance(sample_rate, (int, float))
+        or not 0 < sample_rate <= 1
+    ):
         raise _dp_error(f"sample_rate must be in (0, 1], got {sample_rate!r}", "use batch_size / n")
     if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_STEPS:
-        raise _dp_error(f"steps must be an integer in [0, {MAX_STEPS}], got {steps!r}",
-                        f"train for at most {MAX_STEPS} steps")
+        raise _dp_error(
+            f"steps must be an integer in [0, {MAX_STEPS}], got {steps!r}",
+            f"train for at most {MAX_STEPS} steps",
+        )
     if sample_rate * steps > MAX_EPOCHS:
-        raise _dp_error(f"sample_rate x steps = {sample_rate * steps:.6g} passes over the data, "
-                        f"above {MAX_EPOCHS}", f"train for at most {MAX_EPOCHS} epochs")
-    if (isinstance(delta, bool) or not isinstance(delta, (int, float)) or not math.isfinite(delta)
-            or not MIN_DELTA <= delta < 1):
-        raise _dp_error(f"delta must be in [{MIN_DELTA:g}, 1), got {delta!r}",
-                        "use default_delta(n)")
+        raise _dp_error(
+            f"sample_rate x steps = {sample_rate * steps:.6g} passes over the data, "
+            f"above {MAX_EPOCHS}",
+            f"train for at most {MAX_EPOCHS} epochs",
+        )
+    if (
+        isinstance(delta, bool)
+        or not isinstance(delta, (int, float))
+        or not math.isfinite(delta)
+        or not MIN_DELTA <= delta < 1
+    ):
+        raise _dp_error(
+            f"delta must be in [{MIN_DELTA:g}, 1), got {delta!r}", "use default_delta(n)"
+        )
 
 
-def prv_grid_points(*, noise_multiplier: float, sample_rate: float, steps: int,
-                    delta: float) -> float:
+def prv_grid_points(
+    *, noise_multiplier: float, sample_rate: float, steps: int, delta: float
+) -> float:
     """Points of the grid Opacus' PRV accountant would build (allocates nothing)."""
     from opacus.accountants.analysis.prv import (
         PoissonSubsampledGaussianPRV,
@@ -179,22 +206,33 @@ def prv_grid_points(*, noise_multiplier: float, sample_rate: float, steps: int,
         warnings.simplefilter("ignore")
         half_width = compute_safe_domain_size(
             [PoissonSubsampledGaussianPRV(float(sample_rate), float(noise_multiplier))],
-            [int(steps)], eps_error=_PRV_EPS_ERROR, delta_error=delta_error)
+            [int(steps)],
+            eps_error=_PRV_EPS_ERROR,
+            delta_error=delta_error,
+        )
     mesh = _PRV_EPS_ERROR / math.sqrt(steps * math.log(12 / delta_error) / 2)
     return 2 * half_width / mesh
 
 
 def _check_grid(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> None:
-    points = prv_grid_points(noise_multiplier=noise_multiplier, sample_rate=sample_rate,
-                             steps=steps, delta=delta)
+    points = prv_grid_points(
+        noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps, delta=delta
+    )
     if not points <= MAX_PRV_GRID_POINTS:
-        raise _dp_error(f"the prv accountant would need a grid of {points:.3g} points for these "
-                        f"parameters, above the bound of {MAX_PRV_GRID_POINTS}",
-                        "use the rdp accountant, more noise or fewer steps")
+        raise _dp_error(
+            f"the prv accountant would need a grid of {points:.3g} points for these "
+            f"parameters, above the bound of {MAX_PRV_GRID_POINTS}",
+            "use the rdp accountant, more noise or fewer steps",
+        )
 
 
 def compute_epsilon(
-    *, noise_multiplier: float, sample_rate: float, steps: int, delta: float, accountant: str = "prv"
+    *,
+    noise_multiplier: float,
+    sample_rate: float,
+    steps: int,
+    delta: float,
+    accountant: str = "prv",
 ) -> float:
     """Epsilon spent by ``steps`` Poisson-sampled Gaussian steps, as Opacus accounts it.
 
@@ -202,8 +240,9 @@ def compute_epsilon(
     sized, before the accountant allocates anything (``E_DP`` otherwise).
     """
     _check_accountant(accountant)
-    check_bounds(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps,
-                 delta=delta)
+    check_bounds(
+        noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps, delta=delta
+    )
     if steps == 0:
         return 0.0
     if accountant == "prv":
@@ -215,20 +254,30 @@ def compute_epsilon(
             warnings.simplefilter("ignore")
             return float(acct.get_epsilon(delta=delta))
     except (ValueError, RuntimeError, OverflowError, ArithmeticError, MemoryError) as exc:
-        raise _dp_error(f"the {accountant} accountant cannot evaluate these parameters: {exc}",
-                        "use the rdp accountant or fewer steps") from None
+        raise _dp_error(
+            f"the {accountant} accountant cannot evaluate these parameters: {exc}",
+            "use the rdp accountant or fewer steps",
+        ) from None
 
 
 @functools.lru_cache(maxsize=256)
-def _noise_multiplier(target: float, delta: float, sample_rate: float, steps: int, accountant: str) -> float:
+def _noise_multiplier(
+    target: float, delta: float, sample_rate: float, steps: int, accountant: str
+) -> float:
     """Opacus' binary search for the smallest noise reaching ``target`` (pure, so cached)."""
     from opacus.accountants.utils import get_noise_multiplier
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return float(get_noise_multiplier(
-            target_epsilon=target, target_delta=delta, sample_rate=sample_rate, steps=steps, accountant=accountant,
-        ))
+        return float(
+            get_noise_multiplier(
+                target_epsilon=target,
+                target_delta=delta,
+                sample_rate=sample_rate,
+                steps=steps,
+                accountant=accountant,
+            )
+        )
 
 
 def plan(dp: DPConfig, *, n: int, batch_size: int, epochs: int) -> DPPlan:
@@ -239,7 +288,9 @@ def plan(dp: DPConfig, *, n: int, batch_size: int, epochs: int) -> DPPlan:
     a schedule with zero steps, or a target no noise level reaches.
     """
     if not isinstance(dp, DPConfig):
-        raise _dp_error(f"dp must be a DPConfig, got {type(dp).__name__}", "build one with ffsecure.dp.DPConfig")
+        raise _dp_error(
+            f"dp must be a DPConfig, got {type(dp).__name__}", "build one with ffsecure.dp.DPConfig"
+        )
     target = _finite_positive("target_epsilon", dp.target_epsilon)
     accountant = _check_accountant(dp.accountant)
     clip = _finite_positive("max_grad_norm", dp.max_grad_norm)
@@ -255,8 +306,15 @@ def plan(dp: DPConfig, *, n: int, batch_size: int, epochs: int) -> DPPlan:
                 "train on at least one example, with batch size >= 1 and epochs >= 1",
             )
     delta = default_delta(n) if dp.delta is None else dp.delta
-    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not math.isfinite(delta) or delta <= 0:
-        raise _dp_error(f"delta must be > 0, got {delta!r}", "omit delta to use min(1e-5, 1/(10 n))")
+    if (
+        isinstance(delta, bool)
+        or not isinstance(delta, (int, float))
+        or not math.isfinite(delta)
+        or delta <= 0
+    ):
+        raise _dp_error(
+            f"delta must be > 0, got {delta!r}", "omit delta to use min(1e-5, 1/(10 n))"
+        )
     if delta >= 1.0 / n:
         raise _dp_error(
             f"delta {delta:g} is not below 1/n = {1.0 / n:g} for n = {n} examples; "
@@ -267,9 +325,11 @@ def plan(dp: DPConfig, *, n: int, batch_size: int, epochs: int) -> DPPlan:
     sample_rate = 1.0 / steps_per_epoch
     steps = steps_per_epoch * epochs
     if steps > MAX_STEPS or epochs > MAX_EPOCHS:
-        raise _dp_error(f"{steps} DP-SGD steps ({epochs} epochs) exceed the bounds every verifier "
-                        f"applies ({MAX_STEPS} steps, {MAX_EPOCHS} epochs)",
-                        "train fewer epochs or use a larger batch size")
+        raise _dp_error(
+            f"{steps} DP-SGD steps ({epochs} epochs) exceed the bounds every verifier "
+            f"applies ({MAX_STEPS} steps, {MAX_EPOCHS} epochs)",
+            "train fewer epochs or use a larger batch size",
+        )
 
     try:
         sigma = _noise_multiplier(target, float(delta), sample_rate, steps, accountant)
@@ -326,26 +386,38 @@ class DPClaim:
         if not isinstance(record, dict):
             raise DPClaimError("the DP record is not an object")
         if "reproducible" in record:
-            raise DPClaimError("the DP record says its noise and sampling were seeded "
-                               "(reproducible): anyone who knows the seed can remove the noise")
+            raise DPClaimError(
+                "the DP record says its noise and sampling were seeded "
+                "(reproducible): anyone who knows the seed can remove the noise"
+            )
         missing = [k for k in CLAIM_PARAMETERS if k not in record]
         if missing:
             if require_parameters:
-                raise DPClaimError(f"the DP record lacks {missing}, so its epsilon cannot be "
-                                   "re-accounted")
+                raise DPClaimError(
+                    f"the DP record lacks {missing}, so its epsilon cannot be re-accounted"
+                )
             return None
-        claim = cls(epsilon=_claim_number(record, "epsilon"), delta=_claim_number(record, "delta"),
-                    noise_multiplier=_claim_number(record, "noise_multiplier"),
-                    sample_rate=_claim_number(record, "sample_rate"), steps=_claim_steps(record),
-                    accountant=record.get("accountant", "prv"))
+        claim = cls(
+            epsilon=_claim_number(record, "epsilon"),
+            delta=_claim_number(record, "delta"),
+            noise_multiplier=_claim_number(record, "noise_multiplier"),
+            sample_rate=_claim_number(record, "sample_rate"),
+            steps=_claim_steps(record),
+            accountant=record.get("accountant", "prv"),
+        )
         if claim.accountant not in ACCOUNTANTS:
             raise DPClaimError(f"the DP record names the unknown accountant {claim.accountant!r}")
         if not 0 < claim.epsilon <= MAX_CLAIMED_EPSILON:
-            raise DPClaimError(f"claimed epsilon {claim.epsilon!r} is outside "
-                               f"(0, {MAX_CLAIMED_EPSILON:g}]")
+            raise DPClaimError(
+                f"claimed epsilon {claim.epsilon!r} is outside (0, {MAX_CLAIMED_EPSILON:g}]"
+            )
         try:
-            check_bounds(noise_multiplier=claim.noise_multiplier, sample_rate=claim.sample_rate,
-                         steps=claim.steps, delta=claim.delta)
+            check_bounds(
+                noise_multiplier=claim.noise_multiplier,
+                sample_rate=claim.sample_rate,
+                steps=claim.steps,
+                delta=claim.delta,
+            )
         except DPError as exc:
             raise DPClaimError(f"implausible DP claim: {exc.message}") from None
         return claim
@@ -381,8 +453,9 @@ class ClaimCheck:
 
 #: At most two accountings run at once in a process; a timed-out one finishes in its worker,
 #: bounded by the grid cap, while its caller has already been refused.
-_ACCOUNTING_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=2,
-                                                         thread_name_prefix="dp-accounting")
+_ACCOUNTING_POOL = concurrent.futures.ThreadPoolExecutor(
+    max_workers=2, thread_name_prefix="dp-accounting"
+)
 
 
 def _within_budget(fn: Callable[[], float], budget_s: float) -> float:
@@ -396,14 +469,17 @@ def _within_budget(fn: Callable[[], float], budget_s: float) -> float:
         raise DPClaimError(
             f"re-accounting the DP claim took longer than its budget of {budget_s:g} s",
             hint="its parameters need an unusually large accounting; retrain with the rdp "
-                 "accountant or fewer steps") from None
+            "accountant or fewer steps",
+        ) from None
     except Exception as exc:  # noqa: BLE001 - any failure of the accountant on untrusted input is a refusal
-        raise DPClaimError(f"the accountant failed on the DP claim: {type(exc).__name__}: "
-                           f"{str(exc)[:200]}") from None
+        raise DPClaimError(
+            f"the accountant failed on the DP claim: {type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
 
 
-def reaccount_claim(record: Any, *, require_parameters: bool = False,
-                    budget_s: float = ACCOUNTING_BUDGET_S) -> ClaimCheck | None:
+def reaccount_claim(
+    record: Any, *, require_parameters: bool = False, budget_s: float = ACCOUNTING_BUDGET_S
+) -> ClaimCheck | None:
     """Parse, bound and re-account a manifest's ``dp`` record; ``None`` if it has no parameters.
 
     Raises :class:`DPClaimError` for a malformed or out-of-bounds record, or one the
@@ -415,9 +491,13 @@ def reaccount_claim(record: Any, *, require_parameters: bool = False,
         return None
 
     def account() -> float:
-        return compute_epsilon(noise_multiplier=claim.noise_multiplier,
-                               sample_rate=claim.sample_rate, steps=claim.steps,
-                               delta=claim.delta, accountant=claim.accountant)
+        return compute_epsilon(
+            noise_multiplier=claim.noise_multiplier,
+            sample_rate=claim.sample_rate,
+            steps=claim.steps,
+            delta=claim.delta,
+            accountant=claim.accountant,
+        )
 
     try:
         eps = _within_budget(account, budget_s)
@@ -436,5 +516,6 @@ def check_claim(record: Any, *, budget_s: float = ACCOUNTING_BUDGET_S) -> ClaimC
             f"the module claims epsilon {c.epsilon:g} but its own parameters (noise "
             f"{c.noise_multiplier:g}, sample rate {c.sample_rate:g}, {c.steps} steps, delta "
             f"{c.delta:g}) spend epsilon {checked.epsilon_recomputed:.6g} with the "
-            f"{c.accountant} accountant")
+            f"{c.accountant} accountant"
+        )
     return checked

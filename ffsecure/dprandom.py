@@ -60,8 +60,13 @@ from opacus.optimizers.optimizer import (
 )
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 
-__all__ = ["OsNoiseDPOptimizer", "OsPoissonSampler", "gaussian_noise", "uniform",
-           "use_os_randomness"]
+__all__ = [
+    "OsNoiseDPOptimizer",
+    "OsPoissonSampler",
+    "gaussian_noise",
+    "uniform",
+    "use_os_randomness",
+]
 
 _MASK_53 = (1 << 53) - 1
 #: Gaussian samples summed per noise value (Opacus secure_mode: 2n with n = 2), divided by 2.
@@ -120,11 +125,15 @@ def use_os_randomness(optimizer: DPOptimizer, loader: DPDataLoader) -> None:
     optimizer and the single-process Poisson loader, so that nothing runs seeded.
     """
     sampler = getattr(loader, "batch_sampler", None)
-    if (sampler is None or type(optimizer) is not DPOptimizer
-            or type(sampler) is not UniformWithReplacementSampler):
+    if (
+        sampler is None
+        or type(optimizer) is not DPOptimizer
+        or type(sampler) is not UniformWithReplacementSampler
+    ):
         raise RuntimeError(
             f"cannot draw DP randomness from the OS for {type(optimizer).__name__} / "
-            f"{type(sampler).__name__}: only DPOptimizer with Poisson sampling is supported")
+            f"{type(sampler).__name__}: only DPOptimizer with Poisson sampling is supported"
+        )
     optimizer.__class__ = OsNoiseDPOptimizer
     optimizer.generator = None
     sampler.__class__ = OsPoissonSampler

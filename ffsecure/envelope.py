@@ -85,7 +85,9 @@ class EnvelopeOpenError(DefaultHint, CryptoError):
     """HPKE decryption failed: wrong key, or the envelope was altered."""
 
     code = "E_ENVELOPE_OPEN"
-    default_hint = "the envelope was altered or sealed to another key; seal the package again and re-send it"
+    default_hint = (
+        "the envelope was altered or sealed to another key; seal the package again and re-send it"
+    )
 
 
 class FederationMismatchError(DefaultHint, VerificationError):
@@ -112,13 +114,16 @@ class TooLargeError(DefaultHint, VerificationError):
     """An input is larger than the federation allows."""
 
     code = "E_TOO_LARGE"
-    default_hint = "the federation manifest's limits.max_module_bytes caps a module; make it smaller"
+    default_hint = (
+        "the federation manifest's limits.max_module_bytes caps a module; make it smaller"
+    )
 
 
 def _suite(name: str) -> tuple[hpke.Suite, hpke.KEM, int, int]:
     if name not in SUITES:
-        raise EnvelopeSuiteError(f"HPKE suite {name!r} is not offered",
-                                 hint=f"use one of {sorted(SUITES)}")
+        raise EnvelopeSuiteError(
+            f"HPKE suite {name!r} is not offered", hint=f"use one of {sorted(SUITES)}"
+        )
     kem, priv_len, pub_len = SUITES[name]
     return hpke.Suite(kem, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM), kem, priv_len, pub_len
 
@@ -148,7 +153,9 @@ _compute_key_id = key_id  # the name ``key_id`` is also a keyword argument below
 
 def _same(a: str, b: str) -> bool:
     """Constant-time equality of two strings (any characters: compared as UTF-8 bytes)."""
-    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
+    return hmac.compare_digest(
+        a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass")
+    )
 
 
 def suite_of_public_key(public_bytes: bytes) -> str:
@@ -177,8 +184,10 @@ def _private_key(private_bytes: bytes, suite: str):
     """Return ``(hpke_private_key, public_bytes)``."""
     _, _, priv_len, _ = _suite(suite)
     if not isinstance(private_bytes, (bytes, bytearray)) or len(private_bytes) != priv_len:
-        raise KeyFormatError(f"{suite} private key must be {priv_len} bytes",
-                             hint="use the aggregator's HPKE key file for this suite")
+        raise KeyFormatError(
+            f"{suite} private key must be {priv_len} bytes",
+            hint="use the aggregator's HPKE key file for this suite",
+        )
     try:
         if suite == "x25519":
             key = x25519.X25519PrivateKey.from_private_bytes(bytes(private_bytes))
@@ -211,8 +220,12 @@ def write_key_file(path: str | Path, private_bytes: bytes, suite: str = DEFAULT_
     from ffsecure.files import write_secret_file
 
     public = public_from_private(private_bytes, suite)
-    record = {"v": 1, "suite": suite, "private_key": b64encode(private_bytes),
-              "key_id": key_id(public)}
+    record = {
+        "v": 1,
+        "suite": suite,
+        "private_key": b64encode(private_bytes),
+        "key_id": key_id(public),
+    }
     write_secret_file(path, canonical.dumps(record))
 
 
@@ -242,18 +255,32 @@ class EnvelopeHeader:
     version: int = VERSION
 
     def to_bytes(self) -> bytes:
-        return canonical.dumps({"v": self.version, "suite": self.suite,
-                                "federation_id": self.federation_id, "key_id": self.key_id})
+        return canonical.dumps(
+            {
+                "v": self.version,
+                "suite": self.suite,
+                "federation_id": self.federation_id,
+                "key_id": self.key_id,
+            }
+        )
 
 
-def seal(plaintext: bytes, public_key: bytes, *, federation_id: str, key_id: str,
-         suite: str = DEFAULT_SUITE) -> bytes:
+def seal(
+    plaintext: bytes,
+    public_key: bytes,
+    *,
+    federation_id: str,
+    key_id: str,
+    suite: str = DEFAULT_SUITE,
+) -> bytes:
     """Encrypt ``plaintext`` to the aggregator's HPKE public key (raw bytes)."""
     hpke_suite, _, _, _ = _suite(suite)
     pub = _public_key(public_key, suite)
     if not _same(_compute_key_id(public_key), str(key_id)):
-        raise KeyIdError("key id does not belong to this public key",
-                         hint="take both from the federation manifest")
+        raise KeyIdError(
+            "key id does not belong to this public key",
+            hint="take both from the federation manifest",
+        )
     from ffsecure.pki import check_id
 
     check_id(federation_id, "federation id")
@@ -270,45 +297,61 @@ def parse_header(envelope: bytes) -> tuple[EnvelopeHeader, bytes, memoryview]:
     if len(view) < PREFIX_LEN or bytes(view[:4]) != MAGIC:
         raise EnvelopeFormatError("not an ffsecure envelope (bad magic)")
     if view[4] != VERSION:
-        raise EnvelopeFormatError(f"envelope format version {view[4]} is not supported",
-                                  hint="upgrade ffsecure on the sending or receiving side")
+        raise EnvelopeFormatError(
+            f"envelope format version {view[4]} is not supported",
+            hint="upgrade ffsecure on the sending or receiving side",
+        )
     (hlen,) = struct.unpack(">H", view[5:7])
     if hlen > MAX_HEADER_BYTES or PREFIX_LEN + hlen > len(view):
         raise EnvelopeFormatError(f"envelope header length {hlen} is out of bounds")
-    header_bytes = bytes(view[PREFIX_LEN:PREFIX_LEN + hlen])
+    header_bytes = bytes(view[PREFIX_LEN : PREFIX_LEN + hlen])
     try:
         obj = canonical.loads_canonical(header_bytes, max_bytes=MAX_HEADER_BYTES)
     except FormatError as exc:
         raise EnvelopeFormatError(f"envelope header: {exc.message}") from None
-    if (not isinstance(obj, dict) or set(obj) != {"v", "suite", "federation_id", "key_id"}
-            or obj["v"] != VERSION or not all(isinstance(obj[k], str)
-                                              for k in ("suite", "federation_id", "key_id"))):
+    if (
+        not isinstance(obj, dict)
+        or set(obj) != {"v", "suite", "federation_id", "key_id"}
+        or obj["v"] != VERSION
+        or not all(isinstance(obj[k], str) for k in ("suite", "federation_id", "key_id"))
+    ):
         raise EnvelopeFormatError("envelope header does not have the v1 fields")
     if not KEY_ID.matches(obj["key_id"]):
         raise EnvelopeFormatError("envelope header key_id is not 64 lowercase hex digits")
     header = EnvelopeHeader(obj["suite"], obj["federation_id"], obj["key_id"], obj["v"])
-    return header, header_bytes, view[PREFIX_LEN + hlen:]
+    return header, header_bytes, view[PREFIX_LEN + hlen :]
 
 
-def open_sealed(envelope: bytes, private_key: bytes, *, federation_id: str, key_id: str,
-                max_bytes: int | None = None) -> bytes:
+def open_sealed(
+    envelope: bytes,
+    private_key: bytes,
+    *,
+    federation_id: str,
+    key_id: str,
+    max_bytes: int | None = None,
+) -> bytes:
     """Open an envelope with the aggregator's raw HPKE private key.
 
     Errors: E_TOO_LARGE, E_ENVELOPE_FORMAT, E_ENVELOPE_SUITE,
     E_FEDERATION_MISMATCH, E_KEY_ID, E_KEY_FORMAT, E_ENVELOPE_OPEN.
     """
     if max_bytes is not None and len(envelope) > max_bytes + PREFIX_LEN + MAX_HEADER_BYTES + 2048:
-        raise TooLargeError(f"envelope is {len(envelope)} bytes, over the limit of {max_bytes}",
-                            hint="the federation's limits.max_module_bytes caps a package")
+        raise TooLargeError(
+            f"envelope is {len(envelope)} bytes, over the limit of {max_bytes}",
+            hint="the federation's limits.max_module_bytes caps a package",
+        )
     header, header_bytes, body = parse_header(envelope)
     hpke_suite, kem, _, _ = _suite(header.suite)
     if header.federation_id != federation_id:
         raise FederationMismatchError(
             f"envelope is for federation {header.federation_id!r}, not {federation_id!r}",
-            hint="seal with this federation's manifest")
+            hint="seal with this federation's manifest",
+        )
     if not _same(header.key_id, str(key_id)):
-        raise KeyIdError("envelope was sealed to a different aggregator key",
-                         hint="re-seal with the key in the current federation manifest")
+        raise KeyIdError(
+            "envelope was sealed to a different aggregator key",
+            hint="re-seal with the key in the current federation manifest",
+        )
     priv, public = _private_key(private_key, header.suite)
     if not _same(_compute_key_id(public), header.key_id):
         raise KeyIdError("this private key is not the one the envelope was sealed to")

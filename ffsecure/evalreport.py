@@ -28,8 +28,9 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from ffsecure import canonical
 from ffsecure.errors import FormatError
@@ -42,13 +43,19 @@ TOLERANCE = 1e-9
 
 
 def _range(message: str) -> FormatError:
-    return FormatError(message, code="E_EVALUATION_RANGE",
-                       hint="send the metrics ffsecure.classifier.evaluate computed, unchanged")
+    return FormatError(
+        message,
+        code="E_EVALUATION_RANGE",
+        hint="send the metrics ffsecure.classifier.evaluate computed, unchanged",
+    )
 
 
 def _inconsistent(message: str) -> FormatError:
-    return FormatError(message, code="E_EVALUATION_INCONSISTENT",
-                       hint="send the metrics ffsecure.classifier.evaluate computed, unchanged")
+    return FormatError(
+        message,
+        code="E_EVALUATION_INCONSISTENT",
+        hint="send the metrics ffsecure.classifier.evaluate computed, unchanged",
+    )
 
 
 def _unit(name: str, value: Any) -> float:
@@ -72,19 +79,30 @@ class EvaluationReport:
     confusion: tuple[tuple[int, ...], ...] | None = None
 
     @classmethod
-    def from_metrics(cls, classifier_id: str, metrics: dict, *, include_confusion: bool = False
-                     ) -> "EvaluationReport":
+    def from_metrics(
+        cls, classifier_id: str, metrics: dict, *, include_confusion: bool = False
+    ) -> EvaluationReport:
         """From :meth:`ffsecure.classifier.Evaluation.to_dict` (``accuracy``, ``auroc``, ...)."""
-        return cls(classifier_id=classifier_id, n_test=int(metrics["n"]), accuracy=float(metrics["accuracy"]),
-                   auroc=None if metrics.get("auroc") is None else float(metrics["auroc"]),
-                   per_class_recall=tuple(None if r is None else float(r) for r in metrics["per_class_recall"]),
-                   confusion=tuple(tuple(int(c) for c in row) for row in metrics["confusion"])
-                   if include_confusion else None)
+        return cls(
+            classifier_id=classifier_id,
+            n_test=int(metrics["n"]),
+            accuracy=float(metrics["accuracy"]),
+            auroc=None if metrics.get("auroc") is None else float(metrics["auroc"]),
+            per_class_recall=tuple(
+                None if r is None else float(r) for r in metrics["per_class_recall"]
+            ),
+            confusion=tuple(tuple(int(c) for c in row) for row in metrics["confusion"])
+            if include_confusion
+            else None,
+        )
 
-    def check(self, num_classes: int) -> "EvaluationReport":
+    def check(self, num_classes: int) -> EvaluationReport:
         """Raise FormatError (E_EVALUATION_*) unless every number is in range and they agree."""
-        check_artifact_id(self.classifier_id, "classifier id",
-                          hint="report the id the classifier was fetched under")
+        check_artifact_id(
+            self.classifier_id,
+            "classifier id",
+            hint="report the id the classifier was fetched under",
+        )
         n = self.n_test
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_TEST_IMAGES:
             raise _range(f"n_test is {n!r}, not an integer in 1..{MAX_TEST_IMAGES}")
@@ -92,53 +110,99 @@ class EvaluationReport:
         if self.auroc is not None:
             _unit("macro AUROC", self.auroc)
         if len(self.per_class_recall) != num_classes:
-            raise FormatError(f"{len(self.per_class_recall)} per-class recalls for a label space of "
-                              f"{num_classes} classes", code="E_EVALUATION_CLASSES",
-                              hint="send one recall per class of the federation's label space, in label order")
-        recalls = [None if r is None else _unit(f"recall of class {k}", r)
-                   for k, r in enumerate(self.per_class_recall)]
+            raise FormatError(
+                f"{len(self.per_class_recall)} per-class recalls for a label space of "
+                f"{num_classes} classes",
+                code="E_EVALUATION_CLASSES",
+                hint="send one recall per class of the federation's label space, in label order",
+            )
+        recalls = [
+            None if r is None else _unit(f"recall of class {k}", r)
+            for k, r in enumerate(self.per_class_recall)
+        ]
         if all(r is None for r in recalls):
             raise _inconsistent("no class has a recall, but the report counts test images")
         if abs(accuracy * n - round(accuracy * n)) > TOLERANCE * max(1, n):
-            raise _inconsistent(f"accuracy {accuracy!r} is not a whole number of correct images out of {n}")
+            raise _inconsistent(
+                f"accuracy {accuracy!r} is not a whole number of correct images out of {n}"
+            )
         if self.confusion is not None:
             self._check_confusion(num_classes, accuracy, recalls)
         return self
 
-    def _check_confusion(self, num_classes: int, accuracy: float, recalls: list[float | None]) -> None:
+    def _check_confusion(
+        self, num_classes: int, accuracy: float, recalls: list[float | None]
+    ) -> None:
         cm = self.confusion
         if len(cm) != num_classes or any(len(row) != num_classes for row in cm):
-            raise FormatError(f"the confusion matrix is not {num_classes} x {num_classes}",
-                              code="E_EVALUATION_CLASSES", hint="send num_classes * num_classes counts, row-major")
+            raise FormatError(
+                f"the confusion matrix is not {num_classes} x {num_classes}",
+                code="E_EVALUATION_CLASSES",
+                hint="send num_classes * num_classes counts, row-major",
+            )
         for row in cm:
             for c in row:
                 if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= MAX_TEST_IMAGES:
                     raise _range(f"confusion count {c!r} is not an integer in 0..{MAX_TEST_IMAGES}")
         if sum(map(sum, cm)) != self.n_test:
-            raise _inconsistent(f"the confusion counts sum to {sum(map(sum, cm))}, not n_test {self.n_test}")
+            raise _inconsistent(
+                f"the confusion counts sum to {sum(map(sum, cm))}, not n_test {self.n_test}"
+            )
         correct = sum(cm[k][k] for k in range(num_classes))
         if abs(correct / self.n_test - accuracy) > TOLERANCE:
-            raise _inconsistent(f"accuracy {accuracy!r} is not {correct}/{self.n_test} as the confusion matrix gives")
+            raise _inconsistent(
+                f"accuracy {accuracy!r} is not {correct}/{self.n_test} as the confusion matrix gives"
+            )
         for k, r in enumerate(recalls):
             support = sum(cm[k])
-            if (r is None) != (support == 0) or (r is not None and abs(cm[k][k] / support - r) > TOLERANCE):
-                raise _inconsistent(f"recall of class {k} ({r!r}) is not what the confusion matrix gives")
+            if (r is None) != (support == 0) or (
+                r is not None and abs(cm[k][k] / support - r) > TOLERANCE
+            ):
+                raise _inconsistent(
+                    f"recall of class {k} ({r!r}) is not what the confusion matrix gives"
+                )
 
     def to_dict(self) -> dict:
         """The canonical record (what is stored and, with a salt, hashed into the ledger)."""
-        return {"v": REPORT_VERSION, "classifier_id": self.classifier_id, "n_test": self.n_test,
-                "accuracy": float(self.accuracy), "auroc": None if self.auroc is None else float(self.auroc),
-                "per_class_recall": [None if r is None else float(r) for r in self.per_class_recall],
-                "confusion": None if self.confusion is None else [list(row) for row in self.confusion]}
+        return {
+            "v": REPORT_VERSION,
+            "classifier_id": self.classifier_id,
+            "n_test": self.n_test,
+            "accuracy": float(self.accuracy),
+            "auroc": None if self.auroc is None else float(self.auroc),
+            "per_class_recall": [None if r is None else float(r) for r in self.per_class_recall],
+            "confusion": None if self.confusion is None else [list(row) for row in self.confusion],
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "EvaluationReport":
-        if not isinstance(d, dict) or set(d) != {"v", "classifier_id", "n_test", "accuracy", "auroc",
-                                                 "per_class_recall", "confusion"} or d["v"] != REPORT_VERSION:
-            raise FormatError("not an evaluation report record", code="E_EVALUATION_FORMAT",
-                              hint="build it with EvaluationReport.to_dict")
-        return cls(d["classifier_id"], d["n_test"], d["accuracy"], d["auroc"], tuple(d["per_class_recall"]),
-                   None if d["confusion"] is None else tuple(tuple(row) for row in d["confusion"]))
+    def from_dict(cls, d: dict) -> EvaluationReport:
+        if (
+            not isinstance(d, dict)
+            or set(d)
+            != {
+                "v",
+                "classifier_id",
+                "n_test",
+                "accuracy",
+                "auroc",
+                "per_class_recall",
+                "confusion",
+            }
+            or d["v"] != REPORT_VERSION
+        ):
+            raise FormatError(
+                "not an evaluation report record",
+                code="E_EVALUATION_FORMAT",
+                hint="build it with EvaluationReport.to_dict",
+            )
+        return cls(
+            d["classifier_id"],
+            d["n_test"],
+            d["accuracy"],
+            d["auroc"],
+            tuple(d["per_class_recall"]),
+            None if d["confusion"] is None else tuple(tuple(row) for row in d["confusion"]),
+        )
 
     def to_bytes(self) -> bytes:
         return canonical.dumps(self.to_dict())
@@ -152,14 +216,19 @@ def new_salt() -> str:
 def commitment(report: EvaluationReport, salt: str) -> str:
     """SHA-256 (hex) of the canonical ``{"report": ..., "salt": ...}``: hides and binds the report."""
     if not SALT.matches(salt):
-        raise FormatError("the commitment salt is not 32 lowercase hex digits", code="E_EVALUATION_FORMAT")
+        raise FormatError(
+            "the commitment salt is not 32 lowercase hex digits", code="E_EVALUATION_FORMAT"
+        )
     return hashlib.sha256(canonical.dumps({"report": report.to_dict(), "salt": salt})).hexdigest()
 
 
 def ledger_facts(report: EvaluationReport, site_id: str, salt: str) -> dict:
     """Facts of the ``classifier.evaluated`` entry: ids and the commitment, never the numbers."""
-    return {"classifier_id": report.classifier_id, "site_id": site_id,
-            "report_sha256": commitment(report, salt)}
+    return {
+        "classifier_id": report.classifier_id,
+        "site_id": site_id,
+        "report_sha256": commitment(report, salt),
+    }
 
 
 def summary(report_dict: dict, classes: Sequence[str] | None = None) -> dict:

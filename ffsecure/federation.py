@@ -39,10 +39,26 @@ MAX_MODULE_BYTES_CAP = 2 << 30  # 2 GiB: no federation may allow more
 DEFAULT_MAX_MODULE_BYTES = 64 << 20
 MAX_CLASSES = 1000
 
-SIGNED_FIELDS = {"v", "federation_id", "label_space", "image_shape", "generator", "dp_policy",
-                 "limits", "aggregator", "privacy_policy", "created_at"}
-AGGREGATOR_FIELDS = {"endpoint", "hpke_public_key", "hpke_key_id", "hpke_suite",
-                     "log_public_key", "log_origin"}
+SIGNED_FIELDS = {
+    "v",
+    "federation_id",
+    "label_space",
+    "image_shape",
+    "generator",
+    "dp_policy",
+    "limits",
+    "aggregator",
+    "privacy_policy",
+    "created_at",
+}
+AGGREGATOR_FIELDS = {
+    "endpoint",
+    "hpke_public_key",
+    "hpke_key_id",
+    "hpke_suite",
+    "log_public_key",
+    "log_origin",
+}
 DP_FIELDS = {"required", "max_epsilon", "delta"}
 LIMIT_FIELDS = {"max_module_bytes"}
 
@@ -68,13 +84,18 @@ def _number(value: Any) -> bool:
 
 
 def check_image_shape(shape: Any) -> tuple[int, int, int]:
-    if (not isinstance(shape, (list, tuple)) or len(shape) != 3
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape)):
+    if (
+        not isinstance(shape, (list, tuple))
+        or len(shape) != 3
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
+    ):
         raise _schema(f"image_shape {shape!r} must be [C, H, W]")
     c, h, w = shape
     if c not in (1, 3) or not all(8 <= v <= 64 and v % 4 == 0 for v in (h, w)):
-        raise _schema(f"image_shape {list(shape)} must have C in {{1,3}} and H, W multiples "
-                      "of 4 between 8 and 64")
+        raise _schema(
+            f"image_shape {list(shape)} must have C in {{1,3}} and H, W multiples "
+            "of 4 between 8 and 64"
+        )
     return (c, h, w)
 
 
@@ -92,8 +113,9 @@ def check_vkey(vkey: Any) -> str:
     return vkey
 
 
-def _validate_generator(generator: Any, label_space: list[str],
-                        image_shape: tuple[int, int, int]) -> dict:
+def _validate_generator(
+    generator: Any, label_space: list[str], image_shape: tuple[int, int, int]
+) -> dict:
     if not isinstance(generator, dict) or set(generator) != {"family", "config"}:
         raise _schema("generator must be {family, config}")
     family, config = generator["family"], generator["config"]
@@ -170,7 +192,7 @@ class FederationManifest:
         }
 
     @classmethod
-    def from_dict(cls, obj: Any) -> "FederationManifest":
+    def from_dict(cls, obj: Any) -> FederationManifest:
         if not isinstance(obj, dict) or set(obj) != SIGNED_FIELDS:
             got = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
             raise _schema(f"manifest fields are {got}, expected {sorted(SIGNED_FIELDS)}")
@@ -178,20 +200,28 @@ class FederationManifest:
             raise _schema(f"manifest version {obj['v']!r} is not supported")
         shape = obj["image_shape"]
         return cls(
-            federation_id=obj["federation_id"], label_space=obj["label_space"],
+            federation_id=obj["federation_id"],
+            label_space=obj["label_space"],
             image_shape=tuple(shape) if isinstance(shape, list) else shape,
-            generator=obj["generator"], dp_policy=obj["dp_policy"], limits=obj["limits"],
-            aggregator=obj["aggregator"], privacy_policy=obj["privacy_policy"],
-            created_at=obj["created_at"], version=obj["v"],
+            generator=obj["generator"],
+            dp_policy=obj["dp_policy"],
+            limits=obj["limits"],
+            aggregator=obj["aggregator"],
+            privacy_policy=obj["privacy_policy"],
+            created_at=obj["created_at"],
+            version=obj["v"],
         )
 
     # -- validation ------------------------------------------------------
     def validate(self) -> None:
         pki.check_id(self.federation_id, "federation id")
         labels = self.label_space
-        if (not isinstance(labels, list) or not 1 <= len(labels) <= MAX_CLASSES
-                or not all(isinstance(n, str) and 0 < len(n) <= 128 for n in labels)
-                or len(set(labels)) != len(labels)):
+        if (
+            not isinstance(labels, list)
+            or not 1 <= len(labels) <= MAX_CLASSES
+            or not all(isinstance(n, str) and 0 < len(n) <= 128 for n in labels)
+            or len(set(labels)) != len(labels)
+        ):
             raise _schema(f"label_space must be 1..{MAX_CLASSES} distinct non-empty names")
         self.image_shape = check_image_shape(self.image_shape)
         self.generator = _validate_generator(self.generator, labels, self.image_shape)
@@ -206,11 +236,14 @@ class FederationManifest:
         if dp["required"] and (dp["max_epsilon"] is None or dp["delta"] is None):
             raise _schema("a required DP policy needs max_epsilon and delta")
         limits = self.limits
-        if (not isinstance(limits, dict) or set(limits) != LIMIT_FIELDS
-                or not isinstance(limits["max_module_bytes"], int)
-                or isinstance(limits["max_module_bytes"], bool)
-                or not 1024 <= limits["max_module_bytes"] <= MAX_MODULE_BYTES_CAP):
-            raise _schema(f"limits must be {{max_module_bytes: 1 KiB .. 2 GiB}}")
+        if (
+            not isinstance(limits, dict)
+            or set(limits) != LIMIT_FIELDS
+            or not isinstance(limits["max_module_bytes"], int)
+            or isinstance(limits["max_module_bytes"], bool)
+            or not 1024 <= limits["max_module_bytes"] <= MAX_MODULE_BYTES_CAP
+        ):
+            raise _schema("limits must be {max_module_bytes: 1 KiB .. 2 GiB}")
         agg = self.aggregator
         if not isinstance(agg, dict) or set(agg) != AGGREGATOR_FIELDS:
             raise _schema(f"aggregator must have exactly {sorted(AGGREGATOR_FIELDS)}")
@@ -226,7 +259,9 @@ class FederationManifest:
         except Exception:
             raise _schema("aggregator.hpke_public_key is not base64") from None
         if len(public) != envelope.SUITES[agg["hpke_suite"]][2]:
-            raise _schema(f"aggregator.hpke_public_key has the wrong length for {agg['hpke_suite']}")
+            raise _schema(
+                f"aggregator.hpke_public_key has the wrong length for {agg['hpke_suite']}"
+            )
         if agg["hpke_key_id"] != envelope.key_id(public):
             raise _schema("aggregator.hpke_key_id does not match hpke_public_key")
         check_vkey(agg["log_public_key"])
@@ -235,8 +270,9 @@ class FederationManifest:
         if self.privacy_policy is not None:
             pp = self.privacy_policy
             if not isinstance(pp, dict) or not all(
-                    isinstance(k, str) and (v is None or isinstance(v, (bool, str)) or _number(v))
-                    for k, v in pp.items()):
+                isinstance(k, str) and (v is None or isinstance(v, (bool, str)) or _number(v))
+                for k, v in pp.items()
+            ):
                 raise _schema("privacy_policy must be an object of scalar values")
             from ffsecure.privacy.policy import check_policy_fields
 
@@ -257,19 +293,27 @@ def _message(signed_bytes: bytes) -> bytes:
     return SIGNATURE_CONTEXT + hashlib.sha256(signed_bytes).digest()
 
 
-def create_signed_manifest(manifest: FederationManifest, ca: "pki.CA") -> bytes:
+def create_signed_manifest(manifest: FederationManifest, ca: pki.CA) -> bytes:
     """Sign ``manifest`` with the CA key; returns the canonical ``federation.json`` bytes."""
     manifest.validate()
     if manifest.federation_id != ca.federation_id:
         raise envelope.FederationMismatchError(
-            f"manifest is for {manifest.federation_id!r}, the CA serves {ca.federation_id!r}")
+            f"manifest is for {manifest.federation_id!r}, the CA serves {ca.federation_id!r}"
+        )
     signed = canonical.dumps(manifest.to_dict())
     sig = ca.sign_bytes(_message(signed))
-    return canonical.dumps({
-        "signed": manifest.to_dict(),
-        "signatures": [{"alg": SIGNATURE_ALG, "keyid": pki.cert_fingerprint(ca.cert),
-                        "sig": base64.b64encode(sig).decode("ascii")}],
-    })
+    return canonical.dumps(
+        {
+            "signed": manifest.to_dict(),
+            "signatures": [
+                {
+                    "alg": SIGNATURE_ALG,
+                    "keyid": pki.cert_fingerprint(ca.cert),
+                    "sig": base64.b64encode(sig).decode("ascii"),
+                }
+            ],
+        }
+    )
 
 
 def load_signed_manifest(data: bytes, ca_cert: x509.Certificate) -> FederationManifest:
@@ -289,9 +333,13 @@ def load_signed_manifest(data: bytes, ca_cert: x509.Certificate) -> FederationMa
     public = ca_cert.public_key()
     verified = False
     for entry in sigs:
-        if (not isinstance(entry, dict) or set(entry) != {"alg", "keyid", "sig"}
-                or entry["alg"] != SIGNATURE_ALG or not isinstance(entry["sig"], str)
-                or len(entry["sig"]) > 512):
+        if (
+            not isinstance(entry, dict)
+            or set(entry) != {"alg", "keyid", "sig"}
+            or entry["alg"] != SIGNATURE_ALG
+            or not isinstance(entry["sig"], str)
+            or len(entry["sig"]) > 512
+        ):
             raise _schema("a signature entry must be {alg: ecdsa-p256-sha256, keyid, sig}")
         if entry["keyid"] != fingerprint:
             continue
@@ -313,15 +361,22 @@ def load_signed_manifest(data: bytes, ca_cert: x509.Certificate) -> FederationMa
     if manifest.federation_id != pki.ca_federation_id(ca_cert):
         raise envelope.FederationMismatchError(
             f"manifest is for {manifest.federation_id!r}, the CA serves "
-            f"{pki.ca_federation_id(ca_cert)!r}")
+            f"{pki.ca_federation_id(ca_cert)!r}"
+        )
     return manifest
 
 
 # ------------------------------------------------------- public-keys.json
 
 
-def write_public_keys(path: str | Path, *, hpke_public_key: bytes, hpke_suite: str,
-                      log_public_key: str, log_origin: str) -> dict:
+def write_public_keys(
+    path: str | Path,
+    *,
+    hpke_public_key: bytes,
+    hpke_suite: str,
+    log_public_key: str,
+    log_origin: str,
+) -> dict:
     """Write the aggregator's ``public-keys.json`` (what ``federation create`` reads)."""
     record = {
         "v": 1,
@@ -340,21 +395,32 @@ def load_public_keys(path: str | Path) -> dict:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}",
-                          hint="copy public-keys.json from the aggregator host") from None
+        raise ConfigError(
+            f"cannot read {path}: {exc.strerror}",
+            hint="copy public-keys.json from the aggregator host",
+        ) from None
     obj = canonical.loads(data.rstrip(b"\n"), max_bytes=64 * 1024)
     expected = {"v", "hpke_suite", "hpke_public_key", "hpke_key_id", "log_public_key", "log_origin"}
     if not isinstance(obj, dict) or set(obj) != expected or obj["v"] != 1:
-        raise ConfigError(f"{path} is not a v1 public-keys.json",
-                          hint=f"it must hold exactly {sorted(expected)}")
+        raise ConfigError(
+            f"{path} is not a v1 public-keys.json", hint=f"it must hold exactly {sorted(expected)}"
+        )
     obj.pop("v")
     return obj
 
 
 # ---------------------------------------------------------- federation.toml
 
-TOML_TOP = {"federation_id", "label_space", "image_shape", "generator", "dp_policy", "limits",
-            "aggregator", "privacy_policy"}
+TOML_TOP = {
+    "federation_id",
+    "label_space",
+    "image_shape",
+    "generator",
+    "dp_policy",
+    "limits",
+    "aggregator",
+    "privacy_policy",
+}
 
 
 def _config_error(msg: str) -> ConfigError:
@@ -378,7 +444,9 @@ def manifest_from_toml(path: str | Path) -> FederationManifest:
             raise _config_error(f"{path.name} lacks the key {key!r}")
     gen = cfg["generator"]
     if not isinstance(gen, dict) or set(gen) - {"family", "size", "config"} or "family" not in gen:
-        raise _config_error("[generator] takes family and either size or a [generator.config] table")
+        raise _config_error(
+            "[generator] takes family and either size or a [generator.config] table"
+        )
     image_shape = check_image_shape(cfg["image_shape"])
     if "config" in gen:
         config = gen["config"]
@@ -386,9 +454,15 @@ def manifest_from_toml(path: str | Path) -> FederationManifest:
         try:
             from ffsecure.generators import default_config
         except ImportError:
-            raise _config_error("generator families are not available; give [generator.config]") from None
-        config = default_config(gen["family"], image_shape=image_shape,
-                                num_classes=len(cfg["label_space"]), size=gen.get("size", "default"))
+            raise _config_error(
+                "generator families are not available; give [generator.config]"
+            ) from None
+        config = default_config(
+            gen["family"],
+            image_shape=image_shape,
+            num_classes=len(cfg["label_space"]),
+            size=gen.get("size", "default"),
+        )
     dp = cfg.get("dp_policy", {})
     if not isinstance(dp, dict) or set(dp) - DP_FIELDS:
         raise _config_error(f"[dp_policy] takes only {sorted(DP_FIELDS)}")
@@ -405,17 +479,23 @@ def manifest_from_toml(path: str | Path) -> FederationManifest:
         missing = {"hpke_public_key", "hpke_suite", "log_public_key", "log_origin"} - set(agg)
         if missing:
             raise _config_error(f"[aggregator] lacks {sorted(missing)} (or give public_keys)")
-        keys = {k: agg[k] for k in ("hpke_public_key", "hpke_suite", "log_public_key", "log_origin")}
+        keys = {
+            k: agg[k] for k in ("hpke_public_key", "hpke_suite", "log_public_key", "log_origin")
+        }
         keys["hpke_key_id"] = envelope.key_id(
-            envelope.b64decode(agg["hpke_public_key"], "hpke_public_key"))
+            envelope.b64decode(agg["hpke_public_key"], "hpke_public_key")
+        )
     try:
         return FederationManifest(
             federation_id=cfg["federation_id"],
             label_space=cfg["label_space"],
             image_shape=image_shape,
             generator={"family": gen["family"], "config": config},
-            dp_policy={"required": dp.get("required", False), "max_epsilon": dp.get("max_epsilon"),
-                       "delta": dp.get("delta")},
+            dp_policy={
+                "required": dp.get("required", False),
+                "max_epsilon": dp.get("max_epsilon"),
+                "delta": dp.get("delta"),
+            },
             limits={"max_module_bytes": limits.get("max_module_bytes", DEFAULT_MAX_MODULE_BYTES)},
             aggregator={"endpoint": agg["endpoint"], **keys},
             privacy_policy=cfg.get("privacy_policy"),

@@ -69,13 +69,24 @@ def restrict(path: str | os.PathLike, mode: int = PRIVATE_FILE_MODE) -> bool:
     try:
         os.chmod(path, mode)
     except OSError as exc:
-        log.warning("%s is open to group or others (mode %03o) and could not be tightened "
-                    "(%s): run `chmod %03o %s`", path, before, exc.strerror, mode, path,
-                    extra={"event": "permissions_open", "path": str(path), "mode": f"{before:03o}"})
+        log.warning(
+            "%s is open to group or others (mode %03o) and could not be tightened "
+            "(%s): run `chmod %03o %s`",
+            path,
+            before,
+            exc.strerror,
+            mode,
+            path,
+            extra={"event": "permissions_open", "path": str(path), "mode": f"{before:03o}"},
+        )
         return False
-    log.warning("%s was open to group or others (mode %03o); tightened to %03o", path, before, mode,
-                extra={"event": "permissions_tightened", "path": str(path),
-                       "mode": f"{before:03o}"})
+    log.warning(
+        "%s was open to group or others (mode %03o); tightened to %03o",
+        path,
+        before,
+        mode,
+        extra={"event": "permissions_tightened", "path": str(path), "mode": f"{before:03o}"},
+    )
     return True
 
 

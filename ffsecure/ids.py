@@ -35,10 +35,31 @@ from dataclasses import dataclass
 from ffsecure.errors import FormatError, VerificationError
 
 __all__ = [
-    "ACTOR", "ARTIFACT_ID", "ArtifactIdError", "FEDERATION_ID", "HOST", "IdRule", "IdentityError",
-    "KEY_ID", "MAX_TREE_SIZE", "MODULE_ID", "ModuleIdError", "OPERATOR_NAME", "PORT", "RULES",
-    "SALT", "SHA256_HEX", "SITE_ID", "TREE_SIZE", "UPLOAD_ID", "check_artifact_id", "check_host",
-    "check_id", "check_module_id", "parse_port", "parse_tree_size",
+    "ACTOR",
+    "ARTIFACT_ID",
+    "ArtifactIdError",
+    "FEDERATION_ID",
+    "HOST",
+    "IdRule",
+    "IdentityError",
+    "KEY_ID",
+    "MAX_TREE_SIZE",
+    "MODULE_ID",
+    "ModuleIdError",
+    "OPERATOR_NAME",
+    "PORT",
+    "RULES",
+    "SALT",
+    "SHA256_HEX",
+    "SITE_ID",
+    "TREE_SIZE",
+    "UPLOAD_ID",
+    "check_artifact_id",
+    "check_host",
+    "check_id",
+    "check_module_id",
+    "parse_port",
+    "parse_tree_size",
 ]
 
 #: The largest tree size a checkpoint may state (RFC 9162 sizes are uint64; we keep int64).
@@ -56,8 +77,11 @@ class IdRule:
 
     def matches(self, value: object) -> bool:
         """True iff ``value`` is a str of at most ``max_len`` characters, wholly of the rule."""
-        return (isinstance(value, str) and len(value) <= self.max_len
-                and self.pattern.fullmatch(value) is not None)
+        return (
+            isinstance(value, str)
+            and len(value) <= self.max_len
+            and self.pattern.fullmatch(value) is not None
+        )
 
 
 _HEX32 = r"[0-9a-f]{32}"
@@ -66,8 +90,9 @@ _SITE = r"[a-z0-9][a-z0-9._-]{0,62}"
 _OPERATOR = r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}"
 _DNS = r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
 _HEX_LOWER = "lowercase hex digits"
-_SITE_RULE = ("1-63 characters: lowercase letters, digits, '.', '_' or '-', "
-              "starting with a letter or digit")
+_SITE_RULE = (
+    "1-63 characters: lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
+)
 
 MODULE_ID = IdRule("module id", re.compile(_HEX32), 32, f"32 {_HEX_LOWER}")
 UPLOAD_ID = IdRule("upload id", re.compile(_HEX32), 32, f"32 {_HEX_LOWER}")
@@ -76,23 +101,51 @@ SHA256_HEX = IdRule("SHA-256 hash", re.compile(_HEX64), 64, f"64 {_HEX_LOWER}")
 KEY_ID = IdRule("key id", re.compile(_HEX64), 64, f"64 {_HEX_LOWER}")
 SITE_ID = IdRule("site id", re.compile(_SITE), 63, _SITE_RULE)
 FEDERATION_ID = IdRule("federation id", re.compile(_SITE), 63, _SITE_RULE)
-ARTIFACT_ID = IdRule("artifact id", re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"), 64,
-                     "1-64 letters, digits, '_' or '-', starting with a letter or digit")
-OPERATOR_NAME = IdRule("operator name", re.compile(_OPERATOR), 64,
-                       "1-64 letters, digits, '.', '_', '@' or '-', "
-                       "starting with a letter or digit")
-ACTOR = IdRule("actor", re.compile(rf"aggregator|site:{_SITE}|operator:{_OPERATOR}"), 73,
-               "site:<site id>, operator:<name> or aggregator")
-HOST = IdRule("host", re.compile(rf"{_DNS}|[0-9a-fA-F:]+"), 253,
-              "a DNS name or an IP address of at most 253 characters")
-TREE_SIZE = IdRule("tree size", re.compile(r"0|[1-9][0-9]{0,18}"), 19,
-                   "a decimal number without leading zeros")
+ARTIFACT_ID = IdRule(
+    "artifact id",
+    re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"),
+    64,
+    "1-64 letters, digits, '_' or '-', starting with a letter or digit",
+)
+OPERATOR_NAME = IdRule(
+    "operator name",
+    re.compile(_OPERATOR),
+    64,
+    "1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit",
+)
+ACTOR = IdRule(
+    "actor",
+    re.compile(rf"aggregator|site:{_SITE}|operator:{_OPERATOR}"),
+    73,
+    "site:<site id>, operator:<name> or aggregator",
+)
+HOST = IdRule(
+    "host",
+    re.compile(rf"{_DNS}|[0-9a-fA-F:]+"),
+    253,
+    "a DNS name or an IP address of at most 253 characters",
+)
+TREE_SIZE = IdRule(
+    "tree size", re.compile(r"0|[1-9][0-9]{0,18}"), 19, "a decimal number without leading zeros"
+)
 PORT = IdRule("port", re.compile(r"0|[1-9][0-9]{0,4}"), 5, "a decimal port number 0..65535")
 
 #: Every rule, for tests that must hold for all of them.
-RULES: tuple[IdRule, ...] = (MODULE_ID, UPLOAD_ID, SALT, SHA256_HEX, KEY_ID, SITE_ID,
-                             FEDERATION_ID, ARTIFACT_ID, OPERATOR_NAME, ACTOR, HOST, TREE_SIZE,
-                             PORT)
+RULES: tuple[IdRule, ...] = (
+    MODULE_ID,
+    UPLOAD_ID,
+    SALT,
+    SHA256_HEX,
+    KEY_ID,
+    SITE_ID,
+    FEDERATION_ID,
+    ARTIFACT_ID,
+    OPERATOR_NAME,
+    ACTOR,
+    HOST,
+    TREE_SIZE,
+    PORT,
+)
 
 
 # --------------------------------------------------------------------- errors
@@ -126,8 +179,10 @@ def _shown(value: object) -> str:
 def check_module_id(module_id: object) -> str:
     """Return ``module_id`` if it is a module id, else raise E_MODULE_ID."""
     if not MODULE_ID.matches(module_id):
-        raise ModuleIdError(f"module id {_shown(module_id)} is not {MODULE_ID.rule}",
-                            hint="module ids come from ffsecure.package.new_module_id")
+        raise ModuleIdError(
+            f"module id {_shown(module_id)} is not {MODULE_ID.rule}",
+            hint="module ids come from ffsecure.package.new_module_id",
+        )
     return module_id  # type: ignore[return-value]
 
 
@@ -145,8 +200,12 @@ def check_host(host: object) -> str:
     return host  # type: ignore[return-value]
 
 
-def check_artifact_id(artifact_id: object, what: str = "artifact id", *,
-                      hint: str = "use an id such as ds-20261122-01") -> str:
+def check_artifact_id(
+    artifact_id: object,
+    what: str = "artifact id",
+    *,
+    hint: str = "use an id such as ds-20261122-01",
+) -> str:
     """Return ``artifact_id`` if it is a dataset/classifier id, else raise E_ARTIFACT_ID."""
     if not ARTIFACT_ID.matches(artifact_id):
         raise ArtifactIdError(f"{what} {_shown(artifact_id)} is not {ARTIFACT_ID.rule}", hint=hint)

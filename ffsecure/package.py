@@ -38,8 +38,9 @@ from ffsecure import FORMAT_VERSION, __version__, canonical, pki
 from ffsecure.envelope import DefaultHint, FederationMismatchError, TooLargeError
 from ffsecure.errors import FFSecureError, FormatError, PolicyError, VerificationError
 from ffsecure.federation import FederationManifest, ManifestSchemaError, check_image_shape
+
 # ModuleIdError and check_module_id stay importable from here; the rule lives in ffsecure.ids.
-from ffsecure.ids import SHA256_HEX, ModuleIdError, check_module_id
+from ffsecure.ids import SHA256_HEX, check_module_id
 
 SIGNATURE_CONTEXT = b"ffsecure/module-manifest/v1\x00"
 SIGNATURE_ALG = "ecdsa-p256-sha256"
@@ -49,9 +50,22 @@ MAX_SIGNATURE_BYTES = 8 * 1024
 MAX_CHAIN_BYTES = 16 * 1024
 CLOCK_SKEW = dt.timedelta(minutes=5)
 
-MANIFEST_FIELDS = {"v", "federation_id", "site_id", "module_id", "created_at", "generator",
-                   "image_shape", "classes", "weights_sha256", "weights_bytes", "dp",
-                   "library_version", "seed", "privacy_report"}
+MANIFEST_FIELDS = {
+    "v",
+    "federation_id",
+    "site_id",
+    "module_id",
+    "created_at",
+    "generator",
+    "image_shape",
+    "classes",
+    "weights_sha256",
+    "weights_bytes",
+    "dp",
+    "library_version",
+    "seed",
+    "privacy_report",
+}
 
 
 # --------------------------------------------------------------------- errors
@@ -79,7 +93,9 @@ class PackageFormatError(DefaultHint, FormatError):
     """The package container bytes are malformed."""
 
     code = "E_PACKAGE_FORMAT"
-    default_hint = "write packages with ffsecure.package.sign_package(...).to_bytes() (or `site-node`)"
+    default_hint = (
+        "write packages with ffsecure.package.sign_package(...).to_bytes() (or `site-node`)"
+    )
 
 
 class ManifestTimeError(VerificationError):
@@ -95,7 +111,9 @@ class DPPolicyError(DefaultHint, PolicyError):
 
 class ClassesPolicyError(DefaultHint, PolicyError):
     code = "E_POLICY_CLASSES"
-    default_hint = "declare only classes of the federation's label space, as sorted distinct indices"
+    default_hint = (
+        "declare only classes of the federation's label space, as sorted distinct indices"
+    )
 
 
 class GeneratorPolicyError(DefaultHint, PolicyError):
@@ -109,8 +127,9 @@ class ShapePolicyError(DefaultHint, PolicyError):
 
 
 def _schema(msg: str) -> ManifestSchemaError:
-    return ManifestSchemaError(f"module manifest: {msg}",
-                               hint="build manifests with ffsecure.package.build_manifest")
+    return ManifestSchemaError(
+        f"module manifest: {msg}", hint="build manifests with ffsecure.package.build_manifest"
+    )
 
 
 def new_module_id() -> str:
@@ -166,15 +185,22 @@ class ModuleManifest:
         except FFSecureError:
             raise _schema(f"created_at {self.created_at!r} is not RFC 3339 UTC") from None
         gen = self.generator
-        if (not isinstance(gen, dict) or set(gen) != {"family", "config"}
-                or not isinstance(gen["family"], str) or not isinstance(gen["config"], dict)):
+        if (
+            not isinstance(gen, dict)
+            or set(gen) != {"family", "config"}
+            or not isinstance(gen["family"], str)
+            or not isinstance(gen["config"], dict)
+        ):
             raise _schema("generator must be {family: str, config: object}")
         try:
             self.image_shape = check_image_shape(self.image_shape)
         except FFSecureError as exc:
             raise _schema(exc.message) from None
-        if (not isinstance(self.classes, list) or not 1 <= len(self.classes) <= 1000
-                or not all(_int(c) for c in self.classes)):
+        if (
+            not isinstance(self.classes, list)
+            or not 1 <= len(self.classes) <= 1000
+            or not all(_int(c) for c in self.classes)
+        ):
             raise _schema("classes must be a list of 1..1000 class indices")
         if not SHA256_HEX.matches(self.weights_sha256):
             raise _schema("weights_sha256 must be 64 lowercase hex digits")
@@ -182,9 +208,14 @@ class ModuleManifest:
             raise _schema("weights_bytes must be a positive integer")
         if self.dp is not None:
             dp = self.dp
-            if (not isinstance(dp, dict) or len(dp) > 32
-                    or not all(isinstance(k, str) and (v is None or isinstance(v, (str, bool))
-                                                       or _number(v)) for k, v in dp.items())):
+            if (
+                not isinstance(dp, dict)
+                or len(dp) > 32
+                or not all(
+                    isinstance(k, str) and (v is None or isinstance(v, (str, bool)) or _number(v))
+                    for k, v in dp.items()
+                )
+            ):
                 raise _schema("dp must be null or an object of scalar values")
             if not (_number(dp.get("epsilon")) and _number(dp.get("delta"))):
                 raise _schema("dp must state the achieved epsilon and delta as numbers")
@@ -194,9 +225,14 @@ class ModuleManifest:
             raise _schema("library_version must be a short string")
         if self.privacy_report is not None:
             pr = self.privacy_report
-            if (not isinstance(pr, dict) or len(pr) > 64
-                    or not all(isinstance(k, str) and (v is None or isinstance(v, (str, bool))
-                                                       or _number(v)) for k, v in pr.items())):
+            if (
+                not isinstance(pr, dict)
+                or len(pr) > 64
+                or not all(
+                    isinstance(k, str) and (v is None or isinstance(v, (str, bool)) or _number(v))
+                    for k, v in pr.items()
+                )
+            ):
                 raise _schema("privacy_report must be null or an object of scalar values")
             from ffsecure.privacy.report import check_report
 
@@ -207,12 +243,19 @@ class ModuleManifest:
 
     def to_dict(self) -> dict:
         return {
-            "v": self.version, "federation_id": self.federation_id, "site_id": self.site_id,
-            "module_id": self.module_id, "created_at": self.created_at,
-            "generator": self.generator, "image_shape": list(self.image_shape),
-            "classes": list(self.classes), "weights_sha256": self.weights_sha256,
-            "weights_bytes": self.weights_bytes, "dp": self.dp,
-            "library_version": self.library_version, "seed": self.seed,
+            "v": self.version,
+            "federation_id": self.federation_id,
+            "site_id": self.site_id,
+            "module_id": self.module_id,
+            "created_at": self.created_at,
+            "generator": self.generator,
+            "image_shape": list(self.image_shape),
+            "classes": list(self.classes),
+            "weights_sha256": self.weights_sha256,
+            "weights_bytes": self.weights_bytes,
+            "dp": self.dp,
+            "library_version": self.library_version,
+            "seed": self.seed,
             "privacy_report": self.privacy_report,
         }
 
@@ -220,32 +263,46 @@ class ModuleManifest:
         return canonical.dumps(self.to_dict())
 
     @classmethod
-    def from_dict(cls, obj: Any) -> "ModuleManifest":
+    def from_dict(cls, obj: Any) -> ModuleManifest:
         if not isinstance(obj, dict) or set(obj) != MANIFEST_FIELDS:
             got = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
             raise _schema(f"fields are {got}, expected {sorted(MANIFEST_FIELDS)}")
         shape = obj["image_shape"]
         return cls(
-            federation_id=obj["federation_id"], site_id=obj["site_id"],
-            module_id=obj["module_id"], created_at=obj["created_at"],
+            federation_id=obj["federation_id"],
+            site_id=obj["site_id"],
+            module_id=obj["module_id"],
+            created_at=obj["created_at"],
             generator=obj["generator"],
             image_shape=tuple(shape) if isinstance(shape, list) else shape,
-            classes=obj["classes"], weights_sha256=obj["weights_sha256"],
-            weights_bytes=obj["weights_bytes"], dp=obj["dp"], seed=obj["seed"],
-            library_version=obj["library_version"], privacy_report=obj["privacy_report"],
+            classes=obj["classes"],
+            weights_sha256=obj["weights_sha256"],
+            weights_bytes=obj["weights_bytes"],
+            dp=obj["dp"],
+            seed=obj["seed"],
+            library_version=obj["library_version"],
+            privacy_report=obj["privacy_report"],
             version=obj["v"],
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "ModuleManifest":
+    def from_bytes(cls, data: bytes) -> ModuleManifest:
         return cls.from_dict(canonical.loads_canonical(data, max_bytes=MAX_MANIFEST_BYTES))
 
 
-def build_manifest(*, federation: FederationManifest, site_id: str, weights: bytes,
-                   classes: list[int], seed: int, dp: dict | None = None,
-                   module_id: str | None = None, created_at: str | None = None,
-                   privacy_report: dict | None = None,
-                   generator: dict | None = None) -> ModuleManifest:
+def build_manifest(
+    *,
+    federation: FederationManifest,
+    site_id: str,
+    weights: bytes,
+    classes: list[int],
+    seed: int,
+    dp: dict | None = None,
+    module_id: str | None = None,
+    created_at: str | None = None,
+    privacy_report: dict | None = None,
+    generator: dict | None = None,
+) -> ModuleManifest:
     """A manifest for ``weights`` trained under ``federation`` (its generator unless given)."""
     return ModuleManifest(
         federation_id=federation.federation_id,
@@ -281,48 +338,67 @@ class SignedPackage:
     weights: bytes = field(repr=False)
 
     def to_bytes(self) -> bytes:
-        return b"".join([
-            MAGIC, bytes([FORMAT_VERSION]),
-            struct.pack(">I", len(self.manifest_bytes)), self.manifest_bytes,
-            struct.pack(">I", len(self.signature)), self.signature,
-            struct.pack(">I", len(self.cert_chain_pem)), self.cert_chain_pem,
-            struct.pack(">Q", len(self.weights)), self.weights,
-        ])
+        return b"".join(
+            [
+                MAGIC,
+                bytes([FORMAT_VERSION]),
+                struct.pack(">I", len(self.manifest_bytes)),
+                self.manifest_bytes,
+                struct.pack(">I", len(self.signature)),
+                self.signature,
+                struct.pack(">I", len(self.cert_chain_pem)),
+                self.cert_chain_pem,
+                struct.pack(">Q", len(self.weights)),
+                self.weights,
+            ]
+        )
 
     @property
     def size(self) -> int:
-        return (len(MAGIC) + 1 + 4 * 3 + 8 + len(self.manifest_bytes) + len(self.signature)
-                + len(self.cert_chain_pem) + len(self.weights))
+        return (
+            len(MAGIC)
+            + 1
+            + 4 * 3
+            + 8
+            + len(self.manifest_bytes)
+            + len(self.signature)
+            + len(self.cert_chain_pem)
+            + len(self.weights)
+        )
 
     @classmethod
-    def from_bytes(cls, data: bytes, max_bytes: int | None = None) -> "SignedPackage":
+    def from_bytes(cls, data: bytes, max_bytes: int | None = None) -> SignedPackage:
         """Parse container bytes; lengths are checked before any slice (no code runs)."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise PackageFormatError("package must be bytes")
         view = memoryview(data)
         if max_bytes is not None and len(view) > max_bytes:
-            raise TooLargeError(f"package is {len(view)} bytes, over the limit of {max_bytes}",
-                                hint="the federation's limits.max_module_bytes caps a package")
+            raise TooLargeError(
+                f"package is {len(view)} bytes, over the limit of {max_bytes}",
+                hint="the federation's limits.max_module_bytes caps a package",
+            )
         if len(view) < 5 or bytes(view[:4]) != MAGIC:
             raise PackageFormatError("not an ffsecure module package (bad magic)")
         if view[4] != FORMAT_VERSION:
             raise PackageFormatError(f"package format version {view[4]} is not supported")
         pos = 5
         parts = []
-        for name, fmt, cap in (("manifest", ">I", MAX_MANIFEST_BYTES),
-                               ("signature", ">I", MAX_SIGNATURE_BYTES),
-                               ("cert chain", ">I", MAX_CHAIN_BYTES),
-                               ("weights", ">Q", max_bytes or (1 << 40))):
+        for name, fmt, cap in (
+            ("manifest", ">I", MAX_MANIFEST_BYTES),
+            ("signature", ">I", MAX_SIGNATURE_BYTES),
+            ("cert chain", ">I", MAX_CHAIN_BYTES),
+            ("weights", ">Q", max_bytes or (1 << 40)),
+        ):
             width = struct.calcsize(fmt)
             if pos + width > len(view):
                 raise PackageFormatError(f"package ends before the {name} length")
-            (length,) = struct.unpack(fmt, view[pos:pos + width])
+            (length,) = struct.unpack(fmt, view[pos : pos + width])
             pos += width
             if length > cap:
                 raise PackageFormatError(f"{name} length {length} is over its cap of {cap}")
             if length > len(view) - pos:
                 raise PackageFormatError(f"{name} length {length} runs past the end")
-            parts.append(bytes(view[pos:pos + length]))
+            parts.append(bytes(view[pos : pos + length]))
             pos += length
         if pos != len(view):
             raise PackageFormatError(f"{len(view) - pos} trailing bytes after the weights")
@@ -331,19 +407,31 @@ class SignedPackage:
         return cls(manifest_bytes, manifest, signature, chain, weights)
 
 
-def sign_package(manifest: ModuleManifest, weights: bytes, key: ec.EllipticCurvePrivateKey,
-                 cert_chain: x509.Certificate | bytes) -> SignedPackage:
+def sign_package(
+    manifest: ModuleManifest,
+    weights: bytes,
+    key: ec.EllipticCurvePrivateKey,
+    cert_chain: x509.Certificate | bytes,
+) -> SignedPackage:
     """Sign ``manifest`` with the site key; the certificate must be that key's."""
     manifest.validate()
-    if (len(weights) != manifest.weights_bytes or not hmac.compare_digest(
-            hashlib.sha256(weights).hexdigest(), manifest.weights_sha256)):
-        raise WeightsHashError("weights do not match the manifest's weights_sha256/weights_bytes",
-                               hint="build the manifest from these weights")
-    chain_pem = pki.cert_pem(cert_chain) if isinstance(cert_chain, x509.Certificate) else bytes(cert_chain)
+    if len(weights) != manifest.weights_bytes or not hmac.compare_digest(
+        hashlib.sha256(weights).hexdigest(), manifest.weights_sha256
+    ):
+        raise WeightsHashError(
+            "weights do not match the manifest's weights_sha256/weights_bytes",
+            hint="build the manifest from these weights",
+        )
+    chain_pem = (
+        pki.cert_pem(cert_chain) if isinstance(cert_chain, x509.Certificate) else bytes(cert_chain)
+    )
     cert = pki.load_certs(chain_pem, max_count=1)[0]
     if cert.public_key() != key.public_key():
-        raise FFSecureError("the signing key does not belong to the certificate", code="E_KEY",
-                            hint="use the key and certificate issued together for this site")
+        raise FFSecureError(
+            "the signing key does not belong to the certificate",
+            code="E_KEY",
+            hint="use the key and certificate issued together for this site",
+        )
     manifest_bytes = manifest.to_bytes()
     signature = key.sign(_message(manifest_bytes), ec.ECDSA(hashes.SHA256()))
     return SignedPackage(manifest_bytes, manifest, signature, chain_pem, bytes(weights))
@@ -375,10 +463,15 @@ class VerifiedModule(VerifiedManifest):
     """A whole package that passed :func:`verify_package`."""
 
 
-def verify_signed_manifest(manifest_bytes: bytes, signature: bytes, cert_chain_pem: bytes, *,
-                           ca_cert: x509.Certificate,
-                           crl: x509.CertificateRevocationList | None = None,
-                           now: dt.datetime | None = None) -> VerifiedManifest:
+def verify_signed_manifest(
+    manifest_bytes: bytes,
+    signature: bytes,
+    cert_chain_pem: bytes,
+    *,
+    ca_cert: x509.Certificate,
+    crl: x509.CertificateRevocationList | None = None,
+    now: dt.datetime | None = None,
+) -> VerifiedManifest:
     """Check a manifest's signature, certificate and identity (no weights needed).
 
     This is what an auditor runs on an exported manifest. Errors: E_CERT_FORMAT,
@@ -390,11 +483,17 @@ def verify_signed_manifest(manifest_bytes: bytes, signature: bytes, cert_chain_p
     try:
         cert = pki.load_certs(cert_chain_pem, max_count=1)[0]
     except FormatError as exc:
-        raise FormatError(f"package certificate: {exc.message}", code="E_CERT_FORMAT",
-                          hint="a package carries exactly one certificate: the site's") from None
+        raise FormatError(
+            f"package certificate: {exc.message}",
+            code="E_CERT_FORMAT",
+            hint="a package carries exactly one certificate: the site's",
+        ) from None
     if pki.cert_pem(cert) != bytes(cert_chain_pem):
-        raise FormatError("package certificate is not in canonical PEM form", code="E_CERT_FORMAT",
-                          hint="carry the certificate exactly as `ffsecure pki` wrote it")
+        raise FormatError(
+            "package certificate is not in canonical PEM form",
+            code="E_CERT_FORMAT",
+            hint="carry the certificate exactly as `ffsecure pki` wrote it",
+        )
     public = cert.public_key()
     if not isinstance(public, ec.EllipticCurvePublicKey):
         raise pki.CertChainError("signing certificate key is not ECDSA")
@@ -403,60 +502,80 @@ def verify_signed_manifest(manifest_bytes: bytes, signature: bytes, cert_chain_p
             raise InvalidSignature
         public.verify(signature, _message(manifest_bytes), ec.ECDSA(hashes.SHA256()))
     except (InvalidSignature, ValueError):
-        raise SignatureError("module manifest signature does not verify with the site certificate",
-                             hint="re-sign the package with the site's current key") from None
+        raise SignatureError(
+            "module manifest signature does not verify with the site certificate",
+            hint="re-sign the package with the site's current key",
+        ) from None
     manifest = ModuleManifest.from_dict(manifest_obj)
     created = pki.parse_rfc3339(manifest.created_at)
-    now = (now or pki.utcnow()).astimezone(dt.timezone.utc)
+    now = (now or pki.utcnow()).astimezone(dt.UTC)
     if created > now + CLOCK_SKEW:
-        raise ManifestTimeError(f"manifest created_at {manifest.created_at} is in the future",
-                                hint="check the site's clock")
+        raise ManifestTimeError(
+            f"manifest created_at {manifest.created_at} is in the future",
+            hint="check the site's clock",
+        )
     try:
         identity = pki.verify_cert(cert, ca_cert=ca_cert, crl=crl, at=created, role="site")
     except FFSecureError as exc:
         if exc.hint:
             raise
-        exc.hint = ("the signing certificate must be this federation's site certificate, valid and not "
-                    "revoked at the manifest's created_at")
+        exc.hint = (
+            "the signing certificate must be this federation's site certificate, valid and not "
+            "revoked at the manifest's created_at"
+        )
         raise
     if manifest.federation_id != identity.federation_id:
         raise FederationMismatchError(
             f"manifest is for federation {manifest.federation_id!r}, the certificate for "
-            f"{identity.federation_id!r}")
+            f"{identity.federation_id!r}"
+        )
     if manifest.site_id != identity.site_id:
         raise SiteMismatchError(
             f"manifest names site {manifest.site_id!r} but is signed by {identity.site_id!r}",
-            hint="a site can only publish modules under its own id")
-    return VerifiedManifest(manifest, identity, pki.cert_fingerprint(cert),
-                            hashlib.sha256(manifest_bytes).hexdigest())
+            hint="a site can only publish modules under its own id",
+        )
+    return VerifiedManifest(
+        manifest, identity, pki.cert_fingerprint(cert), hashlib.sha256(manifest_bytes).hexdigest()
+    )
 
 
 def check_policy(manifest: ModuleManifest, federation: FederationManifest) -> None:
     """Federation policy for a module: generator, image shape, classes, DP."""
     if manifest.federation_id != federation.federation_id:
         raise FederationMismatchError(
-            f"module is for federation {manifest.federation_id!r}, not {federation.federation_id!r}")
+            f"module is for federation {manifest.federation_id!r}, not {federation.federation_id!r}"
+        )
     if tuple(manifest.image_shape) != tuple(federation.image_shape):
-        raise ShapePolicyError(f"image_shape {list(manifest.image_shape)} is not the federation's "
-                               f"{list(federation.image_shape)}")
+        raise ShapePolicyError(
+            f"image_shape {list(manifest.image_shape)} is not the federation's "
+            f"{list(federation.image_shape)}"
+        )
     if manifest.generator["family"] != federation.generator["family"]:
         raise GeneratorPolicyError(
             f"generator family {manifest.generator['family']!r} is not the federation's "
-            f"{federation.generator['family']!r}")
-    if canonical.dumps(manifest.generator["config"]) != canonical.dumps(federation.generator["config"]):
-        raise GeneratorPolicyError("generator config differs from the federation manifest's",
-                                   hint="train with the generator config the federation fixes")
+            f"{federation.generator['family']!r}"
+        )
+    if canonical.dumps(manifest.generator["config"]) != canonical.dumps(
+        federation.generator["config"]
+    ):
+        raise GeneratorPolicyError(
+            "generator config differs from the federation manifest's",
+            hint="train with the generator config the federation fixes",
+        )
     classes = manifest.classes
     if classes != sorted(set(classes)) or not all(0 <= c < federation.num_classes for c in classes):
         raise ClassesPolicyError(
             f"classes {classes[:10]} must be sorted, distinct indices below "
-            f"{federation.num_classes} (the label space)")
+            f"{federation.num_classes} (the label space)"
+        )
     policy = federation.dp_policy
     if policy["required"]:
         dp = manifest.dp
         if dp is None:
-            raise DPPolicyError("the federation requires DP training; the module has no DP claim",
-                                hint="train with --dp under the federation's epsilon")
+            raise DPPolicyError(
+                "the federation requires DP training; the module has no DP claim",
+                hint="train with --dp under the federation's epsilon",
+            )
         if not 0 < dp["epsilon"] <= policy["max_epsilon"]:
             raise DPPolicyError(f"epsilon {dp['epsilon']} is outside (0, {policy['max_epsilon']}]")
         if not 0 < dp["delta"] <= policy["delta"]:
@@ -470,11 +589,18 @@ def check_weights(manifest: ModuleManifest, weights: bytes) -> None:
     such a module would make every later synthesis fail, so it is never registered.
     """
     if len(weights) != manifest.weights_bytes or not hmac.compare_digest(
-            hashlib.sha256(weights).hexdigest(), manifest.weights_sha256):
-        raise WeightsHashError("weights do not hash to the manifest's weights_sha256",
-                               hint="the package was altered; re-send it")
-    from ffsecure.generators import (check_finite, check_safetensors, expected_tensor_specs,
-                                     validate_config)
+        hashlib.sha256(weights).hexdigest(), manifest.weights_sha256
+    ):
+        raise WeightsHashError(
+            "weights do not hash to the manifest's weights_sha256",
+            hint="the package was altered; re-send it",
+        )
+    from ffsecure.generators import (
+        check_finite,
+        check_safetensors,
+        expected_tensor_specs,
+        validate_config,
+    )
 
     family = manifest.generator["family"]
     config = validate_config(family, manifest.generator["config"])
@@ -482,20 +608,29 @@ def check_weights(manifest: ModuleManifest, weights: bytes) -> None:
     check_finite(weights, module_id=manifest.module_id)
 
 
-def verify_package(pkg: SignedPackage, *, federation: FederationManifest,
-                   ca_cert: x509.Certificate, crl: x509.CertificateRevocationList | None = None,
-                   now: dt.datetime | None = None) -> VerifiedModule:
+def verify_package(
+    pkg: SignedPackage,
+    *,
+    federation: FederationManifest,
+    ca_cert: x509.Certificate,
+    crl: x509.CertificateRevocationList | None = None,
+    now: dt.datetime | None = None,
+) -> VerifiedModule:
     """Every check the aggregator runs before storing a module; raises the first failure."""
     if pkg.size > federation.max_module_bytes:
         raise TooLargeError(
             f"package is {pkg.size} bytes, over the federation limit of "
-            f"{federation.max_module_bytes}", hint="use a smaller generator config")
-    checked = verify_signed_manifest(pkg.manifest_bytes, pkg.signature, pkg.cert_chain_pem,
-                                     ca_cert=ca_cert, crl=crl, now=now)
+            f"{federation.max_module_bytes}",
+            hint="use a smaller generator config",
+        )
+    checked = verify_signed_manifest(
+        pkg.manifest_bytes, pkg.signature, pkg.cert_chain_pem, ca_cert=ca_cert, crl=crl, now=now
+    )
     check_policy(checked.manifest, federation)
     check_weights(checked.manifest, pkg.weights)
-    return VerifiedModule(checked.manifest, checked.identity, checked.cert_fingerprint,
-                          checked.manifest_sha256)
+    return VerifiedModule(
+        checked.manifest, checked.identity, checked.cert_fingerprint, checked.manifest_sha256
+    )
 
 
 # -------------------------------------------------- exported metadata (audit)
@@ -505,28 +640,43 @@ def package_meta(pkg: SignedPackage) -> bytes:
     """Canonical JSON of manifest + signature + certificate (never weights), for the ledger."""
     import base64
 
-    return canonical.dumps({
-        "v": 1,
-        "alg": SIGNATURE_ALG,
-        "manifest": canonical.loads_canonical(pkg.manifest_bytes, max_bytes=MAX_MANIFEST_BYTES),
-        "signature": base64.b64encode(pkg.signature).decode("ascii"),
-        "cert_chain_pem": pkg.cert_chain_pem.decode("ascii"),
-    })
+    return canonical.dumps(
+        {
+            "v": 1,
+            "alg": SIGNATURE_ALG,
+            "manifest": canonical.loads_canonical(pkg.manifest_bytes, max_bytes=MAX_MANIFEST_BYTES),
+            "signature": base64.b64encode(pkg.signature).decode("ascii"),
+            "cert_chain_pem": pkg.cert_chain_pem.decode("ascii"),
+        }
+    )
 
 
-def verify_package_meta(meta: bytes, *, ca_cert: x509.Certificate,
-                        crl: x509.CertificateRevocationList | None = None,
-                        now: dt.datetime | None = None) -> VerifiedManifest:
+def verify_package_meta(
+    meta: bytes,
+    *,
+    ca_cert: x509.Certificate,
+    crl: x509.CertificateRevocationList | None = None,
+    now: dt.datetime | None = None,
+) -> VerifiedManifest:
     """Verify exported package metadata (:func:`package_meta`) offline."""
     obj = canonical.loads_canonical(meta, max_bytes=MAX_MANIFEST_BYTES + 64 * 1024)
-    if (not isinstance(obj, dict) or set(obj) != {"v", "alg", "manifest", "signature",
-                                                   "cert_chain_pem"}
-            or obj["v"] != 1 or obj["alg"] != SIGNATURE_ALG
-            or not isinstance(obj["signature"], str) or not isinstance(obj["cert_chain_pem"], str)):
+    if (
+        not isinstance(obj, dict)
+        or set(obj) != {"v", "alg", "manifest", "signature", "cert_chain_pem"}
+        or obj["v"] != 1
+        or obj["alg"] != SIGNATURE_ALG
+        or not isinstance(obj["signature"], str)
+        or not isinstance(obj["cert_chain_pem"], str)
+    ):
         raise _schema("package metadata must be {v:1, alg, manifest, signature, cert_chain_pem}")
     signature = canonical.b64decode_canonical(obj["signature"])
     if signature is None:
         raise SignatureError("package metadata signature is not canonical base64")
-    return verify_signed_manifest(canonical.dumps(obj["manifest"]), signature,
-                                  obj["cert_chain_pem"].encode("ascii", "replace"),
-                                  ca_cert=ca_cert, crl=crl, now=now)
+    return verify_signed_manifest(
+        canonical.dumps(obj["manifest"]),
+        signature,
+        obj["cert_chain_pem"].encode("ascii", "replace"),
+        ca_cert=ca_cert,
+        crl=crl,
+        now=now,
+    )

@@ -17,8 +17,9 @@ scheme, parameters and seed always give the same split.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -52,8 +53,13 @@ class Partition:
         return [sorted(int(c) for c in np.unique(y[idx])) for idx in self.indices]
 
     def to_dict(self, labels: Sequence[int] | np.ndarray | None = None) -> dict[str, Any]:
-        out = {"scheme": self.scheme, "seed": self.seed, "num_sites": self.num_sites,
-               "params": dict(self.params), "sizes": self.sizes()}
+        out = {
+            "scheme": self.scheme,
+            "seed": self.seed,
+            "num_sites": self.num_sites,
+            "params": dict(self.params),
+            "sizes": self.sizes(),
+        }
         if labels is not None:
             out["counts"] = count_table(self, labels).tolist()
         return out
@@ -69,20 +75,30 @@ def _as_labels(labels: Sequence[int] | np.ndarray, num_classes: int | None = Non
         if int(num_classes) < 1:
             raise ConfigError(f"number of classes must be positive, not {num_classes}")
         if y.size and (y.min() < 0 or y.max() >= num_classes):
-            raise ConfigError(f"labels range over [{y.min()}, {y.max()}], outside 0..{num_classes - 1}",
-                              hint="labels must be indices into the label space")
+            raise ConfigError(
+                f"labels range over [{y.min()}, {y.max()}], outside 0..{num_classes - 1}",
+                hint="labels must be indices into the label space",
+            )
     return y
 
 
 def _check_sites(num_sites: int) -> int:
     if not isinstance(num_sites, (int, np.integer)) or num_sites < 1:
-        raise ConfigError(f"number of sites must be a positive integer, not {num_sites!r}",
-                          hint="pass --sites N with N >= 1")
+        raise ConfigError(
+            f"number of sites must be a positive integer, not {num_sites!r}",
+            hint="pass --sites N with N >= 1",
+        )
     return int(num_sites)
 
 
-def pathological(labels, *, num_classes: int, num_sites: int | None = None,
-                 classes_per_site: int = 1, seed: int = 0) -> Partition:
+def pathological(
+    labels,
+    *,
+    num_classes: int,
+    num_sites: int | None = None,
+    classes_per_site: int = 1,
+    seed: int = 0,
+) -> Partition:
     """Each site holds exactly ``classes_per_site`` distinct classes.
 
     One class per site: site *i* holds class ``i mod K`` (sites sharing a class
@@ -95,8 +111,10 @@ def pathological(labels, *, num_classes: int, num_sites: int | None = None,
     num_sites = _check_sites(k_total if num_sites is None else num_sites)
     k = int(classes_per_site)
     if not 1 <= k <= k_total:
-        raise ConfigError(f"classes per site must be between 1 and {k_total}, not {classes_per_site}",
-                          hint="pass --classes-per-site within the label space")
+        raise ConfigError(
+            f"classes per site must be between 1 and {k_total}, not {classes_per_site}",
+            hint="pass --classes-per-site within the label space",
+        )
     if num_sites * k < k_total:
         raise ConfigError(
             f"{num_sites} sites x {k} classes each cannot cover {k_total} classes",
@@ -117,22 +135,38 @@ def pathological(labels, *, num_classes: int, num_sites: int | None = None,
             parts[site].append(chunk)
     indices = [np.sort(np.concatenate(p)).astype(np.int64) for p in parts]
     _check_nonempty(indices, "pathological")
-    return Partition("pathological", seed, k_total, indices,
-                     {"classes_per_site": k, "site_classes": site_classes})
+    return Partition(
+        "pathological",
+        seed,
+        k_total,
+        indices,
+        {"classes_per_site": k, "site_classes": site_classes},
+    )
 
 
-def dirichlet(labels, *, num_classes: int, num_sites: int, alpha: float = 0.5, seed: int = 0,
-              min_size: int = DIRICHLET_MIN_SIZE) -> Partition:
+def dirichlet(
+    labels,
+    *,
+    num_classes: int,
+    num_sites: int,
+    alpha: float = 0.5,
+    seed: int = 0,
+    min_size: int = DIRICHLET_MIN_SIZE,
+) -> Partition:
     """Per-class site shares drawn from Dirichlet(alpha); redrawn until every site holds
     at least ``min_size`` samples (Hsu et al. 2019; the usual FedLab/FedML recipe)."""
     y = _as_labels(labels, num_classes)
     num_sites = _check_sites(num_sites)
     if not (isinstance(alpha, (int, float)) and np.isfinite(alpha) and alpha > 0):
-        raise ConfigError(f"Dirichlet alpha must be a positive number, not {alpha!r}",
-                          hint="pass --alpha, e.g. 0.1 (strong skew) to 100 (near IID)")
+        raise ConfigError(
+            f"Dirichlet alpha must be a positive number, not {alpha!r}",
+            hint="pass --alpha, e.g. 0.1 (strong skew) to 100 (near IID)",
+        )
     if len(y) < num_sites * min_size:
-        raise ConfigError(f"{len(y)} samples cannot give {num_sites} sites {min_size} each",
-                          hint="use fewer sites")
+        raise ConfigError(
+            f"{len(y)} samples cannot give {num_sites} sites {min_size} each",
+            hint="use fewer sites",
+        )
     rng = np.random.default_rng(seed)
     for _ in range(DIRICHLET_MAX_TRIES):
         parts: list[list[np.ndarray]] = [[] for _ in range(num_sites)]
@@ -145,8 +179,13 @@ def dirichlet(labels, *, num_classes: int, num_sites: int, alpha: float = 0.5, s
                 parts[site].append(chunk)
         indices = [np.sort(np.concatenate(p)).astype(np.int64) for p in parts]
         if min(len(i) for i in indices) >= min_size:
-            return Partition("dirichlet", seed, int(num_classes), indices,
-                             {"alpha": float(alpha), "min_size": min_size})
+            return Partition(
+                "dirichlet",
+                seed,
+                int(num_classes),
+                indices,
+                {"alpha": float(alpha), "min_size": min_size},
+            )
     raise ConfigError(
         f"no Dirichlet({alpha}) split gave each of {num_sites} sites {min_size} samples "
         f"in {DIRICHLET_MAX_TRIES} draws",
@@ -168,28 +207,47 @@ def iid(labels, *, num_classes: int, num_sites: int, seed: int = 0) -> Partition
 def _check_nonempty(indices: list[np.ndarray], scheme: str) -> None:
     empty = [i for i, idx in enumerate(indices) if len(idx) == 0]
     if empty:
-        raise ConfigError(f"{scheme} split leaves site(s) {empty} without data",
-                          hint="use fewer sites for this data set")
+        raise ConfigError(
+            f"{scheme} split leaves site(s) {empty} without data",
+            hint="use fewer sites for this data set",
+        )
 
 
-def make_partition(scheme: str, labels, *, num_classes: int, num_sites: int | None = None,
-                   alpha: float = 0.5, classes_per_site: int = 1, seed: int = 0) -> Partition:
+def make_partition(
+    scheme: str,
+    labels,
+    *,
+    num_classes: int,
+    num_sites: int | None = None,
+    alpha: float = 0.5,
+    classes_per_site: int = 1,
+    seed: int = 0,
+) -> Partition:
     """Dispatch on ``scheme``; ``num_sites`` defaults to one per class."""
     sites = num_classes if num_sites is None else num_sites
     if scheme == "pathological":
-        return pathological(labels, num_classes=num_classes, num_sites=sites,
-                            classes_per_site=classes_per_site, seed=seed)
+        return pathological(
+            labels,
+            num_classes=num_classes,
+            num_sites=sites,
+            classes_per_site=classes_per_site,
+            seed=seed,
+        )
     if scheme == "dirichlet":
         return dirichlet(labels, num_classes=num_classes, num_sites=sites, alpha=alpha, seed=seed)
     if scheme == "iid":
         return iid(labels, num_classes=num_classes, num_sites=sites, seed=seed)
-    raise ConfigError(f"unknown partition scheme {scheme!r}", hint=f"use one of {', '.join(SCHEMES)}")
+    raise ConfigError(
+        f"unknown partition scheme {scheme!r}", hint=f"use one of {', '.join(SCHEMES)}"
+    )
 
 
 def count_table(partition: Partition, labels) -> np.ndarray:
     """Site x class sample counts, shape ``(num_sites, num_classes)``."""
     y = _as_labels(labels)
-    return np.stack([np.bincount(y[idx], minlength=partition.num_classes) for idx in partition.indices])
+    return np.stack(
+        [np.bincount(y[idx], minlength=partition.num_classes) for idx in partition.indices]
+    )
 
 
 def render_table(partition: Partition, labels, class_names: Sequence[str] | None = None):
@@ -197,7 +255,11 @@ def render_table(partition: Partition, labels, class_names: Sequence[str] | None
     from rich.table import Table
 
     counts = count_table(partition, labels)
-    names = list(class_names) if class_names is not None else [str(c) for c in range(partition.num_classes)]
+    names = (
+        list(class_names)
+        if class_names is not None
+        else [str(c) for c in range(partition.num_classes)]
+    )
     table = Table(title=f"{partition.scheme} split, seed {partition.seed}")
     table.add_column("site")
     for n in names:
@@ -213,11 +275,20 @@ def render_table(partition: Partition, labels, class_names: Sequence[str] | None
 def format_table(partition: Partition, labels, class_names: Sequence[str] | None = None) -> str:
     """The same table as plain text (for logs and markdown-less terminals)."""
     counts = count_table(partition, labels)
-    names = list(class_names) if class_names is not None else [str(c) for c in range(partition.num_classes)]
+    names = (
+        list(class_names)
+        if class_names is not None
+        else [str(c) for c in range(partition.num_classes)]
+    )
     header = ["site", *names, "total"]
-    rows = [[f"site-{s}", *[str(int(v)) for v in row], str(int(row.sum()))] for s, row in enumerate(counts)]
+    rows = [
+        [f"site-{s}", *[str(int(v)) for v in row], str(int(row.sum()))]
+        for s, row in enumerate(counts)
+    ]
     totals = counts.sum(axis=0)
     rows.append(["total", *[str(int(v)) for v in totals], str(int(totals.sum()))])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    fmt = lambda r: "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths)))  # noqa: E731
+    fmt = lambda r: "  ".join(
+        v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))
+    )  # noqa: E731
     return "\n".join([fmt(header), *[fmt(r) for r in rows]])

@@ -30,9 +30,9 @@ import datetime as dt
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -156,17 +156,15 @@ class Identity:
         return f"site:{self.site_id}" if self.role == "site" else "aggregator"
 
     @classmethod
-    def parse(cls, uri: str) -> "Identity":
+    def parse(cls, uri: str) -> Identity:
         if not isinstance(uri, str) or not uri.startswith(URI_SCHEME) or len(uri) > 200:
             raise IdentityError(f"identity URI {uri!r} does not start with {URI_SCHEME}")
-        parts = uri[len(URI_SCHEME):].split("/")
+        parts = uri[len(URI_SCHEME) :].split("/")
         if len(parts) == 3 and parts[1] == "site":
             return cls(parts[0], "site", parts[2])
         if len(parts) == 2 and parts[1] == "aggregator":
             return cls(parts[0], "aggregator")
-        raise IdentityError(
-            f"identity URI {uri!r} is neither .../site/<id> nor .../aggregator"
-        )
+        raise IdentityError(f"identity URI {uri!r} is neither .../site/<id> nor .../aggregator")
 
 
 def _uris(cert_or_csr) -> list[str]:
@@ -174,8 +172,11 @@ def _uris(cert_or_csr) -> list[str]:
         san = cert_or_csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:
         return []
-    return [u for u in san.value.get_values_for_type(x509.UniformResourceIdentifier)
-            if u.startswith(URI_SCHEME)]
+    return [
+        u
+        for u in san.value.get_values_for_type(x509.UniformResourceIdentifier)
+        if u.startswith(URI_SCHEME)
+    ]
 
 
 def identity_of(cert: x509.Certificate) -> Identity:
@@ -192,7 +193,7 @@ def identity_of(cert: x509.Certificate) -> Identity:
 def ca_federation_id(ca_cert: x509.Certificate) -> str:
     """The federation id the CA certificate is for (its SAN URI ``ffsecure://<id>/ca``)."""
     for uri in _uris(ca_cert):
-        parts = uri[len(URI_SCHEME):].split("/")
+        parts = uri[len(URI_SCHEME) :].split("/")
         if len(parts) == 2 and parts[1] == "ca":
             return check_id(parts[0], "federation id")
     raise IdentityError("CA certificate names no federation (SAN URI ffsecure://<id>/ca)")
@@ -202,7 +203,7 @@ def ca_federation_id(ca_cert: x509.Certificate) -> str:
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 def cert_fingerprint(cert: x509.Certificate) -> str:
@@ -224,8 +225,9 @@ def load_certs(pem: bytes, *, max_count: int = 4) -> list[x509.Certificate]:
     if isinstance(pem, str):
         pem = pem.encode()
     if len(pem) > MAX_PEM_BYTES:
-        raise FormatError(f"certificate PEM is {len(pem)} bytes, over {MAX_PEM_BYTES}",
-                          code="E_CERT_FORMAT")
+        raise FormatError(
+            f"certificate PEM is {len(pem)} bytes, over {MAX_PEM_BYTES}", code="E_CERT_FORMAT"
+        )
     if pem.count(b"-----BEGIN CERTIFICATE-----") > max_count:
         raise FormatError(f"more than {max_count} certificates given", code="E_CERT_FORMAT")
     try:
@@ -233,8 +235,9 @@ def load_certs(pem: bytes, *, max_count: int = 4) -> list[x509.Certificate]:
     except ValueError as exc:
         raise FormatError(f"not a PEM certificate: {exc}", code="E_CERT_FORMAT") from None
     if not certs or len(certs) > max_count:
-        raise FormatError(f"expected 1 to {max_count} certificates, found {len(certs)}",
-                          code="E_CERT_FORMAT")
+        raise FormatError(
+            f"expected 1 to {max_count} certificates, found {len(certs)}", code="E_CERT_FORMAT"
+        )
     for cert in certs:
         check_parses(cert)
     return certs
@@ -249,11 +252,15 @@ def check_parses(cert: x509.Certificate) -> None:
         cert.not_valid_before_utc, cert.not_valid_after_utc  # noqa: B018
         cert.signature_hash_algorithm  # noqa: B018
     except (ValueError, x509.UnsupportedGeneralNameType) as exc:
-        raise FormatError(f"certificate does not parse: {exc}", code="E_CERT_FORMAT",
-                          hint="use the certificate exactly as `ffsecure pki` wrote it") from None
+        raise FormatError(
+            f"certificate does not parse: {exc}",
+            code="E_CERT_FORMAT",
+            hint="use the certificate exactly as `ffsecure pki` wrote it",
+        ) from None
     except Exception as exc:  # e.g. UnsupportedAlgorithm for an unknown key or hash
-        raise FormatError(f"certificate uses an unsupported algorithm: {exc}",
-                          code="E_CERT_FORMAT") from None
+        raise FormatError(
+            f"certificate uses an unsupported algorithm: {exc}", code="E_CERT_FORMAT"
+        ) from None
 
 
 def cert_pem(cert: x509.Certificate) -> bytes:
@@ -301,9 +308,14 @@ class CrlInfo:
 
     def facts(self, issuer: x509.Certificate) -> dict:
         """The ``crl.loaded`` facts; ``issuer_sha256`` is the fingerprint of the verifying CA."""
-        return {"crl_number": self.number, "crl_sha256": self.sha256,
-                "this_update": self.this_update, "next_update": self.next_update,
-                "issuer_sha256": cert_fingerprint(issuer), "revoked": self.revoked}
+        return {
+            "crl_number": self.number,
+            "crl_sha256": self.sha256,
+            "this_update": self.this_update,
+            "next_update": self.next_update,
+            "issuer_sha256": cert_fingerprint(issuer),
+            "revoked": self.revoked,
+        }
 
 
 def crl_info(crl: x509.CertificateRevocationList) -> CrlInfo:
@@ -311,18 +323,22 @@ def crl_info(crl: x509.CertificateRevocationList) -> CrlInfo:
     try:
         number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
     except x509.ExtensionNotFound:
-        raise CRLError("the CRL has no CRL number",
-                       hint="sign CRLs with `ffsecure pki crl`") from None
+        raise CRLError(
+            "the CRL has no CRL number", hint="sign CRLs with `ffsecure pki crl`"
+        ) from None
     except ValueError as exc:
         raise CRLError(f"the CRL's extensions do not parse: {exc}") from None
     if not 0 <= number <= MAX_CRL_NUMBER:
         raise CRLError(f"the CRL number {number} is outside 0..{MAX_CRL_NUMBER}")
     der = crl.public_bytes(serialization.Encoding.DER)
     next_update = crl.next_update_utc
-    return CrlInfo(number=number, sha256=hashlib.sha256(der).hexdigest(),
-                   this_update=_rfc3339(crl.last_update_utc),
-                   next_update=_rfc3339(next_update) if next_update is not None else None,
-                   revoked=len(crl))
+    return CrlInfo(
+        number=number,
+        sha256=hashlib.sha256(der).hexdigest(),
+        this_update=_rfc3339(crl.last_update_utc),
+        next_update=_rfc3339(next_update) if next_update is not None else None,
+        revoked=len(crl),
+    )
 
 
 def check_crl(crl: x509.CertificateRevocationList, ca_cert: x509.Certificate) -> None:
@@ -335,8 +351,11 @@ def check_crl(crl: x509.CertificateRevocationList, ca_cert: x509.Certificate) ->
 
 def write_private_key(path: str | os.PathLike, key, passphrase: bytes | None = None) -> None:
     """Write ``key`` as PKCS#8 PEM to ``path``, created 0600, atomically."""
-    enc = (serialization.BestAvailableEncryption(passphrase) if passphrase
-           else serialization.NoEncryption())
+    enc = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
     data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
     write_secret_file(path, data)
 
@@ -372,23 +391,32 @@ def load_private_key(path: str | os.PathLike, passphrase: bytes | None = None):
 
 
 def _name(common_name: str, federation_id: str) -> x509.Name:
-    return x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ffsecure"),
-        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, federation_id),
-        x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]),
-    ])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ffsecure"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, federation_id),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]),
+        ]
+    )
 
 
 def _check_days(days: int, maximum: int) -> int:
     if not isinstance(days, int) or days < 1 or days > maximum:
-        raise ConfigError(f"lifetime of {days} days is outside 1..{maximum}",
-                          hint=f"pick a lifetime of at most {maximum} days")
+        raise ConfigError(
+            f"lifetime of {days} days is outside 1..{maximum}",
+            hint=f"pick a lifetime of at most {maximum} days",
+        )
     return days
 
 
 def _check_p256(public_key, what: str) -> None:
-    if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name != "secp256r1":
-        raise CSRError(f"{what} key is not ECDSA P-256", hint="make the key with `site-node enroll`")
+    if (
+        not isinstance(public_key, ec.EllipticCurvePublicKey)
+        or public_key.curve.name != "secp256r1"
+    ):
+        raise CSRError(
+            f"{what} key is not ECDSA P-256", hint="make the key with `site-node enroll`"
+        )
 
 
 # ------------------------------------------------------------------------ CA
@@ -414,11 +442,13 @@ class CA:
 
     # -- loading ---------------------------------------------------------
     @classmethod
-    def load(cls, directory: str | os.PathLike, passphrase: bytes | None = None) -> "CA":
+    def load(cls, directory: str | os.PathLike, passphrase: bytes | None = None) -> CA:
         directory = Path(directory)
         if not (directory / "ca.pem").is_file() or not (directory / "ca.key").is_file():
-            raise CAError(f"{directory} holds no CA (ca.pem + ca.key)",
-                          hint="create one with `ffsecure pki init`")
+            raise CAError(
+                f"{directory} holds no CA (ca.pem + ca.key)",
+                hint="create one with `ffsecure pki init`",
+            )
         cert = load_cert((directory / "ca.pem").read_bytes())
         key = load_private_key(directory / "ca.key", passphrase)
         if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
@@ -437,8 +467,13 @@ class CA:
     def _state(self) -> dict:
         path = self.directory / "state.json"
         if not path.exists():
-            return {"v": 1, "federation_id": self.federation_id, "crl_number": 0,
-                    "issued": [], "revoked": []}
+            return {
+                "v": 1,
+                "federation_id": self.federation_id,
+                "crl_number": 0,
+                "issued": [],
+                "revoked": [],
+            }
         return canonical.loads_canonical(path.read_bytes(), max_bytes=64 << 20)
 
     def _save_state(self, state: dict) -> None:
@@ -452,18 +487,29 @@ class CA:
         return list(self._state()["revoked"])
 
     # -- issuing ---------------------------------------------------------
-    def _issue(self, identity: Identity, public_key, *, days: int, common_name: str,
-               extra_sans: Iterable[x509.GeneralName] = ()) -> x509.Certificate:
+    def _issue(
+        self,
+        identity: Identity,
+        public_key,
+        *,
+        days: int,
+        common_name: str,
+        extra_sans: Iterable[x509.GeneralName] = (),
+    ) -> x509.Certificate:
         _check_p256(public_key, "the certificate's")
         _check_days(days, LEAF_DAYS_MAX)
         if identity.federation_id != self.federation_id:
             raise IdentityError(
                 f"identity is for federation {identity.federation_id!r}, "
-                f"this CA serves {self.federation_id!r}")
+                f"this CA serves {self.federation_id!r}"
+            )
         now = utcnow()
         not_after = min(now + dt.timedelta(days=days), self.cert.not_valid_after_utc)
-        eku = (ExtendedKeyUsageOID.CLIENT_AUTH if identity.role == "site"
-               else ExtendedKeyUsageOID.SERVER_AUTH)
+        eku = (
+            ExtendedKeyUsageOID.CLIENT_AUTH
+            if identity.role == "site"
+            else ExtendedKeyUsageOID.SERVER_AUTH
+        )
         sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(identity.uri), *extra_sans]
         cert = (
             x509.CertificateBuilder()
@@ -475,10 +521,17 @@ class CA:
             .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
-                x509.KeyUsage(digital_signature=True, content_commitment=False,
-                              key_encipherment=False, data_encipherment=False,
-                              key_agreement=False, key_cert_sign=False, crl_sign=False,
-                              encipher_only=False, decipher_only=False),
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
                 critical=True,
             )
             .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
@@ -494,14 +547,16 @@ class CA:
         issued_dir.mkdir(exist_ok=True)
         write_public_file(issued_dir / f"{serial_hex(cert.serial_number)}.pem", cert_pem(cert))
         state = self._state()
-        state["issued"].append({
-            "serial": serial_hex(cert.serial_number),
-            "identity": identity.uri,
-            "role": identity.role,
-            "fingerprint": cert_fingerprint(cert),
-            "not_before": _rfc3339(cert.not_valid_before_utc),
-            "not_after": _rfc3339(cert.not_valid_after_utc),
-        })
+        state["issued"].append(
+            {
+                "serial": serial_hex(cert.serial_number),
+                "identity": identity.uri,
+                "role": identity.role,
+                "fingerprint": cert_fingerprint(cert),
+                "not_before": _rfc3339(cert.not_valid_before_utc),
+                "not_after": _rfc3339(cert.not_valid_after_utc),
+            }
+        )
         self._save_state(state)
         return cert
 
@@ -517,8 +572,14 @@ class CA:
             public_key = key.public_key()
         return self._issue(identity, public_key, days=days, common_name=site_id), key
 
-    def issue_aggregator(self, host: str, public_key=None, *, days: int = LEAF_DAYS_DEFAULT,
-                         extra_hosts: Iterable[str] = ()):
+    def issue_aggregator(
+        self,
+        host: str,
+        public_key=None,
+        *,
+        days: int = LEAF_DAYS_DEFAULT,
+        extra_hosts: Iterable[str] = (),
+    ):
         """Issue the aggregator's TLS certificate for ``host`` (DNS name or IP).
 
         Returns ``(cert, private_key_or_None)``.
@@ -534,11 +595,17 @@ class CA:
         sans = []
         for h in dict.fromkeys(hosts):
             sans.append(_ip_or_dns(h))
-        return self._issue(identity, public_key, days=days, common_name=host,
-                           extra_sans=sans), key
+        return self._issue(identity, public_key, days=days, common_name=host, extra_sans=sans), key
 
-    def sign_csr(self, csr_pem: bytes, *, role: str = "site", site_id: str | None = None,
-                 host: str | None = None, days: int = LEAF_DAYS_DEFAULT) -> x509.Certificate:
+    def sign_csr(
+        self,
+        csr_pem: bytes,
+        *,
+        role: str = "site",
+        site_id: str | None = None,
+        host: str | None = None,
+        days: int = LEAF_DAYS_DEFAULT,
+    ) -> x509.Certificate:
         """Sign a CSR made by :func:`make_key_and_csr` (the key never leaves the site).
 
         The CSR proves possession of the key and names the identity it asks
@@ -558,33 +625,38 @@ class CA:
         _check_p256(csr.public_key(), "the CSR's")
         uris = _uris(csr)
         if len(uris) != 1:
-            raise CSRError(f"CSR names {len(uris)} ffsecure identities; exactly one is required",
-                           hint="make the CSR with `site-node enroll`")
+            raise CSRError(
+                f"CSR names {len(uris)} ffsecure identities; exactly one is required",
+                hint="make the CSR with `site-node enroll`",
+            )
         identity = Identity.parse(uris[0])
         if identity.federation_id != self.federation_id:
             raise IdentityError(
                 f"CSR asks for federation {identity.federation_id!r}, this CA serves "
-                f"{self.federation_id!r}")
+                f"{self.federation_id!r}"
+            )
         if identity.role != role:
             raise CSRError(f"CSR asks for role {identity.role!r}, expected {role!r}")
         if role == "site":
             if site_id is not None and identity.site_id != site_id:
-                raise IdentityError(
-                    f"CSR asks for site {identity.site_id!r}, expected {site_id!r}")
-            return self._issue(identity, csr.public_key(), days=days,
-                               common_name=identity.site_id or "")
+                raise IdentityError(f"CSR asks for site {identity.site_id!r}, expected {site_id!r}")
+            return self._issue(
+                identity, csr.public_key(), days=days, common_name=identity.site_id or ""
+            )
         if host is None:
             raise CSRError("an aggregator CSR needs --host")
         cert, _ = self.issue_aggregator(host, csr.public_key(), days=days)
         return cert
 
     # -- revocation ------------------------------------------------------
-    def revoke(self, cert_or_serial, reason: str = "unspecified", *,
-               at: dt.datetime | None = None) -> bytes:
+    def revoke(
+        self, cert_or_serial, reason: str = "unspecified", *, at: dt.datetime | None = None
+    ) -> bytes:
         """Revoke a certificate (object, or serial as int/hex string); return the new CRL PEM."""
         if reason not in REASONS:
-            raise ConfigError(f"unknown revocation reason {reason!r}",
-                              hint=f"use one of {sorted(REASONS)}")
+            raise ConfigError(
+                f"unknown revocation reason {reason!r}", hint=f"use one of {sorted(REASONS)}"
+            )
         if isinstance(cert_or_serial, x509.Certificate):
             serial = cert_or_serial.serial_number
         elif isinstance(cert_or_serial, int):
@@ -596,15 +668,20 @@ class CA:
                 raise ConfigError(f"serial {cert_or_serial!r} is not hexadecimal") from None
         state = self._state()
         if serial_hex(serial) not in {r["serial"] for r in state["issued"]}:
-            raise ConfigError(f"serial {serial_hex(serial)} was not issued by this CA",
-                              code="E_NOT_FOUND", hint="list certificates with `ffsecure pki list`")
+            raise ConfigError(
+                f"serial {serial_hex(serial)} was not issued by this CA",
+                code="E_NOT_FOUND",
+                hint="list certificates with `ffsecure pki list`",
+            )
         if serial_hex(serial) in {r["serial"] for r in state["revoked"]}:
             return self.crl_pem()
-        state["revoked"].append({
-            "serial": serial_hex(serial),
-            "reason": reason,
-            "revoked_at": _rfc3339(at or utcnow()),
-        })
+        state["revoked"].append(
+            {
+                "serial": serial_hex(serial),
+                "reason": reason,
+                "revoked_at": _rfc3339(at or utcnow()),
+            }
+        )
         self._save_state(state)
         return self.publish_crl()
 
@@ -647,8 +724,13 @@ class CA:
         return x509.load_pem_x509_crl(self.crl_pem())
 
 
-def init_ca(directory: str | os.PathLike, federation_id: str, *,
-            passphrase: bytes | None = None, days: int = CA_DAYS_DEFAULT) -> CA:
+def init_ca(
+    directory: str | os.PathLike,
+    federation_id: str,
+    *,
+    passphrase: bytes | None = None,
+    days: int = CA_DAYS_DEFAULT,
+) -> CA:
     """Create a federation CA in ``directory`` (refuses to overwrite one)."""
     check_id(federation_id, "federation id")
     _check_days(days, 36500)
@@ -670,15 +752,23 @@ def init_ca(directory: str | os.PathLike, federation_id: str, *,
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(digital_signature=True, content_commitment=False,
-                          key_encipherment=False, data_encipherment=False, key_agreement=False,
-                          key_cert_sign=True, crl_sign=True, encipher_only=False,
-                          decipher_only=False),
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
             critical=True,
         )
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.UniformResourceIdentifier(f"{URI_SCHEME}{federation_id}/ca")]),
+                [x509.UniformResourceIdentifier(f"{URI_SCHEME}{federation_id}/ca")]
+            ),
             critical=False,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
@@ -687,8 +777,9 @@ def init_ca(directory: str | os.PathLike, federation_id: str, *,
     write_private_key(directory / "ca.key", key, passphrase)
     write_public_file(directory / "ca.pem", cert_pem(cert))
     ca = CA(directory, cert, key)
-    ca._save_state({"v": 1, "federation_id": federation_id, "crl_number": 0,
-                    "issued": [], "revoked": []})
+    ca._save_state(
+        {"v": 1, "federation_id": federation_id, "crl_number": 0, "issued": [], "revoked": []}
+    )
     ca.publish_crl()
     return ca
 
@@ -696,11 +787,17 @@ def init_ca(directory: str | os.PathLike, federation_id: str, *,
 # ---------------------------------------------------------------------- CSR
 
 
-def make_key_and_csr(key_path: str | os.PathLike, *, federation_id: str, site_id: str,
-                     passphrase: bytes | None = None) -> bytes:
+def make_key_and_csr(
+    key_path: str | os.PathLike,
+    *,
+    federation_id: str,
+    site_id: str,
+    passphrase: bytes | None = None,
+) -> bytes:
     """Make a P-256 key (written 0600 to ``key_path``) and return a CSR PEM for the site."""
-    identity = Identity(check_id(federation_id, "federation id"), "site",
-                        check_id(site_id, "site id"))
+    identity = Identity(
+        check_id(federation_id, "federation id"), "site", check_id(site_id, "site id")
+    )
     key = ec.generate_private_key(ec.SECP256R1())
     csr = (
         x509.CertificateSigningRequestBuilder()
@@ -719,16 +816,17 @@ def make_key_and_csr(key_path: str | os.PathLike, *, federation_id: str, site_id
 
 
 def _rfc3339(when: dt.datetime) -> str:
-    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parse_rfc3339(text: str) -> dt.datetime:
     try:
         when = dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
     except (ValueError, TypeError):
-        raise FormatError(f"time {text!r} is not RFC 3339 UTC (YYYY-MM-DDTHH:MM:SSZ)",
-                          code="E_TIME_FORMAT") from None
-    return when.replace(tzinfo=dt.timezone.utc)
+        raise FormatError(
+            f"time {text!r} is not RFC 3339 UTC (YYYY-MM-DDTHH:MM:SSZ)", code="E_TIME_FORMAT"
+        ) from None
+    return when.replace(tzinfo=dt.UTC)
 
 
 rfc3339 = _rfc3339
@@ -748,13 +846,17 @@ def _check_ca(ca_cert: x509.Certificate) -> None:
 def _check_chain(cert: x509.Certificate, ca_cert: x509.Certificate) -> None:
     """Issued directly by ``ca_cert`` (valid signature), not a CA, ECDSA P-256 (E_CERT_CHAIN)."""
     if cert.issuer != ca_cert.subject:
-        raise CertChainError("certificate was not issued by the federation CA",
-                             hint="use a certificate issued by this federation's CA")
+        raise CertChainError(
+            "certificate was not issued by the federation CA",
+            hint="use a certificate issued by this federation's CA",
+        )
     try:
         cert.verify_directly_issued_by(ca_cert)
     except (ValueError, TypeError, InvalidSignature):
-        raise CertChainError("certificate signature does not verify against the federation CA",
-                             hint="use a certificate issued by this federation's CA") from None
+        raise CertChainError(
+            "certificate signature does not verify against the federation CA",
+            hint="use a certificate issued by this federation's CA",
+        ) from None
     try:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
@@ -778,8 +880,9 @@ def _check_validity(cert: x509.Certificate, ca_cert: x509.Certificate, at: dt.da
         )
 
 
-def is_revoked(cert: x509.Certificate, crl: x509.CertificateRevocationList | None,
-               at: dt.datetime) -> tuple[bool, str | None]:
+def is_revoked(
+    cert: x509.Certificate, crl: x509.CertificateRevocationList | None, at: dt.datetime
+) -> tuple[bool, str | None]:
     """Whether ``cert`` counts as revoked at ``at`` under ``crl`` (see module docstring)."""
     if crl is None:
         return False, None
@@ -795,9 +898,14 @@ def is_revoked(cert: x509.Certificate, crl: x509.CertificateRevocationList | Non
     return True, reason.value
 
 
-def verify_cert(cert: x509.Certificate, *, ca_cert: x509.Certificate,
-                crl: x509.CertificateRevocationList | None = None,
-                at: dt.datetime | None = None, role: str | None = None) -> Identity:
+def verify_cert(
+    cert: x509.Certificate,
+    *,
+    ca_cert: x509.Certificate,
+    crl: x509.CertificateRevocationList | None = None,
+    at: dt.datetime | None = None,
+    role: str | None = None,
+) -> Identity:
     """Check ``cert`` against the federation CA and CRL at time ``at`` (default now).
 
     Checks, in order: issued directly by the CA with a valid signature, not a CA
@@ -810,7 +918,7 @@ def verify_cert(cert: x509.Certificate, *, ca_cert: x509.Certificate,
     this federation's id and CA name) is E_CERT_CHAIN at every time, never
     E_CERT_EXPIRED because of the time it claims.
     """
-    at = (at or utcnow()).astimezone(dt.timezone.utc)
+    at = (at or utcnow()).astimezone(dt.UTC)
     check_parses(cert)
     _check_ca(ca_cert)
     if crl is not None:
@@ -831,15 +939,19 @@ def verify_cert(cert: x509.Certificate, *, ca_cert: x509.Certificate,
     if identity.federation_id != ca_federation_id(ca_cert):
         raise IdentityError(
             f"certificate is for federation {identity.federation_id!r}, the CA serves "
-            f"{ca_federation_id(ca_cert)!r}")
+            f"{ca_federation_id(ca_cert)!r}"
+        )
     if role is not None and identity.role != role:
         raise IdentityError(f"certificate is for role {identity.role!r}, expected {role!r}")
     try:
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
         raise CertUsageError("certificate has no extended key usage") from None
-    needed = (ExtendedKeyUsageOID.CLIENT_AUTH if identity.role == "site"
-              else ExtendedKeyUsageOID.SERVER_AUTH)
+    needed = (
+        ExtendedKeyUsageOID.CLIENT_AUTH
+        if identity.role == "site"
+        else ExtendedKeyUsageOID.SERVER_AUTH
+    )
     if needed not in eku or not ku.digital_signature:
         raise CertUsageError(
             f"certificate for role {identity.role!r} lacks "

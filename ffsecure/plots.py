@@ -6,8 +6,9 @@ PNG and returns its path.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,7 +78,9 @@ def sample_grid(
     return out
 
 
-def method_bars(path: str | Path, results: dict[str, Any], methods: Sequence[str], *, title: str | None = None) -> Path:
+def method_bars(
+    path: str | Path, results: dict[str, Any], methods: Sequence[str], *, title: str | None = None
+) -> Path:
     """Accuracy and AUROC of each method side by side."""
     plt = _pyplot()
     acc = [results[m]["accuracy"] for m in methods]
@@ -88,8 +91,13 @@ def method_bars(path: str | Path, results: dict[str, Any], methods: Sequence[str
     b2 = ax.bar(xs + 0.2, auc, 0.4, label="AUROC")
     for bars in (b1, b2):
         for bar in bars:
-            ax.annotate(f"{bar.get_height():.3f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                        ha="center", va="bottom", fontsize=7)
+            ax.annotate(
+                f"{bar.get_height():.3f}",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+            )
     ax.set_xticks(xs)
     ax.set_xticklabels(methods)
     ax.set_ylim(0, 1.08)

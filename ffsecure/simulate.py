@@ -118,7 +118,9 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for but no CUDA GPU is available", hint="use --device cpu")
+        raise ConfigError(
+            f"device {device!r} asked for but no CUDA GPU is available", hint="use --device cpu"
+        )
     try:
         torch.device(device)
     except RuntimeError:
@@ -136,8 +138,20 @@ def site_module_id(seed: int, site: int) -> str:
     return hashlib.sha256(f"ffsecure/simulate/v1/{seed}/{site}".encode()).hexdigest()[:32]
 
 
-def train_site_generator(family: str, size: str, config: dict[str, Any], x: torch.Tensor, y: torch.Tensor, *,
-                         run_seed: int, site: int, epochs: int | None, device: str, dp=None, progress=None):
+def train_site_generator(
+    family: str,
+    size: str,
+    config: dict[str, Any],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    run_seed: int,
+    site: int,
+    epochs: int | None,
+    device: str,
+    dp=None,
+    progress=None,
+):
     """Train one simulated site's generator as ``ffsecure simulate`` does: (generator, fit report, seconds).
 
     The seed is :func:`site_train_seed`; ``epochs=None`` takes :func:`generator_epochs` of the site's image count.
@@ -145,7 +159,9 @@ def train_site_generator(family: str, size: str, config: dict[str, Any], x: torc
     from ffsecure import generators
 
     gen = generators.build(family, config)
-    settings = generators.default_train_settings(family, size, seed=site_train_seed(run_seed, site), device=device)
+    settings = generators.default_train_settings(
+        family, size, seed=site_train_seed(run_seed, site), device=device
+    )
     settings.epochs = int(epochs) if epochs is not None else generator_epochs(len(x))
     t0 = time.perf_counter()
     report = gen.fit(x, y, settings, dp=dp, progress=progress)
@@ -189,10 +205,13 @@ class _Reporter:
 
             self.console = Console(stderr=True)
             self.progress = Progress(
-                TextColumn("{task.description:<22}"), BarColumn(),
+                TextColumn("{task.description:<22}"),
+                BarColumn(),
                 TextColumn("{task.completed:>4.0f}/{task.total:<4.0f}"),
-                TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                console=self.console, transient=False,
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=False,
             )
 
     def __enter__(self):
@@ -242,44 +261,82 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
 
     # ---- data and split
     t0 = time.perf_counter()
-    ds = data.load_dataset(cfg.dataset, image_shape=cfg.image_shape, root=cfg.data_root,
-                           download=cfg.download, seed=cfg.seed)
+    ds = data.load_dataset(
+        cfg.dataset,
+        image_shape=cfg.image_shape,
+        root=cfg.data_root,
+        download=cfg.download,
+        seed=cfg.seed,
+    )
     k = ds.num_classes
     sites = cfg.sites
     if sites is None:
         sites = math.ceil(k / cfg.classes_per_site) if cfg.partition == "pathological" else k
-    part = partition.make_partition(cfg.partition, ds.train_y, num_classes=k, num_sites=sites,
-                                    alpha=cfg.alpha, classes_per_site=cfg.classes_per_site, seed=cfg.seed)
+    part = partition.make_partition(
+        cfg.partition,
+        ds.train_y,
+        num_classes=k,
+        num_sites=sites,
+        alpha=cfg.alpha,
+        classes_per_site=cfg.classes_per_site,
+        seed=cfg.seed,
+    )
     counts = partition.count_table(part, ds.train_y)
     phases["data_s"] = time.perf_counter() - t0
-    gen_config = generators.default_config(cfg.generator, image_shape=ds.image_shape, num_classes=k,
-                                           size=cfg.generator_size)
+    gen_config = generators.default_config(
+        cfg.generator, image_shape=ds.image_shape, num_classes=k, size=cfg.generator_size
+    )
     dp_cfg = None
     if cfg.dp_epsilon is not None:
         from ffsecure.dp import DPConfig
 
-        dp_cfg = DPConfig(target_epsilon=float(cfg.dp_epsilon), delta=cfg.dp_delta,
-                          reproducible=cfg.dp_reproducible)
+        dp_cfg = DPConfig(
+            target_epsilon=float(cfg.dp_epsilon),
+            delta=cfg.dp_delta,
+            reproducible=cfg.dp_reproducible,
+        )
         if cfg.dp_reproducible:
-            log.warning("--dp-reproducible: DP noise and sampling are seeded from --seed (research "
-                        "only: no privacy against anyone who knows the seed)")
-    clf_config = C.model_config(cfg.classifier, image_shape=ds.image_shape, num_classes=k,
-                                width=cfg.classifier_width, norm=cfg.classifier_norm,
-                                input_blur=cfg.classifier_input_blur)
-    clf_settings = C.TrainConfig(epochs=cfg.classifier_epochs, batch_size=cfg.classifier_batch_size,
-                                 min_steps=cfg.classifier_min_steps, seed=cfg.seed, device=device)
+            log.warning(
+                "--dp-reproducible: DP noise and sampling are seeded from --seed (research "
+                "only: no privacy against anyone who knows the seed)"
+            )
+    clf_config = C.model_config(
+        cfg.classifier,
+        image_shape=ds.image_shape,
+        num_classes=k,
+        width=cfg.classifier_width,
+        norm=cfg.classifier_norm,
+        input_blur=cfg.classifier_input_blur,
+    )
+    clf_settings = C.TrainConfig(
+        epochs=cfg.classifier_epochs,
+        batch_size=cfg.classifier_batch_size,
+        min_steps=cfg.classifier_min_steps,
+        seed=cfg.seed,
+        device=device,
+    )
     out.mkdir(parents=True, exist_ok=True)
 
     results: dict[str, Any] = {
         "version": __version__,
-        "settings": {**cfg.to_dict(), "device": device, "sites": part.num_sites,
-                     "generator_config": gen_config, "classifier_config": clf_config,
-                     "classifier_train": clf_settings.to_dict(), "torch_threads": torch.get_num_threads()},
+        "settings": {
+            **cfg.to_dict(),
+            "device": device,
+            "sites": part.num_sites,
+            "generator_config": gen_config,
+            "classifier_config": clf_config,
+            "classifier_train": clf_settings.to_dict(),
+            "torch_threads": torch.get_num_threads(),
+        },
         "dataset": ds.summary(),
         "partition": part.to_dict(ds.train_y),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
-                    "cuda": torch.cuda.get_device_name(0) if device.startswith("cuda") else None},
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cpu_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
+        },
     }
 
     with _Reporter(show_progress) as rep:
@@ -300,27 +357,64 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
                 info = f"loss {loss:.4f}" + (f"  eps {eps:.2f}" if eps is not None else "")
                 rep.update(task, epoch, info)
 
-            gen, report, wall = train_site_generator(cfg.generator, cfg.generator_size, gen_config, x, y,
-                                                     run_seed=cfg.seed, site=s, epochs=epochs, device=device,
-                                                     dp=dp_cfg, progress=on_epoch)
-            log.info("site-%d: %s on %d images, %d epochs, %.1f s, final loss %.4f%s", s, cfg.generator, len(ix),
-                     epochs, wall, report.final_loss,
-                     f", epsilon {report.dp['epsilon']:.3f}" if report.dp else "")
+            gen, report, wall = train_site_generator(
+                cfg.generator,
+                cfg.generator_size,
+                gen_config,
+                x,
+                y,
+                run_seed=cfg.seed,
+                site=s,
+                epochs=epochs,
+                device=device,
+                dp=dp_cfg,
+                progress=on_epoch,
+            )
+            log.info(
+                "site-%d: %s on %d images, %d epochs, %.1f s, final loss %.4f%s",
+                s,
+                cfg.generator,
+                len(ix),
+                epochs,
+                wall,
+                report.final_loss,
+                f", epsilon {report.dp['epsilon']:.3f}" if report.dp else "",
+            )
             blob = generators.to_safetensors(gen)
             digest = hashlib.sha256(blob).hexdigest()
             mid = site_module_id(cfg.seed, s)
-            sources.append(synthesis.ModuleSource(module_id=mid, generator=gen, classes=classes, weights_sha256=digest))
-            site_results.append(SiteResult(site=s, module_id=mid, classes=classes, n_train=int(len(ix)),
-                                           wall_s=round(wall, 3), final_loss=float(report.final_loss),
-                                           weights_sha256=digest, dp=report.dp, counts=counts[s].tolist()))
+            sources.append(
+                synthesis.ModuleSource(
+                    module_id=mid, generator=gen, classes=classes, weights_sha256=digest
+                )
+            )
+            site_results.append(
+                SiteResult(
+                    site=s,
+                    module_id=mid,
+                    classes=classes,
+                    n_train=int(len(ix)),
+                    wall_s=round(wall, 3),
+                    final_loss=float(report.final_loss),
+                    weights_sha256=digest,
+                    dp=report.dp,
+                    counts=counts[s].tolist(),
+                )
+            )
         phases["generators_s"] = time.perf_counter() - t0
 
         # ---- synthesis
         t0 = time.perf_counter()
         total = cfg.samples_per_class * k
         task = rep.task("synthesis", total)
-        syn = synthesis.synthesize(sources, num_classes=k, per_class=cfg.samples_per_class, seed=cfg.seed,
-                                   device=device, progress=lambda done, tot: rep.update(task, done))
+        syn = synthesis.synthesize(
+            sources,
+            num_classes=k,
+            per_class=cfg.samples_per_class,
+            seed=cfg.seed,
+            device=device,
+            progress=lambda done, tot: rep.update(task, done),
+        )
         phases["synthesis_s"] = time.perf_counter() - t0
 
         # ---- classifier on synthetic data
@@ -329,42 +423,79 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
             return lambda e, n, loss: rep.update(task, e, f"loss {loss:.4f}", total=n)
 
         t0 = time.perf_counter()
-        ff = C.train_classifier(clf_config, syn.images, syn.labels, clf_settings,
-                                progress=trainer("classifier (synthetic)", cfg.classifier_epochs))
+        ff = C.train_classifier(
+            clf_config,
+            syn.images,
+            syn.labels,
+            clf_settings,
+            progress=trainer("classifier (synthetic)", cfg.classifier_epochs),
+        )
         phases["classifier_s"] = time.perf_counter() - t0
         ff_eval = C.evaluate(ff.model, ds.test_x, ds.test_y, k)
-        log.info("federatedfactory: accuracy %.4f, AUROC %s (%.1f s)", ff_eval.accuracy, ff_eval.auroc, ff.seconds)
-        results["federatedfactory"] = {**ff_eval.to_dict(), "train_s": round(ff.seconds, 3),
-                                       "train_size": int(syn.labels.numel()),
-                                       "classifier_sha256": C.weights_sha256(ff.model, clf_config)}
+        log.info(
+            "federatedfactory: accuracy %.4f, AUROC %s (%.1f s)",
+            ff_eval.accuracy,
+            ff_eval.auroc,
+            ff.seconds,
+        )
+        results["federatedfactory"] = {
+            **ff_eval.to_dict(),
+            "train_s": round(ff.seconds, 3),
+            "train_size": int(syn.labels.numel()),
+            "classifier_sha256": C.weights_sha256(ff.model, clf_config),
+        }
 
         # ---- baselines
         if cfg.baselines:
             t0 = time.perf_counter()
-            cen = centralized(clf_config, ds.train_x, ds.train_y, clf_settings,
-                              progress=trainer("centralized (real)", cfg.classifier_epochs))
+            cen = centralized(
+                clf_config,
+                ds.train_x,
+                ds.train_y,
+                clf_settings,
+                progress=trainer("centralized (real)", cfg.classifier_epochs),
+            )
             phases["centralized_s"] = time.perf_counter() - t0
             log.info("centralized: trained in %.1f s", cen.seconds)
-            results["centralized"] = {**C.evaluate(cen.model, ds.test_x, ds.test_y, k).to_dict(),
-                                      "train_s": round(cen.seconds, 3), "train_size": int(ds.train_y.numel())}
+            results["centralized"] = {
+                **C.evaluate(cen.model, ds.test_x, ds.test_y, k).to_dict(),
+                "train_s": round(cen.seconds, 3),
+                "train_size": int(ds.train_y.numel()),
+            }
             t0 = time.perf_counter()
             fa_task = rep.task("fedavg rounds", cfg.fedavg_rounds)
-            fa = fedavg(clf_config, ds.train_x, ds.train_y, part,
-                        FedAvgConfig(rounds=cfg.fedavg_rounds, local_epochs=cfg.fedavg_local_epochs,
-                                     seed=cfg.seed, device=device),
-                        progress=lambda r, n: rep.update(fa_task, r))
+            fa = fedavg(
+                clf_config,
+                ds.train_x,
+                ds.train_y,
+                part,
+                FedAvgConfig(
+                    rounds=cfg.fedavg_rounds,
+                    local_epochs=cfg.fedavg_local_epochs,
+                    seed=cfg.seed,
+                    device=device,
+                ),
+                progress=lambda r, n: rep.update(fa_task, r),
+            )
             phases["fedavg_s"] = time.perf_counter() - t0
-            results["fedavg"] = {**C.evaluate(fa.model, ds.test_x, ds.test_y, k).to_dict(),
-                                 "train_s": round(fa.seconds, 3), "rounds": cfg.fedavg_rounds,
-                                 "local_epochs": cfg.fedavg_local_epochs}
+            results["fedavg"] = {
+                **C.evaluate(fa.model, ds.test_x, ds.test_y, k).to_dict(),
+                "train_s": round(fa.seconds, 3),
+                "rounds": cfg.fedavg_rounds,
+                "local_epochs": cfg.fedavg_local_epochs,
+            }
 
     cen_acc = results.get("centralized", {}).get("accuracy")
     results["ratio_vs_centralized"] = (
         round(results["federatedfactory"]["accuracy"] / cen_acc, 4) if cen_acc else None
     )
     results["sites"] = [asdict(s) for s in site_results]
-    results["synthesis"] = {"dataset_sha256": syn.recipe["dataset_sha256"], "uncovered": syn.uncovered,
-                            "per_class": cfg.samples_per_class, "size": int(syn.labels.numel())}
+    results["synthesis"] = {
+        "dataset_sha256": syn.recipe["dataset_sha256"],
+        "uncovered": syn.uncovered,
+        "per_class": cfg.samples_per_class,
+        "size": int(syn.labels.numel()),
+    }
     phases["total_s"] = time.perf_counter() - t_all
     results["timings"] = {k_: round(v, 3) for k_, v in phases.items()}
 
@@ -372,11 +503,20 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
     if cfg.plots:
         from ffsecure import plots
 
-        plots.sample_grid(out / "samples.png", ds.train_x, ds.train_y, syn.images, syn.labels, ds.class_names,
-                          title=f"{ds.name}: real (left) vs synthetic (right)")
+        plots.sample_grid(
+            out / "samples.png",
+            ds.train_x,
+            ds.train_y,
+            syn.images,
+            syn.labels,
+            ds.class_names,
+            title=f"{ds.name}: real (left) vs synthetic (right)",
+        )
         files["samples_png"] = "samples.png"
         methods = [m for m in METHODS if m in results]
-        plots.method_bars(out / "methods.png", results, methods, title=f"{ds.name}, {cfg.partition} split")
+        plots.method_bars(
+            out / "methods.png", results, methods, title=f"{ds.name}, {cfg.partition} split"
+        )
         files["methods_png"] = "methods.png"
     results["files"] = files
     (out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
@@ -396,7 +536,8 @@ def results_markdown(results: dict[str, Any]) -> str:
         "",
         f"Generator `{s['generator']}` ({s['generator_size']}), classifier `{s['classifier']}`, "
         f"{s['samples_per_class']} synthetic samples per class, seed {s['seed']}, device `{s['device']}`"
-        + (f", DP epsilon {s['dp_epsilon']}" if s["dp_epsilon"] is not None else ", no DP") + ".",
+        + (f", DP epsilon {s['dp_epsilon']}" if s["dp_epsilon"] is not None else ", no DP")
+        + ".",
         "",
         "| method | accuracy | macro AUROC | train time (s) |",
         "| --- | ---: | ---: | ---: |",
@@ -404,15 +545,25 @@ def results_markdown(results: dict[str, Any]) -> str:
     for m in METHODS:
         if m in results:
             r = results[m]
-            lines.append(f"| {m} | {_fmt(r['accuracy'])} | {_fmt(r['auroc'])} | {r['train_s']:.1f} |")
+            lines.append(
+                f"| {m} | {_fmt(r['accuracy'])} | {_fmt(r['auroc'])} | {r['train_s']:.1f} |"
+            )
     if results.get("ratio_vs_centralized") is not None:
-        lines += ["", f"FederatedFactory / centralized accuracy: **{results['ratio_vs_centralized']:.3f}**"]
-    lines += ["", "| site | classes | images | generator wall time (s) | final loss | epsilon |",
-              "| --- | --- | ---: | ---: | ---: | ---: |"]
+        lines += [
+            "",
+            f"FederatedFactory / centralized accuracy: **{results['ratio_vs_centralized']:.3f}**",
+        ]
+    lines += [
+        "",
+        "| site | classes | images | generator wall time (s) | final loss | epsilon |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
     for site in results["sites"]:
         eps = site["dp"]["epsilon"] if site["dp"] else None
-        lines.append(f"| site-{site['site']} | {','.join(map(str, site['classes']))} | {site['n_train']} | "
-                     f"{site['wall_s']:.1f} | {site['final_loss']:.4f} | {_fmt(eps)} |")
+        lines.append(
+            f"| site-{site['site']} | {','.join(map(str, site['classes']))} | {site['n_train']} | "
+            f"{site['wall_s']:.1f} | {site['final_loss']:.4f} | {_fmt(eps)} |"
+        )
     lines += ["", "| phase | seconds |", "| --- | ---: |"]
     lines += [f"| {name} | {sec:.1f} |" for name, sec in results["timings"].items()]
     return "\n".join(lines) + "\n"
@@ -422,8 +573,10 @@ def closing_table(results: dict[str, Any]):
     """A rich table of the three methods, printed at the end of ``ffsecure simulate``."""
     from rich.table import Table
 
-    t = Table(title=f"{results['dataset']['name']}: {results['settings']['partition']} split, "
-                    f"{results['settings']['sites']} sites")
+    t = Table(
+        title=f"{results['dataset']['name']}: {results['settings']['partition']} split, "
+        f"{results['settings']['sites']} sites"
+    )
     for col in ("method", "accuracy", "macro AUROC", "train s"):
         t.add_column(col, justify="left" if col == "method" else "right")
     for m in METHODS:
@@ -431,5 +584,7 @@ def closing_table(results: dict[str, Any]):
             r = results[m]
             t.add_row(m, _fmt(r["accuracy"]), _fmt(r["auroc"]), f"{r['train_s']:.1f}")
     if results.get("ratio_vs_centralized") is not None:
-        t.caption = f"FederatedFactory / centralized accuracy = {results['ratio_vs_centralized']:.3f}"
+        t.caption = (
+            f"FederatedFactory / centralized accuracy = {results['ratio_vs_centralized']:.3f}"
+        )
     return t

@@ -31,8 +31,9 @@ import hashlib
 import hmac
 import logging
 import struct
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,7 +77,9 @@ def _error(message: str, hint: str = "check the modules and the synthesis settin
 
 def assignment_seed(seed: int, class_index: int, module_id: str) -> int:
     """The sampling seed of one (class, module) assignment, derived with SHA-256."""
-    message = SEED_CONTEXT + canonical.dumps({"class": int(class_index), "module_id": module_id, "seed": int(seed)})
+    message = SEED_CONTEXT + canonical.dumps(
+        {"class": int(class_index), "module_id": module_id, "seed": int(seed)}
+    )
     return int.from_bytes(hashlib.sha256(message).digest()[:8], "big") >> 1
 
 
@@ -102,7 +105,9 @@ def dataset_hash(images: torch.Tensor, labels: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def _check_sources(sources: Iterable[ModuleSource], num_classes: int) -> tuple[list[ModuleSource], list[int]]:
+def _check_sources(
+    sources: Iterable[ModuleSource], num_classes: int
+) -> tuple[list[ModuleSource], list[int]]:
     sources = list(sources)
     if not sources:
         raise _error("no modules to synthesize from", "register at least one module")
@@ -112,7 +117,9 @@ def _check_sources(sources: Iterable[ModuleSource], num_classes: int) -> tuple[l
         if not isinstance(src, ModuleSource):
             raise _error(f"expected ModuleSource, got {type(src).__name__}")
         if not isinstance(src.module_id, str) or not 0 < len(src.module_id) <= MAX_MODULE_ID_LEN:
-            raise _error(f"module id {src.module_id!r} must be a non-empty string of at most {MAX_MODULE_ID_LEN} characters")
+            raise _error(
+                f"module id {src.module_id!r} must be a non-empty string of at most {MAX_MODULE_ID_LEN} characters"
+            )
         if src.module_id in seen:
             raise _error(f"module {src.module_id} is listed twice")
         seen.add(src.module_id)
@@ -125,11 +132,20 @@ def _check_sources(sources: Iterable[ModuleSource], num_classes: int) -> tuple[l
         if shape is None:
             shape = list(cfg["image_shape"])
         elif list(cfg["image_shape"]) != shape:
-            raise _error(f"module {src.module_id} makes images of shape {cfg['image_shape']}, others {shape}")
-        if not src.classes or any(
-            not isinstance(k, int) or isinstance(k, bool) or not 0 <= k < num_classes for k in src.classes
-        ) or len(set(src.classes)) != len(src.classes):
-            raise _error(f"module {src.module_id} lists classes {src.classes!r}: need distinct ints in [0, {num_classes - 1}]")
+            raise _error(
+                f"module {src.module_id} makes images of shape {cfg['image_shape']}, others {shape}"
+            )
+        if (
+            not src.classes
+            or any(
+                not isinstance(k, int) or isinstance(k, bool) or not 0 <= k < num_classes
+                for k in src.classes
+            )
+            or len(set(src.classes)) != len(src.classes)
+        ):
+            raise _error(
+                f"module {src.module_id} lists classes {src.classes!r}: need distinct ints in [0, {num_classes - 1}]"
+            )
         if not isinstance(src.weights_sha256, str) or len(src.weights_sha256) != 64:
             raise _error(f"module {src.module_id} has no 64-hex-digit weights_sha256")
     return sorted(sources, key=lambda s: s.module_id), shape
@@ -148,10 +164,14 @@ def plan_assignments(
             continue
         for src, count in zip(covering, split_counts(per_class, k, len(covering))):
             if count:
-                assignments.append({
-                    "class": k, "module_id": src.module_id, "count": count,
-                    "seed": assignment_seed(seed, k, src.module_id),
-                })
+                assignments.append(
+                    {
+                        "class": k,
+                        "module_id": src.module_id,
+                        "count": count,
+                        "seed": assignment_seed(seed, k, src.module_id),
+                    }
+                )
     return assignments, uncovered
 
 
@@ -191,11 +211,17 @@ def _host_hint(made_on: Any) -> tuple[str, str]:
     """(what differs, what to do) when a regenerated dataset's hash differs from its recipe's."""
     here = host_facts()
     if isinstance(made_on, dict):
-        differs = [f"{k} {made_on.get(k)!s} there, {here[k]} here" for k in sorted(here) if made_on.get(k) != here[k]]
+        differs = [
+            f"{k} {made_on.get(k)!s} there, {here[k]} here"
+            for k in sorted(here)
+            if made_on.get(k) != here[k]
+        ]
         if differs:
-            return ("; the recipe was made on another kind of host (" + ", ".join(differs) + ")",
-                    "regenerate on a host with the recipe's torch version and CPU kernels, "
-                    "or synthesize a new dataset from the live modules on this host")
+            return (
+                "; the recipe was made on another kind of host (" + ", ".join(differs) + ")",
+                "regenerate on a host with the recipe's torch version and CPU kernels, "
+                "or synthesize a new dataset from the live modules on this host",
+            )
     return "", "regenerate on the same device type and library version"
 
 
@@ -218,11 +244,17 @@ def synthesize(
     ordered, shape = _check_sources(sources, num_classes)
     nbytes = per_class * num_classes * int(np.prod(shape)) * 4
     if nbytes > MAX_DATASET_BYTES:
-        raise _error(f"{per_class} per class x {num_classes} classes would need {nbytes / 2**30:.1f} GiB of images",
-                     "lower per_class")
-    assignments, uncovered = plan_assignments(ordered, num_classes=num_classes, per_class=per_class, seed=seed)
+        raise _error(
+            f"{per_class} per class x {num_classes} classes would need {nbytes / 2**30:.1f} GiB of images",
+            "lower per_class",
+        )
+    assignments, uncovered = plan_assignments(
+        ordered, num_classes=num_classes, per_class=per_class, seed=seed
+    )
     if uncovered:
-        log.warning("no module covers classes %s; the synthetic dataset has none of them", uncovered)
+        log.warning(
+            "no module covers classes %s; the synthetic dataset has none of them", uncovered
+        )
     images, labels = _run(assignments, {s.module_id: s for s in ordered}, shape, device, progress)
     recipe = {
         "v": RECIPE_VERSION,
@@ -233,8 +265,12 @@ def synthesize(
         "device_type": _device_type(device),
         "host": host_facts(),
         "modules": [
-            {"module_id": s.module_id, "weights_sha256": s.weights_sha256, "classes": sorted(s.classes),
-             "family": s.generator.family}
+            {
+                "module_id": s.module_id,
+                "weights_sha256": s.weights_sha256,
+                "classes": sorted(s.classes),
+                "family": s.generator.family,
+            }
             for s in ordered
         ],
         "assignments": assignments,
@@ -244,8 +280,13 @@ def synthesize(
     return SyntheticDataset(images=images, labels=labels, recipe=recipe, uncovered=list(uncovered))
 
 
-def regenerate(recipe: dict[str, Any], sources: Iterable[ModuleSource], *, device: str | None = None,
-               progress: ProgressFn | None = None) -> SyntheticDataset:
+def regenerate(
+    recipe: dict[str, Any],
+    sources: Iterable[ModuleSource],
+    *,
+    device: str | None = None,
+    progress: ProgressFn | None = None,
+) -> SyntheticDataset:
     """Re-run a recipe with the same modules; the result must hash to the recipe's ``dataset_sha256``.
 
     Modules are matched by id and their weights hash (constant-time compare);
@@ -253,7 +294,9 @@ def regenerate(recipe: dict[str, Any], sources: Iterable[ModuleSource], *, devic
     different result raises a verification error.
     """
     if not isinstance(recipe, dict) or recipe.get("v") != RECIPE_VERSION:
-        raise _error("not a version-1 synthesis recipe", "pass the recipe that synthesize() returned")
+        raise _error(
+            "not a version-1 synthesis recipe", "pass the recipe that synthesize() returned"
+        )
     try:
         num_classes = recipe["num_classes"]
         wanted = {m["module_id"]: m for m in recipe["modules"]}
@@ -261,26 +304,41 @@ def regenerate(recipe: dict[str, Any], sources: Iterable[ModuleSource], *, devic
         shape = list(recipe["image_shape"])
         expected_hash = recipe["dataset_sha256"]
     except (KeyError, TypeError) as exc:
-        raise _error(f"synthesis recipe lacks a field: {exc}", "pass the recipe that synthesize() returned") from None
+        raise _error(
+            f"synthesis recipe lacks a field: {exc}", "pass the recipe that synthesize() returned"
+        ) from None
     given = {s.module_id: s for s in sources}
     by_id: dict[str, ModuleSource] = {}
     for module_id, entry in wanted.items():
         src = given.get(module_id)
         if src is None:
-            raise NotFoundError(f"module {module_id} named in the recipe is not available",
-                                code="E_NOT_FOUND", hint="a deleted module cannot be used to regenerate; re-synthesize")
+            raise NotFoundError(
+                f"module {module_id} named in the recipe is not available",
+                code="E_NOT_FOUND",
+                hint="a deleted module cannot be used to regenerate; re-synthesize",
+            )
         if not hmac.compare_digest(str(src.weights_sha256), str(entry["weights_sha256"])):
-            raise VerificationError(f"module {module_id} has different weights than the recipe records",
-                                    code="E_HASH_MISMATCH", hint="regenerate with the exact modules of the recipe")
+            raise VerificationError(
+                f"module {module_id} has different weights than the recipe records",
+                code="E_HASH_MISMATCH",
+                hint="regenerate with the exact modules of the recipe",
+            )
         by_id[module_id] = src
     _check_sources(by_id.values(), num_classes)
     for a in assignments:
         if a.get("module_id") not in by_id:
             raise _error(f"recipe assignment names unknown module {a.get('module_id')!r}")
-    images, labels = _run(assignments, by_id, shape, device or recipe.get("device_type", "cpu"), progress)
+    images, labels = _run(
+        assignments, by_id, shape, device or recipe.get("device_type", "cpu"), progress
+    )
     got = dataset_hash(images, labels)
     if not hmac.compare_digest(got, str(expected_hash)):
         why, hint = _host_hint(recipe.get("host"))
-        raise VerificationError(f"regenerated dataset differs from the recipe's dataset_sha256{why}",
-                                code="E_DATASET_MISMATCH", hint=hint)
-    return SyntheticDataset(images=images, labels=labels, recipe=recipe, uncovered=list(recipe.get("uncovered", [])))
+        raise VerificationError(
+            f"regenerated dataset differs from the recipe's dataset_sha256{why}",
+            code="E_DATASET_MISMATCH",
+            hint=hint,
+        )
+    return SyntheticDataset(
+        images=images, labels=labels, recipe=recipe, uncovered=list(recipe.get("uncovered", []))
+    )

@@ -43,24 +43,44 @@ def mutate(data: bytes, rng: random.Random, corpus: list[bytes]) -> bytes:
         elif op == 2:
             out[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
         elif op == 3 and n:
-            del out[i:i + rng.randint(1, 64)]
+            del out[i : i + rng.randint(1, 64)]
         elif op == 4:
             del out[i:]
         elif op == 5 and corpus:
             other = rng.choice(corpus)
             j = rng.randrange(len(other)) if other else 0
-            out[i:] = other[j:j + rng.randint(1, 4096)]
+            out[i:] = other[j : j + rng.randint(1, 4096)]
         elif op == 6 and n >= 8:
             v = rng.choice(INTERESTING)
             width, fmt = rng.choice([(2, ">H"), (4, ">I"), (8, ">Q"), (8, "<Q"), (4, "<I")])
             if i + width <= n:
-                out[i:i + width] = struct.pack(fmt, v % (1 << (8 * width)))
+                out[i : i + width] = struct.pack(fmt, v % (1 << (8 * width)))
         elif op == 7:
-            token = rng.choice([b"{", b"}", b"[", b"]", b'"', b",", b":", b"\\", b"null", b"1e999", b"-0",
-                                b"99999999999999999999999", b'"__proto__"', b"\xff", b"\x00", b" "])
+            token = rng.choice(
+                [
+                    b"{",
+                    b"}",
+                    b"[",
+                    b"]",
+                    b'"',
+                    b",",
+                    b":",
+                    b"\\",
+                    b"null",
+                    b"1e999",
+                    b"-0",
+                    b"99999999999999999999999",
+                    b'"__proto__"',
+                    b"\xff",
+                    b"\x00",
+                    b" ",
+                ]
+            )
             out[i:i] = token
         elif op == 8 and n:
-            out[i:i] = out[i:i + rng.randint(1, 256)] * rng.randint(1, 8)  # repetition (nesting, lengths)
+            out[i:i] = out[i : i + rng.randint(1, 256)] * rng.randint(
+                1, 8
+            )  # repetition (nesting, lengths)
     return bytes(out[: 8 << 20])
 
 
@@ -119,8 +139,14 @@ def atheris_driver(target: str, runs: int, extra: list[str], crash_dir: Path) ->
         return mutate(data or rng.choice(corpus), rng, corpus)[:max_size]
 
     crash_dir.mkdir(parents=True, exist_ok=True)
-    argv = [sys.argv[0], f"-runs={runs}", "-max_len=4194304", f"-artifact_prefix={crash_dir}/{target}-",
-            *extra, str(seed_dir)]
+    argv = [
+        sys.argv[0],
+        f"-runs={runs}",
+        "-max_len=4194304",
+        f"-artifact_prefix={crash_dir}/{target}-",
+        *extra,
+        str(seed_dir),
+    ]
     atheris.Setup(argv, one, custom_mutator=custom_mutator)
     atheris.Fuzz()
 
@@ -186,8 +212,10 @@ def main(argv: list[str] | None = None) -> int:
         atheris_driver(args.target, args.runs, extra, args.crash_dir)
         return 0
     stats = python_driver(args.target, args.runs, args.seed, args.crash_dir)
-    print(f"{stats['target']}: {stats['runs']} runs, {stats['crashes']} crashes, {stats['seconds']:.1f} s "
-          f"(python driver, seed {args.seed})")
+    print(
+        f"{stats['target']}: {stats['runs']} runs, {stats['crashes']} crashes, {stats['seconds']:.1f} s "
+        f"(python driver, seed {args.seed})"
+    )
     return 1 if stats["crashes"] else 0
 
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ffsecure.errors import FFSecureError
 
@@ -36,26 +36,44 @@ class Setup:
         self.ca = pki.init_ca(root / "ca", "fedfuzz")
         self.crl = self.ca.crl()
         self.private, public = envelope.generate_keypair("x25519")
-        config = generators.default_config("cvae", image_shape=(1, 16, 16), num_classes=4, size="tiny")
+        config = generators.default_config(
+            "cvae", image_shape=(1, 16, 16), num_classes=4, size="tiny"
+        )
         self.federation = FederationManifest(
-            federation_id="fedfuzz", label_space=["a", "b", "c", "d"], image_shape=(1, 16, 16),
+            federation_id="fedfuzz",
+            label_space=["a", "b", "c", "d"],
+            image_shape=(1, 16, 16),
             generator={"family": "cvae", "config": config},
             dp_policy={"required": True, "max_epsilon": 8.0, "delta": 1e-5},
             limits={"max_module_bytes": 4 << 20},
-            aggregator={"endpoint": "localhost:8443", "hpke_public_key": envelope.b64encode(public),
-                        "hpke_key_id": envelope.key_id(public), "hpke_suite": "x25519",
-                        "log_public_key": _log_vkey(), "log_origin": "fedfuzz.local/log"},
+            aggregator={
+                "endpoint": "localhost:8443",
+                "hpke_public_key": envelope.b64encode(public),
+                "hpke_key_id": envelope.key_id(public),
+                "hpke_suite": "x25519",
+                "log_public_key": _log_vkey(),
+                "log_origin": "fedfuzz.local/log",
+            },
         )
         self.signed_federation = create_signed_manifest(self.federation, self.ca)
         self.weights = generators.to_safetensors(generators.build("cvae", config))
-        self.specs = generators.expected_tensor_specs("cvae", generators.validate_config("cvae", config))
+        self.specs = generators.expected_tensor_specs(
+            "cvae", generators.validate_config("cvae", config)
+        )
         cert, key = self.ca.issue_site("st-fuzz")
-        manifest = package.build_manifest(federation=self.federation, site_id="st-fuzz", weights=self.weights,
-                                          classes=[0, 1], seed=1, dp={"epsilon": 3.0, "delta": 1e-5})
+        manifest = package.build_manifest(
+            federation=self.federation,
+            site_id="st-fuzz",
+            weights=self.weights,
+            classes=[0, 1],
+            seed=1,
+            dp={"epsilon": 3.0, "delta": 1e-5},
+        )
         self.manifest_bytes = manifest.to_bytes()
         self.package = package.sign_package(manifest, self.weights, key, cert).to_bytes()
-        self.sealed = envelope.seal(self.package, public, federation_id="fedfuzz",
-                                    key_id=self.federation.hpke_key_id)
+        self.sealed = envelope.seal(
+            self.package, public, federation_id="fedfuzz", key_id=self.federation.hpke_key_id
+        )
         self.canonical_seed = canonical.dumps({"a": [1, 2.5, "x", None, True], "b": {"c": "é"}})
 
 
@@ -100,8 +118,13 @@ def t_envelope(data: bytes) -> None:
     from ffsecure import envelope
 
     s = setup()
-    plain = envelope.open_sealed(data, s.private, federation_id="fedfuzz", key_id=s.federation.hpke_key_id,
-                                 max_bytes=s.federation.max_module_bytes)
+    plain = envelope.open_sealed(
+        data,
+        s.private,
+        federation_id="fedfuzz",
+        key_id=s.federation.hpke_key_id,
+        max_bytes=s.federation.max_module_bytes,
+    )
     t_package(plain)
 
 
@@ -124,7 +147,9 @@ def _staging():
     from aggregator.uploads import UploadStaging
 
     tmp = tempfile.mkdtemp(prefix="ffsecure-fuzz-staging-")
-    return UploadStaging(Path(tmp), max_upload_bytes=1 << 20, commit_every_bytes=4096, max_parallel_per_site=1 << 30)
+    return UploadStaging(
+        Path(tmp), max_upload_bytes=1 << 20, commit_every_bytes=4096, max_parallel_per_site=1 << 30
+    )
 
 
 def t_upload_chunk(data: bytes) -> None:
@@ -142,8 +167,9 @@ def t_upload_chunk(data: bytes) -> None:
         return  # gRPC refuses it before the servicer sees it
     staging = _staging()
     try:
-        staged = staging.open("st-fuzz", chunk.upload_id, total_size=chunk.total_size,
-                              total_sha256=chunk.total_sha256)
+        staged = staging.open(
+            "st-fuzz", chunk.upload_id, total_size=chunk.total_size, total_sha256=chunk.total_sha256
+        )
         try:
             staged.write(chunk.offset, chunk.data)
             if staged.complete:
@@ -172,8 +198,13 @@ def seeds(target: str) -> list[bytes]:
     from ffsecure.v1 import aggregator_pb2 as pb
 
     small = s.sealed[:256]
-    chunk = pb.UploadChunk(upload_id="0" * 32, offset=0, data=small, total_size=len(small),
-                           total_sha256=hashlib.sha256(small).digest()).SerializeToString()
+    chunk = pb.UploadChunk(
+        upload_id="0" * 32,
+        offset=0,
+        data=small,
+        total_size=len(small),
+        total_sha256=hashlib.sha256(small).digest(),
+    ).SerializeToString()
     return {
         "canonical": [s.canonical_seed, s.manifest_bytes],
         "manifest": [s.manifest_bytes],

@@ -46,31 +46,83 @@ def check(workdir: Path, *, python: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
     env["PIP_NO_CACHE_DIR"] = "1"
     clone = workdir / "ffsecure"
-    _run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(clone)], cwd=workdir, env=env,
-         what="git clone of HEAD")
-    _run(["make", "venv", f"PYTHON={python}"], cwd=clone, env=env, what="make venv (from the lock, no pip cache)")
+    _run(
+        ["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(clone)],
+        cwd=workdir,
+        env=env,
+        what="git clone of HEAD",
+    )
+    _run(
+        ["make", "venv", f"PYTHON={python}"],
+        cwd=clone,
+        env=env,
+        what="make venv (from the lock, no pip cache)",
+    )
     bin_dir = clone / ".venv" / "bin"
-    _run([str(bin_dir / "python"), "scripts/check_lock.py"], cwd=clone, env=env, what="venv equals the lock")
+    _run(
+        [str(bin_dir / "python"), "scripts/check_lock.py"],
+        cwd=clone,
+        env=env,
+        what="venv equals the lock",
+    )
     outside = workdir / "user"
     outside.mkdir()
     for program in ("ffsecure", "site-node", "aggregator"):
-        version = _run([str(bin_dir / program), "--version"], cwd=outside, env=env, what=f"{program} --version")
+        version = _run(
+            [str(bin_dir / program), "--version"], cwd=outside, env=env, what=f"{program} --version"
+        )
         print(f"    {version.strip()}")
-    _run([str(bin_dir / "site-node"), "init", "--config", "site.toml", "--site-id", "site-a",
-          "--federation-id", "fresh-check"], cwd=outside, env=env, what="site-node init")
-    _run([str(bin_dir / "aggregator"), "init-config", "--config", "aggregator.toml"], cwd=outside, env=env,
-         what="aggregator init-config")
-    _run([str(bin_dir / "ffsecure"), "pki", "init", "--federation-id", "fresh-check", "--dir", "ca"],
-         cwd=outside, env=env, what="ffsecure pki init")
-    _run([str(bin_dir / "ffsecure"), "federation", "init", "--config", "federation.toml", "--ca-dir", "ca"],
-         cwd=outside, env=env, what="ffsecure federation init")
+    _run(
+        [
+            str(bin_dir / "site-node"),
+            "init",
+            "--config",
+            "site.toml",
+            "--site-id",
+            "site-a",
+            "--federation-id",
+            "fresh-check",
+        ],
+        cwd=outside,
+        env=env,
+        what="site-node init",
+    )
+    _run(
+        [str(bin_dir / "aggregator"), "init-config", "--config", "aggregator.toml"],
+        cwd=outside,
+        env=env,
+        what="aggregator init-config",
+    )
+    _run(
+        [str(bin_dir / "ffsecure"), "pki", "init", "--federation-id", "fresh-check", "--dir", "ca"],
+        cwd=outside,
+        env=env,
+        what="ffsecure pki init",
+    )
+    _run(
+        [
+            str(bin_dir / "ffsecure"),
+            "federation",
+            "init",
+            "--config",
+            "federation.toml",
+            "--ca-dir",
+            "ca",
+        ],
+        cwd=outside,
+        env=env,
+        what="ffsecure federation init",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    parser.add_argument("--python", default=os.environ.get("PYTHON", "python3"),
-                        help="interpreter to build the venv with [default: $PYTHON or python3]")
+    parser.add_argument(
+        "--python",
+        default=os.environ.get("PYTHON", "python3"),
+        help="interpreter to build the venv with [default: $PYTHON or python3]",
+    )
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="ffsecure-fresh-"))
     started = time.monotonic()

@@ -55,15 +55,21 @@ def differences(lock: dict[str, str], have: dict[str, str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("lock", nargs="?", type=Path,
-                        default=Path(__file__).resolve().parents[1] / "requirements" / "lock.txt")
+    parser.add_argument(
+        "lock",
+        nargs="?",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / "requirements" / "lock.txt",
+    )
     args = parser.parse_args(argv)
     problems = differences(read_lock(args.lock), installed())
     if problems:
         print(f"{sys.prefix} does not match {args.lock}:", file=sys.stderr)
         for p in problems:
             print(f"  {p}", file=sys.stderr)
-        print("fix: `make clean && make venv` rebuilds the environment from the lock", file=sys.stderr)
+        print(
+            "fix: `make clean && make venv` rebuilds the environment from the lock", file=sys.stderr
+        )
         return 1
     print(f"{sys.prefix} matches {args.lock} ({len(installed())} distributions)")
     return 0

@@ -18,9 +18,12 @@ COMMANDS: dict[str, str] = {
     "upload": "site_node.commands.upload:upload",
 }
 
-cli = program_group("site-node", COMMANDS,
-                    "site-node: train, sign, seal and upload this site's generator module.",
-                    docs=("site-operator.md", "privacy.md"))
+cli = program_group(
+    "site-node",
+    COMMANDS,
+    "site-node: train, sign, seal and upload this site's generator module.",
+    docs=("site-operator.md", "privacy.md"),
+)
 
 
 def main() -> None:

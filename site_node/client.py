@@ -21,15 +21,23 @@ import logging
 import random
 import secrets
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import grpc
 
 from ffsecure.canonical import b64decode_canonical
 from ffsecure.errors import FFSecureError, LedgerError
-from ffsecure.ledger import Checkpoint, leaf_hash, open_checkpoint, validate_entry, verify_consistency, verify_inclusion
+from ffsecure.ledger import (
+    Checkpoint,
+    leaf_hash,
+    open_checkpoint,
+    validate_entry,
+    verify_consistency,
+    verify_inclusion,
+)
 from ffsecure.v1 import aggregator_pb2 as pb
 from ffsecure.v1 import aggregator_pb2_grpc as pb_grpc
 from site_node.state import state_corrupt
@@ -41,7 +49,11 @@ MD_HINT = "ffsecure-error-hint"
 DEFAULT_CHUNK_BYTES = 1 << 20
 MESSAGE_OVERHEAD = 64 * 1024
 
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED}
+RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.ABORTED,
+}
 
 
 class AggregatorError(FFSecureError):
@@ -49,8 +61,14 @@ class AggregatorError(FFSecureError):
 
     code = "E_AGGREGATOR"
 
-    def __init__(self, message: str, *, hint: str | None = None, code: str | None = None,
-                 status: grpc.StatusCode | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        code: str | None = None,
+        status: grpc.StatusCode | None = None,
+    ):
         super().__init__(message, hint=hint, code=code)
         self.status = status
 
@@ -69,16 +87,20 @@ def error_from_rpc(exc: grpc.RpcError) -> AggregatorError:
         message = details or ""
         prefix = f"[{code}] "
         if message.startswith(prefix):
-            message = message[len(prefix):]
+            message = message[len(prefix) :]
         return AggregatorError(message, hint=md.get(MD_HINT) or None, code=str(code), status=status)
     name = status.name if status is not None else "UNKNOWN"
     hints = {
         "UNAVAILABLE": "check the endpoint, that the aggregator runs, and that your certificate is "
-                       "issued by the federation CA, valid and not expired",
+        "issued by the federation CA, valid and not expired",
         "DEADLINE_EXCEEDED": "the call took longer than its deadline; retry, or raise the timeout",
     }
-    return AggregatorError(f"gRPC call failed: {name}: {details}", code=f"E_RPC_{name}",
-                           hint=hints.get(name, "see the aggregator's log"), status=status)
+    return AggregatorError(
+        f"gRPC call failed: {name}: {details}",
+        code=f"E_RPC_{name}",
+        hint=hints.get(name, "see the aggregator's log"),
+        status=status,
+    )
 
 
 @dataclass(frozen=True)
@@ -94,21 +116,32 @@ class UploadReceipt:
     existing: bool
 
     @classmethod
-    def from_pb(cls, r: pb.Receipt) -> "UploadReceipt":
-        return cls(module_id=r.module_id, index=r.index, entry=bytes(r.entry), tree_size=r.tree_size,
-                   checkpoint=r.checkpoint, inclusion_proof=[bytes(h) for h in r.inclusion_proof],
-                   existing=r.existing)
+    def from_pb(cls, r: pb.Receipt) -> UploadReceipt:
+        return cls(
+            module_id=r.module_id,
+            index=r.index,
+            entry=bytes(r.entry),
+            tree_size=r.tree_size,
+            checkpoint=r.checkpoint,
+            inclusion_proof=[bytes(h) for h in r.inclusion_proof],
+            existing=r.existing,
+        )
 
     def to_dict(self) -> dict:
-        return {"module_id": self.module_id, "index": self.index,
-                "entry": base64.b64encode(self.entry).decode("ascii"), "tree_size": self.tree_size,
-                "checkpoint": self.checkpoint,
-                "inclusion_proof": [base64.b64encode(h).decode("ascii") for h in self.inclusion_proof],
-                "existing": self.existing}
+        return {
+            "module_id": self.module_id,
+            "index": self.index,
+            "entry": base64.b64encode(self.entry).decode("ascii"),
+            "tree_size": self.tree_size,
+            "checkpoint": self.checkpoint,
+            "inclusion_proof": [base64.b64encode(h).decode("ascii") for h in self.inclusion_proof],
+            "existing": self.existing,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "UploadReceipt":
+    def from_dict(cls, d: dict) -> UploadReceipt:
         """Read a receipt kept by :meth:`to_dict`; a damaged one raises ``E_STATE_CORRUPT``."""
+
         def damaged(why: str) -> FFSecureError:
             return state_corrupt(why, "a stored upload receipt")
 
@@ -120,8 +153,15 @@ class UploadReceipt:
 
         if not isinstance(d, dict):
             raise damaged("it is not a JSON object")
-        types = {"module_id": str, "index": int, "entry": str, "tree_size": int, "checkpoint": str,
-                 "inclusion_proof": list, "existing": bool}
+        types = {
+            "module_id": str,
+            "index": int,
+            "entry": str,
+            "tree_size": int,
+            "checkpoint": str,
+            "inclusion_proof": list,
+            "existing": bool,
+        }
         said = {str: "a string", int: "an integer", list: "a list", bool: "true or false"}
         for name, kind in types.items():
             if name not in d:
@@ -134,20 +174,35 @@ class UploadReceipt:
 
 
 def _receipt_error(message: str) -> LedgerError:
-    return LedgerError(message, code="E_RECEIPT", hint="do not trust this receipt; report it to the federation")
+    return LedgerError(
+        message, code="E_RECEIPT", hint="do not trust this receipt; report it to the federation"
+    )
 
 
-def verify_receipt(receipt: UploadReceipt, *, log_vkey: str, log_origin: str | None = None,
-                   module_id: str | None = None, site_id: str | None = None) -> Checkpoint:
+def verify_receipt(
+    receipt: UploadReceipt,
+    *,
+    log_vkey: str,
+    log_origin: str | None = None,
+    module_id: str | None = None,
+    site_id: str | None = None,
+) -> Checkpoint:
     """Check a receipt offline: checkpoint signature, inclusion proof, and what the entry says.
 
     Returns the verified checkpoint. Raises LedgerError (E_CHECKPOINT_*, E_PROOF, E_RECEIPT).
     """
     cp = open_checkpoint(receipt.checkpoint, log_vkey, origin=log_origin)
     if cp.size != receipt.tree_size:
-        raise _receipt_error(f"receipt says tree size {receipt.tree_size}, its checkpoint says {cp.size}")
-    verify_inclusion(leaf_hash(receipt.entry), receipt.index, receipt.tree_size, receipt.inclusion_proof,
-                     cp.root_hash)
+        raise _receipt_error(
+            f"receipt says tree size {receipt.tree_size}, its checkpoint says {cp.size}"
+        )
+    verify_inclusion(
+        leaf_hash(receipt.entry),
+        receipt.index,
+        receipt.tree_size,
+        receipt.inclusion_proof,
+        cp.root_hash,
+    )
     entry = validate_entry(receipt.entry)
     if entry["type"] != "module.registered":
         raise _receipt_error(f"receipt entry is a {entry['type']!r}, not module.registered")
@@ -155,8 +210,12 @@ def verify_receipt(receipt: UploadReceipt, *, log_vkey: str, log_origin: str | N
     if facts.get("module_id") != receipt.module_id:
         raise _receipt_error("receipt entry names another module than the receipt")
     if module_id is not None and facts.get("module_id") != module_id:
-        raise _receipt_error(f"receipt entry is for module {facts.get('module_id')}, not {module_id}")
-    if site_id is not None and (facts.get("site_id") != site_id or entry["actor"] != f"site:{site_id}"):
+        raise _receipt_error(
+            f"receipt entry is for module {facts.get('module_id')}, not {module_id}"
+        )
+    if site_id is not None and (
+        facts.get("site_id") != site_id or entry["actor"] != f"site:{site_id}"
+    ):
         raise _receipt_error(f"receipt entry is for site {facts.get('site_id')}, not {site_id}")
     return cp
 
@@ -171,7 +230,7 @@ class RetryPolicy:
     rng: random.Random = field(default_factory=random.Random)
 
     def delay(self, attempt: int) -> float:
-        return self.rng.uniform(0.0, min(self.max_delay_s, self.base_delay_s * (2 ** attempt)))
+        return self.rng.uniform(0.0, min(self.max_delay_s, self.base_delay_s * (2**attempt)))
 
 
 @dataclass
@@ -228,11 +287,17 @@ class EvaluationReceipt:
     report_sha256: str
 
     def to_dict(self) -> dict:
-        return {"classifier_id": self.classifier_id, "salt": self.salt, "index": self.index,
-                "entry": base64.b64encode(self.entry).decode("ascii"), "tree_size": self.tree_size,
-                "checkpoint": self.checkpoint,
-                "inclusion_proof": [base64.b64encode(h).decode("ascii") for h in self.inclusion_proof],
-                "existing": self.existing, "report_sha256": self.report_sha256}
+        return {
+            "classifier_id": self.classifier_id,
+            "salt": self.salt,
+            "index": self.index,
+            "entry": base64.b64encode(self.entry).decode("ascii"),
+            "tree_size": self.tree_size,
+            "checkpoint": self.checkpoint,
+            "inclusion_proof": [base64.b64encode(h).decode("ascii") for h in self.inclusion_proof],
+            "existing": self.existing,
+            "report_sha256": self.report_sha256,
+        }
 
 
 def _retryable(exc: grpc.RpcError) -> bool:
@@ -248,11 +313,23 @@ def _retryable(exc: grpc.RpcError) -> bool:
 class AggregatorClient:
     """A site's mTLS connection to the aggregator."""
 
-    def __init__(self, endpoint: str, *, ca_cert_pem: bytes, cert_pem: bytes, key_pem: bytes,
-                 server_name: str | None = None, timeout_s: float = 30.0, upload_timeout_s: float = 600.0,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, retry: RetryPolicy | None = None,
-                 log_vkey: str | None = None, log_origin: str | None = None,
-                 sleep: Callable[[float], None] = time.sleep, max_bytes_per_s: int = 0):
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        ca_cert_pem: bytes,
+        cert_pem: bytes,
+        key_pem: bytes,
+        server_name: str | None = None,
+        timeout_s: float = 30.0,
+        upload_timeout_s: float = 600.0,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        retry: RetryPolicy | None = None,
+        log_vkey: str | None = None,
+        log_origin: str | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        max_bytes_per_s: int = 0,
+    ):
         self.endpoint = endpoint
         self.max_bytes_per_s = int(max_bytes_per_s)  # upload throttle; 0 = no limit
         self.timeout_s = timeout_s
@@ -263,8 +340,9 @@ class AggregatorClient:
         self.log_origin = log_origin
         self.last_upload = UploadStats()
         self._sleep = sleep
-        creds = grpc.ssl_channel_credentials(root_certificates=ca_cert_pem, private_key=key_pem,
-                                             certificate_chain=cert_pem)
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=ca_cert_pem, private_key=key_pem, certificate_chain=cert_pem
+        )
         options = [
             ("grpc.max_send_message_length", self.chunk_bytes + MESSAGE_OVERHEAD),
             ("grpc.max_receive_message_length", 8 << 20),
@@ -278,10 +356,16 @@ class AggregatorClient:
         self.stub = pb_grpc.AggregatorStub(self.channel)
 
     @classmethod
-    def from_files(cls, endpoint: str, *, ca_cert: str | Path, cert: str | Path, key: str | Path,
-                   **kwargs) -> "AggregatorClient":
-        return cls(endpoint, ca_cert_pem=Path(ca_cert).read_bytes(), cert_pem=Path(cert).read_bytes(),
-                   key_pem=Path(key).read_bytes(), **kwargs)
+    def from_files(
+        cls, endpoint: str, *, ca_cert: str | Path, cert: str | Path, key: str | Path, **kwargs
+    ) -> AggregatorClient:
+        return cls(
+            endpoint,
+            ca_cert_pem=Path(ca_cert).read_bytes(),
+            cert_pem=Path(cert).read_bytes(),
+            key_pem=Path(key).read_bytes(),
+            **kwargs,
+        )
 
     def use_federation(self, federation) -> None:
         """Verify receipts with the log key named in the (already verified) federation manifest."""
@@ -291,7 +375,7 @@ class AggregatorClient:
     def close(self) -> None:
         self.channel.close()
 
-    def __enter__(self) -> "AggregatorClient":
+    def __enter__(self) -> AggregatorClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -324,10 +408,20 @@ class AggregatorClient:
 
     # -- uploads ---------------------------------------------------------------
     def upload_status(self, upload_id: str) -> pb.UploadStatus:
-        return self._unary(self.stub.GetUploadStatus, pb.GetUploadStatusRequest(upload_id=upload_id))
+        return self._unary(
+            self.stub.GetUploadStatus, pb.GetUploadStatusRequest(upload_id=upload_id)
+        )
 
-    def _chunks(self, upload_id: str, data: bytes, offset: int, sha: bytes, stats: UploadStats,
-                chunk_bytes: int, progress: Callable[[int, int], None] | None = None) -> Iterator[pb.UploadChunk]:
+    def _chunks(
+        self,
+        upload_id: str,
+        data: bytes,
+        offset: int,
+        sha: bytes,
+        stats: UploadStats,
+        chunk_bytes: int,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Iterator[pb.UploadChunk]:
         view = memoryview(data)
         total = len(data)
         start, sent = time.monotonic(), 0
@@ -339,14 +433,26 @@ class AggregatorClient:
                     time.sleep(ahead)
             stats.bytes_sent += end - offset
             sent += end - offset
-            yield pb.UploadChunk(upload_id=upload_id, offset=offset, data=bytes(view[offset:end]),
-                                 total_size=total, total_sha256=sha)
+            yield pb.UploadChunk(
+                upload_id=upload_id,
+                offset=offset,
+                data=bytes(view[offset:end]),
+                total_size=total,
+                total_sha256=sha,
+            )
             offset = end
             if progress is not None:
                 progress(offset, total)
 
-    def upload(self, sealed: bytes, *, upload_id: str | None = None, module_id: str | None = None,
-               site_id: str | None = None, progress: Callable[[int, int], None] | None = None) -> UploadReceipt:
+    def upload(
+        self,
+        sealed: bytes,
+        *,
+        upload_id: str | None = None,
+        module_id: str | None = None,
+        site_id: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> UploadReceipt:
         """Upload a sealed package (resuming and retrying as needed) and return its verified receipt.
 
         ``module_id`` / ``site_id``, when given, must be what the receipt's entry names.
@@ -359,37 +465,61 @@ class AggregatorClient:
         while True:
             stats.attempts += 1
             try:
-                status = self.stub.GetUploadStatus(pb.GetUploadStatusRequest(upload_id=upload_id),
-                                                   timeout=self.timeout_s)
+                status = self.stub.GetUploadStatus(
+                    pb.GetUploadStatusRequest(upload_id=upload_id), timeout=self.timeout_s
+                )
                 if status.state == pb.UploadStatus.DELETED:
-                    raise AggregatorError(f"the module of upload {upload_id} was deleted and cannot be sent again",
-                                          code="E_MODULE_DELETED", hint="a new module needs a new random module id")
+                    raise AggregatorError(
+                        f"the module of upload {upload_id} was deleted and cannot be sent again",
+                        code="E_MODULE_DELETED",
+                        hint="a new module needs a new random module id",
+                    )
                 if status.state == pb.UploadStatus.REGISTERED:
                     receipt = UploadReceipt.from_pb(status.receipt)
                 else:
-                    offset = status.committed_offset if status.state == pb.UploadStatus.IN_PROGRESS else 0
-                    if offset and (status.total_size != len(sealed) or bytes(status.total_sha256) != sha):
-                        raise AggregatorError(f"upload id {upload_id} holds a different package",
-                                              code="E_UPLOAD_MISMATCH", hint="use a new upload id")
+                    offset = (
+                        status.committed_offset
+                        if status.state == pb.UploadStatus.IN_PROGRESS
+                        else 0
+                    )
+                    if offset and (
+                        status.total_size != len(sealed) or bytes(status.total_sha256) != sha
+                    ):
+                        raise AggregatorError(
+                            f"upload id {upload_id} holds a different package",
+                            code="E_UPLOAD_MISMATCH",
+                            hint="use a new upload id",
+                        )
                     stats.resumed_from.append(offset)
                     chunk = min(self.chunk_bytes, status.max_chunk_bytes or self.chunk_bytes)
-                    reply = self.stub.UploadModule(self._chunks(upload_id, sealed, offset, sha, stats, chunk,
-                                                               progress),
-                                                   timeout=self.upload_timeout_s)
+                    reply = self.stub.UploadModule(
+                        self._chunks(upload_id, sealed, offset, sha, stats, chunk, progress),
+                        timeout=self.upload_timeout_s,
+                    )
                     receipt = UploadReceipt.from_pb(reply)
                 break
             except grpc.RpcError as exc:
                 if _retryable(exc) and attempt + 1 < self.retry.max_attempts:
                     delay = self.retry.delay(attempt)
-                    log.info("upload %s attempt %d failed (%s); retrying in %.2f s", upload_id, attempt + 1,
-                             exc.code().name, delay)
+                    log.info(
+                        "upload %s attempt %d failed (%s); retrying in %.2f s",
+                        upload_id,
+                        attempt + 1,
+                        exc.code().name,
+                        delay,
+                    )
                     self._sleep(delay)
                     attempt += 1
                     continue
                 raise error_from_rpc(exc) from None
         if self.log_vkey is not None:
-            verify_receipt(receipt, log_vkey=self.log_vkey, log_origin=self.log_origin,
-                           module_id=module_id, site_id=site_id)
+            verify_receipt(
+                receipt,
+                log_vkey=self.log_vkey,
+                log_origin=self.log_origin,
+                module_id=module_id,
+                site_id=site_id,
+            )
         return receipt
 
     # -- log ---------------------------------------------------------------------
@@ -398,19 +528,27 @@ class AggregatorClient:
         return cp.note, cp.tree_size
 
     def get_inclusion_proof(self, index: int, tree_size: int) -> tuple[list[bytes], bytes]:
-        r = self._unary(self.stub.GetInclusionProof, pb.GetInclusionProofRequest(index=index, tree_size=tree_size))
+        r = self._unary(
+            self.stub.GetInclusionProof,
+            pb.GetInclusionProofRequest(index=index, tree_size=tree_size),
+        )
         return [bytes(h) for h in r.hashes], bytes(r.entry)
 
     def get_consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
-        r = self._unary(self.stub.GetConsistencyProof,
-                        pb.GetConsistencyProofRequest(old_size=old_size, new_size=new_size))
+        r = self._unary(
+            self.stub.GetConsistencyProof,
+            pb.GetConsistencyProofRequest(old_size=old_size, new_size=new_size),
+        )
         return [bytes(h) for h in r.hashes]
 
     def check_log_extends(self, old_note: str) -> Checkpoint:
         """Fetch today's checkpoint and prove that the log seen in ``old_note`` is its prefix."""
         if self.log_vkey is None:
-            raise LedgerError("no log key to verify checkpoints with", code="E_CHECKPOINT_SIGNATURE",
-                              hint="call use_federation(manifest) first")
+            raise LedgerError(
+                "no log key to verify checkpoints with",
+                code="E_CHECKPOINT_SIGNATURE",
+                hint="call use_federation(manifest) first",
+            )
         old = open_checkpoint(old_note, self.log_vkey, origin=self.log_origin)
         note, _ = self.get_checkpoint()
         new = open_checkpoint(note, self.log_vkey, origin=self.log_origin)
@@ -421,17 +559,24 @@ class AggregatorClient:
     # -- deletion ------------------------------------------------------------------
     def request_deletion(self, module_ids: Sequence[str], reason: str) -> DeletionResult:
         """Ask the aggregator to delete this site's modules; returns the entries it appended."""
-        r = self._unary(self.stub.RequestDeletion, pb.DeletionRequest(module_ids=list(module_ids), reason=reason),
-                        retries=False)
+        r = self._unary(
+            self.stub.RequestDeletion,
+            pb.DeletionRequest(module_ids=list(module_ids), reason=reason),
+            retries=False,
+        )
         entries = [(e.index, bytes(e.entry)) for e in r.entries]
         if self.log_vkey is not None:
             cp = open_checkpoint(r.checkpoint.note, self.log_vkey, origin=self.log_origin)
             for index, entry in entries:
                 if index >= cp.size:
-                    raise _receipt_error(f"deletion entry {index} is outside the checkpoint of size {cp.size}")
+                    raise _receipt_error(
+                        f"deletion entry {index} is outside the checkpoint of size {cp.size}"
+                    )
                 hashes, _ = self.get_inclusion_proof(index, cp.size)
                 verify_inclusion(leaf_hash(entry), index, cp.size, hashes, cp.root_hash)
-        return DeletionResult(entries=entries, checkpoint=r.checkpoint.note, tree_size=r.checkpoint.tree_size)
+        return DeletionResult(
+            entries=entries, checkpoint=r.checkpoint.note, tree_size=r.checkpoint.tree_size
+        )
 
     # -- evaluation reports ----------------------------------------------------------
     def report_evaluation(self, report, *, site_id: str | None = None) -> EvaluationReceipt:
@@ -445,35 +590,63 @@ class AggregatorClient:
         from ffsecure.evalreport import commitment
 
         request = pb.EvaluationReport(
-            classifier_id=report.classifier_id, n_test=report.n_test, accuracy=report.accuracy,
-            per_class_recall=[pb.ClassRecall() if r is None else pb.ClassRecall(recall=r)
-                              for r in report.per_class_recall],
-            confusion=[c for row in report.confusion for c in row] if report.confusion is not None else [])
+            classifier_id=report.classifier_id,
+            n_test=report.n_test,
+            accuracy=report.accuracy,
+            per_class_recall=[
+                pb.ClassRecall() if r is None else pb.ClassRecall(recall=r)
+                for r in report.per_class_recall
+            ],
+            confusion=[c for row in report.confusion for c in row]
+            if report.confusion is not None
+            else [],
+        )
         if report.auroc is not None:
             request.macro_auroc = report.auroc
         r = self._unary(self.stub.ReportEvaluation, request)
         entry = validate_entry(bytes(r.entry))
         facts = entry["facts"]
         expected = commitment(report, r.salt)
-        if (entry["type"] != "classifier.evaluated" or facts.get("classifier_id") != report.classifier_id
-                or r.classifier_id != report.classifier_id or facts.get("report_sha256") != expected
-                or entry["actor"] != f"site:{facts.get('site_id')}"
-                or (site_id is not None and facts.get("site_id") != site_id)):
-            raise _receipt_error("the classifier.evaluated entry does not record the report this site sent")
+        if (
+            entry["type"] != "classifier.evaluated"
+            or facts.get("classifier_id") != report.classifier_id
+            or r.classifier_id != report.classifier_id
+            or facts.get("report_sha256") != expected
+            or entry["actor"] != f"site:{facts.get('site_id')}"
+            or (site_id is not None and facts.get("site_id") != site_id)
+        ):
+            raise _receipt_error(
+                "the classifier.evaluated entry does not record the report this site sent"
+            )
         if self.log_vkey is not None:
             cp = open_checkpoint(r.checkpoint, self.log_vkey, origin=self.log_origin)
             if cp.size != r.tree_size:
-                raise _receipt_error(f"receipt says tree size {r.tree_size}, its checkpoint says {cp.size}")
-            verify_inclusion(leaf_hash(bytes(r.entry)), r.index, r.tree_size, [bytes(h) for h in r.inclusion_proof],
-                             cp.root_hash)
-        return EvaluationReceipt(classifier_id=r.classifier_id, salt=r.salt, index=r.index, entry=bytes(r.entry),
-                                 tree_size=r.tree_size, checkpoint=r.checkpoint,
-                                 inclusion_proof=[bytes(h) for h in r.inclusion_proof], existing=r.existing,
-                                 report_sha256=expected)
+                raise _receipt_error(
+                    f"receipt says tree size {r.tree_size}, its checkpoint says {cp.size}"
+                )
+            verify_inclusion(
+                leaf_hash(bytes(r.entry)),
+                r.index,
+                r.tree_size,
+                [bytes(h) for h in r.inclusion_proof],
+                cp.root_hash,
+            )
+        return EvaluationReceipt(
+            classifier_id=r.classifier_id,
+            salt=r.salt,
+            index=r.index,
+            entry=bytes(r.entry),
+            tree_size=r.tree_size,
+            checkpoint=r.checkpoint,
+            inclusion_proof=[bytes(h) for h in r.inclusion_proof],
+            existing=r.existing,
+            report_sha256=expected,
+        )
 
     # -- classifier ------------------------------------------------------------------
-    def fetch_classifier(self, classifier_id: str | None = None, *,
-                         timeout_s: float | None = None) -> FetchedClassifier:
+    def fetch_classifier(
+        self, classifier_id: str | None = None, *, timeout_s: float | None = None
+    ) -> FetchedClassifier:
         """Download the published classifier (or the one named) and check it.
 
         Checks: the bytes hash to ``sha256``; the classifier.trained entry names
@@ -487,13 +660,17 @@ class AggregatorClient:
         attempt = 0
         while True:
             try:
-                stream = self.stub.GetClassifier(pb.GetClassifierRequest(classifier_id=classifier_id or ""),
-                                                 timeout=timeout_s or self.upload_timeout_s)
+                stream = self.stub.GetClassifier(
+                    pb.GetClassifierRequest(classifier_id=classifier_id or ""),
+                    timeout=timeout_s or self.upload_timeout_s,
+                )
                 info, parts = None, []
                 for chunk in stream:
                     if info is None:
                         if not chunk.HasField("info"):
-                            raise _receipt_error("the classifier stream did not start with its metadata")
+                            raise _receipt_error(
+                                "the classifier stream did not start with its metadata"
+                            )
                         info = chunk.info
                     else:
                         parts.append(bytes(chunk.data))
@@ -508,23 +685,44 @@ class AggregatorClient:
             raise _receipt_error("the classifier stream was empty")
         weights = b"".join(parts)
         if len(weights) != info.size or hashlib.sha256(weights).hexdigest() != info.sha256:
-            raise _receipt_error(f"classifier {info.classifier_id} bytes do not match their SHA-256")
+            raise _receipt_error(
+                f"classifier {info.classifier_id} bytes do not match their SHA-256"
+            )
         entry = validate_entry(bytes(info.trained_entry))
         facts = entry["facts"]
-        if (entry["type"] != "classifier.trained" or facts.get("classifier_id") != info.classifier_id
-                or facts.get("sha256") != info.sha256 or facts.get("dataset_id") != info.dataset_id):
-            raise _receipt_error(f"the classifier.trained entry does not describe classifier {info.classifier_id}")
+        if (
+            entry["type"] != "classifier.trained"
+            or facts.get("classifier_id") != info.classifier_id
+            or facts.get("sha256") != info.sha256
+            or facts.get("dataset_id") != info.dataset_id
+        ):
+            raise _receipt_error(
+                f"the classifier.trained entry does not describe classifier {info.classifier_id}"
+            )
         if self.log_vkey is not None:
             note, _ = self.get_checkpoint()
             cp = open_checkpoint(note, self.log_vkey, origin=self.log_origin)
             if info.trained_index >= cp.size:
-                raise _receipt_error(f"entry {info.trained_index} is outside the checkpoint of size {cp.size}")
+                raise _receipt_error(
+                    f"entry {info.trained_index} is outside the checkpoint of size {cp.size}"
+                )
             hashes, _ = self.get_inclusion_proof(info.trained_index, cp.size)
-            verify_inclusion(leaf_hash(bytes(info.trained_entry)), info.trained_index, cp.size, hashes,
-                             cp.root_hash)
+            verify_inclusion(
+                leaf_hash(bytes(info.trained_entry)),
+                info.trained_index,
+                cp.size,
+                hashes,
+                cp.root_hash,
+            )
         return FetchedClassifier(
-            classifier_id=info.classifier_id, sha256=info.sha256, weights=weights,
-            config=canonical.loads(bytes(info.config)), dataset_id=info.dataset_id,
-            module_ids=list(info.module_ids), trained_index=info.trained_index,
-            trained_entry=bytes(info.trained_entry), published=info.published,
-            published_index=info.published_index)
+            classifier_id=info.classifier_id,
+            sha256=info.sha256,
+            weights=weights,
+            config=canonical.loads(bytes(info.config)),
+            dataset_id=info.dataset_id,
+            module_ids=list(info.module_ids),
+            trained_index=info.trained_index,
+            trained_entry=bytes(info.trained_entry),
+            published=info.published,
+            published_index=info.published_index,
+        )

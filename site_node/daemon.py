@@ -33,7 +33,7 @@ import logging
 import signal
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ffsecure.errors import FFSecureError
 from site_node.config import SiteConfig
@@ -47,8 +47,13 @@ __all__ = ["Daemon", "EXIT_ERROR", "EXIT_FORK", "EXIT_OK", "EXIT_REFUSED", "is_t
 
 
 class Daemon:
-    def __init__(self, cfg: SiteConfig, *, max_cycles: int | None = None,
-                 on_cycle: Callable[[dict], None] | None = None):
+    def __init__(
+        self,
+        cfg: SiteConfig,
+        *,
+        max_cycles: int | None = None,
+        on_cycle: Callable[[dict], None] | None = None,
+    ):
         self.cfg = cfg
         self.state = StateDir(cfg.state_dir)
         self.stop_event = threading.Event()
@@ -61,12 +66,16 @@ class Daemon:
     # -- signals ---------------------------------------------------------------
     def install_signals(self) -> None:
         def stop(signum, _frame):
-            log.info("signal %s: stopping", signal.Signals(signum).name, extra={"event": "stopping"})
+            log.info(
+                "signal %s: stopping", signal.Signals(signum).name, extra={"event": "stopping"}
+            )
             self.stop_event.set()
             self.wake_event.set()
 
         def hup(_signum, _frame):
-            log.info("SIGHUP: training requested", extra={"event": "train_requested", "by": "sighup"})
+            log.info(
+                "SIGHUP: training requested", extra={"event": "train_requested", "by": "sighup"}
+            )
             self.train_requested = True
             self.wake_event.set()
 
@@ -79,7 +88,9 @@ class Daemon:
         from site_node.training import TrainingStopped
 
         if self.stop_event.wait(seconds):
-            raise TrainingStopped("stopped while waiting to retry", hint="the upload resumes at the next start")
+            raise TrainingStopped(
+                "stopped while waiting to retry", hint="the upload resumes at the next start"
+            )
 
     # -- one cycle -------------------------------------------------------------
     def _train_reason(self) -> str | None:
@@ -99,8 +110,13 @@ class Daemon:
         """Train if due, then upload what is pending. Returns what happened (for logs and tests)."""
         from site_node import trust as trustlib
 
-        out: dict = {"trained": None, "uploaded": [], "refused": [], "retry": False,
-                     "train_failed": None}
+        out: dict = {
+            "trained": None,
+            "uploaded": [],
+            "refused": [],
+            "retry": False,
+            "train_failed": None,
+        }
         with self.state.locked():
             trust = trustlib.load(self.cfg)
             reason = self._train_reason()
@@ -113,8 +129,9 @@ class Daemon:
         """One training run into ``out``; False when it was stopped (the cycle ends there)."""
         from site_node.training import TrainingStopped, data_fingerprint, train_module
 
-        log.info("training a new module (%s)", reason,
-                 extra={"event": "train_due", "reason": reason})
+        log.info(
+            "training a new module (%s)", reason, extra={"event": "train_due", "reason": reason}
+        )
         self.train_requested = False
         if self.cfg.trigger_file is not None:
             self.cfg.trigger_file.unlink(missing_ok=True)
@@ -141,8 +158,14 @@ class Daemon:
         if not todo or self.stop_event.is_set():
             return
         with trustlib.make_client(self.cfg, trust, sleep=self._backoff_sleep) as client:
-            results = sync.upload_queue(self.state, client, trust, todo, defer_transient=True,
-                                        should_stop=self.stop_event.is_set)
+            results = sync.upload_queue(
+                self.state,
+                client,
+                trust,
+                todo,
+                defer_transient=True,
+                should_stop=self.stop_event.is_set,
+            )
         for result in results:
             if result["outcome"] == "registered":
                 out["uploaded"].append({k: v for k, v in result.items() if k != "outcome"})
@@ -155,9 +178,15 @@ class Daemon:
     def run(self) -> int:
         from site_node.sync import LogForkError
 
-        log.info("site-node run started", extra={"event": "started", "site_id": self.cfg.site_id,
-                                                   "state_dir": str(self.cfg.state_dir),
-                                                   "poll_interval_s": self.cfg.poll_interval_s})
+        log.info(
+            "site-node run started",
+            extra={
+                "event": "started",
+                "site_id": self.cfg.site_id,
+                "state_dir": str(self.cfg.state_dir),
+                "poll_interval_s": self.cfg.poll_interval_s,
+            },
+        )
         from site_node import trust as trustlib
 
         try:  # a node that is not set up should fail loudly, not retry forever
@@ -178,25 +207,33 @@ class Daemon:
                     self.on_cycle(out)
                 status = cycle_status(out)
             except LogForkError as exc:
-                log.critical("ALARM: %s", exc.message, extra={"event": "log_fork", "code": exc.code})
+                log.critical(
+                    "ALARM: %s", exc.message, extra={"event": "log_fork", "code": exc.code}
+                )
                 return EXIT_FORK
             except FFSecureError as exc:
                 transient = is_transient(exc)
                 (log.warning if transient else log.error)(
-                    "cycle failed: %s", exc, extra={"event": "cycle_failed", "code": exc.code})
+                    "cycle failed: %s", exc, extra={"event": "cycle_failed", "code": exc.code}
+                )
                 wait = self.cfg.retry_interval_s
                 status = EXIT_OK if transient else EXIT_ERROR
             cycles += 1
             if self.max_cycles is not None and cycles >= self.max_cycles:
-                log.info("site-node run stopped after %d cycle(s)", cycles,
-                         extra={"event": "stopped", "exit_status": status})
+                log.info(
+                    "site-node run stopped after %d cycle(s)",
+                    cycles,
+                    extra={"event": "stopped", "exit_status": status},
+                )
                 return status
             self.wake_event.clear()
             deadline = time.monotonic() + wait
             # wake early for: a signal, or the trigger file appearing
             while not self.stop_event.is_set() and not self.wake_event.is_set():
                 left = deadline - time.monotonic()
-                if left <= 0 or (self.cfg.trigger_file is not None and self.cfg.trigger_file.exists()):
+                if left <= 0 or (
+                    self.cfg.trigger_file is not None and self.cfg.trigger_file.exists()
+                ):
                     break
                 self.wake_event.wait(min(left, 1.0))
         log.info("site-node run stopped", extra={"event": "stopped"})

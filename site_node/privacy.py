@@ -51,23 +51,27 @@ def select_classes(x: Any, y: Any, classes: list[int]) -> tuple[Any, Any]:
 Images = tuple[Any, Any]  # (x, y) tensors
 
 
-def members_and_non_members(train: Images, held_out: Images, classes: list[int], *,
-                            max_examples: int, seed: int) -> tuple[Images, Images]:
+def members_and_non_members(
+    train: Images, held_out: Images, classes: list[int], *, max_examples: int, seed: int
+) -> tuple[Images, Images]:
     """Members (training images) and non-members (held-out images) of ``classes``, subsampled."""
     from ffsecure.privacy.check import subsample
 
     members, non_members = select_classes(*train, classes), select_classes(*held_out, classes)
     if members[0].shape[0] < 1 or non_members[0].shape[0] < 2:
-        raise DataError(f"the data holds {members[0].shape[0]} training and "
-                        f"{non_members[0].shape[0]} held-out images of classes {classes}; "
-                        "the privacy check needs >= 1 and >= 2",
-                        code="E_DATA_EMPTY",
-                        hint="check the data source, its test split and the module's classes")
+        raise DataError(
+            f"the data holds {members[0].shape[0]} training and "
+            f"{non_members[0].shape[0]} held-out images of classes {classes}; "
+            "the privacy check needs >= 1 and >= 2",
+            code="E_DATA_EMPTY",
+            hint="check the data source, its test split and the module's classes",
+        )
     return subsample(*members, max_examples, seed), subsample(*non_members, max_examples, seed + 1)
 
 
-def gate(manifest: Any, weights: bytes, data: Any, federation: Any, *, seed: int,
-         out_dir: Path) -> tuple[Any, PolicyVerdict | None]:
+def gate(
+    manifest: Any, weights: bytes, data: Any, federation: Any, *, seed: int, out_dir: Path
+) -> tuple[Any, PolicyVerdict | None]:
     """Measure the module, put the report in ``manifest``, judge it. Returns (manifest, verdict).
 
     ``(manifest, None)`` unchanged when the federation requires no report.
@@ -79,13 +83,24 @@ def gate(manifest: Any, weights: bytes, data: Any, federation: Any, *, seed: int
     if not report_required(federation):
         return manifest, None
     members, non_members = members_and_non_members(
-        (data.train_x, data.train_y), (data.test_x, data.test_y), manifest.classes,
-        max_examples=DEFAULT_MAX_EXAMPLES, seed=seed)
+        (data.train_x, data.train_y),
+        (data.test_x, data.test_y),
+        manifest.classes,
+        max_examples=DEFAULT_MAX_EXAMPLES,
+        seed=seed,
+    )
     family, config = manifest.generator["family"], manifest.generator["config"]
     gen = generators.from_state(family, config, weights)  # exactly the weights about to be signed
     out_dir.mkdir(parents=True, exist_ok=True)
-    full = run_check(gen, members=members, non_members=non_members, dp=manifest.dp,
-                     n_generated=DEFAULT_SAMPLES, seed=seed, png=out_dir / PAIRS_FILE)
+    full = run_check(
+        gen,
+        members=members,
+        non_members=non_members,
+        dp=manifest.dp,
+        n_generated=DEFAULT_SAMPLES,
+        seed=seed,
+        png=out_dir / PAIRS_FILE,
+    )
     report = full["manifest_report"]
     verdict = evaluate(report, manifest.dp, federation.privacy_policy)
     full.update(module_id=manifest.module_id, policy=verdict.to_dict())

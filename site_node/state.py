@@ -39,9 +39,10 @@ import contextlib
 import fcntl
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ffsecure import pki
 from ffsecure.errors import FFSecureError, FormatError, NotFoundError
@@ -81,12 +82,12 @@ class ModuleRecord:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, obj: dict) -> "ModuleRecord":
+    def from_dict(cls, obj: dict) -> ModuleRecord:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in obj.items() if k in known})
 
     @classmethod
-    def read(cls, path: Path) -> "ModuleRecord":
+    def read(cls, path: Path) -> ModuleRecord:
         """Read ``module.json``; a damaged file raises ``E_STATE_CORRUPT`` naming it."""
         try:
             obj = json.loads(Path(path).read_text())
@@ -112,10 +113,13 @@ def refusal(exc: FFSecureError, *, by: str) -> dict:
 
 def state_corrupt(why: str, what: str) -> FormatError:
     """``what`` in the site's own state is damaged: not the aggregator's doing, and not fixed by retrying."""
-    return FormatError(f"{what} is damaged: {why}", code="E_STATE_CORRUPT",
-                       hint="restore STATE/modules from the site's backup (or move the module's folder out of "
-                            "STATE/modules to go on without it); the aggregator's ledger still holds the "
-                            "registration, which `site-node status` checks once the file is restored")
+    return FormatError(
+        f"{what} is damaged: {why}",
+        code="E_STATE_CORRUPT",
+        hint="restore STATE/modules from the site's backup (or move the module's folder out of "
+        "STATE/modules to go on without it); the aggregator's ledger still holds the "
+        "registration, which `site-node status` checks once the file is restored",
+    )
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -171,7 +175,7 @@ class StateDir:
         return self.module_dir(module_id) / "sealed.bin"
 
     # -- setup ---------------------------------------------------------------
-    def ensure(self) -> "StateDir":
+    def ensure(self) -> StateDir:
         for d in (self.root, self.keys_dir, self.modules_dir, self.classifiers_dir):
             d.mkdir(parents=True, exist_ok=True)
             os.chmod(d, 0o700)
@@ -180,9 +184,11 @@ class StateDir:
     def require_installed(self) -> None:
         missing = [p.name for p in (self.cert, self.ca_cert, self.federation) if not p.exists()]
         if missing:
-            raise StateError(f"{self.root} lacks {', '.join(missing)}",
-                             hint="run `site-node enroll`, have the CA sign the CSR, then `site-node install-cert`",
-                             code="E_NOT_INSTALLED")
+            raise StateError(
+                f"{self.root} lacks {', '.join(missing)}",
+                hint="run `site-node enroll`, have the CA sign the CSR, then `site-node install-cert`",
+                code="E_NOT_INSTALLED",
+            )
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -193,9 +199,11 @@ class StateDir:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise StateError(f"{self.root} is in use by another site-node command",
-                                 hint="wait for it to finish (or stop `site-node run`)",
-                                 code="E_STATE_LOCKED") from None
+                raise StateError(
+                    f"{self.root} is in use by another site-node command",
+                    hint="wait for it to finish (or stop `site-node run`)",
+                    code="E_STATE_LOCKED",
+                ) from None
             yield
         finally:
             os.close(fd)
@@ -211,8 +219,10 @@ class StateDir:
     def load_module(self, module_id: str) -> ModuleRecord:
         path = self.module_dir(module_id) / "module.json"
         if not path.exists():
-            raise NotFoundError(f"module {module_id} is not in {self.modules_dir}",
-                                hint="`site-node status` lists this site's modules")
+            raise NotFoundError(
+                f"module {module_id} is not in {self.modules_dir}",
+                hint="`site-node status` lists this site's modules",
+            )
         return ModuleRecord.read(path)
 
     def refuse_module(self, record: ModuleRecord, exc: FFSecureError, *, by: str) -> ModuleRecord:
@@ -231,17 +241,23 @@ class StateDir:
         """
         reason = reason.strip() if isinstance(reason, str) else ""
         if not 0 < len(reason) <= MAX_REASON_CHARS or not reason.isprintable():
-            raise StateError(f"the reason must be 1..{MAX_REASON_CHARS} printable characters",
-                             code="E_REASON",
-                             hint='say why, e.g. --reason "trained on the wrong data"')
+            raise StateError(
+                f"the reason must be 1..{MAX_REASON_CHARS} printable characters",
+                code="E_REASON",
+                hint='say why, e.g. --reason "trained on the wrong data"',
+            )
         record = self.load_module(module_id)
         if record.status not in DISCARDABLE:
-            raise ModuleStatusError(f"module {module_id} is {record.status}; only a module not yet "
-                                    f"registered ({', '.join(DISCARDABLE)}) can be discarded",
-                                    hint="to remove a registered module from the federation, use "
-                                         "`site-node forget`")
-        record.discarded = {"reason": reason, "time": pki.rfc3339(pki.utcnow()),
-                            "previous_status": record.status}
+            raise ModuleStatusError(
+                f"module {module_id} is {record.status}; only a module not yet "
+                f"registered ({', '.join(DISCARDABLE)}) can be discarded",
+                hint="to remove a registered module from the federation, use `site-node forget`",
+            )
+        record.discarded = {
+            "reason": reason,
+            "time": pki.rfc3339(pki.utcnow()),
+            "previous_status": record.status,
+        }
         record.status = "discarded"
         self.save_module(record)
         self.sealed_path(module_id).unlink(missing_ok=True)

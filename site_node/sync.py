@@ -27,14 +27,26 @@ from typing import Any
 
 from ffsecure import envelope, pki
 from ffsecure.errors import FFSecureError, LedgerError
-from ffsecure.ledger import leaf_hash, open_checkpoint, validate_entry, verify_consistency, verify_inclusion
+from ffsecure.ledger import (
+    leaf_hash,
+    open_checkpoint,
+    validate_entry,
+    verify_consistency,
+    verify_inclusion,
+)
 from site_node.state import ModuleRecord, StateDir, state_corrupt
 
 log = logging.getLogger("site_node.sync")
 
 TRANSIENT_PREFIXES = ("E_RPC_",)
-TRANSIENT_CODES = {"E_RATE_LIMIT", "E_UPLOAD_BUSY", "E_DEADLINE", "E_STATE_LOCKED", "E_INTERNAL",
-                   "E_STOPPED"}
+TRANSIENT_CODES = {
+    "E_RATE_LIMIT",
+    "E_UPLOAD_BUSY",
+    "E_DEADLINE",
+    "E_STATE_LOCKED",
+    "E_INTERNAL",
+    "E_STOPPED",
+}
 
 
 def is_transient(exc: FFSecureError) -> bool:
@@ -57,9 +69,12 @@ class LogForkError(LedgerError):
 
 
 def _fork(message: str) -> LogForkError:
-    return LogForkError(message, hint="ALARM: the aggregator rewrote its log. Keep STATE/checkpoint.note and "
-                                      "the receipts as evidence and tell the federation's auditors; do not "
-                                      "upload until it is explained")
+    return LogForkError(
+        message,
+        hint="ALARM: the aggregator rewrote its log. Keep STATE/checkpoint.note and "
+        "the receipts as evidence and tell the federation's auditors; do not "
+        "upload until it is explained",
+    )
 
 
 def advance_checkpoint(state: StateDir, client, note: str) -> dict:
@@ -76,21 +91,31 @@ def advance_checkpoint(state: StateDir, client, note: str) -> dict:
         return {"size": new.size, "previous_size": None}
     old = open_checkpoint(old_note, client.log_vkey, origin=client.log_origin)
     if new.size < old.size:
-        raise _fork(f"the aggregator's log has {new.size} entries, fewer than the {old.size} of the "
-                    "checkpoint this site stored: entries were removed")
+        raise _fork(
+            f"the aggregator's log has {new.size} entries, fewer than the {old.size} of the "
+            "checkpoint this site stored: entries were removed"
+        )
     small, large = (old, new) if old.size <= new.size else (new, old)
     try:
-        proof = client.get_consistency_proof(small.size, large.size) if 0 < small.size < large.size else []
+        proof = (
+            client.get_consistency_proof(small.size, large.size)
+            if 0 < small.size < large.size
+            else []
+        )
     except FFSecureError as exc:
         if exc.code in ("E_PROOF_RANGE", "E_NOT_FOUND"):
-            raise _fork(f"the aggregator cannot prove tree {small.size} is a prefix of tree {large.size}: "
-                        f"{exc.message}") from None
+            raise _fork(
+                f"the aggregator cannot prove tree {small.size} is a prefix of tree {large.size}: "
+                f"{exc.message}"
+            ) from None
         raise
     try:
         verify_consistency(small.size, large.size, small.root_hash, large.root_hash, proof)
     except LedgerError as exc:
-        raise _fork(f"the log of size {new.size} is not consistent with the checkpoint of size {old.size} "
-                    f"this site stored: {exc.message}") from None
+        raise _fork(
+            f"the log of size {new.size} is not consistent with the checkpoint of size {old.size} "
+            f"this site stored: {exc.message}"
+        ) from None
     if new.size > old.size:
         state.write_checkpoint(note)
     return {"size": max(new.size, old.size), "previous_size": old.size}
@@ -102,8 +127,13 @@ def seal_for_upload(state: StateDir, record: ModuleRecord, federation) -> bytes:
     if record.status == "sealed" and path.exists() and record.upload_id:
         return path.read_bytes()
     pkg_bytes = state.package_path(record.module_id).read_bytes()
-    sealed = envelope.seal(pkg_bytes, federation.hpke_public_key, federation_id=federation.federation_id,
-                           key_id=federation.hpke_key_id, suite=federation.hpke_suite)
+    sealed = envelope.seal(
+        pkg_bytes,
+        federation.hpke_public_key,
+        federation_id=federation.federation_id,
+        key_id=federation.hpke_key_id,
+        suite=federation.hpke_suite,
+    )
     pki.write_public_file(path, sealed)
     record.upload_id = secrets.token_hex(16)
     record.status = "sealed"
@@ -119,16 +149,32 @@ def upload_module(state: StateDir, client, trust, record: ModuleRecord, *, progr
     from site_node.client import AggregatorError
 
     sealed = seal_for_upload(state, record, trust.federation)
-    log.info("uploading module %s (%d bytes, upload id %s)", record.module_id, len(sealed), record.upload_id,
-             extra={"event": "upload_start", "module_id": record.module_id, "upload_id": record.upload_id,
-                    "bytes": len(sealed)})
+    log.info(
+        "uploading module %s (%d bytes, upload id %s)",
+        record.module_id,
+        len(sealed),
+        record.upload_id,
+        extra={
+            "event": "upload_start",
+            "module_id": record.module_id,
+            "upload_id": record.upload_id,
+            "bytes": len(sealed),
+        },
+    )
     try:
-        receipt = client.upload(sealed, upload_id=record.upload_id, module_id=record.module_id,
-                                site_id=trust.identity.site_id, progress=progress)
+        receipt = client.upload(
+            sealed,
+            upload_id=record.upload_id,
+            module_id=record.module_id,
+            site_id=trust.identity.site_id,
+            progress=progress,
+        )
     except AggregatorError as exc:
         if exc.code == "E_MODULE_DELETED":
             record.status = "deleted"
-            record.deletion = record.deletion or {"note": "the aggregator reports this module deleted"}
+            record.deletion = record.deletion or {
+                "note": "the aggregator reports this module deleted"
+            }
             state.save_module(record)
         raise
     advance_checkpoint(state, client, receipt.checkpoint)
@@ -137,12 +183,23 @@ def upload_module(state: StateDir, client, trust, record: ModuleRecord, *, progr
     record.status = "registered"
     state.save_module(record)
     state.sealed_path(record.module_id).unlink(missing_ok=True)
-    summary = {"module_id": record.module_id, "index": receipt.index, "tree_size": receipt.tree_size,
-               "existing": receipt.existing, "upload_id": record.upload_id, "attempts": stats.attempts,
-               "resumed_from": list(stats.resumed_from), "bytes_sent": stats.bytes_sent,
-               "receipt_verified": True}
-    log.info("module %s registered at ledger index %d", record.module_id, receipt.index,
-             extra={"event": "upload_done", **summary})
+    summary = {
+        "module_id": record.module_id,
+        "index": receipt.index,
+        "tree_size": receipt.tree_size,
+        "existing": receipt.existing,
+        "upload_id": record.upload_id,
+        "attempts": stats.attempts,
+        "resumed_from": list(stats.resumed_from),
+        "bytes_sent": stats.bytes_sent,
+        "receipt_verified": True,
+    }
+    log.info(
+        "module %s registered at ledger index %d",
+        record.module_id,
+        receipt.index,
+        extra={"event": "upload_done", **summary},
+    )
     return summary
 
 
@@ -150,8 +207,16 @@ def pending(state: StateDir) -> list[ModuleRecord]:
     return state.pending()
 
 
-def upload_queue(state: StateDir, client, trust, records: list[ModuleRecord], *,
-                 defer_transient: bool, progress=None, should_stop=None) -> list[dict]:
+def upload_queue(
+    state: StateDir,
+    client,
+    trust,
+    records: list[ModuleRecord],
+    *,
+    defer_transient: bool,
+    progress=None,
+    should_stop=None,
+) -> list[dict]:
     """Upload ``records`` in turn; one result per module tried.
 
     Each result has ``outcome``: ``registered`` (the upload summary), ``refused``
@@ -167,8 +232,13 @@ def upload_queue(state: StateDir, client, trust, records: list[ModuleRecord], *,
         if should_stop is not None and should_stop():
             break
         try:
-            done = upload_module(state, client, trust, record,
-                                 progress=progress(record.module_id) if progress else None)
+            done = upload_module(
+                state,
+                client,
+                trust,
+                record,
+                progress=progress(record.module_id) if progress else None,
+            )
             results.append({**done, "outcome": "registered"})
         except FFSecureError as exc:
             if is_refusal(exc):
@@ -176,11 +246,15 @@ def upload_queue(state: StateDir, client, trust, records: list[ModuleRecord], *,
                 continue
             if not (defer_transient and is_transient(exc)):
                 raise
-            log.warning("upload of %s deferred: %s", record.module_id, exc,
-                        extra={"event": "upload_deferred", "module_id": record.module_id,
-                               "code": exc.code})
-            results.append({"module_id": record.module_id, "outcome": "deferred",
-                            "error": exc.to_dict()})
+            log.warning(
+                "upload of %s deferred: %s",
+                record.module_id,
+                exc,
+                extra={"event": "upload_deferred", "module_id": record.module_id, "code": exc.code},
+            )
+            results.append(
+                {"module_id": record.module_id, "outcome": "deferred", "error": exc.to_dict()}
+            )
             break
     return results
 
@@ -189,10 +263,18 @@ def _refused(state: StateDir, record: ModuleRecord, exc: FFSecureError) -> dict:
     record = state.load_module(record.module_id)
     if record.status in ("trained", "sealed"):
         state.refuse_module(record, exc, by="aggregator")
-    log.error("module %s refused by the aggregator: %s", record.module_id, exc,
-              extra={"event": "upload_refused", "module_id": record.module_id, "code": exc.code})
-    return {"module_id": record.module_id, "outcome": "refused", "status": record.status,
-            "error": record.error or exc.to_dict()}
+    log.error(
+        "module %s refused by the aggregator: %s",
+        record.module_id,
+        exc,
+        extra={"event": "upload_refused", "module_id": record.module_id, "code": exc.code},
+    )
+    return {
+        "module_id": record.module_id,
+        "outcome": "refused",
+        "status": record.status,
+        "error": record.error or exc.to_dict(),
+    }
 
 
 def _b64(data: bytes) -> str:
@@ -209,34 +291,61 @@ def status_report(state: StateDir, client) -> dict[str, Any]:
     cp = open_checkpoint(note, client.log_vkey, origin=client.log_origin)
     modules = []
     for r in state.modules():
-        item: dict[str, Any] = {"module_id": r.module_id, "status": r.status, "created_at": r.created_at,
-                                "classes": r.classes, "epsilon": (r.train.get("dp") or {}).get("epsilon")}
+        item: dict[str, Any] = {
+            "module_id": r.module_id,
+            "status": r.status,
+            "created_at": r.created_at,
+            "classes": r.classes,
+            "epsilon": (r.train.get("dp") or {}).get("epsilon"),
+        }
         if r.receipt:
             receipt = UploadReceipt.from_dict(r.receipt)
             try:  # checked when it arrived: if it no longer verifies, the file changed here, not the log
-                verify_receipt(receipt, log_vkey=client.log_vkey, log_origin=client.log_origin,
-                               module_id=r.module_id)
+                verify_receipt(
+                    receipt,
+                    log_vkey=client.log_vkey,
+                    log_origin=client.log_origin,
+                    module_id=r.module_id,
+                )
             except LedgerError as exc:
-                raise state_corrupt(f"it no longer verifies against its own signed checkpoint ({exc.message})",
-                                    f"the stored receipt of module {r.module_id}") from None
+                raise state_corrupt(
+                    f"it no longer verifies against its own signed checkpoint ({exc.message})",
+                    f"the stored receipt of module {r.module_id}",
+                ) from None
             item["index"] = receipt.index
             if receipt.index < cp.size:
                 hashes, entry = client.get_inclusion_proof(receipt.index, cp.size)
                 if not hmac.compare_digest(entry, receipt.entry):
-                    raise _fork(f"ledger entry {receipt.index} is not the entry of module {r.module_id}'s receipt")
+                    raise _fork(
+                        f"ledger entry {receipt.index} is not the entry of module {r.module_id}'s receipt"
+                    )
                 try:
-                    verify_inclusion(leaf_hash(receipt.entry), receipt.index, cp.size, hashes, cp.root_hash)
+                    verify_inclusion(
+                        leaf_hash(receipt.entry), receipt.index, cp.size, hashes, cp.root_hash
+                    )
                 except LedgerError as exc:
-                    raise _fork(f"module {r.module_id}'s entry is not in today's tree: {exc.message}") from None
+                    raise _fork(
+                        f"module {r.module_id}'s entry is not in today's tree: {exc.message}"
+                    ) from None
                 item["included"] = True
             else:
-                raise _fork(f"module {r.module_id}'s entry {receipt.index} is beyond today's tree size {cp.size}")
+                raise _fork(
+                    f"module {r.module_id}'s entry {receipt.index} is beyond today's tree size {cp.size}"
+                )
         if r.deletion and r.deletion.get("entries"):
             item["deletion_indexes"] = [e["index"] for e in r.deletion["entries"]]
         modules.append(item)
-    return {"site_id": client_site(state), "checkpoint": {"size": cp.size, "root_hash": _b64(cp.root_hash),
-                                                        "stored_size": consistency["previous_size"]},
-            "consistent": True, "had_stored_checkpoint": stored is not None, "modules": modules}
+    return {
+        "site_id": client_site(state),
+        "checkpoint": {
+            "size": cp.size,
+            "root_hash": _b64(cp.root_hash),
+            "stored_size": consistency["previous_size"],
+        },
+        "consistent": True,
+        "had_stored_checkpoint": stored is not None,
+        "modules": modules,
+    }
 
 
 def client_site(state: StateDir) -> str | None:
@@ -254,28 +363,52 @@ def forget_module(state: StateDir, client, trust, module_id: str, reason: str) -
     for index, entry in result.entries:
         obj = validate_entry(entry)
         named = obj["facts"].get("module_id")
-        if named is not None and named != module_id:  # every entry of this deletion names its module
-            raise LedgerError(f"deletion entry {index} ({obj['type']}) names module {named}, not {module_id}",
-                              code="E_RECEIPT", hint="the deletion is not proven; report this to the federation")
+        if (
+            named is not None and named != module_id
+        ):  # every entry of this deletion names its module
+            raise LedgerError(
+                f"deletion entry {index} ({obj['type']}) names module {named}, not {module_id}",
+                code="E_RECEIPT",
+                hint="the deletion is not proven; report this to the federation",
+            )
         types.append(obj["type"])
     if "module.deleted" not in types:
-        raise LedgerError(f"the aggregator's reply holds no module.deleted entry for {module_id} (got {types})",
-                          code="E_RECEIPT", hint="the deletion is not proven; report this to the federation")
+        raise LedgerError(
+            f"the aggregator's reply holds no module.deleted entry for {module_id} (got {types})",
+            code="E_RECEIPT",
+            hint="the deletion is not proven; report this to the federation",
+        )
     advance_checkpoint(state, client, result.checkpoint)
     record = None
     try:
         record = state.load_module(module_id)
     except FFSecureError:
         pass
-    deletion = {"reason": reason, "tree_size": cp.size, "checkpoint": result.checkpoint,
-                "entries": [{"index": i, "type": validate_entry(e)["type"], "entry": _b64(e)}
-                            for i, e in result.entries], "verified": True}
+    deletion = {
+        "reason": reason,
+        "tree_size": cp.size,
+        "checkpoint": result.checkpoint,
+        "entries": [
+            {"index": i, "type": validate_entry(e)["type"], "entry": _b64(e)}
+            for i, e in result.entries
+        ],
+        "verified": True,
+    }
     if record is not None:
         record.status = "deleted"
         record.deletion = deletion
         state.save_module(record)
         state.sealed_path(module_id).unlink(missing_ok=True)
-    log.info("module %s deleted; %d entries verified", module_id, len(result.entries),
-             extra={"event": "module_forgotten", "module_id": module_id, "types": types})
-    return {"module_id": module_id, "entries": [{"index": d["index"], "type": d["type"]} for d in deletion["entries"]],
-            "tree_size": cp.size, "verified": True, "known_locally": record is not None}
+    log.info(
+        "module %s deleted; %d entries verified",
+        module_id,
+        len(result.entries),
+        extra={"event": "module_forgotten", "module_id": module_id, "types": types},
+    )
+    return {
+        "module_id": module_id,
+        "entries": [{"index": d["index"], "type": d["type"]} for d in deletion["entries"]],
+        "tree_size": cp.size,
+        "verified": True,
+        "known_locally": record is not None,
+    }

@@ -13,9 +13,10 @@ import hashlib
 import logging
 import os
 import shutil
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from ffsecure import canonical
 from ffsecure.errors import ConfigError, DataError, FFSecureError
@@ -49,30 +50,42 @@ def resolve_dp(dp_cfg: dict, policy: dict, n: int):
     enabled = dp_cfg.get("enabled")
     target = float(dp_cfg.get("target_epsilon") or 0.0)
     if enabled is False and required:
-        raise ConfigError("site.toml key dp.enabled: false, but the federation requires DP training",
-                          hint="remove `enabled = false` (a site may tighten the DP policy, never loosen it)")
+        raise ConfigError(
+            "site.toml key dp.enabled: false, but the federation requires DP training",
+            hint="remove `enabled = false` (a site may tighten the DP policy, never loosen it)",
+        )
     use = required or enabled is True or (enabled is None and target > 0)
     if not use:
         return None
     max_eps = policy.get("max_epsilon")
     if target == 0:
         if max_eps is None:
-            raise ConfigError("site.toml key dp.target_epsilon: DP is on but no epsilon is given",
-                              hint="set target_epsilon (the federation sets no max_epsilon)")
+            raise ConfigError(
+                "site.toml key dp.target_epsilon: DP is on but no epsilon is given",
+                hint="set target_epsilon (the federation sets no max_epsilon)",
+            )
         target = float(max_eps)
     if max_eps is not None and target > max_eps:
-        raise ConfigError(f"site.toml key dp.target_epsilon: {target} is above the federation's "
-                          f"max_epsilon {max_eps}",
-                          hint=f"use at most {max_eps}; a site may tighten the DP policy, never loosen it")
+        raise ConfigError(
+            f"site.toml key dp.target_epsilon: {target} is above the federation's "
+            f"max_epsilon {max_eps}",
+            hint=f"use at most {max_eps}; a site may tighten the DP policy, never loosen it",
+        )
     max_delta = policy.get("delta")
     delta = float(dp_cfg.get("delta") or 0.0) or None
     if delta is not None and max_delta is not None and delta > max_delta:
-        raise ConfigError(f"site.toml key dp.delta: {delta} is above the federation's delta {max_delta}",
-                          hint=f"use at most {max_delta}, or 0 for the default; a site may tighten the DP policy, never loosen it")
+        raise ConfigError(
+            f"site.toml key dp.delta: {delta} is above the federation's delta {max_delta}",
+            hint=f"use at most {max_delta}, or 0 for the default; a site may tighten the DP policy, never loosen it",
+        )
     if delta is None and max_delta is not None:
         delta = min(float(max_delta), default_delta(n))
-    return DPConfig(target_epsilon=target, delta=delta, max_grad_norm=float(dp_cfg.get("max_grad_norm", 1.0)),
-                    accountant=dp_cfg.get("accountant", "prv"))
+    return DPConfig(
+        target_epsilon=target,
+        delta=delta,
+        max_grad_norm=float(dp_cfg.get("max_grad_norm", 1.0)),
+        accountant=dp_cfg.get("accountant", "prv"),
+    )
 
 
 # --------------------------------------------------------------------- data
@@ -82,15 +95,21 @@ def map_labels(local_names: Sequence[str], label_space: Sequence[str], how: str)
     """Global label index of each local class (``how`` = ``name`` or ``index``)."""
     if how == "index":
         if len(local_names) > len(label_space):
-            raise DataError(f"the data has {len(local_names)} classes, the federation {len(label_space)}",
-                            code="E_DATA_LABELS", hint='use label_match = "name", or data with fewer classes')
+            raise DataError(
+                f"the data has {len(local_names)} classes, the federation {len(label_space)}",
+                code="E_DATA_LABELS",
+                hint='use label_match = "name", or data with fewer classes',
+            )
         return list(range(len(local_names)))
     index = {name: i for i, name in enumerate(label_space)}
     unknown = [n for n in local_names if n not in index]
     if unknown:
-        raise DataError(f"local classes {unknown[:5]} are not in the federation's label space "
-                        f"{list(label_space)[:10]}", code="E_DATA_LABELS",
-                        hint='rename the class folders to the federation labels, or set data.label_match = "index"')
+        raise DataError(
+            f"local classes {unknown[:5]} are not in the federation's label space "
+            f"{list(label_space)[:10]}",
+            code="E_DATA_LABELS",
+            hint='rename the class folders to the federation labels, or set data.label_match = "index"',
+        )
     return [index[n] for n in local_names]
 
 
@@ -102,14 +121,18 @@ def class_filter(classes: Sequence[Any], label_space: Sequence[str]) -> set[int]
     for c in classes:
         if isinstance(c, int):
             if not 0 <= c < len(label_space):
-                raise ConfigError(f"site.toml key data.classes: index {c} is outside the label space",
-                                  hint=f"use indices 0..{len(label_space) - 1} or label names")
+                raise ConfigError(
+                    f"site.toml key data.classes: index {c} is outside the label space",
+                    hint=f"use indices 0..{len(label_space) - 1} or label names",
+                )
             out.add(c)
         elif c in label_space:
             out.add(list(label_space).index(c))
         else:
-            raise ConfigError(f"site.toml key data.classes: {c!r} is not a federation label",
-                              hint=f"use names from {list(label_space)[:10]}")
+            raise ConfigError(
+                f"site.toml key data.classes: {c!r} is not a federation label",
+                hint=f"use names from {list(label_space)[:10]}",
+            )
     return out
 
 
@@ -124,7 +147,11 @@ class SiteData:
 
 
 def _spec(cfg: SiteConfig) -> str:
-    return cfg.data_source[len("medmnist:"):] if cfg.data_source.startswith("medmnist:") else cfg.data_source
+    return (
+        cfg.data_source[len("medmnist:") :]
+        if cfg.data_source.startswith("medmnist:")
+        else cfg.data_source
+    )
 
 
 def load_site_data(cfg: SiteConfig, federation) -> SiteData:
@@ -133,8 +160,12 @@ def load_site_data(cfg: SiteConfig, federation) -> SiteData:
 
     from ffsecure.data import load_dataset
 
-    ds = load_dataset(_spec(cfg), image_shape=federation.image_shape, root=cfg.data_root, seed=cfg.split_seed)
-    mapping = torch.tensor(map_labels(ds.class_names, federation.label_space, cfg.label_match), dtype=torch.int64)
+    ds = load_dataset(
+        _spec(cfg), image_shape=federation.image_shape, root=cfg.data_root, seed=cfg.split_seed
+    )
+    mapping = torch.tensor(
+        map_labels(ds.class_names, federation.label_space, cfg.label_match), dtype=torch.int64
+    )
     keep = class_filter(cfg.classes, federation.label_space)
 
     def select(x, y):
@@ -147,8 +178,11 @@ def load_site_data(cfg: SiteConfig, federation) -> SiteData:
     train_x, train_y = select(ds.train_x, ds.train_y)
     test_x, test_y = select(ds.test_x, ds.test_y)
     if train_x.shape[0] == 0:
-        raise DataError(f"no training images left in {cfg.data_source} after the class filter",
-                        code="E_DATA_EMPTY", hint="check data.classes and data.source")
+        raise DataError(
+            f"no training images left in {cfg.data_source} after the class filter",
+            code="E_DATA_EMPTY",
+            hint="check data.classes and data.source",
+        )
     return SiteData(train_x, train_y, test_x, test_y, sorted({int(v) for v in train_y}), ds.name)
 
 
@@ -161,8 +195,16 @@ def _sha256_file(path: Path, h) -> None:
 def data_fingerprint(cfg: SiteConfig) -> str:
     """SHA-256 over the data source's bytes and the data settings: changes when new data appears."""
     h = hashlib.sha256(b"ffsecure/site-data/v1\x00")
-    h.update(canonical.dumps({"source": cfg.data_source, "classes": list(cfg.classes),
-                              "label_match": cfg.label_match, "split_seed": cfg.split_seed}))
+    h.update(
+        canonical.dumps(
+            {
+                "source": cfg.data_source,
+                "classes": list(cfg.classes),
+                "label_match": cfg.label_match,
+                "split_seed": cfg.split_seed,
+            }
+        )
+    )
     src = cfg.data_source
     if src == "digits":
         import sklearn
@@ -171,12 +213,18 @@ def data_fingerprint(cfg: SiteConfig) -> str:
     elif src.startswith("npz:"):
         path = Path(src[4:])
         if not path.is_file():
-            raise DataError(f"data file {path} does not exist", code="E_DATA_MISSING", hint="check data.source")
+            raise DataError(
+                f"data file {path} does not exist", code="E_DATA_MISSING", hint="check data.source"
+            )
         _sha256_file(path, h)
     elif src.startswith("folder:"):
         root = Path(src[7:])
         if not root.is_dir():
-            raise DataError(f"image folder {root} does not exist", code="E_DATA_MISSING", hint="check data.source")
+            raise DataError(
+                f"image folder {root} does not exist",
+                code="E_DATA_MISSING",
+                hint="check data.source",
+            )
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
             for name in sorted(filenames):
@@ -210,8 +258,13 @@ def train_settings(cfg: SiteConfig, family: str):
     return s
 
 
-def train_module(cfg: SiteConfig, trust, *, progress: Progress | None = None,
-                 should_stop: Callable[[], bool] | None = None):
+def train_module(
+    cfg: SiteConfig,
+    trust,
+    *,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+):
     """Train, build the manifest, check it against the federation's policy, sign, self-verify, store.
 
     When the federation requires a privacy report, the privacy check runs and
@@ -242,15 +295,28 @@ def train_module(cfg: SiteConfig, trust, *, progress: Progress | None = None,
 
     def on_epoch(epoch, total, loss, eps):
         if should_stop is not None and should_stop():
-            raise TrainingStopped("training stopped on request before it finished",
-                                  hint="nothing was written; the next `train` starts over")
+            raise TrainingStopped(
+                "training stopped on request before it finished",
+                hint="nothing was written; the next `train` starts over",
+            )
         if progress is not None:
             progress(epoch, total, loss, eps)
 
-    log.info("training %s on %d images of classes %s (%d epochs, DP %s)", family, n, data.classes,
-             settings.epochs, "on" if dp_cfg else "off",
-             extra={"event": "train_start", "n_train": n, "classes": data.classes, "epochs": settings.epochs,
-                    "dp": dp_cfg is not None})
+    log.info(
+        "training %s on %d images of classes %s (%d epochs, DP %s)",
+        family,
+        n,
+        data.classes,
+        settings.epochs,
+        "on" if dp_cfg else "off",
+        extra={
+            "event": "train_start",
+            "n_train": n,
+            "classes": data.classes,
+            "epochs": settings.epochs,
+            "dp": dp_cfg is not None,
+        },
+    )
     try:
         gen = generators.build(family, gconfig)
         t0 = time.perf_counter()
@@ -258,34 +324,74 @@ def train_module(cfg: SiteConfig, trust, *, progress: Progress | None = None,
         weights = generators.to_safetensors(gen)
     finally:
         torch.set_num_threads(threads_before)
-    manifest = build_manifest(federation=fed, site_id=cfg.site_id, weights=weights, classes=data.classes,
-                              seed=settings.seed, dp=report.dp)
+    manifest = build_manifest(
+        federation=fed,
+        site_id=cfg.site_id,
+        weights=weights,
+        classes=data.classes,
+        seed=settings.seed,
+        dp=report.dp,
+    )
     check_policy(manifest, fed)
     manifest, verdict = _privacy_gate(cfg, manifest, weights, data, fed, settings.seed, state)
     pkg = sign_package(manifest, weights, trust.key, trust.cert)
     verify_package(pkg, federation=fed, ca_cert=trust.ca_cert)  # what the aggregator will check
     record = ModuleRecord(
-        module_id=manifest.module_id, status="trained", created_at=manifest.created_at, classes=data.classes,
-        n_train=n, data_fingerprint=fingerprint,
-        train={"family": family, "epochs": report.epochs, "steps": report.steps,
-               "final_loss": report.final_loss, "seconds": round(time.perf_counter() - t0, 3), "dp": report.dp,
-               "batch_size": settings.batch_size, "lr": settings.lr, "seed": settings.seed,
-               "package_bytes": pkg.size, "weights_sha256": manifest.weights_sha256})
+        module_id=manifest.module_id,
+        status="trained",
+        created_at=manifest.created_at,
+        classes=data.classes,
+        n_train=n,
+        data_fingerprint=fingerprint,
+        train={
+            "family": family,
+            "epochs": report.epochs,
+            "steps": report.steps,
+            "final_loss": report.final_loss,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "dp": report.dp,
+            "batch_size": settings.batch_size,
+            "lr": settings.lr,
+            "seed": settings.seed,
+            "package_bytes": pkg.size,
+            "weights_sha256": manifest.weights_sha256,
+        },
+    )
     if verdict is not None and not verdict.passes:
         record.status, record.error = "refused", refusal(verdict.problems[0], by="site")
     d = state.module_dir(record.module_id)
     d.mkdir(parents=True, exist_ok=True)
     pki.write_public_file(state.package_path(record.module_id), pkg.to_bytes())
     state.save_module(record)
-    state.write_data({"fingerprint": fingerprint, "module_id": record.module_id, "time": pki.rfc3339(pki.utcnow())})
-    log.info("module %s trained and signed", record.module_id,
-             extra={"event": "module_trained", "module_id": record.module_id, "final_loss": report.final_loss,
-                    "epsilon": (report.dp or {}).get("epsilon")})
+    state.write_data(
+        {
+            "fingerprint": fingerprint,
+            "module_id": record.module_id,
+            "time": pki.rfc3339(pki.utcnow()),
+        }
+    )
+    log.info(
+        "module %s trained and signed",
+        record.module_id,
+        extra={
+            "event": "module_trained",
+            "module_id": record.module_id,
+            "final_loss": report.final_loss,
+            "epsilon": (report.dp or {}).get("epsilon"),
+        },
+    )
     if record.status == "refused":
-        log.error("module %s refused by this site's privacy check: %s", record.module_id,
-                  record.error["message"],
-                  extra={"event": "module_refused", "module_id": record.module_id, "by": "site",
-                         "code": record.error["code"]})
+        log.error(
+            "module %s refused by this site's privacy check: %s",
+            record.module_id,
+            record.error["message"],
+            extra={
+                "event": "module_refused",
+                "module_id": record.module_id,
+                "by": "site",
+                "code": record.error["code"],
+            },
+        )
     return record
 
 

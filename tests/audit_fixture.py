@@ -40,73 +40,167 @@ class AuditLab:
         self.store.close()
 
     # -- modules -----------------------------------------------------------
-    def register(self, site: str, classes=(0, 1), *, seed: int = 0, dp: dict | None = None,
-                 privacy_report: dict | None = None, created_at: str | None = None) -> str:
+    def register(
+        self,
+        site: str,
+        classes=(0, 1),
+        *,
+        seed: int = 0,
+        dp: dict | None = None,
+        privacy_report: dict | None = None,
+        created_at: str | None = None,
+    ) -> str:
         fed = self.fed
-        weights = generator_weights(fed.manifest.generator["family"],
-                                    canonical.dumps(fed.manifest.generator["config"]))
-        manifest = build_manifest(federation=fed.manifest, site_id=site, weights=weights, classes=list(classes),
-                                  seed=seed, dp=dp, privacy_report=privacy_report, created_at=created_at)
+        weights = generator_weights(
+            fed.manifest.generator["family"], canonical.dumps(fed.manifest.generator["config"])
+        )
+        manifest = build_manifest(
+            federation=fed.manifest,
+            site_id=site,
+            weights=weights,
+            classes=list(classes),
+            seed=seed,
+            dp=dp,
+            privacy_report=privacy_report,
+            created_at=created_at,
+        )
         creds = fed.sites[site]
         pkg = sign_package(manifest, weights, creds.key, creds.cert)
         m = pkg.manifest
-        facts = {"module_id": m.module_id, "site_id": site, "manifest_sha256": sha(pkg.manifest_bytes),
-                 "weights_sha256": m.weights_sha256, "weights_bytes": m.weights_bytes,
-                 "cert_fingerprint": pki.cert_fingerprint(creds.cert), "generator_family": "cvae",
-                 "classes": list(m.classes), "dp_epsilon": (dp or {}).get("epsilon")}
-        self.store.register_module(module_id=m.module_id, site_id=site, manifest_bytes=pkg.manifest_bytes,
-                                   package_meta=package_meta(pkg), weights=pkg.weights,
-                                   entry=make_entry("module.registered", f"site:{site}", facts))
+        facts = {
+            "module_id": m.module_id,
+            "site_id": site,
+            "manifest_sha256": sha(pkg.manifest_bytes),
+            "weights_sha256": m.weights_sha256,
+            "weights_bytes": m.weights_bytes,
+            "cert_fingerprint": pki.cert_fingerprint(creds.cert),
+            "generator_family": "cvae",
+            "classes": list(m.classes),
+            "dp_epsilon": (dp or {}).get("epsilon"),
+        }
+        self.store.register_module(
+            module_id=m.module_id,
+            site_id=site,
+            manifest_bytes=pkg.manifest_bytes,
+            package_meta=package_meta(pkg),
+            weights=pkg.weights,
+            entry=make_entry("module.registered", f"site:{site}", facts),
+        )
         self.weights[m.module_id] = m.weights_sha256
         return m.module_id
 
     def lineage(self, module_ids) -> list[dict]:
-        return [{"module_id": mid, "weights_sha256": self.weights[mid]} for mid in sorted(module_ids)]
+        return [
+            {"module_id": mid, "weights_sha256": self.weights[mid]} for mid in sorted(module_ids)
+        ]
 
     # -- artifacts ---------------------------------------------------------
     def dataset(self, dataset_id: str, module_ids, *, per_class: int = 100, seed: int = 1) -> int:
         blob = os.urandom(64)
         counts = {"0": per_class, "1": per_class}
-        facts = {"dataset_id": dataset_id, "sha256": sha(blob), "modules": self.lineage(module_ids),
-                 "seed": seed, "per_class": per_class, "counts": counts, "recipe": {"v": 1, "seed": seed}}
-        return self.store.put_artifact("dataset", dataset_id, {"per_class": per_class}, blob,
-                                       make_entry("dataset.synthesized", "operator:alice", facts))[0]
+        facts = {
+            "dataset_id": dataset_id,
+            "sha256": sha(blob),
+            "modules": self.lineage(module_ids),
+            "seed": seed,
+            "per_class": per_class,
+            "counts": counts,
+            "recipe": {"v": 1, "seed": seed},
+        }
+        return self.store.put_artifact(
+            "dataset",
+            dataset_id,
+            {"per_class": per_class},
+            blob,
+            make_entry("dataset.synthesized", "operator:alice", facts),
+        )[0]
 
-    def classifier(self, classifier_id: str, dataset_id: str, module_ids, *, accuracy: float = 0.9) -> int:
+    def classifier(
+        self, classifier_id: str, dataset_id: str, module_ids, *, accuracy: float = 0.9
+    ) -> int:
         blob = os.urandom(64)
-        facts = {"classifier_id": classifier_id, "dataset_id": dataset_id, "sha256": sha(blob),
-                 "modules": self.lineage(module_ids), "config": {"epochs": 3, "seed": 7},
-                 "metrics": {"accuracy": accuracy, "auroc": 0.95}}
-        return self.store.put_artifact("classifier", classifier_id, {}, blob,
-                                       make_entry("classifier.trained", "operator:alice", facts))[0]
+        facts = {
+            "classifier_id": classifier_id,
+            "dataset_id": dataset_id,
+            "sha256": sha(blob),
+            "modules": self.lineage(module_ids),
+            "config": {"epochs": 3, "seed": 7},
+            "metrics": {"accuracy": accuracy, "auroc": 0.95},
+        }
+        return self.store.put_artifact(
+            "classifier",
+            classifier_id,
+            {},
+            blob,
+            make_entry("classifier.trained", "operator:alice", facts),
+        )[0]
 
     def publish(self, classifier_id: str) -> int:
-        return self.store.set_artifact_status("classifier", classifier_id, "published", make_entry(
-            "classifier.published", "operator:alice", {"classifier_id": classifier_id}))[0]
+        return self.store.set_artifact_status(
+            "classifier",
+            classifier_id,
+            "published",
+            make_entry("classifier.published", "operator:alice", {"classifier_id": classifier_id}),
+        )[0]
 
-    def retire(self, kind: str, artifact_id: str, module_id: str, reason: str = "module deleted") -> int:
+    def retire(
+        self, kind: str, artifact_id: str, module_id: str, reason: str = "module deleted"
+    ) -> int:
         key = "dataset_id" if kind == "dataset" else "classifier_id"
-        return self.store.set_artifact_status(kind, artifact_id, "retired", make_entry(
-            f"{kind}.retired", "aggregator", {key: artifact_id, "reason": reason, "module_id": module_id}))[0]
+        return self.store.set_artifact_status(
+            kind,
+            artifact_id,
+            "retired",
+            make_entry(
+                f"{kind}.retired",
+                "aggregator",
+                {key: artifact_id, "reason": reason, "module_id": module_id},
+            ),
+        )[0]
 
     # -- deletions, revocations --------------------------------------------
-    def request_deletion(self, module_id: str, site: str, reason: str = "site withdrew consent") -> int:
-        return self.store.append(make_entry("module.deletion_requested", f"site:{site}",
-                                            {"module_id": module_id, "reason": reason}))[0]
+    def request_deletion(
+        self, module_id: str, site: str, reason: str = "site withdrew consent"
+    ) -> int:
+        return self.store.append(
+            make_entry(
+                "module.deletion_requested",
+                f"site:{site}",
+                {"module_id": module_id, "reason": reason},
+            )
+        )[0]
 
-    def delete(self, module_id: str, site: str | None = None, reason: str = "site withdrew consent") -> int:
-        req = (make_entry("module.deletion_requested", f"site:{site}", {"module_id": module_id, "reason": reason})
-               if site else None)
-        out = self.store.delete_module(module_id, actor="operator:alice" if not site else f"site:{site}",
-                                       reason=reason, request_entry=req)
+    def delete(
+        self, module_id: str, site: str | None = None, reason: str = "site withdrew consent"
+    ) -> int:
+        req = (
+            make_entry(
+                "module.deletion_requested",
+                f"site:{site}",
+                {"module_id": module_id, "reason": reason},
+            )
+            if site
+            else None
+        )
+        out = self.store.delete_module(
+            module_id,
+            actor="operator:alice" if not site else f"site:{site}",
+            reason=reason,
+            request_entry=req,
+        )
         return out[-1][0]
 
     def revoke(self, site: str, reason: str, *, at: dt.datetime | None = None) -> int:
         cert = self.fed.sites[site].cert
         crl = self.fed.ca.revoke(cert, reason, at=at)
         pki.write_public_file(self.fed.home.crl, crl)
-        return self.store.append(make_entry("cert.revoked", "operator:ca",
-                                            {"serial": pki.serial_hex(cert.serial_number), "reason": reason}))[0]
+        return self.store.append(
+            make_entry(
+                "cert.revoked",
+                "operator:ca",
+                {"serial": pki.serial_hex(cert.serial_number), "reason": reason},
+            )
+        )[0]
 
     def record_crl(self) -> int | None:
         """What `aggregator serve` does on loading the CRL: append crl.loaded if it is new."""
@@ -120,8 +214,12 @@ class AuditLab:
         self.exports += 1
         out = self.root / (name or f"bundle-{self.exports}")
         home = self.fed.home
-        return self.store.export_bundle(out, ca_cert_pem=home.ca_cert.read_bytes(), crl_pem=home.crl.read_bytes(),
-                                        federation_json=home.federation.read_bytes())
+        return self.store.export_bundle(
+            out,
+            ca_cert_pem=home.ca_cert.read_bytes(),
+            crl_pem=home.crl.read_bytes(),
+            federation_json=home.federation.read_bytes(),
+        )
 
 
 def standard_history(lab: AuditLab) -> dict:
@@ -130,10 +228,22 @@ def standard_history(lab: AuditLab) -> dict:
     Returns the entry indices of interest by name.
     """
     idx: dict = {}
-    a = lab.register("st-mary", (0, 1), seed=1, dp={"epsilon": 3.9, "delta": 1e-5, "noise_multiplier": 1.1},
-                     privacy_report={"v": 1, "membership_auroc": 0.52, "membership_tpr_at_1pct_fpr": 0.012,
-                                     "memorization_ratio": 1.31, "near_copy_fraction": 0.0})
-    b = lab.register("st-john", (1, 2), seed=2, dp={"epsilon": 7.5, "delta": 1e-5, "noise_multiplier": 0.8})
+    a = lab.register(
+        "st-mary",
+        (0, 1),
+        seed=1,
+        dp={"epsilon": 3.9, "delta": 1e-5, "noise_multiplier": 1.1},
+        privacy_report={
+            "v": 1,
+            "membership_auroc": 0.52,
+            "membership_tpr_at_1pct_fpr": 0.012,
+            "memorization_ratio": 1.31,
+            "near_copy_fraction": 0.0,
+        },
+    )
+    b = lab.register(
+        "st-john", (1, 2), seed=2, dp={"epsilon": 7.5, "delta": 1e-5, "noise_multiplier": 0.8}
+    )
     c = lab.register("st-mary", (2, 3), seed=3)
     idx.update(a=a, b=b, c=c)
     idx["ds1"] = lab.dataset("ds-1", [a, b, c])

@@ -20,7 +20,7 @@ DIGITS_EPOCHS = 2
 IMAGES_PER_CLASS = 40  # enough for a recognisable tiny generator, fast on a shared CPU
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _digits(image_shape: tuple[int, int, int]):
     from ffsecure.data import load_digits
 
@@ -28,8 +28,13 @@ def _digits(image_shape: tuple[int, int, int]):
 
 
 @functools.lru_cache(maxsize=32)
-def trained_weights(family: str, config_json: bytes, classes: tuple[int, ...], seed: int,
-                    epochs: int = DIGITS_EPOCHS) -> bytes:
+def trained_weights(
+    family: str,
+    config_json: bytes,
+    classes: tuple[int, ...],
+    seed: int,
+    epochs: int = DIGITS_EPOCHS,
+) -> bytes:
     """Safetensors of a generator fit on the digits of ``classes`` (deterministic per seed)."""
     from ffsecure import generators
 
@@ -49,13 +54,26 @@ def trained_package(fed, site_id: str, classes, seed: int, *, module_id: str | N
     from ffsecure.package import build_manifest, sign_package
 
     gen = fed.manifest.generator
-    weights = trained_weights(gen["family"], canonical.dumps(gen["config"]), tuple(sorted(classes)), seed)
-    manifest = build_manifest(federation=fed.manifest, site_id=site_id, weights=weights, classes=list(classes),
-                              seed=seed, module_id=module_id)
+    weights = trained_weights(
+        gen["family"], canonical.dumps(gen["config"]), tuple(sorted(classes)), seed
+    )
+    manifest = build_manifest(
+        federation=fed.manifest,
+        site_id=site_id,
+        weights=weights,
+        classes=list(classes),
+        seed=seed,
+        module_id=module_id,
+    )
     creds = fed.sites[site_id]
     pkg = sign_package(manifest, weights, creds.key, creds.cert)
-    sealed = envelope.seal(pkg.to_bytes(), fed.manifest.hpke_public_key, federation_id=fed.federation_id,
-                           key_id=fed.manifest.hpke_key_id, suite=fed.manifest.hpke_suite)
+    sealed = envelope.seal(
+        pkg.to_bytes(),
+        fed.manifest.hpke_public_key,
+        federation_id=fed.federation_id,
+        key_id=fed.manifest.hpke_key_id,
+        suite=fed.manifest.hpke_suite,
+    )
     return sealed, pkg
 
 
@@ -64,8 +82,14 @@ def registrar(fed, store):
 
     suite, private, kid = envelope.read_key_file(fed.home.hpke_key)
     crl = pki.load_crl(fed.home.crl.read_bytes(), fed.ca.cert)
-    return Registrar(store=store, federation=fed.manifest, ca_cert=fed.ca.cert, crl=lambda: crl,
-                     hpke_private_key=private, hpke_key_id=kid)
+    return Registrar(
+        store=store,
+        federation=fed.manifest,
+        ca_cert=fed.ca.cert,
+        crl=lambda: crl,
+        hpke_private_key=private,
+        hpke_key_id=kid,
+    )
 
 
 def peer(fed, site_id: str):
@@ -81,8 +105,20 @@ def register_trained(fed, store, site_id: str, classes, seed: int) -> str:
     return registrar(fed, store).register(sealed, peer(fed, site_id)).module_id
 
 
-def from_scratch(root, fed, store, module_ids, *, per_class: int, seed: int, settings, width: int | None,
-                 threads: int, sites, arch: str = "cnn"):
+def from_scratch(
+    root,
+    fed,
+    store,
+    module_ids,
+    *,
+    per_class: int,
+    seed: int,
+    settings,
+    width: int | None,
+    threads: int,
+    sites,
+    arch: str = "cnn",
+):
     """Synthesize + train on a brand-new store holding only ``module_ids`` (copied from ``store``).
 
     Returns ``(DatasetResult, ClassifierResult)``: what an aggregator that never
@@ -93,14 +129,23 @@ def from_scratch(root, fed, store, module_ids, *, per_class: int, seed: int, set
     from ffsecure.ledger import validate_entry
     from tests.federation_fixture import build_federation
 
-    fresh_fed = build_federation(root, sites=sites, labels=fed.manifest.label_space,
-                                 image_shape=tuple(fed.manifest.image_shape))
+    fresh_fed = build_federation(
+        root,
+        sites=sites,
+        labels=fed.manifest.label_space,
+        image_shape=tuple(fed.manifest.image_shape),
+    )
     with open_home_store(fresh_fed.home) as fresh:
         for mid in sorted(module_ids):
             r = store.get_module(mid)
-            fresh.register_module(module_id=r.module_id, site_id=r.site_id, manifest_bytes=r.manifest,
-                                  package_meta=r.package_meta, weights=store.module_weights(mid),
-                                  entry=validate_entry(store.entry(r.registered_index)))
+            fresh.register_module(
+                module_id=r.module_id,
+                site_id=r.site_id,
+                manifest_bytes=r.manifest,
+                package_meta=r.package_meta,
+                weights=store.module_weights(mid),
+                entry=validate_entry(store.entry(r.registered_index)),
+            )
         ops = Operations(fresh, fed.manifest)
         ds = ops.synthesize(per_class=per_class, seed=seed, grid=False)
         clf = ops.train(ds.dataset_id, arch=arch, settings=settings, width=width, threads=threads)
@@ -132,14 +177,27 @@ def register_poisoned(fed, store, site_id: str, classes, seed: int) -> tuple[str
     from ffsecure.package import build_manifest, package_meta, sign_package, verify_signed_manifest
 
     gen = fed.manifest.generator
-    good = trained_weights(gen["family"], canonical.dumps(gen["config"]), tuple(sorted(classes)), seed)
+    good = trained_weights(
+        gen["family"], canonical.dumps(gen["config"]), tuple(sorted(classes)), seed
+    )
     weights, tensor = poisoned_weights(good)
-    manifest = build_manifest(federation=fed.manifest, site_id=site_id, weights=weights, classes=list(classes),
-                              seed=seed)
+    manifest = build_manifest(
+        federation=fed.manifest, site_id=site_id, weights=weights, classes=list(classes), seed=seed
+    )
     creds = fed.sites[site_id]
     pkg = sign_package(manifest, weights, creds.key, creds.cert)
-    verified = verify_signed_manifest(pkg.manifest_bytes, pkg.signature, pkg.cert_chain_pem, ca_cert=fed.ca.cert)
-    entry = make_entry("module.registered", peer(fed, site_id).actor, Registrar.entry_facts(pkg, verified))
-    store.register_module(module_id=manifest.module_id, site_id=site_id, manifest_bytes=pkg.manifest_bytes,
-                          package_meta=package_meta(pkg), weights=weights, entry=entry)
+    verified = verify_signed_manifest(
+        pkg.manifest_bytes, pkg.signature, pkg.cert_chain_pem, ca_cert=fed.ca.cert
+    )
+    entry = make_entry(
+        "module.registered", peer(fed, site_id).actor, Registrar.entry_facts(pkg, verified)
+    )
+    store.register_module(
+        module_id=manifest.module_id,
+        site_id=site_id,
+        manifest_bytes=pkg.manifest_bytes,
+        package_meta=package_meta(pkg),
+        weights=weights,
+        entry=entry,
+    )
     return manifest.module_id, tensor

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import getpass
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import click
 
@@ -14,8 +14,13 @@ from ffsecure.errors import ConfigError
 
 
 def dir_option(f):
-    return click.option("--dir", "home_dir", required=True, type=click.Path(file_okay=False, exists=True),
-                        help="The aggregator home directory.")(f)
+    return click.option(
+        "--dir",
+        "home_dir",
+        required=True,
+        type=click.Path(file_okay=False, exists=True),
+        help="The aggregator home directory.",
+    )(f)
 
 
 def json_option(f):
@@ -49,8 +54,14 @@ def rich_progress(enabled: bool):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=Console(stderr=True), transient=False)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
 
     def factory(description: str, total: int):
         task = progress.add_task(description, total=total)
@@ -60,8 +71,9 @@ def rich_progress(enabled: bool):
 
 
 @contextlib.contextmanager
-def open_operations(home_dir: str, *, progress: bool = False, actor: str | None = None,
-                    evaluation: bool = True) -> Iterator["object"]:
+def open_operations(
+    home_dir: str, *, progress: bool = False, actor: str | None = None, evaluation: bool = True
+) -> Iterator[object]:
     """Open an aggregator home (federation, store, optional test set) as :class:`Operations`."""
     from aggregator.config import load_config
     from aggregator.evaluation import load_evaluation
@@ -72,21 +84,38 @@ def open_operations(home_dir: str, *, progress: bool = False, actor: str | None 
     from ffsecure.federation import load_signed_manifest
 
     home = AggregatorHome.at(home_dir)
-    for path, what in ((home.store_db, "store"), (home.federation, "federation manifest"),
-                       (home.ca_cert, "CA certificate")):
+    for path, what in (
+        (home.store_db, "store"),
+        (home.federation, "federation manifest"),
+        (home.ca_cert, "CA certificate"),
+    ):
         if not path.is_file():
-            raise ConfigError(f"{home.root} has no {what} ({path.name} is missing)", code="E_CONFIG",
-                              hint="point --dir at an aggregator home created by `aggregator init`")
-    federation = load_signed_manifest(home.federation.read_bytes(), pki.load_cert(home.ca_cert.read_bytes()))
+            raise ConfigError(
+                f"{home.root} has no {what} ({path.name} is missing)",
+                code="E_CONFIG",
+                hint="point --dir at an aggregator home created by `aggregator init`",
+            )
+    federation = load_signed_manifest(
+        home.federation.read_bytes(), pki.load_cert(home.ca_cert.read_bytes())
+    )
     eval_set = None
     if evaluation and home.config.is_file():
         cfg = load_config(home.config)
-        eval_set = load_evaluation(cfg.evaluation, label_space=federation.label_space,
-                                   image_shape=tuple(federation.image_shape))
+        eval_set = load_evaluation(
+            cfg.evaluation,
+            label_space=federation.label_space,
+            image_shape=tuple(federation.image_shape),
+        )
     bar_ctx, factory = rich_progress(progress)
     with open_home_store(home) as store, bar_ctx:
-        yield Operations(store, federation, actor=actor or operator_actor(), runs_dir=Path(home.root) / "runs",
-                         evaluation=eval_set, progress=factory)
+        yield Operations(
+            store,
+            federation,
+            actor=actor or operator_actor(),
+            runs_dir=Path(home.root) / "runs",
+            evaluation=eval_set,
+            progress=factory,
+        )
 
 
 def print_entries(appended) -> None:
@@ -95,5 +124,7 @@ def print_entries(appended) -> None:
     for a in appended:
         e = canonical.loads(a.entry)
         facts = e["facts"]
-        what = next((facts[k] for k in ("module_id", "classifier_id", "dataset_id") if k in facts), "")
+        what = next(
+            (facts[k] for k in ("module_id", "classifier_id", "dataset_id") if k in facts), ""
+        )
         click.echo(f"  [{a.index}] {e['type']} {what}")

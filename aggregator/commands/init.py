@@ -11,22 +11,59 @@ from ffsecure.clitools import echo_json
 
 
 @click.command("init")
-@click.option("--dir", "home_dir", required=True, type=click.Path(file_okay=False),
-              help="The aggregator home directory (created).")
-@click.option("--federation-id", help="Step 1: make the keys, public-keys.json and aggregator.csr for this federation.")
+@click.option(
+    "--dir",
+    "home_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="The aggregator home directory (created).",
+)
+@click.option(
+    "--federation-id",
+    help="Step 1: make the keys, public-keys.json and aggregator.csr for this federation.",
+)
 @click.option("--origin", help="Step 1: log origin [default: ffsecure.local/<federation-id>/log].")
-@click.option("--federation", "federation_file", type=click.Path(dir_okay=False, exists=True),
-              help="Step 2: the CA-signed federation.json made from this home's public-keys.json.")
-@click.option("--ca-cert", type=click.Path(dir_okay=False, exists=True), help="Step 2: the federation CA certificate.")
-@click.option("--crl", "crl_file", type=click.Path(dir_okay=False, exists=True), help="Step 2: the CA's current CRL.")
-@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True),
-              help="Step 2: the aggregator certificate the CA signed from aggregator.csr.")
-@click.option("--listen", default=None, help="Step 2: server.listen for aggregator.toml [default: 127.0.0.1:8443].")
+@click.option(
+    "--federation",
+    "federation_file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Step 2: the CA-signed federation.json made from this home's public-keys.json.",
+)
+@click.option(
+    "--ca-cert",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Step 2: the federation CA certificate.",
+)
+@click.option(
+    "--crl",
+    "crl_file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Step 2: the CA's current CRL.",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Step 2: the aggregator certificate the CA signed from aggregator.csr.",
+)
+@click.option(
+    "--listen",
+    default=None,
+    help="Step 2: server.listen for aggregator.toml [default: 127.0.0.1:8443].",
+)
 @json_option
 @click.pass_context
-def init(ctx: click.Context, home_dir: str, federation_id: str | None, origin: str | None,
-         federation_file: str | None, ca_cert: str | None, crl_file: str | None, tls_cert: str | None,
-         listen: str | None, as_json: bool) -> None:
+def init(
+    ctx: click.Context,
+    home_dir: str,
+    federation_id: str | None,
+    origin: str | None,
+    federation_file: str | None,
+    ca_cert: str | None,
+    crl_file: str | None,
+    tls_cert: str | None,
+    listen: str | None,
+    as_json: bool,
+) -> None:
     """Create an aggregator home in two steps; never overwrites anything.
 
     \b
@@ -40,7 +77,9 @@ def init(ctx: click.Context, home_dir: str, federation_id: str | None, origin: s
     ctx.ensure_object(dict)["json"] = as_json
     step2 = [federation_file, ca_cert, crl_file, tls_cert]
     if federation_id and any(step2):
-        raise click.UsageError("give either --federation-id (step 1) or --federation/--ca-cert/--crl/--tls-cert (step 2)")
+        raise click.UsageError(
+            "give either --federation-id (step 1) or --federation/--ca-cert/--crl/--tls-cert (step 2)"
+        )
     if federation_id:
         from aggregator.initialize import create_keys
 
@@ -49,15 +88,25 @@ def init(ctx: click.Context, home_dir: str, federation_id: str | None, origin: s
             echo_json(out)
         else:
             click.echo(f"created the keys of {out['home']} (log {out['log_origin']})")
-            click.echo(f"send {out['public_keys']} and {out['csr']} to the federation CA operator, then run step 2")
+            click.echo(
+                f"send {out['public_keys']} and {out['csr']} to the federation CA operator, then run step 2"
+            )
         return
     if not all(step2):
-        raise click.UsageError("step 2 needs --federation, --ca-cert, --crl and --tls-cert "
-                               "(or run step 1 with --federation-id)")
+        raise click.UsageError(
+            "step 2 needs --federation, --ca-cert, --crl and --tls-cert "
+            "(or run step 1 with --federation-id)"
+        )
     from aggregator.initialize import install
 
-    out = install(home_dir, federation_json=Path(federation_file).read_bytes(), ca_cert_pem=Path(ca_cert).read_bytes(),
-                  crl_pem=Path(crl_file).read_bytes(), tls_cert_pem=Path(tls_cert).read_bytes(), listen=listen)
+    out = install(
+        home_dir,
+        federation_json=Path(federation_file).read_bytes(),
+        ca_cert_pem=Path(ca_cert).read_bytes(),
+        crl_pem=Path(crl_file).read_bytes(),
+        tls_cert_pem=Path(tls_cert).read_bytes(),
+        listen=listen,
+    )
     if as_json:
         echo_json(out)
     else:
@@ -66,8 +115,13 @@ def init(ctx: click.Context, home_dir: str, federation_id: str | None, origin: s
 
 
 @click.command("init-config")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="Where to write aggregator.toml (refused if the file exists).")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write aggregator.toml (refused if the file exists).",
+)
 @click.option("--listen", default=None, help="server.listen [default: 127.0.0.1:8443].")
 @json_option
 @click.pass_context

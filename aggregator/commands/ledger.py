@@ -10,8 +10,13 @@ from ffsecure.clitools import echo_json
 
 
 def _dir_option(f):
-    return click.option("--dir", "home_dir", required=True, type=click.Path(file_okay=False, exists=True),
-                        help="The aggregator home directory.")(f)
+    return click.option(
+        "--dir",
+        "home_dir",
+        required=True,
+        type=click.Path(file_okay=False, exists=True),
+        help="The aggregator home directory.",
+    )(f)
 
 
 def _json_option(f):
@@ -25,8 +30,11 @@ def _open(home_dir: str):
 
     home = AggregatorHome.at(home_dir)
     if not home.store_db.is_file():
-        raise ConfigError(f"{home.root} holds no store ({home.store_db.name} is missing)", code="E_CONFIG",
-                          hint="point --dir at an aggregator home created by `aggregator init`")
+        raise ConfigError(
+            f"{home.root} holds no store ({home.store_db.name} is missing)",
+            code="E_CONFIG",
+            hint="point --dir at an aggregator home created by `aggregator init`",
+        )
     return open_home_store(home)
 
 
@@ -48,16 +56,28 @@ def checkpoint(ctx: click.Context, home_dir: str, as_json: bool) -> None:
         note = store.checkpoint()
         cp = open_checkpoint(note, store.vkey)
         if as_json:
-            echo_json({"origin": cp.origin, "size": cp.size, "root_hash": cp.root_hash.hex(), "note": note,
-                       "vkey": store.vkey})
+            echo_json(
+                {
+                    "origin": cp.origin,
+                    "size": cp.size,
+                    "root_hash": cp.root_hash.hex(),
+                    "note": note,
+                    "vkey": store.vkey,
+                }
+            )
         else:
             click.echo(note, nl=False)
 
 
 @ledger.command("export")
 @_dir_option
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="New directory to write the audit bundle to.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="New directory to write the audit bundle to.",
+)
 @_json_option
 @click.pass_context
 def export(ctx: click.Context, home_dir: str, out_dir: str, as_json: bool) -> None:
@@ -68,13 +88,20 @@ def export(ctx: click.Context, home_dir: str, out_dir: str, as_json: bool) -> No
 
     home = AggregatorHome.at(home_dir)
     if not home.ca_cert.is_file():
-        raise ConfigError(f"{home.ca_cert} does not exist", code="E_CONFIG",
-                          hint="copy the federation CA certificate to ca.pem in the aggregator home")
+        raise ConfigError(
+            f"{home.ca_cert} does not exist",
+            code="E_CONFIG",
+            hint="copy the federation CA certificate to ca.pem in the aggregator home",
+        )
     crl = home.crl.read_bytes() if home.crl.is_file() else None
     with _open(home_dir) as store:
         federation = home.federation.read_bytes() if home.federation.is_file() else None
-        path = store.export_bundle(Path(out_dir), ca_cert_pem=home.ca_cert.read_bytes(), crl_pem=crl,
-                                   federation_json=federation)
+        path = store.export_bundle(
+            Path(out_dir),
+            ca_cert_pem=home.ca_cert.read_bytes(),
+            crl_pem=crl,
+            federation_json=federation,
+        )
         size = store.size()
     if as_json:
         echo_json({"bundle": str(path), "tree_size": size, "crl": crl is not None})
@@ -83,15 +110,30 @@ def export(ctx: click.Context, home_dir: str, out_dir: str, as_json: bool) -> No
 
 
 @ledger.command("verify")
-@click.option("--dir", "home_dir", type=click.Path(file_okay=False, exists=True),
-              help="Verify the live store of this aggregator home.")
-@click.option("--bundle", "bundle_dir", type=click.Path(file_okay=False, exists=True),
-              help="Verify an exported audit bundle instead (no aggregator needed).")
-@click.option("--no-decrypt", is_flag=True, help="Store check only: do not decrypt every active module.")
+@click.option(
+    "--dir",
+    "home_dir",
+    type=click.Path(file_okay=False, exists=True),
+    help="Verify the live store of this aggregator home.",
+)
+@click.option(
+    "--bundle",
+    "bundle_dir",
+    type=click.Path(file_okay=False, exists=True),
+    help="Verify an exported audit bundle instead (no aggregator needed).",
+)
+@click.option(
+    "--no-decrypt", is_flag=True, help="Store check only: do not decrypt every active module."
+)
 @_json_option
 @click.pass_context
-def verify(ctx: click.Context, home_dir: str | None, bundle_dir: str | None, no_decrypt: bool,
-           as_json: bool) -> None:
+def verify(
+    ctx: click.Context,
+    home_dir: str | None,
+    bundle_dir: str | None,
+    no_decrypt: bool,
+    as_json: bool,
+) -> None:
     """Check that the log, its checkpoints and the module store agree."""
     ctx.ensure_object(dict)["json"] = as_json
     if (home_dir is None) == (bundle_dir is None):

@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import click
 
-from aggregator.commands.context import (confirm, dir_option, json_option, open_operations, operator_actor,
-                                         print_entries, yes_option)
+from aggregator.commands.context import (
+    confirm,
+    dir_option,
+    json_option,
+    open_operations,
+    operator_actor,
+    print_entries,
+    yes_option,
+)
 from ffsecure.clitools import echo_json
 from ffsecure.privacy.policy import strongest
 
@@ -21,18 +28,25 @@ def _summary(row, label_space: list[str]) -> dict:
 
     m = ModuleManifest.from_bytes(row.manifest)
     return {
-        "module_id": row.module_id, "site_id": row.site_id,
+        "module_id": row.module_id,
+        "site_id": row.site_id,
         "status": "live" if row.status == "active" else "deleted",
-        "classes": [label_space[k] for k in m.classes], "generator": m.generator["family"],
+        "classes": [label_space[k] for k in m.classes],
+        "generator": m.generator["family"],
         "dp_epsilon": m.dp.get("epsilon") if isinstance(m.dp, dict) else None,
-        "registered_at": row.created, "registered_index": row.registered_index,
-        "deleted_at": row.deleted, "deleted_index": row.deleted_index,
-        "weights_sha256": row.weights_sha256, "weights_bytes": row.weights_size,
+        "registered_at": row.created,
+        "registered_index": row.registered_index,
+        "deleted_at": row.deleted,
+        "deleted_index": row.deleted_index,
+        "weights_sha256": row.weights_sha256,
+        "weights_bytes": row.weights_size,
         "privacy_report": m.privacy_report,
     }
 
 
-NO_VALUE = "\u2014"  # em dash: the module's report does not state this figure (or there is no report)
+NO_VALUE = (
+    "\u2014"  # em dash: the module's report does not state this figure (or there is no report)
+)
 
 
 def _fmt(value: float | None) -> str:
@@ -49,8 +63,12 @@ def _privacy_policy(row, policy: dict | None) -> dict:
 
     m = ModuleManifest.from_bytes(row.manifest)
     verdict = evaluate(m.privacy_report, m.dp if isinstance(m.dp, dict) else None, policy)
-    return {"policy": verdict.policy, "required": verdict.required, "passes": verdict.passes,
-            "reason": verdict.problems[0].message if verdict.problems else None}
+    return {
+        "policy": verdict.policy,
+        "required": verdict.required,
+        "passes": verdict.passes,
+        "reason": verdict.problems[0].message if verdict.problems else None,
+    }
 
 
 @click.group("modules")
@@ -60,7 +78,9 @@ def modules() -> None:
 
 @modules.command("list")
 @dir_option
-@click.option("--status", type=click.Choice(["live", "deleted"]), default=None, help="Only these modules.")
+@click.option(
+    "--status", type=click.Choice(["live", "deleted"]), default=None, help="Only these modules."
+)
 @json_option
 @click.pass_context
 def list_cmd(ctx: click.Context, home_dir: str, status: str | None, as_json: bool) -> None:
@@ -82,17 +102,37 @@ def list_cmd(ctx: click.Context, home_dir: str, status: str | None, as_json: boo
 
     table = Table(title=f"{len(out)} module(s)")
     table.add_column("module id", no_wrap=True, min_width=32)
-    for col in ("site", "classes", "generator", "DP eps", "MIA AUROC", "near-copy", "registered at", "status"):
+    for col in (
+        "site",
+        "classes",
+        "generator",
+        "DP eps",
+        "MIA AUROC",
+        "near-copy",
+        "registered at",
+        "status",
+    ):
         table.add_column(col)
     for m in out:
         eps = "-" if m["dp_epsilon"] is None else f"{m['dp_epsilon']:.2f}"
         report = m["privacy_report"]
         auroc = strongest(report, "membership_auroc", "membership_calibrated_auroc")
         near = report.get("near_copy_fraction") if report else None
-        table.add_row(m["module_id"], m["site_id"], ",".join(m["classes"]), m["generator"], eps,
-                      _fmt(auroc), _fmt(near), m["registered_at"], m["status"])
+        table.add_row(
+            m["module_id"],
+            m["site_id"],
+            ",".join(m["classes"]),
+            m["generator"],
+            eps,
+            _fmt(auroc),
+            _fmt(near),
+            m["registered_at"],
+            m["status"],
+        )
     console = Console()
-    if not console.is_terminal:  # piped or captured: no terminal width to fit, so do not truncate cells
+    if (
+        not console.is_terminal
+    ):  # piped or captured: no terminal width to fit, so do not truncate cells
         console = Console(width=max(console.width, 160))
     console.print(table)
 
@@ -118,7 +158,8 @@ def show_cmd(ctx: click.Context, home_dir: str, module_id: str, as_json: bool) -
         info["privacy_policy"] = _privacy_policy(row, ops.federation.privacy_policy)
         info["used_by"] = [
             {"kind": kind, "id": a.artifact_id, "status": a.status}
-            for kind in ("dataset", "classifier") for a in ops.store.list_artifacts(kind)
+            for kind in ("dataset", "classifier")
+            for a in ops.store.list_artifacts(kind)
             if module_id in {m["module_id"] for m in a.meta["modules"]}
         ]
     if as_json:
@@ -133,9 +174,19 @@ def show_cmd(ctx: click.Context, home_dir: str, module_id: str, as_json: bool) -
         click.echo("privacy_report:")
         for key, value in report.items():
             click.echo(f"  {key}: {value}")
-    verdict = "none set" if not check["policy"] else "report required" if check["required"] else "report optional"
+    verdict = (
+        "none set"
+        if not check["policy"]
+        else "report required"
+        if check["required"]
+        else "report optional"
+    )
     # without a policy check_module still refuses a malformed report or an inconsistent DP epsilon
-    verdict += ("" if not check["policy"] else "; passes") if check["passes"] else f"; FAILS: {check['reason']}"
+    verdict += (
+        ("" if not check["policy"] else "; passes")
+        if check["passes"]
+        else f"; FAILS: {check['reason']}"
+    )
     click.echo(f"privacy_policy: {verdict}")
 
 
@@ -143,14 +194,29 @@ def show_cmd(ctx: click.Context, home_dir: str, module_id: str, as_json: bool) -
 @dir_option
 @click.argument("module_id")
 @click.option("--reason", required=True, help="Why the module must go (recorded in the ledger).")
-@click.option("--no-retrain", is_flag=True, help="Only delete and retire; retrain later with `aggregator retrain`.")
+@click.option(
+    "--no-retrain",
+    is_flag=True,
+    help="Only delete and retire; retrain later with `aggregator retrain`.",
+)
 @click.option("--actor", default=None, help="Operator name for the ledger [default: login name].")
 @yes_option
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+@click.option(
+    "--progress/--no-progress", default=True, show_default=True, help="Show progress bars."
+)
 @json_option
 @click.pass_context
-def delete_cmd(ctx: click.Context, home_dir: str, module_id: str, reason: str, no_retrain: bool,
-               actor: str | None, yes: bool, progress: bool, as_json: bool) -> None:
+def delete_cmd(
+    ctx: click.Context,
+    home_dir: str,
+    module_id: str,
+    reason: str,
+    no_retrain: bool,
+    actor: str | None,
+    yes: bool,
+    progress: bool,
+    as_json: bool,
+) -> None:
     """Crypto-shred a module, retire what was built from it, and retrain without it.
 
     The module's data key and blob are destroyed (module.deleted), every
@@ -166,32 +232,49 @@ def delete_cmd(ctx: click.Context, home_dir: str, module_id: str, reason: str, n
     check_module_id(module_id)
     reason = reason.strip()
     if not reason or len(reason) > 500 or not reason.isprintable():
-        raise click.BadParameter("give a printable reason of 1..500 characters", param_hint="--reason")
-    with open_operations(home_dir, progress=progress and not as_json,
-                         actor=operator_actor(actor) if actor else None) as ops:
+        raise click.BadParameter(
+            "give a printable reason of 1..500 characters", param_hint="--reason"
+        )
+    with open_operations(
+        home_dir, progress=progress and not as_json, actor=operator_actor(actor) if actor else None
+    ) as ops:
         row = ops.store.get_module(module_id)
         if row.status == "deleted":
             from ffsecure.errors import StoreError
 
-            raise StoreError(f"module {module_id} is already deleted", code="E_MODULE_DELETED",
-                             hint="nothing left to delete; see `aggregator modules show`")
-        confirm(yes, f"Delete module {module_id} of site {row.site_id} for good "
-                     f"(its data key is destroyed; this cannot be undone)?")
+            raise StoreError(
+                f"module {module_id} is already deleted",
+                code="E_MODULE_DELETED",
+                hint="nothing left to delete; see `aggregator modules show`",
+            )
+        confirm(
+            yes,
+            f"Delete module {module_id} of site {row.site_id} for good "
+            f"(its data key is destroyed; this cannot be undone)?",
+        )
         outcome = ops.delete(module_id, reason)
         retrain = None if no_retrain else ops.retrain()
     appended = outcome.appended + (retrain.appended if retrain else [])
     if as_json:
-        echo_json({
-            "module_id": module_id, "retired_datasets": outcome.retired_datasets,
-            "retired_classifiers": outcome.retired_classifiers,
-            "entries": [a.to_dict() for a in appended],
-            "retrained": None if retrain is None else {
-                "seconds": round(retrain.seconds, 3),
-                "datasets": [d.dataset_id for d in retrain.datasets],
-                "classifiers": [{"classifier_id": c.classifier_id, "sha256": c.sha256, "metrics": c.metrics}
-                                for c in retrain.classifiers],
-                "skipped": [{"classifier_id": c, "why": w} for c, w in retrain.skipped]},
-        })
+        echo_json(
+            {
+                "module_id": module_id,
+                "retired_datasets": outcome.retired_datasets,
+                "retired_classifiers": outcome.retired_classifiers,
+                "entries": [a.to_dict() for a in appended],
+                "retrained": None
+                if retrain is None
+                else {
+                    "seconds": round(retrain.seconds, 3),
+                    "datasets": [d.dataset_id for d in retrain.datasets],
+                    "classifiers": [
+                        {"classifier_id": c.classifier_id, "sha256": c.sha256, "metrics": c.metrics}
+                        for c in retrain.classifiers
+                    ],
+                    "skipped": [{"classifier_id": c, "why": w} for c, w in retrain.skipped],
+                },
+            }
+        )
         return
     click.echo(f"deleted module {module_id}; appended {len(appended)} ledger entries:")
     print_entries(appended)

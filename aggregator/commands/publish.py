@@ -14,12 +14,18 @@ from ffsecure.clitools import echo_json
 @click.option("--actor", default=None, help="Operator name for the ledger [default: login name].")
 @json_option
 @click.pass_context
-def publish(ctx: click.Context, home_dir: str, classifier_id: str | None, actor: str | None, as_json: bool) -> None:
+def publish(
+    ctx: click.Context, home_dir: str, classifier_id: str | None, actor: str | None, as_json: bool
+) -> None:
     """Publish CLASSIFIER_ID (default: the newest active classifier); appends classifier.published."""
     ctx.ensure_object(dict)["json"] = as_json
-    with open_operations(home_dir, evaluation=False, actor=operator_actor(actor) if actor else None) as ops:
+    with open_operations(
+        home_dir, evaluation=False, actor=operator_actor(actor) if actor else None
+    ) as ops:
         cid, appended = ops.publish(classifier_id)
     if as_json:
         echo_json({"classifier_id": cid, "index": appended.index})
     else:
-        click.echo(f"published {cid} (ledger entry {appended.index}); sites fetch it with GetClassifier")
+        click.echo(
+            f"published {cid} (ledger entry {appended.index}); sites fetch it with GetClassifier"
+        )

@@ -8,9 +8,16 @@ from ffsecure.clitools import setup_logging
 
 
 @click.command("serve")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="aggregator.toml in the aggregator home directory.")
-@click.option("--human-logs", is_flag=True, help="Log readable lines instead of one JSON object per line.")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="aggregator.toml in the aggregator home directory.",
+)
+@click.option(
+    "--human-logs", is_flag=True, help="Log readable lines instead of one JSON object per line."
+)
 @click.pass_context
 def serve(ctx: click.Context, config_path: str, human_logs: bool) -> None:
     """Serve sites over mutually-authenticated TLS until SIGTERM, then drain in-flight uploads."""
@@ -27,5 +34,6 @@ def serve(ctx: click.Context, config_path: str, human_logs: bool) -> None:
     if not tls13:
         logging.getLogger("aggregator.server").warning(
             "grpc was imported before the TLS 1.3 restriction could be set; TLS 1.2 clients may connect",
-            extra={"event": "tls12_possible"})
+            extra={"event": "tls12_possible"},
+        )
     run(config_path)

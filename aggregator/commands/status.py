@@ -27,11 +27,17 @@ def status(ctx: click.Context, home_dir: str, as_json: bool) -> None:
     click.echo(f"  classes covered: {', '.join(s['classes_covered']) or '-'}")
     if s["classes_uncovered"]:
         click.echo(f"  classes without a module: {', '.join(s['classes_uncovered'])}")
-    cp = f"checkpoint at size {led['checkpoint_size']}" if led["checkpoint_size"] is not None else "no checkpoint"
+    cp = (
+        f"checkpoint at size {led['checkpoint_size']}"
+        if led["checkpoint_size"] is not None
+        else "no checkpoint"
+    )
     click.echo(f"  ledger: {led['size']} entries, {cp}")
-    click.echo(f"  datasets: {s['datasets']['active']} active, {s['datasets']['retired']} retired; classifiers: "
-               f"{s['classifiers']['published']} published, {s['classifiers']['active']} active, "
-               f"{s['classifiers']['retired']} retired")
+    click.echo(
+        f"  datasets: {s['datasets']['active']} active, {s['datasets']['retired']} retired; classifiers: "
+        f"{s['classifiers']['published']} published, {s['classifiers']['active']} active, "
+        f"{s['classifiers']['retired']} retired"
+    )
     c = s["current_classifier"]
     if c is None:
         click.echo("  current classifier: none published")
@@ -43,9 +49,16 @@ def status(ctx: click.Context, home_dir: str, as_json: bool) -> None:
         click.echo(f"    site evaluations: {len(evals) or 'none reported'}")
         for e in evals:
             auroc = "-" if e["auroc"] is None else f"{e['auroc']:.4f}"
-            recall = ", ".join(f"{k} {'-' if r is None else format(r, '.3f')}" for k, r in e["per_class_recall"].items())
-            click.echo(f"      {e['site_id']}: accuracy {e['accuracy']:.4f}, AUROC {auroc} on {e['n_test']} images "
-                       f"(entry {e['index']}, {e['reported_at']})")
+            recall = ", ".join(
+                f"{k} {'-' if r is None else format(r, '.3f')}"
+                for k, r in e["per_class_recall"].items()
+            )
+            click.echo(
+                f"      {e['site_id']}: accuracy {e['accuracy']:.4f}, AUROC {auroc} on {e['n_test']} images "
+                f"(entry {e['index']}, {e['reported_at']})"
+            )
             click.echo(f"        recall: {recall}")
     if s["pending_retrains"]:
-        click.echo(f"  waiting for retraining: {', '.join(s['pending_retrains'])} (`aggregator retrain`)")
+        click.echo(
+            f"  waiting for retraining: {', '.join(s['pending_retrains'])} (`aggregator retrain`)"
+        )

@@ -10,14 +10,31 @@ from ffsecure.clitools import echo_json
 
 @click.command("synthesize")
 @dir_option
-@click.option("--per-class", type=click.IntRange(1, 1_000_000), required=True, help="Images per class.")
-@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True, help="Synthesis seed.")
+@click.option(
+    "--per-class", type=click.IntRange(1, 1_000_000), required=True, help="Images per class."
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**63 - 1),
+    default=0,
+    show_default=True,
+    help="Synthesis seed.",
+)
 @click.option("--actor", default=None, help="Operator name for the ledger [default: login name].")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+@click.option(
+    "--progress/--no-progress", default=True, show_default=True, help="Show progress bars."
+)
 @json_option
 @click.pass_context
-def synthesize(ctx: click.Context, home_dir: str, per_class: int, seed: int, actor: str | None,
-               progress: bool, as_json: bool) -> None:
+def synthesize(
+    ctx: click.Context,
+    home_dir: str,
+    per_class: int,
+    seed: int,
+    actor: str | None,
+    progress: bool,
+    as_json: bool,
+) -> None:
     """Decrypt the live modules in memory, sample --per-class images of every class, record the lineage.
 
     Stores the dataset's recipe (the images are regenerated exactly when a
@@ -25,18 +42,27 @@ def synthesize(ctx: click.Context, home_dir: str, per_class: int, seed: int, act
     grid PNG to DIR/runs/<dataset-id>-samples.png.
     """
     ctx.ensure_object(dict)["json"] = as_json
-    with open_operations(home_dir, progress=progress and not as_json,
-                         actor=operator_actor(actor) if actor else None) as ops:
+    with open_operations(
+        home_dir, progress=progress and not as_json, actor=operator_actor(actor) if actor else None
+    ) as ops:
         ds = ops.synthesize(per_class=per_class, seed=seed)
-    info = {"dataset_id": ds.dataset_id, "sha256": ds.sha256, "index": ds.appended.index,
-            "modules": [m["module_id"] for m in ds.modules], "counts": ds.counts,
-            "uncovered": [c for c, n in ds.counts.items() if n == 0],
-            "grid": str(ds.grid_path) if ds.grid_path else None, "seconds": round(ds.seconds, 3)}
+    info = {
+        "dataset_id": ds.dataset_id,
+        "sha256": ds.sha256,
+        "index": ds.appended.index,
+        "modules": [m["module_id"] for m in ds.modules],
+        "counts": ds.counts,
+        "uncovered": [c for c, n in ds.counts.items() if n == 0],
+        "grid": str(ds.grid_path) if ds.grid_path else None,
+        "seconds": round(ds.seconds, 3),
+    }
     if as_json:
         echo_json(info)
         return
-    click.echo(f"dataset {ds.dataset_id} ({sum(ds.counts.values())} images from {len(ds.modules)} modules), "
-               f"ledger entry {ds.appended.index}")
+    click.echo(
+        f"dataset {ds.dataset_id} ({sum(ds.counts.values())} images from {len(ds.modules)} modules), "
+        f"ledger entry {ds.appended.index}"
+    )
     click.echo(f"  sha256 {ds.sha256}")
     if info["uncovered"]:
         click.echo(f"  no module covers: {', '.join(info['uncovered'])}")

@@ -1,15 +1,38 @@
 """The aggregator's module store and transparency ledger (interface + SQLite backend)."""
 
-from aggregator.store.base import ArtifactRow, EvaluationRow, LedgerSnapshot, ModuleRow, Receipt, Store, check_module_id
+from aggregator.store.base import (
+    ArtifactRow,
+    EvaluationRow,
+    LedgerSnapshot,
+    ModuleRow,
+    Receipt,
+    Store,
+    check_module_id,
+)
 from aggregator.store.sqlite import SQLiteStore
 
-__all__ = ["ArtifactRow", "EvaluationRow", "LedgerSnapshot", "ModuleRow", "Receipt", "Store", "SQLiteStore", "check_module_id",
-           "open_home_store"]
+__all__ = [
+    "ArtifactRow",
+    "EvaluationRow",
+    "LedgerSnapshot",
+    "ModuleRow",
+    "Receipt",
+    "Store",
+    "SQLiteStore",
+    "check_module_id",
+    "open_home_store",
+]
 
 
 def open_home_store(home, *, origin: str | None = None, create: bool = False) -> SQLiteStore:
     """Open the store of an aggregator home with its own keys (created when ``create``)."""
-    from aggregator.home import AggregatorHome, load_kek, load_log_key, load_or_create_kek, load_or_create_log_key
+    from aggregator.home import (
+        AggregatorHome,
+        load_kek,
+        load_log_key,
+        load_or_create_kek,
+        load_or_create_log_key,
+    )
 
     h = home if isinstance(home, AggregatorHome) else AggregatorHome.at(home)
     if create:

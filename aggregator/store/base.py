@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ffsecure.errors import FormatError
+
 # check_module_id is re-exported: the store and its callers refuse module ids by the one rule.
-from ffsecure.ids import check_artifact_id, check_module_id
+from ffsecure.ids import check_artifact_id
+from ffsecure.ids import check_module_id as check_module_id
 
 ARTIFACT_KINDS = ("dataset", "classifier")
 ARTIFACT_STATUSES = ("active", "published", "retired")
@@ -31,8 +33,11 @@ MODULE_STATUSES = ("active", "deleted")
 
 def check_artifact(kind: str, artifact_id: str) -> None:
     if kind not in ARTIFACT_KINDS:
-        raise FormatError(f"artifact kind {kind!r} is not one of {', '.join(ARTIFACT_KINDS)}",
-                          code="E_ARTIFACT_KIND", hint="use dataset or classifier")
+        raise FormatError(
+            f"artifact kind {kind!r} is not one of {', '.join(ARTIFACT_KINDS)}",
+            code="E_ARTIFACT_KIND",
+            hint="use dataset or classifier",
+        )
     check_artifact_id(artifact_id, f"{kind} id")
 
 
@@ -88,8 +93,8 @@ class EvaluationRow:
 
     site_id: str
     classifier_id: str
-    report: dict           # EvaluationReport.to_dict()
-    report_sha256: str     # the commitment in the classifier.evaluated entry
+    report: dict  # EvaluationReport.to_dict()
+    report_sha256: str  # the commitment in the classifier.evaluated entry
     salt: str
     entry_index: int
     created: str
@@ -103,13 +108,22 @@ class Store(abc.ABC):
 
     # -- modules ---------------------------------------------------------
     @abc.abstractmethod
-    def register_module(self, *, module_id: str, site_id: str, manifest_bytes: bytes, package_meta: bytes,
-                        weights: bytes, entry: dict) -> Receipt:
+    def register_module(
+        self,
+        *,
+        module_id: str,
+        site_id: str,
+        manifest_bytes: bytes,
+        package_meta: bytes,
+        weights: bytes,
+        entry: dict,
+    ) -> Receipt:
         """Store an encrypted module and append its ``module.registered`` entry (idempotent)."""
 
     @abc.abstractmethod
-    def delete_module(self, module_id: str, *, actor: str, reason: str,
-                      request_entry: dict | None = None) -> list[tuple[int, bytes]]:
+    def delete_module(
+        self, module_id: str, *, actor: str, reason: str, request_entry: dict | None = None
+    ) -> list[tuple[int, bytes]]:
         """Crypto-shred a module and append ``module.deleted``; returns (index, entry bytes) appended."""
 
     @abc.abstractmethod
@@ -124,11 +138,14 @@ class Store(abc.ABC):
 
     # -- artifacts -------------------------------------------------------
     @abc.abstractmethod
-    def put_artifact(self, kind: str, artifact_id: str, meta: dict, blob: bytes | None,
-                     entry: dict) -> tuple[int, bytes]: ...
+    def put_artifact(
+        self, kind: str, artifact_id: str, meta: dict, blob: bytes | None, entry: dict
+    ) -> tuple[int, bytes]: ...
 
     @abc.abstractmethod
-    def set_artifact_status(self, kind: str, artifact_id: str, status: str, entry: dict) -> tuple[int, bytes]: ...
+    def set_artifact_status(
+        self, kind: str, artifact_id: str, status: str, entry: dict
+    ) -> tuple[int, bytes]: ...
 
     @abc.abstractmethod
     def get_artifact(self, kind: str, artifact_id: str) -> ArtifactRow: ...
@@ -141,8 +158,9 @@ class Store(abc.ABC):
 
     # -- sites' evaluation reports ----------------------------------------
     @abc.abstractmethod
-    def put_evaluation(self, *, site_id: str, report: bytes, salt: str,
-                       entry: dict) -> tuple[EvaluationRow, Receipt]:
+    def put_evaluation(
+        self, *, site_id: str, report: bytes, salt: str, entry: dict
+    ) -> tuple[EvaluationRow, Receipt]:
         """Store a site's canonical report and append its ``classifier.evaluated`` entry, in one transaction.
 
         The classifier must be in the store and not retired (``E_NO_CLASSIFIER``,
@@ -188,7 +206,7 @@ class Store(abc.ABC):
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]: ...
 
     @abc.abstractmethod
-    def snapshot(self) -> "LedgerSnapshot":
+    def snapshot(self) -> LedgerSnapshot:
         """A consistent view for export: a fresh checkpoint, the entries and checkpoints it covers, modules."""
 
     @abc.abstractmethod
@@ -200,15 +218,26 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
-    def export_bundle(self, out_dir: str | Path, *, ca_cert_pem: bytes, crl_pem: bytes | None,
-                      federation_json: bytes | None = None) -> Path:
+    def export_bundle(
+        self,
+        out_dir: str | Path,
+        *,
+        ca_cert_pem: bytes,
+        crl_pem: bytes | None,
+        federation_json: bytes | None = None,
+    ) -> Path:
         """Write an audit bundle (docs/audit-bundle.md) to ``out_dir``."""
         from aggregator.export import write_bundle
 
-        return write_bundle(self.snapshot(), Path(out_dir), ca_cert_pem=ca_cert_pem, crl_pem=crl_pem,
-                            federation_json=federation_json)
+        return write_bundle(
+            self.snapshot(),
+            Path(out_dir),
+            ca_cert_pem=ca_cert_pem,
+            crl_pem=crl_pem,
+            federation_json=federation_json,
+        )
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -38,14 +38,20 @@ def seal_blob(plaintext: bytes, dek: bytes, aad: bytes) -> bytes:
 
 def open_blob(data: bytes, dek: bytes, aad: bytes) -> bytes:
     if not data.startswith(BLOB_MAGIC) or len(data) < len(BLOB_MAGIC) + _NONCE + 16:
-        raise CryptoError("stored blob is not an ffsecure encrypted blob", code="E_STORE_CORRUPT",
-                          hint="the blob file was damaged; restore the store from a backup")
-    nonce = data[len(BLOB_MAGIC):len(BLOB_MAGIC) + _NONCE]
+        raise CryptoError(
+            "stored blob is not an ffsecure encrypted blob",
+            code="E_STORE_CORRUPT",
+            hint="the blob file was damaged; restore the store from a backup",
+        )
+    nonce = data[len(BLOB_MAGIC) : len(BLOB_MAGIC) + _NONCE]
     try:
-        return AESGCM(dek).decrypt(nonce, data[len(BLOB_MAGIC) + _NONCE:], BLOB_MAGIC + aad)
+        return AESGCM(dek).decrypt(nonce, data[len(BLOB_MAGIC) + _NONCE :], BLOB_MAGIC + aad)
     except InvalidTag:
-        raise CryptoError("stored blob does not decrypt: it was altered or belongs to another object",
-                          code="E_STORE_CORRUPT", hint="restore the store from a backup") from None
+        raise CryptoError(
+            "stored blob does not decrypt: it was altered or belongs to another object",
+            code="E_STORE_CORRUPT",
+            hint="restore the store from a backup",
+        ) from None
 
 
 def wrap_dek(kek: bytes, dek: bytes, aad: bytes) -> bytes:
@@ -57,6 +63,8 @@ def unwrap_dek(kek: bytes, wrapped: bytes, aad: bytes) -> bytes:
     try:
         return AESGCM(kek).decrypt(wrapped[:_NONCE], wrapped[_NONCE:], _DEK_CONTEXT + aad)
     except (InvalidTag, ValueError):
-        raise CryptoError("a wrapped data key does not unwrap with this key-encryption key",
-                          code="E_KEK_MISMATCH",
-                          hint="the store must be opened with the keys/kek.key it was created with") from None
+        raise CryptoError(
+            "a wrapped data key does not unwrap with this key-encryption key",
+            code="E_KEK_MISMATCH",
+            hint="the store must be opened with the keys/kek.key it was created with",
+        ) from None

@@ -29,9 +29,9 @@ import os
 import secrets
 import sqlite3
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from aggregator.home import AggregatorHome, LogSigner
 from aggregator.store import sealing
@@ -68,7 +68,8 @@ SCHEMA_VERSION = "2"
 #: Older schemas this release upgrades in place when it opens them, and what the upgrade adds. The
 #: CREATE ... IF NOT EXISTS statements below add the missing tables; only the version is then rewritten.
 UPGRADES = {"1": "evaluations (sites' evaluation reports, classifier.evaluated entries)"}
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries(idx INTEGER PRIMARY KEY, type TEXT NOT NULL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes(level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,
@@ -90,18 +91,28 @@ CREATE TABLE IF NOT EXISTS artifacts(
     entry_index INTEGER NOT NULL REFERENCES entries(idx), updated_index INTEGER NOT NULL REFERENCES entries(idx),
     created TEXT NOT NULL, PRIMARY KEY(kind, artifact_id));
 CREATE INDEX IF NOT EXISTS modules_status ON modules(status);
-""" + EVALUATIONS_SCHEMA
+"""
+    + EVALUATIONS_SCHEMA
+)
 
-_ARTIFACT_ENTRY = {"dataset": ("dataset.synthesized", "dataset_id"),
-                   "classifier": ("classifier.trained", "classifier_id")}
-_STATUS_ENTRY = {("dataset", "retired"): "dataset.retired", ("classifier", "retired"): "classifier.retired",
-                 ("classifier", "published"): "classifier.published"}
+_ARTIFACT_ENTRY = {
+    "dataset": ("dataset.synthesized", "dataset_id"),
+    "classifier": ("classifier.trained", "classifier_id"),
+}
+_STATUS_ENTRY = {
+    ("dataset", "retired"): "dataset.retired",
+    ("classifier", "retired"): "classifier.retired",
+    ("classifier", "published"): "classifier.published",
+}
 _SHREDDED = ["wrapped_dek", "blob"]
 
 
 def _corrupt(message: str) -> StoreError:
-    return StoreError(message, code="E_STORE_CORRUPT",
-                      hint="run `aggregator ledger verify` and restore the store from a backup if it fails")
+    return StoreError(
+        message,
+        code="E_STORE_CORRUPT",
+        hint="run `aggregator ledger verify` and restore the store from a backup if it fails",
+    )
 
 
 def _sha256(data: bytes) -> str:
@@ -115,7 +126,9 @@ class _Nodes:
         self.conn = conn
 
     def node(self, level: int, index: int) -> bytes:
-        row = self.conn.execute("SELECT hash FROM nodes WHERE level = ? AND idx = ?", (level, index)).fetchone()
+        row = self.conn.execute(
+            "SELECT hash FROM nodes WHERE level = ? AND idx = ?", (level, index)
+        ).fetchone()
         if row is None:
             raise _corrupt(f"Merkle node (level {level}, index {index}) is missing")
         return bytes(row[0])
@@ -131,7 +144,15 @@ def _private_database(db_path: Path) -> None:
 class SQLiteStore(EvaluationsMixin, Store):
     """The default store: ``store.sqlite`` (WAL) and ``blobs/``."""
 
-    def __init__(self, conn: sqlite3.Connection, blob_dir: Path, *, origin: str, kek: bytes, signer: LogSigner):
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        blob_dir: Path,
+        *,
+        origin: str,
+        kek: bytes,
+        signer: LogSigner,
+    ):
         self._conn = conn
         self._blobs = blob_dir
         self._kek = kek
@@ -143,25 +164,42 @@ class SQLiteStore(EvaluationsMixin, Store):
 
     # -- opening ---------------------------------------------------------
     @classmethod
-    def open(cls, home: str | os.PathLike | AggregatorHome | None = None, *, db_path: str | os.PathLike | None = None,
-             blob_dir: str | os.PathLike | None = None, origin: str, kek: bytes,
-             log_signer: LogSigner) -> "SQLiteStore":
+    def open(
+        cls,
+        home: str | os.PathLike | AggregatorHome | None = None,
+        *,
+        db_path: str | os.PathLike | None = None,
+        blob_dir: str | os.PathLike | None = None,
+        origin: str,
+        kek: bytes,
+        log_signer: LogSigner,
+    ) -> SQLiteStore:
         """Open (creating if needed) the store of an aggregator home, or of explicit paths."""
         if home is not None:
             h = home if isinstance(home, AggregatorHome) else AggregatorHome.at(home)
             h.ensure_dirs()
             db_path, blob_dir = db_path or h.store_db, blob_dir or h.blobs
         if db_path is None or blob_dir is None:
-            raise ConfigError("the store needs a home directory or both db_path and blob_dir", code="E_CONFIG")
+            raise ConfigError(
+                "the store needs a home directory or both db_path and blob_dir", code="E_CONFIG"
+            )
         if not isinstance(kek, (bytes, bytearray)) or len(kek) != 32:
-            raise ConfigError("the key-encryption key must be 32 bytes", code="E_KEY_FORMAT",
-                              hint="load it with aggregator.home.load_kek")
+            raise ConfigError(
+                "the key-encryption key must be 32 bytes",
+                code="E_KEY_FORMAT",
+                hint="load it with aggregator.home.load_kek",
+            )
         if log_signer.name != origin:
-            raise ConfigError(f"the log key is named {log_signer.name!r} but the log origin is {origin!r}",
-                              code="E_CONFIG", hint="the log key name and the log origin must be the same")
+            raise ConfigError(
+                f"the log key is named {log_signer.name!r} but the log origin is {origin!r}",
+                code="E_CONFIG",
+                hint="the log key name and the log origin must be the same",
+            )
         blob_dir = private_dir(blob_dir)
         _private_database(Path(db_path))
-        conn = sqlite3.connect(str(db_path), timeout=30.0, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            str(db_path), timeout=30.0, isolation_level=None, check_same_thread=False
+        )
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
@@ -182,27 +220,48 @@ class SQLiteStore(EvaluationsMixin, Store):
                 if statement.strip():
                     conn.execute(statement)
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-            want = {"schema": SCHEMA_VERSION, "origin": self.origin, "vkey": self.vkey, "kek_id": self._kek_id}
+            want = {
+                "schema": SCHEMA_VERSION,
+                "origin": self.origin,
+                "vkey": self.vkey,
+                "kek_id": self._kek_id,
+            }
             if not meta:
                 conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", sorted(want.items()))
                 return
             if meta.get("schema") in UPGRADES:
-                log.info("store schema %s upgraded to %s: added %s", meta["schema"], SCHEMA_VERSION,
-                         UPGRADES[meta["schema"]])
+                log.info(
+                    "store schema %s upgraded to %s: added %s",
+                    meta["schema"],
+                    SCHEMA_VERSION,
+                    UPGRADES[meta["schema"]],
+                )
                 conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
                 meta["schema"] = SCHEMA_VERSION
             if meta.get("schema") != SCHEMA_VERSION:
-                raise StoreError(f"store schema {meta.get('schema')!r} is not supported (expected {SCHEMA_VERSION})",
-                                 code="E_STORE_VERSION", hint="use the ffsecure release that created the store")
+                raise StoreError(
+                    f"store schema {meta.get('schema')!r} is not supported (expected {SCHEMA_VERSION})",
+                    code="E_STORE_VERSION",
+                    hint="use the ffsecure release that created the store",
+                )
             if meta.get("origin") != self.origin:
-                raise ConfigError(f"this store holds the log {meta.get('origin')!r}, not {self.origin!r}",
-                                  code="E_CONFIG", hint="open it with the origin it was created with")
+                raise ConfigError(
+                    f"this store holds the log {meta.get('origin')!r}, not {self.origin!r}",
+                    code="E_CONFIG",
+                    hint="open it with the origin it was created with",
+                )
             if meta.get("vkey") != self.vkey:
-                raise ConfigError("the log key does not match the key this store's checkpoints are signed with",
-                                  code="E_LOG_KEY_MISMATCH", hint="use the keys/log.key the store was created with")
+                raise ConfigError(
+                    "the log key does not match the key this store's checkpoints are signed with",
+                    code="E_LOG_KEY_MISMATCH",
+                    hint="use the keys/log.key the store was created with",
+                )
             if meta.get("kek_id") != self._kek_id:
-                raise ConfigError("the key-encryption key is not the one this store was created with",
-                                  code="E_KEK_MISMATCH", hint="use the keys/kek.key the store was created with")
+                raise ConfigError(
+                    "the key-encryption key is not the one this store was created with",
+                    code="E_KEK_MISMATCH",
+                    hint="use the keys/kek.key the store was created with",
+                )
 
     def _recover(self) -> None:
         """Remove blobs that no committed row names (a crash between blob write and commit)."""
@@ -210,10 +269,16 @@ class SQLiteStore(EvaluationsMixin, Store):
             size = self._size(conn)
             top = conn.execute("SELECT MAX(idx) FROM nodes WHERE level = 0").fetchone()[0]
             if (top + 1 if top is not None else 0) != size:
-                raise _corrupt(f"the log holds {size} entries but {0 if top is None else top + 1} leaf hashes")
-            named = {r[0] for r in conn.execute(
-                "SELECT blob_name FROM modules WHERE blob_name IS NOT NULL "
-                "UNION SELECT blob_name FROM artifacts WHERE blob_name IS NOT NULL")}
+                raise _corrupt(
+                    f"the log holds {size} entries but {0 if top is None else top + 1} leaf hashes"
+                )
+            named = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT blob_name FROM modules WHERE blob_name IS NOT NULL "
+                    "UNION SELECT blob_name FROM artifacts WHERE blob_name IS NOT NULL"
+                )
+            }
             removed = 0
             for path in self._blobs.iterdir():
                 if path.is_file() and path.name not in named:
@@ -300,7 +365,10 @@ class SQLiteStore(EvaluationsMixin, Store):
         index = self._size(conn)
         h = leaf_hash(data)
         conn.execute("INSERT INTO entries(idx, type, data) VALUES (?, ?, ?)", (index, kind, data))
-        conn.executemany("INSERT INTO nodes(level, idx, hash) VALUES (?, ?, ?)", new_nodes(_Nodes(conn), index, h))
+        conn.executemany(
+            "INSERT INTO nodes(level, idx, hash) VALUES (?, ?, ?)",
+            new_nodes(_Nodes(conn), index, h),
+        )
         return index
 
     def _checkpoint_locked(self, conn: sqlite3.Connection) -> tuple[int, str]:
@@ -309,12 +377,22 @@ class SQLiteStore(EvaluationsMixin, Store):
         if row is not None:
             return size, row[0]
         note = self._signer.sign(Checkpoint(self.origin, size, root_from(_Nodes(conn), size)))
-        conn.execute("INSERT INTO checkpoints(size, note, created) VALUES (?, ?, ?)", (size, note, utc_now()))
+        conn.execute(
+            "INSERT INTO checkpoints(size, note, created) VALUES (?, ?, ?)", (size, note, utc_now())
+        )
         return size, note
 
     # -- modules ---------------------------------------------------------
-    def register_module(self, *, module_id: str, site_id: str, manifest_bytes: bytes, package_meta: bytes,
-                        weights: bytes, entry: dict) -> Receipt:
+    def register_module(
+        self,
+        *,
+        module_id: str,
+        site_id: str,
+        manifest_bytes: bytes,
+        package_meta: bytes,
+        weights: bytes,
+        entry: dict,
+    ) -> Receipt:
         check_module_id(module_id)
         if not SITE_ID.matches(site_id):
             raise FormatError(f"site id {site_id!r} is not {SITE_ID.rule}", code="E_SITE_ID")
@@ -323,27 +401,46 @@ class SQLiteStore(EvaluationsMixin, Store):
         data = entry_bytes(entry)
         facts = entry["facts"]
         manifest_sha256, weights_sha256 = _sha256(manifest_bytes), _sha256(weights)
-        expected = {"type": "module.registered", "module_id": module_id, "site_id": site_id,
-                    "manifest_sha256": manifest_sha256, "weights_sha256": weights_sha256}
+        expected = {
+            "type": "module.registered",
+            "module_id": module_id,
+            "site_id": site_id,
+            "manifest_sha256": manifest_sha256,
+            "weights_sha256": weights_sha256,
+        }
         got = {"type": entry["type"], **{k: facts.get(k) for k in expected if k != "type"}}
         wrong = [k for k in expected if got[k] != expected[k]]
         if wrong:
-            raise LedgerError(f"the module.registered entry does not match the module: {', '.join(wrong)} differ",
-                              code="E_ENTRY", hint="build the entry from the same manifest and weights")
+            raise LedgerError(
+                f"the module.registered entry does not match the module: {', '.join(wrong)} differ",
+                code="E_ENTRY",
+                hint="build the entry from the same manifest and weights",
+            )
         with self._write() as conn:
-            row = conn.execute("SELECT manifest, status, registered_index FROM modules WHERE module_id = ?",
-                               (module_id,)).fetchone()
+            row = conn.execute(
+                "SELECT manifest, status, registered_index FROM modules WHERE module_id = ?",
+                (module_id,),
+            ).fetchone()
             if row is not None:
                 if not hmac.compare_digest(bytes(row[0]), bytes(manifest_bytes)):
-                    raise StoreError(f"module {module_id} is already registered with a different manifest",
-                                     code="E_DUPLICATE_MODULE", hint="a new module needs a new random module id")
+                    raise StoreError(
+                        f"module {module_id} is already registered with a different manifest",
+                        code="E_DUPLICATE_MODULE",
+                        hint="a new module needs a new random module id",
+                    )
                 if row[1] == "deleted":
-                    raise StoreError(f"module {module_id} was deleted and cannot be registered again",
-                                     code="E_MODULE_DELETED", hint="a new module needs a new random module id")
+                    raise StoreError(
+                        f"module {module_id} was deleted and cannot be registered again",
+                        code="E_MODULE_DELETED",
+                        hint="a new module needs a new random module id",
+                    )
                 index = row[2]
                 size, note = conn.execute(
-                    "SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
-                stored = bytes(conn.execute("SELECT data FROM entries WHERE idx = ?", (index,)).fetchone()[0])
+                    "SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1"
+                ).fetchone()
+                stored = bytes(
+                    conn.execute("SELECT data FROM entries WHERE idx = ?", (index,)).fetchone()[0]
+                )
                 proof = inclusion_proof_from(_Nodes(conn), index, size)
                 return Receipt(index, stored, size, note, proof, existing=True)
             aad = b"module\x00" + module_id.encode()
@@ -356,44 +453,79 @@ class SQLiteStore(EvaluationsMixin, Store):
                 "INSERT INTO modules(module_id, site_id, status, manifest, manifest_sha256, package_meta, "
                 "weights_sha256, weights_size, wrapped_dek, blob_name, blob_sha256, kek_id, registered_index, "
                 "created) VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (module_id, site_id, bytes(manifest_bytes), manifest_sha256, bytes(package_meta), weights_sha256,
-                 len(weights), sealing.wrap_dek(self._kek, dek, aad), name, _sha256(blob), self._kek_id, index,
-                 entry["time"]))
+                (
+                    module_id,
+                    site_id,
+                    bytes(manifest_bytes),
+                    manifest_sha256,
+                    bytes(package_meta),
+                    weights_sha256,
+                    len(weights),
+                    sealing.wrap_dek(self._kek, dek, aad),
+                    name,
+                    _sha256(blob),
+                    self._kek_id,
+                    index,
+                    entry["time"],
+                ),
+            )
             size, note = self._checkpoint_locked(conn)
             proof = inclusion_proof_from(_Nodes(conn), index, size)
         log.info("module %s of site %s registered as entry %d", module_id, site_id, index)
         return Receipt(index, data, size, note, proof, existing=False)
 
-    def delete_module(self, module_id: str, *, actor: str, reason: str,
-                      request_entry: dict | None = None) -> list[tuple[int, bytes]]:
+    def delete_module(
+        self, module_id: str, *, actor: str, reason: str, request_entry: dict | None = None
+    ) -> list[tuple[int, bytes]]:
         check_module_id(module_id)
         if not isinstance(reason, str) or not reason.strip():
-            raise LedgerError("a deletion needs a reason", code="E_ENTRY", hint="say why the module is deleted")
+            raise LedgerError(
+                "a deletion needs a reason", code="E_ENTRY", hint="say why the module is deleted"
+            )
         request = None
         if request_entry is not None:
             request = entry_bytes(request_entry)
-            if request_entry["type"] != "module.deletion_requested" or \
-                    request_entry["facts"].get("module_id") != module_id:
-                raise LedgerError("the request entry is not a module.deletion_requested entry for this module",
-                                  code="E_ENTRY")
+            if (
+                request_entry["type"] != "module.deletion_requested"
+                or request_entry["facts"].get("module_id") != module_id
+            ):
+                raise LedgerError(
+                    "the request entry is not a module.deletion_requested entry for this module",
+                    code="E_ENTRY",
+                )
         out: list[tuple[int, bytes]] = []
         with self._write() as conn:
-            row = conn.execute("SELECT status, blob_name, weights_sha256, blob_sha256, kek_id FROM modules "
-                               "WHERE module_id = ?", (module_id,)).fetchone()
+            row = conn.execute(
+                "SELECT status, blob_name, weights_sha256, blob_sha256, kek_id FROM modules "
+                "WHERE module_id = ?",
+                (module_id,),
+            ).fetchone()
             if row is None:
-                raise NotFoundError(f"module {module_id} is not in the store", hint="list modules to see the ids")
+                raise NotFoundError(
+                    f"module {module_id} is not in the store", hint="list modules to see the ids"
+                )
             if row[0] == "deleted":
                 raise StoreError(f"module {module_id} is already deleted", code="E_MODULE_DELETED")
-            facts = {"module_id": module_id, "reason": reason, "destroyed": list(_SHREDDED),
-                     "weights_sha256": row[2], "blob_sha256": row[3], "kek_id": row[4]}
+            facts = {
+                "module_id": module_id,
+                "reason": reason,
+                "destroyed": list(_SHREDDED),
+                "weights_sha256": row[2],
+                "blob_sha256": row[3],
+                "kek_id": row[4],
+            }
             data = entry_bytes(make_entry("module.deleted", actor, facts))
             if request is not None:
-                out.append((self._append_locked(conn, request, "module.deletion_requested"), request))
+                out.append(
+                    (self._append_locked(conn, request, "module.deletion_requested"), request)
+                )
             index = self._append_locked(conn, data, "module.deleted")
             out.append((index, data))
-            conn.execute("UPDATE modules SET status = 'deleted', wrapped_dek = NULL, blob_name = NULL, "
-                         "deleted_index = ?, deleted = ? WHERE module_id = ?",
-                         (index, utc_now(), module_id))
+            conn.execute(
+                "UPDATE modules SET status = 'deleted', wrapped_dek = NULL, blob_name = NULL, "
+                "deleted_index = ?, deleted = ? WHERE module_id = ?",
+                (index, utc_now(), module_id),
+            )
             self._checkpoint_locked(conn)
             self._doomed_files.append(self._blobs / row[1])
         log.info("module %s deleted (entry %d): data key and blob destroyed", module_id, index)
@@ -402,45 +534,71 @@ class SQLiteStore(EvaluationsMixin, Store):
     def module_weights(self, module_id: str) -> bytes:
         check_module_id(module_id)
         with self._read() as conn:
-            row = conn.execute("SELECT status, wrapped_dek, blob_name, blob_sha256, weights_sha256 FROM modules "
-                               "WHERE module_id = ?", (module_id,)).fetchone()
+            row = conn.execute(
+                "SELECT status, wrapped_dek, blob_name, blob_sha256, weights_sha256 FROM modules "
+                "WHERE module_id = ?",
+                (module_id,),
+            ).fetchone()
             if row is None:
-                raise NotFoundError(f"module {module_id} is not in the store", hint="list modules to see the ids")
+                raise NotFoundError(
+                    f"module {module_id} is not in the store", hint="list modules to see the ids"
+                )
             if row[0] == "deleted":
-                raise StoreError(f"module {module_id} was deleted; its weights no longer exist",
-                                 code="E_MODULE_DELETED", hint="leave deleted modules out of synthesis")
-            weights = self._read_blob(row[2], bytes(row[1]), b"module\x00" + module_id.encode(), row[3])
+                raise StoreError(
+                    f"module {module_id} was deleted; its weights no longer exist",
+                    code="E_MODULE_DELETED",
+                    hint="leave deleted modules out of synthesis",
+                )
+            weights = self._read_blob(
+                row[2], bytes(row[1]), b"module\x00" + module_id.encode(), row[3]
+            )
         if not hmac.compare_digest(_sha256(weights), row[4]):
-            raise _corrupt(f"module {module_id} decrypts to weights whose hash is not the registered one")
+            raise _corrupt(
+                f"module {module_id} decrypts to weights whose hash is not the registered one"
+            )
         return weights
 
-    _MODULE_COLS = ("module_id, site_id, status, manifest, manifest_sha256, package_meta, weights_sha256, "
-                    "weights_size, registered_index, deleted_index, created, deleted")
+    _MODULE_COLS = (
+        "module_id, site_id, status, manifest, manifest_sha256, package_meta, weights_sha256, "
+        "weights_size, registered_index, deleted_index, created, deleted"
+    )
 
     @staticmethod
     def _module_row(r: tuple) -> ModuleRow:
-        return ModuleRow(r[0], r[1], r[2], bytes(r[3]), r[4], bytes(r[5]), r[6], r[7], r[8], r[9], r[10], r[11])
+        return ModuleRow(
+            r[0], r[1], r[2], bytes(r[3]), r[4], bytes(r[5]), r[6], r[7], r[8], r[9], r[10], r[11]
+        )
 
     def get_module(self, module_id: str) -> ModuleRow:
         check_module_id(module_id)
         with self._read() as conn:
-            r = conn.execute(f"SELECT {self._MODULE_COLS} FROM modules WHERE module_id = ?", (module_id,)).fetchone()
+            r = conn.execute(
+                f"SELECT {self._MODULE_COLS} FROM modules WHERE module_id = ?", (module_id,)
+            ).fetchone()
         if r is None:
-            raise NotFoundError(f"module {module_id} is not in the store", hint="list modules to see the ids")
+            raise NotFoundError(
+                f"module {module_id} is not in the store", hint="list modules to see the ids"
+            )
         return self._module_row(r)
 
     def list_modules(self, status: str | None = None) -> list[ModuleRow]:
         if status is not None and status not in MODULE_STATUSES:
-            raise FormatError(f"module status {status!r} is not one of {', '.join(MODULE_STATUSES)}",
-                              code="E_STATUS")
+            raise FormatError(
+                f"module status {status!r} is not one of {', '.join(MODULE_STATUSES)}",
+                code="E_STATUS",
+            )
         with self._read() as conn:
-            rows = conn.execute(f"SELECT {self._MODULE_COLS} FROM modules WHERE ? IS NULL OR status = ? "
-                                "ORDER BY registered_index", (status, status)).fetchall()
+            rows = conn.execute(
+                f"SELECT {self._MODULE_COLS} FROM modules WHERE ? IS NULL OR status = ? "
+                "ORDER BY registered_index",
+                (status, status),
+            ).fetchall()
         return [self._module_row(r) for r in rows]
 
     # -- artifacts -------------------------------------------------------
-    def put_artifact(self, kind: str, artifact_id: str, meta: dict, blob: bytes | None,
-                     entry: dict) -> tuple[int, bytes]:
+    def put_artifact(
+        self, kind: str, artifact_id: str, meta: dict, blob: bytes | None, entry: dict
+    ) -> tuple[int, bytes]:
         check_artifact(kind, artifact_id)
         if not isinstance(meta, dict):
             raise FormatError("artifact meta must be a JSON object", code="E_JSON")
@@ -448,45 +606,81 @@ class SQLiteStore(EvaluationsMixin, Store):
         data = entry_bytes(entry)
         etype, id_key = _ARTIFACT_ENTRY[kind]
         if entry["type"] != etype or entry["facts"].get(id_key) != artifact_id:
-            raise LedgerError(f"a {kind} needs a {etype} entry whose facts.{id_key} is {artifact_id!r}",
-                              code="E_ENTRY")
-        if blob is not None and "sha256" in entry["facts"] and entry["facts"]["sha256"] != _sha256(blob):
-            raise LedgerError(f"the entry's sha256 is not the hash of the {kind} bytes", code="E_ENTRY")
+            raise LedgerError(
+                f"a {kind} needs a {etype} entry whose facts.{id_key} is {artifact_id!r}",
+                code="E_ENTRY",
+            )
+        if (
+            blob is not None
+            and "sha256" in entry["facts"]
+            and entry["facts"]["sha256"] != _sha256(blob)
+        ):
+            raise LedgerError(
+                f"the entry's sha256 is not the hash of the {kind} bytes", code="E_ENTRY"
+            )
         with self._write() as conn:
-            if conn.execute("SELECT 1 FROM artifacts WHERE kind = ? AND artifact_id = ?",
-                            (kind, artifact_id)).fetchone():
-                raise StoreError(f"{kind} {artifact_id} already exists", code="E_DUPLICATE_ARTIFACT",
-                                 hint="choose a new id")
+            if conn.execute(
+                "SELECT 1 FROM artifacts WHERE kind = ? AND artifact_id = ?", (kind, artifact_id)
+            ).fetchone():
+                raise StoreError(
+                    f"{kind} {artifact_id} already exists",
+                    code="E_DUPLICATE_ARTIFACT",
+                    hint="choose a new id",
+                )
             wrapped = name = blob_sha = None
             if blob is not None:
                 aad = f"{kind}\x00{artifact_id}".encode()
                 dek = sealing.new_dek()
                 sealed = sealing.seal_blob(bytes(blob), dek, aad)
-                name, blob_sha, wrapped = f"a-{kind}-{artifact_id}.blob", _sha256(sealed), \
-                    sealing.wrap_dek(self._kek, dek, aad)
+                name, blob_sha, wrapped = (
+                    f"a-{kind}-{artifact_id}.blob",
+                    _sha256(sealed),
+                    sealing.wrap_dek(self._kek, dek, aad),
+                )
                 self._write_blob(name, sealed)
             index = self._append_locked(conn, data, etype)
-            conn.execute("INSERT INTO artifacts(kind, artifact_id, status, meta, wrapped_dek, blob_name, "
-                         "blob_sha256, blob_size, entry_index, updated_index, created) "
-                         "VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?)",
-                         (kind, artifact_id, meta_bytes, wrapped, name, blob_sha,
-                          None if blob is None else len(blob), index, index, entry["time"]))
+            conn.execute(
+                "INSERT INTO artifacts(kind, artifact_id, status, meta, wrapped_dek, blob_name, "
+                "blob_sha256, blob_size, entry_index, updated_index, created) "
+                "VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    kind,
+                    artifact_id,
+                    meta_bytes,
+                    wrapped,
+                    name,
+                    blob_sha,
+                    None if blob is None else len(blob),
+                    index,
+                    index,
+                    entry["time"],
+                ),
+            )
         return index, data
 
-    def set_artifact_status(self, kind: str, artifact_id: str, status: str, entry: dict) -> tuple[int, bytes]:
+    def set_artifact_status(
+        self, kind: str, artifact_id: str, status: str, entry: dict
+    ) -> tuple[int, bytes]:
         check_artifact(kind, artifact_id)
         etype = _STATUS_ENTRY.get((kind, status))
         if status not in ARTIFACT_STATUSES or etype is None:
-            raise FormatError(f"a {kind} cannot be set to {status!r}", code="E_STATUS",
-                              hint="datasets can be retired; classifiers published or retired")
+            raise FormatError(
+                f"a {kind} cannot be set to {status!r}",
+                code="E_STATUS",
+                hint="datasets can be retired; classifiers published or retired",
+            )
         data = entry_bytes(entry)
         id_key = _ARTIFACT_ENTRY[kind][1]
         if entry["type"] != etype or entry["facts"].get(id_key) != artifact_id:
-            raise LedgerError(f"setting {kind} {artifact_id} to {status} needs a {etype} entry for it",
-                              code="E_ENTRY")
+            raise LedgerError(
+                f"setting {kind} {artifact_id} to {status} needs a {etype} entry for it",
+                code="E_ENTRY",
+            )
         with self._write() as conn:
-            row = conn.execute("SELECT status, blob_name FROM artifacts WHERE kind = ? AND artifact_id = ?",
-                               (kind, artifact_id)).fetchone()
+            row = conn.execute(
+                "SELECT status, blob_name FROM artifacts WHERE kind = ? AND artifact_id = ?",
+                (kind, artifact_id),
+            ).fetchone()
             if row is None:
                 raise NotFoundError(f"{kind} {artifact_id} is not in the store")
             if row[0] == "retired" or row[0] == status:
@@ -494,27 +688,38 @@ class SQLiteStore(EvaluationsMixin, Store):
             index = self._append_locked(conn, data, etype)
             if status == "retired":
                 # Retired artifacts may hold what a deleted module contributed: shred them too.
-                conn.execute("UPDATE artifacts SET status = ?, updated_index = ?, wrapped_dek = NULL, "
-                             "blob_name = NULL WHERE kind = ? AND artifact_id = ?", (status, index, kind, artifact_id))
+                conn.execute(
+                    "UPDATE artifacts SET status = ?, updated_index = ?, wrapped_dek = NULL, "
+                    "blob_name = NULL WHERE kind = ? AND artifact_id = ?",
+                    (status, index, kind, artifact_id),
+                )
                 if row[1]:
                     self._doomed_files.append(self._blobs / row[1])
             else:
-                conn.execute("UPDATE artifacts SET status = ?, updated_index = ? WHERE kind = ? AND artifact_id = ?",
-                             (status, index, kind, artifact_id))
+                conn.execute(
+                    "UPDATE artifacts SET status = ?, updated_index = ? WHERE kind = ? AND artifact_id = ?",
+                    (status, index, kind, artifact_id),
+                )
         return index, data
 
-    _ARTIFACT_COLS = ("kind, artifact_id, status, meta, blob_sha256, blob_size, blob_name IS NOT NULL, "
-                      "entry_index, updated_index, created")
+    _ARTIFACT_COLS = (
+        "kind, artifact_id, status, meta, blob_sha256, blob_size, blob_name IS NOT NULL, "
+        "entry_index, updated_index, created"
+    )
 
     @staticmethod
     def _artifact_row(r: tuple) -> ArtifactRow:
-        return ArtifactRow(r[0], r[1], r[2], canonical.loads(bytes(r[3])), r[4], r[5], bool(r[6]), r[7], r[8], r[9])
+        return ArtifactRow(
+            r[0], r[1], r[2], canonical.loads(bytes(r[3])), r[4], r[5], bool(r[6]), r[7], r[8], r[9]
+        )
 
     def get_artifact(self, kind: str, artifact_id: str) -> ArtifactRow:
         check_artifact(kind, artifact_id)
         with self._read() as conn:
-            r = conn.execute(f"SELECT {self._ARTIFACT_COLS} FROM artifacts WHERE kind = ? AND artifact_id = ?",
-                             (kind, artifact_id)).fetchone()
+            r = conn.execute(
+                f"SELECT {self._ARTIFACT_COLS} FROM artifacts WHERE kind = ? AND artifact_id = ?",
+                (kind, artifact_id),
+            ).fetchone()
         if r is None:
             raise NotFoundError(f"{kind} {artifact_id} is not in the store")
         return self._artifact_row(r)
@@ -522,29 +727,47 @@ class SQLiteStore(EvaluationsMixin, Store):
     def list_artifacts(self, kind: str, status: str | None = None) -> list[ArtifactRow]:
         check_artifact(kind, "x")
         with self._read() as conn:
-            rows = conn.execute(f"SELECT {self._ARTIFACT_COLS} FROM artifacts WHERE kind = ? AND "
-                                "(? IS NULL OR status = ?) ORDER BY entry_index", (kind, status, status)).fetchall()
+            rows = conn.execute(
+                f"SELECT {self._ARTIFACT_COLS} FROM artifacts WHERE kind = ? AND "
+                "(? IS NULL OR status = ?) ORDER BY entry_index",
+                (kind, status, status),
+            ).fetchall()
         return [self._artifact_row(r) for r in rows]
 
     def artifact_blob(self, kind: str, artifact_id: str) -> bytes:
         check_artifact(kind, artifact_id)
         with self._read() as conn:
-            row = conn.execute("SELECT status, wrapped_dek, blob_name, blob_sha256 FROM artifacts "
-                               "WHERE kind = ? AND artifact_id = ?", (kind, artifact_id)).fetchone()
+            row = conn.execute(
+                "SELECT status, wrapped_dek, blob_name, blob_sha256 FROM artifacts "
+                "WHERE kind = ? AND artifact_id = ?",
+                (kind, artifact_id),
+            ).fetchone()
             if row is None:
                 raise NotFoundError(f"{kind} {artifact_id} is not in the store")
             if row[2] is None:
-                raise NotFoundError(f"{kind} {artifact_id} has no stored bytes"
-                                    + (" (destroyed when it was retired)" if row[0] == "retired" else ""))
-            return self._read_blob(row[2], bytes(row[1]), f"{kind}\x00{artifact_id}".encode(), row[3])
+                raise NotFoundError(
+                    f"{kind} {artifact_id} has no stored bytes"
+                    + (" (destroyed when it was retired)" if row[0] == "retired" else "")
+                )
+            return self._read_blob(
+                row[2], bytes(row[1]), f"{kind}\x00{artifact_id}".encode(), row[3]
+            )
 
     # -- ledger ----------------------------------------------------------
     def append(self, entry: dict) -> tuple[int, bytes]:
         data = entry_bytes(entry)
-        if entry["type"] in {"module.registered", "module.deleted", "dataset.synthesized", "classifier.trained",
-                             "classifier.evaluated"}:
-            raise LedgerError(f"{entry['type']} entries are appended by the store operation that makes them true",
-                              code="E_ENTRY", hint="use register_module, delete_module, put_artifact or put_evaluation")
+        if entry["type"] in {
+            "module.registered",
+            "module.deleted",
+            "dataset.synthesized",
+            "classifier.trained",
+            "classifier.evaluated",
+        }:
+            raise LedgerError(
+                f"{entry['type']} entries are appended by the store operation that makes them true",
+                code="E_ENTRY",
+                hint="use register_module, delete_module, put_artifact or put_evaluation",
+            )
         with self._write() as conn:
             return self._append_locked(conn, data, entry["type"]), data
 
@@ -571,16 +794,22 @@ class SQLiteStore(EvaluationsMixin, Store):
         with self._read() as conn:
             size = self._size(conn)
             if not 0 <= start <= end <= size:
-                raise NotFoundError(f"entries [{start}, {end}) are outside the log of {size} entries")
-            rows = conn.execute("SELECT data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
-                                (start, end)).fetchall()
+                raise NotFoundError(
+                    f"entries [{start}, {end}) are outside the log of {size} entries"
+                )
+            rows = conn.execute(
+                "SELECT data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end)
+            ).fetchall()
         return [bytes(r[0]) for r in rows]
 
     def _check_tree_size(self, conn: sqlite3.Connection, tree_size: int) -> None:
         size = self._size(conn)
         if not 0 <= tree_size <= size:
-            raise LedgerError(f"tree size {tree_size} is larger than the log ({size} entries)", code="E_PROOF",
-                              hint="ask for a size the log has reached")
+            raise LedgerError(
+                f"tree size {tree_size} is larger than the log ({size} entries)",
+                code="E_PROOF",
+                hint="ask for a size the log has reached",
+            )
 
     def root_hash(self, tree_size: int | None = None) -> bytes:
         with self._read() as conn:
@@ -614,12 +843,24 @@ class SQLiteStore(EvaluationsMixin, Store):
     def snapshot(self) -> LedgerSnapshot:
         with self._write() as conn:
             size, _ = self._checkpoint_locked(conn)
-            entries = [bytes(r[0]) for r in conn.execute("SELECT data FROM entries WHERE idx < ? ORDER BY idx",
-                                                         (size,))]
-            cps = dict(conn.execute("SELECT size, note FROM checkpoints WHERE size <= ? ORDER BY size", (size,)))
-            modules = [self._module_row(r) for r in conn.execute(
-                f"SELECT {self._MODULE_COLS} FROM modules WHERE registered_index < ? ORDER BY registered_index",
-                (size,))]
+            entries = [
+                bytes(r[0])
+                for r in conn.execute(
+                    "SELECT data FROM entries WHERE idx < ? ORDER BY idx", (size,)
+                )
+            ]
+            cps = dict(
+                conn.execute(
+                    "SELECT size, note FROM checkpoints WHERE size <= ? ORDER BY size", (size,)
+                )
+            )
+            modules = [
+                self._module_row(r)
+                for r in conn.execute(
+                    f"SELECT {self._MODULE_COLS} FROM modules WHERE registered_index < ? ORDER BY registered_index",
+                    (size,),
+                )
+            ]
         return LedgerSnapshot(self.origin, self.vkey, size, entries, cps, modules)
 
     # -- integrity -------------------------------------------------------
@@ -633,7 +874,10 @@ class SQLiteStore(EvaluationsMixin, Store):
         that no blob lies in ``blobs/`` without a row.
         """
         with self._read() as conn:
-            datas = [(r[0], bytes(r[1])) for r in conn.execute("SELECT idx, data FROM entries ORDER BY idx")]
+            datas = [
+                (r[0], bytes(r[1]))
+                for r in conn.execute("SELECT idx, data FROM entries ORDER BY idx")
+            ]
             if [i for i, _ in datas] != list(range(len(datas))):
                 raise _corrupt("ledger entry indices are not contiguous")
             tree = MemoryTree()
@@ -655,8 +899,11 @@ class SQLiteStore(EvaluationsMixin, Store):
             n_nodes = 0
             for level, idx, h in conn.execute("SELECT level, idx, hash FROM nodes"):
                 n_nodes += 1
-                if level >= len(tree._levels) or idx >= len(tree._levels[level]) or \
-                        tree.node(level, idx) != bytes(h):
+                if (
+                    level >= len(tree._levels)
+                    or idx >= len(tree._levels[level])
+                    or tree.node(level, idx) != bytes(h)
+                ):
                     raise _corrupt(f"stored Merkle node (level {level}, index {idx}) is wrong")
             if n_nodes != sum(len(lv) for lv in tree._levels):
                 raise _corrupt("stored Merkle nodes are missing")
@@ -668,15 +915,19 @@ class SQLiteStore(EvaluationsMixin, Store):
                     raise _corrupt(f"checkpoint {size} does not verify: {exc.message}") from None
                 if cp.size != size or cp.size > tree.size or cp.root_hash != tree.root(cp.size):
                     raise _corrupt(f"checkpoint {size} does not match the log")
-            rows = conn.execute("SELECT module_id, status, registered_index, deleted_index, wrapped_dek, blob_name "
-                                "FROM modules").fetchall()
+            rows = conn.execute(
+                "SELECT module_id, status, registered_index, deleted_index, wrapped_dek, blob_name "
+                "FROM modules"
+            ).fetchall()
             names = set()
             for mid, status, reg, dele, wrapped, blob_name in rows:
                 if registered.get(mid) != reg:
                     raise _corrupt(f"module {mid} has no matching module.registered entry")
                 if status == "deleted":
                     if deleted.get(mid) != dele or wrapped is not None or blob_name is not None:
-                        raise _corrupt(f"deleted module {mid} is not fully shredded or lacks its entry")
+                        raise _corrupt(
+                            f"deleted module {mid} is not fully shredded or lacks its entry"
+                        )
                 else:
                     if mid in deleted or wrapped is None or blob_name is None:
                         raise _corrupt(f"active module {mid} is inconsistent with the log")
@@ -686,7 +937,10 @@ class SQLiteStore(EvaluationsMixin, Store):
             for mid in registered:
                 if mid not in {r[0] for r in rows}:
                     raise _corrupt(f"module.registered entry for {mid} has no module row")
-            names |= {r[0] for r in conn.execute("SELECT blob_name FROM artifacts WHERE blob_name IS NOT NULL")}
+            names |= {
+                r[0]
+                for r in conn.execute("SELECT blob_name FROM artifacts WHERE blob_name IS NOT NULL")
+            }
             n_evaluations = self._check_evaluations(conn, evaluated, _corrupt)
         stray = [p.name for p in self._blobs.iterdir() if p.is_file() and p.name not in names]
         if stray:
@@ -695,6 +949,11 @@ class SQLiteStore(EvaluationsMixin, Store):
             for mid, status, *_ in rows:
                 if status == "active":
                     self.module_weights(mid)
-        return {"entries": tree.size, "root_hash": tree.root().hex(), "checkpoints": len(notes),
-                "modules": len(rows), "deleted_modules": sum(1 for r in rows if r[1] == "deleted"),
-                "evaluations": n_evaluations}
+        return {
+            "entries": tree.size,
+            "root_hash": tree.root().hex(),
+            "checkpoints": len(notes),
+            "modules": len(rows),
+            "deleted_modules": sum(1 for r in rows if r[1] == "deleted"),
+            "evaluations": n_evaluations,
+        }

@@ -41,73 +41,140 @@ def _row(r: tuple) -> EvaluationRow:
 class EvaluationsMixin:
     """``put_evaluation`` / ``list_evaluations`` and their share of ``verify_integrity``."""
 
-    def put_evaluation(self, *, site_id: str, report: bytes, salt: str,
-                       entry: dict) -> tuple[EvaluationRow, Receipt]:
+    def put_evaluation(
+        self, *, site_id: str, report: bytes, salt: str, entry: dict
+    ) -> tuple[EvaluationRow, Receipt]:
         if not SITE_ID.matches(site_id):
             raise FormatError(f"site id {site_id!r} is not {SITE_ID.rule}", code="E_SITE_ID")
         rep = EvaluationReport.from_dict(canonical.loads_canonical(bytes(report)))
         check_artifact("classifier", rep.classifier_id)
         data = entry_bytes(entry)
         facts = entry["facts"]
-        expected = {"type": "classifier.evaluated", "actor": f"site:{site_id}", "classifier_id": rep.classifier_id,
-                    "site_id": site_id, "report_sha256": commitment(rep, salt)}
-        got = {"type": entry["type"], "actor": entry["actor"], **{k: facts.get(k) for k in list(expected)[2:]}}
+        expected = {
+            "type": "classifier.evaluated",
+            "actor": f"site:{site_id}",
+            "classifier_id": rep.classifier_id,
+            "site_id": site_id,
+            "report_sha256": commitment(rep, salt),
+        }
+        got = {
+            "type": entry["type"],
+            "actor": entry["actor"],
+            **{k: facts.get(k) for k in list(expected)[2:]},
+        }
         wrong = [k for k in expected if got[k] != expected[k]]
         if wrong:
-            raise LedgerError(f"the classifier.evaluated entry does not match the report: {', '.join(wrong)} differ",
-                              code="E_ENTRY", hint="build the entry with ffsecure.evalreport.ledger_facts")
+            raise LedgerError(
+                f"the classifier.evaluated entry does not match the report: {', '.join(wrong)} differ",
+                code="E_ENTRY",
+                hint="build the entry with ffsecure.evalreport.ledger_facts",
+            )
         with self._write() as conn:
-            row = conn.execute("SELECT status FROM artifacts WHERE kind = 'classifier' AND artifact_id = ?",
-                               (rep.classifier_id,)).fetchone()
+            row = conn.execute(
+                "SELECT status FROM artifacts WHERE kind = 'classifier' AND artifact_id = ?",
+                (rep.classifier_id,),
+            ).fetchone()
             if row is None:
-                raise NotFoundError(f"no classifier {rep.classifier_id}", code="E_NO_CLASSIFIER",
-                                    hint="report on a classifier fetched with GetClassifier")
+                raise NotFoundError(
+                    f"no classifier {rep.classifier_id}",
+                    code="E_NO_CLASSIFIER",
+                    hint="report on a classifier fetched with GetClassifier",
+                )
             if row[0] == "retired":
-                raise StoreError(f"classifier {rep.classifier_id} was retired", code="E_CLASSIFIER_RETIRED",
-                                 hint="evaluate the classifier published now")
-            prev = conn.execute(f"SELECT {_COLS} FROM evaluations WHERE site_id = ? AND classifier_id = ?",
-                                (site_id, rep.classifier_id)).fetchone()
+                raise StoreError(
+                    f"classifier {rep.classifier_id} was retired",
+                    code="E_CLASSIFIER_RETIRED",
+                    hint="evaluate the classifier published now",
+                )
+            prev = conn.execute(
+                f"SELECT {_COLS} FROM evaluations WHERE site_id = ? AND classifier_id = ?",
+                (site_id, rep.classifier_id),
+            ).fetchone()
             if prev is not None:
                 if not hmac.compare_digest(bytes(prev[2]), bytes(report)):
-                    raise StoreError(f"site {site_id} already reported other metrics for classifier "
-                                     f"{rep.classifier_id} (entry {prev[5]})", code="E_EVALUATION_EXISTS",
-                                     hint="a site reports once per classifier; evaluate the next one")
+                    raise StoreError(
+                        f"site {site_id} already reported other metrics for classifier "
+                        f"{rep.classifier_id} (entry {prev[5]})",
+                        code="E_EVALUATION_EXISTS",
+                        hint="a site reports once per classifier; evaluate the next one",
+                    )
                 index, existing, stored = prev[5], True, _row(prev)
-                data = bytes(conn.execute("SELECT data FROM entries WHERE idx = ?", (index,)).fetchone()[0])
+                data = bytes(
+                    conn.execute("SELECT data FROM entries WHERE idx = ?", (index,)).fetchone()[0]
+                )
             else:
                 index, existing = self._append_locked(conn, data, "classifier.evaluated"), False
-                conn.execute(f"INSERT INTO evaluations({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             (site_id, rep.classifier_id, bytes(report), expected["report_sha256"], salt, index,
-                              entry["time"]))
-                stored = EvaluationRow(site_id, rep.classifier_id, rep.to_dict(), expected["report_sha256"], salt,
-                                       index, entry["time"])
+                conn.execute(
+                    f"INSERT INTO evaluations({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        site_id,
+                        rep.classifier_id,
+                        bytes(report),
+                        expected["report_sha256"],
+                        salt,
+                        index,
+                        entry["time"],
+                    ),
+                )
+                stored = EvaluationRow(
+                    site_id,
+                    rep.classifier_id,
+                    rep.to_dict(),
+                    expected["report_sha256"],
+                    salt,
+                    index,
+                    entry["time"],
+                )
             size, note = self._checkpoint_locked(conn)
             proof = inclusion_proof_from(self._nodes(conn), index, size)
         if not existing:
-            log.info("evaluation of %s by site %s recorded as entry %d", rep.classifier_id, site_id, index)
+            log.info(
+                "evaluation of %s by site %s recorded as entry %d",
+                rep.classifier_id,
+                site_id,
+                index,
+            )
         return stored, Receipt(index, data, size, note, proof, existing=existing)
 
     def list_evaluations(self, classifier_id: str | None = None) -> list[EvaluationRow]:
         with self._read() as conn:
-            rows = conn.execute(f"SELECT {_COLS} FROM evaluations WHERE (? IS NULL OR classifier_id = ?) "
-                                "ORDER BY entry_index", (classifier_id, classifier_id)).fetchall()
+            rows = conn.execute(
+                f"SELECT {_COLS} FROM evaluations WHERE (? IS NULL OR classifier_id = ?) "
+                "ORDER BY entry_index",
+                (classifier_id, classifier_id),
+            ).fetchall()
         return [_row(r) for r in rows]
 
-    def _check_evaluations(self, conn: sqlite3.Connection, evaluated: dict[int, dict], corrupt) -> int:
+    def _check_evaluations(
+        self, conn: sqlite3.Connection, evaluated: dict[int, dict], corrupt
+    ) -> int:
         """Every row has its entry (same site, classifier, commitment) and every entry its row."""
         rows = conn.execute(f"SELECT {_COLS} FROM evaluations").fetchall()
         for r in rows:
             e = evaluated.get(r[5])
             f = e["facts"] if e else {}
-            if e is None or (f.get("site_id"), f.get("classifier_id"), f.get("report_sha256")) != (r[0], r[1], r[3]) \
-                    or e["actor"] != f"site:{r[0]}":
-                raise corrupt(f"evaluation of {r[1]} by {r[0]} has no matching classifier.evaluated entry")
+            if (
+                e is None
+                or (f.get("site_id"), f.get("classifier_id"), f.get("report_sha256"))
+                != (r[0], r[1], r[3])
+                or e["actor"] != f"site:{r[0]}"
+            ):
+                raise corrupt(
+                    f"evaluation of {r[1]} by {r[0]} has no matching classifier.evaluated entry"
+                )
             try:
-                ok = commitment(EvaluationReport.from_dict(canonical.loads_canonical(bytes(r[2]))), r[4]) == r[3]
+                ok = (
+                    commitment(
+                        EvaluationReport.from_dict(canonical.loads_canonical(bytes(r[2]))), r[4]
+                    )
+                    == r[3]
+                )
             except FFSecureError:
                 ok = False
             if not ok:
-                raise corrupt(f"the stored evaluation of {r[1]} by {r[0]} does not hash to its ledger commitment")
+                raise corrupt(
+                    f"the stored evaluation of {r[1]} by {r[0]} does not hash to its ledger commitment"
+                )
         if len(rows) != len(evaluated):
             raise corrupt("a classifier.evaluated entry has no stored evaluation")
         return len(rows)

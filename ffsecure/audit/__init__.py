@@ -10,8 +10,17 @@ from ffsecure.audit.bundle import Bundle, BundleError, load_bundle
 from ffsecure.audit.findings import CHECKS, CheckSummary, Finding
 from ffsecure.audit.verify import AuditResult, audit_bundle
 
-__all__ = ["Bundle", "BundleError", "load_bundle", "CHECKS", "CheckSummary", "Finding", "AuditResult",
-           "audit_bundle", "render_html"]
+__all__ = [
+    "Bundle",
+    "BundleError",
+    "load_bundle",
+    "CHECKS",
+    "CheckSummary",
+    "Finding",
+    "AuditResult",
+    "audit_bundle",
+    "render_html",
+]
 
 
 def render_html(result: AuditResult) -> str:

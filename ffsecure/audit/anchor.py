@@ -54,9 +54,9 @@ class TrustAnchor:
 
     ca_cert: x509.Certificate | None
     federation: FederationManifest | None
-    log_key_bound_by: str | None            # "federation.json", "--log-key" or None
-    crls: dict[str, x509.CertificateRevocationList]   # source ("--crl", "crl.pem") -> CA-signed CRL
-    crl_source: str | None                  # the source of the CRL in force
+    log_key_bound_by: str | None  # "federation.json", "--log-key" or None
+    crls: dict[str, x509.CertificateRevocationList]  # source ("--crl", "crl.pem") -> CA-signed CRL
+    crl_source: str | None  # the source of the CRL in force
     #: (entry index, facts) of the newest ``crl.loaded``, set by :func:`check_crl_history`
     newest_recorded: tuple[int, dict] | None = None
 
@@ -91,13 +91,18 @@ def _number(crl: x509.CertificateRevocationList) -> int | None:
 def _check_ca(bundle: Bundle, ca_pem: bytes | None, findings: Findings) -> x509.Certificate | None:
     if ca_pem is None:
         if bundle.ca_pem is None:
-            findings.add(CHECK, "E_AUDIT_CA",
-                         "no CA certificate: none given and the bundle has no ca.pem")
+            findings.add(
+                CHECK, "E_AUDIT_CA", "no CA certificate: none given and the bundle has no ca.pem"
+            )
             return None
         ca_pem = bundle.ca_pem
-        findings.add(CHECK, "E_AUDIT_CA_UNPINNED",
-                     "checked against the bundle's own ca.pem; pass the federation CA you hold "
-                     "(--ca) to make the result mean anything", severity=WARNING)
+        findings.add(
+            CHECK,
+            "E_AUDIT_CA_UNPINNED",
+            "checked against the bundle's own ca.pem; pass the federation CA you hold "
+            "(--ca) to make the result mean anything",
+            severity=WARNING,
+        )
     try:
         ca_cert = pki.load_cert(ca_pem)
     except FFSecureError as exc:
@@ -105,19 +110,24 @@ def _check_ca(bundle: Bundle, ca_pem: bytes | None, findings: Findings) -> x509.
         return None
     if bundle.ca_pem is not None:
         try:
-            same = hmac.compare_digest(pki.cert_fingerprint(pki.load_cert(bundle.ca_pem)),
-                                       pki.cert_fingerprint(ca_cert))
+            same = hmac.compare_digest(
+                pki.cert_fingerprint(pki.load_cert(bundle.ca_pem)), pki.cert_fingerprint(ca_cert)
+            )
         except FFSecureError:
             same = False
         if not same:
-            findings.add(CHECK, "E_AUDIT_CA_MISMATCH",
-                         "the bundle's ca.pem is not the CA you trust: this log belongs to another "
-                         "federation or its CA was replaced")
+            findings.add(
+                CHECK,
+                "E_AUDIT_CA_MISMATCH",
+                "the bundle's ca.pem is not the CA you trust: this log belongs to another "
+                "federation or its CA was replaced",
+            )
     return ca_cert
 
 
-def _load_crls(bundle: Bundle, crl_pem: bytes | None, ca_cert: x509.Certificate | None,
-               findings: Findings) -> dict[str, x509.CertificateRevocationList]:
+def _load_crls(
+    bundle: Bundle, crl_pem: bytes | None, ca_cert: x509.Certificate | None, findings: Findings
+) -> dict[str, x509.CertificateRevocationList]:
     """Every CRL at hand that the CA signed, by source; a CRL that does not verify is a finding."""
     out: dict[str, x509.CertificateRevocationList] = {}
     for source, pem in ((CRL_OPTION, crl_pem), (BUNDLE_CRL, bundle.crl_pem)):
@@ -127,93 +137,135 @@ def _load_crls(bundle: Bundle, crl_pem: bytes | None, ca_cert: x509.Certificate 
             crl = pki.load_crl(pem, ca_cert)
             pki.crl_info(crl)
         except FFSecureError as exc:
-            findings.add(CHECK, "E_AUDIT_CRL",
-                         f"the CRL ({source}) is not one the CA signed: {exc.message}")
+            findings.add(
+                CHECK, "E_AUDIT_CRL", f"the CRL ({source}) is not one the CA signed: {exc.message}"
+            )
             continue
         out[source] = crl
     return out
 
 
-def _crl_in_force(crls: dict, crl_pem: bytes | None, bundle: Bundle, findings: Findings,
-                  now: dt.datetime | None) -> str | None:
+def _crl_in_force(
+    crls: dict, crl_pem: bytes | None, bundle: Bundle, findings: Findings, now: dt.datetime | None
+) -> str | None:
     source = CRL_OPTION if crl_pem is not None else BUNDLE_CRL
     if crl_pem is None and bundle.crl_pem is None:
-        findings.add(CHECK, "E_AUDIT_NO_CRL",
-                     "no CRL: the bundle has no crl.pem and no --crl was given, so revoked "
-                     "certificates cannot be told apart; get the CA's current CRL and pass it "
-                     "with --crl")
+        findings.add(
+            CHECK,
+            "E_AUDIT_NO_CRL",
+            "no CRL: the bundle has no crl.pem and no --crl was given, so revoked "
+            "certificates cannot be told apart; get the CA's current CRL and pass it "
+            "with --crl",
+        )
         return None
     crl = crls.get(source)
     if crl is not None and pki.crl_expired(crl, now):
-        findings.add(CHECK, "E_AUDIT_CRL_EXPIRED",
-                     f"the CRL's nextUpdate ({pki.rfc3339(crl.next_update_utc)}) has passed: "
-                     "certificates revoked since then are not in it; get the current CRL from the "
-                     "CA (--crl)", severity=WARNING)
+        findings.add(
+            CHECK,
+            "E_AUDIT_CRL_EXPIRED",
+            f"the CRL's nextUpdate ({pki.rfc3339(crl.next_update_utc)}) has passed: "
+            "certificates revoked since then are not in it; get the current CRL from the "
+            "CA (--crl)",
+            severity=WARNING,
+        )
     return source if crl is not None else None
 
 
-def _check_log_key(bundle: Bundle, ca_cert: x509.Certificate | None, log_vkey: str | None,
-                   findings: Findings) -> tuple[FederationManifest | None, str | None]:
+def _check_log_key(
+    bundle: Bundle, ca_cert: x509.Certificate | None, log_vkey: str | None, findings: Findings
+) -> tuple[FederationManifest | None, str | None]:
     federation = None
     if bundle.federation_json is not None and ca_cert is not None:
         try:
             federation = load_signed_manifest(bundle.federation_json, ca_cert)
         except FFSecureError as exc:
-            findings.add(CHECK, "E_AUDIT_FEDERATION",
-                         "federation.json does not verify against the CA: "
-                         f"[{exc.code}] {exc.message}")
+            findings.add(
+                CHECK,
+                "E_AUDIT_FEDERATION",
+                f"federation.json does not verify against the CA: [{exc.code}] {exc.message}",
+            )
     vkey = bundle.vkey.strip()
     bound_by = None
     if federation is not None:
         if federation.aggregator.get("log_public_key", "").strip() != vkey:
-            findings.add(CHECK, "E_AUDIT_LOG_KEY_UNBOUND",
-                         "log.vkey is not the log key named in the CA-signed federation manifest: "
-                         "the checkpoints were signed by a key the federation never approved")
+            findings.add(
+                CHECK,
+                "E_AUDIT_LOG_KEY_UNBOUND",
+                "log.vkey is not the log key named in the CA-signed federation manifest: "
+                "the checkpoints were signed by a key the federation never approved",
+            )
         else:
             bound_by = "federation.json"
     if log_vkey is not None:
         if log_vkey.strip() != vkey:
-            findings.add(CHECK, "E_AUDIT_LOG_KEY_UNBOUND",
-                         "log.vkey is not the log key you pinned (--log-key)")
+            findings.add(
+                CHECK,
+                "E_AUDIT_LOG_KEY_UNBOUND",
+                "log.vkey is not the log key you pinned (--log-key)",
+            )
             bound_by = None
         elif bound_by is None:
             bound_by = "--log-key"
     if federation is None and log_vkey is None:
-        findings.add(CHECK, "E_AUDIT_LOG_KEY_UNPINNED",
-                     "nothing binds log.vkey to the CA: the bundle has no federation.json that the "
-                     "CA signed and no --log-key was given, so a log re-signed with any key would "
-                     "pass; pass the federation manifest's log_public_key with --log-key")
+        findings.add(
+            CHECK,
+            "E_AUDIT_LOG_KEY_UNPINNED",
+            "nothing binds log.vkey to the CA: the bundle has no federation.json that the "
+            "CA signed and no --log-key was given, so a log re-signed with any key would "
+            "pass; pass the federation manifest's log_public_key with --log-key",
+        )
     return federation, bound_by
 
 
-def check_trust_anchor(bundle: Bundle, *, ca_pem: bytes | None, crl_pem: bytes | None,
-                       log_vkey: str | None, findings: Findings,
-                       now: dt.datetime | None = None) -> TrustAnchor:
+def check_trust_anchor(
+    bundle: Bundle,
+    *,
+    ca_pem: bytes | None,
+    crl_pem: bytes | None,
+    log_vkey: str | None,
+    findings: Findings,
+    now: dt.datetime | None = None,
+) -> TrustAnchor:
     """The checks that need no log replay; ``crl_pem`` and ``log_vkey`` are the auditor's own."""
     ca_cert = _check_ca(bundle, ca_pem, findings)
     crls = _load_crls(bundle, crl_pem, ca_cert, findings)
     source = _crl_in_force(crls, crl_pem, bundle, findings, now)
     federation, bound_by = _check_log_key(bundle, ca_cert, log_vkey, findings)
-    return TrustAnchor(ca_cert=ca_cert, federation=federation, log_key_bound_by=bound_by, crls=crls,
-                       crl_source=source)
+    return TrustAnchor(
+        ca_cert=ca_cert,
+        federation=federation,
+        log_key_bound_by=bound_by,
+        crls=crls,
+        crl_source=source,
+    )
 
 
-def _recorded_history(anchor: TrustAnchor, st: LedgerReplay,
-                      findings: Findings) -> tuple[int, dict] | None:
+def _recorded_history(
+    anchor: TrustAnchor, st: LedgerReplay, findings: Findings
+) -> tuple[int, dict] | None:
     """The newest (highest-numbered) ``crl.loaded``; findings for foreign or backward records."""
     newest: tuple[int, dict] | None = None
     ca_fp = pki.cert_fingerprint(anchor.ca_cert) if anchor.ca_cert is not None else None
     for index, facts in st.crls:
         where = dict(entry=index, entry_type="crl.loaded")
         if ca_fp is not None and not hmac.compare_digest(str(facts["issuer_sha256"]), ca_fp):
-            findings.add(CHECK, "E_AUDIT_CRL_RECORD",
-                         f"the log records loading CRL {facts['crl_number']} of another CA "
-                         f"(issuer {str(facts['issuer_sha256'])[:12]}…)", **where)
+            findings.add(
+                CHECK,
+                "E_AUDIT_CRL_RECORD",
+                f"the log records loading CRL {facts['crl_number']} of another CA "
+                f"(issuer {str(facts['issuer_sha256'])[:12]}…)",
+                **where,
+            )
         if newest is not None and facts["crl_number"] < newest[1]["crl_number"]:
-            findings.add(CHECK, "E_AUDIT_CRL_ROLLBACK",
-                         f"the aggregator went back to CRL {facts['crl_number']} after CRL "
-                         f"{newest[1]['crl_number']} (entry {newest[0]}): revocations made in "
-                         "between were not applied from then on", severity=WARNING, **where)
+            findings.add(
+                CHECK,
+                "E_AUDIT_CRL_ROLLBACK",
+                f"the aggregator went back to CRL {facts['crl_number']} after CRL "
+                f"{newest[1]['crl_number']} (entry {newest[0]}): revocations made in "
+                "between were not applied from then on",
+                severity=WARNING,
+                **where,
+            )
         if newest is None or facts["crl_number"] >= newest[1]["crl_number"]:
             newest = (index, facts)
     return newest
@@ -233,15 +285,22 @@ def check_crl_history(anchor: TrustAnchor, st: LedgerReplay, findings: Findings)
     for source, crl in anchor.crls.items():
         info = pki.crl_info(crl)
         if info.number < facts["crl_number"]:
-            findings.add(CHECK, "E_AUDIT_CRL_OLDER",
-                         f"the CRL ({source}) is CRL number {info.number}, older than CRL number "
-                         f"{facts['crl_number']} that the aggregator recorded loading at entry "
-                         f"{index}: revocations since are hidden; get the CA's current CRL (--crl)",
-                         **where)
+            findings.add(
+                CHECK,
+                "E_AUDIT_CRL_OLDER",
+                f"the CRL ({source}) is CRL number {info.number}, older than CRL number "
+                f"{facts['crl_number']} that the aggregator recorded loading at entry "
+                f"{index}: revocations since are hidden; get the CA's current CRL (--crl)",
+                **where,
+            )
         elif info.number == facts["crl_number"] and not _same_hash(info.sha256, facts):
-            findings.add(CHECK, "E_AUDIT_CRL_MISMATCH",
-                         f"the CRL ({source}) has number {info.number} but not the bytes recorded "
-                         f"at entry {index} (sha256 {str(facts['crl_sha256'])[:12]}…)", **where)
+            findings.add(
+                CHECK,
+                "E_AUDIT_CRL_MISMATCH",
+                f"the CRL ({source}) has number {info.number} but not the bytes recorded "
+                f"at entry {index} (sha256 {str(facts['crl_sha256'])[:12]}…)",
+                **where,
+            )
 
 
 def check_revocations_listed(anchor: TrustAnchor, st: LedgerReplay, findings: Findings) -> None:
@@ -254,12 +313,22 @@ def check_revocations_listed(anchor: TrustAnchor, st: LedgerReplay, findings: Fi
         try:
             number = int(serial, 16)
         except ValueError:
-            findings.add(CHECK, "E_AUDIT_CRL_STALE", f"cert.revoked serial {serial!r} is not hex",
-                         entry=i, entry_type="cert.revoked", severity=WARNING)
+            findings.add(
+                CHECK,
+                "E_AUDIT_CRL_STALE",
+                f"cert.revoked serial {serial!r} is not hex",
+                entry=i,
+                entry_type="cert.revoked",
+                severity=WARNING,
+            )
             continue
         if crl.get_revoked_certificate_by_serial_number(number) is None:
-            findings.add(CHECK, "E_AUDIT_CRL_STALE",
-                         f"the log records revoking certificate {serial} but the CRL "
-                         f"({anchor.crl_source}) does not list it: the CRL is older than the log; "
-                         "get the current one from the CA (--crl)",
-                         entry=i, entry_type="cert.revoked")
+            findings.add(
+                CHECK,
+                "E_AUDIT_CRL_STALE",
+                f"the log records revoking certificate {serial} but the CRL "
+                f"({anchor.crl_source}) does not list it: the CRL is older than the log; "
+                "get the current one from the CA (--crl)",
+                entry=i,
+                entry_type="cert.revoked",
+            )

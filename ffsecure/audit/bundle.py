@@ -56,17 +56,23 @@ class Bundle:
 
 def _read(path: Path, cap: int, what: str) -> bytes:
     if not path.is_file():
-        raise BundleError(f"{what} ({path}) is not a regular file",
-                          hint="the bundle is damaged or not an ffsecure audit bundle")
+        raise BundleError(
+            f"{what} ({path}) is not a regular file",
+            hint="the bundle is damaged or not an ffsecure audit bundle",
+        )
     try:
         size = path.stat().st_size
         if size > cap:
-            raise BundleError(f"{what} ({path}) is {size} bytes, more than the {cap} this auditor reads",
-                              hint="the bundle is damaged or not an ffsecure audit bundle")
+            raise BundleError(
+                f"{what} ({path}) is {size} bytes, more than the {cap} this auditor reads",
+                hint="the bundle is damaged or not an ffsecure audit bundle",
+            )
         return path.read_bytes()
     except OSError as exc:
-        raise BundleError(f"{what} ({path}) cannot be read: {exc.strerror or exc}",
-                          hint="the bundle is damaged or not an ffsecure audit bundle") from None
+        raise BundleError(
+            f"{what} ({path}) cannot be read: {exc.strerror or exc}",
+            hint="the bundle is damaged or not an ffsecure audit bundle",
+        ) from None
 
 
 def _optional(path: Path, cap: int, what: str) -> bytes | None:
@@ -77,12 +83,16 @@ def load_bundle(path: str | Path) -> Bundle:
     """Read a bundle directory. Raises BundleError when the log part is missing."""
     root = Path(path)
     if not root.is_dir():
-        raise BundleError(f"{root} is not a directory", hint="pass the directory `aggregator ledger export` wrote")
+        raise BundleError(
+            f"{root} is not a directory", hint="pass the directory `aggregator ledger export` wrote"
+        )
     missing = [p for p in ("log.vkey", "entries.jsonl") if not (root / p).is_file()]
     missing += [] if (root / "checkpoints").is_dir() else ["checkpoints"]
     if missing:
-        raise BundleError(f"bundle {root} lacks {', '.join(missing)}",
-                          hint="export it again with `aggregator ledger export --out DIR`")
+        raise BundleError(
+            f"bundle {root} lacks {', '.join(missing)}",
+            hint="export it again with `aggregator ledger export --out DIR`",
+        )
     vkey_bytes = _read(root / "log.vkey", 4096, "log.vkey")
     try:
         vkey = vkey_bytes.decode("utf-8")
@@ -124,9 +134,15 @@ def load_bundle(path: str | Path) -> Bundle:
             summary = canonical.loads(raw_summary)
         except FFSecureError:
             summary = None
-    return Bundle(path=root, vkey=vkey, entries=entries, checkpoint_notes=notes,
-                  ca_pem=_optional(root / "ca.pem", MAX_SMALL_FILE, "ca.pem"),
-                  crl_pem=_optional(root / "crl.pem", 16 << 20, "crl.pem"),
-                  federation_json=_optional(root / "federation.json", MAX_SMALL_FILE, "federation.json"),
-                  modules=modules, summary=summary if isinstance(summary, dict) else None,
-                  stray_module_files=stray)
+    return Bundle(
+        path=root,
+        vkey=vkey,
+        entries=entries,
+        checkpoint_notes=notes,
+        ca_pem=_optional(root / "ca.pem", MAX_SMALL_FILE, "ca.pem"),
+        crl_pem=_optional(root / "crl.pem", 16 << 20, "crl.pem"),
+        federation_json=_optional(root / "federation.json", MAX_SMALL_FILE, "federation.json"),
+        modules=modules,
+        summary=summary if isinstance(summary, dict) else None,
+        stray_module_files=stray,
+    )

@@ -48,7 +48,9 @@ class Finding:
         """A short human location: ``entry 7 (module.deleted)``, ``entries 3-7``, ``checkpoint 8``."""
         parts = []
         if self.entry is not None:
-            parts.append(f"entry {self.entry}" + (f" ({self.entry_type})" if self.entry_type else ""))
+            parts.append(
+                f"entry {self.entry}" + (f" ({self.entry_type})" if self.entry_type else "")
+            )
         elif self.entries:
             lo, hi = min(self.entries), max(self.entries)
             parts.append(f"entries {lo}-{hi}" if hi > lo else f"entry {lo}")
@@ -59,9 +61,18 @@ class Finding:
         return ", ".join(parts) or "bundle"
 
     def to_dict(self) -> dict:
-        return {"check": self.check, "code": self.code, "severity": self.severity, "message": self.message,
-                "entry": self.entry, "entry_type": self.entry_type, "entries": list(self.entries),
-                "checkpoint": self.checkpoint, "module_id": self.module_id, "where": self.where()}
+        return {
+            "check": self.check,
+            "code": self.code,
+            "severity": self.severity,
+            "message": self.message,
+            "entry": self.entry,
+            "entry_type": self.entry_type,
+            "entries": list(self.entries),
+            "checkpoint": self.checkpoint,
+            "module_id": self.module_id,
+            "where": self.where(),
+        }
 
 
 @dataclass
@@ -73,8 +84,12 @@ class CheckSummary:
     detail: str
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "status": self.status, "detail": self.detail,
-                "proves": CHECKS.get(self.name, "")}
+        return {
+            "name": self.name,
+            "status": self.status,
+            "detail": self.detail,
+            "proves": CHECKS.get(self.name, ""),
+        }
 
 
 @dataclass

@@ -57,17 +57,32 @@ MAX_TABLE_EVENTS = 2000
 LANES = [
     ("modules", "modules", ("module.registered",)),
     ("datasets", "datasets", ("dataset.synthesized", "dataset.retired")),
-    ("classifiers", "classifiers", ("classifier.trained", "classifier.published", "classifier.evaluated",
-                                     "classifier.retired")),
+    (
+        "classifiers",
+        "classifiers",
+        (
+            "classifier.trained",
+            "classifier.published",
+            "classifier.evaluated",
+            "classifier.retired",
+        ),
+    ),
     ("deletions", "deletions", ("module.deletion_requested", "module.deleted")),
     ("revocations", "certificates & keys", ("cert.revoked", "key.rotated", "crl.loaded")),
 ]
 COLORS = {
-    "module.registered": "#0969da", "dataset.synthesized": "#8250df", "dataset.retired": "#8c959f",
-    "classifier.trained": "#1a7f37", "classifier.published": "#1a7f37", "classifier.retired": "#8c959f",
+    "module.registered": "#0969da",
+    "dataset.synthesized": "#8250df",
+    "dataset.retired": "#8c959f",
+    "classifier.trained": "#1a7f37",
+    "classifier.published": "#1a7f37",
+    "classifier.retired": "#8c959f",
     "classifier.evaluated": "#0969da",
-    "module.deletion_requested": "#bc4c00", "module.deleted": "#cf222e", "cert.revoked": "#9a6700",
-    "key.rotated": "#9a6700", "crl.loaded": "#6e7781",
+    "module.deletion_requested": "#bc4c00",
+    "module.deleted": "#cf222e",
+    "cert.revoked": "#9a6700",
+    "key.rotated": "#9a6700",
+    "crl.loaded": "#6e7781",
 }
 
 
@@ -89,17 +104,23 @@ def _pill(kind: str, text: str | None = None) -> str:
 def _verdict(r: AuditResult) -> str:
     latest = r.log.latest
     if r.ok:
-        why = (f"Every check passed: the log of {len(r.log.entry_bytes)} entries is exactly what the log key signed"
-               f"; {len(r.modules)} module signatures verify; no live classifier uses a deleted module."
-               + (f" {len(r.warnings)} warning(s) below." if r.warnings else ""))
+        why = (
+            f"Every check passed: the log of {len(r.log.entry_bytes)} entries is exactly what the log key signed"
+            f"; {len(r.modules)} module signatures verify; no live classifier uses a deleted module."
+            + (f" {len(r.warnings)} warning(s) below." if r.warnings else "")
+        )
     else:
         why = f"{len(r.errors)} finding(s) — see the list below. Do not rely on this log until they are explained."
-    head = (f'<div class="verdict {"ok" if r.ok else "bad"}"><div class="big">{r.verdict}</div>'
-            f'<div class="why">{_e(why)}</div></div>')
+    head = (
+        f'<div class="verdict {"ok" if r.ok else "bad"}"><div class="big">{r.verdict}</div>'
+        f'<div class="why">{_e(why)}</div></div>'
+    )
     fed = r.federation
-    meta = [f"log <code>{_e(latest.origin) if latest else '?'}</code>",
-            f"tree size <b>{latest.size if latest else '?'}</b>",
-            f"root <code>{_e(latest.root_hash.hex()) if latest else '?'}</code>"]
+    meta = [
+        f"log <code>{_e(latest.origin) if latest else '?'}</code>",
+        f"tree size <b>{latest.size if latest else '?'}</b>",
+        f"root <code>{_e(latest.root_hash.hex()) if latest else '?'}</code>",
+    ]
     if fed is not None:
         meta.insert(0, f"federation <b>{_e(fed.federation_id)}</b>")
     if r.ca_fingerprint:
@@ -110,7 +131,9 @@ def _verdict(r: AuditResult) -> str:
 def _checks(r: AuditResult) -> str:
     rows = "".join(
         f"<tr><td><b>{_e(c.name)}</b><div class='meta'>{_e(c.to_dict()['proves'])}</div></td>"
-        f"<td>{_pill(c.status)}</td><td>{_e(c.detail)}</td></tr>" for c in r.checks)
+        f"<td>{_pill(c.status)}</td><td>{_e(c.detail)}</td></tr>"
+        for c in r.checks
+    )
     return f"<h2>Checks</h2><table><tr><th>check (what it proves)</th><th>status</th><th>detail</th></tr>{rows}</table>"
 
 
@@ -119,7 +142,9 @@ def _findings(r: AuditResult) -> str:
         return "<h2>Findings</h2><p>None.</p>"
     items = "".join(
         f"<li>{_pill(f.severity)} <code>{_e(f.code)}</code> <span class='where'>{_e(f.where())}</span> — "
-        f"{_e(f.message)}</li>" for f in r.findings)
+        f"{_e(f.message)}</li>"
+        for f in r.findings
+    )
     return f'<h2>Findings</h2><ul class="findings">{items}</ul>'
 
 
@@ -136,28 +161,42 @@ def _timeline(r: AuditResult) -> str:
         return left + (span * (i + 0.5) / n)
 
     bad_entries = {f.entry for f in r.findings if f.entry is not None and f.severity == "error"}
-    parts = [f'<svg role="img" aria-label="timeline of the federation" '
-             f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">']
+    parts = [
+        f'<svg role="img" aria-label="timeline of the federation" '
+        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
+    ]
     for k, (_, title, _types) in enumerate(LANES):
         y = top + lane_h * k + lane_h / 2
-        parts.append(f'<rect x="{left}" y="{y - lane_h / 2 + 3}" width="{span}" height="{lane_h - 6}" '
-                     f'fill="{"#f6f8fa" if k % 2 == 0 else "#ffffff"}"/>')
-        parts.append(f'<text x="{left - 10}" y="{y + 4}" text-anchor="end" font-size="13" fill="#1f2328">'
-                     f'{_e(title)}</text>')
+        parts.append(
+            f'<rect x="{left}" y="{y - lane_h / 2 + 3}" width="{span}" height="{lane_h - 6}" '
+            f'fill="{"#f6f8fa" if k % 2 == 0 else "#ffffff"}"/>'
+        )
+        parts.append(
+            f'<text x="{left - 10}" y="{y + 4}" text-anchor="end" font-size="13" fill="#1f2328">'
+            f"{_e(title)}</text>"
+        )
     axis_y = top + lane_h * len(LANES) + 6
-    parts.append(f'<line x1="{left}" y1="{axis_y}" x2="{left + span}" y2="{axis_y}" stroke="#8c959f"/>')
+    parts.append(
+        f'<line x1="{left}" y1="{axis_y}" x2="{left + span}" y2="{axis_y}" stroke="#8c959f"/>'
+    )
     for cp in r.log.checkpoints:
         if 0 < cp.size <= n:
             cx = x(cp.size - 0.5)
-            parts.append(f'<line x1="{cx:.1f}" y1="{top}" x2="{cx:.1f}" y2="{axis_y}" stroke="#0969da" '
-                         f'stroke-dasharray="2 3" stroke-opacity="0.45">'
-                         f'<title>signed checkpoint {cp.size}</title></line>')
+            parts.append(
+                f'<line x1="{cx:.1f}" y1="{top}" x2="{cx:.1f}" y2="{axis_y}" stroke="#0969da" '
+                f'stroke-dasharray="2 3" stroke-opacity="0.45">'
+                f"<title>signed checkpoint {cp.size}</title></line>"
+            )
     step = max(1, n // 12)
     for i in range(0, n, step):
-        parts.append(f'<text x="{x(i):.1f}" y="{axis_y + 16}" text-anchor="middle" font-size="11" '
-                     f'fill="#656d76">{i}</text>')
-    parts.append(f'<text x="{left}" y="{axis_y + 32}" font-size="11" fill="#656d76">entry index → '
-                 f'(dashed: signed checkpoints)</text>')
+        parts.append(
+            f'<text x="{x(i):.1f}" y="{axis_y + 16}" text-anchor="middle" font-size="11" '
+            f'fill="#656d76">{i}</text>'
+        )
+    parts.append(
+        f'<text x="{left}" y="{axis_y + 32}" font-size="11" fill="#656d76">entry index → '
+        f"(dashed: signed checkpoints)</text>"
+    )
     lane_of = {t: k for k, (_, _, types) in enumerate(LANES) for t in types}
     drawn: set[tuple[str, int]] = set()
     for ev in events:
@@ -165,50 +204,74 @@ def _timeline(r: AuditResult) -> str:
         if k is None:
             continue
         cx, cy = x(ev.index), top + lane_h * k + lane_h / 2
-        column = (ev.type, int(cx / 3))          # long logs: one marker per type and 3-pixel column
+        column = (ev.type, int(cx / 3))  # long logs: one marker per type and 3-pixel column
         if column in drawn and ev.index not in bad_entries:
             continue
         drawn.add(column)
         color = COLORS.get(ev.type, "#57606a")
         tip = f"<title>#{ev.index} {_e(ev.time)} — {_e(ev.label)} ({_e(ev.actor)})</title>"
         if ev.type in ("module.deleted", "dataset.retired", "classifier.retired", "cert.revoked"):
-            shape = (f'<path d="M{cx - 6:.1f},{cy - 6:.1f} L{cx + 6:.1f},{cy + 6:.1f} M{cx - 6:.1f},{cy + 6:.1f} '
-                     f'L{cx + 6:.1f},{cy - 6:.1f}" stroke="{color}" stroke-width="3">{tip}</path>')
+            shape = (
+                f'<path d="M{cx - 6:.1f},{cy - 6:.1f} L{cx + 6:.1f},{cy + 6:.1f} M{cx - 6:.1f},{cy + 6:.1f} '
+                f'L{cx + 6:.1f},{cy - 6:.1f}" stroke="{color}" stroke-width="3">{tip}</path>'
+            )
         elif ev.type == "classifier.published":
-            shape = (f'<polygon points="{cx:.1f},{cy - 8:.1f} {cx + 7:.1f},{cy + 6:.1f} {cx - 7:.1f},{cy + 6:.1f}" '
-                     f'fill="{color}">{tip}</polygon>')
+            shape = (
+                f'<polygon points="{cx:.1f},{cy - 8:.1f} {cx + 7:.1f},{cy + 6:.1f} {cx - 7:.1f},{cy + 6:.1f}" '
+                f'fill="{color}">{tip}</polygon>'
+            )
         elif ev.type == "classifier.evaluated":
-            shape = (f'<polygon points="{cx:.1f},{cy - 7:.1f} {cx + 7:.1f},{cy:.1f} {cx:.1f},{cy + 7:.1f} '
-                     f'{cx - 7:.1f},{cy:.1f}" fill="{color}">{tip}</polygon>')
+            shape = (
+                f'<polygon points="{cx:.1f},{cy - 7:.1f} {cx + 7:.1f},{cy:.1f} {cx:.1f},{cy + 7:.1f} '
+                f'{cx - 7:.1f},{cy:.1f}" fill="{color}">{tip}</polygon>'
+            )
         elif ev.type in ("dataset.synthesized", "classifier.trained"):
-            shape = (f'<rect x="{cx - 6:.1f}" y="{cy - 6:.1f}" width="12" height="12" rx="2" fill="{color}">'
-                     f'{tip}</rect>')
+            shape = (
+                f'<rect x="{cx - 6:.1f}" y="{cy - 6:.1f}" width="12" height="12" rx="2" fill="{color}">'
+                f"{tip}</rect>"
+            )
         else:
             hollow = ev.type == "module.deletion_requested"
-            shape = (f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="6.5" fill="{"#fff" if hollow else color}" '
-                     f'stroke="{color}" stroke-width="2.5">{tip}</circle>')
+            shape = (
+                f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="6.5" fill="{"#fff" if hollow else color}" '
+                f'stroke="{color}" stroke-width="2.5">{tip}</circle>'
+            )
         parts.append(shape)
         if ev.index in bad_entries:
-            parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="11" fill="none" stroke="#cf222e" '
-                         f'stroke-width="2"/>')
+            parts.append(
+                f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="11" fill="none" stroke="#cf222e" '
+                f'stroke-width="2"/>'
+            )
     for f in r.findings:
         if f.entry is None and f.entries and f.severity == "error":
             lo, hi = min(f.entries), max(f.entries)
             if hi < n:
-                parts.append(f'<rect x="{x(lo) - 8:.1f}" y="{top}" width="{x(hi) - x(lo) + 16:.1f}" '
-                             f'height="{lane_h * len(LANES)}" fill="#cf222e" fill-opacity="0.08" stroke="#cf222e" '
-                             f'stroke-opacity="0.5"><title>{_e(f.code)}: {_e(f.where())}</title></rect>')
+                parts.append(
+                    f'<rect x="{x(lo) - 8:.1f}" y="{top}" width="{x(hi) - x(lo) + 16:.1f}" '
+                    f'height="{lane_h * len(LANES)}" fill="#cf222e" fill-opacity="0.08" stroke="#cf222e" '
+                    f'stroke-opacity="0.5"><title>{_e(f.code)}: {_e(f.where())}</title></rect>'
+                )
     parts.append("</svg>")
-    legend = ("<p class='meta'>● module registered · ○ deletion requested · ■ dataset / classifier made · "
-              "▲ classifier published · ◆ classifier evaluated by a site · ✕ deleted, retired or revoked · red ring or band: where a finding "
-              "points</p>")
+    legend = (
+        "<p class='meta'>● module registered · ○ deletion requested · ■ dataset / classifier made · "
+        "▲ classifier published · ◆ classifier evaluated by a site · ✕ deleted, retired or revoked · red ring or band: where a finding "
+        "points</p>"
+    )
     shown = events[-MAX_TABLE_EVENTS:]
-    rows = "".join(f"<tr><td>{ev.index}</td><td class='mono'>{_e(ev.time)}</td><td><code>{_e(ev.type)}</code></td>"
-                   f"<td>{_e(ev.actor)}</td><td>{_e(ev.label)}</td></tr>" for ev in shown)
-    what = (f"all {len(events)} entries" if len(shown) == len(events)
-            else f"the last {len(shown)} of {len(events)} entries (the bundle's entries.jsonl holds all)")
-    table = (f"<details><summary>{what}</summary><table><tr><th>#</th><th>time</th>"
-             f"<th>type</th><th>actor</th><th>event</th></tr>{rows}</table></details>")
+    rows = "".join(
+        f"<tr><td>{ev.index}</td><td class='mono'>{_e(ev.time)}</td><td><code>{_e(ev.type)}</code></td>"
+        f"<td>{_e(ev.actor)}</td><td>{_e(ev.label)}</td></tr>"
+        for ev in shown
+    )
+    what = (
+        f"all {len(events)} entries"
+        if len(shown) == len(events)
+        else f"the last {len(shown)} of {len(events)} entries (the bundle's entries.jsonl holds all)"
+    )
+    table = (
+        f"<details><summary>{what}</summary><table><tr><th>#</th><th>time</th>"
+        f"<th>type</th><th>actor</th><th>event</th></tr>{rows}</table></details>"
+    )
     return "<h2>Timeline</h2>" + "".join(parts) + legend + table
 
 
@@ -227,8 +290,11 @@ def _dp(manifest: dict | None, recomputed: float | None = None) -> str:
     if not isinstance(dp, dict):
         return "<span class='meta'>no DP</span>"
     eps, delta = dp.get("epsilon"), dp.get("delta")
-    extra = "".join(f"<div class='kv'>{_e(k)} {_e(v)}</div>" for k, v in sorted(dp.items())
-                    if k in ("noise_multiplier", "accountant", "steps"))
+    extra = "".join(
+        f"<div class='kv'>{_e(k)} {_e(v)}</div>"
+        for k, v in sorted(dp.items())
+        if k in ("noise_multiplier", "accountant", "steps")
+    )
     if recomputed is not None:
         extra += f"<div class='kv'>re-accounted ε = {recomputed:.4g}</div>"
     return f"ε = <b>{_e(_num(eps))}</b>, δ = {_e(_num(delta))}{extra}"
@@ -242,7 +308,11 @@ def _privacy(manifest: dict | None) -> str:
     pr = (manifest or {}).get("privacy_report")
     if not isinstance(pr, dict) or not pr:
         return "<span class='meta'>—</span>"
-    return "".join(f"<div><span class='kv'>{_e(k)}</span> {_e(v)}</div>" for k, v in sorted(pr.items()) if k != "v")
+    return "".join(
+        f"<div><span class='kv'>{_e(k)}</span> {_e(v)}</div>"
+        for k, v in sorted(pr.items())
+        if k != "v"
+    )
 
 
 def _sites(r: AuditResult) -> str:
@@ -256,23 +326,36 @@ def _sites(r: AuditResult) -> str:
     for site in sorted(by_site):
         mods = by_site[site]
         active = sum(1 for m in mods if m.deleted_index is None)
-        out.append(f"<h3>{_e(site)} <span class='meta'>{len(mods)} module(s), {active} active</span></h3>")
-        out.append("<table><tr><th>module</th><th>classes</th><th>DP</th><th>privacy report</th>"
-                   "<th>registered</th><th>signature</th><th>status</th></tr>")
+        out.append(
+            f"<h3>{_e(site)} <span class='meta'>{len(mods)} module(s), {active} active</span></h3>"
+        )
+        out.append(
+            "<table><tr><th>module</th><th>classes</th><th>DP</th><th>privacy report</th>"
+            "<th>registered</th><th>signature</th><th>status</th></tr>"
+        )
         for ms in mods:
             mc = r.modules.get(ms.module_id)
             manifest = mc.manifest if mc else None
-            sig = (_pill("ok", "verifies") if mc and mc.signature_ok
-                   else _pill("error", "fails") + f"<div class='meta'>{_e(mc.problem if mc else '')}</div>")
-            status = (_pill("deleted") + f"<div class='meta'>entry {ms.deleted_index}</div>"
-                      if ms.deleted_index is not None else _pill("active"))
+            sig = (
+                _pill("ok", "verifies")
+                if mc and mc.signature_ok
+                else _pill("error", "fails")
+                + f"<div class='meta'>{_e(mc.problem if mc else '')}</div>"
+            )
+            status = (
+                _pill("deleted") + f"<div class='meta'>entry {ms.deleted_index}</div>"
+                if ms.deleted_index is not None
+                else _pill("active")
+            )
             if mc and mc.revoked:
                 status += " " + _pill("revoked", f"cert revoked: {mc.revoked}")
-            out.append(f"<tr><td><code title='{_e(ms.module_id)}'>{_e(_short(ms.module_id))}</code></td>"
-                       f"<td>{_classes(manifest, labels)}</td>"
-                       f"<td>{_dp(manifest, mc.dp_recomputed if mc else None)}</td><td>{_privacy(manifest)}</td>"
-                       f"<td>entry {ms.registered_index}<div class='meta nowrap'>{_e(ms.time)}</div></td>"
-                       f"<td>{sig}</td><td>{status}</td></tr>")
+            out.append(
+                f"<tr><td><code title='{_e(ms.module_id)}'>{_e(_short(ms.module_id))}</code></td>"
+                f"<td>{_classes(manifest, labels)}</td>"
+                f"<td>{_dp(manifest, mc.dp_recomputed if mc else None)}</td><td>{_privacy(manifest)}</td>"
+                f"<td>entry {ms.registered_index}<div class='meta nowrap'>{_e(ms.time)}</div></td>"
+                f"<td>{sig}</td><td>{status}</td></tr>"
+            )
         out.append("</table>")
     return "".join(out)
 
@@ -280,18 +363,25 @@ def _sites(r: AuditResult) -> str:
 def _kv(d: dict | None) -> str:
     if not isinstance(d, dict):
         return ""
-    return "".join(f"<div><span class='kv'>{_e(k)}</span> {_e(v)}</div>" for k, v in sorted(d.items())
-                   if not isinstance(v, (dict, list)))
+    return "".join(
+        f"<div><span class='kv'>{_e(k)}</span> {_e(v)}</div>"
+        for k, v in sorted(d.items())
+        if not isinstance(v, (dict, list))
+    )
 
 
 def _evaluations(clf) -> str:
     """Sites that reported evaluating the classifier; the ledger holds a commitment, not their numbers."""
     if not clf.evaluations:
         return "<div class='kv'>no site reported an evaluation</div>"
-    sites = ", ".join(f"{_e(site)} (entry {i})" for site, i in sorted(clf.evaluations.items(), key=lambda x: x[1]))
-    return (f"<div><span class='kv'>evaluated by</span> {sites}</div>"
-            "<div class='kv'>(the ledger commits to each site's metrics by a salted hash; the numbers stay "
-            "with the aggregator)</div>")
+    sites = ", ".join(
+        f"{_e(site)} (entry {i})" for site, i in sorted(clf.evaluations.items(), key=lambda x: x[1])
+    )
+    return (
+        f"<div><span class='kv'>evaluated by</span> {sites}</div>"
+        "<div class='kv'>(the ledger commits to each site's metrics by a salted hash; the numbers stay "
+        "with the aggregator)</div>"
+    )
 
 
 def _lineage(r: AuditResult) -> str:
@@ -300,32 +390,50 @@ def _lineage(r: AuditResult) -> str:
         return "<h2>Lineage of the current classifier</h2><p>No live classifier.</p>"
     ds = r.replay.datasets.get(clf.facts.get("dataset_id"))
     state = "published" if clf.published_index is not None else "live"
-    cnode = (f"<div class='node'><h4>classifier {_e(clf.artifact_id)} {_pill(state)}</h4>"
-             f"<div>trained at entry {clf.index}"
-             + (f", published at entry {clf.published_index}" if clf.published_index is not None else "")
-             + f"</div><div class='kv mono'>sha256 {_e(_short(clf.facts.get('sha256'), 20))}</div>"
-             f"{_kv(clf.facts.get('metrics'))}{_kv(clf.facts.get('config'))}{_evaluations(clf)}</div>")
-    dnode = ("<div class='node'><h4>dataset missing</h4></div>" if ds is None else
-             f"<div class='node'><h4>dataset {_e(ds.artifact_id)} {_pill('live' if ds.live else 'retired')}</h4>"
-             f"<div>synthesized at entry {ds.index}</div>"
-             f"<div class='kv mono'>sha256 {_e(_short(ds.facts.get('sha256'), 20))}</div>"
-             f"<div><span class='kv'>seed</span> {_e(ds.facts.get('seed', '—'))} "
-             f"<span class='kv'>per class</span> {_e(ds.facts.get('per_class', '—'))}</div></div>")
+    cnode = (
+        f"<div class='node'><h4>classifier {_e(clf.artifact_id)} {_pill(state)}</h4>"
+        f"<div>trained at entry {clf.index}"
+        + (f", published at entry {clf.published_index}" if clf.published_index is not None else "")
+        + f"</div><div class='kv mono'>sha256 {_e(_short(clf.facts.get('sha256'), 20))}</div>"
+        f"{_kv(clf.facts.get('metrics'))}{_kv(clf.facts.get('config'))}{_evaluations(clf)}</div>"
+    )
+    dnode = (
+        "<div class='node'><h4>dataset missing</h4></div>"
+        if ds is None
+        else f"<div class='node'><h4>dataset {_e(ds.artifact_id)} {_pill('live' if ds.live else 'retired')}</h4>"
+        f"<div>synthesized at entry {ds.index}</div>"
+        f"<div class='kv mono'>sha256 {_e(_short(ds.facts.get('sha256'), 20))}</div>"
+        f"<div><span class='kv'>seed</span> {_e(ds.facts.get('seed', '—'))} "
+        f"<span class='kv'>per class</span> {_e(ds.facts.get('per_class', '—'))}</div></div>"
+    )
     mods = []
     for ref in clf.modules:
         ms = r.replay.modules.get(ref["module_id"])
-        status = ("unknown" if ms is None else "deleted" if ms.deleted_index is not None else "active")
-        mods.append(f"<div class='node'><b>{_e(ms.site_id if ms else '?')}</b> "
-                    f"<code>{_e(_short(ref['module_id']))}</code> "
-                    f"{_pill('error' if status != 'active' else 'active', status)}"
-                    f"<div class='kv mono'>weights {_e(_short(ref.get('weights_sha256'), 20))}</div></div>")
-    return ("<h2>Lineage of the current classifier</h2><div class='lineage'>" + cnode + "<div class='arrow'>←</div>"
-            + dnode + "<div class='arrow'>←</div><div class='mods'>" + "".join(mods) + "</div></div>")
+        status = (
+            "unknown" if ms is None else "deleted" if ms.deleted_index is not None else "active"
+        )
+        mods.append(
+            f"<div class='node'><b>{_e(ms.site_id if ms else '?')}</b> "
+            f"<code>{_e(_short(ref['module_id']))}</code> "
+            f"{_pill('error' if status != 'active' else 'active', status)}"
+            f"<div class='kv mono'>weights {_e(_short(ref.get('weights_sha256'), 20))}</div></div>"
+        )
+    return (
+        "<h2>Lineage of the current classifier</h2><div class='lineage'>"
+        + cnode
+        + "<div class='arrow'>←</div>"
+        + dnode
+        + "<div class='arrow'>←</div><div class='mods'>"
+        + "".join(mods)
+        + "</div></div>"
+    )
 
 
 def _deletions(r: AuditResult) -> str:
-    dels = sorted((m for m in r.replay.modules.values() if m.deleted_index is not None),
-                  key=lambda m: m.deleted_index)
+    dels = sorted(
+        (m for m in r.replay.modules.values() if m.deleted_index is not None),
+        key=lambda m: m.deleted_index,
+    )
     out = ["<h2>Deletions</h2>"]
     if not dels:
         out.append("<p>No module was deleted.</p>")
@@ -335,23 +443,45 @@ def _deletions(r: AuditResult) -> str:
     for m in dels:
         d = m.deleted_index
         facts = r.log.entries[d]["facts"] if r.log.entries[d] else {}
-        retired = [f"{a.kind} {a.artifact_id} (entry {a.retired_index})"
-                   for table in (r.replay.datasets, r.replay.classifiers) for a in table.values()
-                   if a.retired_index is not None and any(x["module_id"] == m.module_id for x in a.modules)]
-        live_users = [f"{a.kind} {a.artifact_id}" for table in (r.replay.datasets, r.replay.classifiers)
-                      for a in table.values() if a.live and any(x["module_id"] == m.module_id for x in a.modules)]
-        out.append(f"<div class='proof'><h3>module <code>{_e(m.module_id)}</code> of {_e(m.site_id)}</h3>")
-        out.append(f"<div>registered at entry {m.registered_index}; "
-                   + (f"deletion requested at entr{'y' if len(m.requests) == 1 else 'ies'} "
-                      f"{', '.join(map(str, m.requests))}; " if m.requests else "deleted on the operator's decision; ")
-                   + f"deleted at entry <b>{d}</b> ({_e(m.deleted_time)}), reason: {_e(m.deletion_reason)}</div>")
-        out.append(f"<div>destroyed: <b>{_e(', '.join(map(str, facts.get('destroyed', []))))}</b>"
-                   f" <span class='kv'>weights</span> <code>{_e(_short(facts.get('weights_sha256'), 16))}</code>"
-                   f" <span class='kv'>blob</span> <code>{_e(_short(facts.get('blob_sha256'), 16))}</code>"
-                   f" <span class='kv'>KEK id</span> <code>{_e(_short(facts.get('kek_id'), 16))}</code></div>")
-        out.append("<div>retired because of it: " + (_e("; ".join(retired)) or "nothing") + "</div>")
-        out.append("<div>still live with it: " + (_pill("error", "; ".join(live_users)) if live_users
-                                                   else _pill("ok", "none")) + "</div>")
+        retired = [
+            f"{a.kind} {a.artifact_id} (entry {a.retired_index})"
+            for table in (r.replay.datasets, r.replay.classifiers)
+            for a in table.values()
+            if a.retired_index is not None and any(x["module_id"] == m.module_id for x in a.modules)
+        ]
+        live_users = [
+            f"{a.kind} {a.artifact_id}"
+            for table in (r.replay.datasets, r.replay.classifiers)
+            for a in table.values()
+            if a.live and any(x["module_id"] == m.module_id for x in a.modules)
+        ]
+        out.append(
+            f"<div class='proof'><h3>module <code>{_e(m.module_id)}</code> of {_e(m.site_id)}</h3>"
+        )
+        out.append(
+            f"<div>registered at entry {m.registered_index}; "
+            + (
+                f"deletion requested at entr{'y' if len(m.requests) == 1 else 'ies'} "
+                f"{', '.join(map(str, m.requests))}; "
+                if m.requests
+                else "deleted on the operator's decision; "
+            )
+            + f"deleted at entry <b>{d}</b> ({_e(m.deleted_time)}), reason: {_e(m.deletion_reason)}</div>"
+        )
+        out.append(
+            f"<div>destroyed: <b>{_e(', '.join(map(str, facts.get('destroyed', []))))}</b>"
+            f" <span class='kv'>weights</span> <code>{_e(_short(facts.get('weights_sha256'), 16))}</code>"
+            f" <span class='kv'>blob</span> <code>{_e(_short(facts.get('blob_sha256'), 16))}</code>"
+            f" <span class='kv'>KEK id</span> <code>{_e(_short(facts.get('kek_id'), 16))}</code></div>"
+        )
+        out.append(
+            "<div>retired because of it: " + (_e("; ".join(retired)) or "nothing") + "</div>"
+        )
+        out.append(
+            "<div>still live with it: "
+            + (_pill("error", "; ".join(live_users)) if live_users else _pill("ok", "none"))
+            + "</div>"
+        )
         if usable and latest is not None:
             leaf = r.log.leaves[d]
             proof = r.log.tree.inclusion_proof(d, latest.size)
@@ -361,10 +491,12 @@ def _deletions(r: AuditResult) -> str:
             except LedgerError:
                 ok = False
             items = "".join(f"<li><code>{h.hex()}</code></li>" for h in proof)
-            out.append(f"<div style='margin-top:6px'><b>Inclusion proof</b> (RFC 9162) of entry {d} in checkpoint "
-                       f"{latest.size}: {_pill('ok', 'verifies') if ok else _pill('error', 'fails')}"
-                       f"<div class='kv'>leaf hash <code>{leaf.hex()}</code></div>"
-                       f"<ol>{items}</ol><div class='kv'>root <code>{latest.root_hash.hex()}</code></div></div>")
+            out.append(
+                f"<div style='margin-top:6px'><b>Inclusion proof</b> (RFC 9162) of entry {d} in checkpoint "
+                f"{latest.size}: {_pill('ok', 'verifies') if ok else _pill('error', 'fails')}"
+                f"<div class='kv'>leaf hash <code>{leaf.hex()}</code></div>"
+                f"<ol>{items}</ol><div class='kv'>root <code>{latest.root_hash.hex()}</code></div></div>"
+            )
         else:
             out.append("<div>No inclusion proof: the log itself did not verify.</div>")
         out.append("</div>")
@@ -374,19 +506,33 @@ def _deletions(r: AuditResult) -> str:
 def render_html(r: AuditResult) -> str:
     """The whole report page."""
     title = "ffsecure audit report"
-    fed = r.federation.federation_id if r.federation is not None else (r.log.latest.origin if r.log.latest else "")
-    body = "".join([
-        f"<h1>{_e(title)}{' — ' + _e(fed) if fed else ''}</h1>",
-        f"<p class='meta'>bundle <code>{_e(r.bundle.path.name)}</code>"
-        + (f", exported {_e(r.bundle.summary.get('exported'))}" if r.bundle.summary else "")
-        + f"; checked {_e(utc_now())} by ffsecure {_e(__version__)} offline</p>",
-        _verdict(r), _findings(r), _checks(r), _timeline(r), _sites(r), _lineage(r), _deletions(r),
-        "<footer>Self-contained report: no scripts, fonts or images are loaded. The checks and what they cannot "
-        "prove are described in docs/auditor-guide.md.</footer>",
-    ])
-    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'; "
-            "img-src data:\">"
-            f"<link rel='icon' href='data:,'><title>{_e(title)}</title><style>{CSS}</style></head>"
-            f"<body><main>{body}</main></body></html>")
+    fed = (
+        r.federation.federation_id
+        if r.federation is not None
+        else (r.log.latest.origin if r.log.latest else "")
+    )
+    body = "".join(
+        [
+            f"<h1>{_e(title)}{' — ' + _e(fed) if fed else ''}</h1>",
+            f"<p class='meta'>bundle <code>{_e(r.bundle.path.name)}</code>"
+            + (f", exported {_e(r.bundle.summary.get('exported'))}" if r.bundle.summary else "")
+            + f"; checked {_e(utc_now())} by ffsecure {_e(__version__)} offline</p>",
+            _verdict(r),
+            _findings(r),
+            _checks(r),
+            _timeline(r),
+            _sites(r),
+            _lineage(r),
+            _deletions(r),
+            "<footer>Self-contained report: no scripts, fonts or images are loaded. The checks and what they cannot "
+            "prove are described in docs/auditor-guide.md.</footer>",
+        ]
+    )
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'; "
+        'img-src data:">'
+        f"<link rel='icon' href='data:,'><title>{_e(title)}</title><style>{CSS}</style></head>"
+        f"<body><main>{body}</main></body></html>"
+    )

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 from ffsecure.audit.findings import WARNING, Findings
 
-
 CREATED_BY = {"dataset": "dataset.synthesized", "classifier": "classifier.trained"}
 
 
@@ -34,16 +33,18 @@ class ModuleState:
 
 @dataclass
 class ArtifactState:
-    kind: str              # dataset | classifier
+    kind: str  # dataset | classifier
     artifact_id: str
     index: int
     time: str
     facts: dict
-    modules: list[dict]    # [{"module_id", "weights_sha256"}]
+    modules: list[dict]  # [{"module_id", "weights_sha256"}]
     retired_index: int | None = None
     retired_reason: str | None = None
     published_index: int | None = None
-    evaluations: dict[str, int] = field(default_factory=dict)   # site id -> classifier.evaluated entry
+    evaluations: dict[str, int] = field(
+        default_factory=dict
+    )  # site id -> classifier.evaluated entry
 
     @property
     def live(self) -> bool:
@@ -67,7 +68,7 @@ class LedgerReplay:
     datasets: dict[str, ArtifactState] = field(default_factory=dict)
     classifiers: dict[str, ArtifactState] = field(default_factory=dict)
     revocations: list[tuple[int, dict]] = field(default_factory=list)
-    crls: list[tuple[int, dict]] = field(default_factory=list)   # (index, facts) of crl.loaded
+    crls: list[tuple[int, dict]] = field(default_factory=list)  # (index, facts) of crl.loaded
     requests: list[tuple[int, dict]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
 
@@ -111,97 +112,166 @@ def replay(entries: list[dict | None], findings: Findings) -> LedgerReplay:
             mid = f["module_id"]
             label = f"module {_short(mid)} registered by {f['site_id']}"
             if mid in st.modules:
-                findings.add("module-records", "E_AUDIT_DUPLICATE_MODULE",
-                             f"module {mid} is registered again (first at entry {st.modules[mid].registered_index})",
-                             module_id=mid, **where)
+                findings.add(
+                    "module-records",
+                    "E_AUDIT_DUPLICATE_MODULE",
+                    f"module {mid} is registered again (first at entry {st.modules[mid].registered_index})",
+                    module_id=mid,
+                    **where,
+                )
             else:
                 st.modules[mid] = ModuleState(mid, f["site_id"], i, e["time"], f)
             if e["actor"] != f"site:{f['site_id']}":
-                findings.add("module-records", "E_AUDIT_MODULE_ACTOR",
-                             f"module {mid} of site {f['site_id']} is recorded as uploaded by {e['actor']}: a site "
-                             "registers only its own modules, over its own connection", module_id=mid, **where)
+                findings.add(
+                    "module-records",
+                    "E_AUDIT_MODULE_ACTOR",
+                    f"module {mid} of site {f['site_id']} is recorded as uploaded by {e['actor']}: a site "
+                    "registers only its own modules, over its own connection",
+                    module_id=mid,
+                    **where,
+                )
         elif t == "module.deletion_requested":
             mid = f["module_id"]
             label = f"deletion of {_short(mid)} requested"
             st.requests.append((i, e))
             if mid not in st.modules:
-                findings.add("deletions", "E_AUDIT_DELETION_UNKNOWN",
-                             f"deletion requested for module {mid}, which is not registered before entry {i}",
-                             module_id=mid, **where)
+                findings.add(
+                    "deletions",
+                    "E_AUDIT_DELETION_UNKNOWN",
+                    f"deletion requested for module {mid}, which is not registered before entry {i}",
+                    module_id=mid,
+                    **where,
+                )
             else:
                 st.modules[mid].requests.append(i)
                 owner = st.modules[mid].site_id
                 if e["actor"].startswith("site:") and e["actor"] != f"site:{owner}":
-                    findings.add("deletions", "E_AUDIT_DELETION_ACTOR",
-                                 f"{e['actor']} requested the deletion of module {mid}, which belongs to site "
-                                 f"{owner}: a site may delete only its own modules", module_id=mid, **where)
+                    findings.add(
+                        "deletions",
+                        "E_AUDIT_DELETION_ACTOR",
+                        f"{e['actor']} requested the deletion of module {mid}, which belongs to site "
+                        f"{owner}: a site may delete only its own modules",
+                        module_id=mid,
+                        **where,
+                    )
         elif t == "module.deleted":
             mid = f["module_id"]
             label = f"module {_short(mid)} deleted"
             m = st.modules.get(mid)
             if m is None:
-                findings.add("deletions", "E_AUDIT_DELETION_UNKNOWN",
-                             f"module {mid} is deleted but was never registered before entry {i}",
-                             module_id=mid, **where)
+                findings.add(
+                    "deletions",
+                    "E_AUDIT_DELETION_UNKNOWN",
+                    f"module {mid} is deleted but was never registered before entry {i}",
+                    module_id=mid,
+                    **where,
+                )
             elif m.deleted_index is not None:
-                findings.add("deletions", "E_AUDIT_DELETION_TWICE",
-                             f"module {mid} is deleted again (first at entry {m.deleted_index})",
-                             module_id=mid, **where)
+                findings.add(
+                    "deletions",
+                    "E_AUDIT_DELETION_TWICE",
+                    f"module {mid} is deleted again (first at entry {m.deleted_index})",
+                    module_id=mid,
+                    **where,
+                )
             else:
                 m.deleted_index, m.deleted_time, m.deletion_reason = i, e["time"], f.get("reason")
                 destroyed = f.get("destroyed")
                 if not (isinstance(destroyed, list) and {"wrapped_dek", "blob"} <= set(destroyed)):
-                    findings.add("deletions", "E_AUDIT_NOT_SHREDDED",
-                                 f"the deletion of module {mid} does not record destroying both its wrapped data "
-                                 f"key and its blob (destroyed: {destroyed!r})", module_id=mid, **where)
+                    findings.add(
+                        "deletions",
+                        "E_AUDIT_NOT_SHREDDED",
+                        f"the deletion of module {mid} does not record destroying both its wrapped data "
+                        f"key and its blob (destroyed: {destroyed!r})",
+                        module_id=mid,
+                        **where,
+                    )
         elif t in ("dataset.synthesized", "classifier.trained"):
             kind = "dataset" if t == "dataset.synthesized" else "classifier"
             aid = f["dataset_id" if kind == "dataset" else "classifier_id"]
             table = st.datasets if kind == "dataset" else st.classifiers
             label = f"{kind} {aid}"
             if aid in table:
-                findings.add("lineage", "E_AUDIT_DUPLICATE_ARTIFACT",
-                             f"{kind} {aid} appears again (first at entry {table[aid].index})", **where)
+                findings.add(
+                    "lineage",
+                    "E_AUDIT_DUPLICATE_ARTIFACT",
+                    f"{kind} {aid} appears again (first at entry {table[aid].index})",
+                    **where,
+                )
                 continue
             mods = _lineage(f)
             ds = None
             if kind == "classifier":
                 ds = st.datasets.get(f["dataset_id"])
                 if ds is None:
-                    findings.add("lineage", "E_AUDIT_LINEAGE_UNKNOWN",
-                                 f"classifier {aid} names dataset {f['dataset_id']}, which no earlier entry made",
-                                 **where)
+                    findings.add(
+                        "lineage",
+                        "E_AUDIT_LINEAGE_UNKNOWN",
+                        f"classifier {aid} names dataset {f['dataset_id']}, which no earlier entry made",
+                        **where,
+                    )
                 elif not ds.live:
-                    findings.add("lineage", "E_AUDIT_LINEAGE_RETIRED",
-                                 f"classifier {aid} was trained on dataset {ds.artifact_id}, retired at entry "
-                                 f"{ds.retired_index}", **where)
+                    findings.add(
+                        "lineage",
+                        "E_AUDIT_LINEAGE_RETIRED",
+                        f"classifier {aid} was trained on dataset {ds.artifact_id}, retired at entry "
+                        f"{ds.retired_index}",
+                        **where,
+                    )
                 if mods is None and ds is not None:
                     mods = ds.modules
-                elif mods is not None and ds is not None and \
-                        sorted(m["module_id"] for m in mods) != sorted(m["module_id"] for m in ds.modules):
-                    findings.add("lineage", "E_AUDIT_LINEAGE_MISMATCH",
-                                 f"classifier {aid} lists other modules than its dataset {ds.artifact_id}",
-                                 **where)
+                elif (
+                    mods is not None
+                    and ds is not None
+                    and sorted(m["module_id"] for m in mods)
+                    != sorted(m["module_id"] for m in ds.modules)
+                ):
+                    findings.add(
+                        "lineage",
+                        "E_AUDIT_LINEAGE_MISMATCH",
+                        f"classifier {aid} lists other modules than its dataset {ds.artifact_id}",
+                        **where,
+                    )
             if mods is None:
-                findings.add("lineage", "E_AUDIT_LINEAGE_FORMAT",
-                             f"{kind} {aid} has no readable module lineage (facts.modules)", **where)
+                findings.add(
+                    "lineage",
+                    "E_AUDIT_LINEAGE_FORMAT",
+                    f"{kind} {aid} has no readable module lineage (facts.modules)",
+                    **where,
+                )
                 mods = []
             for m in mods:
                 ms = st.modules.get(m["module_id"])
                 if ms is None:
-                    findings.add("lineage", "E_AUDIT_LINEAGE_UNKNOWN",
-                                 f"{kind} {aid} names module {m['module_id']}, not registered before entry {i}",
-                                 module_id=m["module_id"], **where)
+                    findings.add(
+                        "lineage",
+                        "E_AUDIT_LINEAGE_UNKNOWN",
+                        f"{kind} {aid} names module {m['module_id']}, not registered before entry {i}",
+                        module_id=m["module_id"],
+                        **where,
+                    )
                     continue
                 if ms.deleted_index is not None:
-                    findings.add("lineage", "E_AUDIT_LINEAGE_DELETED",
-                                 f"{kind} {aid} was made from module {ms.module_id} after it was deleted "
-                                 f"(entry {ms.deleted_index})", module_id=ms.module_id, **where)
-                if m.get("weights_sha256") and m["weights_sha256"] != ms.facts.get("weights_sha256"):
-                    findings.add("lineage", "E_AUDIT_LINEAGE_HASH",
-                                 f"{kind} {aid} names module {ms.module_id} with weights "
-                                 f"{m['weights_sha256'][:12]}…, registered with "
-                                 f"{str(ms.facts.get('weights_sha256'))[:12]}…", module_id=ms.module_id, **where)
+                    findings.add(
+                        "lineage",
+                        "E_AUDIT_LINEAGE_DELETED",
+                        f"{kind} {aid} was made from module {ms.module_id} after it was deleted "
+                        f"(entry {ms.deleted_index})",
+                        module_id=ms.module_id,
+                        **where,
+                    )
+                if m.get("weights_sha256") and m["weights_sha256"] != ms.facts.get(
+                    "weights_sha256"
+                ):
+                    findings.add(
+                        "lineage",
+                        "E_AUDIT_LINEAGE_HASH",
+                        f"{kind} {aid} names module {ms.module_id} with weights "
+                        f"{m['weights_sha256'][:12]}…, registered with "
+                        f"{str(ms.facts.get('weights_sha256'))[:12]}…",
+                        module_id=ms.module_id,
+                        **where,
+                    )
             table[aid] = ArtifactState(kind, aid, i, e["time"], f, mods)
         elif t == "classifier.published":
             cid = f["classifier_id"]
@@ -213,14 +283,21 @@ def replay(entries: list[dict | None], findings: Findings) -> LedgerReplay:
             cid, site = f["classifier_id"], f["site_id"]
             label = f"classifier {cid} evaluated by {site}"
             if e["actor"] != f"site:{site}":
-                findings.add("lineage", "E_AUDIT_EVALUATION_ACTOR",
-                             f"the evaluation of classifier {cid} by site {site} is recorded as made by {e['actor']}: "
-                             "a site reports only its own evaluations, over its own connection", **where)
+                findings.add(
+                    "lineage",
+                    "E_AUDIT_EVALUATION_ACTOR",
+                    f"the evaluation of classifier {cid} by site {site} is recorded as made by {e['actor']}: "
+                    "a site reports only its own evaluations, over its own connection",
+                    **where,
+                )
             c = _live_classifier(st, cid, f"evaluated by {site}", findings, where)
             if c is not None and site in c.evaluations:
-                findings.add("lineage", "E_AUDIT_DUPLICATE_EVALUATION",
-                             f"site {site} evaluates classifier {cid} again (first at entry {c.evaluations[site]})",
-                             **where)
+                findings.add(
+                    "lineage",
+                    "E_AUDIT_DUPLICATE_EVALUATION",
+                    f"site {site} evaluates classifier {cid} again (first at entry {c.evaluations[site]})",
+                    **where,
+                )
             elif c is not None:
                 c.evaluations[site] = i
         elif t in ("dataset.retired", "classifier.retired"):
@@ -230,12 +307,20 @@ def replay(entries: list[dict | None], findings: Findings) -> LedgerReplay:
             table = st.datasets if kind == "dataset" else st.classifiers
             a = table.get(aid)
             if a is None:
-                findings.add("lineage", "E_AUDIT_LINEAGE_UNKNOWN",
-                             f"{kind} {aid} is retired but no earlier entry made it", **where)
+                findings.add(
+                    "lineage",
+                    "E_AUDIT_LINEAGE_UNKNOWN",
+                    f"{kind} {aid} is retired but no earlier entry made it",
+                    **where,
+                )
             elif not a.live:
-                findings.add("lineage", "E_AUDIT_LINEAGE_RETIRED",
-                             f"{kind} {aid} is retired again (first at entry {a.retired_index})",
-                             severity=WARNING, **where)
+                findings.add(
+                    "lineage",
+                    "E_AUDIT_LINEAGE_RETIRED",
+                    f"{kind} {aid} is retired again (first at entry {a.retired_index})",
+                    severity=WARNING,
+                    **where,
+                )
             else:
                 a.retired_index, a.retired_reason = i, f.get("reason")
         elif t == "cert.revoked":
@@ -252,10 +337,15 @@ def replay(entries: list[dict | None], findings: Findings) -> LedgerReplay:
     for m in st.modules.values():
         for r in m.requests:
             if m.deleted_index is None:
-                findings.add("deletions", "E_AUDIT_DELETION_MISSING",
-                             f"deletion of module {m.module_id} was requested at entry {r} but no "
-                             "module.deleted entry carries it out", entry=r, entry_type="module.deletion_requested",
-                             module_id=m.module_id)
+                findings.add(
+                    "deletions",
+                    "E_AUDIT_DELETION_MISSING",
+                    f"deletion of module {m.module_id} was requested at entry {r} but no "
+                    "module.deleted entry carries it out",
+                    entry=r,
+                    entry_type="module.deletion_requested",
+                    module_id=m.module_id,
+                )
     for table in (st.datasets, st.classifiers):
         for a in table.values():
             if not a.live:
@@ -263,11 +353,15 @@ def replay(entries: list[dict | None], findings: Findings) -> LedgerReplay:
             for ref in a.modules:
                 ms = st.modules.get(ref["module_id"])
                 if ms is not None and ms.deleted_index is not None:
-                    findings.add("lineage", "E_AUDIT_LIVE_DELETED",
-                                 f"{a.kind} {a.artifact_id} is live (never retired) but its lineage holds module "
-                                 f"{ms.module_id}, deleted at entry {ms.deleted_index}",
-                                 entry=a.index, entry_type=CREATED_BY[a.kind],
-                                 module_id=ms.module_id)
+                    findings.add(
+                        "lineage",
+                        "E_AUDIT_LIVE_DELETED",
+                        f"{a.kind} {a.artifact_id} is live (never retired) but its lineage holds module "
+                        f"{ms.module_id}, deleted at entry {ms.deleted_index}",
+                        entry=a.index,
+                        entry_type=CREATED_BY[a.kind],
+                        module_id=ms.module_id,
+                    )
     return st
 
 
@@ -275,11 +369,19 @@ def _live_classifier(st, cid: str, what: str, findings, where: dict):
     """The classifier ``cid`` if an earlier entry trained it and it is not retired; else a finding and None."""
     c = st.classifiers.get(cid)
     if c is None:
-        findings.add("lineage", "E_AUDIT_LINEAGE_UNKNOWN",
-                     f"classifier {cid} is {what} but no earlier entry trained it", **where)
+        findings.add(
+            "lineage",
+            "E_AUDIT_LINEAGE_UNKNOWN",
+            f"classifier {cid} is {what} but no earlier entry trained it",
+            **where,
+        )
     elif not c.live:
-        findings.add("lineage", "E_AUDIT_LINEAGE_RETIRED",
-                     f"classifier {cid} is {what} after it was retired (entry {c.retired_index})", **where)
+        findings.add(
+            "lineage",
+            "E_AUDIT_LINEAGE_RETIRED",
+            f"classifier {cid} is {what} after it was retired (entry {c.retired_index})",
+            **where,
+        )
     else:
         return c
     return None

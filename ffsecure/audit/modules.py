@@ -50,30 +50,48 @@ def _cert_serial(package: dict) -> tuple[x509.Certificate | None, str | None]:
     return cert, pki.serial_hex(cert.serial_number)
 
 
-def check_modules(records: dict[str, ModuleRecord], entries: list[dict | None], st: LedgerReplay,
-                  findings: Findings, *, ca_cert: x509.Certificate | None,
-                  crl: x509.CertificateRevocationList | None,
-                  federation: FederationManifest | None) -> dict[str, ModuleCheck]:
+def check_modules(
+    records: dict[str, ModuleRecord],
+    entries: list[dict | None],
+    st: LedgerReplay,
+    findings: Findings,
+    *,
+    ca_cert: x509.Certificate | None,
+    crl: x509.CertificateRevocationList | None,
+    federation: FederationManifest | None,
+) -> dict[str, ModuleCheck]:
     out: dict[str, ModuleCheck] = {}
     for mid, ms in st.modules.items():
         where = dict(entry=ms.registered_index, entry_type="module.registered", module_id=mid)
         rec = records.get(mid)
         if rec is None:
-            findings.add("module-records", "E_AUDIT_MODULE_RECORD",
-                         f"module {mid} is registered but the bundle has no modules/{mid}.json", **where)
+            findings.add(
+                "module-records",
+                "E_AUDIT_MODULE_RECORD",
+                f"module {mid} is registered but the bundle has no modules/{mid}.json",
+                **where,
+            )
             out[mid] = ModuleCheck(mid, ms.site_id, None, False, "no public record", None, None)
             continue
         if rec.record is None:
-            findings.add("module-records", "E_AUDIT_MODULE_RECORD",
-                         f"modules/{mid}.json is not canonical JSON: {rec.error}", **where)
+            findings.add(
+                "module-records",
+                "E_AUDIT_MODULE_RECORD",
+                f"modules/{mid}.json is not canonical JSON: {rec.error}",
+                **where,
+            )
             out[mid] = ModuleCheck(mid, ms.site_id, None, False, "unreadable record", None, None)
             continue
         r = rec.record
         package, manifest = r.get("package"), None
         problems = []
         if not isinstance(package, dict) or not isinstance(package.get("manifest"), dict):
-            findings.add("module-records", "E_AUDIT_MODULE_RECORD",
-                         f"modules/{mid}.json has no package with a manifest", **where)
+            findings.add(
+                "module-records",
+                "E_AUDIT_MODULE_RECORD",
+                f"modules/{mid}.json has no package with a manifest",
+                **where,
+            )
             out[mid] = ModuleCheck(mid, ms.site_id, None, False, "no signed package", None, None)
             continue
         manifest = package["manifest"]
@@ -81,8 +99,12 @@ def check_modules(records: dict[str, ModuleRecord], entries: list[dict | None], 
             package_bytes = canonical.dumps(package)
             manifest_sha = hashlib.sha256(canonical.dumps(manifest)).hexdigest()
         except FFSecureError as exc:
-            findings.add("module-records", "E_AUDIT_MODULE_RECORD",
-                         f"modules/{mid}.json package cannot be encoded canonically: {exc.message}", **where)
+            findings.add(
+                "module-records",
+                "E_AUDIT_MODULE_RECORD",
+                f"modules/{mid}.json package cannot be encoded canonically: {exc.message}",
+                **where,
+            )
             out[mid] = ModuleCheck(mid, ms.site_id, manifest, False, "bad package", None, None)
             continue
         raw_package = canonical.b64decode_canonical(r.get("package_b64"))
@@ -92,20 +114,28 @@ def check_modules(records: dict[str, ModuleRecord], entries: list[dict | None], 
             problems.append("package_b64 is not the canonical bytes of package")
         f = ms.facts
         if manifest_sha != f.get("manifest_sha256"):
-            problems.append(f"its manifest hashes to {manifest_sha[:12]}…, the ledger entry says "
-                            f"{str(f.get('manifest_sha256'))[:12]}…")
+            problems.append(
+                f"its manifest hashes to {manifest_sha[:12]}…, the ledger entry says "
+                f"{str(f.get('manifest_sha256'))[:12]}…"
+            )
         if r.get("manifest_sha256") != f.get("manifest_sha256"):
             problems.append("the record's manifest_sha256 differs from the ledger entry's")
         for key in ("module_id", "site_id", "weights_sha256"):
             if manifest.get(key) != f.get(key):
-                problems.append(f"manifest {key} {manifest.get(key)!r} differs from the ledger entry's "
-                                f"{f.get(key)!r}")
+                problems.append(
+                    f"manifest {key} {manifest.get(key)!r} differs from the ledger entry's "
+                    f"{f.get(key)!r}"
+                )
         if r.get("registered_index") != ms.registered_index:
-            problems.append(f"registered_index {r.get('registered_index')!r} is not entry {ms.registered_index}")
+            problems.append(
+                f"registered_index {r.get('registered_index')!r} is not entry {ms.registered_index}"
+            )
         status = "deleted" if ms.deleted_index is not None else "active"
         if r.get("status") != status or r.get("deleted_index") != ms.deleted_index:
-            problems.append(f"record says {r.get('status')!r} (deleted_index {r.get('deleted_index')!r}), "
-                            f"the ledger says {status} (deleted_index {ms.deleted_index!r})")
+            problems.append(
+                f"record says {r.get('status')!r} (deleted_index {r.get('deleted_index')!r}), "
+                f"the ledger says {status} (deleted_index {ms.deleted_index!r})"
+            )
         for p in problems:
             findings.add("module-records", "E_AUDIT_MODULE_RECORD", f"module {mid}: {p}", **where)
 
@@ -116,7 +146,9 @@ def check_modules(records: dict[str, ModuleRecord], entries: list[dict | None], 
             if rc is not None:
                 revoked_at = rc.revocation_date_utc
                 try:
-                    revoked = rc.extensions.get_extension_for_class(x509.CRLReason).value.reason.value
+                    revoked = rc.extensions.get_extension_for_class(
+                        x509.CRLReason
+                    ).value.reason.value
                 except x509.ExtensionNotFound:
                     revoked = "unspecified"
         problem = None
@@ -124,44 +156,68 @@ def check_modules(records: dict[str, ModuleRecord], entries: list[dict | None], 
         if ca_cert is None:
             problem = "no CA to check against"
         else:
-            registered_at = pki.parse_rfc3339(ms.time)     # a validated entry time
+            registered_at = pki.parse_rfc3339(ms.time)  # a validated entry time
             try:
                 verify_package_meta(package_bytes, ca_cert=ca_cert, crl=crl, now=registered_at)
                 ok = True
             except FFSecureError as exc:
                 problem = f"{exc.code}: {exc.message}"
                 deleted = ms.deleted_index is not None
-                code = "E_AUDIT_MODULE_REVOKED" if exc.code == "E_CERT_REVOKED" else "E_AUDIT_MODULE_SIGNATURE"
-                tail = (f"; it was deleted at entry {ms.deleted_index}" if deleted else
-                        "; it is still active and should be deleted")
+                code = (
+                    "E_AUDIT_MODULE_REVOKED"
+                    if exc.code == "E_CERT_REVOKED"
+                    else "E_AUDIT_MODULE_SIGNATURE"
+                )
+                tail = (
+                    f"; it was deleted at entry {ms.deleted_index}"
+                    if deleted
+                    else "; it is still active and should be deleted"
+                )
                 if exc.code == "E_CERT_REVOKED" and revoked_at is not None:
                     when = pki.rfc3339(revoked_at)
-                    tail = (f" (revoked {when}, before its registration at {ms.time}: the aggregator should have "
-                            f"refused it){tail}" if revoked_at < registered_at else
-                            f" (revoked {when}, at or after its registration at {ms.time}: the revocation reaches back "
-                            f"to every signature of that key){tail}")
-                findings.add("module-signatures", code,
-                             f"module {mid} of site {ms.site_id} does not verify: [{exc.code}] {exc.message}{tail}",
-                             severity=WARNING if deleted else "error", **where)
+                    tail = (
+                        f" (revoked {when}, before its registration at {ms.time}: the aggregator should have "
+                        f"refused it){tail}"
+                        if revoked_at < registered_at
+                        else f" (revoked {when}, at or after its registration at {ms.time}: the revocation reaches back "
+                        f"to every signature of that key){tail}"
+                    )
+                findings.add(
+                    "module-signatures",
+                    code,
+                    f"module {mid} of site {ms.site_id} does not verify: [{exc.code}] {exc.message}{tail}",
+                    severity=WARNING if deleted else "error",
+                    **where,
+                )
             if ok and federation is not None:
                 try:
                     check_policy(ModuleManifest.from_dict(manifest), federation)
                 except FFSecureError as exc:
                     problem = f"{exc.code}: {exc.message}"
-                    findings.add("module-signatures", "E_AUDIT_MODULE_POLICY",
-                                 f"module {mid} breaks the federation policy: [{exc.code}] {exc.message}", **where)
+                    findings.add(
+                        "module-signatures",
+                        "E_AUDIT_MODULE_POLICY",
+                        f"module {mid} breaks the federation policy: [{exc.code}] {exc.message}",
+                        **where,
+                    )
         out[mid] = ModuleCheck(mid, ms.site_id, manifest, ok, problem, serial, revoked)
 
     for mid, rec in records.items():
         if mid not in st.modules:
             idx = rec.record.get("registered_index") if rec.record else None
-            findings.add("module-records", "E_AUDIT_MODULE_RECORD",
-                         f"modules/{mid}.json has no module.registered entry in the log", module_id=mid,
-                         entry=idx if isinstance(idx, int) and 0 <= idx < len(entries) else None)
+            findings.add(
+                "module-records",
+                "E_AUDIT_MODULE_RECORD",
+                f"modules/{mid}.json has no module.registered entry in the log",
+                module_id=mid,
+                entry=idx if isinstance(idx, int) and 0 <= idx < len(entries) else None,
+            )
     return out
 
 
-def check_dp_claims(checked: dict[str, ModuleCheck], st: LedgerReplay, findings: Findings) -> tuple[int, int]:
+def check_dp_claims(
+    checked: dict[str, ModuleCheck], st: LedgerReplay, findings: Findings
+) -> tuple[int, int]:
     """Re-account every DP claim that carries its parameters; returns (re-accounted, claims).
 
     The epsilon in a manifest is the site's claim. When the manifest also carries the
@@ -182,8 +238,12 @@ def check_dp_claims(checked: dict[str, ModuleCheck], st: LedgerReplay, findings:
         try:
             result = reaccount_claim(dp)
         except DPClaimError as exc:
-            findings.add("dp-claims", "E_AUDIT_DP_CLAIM",
-                         f"module {mid} of site {ms.site_id}: [{exc.code}] {exc.message}", **where)
+            findings.add(
+                "dp-claims",
+                "E_AUDIT_DP_CLAIM",
+                f"module {mid} of site {ms.site_id}: [{exc.code}] {exc.message}",
+                **where,
+            )
             continue
         if result is None:  # epsilon and delta only: nothing to re-account
             continue
@@ -191,8 +251,12 @@ def check_dp_claims(checked: dict[str, ModuleCheck], st: LedgerReplay, findings:
         mc.dp_recomputed = eps = result.epsilon_recomputed
         if result.understated:
             c = result.claim
-            findings.add("dp-claims", "E_AUDIT_DP_CLAIM",
-                         f"module {mid} of site {ms.site_id} claims epsilon {c.epsilon:g} but its own "
-                         f"parameters (noise {c.noise_multiplier:g}, sample rate {c.sample_rate:g}, "
-                         f"{c.steps} steps, delta {c.delta:g}) spend epsilon {eps:.6g}", **where)
+            findings.add(
+                "dp-claims",
+                "E_AUDIT_DP_CLAIM",
+                f"module {mid} of site {ms.site_id} claims epsilon {c.epsilon:g} but its own "
+                f"parameters (noise {c.noise_multiplier:g}, sample rate {c.sample_rate:g}, "
+                f"{c.steps} steps, delta {c.delta:g}) spend epsilon {eps:.6g}",
+                **where,
+            )
     return done, claims

@@ -8,8 +8,12 @@ from dataclasses import dataclass, field
 from cryptography import x509
 
 from ffsecure import pki
-from ffsecure.audit.anchor import (TrustAnchor, check_crl_history, check_revocations_listed,
-                                   check_trust_anchor)
+from ffsecure.audit.anchor import (
+    TrustAnchor,
+    check_crl_history,
+    check_revocations_listed,
+    check_trust_anchor,
+)
 from ffsecure.audit.bundle import Bundle
 from ffsecure.audit.findings import CHECKS, ERROR, WARNING, CheckSummary, Finding, Findings
 from ffsecure.audit.lineage import LedgerReplay, replay
@@ -54,19 +58,25 @@ class AuditResult:
     def to_dict(self) -> dict:
         latest = self.log.latest
         return {
-            "verdict": self.verdict, "ok": self.ok, "bundle": str(self.bundle.path),
+            "verdict": self.verdict,
+            "ok": self.ok,
+            "bundle": str(self.bundle.path),
             "origin": latest.origin if latest else None,
             "tree_size": latest.size if latest else None,
             "root_hash": latest.root_hash.hex() if latest else None,
-            "entries": len(self.log.entry_bytes), "checkpoints": [c.size for c in self.log.checkpoints],
+            "entries": len(self.log.entry_bytes),
+            "checkpoints": [c.size for c in self.log.checkpoints],
             "ca_fingerprint": self.ca_fingerprint,
             "checks": [c.to_dict() for c in self.checks],
             "findings": [f.to_dict() for f in self.findings],
-            "errors": len(self.errors), "warnings": len(self.warnings),
+            "errors": len(self.errors),
+            "warnings": len(self.warnings),
         }
 
 
-def _summaries(findings: Findings, skipped: dict[str, str], details: dict[str, str]) -> list[CheckSummary]:
+def _summaries(
+    findings: Findings, skipped: dict[str, str], details: dict[str, str]
+) -> list[CheckSummary]:
     out = []
     for name in CHECKS:
         items = findings.of(name)
@@ -74,17 +84,27 @@ def _summaries(findings: Findings, skipped: dict[str, str], details: dict[str, s
         if name in skipped and not items:
             out.append(CheckSummary(name, "skipped", skipped[name]))
         elif errors:
-            out.append(CheckSummary(name, "failed", f"{len(errors)} finding{'s' * (len(errors) != 1)}"))
+            out.append(
+                CheckSummary(name, "failed", f"{len(errors)} finding{'s' * (len(errors) != 1)}")
+            )
         elif items:
-            out.append(CheckSummary(name, "warning", f"{len(items)} warning{'s' * (len(items) != 1)}"))
+            out.append(
+                CheckSummary(name, "warning", f"{len(items)} warning{'s' * (len(items) != 1)}")
+            )
         else:
             out.append(CheckSummary(name, "ok", details.get(name, "")))
     return out
 
 
-def audit_bundle(bundle: Bundle, *, ca_pem: bytes | None, crl_pem: bytes | None = None,
-                 trusted: list[tuple[str, bytes]] = (), log_vkey: str | None = None,
-                 now: dt.datetime | None = None) -> AuditResult:
+def audit_bundle(
+    bundle: Bundle,
+    *,
+    ca_pem: bytes | None,
+    crl_pem: bytes | None = None,
+    trusted: list[tuple[str, bytes]] = (),
+    log_vkey: str | None = None,
+    now: dt.datetime | None = None,
+) -> AuditResult:
     """Run every check on ``bundle``; ``trusted`` holds (label, note bytes) of earlier checkpoints.
 
     ``crl_pem`` and ``log_vkey`` are the auditor's own CRL and log key, if any
@@ -92,19 +112,27 @@ def audit_bundle(bundle: Bundle, *, ca_pem: bytes | None, crl_pem: bytes | None 
     freshness is judged at.
     """
     findings = Findings()
-    anchor = check_trust_anchor(bundle, ca_pem=ca_pem, crl_pem=crl_pem, log_vkey=log_vkey,
-                                findings=findings, now=now)
+    anchor = check_trust_anchor(
+        bundle, ca_pem=ca_pem, crl_pem=crl_pem, log_vkey=log_vkey, findings=findings, now=now
+    )
     ca_cert, crl, federation = anchor.ca_cert, anchor.crl, anchor.federation
-    log = check_log(bundle.vkey, bundle.entries, bundle.checkpoint_notes, findings, trusted=list(trusted))
+    log = check_log(
+        bundle.vkey, bundle.entries, bundle.checkpoint_notes, findings, trusted=list(trusted)
+    )
     st = replay(log.entries, findings)
     check_crl_history(anchor, st, findings)
-    modules = check_modules(bundle.modules, log.entries, st, findings, ca_cert=ca_cert, crl=crl,
-                            federation=federation)
+    modules = check_modules(
+        bundle.modules, log.entries, st, findings, ca_cert=ca_cert, crl=crl, federation=federation
+    )
     dp_done, dp_claims = check_dp_claims(modules, st, findings)
     check_revocations_listed(anchor, st, findings)
     for name in bundle.stray_module_files:
-        findings.add("module-records", "E_AUDIT_MODULE_RECORD", f"modules/{name} is not named <module-id>.json",
-                     severity=WARNING)
+        findings.add(
+            "module-records",
+            "E_AUDIT_MODULE_RECORD",
+            f"modules/{name} is not named <module-id>.json",
+            severity=WARNING,
+        )
     n = len(bundle.entries)
     deleted = sum(1 for m in st.modules.values() if m.deleted_index is not None)
     live = sum(1 for c in st.classifiers.values() if c.live)
@@ -123,9 +151,21 @@ def audit_bundle(bundle: Bundle, *, ca_pem: bytes | None, crl_pem: bytes | None 
     }
     skipped = {"trusted-checkpoints": "no --trusted-checkpoint given"} if not trusted else {}
     if dp_done == 0:
-        skipped["dp-claims"] = (f"none of {dp_claims} DP claims carries its parameters" if dp_claims
-                                else "no module claims DP")
-    return AuditResult(bundle=bundle, findings=findings.items, checks=_summaries(findings, skipped, details),
-                       log=log, replay=st, modules=modules, federation=federation, crl=crl,
-                       ca_fingerprint=pki.cert_fingerprint(ca_cert) if ca_cert is not None else None,
-                       trusted_count=len(trusted), anchor=anchor)
+        skipped["dp-claims"] = (
+            f"none of {dp_claims} DP claims carries its parameters"
+            if dp_claims
+            else "no module claims DP"
+        )
+    return AuditResult(
+        bundle=bundle,
+        findings=findings.items,
+        checks=_summaries(findings, skipped, details),
+        log=log,
+        replay=st,
+        modules=modules,
+        federation=federation,
+        crl=crl,
+        ca_fingerprint=pki.cert_fingerprint(ca_cert) if ca_cert is not None else None,
+        trusted_count=len(trusted),
+        anchor=anchor,
+    )

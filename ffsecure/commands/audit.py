@@ -25,8 +25,11 @@ _STATUS_STYLE = {"ok": "green", "failed": "bold red", "warning": "yellow", "skip
 def _read_file(path: str, what: str, cap: int = 16 << 20) -> bytes:
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{what} {path} does not exist or is not a file", code="E_CONFIG",
-                          hint=f"pass the path of the {what}")
+        raise ConfigError(
+            f"{what} {path} does not exist or is not a file",
+            code="E_CONFIG",
+            hint=f"pass the path of the {what}",
+        )
     if p.stat().st_size > cap:
         raise ConfigError(f"{what} {path} is larger than {cap} bytes", code="E_CONFIG")
     return p.read_bytes()
@@ -44,39 +47,61 @@ def _checkpoint_note(data: bytes) -> bytes:
     return data
 
 
-def _run(bundle_dir: str, ca: str | None, crl: str | None, trusted: tuple[str, ...], log_key: str | None,
-         *, quiet: bool = False):
+def _run(
+    bundle_dir: str,
+    ca: str | None,
+    crl: str | None,
+    trusted: tuple[str, ...],
+    log_key: str | None,
+    *,
+    quiet: bool = False,
+):
     from rich.console import Console
 
     from ffsecure.audit import audit_bundle, load_bundle
 
     ca_pem = _read_file(ca, "CA certificate") if ca else None
     crl_pem = _read_file(crl, "CRL") if crl else None
-    notes = [(f"trusted checkpoint {t}", _checkpoint_note(_read_file(t, "trusted checkpoint", 1 << 20)))
-             for t in trusted]
+    notes = [
+        (f"trusted checkpoint {t}", _checkpoint_note(_read_file(t, "trusted checkpoint", 1 << 20)))
+        for t in trusted
+    ]
     vkey = _read_file(log_key, "log key", 4096).decode("utf-8", "replace") if log_key else None
     bundle = load_bundle(bundle_dir)
     console = Console(stderr=True)
     if quiet or not console.is_terminal:
         return audit_bundle(bundle, ca_pem=ca_pem, crl_pem=crl_pem, trusted=notes, log_vkey=vkey)
-    with console.status(f"checking {len(bundle.entries)} entries, {len(bundle.checkpoint_notes)} checkpoints "
-                        f"and {len(bundle.modules)} modules…"):
+    with console.status(
+        f"checking {len(bundle.entries)} entries, {len(bundle.checkpoint_notes)} checkpoints "
+        f"and {len(bundle.modules)} modules…"
+    ):
         return audit_bundle(bundle, ca_pem=ca_pem, crl_pem=crl_pem, trusted=notes, log_vkey=vkey)
 
 
 def _common(f):
-    f = click.option("--log-key", type=click.Path(dir_okay=False),
-                     help="The log's note verifier key as you hold it (the federation "
-                          "manifest's log_public_key). Needed when the bundle has no CA-signed "
-                          "federation.json: without either, the verdict is FAILED "
-                          "(E_AUDIT_LOG_KEY_UNPINNED).")(f)
-    f = click.option("--trusted-checkpoint", "trusted", multiple=True, type=click.Path(dir_okay=False),
-                     help="A signed checkpoint you kept from earlier: a checkpoint note (e.g. from an earlier "
-                          "bundle) or a site's upload receipt (JSON). This log must extend it. Repeatable.")(f)
-    f = click.option("--crl", type=click.Path(dir_okay=False),
-                     help="The CA's own current CRL, used instead of the bundle's crl.pem "
-                          "(needed when the bundle has none). Must be signed by the CA and not "
-                          "older than the newest CRL the log records (crl.loaded).")(f)
+    f = click.option(
+        "--log-key",
+        type=click.Path(dir_okay=False),
+        help="The log's note verifier key as you hold it (the federation "
+        "manifest's log_public_key). Needed when the bundle has no CA-signed "
+        "federation.json: without either, the verdict is FAILED "
+        "(E_AUDIT_LOG_KEY_UNPINNED).",
+    )(f)
+    f = click.option(
+        "--trusted-checkpoint",
+        "trusted",
+        multiple=True,
+        type=click.Path(dir_okay=False),
+        help="A signed checkpoint you kept from earlier: a checkpoint note (e.g. from an earlier "
+        "bundle) or a site's upload receipt (JSON). This log must extend it. Repeatable.",
+    )(f)
+    f = click.option(
+        "--crl",
+        type=click.Path(dir_okay=False),
+        help="The CA's own current CRL, used instead of the bundle's crl.pem "
+        "(needed when the bundle has none). Must be signed by the CA and not "
+        "older than the newest CRL the log records (crl.loaded).",
+    )(f)
     return f
 
 
@@ -86,8 +111,10 @@ def _print_summary(result) -> None:
 
     console = Console()
     latest = result.log.latest
-    head = (f"[bold]{result.bundle.path}[/bold]  log {latest.origin if latest else '?'}  "
-            f"size {latest.size if latest else '?'}  root {latest.root_hash.hex()[:16] if latest else '?'}…")
+    head = (
+        f"[bold]{result.bundle.path}[/bold]  log {latest.origin if latest else '?'}  "
+        f"size {latest.size if latest else '?'}  root {latest.root_hash.hex()[:16] if latest else '?'}…"
+    )
     console.print(head)
     table = Table(title="audit checks", show_lines=False)
     table.add_column("check")
@@ -103,13 +130,19 @@ def _print_summary(result) -> None:
         ft.add_column("where")
         ft.add_column("what", overflow="fold")
         for f in result.findings:
-            ft.add_row(f"[{'bold red' if f.severity == 'error' else 'yellow'}]{f.severity}[/]", f.code,
-                       f.where(), f.message)
+            ft.add_row(
+                f"[{'bold red' if f.severity == 'error' else 'yellow'}]{f.severity}[/]",
+                f.code,
+                f.where(),
+                f.message,
+            )
         console.print(ft)
     if result.ok:
         console.print(f"[bold green]VERIFIED[/]: {len(result.warnings)} warning(s)")
     else:
-        console.print(f"[bold red]FAILED[/]: {len(result.errors)} finding(s), {len(result.warnings)} warning(s)")
+        console.print(
+            f"[bold red]FAILED[/]: {len(result.errors)} finding(s), {len(result.warnings)} warning(s)"
+        )
 
 
 @click.group("audit")
@@ -119,8 +152,12 @@ def audit() -> None:
 
 @audit.command("verify")
 @click.argument("bundle_dir", type=click.Path(file_okay=False))
-@click.option("--ca", required=True, type=click.Path(dir_okay=False),
-              help="The federation CA certificate you hold (the root of trust).")
+@click.option(
+    "--ca",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The federation CA certificate you hold (the root of trust).",
+)
 @_common
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
@@ -141,10 +178,18 @@ def verify_cmd(ctx, bundle_dir, ca, crl, trusted, log_key, as_json):
 
 @audit.command("report")
 @click.argument("bundle_dir", type=click.Path(file_okay=False))
-@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the HTML report (self-contained, opens from disk).")
-@click.option("--ca", type=click.Path(dir_okay=False),
-              help="The federation CA certificate you hold (default: the bundle's ca.pem, flagged as unpinned).")
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the HTML report (self-contained, opens from disk).",
+)
+@click.option(
+    "--ca",
+    type=click.Path(dir_okay=False),
+    help="The federation CA certificate you hold (default: the bundle's ca.pem, flagged as unpinned).",
+)
 @_common
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 @click.pass_context
@@ -160,7 +205,9 @@ def report_cmd(ctx, bundle_dir, out, ca, crl, trusted, log_key, as_json):
     html = render_html(result).encode("utf-8")
     target = Path(out)
     if target.is_dir():
-        raise ConfigError(f"{out} is a directory", code="E_CONFIG", hint="give a file name such as report.html")
+        raise ConfigError(
+            f"{out} is a directory", code="E_CONFIG", hint="give a file name such as report.html"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     try:
@@ -169,7 +216,16 @@ def report_cmd(ctx, bundle_dir, out, ca, crl, trusted, log_key, as_json):
     finally:
         tmp.unlink(missing_ok=True)
     if as_json:
-        echo_json({"report": str(target), "verdict": result.verdict, "errors": len(result.errors),
-                   "warnings": len(result.warnings), "bytes": len(html)})
+        echo_json(
+            {
+                "report": str(target),
+                "verdict": result.verdict,
+                "errors": len(result.errors),
+                "warnings": len(result.warnings),
+                "bytes": len(html),
+            }
+        )
     else:
-        click.echo(f"{result.verdict}: wrote {target} ({len(html)} bytes, {len(result.errors)} finding(s))")
+        click.echo(
+            f"{result.verdict}: wrote {target} ({len(html)} bytes, {len(result.errors)} finding(s))"
+        )

@@ -10,42 +10,105 @@ from ffsecure.commands.simulate import _shape
 
 
 @click.command()
-@click.option("--workdir", type=click.Path(file_okay=False), default="demo-out", show_default=True,
-              help="New (or empty) folder for every role's files, the summary and the pictures.")
-@click.option("--dataset", default=None,
-              help="MedMNIST 2D flag, 'digits', 'npz:PATH' or 'folder:PATH' "
-                   "[default: pneumoniamnist when its .npz is in the data root, else digits].")
-@click.option("--data-root", type=click.Path(file_okay=False), default=None,
-              help="Folder holding MedMNIST .npz files [default: $FFSECURE_DATA, ../shared/data/medmnist, ~/.medmnist].")
-@click.option("--image-shape", callback=_shape, default=None,
-              help="Federation image shape C,H,W [default: the data's own; digits 1,16,16].")
-@click.option("--partition", type=click.Choice(["pathological", "dirichlet", "iid"]), default="pathological",
-              show_default=True, help="How the training set is split across the sites.")
-@click.option("--alpha", type=float, default=0.5, show_default=True, help="Dirichlet concentration.")
-@click.option("--classes-per-site", type=int, default=None,
-              help="Pathological: classes per site [default: 1; digits 2].")
-@click.option("--sites", type=int, default=None,
-              help="Number of sites [default: every class at two sites: 4 for pneumoniamnist, 10 for digits].")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False),
+    default="demo-out",
+    show_default=True,
+    help="New (or empty) folder for every role's files, the summary and the pictures.",
+)
+@click.option(
+    "--dataset",
+    default=None,
+    help="MedMNIST 2D flag, 'digits', 'npz:PATH' or 'folder:PATH' "
+    "[default: pneumoniamnist when its .npz is in the data root, else digits].",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder holding MedMNIST .npz files [default: $FFSECURE_DATA, ../shared/data/medmnist, ~/.medmnist].",
+)
+@click.option(
+    "--image-shape",
+    callback=_shape,
+    default=None,
+    help="Federation image shape C,H,W [default: the data's own; digits 1,16,16].",
+)
+@click.option(
+    "--partition",
+    type=click.Choice(["pathological", "dirichlet", "iid"]),
+    default="pathological",
+    show_default=True,
+    help="How the training set is split across the sites.",
+)
+@click.option(
+    "--alpha", type=float, default=0.5, show_default=True, help="Dirichlet concentration."
+)
+@click.option(
+    "--classes-per-site",
+    type=int,
+    default=None,
+    help="Pathological: classes per site [default: 1; digits 2].",
+)
+@click.option(
+    "--sites",
+    type=int,
+    default=None,
+    help="Number of sites [default: every class at two sites: 4 for pneumoniamnist, 10 for digits].",
+)
 @click.option("--generator", type=click.Choice(["cvae", "ddpm"]), default="cvae", show_default=True)
-@click.option("--generator-size", type=click.Choice(["tiny", "default", "full"]), default="default",
-              show_default=True)
-@click.option("--epochs", type=int, default=None, help="Generator epochs per site [default: 6; digits 30].")
-@click.option("--dp-epsilon", type=float, default=None,
-              help="Federation DP policy: sites train with DP-SGD to this epsilon (delta 1e-5).")
-@click.option("--samples-per-class", type=int, default=None,
-              help="Synthetic images per class [default: 500; digits 300].")
+@click.option(
+    "--generator-size",
+    type=click.Choice(["tiny", "default", "full"]),
+    default="default",
+    show_default=True,
+)
+@click.option(
+    "--epochs", type=int, default=None, help="Generator epochs per site [default: 6; digits 30]."
+)
+@click.option(
+    "--dp-epsilon",
+    type=float,
+    default=None,
+    help="Federation DP policy: sites train with DP-SGD to this epsilon (delta 1e-5).",
+)
+@click.option(
+    "--samples-per-class",
+    type=int,
+    default=None,
+    help="Synthetic images per class [default: 500; digits 300].",
+)
 @click.option("--classifier-epochs", type=int, default=5, show_default=True)
-@click.option("--classifier-width", type=int, default=16, show_default=True, help="Channels of the small CNN.")
-@click.option("--classifier-min-steps", type=int, default=150, show_default=True,
-              help="Train each classifier for at least this many optimizer steps.")
+@click.option(
+    "--classifier-width", type=int, default=16, show_default=True, help="Channels of the small CNN."
+)
+@click.option(
+    "--classifier-min-steps",
+    type=int,
+    default=150,
+    show_default=True,
+    help="Train each classifier for at least this many optimizer steps.",
+)
 @click.option("--fedavg-rounds", type=int, default=5, show_default=True)
 @click.option("--fedavg-local-epochs", type=int, default=1, show_default=True)
 @click.option("--no-baselines", is_flag=True, help="Skip the centralized and FedAvg baselines.")
-@click.option("--forget-site", default=None, help="The site that asks to be forgotten [default: the last one].")
-@click.option("--parallel", type=int, default=2, show_default=True,
-              help="Site processes running at once (one torch thread each).")
+@click.option(
+    "--forget-site",
+    default=None,
+    help="The site that asks to be forgotten [default: the last one].",
+)
+@click.option(
+    "--parallel",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Site processes running at once (one torch thread each).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout (no progress display).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print summary.json to stdout (no progress display)."
+)
 @click.pass_context
 def demo(ctx: click.Context, as_json: bool, no_baselines: bool, **opts) -> None:
     """Run a whole federation on this machine, every role as its own process.
@@ -70,15 +133,30 @@ def demo(ctx: click.Context, as_json: bool, no_baselines: bool, **opts) -> None:
     ctx.ensure_object(dict)
     if as_json:
         ctx.obj["json"] = True
-    cfg = DemoConfig(workdir=opts["workdir"], dataset=opts["dataset"], data_root=opts["data_root"],
-                     partition=opts["partition"], alpha=opts["alpha"], classes_per_site=opts["classes_per_site"],
-                     sites=opts["sites"], generator=opts["generator"], generator_size=opts["generator_size"],
-                     epochs=opts["epochs"], dp_epsilon=opts["dp_epsilon"],
-                     samples_per_class=opts["samples_per_class"], classifier_epochs=opts["classifier_epochs"],
-                     classifier_width=opts["classifier_width"], classifier_min_steps=opts["classifier_min_steps"],
-                     fedavg_rounds=opts["fedavg_rounds"], fedavg_local_epochs=opts["fedavg_local_epochs"],
-                     parallel=opts["parallel"], forget_site=opts["forget_site"], seed=opts["seed"],
-                     baselines=not no_baselines, image_shape=opts["image_shape"])
+    cfg = DemoConfig(
+        workdir=opts["workdir"],
+        dataset=opts["dataset"],
+        data_root=opts["data_root"],
+        partition=opts["partition"],
+        alpha=opts["alpha"],
+        classes_per_site=opts["classes_per_site"],
+        sites=opts["sites"],
+        generator=opts["generator"],
+        generator_size=opts["generator_size"],
+        epochs=opts["epochs"],
+        dp_epsilon=opts["dp_epsilon"],
+        samples_per_class=opts["samples_per_class"],
+        classifier_epochs=opts["classifier_epochs"],
+        classifier_width=opts["classifier_width"],
+        classifier_min_steps=opts["classifier_min_steps"],
+        fedavg_rounds=opts["fedavg_rounds"],
+        fedavg_local_epochs=opts["fedavg_local_epochs"],
+        parallel=opts["parallel"],
+        forget_site=opts["forget_site"],
+        seed=opts["seed"],
+        baselines=not no_baselines,
+        image_shape=opts["image_shape"],
+    )
     with PhaseUI(enabled=not as_json) as ui:
         summary = Demo(cfg, ui).run()
     if as_json:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import os
+from pathlib import Path
 
 import click
 
@@ -37,18 +36,21 @@ def federation() -> None:
     """The federation manifest: init (template), create (CA-signed) and verify."""
 
 
-def render_federation_toml(config_path: Path, *, ca_dir: Path, public_keys: Path | None,
-                           endpoint: str | None) -> str:
+def render_federation_toml(
+    config_path: Path, *, ca_dir: Path, public_keys: Path | None, endpoint: str | None
+) -> str:
     """The federation.toml template, prefilled with the CA's federation id and,
     when given, the aggregator's public-keys.json (checked) and endpoint."""
     ca_pem = Path(ca_dir) / "ca.pem"
     try:
         ca_cert = pkilib.load_cert(ca_pem.read_bytes())
     except OSError as exc:
-        raise pkilib.CAError(f"cannot read {ca_pem}: {exc}",
-                             hint="pass the folder `ffsecure pki init` created") from None
-    text = templates.fill(templates.read("federation.toml"), None, "federation_id",
-                          pkilib.ca_federation_id(ca_cert))
+        raise pkilib.CAError(
+            f"cannot read {ca_pem}: {exc}", hint="pass the folder `ffsecure pki init` created"
+        ) from None
+    text = templates.fill(
+        templates.read("federation.toml"), None, "federation_id", pkilib.ca_federation_id(ca_cert)
+    )
     if endpoint is not None:
         text = templates.fill(text, "aggregator", "endpoint", endpoint)
     if public_keys is not None:
@@ -59,35 +61,58 @@ def render_federation_toml(config_path: Path, *, ca_dir: Path, public_keys: Path
 
 
 @federation.command("init")
-@click.option("--config", "config_file", required=True, type=click.Path(dir_okay=False),
-              help="Where to write federation.toml (refused if the file exists).")
-@click.option("--ca-dir", required=True, type=click.Path(file_okay=False),
-              help="The CA folder: its certificate gives the federation id.")
-@click.option("--public-keys", type=click.Path(dir_okay=False, exists=True),
-              help="The aggregator's public-keys.json (from `aggregator init` step 1).")
+@click.option(
+    "--config",
+    "config_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write federation.toml (refused if the file exists).",
+)
+@click.option(
+    "--ca-dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="The CA folder: its certificate gives the federation id.",
+)
+@click.option(
+    "--public-keys",
+    type=click.Path(dir_okay=False, exists=True),
+    help="The aggregator's public-keys.json (from `aggregator init` step 1).",
+)
 @click.option("--endpoint", help="The aggregator's host:port as sites will reach it.")
 @json_option
 @click.pass_context
 def init_cmd(ctx, config_file, ca_dir, public_keys, endpoint, as_json):
     """Write a commented federation.toml to edit, then sign with `federation create`."""
     ctx.ensure_object(dict)["json"] = as_json
-    text = render_federation_toml(Path(config_file), ca_dir=Path(ca_dir),
-                                  public_keys=Path(public_keys) if public_keys else None,
-                                  endpoint=endpoint)
+    text = render_federation_toml(
+        Path(config_file),
+        ca_dir=Path(ca_dir),
+        public_keys=Path(public_keys) if public_keys else None,
+        endpoint=endpoint,
+    )
     path = templates.write_new(config_file, text)
     if as_json:
         echo_json({"written": str(path)})
     else:
         click.echo(f"wrote {path}: set label_space, image_shape, the generator and the DP policy,")
-        click.echo(f"then `ffsecure federation create --config {path} --ca-dir {ca_dir} --out federation.json`")
+        click.echo(
+            f"then `ffsecure federation create --config {path} --ca-dir {ca_dir} --out federation.json`"
+        )
 
 
 @federation.command("create")
-@click.option("--config", "config_file", required=True, type=click.Path(dir_okay=False),
-              help="federation.toml (see docs/pki.md).")
+@click.option(
+    "--config",
+    "config_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="federation.toml (see docs/pki.md).",
+)
 @click.option("--ca-dir", required=True, type=click.Path(file_okay=False))
-@click.option("--out", required=True, type=click.Path(dir_okay=False),
-              help="Where to write federation.json.")
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="Where to write federation.json."
+)
 @passphrase_option
 @json_option
 @click.pass_context

@@ -43,34 +43,50 @@ CA_PASSPHRASE_ENV = "FFSECURE_CA_PASSPHRASE_FILE"
 SITE_PASSPHRASE_ENV = "FFSECURE_SITE_PASSPHRASE_FILE"
 
 
-def new_key_passphrase(passphrase: bytes | None, no_passphrase: bool, key: str,
-                       env: str) -> bytes | None:
+def new_key_passphrase(
+    passphrase: bytes | None, no_passphrase: bool, key: str, env: str
+) -> bytes | None:
     """The passphrase for a new key, or None with a warning unless ``--no-passphrase`` was given."""
     if passphrase is not None and no_passphrase:
-        raise ConfigError("--no-passphrase contradicts a passphrase file",
-                          hint=f"drop one of them (the file may come from ${env})")
+        raise ConfigError(
+            "--no-passphrase contradicts a passphrase file",
+            hint=f"drop one of them (the file may come from ${env})",
+        )
     if passphrase is None and not no_passphrase:
-        warn_unencrypted(key, f"pass --passphrase-file FILE (or set {env}) to encrypt it, "
-                              "or --no-passphrase to say you mean it")
+        warn_unencrypted(
+            key,
+            f"pass --passphrase-file FILE (or set {env}) to encrypt it, "
+            "or --no-passphrase to say you mean it",
+        )
     return passphrase
 
 
 def warn_unencrypted(key: str, remedy: str) -> None:
     """Say on stderr and in the log that ``key`` is written without a passphrase, and what to do."""
-    message = (f"{key} is written UNENCRYPTED (mode 0600): whoever reads the file holds the key; "
-               f"{remedy}")
+    message = (
+        f"{key} is written UNENCRYPTED (mode 0600): whoever reads the file holds the key; {remedy}"
+    )
     log.warning(message, extra={"event": "key_unencrypted", "key": key})
     click.echo(f"warning: {message}", err=True)
 
 
-ca_dir_option = click.option("--ca-dir", required=True, type=click.Path(file_okay=False),
-                             help="Directory of the federation CA (from `pki init`).")
+ca_dir_option = click.option(
+    "--ca-dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Directory of the federation CA (from `pki init`).",
+)
 passphrase_option = click.option(
-    "--passphrase-file", type=click.Path(dir_okay=False), envvar=CA_PASSPHRASE_ENV,
-    help=f"File whose first line is the CA key passphrase (default: ${CA_PASSPHRASE_ENV}).")
+    "--passphrase-file",
+    type=click.Path(dir_okay=False),
+    envvar=CA_PASSPHRASE_ENV,
+    help=f"File whose first line is the CA key passphrase (default: ${CA_PASSPHRASE_ENV}).",
+)
 no_passphrase_option = click.option(
-    "--no-passphrase", is_flag=True,
-    help="Write the new private key unencrypted, on purpose (no warning).")
+    "--no-passphrase",
+    is_flag=True,
+    help="Write the new private key unencrypted, on purpose (no warning).",
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
@@ -80,22 +96,29 @@ def _json(ctx: click.Context, as_json: bool) -> None:
 
 def _cert_summary(cert, **extra) -> dict:
     identity = pkilib.identity_of(cert)
-    return {"identity": identity.uri, "serial": pkilib.serial_hex(cert.serial_number),
-            "fingerprint": pkilib.cert_fingerprint(cert),
-            "not_after": pkilib.rfc3339(cert.not_valid_after_utc), **extra}
+    return {
+        "identity": identity.uri,
+        "serial": pkilib.serial_hex(cert.serial_number),
+        "fingerprint": pkilib.cert_fingerprint(cert),
+        "not_after": pkilib.rfc3339(cert.not_valid_after_utc),
+        **extra,
+    }
 
 
-def _write_leaf(out: Path, name: str, cert, key, ca: pkilib.CA, *,
-                no_passphrase: bool = False) -> dict:
+def _write_leaf(
+    out: Path, name: str, cert, key, ca: pkilib.CA, *, no_passphrase: bool = False
+) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"cert": str(out / f"{name}.pem"), "ca": str(out / "ca.pem")}
     pkilib.write_public_file(out / f"{name}.pem", pkilib.cert_pem(cert))
     if key is not None:
         if not no_passphrase:  # the services read their keys unattended: the CA-made key is plain
-            warn_unencrypted(str(out / f"{name}.key"),
-                             "prefer a key made where it is used (`site-node enroll`, "
-                             "`aggregator init`), "
-                             "or pass --no-passphrase to say you mean it")
+            warn_unencrypted(
+                str(out / f"{name}.key"),
+                "prefer a key made where it is used (`site-node enroll`, "
+                "`aggregator init`), "
+                "or pass --no-passphrase to say you mean it",
+            )
         pkilib.write_private_key(out / f"{name}.key", key)
         paths["key"] = str(out / f"{name}.key")
     pkilib.write_public_file(out / "ca.pem", ca.cert_pem)
@@ -109,8 +132,13 @@ def pki() -> None:
 
 @pki.command("init")
 @click.option("--federation-id", required=True, help="Federation id (lowercase, 1-63 chars).")
-@click.option("--dir", "directory", required=True, type=click.Path(file_okay=False),
-              help="New directory for the CA (created 0700).")
+@click.option(
+    "--dir",
+    "directory",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="New directory for the CA (created 0700).",
+)
 @passphrase_option
 @no_passphrase_option
 @click.option("--days", default=pkilib.CA_DAYS_DEFAULT, show_default=True, help="CA lifetime.")
@@ -119,12 +147,19 @@ def pki() -> None:
 def init_cmd(ctx, federation_id, directory, passphrase_file, no_passphrase, days, as_json):
     """Create a federation CA (ECDSA P-256, key file 0600, encrypted with a passphrase file)."""
     _json(ctx, as_json)
-    passphrase = new_key_passphrase(read_passphrase(passphrase_file), no_passphrase,
-                                    str(Path(directory) / "ca.key"), CA_PASSPHRASE_ENV)
+    passphrase = new_key_passphrase(
+        read_passphrase(passphrase_file),
+        no_passphrase,
+        str(Path(directory) / "ca.key"),
+        CA_PASSPHRASE_ENV,
+    )
     ca = pkilib.init_ca(directory, federation_id, passphrase=passphrase, days=days)
-    info = {"federation_id": ca.federation_id, "ca_cert": str(Path(directory) / "ca.pem"),
-            "fingerprint": pkilib.cert_fingerprint(ca.cert),
-            "not_after": pkilib.rfc3339(ca.cert.not_valid_after_utc)}
+    info = {
+        "federation_id": ca.federation_id,
+        "ca_cert": str(Path(directory) / "ca.pem"),
+        "fingerprint": pkilib.cert_fingerprint(ca.cert),
+        "not_after": pkilib.rfc3339(ca.cert.not_valid_after_utc),
+    }
     if as_json:
         echo_json(info)
     else:
@@ -141,12 +176,17 @@ def issue_group() -> None:
 @issue_group.command("site")
 @click.option("--site-id", required=True)
 @ca_dir_option
-@click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Directory for <site-id>.pem, <site-id>.key (0600) and ca.pem.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Directory for <site-id>.pem, <site-id>.key (0600) and ca.pem.",
+)
 @click.option("--days", default=pkilib.LEAF_DAYS_DEFAULT, show_default=True)
 @passphrase_option
-@click.option("--no-passphrase", is_flag=True,
-              help="The site key is meant to be unencrypted (no warning).")
+@click.option(
+    "--no-passphrase", is_flag=True, help="The site key is meant to be unencrypted (no warning)."
+)
 @json_option
 @click.pass_context
 def issue_site_cmd(ctx, site_id, ca_dir, out, days, passphrase_file, no_passphrase, as_json):
@@ -157,40 +197,54 @@ def issue_site_cmd(ctx, site_id, ca_dir, out, days, passphrase_file, no_passphra
     files = _write_leaf(Path(out), site_id, cert, key, ca, no_passphrase=no_passphrase)
     info = _cert_summary(cert, files=files)
     echo_json(info) if as_json else click.echo(
-        f"issued {info['identity']} serial {info['serial']} -> {info['files']['cert']}")
+        f"issued {info['identity']} serial {info['serial']} -> {info['files']['cert']}"
+    )
 
 
 @issue_group.command("aggregator")
 @click.option("--host", required=True, help="DNS name or IP the sites connect to.")
 @click.option("--extra-host", multiple=True, help="More DNS names or IPs (repeatable).")
 @ca_dir_option
-@click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Directory for aggregator.pem, aggregator.key (0600) and ca.pem.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Directory for aggregator.pem, aggregator.key (0600) and ca.pem.",
+)
 @click.option("--days", default=pkilib.LEAF_DAYS_DEFAULT, show_default=True)
 @passphrase_option
-@click.option("--no-passphrase", is_flag=True,
-              help="The TLS key is meant to be unencrypted (no warning).")
+@click.option(
+    "--no-passphrase", is_flag=True, help="The TLS key is meant to be unencrypted (no warning)."
+)
 @json_option
 @click.pass_context
-def issue_aggregator_cmd(ctx, host, extra_host, ca_dir, out, days, passphrase_file, no_passphrase,
-                         as_json):
+def issue_aggregator_cmd(
+    ctx, host, extra_host, ca_dir, out, days, passphrase_file, no_passphrase, as_json
+):
     """Issue the aggregator's TLS certificate (serverAuth, SAN .../aggregator + host)."""
     _json(ctx, as_json)
     ca = pkilib.CA.load(ca_dir, read_passphrase(passphrase_file))
     cert, key = ca.issue_aggregator(host, extra_hosts=extra_host, days=days)
-    info = _cert_summary(cert, files=_write_leaf(Path(out), "aggregator", cert, key, ca,
-                                                 no_passphrase=no_passphrase))
+    info = _cert_summary(
+        cert, files=_write_leaf(Path(out), "aggregator", cert, key, ca, no_passphrase=no_passphrase)
+    )
     echo_json(info) if as_json else click.echo(
-        f"issued {info['identity']} for {host} serial {info['serial']} -> {info['files']['cert']}")
+        f"issued {info['identity']} for {host} serial {info['serial']} -> {info['files']['cert']}"
+    )
 
 
 @pki.command("sign-csr")
 @click.argument("csr", type=click.Path(dir_okay=False, exists=True))
 @ca_dir_option
-@click.option("--out", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the certificate PEM.")
-@click.option("--role", type=click.Choice(["site", "aggregator"]), default="site",
-              show_default=True)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the certificate PEM.",
+)
+@click.option(
+    "--role", type=click.Choice(["site", "aggregator"]), default="site", show_default=True
+)
 @click.option("--site-id", help="Expected site id (refuse a CSR asking for another).")
 @click.option("--host", help="Aggregator host name (role aggregator).")
 @click.option("--days", default=pkilib.LEAF_DAYS_DEFAULT, show_default=True)
@@ -205,18 +259,27 @@ def sign_csr_cmd(ctx, csr, ca_dir, out, role, site_id, host, days, passphrase_fi
     pkilib.write_public_file(Path(out), pkilib.cert_pem(cert))
     info = _cert_summary(cert, cert_file=out)
     echo_json(info) if as_json else click.echo(
-        f"issued {info['identity']} serial {info['serial']} -> {out}")
+        f"issued {info['identity']} serial {info['serial']} -> {out}"
+    )
 
 
 @pki.command("revoke")
 @ca_dir_option
 @click.option("--serial", help="Serial number (hex) of the certificate to revoke.")
-@click.option("--cert", "cert_file", type=click.Path(dir_okay=False, exists=True),
-              help="The certificate to revoke (instead of --serial).")
-@click.option("--reason", type=click.Choice(sorted(pkilib.REASONS)), default="unspecified",
-              show_default=True,
-              help="key_compromise/unspecified revoke every use; superseded (rotation) and the "
-                   "others only uses after now.")
+@click.option(
+    "--cert",
+    "cert_file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="The certificate to revoke (instead of --serial).",
+)
+@click.option(
+    "--reason",
+    type=click.Choice(sorted(pkilib.REASONS)),
+    default="unspecified",
+    show_default=True,
+    help="key_compromise/unspecified revoke every use; superseded (rotation) and the "
+    "others only uses after now.",
+)
 @click.option("--out", type=click.Path(dir_okay=False), help="Also copy the new CRL here.")
 @passphrase_option
 @json_option
@@ -234,14 +297,19 @@ def revoke_cmd(ctx, ca_dir, serial, cert_file, reason, out, passphrase_file, as_
     crl = pkilib.load_crl(pem, ca.cert)
     info = {"crl": str(Path(ca_dir) / "crl.pem"), "revoked": len(crl), "reason": reason}
     echo_json(info) if as_json else click.echo(
-        f"revoked ({reason}); CRL with {len(crl)} entries -> {info['crl']}")
+        f"revoked ({reason}); CRL with {len(crl)} entries -> {info['crl']}"
+    )
 
 
 @pki.command("crl")
 @ca_dir_option
 @click.option("--out", type=click.Path(dir_okay=False), help="Also copy the CRL here.")
-@click.option("--days", default=pkilib.CRL_DAYS_DEFAULT, show_default=True,
-              help="Days until the CRL's nextUpdate.")
+@click.option(
+    "--days",
+    default=pkilib.CRL_DAYS_DEFAULT,
+    show_default=True,
+    help="Days until the CRL's nextUpdate.",
+)
 @passphrase_option
 def crl_cmd(ca_dir, out, days, passphrase_file):
     """Re-sign and publish the CRL (do this before its nextUpdate passes)."""
@@ -291,5 +359,3 @@ def verify_cmd(ctx, cert_file, ca_file, crl_file, role, as_json):
     identity = pkilib.verify_cert(cert, ca_cert=ca_cert, crl=crl, role=role)
     info = _cert_summary(cert, role=identity.role, site_id=identity.site_id)
     echo_json(info) if as_json else click.echo(f"OK {identity.uri} serial {info['serial']}")
-
-

@@ -22,49 +22,129 @@ def _shape(_ctx, _param, value):
 
 
 @click.command()
-@click.option("--dataset", default="pneumoniamnist", show_default=True,
-              help="MedMNIST 2D flag, 'digits', 'npz:PATH' or 'folder:PATH'.")
-@click.option("--data-root", type=click.Path(file_okay=False), default=None,
-              help="Folder holding MedMNIST .npz files [default: $FFSECURE_DATA, ../shared/data/medmnist, ~/.medmnist].")
-@click.option("--download", is_flag=True, help="Download the MedMNIST file if it is missing (needs network).")
-@click.option("--image-shape", callback=_shape, default=None,
-              help="Federation image shape C,H,W [default: the data's own; digits 1,16,16].")
-@click.option("--partition", type=click.Choice(["pathological", "dirichlet", "iid"]), default="pathological",
-              show_default=True, help="How the training set is split across sites.")
-@click.option("--alpha", type=float, default=0.5, show_default=True, help="Dirichlet concentration.")
-@click.option("--classes-per-site", type=int, default=1, show_default=True, help="Pathological: classes per site.")
+@click.option(
+    "--dataset",
+    default="pneumoniamnist",
+    show_default=True,
+    help="MedMNIST 2D flag, 'digits', 'npz:PATH' or 'folder:PATH'.",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder holding MedMNIST .npz files [default: $FFSECURE_DATA, ../shared/data/medmnist, ~/.medmnist].",
+)
+@click.option(
+    "--download", is_flag=True, help="Download the MedMNIST file if it is missing (needs network)."
+)
+@click.option(
+    "--image-shape",
+    callback=_shape,
+    default=None,
+    help="Federation image shape C,H,W [default: the data's own; digits 1,16,16].",
+)
+@click.option(
+    "--partition",
+    type=click.Choice(["pathological", "dirichlet", "iid"]),
+    default="pathological",
+    show_default=True,
+    help="How the training set is split across sites.",
+)
+@click.option(
+    "--alpha", type=float, default=0.5, show_default=True, help="Dirichlet concentration."
+)
+@click.option(
+    "--classes-per-site",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Pathological: classes per site.",
+)
 @click.option("--sites", type=int, default=None, help="Number of sites [default: one per class].")
 @click.option("--generator", type=click.Choice(["cvae", "ddpm"]), default="cvae", show_default=True)
-@click.option("--generator-size", type=click.Choice(["tiny", "default", "full"]), default="default",
-              show_default=True)
-@click.option("--epochs", type=int, default=None, help="Generator epochs per site [default: about 96,000 image-epochs per site, 5..700].")
-@click.option("--dp-epsilon", type=float, default=None, help="Train generators with DP-SGD to this epsilon.")
-@click.option("--dp-delta", type=float, default=None, help="DP delta [default: min(1e-5, 1/(10 n)) per site].")
-@click.option("--dp-reproducible", is_flag=True,
-              help="Research only: seed the DP noise and Poisson sampling from --seed so that a DP "
-                   "run repeats (no privacy against anyone who knows the seed; recorded in "
-                   "results.json). Default: the OS CSPRNG.")
-@click.option("--samples-per-class", type=int, default=1000, show_default=True,
-              help="Synthetic images per class.")
-@click.option("--classifier", type=click.Choice(["cnn", "resnet18"]), default="cnn", show_default=True)
+@click.option(
+    "--generator-size",
+    type=click.Choice(["tiny", "default", "full"]),
+    default="default",
+    show_default=True,
+)
+@click.option(
+    "--epochs",
+    type=int,
+    default=None,
+    help="Generator epochs per site [default: about 96,000 image-epochs per site, 5..700].",
+)
+@click.option(
+    "--dp-epsilon", type=float, default=None, help="Train generators with DP-SGD to this epsilon."
+)
+@click.option(
+    "--dp-delta", type=float, default=None, help="DP delta [default: min(1e-5, 1/(10 n)) per site]."
+)
+@click.option(
+    "--dp-reproducible",
+    is_flag=True,
+    help="Research only: seed the DP noise and Poisson sampling from --seed so that a DP "
+    "run repeats (no privacy against anyone who knows the seed; recorded in "
+    "results.json). Default: the OS CSPRNG.",
+)
+@click.option(
+    "--samples-per-class",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Synthetic images per class.",
+)
+@click.option(
+    "--classifier", type=click.Choice(["cnn", "resnet18"]), default="cnn", show_default=True
+)
 @click.option("--classifier-epochs", type=int, default=10, show_default=True)
-@click.option("--classifier-width", type=int, default=16, show_default=True, help="Channels of the small CNN.")
-@click.option("--classifier-norm", type=click.Choice(["group", "batch"]), default="group", show_default=True,
-              help="Normalisation layers of the classifier (group: robust to the synthetic-to-real shift).")
-@click.option("--classifier-input-blur", type=float, default=1.0, show_default=True,
-              help="Sigma of the classifier's fixed Gaussian low-pass front end (0: none).")
-@click.option("--classifier-min-steps", type=int, default=500, show_default=True,
-              help="Train each classifier for at least this many optimizer steps.")
+@click.option(
+    "--classifier-width", type=int, default=16, show_default=True, help="Channels of the small CNN."
+)
+@click.option(
+    "--classifier-norm",
+    type=click.Choice(["group", "batch"]),
+    default="group",
+    show_default=True,
+    help="Normalisation layers of the classifier (group: robust to the synthetic-to-real shift).",
+)
+@click.option(
+    "--classifier-input-blur",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Sigma of the classifier's fixed Gaussian low-pass front end (0: none).",
+)
+@click.option(
+    "--classifier-min-steps",
+    type=int,
+    default=500,
+    show_default=True,
+    help="Train each classifier for at least this many optimizer steps.",
+)
 @click.option("--fedavg-rounds", type=int, default=10, show_default=True)
 @click.option("--fedavg-local-epochs", type=int, default=1, show_default=True)
 @click.option("--no-baselines", is_flag=True, help="Skip the centralized and FedAvg baselines.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(file_okay=False), default=DEFAULT_OUT, show_default=True,
-              help="Output folder for results.json, results.md and PNGs.")
-@click.option("--device", default="auto", show_default=True, help="auto (cuda if available), cpu or cuda.")
-@click.option("--threads", type=int, default=None,
-              help="CPU threads for torch [default: torch's own]; 1 avoids stalls on a busy machine.")
-@click.option("--json", "as_json", is_flag=True, help="Print results.json to stdout (no progress bars).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=DEFAULT_OUT,
+    show_default=True,
+    help="Output folder for results.json, results.md and PNGs.",
+)
+@click.option(
+    "--device", default="auto", show_default=True, help="auto (cuda if available), cpu or cuda."
+)
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    help="CPU threads for torch [default: torch's own]; 1 avoids stalls on a busy machine.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print results.json to stdout (no progress bars)."
+)
 @click.pass_context
 def simulate(ctx: click.Context, as_json: bool, no_baselines: bool, **opts) -> None:
     """Simulate a federation: per-site generators, synthesis, classifier, and the two baselines.
@@ -75,22 +155,41 @@ def simulate(ctx: click.Context, as_json: bool, no_baselines: bool, **opts) -> N
     if as_json:
         ctx.obj["json"] = True
     cfg = SimulationConfig(
-        dataset=opts["dataset"], partition=opts["partition"], alpha=opts["alpha"],
-        classes_per_site=opts["classes_per_site"], sites=opts["sites"], generator=opts["generator"],
-        generator_size=opts["generator_size"], epochs=opts["epochs"], dp_epsilon=opts["dp_epsilon"],
-        dp_delta=opts["dp_delta"], dp_reproducible=opts["dp_reproducible"],
-        samples_per_class=opts["samples_per_class"], classifier=opts["classifier"],
-        classifier_epochs=opts["classifier_epochs"], classifier_width=opts["classifier_width"],
-        classifier_norm=opts["classifier_norm"], classifier_input_blur=opts["classifier_input_blur"],
-        classifier_min_steps=opts["classifier_min_steps"], fedavg_rounds=opts["fedavg_rounds"],
-        fedavg_local_epochs=opts["fedavg_local_epochs"], image_shape=opts["image_shape"],
-        data_root=opts["data_root"], download=opts["download"], seed=opts["seed"], device=opts["device"],
+        dataset=opts["dataset"],
+        partition=opts["partition"],
+        alpha=opts["alpha"],
+        classes_per_site=opts["classes_per_site"],
+        sites=opts["sites"],
+        generator=opts["generator"],
+        generator_size=opts["generator_size"],
+        epochs=opts["epochs"],
+        dp_epsilon=opts["dp_epsilon"],
+        dp_delta=opts["dp_delta"],
+        dp_reproducible=opts["dp_reproducible"],
+        samples_per_class=opts["samples_per_class"],
+        classifier=opts["classifier"],
+        classifier_epochs=opts["classifier_epochs"],
+        classifier_width=opts["classifier_width"],
+        classifier_norm=opts["classifier_norm"],
+        classifier_input_blur=opts["classifier_input_blur"],
+        classifier_min_steps=opts["classifier_min_steps"],
+        fedavg_rounds=opts["fedavg_rounds"],
+        fedavg_local_epochs=opts["fedavg_local_epochs"],
+        image_shape=opts["image_shape"],
+        data_root=opts["data_root"],
+        download=opts["download"],
+        seed=opts["seed"],
+        device=opts["device"],
         threads=opts["threads"],
-        out=opts["out"], baselines=not no_baselines,
+        out=opts["out"],
+        baselines=not no_baselines,
     )
     if cfg.dp_reproducible:
-        click.echo("warning: --dp-reproducible: DP noise and sampling are seeded from --seed "
-                   "(research only, not private)", err=True)
+        click.echo(
+            "warning: --dp-reproducible: DP noise and sampling are seeded from --seed "
+            "(research only, not private)",
+            err=True,
+        )
     results = run_simulation(cfg, show_progress=not as_json)
     if as_json:
         click.echo(json.dumps(results, indent=2, sort_keys=True))
@@ -99,4 +198,6 @@ def simulate(ctx: click.Context, as_json: bool, no_baselines: bool, **opts) -> N
 
     console = Console()
     console.print(closing_table(results))
-    console.print(f"results written to {cfg.out}/ (results.json, results.md, samples.png, methods.png)")
+    console.print(
+        f"results written to {cfg.out}/ (results.json, results.md, samples.png, methods.png)"
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 
 
@@ -58,10 +59,23 @@ def write_site_shards(ds, partition, root: Path, seed: int) -> list[SiteSpec]:
         d.mkdir(parents=True, exist_ok=True)
         path = d / "data.npz"
         train_y = ds.train_y.numpy()[idx]
-        np.savez(path, train_images=to_unit_images(ds.train_x[idx]), train_labels=train_y.reshape(-1, 1),
-                 test_images=to_unit_images(ds.test_x[tidx]), test_labels=test_y[tidx].reshape(-1, 1))
-        specs.append(SiteSpec(sid, i, sorted(int(c) for c in np.unique(train_y)), int(len(idx)), int(len(tidx)),
-                              path))
+        np.savez(
+            path,
+            train_images=to_unit_images(ds.train_x[idx]),
+            train_labels=train_y.reshape(-1, 1),
+            test_images=to_unit_images(ds.test_x[tidx]),
+            test_labels=test_y[tidx].reshape(-1, 1),
+        )
+        specs.append(
+            SiteSpec(
+                sid,
+                i,
+                sorted(int(c) for c in np.unique(train_y)),
+                int(len(idx)),
+                int(len(tidx)),
+                path,
+            )
+        )
     return specs
 
 
@@ -69,9 +83,18 @@ def _toml_str(value: str) -> str:
     return json.dumps(value)
 
 
-def federation_toml(*, federation_id: str, label_space: list[str], image_shape: tuple[int, int, int],
-                    generator: str, generator_size: str, endpoint: str, public_keys: str,
-                    dp_epsilon: float | None = None, dp_delta: float = 1e-5) -> str:
+def federation_toml(
+    *,
+    federation_id: str,
+    label_space: list[str],
+    image_shape: tuple[int, int, int],
+    generator: str,
+    generator_size: str,
+    endpoint: str,
+    public_keys: str,
+    dp_epsilon: float | None = None,
+    dp_delta: float = 1e-5,
+) -> str:
     """The CA operator's federation.toml (docs/pki.md) for the demo."""
     lines = [
         "# written by `ffsecure demo`; see docs/pki.md",
@@ -88,13 +111,32 @@ def federation_toml(*, federation_id: str, label_space: list[str], image_shape: 
     if dp_epsilon is None:
         lines.append("required = false")
     else:
-        lines += ["required = true", f"max_epsilon = {float(dp_epsilon)!r}", f"delta = {float(dp_delta)!r}"]
-    lines += ["", "[aggregator]", f"endpoint = {_toml_str(endpoint)}", f"public_keys = {_toml_str(public_keys)}", ""]
+        lines += [
+            "required = true",
+            f"max_epsilon = {float(dp_epsilon)!r}",
+            f"delta = {float(dp_delta)!r}",
+        ]
+    lines += [
+        "",
+        "[aggregator]",
+        f"endpoint = {_toml_str(endpoint)}",
+        f"public_keys = {_toml_str(public_keys)}",
+        "",
+    ]
     return "\n".join(lines)
 
 
-def site_toml(*, federation_id: str, site_id: str, endpoint: str, data_path: Path, epochs: int,
-              size: str, seed: int, dp_epsilon: float | None = None) -> str:
+def site_toml(
+    *,
+    federation_id: str,
+    site_id: str,
+    endpoint: str,
+    data_path: Path,
+    epochs: int,
+    size: str,
+    seed: int,
+    dp_epsilon: float | None = None,
+) -> str:
     """A site's site.toml (docs/site-operator.md): its own data file, the demo's training schedule."""
     lines = [
         "# written by `ffsecure demo`; see docs/site-operator.md",
@@ -129,9 +171,13 @@ def evaluation_toml(dataset: str, *, root: str | None, seed: int) -> str:
     """The aggregator's [evaluation] section: the data set's whole test split."""
     for prefix in ("npz:", "folder:"):
         if dataset.startswith(prefix):
-            dataset = prefix + str(Path(dataset[len(prefix):]).resolve())
-    lines = ["", "# added by `ffsecure demo`: the test set `aggregator train` reports accuracy on",
-             "[evaluation]", f"data = {_toml_str(dataset)}"]
+            dataset = prefix + str(Path(dataset[len(prefix) :]).resolve())
+    lines = [
+        "",
+        "# added by `ffsecure demo`: the test set `aggregator train` reports accuracy on",
+        "[evaluation]",
+        f"data = {_toml_str(dataset)}",
+    ]
     if root:
         lines.append(f"root = {_toml_str(str(Path(root).resolve()))}")
     lines += [f"seed = {int(seed)}", ""]

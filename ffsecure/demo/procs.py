@@ -44,8 +44,11 @@ class Result:
         try:
             return json.loads(self.stdout)
         except json.JSONDecodeError:
-            raise DemoError(f"`{' '.join(self.args[2:])}` printed no JSON", code="E_DEMO_OUTPUT",
-                            hint=f"see {self.log}") from None
+            raise DemoError(
+                f"`{' '.join(self.args[2:])}` printed no JSON",
+                code="E_DEMO_OUTPUT",
+                hint=f"see {self.log}",
+            ) from None
 
 
 def child_env(threads: int = 1) -> dict[str, str]:
@@ -82,7 +85,9 @@ class Supervisor:
         safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
         return self.log_dir / f"{n:03d}-{safe}.log"
 
-    def popen(self, tool: str, args: Sequence[Any], *, name: str, stdout=None) -> tuple[subprocess.Popen, Path]:
+    def popen(
+        self, tool: str, args: Sequence[Any], *, name: str, stdout=None
+    ) -> tuple[subprocess.Popen, Path]:
         """Start ``python -m tool args`` in its own process group; stderr (and stdout unless given) go to a log."""
         return self.spawn([sys.executable, "-m", tool, *map(str, args)], name=name, stdout=stdout)
 
@@ -100,17 +105,31 @@ class Supervisor:
         try:
             with self._lock:
                 if self._stopping:
-                    raise DemoError("the demo is stopping", code="E_DEMO_STOPPED", hint="run it again")
-                proc = subprocess.Popen(cmd, cwd=self.cwd, env=child_env(), stdin=subprocess.DEVNULL,
-                                        stdout=stdout if stdout is not None else fh, stderr=fh,
-                                        start_new_session=True)
+                    raise DemoError(
+                        "the demo is stopping", code="E_DEMO_STOPPED", hint="run it again"
+                    )
+                proc = subprocess.Popen(
+                    cmd,
+                    cwd=self.cwd,
+                    env=child_env(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=stdout if stdout is not None else fh,
+                    stderr=fh,
+                    start_new_session=True,
+                )
                 self._procs.append(proc)
         finally:
             fh.close()
         return proc, log
 
-    def run(self, tool: str, *args: Any, name: str | None = None, timeout: float = 900.0,
-            check: bool = True) -> Result:
+    def run(
+        self,
+        tool: str,
+        *args: Any,
+        name: str | None = None,
+        timeout: float = 900.0,
+        check: bool = True,
+    ) -> Result:
         """Run one command to the end; its stdout is returned, its stderr kept in the log."""
         name = name or f"{tool}-{args[0] if args else ''}"
         t0 = time.perf_counter()
@@ -119,8 +138,11 @@ class Supervisor:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.stop(proc)
-            raise DemoError(f"`{tool} {' '.join(map(str, args[:2]))}` ran longer than {timeout:.0f} s",
-                            code="E_DEMO_TIMEOUT", hint=f"see {log}") from None
+            raise DemoError(
+                f"`{tool} {' '.join(map(str, args[:2]))}` ran longer than {timeout:.0f} s",
+                code="E_DEMO_TIMEOUT",
+                hint=f"see {log}",
+            ) from None
         finally:
             with self._lock:
                 if proc in self._procs and proc.poll() is not None:
@@ -128,15 +150,26 @@ class Supervisor:
         text = out.decode(errors="replace")
         with open(log, "a", encoding="utf-8") as fh:
             fh.write("--- stdout\n" + text)
-        res = Result([sys.executable, "-m", tool, *map(str, args)], proc.returncode, text,
-                     log.read_text(errors="replace"), time.perf_counter() - t0, log)
+        res = Result(
+            [sys.executable, "-m", tool, *map(str, args)],
+            proc.returncode,
+            text,
+            log.read_text(errors="replace"),
+            time.perf_counter() - t0,
+            log,
+        )
         if check and proc.returncode != 0:
-            raise DemoError(f"`{tool} {' '.join(map(str, args[:1]))}` exited with status {proc.returncode}: "
-                            f"{_last_error(res.stderr)}", hint=f"the whole output is in {log}")
+            raise DemoError(
+                f"`{tool} {' '.join(map(str, args[:1]))}` exited with status {proc.returncode}: "
+                f"{_last_error(res.stderr)}",
+                hint=f"the whole output is in {log}",
+            )
         return res
 
     # -- stopping
-    def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM, grace_s: float | None = None) -> int | None:
+    def stop(
+        self, proc: subprocess.Popen, sig: int = signal.SIGTERM, grace_s: float | None = None
+    ) -> int | None:
         """Signal the process group of ``proc``; SIGKILL it when it outlives the grace period."""
         grace = self.grace_s if grace_s is None else grace_s
         if proc.poll() is None:
@@ -187,12 +220,13 @@ def _last_error(stderr: str) -> str:
     lines = [l.strip() for l in stderr.splitlines() if l.strip()]
     for i, line in enumerate(lines):
         if line.startswith("error[") or line.startswith('{"error"'):
-            return " ".join(lines[i:i + 2])
+            return " ".join(lines[i : i + 2])
     return lines[-1] if lines else "(no output)"
 
 
-def parallel(jobs: Sequence[Callable[[], Any]], *, workers: int,
-             on_error: Callable[[], None] | None = None) -> list[Any]:
+def parallel(
+    jobs: Sequence[Callable[[], Any]], *, workers: int, on_error: Callable[[], None] | None = None
+) -> list[Any]:
     """Run ``jobs`` at most ``workers`` at a time; results in order.
 
     On the first failure (or Ctrl-C) the jobs not started are cancelled and
@@ -219,8 +253,10 @@ class sigterm_as_interrupt:
     def __enter__(self):
         self._old = None
         if threading.current_thread() is threading.main_thread():
+
             def handler(signum, frame):
                 raise KeyboardInterrupt(f"signal {signum}")
+
             self._old = signal.signal(signal.SIGTERM, handler)
         return self
 

@@ -77,7 +77,9 @@ def resolve(cfg: DemoConfig) -> DemoConfig:
     """Fill the data-set-dependent defaults (documented in README.md, "What the demo runs")."""
     c = DemoConfig(**asdict(cfg))
     if c.dataset is None:
-        c.dataset = "pneumoniamnist" if medmnist_available("pneumoniamnist", c.data_root) else "digits"
+        c.dataset = (
+            "pneumoniamnist" if medmnist_available("pneumoniamnist", c.data_root) else "digits"
+        )
     digits = c.dataset == "digits"
     if c.classes_per_site is None:
         # digits: 10 sites x 2 classes puts every class at two sites; pneumoniamnist: 2 sites per class.
@@ -89,8 +91,10 @@ def resolve(cfg: DemoConfig) -> DemoConfig:
     if c.parallel < 1:
         raise ConfigError("--parallel must be at least 1", hint="1 or 2 on a 2-core machine")
     if c.epochs < 1 or c.samples_per_class < 1 or c.classifier_epochs < 1 or c.fedavg_rounds < 1:
-        raise ConfigError("epochs, samples per class, classifier epochs and FedAvg rounds must be >= 1",
-                          hint="see `ffsecure demo --help`")
+        raise ConfigError(
+            "epochs, samples per class, classifier epochs and FedAvg rounds must be >= 1",
+            hint="see `ffsecure demo --help`",
+        )
     return c
 
 
@@ -138,7 +142,11 @@ class Demo:
         self.agg_dir = self.work / "aggregator"
         self.sites_dir = self.work / "sites"
         self.phases = Phases(ui)
-        self.facts: dict[str, Any] = {"sites": {}, "accuracy": {"before": {}, "after": {}}, "site_evaluation": {}}
+        self.facts: dict[str, Any] = {
+            "sites": {},
+            "accuracy": {"before": {}, "after": {}},
+            "site_evaluation": {},
+        }
         self.sup: Supervisor | None = None
         self.serve = None
 
@@ -155,8 +163,11 @@ class Demo:
     # ------------------------------------------------------------------ run
     def run(self) -> dict[str, Any]:
         if self.work.exists() and any(self.work.iterdir()):
-            raise ConfigError(f"the workdir {self.work} is not empty",
-                              code="E_EXISTS", hint="remove it or pass another --workdir")
+            raise ConfigError(
+                f"the workdir {self.work} is not empty",
+                code="E_EXISTS",
+                hint="remove it or pass another --workdir",
+            )
         t_all = time.perf_counter()
         t0 = time.perf_counter()
         self.load_data()  # every check that can refuse the options runs before anything is written
@@ -173,7 +184,9 @@ class Demo:
         from ffsecure.demo.summary import build_summary
 
         summary = build_summary(self.cfg, self.facts, self.phases.seconds, self.work)
-        (self.work / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        (self.work / "summary.json").write_text(
+            json.dumps(summary, indent=2, sort_keys=True) + "\n"
+        )
         return summary
 
     def _run(self) -> None:
@@ -189,11 +202,17 @@ class Demo:
         with P("serve", "start `aggregator serve` (mTLS, loopback)"):
             self.start_serve()
         with P("enroll", "sites: enroll, CA signs the CSRs, install-cert"):
-            parallel([lambda s=s: self.enroll_site(s) for s in self.specs], workers=self.cfg.parallel,
-                     on_error=self.sup.stop_all)
+            parallel(
+                [lambda s=s: self.enroll_site(s) for s in self.specs],
+                workers=self.cfg.parallel,
+                on_error=self.sup.stop_all,
+            )
         with P("sites", "sites: train, sign, seal, upload, verify receipts"):
-            parallel([lambda s=s: self.train_upload_site(s) for s in self.specs], workers=self.cfg.parallel,
-                     on_error=self.sup.stop_all)
+            parallel(
+                [lambda s=s: self.train_upload_site(s) for s in self.specs],
+                workers=self.cfg.parallel,
+                on_error=self.sup.stop_all,
+            )
         with P("aggregate", "aggregator: synthesize, train, publish"):
             self.aggregate()
         with P("evaluate", "sites: evaluate the published classifier locally"):
@@ -219,74 +238,157 @@ class Demo:
         from ffsecure import data, partition
 
         c = self.cfg
-        self.ds = data.load_dataset(c.dataset, image_shape=c.image_shape, root=c.data_root, seed=c.seed)
+        self.ds = data.load_dataset(
+            c.dataset, image_shape=c.image_shape, root=c.data_root, seed=c.seed
+        )
         k = self.ds.num_classes
         if c.sites is None:
             c.sites = default_sites(k, c.classes_per_site, c.partition)
-        self.part = partition.make_partition(c.partition, self.ds.train_y, num_classes=k, num_sites=c.sites,
-                                             alpha=c.alpha, classes_per_site=c.classes_per_site, seed=c.seed)
+        self.part = partition.make_partition(
+            c.partition,
+            self.ds.train_y,
+            num_classes=k,
+            num_sites=c.sites,
+            alpha=c.alpha,
+            classes_per_site=c.classes_per_site,
+            seed=c.seed,
+        )
         ids = layout.site_ids(self.part.num_sites)
         forget = c.forget_site or ids[-1]
         if forget not in ids:
-            raise ConfigError(f"--forget-site {forget!r} is not one of the sites ({', '.join(ids)})",
-                              hint=f"pick one of {', '.join(ids)}")
+            raise ConfigError(
+                f"--forget-site {forget!r} is not one of the sites ({', '.join(ids)})",
+                hint=f"pick one of {', '.join(ids)}",
+            )
         self.forget_index = ids.index(forget)
 
     def write_data(self) -> None:
         self.specs = layout.write_site_shards(self.ds, self.part, self.sites_dir, self.cfg.seed)
         self.forgotten = self.specs[self.forget_index]
-        self.facts["dataset"] = {"name": self.ds.name, "classes": list(self.ds.class_names),
-                                 "image_shape": list(self.ds.image_shape), "train": int(self.ds.train_y.numel()),
-                                 "test": int(self.ds.test_y.numel())}
+        self.facts["dataset"] = {
+            "name": self.ds.name,
+            "classes": list(self.ds.class_names),
+            "image_shape": list(self.ds.image_shape),
+            "train": int(self.ds.train_y.numel()),
+            "test": int(self.ds.test_y.numel()),
+        }
         for s in self.specs:
-            self.facts["sites"][s.site_id] = {"classes": s.classes, "n_train": s.n_train, "n_test": s.n_test}
-        self.ui.note(f"{self.ds.name}: {len(self.specs)} sites, "
-                     + ", ".join(f"{s.site_id}={'+'.join(self.ds.class_names[k] for k in s.classes)}({s.n_train})"
-                                 for s in self.specs))
+            self.facts["sites"][s.site_id] = {
+                "classes": s.classes,
+                "n_train": s.n_train,
+                "n_test": s.n_test,
+            }
+        self.ui.note(
+            f"{self.ds.name}: {len(self.specs)} sites, "
+            + ", ".join(
+                f"{s.site_id}={'+'.join(self.ds.class_names[k] for k in s.classes)}({s.n_train})"
+                for s in self.specs
+            )
+        )
 
     def setup_pki_and_aggregator(self) -> None:
         c = self.cfg
         self.port = c.port or free_port()
         self.endpoint = f"127.0.0.1:{self.port}"
         # A throwaway federation on one machine: its keys are unencrypted on purpose (docs/pki.md).
-        self.cli_json("ffsecure", "pki", "init", "--federation-id", FEDERATION_ID,
-                      "--dir", self.ca_dir, "--no-passphrase")
+        self.cli_json(
+            "ffsecure",
+            "pki",
+            "init",
+            "--federation-id",
+            FEDERATION_ID,
+            "--dir",
+            self.ca_dir,
+            "--no-passphrase",
+        )
         self.cli_json("aggregator", "init", "--dir", self.agg_dir, "--federation-id", FEDERATION_ID)
         # The aggregator operator sends public-keys.json and aggregator.csr to the CA operator.
         shutil.copy(self.agg_dir / "public-keys.json", self.ca_dir / "public-keys.json")
         shutil.copy(self.agg_dir / "aggregator.csr", self.ca_dir / "aggregator.csr")
         fed_toml = self.ca_dir / "federation.toml"
-        fed_toml.write_text(layout.federation_toml(
-            federation_id=FEDERATION_ID, label_space=list(self.ds.class_names), image_shape=self.ds.image_shape,
-            generator=c.generator, generator_size=c.generator_size, endpoint=self.endpoint,
-            public_keys="public-keys.json", dp_epsilon=c.dp_epsilon))
+        fed_toml.write_text(
+            layout.federation_toml(
+                federation_id=FEDERATION_ID,
+                label_space=list(self.ds.class_names),
+                image_shape=self.ds.image_shape,
+                generator=c.generator,
+                generator_size=c.generator_size,
+                endpoint=self.endpoint,
+                public_keys="public-keys.json",
+                dp_epsilon=c.dp_epsilon,
+            )
+        )
         self.federation = self.ca_dir / "federation.json"
-        self.cli_json("ffsecure", "federation", "create", "--config", fed_toml, "--ca-dir", self.ca_dir,
-                      "--out", self.federation)
+        self.cli_json(
+            "ffsecure",
+            "federation",
+            "create",
+            "--config",
+            fed_toml,
+            "--ca-dir",
+            self.ca_dir,
+            "--out",
+            self.federation,
+        )
         agg_pem = self.ca_dir / "aggregator.pem"
-        self.cli_json("ffsecure", "pki", "sign-csr", self.ca_dir / "aggregator.csr", "--role", "aggregator",
-                      "--host", "localhost", "--ca-dir", self.ca_dir, "--out", agg_pem)
-        self.cli_json("aggregator", "init", "--dir", self.agg_dir, "--federation", self.federation,
-                      "--ca-cert", self.ca_dir / "ca.pem", "--crl", self.ca_dir / "crl.pem",
-                      "--tls-cert", agg_pem, "--listen", self.endpoint)
+        self.cli_json(
+            "ffsecure",
+            "pki",
+            "sign-csr",
+            self.ca_dir / "aggregator.csr",
+            "--role",
+            "aggregator",
+            "--host",
+            "localhost",
+            "--ca-dir",
+            self.ca_dir,
+            "--out",
+            agg_pem,
+        )
+        self.cli_json(
+            "aggregator",
+            "init",
+            "--dir",
+            self.agg_dir,
+            "--federation",
+            self.federation,
+            "--ca-cert",
+            self.ca_dir / "ca.pem",
+            "--crl",
+            self.ca_dir / "crl.pem",
+            "--tls-cert",
+            agg_pem,
+            "--listen",
+            self.endpoint,
+        )
         with open(self.agg_dir / "aggregator.toml", "a", encoding="utf-8") as fh:
-            fh.write(layout.evaluation_toml(c.dataset, root=c.data_root if c.dataset != "digits" else None,
-                                            seed=c.seed))
+            fh.write(
+                layout.evaluation_toml(
+                    c.dataset, root=c.data_root if c.dataset != "digits" else None, seed=c.seed
+                )
+            )
 
     def start_serve(self) -> None:
         port_file = self.agg_dir / "serve.port"
         port_file.unlink(missing_ok=True)
-        self.serve, self.serve_log = self.sup.popen("aggregator", ["serve", "--config",
-                                                                   self.agg_dir / "aggregator.toml"],
-                                                    name="aggregator-serve")
+        self.serve, self.serve_log = self.sup.popen(
+            "aggregator",
+            ["serve", "--config", self.agg_dir / "aggregator.toml"],
+            name="aggregator-serve",
+        )
         deadline = time.monotonic() + 120
         while not port_file.exists():
             if self.serve.poll() is not None:
-                raise DemoError(f"aggregator serve exited with status {self.serve.returncode}",
-                                hint=f"see {self.serve_log}")
+                raise DemoError(
+                    f"aggregator serve exited with status {self.serve.returncode}",
+                    hint=f"see {self.serve_log}",
+                )
             if time.monotonic() > deadline:
-                raise DemoError("aggregator serve did not listen within 120 s", code="E_DEMO_TIMEOUT",
-                                hint=f"see {self.serve_log}")
+                raise DemoError(
+                    "aggregator serve did not listen within 120 s",
+                    code="E_DEMO_TIMEOUT",
+                    hint=f"see {self.serve_log}",
+                )
             time.sleep(0.1)
         self.ui.note(f"aggregator serve (pid {self.serve.pid}) listens on {self.endpoint}, mTLS")
 
@@ -298,16 +400,48 @@ class Demo:
     def enroll_site(self, s: layout.SiteSpec) -> None:
         c = self.cfg
         cfg = self.site_cfg(s.site_id)
-        cfg.write_text(layout.site_toml(federation_id=FEDERATION_ID, site_id=s.site_id, endpoint=self.endpoint,
-                                        data_path=s.data_path, epochs=c.epochs, size=c.generator_size,
-                                        seed=c.seed * 1000 + s.index, dp_epsilon=c.dp_epsilon))
-        out = self.cli_json("site_node", "enroll", "--config", cfg, "--no-passphrase",
-                            name=f"{s.site_id}-enroll")
+        cfg.write_text(
+            layout.site_toml(
+                federation_id=FEDERATION_ID,
+                site_id=s.site_id,
+                endpoint=self.endpoint,
+                data_path=s.data_path,
+                epochs=c.epochs,
+                size=c.generator_size,
+                seed=c.seed * 1000 + s.index,
+                dp_epsilon=c.dp_epsilon,
+            )
+        )
+        out = self.cli_json(
+            "site_node", "enroll", "--config", cfg, "--no-passphrase", name=f"{s.site_id}-enroll"
+        )
         pem = self.sites_dir / s.site_id / "site.pem"
-        self.cli_json("ffsecure", "pki", "sign-csr", out["csr"], "--site-id", s.site_id, "--ca-dir", self.ca_dir,
-                      "--out", pem, name=f"{s.site_id}-sign-csr")
-        self.cli_json("site_node", "install-cert", "--config", cfg, "--cert", pem, "--ca", self.ca_dir / "ca.pem",
-                      "--federation", self.federation, name=f"{s.site_id}-install-cert")
+        self.cli_json(
+            "ffsecure",
+            "pki",
+            "sign-csr",
+            out["csr"],
+            "--site-id",
+            s.site_id,
+            "--ca-dir",
+            self.ca_dir,
+            "--out",
+            pem,
+            name=f"{s.site_id}-sign-csr",
+        )
+        self.cli_json(
+            "site_node",
+            "install-cert",
+            "--config",
+            cfg,
+            "--cert",
+            pem,
+            "--ca",
+            self.ca_dir / "ca.pem",
+            "--federation",
+            self.federation,
+            name=f"{s.site_id}-install-cert",
+        )
         self.ui.tick("enroll", s.site_id)
 
     def train_upload_site(self, s: layout.SiteSpec) -> None:
@@ -319,28 +453,66 @@ class Demo:
         t2 = time.perf_counter()
         uploaded = up["uploaded"]
         if len(uploaded) != 1 or not uploaded[0].get("receipt_verified"):
-            raise DemoError(f"{s.site_id}: the upload did not end with a verified receipt",
-                            code="E_DEMO_RECEIPT", hint=f"see {self.work / 'logs'}")
+            raise DemoError(
+                f"{s.site_id}: the upload did not end with a verified receipt",
+                code="E_DEMO_RECEIPT",
+                hint=f"see {self.work / 'logs'}",
+            )
         rec = uploaded[0]
         facts = self.facts["sites"][s.site_id]
-        facts.update(module_id=trained["module_id"], train_s=round(t1 - t0, 2), upload_s=round(t2 - t1, 2),
-                     bytes_sent=_bytes_sent(rec),
-                     ledger_index=rec.get("index", rec.get("ledger_index")), epsilon=trained.get("epsilon"))
+        facts.update(
+            module_id=trained["module_id"],
+            train_s=round(t1 - t0, 2),
+            upload_s=round(t2 - t1, 2),
+            bytes_sent=_bytes_sent(rec),
+            ledger_index=rec.get("index", rec.get("ledger_index")),
+            epsilon=trained.get("epsilon"),
+        )
         self.ui.tick("sites", s.site_id)
 
     def aggregate(self) -> None:
         c = self.cfg
-        syn = self.cli_json("aggregator", "synthesize", "--dir", self.agg_dir, "--per-class", c.samples_per_class,
-                            "--seed", c.seed, "--no-progress")
+        syn = self.cli_json(
+            "aggregator",
+            "synthesize",
+            "--dir",
+            self.agg_dir,
+            "--per-class",
+            c.samples_per_class,
+            "--seed",
+            c.seed,
+            "--no-progress",
+        )
         self.dataset_id = syn["dataset_id"]
-        clf = self.cli_json("aggregator", "train", "--dir", self.agg_dir, "--dataset", self.dataset_id,
-                            "--classifier", "cnn", "--epochs", c.classifier_epochs, "--width", c.classifier_width,
-                            "--min-steps", c.classifier_min_steps, "--seed", c.seed, "--threads", 1,
-                            "--no-progress")
+        clf = self.cli_json(
+            "aggregator",
+            "train",
+            "--dir",
+            self.agg_dir,
+            "--dataset",
+            self.dataset_id,
+            "--classifier",
+            "cnn",
+            "--epochs",
+            c.classifier_epochs,
+            "--width",
+            c.classifier_width,
+            "--min-steps",
+            c.classifier_min_steps,
+            "--seed",
+            c.seed,
+            "--threads",
+            1,
+            "--no-progress",
+        )
         self.classifier_id = clf["classifier_id"]
         self.cli_json("aggregator", "publish", "--dir", self.agg_dir, self.classifier_id)
-        self.facts["before"] = {"dataset_id": self.dataset_id, "classifier_id": self.classifier_id,
-                                "modules": clf["modules"], "metrics": clf.get("metrics")}
+        self.facts["before"] = {
+            "dataset_id": self.dataset_id,
+            "classifier_id": self.classifier_id,
+            "modules": clf["modules"],
+            "metrics": clf.get("metrics"),
+        }
         self.facts["accuracy"]["before"]["federatedfactory"] = _metric(clf.get("metrics"))
         samples = self.agg_dir / "runs" / f"{self.dataset_id}-samples.png"
         if samples.is_file():
@@ -348,13 +520,21 @@ class Demo:
 
     def evaluate_sites(self, when: str) -> None:
         def one(s):
-            out = self.cli_json("site_node", "evaluate", "--config", self.site_cfg(s.site_id),
-                                name=f"{s.site_id}-evaluate-{when}")
+            out = self.cli_json(
+                "site_node",
+                "evaluate",
+                "--config",
+                self.site_cfg(s.site_id),
+                name=f"{s.site_id}-evaluate-{when}",
+            )
             self.ui.tick(f"evaluate {when}", s.site_id)
             return s.site_id, out
 
-        results = parallel([lambda s=s: one(s) for s in self.specs], workers=self.cfg.parallel,
-                     on_error=self.sup.stop_all)
+        results = parallel(
+            [lambda s=s: one(s) for s in self.specs],
+            workers=self.cfg.parallel,
+            on_error=self.sup.stop_all,
+        )
         self.facts["site_evaluation"][when] = {sid: _site_metrics(out) for sid, out in results}
 
     def baselines(self, when: str, exclude: int | None) -> None:
@@ -369,48 +549,105 @@ class Demo:
         part = self.part
         if exclude is not None:
             keep = [i for i in range(part.num_sites) if i != exclude]
-            part = Partition(part.scheme, part.seed, part.num_classes, [part.indices[i] for i in keep],
-                             dict(part.params))
+            part = Partition(
+                part.scheme,
+                part.seed,
+                part.num_classes,
+                [part.indices[i] for i in keep],
+                dict(part.params),
+            )
         idx = torch.as_tensor(sorted(int(i) for ix in part.indices for i in ix), dtype=torch.int64)
-        clf_config = C.model_config("cnn", image_shape=ds.image_shape, num_classes=k, width=c.classifier_width)
-        settings = C.TrainConfig(epochs=c.classifier_epochs, min_steps=c.classifier_min_steps, seed=c.seed,
-                                 device="cpu")
+        clf_config = C.model_config(
+            "cnn", image_shape=ds.image_shape, num_classes=k, width=c.classifier_width
+        )
+        settings = C.TrainConfig(
+            epochs=c.classifier_epochs, min_steps=c.classifier_min_steps, seed=c.seed, device="cpu"
+        )
         cen = centralized(clf_config, ds.train_x[idx], ds.train_y[idx], settings)
-        self.facts["accuracy"][when]["centralized"] = _metric(C.evaluate(cen.model, ds.test_x, ds.test_y, k).to_dict())
-        fa = fedavg(clf_config, ds.train_x, ds.train_y, part,
-                    FedAvgConfig(rounds=c.fedavg_rounds, local_epochs=c.fedavg_local_epochs, seed=c.seed,
-                                 device="cpu"))
-        self.facts["accuracy"][when]["fedavg"] = _metric(C.evaluate(fa.model, ds.test_x, ds.test_y, k).to_dict())
+        self.facts["accuracy"][when]["centralized"] = _metric(
+            C.evaluate(cen.model, ds.test_x, ds.test_y, k).to_dict()
+        )
+        fa = fedavg(
+            clf_config,
+            ds.train_x,
+            ds.train_y,
+            part,
+            FedAvgConfig(
+                rounds=c.fedavg_rounds,
+                local_epochs=c.fedavg_local_epochs,
+                seed=c.seed,
+                device="cpu",
+            ),
+        )
+        self.facts["accuracy"][when]["fedavg"] = _metric(
+            C.evaluate(fa.model, ds.test_x, ds.test_y, k).to_dict()
+        )
 
     def forget(self) -> None:
         s = self.forgotten
         mid = self.facts["sites"][s.site_id]["module_id"]
-        out = self.cli_json("site_node", "forget", "--config", self.site_cfg(s.site_id), "--module", mid,
-                            "--reason", DELETION_REASON, "--yes", name=f"{s.site_id}-forget")
+        out = self.cli_json(
+            "site_node",
+            "forget",
+            "--config",
+            self.site_cfg(s.site_id),
+            "--module",
+            mid,
+            "--reason",
+            DELETION_REASON,
+            "--yes",
+            name=f"{s.site_id}-forget",
+        )
         if not out.get("verified"):
-            raise DemoError(f"{s.site_id}: the deletion entries did not verify", code="E_DEMO_DELETION",
-                            hint=f"see {self.work / 'logs'}")
+            raise DemoError(
+                f"{s.site_id}: the deletion entries did not verify",
+                code="E_DEMO_DELETION",
+                hint=f"see {self.work / 'logs'}",
+            )
         # serve retrains in its background worker; wait until the replacement is published.
         deadline = time.monotonic() + 900
         while True:
-            status = self.cli_json("aggregator", "status", "--dir", self.agg_dir, name="aggregator-status")
+            status = self.cli_json(
+                "aggregator", "status", "--dir", self.agg_dir, name="aggregator-status"
+            )
             cur = status.get("current_classifier")
-            if cur and not status["pending_retrains"] and cur["classifier_id"] != self.classifier_id \
-                    and mid not in cur["modules"]:
+            if (
+                cur
+                and not status["pending_retrains"]
+                and cur["classifier_id"] != self.classifier_id
+                and mid not in cur["modules"]
+            ):
                 break
             if self.serve is not None and self.serve.poll() is not None:
-                raise DemoError("aggregator serve stopped while retraining", hint=f"see {self.serve_log}")
+                raise DemoError(
+                    "aggregator serve stopped while retraining", hint=f"see {self.serve_log}"
+                )
             if time.monotonic() > deadline:
-                raise DemoError("the retrained classifier did not appear within 900 s", code="E_DEMO_TIMEOUT",
-                                hint="run `aggregator retrain --dir WORKDIR/aggregator`")
+                raise DemoError(
+                    "the retrained classifier did not appear within 900 s",
+                    code="E_DEMO_TIMEOUT",
+                    hint="run `aggregator retrain --dir WORKDIR/aggregator`",
+                )
             time.sleep(2.0)
-        self.facts["deletion"] = {"site_id": s.site_id, "module_id": mid, "reason": DELETION_REASON,
-                                  "entries": [e.get("type") for e in out.get("entries", [])]}
-        self.facts["after"] = {"dataset_id": cur["dataset_id"], "classifier_id": cur["classifier_id"],
-                               "modules": cur["modules"], "metrics": cur["metrics"], "replaces": cur.get("replaces")}
+        self.facts["deletion"] = {
+            "site_id": s.site_id,
+            "module_id": mid,
+            "reason": DELETION_REASON,
+            "entries": [e.get("type") for e in out.get("entries", [])],
+        }
+        self.facts["after"] = {
+            "dataset_id": cur["dataset_id"],
+            "classifier_id": cur["classifier_id"],
+            "modules": cur["modules"],
+            "metrics": cur["metrics"],
+            "replaces": cur.get("replaces"),
+        }
         self.facts["accuracy"]["after"]["federatedfactory"] = _metric(cur["metrics"])
-        self.facts["status_after"] = {"modules": status["modules"], "classes_uncovered": status["classes_uncovered"],
-                                      "ledger_size": status["ledger"]["size"]}
+        self.facts["status_after"] = {
+            "modules": status["modules"],
+            "classes_uncovered": status["classes_uncovered"],
+            "ledger_size": status["ledger"]["size"],
+        }
 
     def audit(self) -> None:
         bundle = self.work / "audit-bundle"
@@ -425,22 +662,52 @@ class Demo:
                 path.parent.mkdir(exist_ok=True)
                 path.write_text(json.dumps(json.loads(rec.read_text())["receipt"]))
                 receipts += ["--trusted-checkpoint", path]
-        res = self.sup.run("ffsecure", "audit", "verify", bundle, "--ca", ca, *receipts, "--json",
-                           name="audit-verify", check=False)
+        res = self.sup.run(
+            "ffsecure",
+            "audit",
+            "verify",
+            bundle,
+            "--ca",
+            ca,
+            *receipts,
+            "--json",
+            name="audit-verify",
+            check=False,
+        )
         if res.returncode not in (0, 3):
-            raise DemoError(f"ffsecure audit verify exited with status {res.returncode}", hint=f"see {res.log}")
+            raise DemoError(
+                f"ffsecure audit verify exited with status {res.returncode}", hint=f"see {res.log}"
+            )
         verdict = res.json()
-        self.facts["audit"] = {"exit_status": res.returncode, "verdict": verdict.get("verdict"),
-                               "ok": res.returncode == 0, "checks": verdict.get("checks"),
-                               "findings": verdict.get("findings", []), "trusted_checkpoints": len(receipts) // 2}
-        self.sup.run("ffsecure", "audit", "report", bundle, "--ca", ca, *receipts, "-o", self.work / "report.html",
-                     name="audit-report")
+        self.facts["audit"] = {
+            "exit_status": res.returncode,
+            "verdict": verdict.get("verdict"),
+            "ok": res.returncode == 0,
+            "checks": verdict.get("checks"),
+            "findings": verdict.get("findings", []),
+            "trusted_checkpoints": len(receipts) // 2,
+        }
+        self.sup.run(
+            "ffsecure",
+            "audit",
+            "report",
+            bundle,
+            "--ca",
+            ca,
+            *receipts,
+            "-o",
+            self.work / "report.html",
+            name="audit-report",
+        )
 
     def pictures(self) -> None:
         from ffsecure.demo.pictures import accuracy_chart
 
-        accuracy_chart(self.work / "accuracy.png", self.facts["accuracy"],
-                       title=f"{self.ds.name}: accuracy before and after {self.forgotten.site_id} is forgotten")
+        accuracy_chart(
+            self.work / "accuracy.png",
+            self.facts["accuracy"],
+            title=f"{self.ds.name}: accuracy before and after {self.forgotten.site_id} is forgotten",
+        )
 
 
 def _metric(m: dict | None) -> dict | None:
@@ -451,8 +718,13 @@ def _metric(m: dict | None) -> dict | None:
 
 def _site_metrics(out: dict) -> dict:
     m = out.get("metrics") or {}
-    return {"classifier_id": out.get("classifier_id"), "accuracy": m.get("accuracy"), "auroc": m.get("auroc"),
-            "n_test": out.get("n_test"), "module_ids": out.get("module_ids")}
+    return {
+        "classifier_id": out.get("classifier_id"),
+        "accuracy": m.get("accuracy"),
+        "auroc": m.get("auroc"),
+        "n_test": out.get("n_test"),
+        "module_ids": out.get("module_ids"),
+    }
 
 
 def _bytes_sent(rec: dict) -> int | None:

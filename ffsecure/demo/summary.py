@@ -9,14 +9,38 @@ from typing import Any
 from ffsecure import __version__
 
 METHODS = ("federatedfactory", "centralized", "fedavg")
-PHASES = ["data", "pki", "serve", "enroll", "sites", "aggregate", "evaluate", "baselines", "forget",
-          "evaluate_after", "baselines_after", "audit", "pictures", "total"]
-FILES = {"summary": "summary.json", "report": "report.html", "audit_bundle": "audit-bundle",
-         "samples": "samples.png", "accuracy_chart": "accuracy.png", "ca": "ca", "aggregator": "aggregator",
-         "sites": "sites", "logs": "logs"}
+PHASES = [
+    "data",
+    "pki",
+    "serve",
+    "enroll",
+    "sites",
+    "aggregate",
+    "evaluate",
+    "baselines",
+    "forget",
+    "evaluate_after",
+    "baselines_after",
+    "audit",
+    "pictures",
+    "total",
+]
+FILES = {
+    "summary": "summary.json",
+    "report": "report.html",
+    "audit_bundle": "audit-bundle",
+    "samples": "samples.png",
+    "accuracy_chart": "accuracy.png",
+    "ca": "ca",
+    "aggregator": "aggregator",
+    "sites": "sites",
+    "logs": "logs",
+}
 
 
-def build_summary(cfg, facts: dict[str, Any], phases: dict[str, float], work: Path) -> dict[str, Any]:
+def build_summary(
+    cfg, facts: dict[str, Any], phases: dict[str, float], work: Path
+) -> dict[str, Any]:
     """The facts of one run, for people and scripts (the closing table shows the same)."""
     deletion = facts.get("deletion") or {}
     after = facts.get("after") or {}
@@ -28,20 +52,35 @@ def build_summary(cfg, facts: dict[str, Any], phases: dict[str, float], work: Pa
         "settings": cfg.to_dict(),
         "dataset": facts.get("dataset"),
         "sites": sites,
-        "accuracy": {when: {m: v for m, v in facts["accuracy"][when].items() if v is not None}
-                     for when in ("before", "after")},
+        "accuracy": {
+            when: {m: v for m, v in facts["accuracy"][when].items() if v is not None}
+            for when in ("before", "after")
+        },
         "site_evaluation": facts.get("site_evaluation", {}),
-        "deleted": {"site_id": deletion.get("site_id"), "module_id": deleted, "reason": deletion.get("reason"),
-                    "entries": deletion.get("entries")},
+        "deleted": {
+            "site_id": deletion.get("site_id"),
+            "module_id": deleted,
+            "reason": deletion.get("reason"),
+            "entries": deletion.get("entries"),
+        },
         "classifier_before": facts.get("before"),
         "classifier_after": after or None,
-        "deleted_in_current_lineage": (deleted in (after.get("modules") or [])) if deleted else None,
+        "deleted_in_current_lineage": (deleted in (after.get("modules") or []))
+        if deleted
+        else None,
         "status_after": facts.get("status_after"),
-        "audit": {"ok": audit.get("ok"), "verdict": audit.get("verdict"), "exit_status": audit.get("exit_status"),
-                  "findings": audit.get("findings"), "trusted_checkpoints": audit.get("trusted_checkpoints")},
+        "audit": {
+            "ok": audit.get("ok"),
+            "verdict": audit.get("verdict"),
+            "exit_status": audit.get("exit_status"),
+            "findings": audit.get("findings"),
+            "trusted_checkpoints": audit.get("trusted_checkpoints"),
+        },
         "phase_seconds": dict(phases),
         "bytes_sent": {sid: f.get("bytes_sent") for sid, f in facts["sites"].items()},
-        "files": {k: str(work / v) for k, v in FILES.items() if (work / v).exists() or k == "summary"},
+        "files": {
+            k: str(work / v) for k, v in FILES.items() if (work / v).exists() or k == "summary"
+        },
     }
 
 
@@ -75,8 +114,19 @@ def closing_tables(summary: dict) -> list:
             t.add_row(m, _acc(summary, "before", m), _acc(summary, "after", m))
 
     s = Table(title="sites (accuracy on each site's own test images; ✗ = forgotten)")
-    for col in ("site", "classes", "images", "module", "sent", "train s", "acc before", "acc after"):
-        s.add_column(col, justify="left" if col in ("site", "classes", "module") else "right", no_wrap=True)
+    for col in (
+        "site",
+        "classes",
+        "images",
+        "module",
+        "sent",
+        "train s",
+        "acc before",
+        "acc after",
+    ):
+        s.add_column(
+            col, justify="left" if col in ("site", "classes", "module") else "right", no_wrap=True
+        )
     names = ds.get("classes") or []
     ev = summary.get("site_evaluation") or {}
     for sid, f in summary["sites"].items():
@@ -86,8 +136,16 @@ def closing_tables(summary: dict) -> list:
             mod += " ✗"
         b = (ev.get("before") or {}).get(sid, {}).get("accuracy")
         a = (ev.get("after") or {}).get(sid, {}).get("accuracy")
-        s.add_row(sid, cls, str(f.get("n_train")), mod, _size(f.get("bytes_sent")),
-                  f"{f.get('train_s', 0):.1f}", "n/a" if b is None else f"{b:.4f}", "n/a" if a is None else f"{a:.4f}")
+        s.add_row(
+            sid,
+            cls,
+            str(f.get("n_train")),
+            mod,
+            _size(f.get("bytes_sent")),
+            f"{f.get('train_s', 0):.1f}",
+            "n/a" if b is None else f"{b:.4f}",
+            "n/a" if a is None else f"{a:.4f}",
+        )
 
     p = Table(title="phases (wall seconds)")
     p.add_column("phase")
@@ -115,17 +173,27 @@ def closing_lines(summary: dict) -> list[str]:
         acc = summary["accuracy"].get(when) or {}
         ff, cen = acc.get("federatedfactory"), acc.get("centralized")
         if ff and cen and cen.get("accuracy"):
-            lines.append(f"FederatedFactory / centralized accuracy {when} the deletion: "
-                         f"{ff['accuracy'] / cen['accuracy']:.3f}")
+            lines.append(
+                f"FederatedFactory / centralized accuracy {when} the deletion: "
+                f"{ff['accuracy'] / cen['accuracy']:.3f}"
+            )
     lines += [
         f"deleted: {d['site_id']} module {d['module_id']} "
         f"({'still in' if summary['deleted_in_current_lineage'] else 'absent from'} the current classifier's lineage)",
         f"audit verdict: {'OK' if audit['ok'] else 'FAILED'}"
         + (f" ({len(audit['findings'])} findings)" if audit.get("findings") else ""),
     ]
-    for key, label in (("summary", "summary"), ("report", "audit report"), ("audit_bundle", "audit bundle"),
-                       ("samples", "sample grid"), ("accuracy_chart", "accuracy chart"), ("aggregator", "aggregator home"),
-                       ("sites", "sites"), ("ca", "CA"), ("logs", "logs")):
+    for key, label in (
+        ("summary", "summary"),
+        ("report", "audit report"),
+        ("audit_bundle", "audit bundle"),
+        ("samples", "sample grid"),
+        ("accuracy_chart", "accuracy chart"),
+        ("aggregator", "aggregator home"),
+        ("sites", "sites"),
+        ("ca", "CA"),
+        ("logs", "logs"),
+    ):
         if key in summary["files"]:
             lines.append(f"{label + ':':<17}{_shown(summary['files'][key])}")
     return lines

@@ -20,8 +20,13 @@ class PhaseUI:
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
             self.console = Console(stderr=True)
-            self.progress = Progress(SpinnerColumn(finished_text="[green]✓"), TextColumn("{task.description}"),
-                                     TimeElapsedColumn(), console=self.console, transient=False)
+            self.progress = Progress(
+                SpinnerColumn(finished_text="[green]✓"),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=False,
+            )
 
     def __enter__(self):
         if self.progress is not None:
@@ -55,7 +60,9 @@ class PhaseUI:
     def done(self, name: str, seconds: float) -> None:
         with self._lock:
             if self.progress is not None and name in self._tasks:
-                self.progress.update(self._tasks[name], total=1, completed=1, description=self._label(name))
+                self.progress.update(
+                    self._tasks[name], total=1, completed=1, description=self._label(name)
+                )
 
     def fail(self, name: str) -> None:
         with self._lock:

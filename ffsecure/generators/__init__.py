@@ -15,7 +15,8 @@ Families: ``cvae`` (convolutional conditional VAE, fast on CPU) and
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -25,10 +26,21 @@ from ffsecure.generators.schema import MAX_PARAMETERS, check_config, config_erro
 from ffsecure.generators.state import TensorValueError, check_finite, check_safetensors
 
 __all__ = [
-    "FAMILIES", "SIZES", "Generator", "TensorValueError", "TrainReport", "TrainSettings", "build",
-    "check_finite", "check_safetensors",
-    "default_config", "default_train_settings", "expected_tensor_specs", "from_state",
-    "to_safetensors", "validate_config",
+    "FAMILIES",
+    "SIZES",
+    "Generator",
+    "TensorValueError",
+    "TrainReport",
+    "TrainSettings",
+    "build",
+    "check_finite",
+    "check_safetensors",
+    "default_config",
+    "default_train_settings",
+    "expected_tensor_specs",
+    "from_state",
+    "to_safetensors",
+    "validate_config",
 ]
 
 SIZES = ("tiny", "default", "full")
@@ -52,10 +64,14 @@ def default_config(
     mod = _family_module(family)
     if size not in SIZES:
         raise config_error(f"unknown size {size!r}; use one of {list(SIZES)}")
-    return validate_config(family, mod.default_config(image_shape=image_shape, num_classes=num_classes, size=size))
+    return validate_config(
+        family, mod.default_config(image_shape=image_shape, num_classes=num_classes, size=size)
+    )
 
 
-def default_train_settings(family: str, size: str = "default", *, seed: int = 0, device: str = "cpu") -> TrainSettings:
+def default_train_settings(
+    family: str, size: str = "default", *, seed: int = 0, device: str = "cpu"
+) -> TrainSettings:
     """Training schedule tuned for ``family`` at ``size`` (epochs, batch size, learning rate)."""
     mod = _family_module(family)
     if size not in SIZES:
@@ -63,7 +79,9 @@ def default_train_settings(family: str, size: str = "default", *, seed: int = 0,
     return TrainSettings(**mod.TRAIN_SETTINGS[size], seed=seed, device=device)
 
 
-def _build_net(family: str, config: dict[str, Any], device: str | torch.device = "cpu") -> torch.nn.Module:
+def _build_net(
+    family: str, config: dict[str, Any], device: str | torch.device = "cpu"
+) -> torch.nn.Module:
     _family_module(family)
     with torch.device(device):
         return _NETS[family](config)
@@ -77,7 +95,9 @@ def validate_config(family: str, config: dict[str, Any]) -> dict[str, Any]:
     meta = _build_net(family, checked, "meta")
     n_params = sum(math.prod(t.shape) for t in meta.state_dict().values())
     if n_params > MAX_PARAMETERS:
-        raise config_error(f"{family} config builds {n_params:,} parameters, more than the limit of {MAX_PARAMETERS:,}")
+        raise config_error(
+            f"{family} config builds {n_params:,} parameters, more than the limit of {MAX_PARAMETERS:,}"
+        )
     return checked
 
 
@@ -94,14 +114,17 @@ def to_safetensors(gen: Generator) -> bytes:
     return state.to_bytes(gen.model)
 
 
-def expected_tensor_specs(family: str, config: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str]]:
+def expected_tensor_specs(
+    family: str, config: dict[str, Any]
+) -> dict[str, tuple[tuple[int, ...], str]]:
     """Name -> (shape, safetensors dtype) the config builds; computed on the meta device."""
     checked = validate_config(family, config)
     return state.specs_of(_build_net(family, checked, "meta"))
 
 
-def from_state(family: str, config: dict[str, Any], weights: bytes, *,
-               module_id: str | None = None) -> Generator:
+def from_state(
+    family: str, config: dict[str, Any], weights: bytes, *, module_id: str | None = None
+) -> Generator:
     """Rebuild a generator from ``(family, config, safetensors bytes)``; validates both first.
 
     ``module_id``, when given, is named in an ``E_TENSOR_VALUE`` refusal.

@@ -16,8 +16,9 @@ Conventions shared by the whole pipeline:
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -66,11 +67,13 @@ class Generator(abc.ABC):
         labels: torch.Tensor,
         settings: TrainSettings,
         *,
-        dp: "Any | None" = None,
+        dp: Any | None = None,
         progress: ProgressFn | None = None,
     ) -> TrainReport:
         """Train on ``images`` (N,C,H,W in [-1,1]) and global ``labels``."""
 
     @abc.abstractmethod
-    def sample(self, labels: Sequence[int] | torch.Tensor, seed: int, *, device: str = "cpu") -> torch.Tensor:
+    def sample(
+        self, labels: Sequence[int] | torch.Tensor, seed: int, *, device: str = "cpu"
+    ) -> torch.Tensor:
         """Return one image per label, (len(labels),C,H,W) in [-1,1]; deterministic per seed."""

@@ -28,7 +28,8 @@ require.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +65,13 @@ SCHEMA = {
 
 SIZES = {
     "tiny": {"latent_dim": 8, "channels": [8, 16], "hidden": 64, "embed_dim": 8, "groups": 4},
-    "default": {"latent_dim": 24, "channels": [16, 32], "hidden": 256, "embed_dim": 32, "groups": 8},
+    "default": {
+        "latent_dim": 24,
+        "channels": [16, 32],
+        "hidden": 256,
+        "embed_dim": 32,
+        "groups": 8,
+    },
     "full": {"latent_dim": 32, "channels": [64, 128], "hidden": 512, "embed_dim": 64, "groups": 8},
 }
 
@@ -91,7 +98,9 @@ def extra_checks(config: dict[str, Any]) -> None:
 
     for c in config["channels"]:
         if c % config["groups"]:
-            raise config_error(f"channels {config['channels']} must be multiples of groups={config['groups']}")
+            raise config_error(
+                f"channels {config['channels']} must be multiples of groups={config['groups']}"
+            )
 
 
 def _gn(groups: int, channels: int) -> nn.GroupNorm:
@@ -116,20 +125,33 @@ class CVAENet(nn.Module):
         # one embedding row per class: encoder/decoder conditioning (+ prior mean and log-variance)
         self.label = nn.Embedding(config["num_classes"], e + (2 * zd if self.learned_prior else 0))
         self.encoder = nn.Sequential(
-            nn.Conv2d(c, c1, 3, 1, 1), _gn(g, c1), nn.SiLU(),
-            nn.Conv2d(c1, c1, 4, 2, 1), _gn(g, c1), nn.SiLU(),
-            nn.Conv2d(c1, c2, 4, 2, 1), _gn(g, c2), nn.SiLU(),
+            nn.Conv2d(c, c1, 3, 1, 1),
+            _gn(g, c1),
+            nn.SiLU(),
+            nn.Conv2d(c1, c1, 4, 2, 1),
+            _gn(g, c1),
+            nn.SiLU(),
+            nn.Conv2d(c1, c2, 4, 2, 1),
+            _gn(g, c2),
+            nn.SiLU(),
             nn.Flatten(),
         )
         self.enc_mlp = nn.Sequential(nn.Linear(feat + e, hid), nn.SiLU(), nn.Linear(hid, 2 * zd))
         self.dec_mlp = nn.Sequential(nn.Linear(zd + e, hid), nn.SiLU(), nn.Linear(hid, feat))
         self.decoder = nn.Sequential(
-            _gn(g, c2), nn.SiLU(),
-            nn.Conv2d(c2, c2, 3, 1, 1), _gn(g, c2), nn.SiLU(),
+            _gn(g, c2),
+            nn.SiLU(),
+            nn.Conv2d(c2, c2, 3, 1, 1),
+            _gn(g, c2),
+            nn.SiLU(),
             nn.Upsample(scale_factor=2, mode="nearest"),
-            nn.Conv2d(c2, c1, 3, 1, 1), _gn(g, c1), nn.SiLU(),
+            nn.Conv2d(c2, c1, 3, 1, 1),
+            _gn(g, c1),
+            nn.SiLU(),
             nn.Upsample(scale_factor=2, mode="nearest"),
-            nn.Conv2d(c1, c1, 3, 1, 1), _gn(g, c1), nn.SiLU(),
+            nn.Conv2d(c1, c1, 3, 1, 1),
+            _gn(g, c1),
+            nn.SiLU(),
             nn.Conv2d(c1, c, 3, 1, 1),
         )
         # learned per-channel log-scale of the Gaussian likelihood (sigma-VAE)
@@ -155,7 +177,9 @@ class CVAENet(nn.Module):
         feat = self.dec_mlp(torch.cat([z, cond], dim=1)).view(-1, *self.feat_shape)
         return torch.tanh(self.decoder(feat))
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, beta: float) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, beta: float
+    ) -> torch.Tensor:
         emb = self.label(y)
         cond, prior_mu, prior_logvar = self._split(emb)
         stats = self.enc_mlp(torch.cat([self.encoder(x), cond], dim=1))
@@ -168,7 +192,10 @@ class CVAENet(nn.Module):
         sq = (x - recon).pow(2).sum(dim=(2, 3))  # (B, C)
         nll = (0.5 * sq * torch.exp(-2.0 * log_sigma) + h * w * log_sigma).sum(dim=1)
         kl = 0.5 * (
-            prior_logvar - logvar + (torch.exp(logvar) + (mu - prior_mu).pow(2)) * torch.exp(-prior_logvar) - 1.0
+            prior_logvar
+            - logvar
+            + (torch.exp(logvar) + (mu - prior_mu).pow(2)) * torch.exp(-prior_logvar)
+            - 1.0
         ).sum(dim=1)
         return (nll + beta * kl) / float(math.prod(self.image_shape))
 
@@ -195,7 +222,9 @@ class CVAE(Generator):
     ) -> TrainReport:
         from ffsecure.generators import training
 
-        images, labels = training.check_data(images, labels, self.config["image_shape"], self.config["num_classes"])
+        images, labels = training.check_data(
+            images, labels, self.config["image_shape"], self.config["num_classes"]
+        )
         warmup = self.config["kl_warmup"]
 
         def loss_fn(module, x, y, rng, frac):
@@ -204,12 +233,21 @@ class CVAE(Generator):
             return module(x, y, eps, beta)
 
         return training.train(
-            self._net, images, labels, settings, family=self.family, loss_fn=loss_fn, dp=dp,
-            progress=progress, grad_clip=None if dp is not None else 10.0,
+            self._net,
+            images,
+            labels,
+            settings,
+            family=self.family,
+            loss_fn=loss_fn,
+            dp=dp,
+            progress=progress,
+            grad_clip=None if dp is not None else 10.0,
         )
 
     @torch.no_grad()
-    def sample(self, labels: Sequence[int] | torch.Tensor, seed: int, *, device: str = "cpu") -> torch.Tensor:
+    def sample(
+        self, labels: Sequence[int] | torch.Tensor, seed: int, *, device: str = "cpu"
+    ) -> torch.Tensor:
         from ffsecure.generators.sampling import check_labels
 
         y = check_labels(labels, self.config["num_classes"]).to(device)
@@ -222,7 +260,12 @@ class CVAE(Generator):
         for start in range(0, y.shape[0], SAMPLE_CHUNK):
             yc = y[start : start + SAMPLE_CHUNK]
             cond, prior_mu, prior_logvar = net._split(net.label(yc))
-            z = prior_mu + self.config["temperature"] * torch.exp(0.5 * prior_logvar) * eps[start : start + SAMPLE_CHUNK]
+            z = (
+                prior_mu
+                + self.config["temperature"]
+                * torch.exp(0.5 * prior_logvar)
+                * eps[start : start + SAMPLE_CHUNK]
+            )
             chunks.append(net.decode(z, cond).clamp(-1.0, 1.0).to("cpu", torch.float32))
         net.to("cpu")
         return torch.cat(chunks)

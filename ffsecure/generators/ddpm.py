@@ -23,7 +23,8 @@ file holds learned parameters only.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -50,12 +51,39 @@ SCHEMA = {
 }
 
 SIZES = {
-    "tiny": {"base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1, "embed_dim": 32, "groups": 4,
-             "timesteps": 100, "sample_steps": 10, "guidance_scale": 1.0, "label_dropout": 0.1},
-    "default": {"base_channels": 32, "channel_mults": [1, 2, 2], "num_res_blocks": 1, "embed_dim": 128,
-                "groups": 8, "timesteps": 1000, "sample_steps": 50, "guidance_scale": 1.5, "label_dropout": 0.1},
-    "full": {"base_channels": 64, "channel_mults": [1, 2, 2], "num_res_blocks": 2, "embed_dim": 256,
-             "groups": 8, "timesteps": 1000, "sample_steps": 100, "guidance_scale": 1.5, "label_dropout": 0.1},
+    "tiny": {
+        "base_channels": 8,
+        "channel_mults": [1, 2],
+        "num_res_blocks": 1,
+        "embed_dim": 32,
+        "groups": 4,
+        "timesteps": 100,
+        "sample_steps": 10,
+        "guidance_scale": 1.0,
+        "label_dropout": 0.1,
+    },
+    "default": {
+        "base_channels": 32,
+        "channel_mults": [1, 2, 2],
+        "num_res_blocks": 1,
+        "embed_dim": 128,
+        "groups": 8,
+        "timesteps": 1000,
+        "sample_steps": 50,
+        "guidance_scale": 1.5,
+        "label_dropout": 0.1,
+    },
+    "full": {
+        "base_channels": 64,
+        "channel_mults": [1, 2, 2],
+        "num_res_blocks": 2,
+        "embed_dim": 256,
+        "groups": 8,
+        "timesteps": 1000,
+        "sample_steps": 100,
+        "guidance_scale": 1.5,
+        "label_dropout": 0.1,
+    },
 }
 
 TRAIN_SETTINGS = {
@@ -66,8 +94,12 @@ TRAIN_SETTINGS = {
 
 
 def default_config(*, image_shape: Sequence[int], num_classes: int, size: str) -> dict[str, Any]:
-    return {"image_shape": [int(v) for v in image_shape], "num_classes": int(num_classes), "schedule": "cosine",
-            **SIZES[size]}
+    return {
+        "image_shape": [int(v) for v in image_shape],
+        "num_classes": int(num_classes),
+        "schedule": "cosine",
+        **SIZES[size],
+    }
 
 
 def extra_checks(config: dict[str, Any]) -> None:
@@ -81,9 +113,13 @@ def extra_checks(config: dict[str, Any]) -> None:
         if (config["base_channels"] * mult) % config["groups"]:
             raise config_error("base_channels * every channel_mult must be a multiple of groups")
     if config["sample_steps"] > config["timesteps"]:
-        raise config_error(f"sample_steps {config['sample_steps']} exceeds timesteps {config['timesteps']}")
+        raise config_error(
+            f"sample_steps {config['sample_steps']} exceeds timesteps {config['timesteps']}"
+        )
     if config["guidance_scale"] != 1.0 and config["label_dropout"] == 0.0:
-        raise config_error("guidance_scale other than 1 needs label_dropout > 0 (an unconditional model)")
+        raise config_error(
+            "guidance_scale other than 1 needs label_dropout > 0 (an unconditional model)"
+        )
     if config["embed_dim"] % 2:
         raise config_error("embed_dim must be even")
 
@@ -103,7 +139,9 @@ def alphas_cumprod(schedule: str, timesteps: int) -> torch.Tensor:
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    freqs = torch.exp(
+        -math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half
+    )
     args = t.float()[:, None] * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
 
@@ -230,12 +268,21 @@ class DDPM(Generator):
             return (module(xt, t, y) - noise).pow(2).flatten(1).mean(dim=1)
 
         return training.train(
-            self._net, images, labels, settings, family=self.family, loss_fn=loss_fn, dp=dp,
-            progress=progress, grad_clip=None if dp is not None else 1.0,
+            self._net,
+            images,
+            labels,
+            settings,
+            family=self.family,
+            loss_fn=loss_fn,
+            dp=dp,
+            progress=progress,
+            grad_clip=None if dp is not None else 1.0,
         )
 
     @torch.no_grad()
-    def sample(self, labels: Sequence[int] | torch.Tensor, seed: int, *, device: str = "cpu") -> torch.Tensor:
+    def sample(
+        self, labels: Sequence[int] | torch.Tensor, seed: int, *, device: str = "cpu"
+    ) -> torch.Tensor:
         from ffsecure.generators.sampling import check_labels
 
         cfg = self.config
@@ -244,16 +291,24 @@ class DDPM(Generator):
         rng = torch.Generator(device=device).manual_seed(int(seed))
         noise = torch.randn(y.shape[0], *cfg["image_shape"], generator=rng, device=device)
         abar = alphas_cumprod(cfg["schedule"], cfg["timesteps"])
-        steps = torch.linspace(cfg["timesteps"] - 1, 0, cfg["sample_steps"], dtype=torch.float64).round().long()
+        steps = (
+            torch.linspace(cfg["timesteps"] - 1, 0, cfg["sample_steps"], dtype=torch.float64)
+            .round()
+            .long()
+        )
         steps = torch.unique_consecutive(steps).tolist()
-        chunks = [self._ddim(net, noise[i : i + SAMPLE_CHUNK], y[i : i + SAMPLE_CHUNK], abar, steps)
-                  for i in range(0, y.shape[0], SAMPLE_CHUNK)]
+        chunks = [
+            self._ddim(net, noise[i : i + SAMPLE_CHUNK], y[i : i + SAMPLE_CHUNK], abar, steps)
+            for i in range(0, y.shape[0], SAMPLE_CHUNK)
+        ]
         net.to("cpu")
         if not chunks:
             return torch.empty(0, *cfg["image_shape"])
         return torch.cat(chunks).to("cpu", torch.float32)
 
-    def _ddim(self, net: UNet, x: torch.Tensor, y: torch.Tensor, abar: torch.Tensor, steps: list[int]) -> torch.Tensor:
+    def _ddim(
+        self, net: UNet, x: torch.Tensor, y: torch.Tensor, abar: torch.Tensor, steps: list[int]
+    ) -> torch.Tensor:
         scale = self.config["guidance_scale"]
         null = torch.full_like(y, self.config["num_classes"])
         x0 = x

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -18,15 +18,22 @@ def check_labels(labels: Sequence[int] | torch.Tensor, num_classes: int) -> torc
     except (TypeError, ValueError, RuntimeError):
         y = None
     if y is None or y.dim() > 1:
-        raise DataError("labels to sample must be a 1-D sequence", code="E_DATA_FORMAT",
-                        hint="pass one class index per wanted image")
+        raise DataError(
+            "labels to sample must be a 1-D sequence",
+            code="E_DATA_FORMAT",
+            hint="pass one class index per wanted image",
+        )
     y = y.reshape(-1)
     if y.numel() > MAX_SAMPLES_PER_CALL:
-        raise DataError(f"asked for {y.numel()} samples in one call, more than {MAX_SAMPLES_PER_CALL}",
-                        code="E_DATA_FORMAT", hint="sample in smaller batches")
+        raise DataError(
+            f"asked for {y.numel()} samples in one call, more than {MAX_SAMPLES_PER_CALL}",
+            code="E_DATA_FORMAT",
+            hint="sample in smaller batches",
+        )
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise DataError(
-            f"labels to sample must be in [0, {num_classes - 1}]", code="E_DATA_FORMAT",
+            f"labels to sample must be in [0, {num_classes - 1}]",
+            code="E_DATA_FORMAT",
             hint="use class indices of the federation's label space",
         )
     return y

@@ -68,15 +68,26 @@ def check_field(key: str, spec: Field, value: Any) -> Any:
     """Validate one value; return it normalised (ints as int, floats as float, lists as lists)."""
     if isinstance(spec, Int):
         if not _is_int(value) or not spec.lo <= value <= spec.hi:
-            raise config_error(f"config key {key!r} must be an integer in [{spec.lo}, {spec.hi}], got {value!r}")
+            raise config_error(
+                f"config key {key!r} must be an integer in [{spec.lo}, {spec.hi}], got {value!r}"
+            )
         return int(value)
     if isinstance(spec, Float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not spec.lo <= value <= spec.hi:
-            raise config_error(f"config key {key!r} must be a number in [{spec.lo}, {spec.hi}], got {value!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or not spec.lo <= value <= spec.hi
+        ):
+            raise config_error(
+                f"config key {key!r} must be a number in [{spec.lo}, {spec.hi}], got {value!r}"
+            )
         return float(value)
     if isinstance(spec, Choice):
         if not isinstance(value, str) or value not in spec.options:
-            raise config_error(f"config key {key!r} must be one of {list(spec.options)}, got {value!r}")
+            raise config_error(
+                f"config key {key!r} must be one of {list(spec.options)}, got {value!r}"
+            )
         return value
     if isinstance(spec, IntList):
         if (
@@ -90,7 +101,11 @@ def check_field(key: str, spec: Field, value: Any) -> Any:
             )
         return [int(v) for v in value]
     if isinstance(spec, ImageShape):
-        if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(_is_int(v) for v in value):
+        if (
+            not isinstance(value, (list, tuple))
+            or len(value) != 3
+            or not all(_is_int(v) for v in value)
+        ):
             raise config_error(f"config key {key!r} must be [C, H, W], got {value!r}")
         c, h, w = value
         if c not in CHANNEL_CHOICES:

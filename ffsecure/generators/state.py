@@ -105,7 +105,9 @@ def parse_header(weights: bytes) -> tuple[dict[str, dict[str, Any]], int]:
         raise _header_error("weights must be bytes")
     weights = bytes(weights)
     if len(weights) < 8:
-        raise _header_error(f"weights are {len(weights)} bytes, shorter than the 8-byte header length")
+        raise _header_error(
+            f"weights are {len(weights)} bytes, shorter than the 8-byte header length"
+        )
     (header_len,) = struct.unpack("<Q", weights[:8])
     if header_len > MAX_HEADER_BYTES:
         raise _header_error(
@@ -124,25 +126,37 @@ def parse_header(weights: bytes) -> tuple[dict[str, dict[str, Any]], int]:
 
     metadata = header.pop("__metadata__", None)
     if metadata is not None:
-        if not isinstance(metadata, dict) or len(metadata) > MAX_METADATA_ENTRIES or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+        if (
+            not isinstance(metadata, dict)
+            or len(metadata) > MAX_METADATA_ENTRIES
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
         ):
-            raise _header_error("safetensors __metadata__ must be a small map of strings to strings")
+            raise _header_error(
+                "safetensors __metadata__ must be a small map of strings to strings"
+            )
     if len(header) > MAX_TENSORS:
-        raise _header_error(f"safetensors header lists {len(header)} tensors, more than {MAX_TENSORS}")
+        raise _header_error(
+            f"safetensors header lists {len(header)} tensors, more than {MAX_TENSORS}"
+        )
 
     data_len = len(weights) - 8 - header_len
     spans: list[tuple[int, int, str]] = []
     for name, entry in header.items():
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-            raise _header_error(f"tensor {name!r}: entry must have exactly dtype, shape, data_offsets")
+            raise _header_error(
+                f"tensor {name!r}: entry must have exactly dtype, shape, data_offsets"
+            )
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
         if not isinstance(dtype, str) or dtype not in DTYPES:
             raise _header_error(f"tensor {name!r}: unknown dtype {dtype!r}")
-        if not isinstance(shape, list) or len(shape) > 8 or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        if (
+            not isinstance(shape, list)
+            or len(shape) > 8
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
         ):
-            raise _header_error(f"tensor {name!r}: shape must be a list of at most 8 non-negative ints")
+            raise _header_error(
+                f"tensor {name!r}: shape must be a list of at most 8 non-negative ints"
+            )
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2
@@ -165,7 +179,9 @@ def parse_header(weights: bytes) -> tuple[dict[str, dict[str, Any]], int]:
     for begin, end, name in sorted(spans):
         if begin != position:
             kind = "overlaps the previous tensor" if begin < position else "leaves a gap before it"
-            raise _header_error(f"tensor {name!r}: data_offsets start at {begin}, which {kind} (expected {position})")
+            raise _header_error(
+                f"tensor {name!r}: data_offsets start at {begin}, which {kind} (expected {position})"
+            )
         position = end
     if position != data_len:
         raise _header_error(
@@ -228,9 +244,10 @@ class TensorValueError(FormatError):
 
     def __init__(self, tensor: str, module_id: str | None = None):
         where = f"module {module_id}: " if module_id else ""
-        super().__init__(f"{where}tensor {tensor!r} holds NaN or infinite values",
-                         hint="the generator diverged or the weights were tampered with; "
-                              "retrain it")
+        super().__init__(
+            f"{where}tensor {tensor!r} holds NaN or infinite values",
+            hint="the generator diverged or the weights were tampered with; retrain it",
+        )
         self.tensor = tensor
         self.module_id = module_id
 

@@ -23,7 +23,8 @@ import logging
 import math
 import time
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -33,7 +34,9 @@ from ffsecure.generators.base import ProgressFn, TrainReport, TrainSettings
 log = logging.getLogger(__name__)
 
 # loss_fn(module, images, labels, rng, fraction_of_training_done) -> per-example losses (B,)
-LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Generator, float], torch.Tensor]
+LossFn = Callable[
+    [torch.nn.Module, torch.Tensor, torch.Tensor, torch.Generator, float], torch.Tensor
+]
 
 MAX_EPOCHS = 10_000
 
@@ -54,30 +57,49 @@ def init_weights(net: torch.nn.Module, seed: int) -> None:
             net.reset_extra()
 
 
-def check_data(images: Any, labels: Any, image_shape: list[int], num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def check_data(
+    images: Any, labels: Any, image_shape: list[int], num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate training data against the generator's config; return float32/int64 copies on CPU."""
     if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
-        raise DataError("images and labels must be torch tensors", code="E_DATA_FORMAT",
-                        hint="load data with ffsecure.data.load_dataset")
+        raise DataError(
+            "images and labels must be torch tensors",
+            code="E_DATA_FORMAT",
+            hint="load data with ffsecure.data.load_dataset",
+        )
     if images.dim() != 4 or list(images.shape[1:]) != list(image_shape):
         raise DataError(
             f"images have shape {list(images.shape)}, the generator needs (N, {', '.join(map(str, image_shape))})",
-            code="E_DATA_FORMAT", hint="resize the data to the federation's image shape",
+            code="E_DATA_FORMAT",
+            hint="resize the data to the federation's image shape",
         )
     if labels.dim() != 1 or labels.shape[0] != images.shape[0]:
-        raise DataError("labels must be a 1-D tensor with one label per image", code="E_DATA_FORMAT",
-                        hint="pass labels of shape (N,)")
+        raise DataError(
+            "labels must be a 1-D tensor with one label per image",
+            code="E_DATA_FORMAT",
+            hint="pass labels of shape (N,)",
+        )
     if images.shape[0] == 0:
-        raise DataError("no training images", code="E_DATA_FORMAT", hint="train on at least one image")
+        raise DataError(
+            "no training images", code="E_DATA_FORMAT", hint="train on at least one image"
+        )
     images = images.detach().to("cpu", torch.float32).contiguous()
     labels = labels.detach().to("cpu", torch.int64).contiguous()
-    if not bool(torch.isfinite(images).all()) or float(images.min()) < -1.0 - 1e-4 or float(images.max()) > 1.0 + 1e-4:
-        raise DataError("images must be finite and in [-1, 1]", code="E_DATA_FORMAT",
-                        hint="scale pixels with x / 127.5 - 1")
+    if (
+        not bool(torch.isfinite(images).all())
+        or float(images.min()) < -1.0 - 1e-4
+        or float(images.max()) > 1.0 + 1e-4
+    ):
+        raise DataError(
+            "images must be finite and in [-1, 1]",
+            code="E_DATA_FORMAT",
+            hint="scale pixels with x / 127.5 - 1",
+        )
     if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
         raise DataError(
             f"labels must be in [0, {num_classes - 1}], got [{int(labels.min())}, {int(labels.max())}]",
-            code="E_DATA_FORMAT", hint="map site labels onto the federation's label space",
+            code="E_DATA_FORMAT",
+            hint="map site labels onto the federation's label space",
         )
     return images.clamp(-1.0, 1.0), labels
 
@@ -86,14 +108,27 @@ def _check_settings(settings: TrainSettings) -> None:
     from ffsecure.errors import ConfigError
 
     if not isinstance(settings.epochs, int) or not 1 <= settings.epochs <= MAX_EPOCHS:
-        raise ConfigError(f"epochs must be an integer in [1, {MAX_EPOCHS}], got {settings.epochs!r}",
-                          code="E_TRAIN_SETTINGS", hint="train for at least one epoch")
+        raise ConfigError(
+            f"epochs must be an integer in [1, {MAX_EPOCHS}], got {settings.epochs!r}",
+            code="E_TRAIN_SETTINGS",
+            hint="train for at least one epoch",
+        )
     if not isinstance(settings.batch_size, int) or settings.batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {settings.batch_size!r}",
-                          code="E_TRAIN_SETTINGS", hint="use e.g. 64")
-    if not isinstance(settings.lr, (int, float)) or not math.isfinite(settings.lr) or settings.lr <= 0:
-        raise ConfigError(f"lr must be a finite number > 0, got {settings.lr!r}",
-                          code="E_TRAIN_SETTINGS", hint="use e.g. 2e-3")
+        raise ConfigError(
+            f"batch_size must be a positive integer, got {settings.batch_size!r}",
+            code="E_TRAIN_SETTINGS",
+            hint="use e.g. 64",
+        )
+    if (
+        not isinstance(settings.lr, (int, float))
+        or not math.isfinite(settings.lr)
+        or settings.lr <= 0
+    ):
+        raise ConfigError(
+            f"lr must be a finite number > 0, got {settings.lr!r}",
+            code="E_TRAIN_SETTINGS",
+            hint="use e.g. 2e-3",
+        )
 
 
 def train(
@@ -137,11 +172,14 @@ def train(
     module: torch.nn.Module = net
     steps_per_epoch = math.ceil(n / settings.batch_size)
     if dp_plan is not None:
-        module, optimizer, loader, engine = _make_private(net, optimizer, images, labels, settings, dp, dp_plan)
+        module, optimizer, loader, engine = _make_private(
+            net, optimizer, images, labels, settings, dp, dp_plan
+        )
         if len(loader) != dp_plan.steps_per_epoch:  # pragma: no cover - guards an Opacus change
             raise RuntimeError("Opacus loader length disagrees with the DP plan")
         batches = lambda: ((x.to(device), y.to(device)) for x, y in loader)  # noqa: E731
     else:
+
         def batches():
             order = torch.randperm(n, generator=data_rng)
             for i in range(0, n, settings.batch_size):
@@ -172,8 +210,11 @@ def train(
         if not math.isfinite(epoch_loss):
             from ffsecure.errors import FFSecureError
 
-            raise FFSecureError(f"{family} training diverged (loss {epoch_loss}) in epoch {epoch + 1}",
-                                code="E_TRAIN_DIVERGED", hint="lower the learning rate")
+            raise FFSecureError(
+                f"{family} training diverged (loss {epoch_loss}) in epoch {epoch + 1}",
+                code="E_TRAIN_DIVERGED",
+                hint="lower the learning rate",
+            )
         history.append(epoch_loss)
         if engine is not None and progress is not None:
             epsilon = _epsilon(engine, dp_plan)
@@ -218,9 +259,16 @@ def _make_private(net, optimizer, images, labels, settings, dp, dp_plan):
     # Reproducible (research only): Poisson sampling and noise from seeded generators. Otherwise
     # the loader's generator only feeds DataLoader's worker base seed (no workers here), and the
     # sampler and the optimizer are switched to the OS CSPRNG below.
-    loader_rng = torch.Generator().manual_seed(_seed(settings.seed, 3)) if reproducible else torch.Generator()
-    noise_rng = (torch.Generator(device=settings.device).manual_seed(_seed(settings.seed, 4))
-                 if reproducible else None)
+    loader_rng = (
+        torch.Generator().manual_seed(_seed(settings.seed, 3))
+        if reproducible
+        else torch.Generator()
+    )
+    noise_rng = (
+        torch.Generator(device=settings.device).manual_seed(_seed(settings.seed, 4))
+        if reproducible
+        else None
+    )
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(images, labels),
         batch_size=settings.batch_size,

@@ -34,13 +34,18 @@ EM_DASH = "\u2014"
 MAX_SIGNATURES = 100
 
 
-def _format_error(message: str, hint: str = "the note was altered or is not a C2SP signed note") -> LedgerError:
+def _format_error(
+    message: str, hint: str = "the note was altered or is not a C2SP signed note"
+) -> LedgerError:
     return LedgerError(message, code="E_CHECKPOINT_FORMAT", hint=hint)
 
 
 def _sig_error(message: str) -> LedgerError:
-    return LedgerError(message, code="E_CHECKPOINT_SIGNATURE",
-                       hint="check that the note is unaltered and that the right log key (log.vkey) is used")
+    return LedgerError(
+        message,
+        code="E_CHECKPOINT_SIGNATURE",
+        hint="check that the note is unaltered and that the right log key (log.vkey) is used",
+    )
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,12 @@ class Checkpoint:
         for ext in self.extensions:
             if not ext or "\n" in ext or not _valid_text(ext):
                 raise _format_error(f"extension line {ext!r} is empty or holds a control character")
-        lines = [self.origin, str(self.size), base64.b64encode(self.root_hash).decode(), *self.extensions]
+        lines = [
+            self.origin,
+            str(self.size),
+            base64.b64encode(self.root_hash).decode(),
+            *self.extensions,
+        ]
         return "".join(line + "\n" for line in lines)
 
 
@@ -71,13 +81,20 @@ def _valid_text(text: str) -> bool:
 
 
 def _valid_name(name: str) -> bool:
-    return bool(name) and "+" not in name and not any(ch.isspace() for ch in name) and _valid_text(name)
+    return (
+        bool(name)
+        and "+" not in name
+        and not any(ch.isspace() for ch in name)
+        and _valid_text(name)
+    )
 
 
 def _check_origin(origin: str) -> None:
     if not origin or "\n" in origin or not _valid_text(origin):
-        raise _format_error(f"origin {origin!r} is empty or holds a control character",
-                            hint="use a schema-less URL such as example.org/ffsecure/log")
+        raise _format_error(
+            f"origin {origin!r} is empty or holds a control character",
+            hint="use a schema-less URL such as example.org/ffsecure/log",
+        )
 
 
 def _raw_public(public_key: Ed25519PublicKey | bytes) -> bytes:
@@ -90,17 +107,23 @@ def _raw_public(public_key: Ed25519PublicKey | bytes) -> bytes:
 
 def key_hash(name: str, public_key: Ed25519PublicKey | bytes) -> int:
     """The 32-bit key hash of a note key: SHA-256(name || \\n || 0x01 || key)[:4]."""
-    digest = hashlib.sha256(name.encode() + b"\n" + bytes([ALG_ED25519]) + _raw_public(public_key)).digest()
+    digest = hashlib.sha256(
+        name.encode() + b"\n" + bytes([ALG_ED25519]) + _raw_public(public_key)
+    ).digest()
     return int.from_bytes(digest[:4], "big")
 
 
 def make_vkey(name: str, public_key: Ed25519PublicKey | bytes) -> str:
     """The note verifier key ``name+hash+base64(0x01||key)`` of an Ed25519 key."""
     if not _valid_name(name):
-        raise _format_error(f"key name {name!r} is empty or holds '+' or a space",
-                            hint="use a schema-less URL such as example.org/ffsecure/log")
+        raise _format_error(
+            f"key name {name!r} is empty or holds '+' or a space",
+            hint="use a schema-less URL such as example.org/ffsecure/log",
+        )
     raw = _raw_public(public_key)
-    return f"{name}+{key_hash(name, raw):08x}+{base64.b64encode(bytes([ALG_ED25519]) + raw).decode()}"
+    return (
+        f"{name}+{key_hash(name, raw):08x}+{base64.b64encode(bytes([ALG_ED25519]) + raw).decode()}"
+    )
 
 
 @dataclass(frozen=True)
@@ -124,17 +147,25 @@ def parse_vkey(vkey: str) -> NoteVerifier:
     vkey = vkey.strip()
     parts = vkey.split("+", 2)
     if len(parts) != 3:
-        raise _format_error("verifier key must look like name+hash+key", hint="copy log.vkey unchanged")
+        raise _format_error(
+            "verifier key must look like name+hash+key", hint="copy log.vkey unchanged"
+        )
     name, hash_hex, key_b64 = parts
     if not _valid_name(name) or not re.fullmatch(r"[0-9a-f]{8}", hash_hex):
-        raise _format_error("verifier key has a bad name or key hash", hint="copy log.vkey unchanged")
+        raise _format_error(
+            "verifier key has a bad name or key hash", hint="copy log.vkey unchanged"
+        )
     raw = b64decode_canonical(key_b64)
     if raw is None:
         raise _format_error("verifier key is not canonical base64", hint="copy log.vkey unchanged")
     if len(raw) != 33 or raw[0] != ALG_ED25519:
-        raise _format_error("verifier key is not an Ed25519 (type 0x01) key", hint="copy log.vkey unchanged")
+        raise _format_error(
+            "verifier key is not an Ed25519 (type 0x01) key", hint="copy log.vkey unchanged"
+        )
     if key_hash(name, raw[1:]) != int(hash_hex, 16):
-        raise _format_error("verifier key hash does not match its name and key", hint="copy log.vkey unchanged")
+        raise _format_error(
+            "verifier key hash does not match its name and key", hint="copy log.vkey unchanged"
+        )
     return NoteVerifier(name, int(hash_hex, 16), Ed25519PublicKey.from_public_bytes(raw[1:]))
 
 
@@ -150,24 +181,32 @@ def parse_signer_key(text: str) -> tuple[str, Ed25519PrivateKey]:
     """Parse a note signer key; returns (name, private key)."""
     parts = text.strip().split("+", 4)
     if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
-        raise _format_error("signer key must look like PRIVATE+KEY+name+hash+key",
-                            hint="the log key file is damaged; restore it from its backup")
+        raise _format_error(
+            "signer key must look like PRIVATE+KEY+name+hash+key",
+            hint="the log key file is damaged; restore it from its backup",
+        )
     name, hash_hex, key_b64 = parts[2:]
     raw = b64decode_canonical(key_b64) or b""
     if len(raw) != 33 or raw[0] != ALG_ED25519 or not _valid_name(name):
-        raise _format_error("signer key is not an Ed25519 note key",
-                            hint="the log key file is damaged; restore it from its backup")
+        raise _format_error(
+            "signer key is not an Ed25519 note key",
+            hint="the log key file is damaged; restore it from its backup",
+        )
     key = Ed25519PrivateKey.from_private_bytes(raw[1:])
     if f"{key_hash(name, key.public_key()):08x}" != hash_hex:
-        raise _format_error("signer key hash does not match its name and key",
-                            hint="the log key file is damaged; restore it from its backup")
+        raise _format_error(
+            "signer key hash does not match its name and key",
+            hint="the log key file is damaged; restore it from its backup",
+        )
     return name, key
 
 
 def sign_note(text: str, name: str, key: Ed25519PrivateKey) -> str:
     """Sign ``text`` as a C2SP signed note with one Ed25519 signature."""
     if not text.endswith("\n") or "\n\n" in text or not _valid_text(text):
-        raise _format_error("note text must end in a newline and hold no blank lines or control characters")
+        raise _format_error(
+            "note text must end in a newline and hold no blank lines or control characters"
+        )
     if not _valid_name(name):
         raise _format_error(f"key name {name!r} is empty or holds '+' or a space")
     sig = key.sign(text.encode("utf-8"))
@@ -194,7 +233,7 @@ def open_note(note: str | bytes, vkey: str | NoteVerifier) -> str:
     split = msg.rfind("\n\n")
     if split < 0:
         raise _format_error("note has no blank line before its signatures")
-    text, sigs = msg[: split + 1], msg[split + 2:]
+    text, sigs = msg[: split + 1], msg[split + 2 :]
     if not sigs or not sigs.endswith("\n"):
         raise _format_error("note signature block is empty or does not end in a newline")
     if "\n\n" in text:
@@ -215,10 +254,14 @@ def open_note(note: str | bytes, vkey: str | NoteVerifier) -> str:
         if name != verifier.name or int.from_bytes(blob[:4], "big") != verifier.key_hash:
             continue
         if not verifier.verify(text.encode("utf-8"), blob[4:]):
-            raise _sig_error(f"signature by {name} does not verify: the note text was changed after signing")
+            raise _sig_error(
+                f"signature by {name} does not verify: the note text was changed after signing"
+            )
         verified = True
     if not verified:
-        raise _sig_error(f"note carries no signature by the key {verifier.name}+{verifier.key_hash:08x}")
+        raise _sig_error(
+            f"note carries no signature by the key {verifier.name}+{verifier.key_hash:08x}"
+        )
     return text
 
 
@@ -233,7 +276,9 @@ def parse_checkpoint_body(text: str) -> Checkpoint:
     _check_origin(origin)
     size = parse_tree_size(size_text)
     if size is None:
-        raise _format_error(f"checkpoint tree size {size_text!r} is not a decimal number without leading zeros")
+        raise _format_error(
+            f"checkpoint tree size {size_text!r} is not a decimal number without leading zeros"
+        )
     root = b64decode_canonical(root_b64)
     if root is None:
         raise _format_error("checkpoint root hash is not canonical base64")
@@ -249,7 +294,9 @@ def sign_checkpoint(cp: Checkpoint, name: str, key: Ed25519PrivateKey) -> str:
     return sign_note(cp.body(), name, key)
 
 
-def open_checkpoint(note_text: str | bytes, vkey: str | NoteVerifier, *, origin: str | None = None) -> Checkpoint:
+def open_checkpoint(
+    note_text: str | bytes, vkey: str | NoteVerifier, *, origin: str | None = None
+) -> Checkpoint:
     """Verify a signed checkpoint and parse it.
 
     ``origin`` (default: the verifier key's name) must equal the checkpoint's

@@ -22,7 +22,7 @@ on its own test data) carries a salted hash of the report, not its numbers
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ffsecure import canonical
@@ -49,22 +49,44 @@ ENTRY_TYPES: dict[str, tuple[str, ...]] = {
 }
 
 #: Fact keys that could carry bulk or patient-derived data; never allowed.
-FORBIDDEN_FACTS = frozenset({"weights", "images", "image", "pixels", "samples", "data", "tensor", "tensors",
-                             "labels", "blob", "dek", "kek", "private_key", "secret"})
+FORBIDDEN_FACTS = frozenset(
+    {
+        "weights",
+        "images",
+        "image",
+        "pixels",
+        "samples",
+        "data",
+        "tensor",
+        "tensors",
+        "labels",
+        "blob",
+        "dek",
+        "kek",
+        "private_key",
+        "secret",
+    }
+)
 
 _TIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 #: Fact keys that hold an id, wherever they appear in ``facts``, and the rule each follows.
-ID_FACTS: dict[str, IdRule] = {"module_id": MODULE_ID, "site_id": SITE_ID,
-                               "dataset_id": ARTIFACT_ID, "classifier_id": ARTIFACT_ID}
+ID_FACTS: dict[str, IdRule] = {
+    "module_id": MODULE_ID,
+    "site_id": SITE_ID,
+    "dataset_id": ARTIFACT_ID,
+    "classifier_id": ARTIFACT_ID,
+}
 
 
-def _error(message: str, hint: str = "build entries with ffsecure.ledger.make_entry") -> LedgerError:
+def _error(
+    message: str, hint: str = "build entries with ffsecure.ledger.make_entry"
+) -> LedgerError:
     return LedgerError(message, code="E_ENTRY", hint=hint)
 
 
 def utc_now() -> str:
     """The current time as RFC 3339 UTC with second precision."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _check_time(value: Any) -> None:
@@ -88,8 +110,9 @@ def _check_crl_facts(facts: dict) -> None:
         try:
             _check_time(value)
         except LedgerError:
-            raise _error(f"fact facts.{key} {value!r} is not RFC 3339 UTC "
-                         "like 2026-11-22T12:00:00Z") from None
+            raise _error(
+                f"fact facts.{key} {value!r} is not RFC 3339 UTC like 2026-11-22T12:00:00Z"
+            ) from None
 
 
 #: Checks of the facts' values, per entry type, beyond the shared rules of ``_walk_facts``.
@@ -101,8 +124,10 @@ def _walk_facts(obj: Any, path: str) -> None:
         for key, value in obj.items():
             where = f"{path}.{key}"
             if key.lower() in FORBIDDEN_FACTS:
-                raise _error(f"fact {where} is not allowed in the public ledger",
-                             hint="ledger facts hold hashes, ids, lineage and reasons, never data")
+                raise _error(
+                    f"fact {where} is not allowed in the public ledger",
+                    hint="ledger facts hold hashes, ids, lineage and reasons, never data",
+                )
             rule = ID_FACTS.get(key)
             if rule is not None and not rule.matches(value):
                 raise _error(f"fact {where} is not a {rule.name} ({rule.rule})")
@@ -120,15 +145,21 @@ def check_entry(entry: Any) -> None:
         raise _error("a ledger entry is a JSON object")
     keys = set(entry)
     if keys != {"v", "type", "time", "actor", "facts"}:
-        raise _error(f"entry keys are {sorted(keys)}; they must be exactly actor, facts, time, type, v")
+        raise _error(
+            f"entry keys are {sorted(keys)}; they must be exactly actor, facts, time, type, v"
+        )
     if entry["v"] != ENTRY_VERSION or isinstance(entry["v"], bool):
         raise _error(f"entry version {entry['v']!r} is not supported (expected {ENTRY_VERSION})")
     kind = entry["type"]
     if kind not in ENTRY_TYPES:
-        raise _error(f"entry type {kind!r} is unknown", hint=f"use one of {', '.join(sorted(ENTRY_TYPES))}")
+        raise _error(
+            f"entry type {kind!r} is unknown", hint=f"use one of {', '.join(sorted(ENTRY_TYPES))}"
+        )
     _check_time(entry["time"])
     if not ACTOR.matches(entry["actor"]):
-        raise _error(f"entry actor {entry['actor']!r} is not site:<id>, operator:<name> or aggregator")
+        raise _error(
+            f"entry actor {entry['actor']!r} is not site:<id>, operator:<name> or aggregator"
+        )
     facts = entry["facts"]
     if not isinstance(facts, dict):
         raise _error("entry facts must be a JSON object")
@@ -142,7 +173,13 @@ def check_entry(entry: Any) -> None:
 
 def make_entry(type: str, actor: str, facts: dict, time: str | None = None) -> dict:
     """Build and check a ledger entry; ``time`` defaults to now (UTC)."""
-    entry = {"v": ENTRY_VERSION, "type": type, "time": time or utc_now(), "actor": actor, "facts": facts}
+    entry = {
+        "v": ENTRY_VERSION,
+        "type": type,
+        "time": time or utc_now(),
+        "actor": actor,
+        "facts": facts,
+    }
     entry_bytes(entry)
     return entry
 
@@ -155,8 +192,10 @@ def entry_bytes(entry: dict) -> bytes:
     except FormatError as exc:
         raise _error(f"entry cannot be encoded as canonical JSON: {exc.message}") from None
     if len(data) > MAX_ENTRY_BYTES:
-        raise _error(f"entry is {len(data)} bytes, more than {MAX_ENTRY_BYTES}",
-                     hint="ledger facts hold hashes and ids; keep bulk data out of the log")
+        raise _error(
+            f"entry is {len(data)} bytes, more than {MAX_ENTRY_BYTES}",
+            hint="ledger facts hold hashes and ids; keep bulk data out of the log",
+        )
     return data
 
 
@@ -167,7 +206,9 @@ def validate_entry(data: bytes) -> dict:
     try:
         entry = canonical.loads_canonical(bytes(data))
     except FormatError as exc:
-        raise _error(f"entry is not canonical JSON: {exc.message}",
-                     hint="the entry bytes were altered; entries are exported exactly as hashed") from None
+        raise _error(
+            f"entry is not canonical JSON: {exc.message}",
+            hint="the entry bytes were altered; entries are exported exactly as hashed",
+        ) from None
     check_entry(entry)
     return entry

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from ffsecure.errors import LedgerError
 
@@ -71,7 +72,8 @@ def inclusion_proof_from(reader: NodeReader, index: int, size: int) -> list[byte
     """PATH(index, D[0:size]) of RFC 9162 section 2.1.3.1, leaf side first."""
     if not 0 <= index < size:
         raise LedgerError(
-            f"leaf index {index} is outside a tree of size {size}", code="E_PROOF",
+            f"leaf index {index} is outside a tree of size {size}",
+            code="E_PROOF",
             hint="ask for an index below the tree size",
         )
     path: list[bytes] = []
@@ -95,7 +97,8 @@ def consistency_proof_from(reader: NodeReader, old_size: int, new_size: int) -> 
     if not 0 <= old_size <= new_size:
         raise LedgerError(
             f"cannot prove consistency from size {old_size} to size {new_size}",
-            code="E_PROOF", hint="the old size must be between 0 and the new size",
+            code="E_PROOF",
+            hint="the old size must be between 0 and the new size",
         )
     if old_size == 0 or old_size == new_size:
         return []
@@ -151,7 +154,9 @@ class MemoryTree:
         return root_from(self, self.size if size is None else self._check_size(size))
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
-        return inclusion_proof_from(self, index, self.size if size is None else self._check_size(size))
+        return inclusion_proof_from(
+            self, index, self.size if size is None else self._check_size(size)
+        )
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         size = self.size if new_size is None else self._check_size(new_size)
@@ -160,7 +165,8 @@ class MemoryTree:
     def _check_size(self, size: int) -> int:
         if not 0 <= size <= self.size:
             raise LedgerError(
-                f"tree size {size} is larger than the log ({self.size} entries)", code="E_PROOF",
+                f"tree size {size} is larger than the log ({self.size} entries)",
+                code="E_PROOF",
                 hint="ask for a size the log has reached",
             )
         return size
@@ -191,15 +197,19 @@ def compute_inclusion_proof(leaf_hashes: Sequence[bytes], index: int) -> list[by
     return MemoryTree(leaf_hashes).inclusion_proof(index)
 
 
-def compute_consistency_proof(leaf_hashes: Sequence[bytes], old_size: int,
-                              new_size: int | None = None) -> list[bytes]:
+def compute_consistency_proof(
+    leaf_hashes: Sequence[bytes], old_size: int, new_size: int | None = None
+) -> list[bytes]:
     """The consistency proof from ``old_size`` to ``new_size`` (default: all leaves)."""
     return MemoryTree(leaf_hashes).consistency_proof(old_size, new_size)
 
 
 def _fail(message: str) -> LedgerError:
-    return LedgerError(message, code="E_PROOF",
-                       hint="the log or the proof was altered, or the wrong tree size or root was used")
+    return LedgerError(
+        message,
+        code="E_PROOF",
+        hint="the log or the proof was altered, or the wrong tree size or root was used",
+    )
 
 
 def _check_hash(value: bytes, what: str) -> None:
@@ -207,7 +217,9 @@ def _check_hash(value: bytes, what: str) -> None:
         raise _fail(f"{what} is not a {HASH_SIZE}-byte SHA-256 hash")
 
 
-def root_from_inclusion_proof(leaf: bytes, index: int, tree_size: int, proof: Sequence[bytes]) -> bytes:
+def root_from_inclusion_proof(
+    leaf: bytes, index: int, tree_size: int, proof: Sequence[bytes]
+) -> bytes:
     """The root implied by an inclusion proof (RFC 9162 section 2.1.3.2, steps 1-4)."""
     _check_hash(leaf, "leaf hash")
     if not 0 <= index < tree_size:
@@ -216,7 +228,9 @@ def root_from_inclusion_proof(leaf: bytes, index: int, tree_size: int, proof: Se
     for i, p in enumerate(proof):
         _check_hash(p, f"inclusion proof element {i}")
         if sn == 0:
-            raise _fail(f"inclusion proof has {len(proof)} elements, more than a tree of size {tree_size} needs")
+            raise _fail(
+                f"inclusion proof has {len(proof)} elements, more than a tree of size {tree_size} needs"
+            )
         if fn & 1 or fn == sn:
             r = node_hash(p, r)
             if not fn & 1:
@@ -228,11 +242,15 @@ def root_from_inclusion_proof(leaf: bytes, index: int, tree_size: int, proof: Se
         fn >>= 1
         sn >>= 1
     if sn != 0:
-        raise _fail(f"inclusion proof has {len(proof)} elements, fewer than a tree of size {tree_size} needs")
+        raise _fail(
+            f"inclusion proof has {len(proof)} elements, fewer than a tree of size {tree_size} needs"
+        )
     return r
 
 
-def verify_inclusion(leaf: bytes, index: int, tree_size: int, proof: Sequence[bytes], root: bytes) -> None:
+def verify_inclusion(
+    leaf: bytes, index: int, tree_size: int, proof: Sequence[bytes], root: bytes
+) -> None:
     """Check that ``leaf`` (a leaf hash) is entry ``index`` of the tree with ``root``.
 
     Raises :class:`LedgerError` ``E_PROOF`` when it is not.
@@ -240,11 +258,14 @@ def verify_inclusion(leaf: bytes, index: int, tree_size: int, proof: Sequence[by
     _check_hash(root, "root hash")
     computed = root_from_inclusion_proof(leaf, index, tree_size, proof)
     if not hmac.compare_digest(computed, bytes(root)):
-        raise _fail(f"inclusion proof for entry {index} does not lead to the root of tree size {tree_size}")
+        raise _fail(
+            f"inclusion proof for entry {index} does not lead to the root of tree size {tree_size}"
+        )
 
 
-def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes,
-                       proof: Sequence[bytes]) -> None:
+def verify_consistency(
+    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
+) -> None:
     """Check that the tree (new_size, new_root) extends (old_size, old_root).
 
     RFC 9162 section 2.1.4.2. Raises :class:`LedgerError` ``E_PROOF`` when it

@@ -41,11 +41,17 @@ class LogReport:
         return self.tree.inclusion_proof(index, self.size)
 
     def to_dict(self) -> dict:
-        return {"origin": self.origin, "size": self.size, "root_hash": self.root_hash.hex(),
-                "checkpoints": [cp.size for cp in self.checkpoints]}
+        return {
+            "origin": self.origin,
+            "size": self.size,
+            "root_hash": self.root_hash.hex(),
+            "checkpoints": [cp.size for cp in self.checkpoints],
+        }
 
 
-def _inconsistent(message: str, hint: str = "the bundle was altered or is incomplete") -> LedgerError:
+def _inconsistent(
+    message: str, hint: str = "the bundle was altered or is incomplete"
+) -> LedgerError:
     return LedgerError(message, code="E_INCONSISTENT", hint=hint)
 
 
@@ -55,8 +61,11 @@ def read_entries(path: Path) -> list[bytes]:
     if not data:
         return []
     if not data.endswith(b"\n"):
-        raise LedgerError(f"{path.name} does not end in a newline", code="E_ENTRY",
-                          hint="the file was truncated or altered")
+        raise LedgerError(
+            f"{path.name} does not end in a newline",
+            code="E_ENTRY",
+            hint="the file was truncated or altered",
+        )
     return data[:-1].split(b"\n")
 
 
@@ -72,7 +81,9 @@ def verify_log(vkey: str, entries: list[bytes], checkpoint_notes: dict[str, byte
         try:
             parsed.append(validate_entry(data))
         except LedgerError as exc:
-            raise LedgerError(f"entry {i} is invalid: {exc.message}", code="E_ENTRY", hint=exc.hint) from None
+            raise LedgerError(
+                f"entry {i} is invalid: {exc.message}", code="E_ENTRY", hint=exc.hint
+            ) from None
         tree.append_hash(leaf_hash(data))
     if not checkpoint_notes:
         raise _inconsistent("the bundle holds no checkpoint", hint="export the bundle again")
@@ -83,7 +94,9 @@ def verify_log(vkey: str, entries: list[bytes], checkpoint_notes: dict[str, byte
         try:
             cp = open_checkpoint(note, verifier)
         except LedgerError as exc:
-            raise LedgerError(f"checkpoint {name}: {exc.message}", code=exc.code, hint=exc.hint) from None
+            raise LedgerError(
+                f"checkpoint {name}: {exc.message}", code=exc.code, hint=exc.hint
+            ) from None
         if cp.size != int(name):
             raise _inconsistent(f"checkpoint file {name} holds a checkpoint of tree size {cp.size}")
         cps.append(cp)
@@ -92,21 +105,37 @@ def verify_log(vkey: str, entries: list[bytes], checkpoint_notes: dict[str, byte
         if cp.size > tree.size:
             raise _inconsistent(
                 f"checkpoint {cp.size} covers more entries than entries.jsonl holds ({tree.size}): "
-                "entries were dropped")
+                "entries were dropped"
+            )
         if not hmac.compare_digest(tree.root(cp.size), cp.root_hash):
             raise _inconsistent(
                 f"the first {cp.size} entries do not hash to the root signed in checkpoint {cp.size}: "
-                "an entry was changed, dropped, inserted or reordered")
+                "an entry was changed, dropped, inserted or reordered"
+            )
     for old, new in zip(cps, cps[1:]):
-        verify_consistency(old.size, new.size, old.root_hash, new.root_hash,
-                           tree.consistency_proof(old.size, new.size))
+        verify_consistency(
+            old.size,
+            new.size,
+            old.root_hash,
+            new.root_hash,
+            tree.consistency_proof(old.size, new.size),
+        )
     latest = cps[-1]
     if latest.size != tree.size:
         raise _inconsistent(
             f"entries.jsonl holds {tree.size} entries but the latest checkpoint covers {latest.size}: "
-            "entries were added after the last signed checkpoint")
-    return LogReport(origin=latest.origin, vkey=vkey.strip(), size=latest.size, root_hash=latest.root_hash,
-                     checkpoints=cps, entries=parsed, entry_bytes=list(entries), tree=tree)
+            "entries were added after the last signed checkpoint"
+        )
+    return LogReport(
+        origin=latest.origin,
+        vkey=vkey.strip(),
+        size=latest.size,
+        root_hash=latest.root_hash,
+        checkpoints=cps,
+        entries=parsed,
+        entry_bytes=list(entries),
+        tree=tree,
+    )
 
 
 def verify_bundle_log(bundle_dir: str | Path) -> LogReport:
@@ -114,11 +143,15 @@ def verify_bundle_log(bundle_dir: str | Path) -> LogReport:
     root = Path(bundle_dir)
     missing = [p for p in ("log.vkey", "entries.jsonl", "checkpoints") if not (root / p).exists()]
     if missing:
-        raise _inconsistent(f"bundle {root} lacks {', '.join(missing)}",
-                            hint="export it with `aggregator ledger export --out DIR`")
+        raise _inconsistent(
+            f"bundle {root} lacks {', '.join(missing)}",
+            hint="export it with `aggregator ledger export --out DIR`",
+        )
     vkey = (root / "log.vkey").read_text(encoding="utf-8")
     if (root / "entries.jsonl").stat().st_size > MAX_BUNDLE_ENTRIES_BYTES:
         raise _inconsistent("entries.jsonl is larger than this verifier accepts")
     entries = read_entries(root / "entries.jsonl")
-    notes = {p.name: p.read_bytes() for p in sorted((root / "checkpoints").iterdir()) if p.is_file()}
+    notes = {
+        p.name: p.read_bytes() for p in sorted((root / "checkpoints").iterdir()) if p.is_file()
+    }
     return verify_log(vkey, entries, notes)

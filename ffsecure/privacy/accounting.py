@@ -37,22 +37,38 @@ def recompute(dp: dict[str, Any] | None, *, strict: bool = True) -> dict[str, An
         return {"dp": False}
     missing = [k for k in NEEDED if k not in dp]
     if missing:
-        raise DPError(f"the DP record lacks {missing}, so its epsilon cannot be re-computed",
-                      hint="train with ffsecure.dp (the training report records every parameter)")
+        raise DPError(
+            f"the DP record lacks {missing}, so its epsilon cannot be re-computed",
+            hint="train with ffsecure.dp (the training report records every parameter)",
+        )
     steps = dp["steps"]
     if isinstance(steps, float) and steps.is_integer():
         steps = int(steps)
     from ffsecure.dp import compute_epsilon
 
-    eps = compute_epsilon(noise_multiplier=dp["noise_multiplier"], sample_rate=dp["sample_rate"],
-                          steps=steps, delta=dp["delta"], accountant=dp["accountant"])
+    eps = compute_epsilon(
+        noise_multiplier=dp["noise_multiplier"],
+        sample_rate=dp["sample_rate"],
+        steps=steps,
+        delta=dp["delta"],
+        accountant=dp["accountant"],
+    )
     claimed = float(dp["epsilon"])
     matches = math.isclose(eps, claimed, rel_tol=RTOL, abs_tol=1e-9)
     if strict and not matches:
         raise EpsilonMismatchError(
             f"the recorded DP parameters give epsilon {eps:.6g} with the {dp['accountant']} accountant, "
             f"but the module claims {claimed:.6g}",
-            hint="the manifest's DP record was altered or written by other code; retrain with ffsecure")
-    return {"dp": True, "epsilon_claimed": claimed, "epsilon_recomputed": eps, "delta": float(dp["delta"]),
-            "accountant": dp["accountant"], "noise_multiplier": float(dp["noise_multiplier"]),
-            "sample_rate": float(dp["sample_rate"]), "steps": int(steps), "matches": matches}
+            hint="the manifest's DP record was altered or written by other code; retrain with ffsecure",
+        )
+    return {
+        "dp": True,
+        "epsilon_claimed": claimed,
+        "epsilon_recomputed": eps,
+        "delta": float(dp["delta"]),
+        "accountant": dp["accountant"],
+        "noise_multiplier": float(dp["noise_multiplier"]),
+        "sample_rate": float(dp["sample_rate"]),
+        "steps": int(steps),
+        "matches": matches,
+    }

@@ -20,6 +20,7 @@ from ffsecure.privacy.report import check_report
 def attach_report(pkg: SignedPackage, report: dict[str, Any], key: Any, cert: Any) -> SignedPackage:
     """A new signed package: ``pkg`` with ``report`` as its manifest's ``privacy_report``."""
     check_report(report)
-    manifest = dataclasses.replace(pkg.manifest, privacy_report=dict(report),
-                                   created_at=pki.rfc3339(pki.utcnow()))
+    manifest = dataclasses.replace(
+        pkg.manifest, privacy_report=dict(report), created_at=pki.rfc3339(pki.utcnow())
+    )
     return sign_package(manifest, pkg.weights, key, cert)

@@ -21,21 +21,27 @@ from ffsecure.privacy import accounting, membership, memorization
 from ffsecure.privacy.report import DEFAULT_SAMPLES, REPORT_VERSION, manifest_report
 
 
-def split_holdout(x: torch.Tensor, y: torch.Tensor, *, seed: int, reference_fraction: float
-                  ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
+def split_holdout(
+    x: torch.Tensor, y: torch.Tensor, *, seed: int, reference_fraction: float
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
     """Split held-out images at random (seeded) into (evaluation non-members, reference-training set or None)."""
     if reference_fraction <= 0:
         return (x, y), None
     perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
     k = int(round(x.shape[0] * reference_fraction))
     if k < 1 or x.shape[0] - k < 1:
-        raise DataError(f"{x.shape[0]} held-out images cannot be split for a reference model",
-                        code="E_DATA_FORMAT", hint="use more held-out images or --no-reference")
+        raise DataError(
+            f"{x.shape[0]} held-out images cannot be split for a reference model",
+            code="E_DATA_FORMAT",
+            hint="use more held-out images or --no-reference",
+        )
     ref, ev = perm[:k], perm[k:]
     return (x[ev], y[ev]), (x[ref], y[ref])
 
 
-def subsample(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def subsample(
+    x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     if n is None or x.shape[0] <= n:
         return x, y
     idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
@@ -52,14 +58,24 @@ def generation_labels(labels: torch.Tensor, n: int) -> torch.Tensor:
     return torch.repeat_interleave(classes, base)
 
 
-def run_check(gen: Any, *, members: tuple[torch.Tensor, torch.Tensor],
-              non_members: tuple[torch.Tensor, torch.Tensor], dp: dict[str, Any] | None = None,
-              reference: Any | None = None, n_generated: int = DEFAULT_SAMPLES, seed: int = 0,
-              draws: int | None = None, png: str | Path | None = None,
-              near_copy_threshold: float | None = None) -> dict[str, Any]:
+def run_check(
+    gen: Any,
+    *,
+    members: tuple[torch.Tensor, torch.Tensor],
+    non_members: tuple[torch.Tensor, torch.Tensor],
+    dp: dict[str, Any] | None = None,
+    reference: Any | None = None,
+    n_generated: int = DEFAULT_SAMPLES,
+    seed: int = 0,
+    draws: int | None = None,
+    png: str | Path | None = None,
+    near_copy_threshold: float | None = None,
+) -> dict[str, Any]:
     """Measure the module; return the full report (see ``docs/privacy.md``)."""
     if n_generated < 1:
-        raise DataError("generate at least one sample", code="E_DATA_FORMAT", hint="use --samples 1000")
+        raise DataError(
+            "generate at least one sample", code="E_DATA_FORMAT", hint="use --samples 1000"
+        )
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     mia = membership.attack(gen, members, non_members, reference=reference, draws=draws, seed=seed)
@@ -68,11 +84,19 @@ def run_check(gen: Any, *, members: tuple[torch.Tensor, torch.Tensor],
     t0 = time.perf_counter()
     labels = generation_labels(members[1], n_generated)
     generated = gen.sample(labels, seed=seed)
-    memo = memorization.memorization(generated, members[0], non_members[0], threshold=near_copy_threshold)
+    memo = memorization.memorization(
+        generated, members[0], non_members[0], threshold=near_copy_threshold
+    )
     files = {}
     if png is not None:
-        memorization.closest_pairs_png(png, generated, members[0], memo["d_gen"], memo["nn_gen"],
-                                       threshold=memo["near_copy_threshold"])
+        memorization.closest_pairs_png(
+            png,
+            generated,
+            members[0],
+            memo["d_gen"],
+            memo["nn_gen"],
+            threshold=memo["near_copy_threshold"],
+        )
         files["closest_pairs_png"] = str(png)
     timings["memorization_s"] = time.perf_counter() - t0
 

@@ -36,20 +36,26 @@ DEFAULT_DRAWS = {"cvae": 8, "ddpm": 8}
 BATCH = 256
 
 
-def _check(x: torch.Tensor, y: torch.Tensor, config: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+def _check(
+    x: torch.Tensor, y: torch.Tensor, config: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor]:
     from ffsecure.generators.training import check_data
 
     return check_data(x, y, config["image_shape"], config["num_classes"])
 
 
 @torch.no_grad()
-def example_losses(gen: Any, images: torch.Tensor, labels: torch.Tensor, *, draws: int | None = None,
-                   seed: int = 0) -> torch.Tensor:
+def example_losses(
+    gen: Any, images: torch.Tensor, labels: torch.Tensor, *, draws: int | None = None, seed: int = 0
+) -> torch.Tensor:
     """The generator's loss on each example, ``(N,)`` float64, averaged over ``draws`` fixed noise draws."""
     family = getattr(gen, "family", None)
     if family not in DEFAULT_DRAWS:
-        raise DataError(f"membership inference does not know generator family {family!r}",
-                        code="E_DATA_FORMAT", hint="use a cvae or ddpm module")
+        raise DataError(
+            f"membership inference does not know generator family {family!r}",
+            code="E_DATA_FORMAT",
+            hint="use a cvae or ddpm module",
+        )
     x, y = _check(images, labels, gen.config)
     draws = DEFAULT_DRAWS[family] if draws is None else int(draws)
     if draws < 1:
@@ -62,7 +68,9 @@ def example_losses(gen: Any, images: torch.Tensor, labels: torch.Tensor, *, draw
         for d in range(draws):
             eps = torch.randn(n, zd, generator=torch.Generator().manual_seed(seed * 1009 + d))
             for s in range(0, n, BATCH):
-                total[s:s + BATCH] += net(x[s:s + BATCH], y[s:s + BATCH], eps[s:s + BATCH], 1.0).double()
+                total[s : s + BATCH] += net(
+                    x[s : s + BATCH], y[s : s + BATCH], eps[s : s + BATCH], 1.0
+                ).double()
     else:
         from ffsecure.generators.ddpm import alphas_cumprod
 
@@ -75,8 +83,10 @@ def example_losses(gen: Any, images: torch.Tensor, labels: torch.Tensor, *, draw
             xt = a.sqrt() * x + (1 - a).sqrt() * noise
             t = torch.full((n,), t_val, dtype=torch.int64)
             for s in range(0, n, BATCH):
-                pred = net(xt[s:s + BATCH], t[s:s + BATCH], y[s:s + BATCH])
-                total[s:s + BATCH] += (pred - noise[s:s + BATCH]).pow(2).flatten(1).mean(dim=1).double()
+                pred = net(xt[s : s + BATCH], t[s : s + BATCH], y[s : s + BATCH])
+                total[s : s + BATCH] += (
+                    (pred - noise[s : s + BATCH]).pow(2).flatten(1).mean(dim=1).double()
+                )
     return total / draws
 
 
@@ -85,8 +95,11 @@ def auroc(member_scores: Any, non_member_scores: Any) -> float:
     m = np.asarray(member_scores, dtype=np.float64).ravel()
     nm = np.asarray(non_member_scores, dtype=np.float64).ravel()
     if m.size == 0 or nm.size == 0 or not (np.isfinite(m).all() and np.isfinite(nm).all()):
-        raise DataError("AUROC needs finite scores for at least one member and one non-member",
-                        code="E_DATA_FORMAT", hint="give both sets at least one example")
+        raise DataError(
+            "AUROC needs finite scores for at least one member and one non-member",
+            code="E_DATA_FORMAT",
+            hint="give both sets at least one example",
+        )
     from scipy.stats import rankdata
 
     ranks = rankdata(np.concatenate([m, nm]))
@@ -99,27 +112,41 @@ def tpr_at_fpr(member_scores: Any, non_member_scores: Any, fpr: float = 0.01) ->
     m = np.asarray(member_scores, dtype=np.float64).ravel()
     nm = np.sort(np.asarray(non_member_scores, dtype=np.float64).ravel())[::-1]
     if m.size == 0 or nm.size == 0:
-        raise DataError("TPR needs at least one member and one non-member", code="E_DATA_FORMAT",
-                        hint="give both sets at least one example")
+        raise DataError(
+            "TPR needs at least one member and one non-member",
+            code="E_DATA_FORMAT",
+            hint="give both sets at least one example",
+        )
     allowed = int(np.floor(fpr * nm.size))  # non-members allowed above the threshold
     threshold = nm[allowed] if allowed < nm.size else -np.inf
     return float((m > threshold).mean())
 
 
 def scores_summary(member_scores: Any, non_member_scores: Any) -> dict[str, float]:
-    return {"auroc": auroc(member_scores, non_member_scores),
-            "tpr_at_1pct_fpr": tpr_at_fpr(member_scores, non_member_scores, 0.01)}
+    return {
+        "auroc": auroc(member_scores, non_member_scores),
+        "tpr_at_1pct_fpr": tpr_at_fpr(member_scores, non_member_scores, 0.01),
+    }
 
 
-def attack(gen: Any, members: tuple[torch.Tensor, torch.Tensor], non_members: tuple[torch.Tensor, torch.Tensor],
-           *, reference: Any | None = None, draws: int | None = None, seed: int = 0) -> dict[str, Any]:
+def attack(
+    gen: Any,
+    members: tuple[torch.Tensor, torch.Tensor],
+    non_members: tuple[torch.Tensor, torch.Tensor],
+    *,
+    reference: Any | None = None,
+    draws: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Run the loss attack (and the calibrated one when a ``reference`` generator is given)."""
     lm = example_losses(gen, *members, draws=draws, seed=seed)
     ln = example_losses(gen, *non_members, draws=draws, seed=seed)
     out: dict[str, Any] = {
-        "members": int(lm.numel()), "non_members": int(ln.numel()),
+        "members": int(lm.numel()),
+        "non_members": int(ln.numel()),
         "draws": DEFAULT_DRAWS[gen.family] if draws is None else int(draws),
-        "mean_loss_members": float(lm.mean()), "mean_loss_non_members": float(ln.mean()),
+        "mean_loss_members": float(lm.mean()),
+        "mean_loss_non_members": float(ln.mean()),
         **scores_summary(-lm.numpy(), -ln.numpy()),
     }
     if reference is not None:

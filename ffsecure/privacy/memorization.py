@@ -34,44 +34,62 @@ DEFAULT_QUANTILE = 0.01
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[0] == 0:
-        raise DataError("images must be a non-empty (N, C, H, W) tensor", code="E_DATA_FORMAT",
-                        hint="pass images in the pipeline's tensor layout")
+        raise DataError(
+            "images must be a non-empty (N, C, H, W) tensor",
+            code="E_DATA_FORMAT",
+            hint="pass images in the pipeline's tensor layout",
+        )
     return x.detach().to("cpu", torch.float32).reshape(x.shape[0], -1)
 
 
-def nearest(queries: torch.Tensor, reference: torch.Tensor, *, k: int = 1,
-            chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+def nearest(
+    queries: torch.Tensor, reference: torch.Tensor, *, k: int = 1, chunk: int = 512
+) -> tuple[torch.Tensor, torch.Tensor]:
     """RMS distance and index of the ``k`` nearest ``reference`` images of every query: ``(N, k)`` each."""
     q, r = _flat(queries), _flat(reference)
     if q.shape[1] != r.shape[1]:
-        raise DataError(f"queries have {q.shape[1]} values per image, the reference {r.shape[1]}",
-                        code="E_DATA_FORMAT", hint="compare images of the same shape")
+        raise DataError(
+            f"queries have {q.shape[1]} values per image, the reference {r.shape[1]}",
+            code="E_DATA_FORMAT",
+            hint="compare images of the same shape",
+        )
     k = min(k, r.shape[0])
     scale = 1.0 / math.sqrt(q.shape[1])
     dists, idxs = [], []
     r64 = r.double()
     for start in range(0, q.shape[0], chunk):
-        d = torch.cdist(q[start:start + chunk].double(), r64)
+        d = torch.cdist(q[start : start + chunk].double(), r64)
         val, idx = torch.topk(d, k, dim=1, largest=False)
         dists.append(val * scale)
         idxs.append(idx)
     return torch.cat(dists).float(), torch.cat(idxs)
 
 
-def memorization(generated: torch.Tensor, train: torch.Tensor, holdout: torch.Tensor, *,
-                 threshold: float | None = None, quantile: float = DEFAULT_QUANTILE) -> dict[str, Any]:
+def memorization(
+    generated: torch.Tensor,
+    train: torch.Tensor,
+    holdout: torch.Tensor,
+    *,
+    threshold: float | None = None,
+    quantile: float = DEFAULT_QUANTILE,
+) -> dict[str, Any]:
     """Distances of ``generated`` and ``holdout`` images to their nearest ``train`` image, and the figures.
 
     Returns the summary figures plus ``d_gen``/``nn_gen`` tensors (per generated
     sample: distance and index of the nearest training image) for plotting.
     """
     if not 0 < quantile < 1:
-        raise DataError(f"quantile must be in (0, 1), got {quantile!r}", code="E_DATA_FORMAT",
-                        hint="use e.g. 0.01")
+        raise DataError(
+            f"quantile must be in (0, 1), got {quantile!r}",
+            code="E_DATA_FORMAT",
+            hint="use e.g. 0.01",
+        )
     d_gen, nn_gen = nearest(generated, train)
     d_hold, _ = nearest(holdout, train)
     d_gen, nn_gen, d_hold = d_gen[:, 0], nn_gen[:, 0], d_hold[:, 0]
-    tau = float(torch.quantile(d_hold.double(), quantile)) if threshold is None else float(threshold)
+    tau = (
+        float(torch.quantile(d_hold.double(), quantile)) if threshold is None else float(threshold)
+    )
     med_gen, med_hold = float(d_gen.median()), float(d_hold.median())
     return {
         "generated": int(d_gen.numel()),
@@ -90,9 +108,17 @@ def memorization(generated: torch.Tensor, train: torch.Tensor, holdout: torch.Te
     }
 
 
-def closest_pairs_png(path: str | Path, generated: torch.Tensor, train: torch.Tensor, d_gen: torch.Tensor,
-                      nn_gen: torch.Tensor, *, n: int = 12, threshold: float | None = None,
-                      title: str | None = None) -> Path:
+def closest_pairs_png(
+    path: str | Path,
+    generated: torch.Tensor,
+    train: torch.Tensor,
+    d_gen: torch.Tensor,
+    nn_gen: torch.Tensor,
+    *,
+    n: int = 12,
+    threshold: float | None = None,
+    title: str | None = None,
+) -> Path:
     """A PNG of the ``n`` generated samples closest to a training image, above those training images."""
     from ffsecure.plots import _pyplot, _to_display
 
@@ -112,7 +138,9 @@ def closest_pairs_png(path: str | Path, generated: torch.Tensor, train: torch.Te
         axes[1][col].set_xlabel(f"{float(d_gen[i]):.3f}", fontsize=7)
     axes[0][0].set_ylabel("generated", fontsize=7)
     axes[1][0].set_ylabel("nearest\ntraining", fontsize=7)
-    fig.suptitle(title or "closest generated/training pairs (RMS distance; red = near-copy)", fontsize=8)
+    fig.suptitle(
+        title or "closest generated/training pairs (RMS distance; red = near-copy)", fontsize=8
+    )
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

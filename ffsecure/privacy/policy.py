@@ -46,17 +46,24 @@ POLICY_FIELDS: dict[str, tuple[float, float] | None] = {
 # A membership attack no better than guessing scores 0.5; 0.55 leaves room for the sampling error
 # of a few hundred examples (docs/privacy.md) and refuses the leakiest DP cells of RESULTS.md.
 DEFAULT_MAX_MEMBERSHIP_AUROC = 0.55
-DEFAULTS: dict[str, bool | float] = {"required": False,
-                                     "max_membership_auroc": DEFAULT_MAX_MEMBERSHIP_AUROC}
+DEFAULTS: dict[str, bool | float] = {
+    "required": False,
+    "max_membership_auroc": DEFAULT_MAX_MEMBERSHIP_AUROC,
+}
 EPSILON_RTOL = 1e-4
-FIX_HINT = ("run `site-node privacy-check --attach` and retrain (e.g. with DP or fewer epochs) "
-            "until it passes")
+FIX_HINT = (
+    "run `site-node privacy-check --attach` and retrain (e.g. with DP or fewer epochs) "
+    "until it passes"
+)
 
 # policy key -> (what a person reads, plain report key, calibrated report key or None)
 THRESHOLDS: dict[str, tuple[str, str, str | None]] = {
     "max_membership_auroc": ("membership AUROC", "membership_auroc", "membership_calibrated_auroc"),
-    "max_membership_tpr_at_1pct_fpr": ("membership TPR at 1% FPR", "membership_tpr_at_1pct_fpr",
-                                       "membership_calibrated_tpr_at_1pct_fpr"),
+    "max_membership_tpr_at_1pct_fpr": (
+        "membership TPR at 1% FPR",
+        "membership_tpr_at_1pct_fpr",
+        "membership_calibrated_tpr_at_1pct_fpr",
+    ),
     "max_near_copy_fraction": ("near-copy fraction", "near_copy_fraction", None),
 }
 
@@ -83,8 +90,9 @@ def check_policy_fields(policy: Any) -> dict[str, Any]:
         raise PrivacyPolicySchemaError("privacy_policy must be an object")
     unknown = sorted(k for k in policy if k not in POLICY_FIELDS)
     if unknown:
-        raise PrivacyPolicySchemaError(f"privacy_policy has unknown keys {unknown[:5]}; "
-                                       f"known keys: {sorted(POLICY_FIELDS)}")
+        raise PrivacyPolicySchemaError(
+            f"privacy_policy has unknown keys {unknown[:5]}; known keys: {sorted(POLICY_FIELDS)}"
+        )
     for key, value in policy.items():
         bounds = POLICY_FIELDS[key]
         if bounds is None:
@@ -92,8 +100,10 @@ def check_policy_fields(policy: Any) -> dict[str, Any]:
                 raise PrivacyPolicySchemaError(f"privacy_policy.{key} must be true or false")
             continue
         if not _number_in(value, bounds):
-            raise PrivacyPolicySchemaError(f"privacy_policy.{key} must be a number in "
-                                           f"[{bounds[0]:g}, {bounds[1]:g}], got {value!r}")
+            raise PrivacyPolicySchemaError(
+                f"privacy_policy.{key} must be a number in "
+                f"[{bounds[0]:g}, {bounds[1]:g}], got {value!r}"
+            )
     return policy
 
 
@@ -143,11 +153,24 @@ class PolicyVerdict:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the effective policy, each threshold's figures and verdict, the problems."""
-        return {"policy": self.policy, "required": self.required, "has_report": self.has_report,
-                "passes": self.passes,
-                "thresholds": [{"key": c.key, "what": c.what, "limit": c.limit, "value": c.value,
-                                "passes": c.passes, "default": c.default} for c in self.thresholds],
-                "problems": [p.message for p in self.problems]}
+        return {
+            "policy": self.policy,
+            "required": self.required,
+            "has_report": self.has_report,
+            "passes": self.passes,
+            "thresholds": [
+                {
+                    "key": c.key,
+                    "what": c.what,
+                    "limit": c.limit,
+                    "value": c.value,
+                    "passes": c.passes,
+                    "default": c.default,
+                }
+                for c in self.thresholds
+            ],
+            "problems": [p.message for p in self.problems],
+        }
 
 
 def _malformed(report: dict[str, Any] | None) -> PrivacyPolicyError | None:
@@ -161,45 +184,67 @@ def _malformed(report: dict[str, Any] | None) -> PrivacyPolicyError | None:
     return None
 
 
-def _epsilon_problems(report: dict[str, Any] | None,
-                      dp: dict[str, Any] | None) -> list[PrivacyPolicyError]:
+def _epsilon_problems(
+    report: dict[str, Any] | None, dp: dict[str, Any] | None
+) -> list[PrivacyPolicyError]:
     """The report's re-computed epsilon against the module's DP claim."""
     eps = report.get("dp_epsilon_recomputed") if report else None
     if eps is None:
         return []
     if not isinstance(dp, dict):
-        return [PrivacyPolicyError("the privacy report states a DP epsilon but the module has no "
-                                   "DP claim", hint="attach the report produced for this module")]
+        return [
+            PrivacyPolicyError(
+                "the privacy report states a DP epsilon but the module has no DP claim",
+                hint="attach the report produced for this module",
+            )
+        ]
     claimed = dp.get("epsilon")
     if not math.isclose(eps, claimed, rel_tol=EPSILON_RTOL, abs_tol=1e-6):
-        return [PrivacyPolicyError(
-            f"the re-computed epsilon {eps:g} disagrees with the module's claimed epsilon "
-            f"{claimed:g}",
-            hint="the DP parameters in the manifest do not give the claimed epsilon; retrain")]
+        return [
+            PrivacyPolicyError(
+                f"the re-computed epsilon {eps:g} disagrees with the module's claimed epsilon "
+                f"{claimed:g}",
+                hint="the DP parameters in the manifest do not give the claimed epsilon; retrain",
+            )
+        ]
     return []
 
 
-def _threshold_checks(report: dict[str, Any] | None, raw: dict[str, Any],
-                      effective: dict[str, Any]) -> tuple[ThresholdCheck, ...]:
-    return tuple(ThresholdCheck(key=key, what=what, limit=effective[key], default=key not in raw,
-                                value=strongest(report, plain, calibrated))
-                 for key, (what, plain, calibrated) in THRESHOLDS.items()
-                 if effective.get(key) is not None)
+def _threshold_checks(
+    report: dict[str, Any] | None, raw: dict[str, Any], effective: dict[str, Any]
+) -> tuple[ThresholdCheck, ...]:
+    return tuple(
+        ThresholdCheck(
+            key=key,
+            what=what,
+            limit=effective[key],
+            default=key not in raw,
+            value=strongest(report, plain, calibrated),
+        )
+        for key, (what, plain, calibrated) in THRESHOLDS.items()
+        if effective.get(key) is not None
+    )
 
 
 def _threshold_problem(check: ThresholdCheck) -> PrivacyPolicyError:
     if check.value is None:
-        return PrivacyPolicyError(f"the federation limits the {check.what} ({check.key} = "
-                                  f"{check.limit:g}) but the module's privacy report does not "
-                                  "state it",
-                                  hint=FIX_HINT)
+        return PrivacyPolicyError(
+            f"the federation limits the {check.what} ({check.key} = "
+            f"{check.limit:g}) but the module's privacy report does not "
+            "state it",
+            hint=FIX_HINT,
+        )
     source = ", the policy default" if check.default else ""
-    return PrivacyPolicyError(f"{check.what} {check.value:g} is above the federation's limit "
-                              f"{check.limit:g} ({check.key}{source})", hint=FIX_HINT)
+    return PrivacyPolicyError(
+        f"{check.what} {check.value:g} is above the federation's limit "
+        f"{check.limit:g} ({check.key}{source})",
+        hint=FIX_HINT,
+    )
 
 
-def evaluate(report: dict[str, Any] | None, dp: dict[str, Any] | None,
-             policy: dict[str, Any] | None) -> PolicyVerdict:
+def evaluate(
+    report: dict[str, Any] | None, dp: dict[str, Any] | None, policy: dict[str, Any] | None
+) -> PolicyVerdict:
     """Each threshold's PASS/FAIL and every problem of a module under the federation's policy.
 
     ``report`` and ``dp`` are the module manifest's fields, ``policy`` the
@@ -215,16 +260,20 @@ def evaluate(report: dict[str, Any] | None, dp: dict[str, Any] | None,
         return PolicyVerdict(None, False, report is not None, (), tuple(problems))
     if report is None:
         if required:
-            problems.append(PrivacyPolicyError(
-                "the federation requires a privacy report; the module has none", hint=FIX_HINT))
+            problems.append(
+                PrivacyPolicyError(
+                    "the federation requires a privacy report; the module has none", hint=FIX_HINT
+                )
+            )
         return PolicyVerdict(effective, required, False, (), tuple(problems))
     checks = _threshold_checks(report, policy, effective)
     problems += [_threshold_problem(c) for c in checks if not c.passes]
     return PolicyVerdict(effective, required, True, checks, tuple(problems))
 
 
-def check_module(report: dict[str, Any] | None, dp: dict[str, Any] | None,
-                 policy: dict[str, Any] | None) -> None:
+def check_module(
+    report: dict[str, Any] | None, dp: dict[str, Any] | None, policy: dict[str, Any] | None
+) -> None:
     """Refuse (``E_PRIVACY_POLICY``) a module whose report breaks ``policy``: its first problem.
 
     ``report`` and ``dp`` are the module manifest's fields, ``policy`` the

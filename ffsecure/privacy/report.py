@@ -53,32 +53,47 @@ def check_report(report: Any) -> dict[str, int | float]:
     """Check a manifest ``privacy_report``; return it unchanged or raise ``E_PRIVACY_REPORT``."""
     hint = "produce the report with `site-node privacy-check`"
     if not isinstance(report, dict):
-        raise PrivacyReportError(f"privacy_report must be an object, not {type(report).__name__}", hint=hint)
+        raise PrivacyReportError(
+            f"privacy_report must be an object, not {type(report).__name__}", hint=hint
+        )
     unknown = sorted(k for k in report if k not in REPORT_FIELDS)
     if unknown:
-        raise PrivacyReportError(f"privacy_report has unknown keys {unknown[:5]}; "
-                                 f"known keys: {sorted(REPORT_FIELDS)}", hint=hint)
+        raise PrivacyReportError(
+            f"privacy_report has unknown keys {unknown[:5]}; known keys: {sorted(REPORT_FIELDS)}",
+            hint=hint,
+        )
     for key, value in report.items():
         kind, low, high = REPORT_FIELDS[key]
         if not _is_number(value) or (kind == "int" and not isinstance(value, int)):
-            raise PrivacyReportError(f"privacy_report.{key} must be {'an integer' if kind == 'int' else 'a number'}"
-                                     f", got {value!r}", hint=hint)
+            raise PrivacyReportError(
+                f"privacy_report.{key} must be {'an integer' if kind == 'int' else 'a number'}"
+                f", got {value!r}",
+                hint=hint,
+            )
         if not low <= value <= high:
-            raise PrivacyReportError(f"privacy_report.{key} = {value!r} is outside [{low:g}, {high:g}]", hint=hint)
+            raise PrivacyReportError(
+                f"privacy_report.{key} = {value!r} is outside [{low:g}, {high:g}]", hint=hint
+            )
     return report
 
 
 def manifest_report(full: dict[str, Any]) -> dict[str, int | float]:
     """The signed, numbers-only part of a full local report (``privacy-report.json``)."""
     out: dict[str, int | float] = {"v": REPORT_VERSION}
-    mem, memo, acct = full.get("membership") or {}, full.get("memorization") or {}, full.get("accounting") or {}
+    mem, memo, acct = (
+        full.get("membership") or {},
+        full.get("memorization") or {},
+        full.get("accounting") or {},
+    )
     pairs = {
         "members": mem.get("members"),
         "non_members": mem.get("non_members"),
         "membership_auroc": mem.get("auroc"),
         "membership_tpr_at_1pct_fpr": mem.get("tpr_at_1pct_fpr"),
         "membership_calibrated_auroc": (mem.get("calibrated") or {}).get("auroc"),
-        "membership_calibrated_tpr_at_1pct_fpr": (mem.get("calibrated") or {}).get("tpr_at_1pct_fpr"),
+        "membership_calibrated_tpr_at_1pct_fpr": (mem.get("calibrated") or {}).get(
+            "tpr_at_1pct_fpr"
+        ),
         "generated": memo.get("generated"),
         "memorization_ratio": memo.get("ratio"),
         "near_copy_fraction": memo.get("near_copy_fraction"),

@@ -61,7 +61,7 @@ def fill(text: str, table: str | None, key: str, value: Any) -> str:
     if len(hits) != 1:
         raise ValueError(f"template key {table}.{key} found {len(hits)} times")
     line = lines[hits[0]]
-    comment = line[line.index("#"):].rstrip("\n") if "#" in line else ""
+    comment = line[line.index("#") :].rstrip("\n") if "#" in line else ""
     rendered = tomli_w.dumps({key: value}).strip()
     lines[hits[0]] = (f"{rendered:<33} {comment}".rstrip() if comment else rendered) + "\n"
     return "".join(lines)
@@ -71,14 +71,18 @@ def write_new(path: str | Path, text: str, *, mode: int = 0o644) -> Path:
     """Write ``text`` to a new file at ``path``; refuse if anything is there already."""
     target = Path(path)
     if target.parent != Path("") and not target.parent.is_dir():
-        raise ConfigError(f"{target.parent} is not a directory",
-                          hint="create the folder first, or give another path")
+        raise ConfigError(
+            f"{target.parent} is not a directory",
+            hint="create the folder first, or give another path",
+        )
     try:
         with open(target, "x", encoding="utf-8") as fh:
             fh.write(text)
     except FileExistsError:
-        raise FileExistsRefused(f"{target} already exists; nothing was written",
-                                hint="edit the existing file, or move it away first") from None
+        raise FileExistsRefused(
+            f"{target} already exists; nothing was written",
+            hint="edit the existing file, or move it away first",
+        ) from None
     target.chmod(mode)
     return target
 
@@ -89,8 +93,10 @@ def docs_dir() -> Path | None:
     A checkout (editable install) has ``docs/`` beside the packages; a wheel
     installs the same pages under ``<prefix>/share/ffsecure/docs``.
     """
-    for candidate in (Path(__file__).resolve().parents[2] / "docs",
-                      Path(sys.prefix) / "share" / "ffsecure" / "docs"):
+    for candidate in (
+        Path(__file__).resolve().parents[2] / "docs",
+        Path(sys.prefix) / "share" / "ffsecure" / "docs",
+    ):
         if (candidate / "site-operator.md").is_file():
             return candidate
     return None

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import click
 
 config_option = click.option(
-    "--config", "config_path", required=True, type=click.Path(dir_okay=False),
-    help="The site's site.toml (see docs/site-operator.md).")
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The site's site.toml (see docs/site-operator.md).",
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
 
@@ -28,17 +32,36 @@ def training_progress(enabled: bool) -> Iterator:
         yield None
         return
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     progress = Progress(
-        TextColumn("train"), BarColumn(), TextColumn("epoch {task.completed:>3.0f}/{task.fields[epochs]}"),
-        TextColumn("loss {task.fields[loss]}"), TextColumn("ε {task.fields[eps]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+        TextColumn("train"),
+        BarColumn(),
+        TextColumn("epoch {task.completed:>3.0f}/{task.fields[epochs]}"),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("ε {task.fields[eps]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
     task = progress.add_task("train", total=None, epochs="?", loss="-", eps="-")
 
     def on_epoch(epoch: int, total: int, loss: float, eps: float | None) -> None:
-        progress.update(task, completed=epoch, total=total, epochs=total, loss=f"{loss:.4f}",
-                        eps="-" if eps is None else f"{eps:.3f}")
+        progress.update(
+            task,
+            completed=epoch,
+            total=total,
+            epochs=total,
+            loss=f"{loss:.4f}",
+            eps="-" if eps is None else f"{eps:.3f}",
+        )
 
     with progress:
         yield on_epoch
@@ -51,11 +74,23 @@ def upload_progress(enabled: bool) -> Iterator:
         yield None
         return
     from rich.console import Console
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                               TransferSpeedColumn)
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
-    progress = Progress(TextColumn("upload {task.description}"), BarColumn(), DownloadColumn(),
-                        TransferSpeedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
+    progress = Progress(
+        TextColumn("upload {task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
 
     def for_module(module_id: str):
         task = progress.add_task(module_id[:12], total=None)
@@ -95,10 +130,12 @@ def verdict_lines(verdict) -> list[str]:
         value = "not stated" if check.value is None else f"{check.value:g}"
         sign = "<=" if check.passes else ">"
         source = ", default" if check.default else ""
-        lines.append(f"  {'PASS' if check.passes else 'FAIL'}  {check.what} {value} {sign} "
-                     f"{check.limit:g} ({check.key}{source})")
+        lines.append(
+            f"  {'PASS' if check.passes else 'FAIL'}  {check.what} {value} {sign} "
+            f"{check.limit:g} ({check.key}{source})"
+        )
     threshold_failures = sum(1 for check in verdict.thresholds if not check.passes)
     # the threshold problems come last; the others (no report, epsilon mismatch) are listed here
-    for problem in verdict.problems[:len(verdict.problems) - threshold_failures]:
+    for problem in verdict.problems[: len(verdict.problems) - threshold_failures]:
         lines.append(f"  FAIL  {problem.message}")
     return lines

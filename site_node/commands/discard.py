@@ -18,8 +18,9 @@ from site_node.commands._common import config_option, json_option, start
 
 @click.command("discard")
 @config_option
-@click.option("--module", "module_id", required=True,
-              help="The module to take out of the upload queue.")
+@click.option(
+    "--module", "module_id", required=True, help="The module to take out of the upload queue."
+)
 @click.option("--reason", required=True, help="Why (kept in the module's record).")
 @json_option
 @click.pass_context
@@ -35,5 +36,7 @@ def discard(ctx, config_path, module_id, reason, as_json):
     if as_json:
         echo_json(info)
     else:
-        click.echo(f"module {record.module_id}: discarded (was {info['previous_status']}); "
-                   f"reason: {info['reason']}; it will never be sent")
+        click.echo(
+            f"module {record.module_id}: discarded (was {info['previous_status']}); "
+            f"reason: {info['reason']}; it will never be sent"
+        )

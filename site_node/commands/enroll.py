@@ -26,24 +26,50 @@ from ffsecure.errors import ConfigError
 
 
 @click.command("enroll")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="The site's site.toml: ids, key and CSR paths come from it.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="The site's site.toml: ids, key and CSR paths come from it.",
+)
 @click.option("--federation-id", help="Without --config: the federation id.")
 @click.option("--site-id", help="Without --config: this site's id.")
-@click.option("--key", "key_file", type=click.Path(dir_okay=False),
-              help="Without --config: where to write the new private key (mode 0600).")
-@click.option("--csr", "csr_file", type=click.Path(dir_okay=False),
-              help="Without --config: where to write the CSR for the CA operator.")
-@click.option("--passphrase-file", type=click.Path(dir_okay=False),
-              help="Encrypt the key with the first line of this file (default: "
-                   "pki.passphrase_file, then $FFSECURE_SITE_PASSPHRASE_FILE).")
-@click.option("--no-passphrase", is_flag=True,
-              help="Write the key unencrypted, on purpose (no warning).")
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(dir_okay=False),
+    help="Without --config: where to write the new private key (mode 0600).",
+)
+@click.option(
+    "--csr",
+    "csr_file",
+    type=click.Path(dir_okay=False),
+    help="Without --config: where to write the CSR for the CA operator.",
+)
+@click.option(
+    "--passphrase-file",
+    type=click.Path(dir_okay=False),
+    help="Encrypt the key with the first line of this file (default: "
+    "pki.passphrase_file, then $FFSECURE_SITE_PASSPHRASE_FILE).",
+)
+@click.option(
+    "--no-passphrase", is_flag=True, help="Write the key unencrypted, on purpose (no warning)."
+)
 @click.option("--force", is_flag=True, help="Replace an existing key file.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def enroll(ctx, config_path, federation_id, site_id, key_file, csr_file, passphrase_file,
-           no_passphrase, force, as_json):
+def enroll(
+    ctx,
+    config_path,
+    federation_id,
+    site_id,
+    key_file,
+    csr_file,
+    passphrase_file,
+    no_passphrase,
+    force,
+    as_json,
+):
     """Make a P-256 key and a certificate signing request for this site."""
     from ffsecure.commands.pki import SITE_PASSPHRASE_ENV, new_key_passphrase, read_passphrase
 
@@ -58,27 +84,45 @@ def enroll(ctx, config_path, federation_id, site_id, key_file, csr_file, passphr
         key_file, csr_file = str(cfg.key_path), str(cfg.csr_path)
         passphrase = read_passphrase(passphrase_file) if passphrase_file else cfg.passphrase()
     else:
-        missing = [n for n, v in (("--federation-id", federation_id), ("--site-id", site_id),
-                                  ("--key", key_file), ("--csr", csr_file)) if not v]
+        missing = [
+            n
+            for n, v in (
+                ("--federation-id", federation_id),
+                ("--site-id", site_id),
+                ("--key", key_file),
+                ("--csr", csr_file),
+            )
+            if not v
+        ]
         if missing:
-            raise ConfigError(f"without --config, {', '.join(missing)} must be given",
-                              hint="pass --config site.toml (recommended) or every option")
+            raise ConfigError(
+                f"without --config, {', '.join(missing)} must be given",
+                hint="pass --config site.toml (recommended) or every option",
+            )
         passphrase = read_passphrase(passphrase_file)
     if Path(key_file).exists() and not force:
-        raise ConfigError(f"{key_file} already exists",
-                          hint="keep the existing key, or pass --force to replace it")
+        raise ConfigError(
+            f"{key_file} already exists",
+            hint="keep the existing key, or pass --force to replace it",
+        )
     if passphrase is None and not no_passphrase:
         passphrase = read_passphrase(os.environ.get(SITE_PASSPHRASE_ENV))
     passphrase = new_key_passphrase(passphrase, no_passphrase, key_file, SITE_PASSPHRASE_ENV)
     Path(key_file).parent.mkdir(parents=True, exist_ok=True)
     Path(csr_file).parent.mkdir(parents=True, exist_ok=True)
-    csr = pkilib.make_key_and_csr(key_file, federation_id=federation_id, site_id=site_id, passphrase=passphrase)
+    csr = pkilib.make_key_and_csr(
+        key_file, federation_id=federation_id, site_id=site_id, passphrase=passphrase
+    )
     pkilib.write_public_file(Path(csr_file), csr)
     identity = pkilib.Identity(federation_id, "site", site_id)
     if as_json:
         echo_json({"identity": identity.uri, "key": key_file, "csr": csr_file})
     else:
         click.echo(f"wrote key {key_file} (0600) and CSR {csr_file} for {identity.uri}")
-        click.echo(f"  send the CSR to the CA operator: ffsecure pki sign-csr {csr_file} --site-id {site_id} ...")
-        click.echo("  then: site-node install-cert --config site.toml --cert SITE.pem --ca ca.pem "
-                   "--federation federation.json")
+        click.echo(
+            f"  send the CSR to the CA operator: ffsecure pki sign-csr {csr_file} --site-id {site_id} ..."
+        )
+        click.echo(
+            "  then: site-node install-cert --config site.toml --cert SITE.pem --ca ca.pem "
+            "--federation federation.json"
+        )

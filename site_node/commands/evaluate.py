@@ -12,10 +12,18 @@ from site_node.commands._common import config_option, json_option, start
 @click.command("evaluate")
 @config_option
 @click.option("--classifier", "classifier_id", help="A classifier id (default: the published one).")
-@click.option("--send", is_flag=True, default=False,
-              help="Send the aggregate metrics (n, accuracy, AUROC, per-class recall) to the aggregator.")
-@click.option("--include-confusion", is_flag=True, default=False,
-              help="With --send: also send the confusion-matrix counts.")
+@click.option(
+    "--send",
+    is_flag=True,
+    default=False,
+    help="Send the aggregate metrics (n, accuracy, AUROC, per-class recall) to the aggregator.",
+)
+@click.option(
+    "--include-confusion",
+    is_flag=True,
+    default=False,
+    help="With --send: also send the confusion-matrix counts.",
+)
 @json_option
 @click.pass_context
 def evaluate(ctx, config_path, classifier_id, send, include_confusion, as_json):
@@ -38,14 +46,19 @@ def evaluate(ctx, config_path, classifier_id, send, include_confusion, as_json):
         t = trustlib.load(cfg)
         with trustlib.make_client(cfg, t) as client:
             result = evaluate_published(cfg, t, state, client, classifier_id)
-            result["report"] = (send_metrics(cfg, state, client, result, include_confusion=include_confusion)
-                                if send else {"sent": False})
+            result["report"] = (
+                send_metrics(cfg, state, client, result, include_confusion=include_confusion)
+                if send
+                else {"sent": False}
+            )
     if as_json:
         echo_json(result)
         return
     m = result["metrics"]
-    click.echo(f"classifier {result['classifier_id']} (trained on dataset {result['dataset_id']} from "
-               f"{len(result['module_ids'])} modules) on {result['n_test']} local test images:")
+    click.echo(
+        f"classifier {result['classifier_id']} (trained on dataset {result['dataset_id']} from "
+        f"{len(result['module_ids'])} modules) on {result['n_test']} local test images:"
+    )
     click.echo(f"  accuracy: {m['accuracy']:.4f}")
     click.echo(f"  AUROC: {'-' if m['auroc'] is None else format(m['auroc'], '.4f')}")
     recall = ", ".join("-" if r is None else f"{r:.3f}" for r in m["per_class_recall"])
@@ -55,5 +68,7 @@ def evaluate(ctx, config_path, classifier_id, send, include_confusion, as_json):
         click.echo("  not sent to the aggregator (use --send to send the aggregate metrics)")
     else:
         how = "already recorded by an earlier send" if rep["existing"] else "recorded"
-        click.echo(f"  sent to the aggregator ({', '.join(rep['fields'])}): {how} as ledger entry {rep['index']}, "
-                   f"proven in checkpoint {rep['tree_size']} (commitment {rep['report_sha256'][:16]}...)")
+        click.echo(
+            f"  sent to the aggregator ({', '.join(rep['fields'])}): {how} as ledger entry {rep['index']}, "
+            f"proven in checkpoint {rep['tree_size']} (commitment {rep['report_sha256'][:16]}...)"
+        )

@@ -10,7 +10,12 @@ from site_node.commands._common import config_option, json_option, start
 
 @click.command("forget")
 @config_option
-@click.option("--module", "module_id", required=True, help="Module id (32 hex digits) from `site-node status`.")
+@click.option(
+    "--module",
+    "module_id",
+    required=True,
+    help="Module id (32 hex digits) from `site-node status`.",
+)
 @click.option("--reason", required=True, help="Why, for the ledger (e.g. 'consent withdrawn').")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
@@ -25,7 +30,9 @@ def forget(ctx, config_path, module_id, reason, yes, as_json):
     cfg = start(ctx, config_path, as_json)
     check_module_id(module_id)
     if not yes:  # asked on stderr, so --json output stays clean; no answer (no terminal) aborts
-        click.confirm(f"delete module {module_id} at the aggregator (cannot be undone)?", abort=True, err=True)
+        click.confirm(
+            f"delete module {module_id} at the aggregator (cannot be undone)?", abort=True, err=True
+        )
     state = StateDir(cfg.state_dir)
     with state.locked():
         t = trustlib.load(cfg)
@@ -35,4 +42,6 @@ def forget(ctx, config_path, module_id, reason, yes, as_json):
         echo_json(result)
     else:
         kinds = ", ".join(f"{e['type']} at {e['index']}" for e in result["entries"])
-        click.echo(f"module {module_id} deleted; verified in the log (tree size {result['tree_size']}): {kinds}")
+        click.echo(
+            f"module {module_id} deleted; verified in the log (tree size {result['tree_size']}): {kinds}"
+        )

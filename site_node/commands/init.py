@@ -20,31 +20,56 @@ from site_node.commands._common import json_option
 from site_node.config import DEFAULT_TOML, parse_config
 
 
-def render_site_toml(*, federation_id: str | None, site_id: str | None,
-                     data_source: str | None, state_dir: str | None) -> str:
+def render_site_toml(
+    *,
+    federation_id: str | None,
+    site_id: str | None,
+    data_source: str | None,
+    state_dir: str | None,
+) -> str:
     """The template with the given values filled in (None keeps the template's)."""
     text = DEFAULT_TOML
-    for table, key, value in (("site", "federation_id", federation_id), ("site", "site_id", site_id),
-                              ("site", "state_dir", state_dir), ("data", "source", data_source)):
+    for table, key, value in (
+        ("site", "federation_id", federation_id),
+        ("site", "site_id", site_id),
+        ("site", "state_dir", state_dir),
+        ("data", "source", data_source),
+    ):
         if value is not None:
             text = templates.fill(text, table, key, value)
     return text
 
 
 @click.command("init")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="Where to write site.toml (refused if the file exists).")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write site.toml (refused if the file exists).",
+)
 @click.option("--federation-id", help="The federation id the CA operator gave you.")
 @click.option("--site-id", help="This site's id, as the CA will put it in the certificate.")
 @click.option("--data-source", help="npz:PATH | folder:PATH | digits | medmnist:NAME.")
 @click.option("--state-dir", help="The state directory [default: state, next to site.toml].")
-@click.option("--systemd-unit", "unit_path", type=click.Path(dir_okay=False),
-              help="Also write the site-node systemd unit here (refused if the file exists).")
+@click.option(
+    "--systemd-unit",
+    "unit_path",
+    type=click.Path(dir_okay=False),
+    help="Also write the site-node systemd unit here (refused if the file exists).",
+)
 @json_option
 @click.pass_context
-def init(ctx: click.Context, config_path: str, federation_id: str | None, site_id: str | None,
-         data_source: str | None, state_dir: str | None, unit_path: str | None,
-         as_json: bool) -> None:
+def init(
+    ctx: click.Context,
+    config_path: str,
+    federation_id: str | None,
+    site_id: str | None,
+    data_source: str | None,
+    state_dir: str | None,
+    unit_path: str | None,
+    as_json: bool,
+) -> None:
     """Write a commented site.toml to start from; never overwrites.
 
     \b
@@ -56,12 +81,15 @@ def init(ctx: click.Context, config_path: str, federation_id: str | None, site_i
     """
     ctx.ensure_object(dict)["json"] = as_json
     path = Path(config_path)
-    text = render_site_toml(federation_id=federation_id, site_id=site_id,
-                            data_source=data_source, state_dir=state_dir)
+    text = render_site_toml(
+        federation_id=federation_id, site_id=site_id, data_source=data_source, state_dir=state_dir
+    )
     parse_config(text, path.resolve())
     if unit_path is not None and Path(unit_path).exists():
-        raise templates.FileExistsRefused(f"{unit_path} already exists; nothing was written",
-                                          hint="edit the existing unit, or move it away first")
+        raise templates.FileExistsRefused(
+            f"{unit_path} already exists; nothing was written",
+            hint="edit the existing unit, or move it away first",
+        )
     written = [str(templates.write_new(path, text, mode=0o600))]
     if unit_path is not None:
         written.append(str(templates.write_new(unit_path, templates.read("site-node.service"))))

@@ -20,12 +20,27 @@ from site_node.commands._common import config_option, json_option, policy_lines,
 
 @click.command("install-cert")
 @config_option
-@click.option("--cert", "cert_file", required=True, type=click.Path(dir_okay=False),
-              help="The certificate the CA signed from this site's CSR.")
-@click.option("--ca", "ca_file", required=True, type=click.Path(dir_okay=False),
-              help="The federation CA certificate (ca.pem), obtained out of band.")
-@click.option("--federation", "federation_file", required=True, type=click.Path(dir_okay=False),
-              help="The CA-signed federation manifest (federation.json).")
+@click.option(
+    "--cert",
+    "cert_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The certificate the CA signed from this site's CSR.",
+)
+@click.option(
+    "--ca",
+    "ca_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The federation CA certificate (ca.pem), obtained out of band.",
+)
+@click.option(
+    "--federation",
+    "federation_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The CA-signed federation manifest (federation.json).",
+)
 @json_option
 @click.pass_context
 def install_cert(ctx, config_path, cert_file, ca_file, federation_file, as_json):
@@ -37,20 +52,35 @@ def install_cert(ctx, config_path, cert_file, ca_file, federation_file, as_json)
 
     cfg = start(ctx, config_path, as_json)
     with StateDir(cfg.state_dir).locked():
-        t = trustlib.install(cfg, cert_file=Path(cert_file), ca_file=Path(ca_file),
-                             federation_file=Path(federation_file))
+        t = trustlib.install(
+            cfg,
+            cert_file=Path(cert_file),
+            ca_file=Path(ca_file),
+            federation_file=Path(federation_file),
+        )
     fed = t.federation
-    info = {"identity": t.identity.uri, "cert_not_after": pki.rfc3339(t.cert.not_valid_after_utc),
-            "ca_fingerprint": pki.cert_fingerprint(t.ca_cert), "federation_id": fed.federation_id,
-            "label_space": fed.label_space, "generator": fed.generator["family"],
-            "dp_policy": fed.dp_policy, "privacy_policy": effective_policy(fed.privacy_policy),
-            "privacy_policy_signed": fed.privacy_policy, "aggregator": fed.aggregator["endpoint"],
-            "state_dir": str(cfg.state_dir)}
+    info = {
+        "identity": t.identity.uri,
+        "cert_not_after": pki.rfc3339(t.cert.not_valid_after_utc),
+        "ca_fingerprint": pki.cert_fingerprint(t.ca_cert),
+        "federation_id": fed.federation_id,
+        "label_space": fed.label_space,
+        "generator": fed.generator["family"],
+        "dp_policy": fed.dp_policy,
+        "privacy_policy": effective_policy(fed.privacy_policy),
+        "privacy_policy_signed": fed.privacy_policy,
+        "aggregator": fed.aggregator["endpoint"],
+        "state_dir": str(cfg.state_dir),
+    }
     if as_json:
         echo_json(info)
     else:
-        click.echo(f"installed certificate for {t.identity.uri} (valid until {info['cert_not_after']})")
-        click.echo(f"  federation {fed.federation_id}: {len(fed.label_space)} classes, generator "
-                   f"{info['generator']}, DP required: {fed.dp_policy['required']}, aggregator {info['aggregator']}")
+        click.echo(
+            f"installed certificate for {t.identity.uri} (valid until {info['cert_not_after']})"
+        )
+        click.echo(
+            f"  federation {fed.federation_id}: {len(fed.label_space)} classes, generator "
+            f"{info['generator']}, DP required: {fed.dp_policy['required']}, aggregator {info['aggregator']}"
+        )
         for line in policy_lines(fed.privacy_policy):
             click.echo(f"  {line}")

@@ -43,8 +43,10 @@ def _from_config(cfg, module_ref):
     if module_ref is None:
         trained = [r for r in state.modules() if r.status == "trained"]
         if not trained:
-            raise PrivacyStateError(f"no module with status 'trained' in {state.modules_dir}",
-                                    hint="run `site-node train` first, or name a module with --module")
+            raise PrivacyStateError(
+                f"no module with status 'trained' in {state.modules_dir}",
+                hint="run `site-node train` first, or name a module with --module",
+            )
         record = trained[-1]
     else:
         record = state.load_module(module_ref)
@@ -62,12 +64,16 @@ def _from_files(module_path, data_spec, data_root, seed):
     from ffsecure.package import SignedPackage
 
     if module_path is None or data_spec is None:
-        raise ConfigError("without --config, give --module PATH (a package.ffpk) and --data SPEC",
-                          hint="or pass --config site.toml")
+        raise ConfigError(
+            "without --config, give --module PATH (a package.ffpk) and --data SPEC",
+            hint="or pass --config site.toml",
+        )
     try:
         pkg = SignedPackage.from_bytes(Path(module_path).read_bytes())
     except OSError as exc:
-        raise ConfigError(f"cannot read {module_path}: {exc.strerror}", hint="check --module") from None
+        raise ConfigError(
+            f"cannot read {module_path}: {exc.strerror}", hint="check --module"
+        ) from None
     m = pkg.manifest
     ds = load_dataset(data_spec, image_shape=m.image_shape, root=data_root, seed=seed)
     settings = default_train_settings(m.generator["family"], "default", seed=seed)
@@ -75,38 +81,105 @@ def _from_files(module_path, data_spec, data_root, seed):
 
 
 @click.command("privacy-check")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="The site's site.toml: the module comes from its state dir, the data from [data].")
-@click.option("--module", "module_ref",
-              help="With --config: a module id (default: the newest module not yet sent). "
-                   "Without: the path of a signed package file.")
-@click.option("--data", "data_spec", help="Without --config: the module's data (digits, npz:PATH, folder:PATH or "
-                                          "a MedMNIST name), with labels in the federation's label space.")
-@click.option("--data-root", type=click.Path(file_okay=False), help="MedMNIST root folder (with --data).")
-@click.option("--samples", default=DEFAULT_SAMPLES, show_default=True,
-              help="Generated samples for the memorization test.")
-@click.option("--max-examples", default=DEFAULT_MAX_EXAMPLES, show_default=True,
-              help="Use at most this many members and as many non-members (random subset).")
-@click.option("--reference/--no-reference", default=False, show_default=True,
-              help="Also run the calibrated attack: train a reference generator (same schedule, no DP) on half "
-                   "of the held-out images. Costs one more training run.")
-@click.option("--threshold", type=float, default=None,
-              help="Near-copy RMS distance; default: the 1% quantile of held-out images' distances.")
-@click.option("--attach", is_flag=True, help="Add the numbers to the manifest and sign the package again.")
-@click.option("--key", "key_file", type=click.Path(dir_okay=False), help="Without --config: site key for --attach.")
-@click.option("--cert", "cert_file", type=click.Path(dir_okay=False),
-              help="Without --config: site certificate for --attach.")
-@click.option("--output", "output", type=click.Path(dir_okay=False),
-              help="Without --config: where --attach writes the new package (default: replace --module).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False),
-              help="Folder for privacy-report.json and closest-pairs.png (default: the module's state folder, "
-                   "or the current folder without --config).")
-@click.option("--seed", default=0, show_default=True, help="Seed of the subsets, noise draws and samples.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="The site's site.toml: the module comes from its state dir, the data from [data].",
+)
+@click.option(
+    "--module",
+    "module_ref",
+    help="With --config: a module id (default: the newest module not yet sent). "
+    "Without: the path of a signed package file.",
+)
+@click.option(
+    "--data",
+    "data_spec",
+    help="Without --config: the module's data (digits, npz:PATH, folder:PATH or "
+    "a MedMNIST name), with labels in the federation's label space.",
+)
+@click.option(
+    "--data-root", type=click.Path(file_okay=False), help="MedMNIST root folder (with --data)."
+)
+@click.option(
+    "--samples",
+    default=DEFAULT_SAMPLES,
+    show_default=True,
+    help="Generated samples for the memorization test.",
+)
+@click.option(
+    "--max-examples",
+    default=DEFAULT_MAX_EXAMPLES,
+    show_default=True,
+    help="Use at most this many members and as many non-members (random subset).",
+)
+@click.option(
+    "--reference/--no-reference",
+    default=False,
+    show_default=True,
+    help="Also run the calibrated attack: train a reference generator (same schedule, no DP) on half "
+    "of the held-out images. Costs one more training run.",
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="Near-copy RMS distance; default: the 1% quantile of held-out images' distances.",
+)
+@click.option(
+    "--attach", is_flag=True, help="Add the numbers to the manifest and sign the package again."
+)
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(dir_okay=False),
+    help="Without --config: site key for --attach.",
+)
+@click.option(
+    "--cert",
+    "cert_file",
+    type=click.Path(dir_okay=False),
+    help="Without --config: site certificate for --attach.",
+)
+@click.option(
+    "--output",
+    "output",
+    type=click.Path(dir_okay=False),
+    help="Without --config: where --attach writes the new package (default: replace --module).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Folder for privacy-report.json and closest-pairs.png (default: the module's state folder, "
+    "or the current folder without --config).",
+)
+@click.option(
+    "--seed", default=0, show_default=True, help="Seed of the subsets, noise draws and samples."
+)
 @click.option("--threads", default=1, show_default=True, help="Torch CPU threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 @click.pass_context
-def privacy_check(ctx, config_path, module_ref, data_spec, data_root, samples, max_examples, reference, threshold,
-                  attach, key_file, cert_file, output, out_dir, seed, threads, as_json):
+def privacy_check(
+    ctx,
+    config_path,
+    module_ref,
+    data_spec,
+    data_root,
+    samples,
+    max_examples,
+    reference,
+    threshold,
+    attach,
+    key_file,
+    cert_file,
+    output,
+    out_dir,
+    seed,
+    threads,
+    as_json,
+):
     """Measure membership leakage, memorization and the DP epsilon of a module before it is sent."""
     import contextlib
 
@@ -122,10 +195,14 @@ def privacy_check(ctx, config_path, module_ref, data_spec, data_root, samples, m
     if samples < 1 or max_examples < 2:
         raise ConfigError("--samples must be >= 1 and --max-examples >= 2", hint="use the defaults")
     if config_path is not None and (data_spec or key_file or cert_file or output):
-        raise ConfigError("--data, --key, --cert and --output are for use without --config",
-                          hint="with --config the data, key and package come from site.toml and its state dir")
+        raise ConfigError(
+            "--data, --key, --cert and --output are for use without --config",
+            hint="with --config the data, key and package come from site.toml and its state dir",
+        )
     if config_path is None and attach and not (key_file and cert_file):
-        raise ConfigError("--attach without --config needs --key and --cert", hint="or use --config")
+        raise ConfigError(
+            "--attach without --config needs --key and --cert", hint="or use --config"
+        )
     record = state = trust = None
     lock = contextlib.nullcontext()
     if config_path is not None:
@@ -139,37 +216,53 @@ def privacy_check(ctx, config_path, module_ref, data_spec, data_root, samples, m
     try:
         with lock:
             if config_path is not None:
-                (pkg, pkg_path, train, held_out, settings, trust, state,
-                 record) = _from_config(cfg, module_ref)
+                (pkg, pkg_path, train, held_out, settings, trust, state, record) = _from_config(
+                    cfg, module_ref
+                )
                 out = Path(out_dir) if out_dir else pkg_path.parent
             else:
-                pkg, pkg_path, train, held_out, settings = _from_files(module_ref, data_spec, data_root,
-                                                                       seed)
+                pkg, pkg_path, train, held_out, settings = _from_files(
+                    module_ref, data_spec, data_root, seed
+                )
                 out = Path(out_dir or ".")
             if attach and record is not None and record.status != "trained":
-                raise PrivacyStateError(f"module {record.module_id} is {record.status}: its package was already "
-                                        "sealed or sent, so a report can no longer be attached",
-                                        hint="attach before `site-node upload`, or train a new module")
+                raise PrivacyStateError(
+                    f"module {record.module_id} is {record.status}: its package was already "
+                    "sealed or sent, so a report can no longer be attached",
+                    hint="attach before `site-node upload`, or train a new module",
+                )
             m = pkg.manifest
-            members, non_members = members_and_non_members(train, held_out, m.classes,
-                                                           max_examples=max_examples, seed=seed)
+            members, non_members = members_and_non_members(
+                train, held_out, m.classes, max_examples=max_examples, seed=seed
+            )
             gen = generators.from_state(m.generator["family"], m.generator["config"], pkg.weights)
             ref_gen = None
             if reference:
-                non_members, ref_set = split_holdout(*non_members, seed=seed + 2, reference_fraction=0.5)
+                non_members, ref_set = split_holdout(
+                    *non_members, seed=seed + 2, reference_fraction=0.5
+                )
                 from site_node.commands._common import training_progress
 
                 ref_gen = generators.build(m.generator["family"], m.generator["config"])
                 with training_progress(not as_json) as progress:
                     ref_gen.fit(*ref_set, settings, progress=progress)
             out.mkdir(parents=True, exist_ok=True)
-            full = run_check(gen, members=members, non_members=non_members, dp=m.dp, reference=ref_gen,
-                             n_generated=samples, seed=seed, png=out / "closest-pairs.png",
-                             near_copy_threshold=threshold)
+            full = run_check(
+                gen,
+                members=members,
+                non_members=non_members,
+                dp=m.dp,
+                reference=ref_gen,
+                n_generated=samples,
+                seed=seed,
+                png=out / "closest-pairs.png",
+                near_copy_threshold=threshold,
+            )
             full["module_id"] = m.module_id
             report = full["manifest_report"]
-            verdict = None if trust is None else evaluate(report, m.dp,
-                                                          trust.federation.privacy_policy)
+            verdict = (
+                None if trust is None else evaluate(report, m.dp, trust.federation.privacy_policy)
+            )
             full["policy"] = None if verdict is None else verdict.to_dict()
             if attach:
                 if record is not None:
@@ -204,24 +297,35 @@ def _render(full, m, out, verdict, as_json) -> None:
         return
     mia, memo, acct = full["membership"], full["memorization"], full["accounting"]
     click.echo(f"module {m.module_id} ({m.generator['family']}, classes {m.classes})")
-    click.echo(f"  membership inference: AUROC {mia['auroc']:.3f}, TPR@1%FPR {mia['tpr_at_1pct_fpr']:.3f} "
-               f"({mia['members']} members vs {mia['non_members']} held-out)")
+    click.echo(
+        f"  membership inference: AUROC {mia['auroc']:.3f}, TPR@1%FPR {mia['tpr_at_1pct_fpr']:.3f} "
+        f"({mia['members']} members vs {mia['non_members']} held-out)"
+    )
     if "calibrated" in mia:
-        click.echo(f"  calibrated attack:    AUROC {mia['calibrated']['auroc']:.3f}, "
-                   f"TPR@1%FPR {mia['calibrated']['tpr_at_1pct_fpr']:.3f}")
-    click.echo(f"  memorization: ratio {memo['ratio']:.3f}, near-copies {memo['near_copy_fraction']:.3%} "
-               f"of {memo['generated']} samples (threshold {memo['near_copy_threshold']:.4f})")
+        click.echo(
+            f"  calibrated attack:    AUROC {mia['calibrated']['auroc']:.3f}, "
+            f"TPR@1%FPR {mia['calibrated']['tpr_at_1pct_fpr']:.3f}"
+        )
+    click.echo(
+        f"  memorization: ratio {memo['ratio']:.3f}, near-copies {memo['near_copy_fraction']:.3%} "
+        f"of {memo['generated']} samples (threshold {memo['near_copy_threshold']:.4f})"
+    )
     if acct.get("dp"):
-        click.echo(f"  DP: epsilon {acct['epsilon_recomputed']:.4f} re-computed ({acct['accountant']}), "
-                   f"claimed {acct['epsilon_claimed']:.4f}, delta {acct['delta']:.2e}")
+        click.echo(
+            f"  DP: epsilon {acct['epsilon_recomputed']:.4f} re-computed ({acct['accountant']}), "
+            f"claimed {acct['epsilon_claimed']:.4f}, delta {acct['delta']:.2e}"
+        )
     else:
         click.echo("  DP: none (no formal guarantee)")
-    click.echo(f"  report: {out / 'privacy-report.json'}; closest pairs: {out / 'closest-pairs.png'}")
+    click.echo(
+        f"  report: {out / 'privacy-report.json'}; closest pairs: {out / 'closest-pairs.png'}"
+    )
     if "attached_to" in full:
         click.echo(f"  attached to the signed package: {full['attached_to']}")
     if verdict is None:
-        click.echo("  privacy policy: not judged (without --config the federation's manifest "
-                   "is unknown)")
+        click.echo(
+            "  privacy policy: not judged (without --config the federation's manifest is unknown)"
+        )
     else:
         for line in verdict_lines(verdict):
             click.echo(f"  {line}")

@@ -9,7 +9,9 @@ from site_node.commands._common import config_option
 
 @click.command("run")
 @config_option
-@click.option("--human-logs", is_flag=True, help="Readable log lines instead of one JSON object per line.")
+@click.option(
+    "--human-logs", is_flag=True, help="Readable log lines instead of one JSON object per line."
+)
 @click.option("--once", is_flag=True, help="Run one cycle (train if due, upload pending) and exit.")
 @click.pass_context
 def run(ctx, config_path, human_logs, once):

@@ -15,15 +15,27 @@ from site_node.exitcodes import EXIT_FORK
 
 
 def _local(state) -> dict:
-    return {"modules": [{"module_id": r.module_id, "status": r.status, "created_at": r.created_at,
-                         "classes": r.classes, "index": (r.receipt or {}).get("index"),
-                         "epsilon": (r.train.get("dp") or {}).get("epsilon")} for r in state.modules()],
-            "stored_checkpoint": state.read_checkpoint()}
+    return {
+        "modules": [
+            {
+                "module_id": r.module_id,
+                "status": r.status,
+                "created_at": r.created_at,
+                "classes": r.classes,
+                "index": (r.receipt or {}).get("index"),
+                "epsilon": (r.train.get("dp") or {}).get("epsilon"),
+            }
+            for r in state.modules()
+        ],
+        "stored_checkpoint": state.read_checkpoint(),
+    }
 
 
 @click.command("status")
 @config_option
-@click.option("--offline", is_flag=True, help="Show the local state only; do not contact the aggregator.")
+@click.option(
+    "--offline", is_flag=True, help="Show the local state only; do not contact the aggregator."
+)
 @json_option
 @click.pass_context
 def status(ctx, config_path, offline, as_json):
@@ -53,17 +65,35 @@ def status(ctx, config_path, offline, as_json):
 
     console = Console()
     table = Table(title=f"site {report.get('site_id') or cfg.site_id}: modules")
-    for col in ("module id", "status", "created", "classes", "ledger index", "epsilon", "in today's log"):
+    for col in (
+        "module id",
+        "status",
+        "created",
+        "classes",
+        "ledger index",
+        "epsilon",
+        "in today's log",
+    ):
         table.add_column(col)
     for m in report["modules"]:
         eps = m.get("epsilon")
-        table.add_row(m["module_id"], m["status"], m["created_at"], ",".join(map(str, m["classes"])),
-                      "-" if m.get("index") is None else str(m["index"]), "-" if eps is None else f"{eps:.3f}",
-                      "verified" if m.get("included") else "-")
+        table.add_row(
+            m["module_id"],
+            m["status"],
+            m["created_at"],
+            ",".join(map(str, m["classes"])),
+            "-" if m.get("index") is None else str(m["index"]),
+            "-" if eps is None else f"{eps:.3f}",
+            "verified" if m.get("included") else "-",
+        )
     console.print(table)
     if offline:
         console.print("offline: the aggregator was not contacted")
     else:
         cp = report["checkpoint"]
-        before = "none stored before" if cp["stored_size"] is None else f"stored size {cp['stored_size']}"
+        before = (
+            "none stored before"
+            if cp["stored_size"] is None
+            else f"stored size {cp['stored_size']}"
+        )
         console.print(f"log checkpoint: size {cp['size']} ({before}); consistency verified")

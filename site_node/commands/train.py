@@ -22,8 +22,8 @@ def train(ctx, config_path, no_progress, as_json):
     stored `refused` (never sent) and the command exits 4.
     """
     from site_node import trust as trustlib
-    from site_node.state import StateDir
     from site_node.exitcodes import EXIT_REFUSED
+    from site_node.state import StateDir
     from site_node.training import train_module
 
     cfg = start(ctx, config_path, as_json)
@@ -33,22 +33,36 @@ def train(ctx, config_path, no_progress, as_json):
         with training_progress(not no_progress and not as_json) as progress:
             record = train_module(cfg, t, progress=progress)
     dp = record.train.get("dp")
-    info = {"module_id": record.module_id, "classes": record.classes, "n_train": record.n_train,
-            "epochs": record.train["epochs"], "final_loss": record.train["final_loss"],
-            "epsilon": dp["epsilon"] if dp else None, "delta": dp["delta"] if dp else None,
-            "package": str(state.package_path(record.module_id)),
-            "package_bytes": record.train["package_bytes"], "status": record.status, "error": record.error}
+    info = {
+        "module_id": record.module_id,
+        "classes": record.classes,
+        "n_train": record.n_train,
+        "epochs": record.train["epochs"],
+        "final_loss": record.train["final_loss"],
+        "epsilon": dp["epsilon"] if dp else None,
+        "delta": dp["delta"] if dp else None,
+        "package": str(state.package_path(record.module_id)),
+        "package_bytes": record.train["package_bytes"],
+        "status": record.status,
+        "error": record.error,
+    }
     if as_json:
         echo_json(info)
     else:
         eps = f", epsilon {dp['epsilon']:.3f} (delta {dp['delta']:.2e})" if dp else ", no DP"
-        click.echo(f"trained module {record.module_id} on {record.n_train} images of classes {record.classes}: "
-                   f"final loss {record.train['final_loss']:.4f}{eps}")
+        click.echo(
+            f"trained module {record.module_id} on {record.n_train} images of classes {record.classes}: "
+            f"final loss {record.train['final_loss']:.4f}{eps}"
+        )
         if record.status == "refused":
-            click.echo(f"  REFUSED by this site's privacy check ({record.error['code']}): "
-                       f"{record.error['message']}; it will never be sent")
+            click.echo(
+                f"  REFUSED by this site's privacy check ({record.error['code']}): "
+                f"{record.error['message']}; it will never be sent"
+            )
         else:
-            click.echo(f"  signed package: {info['package']} ({info['package_bytes']} bytes); "
-                       "send it: site-node upload")
+            click.echo(
+                f"  signed package: {info['package']} ({info['package_bytes']} bytes); "
+                "send it: site-node upload"
+            )
     if record.status == "refused":
         ctx.exit(EXIT_REFUSED)

@@ -10,7 +10,9 @@ from site_node.commands._common import config_option, json_option, start, upload
 
 @click.command("upload")
 @config_option
-@click.option("--module", "module_id", help="Only this module (default: every module not yet registered).")
+@click.option(
+    "--module", "module_id", help="Only this module (default: every module not yet registered)."
+)
 @json_option
 @click.pass_context
 def upload(ctx, config_path, module_id, as_json):
@@ -34,13 +36,17 @@ def upload(ctx, config_path, module_id, as_json):
     with state.locked():
         t = trustlib.load(cfg)
         todo = [state.load_module(module_id)] if module_id else state.pending()
-        results = [{"module_id": r.module_id, "status": r.status, "skipped": True}
-                   for r in todo if r.status not in PENDING]
+        results = [
+            {"module_id": r.module_id, "status": r.status, "skipped": True}
+            for r in todo
+            if r.status not in PENDING
+        ]
         todo = [r for r in todo if r.status in PENDING]
         if todo:
             with trustlib.make_client(cfg, t) as client, upload_progress(not as_json) as progress:
-                results += sync.upload_queue(state, client, t, todo, defer_transient=False,
-                                             progress=progress)
+                results += sync.upload_queue(
+                    state, client, t, todo, defer_transient=False, progress=progress
+                )
     _render(results, as_json)
     if any(r.get("outcome") == "refused" for r in results):
         ctx.exit(EXIT_REFUSED)
@@ -57,9 +63,13 @@ def _render(results: list[dict], as_json: bool) -> None:
             click.echo(f"module {r['module_id']}: {r['status']}, not sent")
         elif r["outcome"] == "refused":
             error = r["error"]
-            click.echo(f"module {r['module_id']}: REFUSED by the aggregator ({error['code']}): "
-                       f"{error['message']}; marked refused, never sent again")
+            click.echo(
+                f"module {r['module_id']}: REFUSED by the aggregator ({error['code']}): "
+                f"{error['message']}; marked refused, never sent again"
+            )
         else:
             how = "already registered" if r["existing"] else "registered"
-            click.echo(f"module {r['module_id']}: {how} at ledger index {r['index']} (tree size "
-                       f"{r['tree_size']}); receipt verified; {r['attempts']} attempt(s)")
+            click.echo(
+                f"module {r['module_id']}: {how} at ledger index {r['index']} (tree size "
+                f"{r['tree_size']}); receipt verified; {r['attempts']} attempt(s)"
+            )

@@ -28,16 +28,29 @@ FIXTURE = Path(__file__).resolve().parent / "demo-1de472d"
 
 
 def _ffsecure(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ffsecure", *args], cwd=REPO, env=cli_env(),
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "ffsecure", *args],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_the_old_audit_bundle_verifies_with_every_site_receipt():
     receipts = sorted((FIXTURE / "receipts").glob("*.json"))
     assert len(receipts) == 4
     trusted = [arg for r in receipts for arg in ("--trusted-checkpoint", str(r))]
-    done = _ffsecure("audit", "verify", str(FIXTURE / "audit-bundle"), "--ca", str(FIXTURE / "ca.pem"),
-                     *trusted, "--json")
+    done = _ffsecure(
+        "audit",
+        "verify",
+        str(FIXTURE / "audit-bundle"),
+        "--ca",
+        str(FIXTURE / "ca.pem"),
+        *trusted,
+        "--json",
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(done.stdout)
     assert report["verdict"] == "VERIFIED"
@@ -46,10 +59,17 @@ def test_the_old_audit_bundle_verifies_with_every_site_receipt():
 
 def test_the_old_package_verifies_at_its_signing_time():
     ca_cert = pki.load_cert((FIXTURE / "ca.pem").read_bytes())
-    federation = load_signed_manifest((FIXTURE / "aggregator" / "federation.json").read_bytes(), ca_cert)
+    federation = load_signed_manifest(
+        (FIXTURE / "aggregator" / "federation.json").read_bytes(), ca_cert
+    )
     pkg = SignedPackage.from_bytes((FIXTURE / "site-1" / "package.ffpk").read_bytes())
-    checked = verify_signed_manifest(pkg.manifest_bytes, pkg.signature, pkg.cert_chain_pem,
-                                     ca_cert=ca_cert, now=pki._parse_rfc3339(pkg.manifest.created_at))
+    checked = verify_signed_manifest(
+        pkg.manifest_bytes,
+        pkg.signature,
+        pkg.cert_chain_pem,
+        ca_cert=ca_cert,
+        now=pki._parse_rfc3339(pkg.manifest.created_at),
+    )
     assert checked.identity.site_id == "site-1"
     assert checked.manifest.federation_id == federation.federation_id
     record = ModuleRecord.read(FIXTURE / "site-1" / "module.json")
@@ -60,7 +80,9 @@ def test_the_old_site_receipt_verifies_against_the_log_key():
     record = json.loads((FIXTURE / "site-1" / "module.json").read_text())
     receipt = UploadReceipt.from_dict(record["receipt"])
     log_vkey = (FIXTURE / "audit-bundle" / "log.vkey").read_text().strip()
-    checkpoint = verify_receipt(receipt, log_vkey=log_vkey, module_id=record["module_id"], site_id="site-1")
+    checkpoint = verify_receipt(
+        receipt, log_vkey=log_vkey, module_id=record["module_id"], site_id="site-1"
+    )
     assert checkpoint.size == receipt.tree_size
 
 
@@ -86,6 +108,12 @@ def test_the_old_store_opens_and_its_ledger_and_blobs_verify(old_home):
     assert size > 0
     # verify_integrity raises on any mismatch; it returns what it checked
     assert report["entries"] == size and report["checkpoints"] >= 1
-    done = subprocess.run([sys.executable, "-m", "aggregator", "ledger", "verify", "--dir", str(old_home),
-                           "--json"], cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "aggregator", "ledger", "verify", "--dir", str(old_home), "--json"],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

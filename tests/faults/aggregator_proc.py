@@ -46,14 +46,30 @@ class AggregatorProcess:
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "aggregator", "--log-level", "INFO", "serve", "--config", str(self.config_path)],
-                cwd=REPO, env=cli_env(), stdout=log, stderr=subprocess.STDOUT, preexec_fn=self.preexec)
+                [
+                    sys.executable,
+                    "-m",
+                    "aggregator",
+                    "--log-level",
+                    "INFO",
+                    "serve",
+                    "--config",
+                    str(self.config_path),
+                ],
+                cwd=REPO,
+                env=cli_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=self.preexec,
+            )
         finally:
             log.close()
         deadline = time.monotonic() + timeout
         while not self.port_file.exists():
             if self.proc.poll() is not None:
-                raise RuntimeError(f"aggregator serve exited with {self.proc.returncode}: {self.log_tail()}")
+                raise RuntimeError(
+                    f"aggregator serve exited with {self.proc.returncode}: {self.log_tail()}"
+                )
             if time.monotonic() > deadline:
                 raise RuntimeError(f"aggregator serve did not start: {self.log_tail()}")
             time.sleep(0.02)
@@ -82,7 +98,7 @@ class AggregatorProcess:
         except FileNotFoundError:
             return ""
 
-    def __enter__(self) -> "AggregatorProcess":
+    def __enter__(self) -> AggregatorProcess:
         self.start()
         return self
 

@@ -42,13 +42,16 @@ def _at(offset: dt.timedelta) -> str:
     return pki.rfc3339(pki.utcnow() + offset)
 
 
-@pytest.mark.parametrize("offset_min, code", [
-    (+4, None),                  # site clock 4 min ahead: inside the window
-    (-4, None),                  # 4 min behind, certificate issued just now (backdated 5 min)
-    (+6, "E_MANIFEST_TIME"),     # 6 min ahead: outside the window
-    (+60 * 24, "E_MANIFEST_TIME"),
-    (-10, "E_CERT_EXPIRED"),     # dated before the (fresh) certificate existed
-])
+@pytest.mark.parametrize(
+    "offset_min, code",
+    [
+        (+4, None),  # site clock 4 min ahead: inside the window
+        (-4, None),  # 4 min behind, certificate issued just now (backdated 5 min)
+        (+6, "E_MANIFEST_TIME"),  # 6 min ahead: outside the window
+        (+60 * 24, "E_MANIFEST_TIME"),
+        (-10, "E_CERT_EXPIRED"),  # dated before the (fresh) certificate existed
+    ],
+)
 def test_site_clock_skew_over_mtls(fed, srv, offset_min, code):
     site = "st-mary"
     creds = fed.sites[site]
@@ -61,14 +64,23 @@ def test_site_clock_skew_over_mtls(fed, srv, offset_min, code):
         assert got.module_id == d["module_id"] and srv.runtime.store.size() == size + 1
     else:
         assert isinstance(got, Refusal) and got.code == code, got
-        assert got.status in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED) and got.hint
+        assert (
+            got.status in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED)
+            and got.hint
+        )
         assert srv.runtime.store.size() == size
 
 
 def _package(fed, site, creds, created_at):
     weights = forge.federation_weights(fed)
-    m = package.build_manifest(federation=fed.manifest, site_id=site, weights=weights, classes=[0], seed=0,
-                               created_at=created_at)
+    m = package.build_manifest(
+        federation=fed.manifest,
+        site_id=site,
+        weights=weights,
+        classes=[0],
+        seed=0,
+        created_at=created_at,
+    )
     pkg = package.sign_package(m, weights, creds.key, creds.cert)
     return forge.seal(fed, pkg.to_bytes()), m.to_dict()
 
@@ -77,10 +89,19 @@ def test_window_edges_on_the_aggregator_clock(fed):
     """Exactly CLOCK_SKEW ahead is accepted; one second more is refused."""
     creds = fed.sites["st-john"]
     now = pki.utcnow().replace(microsecond=0)
-    for ahead, ok in ((package.CLOCK_SKEW, True), (package.CLOCK_SKEW + dt.timedelta(seconds=1), False)):
+    for ahead, ok in (
+        (package.CLOCK_SKEW, True),
+        (package.CLOCK_SKEW + dt.timedelta(seconds=1), False),
+    ):
         weights = forge.federation_weights(fed)
-        m = package.build_manifest(federation=fed.manifest, site_id="st-john", weights=weights, classes=[0], seed=0,
-                                   created_at=pki.rfc3339(now + ahead))
+        m = package.build_manifest(
+            federation=fed.manifest,
+            site_id="st-john",
+            weights=weights,
+            classes=[0],
+            seed=0,
+            created_at=pki.rfc3339(now + ahead),
+        )
         pkg = package.sign_package(m, weights, creds.key, creds.cert)
         if ok:
             package.verify_package(pkg, federation=fed.manifest, ca_cert=fed.ca.cert, now=now)

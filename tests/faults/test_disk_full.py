@@ -32,27 +32,43 @@ NO_RETRY = RetryPolicy(max_attempts=1)
 @contextlib.contextmanager
 def small_tmpfs(path: Path, size: str):
     path.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
     if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()}); the disk-full test needs mount rights")
+        pytest.skip(
+            f"cannot mount a tmpfs here ({r.stderr.strip()}); the disk-full test needs mount rights"
+        )
     try:
-        yield lambda new_size: subprocess.run(["mount", "-o", f"remount,size={new_size}", str(path)], check=True)
+        yield lambda new_size: subprocess.run(
+            ["mount", "-o", f"remount,size={new_size}", str(path)], check=True
+        )
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def _fed(tmp_path):
     # 3x64x64 tiny cvae: ~2 MB of weights per module
-    return build_federation(tmp_path / "fed", image_shape=(3, 64, 64), labels=[f"c{i}" for i in range(10)],
-                            chunk_bytes=256 * 1024, commit_every_bytes=256 * 1024)
+    return build_federation(
+        tmp_path / "fed",
+        image_shape=(3, 64, 64),
+        labels=[f"c{i}" for i in range(10)],
+        chunk_bytes=256 * 1024,
+        commit_every_bytes=256 * 1024,
+    )
 
 
 def _state(srv) -> tuple:
     store = srv.runtime.store
     with srv.runtime.deps.store_lock:
         size = store.size()
-        return size, store.root_hash(size) if size else b"", sorted(m.module_id for m in store.list_modules())
+        return (
+            size,
+            store.root_hash(size) if size else b"",
+            sorted(m.module_id for m in store.list_modules()),
+        )
 
 
 def test_blob_store_full_refuses_cleanly_and_recovers(tmp_path, caplog):
@@ -69,7 +85,11 @@ def test_blob_store_full_refuses_cleanly_and_recovers(tmp_path, caplog):
                 with caplog.at_level("WARNING", logger="aggregator.refusal"):
                     got = send(c.stub, chunks(second, upload_id=upload_id, chunk_bytes=256 * 1024))
                 assert isinstance(got, Refusal) and got.code == "E_DISK_FULL", got
-                assert got.status == grpc.StatusCode.RESOURCE_EXHAUSTED and "disk" in got.message and got.hint
+                assert (
+                    got.status == grpc.StatusCode.RESOURCE_EXHAUSTED
+                    and "disk" in got.message
+                    and got.hint
+                )
                 assert any(getattr(r, "code", None) == "E_DISK_FULL" for r in caplog.records)
                 # nothing changed, nothing half-written
                 assert _state(srv) == before
@@ -90,27 +110,32 @@ def test_blob_store_full_refuses_cleanly_and_recovers(tmp_path, caplog):
 def test_staging_area_full_keeps_the_committed_prefix_and_resumes(tmp_path, caplog):
     fed = _fed(tmp_path)
     uploads = fed.home.root / "uploads"
-    with small_tmpfs(uploads, "1m") as resize:
-        with fed.serve() as srv:
-            sealed, pkg = fed.make_package("st-mary", classes=[2])
-            upload_id = secrets.token_hex(16)
-            with fed.client("st-mary", srv.address, retry=NO_RETRY) as c:
-                with caplog.at_level("WARNING", logger="aggregator.refusal"):
-                    got = send(c.stub, chunks(sealed, upload_id=upload_id, chunk_bytes=256 * 1024))
-                assert isinstance(got, Refusal) and got.code == "E_DISK_FULL", got
-                assert got.status == grpc.StatusCode.RESOURCE_EXHAUSTED
-                assert srv.runtime.store.size() == 1  # only the crl.loaded of the start
-                state = srv.runtime.deps.staging.status("st-mary", upload_id)
-                # the durable prefix is what the state says, and the data file holds exactly that
-                assert state is not None and 0 < state.committed_offset < len(sealed) and not state.registered
-                data = uploads / "st-mary" / upload_id / "data"
-                assert data.stat().st_size == state.committed_offset
-                assert data.read_bytes() == sealed[:state.committed_offset]
-                resize("64m")
-                receipt = c.upload(sealed, upload_id=upload_id, module_id=pkg.manifest.module_id, site_id="st-mary")
-                assert receipt.index == 1
-                assert c.last_upload.resumed_from == [state.committed_offset]
-                assert srv.runtime.store.size() == 2
+    with small_tmpfs(uploads, "1m") as resize, fed.serve() as srv:
+        sealed, pkg = fed.make_package("st-mary", classes=[2])
+        upload_id = secrets.token_hex(16)
+        with fed.client("st-mary", srv.address, retry=NO_RETRY) as c:
+            with caplog.at_level("WARNING", logger="aggregator.refusal"):
+                got = send(c.stub, chunks(sealed, upload_id=upload_id, chunk_bytes=256 * 1024))
+            assert isinstance(got, Refusal) and got.code == "E_DISK_FULL", got
+            assert got.status == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert srv.runtime.store.size() == 1  # only the crl.loaded of the start
+            state = srv.runtime.deps.staging.status("st-mary", upload_id)
+            # the durable prefix is what the state says, and the data file holds exactly that
+            assert (
+                state is not None
+                and 0 < state.committed_offset < len(sealed)
+                and not state.registered
+            )
+            data = uploads / "st-mary" / upload_id / "data"
+            assert data.stat().st_size == state.committed_offset
+            assert data.read_bytes() == sealed[: state.committed_offset]
+            resize("64m")
+            receipt = c.upload(
+                sealed, upload_id=upload_id, module_id=pkg.manifest.module_id, site_id="st-mary"
+            )
+            assert receipt.index == 1
+            assert c.last_upload.resumed_from == [state.committed_offset]
+            assert srv.runtime.store.size() == 2
 
 
 def test_disk_full_is_not_an_internal_error():
@@ -140,7 +165,9 @@ def test_file_size_limit_on_the_aggregator_process_refuses_cleanly(tmp_path):
     def cap_file_size():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    with AggregatorProcess(fed.config_path, tmp_path / "serve.log", preexec=cap_file_size) as server:
+    with AggregatorProcess(
+        fed.config_path, tmp_path / "serve.log", preexec=cap_file_size
+    ) as server:
         upload_id = secrets.token_hex(16)
         with fed.client("st-mary", address, retry=NO_RETRY) as c:
             got = send(c.stub, chunks(sealed, upload_id=upload_id, chunk_bytes=256 * 1024))

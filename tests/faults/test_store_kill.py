@@ -28,7 +28,8 @@ from tests.conftest import cli_env
 
 ORIGIN = "ffsecure.local/fault/log"
 
-WORKER = r"""
+WORKER = (
+    r"""
 import hashlib, random, secrets, sys
 from aggregator.store import open_home_store
 from ffsecure import canonical
@@ -57,13 +58,20 @@ while store.size() < target:
         store.delete_module(rng.choice(active), actor="operator:ops", reason="fault test")
     print("size", store.size(), flush=True)
 print("done", store.size(), flush=True)
-""" % ORIGIN
+"""
+    % ORIGIN
+)
 
 
 def _run_until_killed(home, target: int, seed: int, rng: random.Random) -> tuple[int, bool]:
     """Start a writer, kill it at a random moment; returns (last acknowledged size, finished)."""
-    proc = subprocess.Popen([sys.executable, "-c", WORKER, str(home), str(target), str(seed)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(), text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WORKER, str(home), str(target), str(seed)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
+        text=True,
+    )
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
     acked, kill_at, finished = 0, None, False
@@ -104,8 +112,11 @@ def _check(home, acked: int, tmp_path, round_no: int) -> int:
     try:
         summary = store.verify_integrity()
         assert summary["entries"] >= acked, "an acknowledged write was lost"
-        bundle = store.export_bundle(tmp_path / f"bundle-{round_no}", ca_cert_pem=b"-----BEGIN CERTIFICATE-----\n",
-                                     crl_pem=None)
+        bundle = store.export_bundle(
+            tmp_path / f"bundle-{round_no}",
+            ca_cert_pem=b"-----BEGIN CERTIFICATE-----\n",
+            crl_pem=None,
+        )
         report = verify_bundle_log(bundle)
         assert report.size == summary["entries"]
         return summary["entries"]

@@ -31,23 +31,47 @@ import time
 import pytest
 
 from aggregator.store import open_home_store
-from ffsecure.ledger import leaf_hash, open_checkpoint, verify_bundle_log, verify_consistency, verify_inclusion
+from ffsecure.ledger import (
+    leaf_hash,
+    open_checkpoint,
+    verify_bundle_log,
+    verify_consistency,
+    verify_inclusion,
+)
 from site_node.client import AggregatorError, RetryPolicy
 from tests.faults.aggregator_proc import AggregatorProcess, free_port, pin_port
 from tests.federation_fixture import build_federation
 
-RETRY_CODES = {"E_RPC_UNAVAILABLE", "E_RPC_DEADLINE_EXCEEDED", "E_RPC_ABORTED", "E_RPC_CANCELLED",
-               "E_RPC_UNKNOWN", "E_RPC_INTERNAL", "E_UPLOAD_BUSY", "E_RATE_LIMIT", "E_SHUTTING_DOWN"}
+RETRY_CODES = {
+    "E_RPC_UNAVAILABLE",
+    "E_RPC_DEADLINE_EXCEEDED",
+    "E_RPC_ABORTED",
+    "E_RPC_CANCELLED",
+    "E_RPC_UNKNOWN",
+    "E_RPC_INTERNAL",
+    "E_UPLOAD_BUSY",
+    "E_RATE_LIMIT",
+    "E_SHUTTING_DOWN",
+}
 
 
 def _kill_run(tmp_path, *, n_uploads: int, kills: int, seed: int, deadline_s: float) -> dict:
     rng = random.Random(seed)
     sites = [f"s{i:03d}" for i in range(n_uploads)]
     # 3x64x64 tiny cvae: ~2 MB per sealed module, so that a kill lands mid-stream
-    fed = build_federation(tmp_path / "fed", sites=sites, image_shape=(3, 64, 64),
-                           labels=[f"c{i}" for i in range(10)], chunk_bytes=64 * 1024,
-                           commit_every_bytes=256 * 1024, max_workers=16, calls_per_second=500.0,
-                           call_burst=1000, uploads_per_minute=6000.0, upload_burst=1000)
+    fed = build_federation(
+        tmp_path / "fed",
+        sites=sites,
+        image_shape=(3, 64, 64),
+        labels=[f"c{i}" for i in range(10)],
+        chunk_bytes=64 * 1024,
+        commit_every_bytes=256 * 1024,
+        max_workers=16,
+        calls_per_second=500.0,
+        call_burst=1000,
+        uploads_per_minute=6000.0,
+        upload_burst=1000,
+    )
     address = pin_port(fed.config_path, free_port())
     packages = {s: fed.make_package(s, classes=[i % 10], seed=i) for i, s in enumerate(sites)}
     acked: dict[str, object] = {}
@@ -66,10 +90,16 @@ def _kill_run(tmp_path, *, n_uploads: int, kills: int, seed: int, deadline_s: fl
         while time.monotonic() < stop_at:
             n += 1
             try:
-                with fed.client(site, address, retry=RetryPolicy(max_attempts=2, base_delay_s=0.05, max_delay_s=0.5,
-                                                                 rng=wrng),
-                                timeout_s=10, upload_timeout_s=60) as c:
-                    receipt = c.upload(sealed, upload_id=upload_id, module_id=pkg.manifest.module_id, site_id=site)
+                with fed.client(
+                    site,
+                    address,
+                    retry=RetryPolicy(max_attempts=2, base_delay_s=0.05, max_delay_s=0.5, rng=wrng),
+                    timeout_s=10,
+                    upload_timeout_s=60,
+                ) as c:
+                    receipt = c.upload(
+                        sealed, upload_id=upload_id, module_id=pkg.manifest.module_id, site_id=site
+                    )
                 with lock:
                     acked[site] = receipt
                     attempts[site] = n
@@ -86,8 +116,10 @@ def _kill_run(tmp_path, *, n_uploads: int, kills: int, seed: int, deadline_s: fl
     server = AggregatorProcess(fed.config_path, tmp_path / "serve.log")
     kill_log: list[dict] = []
     with server:
-        threads = [threading.Thread(target=site_worker, args=(s, random.Random(rng.random())), daemon=True)
-                   for s in sites]
+        threads = [
+            threading.Thread(target=site_worker, args=(s, random.Random(rng.random())), daemon=True)
+            for s in sites
+        ]
         for t in threads:
             t.start()
         start.set()
@@ -114,7 +146,13 @@ def _kill_run(tmp_path, *, n_uploads: int, kills: int, seed: int, deadline_s: fl
             if in_flight == 0 or time.monotonic() >= stop_at:
                 break
             server.kill()
-            kill_log.append({"at_s": round(time.monotonic() - t0, 3), "acked_before": done, "in_flight": in_flight})
+            kill_log.append(
+                {
+                    "at_s": round(time.monotonic() - t0, 3),
+                    "acked_before": done,
+                    "in_flight": in_flight,
+                }
+            )
             t_restart = time.monotonic()
             server.start()
             restart_s = time.monotonic() - t_restart
@@ -124,9 +162,15 @@ def _kill_run(tmp_path, *, n_uploads: int, kills: int, seed: int, deadline_s: fl
 
     assert not failed, f"sites that did not complete: {failed}"
     _check_store(fed, packages, acked, tmp_path)
-    assert len(kill_log) == kills, f"only {len(kill_log)} kills landed while uploads were in flight: {kill_log}"
-    return {"kills": kill_log, "acknowledged": len(acked), "lost": 0,
-            "retried_sites": sum(1 for v in attempts.values() if v > 1)}
+    assert len(kill_log) == kills, (
+        f"only {len(kill_log)} kills landed while uploads were in flight: {kill_log}"
+    )
+    return {
+        "kills": kill_log,
+        "acknowledged": len(acked),
+        "lost": 0,
+        "retried_sites": sum(1 for v in attempts.values() if v > 1),
+    }
 
 
 def _check_store(fed, packages, acked, tmp_path) -> None:
@@ -135,12 +179,17 @@ def _check_store(fed, packages, acked, tmp_path) -> None:
         summary = store.verify_integrity()  # store and log agree; blobs decrypt; no stray blob
         size = store.size()
         final_root = store.root_hash(size)
-        final = open_checkpoint(store.checkpoint(), fed.log_vkey, origin=fed.manifest.aggregator["log_origin"])
+        final = open_checkpoint(
+            store.checkpoint(), fed.log_vkey, origin=fed.manifest.aggregator["log_origin"]
+        )
         assert final.size == size and final.root_hash == final_root
         modules = {m.module_id: m for m in store.list_modules()}
         # exactly the acknowledged modules, each once
-        assert set(modules) == {r.module_id for r in acked.values()} == {
-            p.manifest.module_id for _s, p in packages.values()}
+        assert (
+            set(modules)
+            == {r.module_id for r in acked.values()}
+            == {p.manifest.module_id for _s, p in packages.values()}
+        )
         registered = [i for i in range(size) if b'"type":"module.registered"' in store.entry(i)]
         assert len(registered) == len(modules) == summary.get("modules", len(modules))
         for site, receipt in acked.items():
@@ -151,13 +200,25 @@ def _check_store(fed, packages, acked, tmp_path) -> None:
             weights = store.module_weights(receipt.module_id)
             assert hashlib.sha256(weights).hexdigest() == pkg.manifest.weights_sha256
             # the receipt's view of the log is a prefix of today's
-            cp = open_checkpoint(receipt.checkpoint, fed.log_vkey, origin=fed.manifest.aggregator["log_origin"])
-            verify_inclusion(leaf_hash(receipt.entry), receipt.index, cp.size, receipt.inclusion_proof, cp.root_hash)
+            cp = open_checkpoint(
+                receipt.checkpoint, fed.log_vkey, origin=fed.manifest.aggregator["log_origin"]
+            )
+            verify_inclusion(
+                leaf_hash(receipt.entry),
+                receipt.index,
+                cp.size,
+                receipt.inclusion_proof,
+                cp.root_hash,
+            )
             if cp.size < size:
-                verify_consistency(cp.size, size, cp.root_hash, final_root, store.consistency_proof(cp.size, size))
+                verify_consistency(
+                    cp.size, size, cp.root_hash, final_root, store.consistency_proof(cp.size, size)
+                )
             else:
                 assert cp.root_hash == final_root
-        bundle = store.export_bundle(tmp_path / "bundle", ca_cert_pem=fed.ca_pem, crl_pem=fed.ca.crl_pem())
+        bundle = store.export_bundle(
+            tmp_path / "bundle", ca_cert_pem=fed.ca_pem, crl_pem=fed.ca.crl_pem()
+        )
         assert verify_bundle_log(bundle).size == size
     finally:
         store.close()
@@ -191,18 +252,28 @@ def test_upload_complete_on_disk_but_unregistered_is_finished_after_restart(tmp_
     upload_id = secrets.token_hex(16)
     with fed.serve() as srv:
         staging = srv.runtime.deps.staging
-        with staging.open("st-mary", upload_id, total_size=len(sealed),
-                          total_sha256=hashlib.sha256(sealed).digest()) as staged:
-            staged.write(0, sealed)  # then the "crash": closed with every byte committed, nothing registered
+        with staging.open(
+            "st-mary",
+            upload_id,
+            total_size=len(sealed),
+            total_sha256=hashlib.sha256(sealed).digest(),
+        ) as staged:
+            staged.write(
+                0, sealed
+            )  # then the "crash": closed with every byte committed, nothing registered
         state = staging.status("st-mary", upload_id)
         assert state.committed_offset == len(sealed) and not state.registered
         assert srv.runtime.store.size() == 1  # only the crl.loaded of the start
         with fed.client("st-mary", srv.address, retry=RetryPolicy(max_attempts=1)) as c:
-            receipt = c.upload(sealed, upload_id=upload_id, module_id=pkg.manifest.module_id, site_id="st-mary")
+            receipt = c.upload(
+                sealed, upload_id=upload_id, module_id=pkg.manifest.module_id, site_id="st-mary"
+            )
             assert receipt.index == 1 and srv.runtime.store.size() == 2
             assert staging.status("st-mary", upload_id).registered
             # and again: the same receipt, nothing added
-            again = c.upload(sealed, upload_id=upload_id, module_id=pkg.manifest.module_id, site_id="st-mary")
+            again = c.upload(
+                sealed, upload_id=upload_id, module_id=pkg.manifest.module_id, site_id="st-mary"
+            )
             assert again.index == 1 and again.existing and srv.runtime.store.size() == 2
 
 
@@ -214,7 +285,9 @@ def test_staged_bytes_left_by_a_crash_after_registration_are_removed_at_start(tm
     staging = UploadStaging(tmp_path / "uploads", max_upload_bytes=1 << 20)
     upload_id = secrets.token_hex(16)
     blob = b"x" * 1000
-    with staging.open("st-mary", upload_id, total_size=len(blob), total_sha256=hashlib.sha256(blob).digest()) as st:
+    with staging.open(
+        "st-mary", upload_id, total_size=len(blob), total_sha256=hashlib.sha256(blob).digest()
+    ) as st:
         st.write(0, blob)
         st.commit()
         st.state.module_id = "0" * 32  # as mark_registered records it, before it unlinks the data

@@ -22,7 +22,9 @@ torch.set_num_threads(1)
 
 def run(*args: str, input: str | None = None, code: int = 0):
     result = CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
-    assert result.exit_code == code, f"{args}: exit {result.exit_code}\n{result.output}\n{result.stderr}"
+    assert result.exit_code == code, (
+        f"{args}: exit {result.exit_code}\n{result.output}\n{result.stderr}"
+    )
     return result
 
 
@@ -32,15 +34,24 @@ def run_json(*args: str):
 
 # --------------------------------------------------------------------------- init
 
+
 def _manifest_for(ca, public_keys: dict) -> bytes:
     from ffsecure import generators
 
     m = FederationManifest(
-        federation_id=ca.federation_id, label_space=["a", "b"], image_shape=(1, 16, 16),
-        generator={"family": "cvae", "config": generators.default_config("cvae", image_shape=(1, 16, 16),
-                                                                          num_classes=2, size="tiny")},
-        dp_policy={"required": False, "max_epsilon": None, "delta": None}, limits={"max_module_bytes": 1 << 24},
-        aggregator={"endpoint": "localhost:8443", **public_keys})
+        federation_id=ca.federation_id,
+        label_space=["a", "b"],
+        image_shape=(1, 16, 16),
+        generator={
+            "family": "cvae",
+            "config": generators.default_config(
+                "cvae", image_shape=(1, 16, 16), num_classes=2, size="tiny"
+            ),
+        },
+        dp_policy={"required": False, "max_epsilon": None, "delta": None},
+        limits={"max_module_bytes": 1 << 24},
+        aggregator={"endpoint": "localhost:8443", **public_keys},
+    )
     return create_signed_manifest(m, ca)
 
 
@@ -53,26 +64,48 @@ def test_init_in_two_steps_then_serve(tmp_path):
     assert "error[E_EXISTS]" in again.stderr
 
     ca = pki.init_ca(tmp_path / "ca", "demo")
-    (tmp_path / "federation.json").write_bytes(_manifest_for(ca, load_public_keys(home / "public-keys.json")))
+    (tmp_path / "federation.json").write_bytes(
+        _manifest_for(ca, load_public_keys(home / "public-keys.json"))
+    )
     (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
     (tmp_path / "crl.pem").write_bytes(ca.crl_pem())
     cert = ca.sign_csr((home / "aggregator.csr").read_bytes(), role="aggregator", host="localhost")
     (tmp_path / "aggregator.pem").write_bytes(pki.cert_pem(cert))
-    step2 = ["init", "--dir", str(home), "--federation", str(tmp_path / "federation.json"),
-             "--ca-cert", str(tmp_path / "ca.pem"), "--crl", str(tmp_path / "crl.pem"),
-             "--tls-cert", str(tmp_path / "aggregator.pem"), "--listen", "127.0.0.1:0"]
+    step2 = [
+        "init",
+        "--dir",
+        str(home),
+        "--federation",
+        str(tmp_path / "federation.json"),
+        "--ca-cert",
+        str(tmp_path / "ca.pem"),
+        "--crl",
+        str(tmp_path / "crl.pem"),
+        "--tls-cert",
+        str(tmp_path / "aggregator.pem"),
+        "--listen",
+        "127.0.0.1:0",
+    ]
 
     # A manifest naming another home's keys is refused before anything is written.
     other = tmp_path / "other"
     run("init", "--dir", str(other), "--federation-id", "demo")
-    (tmp_path / "wrong.json").write_bytes(_manifest_for(ca, load_public_keys(other / "public-keys.json")))
-    wrong = run(*[str(tmp_path / "wrong.json") if a.endswith("federation.json") else a for a in step2], code=1)
+    (tmp_path / "wrong.json").write_bytes(
+        _manifest_for(ca, load_public_keys(other / "public-keys.json"))
+    )
+    wrong = run(
+        *[str(tmp_path / "wrong.json") if a.endswith("federation.json") else a for a in step2],
+        code=1,
+    )
     assert "error[E_KEY_MISMATCH]" in wrong.stderr
     assert not (home / "federation.json").exists() and not (home / "store.sqlite").exists()
     # A TLS certificate for another key is refused too.
     foreign, _ = ca.issue_aggregator("localhost")
     (tmp_path / "foreign.pem").write_bytes(pki.cert_pem(foreign))
-    bad = run(*[str(tmp_path / "foreign.pem") if a.endswith("aggregator.pem") else a for a in step2], code=1)
+    bad = run(
+        *[str(tmp_path / "foreign.pem") if a.endswith("aggregator.pem") else a for a in step2],
+        code=1,
+    )
     assert "error[E_KEY_MISMATCH]" in bad.stderr
 
     info = run_json(*step2)
@@ -91,12 +124,15 @@ def test_init_in_two_steps_then_serve(tmp_path):
 
 # --------------------------------------------------------------------------- operator commands
 
+
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
     fed = build_federation(tmp_path_factory.mktemp("cli") / "fed", sites=("north", "south"))
     with open_home_store(fed.home) as store:
-        ids = {"north": register_trained(fed, store, "north", [0, 1], 31),
-               "south": register_trained(fed, store, "south", [1, 2], 32)}
+        ids = {
+            "north": register_trained(fed, store, "north", [0, 1], 31),
+            "south": register_trained(fed, store, "south", [1, 2], 32),
+        }
     return fed, ids
 
 
@@ -113,7 +149,11 @@ def test_modules_list_show_and_json(home):
     rows = run_json("modules", "list", "--dir", str(home))
     assert {r["module_id"] for r in rows} == set(ids.values())
     north = next(r for r in rows if r["site_id"] == "north")
-    assert north["classes"] == ["zero", "one"] and north["status"] == "live" and north["generator"] == "cvae"
+    assert (
+        north["classes"] == ["zero", "one"]
+        and north["status"] == "live"
+        and north["generator"] == "cvae"
+    )
     table = run("modules", "list", "--dir", str(home)).stdout
     assert ids["north"] in table and "live" in table
     shown = run_json("modules", "show", "--dir", str(home), ids["south"])
@@ -131,12 +171,30 @@ def test_synthesize_train_publish_status_and_guarded_delete(home):
     assert st["classes_covered"] == ["zero", "one", "two"] and st["classes_uncovered"] == ["three"]
 
     ds = run_json("synthesize", "--dir", str(home), "--per-class", "6", "--seed", "3")
-    assert ds["counts"] == {"zero": 6, "one": 6, "two": 6, "three": 0} and ds["uncovered"] == ["three"]
+    assert ds["counts"] == {"zero": 6, "one": 6, "two": 6, "three": 0} and ds["uncovered"] == [
+        "three"
+    ]
     assert (home / "runs" / f"{ds['dataset_id']}-samples.png").is_file()
-    assert "error[E_NOT_FOUND]" in run("train", "--dir", str(home), "--dataset", "ds-nope", code=1).stderr
+    assert (
+        "error[E_NOT_FOUND]"
+        in run("train", "--dir", str(home), "--dataset", "ds-nope", code=1).stderr
+    )
     assert "error[E_NO_CLASSIFIER]" in run("publish", "--dir", str(home), code=1).stderr
-    clf = run_json("train", "--dir", str(home), "--dataset", ds["dataset_id"], "--epochs", "1", "--min-steps", "0", "--width", "8",
-                   "--threads", "1")
+    clf = run_json(
+        "train",
+        "--dir",
+        str(home),
+        "--dataset",
+        ds["dataset_id"],
+        "--epochs",
+        "1",
+        "--min-steps",
+        "0",
+        "--width",
+        "8",
+        "--threads",
+        "1",
+    )
     assert clf["metrics"] is None and clf["modules"] == sorted(ids.values())
     pub = run_json("publish", "--dir", str(home))
     assert pub["classifier_id"] == clf["classifier_id"]
@@ -146,12 +204,31 @@ def test_synthesize_train_publish_status_and_guarded_delete(home):
     # Without --yes the operator is asked; "n" changes nothing.
     with open_home_store(home) as store:
         size = store.size()
-    run("modules", "delete", "--dir", str(home), ids["north"], "--reason", "test", input="n\n", code=1)
+    run(
+        "modules",
+        "delete",
+        "--dir",
+        str(home),
+        ids["north"],
+        "--reason",
+        "test",
+        input="n\n",
+        code=1,
+    )
     with open_home_store(home) as store:
         assert store.size() == size and store.get_module(ids["north"]).status == "active"
 
-    out = run_json("modules", "delete", "--dir", str(home), ids["north"], "--reason", "withdrawn", "--yes",
-                   "--no-retrain")
+    out = run_json(
+        "modules",
+        "delete",
+        "--dir",
+        str(home),
+        ids["north"],
+        "--reason",
+        "withdrawn",
+        "--yes",
+        "--no-retrain",
+    )
     assert out["retrained"] is None and out["retired_classifiers"] == [clf["classifier_id"]]
     st = run_json("status", "--dir", str(home))
     assert st["current_classifier"] is None and st["pending_retrains"] == [clf["classifier_id"]]
@@ -159,7 +236,10 @@ def test_synthesize_train_publish_status_and_guarded_delete(home):
     new = again["classifiers"][0]
     st = run_json("status", "--dir", str(home))
     assert st["current_classifier"]["classifier_id"] == new["classifier_id"]
-    assert st["current_classifier"]["replaces"] == clf["classifier_id"] and st["pending_retrains"] == []
+    assert (
+        st["current_classifier"]["replaces"] == clf["classifier_id"]
+        and st["pending_retrains"] == []
+    )
     assert st["classes_covered"] == ["one", "two"] and st["modules"] == {"live": 1, "deleted": 1}
     assert "nothing to retrain" in run("retrain", "--dir", str(home)).stdout
 
@@ -171,10 +251,30 @@ def test_long_steps_draw_progress_bars_and_train_a_resnet18(home):
     assert "synthesize" in syn.stderr and "9/9" in syn.stderr, syn.stderr  # 3 covered classes x 3
     ds = syn.stdout.split()[1]
     assert syn.stdout.startswith(f"dataset {ds} (9 images")  # "three" has no module
-    assert run("synthesize", "--dir", str(home), "--per-class", "3", "--no-progress").stderr.count("9/9") == 0
-    clf = run("train", "--dir", str(home), "--dataset", ds, "--classifier", "resnet18", "--epochs", "1",
-              "--min-steps", "0", "--threads", "1")
-    assert f"regenerate {ds}" in clf.stderr and "train resnet18" in clf.stderr and "1/1" in clf.stderr, clf.stderr
+    assert (
+        run("synthesize", "--dir", str(home), "--per-class", "3", "--no-progress").stderr.count(
+            "9/9"
+        )
+        == 0
+    )
+    clf = run(
+        "train",
+        "--dir",
+        str(home),
+        "--dataset",
+        ds,
+        "--classifier",
+        "resnet18",
+        "--epochs",
+        "1",
+        "--min-steps",
+        "0",
+        "--threads",
+        "1",
+    )
+    assert (
+        f"regenerate {ds}" in clf.stderr and "train resnet18" in clf.stderr and "1/1" in clf.stderr
+    ), clf.stderr
     cid = clf.stdout.split()[1]
     shown = run_json("status", "--dir", str(home))
     assert shown["classifiers"]["active"] == 1
@@ -182,4 +282,5 @@ def test_long_steps_draw_progress_bars_and_train_a_resnet18(home):
         row = store.get_artifact("classifier", cid)
     assert row.meta["config"]["architecture"] == "resnet18" and row.meta["modules"] == [
         {"module_id": m, "weights_sha256": row.meta["modules"][i]["weights_sha256"]}
-        for i, m in enumerate(sorted(ids.values()))]
+        for i, m in enumerate(sorted(ids.values()))
+    ]

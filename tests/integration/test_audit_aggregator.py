@@ -20,8 +20,13 @@ torch.set_num_threads(1)
 
 
 def _cli(prog: str, *args: str) -> dict:
-    p = subprocess.run([sys.executable, "-m", prog, *args, "--json"], capture_output=True, text=True,
-                       env=cli_env(), timeout=600)
+    p = subprocess.run(
+        [sys.executable, "-m", prog, *args, "--json"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=600,
+    )
     assert p.returncode in (0, 3), f"{prog} {' '.join(args)}: {p.stderr[-3000:]}"
     return json.loads(p.stdout)
 
@@ -34,13 +39,39 @@ def test_real_operator_history_verifies(tmp_path):
         for site, classes in (("north", [0, 1]), ("south", [2, 3]), ("east", [0, 1, 2, 3])):
             sealed, pkg = fed.make_package(site, classes=classes)
             with fed.client(site, srv.address) as c:
-                ids[site] = c.upload(sealed, module_id=pkg.manifest.module_id, site_id=site).module_id
+                ids[site] = c.upload(
+                    sealed, module_id=pkg.manifest.module_id, site_id=site
+                ).module_id
     home = str(fed.home.root)
     ds = _cli("aggregator", "synthesize", "--dir", home, "--per-class", "4", "--seed", "1")
-    clf = _cli("aggregator", "train", "--dir", home, "--dataset", ds["dataset_id"], "--epochs", "1", "--width", "8",
-               "--seed", "5", "--threads", "1")
+    clf = _cli(
+        "aggregator",
+        "train",
+        "--dir",
+        home,
+        "--dataset",
+        ds["dataset_id"],
+        "--epochs",
+        "1",
+        "--width",
+        "8",
+        "--seed",
+        "5",
+        "--threads",
+        "1",
+    )
     _cli("aggregator", "publish", "--dir", home, clf["classifier_id"])
-    out = _cli("aggregator", "modules", "delete", "--dir", home, ids["east"], "--reason", "withdrawn", "--yes")
+    out = _cli(
+        "aggregator",
+        "modules",
+        "delete",
+        "--dir",
+        home,
+        ids["east"],
+        "--reason",
+        "withdrawn",
+        "--yes",
+    )
     new = out["retrained"]["classifiers"][0]["classifier_id"]
     bundle = tmp_path / "bundle"
     _cli("aggregator", "ledger", "export", "--dir", home, "--out", str(bundle))
@@ -50,7 +81,9 @@ def test_real_operator_history_verifies(tmp_path):
 
     result = audit_bundle(load_bundle(bundle), ca_pem=fed.ca_pem)
     current = result.replay.current_classifier()
-    assert current.artifact_id == new and ids["east"] not in {m["module_id"] for m in current.modules}
+    assert current.artifact_id == new and ids["east"] not in {
+        m["module_id"] for m in current.modules
+    }
     assert not result.replay.classifiers[clf["classifier_id"]].live
 
     # An operator who quietly un-retires the old classifier (drops its classifier.retired entry and
@@ -62,14 +95,19 @@ def test_real_operator_history_verifies(tmp_path):
     t = tmp_path / "rewritten"
     shutil.copytree(bundle, t)
     lines = (t / "entries.jsonl").read_bytes()[:-1].split(b"\n")
-    lines = [x for x in lines if not (b'"type":"classifier.retired"' in x and clf["classifier_id"].encode() in x)]
+    lines = [
+        x
+        for x in lines
+        if not (b'"type":"classifier.retired"' in x and clf["classifier_id"].encode() in x)
+    ]
     (t / "entries.jsonl").write_bytes(b"".join(x + b"\n" for x in lines))
     signer = load_log_key(fed.home)
     tree = MemoryTree([leaf_hash(x) for x in lines])
     for p in (t / "checkpoints").iterdir():
         p.unlink()
     (t / "checkpoints" / str(len(lines))).write_text(
-        sign_checkpoint(Checkpoint(signer.name, len(lines), tree.root()), signer.name, signer.key))
+        sign_checkpoint(Checkpoint(signer.name, len(lines), tree.root()), signer.name, signer.key)
+    )
     forged = audit_bundle(load_bundle(t), ca_pem=fed.ca_pem)
     live = [f for f in forged.findings if f.code == "E_AUDIT_LIVE_DELETED"]
     assert [(f.entry_type, f.module_id) for f in live] == [("classifier.trained", ids["east"])]

@@ -38,11 +38,21 @@ def _b64(text: str) -> bytes:
 
 # ---------------------------------------------------- canonical JSON, per the page
 
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
 
 
 def _string(s: str) -> str:
-    return '"' + "".join(_ESCAPES.get(c, f"\\u{ord(c):04x}" if ord(c) < 0x20 else c) for c in s) + '"'
+    return (
+        '"' + "".join(_ESCAPES.get(c, f"\\u{ord(c):04x}" if ord(c) < 0x20 else c) for c in s) + '"'
+    )
 
 
 def _double(x: float) -> str:
@@ -58,8 +68,8 @@ def _double(x: float) -> str:
     digits, e = mantissa.replace(".", ""), int(exp)
     if -4 <= e < 16:
         if e >= 0:
-            whole = digits[:e + 1].ljust(e + 1, "0")
-            return f"{sign}{whole}.{digits[e + 1:] or '0'}"
+            whole = digits[: e + 1].ljust(e + 1, "0")
+            return f"{sign}{whole}.{digits[e + 1 :] or '0'}"
         return f"{sign}0.{'0' * (-e - 1)}{digits}"
     point = "." + digits[1:] if len(digits) > 1 else ""
     return f"{sign}{digits[0]}{point}e{'-' if e < 0 else '+'}{abs(e):02d}"
@@ -85,11 +95,34 @@ def canonical(v) -> bytes:
     return encode(v).encode("utf-8")
 
 
-@pytest.mark.parametrize("value", [
-    1e-05, 1.5e-07, 1e16, 1e15, 0.0001, 0.00025, 3.0, -0.0, 0.0, 3.9, 1e-5, 8.0, 123456789012345678.0,
-    1e100, 2.2250738585072014e-308, 5e-324, 1.7976931348623157e308, 0.1 + 0.2, -12.5, 1234.5678, 9999999999999998.0,
-    "a\"b\\c\n\r\t\b\f\x00\x1f\x7f/é\u2028😀", {"b": 1, "a": [True, False, None], "é": {"z": -3, "A": 0.5}},
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        1e-05,
+        1.5e-07,
+        1e16,
+        1e15,
+        0.0001,
+        0.00025,
+        3.0,
+        -0.0,
+        0.0,
+        3.9,
+        1e-5,
+        8.0,
+        123456789012345678.0,
+        1e100,
+        2.2250738585072014e-308,
+        5e-324,
+        1.7976931348623157e308,
+        0.1 + 0.2,
+        -12.5,
+        1234.5678,
+        9999999999999998.0,
+        'a"b\\c\n\r\t\b\f\x00\x1f\x7f/é\u2028😀',
+        {"b": 1, "a": [True, False, None], "é": {"z": -3, "A": 0.5}},
+    ],
+)
 def test_the_page_s_canonical_json_is_what_ffsecure_writes(value):
     from ffsecure import canonical as ffsecure_canonical
 
@@ -133,7 +166,7 @@ def check_log(bundle: Path) -> tuple[list[dict], str]:
     for path in (bundle / "checkpoints").iterdir():
         note = path.read_bytes().decode("utf-8")
         split = note.rindex("\n\n")
-        text, sigs = note[:split + 1], note[split + 2:]
+        text, sigs = note[: split + 1], note[split + 2 :]
         ok = False
         for line in sigs[:-1].split("\n"):
             assert line.startswith("\u2014 ")
@@ -146,7 +179,7 @@ def check_log(bundle: Path) -> tuple[list[dict], str]:
         origin, size, root_b64, *_ = text[:-1].split("\n")
         assert origin == name and size == path.name and str(int(size)) == size
         assert int(size) <= len(entries)
-        assert _b64(root_b64) == _mth(entries[:int(size)]), f"checkpoint {size} root"
+        assert _b64(root_b64) == _mth(entries[: int(size)]), f"checkpoint {size} root"
         sizes.append(int(size))
     assert max(sizes) == len(entries)
     return parsed, vkey
@@ -154,19 +187,25 @@ def check_log(bundle: Path) -> tuple[list[dict], str]:
 
 # ----------------------------------------------------- modules and PKI, per the page
 
-_LATER_ONLY = {x509.ReasonFlags.superseded, x509.ReasonFlags.cessation_of_operation,
-               x509.ReasonFlags.affiliation_changed, x509.ReasonFlags.privilege_withdrawn}
+_LATER_ONLY = {
+    x509.ReasonFlags.superseded,
+    x509.ReasonFlags.cessation_of_operation,
+    x509.ReasonFlags.affiliation_changed,
+    x509.ReasonFlags.privilege_withdrawn,
+}
 
 
 def _fed_id_of_ca(ca: x509.Certificate) -> str:
-    uris = ca.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
-        .get_values_for_type(x509.UniformResourceIdentifier)
+    uris = ca.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value.get_values_for_type(x509.UniformResourceIdentifier)
     (uri,) = [u for u in uris if u.startswith("ffsecure://") and u.endswith("/ca")]
-    return uri[len("ffsecure://"):-len("/ca")]
+    return uri[len("ffsecure://") : -len("/ca")]
 
 
-def check_module(record: dict, entries: list[dict], ca: x509.Certificate,
-                 crl: x509.CertificateRevocationList) -> str:
+def check_module(
+    record: dict, entries: list[dict], ca: x509.Certificate, crl: x509.CertificateRevocationList
+) -> str:
     """'valid', or the reason the page's rules refuse the module."""
     package = json.loads(_b64(record["package_b64"]))
     assert canonical(package) == _b64(record["package_b64"])
@@ -177,27 +216,49 @@ def check_module(record: dict, entries: list[dict], ca: x509.Certificate,
     assert digest.hex() == record["manifest_sha256"]
     reg = entries[record["registered_index"]]
     assert reg["type"] == "module.registered"
-    assert (reg["facts"]["manifest_sha256"], reg["facts"]["module_id"], reg["facts"]["site_id"]) == \
-        (record["manifest_sha256"], record["module_id"], record["site_id"])
+    assert (
+        reg["facts"]["manifest_sha256"],
+        reg["facts"]["module_id"],
+        reg["facts"]["site_id"],
+    ) == (record["manifest_sha256"], record["module_id"], record["site_id"])
     assert manifest["weights_sha256"] == record["weights_sha256"]
     assert package["alg"] == "ecdsa-p256-sha256"
 
     (cert,) = x509.load_pem_x509_certificates(package["cert_chain_pem"].encode())
     try:
-        cert.public_key().verify(_b64(package["signature"]),
-                                 b"ffsecure/module-manifest/v1\x00" + digest, ec.ECDSA(hashes.SHA256()))
+        cert.public_key().verify(
+            _b64(package["signature"]),
+            b"ffsecure/module-manifest/v1\x00" + digest,
+            ec.ECDSA(hashes.SHA256()),
+        )
     except InvalidSignature:
         return "signature"
     cert.verify_directly_issued_by(ca)
     assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey) and cert.public_key().curve.name == "secp256r1"
-    assert ExtendedKeyUsageOID.CLIENT_AUTH in cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert (
+        isinstance(cert.public_key(), ec.EllipticCurvePublicKey)
+        and cert.public_key().curve.name == "secp256r1"
+    )
+    assert (
+        ExtendedKeyUsageOID.CLIENT_AUTH
+        in cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    )
     assert cert.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature
-    uris = [u for u in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            .get_values_for_type(x509.UniformResourceIdentifier) if u.startswith("ffsecure://")]
+    uris = [
+        u
+        for u in cert.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value.get_values_for_type(x509.UniformResourceIdentifier)
+        if u.startswith("ffsecure://")
+    ]
     fed = _fed_id_of_ca(ca)
-    assert uris == [f"ffsecure://{fed}/site/{manifest['site_id']}"] and manifest["federation_id"] == fed
-    created = dt.datetime.strptime(manifest["created_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    assert (
+        uris == [f"ffsecure://{fed}/site/{manifest['site_id']}"]
+        and manifest["federation_id"] == fed
+    )
+    created = dt.datetime.strptime(manifest["created_at"], "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=dt.UTC
+    )
     for c in (cert, ca):
         assert c.not_valid_before_utc <= created <= c.not_valid_after_utc
     assert crl.issuer == ca.subject and crl.is_signature_valid(ca.public_key())
@@ -216,7 +277,9 @@ def check_federation(bundle: Path, ca: x509.Certificate, vkey: str) -> None:
     obj = json.loads((bundle / "federation.json").read_bytes())
     assert canonical(obj) == (bundle / "federation.json").read_bytes()
     fingerprint = hashlib.sha256(ca.public_bytes(serialization.Encoding.DER)).hexdigest()
-    message = b"ffsecure/federation-manifest/v1\x00" + hashlib.sha256(canonical(obj["signed"])).digest()
+    message = (
+        b"ffsecure/federation-manifest/v1\x00" + hashlib.sha256(canonical(obj["signed"])).digest()
+    )
     good = 0
     for sig in obj["signatures"]:
         if sig["alg"] == "ecdsa-p256-sha256" and sig["keyid"] == fingerprint:
@@ -251,7 +314,9 @@ def verify_bundle(bundle: Path) -> dict[str, str]:
 def test_an_independent_verifier_written_from_the_page_accepts_a_real_bundle(tmp_path):
     lab = AuditLab(tmp_path)
     try:
-        idx = standard_history(lab)  # DP claims with floats such as delta 1e-05, a deletion, lineage
+        idx = standard_history(
+            lab
+        )  # DP claims with floats such as delta 1e-05, a deletion, lineage
         bundle = lab.export()
     finally:
         lab.close()
@@ -262,7 +327,7 @@ def test_an_independent_verifier_written_from_the_page_accepts_a_real_bundle(tmp
 def test_the_page_s_revocation_rule_matches_the_bundle(tmp_path):
     lab = AuditLab(tmp_path)
     try:
-        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         before = (now - dt.timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
         rotated = lab.register("st-mary", (0,), created_at=before)
         compromised = lab.register("st-john", (1,), created_at=before)

@@ -35,8 +35,13 @@ def world(tmp_path_factory):
 
 def run(*args):
     """The real program in a child process."""
-    return subprocess.run([sys.executable, "-m", "ffsecure", "audit", *map(str, args)], capture_output=True,
-                          text=True, env=cli_env(), timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ffsecure", "audit", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=300,
+    )
 
 
 def invoke(*args):
@@ -53,11 +58,19 @@ def test_verify_clean_bundle_exits_zero_with_a_summary(world):
     lab, idx, bundle, ca = world
     p = run("verify", bundle, "--ca", ca)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "VERIFIED" in p.stdout and "checkpoint-roots" in p.stdout and "module-signatures" in p.stdout
+    assert (
+        "VERIFIED" in p.stdout
+        and "checkpoint-roots" in p.stdout
+        and "module-signatures" in p.stdout
+    )
     code, stdout, _ = invoke("verify", bundle, "--ca", ca, "--json")
     assert code == 0
     out = json.loads(stdout)
-    assert out["verdict"] == "VERIFIED" and out["findings"] == [] and out["tree_size"] == idx["pub2"] + 1
+    assert (
+        out["verdict"] == "VERIFIED"
+        and out["findings"] == []
+        and out["tree_size"] == idx["pub2"] + 1
+    )
     assert [c["name"] for c in out["checks"]][:2] == ["trust-anchor", "entries"]
 
 
@@ -85,9 +98,11 @@ def test_verify_with_trusted_checkpoint_option(world, tmp_path):
     cp = tmp_path / "receipt-3"
     cp.write_bytes((bundle / "checkpoints" / "3").read_bytes())
     assert invoke("verify", bundle, "--ca", ca, "--trusted-checkpoint", cp)[0] == 0
-    receipt = tmp_path / "receipt.json"                    # a site's receipt works as well
+    receipt = tmp_path / "receipt.json"  # a site's receipt works as well
     receipt.write_text(json.dumps({"checkpoint": cp.read_text(), "index": 2, "tree_size": 3}))
-    code, stdout, _ = invoke("verify", bundle, "--ca", ca, "--trusted-checkpoint", receipt, "--json")
+    code, stdout, _ = invoke(
+        "verify", bundle, "--ca", ca, "--trusted-checkpoint", receipt, "--json"
+    )
     detail = json.loads(stdout)["checks"][5]["detail"]
     assert code == 0 and detail == "1 trusted checkpoint(s), all prefixes of this log"
     cp.write_bytes((bundle / "checkpoints" / "3").read_bytes().replace(b"\n3\n", b"\n2\n", 1))
@@ -98,7 +113,7 @@ def test_verify_with_trusted_checkpoint_option(world, tmp_path):
 
 def test_unreadable_inputs_are_errors_not_findings(world, tmp_path):
     lab, idx, bundle, ca = world
-    p = run("verify", tmp_path / "nope", "--ca", ca)       # fails before anything heavy is imported
+    p = run("verify", tmp_path / "nope", "--ca", ca)  # fails before anything heavy is imported
     assert p.returncode == 1 and "error[E_AUDIT_BUNDLE]" in p.stderr and "hint:" in p.stderr
     code, _, stderr = invoke("verify", bundle, "--ca", tmp_path / "missing.pem")
     assert code == 1 and "error[E_CONFIG]" in stderr
@@ -118,4 +133,4 @@ def test_report_without_ca_is_written_and_flags_the_unpinned_anchor(world, tmp_p
     assert meta["verdict"] == "VERIFIED" and meta["warnings"] == 1
     html = out.read_text()
     assert "E_AUDIT_CA_UNPINNED" in html and html.startswith("<!DOCTYPE html>")
-    assert list(out.parent.iterdir()) == [out]    # no temporary file left
+    assert list(out.parent.iterdir()) == [out]  # no temporary file left

@@ -20,13 +20,24 @@ from tests.audit_fixture import AuditLab, standard_history
 
 torch.set_num_threads(1)
 
-GOOD = {"epsilon": 4.0, "delta": 1e-5, "noise_multiplier": 1.1, "sample_rate": 0.01, "steps": 100,
-        "accountant": "rdp"}
+GOOD = {
+    "epsilon": 4.0,
+    "delta": 1e-5,
+    "noise_multiplier": 1.1,
+    "sample_rate": 0.01,
+    "steps": 100,
+    "accountant": "rdp",
+}
 HOSTILE = {
     "a billion steps": {**GOOD, "accountant": "prv", "steps": 1_000_000_000},
     "a million steps": {**GOOD, "accountant": "prv", "sample_rate": 0.001, "steps": 1_000_000},
-    "a prv grid of 14 million points": {**GOOD, "accountant": "prv", "noise_multiplier": 0.6,
-                                        "sample_rate": 0.05, "steps": 10_000},
+    "a prv grid of 14 million points": {
+        **GOOD,
+        "accountant": "prv",
+        "noise_multiplier": 0.6,
+        "sample_rate": 0.05,
+        "steps": 10_000,
+    },
     "steps as a string": {**GOOD, "steps": "100"},
     "seeded noise": {**GOOD, "reproducible": True},
 }
@@ -47,8 +58,10 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("audit-dp")
     lab = AuditLab(root)
     standard_history(lab)
-    hostile = {name: lab.register("st-john", (3,), seed=10 + i, dp=dp)
-               for i, (name, dp) in enumerate(HOSTILE.items())}
+    hostile = {
+        name: lab.register("st-john", (3,), seed=10 + i, dp=dp)
+        for i, (name, dp) in enumerate(HOSTILE.items())
+    }
     honest = lab.register("st-mary", (3,), seed=30, dp=GOOD)
     bundle = lab.export("hostile-dp")
     ca = root / "ca.pem"
@@ -67,13 +80,15 @@ def test_hostile_dp_claims_in_a_bundle_are_findings_on_their_modules(world):
     assert out["verdict"] == "FAILED"
     dp_findings = {f["module_id"]: f for f in out["findings"] if f["code"] == "E_AUDIT_DP_CLAIM"}
     assert set(dp_findings) == set(hostile.values())
-    assert all(f["severity"] == "error" and f["entry_type"] == "module.registered"
-               for f in dp_findings.values())
+    assert all(
+        f["severity"] == "error" and f["entry_type"] == "module.registered"
+        for f in dp_findings.values()
+    )
     assert "1000000000" in dp_findings[hostile["a billion steps"]]["message"]
     assert f"[0, {MAX_STEPS}]" in dp_findings[hostile["a million steps"]]["message"]
     assert "grid" in dp_findings[hostile["a prv grid of 14 million points"]]["message"]
     assert "reproducible" in dp_findings[hostile["seeded noise"]]["message"]
-    assert {f["code"] for f in out["findings"]} == {"E_AUDIT_DP_CLAIM"}   # nothing else is wrong
+    assert {f["code"] for f in out["findings"]} == {"E_AUDIT_DP_CLAIM"}  # nothing else is wrong
     assert seconds < 20, f"the audit took {seconds:.1f} s"
 
 

@@ -27,18 +27,35 @@ torch.set_num_threads(1)
 
 CHROMIUM = shutil.which("chromium") or (shutil.which("chromium-browser"))
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-needs_chromium = pytest.mark.skipif(CHROMIUM is None and not IN_CI, reason="chromium is not installed "
-                                    "(run scripts/ensure-chromium.sh)")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--enable-logging=stderr", "--v=0"]
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None and not IN_CI,
+    reason="chromium is not installed (run scripts/ensure-chromium.sh)",
+)
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+]
 
 
 def chromium(page: Path, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
-    assert CHROMIUM is not None, "chromium is not installed: CI must run the browser test (scripts/ensure-chromium.sh)"
+    assert CHROMIUM is not None, (
+        "chromium is not installed: CI must run the browser test (scripts/ensure-chromium.sh)"
+    )
     profile = tmp_path / f"profile-{time.monotonic_ns()}"
-    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *extra, page.resolve().as_uri()],
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *extra, page.resolve().as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def console_lines(proc: subprocess.CompletedProcess) -> list[str]:
@@ -59,11 +76,22 @@ def reports(tmp_path_factory):
         idx = standard_history(lab)
         from ffsecure.dp import compute_epsilon
 
-        params = {"delta": 1e-5, "noise_multiplier": 1.1, "sample_rate": 0.02, "steps": 250, "accountant": "rdp"}
+        params = {
+            "delta": 1e-5,
+            "noise_multiplier": 1.1,
+            "sample_rate": 0.02,
+            "steps": 250,
+            "accountant": "rdp",
+        }
         eps = compute_epsilon(**{k: v for k, v in params.items()})
-        idx["dp"] = lab.register("st-john", (3,), seed=4, dp={"epsilon": eps, **params},
-                                 privacy_report={"v": 1, "membership_auroc": 0.51, "near_copy_fraction": 0.0})
-        time.sleep(1.1)                      # the supersession comes after every signature above
+        idx["dp"] = lab.register(
+            "st-john",
+            (3,),
+            seed=4,
+            dp={"epsilon": eps, **params},
+            privacy_report={"v": 1, "membership_auroc": 0.51, "near_copy_fraction": 0.0},
+        )
+        time.sleep(1.1)  # the supersession comes after every signature above
         idx["revoked"] = lab.revoke("st-john", "superseded")
         clean = lab.export("clean")
         # the failed bundle: a deletion request the aggregator never carried out, and two entries swapped
@@ -93,14 +121,16 @@ def test_report_is_self_contained(reports):
         assert "<script" not in html.lower()
         assert not re.search(r"(?:src|href)\s*=\s*['\"](?!data:)", html), "no external resource"
         assert "http://" not in html and "https://" not in html
-        assert "default-src 'none'" in html        # and the browser would refuse any load anyway
+        assert "default-src 'none'" in html  # and the browser would refuse any load anyway
 
 
 @needs_chromium
 def test_console_check_catches_a_console_error(tmp_path):
     # The console check below is only worth something if it sees messages when there are some.
     page = tmp_path / "noisy.html"
-    page.write_text("<!DOCTYPE html><html><body><script>console.error('audit-probe-42')</script></body></html>")
+    page.write_text(
+        "<!DOCTYPE html><html><body><script>console.error('audit-probe-42')</script></body></html>"
+    )
     proc = chromium(page, tmp_path, "--dump-dom")
     assert any("audit-probe-42" in line for line in console_lines(proc)), proc.stderr[-2000:]
 
@@ -113,22 +143,30 @@ def test_clean_report_renders_in_chromium(reports, tmp_path):
     assert console_lines(dom) == []
     text = dom.stdout
     assert re.search(r'class="verdict ok"><div class="big">VERIFIED</div>', text)
-    for section in ("Findings", "Checks", "Timeline", "Sites", "Lineage of the current classifier", "Deletions"):
+    for section in (
+        "Findings",
+        "Checks",
+        "Timeline",
+        "Sites",
+        "Lineage of the current classifier",
+        "Deletions",
+    ):
         assert f">{section}</h2>" in text
     assert text.count("<svg") == 1 and "timeline of the federation" in text
     assert ">st-mary " in text and ">st-john " in text
-    assert "ε = <b>3.9</b>" in text and "membership_auroc" in text        # DP and the privacy report
+    assert "ε = <b>3.9</b>" in text and "membership_auroc" in text  # DP and the privacy report
     assert "classifier clf-2" in text and "dataset ds-2" in text
-    assert f"module <code>{idx['c']}</code>" in text                      # the deletion, with its proof
+    assert f"module <code>{idx['c']}</code>" in text  # the deletion, with its proof
     assert "Inclusion proof</b> (RFC 9162) of entry 7" in text and "verifies" in text
     assert "cert revoked: superseded" in text
     assert "re-accounted ε = " in text
     shot = tmp_path / "report.png"
-    proc = chromium(clean_html, tmp_path, f"--screenshot={shot}", "--window-size=1280,2000",
-                    "--hide-scrollbars")
+    proc = chromium(
+        clean_html, tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", "--hide-scrollbars"
+    )
     assert proc.returncode == 0 and console_lines(proc) == []
     assert png_size(shot) == (1280, 2000)
-    assert shot.stat().st_size > 50_000                                   # a rendered page, not a blank one
+    assert shot.stat().st_size > 50_000  # a rendered page, not a blank one
     if os.environ.get("FFSECURE_WRITE_SCREENSHOT") == "1":
         target = REPO / "docs" / "images" / "audit-report.png"
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +187,9 @@ def test_failed_report_shows_the_findings_in_chromium(reports, tmp_path):
     assert "No inclusion proof: the log itself did not verify." in text
     assert {f.code for f in failed.errors} == {"E_AUDIT_REORDERED", "E_AUDIT_DELETION_MISSING"}
     shot = tmp_path / "report-failed.png"
-    proc = chromium(bad_html, tmp_path, f"--screenshot={shot}", "--window-size=1280,1400", "--hide-scrollbars")
+    proc = chromium(
+        bad_html, tmp_path, f"--screenshot={shot}", "--window-size=1280,1400", "--hide-scrollbars"
+    )
     assert proc.returncode == 0 and console_lines(proc) == []
     assert png_size(shot) == (1280, 1400) and shot.stat().st_size > 50_000
     if os.environ.get("FFSECURE_WRITE_SCREENSHOT") == "1":

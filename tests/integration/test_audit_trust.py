@@ -73,9 +73,12 @@ def _invoke(*args):
 def _rewrite_without_deletion(bundle, module_id: str, signer: LogSigner) -> None:
     """Drop a module's deletion, mark it active again, re-sign every checkpoint with ``signer``."""
     lines = (bundle / "entries.jsonl").read_bytes()[:-1].split(b"\n")
-    gone = [i for i, x in enumerate(lines)
-            if module_id.encode() in x and (b'"type":"module.deleted"' in x
-                                            or b'"type":"module.deletion_requested"' in x)]
+    gone = [
+        i
+        for i, x in enumerate(lines)
+        if module_id.encode() in x
+        and (b'"type":"module.deleted"' in x or b'"type":"module.deletion_requested"' in x)
+    ]
     assert len(gone) == 2
     lines = [x for i, x in enumerate(lines) if i not in gone]
     (bundle / "entries.jsonl").write_bytes(b"".join(x + b"\n" for x in lines))
@@ -150,8 +153,9 @@ def test_a_bundle_without_crl_fails_and_verifies_with_the_ca_s_crl(world, tmp_pa
     (tmp_path / "crl.pem").write_bytes(lab.fed.ca.crl_pem())
     assert _invoke("verify", t, "--ca", tmp_path / "ca.pem")[0] == 3
     assert _invoke("verify", t, "--ca", tmp_path / "ca.pem", "--crl", tmp_path / "crl.pem")[0] == 0
-    code, out = _invoke("report", t, "--ca", tmp_path / "ca.pem", "-o", tmp_path / "r.html",
-                        "--json")
+    code, out = _invoke(
+        "report", t, "--ca", tmp_path / "ca.pem", "-o", tmp_path / "r.html", "--json"
+    )
     assert code == 0 and json.loads(out)["verdict"] == "FAILED"
     assert "E_AUDIT_NO_CRL" in (tmp_path / "r.html").read_text()
 
@@ -213,10 +217,10 @@ def test_removing_the_crl_to_hide_a_revocation_fails(revoked, tmp_path):
 def test_an_older_ca_signed_crl_put_back_fails_naming_the_recorded_crl(revoked, tmp_path):
     lab, h = revoked
     t = _copy(h["bundle"], tmp_path)
-    (t / "crl.pem").write_bytes(h["crl1"])      # signed by the CA and not expired: only older
+    (t / "crl.pem").write_bytes(h["crl1"])  # signed by the CA and not expired: only older
     result = _audit(lab, t)
     assert result.verdict == "FAILED"
-    assert _errors(result) == ["E_AUDIT_CRL_OLDER"]       # module b verifies under the old CRL
+    assert _errors(result) == ["E_AUDIT_CRL_OLDER"]  # module b verifies under the old CRL
     f = _one(result, "E_AUDIT_CRL_OLDER")
     assert (f.entry, f.entry_type, f.check) == (3, "crl.loaded", "trust-anchor")
     assert "CRL number 1" in f.message and "CRL number 2" in f.message and "entry 3" in f.message
@@ -233,10 +237,14 @@ def test_an_older_ca_signed_crl_put_back_fails_naming_the_recorded_crl(revoked, 
 def _crl_numbered(ca: pki.CA, number: int) -> bytes:
     """A CA-signed CRL that reuses ``number`` for other contents (what a CA must never do)."""
     now = pki.utcnow()
-    crl = (x509.CertificateRevocationListBuilder().issuer_name(ca.cert.subject).last_update(now)
-           .next_update(now + dt.timedelta(days=3))
-           .add_extension(x509.CRLNumber(number), critical=False)
-           .sign(ca._key, hashes.SHA256()))
+    crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.cert.subject)
+        .last_update(now)
+        .next_update(now + dt.timedelta(days=3))
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .sign(ca._key, hashes.SHA256())
+    )
     return crl.public_bytes(serialization.Encoding.PEM)
 
 
@@ -251,7 +259,7 @@ def test_a_crl_with_the_recorded_number_but_other_bytes_fails(revoked, tmp_path)
 
 def test_a_crl_newer_than_the_recorded_one_is_accepted(revoked, tmp_path):
     lab, h = revoked
-    newer = lab.fed.ca.publish_crl()                # CRL 3: the CA re-signed since the export
+    newer = lab.fed.ca.publish_crl()  # CRL 3: the CA re-signed since the export
     result = _audit(lab, h["bundle"], crl_pem=newer)
     assert _errors(result) == ["E_AUDIT_MODULE_REVOKED"]
     assert not [f for f in result.findings if f.code.startswith("E_AUDIT_CRL")]
@@ -275,19 +283,22 @@ def test_serve_records_its_crl_at_start_and_each_new_one_on_reload(tmp_path, cap
         pki.write_public_file(fed.home.crl, crl2)
         with caplog.at_level("INFO", logger="aggregator.crl"):
             with fed.client("st-mary", srv.address) as mary:
-                mary.get_checkpoint()                # any call: the CRL is re-read and recorded
-                mary.get_checkpoint()                # the same CRL again: nothing more
+                mary.get_checkpoint()  # any call: the CRL is re-read and recorded
+                mary.get_checkpoint()  # the same CRL again: nothing more
         assert store.size() == size + 1
         index, facts = last_recorded_crl(store)
         info = pki.crl_info(pki.load_crl(crl2))
         assert (index, facts["crl_number"], facts["crl_sha256"]) == (size, 2, info.sha256)
         loaded = [r for r in caplog.records if getattr(r, "event", None) == "crl_loaded"]
         assert [r.crl_number for r in loaded] == [2]
-    with fed.serve() as srv:                        # a restart with the same CRL appends nothing
+    with fed.serve() as srv:  # a restart with the same CRL appends nothing
         assert srv.runtime.store.size() == size + 1
-        bundle = srv.runtime.store.export_bundle(tmp_path / "bundle", ca_cert_pem=fed.ca_pem,
-                                                 crl_pem=fed.home.crl.read_bytes(),
-                                                 federation_json=fed.signed_manifest)
+        bundle = srv.runtime.store.export_bundle(
+            tmp_path / "bundle",
+            ca_cert_pem=fed.ca_pem,
+            crl_pem=fed.home.crl.read_bytes(),
+            federation_json=fed.signed_manifest,
+        )
     clean = audit_bundle(load_bundle(bundle), ca_pem=fed.ca_pem)
     assert clean.verdict == "VERIFIED" and clean.findings == []
     (bundle / "crl.pem").write_bytes(first)

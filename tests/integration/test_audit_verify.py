@@ -72,9 +72,18 @@ def test_clean_bundle_verifies_with_no_finding(world):
     assert result.ok and result.verdict == "VERIFIED"
     assert result.findings == []
     assert {c.name: c.status for c in result.checks} == {
-        "trust-anchor": "ok", "entries": "ok", "checkpoint-signatures": "ok", "checkpoint-roots": "ok",
-        "consistency": "ok", "trusted-checkpoints": "skipped", "module-records": "ok", "module-signatures": "ok",
-        "dp-claims": "skipped", "deletions": "ok", "lineage": "ok"}
+        "trust-anchor": "ok",
+        "entries": "ok",
+        "checkpoint-signatures": "ok",
+        "checkpoint-roots": "ok",
+        "consistency": "ok",
+        "trusted-checkpoints": "skipped",
+        "module-records": "ok",
+        "module-signatures": "ok",
+        "dp-claims": "skipped",
+        "deletions": "ok",
+        "lineage": "ok",
+    }
     # The ledger's own verifier agrees on the log part.
     report = verify_bundle_log(bundle)
     assert report.size == result.log.latest.size == len(result.log.entry_bytes) == idx["pub2"] + 1
@@ -85,7 +94,7 @@ def test_clean_bundle_verifies_with_no_finding(world):
 
 def test_a_lapsed_crl_is_a_warning_naming_its_next_update(world):
     lab, idx, bundle = world
-    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=400)   # past any CRL the CA issues
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=400)  # past any CRL the CA issues
     result = _audit(lab, bundle, now=later)
     f = _one(result, "E_AUDIT_CRL_EXPIRED")
     assert f.severity == "warning" and f.check == "trust-anchor"
@@ -102,7 +111,7 @@ def test_flipped_byte_that_breaks_the_entry_is_named(world, tmp_path):
     t = _copy(bundle, tmp_path)
     lines = _lines(t)
     i = idx["clf1"]
-    lines[i] = bytes([lines[i][0] ^ 0x01]) + lines[i][1:]          # '{' -> 'z'
+    lines[i] = bytes([lines[i][0] ^ 0x01]) + lines[i][1:]  # '{' -> 'z'
     _write_lines(t, lines)
     result = _audit(lab, t)
     assert not result.ok
@@ -118,11 +127,11 @@ def test_flipped_byte_that_keeps_the_entry_valid_is_bracketed(world, tmp_path):
     lines = _lines(t)
     i = idx["ds2"]
     pos = lines[i].index(b'"seed":1') + len(b'"seed":')
-    lines[i] = lines[i][:pos] + bytes([lines[i][pos] ^ 0x01]) + lines[i][pos + 1:]   # seed 1 -> 0
+    lines[i] = lines[i][:pos] + bytes([lines[i][pos] ^ 0x01]) + lines[i][pos + 1 :]  # seed 1 -> 0
     _write_lines(t, lines)
     result = _audit(lab, t)
     assert not result.ok
-    assert "E_AUDIT_ENTRY" not in _codes(result)        # still a well-formed entry
+    assert "E_AUDIT_ENTRY" not in _codes(result)  # still a well-formed entry
     f = _one(result, "E_AUDIT_ROOT_MISMATCH")
     # A Merkle root cannot say which entry of the prefix changed: the finding names the
     # entries between the last matching checkpoint (8) and the first failing one (13).
@@ -156,7 +165,7 @@ def test_reordered_pair_is_named_exactly(world, tmp_path):
     assert not result.ok
     f = _one(result, "E_AUDIT_REORDERED")
     assert (f.entry, f.entries, f.checkpoint) == (i, (i, j), 13)
-    assert f.entry_type == "classifier.retired"   # what now sits at index i
+    assert f.entry_type == "classifier.retired"  # what now sits at index i
 
 
 def test_reordered_dependent_pair_also_breaks_lineage(world, tmp_path):
@@ -179,8 +188,10 @@ def test_checkpoint_with_bad_signature_is_named(world, tmp_path):
     head, _, sigline = note.rstrip("\n").rpartition("\n")
     prefix, _, b64 = sigline.rpartition(" ")
     blob = bytearray(base64.b64decode(b64))
-    blob[-1] ^= 0x01                                   # the Ed25519 signature, not the key hash
-    (t / "checkpoints" / "8").write_text(f"{head}\n{prefix} {base64.b64encode(bytes(blob)).decode()}\n")
+    blob[-1] ^= 0x01  # the Ed25519 signature, not the key hash
+    (t / "checkpoints" / "8").write_text(
+        f"{head}\n{prefix} {base64.b64encode(bytes(blob)).decode()}\n"
+    )
     result = _audit(lab, t)
     assert not result.ok
     f = _one(result, "E_AUDIT_CHECKPOINT_SIGNATURE")
@@ -211,7 +222,11 @@ def _resign(bundle, signer):
     for p in (bundle / "checkpoints").iterdir():
         size = int(p.name)
         if size <= len(lines):
-            p.write_text(sign_checkpoint(Checkpoint(signer.name, size, tree.root(size)), signer.name, signer.key))
+            p.write_text(
+                sign_checkpoint(
+                    Checkpoint(signer.name, size, tree.root(size)), signer.name, signer.key
+                )
+            )
 
 
 def test_forked_history_is_caught_by_trusted_checkpoints(world, tmp_path):
@@ -225,11 +240,13 @@ def test_forked_history_is_caught_by_trusted_checkpoints(world, tmp_path):
 
     m = re.search(rb'"time":"(\d{4}-\d\d-\d\dT\d\d:\d\d:)(\d\d)Z"', lines[2])
     sec = (int(m.group(2)) + 1) % 60
-    lines[2] = lines[2][:m.start(2)] + b"%02d" % sec + lines[2][m.end(2):]
+    lines[2] = lines[2][: m.start(2)] + b"%02d" % sec + lines[2][m.end(2) :]
     _write_lines(t, lines)
     _resign(t, load_log_key(lab.fed.home))
     alone = _audit(lab, t)
-    assert {f.check for f in alone.errors} <= {"entries"}  # internally consistent: only the order check may warn
+    assert {f.check for f in alone.errors} <= {
+        "entries"
+    }  # internally consistent: only the order check may warn
     assert not [f for f in alone.errors if f.check.startswith("checkpoint")]
     result = _audit(lab, t, trusted=[("receipt-2", trusted2), ("receipt-3", trusted3)])
     assert not result.ok
@@ -292,19 +309,21 @@ def test_module_signed_by_a_revoked_cert_is_named(tmp_path):
 def test_superseded_cert_keeps_earlier_modules_valid_but_not_later_ones(tmp_path):
     lab = AuditLab(tmp_path)
     try:
-        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         before = (now - dt.timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
         a = lab.register("st-mary", (0,), created_at=before)
         lab.revoke("st-mary", "superseded", at=now - dt.timedelta(minutes=1))
         clean = _audit(lab, lab.export())
-        late = lab.register("st-mary", (1,))     # signed with the old key after the supersession
+        late = lab.register("st-mary", (1,))  # signed with the old key after the supersession
         result = _audit(lab, lab.export())
     finally:
         lab.close()
     assert clean.ok and clean.findings == [] and clean.modules[a].revoked == "superseded"
     f = _one(result, "E_AUDIT_MODULE_REVOKED")
     assert (f.entry, f.module_id) == (2, late)
-    assert "before its registration" in f.message and "should have refused it" in f.message   # 0: a, 1: cert.revoked, 2: late
+    assert (
+        "before its registration" in f.message and "should have refused it" in f.message
+    )  # 0: a, 1: cert.revoked, 2: late
     assert result.modules[a].signature_ok
 
 
@@ -363,13 +382,16 @@ def test_live_classifier_with_a_deleted_module_is_named(tmp_path):
         ds = lab.dataset("ds-1", [a, b])
         clf = lab.classifier("clf-1", "ds-1", [a, b])
         lab.publish("clf-1")
-        deleted = lab.delete(a, site="st-mary")          # ...but nothing is retired
+        deleted = lab.delete(a, site="st-mary")  # ...but nothing is retired
         result = _audit(lab, lab.export())
     finally:
         lab.close()
     assert not result.ok
     live = [f for f in result.findings if f.code == "E_AUDIT_LIVE_DELETED"]
-    assert {(f.entry, f.entry_type) for f in live} == {(ds, "dataset.synthesized"), (clf, "classifier.trained")}
+    assert {(f.entry, f.entry_type) for f in live} == {
+        (ds, "dataset.synthesized"),
+        (clf, "classifier.trained"),
+    }
     assert all(f.module_id == a and f"deleted at entry {deleted}" in f.message for f in live)
 
 
@@ -390,13 +412,23 @@ def test_deletion_request_without_deletion_is_named(tmp_path):
 def test_understated_dp_claim_is_named(tmp_path):
     from ffsecure.dp import compute_epsilon
 
-    params = {"delta": 1e-5, "noise_multiplier": 1.1, "sample_rate": 0.01, "steps": 100, "accountant": "rdp"}
-    eps = compute_epsilon(noise_multiplier=1.1, sample_rate=0.01, steps=100, delta=1e-5, accountant="rdp")
+    params = {
+        "delta": 1e-5,
+        "noise_multiplier": 1.1,
+        "sample_rate": 0.01,
+        "steps": 100,
+        "accountant": "rdp",
+    }
+    eps = compute_epsilon(
+        noise_multiplier=1.1, sample_rate=0.01, steps=100, delta=1e-5, accountant="rdp"
+    )
     lab = AuditLab(tmp_path)
     try:
         honest = lab.register("st-mary", (0,), dp={"epsilon": eps, **params})
         modest = lab.register("st-john", (1,), dp={"epsilon": round(eps / 2, 3), **params})
-        lab.register("st-john", (2,), dp={"epsilon": 1.0, "delta": 1e-5})   # no parameters: not re-accountable
+        lab.register(
+            "st-john", (2,), dp={"epsilon": 1.0, "delta": 1e-5}
+        )  # no parameters: not re-accountable
         result = _audit(lab, lab.export())
     finally:
         lab.close()

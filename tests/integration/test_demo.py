@@ -28,9 +28,26 @@ REPO = Path(__file__).resolve().parents[2]
 
 # Smallest setting: digits (shipped with scikit-learn), 4 sites of 5 classes each
 # (every class at two sites), the tiny cvae for 5 epochs, 50 images per class.
-SMALL = ["--dataset", "digits", "--sites", "4", "--classes-per-site", "5", "--generator-size", "tiny",
-         "--epochs", "5", "--samples-per-class", "50", "--classifier-epochs", "2", "--classifier-min-steps", "20",
-         "--fedavg-rounds", "2"]
+SMALL = [
+    "--dataset",
+    "digits",
+    "--sites",
+    "4",
+    "--classes-per-site",
+    "5",
+    "--generator-size",
+    "tiny",
+    "--epochs",
+    "5",
+    "--samples-per-class",
+    "50",
+    "--classifier-epochs",
+    "2",
+    "--classifier-min-steps",
+    "20",
+    "--fedavg-rounds",
+    "2",
+]
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -41,7 +58,9 @@ def processes_mentioning(text: str) -> list[int]:
             continue
         try:
             cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = next((l for l in (d / "status").read_text().splitlines() if l.startswith("State:")), "")
+            state = next(
+                (l for l in (d / "status").read_text().splitlines() if l.startswith("State:")), ""
+            )
         except OSError:
             continue
         if text in cmd and "zombie" not in state:
@@ -53,9 +72,17 @@ def processes_mentioning(text: str) -> list[int]:
 def small_demo(tmp_path_factory):
     work = tmp_path_factory.mktemp("demo") / "out"
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "ffsecure", "demo", "--workdir", str(work), *SMALL, "--json"],
-                          cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, f"demo exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ffsecure", "demo", "--workdir", str(work), *SMALL, "--json"],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert proc.returncode == 0, (
+        f"demo exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    )
     return work, json.loads(proc.stdout), time.monotonic() - t0
 
 
@@ -77,7 +104,10 @@ def test_demo_summary_facts(small_demo):
     assert deleted["module_id"] not in after["modules"]
     assert sorted(after["modules"]) == sorted(m for s, m in modules.items() if s != "site-4")
     assert summary["deleted_in_current_lineage"] is False
-    assert after["replaces"] == before["classifier_id"] and after["classifier_id"] != before["classifier_id"]
+    assert (
+        after["replaces"] == before["classifier_id"]
+        and after["classifier_id"] != before["classifier_id"]
+    )
     assert deleted["entries"][:2] == ["module.deletion_requested", "module.deleted"]
     assert {"classifier.retired", "dataset.retired"} <= set(deleted["entries"])
     assert summary["status_after"]["modules"] == {"live": 3, "deleted": 1}
@@ -94,12 +124,20 @@ def test_demo_summary_facts(small_demo):
     for when, clf in (("before", before), ("after", after)):
         ev = summary["site_evaluation"][when]
         assert set(ev) == set(modules)
-        assert all(e["classifier_id"] == clf["classifier_id"] and 0.0 <= e["accuracy"] <= 1.0 for e in ev.values())
-    assert sum(e["n_test"] for e in summary["site_evaluation"]["before"].values()) == summary["dataset"]["test"]
+        assert all(
+            e["classifier_id"] == clf["classifier_id"] and 0.0 <= e["accuracy"] <= 1.0
+            for e in ev.values()
+        )
+    assert (
+        sum(e["n_test"] for e in summary["site_evaluation"]["before"].values())
+        == summary["dataset"]["test"]
+    )
 
     # bytes each site sent: one sealed module each, as the site recorded it
     for sid, sent in summary["bytes_sent"].items():
-        record = json.loads((work / "sites" / sid / "state" / "modules" / modules[sid] / "module.json").read_text())
+        record = json.loads(
+            (work / "sites" / sid / "state" / "modules" / modules[sid] / "module.json").read_text()
+        )
         assert sent > 1000 and record["status"] in ("registered", "deleted")
     for phase in ("pki", "serve", "enroll", "sites", "aggregate", "forget", "audit", "total"):
         assert summary["phase_seconds"][phase] > 0
@@ -108,20 +146,53 @@ def test_demo_summary_facts(small_demo):
 def test_demo_leaves_each_role_usable_and_nothing_running(small_demo):
     work, summary, _ = small_demo
     assert processes_mentioning(str(work)) == []
-    for name in ("summary.json", "report.html", "samples.png", "accuracy.png", "audit-bundle/entries.jsonl",
-                 "ca/ca.pem", "ca/federation.json", "aggregator/aggregator.toml", "aggregator/store.sqlite",
-                 "sites/site-1/site.toml", "sites/site-1/state/site.pem"):
+    for name in (
+        "summary.json",
+        "report.html",
+        "samples.png",
+        "accuracy.png",
+        "audit-bundle/entries.jsonl",
+        "ca/ca.pem",
+        "ca/federation.json",
+        "aggregator/aggregator.toml",
+        "aggregator/store.sqlite",
+        "sites/site-1/site.toml",
+        "sites/site-1/state/site.pem",
+    ):
         assert (work / name).is_file(), name
-    assert "VERIFIED" in (work / "report.html").read_text() or summary["audit"]["verdict"] in \
-        (work / "report.html").read_text()
+    assert (
+        "VERIFIED" in (work / "report.html").read_text()
+        or summary["audit"]["verdict"] in (work / "report.html").read_text()
+    )
     # the auditor's check, run again here on the bundle the demo exported
-    audit = subprocess.run([sys.executable, "-m", "ffsecure", "audit", "verify", str(work / "audit-bundle"),
-                            "--ca", str(work / "ca" / "ca.pem"), "--json"], cwd=REPO, env=cli_env(),
-                           capture_output=True, text=True, timeout=300)
+    audit = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ffsecure",
+            "audit",
+            "verify",
+            str(work / "audit-bundle"),
+            "--ca",
+            str(work / "ca" / "ca.pem"),
+            "--json",
+        ],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert audit.returncode == 0, audit.stderr
     # the operator can go on with the aggregator's own commands
-    status = subprocess.run([sys.executable, "-m", "aggregator", "status", "--dir", str(work / "aggregator"),
-                             "--json"], cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300)
+    status = subprocess.run(
+        [sys.executable, "-m", "aggregator", "status", "--dir", str(work / "aggregator"), "--json"],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert status.returncode == 0, status.stderr
     st = json.loads(status.stdout)
     assert st["current_classifier"]["classifier_id"] == summary["classifier_after"]["classifier_id"]
@@ -129,15 +200,24 @@ def test_demo_leaves_each_role_usable_and_nothing_running(small_demo):
     # each site holds its own shard only: disjoint training images, all of its classes
     cfg = tomllib.loads((work / "sites" / "site-1" / "site.toml").read_text())
     assert cfg["data"]["source"].startswith("npz:") and cfg["site"]["site_id"] == "site-1"
-    with np.load(work / "sites" / "site-4" / "data.npz") as d4, np.load(work / "sites" / "site-2" / "data.npz") as d2:
+    with (
+        np.load(work / "sites" / "site-4" / "data.npz") as d4,
+        np.load(work / "sites" / "site-2" / "data.npz") as d2,
+    ):
         assert sorted(np.unique(d4["train_labels"])) == sorted(np.unique(d2["train_labels"]))
         assert len(d4["train_labels"]) == summary["sites"]["site-4"]["n_train"]
 
 
 def test_demo_refuses_a_non_empty_workdir(tmp_path):
     (tmp_path / "keep.txt").write_text("mine")
-    proc = subprocess.run([sys.executable, "-m", "ffsecure", "demo", "--workdir", str(tmp_path), *SMALL],
-                          cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ffsecure", "demo", "--workdir", str(tmp_path), *SMALL],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1
     assert "error[E_EXISTS]" in proc.stderr and "hint:" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
@@ -145,9 +225,24 @@ def test_demo_refuses_a_non_empty_workdir(tmp_path):
 
 def test_demo_refuses_bad_options_before_writing_anything(tmp_path):
     work = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "ffsecure", "demo", "--workdir", str(work), *SMALL,
-                           "--forget-site", "site-9"], cwd=REPO, env=cli_env(), capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ffsecure",
+            "demo",
+            "--workdir",
+            str(work),
+            *SMALL,
+            "--forget-site",
+            "site-9",
+        ],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1
     assert "error[E_CONFIG]" in proc.stderr and "site-9" in proc.stderr and "site-4" in proc.stderr
     assert not work.exists()
@@ -159,9 +254,14 @@ def test_ctrl_c_stops_every_child(tmp_path):
     # A terminal delivers Ctrl-C to a process whose SIGINT is at its default; a test run started in
     # the background of a non-interactive shell inherits SIGINT ignored, and Python keeps it ignored.
     # Restore the default in the child so the test sees what a person at a terminal sees.
-    proc = subprocess.Popen([sys.executable, "-m", "ffsecure", "demo", "--workdir", str(work), *SMALL, "--json"],
-                            cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ffsecure", "demo", "--workdir", str(work), *SMALL, "--json"],
+        cwd=REPO,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.monotonic() + 600
         # wait until the sites are enrolling: serve and site-node processes are alive
@@ -194,16 +294,33 @@ def test_site_and_federation_files_parse_with_the_roles_own_loaders(tmp_path):
     assert all(len(set(np.array([0] * 10 + [1] * 7 + [2] * 4)[s])) == 3 for s in shares)
 
     (tmp_path / "d.npz").write_bytes(b"")
-    text = layout.site_toml(federation_id="demo", site_id="site-1", endpoint="127.0.0.1:9", epochs=3,
-                            data_path=tmp_path / "d.npz", size="tiny", seed=7, dp_epsilon=4.0)
+    text = layout.site_toml(
+        federation_id="demo",
+        site_id="site-1",
+        endpoint="127.0.0.1:9",
+        epochs=3,
+        data_path=tmp_path / "d.npz",
+        size="tiny",
+        seed=7,
+        dp_epsilon=4.0,
+    )
     (tmp_path / "site.toml").write_text(text)
     cfg = load_config(tmp_path / "site.toml")
     assert cfg.site_id == "site-1" and cfg.data_source == f"npz:{(tmp_path / 'd.npz').resolve()}"
     assert cfg.label_match == "index"
 
-    fed = tomllib.loads(layout.federation_toml(
-        federation_id="demo", label_space=["a", "b"], image_shape=(1, 16, 16), generator="cvae",
-        generator_size="tiny", endpoint="127.0.0.1:9", public_keys="public-keys.json", dp_epsilon=4.0))
+    fed = tomllib.loads(
+        layout.federation_toml(
+            federation_id="demo",
+            label_space=["a", "b"],
+            image_shape=(1, 16, 16),
+            generator="cvae",
+            generator_size="tiny",
+            endpoint="127.0.0.1:9",
+            public_keys="public-keys.json",
+            dp_epsilon=4.0,
+        )
+    )
     assert fed["dp_policy"] == {"required": True, "max_epsilon": 4.0, "delta": 1e-5}
     assert fed["aggregator"]["endpoint"] == "127.0.0.1:9" and fed["image_shape"] == [1, 16, 16]
     ev = tomllib.loads(layout.evaluation_toml("digits", root=None, seed=3))
@@ -218,9 +335,11 @@ def test_supervisor_stops_a_process_group(tmp_path):
 
     sup = Supervisor(tmp_path / "logs", grace_s=1.0)
     mark = f"{tmp_path}/grandchild"
-    code = ("import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)', sys.argv[1]]); "
-            "print('up', flush=True); time.sleep(300)")
+    code = (
+        "import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)', sys.argv[1]]); "
+        "print('up', flush=True); time.sleep(300)"
+    )
     proc, _ = sup.spawn([sys.executable, "-c", code, mark], name="stubborn", stdout=subprocess.PIPE)
     assert proc.stdout.readline().strip() == b"up"
     deadline = time.monotonic() + 10
@@ -247,8 +366,10 @@ def test_no_child_outlives_stop_all_when_threads_are_spawning(tmp_path):
     def spawner(i: int) -> None:
         for j in range(40):
             try:
-                proc, _ = sup.spawn([sys.executable, "-c", "import time; time.sleep(300)", f"{mark}-{i}-{j}"],
-                                    name=f"job-{i}-{j}")
+                proc, _ = sup.spawn(
+                    [sys.executable, "-c", "import time; time.sleep(300)", f"{mark}-{i}-{j}"],
+                    name=f"job-{i}-{j}",
+                )
             except DemoError as exc:
                 refused.append(exc.code)
                 return
@@ -263,7 +384,9 @@ def test_no_child_outlives_stop_all_when_threads_are_spawning(tmp_path):
     for t in threads:
         t.join(timeout=60)
     assert refused and set(refused) == {"E_DEMO_STOPPED"}
-    assert all(p.poll() is not None for p in started), "a child started during stop_all is still running"
+    assert all(p.poll() is not None for p in started), (
+        "a child started during stop_all is still running"
+    )
     deadline = time.monotonic() + 5
     while processes_mentioning(mark) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -36,14 +36,16 @@ def _train_twice(fed, tmp_path, site_id: str, extra: str):
     _cfg, trust, first = setup_site_in_process(fed, cfg_path)
     second = train_module(load_config(cfg_path), trust)
     state = tmp_path / site_id / "state" / "modules"
-    manifests = [SignedPackage.from_bytes((state / r.module_id / "package.ffpk").read_bytes()).manifest
-                 for r in (first, second)]
+    manifests = [
+        SignedPackage.from_bytes((state / r.module_id / "package.ffpk").read_bytes()).manifest
+        for r in (first, second)
+    ]
     return first, second, manifests
 
 
 def test_two_dp_trainings_of_one_site_config_give_different_weights(fed, tmp_path):
     first, second, manifests = _train_twice(fed, tmp_path, "st-dp", DP_TABLE)
-    assert manifests[0].seed == manifests[1].seed == 0          # the same published seed
+    assert manifests[0].seed == manifests[1].seed == 0  # the same published seed
     assert manifests[0].dp["steps"] == manifests[1].dp["steps"] > 0
     assert "reproducible" not in manifests[0].dp
     assert first.train["weights_sha256"] != second.train["weights_sha256"]

@@ -32,9 +32,12 @@ def _identity(x: bytes) -> bytes:
 
 def _channel(fed, address: str, site: str = "st-mary") -> grpc.Channel:
     c = fed.sites[site]
-    creds = grpc.ssl_channel_credentials(root_certificates=fed.ca_pem, private_key=c.key_pem,
-                                         certificate_chain=c.cert_pem)
-    return grpc.secure_channel(address, creds, options=[("grpc.ssl_target_name_override", "localhost")])
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=fed.ca_pem, private_key=c.key_pem, certificate_chain=c.cert_pem
+    )
+    return grpc.secure_channel(
+        address, creds, options=[("grpc.ssl_target_name_override", "localhost")]
+    )
 
 
 def _refusals(caplog) -> list:
@@ -43,8 +46,12 @@ def _refusals(caplog) -> list:
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory):
-    return build_federation(tmp_path_factory.mktemp("reqdl"), sites=("st-mary",), max_workers=1,
-                            request_deadline_s=BOUND_S)
+    return build_federation(
+        tmp_path_factory.mktemp("reqdl"),
+        sites=("st-mary",),
+        max_workers=1,
+        request_deadline_s=BOUND_S,
+    )
 
 
 def test_server_deadline_frees_a_worker_whose_request_never_arrives(fed, caplog):
@@ -64,10 +71,13 @@ def test_server_deadline_frees_a_worker_whose_request_never_arrives(fed, caplog)
         try:
             with caplog.at_level("WARNING", logger="aggregator.refusal"):
                 t0 = time.monotonic()
-                stalled = channel.stream_unary(GET_CHECKPOINT, request_serializer=_identity,
-                                               response_deserializer=_identity).future(never_sends(), timeout=30)
+                stalled = channel.stream_unary(
+                    GET_CHECKPOINT, request_serializer=_identity, response_deserializer=_identity
+                ).future(never_sends(), timeout=30)
                 time.sleep(0.2)  # the stalled call holds the only worker
-                with fed.client("st-mary", srv.address, timeout_s=8, retry=RetryPolicy(max_attempts=1)) as client:
+                with fed.client(
+                    "st-mary", srv.address, timeout_s=8, retry=RetryPolicy(max_attempts=1)
+                ) as client:
                     _, size = client.get_checkpoint()  # waits for the only worker
                 waited = time.monotonic() - t0
                 assert size == 1  # only the crl.loaded of the start
@@ -75,20 +85,28 @@ def test_server_deadline_frees_a_worker_whose_request_never_arrives(fed, caplog)
                 with pytest.raises(grpc.RpcError) as err:
                     stalled.result(timeout=5)
                 assert err.value.code() == grpc.StatusCode.CANCELLED
-                time.sleep(BOUND_S + 0.5)  # past the bound of the completed call: its timer was cancelled
+                time.sleep(
+                    BOUND_S + 0.5
+                )  # past the bound of the completed call: its timer was cancelled
         finally:
             release.set()
             channel.close()
     refusals = _refusals(caplog)
     assert len(refusals) == 1, [r.getMessage() for r in refusals]
     r = refusals[0]
-    assert r.code == "E_DEADLINE" and r.method == "GetCheckpoint" and r.grpc_status == "DEADLINE_EXCEEDED"
+    assert (
+        r.code == "E_DEADLINE"
+        and r.method == "GetCheckpoint"
+        and r.grpc_status == "DEADLINE_EXCEEDED"
+    )
     assert r.peer_identity.endswith("/site/st-mary")
 
 
 @pytest.mark.parametrize("method,streaming", [(GET_CHECKPOINT, False), (GET_CLASSIFIER, True)])
 @pytest.mark.parametrize("messages", [2, 0])
-def test_unary_method_refuses_other_than_one_request_message(fed, caplog, method, streaming, messages):
+def test_unary_method_refuses_other_than_one_request_message(
+    fed, caplog, method, streaming, messages
+):
     """A unary-request method sent two request messages (or none) on one call is refused with a
     typed E_REQUEST_FORMAT (INVALID_ARGUMENT, code in the trailing metadata), logged with the peer."""
     with fed.serve() as srv:
@@ -105,7 +123,12 @@ def test_unary_method_refuses_other_than_one_request_message(fed, caplog, method
             assert dict(err.value.trailing_metadata())["ffsecure-error-code"] == "E_REQUEST_FORMAT"
             assert "[E_REQUEST_FORMAT]" in err.value.details()
             # the worker is free and an ordinary call is served as before
-            assert pb_grpc.AggregatorStub(channel).GetCheckpoint(pb.GetCheckpointRequest(), timeout=5).tree_size == 1
+            assert (
+                pb_grpc.AggregatorStub(channel)
+                .GetCheckpoint(pb.GetCheckpointRequest(), timeout=5)
+                .tree_size
+                == 1
+            )
         finally:
             channel.close()
     refusals = _refusals(caplog)
@@ -121,10 +144,16 @@ def test_health_service_and_unknown_methods_unchanged(fed):
         channel = _channel(fed, srv.address)
         try:
             health = health_pb2_grpc.HealthStub(channel)
-            assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == \
-                health_pb2.HealthCheckResponse.SERVING
-            assert health.Check(health_pb2.HealthCheckRequest(service="ffsecure.v1.Aggregator"),
-                                timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+            assert (
+                health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+                == health_pb2.HealthCheckResponse.SERVING
+            )
+            assert (
+                health.Check(
+                    health_pb2.HealthCheckRequest(service="ffsecure.v1.Aggregator"), timeout=5
+                ).status
+                == health_pb2.HealthCheckResponse.SERVING
+            )
             with pytest.raises(grpc.RpcError) as err:
                 health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=5)
             assert err.value.code() == grpc.StatusCode.NOT_FOUND
@@ -133,9 +162,15 @@ def test_health_service_and_unknown_methods_unchanged(fed):
             watch.cancel()
             for path in ("/ffsecure.v1.Aggregator/NoSuchMethod", "/no.such.Service/Method"):
                 with pytest.raises(grpc.RpcError) as err:
-                    channel.unary_unary(path, request_serializer=_identity,
-                                        response_deserializer=_identity)(b"", timeout=5)
+                    channel.unary_unary(
+                        path, request_serializer=_identity, response_deserializer=_identity
+                    )(b"", timeout=5)
                 assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-            assert pb_grpc.AggregatorStub(channel).GetCheckpoint(pb.GetCheckpointRequest(), timeout=5).tree_size == 1
+            assert (
+                pb_grpc.AggregatorStub(channel)
+                .GetCheckpoint(pb.GetCheckpointRequest(), timeout=5)
+                .tree_size
+                == 1
+            )
         finally:
             channel.close()

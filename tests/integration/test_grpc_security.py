@@ -42,22 +42,35 @@ def _try_upload(fed, srv, client) -> AggregatorError:
 
 def test_client_without_certificate_is_refused(fed, srv):
     creds = grpc.ssl_channel_credentials(root_certificates=fed.ca_pem)
-    with grpc.secure_channel(srv.address, creds, options=[("grpc.ssl_target_name_override", "localhost")]) as ch:
+    with grpc.secure_channel(
+        srv.address, creds, options=[("grpc.ssl_target_name_override", "localhost")]
+    ) as ch:
         stub = pb_grpc.AggregatorStub(ch)
         size = srv.runtime.store.size()
         with pytest.raises(grpc.RpcError) as err:
             stub.GetFederationInfo(pb.GetFederationInfoRequest(), timeout=5)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE  # the TLS handshake fails
         with pytest.raises(grpc.RpcError):
-            stub.UploadModule(iter([pb.UploadChunk(upload_id="a" * 32, offset=0, data=b"x", total_size=1,
-                                                   total_sha256=b"\0" * 32)]), timeout=5)
+            stub.UploadModule(
+                iter(
+                    [
+                        pb.UploadChunk(
+                            upload_id="a" * 32,
+                            offset=0,
+                            data=b"x",
+                            total_size=1,
+                            total_sha256=b"\0" * 32,
+                        )
+                    ]
+                ),
+                timeout=5,
+            )
         assert srv.runtime.store.size() == size
 
 
 def test_plaintext_connection_is_refused(fed, srv):
-    with grpc.insecure_channel(srv.address) as ch:
-        with pytest.raises(grpc.RpcError) as err:
-            pb_grpc.AggregatorStub(ch).GetCheckpoint(pb.GetCheckpointRequest(), timeout=5)
+    with grpc.insecure_channel(srv.address) as ch, pytest.raises(grpc.RpcError) as err:
+        pb_grpc.AggregatorStub(ch).GetCheckpoint(pb.GetCheckpointRequest(), timeout=5)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
@@ -81,8 +94,8 @@ def test_revoked_certificate_is_refused_at_once(fed, srv):
         assert note
         fed.revoke_site("st-paul")
         size = srv.runtime.store.size()
-        srv.runtime.deps.authenticator.crl.current()   # what the next call does: load, record
-        assert srv.runtime.store.size() == size + 1     # crl.loaded; the refusal adds nothing
+        srv.runtime.deps.authenticator.crl.current()  # what the next call does: load, record
+        assert srv.runtime.store.size() == size + 1  # crl.loaded; the refusal adds nothing
         err = _try_upload(fed, srv, c)
         assert err.code == "E_CERT_REVOKED" and err.status == grpc.StatusCode.UNAUTHENTICATED
         with pytest.raises(AggregatorError) as err2:
@@ -97,13 +110,19 @@ def test_site_cannot_upload_another_sites_module(fed, srv):
     with fed.client("st-john", srv.address, retry=NO_RETRY) as c:
         with pytest.raises(AggregatorError) as err:
             c.upload(sealed)
-    assert err.value.code == "E_IMPERSONATION" and err.value.status == grpc.StatusCode.PERMISSION_DENIED
+    assert (
+        err.value.code == "E_IMPERSONATION"
+        and err.value.status == grpc.StatusCode.PERMISSION_DENIED
+    )
     # st-john signs a manifest that claims to be st-mary's: the package itself is inconsistent
     sealed, _ = fed.make_package("st-john", manifest_site="st-mary", signer="st-john")
     with fed.client("st-john", srv.address, retry=NO_RETRY) as c:
         with pytest.raises(AggregatorError) as err:
             c.upload(sealed)
-    assert err.value.code == "E_SITE_MISMATCH" and err.value.status == grpc.StatusCode.PERMISSION_DENIED
+    assert (
+        err.value.code == "E_SITE_MISMATCH"
+        and err.value.status == grpc.StatusCode.PERMISSION_DENIED
+    )
     assert srv.runtime.store.size() == size
 
 
@@ -142,8 +161,14 @@ def test_client_checks_the_server_certificate(fed, srv, tmp_path):
 
     other = pki.init_ca(tmp_path / "elsewhere", fed.federation_id)
     site = fed.sites["st-mary"]
-    c = AggregatorClient(srv.address, ca_cert_pem=other.cert_pem, cert_pem=site.cert_pem, key_pem=site.key_pem,
-                         server_name="localhost", retry=NO_RETRY)
+    c = AggregatorClient(
+        srv.address,
+        ca_cert_pem=other.cert_pem,
+        cert_pem=site.cert_pem,
+        key_pem=site.key_pem,
+        server_name="localhost",
+        retry=NO_RETRY,
+    )
     with c, pytest.raises(AggregatorError) as err:
         c.get_checkpoint()
     assert err.value.code == "E_RPC_UNAVAILABLE"
@@ -153,8 +178,9 @@ def _health_call(fed, srv, creds, method: str):
     """One health Check (or the first message of a Watch) with ``creds``: a status, or the RpcError."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    channel_creds = grpc.ssl_channel_credentials(root_certificates=fed.ca_pem, private_key=creds.key_pem,
-                                                 certificate_chain=creds.cert_pem)
+    channel_creds = grpc.ssl_channel_credentials(
+        root_certificates=fed.ca_pem, private_key=creds.key_pem, certificate_chain=creds.cert_pem
+    )
     options = [("grpc.ssl_target_name_override", "localhost")]
     with grpc.secure_channel(srv.address, channel_creds, options=options) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
@@ -181,8 +207,10 @@ def test_health_service_answers_only_callers_every_other_rpc_accepts(fed, srv, c
     for method in ("Check", "Watch"):
         assert _health_call(fed, srv, luke, method) == health_pb2.HealthCheckResponse.SERVING
     fed.revoke_site("st-luke")
-    refused = {"revoked": (fed.sites["st-luke"], "E_CERT_REVOKED"),
-               "other federation": (fed.other_federation_site("st-luke"), "E_IDENTITY")}
+    refused = {
+        "revoked": (fed.sites["st-luke"], "E_CERT_REVOKED"),
+        "other federation": (fed.other_federation_site("st-luke"), "E_IDENTITY"),
+    }
     with caplog.at_level("WARNING", logger="aggregator.refusal"):
         for what, (creds, code) in refused.items():
             for method in ("Check", "Watch"):

@@ -34,13 +34,18 @@ class ServeProcess:
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "aggregator", "serve", "--config", str(fed.config_path)],
-            cwd=REPO, env=cli_env(), stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=cli_env(),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 60
         while not port_file.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.log.close()
-                raise AssertionError(f"aggregator serve did not start:\n{self.log_path.read_text()[-3000:]}")
+                raise AssertionError(
+                    f"aggregator serve did not start:\n{self.log_path.read_text()[-3000:]}"
+                )
             time.sleep(0.05)
         self.port = int(port_file.read_text())
         self.address = f"127.0.0.1:{self.port}"
@@ -62,7 +67,9 @@ class ServeProcess:
 
 @pytest.fixture
 def fed(tmp_path):
-    return build_federation(tmp_path, shutdown_grace_s=10.0, chunk_bytes=32 * 1024, commit_every_bytes=32 * 1024)
+    return build_federation(
+        tmp_path, shutdown_grace_s=10.0, chunk_bytes=32 * 1024, commit_every_bytes=32 * 1024
+    )
 
 
 def _tls_version(address: str, site, ca_pem: bytes, max_version) -> str:
@@ -79,8 +86,12 @@ def _tls_version(address: str, site, ca_pem: bytes, max_version) -> str:
 
 def _stub(fed, site, address):
     c = fed.sites[site]
-    creds = grpc.ssl_channel_credentials(root_certificates=fed.ca_pem, private_key=c.key_pem, certificate_chain=c.cert_pem)
-    ch = grpc.secure_channel(address, creds, options=[("grpc.ssl_target_name_override", "localhost")])
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=fed.ca_pem, private_key=c.key_pem, certificate_chain=c.cert_pem
+    )
+    ch = grpc.secure_channel(
+        address, creds, options=[("grpc.ssl_target_name_override", "localhost")]
+    )
     return ch, pb_grpc.AggregatorStub(ch)
 
 
@@ -96,7 +107,9 @@ def test_serve_tls13_only_drain_on_sigterm_and_restart(fed):
             first_sealed, first_pkg = fed.make_package("st-mary", classes=[0])
             first = c.upload(first_sealed, upload_id="1" * 32)
             old_note, _ = c.get_checkpoint()
-            with pytest.raises(AggregatorError) as refused:  # a refusal, to find in the JSON log below
+            with pytest.raises(
+                AggregatorError
+            ) as refused:  # a refusal, to find in the JSON log below
                 c.get_inclusion_proof(1000, 1000)
             assert refused.value.code == "E_PROOF_RANGE"
 
@@ -108,8 +121,13 @@ def test_serve_tls13_only_drain_on_sigterm_and_restart(fed):
 
         def slow_chunks():
             for off in range(0, len(sealed), chunk):
-                yield pb.UploadChunk(upload_id="2" * 32, offset=off, data=sealed[off:off + chunk],
-                                     total_size=len(sealed), total_sha256=sha)
+                yield pb.UploadChunk(
+                    upload_id="2" * 32,
+                    offset=off,
+                    data=sealed[off : off + chunk],
+                    total_size=len(sealed),
+                    total_sha256=sha,
+                )
                 if off >= len(sealed) // 2 and not half_sent.is_set():
                     half_sent.set()
                     time.sleep(1.5)  # SIGTERM lands while the stream is open
@@ -139,7 +157,8 @@ def test_serve_tls13_only_drain_on_sigterm_and_restart(fed):
         # every refusal is one structured JSON line naming the verified peer
         refusals = [line for line in lines if line.get("event") == "refusal"]
         assert [(r["code"], r["method"], r["grpc_status"], r["level"]) for r in refusals] == [
-            ("E_PROOF_RANGE", "GetInclusionProof", "INVALID_ARGUMENT", "warning")]
+            ("E_PROOF_RANGE", "GetInclusionProof", "INVALID_ARGUMENT", "warning")
+        ]
         assert refusals[0]["peer_identity"] == f"ffsecure://{fed.federation_id}/site/st-mary"
         assert refusals[0]["logger"] == "aggregator.refusal" and refusals[0]["peer_address"]
     finally:
@@ -151,8 +170,12 @@ def test_serve_tls13_only_drain_on_sigterm_and_restart(fed):
     try:
         with fed.client("st-mary", srv2.address) as c:
             status = c.upload_status("2" * 32)
-            assert status.state == pb.UploadStatus.REGISTERED and status.receipt.index == drained.index
-            again = c.upload(first_sealed, upload_id="3" * 32, module_id=first_pkg.manifest.module_id)
+            assert (
+                status.state == pb.UploadStatus.REGISTERED and status.receipt.index == drained.index
+            )
+            again = c.upload(
+                first_sealed, upload_id="3" * 32, module_id=first_pkg.manifest.module_id
+            )
             assert again.existing and again.index == first.index and again.entry == first.entry
             new = c.check_log_extends(old_note)
             assert new.size == drained.tree_size
@@ -170,16 +193,24 @@ def test_upload_resumes_after_the_server_is_killed(fed):
 
     def chunks():
         for off in range(0, len(sealed), chunk):
-            yield pb.UploadChunk(upload_id="4" * 32, offset=off, data=sealed[off:off + chunk],
-                                 total_size=len(sealed), total_sha256=sha)
+            yield pb.UploadChunk(
+                upload_id="4" * 32,
+                offset=off,
+                data=sealed[off : off + chunk],
+                total_size=len(sealed),
+                total_sha256=sha,
+            )
             if off >= 3 * chunk:
                 sent_enough.set()
                 time.sleep(5)
 
     ch, stub = _stub(fed, "st-john", srv.address)
     errors = []
-    t = threading.Thread(target=lambda: errors.append(pytest.raises(grpc.RpcError, stub.UploadModule, chunks(),
-                                                                    timeout=30)))
+    t = threading.Thread(
+        target=lambda: errors.append(
+            pytest.raises(grpc.RpcError, stub.UploadModule, chunks(), timeout=30)
+        )
+    )
     t.start()
     assert sent_enough.wait(20)
     time.sleep(0.5)
@@ -190,8 +221,12 @@ def test_upload_resumes_after_the_server_is_killed(fed):
     try:
         with fed.client("st-john", srv2.address) as c:
             status = c.upload_status("4" * 32)
-            assert status.state == pb.UploadStatus.IN_PROGRESS and status.committed_offset >= 3 * chunk
-            receipt = c.upload(sealed, upload_id="4" * 32, module_id=pkg.manifest.module_id, site_id="st-john")
+            assert (
+                status.state == pb.UploadStatus.IN_PROGRESS and status.committed_offset >= 3 * chunk
+            )
+            receipt = c.upload(
+                sealed, upload_id="4" * 32, module_id=pkg.manifest.module_id, site_id="st-john"
+            )
             assert c.last_upload.resumed_from == [status.committed_offset]
             assert receipt.index == 1  # after the crl.loaded of the first start
     finally:

@@ -29,8 +29,12 @@ def srv(fed):
 
 def _raw_stub(fed, site, address):
     c = fed.sites[site]
-    creds = grpc.ssl_channel_credentials(root_certificates=fed.ca_pem, private_key=c.key_pem, certificate_chain=c.cert_pem)
-    channel = grpc.secure_channel(address, creds, options=[("grpc.ssl_target_name_override", "localhost")])
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=fed.ca_pem, private_key=c.key_pem, certificate_chain=c.cert_pem
+    )
+    channel = grpc.secure_channel(
+        address, creds, options=[("grpc.ssl_target_name_override", "localhost")]
+    )
     return channel, pb_grpc.AggregatorStub(channel)
 
 
@@ -48,8 +52,13 @@ def test_full_upload_and_receipt_verification(fed, srv):
     assert receipt.index == before and receipt.tree_size == before + 1
     # verify again, offline, from the kept JSON form
     kept = UploadReceipt.from_dict(receipt.to_dict())
-    cp = verify_receipt(kept, log_vkey=fed.log_vkey, log_origin=fed.manifest.aggregator["log_origin"],
-                        module_id=pkg.manifest.module_id, site_id="st-mary")
+    cp = verify_receipt(
+        kept,
+        log_vkey=fed.log_vkey,
+        log_origin=fed.manifest.aggregator["log_origin"],
+        module_id=pkg.manifest.module_id,
+        site_id="st-mary",
+    )
     assert cp.size == receipt.tree_size
     entry = validate_entry(receipt.entry)
     assert entry["type"] == "module.registered" and entry["actor"] == "site:st-mary"
@@ -64,7 +73,9 @@ def test_tampered_receipt_is_refused(fed, srv):
     with fed.client("st-mary", srv.address) as c:
         receipt = c.upload(sealed)
     d = receipt.to_dict()
-    bad_entry = UploadReceipt.from_dict({**d, "entry": UploadReceipt.from_dict(d).to_dict()["entry"][:-4] + "AAAA"})
+    bad_entry = UploadReceipt.from_dict(
+        {**d, "entry": UploadReceipt.from_dict(d).to_dict()["entry"][:-4] + "AAAA"}
+    )
     with pytest.raises(Exception) as err:
         verify_receipt(bad_entry, log_vkey=fed.log_vkey)
     assert getattr(err.value, "code", "") in ("E_PROOF", "E_ENTRY")
@@ -105,8 +116,13 @@ def test_resume_after_the_stream_is_cut(fed, srv):
 
     def first_part():
         for off in range(0, 5 * chunk, chunk):
-            yield pb.UploadChunk(upload_id=upload_id, offset=off, data=sealed[off:off + chunk],
-                                 total_size=len(sealed), total_sha256=sha)
+            yield pb.UploadChunk(
+                upload_id=upload_id,
+                offset=off,
+                data=sealed[off : off + chunk],
+                total_size=len(sealed),
+                total_sha256=sha,
+            )
         time.sleep(0.3)  # let the server write what it received, then the connection "drops"
         raise Cut()
 
@@ -117,13 +133,17 @@ def test_resume_after_the_stream_is_cut(fed, srv):
     deadline = time.monotonic() + 10
     with fed.client("st-mary", srv.address) as c:
         # the server notices the cut, commits what it received and releases the upload
-        while srv.runtime.deps.staging.is_busy("st-mary", upload_id) and time.monotonic() < deadline:
+        while (
+            srv.runtime.deps.staging.is_busy("st-mary", upload_id) and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
         status = c.upload_status(upload_id)
         assert status.state == pb.UploadStatus.IN_PROGRESS
         assert 0 < status.committed_offset <= 5 * chunk
         assert srv.runtime.store.size() == size  # nothing registered from half a package
-        receipt = c.upload(sealed, upload_id=upload_id, module_id=pkg.manifest.module_id, site_id="st-mary")
+        receipt = c.upload(
+            sealed, upload_id=upload_id, module_id=pkg.manifest.module_id, site_id="st-mary"
+        )
         stats = c.last_upload
     assert stats.resumed_from[0] == status.committed_offset
     assert stats.bytes_sent == len(sealed) - status.committed_offset
@@ -143,30 +163,55 @@ def test_bad_chunks_are_refused_with_typed_codes(fed, srv):
         md = dict(err.value.trailing_metadata())
         return err.value.code(), md["ffsecure-error-code"], err.value.details(), md
 
-    status, code, details, md = send([pb.UploadChunk(upload_id="d" * 32, offset=100, data=b"x",
-                                                     total_size=len(sealed), total_sha256=sha)])
+    status, code, details, md = send(
+        [
+            pb.UploadChunk(
+                upload_id="d" * 32, offset=100, data=b"x", total_size=len(sealed), total_sha256=sha
+            )
+        ]
+    )
     assert (status, code) == (grpc.StatusCode.FAILED_PRECONDITION, "E_UPLOAD_OFFSET")
     assert details.startswith("[E_UPLOAD_OFFSET] ") and "offset 0" in md["ffsecure-error-hint"]
     detail = pb.ErrorDetail.FromString(md["ffsecure-error-bin"])
     assert detail.code == "E_UPLOAD_OFFSET"
-    status, code, _, _ = send([pb.UploadChunk(upload_id="not-hex", offset=0, data=b"x", total_size=1,
-                                              total_sha256=sha)])
+    status, code, _, _ = send(
+        [pb.UploadChunk(upload_id="not-hex", offset=0, data=b"x", total_size=1, total_sha256=sha)]
+    )
     assert (status, code) == (grpc.StatusCode.INVALID_ARGUMENT, "E_UPLOAD_ID")
-    status, code, _, _ = send([pb.UploadChunk(upload_id="e" * 32, offset=0, data=b"x", total_size=1 << 40,
-                                              total_sha256=sha)])
+    status, code, _, _ = send(
+        [
+            pb.UploadChunk(
+                upload_id="e" * 32, offset=0, data=b"x", total_size=1 << 40, total_sha256=sha
+            )
+        ]
+    )
     assert (status, code) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "E_TOO_LARGE")
     # complete but wrong hash
-    status, code, _, _ = send([pb.UploadChunk(upload_id="f" * 32, offset=0, data=sealed[:1000], total_size=1000,
-                                              total_sha256=sha)])
+    status, code, _, _ = send(
+        [
+            pb.UploadChunk(
+                upload_id="f" * 32, offset=0, data=sealed[:1000], total_size=1000, total_sha256=sha
+            )
+        ]
+    )
     assert (status, code) == (grpc.StatusCode.FAILED_PRECONDITION, "E_UPLOAD_HASH")
     # a sealed package with one flipped byte: HPKE refuses it
     bad = bytearray(sealed)
     bad[-10] ^= 1
     bad = bytes(bad)
     step = 64 * 1024
-    status, code, _, _ = send([pb.UploadChunk(upload_id="9" * 32, offset=o, data=bad[o:o + step], total_size=len(bad),
-                                              total_sha256=hashlib.sha256(bad).digest())
-                               for o in range(0, len(bad), step)])
+    status, code, _, _ = send(
+        [
+            pb.UploadChunk(
+                upload_id="9" * 32,
+                offset=o,
+                data=bad[o : o + step],
+                total_size=len(bad),
+                total_sha256=hashlib.sha256(bad).digest(),
+            )
+            for o in range(0, len(bad), step)
+        ]
+    )
     assert (status, code) == (grpc.StatusCode.INVALID_ARGUMENT, "E_ENVELOPE_OPEN")
     channel.close()
     assert srv.runtime.store.size() == size
@@ -184,7 +229,10 @@ def test_checkpoint_and_proofs_show_the_log_only_grows(fed, srv):
         verify_inclusion(leaf_hash(entry), receipt.index, new.size, hashes, new.root_hash)
         with pytest.raises(AggregatorError) as err:
             c.get_inclusion_proof(new.size, new.size)
-        assert err.value.code == "E_PROOF_RANGE" and err.value.status == grpc.StatusCode.INVALID_ARGUMENT
+        assert (
+            err.value.code == "E_PROOF_RANGE"
+            and err.value.status == grpc.StatusCode.INVALID_ARGUMENT
+        )
         with pytest.raises(AggregatorError) as err:
             c.get_consistency_proof(new.size, new.size + 5)
         assert err.value.code == "E_PROOF_RANGE"
@@ -197,7 +245,10 @@ def test_deletion_only_of_own_modules(fed, srv):
         size = srv.runtime.store.size()
         with pytest.raises(AggregatorError) as err:
             john.request_deletion([receipt.module_id], "not mine")
-        assert err.value.code == "E_NOT_OWNER" and err.value.status == grpc.StatusCode.PERMISSION_DENIED
+        assert (
+            err.value.code == "E_NOT_OWNER"
+            and err.value.status == grpc.StatusCode.PERMISSION_DENIED
+        )
         with pytest.raises(AggregatorError) as err:
             mary.request_deletion([receipt.module_id], "")
         assert err.value.code == "E_REASON"
@@ -226,12 +277,17 @@ def test_deletion_only_of_own_modules(fed, srv):
 
 def test_rate_limit_refuses_with_retry_hint(tmp_path):
     fed = build_federation(tmp_path, calls_per_second=0.5, call_burst=3)
-    with fed.serve() as srv, fed.client("st-mary", srv.address, retry=RetryPolicy(max_attempts=1)) as c:
+    with (
+        fed.serve() as srv,
+        fed.client("st-mary", srv.address, retry=RetryPolicy(max_attempts=1)) as c,
+    ):
         for _ in range(3):
             c.get_checkpoint()
         with pytest.raises(AggregatorError) as err:
             c.get_checkpoint()
-    assert err.value.code == "E_RATE_LIMIT" and err.value.status == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (
+        err.value.code == "E_RATE_LIMIT" and err.value.status == grpc.StatusCode.RESOURCE_EXHAUSTED
+    )
     assert "retry in" in err.value.hint
 
 
@@ -253,7 +309,9 @@ def test_server_deadline_cuts_a_stream_that_stops_sending(tmp_path, caplog):
     fed = build_federation(tmp_path)
     text = fed.config_path.read_text()
     assert "upload_deadline_s = 60.0" in text
-    fed.config_path.write_text(text.replace("upload_deadline_s = 60.0", "upload_deadline_s = 1.0", 1))
+    fed.config_path.write_text(
+        text.replace("upload_deadline_s = 60.0", "upload_deadline_s = 1.0", 1)
+    )
     sealed, pkg = fed.make_package("st-mary")
     sha = hashlib.sha256(sealed).digest()
     upload_id = "5" * 32
@@ -261,8 +319,13 @@ def test_server_deadline_cuts_a_stream_that_stops_sending(tmp_path, caplog):
     release = threading.Event()
 
     def stalled():
-        yield pb.UploadChunk(upload_id=upload_id, offset=0, data=sealed[:step], total_size=len(sealed),
-                             total_sha256=sha)
+        yield pb.UploadChunk(
+            upload_id=upload_id,
+            offset=0,
+            data=sealed[:step],
+            total_size=len(sealed),
+            total_sha256=sha,
+        )
         release.wait(30)  # the client stops sending but keeps the stream open
 
     with fed.serve() as running:
@@ -274,7 +337,10 @@ def test_server_deadline_cuts_a_stream_that_stops_sending(tmp_path, caplog):
                     stub.UploadModule(stalled(), timeout=20)  # the client would wait 20 s
                 elapsed = time.monotonic() - t0
                 deadline = time.monotonic() + 10
-                while running.runtime.deps.staging.is_busy("st-mary", upload_id) and time.monotonic() < deadline:
+                while (
+                    running.runtime.deps.staging.is_busy("st-mary", upload_id)
+                    and time.monotonic() < deadline
+                ):
                     time.sleep(0.05)
         finally:
             release.set()
@@ -282,13 +348,17 @@ def test_server_deadline_cuts_a_stream_that_stops_sending(tmp_path, caplog):
         assert elapsed < 10, f"the server did not end the stalled stream ({elapsed:.1f} s)"
         assert err.value.code() != grpc.StatusCode.OK
         refusals = [r for r in caplog.records if getattr(r, "event", None) == "refusal"]
-        assert refusals and refusals[-1].code == "E_DEADLINE" and refusals[-1].method == "UploadModule"
+        assert (
+            refusals and refusals[-1].code == "E_DEADLINE" and refusals[-1].method == "UploadModule"
+        )
         assert refusals[-1].peer_identity.endswith("/site/st-mary")
-        assert running.runtime.store.size() == 1       # only the crl.loaded of the start
+        assert running.runtime.store.size() == 1  # only the crl.loaded of the start
         with fed.client("st-mary", running.address, retry=RetryPolicy(max_attempts=1)) as c:
             status = c.upload_status(upload_id)
             assert status.state == pb.UploadStatus.IN_PROGRESS and status.committed_offset == step
-            receipt = c.upload(sealed, upload_id=upload_id, module_id=pkg.manifest.module_id, site_id="st-mary")
+            receipt = c.upload(
+                sealed, upload_id=upload_id, module_id=pkg.manifest.module_id, site_id="st-mary"
+            )
             assert c.last_upload.resumed_from == [step] and receipt.index == 1
 
 
@@ -309,8 +379,13 @@ def test_receiving_an_upload_streams_it_to_disk_not_to_memory(fed, srv):
 
     def stream():
         for off in range(0, size, step):
-            yield pb.UploadChunk(upload_id=upload_id, offset=off, data=block, total_size=size,
-                                 total_sha256=b"\0" * 32)
+            yield pb.UploadChunk(
+                upload_id=upload_id,
+                offset=off,
+                data=block,
+                total_size=size,
+                total_sha256=b"\0" * 32,
+            )
 
     before = srv.runtime.store.size()
     tracemalloc.start()
@@ -324,7 +399,9 @@ def test_receiving_an_upload_streams_it_to_disk_not_to_memory(fed, srv):
     assert dict(err.value.trailing_metadata())["ffsecure-error-code"] == "E_UPLOAD_HASH"
     assert srv.runtime.deps.staging.status("st-john", upload_id) is None  # discarded
     assert srv.runtime.store.size() == before
-    assert peak < size // 3, f"peak Python memory {peak / 2**20:.1f} MiB while receiving {size >> 20} MiB"
+    assert peak < size // 3, (
+        f"peak Python memory {peak / 2**20:.1f} MiB while receiving {size >> 20} MiB"
+    )
     print(f"peak traced memory while receiving {size >> 20} MiB: {peak / 2**20:.2f} MiB")
 
 
@@ -337,8 +414,13 @@ def _concurrent_completions_peak(tmp_path, verifications: int, n: int = 6):
     sites = [f"site-{i}" for i in range(n)]
     fed = build_federation(tmp_path, sites=sites, generator_size="default", image_shape=(1, 28, 28))
     text = fed.config_path.read_text()
-    fed.config_path.write_text(text.replace(
-        "upload_deadline_s = 60.0", f"upload_deadline_s = 60.0\nmax_concurrent_verifications = {verifications}", 1))
+    fed.config_path.write_text(
+        text.replace(
+            "upload_deadline_s = 60.0",
+            f"upload_deadline_s = 60.0\nmax_concurrent_verifications = {verifications}",
+            1,
+        )
+    )
     step = 64 * 1024
     packages = {s: fed.make_package(s)[0] for s in sites}
     size = len(packages[sites[0]])
@@ -349,14 +431,21 @@ def _concurrent_completions_peak(tmp_path, verifications: int, n: int = 6):
             sealed = packages[site]
             sha = hashlib.sha256(sealed).digest()
             for off in range(start, stop, step):
-                yield pb.UploadChunk(upload_id=f"{sites.index(site) + 1:032x}", offset=off,
-                                     data=sealed[off:min(off + step, stop)], total_size=len(sealed), total_sha256=sha)
+                yield pb.UploadChunk(
+                    upload_id=f"{sites.index(site) + 1:032x}",
+                    offset=off,
+                    data=sealed[off : min(off + step, stop)],
+                    total_size=len(sealed),
+                    total_sha256=sha,
+                )
 
         last = {s: (len(packages[s]) - 1) // step * step for s in sites}
         for s in sites:  # stage all but the last chunk (the stream ends early: E_UPLOAD_INCOMPLETE)
             with pytest.raises(grpc.RpcError) as err:
                 stubs[s][1].UploadModule(chunks(s, 0, last[s]), timeout=60)
-            assert dict(err.value.trailing_metadata())["ffsecure-error-code"] == "E_UPLOAD_INCOMPLETE"
+            assert (
+                dict(err.value.trailing_metadata())["ffsecure-error-code"] == "E_UPLOAD_INCOMPLETE"
+            )
         barrier, receipts = threading.Barrier(n), []
 
         def finish(site):
@@ -376,7 +465,7 @@ def _concurrent_completions_peak(tmp_path, verifications: int, n: int = 6):
             tracemalloc.stop()
             for channel, _stub in stubs.values():
                 channel.close()
-        return len(receipts), running.runtime.store.size() - 1, peak, size   # less crl.loaded
+        return len(receipts), running.runtime.store.size() - 1, peak, size  # less crl.loaded
 
 
 def test_concurrent_completions_are_verified_within_the_memory_bound(tmp_path):
@@ -385,7 +474,11 @@ def test_concurrent_completions_are_verified_within_the_memory_bound(tmp_path):
     traced peak is about one verification's, not six. Measured with 3.3 MiB modules: ~4x the module
     size with the bound, ~18x with 6 verifications at once (this assertion then fails)."""
     count, stored, peak, size = _concurrent_completions_peak(tmp_path, verifications=1)
-    print(f"peak traced memory, 6 completions of {size / 2**20:.1f} MiB, 1 verification at a time: "
-          f"{peak / 2**20:.1f} MiB")
+    print(
+        f"peak traced memory, 6 completions of {size / 2**20:.1f} MiB, 1 verification at a time: "
+        f"{peak / 2**20:.1f} MiB"
+    )
     assert count == 6 and stored == 6
-    assert peak < 8 * size, f"peak {peak / 2**20:.1f} MiB for 6 completions of {size / 2**20:.1f} MiB"
+    assert peak < 8 * size, (
+        f"peak {peak / 2**20:.1f} MiB for 6 completions of {size / 2**20:.1f} MiB"
+    )

@@ -72,9 +72,15 @@ def history(fed, server):
 
 
 def _stub(fed, creds: SiteCreds, address: str):
-    channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(
-        root_certificates=fed.ca_pem, private_key=creds.key_pem, certificate_chain=creds.cert_pem),
-        options=[("grpc.ssl_target_name_override", "localhost")])
+    channel = grpc.secure_channel(
+        address,
+        grpc.ssl_channel_credentials(
+            root_certificates=fed.ca_pem,
+            private_key=creds.key_pem,
+            certificate_chain=creds.cert_pem,
+        ),
+        options=[("grpc.ssl_target_name_override", "localhost")],
+    )
     return channel, pb_grpc.AggregatorStub(channel)
 
 
@@ -134,28 +140,43 @@ def _newline_site_creds(fed, tmp_path: Path) -> SiteCreds:
     checked whole; the CA refuses to now, so the test signs with the key.
     """
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     uri = f"ffsecure://{fed.federation_id}/site/site-b\n"
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "site-b")]))
-        .issuer_name(fed.ca.cert.subject).public_key(key.public_key())
+        .issuer_name(fed.ca.cert.subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
-                                     key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, key_cert_sign=False, crl_sign=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]),
-                       critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False
+        )
         .sign(fed.ca._key, hashes.SHA256())
     )
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    return SiteCreds("site-b\n", cert, key, pki.cert_pem(cert), key_pem, tmp_path / "b.pem",
-                     tmp_path / "b.key")
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return SiteCreds(
+        "site-b\n", cert, key, pki.cert_pem(cert), key_pem, tmp_path / "b.pem", tmp_path / "b.key"
+    )
 
 
 def test_a_certificate_for_a_newline_site_id_is_not_a_site(fed, server, history, tmp_path):
@@ -176,8 +197,9 @@ def test_a_certificate_for_a_newline_site_id_is_not_a_site(fed, server, history,
 
 
 @pytest.mark.slow  # stops the server, then two fresh interpreters export and verify (~30 s)
-def test_after_the_attacks_the_store_is_clean_and_the_bundle_verifies(fed, server, history,
-                                                                     tmp_path):
+def test_after_the_attacks_the_store_is_clean_and_the_bundle_verifies(
+    fed, server, history, tmp_path
+):
     assert server.stop() == 0, server.log_tail()
     log = server.log_path.read_text(errors="replace")
     assert "E_MODULE_ID" in log and "E_UPLOAD_ID" in log and "E_IDENTITY" in log
@@ -187,17 +209,48 @@ def test_after_the_attacks_the_store_is_clean_and_the_bundle_verifies(fed, serve
         summary = store.verify_integrity()
     finally:
         store.close()
-    assert modules == {history["kept"]: "active", history["deleted"]: "deleted",
-                       history["john"]: "active"}
+    assert modules == {
+        history["kept"]: "active",
+        history["deleted"]: "deleted",
+        history["john"]: "active",
+    }
     assert summary is not None
     bundle, env = tmp_path / "bundle", cli_env()
-    done = subprocess.run([sys.executable, "-m", "aggregator", "ledger", "export", "--dir",
-                           str(fed.home.root), "--out", str(bundle)],
-                          capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aggregator",
+            "ledger",
+            "export",
+            "--dir",
+            str(fed.home.root),
+            "--out",
+            str(bundle),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     (tmp_path / "ca.pem").write_bytes(fed.ca_pem)
-    done = subprocess.run([sys.executable, "-m", "ffsecure", "audit", "verify", str(bundle),
-                           "--ca", str(tmp_path / "ca.pem"), "--json"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ffsecure",
+            "audit",
+            "verify",
+            str(bundle),
+            "--ca",
+            str(tmp_path / "ca.pem"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     out = json.loads(done.stdout)
     assert (done.returncode, out["verdict"], out["findings"]) == (0, "VERIFIED", []), done.stdout

@@ -23,8 +23,13 @@ def _error_code(done: subprocess.CompletedProcess) -> str:
 
 
 def _cli(program: str, *args, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", program, *map(str, args)], cwd=cwd, env=cli_env(),
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", program, *map(str, args)],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_site_node_init_writes_a_site_toml_that_status_accepts_after_install_cert(tmp_path):
@@ -33,14 +38,29 @@ def test_site_node_init_writes_a_site_toml_that_status_accepts_after_install_cer
     site_dir.mkdir()
     cfg = site_dir / "site.toml"
     unit = site_dir / "site-node.service"
-    out = site_json("init", "--config", cfg, "--federation-id", "fedtest", "--site-id", "st-a",
-                    "--data-source", "digits", "--systemd-unit", unit)
+    out = site_json(
+        "init",
+        "--config",
+        cfg,
+        "--federation-id",
+        "fedtest",
+        "--site-id",
+        "st-a",
+        "--data-source",
+        "digits",
+        "--systemd-unit",
+        unit,
+    )
     assert out["written"] == [str(cfg), str(unit)]
     assert stat.S_IMODE(cfg.stat().st_mode) == 0o600
     assert unit.read_text() == templates.read("site-node.service")
     text = cfg.read_text()
     assert "# this site's id (as in its certificate)" in text  # comments kept
-    assert tomllib.loads(text)["site"] == {"federation_id": "fedtest", "site_id": "st-a", "state_dir": "state"}
+    assert tomllib.loads(text)["site"] == {
+        "federation_id": "fedtest",
+        "site_id": "st-a",
+        "state_dir": "state",
+    }
 
     enroll_and_install(fed, tmp_path, "st-a", cfg)
     status = site_json("status", "--config", cfg, "--offline")
@@ -50,23 +70,41 @@ def test_site_node_init_writes_a_site_toml_that_status_accepts_after_install_cer
 def test_init_commands_refuse_to_overwrite_and_change_nothing(tmp_path):
     cfg = tmp_path / "site.toml"
     cfg.write_text("mine\n")
-    for program, args in (("site_node", ("init", "--config", cfg, "--json")),
-                          ("aggregator", ("init-config", "--config", cfg, "--json"))):
+    for program, args in (
+        ("site_node", ("init", "--config", cfg, "--json")),
+        ("aggregator", ("init-config", "--config", cfg, "--json")),
+    ):
         done = _cli(program, *args, cwd=tmp_path)
         assert done.returncode == 1
         assert _error_code(done) == "E_EXISTS"
         assert cfg.read_text() == "mine\n"
     # a unit that exists stops the whole command before site.toml is written
     (tmp_path / "u.service").write_text("x")
-    done = _cli("site_node", "init", "--config", tmp_path / "new.toml", "--systemd-unit",
-                tmp_path / "u.service", "--json", cwd=tmp_path)
+    done = _cli(
+        "site_node",
+        "init",
+        "--config",
+        tmp_path / "new.toml",
+        "--systemd-unit",
+        tmp_path / "u.service",
+        "--json",
+        cwd=tmp_path,
+    )
     assert done.returncode == 1 and _error_code(done) == "E_EXISTS"
     assert not (tmp_path / "new.toml").exists()
 
 
 def test_site_node_init_refuses_a_value_the_parser_refuses(tmp_path):
-    done = _cli("site_node", "init", "--config", tmp_path / "site.toml", "--data-source", "ftp:x", "--json",
-                cwd=tmp_path)
+    done = _cli(
+        "site_node",
+        "init",
+        "--config",
+        tmp_path / "site.toml",
+        "--data-source",
+        "ftp:x",
+        "--json",
+        cwd=tmp_path,
+    )
     assert done.returncode == 1
     assert _error_code(done) == "E_CONFIG"
     assert not (tmp_path / "site.toml").exists()
@@ -75,8 +113,15 @@ def test_site_node_init_refuses_a_value_the_parser_refuses(tmp_path):
 def test_aggregator_init_config_writes_the_default_that_parses(tmp_path):
     from aggregator.config import load_config
 
-    done = _cli("aggregator", "init-config", "--config", tmp_path / "aggregator.toml", "--listen",
-                "127.0.0.1:0", cwd=tmp_path)
+    done = _cli(
+        "aggregator",
+        "init-config",
+        "--config",
+        tmp_path / "aggregator.toml",
+        "--listen",
+        "127.0.0.1:0",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     cfg = load_config(tmp_path / "aggregator.toml")
     assert cfg.server.listen == "127.0.0.1:0"
@@ -86,34 +131,81 @@ def test_aggregator_init_config_writes_the_default_that_parses(tmp_path):
 def test_federation_init_prefills_the_ca_federation_id_and_aggregator_keys(tmp_path):
     from ffsecure import federation as fedlib
 
-    assert _cli("ffsecure", "pki", "init", "--federation-id", "chest-2027", "--dir", tmp_path / "ca",
-                cwd=tmp_path).returncode == 0
-    assert _cli("aggregator", "init", "--dir", tmp_path / "agg", "--federation-id", "chest-2027",
-                cwd=tmp_path).returncode == 0
+    assert (
+        _cli(
+            "ffsecure",
+            "pki",
+            "init",
+            "--federation-id",
+            "chest-2027",
+            "--dir",
+            tmp_path / "ca",
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
+    assert (
+        _cli(
+            "aggregator",
+            "init",
+            "--dir",
+            tmp_path / "agg",
+            "--federation-id",
+            "chest-2027",
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
     toml = tmp_path / "cfg" / "federation.toml"
     toml.parent.mkdir()
-    done = _cli("ffsecure", "federation", "init", "--config", toml, "--ca-dir", tmp_path / "ca",
-                "--public-keys", tmp_path / "agg" / "public-keys.json", "--endpoint", "agg.example:7443",
-                cwd=tmp_path)
+    done = _cli(
+        "ffsecure",
+        "federation",
+        "init",
+        "--config",
+        toml,
+        "--ca-dir",
+        tmp_path / "ca",
+        "--public-keys",
+        tmp_path / "agg" / "public-keys.json",
+        "--endpoint",
+        "agg.example:7443",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     raw = tomllib.loads(toml.read_text())
     assert raw["federation_id"] == "chest-2027"
-    assert raw["aggregator"] == {"endpoint": "agg.example:7443", "public_keys": "../agg/public-keys.json"}
+    assert raw["aggregator"] == {
+        "endpoint": "agg.example:7443",
+        "public_keys": "../agg/public-keys.json",
+    }
     manifest = fedlib.manifest_from_toml(toml)  # what `federation create` reads
     assert manifest.federation_id == "chest-2027"
     assert manifest.aggregator["endpoint"] == "agg.example:7443"
 
 
 def test_federation_init_refuses_a_folder_without_a_ca(tmp_path):
-    done = _cli("ffsecure", "federation", "init", "--config", tmp_path / "f.toml", "--ca-dir", tmp_path,
-                "--json", cwd=tmp_path)
+    done = _cli(
+        "ffsecure",
+        "federation",
+        "init",
+        "--config",
+        tmp_path / "f.toml",
+        "--ca-dir",
+        tmp_path,
+        "--json",
+        cwd=tmp_path,
+    )
     assert done.returncode == 1 and _error_code(done) == "E_CA"
     assert not (tmp_path / "f.toml").exists()
 
 
 def test_every_program_names_its_documentation_in_help(tmp_path):
-    for program, page in (("ffsecure", "pki.md"), ("site_node", "site-operator.md"),
-                          ("aggregator", "operator-guide.md")):
+    for program, page in (
+        ("ffsecure", "pki.md"),
+        ("site_node", "site-operator.md"),
+        ("aggregator", "operator-guide.md"),
+    ):
         done = _cli(program, "--help", cwd=tmp_path)
         assert done.returncode == 0
         epilog = done.stdout.split("Documentation: ", 1)[1]
@@ -137,8 +229,23 @@ def wheel_files(tmp_path_factory) -> set[str]:
     import zipfile
 
     out = tmp_path_factory.mktemp("wheel")
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                           "--no-index", str(REPO), "-w", str(out)], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            str(REPO),
+            "-w",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     (wheel,) = out.glob("ffsecure-*.whl")
     with zipfile.ZipFile(wheel) as zf:

@@ -20,12 +20,11 @@ import numpy as np
 import pytest
 import torch
 
-from ffsecure import envelope, generators
+from ffsecure import envelope, generators, pki
 from ffsecure.data import load_digits, load_npz
 from ffsecure.federation import create_signed_manifest
 from ffsecure.package import SignedPackage, build_manifest, sign_package, verify_package
 from ffsecure.privacy.attach import attach_report
-from ffsecure import pki
 from site_node.client import AggregatorError
 from tests.conftest import cli_env
 from tests.federation_fixture import build_federation
@@ -34,8 +33,13 @@ POLICY = {"required": True, "max_membership_auroc": 0.6, "max_near_copy_fraction
 
 
 def _seal(fed, pkg) -> bytes:
-    return envelope.seal(pkg.to_bytes(), fed.manifest.hpke_public_key, federation_id=fed.federation_id,
-                         key_id=fed.manifest.hpke_key_id, suite=fed.manifest.hpke_suite)
+    return envelope.seal(
+        pkg.to_bytes(),
+        fed.manifest.hpke_public_key,
+        federation_id=fed.federation_id,
+        key_id=fed.manifest.hpke_key_id,
+        suite=fed.manifest.hpke_suite,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,17 +58,31 @@ def world(tmp_path_factory):
     x, y = ds.train_x[keep][:80], ds.train_y[keep][:80]
     u8 = ((x[:, 0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
     npz = root / "site.npz"
-    np.savez(npz, train_images=u8[:16], train_labels=y[:16].numpy()[:, None],
-             test_images=u8[16:], test_labels=y[16:].numpy()[:, None])
+    np.savez(
+        npz,
+        train_images=u8[:16],
+        train_labels=y[:16].numpy()[:, None],
+        test_images=u8[16:],
+        test_labels=y[16:].numpy()[:, None],
+    )
     site = load_npz(npz)
 
     family, config = fed.manifest.generator["family"], fed.manifest.generator["config"]
     gen = generators.build(family, config)
-    gen.fit(site.train_x, site.train_y, generators.TrainSettings(epochs=120, batch_size=16, lr=5e-3, seed=0))
+    gen.fit(
+        site.train_x,
+        site.train_y,
+        generators.TrainSettings(epochs=120, batch_size=16, lr=5e-3, seed=0),
+    )
     weights = generators.to_safetensors(gen)
     creds = fed.sites["st-mary"]
-    manifest = build_manifest(federation=fed.manifest, site_id="st-mary", weights=weights,
-                              classes=sorted({int(v) for v in site.train_y}), seed=0)
+    manifest = build_manifest(
+        federation=fed.manifest,
+        site_id="st-mary",
+        weights=weights,
+        classes=sorted({int(v) for v in site.train_y}),
+        seed=0,
+    )
     pkg = sign_package(manifest, weights, creds.key, creds.cert)
     path = root / "package.ffpk"
     path.write_bytes(pkg.to_bytes())
@@ -72,8 +90,13 @@ def world(tmp_path_factory):
 
 
 def _site_node(*args):
-    return subprocess.run([sys.executable, "-m", "site_node", *args], env=cli_env(), capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "site_node", *args],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +106,15 @@ def leaky_report(world):
 
     _fed, _root, npz, _path, pkg = world
     site = load_npz(npz)
-    gen = generators.from_state(pkg.manifest.generator["family"], pkg.manifest.generator["config"], pkg.weights)
-    full = run_check(gen, members=(site.train_x, site.train_y), non_members=(site.test_x, site.test_y),
-                     n_generated=200)
+    gen = generators.from_state(
+        pkg.manifest.generator["family"], pkg.manifest.generator["config"], pkg.weights
+    )
+    full = run_check(
+        gen,
+        members=(site.train_x, site.train_y),
+        non_members=(site.test_x, site.test_y),
+        n_generated=200,
+    )
     assert full["membership"]["auroc"] > 0.9
     return full["manifest_report"]
 
@@ -95,9 +124,25 @@ def checked(world):
     fed, root, npz, path, _pkg = world
     creds = fed.sites["st-mary"]
     out = root / "report"
-    proc = _site_node("privacy-check", "--module", str(path), "--data", f"npz:{npz}", "--samples", "200",
-                      "--attach", "--key", str(creds.key_path), "--cert", str(creds.cert_path),
-                      "--output", str(root / "attached.ffpk"), "--out", str(out), "--json")
+    proc = _site_node(
+        "privacy-check",
+        "--module",
+        str(path),
+        "--data",
+        f"npz:{npz}",
+        "--samples",
+        "200",
+        "--attach",
+        "--key",
+        str(creds.key_path),
+        "--cert",
+        str(creds.cert_path),
+        "--output",
+        str(root / "attached.ffpk"),
+        "--out",
+        str(out),
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout), out, root / "attached.ffpk"
 
@@ -111,26 +156,67 @@ def test_privacy_check_command_in_process(world, tmp_path):
     fed, _root, npz, path, pkg = world
     creds = fed.sites["st-mary"]
     out, attached_path = tmp_path / "out", tmp_path / "attached.ffpk"
-    r = CliRunner().invoke(cli, ["privacy-check", "--module", str(path), "--data", f"npz:{npz}", "--samples", "100",
-                                 "--attach", "--key", str(creds.key_path), "--cert", str(creds.cert_path),
-                                 "--output", str(attached_path), "--out", str(out), "--json"],
-                           catch_exceptions=False)
+    r = CliRunner().invoke(
+        cli,
+        [
+            "privacy-check",
+            "--module",
+            str(path),
+            "--data",
+            f"npz:{npz}",
+            "--samples",
+            "100",
+            "--attach",
+            "--key",
+            str(creds.key_path),
+            "--cert",
+            str(creds.cert_path),
+            "--output",
+            str(attached_path),
+            "--out",
+            str(out),
+            "--json",
+        ],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0, r.output
     full = json.loads(r.stdout)
     assert full["module_id"] == pkg.manifest.module_id and full["attached_to"] == str(attached_path)
     assert full["membership"]["auroc"] > 0.9 and full["memorization"]["near_copy_fraction"] > 0.1
     assert full["accounting"] == {"dp": False}
     assert (out / "closest-pairs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert json.loads((out / "privacy-report.json").read_text())["manifest_report"] == full["manifest_report"]
+    assert (
+        json.loads((out / "privacy-report.json").read_text())["manifest_report"]
+        == full["manifest_report"]
+    )
     assert path.read_bytes() == pkg.to_bytes()
     attached = SignedPackage.from_bytes(attached_path.read_bytes())
-    assert attached.manifest.privacy_report == full["manifest_report"] and attached.weights == pkg.weights
+    assert (
+        attached.manifest.privacy_report == full["manifest_report"]
+        and attached.weights == pkg.weights
+    )
     verify_package(attached, federation=fed.manifest, ca_cert=fed.ca.cert)
     # the person-readable summary, without --attach: nothing new is signed
-    r = CliRunner().invoke(cli, ["privacy-check", "--module", str(attached_path), "--data", f"npz:{npz}",
-                                 "--samples", "50", "--out", str(tmp_path / "again")], catch_exceptions=False)
+    r = CliRunner().invoke(
+        cli,
+        [
+            "privacy-check",
+            "--module",
+            str(attached_path),
+            "--data",
+            f"npz:{npz}",
+            "--samples",
+            "50",
+            "--out",
+            str(tmp_path / "again"),
+        ],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0, r.output
-    assert "membership inference: AUROC 0.9" in r.stdout or "membership inference: AUROC 1.000" in r.stdout
+    assert (
+        "membership inference: AUROC 0.9" in r.stdout
+        or "membership inference: AUROC 1.000" in r.stdout
+    )
     assert "DP: none (no formal guarantee)" in r.stdout and "closest pairs:" in r.stdout
     assert SignedPackage.from_bytes(attached_path.read_bytes()).manifest == attached.manifest
 
@@ -144,7 +230,10 @@ def test_privacy_check_flags_the_memorizing_module_and_signs_the_report(world, c
     assert full["membership"]["auroc"] > 0.9
     assert full["memorization"]["near_copy_fraction"] > 0.1
     assert full["accounting"] == {"dp": False}
-    assert json.loads((out / "privacy-report.json").read_text())["manifest_report"] == full["manifest_report"]
+    assert (
+        json.loads((out / "privacy-report.json").read_text())["manifest_report"]
+        == full["manifest_report"]
+    )
     assert (out / "closest-pairs.png").read_bytes()[:4] == b"\x89PNG"
     # the original package is untouched; the new one carries the report under the site's signature
     assert path.read_bytes() == pkg.to_bytes()
@@ -159,8 +248,18 @@ def test_aggregator_refuses_modules_that_break_the_privacy_policy(world, leaky_r
     fed, _root, _npz, _path, pkg = world
     creds = fed.sites["st-mary"]
     leaky = attach_report(pkg, leaky_report, creds.key, creds.cert)
-    compliant = attach_report(pkg, {"v": 1, "members": 16, "non_members": 64, "membership_auroc": 0.52,
-                                    "near_copy_fraction": 0.0}, creds.key, creds.cert)
+    compliant = attach_report(
+        pkg,
+        {
+            "v": 1,
+            "members": 16,
+            "non_members": 64,
+            "membership_auroc": 0.52,
+            "near_copy_fraction": 0.0,
+        },
+        creds.key,
+        creds.cert,
+    )
     with fed.serve() as srv:
         store = srv.runtime.store
         before = (store.size(), len(store.list_modules()))
@@ -170,7 +269,9 @@ def test_aggregator_refuses_modules_that_break_the_privacy_policy(world, leaky_r
                     c.upload(_seal(fed, bad), module_id=bad.manifest.module_id, site_id="st-mary")
                 assert err.value.code == "E_PRIVACY_POLICY" and needle in err.value.message
                 assert (store.size(), len(store.list_modules())) == before  # nothing written
-            receipt = c.upload(_seal(fed, compliant), module_id=compliant.manifest.module_id, site_id="st-mary")
+            receipt = c.upload(
+                _seal(fed, compliant), module_id=compliant.manifest.module_id, site_id="st-mary"
+            )
         assert receipt.index == before[0] and store.size() == before[0] + 1
         assert [m.module_id for m in store.list_modules()] == [compliant.manifest.module_id]
 
@@ -190,8 +291,14 @@ def test_aggregator_modules_list_and_show_the_privacy_report(world, tmp_path):
     fed, _root, _npz, _path, _pkg = world
     home = tmp_path / "agg"
     shutil.copytree(fed.home.root, home)
-    report = {"v": 1, "members": 40, "non_members": 40, "membership_auroc": 0.52,
-              "membership_calibrated_auroc": 0.555, "near_copy_fraction": 0.02}
+    report = {
+        "v": 1,
+        "members": 40,
+        "non_members": 40,
+        "membership_auroc": 0.52,
+        "membership_calibrated_auroc": 0.555,
+        "near_copy_fraction": 0.02,
+    }
     _sealed, pkg = trained_package(fed, "st-john", [0, 1], 7)
     creds = fed.sites["st-john"]
     with_report = attach_report(pkg, report, creds.key, creds.cert)
@@ -199,11 +306,15 @@ def test_aggregator_modules_list_and_show_the_privacy_report(world, tmp_path):
     with open_home_store(home) as store:
         reg = registrar(fed, store)
         rid = reg.register(_seal(fed, with_report), peer(fed, "st-john")).module_id
-        reg.federation = dataclasses.replace(fed.manifest, privacy_policy=None)  # before the policy was set
+        reg.federation = dataclasses.replace(
+            fed.manifest, privacy_policy=None
+        )  # before the policy was set
         nid = reg.register(without, peer(fed, "st-mary")).module_id
 
     def invoke(*args):
-        r = CliRunner().invoke(aggregator_cli, ["modules", *args, "--dir", str(home)], catch_exceptions=False)
+        r = CliRunner().invoke(
+            aggregator_cli, ["modules", *args, "--dir", str(home)], catch_exceptions=False
+        )
         assert r.exit_code == 0, r.output
         return r.stdout
 
@@ -211,13 +322,20 @@ def test_aggregator_modules_list_and_show_the_privacy_report(world, tmp_path):
     assert rows[rid]["privacy_report"] == report and rows[nid]["privacy_report"] is None
     table = invoke("list")
     line = next(ln for ln in table.splitlines() if rid in ln)
-    assert "0.555" in line and "0.020" in line  # the stronger (calibrated) attack's AUROC; near-copy fraction
+    assert (
+        "0.555" in line and "0.020" in line
+    )  # the stronger (calibrated) attack's AUROC; near-copy fraction
     assert next(ln for ln in table.splitlines() if nid in ln).count("\u2014") == 2
     assert "MIA" in table and "near-copy" in table
 
     shown = json.loads(invoke("show", rid, "--json"))
     assert shown["privacy_report"] == report
-    assert shown["privacy_policy"] == {"policy": POLICY, "required": True, "passes": True, "reason": None}
+    assert shown["privacy_policy"] == {
+        "policy": POLICY,
+        "required": True,
+        "passes": True,
+        "reason": None,
+    }
     text = invoke("show", rid)
     assert "  membership_calibrated_auroc: 0.555" in text and "  near_copy_fraction: 0.02" in text
     assert "privacy_policy: report required; passes" in text
@@ -226,7 +344,9 @@ def test_aggregator_modules_list_and_show_the_privacy_report(world, tmp_path):
     assert "requires a privacy report" in shown["privacy_policy"]["reason"]
     text = invoke("show", nid)
     assert "privacy_report: \u2014 (none)" in text
-    assert "privacy_policy: report required; FAILS: the federation requires a privacy report" in text
+    assert (
+        "privacy_policy: report required; FAILS: the federation requires a privacy report" in text
+    )
 
 
 @pytest.mark.slow
@@ -235,8 +355,9 @@ def test_cli_errors_are_typed_and_change_nothing(world):
     proc = _site_node("privacy-check", "--module", str(path), "--data", f"npz:{npz}", "--attach")
     assert proc.returncode == 1
     assert "error[E_CONFIG]" in proc.stderr and "--key" in proc.stderr
-    proc = _site_node("privacy-check", "--module", str(path), "--data", f"npz:{root / 'missing.npz'}",
-                      "--json")
+    proc = _site_node(
+        "privacy-check", "--module", str(path), "--data", f"npz:{root / 'missing.npz'}", "--json"
+    )
     assert proc.returncode == 1
     assert json.loads(proc.stderr.strip().splitlines()[-1])["error"]["code"] == "E_DATA_MISSING"
     assert path.read_bytes() == pkg.to_bytes()
@@ -279,20 +400,24 @@ threads = 1
     optional = dataclasses.replace(fed.manifest, privacy_policy={"max_membership_auroc": 1.0})
     optional_path = tmp_path / "federation-optional.json"
     optional_path.write_bytes(create_signed_manifest(optional, fed.ca))
-    trust = trustlib.install(cfg, cert_file=creds.cert_path, ca_file=fed.home.ca_cert,
-                             federation_file=optional_path)
+    trust = trustlib.install(
+        cfg, cert_file=creds.cert_path, ca_file=fed.home.ca_cert, federation_file=optional_path
+    )
     record = train_module(cfg, trust)
     state = StateDir(cfg.state_dir)
     assert record.status == "trained"
     assert not (state.module_dir(record.module_id) / "privacy-report.json").exists()  # not measured
-    proc = _site_node("privacy-check", "--config", str(cfg_path), "--samples", "50", "--attach", "--json")
+    proc = _site_node(
+        "privacy-check", "--config", str(cfg_path), "--samples", "50", "--attach", "--json"
+    )
     assert proc.returncode == 0, proc.stderr
     full = json.loads(proc.stdout)
     assert full["module_id"] == record.module_id
     assert full["membership"]["members"] == 16 and full["membership"]["non_members"] == 64
     assert full["policy"]["passes"] and not full["policy"]["required"]
     assert [(t["key"], t["limit"], t["default"]) for t in full["policy"]["thresholds"]] == [
-        ("max_membership_auroc", 1.0, False)]
+        ("max_membership_auroc", 1.0, False)
+    ]
     assert state.load_module(record.module_id).status == "trained"
     pkg = SignedPackage.from_bytes(state.package_path(record.module_id).read_bytes())
     assert pkg.manifest.privacy_report == full["manifest_report"]
@@ -300,9 +425,14 @@ threads = 1
     assert (state.module_dir(record.module_id) / "closest-pairs.png").exists()
     # once the package is sealed for upload, a report can no longer be attached
     state.save_module(dataclasses.replace(record, status="sealed"))
-    proc = _site_node("privacy-check", "--config", str(cfg_path), "--module", record.module_id, "--attach")
+    proc = _site_node(
+        "privacy-check", "--config", str(cfg_path), "--module", record.module_id, "--attach"
+    )
     assert proc.returncode == 1 and "error[E_STATE]" in proc.stderr
-    assert SignedPackage.from_bytes(state.package_path(record.module_id).read_bytes()).manifest == pkg.manifest
+    assert (
+        SignedPackage.from_bytes(state.package_path(record.module_id).read_bytes()).manifest
+        == pkg.manifest
+    )
 
 
 def test_aggregator_refuses_a_membership_auroc_above_the_default_limit(tmp_path):
@@ -312,8 +442,10 @@ def test_aggregator_refuses_a_membership_auroc_above_the_default_limit(tmp_path)
     fed.signed_manifest = create_signed_manifest(fed.manifest, fed.ca)
     pki.write_public_file(fed.home.federation, fed.signed_manifest)
     creds = fed.sites["st-mary"]
-    reports = {auroc: {"v": 1, "members": 128, "non_members": 128, "membership_auroc": auroc}
-               for auroc in (0.575, 0.55)}
+    reports = {
+        auroc: {"v": 1, "members": 128, "non_members": 128, "membership_auroc": auroc}
+        for auroc in (0.575, 0.55)
+    }
     with fed.serve() as srv:
         store = srv.runtime.store
         with fed.client("st-mary", srv.address) as c:
@@ -322,12 +454,15 @@ def test_aggregator_refuses_a_membership_auroc_above_the_default_limit(tmp_path)
             with pytest.raises(AggregatorError) as err:
                 c.upload(_seal(fed, leaky), module_id=leaky.manifest.module_id, site_id="st-mary")
             assert err.value.code == "E_PRIVACY_POLICY"
-            assert "membership AUROC 0.575 is above the federation's limit 0.55" in \
-                err.value.message
+            assert (
+                "membership AUROC 0.575 is above the federation's limit 0.55" in err.value.message
+            )
             assert store.size() == 0 and store.list_modules() == []  # nothing written
             _sealed, pkg = fed.make_package("st-mary", seed=2)
             at_limit = attach_report(pkg, reports[0.55], creds.key, creds.cert)
-            receipt = c.upload(_seal(fed, at_limit), module_id=at_limit.manifest.module_id,
-                               site_id="st-mary")
+            receipt = c.upload(
+                _seal(fed, at_limit), module_id=at_limit.manifest.module_id, site_id="st-mary"
+            )
         assert receipt.index == 0 and [m.module_id for m in store.list_modules()] == [
-            at_limit.manifest.module_id]
+            at_limit.manifest.module_id
+        ]

@@ -11,15 +11,40 @@ from PIL import Image
 from tests.conftest import PYTHON, REPO, cli_env
 
 TINY = [
-    "--dataset", "digits", "--generator", "cvae", "--generator-size", "tiny", "--epochs", "10",
-    "--samples-per-class", "100", "--classifier-epochs", "4", "--classifier-width", "8",
-    "--fedavg-rounds", "2", "--seed", "0", "--device", "cpu", "--threads", "1",
+    "--dataset",
+    "digits",
+    "--generator",
+    "cvae",
+    "--generator-size",
+    "tiny",
+    "--epochs",
+    "10",
+    "--samples-per-class",
+    "100",
+    "--classifier-epochs",
+    "4",
+    "--classifier-width",
+    "8",
+    "--fedavg-rounds",
+    "2",
+    "--seed",
+    "0",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
 ]
 
 
 def _run(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, "-m", "ffsecure", "simulate", *args], cwd=REPO, env=cli_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [PYTHON, "-m", "ffsecure", "simulate", *args],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_tiny_simulation_on_digits(tmp_path: Path):
@@ -46,7 +71,15 @@ def test_tiny_simulation_on_digits(tmp_path: Path):
     for i, site in enumerate(written["sites"]):
         assert site["classes"] == [i] and site["wall_s"] > 0 and len(site["module_id"]) == 32
     assert written["partition"]["counts"][3][3] == site_count(written, 3)
-    for phase in ("data_s", "generators_s", "synthesis_s", "classifier_s", "centralized_s", "fedavg_s", "total_s"):
+    for phase in (
+        "data_s",
+        "generators_s",
+        "synthesis_s",
+        "classifier_s",
+        "centralized_s",
+        "fedavg_s",
+        "total_s",
+    ):
         assert written["timings"][phase] >= 0
     assert written["synthesis"]["size"] == 1000 and written["synthesis"]["uncovered"] == []
     assert len(written["synthesis"]["dataset_sha256"]) == 64
@@ -63,7 +96,10 @@ def site_count(results: dict, cls: int) -> int:
 
 
 def test_simulate_reports_data_errors_as_json(tmp_path: Path):
-    proc = _run(["--dataset", f"npz:{tmp_path / 'absent.npz'}", "--out", str(tmp_path / "o"), "--json"], timeout=120)
+    proc = _run(
+        ["--dataset", f"npz:{tmp_path / 'absent.npz'}", "--out", str(tmp_path / "o"), "--json"],
+        timeout=120,
+    )
     assert proc.returncode == 1
     err = json.loads(proc.stderr.strip().splitlines()[-1])["error"]
     assert err["code"] == "E_DATA_MISSING" and "absent.npz" in err["message"]
@@ -71,7 +107,9 @@ def test_simulate_reports_data_errors_as_json(tmp_path: Path):
 
 
 def test_simulate_refuses_bad_settings(tmp_path: Path):
-    proc = _run(["--dataset", "digits", "--dp-delta", "1e-6", "--out", str(tmp_path / "o")], timeout=120)
+    proc = _run(
+        ["--dataset", "digits", "--dp-delta", "1e-6", "--out", str(tmp_path / "o")], timeout=120
+    )
     assert proc.returncode == 1
     assert "error[E_CONFIG]" in proc.stderr and "--dp-delta needs --dp-epsilon" in proc.stderr
 
@@ -98,10 +136,36 @@ def test_generator_epoch_budget_and_device_choice():
 
 def test_dp_reproducible_is_a_visible_research_switch(tmp_path: Path):
     """--dp-reproducible repeats a DP run from --seed, and says so in the result and on stderr."""
-    small = ["--dataset", "digits", "--generator-size", "tiny", "--epochs", "1", "--sites", "2",
-             "--classes-per-site", "5", "--samples-per-class", "10", "--classifier-epochs", "1",
-             "--classifier-width", "4", "--classifier-min-steps", "0", "--no-baselines", "--seed", "3",
-             "--device", "cpu", "--threads", "1", "--dp-epsilon", "8", "--json"]
+    small = [
+        "--dataset",
+        "digits",
+        "--generator-size",
+        "tiny",
+        "--epochs",
+        "1",
+        "--sites",
+        "2",
+        "--classes-per-site",
+        "5",
+        "--samples-per-class",
+        "10",
+        "--classifier-epochs",
+        "1",
+        "--classifier-width",
+        "4",
+        "--classifier-min-steps",
+        "0",
+        "--no-baselines",
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--dp-epsilon",
+        "8",
+        "--json",
+    ]
     runs = []
     for name, extra in (("a", ["--dp-reproducible"]), ("b", ["--dp-reproducible"]), ("c", [])):
         proc = _run([*small, *extra, "--out", str(tmp_path / name)])

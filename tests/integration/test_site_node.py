@@ -40,24 +40,32 @@ class Aggregator:
     def __init__(self, fed, port: int):
         self.fed, self.port = fed, port
         text = fed.config_path.read_text()
-        fed.config_path.write_text(text.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"'))
+        fed.config_path.write_text(
+            text.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"')
+        )
         self.address = f"127.0.0.1:{port}"
         self.proc = None
         self.logs: list[Path] = []
 
-    def start(self) -> "Aggregator":
+    def start(self) -> Aggregator:
         port_file = self.fed.home.root / "serve.port"
         port_file.unlink(missing_ok=True)
         log_path = self.fed.root / f"serve-{len(self.logs)}.log"
         self.logs.append(log_path)
         self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "aggregator", "serve", "--config",
-                                      str(self.fed.config_path)], cwd=REPO, env=cli_env(),
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "aggregator", "serve", "--config", str(self.fed.config_path)],
+            cwd=REPO,
+            env=cli_env(),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 60
         while not port_file.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"aggregator serve did not start:\n{log_path.read_text()[-3000:]}")
+                raise AssertionError(
+                    f"aggregator serve did not start:\n{log_path.read_text()[-3000:]}"
+                )
             time.sleep(0.05)
         return self
 
@@ -73,10 +81,18 @@ class Aggregator:
 
 
 def site_node(*args, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "site_node", *map(str, args)], cwd=REPO, env=cli_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "site_node", *map(str, args)],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"site-node {args[0]} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"site-node {args[0]} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
@@ -84,8 +100,9 @@ def site_json(*args, **kw) -> dict:
     return json.loads(site_node(*args, "--json", **kw).stdout)
 
 
-def write_site_config(root: Path, site_id: str, address: str, classes, *, extra: str = "",
-                      attempts: int = 40) -> Path:
+def write_site_config(
+    root: Path, site_id: str, address: str, classes, *, extra: str = "", attempts: int = 40
+) -> Path:
     d = root / site_id
     d.mkdir(parents=True, exist_ok=True)
     path = d / "site.toml"
@@ -124,11 +141,37 @@ def enroll_and_install(fed, root: Path, site_id: str, cfg: Path) -> None:
     key = Path(out["key"])
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     cert = root / site_id / "site.pem"
-    subprocess.run([sys.executable, "-m", "ffsecure", "pki", "sign-csr", out["csr"], "--ca-dir", fed.ca.directory,
-                    "--out", cert, "--site-id", site_id], cwd=REPO, env=cli_env(), check=True,
-                   capture_output=True)
-    info = site_json("install-cert", "--config", cfg, "--cert", cert, "--ca", fed.home.ca_cert,
-                     "--federation", fed.home.federation)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ffsecure",
+            "pki",
+            "sign-csr",
+            out["csr"],
+            "--ca-dir",
+            fed.ca.directory,
+            "--out",
+            cert,
+            "--site-id",
+            site_id,
+        ],
+        cwd=REPO,
+        env=cli_env(),
+        check=True,
+        capture_output=True,
+    )
+    info = site_json(
+        "install-cert",
+        "--config",
+        cfg,
+        "--cert",
+        cert,
+        "--ca",
+        fed.home.ca_cert,
+        "--federation",
+        fed.home.federation,
+    )
     assert info["identity"] == f"ffsecure://fedtest/site/{site_id}"
 
 
@@ -138,11 +181,13 @@ class InProcessAggregator:
     def __init__(self, fed, port: int):
         self.fed = fed
         text = fed.config_path.read_text()
-        fed.config_path.write_text(text.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"'))
+        fed.config_path.write_text(
+            text.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"')
+        )
         self.address = f"127.0.0.1:{port}"
         self.running = None
 
-    def start(self) -> "InProcessAggregator":
+    def start(self) -> InProcessAggregator:
         from aggregator.config import load_config
         from aggregator.server import start
 
@@ -170,7 +215,9 @@ def setup_site_in_process(fed, cfg_path: Path, *, train: bool = True):
     csr = pki.make_key_and_csr(cfg.key_path, federation_id=cfg.federation_id, site_id=cfg.site_id)
     cert_file = cfg_path.parent / "site.pem"
     cert_file.write_bytes(pki.cert_pem(fed.ca.sign_csr(csr, role="site", site_id=cfg.site_id)))
-    t = trustlib.install(cfg, cert_file=cert_file, ca_file=fed.home.ca_cert, federation_file=fed.home.federation)
+    t = trustlib.install(
+        cfg, cert_file=cert_file, ca_file=fed.home.ca_cert, federation_file=fed.home.federation
+    )
     record = train_module(cfg, t) if train else None
     return cfg, t, record
 
@@ -187,9 +234,17 @@ def upload_in_process(cfg, t) -> None:
 
 
 def aggregator_json(*args) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "aggregator", *map(str, args), "--json"], cwd=REPO, env=cli_env(),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"aggregator {args[0]} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "aggregator", *map(str, args), "--json"],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, (
+        f"aggregator {args[0]} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    )
     return json.loads(proc.stdout)
 
 
@@ -204,8 +259,13 @@ def ledger_entries(fed, address: str) -> list[dict]:
 
 @pytest.fixture
 def fed(tmp_path):
-    return build_federation(tmp_path / "fed", labels=DIGITS, sites=(), chunk_bytes=16 * 1024,
-                            commit_every_bytes=16 * 1024)
+    return build_federation(
+        tmp_path / "fed",
+        labels=DIGITS,
+        sites=(),
+        chunk_bytes=16 * 1024,
+        commit_every_bytes=16 * 1024,
+    )
 
 
 def test_two_sites_enroll_train_upload_status_forget(fed, tmp_path):
@@ -219,9 +279,15 @@ def test_two_sites_enroll_train_upload_status_forget(fed, tmp_path):
             trained = site_json("train", "--config", cfg)
             assert trained["classes"] == sites[s] and trained["epsilon"] is None
             up = site_json("upload", "--config", cfg)["uploaded"]
-            assert len(up) == 1 and up[0]["receipt_verified"] and up[0]["module_id"] == trained["module_id"]
+            assert (
+                len(up) == 1
+                and up[0]["receipt_verified"]
+                and up[0]["module_id"] == trained["module_id"]
+            )
             modules[s] = trained["module_id"]
-            record = json.loads((tmp_path / s / "state" / "modules" / modules[s] / "module.json").read_text())
+            record = json.loads(
+                (tmp_path / s / "state" / "modules" / modules[s] / "module.json").read_text()
+            )
             assert record["status"] == "registered" and record["receipt"]["module_id"] == modules[s]
             assert not (tmp_path / s / "state" / "modules" / modules[s] / "sealed.bin").exists()
         status = site_json("status", "--config", cfgs["st-a"])
@@ -229,22 +295,45 @@ def test_two_sites_enroll_train_upload_status_forget(fed, tmp_path):
         assert status["consistent"] and status["checkpoint"]["size"] == 3
         assert status["checkpoint"]["stored_size"] == 2  # its own receipt's tree
         assert [(m["module_id"], m["status"], m["included"]) for m in status["modules"]] == [
-            (modules["st-a"], "registered", True)]
+            (modules["st-a"], "registered", True)
+        ]
 
         # a site cannot delete another site's module
-        refused = site_node("forget", "--config", cfgs["st-a"], "--module", modules["st-b"], "--reason", "x",
-                            "--yes", "--json", check=False)
-        assert refused.returncode == 1 and json.loads(refused.stderr.strip().splitlines()[-1])["error"]["code"] == \
-            "E_NOT_OWNER"
+        refused = site_node(
+            "forget",
+            "--config",
+            cfgs["st-a"],
+            "--module",
+            modules["st-b"],
+            "--reason",
+            "x",
+            "--yes",
+            "--json",
+            check=False,
+        )
+        assert (
+            refused.returncode == 1
+            and json.loads(refused.stderr.strip().splitlines()[-1])["error"]["code"]
+            == "E_NOT_OWNER"
+        )
 
-        gone = site_json("forget", "--config", cfgs["st-a"], "--module", modules["st-a"],
-                         "--reason", "consent withdrawn", "--yes")
+        gone = site_json(
+            "forget",
+            "--config",
+            cfgs["st-a"],
+            "--module",
+            modules["st-a"],
+            "--reason",
+            "consent withdrawn",
+            "--yes",
+        )
         types = [e["type"] for e in gone["entries"]]
         assert gone["verified"] and types[:2] == ["module.deletion_requested", "module.deleted"]
         assert types[2:] == []  # nothing was synthesized from it yet
         entries = ledger_entries(fed, agg.address)
-        assert [e["facts"]["module_id"] for e in entries if e["type"] == "module.deletion_requested"] == [
-            modules["st-a"]]
+        assert [
+            e["facts"]["module_id"] for e in entries if e["type"] == "module.deletion_requested"
+        ] == [modules["st-a"]]
         registered = [e["facts"]["module_id"] for e in entries if e["type"] == "module.registered"]
         deleted = [e["facts"]["module_id"] for e in entries if e["type"] == "module.deleted"]
         assert sorted(registered) == sorted(modules.values()) and deleted == [modules["st-a"]]
@@ -261,17 +350,30 @@ def test_upload_resumes_after_aggregator_is_killed_without_a_duplicate(fed, tmp_
     agg = Aggregator(fed, free_port()).start()
     try:
         # 24 KiB/s and 4 KiB chunks: the tiny module takes several seconds to stream
-        cfg = write_site_config(tmp_path, "st-a", agg.address, [0, 1, 2],
-                                extra="chunk_bytes = 4096\nmax_upload_bytes_per_s = 24576\n", attempts=120)
+        cfg = write_site_config(
+            tmp_path,
+            "st-a",
+            agg.address,
+            [0, 1, 2],
+            extra="chunk_bytes = 4096\nmax_upload_bytes_per_s = 24576\n",
+            attempts=120,
+        )
         module_id = setup_site_in_process(fed, cfg)[2].module_id
-        upload = subprocess.Popen([sys.executable, "-m", "site_node", "upload", "--config", str(cfg), "--json"],
-                                  cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True)
+        upload = subprocess.Popen(
+            [sys.executable, "-m", "site_node", "upload", "--config", str(cfg), "--json"],
+            cwd=REPO,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         staging = fed.home.root / "uploads" / "st-a"
         deadline = time.monotonic() + 60
         committed = 0
         while committed == 0:  # wait until the aggregator has fsynced part of the upload
-            assert time.monotonic() < deadline and upload.poll() is None, "upload never started streaming"
+            assert time.monotonic() < deadline and upload.poll() is None, (
+                "upload never started streaming"
+            )
             for state_file in staging.glob("*/state.json") if staging.exists() else []:
                 try:
                     committed = json.loads(state_file.read_text())["committed_offset"]
@@ -284,10 +386,16 @@ def test_upload_resumes_after_aggregator_is_killed_without_a_duplicate(fed, tmp_
         out, err = upload.communicate(timeout=180)
         assert upload.returncode == 0, err
         result = json.loads(out)["uploaded"][0]
-        assert result["module_id"] == module_id and result["receipt_verified"] and not result["existing"]
+        assert (
+            result["module_id"] == module_id
+            and result["receipt_verified"]
+            and not result["existing"]
+        )
         assert result["attempts"] >= 2 and max(result["resumed_from"]) > 0, result
         entries = ledger_entries(fed, agg.address)
-        assert [e["facts"]["module_id"] for e in entries if e["type"] == "module.registered"] == [module_id]
+        assert [e["facts"]["module_id"] for e in entries if e["type"] == "module.registered"] == [
+            module_id
+        ]
         # re-running upload neither re-sends nor duplicates
         assert site_json("upload", "--config", cfg)["uploaded"] == []
         entries = ledger_entries(fed, agg.address)
@@ -296,11 +404,14 @@ def test_upload_resumes_after_aggregator_is_killed_without_a_duplicate(fed, tmp_
         agg.stop()
 
 
-@pytest.mark.parametrize("forged_size", [
-    pytest.param(1, marks=pytest.mark.slow, id="shorter"),
-    pytest.param(2, id="same-size"),
-    pytest.param(3, marks=pytest.mark.slow, id="longer"),
-])
+@pytest.mark.parametrize(
+    "forged_size",
+    [
+        pytest.param(1, marks=pytest.mark.slow, id="shorter"),
+        pytest.param(2, id="same-size"),
+        pytest.param(3, marks=pytest.mark.slow, id="longer"),
+    ],
+)
 def test_status_raises_the_alarm_when_the_aggregator_rewrites_its_log(fed, tmp_path, forged_size):
     agg = InProcessAggregator(fed, free_port()).start()
     try:
@@ -325,7 +436,7 @@ def test_status_raises_the_alarm_when_the_aggregator_rewrites_its_log(fed, tmp_p
             for k in range(forged_size):
                 sealed, pkg = fed.make_package("st-x", classes=[k])
                 c.upload(sealed, module_id=pkg.manifest.module_id, site_id="st-x")
-            assert c.get_checkpoint()[1] == forged_size + 1      # after its crl.loaded at start
+            assert c.get_checkpoint()[1] == forged_size + 1  # after its crl.loaded at start
         proc = site_node("status", "--config", cfg, "--json", check=False)
         assert proc.returncode == 3, (proc.stdout, proc.stderr)
         error = json.loads(proc.stderr.strip().splitlines()[-1])["error"]
@@ -357,7 +468,9 @@ def test_status_tells_a_damaged_local_receipt_from_a_rewritten_log(fed, tmp_path
         # an entry that still decodes, but not to what the log signed: the file changed here, the log did not
         rec = json.loads(good)
         entry = base64.b64decode(rec["receipt"]["entry"])
-        rec["receipt"]["entry"] = base64.b64encode(entry.replace(b"module.registered", b"module.registerex")).decode()
+        rec["receipt"]["entry"] = base64.b64encode(
+            entry.replace(b"module.registered", b"module.registerex")
+        ).decode()
         error = status_error(json.dumps(rec))
         assert error["code"] == "E_STATE_CORRUPT", error
         assert f"stored receipt of module {record.module_id}" in error["message"]
@@ -366,7 +479,10 @@ def test_status_tells_a_damaged_local_receipt_from_a_rewritten_log(fed, tmp_path
         # a character outside the alphabet is refused, not skipped by a lenient decoder
         rec["receipt"]["entry"] = "!" + json.loads(good)["receipt"]["entry"]
         error = status_error(json.dumps(rec))
-        assert error["code"] == "E_STATE_CORRUPT" and "entry is not canonical base64" in error["message"]
+        assert (
+            error["code"] == "E_STATE_CORRUPT"
+            and "entry is not canonical base64" in error["message"]
+        )
         # a record that is not JSON at all names its file
         error = status_error(good[: len(good) // 2])
         assert error["code"] == "E_STATE_CORRUPT" and str(path) in error["message"]
@@ -378,30 +494,47 @@ def test_status_tells_a_damaged_local_receipt_from_a_rewritten_log(fed, tmp_path
 
 
 def test_daemon_trains_on_new_data_survives_downtime_and_stops_on_sigterm(fed, tmp_path):
-    agg = InProcessAggregator(fed, free_port())  # not started: the daemon first meets a dead aggregator
+    agg = InProcessAggregator(
+        fed, free_port()
+    )  # not started: the daemon first meets a dead aggregator
     cfg = write_site_config(tmp_path, "st-a", agg.address, [0, 1, 2], attempts=2)
     setup_site_in_process(fed, cfg, train=False)
     state = tmp_path / "st-a" / "state"
     log_path = tmp_path / "daemon.log"
     with open(log_path, "wb") as log:
-        daemon = subprocess.Popen([sys.executable, "-m", "site_node", "run", "--config", str(cfg)], cwd=REPO,
-                                  env=cli_env(), stdout=log, stderr=subprocess.STDOUT)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "site_node", "run", "--config", str(cfg)],
+            cwd=REPO,
+            env=cli_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
     def events() -> list[dict]:
-        return [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+        return [
+            json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")
+        ]
 
     def wait_for(pred, what: str, timeout: float = 120):
         deadline = time.monotonic() + timeout
         while not pred():
-            assert daemon.poll() is None, f"daemon exited {daemon.returncode}:\n{log_path.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{log_path.read_text()[-3000:]}"
+            assert daemon.poll() is None, (
+                f"daemon exited {daemon.returncode}:\n{log_path.read_text()[-3000:]}"
+            )
+            assert time.monotonic() < deadline, (
+                f"timed out waiting for {what}:\n{log_path.read_text()[-3000:]}"
+            )
             time.sleep(0.2)
 
     def statuses() -> list[str]:
-        return [json.loads(p.read_text())["status"] for p in sorted(state.glob("modules/*/module.json"))]
+        return [
+            json.loads(p.read_text())["status"] for p in sorted(state.glob("modules/*/module.json"))
+        ]
 
     try:
-        wait_for(lambda: any(e.get("event") == "upload_deferred" for e in events()), "a deferred upload")
+        wait_for(
+            lambda: any(e.get("event") == "upload_deferred" for e in events()), "a deferred upload"
+        )
         assert statuses() == ["sealed"]
         agg.start()
         wait_for(lambda: statuses() == ["registered"], "the upload after the aggregator came up")
@@ -411,8 +544,13 @@ def test_daemon_trains_on_new_data_survives_downtime_and_stops_on_sigterm(fed, t
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=60) == 0
         ev = events()
-        assert {"started", "train_due", "upload_deferred", "upload_done", "stopped"} <= {e.get("event") for e in ev}
-        assert {e["reason"] for e in ev if e.get("event") == "train_due"} == {"first_run", "trigger_file"}
+        assert {"started", "train_due", "upload_deferred", "upload_done", "stopped"} <= {
+            e.get("event") for e in ev
+        }
+        assert {e["reason"] for e in ev if e.get("event") == "train_due"} == {
+            "first_run",
+            "trigger_file",
+        }
         assert all({"time", "level", "logger", "msg"} <= set(e) for e in ev)
         entries = ledger_entries(fed, agg.address)
         assert len([e for e in entries if e["type"] == "module.registered"]) == 2
@@ -425,25 +563,42 @@ def test_daemon_trains_on_new_data_survives_downtime_and_stops_on_sigterm(fed, t
 
 def test_daemon_sigterm_mid_training_stops_at_the_next_epoch_and_writes_nothing(fed, tmp_path):
     cfg = write_site_config(tmp_path, "st-a", f"127.0.0.1:{free_port()}", [0, 1, 2], attempts=1)
-    cfg.write_text(cfg.read_text().replace("epochs = 1", "epochs = 100000"))  # hours: only SIGTERM ends it
+    cfg.write_text(
+        cfg.read_text().replace("epochs = 1", "epochs = 100000")
+    )  # hours: only SIGTERM ends it
     setup_site_in_process(fed, cfg, train=False)
     state = tmp_path / "st-a" / "state"
     log_path = tmp_path / "daemon.log"
     with open(log_path, "wb") as log:
-        daemon = subprocess.Popen([sys.executable, "-m", "site_node", "run", "--config", str(cfg)], cwd=REPO,
-                                  env=cli_env(), stdout=log, stderr=subprocess.STDOUT)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "site_node", "run", "--config", str(cfg)],
+            cwd=REPO,
+            env=cli_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 120
         while '"train_start"' not in log_path.read_text():
-            assert daemon.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+            assert daemon.poll() is None and time.monotonic() < deadline, log_path.read_text()[
+                -3000:
+            ]
             time.sleep(0.1)
         time.sleep(0.5)  # inside the epochs
         t0 = time.monotonic()
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=60) == 0, log_path.read_text()[-3000:]
         assert time.monotonic() - t0 < 30
-        events = [json.loads(line)["event"] for line in log_path.read_text().splitlines() if line.startswith("{")]
-        assert events[-1] == "stopped" and "module_trained" not in events and "upload_start" not in events
+        events = [
+            json.loads(line)["event"]
+            for line in log_path.read_text().splitlines()
+            if line.startswith("{")
+        ]
+        assert (
+            events[-1] == "stopped"
+            and "module_trained" not in events
+            and "upload_start" not in events
+        )
         assert not any(state.glob("modules/*")) and not (state / "data.json").exists()
     finally:
         if daemon.poll() is None:
@@ -457,10 +612,12 @@ def test_evaluate_keeps_the_metrics_local_unless_asked_to_send_them(fed, tmp_pat
     from aggregator.cli import cli as aggregator_cli
 
     def operator(*args) -> dict:
-        res = CliRunner().invoke(aggregator_cli, [*map(str, args), "--json"], catch_exceptions=False)
+        res = CliRunner().invoke(
+            aggregator_cli, [*map(str, args), "--json"], catch_exceptions=False
+        )
         assert res.exit_code == 0, res.output
         lines = res.output.splitlines()  # log lines on stderr may come first
-        return json.loads("\n".join(lines[lines.index("{"):]))
+        return json.loads("\n".join(lines[lines.index("{") :]))
 
     agg = InProcessAggregator(fed, free_port()).start()
     try:
@@ -472,30 +629,59 @@ def test_evaluate_keeps_the_metrics_local_unless_asked_to_send_them(fed, tmp_pat
         agg.stop()
         home = fed.home.root
         ds = operator("synthesize", "--dir", home, "--per-class", 8, "--no-progress")["dataset_id"]
-        clf = operator("train", "--dir", home, "--dataset", ds, "--epochs", 1, "--min-steps", 0, "--threads", 1,
-                       "--no-progress")["classifier_id"]
+        clf = operator(
+            "train",
+            "--dir",
+            home,
+            "--dataset",
+            ds,
+            "--epochs",
+            1,
+            "--min-steps",
+            0,
+            "--threads",
+            1,
+            "--no-progress",
+        )["classifier_id"]
         operator("publish", "--dir", home, clf)
         agg.start()
         ev = site_json("evaluate", "--config", cfg)
-        assert ev["classifier_id"] == clf and ev["module_ids"] == [record.module_id] and ev["published"]
+        assert (
+            ev["classifier_id"] == clf
+            and ev["module_ids"] == [record.module_id]
+            and ev["published"]
+        )
         assert ev["classes"] == [5, 6, 7] and ev["n_test"] == ev["metrics"]["n"] > 0
         assert 0.0 <= ev["metrics"]["accuracy"] <= 1.0 and len(ev["metrics"]["confusion"]) == 10
-        assert [r for i, r in enumerate(ev["metrics"]["per_class_recall"]) if i not in (5, 6, 7)] == [None] * 7
+        assert [
+            r for i, r in enumerate(ev["metrics"]["per_class_recall"]) if i not in (5, 6, 7)
+        ] == [None] * 7
         saved = tmp_path / "st-b" / "state" / "classifiers" / clf
         assert json.loads((saved / "evaluation.json").read_text())["metrics"] == ev["metrics"]
-        assert hashlib.sha256((saved / "weights.safetensors").read_bytes()).hexdigest() == ev["sha256"]
+        assert (
+            hashlib.sha256((saved / "weights.safetensors").read_bytes()).hexdigest() == ev["sha256"]
+        )
         from aggregator.store import open_home_store
 
         with open_home_store(fed.home) as store:
             assert ev["report"] == {"sent": False} and store.list_evaluations() == []
         # --send: only the aggregate numbers go back (re-sending: tests/integration/test_evaluation_report.py)
         sent = site_json("evaluate", "--config", cfg, "--send")["report"]
-        assert sent["sent"] and not sent["existing"] and sent["fields"] == ["n_test", "accuracy", "auroc",
-                                                                            "per_class_recall"]
-        assert json.loads((saved / "evaluation.json").read_text())["report"]["index"] == sent["index"]
+        assert (
+            sent["sent"]
+            and not sent["existing"]
+            and sent["fields"] == ["n_test", "accuracy", "auroc", "per_class_recall"]
+        )
+        assert (
+            json.loads((saved / "evaluation.json").read_text())["report"]["index"] == sent["index"]
+        )
         agg.stop()
         (shown,) = operator("status", "--dir", home)["current_classifier"]["site_evaluations"]
-        assert shown["site_id"] == "st-b" and shown["index"] == sent["index"] and not shown["confusion_sent"]
+        assert (
+            shown["site_id"] == "st-b"
+            and shown["index"] == sent["index"]
+            and not shown["confusion_sent"]
+        )
         assert shown["accuracy"] == ev["metrics"]["accuracy"] and shown["n_test"] == ev["n_test"]
     finally:
         agg.stop()
@@ -513,17 +699,26 @@ def test_train_uses_dp_when_the_site_asks_and_reports_epsilon_per_epoch(fed, tmp
     setup_site_in_process(fed, cfg_path, train=False)
     cfg = load_config(cfg_path)
     seen = []
-    record = train_module(cfg, trustlib.load(cfg), progress=lambda e, n, loss, eps: seen.append((e, n, eps)))
+    record = train_module(
+        cfg, trustlib.load(cfg), progress=lambda e, n, loss, eps: seen.append((e, n, eps))
+    )
     dp = record.train["dp"]
     assert 0 < dp["epsilon"] <= 5.0 and dp["delta"] == 1e-4 and dp["target_epsilon"] == 5.0
-    assert [e for e, _, _ in seen] == [1] and all(eps is not None and eps <= 5.0 for _, _, eps in seen)
+    assert [e for e, _, _ in seen] == [1] and all(
+        eps is not None and eps <= 5.0 for _, _, eps in seen
+    )
     # the signed manifest carries the claim, and the claim recomputes from its own parameters
-    pkg = SignedPackage.from_bytes((tmp_path / "st-a" / "state" / "modules" / record.module_id /
-                                    "package.ffpk").read_bytes())
+    pkg = SignedPackage.from_bytes(
+        (tmp_path / "st-a" / "state" / "modules" / record.module_id / "package.ffpk").read_bytes()
+    )
     assert pkg.manifest.dp == dp
-    assert compute_epsilon(noise_multiplier=dp["noise_multiplier"], sample_rate=dp["sample_rate"],
-                           steps=dp["steps"], delta=dp["delta"], accountant=dp["accountant"]) == \
-        pytest.approx(dp["epsilon"], rel=1e-9)
+    assert compute_epsilon(
+        noise_multiplier=dp["noise_multiplier"],
+        sample_rate=dp["sample_rate"],
+        steps=dp["steps"],
+        delta=dp["delta"],
+        accountant=dp["accountant"],
+    ) == pytest.approx(dp["epsilon"], rel=1e-9)
 
 
 def test_install_cert_refuses_another_sites_certificate_and_a_foreign_manifest(fed, tmp_path):
@@ -540,44 +735,96 @@ def test_install_cert_refuses_another_sites_certificate_and_a_foreign_manifest(f
     cfg = write_site_config(tmp_path, "st-a", "127.0.0.1:1", [0])
     enrolled = run("enroll", "--config", cfg)
     assert enrolled.exit_code == 0
-    out = json.loads(enrolled.stdout)  # stderr warns that the key is unencrypted (no passphrase file)
+    out = json.loads(
+        enrolled.stdout
+    )  # stderr warns that the key is unencrypted (no passphrase file)
     assert code(run("enroll", "--config", cfg)) == "E_CONFIG"  # never overwrites the key
     # a certificate the CA issued for another key (same site id)
     other = fed.add_site("st-a")
-    res = run("install-cert", "--config", cfg, "--cert", other.cert_path, "--ca", fed.home.ca_cert,
-              "--federation", fed.home.federation)
+    res = run(
+        "install-cert",
+        "--config",
+        cfg,
+        "--cert",
+        other.cert_path,
+        "--ca",
+        fed.home.ca_cert,
+        "--federation",
+        fed.home.federation,
+    )
     assert res.exit_code == 1 and code(res) == "E_KEY_MISMATCH"
     # a certificate for another site
-    res = run("install-cert", "--config", cfg, "--cert", fed.add_site("st-b").cert_path, "--ca", fed.home.ca_cert,
-              "--federation", fed.home.federation)
+    res = run(
+        "install-cert",
+        "--config",
+        cfg,
+        "--cert",
+        fed.add_site("st-b").cert_path,
+        "--ca",
+        fed.home.ca_cert,
+        "--federation",
+        fed.home.federation,
+    )
     assert res.exit_code == 1 and code(res) == "E_IDENTITY"
     # the right certificate but a manifest signed by another CA
     cert = tmp_path / "st-a.pem"
-    cert.write_bytes(pki.cert_pem(fed.ca.sign_csr(Path(out["csr"]).read_bytes(), role="site", site_id="st-a")))
+    cert.write_bytes(
+        pki.cert_pem(fed.ca.sign_csr(Path(out["csr"]).read_bytes(), role="site", site_id="st-a"))
+    )
     forged = build_federation(tmp_path / "forged", labels=DIGITS, sites=())
-    res = run("install-cert", "--config", cfg, "--cert", cert, "--ca", fed.home.ca_cert,
-              "--federation", forged.home.federation)
+    res = run(
+        "install-cert",
+        "--config",
+        cfg,
+        "--cert",
+        cert,
+        "--ca",
+        fed.home.ca_cert,
+        "--federation",
+        forged.home.federation,
+    )
     assert res.exit_code == 1 and code(res) == "E_MANIFEST_SIGNATURE"
     state = tmp_path / "st-a" / "state"
-    assert not (state / "site.pem").exists() and not (state / "federation.json").exists()  # nothing installed
+    assert (
+        not (state / "site.pem").exists() and not (state / "federation.json").exists()
+    )  # nothing installed
     # commands that need the installed files say what to run
     assert code(run("upload", "--config", cfg)) == "E_NOT_INSTALLED"
-    assert run("install-cert", "--config", cfg, "--cert", cert, "--ca", fed.home.ca_cert,
-               "--federation", fed.home.federation).exit_code == 0
+    assert (
+        run(
+            "install-cert",
+            "--config",
+            cfg,
+            "--cert",
+            cert,
+            "--ca",
+            fed.home.ca_cert,
+            "--federation",
+            fed.home.federation,
+        ).exit_code
+        == 0
+    )
     assert (state / "site.pem").exists() and stat.S_IMODE(state.stat().st_mode) == 0o700
     # train with the progress bar (epoch, loss, epsilon) and the human summary
     res = CliRunner().invoke(cli, ["train", "--config", str(cfg)], catch_exceptions=False)
     assert res.exit_code == 0 and "epoch   1/1" in res.output and "loss" in res.output, res.output
     assert "trained module" in res.output and "no DP" in res.output
     offline = json.loads(run("status", "--config", cfg, "--offline").output)
-    assert [m["status"] for m in offline["modules"]] == ["trained"] and offline["stored_checkpoint"] is None
+    assert [m["status"] for m in offline["modules"]] == ["trained"] and offline[
+        "stored_checkpoint"
+    ] is None
     # forget is destructive: without --yes it asks (on stderr, also under --json); "n" or no answer aborts
     # before the aggregator (here: nothing listening) is contacted
     mid = offline["modules"][0]["module_id"]
     for extra, answer in (([], "n\n"), (["--json"], None)):
-        res = CliRunner().invoke(cli, ["forget", "--config", str(cfg), "--module", mid, "--reason", "x", *extra],
-                                 input=answer)
-        assert res.exit_code == 1 and "cannot be undone" in res.stderr and "Aborted" in res.stderr, res.output
+        res = CliRunner().invoke(
+            cli,
+            ["forget", "--config", str(cfg), "--module", mid, "--reason", "x", *extra],
+            input=answer,
+        )
+        assert (
+            res.exit_code == 1 and "cannot be undone" in res.stderr and "Aborted" in res.stderr
+        ), res.output
         assert res.stdout == ""
     # a file swapped in the state directory afterwards is caught before use
     (state / "federation.json").write_bytes(forged.home.federation.read_bytes())

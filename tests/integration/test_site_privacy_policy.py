@@ -23,9 +23,15 @@ from ffsecure.package import SignedPackage
 from site_node.cli import cli
 from site_node.exitcodes import EXIT_REFUSED
 from tests.federation_fixture import build_federation
-from tests.integration.test_site_node import (DIGITS, InProcessAggregator, free_port,
-                                              ledger_entries, setup_site_in_process, site_node,
-                                              write_site_config)
+from tests.integration.test_site_node import (
+    DIGITS,
+    InProcessAggregator,
+    free_port,
+    ledger_entries,
+    setup_site_in_process,
+    site_node,
+    write_site_config,
+)
 
 REQUIRED = {"required": True, "max_membership_auroc": 1.0}  # a report is required; any AUROC passes
 STRICT = {"required": True, "max_membership_auroc": 0.0, "max_near_copy_fraction": 1.0}
@@ -33,8 +39,13 @@ STRICT = {"required": True, "max_membership_auroc": 0.0, "max_near_copy_fraction
 
 def federation(tmp_path: Path, policy: dict):
     """A federation whose aggregator serves a manifest with ``policy``."""
-    fed = build_federation(tmp_path / "fed", labels=DIGITS, sites=(), chunk_bytes=16 * 1024,
-                           commit_every_bytes=16 * 1024)
+    fed = build_federation(
+        tmp_path / "fed",
+        labels=DIGITS,
+        sites=(),
+        chunk_bytes=16 * 1024,
+        commit_every_bytes=16 * 1024,
+    )
     manifest_file(fed, policy, fed.home.federation)
     fed.manifest = dataclasses.replace(fed.manifest, privacy_policy=policy)
     return fed
@@ -49,8 +60,17 @@ def manifest_file(fed, policy: dict | None, path: Path) -> Path:
 
 def install(fed, cfg: Path, manifest: Path) -> str:
     """`site-node install-cert` (again) with ``manifest``; returns its human output."""
-    args = ["install-cert", "--config", str(cfg), "--cert", str(cfg.parent / "site.pem"),
-            "--ca", str(fed.home.ca_cert), "--federation", str(manifest)]
+    args = [
+        "install-cert",
+        "--config",
+        str(cfg),
+        "--cert",
+        str(cfg.parent / "site.pem"),
+        "--ca",
+        str(fed.home.ca_cert),
+        "--federation",
+        str(manifest),
+    ]
     res = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     return res.output
@@ -111,21 +131,24 @@ def test_run_once_refuses_before_sealing_a_module_that_fails_the_policy_and_exit
         assert proc.returncode == 0, proc.stderr[-3000:]
         (registered,) = module_ids(ok)
         assert record(ok, registered)["status"] == "registered"
-        signed = SignedPackage.from_bytes((ok.parent / "state" / "modules" / registered /
-                                           "package.ffpk").read_bytes()).manifest.privacy_report
+        signed = SignedPackage.from_bytes(
+            (ok.parent / "state" / "modules" / registered / "package.ffpk").read_bytes()
+        ).manifest.privacy_report
         assert signed["membership_auroc"] >= 0 and signed["members"] > 0  # measured and signed
 
         # only the compliant module reached the aggregator
         entries = ledger_entries(fed, agg.address)
-        registrations = [e["facts"]["module_id"] for e in entries
-                         if e["type"] == "module.registered"]
+        registrations = [
+            e["facts"]["module_id"] for e in entries if e["type"] == "module.registered"
+        ]
         assert registrations == [registered]
         # nothing is pending at the strict site: a plain upload sends nothing
         up = json.loads(site_node("upload", "--config", strict, "--json").stdout)
         assert up == {"uploaded": []}
         # privacy-check judges the refused module again: PASS/FAIL per threshold, exit 4
-        proc = site_node("privacy-check", "--config", strict, "--module", refused, "--samples", 50,
-                         check=False)
+        proc = site_node(
+            "privacy-check", "--config", strict, "--module", refused, "--samples", 50, check=False
+        )
         assert proc.returncode == EXIT_REFUSED, proc.stderr[-3000:]
         assert "privacy policy (report required): FAIL" in proc.stdout
         assert "  FAIL  membership AUROC" in proc.stdout
@@ -159,8 +182,16 @@ def test_upload_marks_a_module_the_aggregator_refuses_and_sends_the_next(tmp_pat
         spare = train_module(site_cfg, trustlib.load(site_cfg))
         assert good.status == spare.status == "trained"
 
-        proc = site_node("discard", "--config", cfg, "--module", spare.module_id, "--reason",
-                         "trained twice by mistake", "--json")
+        proc = site_node(
+            "discard",
+            "--config",
+            cfg,
+            "--module",
+            spare.module_id,
+            "--reason",
+            "trained twice by mistake",
+            "--json",
+        )
         shown = json.loads(proc.stdout)
         assert shown["status"] == "discarded" and shown["reason"] == "trained twice by mistake"
         assert record(cfg, spare.module_id)["discarded"]["previous_status"] == "trained"
@@ -181,18 +212,37 @@ def test_upload_marks_a_module_the_aggregator_refuses_and_sends_the_next(tmp_pat
         assert record(cfg, spare.module_id)["status"] == "discarded"
         entries = ledger_entries(fed, agg.address)
         assert [e["facts"]["module_id"] for e in entries if e["type"] == "module.registered"] == [
-            good.module_id]
+            good.module_id
+        ]
 
         # the next plain upload has nothing left to send, and says so
         again = site_node("upload", "--config", cfg)
         assert again.returncode == 0 and "nothing to upload" in again.stdout
         # a registered module is not discarded (it is forgotten instead), nor is a bad reason taken
-        proc = site_node("discard", "--config", cfg, "--module", good.module_id, "--reason", "x",
-                         "--json", check=False)
+        proc = site_node(
+            "discard",
+            "--config",
+            cfg,
+            "--module",
+            good.module_id,
+            "--reason",
+            "x",
+            "--json",
+            check=False,
+        )
         assert proc.returncode == 1
         assert error_code(proc) == "E_MODULE_STATUS"
-        proc = site_node("discard", "--config", cfg, "--module", doomed.module_id, "--reason",
-                         "a\nb", "--json", check=False)
+        proc = site_node(
+            "discard",
+            "--config",
+            cfg,
+            "--module",
+            doomed.module_id,
+            "--reason",
+            "a\nb",
+            "--json",
+            check=False,
+        )
         assert proc.returncode == 1 and error_code(proc) == "E_REASON"
         assert record(cfg, good.module_id)["status"] == "registered"
         assert record(cfg, doomed.module_id)["status"] == "refused"
@@ -205,13 +255,15 @@ def test_train_exits_4_and_prints_the_reason_when_its_module_is_refused(tmp_path
     cfg = write_site_config(tmp_path, "st-a", "127.0.0.1:1", [0, 1])
     setup_site_in_process(fed, cfg, train=False)
     install(fed, cfg, manifest_file(fed, STRICT, tmp_path / "strict.json"))
-    res = CliRunner().invoke(cli, ["train", "--config", str(cfg), "--no-progress"],
-                             catch_exceptions=False)
+    res = CliRunner().invoke(
+        cli, ["train", "--config", str(cfg), "--no-progress"], catch_exceptions=False
+    )
     assert res.exit_code == EXIT_REFUSED, res.output
     assert "REFUSED by this site's privacy check (E_PRIVACY_POLICY)" in res.stdout
     assert "it will never be sent" in res.stdout and "send it: site-node upload" not in res.stdout
     (module_id,) = module_ids(cfg)
     assert record(cfg, module_id)["status"] == "refused"
-    res = CliRunner().invoke(cli, ["upload", "--config", str(cfg), "--module", module_id],
-                             catch_exceptions=False)
+    res = CliRunner().invoke(
+        cli, ["upload", "--config", str(cfg), "--module", module_id], catch_exceptions=False
+    )
     assert res.exit_code == 0 and f"module {module_id}: refused, not sent" in res.stdout

@@ -37,24 +37,52 @@ def _ca_pem() -> bytes:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "test CA")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256()))
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def module_args(site: str = "st-mary", weights: bytes | None = None, module_id: str | None = None) -> dict:
+def module_args(
+    site: str = "st-mary", weights: bytes | None = None, module_id: str | None = None
+) -> dict:
     module_id = module_id or secrets.token_hex(16)
     weights = weights if weights is not None else secrets.token_bytes(2048)
-    manifest = canonical.dumps({"module_id": module_id, "site_id": site, "classes": [0, 1],
-                                "weights_sha256": hashlib.sha256(weights).hexdigest()})
+    manifest = canonical.dumps(
+        {
+            "module_id": module_id,
+            "site_id": site,
+            "classes": [0, 1],
+            "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        }
+    )
     meta = canonical.dumps({"signature": "c2ln", "cert_chain": ["-----BEGIN CERTIFICATE-----"]})
-    entry = make_entry("module.registered", f"site:{site}", {
-        "module_id": module_id, "site_id": site, "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
-        "weights_sha256": hashlib.sha256(weights).hexdigest()})
-    return dict(module_id=module_id, site_id=site, manifest_bytes=manifest, package_meta=meta,
-                weights=weights, entry=entry)
+    entry = make_entry(
+        "module.registered",
+        f"site:{site}",
+        {
+            "module_id": module_id,
+            "site_id": site,
+            "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
+            "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        },
+    )
+    return dict(
+        module_id=module_id,
+        site_id=site,
+        manifest_bytes=manifest,
+        package_meta=meta,
+        weights=weights,
+        entry=entry,
+    )
 
 
 @pytest.fixture
@@ -107,12 +135,15 @@ def test_registration_is_idempotent_and_refuses_a_different_manifest(store, home
     assert store.size() == 2 and len(list(home.blobs.iterdir())) == 1
 
 
-@pytest.mark.parametrize("field, value, code", [
-    ("module_id", "../../etc/passwd", "E_MODULE_ID"),
-    ("site_id", "bad site", "E_SITE_ID"),
-    ("manifest_bytes", b'{"a": 1}', "E_NOT_CANONICAL"),
-    ("weights", b"other weights", "E_ENTRY"),
-])
+@pytest.mark.parametrize(
+    "field, value, code",
+    [
+        ("module_id", "../../etc/passwd", "E_MODULE_ID"),
+        ("site_id", "bad site", "E_SITE_ID"),
+        ("manifest_bytes", b'{"a": 1}', "E_NOT_CANONICAL"),
+        ("weights", b"other weights", "E_ENTRY"),
+    ],
+)
 def test_bad_registrations_change_nothing(store, home, field, value, code):
     args = module_args()
     args[field] = value
@@ -127,11 +158,15 @@ def test_delete_crypto_shreds_and_logs_what_was_destroyed(store, home):
     mid = args["module_id"]
     store.register_module(**args)
     con = sqlite3.connect(home.store_db)
-    wrapped = con.execute("SELECT wrapped_dek FROM modules WHERE module_id = ?", (mid,)).fetchone()[0]
+    wrapped = con.execute("SELECT wrapped_dek FROM modules WHERE module_id = ?", (mid,)).fetchone()[
+        0
+    ]
     con.close()
     backup = home.root / "backup.blob"
     shutil.copy(next(home.blobs.iterdir()), backup)
-    req = make_entry("module.deletion_requested", "site:st-mary", {"module_id": mid, "reason": "withdrawn"})
+    req = make_entry(
+        "module.deletion_requested", "site:st-mary", {"module_id": mid, "reason": "withdrawn"}
+    )
     out = store.delete_module(mid, actor="site:st-mary", reason="withdrawn", request_entry=req)
     assert [i for i, _ in out] == [1, 2]
     deleted = canonical.loads(out[1][1])
@@ -172,8 +207,15 @@ def test_artifacts_are_stored_with_their_entries_and_shredded_when_retired(store
     mid = module_args()
     store.register_module(**mid)
     data = b"synthetic dataset bytes" * 100
-    ds_entry = make_entry("dataset.synthesized", "operator:alice", {
-        "dataset_id": "ds-1", "modules": [mid["module_id"]], "sha256": hashlib.sha256(data).hexdigest()})
+    ds_entry = make_entry(
+        "dataset.synthesized",
+        "operator:alice",
+        {
+            "dataset_id": "ds-1",
+            "modules": [mid["module_id"]],
+            "sha256": hashlib.sha256(data).hexdigest(),
+        },
+    )
     idx, raw = store.put_artifact("dataset", "ds-1", {"n_per_class": 10}, data, ds_entry)
     assert idx == 1 and canonical.loads(raw) == ds_entry
     assert store.artifact_blob("dataset", "ds-1") == data
@@ -182,14 +224,27 @@ def test_artifacts_are_stored_with_their_entries_and_shredded_when_retired(store
     with pytest.raises(StoreError) as info:
         store.put_artifact("dataset", "ds-1", {}, data, ds_entry)
     assert info.value.code == "E_DUPLICATE_ARTIFACT"
-    clf = make_entry("classifier.trained", "operator:alice", {"classifier_id": "c-1", "dataset_id": "ds-1",
-                                                             "sha256": "cd" * 32})
+    clf = make_entry(
+        "classifier.trained",
+        "operator:alice",
+        {"classifier_id": "c-1", "dataset_id": "ds-1", "sha256": "cd" * 32},
+    )
     store.put_artifact("classifier", "c-1", {"arch": "cnn"}, None, clf)
-    store.set_artifact_status("classifier", "c-1", "published",
-                              make_entry("classifier.published", "operator:alice", {"classifier_id": "c-1"}))
+    store.set_artifact_status(
+        "classifier",
+        "c-1",
+        "published",
+        make_entry("classifier.published", "operator:alice", {"classifier_id": "c-1"}),
+    )
     assert [a.artifact_id for a in store.list_artifacts("classifier", "published")] == ["c-1"]
-    store.set_artifact_status("dataset", "ds-1", "retired", make_entry(
-        "dataset.retired", "operator:alice", {"dataset_id": "ds-1", "reason": "module deleted"}))
+    store.set_artifact_status(
+        "dataset",
+        "ds-1",
+        "retired",
+        make_entry(
+            "dataset.retired", "operator:alice", {"dataset_id": "ds-1", "reason": "module deleted"}
+        ),
+    )
     with pytest.raises(NotFoundError):
         store.artifact_blob("dataset", "ds-1")
     assert [p.name for p in home.blobs.iterdir()] == [f"m-{mid['module_id']}.blob"]
@@ -278,9 +333,21 @@ def _evaluation(store, site="st-mary", salt="ab" * 16):
     from ffsecure.evalreport import EvaluationReport, ledger_facts
 
     if not store.list_artifacts("classifier"):
-        store.put_artifact("classifier", "clf-1", {}, b"weights", make_entry(
-            "classifier.trained", "operator:t", {"classifier_id": "clf-1", "dataset_id": "ds-1",
-                                                 "sha256": hashlib.sha256(b"weights").hexdigest()}))
+        store.put_artifact(
+            "classifier",
+            "clf-1",
+            {},
+            b"weights",
+            make_entry(
+                "classifier.trained",
+                "operator:t",
+                {
+                    "classifier_id": "clf-1",
+                    "dataset_id": "ds-1",
+                    "sha256": hashlib.sha256(b"weights").hexdigest(),
+                },
+            ),
+        )
     report = EvaluationReport("clf-1", 4, 0.75, None, (1.0, 0.5))
     entry = make_entry("classifier.evaluated", f"site:{site}", ledger_facts(report, site, salt))
     return report, entry
@@ -291,18 +358,31 @@ def test_evaluation_reports_are_kept_with_their_entry_and_checked(store, home):
     with pytest.raises(LedgerError) as info:  # only put_evaluation appends classifier.evaluated
         store.append(entry)
     assert info.value.code == "E_ENTRY"
-    for bad in ({**entry, "actor": "site:st-john"}, {**entry, "facts": {**entry["facts"], "site_id": "st-john"}}):
+    for bad in (
+        {**entry, "actor": "site:st-john"},
+        {**entry, "facts": {**entry["facts"], "site_id": "st-john"}},
+    ):
         with pytest.raises(LedgerError):
-            store.put_evaluation(site_id="st-mary", report=report.to_bytes(), salt="ab" * 16, entry=bad)
+            store.put_evaluation(
+                site_id="st-mary", report=report.to_bytes(), salt="ab" * 16, entry=bad
+            )
     size = store.size()
-    row, receipt = store.put_evaluation(site_id="st-mary", report=report.to_bytes(), salt="ab" * 16, entry=entry)
+    row, receipt = store.put_evaluation(
+        site_id="st-mary", report=report.to_bytes(), salt="ab" * 16, entry=entry
+    )
     assert receipt.index == size and not receipt.existing and row.report == report.to_dict()
-    _, again = store.put_evaluation(site_id="st-mary", report=report.to_bytes(), salt="cd" * 16,
-                                    entry=_evaluation(store, salt="cd" * 16)[1])
+    _, again = store.put_evaluation(
+        site_id="st-mary",
+        report=report.to_bytes(),
+        salt="cd" * 16,
+        entry=_evaluation(store, salt="cd" * 16)[1],
+    )
     assert again.existing and again.index == receipt.index and store.size() == size + 1
     assert store.verify_integrity()["evaluations"] == 1
     store.close()
-    con = sqlite3.connect(home.store_db)  # the stored numbers no longer match the ledger's commitment
+    con = sqlite3.connect(
+        home.store_db
+    )  # the stored numbers no longer match the ledger's commitment
     con.execute("UPDATE evaluations SET report = ?", (report.to_bytes().replace(b"0.75", b"0.5"),))
     con.commit()
     con.close()
@@ -316,9 +396,21 @@ def test_the_store_interface_declares_every_operation_the_cli_uses():
     """A PostgreSQL backend implementing ``Store`` gets everything the service and CLI call."""
     from aggregator.store import Store
 
-    for name in ("register_module", "delete_module", "module_weights", "put_artifact", "append", "checkpoint",
-                 "inclusion_proof", "consistency_proof", "snapshot", "verify_integrity", "close",
-                 "put_evaluation", "list_evaluations"):
+    for name in (
+        "register_module",
+        "delete_module",
+        "module_weights",
+        "put_artifact",
+        "append",
+        "checkpoint",
+        "inclusion_proof",
+        "consistency_proof",
+        "snapshot",
+        "verify_integrity",
+        "close",
+        "put_evaluation",
+        "list_evaluations",
+    ):
         assert name in Store.__abstractmethods__, name
 
 
@@ -339,19 +431,31 @@ def test_proofs_between_checkpoints(store):
     for i in range(9):
         store.register_module(**module_args())
         if i % 3 == 0:
-            store.append(make_entry("key.rotated", "aggregator", {"key": "tls", "new_key_id": f"k{i}"}))
+            store.append(
+                make_entry("key.rotated", "aggregator", {"key": "tls", "new_key_id": f"k{i}"})
+            )
         notes.append(store.checkpoint())
     cps = [open_checkpoint(n, store.vkey) for n in store.checkpoints()]
     assert [c.size for c in cps] == sorted({c.size for c in cps})
     for old in cps:
         for new in cps:
             if old.size <= new.size:
-                verify_consistency(old.size, new.size, old.root_hash, new.root_hash,
-                                   store.consistency_proof(old.size, new.size))
+                verify_consistency(
+                    old.size,
+                    new.size,
+                    old.root_hash,
+                    new.root_hash,
+                    store.consistency_proof(old.size, new.size),
+                )
     latest = cps[-1]
     for i in range(latest.size):
-        verify_inclusion(leaf_hash(store.entry(i)), i, latest.size, store.inclusion_proof(i, latest.size),
-                         latest.root_hash)
+        verify_inclusion(
+            leaf_hash(store.entry(i)),
+            i,
+            latest.size,
+            store.inclusion_proof(i, latest.size),
+            latest.root_hash,
+        )
     with pytest.raises(LedgerError):
         store.inclusion_proof(0, latest.size + 1)
 
@@ -365,8 +469,12 @@ def bundle(store, tmp_path) -> Path:
     for m in mods:
         store.register_module(**m)
     store.delete_module(mods[1]["module_id"], actor="operator:alice", reason="consent withdrawn")
-    store.append(make_entry("cert.revoked", "operator:alice", {"serial": "0b", "reason": "keyCompromise"}))
-    return store.export_bundle(tmp_path / "bundle", ca_cert_pem=_ca_pem(), crl_pem=b"-----BEGIN X509 CRL-----\n")
+    store.append(
+        make_entry("cert.revoked", "operator:alice", {"serial": "0b", "reason": "keyCompromise"})
+    )
+    return store.export_bundle(
+        tmp_path / "bundle", ca_cert_pem=_ca_pem(), crl_pem=b"-----BEGIN X509 CRL-----\n"
+    )
 
 
 def test_export_writes_a_bundle_that_verifies_offline(bundle, store):
@@ -382,11 +490,21 @@ def test_export_writes_a_bundle_that_verifies_offline(bundle, store):
     mods = sorted((bundle / "modules").iterdir())
     assert len(mods) == 3
     for m in mods:
-        rec = canonical.loads((m.read_bytes().rstrip(b"\n")))
-        assert set(rec) >= {"package", "package_b64", "manifest_sha256", "status", "registered_index"}
+        rec = canonical.loads(m.read_bytes().rstrip(b"\n"))
+        assert set(rec) >= {
+            "package",
+            "package_b64",
+            "manifest_sha256",
+            "status",
+            "registered_index",
+        }
         assert "weights" not in rec
         raw = base64.b64decode(rec["package_b64"])
-        assert canonical.dumps(rec["package"]) == raw == store.get_module(rec["module_id"]).package_meta
+        assert (
+            canonical.dumps(rec["package"])
+            == raw
+            == store.get_module(rec["module_id"]).package_meta
+        )
     statuses = sorted(canonical.loads(m.read_bytes().rstrip(b"\n"))["status"] for m in mods)
     assert statuses == ["active", "active", "deleted"]
     with pytest.raises(ConfigError):
@@ -429,7 +547,11 @@ def test_flipping_any_byte_of_any_checkpoint_fails(bundle, tmp_path):
             bad = bytearray(original)
             bad[i] ^= 0x04
             cp.write_bytes(bytes(bad))
-            assert _fails(work).code in {"E_CHECKPOINT_FORMAT", "E_CHECKPOINT_SIGNATURE", "E_INCONSISTENT"}
+            assert _fails(work).code in {
+                "E_CHECKPOINT_FORMAT",
+                "E_CHECKPOINT_SIGNATURE",
+                "E_INCONSISTENT",
+            }
         cp.write_bytes(original)
     verify_bundle_log(work)
 
@@ -439,7 +561,7 @@ def test_dropping_or_reordering_entries_fails(bundle, tmp_path):
     path = work / "entries.jsonl"
     lines = path.read_bytes().split(b"\n")[:-1]
     for i in range(len(lines)):
-        path.write_bytes(b"".join(x + b"\n" for x in lines[:i] + lines[i + 1:]))
+        path.write_bytes(b"".join(x + b"\n" for x in lines[:i] + lines[i + 1 :]))
         assert "dropped" in _fails(work).message or "do not hash" in _fails(work).message
     for i, j in [(k, k + 1) for k in range(len(lines) - 1)] + [(0, len(lines) - 1)]:
         swapped = list(lines)
@@ -470,8 +592,13 @@ def _cli(*args: str):
 
     from tests.conftest import cli_env
 
-    return subprocess.run([sys.executable, "-m", "aggregator", *args], capture_output=True, text=True,
-                          env=cli_env(), timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "aggregator", *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+    )
 
 
 def test_ledger_cli_checkpoint_export_verify(store, home, tmp_path):
@@ -525,5 +652,7 @@ def test_store_files_are_private_and_an_open_home_is_tightened(tmp_path, caplog)
         os.umask(old_umask)
     assert _mode(home.root) == 0o700 and _mode(home.store_db) == 0o600
     assert all(_mode(p) == 0o600 for p in (wal, shm) if p.exists())
-    tightened = {r.path for r in caplog.records if getattr(r, "event", None) == "permissions_tightened"}
+    tightened = {
+        r.path for r in caplog.records if getattr(r, "event", None) == "permissions_tightened"
+    }
     assert {str(home.root), str(home.store_db)} <= tightened

@@ -30,15 +30,27 @@ torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[2]
 SITES = ("north", "south", "east")
 DIGITS = [str(i) for i in range(10)]
-PLAN = {"north": (list(range(0, 5)), 21), "south": (list(range(5, 10)), 22), "east": (list(range(10)), 23)}
+PLAN = {
+    "north": (list(range(0, 5)), 21),
+    "south": (list(range(5, 10)), 22),
+    "east": (list(range(10)), 23),
+}
 EPOCHS, WIDTH, SEED, PER_CLASS, TRAIN_SEED = 2, 8, 4, 12, 5
 
 
 def aggregator(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "aggregator", *args], cwd=REPO, env=cli_env(),
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "aggregator", *args],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"aggregator {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"aggregator {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+        )
     return proc
 
 
@@ -48,19 +60,23 @@ def _json(*args: str) -> dict:
 
 def _wrapped_dek(home: Path, module_id: str) -> tuple[bytes, str]:
     with sqlite3.connect(home / "store.sqlite") as db:
-        wrapped, blob = db.execute("SELECT wrapped_dek, blob_name FROM modules WHERE module_id = ?",
-                                   (module_id,)).fetchone()
+        wrapped, blob = db.execute(
+            "SELECT wrapped_dek, blob_name FROM modules WHERE module_id = ?", (module_id,)
+        ).fetchone()
     assert wrapped is not None and (home / "blobs" / blob).is_file()
     return bytes(wrapped), blob
 
 
 def _assert_shredded(home: Path, module_id: str, wrapped: bytes, blob: str) -> None:
     with sqlite3.connect(home / "store.sqlite") as db:
-        row = db.execute("SELECT status, wrapped_dek, blob_name FROM modules WHERE module_id = ?",
-                         (module_id,)).fetchone()
+        row = db.execute(
+            "SELECT status, wrapped_dek, blob_name FROM modules WHERE module_id = ?", (module_id,)
+        ).fetchone()
     assert row == ("deleted", None, None)
     assert not (home / "blobs" / blob).exists()
-    for f in home.glob("store.sqlite*"):  # the wrapped key does not linger in the database or its WAL
+    for f in home.glob(
+        "store.sqlite*"
+    ):  # the wrapped key does not linger in the database or its WAL
         assert wrapped not in f.read_bytes(), f.name
 
 
@@ -97,17 +113,39 @@ def _upload_all(fed, srv) -> dict[str, str]:
 
 def _train_and_publish(home: Path) -> tuple[dict, dict]:
     ds = _json("synthesize", "--dir", str(home), "--per-class", str(PER_CLASS), "--seed", str(SEED))
-    clf = _json("train", "--dir", str(home), "--dataset", ds["dataset_id"], "--epochs", str(EPOCHS),
-                "--width", str(WIDTH), "--seed", str(TRAIN_SEED), "--threads", "1")
+    clf = _json(
+        "train",
+        "--dir",
+        str(home),
+        "--dataset",
+        ds["dataset_id"],
+        "--epochs",
+        str(EPOCHS),
+        "--width",
+        str(WIDTH),
+        "--seed",
+        str(TRAIN_SEED),
+        "--threads",
+        "1",
+    )
     _json("publish", "--dir", str(home), clf["classifier_id"])
     return ds, clf
 
 
 def _scratch(tmp_path, fed, module_ids):
     with open_home_store(fed.home) as store:
-        return from_scratch(tmp_path / "scratch", fed, store, module_ids, per_class=PER_CLASS, seed=SEED,
-                            settings=TrainConfig(epochs=EPOCHS, seed=TRAIN_SEED), width=WIDTH, threads=1,
-                            sites=SITES)
+        return from_scratch(
+            tmp_path / "scratch",
+            fed,
+            store,
+            module_ids,
+            per_class=PER_CLASS,
+            seed=SEED,
+            settings=TrainConfig(epochs=EPOCHS, seed=TRAIN_SEED),
+            width=WIDTH,
+            threads=1,
+            sites=SITES,
+        )
 
 
 def _operator_ops(fed, store):
@@ -115,7 +153,9 @@ def _operator_ops(fed, store):
     from aggregator.operations import Operations
 
     ev = load_evaluation({"data": "digits"}, label_space=DIGITS, image_shape=(1, 16, 16))
-    return Operations(store, fed.manifest, actor="operator:alice", runs_dir=fed.home.root / "runs", evaluation=ev)
+    return Operations(
+        store, fed.manifest, actor="operator:alice", runs_dir=fed.home.root / "runs", evaluation=ev
+    )
 
 
 def test_site_deletion_over_grpc_retrains_in_the_background(federation, tmp_path):
@@ -129,8 +169,12 @@ def test_site_deletion_over_grpc_retrains_in_the_background(federation, tmp_path
         with open_home_store(home) as store:
             ops = _operator_ops(fed, store)
             ds = ops.synthesize(per_class=PER_CLASS, seed=SEED)
-            clf = ops.train(ds.dataset_id, settings=TrainConfig(epochs=EPOCHS, seed=TRAIN_SEED), width=WIDTH,
-                            threads=1)
+            clf = ops.train(
+                ds.dataset_id,
+                settings=TrainConfig(epochs=EPOCHS, seed=TRAIN_SEED),
+                width=WIDTH,
+                threads=1,
+            )
             ops.publish(clf.classifier_id)
         assert ds.grid_path.is_file()
         assert 0.0 <= clf.metrics["accuracy"] <= 1.0
@@ -141,7 +185,12 @@ def test_site_deletion_over_grpc_retrains_in_the_background(federation, tmp_path
             assert before.classifier_id == clf.classifier_id and gone in before.module_ids
             result = c.request_deletion([gone], "consent withdrawn")
         types = [validate_entry(e)["type"] for _, e in result.entries]
-        assert types == ["module.deletion_requested", "module.deleted", "classifier.retired", "dataset.retired"]
+        assert types == [
+            "module.deletion_requested",
+            "module.deleted",
+            "classifier.retired",
+            "dataset.retired",
+        ]
         worker = srv.runtime.retrain_worker
         assert worker.wait_idle(600) and worker.last_error is None and worker.passes == 1
         with fed.client("north", srv.address) as c:
@@ -152,10 +201,16 @@ def test_site_deletion_over_grpc_retrains_in_the_background(federation, tmp_path
     with open_home_store(home) as store:
         assert gone not in _live_lineage(store)
         trained = validate_entry(store.entry(after.trained_index))
-        assert trained["actor"] == "aggregator" and trained["facts"]["replaces"] == clf.classifier_id
+        assert (
+            trained["actor"] == "aggregator" and trained["facts"]["replaces"] == clf.classifier_id
+        )
         assert 0.0 <= trained["facts"]["metrics"]["accuracy"] <= 1.0
-        bundle = store.export_bundle(tmp_path / "bundle", ca_cert_pem=fed.ca_pem,
-                                     crl_pem=fed.home.crl.read_bytes(), federation_json=fed.signed_manifest)
+        bundle = store.export_bundle(
+            tmp_path / "bundle",
+            ca_cert_pem=fed.ca_pem,
+            crl_pem=fed.home.crl.read_bytes(),
+            federation_json=fed.signed_manifest,
+        )
         exported = [validate_entry(e)["type"] for e in store.entries(0, store.size())]
     assert after.published and gone not in after.module_ids
     assert sorted(after.module_ids) == sorted([ids["north"], ids["east"]])
@@ -179,14 +234,36 @@ def test_operator_deletes_with_the_cli(federation, tmp_path):
     gone = ids["east"]
     wrapped, blob = _wrapped_dek(home, gone)
 
-    refused = aggregator("modules", "delete", "--dir", str(home), gone, "--reason", "x", "--json",
-                         "--yes", "--reason", "", check=False)
+    refused = aggregator(
+        "modules",
+        "delete",
+        "--dir",
+        str(home),
+        gone,
+        "--reason",
+        "x",
+        "--json",
+        "--yes",
+        "--reason",
+        "",
+        check=False,
+    )
     assert refused.returncode != 0
-    out = _json("modules", "delete", "--dir", str(home), gone, "--reason", "site withdrew consent", "--yes")
-    assert out["retired_classifiers"] == [clf["classifier_id"]] and out["retired_datasets"] == [ds["dataset_id"]]
+    out = _json(
+        "modules", "delete", "--dir", str(home), gone, "--reason", "site withdrew consent", "--yes"
+    )
+    assert out["retired_classifiers"] == [clf["classifier_id"]] and out["retired_datasets"] == [
+        ds["dataset_id"]
+    ]
     types = [e["entry"]["type"] for e in out["entries"]]
-    assert types == ["module.deleted", "classifier.retired", "dataset.retired", "dataset.synthesized",
-                     "classifier.trained", "classifier.published"]
+    assert types == [
+        "module.deleted",
+        "classifier.retired",
+        "dataset.retired",
+        "dataset.synthesized",
+        "classifier.trained",
+        "classifier.published",
+    ]
     new = out["retrained"]["classifiers"][0]
     assert 0.0 <= new["metrics"]["accuracy"] <= 1.0
     _assert_shredded(home, gone, wrapped, blob)
@@ -200,5 +277,7 @@ def test_operator_deletes_with_the_cli(federation, tmp_path):
     _, scratch = _scratch(tmp_path, fed, [ids["north"], ids["south"]])
     assert scratch.weights == weights
     assert _verify_bundle(home, tmp_path / "bundle")["ok"] is True
-    again = aggregator("modules", "delete", "--dir", str(home), gone, "--reason", "again", "--yes", check=False)
+    again = aggregator(
+        "modules", "delete", "--dir", str(home), gone, "--reason", "again", "--yes", check=False
+    )
     assert again.returncode == 1 and "error[E_MODULE_DELETED]" in again.stderr

@@ -13,23 +13,30 @@ import dataclasses
 import hashlib
 import secrets
 import struct
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import grpc
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from aggregator.grpc_errors import MD_CODE, MD_DETAIL
 from ffsecure import FORMAT_VERSION, canonical, envelope, pki
 from ffsecure.federation import create_signed_manifest
 from ffsecure.package import MAGIC, SIGNATURE_CONTEXT, build_manifest
 from ffsecure.v1 import aggregator_pb2 as pb
-from aggregator.grpc_errors import MD_CODE, MD_DETAIL
 from tests.federation_fixture import Federation, generator_weights
 
 DP_POLICY = {"required": True, "max_epsilon": 8.0, "delta": 1e-5}
 # a claim the aggregator can re-account: these parameters spend epsilon 0.956 (rdp), at most 4.0
-GOOD_DP = {"epsilon": 4.0, "delta": 1e-5, "accountant": "rdp", "noise_multiplier": 1.1, "sample_rate": 0.01,
-           "steps": 100}
+GOOD_DP = {
+    "epsilon": 4.0,
+    "delta": 1e-5,
+    "accountant": "rdp",
+    "noise_multiplier": 1.1,
+    "sample_rate": 0.01,
+    "steps": 100,
+}
 
 
 def require_dp(fed: Federation, policy: dict = DP_POLICY) -> None:
@@ -41,44 +48,87 @@ def require_dp(fed: Federation, policy: dict = DP_POLICY) -> None:
 
 def federation_weights(fed: Federation) -> bytes:
     """The real safetensors weights of the federation's generator."""
-    return generator_weights(fed.manifest.generator["family"], canonical.dumps(fed.manifest.generator["config"]))
+    return generator_weights(
+        fed.manifest.generator["family"], canonical.dumps(fed.manifest.generator["config"])
+    )
 
 
-def manifest_dict(fed: Federation, site_id: str, *, weights: bytes, classes=(0,), dp: dict | None = GOOD_DP,
-                  module_id: str | None = None, created_at: str | None = None, seed: int = 0) -> dict:
+def manifest_dict(
+    fed: Federation,
+    site_id: str,
+    *,
+    weights: bytes,
+    classes=(0,),
+    dp: dict | None = GOOD_DP,
+    module_id: str | None = None,
+    created_at: str | None = None,
+    seed: int = 0,
+) -> dict:
     """A valid manifest (as a dict) for ``weights``; cases edit it before signing."""
-    m = build_manifest(federation=fed.manifest, site_id=site_id, weights=weights, classes=list(classes), seed=seed,
-                       dp=dp, module_id=module_id, created_at=created_at)
+    m = build_manifest(
+        federation=fed.manifest,
+        site_id=site_id,
+        weights=weights,
+        classes=list(classes),
+        seed=seed,
+        dp=dp,
+        module_id=module_id,
+        created_at=created_at,
+    )
     return m.to_dict()
 
 
 def container(manifest_bytes: bytes, signature: bytes, chain_pem: bytes, weights: bytes) -> bytes:
     """Package container bytes (docs/formats.md) around arbitrary parts, without validating them."""
-    return b"".join([
-        MAGIC, bytes([FORMAT_VERSION]),
-        struct.pack(">I", len(manifest_bytes)), manifest_bytes,
-        struct.pack(">I", len(signature)), signature,
-        struct.pack(">I", len(chain_pem)), chain_pem,
-        struct.pack(">Q", len(weights)), weights,
-    ])
+    return b"".join(
+        [
+            MAGIC,
+            bytes([FORMAT_VERSION]),
+            struct.pack(">I", len(manifest_bytes)),
+            manifest_bytes,
+            struct.pack(">I", len(signature)),
+            signature,
+            struct.pack(">I", len(chain_pem)),
+            chain_pem,
+            struct.pack(">Q", len(weights)),
+            weights,
+        ]
+    )
 
 
 def sign_bytes(fed: Federation, signer: str, manifest_bytes: bytes) -> bytes:
     """The signer site's real ECDSA signature over any manifest bytes."""
     key = fed.sites[signer].key
-    return key.sign(SIGNATURE_CONTEXT + hashlib.sha256(manifest_bytes).digest(), ec.ECDSA(hashes.SHA256()))
+    return key.sign(
+        SIGNATURE_CONTEXT + hashlib.sha256(manifest_bytes).digest(), ec.ECDSA(hashes.SHA256())
+    )
 
 
 def seal(fed: Federation, plaintext: bytes, *, federation_id: str | None = None) -> bytes:
     """HPKE-seal ``plaintext`` to the aggregator's key (optionally naming another federation)."""
     m = fed.manifest
-    return envelope.seal(plaintext, m.hpke_public_key, federation_id=federation_id or fed.federation_id,
-                         key_id=m.hpke_key_id, suite=m.hpke_suite)
+    return envelope.seal(
+        plaintext,
+        m.hpke_public_key,
+        federation_id=federation_id or fed.federation_id,
+        key_id=m.hpke_key_id,
+        suite=m.hpke_suite,
+    )
 
 
-def forge(fed: Federation, site_id: str, *, weights: bytes | None = None, mutate: Callable[[dict], Any] | None = None,
-          manifest_bytes: bytes | None = None, signer: str | None = None, chain_pem: bytes | None = None,
-          signature: bytes | None = None, hash_weights: bool = True, **manifest_kwargs) -> tuple[bytes, dict]:
+def forge(
+    fed: Federation,
+    site_id: str,
+    *,
+    weights: bytes | None = None,
+    mutate: Callable[[dict], Any] | None = None,
+    manifest_bytes: bytes | None = None,
+    signer: str | None = None,
+    chain_pem: bytes | None = None,
+    signature: bytes | None = None,
+    hash_weights: bool = True,
+    **manifest_kwargs,
+) -> tuple[bytes, dict]:
     """A sealed package from ``site_id``, signed by ``signer`` (default: the same site).
 
     ``weights`` replaces the real generator weights (the manifest's hash and
@@ -101,14 +151,28 @@ def forge(fed: Federation, site_id: str, *, weights: bytes | None = None, mutate
 # ----------------------------------------------------------------- streams
 
 
-def chunks(data: bytes, *, upload_id: str | None = None, chunk_bytes: int = 64 * 1024,
-           total_size: int | None = None, total_sha256: bytes | None = None) -> list[pb.UploadChunk]:
+def chunks(
+    data: bytes,
+    *,
+    upload_id: str | None = None,
+    chunk_bytes: int = 64 * 1024,
+    total_size: int | None = None,
+    total_sha256: bytes | None = None,
+) -> list[pb.UploadChunk]:
     """The UploadChunk messages of one honest stream of ``data`` (fields overridable)."""
     upload_id = upload_id or secrets.token_hex(16)
     total = len(data) if total_size is None else total_size
     sha = hashlib.sha256(data).digest() if total_sha256 is None else total_sha256
-    return [pb.UploadChunk(upload_id=upload_id, offset=o, data=data[o:o + chunk_bytes], total_size=total,
-                           total_sha256=sha) for o in range(0, max(len(data), 1), chunk_bytes)]
+    return [
+        pb.UploadChunk(
+            upload_id=upload_id,
+            offset=o,
+            data=data[o : o + chunk_bytes],
+            total_size=total,
+            total_sha256=sha,
+        )
+        for o in range(0, max(len(data), 1), chunk_bytes)
+    ]
 
 
 @dataclasses.dataclass
@@ -133,7 +197,9 @@ def refusal_of(exc: grpc.RpcError) -> Refusal:
     raw = md.get(MD_DETAIL)
     detail = pb.ErrorDetail.FromString(raw) if raw else pb.ErrorDetail()
     if raw and md.get(MD_CODE) != detail.code:
-        raise AssertionError(f"error code metadata {md.get(MD_CODE)!r} disagrees with details {detail.code!r}")
+        raise AssertionError(
+            f"error code metadata {md.get(MD_CODE)!r} disagrees with details {detail.code!r}"
+        )
     return Refusal(exc.code(), detail.code, detail.message, detail.hint, exc.details() or "")
 
 

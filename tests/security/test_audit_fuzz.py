@@ -29,13 +29,45 @@ torch.set_num_threads(1)
 
 MUTATIONS = 300
 SEED = 20
-HOSTILE_VALUES = [None, True, False, -1, 0, 1.5, 10**30, -(2**63), 2**64, 1e308, -1e-300, "", "x",
-                  "a" * 5000, "0" * 40, "\n", "\u0000", "../../etc/passwd", [], {}, [[[[[[]]]]]],
-                  {"a": {"b": {"c": {}}}}, [1, "2", None]]
-HOSTILE_DP = [{"steps": 1_000_000_000}, {"steps": 10**30}, {"steps": "1000"}, {"steps": -5},
-              {"sample_rate": 0.0}, {"sample_rate": 1e-300}, {"noise_multiplier": 1e-9},
-              {"delta": 0.0}, {"accountant": "prv", "steps": 1_000_000}, {"epsilon": None},
-              {"noise_multiplier": [1.1]}, {"reproducible": True}]
+HOSTILE_VALUES = [
+    None,
+    True,
+    False,
+    -1,
+    0,
+    1.5,
+    10**30,
+    -(2**63),
+    2**64,
+    1e308,
+    -1e-300,
+    "",
+    "x",
+    "a" * 5000,
+    "0" * 40,
+    "\n",
+    "\u0000",
+    "../../etc/passwd",
+    [],
+    {},
+    [[[[[[]]]]]],
+    {"a": {"b": {"c": {}}}},
+    [1, "2", None],
+]
+HOSTILE_DP = [
+    {"steps": 1_000_000_000},
+    {"steps": 10**30},
+    {"steps": "1000"},
+    {"steps": -5},
+    {"sample_rate": 0.0},
+    {"sample_rate": 1e-300},
+    {"noise_multiplier": 1e-9},
+    {"delta": 0.0},
+    {"accountant": "prv", "steps": 1_000_000},
+    {"epsilon": None},
+    {"noise_multiplier": [1.1]},
+    {"reproducible": True},
+]
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +114,23 @@ def _mutate(bundle: Path, rng: random.Random) -> str:
     """Apply one random mutation to the bundle copy; returns what it did."""
     target = rng.choice(_files(bundle))
     data = target.read_bytes()
-    kind = rng.choice(["delete", "empty", "truncate", "flip", "append", "folder", "json", "json",
-                       "entry", "entry", "dp", "dp", "swap"])
+    kind = rng.choice(
+        [
+            "delete",
+            "empty",
+            "truncate",
+            "flip",
+            "append",
+            "folder",
+            "json",
+            "json",
+            "entry",
+            "entry",
+            "dp",
+            "dp",
+            "swap",
+        ]
+    )
     if kind == "delete":
         target.unlink()
     elif kind == "empty":
@@ -92,9 +139,11 @@ def _mutate(bundle: Path, rng: random.Random) -> str:
         target.write_bytes(data[: rng.randrange(max(1, len(data)))])
     elif kind == "flip":
         i = rng.randrange(len(data))
-        target.write_bytes(data[:i] + bytes([data[i] ^ (1 << rng.randrange(8))]) + data[i + 1:])
+        target.write_bytes(data[:i] + bytes([data[i] ^ (1 << rng.randrange(8))]) + data[i + 1 :])
     elif kind == "append":
-        target.write_bytes(data + rng.choice([b"\n", b"\x00" * 9, b'{"type":"x"}\n', bytes(range(256))]))
+        target.write_bytes(
+            data + rng.choice([b"\n", b"\x00" * 9, b'{"type":"x"}\n', bytes(range(256))])
+        )
     elif kind == "folder":
         target.unlink()
         target.mkdir()
@@ -110,7 +159,10 @@ def _mutate(bundle: Path, rng: random.Random) -> str:
         record_path = rng.choice(sorted((bundle / "modules").glob("*.json")))
         record = json.loads(record_path.read_text())
         manifest = record["package"]["manifest"]
-        manifest["dp"] = {**(manifest.get("dp") or {"epsilon": 4.0, "delta": 1e-5}), **rng.choice(HOSTILE_DP)}
+        manifest["dp"] = {
+            **(manifest.get("dp") or {"epsilon": 4.0, "delta": 1e-5}),
+            **rng.choice(HOSTILE_DP),
+        }
         record_path.write_text(json.dumps(record, sort_keys=True, separators=(",", ":")))
         return f"dp claim of {record_path.name}"
     else:  # swap two files' contents
@@ -140,7 +192,9 @@ def assert_ends_with_a_verdict(result, what: str, *, report: bool) -> str:
         return "error"
     verdict = json.loads(result.stdout)["verdict"]
     expected = {("VERIFIED", 0), ("FAILED", 0)} if report else {("VERIFIED", 0), ("FAILED", 3)}
-    assert (verdict, result.exit_code) in expected, f"{what}: {verdict} with exit {result.exit_code}"
+    assert (verdict, result.exit_code) in expected, (
+        f"{what}: {verdict} with exit {result.exit_code}"
+    )
     return verdict
 
 
@@ -149,7 +203,7 @@ def test_mutated_bundles_always_end_with_a_verdict(world, tmp_path):
     outcomes: dict[str, int] = {}
     dp_findings = 0
     for n in range(MUTATIONS):
-        rng = random.Random(SEED * 100_000 + n)   # each mutation repeats on its own
+        rng = random.Random(SEED * 100_000 + n)  # each mutation repeats on its own
         copy = tmp_path / f"m{n}"
         shutil.copytree(bundle, copy)
         what = f"mutation {n} ({_mutate(copy, rng)})"
@@ -171,8 +225,18 @@ def test_mutated_bundles_always_end_with_a_verdict(world, tmp_path):
 REQUIRED_PARTS = ("log.vkey", "entries.jsonl", "checkpoints")
 
 
-@pytest.mark.parametrize("name", ["log.vkey", "entries.jsonl", "ca.pem", "crl.pem", "federation.json",
-                                  "bundle.json", "checkpoints"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "log.vkey",
+        "entries.jsonl",
+        "ca.pem",
+        "crl.pem",
+        "federation.json",
+        "bundle.json",
+        "checkpoints",
+    ],
+)
 def test_a_bundle_part_of_the_wrong_kind_gets_a_typed_answer(world, tmp_path, name):
     """A folder where a file belongs (or a file where the checkpoints folder belongs)."""
     bundle, ca = world
@@ -185,10 +249,15 @@ def test_a_bundle_part_of_the_wrong_kind_gets_a_typed_answer(world, tmp_path, na
     else:
         part.unlink()
         part.mkdir()
-    for command in (["verify", copy, "--ca", ca, "--json"],
-                    ["report", copy, "--ca", ca, "-o", tmp_path / "r.html", "--json"]):
+    for command in (
+        ["verify", copy, "--ca", ca, "--json"],
+        ["report", copy, "--ca", ca, "-o", tmp_path / "r.html", "--json"],
+    ):
         result = _invoke(*command)
-        outcome = assert_ends_with_a_verdict(result, f"{command[0]} with {name} of the wrong kind",
-                                             report=command[0] == "report")
+        outcome = assert_ends_with_a_verdict(
+            result, f"{command[0]} with {name} of the wrong kind", report=command[0] == "report"
+        )
         if name in REQUIRED_PARTS:
-            assert outcome in ("error", "FAILED"), f"{command[0]} with {name} of the wrong kind: {outcome}"
+            assert outcome in ("error", "FAILED"), (
+                f"{command[0]} with {name} of the wrong kind: {outcome}"
+            )

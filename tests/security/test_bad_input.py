@@ -25,19 +25,19 @@ import secrets
 import struct
 import threading
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import grpc
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from aggregator.grpc_errors import _BY_CODE
 from ffsecure import canonical, envelope, pki
 from ffsecure.generators.state import parse_header
 from ffsecure.package import SIGNATURE_CONTEXT
-from aggregator.grpc_errors import _BY_CODE
 from site_node.client import RetryPolicy
 from tests.federation_fixture import build_federation
 from tests.ops_fixture import poisoned_weights
@@ -58,7 +58,9 @@ def fed(tmp_path_factory):
     # Many stream-level cases leave an unfinished upload behind (by design: it can be resumed);
     # give the sites room so that the quota never answers for another case.
     text = f.config_path.read_text()
-    f.config_path.write_text(text.replace("[uploads]\n", "[uploads]\nmax_parallel_per_site = 64\n", 1))
+    f.config_path.write_text(
+        text.replace("[uploads]\n", "[uploads]\nmax_parallel_per_site = 64\n", 1)
+    )
     return f
 
 
@@ -74,7 +76,7 @@ def baseline(fed, srv):
     sealed, d = forge.forge(fed, "st-mary", classes=[0, 1])
     with fed.client("st-mary", srv.address, retry=NO_RETRY) as c:
         receipt = c.upload(sealed, module_id=d["module_id"], site_id="st-mary")
-    assert receipt.index == 1 and not receipt.existing      # after the crl.loaded of the start
+    assert receipt.index == 1 and not receipt.existing  # after the crl.loaded of the start
     return {"sealed": sealed, "manifest": d, "receipt": receipt}
 
 
@@ -112,7 +114,9 @@ class Case:
     code: str
     build: Callable[[Ctx], list]  # -> UploadChunk messages
     site: str = "st-mary"
-    staged: str = "gone"  # after the refusal: "gone" (removed), "kept" (resumable, unregistered), "n/a"
+    staged: str = (
+        "gone"  # after the refusal: "gone" (removed), "kept" (resumable, unregistered), "n/a"
+    )
     before: Callable[[Ctx], None] | None = None
     notes: str = ""
 
@@ -155,18 +159,28 @@ def _dtype(header: dict, data: bytes) -> tuple[dict, bytes]:
 
 
 def _shape(header: dict, data: bytes) -> tuple[dict, bytes]:
-    name = next(k for k, v in header.items() if len(v["shape"]) == 2 and v["shape"][0] != v["shape"][1])
+    name = next(
+        k for k, v in header.items() if len(v["shape"]) == 2 and v["shape"][0] != v["shape"][1]
+    )
     header[name]["shape"] = header[name]["shape"][::-1]  # same element count, transposed
     return header, data
 
 
 def _extra_tensor(header: dict, data: bytes) -> tuple[dict, bytes]:
-    header["smuggled.payload"] = {"dtype": "U8", "shape": [64], "data_offsets": [len(data), len(data) + 64]}
+    header["smuggled.payload"] = {
+        "dtype": "U8",
+        "shape": [64],
+        "data_offsets": [len(data), len(data) + 64],
+    }
     return header, data + b"\x90" * 64
 
 
 def _oversized_header(ctx: Ctx) -> bytes:
-    return struct.pack("<Q", 1 << 40) + b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}' + b"\0" * 4
+    return (
+        struct.pack("<Q", 1 << 40)
+        + b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+        + b"\0" * 4
+    )
 
 
 class _TouchOnLoad:
@@ -204,13 +218,15 @@ def _c(ctx: Ctx, data: bytes, **kw) -> list:
 
 def _revoke_st_paul(ctx: Ctx) -> None:
     ctx.fed.revoke_site("st-paul")
-    ctx.srv.runtime.deps.authenticator.crl.current()   # loaded and recorded (crl.loaded) first
+    ctx.srv.runtime.deps.authenticator.crl.current()  # loaded and recorded (crl.loaded) first
 
 
 def _other_hpke_key(ctx: Ctx) -> list:
     _priv, pub = envelope.generate_keypair("x25519")
     pkg = _package_bytes(ctx)
-    sealed = envelope.seal(pkg, pub, federation_id=ctx.fed.federation_id, key_id=envelope.key_id(pub))
+    sealed = envelope.seal(
+        pkg, pub, federation_id=ctx.fed.federation_id, key_id=envelope.key_id(pub)
+    )
     return _c(ctx, sealed)
 
 
@@ -223,9 +239,21 @@ def _package_bytes(ctx: Ctx, site: str = "st-mary") -> bytes:
 
 def _non_ascii_key_id(ctx: Ctx) -> list:
     # found by atheris: a non-ASCII key id made hmac.compare_digest raise TypeError (an internal error)
-    header = canonical.dumps({"v": envelope.VERSION, "suite": "x25519", "federation_id": ctx.fed.federation_id,
-                              "key_id": "\u00e9" * 64})
-    sealed = envelope.MAGIC + bytes([envelope.VERSION]) + struct.pack(">H", len(header)) + header + os.urandom(256)
+    header = canonical.dumps(
+        {
+            "v": envelope.VERSION,
+            "suite": "x25519",
+            "federation_id": ctx.fed.federation_id,
+            "key_id": "\u00e9" * 64,
+        }
+    )
+    sealed = (
+        envelope.MAGIC
+        + bytes([envelope.VERSION])
+        + struct.pack(">H", len(header))
+        + header
+        + os.urandom(256)
+    )
     return _c(ctx, sealed)
 
 
@@ -248,7 +276,9 @@ def _huge_int(ctx: Ctx) -> list:
 
 def _non_canonical(ctx: Ctx) -> list:
     d = forge.manifest_dict(ctx.fed, "st-mary", weights=forge.federation_weights(ctx.fed))
-    return _c(ctx, _sealed_pkg(ctx, manifest_bytes=json.dumps(d, sort_keys=True, indent=1).encode()))
+    return _c(
+        ctx, _sealed_pkg(ctx, manifest_bytes=json.dumps(d, sort_keys=True, indent=1).encode())
+    )
 
 
 def _duplicate_key(ctx: Ctx) -> list:
@@ -318,8 +348,15 @@ def _chunk_too_big(ctx: Ctx) -> list:
 
 def _too_large(ctx: Ctx) -> list:
     limit = ctx.srv.runtime.deps.staging.max_upload_bytes
-    return [forge.pb.UploadChunk(upload_id=secrets.token_hex(16), offset=0, data=b"\0" * 1024,
-                                 total_size=limit + 1, total_sha256=b"\1" * 32)]
+    return [
+        forge.pb.UploadChunk(
+            upload_id=secrets.token_hex(16),
+            offset=0,
+            data=b"\0" * 1024,
+            total_size=limit + 1,
+            total_sha256=b"\1" * 32,
+        )
+    ]
 
 
 def _other_ca_backdated(ctx: Ctx) -> list:
@@ -327,11 +364,17 @@ def _other_ca_backdated(ctx: Ctx) -> list:
     # on a package dated before this federation's CA existed
     other = pki.init_ca(ctx.tmp / "other-ca", ctx.fed.federation_id)
     cert, key = other.issue_site("st-mary")
-    d = forge.manifest_dict(ctx.fed, "st-mary", weights=forge.federation_weights(ctx.fed),
-                            created_at="2001-01-01T00:00:00Z")
+    d = forge.manifest_dict(
+        ctx.fed,
+        "st-mary",
+        weights=forge.federation_weights(ctx.fed),
+        created_at="2001-01-01T00:00:00Z",
+    )
     mb = canonical.dumps(d)
     sig = key.sign(SIGNATURE_CONTEXT + hashlib.sha256(mb).digest(), ec.ECDSA(hashes.SHA256()))
-    sealed = forge.seal(ctx.fed, forge.container(mb, sig, pki.cert_pem(cert), forge.federation_weights(ctx.fed)))
+    sealed = forge.seal(
+        ctx.fed, forge.container(mb, sig, pki.cert_pem(cert), forge.federation_weights(ctx.fed))
+    )
     return _c(ctx, sealed)
 
 
@@ -343,8 +386,11 @@ CASES: list[Case] = [
     # transport / stream
     Case("garbage bytes", "E_ENVELOPE_FORMAT", lambda ctx: _c(ctx, os.urandom(4096))),
     Case("truncated stream", "E_UPLOAD_INCOMPLETE", _truncated, staged="kept"),
-    Case("wrong total hash", "E_UPLOAD_HASH",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx), total_sha256=hashlib.sha256(b"other").digest())),
+    Case(
+        "wrong total hash",
+        "E_UPLOAD_HASH",
+        lambda ctx: _c(ctx, _sealed_pkg(ctx), total_sha256=hashlib.sha256(b"other").digest()),
+    ),
     Case("more bytes than announced", "E_UPLOAD_MISMATCH", _more_than_announced, staged="kept"),
     Case("gap between chunk offsets", "E_UPLOAD_OFFSET", _offset_gap, staged="kept"),
     Case("chunks naming two uploads", "E_UPLOAD_MISMATCH", _mixed, staged="kept"),
@@ -353,99 +399,242 @@ CASES: list[Case] = [
     Case("module over the size limit", "E_TOO_LARGE", _too_large),
     Case("upload id with path characters", "E_UPLOAD_ID", _path_upload_id, staged="n/a"),
     # envelope
-    Case("sealed for another federation", "E_FEDERATION_MISMATCH",
-         lambda ctx: _c(ctx, forge.seal(ctx.fed, _package_bytes(ctx), federation_id="otherfed"))),
+    Case(
+        "sealed for another federation",
+        "E_FEDERATION_MISMATCH",
+        lambda ctx: _c(ctx, forge.seal(ctx.fed, _package_bytes(ctx), federation_id="otherfed")),
+    ),
     Case("sealed to another aggregator key", "E_KEY_ID", _other_hpke_key),
-    Case("ciphertext altered", "E_ENVELOPE_OPEN", lambda ctx: _c(ctx, _flip_last(_sealed_pkg(ctx)))),
+    Case(
+        "ciphertext altered", "E_ENVELOPE_OPEN", lambda ctx: _c(ctx, _flip_last(_sealed_pkg(ctx)))
+    ),
     Case("envelope key id with non-ASCII characters", "E_ENVELOPE_FORMAT", _non_ascii_key_id),
     # package container
-    Case("not a package inside a valid envelope", "E_PACKAGE_FORMAT",
-         lambda ctx: _c(ctx, forge.seal(ctx.fed, b"GIF89a" + os.urandom(512)))),
+    Case(
+        "not a package inside a valid envelope",
+        "E_PACKAGE_FORMAT",
+        lambda ctx: _c(ctx, forge.seal(ctx.fed, b"GIF89a" + os.urandom(512))),
+    ),
     Case("package length past the end", "E_PACKAGE_FORMAT", _length_past_end),
     Case("trailing bytes after the weights", "E_PACKAGE_FORMAT", _trailing_bytes),
     # identity
-    Case("package of site B claiming site A", "E_SITE_MISMATCH",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, "st-mary", signer="st-john"))),
-    Case("site A's package over site B's connection", "E_IMPERSONATION",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, "st-mary")), site="st-john"),
-    Case("valid package from a revoked site", "E_CERT_REVOKED",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, "st-paul")), site="st-paul", before=_revoke_st_paul, staged="n/a"),
-    Case("signature by B's key under A's certificate", "E_SIGNATURE",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, "st-mary", signer="st-john",
-                                         chain_pem=ctx.fed.sites["st-mary"].cert_pem))),
-    Case("signature bytes altered", "E_SIGNATURE",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, signature=b"\x30\x06\x02\x01\x01\x02\x01\x01"))),
-    Case("garbage certificate", "E_CERT_FORMAT",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, chain_pem=b"-----BEGIN CERTIFICATE-----\nAAAA\n"
-                                                        b"-----END CERTIFICATE-----\n"))),
-    Case("manifest for another federation", "E_FEDERATION_MISMATCH",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, mutate=lambda d: d.update(federation_id="otherfed")))),
-    Case("replay of a registered module id with other content", "E_DUPLICATE_MODULE", _duplicate_module),
+    Case(
+        "package of site B claiming site A",
+        "E_SITE_MISMATCH",
+        lambda ctx: _c(ctx, _sealed_pkg(ctx, "st-mary", signer="st-john")),
+    ),
+    Case(
+        "site A's package over site B's connection",
+        "E_IMPERSONATION",
+        lambda ctx: _c(ctx, _sealed_pkg(ctx, "st-mary")),
+        site="st-john",
+    ),
+    Case(
+        "valid package from a revoked site",
+        "E_CERT_REVOKED",
+        lambda ctx: _c(ctx, _sealed_pkg(ctx, "st-paul")),
+        site="st-paul",
+        before=_revoke_st_paul,
+        staged="n/a",
+    ),
+    Case(
+        "signature by B's key under A's certificate",
+        "E_SIGNATURE",
+        lambda ctx: _c(
+            ctx,
+            _sealed_pkg(
+                ctx, "st-mary", signer="st-john", chain_pem=ctx.fed.sites["st-mary"].cert_pem
+            ),
+        ),
+    ),
+    Case(
+        "signature bytes altered",
+        "E_SIGNATURE",
+        lambda ctx: _c(ctx, _sealed_pkg(ctx, signature=b"\x30\x06\x02\x01\x01\x02\x01\x01")),
+    ),
+    Case(
+        "garbage certificate",
+        "E_CERT_FORMAT",
+        lambda ctx: _c(
+            ctx,
+            _sealed_pkg(
+                ctx, chain_pem=b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+            ),
+        ),
+    ),
+    Case(
+        "manifest for another federation",
+        "E_FEDERATION_MISMATCH",
+        lambda ctx: _c(ctx, _sealed_pkg(ctx, mutate=lambda d: d.update(federation_id="otherfed"))),
+    ),
+    Case(
+        "replay of a registered module id with other content",
+        "E_DUPLICATE_MODULE",
+        _duplicate_module,
+    ),
     # manifest
-    Case("manifest with an extra field", "E_MANIFEST_SCHEMA",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, mutate=lambda d: d.update(extra="x")))),
-    Case("manifest with a missing field", "E_MANIFEST_SCHEMA",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, mutate=lambda d: d.pop("seed")))),
+    Case(
+        "manifest with an extra field",
+        "E_MANIFEST_SCHEMA",
+        lambda ctx: _c(ctx, _sealed_pkg(ctx, mutate=lambda d: d.update(extra="x"))),
+    ),
+    Case(
+        "manifest with a missing field",
+        "E_MANIFEST_SCHEMA",
+        lambda ctx: _c(ctx, _sealed_pkg(ctx, mutate=lambda d: d.pop("seed"))),
+    ),
     Case("manifest nested 40 deep", "E_JSON_DEPTH", _deep),
     Case("manifest with a 400-digit integer", "E_JSON", _huge_int),
-    Case("manifest with an out-of-range number", "E_MANIFEST_SCHEMA",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, mutate=lambda d: d.update(weights_bytes=1 << 62)))),
-    Case("manifest with a float where an int belongs", "E_MANIFEST_SCHEMA",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, mutate=lambda d: d.update(seed=1e300)))),
+    Case(
+        "manifest with an out-of-range number",
+        "E_MANIFEST_SCHEMA",
+        lambda ctx: _c(ctx, _sealed_pkg(ctx, mutate=lambda d: d.update(weights_bytes=1 << 62))),
+    ),
+    Case(
+        "manifest with a float where an int belongs",
+        "E_MANIFEST_SCHEMA",
+        lambda ctx: _c(ctx, _sealed_pkg(ctx, mutate=lambda d: d.update(seed=1e300))),
+    ),
     Case("non-canonical manifest encoding", "E_NOT_CANONICAL", _non_canonical),
     Case("manifest with a duplicate key", "E_JSON", _duplicate_key),
-    Case("module id with path characters", "E_MODULE_ID",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, mutate=lambda d: d.update(module_id="../../blobs/evil")))),
+    Case(
+        "module id with path characters",
+        "E_MODULE_ID",
+        lambda ctx: _c(
+            ctx, _sealed_pkg(ctx, mutate=lambda d: d.update(module_id="../../blobs/evil"))
+        ),
+    ),
     Case("creation time 1 h in the future", "E_MANIFEST_TIME", _future),
     Case("creation time before the certificate", "E_CERT_EXPIRED", _before_cert),
     # policy
-    Case("classes outside the label space", "E_POLICY_CLASSES",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, classes=[0, 7]))),
-    Case("DP epsilon above the policy", "E_POLICY_DP",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, dp={**forge.GOOD_DP, "epsilon": 50.0}))),
-    Case("no DP claim where DP is required", "E_POLICY_DP", lambda ctx: _c(ctx, _sealed_pkg(ctx, dp=None))),
-    Case("DP claim of 10^9 steps", "E_DP_CLAIM",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, dp={**forge.GOOD_DP, "steps": 1_000_000_000}))),
-    Case("DP claim whose prv accounting needs a huge grid", "E_DP_CLAIM",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, dp={**forge.GOOD_DP, "accountant": "prv", "noise_multiplier": 0.6,
-                                                  "sample_rate": 0.05, "steps": 10_000}))),
-    Case("DP claim below what its parameters spend", "E_DP_CLAIM",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, dp={**forge.GOOD_DP, "epsilon": 0.5}))),
-    Case("DP claim without its accounting parameters", "E_DP_CLAIM",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, dp={"epsilon": 4.0, "delta": 1e-5}))),
-    Case("DP claim whose noise was seeded", "E_DP_CLAIM",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, dp={**forge.GOOD_DP, "reproducible": True}))),
-    Case("another generator config", "E_POLICY_GENERATOR",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, mutate=_other_generator))),
+    Case(
+        "classes outside the label space",
+        "E_POLICY_CLASSES",
+        lambda ctx: _c(ctx, _sealed_pkg(ctx, classes=[0, 7])),
+    ),
+    Case(
+        "DP epsilon above the policy",
+        "E_POLICY_DP",
+        lambda ctx: _c(ctx, _sealed_pkg(ctx, dp={**forge.GOOD_DP, "epsilon": 50.0})),
+    ),
+    Case(
+        "no DP claim where DP is required",
+        "E_POLICY_DP",
+        lambda ctx: _c(ctx, _sealed_pkg(ctx, dp=None)),
+    ),
+    Case(
+        "DP claim of 10^9 steps",
+        "E_DP_CLAIM",
+        lambda ctx: _c(ctx, _sealed_pkg(ctx, dp={**forge.GOOD_DP, "steps": 1_000_000_000})),
+    ),
+    Case(
+        "DP claim whose prv accounting needs a huge grid",
+        "E_DP_CLAIM",
+        lambda ctx: _c(
+            ctx,
+            _sealed_pkg(
+                ctx,
+                dp={
+                    **forge.GOOD_DP,
+                    "accountant": "prv",
+                    "noise_multiplier": 0.6,
+                    "sample_rate": 0.05,
+                    "steps": 10_000,
+                },
+            ),
+        ),
+    ),
+    Case(
+        "DP claim below what its parameters spend",
+        "E_DP_CLAIM",
+        lambda ctx: _c(ctx, _sealed_pkg(ctx, dp={**forge.GOOD_DP, "epsilon": 0.5})),
+    ),
+    Case(
+        "DP claim without its accounting parameters",
+        "E_DP_CLAIM",
+        lambda ctx: _c(ctx, _sealed_pkg(ctx, dp={"epsilon": 4.0, "delta": 1e-5})),
+    ),
+    Case(
+        "DP claim whose noise was seeded",
+        "E_DP_CLAIM",
+        lambda ctx: _c(ctx, _sealed_pkg(ctx, dp={**forge.GOOD_DP, "reproducible": True})),
+    ),
+    Case(
+        "another generator config",
+        "E_POLICY_GENERATOR",
+        lambda ctx: _c(ctx, _sealed_pkg(ctx, mutate=_other_generator)),
+    ),
     # weights
-    Case("weights changed after signing", "E_WEIGHTS_HASH",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, weights=_flip_last(forge.federation_weights(ctx.fed)),
-                                         hash_weights=False))),
-    Case("safetensors header length 2^40", "E_SAFETENSORS_HEADER",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, weights=_oversized_header(ctx)))),
-    Case("safetensors overlapping offsets", "E_SAFETENSORS_HEADER",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, weights=_weights_edit(_overlap)(ctx)))),
-    Case("safetensors dtype not the config's", "E_TENSOR_DTYPE",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, weights=_weights_edit(_dtype)(ctx)))),
-    Case("safetensors shape not the config's", "E_TENSOR_SHAPE",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, weights=_weights_edit(_shape)(ctx)))),
-    Case("smuggled extra tensor", "E_TENSOR_NAME",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, weights=_weights_edit(_extra_tensor)(ctx)))),
-    Case("pickle disguised as weights", "E_SAFETENSORS_HEADER",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, weights=_pickle_weights(ctx)))),
-    Case("torch.save zip disguised as weights", "E_SAFETENSORS_HEADER",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, weights=_torch_zip_weights(ctx)))),
-    Case("NaN in a weight tensor", "E_TENSOR_VALUE",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, weights=poisoned_weights(forge.federation_weights(ctx.fed))[0]))),
-    Case("infinity in a weight tensor", "E_TENSOR_VALUE",
-         lambda ctx: _c(ctx, _sealed_pkg(ctx, weights=poisoned_weights(forge.federation_weights(ctx.fed),
-                                                                      float("-inf"))[0]))),
+    Case(
+        "weights changed after signing",
+        "E_WEIGHTS_HASH",
+        lambda ctx: _c(
+            ctx,
+            _sealed_pkg(
+                ctx, weights=_flip_last(forge.federation_weights(ctx.fed)), hash_weights=False
+            ),
+        ),
+    ),
+    Case(
+        "safetensors header length 2^40",
+        "E_SAFETENSORS_HEADER",
+        lambda ctx: _c(ctx, _sealed_pkg(ctx, weights=_oversized_header(ctx))),
+    ),
+    Case(
+        "safetensors overlapping offsets",
+        "E_SAFETENSORS_HEADER",
+        lambda ctx: _c(ctx, _sealed_pkg(ctx, weights=_weights_edit(_overlap)(ctx))),
+    ),
+    Case(
+        "safetensors dtype not the config's",
+        "E_TENSOR_DTYPE",
+        lambda ctx: _c(ctx, _sealed_pkg(ctx, weights=_weights_edit(_dtype)(ctx))),
+    ),
+    Case(
+        "safetensors shape not the config's",
+        "E_TENSOR_SHAPE",
+        lambda ctx: _c(ctx, _sealed_pkg(ctx, weights=_weights_edit(_shape)(ctx))),
+    ),
+    Case(
+        "smuggled extra tensor",
+        "E_TENSOR_NAME",
+        lambda ctx: _c(ctx, _sealed_pkg(ctx, weights=_weights_edit(_extra_tensor)(ctx))),
+    ),
+    Case(
+        "pickle disguised as weights",
+        "E_SAFETENSORS_HEADER",
+        lambda ctx: _c(ctx, _sealed_pkg(ctx, weights=_pickle_weights(ctx))),
+    ),
+    Case(
+        "torch.save zip disguised as weights",
+        "E_SAFETENSORS_HEADER",
+        lambda ctx: _c(ctx, _sealed_pkg(ctx, weights=_torch_zip_weights(ctx))),
+    ),
+    Case(
+        "NaN in a weight tensor",
+        "E_TENSOR_VALUE",
+        lambda ctx: _c(
+            ctx, _sealed_pkg(ctx, weights=poisoned_weights(forge.federation_weights(ctx.fed))[0])
+        ),
+    ),
+    Case(
+        "infinity in a weight tensor",
+        "E_TENSOR_VALUE",
+        lambda ctx: _c(
+            ctx,
+            _sealed_pkg(
+                ctx, weights=poisoned_weights(forge.federation_weights(ctx.fed), float("-inf"))[0]
+            ),
+        ),
+    ),
     Case("another CA's certificate on a backdated package", "E_CERT_CHAIN", _other_ca_backdated),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input_is_refused_logged_and_changes_nothing(case: Case, fed, srv, baseline, tmp_path, caplog):
+def test_bad_input_is_refused_logged_and_changes_nothing(
+    case: Case, fed, srv, baseline, tmp_path, caplog
+):
     ctx = Ctx(fed, srv, baseline, tmp_path)
     if case.before is not None:
         case.before(ctx)
@@ -457,12 +646,16 @@ def test_bad_input_is_refused_logged_and_changes_nothing(case: Case, fed, srv, b
             got = send(c.stub, messages)
     # 1. refused with the typed code, carried in the error details
     assert isinstance(got, Refusal), f"{case.name}: accepted ({got.module_id})"
-    assert got.code == case.code, f"{case.name}: refused with {got.code} ({got.message}), expected {case.code}"
+    assert got.code == case.code, (
+        f"{case.name}: refused with {got.code} ({got.message}), expected {case.code}"
+    )
     assert got.status == expected_status(case.code), f"{case.name}: status {got.status}"
     assert got.details.startswith(f"[{case.code}]") and got.message
     assert got.hint, f"{case.name}: {case.code} carries no hint"
     # 2. logged, with the method, the code and the caller
-    logged = [r for r in caplog.records if getattr(r, "event", None) == "refusal" and r.code == case.code]
+    logged = [
+        r for r in caplog.records if getattr(r, "event", None) == "refusal" and r.code == case.code
+    ]
     assert logged, f"{case.name}: no refusal log line"
     assert logged[-1].method == "UploadModule"
     assert (logged[-1].peer_identity or "").endswith(f"/site/{case.site}")
@@ -490,7 +683,9 @@ def test_replayed_identical_package_adds_nothing(fed, srv, baseline):
     """Re-sending a registered package (new upload id) returns the existing entry and appends nothing."""
     before = snapshot(srv)
     with fed.client("st-mary", srv.address, retry=NO_RETRY) as c:
-        receipt = c.upload(baseline["sealed"], module_id=baseline["manifest"]["module_id"], site_id="st-mary")
+        receipt = c.upload(
+            baseline["sealed"], module_id=baseline["manifest"]["module_id"], site_id="st-mary"
+        )
     assert receipt.existing and receipt.index == baseline["receipt"].index
     assert snapshot(srv) == before
 
@@ -517,8 +712,14 @@ def test_cases_table_lists_every_case(repo_root):
 
 
 def test_flood_from_one_site_is_rate_limited_while_others_succeed(tmp_path, caplog):
-    fed = build_federation(tmp_path, sites=("flooder", "st-quiet"), uploads_per_minute=6.0, upload_burst=3,
-                           calls_per_second=200.0, call_burst=400)
+    fed = build_federation(
+        tmp_path,
+        sites=("flooder", "st-quiet"),
+        uploads_per_minute=6.0,
+        upload_burst=3,
+        calls_per_second=200.0,
+        call_burst=400,
+    )
     with fed.serve() as running:
         flood = [fed.make_package("flooder", seed=i) for i in range(12)]
         quiet = [fed.make_package("st-quiet", seed=i) for i in range(2)]
@@ -530,8 +731,10 @@ def test_flood_from_one_site_is_rate_limited_while_others_succeed(tmp_path, capl
                     results[site].append(send(c.stub, chunks(sealed)))
 
         with caplog.at_level("WARNING", logger="aggregator.refusal"):
-            threads = [threading.Thread(target=run, args=("flooder", flood)),
-                       threading.Thread(target=run, args=("st-quiet", quiet))]
+            threads = [
+                threading.Thread(target=run, args=("flooder", flood)),
+                threading.Thread(target=run, args=("st-quiet", quiet)),
+            ]
             for t in threads:
                 t.start()
             for t in threads:
@@ -541,7 +744,9 @@ def test_flood_from_one_site_is_rate_limited_while_others_succeed(tmp_path, capl
         refused = [r for r in flooded if isinstance(r, Refusal)]
         assert len(accepted) <= 3 and len(refused) >= 9
         assert {r.code for r in refused} == {"E_RATE_LIMIT"}
-        assert all(r.status == grpc.StatusCode.RESOURCE_EXHAUSTED and "retry in" in r.hint for r in refused)
+        assert all(
+            r.status == grpc.StatusCode.RESOURCE_EXHAUSTED and "retry in" in r.hint for r in refused
+        )
         # the quiet site is unaffected
         assert all(not isinstance(r, Refusal) for r in results["st-quiet"]), results["st-quiet"]
         # only accepted uploads reached the store
@@ -550,27 +755,51 @@ def test_flood_from_one_site_is_rate_limited_while_others_succeed(tmp_path, capl
         for m in store.list_modules():
             by_site[m.site_id] = by_site.get(m.site_id, 0) + 1
         assert by_site == {"flooder": len(accepted), "st-quiet": 2} if accepted else {"st-quiet": 2}
-        assert store.size() == len(accepted) + 2 + 1    # and the crl.loaded of the start
-        assert sum(1 for r in caplog.records if getattr(r, "code", None) == "E_RATE_LIMIT") == len(refused)
-
+        assert store.size() == len(accepted) + 2 + 1  # and the crl.loaded of the start
+        assert sum(1 for r in caplog.records if getattr(r, "code", None) == "E_RATE_LIMIT") == len(
+            refused
+        )
 
 
 def test_streams_refused_at_their_first_chunk_leave_nothing_against_the_quota(tmp_path, caplog):
     """A refused stream with no durable byte leaves no staged upload, so it never fills the site's quota."""
     fed = build_federation(tmp_path, sites=("st-mary",))
     text = fed.config_path.read_text()
-    fed.config_path.write_text(text.replace("[uploads]\n", "[uploads]\nmax_parallel_per_site = 2\n", 1))
+    fed.config_path.write_text(
+        text.replace("[uploads]\n", "[uploads]\nmax_parallel_per_site = 2\n", 1)
+    )
     with fed.serve() as running:
         limit = running.runtime.deps.max_chunk_bytes
         sealed = forge.forge(fed, "st-mary")[0]
         bad_first_chunks = [
             chunks(os.urandom(limit + 1), chunk_bytes=limit + 1),  # E_TOO_LARGE
-            [forge.pb.UploadChunk(upload_id=secrets.token_hex(16), offset=5, data=b"x", total_size=10,
-                                  total_sha256=b"\1" * 32)],  # E_UPLOAD_OFFSET
-            [forge.pb.UploadChunk(upload_id=secrets.token_hex(16), offset=0, data=b"x" * 20, total_size=10,
-                                  total_sha256=b"\1" * 32)],  # E_UPLOAD_MISMATCH
-            [forge.pb.UploadChunk(upload_id=secrets.token_hex(16), offset=0, data=b"", total_size=10,
-                                  total_sha256=b"\1" * 32)],  # E_UPLOAD_INCOMPLETE, nothing received
+            [
+                forge.pb.UploadChunk(
+                    upload_id=secrets.token_hex(16),
+                    offset=5,
+                    data=b"x",
+                    total_size=10,
+                    total_sha256=b"\1" * 32,
+                )
+            ],  # E_UPLOAD_OFFSET
+            [
+                forge.pb.UploadChunk(
+                    upload_id=secrets.token_hex(16),
+                    offset=0,
+                    data=b"x" * 20,
+                    total_size=10,
+                    total_sha256=b"\1" * 32,
+                )
+            ],  # E_UPLOAD_MISMATCH
+            [
+                forge.pb.UploadChunk(
+                    upload_id=secrets.token_hex(16),
+                    offset=0,
+                    data=b"",
+                    total_size=10,
+                    total_sha256=b"\1" * 32,
+                )
+            ],  # E_UPLOAD_INCOMPLETE, nothing received
         ]
         staging = running.runtime.deps.staging
         with fed.client("st-mary", running.address, retry=NO_RETRY) as c:

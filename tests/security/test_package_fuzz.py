@@ -8,16 +8,19 @@ crash with another exception type, never acceptance of altered bytes.
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from ffsecure import envelope, package, pki
 from ffsecure.errors import FFSecureError
 from ffsecure.generators import build, to_safetensors
 from tests.unit.test_federation import make_manifest
 
-SETTINGS = settings(max_examples=300, deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                           HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 class Setup:
@@ -25,29 +28,38 @@ class Setup:
         self.ca = pki.init_ca(tmp, "fed-test")
         self.crl = self.ca.crl()
         self.private, public = envelope.generate_keypair("x25519")
-        agg = {"endpoint": "127.0.0.1:7443", "hpke_public_key": envelope.b64encode(public),
-               "hpke_key_id": envelope.key_id(public), "hpke_suite": "x25519"}
+        agg = {
+            "endpoint": "127.0.0.1:7443",
+            "hpke_public_key": envelope.b64encode(public),
+            "hpke_key_id": envelope.key_id(public),
+            "hpke_suite": "x25519",
+        }
         base = make_manifest()
         self.fed = make_manifest(aggregator={**base.aggregator, **agg})
         cert, key = self.ca.issue_site("st-fuzz")
         weights = to_safetensors(build("cvae", self.fed.generator["config"]))
-        manifest = package.build_manifest(federation=self.fed, site_id="st-fuzz", weights=weights,
-                                          classes=[0, 1], seed=1)
+        manifest = package.build_manifest(
+            federation=self.fed, site_id="st-fuzz", weights=weights, classes=[0, 1], seed=1
+        )
         self.pkg_bytes = package.sign_package(manifest, weights, key, cert).to_bytes()
-        self.sealed = envelope.seal(self.pkg_bytes, public, federation_id="fed-test",
-                                    key_id=self.fed.hpke_key_id)
+        self.sealed = envelope.seal(
+            self.pkg_bytes, public, federation_id="fed-test", key_id=self.fed.hpke_key_id
+        )
 
     def receive(self, sealed: bytes) -> package.VerifiedModule:
         """The aggregator's registration path, from envelope bytes to a verified module."""
-        plain = envelope.open_sealed(sealed, self.private, federation_id="fed-test",
-                                     key_id=self.fed.hpke_key_id,
-                                     max_bytes=self.fed.max_module_bytes)
+        plain = envelope.open_sealed(
+            sealed,
+            self.private,
+            federation_id="fed-test",
+            key_id=self.fed.hpke_key_id,
+            max_bytes=self.fed.max_module_bytes,
+        )
         return self.verify(plain)
 
     def verify(self, pkg_bytes: bytes) -> package.VerifiedModule:
         pkg = package.SignedPackage.from_bytes(pkg_bytes, max_bytes=self.fed.max_module_bytes)
-        return package.verify_package(pkg, federation=self.fed, ca_cert=self.ca.cert,
-                                      crl=self.crl)
+        return package.verify_package(pkg, federation=self.fed, ca_cert=self.ca.cert, crl=self.crl)
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +88,11 @@ def mutate(data: bytes, ops, *, focus: int = 0) -> bytes:
         elif op == "set" and out:
             out[i % len(out)] = val
         elif op == "truncate":
-            del out[i % n:]
+            del out[i % n :]
         elif op == "insert":
             out.insert(i % n, val)
         elif op == "delete":
-            del out[i % n:i % n + val]
+            del out[i % n : i % n + val]
         elif op == "append":
             out.extend(bytes([val]) * val)
     return bytes(out)
@@ -114,8 +126,10 @@ def test_mutated_package_is_always_refused(setup, ops):
 @SETTINGS
 @given(st.binary(max_size=4096))
 def test_random_bytes_never_crash_the_parsers(setup, data):
-    for parse in (lambda d: envelope.parse_header(d),
-                  lambda d: package.SignedPackage.from_bytes(d, max_bytes=1 << 20)):
+    for parse in (
+        lambda d: envelope.parse_header(d),
+        lambda d: package.SignedPackage.from_bytes(d, max_bytes=1 << 20),
+    ):
         try:
             parse(data)
         except FFSecureError as exc:

@@ -14,33 +14,42 @@ def test_default_text_parses_to_the_dataclass_defaults(tmp_path):
     assert cfg.uploads_dir == tmp_path / "uploads"
     assert cfg.server.request_deadline_s == 30.0
     assert cfg.server.max_concurrent_verifications == 2
-    assert parse_config("[server]\nmax_concurrent_verifications = 1\n",
-                        home=tmp_path).server.max_concurrent_verifications == 1
+    assert (
+        parse_config(
+            "[server]\nmax_concurrent_verifications = 1\n", home=tmp_path
+        ).server.max_concurrent_verifications
+        == 1
+    )
 
 
 def test_values_and_relative_paths(tmp_path):
-    cfg = parse_config('[server]\nlisten = "127.0.0.1:0"\nshutdown_grace_s = 2\n[uploads]\ndir = "/tmp/x"\n',
-                       home=tmp_path)
+    cfg = parse_config(
+        '[server]\nlisten = "127.0.0.1:0"\nshutdown_grace_s = 2\n[uploads]\ndir = "/tmp/x"\n',
+        home=tmp_path,
+    )
     assert cfg.server.listen == "127.0.0.1:0"
     assert cfg.server.shutdown_grace_s == 2.0 and isinstance(cfg.server.shutdown_grace_s, float)
     assert str(cfg.uploads_dir) == "/tmp/x"
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("[server]\nlisten_on = \"x\"\n", "server.listen_on"),
-    ("[srever]\n", "'srever'"),
-    ("[server]\nmax_workers = \"8\"\n", "server.max_workers"),
-    ("[server]\nmax_workers = 0\n", "server.max_workers"),
-    ("[server]\nrequest_deadline_s = 0\n", "server.request_deadline_s"),
-    ("[server]\nrequest_deadline_s = \"30\"\n", "server.request_deadline_s"),
-    ("[server]\nmax_concurrent_verifications = 0\n", "server.max_concurrent_verifications"),
-    ("[server]\nmax_concurrent_verifications = \"2\"\n", "server.max_concurrent_verifications"),
-    ("[server]\nlisten = \"localhost\"\n", "server.listen"),
-    ("[limits]\nmax_upload_bytes = -1\n", "limits.max_upload_bytes"),
-    ("[server\n", "not valid TOML"),
-    ("[server]\nlisten = \"127.0.0.1:\u00b2\"\n", "server.listen"),
-    ("[server]\nlisten = \"127.0.0.1:\uff18\uff14\uff14\uff13\"\n", "server.listen"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ('[server]\nlisten_on = "x"\n', "server.listen_on"),
+        ("[srever]\n", "'srever'"),
+        ('[server]\nmax_workers = "8"\n', "server.max_workers"),
+        ("[server]\nmax_workers = 0\n", "server.max_workers"),
+        ("[server]\nrequest_deadline_s = 0\n", "server.request_deadline_s"),
+        ('[server]\nrequest_deadline_s = "30"\n', "server.request_deadline_s"),
+        ("[server]\nmax_concurrent_verifications = 0\n", "server.max_concurrent_verifications"),
+        ('[server]\nmax_concurrent_verifications = "2"\n', "server.max_concurrent_verifications"),
+        ('[server]\nlisten = "localhost"\n', "server.listen"),
+        ("[limits]\nmax_upload_bytes = -1\n", "limits.max_upload_bytes"),
+        ("[server\n", "not valid TOML"),
+        ('[server]\nlisten = "127.0.0.1:\u00b2"\n', "server.listen"),
+        ('[server]\nlisten = "127.0.0.1:\uff18\uff14\uff14\uff13"\n', "server.listen"),
+    ],
+)
 def test_bad_config_names_the_key(tmp_path, text, needle):
     with pytest.raises(ConfigError) as err:
         parse_config(text, home=tmp_path)

@@ -63,14 +63,23 @@ def test_synthesize_records_lineage_and_a_regenerable_recipe(env):
     ds = ops.synthesize(per_class=12, seed=7)
     entry = validate_entry(store.entry(ds.appended.index))
     facts = entry["facts"]
-    assert entry["type"] == "dataset.synthesized" and set(ENTRY_TYPES["dataset.synthesized"]) <= set(facts)
+    assert entry["type"] == "dataset.synthesized" and set(
+        ENTRY_TYPES["dataset.synthesized"]
+    ) <= set(facts)
     assert facts["dataset_id"] == ds.dataset_id == f"ds-{ds.appended.index:06d}"
-    assert facts["modules"] == sorted(({"module_id": m, "weights_sha256": store.get_module(m).weights_sha256}
-                                       for m in ids.values()), key=lambda m: m["module_id"])
+    assert facts["modules"] == sorted(
+        (
+            {"module_id": m, "weights_sha256": store.get_module(m).weights_sha256}
+            for m in ids.values()
+        ),
+        key=lambda m: m["module_id"],
+    )
     assert facts["seed"] == 7 and facts["per_class"] == 12
     assert facts["counts"] == {"zero": 12, "one": 12, "two": 12, "three": 12}
     assert "assignments" not in facts["recipe"]
-    assert facts["recipe"]["host"]["torch"] == torch.__version__  # signed into the ledger with the recipe
+    assert (
+        facts["recipe"]["host"]["torch"] == torch.__version__
+    )  # signed into the ledger with the recipe
     row = store.get_artifact("dataset", ds.dataset_id)
     assert row.has_blob is False  # recipe only
     assert recipe_from_facts(facts) == row.meta["recipe"]
@@ -87,12 +96,21 @@ def test_train_publish_and_fetchable_metadata(env):
     entry = validate_entry(store.entry(clf.appended.index))
     facts = entry["facts"]
     assert entry["type"] == "classifier.trained"
-    assert facts["sha256"] == hashlib.sha256(store.artifact_blob("classifier", clf.classifier_id)).hexdigest()
+    assert (
+        facts["sha256"]
+        == hashlib.sha256(store.artifact_blob("classifier", clf.classifier_id)).hexdigest()
+    )
     assert facts["dataset_id"] == ds.dataset_id and facts["modules"] == ds.modules
-    assert facts["config"]["seed"] == 3 and facts["config"]["epochs"] == 2 and facts["config"]["torch_threads"] == 1
+    assert (
+        facts["config"]["seed"] == 3
+        and facts["config"]["epochs"] == 2
+        and facts["config"]["torch_threads"] == 1
+    )
     assert facts["config"]["model"]["arch"] == "cnn"
     assert facts["config"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
-    assert 0.0 <= facts["metrics"]["accuracy"] <= 1.0 and facts["metrics"]["n"] == int(_eval_set().y.numel())
+    assert 0.0 <= facts["metrics"]["accuracy"] <= 1.0 and facts["metrics"]["n"] == int(
+        _eval_set().y.numel()
+    )
     with pytest.raises(FFSecureError) as err:
         ops.publish("clf-999999")
     assert err.value.code == "E_NOT_FOUND"
@@ -147,6 +165,7 @@ def test_a_module_deleted_during_synthesis_never_enters_a_lineage(env):
         def update(done):
             if store.get_module(victim).status == "active":
                 store.delete_module(victim, actor="site:east", reason="withdrawn mid-synthesis")
+
         return update
 
     ops = _ops(fed, store, home, progress=progress)
@@ -174,20 +193,28 @@ def test_exact_unlearning_matches_training_from_scratch(env, template, tmp_path)
     clf = ops.train(ds.dataset_id, settings=TrainConfig(**FAST), width=8, threads=1)
     ops.publish(clf.classifier_id)
     gone = ids["south"]
-    wrapped = sqlite3.connect(home / "store.sqlite").execute(
-        "SELECT wrapped_dek, blob_name FROM modules WHERE module_id = ?", (gone,)).fetchone()
+    wrapped = (
+        sqlite3.connect(home / "store.sqlite")
+        .execute("SELECT wrapped_dek, blob_name FROM modules WHERE module_id = ?", (gone,))
+        .fetchone()
+    )
     assert wrapped[0] is not None and (home / "blobs" / wrapped[1]).is_file()
 
     out = ops.delete(gone, "consent withdrawn", actor="site:south")
-    assert out.retired_datasets == [ds.dataset_id] and out.retired_classifiers == [clf.classifier_id]
+    assert out.retired_datasets == [ds.dataset_id] and out.retired_classifiers == [
+        clf.classifier_id
+    ]
     types = [validate_entry(a.entry)["type"] for a in out.appended]
     assert types == ["module.deleted", "classifier.retired", "dataset.retired"]
     for a in out.appended[1:]:
         facts = validate_entry(a.entry)["facts"]
         assert facts["module_id"] == gone and "consent withdrawn" in facts["reason"]
     # (a) blob and wrapped key gone
-    row = sqlite3.connect(home / "store.sqlite").execute(
-        "SELECT wrapped_dek, blob_name, status FROM modules WHERE module_id = ?", (gone,)).fetchone()
+    row = (
+        sqlite3.connect(home / "store.sqlite")
+        .execute("SELECT wrapped_dek, blob_name, status FROM modules WHERE module_id = ?", (gone,))
+        .fetchone()
+    )
     assert row == (None, None, "deleted") and not (home / "blobs" / wrapped[1]).exists()
     assert not store.list_artifacts("classifier", "published")  # retired, not current
     assert [r.artifact_id for r, _ in ops.pending_retrains()] == [clf.classifier_id]
@@ -206,9 +233,14 @@ def test_exact_unlearning_matches_training_from_scratch(env, template, tmp_path)
     with open_home_store(fed2.home) as fresh:
         for site in ("north", "east"):
             r = store.get_module(ids[site])
-            fresh.register_module(module_id=r.module_id, site_id=r.site_id, manifest_bytes=r.manifest,
-                                  package_meta=r.package_meta, weights=store.module_weights(r.module_id),
-                                  entry=validate_entry(store.entry(r.registered_index)))
+            fresh.register_module(
+                module_id=r.module_id,
+                site_id=r.site_id,
+                manifest_bytes=r.manifest,
+                package_meta=r.package_meta,
+                weights=store.module_weights(r.module_id),
+                entry=validate_entry(store.entry(r.registered_index)),
+            )
         ops2 = Operations(fresh, fed.manifest)
         ds2 = ops2.synthesize(per_class=20, seed=9, grid=False)
         clf2 = ops2.train(ds2.dataset_id, settings=TrainConfig(**FAST), width=8, threads=1)
@@ -229,7 +261,8 @@ def test_no_retrain_then_retrain_later_and_interrupted_deletion(env):
     out = ops.retrain()
     assert ids["north"] not in _live_lineage(store)
     assert [c.classifier_id for c in out.classifiers] and out.classifiers[0].modules == [
-        m for m in ds.modules if m["module_id"] != ids["north"]]
+        m for m in ds.modules if m["module_id"] != ids["north"]
+    ]
     assert ops.current_classifier() is None  # the retired one was never published
     assert ops.retrain().appended == []  # nothing left to do
 
@@ -237,13 +270,18 @@ def test_no_retrain_then_retrain_later_and_interrupted_deletion(env):
 def test_evaluation_section(tmp_path):
     assert load_evaluation({}, label_space=["a", "b"], image_shape=(1, 16, 16)) is None
     with pytest.raises(FFSecureError) as err:
-        load_evaluation({"data": "digits", "bogus": 1}, label_space=["a", "b"], image_shape=(1, 16, 16))
+        load_evaluation(
+            {"data": "digits", "bogus": 1}, label_space=["a", "b"], image_shape=(1, 16, 16)
+        )
     assert err.value.code == "E_CONFIG" and "bogus" in err.value.message
     with pytest.raises(FFSecureError) as err:
         load_evaluation({"data": "digits"}, label_space=["a", "b"], image_shape=(1, 16, 16))
     assert err.value.code == "E_EVAL_CLASSES"
-    ev = load_evaluation({"data": "digits", "max_samples": 50}, label_space=[str(i) for i in range(10)],
-                         image_shape=(1, 16, 16))
+    ev = load_evaluation(
+        {"data": "digits", "max_samples": 50},
+        label_space=[str(i) for i in range(10)],
+        image_shape=(1, 16, 16),
+    )
     assert tuple(ev.x.shape) == (50, 1, 16, 16) and ev.y.shape == (50,)
 
 
@@ -258,19 +296,27 @@ def test_retrain_worker_deletes_in_the_call_and_stops_cleanly(env):
     worker = RetrainWorker(lambda progress=None: _ops(fed, store, home, progress=progress))
     worker.stop()  # a stopping worker takes deletions but starts no pass
     entries = worker.deleter(store, ids["east"], "site:east", "withdrawn", None)
-    assert [validate_entry(e)["type"] for _, e in entries] == ["module.deleted", "classifier.retired",
-                                                               "dataset.retired"]
+    assert [validate_entry(e)["type"] for _, e in entries] == [
+        "module.deleted",
+        "classifier.retired",
+        "dataset.retired",
+    ]
     assert worker.passes == 0 and worker.wait_idle(0)
     assert [r.artifact_id for r, _ in ops.pending_retrains()] == [clf.classifier_id]
 
     live = RetrainWorker(lambda progress=None: _ops(fed, store, home, progress=progress))
     live.request()
     assert live.wait_idle(300) and live.last_error is None and live.passes == 1
-    assert ops.pending_retrains() == [] and ops.current_classifier().meta["replaces"] == clf.classifier_id
+    assert (
+        ops.pending_retrains() == []
+        and ops.current_classifier().meta["replaces"] == clf.classifier_id
+    )
     live.stop()
 
 
-def test_a_stored_module_with_nan_weights_is_named_by_synthesis_and_skipped_by_the_retrain_worker(env, caplog):
+def test_a_stored_module_with_nan_weights_is_named_by_synthesis_and_skipped_by_the_retrain_worker(
+    env, caplog
+):
     """A module stored before registration checked values: synthesis names it, the worker goes on without it."""
     from aggregator.unlearning import RetrainWorker
 

@@ -23,18 +23,30 @@ def write_bundle(root, entries):
     (root / "entries.jsonl").write_bytes(b"".join(d + b"\n" for d in data))
     tree = MemoryTree([leaf_hash(d) for d in data])
     (root / "checkpoints" / str(len(data))).write_text(
-        sign_checkpoint(Checkpoint(ORIGIN, len(data), tree.root()), ORIGIN, key))
+        sign_checkpoint(Checkpoint(ORIGIN, len(data), tree.root()), ORIGIN, key)
+    )
     return root
 
 
 def test_strings_from_the_bundle_are_escaped(tmp_path):
     mid = "ab" * 16
     entries = [
-        make_entry("module.registered", "site:evil", {"module_id": mid, "site_id": "evil",
-                                                      "manifest_sha256": "1" * 64, "weights_sha256": "2" * 64}),
+        make_entry(
+            "module.registered",
+            "site:evil",
+            {
+                "module_id": mid,
+                "site_id": "evil",
+                "manifest_sha256": "1" * 64,
+                "weights_sha256": "2" * 64,
+            },
+        ),
         make_entry("module.deletion_requested", "site:evil", {"module_id": mid, "reason": EVIL}),
-        make_entry("module.deleted", "aggregator", {"module_id": mid, "reason": EVIL,
-                                                    "destroyed": ["wrapped_dek", "blob"]}),
+        make_entry(
+            "module.deleted",
+            "aggregator",
+            {"module_id": mid, "reason": EVIL, "destroyed": ["wrapped_dek", "blob"]},
+        ),
         make_entry("classifier.published", "operator:o", {"classifier_id": EVIL[:20]}),
     ]
     bundle = write_bundle(tmp_path / "b", entries)
@@ -42,11 +54,13 @@ def test_strings_from_the_bundle_are_escaped(tmp_path):
     html = render_html(result)
     assert "<script" not in html and "<img" not in html
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;&quot;&gt;&lt;img src=x&gt;" in html
-    assert result.verdict == "FAILED"                     # no CA, no module record, unknown classifier
+    assert result.verdict == "FAILED"  # no CA, no module record, unknown classifier
     codes = {f.code for f in result.findings}
     assert {"E_AUDIT_CA", "E_AUDIT_MODULE_RECORD", "E_AUDIT_LINEAGE_UNKNOWN"} <= codes
     # the log part itself verified, so the deletion carries its inclusion proof
-    assert result.log.verified and "Inclusion proof</b> (RFC 9162) of entry 2 in checkpoint 4" in html
+    assert (
+        result.log.verified and "Inclusion proof</b> (RFC 9162) of entry 2 in checkpoint 4" in html
+    )
 
 
 def test_not_a_bundle(tmp_path):
@@ -60,7 +74,10 @@ def test_not_a_bundle(tmp_path):
 
 
 def test_truncated_entries_file_is_refused(tmp_path):
-    bundle = write_bundle(tmp_path / "b", [make_entry("key.rotated", "aggregator", {"key": "tls", "new_key_id": "k2"})])
+    bundle = write_bundle(
+        tmp_path / "b",
+        [make_entry("key.rotated", "aggregator", {"key": "tls", "new_key_id": "k2"})],
+    )
     data = (bundle / "entries.jsonl").read_bytes()
     (bundle / "entries.jsonl").write_bytes(data[:-1])
     with pytest.raises(BundleError, match="newline"):
@@ -69,9 +86,21 @@ def test_truncated_entries_file_is_refused(tmp_path):
 
 def test_malformed_module_record_is_a_finding_not_a_crash(tmp_path):
     mid = "cd" * 16
-    bundle = write_bundle(tmp_path / "b", [make_entry(
-        "module.registered", "site:s", {"module_id": mid, "site_id": "s", "manifest_sha256": "1" * 64,
-                                        "weights_sha256": "2" * 64})])
+    bundle = write_bundle(
+        tmp_path / "b",
+        [
+            make_entry(
+                "module.registered",
+                "site:s",
+                {
+                    "module_id": mid,
+                    "site_id": "s",
+                    "manifest_sha256": "1" * 64,
+                    "weights_sha256": "2" * 64,
+                },
+            )
+        ],
+    )
     (bundle / "modules").mkdir()
     (bundle / "modules" / f"{mid}.json").write_bytes(b'{"b":1, "a":2}\n')
     (bundle / "modules" / "README").write_text("stray")

@@ -12,12 +12,17 @@ H = "3" * 64
 
 
 def reg(mid, w, site="s1"):
-    return make_entry("module.registered", f"site:{site}", {"module_id": mid, "site_id": site,
-                                                             "manifest_sha256": H, "weights_sha256": w})
+    return make_entry(
+        "module.registered",
+        f"site:{site}",
+        {"module_id": mid, "site_id": site, "manifest_sha256": H, "weights_sha256": w},
+    )
 
 
 def ds(did, mods):
-    return make_entry("dataset.synthesized", "operator:o", {"dataset_id": did, "sha256": H, "modules": mods})
+    return make_entry(
+        "dataset.synthesized", "operator:o", {"dataset_id": did, "sha256": H, "modules": mods}
+    )
 
 
 def clf(cid, did, mods=None):
@@ -28,7 +33,11 @@ def clf(cid, did, mods=None):
 
 
 def deleted(mid, destroyed=("wrapped_dek", "blob")):
-    return make_entry("module.deleted", "aggregator", {"module_id": mid, "reason": "r", "destroyed": list(destroyed)})
+    return make_entry(
+        "module.deleted",
+        "aggregator",
+        {"module_id": mid, "reason": "r", "destroyed": list(destroyed)},
+    )
 
 
 def request(mid, actor="site:s1"):
@@ -49,17 +58,36 @@ def codes(entries):
 
 
 def test_exact_unlearning_history_is_clean():
-    st, found = codes([reg(A, WA), reg(B, WB), ds("d1", LIN), clf("c1", "d1"), request(A), deleted(A),
-                       retire("dataset", "d1"), retire("classifier", "c1"), ds("d2", LIN[1:]),
-                       clf("c2", "d2", LIN[1:])])
+    st, found = codes(
+        [
+            reg(A, WA),
+            reg(B, WB),
+            ds("d1", LIN),
+            clf("c1", "d1"),
+            request(A),
+            deleted(A),
+            retire("dataset", "d1"),
+            retire("classifier", "c1"),
+            ds("d2", LIN[1:]),
+            clf("c2", "d2", LIN[1:]),
+        ]
+    )
     assert found == []
     assert st.current_classifier().artifact_id == "c2"
-    assert st.classifiers["c1"].modules == LIN         # lineage through the dataset
+    assert st.classifiers["c1"].modules == LIN  # lineage through the dataset
 
 
 def test_live_dataset_and_classifier_with_a_deleted_module():
-    _, found = codes([reg(A, WA), reg(B, WB), ds("d1", LIN), clf("c1", "d1", LIN), deleted(A),
-                      retire("dataset", "d1")])
+    _, found = codes(
+        [
+            reg(A, WA),
+            reg(B, WB),
+            ds("d1", LIN),
+            clf("c1", "d1", LIN),
+            deleted(A),
+            retire("dataset", "d1"),
+        ]
+    )
     assert found == [("E_AUDIT_LIVE_DELETED", 3)]
 
 
@@ -69,10 +97,20 @@ def test_deletion_request_without_deletion():
 
 
 def test_lineage_contradictions_each_name_their_entry():
-    _, found = codes([reg(A, WA), deleted(A), ds("d1", [{"module_id": A, "weights_sha256": WA}]),
-                      ds("d2", [{"module_id": B, "weights_sha256": WB}]),
-                      reg(B, WB), ds("d3", [{"module_id": B, "weights_sha256": WA}]),
-                      clf("c1", "nope"), clf("c2", "d3", LIN), deleted(A), deleted("c" * 32, destroyed=("blob",))])
+    _, found = codes(
+        [
+            reg(A, WA),
+            deleted(A),
+            ds("d1", [{"module_id": A, "weights_sha256": WA}]),
+            ds("d2", [{"module_id": B, "weights_sha256": WB}]),
+            reg(B, WB),
+            ds("d3", [{"module_id": B, "weights_sha256": WA}]),
+            clf("c1", "nope"),
+            clf("c2", "d3", LIN),
+            deleted(A),
+            deleted("c" * 32, destroyed=("blob",)),
+        ]
+    )
     assert ("E_AUDIT_LINEAGE_DELETED", 2) in found
     assert ("E_AUDIT_LINEAGE_UNKNOWN", 3) in found
     assert ("E_AUDIT_LINEAGE_HASH", 5) in found
@@ -93,16 +131,30 @@ def test_malformed_entries_are_skipped_by_the_replay():
 
 
 def test_actors_must_match_the_owning_site():
-    forged = make_entry("module.registered", "site:s2", {"module_id": A, "site_id": "s1",
-                                                         "manifest_sha256": H, "weights_sha256": WA})
-    _, found = codes([forged, reg(B, WB, site="s2"), request(B, actor="site:s1"), deleted(B),
-                      request(A, actor="operator:o"), deleted(A)])
+    forged = make_entry(
+        "module.registered",
+        "site:s2",
+        {"module_id": A, "site_id": "s1", "manifest_sha256": H, "weights_sha256": WA},
+    )
+    _, found = codes(
+        [
+            forged,
+            reg(B, WB, site="s2"),
+            request(B, actor="site:s1"),
+            deleted(B),
+            request(A, actor="operator:o"),
+            deleted(A),
+        ]
+    )
     assert found == [("E_AUDIT_MODULE_ACTOR", 0), ("E_AUDIT_DELETION_ACTOR", 2)]
 
 
 def evaluated(cid, site="s1", actor=None):
-    return make_entry("classifier.evaluated", actor or f"site:{site}",
-                      {"classifier_id": cid, "site_id": site, "report_sha256": H})
+    return make_entry(
+        "classifier.evaluated",
+        actor or f"site:{site}",
+        {"classifier_id": cid, "site_id": site, "report_sha256": H},
+    )
 
 
 def test_site_evaluations_are_replayed_and_checked():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ffsecure import canonical
 from ffsecure.audit.findings import Findings
@@ -10,7 +11,6 @@ from ffsecure.audit.logcheck import check_log
 from ffsecure.ledger.checkpoint import Checkpoint, make_vkey, sign_checkpoint
 from ffsecure.ledger.entries import make_entry
 from ffsecure.ledger.merkle import MemoryTree, leaf_hash
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 ORIGIN = "example.org/audit-test/log"
 
@@ -21,13 +21,25 @@ def key():
 
 
 def entries(n: int) -> list[bytes]:
-    return [canonical.dumps(make_entry("cert.revoked", "operator:ca", {"serial": f"{i:04x}", "reason": "superseded"},
-                                       time=f"2026-11-22T12:{i // 60:02d}:{i % 60:02d}Z")) for i in range(n)]
+    return [
+        canonical.dumps(
+            make_entry(
+                "cert.revoked",
+                "operator:ca",
+                {"serial": f"{i:04x}", "reason": "superseded"},
+                time=f"2026-11-22T12:{i // 60:02d}:{i % 60:02d}Z",
+            )
+        )
+        for i in range(n)
+    ]
 
 
 def notes(key, data: list[bytes], sizes) -> dict[str, bytes]:
     tree = MemoryTree([leaf_hash(e) for e in data])
-    return {str(s): sign_checkpoint(Checkpoint(ORIGIN, s, tree.root(s)), ORIGIN, key).encode() for s in sizes}
+    return {
+        str(s): sign_checkpoint(Checkpoint(ORIGIN, s, tree.root(s)), ORIGIN, key).encode()
+        for s in sizes
+    }
 
 
 def run(key, data, cps, trusted=()):
@@ -52,7 +64,11 @@ def test_each_changed_entry_is_bracketed_by_the_checkpoints_around_it(key):
         f = found[0]
         lo = max([s for s in (0, 4, 10) if s <= i])
         hi = min(s for s in (4, 10, 20) if s > i)
-        assert f.code == "E_AUDIT_ROOT_MISMATCH" and f.checkpoint == hi and f.entries == tuple(range(lo, hi))
+        assert (
+            f.code == "E_AUDIT_ROOT_MISMATCH"
+            and f.checkpoint == hi
+            and f.entries == tuple(range(lo, hi))
+        )
         # every later checkpoint fails too (it covers the same changed prefix)
         assert [x.checkpoint for x in found[1:]] == [s for s in (4, 10, 20) if s > hi]
         assert {x.code for x in found} == {"E_AUDIT_ROOT_MISMATCH"}
@@ -107,12 +123,17 @@ def test_trusted_checkpoints_bracket_a_rewrite(key):
     old = notes(key, data, [4, 7, 12])
     rewritten = list(data)
     rewritten[5] = rewritten[5].replace(b'"superseded"', b'"unspecified"')
-    new = notes(key, rewritten, [4, 7, 12])          # the operator re-signed everything
+    new = notes(key, rewritten, [4, 7, 12])  # the operator re-signed everything
     state, found = run(key, rewritten, new)
     assert found == [] and state.verified
     _, found = run(key, rewritten, new, trusted=[("t4", old["4"]), ("t7", old["7"])])
     (f,) = found
-    assert f.code == "E_AUDIT_FORK" and f.entries == (4, 5, 6) and f.checkpoint == 7 and "split view" in f.message
+    assert (
+        f.code == "E_AUDIT_FORK"
+        and f.entries == (4, 5, 6)
+        and f.checkpoint == 7
+        and "split view" in f.message
+    )
 
 
 def test_malformed_entry_is_named_even_without_a_type(key):

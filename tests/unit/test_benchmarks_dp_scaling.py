@@ -32,7 +32,9 @@ def test_dp_curve(out):
     assert no_dp["achieved_epsilon"] is None and no_dp["delta"] is None
     assert dp8["delta"] == 1e-5 and len(dp8["achieved_epsilon"]) == 10
     assert all(e <= 8.0 + 1e-6 for e in dp8["achieved_epsilon"])
-    assert dp8["ratio_vs_centralized"] == pytest.approx(dp8["accuracy"] / curve["centralized"]["accuracy"], abs=1e-4)
+    assert dp8["ratio_vs_centralized"] == pytest.approx(
+        dp8["accuracy"] / curve["centralized"]["accuracy"], abs=1e-4
+    )
     assert (out / "results" / "dp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert r["not_measured"][0]["generator"] == "ddpm (default size)"
 
@@ -44,9 +46,16 @@ def test_scaling_rows(out):
     for row in rows:
         assert row["module_package_bytes"] > row["classifier_bytes"] / 100
         assert row["ff_total_bytes"] == row["module_package_bytes"] * row["sites"]
-        assert row["fedavg_total_bytes"] == 2 * row["classifier_bytes"] * row["sites"] * row["fedavg_rounds"]
-        assert row["aggregator_s"] == pytest.approx(row["synthesis_s"] + row["classifier_s"], abs=0.01)
-        assert row["fedavg_reached_target"] == (row["accuracy"]["fedavg"] >= row["accuracy"]["federatedfactory"])
+        assert (
+            row["fedavg_total_bytes"]
+            == 2 * row["classifier_bytes"] * row["sites"] * row["fedavg_rounds"]
+        )
+        assert row["aggregator_s"] == pytest.approx(
+            row["synthesis_s"] + row["classifier_s"], abs=0.01
+        )
+        assert row["fedavg_reached_target"] == (
+            row["accuracy"]["fedavg"] >= row["accuracy"]["federatedfactory"]
+        )
     assert rows[1]["images_per_site"]["max"] < rows[0]["images_per_site"]["min"]
 
 

@@ -1,13 +1,19 @@
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ffsecure import canonical
 from ffsecure.errors import FormatError
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.text(max_size=20)
     | st.floats(allow_nan=False, allow_infinity=False),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -50,6 +56,7 @@ def test_size_cap():
 @given(st.binary(max_size=80))
 def test_b64_round_trip_and_one_spelling(data):
     import base64
+
     text = base64.b64encode(data).decode()
     assert canonical.b64decode_canonical(text) == data
     if text.endswith("="):

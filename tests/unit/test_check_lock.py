@@ -13,7 +13,9 @@ _spec.loader.exec_module(check_lock)
 
 def test_lock_pins_are_read_with_normalized_names(tmp_path):
     lock = tmp_path / "lock.txt"
-    lock.write_text("grpcio-tools==1.85.4 \\\n    --hash=sha256:ab\n    # via x\nTyping_Extensions==4.16.0 \\\n")
+    lock.write_text(
+        "grpcio-tools==1.85.4 \\\n    --hash=sha256:ab\n    # via x\nTyping_Extensions==4.16.0 \\\n"
+    )
     assert check_lock.read_lock(lock) == {"grpcio-tools": "1.85.4", "typing-extensions": "4.16.0"}
 
 

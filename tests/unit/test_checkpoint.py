@@ -31,13 +31,19 @@ from ffsecure.ledger.checkpoint import (
 
 GO_SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
 GO_VKEY = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
-GO_TEXT = ("If you think cryptography is the answer to your problem,\n"
-           "then you don't know what your problem is.\n")
-GO_NOTE = (GO_TEXT + "\n" + EM_DASH + " PeterNeumann "
-           "x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n")
+GO_TEXT = (
+    "If you think cryptography is the answer to your problem,\n"
+    "then you don't know what your problem is.\n"
+)
+GO_NOTE = (
+    GO_TEXT + "\n" + EM_DASH + " PeterNeumann "
+    "x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
+)
 SPEC_VKEY = "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k"
-SPEC_NOTE = ("This is an example message.\n\n" + EM_DASH + " example.com/foo "
-             "Uw2QOkn8srV1yJGh2VYRlL1Tnagv1YEq6TfXppzi2ONncAlTgK7Ztg1ERYNZXsYjOBH3mFXmRKuwHjG1Yu72IneyaQM=\n")
+SPEC_NOTE = (
+    "This is an example message.\n\n" + EM_DASH + " example.com/foo "
+    "Uw2QOkn8srV1yJGh2VYRlL1Tnagv1YEq6TfXppzi2ONncAlTgK7Ztg1ERYNZXsYjOBH3mFXmRKuwHjG1Yu72IneyaQM=\n"
+)
 
 
 def test_go_reference_signer_key_gives_the_published_vkey_and_note():
@@ -65,11 +71,17 @@ def test_other_signatures_are_ignored_but_one_by_the_key_is_required():
     assert info.value.code == "E_CHECKPOINT_SIGNATURE"
 
 
-@pytest.mark.parametrize("bad", [
-    GO_VKEY[:-1], GO_VKEY.replace("c74f20a3", "c74f20a4"), GO_VKEY.replace("Peter", "Pete"),
-    "PeterNeumann+c74f20a3", "Peter Neumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
-    GO_VKEY.replace("+ARpc", "+AhRpc"),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        GO_VKEY[:-1],
+        GO_VKEY.replace("c74f20a3", "c74f20a4"),
+        GO_VKEY.replace("Peter", "Pete"),
+        "PeterNeumann+c74f20a3",
+        "Peter Neumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
+        GO_VKEY.replace("+ARpc", "+AhRpc"),
+    ],
+)
 def test_mangled_vkeys_are_refused(bad):
     with pytest.raises(LedgerError) as info:
         parse_vkey(bad)
@@ -86,7 +98,12 @@ def test_checkpoint_round_trip_and_format():
     cp = Checkpoint("example.org/ffsecure/log", 42, bytes(range(32)))
     note = sign_checkpoint(cp, "example.org/ffsecure/log", key)
     lines = note.split("\n")
-    assert lines[:4] == ["example.org/ffsecure/log", "42", base64.b64encode(bytes(range(32))).decode(), ""]
+    assert lines[:4] == [
+        "example.org/ffsecure/log",
+        "42",
+        base64.b64encode(bytes(range(32))).decode(),
+        "",
+    ]
     assert lines[4].startswith(EM_DASH + " example.org/ffsecure/log ")
     assert open_checkpoint(note, vkey) == cp
     with_ext = Checkpoint(cp.origin, 0, bytes(32), ("ext line",))
@@ -95,7 +112,9 @@ def test_checkpoint_round_trip_and_format():
 
 def test_checkpoint_of_another_origin_is_refused():
     key, vkey = _log_key()
-    note = sign_checkpoint(Checkpoint("other.example/log", 1, bytes(32)), "example.org/ffsecure/log", key)
+    note = sign_checkpoint(
+        Checkpoint("other.example/log", 1, bytes(32)), "example.org/ffsecure/log", key
+    )
     with pytest.raises(LedgerError) as info:
         open_checkpoint(note, vkey)
     assert info.value.code == "E_CHECKPOINT_SIGNATURE"
@@ -104,8 +123,9 @@ def test_checkpoint_of_another_origin_is_refused():
 
 def test_flipping_any_byte_of_a_checkpoint_is_detected():
     key, vkey = _log_key()
-    note = sign_checkpoint(Checkpoint("example.org/ffsecure/log", 7, bytes(range(32))),
-                           "example.org/ffsecure/log", key).encode()
+    note = sign_checkpoint(
+        Checkpoint("example.org/ffsecure/log", 7, bytes(range(32))), "example.org/ffsecure/log", key
+    ).encode()
     for i in range(len(note)):
         for mask in (0x01, 0x20):
             bad = bytearray(note)
@@ -116,15 +136,18 @@ def test_flipping_any_byte_of_a_checkpoint_is_detected():
             assert info.value.message
 
 
-@pytest.mark.parametrize("body", [
-    "log\n07\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
-    "log\n-1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
-    "log\n1\nAAAA\n",
-    "log\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-    "log\n1\n",
-    "\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
-    "log\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "log\n07\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
+        "log\n-1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
+        "log\n1\nAAAA\n",
+        "log\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "log\n1\n",
+        "\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
+        "log\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n",
+    ],
+)
 def test_malformed_checkpoint_bodies_are_refused(body):
     with pytest.raises(LedgerError) as info:
         parse_checkpoint_body(body)
@@ -145,8 +168,9 @@ def test_signature_with_changed_unused_base64_bits_is_refused():
     # before '=' has two unused bits, so a lenient decoder would accept a
     # changed character there as the same signature.
     key, vkey = _log_key()
-    note = sign_checkpoint(Checkpoint("example.org/ffsecure/log", 7, bytes(range(32))),
-                           "example.org/ffsecure/log", key)
+    note = sign_checkpoint(
+        Checkpoint("example.org/ffsecure/log", 7, bytes(range(32))), "example.org/ffsecure/log", key
+    )
     body, sig_line = note[:-1].rsplit("\n", 1)
     b64 = sig_line.rsplit(" ", 1)[1]
     assert b64.endswith("=") and not b64.endswith("==")

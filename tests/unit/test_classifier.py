@@ -40,8 +40,12 @@ def test_training_is_bit_identical_for_a_seed(digits):
 def test_trained_cnn_learns_digits(digits):
     cfg = C.model_config("cnn", image_shape=digits.image_shape, num_classes=10, width=16)
     # min_steps: the 1,347 training images give 11 steps per epoch, 110 steps at least
-    res = C.train_classifier(cfg, digits.train_x, digits.train_y,
-                             C.TrainConfig(epochs=4, min_steps=110, seed=0, augment=False))
+    res = C.train_classifier(
+        cfg,
+        digits.train_x,
+        digits.train_y,
+        C.TrainConfig(epochs=4, min_steps=110, seed=0, augment=False),
+    )
     assert len(res.losses) == 10
     ev = C.evaluate(res.model, digits.test_x, digits.test_y, 10)
     assert ev.accuracy > 0.85 and ev.auroc > 0.97
@@ -58,7 +62,9 @@ def test_metrics_against_sklearn():
     assert C.auroc(y, p, 2) == pytest.approx(roc_auc_score(y, p[:, 1]))
     y3 = np.array([0, 1, 2, 2, 1, 0])
     p3 = np.random.default_rng(0).dirichlet(np.ones(3), size=6)
-    assert C.auroc(y3, p3, 3) == pytest.approx(roc_auc_score(y3, p3, multi_class="ovr", average="macro"))
+    assert C.auroc(y3, p3, 3) == pytest.approx(
+        roc_auc_score(y3, p3, multi_class="ovr", average="macro")
+    )
     assert C.auroc(np.zeros(4, int), np.full((4, 3), 1 / 3), 3) is None
 
 
@@ -92,9 +98,14 @@ def test_norm_and_lowpass_front_end():
     x = torch.randn(2, 1, 16, 16)
     blurred = cnn.lowpass(x)
     assert blurred.shape == x.shape and blurred.std() < x.std()
-    assert torch.allclose(cnn.lowpass(torch.ones(1, 1, 16, 16)), torch.ones(1, 1, 16, 16), atol=1e-6)
-    plain = C.build_model(C.model_config("cnn", image_shape=(1, 16, 16), num_classes=3, width=16,
-                                         norm="batch", input_blur=0.0))
+    assert torch.allclose(
+        cnn.lowpass(torch.ones(1, 1, 16, 16)), torch.ones(1, 1, 16, 16), atol=1e-6
+    )
+    plain = C.build_model(
+        C.model_config(
+            "cnn", image_shape=(1, 16, 16), num_classes=3, width=16, norm="batch", input_blur=0.0
+        )
+    )
     assert torch.equal(plain.lowpass(x), x)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
     for bad in ({"norm": "layer"}, {"input_blur": -1.0}, {"input_blur": 9.0}, {"input_blur": True}):
@@ -105,11 +116,17 @@ def test_norm_and_lowpass_front_end():
 
 def test_min_steps_extends_small_training_sets(digits):
     cfg = C.model_config("cnn", image_shape=digits.image_shape, num_classes=10, width=4)
-    res = C.train_classifier(cfg, digits.train_x[:64], digits.train_y[:64],
-                             C.TrainConfig(epochs=1, batch_size=32, min_steps=6, seed=0))
+    res = C.train_classifier(
+        cfg,
+        digits.train_x[:64],
+        digits.train_y[:64],
+        C.TrainConfig(epochs=1, batch_size=32, min_steps=6, seed=0),
+    )
     assert len(res.losses) == 3  # 2 steps per epoch -> 3 epochs
     with pytest.raises(ConfigError):
-        C.train_classifier(cfg, digits.train_x[:64], digits.train_y[:64], C.TrainConfig(min_steps=-1))
+        C.train_classifier(
+            cfg, digits.train_x[:64], digits.train_y[:64], C.TrainConfig(min_steps=-1)
+        )
 
 
 def test_safetensors_round_trip(tmp_path, digits):
@@ -142,8 +159,17 @@ def test_config_and_data_refusals():
     with pytest.raises(ConfigError):
         C.model_config("vgg", image_shape=(1, 28, 28), num_classes=2)
     with pytest.raises(ConfigError):
-        C.validate_config({"arch": "cnn", "in_channels": 1, "image_size": [28, 28], "num_classes": 2,
-                           "width": 10**6, "norm": "group", "input_blur": 1.0})
+        C.validate_config(
+            {
+                "arch": "cnn",
+                "in_channels": 1,
+                "image_size": [28, 28],
+                "num_classes": 2,
+                "width": 10**6,
+                "norm": "group",
+                "input_blur": 1.0,
+            }
+        )
     cfg = C.model_config("cnn", image_shape=(1, 16, 16), num_classes=3, width=4)
     with pytest.raises(ConfigError):
         C.train_classifier(cfg, torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.int64))

@@ -44,6 +44,7 @@ def _check_pipeline(ds: data.Dataset, shape):
 
 # ------------------------------------------------------------------ npz
 
+
 def test_npz_gray_roundtrip_values(tmp_path):
     arrays = _npz_arrays()
     path = _write_npz(tmp_path / "site.npz", arrays)
@@ -104,7 +105,10 @@ def test_npz_refuses_pickled_object_arrays(tmp_path):
         (lambda a: a.update(train_labels=a["train_labels"][:5]), "5 labels for 20 images"),
         (lambda a: a.update(train_labels=a["train_labels"].astype(np.float32)), "dtype float32"),
         (lambda a: a.update(train_images=a["train_images"].astype(np.int16)), "dtype int16"),
-        (lambda a: a.update(train_images=np.zeros((20, 28, 28, 2), np.uint8)), "shape (20, 28, 28, 2)"),
+        (
+            lambda a: a.update(train_images=np.zeros((20, 28, 28, 2), np.uint8)),
+            "shape (20, 28, 28, 2)",
+        ),
         (lambda a: a.update(test_images=np.zeros((8, 20, 20), np.uint8)), "different image shapes"),
         (lambda a: a.update(train_labels=np.zeros((20, 14), np.uint8)), "multi-label"),
         (lambda a: a.update(train_labels=np.full((20, 1), -1, np.int64)), "labels range over [-1"),
@@ -137,6 +141,7 @@ def test_bad_image_shape_refused(tmp_path):
 
 # ------------------------------------------------------------------ MedMNIST (local root)
 
+
 def test_medmnist_missing_file_names_file_and_place(tmp_path):
     with pytest.raises(DataError) as err:
         data.load_dataset("breastmnist", root=tmp_path)
@@ -165,7 +170,11 @@ def test_medmnist_local_file_with_matching_md5(tmp_path):
 
 
 def test_medmnist_unknown_and_unsupported_flags(tmp_path):
-    for flag, code in (("notamnist", "E_DATA_SPEC"), ("organmnist3d", "E_DATA_SPEC"), ("chestmnist", "E_DATA_SPEC")):
+    for flag, code in (
+        ("notamnist", "E_DATA_SPEC"),
+        ("organmnist3d", "E_DATA_SPEC"),
+        ("chestmnist", "E_DATA_SPEC"),
+    ):
         with pytest.raises(DataError) as err:
             data.load_dataset(flag, root=tmp_path)
         assert err.value.code == code
@@ -175,7 +184,9 @@ def test_default_root_env(monkeypatch, tmp_path):
     monkeypatch.setenv("FFSECURE_DATA", str(tmp_path))
     assert data.default_root() == tmp_path
     monkeypatch.delenv("FFSECURE_DATA")
-    expected = data.SHARED_MEDMNIST if data.SHARED_MEDMNIST.is_dir() else Path("~/.medmnist").expanduser()
+    expected = (
+        data.SHARED_MEDMNIST if data.SHARED_MEDMNIST.is_dir() else Path("~/.medmnist").expanduser()
+    )
     assert data.default_root() == expected
 
 
@@ -190,6 +201,7 @@ def test_real_medmnist_files(medmnist_root):
 
 
 # ------------------------------------------------------------------ digits
+
 
 def test_digits_default_shape_and_split():
     ds = data.load_dataset("digits")
@@ -206,6 +218,7 @@ def test_digits_default_shape_and_split():
 
 
 # ------------------------------------------------------------------ image folder
+
 
 def _make_folder(root: Path, classes=("cat", "dog"), n=5, size=(20, 24), mode="L"):
     rng = np.random.default_rng(0)

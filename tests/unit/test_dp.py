@@ -39,8 +39,22 @@ def test_default_delta_is_below_one_over_n():
         (dp.DPConfig(target_epsilon=3.0), {"n": 0}, "zero steps"),
         (dp.DPConfig(target_epsilon=1e-9, accountant="rdp"), {}, "cannot be reached"),
     ],
-    ids=["eps-zero", "eps-negative", "eps-inf", "delta-zero", "delta-negative", "delta-1/n", "delta-half",
-         "unknown-accountant", "clip-zero", "no-poisson", "zero-epochs", "zero-batch", "no-data", "unreachable"],
+    ids=[
+        "eps-zero",
+        "eps-negative",
+        "eps-inf",
+        "delta-zero",
+        "delta-negative",
+        "delta-1/n",
+        "delta-half",
+        "unknown-accountant",
+        "clip-zero",
+        "no-poisson",
+        "zero-epochs",
+        "zero-batch",
+        "no-data",
+        "unreachable",
+    ],
 )
 def test_refused_dp_settings(config, kwargs, fragment):
     args = {"n": 200, "batch_size": 32, "epochs": 2, **kwargs}
@@ -55,12 +69,22 @@ def test_plan_follows_opacus_step_counting():
     p = dp.plan(dp.DPConfig(target_epsilon=4.0, accountant="rdp"), n=250, batch_size=32, epochs=3)
     assert p.steps_per_epoch == 8 and p.steps == 24 and p.sample_rate == 1 / 8
     assert p.delta == 1e-5
-    eps = dp.compute_epsilon(noise_multiplier=p.noise_multiplier, sample_rate=p.sample_rate, steps=p.steps,
-                             delta=p.delta, accountant="rdp")
+    eps = dp.compute_epsilon(
+        noise_multiplier=p.noise_multiplier,
+        sample_rate=p.sample_rate,
+        steps=p.steps,
+        delta=p.delta,
+        accountant="rdp",
+    )
     assert eps <= 4.0
     # a slightly smaller noise multiplier overshoots: the plan is near the tightest noise that fits
-    over = dp.compute_epsilon(noise_multiplier=p.noise_multiplier * 0.97, sample_rate=p.sample_rate,
-                              steps=p.steps, delta=p.delta, accountant="rdp")
+    over = dp.compute_epsilon(
+        noise_multiplier=p.noise_multiplier * 0.97,
+        sample_rate=p.sample_rate,
+        steps=p.steps,
+        delta=p.delta,
+        accountant="rdp",
+    )
     assert over > eps
 
 
@@ -72,7 +96,9 @@ def test_compute_epsilon_matches_opacus_accountant(accountant):
     for _ in range(50):
         acct.step(noise_multiplier=1.1, sample_rate=0.02)
     expected = acct.get_epsilon(delta=1e-5)
-    got = dp.compute_epsilon(noise_multiplier=1.1, sample_rate=0.02, steps=50, delta=1e-5, accountant=accountant)
+    got = dp.compute_epsilon(
+        noise_multiplier=1.1, sample_rate=0.02, steps=50, delta=1e-5, accountant=accountant
+    )
     assert got == expected
     assert 0 < got < math.inf
 
@@ -94,16 +120,35 @@ def test_dp_fit_reports_epsilon_agreeing_with_opacus(family):
     seen = []
     settings = G.TrainSettings(epochs=2, batch_size=32, lr=2e-3, seed=1)
     config = dp.DPConfig(target_epsilon=3.0, max_grad_norm=1.0, accountant="rdp")
-    report = gen.fit(x, y, settings, dp=config, progress=lambda e, t, loss, eps: seen.append((e, t, loss, eps)))
+    report = gen.fit(
+        x, y, settings, dp=config, progress=lambda e, t, loss, eps: seen.append((e, t, loss, eps))
+    )
     rec = report.dp
-    assert set(rec) == {"target_epsilon", "epsilon", "delta", "noise_multiplier", "sample_rate", "steps",
-                        "max_grad_norm", "accountant"}
-    assert rec["target_epsilon"] == 3.0 and rec["accountant"] == "rdp" and rec["max_grad_norm"] == 1.0
+    assert set(rec) == {
+        "target_epsilon",
+        "epsilon",
+        "delta",
+        "noise_multiplier",
+        "sample_rate",
+        "steps",
+        "max_grad_norm",
+        "accountant",
+    }
+    assert (
+        rec["target_epsilon"] == 3.0 and rec["accountant"] == "rdp" and rec["max_grad_norm"] == 1.0
+    )
     assert rec["delta"] == dp.default_delta(160) and rec["steps"] == report.steps == 10
     assert rec["sample_rate"] == 1 / 5
-    assert 0 < rec["epsilon"] <= 3.0  # Opacus' noise search returns a sigma whose epsilon is <= target
-    assert rec["epsilon"] == dp.compute_epsilon(noise_multiplier=rec["noise_multiplier"], sample_rate=rec["sample_rate"],
-                                                steps=rec["steps"], delta=rec["delta"], accountant="rdp")
+    assert (
+        0 < rec["epsilon"] <= 3.0
+    )  # Opacus' noise search returns a sigma whose epsilon is <= target
+    assert rec["epsilon"] == dp.compute_epsilon(
+        noise_multiplier=rec["noise_multiplier"],
+        sample_rate=rec["sample_rate"],
+        steps=rec["steps"],
+        delta=rec["delta"],
+        accountant="rdp",
+    )
     fresh = create_accountant(mechanism="rdp")
     fresh.history = [(rec["noise_multiplier"], rec["sample_rate"], rec["steps"])]
     assert rec["epsilon"] == fresh.get_epsilon(delta=rec["delta"])
@@ -125,22 +170,33 @@ def test_dp_fit_with_prv_accountant_is_repeatable_only_under_the_research_switch
     ra = a.fit(x, y, settings, dp=config)
     rb = b.fit(x, y, settings, dp=config)
     assert ra.dp["accountant"] == "prv" and ra.dp["epsilon"] <= 8.0
-    assert ra.dp == rb.dp and ra.dp["reproducible"] is True     # the switch shows in the report
+    assert ra.dp == rb.dp and ra.dp["reproducible"] is True  # the switch shows in the report
     assert G.to_safetensors(a) == G.to_safetensors(b)
     c = G.build("cvae", cfg)
-    rc = c.fit(x, y, settings, dp=dp.DPConfig(target_epsilon=8.0))   # default: OS CSPRNG
+    rc = c.fit(x, y, settings, dp=dp.DPConfig(target_epsilon=8.0))  # default: OS CSPRNG
     assert "reproducible" not in rc.dp and G.to_safetensors(c) != G.to_safetensors(a)
-    assert ra.dp["epsilon"] == dp.compute_epsilon(noise_multiplier=ra.dp["noise_multiplier"],
-                                                  sample_rate=ra.dp["sample_rate"], steps=ra.dp["steps"],
-                                                  delta=ra.dp["delta"], accountant="prv")
+    assert ra.dp["epsilon"] == dp.compute_epsilon(
+        noise_multiplier=ra.dp["noise_multiplier"],
+        sample_rate=ra.dp["sample_rate"],
+        steps=ra.dp["steps"],
+        delta=ra.dp["delta"],
+        accountant="prv",
+    )
 
 
 def test_dp_settings_are_refused_before_training():
     x, y = _data(50)
-    gen = G.build("cvae", G.default_config("cvae", image_shape=(1, 8, 8), num_classes=3, size="tiny"))
+    gen = G.build(
+        "cvae", G.default_config("cvae", image_shape=(1, 8, 8), num_classes=3, size="tiny")
+    )
     before = G.to_safetensors(gen)
     with pytest.raises(DPError):
-        gen.fit(x, y, G.TrainSettings(epochs=1, batch_size=8), dp=dp.DPConfig(target_epsilon=2.0, delta=0.05))
+        gen.fit(
+            x,
+            y,
+            G.TrainSettings(epochs=1, batch_size=8),
+            dp=dp.DPConfig(target_epsilon=2.0, delta=0.05),
+        )
     assert G.to_safetensors(gen) == before
 
 
@@ -148,9 +204,15 @@ def test_dp_settings_are_refused_before_training():
 def test_dp_fit_survives_empty_poisson_batches(family):
     """Poisson sampling with rate 1/20 leaves about a third of the batches empty; each still takes a step."""
     x, y = _data(20)
-    gen = G.build(family, G.default_config(family, image_shape=(1, 8, 8), num_classes=3, size="tiny"))
-    report = gen.fit(x, y, G.TrainSettings(epochs=1, batch_size=1, seed=0),
-                     dp=dp.DPConfig(target_epsilon=50.0, accountant="rdp"))
+    gen = G.build(
+        family, G.default_config(family, image_shape=(1, 8, 8), num_classes=3, size="tiny")
+    )
+    report = gen.fit(
+        x,
+        y,
+        G.TrainSettings(epochs=1, batch_size=1, seed=0),
+        dp=dp.DPConfig(target_epsilon=50.0, accountant="rdp"),
+    )
     assert report.steps == report.dp["steps"] == 20
     assert report.dp["sample_rate"] == 1 / 20 and report.dp["epsilon"] <= 50.0
     assert math.isfinite(report.final_loss)

@@ -10,8 +10,14 @@ import pytest
 from ffsecure import dp
 from ffsecure.errors import DPError
 
-GOOD = {"epsilon": 4.0, "delta": 1e-5, "noise_multiplier": 1.1, "sample_rate": 0.01, "steps": 100,
-        "accountant": "rdp"}
+GOOD = {
+    "epsilon": 4.0,
+    "delta": 1e-5,
+    "noise_multiplier": 1.1,
+    "sample_rate": 0.01,
+    "steps": 100,
+    "accountant": "rdp",
+}
 
 
 def test_a_claim_of_a_billion_steps_is_refused_before_the_accountant_allocates():
@@ -30,35 +36,44 @@ def test_a_claim_of_a_billion_steps_is_refused_before_the_accountant_allocates()
 
 def test_the_prv_grid_is_sized_and_capped_before_it_is_built():
     params = {"noise_multiplier": 0.6, "sample_rate": 0.05, "steps": 10_000, "delta": 1e-5}
-    assert dp.prv_grid_points(**params) > dp.MAX_PRV_GRID_POINTS      # ~1.4e7 points, ~20 s to build
+    assert dp.prv_grid_points(**params) > dp.MAX_PRV_GRID_POINTS  # ~1.4e7 points, ~20 s to build
     t0 = time.perf_counter()
     with pytest.raises(DPError, match="grid"):
         dp.compute_epsilon(**params, accountant="prv")
     assert time.perf_counter() - t0 < 5.0
-    assert dp.compute_epsilon(**params, accountant="rdp") > 0          # rdp has no grid
+    assert dp.compute_epsilon(**params, accountant="rdp") > 0  # rdp has no grid
 
 
 def test_re_accounting_runs_under_a_time_budget():
-    claim = {**GOOD, "accountant": "prv", "noise_multiplier": 1.0, "sample_rate": 0.02, "steps": 1000}
+    claim = {
+        **GOOD,
+        "accountant": "prv",
+        "noise_multiplier": 1.0,
+        "sample_rate": 0.02,
+        "steps": 1000,
+    }
     with pytest.raises(dp.DPClaimError, match="budget"):
         dp.check_claim(claim, budget_s=1e-4)
     eps = dp.compute_epsilon(noise_multiplier=1.0, sample_rate=0.02, steps=1000, delta=1e-5)
     assert dp.check_claim({**claim, "epsilon": eps}).epsilon_recomputed == eps
 
 
-@pytest.mark.parametrize("edit, fragment", [
-    ({"steps": "100"}, "not an integer"),
-    ({"steps": True}, "not an integer"),
-    ({"steps": 100.5}, "not an integer"),
-    ({"noise_multiplier": float("nan")}, "not a finite number"),
-    ({"noise_multiplier": 1e9}, "outside"),
-    ({"sample_rate": 1.5}, "sample_rate"),
-    ({"sample_rate": 1.0, "steps": 20_000}, "passes over the data"),
-    ({"delta": 1e-300}, "delta"),
-    ({"epsilon": -1.0}, "claimed epsilon"),
-    ({"accountant": "gdp"}, "unknown accountant"),
-    ({"reproducible": True}, "seeded"),
-])
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        ({"steps": "100"}, "not an integer"),
+        ({"steps": True}, "not an integer"),
+        ({"steps": 100.5}, "not an integer"),
+        ({"noise_multiplier": float("nan")}, "not a finite number"),
+        ({"noise_multiplier": 1e9}, "outside"),
+        ({"sample_rate": 1.5}, "sample_rate"),
+        ({"sample_rate": 1.0, "steps": 20_000}, "passes over the data"),
+        ({"delta": 1e-300}, "delta"),
+        ({"epsilon": -1.0}, "claimed epsilon"),
+        ({"accountant": "gdp"}, "unknown accountant"),
+        ({"reproducible": True}, "seeded"),
+    ],
+)
 def test_malformed_or_implausible_claims_are_refused_with_a_typed_code(edit, fragment):
     with pytest.raises(dp.DPClaimError, match=fragment) as info:
         dp.reaccount_claim({**GOOD, **edit})
@@ -66,7 +81,9 @@ def test_malformed_or_implausible_claims_are_refused_with_a_typed_code(edit, fra
 
 
 def test_the_aggregator_requires_the_parameters_and_refuses_an_understated_claim():
-    assert dp.reaccount_claim({"epsilon": 4.0, "delta": 1e-5}) is None       # the auditor: not re-accountable
+    assert (
+        dp.reaccount_claim({"epsilon": 4.0, "delta": 1e-5}) is None
+    )  # the auditor: not re-accountable
     with pytest.raises(dp.DPClaimError, match="lacks"):
         dp.check_claim({"epsilon": 4.0, "delta": 1e-5})
     honest = dp.check_claim(GOOD)

@@ -23,7 +23,7 @@ def test_gaussian_noise_has_the_asked_deviation_the_reference_dtype_and_shape():
     assert z.shape == ref.shape and z.dtype == torch.float32
     assert abs(float(z.mean())) < 0.02 and float(z.std()) == pytest.approx(2.5, rel=0.01)
     kurtosis = float(((z / z.std()) ** 4).mean())
-    assert kurtosis == pytest.approx(3.0, abs=0.05)          # Gaussian, not uniform (1.8)
+    assert kurtosis == pytest.approx(3.0, abs=0.05)  # Gaussian, not uniform (1.8)
     assert not torch.equal(z, dprandom.gaussian_noise(2.5, ref))
     assert torch.equal(dprandom.gaussian_noise(0.0, ref), ref)
 
@@ -42,5 +42,7 @@ def test_poisson_sampler_draws_each_record_with_the_sample_rate():
 
 def test_only_the_plain_opacus_optimizer_and_poisson_loader_are_switched():
     with pytest.raises(RuntimeError, match="only DPOptimizer with Poisson sampling"):
-        dprandom.use_os_randomness(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1),
-                                   torch.utils.data.DataLoader([1, 2, 3]))
+        dprandom.use_os_randomness(
+            torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1),
+            torch.utils.data.DataLoader([1, 2, 3]),
+        )

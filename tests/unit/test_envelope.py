@@ -89,8 +89,13 @@ def test_rewritten_header_fails_to_open(keys):
     sealed = envelope.seal(b"data", public, federation_id="fed-a", key_id=kid, suite=suite)
     _, header_bytes, body = envelope.parse_header(sealed)
     forged_header = envelope.EnvelopeHeader(suite, "fed-b", kid).to_bytes()
-    forged = (envelope.MAGIC + bytes([1]) + struct.pack(">H", len(forged_header))
-              + forged_header + bytes(body))
+    forged = (
+        envelope.MAGIC
+        + bytes([1])
+        + struct.pack(">H", len(forged_header))
+        + forged_header
+        + bytes(body)
+    )
     with pytest.raises(FFSecureError) as info:
         envelope.open_sealed(forged, private, federation_id="fed-b", key_id=kid)
     assert _code(info) == "E_ENVELOPE_OPEN"
@@ -111,7 +116,7 @@ def _with_header(obj, body=b"\x00" * 64):
         b"FFSE\x01\xff\xff" + b"{}",
         b"FFSE\x01\x00\x10{}",
         b"FFSE\x01\x00\x02{}",
-        b"FFSE\x01\x00\x09{\"v\": 1}",
+        b'FFSE\x01\x00\x09{"v": 1}',
     ],
 )
 def test_malformed_envelopes_are_refused(keys, data):
@@ -182,13 +187,16 @@ def test_hpke_primitive_matches_rfc9180_vector():
     from cryptography.hazmat.primitives import hpke
     from cryptography.hazmat.primitives.asymmetric import x25519
 
-    sk = x25519.X25519PrivateKey.from_private_bytes(bytes.fromhex(
-        "4612c550263fc8ad58375df3f557aac531d26850903e55a9f23f21d8534e8ac8"))
+    sk = x25519.X25519PrivateKey.from_private_bytes(
+        bytes.fromhex("4612c550263fc8ad58375df3f557aac531d26850903e55a9f23f21d8534e8ac8")
+    )
     enc = bytes.fromhex("37fda3567bdbd628e88668c3c8d7e97d1d1253b6d4ea6d44c150f741f1bf4431")
-    ct = bytes.fromhex("f938558b5d72f1a23810b4be2ab4f84331acc02fc97babc53a52ae8218a355a9"
-                       "6d8770ac83d07bea87e13c512a")
+    ct = bytes.fromhex(
+        "f938558b5d72f1a23810b4be2ab4f84331acc02fc97babc53a52ae8218a355a96d8770ac83d07bea87e13c512a"
+    )
     suite = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
-    pt = rust_openssl.hpke._decrypt_with_aad(suite, enc + ct, sk, info=b"Ode on a Grecian Urn",
-                                             aad=b"Count-0")
+    pt = rust_openssl.hpke._decrypt_with_aad(
+        suite, enc + ct, sk, info=b"Ode on a Grecian Urn", aad=b"Count-0"
+    )
     assert pt == b"Beauty is truth, truth beauty"
     assert hpke.KEM.X25519.enc_length() == len(enc)

@@ -36,29 +36,47 @@ def test_the_commitment_hides_behind_a_salt_and_binds_the_report():
     report = EvaluationReport("clf-1", 4, 0.75, None, (1.0, 0.5))
     s1, s2 = new_salt(), new_salt()
     assert commitment(report, s1) != commitment(report, s2)
-    assert commitment(report, s1) != commitment(EvaluationReport("clf-1", 4, 0.5, None, (1.0, 0.0)), s1)
+    assert commitment(report, s1) != commitment(
+        EvaluationReport("clf-1", 4, 0.5, None, (1.0, 0.0)), s1
+    )
     facts = ledger_facts(report, "st-mary", s1)
-    assert facts == {"classifier_id": "clf-1", "site_id": "st-mary", "report_sha256": commitment(report, s1)}
+    assert facts == {
+        "classifier_id": "clf-1",
+        "site_id": "st-mary",
+        "report_sha256": commitment(report, s1),
+    }
     with pytest.raises(FormatError):
         commitment(report, "../salt")
 
 
-@pytest.mark.parametrize("bad, code", [
-    (dict(n_test=True), "E_EVALUATION_RANGE"),
-    (dict(n_test=4.0), "E_EVALUATION_RANGE"),
-    (dict(accuracy=math.inf), "E_EVALUATION_RANGE"),
-    (dict(accuracy=True), "E_EVALUATION_RANGE"),
-    (dict(auroc=-0.5), "E_EVALUATION_RANGE"),
-    (dict(per_class_recall=(None, None)), "E_EVALUATION_INCONSISTENT"),
-    (dict(per_class_recall=(1.0,)), "E_EVALUATION_CLASSES"),
-    (dict(confusion=((3, 0), (1, 1))), "E_EVALUATION_INCONSISTENT"),   # sums to 5, not 4
-    (dict(confusion=((2, 1), (0, 1))), "E_EVALUATION_INCONSISTENT"),   # recall of class 0 is 2/3, not 1
-    (dict(confusion=((3, 0), (-1, 2))), "E_EVALUATION_RANGE"),
-    (dict(classifier_id="a/b"), "E_ARTIFACT_ID"),
-])
+@pytest.mark.parametrize(
+    "bad, code",
+    [
+        (dict(n_test=True), "E_EVALUATION_RANGE"),
+        (dict(n_test=4.0), "E_EVALUATION_RANGE"),
+        (dict(accuracy=math.inf), "E_EVALUATION_RANGE"),
+        (dict(accuracy=True), "E_EVALUATION_RANGE"),
+        (dict(auroc=-0.5), "E_EVALUATION_RANGE"),
+        (dict(per_class_recall=(None, None)), "E_EVALUATION_INCONSISTENT"),
+        (dict(per_class_recall=(1.0,)), "E_EVALUATION_CLASSES"),
+        (dict(confusion=((3, 0), (1, 1))), "E_EVALUATION_INCONSISTENT"),  # sums to 5, not 4
+        (
+            dict(confusion=((2, 1), (0, 1))),
+            "E_EVALUATION_INCONSISTENT",
+        ),  # recall of class 0 is 2/3, not 1
+        (dict(confusion=((3, 0), (-1, 2))), "E_EVALUATION_RANGE"),
+        (dict(classifier_id="a/b"), "E_ARTIFACT_ID"),
+    ],
+)
 def test_out_of_range_or_inconsistent_reports_are_refused(bad, code):
-    fields = dict(classifier_id="clf-1", n_test=4, accuracy=0.75, auroc=None, per_class_recall=(1.0, 0.5),
-                  confusion=None)
+    fields = dict(
+        classifier_id="clf-1",
+        n_test=4,
+        accuracy=0.75,
+        auroc=None,
+        per_class_recall=(1.0, 0.5),
+        confusion=None,
+    )
     fields.update(bad)
     with pytest.raises(FormatError) as err:
         EvaluationReport(**fields).check(2)

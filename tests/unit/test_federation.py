@@ -24,22 +24,35 @@ def aggregator_keys(suite: str = "x25519") -> dict:
         "hpke_public_key": envelope.b64encode(public),
         "hpke_key_id": envelope.key_id(public),
         "hpke_suite": suite,
-        "log_public_key": make_vkey("example.org/ffsecure/log",
-                                    Ed25519PrivateKey.generate().public_key()),
+        "log_public_key": make_vkey(
+            "example.org/ffsecure/log", Ed25519PrivateKey.generate().public_key()
+        ),
         "log_origin": "example.org/ffsecure/log",
     }
 
 
-def make_manifest(federation_id: str = "fed-test", *, dp_required: bool = False,
-                  suite: str = "x25519", **overrides) -> federation.FederationManifest:
+def make_manifest(
+    federation_id: str = "fed-test",
+    *,
+    dp_required: bool = False,
+    suite: str = "x25519",
+    **overrides,
+) -> federation.FederationManifest:
     fields = dict(
         federation_id=federation_id,
         label_space=list(LABELS),
         image_shape=SHAPE,
-        generator={"family": "cvae", "config": default_config(
-            "cvae", image_shape=SHAPE, num_classes=len(LABELS), size="tiny")},
-        dp_policy={"required": dp_required, "max_epsilon": 8.0 if dp_required else None,
-                   "delta": 1e-5 if dp_required else None},
+        generator={
+            "family": "cvae",
+            "config": default_config(
+                "cvae", image_shape=SHAPE, num_classes=len(LABELS), size="tiny"
+            ),
+        },
+        dp_policy={
+            "required": dp_required,
+            "max_epsilon": 8.0 if dp_required else None,
+            "delta": 1e-5 if dp_required else None,
+        },
         limits={"max_module_bytes": 16 << 20},
         aggregator=aggregator_keys(suite),
         privacy_policy=None,
@@ -130,8 +143,12 @@ def test_non_canonical_or_malformed_file_is_refused(ca):
         {"limits": {"max_module_bytes": 10}},
         {"limits": {"max_module_bytes": 1 << 40}},
         {"limits": {"max_module_bytes": 1 << 20, "other": 1}},
-        {"generator": {"family": "cvae", "config": default_config(
-            "cvae", image_shape=SHAPE, num_classes=5, size="tiny")}},
+        {
+            "generator": {
+                "family": "cvae",
+                "config": default_config("cvae", image_shape=SHAPE, num_classes=5, size="tiny"),
+            }
+        },
         {"privacy_policy": {"nested": {"a": 1}}},
         {"created_at": "yesterday"},
     ],
@@ -176,8 +193,11 @@ def _write_toml(tmp_path, extra: str = "", aggregator: str | None = None):
     agg = aggregator_keys()
     federation.write_public_keys(
         tmp_path / "public-keys.json",
-        hpke_public_key=base64.b64decode(agg["hpke_public_key"]), hpke_suite="x25519",
-        log_public_key=agg["log_public_key"], log_origin=agg["log_origin"])
+        hpke_public_key=base64.b64decode(agg["hpke_public_key"]),
+        hpke_suite="x25519",
+        log_public_key=agg["log_public_key"],
+        log_origin=agg["log_origin"],
+    )
     text = f"""
 federation_id = "fed-test"
 label_space = ["normal", "benign", "malignant"]
@@ -210,15 +230,20 @@ def test_toml_to_manifest(tmp_path, ca):
     assert manifest.aggregator["endpoint"] == "agg.example:7443"
     assert manifest.dp_policy == {"required": True, "max_epsilon": 8.0, "delta": 1e-5}
     assert manifest.generator["config"] == default_config(
-        "cvae", image_shape=SHAPE, num_classes=3, size="tiny")
-    assert federation.load_signed_manifest(
-        federation.create_signed_manifest(manifest, ca), ca.cert) == manifest
+        "cvae", image_shape=SHAPE, num_classes=3, size="tiny"
+    )
+    assert (
+        federation.load_signed_manifest(federation.create_signed_manifest(manifest, ca), ca.cert)
+        == manifest
+    )
 
 
 def test_toml_with_inline_keys(tmp_path):
     agg = aggregator_keys()
-    inline = "\n".join(f'{k} = "{agg[k]}"' for k in
-                       ("endpoint", "hpke_public_key", "hpke_suite", "log_public_key", "log_origin"))
+    inline = "\n".join(
+        f'{k} = "{agg[k]}"'
+        for k in ("endpoint", "hpke_public_key", "hpke_suite", "log_public_key", "log_origin")
+    )
     path, _ = _write_toml(tmp_path, aggregator=inline)
     assert federation.manifest_from_toml(path).aggregator == agg
 
@@ -262,10 +287,21 @@ def test_cli_create_and_verify(tmp_path):
     run("pki", "init", "--federation-id", "fed-test", "--dir", str(tmp_path / "ca"))
     path, agg = _write_toml(tmp_path)
     out = tmp_path / "federation.json"
-    run("federation", "create", "--config", str(path), "--ca-dir", str(tmp_path / "ca"),
-        "--out", str(out))
-    shown = json.loads(run("federation", "verify", str(out), "--ca", str(tmp_path / "ca" / "ca.pem"),
-                           "--json").stdout)
+    run(
+        "federation",
+        "create",
+        "--config",
+        str(path),
+        "--ca-dir",
+        str(tmp_path / "ca"),
+        "--out",
+        str(out),
+    )
+    shown = json.loads(
+        run(
+            "federation", "verify", str(out), "--ca", str(tmp_path / "ca" / "ca.pem"), "--json"
+        ).stdout
+    )
     assert shown["hpke_key_id"] == agg["hpke_key_id"] and shown["label_space"] == LABELS
     other = pki.init_ca(tmp_path / "other", "fed-test")
     (tmp_path / "other.pem").write_bytes(other.cert_pem)

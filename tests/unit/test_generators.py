@@ -69,7 +69,10 @@ def test_default_configs_validate_and_specs_match_build(family, size):
         (lambda c: c.update(num_classes=1001), "num_classes"),
         (lambda c: c.update(temperature=float("nan")), "temperature"),
         (lambda c: c.update(latent_dim=True), "latent_dim"),
-        (lambda c: c.update(channels=[256, 256], hidden=2048, image_shape=[3, 64, 64]), "parameters"),
+        (
+            lambda c: c.update(channels=[256, 256], hidden=2048, image_shape=[3, 64, 64]),
+            "parameters",
+        ),
     ],
 )
 def test_hostile_cvae_configs_are_refused(edit, fragment):
@@ -139,11 +142,17 @@ def test_cvae_samples_follow_the_class(fitted_cvae, digits):
 def test_fit_refuses_bad_data(fitted_cvae):
     gen, _cfg, _ = fitted_cvae
     with pytest.raises(DataError):
-        gen.fit(torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.int64), G.TrainSettings(epochs=1))
+        gen.fit(
+            torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.int64), G.TrainSettings(epochs=1)
+        )
     with pytest.raises(DataError):
         gen.fit(torch.zeros(4, *SHAPE), torch.full((4,), 10), G.TrainSettings(epochs=1))
     with pytest.raises(DataError):
-        gen.fit(torch.full((4, *SHAPE), 3.0), torch.zeros(4, dtype=torch.int64), G.TrainSettings(epochs=1))
+        gen.fit(
+            torch.full((4, *SHAPE), 3.0),
+            torch.zeros(4, dtype=torch.int64),
+            G.TrainSettings(epochs=1),
+        )
     with pytest.raises(DataError):
         gen.sample([0, 10], seed=0)
     with pytest.raises(DataError):
@@ -167,7 +176,9 @@ def test_check_safetensors_accepts_the_real_file(weights_and_specs):
 
 
 def _first_two(header):
-    names = sorted((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][0])
+    names = sorted(
+        (k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][0]
+    )
     return names[0], names[1]
 
 
@@ -182,19 +193,61 @@ def _first_two(header):
         (lambda w: struct.pack("<Q", 5) + b'{"a":' + w[13:], "E_SAFETENSORS_HEADER"),
         (
             lambda w: _tamper_header(
-                w, lambda h: h[_first_two(h)[1]].__setitem__(
-                    "data_offsets", [h[_first_two(h)[1]]["data_offsets"][0] - 4, h[_first_two(h)[1]]["data_offsets"][1] - 4]
-                )
+                w,
+                lambda h: h[_first_two(h)[1]].__setitem__(
+                    "data_offsets",
+                    [
+                        h[_first_two(h)[1]]["data_offsets"][0] - 4,
+                        h[_first_two(h)[1]]["data_offsets"][1] - 4,
+                    ],
+                ),
             ),
             "E_SAFETENSORS_HEADER",
         ),
-        (lambda w: _tamper_header(w, lambda h: h.__setitem__("extra.weight", {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]})), "E_TENSOR_NAME"),
-        (lambda w: _tamper_header(w, lambda h: h.__setitem__("log_sigma.renamed", h.pop("log_sigma.weight"))), "E_TENSOR_NAME"),
-        (lambda w: _tamper_header(w, lambda h: h["log_sigma.weight"].__setitem__("dtype", "I32")), "E_TENSOR_DTYPE"),
-        (lambda w: _tamper_header(w, lambda h: h["label.weight"].__setitem__("shape", list(reversed(h["label.weight"]["shape"])))), "E_TENSOR_SHAPE"),
+        (
+            lambda w: _tamper_header(
+                w,
+                lambda h: h.__setitem__(
+                    "extra.weight", {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}
+                ),
+            ),
+            "E_TENSOR_NAME",
+        ),
+        (
+            lambda w: _tamper_header(
+                w, lambda h: h.__setitem__("log_sigma.renamed", h.pop("log_sigma.weight"))
+            ),
+            "E_TENSOR_NAME",
+        ),
+        (
+            lambda w: _tamper_header(
+                w, lambda h: h["log_sigma.weight"].__setitem__("dtype", "I32")
+            ),
+            "E_TENSOR_DTYPE",
+        ),
+        (
+            lambda w: _tamper_header(
+                w,
+                lambda h: h["label.weight"].__setitem__(
+                    "shape", list(reversed(h["label.weight"]["shape"]))
+                ),
+            ),
+            "E_TENSOR_SHAPE",
+        ),
     ],
-    ids=["huge-header-len", "header-past-end", "truncated-prefix", "truncated-data", "trailing-bytes",
-         "bad-json", "overlapping-offsets", "extra-tensor", "missing-tensor", "dtype-mismatch", "shape-mismatch"],
+    ids=[
+        "huge-header-len",
+        "header-past-end",
+        "truncated-prefix",
+        "truncated-data",
+        "trailing-bytes",
+        "bad-json",
+        "overlapping-offsets",
+        "extra-tensor",
+        "missing-tensor",
+        "dtype-mismatch",
+        "shape-mismatch",
+    ],
 )
 def test_check_safetensors_error_codes(weights_and_specs, mutate, code):
     weights, specs, cfg = weights_and_specs
@@ -245,10 +298,14 @@ def test_opacus_validator_accepts_family(family):
     from opacus.validators import ModuleValidator
 
     for size in ("tiny", "default"):
-        model = G.build(family, G.default_config(family, image_shape=(3, 28, 28), num_classes=5, size=size)).model
+        model = G.build(
+            family, G.default_config(family, image_shape=(3, 28, 28), num_classes=5, size=size)
+        ).model
         model.train()
         ModuleValidator.validate(model, strict=True)
-        assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        assert not any(
+            isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()
+        )
 
 
 # ---- ddpm ----------------------------------------------------------------------------------
@@ -259,8 +316,12 @@ def test_ddpm_tiny_trains_and_samples_on_cpu(digits):
     cfg = G.default_config("ddpm", image_shape=SHAPE, num_classes=10, size="tiny")
     gen = G.build("ddpm", cfg)
     losses = []
-    report = gen.fit(x[:96], y[:96], G.TrainSettings(epochs=2, batch_size=32, lr=2e-3, seed=0),
-                     progress=lambda e, t, loss, eps: losses.append((e, t, loss, eps)))
+    report = gen.fit(
+        x[:96],
+        y[:96],
+        G.TrainSettings(epochs=2, batch_size=32, lr=2e-3, seed=0),
+        progress=lambda e, t, loss, eps: losses.append((e, t, loss, eps)),
+    )
     assert report.family == "ddpm" and report.steps == 6 and report.dp is None
     assert [l[0] for l in losses] == [1, 2] and all(l[3] is None for l in losses)
     assert all(0 < l[2] < 5 for l in losses)
@@ -276,14 +337,20 @@ def test_ddpm_tiny_trains_and_samples_on_cpu(digits):
 
 def test_ddpm_guidance_and_fit_repeatability(digits):
     x, y = digits
-    cfg = dict(G.default_config("ddpm", image_shape=SHAPE, num_classes=10, size="tiny"), guidance_scale=2.0, sample_steps=4)
+    cfg = dict(
+        G.default_config("ddpm", image_shape=SHAPE, num_classes=10, size="tiny"),
+        guidance_scale=2.0,
+        sample_steps=4,
+    )
     settings = G.TrainSettings(epochs=1, batch_size=32, lr=2e-3, seed=2)
     a, b = G.build("ddpm", cfg), G.build("ddpm", cfg)
     a.fit(x[:64], y[:64], settings)
     b.fit(x[:64], y[:64], settings)
     assert G.to_safetensors(a) == G.to_safetensors(b)
     guided = a.sample([1, 2], seed=0)
-    plain = G.from_state("ddpm", dict(cfg, guidance_scale=1.0), G.to_safetensors(a)).sample([1, 2], seed=0)
+    plain = G.from_state("ddpm", dict(cfg, guidance_scale=1.0), G.to_safetensors(a)).sample(
+        [1, 2], seed=0
+    )
     assert guided.shape == plain.shape == (2, *SHAPE)
     assert not torch.equal(guided, plain)
 
@@ -296,7 +363,10 @@ def test_ddpm_guidance_and_fit_repeatability(digits):
         (lambda c: c.update(channel_mults=[1, 2, 2, 2]), "channel_mults"),
         (lambda c: c.update(embed_dim=33), "even"),
         (lambda c: c.update(schedule="sigmoid"), "schedule"),
-        (lambda c: c.update(base_channels=256, channel_mults=[8, 8, 8], num_res_blocks=4), "parameters"),
+        (
+            lambda c: c.update(base_channels=256, channel_mults=[8, 8, 8], num_res_blocks=4),
+            "parameters",
+        ),
     ],
 )
 def test_hostile_ddpm_configs_are_refused(edit, fragment):
@@ -315,8 +385,10 @@ def test_check_finite_finds_nan_and_inf_in_every_float_dtype(dtype):
     from ffsecure.generators.state import TensorValueError, check_finite
 
     big = torch.finfo(dtype).max
-    fine = {"a": torch.tensor([0.0, -0.0, big, -big, torch.finfo(dtype).tiny], dtype=dtype),
-            "n": torch.arange(6, dtype=torch.int64)}
+    fine = {
+        "a": torch.tensor([0.0, -0.0, big, -big, torch.finfo(dtype).tiny], dtype=dtype),
+        "n": torch.arange(6, dtype=torch.int64),
+    }
     check_finite(save(fine))  # extremes, zeros and subnormal-adjacent values are finite
     for bad in (float("nan"), float("inf"), float("-inf")):
         tensors = dict(fine, b=torch.tensor([1.0, bad], dtype=dtype))

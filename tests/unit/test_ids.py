@@ -11,7 +11,8 @@ included: the first must pass, the second must be refused.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -26,14 +27,40 @@ from ffsecure.ledger.entries import check_entry
 H = "ab" * 32
 MID = "0f" * 16
 LINE_ENDS = ["\n", "\r", "\x00", "\t"]
-FORBIDDEN_EXAMPLES = ["\x0b", "\x0c", "\x1f", "\x7f", "\x85", "\xa0", "\u2028", "\u0660", "\uff11",
-                      "\u0131", "\U0001f600"]
-EXAMPLES = {ids.MODULE_ID: MID, ids.UPLOAD_ID: MID, ids.SALT: MID, ids.SHA256_HEX: H, ids.KEY_ID: H,
-            ids.SITE_ID: "st-mary", ids.FEDERATION_ID: "fed-test", ids.ARTIFACT_ID: "ds-1",
-            ids.OPERATOR_NAME: "alice", ids.ACTOR: "site:st-mary", ids.HOST: "localhost",
-            ids.TREE_SIZE: "42", ids.PORT: "8443"}
-bad_chars = st.one_of(st.sampled_from(LINE_ENDS), st.sampled_from(FORBIDDEN_EXAMPLES),
-                      st.characters(categories=["Cc"]), st.characters(min_codepoint=0x80))
+FORBIDDEN_EXAMPLES = [
+    "\x0b",
+    "\x0c",
+    "\x1f",
+    "\x7f",
+    "\x85",
+    "\xa0",
+    "\u2028",
+    "\u0660",
+    "\uff11",
+    "\u0131",
+    "\U0001f600",
+]
+EXAMPLES = {
+    ids.MODULE_ID: MID,
+    ids.UPLOAD_ID: MID,
+    ids.SALT: MID,
+    ids.SHA256_HEX: H,
+    ids.KEY_ID: H,
+    ids.SITE_ID: "st-mary",
+    ids.FEDERATION_ID: "fed-test",
+    ids.ARTIFACT_ID: "ds-1",
+    ids.OPERATOR_NAME: "alice",
+    ids.ACTOR: "site:st-mary",
+    ids.HOST: "localhost",
+    ids.TREE_SIZE: "42",
+    ids.PORT: "8443",
+}
+bad_chars = st.one_of(
+    st.sampled_from(LINE_ENDS),
+    st.sampled_from(FORBIDDEN_EXAMPLES),
+    st.characters(categories=["Cc"]),
+    st.characters(min_codepoint=0x80),
+)
 
 
 def _valid(rule: ids.IdRule) -> st.SearchStrategy[str]:
@@ -55,14 +82,20 @@ def _accepts(parse: Callable[[str], Any], value: str) -> bool:
 
 def _entry(actor: str = "aggregator", **facts: Any) -> dict:
     base = {"module_id": MID, "site_id": "st-mary", "manifest_sha256": H, "weights_sha256": H}
-    return {"v": 1, "type": "module.registered", "time": "2026-11-22T12:00:00Z", "actor": actor,
-            "facts": {**base, **facts}}
+    return {
+        "v": 1,
+        "type": "module.registered",
+        "time": "2026-11-22T12:00:00Z",
+        "actor": actor,
+        "facts": {**base, **facts},
+    }
 
 
 def _checked(check: Callable[..., Any]) -> Callable[..., bool]:
     def run(*args: Any) -> bool:
         check(*args)
         return True
+
     return run
 
 
@@ -77,26 +110,35 @@ PARSERS: list[tuple[str, ids.IdRule, Callable[[str], Any]]] = [
     ("ids.parse_port", ids.PORT, lambda v: ids.parse_port(v) is not None),
     ("package.check_module_id", ids.MODULE_ID, package.check_module_id),
     ("pki.check_id", ids.SITE_ID, pki.check_id),
-    ("pki.Identity.parse (site id)", ids.SITE_ID,
-     lambda v: pki.Identity.parse(f"ffsecure://fed-test/site/{v}")),
-    ("pki.Identity.parse (federation id)", ids.FEDERATION_ID,
-     lambda v: pki.Identity.parse(f"ffsecure://{v}/aggregator")),
+    (
+        "pki.Identity.parse (site id)",
+        ids.SITE_ID,
+        lambda v: pki.Identity.parse(f"ffsecure://fed-test/site/{v}"),
+    ),
+    (
+        "pki.Identity.parse (federation id)",
+        ids.FEDERATION_ID,
+        lambda v: pki.Identity.parse(f"ffsecure://{v}/aggregator"),
+    ),
     ("uploads.check_upload_id", ids.UPLOAD_ID, check_upload_id),
     ("store.check_module_id", ids.MODULE_ID, store_base.check_module_id),
-    ("store.check_artifact", ids.ARTIFACT_ID,
-     _checked(lambda v: store_base.check_artifact("dataset", v))),
+    (
+        "store.check_artifact",
+        ids.ARTIFACT_ID,
+        _checked(lambda v: store_base.check_artifact("dataset", v)),
+    ),
     ("entries.actor", ids.ACTOR, _checked(lambda v: check_entry(_entry(actor=v)))),
     ("entries.module_id", ids.MODULE_ID, _checked(lambda v: check_entry(_entry(module_id=v)))),
     ("entries.site_id", ids.SITE_ID, _checked(lambda v: check_entry(_entry(site_id=v)))),
-    ("entries.sha256", ids.SHA256_HEX,
-     _checked(lambda v: check_entry(_entry(weights_sha256=v)))),
+    ("entries.sha256", ids.SHA256_HEX, _checked(lambda v: check_entry(_entry(weights_sha256=v)))),
     ("evalreport.salt", ids.SALT, _checked(lambda v: evalreport.commitment(_report(), v))),
 ]
 
 
 def _report() -> evalreport.EvaluationReport:
-    return evalreport.EvaluationReport(classifier_id="c1", n_test=2, accuracy=0.5, auroc=None,
-                                       per_class_recall=(0.5, 0.5))
+    return evalreport.EvaluationReport(
+        classifier_id="c1", n_test=2, accuracy=0.5, auroc=None, per_class_recall=(0.5, 0.5)
+    )
 
 
 @pytest.mark.parametrize("name,rule,parse", PARSERS, ids=[p[0] for p in PARSERS])
@@ -123,18 +165,35 @@ def test_every_rule_is_a_parser_case():
     assert {rule for _, rule, _ in PARSERS} == set(ids.RULES) == set(EXAMPLES)
 
 
-@pytest.mark.parametrize("value,expected", [
-    ("0", 0), ("65535", 65535), ("65536", None), ("08443", None), ("\uff18443", None),
-    ("\u00b2", None), ("", None), ("8443\n", None), (8443, None),
-])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("0", 0),
+        ("65535", 65535),
+        ("65536", None),
+        ("08443", None),
+        ("\uff18443", None),
+        ("\u00b2", None),
+        ("", None),
+        ("8443\n", None),
+        (8443, None),
+    ],
+)
 def test_ports_are_ascii_decimal_and_in_range(value, expected):
     assert ids.parse_port(value) == expected
 
 
-@pytest.mark.parametrize("value,expected", [
-    ("0", 0), (str(ids.MAX_TREE_SIZE), ids.MAX_TREE_SIZE), (str(ids.MAX_TREE_SIZE + 1), None),
-    ("01", None), ("1\n", None), ("\u0661", None),
-])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("0", 0),
+        (str(ids.MAX_TREE_SIZE), ids.MAX_TREE_SIZE),
+        (str(ids.MAX_TREE_SIZE + 1), None),
+        ("01", None),
+        ("1\n", None),
+        ("\u0661", None),
+    ],
+)
 def test_tree_sizes_are_bounded(value, expected):
     assert ids.parse_tree_size(value) == expected
 

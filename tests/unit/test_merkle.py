@@ -76,46 +76,100 @@ def ref_proof(m: int, d: list[bytes]) -> list[bytes]:
 
 # --- known answers (RFC 6962 / CT / Trillian test vectors) ------------------
 
-KAT_LEAVES = [bytes.fromhex(x) for x in (
-    "", "00", "10", "2021", "3031", "40414243", "5051525354555657",
-    "606162636465666768696a6b6c6d6e6f",
-)]
-KAT_ROOTS = [bytes.fromhex(x) for x in (
-    "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
-    "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
-    "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
-    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
-    "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
-    "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
-    "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
-    "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
-)]
+KAT_LEAVES = [
+    bytes.fromhex(x)
+    for x in (
+        "",
+        "00",
+        "10",
+        "2021",
+        "3031",
+        "40414243",
+        "5051525354555657",
+        "606162636465666768696a6b6c6d6e6f",
+    )
+]
+KAT_ROOTS = [
+    bytes.fromhex(x)
+    for x in (
+        "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+        "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+        "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
+        "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+        "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
+        "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
+        "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
+        "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+    )
+]
 # (leaf index, tree size, proof)
 KAT_INCLUSION = [
-    (0, 8, ["96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+    (
+        0,
+        8,
+        [
+            "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
             "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4"]),
-    (5, 8, ["bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+        ],
+    ),
+    (
+        5,
+        8,
+        [
+            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
             "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
-            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7"]),
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+        ],
+    ),
     (2, 3, ["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"]),
-    (1, 5, ["6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+    (
+        1,
+        5,
+        [
+            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
             "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b"]),
+            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+        ],
+    ),
 ]
 # (old size, new size, proof)
 KAT_CONSISTENCY = [
-    (1, 8, ["96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+    (
+        1,
+        8,
+        [
+            "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
             "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4"]),
-    (6, 8, ["0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+        ],
+    ),
+    (
+        6,
+        8,
+        [
+            "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
             "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
-            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7"]),
-    (2, 5, ["5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b"]),
-    (6, 7, ["0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+        ],
+    ),
+    (
+        2,
+        5,
+        [
+            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+        ],
+    ),
+    (
+        6,
+        7,
+        [
+            "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
             "b08693ec2e721597130641e8211e7eedccb4c26413963eee6c1e2ed16ffb1a5f",
-            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7"]),
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+        ],
+    ),
 ]
 
 
@@ -200,18 +254,25 @@ def test_corrupted_inclusion_proofs_fail(n):
     for m in range(n):
         leaf, proof = leaf_hash(data[m]), tree.inclusion_proof(m)
         probes = [
-            (leaf, m + 1, n, proof, root), (leaf, m ^ 2, n, proof, root),
-            (leaf, m, n * 2, proof, root), (leaf, m, n // 2, proof, root),
-            (leaf_hash(b"wrong"), m, n, proof, root), (leaf, m, n, proof, EMPTY_ROOT),
-            (leaf, m, n, proof + [root], root), (leaf, m, n, [root] + proof, root),
-            (leaf, m, n, proof[:-1], root), (leaf, m, n, proof + [b""], root),
+            (leaf, m + 1, n, proof, root),
+            (leaf, m ^ 2, n, proof, root),
+            (leaf, m, n * 2, proof, root),
+            (leaf, m, n // 2, proof, root),
+            (leaf_hash(b"wrong"), m, n, proof, root),
+            (leaf, m, n, proof, EMPTY_ROOT),
+            (leaf, m, n, proof + [root], root),
+            (leaf, m, n, [root] + proof, root),
+            (leaf, m, n, proof[:-1], root),
+            (leaf, m, n, proof + [b""], root),
         ]
         if m > 0:
             probes.append((leaf, m - 1, n, proof, root))
         if len(proof) > 1:
             probes.append((leaf, m, n, [proof[0], some] + proof[1:], root))
-        probes += [(leaf, m, n, proof[:i] + [_flip(proof[i])] + proof[i + 1:], root)
-                   for i in range(len(proof))]
+        probes += [
+            (leaf, m, n, proof[:i] + [_flip(proof[i])] + proof[i + 1 :], root)
+            for i in range(len(proof))
+        ]
         for leaf_p, m_p, n_p, proof_p, root_p in probes:
             if (m_p, n_p) == (m, n) and proof_p == proof and root_p == root and leaf_p == leaf:
                 continue
@@ -228,14 +289,24 @@ def test_corrupted_consistency_proofs_fail(old, new):
     proof = tree.consistency_proof(old, new)
     verify_consistency(old, new, r1, r2, proof)
     probes = [
-        (old - 1, new, r1, r2, proof), (old + 1, new, r1, r2, proof),
-        (old, new * 2, r1, r2, proof), (old, new // 2, r1, r2, proof),
-        (old, new, r2, r1, proof), (old, new, EMPTY_ROOT, r2, proof), (old, new, r1, EMPTY_ROOT, proof),
-        (old, new, r1, r2, []), (old, new, r1, r2, proof + [r1]), (old, new, r1, r2, [r2] + proof),
-        (old, new, r1, r2, [proof[0]] + proof), (old, new, r1, r2, proof[:-1]),
+        (old - 1, new, r1, r2, proof),
+        (old + 1, new, r1, r2, proof),
+        (old, new * 2, r1, r2, proof),
+        (old, new // 2, r1, r2, proof),
+        (old, new, r2, r1, proof),
+        (old, new, EMPTY_ROOT, r2, proof),
+        (old, new, r1, EMPTY_ROOT, proof),
+        (old, new, r1, r2, []),
+        (old, new, r1, r2, proof + [r1]),
+        (old, new, r1, r2, [r2] + proof),
+        (old, new, r1, r2, [proof[0]] + proof),
+        (old, new, r1, r2, proof[:-1]),
         (new, old, r2, r1, proof),
     ]
-    probes += [(old, new, r1, r2, proof[:i] + [_flip(proof[i], 4)] + proof[i + 1:]) for i in range(len(proof))]
+    probes += [
+        (old, new, r1, r2, proof[:i] + [_flip(proof[i], 4)] + proof[i + 1 :])
+        for i in range(len(proof))
+    ]
     for probe in probes:
         if probe[0] == 0:
             continue  # size 0 is consistent with everything by definition

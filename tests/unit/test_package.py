@@ -21,8 +21,16 @@ from ffsecure.generators import build, default_config, to_safetensors
 from ffsecure.ids import MODULE_ID
 from tests.unit.test_federation import SHAPE, make_manifest
 
-DP_CLAIM = {"target_epsilon": 4.0, "epsilon": 3.9, "delta": 1e-6, "noise_multiplier": 1.1,
-            "sample_rate": 0.01, "steps": 300, "max_grad_norm": 1.0, "accountant": "prv"}
+DP_CLAIM = {
+    "target_epsilon": 4.0,
+    "epsilon": 3.9,
+    "delta": 1e-6,
+    "noise_multiplier": 1.1,
+    "sample_rate": 0.01,
+    "steps": 300,
+    "max_grad_norm": 1.0,
+    "accountant": "prv",
+}
 
 
 @dataclasses.dataclass
@@ -49,7 +57,9 @@ def _code(info):
     return info.value.code
 
 
-def make_pkg(w: World, *, fed=None, weights=None, key=None, cert=None, **kw) -> package.SignedPackage:
+def make_pkg(
+    w: World, *, fed=None, weights=None, key=None, cert=None, **kw
+) -> package.SignedPackage:
     fed = fed or w.fed
     weights = w.weights if weights is None else weights
     kw.setdefault("site_id", "st-mary")
@@ -64,17 +74,33 @@ def raw_container(manifest_obj: dict, weights: bytes, key, cert) -> bytes:
     mbytes = canonical.dumps(manifest_obj)
     sig = key.sign(package._message(mbytes), ec.ECDSA(hashes.SHA256()))
     chain = pki.cert_pem(cert)
-    return (package.MAGIC + b"\x01" + struct.pack(">I", len(mbytes)) + mbytes
-            + struct.pack(">I", len(sig)) + sig + struct.pack(">I", len(chain)) + chain
-            + struct.pack(">Q", len(weights)) + weights)
+    return (
+        package.MAGIC
+        + b"\x01"
+        + struct.pack(">I", len(mbytes))
+        + mbytes
+        + struct.pack(">I", len(sig))
+        + sig
+        + struct.pack(">I", len(chain))
+        + chain
+        + struct.pack(">Q", len(weights))
+        + weights
+    )
 
 
 def verify(w: World, data_or_pkg, *, fed=None, crl=None, now=None):
     pkg = data_or_pkg
     if isinstance(data_or_pkg, (bytes, bytearray)):
-        pkg = package.SignedPackage.from_bytes(data_or_pkg, max_bytes=(fed or w.fed).max_module_bytes)
-    return package.verify_package(pkg, federation=fed or w.fed, ca_cert=w.ca.cert,
-                                  crl=crl if crl is not None else w.ca.crl(), now=now)
+        pkg = package.SignedPackage.from_bytes(
+            data_or_pkg, max_bytes=(fed or w.fed).max_module_bytes
+        )
+    return package.verify_package(
+        pkg,
+        federation=fed or w.fed,
+        ca_cert=w.ca.cert,
+        crl=crl if crl is not None else w.ca.crl(),
+        now=now,
+    )
 
 
 def expect(code, fn, *args, **kwargs):
@@ -131,15 +157,21 @@ def test_rotation_keeps_old_modules_verifiable(tmp_path, world):
     old_cert, old_key = ca.issue_site("st-rot")
     created = pki.utcnow() - dt.timedelta(minutes=1)
     w = dataclasses.replace(world, ca=ca)
-    old_pkg = make_pkg(w, site_id="st-rot", key=old_key, cert=old_cert,
-                       created_at=pki.rfc3339(created))
+    old_pkg = make_pkg(
+        w, site_id="st-rot", key=old_key, cert=old_cert, created_at=pki.rfc3339(created)
+    )
     new_cert, new_key = ca.issue_site("st-rot")
     crl = pki.load_crl(ca.revoke(old_cert, "superseded"), ca.cert)
     assert verify(w, old_pkg, crl=crl).identity.site_id == "st-rot"
     assert verify(w, make_pkg(w, site_id="st-rot", key=new_key, cert=new_cert), crl=crl)
     # a new module signed with the superseded certificate is refused
-    expect("E_CERT_REVOKED", verify, w, make_pkg(w, site_id="st-rot", key=old_key, cert=old_cert),
-           crl=crl)
+    expect(
+        "E_CERT_REVOKED",
+        verify,
+        w,
+        make_pkg(w, site_id="st-rot", key=old_key, cert=old_cert),
+        crl=crl,
+    )
 
 
 # --------------------------------------------------------- one test per code
@@ -162,13 +194,22 @@ def test_e_cert_chain(world, tmp_path):
 def test_e_cert_chain_comes_before_the_dates_a_package_claims(world, tmp_path):
     """Another CA with this federation's id and CA name: E_CERT_CHAIN even when backdated before our CA."""
     other = pki.init_ca(tmp_path, "fed-test")
-    assert other.cert.subject == world.ca.cert.subject  # the issuer name alone cannot tell them apart
+    assert (
+        other.cert.subject == world.ca.cert.subject
+    )  # the issuer name alone cannot tell them apart
     cert, key = other.issue_site("st-mary")
     backdated = make_pkg(world, key=key, cert=cert, created_at="2001-01-01T00:00:00Z")
     expect("E_CERT_CHAIN", verify, world, backdated)
-    expect("E_CERT_CHAIN", pki.verify_cert, cert, ca_cert=world.ca.cert,
-           at=world.ca.cert.not_valid_after_utc + dt.timedelta(days=1))
-    own = make_pkg(world, created_at="2001-01-01T00:00:00Z")  # our own certificate: the dates decide
+    expect(
+        "E_CERT_CHAIN",
+        pki.verify_cert,
+        cert,
+        ca_cert=world.ca.cert,
+        at=world.ca.cert.not_valid_after_utc + dt.timedelta(days=1),
+    )
+    own = make_pkg(
+        world, created_at="2001-01-01T00:00:00Z"
+    )  # our own certificate: the dates decide
     expect("E_CERT_EXPIRED", verify, world, own)
 
 
@@ -196,15 +237,23 @@ def _site_cert_with_eku(ca: pki.CA, eku):
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "st-mary")]))
-        .issuer_name(ca.cert.subject).public_key(key.public_key())
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False),
-                       critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+            critical=True,
+        )
         .add_extension(x509.ExtendedKeyUsage(eku), critical=False)
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.UniformResourceIdentifier("ffsecure://fed-test/site/st-mary")]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier("ffsecure://fed-test/site/st-mary")]
+            ),
+            critical=False,
+        )
         .sign(ca_key, hashes.SHA256())
     )
     return cert, key
@@ -237,8 +286,9 @@ def test_e_weights_hash(world):
     tampered[-1] ^= 1
     expect("E_WEIGHTS_HASH", verify, world, dataclasses.replace(pkg, weights=bytes(tampered)))
     expect("E_WEIGHTS_HASH", verify, world, dataclasses.replace(pkg, weights=pkg.weights + b"\0"))
-    expect("E_WEIGHTS_HASH", package.sign_package, pkg.manifest, bytes(tampered), world.key,
-           world.cert)
+    expect(
+        "E_WEIGHTS_HASH", package.sign_package, pkg.manifest, bytes(tampered), world.key, world.cert
+    )
 
 
 def _retyped(weights_model, convert) -> bytes:
@@ -277,10 +327,20 @@ def test_e_policy_classes(world):
 def test_e_policy_dp(world):
     fed = world.fed_dp
     expect("E_POLICY_DP", verify, world, make_pkg(world, fed=fed, dp=None), fed=fed)
-    expect("E_POLICY_DP", verify, world,
-           make_pkg(world, fed=fed, dp={**DP_CLAIM, "epsilon": 8.5}), fed=fed)
-    expect("E_POLICY_DP", verify, world,
-           make_pkg(world, fed=fed, dp={**DP_CLAIM, "delta": 1e-4}), fed=fed)
+    expect(
+        "E_POLICY_DP",
+        verify,
+        world,
+        make_pkg(world, fed=fed, dp={**DP_CLAIM, "epsilon": 8.5}),
+        fed=fed,
+    )
+    expect(
+        "E_POLICY_DP",
+        verify,
+        world,
+        make_pkg(world, fed=fed, dp={**DP_CLAIM, "delta": 1e-4}),
+        fed=fed,
+    )
     # a federation without a DP requirement accepts both
     assert verify(world, make_pkg(world, dp=None))
     assert verify(world, make_pkg(world, dp={**DP_CLAIM, "epsilon": 50.0}))
@@ -289,7 +349,9 @@ def test_e_policy_dp(world):
 def test_e_policy_generator(world):
     other = default_config("cvae", image_shape=SHAPE, num_classes=3, size="default")
     gen = build("cvae", other)
-    pkg = make_pkg(world, weights=to_safetensors(gen), generator={"family": "cvae", "config": other})
+    pkg = make_pkg(
+        world, weights=to_safetensors(gen), generator={"family": "cvae", "config": other}
+    )
     expect("E_POLICY_GENERATOR", verify, world, dataclasses.replace(pkg))
 
 
@@ -311,8 +373,11 @@ def test_e_too_large(world):
 def test_e_module_id_in_signed_bytes(world):
     obj = make_pkg(world).manifest.to_dict()
     obj["module_id"] = "../../etc/passwd"
-    expect("E_MODULE_ID", package.SignedPackage.from_bytes,
-           raw_container(obj, world.weights, world.key, world.cert))
+    expect(
+        "E_MODULE_ID",
+        package.SignedPackage.from_bytes,
+        raw_container(obj, world.weights, world.key, world.cert),
+    )
 
 
 @pytest.mark.parametrize(
@@ -337,8 +402,11 @@ def test_e_module_id_in_signed_bytes(world):
 def test_e_manifest_schema(world, change):
     obj = make_pkg(world).manifest.to_dict()
     change(obj)
-    expect("E_MANIFEST_SCHEMA", package.SignedPackage.from_bytes,
-           raw_container(obj, world.weights, world.key, world.cert))
+    expect(
+        "E_MANIFEST_SCHEMA",
+        package.SignedPackage.from_bytes,
+        raw_container(obj, world.weights, world.key, world.cert),
+    )
 
 
 def test_e_manifest_time(world):
@@ -363,8 +431,9 @@ def test_e_cert_format(world):
 
 def test_e_key_when_key_and_cert_differ(world):
     other_key = ec.generate_private_key(ec.SECP256R1())
-    manifest = package.build_manifest(federation=world.fed, site_id="st-mary",
-                                      weights=world.weights, classes=[0], seed=1)
+    manifest = package.build_manifest(
+        federation=world.fed, site_id="st-mary", weights=world.weights, classes=[0], seed=1
+    )
     expect("E_KEY", package.sign_package, manifest, world.weights, other_key, world.cert)
 
 

@@ -80,8 +80,13 @@ def test_identity_uri_round_trip():
     assert pki.Identity.parse(site.uri) == site
     agg = pki.Identity("fed-1", "aggregator")
     assert pki.Identity.parse(agg.uri) == agg
-    for bad in ["https://fed-1/site/x", "ffsecure://fed-1/site/X", "ffsecure://fed-1/ca",
-                "ffsecure://fed-1/site/a/b", "ffsecure://fed-1/aggregator/x"]:
+    for bad in [
+        "https://fed-1/site/x",
+        "ffsecure://fed-1/site/X",
+        "ffsecure://fed-1/ca",
+        "ffsecure://fed-1/site/a/b",
+        "ffsecure://fed-1/aggregator/x",
+    ]:
         with pytest.raises(FFSecureError) as info:
             pki.Identity.parse(bad)
         assert _code(info) == "E_IDENTITY"
@@ -160,10 +165,13 @@ def _leaf_with(ca, *, eku, uri="ffsecure://fed-test/site/odd"):
         .not_valid_before(now - HOUR)
         .not_valid_after(now + HOUR)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False),
-                       critical=True)
-        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]),
-                       critical=False)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False
+        )
     )
     if eku:
         builder = builder.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
@@ -214,8 +222,13 @@ def _lapsed_crl(ca, tmp_path) -> bytes:
     """A CRL the CA signed whose nextUpdate passed an hour ago (as a forgotten re-signing leaves it)."""
     key = pki.load_private_key(ca.directory / "ca.key")
     now = pki.utcnow()
-    crl = (x509.CertificateRevocationListBuilder().issuer_name(ca.cert.subject)
-           .last_update(now - 25 * HOUR).next_update(now - HOUR).sign(key, hashes.SHA256()))
+    crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.cert.subject)
+        .last_update(now - 25 * HOUR)
+        .next_update(now - HOUR)
+        .sign(key, hashes.SHA256())
+    )
     return crl.public_bytes(serialization.Encoding.PEM)
 
 
@@ -223,7 +236,9 @@ def test_a_crl_past_its_next_update_is_expired_but_still_honoured(ca, tmp_path):
     fresh = pki.load_crl(ca.publish_crl(days=1), ca.cert)
     assert not pki.crl_expired(fresh)
     assert pki.crl_expired(fresh, now=pki.utcnow() + 2 * 24 * HOUR)
-    lapsed = pki.load_crl(_lapsed_crl(ca, tmp_path), ca.cert)   # still loads: it can only under-report
+    lapsed = pki.load_crl(
+        _lapsed_crl(ca, tmp_path), ca.cert
+    )  # still loads: it can only under-report
     assert pki.crl_expired(lapsed) and not pki.crl_expired(lapsed, now=pki.utcnow() - 2 * HOUR)
 
 
@@ -237,9 +252,13 @@ def test_the_aggregator_warns_when_its_crl_lapses(ca, tmp_path, caplog):
         assert source.current() is not None
         assert not caplog.records
         path.write_bytes(_lapsed_crl(ca, tmp_path))
-        assert source.current() is not None   # honoured, not dropped: revocations it lists still apply
+        assert (
+            source.current() is not None
+        )  # honoured, not dropped: revocations it lists still apply
     [record] = caplog.records
-    assert "past its nextUpdate" in record.getMessage() and "ffsecure pki crl" in record.getMessage()
+    assert (
+        "past its nextUpdate" in record.getMessage() and "ffsecure pki crl" in record.getMessage()
+    )
 
 
 def test_crl_from_another_ca_is_refused(ca, other_ca):
@@ -284,7 +303,9 @@ def test_csr_enrolment_keeps_key_on_site(tmp_path, ca):
         ca.sign_csr(wrong_fed)
     assert _code(info) == "E_IDENTITY"
     with pytest.raises(FFSecureError) as info:
-        ca.sign_csr(b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n")
+        ca.sign_csr(
+            b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
+        )
     assert _code(info) == "E_CSR"
 
 
@@ -294,8 +315,11 @@ def test_csr_with_bad_signature_is_refused(tmp_path, ca):
     der[-3] ^= 0x01  # inside the signature value
     import base64
 
-    pem = (b"-----BEGIN CERTIFICATE REQUEST-----\n" + base64.encodebytes(bytes(der))
-           + b"-----END CERTIFICATE REQUEST-----\n")
+    pem = (
+        b"-----BEGIN CERTIFICATE REQUEST-----\n"
+        + base64.encodebytes(bytes(der))
+        + b"-----END CERTIFICATE REQUEST-----\n"
+    )
     with pytest.raises(FFSecureError) as info:
         ca.sign_csr(pem)
     assert _code(info) == "E_CSR"
@@ -306,8 +330,12 @@ def test_csr_with_non_p256_key_is_refused(ca):
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")]))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.UniformResourceIdentifier("ffsecure://fed-test/site/p384")]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier("ffsecure://fed-test/site/p384")]
+            ),
+            critical=False,
+        )
         .sign(key, hashes.SHA256())
     )
     with pytest.raises(FFSecureError) as info:
@@ -348,7 +376,8 @@ def test_certificates_work_for_mutual_tls(tmp_path, ca):
         with cctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
             assert tls.recv(2) == b"ok"
             server_identity = pki.identity_of(
-                x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)))
+                x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+            )
     thread.join(5)
     listener.close()
     assert server_identity.role == "aggregator"
@@ -363,8 +392,9 @@ def _run(*args, ok=True):
 
     from tests.conftest import PYTHON, REPO, cli_env
 
-    proc = subprocess.run([PYTHON, "-m", *args], cwd=REPO, env=cli_env(), capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [PYTHON, "-m", *args], cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=60
+    )
     assert (proc.returncode == 0) == ok, proc.stderr
     return proc
 
@@ -377,32 +407,127 @@ def test_cli_operator_flow(tmp_path):
     (tmp_path / "pass").write_text("s3cret passphrase\n")
     pw = ["--passphrase-file", str(tmp_path / "pass")]
     _run("ffsecure", "pki", "init", "--federation-id", "fed-cli", "--dir", str(ca_dir), *pw)
-    out = _run("ffsecure", "pki", "issue", "site", "--site-id", "st-a", "--ca-dir", str(ca_dir),
-               "--out", str(certs), "--json", *pw)
+    out = _run(
+        "ffsecure",
+        "pki",
+        "issue",
+        "site",
+        "--site-id",
+        "st-a",
+        "--ca-dir",
+        str(ca_dir),
+        "--out",
+        str(certs),
+        "--json",
+        *pw,
+    )
     issued = json.loads(out.stdout)
     assert issued["identity"] == "ffsecure://fed-cli/site/st-a"
     assert stat.S_IMODE((certs / "st-a.key").stat().st_mode) == 0o600
-    _run("ffsecure", "pki", "issue", "aggregator", "--host", "127.0.0.1", "--ca-dir", str(ca_dir),
-         "--out", str(certs), *pw)
+    _run(
+        "ffsecure",
+        "pki",
+        "issue",
+        "aggregator",
+        "--host",
+        "127.0.0.1",
+        "--ca-dir",
+        str(ca_dir),
+        "--out",
+        str(certs),
+        *pw,
+    )
     # CSR path: the key is made on the site and never seen by the CA
-    _run("site_node", "enroll", "--federation-id", "fed-cli", "--site-id", "st-b",
-         "--key", str(tmp_path / "st-b.key"), "--csr", str(tmp_path / "st-b.csr"))
+    _run(
+        "site_node",
+        "enroll",
+        "--federation-id",
+        "fed-cli",
+        "--site-id",
+        "st-b",
+        "--key",
+        str(tmp_path / "st-b.key"),
+        "--csr",
+        str(tmp_path / "st-b.csr"),
+    )
     assert stat.S_IMODE((tmp_path / "st-b.key").stat().st_mode) == 0o600
-    _run("ffsecure", "pki", "sign-csr", str(tmp_path / "st-b.csr"), "--site-id", "st-b",
-         "--ca-dir", str(ca_dir), "--out", str(tmp_path / "st-b.pem"), *pw)
-    refused = _run("ffsecure", "pki", "sign-csr", str(tmp_path / "st-b.csr"), "--site-id", "st-c",
-                   "--ca-dir", str(ca_dir), "--out", str(tmp_path / "x.pem"), *pw, ok=False)
+    _run(
+        "ffsecure",
+        "pki",
+        "sign-csr",
+        str(tmp_path / "st-b.csr"),
+        "--site-id",
+        "st-b",
+        "--ca-dir",
+        str(ca_dir),
+        "--out",
+        str(tmp_path / "st-b.pem"),
+        *pw,
+    )
+    refused = _run(
+        "ffsecure",
+        "pki",
+        "sign-csr",
+        str(tmp_path / "st-b.csr"),
+        "--site-id",
+        "st-c",
+        "--ca-dir",
+        str(ca_dir),
+        "--out",
+        str(tmp_path / "x.pem"),
+        *pw,
+        ok=False,
+    )
     assert "error[E_IDENTITY]" in refused.stderr
-    verified = _run("ffsecure", "pki", "verify", str(tmp_path / "st-b.pem"),
-                    "--ca", str(ca_dir / "ca.pem"), "--role", "site", "--json")
+    verified = _run(
+        "ffsecure",
+        "pki",
+        "verify",
+        str(tmp_path / "st-b.pem"),
+        "--ca",
+        str(ca_dir / "ca.pem"),
+        "--role",
+        "site",
+        "--json",
+    )
     assert json.loads(verified.stdout)["site_id"] == "st-b"
-    wrong_pw = _run("ffsecure", "pki", "issue", "site", "--site-id", "st-z", "--ca-dir",
-                    str(ca_dir), "--out", str(certs), ok=False)
+    wrong_pw = _run(
+        "ffsecure",
+        "pki",
+        "issue",
+        "site",
+        "--site-id",
+        "st-z",
+        "--ca-dir",
+        str(ca_dir),
+        "--out",
+        str(certs),
+        ok=False,
+    )
     assert "error[E_KEY]" in wrong_pw.stderr
-    _run("ffsecure", "pki", "revoke", "--ca-dir", str(ca_dir), "--cert", str(certs / "st-a.pem"),
-         "--reason", "key_compromise", *pw)
-    revoked = _run("ffsecure", "pki", "verify", str(certs / "st-a.pem"), "--ca",
-                   str(ca_dir / "ca.pem"), "--crl", str(ca_dir / "crl.pem"), ok=False)
+    _run(
+        "ffsecure",
+        "pki",
+        "revoke",
+        "--ca-dir",
+        str(ca_dir),
+        "--cert",
+        str(certs / "st-a.pem"),
+        "--reason",
+        "key_compromise",
+        *pw,
+    )
+    revoked = _run(
+        "ffsecure",
+        "pki",
+        "verify",
+        str(certs / "st-a.pem"),
+        "--ca",
+        str(ca_dir / "ca.pem"),
+        "--crl",
+        str(ca_dir / "crl.pem"),
+        ok=False,
+    )
     assert "error[E_CERT_REVOKED]" in revoked.stderr
     rows = json.loads(_run("ffsecure", "pki", "list", "--ca-dir", str(ca_dir), "--json").stdout)
     status = {r["identity"]: r["revoked"] for r in rows}
@@ -416,15 +541,17 @@ def _csr_for(uri: str) -> bytes:
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "site-b")]))
-        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]),
-                       critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False
+        )
         .sign(key, hashes.SHA256())
     )
     return csr.public_bytes(serialization.Encoding.PEM)
 
 
-@pytest.mark.parametrize("site_id", ["site-b\n", "site-b\r", "site-b\x00", "site-b\t", "Site-B",
-                                     " site-b", "site-b "])
+@pytest.mark.parametrize(
+    "site_id", ["site-b\n", "site-b\r", "site-b\x00", "site-b\t", "Site-B", " site-b", "site-b "]
+)
 def test_csr_identity_that_is_not_exactly_an_id_is_refused(ca, site_id):
     issued = len(ca.issued())
     with pytest.raises(FFSecureError) as info:
@@ -437,8 +564,17 @@ def test_cli_sign_csr_without_site_id_refuses_a_newline_identity(tmp_path):
     """`pki sign-csr` with no --site-id signs what the CSR asks for, so the CSR must be exact."""
     ca = pki.init_ca(tmp_path / "ca", "fed-cli")
     (tmp_path / "b.csr").write_bytes(_csr_for("ffsecure://fed-cli/site/site-b\n"))
-    refused = _run("ffsecure", "pki", "sign-csr", str(tmp_path / "b.csr"), "--ca-dir",
-                   str(tmp_path / "ca"), "--out", str(tmp_path / "b.pem"), ok=False)
+    refused = _run(
+        "ffsecure",
+        "pki",
+        "sign-csr",
+        str(tmp_path / "b.csr"),
+        "--ca-dir",
+        str(tmp_path / "ca"),
+        "--out",
+        str(tmp_path / "b.pem"),
+        ok=False,
+    )
     assert "error[E_IDENTITY]" in refused.stderr and "'site-b\\n'" in refused.stderr
     assert "issued" not in refused.stdout and not (tmp_path / "b.pem").exists()
     assert ca.issued() == [] and not (tmp_path / "ca" / "issued").exists()
@@ -453,7 +589,9 @@ def _cli(*args, env_extra=None, ok=True):
     for name in ("FFSECURE_CA_PASSPHRASE_FILE", "FFSECURE_SITE_PASSPHRASE_FILE"):
         env.pop(name, None)
     env.update(env_extra or {})
-    proc = subprocess.run([PYTHON, "-m", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [PYTHON, "-m", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
     assert (proc.returncode == 0) == ok, proc.stderr
     return proc
 
@@ -474,23 +612,65 @@ def test_a_key_is_written_unencrypted_only_with_a_warning_or_on_purpose(tmp_path
     site = ["site_node", "enroll", "--federation-id", "fed-pw", "--site-id", "st-a"]
 
     def enroll(name, *extra, **kw):
-        return _cli(*site, "--key", str(tmp_path / f"{name}.key"), "--csr", str(tmp_path / f"{name}.csr"),
-                    *extra, **kw)
+        return _cli(
+            *site,
+            "--key",
+            str(tmp_path / f"{name}.key"),
+            "--csr",
+            str(tmp_path / f"{name}.csr"),
+            *extra,
+            **kw,
+        )
 
-    for run, key in ((lambda: _cli("ffsecure", "pki", "init", "--federation-id", "fed-pw", "--dir",
-                                   str(tmp_path / "ca-plain")), tmp_path / "ca-plain" / "ca.key"),
-                     (lambda: enroll("plain"), tmp_path / "plain.key")):
+    for run, key in (
+        (
+            lambda: _cli(
+                "ffsecure",
+                "pki",
+                "init",
+                "--federation-id",
+                "fed-pw",
+                "--dir",
+                str(tmp_path / "ca-plain"),
+            ),
+            tmp_path / "ca-plain" / "ca.key",
+        ),
+        (lambda: enroll("plain"), tmp_path / "plain.key"),
+    ):
         warned = run().stderr
         assert "warning:" in warned and "UNENCRYPTED" in warned and str(key) in warned
         assert "--no-passphrase" in warned and "--passphrase-file" in warned
         assert not _encrypted(key)
-    quiet = [_cli("ffsecure", "pki", "init", "--federation-id", "fed-pw", "--dir", str(tmp_path / "ca-quiet"),
-                  "--no-passphrase"), enroll("quiet", "--no-passphrase")]
+    quiet = [
+        _cli(
+            "ffsecure",
+            "pki",
+            "init",
+            "--federation-id",
+            "fed-pw",
+            "--dir",
+            str(tmp_path / "ca-quiet"),
+            "--no-passphrase",
+        ),
+        enroll("quiet", "--no-passphrase"),
+    ]
     assert all("UNENCRYPTED" not in p.stderr for p in quiet)
-    assert not _encrypted(tmp_path / "ca-quiet" / "ca.key") and not _encrypted(tmp_path / "quiet.key")
-    from_env = [_cli("ffsecure", "pki", "init", "--federation-id", "fed-pw", "--dir", str(tmp_path / "ca-env"),
-                     env_extra={"FFSECURE_CA_PASSPHRASE_FILE": str(tmp_path / "pass")}),
-                enroll("env", env_extra={"FFSECURE_SITE_PASSPHRASE_FILE": str(tmp_path / "pass")})]
+    assert not _encrypted(tmp_path / "ca-quiet" / "ca.key") and not _encrypted(
+        tmp_path / "quiet.key"
+    )
+    from_env = [
+        _cli(
+            "ffsecure",
+            "pki",
+            "init",
+            "--federation-id",
+            "fed-pw",
+            "--dir",
+            str(tmp_path / "ca-env"),
+            env_extra={"FFSECURE_CA_PASSPHRASE_FILE": str(tmp_path / "pass")},
+        ),
+        enroll("env", env_extra={"FFSECURE_SITE_PASSPHRASE_FILE": str(tmp_path / "pass")}),
+    ]
     assert all("UNENCRYPTED" not in p.stderr for p in from_env)
     assert _encrypted(tmp_path / "ca-env" / "ca.key") and _encrypted(tmp_path / "env.key")
     assert pki.CA.load(tmp_path / "ca-env", b"s3cret passphrase").federation_id == "fed-pw"

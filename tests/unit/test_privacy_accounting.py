@@ -12,8 +12,16 @@ from ffsecure.privacy.accounting import recompute
 
 
 def _record(eps: float, *, sigma=1.1, q=0.01, steps=1000, delta=1e-5, accountant="rdp") -> dict:
-    return {"epsilon": eps, "delta": delta, "noise_multiplier": sigma, "sample_rate": q, "steps": steps,
-            "accountant": accountant, "target_epsilon": 8.0, "max_grad_norm": 1.0}
+    return {
+        "epsilon": eps,
+        "delta": delta,
+        "noise_multiplier": sigma,
+        "sample_rate": q,
+        "steps": steps,
+        "accountant": accountant,
+        "target_epsilon": 8.0,
+        "max_grad_norm": 1.0,
+    }
 
 
 def _opacus_rdp(sigma, q, steps, delta) -> float:
@@ -27,8 +35,10 @@ def _opacus_rdp(sigma, q, steps, delta) -> float:
     return float(eps)
 
 
-@pytest.mark.parametrize("sigma, q, steps, delta", [(1.1, 0.01, 1000, 1e-5), (0.8, 0.25, 600, 7.8e-4),
-                                                    (4.0, 1 / 32, 3200, 1e-6)])
+@pytest.mark.parametrize(
+    "sigma, q, steps, delta",
+    [(1.1, 0.01, 1000, 1e-5), (0.8, 0.25, 600, 7.8e-4), (4.0, 1 / 32, 3200, 1e-6)],
+)
 def test_rdp_recompute_matches_opacus_analysis(sigma, q, steps, delta):
     want = _opacus_rdp(sigma, q, steps, delta)
     got = recompute(_record(want, sigma=sigma, q=q, steps=steps, delta=delta))
@@ -40,7 +50,9 @@ def test_rdp_recompute_matches_opacus_analysis(sigma, q, steps, delta):
 def test_rdp_known_value():
     # sigma 1.1, q 0.01, 1000 steps, delta 1e-5 with Opacus' default RDP orders
     got = recompute(_record(_opacus_rdp(1.1, 0.01, 1000, 1e-5)))["epsilon_recomputed"]
-    assert 1.0 < got < 3.0  # the RDP bound for this classic setting (Abadi et al. report ~2 with moments)
+    assert (
+        1.0 < got < 3.0
+    )  # the RDP bound for this classic setting (Abadi et al. report ~2 with moments)
     assert got == pytest.approx(_opacus_rdp(1.1, 0.01, 1000, 1e-5))
 
 
@@ -91,5 +103,8 @@ def test_epsilon_reported_by_dp_training_is_recomputed_exactly():
     assert got["matches"] is True
     assert got["epsilon_recomputed"] == pytest.approx(report.dp["epsilon"], rel=1e-9)
     assert report.dp["epsilon"] <= 4.0 + 1e-9
-    assert math.isclose(got["epsilon_recomputed"], _opacus_rdp(report.dp["noise_multiplier"], 1 / 3, 6,
-                                                               report.dp["delta"]), rel_tol=1e-9)
+    assert math.isclose(
+        got["epsilon_recomputed"],
+        _opacus_rdp(report.dp["noise_multiplier"], 1 / 3, 6, report.dp["delta"]),
+        rel_tol=1e-9,
+    )

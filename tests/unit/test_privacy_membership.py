@@ -47,7 +47,7 @@ def _digits(n_members: int, n_non: int):
     keep = ds.train_y < 4
     x, y = ds.train_x[keep], ds.train_y[keep]
     perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
-    m, n = perm[:n_members], perm[n_members:n_members + n_non]
+    m, n = perm[:n_members], perm[n_members : n_members + n_non]
     return (x[m], y[m]), (x[n], y[n])
 
 

@@ -31,7 +31,9 @@ def test_copies_are_all_near_copies_and_fresh_samples_are_not():
     res = memorization(copies, train, holdout)
     assert res["near_copy_fraction"] == 1.0
     assert res["ratio"] < 0.02
-    assert res["near_copy_threshold"] == pytest.approx(float(torch.quantile(nearest(holdout, train)[0][:, 0].double(), 0.01)), rel=1e-6)
+    assert res["near_copy_threshold"] == pytest.approx(
+        float(torch.quantile(nearest(holdout, train)[0][:, 0].double(), 0.01)), rel=1e-6
+    )
     fresh = memorization(_images(400, 3), train, holdout)  # same distribution, never trained on
     assert fresh["near_copy_fraction"] <= 0.04
     assert 0.8 < fresh["ratio"] < 1.25
@@ -65,7 +67,14 @@ def test_closest_pairs_png(tmp_path):
     train, holdout = _images(16, 1), _images(16, 2)
     gen = torch.cat([train[:3], _images(5, 4)])
     res = memorization(gen, train, holdout)
-    out = closest_pairs_png(tmp_path / "pairs.png", gen, train, res["d_gen"], res["nn_gen"], n=4,
-                            threshold=res["near_copy_threshold"])
+    out = closest_pairs_png(
+        tmp_path / "pairs.png",
+        gen,
+        train,
+        res["d_gen"],
+        res["nn_gen"],
+        n=4,
+        threshold=res["near_copy_threshold"],
+    )
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000

@@ -8,9 +8,17 @@ from ffsecure.errors import FFSecureError
 from ffsecure.privacy.policy import PrivacyPolicyError, check_module, check_policy_fields
 from ffsecure.privacy.report import REPORT_FIELDS, check_report, manifest_report
 
-GOOD = {"v": 1, "members": 200, "non_members": 200, "generated": 1000, "membership_auroc": 0.55,
-        "membership_tpr_at_1pct_fpr": 0.02, "memorization_ratio": 1.1, "near_copy_fraction": 0.004,
-        "near_copy_threshold": 0.12}
+GOOD = {
+    "v": 1,
+    "members": 200,
+    "non_members": 200,
+    "generated": 1000,
+    "membership_auroc": 0.55,
+    "membership_tpr_at_1pct_fpr": 0.02,
+    "memorization_ratio": 1.1,
+    "near_copy_fraction": 0.004,
+    "near_copy_threshold": 0.12,
+}
 DP = {"epsilon": 7.9, "delta": 1e-5}
 
 
@@ -20,17 +28,29 @@ def code(info) -> str:
 
 def test_a_complete_report_and_every_known_key_pass():
     assert check_report(GOOD) is GOOD
-    full = {k: (lo if kind == "int" else (lo + hi) / 2 if hi < 10 else 1.0)
-            for k, (kind, lo, hi) in REPORT_FIELDS.items()}
+    full = {
+        k: (lo if kind == "int" else (lo + hi) / 2 if hi < 10 else 1.0)
+        for k, (kind, lo, hi) in REPORT_FIELDS.items()
+    }
     full["v"] = 1
     check_report(full)
 
 
-@pytest.mark.parametrize("bad", [
-    [1], {"membership_auroc": 1.5}, {"membership_auroc": -0.1}, {"membership_auroc": True},
-    {"membership_auroc": "0.5"}, {"members": 2.5}, {"v": 2}, {"surprise": 1}, {"near_copy_fraction": float("nan")},
-    {"membership_auroc": None},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [1],
+        {"membership_auroc": 1.5},
+        {"membership_auroc": -0.1},
+        {"membership_auroc": True},
+        {"membership_auroc": "0.5"},
+        {"members": 2.5},
+        {"v": 2},
+        {"surprise": 1},
+        {"near_copy_fraction": float("nan")},
+        {"membership_auroc": None},
+    ],
+)
 def test_bad_reports_are_refused(bad):
     with pytest.raises(FFSecureError) as info:
         check_report(bad)
@@ -38,31 +58,66 @@ def test_bad_reports_are_refused(bad):
 
 
 def test_manifest_report_keeps_numbers_only():
-    full = {"membership": {"members": 10, "non_members": 12, "auroc": 0.61234567, "tpr_at_1pct_fpr": 0.1,
-                           "calibrated": {"auroc": 0.7, "tpr_at_1pct_fpr": 0.2}, "mean_loss_members": 0.3},
-            "memorization": {"generated": 50, "ratio": 0.9, "near_copy_fraction": 0.02,
-                             "near_copy_threshold": 0.1, "median_distance_generated": 0.2},
-            "accounting": {"dp": False}}
+    full = {
+        "membership": {
+            "members": 10,
+            "non_members": 12,
+            "auroc": 0.61234567,
+            "tpr_at_1pct_fpr": 0.1,
+            "calibrated": {"auroc": 0.7, "tpr_at_1pct_fpr": 0.2},
+            "mean_loss_members": 0.3,
+        },
+        "memorization": {
+            "generated": 50,
+            "ratio": 0.9,
+            "near_copy_fraction": 0.02,
+            "near_copy_threshold": 0.1,
+            "median_distance_generated": 0.2,
+        },
+        "accounting": {"dp": False},
+    }
     rep = manifest_report(full)
-    assert rep == {"v": 1, "members": 10, "non_members": 12, "membership_auroc": 0.612346,
-                   "membership_tpr_at_1pct_fpr": 0.1, "membership_calibrated_auroc": 0.7,
-                   "membership_calibrated_tpr_at_1pct_fpr": 0.2, "generated": 50, "memorization_ratio": 0.9,
-                   "near_copy_fraction": 0.02, "near_copy_threshold": 0.1}
+    assert rep == {
+        "v": 1,
+        "members": 10,
+        "non_members": 12,
+        "membership_auroc": 0.612346,
+        "membership_tpr_at_1pct_fpr": 0.1,
+        "membership_calibrated_auroc": 0.7,
+        "membership_calibrated_tpr_at_1pct_fpr": 0.2,
+        "generated": 50,
+        "memorization_ratio": 0.9,
+        "near_copy_fraction": 0.02,
+        "near_copy_threshold": 0.1,
+    }
     assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rep.values())
 
 
-@pytest.mark.parametrize("policy", [
-    {}, {"required": True}, {"max_membership_auroc": 0.6, "max_near_copy_fraction": 0.01},
-    {"required": False, "max_membership_tpr_at_1pct_fpr": 0.05},
-])
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {},
+        {"required": True},
+        {"max_membership_auroc": 0.6, "max_near_copy_fraction": 0.01},
+        {"required": False, "max_membership_tpr_at_1pct_fpr": 0.05},
+    ],
+)
 def test_good_policies(policy):
     assert check_policy_fields(policy) is policy
 
 
-@pytest.mark.parametrize("policy", [
-    [], {"required": 1}, {"max_membership_auroc": 1.2}, {"max_membership_auroc": "0.6"},
-    {"max_near_copy_fraction": -0.1}, {"max_auroc": 0.6}, {"max_membership_auroc": True},
-])
+@pytest.mark.parametrize(
+    "policy",
+    [
+        [],
+        {"required": 1},
+        {"max_membership_auroc": 1.2},
+        {"max_membership_auroc": "0.6"},
+        {"max_near_copy_fraction": -0.1},
+        {"max_auroc": 0.6},
+        {"max_membership_auroc": True},
+    ],
+)
 def test_bad_policies_are_refused(policy):
     with pytest.raises(FFSecureError) as info:
         check_policy_fields(policy)
@@ -82,13 +137,20 @@ def test_required_report_missing_is_refused():
     assert code(info) == "E_PRIVACY_POLICY" and "requires a privacy report" in info.value.message
 
 
-@pytest.mark.parametrize("policy, report, needle", [
-    ({"max_membership_auroc": 0.54}, GOOD, "membership AUROC 0.55"),
-    ({"max_membership_auroc": 0.6}, {**GOOD, "membership_calibrated_auroc": 0.75}, "membership AUROC 0.75"),
-    ({"max_membership_tpr_at_1pct_fpr": 0.01}, GOOD, "TPR at 1% FPR 0.02"),
-    ({"max_near_copy_fraction": 0.001}, GOOD, "near-copy fraction 0.004"),
-    ({"max_near_copy_fraction": 0.01}, {"v": 1, "membership_auroc": 0.5}, "does not state it"),
-])
+@pytest.mark.parametrize(
+    "policy, report, needle",
+    [
+        ({"max_membership_auroc": 0.54}, GOOD, "membership AUROC 0.55"),
+        (
+            {"max_membership_auroc": 0.6},
+            {**GOOD, "membership_calibrated_auroc": 0.75},
+            "membership AUROC 0.75",
+        ),
+        ({"max_membership_tpr_at_1pct_fpr": 0.01}, GOOD, "TPR at 1% FPR 0.02"),
+        ({"max_near_copy_fraction": 0.001}, GOOD, "near-copy fraction 0.004"),
+        ({"max_near_copy_fraction": 0.01}, {"v": 1, "membership_auroc": 0.5}, "does not state it"),
+    ],
+)
 def test_reports_breaking_the_policy_are_refused(policy, report, needle):
     with pytest.raises(PrivacyPolicyError) as info:
         check_module(report, None, policy)
@@ -98,8 +160,16 @@ def test_reports_breaking_the_policy_are_refused(policy, report, needle):
 
 
 def test_limits_are_inclusive():
-    check_module(GOOD, None, {"required": True, "max_membership_auroc": 0.55, "max_near_copy_fraction": 0.004,
-                              "max_membership_tpr_at_1pct_fpr": 0.02})
+    check_module(
+        GOOD,
+        None,
+        {
+            "required": True,
+            "max_membership_auroc": 0.55,
+            "max_near_copy_fraction": 0.004,
+            "max_membership_tpr_at_1pct_fpr": 0.02,
+        },
+    )
 
 
 def test_report_epsilon_must_agree_with_the_dp_claim():
@@ -119,19 +189,29 @@ def test_malformed_report_is_a_policy_refusal_at_registration():
 def test_manifests_schema_check_the_privacy_fields():
     from tests.unit.test_federation import make_manifest
 
-    assert make_manifest(privacy_policy={"required": True, "max_membership_auroc": 0.6}).privacy_policy
+    assert make_manifest(
+        privacy_policy={"required": True, "max_membership_auroc": 0.6}
+    ).privacy_policy
     with pytest.raises(FFSecureError) as info:
         make_manifest(privacy_policy={"max_membership_auroc": 7})
     assert code(info) == "E_MANIFEST_SCHEMA"
     from ffsecure.package import build_manifest
 
     fed = make_manifest()
-    ok = build_manifest(federation=fed, site_id="st-mary", weights=b"w", classes=[0], seed=0, privacy_report=GOOD)
+    ok = build_manifest(
+        federation=fed, site_id="st-mary", weights=b"w", classes=[0], seed=0, privacy_report=GOOD
+    )
     assert ok.privacy_report == GOOD
     for bad in ({"membership_auroc": 7}, {"membership_auroc": 0.5, "note": "x"}):
         with pytest.raises(FFSecureError) as info:
-            build_manifest(federation=fed, site_id="st-mary", weights=b"w", classes=[0], seed=0,
-                           privacy_report=bad)
+            build_manifest(
+                federation=fed,
+                site_id="st-mary",
+                weights=b"w",
+                classes=[0],
+                seed=0,
+                privacy_report=bad,
+            )
         assert code(info) == "E_MANIFEST_SCHEMA"
 
 
@@ -156,20 +236,27 @@ def test_a_present_policy_limits_the_membership_auroc_to_055_by_default():
     assert effective_policy(None) is None
     assert effective_policy({}) == {"required": False, "max_membership_auroc": 0.55}
     assert effective_policy({"required": True, "max_membership_auroc": 0.7}) == {
-        "required": True, "max_membership_auroc": 0.7}
+        "required": True,
+        "max_membership_auroc": 0.7,
+    }
 
 
 def test_evaluate_gives_every_threshold_and_every_problem():
     from ffsecure.privacy.policy import evaluate
 
-    policy = {"required": True, "max_near_copy_fraction": 0.001,
-              "max_membership_tpr_at_1pct_fpr": 0.05}
+    policy = {
+        "required": True,
+        "max_near_copy_fraction": 0.001,
+        "max_membership_tpr_at_1pct_fpr": 0.05,
+    }
     verdict = evaluate({**GOOD, "membership_auroc": 0.6}, None, policy)
     assert not verdict.passes and verdict.required and verdict.has_report
     rows = {c.key: (c.limit, c.value, c.passes, c.default) for c in verdict.thresholds}
-    assert rows == {"max_membership_auroc": (0.55, 0.6, False, True),
-                    "max_membership_tpr_at_1pct_fpr": (0.05, 0.02, True, False),
-                    "max_near_copy_fraction": (0.001, 0.004, False, False)}
+    assert rows == {
+        "max_membership_auroc": (0.55, 0.6, False, True),
+        "max_membership_tpr_at_1pct_fpr": (0.05, 0.02, True, False),
+        "max_near_copy_fraction": (0.001, 0.004, False, False),
+    }
     assert [p.code for p in verdict.problems] == ["E_PRIVACY_POLICY"] * 2
     assert "membership AUROC 0.6" in verdict.problems[0].message  # check_module raises this one
     assert "near-copy fraction 0.004" in verdict.problems[1].message

@@ -36,7 +36,9 @@ _BANNERS = (
 
 
 def _protos(proto_dir: Path) -> list[str]:
-    protos = sorted(str(p.relative_to(proto_dir)) for p in (proto_dir / "ffsecure" / "v1").glob("*.proto"))
+    protos = sorted(
+        str(p.relative_to(proto_dir)) for p in (proto_dir / "ffsecure" / "v1").glob("*.proto")
+    )
     assert protos, f"no .proto files found under {proto_dir}/ffsecure/v1"
     return protos
 
@@ -44,15 +46,20 @@ def _protos(proto_dir: Path) -> list[str]:
 def _protoc(proto_dir: Path, *args: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_dir}", *args, *_protos(proto_dir)],
-        cwd=proto_dir, capture_output=True, text=True,
+        cwd=proto_dir,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, f"protoc failed: {done.stderr}"
 
 
-def _without_json_names(proto: descriptor_pb2.FileDescriptorProto) -> descriptor_pb2.FileDescriptorProto:
+def _without_json_names(
+    proto: descriptor_pb2.FileDescriptorProto,
+) -> descriptor_pb2.FileDescriptorProto:
     """protoc's descriptor sets fill in json_name, which the Python generator
     leaves out of the embedded descriptor; it is derived from the field name,
     so dropping it loses nothing the contract says."""
+
     def clear(messages) -> None:
         for message in messages:
             for field in message.field:
@@ -63,7 +70,9 @@ def _without_json_names(proto: descriptor_pb2.FileDescriptorProto) -> descriptor
     return proto
 
 
-def compiled_descriptors(proto_dir: Path, scratch: Path) -> dict[str, descriptor_pb2.FileDescriptorProto]:
+def compiled_descriptors(
+    proto_dir: Path, scratch: Path
+) -> dict[str, descriptor_pb2.FileDescriptorProto]:
     """Compile the .proto files under proto_dir into their file descriptors."""
     out = scratch / "descriptors.pb"
     _protoc(proto_dir, f"--descriptor_set_out={out}")
@@ -103,7 +112,9 @@ def _masked(text: str) -> str:
 
 
 def test_committed_descriptors_equal_the_proto_files(tmp_path: Path) -> None:
-    problems = contract_differences(compiled_descriptors(PROTO_DIR, tmp_path), committed_descriptors())
+    problems = contract_differences(
+        compiled_descriptors(PROTO_DIR, tmp_path), committed_descriptors()
+    )
     assert problems == [], "; ".join(problems) + ": run scripts/gen_proto.sh"
 
 
@@ -113,9 +124,14 @@ def test_a_renamed_field_is_a_contract_change(tmp_path: Path) -> None:
     proto = edited / "ffsecure" / "v1" / "aggregator.proto"
     text = proto.read_text(encoding="utf-8")
     assert "bytes signed_manifest = 1;" in text
-    proto.write_text(text.replace("bytes signed_manifest = 1;", "bytes signed_manifest_v2 = 1;"), encoding="utf-8")
+    proto.write_text(
+        text.replace("bytes signed_manifest = 1;", "bytes signed_manifest_v2 = 1;"),
+        encoding="utf-8",
+    )
     problems = contract_differences(compiled_descriptors(edited, tmp_path), committed_descriptors())
-    assert problems == ["ffsecure/v1/aggregator.proto: the committed descriptor differs from the .proto file"]
+    assert problems == [
+        "ffsecure/v1/aggregator.proto: the committed descriptor differs from the .proto file"
+    ]
 
 
 def test_an_added_method_is_a_contract_change(tmp_path: Path) -> None:
@@ -125,21 +141,30 @@ def test_an_added_method_is_a_contract_change(tmp_path: Path) -> None:
     text = proto.read_text(encoding="utf-8")
     anchor = "service Aggregator {"
     assert anchor in text
-    proto.write_text(text.replace(anchor, anchor + "\n  rpc Ping(GetCheckpointRequest) returns (Checkpoint);"),
-                     encoding="utf-8")
+    proto.write_text(
+        text.replace(anchor, anchor + "\n  rpc Ping(GetCheckpointRequest) returns (Checkpoint);"),
+        encoding="utf-8",
+    )
     problems = contract_differences(compiled_descriptors(edited, tmp_path), committed_descriptors())
     assert len(problems) == 1 and "differs" in problems[0]
 
 
 def test_generator_banner_is_not_a_contract_change() -> None:
     stub = (GEN_DIR / "aggregator_pb2_grpc.py").read_text(encoding="utf-8")
-    bumped = re.sub(r"GRPC_GENERATED_VERSION = '[0-9.]+'", "GRPC_GENERATED_VERSION = '9.99.9'", stub)
+    bumped = re.sub(
+        r"GRPC_GENERATED_VERSION = '[0-9.]+'", "GRPC_GENERATED_VERSION = '9.99.9'", stub
+    )
     assert bumped != stub
     assert _masked(bumped) == _masked(stub)
 
 
 def test_stubs_match_the_locked_generator(tmp_path: Path) -> None:
-    _protoc(PROTO_DIR, f"--python_out={tmp_path}", f"--grpc_python_out={tmp_path}", f"--pyi_out={tmp_path}")
+    _protoc(
+        PROTO_DIR,
+        f"--python_out={tmp_path}",
+        f"--grpc_python_out={tmp_path}",
+        f"--pyi_out={tmp_path}",
+    )
     fresh_dir = tmp_path / "ffsecure" / "v1"
     fresh = {p.name for p in fresh_dir.iterdir() if p.is_file()}
     committed = {p.name for p in GEN_DIR.iterdir() if p.is_file() and p.name != "__init__.py"}
@@ -155,9 +180,17 @@ def test_service_has_the_contract_methods() -> None:
 
     service = aggregator_pb2.DESCRIPTOR.services_by_name["Aggregator"]
     names = {m.name for m in service.methods}
-    assert {"GetFederationInfo", "UploadModule", "GetUploadStatus", "GetCheckpoint",
-            "GetInclusionProof", "GetConsistencyProof", "RequestDeletion", "GetClassifier",
-            "ReportEvaluation"} <= names
+    assert {
+        "GetFederationInfo",
+        "UploadModule",
+        "GetUploadStatus",
+        "GetCheckpoint",
+        "GetInclusionProof",
+        "GetConsistencyProof",
+        "RequestDeletion",
+        "GetClassifier",
+        "ReportEvaluation",
+    } <= names
     upload = service.methods_by_name["UploadModule"]
     assert upload.client_streaming and not upload.server_streaming
     assert aggregator_pb2.DESCRIPTOR.package == "ffsecure.v1"

@@ -27,8 +27,15 @@ def test_minimal_config_takes_documented_defaults(tmp_path):
     assert cfg.trigger_file == tmp_path / "state" / "train.now"
     assert cfg.passphrase_file is None and cfg.endpoint == ""
     assert (cfg.max_attempts, cfg.base_delay_s, cfg.max_delay_s) == (8, 0.2, 10.0)
-    assert cfg.train == {"size": "default", "epochs": 0, "batch_size": 0, "lr": 0.0, "seed": 0, "device": "cpu",
-                         "threads": 1}
+    assert cfg.train == {
+        "size": "default",
+        "epochs": 0,
+        "batch_size": 0,
+        "lr": 0.0,
+        "seed": 0,
+        "device": "cpu",
+        "threads": 1,
+    }
     assert cfg.dp["enabled"] is None and cfg.dp["target_epsilon"] == 0.0
 
 
@@ -38,35 +45,53 @@ def test_default_toml_parses_and_every_key_is_documented(tmp_path, repo_root):
     doc = (repo_root / "docs" / "site-operator.md").read_text()
     for table, keys in SCHEMA.items():
         for key in keys:
-            assert re.search(rf"`{table}\.{key}`", doc), f"{table}.{key} is not in docs/site-operator.md"
+            assert re.search(rf"`{table}\.{key}`", doc), (
+                f"{table}.{key} is not in docs/site-operator.md"
+            )
 
 
 def test_relative_paths_follow_the_config_file(tmp_path):
-    text = MINIMAL.replace('source = "digits"', 'source = "npz:data/x.npz"') + '[pki]\nkey = "/etc/k.key"\n'
+    text = (
+        MINIMAL.replace('source = "digits"', 'source = "npz:data/x.npz"')
+        + '[pki]\nkey = "/etc/k.key"\n'
+    )
     cfg = parse_config(text, tmp_path / "conf" / "site.toml")
     assert cfg.data_source == f"npz:{tmp_path / 'conf' / 'data' / 'x.npz'}"
     assert cfg.key_path == Path("/etc/k.key")
 
 
-@pytest.mark.parametrize("text, key, fix", [
-    (MINIMAL + "[trian]\n", "[trian]", "use only"),
-    (MINIMAL + "[train]\nepochz = 3\n", "train.epochz", "remove it"),
-    (MINIMAL.replace('site_id = "st-mary"', ""), "site.site_id", "add site_id"),
-    (MINIMAL.replace('site_id = "st-mary"', 'site_id = "St Mary"'), "site.site_id", "lowercase"),
-    (MINIMAL.replace('"digits"', '"mnist"'), "data.source", "npz:PATH"),
-    (MINIMAL + "[train]\nepochs = -1\n", "train.epochs", "0 or more"),
-    (MINIMAL + "[train]\nsize = \"huge\"\n", "train.size", "default"),
-    (MINIMAL + "[aggregator]\nendpoint = \"nohost\"\n", "aggregator.endpoint", "host:port"),
-    (MINIMAL + "[aggregator]\nchunk_bytes = 10\n", "aggregator.chunk_bytes", "1048576"),
-    (MINIMAL + "[dp]\nenabled = \"yes\"\n", "dp.enabled", "true"),
-    (MINIMAL + "[dp]\ndelta = 1.5\n", "dp.delta", "1e-5"),
-    (MINIMAL + "[data]\n", "[data]", "TOML"),
-    (MINIMAL.replace("[data]", "[other]"), "[other]", "use only"),
-    (MINIMAL + "[aggregator]\nendpoint = \"agg.example:\u00b2\"\n", "aggregator.endpoint",
-     "host:port"),
-    (MINIMAL + "[aggregator]\nendpoint = \"agg.example:\uff18\uff14\"\n", "aggregator.endpoint",
-     "host:port"),
-])
+@pytest.mark.parametrize(
+    "text, key, fix",
+    [
+        (MINIMAL + "[trian]\n", "[trian]", "use only"),
+        (MINIMAL + "[train]\nepochz = 3\n", "train.epochz", "remove it"),
+        (MINIMAL.replace('site_id = "st-mary"', ""), "site.site_id", "add site_id"),
+        (
+            MINIMAL.replace('site_id = "st-mary"', 'site_id = "St Mary"'),
+            "site.site_id",
+            "lowercase",
+        ),
+        (MINIMAL.replace('"digits"', '"mnist"'), "data.source", "npz:PATH"),
+        (MINIMAL + "[train]\nepochs = -1\n", "train.epochs", "0 or more"),
+        (MINIMAL + '[train]\nsize = "huge"\n', "train.size", "default"),
+        (MINIMAL + '[aggregator]\nendpoint = "nohost"\n', "aggregator.endpoint", "host:port"),
+        (MINIMAL + "[aggregator]\nchunk_bytes = 10\n", "aggregator.chunk_bytes", "1048576"),
+        (MINIMAL + '[dp]\nenabled = "yes"\n', "dp.enabled", "true"),
+        (MINIMAL + "[dp]\ndelta = 1.5\n", "dp.delta", "1e-5"),
+        (MINIMAL + "[data]\n", "[data]", "TOML"),
+        (MINIMAL.replace("[data]", "[other]"), "[other]", "use only"),
+        (
+            MINIMAL + '[aggregator]\nendpoint = "agg.example:\u00b2"\n',
+            "aggregator.endpoint",
+            "host:port",
+        ),
+        (
+            MINIMAL + '[aggregator]\nendpoint = "agg.example:\uff18\uff14"\n',
+            "aggregator.endpoint",
+            "host:port",
+        ),
+    ],
+)
 def test_bad_config_names_the_key_and_the_fix(tmp_path, text, key, fix):
     with pytest.raises(ConfigError) as err:
         parse_config(text, tmp_path / "site.toml")

@@ -9,31 +9,46 @@ import pytest
 from ffsecure.errors import FormatError
 from site_node.client import UploadReceipt
 
-RECEIPT = UploadReceipt(module_id="ab" * 16, index=3, entry=b'{"type":"module.registered"}', tree_size=5,
-                        checkpoint="ffsecure.local/log\n5\nroot\n", inclusion_proof=[b"\x01" * 32, b"\x02" * 32],
-                        existing=False)
+RECEIPT = UploadReceipt(
+    module_id="ab" * 16,
+    index=3,
+    entry=b'{"type":"module.registered"}',
+    tree_size=5,
+    checkpoint="ffsecure.local/log\n5\nroot\n",
+    inclusion_proof=[b"\x01" * 32, b"\x02" * 32],
+    existing=False,
+)
 
 
 def test_a_kept_receipt_reads_back_as_it_was():
     assert UploadReceipt.from_dict(RECEIPT.to_dict()) == RECEIPT
 
 
-@pytest.mark.parametrize("damage, why", [
-    (lambda d: d.pop("entry"), "it has no entry"),
-    (lambda d: d.update(index="3"), "its index is not an integer"),
-    (lambda d: d.update(tree_size=True), "its tree_size is not an integer"),
-    (lambda d: d.update(existing="no"), "its existing is not true or false"),
-    (lambda d: d.update(inclusion_proof="AQ=="), "its inclusion_proof is not a list"),
-    (lambda d: d.update(entry="!" + d["entry"]), "its entry is not canonical base64"),
-    (lambda d: d.update(entry=d["entry"][:-1]), "its entry is not canonical base64"),
-    (lambda d: d["inclusion_proof"].append(None), "its inclusion_proof is not canonical base64"),
-])
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        (lambda d: d.pop("entry"), "it has no entry"),
+        (lambda d: d.update(index="3"), "its index is not an integer"),
+        (lambda d: d.update(tree_size=True), "its tree_size is not an integer"),
+        (lambda d: d.update(existing="no"), "its existing is not true or false"),
+        (lambda d: d.update(inclusion_proof="AQ=="), "its inclusion_proof is not a list"),
+        (lambda d: d.update(entry="!" + d["entry"]), "its entry is not canonical base64"),
+        (lambda d: d.update(entry=d["entry"][:-1]), "its entry is not canonical base64"),
+        (
+            lambda d: d["inclusion_proof"].append(None),
+            "its inclusion_proof is not canonical base64",
+        ),
+    ],
+)
 def test_a_damaged_receipt_is_refused_with_what_is_wrong(damage, why):
     d = RECEIPT.to_dict()
     damage(d)
     with pytest.raises(FormatError) as info:
         UploadReceipt.from_dict(d)
-    assert info.value.code == "E_STATE_CORRUPT" and info.value.message == f"a stored upload receipt is damaged: {why}"
+    assert (
+        info.value.code == "E_STATE_CORRUPT"
+        and info.value.message == f"a stored upload receipt is damaged: {why}"
+    )
     assert "backup" in info.value.hint
 
 

@@ -17,8 +17,15 @@ def test_layout_is_private_and_records_round_trip(tmp_path):
     state = StateDir(tmp_path / "state").ensure()
     for d in (state.root, state.keys_dir, state.modules_dir, state.classifiers_dir):
         assert stat.S_IMODE(d.stat().st_mode) == 0o700
-    rec = ModuleRecord(module_id=MID, status="trained", created_at="2026-11-23T12:00:00Z", classes=[0, 2],
-                       n_train=10, data_fingerprint="ab" * 32, train={"epochs": 1, "dp": None})
+    rec = ModuleRecord(
+        module_id=MID,
+        status="trained",
+        created_at="2026-11-23T12:00:00Z",
+        classes=[0, 2],
+        n_train=10,
+        data_fingerprint="ab" * 32,
+        train={"epochs": 1, "dp": None},
+    )
     state.save_module(rec)
     assert state.load_module(MID) == rec
     rec.status, rec.upload_id = "sealed", "cd" * 16
@@ -36,9 +43,8 @@ def test_layout_is_private_and_records_round_trip(tmp_path):
 def test_lock_refuses_a_second_command(tmp_path):
     state = StateDir(tmp_path / "state")
     with state.locked():
-        with pytest.raises(StateError) as err:
-            with StateDir(tmp_path / "state").locked():
-                pass
+        with pytest.raises(StateError) as err, StateDir(tmp_path / "state").locked():
+            pass
         assert err.value.code == "E_STATE_LOCKED"
     with state.locked():  # released
         pass
@@ -50,10 +56,18 @@ def test_not_installed_says_what_to_run(tmp_path):
     assert err.value.code == "E_NOT_INSTALLED" and "install-cert" in err.value.hint
 
 
-@pytest.mark.parametrize("code, transient", [
-    ("E_RPC_UNAVAILABLE", True), ("E_RPC_DEADLINE_EXCEEDED", True), ("E_RATE_LIMIT", True),
-    ("E_UPLOAD_BUSY", True), ("E_SIGNATURE", False), ("E_POLICY_DP", False), ("E_IMPERSONATION", False),
-])
+@pytest.mark.parametrize(
+    "code, transient",
+    [
+        ("E_RPC_UNAVAILABLE", True),
+        ("E_RPC_DEADLINE_EXCEEDED", True),
+        ("E_RATE_LIMIT", True),
+        ("E_UPLOAD_BUSY", True),
+        ("E_SIGNATURE", False),
+        ("E_POLICY_DP", False),
+        ("E_IMPERSONATION", False),
+    ],
+)
 def test_daemon_retries_only_transient_failures(code, transient):
     assert is_transient(FFSecureError("x", code=code)) is transient
 
@@ -62,10 +76,14 @@ def test_daemon_refuses_to_start_on_a_node_that_is_not_installed(tmp_path):
     from site_node.config import parse_config
     from site_node.daemon import EXIT_ERROR, Daemon
 
-    cfg = parse_config('[site]\nfederation_id = "f"\nsite_id = "s"\n[data]\nsource = "digits"\n',
-                       tmp_path / "site.toml")
+    cfg = parse_config(
+        '[site]\nfederation_id = "f"\nsite_id = "s"\n[data]\nsource = "digits"\n',
+        tmp_path / "site.toml",
+    )
     assert Daemon(cfg, max_cycles=1).run() == EXIT_ERROR
-    assert not (tmp_path / "state" / "modules").exists() or not any((tmp_path / "state" / "modules").iterdir())
+    assert not (tmp_path / "state" / "modules").exists() or not any(
+        (tmp_path / "state" / "modules").iterdir()
+    )
 
 
 def test_systemd_unit_matches_the_daemon(repo_root):

@@ -14,7 +14,13 @@ OPTIONAL = {"required": False, "max_epsilon": None, "delta": None}
 
 
 def dp(**kw):
-    base = {"enabled": None, "target_epsilon": 0.0, "delta": 0.0, "max_grad_norm": 1.0, "accountant": "prv"}
+    base = {
+        "enabled": None,
+        "target_epsilon": 0.0,
+        "delta": 0.0,
+        "max_grad_norm": 1.0,
+        "accountant": "prv",
+    }
     return {**base, **kw}
 
 
@@ -32,11 +38,14 @@ def test_config_may_tighten_the_policy():
     assert (cfg.target_epsilon, cfg.delta, cfg.accountant) == (2.0, 1e-6, "rdp")
 
 
-@pytest.mark.parametrize("settings, key", [
-    (dp(target_epsilon=9.0), "dp.target_epsilon"),
-    (dp(delta=1e-4), "dp.delta"),
-    (dp(enabled=False), "dp.enabled"),
-])
+@pytest.mark.parametrize(
+    "settings, key",
+    [
+        (dp(target_epsilon=9.0), "dp.target_epsilon"),
+        (dp(delta=1e-4), "dp.delta"),
+        (dp(enabled=False), "dp.enabled"),
+    ],
+)
 def test_config_can_never_loosen_the_policy(settings, key):
     with pytest.raises(ConfigError) as err:
         resolve_dp(settings, REQUIRED, 1000)
@@ -45,7 +54,9 @@ def test_config_can_never_loosen_the_policy(settings, key):
 
 def test_site_may_ask_for_dp_the_federation_does_not_require():
     assert resolve_dp(dp(target_epsilon=4.0), OPTIONAL, 500).target_epsilon == 4.0
-    assert resolve_dp(dp(enabled=True, target_epsilon=3.0), OPTIONAL, 500).delta is None  # library default
+    assert (
+        resolve_dp(dp(enabled=True, target_epsilon=3.0), OPTIONAL, 500).delta is None
+    )  # library default
     with pytest.raises(ConfigError, match="dp.target_epsilon"):
         resolve_dp(dp(enabled=True), OPTIONAL, 500)
 
@@ -73,9 +84,13 @@ def test_class_filter_takes_names_or_indices():
 
 def _npz(path, seed):
     rng = np.random.default_rng(seed)
-    np.savez(path, train_images=rng.integers(0, 255, (8, 16, 16), dtype=np.uint8),
-             train_labels=rng.integers(0, 2, (8, 1)), test_images=rng.integers(0, 255, (4, 16, 16), dtype=np.uint8),
-             test_labels=rng.integers(0, 2, (4, 1)))
+    np.savez(
+        path,
+        train_images=rng.integers(0, 255, (8, 16, 16), dtype=np.uint8),
+        train_labels=rng.integers(0, 2, (8, 1)),
+        test_images=rng.integers(0, 255, (4, 16, 16), dtype=np.uint8),
+        test_labels=rng.integers(0, 2, (4, 1)),
+    )
 
 
 def test_fingerprint_changes_with_the_data_and_the_data_settings(tmp_path):
@@ -99,8 +114,10 @@ def test_folder_fingerprint_sees_a_new_image(tmp_path):
     for cls in ("a", "b"):
         (tmp_path / "imgs" / cls).mkdir(parents=True)
         Image.new("L", (16, 16), 10).save(tmp_path / "imgs" / cls / "1.png")
-    cfg = parse_config('[site]\nfederation_id = "f"\nsite_id = "s"\n[data]\nsource = "folder:imgs"\n',
-                       tmp_path / "site.toml")
+    cfg = parse_config(
+        '[site]\nfederation_id = "f"\nsite_id = "s"\n[data]\nsource = "folder:imgs"\n',
+        tmp_path / "site.toml",
+    )
     first = data_fingerprint(cfg)
     Image.new("L", (16, 16), 200).save(tmp_path / "imgs" / "b" / "2.png")
     assert data_fingerprint(cfg) != first

@@ -29,7 +29,9 @@ def _module(seed: int) -> G.Generator:
 
 def _source(module_id: str, classes: list[int], seed: int) -> S.ModuleSource:
     gen = _module(seed)
-    return S.ModuleSource(module_id, gen, classes, hashlib.sha256(G.to_safetensors(gen)).hexdigest())
+    return S.ModuleSource(
+        module_id, gen, classes, hashlib.sha256(G.to_safetensors(gen)).hexdigest()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +94,9 @@ def test_regenerate_is_bit_for_bit_and_order_independent(sources):
     again = S.regenerate(ds.recipe, list(reversed(sources)))
     assert torch.equal(again.images, ds.images) and torch.equal(again.labels, ds.labels)
     assert S.dataset_hash(again.images, again.labels) == ds.recipe["dataset_sha256"]
-    shuffled = S.synthesize([sources[2], sources[0], sources[1]], num_classes=K, per_class=6, seed=9)
+    shuffled = S.synthesize(
+        [sources[2], sources[0], sources[1]], num_classes=K, per_class=6, seed=9
+    )
     assert shuffled.recipe == ds.recipe
 
 
@@ -108,14 +112,18 @@ def test_regenerate_refuses_missing_or_swapped_modules(sources):
     ds = S.synthesize(sources, num_classes=K, per_class=2, seed=3)
     with pytest.raises(NotFoundError):
         S.regenerate(ds.recipe, sources[1:])
-    swapped = [S.ModuleSource(s.module_id, s.generator, s.classes, "0" * 64) if i == 0 else s
-               for i, s in enumerate(sources)]
+    swapped = [
+        S.ModuleSource(s.module_id, s.generator, s.classes, "0" * 64) if i == 0 else s
+        for i, s in enumerate(sources)
+    ]
     with pytest.raises(VerificationError) as info:
         S.regenerate(ds.recipe, swapped)
     assert info.value.code == "E_HASH_MISMATCH"
     # same declared hash, different weights: the dataset hash check catches it
-    impostor = [S.ModuleSource(s.module_id, _module(99), s.classes, s.weights_sha256) if i == 0 else s
-                for i, s in enumerate(sources)]
+    impostor = [
+        S.ModuleSource(s.module_id, _module(99), s.classes, s.weights_sha256) if i == 0 else s
+        for i, s in enumerate(sources)
+    ]
     with pytest.raises(VerificationError) as info:
         S.regenerate(ds.recipe, impostor)
     assert info.value.code == "E_DATASET_MISMATCH"
@@ -126,12 +134,18 @@ def test_regenerate_refuses_missing_or_swapped_modules(sources):
 
 def test_recipe_records_the_host_and_a_mismatch_names_how_the_hosts_differ(sources):
     ds = S.synthesize(sources, num_classes=K, per_class=2, seed=3)
-    assert ds.recipe["host"] == {"torch": torch.__version__,
-                                 "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    assert ds.recipe["host"] == {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
     here = ds.recipe["host"]["cpu_capability"]
     other = "AVX2" if here != "AVX2" else "AVX512"
     # a recipe made on a host with other kernels whose bytes this host does not reproduce
-    foreign = {**ds.recipe, "host": {**ds.recipe["host"], "cpu_capability": other}, "dataset_sha256": "1" * 64}
+    foreign = {
+        **ds.recipe,
+        "host": {**ds.recipe["host"], "cpu_capability": other},
+        "dataset_sha256": "1" * 64,
+    }
     with pytest.raises(VerificationError) as info:
         S.regenerate(foreign, sources)
     assert info.value.code == "E_DATASET_MISMATCH"
@@ -148,8 +162,12 @@ def test_dataset_hash_layout():
     labels = torch.tensor([3])
     import struct
 
-    raw = (b"ffsecure/dataset/v1\x00" + struct.pack("<4Q", 1, 1, 1, 2) + struct.pack("<2f", 0.5, -1.0)
-           + struct.pack("<q", 3))
+    raw = (
+        b"ffsecure/dataset/v1\x00"
+        + struct.pack("<4Q", 1, 1, 1, 2)
+        + struct.pack("<2f", 0.5, -1.0)
+        + struct.pack("<q", 3)
+    )
     assert S.dataset_hash(images, labels) == hashlib.sha256(raw).hexdigest()
     assert S.dataset_hash(images, torch.tensor([2])) != S.dataset_hash(images, labels)
 

@@ -29,7 +29,7 @@ def test_upload_in_chunks_then_read_verified(tmp_path):
     data, sha = _payload()
     with st.open("site-a", UID, total_size=len(data), total_sha256=sha) as up:
         for off in range(0, len(data), 700):
-            up.write(off, data[off:off + 700])
+            up.write(off, data[off : off + 700])
         assert up.complete
         assert up.read_verified() == data
         up.mark_registered("f" * 32)
@@ -58,7 +58,7 @@ def test_crash_drops_uncommitted_bytes(tmp_path):
     st = _staging(tmp_path, commit_every_bytes=1000)
     data, sha = _payload()
     up = st.open("site-a", UID, total_size=len(data), total_sha256=sha)
-    up.write(0, data[:1200])   # commits at 1200 (>= 1000)
+    up.write(0, data[:1200])  # commits at 1200 (>= 1000)
     up.write(1200, data[1200:1500])  # not committed
     up._fh.flush()
     # simulate a crash: no close(); a new process opens the staging directory
@@ -74,7 +74,9 @@ def test_crash_drops_uncommitted_bytes(tmp_path):
 def test_wrong_hash_discards_the_upload(tmp_path):
     st = _staging(tmp_path)
     data, _ = _payload()
-    with st.open("site-a", UID, total_size=len(data), total_sha256=hashlib.sha256(b"other").digest()) as up:
+    with st.open(
+        "site-a", UID, total_size=len(data), total_sha256=hashlib.sha256(b"other").digest()
+    ) as up:
         up.write(0, data)
         with pytest.raises(RequestError) as err:
             up.read_verified()

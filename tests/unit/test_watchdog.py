@@ -16,7 +16,9 @@ def _recorder():
             fired.append(name)
             if last:
                 done.set()
+
         return callback
+
     return fired, done, make
 
 
@@ -42,7 +44,9 @@ def test_many_deadlines_share_one_thread():
         before = {t.ident for t in threading.enumerate()}
         handles = [dog.after(60, make(f"call {i}")) for i in range(200)]
         started = [t for t in threading.enumerate() if t.ident not in before]
-        assert [t.name for t in started] == ["test-watchdog"]  # a Timer per call would add 200 threads
+        assert [t.name for t in started] == [
+            "test-watchdog"
+        ]  # a Timer per call would add 200 threads
         assert dog.pending() == 200
         for h in handles:
             h.cancel()
@@ -60,6 +64,7 @@ def test_a_failing_callback_does_not_stop_the_others(caplog):
 
     def boom() -> None:
         raise RuntimeError("callback bug")
+
     try:
         dog.after(0.01, boom)
         dog.after(0.05, make("after the failure", last=True))
@@ -72,7 +77,9 @@ def test_a_failing_callback_does_not_stop_the_others(caplog):
 def test_cancelled_deadlines_do_not_pile_up():
     dog = Watchdog()
     try:
-        for _ in range(5000):  # calls far shorter than their bound: each cancels its deadline at once
+        for _ in range(
+            5000
+        ):  # calls far shorter than their bound: each cancels its deadline at once
             dog.after(3600, lambda: None).cancel()
         assert dog.pending() == 0 and len(dog._heap) <= 2 * 1024 + 1
     finally:
