@@ -124,13 +124,15 @@ def test_unreadable_inputs_are_errors_not_findings(world, tmp_path):
     assert code == 1 and json.loads(stderr)["error"]["code"] == "E_AUDIT_BUNDLE"
 
 
-def test_report_without_ca_is_written_and_flags_the_unpinned_anchor(world, tmp_path):
+def test_report_without_ca_is_written_and_fails_on_the_unpinned_anchor(world, tmp_path):
+    """The bundle's own ca.pem is the exporter's choice: a report made with it is written, but its
+    verdict is FAILED with E_AUDIT_CA_UNPINNED (it was VERIFIED with a warning)."""
     lab, idx, bundle, ca = world
     out = tmp_path / "sub" / "report.html"
     code, stdout, _ = invoke("report", bundle, "-o", out, "--json")
     assert code == 0
     meta = json.loads(stdout)
-    assert meta["verdict"] == "VERIFIED" and meta["warnings"] == 1
+    assert meta["verdict"] == "FAILED" and meta["errors"] == 1
     html = out.read_text()
     assert "E_AUDIT_CA_UNPINNED" in html and html.startswith("<!DOCTYPE html>")
     assert list(out.parent.iterdir()) == [out]  # no temporary file left
