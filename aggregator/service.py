@@ -30,8 +30,8 @@ from aggregator.uploads import UploadStaging, check_upload_id
 from aggregator.watchdog import Watchdog
 from ffsecure import canonical
 from ffsecure.errors import FFSecureError, NotFoundError
-from ffsecure.ids import check_artifact_id
 from ffsecure.ledger import make_entry, open_checkpoint
+from ffsecure.records.ids import check_artifact_id
 from ffsecure.v1 import aggregator_pb2 as pb
 from ffsecure.v1 import aggregator_pb2_grpc as pb_grpc
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from ffsecure.errors import FormatError
 
 # check_module_id is re-exported: the store and its callers refuse module ids by the one rule.
-from ffsecure.ids import check_artifact_id
-from ffsecure.ids import check_module_id as check_module_id
+from ffsecure.records.ids import check_artifact_id
+from ffsecure.records.ids import check_module_id as check_module_id
 
 ARTIFACT_KINDS = ("dataset", "classifier")
 ARTIFACT_STATUSES = ("active", "published", "retired")

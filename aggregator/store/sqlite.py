@@ -50,7 +50,6 @@ from aggregator.store.sqlite_evaluations import EVALUATIONS_SCHEMA, EvaluationsM
 from ffsecure import canonical
 from ffsecure.errors import ConfigError, FormatError, LedgerError, NotFoundError, StoreError
 from ffsecure.files import create_private_file, fsync_dir, private_dir, restrict
-from ffsecure.ids import SITE_ID
 from ffsecure.ledger.checkpoint import Checkpoint, open_checkpoint
 from ffsecure.ledger.entries import entry_bytes, make_entry, utc_now, validate_entry
 from ffsecure.ledger.merkle import (
@@ -61,6 +60,7 @@ from ffsecure.ledger.merkle import (
     new_nodes,
     root_from,
 )
+from ffsecure.records.ids import SITE_ID
 
 log = logging.getLogger("aggregator.store")
 

@@ -17,9 +17,9 @@ from aggregator.store.base import EvaluationRow, Receipt, check_artifact
 from ffsecure import canonical
 from ffsecure.errors import FFSecureError, FormatError, LedgerError, NotFoundError, StoreError
 from ffsecure.evalreport import EvaluationReport, commitment
-from ffsecure.ids import SITE_ID
 from ffsecure.ledger.entries import entry_bytes
 from ffsecure.ledger.merkle import inclusion_proof_from
+from ffsecure.records.ids import SITE_ID
 
 log = logging.getLogger("aggregator.store")
 

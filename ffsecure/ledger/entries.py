@@ -27,7 +27,7 @@ from typing import Any
 
 from ffsecure import canonical
 from ffsecure.errors import FormatError, LedgerError
-from ffsecure.ids import ACTOR, ARTIFACT_ID, MODULE_ID, SHA256_HEX, SITE_ID, IdRule
+from ffsecure.records.ids import ACTOR, ARTIFACT_ID, MODULE_ID, SHA256_HEX, SITE_ID, IdRule
 
 ENTRY_VERSION = 1
 MAX_ENTRY_BYTES = 64 * 1024
