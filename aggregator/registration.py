@@ -35,6 +35,7 @@ from ffsecure.federation import FederationManifest
 from ffsecure.ledger import make_entry, open_checkpoint
 from ffsecure.package import SignedPackage, package_meta, verify_package
 from ffsecure.privacy.policy import check_module as check_privacy_policy
+from ffsecure.records.entries import EntryType
 
 __all__ = [
     "DiskFullError",
@@ -185,7 +186,9 @@ class Registrar:
     def register(self, sealed: bytes, peer: Peer) -> ReceiptWithId:
         package, verified = self.verify(sealed, peer)
         m = package.manifest
-        entry = make_entry("module.registered", peer.actor, self.entry_facts(package, verified))
+        entry = make_entry(
+            EntryType.MODULE_REGISTERED, peer.actor, self.entry_facts(package, verified)
+        )
         with self.store_lock:
             try:
                 r = self.store.register_module(

@@ -31,6 +31,7 @@ from aggregator.watchdog import Watchdog
 from ffsecure import canonical
 from ffsecure.errors import FFSecureError, NotFoundError
 from ffsecure.ledger import make_entry, open_checkpoint
+from ffsecure.records.entries import EntryType
 from ffsecure.records.ids import check_artifact_id
 from ffsecure.v1 import aggregator_pb2 as pb
 from ffsecure.v1 import aggregator_pb2_grpc as pb_grpc
@@ -442,7 +443,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                     )
             for module_id in ids:
                 request_entry = make_entry(
-                    "module.deletion_requested",
+                    EntryType.MODULE_DELETION_REQUESTED,
                     peer.actor,
                     {"module_id": module_id, "reason": reason},
                 )

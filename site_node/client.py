@@ -38,6 +38,7 @@ from ffsecure.ledger import (
     verify_consistency,
     verify_inclusion,
 )
+from ffsecure.records.entries import EntryType
 from ffsecure.v1 import aggregator_pb2 as pb
 from ffsecure.v1 import aggregator_pb2_grpc as pb_grpc
 from site_node.state import state_corrupt
@@ -204,7 +205,7 @@ def verify_receipt(
         cp.root_hash,
     )
     entry = validate_entry(receipt.entry)
-    if entry["type"] != "module.registered":
+    if entry["type"] != EntryType.MODULE_REGISTERED:
         raise _receipt_error(f"receipt entry is a {entry['type']!r}, not module.registered")
     facts = entry["facts"]
     if facts.get("module_id") != receipt.module_id:
@@ -608,7 +609,7 @@ class AggregatorClient:
         facts = entry["facts"]
         expected = commitment(report, r.salt)
         if (
-            entry["type"] != "classifier.evaluated"
+            entry["type"] != EntryType.CLASSIFIER_EVALUATED
             or facts.get("classifier_id") != report.classifier_id
             or r.classifier_id != report.classifier_id
             or facts.get("report_sha256") != expected
@@ -691,7 +692,7 @@ class AggregatorClient:
         entry = validate_entry(bytes(info.trained_entry))
         facts = entry["facts"]
         if (
-            entry["type"] != "classifier.trained"
+            entry["type"] != EntryType.CLASSIFIER_TRAINED
             or facts.get("classifier_id") != info.classifier_id
             or facts.get("sha256") != info.sha256
             or facts.get("dataset_id") != info.dataset_id

@@ -34,6 +34,7 @@ from ffsecure.ledger import (
     verify_consistency,
     verify_inclusion,
 )
+from ffsecure.records.entries import EntryType
 from site_node.state import ModuleRecord, StateDir, state_corrupt
 
 log = logging.getLogger("site_node.sync")
@@ -372,7 +373,7 @@ def forget_module(state: StateDir, client, trust, module_id: str, reason: str) -
                 hint="the deletion is not proven; report this to the federation",
             )
         types.append(obj["type"])
-    if "module.deleted" not in types:
+    if EntryType.MODULE_DELETED not in types:
         raise LedgerError(
             f"the aggregator's reply holds no module.deleted entry for {module_id} (got {types})",
             code="E_RECEIPT",

@@ -10,7 +10,7 @@ Contract of every backend:
   module/artifact row, its encrypted blob, its ledger entry and the Merkle
   nodes commit together or not at all;
 - a refused input changes nothing (validation happens before any write);
-- ledger entries are canonical JSON (``ffsecure.ledger.entries``) and the
+- ledger entries are canonical JSON (``ffsecure.records.entries``) and the
   bytes stored are the bytes hashed and exported.
 """
 

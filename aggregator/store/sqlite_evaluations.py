@@ -17,8 +17,8 @@ from aggregator.store.base import EvaluationRow, Receipt, check_artifact
 from ffsecure import canonical
 from ffsecure.errors import FFSecureError, FormatError, LedgerError, NotFoundError, StoreError
 from ffsecure.evalreport import EvaluationReport, commitment
-from ffsecure.ledger.entries import entry_bytes
 from ffsecure.ledger.merkle import inclusion_proof_from
+from ffsecure.records.entries import EntryType, entry_bytes
 from ffsecure.records.ids import SITE_ID
 
 log = logging.getLogger("aggregator.store")
@@ -51,7 +51,7 @@ class EvaluationsMixin:
         data = entry_bytes(entry)
         facts = entry["facts"]
         expected = {
-            "type": "classifier.evaluated",
+            "type": EntryType.CLASSIFIER_EVALUATED,
             "actor": f"site:{site_id}",
             "classifier_id": rep.classifier_id,
             "site_id": site_id,
@@ -103,7 +103,10 @@ class EvaluationsMixin:
                     conn.execute("SELECT data FROM entries WHERE idx = ?", (index,)).fetchone()[0]
                 )
             else:
-                index, existing = self._append_locked(conn, data, "classifier.evaluated"), False
+                index, existing = (
+                    self._append_locked(conn, data, EntryType.CLASSIFIER_EVALUATED),
+                    False,
+                )
                 conn.execute(
                     f"INSERT INTO evaluations({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (

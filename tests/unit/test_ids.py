@@ -22,8 +22,8 @@ from aggregator.store import base as store_base
 from aggregator.uploads import check_upload_id
 from ffsecure import evalreport, package, pki
 from ffsecure.errors import FFSecureError
-from ffsecure.ledger.entries import check_entry
 from ffsecure.records import ids
+from ffsecure.records.entries import check_entry
 
 H = "ab" * 32
 MID = "0f" * 16
