@@ -284,7 +284,7 @@ def _b64(data: bytes) -> str:
 
 def status_report(state: StateDir, client) -> dict[str, Any]:
     """Today's checkpoint checked against the stored one, and every registered entry proven in it."""
-    from site_node.client import UploadReceipt, verify_receipt
+    from site_node.client import kept_receipt, verify_receipt
 
     stored = state.read_checkpoint()
     note, _ = client.get_checkpoint()
@@ -300,7 +300,7 @@ def status_report(state: StateDir, client) -> dict[str, Any]:
             "epsilon": (r.train.get("dp") or {}).get("epsilon"),
         }
         if r.receipt:
-            receipt = UploadReceipt.from_dict(r.receipt)
+            receipt = kept_receipt(r.receipt)
             try:  # checked when it arrived: if it no longer verifies, the file changed here, not the log
                 verify_receipt(
                     receipt,

@@ -41,7 +41,6 @@ from aggregator.store.base import (
     ArtifactRow,
     LedgerSnapshot,
     ModuleRow,
-    Receipt,
     Store,
     check_artifact,
     check_module_id,
@@ -61,6 +60,7 @@ from ffsecure.ledger.merkle import (
 )
 from ffsecure.records.entries import EntryType, entry_bytes, make_entry, utc_now, validate_entry
 from ffsecure.records.ids import SITE_ID
+from ffsecure.records.receipts import Receipt
 
 log = logging.getLogger("aggregator.store")
 

@@ -13,13 +13,14 @@ import hmac
 import logging
 import sqlite3
 
-from aggregator.store.base import EvaluationRow, Receipt, check_artifact
+from aggregator.store.base import EvaluationRow, check_artifact
 from ffsecure import canonical
 from ffsecure.errors import FFSecureError, FormatError, LedgerError, NotFoundError, StoreError
 from ffsecure.evalreport import EvaluationReport, commitment
 from ffsecure.ledger.merkle import inclusion_proof_from
 from ffsecure.records.entries import EntryType, entry_bytes
 from ffsecure.records.ids import SITE_ID
+from ffsecure.records.receipts import Receipt
 
 log = logging.getLogger("aggregator.store")
 
