@@ -30,12 +30,12 @@ from cryptography import x509
 
 from aggregator.store.base import Store
 from ffsecure import pki
-from ffsecure.ledger.entries import make_entry, validate_entry
+from ffsecure.records.entries import EntryType, make_entry, validate_entry
 
 log = logging.getLogger("aggregator.crl")
 
-CRL_ENTRY = "crl.loaded"
-_CRL_MARK = b'"type":"crl.loaded"'
+CRL_ENTRY = EntryType.CRL_LOADED
+_CRL_MARK = f'"type":"{CRL_ENTRY.value}"'.encode()
 _SCAN_BATCH = 4096
 
 

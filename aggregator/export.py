@@ -25,8 +25,8 @@ from pathlib import Path
 from aggregator.store.base import LedgerSnapshot
 from ffsecure import canonical
 from ffsecure.errors import ConfigError
-from ffsecure.ledger.entries import utc_now
 from ffsecure.ledger.merkle import MemoryTree, leaf_hash, root_from
+from ffsecure.records.entries import utc_now
 
 BUNDLE_FORMAT = "ffsecure-audit-bundle/v1"
 

@@ -5,7 +5,8 @@ A refusal travels three ways so that any client can act on it:
 * the status code (UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT, ...),
 * the status message ``[E_CODE] what is wrong``,
 * trailing metadata: ``ffsecure-error-code``, ``ffsecure-error-hint`` and
-  ``ffsecure-error-bin`` (a serialized ``ffsecure.v1.ErrorDetail``).
+  ``ffsecure-error-bin`` (a serialized ``ffsecure.v1.ErrorDetail``), the keys
+  of ``ffsecure.records.wire``, which the site's client reads.
 
 The mapping is by error code first, then by error class, so a new code gets a
 sensible status without touching this table.
@@ -18,13 +19,10 @@ import logging
 import grpc
 
 from ffsecure import errors
+from ffsecure.records.wire import MD_CODE, MD_DETAIL, MD_HINT
 from ffsecure.v1 import aggregator_pb2 as pb
 
 log = logging.getLogger("aggregator.refusal")
-
-MD_CODE = "ffsecure-error-code"
-MD_HINT = "ffsecure-error-hint"
-MD_DETAIL = "ffsecure-error-bin"
 
 _BY_CODE: dict[str, grpc.StatusCode] = {
     # who the peer is

@@ -56,6 +56,7 @@ import torch
 from ffsecure import canonical
 from ffsecure.errors import ConfigError, NotFoundError, StoreError
 from ffsecure.ledger import make_entry
+from ffsecure.records.entries import EntryType
 
 log = logging.getLogger("aggregator.operations")
 
@@ -345,7 +346,7 @@ class Operations:
                 dataset_id,
                 meta,
                 None,
-                make_entry("dataset.synthesized", self.actor, facts),
+                make_entry(EntryType.DATASET_SYNTHESIZED, self.actor, facts),
             )
         grid_path = self._grid(dataset_id, syn.images, syn.labels) if grid else None
         log.info(
@@ -521,7 +522,7 @@ class Operations:
                 classifier_id,
                 meta,
                 weights,
-                make_entry("classifier.trained", self.actor, facts),
+                make_entry(EntryType.CLASSIFIER_TRAINED, self.actor, facts),
             )
         log.info(
             "classifier %s trained on %s (%s), entry %d%s",
@@ -575,7 +576,9 @@ class Operations:
                 "classifier",
                 classifier_id,
                 "published",
-                make_entry("classifier.published", self.actor, {"classifier_id": classifier_id}),
+                make_entry(
+                    EntryType.CLASSIFIER_PUBLISHED, self.actor, {"classifier_id": classifier_id}
+                ),
             )
         return classifier_id, Appended(index, data)
 
@@ -625,8 +628,8 @@ class Operations:
         retired: dict[str, list[str]] = {"classifier": [], "dataset": []}
         why = f"module {module_id} deleted: {reason}"[:500]
         for kind, etype, key in (
-            ("classifier", "classifier.retired", "classifier_id"),
-            ("dataset", "dataset.retired", "dataset_id"),
+            ("classifier", EntryType.CLASSIFIER_RETIRED, "classifier_id"),
+            ("dataset", EntryType.DATASET_RETIRED, "dataset_id"),
         ):
             for row in self.store.list_artifacts(kind):
                 if row.status == "retired" or module_id not in {

@@ -20,13 +20,12 @@ from __future__ import annotations
 import errno
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 from cryptography import x509
 
 from aggregator.auth import Peer
-from aggregator.store.base import Receipt as StoreReceipt
 from aggregator.store.base import Store, check_module_id
 from ffsecure import envelope
 from ffsecure.dp import check_claim as check_dp_claim
@@ -35,12 +34,13 @@ from ffsecure.federation import FederationManifest
 from ffsecure.ledger import make_entry, open_checkpoint
 from ffsecure.package import SignedPackage, package_meta, verify_package
 from ffsecure.privacy.policy import check_module as check_privacy_policy
+from ffsecure.records.entries import EntryType
+from ffsecure.records.receipts import Receipt
 
 __all__ = [
     "DiskFullError",
     "Registrar",
     "disk_error",
-    "StoreReceipt",
     "check_module_id",
     "receipt_for_module",
     "max_upload_bytes",
@@ -81,30 +81,13 @@ def max_upload_bytes(federation: FederationManifest, configured: int = 0) -> int
     return min(limit, configured) if configured > 0 else limit
 
 
-@dataclass(frozen=True)
-class ReceiptWithId(StoreReceipt):
-    module_id: str = ""
-
-
-def _with_id(r: StoreReceipt, module_id: str) -> ReceiptWithId:
-    return ReceiptWithId(
-        index=r.index,
-        entry=r.entry,
-        tree_size=r.tree_size,
-        checkpoint=r.checkpoint,
-        inclusion_proof=list(r.inclusion_proof),
-        existing=r.existing,
-        module_id=module_id,
-    )
-
-
-def receipt_for_module(store: Store, module_id: str) -> ReceiptWithId:
+def receipt_for_module(store: Store, module_id: str) -> Receipt:
     """A fresh receipt for a module registered earlier (latest checkpoint, proof against it)."""
     row = store.get_module(check_module_id(module_id))
     note = store.checkpoint()
     size = open_checkpoint(note, store.vkey, origin=store.origin).size
     index = row.registered_index
-    return ReceiptWithId(
+    return Receipt(
         index=index,
         entry=store.entry(index),
         tree_size=size,
@@ -182,10 +165,12 @@ class Registrar:
             "dp_epsilon": m.dp.get("epsilon") if isinstance(m.dp, dict) else None,
         }
 
-    def register(self, sealed: bytes, peer: Peer) -> ReceiptWithId:
+    def register(self, sealed: bytes, peer: Peer) -> Receipt:
         package, verified = self.verify(sealed, peer)
         m = package.manifest
-        entry = make_entry("module.registered", peer.actor, self.entry_facts(package, verified))
+        entry = make_entry(
+            EntryType.MODULE_REGISTERED, peer.actor, self.entry_facts(package, verified)
+        )
         with self.store_lock:
             try:
                 r = self.store.register_module(
@@ -199,4 +184,4 @@ class Registrar:
             except OSError as exc:
                 # The store rolled back (no row, no entry, its new blob removed); say why, typed.
                 raise disk_error(exc, "storing the module") from None
-        return _with_id(r, m.module_id)
+        return replace(r, module_id=m.module_id)

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
@@ -24,14 +24,16 @@ import grpc
 from aggregator.auth import Authenticator, Peer
 from aggregator.grpc_errors import RequestError, abort_with, log_refusal
 from aggregator.ratelimit import RateLimiter
-from aggregator.registration import Registrar, StoreReceipt, check_module_id, receipt_for_module
+from aggregator.registration import Registrar, check_module_id, receipt_for_module
 from aggregator.site_reports import record_evaluation
 from aggregator.uploads import UploadStaging, check_upload_id
 from aggregator.watchdog import Watchdog
 from ffsecure import canonical
 from ffsecure.errors import FFSecureError, NotFoundError
-from ffsecure.ids import check_artifact_id
 from ffsecure.ledger import make_entry, open_checkpoint
+from ffsecure.records.entries import EntryType
+from ffsecure.records.ids import check_artifact_id
+from ffsecure.records.receipts import Receipt
 from ffsecure.v1 import aggregator_pb2 as pb
 from ffsecure.v1 import aggregator_pb2_grpc as pb_grpc
 
@@ -80,16 +82,8 @@ class ServiceDeps:
         return self.registrar.store_lock
 
 
-def _receipt_pb(r: StoreReceipt, module_id: str) -> pb.Receipt:
-    return pb.Receipt(
-        module_id=module_id,
-        index=r.index,
-        entry=r.entry,
-        tree_size=r.tree_size,
-        checkpoint=r.checkpoint,
-        inclusion_proof=list(r.inclusion_proof),
-        existing=r.existing,
-    )
+def _receipt_pb(r: Receipt, module_id: str) -> pb.Receipt:
+    return replace(r, module_id=module_id).to_pb()
 
 
 def _rpc(method: str, *, upload: bool = False):
@@ -208,7 +202,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             out.state = pb.UploadStatus.IN_PROGRESS
         return out
 
-    def _existing_receipt(self, module_id: str, *, refuse_deleted: bool = False) -> StoreReceipt:
+    def _existing_receipt(self, module_id: str, *, refuse_deleted: bool = False) -> Receipt:
         with self.deps.store_lock:
             if refuse_deleted and self.deps.store.get_module(module_id).status == "deleted":
                 raise RequestError(
@@ -304,7 +298,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             if staged is not None:
                 staged.close(refused=refused)
 
-    def _register_staged(self, staged, peer: Peer) -> StoreReceipt:
+    def _register_staged(self, staged, peer: Peer) -> Receipt:
         """Hash-check, open, verify and register a complete staged upload; mark it registered."""
         with self._verifications:
             sealed = staged.read_verified()
@@ -442,7 +436,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                     )
             for module_id in ids:
                 request_entry = make_entry(
-                    "module.deletion_requested",
+                    EntryType.MODULE_DELETION_REQUESTED,
                     peer.actor,
                     {"module_id": module_id, "reason": reason},
                 )

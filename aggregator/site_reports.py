@@ -21,6 +21,7 @@ from ffsecure import evalreport
 from ffsecure.errors import FormatError
 from ffsecure.evalreport import EvaluationReport
 from ffsecure.ledger import make_entry
+from ffsecure.records.entries import EntryType
 from ffsecure.v1 import aggregator_pb2 as pb
 
 log = logging.getLogger("aggregator.service")
@@ -60,7 +61,9 @@ def record_evaluation(
     report = report_from_pb(request, num_classes)
     salt = evalreport.new_salt()
     entry = make_entry(
-        "classifier.evaluated", peer.actor, evalreport.ledger_facts(report, peer.site_id, salt)
+        EntryType.CLASSIFIER_EVALUATED,
+        peer.actor,
+        evalreport.ledger_facts(report, peer.site_id, salt),
     )
     with lock:
         row, receipt = store.put_evaluation(

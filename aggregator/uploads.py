@@ -37,7 +37,7 @@ from aggregator.grpc_errors import RequestError
 from ffsecure import canonical
 from ffsecure.errors import FFSecureError
 from ffsecure.files import PRIVATE_FILE_MODE, fsync_dir, private_dir
-from ffsecure.ids import SITE_ID, UPLOAD_ID
+from ffsecure.records.ids import SITE_ID, UPLOAD_ID
 
 READ_CHUNK = 1 << 20
 

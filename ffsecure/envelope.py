@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 
 from ffsecure import canonical
 from ffsecure.errors import CryptoError, FFSecureError, FormatError, VerificationError
-from ffsecure.ids import KEY_ID
+from ffsecure.records.ids import KEY_ID
 
 MAGIC = b"FFSE"
 VERSION = 1

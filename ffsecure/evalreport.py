@@ -34,7 +34,7 @@ from typing import Any
 
 from ffsecure import canonical
 from ffsecure.errors import FormatError
-from ffsecure.ids import SALT, check_artifact_id
+from ffsecure.records.ids import SALT, check_artifact_id
 
 REPORT_VERSION = 1
 MAX_TEST_IMAGES = 100_000_000

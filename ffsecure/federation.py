@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ffsecure import FORMAT_VERSION, canonical, envelope, pki
 from ffsecure.errors import ConfigError, FormatError, VerificationError
-from ffsecure.ids import parse_port
+from ffsecure.records.ids import parse_port
 
 SIGNATURE_CONTEXT = b"ffsecure/federation-manifest/v1\x00"
 SIGNATURE_ALG = "ecdsa-p256-sha256"

@@ -39,8 +39,9 @@ from ffsecure.envelope import DefaultHint, FederationMismatchError, TooLargeErro
 from ffsecure.errors import FFSecureError, FormatError, PolicyError, VerificationError
 from ffsecure.federation import FederationManifest, ManifestSchemaError, check_image_shape
 
-# ModuleIdError and check_module_id stay importable from here; the rule lives in ffsecure.ids.
-from ffsecure.ids import SHA256_HEX, check_module_id
+# ModuleIdError and check_module_id stay importable here; the rule is in ffsecure.records.ids.
+from ffsecure.records.ids import SHA256_HEX, check_module_id
+from ffsecure.records.ids import ModuleIdError as ModuleIdError
 
 SIGNATURE_CONTEXT = b"ffsecure/module-manifest/v1\x00"
 SIGNATURE_ALG = "ecdsa-p256-sha256"

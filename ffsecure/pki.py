@@ -43,7 +43,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from ffsecure import canonical
 from ffsecure.errors import ConfigError, FFSecureError, FormatError, VerificationError
 from ffsecure.files import write_secret_file
-from ffsecure.ids import IdentityError, check_host, check_id
+from ffsecure.records.ids import IdentityError, check_host, check_id
 
 URI_SCHEME = "ffsecure://"
 ROLES = ("site", "aggregator")

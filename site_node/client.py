@@ -15,7 +15,6 @@ code (``E_...``) and hint, read from the trailing metadata.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 import random
@@ -24,11 +23,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import grpc
 
-from ffsecure.canonical import b64decode_canonical
 from ffsecure.errors import FFSecureError, LedgerError
 from ffsecure.ledger import (
     Checkpoint,
@@ -38,22 +35,17 @@ from ffsecure.ledger import (
     verify_consistency,
     verify_inclusion,
 )
+from ffsecure.records.entries import EntryType
+from ffsecure.records.receipts import EvaluationReceipt, Receipt
+from ffsecure.records.wire import MD_CODE, MD_HINT, is_retryable
 from ffsecure.v1 import aggregator_pb2 as pb
 from ffsecure.v1 import aggregator_pb2_grpc as pb_grpc
 from site_node.state import state_corrupt
 
 log = logging.getLogger("site_node.client")
 
-MD_CODE = "ffsecure-error-code"
-MD_HINT = "ffsecure-error-hint"
 DEFAULT_CHUNK_BYTES = 1 << 20
 MESSAGE_OVERHEAD = 64 * 1024
-
-RETRYABLE = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.ABORTED,
-}
 
 
 class AggregatorError(FFSecureError):
@@ -103,74 +95,11 @@ def error_from_rpc(exc: grpc.RpcError) -> AggregatorError:
     )
 
 
-@dataclass(frozen=True)
-class UploadReceipt:
-    """What the aggregator signed for an upload; keep it (``to_dict``) as proof of registration."""
-
-    module_id: str
-    index: int
-    entry: bytes
-    tree_size: int
-    checkpoint: str
-    inclusion_proof: list[bytes]
-    existing: bool
-
-    @classmethod
-    def from_pb(cls, r: pb.Receipt) -> UploadReceipt:
-        return cls(
-            module_id=r.module_id,
-            index=r.index,
-            entry=bytes(r.entry),
-            tree_size=r.tree_size,
-            checkpoint=r.checkpoint,
-            inclusion_proof=[bytes(h) for h in r.inclusion_proof],
-            existing=r.existing,
-        )
-
-    def to_dict(self) -> dict:
-        return {
-            "module_id": self.module_id,
-            "index": self.index,
-            "entry": base64.b64encode(self.entry).decode("ascii"),
-            "tree_size": self.tree_size,
-            "checkpoint": self.checkpoint,
-            "inclusion_proof": [base64.b64encode(h).decode("ascii") for h in self.inclusion_proof],
-            "existing": self.existing,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> UploadReceipt:
-        """Read a receipt kept by :meth:`to_dict`; a damaged one raises ``E_STATE_CORRUPT``."""
-
-        def damaged(why: str) -> FFSecureError:
-            return state_corrupt(why, "a stored upload receipt")
-
-        def b64(field_name: str, text: Any) -> bytes:
-            raw = b64decode_canonical(text)
-            if raw is None:
-                raise damaged(f"its {field_name} is not canonical base64")
-            return raw
-
-        if not isinstance(d, dict):
-            raise damaged("it is not a JSON object")
-        types = {
-            "module_id": str,
-            "index": int,
-            "entry": str,
-            "tree_size": int,
-            "checkpoint": str,
-            "inclusion_proof": list,
-            "existing": bool,
-        }
-        said = {str: "a string", int: "an integer", list: "a list", bool: "true or false"}
-        for name, kind in types.items():
-            if name not in d:
-                raise damaged(f"it has no {name}")
-            if not isinstance(d[name], kind) or (kind is int and isinstance(d[name], bool)):
-                raise damaged(f"its {name} is not {said[kind]}")
-        fields = {k: d[k] for k in ("module_id", "index", "tree_size", "checkpoint", "existing")}
-        proof = [b64("inclusion_proof", h) for h in d["inclusion_proof"]]
-        return cls(entry=b64("entry", d["entry"]), inclusion_proof=proof, **fields)
+def kept_receipt(kept: object) -> Receipt:
+    """Read an upload receipt this site kept (``Receipt.to_dict``); damage is E_STATE_CORRUPT."""
+    return Receipt.from_dict(
+        kept, damaged=lambda why: state_corrupt(why, "a stored upload receipt")
+    )
 
 
 def _receipt_error(message: str) -> LedgerError:
@@ -180,7 +109,7 @@ def _receipt_error(message: str) -> LedgerError:
 
 
 def verify_receipt(
-    receipt: UploadReceipt,
+    receipt: Receipt,
     *,
     log_vkey: str,
     log_origin: str | None = None,
@@ -204,7 +133,7 @@ def verify_receipt(
         cp.root_hash,
     )
     entry = validate_entry(receipt.entry)
-    if entry["type"] != "module.registered":
+    if entry["type"] != EntryType.MODULE_REGISTERED:
         raise _receipt_error(f"receipt entry is a {entry['type']!r}, not module.registered")
     facts = entry["facts"]
     if facts.get("module_id") != receipt.module_id:
@@ -272,42 +201,10 @@ class FetchedClassifier:
         return from_safetensors(self.weights, self.config["model"])[0]
 
 
-@dataclass(frozen=True)
-class EvaluationReceipt:
-    """The aggregator's answer to ReportEvaluation, checked against the report the site sent."""
-
-    classifier_id: str
-    salt: str
-    index: int
-    entry: bytes
-    tree_size: int
-    checkpoint: str
-    inclusion_proof: list[bytes]
-    existing: bool
-    report_sha256: str
-
-    def to_dict(self) -> dict:
-        return {
-            "classifier_id": self.classifier_id,
-            "salt": self.salt,
-            "index": self.index,
-            "entry": base64.b64encode(self.entry).decode("ascii"),
-            "tree_size": self.tree_size,
-            "checkpoint": self.checkpoint,
-            "inclusion_proof": [base64.b64encode(h).decode("ascii") for h in self.inclusion_proof],
-            "existing": self.existing,
-            "report_sha256": self.report_sha256,
-        }
-
-
 def _retryable(exc: grpc.RpcError) -> bool:
     status = exc.code()
-    if status in RETRYABLE:
-        return True
-    if status == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        err = error_from_rpc(exc)
-        return err.code == "E_RATE_LIMIT"
-    return False
+    code = error_from_rpc(exc).code if status == grpc.StatusCode.RESOURCE_EXHAUSTED else None
+    return is_retryable(status, code)
 
 
 class AggregatorClient:
@@ -452,7 +349,7 @@ class AggregatorClient:
         module_id: str | None = None,
         site_id: str | None = None,
         progress: Callable[[int, int], None] | None = None,
-    ) -> UploadReceipt:
+    ) -> Receipt:
         """Upload a sealed package (resuming and retrying as needed) and return its verified receipt.
 
         ``module_id`` / ``site_id``, when given, must be what the receipt's entry names.
@@ -475,7 +372,7 @@ class AggregatorClient:
                         hint="a new module needs a new random module id",
                     )
                 if status.state == pb.UploadStatus.REGISTERED:
-                    receipt = UploadReceipt.from_pb(status.receipt)
+                    receipt = Receipt.from_pb(status.receipt)
                 else:
                     offset = (
                         status.committed_offset
@@ -496,7 +393,7 @@ class AggregatorClient:
                         self._chunks(upload_id, sealed, offset, sha, stats, chunk, progress),
                         timeout=self.upload_timeout_s,
                     )
-                    receipt = UploadReceipt.from_pb(reply)
+                    receipt = Receipt.from_pb(reply)
                 break
             except grpc.RpcError as exc:
                 if _retryable(exc) and attempt + 1 < self.retry.max_attempts:
@@ -608,7 +505,7 @@ class AggregatorClient:
         facts = entry["facts"]
         expected = commitment(report, r.salt)
         if (
-            entry["type"] != "classifier.evaluated"
+            entry["type"] != EntryType.CLASSIFIER_EVALUATED
             or facts.get("classifier_id") != report.classifier_id
             or r.classifier_id != report.classifier_id
             or facts.get("report_sha256") != expected
@@ -631,17 +528,15 @@ class AggregatorClient:
                 [bytes(h) for h in r.inclusion_proof],
                 cp.root_hash,
             )
-        return EvaluationReceipt(
-            classifier_id=r.classifier_id,
-            salt=r.salt,
+        receipt = Receipt(
             index=r.index,
             entry=bytes(r.entry),
             tree_size=r.tree_size,
             checkpoint=r.checkpoint,
             inclusion_proof=[bytes(h) for h in r.inclusion_proof],
             existing=r.existing,
-            report_sha256=expected,
         )
+        return EvaluationReceipt(r.classifier_id, r.salt, receipt, report_sha256=expected)
 
     # -- classifier ------------------------------------------------------------------
     def fetch_classifier(
@@ -691,7 +586,7 @@ class AggregatorClient:
         entry = validate_entry(bytes(info.trained_entry))
         facts = entry["facts"]
         if (
-            entry["type"] != "classifier.trained"
+            entry["type"] != EntryType.CLASSIFIER_TRAINED
             or facts.get("classifier_id") != info.classifier_id
             or facts.get("sha256") != info.sha256
             or facts.get("dataset_id") != info.dataset_id

@@ -20,7 +20,7 @@ from typing import Any
 
 from ffsecure import templates
 from ffsecure.errors import ConfigError
-from ffsecure.ids import parse_port
+from ffsecure.records.ids import parse_port
 
 DEFAULT_TOML = templates.read("site.toml")
 

@@ -34,6 +34,7 @@ from ffsecure.ledger import (
     verify_consistency,
     verify_inclusion,
 )
+from ffsecure.records.entries import EntryType
 from site_node.state import ModuleRecord, StateDir, state_corrupt
 
 log = logging.getLogger("site_node.sync")
@@ -283,7 +284,7 @@ def _b64(data: bytes) -> str:
 
 def status_report(state: StateDir, client) -> dict[str, Any]:
     """Today's checkpoint checked against the stored one, and every registered entry proven in it."""
-    from site_node.client import UploadReceipt, verify_receipt
+    from site_node.client import kept_receipt, verify_receipt
 
     stored = state.read_checkpoint()
     note, _ = client.get_checkpoint()
@@ -299,7 +300,7 @@ def status_report(state: StateDir, client) -> dict[str, Any]:
             "epsilon": (r.train.get("dp") or {}).get("epsilon"),
         }
         if r.receipt:
-            receipt = UploadReceipt.from_dict(r.receipt)
+            receipt = kept_receipt(r.receipt)
             try:  # checked when it arrived: if it no longer verifies, the file changed here, not the log
                 verify_receipt(
                     receipt,
@@ -372,7 +373,7 @@ def forget_module(state: StateDir, client, trust, module_id: str, reason: str) -
                 hint="the deletion is not proven; report this to the federation",
             )
         types.append(obj["type"])
-    if "module.deleted" not in types:
+    if EntryType.MODULE_DELETED not in types:
         raise LedgerError(
             f"the aggregator's reply holds no module.deleted entry for {module_id} (got {types})",
             code="E_RECEIPT",

@@ -19,8 +19,8 @@ from pathlib import Path
 from aggregator.crl_ledger import CrlRecorder
 from aggregator.store import open_home_store
 from ffsecure import canonical, pki
-from ffsecure.ledger.entries import make_entry
 from ffsecure.package import build_manifest, package_meta, sign_package
+from ffsecure.records.entries import make_entry
 from tests.federation_fixture import build_federation, generator_weights
 
 

@@ -5,7 +5,6 @@ from aggregator.store.base import (
     EvaluationRow,
     LedgerSnapshot,
     ModuleRow,
-    Receipt,
     Store,
     check_module_id,
 )
@@ -16,7 +15,6 @@ __all__ = [
     "EvaluationRow",
     "LedgerSnapshot",
     "ModuleRow",
-    "Receipt",
     "Store",
     "SQLiteStore",
     "check_module_id",

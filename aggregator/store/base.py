@@ -10,7 +10,7 @@ Contract of every backend:
   module/artifact row, its encrypted blob, its ledger entry and the Merkle
   nodes commit together or not at all;
 - a refused input changes nothing (validation happens before any write);
-- ledger entries are canonical JSON (``ffsecure.ledger.entries``) and the
+- ledger entries are canonical JSON (``ffsecure.records.entries``) and the
   bytes stored are the bytes hashed and exported.
 """
 
@@ -23,8 +23,9 @@ from pathlib import Path
 from ffsecure.errors import FormatError
 
 # check_module_id is re-exported: the store and its callers refuse module ids by the one rule.
-from ffsecure.ids import check_artifact_id
-from ffsecure.ids import check_module_id as check_module_id
+from ffsecure.records.ids import check_artifact_id
+from ffsecure.records.ids import check_module_id as check_module_id
+from ffsecure.records.receipts import Receipt
 
 ARTIFACT_KINDS = ("dataset", "classifier")
 ARTIFACT_STATUSES = ("active", "published", "retired")
@@ -39,18 +40,6 @@ def check_artifact(kind: str, artifact_id: str) -> None:
             hint="use dataset or classifier",
         )
     check_artifact_id(artifact_id, f"{kind} id")
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """Proof handed to a site that its module is in the log."""
-
-    index: int
-    entry: bytes
-    tree_size: int
-    checkpoint: str
-    inclusion_proof: list[bytes]
-    existing: bool
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,6 @@ from aggregator.store.base import (
     ArtifactRow,
     LedgerSnapshot,
     ModuleRow,
-    Receipt,
     Store,
     check_artifact,
     check_module_id,
@@ -50,9 +49,7 @@ from aggregator.store.sqlite_evaluations import EVALUATIONS_SCHEMA, EvaluationsM
 from ffsecure import canonical
 from ffsecure.errors import ConfigError, FormatError, LedgerError, NotFoundError, StoreError
 from ffsecure.files import create_private_file, fsync_dir, private_dir, restrict
-from ffsecure.ids import SITE_ID
 from ffsecure.ledger.checkpoint import Checkpoint, open_checkpoint
-from ffsecure.ledger.entries import entry_bytes, make_entry, utc_now, validate_entry
 from ffsecure.ledger.merkle import (
     MemoryTree,
     consistency_proof_from,
@@ -61,6 +58,9 @@ from ffsecure.ledger.merkle import (
     new_nodes,
     root_from,
 )
+from ffsecure.records.entries import EntryType, entry_bytes, make_entry, utc_now, validate_entry
+from ffsecure.records.ids import SITE_ID
+from ffsecure.records.receipts import Receipt
 
 log = logging.getLogger("aggregator.store")
 
@@ -96,13 +96,13 @@ CREATE INDEX IF NOT EXISTS modules_status ON modules(status);
 )
 
 _ARTIFACT_ENTRY = {
-    "dataset": ("dataset.synthesized", "dataset_id"),
-    "classifier": ("classifier.trained", "classifier_id"),
+    "dataset": (EntryType.DATASET_SYNTHESIZED, "dataset_id"),
+    "classifier": (EntryType.CLASSIFIER_TRAINED, "classifier_id"),
 }
 _STATUS_ENTRY = {
-    ("dataset", "retired"): "dataset.retired",
-    ("classifier", "retired"): "classifier.retired",
-    ("classifier", "published"): "classifier.published",
+    ("dataset", "retired"): EntryType.DATASET_RETIRED,
+    ("classifier", "retired"): EntryType.CLASSIFIER_RETIRED,
+    ("classifier", "published"): EntryType.CLASSIFIER_PUBLISHED,
 }
 _SHREDDED = ["wrapped_dek", "blob"]
 
@@ -402,7 +402,7 @@ class SQLiteStore(EvaluationsMixin, Store):
         facts = entry["facts"]
         manifest_sha256, weights_sha256 = _sha256(manifest_bytes), _sha256(weights)
         expected = {
-            "type": "module.registered",
+            "type": EntryType.MODULE_REGISTERED,
             "module_id": module_id,
             "site_id": site_id,
             "manifest_sha256": manifest_sha256,
@@ -448,7 +448,7 @@ class SQLiteStore(EvaluationsMixin, Store):
             blob = sealing.seal_blob(bytes(weights), dek, aad)
             name = f"m-{module_id}.blob"
             self._write_blob(name, blob)
-            index = self._append_locked(conn, data, "module.registered")
+            index = self._append_locked(conn, data, EntryType.MODULE_REGISTERED)
             conn.execute(
                 "INSERT INTO modules(module_id, site_id, status, manifest, manifest_sha256, package_meta, "
                 "weights_sha256, weights_size, wrapped_dek, blob_name, blob_sha256, kek_id, registered_index, "
@@ -486,7 +486,7 @@ class SQLiteStore(EvaluationsMixin, Store):
         if request_entry is not None:
             request = entry_bytes(request_entry)
             if (
-                request_entry["type"] != "module.deletion_requested"
+                request_entry["type"] != EntryType.MODULE_DELETION_REQUESTED
                 or request_entry["facts"].get("module_id") != module_id
             ):
                 raise LedgerError(
@@ -514,12 +514,15 @@ class SQLiteStore(EvaluationsMixin, Store):
                 "blob_sha256": row[3],
                 "kek_id": row[4],
             }
-            data = entry_bytes(make_entry("module.deleted", actor, facts))
+            data = entry_bytes(make_entry(EntryType.MODULE_DELETED, actor, facts))
             if request is not None:
                 out.append(
-                    (self._append_locked(conn, request, "module.deletion_requested"), request)
+                    (
+                        self._append_locked(conn, request, EntryType.MODULE_DELETION_REQUESTED),
+                        request,
+                    )
                 )
-            index = self._append_locked(conn, data, "module.deleted")
+            index = self._append_locked(conn, data, EntryType.MODULE_DELETED)
             out.append((index, data))
             conn.execute(
                 "UPDATE modules SET status = 'deleted', wrapped_dek = NULL, blob_name = NULL, "
@@ -757,11 +760,11 @@ class SQLiteStore(EvaluationsMixin, Store):
     def append(self, entry: dict) -> tuple[int, bytes]:
         data = entry_bytes(entry)
         if entry["type"] in {
-            "module.registered",
-            "module.deleted",
-            "dataset.synthesized",
-            "classifier.trained",
-            "classifier.evaluated",
+            EntryType.MODULE_REGISTERED,
+            EntryType.MODULE_DELETED,
+            EntryType.DATASET_SYNTHESIZED,
+            EntryType.CLASSIFIER_TRAINED,
+            EntryType.CLASSIFIER_EVALUATED,
         }:
             raise LedgerError(
                 f"{entry['type']} entries are appended by the store operation that makes them true",
@@ -889,11 +892,11 @@ class SQLiteStore(EvaluationsMixin, Store):
                     e = validate_entry(data)
                 except LedgerError as exc:
                     raise _corrupt(f"ledger entry {i} is invalid: {exc.message}") from None
-                if e["type"] == "module.registered":
+                if e["type"] == EntryType.MODULE_REGISTERED:
                     registered[e["facts"]["module_id"]] = i
-                elif e["type"] == "module.deleted":
+                elif e["type"] == EntryType.MODULE_DELETED:
                     deleted[e["facts"]["module_id"]] = i
-                elif e["type"] == "classifier.evaluated":
+                elif e["type"] == EntryType.CLASSIFIER_EVALUATED:
                     evaluated[i] = e
                 tree.append(data)
             n_nodes = 0

@@ -13,13 +13,14 @@ import hmac
 import logging
 import sqlite3
 
-from aggregator.store.base import EvaluationRow, Receipt, check_artifact
+from aggregator.store.base import EvaluationRow, check_artifact
 from ffsecure import canonical
 from ffsecure.errors import FFSecureError, FormatError, LedgerError, NotFoundError, StoreError
 from ffsecure.evalreport import EvaluationReport, commitment
-from ffsecure.ids import SITE_ID
-from ffsecure.ledger.entries import entry_bytes
 from ffsecure.ledger.merkle import inclusion_proof_from
+from ffsecure.records.entries import EntryType, entry_bytes
+from ffsecure.records.ids import SITE_ID
+from ffsecure.records.receipts import Receipt
 
 log = logging.getLogger("aggregator.store")
 
@@ -51,7 +52,7 @@ class EvaluationsMixin:
         data = entry_bytes(entry)
         facts = entry["facts"]
         expected = {
-            "type": "classifier.evaluated",
+            "type": EntryType.CLASSIFIER_EVALUATED,
             "actor": f"site:{site_id}",
             "classifier_id": rep.classifier_id,
             "site_id": site_id,
@@ -103,7 +104,10 @@ class EvaluationsMixin:
                     conn.execute("SELECT data FROM entries WHERE idx = ?", (index,)).fetchone()[0]
                 )
             else:
-                index, existing = self._append_locked(conn, data, "classifier.evaluated"), False
+                index, existing = (
+                    self._append_locked(conn, data, EntryType.CLASSIFIER_EVALUATED),
+                    False,
+                )
                 conn.execute(
                     f"INSERT INTO evaluations({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (

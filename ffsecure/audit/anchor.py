@@ -42,6 +42,7 @@ from ffsecure.audit.findings import WARNING, Findings
 from ffsecure.audit.lineage import LedgerReplay
 from ffsecure.errors import FFSecureError
 from ffsecure.federation import FederationManifest, load_signed_manifest
+from ffsecure.records.entries import EntryType
 
 CHECK = "trust-anchor"
 CRL_OPTION = "--crl"
@@ -246,7 +247,7 @@ def _recorded_history(
     newest: tuple[int, dict] | None = None
     ca_fp = pki.cert_fingerprint(anchor.ca_cert) if anchor.ca_cert is not None else None
     for index, facts in st.crls:
-        where = dict(entry=index, entry_type="crl.loaded")
+        where = dict(entry=index, entry_type=EntryType.CRL_LOADED)
         if ca_fp is not None and not hmac.compare_digest(str(facts["issuer_sha256"]), ca_fp):
             findings.add(
                 CHECK,
@@ -280,7 +281,7 @@ def check_crl_history(anchor: TrustAnchor, st: LedgerReplay, findings: Findings)
     if newest is None:
         return
     index, facts = newest
-    where = dict(entry=index, entry_type="crl.loaded")
+    where = dict(entry=index, entry_type=EntryType.CRL_LOADED)
     for source, crl in anchor.crls.items():
         info = pki.crl_info(crl)
         if info.number < facts["crl_number"]:
@@ -317,7 +318,7 @@ def check_revocations_listed(anchor: TrustAnchor, st: LedgerReplay, findings: Fi
                 "E_AUDIT_CRL_STALE",
                 f"cert.revoked serial {serial!r} is not hex",
                 entry=i,
-                entry_type="cert.revoked",
+                entry_type=EntryType.CERT_REVOKED,
                 severity=WARNING,
             )
             continue
@@ -329,5 +330,5 @@ def check_revocations_listed(anchor: TrustAnchor, st: LedgerReplay, findings: Fi
                 f"({anchor.crl_source}) does not list it: the CRL is older than the log; "
                 "get the current one from the CA (--crl)",
                 entry=i,
-                entry_type="cert.revoked",
+                entry_type=EntryType.CERT_REVOKED,
             )

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ffsecure import canonical
 from ffsecure.errors import FFSecureError, FormatError
-from ffsecure.ids import MODULE_ID
 from ffsecure.ledger.verify import MAX_BUNDLE_ENTRIES_BYTES, read_entries
+from ffsecure.records.ids import MODULE_ID
 
 MAX_SMALL_FILE = 1 << 20
 MAX_CHECKPOINT_FILE = 64 * 1024

@@ -14,8 +14,8 @@ from html import escape
 from ffsecure import __version__
 from ffsecure.audit.verify import AuditResult
 from ffsecure.errors import LedgerError
-from ffsecure.ledger.entries import utc_now
 from ffsecure.ledger.merkle import verify_inclusion
+from ffsecure.records.entries import EntryType, utc_now
 
 CSS = """
 :root{--ok:#1a7f37;--bad:#cf222e;--warn:#9a6700;--ink:#1f2328;--mute:#656d76;--line:#d0d7de;--bg:#f6f8fa}
@@ -55,34 +55,38 @@ footer{margin-top:36px;color:var(--mute);font-size:12px}
 MAX_TABLE_EVENTS = 2000
 
 LANES = [
-    ("modules", "modules", ("module.registered",)),
-    ("datasets", "datasets", ("dataset.synthesized", "dataset.retired")),
+    ("modules", "modules", (EntryType.MODULE_REGISTERED,)),
+    ("datasets", "datasets", (EntryType.DATASET_SYNTHESIZED, EntryType.DATASET_RETIRED)),
     (
         "classifiers",
         "classifiers",
         (
-            "classifier.trained",
-            "classifier.published",
-            "classifier.evaluated",
-            "classifier.retired",
+            EntryType.CLASSIFIER_TRAINED,
+            EntryType.CLASSIFIER_PUBLISHED,
+            EntryType.CLASSIFIER_EVALUATED,
+            EntryType.CLASSIFIER_RETIRED,
         ),
     ),
-    ("deletions", "deletions", ("module.deletion_requested", "module.deleted")),
-    ("revocations", "certificates & keys", ("cert.revoked", "key.rotated", "crl.loaded")),
+    ("deletions", "deletions", (EntryType.MODULE_DELETION_REQUESTED, EntryType.MODULE_DELETED)),
+    (
+        "revocations",
+        "certificates & keys",
+        (EntryType.CERT_REVOKED, EntryType.KEY_ROTATED, EntryType.CRL_LOADED),
+    ),
 ]
 COLORS = {
-    "module.registered": "#0969da",
-    "dataset.synthesized": "#8250df",
-    "dataset.retired": "#8c959f",
-    "classifier.trained": "#1a7f37",
-    "classifier.published": "#1a7f37",
-    "classifier.retired": "#8c959f",
-    "classifier.evaluated": "#0969da",
-    "module.deletion_requested": "#bc4c00",
-    "module.deleted": "#cf222e",
-    "cert.revoked": "#9a6700",
-    "key.rotated": "#9a6700",
-    "crl.loaded": "#6e7781",
+    EntryType.MODULE_REGISTERED: "#0969da",
+    EntryType.DATASET_SYNTHESIZED: "#8250df",
+    EntryType.DATASET_RETIRED: "#8c959f",
+    EntryType.CLASSIFIER_TRAINED: "#1a7f37",
+    EntryType.CLASSIFIER_PUBLISHED: "#1a7f37",
+    EntryType.CLASSIFIER_RETIRED: "#8c959f",
+    EntryType.CLASSIFIER_EVALUATED: "#0969da",
+    EntryType.MODULE_DELETION_REQUESTED: "#bc4c00",
+    EntryType.MODULE_DELETED: "#cf222e",
+    EntryType.CERT_REVOKED: "#9a6700",
+    EntryType.KEY_ROTATED: "#9a6700",
+    EntryType.CRL_LOADED: "#6e7781",
 }
 
 
@@ -210,28 +214,33 @@ def _timeline(r: AuditResult) -> str:
         drawn.add(column)
         color = COLORS.get(ev.type, "#57606a")
         tip = f"<title>#{ev.index} {_e(ev.time)} — {_e(ev.label)} ({_e(ev.actor)})</title>"
-        if ev.type in ("module.deleted", "dataset.retired", "classifier.retired", "cert.revoked"):
+        if ev.type in (
+            EntryType.MODULE_DELETED,
+            EntryType.DATASET_RETIRED,
+            EntryType.CLASSIFIER_RETIRED,
+            EntryType.CERT_REVOKED,
+        ):
             shape = (
                 f'<path d="M{cx - 6:.1f},{cy - 6:.1f} L{cx + 6:.1f},{cy + 6:.1f} M{cx - 6:.1f},{cy + 6:.1f} '
                 f'L{cx + 6:.1f},{cy - 6:.1f}" stroke="{color}" stroke-width="3">{tip}</path>'
             )
-        elif ev.type == "classifier.published":
+        elif ev.type == EntryType.CLASSIFIER_PUBLISHED:
             shape = (
                 f'<polygon points="{cx:.1f},{cy - 8:.1f} {cx + 7:.1f},{cy + 6:.1f} {cx - 7:.1f},{cy + 6:.1f}" '
                 f'fill="{color}">{tip}</polygon>'
             )
-        elif ev.type == "classifier.evaluated":
+        elif ev.type == EntryType.CLASSIFIER_EVALUATED:
             shape = (
                 f'<polygon points="{cx:.1f},{cy - 7:.1f} {cx + 7:.1f},{cy:.1f} {cx:.1f},{cy + 7:.1f} '
                 f'{cx - 7:.1f},{cy:.1f}" fill="{color}">{tip}</polygon>'
             )
-        elif ev.type in ("dataset.synthesized", "classifier.trained"):
+        elif ev.type in (EntryType.DATASET_SYNTHESIZED, EntryType.CLASSIFIER_TRAINED):
             shape = (
                 f'<rect x="{cx - 6:.1f}" y="{cy - 6:.1f}" width="12" height="12" rx="2" fill="{color}">'
                 f"{tip}</rect>"
             )
         else:
-            hollow = ev.type == "module.deletion_requested"
+            hollow = ev.type == EntryType.MODULE_DELETION_REQUESTED
             shape = (
                 f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="6.5" fill="{"#fff" if hollow else color}" '
                 f'stroke="{color}" stroke-width="2.5">{tip}</circle>'

@@ -5,17 +5,44 @@ deleted, which classifier is current) and turns every event that contradicts
 the events before it into a finding: a deletion request never honoured, a
 deletion or a lineage naming an unknown module, a dataset built from a module
 already deleted, a site's evaluation of a classifier never trained, already
-retired or already evaluated by that site (or recorded under another actor), and above all a live dataset or classifier whose lineage holds
-a deleted module (docs/auditor-guide.md).
+retired or already evaluated by that site (or recorded under another
+actor), and above all a live dataset or classifier whose lineage holds a
+deleted module (docs/auditor-guide.md).
+
+Each entry is read into its typed record (``ffsecure.records.entries``) and
+handed to the one handler of its type in :data:`HANDLERS`; a handler updates
+the replay state, adds its findings and returns the entry's timeline label
+(None: the entry is not an event, as a duplicate dataset or classifier is
+not). Every :class:`~ffsecure.records.entries.EntryType` has a handler
+(``tests/unit/test_records_entries.py`` checks it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ffsecure.audit.findings import WARNING, Findings
+from ffsecure.records.entries import (
+    CertRevoked,
+    ClassifierEvaluated,
+    ClassifierPublished,
+    ClassifierRetired,
+    ClassifierTrained,
+    CrlLoaded,
+    DatasetRetired,
+    DatasetSynthesized,
+    EntryType,
+    KeyRotated,
+    ModuleDeleted,
+    ModuleDeletionRequested,
+    ModuleRef,
+    ModuleRegistered,
+    entry_from_dict,
+)
 
-CREATED_BY = {"dataset": "dataset.synthesized", "classifier": "classifier.trained"}
+CREATED_BY = {"dataset": EntryType.DATASET_SYNTHESIZED, "classifier": EntryType.CLASSIFIER_TRAINED}
 
 
 @dataclass
@@ -80,308 +107,380 @@ class LedgerReplay:
         return max(pool, key=lambda c: c.published_index or c.index) if pool else None
 
 
-def _lineage(facts: dict) -> list[dict] | None:
-    mods = facts.get("modules")
-    if not isinstance(mods, list):
-        return None
-    out = []
-    for m in mods:
-        if isinstance(m, str):
-            out.append({"module_id": m, "weights_sha256": None})
-        elif isinstance(m, dict) and isinstance(m.get("module_id"), str):
-            out.append({"module_id": m["module_id"], "weights_sha256": m.get("weights_sha256")})
-        else:
-            return None
-    return out
-
-
 def _short(s: str) -> str:
     return s[:8] if len(s) == 32 else s
 
 
-def replay(entries: list[dict | None], findings: Findings) -> LedgerReplay:
-    """Replay well-formed entries in order (malformed ones are already findings)."""
-    st = LedgerReplay()
-    for i, e in enumerate(entries):
-        if e is None:
-            continue
-        t, f = e["type"], e["facts"]
-        where = dict(entry=i, entry_type=t)
-        label = t
-        if t == "module.registered":
-            mid = f["module_id"]
-            label = f"module {_short(mid)} registered by {f['site_id']}"
-            if mid in st.modules:
-                findings.add(
-                    "module-records",
-                    "E_AUDIT_DUPLICATE_MODULE",
-                    f"module {mid} is registered again (first at entry {st.modules[mid].registered_index})",
-                    module_id=mid,
-                    **where,
-                )
-            else:
-                st.modules[mid] = ModuleState(mid, f["site_id"], i, e["time"], f)
-            if e["actor"] != f"site:{f['site_id']}":
-                findings.add(
-                    "module-records",
-                    "E_AUDIT_MODULE_ACTOR",
-                    f"module {mid} of site {f['site_id']} is recorded as uploaded by {e['actor']}: a site "
-                    "registers only its own modules, over its own connection",
-                    module_id=mid,
-                    **where,
-                )
-        elif t == "module.deletion_requested":
-            mid = f["module_id"]
-            label = f"deletion of {_short(mid)} requested"
-            st.requests.append((i, e))
-            if mid not in st.modules:
-                findings.add(
-                    "deletions",
-                    "E_AUDIT_DELETION_UNKNOWN",
-                    f"deletion requested for module {mid}, which is not registered before entry {i}",
-                    module_id=mid,
-                    **where,
-                )
-            else:
-                st.modules[mid].requests.append(i)
-                owner = st.modules[mid].site_id
-                if e["actor"].startswith("site:") and e["actor"] != f"site:{owner}":
-                    findings.add(
-                        "deletions",
-                        "E_AUDIT_DELETION_ACTOR",
-                        f"{e['actor']} requested the deletion of module {mid}, which belongs to site "
-                        f"{owner}: a site may delete only its own modules",
-                        module_id=mid,
-                        **where,
-                    )
-        elif t == "module.deleted":
-            mid = f["module_id"]
-            label = f"module {_short(mid)} deleted"
-            m = st.modules.get(mid)
-            if m is None:
-                findings.add(
-                    "deletions",
-                    "E_AUDIT_DELETION_UNKNOWN",
-                    f"module {mid} is deleted but was never registered before entry {i}",
-                    module_id=mid,
-                    **where,
-                )
-            elif m.deleted_index is not None:
-                findings.add(
-                    "deletions",
-                    "E_AUDIT_DELETION_TWICE",
-                    f"module {mid} is deleted again (first at entry {m.deleted_index})",
-                    module_id=mid,
-                    **where,
-                )
-            else:
-                m.deleted_index, m.deleted_time, m.deletion_reason = i, e["time"], f.get("reason")
-                destroyed = f.get("destroyed")
-                if not (isinstance(destroyed, list) and {"wrapped_dek", "blob"} <= set(destroyed)):
-                    findings.add(
-                        "deletions",
-                        "E_AUDIT_NOT_SHREDDED",
-                        f"the deletion of module {mid} does not record destroying both its wrapped data "
-                        f"key and its blob (destroyed: {destroyed!r})",
-                        module_id=mid,
-                        **where,
-                    )
-        elif t in ("dataset.synthesized", "classifier.trained"):
-            kind = "dataset" if t == "dataset.synthesized" else "classifier"
-            aid = f["dataset_id" if kind == "dataset" else "classifier_id"]
-            table = st.datasets if kind == "dataset" else st.classifiers
-            label = f"{kind} {aid}"
-            if aid in table:
-                findings.add(
-                    "lineage",
-                    "E_AUDIT_DUPLICATE_ARTIFACT",
-                    f"{kind} {aid} appears again (first at entry {table[aid].index})",
-                    **where,
-                )
-                continue
-            mods = _lineage(f)
-            ds = None
-            if kind == "classifier":
-                ds = st.datasets.get(f["dataset_id"])
-                if ds is None:
-                    findings.add(
-                        "lineage",
-                        "E_AUDIT_LINEAGE_UNKNOWN",
-                        f"classifier {aid} names dataset {f['dataset_id']}, which no earlier entry made",
-                        **where,
-                    )
-                elif not ds.live:
-                    findings.add(
-                        "lineage",
-                        "E_AUDIT_LINEAGE_RETIRED",
-                        f"classifier {aid} was trained on dataset {ds.artifact_id}, retired at entry "
-                        f"{ds.retired_index}",
-                        **where,
-                    )
-                if mods is None and ds is not None:
-                    mods = ds.modules
-                elif (
-                    mods is not None
-                    and ds is not None
-                    and sorted(m["module_id"] for m in mods)
-                    != sorted(m["module_id"] for m in ds.modules)
-                ):
-                    findings.add(
-                        "lineage",
-                        "E_AUDIT_LINEAGE_MISMATCH",
-                        f"classifier {aid} lists other modules than its dataset {ds.artifact_id}",
-                        **where,
-                    )
-            if mods is None:
-                findings.add(
-                    "lineage",
-                    "E_AUDIT_LINEAGE_FORMAT",
-                    f"{kind} {aid} has no readable module lineage (facts.modules)",
-                    **where,
-                )
-                mods = []
-            for m in mods:
-                ms = st.modules.get(m["module_id"])
-                if ms is None:
-                    findings.add(
-                        "lineage",
-                        "E_AUDIT_LINEAGE_UNKNOWN",
-                        f"{kind} {aid} names module {m['module_id']}, not registered before entry {i}",
-                        module_id=m["module_id"],
-                        **where,
-                    )
-                    continue
-                if ms.deleted_index is not None:
-                    findings.add(
-                        "lineage",
-                        "E_AUDIT_LINEAGE_DELETED",
-                        f"{kind} {aid} was made from module {ms.module_id} after it was deleted "
-                        f"(entry {ms.deleted_index})",
-                        module_id=ms.module_id,
-                        **where,
-                    )
-                if m.get("weights_sha256") and m["weights_sha256"] != ms.facts.get(
-                    "weights_sha256"
-                ):
-                    findings.add(
-                        "lineage",
-                        "E_AUDIT_LINEAGE_HASH",
-                        f"{kind} {aid} names module {ms.module_id} with weights "
-                        f"{m['weights_sha256'][:12]}…, registered with "
-                        f"{str(ms.facts.get('weights_sha256'))[:12]}…",
-                        module_id=ms.module_id,
-                        **where,
-                    )
-            table[aid] = ArtifactState(kind, aid, i, e["time"], f, mods)
-        elif t == "classifier.published":
-            cid = f["classifier_id"]
-            label = f"classifier {cid} published"
-            c = _live_classifier(st, cid, "published", findings, where)
-            if c is not None:
-                c.published_index = i
-        elif t == "classifier.evaluated":
-            cid, site = f["classifier_id"], f["site_id"]
-            label = f"classifier {cid} evaluated by {site}"
-            if e["actor"] != f"site:{site}":
-                findings.add(
-                    "lineage",
-                    "E_AUDIT_EVALUATION_ACTOR",
-                    f"the evaluation of classifier {cid} by site {site} is recorded as made by {e['actor']}: "
-                    "a site reports only its own evaluations, over its own connection",
-                    **where,
-                )
-            c = _live_classifier(st, cid, f"evaluated by {site}", findings, where)
-            if c is not None and site in c.evaluations:
-                findings.add(
-                    "lineage",
-                    "E_AUDIT_DUPLICATE_EVALUATION",
-                    f"site {site} evaluates classifier {cid} again (first at entry {c.evaluations[site]})",
-                    **where,
-                )
-            elif c is not None:
-                c.evaluations[site] = i
-        elif t in ("dataset.retired", "classifier.retired"):
-            kind = t.split(".")[0]
-            aid = f["dataset_id" if kind == "dataset" else "classifier_id"]
-            label = f"{kind} {aid} retired"
-            table = st.datasets if kind == "dataset" else st.classifiers
-            a = table.get(aid)
-            if a is None:
-                findings.add(
-                    "lineage",
-                    "E_AUDIT_LINEAGE_UNKNOWN",
-                    f"{kind} {aid} is retired but no earlier entry made it",
-                    **where,
-                )
-            elif not a.live:
-                findings.add(
-                    "lineage",
-                    "E_AUDIT_LINEAGE_RETIRED",
-                    f"{kind} {aid} is retired again (first at entry {a.retired_index})",
-                    severity=WARNING,
-                    **where,
-                )
-            else:
-                a.retired_index, a.retired_reason = i, f.get("reason")
-        elif t == "cert.revoked":
-            label = f"certificate {str(f['serial'])[:12]} revoked ({f['reason']})"
-            st.revocations.append((i, e))
-        elif t == "key.rotated":
-            label = f"key {f['key']} rotated"
-        elif t == "crl.loaded":
-            label = f"CRL {f['crl_number']} loaded ({f.get('revoked', '?')} revoked)"
-            st.crls.append((i, f))
-        st.events.append(Event(i, e["time"], t, e["actor"], label))
+@dataclass(frozen=True)
+class _At:
+    """The entry a handler replays: its index and type, and the findings to add to."""
 
-    # -- after the whole log -------------------------------------------------
-    for m in st.modules.values():
-        for r in m.requests:
-            if m.deleted_index is None:
-                findings.add(
-                    "deletions",
-                    "E_AUDIT_DELETION_MISSING",
-                    f"deletion of module {m.module_id} was requested at entry {r} but no "
-                    "module.deleted entry carries it out",
-                    entry=r,
-                    entry_type="module.deletion_requested",
-                    module_id=m.module_id,
-                )
-    for table in (st.datasets, st.classifiers):
-        for a in table.values():
-            if not a.live:
-                continue
-            for ref in a.modules:
-                ms = st.modules.get(ref["module_id"])
-                if ms is not None and ms.deleted_index is not None:
-                    findings.add(
-                        "lineage",
-                        "E_AUDIT_LIVE_DELETED",
-                        f"{a.kind} {a.artifact_id} is live (never retired) but its lineage holds module "
-                        f"{ms.module_id}, deleted at entry {ms.deleted_index}",
-                        entry=a.index,
-                        entry_type=CREATED_BY[a.kind],
-                        module_id=ms.module_id,
-                    )
-    return st
+    index: int
+    entry_type: str
+    findings: Findings
+
+    def add(self, check: str, code: str, message: str, **extra: Any) -> None:
+        self.findings.add(
+            check, code, message, **extra, entry=self.index, entry_type=self.entry_type
+        )
 
 
-def _live_classifier(st, cid: str, what: str, findings, where: dict):
-    """The classifier ``cid`` if an earlier entry trained it and it is not retired; else a finding and None."""
-    c = st.classifiers.get(cid)
-    if c is None:
-        findings.add(
+# -- modules ------------------------------------------------------------------
+
+
+def _module_registered(st: LedgerReplay, at: _At, entry: ModuleRegistered) -> str:
+    mid, site = entry.module_id, entry.site_id
+    if mid in st.modules:
+        first = st.modules[mid].registered_index
+        at.add(
+            "module-records",
+            "E_AUDIT_DUPLICATE_MODULE",
+            f"module {mid} is registered again (first at entry {first})",
+            module_id=mid,
+        )
+    else:
+        st.modules[mid] = ModuleState(mid, site, at.index, entry.time, entry.facts)
+    if entry.actor != f"site:{site}":
+        at.add(
+            "module-records",
+            "E_AUDIT_MODULE_ACTOR",
+            f"module {mid} of site {site} is recorded as uploaded by {entry.actor}: a site "
+            "registers only its own modules, over its own connection",
+            module_id=mid,
+        )
+    return f"module {_short(mid)} registered by {site}"
+
+
+def _deletion_requested(st: LedgerReplay, at: _At, entry: ModuleDeletionRequested) -> str:
+    mid = entry.module_id
+    st.requests.append((at.index, entry.to_dict()))
+    module = st.modules.get(mid)
+    if module is None:
+        at.add(
+            "deletions",
+            "E_AUDIT_DELETION_UNKNOWN",
+            f"deletion requested for module {mid}, which is not registered before entry {at.index}",
+            module_id=mid,
+        )
+    else:
+        module.requests.append(at.index)
+        owner = module.site_id
+        if entry.actor.startswith("site:") and entry.actor != f"site:{owner}":
+            at.add(
+                "deletions",
+                "E_AUDIT_DELETION_ACTOR",
+                f"{entry.actor} requested the deletion of module {mid}, which belongs to site "
+                f"{owner}: a site may delete only its own modules",
+                module_id=mid,
+            )
+    return f"deletion of {_short(mid)} requested"
+
+
+def _shredded(destroyed: Any) -> bool:
+    """Whether ``destroyed`` lists both the wrapped data key and the blob."""
+    if not isinstance(destroyed, list):
+        return False
+    return {"wrapped_dek", "blob"} <= {item for item in destroyed if isinstance(item, str)}
+
+
+def _module_deleted(st: LedgerReplay, at: _At, entry: ModuleDeleted) -> str:
+    mid = entry.module_id
+    module = st.modules.get(mid)
+    if module is None:
+        at.add(
+            "deletions",
+            "E_AUDIT_DELETION_UNKNOWN",
+            f"module {mid} is deleted but was never registered before entry {at.index}",
+            module_id=mid,
+        )
+    elif module.deleted_index is not None:
+        at.add(
+            "deletions",
+            "E_AUDIT_DELETION_TWICE",
+            f"module {mid} is deleted again (first at entry {module.deleted_index})",
+            module_id=mid,
+        )
+    else:
+        module.deleted_index, module.deleted_time = at.index, entry.time
+        module.deletion_reason = entry.reason
+        if not _shredded(entry.destroyed):
+            at.add(
+                "deletions",
+                "E_AUDIT_NOT_SHREDDED",
+                f"the deletion of module {mid} does not record destroying both its wrapped "
+                f"data key and its blob (destroyed: {entry.destroyed!r})",
+                module_id=mid,
+            )
+    return f"module {_short(mid)} deleted"
+
+
+# -- datasets and classifiers -------------------------------------------------
+
+
+def _lineage(refs: tuple[ModuleRef, ...] | None) -> list[dict] | None:
+    return None if refs is None else [ref.to_dict() for ref in refs]
+
+
+def _dataset_synthesized(st: LedgerReplay, at: _At, entry: DatasetSynthesized) -> str | None:
+    return _made(st, at, "dataset", entry.dataset_id, entry, _lineage(entry.modules))
+
+
+def _classifier_trained(st: LedgerReplay, at: _At, entry: ClassifierTrained) -> str | None:
+    cid = entry.classifier_id
+    if cid in st.classifiers:
+        return _made(st, at, "classifier", cid, entry, None)
+    mods = _lineage(entry.modules)
+    dataset = st.datasets.get(entry.dataset_id)
+    if dataset is None:
+        at.add(
+            "lineage",
+            "E_AUDIT_LINEAGE_UNKNOWN",
+            f"classifier {cid} names dataset {entry.dataset_id}, which no earlier entry made",
+        )
+        return _made(st, at, "classifier", cid, entry, mods)
+    if not dataset.live:
+        at.add(
+            "lineage",
+            "E_AUDIT_LINEAGE_RETIRED",
+            f"classifier {cid} was trained on dataset {dataset.artifact_id}, retired at entry "
+            f"{dataset.retired_index}",
+        )
+    if mods is None:
+        mods = dataset.modules
+    elif sorted(m["module_id"] for m in mods) != sorted(m["module_id"] for m in dataset.modules):
+        at.add(
+            "lineage",
+            "E_AUDIT_LINEAGE_MISMATCH",
+            f"classifier {cid} lists other modules than its dataset {dataset.artifact_id}",
+        )
+    return _made(st, at, "classifier", cid, entry, mods)
+
+
+def _made(
+    st: LedgerReplay,
+    at: _At,
+    kind: str,
+    aid: str,
+    entry: DatasetSynthesized | ClassifierTrained,
+    mods: list[dict] | None,
+) -> str | None:
+    """Record a new dataset or classifier and check every module of its lineage."""
+    table = st.datasets if kind == "dataset" else st.classifiers
+    if aid in table:
+        at.add(
+            "lineage",
+            "E_AUDIT_DUPLICATE_ARTIFACT",
+            f"{kind} {aid} appears again (first at entry {table[aid].index})",
+        )
+        return None
+    if mods is None:
+        at.add(
+            "lineage",
+            "E_AUDIT_LINEAGE_FORMAT",
+            f"{kind} {aid} has no readable module lineage (facts.modules)",
+        )
+        mods = []
+    for ref in mods:
+        _check_lineage_module(st, at, f"{kind} {aid}", ref)
+    table[aid] = ArtifactState(kind, aid, at.index, entry.time, entry.facts, mods)
+    return f"{kind} {aid}"
+
+
+def _check_lineage_module(st: LedgerReplay, at: _At, what: str, ref: dict) -> None:
+    """A lineage module must be registered earlier, not deleted, and named with its weights."""
+    module = st.modules.get(ref["module_id"])
+    if module is None:
+        at.add(
+            "lineage",
+            "E_AUDIT_LINEAGE_UNKNOWN",
+            f"{what} names module {ref['module_id']}, not registered before entry {at.index}",
+            module_id=ref["module_id"],
+        )
+        return
+    if module.deleted_index is not None:
+        at.add(
+            "lineage",
+            "E_AUDIT_LINEAGE_DELETED",
+            f"{what} was made from module {module.module_id} after it was deleted "
+            f"(entry {module.deleted_index})",
+            module_id=module.module_id,
+        )
+    registered = module.facts.get("weights_sha256")
+    if ref.get("weights_sha256") and ref["weights_sha256"] != registered:
+        at.add(
+            "lineage",
+            "E_AUDIT_LINEAGE_HASH",
+            f"{what} names module {module.module_id} with weights "
+            f"{ref['weights_sha256'][:12]}…, registered with {str(registered)[:12]}…",
+            module_id=module.module_id,
+        )
+
+
+def _classifier_published(st: LedgerReplay, at: _At, entry: ClassifierPublished) -> str:
+    cid = entry.classifier_id
+    classifier = _live_classifier(st, cid, "published", at)
+    if classifier is not None:
+        classifier.published_index = at.index
+    return f"classifier {cid} published"
+
+
+def _classifier_evaluated(st: LedgerReplay, at: _At, entry: ClassifierEvaluated) -> str:
+    cid, site = entry.classifier_id, entry.site_id
+    if entry.actor != f"site:{site}":
+        at.add(
+            "lineage",
+            "E_AUDIT_EVALUATION_ACTOR",
+            f"the evaluation of classifier {cid} by site {site} is recorded as made by "
+            f"{entry.actor}: a site reports only its own evaluations, over its own connection",
+        )
+    classifier = _live_classifier(st, cid, f"evaluated by {site}", at)
+    if classifier is not None and site in classifier.evaluations:
+        at.add(
+            "lineage",
+            "E_AUDIT_DUPLICATE_EVALUATION",
+            f"site {site} evaluates classifier {cid} again (first at entry "
+            f"{classifier.evaluations[site]})",
+        )
+    elif classifier is not None:
+        classifier.evaluations[site] = at.index
+    return f"classifier {cid} evaluated by {site}"
+
+
+def _dataset_retired(st: LedgerReplay, at: _At, entry: DatasetRetired) -> str:
+    return _retire(st.datasets, at, "dataset", entry.dataset_id, entry.reason)
+
+
+def _classifier_retired(st: LedgerReplay, at: _At, entry: ClassifierRetired) -> str:
+    return _retire(st.classifiers, at, "classifier", entry.classifier_id, entry.reason)
+
+
+def _retire(table: dict[str, ArtifactState], at: _At, kind: str, aid: str, reason: Any) -> str:
+    artifact = table.get(aid)
+    if artifact is None:
+        at.add(
+            "lineage",
+            "E_AUDIT_LINEAGE_UNKNOWN",
+            f"{kind} {aid} is retired but no earlier entry made it",
+        )
+    elif not artifact.live:
+        at.add(
+            "lineage",
+            "E_AUDIT_LINEAGE_RETIRED",
+            f"{kind} {aid} is retired again (first at entry {artifact.retired_index})",
+            severity=WARNING,
+        )
+    else:
+        artifact.retired_index, artifact.retired_reason = at.index, reason
+    return f"{kind} {aid} retired"
+
+
+def _live_classifier(st: LedgerReplay, cid: str, what: str, at: _At) -> ArtifactState | None:
+    """The classifier ``cid`` if an earlier entry trained it and it is not retired.
+
+    Otherwise a finding, and None.
+    """
+    classifier = st.classifiers.get(cid)
+    if classifier is None:
+        at.add(
             "lineage",
             "E_AUDIT_LINEAGE_UNKNOWN",
             f"classifier {cid} is {what} but no earlier entry trained it",
-            **where,
         )
-    elif not c.live:
-        findings.add(
+    elif not classifier.live:
+        at.add(
             "lineage",
             "E_AUDIT_LINEAGE_RETIRED",
-            f"classifier {cid} is {what} after it was retired (entry {c.retired_index})",
-            **where,
+            f"classifier {cid} is {what} after it was retired (entry {classifier.retired_index})",
         )
     else:
-        return c
+        return classifier
     return None
+
+
+# -- certificates, keys, CRLs -------------------------------------------------
+
+
+def _cert_revoked(st: LedgerReplay, at: _At, entry: CertRevoked) -> str:
+    st.revocations.append((at.index, entry.to_dict()))
+    return f"certificate {str(entry.serial)[:12]} revoked ({entry.reason})"
+
+
+def _key_rotated(st: LedgerReplay, at: _At, entry: KeyRotated) -> str:
+    return f"key {entry.key} rotated"
+
+
+def _crl_loaded(st: LedgerReplay, at: _At, entry: CrlLoaded) -> str:
+    st.crls.append((at.index, entry.facts))
+    return f"CRL {entry.crl_number} loaded ({entry.facts.get('revoked', '?')} revoked)"
+
+
+#: One handler per entry type: it updates the state, adds findings, returns the event label.
+HANDLERS: dict[EntryType, Callable[[LedgerReplay, _At, Any], str | None]] = {
+    EntryType.MODULE_REGISTERED: _module_registered,
+    EntryType.MODULE_DELETION_REQUESTED: _deletion_requested,
+    EntryType.MODULE_DELETED: _module_deleted,
+    EntryType.DATASET_SYNTHESIZED: _dataset_synthesized,
+    EntryType.CLASSIFIER_TRAINED: _classifier_trained,
+    EntryType.CLASSIFIER_PUBLISHED: _classifier_published,
+    EntryType.CLASSIFIER_EVALUATED: _classifier_evaluated,
+    EntryType.DATASET_RETIRED: _dataset_retired,
+    EntryType.CLASSIFIER_RETIRED: _classifier_retired,
+    EntryType.CERT_REVOKED: _cert_revoked,
+    EntryType.KEY_ROTATED: _key_rotated,
+    EntryType.CRL_LOADED: _crl_loaded,
+}
+
+
+def replay(entries: list[dict | None], findings: Findings) -> LedgerReplay:
+    """Replay well-formed entries in order (malformed ones, None, are already findings)."""
+    st = LedgerReplay()
+    for index, raw in enumerate(entries):
+        if raw is None:
+            continue
+        entry = entry_from_dict(raw)
+        at = _At(index, entry.type.value, findings)
+        label = HANDLERS[entry.type](st, at, entry)
+        if label is not None:
+            st.events.append(Event(index, entry.time, entry.type.value, entry.actor, label))
+    _check_requests_honoured(st, findings)
+    _check_live_lineage(st, findings)
+    return st
+
+
+def _check_requests_honoured(st: LedgerReplay, findings: Findings) -> None:
+    """Every deletion request is carried out by a ``module.deleted`` entry."""
+    for module in st.modules.values():
+        if module.deleted_index is not None:
+            continue
+        for request in module.requests:
+            findings.add(
+                "deletions",
+                "E_AUDIT_DELETION_MISSING",
+                f"deletion of module {module.module_id} was requested at entry {request} but no "
+                "module.deleted entry carries it out",
+                entry=request,
+                entry_type=EntryType.MODULE_DELETION_REQUESTED.value,
+                module_id=module.module_id,
+            )
+
+
+def _check_live_lineage(st: LedgerReplay, findings: Findings) -> None:
+    """No live dataset or classifier holds a deleted module in its lineage."""
+    for table in (st.datasets, st.classifiers):
+        for artifact in table.values():
+            if not artifact.live:
+                continue
+            for ref in artifact.modules:
+                module = st.modules.get(ref["module_id"])
+                if module is None or module.deleted_index is None:
+                    continue
+                findings.add(
+                    "lineage",
+                    "E_AUDIT_LIVE_DELETED",
+                    f"{artifact.kind} {artifact.artifact_id} is live (never retired) but its "
+                    f"lineage holds module {module.module_id}, deleted at entry "
+                    f"{module.deleted_index}",
+                    entry=artifact.index,
+                    entry_type=CREATED_BY[artifact.kind].value,
+                    module_id=module.module_id,
+                )

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 from ffsecure.audit.findings import WARNING, Findings
 from ffsecure.errors import FFSecureError, LedgerError
-from ffsecure.ids import parse_tree_size
 from ffsecure.ledger.checkpoint import Checkpoint, NoteVerifier, open_checkpoint, parse_vkey
-from ffsecure.ledger.entries import validate_entry
 from ffsecure.ledger.merkle import MemoryTree, leaf_hash, root_hash, verify_consistency
+from ffsecure.records.entries import validate_entry
+from ffsecure.records.ids import parse_tree_size
 
 #: Budget (leaf hashes) for the adjacent-swap diagnosis of one mismatched range.
 SWAP_SEARCH_BUDGET = 4_000_000

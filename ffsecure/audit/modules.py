@@ -26,6 +26,7 @@ from ffsecure.dp import DPClaimError, reaccount_claim
 from ffsecure.errors import FFSecureError
 from ffsecure.federation import FederationManifest
 from ffsecure.package import ModuleManifest, check_policy, verify_package_meta
+from ffsecure.records.entries import EntryType
 
 
 @dataclass
@@ -62,7 +63,9 @@ def check_modules(
 ) -> dict[str, ModuleCheck]:
     out: dict[str, ModuleCheck] = {}
     for mid, ms in st.modules.items():
-        where = dict(entry=ms.registered_index, entry_type="module.registered", module_id=mid)
+        where = dict(
+            entry=ms.registered_index, entry_type=EntryType.MODULE_REGISTERED, module_id=mid
+        )
         rec = records.get(mid)
         if rec is None:
             findings.add(
@@ -234,7 +237,11 @@ def check_dp_claims(
             continue
         claims += 1
         ms = st.modules[mid]
-        where = {"entry": ms.registered_index, "entry_type": "module.registered", "module_id": mid}
+        where = {
+            "entry": ms.registered_index,
+            "entry_type": EntryType.MODULE_REGISTERED,
+            "module_id": mid,
+        }
         try:
             result = reaccount_claim(dp)
         except DPClaimError as exc:

@@ -14,7 +14,6 @@ from ffsecure.ledger.checkpoint import (
     sign_checkpoint,
     sign_note,
 )
-from ffsecure.ledger.entries import ENTRY_TYPES, entry_bytes, make_entry, utc_now, validate_entry
 from ffsecure.ledger.merkle import (
     EMPTY_ROOT,
     MemoryTree,
@@ -26,6 +25,7 @@ from ffsecure.ledger.merkle import (
     verify_inclusion,
 )
 from ffsecure.ledger.verify import LogReport, verify_bundle_log, verify_log
+from ffsecure.records.entries import ENTRY_TYPES, entry_bytes, make_entry, utc_now, validate_entry
 
 __all__ = [
     "Checkpoint",

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ffsecure.canonical import b64decode_canonical
 from ffsecure.errors import LedgerError
-from ffsecure.ids import parse_tree_size
+from ffsecure.records.ids import parse_tree_size
 
 ALG_ED25519 = 0x01
 EM_DASH = "\u2014"

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ffsecure.errors import LedgerError
-from ffsecure.ids import parse_tree_size
 from ffsecure.ledger.checkpoint import Checkpoint, open_checkpoint, parse_vkey
-from ffsecure.ledger.entries import validate_entry
 from ffsecure.ledger.merkle import MemoryTree, leaf_hash, verify_consistency
+from ffsecure.records.entries import validate_entry
+from ffsecure.records.ids import parse_tree_size
 
 MAX_BUNDLE_ENTRIES_BYTES = 4 << 30
 

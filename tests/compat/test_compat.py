@@ -20,7 +20,7 @@ import pytest
 from ffsecure import pki
 from ffsecure.federation import load_signed_manifest
 from ffsecure.package import SignedPackage, verify_signed_manifest
-from site_node.client import UploadReceipt, verify_receipt
+from site_node.client import kept_receipt, verify_receipt
 from site_node.state import ModuleRecord
 from tests.conftest import REPO, cli_env
 
@@ -78,7 +78,7 @@ def test_the_old_package_verifies_at_its_signing_time():
 
 def test_the_old_site_receipt_verifies_against_the_log_key():
     record = json.loads((FIXTURE / "site-1" / "module.json").read_text())
-    receipt = UploadReceipt.from_dict(record["receipt"])
+    receipt = kept_receipt(record["receipt"])
     log_vkey = (FIXTURE / "audit-bundle" / "log.vkey").read_text().strip()
     checkpoint = verify_receipt(
         receipt, log_vkey=log_vkey, module_id=record["module_id"], site_id="site-1"

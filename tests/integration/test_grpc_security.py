@@ -201,7 +201,7 @@ def test_health_service_answers_only_callers_every_other_rpc_accepts(fed, srv, c
     """A revoked certificate, or one of this CA naming another federation, gets no health status."""
     from grpc_health.v1 import health_pb2
 
-    from aggregator.grpc_errors import MD_CODE
+    from ffsecure.records.wire import MD_CODE
 
     luke = fed.add_site("st-luke")
     for method in ("Check", "Watch"):

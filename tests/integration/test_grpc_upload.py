@@ -12,7 +12,7 @@ import pytest
 from ffsecure.ledger import leaf_hash, open_checkpoint, validate_entry, verify_inclusion
 from ffsecure.v1 import aggregator_pb2 as pb
 from ffsecure.v1 import aggregator_pb2_grpc as pb_grpc
-from site_node.client import AggregatorError, RetryPolicy, UploadReceipt, verify_receipt
+from site_node.client import AggregatorError, RetryPolicy, kept_receipt, verify_receipt
 from tests.federation_fixture import build_federation
 
 
@@ -51,7 +51,7 @@ def test_full_upload_and_receipt_verification(fed, srv):
     assert receipt.module_id == pkg.manifest.module_id and not receipt.existing
     assert receipt.index == before and receipt.tree_size == before + 1
     # verify again, offline, from the kept JSON form
-    kept = UploadReceipt.from_dict(receipt.to_dict())
+    kept = kept_receipt(receipt.to_dict())
     cp = verify_receipt(
         kept,
         log_vkey=fed.log_vkey,
@@ -73,9 +73,7 @@ def test_tampered_receipt_is_refused(fed, srv):
     with fed.client("st-mary", srv.address) as c:
         receipt = c.upload(sealed)
     d = receipt.to_dict()
-    bad_entry = UploadReceipt.from_dict(
-        {**d, "entry": UploadReceipt.from_dict(d).to_dict()["entry"][:-4] + "AAAA"}
-    )
+    bad_entry = kept_receipt({**d, "entry": kept_receipt(d).to_dict()["entry"][:-4] + "AAAA"})
     with pytest.raises(Exception) as err:
         verify_receipt(bad_entry, log_vkey=fed.log_vkey)
     assert getattr(err.value, "code", "") in ("E_PROOF", "E_ENTRY")

@@ -2,7 +2,7 @@
 
 ``$`` in a ``^...$`` pattern applied with ``re.match`` also matches before a
 final newline, so these were accepted before ids were checked with
-``fullmatch`` (``ffsecure.ids``). A site with a valid certificate tries, over
+``fullmatch`` (``ffsecure.records.ids``). A site with a valid certificate tries, over
 real mTLS gRPC on loopback against the ``aggregator serve`` child process:
 
 * a signed package whose module id is ``"<32 hex>\\n"``, with a fresh id,

@@ -20,10 +20,10 @@ import grpc
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from aggregator.grpc_errors import MD_CODE, MD_DETAIL
 from ffsecure import FORMAT_VERSION, canonical, envelope, pki
 from ffsecure.federation import create_signed_manifest
 from ffsecure.package import MAGIC, SIGNATURE_CONTEXT, build_manifest
+from ffsecure.records.wire import MD_CODE, MD_DETAIL
 from ffsecure.v1 import aggregator_pb2 as pb
 from tests.federation_fixture import Federation, generator_weights
 

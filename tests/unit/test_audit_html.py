@@ -8,8 +8,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ffsecure import canonical
 from ffsecure.audit import BundleError, audit_bundle, load_bundle, render_html
 from ffsecure.ledger.checkpoint import Checkpoint, make_vkey, sign_checkpoint
-from ffsecure.ledger.entries import make_entry
 from ffsecure.ledger.merkle import MemoryTree, leaf_hash
+from ffsecure.records.entries import make_entry
 
 ORIGIN = "example.org/html-test/log"
 EVIL = "<script>alert('x')</script>\"><img src=x>"

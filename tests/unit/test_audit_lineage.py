@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ffsecure.audit.findings import Findings
 from ffsecure.audit.lineage import replay
-from ffsecure.ledger.entries import make_entry
+from ffsecure.records.entries import make_entry
 
 A, B = "a" * 32, "b" * 32
 WA, WB = "1" * 64, "2" * 64

@@ -9,8 +9,8 @@ from ffsecure import canonical
 from ffsecure.audit.findings import Findings
 from ffsecure.audit.logcheck import check_log
 from ffsecure.ledger.checkpoint import Checkpoint, make_vkey, sign_checkpoint
-from ffsecure.ledger.entries import make_entry
 from ffsecure.ledger.merkle import MemoryTree, leaf_hash
+from ffsecure.records.entries import make_entry
 
 ORIGIN = "example.org/audit-test/log"
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from ffsecure import canonical
 from ffsecure.errors import LedgerError
-from ffsecure.ledger.entries import ENTRY_TYPES, entry_bytes, make_entry, validate_entry
+from ffsecure.records.entries import ENTRY_TYPES, entry_bytes, make_entry, validate_entry
 
 MID = "0123456789abcdef0123456789abcdef"
 H = "ab" * 32

@@ -1,7 +1,7 @@
 """Every id parser accepts its ids and nothing holding a control or non-ASCII character.
 
 A parser is any function that decides whether untrusted text is an id: the
-rules of ``ffsecure.ids`` and the edge functions that apply them (package,
+rules of ``ffsecure.records.ids`` and the edge functions that apply them (package,
 pki, upload staging, store, ledger entries, evaluation reports). Each is
 driven with ids drawn from its own rule, then with the same ids after one
 control character (``\\n``, ``\\r``, ``\\x00``, ``\\t``, any other of Unicode
@@ -20,9 +20,10 @@ from hypothesis import strategies as st
 
 from aggregator.store import base as store_base
 from aggregator.uploads import check_upload_id
-from ffsecure import evalreport, ids, package, pki
+from ffsecure import evalreport, package, pki
 from ffsecure.errors import FFSecureError
-from ffsecure.ledger.entries import check_entry
+from ffsecure.records import ids
+from ffsecure.records.entries import check_entry
 
 H = "ab" * 32
 MID = "0f" * 16

@@ -18,7 +18,7 @@ from safetensors.torch import save as st_save
 from ffsecure import canonical, package, pki
 from ffsecure.errors import FFSecureError
 from ffsecure.generators import build, default_config, to_safetensors
-from ffsecure.ids import MODULE_ID
+from ffsecure.records.ids import MODULE_ID
 from tests.unit.test_federation import SHAPE, make_manifest
 
 DP_CLAIM = {

@@ -7,9 +7,10 @@ import base64
 import pytest
 
 from ffsecure.errors import FormatError
-from site_node.client import UploadReceipt
+from ffsecure.records.receipts import Receipt
+from site_node.client import kept_receipt
 
-RECEIPT = UploadReceipt(
+RECEIPT = Receipt(
     module_id="ab" * 16,
     index=3,
     entry=b'{"type":"module.registered"}',
@@ -21,7 +22,7 @@ RECEIPT = UploadReceipt(
 
 
 def test_a_kept_receipt_reads_back_as_it_was():
-    assert UploadReceipt.from_dict(RECEIPT.to_dict()) == RECEIPT
+    assert kept_receipt(RECEIPT.to_dict()) == RECEIPT
 
 
 @pytest.mark.parametrize(
@@ -44,7 +45,7 @@ def test_a_damaged_receipt_is_refused_with_what_is_wrong(damage, why):
     d = RECEIPT.to_dict()
     damage(d)
     with pytest.raises(FormatError) as info:
-        UploadReceipt.from_dict(d)
+        kept_receipt(d)
     assert (
         info.value.code == "E_STATE_CORRUPT"
         and info.value.message == f"a stored upload receipt is damaged: {why}"
@@ -60,9 +61,9 @@ def test_the_unused_bits_of_the_last_base64_character_are_not_ignored():
     assert base64.b64decode(twin) == b"\x01" * 32  # a lenient decoder reads the same bytes
     d["inclusion_proof"][0] = twin
     with pytest.raises(FormatError, match="inclusion_proof is not canonical base64"):
-        UploadReceipt.from_dict(d)
+        kept_receipt(d)
 
 
 def test_a_receipt_that_is_not_an_object_is_refused():
     with pytest.raises(FormatError, match="it is not a JSON object"):
-        UploadReceipt.from_dict(["not", "a", "receipt"])
+        kept_receipt(["not", "a", "receipt"])

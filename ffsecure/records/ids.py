@@ -25,18 +25,25 @@ ledger entry checker) use :meth:`IdRule.matches` and raise theirs.
 
 Site and federation ids follow the rule certificates are issued with
 (lowercase, 1-63 characters); no writer could ever produce another.
+
+The ``NewType`` aliases (:data:`SiteId`, :data:`ModuleId`, :data:`ArtifactId`,
+:data:`Sha256Hex`) name a string that has passed its rule; the checkers return
+them, and the typed records (``ffsecure.records.entries``) carry them, so a
+type checker tells a checked id from any other string.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NewType
 
 from ffsecure.errors import FormatError, VerificationError
 
 __all__ = [
     "ACTOR",
     "ARTIFACT_ID",
+    "ArtifactId",
     "ArtifactIdError",
     "FEDERATION_ID",
     "HOST",
@@ -45,6 +52,7 @@ __all__ = [
     "KEY_ID",
     "MAX_TREE_SIZE",
     "MODULE_ID",
+    "ModuleId",
     "ModuleIdError",
     "OPERATOR_NAME",
     "PORT",
@@ -52,6 +60,8 @@ __all__ = [
     "SALT",
     "SHA256_HEX",
     "SITE_ID",
+    "Sha256Hex",
+    "SiteId",
     "TREE_SIZE",
     "UPLOAD_ID",
     "check_artifact_id",
@@ -61,6 +71,15 @@ __all__ = [
     "parse_port",
     "parse_tree_size",
 ]
+
+#: A module id that passed :data:`MODULE_ID` (32 lowercase hex digits).
+ModuleId = NewType("ModuleId", str)
+#: A site id that passed :data:`SITE_ID` (the certificate rule).
+SiteId = NewType("SiteId", str)
+#: A dataset or classifier id that passed :data:`ARTIFACT_ID`.
+ArtifactId = NewType("ArtifactId", str)
+#: A SHA-256 digest as :data:`SHA256_HEX` writes it (64 lowercase hex digits).
+Sha256Hex = NewType("Sha256Hex", str)
 
 #: The largest tree size a checkpoint may state (RFC 9162 sizes are uint64; we keep int64).
 MAX_TREE_SIZE = (1 << 63) - 1
@@ -176,14 +195,14 @@ def _shown(value: object) -> str:
     return repr(value[:80] if isinstance(value, str) else value)
 
 
-def check_module_id(module_id: object) -> str:
+def check_module_id(module_id: object) -> ModuleId:
     """Return ``module_id`` if it is a module id, else raise E_MODULE_ID."""
     if not MODULE_ID.matches(module_id):
         raise ModuleIdError(
             f"module id {_shown(module_id)} is not {MODULE_ID.rule}",
             hint="module ids come from ffsecure.package.new_module_id",
         )
-    return module_id  # type: ignore[return-value]
+    return ModuleId(module_id)  # type: ignore[arg-type]
 
 
 def check_id(value: object, what: str = "id") -> str:
@@ -205,11 +224,11 @@ def check_artifact_id(
     what: str = "artifact id",
     *,
     hint: str = "use an id such as ds-20261122-01",
-) -> str:
+) -> ArtifactId:
     """Return ``artifact_id`` if it is a dataset/classifier id, else raise E_ARTIFACT_ID."""
     if not ARTIFACT_ID.matches(artifact_id):
         raise ArtifactIdError(f"{what} {_shown(artifact_id)} is not {ARTIFACT_ID.rule}", hint=hint)
-    return artifact_id  # type: ignore[return-value]
+    return ArtifactId(artifact_id)  # type: ignore[arg-type]
 
 
 def parse_tree_size(text: object) -> int | None:

@@ -1,0 +1,547 @@
+"""Ledger entries: typed events encoded as canonical JSON.
+
+Every entry has exactly the keys ``v`` (format version, 1), ``type``,
+``time`` (UTC, RFC 3339, second precision, ``Z``), ``actor``
+(``site:<id>``, ``operator:<name>`` or ``aggregator``) and ``facts``. The
+bytes of ``ffsecure.canonical.dumps(entry)`` are what the Merkle leaf hashes,
+what the store keeps and what the audit bundle exports.
+
+``facts`` carry hashes, ids, lineage and reasons only. Each type names the
+facts it must have; keys that would hold bulk data (weights, images,
+samples, ...) are refused and an entry is capped at 64 KiB, so that nothing
+derived from patients beyond a site's own manifest reaches the public log.
+``crl.loaded`` records the CRL the aggregator put in force (its number, the
+SHA-256 of its DER bytes, its thisUpdate/nextUpdate and the CA that verified
+it), appended whenever the aggregator loads a CRL other than the last one
+recorded; an auditor refuses a bundle CRL older than the newest recorded.
+That is why ``classifier.evaluated`` (a site's report of how a classifier did
+on its own test data) carries a salted hash of the report, not its numbers
+(``ffsecure.evalreport``).
+
+Typed records. The closed set of types is :class:`EntryType`; each type has
+one frozen dataclass (:class:`ModuleRegistered`, ...) whose fields are the
+facts it requires (no default) and the optional facts readers use (default
+``None``), so the dataclass *is* the list of required facts
+(:data:`ENTRY_TYPES` is derived from it). :func:`parse_entry` turns entry
+bytes into a record with exactly the checks of :func:`validate_entry`, and
+:func:`entry_from_dict` does the same for an entry already decoded; a record
+keeps its facts object as logged (``facts``), so ``record.to_bytes()`` is the
+byte string it was parsed from. Only facts the rules above check are typed
+narrowly (ids, digests, the CRL number and times); a fact the rules leave
+free (a reason, a serial, ``destroyed``) is a JSON leaf (``Any``) that its
+reader checks, because an old, valid ledger may hold any JSON value there.
+
+To add an entry type: one :class:`EntryType` member, one dataclass here
+(registered in :data:`RECORDS`), one handler in ``ffsecure.audit.lineage``;
+``tests/unit/test_records_entries.py`` fails until all three exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from ffsecure import canonical
+from ffsecure.errors import FormatError, LedgerError
+from ffsecure.records.ids import (
+    ACTOR,
+    ARTIFACT_ID,
+    MODULE_ID,
+    SHA256_HEX,
+    SITE_ID,
+    ArtifactId,
+    IdRule,
+    ModuleId,
+    Sha256Hex,
+    SiteId,
+)
+
+__all__ = [
+    "ENTRY_TYPES",
+    "ENTRY_VERSION",
+    "FORBIDDEN_FACTS",
+    "ID_FACTS",
+    "MAX_ENTRY_BYTES",
+    "RECORDS",
+    "CertRevoked",
+    "ClassifierEvaluated",
+    "ClassifierPublished",
+    "ClassifierRetired",
+    "ClassifierTrained",
+    "CrlLoaded",
+    "DatasetRetired",
+    "DatasetSynthesized",
+    "Entry",
+    "EntryType",
+    "KeyRotated",
+    "LedgerEntry",
+    "ModuleDeleted",
+    "ModuleDeletionRequested",
+    "ModuleRef",
+    "ModuleRegistered",
+    "check_entry",
+    "entry_bytes",
+    "entry_from_dict",
+    "make_entry",
+    "parse_entry",
+    "utc_now",
+    "validate_entry",
+]
+
+ENTRY_VERSION = 1
+MAX_ENTRY_BYTES = 64 * 1024
+
+
+class EntryType(StrEnum):
+    """Every entry type the ledger knows; the value is the ``type`` string on the wire."""
+
+    MODULE_REGISTERED = "module.registered"
+    DATASET_SYNTHESIZED = "dataset.synthesized"
+    CLASSIFIER_TRAINED = "classifier.trained"
+    CLASSIFIER_PUBLISHED = "classifier.published"
+    CLASSIFIER_EVALUATED = "classifier.evaluated"
+    MODULE_DELETION_REQUESTED = "module.deletion_requested"
+    MODULE_DELETED = "module.deleted"
+    DATASET_RETIRED = "dataset.retired"
+    CLASSIFIER_RETIRED = "classifier.retired"
+    CERT_REVOKED = "cert.revoked"
+    KEY_ROTATED = "key.rotated"
+    CRL_LOADED = "crl.loaded"
+
+
+@dataclass(frozen=True)
+class ModuleRef:
+    """One module of a dataset's or classifier's lineage (``facts.modules``)."""
+
+    module_id: str  # a bare-string item is not checked by the id rule: readers look it up
+    weights_sha256: Sha256Hex | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"module_id": self.module_id, "weights_sha256": self.weights_sha256}
+
+
+def _read_lineage(value: Any) -> tuple[ModuleRef, ...] | None:
+    """``facts.modules`` as module references, or None when absent or not a readable list.
+
+    An item is a module id string or an object with a string ``module_id`` (and,
+    optionally, the ``weights_sha256`` the module was registered with).
+    """
+    if not isinstance(value, list):
+        return None
+    refs = []
+    for item in value:
+        if isinstance(item, str):
+            refs.append(ModuleRef(item))
+        elif isinstance(item, dict) and isinstance(item.get("module_id"), str):
+            refs.append(ModuleRef(item["module_id"], item.get("weights_sha256")))
+        else:
+            return None
+    return tuple(refs)
+
+
+def _reader(read: Callable[[Any], Any]) -> Any:
+    """Metadata of a fact field whose logged value is converted by ``read``."""
+    return {"read": read}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LedgerEntry:
+    """What every entry holds; subclasses add the facts of their type as typed fields.
+
+    ``facts`` is the facts object exactly as logged (treat it as read-only): the
+    typed fields are read from it, and :meth:`to_dict` gives back the entry.
+    """
+
+    TYPE: ClassVar[EntryType]
+    time: str
+    actor: str
+    facts: dict[str, Any] = field(repr=False)
+
+    @property
+    def type(self) -> EntryType:
+        return self.TYPE
+
+    @classmethod
+    def fact_fields(cls) -> tuple[dataclasses.Field[Any], ...]:
+        """The fields that are facts (every field but ``time``, ``actor`` and ``facts``)."""
+        return tuple(f for f in dataclasses.fields(cls) if f.name not in _BASE_FIELDS)
+
+    @classmethod
+    def required_facts(cls) -> tuple[str, ...]:
+        """The facts an entry of this type must have: the fact fields without a default."""
+        return tuple(f.name for f in cls.fact_fields() if f.default is dataclasses.MISSING)
+
+    @classmethod
+    def from_facts(cls, *, time: str, actor: str, facts: dict[str, Any]) -> LedgerEntry:
+        """The record of checked entry parts (use :func:`entry_from_dict` for unchecked ones)."""
+        values = {}
+        for f in cls.fact_fields():
+            if f.name in facts:
+                read = f.metadata.get("read")
+                values[f.name] = read(facts[f.name]) if read else facts[f.name]
+        return cls(time=time, actor=actor, facts=facts, **values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as :func:`make_entry` builds it."""
+        return {
+            "v": ENTRY_VERSION,
+            "type": self.TYPE.value,
+            "time": self.time,
+            "actor": self.actor,
+            "facts": self.facts,
+        }
+
+    def to_bytes(self) -> bytes:
+        """The canonical bytes the log hashes (checked again on the way out)."""
+        return entry_bytes(self.to_dict())
+
+
+_BASE_FIELDS = frozenset(f.name for f in dataclasses.fields(LedgerEntry))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModuleRegistered(LedgerEntry):
+    """A site's verified module entered the store (actor: the uploading site)."""
+
+    TYPE: ClassVar[EntryType] = EntryType.MODULE_REGISTERED
+    module_id: ModuleId
+    site_id: SiteId
+    manifest_sha256: Sha256Hex
+    weights_sha256: Sha256Hex
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetSynthesized(LedgerEntry):
+    """A synthetic dataset was sampled; ``modules`` is None when its lineage is unreadable."""
+
+    TYPE: ClassVar[EntryType] = EntryType.DATASET_SYNTHESIZED
+    dataset_id: ArtifactId
+    modules: tuple[ModuleRef, ...] | None = field(metadata=_reader(_read_lineage))
+    sha256: Sha256Hex
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassifierTrained(LedgerEntry):
+    """A classifier was trained; ``modules`` (optional) repeats its dataset's lineage."""
+
+    TYPE: ClassVar[EntryType] = EntryType.CLASSIFIER_TRAINED
+    classifier_id: ArtifactId
+    dataset_id: ArtifactId
+    sha256: Sha256Hex
+    modules: tuple[ModuleRef, ...] | None = field(default=None, metadata=_reader(_read_lineage))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassifierPublished(LedgerEntry):
+    """A classifier became the one sites download."""
+
+    TYPE: ClassVar[EntryType] = EntryType.CLASSIFIER_PUBLISHED
+    classifier_id: ArtifactId
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassifierEvaluated(LedgerEntry):
+    """A site's salted commitment to its evaluation report of a classifier."""
+
+    TYPE: ClassVar[EntryType] = EntryType.CLASSIFIER_EVALUATED
+    classifier_id: ArtifactId
+    site_id: SiteId
+    report_sha256: Sha256Hex
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModuleDeletionRequested(LedgerEntry):
+    """A site or an operator asked for a module to be deleted."""
+
+    TYPE: ClassVar[EntryType] = EntryType.MODULE_DELETION_REQUESTED
+    module_id: ModuleId
+    reason: Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModuleDeleted(LedgerEntry):
+    """A module was crypto-shredded; ``destroyed`` names what was destroyed (its reader checks)."""
+
+    TYPE: ClassVar[EntryType] = EntryType.MODULE_DELETED
+    module_id: ModuleId
+    reason: Any
+    destroyed: Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetRetired(LedgerEntry):
+    """A dataset may no longer be used (its lineage holds a deleted module, or by hand)."""
+
+    TYPE: ClassVar[EntryType] = EntryType.DATASET_RETIRED
+    dataset_id: ArtifactId
+    reason: Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassifierRetired(LedgerEntry):
+    """A classifier may no longer be served."""
+
+    TYPE: ClassVar[EntryType] = EntryType.CLASSIFIER_RETIRED
+    classifier_id: ArtifactId
+    reason: Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class CertRevoked(LedgerEntry):
+    """A certificate was revoked (``serial`` as the CA writes it, hex)."""
+
+    TYPE: ClassVar[EntryType] = EntryType.CERT_REVOKED
+    serial: Any
+    reason: Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyRotated(LedgerEntry):
+    """An aggregator key was replaced."""
+
+    TYPE: ClassVar[EntryType] = EntryType.KEY_ROTATED
+    key: Any
+    new_key_id: Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class CrlLoaded(LedgerEntry):
+    """The aggregator put a CRL in force (number, DER hash, validity, verifying CA)."""
+
+    TYPE: ClassVar[EntryType] = EntryType.CRL_LOADED
+    crl_number: int
+    crl_sha256: Sha256Hex
+    this_update: str
+    next_update: str | None
+    issuer_sha256: Sha256Hex
+
+
+#: Any ledger entry record.
+Entry = (
+    ModuleRegistered
+    | DatasetSynthesized
+    | ClassifierTrained
+    | ClassifierPublished
+    | ClassifierEvaluated
+    | ModuleDeletionRequested
+    | ModuleDeleted
+    | DatasetRetired
+    | ClassifierRetired
+    | CertRevoked
+    | KeyRotated
+    | CrlLoaded
+)
+
+#: The record class of each entry type.
+RECORDS: dict[EntryType, type[LedgerEntry]] = {
+    cls.TYPE: cls
+    for cls in (
+        ModuleRegistered,
+        DatasetSynthesized,
+        ClassifierTrained,
+        ClassifierPublished,
+        ClassifierEvaluated,
+        ModuleDeletionRequested,
+        ModuleDeleted,
+        DatasetRetired,
+        ClassifierRetired,
+        CertRevoked,
+        KeyRotated,
+        CrlLoaded,
+    )
+}
+
+#: Required facts per entry type (read from the records, in their field order).
+ENTRY_TYPES: dict[EntryType, tuple[str, ...]] = {
+    kind: cls.required_facts() for kind, cls in RECORDS.items()
+}
+
+#: Fact keys that could carry bulk or patient-derived data; never allowed.
+FORBIDDEN_FACTS = frozenset(
+    {
+        "weights",
+        "images",
+        "image",
+        "pixels",
+        "samples",
+        "data",
+        "tensor",
+        "tensors",
+        "labels",
+        "blob",
+        "dek",
+        "kek",
+        "private_key",
+        "secret",
+    }
+)
+
+_TIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+#: Fact keys that hold an id, wherever they appear in ``facts``, and the rule each follows.
+ID_FACTS: dict[str, IdRule] = {
+    "module_id": MODULE_ID,
+    "site_id": SITE_ID,
+    "dataset_id": ARTIFACT_ID,
+    "classifier_id": ARTIFACT_ID,
+}
+
+
+def _error(
+    message: str, hint: str = "build entries with ffsecure.ledger.make_entry"
+) -> LedgerError:
+    return LedgerError(message, code="E_ENTRY", hint=hint)
+
+
+def utc_now() -> str:
+    """The current time as RFC 3339 UTC with second precision."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _check_time(value: Any) -> None:
+    if not isinstance(value, str) or not _TIME_RE.fullmatch(value):
+        raise _error(f"entry time {value!r} is not RFC 3339 UTC like 2026-11-22T12:00:00Z")
+    try:
+        datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        raise _error(f"entry time {value!r} is not a real date and time") from None
+
+
+def _check_crl_facts(facts: dict) -> None:
+    """``crl.loaded``: a non-negative integer CRL number and real RFC 3339 times."""
+    number = facts["crl_number"]
+    if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+        raise _error(f"fact facts.crl_number {number!r} is not a non-negative integer")
+    for key in ("this_update", "next_update"):
+        value = facts[key]
+        if key == "next_update" and value is None:
+            continue
+        try:
+            _check_time(value)
+        except LedgerError:
+            raise _error(
+                f"fact facts.{key} {value!r} is not RFC 3339 UTC like 2026-11-22T12:00:00Z"
+            ) from None
+
+
+#: Checks of the facts' values, per entry type, beyond the shared rules of ``_walk_facts``.
+_FACT_CHECKS = {EntryType.CRL_LOADED: _check_crl_facts}
+
+
+def _walk_facts(obj: Any, path: str) -> None:
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            where = f"{path}.{key}"
+            if key.lower() in FORBIDDEN_FACTS:
+                raise _error(
+                    f"fact {where} is not allowed in the public ledger",
+                    hint="ledger facts hold hashes, ids, lineage and reasons, never data",
+                )
+            rule = ID_FACTS.get(key)
+            if rule is not None and not rule.matches(value):
+                raise _error(f"fact {where} is not a {rule.name} ({rule.rule})")
+            if (key == "sha256" or key.endswith("_sha256")) and not SHA256_HEX.matches(value):
+                raise _error(f"fact {where} is not a SHA-256 hash (64 lowercase hex digits)")
+            _walk_facts(value, where)
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            _walk_facts(value, f"{path}[{i}]")
+
+
+def check_entry(entry: Any) -> None:
+    """Raise LedgerError E_ENTRY unless ``entry`` is a well-formed ledger entry."""
+    if not isinstance(entry, dict):
+        raise _error("a ledger entry is a JSON object")
+    keys = set(entry)
+    if keys != {"v", "type", "time", "actor", "facts"}:
+        raise _error(
+            f"entry keys are {sorted(keys)}; they must be exactly actor, facts, time, type, v"
+        )
+    if entry["v"] != ENTRY_VERSION or isinstance(entry["v"], bool):
+        raise _error(f"entry version {entry['v']!r} is not supported (expected {ENTRY_VERSION})")
+    kind = entry["type"]
+    if kind not in ENTRY_TYPES:
+        raise _error(
+            f"entry type {kind!r} is unknown", hint=f"use one of {', '.join(sorted(ENTRY_TYPES))}"
+        )
+    _check_time(entry["time"])
+    if not ACTOR.matches(entry["actor"]):
+        raise _error(
+            f"entry actor {entry['actor']!r} is not site:<id>, operator:<name> or aggregator"
+        )
+    facts = entry["facts"]
+    if not isinstance(facts, dict):
+        raise _error("entry facts must be a JSON object")
+    missing = [k for k in ENTRY_TYPES[kind] if k not in facts]
+    if missing:
+        raise _error(f"{kind} entry lacks the facts {', '.join(missing)}")
+    _walk_facts(facts, "facts")
+    if kind in _FACT_CHECKS:
+        _FACT_CHECKS[kind](facts)
+
+
+def make_entry(type: str, actor: str, facts: dict, time: str | None = None) -> dict:
+    """Build and check a ledger entry; ``time`` defaults to now (UTC).
+
+    ``type`` is an :class:`EntryType` (or its string); the entry holds the plain string.
+    """
+    entry = {
+        "v": ENTRY_VERSION,
+        "type": str(type) if isinstance(type, str) else type,
+        "time": time or utc_now(),
+        "actor": actor,
+        "facts": facts,
+    }
+    entry_bytes(entry)
+    return entry
+
+
+def entry_bytes(entry: dict) -> bytes:
+    """Check an entry and return its canonical bytes (the bytes the log hashes)."""
+    check_entry(entry)
+    try:
+        data = canonical.dumps(entry)
+    except FormatError as exc:
+        raise _error(f"entry cannot be encoded as canonical JSON: {exc.message}") from None
+    if len(data) > MAX_ENTRY_BYTES:
+        raise _error(
+            f"entry is {len(data)} bytes, more than {MAX_ENTRY_BYTES}",
+            hint="ledger facts hold hashes and ids; keep bulk data out of the log",
+        )
+    return data
+
+
+def validate_entry(data: bytes) -> dict:
+    """Parse entry bytes that must be canonical JSON of a well-formed entry."""
+    if len(data) > MAX_ENTRY_BYTES:
+        raise _error(f"entry is {len(data)} bytes, more than {MAX_ENTRY_BYTES}")
+    try:
+        entry = canonical.loads_canonical(bytes(data))
+    except FormatError as exc:
+        raise _error(
+            f"entry is not canonical JSON: {exc.message}",
+            hint="the entry bytes were altered; entries are exported exactly as hashed",
+        ) from None
+    check_entry(entry)
+    return entry
+
+
+def entry_from_dict(entry: Any) -> Entry:
+    """The typed record of a decoded entry; raises LedgerError E_ENTRY as :func:`check_entry`."""
+    check_entry(entry)
+    return _record(entry)
+
+
+def parse_entry(data: bytes) -> Entry:
+    """The typed record of entry bytes, checked exactly as :func:`validate_entry` checks them."""
+    return _record(validate_entry(data))
+
+
+def _record(entry: dict[str, Any]) -> Entry:
+    cls = RECORDS[EntryType(entry["type"])]
+    record = cls.from_facts(time=entry["time"], actor=entry["actor"], facts=entry["facts"])
+    return record  # type: ignore[return-value]
