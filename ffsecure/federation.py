@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ffsecure import FORMAT_VERSION, canonical, envelope, pki
 from ffsecure.errors import ConfigError, FormatError, VerificationError
 from ffsecure.ids import parse_port
+from ffsecure.records import fields
 
 SIGNATURE_CONTEXT = b"ffsecure/federation-manifest/v1\x00"
 SIGNATURE_ALG = "ecdsa-p256-sha256"
@@ -79,24 +79,16 @@ def _schema(msg: str) -> ManifestSchemaError:
     return ManifestSchemaError(msg, hint="fix federation.toml and run `ffsecure federation create`")
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def check_image_shape(shape: Any) -> tuple[int, int, int]:
-    if (
-        not isinstance(shape, (list, tuple))
-        or len(shape) != 3
-        or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
-    ):
-        raise _schema(f"image_shape {shape!r} must be [C, H, W]")
-    c, h, w = shape
-    if c not in (1, 3) or not all(8 <= v <= 64 and v % 4 == 0 for v in (h, w)):
-        raise _schema(
-            f"image_shape {list(shape)} must have C in {{1,3}} and H, W multiples "
+    """The federation's image shape, or E_MANIFEST_SCHEMA (the rule lives in records.fields)."""
+    return fields.check_image_shape(
+        shape,
+        not_three=lambda got: _schema(f"image_shape {got!r} must be [C, H, W]"),
+        unsupported=lambda got: _schema(
+            f"image_shape {list(got)} must have C in {{1,3}} and H, W multiples "
             "of 4 between 8 and 64"
-        )
-    return (c, h, w)
+        ),
+    )
 
 
 def check_vkey(vkey: Any) -> str:
@@ -229,7 +221,7 @@ class FederationManifest:
         if not isinstance(dp, dict) or set(dp) != DP_FIELDS or not isinstance(dp["required"], bool):
             raise _schema("dp_policy must be {required: bool, max_epsilon, delta}")
         for key in ("max_epsilon", "delta"):
-            if dp[key] is not None and not (_number(dp[key]) and dp[key] > 0):
+            if dp[key] is not None and not (fields.is_number(dp[key]) and dp[key] > 0):
                 raise _schema(f"dp_policy.{key} must be a positive number or null")
         if dp["delta"] is not None and dp["delta"] >= 1:
             raise _schema("dp_policy.delta must be below 1")
@@ -270,8 +262,7 @@ class FederationManifest:
         if self.privacy_policy is not None:
             pp = self.privacy_policy
             if not isinstance(pp, dict) or not all(
-                isinstance(k, str) and (v is None or isinstance(v, (bool, str)) or _number(v))
-                for k, v in pp.items()
+                isinstance(k, str) and fields.is_scalar(v) for k, v in pp.items()
             ):
                 raise _schema("privacy_policy must be an object of scalar values")
             from ffsecure.privacy.policy import check_policy_fields

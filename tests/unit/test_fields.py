@@ -1,0 +1,180 @@
+"""The declarative field-spec validator: bounds, bools are not numbers, finite, exact keys."""
+
+import math
+
+import pytest
+
+from ffsecure.errors import ConfigError
+from ffsecure.records.fields import (
+    Bool,
+    Field,
+    FieldError,
+    Float,
+    Int,
+    List,
+    Nullable,
+    Problem,
+    Scalars,
+    Str,
+    Table,
+    check,
+    check_image_shape,
+    is_int,
+    is_number,
+)
+
+
+@pytest.mark.parametrize("value", [True, False, math.nan, math.inf, -math.inf, "1", None, [1]])
+def test_is_number_refuses_bools_non_finite_values_and_non_numbers(value):
+    assert not is_number(value)
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, 1e308, 10**30])
+def test_is_number_accepts_finite_ints_and_floats(value):
+    assert is_number(value)
+
+
+def test_is_int_refuses_bools_and_floats():
+    assert is_int(3) and not is_int(True) and not is_int(3.0)
+
+
+def test_int_spec_enforces_both_bounds_and_refuses_bools_and_floats():
+    spec = Int(1, 10)
+    assert check(spec, 1, "n") == 1 and check(spec, 10, "n") == 10
+    for bad, problem in ((0, Problem.BOUNDS), (11, Problem.BOUNDS), (True, Problem.TYPE)):
+        with pytest.raises(FieldError) as info:
+            check(spec, bad, "n")
+        assert info.value.problem is problem and info.value.key == "n"
+    with pytest.raises(FieldError, match=r"n must be an integer in \[1, 10\], got 2.0"):
+        check(spec, 2.0, "n")
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, True, "1.0"])
+def test_float_spec_refuses_nan_infinity_bools_and_strings(bad):
+    with pytest.raises(FieldError) as info:
+        check(Float(), bad, "x")
+    assert info.value.problem is Problem.TYPE
+
+
+def test_float_spec_returns_a_float_and_can_exclude_its_lower_bound():
+    value = check(Float(0, 1), 1, "x")
+    assert value == 1.0 and isinstance(value, float)
+    assert check(Float(0, above=True), 0.5, "x") == 0.5
+    with pytest.raises(FieldError, match="x must be a number above 0, got 0"):
+        check(Float(0, above=True), 0, "x")
+
+
+def test_str_spec_bounds_length_before_matching_the_whole_pattern():
+    spec = Str(1, 8, pattern=r"[a-z]+")
+    assert check(spec, "abc", "s") == "abc"
+    for bad in ("", "abcdefghi", "abc1", "ABC"):
+        with pytest.raises(FieldError) as info:
+            check(spec, bad, "s")
+        assert info.value.problem is Problem.BOUNDS
+    with pytest.raises(FieldError) as info:
+        check(spec, 5, "s")
+    assert info.value.problem is Problem.TYPE
+
+
+def test_str_spec_with_options_names_them():
+    with pytest.raises(FieldError, match=r"must be one of \['prv', 'rdp'\]"):
+        check(Str(options=("prv", "rdp")), "gdp", "dp.accountant")
+
+
+def test_bool_spec_takes_only_true_and_false():
+    assert check(Bool(), False, "b") is False
+    with pytest.raises(FieldError):
+        check(Bool(), 0, "b")
+
+
+def test_list_spec_checks_length_each_item_and_distinctness():
+    spec = List(Int(0, 9), min_len=1, max_len=3, unique=True)
+    assert check(spec, (1, 2), "l") == [1, 2]
+    with pytest.raises(FieldError) as info:
+        check(spec, [1, True], "l")
+    assert info.value.key == "l[1]" and info.value.problem is Problem.TYPE
+    for bad in ([], [1, 2, 3, 4], [1, 1]):
+        with pytest.raises(FieldError) as info:
+            check(spec, bad, "l")
+        assert info.value.key == "l" and info.value.problem is Problem.BOUNDS
+
+
+def test_nullable_spec_takes_none_or_the_inner_spec():
+    assert check(Nullable(Int(0, 1)), None, "k") is None
+    with pytest.raises(FieldError, match="or null"):
+        check(Nullable(Int(0, 1)), 2, "k")
+
+
+def test_scalars_spec_refuses_nested_values_non_finite_numbers_and_too_many_keys():
+    spec = Scalars(max_keys=2)
+    assert check(spec, {"a": None, "b": "x"}, "s") == {"a": None, "b": "x"}
+    for bad in ({"a": [1]}, {"a": math.nan}, {1: 2}, {"a": 1, "b": 2, "c": 3}, [("a", 1)]):
+        with pytest.raises(FieldError):
+            check(spec, bad, "s")
+
+
+def test_table_refuses_unknown_keys_and_names_all_of_them():
+    spec = Table({"a": Int(0, 1)})
+    with pytest.raises(FieldError) as info:
+        check(spec, {"a": 0, "zz": 1, "b": 2}, "t")
+    assert info.value.problem is Problem.UNKNOWN and info.value.keys == ("b", "zz")
+    assert "t has unknown keys ['b', 'zz']" in info.value.message
+
+
+def test_table_requires_keys_without_defaults_and_fills_defaults():
+    spec = Table({"need": Int(0, 5), "opt": Field(Str(), default="x")})
+    assert check(spec, {"need": 3}, "t") == {"need": 3, "opt": "x"}
+    with pytest.raises(FieldError) as info:
+        check(spec, {"opt": "y"}, "t")
+    assert info.value.problem is Problem.MISSING and info.value.key == "t.need"
+
+
+def test_nested_tables_report_the_dotted_path_of_the_bad_value():
+    spec = Table({"outer": Table({"inner": Table({"n": Float(0, 1)})})})
+    with pytest.raises(FieldError) as info:
+        check(spec, {"outer": {"inner": {"n": math.inf}}})
+    assert info.value.key == "outer.inner.n"
+    with pytest.raises(FieldError) as info:
+        check(spec, {"outer": []})
+    assert info.value.key == "outer" and info.value.problem is Problem.TYPE
+
+
+def test_error_factory_turns_the_field_error_into_the_callers_typed_error():
+    def as_config(exc: FieldError) -> ConfigError:
+        return ConfigError(f"site.toml key {exc.key}: broken", hint="fix it")
+
+    with pytest.raises(ConfigError) as info:
+        check(Table({"n": Int(0, 1)}), {"n": 7}, error=as_config)
+    assert info.value.code == "E_CONFIG" and "key n" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "shape, expected",
+    [
+        ((1, 28, 28), (1, 28, 28)),
+        ([3, 8, 64], (3, 8, 64)),
+    ],
+)
+def test_image_shape_rule_accepts_supported_shapes(shape, expected):
+    assert check_image_shape(shape, not_three=ValueError, unsupported=KeyError) == expected
+
+
+@pytest.mark.parametrize(
+    "shape, error",
+    [
+        ((2, 28, 28), KeyError),
+        ((1, 30, 28), KeyError),
+        ((1, 28, 68), KeyError),
+        ((1, 28), ValueError),
+        ((True, 28, 28), ValueError),
+        ((1.0, 28, 28), ValueError),
+        ("128", ValueError),
+    ],
+)
+def test_image_shape_rule_raises_the_callers_error(shape, error):
+    def wrap(kind):
+        return lambda got: ConfigError(kind.__name__, code=f"E_{kind.__name__.upper()}")
+
+    with pytest.raises(ConfigError) as info:
+        check_image_shape(shape, not_three=wrap(ValueError), unsupported=wrap(KeyError))
+    assert info.value.message == error.__name__
