@@ -39,6 +39,7 @@ from ffsecure.errors import FFSecureError
 
 __all__ = [
     "MISSING",
+    "OMIT",
     "Bool",
     "Field",
     "FieldError",
@@ -61,12 +62,17 @@ __all__ = [
 
 
 class _Missing:
+    def __init__(self, name: str):
+        self.name = name
+
     def __repr__(self) -> str:
-        return "MISSING"
+        return self.name
 
 
 #: The default of a required table key.
-MISSING: Any = _Missing()
+MISSING: Any = _Missing("MISSING")
+#: The default of an optional table key that is left out of the result when absent.
+OMIT: Any = _Missing("OMIT")
 
 
 def is_int(value: Any) -> bool:
@@ -238,7 +244,8 @@ class Scalars:
 
 @dataclass(frozen=True)
 class Field:
-    """A table key: its spec and its default (:data:`MISSING`: the key is required)."""
+    """A table key: its spec and its default (:data:`MISSING`: the key is required;
+    :data:`OMIT`: the key is optional and stays absent)."""
 
     spec: Spec
     default: Any = MISSING
@@ -332,7 +339,7 @@ def _check_table(spec: Table, value: Any, key: str) -> dict[str, Any]:
             out[name] = _check(entry.spec, value[name], path)
         elif entry.default is MISSING:
             raise FieldError(path, Problem.MISSING, entry.spec.describe(), fix=entry.spec.fix)
-        else:
+        elif entry.default is not OMIT:
             out[name] = entry.default
     return out
 

@@ -6,6 +6,7 @@ import pytest
 
 from ffsecure.errors import ConfigError
 from ffsecure.records.fields import (
+    OMIT,
     Bool,
     Field,
     FieldError,
@@ -127,6 +128,11 @@ def test_table_requires_keys_without_defaults_and_fills_defaults():
     with pytest.raises(FieldError) as info:
         check(spec, {"opt": "y"}, "t")
     assert info.value.problem is Problem.MISSING and info.value.key == "t.need"
+
+
+def test_optional_keys_marked_omit_stay_absent():
+    spec = Table({"a": Field(Int(0, 1), default=OMIT)})
+    assert check(spec, {}, "t") == {} and check(spec, {"a": 1}, "t") == {"a": 1}
 
 
 def test_nested_tables_report_the_dotted_path_of_the_bad_value():
