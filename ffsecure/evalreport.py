@@ -26,7 +26,6 @@ revealing it, and a site that knows its report checks its receipt.
 from __future__ import annotations
 
 import hashlib
-import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from typing import Any
 from ffsecure import canonical
 from ffsecure.errors import FormatError
 from ffsecure.ids import SALT, check_artifact_id
+from ffsecure.records.fields import is_int, is_number
 
 REPORT_VERSION = 1
 MAX_TEST_IMAGES = 100_000_000
@@ -59,10 +59,10 @@ def _inconsistent(message: str) -> FormatError:
 
 
 def _unit(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value) and not isinstance(value, float):  # NaN and inf: out of range
         raise _range(f"{name} is not a number")
     value = float(value)
-    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+    if not is_number(value) or not 0.0 <= value <= 1.0:
         raise _range(f"{name} is {value!r}, not a number in [0, 1]")
     return value
 
@@ -104,7 +104,7 @@ class EvaluationReport:
             hint="report the id the classifier was fetched under",
         )
         n = self.n_test
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_TEST_IMAGES:
+        if not is_int(n) or not 1 <= n <= MAX_TEST_IMAGES:
             raise _range(f"n_test is {n!r}, not an integer in 1..{MAX_TEST_IMAGES}")
         accuracy = _unit("accuracy", self.accuracy)
         if self.auroc is not None:
@@ -142,7 +142,7 @@ class EvaluationReport:
             )
         for row in cm:
             for c in row:
-                if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= MAX_TEST_IMAGES:
+                if not is_int(c) or not 0 <= c <= MAX_TEST_IMAGES:
                     raise _range(f"confusion count {c!r} is not an integer in 0..{MAX_TEST_IMAGES}")
         if sum(map(sum, cm)) != self.n_test:
             raise _inconsistent(

@@ -23,7 +23,6 @@ import copy
 import datetime as dt
 import hashlib
 import hmac
-import math
 import secrets
 import struct
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from ffsecure.federation import FederationManifest, ManifestSchemaError, check_i
 
 # ModuleIdError and check_module_id stay importable from here; the rule lives in ffsecure.ids.
 from ffsecure.ids import SHA256_HEX, check_module_id
+from ffsecure.records.fields import is_int, is_number, is_scalar
 
 SIGNATURE_CONTEXT = b"ffsecure/module-manifest/v1\x00"
 SIGNATURE_ALG = "ecdsa-p256-sha256"
@@ -137,14 +137,6 @@ def new_module_id() -> str:
     return secrets.token_hex(16)
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 # ------------------------------------------------------------------ manifest
 
 
@@ -199,27 +191,24 @@ class ModuleManifest:
         if (
             not isinstance(self.classes, list)
             or not 1 <= len(self.classes) <= 1000
-            or not all(_int(c) for c in self.classes)
+            or not all(is_int(c) for c in self.classes)
         ):
             raise _schema("classes must be a list of 1..1000 class indices")
         if not SHA256_HEX.matches(self.weights_sha256):
             raise _schema("weights_sha256 must be 64 lowercase hex digits")
-        if not _int(self.weights_bytes) or not 0 < self.weights_bytes < 1 << 40:
+        if not is_int(self.weights_bytes) or not 0 < self.weights_bytes < 1 << 40:
             raise _schema("weights_bytes must be a positive integer")
         if self.dp is not None:
             dp = self.dp
             if (
                 not isinstance(dp, dict)
                 or len(dp) > 32
-                or not all(
-                    isinstance(k, str) and (v is None or isinstance(v, (str, bool)) or _number(v))
-                    for k, v in dp.items()
-                )
+                or not all(isinstance(k, str) and is_scalar(v) for k, v in dp.items())
             ):
                 raise _schema("dp must be null or an object of scalar values")
-            if not (_number(dp.get("epsilon")) and _number(dp.get("delta"))):
+            if not (is_number(dp.get("epsilon")) and is_number(dp.get("delta"))):
                 raise _schema("dp must state the achieved epsilon and delta as numbers")
-        if not _int(self.seed) or not 0 <= self.seed < 1 << 63:
+        if not is_int(self.seed) or not 0 <= self.seed < 1 << 63:
             raise _schema("seed must be an integer in [0, 2^63)")
         if not isinstance(self.library_version, str) or not 0 < len(self.library_version) <= 32:
             raise _schema("library_version must be a short string")
@@ -228,10 +217,7 @@ class ModuleManifest:
             if (
                 not isinstance(pr, dict)
                 or len(pr) > 64
-                or not all(
-                    isinstance(k, str) and (v is None or isinstance(v, (str, bool)) or _number(v))
-                    for k, v in pr.items()
-                )
+                or not all(isinstance(k, str) and is_scalar(v) for k, v in pr.items())
             ):
                 raise _schema("privacy_report must be null or an object of scalar values")
             from ffsecure.privacy.report import check_report
