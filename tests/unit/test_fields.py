@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from aggregator.config import parse_config as parse_aggregator_config
 from ffsecure.errors import ConfigError
 from ffsecure.records.fields import (
     OMIT,
@@ -184,3 +185,10 @@ def test_image_shape_rule_raises_the_callers_error(shape, error):
     with pytest.raises(ConfigError) as info:
         check_image_shape(shape, not_three=wrap(ValueError), unsupported=wrap(KeyError))
     assert info.value.message == error.__name__
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "true"])
+def test_aggregator_config_refuses_non_finite_and_bool_numbers(tmp_path, value):
+    with pytest.raises(ConfigError) as info:
+        parse_aggregator_config(f"[server]\nrequest_deadline_s = {value}\n", home=tmp_path)
+    assert info.value.code == "E_CONFIG" and "server.request_deadline_s" in info.value.message
