@@ -231,8 +231,7 @@ class FederationManifest:
         if (
             not isinstance(limits, dict)
             or set(limits) != LIMIT_FIELDS
-            or not isinstance(limits["max_module_bytes"], int)
-            or isinstance(limits["max_module_bytes"], bool)
+            or not fields.is_int(limits["max_module_bytes"])
             or not 1024 <= limits["max_module_bytes"] <= MAX_MODULE_BYTES_CAP
         ):
             raise _schema("limits must be {max_module_bytes: 1 KiB .. 2 GiB}")

@@ -11,7 +11,6 @@ the test suite checks that the two agree.
 
 from __future__ import annotations
 
-import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 from ffsecure import templates
 from ffsecure.errors import ConfigError
 from ffsecure.ids import parse_port
+from ffsecure.records.fields import is_int, is_number
 
 DEFAULT_TOML = templates.read("site.toml")
 
@@ -136,26 +136,19 @@ def _typed(table: str, key: str, kind: str, value: Any) -> Any:
             )
         return value
     if kind == "int":
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        if not is_int(value) or value < 0:
             raise _cfg_error(
                 name, f"must be a non-negative integer, got {value!r}", f"write {key} = 0 or more"
             )
         return value
     if kind == "float":
-        if (
-            not isinstance(value, (int, float))
-            or isinstance(value, bool)
-            or not math.isfinite(value)
-            or value < 0
-        ):
+        if not is_number(value) or value < 0:
             raise _cfg_error(
                 name, f"must be a non-negative number, got {value!r}", f"write {key} = 0.0 or more"
             )
         return float(value)
     if kind == "list":
-        if not isinstance(value, list) or not all(
-            isinstance(v, (str, int)) and not isinstance(v, bool) for v in value
-        ):
+        if not isinstance(value, list) or not all(isinstance(v, str) or is_int(v) for v in value):
             raise _cfg_error(
                 name, "must be a list of class names or indices", f'write {key} = ["normal"] or [0]'
             )
