@@ -13,8 +13,15 @@ Invariants, the same for every caller:
   refuses ``2.0``;
 * a string is checked with ``re.fullmatch`` against its pattern and its
   length is bounded before the pattern runs;
+* a string with an ``rule`` (an :class:`ffsecure.ids.IdRule`) is checked by
+  that rule, the one home of each id pattern;
 * a ``Table`` holds an exact key set: an unknown key is refused, a key
-  without a default is required, a default is filled in when absent;
+  without a default is required, a default is filled in when absent (a
+  ``dict`` default of a nested ``Table`` is checked through it, so the nested
+  table's own defaults fill in too);
+* ``Opaque`` marks a value the spec only places (its type at most) and its
+  owner checks itself (a generator config, a signed body checked after its
+  signature), and ``AnyOf`` takes the first of its specs that accepts;
 * the first failure raises :class:`FieldError` naming the dotted key path,
   what was expected and what was found. The checks themselves hold no
   message policy: a caller passes ``error=`` to turn the ``FieldError`` into
@@ -36,10 +43,12 @@ from enum import StrEnum
 from typing import Any, NoReturn
 
 from ffsecure.errors import FFSecureError
+from ffsecure.ids import IdRule
 
 __all__ = [
     "MISSING",
     "OMIT",
+    "AnyOf",
     "Bool",
     "Field",
     "FieldError",
@@ -48,6 +57,7 @@ __all__ = [
     "Int",
     "List",
     "Nullable",
+    "Opaque",
     "Problem",
     "Scalars",
     "Spec",
@@ -154,11 +164,13 @@ class Int:
 
 @dataclass(frozen=True)
 class Float:
-    """A finite number (int or float, not a bool) in ``[lo, hi]``; ``above`` excludes ``lo``."""
+    """A finite number (int or float, not a bool) in ``[lo, hi]``; ``above`` excludes ``lo``,
+    ``below`` excludes ``hi``."""
 
     lo: float | None = None
     hi: float | None = None
     above: bool = False
+    below: bool = False
     expect: str | None = None
     fix: str | None = None
 
@@ -167,23 +179,30 @@ class Float:
             return self.expect
         if self.above and self.lo is not None and self.hi is None:
             return f"a number above {self.lo:g}"
+        if (self.above or self.below) and self.lo is not None and self.hi is not None:
+            left, right = "(" if self.above else "[", ")" if self.below else "]"
+            return f"a number in {left}{self.lo:g}, {self.hi:g}{right}"
         return _range_text("a number", self.lo, self.hi)
 
 
 @dataclass(frozen=True)
 class Str:
-    """A string of ``min_len..max_len`` characters, matching ``pattern`` in full, in ``options``."""
+    """A string of ``min_len..max_len`` characters, matching ``pattern`` in full, in ``options``,
+    and of the id ``rule`` (its own length cap and ``fullmatch`` pattern) when one is given."""
 
     min_len: int = 0
     max_len: int = 1 << 16
     pattern: str | None = None
     options: tuple[str, ...] | None = None
+    rule: IdRule | None = None
     expect: str | None = None
     fix: str | None = None
 
     def describe(self) -> str:
         if self.expect:
             return self.expect
+        if self.rule is not None:
+            return f"a {self.rule.name} ({self.rule.rule})"
         if self.options is not None:
             return f"one of {list(self.options)}"
         return f"a string of {self.min_len}..{self.max_len} characters"
@@ -243,6 +262,31 @@ class Scalars:
 
 
 @dataclass(frozen=True)
+class Opaque:
+    """Any value of ``types`` (any value at all when empty), left for its owner to check."""
+
+    types: tuple[type, ...] = ()
+    expect: str | None = None
+    fix: str | None = None
+
+    def describe(self) -> str:
+        names = " or ".join(t.__name__ for t in self.types)
+        return self.expect or (f"a {names}" if names else "a value")
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """A value of the first of ``options`` that accepts it."""
+
+    options: tuple[Spec, ...]
+    expect: str | None = None
+    fix: str | None = None
+
+    def describe(self) -> str:
+        return self.expect or " or ".join(o.describe() for o in self.options)
+
+
+@dataclass(frozen=True)
 class Field:
     """A table key: its spec and its default (:data:`MISSING`: the key is required;
     :data:`OMIT`: the key is optional and stays absent)."""
@@ -267,7 +311,7 @@ class Table:
         return entry if isinstance(entry, Field) else Field(entry)
 
 
-Spec = Int | Float | Str | Bool | List | Nullable | Scalars | Table
+Spec = Int | Float | Str | Bool | List | Nullable | Scalars | Opaque | AnyOf | Table
 
 
 def _fail(spec: Spec, key: str, problem: Problem, value: Any) -> NoReturn:
@@ -286,7 +330,8 @@ def _check_float(spec: Float, value: Any, key: str) -> float:
     if not is_number(value):
         _fail(spec, key, Problem.TYPE, value)
     low = spec.lo is not None and (value <= spec.lo if spec.above else value < spec.lo)
-    if low or (spec.hi is not None and value > spec.hi):
+    high = spec.hi is not None and (value >= spec.hi if spec.below else value > spec.hi)
+    if low or high:
         _fail(spec, key, Problem.BOUNDS, value)
     return float(value)
 
@@ -297,6 +342,8 @@ def _check_str(spec: Str, value: Any, key: str) -> str:
     if not spec.min_len <= len(value) <= spec.max_len:
         _fail(spec, key, Problem.BOUNDS, value)
     if spec.pattern is not None and not re.fullmatch(spec.pattern, value):
+        _fail(spec, key, Problem.BOUNDS, value)
+    if spec.rule is not None and not spec.rule.matches(value):
         _fail(spec, key, Problem.BOUNDS, value)
     if spec.options is not None and value not in spec.options:
         _fail(spec, key, Problem.BOUNDS, value)
@@ -339,9 +386,20 @@ def _check_table(spec: Table, value: Any, key: str) -> dict[str, Any]:
             out[name] = _check(entry.spec, value[name], path)
         elif entry.default is MISSING:
             raise FieldError(path, Problem.MISSING, entry.spec.describe(), fix=entry.spec.fix)
+        elif isinstance(entry.spec, Table) and isinstance(entry.default, dict):
+            out[name] = _check(entry.spec, entry.default, path)
         elif entry.default is not OMIT:
             out[name] = entry.default
     return out
+
+
+def _check_any_of(spec: AnyOf, value: Any, key: str) -> Any:
+    for option in spec.options:
+        try:
+            return _check(option, value, key)
+        except FieldError:
+            continue
+    _fail(spec, key, Problem.TYPE, value)
 
 
 def _check(spec: Spec, value: Any, key: str) -> Any:
@@ -370,6 +428,12 @@ def _check(spec: Spec, value: Any, key: str) -> Any:
         return _check_scalars(spec, value, key)
     if isinstance(spec, Table):
         return _check_table(spec, value, key)
+    if isinstance(spec, Opaque):
+        if spec.types and not isinstance(value, spec.types):
+            _fail(spec, key, Problem.TYPE, value)
+        return value
+    if isinstance(spec, AnyOf):
+        return _check_any_of(spec, value, key)
     raise TypeError(f"unknown field spec {spec!r}")  # pragma: no cover
 
 

@@ -8,6 +8,7 @@ from aggregator.config import parse_config as parse_aggregator_config
 from ffsecure.errors import ConfigError
 from ffsecure.records.fields import (
     OMIT,
+    AnyOf,
     Bool,
     Field,
     FieldError,
@@ -15,6 +16,7 @@ from ffsecure.records.fields import (
     Int,
     List,
     Nullable,
+    Opaque,
     Problem,
     Scalars,
     Str,
@@ -192,3 +194,38 @@ def test_aggregator_config_refuses_non_finite_and_bool_numbers(tmp_path, value):
     with pytest.raises(ConfigError) as info:
         parse_aggregator_config(f"[server]\nrequest_deadline_s = {value}\n", home=tmp_path)
     assert info.value.code == "E_CONFIG" and "server.request_deadline_s" in info.value.message
+
+
+def test_float_below_excludes_the_upper_bound():
+    spec = Float(0.0, 1.0, above=True, below=True)
+    assert check(spec, 0.5) == 0.5
+    for bad in (0.0, 1.0, 1.5, True, math.nan):
+        with pytest.raises(FieldError):
+            check(spec, bad, "d")
+
+
+def test_str_rule_is_the_id_rule_fullmatch():
+    from ffsecure.ids import SITE_ID
+
+    spec = Str(rule=SITE_ID)
+    assert check(spec, "st-mary") == "st-mary"
+    for bad in ("St Mary", "st-mary\n", "a" * 64, 3):
+        with pytest.raises(FieldError):
+            check(spec, bad, "site_id")
+
+
+def test_opaque_checks_only_the_type_and_any_of_takes_the_first_match():
+    assert check(Opaque(), {"x": [1]}) == {"x": [1]}
+    with pytest.raises(FieldError) as info:
+        check(Opaque((dict,)), [1], "config")
+    assert info.value.problem is Problem.TYPE
+    either = List(AnyOf((Str(), Int())))
+    assert check(either, ["a", 2]) == ["a", 2]
+    for bad in ([True], [1.5], [None]):
+        with pytest.raises(FieldError):
+            check(either, bad, "classes")
+
+
+def test_a_dict_default_of_a_nested_table_fills_its_own_defaults():
+    spec = Table({"dp": Field(Table({"delta": Field(Float(0, 1), default=None)}), default={})})
+    assert check(spec, {}) == {"dp": {"delta": None}}
