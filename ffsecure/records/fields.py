@@ -139,13 +139,17 @@ class FieldError(FFSecureError):
         self.keys = keys
 
 
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
 def _range_text(kind: str, lo: float | None, hi: float | None) -> str:
     if lo is not None and hi is not None:
-        return f"{kind} in [{lo:g}, {hi:g}]"
+        return f"{kind} in [{_num(lo)}, {_num(hi)}]"
     if lo is not None:
-        return f"{kind} >= {lo:g}"
+        return f"{kind} >= {_num(lo)}"
     if hi is not None:
-        return f"{kind} <= {hi:g}"
+        return f"{kind} <= {_num(hi)}"
     return kind
 
 
@@ -221,7 +225,8 @@ class Bool:
 
 @dataclass(frozen=True)
 class List:
-    """A list of ``min_len..max_len`` items, each checked against ``item``."""
+    """A list (a JSON/TOML array: a ``list``, not a tuple) of ``min_len..max_len`` items, each
+    checked against ``item``."""
 
     item: Spec
     min_len: int = 0
@@ -351,7 +356,7 @@ def _check_str(spec: Str, value: Any, key: str) -> str:
 
 
 def _check_list(spec: List, value: Any, key: str) -> list[Any]:
-    if not isinstance(value, (list, tuple)):
+    if not isinstance(value, list):
         _fail(spec, key, Problem.TYPE, value)
     if not spec.min_len <= len(value) <= spec.max_len:
         _fail(spec, key, Problem.BOUNDS, value)

@@ -93,7 +93,10 @@ def test_bool_spec_takes_only_true_and_false():
 
 def test_list_spec_checks_length_each_item_and_distinctness():
     spec = List(Int(0, 9), min_len=1, max_len=3, unique=True)
-    assert check(spec, (1, 2), "l") == [1, 2]
+    assert check(spec, [1, 2], "l") == [1, 2]
+    with pytest.raises(FieldError) as info:
+        check(spec, (1, 2), "l")  # a list is a JSON/TOML array, never a tuple
+    assert info.value.problem is Problem.TYPE
     with pytest.raises(FieldError) as info:
         check(spec, [1, True], "l")
     assert info.value.key == "l[1]" and info.value.problem is Problem.TYPE
