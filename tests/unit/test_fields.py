@@ -232,3 +232,42 @@ def test_opaque_checks_only_the_type_and_any_of_takes_the_first_match():
 def test_a_dict_default_of_a_nested_table_fills_its_own_defaults():
     spec = Table({"dp": Field(Table({"delta": Field(Float(0, 1), default=None)}), default={})})
     assert check(spec, {}) == {"dp": {"delta": None}}
+
+
+def _module_manifest(**over):
+    from ffsecure.package import ModuleManifest
+
+    good = dict(
+        federation_id="fed-test",
+        site_id="st-mary",
+        module_id="a" * 32,
+        created_at="2026-01-01T00:00:00Z",
+        generator={"family": "cvae", "config": {}},
+        image_shape=(1, 16, 16),
+        classes=[0, 1],
+        weights_sha256="0" * 64,
+        weights_bytes=10,
+        dp=None,
+        seed=0,
+    )
+    return ModuleManifest(**{**good, **over})
+
+
+def test_module_manifest_spec_is_its_key_set_and_keeps_the_codes():
+    from ffsecure import federation, package
+    from ffsecure.errors import FFSecureError
+
+    assert set(_module_manifest().to_dict()) == set(package.MANIFEST_SPEC.fields)
+    assert set(federation.MANIFEST_SPEC.fields) == federation.SIGNED_FIELDS
+    bad = [
+        ({"module_id": "../x"}, "E_MODULE_ID"),
+        ({"seed": True}, "E_MANIFEST_SCHEMA"),
+        ({"version": True}, "E_MANIFEST_SCHEMA"),
+        ({"dp": {"epsilon": math.nan, "delta": 1e-5}}, "E_MANIFEST_SCHEMA"),
+        ({"classes": (0, 1)}, "E_MANIFEST_SCHEMA"),
+        ({"site_id": "St Mary"}, "E_MANIFEST_SCHEMA"),
+    ]
+    for over, code in bad:
+        with pytest.raises(FFSecureError) as info:
+            _module_manifest(**over)
+        assert info.value.code == code, over
