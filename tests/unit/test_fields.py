@@ -271,3 +271,27 @@ def test_module_manifest_spec_is_its_key_set_and_keeps_the_codes():
         with pytest.raises(FFSecureError) as info:
             _module_manifest(**over)
         assert info.value.code == code, over
+
+
+def test_evaluation_report_numbers_keep_their_codes():
+    from ffsecure.errors import FFSecureError
+    from ffsecure.evalreport import EvaluationReport
+
+    good = EvaluationReport("clf-1", 4, 0.75, 0.8, (1.0, 0.5), ((2, 0), (1, 1)))
+    assert good.check(2) is good
+    record = good.to_dict()
+    assert EvaluationReport.from_dict(record) == good
+    for over, code in [
+        ({"n_test": True}, "E_EVALUATION_RANGE"),
+        ({"auroc": math.nan}, "E_EVALUATION_RANGE"),
+        ({"per_class_recall": (1.0, math.inf)}, "E_EVALUATION_RANGE"),
+        ({"confusion": ((2, 0), (True, 1))}, "E_EVALUATION_RANGE"),
+    ]:
+        bad = EvaluationReport(**{**good.__dict__, **over})
+        with pytest.raises(FFSecureError) as info:
+            bad.check(2)
+        assert info.value.code == code, over
+    for rec in ({**record, "v": True}, {**record, "extra": 1}):
+        with pytest.raises(FFSecureError) as info:
+            EvaluationReport.from_dict(rec)
+        assert info.value.code == "E_EVALUATION_FORMAT"
