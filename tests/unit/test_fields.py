@@ -295,3 +295,22 @@ def test_evaluation_report_numbers_keep_their_codes():
         with pytest.raises(FFSecureError) as info:
             EvaluationReport.from_dict(rec)
         assert info.value.code == "E_EVALUATION_FORMAT"
+
+
+@pytest.mark.parametrize(
+    "extra, key",
+    [
+        ("[train]\nepochs = true\n", "train.epochs"),
+        ("[dp]\ndelta = nan\n", "dp.delta"),
+        ("[aggregator]\ntimeout_s = inf\n", "aggregator.timeout_s"),
+        ("[dp]\nenabled = 1\n", "dp.enabled"),
+    ],
+)
+def test_site_toml_refuses_bools_and_non_finite_numbers(tmp_path, extra, key):
+    from site_node.config import parse_config as parse_site_config
+
+    text = '[site]\nfederation_id = "fed"\nsite_id = "st-mary"\n[data]\nsource = "digits"\n'
+    assert parse_site_config(text, tmp_path / "site.toml").classes == ()
+    with pytest.raises(ConfigError) as info:
+        parse_site_config(text + extra, tmp_path / "site.toml")
+    assert info.value.code == "E_CONFIG" and key in info.value.message
