@@ -14,12 +14,14 @@ from the CA-signed federation manifest; this file can only lower them.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+from dataclasses import fields as dc_fields
 from pathlib import Path
 from typing import Any
 
 from ffsecure import templates
 from ffsecure.errors import ConfigError
+from ffsecure.records import fields
 from ffsecure.records.ids import parse_port
 
 MiB = 1 << 20
@@ -119,38 +121,54 @@ _POSITIVE = {
 }
 
 
+def _spec(name: str, kind: str) -> fields.Spec:
+    """The field spec of one key: its dataclass type, and positive where ``_POSITIVE`` says."""
+    if kind == "str":
+        return fields.Str(min_len=1, expect="a non-empty string")
+    if kind == "int":
+        lo = 1 if name in _POSITIVE else 0 if name == "max_upload_bytes" else None
+        return fields.Int(lo, expect="an integer")
+    return fields.Float(0.0, above=name in _POSITIVE, expect="a number")
+
+
+#: Each section as a table of field specs; every key has its dataclass default.
+SECTION_SPECS: dict[str, fields.Table] = {
+    name: fields.Table(
+        {f.name: fields.Field(_spec(f.name, f.type), default=f.default) for f in dc_fields(cls)}
+    )
+    for name, cls in _SECTIONS.items()
+}
+
+
+def _section_error(name: str, exc: fields.FieldError) -> ConfigError:
+    known = ", ".join(sorted(SECTION_SPECS[name].fields))
+    if exc.problem is fields.Problem.UNKNOWN:
+        return ConfigError(
+            f"unknown key {name}.{exc.keys[0]} in aggregator.toml",
+            hint=f"known keys of [{name}]: {known}",
+        )
+    if exc.key == name:
+        return ConfigError(f"[{name}] must be a table", hint=f"write it as a [{name}] section")
+    if exc.problem is fields.Problem.TYPE and exc.expect == "a non-empty string":
+        return ConfigError(f"{exc.key} must be a non-empty string", hint=f'e.g. {exc.key} = "..."')
+    if exc.problem is fields.Problem.TYPE:
+        whole = "a whole number" if exc.expect == "an integer" else "a number"
+        return ConfigError(
+            f"{exc.key} must be {exc.expect}, not {exc.value!r}", hint=f"write {whole}"
+        )
+    if exc.key.endswith(".max_upload_bytes"):
+        return ConfigError(f"{exc.key} must be 0 or more", hint="0 means the federation's limit")
+    if isinstance(exc.value, str):
+        return ConfigError(f"{exc.key} must be a non-empty string", hint=f'e.g. {exc.key} = "..."')
+    return ConfigError(
+        f"{exc.key} must be greater than 0, not {exc.value!r}", hint="use a positive value"
+    )
+
+
 def _section(name: str, cls: type, table: Any) -> Any:
-    if not isinstance(table, dict):
-        raise ConfigError(f"[{name}] must be a table", hint=f"write it as a [{name}] section")
-    kinds = {f.name: f.type for f in fields(cls)}
-    values: dict[str, Any] = {}
-    for key, value in table.items():
-        if key not in kinds:
-            raise ConfigError(
-                f"unknown key {name}.{key} in aggregator.toml",
-                hint=f"known keys of [{name}]: {', '.join(sorted(kinds))}",
-            )
-        kind = kinds[key]
-        full = f"{name}.{key}"
-        if kind == "str":
-            if not isinstance(value, str) or not value:
-                raise ConfigError(f"{full} must be a non-empty string", hint=f'e.g. {full} = "..."')
-        elif kind == "int":
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(
-                    f"{full} must be an integer, not {value!r}", hint="write a whole number"
-                )
-        elif kind == "float":
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{full} must be a number, not {value!r}", hint="write a number")
-            value = float(value)
-        if key in _POSITIVE and value <= 0:
-            raise ConfigError(
-                f"{full} must be greater than 0, not {value!r}", hint="use a positive value"
-            )
-        if key == "max_upload_bytes" and value < 0:
-            raise ConfigError(f"{full} must be 0 or more", hint="0 means the federation's limit")
-        values[key] = value
+    values = fields.check(
+        SECTION_SPECS[name], table, name, error=lambda exc: _section_error(name, exc)
+    )
     return cls(**values)
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ffsecure.errors import ConfigError
+from ffsecure.records.fields import is_int
 
 _KEYS = {"data", "root", "seed", "max_samples"}
 
@@ -58,9 +59,9 @@ def load_evaluation(
         raise _error('[evaluation] needs data = "<source>"')
     seed = section.get("seed", 0)
     max_samples = section.get("max_samples", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise _error("[evaluation] seed must be a non-negative integer")
-    if not isinstance(max_samples, int) or isinstance(max_samples, bool) or max_samples < 0:
+    if not is_int(max_samples) or max_samples < 0:
         raise _error("[evaluation] max_samples must be a non-negative integer")
     root = section.get("root")
     if root is not None and not isinstance(root, str):

@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 from ffsecure.errors import FormatError
+from ffsecure.records.fields import is_int
 
 MAX_JSON_BYTES = 1 << 20
 MAX_JSON_DEPTH = 32
@@ -30,7 +31,7 @@ def _check_numbers(obj: Any, depth: int = 0) -> None:
         raise FormatError(
             f"JSON nesting deeper than {MAX_JSON_DEPTH}", code="E_JSON_DEPTH", hint=HINT
         )
-    if isinstance(obj, int) and not isinstance(obj, bool) and len(str(abs(obj))) > MAX_INT_DIGITS:
+    if is_int(obj) and len(str(abs(obj))) > MAX_INT_DIGITS:
         raise FormatError(
             f"JSON integer has more than {MAX_INT_DIGITS} digits", code="E_JSON", hint=HINT
         )

@@ -49,6 +49,7 @@ import torch.nn.functional as F
 
 from ffsecure import canonical
 from ffsecure.errors import ConfigError, FormatError
+from ffsecure.records.fields import is_number
 
 ARCHS = ("cnn", "resnet18")
 NORMS = ("group", "batch")
@@ -112,8 +113,7 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
         and 2 <= cfg["num_classes"] <= 1000
         and (arch != "cnn" or (isinstance(cfg["width"], int) and 4 <= cfg["width"] <= 256))
         and cfg["norm"] in NORMS
-        and isinstance(cfg["input_blur"], (int, float))
-        and not isinstance(cfg["input_blur"], bool)
+        and is_number(cfg["input_blur"])
         and 0.0 <= cfg["input_blur"] <= MAX_INPUT_BLUR
     )
     if not ok:

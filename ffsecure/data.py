@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ffsecure.errors import DataError
+from ffsecure.records import fields
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,20 @@ def _format_error(message: str, hint: str | None = None) -> DataError:
 # --------------------------------------------------------------------------- shapes
 
 
+def _shape_error(message: str) -> DataError:
+    return DataError(
+        message,
+        hint="C must be 1 or 3; H and W multiples of 4 between 8 and 64",
+        code="E_DATA_SHAPE",
+    )
+
+
 def check_image_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
-    """Validate a federation image shape ``(C, H, W)``: C in {1,3}, H/W multiples of 4 in [8, 64]."""
+    """Validate a federation image shape ``(C, H, W)``: C in {1,3}, H/W multiples of 4 in [8, 64].
+
+    Lenient about the integer type (numpy ints, ``torch.Size``); the rule itself is
+    :func:`ffsecure.records.fields.check_image_shape`, raising E_DATA_SHAPE here.
+    """
     try:
         c, h, w = (int(v) for v in image_shape)
     except (TypeError, ValueError):
@@ -104,13 +117,11 @@ def check_image_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
             hint="give the shape as C,H,W, e.g. 1,28,28",
             code="E_DATA_SHAPE",
         ) from None
-    if c not in (1, 3) or not all(8 <= v <= 64 and v % 4 == 0 for v in (h, w)):
-        raise DataError(
-            f"image shape {(c, h, w)} is not supported",
-            hint="C must be 1 or 3; H and W multiples of 4 between 8 and 64",
-            code="E_DATA_SHAPE",
-        )
-    return (c, h, w)
+    return fields.check_image_shape(
+        (c, h, w),
+        not_three=lambda got: _shape_error(f"image shape {got!r} is not three integers"),
+        unsupported=lambda got: _shape_error(f"image shape {got} is not supported"),
+    )
 
 
 def to_pipeline_images(array: np.ndarray, image_shape: Sequence[int]) -> torch.Tensor:

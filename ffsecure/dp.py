@@ -38,6 +38,7 @@ from typing import Any
 
 from ffsecure.envelope import DefaultHint
 from ffsecure.errors import DPError, PolicyError
+from ffsecure.records.fields import is_int, is_number
 
 ACCOUNTANTS = ("prv", "rdp")
 
@@ -118,12 +119,7 @@ def default_delta(n: int) -> float:
 
 
 def _finite_positive(name: str, value: Any) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if not is_number(value) or value <= 0:
         raise _dp_error(
             f"{name} must be a finite number > 0, got {value!r}", f"set {name} to a positive value"
         )
@@ -164,13 +160,9 @@ def check_bounds(*, noise_multiplier: float, sample_rate: float, steps: int, del
             f"noise_multiplier {noise_multiplier!r} is outside [{lo:g}, {hi:g}]",
             "no DP-SGD run uses such noise",
         )
-    if (
-        isinstance(sample_rate, bool)
-        or not isinstance(sample_rate, (int, float))
-        or not 0 < sample_rate <= 1
-    ):
+    if not is_number(sample_rate) or not 0 < sample_rate <= 1:
         raise _dp_error(f"sample_rate must be in (0, 1], got {sample_rate!r}", "use batch_size / n")
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_STEPS:
+    if not is_int(steps) or not 0 <= steps <= MAX_STEPS:
         raise _dp_error(
             f"steps must be an integer in [0, {MAX_STEPS}], got {steps!r}",
             f"train for at most {MAX_STEPS} steps",
@@ -181,12 +173,7 @@ def check_bounds(*, noise_multiplier: float, sample_rate: float, steps: int, del
             f"above {MAX_EPOCHS}",
             f"train for at most {MAX_EPOCHS} epochs",
         )
-    if (
-        isinstance(delta, bool)
-        or not isinstance(delta, (int, float))
-        or not math.isfinite(delta)
-        or not MIN_DELTA <= delta < 1
-    ):
+    if not is_number(delta) or not MIN_DELTA <= delta < 1:
         raise _dp_error(
             f"delta must be in [{MIN_DELTA:g}, 1), got {delta!r}", "use default_delta(n)"
         )
@@ -300,18 +287,13 @@ def plan(dp: DPConfig, *, n: int, batch_size: int, epochs: int) -> DPPlan:
             "leave poisson=True",
         )
     for name, value in (("number of examples", n), ("batch size", batch_size), ("epochs", epochs)):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        if not is_int(value) or value <= 0:
             raise _dp_error(
                 f"{name} is {value!r}, so DP training would take zero steps",
                 "train on at least one example, with batch size >= 1 and epochs >= 1",
             )
     delta = default_delta(n) if dp.delta is None else dp.delta
-    if (
-        isinstance(delta, bool)
-        or not isinstance(delta, (int, float))
-        or not math.isfinite(delta)
-        or delta <= 0
-    ):
+    if not is_number(delta) or delta <= 0:
         raise _dp_error(
             f"delta must be > 0, got {delta!r}", "omit delta to use min(1e-5, 1/(10 n))"
         )
@@ -425,7 +407,7 @@ class DPClaim:
 
 def _claim_number(record: dict, key: str) -> float:
     value = record.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not is_number(value):
         raise DPClaimError(f"the DP record's {key} is {value!r}, not a finite number")
     return float(value)
 
@@ -434,7 +416,7 @@ def _claim_steps(record: dict) -> int:
     steps = record.get("steps")
     if isinstance(steps, float) and steps.is_integer() and abs(steps) <= 2**53:
         steps = int(steps)
-    if isinstance(steps, bool) or not isinstance(steps, int):
+    if not is_int(steps):
         raise DPClaimError(f"the DP record's steps is {steps!r}, not an integer")
     return steps
 

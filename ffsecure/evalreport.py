@@ -26,14 +26,13 @@ revealing it, and a site that knows its report checks its receipt.
 from __future__ import annotations
 
 import hashlib
-import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from ffsecure import canonical
 from ffsecure.errors import FormatError
+from ffsecure.records import fields
 from ffsecure.records.ids import SALT, check_artifact_id
 
 REPORT_VERSION = 1
@@ -58,13 +57,46 @@ def _inconsistent(message: str) -> FormatError:
     )
 
 
-def _unit(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _range(f"{name} is not a number")
-    value = float(value)
-    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise _range(f"{name} is {value!r}, not a number in [0, 1]")
-    return value
+def _range_error(exc: fields.FieldError) -> FormatError:
+    return _range(f"{exc.key} is {exc.value!r}, not {exc.expect}")
+
+
+#: The report's numbers (NaN, the infinities and bools are out of range: E_EVALUATION_RANGE).
+N_TEST = fields.Int(1, MAX_TEST_IMAGES, expect=f"an integer in 1..{MAX_TEST_IMAGES}")
+UNIT = fields.Float(0.0, 1.0, expect="a number in [0, 1]")
+#: Confusion counts, checked after the matrix is known to be num_classes x num_classes.
+COUNTS = fields.List(
+    fields.List(fields.Int(0, MAX_TEST_IMAGES, expect=f"an integer in 0..{MAX_TEST_IMAGES}"))
+)
+NUMBERS_SPEC = fields.Table(
+    {"n_test": N_TEST, "accuracy": UNIT, "macro AUROC": fields.Nullable(UNIT)}
+)
+#: The stored record (``to_dict``): its exact key set and version; the values are then checked
+#: by :meth:`EvaluationReport.check`.
+RECORD_SPEC = fields.Table(
+    {
+        "v": fields.Int(REPORT_VERSION, REPORT_VERSION),
+        **{
+            name: fields.Opaque()
+            for name in (
+                "classifier_id",
+                "n_test",
+                "accuracy",
+                "auroc",
+                "per_class_recall",
+                "confusion",
+            )
+        },
+    }
+)
+
+
+def _format_error(exc: fields.FieldError) -> FormatError:
+    return FormatError(
+        "not an evaluation report record",
+        code="E_EVALUATION_FORMAT",
+        hint="build it with EvaluationReport.to_dict",
+    )
 
 
 @dataclass(frozen=True)
@@ -103,12 +135,9 @@ class EvaluationReport:
             "classifier id",
             hint="report the id the classifier was fetched under",
         )
-        n = self.n_test
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_TEST_IMAGES:
-            raise _range(f"n_test is {n!r}, not an integer in 1..{MAX_TEST_IMAGES}")
-        accuracy = _unit("accuracy", self.accuracy)
-        if self.auroc is not None:
-            _unit("macro AUROC", self.auroc)
+        numbers = {"n_test": self.n_test, "accuracy": self.accuracy, "macro AUROC": self.auroc}
+        numbers = fields.check(NUMBERS_SPEC, numbers, error=_range_error)
+        n, accuracy = numbers["n_test"], numbers["accuracy"]
         if len(self.per_class_recall) != num_classes:
             raise FormatError(
                 f"{len(self.per_class_recall)} per-class recalls for a label space of "
@@ -117,7 +146,7 @@ class EvaluationReport:
                 hint="send one recall per class of the federation's label space, in label order",
             )
         recalls = [
-            None if r is None else _unit(f"recall of class {k}", r)
+            fields.check(fields.Nullable(UNIT), r, f"recall of class {k}", error=_range_error)
             for k, r in enumerate(self.per_class_recall)
         ]
         if all(r is None for r in recalls):
@@ -140,10 +169,7 @@ class EvaluationReport:
                 code="E_EVALUATION_CLASSES",
                 hint="send num_classes * num_classes counts, row-major",
             )
-        for row in cm:
-            for c in row:
-                if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= MAX_TEST_IMAGES:
-                    raise _range(f"confusion count {c!r} is not an integer in 0..{MAX_TEST_IMAGES}")
+        fields.check(COUNTS, [list(row) for row in cm], "confusion", error=_range_error)
         if sum(map(sum, cm)) != self.n_test:
             raise _inconsistent(
                 f"the confusion counts sum to {sum(map(sum, cm))}, not n_test {self.n_test}"
@@ -176,25 +202,7 @@ class EvaluationReport:
 
     @classmethod
     def from_dict(cls, d: dict) -> EvaluationReport:
-        if (
-            not isinstance(d, dict)
-            or set(d)
-            != {
-                "v",
-                "classifier_id",
-                "n_test",
-                "accuracy",
-                "auroc",
-                "per_class_recall",
-                "confusion",
-            }
-            or d["v"] != REPORT_VERSION
-        ):
-            raise FormatError(
-                "not an evaluation report record",
-                code="E_EVALUATION_FORMAT",
-                hint="build it with EvaluationReport.to_dict",
-            )
+        fields.check(RECORD_SPEC, d, "evaluation report", error=_format_error)
         return cls(
             d["classifier_id"],
             d["n_test"],

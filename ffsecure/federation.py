@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ffsecure import FORMAT_VERSION, canonical, envelope, pki
 from ffsecure.errors import ConfigError, FormatError, VerificationError
-from ffsecure.records.ids import parse_port
+from ffsecure.records import fields
+from ffsecure.records.ids import KEY_ID, parse_port
 
 SIGNATURE_CONTEXT = b"ffsecure/federation-manifest/v1\x00"
 SIGNATURE_ALG = "ecdsa-p256-sha256"
@@ -38,29 +38,6 @@ MAX_MANIFEST_BYTES = 1 << 20
 MAX_MODULE_BYTES_CAP = 2 << 30  # 2 GiB: no federation may allow more
 DEFAULT_MAX_MODULE_BYTES = 64 << 20
 MAX_CLASSES = 1000
-
-SIGNED_FIELDS = {
-    "v",
-    "federation_id",
-    "label_space",
-    "image_shape",
-    "generator",
-    "dp_policy",
-    "limits",
-    "aggregator",
-    "privacy_policy",
-    "created_at",
-}
-AGGREGATOR_FIELDS = {
-    "endpoint",
-    "hpke_public_key",
-    "hpke_key_id",
-    "hpke_suite",
-    "log_public_key",
-    "log_origin",
-}
-DP_FIELDS = {"required", "max_epsilon", "delta"}
-LIMIT_FIELDS = {"max_module_bytes"}
 
 
 class ManifestSignatureError(VerificationError):
@@ -79,24 +56,87 @@ def _schema(msg: str) -> ManifestSchemaError:
     return ManifestSchemaError(msg, hint="fix federation.toml and run `ffsecure federation create`")
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _field_error(exc: fields.FieldError) -> ManifestSchemaError:
+    return _schema(exc.message)
+
+
+#: The signed manifest's fields: an exact key set, each placed and bounded; what needs more
+#: than a spec (the image shape, the generator config, endpoint, keys, times) is checked by
+#: :meth:`FederationManifest.validate` after it.
+DP_POLICY_SPEC = fields.Table(
+    {
+        "required": fields.Bool(),
+        "max_epsilon": fields.Nullable(fields.Float(0.0, above=True)),
+        "delta": fields.Nullable(fields.Float(0.0, 1.0, above=True, below=True)),
+    },
+    expect="{required: bool, max_epsilon, delta}",
+)
+LIMITS_SPEC = fields.Table(
+    {"max_module_bytes": fields.Int(1024, MAX_MODULE_BYTES_CAP)},
+    expect="{max_module_bytes: 1 KiB .. 2 GiB}",
+)
+AGGREGATOR_SPEC = fields.Table(
+    {
+        "endpoint": fields.Str(1, 255, expect="host:port"),
+        "hpke_public_key": fields.Str(expect="base64"),
+        "hpke_key_id": fields.Str(rule=KEY_ID),
+        "hpke_suite": fields.Str(options=tuple(sorted(envelope.SUITES))),
+        "log_public_key": fields.Str(max_len=512, expect="a signed-note verifier key string"),
+        "log_origin": fields.Str(1, 255, expect="a non-empty string"),
+    }
+)
+MANIFEST_SPEC = fields.Table(
+    {
+        "v": fields.Int(FORMAT_VERSION, FORMAT_VERSION, expect=f"{FORMAT_VERSION}"),
+        "federation_id": fields.Opaque(),  # an id, checked first with its E_IDENTITY
+        "label_space": fields.List(
+            fields.Str(1, 128),
+            1,
+            MAX_CLASSES,
+            unique=True,
+            expect=f"1..{MAX_CLASSES} distinct non-empty names",
+        ),
+        "image_shape": fields.Opaque(),  # check_image_shape
+        "generator": fields.Table(
+            {"family": fields.Str(), "config": fields.Opaque((dict,))},
+            expect="{family: str, config: object}",
+        ),
+        "dp_policy": DP_POLICY_SPEC,
+        "limits": LIMITS_SPEC,
+        "aggregator": AGGREGATOR_SPEC,
+        "privacy_policy": fields.Nullable(fields.Scalars()),  # then check_policy_fields
+        "created_at": fields.Str(max_len=64, expect="an RFC 3339 UTC time"),
+    }
+)
+SIGNED_FIELDS = set(MANIFEST_SPEC.fields)
+AGGREGATOR_FIELDS = set(AGGREGATOR_SPEC.fields)
+DP_FIELDS = set(DP_POLICY_SPEC.fields)
+LIMIT_FIELDS = set(LIMITS_SPEC.fields)
+#: ``federation.json``: the signed body (checked after its signature) and 1 to 4 signatures.
+SIGNED_FILE_SPEC = fields.Table(
+    {"signed": fields.Opaque(), "signatures": fields.List(fields.Opaque(), 1, 4)}
+)
+#: One signature entry; checked as the entries are tried, in order, up to the one that verifies.
+SIGNATURE_SPEC = fields.Table(
+    {
+        "alg": fields.Str(options=(SIGNATURE_ALG,)),
+        "keyid": fields.Opaque(),  # an entry of another key is skipped, whatever its keyid
+        "sig": fields.Str(max_len=512),
+    },
+    expect="{alg: ecdsa-p256-sha256, keyid, sig}",
+)
 
 
 def check_image_shape(shape: Any) -> tuple[int, int, int]:
-    if (
-        not isinstance(shape, (list, tuple))
-        or len(shape) != 3
-        or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
-    ):
-        raise _schema(f"image_shape {shape!r} must be [C, H, W]")
-    c, h, w = shape
-    if c not in (1, 3) or not all(8 <= v <= 64 and v % 4 == 0 for v in (h, w)):
-        raise _schema(
-            f"image_shape {list(shape)} must have C in {{1,3}} and H, W multiples "
+    """The federation's image shape, or E_MANIFEST_SCHEMA (the rule lives in records.fields)."""
+    return fields.check_image_shape(
+        shape,
+        not_three=lambda got: _schema(f"image_shape {got!r} must be [C, H, W]"),
+        unsupported=lambda got: _schema(
+            f"image_shape {list(got)} must have C in {{1,3}} and H, W multiples "
             "of 4 between 8 and 64"
-        )
-    return (c, h, w)
+        ),
+    )
 
 
 def check_vkey(vkey: Any) -> str:
@@ -114,13 +154,9 @@ def check_vkey(vkey: Any) -> str:
 
 
 def _validate_generator(
-    generator: Any, label_space: list[str], image_shape: tuple[int, int, int]
+    generator: dict, label_space: list[str], image_shape: tuple[int, int, int]
 ) -> dict:
-    if not isinstance(generator, dict) or set(generator) != {"family", "config"}:
-        raise _schema("generator must be {family, config}")
     family, config = generator["family"], generator["config"]
-    if not isinstance(family, str) or not isinstance(config, dict):
-        raise _schema("generator family must be a string and config an object")
     try:
         from ffsecure.generators import validate_config
     except ImportError:  # generator families not installed: structural checks only
@@ -196,8 +232,7 @@ class FederationManifest:
         if not isinstance(obj, dict) or set(obj) != SIGNED_FIELDS:
             got = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
             raise _schema(f"manifest fields are {got}, expected {sorted(SIGNED_FIELDS)}")
-        if obj["v"] != FORMAT_VERSION:
-            raise _schema(f"manifest version {obj['v']!r} is not supported")
+        fields.check(MANIFEST_SPEC.fields["v"], obj["v"], "manifest version", error=_field_error)
         shape = obj["image_shape"]
         return cls(
             federation_id=obj["federation_id"],
@@ -215,45 +250,16 @@ class FederationManifest:
     # -- validation ------------------------------------------------------
     def validate(self) -> None:
         pki.check_id(self.federation_id, "federation id")
-        labels = self.label_space
-        if (
-            not isinstance(labels, list)
-            or not 1 <= len(labels) <= MAX_CLASSES
-            or not all(isinstance(n, str) and 0 < len(n) <= 128 for n in labels)
-            or len(set(labels)) != len(labels)
-        ):
-            raise _schema(f"label_space must be 1..{MAX_CLASSES} distinct non-empty names")
+        fields.check(MANIFEST_SPEC, self._fields(), error=_field_error)
         self.image_shape = check_image_shape(self.image_shape)
-        self.generator = _validate_generator(self.generator, labels, self.image_shape)
+        self.generator = _validate_generator(self.generator, self.label_space, self.image_shape)
         dp = self.dp_policy
-        if not isinstance(dp, dict) or set(dp) != DP_FIELDS or not isinstance(dp["required"], bool):
-            raise _schema("dp_policy must be {required: bool, max_epsilon, delta}")
-        for key in ("max_epsilon", "delta"):
-            if dp[key] is not None and not (_number(dp[key]) and dp[key] > 0):
-                raise _schema(f"dp_policy.{key} must be a positive number or null")
-        if dp["delta"] is not None and dp["delta"] >= 1:
-            raise _schema("dp_policy.delta must be below 1")
         if dp["required"] and (dp["max_epsilon"] is None or dp["delta"] is None):
             raise _schema("a required DP policy needs max_epsilon and delta")
-        limits = self.limits
-        if (
-            not isinstance(limits, dict)
-            or set(limits) != LIMIT_FIELDS
-            or not isinstance(limits["max_module_bytes"], int)
-            or isinstance(limits["max_module_bytes"], bool)
-            or not 1024 <= limits["max_module_bytes"] <= MAX_MODULE_BYTES_CAP
-        ):
-            raise _schema("limits must be {max_module_bytes: 1 KiB .. 2 GiB}")
         agg = self.aggregator
-        if not isinstance(agg, dict) or set(agg) != AGGREGATOR_FIELDS:
-            raise _schema(f"aggregator must have exactly {sorted(AGGREGATOR_FIELDS)}")
-        if not isinstance(agg["endpoint"], str) or not 0 < len(agg["endpoint"]) <= 255:
-            raise _schema("aggregator.endpoint must be host:port")
         host, _, port = agg["endpoint"].rpartition(":")
         if not host or not parse_port(port):
             raise _schema(f"aggregator.endpoint {agg['endpoint']!r} must be host:port")
-        if agg["hpke_suite"] not in envelope.SUITES:
-            raise _schema(f"aggregator.hpke_suite must be one of {sorted(envelope.SUITES)}")
         try:
             public = envelope.b64decode(agg["hpke_public_key"], "hpke_public_key")
         except Exception:
@@ -265,15 +271,8 @@ class FederationManifest:
         if agg["hpke_key_id"] != envelope.key_id(public):
             raise _schema("aggregator.hpke_key_id does not match hpke_public_key")
         check_vkey(agg["log_public_key"])
-        if not isinstance(agg["log_origin"], str) or not 0 < len(agg["log_origin"]) <= 255:
-            raise _schema("aggregator.log_origin must be a non-empty string")
         if self.privacy_policy is not None:
             pp = self.privacy_policy
-            if not isinstance(pp, dict) or not all(
-                isinstance(k, str) and (v is None or isinstance(v, (bool, str)) or _number(v))
-                for k, v in pp.items()
-            ):
-                raise _schema("privacy_policy must be an object of scalar values")
             from ffsecure.privacy.policy import check_policy_fields
 
             try:
@@ -284,6 +283,21 @@ class FederationManifest:
             pki.parse_rfc3339(self.created_at)
         except FormatError:
             raise _schema(f"created_at {self.created_at!r} is not RFC 3339 UTC") from None
+
+    def _fields(self) -> dict[str, Any]:
+        """The fields as given (not normalised as :meth:`to_dict` does), for the spec check."""
+        return {
+            "v": self.version,
+            "federation_id": self.federation_id,
+            "label_space": self.label_space,
+            "image_shape": self.image_shape,
+            "generator": self.generator,
+            "dp_policy": self.dp_policy,
+            "limits": self.limits,
+            "aggregator": self.aggregator,
+            "privacy_policy": self.privacy_policy,
+            "created_at": self.created_at,
+        }
 
 
 # ----------------------------------------------------------- sign / verify
@@ -323,24 +337,14 @@ def load_signed_manifest(data: bytes, ca_cert: x509.Certificate) -> FederationMa
     E_MANIFEST_SIGNATURE (no valid CA signature), E_FEDERATION_MISMATCH.
     """
     obj = canonical.loads_canonical(data, max_bytes=MAX_MANIFEST_BYTES)
-    if not isinstance(obj, dict) or set(obj) != {"signed", "signatures"}:
-        raise _schema("federation.json must be {signed, signatures}")
+    fields.check(SIGNED_FILE_SPEC, obj, "federation.json", error=_field_error)
     sigs = obj["signatures"]
-    if not isinstance(sigs, list) or not 1 <= len(sigs) <= 4:
-        raise _schema("federation.json must carry 1 to 4 signatures")
     message = _message(canonical.dumps(obj["signed"]))
     fingerprint = pki.cert_fingerprint(ca_cert)
     public = ca_cert.public_key()
     verified = False
     for entry in sigs:
-        if (
-            not isinstance(entry, dict)
-            or set(entry) != {"alg", "keyid", "sig"}
-            or entry["alg"] != SIGNATURE_ALG
-            or not isinstance(entry["sig"], str)
-            or len(entry["sig"]) > 512
-        ):
-            raise _schema("a signature entry must be {alg: ecdsa-p256-sha256, keyid, sig}")
+        fields.check(SIGNATURE_SPEC, entry, "signature entry", error=_field_error)
         if entry["keyid"] != fingerprint:
             continue
         sig = canonical.b64decode_canonical(entry["sig"])
@@ -411,20 +415,69 @@ def load_public_keys(path: str | Path) -> dict:
 
 # ---------------------------------------------------------- federation.toml
 
-TOML_TOP = {
-    "federation_id",
-    "label_space",
-    "image_shape",
-    "generator",
-    "dp_policy",
-    "limits",
-    "aggregator",
-    "privacy_policy",
-}
+_OPTIONAL = fields.Field(fields.Opaque(), default=fields.OMIT)
+_KEY_NAMES = ("hpke_public_key", "hpke_suite", "log_public_key", "log_origin")
+#: ``federation.toml``: its key sets and defaults. Values are only placed here; the manifest
+#: built from them checks them (:data:`MANIFEST_SPEC`), so a bad value reads the same in both.
+TOML_SPEC = fields.Table(
+    {
+        "federation_id": fields.Opaque(),
+        "label_space": fields.Opaque(),
+        "image_shape": fields.Opaque(),
+        "generator": fields.Table(
+            {"family": fields.Opaque(), "size": _OPTIONAL, "config": _OPTIONAL}
+        ),
+        "dp_policy": fields.Field(
+            fields.Table(
+                {
+                    "required": fields.Field(fields.Opaque(), default=False),
+                    "max_epsilon": fields.Field(fields.Opaque(), default=None),
+                    "delta": fields.Field(fields.Opaque(), default=None),
+                }
+            ),
+            default={},
+        ),
+        "limits": fields.Field(
+            fields.Table(
+                {"max_module_bytes": fields.Field(fields.Opaque(), DEFAULT_MAX_MODULE_BYTES)}
+            ),
+            default={},
+        ),
+        "aggregator": fields.Table(
+            {
+                "endpoint": fields.Opaque(),
+                "public_keys": fields.Field(fields.Str(1, 4096), default=fields.OMIT),
+                **{name: _OPTIONAL for name in _KEY_NAMES},
+            }
+        ),
+        "privacy_policy": fields.Field(fields.Opaque(), default=None),
+    }
+)
+TOML_TOP = set(TOML_SPEC.fields)
 
 
 def _config_error(msg: str) -> ConfigError:
     return ConfigError(msg, hint="see docs/pki.md for the federation.toml keys")
+
+
+def _toml_error(name: str, exc: fields.FieldError) -> ConfigError:
+    """The federation.toml messages: what a table takes, or what the file lacks."""
+    table = exc.key.partition(".")[0]
+    if exc.key in TOML_TOP and exc.problem is fields.Problem.MISSING:
+        return _config_error(f"{name} lacks the key {exc.key!r}")
+    if not exc.key:
+        return _config_error(f"unknown keys in {name}: {list(exc.keys)}")
+    if table == "generator":
+        return _config_error(
+            "[generator] takes family and either size or a [generator.config] table"
+        )
+    if table in ("dp_policy", "limits"):
+        known = sorted(DP_FIELDS if table == "dp_policy" else LIMIT_FIELDS)
+        return _config_error(f"[{table}] takes only {known}")
+    if exc.key == "aggregator.public_keys":
+        return _config_error(exc.message)
+    allowed = sorted({"endpoint", "public_keys", *_KEY_NAMES})
+    return _config_error(f"[aggregator] takes endpoint and public_keys (or {allowed})")
 
 
 def manifest_from_toml(path: str | Path) -> FederationManifest:
@@ -436,17 +489,8 @@ def manifest_from_toml(path: str | Path) -> FederationManifest:
         raise _config_error(f"cannot read {path}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise _config_error(f"{path} is not valid TOML: {exc}") from None
-    unknown = set(cfg) - TOML_TOP
-    if unknown:
-        raise _config_error(f"unknown keys in {path.name}: {sorted(unknown)}")
-    for key in ("federation_id", "label_space", "image_shape", "generator", "aggregator"):
-        if key not in cfg:
-            raise _config_error(f"{path.name} lacks the key {key!r}")
+    cfg = fields.check(TOML_SPEC, cfg, error=lambda exc: _toml_error(path.name, exc))
     gen = cfg["generator"]
-    if not isinstance(gen, dict) or set(gen) - {"family", "size", "config"} or "family" not in gen:
-        raise _config_error(
-            "[generator] takes family and either size or a [generator.config] table"
-        )
     image_shape = check_image_shape(cfg["image_shape"])
     if "config" in gen:
         config = gen["config"]
@@ -463,25 +507,14 @@ def manifest_from_toml(path: str | Path) -> FederationManifest:
             num_classes=len(cfg["label_space"]),
             size=gen.get("size", "default"),
         )
-    dp = cfg.get("dp_policy", {})
-    if not isinstance(dp, dict) or set(dp) - DP_FIELDS:
-        raise _config_error(f"[dp_policy] takes only {sorted(DP_FIELDS)}")
-    limits = cfg.get("limits", {})
-    if not isinstance(limits, dict) or set(limits) - LIMIT_FIELDS:
-        raise _config_error(f"[limits] takes only {sorted(LIMIT_FIELDS)}")
     agg = cfg["aggregator"]
-    allowed = {"endpoint", "public_keys"} | AGGREGATOR_FIELDS - {"hpke_key_id"}
-    if not isinstance(agg, dict) or set(agg) - allowed or "endpoint" not in agg:
-        raise _config_error(f"[aggregator] takes endpoint and public_keys (or {sorted(allowed)})")
     if "public_keys" in agg:
         keys = load_public_keys(path.parent / agg["public_keys"])
     else:
-        missing = {"hpke_public_key", "hpke_suite", "log_public_key", "log_origin"} - set(agg)
+        missing = set(_KEY_NAMES) - set(agg)
         if missing:
             raise _config_error(f"[aggregator] lacks {sorted(missing)} (or give public_keys)")
-        keys = {
-            k: agg[k] for k in ("hpke_public_key", "hpke_suite", "log_public_key", "log_origin")
-        }
+        keys = {k: agg[k] for k in _KEY_NAMES}
         keys["hpke_key_id"] = envelope.key_id(
             envelope.b64decode(agg["hpke_public_key"], "hpke_public_key")
         )
@@ -491,14 +524,10 @@ def manifest_from_toml(path: str | Path) -> FederationManifest:
             label_space=cfg["label_space"],
             image_shape=image_shape,
             generator={"family": gen["family"], "config": config},
-            dp_policy={
-                "required": dp.get("required", False),
-                "max_epsilon": dp.get("max_epsilon"),
-                "delta": dp.get("delta"),
-            },
-            limits={"max_module_bytes": limits.get("max_module_bytes", DEFAULT_MAX_MODULE_BYTES)},
+            dp_policy=cfg["dp_policy"],
+            limits=cfg["limits"],
             aggregator={"endpoint": agg["endpoint"], **keys},
-            privacy_policy=cfg.get("privacy_policy"),
+            privacy_policy=cfg["privacy_policy"],
         )
     except (ManifestSchemaError, VerificationError) as exc:
         raise ConfigError(f"{path.name}: {exc.message}", hint=exc.hint) from None

@@ -23,7 +23,6 @@ import copy
 import datetime as dt
 import hashlib
 import hmac
-import math
 import secrets
 import struct
 from dataclasses import dataclass, field
@@ -38,9 +37,11 @@ from ffsecure import FORMAT_VERSION, __version__, canonical, pki
 from ffsecure.envelope import DefaultHint, FederationMismatchError, TooLargeError
 from ffsecure.errors import FFSecureError, FormatError, PolicyError, VerificationError
 from ffsecure.federation import FederationManifest, ManifestSchemaError, check_image_shape
+from ffsecure.records import fields
+from ffsecure.records.fields import is_number
 
-# ModuleIdError and check_module_id stay importable here; the rule is in ffsecure.records.ids.
-from ffsecure.records.ids import SHA256_HEX, check_module_id
+# ModuleIdError and check_module_id stay importable from here; the rule lives in ffsecure.records.ids.
+from ffsecure.records.ids import FEDERATION_ID, MODULE_ID, SHA256_HEX, SITE_ID, check_module_id
 from ffsecure.records.ids import ModuleIdError as ModuleIdError
 
 SIGNATURE_CONTEXT = b"ffsecure/module-manifest/v1\x00"
@@ -50,23 +51,6 @@ MAX_MANIFEST_BYTES = 256 * 1024
 MAX_SIGNATURE_BYTES = 8 * 1024
 MAX_CHAIN_BYTES = 16 * 1024
 CLOCK_SKEW = dt.timedelta(minutes=5)
-
-MANIFEST_FIELDS = {
-    "v",
-    "federation_id",
-    "site_id",
-    "module_id",
-    "created_at",
-    "generator",
-    "image_shape",
-    "classes",
-    "weights_sha256",
-    "weights_bytes",
-    "dp",
-    "library_version",
-    "seed",
-    "privacy_report",
-}
 
 
 # --------------------------------------------------------------------- errors
@@ -133,17 +117,43 @@ def _schema(msg: str) -> ManifestSchemaError:
     )
 
 
+def _field_error(exc: fields.FieldError) -> FFSecureError:
+    if exc.key == "module_id":  # the module id keeps its own code, E_MODULE_ID
+        check_module_id(exc.value)
+    return _schema(exc.message)
+
+
+#: The module manifest's fields, in the order they are checked: an exact key set, each typed
+#: and bounded (ids by their rules in ffsecure.records.ids). What a spec cannot say (the time, the
+#: image shape, dp's epsilon and delta, the privacy report's own fields) follows in
+#: :meth:`ModuleManifest.validate`.
+MANIFEST_SPEC = fields.Table(
+    {
+        "v": fields.Int(FORMAT_VERSION, FORMAT_VERSION, expect=f"format version {FORMAT_VERSION}"),
+        "federation_id": fields.Str(rule=FEDERATION_ID),
+        "site_id": fields.Str(rule=SITE_ID),
+        "module_id": fields.Str(rule=MODULE_ID),
+        "created_at": fields.Str(max_len=64, expect="an RFC 3339 UTC time"),
+        "generator": fields.Table(
+            {"family": fields.Str(), "config": fields.Opaque((dict,))},
+            expect="{family: str, config: object}",
+        ),
+        "image_shape": fields.Opaque(),  # check_image_shape
+        "classes": fields.List(fields.Int(), 1, 1000, expect="a list of 1..1000 class indices"),
+        "weights_sha256": fields.Str(rule=SHA256_HEX),
+        "weights_bytes": fields.Int(1, (1 << 40) - 1, expect="a positive integer below 2^40"),
+        "dp": fields.Nullable(fields.Scalars(max_keys=32)),
+        "seed": fields.Int(0, (1 << 63) - 1, expect="an integer in [0, 2^63)"),
+        "library_version": fields.Str(1, 32, expect="a short string"),
+        "privacy_report": fields.Nullable(fields.Scalars(max_keys=64)),  # then check_report
+    }
+)
+MANIFEST_FIELDS = set(MANIFEST_SPEC.fields)
+
+
 def new_module_id() -> str:
     """A fresh random 128-bit module id (32 lowercase hex digits)."""
     return secrets.token_hex(16)
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 # ------------------------------------------------------------------ manifest
@@ -173,74 +183,45 @@ class ModuleManifest:
 
     def validate(self) -> None:
         """Schema checks only (types, bounds); policy is checked by :func:`verify_package`."""
-        if self.version != FORMAT_VERSION:
-            raise _schema(f"format version {self.version!r} is not supported")
-        try:
-            pki.check_id(self.federation_id, "federation id")
-            pki.check_id(self.site_id, "site id")
-        except FFSecureError as exc:
-            raise _schema(exc.message) from None
-        check_module_id(self.module_id)
+        fields.check(MANIFEST_SPEC, self._fields(), error=_field_error)
         try:
             pki.parse_rfc3339(self.created_at)
         except FFSecureError:
             raise _schema(f"created_at {self.created_at!r} is not RFC 3339 UTC") from None
-        gen = self.generator
-        if (
-            not isinstance(gen, dict)
-            or set(gen) != {"family", "config"}
-            or not isinstance(gen["family"], str)
-            or not isinstance(gen["config"], dict)
-        ):
-            raise _schema("generator must be {family: str, config: object}")
         try:
             self.image_shape = check_image_shape(self.image_shape)
         except FFSecureError as exc:
             raise _schema(exc.message) from None
-        if (
-            not isinstance(self.classes, list)
-            or not 1 <= len(self.classes) <= 1000
-            or not all(_int(c) for c in self.classes)
+        if self.dp is not None and not (
+            is_number(self.dp.get("epsilon")) and is_number(self.dp.get("delta"))
         ):
-            raise _schema("classes must be a list of 1..1000 class indices")
-        if not SHA256_HEX.matches(self.weights_sha256):
-            raise _schema("weights_sha256 must be 64 lowercase hex digits")
-        if not _int(self.weights_bytes) or not 0 < self.weights_bytes < 1 << 40:
-            raise _schema("weights_bytes must be a positive integer")
-        if self.dp is not None:
-            dp = self.dp
-            if (
-                not isinstance(dp, dict)
-                or len(dp) > 32
-                or not all(
-                    isinstance(k, str) and (v is None or isinstance(v, (str, bool)) or _number(v))
-                    for k, v in dp.items()
-                )
-            ):
-                raise _schema("dp must be null or an object of scalar values")
-            if not (_number(dp.get("epsilon")) and _number(dp.get("delta"))):
-                raise _schema("dp must state the achieved epsilon and delta as numbers")
-        if not _int(self.seed) or not 0 <= self.seed < 1 << 63:
-            raise _schema("seed must be an integer in [0, 2^63)")
-        if not isinstance(self.library_version, str) or not 0 < len(self.library_version) <= 32:
-            raise _schema("library_version must be a short string")
+            raise _schema("dp must state the achieved epsilon and delta as numbers")
         if self.privacy_report is not None:
-            pr = self.privacy_report
-            if (
-                not isinstance(pr, dict)
-                or len(pr) > 64
-                or not all(
-                    isinstance(k, str) and (v is None or isinstance(v, (str, bool)) or _number(v))
-                    for k, v in pr.items()
-                )
-            ):
-                raise _schema("privacy_report must be null or an object of scalar values")
             from ffsecure.privacy.report import check_report
 
             try:
-                check_report(pr)
+                check_report(self.privacy_report)
             except FFSecureError as exc:
                 raise _schema(exc.message) from None
+
+    def _fields(self) -> dict[str, Any]:
+        """The fields as given (not normalised as :meth:`to_dict` does), for the spec check."""
+        return {
+            "v": self.version,
+            "federation_id": self.federation_id,
+            "site_id": self.site_id,
+            "module_id": self.module_id,
+            "created_at": self.created_at,
+            "generator": self.generator,
+            "image_shape": self.image_shape,
+            "classes": self.classes,
+            "weights_sha256": self.weights_sha256,
+            "weights_bytes": self.weights_bytes,
+            "dp": self.dp,
+            "seed": self.seed,
+            "library_version": self.library_version,
+            "privacy_report": self.privacy_report,
+        }
 
     def to_dict(self) -> dict:
         return {

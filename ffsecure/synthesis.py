@@ -41,6 +41,7 @@ import torch
 from ffsecure import canonical
 from ffsecure.errors import ConfigError, NotFoundError, VerificationError
 from ffsecure.generators.base import Generator
+from ffsecure.records.fields import is_int
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +138,7 @@ def _check_sources(
             )
         if (
             not src.classes
-            or any(
-                not isinstance(k, int) or isinstance(k, bool) or not 0 <= k < num_classes
-                for k in src.classes
-            )
+            or any(not is_int(k) or not 0 <= k < num_classes for k in src.classes)
             or len(set(src.classes)) != len(src.classes)
         ):
             raise _error(
@@ -237,9 +235,9 @@ def synthesize(
     """Sample ``per_class`` images of every covered class from the modules that cover it."""
     if not isinstance(num_classes, int) or not 1 <= num_classes <= 1000:
         raise _error(f"num_classes must be in [1, 1000], got {num_classes!r}")
-    if not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1:
+    if not is_int(per_class) or per_class < 1:
         raise _error(f"per_class must be a positive integer, got {per_class!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+    if not is_int(seed) or not 0 <= seed < 2**63:
         raise _error(f"seed must be an integer in [0, 2^63), got {seed!r}")
     ordered, shape = _check_sources(sources, num_classes)
     nbytes = per_class * num_classes * int(np.prod(shape)) * 4

@@ -32,7 +32,6 @@ from ffsecure.ledger import (
     leaf_hash,
     open_checkpoint,
     validate_entry,
-    verify_consistency,
     verify_inclusion,
 )
 from ffsecure.records.entries import EntryType
@@ -437,21 +436,6 @@ class AggregatorClient:
             pb.GetConsistencyProofRequest(old_size=old_size, new_size=new_size),
         )
         return [bytes(h) for h in r.hashes]
-
-    def check_log_extends(self, old_note: str) -> Checkpoint:
-        """Fetch today's checkpoint and prove that the log seen in ``old_note`` is its prefix."""
-        if self.log_vkey is None:
-            raise LedgerError(
-                "no log key to verify checkpoints with",
-                code="E_CHECKPOINT_SIGNATURE",
-                hint="call use_federation(manifest) first",
-            )
-        old = open_checkpoint(old_note, self.log_vkey, origin=self.log_origin)
-        note, _ = self.get_checkpoint()
-        new = open_checkpoint(note, self.log_vkey, origin=self.log_origin)
-        proof = self.get_consistency_proof(old.size, new.size) if 0 < old.size < new.size else []
-        verify_consistency(old.size, new.size, old.root_hash, new.root_hash, proof)
-        return new
 
     # -- deletion ------------------------------------------------------------------
     def request_deletion(self, module_ids: Sequence[str], reason: str) -> DeletionResult:

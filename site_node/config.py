@@ -11,7 +11,6 @@ the test suite checks that the two agree.
 
 from __future__ import annotations
 
-import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 
 from ffsecure import templates
 from ffsecure.errors import ConfigError
+from ffsecure.records import fields
 from ffsecure.records.ids import parse_port
 
 DEFAULT_TOML = templates.read("site.toml")
@@ -29,55 +29,71 @@ def _cfg_error(key: str, problem: str, fix: str) -> ConfigError:
     return ConfigError(f"site.toml key {key}: {problem}", hint=fix)
 
 
-# key -> (type, default) per table; types: str, float, int, bool, list, "opt_bool"
-SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
-    "site": {
-        "federation_id": ("str", None),
-        "site_id": ("str", None),
-        "state_dir": ("str", "state"),
-    },
-    "pki": {"key": ("str", ""), "passphrase_file": ("str", ""), "csr": ("str", "")},
+_STR = fields.Str()
+_COUNT = fields.Int(0)  # a non-negative integer, never a bool
+_SECONDS = fields.Float(0.0)  # a non-negative finite number, never a bool
+_CLASSES = fields.List(fields.AnyOf((fields.Str(), fields.Int())))
+
+
+def _f(spec: fields.Spec, default: Any = fields.MISSING) -> fields.Field:
+    return fields.Field(spec, default)
+
+
+#: table -> key -> field spec and default (no default: the key is required). The ranges beyond
+#: "not negative" and the paths are checked by ``_build``, which names the key and the fix.
+SCHEMA: dict[str, dict[str, fields.Field]] = {
+    "site": {"federation_id": _f(_STR), "site_id": _f(_STR), "state_dir": _f(_STR, "state")},
+    "pki": {"key": _f(_STR, ""), "passphrase_file": _f(_STR, ""), "csr": _f(_STR, "")},
     "aggregator": {
-        "endpoint": ("str", ""),
-        "server_name": ("str", ""),
-        "timeout_s": ("float", 30.0),
-        "upload_timeout_s": ("float", 600.0),
-        "chunk_bytes": ("int", 1 << 20),
-        "max_upload_bytes_per_s": ("int", 0),
-        "max_attempts": ("int", 8),
-        "base_delay_s": ("float", 0.2),
-        "max_delay_s": ("float", 10.0),
+        "endpoint": _f(_STR, ""),
+        "server_name": _f(_STR, ""),
+        "timeout_s": _f(_SECONDS, 30.0),
+        "upload_timeout_s": _f(_SECONDS, 600.0),
+        "chunk_bytes": _f(_COUNT, 1 << 20),
+        "max_upload_bytes_per_s": _f(_COUNT, 0),
+        "max_attempts": _f(_COUNT, 8),
+        "base_delay_s": _f(_SECONDS, 0.2),
+        "max_delay_s": _f(_SECONDS, 10.0),
     },
     "data": {
-        "source": ("str", None),
-        "root": ("str", ""),
-        "classes": ("list", []),
-        "label_match": ("str", "name"),
-        "split_seed": ("int", 0),
+        "source": _f(_STR),
+        "root": _f(_STR, ""),
+        "classes": _f(_CLASSES, ()),
+        "label_match": _f(_STR, "name"),
+        "split_seed": _f(_COUNT, 0),
     },
     "train": {
-        "size": ("str", "default"),
-        "epochs": ("int", 0),
-        "batch_size": ("int", 0),
-        "lr": ("float", 0.0),
-        "seed": ("int", 0),
-        "device": ("str", "cpu"),
-        "threads": ("int", 1),
+        "size": _f(_STR, "default"),
+        "epochs": _f(_COUNT, 0),
+        "batch_size": _f(_COUNT, 0),
+        "lr": _f(_SECONDS, 0.0),
+        "seed": _f(_COUNT, 0),
+        "device": _f(_STR, "cpu"),
+        "threads": _f(_COUNT, 1),
     },
     "dp": {
-        "enabled": ("opt_bool", None),
-        "target_epsilon": ("float", 0.0),
-        "delta": ("float", 0.0),
-        "max_grad_norm": ("float", 1.0),
-        "accountant": ("str", "prv"),
+        "enabled": _f(fields.Bool(), None),
+        "target_epsilon": _f(_SECONDS, 0.0),
+        "delta": _f(_SECONDS, 0.0),
+        "max_grad_norm": _f(_SECONDS, 1.0),
+        "accountant": _f(_STR, "prv"),
     },
     "daemon": {
-        "poll_interval_s": ("float", 300.0),
-        "retry_interval_s": ("float", 60.0),
-        "trigger_file": ("str", ""),
+        "poll_interval_s": _f(_SECONDS, 300.0),
+        "retry_interval_s": _f(_SECONDS, 60.0),
+        "trigger_file": _f(_STR, ""),
     },
 }
 REQUIRED_TABLES = {"site", "data"}
+#: The whole file: an exact set of tables (the optional ones filled with their defaults).
+SITE_SPEC = fields.Table(
+    {
+        table: fields.Field(
+            fields.Table(keys), default=fields.MISSING if table in REQUIRED_TABLES else {}
+        )
+        for table, keys in SCHEMA.items()
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -121,46 +137,50 @@ class SiteConfig:
         return read_passphrase(str(self.passphrase_file))
 
 
-def _typed(table: str, key: str, kind: str, value: Any) -> Any:
-    name = f"{table}.{key}"
-    if kind == "str":
-        if not isinstance(value, str):
-            raise _cfg_error(
-                name, f"must be a string, got {type(value).__name__}", f'write {key} = "..."'
-            )
-        return value
-    if kind == "opt_bool":
-        if not isinstance(value, bool):
-            raise _cfg_error(
-                name, "must be true or false", f"write {key} = true, or remove the line"
-            )
-        return value
-    if kind == "int":
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise _cfg_error(
-                name, f"must be a non-negative integer, got {value!r}", f"write {key} = 0 or more"
-            )
-        return value
-    if kind == "float":
-        if (
-            not isinstance(value, (int, float))
-            or isinstance(value, bool)
-            or not math.isfinite(value)
-            or value < 0
-        ):
-            raise _cfg_error(
-                name, f"must be a non-negative number, got {value!r}", f"write {key} = 0.0 or more"
-            )
-        return float(value)
-    if kind == "list":
-        if not isinstance(value, list) or not all(
-            isinstance(v, (str, int)) and not isinstance(v, bool) for v in value
-        ):
-            raise _cfg_error(
-                name, "must be a list of class names or indices", f'write {key} = ["normal"] or [0]'
-            )
-        return tuple(value)
-    raise AssertionError(kind)
+def _leaf_error(table: str, key: str, value: Any) -> ConfigError:
+    name, spec = f"{table}.{key}", SCHEMA[table][key].spec
+    if isinstance(spec, fields.Str):
+        got = type(value).__name__
+        return _cfg_error(name, f"must be a string, got {got}", f'write {key} = "..."')
+    if isinstance(spec, fields.Bool):
+        return _cfg_error(name, "must be true or false", f"write {key} = true, or remove the line")
+    if isinstance(spec, fields.Int):
+        return _cfg_error(
+            name, f"must be a non-negative integer, got {value!r}", f"write {key} = 0 or more"
+        )
+    if isinstance(spec, fields.Float):
+        return _cfg_error(
+            name, f"must be a non-negative number, got {value!r}", f"write {key} = 0.0 or more"
+        )
+    return _cfg_error(
+        name, "must be a list of class names or indices", f'write {key} = ["normal"] or [0]'
+    )
+
+
+def _site_error(exc: fields.FieldError) -> ConfigError:
+    """The E_CONFIG message of a spec failure: it names the key (or table) and the fix."""
+    table, _, rest = exc.key.partition(".")
+    key = rest.partition("[")[0]
+    if not table:  # the file holds a table it does not know
+        return _cfg_error(
+            f"[{exc.keys[0]}]",
+            "is not a known table",
+            f"use only {sorted(SCHEMA)}; see docs/site-operator.md",
+        )
+    if not key and exc.problem is fields.Problem.MISSING:
+        return _cfg_error(f"[{table}]", "is missing", "add the table (see docs/site-operator.md)")
+    if not key and exc.problem is fields.Problem.UNKNOWN:
+        return _cfg_error(
+            f"{table}.{exc.keys[0]}",
+            "is not a known key",
+            f"remove it; [{table}] takes {sorted(SCHEMA[table])}",
+        )
+    if not key:
+        return _cfg_error(table, "must be a table", f"write [{table}] on its own line")
+    if exc.problem is fields.Problem.MISSING:
+        return _cfg_error(f"{table}.{key}", "is required", f"add {key} = ... to [{table}]")
+    value = exc.value if key == rest else None  # a list item: name the list
+    return _leaf_error(table, key, value)
 
 
 def parse_config(text: str, path: Path) -> SiteConfig:
@@ -171,36 +191,8 @@ def parse_config(text: str, path: Path) -> SiteConfig:
         raise ConfigError(
             f"{path} is not valid TOML: {exc}", hint="fix the syntax at the position shown"
         ) from None
-    unknown = sorted(set(raw) - set(SCHEMA))
-    if unknown:
-        raise _cfg_error(
-            f"[{unknown[0]}]",
-            "is not a known table",
-            f"use only {sorted(SCHEMA)}; see docs/site-operator.md",
-        )
-    for table in sorted(REQUIRED_TABLES - set(raw)):
-        raise _cfg_error(f"[{table}]", "is missing", "add the table (see docs/site-operator.md)")
-    values: dict[str, dict[str, Any]] = {}
-    for table, keys in SCHEMA.items():
-        given = raw.get(table, {})
-        if not isinstance(given, dict):
-            raise _cfg_error(table, "must be a table", f"write [{table}] on its own line")
-        bad = sorted(set(given) - set(keys))
-        if bad:
-            raise _cfg_error(
-                f"{table}.{bad[0]}",
-                "is not a known key",
-                f"remove it; [{table}] takes {sorted(keys)}",
-            )
-        out = {}
-        for key, (kind, default) in keys.items():
-            if key in given:
-                out[key] = _typed(table, key, kind, given[key])
-            elif default is None and kind != "opt_bool":
-                raise _cfg_error(f"{table}.{key}", "is required", f"add {key} = ... to [{table}]")
-            else:
-                out[key] = default
-        values[table] = out
+    values = fields.check(SITE_SPEC, raw, error=_site_error)
+    values["data"]["classes"] = tuple(values["data"]["classes"])
     return _build(values, path)
 
 

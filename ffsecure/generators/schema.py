@@ -9,14 +9,14 @@ Configs are plain JSON-compatible dicts (ints, floats, strings, lists).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from ffsecure.errors import ConfigError
+from ffsecure.records import fields
 
 MAX_PARAMETERS = 64_000_000  # 256 MB of float32 weights
-CHANNEL_CHOICES = (1, 3)
+CHANNEL_CHOICES = fields.IMAGE_CHANNELS
 
 
 def config_error(message: str) -> ConfigError:
@@ -60,25 +60,24 @@ class ImageShape:
 Field = Int | Float | Choice | IntList | ImageShape
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _unsupported_shape(shape: tuple[int, int, int]) -> ConfigError:
+    c, h, w = shape
+    if c not in CHANNEL_CHOICES:
+        return config_error(f"image channels must be 1 or 3, got {c}")
+    name, size = ("height", h) if h % 4 or not 8 <= h <= 64 else ("width", w)
+    return config_error(f"image {name} must be a multiple of 4 in [8, 64], got {size}")
 
 
 def check_field(key: str, spec: Field, value: Any) -> Any:
     """Validate one value; return it normalised (ints as int, floats as float, lists as lists)."""
     if isinstance(spec, Int):
-        if not _is_int(value) or not spec.lo <= value <= spec.hi:
+        if not fields.is_int(value) or not spec.lo <= value <= spec.hi:
             raise config_error(
                 f"config key {key!r} must be an integer in [{spec.lo}, {spec.hi}], got {value!r}"
             )
         return int(value)
     if isinstance(spec, Float):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or not spec.lo <= value <= spec.hi
-        ):
+        if not fields.is_number(value) or not spec.lo <= value <= spec.hi:
             raise config_error(
                 f"config key {key!r} must be a number in [{spec.lo}, {spec.hi}], got {value!r}"
             )
@@ -93,7 +92,7 @@ def check_field(key: str, spec: Field, value: Any) -> Any:
         if (
             not isinstance(value, (list, tuple))
             or not spec.min_len <= len(value) <= spec.max_len
-            or not all(_is_int(v) and spec.lo <= v <= spec.hi for v in value)
+            or not all(fields.is_int(v) and spec.lo <= v <= spec.hi for v in value)
         ):
             raise config_error(
                 f"config key {key!r} must be a list of {spec.min_len}..{spec.max_len} integers "
@@ -101,19 +100,15 @@ def check_field(key: str, spec: Field, value: Any) -> Any:
             )
         return [int(v) for v in value]
     if isinstance(spec, ImageShape):
-        if (
-            not isinstance(value, (list, tuple))
-            or len(value) != 3
-            or not all(_is_int(v) for v in value)
-        ):
-            raise config_error(f"config key {key!r} must be [C, H, W], got {value!r}")
-        c, h, w = value
-        if c not in CHANNEL_CHOICES:
-            raise config_error(f"image channels must be 1 or 3, got {c}")
-        for name, size in (("height", h), ("width", w)):
-            if size % 4 or not 8 <= size <= 64:
-                raise config_error(f"image {name} must be a multiple of 4 in [8, 64], got {size}")
-        return [int(c), int(h), int(w)]
+        return list(
+            fields.check_image_shape(
+                value,
+                not_three=lambda got: config_error(
+                    f"config key {key!r} must be [C, H, W], got {got!r}"
+                ),
+                unsupported=_unsupported_shape,
+            )
+        )
     raise TypeError(f"unknown field spec {spec!r}")  # pragma: no cover
 
 

@@ -33,6 +33,7 @@ import torch
 
 from ffsecure import canonical
 from ffsecure.errors import FFSecureError, FormatError
+from ffsecure.records.fields import is_int
 
 MAX_HEADER_BYTES = 1 << 20
 MAX_METADATA_ENTRIES = 64
@@ -152,16 +153,12 @@ def parse_header(weights: bytes) -> tuple[dict[str, dict[str, Any]], int]:
         if (
             not isinstance(shape, list)
             or len(shape) > 8
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+            or not all(is_int(d) and d >= 0 for d in shape)
         ):
             raise _header_error(
                 f"tensor {name!r}: shape must be a list of at most 8 non-negative ints"
             )
-        if (
-            not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
-        ):
+        if not isinstance(offsets, list) or len(offsets) != 2 or not all(map(is_int, offsets)):
             raise _header_error(f"tensor {name!r}: data_offsets must be two ints")
         begin, end = offsets
         if not 0 <= begin <= end <= data_len:

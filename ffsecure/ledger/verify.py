@@ -5,20 +5,20 @@ It rebuilds the Merkle tree from the entry bytes, checks every checkpoint's
 signature and origin, that each checkpoint's root is the root of the first
 ``size`` entries, that consecutive checkpoints are consistent (RFC 9162
 consistency proofs, recomputed and verified), and that the latest
-checkpoint covers every entry. See docs/audit-bundle.md.
+checkpoint covers every entry. See docs/audit-bundle.md. The checks are
+``ffsecure.ledger.problems.log_problems``, shared with the audit's log
+checks; :func:`verify_log` raises the first problem (strict mode).
 """
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ffsecure.errors import LedgerError
-from ffsecure.ledger.checkpoint import Checkpoint, open_checkpoint, parse_vkey
-from ffsecure.ledger.merkle import MemoryTree, leaf_hash, verify_consistency
-from ffsecure.records.entries import validate_entry
-from ffsecure.records.ids import parse_tree_size
+from ffsecure.ledger.checkpoint import Checkpoint
+from ffsecure.ledger.merkle import MemoryTree
+from ffsecure.ledger.problems import LogState, log_problems
 
 MAX_BUNDLE_ENTRIES_BYTES = 4 << 30
 
@@ -49,9 +49,7 @@ class LogReport:
         }
 
 
-def _inconsistent(
-    message: str, hint: str = "the bundle was altered or is incomplete"
-) -> LedgerError:
+def _inconsistent(message: str, hint: str) -> LedgerError:
     return LedgerError(message, code="E_INCONSISTENT", hint=hint)
 
 
@@ -70,71 +68,29 @@ def read_entries(path: Path) -> list[bytes]:
 
 
 def verify_log(vkey: str, entries: list[bytes], checkpoint_notes: dict[str, bytes]) -> LogReport:
-    """Verify entries and checkpoints already read into memory.
+    """Verify entries and checkpoints already read into memory; raise the first problem.
 
     ``checkpoint_notes`` maps a file name (the decimal tree size) to note bytes.
+    The checks are :func:`ffsecure.ledger.problems.log_problems`; warnings
+    (entries dated out of order) do not fail here.
     """
-    verifier = parse_vkey(vkey)
-    parsed: list[dict] = []
-    tree = MemoryTree()
-    for i, data in enumerate(entries):
-        try:
-            parsed.append(validate_entry(data))
-        except LedgerError as exc:
-            raise LedgerError(
-                f"entry {i} is invalid: {exc.message}", code="E_ENTRY", hint=exc.hint
-            ) from None
-        tree.append_hash(leaf_hash(data))
-    if not checkpoint_notes:
+    states: list[LogState] = []
+    for problem in log_problems(vkey, entries, checkpoint_notes, states, diagnose=False):
+        if not problem.warning:
+            raise problem.error
+    state = states[-1]
+    latest = state.latest
+    if latest is None:  # unreachable: without a signed checkpoint a problem was raised
         raise _inconsistent("the bundle holds no checkpoint", hint="export the bundle again")
-    cps: list[Checkpoint] = []
-    for name, note in checkpoint_notes.items():
-        if parse_tree_size(name) is None:
-            raise _inconsistent(f"checkpoint file name {name!r} is not a tree size")
-        try:
-            cp = open_checkpoint(note, verifier)
-        except LedgerError as exc:
-            raise LedgerError(
-                f"checkpoint {name}: {exc.message}", code=exc.code, hint=exc.hint
-            ) from None
-        if cp.size != int(name):
-            raise _inconsistent(f"checkpoint file {name} holds a checkpoint of tree size {cp.size}")
-        cps.append(cp)
-    cps.sort(key=lambda c: c.size)
-    for cp in cps:
-        if cp.size > tree.size:
-            raise _inconsistent(
-                f"checkpoint {cp.size} covers more entries than entries.jsonl holds ({tree.size}): "
-                "entries were dropped"
-            )
-        if not hmac.compare_digest(tree.root(cp.size), cp.root_hash):
-            raise _inconsistent(
-                f"the first {cp.size} entries do not hash to the root signed in checkpoint {cp.size}: "
-                "an entry was changed, dropped, inserted or reordered"
-            )
-    for old, new in zip(cps, cps[1:]):
-        verify_consistency(
-            old.size,
-            new.size,
-            old.root_hash,
-            new.root_hash,
-            tree.consistency_proof(old.size, new.size),
-        )
-    latest = cps[-1]
-    if latest.size != tree.size:
-        raise _inconsistent(
-            f"entries.jsonl holds {tree.size} entries but the latest checkpoint covers {latest.size}: "
-            "entries were added after the last signed checkpoint"
-        )
     return LogReport(
         origin=latest.origin,
         vkey=vkey.strip(),
         size=latest.size,
         root_hash=latest.root_hash,
-        checkpoints=cps,
-        entries=parsed,
+        checkpoints=state.checkpoints,
+        entries=[entry for entry in state.entries if entry is not None],
         entry_bytes=list(entries),
-        tree=tree,
+        tree=state.tree,
     )
 
 
@@ -149,7 +105,10 @@ def verify_bundle_log(bundle_dir: str | Path) -> LogReport:
         )
     vkey = (root / "log.vkey").read_text(encoding="utf-8")
     if (root / "entries.jsonl").stat().st_size > MAX_BUNDLE_ENTRIES_BYTES:
-        raise _inconsistent("entries.jsonl is larger than this verifier accepts")
+        raise _inconsistent(
+            "entries.jsonl is larger than this verifier accepts",
+            hint="the bundle was altered or is incomplete",
+        )
     entries = read_entries(root / "entries.jsonl")
     notes = {
         p.name: p.read_bytes() for p in sorted((root / "checkpoints").iterdir()) if p.is_file()

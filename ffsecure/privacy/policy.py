@@ -36,6 +36,7 @@ from typing import Any
 
 from ffsecure.errors import FormatError, PolicyError
 from ffsecure.privacy.report import check_report
+from ffsecure.records.fields import is_number
 
 POLICY_FIELDS: dict[str, tuple[float, float] | None] = {
     "required": None,  # bool
@@ -79,9 +80,7 @@ class PrivacyPolicySchemaError(FormatError):
 
 
 def _number_in(value: Any, bounds: tuple[float, float]) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return False
-    return bounds[0] <= value <= bounds[1]
+    return is_number(value) and bounds[0] <= value <= bounds[1]
 
 
 def check_policy_fields(policy: Any) -> dict[str, Any]:

@@ -10,10 +10,10 @@ report a site keeps locally (``privacy-report.json``) carries more detail;
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from ffsecure.errors import FormatError
+from ffsecure.records import fields
 
 REPORT_VERSION = 1
 # The sizes a site measures with by default (`site-node privacy-check`, and `train` / `run` when the
@@ -45,35 +45,37 @@ class PrivacyReportError(FormatError):
     code = "E_PRIVACY_REPORT"
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _spec(kind: str, low: float, high: float) -> fields.Field:
+    bounded = fields.Int(int(low), int(high)) if kind == "int" else fields.Float(low, high)
+    return fields.Field(bounded, default=fields.OMIT)
+
+
+#: The declarative form of :data:`REPORT_FIELDS`: every key optional, none unknown.
+REPORT_SPEC = fields.Table({key: _spec(*bounds) for key, bounds in REPORT_FIELDS.items()})
+
+
+def _report_error(exc: fields.FieldError) -> PrivacyReportError:
+    hint = "produce the report with `site-node privacy-check`"
+    if exc.problem is fields.Problem.UNKNOWN:
+        message = (
+            f"privacy_report has unknown keys {list(exc.keys[:5])}; "
+            f"known keys: {sorted(REPORT_FIELDS)}"
+        )
+    elif exc.problem is fields.Problem.TYPE and exc.key == "privacy_report":
+        message = f"privacy_report must be an object, not {type(exc.value).__name__}"
+    elif exc.problem is fields.Problem.TYPE:
+        kind = REPORT_FIELDS[exc.key.partition(".")[2]][0]
+        wanted = "an integer" if kind == "int" else "a number"
+        message = f"{exc.key} must be {wanted}, got {exc.value!r}"
+    else:
+        low, high = REPORT_FIELDS[exc.key.partition(".")[2]][1:]
+        message = f"{exc.key} = {exc.value!r} is outside [{low:g}, {high:g}]"
+    return PrivacyReportError(message, hint=hint)
 
 
 def check_report(report: Any) -> dict[str, int | float]:
     """Check a manifest ``privacy_report``; return it unchanged or raise ``E_PRIVACY_REPORT``."""
-    hint = "produce the report with `site-node privacy-check`"
-    if not isinstance(report, dict):
-        raise PrivacyReportError(
-            f"privacy_report must be an object, not {type(report).__name__}", hint=hint
-        )
-    unknown = sorted(k for k in report if k not in REPORT_FIELDS)
-    if unknown:
-        raise PrivacyReportError(
-            f"privacy_report has unknown keys {unknown[:5]}; known keys: {sorted(REPORT_FIELDS)}",
-            hint=hint,
-        )
-    for key, value in report.items():
-        kind, low, high = REPORT_FIELDS[key]
-        if not _is_number(value) or (kind == "int" and not isinstance(value, int)):
-            raise PrivacyReportError(
-                f"privacy_report.{key} must be {'an integer' if kind == 'int' else 'a number'}"
-                f", got {value!r}",
-                hint=hint,
-            )
-        if not low <= value <= high:
-            raise PrivacyReportError(
-                f"privacy_report.{key} = {value!r} is outside [{low:g}, {high:g}]", hint=hint
-            )
+    fields.check(REPORT_SPEC, report, "privacy_report", error=_report_error)
     return report
 
 

@@ -12,7 +12,10 @@ Each record is parsed once, at the edge, into a frozen dataclass (or a checked
 * :mod:`ffsecure.records.receipts`: the receipt that proves an entry is in the
   log (upload and evaluation), in its kept JSON form and its protobuf form;
 * :mod:`ffsecure.records.wire`: the gRPC contract both sides share beyond the
-  ``.proto`` files: trailing-metadata keys and which statuses a client retries.
+  ``.proto`` files: trailing-metadata keys and which statuses a client retries;
+* :mod:`ffsecure.records.fields`: the declarative field-spec validator (numbers,
+  strings, lists, nested tables, exact key sets, defaults) that manifests,
+  reports and the TOML configs parse their untrusted input with.
 
 Layering: records import only the standard library, ``ffsecure.errors``,
 ``ffsecure.canonical``, the generated ``ffsecure.v1`` messages and ``grpc``;

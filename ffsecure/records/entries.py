@@ -48,6 +48,7 @@ from typing import Any, ClassVar
 
 from ffsecure import canonical
 from ffsecure.errors import FormatError, LedgerError
+from ffsecure.records.fields import is_int
 from ffsecure.records.ids import (
     ACTOR,
     ARTIFACT_ID,
@@ -414,7 +415,7 @@ def _check_time(value: Any) -> None:
 def _check_crl_facts(facts: dict) -> None:
     """``crl.loaded``: a non-negative integer CRL number and real RFC 3339 times."""
     number = facts["crl_number"]
-    if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+    if not is_int(number) or number < 0:
         raise _error(f"fact facts.crl_number {number!r} is not a non-negative integer")
     for key in ("this_update", "next_update"):
         value = facts[key]

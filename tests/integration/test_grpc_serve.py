@@ -19,6 +19,8 @@ import pytest
 from ffsecure.v1 import aggregator_pb2 as pb
 from ffsecure.v1 import aggregator_pb2_grpc as pb_grpc
 from site_node.client import AggregatorError
+from site_node.state import StateDir
+from site_node.sync import advance_checkpoint
 from tests.conftest import cli_env
 from tests.federation_fixture import build_federation
 
@@ -95,7 +97,7 @@ def _stub(fed, site, address):
     return ch, pb_grpc.AggregatorStub(ch)
 
 
-def test_serve_tls13_only_drain_on_sigterm_and_restart(fed):
+def test_serve_tls13_only_drain_on_sigterm_and_restart(fed, tmp_path):
     srv = ServeProcess(fed)
     try:
         site = fed.sites["st-mary"]
@@ -177,8 +179,12 @@ def test_serve_tls13_only_drain_on_sigterm_and_restart(fed):
                 first_sealed, upload_id="3" * 32, module_id=first_pkg.manifest.module_id
             )
             assert again.existing and again.index == first.index and again.entry == first.entry
-            new = c.check_log_extends(old_note)
-            assert new.size == drained.tree_size
+            state = StateDir(tmp_path / "site-state").ensure()
+            state.write_checkpoint(old_note)
+            note, _ = c.get_checkpoint()
+            advanced = advance_checkpoint(state, c, note)
+            assert advanced["size"] == drained.tree_size
+            assert state.read_checkpoint() == note
     finally:
         assert srv2.stop() == 0
 

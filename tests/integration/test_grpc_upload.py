@@ -13,6 +13,8 @@ from ffsecure.ledger import leaf_hash, open_checkpoint, validate_entry, verify_i
 from ffsecure.v1 import aggregator_pb2 as pb
 from ffsecure.v1 import aggregator_pb2_grpc as pb_grpc
 from site_node.client import AggregatorError, RetryPolicy, kept_receipt, verify_receipt
+from site_node.state import StateDir
+from site_node.sync import advance_checkpoint
 from tests.federation_fixture import build_federation
 
 
@@ -215,12 +217,17 @@ def test_bad_chunks_are_refused_with_typed_codes(fed, srv):
     assert srv.runtime.store.size() == size
 
 
-def test_checkpoint_and_proofs_show_the_log_only_grows(fed, srv):
+def test_checkpoint_and_proofs_show_the_log_only_grows(fed, srv, tmp_path):
+    state = StateDir(tmp_path / "state").ensure()
     with fed.client("st-john", srv.address) as c:
         old_note, old_size = c.get_checkpoint()
+        state.write_checkpoint(old_note)
         sealed, _ = fed.make_package("st-john", classes=[2])
         receipt = c.upload(sealed)
-        new = c.check_log_extends(old_note)
+        note, _ = c.get_checkpoint()
+        advanced = advance_checkpoint(state, c, note)
+        new = open_checkpoint(state.read_checkpoint(), c.log_vkey, origin=c.log_origin)
+        assert advanced == {"size": new.size, "previous_size": old_size}
         assert new.size > old_size
         hashes, entry = c.get_inclusion_proof(receipt.index, new.size)
         assert entry == receipt.entry
