@@ -47,16 +47,20 @@ def test_strings_from_the_bundle_are_escaped(tmp_path):
             "aggregator",
             {"module_id": mid, "reason": EVIL, "destroyed": ["wrapped_dek", "blob"]},
         ),
-        make_entry("classifier.published", "operator:o", {"classifier_id": EVIL[:20]}),
+        # an exporter can write any bytes into entries.jsonl: make_entry would refuse this id
+        {
+            **make_entry("classifier.published", "operator:o", {"classifier_id": "c" * 32}),
+            "facts": {"classifier_id": EVIL[:20]},
+        },
     ]
     bundle = write_bundle(tmp_path / "b", entries)
     result = audit_bundle(load_bundle(bundle), ca_pem=None)
     html = render_html(result)
     assert "<script" not in html and "<img" not in html
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;&quot;&gt;&lt;img src=x&gt;" in html
-    assert result.verdict == "FAILED"  # no CA, no module record, unknown classifier
+    assert result.verdict == "FAILED"  # no CA, no module record, an entry with a hostile id
     codes = {f.code for f in result.findings}
-    assert {"E_AUDIT_CA", "E_AUDIT_MODULE_RECORD", "E_AUDIT_LINEAGE_UNKNOWN"} <= codes
+    assert {"E_AUDIT_CA", "E_AUDIT_MODULE_RECORD", "E_AUDIT_ENTRY"} <= codes
     # the log part itself verified, so the deletion carries its inclusion proof
     assert (
         result.log.verified and "Inclusion proof</b> (RFC 9162) of entry 2 in checkpoint 4" in html
