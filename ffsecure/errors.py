@@ -31,6 +31,19 @@ class FFSecureError(Exception):
         return {"code": self.code, "message": self.message, "hint": self.hint}
 
 
+class DefaultHint:
+    """Mixin: an error class whose raise sites name no hint gets ``default_hint``.
+
+    Put it first in the bases (``class X(DefaultHint, FormatError)``) so that its
+    ``__init__`` fills the hint before :class:`FFSecureError` stores it.
+    """
+
+    default_hint: str | None = None
+
+    def __init__(self, message: str, *, hint: str | None = None, code: str | None = None):
+        super().__init__(message, hint=hint if hint is not None else self.default_hint, code=code)
+
+
 class ConfigError(FFSecureError):
     """A configuration file or option is missing, malformed or unsafe."""
 
@@ -65,6 +78,22 @@ class PolicyError(VerificationError):
     """A module breaks the federation's policy."""
 
     code = "E_POLICY"
+
+
+class FederationMismatchError(DefaultHint, VerificationError):
+    """A record names a different federation than the one expected."""
+
+    code = "E_FEDERATION_MISMATCH"
+    default_hint = "use the federation manifest of the federation you are sending to"
+
+
+class TooLargeError(DefaultHint, VerificationError):
+    """An input is larger than the federation allows."""
+
+    code = "E_TOO_LARGE"
+    default_hint = (
+        "the federation manifest's limits.max_module_bytes caps a module; make it smaller"
+    )
 
 
 class CryptoError(FFSecureError):

@@ -35,8 +35,15 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ffsecure import FORMAT_VERSION, __version__, canonical, pki
-from ffsecure.envelope import DefaultHint, FederationMismatchError, TooLargeError
-from ffsecure.errors import FFSecureError, FormatError, PolicyError, VerificationError
+from ffsecure.errors import (
+    DefaultHint,
+    FederationMismatchError,
+    FFSecureError,
+    FormatError,
+    PolicyError,
+    TooLargeError,
+    VerificationError,
+)
 from ffsecure.federation import FederationManifest, ManifestSchemaError, check_image_shape
 
 # ModuleIdError and check_module_id stay importable from here; the rule lives in ffsecure.ids.
