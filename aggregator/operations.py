@@ -162,6 +162,12 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+class NoModulesError(ConfigError):
+    """No live module to synthesize from (none uploaded yet, or all deleted)."""
+
+    code = "E_NO_MODULES"
+
+
 def _lineage_error(module_id: str) -> StoreError:
     return StoreError(
         f"module {module_id} was deleted while this artifact was being made",
@@ -296,9 +302,8 @@ class Operations:
         start = time.perf_counter()
         sources = self.live_sources(skipped=skipped)
         if not sources:
-            raise ConfigError(
+            raise NoModulesError(
                 "no live modules to synthesize from",
-                code="E_NO_MODULES",
                 hint="wait for sites to upload modules (`aggregator modules list`)",
             )
         k = len(self.label_space)
@@ -716,9 +721,7 @@ class Operations:
                     replaces=row.artifact_id,
                     data=(ds.images, ds.labels),
                 )
-            except ConfigError as exc:
-                if exc.code != "E_NO_MODULES":
-                    raise
+            except NoModulesError as exc:
                 out.skipped.append((row.artifact_id, exc.message))
                 continue
             out.classifiers.append(clf)

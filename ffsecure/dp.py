@@ -36,8 +36,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ffsecure.envelope import DefaultHint
-from ffsecure.errors import DPError, PolicyError
+from ffsecure.errors import DefaultHint, DPError, PolicyError
 from ffsecure.records.fields import is_int, is_number
 
 ACCOUNTANTS = ("prv", "rdp")

@@ -41,7 +41,14 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 
 from ffsecure import canonical
-from ffsecure.errors import CryptoError, FFSecureError, FormatError, VerificationError
+from ffsecure.errors import (
+    CryptoError,
+    DefaultHint,
+    FederationMismatchError,
+    FFSecureError,
+    FormatError,
+    TooLargeError,
+)
 from ffsecure.records.ids import KEY_ID
 
 MAGIC = b"FFSE"
@@ -57,15 +64,6 @@ SUITES = {
     "mlkem768-x25519": (hpke.KEM.MLKEM768_X25519, 64 + 32, 1184 + 32),
 }
 DEFAULT_SUITE = "x25519"
-
-
-class DefaultHint:
-    """Mixin: an error class whose raise sites name no hint gets ``default_hint``."""
-
-    default_hint: str | None = None
-
-    def __init__(self, message: str, *, hint: str | None = None, code: str | None = None):
-        super().__init__(message, hint=hint if hint is not None else self.default_hint, code=code)
 
 
 class EnvelopeFormatError(DefaultHint, FormatError):
@@ -90,13 +88,6 @@ class EnvelopeOpenError(DefaultHint, CryptoError):
     )
 
 
-class FederationMismatchError(DefaultHint, VerificationError):
-    """A record names a different federation than the one expected."""
-
-    code = "E_FEDERATION_MISMATCH"
-    default_hint = "use the federation manifest of the federation you are sending to"
-
-
 class KeyIdError(DefaultHint, CryptoError):
     """The envelope was sealed to a different aggregator key."""
 
@@ -108,15 +99,6 @@ class KeyFormatError(CryptoError):
     """Key bytes have the wrong length or encoding for their suite."""
 
     code = "E_KEY_FORMAT"
-
-
-class TooLargeError(DefaultHint, VerificationError):
-    """An input is larger than the federation allows."""
-
-    code = "E_TOO_LARGE"
-    default_hint = (
-        "the federation manifest's limits.max_module_bytes caps a module; make it smaller"
-    )
 
 
 def _suite(name: str) -> tuple[hpke.Suite, hpke.KEM, int, int]:

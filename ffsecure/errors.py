@@ -4,6 +4,11 @@ Every error carries a ``code`` (e.g. ``E_SIGNATURE``) that never changes
 between releases, a message saying what is wrong, and a ``hint`` saying what
 to do. Layers raise the most specific subclass; the edges (CLI, gRPC) map
 ``code`` onto exit codes or gRPC status details.
+
+Every code is listed, with the class that raises it and its meaning, in
+:mod:`ffsecure.errorcodes` (rendered in ``docs/errors.md``). A caller that must
+tell failures apart catches a subclass (``except TransientError``), never
+compares ``exc.code`` strings: a code is for scripts and people, a class for code.
 """
 
 from __future__ import annotations
@@ -29,6 +34,28 @@ class FFSecureError(Exception):
 
     def to_dict(self) -> dict:
         return {"code": self.code, "message": self.message, "hint": self.hint}
+
+
+class DefaultHint:
+    """Mixin: an error class whose raise sites name no hint gets ``default_hint``.
+
+    Put it first in the bases (``class X(DefaultHint, FormatError)``) so that its
+    ``__init__`` fills the hint before :class:`FFSecureError` stores it.
+    """
+
+    default_hint: str | None = None
+
+    def __init__(self, message: str, *, hint: str | None = None, code: str | None = None):
+        super().__init__(message, hint=hint if hint is not None else self.default_hint, code=code)
+
+
+class TransientError(FFSecureError):
+    """A failure that retrying later may cure: the peer is down, busy or rate-limiting,
+    a lock is held, or the work was stopped on request.
+
+    Callers that retry (the site daemon, the upload queue) branch on this class,
+    never on code strings; each subclass keeps its own code.
+    """
 
 
 class ConfigError(FFSecureError):
@@ -65,6 +92,22 @@ class PolicyError(VerificationError):
     """A module breaks the federation's policy."""
 
     code = "E_POLICY"
+
+
+class FederationMismatchError(DefaultHint, VerificationError):
+    """A record names a different federation than the one expected."""
+
+    code = "E_FEDERATION_MISMATCH"
+    default_hint = "use the federation manifest of the federation you are sending to"
+
+
+class TooLargeError(DefaultHint, VerificationError):
+    """An input is larger than the federation allows."""
+
+    code = "E_TOO_LARGE"
+    default_hint = (
+        "the federation manifest's limits.max_module_bytes caps a module; make it smaller"
+    )
 
 
 class CryptoError(FFSecureError):

@@ -34,8 +34,15 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ffsecure import FORMAT_VERSION, __version__, canonical, pki
-from ffsecure.envelope import DefaultHint, FederationMismatchError, TooLargeError
-from ffsecure.errors import FFSecureError, FormatError, PolicyError, VerificationError
+from ffsecure.errors import (
+    DefaultHint,
+    FederationMismatchError,
+    FFSecureError,
+    FormatError,
+    PolicyError,
+    TooLargeError,
+    VerificationError,
+)
 from ffsecure.federation import FederationManifest, ManifestSchemaError, check_image_shape
 from ffsecure.records import fields
 from ffsecure.records.fields import is_number

@@ -10,7 +10,10 @@ checkpoint's signature against the log key in the federation manifest, and
 the RFC 9162 inclusion proof of the entry in that checkpoint's tree.
 
 Refusals come back as :class:`AggregatorError` carrying the server's error
-code (``E_...``) and hint, read from the trailing metadata.
+code (``E_...``) and hint, read from the trailing metadata. The code is read
+once, here, into a subclass that callers branch on: :class:`AggregatorBusyError`
+(retry later; :class:`RateLimitedError` among them), :class:`ModuleDeletedRefusal`
+and :class:`NoProofError`. Every code keeps its string (scripts match it).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from pathlib import Path
 
 import grpc
 
-from ffsecure.errors import FFSecureError, LedgerError
+from ffsecure.errorcodes import RPC_CODE_PREFIX
+from ffsecure.errors import FFSecureError, LedgerError, TransientError
 from ffsecure.ledger import (
     Checkpoint,
     leaf_hash,
@@ -64,6 +68,53 @@ class AggregatorError(FFSecureError):
         self.status = status
 
 
+class AggregatorBusyError(AggregatorError, TransientError):
+    """The aggregator could not take the call now (unreachable, busy, past a deadline,
+    failing inside); the same call may succeed later. ``code`` is the server's code,
+    or ``E_RPC_<STATUS>`` when the call failed below ffsecure (no code came back)."""
+
+
+class RateLimitedError(AggregatorBusyError):
+    """The aggregator's rate limit refused the call; retry with backoff."""
+
+    code = "E_RATE_LIMIT"
+
+
+class ModuleDeletedRefusal(AggregatorError):
+    """The module was deleted at the aggregator and cannot be uploaded again."""
+
+    code = "E_MODULE_DELETED"
+
+
+class NoProofError(AggregatorError):
+    """The aggregator holds no such entry or tree size, so it cannot give the proof asked for."""
+
+
+#: The server codes a caller branches on, and the class each is read into;
+#: any other code is a plain :class:`AggregatorError`.
+_CLASS_BY_CODE: dict[str, type[AggregatorError]] = {
+    "E_RATE_LIMIT": RateLimitedError,
+    "E_UPLOAD_BUSY": AggregatorBusyError,
+    "E_DEADLINE": AggregatorBusyError,
+    "E_STATE_LOCKED": AggregatorBusyError,
+    "E_INTERNAL": AggregatorBusyError,
+    "E_STOPPED": AggregatorBusyError,
+    "E_MODULE_DELETED": ModuleDeletedRefusal,
+    "E_PROOF_RANGE": NoProofError,
+    "E_NOT_FOUND": NoProofError,
+}
+
+
+def refusal(
+    code: str, message: str, *, hint: str | None = None, status: grpc.StatusCode | None = None
+) -> AggregatorError:
+    """The :class:`AggregatorError` subclass for a server's ``code``, keeping the code."""
+    if code.startswith(RPC_CODE_PREFIX):  # a transport failure's name, never a refusal
+        return AggregatorBusyError(message, hint=hint, code=code, status=status)
+    cls = _CLASS_BY_CODE.get(code, AggregatorError)
+    return cls(message, hint=hint, code=code, status=status)
+
+
 def error_from_rpc(exc: grpc.RpcError) -> AggregatorError:
     """Turn a gRPC failure into an :class:`AggregatorError` with the server's error code."""
     status = exc.code() if hasattr(exc, "code") else None
@@ -79,16 +130,16 @@ def error_from_rpc(exc: grpc.RpcError) -> AggregatorError:
         prefix = f"[{code}] "
         if message.startswith(prefix):
             message = message[len(prefix) :]
-        return AggregatorError(message, hint=md.get(MD_HINT) or None, code=str(code), status=status)
+        return refusal(str(code), message, hint=md.get(MD_HINT) or None, status=status)
     name = status.name if status is not None else "UNKNOWN"
     hints = {
         "UNAVAILABLE": "check the endpoint, that the aggregator runs, and that your certificate is "
         "issued by the federation CA, valid and not expired",
         "DEADLINE_EXCEEDED": "the call took longer than its deadline; retry, or raise the timeout",
     }
-    return AggregatorError(
+    return AggregatorBusyError(
         f"gRPC call failed: {name}: {details}",
-        code=f"E_RPC_{name}",
+        code=f"{RPC_CODE_PREFIX}{name}",
         hint=hints.get(name, "see the aggregator's log"),
         status=status,
     )
@@ -365,9 +416,8 @@ class AggregatorClient:
                     pb.GetUploadStatusRequest(upload_id=upload_id), timeout=self.timeout_s
                 )
                 if status.state == pb.UploadStatus.DELETED:
-                    raise AggregatorError(
+                    raise ModuleDeletedRefusal(
                         f"the module of upload {upload_id} was deleted and cannot be sent again",
-                        code="E_MODULE_DELETED",
                         hint="a new module needs a new random module id",
                     )
                 if status.state == pb.UploadStatus.REGISTERED:

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from ffsecure import pki
-from ffsecure.errors import FFSecureError, FormatError, NotFoundError
+from ffsecure.errors import FFSecureError, FormatError, NotFoundError, TransientError
 from ffsecure.package import check_module_id
 
 STATUSES = ("trained", "sealed", "registered", "refused", "deleted", "discarded")
@@ -59,6 +59,12 @@ class StateError(FFSecureError):
     """The state directory is missing something, or is in use."""
 
     code = "E_STATE"
+
+
+class StateLockedError(StateError, TransientError):
+    """Another site-node command holds ``STATE/lock``; retry when it is done."""
+
+    code = "E_STATE_LOCKED"
 
 
 @dataclass
@@ -199,10 +205,9 @@ class StateDir:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise StateError(
+                raise StateLockedError(
                     f"{self.root} is in use by another site-node command",
                     hint="wait for it to finish (or stop `site-node run`)",
-                    code="E_STATE_LOCKED",
                 ) from None
             yield
         finally:

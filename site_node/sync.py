@@ -26,7 +26,7 @@ import secrets
 from typing import Any
 
 from ffsecure import envelope, pki
-from ffsecure.errors import FFSecureError, LedgerError
+from ffsecure.errors import FFSecureError, LedgerError, TransientError
 from ffsecure.ledger import (
     leaf_hash,
     open_checkpoint,
@@ -39,28 +39,19 @@ from site_node.state import ModuleRecord, StateDir, state_corrupt
 
 log = logging.getLogger("site_node.sync")
 
-TRANSIENT_PREFIXES = ("E_RPC_",)
-TRANSIENT_CODES = {
-    "E_RATE_LIMIT",
-    "E_UPLOAD_BUSY",
-    "E_DEADLINE",
-    "E_STATE_LOCKED",
-    "E_INTERNAL",
-    "E_STOPPED",
-}
-
 
 def is_transient(exc: FFSecureError) -> bool:
     """A failure that retrying later may cure (the aggregator down, busy or rate-limiting)."""
-    return exc.code in TRANSIENT_CODES or exc.code.startswith(TRANSIENT_PREFIXES)
+    return isinstance(exc, TransientError)
 
 
 def is_refusal(exc: FFSecureError) -> bool:
     """The aggregator answered and refused this module for good (policy, signature, duplicate)."""
-    from site_node.client import AggregatorError
+    from site_node.client import AggregatorError, ModuleDeletedRefusal
 
-    answered = isinstance(exc, AggregatorError) and not is_transient(exc)
-    return answered and exc.code != "E_MODULE_DELETED"  # a deleted module is marked deleted instead
+    # a deleted module is marked deleted instead
+    later_or_deleted = (TransientError, ModuleDeletedRefusal)
+    return isinstance(exc, AggregatorError) and not isinstance(exc, later_or_deleted)
 
 
 class LogForkError(LedgerError):
@@ -96,6 +87,8 @@ def advance_checkpoint(state: StateDir, client, note: str) -> dict:
             f"the aggregator's log has {new.size} entries, fewer than the {old.size} of the "
             "checkpoint this site stored: entries were removed"
         )
+    from site_node.client import NoProofError
+
     small, large = (old, new) if old.size <= new.size else (new, old)
     try:
         proof = (
@@ -103,13 +96,11 @@ def advance_checkpoint(state: StateDir, client, note: str) -> dict:
             if 0 < small.size < large.size
             else []
         )
-    except FFSecureError as exc:
-        if exc.code in ("E_PROOF_RANGE", "E_NOT_FOUND"):
-            raise _fork(
-                f"the aggregator cannot prove tree {small.size} is a prefix of tree {large.size}: "
-                f"{exc.message}"
-            ) from None
-        raise
+    except NoProofError as exc:
+        raise _fork(
+            f"the aggregator cannot prove tree {small.size} is a prefix of tree {large.size}: "
+            f"{exc.message}"
+        ) from None
     try:
         verify_consistency(small.size, large.size, small.root_hash, large.root_hash, proof)
     except LedgerError as exc:
@@ -147,7 +138,7 @@ def upload_module(state: StateDir, client, trust, record: ModuleRecord, *, progr
 
     ``progress(sent_bytes, total_bytes)`` is called after each chunk.
     """
-    from site_node.client import AggregatorError
+    from site_node.client import ModuleDeletedRefusal
 
     sealed = seal_for_upload(state, record, trust.federation)
     log.info(
@@ -170,13 +161,10 @@ def upload_module(state: StateDir, client, trust, record: ModuleRecord, *, progr
             site_id=trust.identity.site_id,
             progress=progress,
         )
-    except AggregatorError as exc:
-        if exc.code == "E_MODULE_DELETED":
-            record.status = "deleted"
-            record.deletion = record.deletion or {
-                "note": "the aggregator reports this module deleted"
-            }
-            state.save_module(record)
+    except ModuleDeletedRefusal:
+        record.status = "deleted"
+        record.deletion = record.deletion or {"note": "the aggregator reports this module deleted"}
+        state.save_module(record)
         raise
     advance_checkpoint(state, client, receipt.checkpoint)
     stats = client.last_upload

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ffsecure import canonical
-from ffsecure.errors import ConfigError, DataError, FFSecureError
+from ffsecure.errors import ConfigError, DataError, TransientError
 from site_node.config import SiteConfig
 
 log = logging.getLogger("site_node.training")
@@ -28,7 +28,7 @@ log = logging.getLogger("site_node.training")
 Progress = Callable[[int, int, float, "float | None"], None]
 
 
-class TrainingStopped(FFSecureError):
+class TrainingStopped(TransientError):
     """Work was interrupted on request (SIGTERM) before it finished; nothing was written."""
 
     code = "E_STOPPED"

@@ -166,17 +166,14 @@ def check_modules(
             except FFSecureError as exc:
                 problem = f"{exc.code}: {exc.message}"
                 deleted = ms.deleted_index is not None
-                code = (
-                    "E_AUDIT_MODULE_REVOKED"
-                    if exc.code == "E_CERT_REVOKED"
-                    else "E_AUDIT_MODULE_SIGNATURE"
-                )
+                revoked_cert = isinstance(exc, pki.CertRevokedError)
+                code = "E_AUDIT_MODULE_REVOKED" if revoked_cert else "E_AUDIT_MODULE_SIGNATURE"
                 tail = (
                     f"; it was deleted at entry {ms.deleted_index}"
                     if deleted
                     else "; it is still active and should be deleted"
                 )
-                if exc.code == "E_CERT_REVOKED" and revoked_at is not None:
+                if revoked_cert and revoked_at is not None:
                     when = pki.rfc3339(revoked_at)
                     tail = (
                         f" (revoked {when}, before its registration at {ms.time}: the aggregator should have "

@@ -7,8 +7,10 @@ import stat
 import pytest
 
 from ffsecure.errors import FFSecureError, NotFoundError
+from site_node.client import refusal
 from site_node.daemon import is_transient
-from site_node.state import ModuleRecord, StateDir, StateError
+from site_node.state import ModuleRecord, StateDir, StateError, StateLockedError
+from site_node.training import TrainingStopped
 
 MID = "0123456789abcdef0123456789abcdef"
 
@@ -69,7 +71,17 @@ def test_not_installed_says_what_to_run(tmp_path):
     ],
 )
 def test_daemon_retries_only_transient_failures(code, transient):
-    assert is_transient(FFSecureError("x", code=code)) is transient
+    # the failure as the site's client reads it from the aggregator's trailing metadata
+    assert is_transient(refusal(code, "x")) is transient
+
+
+def test_a_held_lock_and_a_stopped_training_are_transient_local_failures(tmp_path):
+    state = StateDir(tmp_path / "state")
+    with state.locked(), pytest.raises(StateLockedError) as err, state.locked():
+        pass
+    assert is_transient(err.value) and err.value.code == "E_STATE_LOCKED"
+    assert is_transient(TrainingStopped("stopped")) and TrainingStopped.code == "E_STOPPED"
+    assert not is_transient(StateError("missing", code="E_NOT_INSTALLED"))
 
 
 def test_daemon_refuses_to_start_on_a_node_that_is_not_installed(tmp_path):
