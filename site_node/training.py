@@ -16,11 +16,19 @@ import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ffsecure import canonical
 from ffsecure.errors import ConfigError, DataError, FFSecureError
+from ffsecure.federation import FederationManifest
+from ffsecure.package import ModuleManifest
 from site_node.config import SiteConfig
+
+if TYPE_CHECKING:  # annotations only: torch is imported when data is loaded
+    import torch
+
+    from ffsecure.privacy.policy import PolicyVerdict
+    from site_node.state import StateDir
 
 log = logging.getLogger("site_node.training")
 
@@ -113,7 +121,7 @@ def map_labels(local_names: Sequence[str], label_space: Sequence[str], how: str)
     return [index[n] for n in local_names]
 
 
-def class_filter(classes: Sequence[Any], label_space: Sequence[str]) -> set[int] | None:
+def class_filter(classes: Sequence[str | int], label_space: Sequence[str]) -> set[int] | None:
     """site.toml ``data.classes`` (names or global indices) as a set of global indices; None = all."""
     if not classes:
         return None
@@ -138,10 +146,10 @@ def class_filter(classes: Sequence[Any], label_space: Sequence[str]) -> set[int]
 
 @dataclass
 class SiteData:
-    train_x: Any
-    train_y: Any  # global labels
-    test_x: Any
-    test_y: Any
+    train_x: torch.Tensor
+    train_y: torch.Tensor  # global labels
+    test_x: torch.Tensor
+    test_y: torch.Tensor
     classes: list[int]
     name: str
 
@@ -154,7 +162,7 @@ def _spec(cfg: SiteConfig) -> str:
     )
 
 
-def load_site_data(cfg: SiteConfig, federation) -> SiteData:
+def load_site_data(cfg: SiteConfig, federation: FederationManifest) -> SiteData:
     """Load the configured source at the federation's image shape, in its label space, filtered."""
     import torch
 
@@ -407,7 +415,15 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _privacy_gate(cfg: SiteConfig, manifest, weights: bytes, data: SiteData, fed, seed: int, state):
+def _privacy_gate(
+    cfg: SiteConfig,
+    manifest: ModuleManifest,
+    weights: bytes,
+    data: SiteData,
+    fed: FederationManifest,
+    seed: int,
+    state: StateDir,
+) -> tuple[ModuleManifest, PolicyVerdict | None]:
     """:func:`site_node.privacy.gate` on the site's threads; on failure nothing is left behind."""
     from site_node.privacy import gate
 
