@@ -40,12 +40,11 @@ classifier never lands in the store naming a module deleted meanwhile
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -61,6 +60,7 @@ from ffsecure.federation import FederationManifest
 from ffsecure.generators import Generator
 from ffsecure.ledger import make_entry
 from ffsecure.package import ModuleManifest
+from ffsecure.torchutil import torch_threads
 
 log = logging.getLogger("aggregator.operations")
 
@@ -152,18 +152,6 @@ def recipe_from_facts(facts: dict) -> dict:
     )
     recipe["assignments"] = assignments
     return recipe
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run a block with ``n`` torch threads (the count is part of the determinism contract)."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _lineage_error(module_id: str) -> StoreError:

@@ -14,7 +14,7 @@ from ffsecure.ledger.checkpoint import (
     sign_checkpoint,
     sign_note,
 )
-from ffsecure.ledger.entries import ENTRY_TYPES, entry_bytes, make_entry, utc_now, validate_entry
+from ffsecure.ledger.entries import ENTRY_TYPES, entry_bytes, make_entry, validate_entry
 from ffsecure.ledger.merkle import (
     EMPTY_ROOT,
     MemoryTree,
@@ -39,7 +39,6 @@ __all__ = [
     "ENTRY_TYPES",
     "entry_bytes",
     "make_entry",
-    "utc_now",
     "validate_entry",
     "EMPTY_ROOT",
     "MemoryTree",

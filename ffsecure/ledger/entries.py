@@ -22,12 +22,13 @@ on its own test data) carries a salted hash of the report, not its numbers
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from ffsecure import canonical
 from ffsecure.errors import FormatError, LedgerError
 from ffsecure.ids import ACTOR, ARTIFACT_ID, MODULE_ID, SHA256_HEX, SITE_ID, IdRule
+from ffsecure.timefmt import RFC3339_FORMAT, now_rfc3339
 
 ENTRY_VERSION = 1
 MAX_ENTRY_BYTES = 64 * 1024
@@ -84,16 +85,11 @@ def _error(
     return LedgerError(message, code="E_ENTRY", hint=hint)
 
 
-def utc_now() -> str:
-    """The current time as RFC 3339 UTC with second precision."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _check_time(value: Any) -> None:
     if not isinstance(value, str) or not _TIME_RE.fullmatch(value):
         raise _error(f"entry time {value!r} is not RFC 3339 UTC like 2026-11-22T12:00:00Z")
     try:
-        datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
+        datetime.strptime(value, RFC3339_FORMAT)
     except ValueError:
         raise _error(f"entry time {value!r} is not a real date and time") from None
 
@@ -176,7 +172,7 @@ def make_entry(type: str, actor: str, facts: dict, time: str | None = None) -> d
     entry = {
         "v": ENTRY_VERSION,
         "type": type,
-        "time": time or utc_now(),
+        "time": time or now_rfc3339(),
         "actor": actor,
         "facts": facts,
     }
