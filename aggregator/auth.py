@@ -24,6 +24,7 @@ from cryptography import x509
 from aggregator.grpc_errors import RequestError
 from ffsecure import pki
 from ffsecure.errors import FFSecureError
+from ffsecure.timefmt import rfc3339
 
 log = logging.getLogger("aggregator.auth")
 
@@ -96,7 +97,7 @@ class CrlSource:
                 "the CRL %s is past its nextUpdate (%s): certificates revoked since then are not in it; "
                 "re-sign it with `ffsecure pki crl` and copy it here",
                 self.path,
-                self._crl.next_update_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                rfc3339(self._crl.next_update_utc),
             )
 
     def _record(self, *, strict: bool) -> None:

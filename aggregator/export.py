@@ -26,7 +26,7 @@ from aggregator.store.base import LedgerSnapshot
 from ffsecure import canonical
 from ffsecure.errors import ConfigError
 from ffsecure.ledger.merkle import MemoryTree, leaf_hash, root_from
-from ffsecure.records.entries import utc_now
+from ffsecure.timefmt import now_rfc3339
 
 BUNDLE_FORMAT = "ffsecure-audit-bundle/v1"
 
@@ -111,7 +111,7 @@ def write_bundle(
             "origin": snap.origin,
             "tree_size": snap.size,
             "root_hash": root_from(tree, snap.size).hex(),
-            "exported": utc_now(),
+            "exported": now_rfc3339(),
             "modules": len(snap.modules),
             "crl": bool(crl_pem),
         }

@@ -40,23 +40,28 @@ classifier never lands in the store naming a module deleted meanwhile
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import torch
 
+from aggregator.evaluation import EvalSet
+from aggregator.store.base import ArtifactRow, Store
 from ffsecure import canonical
+from ffsecure.classifier import TrainConfig
 from ffsecure.errors import ConfigError, NotFoundError, StoreError
+from ffsecure.federation import FederationManifest
+from ffsecure.generators import Generator
 from ffsecure.ledger import make_entry
+from ffsecure.package import ModuleManifest
 from ffsecure.records.entries import EntryType
+from ffsecure.torchutil import torch_threads
 
 log = logging.getLogger("aggregator.operations")
 
@@ -150,18 +155,6 @@ def recipe_from_facts(facts: dict) -> dict:
     return recipe
 
 
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run a block with ``n`` torch threads (the count is part of the determinism contract)."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 class NoModulesError(ConfigError):
     """No live module to synthesize from (none uploaded yet, or all deleted)."""
 
@@ -181,13 +174,13 @@ class Operations:
 
     def __init__(
         self,
-        store: Any,
-        federation: Any,
+        store: Store,
+        federation: FederationManifest,
         *,
         actor: str = "aggregator",
         lock: threading.RLock | None = None,
         runs_dir: str | Path | None = None,
-        evaluation: Any = None,
+        evaluation: EvalSet | None = None,
         progress: ProgressFactory | None = None,
         device: str = "cpu",
     ):
@@ -256,7 +249,9 @@ class Operations:
         return sources
 
     @staticmethod
-    def _generator(manifest: Any, weights: bytes, skipped: list[tuple[str, str]] | None) -> Any:
+    def _generator(
+        manifest: ModuleManifest, weights: bytes, skipped: list[tuple[str, str]] | None
+    ) -> Generator | None:
         """The module's generator, or None when its values are bad and ``skipped`` collects them."""
         from ffsecure import generators
 
@@ -395,7 +390,7 @@ class Operations:
             title=f"{dataset_id}: real (test set) | synthetic",
         )
 
-    def dataset_tensors(self, dataset_id: str) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    def dataset_tensors(self, dataset_id: str) -> tuple[torch.Tensor, torch.Tensor, ArtifactRow]:
         """Regenerate a live dataset's images from its recipe (hash-checked)."""
         from ffsecure import synthesis
 
@@ -424,7 +419,7 @@ class Operations:
         dataset_id: str,
         *,
         arch: str = "cnn",
-        settings: Any = None,
+        settings: TrainConfig | None = None,
         width: int | None = None,
         threads: int | None = None,
         replaces: str | None = None,
@@ -550,7 +545,7 @@ class Operations:
         )
 
     @staticmethod
-    def settings_from_config(config: dict) -> Any:
+    def settings_from_config(config: dict) -> TrainConfig:
         """The TrainConfig recorded in a classifier.trained entry's ``config``."""
         from ffsecure import classifier as C
 
@@ -587,7 +582,7 @@ class Operations:
             )
         return classifier_id, Appended(index, data)
 
-    def current_classifier(self) -> Any | None:
+    def current_classifier(self) -> ArtifactRow | None:
         with self.lock:
             rows = self.store.list_artifacts("classifier", "published")
         return max(rows, key=lambda r: r.updated_index) if rows else None
@@ -669,7 +664,7 @@ class Operations:
         return out
 
     # -- retraining ---------------------------------------------------------
-    def pending_retrains(self) -> list[Any]:
+    def pending_retrains(self) -> list[tuple[ArtifactRow, str]]:
         """Classifiers retired by a module deletion while live, that no later classifier replaces."""
         with self.lock:
             rows = self.store.list_artifacts("classifier")

@@ -21,7 +21,6 @@ import errno
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 from cryptography import x509
 
@@ -32,7 +31,7 @@ from ffsecure.dp import check_claim as check_dp_claim
 from ffsecure.errors import StoreError, VerificationError
 from ffsecure.federation import FederationManifest
 from ffsecure.ledger import make_entry, open_checkpoint
-from ffsecure.package import SignedPackage, package_meta, verify_package
+from ffsecure.package import SignedPackage, VerifiedModule, package_meta, verify_package
 from ffsecure.privacy.policy import check_module as check_privacy_policy
 from ffsecure.records.entries import EntryType
 from ffsecure.records.receipts import Receipt
@@ -107,7 +106,7 @@ class Registrar:
         store: Store,
         federation: FederationManifest,
         ca_cert: x509.Certificate,
-        crl: Callable[[], Any],
+        crl: Callable[[], x509.CertificateRevocationList | None],
         hpke_private_key: bytes,
         hpke_key_id: str,
         store_lock: threading.RLock | None = None,
@@ -121,7 +120,7 @@ class Registrar:
         self.store_lock = store_lock or threading.RLock()
         self.max_module_bytes = federation.max_module_bytes
 
-    def verify(self, sealed: bytes, peer: Peer):
+    def verify(self, sealed: bytes, peer: Peer) -> tuple[SignedPackage, VerifiedModule]:
         """Every check, no write: returns ``(package, verified_module)``."""
         plaintext = envelope.open_sealed(
             sealed,
@@ -150,7 +149,7 @@ class Registrar:
         return package, verified
 
     @staticmethod
-    def entry_facts(package: Any, verified: Any) -> dict:
+    def entry_facts(package: SignedPackage, verified: VerifiedModule) -> dict:
         """The module.registered facts: ids, hashes and the manifest's own public claims."""
         m = package.manifest
         return {

@@ -17,15 +17,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 
 from aggregator.auth import Authenticator, Peer
 from aggregator.grpc_errors import RequestError, abort_with, log_refusal
 from aggregator.ratelimit import RateLimiter
 from aggregator.registration import Registrar, check_module_id, receipt_for_module
 from aggregator.site_reports import record_evaluation
+from aggregator.store.base import Store
 from aggregator.uploads import UploadStaging, check_upload_id
 from aggregator.watchdog import Watchdog
 from ffsecure import canonical
@@ -43,10 +44,12 @@ MAX_REASON_CHARS = 500
 MAX_DELETE_IDS = 64
 
 # deleter(store, module_id, actor, reason, request_entry) -> [(index, entry_bytes), ...]
-Deleter = Callable[[Any, str, str, str, dict], list]
+Deleter = Callable[[Store, str, str, str, dict], list[tuple[int, bytes]]]
 
 
-def store_delete(store: Any, module_id: str, actor: str, reason: str, request_entry: dict) -> list:
+def store_delete(
+    store: Store, module_id: str, actor: str, reason: str, request_entry: dict
+) -> list[tuple[int, bytes]]:
     """Default deletion path: crypto-shred the module and append its ledger entries."""
     return list(
         store.delete_module(module_id, actor=actor, reason=reason, request_entry=request_entry)
@@ -74,7 +77,7 @@ class ServiceDeps:
     watchdog: Watchdog = field(default_factory=lambda: Watchdog(name="call-deadlines"))
 
     @property
-    def store(self) -> Any:
+    def store(self) -> Store:
         return self.registrar.store
 
     @property
@@ -91,7 +94,7 @@ def _rpc(method: str, *, upload: bool = False):
 
     def wrap(fn):
         @functools.wraps(fn)
-        def handler(self: AggregatorService, request: Any, context: grpc.ServicerContext):
+        def handler(self: AggregatorService, request: Message, context: grpc.ServicerContext):
             peer: Peer | None = None
             try:
                 peer = self.deps.authenticator.authenticate(context)
@@ -543,7 +546,7 @@ def _no_classifier(message: str) -> NotFoundError:
 
 
 def published_classifier(
-    store: Any, classifier_id: str | None = None, *, lock: threading.RLock | None = None
+    store: Store, classifier_id: str | None = None, *, lock: threading.RLock | None = None
 ) -> tuple[pb.ClassifierInfo, bytes]:
     """The metadata and safetensors bytes of a classifier that sites may fetch.
 

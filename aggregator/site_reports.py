@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
 
 from aggregator.auth import Peer
+from aggregator.store.base import Store
 from ffsecure import evalreport
 from ffsecure.errors import FormatError
 from ffsecure.evalreport import EvaluationReport
@@ -56,7 +56,12 @@ def report_from_pb(request: pb.EvaluationReport, num_classes: int) -> Evaluation
 
 
 def record_evaluation(
-    store: Any, lock: threading.RLock, *, num_classes: int, peer: Peer, request: pb.EvaluationReport
+    store: Store,
+    lock: threading.RLock,
+    *,
+    num_classes: int,
+    peer: Peer,
+    request: pb.EvaluationReport,
 ) -> pb.EvaluationReceipt:
     report = report_from_pb(request, num_classes)
     salt = evalreport.new_salt()

@@ -31,7 +31,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: make_worker imports Operations (and torch) when called
+    from aggregator.evaluation import EvalSet
+    from aggregator.operations import Operations, RetrainOutcome
+    from aggregator.store.base import Store
+    from ffsecure.federation import FederationManifest
 
 log = logging.getLogger("aggregator.unlearning")
 
@@ -43,7 +49,7 @@ class RetrainCancelled(Exception):
 class RetrainWorker:
     """One daemon thread that retrains after site deletions."""
 
-    def __init__(self, make_ops: Callable[..., Any]):
+    def __init__(self, make_ops: Callable[..., Operations]):
         self._make_ops = make_ops  # make_ops(progress=factory) -> Operations sharing the service's store and lock
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -53,11 +59,11 @@ class RetrainWorker:
         self._start_lock = threading.Lock()
         self.passes = 0
         self.last_error: BaseException | None = None
-        self.last_outcome: Any = None
+        self.last_outcome: RetrainOutcome | None = None
 
     # -- the service's deletion hook ---------------------------------------------
     def deleter(
-        self, store: Any, module_id: str, actor: str, reason: str, request_entry: dict
+        self, store: Store, module_id: str, actor: str, reason: str, request_entry: dict
     ) -> list:
         """Shred and retire now (inside the RPC), retrain later; returns the (index, entry) pairs appended."""
         ops = self._make_ops()
@@ -138,8 +144,8 @@ class RetrainWorker:
 
 def make_worker(
     *,
-    store: Any,
-    federation: Any,
+    store: Store,
+    federation: FederationManifest,
     lock: threading.RLock,
     runs_dir,
     evaluation_section: dict | None,
@@ -149,7 +155,7 @@ def make_worker(
     from aggregator.evaluation import load_evaluation
     from aggregator.operations import Operations
 
-    cache: dict[str, Any] = {}
+    cache: dict[str, EvalSet | None] = {}
 
     def make_ops(progress=None) -> Operations:
         if (

@@ -10,7 +10,6 @@ markdown tables. ``RESULTS.md`` is assembled from the JSON files only
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 import os
@@ -21,13 +20,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ffsecure.timefmt import now_rfc3339
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks"
 MB = 1_000_000
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def cpu_model() -> str:
@@ -105,7 +102,7 @@ def meta(
     """The ``meta`` block of a result: machine, date, commit, command and settings."""
     return {
         "benchmark": benchmark,
-        "date": utc_now(),
+        "date": now_rfc3339(),
         "git": git_commit(),
         "machine": machine(device),
         "command": " ".join([Path(sys.executable).name, *sys.argv])

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import common
+from ffsecure.timefmt import now_rfc3339
 
 QUICK = {
     "generator_size": "tiny",
@@ -207,7 +208,7 @@ def run(
             seed=seed,
             epochs=epochs,
         )
-        row["date"], row["git"] = common.utc_now(), common.git_commit()
+        row["date"], row["git"] = now_rfc3339(), common.git_commit()
         result["rows"].append(row)
         progress(
             f"    aggregator {row['aggregator_s']} s, package {row['module_package_bytes']} B, "

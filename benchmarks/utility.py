@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import common
+from ffsecure.timefmt import now_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ def run_cell(
         "generator": cell.generator,
         "generator_size": cell.generator_size,
         "status": "measured",
-        "date": common.utc_now(),
+        "date": now_rfc3339(),
         "device": res["settings"]["device"],
         "sites": res["settings"]["sites"],
         "settings": {k: v for k, v in res["settings"].items() if k not in ("out",)},

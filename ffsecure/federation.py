@@ -27,7 +27,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ffsecure import FORMAT_VERSION, canonical, envelope, pki
+from ffsecure import FORMAT_VERSION, canonical, envelope, pki, timefmt
 from ffsecure.errors import ConfigError, FormatError, VerificationError
 from ffsecure.records import fields
 from ffsecure.records.ids import KEY_ID, parse_port
@@ -186,7 +186,7 @@ class FederationManifest:
     limits: dict
     aggregator: dict
     privacy_policy: dict | None = None
-    created_at: str = field(default_factory=lambda: pki.rfc3339(pki.utcnow()))
+    created_at: str = field(default_factory=lambda: timefmt.now_rfc3339())
     version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:

@@ -5,6 +5,10 @@ same directory, fsynced, then moved into place; the directory is fsynced so that
 the new name survives a crash. A secret that must never be overwritten (a key)
 claims its name with a hard link, which fails if the name exists.
 
+Public files (certificates, the CRL, manifests, reports) are written by
+:func:`write_public_file`: a temporary file in the same directory, mode 0644,
+renamed into place, so a reader sees the old bytes or the new ones.
+
 Private places: :func:`private_dir` creates a directory 0700 and
 :func:`restrict` clears the group and other bits of an existing file or
 directory. Both tighten what an earlier release (or an operator's umask) left
@@ -18,6 +22,7 @@ import logging
 import os
 import secrets
 import stat
+import tempfile
 from pathlib import Path
 
 log = logging.getLogger("ffsecure.files")
@@ -56,6 +61,20 @@ def write_secret_file(path: str | os.PathLike, data: bytes, *, overwrite: bool =
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
+
+
+def write_public_file(path: str | os.PathLike, data: bytes) -> None:
+    """Write a public file atomically (temp file + rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def restrict(path: str | os.PathLike, mode: int = PRIVATE_FILE_MODE) -> bool:

@@ -33,7 +33,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ffsecure import FORMAT_VERSION, __version__, canonical, pki
+from ffsecure import FORMAT_VERSION, __version__, canonical, pki, timefmt
 from ffsecure.errors import (
     DefaultHint,
     FederationMismatchError,
@@ -297,7 +297,7 @@ def build_manifest(
         federation_id=federation.federation_id,
         site_id=site_id,
         module_id=module_id or new_module_id(),
-        created_at=created_at or pki.rfc3339(pki.utcnow()),
+        created_at=created_at or timefmt.now_rfc3339(),
         generator=copy.deepcopy(generator or federation.generator),
         image_shape=federation.image_shape,
         classes=sorted(set(int(c) for c in classes)),

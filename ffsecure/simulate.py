@@ -30,6 +30,7 @@ import torch
 
 from ffsecure import __version__
 from ffsecure.errors import ConfigError
+from ffsecure.torchutil import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -241,13 +242,8 @@ def run_simulation(cfg: SimulationConfig, *, show_progress: bool = False) -> dic
     """Run the whole simulation; write results.json, results.md and PNGs to ``cfg.out``; return the results."""
     _check_config(cfg)
     device = resolve_device(cfg.device)
-    threads_before = torch.get_num_threads()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         return _run(cfg, device, show_progress)
-    finally:
-        torch.set_num_threads(threads_before)
 
 
 def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 
-from ffsecure import pki
+from ffsecure import pki, timefmt
 from ffsecure.errors import VerificationError
 from site_node.config import SiteConfig
 from site_node.state import StateDir
@@ -27,9 +27,8 @@ from site_node.state import StateDir
 def evaluate_published(
     cfg: SiteConfig, trust, state: StateDir, client, classifier_id: str | None = None
 ) -> dict:
-    import torch
-
     from ffsecure.classifier import evaluate
+    from ffsecure.torchutil import torch_threads
     from site_node.training import load_site_data
 
     fed = trust.federation
@@ -53,8 +52,8 @@ def evaluate_published(
         )
     model = fetched.model()
     data = load_site_data(cfg, fed)
-    torch.set_num_threads(cfg.train["threads"])
-    ev = evaluate(model, data.test_x, data.test_y, fed.num_classes)
+    with torch_threads(cfg.train["threads"]):
+        ev = evaluate(model, data.test_x, data.test_y, fed.num_classes)
     metrics = ev.to_dict()
     result = {
         "classifier_id": fetched.classifier_id,
@@ -66,7 +65,7 @@ def evaluate_published(
         "n_test": int(data.test_x.shape[0]),
         "classes": sorted({int(v) for v in data.test_y}),
         "metrics": metrics,
-        "evaluated_at": pki.rfc3339(pki.utcnow()),
+        "evaluated_at": timefmt.now_rfc3339(),
     }
     d = state.classifiers_dir / fetched.classifier_id
     d.mkdir(parents=True, exist_ok=True)

@@ -23,24 +23,33 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ffsecure import pki
 from ffsecure.errors import DataError
+from ffsecure.federation import FederationManifest
+from ffsecure.package import ModuleManifest
 from ffsecure.privacy.policy import PolicyVerdict, effective_policy, evaluate
 from ffsecure.privacy.report import DEFAULT_MAX_EXAMPLES, DEFAULT_SAMPLES
+
+if TYPE_CHECKING:  # annotations only: torch is imported when a check runs
+    import torch
+
+    from site_node.training import SiteData
 
 REPORT_FILE = "privacy-report.json"
 PAIRS_FILE = "closest-pairs.png"
 
 
-def report_required(federation: Any) -> bool:
+def report_required(federation: FederationManifest) -> bool:
     """Whether the federation's (effective) privacy policy requires a privacy report."""
     policy = effective_policy(federation.privacy_policy)
     return bool(policy and policy["required"])
 
 
-def select_classes(x: Any, y: Any, classes: list[int]) -> tuple[Any, Any]:
+def select_classes(
+    x: torch.Tensor, y: torch.Tensor, classes: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The images of ``x`` whose label is in ``classes``."""
     import torch
 
@@ -48,7 +57,7 @@ def select_classes(x: Any, y: Any, classes: list[int]) -> tuple[Any, Any]:
     return x[mask], y[mask]
 
 
-Images = tuple[Any, Any]  # (x, y) tensors
+Images = tuple["torch.Tensor", "torch.Tensor"]  # (x, y)
 
 
 def members_and_non_members(
@@ -70,8 +79,14 @@ def members_and_non_members(
 
 
 def gate(
-    manifest: Any, weights: bytes, data: Any, federation: Any, *, seed: int, out_dir: Path
-) -> tuple[Any, PolicyVerdict | None]:
+    manifest: ModuleManifest,
+    weights: bytes,
+    data: SiteData,
+    federation: FederationManifest,
+    *,
+    seed: int,
+    out_dir: Path,
+) -> tuple[ModuleManifest, PolicyVerdict | None]:
     """Measure the module, put the report in ``manifest``, judge it. Returns (manifest, verdict).
 
     ``(manifest, None)`` unchanged when the federation requires no report.

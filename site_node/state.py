@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ffsecure import pki
+from ffsecure import pki, timefmt
 from ffsecure.errors import FFSecureError, FormatError, NotFoundError, TransientError
 from ffsecure.package import check_module_id
 
@@ -114,7 +114,7 @@ def refusal(exc: FFSecureError, *, by: str) -> dict:
     """The ``error`` record of a refused module: the error, who refused it and when."""
     if by not in REFUSED_BY:
         raise ValueError(by)
-    return {**exc.to_dict(), "by": by, "time": pki.rfc3339(pki.utcnow())}
+    return {**exc.to_dict(), "by": by, "time": timefmt.now_rfc3339()}
 
 
 def state_corrupt(why: str, what: str) -> FormatError:
@@ -260,7 +260,7 @@ class StateDir:
             )
         record.discarded = {
             "reason": reason,
-            "time": pki.rfc3339(pki.utcnow()),
+            "time": timefmt.now_rfc3339(),
             "previous_status": record.status,
         }
         record.status = "discarded"

@@ -8,19 +8,26 @@ filter), :func:`data_fingerprint` (what `run` compares to notice new data).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from ffsecure import canonical
+from ffsecure import canonical, timefmt
 from ffsecure.errors import ConfigError, DataError, TransientError
+from ffsecure.federation import FederationManifest
+from ffsecure.package import ModuleManifest
 from site_node.config import SiteConfig
+
+if TYPE_CHECKING:  # annotations only: torch is imported when data is loaded
+    import torch
+
+    from ffsecure.privacy.policy import PolicyVerdict
+    from site_node.state import StateDir
 
 log = logging.getLogger("site_node.training")
 
@@ -113,7 +120,7 @@ def map_labels(local_names: Sequence[str], label_space: Sequence[str], how: str)
     return [index[n] for n in local_names]
 
 
-def class_filter(classes: Sequence[Any], label_space: Sequence[str]) -> set[int] | None:
+def class_filter(classes: Sequence[str | int], label_space: Sequence[str]) -> set[int] | None:
     """site.toml ``data.classes`` (names or global indices) as a set of global indices; None = all."""
     if not classes:
         return None
@@ -138,10 +145,10 @@ def class_filter(classes: Sequence[Any], label_space: Sequence[str]) -> set[int]
 
 @dataclass
 class SiteData:
-    train_x: Any
-    train_y: Any  # global labels
-    test_x: Any
-    test_y: Any
+    train_x: torch.Tensor
+    train_y: torch.Tensor  # global labels
+    test_x: torch.Tensor
+    test_y: torch.Tensor
     classes: list[int]
     name: str
 
@@ -154,7 +161,7 @@ def _spec(cfg: SiteConfig) -> str:
     )
 
 
-def load_site_data(cfg: SiteConfig, federation) -> SiteData:
+def load_site_data(cfg: SiteConfig, federation: FederationManifest) -> SiteData:
     """Load the configured source at the federation's image shape, in its label space, filtered."""
     import torch
 
@@ -276,10 +283,9 @@ def train_module(
     """
     import time
 
-    import torch
-
     from ffsecure import generators, pki
     from ffsecure.package import build_manifest, check_policy, sign_package, verify_package
+    from ffsecure.torchutil import torch_threads
     from site_node.state import ModuleRecord, StateDir, refusal
 
     state = StateDir(cfg.state_dir).ensure()
@@ -290,8 +296,6 @@ def train_module(
     dp_cfg = resolve_dp(cfg.dp, fed.dp_policy, n)
     family, gconfig = fed.generator["family"], fed.generator["config"]
     settings = train_settings(cfg, family)
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(cfg.train["threads"])
 
     def on_epoch(epoch, total, loss, eps):
         if should_stop is not None and should_stop():
@@ -317,13 +321,11 @@ def train_module(
             "dp": dp_cfg is not None,
         },
     )
-    try:
+    with torch_threads(cfg.train["threads"]):
         gen = generators.build(family, gconfig)
         t0 = time.perf_counter()
         report = gen.fit(data.train_x, data.train_y, settings, dp=dp_cfg, progress=on_epoch)
         weights = generators.to_safetensors(gen)
-    finally:
-        torch.set_num_threads(threads_before)
     manifest = build_manifest(
         federation=fed,
         site_id=cfg.site_id,
@@ -367,7 +369,7 @@ def train_module(
         {
             "fingerprint": fingerprint,
             "module_id": record.module_id,
-            "time": pki.rfc3339(pki.utcnow()),
+            "time": timefmt.now_rfc3339(),
         }
     )
     log.info(
@@ -395,25 +397,22 @@ def train_module(
     return record
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _privacy_gate(cfg: SiteConfig, manifest, weights: bytes, data: SiteData, fed, seed: int, state):
+def _privacy_gate(
+    cfg: SiteConfig,
+    manifest: ModuleManifest,
+    weights: bytes,
+    data: SiteData,
+    fed: FederationManifest,
+    seed: int,
+    state: StateDir,
+) -> tuple[ModuleManifest, PolicyVerdict | None]:
     """:func:`site_node.privacy.gate` on the site's threads; on failure nothing is left behind."""
+    from ffsecure.torchutil import torch_threads
     from site_node.privacy import gate
 
     out_dir = state.module_dir(manifest.module_id)
     try:
-        with _torch_threads(cfg.train["threads"]):
+        with torch_threads(cfg.train["threads"]):
             return gate(manifest, weights, data, fed, seed=seed, out_dir=out_dir)
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)  # a fresh module id: only the check wrote here

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from aggregator.crl_ledger import CrlRecorder
+from aggregator.export import write_bundle
 from aggregator.store import open_home_store
 from ffsecure import canonical, pki
 from ffsecure.package import build_manifest, package_meta, sign_package
@@ -214,7 +215,8 @@ class AuditLab:
         self.exports += 1
         out = self.root / (name or f"bundle-{self.exports}")
         home = self.fed.home
-        return self.store.export_bundle(
+        return write_bundle(
+            self.store.snapshot(),
             out,
             ca_cert_pem=home.ca_cert.read_bytes(),
             crl_pem=home.crl.read_bytes(),

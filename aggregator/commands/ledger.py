@@ -83,6 +83,7 @@ def checkpoint(ctx: click.Context, home_dir: str, as_json: bool) -> None:
 def export(ctx: click.Context, home_dir: str, out_dir: str, as_json: bool) -> None:
     """Export an audit bundle (docs/audit-bundle.md) that verifies without the aggregator."""
     ctx.ensure_object(dict)["json"] = as_json
+    from aggregator.export import write_bundle
     from aggregator.home import AggregatorHome
     from ffsecure.errors import ConfigError
 
@@ -96,7 +97,8 @@ def export(ctx: click.Context, home_dir: str, out_dir: str, as_json: bool) -> No
     crl = home.crl.read_bytes() if home.crl.is_file() else None
     with _open(home_dir) as store:
         federation = home.federation.read_bytes() if home.federation.is_file() else None
-        path = store.export_bundle(
+        path = write_bundle(
+            store.snapshot(),
             Path(out_dir),
             ca_cert_pem=home.ca_cert.read_bytes(),
             crl_pem=crl,

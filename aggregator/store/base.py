@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from pathlib import Path
 
 from ffsecure.errors import FormatError
 
@@ -206,25 +205,6 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
-
-    def export_bundle(
-        self,
-        out_dir: str | Path,
-        *,
-        ca_cert_pem: bytes,
-        crl_pem: bytes | None,
-        federation_json: bytes | None = None,
-    ) -> Path:
-        """Write an audit bundle (docs/audit-bundle.md) to ``out_dir``."""
-        from aggregator.export import write_bundle
-
-        return write_bundle(
-            self.snapshot(),
-            Path(out_dir),
-            ca_cert_pem=ca_cert_pem,
-            crl_pem=crl_pem,
-            federation_json=federation_json,
-        )
 
     def __enter__(self) -> Store:
         return self

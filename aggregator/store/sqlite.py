@@ -58,9 +58,10 @@ from ffsecure.ledger.merkle import (
     new_nodes,
     root_from,
 )
-from ffsecure.records.entries import EntryType, entry_bytes, make_entry, utc_now, validate_entry
+from ffsecure.records.entries import EntryType, entry_bytes, make_entry, validate_entry
 from ffsecure.records.ids import SITE_ID
 from ffsecure.records.receipts import Receipt
+from ffsecure.timefmt import now_rfc3339
 
 log = logging.getLogger("aggregator.store")
 
@@ -378,7 +379,8 @@ class SQLiteStore(EvaluationsMixin, Store):
             return size, row[0]
         note = self._signer.sign(Checkpoint(self.origin, size, root_from(_Nodes(conn), size)))
         conn.execute(
-            "INSERT INTO checkpoints(size, note, created) VALUES (?, ?, ?)", (size, note, utc_now())
+            "INSERT INTO checkpoints(size, note, created) VALUES (?, ?, ?)",
+            (size, note, now_rfc3339()),
         )
         return size, note
 
@@ -527,7 +529,7 @@ class SQLiteStore(EvaluationsMixin, Store):
             conn.execute(
                 "UPDATE modules SET status = 'deleted', wrapped_dek = NULL, blob_name = NULL, "
                 "deleted_index = ?, deleted = ? WHERE module_id = ?",
-                (index, utc_now(), module_id),
+                (index, now_rfc3339(), module_id),
             )
             self._checkpoint_locked(conn)
             self._doomed_files.append(self._blobs / row[1])

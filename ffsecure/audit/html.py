@@ -15,7 +15,8 @@ from ffsecure import __version__
 from ffsecure.audit.verify import AuditResult
 from ffsecure.errors import LedgerError
 from ffsecure.ledger.merkle import verify_inclusion
-from ffsecure.records.entries import EntryType, utc_now
+from ffsecure.records.entries import EntryType
+from ffsecure.timefmt import now_rfc3339
 
 CSS = """
 :root{--ok:#1a7f37;--bad:#cf222e;--warn:#9a6700;--ink:#1f2328;--mute:#656d76;--line:#d0d7de;--bg:#f6f8fa}
@@ -525,7 +526,7 @@ def render_html(r: AuditResult) -> str:
             f"<h1>{_e(title)}{' — ' + _e(fed) if fed else ''}</h1>",
             f"<p class='meta'>bundle <code>{_e(r.bundle.path.name)}</code>"
             + (f", exported {_e(r.bundle.summary.get('exported'))}" if r.bundle.summary else "")
-            + f"; checked {_e(utc_now())} by ffsecure {_e(__version__)} offline</p>",
+            + f"; checked {_e(now_rfc3339())} by ffsecure {_e(__version__)} offline</p>",
             _verdict(r),
             _findings(r),
             _checks(r),

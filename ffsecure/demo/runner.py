@@ -174,8 +174,10 @@ class Demo:
         self._load_s = time.perf_counter() - t0
         self.work.mkdir(parents=True, exist_ok=True)
         self.sup = Supervisor(self.work / "logs")
+        from ffsecure.torchutil import torch_threads  # torch loads only once a demo runs
+
         try:
-            with sigterm_as_interrupt():
+            with sigterm_as_interrupt(), torch_threads(1):  # the baselines run in this process
                 self._run()
         finally:
             self.stop_serve()
@@ -190,9 +192,6 @@ class Demo:
         return summary
 
     def _run(self) -> None:
-        import torch
-
-        torch.set_num_threads(1)
         P = self.phases.phase
         with P("data", "write each site's data file"):
             self.write_data()

@@ -25,7 +25,7 @@ from ffsecure.ledger.merkle import (
     verify_inclusion,
 )
 from ffsecure.ledger.verify import LogReport, verify_bundle_log, verify_log
-from ffsecure.records.entries import ENTRY_TYPES, entry_bytes, make_entry, utc_now, validate_entry
+from ffsecure.records.entries import ENTRY_TYPES, entry_bytes, make_entry, validate_entry
 
 __all__ = [
     "Checkpoint",
@@ -39,7 +39,6 @@ __all__ = [
     "ENTRY_TYPES",
     "entry_bytes",
     "make_entry",
-    "utc_now",
     "validate_entry",
     "EMPTY_ROOT",
     "MemoryTree",

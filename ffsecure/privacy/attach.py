@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ffsecure import pki
+from ffsecure import timefmt
 from ffsecure.package import SignedPackage, sign_package
 from ffsecure.privacy.report import check_report
 
@@ -21,6 +21,6 @@ def attach_report(pkg: SignedPackage, report: dict[str, Any], key: Any, cert: An
     """A new signed package: ``pkg`` with ``report`` as its manifest's ``privacy_report``."""
     check_report(report)
     manifest = dataclasses.replace(
-        pkg.manifest, privacy_report=dict(report), created_at=pki.rfc3339(pki.utcnow())
+        pkg.manifest, privacy_report=dict(report), created_at=timefmt.now_rfc3339()
     )
     return sign_package(manifest, pkg.weights, key, cert)

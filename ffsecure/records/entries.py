@@ -42,7 +42,7 @@ import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -61,6 +61,7 @@ from ffsecure.records.ids import (
     Sha256Hex,
     SiteId,
 )
+from ffsecure.timefmt import RFC3339_FORMAT, now_rfc3339
 
 __all__ = [
     "ENTRY_TYPES",
@@ -90,7 +91,6 @@ __all__ = [
     "entry_from_dict",
     "make_entry",
     "parse_entry",
-    "utc_now",
     "validate_entry",
 ]
 
@@ -398,16 +398,11 @@ def _error(
     return LedgerError(message, code="E_ENTRY", hint=hint)
 
 
-def utc_now() -> str:
-    """The current time as RFC 3339 UTC with second precision."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _check_time(value: Any) -> None:
     if not isinstance(value, str) or not _TIME_RE.fullmatch(value):
         raise _error(f"entry time {value!r} is not RFC 3339 UTC like 2026-11-22T12:00:00Z")
     try:
-        datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
+        datetime.strptime(value, RFC3339_FORMAT)
     except ValueError:
         raise _error(f"entry time {value!r} is not a real date and time") from None
 
@@ -493,7 +488,7 @@ def make_entry(type: str, actor: str, facts: dict, time: str | None = None) -> d
     entry = {
         "v": ENTRY_VERSION,
         "type": str(type) if isinstance(type, str) else type,
-        "time": time or utc_now(),
+        "time": time or now_rfc3339(),
         "actor": actor,
         "facts": facts,
     }

@@ -183,12 +183,11 @@ def privacy_check(
     """Measure membership leakage, memorization and the DP epsilon of a module before it is sent."""
     import contextlib
 
-    import torch
-
     from ffsecure import generators, pki
     from ffsecure.privacy.attach import attach_report
     from ffsecure.privacy.check import run_check, split_holdout
     from ffsecure.privacy.policy import evaluate
+    from ffsecure.torchutil import torch_threads
     from site_node.privacy import REPORT_FILE, members_and_non_members, write_report
 
     ctx.ensure_object(dict)["json"] = as_json
@@ -211,79 +210,72 @@ def privacy_check(
 
         cfg = load_config(config_path)
         lock = StateDir(cfg.state_dir).locked()
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with lock:
-            if config_path is not None:
-                (pkg, pkg_path, train, held_out, settings, trust, state, record) = _from_config(
-                    cfg, module_ref
-                )
-                out = Path(out_dir) if out_dir else pkg_path.parent
+    with torch_threads(threads), lock:
+        if config_path is not None:
+            (pkg, pkg_path, train, held_out, settings, trust, state, record) = _from_config(
+                cfg, module_ref
+            )
+            out = Path(out_dir) if out_dir else pkg_path.parent
+        else:
+            pkg, pkg_path, train, held_out, settings = _from_files(
+                module_ref, data_spec, data_root, seed
+            )
+            out = Path(out_dir or ".")
+        if attach and record is not None and record.status != "trained":
+            raise PrivacyStateError(
+                f"module {record.module_id} is {record.status}: its package was already "
+                "sealed or sent, so a report can no longer be attached",
+                hint="attach before `site-node upload`, or train a new module",
+            )
+        m = pkg.manifest
+        members, non_members = members_and_non_members(
+            train, held_out, m.classes, max_examples=max_examples, seed=seed
+        )
+        gen = generators.from_state(m.generator["family"], m.generator["config"], pkg.weights)
+        ref_gen = None
+        if reference:
+            non_members, ref_set = split_holdout(
+                *non_members, seed=seed + 2, reference_fraction=0.5
+            )
+            from site_node.commands._common import training_progress
+
+            ref_gen = generators.build(m.generator["family"], m.generator["config"])
+            with training_progress(not as_json) as progress:
+                ref_gen.fit(*ref_set, settings, progress=progress)
+        out.mkdir(parents=True, exist_ok=True)
+        full = run_check(
+            gen,
+            members=members,
+            non_members=non_members,
+            dp=m.dp,
+            reference=ref_gen,
+            n_generated=samples,
+            seed=seed,
+            png=out / "closest-pairs.png",
+            near_copy_threshold=threshold,
+        )
+        full["module_id"] = m.module_id
+        report = full["manifest_report"]
+        verdict = None if trust is None else evaluate(report, m.dp, trust.federation.privacy_policy)
+        full["policy"] = None if verdict is None else verdict.to_dict()
+        if attach:
+            if record is not None:
+                key, cert = trust.key, trust.cert
             else:
-                pkg, pkg_path, train, held_out, settings = _from_files(
-                    module_ref, data_spec, data_root, seed
-                )
-                out = Path(out_dir or ".")
-            if attach and record is not None and record.status != "trained":
-                raise PrivacyStateError(
-                    f"module {record.module_id} is {record.status}: its package was already "
-                    "sealed or sent, so a report can no longer be attached",
-                    hint="attach before `site-node upload`, or train a new module",
-                )
-            m = pkg.manifest
-            members, non_members = members_and_non_members(
-                train, held_out, m.classes, max_examples=max_examples, seed=seed
-            )
-            gen = generators.from_state(m.generator["family"], m.generator["config"], pkg.weights)
-            ref_gen = None
-            if reference:
-                non_members, ref_set = split_holdout(
-                    *non_members, seed=seed + 2, reference_fraction=0.5
-                )
-                from site_node.commands._common import training_progress
+                key = pki.load_private_key(key_file)
+                cert = pki.load_certs(Path(cert_file).read_bytes(), max_count=1)[0]
+            new = attach_report(pkg, report, key, cert)
+            if trust is not None:
+                from ffsecure.package import verify_package
 
-                ref_gen = generators.build(m.generator["family"], m.generator["config"])
-                with training_progress(not as_json) as progress:
-                    ref_gen.fit(*ref_set, settings, progress=progress)
-            out.mkdir(parents=True, exist_ok=True)
-            full = run_check(
-                gen,
-                members=members,
-                non_members=non_members,
-                dp=m.dp,
-                reference=ref_gen,
-                n_generated=samples,
-                seed=seed,
-                png=out / "closest-pairs.png",
-                near_copy_threshold=threshold,
-            )
-            full["module_id"] = m.module_id
-            report = full["manifest_report"]
-            verdict = (
-                None if trust is None else evaluate(report, m.dp, trust.federation.privacy_policy)
-            )
-            full["policy"] = None if verdict is None else verdict.to_dict()
-            if attach:
-                if record is not None:
-                    key, cert = trust.key, trust.cert
-                else:
-                    key = pki.load_private_key(key_file)
-                    cert = pki.load_certs(Path(cert_file).read_bytes(), max_count=1)[0]
-                new = attach_report(pkg, report, key, cert)
-                if trust is not None:
-                    from ffsecure.package import verify_package
-
-                    verify_package(new, federation=trust.federation, ca_cert=trust.ca_cert)
-                target = pkg_path if record is not None or output is None else Path(output)
-                pki.write_public_file(target, new.to_bytes())
-                full["attached_to"] = str(target)
-                if record is not None and not verdict.passes:
-                    state.refuse_module(record, verdict.problems[0], by="site")
-                    full["status"] = "refused"
-            write_report(out / REPORT_FILE, full)
-    finally:
-        torch.set_num_threads(threads_before)
+                verify_package(new, federation=trust.federation, ca_cert=trust.ca_cert)
+            target = pkg_path if record is not None or output is None else Path(output)
+            pki.write_public_file(target, new.to_bytes())
+            full["attached_to"] = str(target)
+            if record is not None and not verdict.passes:
+                state.refuse_module(record, verdict.problems[0], by="site")
+                full["status"] = "refused"
+        write_report(out / REPORT_FILE, full)
     _render(full, m, out, verdict, as_json)
     if verdict is not None and not verdict.passes:
         from site_node.exitcodes import EXIT_REFUSED

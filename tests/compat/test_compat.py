@@ -68,7 +68,7 @@ def test_the_old_package_verifies_at_its_signing_time():
         pkg.signature,
         pkg.cert_chain_pem,
         ca_cert=ca_cert,
-        now=pki._parse_rfc3339(pkg.manifest.created_at),
+        now=pki.parse_rfc3339(pkg.manifest.created_at),
     )
     assert checked.identity.site_id == "site-1"
     assert checked.manifest.federation_id == federation.federation_id

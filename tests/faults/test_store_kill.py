@@ -22,6 +22,7 @@ import time
 
 import pytest
 
+from aggregator.export import write_bundle
 from aggregator.store import open_home_store
 from ffsecure.ledger import verify_bundle_log
 from tests.conftest import cli_env
@@ -112,7 +113,8 @@ def _check(home, acked: int, tmp_path, round_no: int) -> int:
     try:
         summary = store.verify_integrity()
         assert summary["entries"] >= acked, "an acknowledged write was lost"
-        bundle = store.export_bundle(
+        bundle = write_bundle(
+            store.snapshot(),
             tmp_path / f"bundle-{round_no}",
             ca_cert_pem=b"-----BEGIN CERTIFICATE-----\n",
             crl_pem=None,

@@ -30,6 +30,7 @@ import time
 
 import pytest
 
+from aggregator.export import write_bundle
 from aggregator.store import open_home_store
 from ffsecure.ledger import (
     leaf_hash,
@@ -216,8 +217,8 @@ def _check_store(fed, packages, acked, tmp_path) -> None:
                 )
             else:
                 assert cp.root_hash == final_root
-        bundle = store.export_bundle(
-            tmp_path / "bundle", ca_cert_pem=fed.ca_pem, crl_pem=fed.ca.crl_pem()
+        bundle = write_bundle(
+            store.snapshot(), tmp_path / "bundle", ca_cert_pem=fed.ca_pem, crl_pem=fed.ca.crl_pem()
         )
         assert verify_bundle_log(bundle).size == size
     finally:

@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from aggregator.crl_ledger import last_recorded_crl
+from aggregator.export import write_bundle
 from aggregator.home import LogSigner
 from ffsecure import canonical, pki
 from ffsecure.audit import audit_bundle, load_bundle, render_html
@@ -293,7 +294,8 @@ def test_serve_records_its_crl_at_start_and_each_new_one_on_reload(tmp_path, cap
         assert [r.crl_number for r in loaded] == [2]
     with fed.serve() as srv:  # a restart with the same CRL appends nothing
         assert srv.runtime.store.size() == size + 1
-        bundle = srv.runtime.store.export_bundle(
+        bundle = write_bundle(
+            srv.runtime.store.snapshot(),
             tmp_path / "bundle",
             ca_cert_pem=fed.ca_pem,
             crl_pem=fed.home.crl.read_bytes(),

@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from aggregator.export import write_bundle
 from aggregator.home import AggregatorHome, LogSigner, load_or_create_kek, load_or_create_log_key
 from aggregator.store import SQLiteStore, open_home_store
 from ffsecure import canonical
@@ -472,8 +473,11 @@ def bundle(store, tmp_path) -> Path:
     store.append(
         make_entry("cert.revoked", "operator:alice", {"serial": "0b", "reason": "keyCompromise"})
     )
-    return store.export_bundle(
-        tmp_path / "bundle", ca_cert_pem=_ca_pem(), crl_pem=b"-----BEGIN X509 CRL-----\n"
+    return write_bundle(
+        store.snapshot(),
+        tmp_path / "bundle",
+        ca_cert_pem=_ca_pem(),
+        crl_pem=b"-----BEGIN X509 CRL-----\n",
     )
 
 
@@ -508,7 +512,7 @@ def test_export_writes_a_bundle_that_verifies_offline(bundle, store):
     statuses = sorted(canonical.loads(m.read_bytes().rstrip(b"\n"))["status"] for m in mods)
     assert statuses == ["active", "active", "deleted"]
     with pytest.raises(ConfigError):
-        store.export_bundle(bundle, ca_cert_pem=_ca_pem(), crl_pem=None)
+        write_bundle(store.snapshot(), bundle, ca_cert_pem=_ca_pem(), crl_pem=None)
 
 
 def _copy(bundle: Path, tmp_path: Path) -> Path:

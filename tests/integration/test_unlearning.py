@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from aggregator.export import write_bundle
 from aggregator.store import open_home_store
 from ffsecure.classifier import TrainConfig
 from ffsecure.ledger import validate_entry
@@ -205,7 +206,8 @@ def test_site_deletion_over_grpc_retrains_in_the_background(federation, tmp_path
             trained["actor"] == "aggregator" and trained["facts"]["replaces"] == clf.classifier_id
         )
         assert 0.0 <= trained["facts"]["metrics"]["accuracy"] <= 1.0
-        bundle = store.export_bundle(
+        bundle = write_bundle(
+            store.snapshot(),
             tmp_path / "bundle",
             ca_cert_pem=fed.ca_pem,
             crl_pem=fed.home.crl.read_bytes(),

@@ -676,3 +676,50 @@ def test_a_key_is_written_unencrypted_only_with_a_warning_or_on_purpose(tmp_path
     assert pki.CA.load(tmp_path / "ca-env", b"s3cret passphrase").federation_id == "fed-pw"
     both = enroll("both", "--no-passphrase", "--passphrase-file", str(tmp_path / "pass"), ok=False)
     assert "error[E_CONFIG]" in both.stderr and not (tmp_path / "both.key").exists()
+
+
+def test_the_pki_package_exports_every_name_callers_use_and_nothing_private():
+    """`from ffsecure import pki` keeps working after the split: the names exist and are listed."""
+    used = {"CA", "CAError", "CRLError", "CertChainError", "CertRevokedError", "CrlInfo"}
+    used |= {"Identity", "IdentityError", "REASONS", "BACKDATE", "LEAF_DAYS_DEFAULT"}
+    used |= {"CA_DAYS_DEFAULT", "CRL_DAYS_DEFAULT", "ca_federation_id", "cert_fingerprint"}
+    used |= {"cert_pem", "check_id", "crl_expired", "crl_info", "identity_of", "init_ca"}
+    used |= {"load_cert", "load_certs", "load_crl", "load_private_key", "make_key_and_csr"}
+    used |= {"parse_rfc3339", "rfc3339", "serial_hex", "utcnow", "verify_cert"}
+    used |= {"write_private_key", "write_public_file"}
+    assert used <= set(pki.__all__)
+    assert all(hasattr(pki, name) and not name.startswith("_") for name in pki.__all__)
+    assert pki.verify_cert.__module__ == "ffsecure.pki.verify"
+    assert pki.CA.__module__ == "ffsecure.pki.ca"
+
+
+def test_the_library_path_verifier_lacks_what_verify_cert_guarantees(tmp_path, ca, other_ca):
+    """Why verify_cert keeps its own chain check (docs/decisions.md, "PKI"), pinned.
+
+    cryptography's verifier accepts a revoked certificate (it reads no CRL) and
+    reports another CA's certificate at a time before this CA existed as a date
+    problem; verify_cert says E_CERT_REVOKED and E_CERT_CHAIN. If a later
+    cryptography changes either, this test fails and the decision is due again.
+    """
+    from cryptography.x509 import verification
+
+    own = pki.init_ca(tmp_path / "ca", "fed-test")
+    cert, _ = own.issue_site("st-lib")
+    crl = x509.load_pem_x509_crl(own.revoke(cert, "key_compromise"))
+    now = pki.utcnow()
+    store = verification.Store([own.cert])
+    verifier = verification.PolicyBuilder().store(store).time(now).build_client_verifier()
+    assert verifier.verify(cert, []).subjects  # revoked, yet accepted
+    with pytest.raises(FFSecureError) as info:
+        pki.verify_cert(cert, ca_cert=own.cert, crl=crl, at=now)
+    assert _code(info) == "E_CERT_REVOKED"
+
+    foreign, _ = other_ca.issue_site("st-lib")
+    early = ca.cert.not_valid_before_utc - HOUR
+    store = verification.Store([ca.cert])
+    verifier = verification.PolicyBuilder().store(store).time(early).build_client_verifier()
+    with pytest.raises(verification.VerificationError, match="not valid at validation time"):
+        verifier.verify(foreign, [])
+    with pytest.raises(FFSecureError) as info:
+        pki.verify_cert(foreign, ca_cert=ca.cert, at=early)
+    assert _code(info) == "E_CERT_CHAIN"
