@@ -12,11 +12,12 @@ LOCK   := requirements/lock.txt
 DEMO_DIR ?= demo-out
 FUZZ_RUNS ?= 20000
 
-.PHONY: venv lock check-fresh chromium test test-all demo bench fuzz proto clean help
+.PHONY: venv lock lint check-fresh chromium test test-all demo bench fuzz proto clean help
 
 help:
 	@echo "make demo      run a whole federation on this machine (writes $(DEMO_DIR)/)"
-	@echo "make test      run the default test suite"
+	@echo "make test      run the linters and the default test suite"
+	@echo "make lint      ruff (format + lint) and mypy alone"
 	@echo "make test-all  run every test, slow suites included"
 	@echo "make bench     run the benchmarks and regenerate benchmarks/RESULTS.md"
 	@echo "make lock      refresh requirements/lock.txt and the gRPC code (review, commit alone)"
@@ -63,7 +64,14 @@ check-fresh:
 chromium:
 	-@sh scripts/ensure-chromium.sh
 
-test: venv chromium
+# ruff (format and lint rules in pyproject.toml) and mypy (strict on the
+# parsers of signed and sealed bytes, ordinary elsewhere) over the tree.
+lint: venv
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: venv chromium lint
 	$(PY) -m pytest -m "not slow and not gpu" -q
 
 test-all: venv chromium
