@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from aggregator.export import write_bundle
+from aggregator.operations import Operations
 from aggregator.store import open_home_store
 from ffsecure.classifier import TrainConfig
 from ffsecure.ledger import validate_entry
@@ -133,7 +134,9 @@ def _train_and_publish(home: Path) -> tuple[dict, dict]:
     return ds, clf
 
 
-def _scratch(tmp_path, fed, module_ids):
+def _scratch(tmp_path, fed, module_ids, settings=None):
+    """What a fresh aggregator trains from ``module_ids`` alone with the same seeds and settings
+    (by default those _operator_ops trains with; pass the recorded ones for a CLI-trained model)."""
     with open_home_store(fed.home) as store:
         return from_scratch(
             tmp_path / "scratch",
@@ -142,7 +145,7 @@ def _scratch(tmp_path, fed, module_ids):
             module_ids,
             per_class=PER_CLASS,
             seed=SEED,
-            settings=TrainConfig(epochs=EPOCHS, seed=TRAIN_SEED),
+            settings=settings or TrainConfig(epochs=EPOCHS, seed=TRAIN_SEED),
             width=WIDTH,
             threads=1,
             sites=SITES,
@@ -276,7 +279,12 @@ def test_operator_deletes_with_the_cli(federation, tmp_path):
     with open_home_store(home) as store:
         assert gone not in _live_lineage(store)
         weights = store.artifact_blob("classifier", new["classifier_id"])
-    _, scratch = _scratch(tmp_path, fed, [ids["north"], ids["south"]])
+        recorded = store.get_artifact("classifier", new["classifier_id"]).meta["train"]
+    # the CLI trained with its own defaults (min_steps among them): the scratch run uses the
+    # settings the retrained classifier's record names, as an auditor re-running it would
+    settings = Operations.settings_from_config(recorded)
+    assert (settings.epochs, settings.seed) == (EPOCHS, TRAIN_SEED)
+    _, scratch = _scratch(tmp_path, fed, [ids["north"], ids["south"]], settings)
     assert scratch.weights == weights
     assert _verify_bundle(home, tmp_path / "bundle")["ok"] is True
     again = aggregator(
