@@ -94,7 +94,8 @@ class CrlSource:
         self._unrecorded, self._retry_at = self._crl, 0.0
         if pki.crl_expired(self._crl):
             log.warning(
-                "the CRL %s is past its nextUpdate (%s): certificates revoked since then are not in it; "
+                "the CRL %s is past its nextUpdate (%s): "
+                "certificates revoked since then are not in it; "
                 "re-sign it with `ffsecure pki crl` and copy it here",
                 self.path,
                 rfc3339(self._crl.next_update_utc),

@@ -1,4 +1,4 @@
-"""Creating an aggregator home, in two steps (the federation manifest needs the aggregator's public keys).
+"""Creating an aggregator home, in two steps (the federation manifest needs its public keys).
 
 1. :func:`create_keys` (``aggregator init --federation-id ID --dir DIR``): the
    key-encryption key, the log signing key, the HPKE key and the TLS key
@@ -40,7 +40,8 @@ def _exists(path: Path) -> ConfigError:
     return ConfigError(
         f"{path} already exists; refusing to overwrite it",
         code="E_EXISTS",
-        hint="use a new --dir, or remove the old home deliberately (its keys protect stored modules)",
+        hint="use a new --dir, or remove the old home deliberately "
+        "(its keys protect stored modules)",
     )
 
 

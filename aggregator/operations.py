@@ -425,7 +425,7 @@ class Operations:
         replaces: str | None = None,
         data: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> ClassifierResult:
-        """Train a classifier on a live dataset; store its safetensors; log ``classifier.trained``."""
+        """Train a classifier on a live dataset; store its safetensors; log classifier.trained."""
         from ffsecure import classifier as C
         from ffsecure import synthesis
 
@@ -568,7 +568,8 @@ class Operations:
             row = self.store.get_artifact("classifier", classifier_id)
             if row.status != "active":
                 raise StoreError(
-                    f"classifier {classifier_id} is {row.status}; only an active one can be published",
+                    f"classifier {classifier_id} is {row.status}; "
+                    "only an active one can be published",
                     code="E_STATUS",
                     hint="train a new classifier",
                 )
@@ -650,7 +651,7 @@ class Operations:
         return retired["dataset"], retired["classifier"], appended
 
     def retire_orphans(self) -> list[Appended]:
-        """Retire live artifacts that still name a deleted module (after an interrupted deletion)."""
+        """Retire live artifacts that still name a deleted module (after a deletion was cut)."""
         out: list[Appended] = []
         with self.lock:
             deleted = {m.module_id: m for m in self.store.list_modules("deleted")}
@@ -665,7 +666,7 @@ class Operations:
 
     # -- retraining ---------------------------------------------------------
     def pending_retrains(self) -> list[tuple[ArtifactRow, str]]:
-        """Classifiers retired by a module deletion while live, that no later classifier replaces."""
+        """Classifiers retired by a module deletion while live that no later one replaces."""
         with self.lock:
             rows = self.store.list_artifacts("classifier")
             replaced = {r.meta.get("replaces") for r in rows}
@@ -730,7 +731,7 @@ class Operations:
 
     # -- status ---------------------------------------------------------------
     def status(self) -> dict:
-        """Modules live/deleted, classes covered, last checkpoint, current classifier and its lineage."""
+        """Modules live/deleted, classes covered, last checkpoint, current classifier, lineage."""
         from ffsecure.ledger import open_checkpoint
         from ffsecure.package import ModuleManifest
 
@@ -787,7 +788,7 @@ class Operations:
         return out
 
     def site_evaluations(self, classifier_id: str) -> list[dict]:
-        """What sites reported (ReportEvaluation) for a classifier: one summary per site, by entry order."""
+        """What sites reported (ReportEvaluation) for a classifier: a summary per site, by entry."""
         from ffsecure.evalreport import summary
 
         with self.lock:

@@ -307,10 +307,7 @@ class RunningServer:
         self.server.stop(grace).wait()
         self.runtime.deps.watchdog.close()
         self.runtime.close()
-        try:
-            self.runtime.config.port_file.unlink()
-        except FileNotFoundError:
-            pass
+        self.runtime.config.port_file.unlink(missing_ok=True)
         log.info("stopped", extra={"event": "stopped"})
 
 

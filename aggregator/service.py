@@ -266,7 +266,8 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                     )
                 if len(chunk.data) > self.deps.max_chunk_bytes:
                     raise RequestError(
-                        f"chunk of {len(chunk.data)} bytes is larger than {self.deps.max_chunk_bytes}",
+                        f"chunk of {len(chunk.data)} bytes "
+                        f"is larger than {self.deps.max_chunk_bytes}",
                         code="E_TOO_LARGE",
                         hint="send chunks no larger than UploadStatus.max_chunk_bytes",
                     )
@@ -373,7 +374,8 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             size = self.deps.store.size()
             if not 0 <= request.index < request.tree_size <= size:
                 raise RequestError(
-                    f"no entry {request.index} in a tree of size {request.tree_size} (the log has {size})",
+                    f"no entry {request.index} in a tree of size {request.tree_size} "
+                    f"(the log has {size})",
                     code="E_PROOF_RANGE",
                     hint="ask for 0 <= index < tree_size <= the checkpoint's size",
                 )
@@ -391,7 +393,8 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             size = self.deps.store.size()
             if not 0 < request.old_size <= request.new_size <= size:
                 raise RequestError(
-                    f"no consistency proof from size {request.old_size} to {request.new_size} (the log has {size})",
+                    f"no consistency proof from size {request.old_size} to {request.new_size} "
+                    f"(the log has {size})",
                     code="E_PROOF_RANGE",
                     hint="ask for 0 < old_size <= new_size <= the checkpoint's size",
                 )
@@ -490,10 +493,10 @@ class AggregatorService(pb_grpc.AggregatorServicer):
 
         gRPC sends a server stream from a worker thread that blocks while the client's
         HTTP/2 flow-control window is full; a client that opens the stream and stops reading
-        would hold that worker for ever. The server's watchdog cancels the call at the bound (which also
-        unblocks the pending send) and logs the refusal as E_DEADLINE; it is cancelled as
-        soon as the stream ends, normally or not. (The handler has returned by then, so the
-        refusal is logged here, not by ``_rpc``; the client sees CANCELLED.)
+        would hold that worker for ever. The server's watchdog cancels the call at the bound
+        (which also unblocks the pending send) and logs the refusal as E_DEADLINE; it is
+        cancelled as soon as the stream ends, normally or not. (The handler has returned by
+        then, so the refusal is logged here, not by ``_rpc``; the client sees CANCELLED.)
         """
         limit = self.deps.download_deadline_s
 
@@ -527,7 +530,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
     def ReportEvaluation(
         self, request: pb.EvaluationReport, context, peer: Peer
     ) -> pb.EvaluationReceipt:
-        """Aggregate metrics of a classifier on the calling site's test data (aggregator.site_reports)."""
+        """Aggregate metrics of a classifier on the calling site's test data (site_reports)."""
         return record_evaluation(
             self.deps.store,
             self.deps.store_lock,

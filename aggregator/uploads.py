@@ -124,7 +124,8 @@ class StagedUpload:
         self.directory = directory
         self.state = state
         self._key = key
-        # Unbuffered: a failed write (disk full) leaves no buffered bytes behind to fail again on close.
+        # Unbuffered: a failed write (disk full) leaves no buffered bytes behind to fail again
+        # on close.
         fd = os.open(directory / "data", os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
         self._fh = os.fdopen(fd, "r+b", buffering=0)
         # Anything past the committed offset may be torn: drop it.
@@ -148,7 +149,8 @@ class StagedUpload:
             )
         if self.offset + len(data) > self.state.total_size:
             raise RequestError(
-                f"chunk ends at {self.offset + len(data)}, past the announced size {self.state.total_size}",
+                f"chunk ends at {self.offset + len(data)}, "
+                f"past the announced size {self.state.total_size}",
                 code="E_UPLOAD_MISMATCH",
                 hint="send exactly total_size bytes",
             )
@@ -180,7 +182,7 @@ class StagedUpload:
         self._uncommitted = 0
 
     def _drop_uncommitted(self) -> None:
-        """After a failed write: forget bytes past the committed offset (the next stream resumes there)."""
+        """After a failed write: forget bytes past the committed offset (a new stream resumes)."""
         self._uncommitted = 0
         self.offset = self.state.committed_offset
         try:
@@ -226,10 +228,7 @@ class StagedUpload:
         self.state.committed_offset = self.state.total_size
         self._fh.close()
         _write_state(self.directory, self.state)
-        try:
-            (self.directory / "data").unlink()
-        except FileNotFoundError:
-            pass
+        (self.directory / "data").unlink(missing_ok=True)
         self._closed = True
 
     def discard(self) -> None:
@@ -348,7 +347,8 @@ class UploadStaging:
             if state is None:
                 if self._staged_count(site_id) >= self.max_parallel_per_site:
                     raise RequestError(
-                        f"site {site_id} already has {self.max_parallel_per_site} unfinished uploads",
+                        f"site {site_id} already has {self.max_parallel_per_site} "
+                        "unfinished uploads",
                         code="E_UPLOAD_QUOTA",
                         hint="finish or abandon earlier uploads (they expire)",
                     )
@@ -377,8 +377,10 @@ class UploadStaging:
             raise
 
     def cleanup_stale(self, now: float | None = None) -> int:
-        """Remove uploads older than ``stale_after_s`` (returns how many), and the staged bytes that a
-        crash left next to an upload already registered."""
+        """Remove uploads older than ``stale_after_s`` (returns how many).
+
+        Also the staged bytes that a crash left next to an upload already registered.
+        """
         now = time.time() if now is None else now
         removed = 0
         for site_dir in self.root.iterdir() if self.root.is_dir() else []:

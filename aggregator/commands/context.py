@@ -1,4 +1,4 @@
-"""Shared plumbing of the operator commands: options, opening a home, progress bars, confirmation."""
+"""Shared plumbing of the operator commands: options, opening a home, progress, confirmation."""
 
 from __future__ import annotations
 

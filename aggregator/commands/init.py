@@ -1,4 +1,4 @@
-"""``aggregator init``: create an aggregator home (keys first, then the CA's federation manifest)."""
+"""``aggregator init``: create an aggregator home (keys, then the CA's federation manifest)."""
 
 from __future__ import annotations
 
@@ -78,7 +78,8 @@ def init(
     step2 = [federation_file, ca_cert, crl_file, tls_cert]
     if federation_id and any(step2):
         raise click.UsageError(
-            "give either --federation-id (step 1) or --federation/--ca-cert/--crl/--tls-cert (step 2)"
+            "give either --federation-id (step 1) "
+            "or --federation/--ca-cert/--crl/--tls-cert (step 2)"
         )
     if federation_id:
         from aggregator.initialize import create_keys
@@ -89,7 +90,8 @@ def init(
         else:
             click.echo(f"created the keys of {out['home']} (log {out['log_origin']})")
             click.echo(
-                f"send {out['public_keys']} and {out['csr']} to the federation CA operator, then run step 2"
+                f"send {out['public_keys']} and {out['csr']} to the federation CA operator, "
+                "then run step 2"
             )
         return
     if not all(step2):

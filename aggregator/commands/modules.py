@@ -54,7 +54,7 @@ def _fmt(value: float | None) -> str:
 
 
 def _privacy_policy(row, policy: dict | None) -> dict:
-    """Whether the federation's current privacy policy requires a report and whether this module passes it.
+    """Whether the federation's privacy policy requires a report, and whether this module passes it.
 
     ``policy`` in the result is the policy in force (defaults applied), as registration applies it.
     """
@@ -84,7 +84,7 @@ def modules() -> None:
 @json_option
 @click.pass_context
 def list_cmd(ctx: click.Context, home_dir: str, status: str | None, as_json: bool) -> None:
-    """Table of modules: id, site, classes, generator, DP epsilon, privacy figures, registered at, status.
+    """Table of modules: id, site, classes, generator, DP epsilon, privacy, registered at, status.
 
     The privacy columns come from the module's signed privacy_report: the
     membership-inference AUROC (the stronger of the plain and the calibrated

@@ -33,7 +33,8 @@ def serve(ctx: click.Context, config_path: str, human_logs: bool) -> None:
     setup_logging(level if isinstance(level, str) else "INFO", json_lines=not human_logs)
     if not tls13:
         logging.getLogger("aggregator.server").warning(
-            "grpc was imported before the TLS 1.3 restriction could be set; TLS 1.2 clients may connect",
+            "grpc was imported before the TLS 1.3 restriction could be set; "
+            "TLS 1.2 clients may connect",
             extra={"event": "tls12_possible"},
         )
     run(config_path)

@@ -35,7 +35,7 @@ def synthesize(
     progress: bool,
     as_json: bool,
 ) -> None:
-    """Decrypt the live modules in memory, sample --per-class images of every class, record the lineage.
+    """Decrypt the live modules in memory, sample --per-class images of each class, log the lineage.
 
     Stores the dataset's recipe (the images are regenerated exactly when a
     classifier is trained), appends dataset.synthesized and writes a sample
@@ -60,7 +60,8 @@ def synthesize(
         echo_json(info)
         return
     click.echo(
-        f"dataset {ds.dataset_id} ({sum(ds.counts.values())} images from {len(ds.modules)} modules), "
+        f"dataset {ds.dataset_id} "
+        f"({sum(ds.counts.values())} images from {len(ds.modules)} modules), "
         f"ledger entry {ds.appended.index}"
     )
     click.echo(f"  sha256 {ds.sha256}")

@@ -24,10 +24,13 @@ from ffsecure.records.receipts import Receipt
 
 log = logging.getLogger("aggregator.store")
 
+# A backslash at the end of a line joins it to the next: the SQL text SQLite keeps stays unchanged.
 EVALUATIONS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS evaluations(
-    site_id TEXT NOT NULL, classifier_id TEXT NOT NULL, report BLOB NOT NULL, report_sha256 TEXT NOT NULL,
-    salt TEXT NOT NULL, entry_index INTEGER NOT NULL UNIQUE REFERENCES entries(idx), created TEXT NOT NULL,
+    site_id TEXT NOT NULL, classifier_id TEXT NOT NULL, report BLOB NOT NULL, \
+report_sha256 TEXT NOT NULL,
+    salt TEXT NOT NULL, entry_index INTEGER NOT NULL UNIQUE REFERENCES entries(idx), \
+created TEXT NOT NULL,
     PRIMARY KEY(site_id, classifier_id));
 CREATE INDEX IF NOT EXISTS evaluations_classifier ON evaluations(classifier_id)
 """
@@ -66,7 +69,8 @@ class EvaluationsMixin:
         wrong = [k for k in expected if got[k] != expected[k]]
         if wrong:
             raise LedgerError(
-                f"the classifier.evaluated entry does not match the report: {', '.join(wrong)} differ",
+                "the classifier.evaluated entry does not match the report: "
+                f"{', '.join(wrong)} differ",
                 code="E_ENTRY",
                 hint="build the entry with ffsecure.evalreport.ledger_facts",
             )
@@ -177,7 +181,8 @@ class EvaluationsMixin:
                 ok = False
             if not ok:
                 raise corrupt(
-                    f"the stored evaluation of {r[1]} by {r[0]} does not hash to its ledger commitment"
+                    f"the stored evaluation of {r[1]} by {r[0]} "
+                    "does not hash to its ledger commitment"
                 )
         if len(rows) != len(evaluated):
             raise corrupt("a classifier.evaluated entry has no stored evaluation")

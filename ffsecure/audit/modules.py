@@ -176,16 +176,17 @@ def check_modules(
                 if revoked_cert and revoked_at is not None:
                     when = pki.rfc3339(revoked_at)
                     tail = (
-                        f" (revoked {when}, before its registration at {ms.time}: the aggregator should have "
-                        f"refused it){tail}"
+                        f" (revoked {when}, before its registration at {ms.time}: "
+                        f"the aggregator should have refused it){tail}"
                         if revoked_at < registered_at
-                        else f" (revoked {when}, at or after its registration at {ms.time}: the revocation reaches back "
-                        f"to every signature of that key){tail}"
+                        else f" (revoked {when}, at or after its registration at {ms.time}: "
+                        f"the revocation reaches back to every signature of that key){tail}"
                     )
                 findings.add(
                     "module-signatures",
                     code,
-                    f"module {mid} of site {ms.site_id} does not verify: [{exc.code}] {exc.message}{tail}",
+                    f"module {mid} of site {ms.site_id} does not verify: "
+                    f"[{exc.code}] {exc.message}{tail}",
                     severity=WARNING if deleted else "error",
                     **where,
                 )
