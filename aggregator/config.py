@@ -122,8 +122,12 @@ _POSITIVE = {
 }
 
 
-def _spec(name: str, kind: str) -> fields.Spec:
-    """The field spec of one key: its dataclass type, and positive where ``_POSITIVE`` says."""
+def _spec(name: str, kind: object) -> fields.Spec:
+    """The field spec of one key: its dataclass type, and positive where ``_POSITIVE`` says.
+
+    ``kind`` is the field's annotation, a string such as ``"int"`` (this module postpones
+    the evaluation of annotations).
+    """
     if kind == "str":
         return fields.Str(min_len=1, expect="a non-empty string")
     if kind == "int":

@@ -93,6 +93,12 @@ class DatasetResult:
     images: torch.Tensor | None = None
     labels: torch.Tensor | None = None
 
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The images and labels while this result still holds them (``retrain`` drops them)."""
+        if self.images is None or self.labels is None:
+            return None
+        return self.images, self.labels
+
 
 @dataclass
 class ClassifierResult:
@@ -146,7 +152,8 @@ def recipe_from_facts(facts: dict) -> dict:
         for m in recipe["modules"]
     ]
     assignments, _ = plan_assignments(
-        sorted(sources, key=lambda s: s.module_id),
+        # plan_assignments reads only module_id and classes; a recipe names no generator
+        sorted(sources, key=lambda s: s.module_id),  # type: ignore[arg-type]
         num_classes=recipe["num_classes"],
         per_class=recipe["per_class"],
         seed=recipe["seed"],
@@ -715,7 +722,7 @@ class Operations:
                     width=train["model"].get("width"),
                     threads=train["torch_threads"],
                     replaces=row.artifact_id,
-                    data=(ds.images, ds.labels),
+                    data=ds.tensors(),
                 )
             except NoModulesError as exc:
                 out.skipped.append((row.artifact_id, exc.message))

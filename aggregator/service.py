@@ -19,7 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import grpc
-from google.protobuf.message import Message
+
+# protobuf ships no type information and types-protobuf is not in the lock
+from google.protobuf.message import Message  # type: ignore[import-untyped]
 
 from aggregator.auth import Authenticator, Peer
 from aggregator.grpc_errors import RequestError, abort_with, log_refusal
@@ -194,13 +196,12 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             total_sha256=bytes.fromhex(state.total_sha256),
             max_chunk_bytes=self.deps.max_chunk_bytes,
         )
-        if state.registered:
+        if state.module_id is not None:  # registered
+            module_id = state.module_id
             with self.deps.store_lock:
-                deleted = self.deps.store.get_module(state.module_id).status == "deleted"
+                deleted = self.deps.store.get_module(module_id).status == "deleted"
             out.state = pb.UploadStatus.DELETED if deleted else pb.UploadStatus.REGISTERED
-            out.receipt.CopyFrom(
-                _receipt_pb(self._existing_receipt(state.module_id), state.module_id)
-            )
+            out.receipt.CopyFrom(_receipt_pb(self._existing_receipt(module_id), module_id))
         else:
             out.state = pb.UploadStatus.IN_PROGRESS
         return out
@@ -245,7 +246,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                     first = chunk
                     upload_id = check_upload_id(chunk.upload_id)
                     state = self.deps.staging.status(peer.site_id, upload_id)
-                    if state is not None and state.registered:
+                    if state is not None and state.module_id is not None:  # registered
                         r = self._existing_receipt(state.module_id, refuse_deleted=True)
                         return _receipt_pb(r, state.module_id)
                     staged = self.deps.staging.open(
@@ -271,6 +272,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                         code="E_TOO_LARGE",
                         hint="send chunks no larger than UploadStatus.max_chunk_bytes",
                     )
+                assert staged is not None  # opened with the first chunk
                 staged.write(chunk.offset, chunk.data)
             watchdog.cancel()  # every byte is in: registration is not cut short
             if expired.is_set():
@@ -287,8 +289,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                     code="E_UPLOAD_INCOMPLETE",
                     hint=f"resume the upload at offset {staged.offset}",
                 )
-            receipt = self._register_staged(staged, peer)
-            return _receipt_pb(receipt, receipt.module_id)
+            return self._register_staged(staged, peer).to_pb()  # names its module_id
         except FFSecureError:
             refused = True  # an upload without a durable byte is dropped, not kept for resuming
             raise

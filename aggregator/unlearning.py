@@ -165,7 +165,7 @@ def make_worker(
             cache["eval"] = load_evaluation(
                 evaluation_section,
                 label_space=list(federation.label_space),
-                image_shape=tuple(federation.image_shape),
+                image_shape=federation.image_shape,
             )
         return Operations(
             store,

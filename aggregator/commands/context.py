@@ -7,10 +7,14 @@ import getpass
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ffsecure.errors import ConfigError
+
+if TYPE_CHECKING:  # annotations only: Operations imports torch
+    from aggregator.operations import Operations
 
 
 def dir_option(f):
@@ -73,7 +77,7 @@ def rich_progress(enabled: bool):
 @contextlib.contextmanager
 def open_operations(
     home_dir: str, *, progress: bool = False, actor: str | None = None, evaluation: bool = True
-) -> Iterator[object]:
+) -> Iterator[Operations]:
     """Open an aggregator home (federation, store, optional test set) as :class:`Operations`."""
     from aggregator.config import load_config
     from aggregator.evaluation import load_evaluation
@@ -104,7 +108,7 @@ def open_operations(
         eval_set = load_evaluation(
             cfg.evaluation,
             label_space=federation.label_space,
-            image_shape=tuple(federation.image_shape),
+            image_shape=federation.image_shape,
         )
     bar_ctx, factory = rich_progress(progress)
     with open_home_store(home) as store, bar_ctx:

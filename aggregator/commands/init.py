@@ -94,19 +94,21 @@ def init(
                 "then run step 2"
             )
         return
-    if not all(step2):
+    given = [path for path in step2 if path]
+    if len(given) != len(step2):
         raise click.UsageError(
             "step 2 needs --federation, --ca-cert, --crl and --tls-cert "
             "(or run step 1 with --federation-id)"
         )
     from aggregator.initialize import install
 
+    federation_json, ca_cert_pem, crl_pem, tls_cert_pem = (Path(p).read_bytes() for p in given)
     out = install(
         home_dir,
-        federation_json=Path(federation_file).read_bytes(),
-        ca_cert_pem=Path(ca_cert).read_bytes(),
-        crl_pem=Path(crl_file).read_bytes(),
-        tls_cert_pem=Path(tls_cert).read_bytes(),
+        federation_json=federation_json,
+        ca_cert_pem=ca_cert_pem,
+        crl_pem=crl_pem,
+        tls_cert_pem=tls_cert_pem,
         listen=listen,
     )
     if as_json:

@@ -145,6 +145,7 @@ def verify(
 
         summary = verify_bundle_log(bundle_dir).to_dict()
     else:
+        assert home_dir is not None  # exactly one of the two, checked above
         with _open(home_dir) as store:
             summary = store.verify_integrity(decrypt=not no_decrypt)
     if as_json:

@@ -46,13 +46,14 @@ def synthesize(
         home_dir, progress=progress and not as_json, actor=operator_actor(actor) if actor else None
     ) as ops:
         ds = ops.synthesize(per_class=per_class, seed=seed)
+    uncovered = [c for c, n in ds.counts.items() if n == 0]
     info = {
         "dataset_id": ds.dataset_id,
         "sha256": ds.sha256,
         "index": ds.appended.index,
         "modules": [m["module_id"] for m in ds.modules],
         "counts": ds.counts,
-        "uncovered": [c for c, n in ds.counts.items() if n == 0],
+        "uncovered": uncovered,
         "grid": str(ds.grid_path) if ds.grid_path else None,
         "seconds": round(ds.seconds, 3),
     }
@@ -65,7 +66,7 @@ def synthesize(
         f"ledger entry {ds.appended.index}"
     )
     click.echo(f"  sha256 {ds.sha256}")
-    if info["uncovered"]:
-        click.echo(f"  no module covers: {', '.join(info['uncovered'])}")
+    if uncovered:
+        click.echo(f"  no module covers: {', '.join(uncovered)}")
     if ds.grid_path:
         click.echo(f"  sample grid: {ds.grid_path}")

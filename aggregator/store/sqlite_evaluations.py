@@ -12,12 +12,14 @@ from __future__ import annotations
 import hmac
 import logging
 import sqlite3
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
 from aggregator.store.base import EvaluationRow, check_artifact
 from ffsecure import canonical
 from ffsecure.errors import FFSecureError, FormatError, LedgerError, NotFoundError, StoreError
 from ffsecure.evalreport import EvaluationReport, commitment
-from ffsecure.ledger.merkle import inclusion_proof_from
+from ffsecure.ledger.merkle import NodeReader, inclusion_proof_from
 from ffsecure.records.entries import EntryType, entry_bytes
 from ffsecure.records.ids import SITE_ID
 from ffsecure.records.receipts import Receipt
@@ -44,6 +46,15 @@ def _row(r: tuple) -> EvaluationRow:
 
 class EvaluationsMixin:
     """``put_evaluation`` / ``list_evaluations`` and their share of ``verify_integrity``."""
+
+    if TYPE_CHECKING:  # what the mixin uses of SQLiteStore, declared for the type checker only
+
+        def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
+        def _read(self) -> AbstractContextManager[sqlite3.Connection]: ...
+        def _append_locked(self, conn: sqlite3.Connection, data: bytes, kind: str) -> int: ...
+        def _checkpoint_locked(self, conn: sqlite3.Connection) -> tuple[int, str]: ...
+        @staticmethod
+        def _nodes(conn: sqlite3.Connection) -> NodeReader: ...
 
     def put_evaluation(
         self, *, site_id: str, report: bytes, salt: str, entry: dict

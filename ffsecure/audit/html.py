@@ -81,7 +81,7 @@ LANES = [
         (EntryType.CERT_REVOKED, EntryType.KEY_ROTATED, EntryType.CRL_LOADED),
     ),
 ]
-COLORS = {
+COLORS: dict[str, str] = {
     EntryType.MODULE_REGISTERED: "#0969da",
     EntryType.DATASET_SYNTHESIZED: "#8250df",
     EntryType.DATASET_RETIRED: "#8c959f",
@@ -217,13 +217,13 @@ def _timeline(r: AuditResult) -> str:
         f'<text x="{left}" y="{axis_y + 32}" font-size="11" fill="#656d76">entry index → '
         f"(dashed: signed checkpoints)</text>"
     )
-    lane_of = {t: k for k, (_, _, types) in enumerate(LANES) for t in types}
+    lane_of: dict[str, int] = {t: k for k, (_, _, types) in enumerate(LANES) for t in types}
     drawn: set[tuple[str, int]] = set()
     for ev in events:
-        k = lane_of.get(ev.type)
-        if k is None:
+        lane = lane_of.get(ev.type)
+        if lane is None:
             continue
-        cx, cy = x(ev.index), top + lane_h * k + lane_h / 2
+        cx, cy = x(ev.index), top + lane_h * lane + lane_h / 2
         column = (ev.type, int(cx / 3))  # long logs: one marker per type and 3-pixel column
         if column in drawn and ev.index not in bad_entries:
             continue
@@ -424,7 +424,8 @@ def _lineage(r: AuditResult) -> str:
     clf = r.replay.current_classifier()
     if clf is None:
         return "<h2>Lineage of the current classifier</h2><p>No live classifier.</p>"
-    ds = r.replay.datasets.get(clf.facts.get("dataset_id"))
+    dataset_id = clf.facts.get("dataset_id")
+    ds = r.replay.datasets.get(dataset_id) if isinstance(dataset_id, str) else None
     state = "published" if clf.published_index is not None else "live"
     cnode = (
         f"<div class='node'><h4>classifier {_e(clf.artifact_id)} {_pill(state)}</h4>"
@@ -468,8 +469,8 @@ def _lineage(r: AuditResult) -> str:
 
 def _deletions(r: AuditResult) -> str:
     dels = sorted(
-        (m for m in r.replay.modules.values() if m.deleted_index is not None),
-        key=lambda m: m.deleted_index,
+        ((m.deleted_index, m) for m in r.replay.modules.values() if m.deleted_index is not None),
+        key=lambda pair: pair[0],
     )
     out = ["<h2>Deletions</h2>"]
     if not dels:
@@ -477,9 +478,9 @@ def _deletions(r: AuditResult) -> str:
         return "".join(out)
     latest = r.log.latest
     usable = r.log.verified
-    for m in dels:
-        d = m.deleted_index
-        facts = r.log.entries[d]["facts"] if r.log.entries[d] else {}
+    for d, m in dels:
+        entry = r.log.entries[d]
+        facts = entry["facts"] if entry else {}
         retired = [
             f"{a.kind} {a.artifact_id} (entry {a.retired_index})"
             for table in (r.replay.datasets, r.replay.classifiers)

@@ -110,7 +110,10 @@ def check_modules(
             )
             out[mid] = ModuleCheck(mid, ms.site_id, manifest, False, "bad package", None, None)
             continue
-        raw_package = canonical.b64decode_canonical(r.get("package_b64"))
+        package_b64 = r.get("package_b64")
+        raw_package = (
+            canonical.b64decode_canonical(package_b64) if isinstance(package_b64, str) else None
+        )
         if raw_package is None:
             problems.append("package_b64 is not canonical base64")
         elif raw_package != package_bytes:

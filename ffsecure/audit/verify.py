@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -101,7 +102,7 @@ def audit_bundle(
     *,
     ca_pem: bytes | None,
     crl_pem: bytes | None = None,
-    trusted: list[tuple[str, bytes]] = (),
+    trusted: Sequence[tuple[str, bytes]] = (),
     log_vkey: str | None = None,
     now: dt.datetime | None = None,
 ) -> AuditResult:
