@@ -53,14 +53,17 @@ import torch
 
 from aggregator.evaluation import EvalSet
 from aggregator.store.base import ArtifactRow, Store
-from ffsecure import canonical
+from ffsecure import canonical, classifier, generators, synthesis
 from ffsecure.classifier import TrainConfig
 from ffsecure.errors import ConfigError, NotFoundError, StoreError
+from ffsecure.evalreport import summary
 from ffsecure.federation import FederationManifest
 from ffsecure.generators import Generator
-from ffsecure.ledger import make_entry
+from ffsecure.ledger import make_entry, open_checkpoint
 from ffsecure.package import ModuleManifest
+from ffsecure.plots import sample_grid
 from ffsecure.records.entries import EntryType
+from ffsecure.synthesis import ModuleSource, plan_assignments
 from ffsecure.torchutil import torch_threads
 
 log = logging.getLogger("aggregator.operations")
@@ -144,8 +147,6 @@ def compact_recipe(recipe: dict) -> dict:
 
 def recipe_from_facts(facts: dict) -> dict:
     """The full synthesis recipe of a ``dataset.synthesized`` entry (assignments recomputed)."""
-    from ffsecure.synthesis import plan_assignments
-
     recipe = dict(facts["recipe"])
     sources = [
         SimpleNamespace(module_id=m["module_id"], classes=list(m["classes"]))
@@ -225,9 +226,6 @@ class Operations:
         values) raises ``E_TENSOR_VALUE`` naming it; with a ``skipped`` list it is left
         out instead, logged, and recorded there as ``(module_id, why)``.
         """
-        from ffsecure.package import ModuleManifest
-        from ffsecure.synthesis import ModuleSource
-
         with self.lock:
             rows = self.store.list_modules("active")
             if module_ids is not None:
@@ -260,8 +258,6 @@ class Operations:
         manifest: ModuleManifest, weights: bytes, skipped: list[tuple[str, str]] | None
     ) -> Generator | None:
         """The module's generator, or None when its values are bad and ``skipped`` collects them."""
-        from ffsecure import generators
-
         try:
             return generators.from_state(
                 manifest.generator["family"],
@@ -299,8 +295,6 @@ class Operations:
         A module with non-finite weights fails the step naming it (``E_TENSOR_VALUE``), or,
         given a ``skipped`` list, is left out of the dataset and recorded there.
         """
-        from ffsecure import synthesis
-
         start = time.perf_counter()
         sources = self.live_sources(skipped=skipped)
         if not sources:
@@ -380,7 +374,6 @@ class Operations:
     def _grid(self, dataset_id: str, images: torch.Tensor, labels: torch.Tensor) -> Path | None:
         if self.runs_dir is None:
             return None
-        from ffsecure.plots import sample_grid
 
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         if self.evaluation is not None:
@@ -399,8 +392,6 @@ class Operations:
 
     def dataset_tensors(self, dataset_id: str) -> tuple[torch.Tensor, torch.Tensor, ArtifactRow]:
         """Regenerate a live dataset's images from its recipe (hash-checked)."""
-        from ffsecure import synthesis
-
         with self.lock:
             row = self.store.get_artifact("dataset", dataset_id)
         if row.status == "retired":
@@ -433,11 +424,8 @@ class Operations:
         data: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> ClassifierResult:
         """Train a classifier on a live dataset; store its safetensors; log classifier.trained."""
-        from ffsecure import classifier as C
-        from ffsecure import synthesis
-
         start = time.perf_counter()
-        settings = settings or C.TrainConfig()
+        settings = settings or TrainConfig()
         if settings.device != "cpu":
             log.warning(
                 "training on %s: bit-for-bit retraining is only guaranteed on the CPU",
@@ -456,20 +444,20 @@ class Operations:
         else:
             x, y = data
         shape = tuple(self.federation.image_shape)
-        model_cfg = C.model_config(
+        model_cfg = classifier.model_config(
             arch, image_shape=shape, num_classes=len(self.label_space), width=width
         )
         threads = int(threads or torch.get_num_threads())
         bar = self._bar(f"train {arch}", settings.epochs)
         with torch_threads(threads):
-            result = C.train_classifier(
+            result = classifier.train_classifier(
                 model_cfg, x, y, settings, progress=(lambda e, n, loss: bar(e)) if bar else None
             )
-        weights = C.to_safetensors(result.model, model_cfg)
+        weights = classifier.to_safetensors(result.model, model_cfg)
         sha = hashlib.sha256(weights).hexdigest()
         metrics = None
         if self.evaluation is not None:
-            ev = C.evaluate(
+            ev = classifier.evaluate(
                 result.model, self.evaluation.x, self.evaluation.y, len(self.label_space)
             )
             metrics = {
@@ -554,10 +542,8 @@ class Operations:
     @staticmethod
     def settings_from_config(config: dict) -> TrainConfig:
         """The TrainConfig recorded in a classifier.trained entry's ``config``."""
-        from ffsecure import classifier as C
-
-        names = set(C.TrainConfig.__dataclass_fields__)
-        return C.TrainConfig(**{k: v for k, v in config.items() if k in names})
+        names = set(TrainConfig.__dataclass_fields__)
+        return TrainConfig(**{k: v for k, v in config.items() if k in names})
 
     # -- publishing ---------------------------------------------------------
     def publish(self, classifier_id: str | None = None) -> tuple[str, Appended]:
@@ -739,9 +725,6 @@ class Operations:
     # -- status ---------------------------------------------------------------
     def status(self) -> dict:
         """Modules live/deleted, classes covered, last checkpoint, current classifier, lineage."""
-        from ffsecure.ledger import open_checkpoint
-        from ffsecure.package import ModuleManifest
-
         with self.lock:
             modules = self.store.list_modules()
             note = self.store.latest_checkpoint()
@@ -796,8 +779,6 @@ class Operations:
 
     def site_evaluations(self, classifier_id: str) -> list[dict]:
         """What sites reported (ReportEvaluation) for a classifier: a summary per site, by entry."""
-        from ffsecure.evalreport import summary
-
         with self.lock:
             rows = self.store.list_evaluations(classifier_id)
         return [

@@ -59,8 +59,9 @@ from aggregator.ratelimit import RateLimiter
 from aggregator.registration import Registrar, max_upload_bytes
 from aggregator.request_deadline import RequestDeadlineInterceptor
 from aggregator.service import AggregatorService, ServiceDeps
+from aggregator.store import SQLiteStore
 from aggregator.store.base import Store
-from aggregator.unlearning import RetrainWorker
+from aggregator.unlearning import RetrainWorker, make_worker
 from aggregator.uploads import UploadStaging
 from ffsecure import envelope, pki
 from ffsecure.errors import ConfigError, FFSecureError
@@ -105,8 +106,6 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def open_store(home: AggregatorHome, *, origin: str, kek: bytes, log_signer: LogSigner) -> Store:
-    from aggregator.store import SQLiteStore
-
     return SQLiteStore.open(home, origin=origin, kek=kek, log_signer=log_signer)
 
 
@@ -168,7 +167,6 @@ def load_runtime(config: AggregatorConfig) -> Runtime:
             extra={"event": "uploads_cleaned", "count": removed},
         )
     rl = config.rate_limit
-    from aggregator.unlearning import make_worker
 
     worker = make_worker(
         store=store,

@@ -153,6 +153,7 @@ def make_worker(
     device: str = "cpu",
 ) -> RetrainWorker:
     """The worker ``serve`` installs as the service's deletion hook."""
+    # heavy: torch, imported once serve has checked its home (a bad one fails fast)
     from aggregator.evaluation import load_evaluation
     from aggregator.operations import Operations
 

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from aggregator.grpc_errors import RequestError
+from aggregator.registration import disk_error
 from ffsecure import canonical
 from ffsecure.errors import FFSecureError
 from ffsecure.files import PRIVATE_FILE_MODE, fsync_dir, private_dir
@@ -77,12 +78,6 @@ def _check_site(site_id: str) -> str:
             hint=f"site ids are {SITE_ID.rule}",
         )
     return site_id
-
-
-def _disk_error(exc: OSError, doing: str) -> FFSecureError:
-    from aggregator.registration import disk_error
-
-    return disk_error(exc, doing)
 
 
 def _write_state(directory: Path, state: UploadState) -> None:
@@ -160,7 +155,7 @@ class StagedUpload:
                 view = view[self._fh.write(view) :]
         except OSError as exc:
             self._drop_uncommitted()
-            raise _disk_error(exc, "staging the upload") from None
+            raise disk_error(exc, "staging the upload") from None
         self.offset += len(data)
         self._uncommitted += len(data)
         if self._uncommitted >= self._staging.commit_every_bytes:
@@ -177,7 +172,7 @@ class StagedUpload:
             _write_state(self.directory, state)
         except OSError as exc:
             self._drop_uncommitted()
-            raise _disk_error(exc, "staging the upload") from None
+            raise disk_error(exc, "staging the upload") from None
         self.state = state
         self._uncommitted = 0
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 
 from aggregator.commands.context import json_option
+from aggregator.config import write_default_config
+from aggregator.initialize import create_keys, install
 from ffsecure.clitools import echo_json
 
 
@@ -82,8 +84,6 @@ def init(
             "or --federation/--ca-cert/--crl/--tls-cert (step 2)"
         )
     if federation_id:
-        from aggregator.initialize import create_keys
-
         out = create_keys(home_dir, federation_id, origin=origin)
         if as_json:
             echo_json(out)
@@ -100,7 +100,6 @@ def init(
             "step 2 needs --federation, --ca-cert, --crl and --tls-cert "
             "(or run step 1 with --federation-id)"
         )
-    from aggregator.initialize import install
 
     federation_json, ca_cert_pem, crl_pem, tls_cert_pem = (Path(p).read_bytes() for p in given)
     out = install(
@@ -136,8 +135,6 @@ def init_config(ctx: click.Context, config_path: str, listen: str | None, as_jso
     this command is for reading or preparing it beforehand, or for a home
     whose aggregator.toml was removed.
     """
-    from aggregator.config import write_default_config
-
     ctx.ensure_object(dict)["json"] = as_json
     path = write_default_config(config_path, listen=listen)
     if as_json:

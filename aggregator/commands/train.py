@@ -69,7 +69,7 @@ def train(
 ) -> None:
     """Train a classifier on a synthesized dataset (CPU, deterministic); log classifier.trained."""
     ctx.ensure_object(dict)["json"] = as_json
-    from ffsecure.classifier import TrainConfig
+    from ffsecure.classifier import TrainConfig  # heavy: torch, only when training
 
     settings = TrainConfig(
         epochs=epochs,
