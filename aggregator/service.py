@@ -19,9 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import grpc
-
-# protobuf ships no type information and types-protobuf is not in the lock
-from google.protobuf.message import Message  # type: ignore[import-untyped]
+from google.protobuf.message import Message  # type: ignore[import-untyped]  # no stubs in the lock
 
 from aggregator.auth import Authenticator, Peer
 from aggregator.grpc_errors import RequestError, abort_with, log_refusal
