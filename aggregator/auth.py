@@ -92,12 +92,14 @@ class CrlSource:
         self._pem = pem
         self._stamp = stamp
         self._unrecorded, self._retry_at = self._crl, 0.0
-        if pki.crl_expired(self._crl):
+        next_update = self._crl.next_update_utc
+        if next_update is not None and pki.crl_expired(self._crl):
             log.warning(
-                "the CRL %s is past its nextUpdate (%s): certificates revoked since then are not in it; "
+                "the CRL %s is past its nextUpdate (%s): "
+                "certificates revoked since then are not in it; "
                 "re-sign it with `ffsecure pki crl` and copy it here",
                 self.path,
-                rfc3339(self._crl.next_update_utc),
+                rfc3339(next_update),
             )
 
     def _record(self, *, strict: bool) -> None:

@@ -4,8 +4,9 @@ The file lives in the aggregator home directory (docs/decisions.md); relative
 paths in it are relative to that directory. Every key has a documented
 default (``DEFAULT_TOML``, the shipped template
 ``ffsecure/templates/aggregator.toml``, is the reference, written by
-``aggregator init`` and ``aggregator init-config``); an unknown key is an error naming the key, because it is usually a
-typo that would otherwise be silently ignored.
+``aggregator init`` and ``aggregator init-config``); an unknown key is an
+error naming the key, because it is usually a typo that would otherwise be
+silently ignored.
 
 Limits that the federation fixes (the largest module a site may send) come
 from the CA-signed federation manifest; this file can only lower them.
@@ -121,8 +122,12 @@ _POSITIVE = {
 }
 
 
-def _spec(name: str, kind: str) -> fields.Spec:
-    """The field spec of one key: its dataclass type, and positive where ``_POSITIVE`` says."""
+def _spec(name: str, kind: object) -> fields.Spec:
+    """The field spec of one key: its dataclass type, and positive where ``_POSITIVE`` says.
+
+    ``kind`` is the field's annotation, a string such as ``"int"`` (this module postpones
+    the evaluation of annotations).
+    """
     if kind == "str":
         return fields.Str(min_len=1, expect="a non-empty string")
     if kind == "int":
@@ -222,7 +227,8 @@ def load_config(path: str | Path) -> AggregatorConfig:
     except FileNotFoundError:
         raise ConfigError(
             f"configuration file {p} does not exist",
-            hint="create the aggregator home with `aggregator init`, or pass --config DIR/aggregator.toml",
+            hint="create the aggregator home with `aggregator init`, "
+            "or pass --config DIR/aggregator.toml",
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ffsecure.data import load_dataset
 from ffsecure.errors import ConfigError
 from ffsecure.records.fields import is_int
 
@@ -66,7 +67,6 @@ def load_evaluation(
     root = section.get("root")
     if root is not None and not isinstance(root, str):
         raise _error("[evaluation] root must be a path string")
-    from ffsecure.data import load_dataset
 
     ds = load_dataset(spec, image_shape=image_shape, root=root, seed=seed)
     if len(ds.class_names) != len(label_space):

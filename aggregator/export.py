@@ -8,7 +8,8 @@ Layout (docs/audit-bundle.md)::
     checkpoints/<size>        every checkpoint issued up to the export, one signed note per file
     ca.pem, crl.pem           the federation CA certificate and its current CRL
     federation.json           the CA-signed federation manifest (binds the log key to the CA)
-    modules/<module-id>.json  manifest, signature and certificate chain of each module (never weights)
+    modules/<module-id>.json  manifest, signature and certificate chain of each module
+                              (never weights)
 
 The bundle is built in a temporary sibling directory and renamed into place,
 so an interrupted export leaves no partial bundle.

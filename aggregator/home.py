@@ -119,7 +119,7 @@ def write_private_file(path: Path, data: bytes) -> None:
             f"{path} already exists; a key is never overwritten",
             code="E_KEY_EXISTS",
             hint="move the old key away first if you mean to replace it",
-        )
+        ) from None
 
 
 def read_private_file(path: Path) -> bytes:
@@ -188,7 +188,7 @@ class LogSigner:
     @classmethod
     def generate(cls, name: str) -> LogSigner:
         signer = cls(name, Ed25519PrivateKey.generate())
-        signer.vkey  # checks the name
+        _ = signer.vkey  # make_vkey refuses a name the note format cannot carry
         return signer
 
 

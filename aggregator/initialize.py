@@ -1,4 +1,4 @@
-"""Creating an aggregator home, in two steps (the federation manifest needs the aggregator's public keys).
+"""Creating an aggregator home, in two steps (the federation manifest needs its public keys).
 
 1. :func:`create_keys` (``aggregator init --federation-id ID --dir DIR``): the
    key-encryption key, the log signing key, the HPKE key and the TLS key
@@ -25,22 +25,27 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from aggregator.config import write_default_config
 from aggregator.home import (
     AggregatorHome,
     create_kek,
     create_log_key,
     default_origin,
+    load_log_key,
     write_private_file,
 )
+from aggregator.store import open_home_store
 from ffsecure import envelope, pki
 from ffsecure.errors import ConfigError
+from ffsecure.federation import load_signed_manifest, write_public_keys
 
 
 def _exists(path: Path) -> ConfigError:
     return ConfigError(
         f"{path} already exists; refusing to overwrite it",
         code="E_EXISTS",
-        hint="use a new --dir, or remove the old home deliberately (its keys protect stored modules)",
+        hint="use a new --dir, or remove the old home deliberately "
+        "(its keys protect stored modules)",
     )
 
 
@@ -52,8 +57,6 @@ def create_keys(
     hpke_suite: str = "x25519",
 ) -> dict:
     """Step 1: keys, public-keys.json and aggregator.csr. Returns the paths written."""
-    from ffsecure.federation import write_public_keys
-
     federation_id = pki.check_id(federation_id, "federation id")
     home = AggregatorHome.at(home_dir)
     public_keys, csr_path = home.root / "public-keys.json", home.root / "aggregator.csr"
@@ -121,11 +124,6 @@ def install(
     listen: str | None = None,
 ) -> dict:
     """Step 2: check and install the CA's answers, write the config, create the store."""
-    from aggregator.config import write_default_config
-    from aggregator.home import load_log_key
-    from aggregator.store import open_home_store
-    from ffsecure.federation import load_signed_manifest
-
     home = AggregatorHome.at(home_dir)
     for p in (home.kek_key, home.log_key, home.hpke_key, home.tls_key):
         if not p.is_file():

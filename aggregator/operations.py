@@ -53,14 +53,17 @@ import torch
 
 from aggregator.evaluation import EvalSet
 from aggregator.store.base import ArtifactRow, Store
-from ffsecure import canonical
+from ffsecure import canonical, classifier, generators, synthesis
 from ffsecure.classifier import TrainConfig
 from ffsecure.errors import ConfigError, NotFoundError, StoreError
+from ffsecure.evalreport import summary
 from ffsecure.federation import FederationManifest
 from ffsecure.generators import Generator
-from ffsecure.ledger import make_entry
+from ffsecure.ledger import make_entry, open_checkpoint
 from ffsecure.package import ModuleManifest
+from ffsecure.plots import sample_grid
 from ffsecure.records.entries import EntryType
+from ffsecure.synthesis import ModuleSource, plan_assignments
 from ffsecure.torchutil import torch_threads
 
 log = logging.getLogger("aggregator.operations")
@@ -92,6 +95,12 @@ class DatasetResult:
     seconds: float
     images: torch.Tensor | None = None
     labels: torch.Tensor | None = None
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The images and labels while this result still holds them (``retrain`` drops them)."""
+        if self.images is None or self.labels is None:
+            return None
+        return self.images, self.labels
 
 
 @dataclass
@@ -138,15 +147,14 @@ def compact_recipe(recipe: dict) -> dict:
 
 def recipe_from_facts(facts: dict) -> dict:
     """The full synthesis recipe of a ``dataset.synthesized`` entry (assignments recomputed)."""
-    from ffsecure.synthesis import plan_assignments
-
     recipe = dict(facts["recipe"])
     sources = [
         SimpleNamespace(module_id=m["module_id"], classes=list(m["classes"]))
         for m in recipe["modules"]
     ]
     assignments, _ = plan_assignments(
-        sorted(sources, key=lambda s: s.module_id),
+        # plan_assignments reads only module_id and classes; a recipe names no generator
+        sorted(sources, key=lambda s: s.module_id),  # type: ignore[arg-type]
         num_classes=recipe["num_classes"],
         per_class=recipe["per_class"],
         seed=recipe["seed"],
@@ -218,9 +226,6 @@ class Operations:
         values) raises ``E_TENSOR_VALUE`` naming it; with a ``skipped`` list it is left
         out instead, logged, and recorded there as ``(module_id, why)``.
         """
-        from ffsecure.package import ModuleManifest
-        from ffsecure.synthesis import ModuleSource
-
         with self.lock:
             rows = self.store.list_modules("active")
             if module_ids is not None:
@@ -253,8 +258,6 @@ class Operations:
         manifest: ModuleManifest, weights: bytes, skipped: list[tuple[str, str]] | None
     ) -> Generator | None:
         """The module's generator, or None when its values are bad and ``skipped`` collects them."""
-        from ffsecure import generators
-
         try:
             return generators.from_state(
                 manifest.generator["family"],
@@ -292,8 +295,6 @@ class Operations:
         A module with non-finite weights fails the step naming it (``E_TENSOR_VALUE``), or,
         given a ``skipped`` list, is left out of the dataset and recorded there.
         """
-        from ffsecure import synthesis
-
         start = time.perf_counter()
         sources = self.live_sources(skipped=skipped)
         if not sources:
@@ -373,7 +374,6 @@ class Operations:
     def _grid(self, dataset_id: str, images: torch.Tensor, labels: torch.Tensor) -> Path | None:
         if self.runs_dir is None:
             return None
-        from ffsecure.plots import sample_grid
 
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         if self.evaluation is not None:
@@ -392,8 +392,6 @@ class Operations:
 
     def dataset_tensors(self, dataset_id: str) -> tuple[torch.Tensor, torch.Tensor, ArtifactRow]:
         """Regenerate a live dataset's images from its recipe (hash-checked)."""
-        from ffsecure import synthesis
-
         with self.lock:
             row = self.store.get_artifact("dataset", dataset_id)
         if row.status == "retired":
@@ -425,12 +423,9 @@ class Operations:
         replaces: str | None = None,
         data: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> ClassifierResult:
-        """Train a classifier on a live dataset; store its safetensors; log ``classifier.trained``."""
-        from ffsecure import classifier as C
-        from ffsecure import synthesis
-
+        """Train a classifier on a live dataset; store its safetensors; log classifier.trained."""
         start = time.perf_counter()
-        settings = settings or C.TrainConfig()
+        settings = settings or TrainConfig()
         if settings.device != "cpu":
             log.warning(
                 "training on %s: bit-for-bit retraining is only guaranteed on the CPU",
@@ -449,20 +444,20 @@ class Operations:
         else:
             x, y = data
         shape = tuple(self.federation.image_shape)
-        model_cfg = C.model_config(
+        model_cfg = classifier.model_config(
             arch, image_shape=shape, num_classes=len(self.label_space), width=width
         )
         threads = int(threads or torch.get_num_threads())
         bar = self._bar(f"train {arch}", settings.epochs)
         with torch_threads(threads):
-            result = C.train_classifier(
+            result = classifier.train_classifier(
                 model_cfg, x, y, settings, progress=(lambda e, n, loss: bar(e)) if bar else None
             )
-        weights = C.to_safetensors(result.model, model_cfg)
+        weights = classifier.to_safetensors(result.model, model_cfg)
         sha = hashlib.sha256(weights).hexdigest()
         metrics = None
         if self.evaluation is not None:
-            ev = C.evaluate(
+            ev = classifier.evaluate(
                 result.model, self.evaluation.x, self.evaluation.y, len(self.label_space)
             )
             metrics = {
@@ -547,10 +542,8 @@ class Operations:
     @staticmethod
     def settings_from_config(config: dict) -> TrainConfig:
         """The TrainConfig recorded in a classifier.trained entry's ``config``."""
-        from ffsecure import classifier as C
-
-        names = set(C.TrainConfig.__dataclass_fields__)
-        return C.TrainConfig(**{k: v for k, v in config.items() if k in names})
+        names = set(TrainConfig.__dataclass_fields__)
+        return TrainConfig(**{k: v for k, v in config.items() if k in names})
 
     # -- publishing ---------------------------------------------------------
     def publish(self, classifier_id: str | None = None) -> tuple[str, Appended]:
@@ -568,7 +561,8 @@ class Operations:
             row = self.store.get_artifact("classifier", classifier_id)
             if row.status != "active":
                 raise StoreError(
-                    f"classifier {classifier_id} is {row.status}; only an active one can be published",
+                    f"classifier {classifier_id} is {row.status}; "
+                    "only an active one can be published",
                     code="E_STATUS",
                     hint="train a new classifier",
                 )
@@ -650,7 +644,7 @@ class Operations:
         return retired["dataset"], retired["classifier"], appended
 
     def retire_orphans(self) -> list[Appended]:
-        """Retire live artifacts that still name a deleted module (after an interrupted deletion)."""
+        """Retire live artifacts that still name a deleted module (after a deletion was cut)."""
         out: list[Appended] = []
         with self.lock:
             deleted = {m.module_id: m for m in self.store.list_modules("deleted")}
@@ -665,7 +659,7 @@ class Operations:
 
     # -- retraining ---------------------------------------------------------
     def pending_retrains(self) -> list[tuple[ArtifactRow, str]]:
-        """Classifiers retired by a module deletion while live, that no later classifier replaces."""
+        """Classifiers retired by a module deletion while live that no later one replaces."""
         with self.lock:
             rows = self.store.list_artifacts("classifier")
             replaced = {r.meta.get("replaces") for r in rows}
@@ -714,7 +708,7 @@ class Operations:
                     width=train["model"].get("width"),
                     threads=train["torch_threads"],
                     replaces=row.artifact_id,
-                    data=(ds.images, ds.labels),
+                    data=ds.tensors(),
                 )
             except NoModulesError as exc:
                 out.skipped.append((row.artifact_id, exc.message))
@@ -730,10 +724,7 @@ class Operations:
 
     # -- status ---------------------------------------------------------------
     def status(self) -> dict:
-        """Modules live/deleted, classes covered, last checkpoint, current classifier and its lineage."""
-        from ffsecure.ledger import open_checkpoint
-        from ffsecure.package import ModuleManifest
-
+        """Modules live/deleted, classes covered, last checkpoint, current classifier, lineage."""
         with self.lock:
             modules = self.store.list_modules()
             note = self.store.latest_checkpoint()
@@ -787,9 +778,7 @@ class Operations:
         return out
 
     def site_evaluations(self, classifier_id: str) -> list[dict]:
-        """What sites reported (ReportEvaluation) for a classifier: one summary per site, by entry order."""
-        from ffsecure.evalreport import summary
-
+        """What sites reported (ReportEvaluation) for a classifier: a summary per site, by entry."""
         with self.lock:
             rows = self.store.list_evaluations(classifier_id)
         return [

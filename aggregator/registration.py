@@ -136,9 +136,10 @@ class Registrar:
         signer = verified.identity.site_id
         if signer != peer.site_id or package.manifest.site_id != peer.site_id:
             raise ImpersonationError(
-                f"package of site {package.manifest.site_id!r} (signed by {signer!r}) arrived over the "
-                f"connection of site {peer.site_id!r}",
-                hint="a site uploads only its own modules, over a connection with its own certificate",
+                f"package of site {package.manifest.site_id!r} (signed by {signer!r}) "
+                f"arrived over the connection of site {peer.site_id!r}",
+                hint="a site uploads only its own modules, "
+                "over a connection with its own certificate",
             )
         m = package.manifest
         check_privacy_policy(

@@ -42,7 +42,10 @@ _NOTHING = object()
 
 
 def _method_name(full: str) -> str:
-    """``GetCheckpoint`` for the aggregator's own methods (as ``service._rpc`` logs them), else the full path."""
+    """``GetCheckpoint`` for the aggregator's own methods (as ``service._rpc`` logs them).
+
+    Any other method keeps its full path.
+    """
     name = full.lstrip("/")
     return name[len(AGGREGATOR_PREFIX) :] if name.startswith(AGGREGATOR_PREFIX) else name
 
@@ -83,7 +86,8 @@ class RequestDeadlineInterceptor(grpc.ServerInterceptor):
     def _wrap(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
         def handler(request_iterator, context: grpc.ServicerContext, *args):
             request = self.read_one(request_iterator, context, method)
-            # args: the send_response_callback of an experimental_non_blocking behaviour (health Watch).
+            # args: the send_response_callback of an experimental_non_blocking
+            # behaviour (health Watch).
             return behavior(request, context, *args)
 
         # gRPC looks these up on the behaviour (health's Watch is non-blocking); keep them.

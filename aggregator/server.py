@@ -48,11 +48,20 @@ from aggregator.auth import Authenticator, CrlSource
 from aggregator.config import AggregatorConfig, load_config
 from aggregator.crl_ledger import CrlRecorder
 from aggregator.grpc_errors import abort_with
-from aggregator.home import AggregatorHome, load_kek, load_log_key, read_private_file
+from aggregator.home import (
+    AggregatorHome,
+    LogSigner,
+    load_kek,
+    load_log_key,
+    read_private_file,
+)
 from aggregator.ratelimit import RateLimiter
 from aggregator.registration import Registrar, max_upload_bytes
 from aggregator.request_deadline import RequestDeadlineInterceptor
 from aggregator.service import AggregatorService, ServiceDeps
+from aggregator.store import SQLiteStore
+from aggregator.store.base import Store
+from aggregator.unlearning import RetrainWorker, make_worker
 from aggregator.uploads import UploadStaging
 from ffsecure import envelope, pki
 from ffsecure.errors import ConfigError, FFSecureError
@@ -74,18 +83,16 @@ class Runtime:
     federation: FederationManifest
     signed_manifest: bytes
     ca_cert_pem: bytes
-    store: object
+    store: Store
     deps: ServiceDeps
     tls_cert_pem: bytes
     tls_key_pem: bytes
-    retrain_worker: object | None = None
+    retrain_worker: RetrainWorker | None = None
 
     def close(self) -> None:
         if self.retrain_worker is not None:
             self.retrain_worker.stop(self.config.server.shutdown_grace_s)
-        close = getattr(self.store, "close", None)
-        if close is not None:
-            close()
+        self.store.close()
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -98,9 +105,7 @@ def _read(path: Path, what: str) -> bytes:
         ) from None
 
 
-def open_store(home: AggregatorHome, *, origin: str, kek: bytes, log_signer) -> object:
-    from aggregator.store import SQLiteStore
-
+def open_store(home: AggregatorHome, *, origin: str, kek: bytes, log_signer: LogSigner) -> Store:
     return SQLiteStore.open(home, origin=origin, kek=kek, log_signer=log_signer)
 
 
@@ -162,7 +167,6 @@ def load_runtime(config: AggregatorConfig) -> Runtime:
             extra={"event": "uploads_cleaned", "count": removed},
         )
     rl = config.rate_limit
-    from aggregator.unlearning import make_worker
 
     worker = make_worker(
         store=store,
@@ -307,10 +311,7 @@ class RunningServer:
         self.server.stop(grace).wait()
         self.runtime.deps.watchdog.close()
         self.runtime.close()
-        try:
-            self.runtime.config.port_file.unlink()
-        except FileNotFoundError:
-            pass
+        self.runtime.config.port_file.unlink(missing_ok=True)
         log.info("stopped", extra={"event": "stopped"})
 
 

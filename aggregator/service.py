@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import grpc
-from google.protobuf.message import Message
+from google.protobuf.message import Message  # type: ignore[import-untyped]  # no stubs in the lock
 
 from aggregator.auth import Authenticator, Peer
 from aggregator.grpc_errors import RequestError, abort_with, log_refusal
@@ -194,13 +194,12 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             total_sha256=bytes.fromhex(state.total_sha256),
             max_chunk_bytes=self.deps.max_chunk_bytes,
         )
-        if state.registered:
+        if state.module_id is not None:  # registered
+            module_id = state.module_id
             with self.deps.store_lock:
-                deleted = self.deps.store.get_module(state.module_id).status == "deleted"
+                deleted = self.deps.store.get_module(module_id).status == "deleted"
             out.state = pb.UploadStatus.DELETED if deleted else pb.UploadStatus.REGISTERED
-            out.receipt.CopyFrom(
-                _receipt_pb(self._existing_receipt(state.module_id), state.module_id)
-            )
+            out.receipt.CopyFrom(_receipt_pb(self._existing_receipt(module_id), module_id))
         else:
             out.state = pb.UploadStatus.IN_PROGRESS
         return out
@@ -245,7 +244,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                     first = chunk
                     upload_id = check_upload_id(chunk.upload_id)
                     state = self.deps.staging.status(peer.site_id, upload_id)
-                    if state is not None and state.registered:
+                    if state is not None and state.module_id is not None:  # registered
                         r = self._existing_receipt(state.module_id, refuse_deleted=True)
                         return _receipt_pb(r, state.module_id)
                     staged = self.deps.staging.open(
@@ -266,10 +265,12 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                     )
                 if len(chunk.data) > self.deps.max_chunk_bytes:
                     raise RequestError(
-                        f"chunk of {len(chunk.data)} bytes is larger than {self.deps.max_chunk_bytes}",
+                        f"chunk of {len(chunk.data)} bytes "
+                        f"is larger than {self.deps.max_chunk_bytes}",
                         code="E_TOO_LARGE",
                         hint="send chunks no larger than UploadStatus.max_chunk_bytes",
                     )
+                assert staged is not None  # opened with the first chunk
                 staged.write(chunk.offset, chunk.data)
             watchdog.cancel()  # every byte is in: registration is not cut short
             if expired.is_set():
@@ -286,8 +287,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                     code="E_UPLOAD_INCOMPLETE",
                     hint=f"resume the upload at offset {staged.offset}",
                 )
-            receipt = self._register_staged(staged, peer)
-            return _receipt_pb(receipt, receipt.module_id)
+            return self._register_staged(staged, peer).to_pb()  # names its module_id
         except FFSecureError:
             refused = True  # an upload without a durable byte is dropped, not kept for resuming
             raise
@@ -373,7 +373,8 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             size = self.deps.store.size()
             if not 0 <= request.index < request.tree_size <= size:
                 raise RequestError(
-                    f"no entry {request.index} in a tree of size {request.tree_size} (the log has {size})",
+                    f"no entry {request.index} in a tree of size {request.tree_size} "
+                    f"(the log has {size})",
                     code="E_PROOF_RANGE",
                     hint="ask for 0 <= index < tree_size <= the checkpoint's size",
                 )
@@ -391,7 +392,8 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             size = self.deps.store.size()
             if not 0 < request.old_size <= request.new_size <= size:
                 raise RequestError(
-                    f"no consistency proof from size {request.old_size} to {request.new_size} (the log has {size})",
+                    f"no consistency proof from size {request.old_size} to {request.new_size} "
+                    f"(the log has {size})",
                     code="E_PROOF_RANGE",
                     hint="ask for 0 < old_size <= new_size <= the checkpoint's size",
                 )
@@ -490,10 +492,10 @@ class AggregatorService(pb_grpc.AggregatorServicer):
 
         gRPC sends a server stream from a worker thread that blocks while the client's
         HTTP/2 flow-control window is full; a client that opens the stream and stops reading
-        would hold that worker for ever. The server's watchdog cancels the call at the bound (which also
-        unblocks the pending send) and logs the refusal as E_DEADLINE; it is cancelled as
-        soon as the stream ends, normally or not. (The handler has returned by then, so the
-        refusal is logged here, not by ``_rpc``; the client sees CANCELLED.)
+        would hold that worker for ever. The server's watchdog cancels the call at the bound
+        (which also unblocks the pending send) and logs the refusal as E_DEADLINE; it is
+        cancelled as soon as the stream ends, normally or not. (The handler has returned by
+        then, so the refusal is logged here, not by ``_rpc``; the client sees CANCELLED.)
         """
         limit = self.deps.download_deadline_s
 
@@ -527,7 +529,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
     def ReportEvaluation(
         self, request: pb.EvaluationReport, context, peer: Peer
     ) -> pb.EvaluationReceipt:
-        """Aggregate metrics of a classifier on the calling site's test data (aggregator.site_reports)."""
+        """Aggregate metrics of a classifier on the calling site's test data (site_reports)."""
         return record_evaluation(
             self.deps.store,
             self.deps.store_lock,

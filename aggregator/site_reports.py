@@ -28,7 +28,7 @@ log = logging.getLogger("aggregator.service")
 
 
 def report_from_pb(request: pb.EvaluationReport, num_classes: int) -> EvaluationReport:
-    """The typed, checked report of a request (raises FormatError E_EVALUATION_* / E_ARTIFACT_ID)."""
+    """The typed, checked report of a request (FormatError E_EVALUATION_* / E_ARTIFACT_ID)."""
     confusion = None
     if len(request.confusion):
         flat = list(request.confusion)

@@ -1,4 +1,4 @@
-"""Site-requested deletion inside ``aggregator serve``: shred + retire in the RPC, retrain in the background.
+"""Site-requested deletion in ``aggregator serve``: shred + retire in the RPC, retrain later.
 
 ``RequestDeletion`` must answer in well under a second, but retraining takes
 minutes. So the service's deletion hook (:meth:`RetrainWorker.deleter`) does,
@@ -50,7 +50,8 @@ class RetrainWorker:
     """One daemon thread that retrains after site deletions."""
 
     def __init__(self, make_ops: Callable[..., Operations]):
-        self._make_ops = make_ops  # make_ops(progress=factory) -> Operations sharing the service's store and lock
+        # make_ops(progress=factory) -> Operations sharing the service's store and lock
+        self._make_ops = make_ops
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._idle = threading.Event()
@@ -65,11 +66,11 @@ class RetrainWorker:
     def deleter(
         self, store: Store, module_id: str, actor: str, reason: str, request_entry: dict
     ) -> list:
-        """Shred and retire now (inside the RPC), retrain later; returns the (index, entry) pairs appended."""
+        """Shred and retire now (in the RPC), retrain later; returns the (index, entry) appended."""
         ops = self._make_ops()
         outcome = ops.delete(module_id, reason, actor=actor, request_entry=request_entry)
-        # A pass already running may be using this module: it will refuse to write (E_LINEAGE_DELETED),
-        # so queue another pass to redo it from the remaining modules.
+        # A pass already running may be using this module: it will refuse to write
+        # (E_LINEAGE_DELETED), so queue another pass to redo it from the remaining modules.
         if outcome.retired_classifiers or not self._idle.is_set():
             self.request()
         return [(a.index, a.entry) for a in outcome.appended]
@@ -152,6 +153,7 @@ def make_worker(
     device: str = "cpu",
 ) -> RetrainWorker:
     """The worker ``serve`` installs as the service's deletion hook."""
+    # heavy: torch, imported once serve has checked its home (a bad one fails fast)
     from aggregator.evaluation import load_evaluation
     from aggregator.operations import Operations
 
@@ -164,7 +166,7 @@ def make_worker(
             cache["eval"] = load_evaluation(
                 evaluation_section,
                 label_space=list(federation.label_space),
-                image_shape=tuple(federation.image_shape),
+                image_shape=federation.image_shape,
             )
         return Operations(
             store,

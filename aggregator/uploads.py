@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from aggregator.grpc_errors import RequestError
+from aggregator.registration import disk_error
 from ffsecure import canonical
 from ffsecure.errors import FFSecureError
 from ffsecure.files import PRIVATE_FILE_MODE, fsync_dir, private_dir
@@ -79,12 +80,6 @@ def _check_site(site_id: str) -> str:
     return site_id
 
 
-def _disk_error(exc: OSError, doing: str) -> FFSecureError:
-    from aggregator.registration import disk_error
-
-    return disk_error(exc, doing)
-
-
 def _write_state(directory: Path, state: UploadState) -> None:
     tmp = directory / "state.json.tmp"
     data = canonical.dumps(asdict(state))
@@ -124,7 +119,8 @@ class StagedUpload:
         self.directory = directory
         self.state = state
         self._key = key
-        # Unbuffered: a failed write (disk full) leaves no buffered bytes behind to fail again on close.
+        # Unbuffered: a failed write (disk full) leaves no buffered bytes behind to fail again
+        # on close.
         fd = os.open(directory / "data", os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
         self._fh = os.fdopen(fd, "r+b", buffering=0)
         # Anything past the committed offset may be torn: drop it.
@@ -148,7 +144,8 @@ class StagedUpload:
             )
         if self.offset + len(data) > self.state.total_size:
             raise RequestError(
-                f"chunk ends at {self.offset + len(data)}, past the announced size {self.state.total_size}",
+                f"chunk ends at {self.offset + len(data)}, "
+                f"past the announced size {self.state.total_size}",
                 code="E_UPLOAD_MISMATCH",
                 hint="send exactly total_size bytes",
             )
@@ -158,7 +155,7 @@ class StagedUpload:
                 view = view[self._fh.write(view) :]
         except OSError as exc:
             self._drop_uncommitted()
-            raise _disk_error(exc, "staging the upload") from None
+            raise disk_error(exc, "staging the upload") from None
         self.offset += len(data)
         self._uncommitted += len(data)
         if self._uncommitted >= self._staging.commit_every_bytes:
@@ -175,12 +172,12 @@ class StagedUpload:
             _write_state(self.directory, state)
         except OSError as exc:
             self._drop_uncommitted()
-            raise _disk_error(exc, "staging the upload") from None
+            raise disk_error(exc, "staging the upload") from None
         self.state = state
         self._uncommitted = 0
 
     def _drop_uncommitted(self) -> None:
-        """After a failed write: forget bytes past the committed offset (the next stream resumes there)."""
+        """After a failed write: forget bytes past the committed offset (a new stream resumes)."""
         self._uncommitted = 0
         self.offset = self.state.committed_offset
         try:
@@ -226,10 +223,7 @@ class StagedUpload:
         self.state.committed_offset = self.state.total_size
         self._fh.close()
         _write_state(self.directory, self.state)
-        try:
-            (self.directory / "data").unlink()
-        except FileNotFoundError:
-            pass
+        (self.directory / "data").unlink(missing_ok=True)
         self._closed = True
 
     def discard(self) -> None:
@@ -348,7 +342,8 @@ class UploadStaging:
             if state is None:
                 if self._staged_count(site_id) >= self.max_parallel_per_site:
                     raise RequestError(
-                        f"site {site_id} already has {self.max_parallel_per_site} unfinished uploads",
+                        f"site {site_id} already has {self.max_parallel_per_site} "
+                        "unfinished uploads",
                         code="E_UPLOAD_QUOTA",
                         hint="finish or abandon earlier uploads (they expire)",
                     )
@@ -377,8 +372,10 @@ class UploadStaging:
             raise
 
     def cleanup_stale(self, now: float | None = None) -> int:
-        """Remove uploads older than ``stale_after_s`` (returns how many), and the staged bytes that a
-        crash left next to an upload already registered."""
+        """Remove uploads older than ``stale_after_s`` (returns how many).
+
+        Also the staged bytes that a crash left next to an upload already registered.
+        """
         now = time.time() if now is None else now
         removed = 0
         for site_dir in self.root.iterdir() if self.root.is_dir() else []:

@@ -1,4 +1,4 @@
-"""Shared plumbing of the operator commands: options, opening a home, progress bars, confirmation."""
+"""Shared plumbing of the operator commands: options, opening a home, progress, confirmation."""
 
 from __future__ import annotations
 
@@ -7,10 +7,19 @@ import getpass
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from aggregator.config import load_config
+from aggregator.home import AggregatorHome
+from aggregator.store import open_home_store
+from ffsecure import canonical, pki
 from ffsecure.errors import ConfigError
+from ffsecure.federation import load_signed_manifest
+
+if TYPE_CHECKING:  # annotations only: Operations imports torch
+    from aggregator.operations import Operations
 
 
 def dir_option(f):
@@ -51,6 +60,7 @@ def rich_progress(enabled: bool):
     """(context manager, factory) for Operations.progress: one rich bar per step, on stderr."""
     if not enabled:
         return contextlib.nullcontext(), None
+    # rich only when a bar is drawn: this module is imported by `aggregator --help`
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -73,15 +83,11 @@ def rich_progress(enabled: bool):
 @contextlib.contextmanager
 def open_operations(
     home_dir: str, *, progress: bool = False, actor: str | None = None, evaluation: bool = True
-) -> Iterator[object]:
+) -> Iterator[Operations]:
     """Open an aggregator home (federation, store, optional test set) as :class:`Operations`."""
-    from aggregator.config import load_config
+    # heavy: both import torch, needed only once a command opens a home (not for --help)
     from aggregator.evaluation import load_evaluation
-    from aggregator.home import AggregatorHome
     from aggregator.operations import Operations
-    from aggregator.store import open_home_store
-    from ffsecure import pki
-    from ffsecure.federation import load_signed_manifest
 
     home = AggregatorHome.at(home_dir)
     for path, what in (
@@ -104,7 +110,7 @@ def open_operations(
         eval_set = load_evaluation(
             cfg.evaluation,
             label_space=federation.label_space,
-            image_shape=tuple(federation.image_shape),
+            image_shape=federation.image_shape,
         )
     bar_ctx, factory = rich_progress(progress)
     with open_home_store(home) as store, bar_ctx:
@@ -119,8 +125,6 @@ def open_operations(
 
 
 def print_entries(appended) -> None:
-    from ffsecure import canonical
-
     for a in appended:
         e = canonical.loads(a.entry)
         facts = e["facts"]

@@ -1,4 +1,4 @@
-"""``aggregator init``: create an aggregator home (keys first, then the CA's federation manifest)."""
+"""``aggregator init``: create an aggregator home (keys, then the CA's federation manifest)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 
 from aggregator.commands.context import json_option
+from aggregator.config import write_default_config
+from aggregator.initialize import create_keys, install
 from ffsecure.clitools import echo_json
 
 
@@ -78,33 +80,34 @@ def init(
     step2 = [federation_file, ca_cert, crl_file, tls_cert]
     if federation_id and any(step2):
         raise click.UsageError(
-            "give either --federation-id (step 1) or --federation/--ca-cert/--crl/--tls-cert (step 2)"
+            "give either --federation-id (step 1) "
+            "or --federation/--ca-cert/--crl/--tls-cert (step 2)"
         )
     if federation_id:
-        from aggregator.initialize import create_keys
-
         out = create_keys(home_dir, federation_id, origin=origin)
         if as_json:
             echo_json(out)
         else:
             click.echo(f"created the keys of {out['home']} (log {out['log_origin']})")
             click.echo(
-                f"send {out['public_keys']} and {out['csr']} to the federation CA operator, then run step 2"
+                f"send {out['public_keys']} and {out['csr']} to the federation CA operator, "
+                "then run step 2"
             )
         return
-    if not all(step2):
+    given = [path for path in step2 if path]
+    if len(given) != len(step2):
         raise click.UsageError(
             "step 2 needs --federation, --ca-cert, --crl and --tls-cert "
             "(or run step 1 with --federation-id)"
         )
-    from aggregator.initialize import install
 
+    federation_json, ca_cert_pem, crl_pem, tls_cert_pem = (Path(p).read_bytes() for p in given)
     out = install(
         home_dir,
-        federation_json=Path(federation_file).read_bytes(),
-        ca_cert_pem=Path(ca_cert).read_bytes(),
-        crl_pem=Path(crl_file).read_bytes(),
-        tls_cert_pem=Path(tls_cert).read_bytes(),
+        federation_json=federation_json,
+        ca_cert_pem=ca_cert_pem,
+        crl_pem=crl_pem,
+        tls_cert_pem=tls_cert_pem,
         listen=listen,
     )
     if as_json:
@@ -132,8 +135,6 @@ def init_config(ctx: click.Context, config_path: str, listen: str | None, as_jso
     this command is for reading or preparing it beforehand, or for a home
     whose aggregator.toml was removed.
     """
-    from aggregator.config import write_default_config
-
     ctx.ensure_object(dict)["json"] = as_json
     path = write_default_config(config_path, listen=listen)
     if as_json:

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import click
 
+from aggregator.export import write_bundle
+from aggregator.home import AggregatorHome
+from aggregator.store import open_home_store
 from ffsecure.clitools import echo_json
+from ffsecure.errors import ConfigError
+from ffsecure.ledger import open_checkpoint, verify_bundle_log
 
 
 def _dir_option(f):
@@ -24,10 +29,6 @@ def _json_option(f):
 
 
 def _open(home_dir: str):
-    from aggregator.home import AggregatorHome
-    from aggregator.store import open_home_store
-    from ffsecure.errors import ConfigError
-
     home = AggregatorHome.at(home_dir)
     if not home.store_db.is_file():
         raise ConfigError(
@@ -50,7 +51,6 @@ def ledger() -> None:
 def checkpoint(ctx: click.Context, home_dir: str, as_json: bool) -> None:
     """Sign a checkpoint for the current log size and print it (a C2SP signed note)."""
     ctx.ensure_object(dict)["json"] = as_json
-    from ffsecure.ledger import open_checkpoint
 
     with _open(home_dir) as store:
         note = store.checkpoint()
@@ -83,9 +83,6 @@ def checkpoint(ctx: click.Context, home_dir: str, as_json: bool) -> None:
 def export(ctx: click.Context, home_dir: str, out_dir: str, as_json: bool) -> None:
     """Export an audit bundle (docs/audit-bundle.md) that verifies without the aggregator."""
     ctx.ensure_object(dict)["json"] = as_json
-    from aggregator.export import write_bundle
-    from aggregator.home import AggregatorHome
-    from ffsecure.errors import ConfigError
 
     home = AggregatorHome.at(home_dir)
     if not home.ca_cert.is_file():
@@ -141,10 +138,9 @@ def verify(
     if (home_dir is None) == (bundle_dir is None):
         raise click.UsageError("give exactly one of --dir and --bundle")
     if bundle_dir is not None:
-        from ffsecure.ledger import verify_bundle_log
-
         summary = verify_bundle_log(bundle_dir).to_dict()
     else:
+        assert home_dir is not None  # exactly one of the two, checked above
         with _open(home_dir) as store:
             summary = store.verify_integrity(decrypt=not no_decrypt)
     if as_json:

@@ -19,13 +19,14 @@ from aggregator.commands.context import (
     print_entries,
     yes_option,
 )
+from aggregator.store.base import check_module_id
 from ffsecure.clitools import echo_json
-from ffsecure.privacy.policy import strongest
+from ffsecure.errors import StoreError
+from ffsecure.package import ModuleManifest
+from ffsecure.privacy.policy import evaluate, strongest
 
 
 def _summary(row, label_space: list[str]) -> dict:
-    from ffsecure.package import ModuleManifest
-
     m = ModuleManifest.from_bytes(row.manifest)
     return {
         "module_id": row.module_id,
@@ -54,13 +55,10 @@ def _fmt(value: float | None) -> str:
 
 
 def _privacy_policy(row, policy: dict | None) -> dict:
-    """Whether the federation's current privacy policy requires a report and whether this module passes it.
+    """Whether the federation's privacy policy requires a report, and whether this module passes it.
 
     ``policy`` in the result is the policy in force (defaults applied), as registration applies it.
     """
-    from ffsecure.package import ModuleManifest
-    from ffsecure.privacy.policy import evaluate
-
     m = ModuleManifest.from_bytes(row.manifest)
     verdict = evaluate(m.privacy_report, m.dp if isinstance(m.dp, dict) else None, policy)
     return {
@@ -84,7 +82,7 @@ def modules() -> None:
 @json_option
 @click.pass_context
 def list_cmd(ctx: click.Context, home_dir: str, status: str | None, as_json: bool) -> None:
-    """Table of modules: id, site, classes, generator, DP epsilon, privacy figures, registered at, status.
+    """Table of modules: id, site, classes, generator, DP epsilon, privacy, registered at, status.
 
     The privacy columns come from the module's signed privacy_report: the
     membership-inference AUROC (the stronger of the plain and the calibrated
@@ -97,6 +95,7 @@ def list_cmd(ctx: click.Context, home_dir: str, status: str | None, as_json: boo
     if as_json:
         echo_json(out)
         return
+    # rich only for the table: keeps `aggregator modules --help` and --json fast
     from rich.console import Console
     from rich.table import Table
 
@@ -149,7 +148,6 @@ def show_cmd(ctx: click.Context, home_dir: str, module_id: str, as_json: bool) -
     privacy policy requires one and the module passes it (re-checked now).
     """
     ctx.ensure_object(dict)["json"] = as_json
-    from aggregator.store.base import check_module_id
 
     check_module_id(module_id)
     with open_operations(home_dir, evaluation=False) as ops:
@@ -227,7 +225,6 @@ def delete_cmd(
     when [evaluation] is configured.
     """
     ctx.ensure_object(dict)["json"] = as_json
-    from aggregator.store.base import check_module_id
 
     check_module_id(module_id)
     reason = reason.strip()
@@ -240,8 +237,6 @@ def delete_cmd(
     ) as ops:
         row = ops.store.get_module(module_id)
         if row.status == "deleted":
-            from ffsecure.errors import StoreError
-
             raise StoreError(
                 f"module {module_id} is already deleted",
                 code="E_MODULE_DELETED",

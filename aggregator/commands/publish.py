@@ -17,7 +17,7 @@ from ffsecure.clitools import echo_json
 def publish(
     ctx: click.Context, home_dir: str, classifier_id: str | None, actor: str | None, as_json: bool
 ) -> None:
-    """Publish CLASSIFIER_ID (default: the newest active classifier); appends classifier.published."""
+    """Publish CLASSIFIER_ID (default: the newest active one); appends classifier.published."""
     ctx.ensure_object(dict)["json"] = as_json
     with open_operations(
         home_dir, evaluation=False, actor=operator_actor(actor) if actor else None

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
+from aggregator.tls13 import require_tls13
 from ffsecure.clitools import setup_logging
 
 
@@ -21,19 +24,17 @@ from ffsecure.clitools import setup_logging
 @click.pass_context
 def serve(ctx: click.Context, config_path: str, human_logs: bool) -> None:
     """Serve sites over mutually-authenticated TLS until SIGTERM, then drain in-flight uploads."""
-    import logging
-
-    from aggregator.tls13 import require_tls13
-
     tls13 = require_tls13()  # before grpc is imported
 
+    # only now: grpc reads the TLS 1.2 cipher list once, when it is first imported
     from aggregator.server import serve as run
 
     level = logging.getLevelName(logging.getLogger().level)
     setup_logging(level if isinstance(level, str) else "INFO", json_lines=not human_logs)
     if not tls13:
         logging.getLogger("aggregator.server").warning(
-            "grpc was imported before the TLS 1.3 restriction could be set; TLS 1.2 clients may connect",
+            "grpc was imported before the TLS 1.3 restriction could be set; "
+            "TLS 1.2 clients may connect",
             extra={"event": "tls12_possible"},
         )
     run(config_path)

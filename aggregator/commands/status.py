@@ -1,5 +1,7 @@
-"""``aggregator status``: modules, classes covered, last checkpoint, current classifier, its lineage and the
-metrics sites reported for it (ReportEvaluation)."""
+"""``aggregator status``: modules, classes covered, last checkpoint, current classifier.
+
+Also the current classifier's lineage and the metrics sites reported for it
+(ReportEvaluation)."""
 
 from __future__ import annotations
 
@@ -34,8 +36,9 @@ def status(ctx: click.Context, home_dir: str, as_json: bool) -> None:
     )
     click.echo(f"  ledger: {led['size']} entries, {cp}")
     click.echo(
-        f"  datasets: {s['datasets']['active']} active, {s['datasets']['retired']} retired; classifiers: "
-        f"{s['classifiers']['published']} published, {s['classifiers']['active']} active, "
+        f"  datasets: {s['datasets']['active']} active, {s['datasets']['retired']} retired; "
+        f"classifiers: {s['classifiers']['published']} published, "
+        f"{s['classifiers']['active']} active, "
         f"{s['classifiers']['retired']} retired"
     )
     c = s["current_classifier"]
@@ -54,7 +57,8 @@ def status(ctx: click.Context, home_dir: str, as_json: bool) -> None:
                 for k, r in e["per_class_recall"].items()
             )
             click.echo(
-                f"      {e['site_id']}: accuracy {e['accuracy']:.4f}, AUROC {auroc} on {e['n_test']} images "
+                f"      {e['site_id']}: accuracy {e['accuracy']:.4f}, AUROC {auroc} "
+                f"on {e['n_test']} images "
                 f"(entry {e['index']}, {e['reported_at']})"
             )
             click.echo(f"        recall: {recall}")

@@ -35,7 +35,7 @@ def synthesize(
     progress: bool,
     as_json: bool,
 ) -> None:
-    """Decrypt the live modules in memory, sample --per-class images of every class, record the lineage.
+    """Decrypt the live modules in memory, sample --per-class images of each class, log the lineage.
 
     Stores the dataset's recipe (the images are regenerated exactly when a
     classifier is trained), appends dataset.synthesized and writes a sample
@@ -46,13 +46,14 @@ def synthesize(
         home_dir, progress=progress and not as_json, actor=operator_actor(actor) if actor else None
     ) as ops:
         ds = ops.synthesize(per_class=per_class, seed=seed)
+    uncovered = [c for c, n in ds.counts.items() if n == 0]
     info = {
         "dataset_id": ds.dataset_id,
         "sha256": ds.sha256,
         "index": ds.appended.index,
         "modules": [m["module_id"] for m in ds.modules],
         "counts": ds.counts,
-        "uncovered": [c for c, n in ds.counts.items() if n == 0],
+        "uncovered": uncovered,
         "grid": str(ds.grid_path) if ds.grid_path else None,
         "seconds": round(ds.seconds, 3),
     }
@@ -60,11 +61,12 @@ def synthesize(
         echo_json(info)
         return
     click.echo(
-        f"dataset {ds.dataset_id} ({sum(ds.counts.values())} images from {len(ds.modules)} modules), "
+        f"dataset {ds.dataset_id} "
+        f"({sum(ds.counts.values())} images from {len(ds.modules)} modules), "
         f"ledger entry {ds.appended.index}"
     )
     click.echo(f"  sha256 {ds.sha256}")
-    if info["uncovered"]:
-        click.echo(f"  no module covers: {', '.join(info['uncovered'])}")
+    if uncovered:
+        click.echo(f"  no module covers: {', '.join(uncovered)}")
     if ds.grid_path:
         click.echo(f"  sample grid: {ds.grid_path}")

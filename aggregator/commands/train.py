@@ -67,9 +67,9 @@ def train(
     progress: bool,
     as_json: bool,
 ) -> None:
-    """Train a classifier on a synthesized dataset (CPU, deterministic) and record classifier.trained."""
+    """Train a classifier on a synthesized dataset (CPU, deterministic); log classifier.trained."""
     ctx.ensure_object(dict)["json"] = as_json
-    from ffsecure.classifier import TrainConfig
+    from ffsecure.classifier import TrainConfig  # heavy: torch, only when training
 
     settings = TrainConfig(
         epochs=epochs,
@@ -96,12 +96,14 @@ def train(
         echo_json(info)
         return
     click.echo(
-        f"classifier {clf.classifier_id} trained on {clf.dataset_id}, ledger entry {clf.appended.index}"
+        f"classifier {clf.classifier_id} trained on {clf.dataset_id}, "
+        f"ledger entry {clf.appended.index}"
     )
     click.echo(f"  sha256 {clf.sha256}")
     if clf.metrics:
         click.echo(
-            f"  accuracy {clf.metrics['accuracy']:.4f} on {clf.metrics['test_set']} (n={clf.metrics['n']})"
+            f"  accuracy {clf.metrics['accuracy']:.4f} on {clf.metrics['test_set']} "
+            f"(n={clf.metrics['n']})"
         )
     click.echo(f"publish it with `aggregator publish --dir {home_dir} {clf.classifier_id}`")
 

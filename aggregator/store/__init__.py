@@ -1,5 +1,12 @@
 """The aggregator's module store and transparency ledger (interface + SQLite backend)."""
 
+from aggregator.home import (
+    AggregatorHome,
+    load_kek,
+    load_log_key,
+    load_or_create_kek,
+    load_or_create_log_key,
+)
 from aggregator.store.base import (
     ArtifactRow,
     EvaluationRow,
@@ -24,14 +31,6 @@ __all__ = [
 
 def open_home_store(home, *, origin: str | None = None, create: bool = False) -> SQLiteStore:
     """Open the store of an aggregator home with its own keys (created when ``create``)."""
-    from aggregator.home import (
-        AggregatorHome,
-        load_kek,
-        load_log_key,
-        load_or_create_kek,
-        load_or_create_log_key,
-    )
-
     h = home if isinstance(home, AggregatorHome) else AggregatorHome.at(home)
     if create:
         kek, signer = load_or_create_kek(h), load_or_create_log_key(h, origin)

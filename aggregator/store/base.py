@@ -112,7 +112,7 @@ class Store(abc.ABC):
     def delete_module(
         self, module_id: str, *, actor: str, reason: str, request_entry: dict | None = None
     ) -> list[tuple[int, bytes]]:
-        """Crypto-shred a module and append ``module.deleted``; returns (index, entry bytes) appended."""
+        """Crypto-shred a module, append ``module.deleted``; returns the (index, bytes) appended."""
 
     @abc.abstractmethod
     def module_weights(self, module_id: str) -> bytes:
@@ -149,7 +149,7 @@ class Store(abc.ABC):
     def put_evaluation(
         self, *, site_id: str, report: bytes, salt: str, entry: dict
     ) -> tuple[EvaluationRow, Receipt]:
-        """Store a site's canonical report and append its ``classifier.evaluated`` entry, in one transaction.
+        """Store a site's canonical report and append its ``classifier.evaluated``, atomically.
 
         The classifier must be in the store and not retired (``E_NO_CLASSIFIER``,
         ``E_CLASSIFIER_RETIRED``). Idempotent: the same report bytes from the same
@@ -195,7 +195,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def snapshot(self) -> LedgerSnapshot:
-        """A consistent view for export: a fresh checkpoint, the entries and checkpoints it covers, modules."""
+        """A consistent view for export: a fresh checkpoint, the entries, checkpoints, modules."""
 
     @abc.abstractmethod
     def verify_integrity(self, *, decrypt: bool = True) -> dict:

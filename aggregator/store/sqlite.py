@@ -66,30 +66,37 @@ from ffsecure.timefmt import now_rfc3339
 log = logging.getLogger("aggregator.store")
 
 SCHEMA_VERSION = "2"
-#: Older schemas this release upgrades in place when it opens them, and what the upgrade adds. The
-#: CREATE ... IF NOT EXISTS statements below add the missing tables; only the version is then rewritten.
+#: Older schemas this release upgrades in place when it opens them, and what the upgrade adds.
+#: The CREATE ... IF NOT EXISTS statements below add the missing tables; only the version is then
+#: rewritten.
 UPGRADES = {"1": "evaluations (sites' evaluation reports, classifier.evaluated entries)"}
+# A backslash at the end of a line inside the schema joins it to the next, so that the SQL text
+# SQLite keeps in sqlite_master stays byte for byte what earlier releases wrote.
 _SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries(idx INTEGER PRIMARY KEY, type TEXT NOT NULL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes(level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,
                                  PRIMARY KEY(level, idx)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS checkpoints(size INTEGER PRIMARY KEY, note TEXT NOT NULL, created TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints(size INTEGER PRIMARY KEY, note TEXT NOT NULL, \
+created TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS modules(
     module_id TEXT PRIMARY KEY, site_id TEXT NOT NULL,
     status TEXT NOT NULL CHECK(status IN ('active', 'deleted')),
     manifest BLOB NOT NULL, manifest_sha256 TEXT NOT NULL, package_meta BLOB NOT NULL,
     weights_sha256 TEXT NOT NULL, weights_size INTEGER NOT NULL,
     wrapped_dek BLOB, blob_name TEXT UNIQUE, blob_sha256 TEXT, kek_id TEXT,
-    registered_index INTEGER NOT NULL REFERENCES entries(idx), deleted_index INTEGER REFERENCES entries(idx),
+    registered_index INTEGER NOT NULL REFERENCES entries(idx), \
+deleted_index INTEGER REFERENCES entries(idx),
     created TEXT NOT NULL, deleted TEXT,
     CHECK((status = 'active') = (wrapped_dek IS NOT NULL AND blob_name IS NOT NULL)));
 CREATE TABLE IF NOT EXISTS artifacts(
     kind TEXT NOT NULL, artifact_id TEXT NOT NULL,
     status TEXT NOT NULL CHECK(status IN ('active', 'published', 'retired')),
-    meta BLOB NOT NULL, wrapped_dek BLOB, blob_name TEXT UNIQUE, blob_sha256 TEXT, blob_size INTEGER,
-    entry_index INTEGER NOT NULL REFERENCES entries(idx), updated_index INTEGER NOT NULL REFERENCES entries(idx),
+    meta BLOB NOT NULL, wrapped_dek BLOB, blob_name TEXT UNIQUE, blob_sha256 TEXT, \
+blob_size INTEGER,
+    entry_index INTEGER NOT NULL REFERENCES entries(idx), \
+updated_index INTEGER NOT NULL REFERENCES entries(idx),
     created TEXT NOT NULL, PRIMARY KEY(kind, artifact_id));
 CREATE INDEX IF NOT EXISTS modules_status ON modules(status);
 """
@@ -136,7 +143,7 @@ class _Nodes:
 
 
 def _private_database(db_path: Path) -> None:
-    """``store.sqlite`` 0600 before SQLite opens it (-wal/-shm inherit its mode); tighten old ones."""
+    """``store.sqlite`` 0600 before SQLite opens it (-wal/-shm inherit its mode); tighten old."""
     create_private_file(db_path)
     for suffix in ("-wal", "-shm", "-journal"):
         restrict(db_path.with_name(db_path.name + suffix))
@@ -241,7 +248,8 @@ class SQLiteStore(EvaluationsMixin, Store):
                 meta["schema"] = SCHEMA_VERSION
             if meta.get("schema") != SCHEMA_VERSION:
                 raise StoreError(
-                    f"store schema {meta.get('schema')!r} is not supported (expected {SCHEMA_VERSION})",
+                    f"store schema {meta.get('schema')!r} is not supported "
+                    f"(expected {SCHEMA_VERSION})",
                     code="E_STORE_VERSION",
                     hint="use the ffsecure release that created the store",
                 )
@@ -452,9 +460,10 @@ class SQLiteStore(EvaluationsMixin, Store):
             self._write_blob(name, blob)
             index = self._append_locked(conn, data, EntryType.MODULE_REGISTERED)
             conn.execute(
-                "INSERT INTO modules(module_id, site_id, status, manifest, manifest_sha256, package_meta, "
-                "weights_sha256, weights_size, wrapped_dek, blob_name, blob_sha256, kek_id, registered_index, "
-                "created) VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO modules(module_id, site_id, status, manifest, manifest_sha256, "
+                "package_meta, weights_sha256, weights_size, wrapped_dek, blob_name, blob_sha256, "
+                "kek_id, registered_index, created) "
+                "VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     module_id,
                     site_id,
@@ -702,7 +711,8 @@ class SQLiteStore(EvaluationsMixin, Store):
                     self._doomed_files.append(self._blobs / row[1])
             else:
                 conn.execute(
-                    "UPDATE artifacts SET status = ?, updated_index = ? WHERE kind = ? AND artifact_id = ?",
+                    "UPDATE artifacts SET status = ?, updated_index = ? "
+                    "WHERE kind = ? AND artifact_id = ?",
                     (status, index, kind, artifact_id),
                 )
         return index, data
@@ -777,10 +787,10 @@ class SQLiteStore(EvaluationsMixin, Store):
             return self._append_locked(conn, data, entry["type"]), data
 
     def append_many(self, entries: list[dict]) -> int:
-        """Append several plain events in one transaction (bulk loading, benchmarks); returns the new size."""
+        """Append plain events in one transaction (bulk loads, benchmarks); returns the new size."""
         datas = [entry_bytes(e) for e in entries]
         with self._write() as conn:
-            for e, data in zip(entries, datas):
+            for e, data in zip(entries, datas, strict=True):
                 self._append_locked(conn, data, e["type"])
             return self._size(conn)
 
@@ -862,7 +872,8 @@ class SQLiteStore(EvaluationsMixin, Store):
             modules = [
                 self._module_row(r)
                 for r in conn.execute(
-                    f"SELECT {self._MODULE_COLS} FROM modules WHERE registered_index < ? ORDER BY registered_index",
+                    f"SELECT {self._MODULE_COLS} FROM modules "
+                    "WHERE registered_index < ? ORDER BY registered_index",
                     (size,),
                 )
             ]

@@ -12,22 +12,27 @@ from __future__ import annotations
 import hmac
 import logging
 import sqlite3
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
 from aggregator.store.base import EvaluationRow, check_artifact
 from ffsecure import canonical
 from ffsecure.errors import FFSecureError, FormatError, LedgerError, NotFoundError, StoreError
 from ffsecure.evalreport import EvaluationReport, commitment
-from ffsecure.ledger.merkle import inclusion_proof_from
+from ffsecure.ledger.merkle import NodeReader, inclusion_proof_from
 from ffsecure.records.entries import EntryType, entry_bytes
 from ffsecure.records.ids import SITE_ID
 from ffsecure.records.receipts import Receipt
 
 log = logging.getLogger("aggregator.store")
 
+# A backslash at the end of a line joins it to the next: the SQL text SQLite keeps stays unchanged.
 EVALUATIONS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS evaluations(
-    site_id TEXT NOT NULL, classifier_id TEXT NOT NULL, report BLOB NOT NULL, report_sha256 TEXT NOT NULL,
-    salt TEXT NOT NULL, entry_index INTEGER NOT NULL UNIQUE REFERENCES entries(idx), created TEXT NOT NULL,
+    site_id TEXT NOT NULL, classifier_id TEXT NOT NULL, report BLOB NOT NULL, \
+report_sha256 TEXT NOT NULL,
+    salt TEXT NOT NULL, entry_index INTEGER NOT NULL UNIQUE REFERENCES entries(idx), \
+created TEXT NOT NULL,
     PRIMARY KEY(site_id, classifier_id));
 CREATE INDEX IF NOT EXISTS evaluations_classifier ON evaluations(classifier_id)
 """
@@ -41,6 +46,15 @@ def _row(r: tuple) -> EvaluationRow:
 
 class EvaluationsMixin:
     """``put_evaluation`` / ``list_evaluations`` and their share of ``verify_integrity``."""
+
+    if TYPE_CHECKING:  # what the mixin uses of SQLiteStore, declared for the type checker only
+
+        def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
+        def _read(self) -> AbstractContextManager[sqlite3.Connection]: ...
+        def _append_locked(self, conn: sqlite3.Connection, data: bytes, kind: str) -> int: ...
+        def _checkpoint_locked(self, conn: sqlite3.Connection) -> tuple[int, str]: ...
+        @staticmethod
+        def _nodes(conn: sqlite3.Connection) -> NodeReader: ...
 
     def put_evaluation(
         self, *, site_id: str, report: bytes, salt: str, entry: dict
@@ -66,7 +80,8 @@ class EvaluationsMixin:
         wrong = [k for k in expected if got[k] != expected[k]]
         if wrong:
             raise LedgerError(
-                f"the classifier.evaluated entry does not match the report: {', '.join(wrong)} differ",
+                "the classifier.evaluated entry does not match the report: "
+                f"{', '.join(wrong)} differ",
                 code="E_ENTRY",
                 hint="build the entry with ffsecure.evalreport.ledger_facts",
             )
@@ -177,7 +192,8 @@ class EvaluationsMixin:
                 ok = False
             if not ok:
                 raise corrupt(
-                    f"the stored evaluation of {r[1]} by {r[0]} does not hash to its ledger commitment"
+                    f"the stored evaluation of {r[1]} by {r[0]} "
+                    "does not hash to its ledger commitment"
                 )
         if len(rows) != len(evaluated):
             raise corrupt("a classifier.evaluated entry has no stored evaluation")

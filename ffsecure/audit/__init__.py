@@ -8,6 +8,7 @@ self-contained report. Nothing here talks to the aggregator.
 
 from ffsecure.audit.bundle import Bundle, BundleError, load_bundle
 from ffsecure.audit.findings import CHECKS, CheckSummary, Finding
+from ffsecure.audit.html import render_html
 from ffsecure.audit.verify import AuditResult, audit_bundle
 
 __all__ = [
@@ -21,9 +22,3 @@ __all__ = [
     "audit_bundle",
     "render_html",
 ]
-
-
-def render_html(result: AuditResult) -> str:
-    from ffsecure.audit.html import render_html as _render
-
-    return _render(result)

@@ -16,17 +16,35 @@ WARNING = "warning"
 
 #: The checks, in the order they run and are shown, with what each establishes.
 CHECKS: dict[str, str] = {
-    "trust-anchor": "the bundle's CA and federation manifest match the auditor's CA; the log key is the federation's",
+    "trust-anchor": (
+        "the bundle's CA and federation manifest match the auditor's CA; "
+        "the log key is the federation's"
+    ),
     "entries": "every entry is canonical JSON of a well-formed ledger entry",
     "checkpoint-signatures": "every checkpoint is signed by the log key and names this log",
-    "checkpoint-roots": "the entries hash to every checkpoint's root; the latest checkpoint covers every entry",
-    "consistency": "each checkpoint is consistent with the one before it (RFC 9162 consistency proofs)",
-    "trusted-checkpoints": "checkpoints the auditor kept from earlier are prefixes of this log (no fork, no rollback)",
+    "checkpoint-roots": (
+        "the entries hash to every checkpoint's root; the latest checkpoint covers every entry"
+    ),
+    "consistency": (
+        "each checkpoint is consistent with the one before it (RFC 9162 consistency proofs)"
+    ),
+    "trusted-checkpoints": (
+        "checkpoints the auditor kept from earlier are prefixes of this log (no fork, no rollback)"
+    ),
     "module-records": "each registered module's public record matches its ledger entry",
-    "module-signatures": "each module manifest is signed by a site certificate valid and unrevoked when it was made",
-    "dp-claims": "each DP epsilon claimed with its parameters is what those parameters spend (re-accounted)",
-    "deletions": "every deletion request has a matching deletion; deletions name registered modules",
-    "lineage": "datasets and classifiers name registered, undeleted modules; nothing live holds a deleted module",
+    "module-signatures": (
+        "each module manifest is signed by a site certificate valid and unrevoked when it was made"
+    ),
+    "dp-claims": (
+        "each DP epsilon claimed with its parameters is what those parameters spend (re-accounted)"
+    ),
+    "deletions": (
+        "every deletion request has a matching deletion; deletions name registered modules"
+    ),
+    "lineage": (
+        "datasets and classifiers name registered, undeleted modules; "
+        "nothing live holds a deleted module"
+    ),
 }
 
 
@@ -45,7 +63,7 @@ class Finding:
     severity: str = ERROR
 
     def where(self) -> str:
-        """A short human location: ``entry 7 (module.deleted)``, ``entries 3-7``, ``checkpoint 8``."""
+        """Location for people: ``entry 7 (module.deleted)``, ``entries 3-7``, ``checkpoint 8``."""
         parts = []
         if self.entry is not None:
             parts.append(

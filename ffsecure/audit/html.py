@@ -18,17 +18,20 @@ from ffsecure.ledger.merkle import verify_inclusion
 from ffsecure.records.entries import EntryType
 from ffsecure.timefmt import now_rfc3339
 
+# A backslash at the end of a line joins it to the next (the report's bytes stay as they were).
 CSS = """
 :root{--ok:#1a7f37;--bad:#cf222e;--warn:#9a6700;--ink:#1f2328;--mute:#656d76;--line:#d0d7de;--bg:#f6f8fa}
 *{box-sizing:border-box}
-body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;
+body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,\
+"Helvetica Neue",Arial,sans-serif;
  color:var(--ink);background:#fff}
 main{max-width:1180px;margin:0 auto;padding:24px 28px 48px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:32px 0 10px;padding-bottom:4px;
  border-bottom:1px solid var(--line)}h3{font-size:15px;margin:18px 0 6px}
 .meta{color:var(--mute);font-size:13px}.nowrap{white-space:nowrap}
 code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px}
-.verdict{display:flex;align-items:center;gap:18px;border-radius:8px;padding:16px 20px;margin:18px 0 8px;
+.verdict{display:flex;align-items:center;gap:18px;border-radius:8px;padding:16px 20px;\
+margin:18px 0 8px;
  color:#fff}
 .verdict.ok{background:var(--ok)}.verdict.bad{background:var(--bad)}
 .verdict .big{font-size:28px;font-weight:700;letter-spacing:.5px}
@@ -36,16 +39,19 @@ code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font
 table{border-collapse:collapse;width:100%;margin:6px 0 10px}
 th,td{border-bottom:1px solid var(--line);padding:6px 8px;text-align:left;vertical-align:top}
 th{background:var(--bg);font-weight:600;font-size:13px}
-.pill{display:inline-block;border-radius:10px;padding:1px 8px;font-size:12px;font-weight:600;color:#fff}
+.pill{display:inline-block;border-radius:10px;padding:1px 8px;font-size:12px;font-weight:600;\
+color:#fff}
 .pill.ok{background:var(--ok)}.pill.failed,.pill.error,.pill.deleted{background:var(--bad)}
 .pill.warning,.pill.revoked{background:var(--warn)}.pill.skipped{background:#8c959f}
 .pill.active,.pill.live,.pill.published{background:#0969da}.pill.retired{background:#8c959f}
 .findings li{margin:4px 0}.where{font-weight:600}
 .lineage{display:flex;gap:14px;align-items:stretch;flex-wrap:wrap}
-.node{border:1px solid var(--line);border-radius:8px;padding:10px 12px;background:var(--bg);min-width:220px}
+.node{border:1px solid var(--line);border-radius:8px;padding:10px 12px;background:var(--bg);\
+min-width:220px}
 .node h4{margin:0 0 6px;font-size:14px}.arrow{align-self:center;font-size:22px;color:var(--mute)}
 .mods{display:flex;flex-direction:column;gap:8px}
-.proof{background:var(--bg);border:1px solid var(--line);border-radius:8px;padding:10px 14px;margin:10px 0}
+.proof{background:var(--bg);border:1px solid var(--line);border-radius:8px;padding:10px 14px;\
+margin:10px 0}
 .proof ol{margin:4px 0 4px 18px;padding:0}
 .kv{color:var(--mute)}
 details summary{cursor:pointer;color:#0969da}
@@ -75,7 +81,7 @@ LANES = [
         (EntryType.CERT_REVOKED, EntryType.KEY_ROTATED, EntryType.CRL_LOADED),
     ),
 ]
-COLORS = {
+COLORS: dict[str, str] = {
     EntryType.MODULE_REGISTERED: "#0969da",
     EntryType.DATASET_SYNTHESIZED: "#8250df",
     EntryType.DATASET_RETIRED: "#8c959f",
@@ -110,12 +116,17 @@ def _verdict(r: AuditResult) -> str:
     latest = r.log.latest
     if r.ok:
         why = (
-            f"Every check passed: the log of {len(r.log.entry_bytes)} entries is exactly what the log key signed"
-            f"; {len(r.modules)} module signatures verify; no live classifier uses a deleted module."
+            f"Every check passed: the log of {len(r.log.entry_bytes)} entries "
+            "is exactly what the log key signed"
+            f"; {len(r.modules)} module signatures verify; "
+            "no live classifier uses a deleted module."
             + (f" {len(r.warnings)} warning(s) below." if r.warnings else "")
         )
     else:
-        why = f"{len(r.errors)} finding(s) — see the list below. Do not rely on this log until they are explained."
+        why = (
+            f"{len(r.errors)} finding(s) — see the list below. "
+            "Do not rely on this log until they are explained."
+        )
     head = (
         f'<div class="verdict {"ok" if r.ok else "bad"}"><div class="big">{r.verdict}</div>'
         f'<div class="why">{_e(why)}</div></div>'
@@ -139,14 +150,18 @@ def _checks(r: AuditResult) -> str:
         f"<td>{_pill(c.status)}</td><td>{_e(c.detail)}</td></tr>"
         for c in r.checks
     )
-    return f"<h2>Checks</h2><table><tr><th>check (what it proves)</th><th>status</th><th>detail</th></tr>{rows}</table>"
+    return (
+        "<h2>Checks</h2><table><tr><th>check (what it proves)</th><th>status</th>"
+        f"<th>detail</th></tr>{rows}</table>"
+    )
 
 
 def _findings(r: AuditResult) -> str:
     if not r.findings:
         return "<h2>Findings</h2><p>None.</p>"
     items = "".join(
-        f"<li>{_pill(f.severity)} <code>{_e(f.code)}</code> <span class='where'>{_e(f.where())}</span> — "
+        f"<li>{_pill(f.severity)} <code>{_e(f.code)}</code> "
+        f"<span class='where'>{_e(f.where())}</span> — "
         f"{_e(f.message)}</li>"
         for f in r.findings
     )
@@ -202,13 +217,13 @@ def _timeline(r: AuditResult) -> str:
         f'<text x="{left}" y="{axis_y + 32}" font-size="11" fill="#656d76">entry index → '
         f"(dashed: signed checkpoints)</text>"
     )
-    lane_of = {t: k for k, (_, _, types) in enumerate(LANES) for t in types}
+    lane_of: dict[str, int] = {t: k for k, (_, _, types) in enumerate(LANES) for t in types}
     drawn: set[tuple[str, int]] = set()
     for ev in events:
-        k = lane_of.get(ev.type)
-        if k is None:
+        lane = lane_of.get(ev.type)
+        if lane is None:
             continue
-        cx, cy = x(ev.index), top + lane_h * k + lane_h / 2
+        cx, cy = x(ev.index), top + lane_h * lane + lane_h / 2
         column = (ev.type, int(cx / 3))  # long logs: one marker per type and 3-pixel column
         if column in drawn and ev.index not in bad_entries:
             continue
@@ -222,22 +237,26 @@ def _timeline(r: AuditResult) -> str:
             EntryType.CERT_REVOKED,
         ):
             shape = (
-                f'<path d="M{cx - 6:.1f},{cy - 6:.1f} L{cx + 6:.1f},{cy + 6:.1f} M{cx - 6:.1f},{cy + 6:.1f} '
+                f'<path d="M{cx - 6:.1f},{cy - 6:.1f} L{cx + 6:.1f},{cy + 6:.1f} '
+                f"M{cx - 6:.1f},{cy + 6:.1f} "
                 f'L{cx + 6:.1f},{cy - 6:.1f}" stroke="{color}" stroke-width="3">{tip}</path>'
             )
         elif ev.type == EntryType.CLASSIFIER_PUBLISHED:
             shape = (
-                f'<polygon points="{cx:.1f},{cy - 8:.1f} {cx + 7:.1f},{cy + 6:.1f} {cx - 7:.1f},{cy + 6:.1f}" '
+                f'<polygon points="{cx:.1f},{cy - 8:.1f} {cx + 7:.1f},{cy + 6:.1f} '
+                f'{cx - 7:.1f},{cy + 6:.1f}" '
                 f'fill="{color}">{tip}</polygon>'
             )
         elif ev.type == EntryType.CLASSIFIER_EVALUATED:
             shape = (
-                f'<polygon points="{cx:.1f},{cy - 7:.1f} {cx + 7:.1f},{cy:.1f} {cx:.1f},{cy + 7:.1f} '
+                f'<polygon points="{cx:.1f},{cy - 7:.1f} {cx + 7:.1f},{cy:.1f} '
+                f"{cx:.1f},{cy + 7:.1f} "
                 f'{cx - 7:.1f},{cy:.1f}" fill="{color}">{tip}</polygon>'
             )
         elif ev.type in (EntryType.DATASET_SYNTHESIZED, EntryType.CLASSIFIER_TRAINED):
             shape = (
-                f'<rect x="{cx - 6:.1f}" y="{cy - 6:.1f}" width="12" height="12" rx="2" fill="{color}">'
+                f'<rect x="{cx - 6:.1f}" y="{cy - 6:.1f}" width="12" height="12" rx="2" '
+                f'fill="{color}">'
                 f"{tip}</rect>"
             )
         else:
@@ -258,25 +277,30 @@ def _timeline(r: AuditResult) -> str:
             if hi < n:
                 parts.append(
                     f'<rect x="{x(lo) - 8:.1f}" y="{top}" width="{x(hi) - x(lo) + 16:.1f}" '
-                    f'height="{lane_h * len(LANES)}" fill="#cf222e" fill-opacity="0.08" stroke="#cf222e" '
+                    f'height="{lane_h * len(LANES)}" fill="#cf222e" fill-opacity="0.08" '
+                    'stroke="#cf222e" '
                     f'stroke-opacity="0.5"><title>{_e(f.code)}: {_e(f.where())}</title></rect>'
                 )
     parts.append("</svg>")
     legend = (
-        "<p class='meta'>● module registered · ○ deletion requested · ■ dataset / classifier made · "
-        "▲ classifier published · ◆ classifier evaluated by a site · ✕ deleted, retired or revoked · red ring or band: where a finding "
+        "<p class='meta'>● module registered · ○ deletion requested · "
+        "■ dataset / classifier made · "
+        "▲ classifier published · ◆ classifier evaluated by a site · "
+        "✕ deleted, retired or revoked · red ring or band: where a finding "
         "points</p>"
     )
     shown = events[-MAX_TABLE_EVENTS:]
     rows = "".join(
-        f"<tr><td>{ev.index}</td><td class='mono'>{_e(ev.time)}</td><td><code>{_e(ev.type)}</code></td>"
+        f"<tr><td>{ev.index}</td><td class='mono'>{_e(ev.time)}</td>"
+        f"<td><code>{_e(ev.type)}</code></td>"
         f"<td>{_e(ev.actor)}</td><td>{_e(ev.label)}</td></tr>"
         for ev in shown
     )
     what = (
         f"all {len(events)} entries"
         if len(shown) == len(events)
-        else f"the last {len(shown)} of {len(events)} entries (the bundle's entries.jsonl holds all)"
+        else f"the last {len(shown)} of {len(events)} entries "
+        "(the bundle's entries.jsonl holds all)"
     )
     table = (
         f"<details><summary>{what}</summary><table><tr><th>#</th><th>time</th>"
@@ -328,7 +352,7 @@ def _privacy(manifest: dict | None) -> str:
 def _sites(r: AuditResult) -> str:
     labels = r.federation.label_space if r.federation is not None else None
     by_site: dict[str, list] = {}
-    for mid, ms in r.replay.modules.items():
+    for ms in r.replay.modules.values():
         by_site.setdefault(ms.site_id, []).append(ms)
     if not by_site:
         return "<h2>Sites</h2><p>No module was registered.</p>"
@@ -362,7 +386,8 @@ def _sites(r: AuditResult) -> str:
             out.append(
                 f"<tr><td><code title='{_e(ms.module_id)}'>{_e(_short(ms.module_id))}</code></td>"
                 f"<td>{_classes(manifest, labels)}</td>"
-                f"<td>{_dp(manifest, mc.dp_recomputed if mc else None)}</td><td>{_privacy(manifest)}</td>"
+                f"<td>{_dp(manifest, mc.dp_recomputed if mc else None)}</td>"
+                f"<td>{_privacy(manifest)}</td>"
                 f"<td>entry {ms.registered_index}<div class='meta nowrap'>{_e(ms.time)}</div></td>"
                 f"<td>{sig}</td><td>{status}</td></tr>"
             )
@@ -381,7 +406,7 @@ def _kv(d: dict | None) -> str:
 
 
 def _evaluations(clf) -> str:
-    """Sites that reported evaluating the classifier; the ledger holds a commitment, not their numbers."""
+    """Sites that reported evaluating the classifier (the ledger holds a commitment only)."""
     if not clf.evaluations:
         return "<div class='kv'>no site reported an evaluation</div>"
     sites = ", ".join(
@@ -389,7 +414,8 @@ def _evaluations(clf) -> str:
     )
     return (
         f"<div><span class='kv'>evaluated by</span> {sites}</div>"
-        "<div class='kv'>(the ledger commits to each site's metrics by a salted hash; the numbers stay "
+        "<div class='kv'>(the ledger commits to each site's metrics by a salted hash; "
+        "the numbers stay "
         "with the aggregator)</div>"
     )
 
@@ -398,7 +424,8 @@ def _lineage(r: AuditResult) -> str:
     clf = r.replay.current_classifier()
     if clf is None:
         return "<h2>Lineage of the current classifier</h2><p>No live classifier.</p>"
-    ds = r.replay.datasets.get(clf.facts.get("dataset_id"))
+    dataset_id = clf.facts.get("dataset_id")
+    ds = r.replay.datasets.get(dataset_id) if isinstance(dataset_id, str) else None
     state = "published" if clf.published_index is not None else "live"
     cnode = (
         f"<div class='node'><h4>classifier {_e(clf.artifact_id)} {_pill(state)}</h4>"
@@ -410,7 +437,8 @@ def _lineage(r: AuditResult) -> str:
     dnode = (
         "<div class='node'><h4>dataset missing</h4></div>"
         if ds is None
-        else f"<div class='node'><h4>dataset {_e(ds.artifact_id)} {_pill('live' if ds.live else 'retired')}</h4>"
+        else f"<div class='node'><h4>dataset {_e(ds.artifact_id)} "
+        f"{_pill('live' if ds.live else 'retired')}</h4>"
         f"<div>synthesized at entry {ds.index}</div>"
         f"<div class='kv mono'>sha256 {_e(_short(ds.facts.get('sha256'), 20))}</div>"
         f"<div><span class='kv'>seed</span> {_e(ds.facts.get('seed', '—'))} "
@@ -441,8 +469,8 @@ def _lineage(r: AuditResult) -> str:
 
 def _deletions(r: AuditResult) -> str:
     dels = sorted(
-        (m for m in r.replay.modules.values() if m.deleted_index is not None),
-        key=lambda m: m.deleted_index,
+        ((m.deleted_index, m) for m in r.replay.modules.values() if m.deleted_index is not None),
+        key=lambda pair: pair[0],
     )
     out = ["<h2>Deletions</h2>"]
     if not dels:
@@ -450,9 +478,9 @@ def _deletions(r: AuditResult) -> str:
         return "".join(out)
     latest = r.log.latest
     usable = r.log.verified
-    for m in dels:
-        d = m.deleted_index
-        facts = r.log.entries[d]["facts"] if r.log.entries[d] else {}
+    for d, m in dels:
+        entry = r.log.entries[d]
+        facts = entry["facts"] if entry else {}
         retired = [
             f"{a.kind} {a.artifact_id} (entry {a.retired_index})"
             for table in (r.replay.datasets, r.replay.classifiers)
@@ -476,13 +504,16 @@ def _deletions(r: AuditResult) -> str:
                 if m.requests
                 else "deleted on the operator's decision; "
             )
-            + f"deleted at entry <b>{d}</b> ({_e(m.deleted_time)}), reason: {_e(m.deletion_reason)}</div>"
+            + f"deleted at entry <b>{d}</b> ({_e(m.deleted_time)}), "
+            f"reason: {_e(m.deletion_reason)}</div>"
         )
         out.append(
             f"<div>destroyed: <b>{_e(', '.join(map(str, facts.get('destroyed', []))))}</b>"
-            f" <span class='kv'>weights</span> <code>{_e(_short(facts.get('weights_sha256'), 16))}</code>"
+            " <span class='kv'>weights</span> "
+            f"<code>{_e(_short(facts.get('weights_sha256'), 16))}</code>"
             f" <span class='kv'>blob</span> <code>{_e(_short(facts.get('blob_sha256'), 16))}</code>"
-            f" <span class='kv'>KEK id</span> <code>{_e(_short(facts.get('kek_id'), 16))}</code></div>"
+            " <span class='kv'>KEK id</span> "
+            f"<code>{_e(_short(facts.get('kek_id'), 16))}</code></div>"
         )
         out.append(
             "<div>retired because of it: " + (_e("; ".join(retired)) or "nothing") + "</div>"
@@ -502,10 +533,12 @@ def _deletions(r: AuditResult) -> str:
                 ok = False
             items = "".join(f"<li><code>{h.hex()}</code></li>" for h in proof)
             out.append(
-                f"<div style='margin-top:6px'><b>Inclusion proof</b> (RFC 9162) of entry {d} in checkpoint "
+                "<div style='margin-top:6px'><b>Inclusion proof</b> (RFC 9162) "
+                f"of entry {d} in checkpoint "
                 f"{latest.size}: {_pill('ok', 'verifies') if ok else _pill('error', 'fails')}"
                 f"<div class='kv'>leaf hash <code>{leaf.hex()}</code></div>"
-                f"<ol>{items}</ol><div class='kv'>root <code>{latest.root_hash.hex()}</code></div></div>"
+                f"<ol>{items}</ol>"
+                f"<div class='kv'>root <code>{latest.root_hash.hex()}</code></div></div>"
             )
         else:
             out.append("<div>No inclusion proof: the log itself did not verify.</div>")
@@ -534,14 +567,16 @@ def render_html(r: AuditResult) -> str:
             _sites(r),
             _lineage(r),
             _deletions(r),
-            "<footer>Self-contained report: no scripts, fonts or images are loaded. The checks and what they cannot "
+            "<footer>Self-contained report: no scripts, fonts or images are loaded. "
+            "The checks and what they cannot "
             "prove are described in docs/auditor-guide.md.</footer>",
         ]
     )
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'; "
+        "<meta http-equiv='Content-Security-Policy' "
+        "content=\"default-src 'none'; style-src 'unsafe-inline'; "
         'img-src data:">'
         f"<link rel='icon' href='data:,'><title>{_e(title)}</title><style>{CSS}</style></head>"
         f"<body><main>{body}</main></body></html>"

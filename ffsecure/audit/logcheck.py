@@ -13,6 +13,7 @@ fork.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 
 from ffsecure.audit.findings import WARNING, Findings
 from ffsecure.errors import FFSecureError
@@ -43,7 +44,7 @@ def check_log(
     notes: dict[str, bytes],
     findings: Findings,
     *,
-    trusted: list[tuple[str, bytes]] = (),
+    trusted: Sequence[tuple[str, bytes]] = (),
 ) -> LogState:
     """Run the log checks, appending findings; returns the state for the later checks."""
     states: list[LogState] = []
@@ -57,7 +58,9 @@ def check_log(
     return state
 
 
-def _check_trusted(state: LogState, trusted: list[tuple[str, bytes]], findings: Findings) -> None:
+def _check_trusted(
+    state: LogState, trusted: Sequence[tuple[str, bytes]], findings: Findings
+) -> None:
     opened: list[tuple[str, Checkpoint]] = []
     for label, note in trusted:
         if state.verifier is None:

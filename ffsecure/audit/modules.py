@@ -110,7 +110,10 @@ def check_modules(
             )
             out[mid] = ModuleCheck(mid, ms.site_id, manifest, False, "bad package", None, None)
             continue
-        raw_package = canonical.b64decode_canonical(r.get("package_b64"))
+        package_b64 = r.get("package_b64")
+        raw_package = (
+            canonical.b64decode_canonical(package_b64) if isinstance(package_b64, str) else None
+        )
         if raw_package is None:
             problems.append("package_b64 is not canonical base64")
         elif raw_package != package_bytes:
@@ -176,16 +179,17 @@ def check_modules(
                 if revoked_cert and revoked_at is not None:
                     when = pki.rfc3339(revoked_at)
                     tail = (
-                        f" (revoked {when}, before its registration at {ms.time}: the aggregator should have "
-                        f"refused it){tail}"
+                        f" (revoked {when}, before its registration at {ms.time}: "
+                        f"the aggregator should have refused it){tail}"
                         if revoked_at < registered_at
-                        else f" (revoked {when}, at or after its registration at {ms.time}: the revocation reaches back "
-                        f"to every signature of that key){tail}"
+                        else f" (revoked {when}, at or after its registration at {ms.time}: "
+                        f"the revocation reaches back to every signature of that key){tail}"
                     )
                 findings.add(
                     "module-signatures",
                     code,
-                    f"module {mid} of site {ms.site_id} does not verify: [{exc.code}] {exc.message}{tail}",
+                    f"module {mid} of site {ms.site_id} does not verify: "
+                    f"[{exc.code}] {exc.message}{tail}",
                     severity=WARNING if deleted else "error",
                     **where,
                 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -101,7 +102,7 @@ def audit_bundle(
     *,
     ca_pem: bytes | None,
     crl_pem: bytes | None = None,
-    trusted: list[tuple[str, bytes]] = (),
+    trusted: Sequence[tuple[str, bytes]] = (),
     log_vkey: str | None = None,
     now: dt.datetime | None = None,
 ) -> AuditResult:
@@ -144,8 +145,12 @@ def audit_bundle(
         "consistency": f"{max(len(log.checkpoints) - 1, 0)} consecutive pairs",
         "trusted-checkpoints": f"{len(trusted)} trusted checkpoint(s), all prefixes of this log",
         "module-records": f"{len(st.modules)} modules",
-        "module-signatures": f"{sum(m.signature_ok for m in modules.values())} of {len(modules)} verify",
-        "dp-claims": f"{dp_done} of {dp_claims} DP claims carry their parameters and were re-accounted",
+        "module-signatures": (
+            f"{sum(m.signature_ok for m in modules.values())} of {len(modules)} verify"
+        ),
+        "dp-claims": (
+            f"{dp_done} of {dp_claims} DP claims carry their parameters and were re-accounted"
+        ),
         "deletions": f"{len(st.requests)} request(s), {deleted} deletion(s)",
         "lineage": f"{len(st.datasets)} datasets, {len(st.classifiers)} classifiers ({live} live)",
     }
