@@ -322,7 +322,8 @@ def run(
 
 
 def _provenance(part: dict[str, Any]) -> dict[str, Any]:
-    """What names the run behind a per-part file: its ``meta`` block, else the commit that last changed it."""
+    """What names the run behind a per-part file: its ``meta`` block, else the commit that last
+    changed it."""
     return {
         "source": part["file"],
         "commit": part["commit"],
@@ -334,14 +335,19 @@ def _provenance(part: dict[str, Any]) -> dict[str, Any]:
 
 
 def _source(part: dict[str, Any]) -> str:
-    """Where a part's figures come from, as a sentence: this run, or a per-part file and its own run."""
+    """Where a part's figures come from, as a sentence: this run, or a per-part file and its own
+    run."""
     if not part.get("source"):
         return "Figures not available (run its benchmark first)."
     if part["source"] == "this run":
         return "Figures measured in this run."
     if part.get("meta"):
-        # the file records its own run: name that run's date, commit and machine, not the commit of the file
-        return f"Figures from `{part['source']}`, measured on their own. {common.meta_line(part['meta'])}"
+        # the file records its own run: name that run's date, commit and machine, not the commit of
+        # the file
+        return (
+            f"Figures from `{part['source']}`, measured on their own. "
+            f"{common.meta_line(part['meta'])}"
+        )
     note = ", with uncommitted changes" if part.get("uncommitted") else ""
     return (
         f"Figures from `{part['source']}` (committed {part.get('date')}, commit "
@@ -393,8 +399,8 @@ def to_markdown(result: dict[str, Any]) -> str:
                 ["path", "MB/s"],
                 [
                     [
-                        f"mTLS upload end to end ({lg['bytes'] / 1e6:.1f} MB: transfer, staging, HPKE open, verify, store, "
-                        f"ledger, receipt)",
+                        f"mTLS upload end to end ({lg['bytes'] / 1e6:.1f} MB: transfer, staging, "
+                        "HPKE open, verify, store, ledger, receipt)",
                         f"{lg['mtls_upload_mb_per_s']:.1f}",
                     ],
                     ["mTLS transfer + staging only", f"{lg['mtls_transfer_only_mb_per_s']:.1f}"],
@@ -456,8 +462,9 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines += [
         "## Audit bundle verification",
         "",
-        f"A {a['entries']:,}-entry bundle ({common.human_bytes(a['bundle_bytes'])}, {a['checkpoints']} "
-        f"checkpoints) exported from a real SQLite store (build {a['build_s']} s, export {a['export_s']} s).",
+        f"A {a['entries']:,}-entry bundle ({common.human_bytes(a['bundle_bytes'])}, "
+        f"{a['checkpoints']} checkpoints) exported from a real SQLite store (build {a['build_s']} "
+        f"s, export {a['export_s']} s).",
         "",
         common.table(
             ["verifier", "seconds", "entries/s"],

@@ -304,12 +304,14 @@ def to_markdown(result: dict[str, Any]) -> str:
         "",
         common.meta_line(md),
         "",
-        f"{s['dataset']}, pathological split (one class per site), {len(result['sites'])} site cvae "
-        f"generators ({s['generator_size']}, epochs {s['generator_epochs']}, trained once: "
-        f"{result['generators_s']:.0f} s{', in an earlier run (reused from its folder)' if s['generators_reused'] else ''}); per seed: synthesis ({s['samples_per_class']} per class) and "
-        f"classifier (`{s['classifier_config']['arch']}`, simulate defaults) with that seed. "
-        f"Centralized: the same classifier on the real training split, same seeds. "
-        f"Current default temperature: {s['default_temperature']:g}.",
+        f"{s['dataset']}, pathological split (one class per site), {len(result['sites'])} site "
+        f"cvae generators ({s['generator_size']}, epochs {s['generator_epochs']}, trained once: "
+        f"{result['generators_s']:.0f} "
+        f"s{', in an earlier run (reused from its folder)' if s['generators_reused'] else ''}); "
+        f"per seed: synthesis ({s['samples_per_class']} per class) and classifier "
+        f"(`{s['classifier_config']['arch']}`, simulate defaults) with that seed. Centralized: the "
+        "same classifier on the real training split, same seeds. Current default temperature: "
+        f"{s['default_temperature']:g}.",
         "",
     ]
     rows = [

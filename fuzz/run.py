@@ -213,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stats = python_driver(args.target, args.runs, args.seed, args.crash_dir)
     print(
-        f"{stats['target']}: {stats['runs']} runs, {stats['crashes']} crashes, {stats['seconds']:.1f} s "
-        f"(python driver, seed {args.seed})"
+        f"{stats['target']}: {stats['runs']} runs, {stats['crashes']} crashes, "
+        f"{stats['seconds']:.1f} s (python driver, seed {args.seed})"
     )
     return 1 if stats["crashes"] else 0
 

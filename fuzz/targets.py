@@ -10,7 +10,8 @@ Targets, and the seed inputs each starts from (real, valid records):
 ``envelope``    ffsecure.envelope.open_sealed with the aggregator's key, then the package path
 ``safetensors`` ffsecure.generators.check_safetensors against the federation's generator
 ``federation``  ffsecure.federation.load_signed_manifest against the CA
-``upload_chunk`` ffsecure.v1 UploadChunk decoding + the staging area (open, write, verify) as the servicer runs it
+``upload_chunk`` ffsecure.v1 UploadChunk decoding + the staging area (open, write, verify) as the
+servicer runs it
 """
 
 from __future__ import annotations
@@ -153,8 +154,9 @@ def _staging():
 
 
 def t_upload_chunk(data: bytes) -> None:
-    """Decode an UploadChunk and run it through the staging area as the servicer does (first chunk of a
-    stream: open or resume, write at the offset, verify when complete), then drop the upload."""
+    """Decode an UploadChunk and run it through the staging area as the servicer does (first chunk
+    of a stream: open or resume, write at the offset, verify when complete), then drop the
+    upload."""
     import shutil
 
     from google.protobuf.message import DecodeError

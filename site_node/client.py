@@ -400,7 +400,8 @@ class AggregatorClient:
         site_id: str | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> Receipt:
-        """Upload a sealed package (resuming and retrying as needed) and return its verified receipt.
+        """Upload a sealed package (resuming and retrying as needed) and return its verified
+        receipt.
 
         ``module_id`` / ``site_id``, when given, must be what the receipt's entry names.
         Without a log key (``use_federation``) the receipt is returned unverified.
@@ -511,7 +512,8 @@ class AggregatorClient:
 
     # -- evaluation reports ----------------------------------------------------------
     def report_evaluation(self, report, *, site_id: str | None = None) -> EvaluationReceipt:
-        """Send aggregate metrics (an ``ffsecure.evalreport.EvaluationReport``) and check the receipt.
+        """Send aggregate metrics (an ``ffsecure.evalreport.EvaluationReport``) and check the
+        receipt.
 
         Checks: the classifier.evaluated entry names this classifier (and ``site_id``
         when given) and commits to exactly this report with the returned salt; with a

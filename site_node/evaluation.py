@@ -79,8 +79,8 @@ def evaluate_published(
 def send_metrics(
     cfg: SiteConfig, state: StateDir, client, result: dict, *, include_confusion: bool = False
 ) -> dict:
-    """Send the aggregate metrics of ``result`` (from :func:`evaluate_published`); returns what was sent
-    and the aggregator's answer, also written into ``evaluation.json``."""
+    """Send the aggregate metrics of ``result`` (from :func:`evaluate_published`); returns what was
+    sent and the aggregator's answer, also written into ``evaluation.json``."""
     from ffsecure.evalreport import EvaluationReport
 
     report = EvaluationReport.from_metrics(

@@ -45,7 +45,8 @@ class TrainingStopped(TransientError):
 
 
 def resolve_dp(dp_cfg: dict, policy: dict, n: int):
-    """The :class:`ffsecure.dp.DPConfig` to train with, or None; refuses a config that loosens the policy.
+    """The :class:`ffsecure.dp.DPConfig` to train with, or None; refuses a config that loosens the
+    policy.
 
     ``dp_cfg`` is site.toml's ``[dp]`` (``enabled`` None = follow the policy;
     ``target_epsilon`` / ``delta`` 0 = the policy's bound), ``policy`` the
@@ -83,7 +84,8 @@ def resolve_dp(dp_cfg: dict, policy: dict, n: int):
     if delta is not None and max_delta is not None and delta > max_delta:
         raise ConfigError(
             f"site.toml key dp.delta: {delta} is above the federation's delta {max_delta}",
-            hint=f"use at most {max_delta}, or 0 for the default; a site may tighten the DP policy, never loosen it",
+            hint=f"use at most {max_delta}, or 0 for the default; a site may tighten the DP "
+            "policy, never loosen it",
         )
     if delta is None and max_delta is not None:
         delta = min(float(max_delta), default_delta(n))
@@ -115,13 +117,15 @@ def map_labels(local_names: Sequence[str], label_space: Sequence[str], how: str)
             f"local classes {unknown[:5]} are not in the federation's label space "
             f"{list(label_space)[:10]}",
             code="E_DATA_LABELS",
-            hint='rename the class folders to the federation labels, or set data.label_match = "index"',
+            hint="rename the class folders to the federation labels, or set data.label_match = "
+            '"index"',
         )
     return [index[n] for n in local_names]
 
 
 def class_filter(classes: Sequence[str | int], label_space: Sequence[str]) -> set[int] | None:
-    """site.toml ``data.classes`` (names or global indices) as a set of global indices; None = all."""
+    """site.toml ``data.classes`` (names or global indices) as a set of global indices; None =
+    all."""
     if not classes:
         return None
     out = set()
@@ -272,7 +276,8 @@ def train_module(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
 ):
-    """Train, build the manifest, check it against the federation's policy, sign, self-verify, store.
+    """Train, build the manifest, check it against the federation's policy, sign, self-verify,
+    store.
 
     When the federation requires a privacy report, the privacy check runs and
     its report is judged before signing (:func:`site_node.privacy.gate`).

@@ -1,4 +1,5 @@
-"""What the site trusts, checked every time it is loaded: CA, own certificate and key, federation manifest.
+"""What the site trusts, checked every time it is loaded: CA, own certificate and key, federation
+manifest.
 
 ``install`` accepts a signed certificate, the CA certificate and the federation
 manifest only when they fit together: the certificate chains to the CA, is
@@ -91,7 +92,8 @@ def check_material(
 
 
 def install(cfg: SiteConfig, *, cert_file: Path, ca_file: Path, federation_file: Path) -> Trust:
-    """Verify and copy the signed certificate, CA certificate and manifest into the state directory."""
+    """Verify and copy the signed certificate, CA certificate and manifest into the state
+    directory."""
     state = StateDir(cfg.state_dir).ensure()
     trust = check_material(
         cfg,

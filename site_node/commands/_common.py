@@ -69,7 +69,8 @@ def training_progress(enabled: bool) -> Iterator:
 
 @contextlib.contextmanager
 def upload_progress(enabled: bool) -> Iterator:
-    """Yields ``for_module(module_id) -> callback(sent, total)`` drawing one rich bar per module, or None."""
+    """Yields ``for_module(module_id) -> callback(sent, total)`` drawing one rich bar per module, or
+    None."""
     if not enabled:
         yield None
         return

@@ -120,7 +120,8 @@ def enroll(
     else:
         click.echo(f"wrote key {key_file} (0600) and CSR {csr_file} for {identity.uri}")
         click.echo(
-            f"  send the CSR to the CA operator: ffsecure pki sign-csr {csr_file} --site-id {site_id} ..."
+            f"  send the CSR to the CA operator: ffsecure pki sign-csr {csr_file} --site-id "
+            f"{site_id} ..."
         )
         click.echo(
             "  then: site-node install-cert --config site.toml --cert SITE.pem --ca ca.pem "

@@ -1,4 +1,5 @@
-"""``site-node privacy-check``: measure what a module reveals about its training images, before upload.
+"""``site-node privacy-check``: measure what a module reveals about its training images, before
+upload.
 
 Members are the training images of the classes the module covers, non-members
 the same classes' held-out (test split) images, which the module never saw.
@@ -32,7 +33,8 @@ class PrivacyStateError(FFSecureError):
 
 
 def _from_config(cfg, module_ref):
-    """(package, its path, train set, held-out set, train settings, trust, state, record) from site.toml."""
+    """(package, its path, train set, held-out set, train settings, trust, state, record) from
+    site.toml."""
     from ffsecure.package import SignedPackage
     from site_node import trust as trustlib
     from site_node.state import StateDir
@@ -118,8 +120,8 @@ def _from_files(module_path, data_spec, data_root, seed):
     "--reference/--no-reference",
     default=False,
     show_default=True,
-    help="Also run the calibrated attack: train a reference generator (same schedule, no DP) on half "
-    "of the held-out images. Costs one more training run.",
+    help="Also run the calibrated attack: train a reference generator (same schedule, no DP) on "
+    "half of the held-out images. Costs one more training run.",
 )
 @click.option(
     "--threshold",
@@ -152,8 +154,8 @@ def _from_files(module_path, data_spec, data_root, seed):
     "--out",
     "out_dir",
     type=click.Path(file_okay=False),
-    help="Folder for privacy-report.json and closest-pairs.png (default: the module's state folder, "
-    "or the current folder without --config).",
+    help="Folder for privacy-report.json and closest-pairs.png (default: the module's state "
+    "folder, or the current folder without --config).",
 )
 @click.option(
     "--seed", default=0, show_default=True, help="Seed of the subsets, noise draws and samples."

@@ -1,4 +1,5 @@
-"""``site-node run``: the daemon (train when data changes or when asked, upload, survive downtime)."""
+"""``site-node run``: the daemon (train when data changes or when asked, upload, survive
+downtime)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from site_node.commands._common import config_option
 @click.option("--once", is_flag=True, help="Run one cycle (train if due, upload pending) and exit.")
 @click.pass_context
 def run(ctx, config_path, human_logs, once):
-    """Run until SIGTERM: train a module when the data changes, the trigger file appears or on SIGHUP;
-    upload what is pending; retry when the aggregator is down.
+    """Run until SIGTERM: train a module when the data changes, the trigger file appears or on
+    SIGHUP; upload what is pending; retry when the aggregator is down.
 
     Exit status: 0 stopped cleanly; 1 configuration error (with --once: the cycle failed);
     3 ALARM: the aggregator's log forked (E_LOG_FORK); 4 (--once) the cycle ended in a refusal

@@ -39,7 +39,8 @@ def _local(state) -> dict:
 @json_option
 @click.pass_context
 def status(ctx, config_path, offline, as_json):
-    """List this site's modules and their ledger entries; prove the log only grew since last time."""
+    """List this site's modules and their ledger entries; prove the log only grew since last
+    time."""
     from site_node import sync
     from site_node import trust as trustlib
     from site_node.state import StateDir

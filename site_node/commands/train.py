@@ -1,4 +1,5 @@
-"""``site-node train``: train this site's generator on its local data and write the signed module package."""
+"""``site-node train``: train this site's generator on its local data and write the signed module
+package."""
 
 from __future__ import annotations
 
@@ -51,8 +52,8 @@ def train(ctx, config_path, no_progress, as_json):
     else:
         eps = f", epsilon {dp['epsilon']:.3f} (delta {dp['delta']:.2e})" if dp else ", no DP"
         click.echo(
-            f"trained module {record.module_id} on {record.n_train} images of classes {record.classes}: "
-            f"final loss {record.train['final_loss']:.4f}{eps}"
+            f"trained module {record.module_id} on {record.n_train} images of classes "
+            f"{record.classes}: final loss {record.train['final_loss']:.4f}{eps}"
         )
         if record.status == "refused":
             click.echo(

@@ -16,7 +16,8 @@ from site_node.commands._common import config_option, json_option, start, upload
 @json_option
 @click.pass_context
 def upload(ctx, config_path, module_id, as_json):
-    """Seal to the aggregator's HPKE key, upload with retries (backoff + jitter), verify the receipt.
+    """Seal to the aggregator's HPKE key, upload with retries (backoff + jitter), verify the
+    receipt.
 
     An interrupted upload resumes where the aggregator's durable offset stands
     (same envelope, same upload id). Success is reported only after the
