@@ -290,7 +290,7 @@ class AggregatorClient:
         creds = grpc.ssl_channel_credentials(
             root_certificates=ca_cert_pem, private_key=key_pem, certificate_chain=cert_pem
         )
-        options = [
+        options: list[tuple[str, int | str]] = [
             ("grpc.max_send_message_length", self.chunk_bytes + MESSAGE_OVERHEAD),
             ("grpc.max_receive_message_length", 8 << 20),
             ("grpc.keepalive_time_ms", 60_000),

@@ -46,7 +46,7 @@ from typing import Any
 
 from ffsecure import pki, timefmt
 from ffsecure.errors import FFSecureError, FormatError, NotFoundError, TransientError
-from ffsecure.package import check_module_id
+from ffsecure.records.ids import check_module_id
 
 STATUSES = ("trained", "sealed", "registered", "refused", "deleted", "discarded")
 PENDING = ("trained", "sealed")  # the upload queue

@@ -364,8 +364,10 @@ def train_module(
             "weights_sha256": manifest.weights_sha256,
         },
     )
+    refused = None
     if verdict is not None and not verdict.passes:
-        record.status, record.error = "refused", refusal(verdict.problems[0], by="site")
+        refused = refusal(verdict.problems[0], by="site")
+        record.status, record.error = "refused", refused
     d = state.module_dir(record.module_id)
     d.mkdir(parents=True, exist_ok=True)
     pki.write_public_file(state.package_path(record.module_id), pkg.to_bytes())
@@ -387,16 +389,16 @@ def train_module(
             "epsilon": (report.dp or {}).get("epsilon"),
         },
     )
-    if record.status == "refused":
+    if refused is not None:
         log.error(
             "module %s refused by this site's privacy check: %s",
             record.module_id,
-            record.error["message"],
+            refused["message"],
             extra={
                 "event": "module_refused",
                 "module_id": record.module_id,
                 "by": "site",
-                "code": record.error["code"],
+                "code": refused["code"],
             },
         )
     return record

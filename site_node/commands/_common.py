@@ -110,7 +110,7 @@ def policy_lines(policy: dict | None) -> list[str]:
     from ffsecure.privacy.policy import THRESHOLDS, effective_policy
 
     effective = effective_policy(policy)
-    if effective is None:
+    if policy is None or effective is None:
         return ["privacy policy: none (no privacy report required, no limits)"]
     lines = [f"privacy policy: report {'required' if effective['required'] else 'optional'}"]
     for key, (what, _plain, _calibrated) in THRESHOLDS.items():

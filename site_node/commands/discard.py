@@ -32,7 +32,7 @@ def discard(ctx, config_path, module_id, reason, as_json):
     state = StateDir(cfg.state_dir)
     with state.locked():
         record = state.discard_module(module_id, reason)
-    info = {"module_id": record.module_id, "status": record.status, **record.discarded}
+    info = {"module_id": record.module_id, "status": record.status, **(record.discarded or {})}
     if as_json:
         echo_json(info)
     else:

@@ -24,7 +24,7 @@ from site_node.commands._common import config_option, json_option, start
 def forget(ctx, config_path, module_id, reason, yes, as_json):
     """Delete a module at the aggregator and verify the deletion entries and their proofs in the
     log."""
-    from ffsecure.package import check_module_id
+    from ffsecure.records.ids import check_module_id
     from site_node import sync
     from site_node import trust as trustlib
     from site_node.state import StateDir

@@ -205,7 +205,7 @@ def privacy_check(
             "--attach without --config needs --key and --cert", hint="or use --config"
         )
     record = state = trust = None
-    lock = contextlib.nullcontext()
+    lock: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
     if config_path is not None:
         from site_node.config import load_config
         from site_node.state import StateDir
@@ -241,9 +241,11 @@ def privacy_check(
             )
             from site_node.commands._common import training_progress
 
+            assert ref_set is not None  # a fraction above 0 always sets a reference set aside
+            ref_x, ref_y = ref_set
             ref_gen = generators.build(m.generator["family"], m.generator["config"])
             with training_progress(not as_json) as progress:
-                ref_gen.fit(*ref_set, settings, progress=progress)
+                ref_gen.fit(ref_x, ref_y, settings, progress=progress)
         out.mkdir(parents=True, exist_ok=True)
         full = run_check(
             gen,
@@ -261,7 +263,7 @@ def privacy_check(
         verdict = None if trust is None else evaluate(report, m.dp, trust.federation.privacy_policy)
         full["policy"] = None if verdict is None else verdict.to_dict()
         if attach:
-            if record is not None:
+            if record is not None and trust is not None:  # --config: the site's own key
                 key, cert = trust.key, trust.cert
             else:
                 key = pki.load_private_key(key_file)
@@ -274,8 +276,9 @@ def privacy_check(
             target = pkg_path if record is not None or output is None else Path(output)
             pki.write_public_file(target, new.to_bytes())
             full["attached_to"] = str(target)
-            if record is not None and not verdict.passes:
-                state.refuse_module(record, verdict.problems[0], by="site")
+            failed = [] if verdict is None or verdict.passes else verdict.problems
+            if record is not None and state is not None and failed:
+                state.refuse_module(record, failed[0], by="site")
                 full["status"] = "refused"
         write_report(out / REPORT_FILE, full)
     _render(full, m, out, verdict, as_json)
