@@ -29,8 +29,11 @@ from pathlib import Path
 
 import grpc
 
+from ffsecure import canonical
 from ffsecure.errorcodes import RPC_CODE_PREFIX
 from ffsecure.errors import FFSecureError, LedgerError, TransientError
+from ffsecure.evalreport import commitment
+from ffsecure.federation import load_signed_manifest
 from ffsecure.ledger import (
     Checkpoint,
     leaf_hash,
@@ -246,6 +249,7 @@ class FetchedClassifier:
 
     def model(self):
         """The torch model (rebuilt from the safetensors bytes and ``config["model"]``)."""
+        # heavy: torch, only when a fetched classifier is run
         from ffsecure.classifier import from_safetensors
 
         return from_safetensors(self.weights, self.config["model"])[0]
@@ -348,7 +352,6 @@ class AggregatorClient:
 
     def get_federation(self, ca_cert):
         """The federation manifest, verified against the CA certificate the site already holds."""
-        from ffsecure.federation import load_signed_manifest
 
         info = self.federation_info()
         return load_signed_manifest(bytes(info.signed_manifest), ca_cert)
@@ -520,7 +523,6 @@ class AggregatorClient:
         log key (``use_federation``) its checkpoint is signed and the entry is proven
         included. Retried on transient failures: an identical report is idempotent.
         """
-        from ffsecure.evalreport import commitment
 
         request = pb.EvaluationReport(
             classifier_id=report.classifier_id,
@@ -586,7 +588,6 @@ class AggregatorClient:
         Raises AggregatorError (E_NO_CLASSIFIER when none is published) or
         LedgerError E_RECEIPT when a check fails.
         """
-        from ffsecure import canonical
 
         attempt = 0
         while True:

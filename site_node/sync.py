@@ -36,6 +36,13 @@ from ffsecure.ledger import (
     verify_inclusion,
 )
 from ffsecure.records.entries import EntryType
+from site_node.client import (
+    AggregatorError,
+    ModuleDeletedRefusal,
+    NoProofError,
+    kept_receipt,
+    verify_receipt,
+)
 from site_node.state import ModuleRecord, StateDir, state_corrupt
 
 log = logging.getLogger("site_node.sync")
@@ -48,7 +55,6 @@ def is_transient(exc: FFSecureError) -> bool:
 
 def is_refusal(exc: FFSecureError) -> bool:
     """The aggregator answered and refused this module for good (policy, signature, duplicate)."""
-    from site_node.client import AggregatorError, ModuleDeletedRefusal
 
     # a deleted module is marked deleted instead
     later_or_deleted = (TransientError, ModuleDeletedRefusal)
@@ -89,7 +95,6 @@ def advance_checkpoint(state: StateDir, client, note: str) -> dict:
             f"the aggregator's log has {new.size} entries, fewer than the {old.size} of the "
             "checkpoint this site stored: entries were removed"
         )
-    from site_node.client import NoProofError
 
     small, large = (old, new) if old.size <= new.size else (new, old)
     try:
@@ -140,7 +145,6 @@ def upload_module(state: StateDir, client, trust, record: ModuleRecord, *, progr
 
     ``progress(sent_bytes, total_bytes)`` is called after each chunk.
     """
-    from site_node.client import ModuleDeletedRefusal
 
     sealed = seal_for_upload(state, record, trust.federation)
     log.info(
@@ -275,7 +279,6 @@ def _b64(data: bytes) -> str:
 def status_report(state: StateDir, client) -> dict[str, Any]:
     """Today's checkpoint checked against the stored one, and every registered entry proven in
     it."""
-    from site_node.client import kept_receipt, verify_receipt
 
     stored = state.read_checkpoint()
     note, _ = client.get_checkpoint()

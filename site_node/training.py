@@ -12,16 +12,26 @@ import hashlib
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ffsecure import canonical, timefmt
+from ffsecure import canonical, pki, timefmt
+from ffsecure.dp import DPConfig, default_delta
 from ffsecure.errors import ConfigError, DataError, TransientError
 from ffsecure.federation import FederationManifest
-from ffsecure.package import ModuleManifest
+from ffsecure.package import (
+    ModuleManifest,
+    build_manifest,
+    check_policy,
+    sign_package,
+    verify_package,
+)
 from site_node.config import SiteConfig
+from site_node.privacy import gate
+from site_node.state import ModuleRecord, StateDir, refusal
 
 if TYPE_CHECKING:  # annotations only: torch is imported when data is loaded
     import torch
@@ -52,7 +62,6 @@ def resolve_dp(dp_cfg: dict, policy: dict, n: int):
     ``target_epsilon`` / ``delta`` 0 = the policy's bound), ``policy`` the
     federation manifest's ``dp_policy``.
     """
-    from ffsecure.dp import DPConfig, default_delta
 
     required = bool(policy.get("required"))
     enabled = dp_cfg.get("enabled")
@@ -167,6 +176,7 @@ def _spec(cfg: SiteConfig) -> str:
 
 def load_site_data(cfg: SiteConfig, federation: FederationManifest) -> SiteData:
     """Load the configured source at the federation's image shape, in its label space, filtered."""
+    # heavy: torch, only when loading data or training (keeps --help fast)
     import torch
 
     from ffsecure.data import load_dataset
@@ -218,6 +228,7 @@ def data_fingerprint(cfg: SiteConfig) -> str:
     )
     src = cfg.data_source
     if src == "digits":
+        # heavy: sklearn, only to fingerprint its bundled digits set
         import sklearn
 
         h.update(f"sklearn-digits/{sklearn.__version__}".encode())
@@ -243,6 +254,7 @@ def data_fingerprint(cfg: SiteConfig) -> str:
                 h.update(str(p.relative_to(root)).encode() + b"\x00")
                 _sha256_file(p, h)
     else:
+        # heavy: torch, only when loading data or training (keeps --help fast)
         from ffsecure.data import default_root
 
         flag = _spec(cfg).lower()
@@ -256,6 +268,7 @@ def data_fingerprint(cfg: SiteConfig) -> str:
 
 
 def train_settings(cfg: SiteConfig, family: str):
+    # heavy: torch, only when loading data or training (keeps --help fast)
     from ffsecure.generators import default_train_settings
 
     t = cfg.train
@@ -286,12 +299,10 @@ def train_module(
     refused module is kept for inspection and never sealed or sent. Nothing
     is written unless every step succeeded.
     """
-    import time
 
-    from ffsecure import generators, pki
-    from ffsecure.package import build_manifest, check_policy, sign_package, verify_package
+    # heavy: torch, only when loading data or training (keeps --help fast)
+    from ffsecure import generators
     from ffsecure.torchutil import torch_threads
-    from site_node.state import ModuleRecord, StateDir, refusal
 
     state = StateDir(cfg.state_dir).ensure()
     fed = trust.federation
@@ -414,8 +425,8 @@ def _privacy_gate(
     state: StateDir,
 ) -> tuple[ModuleManifest, PolicyVerdict | None]:
     """:func:`site_node.privacy.gate` on the site's threads; on failure nothing is left behind."""
+    # heavy: torch, only when loading data or training (keeps --help fast)
     from ffsecure.torchutil import torch_threads
-    from site_node.privacy import gate
 
     out_dir = state.module_dir(manifest.module_id)
     try:
@@ -427,7 +438,6 @@ def _privacy_gate(
 
 
 def fingerprint_changed(cfg: SiteConfig) -> bool:
-    from site_node.state import StateDir
 
     last = StateDir(cfg.state_dir).read_data()
     return last is None or last.get("fingerprint") != data_fingerprint(cfg)

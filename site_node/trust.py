@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from ffsecure import pki
 from ffsecure.errors import ConfigError, FFSecureError, VerificationError
 from ffsecure.federation import FederationManifest, load_signed_manifest
+from site_node.client import AggregatorClient, RetryPolicy
 from site_node.config import SiteConfig
 from site_node.state import StateDir, StateError
 
@@ -129,7 +131,6 @@ def load(cfg: SiteConfig) -> Trust:
 
 def make_client(cfg: SiteConfig, trust: Trust, **kwargs):
     """An mTLS client to the aggregator that verifies receipts with the manifest's log key."""
-    from site_node.client import AggregatorClient, RetryPolicy
 
     endpoint = cfg.endpoint or trust.federation.aggregator["endpoint"]
     server_name = cfg.server_name or None
@@ -156,7 +157,6 @@ def make_client(cfg: SiteConfig, trust: Trust, **kwargs):
 
 
 def _key_pem(key) -> bytes:
-    from cryptography.hazmat.primitives import serialization
 
     # in memory only: gRPC needs the PEM; it is never written or logged
     return key.private_bytes(

@@ -7,6 +7,9 @@ from collections.abc import Iterator
 
 import click
 
+from ffsecure.privacy.policy import THRESHOLDS, effective_policy
+from site_node.config import load_config
+
 config_option = click.option(
     "--config",
     "config_path",
@@ -19,7 +22,6 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 
 def start(ctx: click.Context, config_path: str, as_json: bool = False):
     """Record --json for error reporting, then load the config."""
-    from site_node.config import load_config
 
     ctx.ensure_object(dict)["json"] = as_json
     return load_config(config_path)
@@ -31,6 +33,7 @@ def training_progress(enabled: bool) -> Iterator:
     if not enabled:
         yield None
         return
+    # heavy: rich, only when a bar is drawn (keeps --help fast)
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -74,6 +77,7 @@ def upload_progress(enabled: bool) -> Iterator:
     if not enabled:
         yield None
         return
+    # heavy: rich, only when a bar is drawn (keeps --help fast)
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -107,7 +111,6 @@ def upload_progress(enabled: bool) -> Iterator:
 
 def policy_lines(policy: dict | None) -> list[str]:
     """The federation's privacy policy in force, for a person: each limit, defaults marked."""
-    from ffsecure.privacy.policy import THRESHOLDS, effective_policy
 
     effective = effective_policy(policy)
     if policy is None or effective is None:

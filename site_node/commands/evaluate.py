@@ -6,7 +6,10 @@ from __future__ import annotations
 import click
 
 from ffsecure.clitools import echo_json
+from site_node import trust as trustlib
 from site_node.commands._common import config_option, json_option, start
+from site_node.evaluation import evaluate_published, send_metrics
+from site_node.state import StateDir
 
 
 @click.command("evaluate")
@@ -35,9 +38,6 @@ def evaluate(ctx, config_path, classifier_id, send, include_confusion, as_json):
     which records a salted commitment to them in its ledger (classifier.evaluated) and
     answers with a receipt that is checked and kept in evaluation.json.
     """
-    from site_node import trust as trustlib
-    from site_node.evaluation import evaluate_published, send_metrics
-    from site_node.state import StateDir
 
     if include_confusion and not send:
         raise click.UsageError("--include-confusion only makes sense with --send")

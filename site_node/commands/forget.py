@@ -6,7 +6,11 @@ from __future__ import annotations
 import click
 
 from ffsecure.clitools import echo_json
+from ffsecure.records.ids import check_module_id
+from site_node import sync
+from site_node import trust as trustlib
 from site_node.commands._common import config_option, json_option, start
+from site_node.state import StateDir
 
 
 @click.command("forget")
@@ -24,10 +28,6 @@ from site_node.commands._common import config_option, json_option, start
 def forget(ctx, config_path, module_id, reason, yes, as_json):
     """Delete a module at the aggregator and verify the deletion entries and their proofs in the
     log."""
-    from ffsecure.records.ids import check_module_id
-    from site_node import sync
-    from site_node import trust as trustlib
-    from site_node.state import StateDir
 
     cfg = start(ctx, config_path, as_json)
     check_module_id(module_id)

@@ -15,8 +15,12 @@ from pathlib import Path
 
 import click
 
+from ffsecure import pki
 from ffsecure.clitools import echo_json
+from ffsecure.privacy.policy import effective_policy
+from site_node import trust as trustlib
 from site_node.commands._common import config_option, json_option, policy_lines, start
+from site_node.state import StateDir
 
 
 @click.command("install-cert")
@@ -47,10 +51,6 @@ from site_node.commands._common import config_option, json_option, policy_lines,
 def install_cert(ctx, config_path, cert_file, ca_file, federation_file, as_json):
     """Verify and install this site's certificate, the CA certificate and the federation
     manifest."""
-    from ffsecure import pki
-    from ffsecure.privacy.policy import effective_policy
-    from site_node import trust as trustlib
-    from site_node.state import StateDir
 
     cfg = start(ctx, config_path, as_json)
     with StateDir(cfg.state_dir).locked():

@@ -18,14 +18,25 @@ PASS/FAIL per threshold, the command exits 4 when the module fails, and with
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
 
+from ffsecure import pki
 from ffsecure.clitools import echo_json
 from ffsecure.errors import ConfigError, FFSecureError
+from ffsecure.package import SignedPackage, verify_package
+from ffsecure.privacy.attach import attach_report
+from ffsecure.privacy.policy import evaluate
 from ffsecure.privacy.report import DEFAULT_MAX_EXAMPLES, DEFAULT_SAMPLES
-from site_node.commands._common import verdict_lines
+from site_node import trust as trustlib
+from site_node.commands._common import training_progress, verdict_lines
+from site_node.config import load_config
+from site_node.exitcodes import EXIT_REFUSED
+from site_node.privacy import REPORT_FILE, members_and_non_members, write_report
+from site_node.state import StateDir
+from site_node.training import load_site_data, train_settings
 
 
 class PrivacyStateError(FFSecureError):
@@ -35,10 +46,6 @@ class PrivacyStateError(FFSecureError):
 def _from_config(cfg, module_ref):
     """(package, its path, train set, held-out set, train settings, trust, state, record) from
     site.toml."""
-    from ffsecure.package import SignedPackage
-    from site_node import trust as trustlib
-    from site_node.state import StateDir
-    from site_node.training import load_site_data, train_settings
 
     state = StateDir(cfg.state_dir)
     trust = trustlib.load(cfg)
@@ -61,9 +68,9 @@ def _from_config(cfg, module_ref):
 
 
 def _from_files(module_path, data_spec, data_root, seed):
+    # heavy: torch, only when a check runs (keeps --help fast)
     from ffsecure.data import load_dataset
     from ffsecure.generators import default_train_settings
-    from ffsecure.package import SignedPackage
 
     if module_path is None or data_spec is None:
         raise ConfigError(
@@ -183,14 +190,11 @@ def privacy_check(
     as_json,
 ):
     """Measure membership leakage, memorization and the DP epsilon of a module before it is sent."""
-    import contextlib
 
-    from ffsecure import generators, pki
-    from ffsecure.privacy.attach import attach_report
+    # heavy: torch, only when a check runs (keeps --help fast)
+    from ffsecure import generators
     from ffsecure.privacy.check import run_check, split_holdout
-    from ffsecure.privacy.policy import evaluate
     from ffsecure.torchutil import torch_threads
-    from site_node.privacy import REPORT_FILE, members_and_non_members, write_report
 
     ctx.ensure_object(dict)["json"] = as_json
     if samples < 1 or max_examples < 2:
@@ -207,9 +211,6 @@ def privacy_check(
     record = state = trust = None
     lock: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
     if config_path is not None:
-        from site_node.config import load_config
-        from site_node.state import StateDir
-
         cfg = load_config(config_path)
         lock = StateDir(cfg.state_dir).locked()
     with torch_threads(threads), lock:
@@ -239,7 +240,6 @@ def privacy_check(
             non_members, ref_set = split_holdout(
                 *non_members, seed=seed + 2, reference_fraction=0.5
             )
-            from site_node.commands._common import training_progress
 
             assert ref_set is not None  # a fraction above 0 always sets a reference set aside
             ref_x, ref_y = ref_set
@@ -270,8 +270,6 @@ def privacy_check(
                 cert = pki.load_certs(Path(cert_file).read_bytes(), max_count=1)[0]
             new = attach_report(pkg, report, key, cert)
             if trust is not None:
-                from ffsecure.package import verify_package
-
                 verify_package(new, federation=trust.federation, ca_cert=trust.ca_cert)
             target = pkg_path if record is not None or output is None else Path(output)
             pki.write_public_file(target, new.to_bytes())
@@ -283,8 +281,6 @@ def privacy_check(
         write_report(out / REPORT_FILE, full)
     _render(full, m, out, verdict, as_json)
     if verdict is not None and not verdict.passes:
-        from site_node.exitcodes import EXIT_REFUSED
-
         ctx.exit(EXIT_REFUSED)
 
 

@@ -3,9 +3,14 @@ downtime)."""
 
 from __future__ import annotations
 
+import logging
+
 import click
 
+from ffsecure.clitools import setup_logging
 from site_node.commands._common import config_option
+from site_node.config import load_config
+from site_node.daemon import Daemon
 
 
 @click.command("run")
@@ -23,11 +28,6 @@ def run(ctx, config_path, human_logs, once):
     3 ALARM: the aggregator's log forked (E_LOG_FORK); 4 (--once) the cycle ended in a refusal
     (by this site's privacy check or by the aggregator).
     """
-    import logging
-
-    from ffsecure.clitools import setup_logging
-    from site_node.config import load_config
-    from site_node.daemon import Daemon
 
     level = logging.getLevelName(logging.getLogger().level)
     setup_logging(level if isinstance(level, str) else "INFO", json_lines=not human_logs)

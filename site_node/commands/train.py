@@ -6,7 +6,11 @@ from __future__ import annotations
 import click
 
 from ffsecure.clitools import echo_json
+from site_node import trust as trustlib
 from site_node.commands._common import config_option, json_option, start, training_progress
+from site_node.exitcodes import EXIT_REFUSED
+from site_node.state import StateDir
+from site_node.training import train_module
 
 
 @click.command("train")
@@ -22,10 +26,6 @@ def train(ctx, config_path, no_progress, as_json):
     privacy check runs before signing; a module that fails the privacy policy is
     stored `refused` (never sent) and the command exits 4.
     """
-    from site_node import trust as trustlib
-    from site_node.exitcodes import EXIT_REFUSED
-    from site_node.state import StateDir
-    from site_node.training import train_module
 
     cfg = start(ctx, config_path, as_json)
     state = StateDir(cfg.state_dir)
