@@ -71,12 +71,14 @@ def git_commit(repo: Path = REPO) -> dict[str, Any]:
 
 def cpu_capability() -> str:
     """The CPU kernel path of this torch build on this host (``AVX512``, ``AVX2``, ...)."""
+    # heavy: torch, only when this part runs (results render without it)
     from ffsecure.synthesis import host_facts
 
     return host_facts()["cpu_capability"]
 
 
 def machine(device: str = "cpu") -> dict[str, Any]:
+    # heavy: torch, only when this part runs (results render without it)
     import torch
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (math.nan,) * 3

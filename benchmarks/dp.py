@@ -64,6 +64,7 @@ def run_point(
     size: str = "default",
     dp_reproducible: bool = False,
 ) -> dict[str, Any]:
+    # heavy: torch, only when this part runs (results render without it)
     from ffsecure.simulate import SimulationConfig, run_simulation
 
     overrides = dict(QUICK) if quick else {"generator_size": size}
@@ -129,6 +130,7 @@ def run(
     dp_reproducible: bool = False,
     progress=print,
 ) -> dict[str, Any]:
+    # heavy: torch, only when this part runs (results render without it)
     import torch
 
     torch.set_num_threads(threads)
@@ -277,9 +279,11 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     curves = [c for c in result["curves"] if c["points"]]
     if not curves:
         return None
+    # heavy: matplotlib, only when plotting
     import matplotlib
 
     matplotlib.use("Agg", force=True)
+    # heavy: matplotlib, only when plotting
     import matplotlib.pyplot as plt
 
     finite = sorted(

@@ -39,6 +39,7 @@ CASE_FILES = ("tests/faults/test_disk_full.py", "tests/faults/test_clock_skew.py
 
 
 def upload_kill(uploads: int, kills: int, seed: int) -> dict[str, Any]:
+    # test-suite module (imports pytest), only when this part runs
     from tests.faults.test_upload_kill import _kill_run
 
     with tempfile.TemporaryDirectory(prefix="ffbench-faults-") as tmp:
@@ -60,6 +61,7 @@ def upload_kill(uploads: int, kills: int, seed: int) -> dict[str, Any]:
 
 
 def store_kill(entries: int, seed: int) -> dict[str, Any]:
+    # test-suite module (imports pytest), only when this part runs
     from tests.faults.test_store_kill import _kill_loop
 
     with tempfile.TemporaryDirectory(prefix="ffbench-faults-") as tmp:

@@ -40,12 +40,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
+import grpc
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks import common  # noqa: E402
+from ffsecure.v1 import aggregator_pb2 as pb  # noqa: E402
 from tests.federation_fixture import build_federation  # noqa: E402
 
 # server.max_workers of the concurrent phase: calls beyond it wait in gRPC's queue
@@ -237,9 +239,6 @@ def socket_copy(data: bytes, out_dir: Path, *, to_file: bool) -> float:
 
 
 def large_upload(root: Path, timeout: float) -> dict:
-    import grpc
-
-    from ffsecure.v1 import aggregator_pb2 as pb
 
     fed = build_federation(
         root,
@@ -304,9 +303,6 @@ def large_upload(root: Path, timeout: float) -> dict:
 def memory_vs_size(root: Path, sizes_mb: list[int], timeout: float) -> dict:
     """Peak server RSS above idle while receiving uploads of each size (refused at the hash
     check)."""
-    import grpc
-
-    from ffsecure.v1 import aggregator_pb2 as pb
 
     chunk = 1 << 20
     fed = build_federation(
@@ -443,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not 1 <= args.sites <= 500:
         ap.error("--sites must be 1..500")
+    # heavy: torch, only when this part runs (results render without it)
     import torch
 
     torch.set_num_threads(2)

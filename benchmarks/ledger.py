@@ -29,7 +29,14 @@ from pathlib import Path
 from aggregator.home import LogSigner
 from aggregator.store import SQLiteStore
 from benchmarks import common
-from ffsecure.ledger import MemoryTree, leaf_hash, make_entry, open_checkpoint, verify_inclusion
+from ffsecure.ledger import (
+    MemoryTree,
+    entry_bytes,
+    leaf_hash,
+    make_entry,
+    open_checkpoint,
+    verify_inclusion,
+)
 
 ORIGIN = "ffsecure.local/bench/log"
 
@@ -45,7 +52,6 @@ def _entry(i: int) -> dict:
 
 def bench_size(n: int, *, durable_appends: int, proofs: int, rng: random.Random) -> dict:
     entries = [_entry(i) for i in range(n)]
-    from ffsecure.ledger import entry_bytes
 
     datas = [entry_bytes(e) for e in entries]
     t = time.perf_counter()

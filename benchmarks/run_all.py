@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks import common
+from benchmarks import common, dp, scaling, systems, utility
 from ffsecure.timefmt import now_rfc3339
 
 BENCHMARKS = ("utility", "dp", "scaling", "systems")
@@ -50,8 +50,6 @@ def run_benchmarks(
     budget_min: float | None = None,
 ) -> None:
     if "utility" in only:
-        from benchmarks import utility
-
         utility.run(
             "quick" if quick else plan,
             out=out,
@@ -60,8 +58,6 @@ def run_benchmarks(
             budget_min=budget_min,
         )
     if "dp" in only:
-        from benchmarks import dp
-
         dp.run(
             quick=quick,
             epsilons=(8.0, math.inf) if quick else dp.EPSILONS,
@@ -70,8 +66,6 @@ def run_benchmarks(
             device=device,
         )
     if "scaling" in only:
-        from benchmarks import scaling
-
         scaling.run(
             sites=[10, 20] if quick else [10, 50, 100],
             quick=quick,
@@ -80,8 +74,6 @@ def run_benchmarks(
             device=device,
         )
     if "systems" in only:
-        from benchmarks import systems
-
         systems.run(quick=quick, out=out, threads=threads)
 
 
@@ -119,7 +111,6 @@ def headline(results: dict[str, dict[str, Any] | None]) -> list[str]:
         ]
     measured = [r for r in u["rows"] if r.get("status") == "measured"]
     short, held = [], []
-    from benchmarks import utility
 
     latest = utility.latest_commit(u)
     for r in measured:
@@ -192,8 +183,6 @@ def headline(results: dict[str, dict[str, Any] | None]) -> list[str]:
         ]
     d = results.get("dp")
     if d:
-        from benchmarks import dp
-
         families: dict[tuple, list] = {}
         for c in d["curves"]:
             families.setdefault(

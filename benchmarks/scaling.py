@@ -32,6 +32,7 @@ from typing import Any
 
 from benchmarks import common
 from ffsecure.timefmt import now_rfc3339
+from tests.federation_fixture import build_federation
 
 QUICK = {
     "generator_size": "tiny",
@@ -51,7 +52,6 @@ def module_package_bytes(
 ) -> int | None:
     """Length of a real signed + sealed module package for this generator config (None: no fixture
     for it)."""
-    from tests.federation_fixture import build_federation
 
     if family != "cvae":
         return None
@@ -73,6 +73,7 @@ def module_package_bytes(
 
 def classifier_bytes(clf_config: dict[str, Any]) -> int:
     """Size of the classifier's weights as FedAvg would send them (safetensors)."""
+    # heavy: torch, only when this part runs (results render without it)
     from ffsecure import classifier as C
 
     return len(C.to_safetensors(C.build_model(clf_config, seed=0), clf_config))
@@ -89,6 +90,7 @@ def run_sites(
     seed: int,
     epochs: int | None = None,
 ) -> dict[str, Any]:
+    # heavy: torch, only when this part runs (results render without it)
     from ffsecure.simulate import SimulationConfig, run_simulation
 
     overrides = dict(QUICK) if quick else {}
@@ -175,6 +177,7 @@ def run(
     progress=print,
 ) -> dict[str, Any]:
     """``epochs`` fixes every site's generator epochs (None: the simulate image-epoch budget)."""
+    # heavy: torch, only when this part runs (results render without it)
     import torch
 
     torch.set_num_threads(threads)

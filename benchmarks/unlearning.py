@@ -29,21 +29,20 @@ from pathlib import Path
 
 import torch
 
+from aggregator.evaluation import EvalSet
+from aggregator.operations import Operations
+from aggregator.store import open_home_store
 from benchmarks.common import DEFAULT_OUT, meta, meta_line, table, write_result
+from ffsecure import envelope, generators
+from ffsecure.classifier import TrainConfig
+from ffsecure.data import load_digits
+from ffsecure.package import build_manifest, sign_package
+from ffsecure.simulate import generator_epochs
+from tests.federation_fixture import build_federation
+from tests.ops_fixture import peer, registrar
 
 
 def run(*, threads: int, quick: bool, delete_site: int = 3) -> dict:
-    from aggregator.evaluation import EvalSet
-    from aggregator.operations import Operations
-    from aggregator.store import open_home_store
-    from ffsecure import envelope, generators
-    from ffsecure.classifier import TrainConfig
-    from ffsecure.data import load_digits
-    from ffsecure.package import build_manifest, sign_package
-    from ffsecure.simulate import generator_epochs
-    from tests.federation_fixture import build_federation
-    from tests.ops_fixture import peer, registrar
-
     torch.set_num_threads(threads)
     size = "tiny" if quick else "default"
     per_class, clf_epochs, width = (100, 2, 16) if quick else (1000, 10, 16)

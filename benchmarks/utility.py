@@ -35,7 +35,9 @@ Writes ``<out>/results/utility.json`` and ``utility.md``.
 from __future__ import annotations
 
 import argparse
+import ast
 import logging
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -113,6 +115,7 @@ class Cell:
 
 def available_datasets(data_root: str | None = None) -> list[str]:
     """digits plus every MedMNIST file found in the data root (nothing is downloaded)."""
+    # heavy: torch, only when this part runs (results render without it)
     from ffsecure import data
 
     root = Path(data_root) if data_root else data.default_root()
@@ -167,6 +170,7 @@ def run_cell(
     cell: Cell, *, baselines: bool, quick: bool, threads: int, device: str, seed: int
 ) -> dict[str, Any]:
     """One simulation; returns the row (metrics, ratio, settings, timings)."""
+    # heavy: torch, only when this part runs (results render without it)
     from ffsecure.simulate import SimulationConfig, run_simulation
 
     overrides: dict[str, Any] = dict(QUICK) if quick else {}
@@ -240,6 +244,7 @@ def run(
     (several processes on one machine; combine their ``--out`` directories with :func:`merge`).
     ``families`` keeps only those generator families' cells; the others are listed as not run.
     """
+    # heavy: torch, only when this part runs (results render without it)
     import torch
 
     torch.set_num_threads(threads)
@@ -487,7 +492,6 @@ REFACTORS = {
 def code_of(source: str) -> str | None:
     """A Python module's code with docstrings, comments and layout left out (None: it does not
     parse)."""
-    import ast
 
     try:
         tree = ast.parse(source)
@@ -507,7 +511,6 @@ def code_of(source: str) -> str | None:
 
 
 def _git(*args: str) -> str | None:
-    import subprocess
 
     proc = subprocess.run(
         ["git", *args], cwd=common.REPO, capture_output=True, text=True, timeout=30

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import random
 import struct
 import sys
+import tempfile
 import time
 import traceback
+import types
 from pathlib import Path
 
 from fuzz.targets import TARGETS, run_one, seeds
@@ -117,8 +120,8 @@ def save_crash(crash_dir: Path, target: str, data: bytes) -> Path:
 
 
 def atheris_driver(target: str, runs: int, extra: list[str], crash_dir: Path) -> None:
-    import tempfile
 
+    # optional: atheris, only with the atheris engine
     import atheris
 
     corpus = seeds(target)
@@ -153,8 +156,6 @@ def atheris_driver(target: str, runs: int, extra: list[str], crash_dir: Path) ->
 
 def instrument_project(atheris, prefixes: tuple[str, ...] = ("ffsecure", "aggregator")) -> int:
     """Add coverage instrumentation to the functions of our own packages (not torch & co.)."""
-    import inspect
-    import types
 
     count, seen = 0, set()
 
