@@ -38,12 +38,14 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-# benchmark outputs: a run that follows another finds these rewritten, which says nothing about its code
+# benchmark outputs: a run that follows another finds these rewritten, which says nothing about its
+# code
 RESULT_PATHS = ("benchmarks/results", "benchmarks/RESULTS.md")
 
 
 def git_commit(repo: Path = REPO) -> dict[str, Any]:
-    """The commit the benchmark ran on and whether tracked files (other than results) differed from it."""
+    """The commit the benchmark ran on and whether tracked files (other than results) differed from
+    it."""
 
     def git(*args: str) -> str:
         return subprocess.run(
@@ -69,12 +71,14 @@ def git_commit(repo: Path = REPO) -> dict[str, Any]:
 
 def cpu_capability() -> str:
     """The CPU kernel path of this torch build on this host (``AVX512``, ``AVX2``, ...)."""
+    # heavy: torch, only when this part runs (results render without it)
     from ffsecure.synthesis import host_facts
 
     return host_facts()["cpu_capability"]
 
 
 def machine(device: str = "cpu") -> dict[str, Any]:
+    # heavy: torch, only when this part runs (results render without it)
     import torch
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (math.nan,) * 3
@@ -119,8 +123,9 @@ def machine_line(m: dict[str, Any]) -> str:
     gpu = f" ({m['gpu']})" if m.get("gpu") else ""
     isa = f" ({m['cpu_capability']} kernels)" if m.get("cpu_capability") else ""
     return (
-        f"{m.get('cpu_model')}{isa}, {m.get('cores')} cores (load {m.get('load_average_1m')} at start), "
-        f"torch {m.get('torch')}, {m.get('torch_threads')} torch thread(s), device {dev}{gpu}"
+        f"{m.get('cpu_model')}{isa}, {m.get('cores')} cores (load {m.get('load_average_1m')} at "
+        f"start), torch {m.get('torch')}, {m.get('torch_threads')} torch thread(s), device "
+        f"{dev}{gpu}"
     )
 
 
@@ -141,6 +146,7 @@ def write_result(out: Path, name: str, result: dict[str, Any], markdown: str) ->
     for path, text in zip(
         paths,
         (json.dumps(result, indent=2, sort_keys=True, default=_json_default) + "\n", markdown),
+        strict=True,
     ):
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(text)

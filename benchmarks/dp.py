@@ -64,6 +64,7 @@ def run_point(
     size: str = "default",
     dp_reproducible: bool = False,
 ) -> dict[str, Any]:
+    # heavy: torch, only when this part runs (results render without it)
     from ffsecure.simulate import SimulationConfig, run_simulation
 
     overrides = dict(QUICK) if quick else {"generator_size": size}
@@ -129,6 +130,7 @@ def run(
     dp_reproducible: bool = False,
     progress=print,
 ) -> dict[str, Any]:
+    # heavy: torch, only when this part runs (results render without it)
     import torch
 
     torch.set_num_threads(threads)
@@ -189,7 +191,8 @@ def run(
                 )
                 curve["points"].append(p)
                 progress(
-                    f"    accuracy {p['accuracy']:.3f}, ratio {p['ratio_vs_centralized']} ({p['wall_s']} s)"
+                    f"    accuracy {p['accuracy']:.3f}, ratio {p['ratio_vs_centralized']} "
+                    f"({p['wall_s']} s)"
                 )
                 _write(result, out)  # a partial curve is kept if a later point is stopped
     if "ddpm" not in families or (sizes.get("ddpm") != "default" and not device.startswith("cuda")):
@@ -213,14 +216,14 @@ def merge(part_dirs: list[Path], out: Path = common.DEFAULT_OUT) -> dict[str, An
     points). A curve (data set, family, size, epochs) measured by two runs is refused.
     """
     parts = [common.read_result(Path(d), "dp") for d in part_dirs]
-    missing = [str(d) for d, p in zip(part_dirs, parts) if p is None]
+    missing = [str(d) for d, p in zip(part_dirs, parts, strict=True) if p is None]
     if missing:
         raise FileNotFoundError(
             f"no results/dp.json in {', '.join(missing)}; run benchmarks.dp --out DIR there first"
         )
     keys = ("delta", "seed", "overrides")
     first = parts[0]["meta"]["settings"]
-    for d, p in zip(part_dirs[1:], parts[1:]):
+    for d, p in zip(part_dirs[1:], parts[1:], strict=True):
         other = {k: p["meta"]["settings"].get(k) for k in keys}
         if other != {k: first.get(k) for k in keys}:
             raise ValueError(
@@ -276,9 +279,11 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     curves = [c for c in result["curves"] if c["points"]]
     if not curves:
         return None
+    # heavy: matplotlib, only when plotting
     import matplotlib
 
     matplotlib.use("Agg", force=True)
+    # heavy: matplotlib, only when plotting
     import matplotlib.pyplot as plt
 
     finite = sorted(
@@ -321,8 +326,8 @@ def to_markdown(result: dict[str, Any]) -> str:
     s = md["settings"]
     merged = s.get("merged_from")
     head = (
-        f"Curves of {len(merged)} runs on this machine (each names its own date, commit and machine), "
-        f"merged {md.get('date')}."
+        f"Curves of {len(merged)} runs on this machine (each names its own date, commit and "
+        f"machine), merged {md.get('date')}."
         if merged
         else common.meta_line(md)
     )
@@ -330,9 +335,9 @@ def to_markdown(result: dict[str, Any]) -> str:
         "# Privacy-utility: FederatedFactory / centralized against epsilon",
         "",
         head,
-        f"Delta {DELTA:g} per site, the same generator epoch count at every point of a curve (its heading "
-        f"names it), Opacus PRV accountant, "
-        f"Poisson sampling, clipping norm 1.0; other settings: {s['overrides']}; seed {s['seed']}.",
+        f"Delta {DELTA:g} per site, the same generator epoch count at every point of a curve (its "
+        "heading names it), Opacus PRV accountant, Poisson sampling, clipping norm 1.0; other "
+        f"settings: {s['overrides']}; seed {s['seed']}.",
         "",
     ]
     for c in result["curves"]:

@@ -82,7 +82,8 @@ def to_markdown(result: dict) -> str:
         "",
         f"Machine: {result['machine']}; median of {result['repeat']} runs; same bytes, same run.",
         "",
-        "| size | suite | HPKE seal+open MB/s | AES-256-GCM enc+dec MB/s | ratio | envelope overhead |",
+        "| size | suite | HPKE seal+open MB/s | AES-256-GCM enc+dec MB/s | ratio | envelope "
+        "overhead |",
         "| ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     for r in result["rows"]:

@@ -39,6 +39,7 @@ CASE_FILES = ("tests/faults/test_disk_full.py", "tests/faults/test_clock_skew.py
 
 
 def upload_kill(uploads: int, kills: int, seed: int) -> dict[str, Any]:
+    # test-suite module (imports pytest), only when this part runs
     from tests.faults.test_upload_kill import _kill_run
 
     with tempfile.TemporaryDirectory(prefix="ffbench-faults-") as tmp:
@@ -60,6 +61,7 @@ def upload_kill(uploads: int, kills: int, seed: int) -> dict[str, Any]:
 
 
 def store_kill(entries: int, seed: int) -> dict[str, Any]:
+    # test-suite module (imports pytest), only when this part runs
     from tests.faults.test_store_kill import _kill_loop
 
     with tempfile.TemporaryDirectory(prefix="ffbench-faults-") as tmp:
@@ -116,9 +118,9 @@ def to_markdown(result: dict[str, Any]) -> str:
     u, s = result["upload_kill"], result["store_kill"]
     lines = ["# Fault runs", "", common.meta_line(md), ""]
     lines += [
-        "SIGKILL of a real `aggregator serve` during concurrent uploads (sites retry and resume; checked "
-        "offline afterwards: every acknowledged module present once and verifiable, nothing else, the "
-        "bundle verifies):",
+        "SIGKILL of a real `aggregator serve` during concurrent uploads (sites retry and resume; "
+        "checked offline afterwards: every acknowledged module present once and verifiable, "
+        "nothing else, the bundle verifies):",
         "",
         common.table(
             ["concurrent uploads", "kills", "acknowledged", "lost", "sites that retried", "wall s"],
@@ -144,8 +146,9 @@ def to_markdown(result: dict[str, Any]) -> str:
         "",
     ]
     lines += [
-        "SIGKILL of a store writer (register, append, delete) until the log holds the target; after every "
-        "kill the store and ledger agree (`verify_integrity`) and an exported bundle verifies:",
+        "SIGKILL of a store writer (register, append, delete) until the log holds the target; "
+        "after every kill the store and ledger agree (`verify_integrity`) and an exported bundle "
+        "verifies:",
         "",
         common.table(
             ["target entries", "kills", "restarts checked", "entries at the end", "lost", "wall s"],

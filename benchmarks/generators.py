@@ -78,7 +78,8 @@ def to_markdown(result: dict) -> str:
         "",
         f"Machine: {result['machine']}; torch threads: {result['threads']}.",
         "",
-        "| family | size | dataset | images | epochs | DP epsilon | fit (s) | sampling (img/s) | load avg |",
+        "| family | size | dataset | images | epochs | DP epsilon | fit (s) | sampling (img/s) | "
+        "load avg |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in result["rows"]:

@@ -4,12 +4,11 @@ Everything runs on loopback against a real ``aggregator serve`` process (mTLS,
 TLS 1.3, real store and ledger), with a federation built by
 ``tests/federation_fixture.py``. Bounded in count and time.
 
-1. **Concurrent uploads**: ``--sites`` sites (default 200; the gRPC issue asks for 100) each upload one sealed
-   module of about 2 MB (the tiny cvae generator for 3x64x64 images: real
-   weights, signed, HPKE-sealed) at the same moment. Each site has its own
-   certificate and connection; every receipt is verified (checkpoint
-   signature + inclusion proof). Reports uploads/s, p50/p99 latency, error
-   count (must be 0), and the server's peak resident memory.
+1. **Concurrent uploads**: ``--sites`` sites (default 200; the gRPC issue asks for 100) each upload
+   one sealed module of about 2 MB (the tiny cvae generator for 3x64x64 images: real weights,
+   signed, HPKE-sealed) at the same moment. Each site has its own certificate and connection; every
+   receipt is verified (checkpoint signature + inclusion proof). Reports uploads/s, p50/p99 latency,
+   error count (must be 0), and the server's peak resident memory.
 2. **One large upload** (the default cvae for 3x64x64 images, about 17 MB sealed)
    over mTLS, end to end (transfer, staging, hash, HPKE open, verification,
    encrypted store, ledger entry, receipt), and the same bytes sent over a
@@ -27,6 +26,7 @@ block every benchmark result carries (machine, date, commit, command, settings).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -40,12 +40,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
+import grpc
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks import common  # noqa: E402
+from ffsecure.v1 import aggregator_pb2 as pb  # noqa: E402
 from tests.federation_fixture import build_federation  # noqa: E402
 
 # server.max_workers of the concurrent phase: calls beyond it wait in gRPC's queue
@@ -62,23 +64,24 @@ class Server:
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(
             os.pathsep
         )
-        self.log = open(fed.root / "serve.log", "wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "aggregator",
-                "--log-level",
-                "WARNING",
-                "serve",
-                "--config",
-                str(fed.config_path),
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+        # the child writes to its own copy of the descriptor; ours closes once it has started
+        with open(fed.root / "serve.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "aggregator",
+                    "--log-level",
+                    "WARNING",
+                    "serve",
+                    "--config",
+                    str(fed.config_path),
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 120
         while not self.port_file.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -112,7 +115,6 @@ class Server:
                 self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        self.log.close()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -199,16 +201,17 @@ def concurrent_uploads(root: Path, n_sites: int, timeout: float) -> dict:
 
 
 def socket_copy(data: bytes, out_dir: Path, *, to_file: bool) -> float:
-    """Seconds to send ``data`` over a plain loopback TCP socket (receiver writes to a file + fsync)."""
+    """Seconds to send ``data`` over a plain loopback TCP socket (receiver writes to a file +
+    fsync)."""
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     received = {}
 
     def receive() -> None:
         conn, _ = listener.accept()
-        with conn:
+        with conn, contextlib.ExitStack() as stack:
+            fh = stack.enter_context(open(out_dir / "socket-copy.bin", "wb")) if to_file else None
             total = 0
-            fh = open(out_dir / "socket-copy.bin", "wb") if to_file else None
             while total < len(data):
                 block = conn.recv(1 << 20)
                 if not block:
@@ -219,7 +222,6 @@ def socket_copy(data: bytes, out_dir: Path, *, to_file: bool) -> float:
             if fh is not None:
                 fh.flush()
                 os.fsync(fh.fileno())
-                fh.close()
             received["bytes"] = total
             conn.sendall(b"k")
 
@@ -237,9 +239,6 @@ def socket_copy(data: bytes, out_dir: Path, *, to_file: bool) -> float:
 
 
 def large_upload(root: Path, timeout: float) -> dict:
-    import grpc
-
-    from ffsecure.v1 import aggregator_pb2 as pb
 
     fed = build_federation(
         root,
@@ -302,10 +301,8 @@ def large_upload(root: Path, timeout: float) -> dict:
 
 
 def memory_vs_size(root: Path, sizes_mb: list[int], timeout: float) -> dict:
-    """Peak server RSS above idle while receiving uploads of each size (refused at the hash check)."""
-    import grpc
-
-    from ffsecure.v1 import aggregator_pb2 as pb
+    """Peak server RSS above idle while receiving uploads of each size (refused at the hash
+    check)."""
 
     chunk = 1 << 20
     fed = build_federation(
@@ -375,29 +372,32 @@ def markdown(result: dict) -> str:
         common.meta_line(result["meta"])
         + f" Run: `python -m benchmarks.grpc_load --sites {c['sites']}`.",
         "",
-        f"## {c['sites']} sites uploading one {c['module_bytes'] / 1e6:.2f} MB module each, at once",
+        f"## {c['sites']} sites uploading one {c['module_bytes'] / 1e6:.2f} MB module each, at "
+        "once",
         "",
-        "| uploads/s | MB/s | p50 latency (s) | p99 latency (s) | max (s) | errors | server RSS before / peak (MB) "
-        "| server threads before / peak |",
+        "| uploads/s | MB/s | p50 latency (s) | p99 latency (s) | max (s) | errors | server RSS "
+        "before / peak (MB) | server threads before / peak |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        f"| {c['uploads_per_s']:.1f} | {c['mb_per_s']:.1f} | {c['latency_p50_s']:.2f} | {c['latency_p99_s']:.2f} "
-        f"| {c['latency_max_s']:.2f} | {c['errors']} | {c['server_rss_before_mb']:.0f} / {c['server_rss_peak_mb']:.0f} "
-        f"| {c['server_threads_before']} / {c['server_threads_peak']} |",
+        f"| {c['uploads_per_s']:.1f} | {c['mb_per_s']:.1f} | {c['latency_p50_s']:.2f} | "
+        f"{c['latency_p99_s']:.2f} | {c['latency_max_s']:.2f} | {c['errors']} | "
+        f"{c['server_rss_before_mb']:.0f} / {c['server_rss_peak_mb']:.0f} | "
+        f"{c['server_threads_before']} / {c['server_threads_peak']} |",
         "",
         f"## One large upload ({big['bytes'] / 1e6:.1f} MB) against a plain loopback socket",
         "",
         "| path | MB/s |",
         "| --- | --- |",
-        f"| mTLS upload, end to end (transfer, staging, hash, HPKE open, verify, encrypted store, ledger, receipt) "
-        f"| {big['mtls_upload_mb_per_s']:.1f} |",
+        "| mTLS upload, end to end (transfer, staging, hash, HPKE open, verify, encrypted store, "
+        f"ledger, receipt) | {big['mtls_upload_mb_per_s']:.1f} |",
         f"| mTLS transfer + staging + hash only | {big['mtls_transfer_only_mb_per_s']:.1f} |",
         f"| plain TCP socket into a file + fsync | {big['socket_file_mb_per_s']:.1f} |",
         f"| plain TCP socket into memory | {big['socket_memory_mb_per_s']:.1f} |",
         "",
-        f"Ratio, mTLS end-to-end upload / plain socket copy: **{big['ratio_upload_vs_socket_file']:.3f}**; "
-        f"mTLS transfer only / plain socket copy: **{big['ratio_transfer_vs_socket_file']:.3f}**. "
-        f"Server RSS peak during the large upload: {big['server_rss_peak_during_upload_mb']:.0f} MB "
-        f"(before: {big['server_rss_before_upload_mb']:.0f} MB).",
+        "Ratio, mTLS end-to-end upload / plain socket copy: "
+        f"**{big['ratio_upload_vs_socket_file']:.3f}**; mTLS transfer only / plain socket copy: "
+        f"**{big['ratio_transfer_vs_socket_file']:.3f}**. Server RSS peak during the large upload: "
+        f"{big['server_rss_peak_during_upload_mb']:.0f} MB (before: "
+        f"{big['server_rss_before_upload_mb']:.0f} MB).",
         "",
     ]
     mem = result.get("memory")
@@ -405,23 +405,24 @@ def markdown(result: dict) -> str:
         lines += [
             "## Server memory against upload size (receive, stage to disk, hash)",
             "",
-            f"Chunks of {mem['chunk_bytes'] >> 20} MiB; each upload carries a wrong announced hash, so the server "
-            "receives, stages and hashes every byte and then refuses with `E_UPLOAD_HASH`.",
+            f"Chunks of {mem['chunk_bytes'] >> 20} MiB; each upload carries a wrong announced "
+            "hash, so the server receives, stages and hashes every byte and then refuses with "
+            "`E_UPLOAD_HASH`.",
             "",
             "| upload (MB) | MB/s | server RSS idle (MB) | peak (MB) | growth (MB) |",
             "| --- | --- | --- | --- | --- |",
         ]
         lines += [
-            f"| {r['upload_mb']} | {r['mb_per_s']:.1f} | {r['rss_idle_mb']:.0f} | {r['rss_peak_mb']:.0f} "
-            f"| {r['rss_growth_mb']:.1f} |"
+            f"| {r['upload_mb']} | {r['mb_per_s']:.1f} | {r['rss_idle_mb']:.0f} | "
+            f"{r['rss_peak_mb']:.0f} | {r['rss_growth_mb']:.1f} |"
             for r in mem["rows"]
         ]
         lines += [
             "",
             f"Largest growth while receiving: {mem['max_growth_mb']:.1f} MB, for uploads up to "
-            f"{mem['rows'][-1]['upload_mb']} MB: receiving does not hold the upload in memory. Verification "
-            "(HPKE open, signature, tensor checks, encrypted store) then holds the whole package: the large "
-            "upload above shows that peak.",
+            f"{mem['rows'][-1]['upload_mb']} MB: receiving does not hold the upload in memory. "
+            "Verification (HPKE open, signature, tensor checks, encrypted store) then holds the "
+            "whole package: the large upload above shows that peak.",
             "",
         ]
     return "\n".join(lines)
@@ -438,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not 1 <= args.sites <= 500:
         ap.error("--sites must be 1..500")
+    # heavy: torch, only when this part runs (results render without it)
     import torch
 
     torch.set_num_threads(2)

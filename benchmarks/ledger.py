@@ -29,7 +29,14 @@ from pathlib import Path
 from aggregator.home import LogSigner
 from aggregator.store import SQLiteStore
 from benchmarks import common
-from ffsecure.ledger import MemoryTree, leaf_hash, make_entry, open_checkpoint, verify_inclusion
+from ffsecure.ledger import (
+    MemoryTree,
+    entry_bytes,
+    leaf_hash,
+    make_entry,
+    open_checkpoint,
+    verify_inclusion,
+)
 
 ORIGIN = "ffsecure.local/bench/log"
 
@@ -45,7 +52,6 @@ def _entry(i: int) -> dict:
 
 def bench_size(n: int, *, durable_appends: int, proofs: int, rng: random.Random) -> dict:
     entries = [_entry(i) for i in range(n)]
-    from ffsecure.ledger import entry_bytes
 
     datas = [entry_bytes(e) for e in entries]
     t = time.perf_counter()
@@ -80,7 +86,7 @@ def bench_size(n: int, *, durable_appends: int, proofs: int, rng: random.Random)
         gen_rate = proofs / (time.perf_counter() - t)
         leaves = [leaf_hash(store.entry(i)) for i in indices]
         t = time.perf_counter()
-        for i, leaf, proof in zip(indices, leaves, made):
+        for i, leaf, proof in zip(indices, leaves, made, strict=True):
             verify_inclusion(leaf, i, size, proof, cp.root_hash)
         verify_rate = proofs / (time.perf_counter() - t)
         cons = [len(store.consistency_proof(rng.randrange(1, size), size)) for _ in range(50)]
@@ -118,11 +124,11 @@ def to_markdown(result: dict) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r['entries']:,} | {r['memory_appends_per_s']:,} | {r['sqlite_bulk_appends_per_s']:,} | "
-            f"{r['sqlite_durable_appends_per_s']:,} | {r['inclusion_proofs_per_s']:,} | "
-            f"{r['inclusion_verifications_per_s']:,} | {r['inclusion_proof_hashes_max']} / "
-            f"{r['inclusion_proof_bytes_max']} | {r['consistency_proof_hashes_max']} | "
-            f"{r['database_bytes'] / 1e6:.1f} MB |"
+            f"| {r['entries']:,} | {r['memory_appends_per_s']:,} | "
+            f"{r['sqlite_bulk_appends_per_s']:,} | {r['sqlite_durable_appends_per_s']:,} | "
+            f"{r['inclusion_proofs_per_s']:,} | {r['inclusion_verifications_per_s']:,} | "
+            f"{r['inclusion_proof_hashes_max']} / {r['inclusion_proof_bytes_max']} | "
+            f"{r['consistency_proof_hashes_max']} | {r['database_bytes'] / 1e6:.1f} MB |"
         )
     return "\n".join(lines) + "\n"
 

@@ -27,7 +27,8 @@ their rows. Writes
 ``<out>/privacy.md``.
 
     python -m benchmarks.privacy [--datasets digits,breastmnist] [--families cvae,ddpm]
-                                 [--epsilons 1,8,inf] [--members 128] [--epochs 150] [--out benchmarks/results]
+                                 [--epsilons 1,8,inf] [--members 128] [--epochs 150] [--out
+                                 benchmarks/results]
 """
 
 from __future__ import annotations
@@ -225,7 +226,8 @@ def _f(v, nd=3):
 
 
 def _strongest_auroc(row: dict) -> float | None:
-    """The AUROC the privacy policy compares: the larger of the plain and the calibrated attack's."""
+    """The AUROC the privacy policy compares: the larger of the plain and the calibrated
+    attack's."""
     values = [row[k] for k in ("membership_auroc", "calibrated_auroc") if row.get(k) is not None]
     return max(values) if values else None
 
@@ -243,12 +245,11 @@ def _default_policy_note(rows: list[dict]) -> str:
     refused = [r for r in rows if _default_policy(r) == "refused"]
     dp_refused = [r for r in refused if not _is_inf(r["epsilon_target"])]
     note = (
-        f"Default privacy policy: a federation whose manifest carries a `privacy_policy` limits the "
-        f"stronger attack's AUROC to {DEFAULT_MAX_MEMBERSHIP_AUROC:g} unless it sets its own limit "
-        "(docs/privacy.md); the site refuses such a module before sealing it and the aggregator at "
-        f"registration. Of these cells it would refuse {len(refused)} of {len(rows)}: "
-        + (", ".join(_cell(r) for r in refused) or "none")
-        + "."
+        "Default privacy policy: a federation whose manifest carries a `privacy_policy` limits "
+        f"the stronger attack's AUROC to {DEFAULT_MAX_MEMBERSHIP_AUROC:g} unless it sets its own "
+        "limit (docs/privacy.md); the site refuses such a module before sealing it and the "
+        f"aggregator at registration. Of these cells it would refuse {len(refused)} of "
+        f"{len(rows)}: " + (", ".join(_cell(r) for r in refused) or "none") + "."
     )
     if dp_refused:
         note += (
@@ -275,31 +276,33 @@ def to_markdown(result: dict) -> str:
     lines = [
         "# Privacy benchmark",
         "",
-        f"Command: `python -m benchmarks.privacy --datasets {s['datasets']} --families {s['families']} "
-        f"--epsilons {s['epsilons']} --members {s['members']} --epochs {s['epochs']}`; "
-        f"{s['members']} members, {s['members']} non-members, {s['members']} reference images per dataset, "
-        f"images {s['image_shape']}, batch {s['batch_size']}, {s['generated']} generated samples, "
-        f"{s['threads']} torch thread(s). Machine: {result['machine']['note']}. Total {result.get('total_s')} s.",
+        f"Command: `python -m benchmarks.privacy --datasets {s['datasets']} --families "
+        f"{s['families']} --epsilons {s['epsilons']} --members {s['members']} --epochs "
+        f"{s['epochs']}`; {s['members']} members, {s['members']} non-members, {s['members']} "
+        f"reference images per dataset, images {s['image_shape']}, batch {s['batch_size']}, "
+        f"{s['generated']} generated samples, {s['threads']} torch thread(s). Machine: "
+        f"{result['machine']['note']}. Total {result.get('total_s')} s.",
         "",
-        "| dataset | family | target eps | eps (re-computed) | MIA AUROC | TPR@1%FPR | calibrated AUROC "
-        "| cal. TPR@1%FPR | memorization ratio | near-copy fraction | utility ratio | fit s "
+        "| dataset | family | target eps | eps (re-computed) | MIA AUROC | TPR@1%FPR | calibrated "
+        "AUROC | cal. TPR@1%FPR | memorization ratio | near-copy fraction | utility ratio | fit s "
         f"| default policy (AUROC <= {DEFAULT_MAX_MEMBERSHIP_AUROC:g}) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         lines.append(
-            f"| {r['dataset']} | {r['family']} ({r['size']}) | {r['epsilon_target']} | {_f(r['epsilon_recomputed'], 2)} "
-            f"| {_f(r['membership_auroc'])} | {_f(r['membership_tpr_at_1pct_fpr'])} | {_f(r['calibrated_auroc'])} "
-            f"| {_f(r['calibrated_tpr_at_1pct_fpr'])} | {_f(r['memorization_ratio'], 2)} "
-            f"| {_f(r['near_copy_fraction'])} | {_f(r['utility_ratio'], 2)} | {_f(r['fit_s'], 0)} "
-            f"| {_default_policy(r)} |"
+            f"| {r['dataset']} | {r['family']} ({r['size']}) | {r['epsilon_target']} | "
+            f"{_f(r['epsilon_recomputed'], 2)} | {_f(r['membership_auroc'])} | "
+            f"{_f(r['membership_tpr_at_1pct_fpr'])} | {_f(r['calibrated_auroc'])} | "
+            f"{_f(r['calibrated_tpr_at_1pct_fpr'])} | {_f(r['memorization_ratio'], 2)} | "
+            f"{_f(r['near_copy_fraction'])} | {_f(r['utility_ratio'], 2)} | {_f(r['fit_s'], 0)} | "
+            f"{_default_policy(r)} |"
         )
     lines += [
         "",
         "MIA = loss-based membership inference (members vs held-out non-members); calibrated = "
-        "difficulty-calibrated with a reference generator trained on disjoint data; utility ratio = "
-        "accuracy of a CNN trained on synthetic samples / of the same CNN trained on the whole real "
-        "training split (both on the real test split). See docs/privacy.md.",
+        "difficulty-calibrated with a reference generator trained on disjoint data; utility ratio "
+        "= accuracy of a CNN trained on synthetic samples / of the same CNN trained on the whole "
+        "real training split (both on the real test split). See docs/privacy.md.",
         "",
     ]
     lines += [_default_policy_note(result["rows"]), ""]
@@ -338,7 +341,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def merge(files: list[Path], out: Path) -> dict:
-    """One result from several runs (e.g. one process per dataset); settings must agree except datasets."""
+    """One result from several runs (e.g. one process per dataset); settings must agree except
+    datasets."""
     parts = [json.loads(f.read_text()) for f in files]
     result = parts[0]
     for other in parts[1:]:

@@ -23,11 +23,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks import common
+from benchmarks import common, dp, scaling, systems, utility
 from ffsecure.timefmt import now_rfc3339
 
 BENCHMARKS = ("utility", "dp", "scaling", "systems")
-# Result files of the per-part benchmarks, shown in RESULTS.md when present (section title, file stem).
+# Result files of the per-part benchmarks, shown in RESULTS.md when present (section title, file
+# stem).
 PART_RESULTS = (
     ("cvae sampling temperature", "temperature-*"),
     ("Privacy attacks", "privacy"),
@@ -49,8 +50,6 @@ def run_benchmarks(
     budget_min: float | None = None,
 ) -> None:
     if "utility" in only:
-        from benchmarks import utility
-
         utility.run(
             "quick" if quick else plan,
             out=out,
@@ -59,8 +58,6 @@ def run_benchmarks(
             budget_min=budget_min,
         )
     if "dp" in only:
-        from benchmarks import dp
-
         dp.run(
             quick=quick,
             epsilons=(8.0, math.inf) if quick else dp.EPSILONS,
@@ -69,8 +66,6 @@ def run_benchmarks(
             device=device,
         )
     if "scaling" in only:
-        from benchmarks import scaling
-
         scaling.run(
             sites=[10, 20] if quick else [10, 50, 100],
             quick=quick,
@@ -79,8 +74,6 @@ def run_benchmarks(
             device=device,
         )
     if "systems" in only:
-        from benchmarks import systems
-
         systems.run(quick=quick, out=out, threads=threads)
 
 
@@ -93,14 +86,15 @@ def _body(markdown: str) -> str:
 
 
 def headline(results: dict[str, dict[str, Any] | None]) -> list[str]:
-    """The closing note: headline rows quoted from the results, and what falls short of the paper."""
+    """The closing note: headline rows quoted from the results, and what falls short of the
+    paper."""
     lines = ["## Closing note", ""]
     u = results.get("utility")
     paper_ratio = PAPER_FF / PAPER_CENTRAL
     lines.append(
-        f"The paper reports FederatedFactory at {PAPER_FF * 100:.1f}% against {PAPER_CENTRAL * 100:.1f}% "
-        f"centralized on MedMNIST (ratio {paper_ratio:.3f}), and FedAvg collapsing to 11.36% on CIFAR-10 "
-        "with 100 one-class clients."
+        f"The paper reports FederatedFactory at {PAPER_FF * 100:.1f}% against "
+        f"{PAPER_CENTRAL * 100:.1f}% centralized on MedMNIST (ratio {paper_ratio:.3f}), and FedAvg "
+        "collapsing to 11.36% on CIFAR-10 with 100 one-class clients."
     )
     lines.append("")
     if not u:
@@ -117,15 +111,14 @@ def headline(results: dict[str, dict[str, Any] | None]) -> list[str]:
         ]
     measured = [r for r in u["rows"] if r.get("status") == "measured"]
     short, held = [], []
-    from benchmarks import utility
 
     latest = utility.latest_commit(u)
     for r in measured:
         text = (
-            f"{r['dataset']}, {r['split']}, {r['generator']} ({r['generator_size']}): FederatedFactory "
-            f"{common.f3(r['federatedfactory']['accuracy'])} vs centralized "
-            f"{common.f3(r['centralized']['accuracy'])} "
-            f"(ratio {common.f3(r['ratio_vs_centralized'])}), FedAvg {common.f3(r['fedavg']['accuracy'])}"
+            f"{r['dataset']}, {r['split']}, {r['generator']} ({r['generator_size']}): "
+            f"FederatedFactory {common.f3(r['federatedfactory']['accuracy'])} vs centralized "
+            f"{common.f3(r['centralized']['accuracy'])} (ratio "
+            f"{common.f3(r['ratio_vs_centralized'])}), FedAvg {common.f3(r['fedavg']['accuracy'])}"
         )
         if utility.pipeline_changed(utility._commit(r), latest, r["generator"]):
             text += " † (earlier simulation code, not comparable)"
@@ -141,12 +134,13 @@ def headline(results: dict[str, dict[str, Any] | None]) -> list[str]:
         lines += [f"- {t}" for t in short] + [""]
         lines += [
             "Why, as far as these runs show: the generators are the CPU-sized defaults of "
-            "`ffsecure simulate` (small cvae, minutes per site on a shared 2-core machine; the `ddpm` family "
-            "at full size needs a GPU and was not measured here), the classifier is a small CNN trained "
-            "for a few epochs, and each figure is one seed on one kind of host (a host with other CPU "
-            "kernels moves a cell by a few points, like another seed: benchmarks/README.md). The paper trains diffusion generators on a GPU. "
-            "On MedMNIST the classifier trained on synthetic images transfers poorly to real ones when "
-            "every class comes from one site's generator (generator-specific texture is perfectly "
+            "`ffsecure simulate` (small cvae, minutes per site on a shared 2-core machine; the "
+            "`ddpm` family at full size needs a GPU and was not measured here), the classifier is "
+            "a small CNN trained for a few epochs, and each figure is one seed on one kind of "
+            "host (a host with other CPU kernels moves a cell by a few points, like another seed: "
+            "benchmarks/README.md). The paper trains diffusion generators on a GPU. On MedMNIST "
+            "the classifier trained on synthetic images transfers poorly to real ones when every "
+            "class comes from one site's generator (generator-specific texture is perfectly "
             "correlated with the label); docs/simulate.md gives the diagnosis.",
             "",
         ]
@@ -160,13 +154,13 @@ def headline(results: dict[str, dict[str, Any] | None]) -> list[str]:
         if row and row["seeds"] > 1:
             seeded.append(
                 f"{st['dataset']} {common.f3(row['ratio'])} (FederatedFactory "
-                f"{common.f3(row['accuracy_mean'])} ± {common.f3(row['accuracy_sd'])} vs centralized "
-                f"{common.f3(row['centralized_mean'])}, {row['seeds']} seeds)"
+                f"{common.f3(row['accuracy_mean'])} ± {common.f3(row['accuracy_sd'])} vs "
+                f"centralized {common.f3(row['centralized_mean'])}, {row['seeds']} seeds)"
             )
     if seeded:
         lines += [
-            "Over several seeds (same generators; synthesis and classifier seeds varied; cvae sampling "
-            "temperature study, pathological split, default temperature): "
+            "Over several seeds (same generators; synthesis and classifier seeds varied; cvae "
+            "sampling temperature study, pathological split, default temperature): "
             + "; ".join(seeded)
             + ".",
             "",
@@ -175,21 +169,20 @@ def headline(results: dict[str, dict[str, Any] | None]) -> list[str]:
     if fed:
         worst = min(fed, key=lambda r: r["fedavg"]["accuracy"])
         lines += [
-            f"FedAvg under the pathological split: as low as {common.f3(worst['fedavg']['accuracy'])} "
-            f"({worst['dataset']}), the collapse the paper reports (11.36% on CIFAR-10).",
+            "FedAvg under the pathological split: as low as "
+            f"{common.f3(worst['fedavg']['accuracy'])} ({worst['dataset']}), the collapse the "
+            "paper reports (11.36% on CIFAR-10).",
             "",
         ]
     not_run = [r for r in u["rows"] if r.get("status") != "measured"]
     if not_run:
         lines += [
-            f"{len(not_run)} cells of the utility grid were not run (listed in the utility section); "
-            "no figure is given for them.",
+            f"{len(not_run)} cells of the utility grid were not run (listed in the utility "
+            "section); no figure is given for them.",
             "",
         ]
     d = results.get("dp")
     if d:
-        from benchmarks import dp
-
         families: dict[tuple, list] = {}
         for c in d["curves"]:
             families.setdefault(
@@ -228,8 +221,8 @@ def headline(results: dict[str, dict[str, Any] | None]) -> list[str]:
                 ]
                 if no_dp and full is not None and full > max(no_dp):
                     text += (
-                        ": part of the DP curve's drop is the shorter fit that DP-SGD needs to keep "
-                        "its noise per step low"
+                        ": part of the DP curve's drop is the shorter fit that DP-SGD needs to "
+                        "keep its noise per step low"
                     )
                 lines.append(text + ".")
         lines.append("")
@@ -239,10 +232,11 @@ def headline(results: dict[str, dict[str, Any] | None]) -> list[str]:
         lines.append(
             "Scaling, "
             + "; ".join(
-                f"{r['sites']} sites: aggregator {common.f1(r['aggregator_s'])} s, "
-                f"FF {common.f3(r['accuracy']['federatedfactory'])}"
-                f" vs FedAvg {common.f3(r['accuracy']['fedavg'])}, {common.human_bytes(r['ff_total_bytes'])} uploaded vs "
-                f"FedAvg {common.human_bytes(r['fedavg_total_bytes'])} over {r['fedavg_rounds']} rounds"
+                f"{r['sites']} sites: aggregator {common.f1(r['aggregator_s'])} s, FF "
+                f"{common.f3(r['accuracy']['federatedfactory'])} vs FedAvg "
+                f"{common.f3(r['accuracy']['fedavg'])}, {common.human_bytes(r['ff_total_bytes'])} "
+                f"uploaded vs FedAvg {common.human_bytes(r['fedavg_total_bytes'])} over "
+                f"{r['fedavg_rounds']} rounds"
                 for r in rows
             )
             + "."
@@ -263,15 +257,16 @@ def systems_headline(sy: dict[str, Any] | None) -> list[str]:
         parts.append(
             f"HPKE seal + open runs at {min(ratios):.2f}-{max(ratios):.2f} of plain AES-256-GCM's "
             f"throughput on the same bytes ({len(env)} size/suite pairs, "
-            f"{min(r['overhead_bytes'] for r in env)}-{max(r['overhead_bytes'] for r in env)} bytes "
-            "of envelope overhead)"
+            f"{min(r['overhead_bytes'] for r in env)}-{max(r['overhead_bytes'] for r in env)} "
+            "bytes of envelope overhead)"
         )
     large = (sy.get("upload") or {}).get("large")
     if large:
         parts.append(
             f"a {large['bytes'] / common.MB:.1f} MB module uploads over mTLS end to end at "
-            f"{large['mtls_upload_mb_per_s']:.1f} MB/s against {large['socket_file_mb_per_s']:.1f} MB/s "
-            f"for a plain loopback socket into a file (ratio {large['ratio_upload_vs_socket_file']:.3f})"
+            f"{large['mtls_upload_mb_per_s']:.1f} MB/s against {large['socket_file_mb_per_s']:.1f} "
+            "MB/s for a plain loopback socket into a file (ratio "
+            f"{large['ratio_upload_vs_socket_file']:.3f})"
         )
     cc = (sy.get("upload") or {}).get("concurrent")
     if cc:
@@ -291,8 +286,9 @@ def systems_headline(sy: dict[str, Any] | None) -> list[str]:
     a = sy.get("audit")
     if a and a.get("cli_rc") == 0:
         parts.append(
-            f"`ffsecure audit verify` checks a {a['entries']:,}-entry bundle in {a['cli_verify_s']:.1f} s "
-            f"(the library's log verifier alone: {a['library_verify_s']:.1f} s)"
+            f"`ffsecure audit verify` checks a {a['entries']:,}-entry bundle in "
+            f"{a['cli_verify_s']:.1f} s (the library's log verifier alone: "
+            f"{a['library_verify_s']:.1f} s)"
         )
     if not parts:
         return []
@@ -311,9 +307,9 @@ def render(out: Path) -> Path:
         "# Benchmark results",
         "",
         "Generated by `python -m benchmarks.run_all` from the JSON files in `benchmarks/results/` "
-        f"(regenerated {now_rfc3339()}); do not edit by hand. Every section names the machine, date, "
-        "git commit and settings of its run; the paper's figures stand beside ours. "
-        "See benchmarks/README.md for how to rerun each figure.",
+        f"(regenerated {now_rfc3339()}); do not edit by hand. Every section names the machine, "
+        "date, git commit and settings of its run; the paper's figures stand beside ours. See "
+        "benchmarks/README.md for how to rerun each figure.",
         "",
     ]
     titles = {
@@ -371,7 +367,10 @@ def main(argv: list[str] | None = None) -> int:
         "--budget-min",
         type=float,
         default=None,
-        help="utility: start no new grid cell after this many minutes (the rest are listed as not run)",
+        help=(
+            "utility: start no new grid cell after this many minutes "
+            "(the rest are listed as not run)"
+        ),
     )
     p.add_argument(
         "--render-only", action="store_true", help="only rebuild RESULTS.md from the JSON present"
@@ -386,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(only) - set(BENCHMARKS))
     if unknown:
         print(
-            f"error: unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}",
+            f"error: unknown benchmark(s) {', '.join(unknown)}; choose from "
+            f"{', '.join(BENCHMARKS)}",
             file=sys.stderr,
         )
         return 2

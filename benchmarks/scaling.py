@@ -18,7 +18,8 @@ For each site count it records
 
 Writes ``<out>/results/scaling.json`` and ``scaling.md``.
 
-    python -m benchmarks.scaling [--sites 10,50,100] [--dataset digits] [--generator-size default] [--quick]
+    python -m benchmarks.scaling [--sites 10,50,100] [--dataset digits] [--generator-size default]
+    [--quick]
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 
 from benchmarks import common
 from ffsecure.timefmt import now_rfc3339
+from tests.federation_fixture import build_federation
 
 QUICK = {
     "generator_size": "tiny",
@@ -48,8 +50,8 @@ def module_package_bytes(
     image_shape: list[int],
     size: str,
 ) -> int | None:
-    """Length of a real signed + sealed module package for this generator config (None: no fixture for it)."""
-    from tests.federation_fixture import build_federation
+    """Length of a real signed + sealed module package for this generator config (None: no fixture
+    for it)."""
 
     if family != "cvae":
         return None
@@ -71,6 +73,7 @@ def module_package_bytes(
 
 def classifier_bytes(clf_config: dict[str, Any]) -> int:
     """Size of the classifier's weights as FedAvg would send them (safetensors)."""
+    # heavy: torch, only when this part runs (results render without it)
     from ffsecure import classifier as C
 
     return len(C.to_safetensors(C.build_model(clf_config, seed=0), clf_config))
@@ -87,6 +90,7 @@ def run_sites(
     seed: int,
     epochs: int | None = None,
 ) -> dict[str, Any]:
+    # heavy: torch, only when this part runs (results render without it)
     from ffsecure.simulate import SimulationConfig, run_simulation
 
     overrides = dict(QUICK) if quick else {}
@@ -173,6 +177,7 @@ def run(
     progress=print,
 ) -> dict[str, Any]:
     """``epochs`` fixes every site's generator epochs (None: the simulate image-epoch budget)."""
+    # heavy: torch, only when this part runs (results render without it)
     import torch
 
     torch.set_num_threads(threads)
@@ -211,8 +216,8 @@ def run(
         row["date"], row["git"] = now_rfc3339(), common.git_commit()
         result["rows"].append(row)
         progress(
-            f"    aggregator {row['aggregator_s']} s, package {row['module_package_bytes']} B, "
-            f"FF {row['accuracy']['federatedfactory']:.3f} vs FedAvg {row['accuracy']['fedavg']:.3f} "
+            f"    aggregator {row['aggregator_s']} s, package {row['module_package_bytes']} B, FF "
+            f"{row['accuracy']['federatedfactory']:.3f} vs FedAvg {row['accuracy']['fedavg']:.3f} "
             f"({row['wall_s']} s)"
         )
         common.write_result(out, "scaling", result, to_markdown(result))
@@ -220,9 +225,10 @@ def run(
 
 
 def merge(dirs: list[Path], out: Path = common.DEFAULT_OUT) -> dict[str, Any]:
-    """Combine scaling runs made side by side (one site count each) into one result, by site count."""
+    """Combine scaling runs made side by side (one site count each) into one result, by site
+    count."""
     parts = [common.read_result(Path(d), "scaling") for d in dirs]
-    missing = [str(d) for d, p in zip(dirs, parts) if p is None]
+    missing = [str(d) for d, p in zip(dirs, parts, strict=True) if p is None]
     if missing:
         raise FileNotFoundError(f"no results/scaling.json in {', '.join(missing)}")
     md = dict(parts[0]["meta"])
@@ -258,21 +264,22 @@ def to_markdown(result: dict[str, Any]) -> str:
         common.meta_line(md),
         *(
             [
-                f"Measured in {len(md['shards'])} processes side by side on this machine (one site count each); "
-                "wall times include the contention."
+                f"Measured in {len(md['shards'])} processes side by side on this machine (one site "
+                "count each); wall times include the contention."
             ]
             if md.get("shards")
             else []
         ),
         *(
             [
-                f"Not finished in this run: {', '.join(str(n) for n in s['sites'] if n not in done)} sites."
+                "Not finished in this run: "
+                f"{', '.join(str(n) for n in s['sites'] if n not in done)} sites."
             ]
             if any(n not in done for n in s["sites"])
             else []
         ),
-        f"{s['dataset']}, pathological split (one class per site; sites holding the same class share it "
-        f"evenly), generator `{rows[0]['generator']}` size `{rows[0]['generator_size']}`."
+        f"{s['dataset']}, pathological split (one class per site; sites holding the same class "
+        f"share it evenly), generator `{rows[0]['generator']}` size `{rows[0]['generator_size']}`."
         if rows
         else "",
         f"Other settings: {s['overrides']}; seed {s['seed']}.",

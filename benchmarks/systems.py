@@ -32,6 +32,7 @@ Writes ``<out>/results/systems.json`` and ``systems.md``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import random
@@ -42,13 +43,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import common
+from aggregator.export import write_bundle
+from aggregator.home import LogSigner
+from aggregator.store import SQLiteStore
+from benchmarks import common, envelope, ledger
+from ffsecure import pki
+from ffsecure.ledger import make_entry
+from ffsecure.ledger.verify import verify_bundle_log
 
 PARTS_DIR = common.REPO / "benchmarks" / "results"
 
 
 def envelope_rows(sizes: list[int], suites: list[str], repeat: int) -> list[dict[str, Any]]:
-    from benchmarks import envelope
 
     return [envelope.bench_size(size, suite, repeat) for suite in suites for size in sizes]
 
@@ -89,7 +95,6 @@ def part_result(name: str) -> dict[str, Any] | None:
 
 
 def ledger_rows_fresh(sizes: list[int], durable: int, proofs: int) -> list[dict[str, Any]]:
-    from benchmarks import ledger
 
     rng = random.Random(1)
     return [ledger.bench_size(n, durable_appends=durable, proofs=proofs, rng=rng) for n in sizes]
@@ -97,8 +102,6 @@ def ledger_rows_fresh(sizes: list[int], durable: int, proofs: int) -> list[dict[
 
 def _cli_has_audit_verify() -> bool:
     try:
-        import importlib
-
         importlib.import_module("ffsecure.commands.audit")
         return True
     except ImportError:
@@ -107,12 +110,6 @@ def _cli_has_audit_verify() -> bool:
 
 def audit_verify(entries: int) -> dict[str, Any]:
     """Export an ``entries``-entry bundle from a real store and time its offline verification."""
-    from aggregator.export import write_bundle
-    from aggregator.home import LogSigner
-    from aggregator.store import SQLiteStore
-    from ffsecure import pki
-    from ffsecure.ledger import make_entry
-    from ffsecure.ledger.verify import verify_bundle_log
 
     origin = "ffsecure.local/bench/log"
     with tempfile.TemporaryDirectory(prefix="ffbench-audit-") as tmp:
@@ -156,6 +153,7 @@ def audit_verify(entries: int) -> dict[str, Any]:
         row["library_verify_s"] = round(time.perf_counter() - t0, 3)
         assert report.size == entries
         if _cli_has_audit_verify():
+            # test-suite module (imports pytest), only when this part runs
             from tests.conftest import cli_env
 
             t0 = time.perf_counter()
@@ -209,6 +207,7 @@ def synthesis_rows(
     n_by_family: dict[str, int],
     device: str = "cpu",
 ) -> list[dict[str, Any]]:
+    # heavy: torch, only when this part runs (results render without it)
     from ffsecure import generators as G
     from ffsecure import synthesis
 
@@ -260,6 +259,7 @@ def run(
     threads: int = 1,
     progress=print,
 ) -> dict[str, Any]:
+    # heavy: torch, only when this part runs (results render without it)
     import torch
 
     torch.set_num_threads(threads)
@@ -322,7 +322,8 @@ def run(
 
 
 def _provenance(part: dict[str, Any]) -> dict[str, Any]:
-    """What names the run behind a per-part file: its ``meta`` block, else the commit that last changed it."""
+    """What names the run behind a per-part file: its ``meta`` block, else the commit that last
+    changed it."""
     return {
         "source": part["file"],
         "commit": part["commit"],
@@ -334,14 +335,19 @@ def _provenance(part: dict[str, Any]) -> dict[str, Any]:
 
 
 def _source(part: dict[str, Any]) -> str:
-    """Where a part's figures come from, as a sentence: this run, or a per-part file and its own run."""
+    """Where a part's figures come from, as a sentence: this run, or a per-part file and its own
+    run."""
     if not part.get("source"):
         return "Figures not available (run its benchmark first)."
     if part["source"] == "this run":
         return "Figures measured in this run."
     if part.get("meta"):
-        # the file records its own run: name that run's date, commit and machine, not the commit of the file
-        return f"Figures from `{part['source']}`, measured on their own. {common.meta_line(part['meta'])}"
+        # the file records its own run: name that run's date, commit and machine, not the commit of
+        # the file
+        return (
+            f"Figures from `{part['source']}`, measured on their own. "
+            f"{common.meta_line(part['meta'])}"
+        )
     note = ", with uncommitted changes" if part.get("uncommitted") else ""
     return (
         f"Figures from `{part['source']}` (committed {part.get('date')}, commit "
@@ -393,8 +399,8 @@ def to_markdown(result: dict[str, Any]) -> str:
                 ["path", "MB/s"],
                 [
                     [
-                        f"mTLS upload end to end ({lg['bytes'] / 1e6:.1f} MB: transfer, staging, HPKE open, verify, store, "
-                        f"ledger, receipt)",
+                        f"mTLS upload end to end ({lg['bytes'] / 1e6:.1f} MB: transfer, staging, "
+                        "HPKE open, verify, store, ledger, receipt)",
                         f"{lg['mtls_upload_mb_per_s']:.1f}",
                     ],
                     ["mTLS transfer + staging only", f"{lg['mtls_transfer_only_mb_per_s']:.1f}"],
@@ -456,8 +462,9 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines += [
         "## Audit bundle verification",
         "",
-        f"A {a['entries']:,}-entry bundle ({common.human_bytes(a['bundle_bytes'])}, {a['checkpoints']} "
-        f"checkpoints) exported from a real SQLite store (build {a['build_s']} s, export {a['export_s']} s).",
+        f"A {a['entries']:,}-entry bundle ({common.human_bytes(a['bundle_bytes'])}, "
+        f"{a['checkpoints']} checkpoints) exported from a real SQLite store (build {a['build_s']} "
+        f"s, export {a['export_s']} s).",
         "",
         common.table(
             ["verifier", "seconds", "entries/s"],

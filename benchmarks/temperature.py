@@ -24,6 +24,7 @@ other temperatures or seeds can be added without retraining.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import time
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import common
+from ffsecure import partition
 
 TEMPERATURES = (0.6, 0.8, 1.0, 1.2)
 SEEDS = (0, 1, 2, 3, 4)
@@ -57,11 +59,11 @@ def train_or_load_generators(
     ds, *, dataset: str, size: str, epochs: int | None, cache: Path | None, progress=print
 ) -> tuple[list[dict[str, Any]], dict[str, Any], float]:
     """(site records with the trained generator, generator config, training seconds)."""
-    import hashlib
 
+    # heavy: torch, only when this part runs (results render without it)
     import torch
 
-    from ffsecure import generators, partition
+    from ffsecure import generators
     from ffsecure.simulate import generator_epochs, site_module_id, train_site_generator
 
     k = ds.num_classes
@@ -148,6 +150,7 @@ def run(
     threads: int = 1,
     progress=print,
 ) -> dict[str, Any]:
+    # heavy: torch, only when this part runs (results render without it)
     import torch
 
     from ffsecure import classifier as C
@@ -304,12 +307,14 @@ def to_markdown(result: dict[str, Any]) -> str:
         "",
         common.meta_line(md),
         "",
-        f"{s['dataset']}, pathological split (one class per site), {len(result['sites'])} site cvae "
-        f"generators ({s['generator_size']}, epochs {s['generator_epochs']}, trained once: "
-        f"{result['generators_s']:.0f} s{', in an earlier run (reused from its folder)' if s['generators_reused'] else ''}); per seed: synthesis ({s['samples_per_class']} per class) and "
-        f"classifier (`{s['classifier_config']['arch']}`, simulate defaults) with that seed. "
-        f"Centralized: the same classifier on the real training split, same seeds. "
-        f"Current default temperature: {s['default_temperature']:g}.",
+        f"{s['dataset']}, pathological split (one class per site), {len(result['sites'])} site "
+        f"cvae generators ({s['generator_size']}, epochs {s['generator_epochs']}, trained once: "
+        f"{result['generators_s']:.0f} "
+        f"s{', in an earlier run (reused from its folder)' if s['generators_reused'] else ''}); "
+        f"per seed: synthesis ({s['samples_per_class']} per class) and classifier "
+        f"(`{s['classifier_config']['arch']}`, simulate defaults) with that seed. Centralized: the "
+        "same classifier on the real training split, same seeds. Current default temperature: "
+        f"{s['default_temperature']:g}.",
         "",
     ]
     rows = [

@@ -29,21 +29,20 @@ from pathlib import Path
 
 import torch
 
+from aggregator.evaluation import EvalSet
+from aggregator.operations import Operations
+from aggregator.store import open_home_store
 from benchmarks.common import DEFAULT_OUT, meta, meta_line, table, write_result
+from ffsecure import envelope, generators
+from ffsecure.classifier import TrainConfig
+from ffsecure.data import load_digits
+from ffsecure.package import build_manifest, sign_package
+from ffsecure.simulate import generator_epochs
+from tests.federation_fixture import build_federation
+from tests.ops_fixture import peer, registrar
 
 
 def run(*, threads: int, quick: bool, delete_site: int = 3) -> dict:
-    from aggregator.evaluation import EvalSet
-    from aggregator.operations import Operations
-    from aggregator.store import open_home_store
-    from ffsecure import envelope, generators
-    from ffsecure.classifier import TrainConfig
-    from ffsecure.data import load_digits
-    from ffsecure.package import build_manifest, sign_package
-    from ffsecure.simulate import generator_epochs
-    from tests.federation_fixture import build_federation
-    from tests.ops_fixture import peer, registrar
-
     torch.set_num_threads(threads)
     size = "tiny" if quick else "default"
     per_class, clf_epochs, width = (100, 2, 16) if quick else (1000, 10, 16)
@@ -131,7 +130,8 @@ def run(*, threads: int, quick: bool, delete_site: int = 3) -> dict:
             again = ops.retrain()
             new = again.classifiers[0]
             print(
-                f"delete {delete_s:.3f} s, retrain {again.seconds:.1f} s, accuracy {new.metrics['accuracy']:.4f}",
+                f"delete {delete_s:.3f} s, retrain {again.seconds:.1f} s, accuracy "
+                f"{new.metrics['accuracy']:.4f}",
                 flush=True,
             )
             store.verify_integrity()
@@ -177,8 +177,8 @@ def markdown(r: dict) -> str:
                 f"Command: `{r['meta']['command']}`. Settings: {r['meta']['settings']}.",
                 "## Sites (the one federation round)",
                 table(["site", "images", "generator epochs", "fit (s)"], rows, "lrrr"),
-                f"Sum of site fits {fr['site_fit_sum_s']:.1f} s (compute); slowest site {fr['site_fit_max_s']:.1f} s "
-                "(wall time of the round, sites in parallel).",
+                f"Sum of site fits {fr['site_fit_sum_s']:.1f} s (compute); slowest site "
+                f"{fr['site_fit_max_s']:.1f} s (wall time of the round, sites in parallel).",
                 "## Aggregator",
                 table(
                     ["step", "seconds", "accuracy (digits test)"],
@@ -195,9 +195,10 @@ def markdown(r: dict) -> str:
                     ],
                     "lrr",
                 ),
-                f"Delete + retrain took {u['total_s']:.1f} s = {u['ratio_to_site_fit_sum']:.2f} x the sum of the sites' "
-                f"fits and {u['ratio_to_site_fit_max']:.2f} x the slowest site, on the aggregator alone. The accuracy "
-                "after deletion is over all 10 test classes, one of which no remaining module covers.",
+                f"Delete + retrain took {u['total_s']:.1f} s = {u['ratio_to_site_fit_sum']:.2f} x "
+                f"the sum of the sites' fits and {u['ratio_to_site_fit_max']:.2f} x the slowest "
+                "site, on the aggregator alone. The accuracy after deletion is over all 10 test "
+                "classes, one of which no remaining module covers.",
             ]
         )
         + "\n"

@@ -28,13 +28,16 @@ Plans (``--plan``):
 
 Writes ``<out>/results/utility.json`` and ``utility.md``.
 
-    python -m benchmarks.utility [--plan cpu|full|quick] [--datasets digits,breastmnist] [--device cpu]
+    python -m benchmarks.utility [--plan cpu|full|quick] [--datasets digits,breastmnist] [--device
+    cpu]
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import logging
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -112,6 +115,7 @@ class Cell:
 
 def available_datasets(data_root: str | None = None) -> list[str]:
     """digits plus every MedMNIST file found in the data root (nothing is downloaded)."""
+    # heavy: torch, only when this part runs (results render without it)
     from ffsecure import data
 
     root = Path(data_root) if data_root else data.default_root()
@@ -139,7 +143,8 @@ def plan_cells(plan: str, datasets: list[str]) -> tuple[list[Cell], list[tuple[C
     skipped = [
         (
             Cell(d, p, a, "ddpm", "default"),
-            "ddpm at its default size needs a GPU (not measured: no GPU in this run; the tiny size is)",
+            "ddpm at its default size needs a GPU (not measured: no GPU in this run; the tiny "
+            "size is)",
         )
         for d in datasets
         for (p, a) in SPLITS
@@ -165,6 +170,7 @@ def run_cell(
     cell: Cell, *, baselines: bool, quick: bool, threads: int, device: str, seed: int
 ) -> dict[str, Any]:
     """One simulation; returns the row (metrics, ratio, settings, timings)."""
+    # heavy: torch, only when this part runs (results render without it)
     from ffsecure.simulate import SimulationConfig, run_simulation
 
     overrides: dict[str, Any] = dict(QUICK) if quick else {}
@@ -231,12 +237,14 @@ def run(
     families: list[str] | None = None,
     progress=print,
 ) -> dict[str, Any]:
-    """Run the plan's cells in order; with ``budget_min``, cells not started in time are listed as not run.
+    """Run the plan's cells in order; with ``budget_min``, cells not started in time are listed as
+    not run.
 
     ``shard=(i, n)`` runs only the (data set, split) groups ``i, i+n, i+2n, ...`` of the plan
     (several processes on one machine; combine their ``--out`` directories with :func:`merge`).
     ``families`` keeps only those generator families' cells; the others are listed as not run.
     """
+    # heavy: torch, only when this part runs (results render without it)
     import torch
 
     torch.set_num_threads(threads)
@@ -248,8 +256,8 @@ def run(
         unknown = sorted(set(families) - set(FAMILIES))
         if unknown:
             raise ValueError(
-                f"unknown generator famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
-                f"choose from {', '.join(FAMILIES)}"
+                f"unknown generator famil{'y' if len(unknown) == 1 else 'ies'} "
+                f"{', '.join(unknown)}; choose from {', '.join(FAMILIES)}"
             )
         skipped += [
             (c, f"not in this run's families ({', '.join(families)})")
@@ -307,8 +315,9 @@ def run(
         )
         rows.append(row)
         progress(
-            f"    FF {row['federatedfactory']['accuracy']:.3f} / centralized {cen:.3f} / "
-            f"FedAvg {row['fedavg']['accuracy']:.3f}  ratio {row['ratio_vs_centralized']}  ({row['wall_s']} s)"
+            f"    FF {row['federatedfactory']['accuracy']:.3f} / centralized {cen:.3f} / FedAvg "
+            f"{row['fedavg']['accuracy']:.3f}  ratio {row['ratio_vs_centralized']}  "
+            f"({row['wall_s']} s)"
         )
         common.write_result(
             out, "utility", result, to_markdown(result)
@@ -337,7 +346,7 @@ def merge(shard_dirs: list[Path], out: Path = common.DEFAULT_OUT) -> dict[str, A
     the plan or the shard gave (or that its shard did not reach it).
     """
     parts = [common.read_result(Path(d), "utility") for d in shard_dirs]
-    missing = [str(d) for d, p in zip(shard_dirs, parts) if p is None]
+    missing = [str(d) for d, p in zip(shard_dirs, parts, strict=True) if p is None]
     if missing:
         raise FileNotFoundError(f"no results/utility.json in {', '.join(missing)}")
     first = parts[-1][
@@ -354,13 +363,10 @@ def merge(shard_dirs: list[Path], out: Path = common.DEFAULT_OUT) -> dict[str, A
         )
     ]
     cells, plan_skipped = plan_cells(plan, datasets)
-    key = lambda r: (
-        r["dataset"],
-        r["partition"],
-        r["alpha"],
-        r["generator"],
-        r.get("generator_size"),
-    )  # noqa: E731
+
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (r["dataset"], r["partition"], r["alpha"], r["generator"], r.get("generator_size"))
+
     measured, source = {}, {}
     for i, p in enumerate(parts):  # a later part's measurement of a cell replaces an earlier one's
         for r in p["rows"]:
@@ -467,18 +473,25 @@ PIPELINE = (
 # Commits that changed PIPELINE code without changing what it computes, each with how
 # that was checked. Only a change whose equivalence was shown belongs here.
 REFACTORS = {
-    "e53fe84bdc7b0c33a77e44226465a486b72aa1e0": "site_train_seed(seed, site) names the expression seed * 1000 + site it replaced",
-    "eaf9aad7d630068a88e437a447ba2cfd8d42d135": "train_site_generator holds simulate's per-site fit; same generator weights (SHA-256) and accuracy "
-    "before and after for cvae and ddpm, pathological and Dirichlet (BreastMNIST, seed 3)",
-    "fd14f80293dfe763cf11f306a8d55fdeede09ae5": "the synthesis recipe records the host kind and a mismatch names it; same synthetic dataset hash, "
-    "classifier SHA-256 and accuracy before and after for cvae and ddpm, pathological and Dirichlet "
-    "(digits, tiny, seed 3)",
+    "e53fe84bdc7b0c33a77e44226465a486b72aa1e0": (
+        "site_train_seed(seed, site) names the expression seed * 1000 + site it replaced"
+    ),
+    "eaf9aad7d630068a88e437a447ba2cfd8d42d135": (
+        "train_site_generator holds simulate's per-site fit; same generator weights (SHA-256) "
+        "and accuracy before and after for cvae and ddpm, pathological and Dirichlet "
+        "(BreastMNIST, seed 3)"
+    ),
+    "fd14f80293dfe763cf11f306a8d55fdeede09ae5": (
+        "the synthesis recipe records the host kind and a mismatch names it; same synthetic "
+        "dataset hash, classifier SHA-256 and accuracy before and after for cvae and ddpm, "
+        "pathological and Dirichlet (digits, tiny, seed 3)"
+    ),
 }
 
 
 def code_of(source: str) -> str | None:
-    """A Python module's code with docstrings, comments and layout left out (None: it does not parse)."""
-    import ast
+    """A Python module's code with docstrings, comments and layout left out (None: it does not
+    parse)."""
 
     try:
         tree = ast.parse(source)
@@ -498,7 +511,6 @@ def code_of(source: str) -> str | None:
 
 
 def _git(*args: str) -> str | None:
-    import subprocess
 
     proc = subprocess.run(
         ["git", *args], cwd=common.REPO, capture_output=True, text=True, timeout=30
@@ -651,9 +663,10 @@ def reference_tables(result: dict[str, Any]) -> str:
     return (
         "Published figures (FederatedFactory paper):\n\n"
         + ff
-        + "\n\nCentralized sanity check against the official MedMNIST v2 benchmark (Yang et al., *MedMNIST v2*, "
-        "Scientific Data 10:41, 2023, Table 3: ResNet-18 at 28x28, test set). Our centralized model is the "
-        "project's small CNN with the simulate defaults, not ResNet-18:\n\n" + mm
+        + "\n\nCentralized sanity check against the official MedMNIST v2 benchmark (Yang et al., "
+        "*MedMNIST v2*, Scientific Data 10:41, 2023, Table 3: ResNet-18 at 28x28, test set). "
+        "Our centralized model is the project's small CNN with the simulate defaults, not "
+        "ResNet-18:\n\n" + mm
     )
 
 
@@ -670,21 +683,22 @@ def to_markdown(result: dict[str, Any]) -> str:
         common.meta_line(md),
         *(
             [
-                f"Measured in {len(md['shards'])} processes on this machine, two or more at a time (shards of the "
-                f"plan, started {', '.join(sh['date'] for sh in md['shards'])}); wall times include the contention."
+                f"Measured in {len(md['shards'])} processes on this machine, two or more at a time "
+                f"(shards of the plan, started {', '.join(sh['date'] for sh in md['shards'])}); "
+                "wall times include the contention."
             ]
             if md.get("shards")
             else []
         ),
-        f"Plan `{md['settings']['plan']}`; `ffsecure.simulate` settings: {md['settings']['overrides']}; "
-        f"seed {md['settings']['seed']}.",
+        f"Plan `{md['settings']['plan']}`; `ffsecure.simulate` settings: "
+        f"{md['settings']['overrides']}; seed {md['settings']['seed']}.",
     ]
     if s:
         lines.append(
             f"Classifier `{s.get('classifier')}` (width {s.get('classifier_width')}, "
-            f"{s.get('classifier_epochs')} epochs), {s.get('samples_per_class')} synthetic images per "
-            f"class, FedAvg {s.get('fedavg_rounds')} rounds x {s.get('fedavg_local_epochs')} local "
-            f"epoch(s), generator epochs from the image-epoch budget unless set "
+            f"{s.get('classifier_epochs')} epochs), {s.get('samples_per_class')} synthetic images "
+            f"per class, FedAvg {s.get('fedavg_rounds')} rounds x {s.get('fedavg_local_epochs')} "
+            "local epoch(s), generator epochs from the image-epoch budget unless set "
             f"(`epochs`={s.get('epochs')})."
         )
     lines += [
@@ -700,13 +714,13 @@ def to_markdown(result: dict[str, Any]) -> str:
         commits = {((r.get("git") or {}).get("commit") or "?")[:10] for r in measured}
         if len(commits) > 1:
             lines += [
-                f"**The rows ran at {len(commits)} different commits** (last column). Cells marked † in "
-                f"the main table ran simulation code ({', '.join(PIPELINE)}) that computes differently from "
-                f"that of `{latest_commit(result)}` (a commit between them changed more than docstrings and "
-                "comments and is not a refactor shown to give the same results, `REFACTORS` in "
-                "benchmarks/utility.py; for example other `ffsecure.simulate` defaults): they are not "
-                "comparable with the unmarked cells. A † on the data set marks the centralized and FedAvg "
-                "cells of its line.",
+                f"**The rows ran at {len(commits)} different commits** (last column). Cells marked "
+                f"† in the main table ran simulation code ({', '.join(PIPELINE)}) that computes "
+                f"differently from that of `{latest_commit(result)}` (a commit between them "
+                "changed more than docstrings and comments and is not a refactor shown to give "
+                "the same results, `REFACTORS` in benchmarks/utility.py; for example other "
+                "`ffsecure.simulate` defaults): they are not comparable with the unmarked cells. "
+                "A † on the data set marks the centralized and FedAvg cells of its line.",
                 "",
             ]
         lines += [
@@ -747,8 +761,8 @@ def to_markdown(result: dict[str, Any]) -> str:
     if not_run:
         lines += ["Not run in this run (no numbers are given for them):", ""]
         lines += [
-            f"- {r['dataset']}, {r['split']}, {r['generator']} ({r.get('generator_size', 'default')}): "
-            f"{r['reason']}"
+            f"- {r['dataset']}, {r['split']}, {r['generator']} "
+            f"({r.get('generator_size', 'default')}): {r['reason']}"
             for r in not_run
         ]
         lines.append("")

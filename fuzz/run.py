@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import random
 import struct
 import sys
+import tempfile
 import time
 import traceback
+import types
 from pathlib import Path
 
 from fuzz.targets import TARGETS, run_one, seeds
@@ -117,8 +120,8 @@ def save_crash(crash_dir: Path, target: str, data: bytes) -> Path:
 
 
 def atheris_driver(target: str, runs: int, extra: list[str], crash_dir: Path) -> None:
-    import tempfile
 
+    # optional: atheris, only with the atheris engine
     import atheris
 
     corpus = seeds(target)
@@ -153,8 +156,6 @@ def atheris_driver(target: str, runs: int, extra: list[str], crash_dir: Path) ->
 
 def instrument_project(atheris, prefixes: tuple[str, ...] = ("ffsecure", "aggregator")) -> int:
     """Add coverage instrumentation to the functions of our own packages (not torch & co.)."""
-    import inspect
-    import types
 
     count, seen = 0, set()
 
@@ -213,8 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stats = python_driver(args.target, args.runs, args.seed, args.crash_dir)
     print(
-        f"{stats['target']}: {stats['runs']} runs, {stats['crashes']} crashes, {stats['seconds']:.1f} s "
-        f"(python driver, seed {args.seed})"
+        f"{stats['target']}: {stats['runs']} runs, {stats['crashes']} crashes, "
+        f"{stats['seconds']:.1f} s (python driver, seed {args.seed})"
     )
     return 1 if stats["crashes"] else 0
 

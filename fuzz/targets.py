@@ -10,26 +10,36 @@ Targets, and the seed inputs each starts from (real, valid records):
 ``envelope``    ffsecure.envelope.open_sealed with the aggregator's key, then the package path
 ``safetensors`` ffsecure.generators.check_safetensors against the federation's generator
 ``federation``  ffsecure.federation.load_signed_manifest against the CA
-``upload_chunk`` ffsecure.v1 UploadChunk decoding + the staging area (open, write, verify) as the servicer runs it
+``upload_chunk`` ffsecure.v1 UploadChunk decoding + the staging area (open, write, verify) as the
+servicer runs it
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from google.protobuf.message import DecodeError
+
+from aggregator.home import LogSigner
+from aggregator.uploads import UploadStaging
+from ffsecure import canonical, envelope, package, pki
 from ffsecure.errors import FFSecureError
+from ffsecure.federation import FederationManifest, create_signed_manifest, load_signed_manifest
+from ffsecure.package import ModuleManifest
+from ffsecure.v1 import aggregator_pb2 as pb
 
 
 class Setup:
     """A federation with real keys, built once per process in a temp dir."""
 
     def __init__(self) -> None:
-        from ffsecure import canonical, envelope, generators, package, pki
-        from ffsecure.federation import FederationManifest, create_signed_manifest
+        # heavy: torch, only when a target needs this federation (canonical does not)
+        from ffsecure import generators
 
         self._tmp = tempfile.TemporaryDirectory(prefix="ffsecure-fuzz-")
         root = Path(self._tmp.name)
@@ -78,7 +88,6 @@ class Setup:
 
 
 def _log_vkey() -> str:
-    from aggregator.home import LogSigner
 
     return LogSigner.generate("fedfuzz.local/log").vkey
 
@@ -92,21 +101,18 @@ def setup() -> Setup:
 
 
 def t_canonical(data: bytes) -> None:
-    from ffsecure import canonical
 
     obj = canonical.loads_canonical(data)
     assert canonical.dumps(obj) == data  # canonical means one encoding
 
 
 def t_manifest(data: bytes) -> None:
-    from ffsecure.package import ModuleManifest
 
     m = ModuleManifest.from_bytes(data)
     assert m.to_bytes() == data
 
 
 def t_package(data: bytes) -> None:
-    from ffsecure import package
 
     s = setup()
     pkg = package.SignedPackage.from_bytes(data, max_bytes=s.federation.max_module_bytes)
@@ -115,7 +121,6 @@ def t_package(data: bytes) -> None:
 
 
 def t_envelope(data: bytes) -> None:
-    from ffsecure import envelope
 
     s = setup()
     plain = envelope.open_sealed(
@@ -129,13 +134,13 @@ def t_envelope(data: bytes) -> None:
 
 
 def t_safetensors(data: bytes) -> None:
+    # heavy: torch, only for the targets that build or check a generator
     from ffsecure.generators import check_safetensors
 
     check_safetensors(data, setup().specs)
 
 
 def t_federation(data: bytes) -> None:
-    from ffsecure.federation import load_signed_manifest
 
     s = setup()
     load_signed_manifest(data, s.ca.cert)
@@ -144,7 +149,6 @@ def t_federation(data: bytes) -> None:
 
 @functools.lru_cache(maxsize=1)
 def _staging():
-    from aggregator.uploads import UploadStaging
 
     tmp = tempfile.mkdtemp(prefix="ffsecure-fuzz-staging-")
     return UploadStaging(
@@ -153,13 +157,9 @@ def _staging():
 
 
 def t_upload_chunk(data: bytes) -> None:
-    """Decode an UploadChunk and run it through the staging area as the servicer does (first chunk of a
-    stream: open or resume, write at the offset, verify when complete), then drop the upload."""
-    import shutil
-
-    from google.protobuf.message import DecodeError
-
-    from ffsecure.v1 import aggregator_pb2 as pb
+    """Decode an UploadChunk and run it through the staging area as the servicer does (first chunk
+    of a stream: open or resume, write at the offset, verify when complete), then drop the
+    upload."""
 
     try:
         chunk = pb.UploadChunk.FromString(data)
@@ -195,7 +195,6 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
 def seeds(target: str) -> list[bytes]:
     """Valid inputs to start mutating from."""
     s = setup()
-    from ffsecure.v1 import aggregator_pb2 as pb
 
     small = s.sealed[:256]
     chunk = pb.UploadChunk(

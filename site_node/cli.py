@@ -1,4 +1,5 @@
-"""``site-node``: init, enroll, train, upload, run as a daemon, status, forget, discard, evaluate."""
+"""``site-node``: init, enroll, train, upload, run as a daemon, status, forget, discard,
+evaluate."""
 
 from __future__ import annotations
 

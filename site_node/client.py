@@ -29,8 +29,11 @@ from pathlib import Path
 
 import grpc
 
+from ffsecure import canonical
 from ffsecure.errorcodes import RPC_CODE_PREFIX
 from ffsecure.errors import FFSecureError, LedgerError, TransientError
+from ffsecure.evalreport import commitment
+from ffsecure.federation import load_signed_manifest
 from ffsecure.ledger import (
     Checkpoint,
     leaf_hash,
@@ -246,6 +249,7 @@ class FetchedClassifier:
 
     def model(self):
         """The torch model (rebuilt from the safetensors bytes and ``config["model"]``)."""
+        # heavy: torch, only when a fetched classifier is run
         from ffsecure.classifier import from_safetensors
 
         return from_safetensors(self.weights, self.config["model"])[0]
@@ -290,7 +294,7 @@ class AggregatorClient:
         creds = grpc.ssl_channel_credentials(
             root_certificates=ca_cert_pem, private_key=key_pem, certificate_chain=cert_pem
         )
-        options = [
+        options: list[tuple[str, int | str]] = [
             ("grpc.max_send_message_length", self.chunk_bytes + MESSAGE_OVERHEAD),
             ("grpc.max_receive_message_length", 8 << 20),
             ("grpc.keepalive_time_ms", 60_000),
@@ -348,7 +352,6 @@ class AggregatorClient:
 
     def get_federation(self, ca_cert):
         """The federation manifest, verified against the CA certificate the site already holds."""
-        from ffsecure.federation import load_signed_manifest
 
         info = self.federation_info()
         return load_signed_manifest(bytes(info.signed_manifest), ca_cert)
@@ -400,7 +403,8 @@ class AggregatorClient:
         site_id: str | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> Receipt:
-        """Upload a sealed package (resuming and retrying as needed) and return its verified receipt.
+        """Upload a sealed package (resuming and retrying as needed) and return its verified
+        receipt.
 
         ``module_id`` / ``site_id``, when given, must be what the receipt's entry names.
         Without a log key (``use_federation``) the receipt is returned unverified.
@@ -511,14 +515,14 @@ class AggregatorClient:
 
     # -- evaluation reports ----------------------------------------------------------
     def report_evaluation(self, report, *, site_id: str | None = None) -> EvaluationReceipt:
-        """Send aggregate metrics (an ``ffsecure.evalreport.EvaluationReport``) and check the receipt.
+        """Send aggregate metrics (an ``ffsecure.evalreport.EvaluationReport``) and check the
+        receipt.
 
         Checks: the classifier.evaluated entry names this classifier (and ``site_id``
         when given) and commits to exactly this report with the returned salt; with a
         log key (``use_federation``) its checkpoint is signed and the entry is proven
         included. Retried on transient failures: an identical report is idempotent.
         """
-        from ffsecure.evalreport import commitment
 
         request = pb.EvaluationReport(
             classifier_id=report.classifier_id,
@@ -584,7 +588,6 @@ class AggregatorClient:
         Raises AggregatorError (E_NO_CLASSIFIER when none is published) or
         LedgerError E_RECEIPT when a check fails.
         """
-        from ffsecure import canonical
 
         attempt = 0
         while True:

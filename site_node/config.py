@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ffsecure import templates
+from ffsecure import pki, templates
+from ffsecure.commands.pki import SITE_PASSPHRASE_ENV, read_passphrase
 from ffsecure.errors import ConfigError
 from ffsecure.records import fields
 from ffsecure.records.ids import parse_port
@@ -130,7 +131,6 @@ class SiteConfig:
     def passphrase(self) -> bytes | None:
         """The site key's passphrase file: ``pki.passphrase_file``, else
         ``$FFSECURE_SITE_PASSPHRASE_FILE``."""
-        from ffsecure.commands.pki import SITE_PASSPHRASE_ENV, read_passphrase
 
         if self.passphrase_file is None:
             return read_passphrase(os.environ.get(SITE_PASSPHRASE_ENV))
@@ -197,7 +197,6 @@ def parse_config(text: str, path: Path) -> SiteConfig:
 
 
 def _build(v: dict[str, dict[str, Any]], path: Path) -> SiteConfig:
-    from ffsecure import pki
 
     base = path.parent.resolve()
 

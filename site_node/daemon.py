@@ -36,10 +36,13 @@ import time
 from collections.abc import Callable
 
 from ffsecure.errors import FFSecureError
+from site_node import sync
+from site_node import trust as trustlib
 from site_node.config import SiteConfig
 from site_node.exitcodes import EXIT_ERROR, EXIT_FORK, EXIT_OK, EXIT_REFUSED
 from site_node.state import StateDir
-from site_node.sync import is_transient
+from site_node.sync import LogForkError, is_transient
+from site_node.training import TrainingStopped, data_fingerprint, train_module
 
 log = logging.getLogger("site_node.daemon")
 
@@ -85,7 +88,6 @@ class Daemon:
 
     def _backoff_sleep(self, seconds: float) -> None:
         """The client's retry sleep, cut short by SIGTERM (the upload resumes at the next start)."""
-        from site_node.training import TrainingStopped
 
         if self.stop_event.wait(seconds):
             raise TrainingStopped(
@@ -94,7 +96,6 @@ class Daemon:
 
     # -- one cycle -------------------------------------------------------------
     def _train_reason(self) -> str | None:
-        from site_node.training import data_fingerprint
 
         if self.train_requested:
             return "signal"
@@ -108,7 +109,6 @@ class Daemon:
 
     def cycle(self) -> dict:
         """Train if due, then upload what is pending. Returns what happened (for logs and tests)."""
-        from site_node import trust as trustlib
 
         out: dict = {
             "trained": None,
@@ -127,7 +127,6 @@ class Daemon:
 
     def _train(self, reason: str, trust, out: dict) -> bool:
         """One training run into ``out``; False when it was stopped (the cycle ends there)."""
-        from site_node.training import TrainingStopped, data_fingerprint, train_module
 
         log.info(
             "training a new module (%s)", reason, extra={"event": "train_due", "reason": reason}
@@ -151,8 +150,6 @@ class Daemon:
         return True
 
     def _upload(self, trust, out: dict) -> None:
-        from site_node import sync
-        from site_node import trust as trustlib
 
         todo = self.state.pending()
         if not todo or self.stop_event.is_set():
@@ -176,7 +173,6 @@ class Daemon:
 
     # -- loop ------------------------------------------------------------------
     def run(self) -> int:
-        from site_node.sync import LogForkError
 
         log.info(
             "site-node run started",
@@ -187,7 +183,6 @@ class Daemon:
                 "poll_interval_s": self.cfg.poll_interval_s,
             },
         )
-        from site_node import trust as trustlib
 
         try:  # a node that is not set up should fail loudly, not retry forever
             trustlib.load(self.cfg)

@@ -20,16 +20,18 @@ import json
 
 from ffsecure import pki, timefmt
 from ffsecure.errors import VerificationError
+from ffsecure.evalreport import EvaluationReport
 from site_node.config import SiteConfig
 from site_node.state import StateDir
+from site_node.training import load_site_data
 
 
 def evaluate_published(
     cfg: SiteConfig, trust, state: StateDir, client, classifier_id: str | None = None
 ) -> dict:
+    # heavy: torch, only when evaluating (keeps --help fast)
     from ffsecure.classifier import evaluate
     from ffsecure.torchutil import torch_threads
-    from site_node.training import load_site_data
 
     fed = trust.federation
     fetched = client.fetch_classifier(classifier_id)
@@ -79,9 +81,8 @@ def evaluate_published(
 def send_metrics(
     cfg: SiteConfig, state: StateDir, client, result: dict, *, include_confusion: bool = False
 ) -> dict:
-    """Send the aggregate metrics of ``result`` (from :func:`evaluate_published`); returns what was sent
-    and the aggregator's answer, also written into ``evaluation.json``."""
-    from ffsecure.evalreport import EvaluationReport
+    """Send the aggregate metrics of ``result`` (from :func:`evaluate_published`); returns what was
+    sent and the aggregator's answer, also written into ``evaluation.json``."""
 
     report = EvaluationReport.from_metrics(
         result["classifier_id"], result["metrics"], include_confusion=include_confusion

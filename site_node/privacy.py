@@ -51,6 +51,7 @@ def select_classes(
     x: torch.Tensor, y: torch.Tensor, classes: list[int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The images of ``x`` whose label is in ``classes``."""
+    # heavy: torch, only when a privacy check runs
     import torch
 
     mask = torch.isin(y, torch.tensor(sorted(classes), dtype=torch.int64))
@@ -64,6 +65,7 @@ def members_and_non_members(
     train: Images, held_out: Images, classes: list[int], *, max_examples: int, seed: int
 ) -> tuple[Images, Images]:
     """Members (training images) and non-members (held-out images) of ``classes``, subsampled."""
+    # heavy: torch, only when a privacy check runs
     from ffsecure.privacy.check import subsample
 
     members, non_members = select_classes(*train, classes), select_classes(*held_out, classes)
@@ -92,6 +94,7 @@ def gate(
     ``(manifest, None)`` unchanged when the federation requires no report.
     Writes ``privacy-report.json`` and ``closest-pairs.png`` into ``out_dir``.
     """
+    # heavy: torch, only when a privacy check runs
     from ffsecure import generators
     from ffsecure.privacy.check import run_check
 

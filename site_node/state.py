@@ -46,7 +46,7 @@ from typing import Any
 
 from ffsecure import pki, timefmt
 from ffsecure.errors import FFSecureError, FormatError, NotFoundError, TransientError
-from ffsecure.package import check_module_id
+from ffsecure.records.ids import check_module_id
 
 STATUSES = ("trained", "sealed", "registered", "refused", "deleted", "discarded")
 PENDING = ("trained", "sealed")  # the upload queue
@@ -118,7 +118,8 @@ def refusal(exc: FFSecureError, *, by: str) -> dict:
 
 
 def state_corrupt(why: str, what: str) -> FormatError:
-    """``what`` in the site's own state is damaged: not the aggregator's doing, and not fixed by retrying."""
+    """``what`` in the site's own state is damaged: not the aggregator's doing, and not fixed by
+    retrying."""
     return FormatError(
         f"{what} is damaged: {why}",
         code="E_STATE_CORRUPT",
@@ -192,7 +193,8 @@ class StateDir:
         if missing:
             raise StateError(
                 f"{self.root} lacks {', '.join(missing)}",
-                hint="run `site-node enroll`, have the CA sign the CSR, then `site-node install-cert`",
+                hint="run `site-node enroll`, have the CA sign the CSR, then `site-node "
+                "install-cert`",
                 code="E_NOT_INSTALLED",
             )
 

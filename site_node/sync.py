@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import logging
 import secrets
@@ -35,6 +36,13 @@ from ffsecure.ledger import (
     verify_inclusion,
 )
 from ffsecure.records.entries import EntryType
+from site_node.client import (
+    AggregatorError,
+    ModuleDeletedRefusal,
+    NoProofError,
+    kept_receipt,
+    verify_receipt,
+)
 from site_node.state import ModuleRecord, StateDir, state_corrupt
 
 log = logging.getLogger("site_node.sync")
@@ -47,7 +55,6 @@ def is_transient(exc: FFSecureError) -> bool:
 
 def is_refusal(exc: FFSecureError) -> bool:
     """The aggregator answered and refused this module for good (policy, signature, duplicate)."""
-    from site_node.client import AggregatorError, ModuleDeletedRefusal
 
     # a deleted module is marked deleted instead
     later_or_deleted = (TransientError, ModuleDeletedRefusal)
@@ -70,7 +77,8 @@ def _fork(message: str) -> LogForkError:
 
 
 def advance_checkpoint(state: StateDir, client, note: str) -> dict:
-    """Verify ``note`` (signature) and its consistency with the stored checkpoint; store the newer one.
+    """Verify ``note`` (signature) and its consistency with the stored checkpoint; store the newer
+    one.
 
     ``note`` is always the aggregator's current tree (it signs one per change and
     hands out the newest), so a tree smaller than one it signed before is a
@@ -87,7 +95,6 @@ def advance_checkpoint(state: StateDir, client, note: str) -> dict:
             f"the aggregator's log has {new.size} entries, fewer than the {old.size} of the "
             "checkpoint this site stored: entries were removed"
         )
-    from site_node.client import NoProofError
 
     small, large = (old, new) if old.size <= new.size else (new, old)
     try:
@@ -138,7 +145,6 @@ def upload_module(state: StateDir, client, trust, record: ModuleRecord, *, progr
 
     ``progress(sent_bytes, total_bytes)`` is called after each chunk.
     """
-    from site_node.client import ModuleDeletedRefusal
 
     sealed = seal_for_upload(state, record, trust.federation)
     log.info(
@@ -271,8 +277,8 @@ def _b64(data: bytes) -> str:
 
 
 def status_report(state: StateDir, client) -> dict[str, Any]:
-    """Today's checkpoint checked against the stored one, and every registered entry proven in it."""
-    from site_node.client import kept_receipt, verify_receipt
+    """Today's checkpoint checked against the stored one, and every registered entry proven in
+    it."""
 
     stored = state.read_checkpoint()
     note, _ = client.get_checkpoint()
@@ -289,7 +295,8 @@ def status_report(state: StateDir, client) -> dict[str, Any]:
         }
         if r.receipt:
             receipt = kept_receipt(r.receipt)
-            try:  # checked when it arrived: if it no longer verifies, the file changed here, not the log
+            # checked when it arrived: if it no longer verifies, the file changed here, not the log
+            try:
                 verify_receipt(
                     receipt,
                     log_vkey=client.log_vkey,
@@ -306,7 +313,8 @@ def status_report(state: StateDir, client) -> dict[str, Any]:
                 hashes, entry = client.get_inclusion_proof(receipt.index, cp.size)
                 if not hmac.compare_digest(entry, receipt.entry):
                     raise _fork(
-                        f"ledger entry {receipt.index} is not the entry of module {r.module_id}'s receipt"
+                        f"ledger entry {receipt.index} is not the entry of module {r.module_id}'s "
+                        "receipt"
                     )
                 try:
                     verify_inclusion(
@@ -319,7 +327,8 @@ def status_report(state: StateDir, client) -> dict[str, Any]:
                 item["included"] = True
             else:
                 raise _fork(
-                    f"module {r.module_id}'s entry {receipt.index} is beyond today's tree size {cp.size}"
+                    f"module {r.module_id}'s entry {receipt.index} is beyond today's tree size "
+                    f"{cp.size}"
                 )
         if r.deletion and r.deletion.get("entries"):
             item["deletion_indexes"] = [e["index"] for e in r.deletion["entries"]]
@@ -345,7 +354,8 @@ def client_site(state: StateDir) -> str | None:
 
 
 def forget_module(state: StateDir, client, trust, module_id: str, reason: str) -> dict:
-    """Ask the aggregator to delete ``module_id``; verify the entries, proofs and checkpoint; record it."""
+    """Ask the aggregator to delete ``module_id``; verify the entries, proofs and checkpoint; record
+    it."""
     result = client.request_deletion([module_id], reason)  # inclusion proofs checked by the client
     cp = open_checkpoint(result.checkpoint, client.log_vkey, origin=client.log_origin)
     types = []
@@ -369,10 +379,8 @@ def forget_module(state: StateDir, client, trust, module_id: str, reason: str) -
         )
     advance_checkpoint(state, client, result.checkpoint)
     record = None
-    try:
+    with contextlib.suppress(FFSecureError):
         record = state.load_module(module_id)
-    except FFSecureError:
-        pass
     deletion = {
         "reason": reason,
         "tree_size": cp.size,

@@ -12,16 +12,26 @@ import hashlib
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ffsecure import canonical, timefmt
+from ffsecure import canonical, pki, timefmt
+from ffsecure.dp import DPConfig, default_delta
 from ffsecure.errors import ConfigError, DataError, TransientError
 from ffsecure.federation import FederationManifest
-from ffsecure.package import ModuleManifest
+from ffsecure.package import (
+    ModuleManifest,
+    build_manifest,
+    check_policy,
+    sign_package,
+    verify_package,
+)
 from site_node.config import SiteConfig
+from site_node.privacy import gate
+from site_node.state import ModuleRecord, StateDir, refusal
 
 if TYPE_CHECKING:  # annotations only: torch is imported when data is loaded
     import torch
@@ -45,13 +55,13 @@ class TrainingStopped(TransientError):
 
 
 def resolve_dp(dp_cfg: dict, policy: dict, n: int):
-    """The :class:`ffsecure.dp.DPConfig` to train with, or None; refuses a config that loosens the policy.
+    """The :class:`ffsecure.dp.DPConfig` to train with, or None; refuses a config that loosens the
+    policy.
 
     ``dp_cfg`` is site.toml's ``[dp]`` (``enabled`` None = follow the policy;
     ``target_epsilon`` / ``delta`` 0 = the policy's bound), ``policy`` the
     federation manifest's ``dp_policy``.
     """
-    from ffsecure.dp import DPConfig, default_delta
 
     required = bool(policy.get("required"))
     enabled = dp_cfg.get("enabled")
@@ -83,7 +93,8 @@ def resolve_dp(dp_cfg: dict, policy: dict, n: int):
     if delta is not None and max_delta is not None and delta > max_delta:
         raise ConfigError(
             f"site.toml key dp.delta: {delta} is above the federation's delta {max_delta}",
-            hint=f"use at most {max_delta}, or 0 for the default; a site may tighten the DP policy, never loosen it",
+            hint=f"use at most {max_delta}, or 0 for the default; a site may tighten the DP "
+            "policy, never loosen it",
         )
     if delta is None and max_delta is not None:
         delta = min(float(max_delta), default_delta(n))
@@ -115,13 +126,15 @@ def map_labels(local_names: Sequence[str], label_space: Sequence[str], how: str)
             f"local classes {unknown[:5]} are not in the federation's label space "
             f"{list(label_space)[:10]}",
             code="E_DATA_LABELS",
-            hint='rename the class folders to the federation labels, or set data.label_match = "index"',
+            hint="rename the class folders to the federation labels, or set data.label_match = "
+            '"index"',
         )
     return [index[n] for n in local_names]
 
 
 def class_filter(classes: Sequence[str | int], label_space: Sequence[str]) -> set[int] | None:
-    """site.toml ``data.classes`` (names or global indices) as a set of global indices; None = all."""
+    """site.toml ``data.classes`` (names or global indices) as a set of global indices; None =
+    all."""
     if not classes:
         return None
     out = set()
@@ -163,6 +176,7 @@ def _spec(cfg: SiteConfig) -> str:
 
 def load_site_data(cfg: SiteConfig, federation: FederationManifest) -> SiteData:
     """Load the configured source at the federation's image shape, in its label space, filtered."""
+    # heavy: torch, only when loading data or training (keeps --help fast)
     import torch
 
     from ffsecure.data import load_dataset
@@ -214,6 +228,7 @@ def data_fingerprint(cfg: SiteConfig) -> str:
     )
     src = cfg.data_source
     if src == "digits":
+        # heavy: sklearn, only to fingerprint its bundled digits set
         import sklearn
 
         h.update(f"sklearn-digits/{sklearn.__version__}".encode())
@@ -239,6 +254,7 @@ def data_fingerprint(cfg: SiteConfig) -> str:
                 h.update(str(p.relative_to(root)).encode() + b"\x00")
                 _sha256_file(p, h)
     else:
+        # heavy: torch, only when loading data or training (keeps --help fast)
         from ffsecure.data import default_root
 
         flag = _spec(cfg).lower()
@@ -252,6 +268,7 @@ def data_fingerprint(cfg: SiteConfig) -> str:
 
 
 def train_settings(cfg: SiteConfig, family: str):
+    # heavy: torch, only when loading data or training (keeps --help fast)
     from ffsecure.generators import default_train_settings
 
     t = cfg.train
@@ -272,7 +289,8 @@ def train_module(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
 ):
-    """Train, build the manifest, check it against the federation's policy, sign, self-verify, store.
+    """Train, build the manifest, check it against the federation's policy, sign, self-verify,
+    store.
 
     When the federation requires a privacy report, the privacy check runs and
     its report is judged before signing (:func:`site_node.privacy.gate`).
@@ -281,12 +299,10 @@ def train_module(
     refused module is kept for inspection and never sealed or sent. Nothing
     is written unless every step succeeded.
     """
-    import time
 
-    from ffsecure import generators, pki
-    from ffsecure.package import build_manifest, check_policy, sign_package, verify_package
+    # heavy: torch, only when loading data or training (keeps --help fast)
+    from ffsecure import generators
     from ffsecure.torchutil import torch_threads
-    from site_node.state import ModuleRecord, StateDir, refusal
 
     state = StateDir(cfg.state_dir).ensure()
     fed = trust.federation
@@ -359,8 +375,10 @@ def train_module(
             "weights_sha256": manifest.weights_sha256,
         },
     )
+    refused = None
     if verdict is not None and not verdict.passes:
-        record.status, record.error = "refused", refusal(verdict.problems[0], by="site")
+        refused = refusal(verdict.problems[0], by="site")
+        record.status, record.error = "refused", refused
     d = state.module_dir(record.module_id)
     d.mkdir(parents=True, exist_ok=True)
     pki.write_public_file(state.package_path(record.module_id), pkg.to_bytes())
@@ -382,16 +400,16 @@ def train_module(
             "epsilon": (report.dp or {}).get("epsilon"),
         },
     )
-    if record.status == "refused":
+    if refused is not None:
         log.error(
             "module %s refused by this site's privacy check: %s",
             record.module_id,
-            record.error["message"],
+            refused["message"],
             extra={
                 "event": "module_refused",
                 "module_id": record.module_id,
                 "by": "site",
-                "code": record.error["code"],
+                "code": refused["code"],
             },
         )
     return record
@@ -407,8 +425,8 @@ def _privacy_gate(
     state: StateDir,
 ) -> tuple[ModuleManifest, PolicyVerdict | None]:
     """:func:`site_node.privacy.gate` on the site's threads; on failure nothing is left behind."""
+    # heavy: torch, only when loading data or training (keeps --help fast)
     from ffsecure.torchutil import torch_threads
-    from site_node.privacy import gate
 
     out_dir = state.module_dir(manifest.module_id)
     try:
@@ -420,7 +438,6 @@ def _privacy_gate(
 
 
 def fingerprint_changed(cfg: SiteConfig) -> bool:
-    from site_node.state import StateDir
 
     last = StateDir(cfg.state_dir).read_data()
     return last is None or last.get("fingerprint") != data_fingerprint(cfg)

@@ -1,4 +1,5 @@
-"""What the site trusts, checked every time it is loaded: CA, own certificate and key, federation manifest.
+"""What the site trusts, checked every time it is loaded: CA, own certificate and key, federation
+manifest.
 
 ``install`` accepts a signed certificate, the CA certificate and the federation
 manifest only when they fit together: the certificate chains to the CA, is
@@ -14,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from ffsecure import pki
 from ffsecure.errors import ConfigError, FFSecureError, VerificationError
 from ffsecure.federation import FederationManifest, load_signed_manifest
+from site_node.client import AggregatorClient, RetryPolicy
 from site_node.config import SiteConfig
 from site_node.state import StateDir, StateError
 
@@ -91,7 +94,8 @@ def check_material(
 
 
 def install(cfg: SiteConfig, *, cert_file: Path, ca_file: Path, federation_file: Path) -> Trust:
-    """Verify and copy the signed certificate, CA certificate and manifest into the state directory."""
+    """Verify and copy the signed certificate, CA certificate and manifest into the state
+    directory."""
     state = StateDir(cfg.state_dir).ensure()
     trust = check_material(
         cfg,
@@ -127,7 +131,6 @@ def load(cfg: SiteConfig) -> Trust:
 
 def make_client(cfg: SiteConfig, trust: Trust, **kwargs):
     """An mTLS client to the aggregator that verifies receipts with the manifest's log key."""
-    from site_node.client import AggregatorClient, RetryPolicy
 
     endpoint = cfg.endpoint or trust.federation.aggregator["endpoint"]
     server_name = cfg.server_name or None
@@ -154,7 +157,6 @@ def make_client(cfg: SiteConfig, trust: Trust, **kwargs):
 
 
 def _key_pem(key) -> bytes:
-    from cryptography.hazmat.primitives import serialization
 
     # in memory only: gRPC needs the PEM; it is never written or logged
     return key.private_bytes(

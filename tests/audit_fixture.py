@@ -225,7 +225,8 @@ class AuditLab:
 
 
 def standard_history(lab: AuditLab) -> dict:
-    """A federation's life: three modules, a dataset and classifier, one deletion done right, a retrain.
+    """A federation's life: three modules, a dataset and classifier, one deletion done right, a
+    retrain.
 
     Returns the entry indices of interest by name.
     """

@@ -128,7 +128,8 @@ class Federation:
     def _ca_signed(
         self, site_id: str, *, federation_id: str, not_before: dt.datetime, not_after: dt.datetime
     ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        """A clientAuth site certificate signed with this CA's key, with whatever identity and dates."""
+        """A clientAuth site certificate signed with this CA's key, with whatever identity and
+        dates."""
         ca_key = pki.load_private_key(self.ca.directory / "ca.key")
         key = ec.generate_private_key(ec.SECP256R1())
         ident = pki.Identity(federation_id, "site", site_id)
@@ -182,7 +183,8 @@ class Federation:
     def other_federation_site(
         self, site_id: str, federation_id: str = "fed-elsewhere"
     ) -> SiteCreds:
-        """A valid site certificate from this CA naming another federation (TLS accepts its chain)."""
+        """A valid site certificate from this CA naming another federation (TLS accepts its
+        chain)."""
         now = dt.datetime.now(dt.UTC)
         cert, key = self._ca_signed(
             site_id,

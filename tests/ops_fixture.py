@@ -1,4 +1,5 @@
-"""Real trained modules for the operator tests: tiny cvae generators fit on digits, signed, sealed, registered.
+"""Real trained modules for the operator tests: tiny cvae generators fit on digits, signed, sealed,
+registered.
 
 ``register_trained(fed, store, site_id, classes, seed)`` trains a tiny cvae on
 the scikit-learn digits of ``classes`` (40 images per class, two epochs: under a second),

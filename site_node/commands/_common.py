@@ -7,6 +7,9 @@ from collections.abc import Iterator
 
 import click
 
+from ffsecure.privacy.policy import THRESHOLDS, effective_policy
+from site_node.config import load_config
+
 config_option = click.option(
     "--config",
     "config_path",
@@ -19,7 +22,6 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 
 def start(ctx: click.Context, config_path: str, as_json: bool = False):
     """Record --json for error reporting, then load the config."""
-    from site_node.config import load_config
 
     ctx.ensure_object(dict)["json"] = as_json
     return load_config(config_path)
@@ -31,6 +33,7 @@ def training_progress(enabled: bool) -> Iterator:
     if not enabled:
         yield None
         return
+    # heavy: rich, only when a bar is drawn (keeps --help fast)
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -69,10 +72,12 @@ def training_progress(enabled: bool) -> Iterator:
 
 @contextlib.contextmanager
 def upload_progress(enabled: bool) -> Iterator:
-    """Yields ``for_module(module_id) -> callback(sent, total)`` drawing one rich bar per module, or None."""
+    """Yields ``for_module(module_id) -> callback(sent, total)`` drawing one rich bar per module, or
+    None."""
     if not enabled:
         yield None
         return
+    # heavy: rich, only when a bar is drawn (keeps --help fast)
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -106,10 +111,9 @@ def upload_progress(enabled: bool) -> Iterator:
 
 def policy_lines(policy: dict | None) -> list[str]:
     """The federation's privacy policy in force, for a person: each limit, defaults marked."""
-    from ffsecure.privacy.policy import THRESHOLDS, effective_policy
 
     effective = effective_policy(policy)
-    if effective is None:
+    if policy is None or effective is None:
         return ["privacy policy: none (no privacy report required, no limits)"]
     lines = [f"privacy policy: report {'required' if effective['required'] else 'optional'}"]
     for key, (what, _plain, _calibrated) in THRESHOLDS.items():

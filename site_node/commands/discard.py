@@ -14,6 +14,7 @@ import click
 
 from ffsecure.clitools import echo_json
 from site_node.commands._common import config_option, json_option, start
+from site_node.state import StateDir
 
 
 @click.command("discard")
@@ -26,13 +27,12 @@ from site_node.commands._common import config_option, json_option, start
 @click.pass_context
 def discard(ctx, config_path, module_id, reason, as_json):
     """Never send this module: mark it `discarded` with the reason (trained, sealed or refused)."""
-    from site_node.state import StateDir
 
     cfg = start(ctx, config_path, as_json)
     state = StateDir(cfg.state_dir)
     with state.locked():
         record = state.discard_module(module_id, reason)
-    info = {"module_id": record.module_id, "status": record.status, **record.discarded}
+    info = {"module_id": record.module_id, "status": record.status, **(record.discarded or {})}
     if as_json:
         echo_json(info)
     else:

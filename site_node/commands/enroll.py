@@ -22,7 +22,10 @@ import click
 
 from ffsecure import pki as pkilib
 from ffsecure.clitools import echo_json
+from ffsecure.commands.pki import SITE_PASSPHRASE_ENV, new_key_passphrase, read_passphrase
 from ffsecure.errors import ConfigError
+from site_node.config import load_config
+from site_node.state import StateDir
 
 
 @click.command("enroll")
@@ -71,13 +74,9 @@ def enroll(
     as_json,
 ):
     """Make a P-256 key and a certificate signing request for this site."""
-    from ffsecure.commands.pki import SITE_PASSPHRASE_ENV, new_key_passphrase, read_passphrase
 
     ctx.ensure_object(dict)["json"] = as_json
     if config_path:
-        from site_node.config import load_config
-        from site_node.state import StateDir
-
         cfg = load_config(config_path)
         StateDir(cfg.state_dir).ensure()
         federation_id, site_id = cfg.federation_id, cfg.site_id
@@ -120,7 +119,8 @@ def enroll(
     else:
         click.echo(f"wrote key {key_file} (0600) and CSR {csr_file} for {identity.uri}")
         click.echo(
-            f"  send the CSR to the CA operator: ffsecure pki sign-csr {csr_file} --site-id {site_id} ..."
+            f"  send the CSR to the CA operator: ffsecure pki sign-csr {csr_file} --site-id "
+            f"{site_id} ..."
         )
         click.echo(
             "  then: site-node install-cert --config site.toml --cert SITE.pem --ca ca.pem "

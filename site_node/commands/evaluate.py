@@ -1,12 +1,15 @@
-"""``site-node evaluate``: download the federation's published classifier, test it on local data and,
-with ``--send``, send the aggregate metrics back (ReportEvaluation)."""
+"""``site-node evaluate``: download the federation's published classifier, test it on local data
+and, with ``--send``, send the aggregate metrics back (ReportEvaluation)."""
 
 from __future__ import annotations
 
 import click
 
 from ffsecure.clitools import echo_json
+from site_node import trust as trustlib
 from site_node.commands._common import config_option, json_option, start
+from site_node.evaluation import evaluate_published, send_metrics
+from site_node.state import StateDir
 
 
 @click.command("evaluate")
@@ -27,16 +30,14 @@ from site_node.commands._common import config_option, json_option, start
 @json_option
 @click.pass_context
 def evaluate(ctx, config_path, classifier_id, send, include_confusion, as_json):
-    """Fetch the classifier (hash and ledger entry verified) and report metrics on the local test split.
+    """Fetch the classifier (hash and ledger entry verified) and report metrics on the local test
+    split.
 
     The metrics are printed and stored (STATE/classifiers/<id>/evaluation.json). Nothing
     is sent back unless --send: then only the aggregate numbers go to the aggregator,
     which records a salted commitment to them in its ledger (classifier.evaluated) and
     answers with a receipt that is checked and kept in evaluation.json.
     """
-    from site_node import trust as trustlib
-    from site_node.evaluation import evaluate_published, send_metrics
-    from site_node.state import StateDir
 
     if include_confusion and not send:
         raise click.UsageError("--include-confusion only makes sense with --send")
@@ -69,6 +70,7 @@ def evaluate(ctx, config_path, classifier_id, send, include_confusion, as_json):
     else:
         how = "already recorded by an earlier send" if rep["existing"] else "recorded"
         click.echo(
-            f"  sent to the aggregator ({', '.join(rep['fields'])}): {how} as ledger entry {rep['index']}, "
-            f"proven in checkpoint {rep['tree_size']} (commitment {rep['report_sha256'][:16]}...)"
+            f"  sent to the aggregator ({', '.join(rep['fields'])}): {how} as ledger entry "
+            f"{rep['index']}, proven in checkpoint {rep['tree_size']} (commitment "
+            f"{rep['report_sha256'][:16]}...)"
         )

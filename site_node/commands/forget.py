@@ -1,11 +1,16 @@
-"""``site-node forget --module ID --reason TEXT``: have the aggregator delete one of this site's modules."""
+"""``site-node forget --module ID --reason TEXT``: have the aggregator delete one of this site's
+modules."""
 
 from __future__ import annotations
 
 import click
 
 from ffsecure.clitools import echo_json
+from ffsecure.records.ids import check_module_id
+from site_node import sync
+from site_node import trust as trustlib
 from site_node.commands._common import config_option, json_option, start
+from site_node.state import StateDir
 
 
 @click.command("forget")
@@ -21,11 +26,8 @@ from site_node.commands._common import config_option, json_option, start
 @json_option
 @click.pass_context
 def forget(ctx, config_path, module_id, reason, yes, as_json):
-    """Delete a module at the aggregator and verify the deletion entries and their proofs in the log."""
-    from ffsecure.package import check_module_id
-    from site_node import sync
-    from site_node import trust as trustlib
-    from site_node.state import StateDir
+    """Delete a module at the aggregator and verify the deletion entries and their proofs in the
+    log."""
 
     cfg = start(ctx, config_path, as_json)
     check_module_id(module_id)
@@ -43,5 +45,6 @@ def forget(ctx, config_path, module_id, reason, yes, as_json):
     else:
         kinds = ", ".join(f"{e['type']} at {e['index']}" for e in result["entries"])
         click.echo(
-            f"module {module_id} deleted; verified in the log (tree size {result['tree_size']}): {kinds}"
+            f"module {module_id} deleted; verified in the log (tree size {result['tree_size']}): "
+            f"{kinds}"
         )

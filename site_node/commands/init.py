@@ -1,4 +1,5 @@
-"""``site-node init``: write this site's commented ``site.toml`` (and, on request, its systemd unit).
+"""``site-node init``: write this site's commented ``site.toml`` (and, on request, its systemd
+unit).
 
 The file is the shipped template (``ffsecure/templates/site.toml``, every key
 with its default and a comment), prefilled with what the site was told by

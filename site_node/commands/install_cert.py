@@ -1,4 +1,5 @@
-"""``site-node install-cert``: accept the CA-signed certificate and the federation manifest, verified.
+"""``site-node install-cert``: accept the CA-signed certificate and the federation manifest,
+verified.
 
 Refused unless: the certificate chains to the CA and is valid now, is a site
 certificate of this config's federation and site id, and holds this site's
@@ -14,8 +15,12 @@ from pathlib import Path
 
 import click
 
+from ffsecure import pki
 from ffsecure.clitools import echo_json
+from ffsecure.privacy.policy import effective_policy
+from site_node import trust as trustlib
 from site_node.commands._common import config_option, json_option, policy_lines, start
+from site_node.state import StateDir
 
 
 @click.command("install-cert")
@@ -44,11 +49,8 @@ from site_node.commands._common import config_option, json_option, policy_lines,
 @json_option
 @click.pass_context
 def install_cert(ctx, config_path, cert_file, ca_file, federation_file, as_json):
-    """Verify and install this site's certificate, the CA certificate and the federation manifest."""
-    from ffsecure import pki
-    from ffsecure.privacy.policy import effective_policy
-    from site_node import trust as trustlib
-    from site_node.state import StateDir
+    """Verify and install this site's certificate, the CA certificate and the federation
+    manifest."""
 
     cfg = start(ctx, config_path, as_json)
     with StateDir(cfg.state_dir).locked():
@@ -80,7 +82,8 @@ def install_cert(ctx, config_path, cert_file, ca_file, federation_file, as_json)
         )
         click.echo(
             f"  federation {fed.federation_id}: {len(fed.label_space)} classes, generator "
-            f"{info['generator']}, DP required: {fed.dp_policy['required']}, aggregator {info['aggregator']}"
+            f"{info['generator']}, DP required: {fed.dp_policy['required']}, aggregator "
+            f"{info['aggregator']}"
         )
         for line in policy_lines(fed.privacy_policy):
             click.echo(f"  {line}")

@@ -1,4 +1,5 @@
-"""``site-node privacy-check``: measure what a module reveals about its training images, before upload.
+"""``site-node privacy-check``: measure what a module reveals about its training images, before
+upload.
 
 Members are the training images of the classes the module covers, non-members
 the same classes' held-out (test split) images, which the module never saw.
@@ -17,14 +18,25 @@ PASS/FAIL per threshold, the command exits 4 when the module fails, and with
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
 
+from ffsecure import pki
 from ffsecure.clitools import echo_json
 from ffsecure.errors import ConfigError, FFSecureError
+from ffsecure.package import SignedPackage, verify_package
+from ffsecure.privacy.attach import attach_report
+from ffsecure.privacy.policy import evaluate
 from ffsecure.privacy.report import DEFAULT_MAX_EXAMPLES, DEFAULT_SAMPLES
-from site_node.commands._common import verdict_lines
+from site_node import trust as trustlib
+from site_node.commands._common import training_progress, verdict_lines
+from site_node.config import load_config
+from site_node.exitcodes import EXIT_REFUSED
+from site_node.privacy import REPORT_FILE, members_and_non_members, write_report
+from site_node.state import StateDir
+from site_node.training import load_site_data, train_settings
 
 
 class PrivacyStateError(FFSecureError):
@@ -32,11 +44,8 @@ class PrivacyStateError(FFSecureError):
 
 
 def _from_config(cfg, module_ref):
-    """(package, its path, train set, held-out set, train settings, trust, state, record) from site.toml."""
-    from ffsecure.package import SignedPackage
-    from site_node import trust as trustlib
-    from site_node.state import StateDir
-    from site_node.training import load_site_data, train_settings
+    """(package, its path, train set, held-out set, train settings, trust, state, record) from
+    site.toml."""
 
     state = StateDir(cfg.state_dir)
     trust = trustlib.load(cfg)
@@ -59,9 +68,9 @@ def _from_config(cfg, module_ref):
 
 
 def _from_files(module_path, data_spec, data_root, seed):
+    # heavy: torch, only when a check runs (keeps --help fast)
     from ffsecure.data import load_dataset
     from ffsecure.generators import default_train_settings
-    from ffsecure.package import SignedPackage
 
     if module_path is None or data_spec is None:
         raise ConfigError(
@@ -118,8 +127,8 @@ def _from_files(module_path, data_spec, data_root, seed):
     "--reference/--no-reference",
     default=False,
     show_default=True,
-    help="Also run the calibrated attack: train a reference generator (same schedule, no DP) on half "
-    "of the held-out images. Costs one more training run.",
+    help="Also run the calibrated attack: train a reference generator (same schedule, no DP) on "
+    "half of the held-out images. Costs one more training run.",
 )
 @click.option(
     "--threshold",
@@ -152,8 +161,8 @@ def _from_files(module_path, data_spec, data_root, seed):
     "--out",
     "out_dir",
     type=click.Path(file_okay=False),
-    help="Folder for privacy-report.json and closest-pairs.png (default: the module's state folder, "
-    "or the current folder without --config).",
+    help="Folder for privacy-report.json and closest-pairs.png (default: the module's state "
+    "folder, or the current folder without --config).",
 )
 @click.option(
     "--seed", default=0, show_default=True, help="Seed of the subsets, noise draws and samples."
@@ -181,14 +190,11 @@ def privacy_check(
     as_json,
 ):
     """Measure membership leakage, memorization and the DP epsilon of a module before it is sent."""
-    import contextlib
 
-    from ffsecure import generators, pki
-    from ffsecure.privacy.attach import attach_report
+    # heavy: torch, only when a check runs (keeps --help fast)
+    from ffsecure import generators
     from ffsecure.privacy.check import run_check, split_holdout
-    from ffsecure.privacy.policy import evaluate
     from ffsecure.torchutil import torch_threads
-    from site_node.privacy import REPORT_FILE, members_and_non_members, write_report
 
     ctx.ensure_object(dict)["json"] = as_json
     if samples < 1 or max_examples < 2:
@@ -203,11 +209,8 @@ def privacy_check(
             "--attach without --config needs --key and --cert", hint="or use --config"
         )
     record = state = trust = None
-    lock = contextlib.nullcontext()
+    lock: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
     if config_path is not None:
-        from site_node.config import load_config
-        from site_node.state import StateDir
-
         cfg = load_config(config_path)
         lock = StateDir(cfg.state_dir).locked()
     with torch_threads(threads), lock:
@@ -237,11 +240,12 @@ def privacy_check(
             non_members, ref_set = split_holdout(
                 *non_members, seed=seed + 2, reference_fraction=0.5
             )
-            from site_node.commands._common import training_progress
 
+            assert ref_set is not None  # a fraction above 0 always sets a reference set aside
+            ref_x, ref_y = ref_set
             ref_gen = generators.build(m.generator["family"], m.generator["config"])
             with training_progress(not as_json) as progress:
-                ref_gen.fit(*ref_set, settings, progress=progress)
+                ref_gen.fit(ref_x, ref_y, settings, progress=progress)
         out.mkdir(parents=True, exist_ok=True)
         full = run_check(
             gen,
@@ -259,27 +263,24 @@ def privacy_check(
         verdict = None if trust is None else evaluate(report, m.dp, trust.federation.privacy_policy)
         full["policy"] = None if verdict is None else verdict.to_dict()
         if attach:
-            if record is not None:
+            if record is not None and trust is not None:  # --config: the site's own key
                 key, cert = trust.key, trust.cert
             else:
                 key = pki.load_private_key(key_file)
                 cert = pki.load_certs(Path(cert_file).read_bytes(), max_count=1)[0]
             new = attach_report(pkg, report, key, cert)
             if trust is not None:
-                from ffsecure.package import verify_package
-
                 verify_package(new, federation=trust.federation, ca_cert=trust.ca_cert)
             target = pkg_path if record is not None or output is None else Path(output)
             pki.write_public_file(target, new.to_bytes())
             full["attached_to"] = str(target)
-            if record is not None and not verdict.passes:
-                state.refuse_module(record, verdict.problems[0], by="site")
+            failed = [] if verdict is None or verdict.passes else verdict.problems
+            if record is not None and state is not None and failed:
+                state.refuse_module(record, failed[0], by="site")
                 full["status"] = "refused"
         write_report(out / REPORT_FILE, full)
     _render(full, m, out, verdict, as_json)
     if verdict is not None and not verdict.passes:
-        from site_node.exitcodes import EXIT_REFUSED
-
         ctx.exit(EXIT_REFUSED)
 
 

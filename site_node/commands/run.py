@@ -1,10 +1,16 @@
-"""``site-node run``: the daemon (train when data changes or when asked, upload, survive downtime)."""
+"""``site-node run``: the daemon (train when data changes or when asked, upload, survive
+downtime)."""
 
 from __future__ import annotations
 
+import logging
+
 import click
 
+from ffsecure.clitools import setup_logging
 from site_node.commands._common import config_option
+from site_node.config import load_config
+from site_node.daemon import Daemon
 
 
 @click.command("run")
@@ -15,18 +21,13 @@ from site_node.commands._common import config_option
 @click.option("--once", is_flag=True, help="Run one cycle (train if due, upload pending) and exit.")
 @click.pass_context
 def run(ctx, config_path, human_logs, once):
-    """Run until SIGTERM: train a module when the data changes, the trigger file appears or on SIGHUP;
-    upload what is pending; retry when the aggregator is down.
+    """Run until SIGTERM: train a module when the data changes, the trigger file appears or on
+    SIGHUP; upload what is pending; retry when the aggregator is down.
 
     Exit status: 0 stopped cleanly; 1 configuration error (with --once: the cycle failed);
     3 ALARM: the aggregator's log forked (E_LOG_FORK); 4 (--once) the cycle ended in a refusal
     (by this site's privacy check or by the aggregator).
     """
-    import logging
-
-    from ffsecure.clitools import setup_logging
-    from site_node.config import load_config
-    from site_node.daemon import Daemon
 
     level = logging.getLevelName(logging.getLogger().level)
     setup_logging(level if isinstance(level, str) else "INFO", json_lines=not human_logs)

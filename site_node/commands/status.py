@@ -10,8 +10,11 @@ from __future__ import annotations
 import click
 
 from ffsecure.clitools import echo_json, report_error
+from site_node import sync
+from site_node import trust as trustlib
 from site_node.commands._common import config_option, json_option, start
 from site_node.exitcodes import EXIT_FORK
+from site_node.state import StateDir
 
 
 def _local(state) -> dict:
@@ -39,10 +42,8 @@ def _local(state) -> dict:
 @json_option
 @click.pass_context
 def status(ctx, config_path, offline, as_json):
-    """List this site's modules and their ledger entries; prove the log only grew since last time."""
-    from site_node import sync
-    from site_node import trust as trustlib
-    from site_node.state import StateDir
+    """List this site's modules and their ledger entries; prove the log only grew since last
+    time."""
 
     cfg = start(ctx, config_path, as_json)
     state = StateDir(cfg.state_dir)
@@ -60,6 +61,7 @@ def status(ctx, config_path, offline, as_json):
     if as_json:
         echo_json(report)
         return
+    # heavy: rich, only for the table (keeps --help fast)
     from rich.console import Console
     from rich.table import Table
 

@@ -1,11 +1,16 @@
-"""``site-node train``: train this site's generator on its local data and write the signed module package."""
+"""``site-node train``: train this site's generator on its local data and write the signed module
+package."""
 
 from __future__ import annotations
 
 import click
 
 from ffsecure.clitools import echo_json
+from site_node import trust as trustlib
 from site_node.commands._common import config_option, json_option, start, training_progress
+from site_node.exitcodes import EXIT_REFUSED
+from site_node.state import StateDir
+from site_node.training import train_module
 
 
 @click.command("train")
@@ -21,10 +26,6 @@ def train(ctx, config_path, no_progress, as_json):
     privacy check runs before signing; a module that fails the privacy policy is
     stored `refused` (never sent) and the command exits 4.
     """
-    from site_node import trust as trustlib
-    from site_node.exitcodes import EXIT_REFUSED
-    from site_node.state import StateDir
-    from site_node.training import train_module
 
     cfg = start(ctx, config_path, as_json)
     state = StateDir(cfg.state_dir)
@@ -51,8 +52,8 @@ def train(ctx, config_path, no_progress, as_json):
     else:
         eps = f", epsilon {dp['epsilon']:.3f} (delta {dp['delta']:.2e})" if dp else ", no DP"
         click.echo(
-            f"trained module {record.module_id} on {record.n_train} images of classes {record.classes}: "
-            f"final loss {record.train['final_loss']:.4f}{eps}"
+            f"trained module {record.module_id} on {record.n_train} images of classes "
+            f"{record.classes}: final loss {record.train['final_loss']:.4f}{eps}"
         )
         if record.status == "refused":
             click.echo(

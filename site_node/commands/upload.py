@@ -5,7 +5,11 @@ from __future__ import annotations
 import click
 
 from ffsecure.clitools import echo_json
+from site_node import sync
+from site_node import trust as trustlib
 from site_node.commands._common import config_option, json_option, start, upload_progress
+from site_node.exitcodes import EXIT_REFUSED
+from site_node.state import PENDING, StateDir
 
 
 @click.command("upload")
@@ -16,7 +20,8 @@ from site_node.commands._common import config_option, json_option, start, upload
 @json_option
 @click.pass_context
 def upload(ctx, config_path, module_id, as_json):
-    """Seal to the aggregator's HPKE key, upload with retries (backoff + jitter), verify the receipt.
+    """Seal to the aggregator's HPKE key, upload with retries (backoff + jitter), verify the
+    receipt.
 
     An interrupted upload resumes where the aggregator's durable offset stands
     (same envelope, same upload id). Success is reported only after the
@@ -25,10 +30,6 @@ def upload(ctx, config_path, module_id, as_json):
     aggregator refuses for good is marked `refused` and the next one is sent;
     exit status 4 then. Modules `refused` or `discarded` are never sent.
     """
-    from site_node import sync
-    from site_node import trust as trustlib
-    from site_node.exitcodes import EXIT_REFUSED
-    from site_node.state import PENDING, StateDir
 
     cfg = start(ctx, config_path, as_json)
     state = StateDir(cfg.state_dir)

@@ -43,8 +43,7 @@ class AggregatorProcess:
 
     def start(self, timeout: float = 120.0) -> None:
         self.port_file.unlink(missing_ok=True)
-        log = open(self.log_path, "ab")
-        try:
+        with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [
                     sys.executable,
@@ -62,8 +61,6 @@ class AggregatorProcess:
                 stderr=subprocess.STDOUT,
                 preexec_fn=self.preexec,
             )
-        finally:
-            log.close()
         deadline = time.monotonic() + timeout
         while not self.port_file.exists():
             if self.proc.poll() is not None:

@@ -1,14 +1,15 @@
-"""Disk full on the aggregator: a clear typed error, nothing corrupted, and recovery once space is back.
+"""Disk full on the aggregator: a clear typed error, nothing corrupted, and recovery once space is
+back.
 
 The aggregator's ``blobs/`` (or its upload staging area) is a small tmpfs
 mounted for the test (we run as root in CI; without mount rights the test
 is skipped with the reason; the slow
 ``test_file_size_limit_on_the_aggregator_process_refuses_cleanly`` needs no
-mount: it caps RLIMIT_FSIZE of a real ``aggregator serve`` process). Uploads go over real mTLS to an in-process
-aggregator; the site sees ``E_DISK_FULL`` (``RESOURCE_EXHAUSTED``) from
-the error details, the ledger and module table do not change, no partial
-blob or temp file is left, ``verify_integrity`` passes, earlier modules still
-decrypt, and after the file system grows the same upload completes.
+mount: it caps RLIMIT_FSIZE of a real ``aggregator serve`` process). Uploads go over real mTLS to an
+in-process aggregator; the site sees ``E_DISK_FULL`` (``RESOURCE_EXHAUSTED``) from the error
+details, the ledger and module table do not change, no partial blob or temp file is left,
+``verify_integrity`` passes, earlier modules still decrypt, and after the file system grows the same
+upload completes.
 """
 
 from __future__ import annotations
@@ -73,38 +74,37 @@ def _state(srv) -> tuple:
 
 def test_blob_store_full_refuses_cleanly_and_recovers(tmp_path, caplog):
     fed = _fed(tmp_path)
-    with small_tmpfs(fed.home.blobs, "3m") as resize:
-        with fed.serve() as srv:
-            first, p1 = fed.make_package("st-mary", classes=[0])
-            second, p2 = fed.make_package("st-mary", classes=[1], seed=1)
-            with fed.client("st-mary", srv.address, retry=NO_RETRY) as c:
-                r1 = c.upload(first, module_id=p1.manifest.module_id, site_id="st-mary")
-                before = _state(srv)
-                blobs_before = sorted(p.name for p in fed.home.blobs.iterdir())
-                upload_id = secrets.token_hex(16)
-                with caplog.at_level("WARNING", logger="aggregator.refusal"):
-                    got = send(c.stub, chunks(second, upload_id=upload_id, chunk_bytes=256 * 1024))
-                assert isinstance(got, Refusal) and got.code == "E_DISK_FULL", got
-                assert (
-                    got.status == grpc.StatusCode.RESOURCE_EXHAUSTED
-                    and "disk" in got.message
-                    and got.hint
-                )
-                assert any(getattr(r, "code", None) == "E_DISK_FULL" for r in caplog.records)
-                # nothing changed, nothing half-written
-                assert _state(srv) == before
-                assert sorted(p.name for p in fed.home.blobs.iterdir()) == blobs_before
-                with srv.runtime.deps.store_lock:
-                    srv.runtime.store.verify_integrity()
-                    w = srv.runtime.store.module_weights(r1.module_id)
-                assert hashlib.sha256(w).hexdigest() == p1.manifest.weights_sha256
-                # space comes back: the same module registers (a refused package's staged bytes were dropped,
-                # so the site sends it again)
-                resize("64m")
-                r2 = c.upload(second, module_id=p2.manifest.module_id, site_id="st-mary")
-                assert r2.index == before[0] and not r2.existing
-                with srv.runtime.deps.store_lock:
-                    srv.runtime.store.verify_integrity()
+    with small_tmpfs(fed.home.blobs, "3m") as resize, fed.serve() as srv:
+        first, p1 = fed.make_package("st-mary", classes=[0])
+        second, p2 = fed.make_package("st-mary", classes=[1], seed=1)
+        with fed.client("st-mary", srv.address, retry=NO_RETRY) as c:
+            r1 = c.upload(first, module_id=p1.manifest.module_id, site_id="st-mary")
+            before = _state(srv)
+            blobs_before = sorted(p.name for p in fed.home.blobs.iterdir())
+            upload_id = secrets.token_hex(16)
+            with caplog.at_level("WARNING", logger="aggregator.refusal"):
+                got = send(c.stub, chunks(second, upload_id=upload_id, chunk_bytes=256 * 1024))
+            assert isinstance(got, Refusal) and got.code == "E_DISK_FULL", got
+            assert (
+                got.status == grpc.StatusCode.RESOURCE_EXHAUSTED
+                and "disk" in got.message
+                and got.hint
+            )
+            assert any(getattr(r, "code", None) == "E_DISK_FULL" for r in caplog.records)
+            # nothing changed, nothing half-written
+            assert _state(srv) == before
+            assert sorted(p.name for p in fed.home.blobs.iterdir()) == blobs_before
+            with srv.runtime.deps.store_lock:
+                srv.runtime.store.verify_integrity()
+                w = srv.runtime.store.module_weights(r1.module_id)
+            assert hashlib.sha256(w).hexdigest() == p1.manifest.weights_sha256
+            # space comes back: the same module registers (a refused package's staged bytes were
+            # dropped, so the site sends it again)
+            resize("64m")
+            r2 = c.upload(second, module_id=p2.manifest.module_id, site_id="st-mary")
+            assert r2.index == before[0] and not r2.existing
+            with srv.runtime.deps.store_lock:
+                srv.runtime.store.verify_integrity()
 
 
 def test_staging_area_full_keeps_the_committed_prefix_and_resumes(tmp_path, caplog):

@@ -29,7 +29,7 @@ from tests.conftest import cli_env
 
 ORIGIN = "ffsecure.local/fault/log"
 
-WORKER = (
+WORKER = f"ORIGIN = {ORIGIN!r}\n" + (
     r"""
 import hashlib, random, secrets, sys
 from aggregator.store import open_home_store
@@ -38,7 +38,7 @@ from ffsecure.ledger import make_entry
 
 home, target, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rng = random.Random(seed)
-store = open_home_store(home, origin=%r, create=True)
+store = open_home_store(home, origin=ORIGIN, create=True)
 print("ready", store.size(), flush=True)
 while store.size() < target:
     op = rng.random()
@@ -49,18 +49,20 @@ while store.size() < target:
         manifest = canonical.dumps({"module_id": mid, "site_id": "s1",
                                     "weights_sha256": hashlib.sha256(weights).hexdigest()})
         entry = make_entry("module.registered", "site:s1", {
-            "module_id": mid, "site_id": "s1", "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
+            "module_id": mid, "site_id": "s1",
+            "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
             "weights_sha256": hashlib.sha256(weights).hexdigest()})
         store.register_module(module_id=mid, site_id="s1", manifest_bytes=manifest,
-                              package_meta=canonical.dumps({"signature": "x"}), weights=weights, entry=entry)
+                              package_meta=canonical.dumps({"signature": "x"}),
+                              weights=weights, entry=entry)
     elif op < 0.85 or not active:
-        store.append(make_entry("cert.revoked", "operator:ops", {"serial": secrets.token_hex(4), "reason": "t"}))
+        revoked = {"serial": secrets.token_hex(4), "reason": "t"}
+        store.append(make_entry("cert.revoked", "operator:ops", revoked))
     else:
         store.delete_module(rng.choice(active), actor="operator:ops", reason="fault test")
     print("size", store.size(), flush=True)
 print("done", store.size(), flush=True)
 """
-    % ORIGIN
 )
 
 

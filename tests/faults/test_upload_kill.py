@@ -125,12 +125,14 @@ def _kill_run(tmp_path, *, n_uploads: int, kills: int, seed: int, deadline_s: fl
             t.start()
         start.set()
         t0 = time.monotonic()
-        # Kill points spread over the run: after a random number of acknowledged uploads, plus jitter,
-        # so that kills land in every phase (transfer, hashing, verification, registration, reply).
+        # Kill points spread over the run: after a random number of acknowledged uploads, plus
+        # jitter, so that kills land in every phase (transfer, hashing, verification,
+        # registration, reply).
         # (thresholds leave uploads outstanding, so that every kill lands while some are in flight)
         thresholds = sorted(rng.sample(range(0, max(kills, n_uploads - 2 * kills)), kills))
         # A kill also comes after a random budget scaled by how long a restart takes (slow, loaded
-        # machines), or just before the last uploads would finish (fast machines), whichever is first.
+        # machines), or just before the last uploads would finish (fast machines), whichever
+        # is first.
         restart_s = 1.0
         for k, threshold in enumerate(thresholds):
             budget = time.monotonic() + 0.2 + restart_s * rng.uniform(0.5, 3.0)

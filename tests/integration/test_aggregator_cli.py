@@ -1,4 +1,5 @@
-"""The operator commands, run in-process with click's CliRunner on real homes (real keys, store, modules)."""
+"""The operator commands, run in-process with click's CliRunner on real homes (real keys, store,
+modules)."""
 
 from __future__ import annotations
 
@@ -245,7 +246,8 @@ def test_synthesize_train_publish_status_and_guarded_delete(home):
 
 
 def test_long_steps_draw_progress_bars_and_train_a_resnet18(home):
-    """Without --json the long steps draw rich progress bars on stderr (stdout keeps the summary)."""
+    """Without --json the long steps draw rich progress bars on stderr (stdout keeps the
+    summary)."""
     home, ids = home
     syn = run("synthesize", "--dir", str(home), "--per-class", "3", "--seed", "1")
     assert "synthesize" in syn.stderr and "9/9" in syn.stderr, syn.stderr  # 3 covered classes x 3

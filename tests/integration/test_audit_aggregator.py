@@ -1,6 +1,7 @@
-"""The auditor on a bundle made by the real operator commands: uploads over mTLS, `aggregator synthesize`,
-`train`, `publish`, `modules delete` (retire + retrain), `ledger export`; then `ffsecure audit verify`
-finds nothing and names the retrained classifier as current, and a rewrite of one lineage is caught."""
+"""The auditor on a bundle made by the real operator commands: uploads over mTLS, `aggregator
+synthesize`, `train`, `publish`, `modules delete` (retire + retrain), `ledger export`; then
+`ffsecure audit verify` finds nothing and names the retrained classifier as current, and a rewrite
+of one lineage is caught."""
 
 from __future__ import annotations
 

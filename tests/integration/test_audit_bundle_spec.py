@@ -1,4 +1,5 @@
-"""An auditor's own verifier, written from docs/audit-bundle.md, RFC 9162 and C2SP signed-note alone.
+"""An auditor's own verifier, written from docs/audit-bundle.md, RFC 9162 and C2SP signed-note
+alone.
 
 The bundles are real (tests/audit_fixture.py: CA, site certificates, signed
 tiny-cvae packages, a SQLite store, the export of `aggregator ledger export`).

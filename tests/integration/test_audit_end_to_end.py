@@ -1,6 +1,6 @@
-"""The whole path: sites upload over real mTLS gRPC, a site deletes its module over RPC, the operator
-exports with `aggregator ledger export`, and the auditor verifies with `ffsecure audit verify`,
-using a site's receipt checkpoint as a trusted checkpoint."""
+"""The whole path: sites upload over real mTLS gRPC, a site deletes its module over RPC, the
+operator exports with `aggregator ledger export`, and the auditor verifies with `ffsecure audit
+verify`, using a site's receipt checkpoint as a trusted checkpoint."""
 
 from __future__ import annotations
 
@@ -20,15 +20,18 @@ torch.set_num_threads(1)
 @pytest.mark.slow  # a server and two fresh interpreters that import torch: ~30 s on the shared CPU
 def test_uploads_deletion_export_and_audit(tmp_path):
     fed = build_federation(tmp_path / "fed")
-    with fed.serve() as srv:
-        with fed.client("st-mary", srv.address) as mary, fed.client("st-john", srv.address) as john:
-            sealed, pkg = fed.make_package("st-mary", classes=[0, 1])
-            kept = mary.upload(sealed, module_id=pkg.manifest.module_id, site_id="st-mary")
-            sealed, pkg2 = fed.make_package("st-john", classes=[2, 3])
-            john.upload(sealed, module_id=pkg2.manifest.module_id, site_id="st-john")
-            sealed, pkg3 = fed.make_package("st-mary", classes=[3])
-            gone = mary.upload(sealed, module_id=pkg3.manifest.module_id, site_id="st-mary")
-            mary.request_deletion([gone.module_id], "consent withdrawn")
+    with (
+        fed.serve() as srv,
+        fed.client("st-mary", srv.address) as mary,
+        fed.client("st-john", srv.address) as john,
+    ):
+        sealed, pkg = fed.make_package("st-mary", classes=[0, 1])
+        kept = mary.upload(sealed, module_id=pkg.manifest.module_id, site_id="st-mary")
+        sealed, pkg2 = fed.make_package("st-john", classes=[2, 3])
+        john.upload(sealed, module_id=pkg2.manifest.module_id, site_id="st-john")
+        sealed, pkg3 = fed.make_package("st-mary", classes=[3])
+        gone = mary.upload(sealed, module_id=pkg3.manifest.module_id, site_id="st-mary")
+        mary.request_deletion([gone.module_id], "consent withdrawn")
     receipt_cp = tmp_path / "st-mary-receipt.json"  # the receipt as the site keeps it
     receipt_cp.write_text(json.dumps(kept.to_dict()))
     (tmp_path / "ca.pem").write_bytes(fed.ca_pem)

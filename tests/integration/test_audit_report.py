@@ -2,8 +2,9 @@
 
 Skipped only when Chromium is not installed (`scripts/ensure-chromium.sh` installs
 Debian's package), and never in CI (`CI=true`): there a missing browser fails the
-tests, so that the browser check cannot silently stop running. With FFSECURE_WRITE_SCREENSHOT=1 the screenshots are also written
-to docs/images/audit-report.png (clean) and docs/images/audit-report-failed.png (failed).
+tests, so that the browser check cannot silently stop running. With FFSECURE_WRITE_SCREENSHOT=1 the
+screenshots are also written to docs/images/audit-report.png (clean) and
+docs/images/audit-report-failed.png (failed).
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def reports(tmp_path_factory):
         time.sleep(1.1)  # the supersession comes after every signature above
         idx["revoked"] = lab.revoke("st-john", "superseded")
         clean = lab.export("clean")
-        # the failed bundle: a deletion request the aggregator never carried out, and two entries swapped
+        # the failed bundle: a deletion request the aggregator never carried out, and two entries
+        # swapped
         idx["unserved"] = lab.request_deletion(idx["b"], "st-john")
         bad = lab.export("bad")
         ca = lab.fed.ca_pem

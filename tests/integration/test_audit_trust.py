@@ -282,10 +282,12 @@ def test_serve_records_its_crl_at_start_and_each_new_one_on_reload(tmp_path, cap
         size = store.size()
         crl2 = fed.ca.revoke(fed.sites["st-john"].cert, "key_compromise")
         pki.write_public_file(fed.home.crl, crl2)
-        with caplog.at_level("INFO", logger="aggregator.crl"):
-            with fed.client("st-mary", srv.address) as mary:
-                mary.get_checkpoint()  # any call: the CRL is re-read and recorded
-                mary.get_checkpoint()  # the same CRL again: nothing more
+        with (
+            caplog.at_level("INFO", logger="aggregator.crl"),
+            fed.client("st-mary", srv.address) as mary,
+        ):
+            mary.get_checkpoint()  # any call: the CRL is re-read and recorded
+            mary.get_checkpoint()  # the same CRL again: nothing more
         assert store.size() == size + 1
         index, facts = last_recorded_crl(store)
         info = pki.crl_info(pki.load_crl(crl2))

@@ -216,7 +216,8 @@ def test_bundle_signed_by_another_log_key_is_refused(world, tmp_path):
 
 
 def _resign(bundle, signer):
-    """Re-sign every checkpoint over the bundle's current entries (what an operator with the key can do)."""
+    """Re-sign every checkpoint over the bundle's current entries (what an operator with the key can
+    do)."""
     lines = _lines(bundle)
     tree = MemoryTree([leaf_hash(e) for e in lines])
     for p in (bundle / "checkpoints").iterdir():

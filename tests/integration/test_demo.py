@@ -59,7 +59,12 @@ def processes_mentioning(text: str) -> list[int]:
         try:
             cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             state = next(
-                (l for l in (d / "status").read_text().splitlines() if l.startswith("State:")), ""
+                (
+                    line
+                    for line in (d / "status").read_text().splitlines()
+                    if line.startswith("State:")
+                ),
+                "",
             )
         except OSError:
             continue
@@ -252,8 +257,8 @@ def test_ctrl_c_stops_every_child(tmp_path):
     """SIGINT while `aggregator serve` and site processes run: the demo stops them all and exits."""
     work = tmp_path / "out"
     # A terminal delivers Ctrl-C to a process whose SIGINT is at its default; a test run started in
-    # the background of a non-interactive shell inherits SIGINT ignored, and Python keeps it ignored.
-    # Restore the default in the child so the test sees what a person at a terminal sees.
+    # the background of a non-interactive shell inherits SIGINT ignored, and Python keeps it
+    # ignored. Restore the default in the child so the test sees what a person at a terminal sees.
     proc = subprocess.Popen(
         [sys.executable, "-m", "ffsecure", "demo", "--workdir", str(work), *SMALL, "--json"],
         cwd=REPO,
@@ -355,8 +360,8 @@ def test_supervisor_stops_a_process_group(tmp_path):
 
 
 def test_no_child_outlives_stop_all_when_threads_are_spawning(tmp_path):
-    """Job threads that keep starting children while stop_all runs: every child that started is stopped,
-    every later start is refused (E_DEMO_STOPPED), and nothing is left running."""
+    """Job threads that keep starting children while stop_all runs: every child that started is
+    stopped, every later start is refused (E_DEMO_STOPPED), and nothing is left running."""
     from ffsecure.demo.procs import DemoError, Supervisor
 
     sup = Supervisor(tmp_path / "logs", grace_s=1.0)

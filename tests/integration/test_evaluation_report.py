@@ -1,5 +1,6 @@
-"""ReportEvaluation over real mTLS: a site's aggregate metrics are checked, stored once, shown to the
-operator, committed to in the ledger (classifier.evaluated), and the exported bundle still verifies."""
+"""ReportEvaluation over real mTLS: a site's aggregate metrics are checked, stored once, shown to
+the operator, committed to in the ledger (classifier.evaluated), and the exported bundle still
+verifies."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def _operator(prog, *args) -> dict:
 
 
 def _lineage(fed, srv) -> None:
-    """A real module of st-mary, a dataset and two classifiers made from it (clf-1 published, clf-2 retired)."""
+    """A real module of st-mary, a dataset and two classifiers made from it (clf-1 published, clf-2
+    retired)."""
     sealed, pkg = fed.make_package("st-mary", classes=(0, 1, 3))
     with fed.client("st-mary", srv.address) as c:
         mid = c.upload(sealed, module_id=pkg.manifest.module_id, site_id="st-mary").module_id
@@ -212,7 +214,8 @@ def test_report_is_checked_stored_once_shown_and_audited(tmp_path):
             with pytest.raises(LedgerError) as err:  # st-john's receipt never passes as st-mary's
                 john.report_evaluation(REPORT, site_id="st-mary")
             assert err.value.code == "E_RECEIPT"
-        # A certificate of another CA naming st-mary never reaches the service; a revoked one is refused.
+        # A certificate of another CA naming st-mary never reaches the service; a revoked one is
+        # refused.
         state = _state(fed)
         forged = fed.foreign_site("st-mary")
         with fed.client(
@@ -242,7 +245,7 @@ def test_report_is_checked_stored_once_shown_and_audited(tmp_path):
     assert [e["site_id"] for e in evals] == ["st-mary", "st-john"]
     assert evals[0]["accuracy"] == 0.7 and evals[0]["auroc"] == 0.85 and evals[0]["n_test"] == 10
     assert (
-        evals[0]["per_class_recall"] == dict(zip(LABELS, REPORT.per_class_recall))
+        evals[0]["per_class_recall"] == dict(zip(LABELS, REPORT.per_class_recall, strict=True))
         and evals[0]["confusion_sent"]
     )
     text = CliRunner().invoke(

@@ -1,4 +1,5 @@
-"""The server's bound on the wait for a unary call's request message (aggregator/request_deadline.py).
+"""The server's bound on the wait for a unary call's request message
+(aggregator/request_deadline.py).
 
 gRPC reads the single request message of a unary-request method in a worker
 thread before the handler runs; a client that opens such a call as a stream and
@@ -108,17 +109,20 @@ def test_unary_method_refuses_other_than_one_request_message(
     fed, caplog, method, streaming, messages
 ):
     """A unary-request method sent two request messages (or none) on one call is refused with a
-    typed E_REQUEST_FORMAT (INVALID_ARGUMENT, code in the trailing metadata), logged with the peer."""
+    typed E_REQUEST_FORMAT (INVALID_ARGUMENT, code in the trailing metadata), logged with the
+    peer."""
     with fed.serve() as srv:
         channel = _channel(fed, srv.address)
         try:
             opener = channel.stream_stream if streaming else channel.stream_unary
             call = opener(method, request_serializer=_identity, response_deserializer=_identity)
-            with caplog.at_level("WARNING", logger="aggregator.refusal"):
-                with pytest.raises(grpc.RpcError) as err:
-                    got = call(iter([b""] * messages), timeout=10)
-                    if streaming:
-                        list(got)
+            with (
+                caplog.at_level("WARNING", logger="aggregator.refusal"),
+                pytest.raises(grpc.RpcError) as err,
+            ):
+                got = call(iter([b""] * messages), timeout=10)
+                if streaming:
+                    list(got)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value
             assert dict(err.value.trailing_metadata())["ffsecure-error-code"] == "E_REQUEST_FORMAT"
             assert "[E_REQUEST_FORMAT]" in err.value.details()
@@ -138,8 +142,8 @@ def test_unary_method_refuses_other_than_one_request_message(
 
 
 def test_health_service_and_unknown_methods_unchanged(fed):
-    """The health service (unary Check, non-blocking server-streaming Watch) still answers through the
-    interceptor, and a method the server does not have is still UNIMPLEMENTED."""
+    """The health service (unary Check, non-blocking server-streaming Watch) still answers through
+    the interceptor, and a method the server does not have is still UNIMPLEMENTED."""
     with fed.serve() as srv:
         channel = _channel(fed, srv.address)
         try:

@@ -1,4 +1,5 @@
-"""Transport security: who may talk to the aggregator, and as whom. Each refusal leaves the ledger as it was."""
+"""Transport security: who may talk to the aggregator, and as whom. Each refusal leaves the ledger
+as it was."""
 
 from __future__ import annotations
 
@@ -107,18 +108,22 @@ def test_site_cannot_upload_another_sites_module(fed, srv):
     # st-john's connection carries a package that st-mary signed: the peer is not the signer
     sealed, _ = fed.make_package("st-mary", signer="st-mary")
     size = srv.runtime.store.size()
-    with fed.client("st-john", srv.address, retry=NO_RETRY) as c:
-        with pytest.raises(AggregatorError) as err:
-            c.upload(sealed)
+    with (
+        fed.client("st-john", srv.address, retry=NO_RETRY) as c,
+        pytest.raises(AggregatorError) as err,
+    ):
+        c.upload(sealed)
     assert (
         err.value.code == "E_IMPERSONATION"
         and err.value.status == grpc.StatusCode.PERMISSION_DENIED
     )
     # st-john signs a manifest that claims to be st-mary's: the package itself is inconsistent
     sealed, _ = fed.make_package("st-john", manifest_site="st-mary", signer="st-john")
-    with fed.client("st-john", srv.address, retry=NO_RETRY) as c:
-        with pytest.raises(AggregatorError) as err:
-            c.upload(sealed)
+    with (
+        fed.client("st-john", srv.address, retry=NO_RETRY) as c,
+        pytest.raises(AggregatorError) as err,
+    ):
+        c.upload(sealed)
     assert (
         err.value.code == "E_SITE_MISMATCH"
         and err.value.status == grpc.StatusCode.PERMISSION_DENIED
@@ -128,10 +133,12 @@ def test_site_cannot_upload_another_sites_module(fed, srv):
 
 def test_refusals_are_logged_with_the_peer_identity(fed, srv, caplog):
     sealed, _ = fed.make_package("st-mary")
-    with caplog.at_level("WARNING", logger="aggregator.refusal"):
-        with fed.client("st-john", srv.address, retry=NO_RETRY) as c:
-            with pytest.raises(AggregatorError):
-                c.upload(sealed)
+    with (
+        caplog.at_level("WARNING", logger="aggregator.refusal"),
+        fed.client("st-john", srv.address, retry=NO_RETRY) as c,
+        pytest.raises(AggregatorError),
+    ):
+        c.upload(sealed)
     records = [r for r in caplog.records if getattr(r, "event", None) == "refusal"]
     assert records, "the refusal was not logged"
     rec = records[-1]
@@ -147,12 +154,14 @@ def test_server_negotiates_tls13_and_requires_client_cert(fed, srv):
     ctx.load_verify_locations(cadata=fed.ca_pem.decode())
     ctx.load_cert_chain(site.cert_path, site.key_path)
     ctx.set_alpn_protocols(["h2"])
-    with socket.create_connection((host, int(port)), timeout=5) as raw:
-        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
-            assert tls.version() == "TLSv1.3"
-            assert tls.selected_alpn_protocol() == "h2"
-            cert = tls.getpeercert()
-            assert ("URI", f"ffsecure://{fed.federation_id}/aggregator") in cert["subjectAltName"]
+    with (
+        socket.create_connection((host, int(port)), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        assert tls.version() == "TLSv1.3"
+        assert tls.selected_alpn_protocol() == "h2"
+        cert = tls.getpeercert()
+        assert ("URI", f"ffsecure://{fed.federation_id}/aggregator") in cert["subjectAltName"]
 
 
 def test_client_checks_the_server_certificate(fed, srv, tmp_path):
@@ -175,7 +184,8 @@ def test_client_checks_the_server_certificate(fed, srv, tmp_path):
 
 
 def _health_call(fed, srv, creds, method: str):
-    """One health Check (or the first message of a Watch) with ``creds``: a status, or the RpcError."""
+    """One health Check (or the first message of a Watch) with ``creds``: a status, or the
+    RpcError."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     channel_creds = grpc.ssl_channel_credentials(

@@ -1,4 +1,5 @@
-"""``aggregator serve`` as a real process: TLS 1.3 only, SIGTERM drains in-flight uploads, restarts lose nothing."""
+"""``aggregator serve`` as a real process: TLS 1.3 only, SIGTERM drains in-flight uploads, restarts
+lose nothing."""
 
 from __future__ import annotations
 
@@ -33,18 +34,17 @@ class ServeProcess:
         port_file = fed.home.root / "serve.port"
         port_file.unlink(missing_ok=True)
         self.log_path = fed.root / f"serve-{time.monotonic_ns()}.log"
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aggregator", "serve", "--config", str(fed.config_path)],
-            cwd=REPO,
-            env=cli_env(),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+        with open(self.log_path, "wb") as log:  # the child keeps its own copy of the fd
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "aggregator", "serve", "--config", str(fed.config_path)],
+                cwd=REPO,
+                env=cli_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 60
         while not port_file.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.log.close()
                 raise AssertionError(
                     f"aggregator serve did not start:\n{self.log_path.read_text()[-3000:]}"
                 )
@@ -55,9 +55,7 @@ class ServeProcess:
     def stop(self, sig=signal.SIGTERM, timeout=30) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        rc = self.proc.wait(timeout=timeout)
-        self.log.close()
-        return rc
+        return self.proc.wait(timeout=timeout)
 
     def log_lines(self) -> list[dict]:
         out = []
@@ -81,9 +79,11 @@ def _tls_version(address: str, site, ca_pem: bytes, max_version) -> str:
     ctx.load_cert_chain(site.cert_path, site.key_path)
     ctx.set_alpn_protocols(["h2"])
     ctx.maximum_version = max_version
-    with socket.create_connection((host, int(port)), timeout=5) as raw:
-        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
-            return tls.version()
+    with (
+        socket.create_connection((host, int(port)), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        return tls.version()
 
 
 def _stub(fed, site, address):

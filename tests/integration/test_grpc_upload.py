@@ -309,8 +309,8 @@ def test_health_service_over_mtls(fed, srv):
 
 def test_server_deadline_cuts_a_stream_that_stops_sending(tmp_path, caplog):
     """A stream that sends one chunk and then nothing (never closing) is ended by the server at
-    ``server.upload_deadline_s``, whatever deadline the client set: it cannot hold a worker for ever.
-    The refusal is logged as E_DEADLINE and the received bytes stay staged for a resume."""
+    ``server.upload_deadline_s``, whatever deadline the client set: it cannot hold a worker for
+    ever. The refusal is logged as E_DEADLINE and the received bytes stay staged for a resume."""
     fed = build_federation(tmp_path)
     text = fed.config_path.read_text()
     assert "upload_deadline_s = 60.0" in text

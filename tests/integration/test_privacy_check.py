@@ -1,4 +1,5 @@
-"""privacy-check on a memorizing module, its signed report, and the aggregator refusing it over mTLS.
+"""privacy-check on a memorizing module, its signed report, and the aggregator refusing it over
+mTLS.
 
 A real chain: a tiny cvae overfit on 16 images (a module that memorizes) ->
 the privacy check measures it and the site signs the report into the package
@@ -52,7 +53,8 @@ def world(tmp_path_factory):
     fed.signed_manifest = create_signed_manifest(fed.manifest, fed.ca)
     pki.write_public_file(fed.home.federation, fed.signed_manifest)
 
-    # the site's data: 16 training images, 64 held-out ones (classes 0..3 of digits), as a MedMNIST-layout npz
+    # the site's data: 16 training images, 64 held-out ones (classes 0..3 of digits), as a
+    # MedMNIST-layout npz
     ds = load_digits()
     keep = ds.train_y < 4
     x, y = ds.train_x[keep][:80], ds.train_y[keep][:80]
@@ -148,7 +150,8 @@ def checked(world):
 
 
 def test_privacy_check_command_in_process(world, tmp_path):
-    """The same click command, in-process, so that the default suite runs it (the slow tests run it as a process)."""
+    """The same click command, in-process, so that the default suite runs it (the slow tests run it
+    as a process)."""
     from click.testing import CliRunner
 
     from site_node.cli import cli
@@ -277,10 +280,11 @@ def test_aggregator_refuses_modules_that_break_the_privacy_policy(world, leaky_r
 
 
 def test_aggregator_modules_list_and_show_the_privacy_report(world, tmp_path):
-    """`aggregator modules list/show` (the operator's view): the signed report's numbers, a dash without one.
+    """`aggregator modules list/show` (the operator's view): the signed report's numbers, a dash
+    without one.
 
-    On a copy of the home: a compliant module with a report, registered through the real Registrar, and a
-    module without one, registered before the federation set its (required) privacy policy.
+    On a copy of the home: a compliant module with a report, registered through the real Registrar,
+    and a module without one, registered before the federation set its (required) privacy policy.
     """
     from click.testing import CliRunner
 

@@ -173,7 +173,9 @@ def test_dp_reproducible_is_a_visible_research_switch(tmp_path: Path):
         runs.append((json.loads(proc.stdout), proc.stderr))
     (a, a_err), (b, _), (c, c_err) = runs
     weights = [[s["weights_sha256"] for s in r["sites"]] for r in (a, b, c)]
-    assert weights[0] == weights[1] and all(x != y for x, y in zip(weights[0], weights[2]))
+    assert weights[0] == weights[1] and all(
+        x != y for x, y in zip(weights[0], weights[2], strict=True)
+    )
     assert a["settings"]["dp_reproducible"] is True and c["settings"]["dp_reproducible"] is False
     assert all(s["dp"]["reproducible"] is True for s in a["sites"])
     assert all("reproducible" not in s["dp"] for s in c["sites"])

@@ -7,6 +7,7 @@ site keeping some classes; generator: the federation's tiny cvae, one epoch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import signal
@@ -52,14 +53,21 @@ class Aggregator:
         port_file.unlink(missing_ok=True)
         log_path = self.fed.root / f"serve-{len(self.logs)}.log"
         self.logs.append(log_path)
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aggregator", "serve", "--config", str(self.fed.config_path)],
-            cwd=REPO,
-            env=cli_env(),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        with open(log_path, "wb") as log:  # the child keeps its own copy of the fd
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "aggregator",
+                    "serve",
+                    "--config",
+                    str(self.fed.config_path),
+                ],
+                cwd=REPO,
+                env=cli_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 60
         while not port_file.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -75,7 +83,6 @@ class Aggregator:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         rc = self.proc.wait(timeout=30)
-        self._log.close()
         self.proc = None
         return rc
 
@@ -201,7 +208,8 @@ class InProcessAggregator:
 
 
 def setup_site_in_process(fed, cfg_path: Path, *, train: bool = True):
-    """enroll + CA signature + install-cert + train through the library (the step under test runs as a process)."""
+    """enroll + CA signature + install-cert + train through the library (the step under test runs as
+    a process)."""
     import torch
 
     from site_node import trust as trustlib
@@ -375,10 +383,8 @@ def test_upload_resumes_after_aggregator_is_killed_without_a_duplicate(fed, tmp_
                 "upload never started streaming"
             )
             for state_file in staging.glob("*/state.json") if staging.exists() else []:
-                try:
+                with contextlib.suppress(json.JSONDecodeError, OSError, KeyError):
                     committed = json.loads(state_file.read_text())["committed_offset"]
-                except (json.JSONDecodeError, OSError, KeyError):
-                    pass
             time.sleep(0.05)
         assert agg.stop(signal.SIGKILL) == -signal.SIGKILL
         time.sleep(1.0)  # the site now retries against a dead port
@@ -465,7 +471,8 @@ def test_status_tells_a_damaged_local_receipt_from_a_rewritten_log(fed, tmp_path
             assert proc.returncode == 1, (proc.stdout, proc.stderr)
             return json.loads(proc.stderr.strip().splitlines()[-1])["error"]
 
-        # an entry that still decodes, but not to what the log signed: the file changed here, the log did not
+        # an entry that still decodes, but not to what the log signed: the file changed here, the
+        # log did not
         rec = json.loads(good)
         entry = base64.b64decode(rec["receipt"]["entry"])
         rec["receipt"]["entry"] = base64.b64encode(
@@ -665,7 +672,8 @@ def test_evaluate_keeps_the_metrics_local_unless_asked_to_send_them(fed, tmp_pat
 
         with open_home_store(fed.home) as store:
             assert ev["report"] == {"sent": False} and store.list_evaluations() == []
-        # --send: only the aggregate numbers go back (re-sending: tests/integration/test_evaluation_report.py)
+        # --send: only the aggregate numbers go back (re-sending:
+        # tests/integration/test_evaluation_report.py)
         sent = site_json("evaluate", "--config", cfg, "--send")["report"]
         assert (
             sent["sent"]
@@ -813,8 +821,8 @@ def test_install_cert_refuses_another_sites_certificate_and_a_foreign_manifest(f
     assert [m["status"] for m in offline["modules"]] == ["trained"] and offline[
         "stored_checkpoint"
     ] is None
-    # forget is destructive: without --yes it asks (on stderr, also under --json); "n" or no answer aborts
-    # before the aggregator (here: nothing listening) is contacted
+    # forget is destructive: without --yes it asks (on stderr, also under --json); "n" or no answer
+    # aborts before the aggregator (here: nothing listening) is contacted
     mid = offline["modules"][0]["module_id"]
     for extra, answer in (([], "n\n"), (["--json"], None)):
         res = CliRunner().invoke(

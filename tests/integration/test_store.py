@@ -1,4 +1,5 @@
-"""The SQLite store and ledger on real files: registration, receipts, crypto-shredding, export, tampering."""
+"""The SQLite store and ledger on real files: registration, receipts, crypto-shredding, export,
+tampering."""
 
 from __future__ import annotations
 
@@ -183,7 +184,8 @@ def test_delete_crypto_shreds_and_logs_what_was_destroyed(store, home):
     with pytest.raises(StoreError) as info:
         store.register_module(**args)
     assert info.value.code == "E_MODULE_DELETED"
-    # The wrapped data key is gone from every file of the store, so the backed-up blob is unreadable.
+    # The wrapped data key is gone from every file of the store, so the backed-up blob is
+    # unreadable.
     for f in home.root.iterdir():
         if f.name.startswith("store.sqlite"):
             assert wrapped not in f.read_bytes(), f.name
@@ -634,7 +636,8 @@ def _mode(path: Path) -> int:
 
 
 def test_store_files_are_private_and_an_open_home_is_tightened(tmp_path, caplog):
-    """store.sqlite and its -wal/-shm are 0600 in a 0700 home, whatever the umask; an old 0755/0644 home is fixed."""
+    """store.sqlite and its -wal/-shm are 0600 in a 0700 home, whatever the umask; an old 0755/0644
+    home is fixed."""
     home = AggregatorHome.at(tmp_path / "agg")
     old_umask = os.umask(0o022)
     try:

@@ -1,10 +1,12 @@
-"""Exact unlearning end to end: sites upload trained modules over mTLS, the operator trains and publishes,
-a site deletes its module (over gRPC, and by the operator's CLI); then (a) its blob and data key are gone,
-(b) no live dataset or classifier has it in its lineage, (c) the retrained classifier is bit for bit the one
-a fresh aggregator trains from the remaining modules with the same seeds, (d) the exported bundle verifies.
+"""Exact unlearning end to end: sites upload trained modules over mTLS, the operator trains and
+publishes, a site deletes its module (over gRPC, and by the operator's CLI); then (a) its blob and
+data key are gone, (b) no live dataset or classifier has it in its lineage, (c) the retrained
+classifier is bit for bit the one a fresh aggregator trains from the remaining modules with the same
+seeds, (d) the exported bundle verifies.
 
-Determinism settings: CPU, torch deterministic algorithms (ffsecure.classifier.train_classifier), the same
-torch thread count (recorded in classifier.trained; here --threads 1), the same library versions.
+Determinism settings: CPU, torch deterministic algorithms (ffsecure.classifier.train_classifier),
+the same torch thread count (recorded in classifier.trained; here --threads 1), the same library
+versions.
 """
 
 from __future__ import annotations
@@ -163,7 +165,8 @@ def _operator_ops(fed, store):
 
 
 def test_site_deletion_over_grpc_retrains_in_the_background(federation, tmp_path):
-    """The RPC path (in-process server; the operator's steps as library calls on a second connection)."""
+    """The RPC path (in-process server; the operator's steps as library calls on a second
+    connection)."""
     from ffsecure.ledger import verify_bundle_log
 
     fed = federation

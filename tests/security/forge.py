@@ -185,7 +185,8 @@ class Refusal:
 
 
 def send(stub, messages: Iterable[pb.UploadChunk], timeout: float = 30.0) -> pb.Receipt | Refusal:
-    """One UploadModule stream; a refusal is decoded from the ``ffsecure-error-bin`` trailing metadata."""
+    """One UploadModule stream; a refusal is decoded from the ``ffsecure-error-bin`` trailing
+    metadata."""
     try:
         return stub.UploadModule(iter(list(messages)), timeout=timeout)
     except grpc.RpcError as exc:

@@ -81,7 +81,8 @@ def baseline(fed, srv):
 
 
 def expected_status(code: str) -> grpc.StatusCode:
-    """docs/grpc.md: by code, else INVALID_ARGUMENT for every format, policy and request error here."""
+    """docs/grpc.md: by code, else INVALID_ARGUMENT for every format, policy and request error
+    here."""
     return _BY_CODE.get(code, grpc.StatusCode.INVALID_ARGUMENT)
 
 
@@ -238,7 +239,8 @@ def _package_bytes(ctx: Ctx, site: str = "st-mary") -> bytes:
 
 
 def _non_ascii_key_id(ctx: Ctx) -> list:
-    # found by atheris: a non-ASCII key id made hmac.compare_digest raise TypeError (an internal error)
+    # found by atheris: a non-ASCII key id made hmac.compare_digest raise TypeError (an internal
+    # error)
     header = canonical.dumps(
         {
             "v": envelope.VERSION,
@@ -641,9 +643,11 @@ def test_bad_input_is_refused_logged_and_changes_nothing(
     messages = case.build(ctx)
     upload_id = messages[0].upload_id if messages else None
     before = snapshot(srv)
-    with caplog.at_level("WARNING", logger="aggregator.refusal"):
-        with fed.client(case.site, srv.address, retry=NO_RETRY) as c:
-            got = send(c.stub, messages)
+    with (
+        caplog.at_level("WARNING", logger="aggregator.refusal"),
+        fed.client(case.site, srv.address, retry=NO_RETRY) as c,
+    ):
+        got = send(c.stub, messages)
     # 1. refused with the typed code, carried in the error details
     assert isinstance(got, Refusal), f"{case.name}: accepted ({got.module_id})"
     assert got.code == case.code, (
@@ -673,14 +677,16 @@ def test_bad_input_is_refused_logged_and_changes_nothing(
 
 
 def test_pickle_payload_is_live_when_unpickled(tmp_path):
-    """The disguised-weights payload really runs code when unpickled, so its refusal above means something."""
+    """The disguised-weights payload really runs code when unpickled, so its refusal above means
+    something."""
     ctx = Ctx(None, None, {}, tmp_path)
     pickle.loads(_pickle_weights(ctx))  # noqa: S301 - our own payload, in a temp dir, to prove it is live
     assert _marker(ctx).exists()
 
 
 def test_replayed_identical_package_adds_nothing(fed, srv, baseline):
-    """Re-sending a registered package (new upload id) returns the existing entry and appends nothing."""
+    """Re-sending a registered package (new upload id) returns the existing entry and appends
+    nothing."""
     before = snapshot(srv)
     with fed.client("st-mary", srv.address, retry=NO_RETRY) as c:
         receipt = c.upload(
@@ -762,7 +768,8 @@ def test_flood_from_one_site_is_rate_limited_while_others_succeed(tmp_path, capl
 
 
 def test_streams_refused_at_their_first_chunk_leave_nothing_against_the_quota(tmp_path, caplog):
-    """A refused stream with no durable byte leaves no staged upload, so it never fills the site's quota."""
+    """A refused stream with no durable byte leaves no staged upload, so it never fills the site's
+    quota."""
     fed = build_federation(tmp_path, sites=("st-mary",))
     text = fed.config_path.read_text()
     fed.config_path.write_text(

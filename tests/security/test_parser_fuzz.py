@@ -198,9 +198,11 @@ def fed(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def srv(fed):
-    with fed.serve() as running:
-        with fed.client("st-mary", running.address, retry=RetryPolicy(max_attempts=1)) as c:
-            yield running, c.stub
+    with (
+        fed.serve() as running,
+        fed.client("st-mary", running.address, retry=RetryPolicy(max_attempts=1)) as c,
+    ):
+        yield running, c.stub
 
 
 _POOL = ["ab" * 16, "cd" * 16]

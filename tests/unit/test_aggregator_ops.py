@@ -1,4 +1,5 @@
-"""aggregator.operations on a real store in a temp dir: lineage facts, training, publishing, exact unlearning."""
+"""aggregator.operations on a real store in a temp dir: lineage facts, training, publishing, exact
+unlearning."""
 
 from __future__ import annotations
 
@@ -254,8 +255,9 @@ def test_no_retrain_then_retrain_later_and_interrupted_deletion(env):
     fed, ids, store, home = env
     ops = _ops(fed, store, home)
     ds = ops.synthesize(per_class=8, seed=2, grid=False)
-    clf = ops.train(ds.dataset_id, settings=TrainConfig(**FAST), width=8, threads=1)
-    # A deletion interrupted after the shredding (the store call alone): artifacts still name the module.
+    ops.train(ds.dataset_id, settings=TrainConfig(**FAST), width=8, threads=1)
+    # A deletion interrupted after the shredding (the store call alone): artifacts still name the
+    # module.
     store.delete_module(ids["north"], actor="aggregator", reason="crash test")
     assert ids["north"] in _live_lineage(store)
     out = ops.retrain()
@@ -317,7 +319,8 @@ def test_retrain_worker_deletes_in_the_call_and_stops_cleanly(env):
 def test_a_stored_module_with_nan_weights_is_named_by_synthesis_and_skipped_by_the_retrain_worker(
     env, caplog
 ):
-    """A module stored before registration checked values: synthesis names it, the worker goes on without it."""
+    """A module stored before registration checked values: synthesis names it, the worker goes on
+    without it."""
     from aggregator.unlearning import RetrainWorker
 
     fed, ids, store, home = env

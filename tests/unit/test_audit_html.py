@@ -1,4 +1,5 @@
-"""Report rendering escapes everything from the bundle; bundle loading refuses what is not a bundle."""
+"""Report rendering escapes everything from the bundle; bundle loading refuses what is not a
+bundle."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Combining privacy-utility curves measured in separate runs (pure: result files only, no training)."""
+"""Combining privacy-utility curves measured in separate runs (pure: result files only, no
+training)."""
 
 from __future__ import annotations
 

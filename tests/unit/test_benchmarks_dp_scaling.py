@@ -1,4 +1,5 @@
-"""Smoke tests of the privacy-utility and scaling benchmarks at --quick settings (slow: real DP-SGD fits)."""
+"""Smoke tests of the privacy-utility and scaling benchmarks at --quick settings (slow: real DP-SGD
+fits)."""
 
 from __future__ import annotations
 

@@ -67,7 +67,8 @@ def test_systems_page_names_the_run_of_a_part_file_not_the_commit_of_the_file(
     assert line.startswith("Figures from `benchmarks/results/ledger.json`, measured on their own.")
     assert meta["date"] in line and meta["git"]["commit"][:10] in line
     assert f"({meta['machine']['cpu_capability']} kernels)" in line
-    # a file written before results carried a meta block is labelled by the commit that last changed it
+    # a file written before results carried a meta block is labelled by the commit that last changed
+    # it
     old = systems._source(
         {
             "source": "benchmarks/results/ledger.json",

@@ -118,7 +118,8 @@ def test_render_includes_part_results_and_is_regenerated(quick_out, tmp_path):
     assert (
         "## Exact unlearning" in text and "| 3 | 1.5 |" in text and "## Privacy attacks" not in text
     )
-    # one section per data set of the temperature study, in name order, each naming its file and command
+    # one section per data set of the temperature study, in name order, each naming its file and
+    # command
     b, r = (
         text.index("## cvae sampling temperature (breastmnist)"),
         text.index("## cvae sampling temperature (retinamnist)"),
@@ -547,7 +548,10 @@ def test_changes_code_reads_each_commit_of_a_real_history(tmp_path, monkeypatch)
 
 
 def _dp_curve(generator, size, epochs, ratios):
-    points = [{"epsilon": e, "ratio_vs_centralized": r} for e, r in zip(("inf", "1", "8"), ratios)]
+    points = [
+        {"epsilon": e, "ratio_vs_centralized": r}
+        for e, r in zip(("inf", "1", "8"), ratios, strict=True)
+    ]
     return {
         "dataset": "digits",
         "generator": generator,
@@ -707,12 +711,13 @@ def test_closing_note_quotes_the_systems_figures_beside_what_they_are_compared_w
     assert f"{env['overhead_bytes']}-{env['overhead_bytes']} bytes" in line
     led = s["ledger"]["rows"][-1]
     assert (
-        f"a ledger of {led['entries']:,} entries takes {led['sqlite_durable_appends_per_s']:,} durable"
-        in line
+        f"a ledger of {led['entries']:,} entries takes {led['sqlite_durable_appends_per_s']:,} "
+        "durable" in line
     )
     a = s["audit"]
     assert f"checks a {a['entries']:,}-entry bundle in {a['cli_verify_s']:.1f} s" in line
-    # an upload part read from the per-part file is quoted with its ratio; without one nothing is made up
+    # an upload part read from the per-part file is quoted with its ratio; without one nothing is
+    # made up
     up = s["upload"].get("large")
     assert (
         (f"(ratio {up['ratio_upload_vs_socket_file']:.3f})" in line) if up else ("mTLS" not in line)

@@ -36,7 +36,7 @@ def test_the_committed_lock_pins_pytorch_and_hashes_every_package():
     assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
     starts = [i for i, line in enumerate(lines) if line and not line.startswith((" ", "#"))]
     assert len(starts) == len(pins)  # nothing but pins (no -e, no bare names, no URLs)
-    for start, end in zip(starts, [*starts[1:], len(lines)]):
+    for start, end in zip(starts, [*starts[1:], len(lines)], strict=True):
         assert "==" in lines[start], lines[start]
         hashes = [line for line in lines[start:end] if "--hash=sha256:" in line]
         assert hashes, f"{lines[start]} has no hash"

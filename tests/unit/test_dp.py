@@ -202,7 +202,8 @@ def test_dp_settings_are_refused_before_training():
 
 @pytest.mark.parametrize("family", sorted(G.FAMILIES))
 def test_dp_fit_survives_empty_poisson_batches(family):
-    """Poisson sampling with rate 1/20 leaves about a third of the batches empty; each still takes a step."""
+    """Poisson sampling with rate 1/20 leaves about a third of the batches empty; each still takes a
+    step."""
     x, y = _data(20)
     gen = G.build(
         family, G.default_config(family, image_shape=(1, 8, 8), num_classes=3, size="tiny")

@@ -1,4 +1,5 @@
-"""Bounded re-accounting of DP claims (ffsecure.dp): one set of bounds for plan, aggregator, auditor."""
+"""Bounded re-accounting of DP claims (ffsecure.dp): one set of bounds for plan, aggregator,
+auditor."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Sites' evaluation reports: built from real metrics, bounded, self-consistent, committed to by a salted hash."""
+"""Sites' evaluation reports: built from real metrics, bounded, self-consistent, committed to by a
+salted hash."""
 
 from __future__ import annotations
 

@@ -198,6 +198,8 @@ def _write_toml(tmp_path, extra: str = "", aggregator: str | None = None):
         log_public_key=agg["log_public_key"],
         log_origin=agg["log_origin"],
     )
+    if aggregator is None:
+        aggregator = 'endpoint = "agg.example:7443"\npublic_keys = "public-keys.json"'
     text = f"""
 federation_id = "fed-test"
 label_space = ["normal", "benign", "malignant"]
@@ -216,7 +218,7 @@ delta = 1e-5
 max_module_bytes = 1048576
 
 [aggregator]
-{aggregator if aggregator is not None else 'endpoint = "agg.example:7443"' + chr(10) + 'public_keys = "public-keys.json"'}
+{aggregator}
 """
     path = tmp_path / "federation.toml"
     path.write_text(text)

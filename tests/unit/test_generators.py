@@ -1,4 +1,5 @@
-"""Generator families: configs, safetensors round-trip and validation, determinism, Opacus compatibility."""
+"""Generator families: configs, safetensors round-trip and validation, determinism, Opacus
+compatibility."""
 
 from __future__ import annotations
 
@@ -128,7 +129,8 @@ def test_cvae_fit_is_repeatable_bit_for_bit(digits, fitted_cvae):
 
 
 def test_cvae_samples_follow_the_class(fitted_cvae, digits):
-    """Class-conditional: per-class sample means are closer to their own class mean than to others'."""
+    """Class-conditional: per-class sample means are closer to their own class mean than to
+    others'."""
     gen, _cfg, _ = fitted_cvae
     x, y = digits
     hits = 0
@@ -323,8 +325,8 @@ def test_ddpm_tiny_trains_and_samples_on_cpu(digits):
         progress=lambda e, t, loss, eps: losses.append((e, t, loss, eps)),
     )
     assert report.family == "ddpm" and report.steps == 6 and report.dp is None
-    assert [l[0] for l in losses] == [1, 2] and all(l[3] is None for l in losses)
-    assert all(0 < l[2] < 5 for l in losses)
+    assert [step[0] for step in losses] == [1, 2] and all(step[3] is None for step in losses)
+    assert all(0 < step[2] < 5 for step in losses)
     out = gen.sample([0, 3, 9], seed=4)
     assert out.shape == (3, *SHAPE) and out.dtype == torch.float32
     assert float(out.min()) >= -1.0 and float(out.max()) <= 1.0

@@ -5,6 +5,7 @@ strict error of the first problem."""
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ffsecure.audit.findings import WARNING, Findings
 from ffsecure.audit.logcheck import FINDING_OF, check_log
@@ -12,7 +13,12 @@ from ffsecure.errors import LedgerError
 from ffsecure.ledger.checkpoint import make_vkey
 from ffsecure.ledger.problems import LogProblemKind, LogState, log_problems
 from ffsecure.ledger.verify import verify_log
-from tests.unit.test_audit_logcheck import ORIGIN, entries, key, notes  # noqa: F401
+from tests.unit.test_audit_logcheck import ORIGIN, entries, notes
+
+
+@pytest.fixture(scope="module")
+def key():
+    return Ed25519PrivateKey.generate()
 
 
 def _swap(data, i):

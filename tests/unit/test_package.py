@@ -192,7 +192,8 @@ def test_e_cert_chain(world, tmp_path):
 
 
 def test_e_cert_chain_comes_before_the_dates_a_package_claims(world, tmp_path):
-    """Another CA with this federation's id and CA name: E_CERT_CHAIN even when backdated before our CA."""
+    """Another CA with this federation's id and CA name: E_CERT_CHAIN even when backdated before our
+    CA."""
     other = pki.init_ca(tmp_path, "fed-test")
     assert (
         other.cert.subject == world.ca.cert.subject

@@ -60,8 +60,8 @@ def test_dirichlet_seeded_and_skewed():
     a = P.dirichlet(LABELS, num_classes=K, num_sites=4, alpha=0.3, seed=7)
     b = P.dirichlet(LABELS, num_classes=K, num_sites=4, alpha=0.3, seed=7)
     c = P.dirichlet(LABELS, num_classes=K, num_sites=4, alpha=0.3, seed=8)
-    assert all(np.array_equal(x, y) for x, y in zip(a.indices, b.indices))
-    assert any(not np.array_equal(x, y) for x, y in zip(a.indices, c.indices))
+    assert all(np.array_equal(x, y) for x, y in zip(a.indices, b.indices, strict=True))
+    assert any(not np.array_equal(x, y) for x, y in zip(a.indices, c.indices, strict=True))
     _assert_disjoint_cover(a, len(LABELS))
     assert min(a.sizes()) >= P.DIRICHLET_MIN_SIZE
     counts = P.count_table(a, LABELS)
@@ -87,7 +87,7 @@ def test_iid_sizes_and_seed():
     assert sorted(a.sizes()) == [50, 50, 50]
     _assert_disjoint_cover(a, len(LABELS))
     b = P.iid(LABELS, num_classes=K, num_sites=3, seed=1)
-    assert all(np.array_equal(x, y) for x, y in zip(a.indices, b.indices))
+    assert all(np.array_equal(x, y) for x, y in zip(a.indices, b.indices, strict=True))
     with pytest.raises(ConfigError):
         P.make_partition("unknown", LABELS, num_classes=K)
 

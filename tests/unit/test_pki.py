@@ -219,7 +219,8 @@ def test_revocation_is_honoured(tmp_path):
 
 
 def _lapsed_crl(ca, tmp_path) -> bytes:
-    """A CRL the CA signed whose nextUpdate passed an hour ago (as a forgotten re-signing leaves it)."""
+    """A CRL the CA signed whose nextUpdate passed an hour ago (as a forgotten re-signing leaves
+    it)."""
     key = pki.load_private_key(ca.directory / "ca.key")
     now = pki.utcnow()
     crl = (
@@ -372,12 +373,14 @@ def test_certificates_work_for_mutual_tls(tmp_path, ca):
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        with cctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-            assert tls.recv(2) == b"ok"
-            server_identity = pki.identity_of(
-                x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
-            )
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        cctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        assert tls.recv(2) == b"ok"
+        server_identity = pki.identity_of(
+            x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+        )
     thread.join(5)
     listener.close()
     assert server_identity.role == "aggregator"
@@ -606,8 +609,8 @@ def _encrypted(path) -> bool:
 
 
 def test_a_key_is_written_unencrypted_only_with_a_warning_or_on_purpose(tmp_path):
-    """pki init and site-node enroll: warn on stderr without a passphrase, stay quiet with --no-passphrase,
-    encrypt with a passphrase file named by the option or the environment."""
+    """pki init and site-node enroll: warn on stderr without a passphrase, stay quiet with
+    --no-passphrase, encrypt with a passphrase file named by the option or the environment."""
     (tmp_path / "pass").write_text("s3cret passphrase\n")
     site = ["site_node", "enroll", "--federation-id", "fed-pw", "--site-id", "st-a"]
 

@@ -86,7 +86,8 @@ def test_incomplete_record_and_no_dp():
 
 
 def test_epsilon_reported_by_dp_training_is_recomputed_exactly():
-    """A real DP-SGD fit (Opacus): the manifest's dp record gives back the epsilon training reported."""
+    """A real DP-SGD fit (Opacus): the manifest's dp record gives back the epsilon training
+    reported."""
     from ffsecure import generators
     from ffsecure.dp import DPConfig
 

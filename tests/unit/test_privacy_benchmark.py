@@ -49,8 +49,8 @@ def _result(dataset: str, **settings) -> dict:
 def test_markdown_lists_every_row():
     md = to_markdown(_result("digits"))
     assert (
-        "| digits | cvae (default) | inf | - | 0.995 | 0.800 | 0.830 | 0.200 | 0.70 | 0.146 | 0.95 | 61 |"
-        in md
+        "| digits | cvae (default) | inf | - | 0.995 | 0.800 | 0.830 | 0.200 | 0.70 | 0.146 | "
+        "0.95 | 61 |" in md
     )
 
 
@@ -69,7 +69,8 @@ def test_merge_combines_runs_and_refuses_different_settings(tmp_path):
 
 
 def test_markdown_says_which_cells_the_default_policy_refuses():
-    """The privacy table marks each cell against the default AUROC limit (0.55) and names those refused."""
+    """The privacy table marks each cell against the default AUROC limit (0.55) and names those
+    refused."""
     result = _result("digits")
     result["rows"] = [
         {**ROW, "epsilon_target": 8.0, "membership_auroc": 0.575, "calibrated_auroc": 0.529},
@@ -82,6 +83,7 @@ def test_markdown_says_which_cells_the_default_policy_refuses():
         line.rsplit("|", 2)[1].strip() for line in md.splitlines() if line.startswith("| digits")
     ] == ["refused", "refused", "accepted"]  # the stronger attack counts (calibrated 0.551)
     assert (
-        "it would refuse 2 of 3: digits cvae at epsilon 8.0 (AUROC 0.575), digits cvae at epsilon 1.0 "
+        "it would refuse 2 of 3: digits cvae at epsilon 8.0 (AUROC 0.575), digits cvae at epsilon "
+        "1.0 "
         "(AUROC 0.551)." in md
     )

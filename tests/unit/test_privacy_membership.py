@@ -1,4 +1,5 @@
-"""Membership inference: the metrics, the per-example losses, and a memorizing generator being flagged."""
+"""Membership inference: the metrics, the per-example losses, and a memorizing generator being
+flagged."""
 
 from __future__ import annotations
 

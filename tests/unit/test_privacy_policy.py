@@ -1,4 +1,5 @@
-"""The privacy_report schema, the federation privacy policy and the registration check (pure functions)."""
+"""The privacy_report schema, the federation privacy policy and the registration check (pure
+functions)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""A site's stored upload receipt is read strictly: damage is a typed error, never a silent other value."""
+"""A site's stored upload receipt is read strictly: damage is a typed error, never a silent other
+value."""
 
 from __future__ import annotations
 

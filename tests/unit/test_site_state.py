@@ -99,8 +99,8 @@ def test_daemon_refuses_to_start_on_a_node_that_is_not_installed(tmp_path):
 
 
 def test_systemd_unit_matches_the_daemon(repo_root):
-    """deploy/systemd/site-node.service runs `site-node run`, stops it with SIGTERM, reloads with SIGHUP,
-    and does not restart into the log-fork alarm (the daemon's EXIT_FORK)."""
+    """deploy/systemd/site-node.service runs `site-node run`, stops it with SIGTERM, reloads with
+    SIGHUP, and does not restart into the log-fork alarm (the daemon's EXIT_FORK)."""
     import configparser
 
     from site_node.cli import COMMANDS

@@ -1,4 +1,5 @@
-"""The site's training rules: DP policy (tighten, never loosen), label mapping, class filter, data fingerprint."""
+"""The site's training rules: DP policy (tighten, never loosen), label mapping, class filter, data
+fingerprint."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Synthesis: class balance, deterministic split and seeds, uncovered classes, bit-for-bit regeneration."""
+"""Synthesis: class balance, deterministic split and seeds, uncovered classes, bit-for-bit
+regeneration."""
 
 from __future__ import annotations
 
