@@ -154,7 +154,8 @@ class LowPass(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """A fixed low-pass front end, three conv stages (norm, ReLU), two 2x2 pools, global average pool, linear head."""
+    """A fixed low-pass front end, three conv stages (norm, ReLU), two 2x2 pools,
+    global average pool, linear head."""
 
     def __init__(
         self,
@@ -215,7 +216,8 @@ class _WithLowPass(nn.Module):
 
 
 def build_model(cfg: dict[str, Any], *, seed: int = 0) -> nn.Module:
-    """Build the architecture in ``cfg`` with weights initialised from ``seed`` (global RNG untouched)."""
+    """Build the architecture in ``cfg`` with weights initialised from ``seed``
+    (global RNG untouched)."""
     cfg = validate_config(cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -62,7 +62,8 @@ def program_group(
     log_level: str = "INFO",
     docs: tuple[str, ...] = (),
 ) -> LazyGroup:
-    """The root group of one of the programs: its lazy sub-commands, ``--version`` and the logging options.
+    """The root group of one of the programs: its lazy sub-commands, ``--version``
+    and the logging options.
 
     All three programs take ``--log-level`` and ``--log-json`` before the sub-command and
     answer ``-h``; only the name, the sub-commands, the help line and the default level differ.

@@ -211,7 +211,8 @@ def arrays_to_dataset(
     if missing:
         raise _format_error(
             f"{name}: missing arrays {', '.join(missing)}",
-            hint="an .npz needs train_images, train_labels, test_images, test_labels (val_* optional)",
+            hint="an .npz needs train_images, train_labels, test_images, test_labels "
+            "(val_* optional)",
         )
     splits = ["train", "test"]
     if "val_images" in arrays or "val_labels" in arrays:
@@ -292,7 +293,8 @@ def load_npz(
 
 
 def default_root() -> Path:
-    """``$FFSECURE_DATA``, else ``../shared/data/medmnist`` next to the repo, else ``~/.medmnist``."""
+    """``$FFSECURE_DATA``, else ``../shared/data/medmnist`` next to the repo,
+    else ``~/.medmnist``."""
     env = os.environ.get("FFSECURE_DATA")
     if env:
         return Path(env).expanduser()
@@ -344,7 +346,8 @@ def load_medmnist(
     if flag not in INFO:
         raise DataError(
             f"unknown data set {flag!r}",
-            hint=f"use a MedMNIST 2D flag ({', '.join(medmnist_flags())}), digits, npz:PATH or folder:PATH",
+            hint=f"use a MedMNIST 2D flag ({', '.join(medmnist_flags())}), digits, "
+            "npz:PATH or folder:PATH",
             code="E_DATA_SPEC",
         )
     if flag not in medmnist_flags():
@@ -364,7 +367,8 @@ def load_medmnist(
             dataset_cls(split="train", root=str(root_path), download=True)
         except Exception as exc:  # the package raises bare RuntimeErrors
             raise DataError(
-                f"could not download {flag}.npz into {root_path}: {str(exc).strip().splitlines()[0]}",
+                f"could not download {flag}.npz into {root_path}: "
+                f"{str(exc).strip().splitlines()[0]}",
                 hint=f"download {info['url']} by hand and put it at {path}",
                 code="E_DATA_DOWNLOAD",
             ) from None
@@ -467,7 +471,8 @@ def _class_dirs(root: Path) -> list[Path]:
     if len(dirs) < 2:
         raise _format_error(
             f"{root} holds {len(dirs)} class folder(s); at least two are needed",
-            hint="put each class's images in its own sub-folder, e.g. DATA/normal/*.png, DATA/pneumonia/*.png",
+            hint="put each class's images in its own sub-folder, "
+            "e.g. DATA/normal/*.png, DATA/pneumonia/*.png",
         )
     return dirs
 
@@ -524,7 +529,7 @@ def load_folder(
     train_root = root / "train" if presplit else root
     class_dirs = _class_dirs(train_root)
     class_names = [d.name for d in class_dirs]
-    files = {c: _image_files(d) for c, d in zip(class_names, class_dirs)}
+    files = {c: _image_files(d) for c, d in zip(class_names, class_dirs, strict=True)}
     if image_shape is None:
         first = files[class_names[0]][0]
         try:

@@ -282,7 +282,8 @@ def plan(dp: DPConfig, *, n: int, batch_size: int, epochs: int) -> DPPlan:
     clip = _finite_positive("max_grad_norm", dp.max_grad_norm)
     if not dp.poisson:
         raise _dp_error(
-            "DP-SGD without Poisson sampling is not supported: the accountant's guarantee assumes it",
+            "DP-SGD without Poisson sampling is not supported: "
+            "the accountant's guarantee assumes it",
             "leave poisson=True",
         )
     for name, value in (("number of examples", n), ("batch size", batch_size), ("epochs", epochs)):

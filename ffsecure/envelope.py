@@ -70,7 +70,10 @@ class EnvelopeFormatError(DefaultHint, FormatError):
     """The envelope bytes are not a well-formed ffsecure envelope."""
 
     code = "E_ENVELOPE_FORMAT"
-    default_hint = "send a package sealed with ffsecure.envelope.seal (or `site-node`) to this aggregator's key"
+    default_hint = (
+        "send a package sealed with ffsecure.envelope.seal (or `site-node`) "
+        "to this aggregator's key"
+    )
 
 
 class EnvelopeSuiteError(CryptoError):

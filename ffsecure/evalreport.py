@@ -177,7 +177,8 @@ class EvaluationReport:
         correct = sum(cm[k][k] for k in range(num_classes))
         if abs(correct / self.n_test - accuracy) > TOLERANCE:
             raise _inconsistent(
-                f"accuracy {accuracy!r} is not {correct}/{self.n_test} as the confusion matrix gives"
+                f"accuracy {accuracy!r} is not {correct}/{self.n_test} "
+                "as the confusion matrix gives"
             )
         for k, r in enumerate(recalls):
             support = sum(cm[k])
@@ -222,7 +223,8 @@ def new_salt() -> str:
 
 
 def commitment(report: EvaluationReport, salt: str) -> str:
-    """SHA-256 (hex) of the canonical ``{"report": ..., "salt": ...}``: hides and binds the report."""
+    """SHA-256 (hex) of the canonical ``{"report": ..., "salt": ...}``: hides and
+    binds the report."""
     if not SALT.matches(salt):
         raise FormatError(
             "the commitment salt is not 32 lowercase hex digits", code="E_EVALUATION_FORMAT"
@@ -244,5 +246,6 @@ def summary(report_dict: dict, classes: Sequence[str] | None = None) -> dict:
     out = {k: report_dict[k] for k in ("n_test", "accuracy", "auroc", "per_class_recall")}
     out["confusion_sent"] = report_dict.get("confusion") is not None
     if classes is not None:
-        out["per_class_recall"] = {c: r for c, r in zip(classes, report_dict["per_class_recall"])}
+        recalls = zip(classes, report_dict["per_class_recall"], strict=True)
+        out["per_class_recall"] = dict(recalls)
     return out

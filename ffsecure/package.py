@@ -47,7 +47,8 @@ from ffsecure.federation import FederationManifest, ManifestSchemaError, check_i
 from ffsecure.records import fields
 from ffsecure.records.fields import is_number
 
-# ModuleIdError and check_module_id stay importable from here; the rule lives in ffsecure.records.ids.
+# ModuleIdError and check_module_id stay importable from here;
+# the rule lives in ffsecure.records.ids.
 from ffsecure.records.ids import FEDERATION_ID, MODULE_ID, SHA256_HEX, SITE_ID, check_module_id
 from ffsecure.records.ids import ModuleIdError as ModuleIdError
 
@@ -98,7 +99,10 @@ class ManifestTimeError(VerificationError):
 
 class DPPolicyError(DefaultHint, PolicyError):
     code = "E_POLICY_DP"
-    default_hint = "train with DP under the federation's max_epsilon and delta (dp_policy in the federation manifest)"
+    default_hint = (
+        "train with DP under the federation's max_epsilon and delta "
+        "(dp_policy in the federation manifest)"
+    )
 
 
 class ClassesPolicyError(DefaultHint, PolicyError):

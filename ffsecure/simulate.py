@@ -153,9 +153,11 @@ def train_site_generator(
     dp=None,
     progress=None,
 ):
-    """Train one simulated site's generator as ``ffsecure simulate`` does: (generator, fit report, seconds).
+    """Train one simulated site's generator as ``ffsecure simulate`` does:
+    (generator, fit report, seconds).
 
-    The seed is :func:`site_train_seed`; ``epochs=None`` takes :func:`generator_epochs` of the site's image count.
+    The seed is :func:`site_train_seed`; ``epochs=None`` takes
+    :func:`generator_epochs` of the site's image count.
     """
     from ffsecure import generators
 
@@ -239,7 +241,8 @@ class _Reporter:
 
 
 def run_simulation(cfg: SimulationConfig, *, show_progress: bool = False) -> dict[str, Any]:
-    """Run the whole simulation; write results.json, results.md and PNGs to ``cfg.out``; return the results."""
+    """Run the whole simulation; write results.json, results.md and PNGs to
+    ``cfg.out``; return the results."""
     _check_config(cfg)
     device = resolve_device(cfg.device)
     with torch_threads(cfg.threads):
@@ -531,7 +534,8 @@ def results_markdown(results: dict[str, Any]) -> str:
         f"# Simulation: {results['dataset']['name']}, {s['partition']} split, {s['sites']} sites",
         "",
         f"Generator `{s['generator']}` ({s['generator_size']}), classifier `{s['classifier']}`, "
-        f"{s['samples_per_class']} synthetic samples per class, seed {s['seed']}, device `{s['device']}`"
+        f"{s['samples_per_class']} synthetic samples per class, seed {s['seed']}, "
+        f"device `{s['device']}`"
         + (f", DP epsilon {s['dp_epsilon']}" if s["dp_epsilon"] is not None else ", no DP")
         + ".",
         "",

@@ -36,7 +36,8 @@ def _read_file(path: str, what: str, cap: int = 16 << 20) -> bytes:
 
 
 def _checkpoint_note(data: bytes) -> bytes:
-    """A signed checkpoint note, given either the note itself or a site's receipt (JSON with ``checkpoint``)."""
+    """A signed checkpoint note, given either the note itself or a site's receipt
+    (JSON with ``checkpoint``)."""
     if data.lstrip().startswith(b"{"):
         try:
             obj = json.loads(data)
@@ -113,7 +114,8 @@ def _print_summary(result) -> None:
     latest = result.log.latest
     head = (
         f"[bold]{result.bundle.path}[/bold]  log {latest.origin if latest else '?'}  "
-        f"size {latest.size if latest else '?'}  root {latest.root_hash.hex()[:16] if latest else '?'}…"
+        f"size {latest.size if latest else '?'}  "
+        f"root {latest.root_hash.hex()[:16] if latest else '?'}…"
     )
     console.print(head)
     table = Table(title="audit checks", show_lines=False)
@@ -141,7 +143,8 @@ def _print_summary(result) -> None:
         console.print(f"[bold green]VERIFIED[/]: {len(result.warnings)} warning(s)")
     else:
         console.print(
-            f"[bold red]FAILED[/]: {len(result.errors)} finding(s), {len(result.warnings)} warning(s)"
+            f"[bold red]FAILED[/]: {len(result.errors)} finding(s), "
+            f"{len(result.warnings)} warning(s)"
         )
 
 
@@ -188,7 +191,8 @@ def verify_cmd(ctx, bundle_dir, ca, crl, trusted, log_key, as_json):
 @click.option(
     "--ca",
     type=click.Path(dir_okay=False),
-    help="The federation CA certificate you hold (default: the bundle's ca.pem, flagged as unpinned).",
+    help="The federation CA certificate you hold "
+    "(default: the bundle's ca.pem, flagged as unpinned).",
 )
 @_common
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")

@@ -27,7 +27,8 @@ from ffsecure.commands.simulate import _shape
     "--data-root",
     type=click.Path(file_okay=False),
     default=None,
-    help="Folder holding MedMNIST .npz files [default: $FFSECURE_DATA, ../shared/data/medmnist, ~/.medmnist].",
+    help="Folder holding MedMNIST .npz files "
+    "[default: $FFSECURE_DATA, ../shared/data/medmnist, ~/.medmnist].",
 )
 @click.option(
     "--image-shape",
@@ -55,7 +56,8 @@ from ffsecure.commands.simulate import _shape
     "--sites",
     type=int,
     default=None,
-    help="Number of sites [default: every class at two sites: 4 for pneumoniamnist, 10 for digits].",
+    help="Number of sites "
+    "[default: every class at two sites: 4 for pneumoniamnist, 10 for digits].",
 )
 @click.option("--generator", type=click.Choice(["cvae", "ddpm"]), default="cvae", show_default=True)
 @click.option(

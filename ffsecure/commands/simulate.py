@@ -32,7 +32,8 @@ def _shape(_ctx, _param, value):
     "--data-root",
     type=click.Path(file_okay=False),
     default=None,
-    help="Folder holding MedMNIST .npz files [default: $FFSECURE_DATA, ../shared/data/medmnist, ~/.medmnist].",
+    help="Folder holding MedMNIST .npz files "
+    "[default: $FFSECURE_DATA, ../shared/data/medmnist, ~/.medmnist].",
 )
 @click.option(
     "--download", is_flag=True, help="Download the MedMNIST file if it is missing (needs network)."

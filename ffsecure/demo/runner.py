@@ -82,7 +82,8 @@ def resolve(cfg: DemoConfig) -> DemoConfig:
         )
     digits = c.dataset == "digits"
     if c.classes_per_site is None:
-        # digits: 10 sites x 2 classes puts every class at two sites; pneumoniamnist: 2 sites per class.
+        # digits: 10 sites x 2 classes puts every class at two sites;
+        # pneumoniamnist: 2 sites per class.
         c.classes_per_site = 2 if digits and c.partition == "pathological" else 1
     if c.epochs is None:
         c.epochs = 30 if digits else 6
@@ -99,7 +100,8 @@ def resolve(cfg: DemoConfig) -> DemoConfig:
 
 
 def default_sites(num_classes: int, classes_per_site: int, partition: str) -> int:
-    """Every class at two sites (pathological), so forgetting one site leaves its classes covered."""
+    """Every class at two sites (pathological), so forgetting one site leaves its
+    classes covered."""
     if partition == "pathological":
         return max(2, math.ceil(2 * num_classes / classes_per_site))
     return max(2, num_classes)
@@ -705,7 +707,8 @@ class Demo:
         accuracy_chart(
             self.work / "accuracy.png",
             self.facts["accuracy"],
-            title=f"{self.ds.name}: accuracy before and after {self.forgotten.site_id} is forgotten",
+            title=f"{self.ds.name}: accuracy before and after "
+            f"{self.forgotten.site_id} is forgotten",
         )
 
 
@@ -727,6 +730,7 @@ def _site_metrics(out: dict) -> dict:
 
 
 def _bytes_sent(rec: dict) -> int | None:
-    """The bytes the site streamed for its module (the sealed envelope), as `site-node upload` reports them."""
+    """The bytes the site streamed for its module (the sealed envelope), as
+    `site-node upload` reports them."""
     sent = rec.get("bytes_sent")
     return sent if isinstance(sent, int) else None

@@ -179,7 +179,8 @@ def closing_lines(summary: dict) -> list[str]:
             )
     lines += [
         f"deleted: {d['site_id']} module {d['module_id']} "
-        f"({'still in' if summary['deleted_in_current_lineage'] else 'absent from'} the current classifier's lineage)",
+        f"({'still in' if summary['deleted_in_current_lineage'] else 'absent from'} "
+        "the current classifier's lineage)",
         f"audit verdict: {'OK' if audit['ok'] else 'FAILED'}"
         + (f" ({len(audit['findings'])} findings)" if audit.get("findings") else ""),
     ]

@@ -6,7 +6,8 @@ import threading
 
 
 class PhaseUI:
-    """A rich list of phases: a spinner on the running one, its time once done, site ticks as they finish."""
+    """A rich list of phases: a spinner on the running one, its time once done,
+    site ticks as they finish."""
 
     def __init__(self, enabled: bool = True, *, total_sites: int | None = None):
         self.enabled = enabled

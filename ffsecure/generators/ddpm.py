@@ -164,7 +164,8 @@ class ResBlock(nn.Module):
 
 
 class UNet(nn.Module):
-    """Predicts the noise in ``x_t`` given the timestep and the class (``num_classes`` = no class)."""
+    """Predicts the noise in ``x_t`` given the timestep and the class
+    (``num_classes`` = no class)."""
 
     def __init__(self, config: dict[str, Any]):
         super().__init__()

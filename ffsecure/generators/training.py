@@ -69,7 +69,8 @@ def check_data(
         )
     if images.dim() != 4 or list(images.shape[1:]) != list(image_shape):
         raise DataError(
-            f"images have shape {list(images.shape)}, the generator needs (N, {', '.join(map(str, image_shape))})",
+            f"images have shape {list(images.shape)}, "
+            f"the generator needs (N, {', '.join(map(str, image_shape))})",
             code="E_DATA_FORMAT",
             hint="resize the data to the federation's image shape",
         )
@@ -97,7 +98,8 @@ def check_data(
         )
     if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
         raise DataError(
-            f"labels must be in [0, {num_classes - 1}], got [{int(labels.min())}, {int(labels.max())}]",
+            f"labels must be in [0, {num_classes - 1}], "
+            f"got [{int(labels.min())}, {int(labels.max())}]",
             code="E_DATA_FORMAT",
             hint="map site labels onto the federation's label space",
         )

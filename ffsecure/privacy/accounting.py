@@ -57,9 +57,11 @@ def recompute(dp: dict[str, Any] | None, *, strict: bool = True) -> dict[str, An
     matches = math.isclose(eps, claimed, rel_tol=RTOL, abs_tol=1e-9)
     if strict and not matches:
         raise EpsilonMismatchError(
-            f"the recorded DP parameters give epsilon {eps:.6g} with the {dp['accountant']} accountant, "
+            f"the recorded DP parameters give epsilon {eps:.6g} "
+            f"with the {dp['accountant']} accountant, "
             f"but the module claims {claimed:.6g}",
-            hint="the manifest's DP record was altered or written by other code; retrain with ffsecure",
+            hint="the manifest's DP record was altered or written by other code; "
+            "retrain with ffsecure",
         )
     return {
         "dp": True,

@@ -48,7 +48,8 @@ def _check(
 def example_losses(
     gen: Any, images: torch.Tensor, labels: torch.Tensor, *, draws: int | None = None, seed: int = 0
 ) -> torch.Tensor:
-    """The generator's loss on each example, ``(N,)`` float64, averaged over ``draws`` fixed noise draws."""
+    """The generator's loss on each example, ``(N,)`` float64, averaged over
+    ``draws`` fixed noise draws."""
     family = getattr(gen, "family", None)
     if family not in DEFAULT_DRAWS:
         raise DataError(
@@ -108,7 +109,8 @@ def auroc(member_scores: Any, non_member_scores: Any) -> float:
 
 
 def tpr_at_fpr(member_scores: Any, non_member_scores: Any, fpr: float = 0.01) -> float:
-    """Fraction of members scoring above the threshold that at most ``fpr`` of non-members exceed."""
+    """Fraction of members scoring above the threshold that at most ``fpr`` of
+    non-members exceed."""
     m = np.asarray(member_scores, dtype=np.float64).ravel()
     nm = np.sort(np.asarray(non_member_scores, dtype=np.float64).ravel())[::-1]
     if m.size == 0 or nm.size == 0:

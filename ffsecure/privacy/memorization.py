@@ -45,7 +45,8 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
 def nearest(
     queries: torch.Tensor, reference: torch.Tensor, *, k: int = 1, chunk: int = 512
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """RMS distance and index of the ``k`` nearest ``reference`` images of every query: ``(N, k)`` each."""
+    """RMS distance and index of the ``k`` nearest ``reference`` images of every
+    query: ``(N, k)`` each."""
     q, r = _flat(queries), _flat(reference)
     if q.shape[1] != r.shape[1]:
         raise DataError(
@@ -73,7 +74,8 @@ def memorization(
     threshold: float | None = None,
     quantile: float = DEFAULT_QUANTILE,
 ) -> dict[str, Any]:
-    """Distances of ``generated`` and ``holdout`` images to their nearest ``train`` image, and the figures.
+    """Distances of ``generated`` and ``holdout`` images to their nearest
+    ``train`` image, and the figures.
 
     Returns the summary figures plus ``d_gen``/``nn_gen`` tensors (per generated
     sample: distance and index of the nearest training image) for plotting.
@@ -119,7 +121,8 @@ def closest_pairs_png(
     threshold: float | None = None,
     title: str | None = None,
 ) -> Path:
-    """A PNG of the ``n`` generated samples closest to a training image, above those training images."""
+    """A PNG of the ``n`` generated samples closest to a training image, above
+    those training images."""
     from ffsecure.plots import _pyplot, _to_display
 
     plt = _pyplot()
