@@ -134,6 +134,8 @@ def _norm_layer(kind: str, channels: int) -> nn.Module:
 class LowPass(nn.Module):
     """A fixed (not learned) depthwise Gaussian blur with reflect padding; identity at sigma 0."""
 
+    kernel: torch.Tensor  # a non-persistent buffer, registered in __init__
+
     def __init__(self, channels: int, sigma: float):
         super().__init__()
         self.channels, self.sigma = channels, float(sigma)

@@ -493,8 +493,8 @@ def _read_images(files: list[Path], channels: int, size: tuple[int, int]) -> np.
     out = np.empty((len(files), size[0], size[1]) + ((3,) if channels == 3 else ()), dtype=np.uint8)
     for i, f in enumerate(files):
         try:
-            with Image.open(f) as im:
-                im = im.convert(mode)
+            with Image.open(f) as opened:
+                im = opened.convert(mode)
                 if im.size != (size[1], size[0]):
                     im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
                 out[i] = np.asarray(im, dtype=np.uint8)

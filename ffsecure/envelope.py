@@ -150,7 +150,12 @@ def suite_of_public_key(public_bytes: bytes) -> str:
     raise KeyFormatError(f"a {len(public_bytes)}-byte public key matches no HPKE suite")
 
 
-def _public_key(public_bytes: bytes, suite: str):
+#: The recipient keys of the two suites (X25519 alone, or ML-KEM-768 + X25519).
+_PublicKey = x25519.X25519PublicKey | hpke.MLKEM768X25519PublicKey
+_PrivateKey = x25519.X25519PrivateKey | hpke.MLKEM768X25519PrivateKey
+
+
+def _public_key(public_bytes: bytes, suite: str) -> _PublicKey:
     _, _, _, pub_len = _suite(suite)
     if not isinstance(public_bytes, (bytes, bytearray)) or len(public_bytes) != pub_len:
         raise KeyFormatError(f"{suite} public key must be {pub_len} bytes")
@@ -165,7 +170,7 @@ def _public_key(public_bytes: bytes, suite: str):
         raise KeyFormatError(f"{suite} public key does not decode: {exc}") from None
 
 
-def _private_key(private_bytes: bytes, suite: str):
+def _private_key(private_bytes: bytes, suite: str) -> tuple[_PrivateKey, bytes]:
     """Return ``(hpke_private_key, public_bytes)``."""
     _, _, priv_len, _ = _suite(suite)
     if not isinstance(private_bytes, (bytes, bytearray)) or len(private_bytes) != priv_len:

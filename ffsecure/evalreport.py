@@ -156,13 +156,16 @@ class EvaluationReport:
                 f"accuracy {accuracy!r} is not a whole number of correct images out of {n}"
             )
         if self.confusion is not None:
-            self._check_confusion(num_classes, accuracy, recalls)
+            self._check_confusion(self.confusion, num_classes, accuracy, recalls)
         return self
 
     def _check_confusion(
-        self, num_classes: int, accuracy: float, recalls: list[float | None]
+        self,
+        cm: tuple[tuple[int, ...], ...],
+        num_classes: int,
+        accuracy: float,
+        recalls: list[float | None],
     ) -> None:
-        cm = self.confusion
         if len(cm) != num_classes or any(len(row) != num_classes for row in cm):
             raise FormatError(
                 f"the confusion matrix is not {num_classes} x {num_classes}",
@@ -170,10 +173,9 @@ class EvaluationReport:
                 hint="send num_classes * num_classes counts, row-major",
             )
         fields.check(COUNTS, [list(row) for row in cm], "confusion", error=_range_error)
-        if sum(map(sum, cm)) != self.n_test:
-            raise _inconsistent(
-                f"the confusion counts sum to {sum(map(sum, cm))}, not n_test {self.n_test}"
-            )
+        total = sum(sum(row) for row in cm)
+        if total != self.n_test:
+            raise _inconsistent(f"the confusion counts sum to {total}, not n_test {self.n_test}")
         correct = sum(cm[k][k] for k in range(num_classes))
         if abs(correct / self.n_test - accuracy) > TOLERANCE:
             raise _inconsistent(

@@ -26,9 +26,10 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from ffsecure import FORMAT_VERSION, canonical, envelope, pki, timefmt
-from ffsecure.errors import ConfigError, FormatError, VerificationError
+from ffsecure.errors import ConfigError, FederationMismatchError, FormatError, VerificationError
 from ffsecure.records import fields
 from ffsecure.records.ids import KEY_ID, parse_port
 
@@ -158,10 +159,11 @@ def _validate_generator(
 ) -> dict:
     family, config = generator["family"], generator["config"]
     try:
+        # heavy: the generator families import torch; only when a manifest is validated
         from ffsecure.generators import validate_config
     except ImportError:  # generator families not installed: structural checks only
-        validate_config = None
-    if validate_config is not None:
+        pass
+    else:
         try:
             config = validate_config(family, config)
         except (FormatError, ConfigError, VerificationError, ValueError) as exc:
@@ -232,7 +234,8 @@ class FederationManifest:
         if not isinstance(obj, dict) or set(obj) != SIGNED_FIELDS:
             got = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
             raise _schema(f"manifest fields are {got}, expected {sorted(SIGNED_FIELDS)}")
-        fields.check(MANIFEST_SPEC.fields["v"], obj["v"], "manifest version", error=_field_error)
+        version_spec = MANIFEST_SPEC.field("v").spec
+        fields.check(version_spec, obj["v"], "manifest version", error=_field_error)
         shape = obj["image_shape"]
         return cls(
             federation_id=obj["federation_id"],
@@ -311,7 +314,7 @@ def create_signed_manifest(manifest: FederationManifest, ca: pki.CA) -> bytes:
     """Sign ``manifest`` with the CA key; returns the canonical ``federation.json`` bytes."""
     manifest.validate()
     if manifest.federation_id != ca.federation_id:
-        raise envelope.FederationMismatchError(
+        raise FederationMismatchError(
             f"manifest is for {manifest.federation_id!r}, the CA serves {ca.federation_id!r}"
         )
     signed = canonical.dumps(manifest.to_dict())
@@ -328,6 +331,18 @@ def create_signed_manifest(manifest: FederationManifest, ca: pki.CA) -> bytes:
             ],
         }
     )
+
+
+def _ecdsa_valid(public: CertificatePublicKeyTypes, sig: bytes, message: bytes) -> bool:
+    """Whether ``sig`` is the CA's ECDSA/SHA-256 signature of ``message`` (:data:`SIGNATURE_ALG`);
+    a CA key of another kind verifies no signature."""
+    if not isinstance(public, ec.EllipticCurvePublicKey):
+        return False
+    try:
+        public.verify(sig, message, ec.ECDSA(hashes.SHA256()))
+    except (ValueError, InvalidSignature):
+        return False
+    return True
 
 
 def load_signed_manifest(data: bytes, ca_cert: x509.Certificate) -> FederationManifest:
@@ -350,12 +365,9 @@ def load_signed_manifest(data: bytes, ca_cert: x509.Certificate) -> FederationMa
         sig = canonical.b64decode_canonical(entry["sig"])
         if sig is None:
             continue
-        try:
-            public.verify(sig, message, ec.ECDSA(hashes.SHA256()))
+        if _ecdsa_valid(public, sig, message):
             verified = True
             break
-        except (ValueError, InvalidSignature):
-            continue
     if not verified:
         raise ManifestSignatureError(
             "federation manifest is not signed by this federation's CA",
@@ -363,7 +375,7 @@ def load_signed_manifest(data: bytes, ca_cert: x509.Certificate) -> FederationMa
         )
     manifest = FederationManifest.from_dict(obj["signed"])
     if manifest.federation_id != pki.ca_federation_id(ca_cert):
-        raise envelope.FederationMismatchError(
+        raise FederationMismatchError(
             f"manifest is for {manifest.federation_id!r}, the CA serves "
             f"{pki.ca_federation_id(ca_cert)!r}"
         )

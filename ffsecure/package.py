@@ -178,15 +178,15 @@ class ModuleManifest:
     site_id: str
     module_id: str
     created_at: str
-    generator: dict  # {"family", "config"}
+    generator: dict[str, Any]  # {"family", "config"}
     image_shape: tuple[int, int, int]
     classes: list[int]
     weights_sha256: str
     weights_bytes: int
-    dp: dict | None
+    dp: dict[str, Any] | None
     seed: int
     library_version: str = __version__
-    privacy_report: dict | None = None
+    privacy_report: dict[str, Any] | None = None
     version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -234,7 +234,7 @@ class ModuleManifest:
             "privacy_report": self.privacy_report,
         }
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "v": self.version,
             "federation_id": self.federation_id,
@@ -290,11 +290,11 @@ def build_manifest(
     weights: bytes,
     classes: list[int],
     seed: int,
-    dp: dict | None = None,
+    dp: dict[str, Any] | None = None,
     module_id: str | None = None,
     created_at: str | None = None,
-    privacy_report: dict | None = None,
-    generator: dict | None = None,
+    privacy_report: dict[str, Any] | None = None,
+    generator: dict[str, Any] | None = None,
 ) -> ModuleManifest:
     """A manifest for ``weights`` trained under ``federation`` (its generator unless given)."""
     return ModuleManifest(

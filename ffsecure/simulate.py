@@ -328,7 +328,7 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
             "torch_threads": torch.get_num_threads(),
         },
         "dataset": ds.summary(),
-        "partition": part.to_dict(ds.train_y),
+        "partition": part.to_dict(ds.train_y.numpy()),
         "machine": {
             "platform": platform.platform(),
             "python": platform.python_version(),

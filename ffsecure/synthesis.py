@@ -113,7 +113,7 @@ def _check_sources(
     if not sources:
         raise _error("no modules to synthesize from", "register at least one module")
     seen: set[str] = set()
-    shape = None
+    shape: list[int] | None = None
     for src in sources:
         if not isinstance(src, ModuleSource):
             raise _error(f"expected ModuleSource, got {type(src).__name__}")
@@ -149,6 +149,7 @@ def _check_sources(
             )
         if not isinstance(src.weights_sha256, str) or len(src.weights_sha256) != 64:
             raise _error(f"module {src.module_id} has no 64-hex-digit weights_sha256")
+    assert shape is not None  # sources is not empty
     return sorted(sources, key=lambda s: s.module_id), shape
 
 

@@ -11,16 +11,18 @@ federation has.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import shutil
 import socket
+import subprocess
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ffsecure.demo import layout
 from ffsecure.demo.procs import DemoError, Supervisor, parallel, sigterm_as_interrupt
@@ -71,6 +73,16 @@ def medmnist_available(flag: str, root: str | None) -> bool:
     from ffsecure.data import default_root
 
     return (Path(root) if root else default_root()).joinpath(f"{flag}.npz").is_file()
+
+
+_T = TypeVar("_T")
+
+
+def _resolved(value: _T | None, name: str) -> _T:
+    """A setting :func:`resolve` fills; None here is a bug, not a user error."""
+    if value is None:
+        raise RuntimeError(f"the demo setting {name} is used before resolve() filled it")
+    return value
 
 
 def resolve(cfg: DemoConfig) -> DemoConfig:
@@ -150,11 +162,19 @@ class Demo:
             "site_evaluation": {},
         }
         self.sup: Supervisor | None = None
-        self.serve = None
+        self.serve: subprocess.Popen[bytes] | None = None
+        self.serve_log: Path | None = None
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def supervisor(self) -> Supervisor:
+        """The process supervisor, which :meth:`run` starts before any phase."""
+        if self.sup is None:
+            raise RuntimeError("the demo's supervisor is used before run() started it")
+        return self.sup
+
     def cli(self, tool: str, *args: Any, name: str | None = None, timeout: float = 900.0):
-        return self.sup.run(tool, *args, name=name, timeout=timeout)
+        return self.supervisor.run(tool, *args, name=name, timeout=timeout)
 
     def cli_json(self, tool: str, *args: Any, name: str | None = None, timeout: float = 900.0):
         return self.cli(tool, *args, "--json", name=name, timeout=timeout).json()
@@ -204,15 +224,15 @@ class Demo:
             self.start_serve()
         with P("enroll", "sites: enroll, CA signs the CSRs, install-cert"):
             parallel(
-                [lambda s=s: self.enroll_site(s) for s in self.specs],
+                [functools.partial(self.enroll_site, s) for s in self.specs],
                 workers=self.cfg.parallel,
-                on_error=self.sup.stop_all,
+                on_error=self.supervisor.stop_all,
             )
         with P("sites", "sites: train, sign, seal, upload, verify receipts"):
             parallel(
-                [lambda s=s: self.train_upload_site(s) for s in self.specs],
+                [functools.partial(self.train_upload_site, s) for s in self.specs],
                 workers=self.cfg.parallel,
-                on_error=self.sup.stop_all,
+                on_error=self.supervisor.stop_all,
             )
         with P("aggregate", "aggregator: synthesize, train, publish"):
             self.aggregate()
@@ -239,19 +259,21 @@ class Demo:
         from ffsecure import data, partition
 
         c = self.cfg
+        dataset = _resolved(c.dataset, "dataset")
+        classes_per_site = _resolved(c.classes_per_site, "classes_per_site")
         self.ds = data.load_dataset(
-            c.dataset, image_shape=c.image_shape, root=c.data_root, seed=c.seed
+            dataset, image_shape=c.image_shape, root=c.data_root, seed=c.seed
         )
         k = self.ds.num_classes
         if c.sites is None:
-            c.sites = default_sites(k, c.classes_per_site, c.partition)
+            c.sites = default_sites(k, classes_per_site, c.partition)
         self.part = partition.make_partition(
             c.partition,
             self.ds.train_y,
             num_classes=k,
             num_sites=c.sites,
             alpha=c.alpha,
-            classes_per_site=c.classes_per_site,
+            classes_per_site=classes_per_site,
             seed=c.seed,
         )
         ids = layout.site_ids(self.part.num_sites)
@@ -365,33 +387,36 @@ class Demo:
         with open(self.agg_dir / "aggregator.toml", "a", encoding="utf-8") as fh:
             fh.write(
                 layout.evaluation_toml(
-                    c.dataset, root=c.data_root if c.dataset != "digits" else None, seed=c.seed
+                    _resolved(c.dataset, "dataset"),
+                    root=c.data_root if c.dataset != "digits" else None,
+                    seed=c.seed,
                 )
             )
 
     def start_serve(self) -> None:
         port_file = self.agg_dir / "serve.port"
         port_file.unlink(missing_ok=True)
-        self.serve, self.serve_log = self.sup.popen(
+        serve, serve_log = self.supervisor.popen(
             "aggregator",
             ["serve", "--config", self.agg_dir / "aggregator.toml"],
             name="aggregator-serve",
         )
+        self.serve, self.serve_log = serve, serve_log
         deadline = time.monotonic() + 120
         while not port_file.exists():
-            if self.serve.poll() is not None:
+            if serve.poll() is not None:
                 raise DemoError(
-                    f"aggregator serve exited with status {self.serve.returncode}",
-                    hint=f"see {self.serve_log}",
+                    f"aggregator serve exited with status {serve.returncode}",
+                    hint=f"see {serve_log}",
                 )
             if time.monotonic() > deadline:
                 raise DemoError(
                     "aggregator serve did not listen within 120 s",
                     code="E_DEMO_TIMEOUT",
-                    hint=f"see {self.serve_log}",
+                    hint=f"see {serve_log}",
                 )
             time.sleep(0.1)
-        self.ui.note(f"aggregator serve (pid {self.serve.pid}) listens on {self.endpoint}, mTLS")
+        self.ui.note(f"aggregator serve (pid {serve.pid}) listens on {self.endpoint}, mTLS")
 
     def stop_serve(self) -> None:
         if self.serve is not None and self.sup is not None:
@@ -407,7 +432,7 @@ class Demo:
                 site_id=s.site_id,
                 endpoint=self.endpoint,
                 data_path=s.data_path,
-                epochs=c.epochs,
+                epochs=_resolved(c.epochs, "epochs"),
                 size=c.generator_size,
                 seed=c.seed * 1000 + s.index,
                 dp_epsilon=c.dp_epsilon,
@@ -520,7 +545,7 @@ class Demo:
             shutil.copy(samples, self.work / "samples.png")
 
     def evaluate_sites(self, when: str) -> None:
-        def one(s):
+        def one(s: layout.SiteSpec) -> tuple[str, Any]:
             out = self.cli_json(
                 "site_node",
                 "evaluate",
@@ -532,9 +557,9 @@ class Demo:
             return s.site_id, out
 
         results = parallel(
-            [lambda s=s: one(s) for s in self.specs],
+            [functools.partial(one, s) for s in self.specs],
             workers=self.cfg.parallel,
-            on_error=self.sup.stop_all,
+            on_error=self.supervisor.stop_all,
         )
         self.facts["site_evaluation"][when] = {sid: _site_metrics(out) for sid, out in results}
 
@@ -663,7 +688,7 @@ class Demo:
                 path.parent.mkdir(exist_ok=True)
                 path.write_text(json.dumps(json.loads(rec.read_text())["receipt"]))
                 receipts += ["--trusted-checkpoint", path]
-        res = self.sup.run(
+        res = self.supervisor.run(
             "ffsecure",
             "audit",
             "verify",
@@ -688,7 +713,7 @@ class Demo:
             "findings": verdict.get("findings", []),
             "trusted_checkpoints": len(receipts) // 2,
         }
-        self.sup.run(
+        self.supervisor.run(
             "ffsecure",
             "audit",
             "report",

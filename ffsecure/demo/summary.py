@@ -92,11 +92,12 @@ def _acc(summary: dict, when: str, method: str) -> str:
 def _size(n: int | None) -> str:
     if n is None:
         return "n/a"
+    size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)
 
 
 def closing_tables(summary: dict) -> list:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -208,14 +208,15 @@ class UNet(nn.Module):
     def reset_extra(self) -> None:
         with torch.no_grad():  # start as the zero predictor's neighbour: small output layer
             self.conv_out.weight.mul_(0.1)
-            self.conv_out.bias.zero_()
+            if self.conv_out.bias is not None:  # always: Conv2d's default bias=True
+                self.conv_out.bias.zero_()
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(t, self.embed_dim)) + self.class_emb(y)
         h = self.conv_in(x)
         skips = []
         for i, blocks in enumerate(self.down):
-            for block in blocks:
+            for block in cast(nn.ModuleList, blocks):  # a ModuleList of ResBlocks
                 h = block(h, emb)
             skips.append(h)
             if i < len(self.downsample):
@@ -225,7 +226,7 @@ class UNet(nn.Module):
             if k > 0:
                 h = self.upsample[k - 1](F.interpolate(h, scale_factor=2.0, mode="nearest"))
             h = torch.cat([h, skips.pop()], dim=1)
-            for block in blocks:
+            for block in cast(nn.ModuleList, blocks):  # a ModuleList of ResBlocks
                 h = block(h, emb)
         return self.conv_out(F.silu(self.norm_out(h)))
 
