@@ -33,6 +33,7 @@ without M".
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -46,6 +47,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load, save
 
 from ffsecure import canonical
 from ffsecure.errors import ConfigError, FormatError
@@ -198,6 +200,7 @@ class SmallCNN(nn.Module):
 
 
 def _resnet18(in_channels: int, num_classes: int, *, norm: str, input_blur: float) -> nn.Module:
+    # heavy: torchvision, only for the resnet18 architecture
     from torchvision.models import resnet18
 
     model = resnet18(
@@ -413,6 +416,7 @@ def predict_proba(
 
 def auroc(y: np.ndarray, proba: np.ndarray, num_classes: int) -> float | None:
     """Macro one-vs-rest AUROC (binary: AUROC of the positive class); None if undefined."""
+    # heavy: scikit-learn, only when a classifier is evaluated
     from sklearn.metrics import roc_auc_score
 
     try:
@@ -438,6 +442,7 @@ def evaluate(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, *, device: str = "cpu"
 ) -> Evaluation:
     """Accuracy, macro AUROC, per-class recall and the confusion matrix on real test data."""
+    # heavy: scikit-learn, only when a classifier is evaluated
     from sklearn.metrics import confusion_matrix
 
     proba = predict_proba(model, x, device=device).numpy().astype(np.float64)
@@ -460,8 +465,6 @@ def evaluate(
 
 def to_safetensors(model: nn.Module, cfg: dict[str, Any]) -> bytes:
     """Weights as safetensors bytes, with the config (canonical JSON) in the header metadata."""
-    from safetensors.torch import save
-
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     return save(state, metadata={CONFIG_KEY: canonical.dumps(validate_config(cfg)).decode()})
 
@@ -491,8 +494,6 @@ def from_safetensors(
     data: bytes, cfg: dict[str, Any] | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a classifier from safetensors bytes (config from ``cfg`` or the file's metadata)."""
-    from safetensors.torch import load
-
     header = _header(data)
     if cfg is None:
         meta = header.get("__metadata__") or {}
@@ -525,8 +526,6 @@ def from_safetensors(
 
 def save_classifier(path: str | os.PathLike, model: nn.Module, cfg: dict[str, Any]) -> str:
     """Write ``path`` (safetensors with embedded config); returns the file's SHA-256."""
-    import hashlib
-
     data = to_safetensors(model, cfg)
     tmp = f"{os.fspath(path)}.tmp"
     with open(tmp, "wb") as fh:
@@ -541,6 +540,4 @@ def load_classifier(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
 
 
 def weights_sha256(model: nn.Module, cfg: dict[str, Any]) -> str:
-    import hashlib
-
     return hashlib.sha256(to_safetensors(model, cfg)).hexdigest()

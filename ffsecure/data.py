@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from ffsecure.errors import DataError
 from ffsecure.records import fields
@@ -321,6 +322,7 @@ def sha256_file(path: Path) -> str:
 
 def medmnist_flags() -> list[str]:
     """The 2D single-label MedMNIST flags this loader accepts."""
+    # heavy: medmnist, only when a MedMNIST flag is named
     from medmnist import INFO
 
     return sorted(
@@ -339,6 +341,7 @@ def load_medmnist(
     expected_md5: str | None = None,
 ) -> Dataset:
     """Load a MedMNIST 2D subset (28x28 file) from ``root`` after checking its official MD5."""
+    # heavy: medmnist, only when a MedMNIST subset is loaded
     import medmnist
     from medmnist import INFO
 
@@ -441,6 +444,7 @@ def load_digits(
     The default shape is ``1x16x16``: the smallest multiple-of-4 size above the
     native 8x8 that keeps the strokes legible. Split: stratified, seeded.
     """
+    # heavy: scikit-learn, only for the digits data set
     from sklearn.datasets import load_digits as sk_digits
 
     image_shape = check_image_shape(image_shape or DIGITS_SHAPE)
@@ -487,8 +491,6 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def _read_images(files: list[Path], channels: int, size: tuple[int, int]) -> np.ndarray:
-    from PIL import Image
-
     mode = "L" if channels == 1 else "RGB"
     out = np.empty((len(files), size[0], size[1]) + ((3,) if channels == 3 else ()), dtype=np.uint8)
     for i, f in enumerate(files):
@@ -518,8 +520,6 @@ def load_folder(
     ``image_shape`` the channels follow the first image (gray or RGB) and the
     size is 28x28.
     """
-    from PIL import Image
-
     root = Path(path)
     if not root.is_dir():
         raise DataError(

@@ -49,7 +49,8 @@ from ffsecure.errors import (
     FormatError,
     TooLargeError,
 )
-from ffsecure.records.ids import KEY_ID
+from ffsecure.files import write_secret_file
+from ffsecure.records.ids import KEY_ID, check_id
 
 MAGIC = b"FFSE"
 VERSION = 1
@@ -207,8 +208,6 @@ def b64decode(text: str, what: str = "value") -> bytes:
 
 def write_key_file(path: str | Path, private_bytes: bytes, suite: str = DEFAULT_SUITE) -> None:
     """Write an HPKE private key file (canonical JSON, mode 0600)."""
-    from ffsecure.files import write_secret_file
-
     public = public_from_private(private_bytes, suite)
     record = {
         "v": 1,
@@ -271,8 +270,6 @@ def seal(
             "key id does not belong to this public key",
             hint="take both from the federation manifest",
         )
-    from ffsecure.pki import check_id
-
     check_id(federation_id, "federation id")
     header = EnvelopeHeader(suite, federation_id, key_id).to_bytes()
     body = hpke_suite.encrypt(plaintext, pub, info=INFO_CONTEXT + header)

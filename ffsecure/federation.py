@@ -29,7 +29,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from ffsecure import FORMAT_VERSION, canonical, envelope, pki, timefmt
-from ffsecure.errors import ConfigError, FederationMismatchError, FormatError, VerificationError
+from ffsecure.errors import (
+    ConfigError,
+    FederationMismatchError,
+    FormatError,
+    LedgerError,
+    VerificationError,
+)
+from ffsecure.ledger.checkpoint import parse_vkey
+from ffsecure.privacy.policy import check_policy_fields
 from ffsecure.records import fields
 from ffsecure.records.ids import KEY_ID, parse_port
 
@@ -142,9 +150,6 @@ def check_image_shape(shape: Any) -> tuple[int, int, int]:
 
 def check_vkey(vkey: Any) -> str:
     """Check a C2SP signed-note verifier key (the log's Ed25519 key), or E_MANIFEST_SCHEMA."""
-    from ffsecure.errors import LedgerError
-    from ffsecure.ledger.checkpoint import parse_vkey
-
     if not isinstance(vkey, str) or len(vkey) > 512 or vkey != vkey.strip():
         raise _schema("log_public_key must be a signed-note verifier key string")
     try:
@@ -276,8 +281,6 @@ class FederationManifest:
         check_vkey(agg["log_public_key"])
         if self.privacy_policy is not None:
             pp = self.privacy_policy
-            from ffsecure.privacy.policy import check_policy_fields
-
             try:
                 check_policy_fields(pp)
             except FormatError as exc:
@@ -508,6 +511,7 @@ def manifest_from_toml(path: str | Path) -> FederationManifest:
         config = gen["config"]
     else:
         try:
+            # heavy: the generator families import torch; only for a template
             from ffsecure.generators import default_config
         except ImportError:
             raise _config_error(

@@ -19,6 +19,7 @@ is sliced; trailing bytes are refused. See ``docs/formats.md``.
 
 from __future__ import annotations
 
+import base64
 import copy
 import datetime as dt
 import hashlib
@@ -44,6 +45,7 @@ from ffsecure.errors import (
     VerificationError,
 )
 from ffsecure.federation import FederationManifest, ManifestSchemaError, check_image_shape
+from ffsecure.privacy.report import check_report
 from ffsecure.records import fields
 from ffsecure.records.fields import is_number
 
@@ -208,8 +210,6 @@ class ModuleManifest:
         ):
             raise _schema("dp must state the achieved epsilon and delta as numbers")
         if self.privacy_report is not None:
-            from ffsecure.privacy.report import check_report
-
             try:
                 check_report(self.privacy_report)
             except FFSecureError as exc:
@@ -588,6 +588,7 @@ def check_weights(manifest: ModuleManifest, weights: bytes) -> None:
             "weights do not hash to the manifest's weights_sha256",
             hint="the package was altered; re-send it",
         )
+    # heavy: the generator families import torch; only when weights are checked
     from ffsecure.generators import (
         check_finite,
         check_safetensors,
@@ -631,8 +632,6 @@ def verify_package(
 
 def package_meta(pkg: SignedPackage) -> bytes:
     """Canonical JSON of manifest + signature + certificate (never weights), for the ledger."""
-    import base64
-
     return canonical.dumps(
         {
             "v": 1,

@@ -252,6 +252,7 @@ def count_table(partition: Partition, labels) -> np.ndarray:
 
 def render_table(partition: Partition, labels, class_names: Sequence[str] | None = None):
     """A ``rich.table.Table`` of site x class counts with row and column totals."""
+    # rich only when rendering: keeps `ffsecure --help` fast
     from rich.table import Table
 
     counts = count_table(partition, labels)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from ffsecure.audit import audit_bundle, load_bundle
+from ffsecure.audit.html import render_html
 from ffsecure.clitools import echo_json
 from ffsecure.errors import ConfigError
 
@@ -57,9 +59,8 @@ def _run(
     *,
     quiet: bool = False,
 ):
+    # rich only when rendering: keeps `ffsecure --help` fast
     from rich.console import Console
-
-    from ffsecure.audit import audit_bundle, load_bundle
 
     ca_pem = _read_file(ca, "CA certificate") if ca else None
     crl_pem = _read_file(crl, "CRL") if crl else None
@@ -107,6 +108,7 @@ def _common(f):
 
 
 def _print_summary(result) -> None:
+    # rich only when rendering: keeps `ffsecure --help` fast
     from rich.console import Console
     from rich.table import Table
 
@@ -203,8 +205,6 @@ def report_cmd(ctx, bundle_dir, out, ca, crl, trusted, log_key, as_json):
     The report is written whatever the verdict; the exit status is 0 once it is written.
     """
     ctx.ensure_object(dict)["json"] = as_json
-    from ffsecure.audit.html import render_html
-
     result = _run(bundle_dir, ca, crl, trusted, log_key, quiet=as_json)
     html = render_html(result).encode("utf-8")
     target = Path(out)

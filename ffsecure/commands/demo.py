@@ -7,6 +7,8 @@ import json
 import click
 
 from ffsecure.commands.simulate import _shape
+from ffsecure.demo.runner import Demo, DemoConfig
+from ffsecure.demo.summary import closing_lines, closing_tables
 
 
 @click.command()
@@ -128,8 +130,7 @@ def demo(ctx: click.Context, as_json: bool, no_baselines: bool, **opts) -> None:
     Exits 0 when every step ran and the audit verified, 3 when the audit
     found a problem (summary.json lists the findings), 1 on an error.
     """
-    from ffsecure.demo.runner import Demo, DemoConfig
-    from ffsecure.demo.summary import closing_lines, closing_tables
+    # the progress display imports rich: keeps `ffsecure --help` fast
     from ffsecure.demo.ui import PhaseUI
 
     ctx.ensure_object(dict)
@@ -164,6 +165,7 @@ def demo(ctx: click.Context, as_json: bool, no_baselines: bool, **opts) -> None:
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:
+        # rich only when rendering: keeps `ffsecure --help` fast
         from rich.console import Console
 
         console = Console()

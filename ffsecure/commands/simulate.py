@@ -195,6 +195,7 @@ def simulate(ctx: click.Context, as_json: bool, no_baselines: bool, **opts) -> N
     if as_json:
         click.echo(json.dumps(results, indent=2, sort_keys=True))
         return
+    # rich only when rendering: keeps `ffsecure --help` fast
     from rich.console import Console
 
     console = Console()

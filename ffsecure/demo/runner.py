@@ -24,9 +24,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
+
+from ffsecure import classifier, data, partition
+from ffsecure.baselines import FedAvgConfig, centralized, fedavg
+from ffsecure.data import default_root
 from ffsecure.demo import layout
+from ffsecure.demo.pictures import accuracy_chart
 from ffsecure.demo.procs import DemoError, Supervisor, parallel, sigterm_as_interrupt
+from ffsecure.demo.summary import build_summary
 from ffsecure.errors import ConfigError
+from ffsecure.partition import Partition
+from ffsecure.torchutil import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +79,6 @@ class DemoConfig:
 
 
 def medmnist_available(flag: str, root: str | None) -> bool:
-    from ffsecure.data import default_root
-
     return (Path(root) if root else default_root()).joinpath(f"{flag}.npz").is_file()
 
 
@@ -196,8 +203,6 @@ class Demo:
         self._load_s = time.perf_counter() - t0
         self.work.mkdir(parents=True, exist_ok=True)
         self.sup = Supervisor(self.work / "logs")
-        from ffsecure.torchutil import torch_threads  # torch loads only once a demo runs
-
         try:
             with sigterm_as_interrupt(), torch_threads(1):  # the baselines run in this process
                 self._run()
@@ -205,8 +210,6 @@ class Demo:
             self.stop_serve()
             self.sup.stop_all()
         self.phases.seconds["total"] = round(time.perf_counter() - t_all, 2)
-        from ffsecure.demo.summary import build_summary
-
         summary = build_summary(self.cfg, self.facts, self.phases.seconds, self.work)
         (self.work / "summary.json").write_text(
             json.dumps(summary, indent=2, sort_keys=True) + "\n"
@@ -256,8 +259,6 @@ class Demo:
 
     # ------------------------------------------------------------------ phases
     def load_data(self) -> None:
-        from ffsecure import data, partition
-
         c = self.cfg
         dataset = _resolved(c.dataset, "dataset")
         classes_per_site = _resolved(c.classes_per_site, "classes_per_site")
@@ -564,12 +565,6 @@ class Demo:
         self.facts["site_evaluation"][when] = {sid: _site_metrics(out) for sid, out in results}
 
     def baselines(self, when: str, exclude: int | None) -> None:
-        import torch
-
-        from ffsecure import classifier as C
-        from ffsecure.baselines import FedAvgConfig, centralized, fedavg
-        from ffsecure.partition import Partition
-
         c, ds = self.cfg, self.ds
         k = ds.num_classes
         part = self.part
@@ -583,15 +578,15 @@ class Demo:
                 dict(part.params),
             )
         idx = torch.as_tensor(sorted(int(i) for ix in part.indices for i in ix), dtype=torch.int64)
-        clf_config = C.model_config(
+        clf_config = classifier.model_config(
             "cnn", image_shape=ds.image_shape, num_classes=k, width=c.classifier_width
         )
-        settings = C.TrainConfig(
+        settings = classifier.TrainConfig(
             epochs=c.classifier_epochs, min_steps=c.classifier_min_steps, seed=c.seed, device="cpu"
         )
         cen = centralized(clf_config, ds.train_x[idx], ds.train_y[idx], settings)
         self.facts["accuracy"][when]["centralized"] = _metric(
-            C.evaluate(cen.model, ds.test_x, ds.test_y, k).to_dict()
+            classifier.evaluate(cen.model, ds.test_x, ds.test_y, k).to_dict()
         )
         fa = fedavg(
             clf_config,
@@ -606,7 +601,7 @@ class Demo:
             ),
         )
         self.facts["accuracy"][when]["fedavg"] = _metric(
-            C.evaluate(fa.model, ds.test_x, ds.test_y, k).to_dict()
+            classifier.evaluate(fa.model, ds.test_x, ds.test_y, k).to_dict()
         )
 
     def forget(self) -> None:
@@ -727,8 +722,6 @@ class Demo:
         )
 
     def pictures(self) -> None:
-        from ffsecure.demo.pictures import accuracy_chart
-
         accuracy_chart(
             self.work / "accuracy.png",
             self.facts["accuracy"],

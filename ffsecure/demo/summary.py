@@ -102,6 +102,7 @@ def _size(n: int | None) -> str:
 
 def closing_tables(summary: dict) -> list:
     """Rich tables: methods before/after, sites, phases; then the verdict and paths as text."""
+    # rich only when rendering: keeps `ffsecure --help` fast
     from rich.table import Table
 
     ds = summary.get("dataset") or {}

@@ -30,8 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ffsecure.generators import training
 from ffsecure.generators.base import Generator, ProgressFn, TrainReport, TrainSettings
-from ffsecure.generators.schema import Choice, Float, ImageShape, Int, IntList
+from ffsecure.generators.sampling import check_labels
+from ffsecure.generators.schema import Choice, Float, ImageShape, Int, IntList, config_error
 
 SAMPLE_CHUNK = 256
 
@@ -103,8 +105,6 @@ def default_config(*, image_shape: Sequence[int], num_classes: int, size: str) -
 
 
 def extra_checks(config: dict[str, Any]) -> None:
-    from ffsecure.generators.schema import config_error
-
     _c, h, w = config["image_shape"]
     levels = len(config["channel_mults"])
     if h % (2 ** (levels - 1)) or w % (2 ** (levels - 1)):
@@ -251,8 +251,6 @@ class DDPM(Generator):
         dp: Any | None = None,
         progress: ProgressFn | None = None,
     ) -> TrainReport:
-        from ffsecure.generators import training
-
         cfg = self.config
         images, labels = training.check_data(images, labels, cfg["image_shape"], cfg["num_classes"])
         abar = alphas_cumprod(cfg["schedule"], cfg["timesteps"]).float().to(settings.device)
@@ -285,8 +283,6 @@ class DDPM(Generator):
     def sample(
         self, labels: Sequence[int] | torch.Tensor, seed: int, *, device: str = "cpu"
     ) -> torch.Tensor:
-        from ffsecure.generators.sampling import check_labels
-
         cfg = self.config
         y = check_labels(labels, cfg["num_classes"]).to(device)
         net = self._net.to(device).eval()

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load, save
 
 from ffsecure import canonical
 from ffsecure.errors import FFSecureError, FormatError
@@ -95,8 +96,6 @@ def specs_of(module: torch.nn.Module) -> TensorSpecs:
 
 def to_bytes(module: torch.nn.Module) -> bytes:
     """Serialise ``module.state_dict()`` as safetensors (deterministic bytes)."""
-    from safetensors.torch import save
-
     tensors = {
         name: tensor.detach().to("cpu").contiguous().clone()
         for name, tensor in module.state_dict().items()
@@ -278,8 +277,6 @@ def check_finite(weights: bytes, *, module_id: str | None = None) -> None:
 
 def load_into(module: torch.nn.Module, weights: bytes, *, module_id: str | None = None) -> None:
     """Check ``weights`` against ``module`` and copy them in (strict, finite values only)."""
-    from safetensors.torch import load
-
     check_safetensors(weights, specs_of(module))
     check_finite(weights, module_id=module_id)
     module.load_state_dict(load(bytes(weights)), strict=True)

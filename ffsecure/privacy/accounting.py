@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ffsecure.dp import compute_epsilon
 from ffsecure.errors import DPError, VerificationError
 
 RTOL = 1e-6
@@ -44,8 +45,6 @@ def recompute(dp: dict[str, Any] | None, *, strict: bool = True) -> dict[str, An
     steps = dp["steps"]
     if isinstance(steps, float) and steps.is_integer():
         steps = int(steps)
-    from ffsecure.dp import compute_epsilon
-
     eps = compute_epsilon(
         noise_multiplier=dp["noise_multiplier"],
         sample_rate=dp["sample_rate"],

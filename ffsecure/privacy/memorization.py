@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ffsecure.errors import DataError
+from ffsecure.plots import _pyplot, _to_display
 
 DEFAULT_QUANTILE = 0.01
 
@@ -123,8 +124,6 @@ def closest_pairs_png(
 ) -> Path:
     """A PNG of the ``n`` generated samples closest to a training image, above
     those training images."""
-    from ffsecure.plots import _pyplot, _to_display
-
     plt = _pyplot()
     order = torch.argsort(d_gen)[: max(1, min(n, d_gen.numel()))].tolist()
     fig, axes = plt.subplots(2, len(order), figsize=(len(order) * 0.9 + 1.0, 2.6), squeeze=False)
