@@ -76,7 +76,7 @@ def average_states(
     out: dict[str, torch.Tensor] = {}
     for key, ref in states[0].items():
         acc = torch.zeros_like(ref, dtype=torch.float64)
-        for state, w in zip(states, weights):
+        for state, w in zip(states, weights, strict=True):
             acc += state[key].to(torch.float64) * (w / total)
         out[key] = acc.round().to(ref.dtype) if not ref.is_floating_point() else acc.to(ref.dtype)
     return out
@@ -124,7 +124,8 @@ def fedavg(
             states.append(res.model.state_dict())
             losses.append(res.losses[-1])
         global_state = average_states(states, sizes)
-        round_losses.append(sum(l * n for l, n in zip(losses, sizes)) / sum(sizes))
+        weighted = sum(loss * n for loss, n in zip(losses, sizes, strict=True))
+        round_losses.append(weighted / sum(sizes))
         if progress is not None:
             progress(r + 1, settings.rounds)
     model = build_model(cfg, seed=settings.seed)

@@ -85,8 +85,8 @@ def _reject_constant(name: str) -> Any:
     raise FormatError(f"JSON holds {name}, which canonical JSON forbids", code="E_JSON", hint=HINT)
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
-    out: dict = {}
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
             raise FormatError(f"JSON object has the key {key!r} twice", code="E_JSON", hint=HINT)

@@ -33,6 +33,7 @@ without M".
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -46,6 +47,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load, save
 
 from ffsecure import canonical
 from ffsecure.errors import ConfigError, FormatError
@@ -134,6 +136,8 @@ def _norm_layer(kind: str, channels: int) -> nn.Module:
 class LowPass(nn.Module):
     """A fixed (not learned) depthwise Gaussian blur with reflect padding; identity at sigma 0."""
 
+    kernel: torch.Tensor  # a non-persistent buffer, registered in __init__
+
     def __init__(self, channels: int, sigma: float):
         super().__init__()
         self.channels, self.sigma = channels, float(sigma)
@@ -154,7 +158,8 @@ class LowPass(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """A fixed low-pass front end, three conv stages (norm, ReLU), two 2x2 pools, global average pool, linear head."""
+    """A fixed low-pass front end, three conv stages (norm, ReLU), two 2x2 pools,
+    global average pool, linear head."""
 
     def __init__(
         self,
@@ -195,6 +200,7 @@ class SmallCNN(nn.Module):
 
 
 def _resnet18(in_channels: int, num_classes: int, *, norm: str, input_blur: float) -> nn.Module:
+    # heavy: torchvision, only for the resnet18 architecture
     from torchvision.models import resnet18
 
     model = resnet18(
@@ -215,7 +221,8 @@ class _WithLowPass(nn.Module):
 
 
 def build_model(cfg: dict[str, Any], *, seed: int = 0) -> nn.Module:
-    """Build the architecture in ``cfg`` with weights initialised from ``seed`` (global RNG untouched)."""
+    """Build the architecture in ``cfg`` with weights initialised from ``seed``
+    (global RNG untouched)."""
     cfg = validate_config(cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -409,6 +416,7 @@ def predict_proba(
 
 def auroc(y: np.ndarray, proba: np.ndarray, num_classes: int) -> float | None:
     """Macro one-vs-rest AUROC (binary: AUROC of the positive class); None if undefined."""
+    # heavy: scikit-learn, only when a classifier is evaluated
     from sklearn.metrics import roc_auc_score
 
     try:
@@ -434,6 +442,7 @@ def evaluate(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, *, device: str = "cpu"
 ) -> Evaluation:
     """Accuracy, macro AUROC, per-class recall and the confusion matrix on real test data."""
+    # heavy: scikit-learn, only when a classifier is evaluated
     from sklearn.metrics import confusion_matrix
 
     proba = predict_proba(model, x, device=device).numpy().astype(np.float64)
@@ -456,8 +465,6 @@ def evaluate(
 
 def to_safetensors(model: nn.Module, cfg: dict[str, Any]) -> bytes:
     """Weights as safetensors bytes, with the config (canonical JSON) in the header metadata."""
-    from safetensors.torch import save
-
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     return save(state, metadata={CONFIG_KEY: canonical.dumps(validate_config(cfg)).decode()})
 
@@ -487,8 +494,6 @@ def from_safetensors(
     data: bytes, cfg: dict[str, Any] | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a classifier from safetensors bytes (config from ``cfg`` or the file's metadata)."""
-    from safetensors.torch import load
-
     header = _header(data)
     if cfg is None:
         meta = header.get("__metadata__") or {}
@@ -521,8 +526,6 @@ def from_safetensors(
 
 def save_classifier(path: str | os.PathLike, model: nn.Module, cfg: dict[str, Any]) -> str:
     """Write ``path`` (safetensors with embedded config); returns the file's SHA-256."""
-    import hashlib
-
     data = to_safetensors(model, cfg)
     tmp = f"{os.fspath(path)}.tmp"
     with open(tmp, "wb") as fh:
@@ -537,6 +540,4 @@ def load_classifier(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
 
 
 def weights_sha256(model: nn.Module, cfg: dict[str, Any]) -> str:
-    import hashlib
-
     return hashlib.sha256(to_safetensors(model, cfg)).hexdigest()

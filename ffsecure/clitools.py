@@ -17,7 +17,9 @@ from typing import Any
 
 import click
 
+from ffsecure import __version__, templates
 from ffsecure.errors import FFSecureError
+from ffsecure.logjson import JsonFormatter
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -62,13 +64,13 @@ def program_group(
     log_level: str = "INFO",
     docs: tuple[str, ...] = (),
 ) -> LazyGroup:
-    """The root group of one of the programs: its lazy sub-commands, ``--version`` and the logging options.
+    """The root group of one of the programs: its lazy sub-commands, ``--version``
+    and the logging options.
 
     All three programs take ``--log-level`` and ``--log-json`` before the sub-command and
     answer ``-h``; only the name, the sub-commands, the help line and the default level differ.
     The epilog of ``--help`` names where this installation's documentation pages are.
     """
-    from ffsecure import __version__, templates
 
     @click.group(
         name=prog_name,
@@ -103,8 +105,6 @@ def setup_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     """Configure logging: human lines on stderr, or one JSON object per line."""
     handler = logging.StreamHandler(sys.stderr)
     if json_lines:
-        from ffsecure.logjson import JsonFormatter
-
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from ffsecure.errors import DataError
 from ffsecure.records import fields
@@ -211,7 +212,8 @@ def arrays_to_dataset(
     if missing:
         raise _format_error(
             f"{name}: missing arrays {', '.join(missing)}",
-            hint="an .npz needs train_images, train_labels, test_images, test_labels (val_* optional)",
+            hint="an .npz needs train_images, train_labels, test_images, test_labels "
+            "(val_* optional)",
         )
     splits = ["train", "test"]
     if "val_images" in arrays or "val_labels" in arrays:
@@ -292,7 +294,8 @@ def load_npz(
 
 
 def default_root() -> Path:
-    """``$FFSECURE_DATA``, else ``../shared/data/medmnist`` next to the repo, else ``~/.medmnist``."""
+    """``$FFSECURE_DATA``, else ``../shared/data/medmnist`` next to the repo,
+    else ``~/.medmnist``."""
     env = os.environ.get("FFSECURE_DATA")
     if env:
         return Path(env).expanduser()
@@ -319,6 +322,7 @@ def sha256_file(path: Path) -> str:
 
 def medmnist_flags() -> list[str]:
     """The 2D single-label MedMNIST flags this loader accepts."""
+    # heavy: medmnist, only when a MedMNIST flag is named
     from medmnist import INFO
 
     return sorted(
@@ -337,6 +341,7 @@ def load_medmnist(
     expected_md5: str | None = None,
 ) -> Dataset:
     """Load a MedMNIST 2D subset (28x28 file) from ``root`` after checking its official MD5."""
+    # heavy: medmnist, only when a MedMNIST subset is loaded
     import medmnist
     from medmnist import INFO
 
@@ -344,7 +349,8 @@ def load_medmnist(
     if flag not in INFO:
         raise DataError(
             f"unknown data set {flag!r}",
-            hint=f"use a MedMNIST 2D flag ({', '.join(medmnist_flags())}), digits, npz:PATH or folder:PATH",
+            hint=f"use a MedMNIST 2D flag ({', '.join(medmnist_flags())}), digits, "
+            "npz:PATH or folder:PATH",
             code="E_DATA_SPEC",
         )
     if flag not in medmnist_flags():
@@ -364,7 +370,8 @@ def load_medmnist(
             dataset_cls(split="train", root=str(root_path), download=True)
         except Exception as exc:  # the package raises bare RuntimeErrors
             raise DataError(
-                f"could not download {flag}.npz into {root_path}: {str(exc).strip().splitlines()[0]}",
+                f"could not download {flag}.npz into {root_path}: "
+                f"{str(exc).strip().splitlines()[0]}",
                 hint=f"download {info['url']} by hand and put it at {path}",
                 code="E_DATA_DOWNLOAD",
             ) from None
@@ -437,6 +444,7 @@ def load_digits(
     The default shape is ``1x16x16``: the smallest multiple-of-4 size above the
     native 8x8 that keeps the strokes legible. Split: stratified, seeded.
     """
+    # heavy: scikit-learn, only for the digits data set
     from sklearn.datasets import load_digits as sk_digits
 
     image_shape = check_image_shape(image_shape or DIGITS_SHAPE)
@@ -467,7 +475,8 @@ def _class_dirs(root: Path) -> list[Path]:
     if len(dirs) < 2:
         raise _format_error(
             f"{root} holds {len(dirs)} class folder(s); at least two are needed",
-            hint="put each class's images in its own sub-folder, e.g. DATA/normal/*.png, DATA/pneumonia/*.png",
+            hint="put each class's images in its own sub-folder, "
+            "e.g. DATA/normal/*.png, DATA/pneumonia/*.png",
         )
     return dirs
 
@@ -482,14 +491,12 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def _read_images(files: list[Path], channels: int, size: tuple[int, int]) -> np.ndarray:
-    from PIL import Image
-
     mode = "L" if channels == 1 else "RGB"
     out = np.empty((len(files), size[0], size[1]) + ((3,) if channels == 3 else ()), dtype=np.uint8)
     for i, f in enumerate(files):
         try:
-            with Image.open(f) as im:
-                im = im.convert(mode)
+            with Image.open(f) as opened:
+                im = opened.convert(mode)
                 if im.size != (size[1], size[0]):
                     im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
                 out[i] = np.asarray(im, dtype=np.uint8)
@@ -513,8 +520,6 @@ def load_folder(
     ``image_shape`` the channels follow the first image (gray or RGB) and the
     size is 28x28.
     """
-    from PIL import Image
-
     root = Path(path)
     if not root.is_dir():
         raise DataError(
@@ -524,7 +529,7 @@ def load_folder(
     train_root = root / "train" if presplit else root
     class_dirs = _class_dirs(train_root)
     class_names = [d.name for d in class_dirs]
-    files = {c: _image_files(d) for c, d in zip(class_names, class_dirs)}
+    files = {c: _image_files(d) for c, d in zip(class_names, class_dirs, strict=True)}
     if image_shape is None:
         first = files[class_names[0]][0]
         try:

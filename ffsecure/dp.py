@@ -135,6 +135,7 @@ def _check_accountant(accountant: Any) -> str:
 
 
 def _accountant(name: str):
+    # heavy: opacus, only when an accountant runs
     from opacus.accountants import create_accountant
 
     return create_accountant(mechanism=name)
@@ -182,6 +183,7 @@ def prv_grid_points(
     *, noise_multiplier: float, sample_rate: float, steps: int, delta: float
 ) -> float:
     """Points of the grid Opacus' PRV accountant would build (allocates nothing)."""
+    # heavy: opacus, only when an accountant runs
     from opacus.accountants.analysis.prv import (
         PoissonSubsampledGaussianPRV,
         compute_safe_domain_size,
@@ -251,6 +253,7 @@ def _noise_multiplier(
     target: float, delta: float, sample_rate: float, steps: int, accountant: str
 ) -> float:
     """Opacus' binary search for the smallest noise reaching ``target`` (pure, so cached)."""
+    # heavy: opacus, only when a noise multiplier is computed
     from opacus.accountants.utils import get_noise_multiplier
 
     with warnings.catch_warnings():
@@ -282,7 +285,8 @@ def plan(dp: DPConfig, *, n: int, batch_size: int, epochs: int) -> DPPlan:
     clip = _finite_positive("max_grad_norm", dp.max_grad_norm)
     if not dp.poisson:
         raise _dp_error(
-            "DP-SGD without Poisson sampling is not supported: the accountant's guarantee assumes it",
+            "DP-SGD without Poisson sampling is not supported: "
+            "the accountant's guarantee assumes it",
             "leave poisson=True",
         )
     for name, value in (("number of examples", n), ("batch size", batch_size), ("epochs", epochs)):

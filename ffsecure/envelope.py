@@ -49,7 +49,8 @@ from ffsecure.errors import (
     FormatError,
     TooLargeError,
 )
-from ffsecure.records.ids import KEY_ID
+from ffsecure.files import write_secret_file
+from ffsecure.records.ids import KEY_ID, check_id
 
 MAGIC = b"FFSE"
 VERSION = 1
@@ -70,7 +71,10 @@ class EnvelopeFormatError(DefaultHint, FormatError):
     """The envelope bytes are not a well-formed ffsecure envelope."""
 
     code = "E_ENVELOPE_FORMAT"
-    default_hint = "send a package sealed with ffsecure.envelope.seal (or `site-node`) to this aggregator's key"
+    default_hint = (
+        "send a package sealed with ffsecure.envelope.seal (or `site-node`) "
+        "to this aggregator's key"
+    )
 
 
 class EnvelopeSuiteError(CryptoError):
@@ -147,7 +151,12 @@ def suite_of_public_key(public_bytes: bytes) -> str:
     raise KeyFormatError(f"a {len(public_bytes)}-byte public key matches no HPKE suite")
 
 
-def _public_key(public_bytes: bytes, suite: str):
+#: The recipient keys of the two suites (X25519 alone, or ML-KEM-768 + X25519).
+_PublicKey = x25519.X25519PublicKey | hpke.MLKEM768X25519PublicKey
+_PrivateKey = x25519.X25519PrivateKey | hpke.MLKEM768X25519PrivateKey
+
+
+def _public_key(public_bytes: bytes, suite: str) -> _PublicKey:
     _, _, _, pub_len = _suite(suite)
     if not isinstance(public_bytes, (bytes, bytearray)) or len(public_bytes) != pub_len:
         raise KeyFormatError(f"{suite} public key must be {pub_len} bytes")
@@ -162,7 +171,7 @@ def _public_key(public_bytes: bytes, suite: str):
         raise KeyFormatError(f"{suite} public key does not decode: {exc}") from None
 
 
-def _private_key(private_bytes: bytes, suite: str):
+def _private_key(private_bytes: bytes, suite: str) -> tuple[_PrivateKey, bytes]:
     """Return ``(hpke_private_key, public_bytes)``."""
     _, _, priv_len, _ = _suite(suite)
     if not isinstance(private_bytes, (bytes, bytearray)) or len(private_bytes) != priv_len:
@@ -199,8 +208,6 @@ def b64decode(text: str, what: str = "value") -> bytes:
 
 def write_key_file(path: str | Path, private_bytes: bytes, suite: str = DEFAULT_SUITE) -> None:
     """Write an HPKE private key file (canonical JSON, mode 0600)."""
-    from ffsecure.files import write_secret_file
-
     public = public_from_private(private_bytes, suite)
     record = {
         "v": 1,
@@ -263,8 +270,6 @@ def seal(
             "key id does not belong to this public key",
             hint="take both from the federation manifest",
         )
-    from ffsecure.pki import check_id
-
     check_id(federation_id, "federation id")
     header = EnvelopeHeader(suite, federation_id, key_id).to_bytes()
     body = hpke_suite.encrypt(plaintext, pub, info=INFO_CONTEXT + header)

@@ -36,11 +36,14 @@ class FFSecureError(Exception):
         return {"code": self.code, "message": self.message, "hint": self.hint}
 
 
-class DefaultHint:
+class DefaultHint(FFSecureError):
     """Mixin: an error class whose raise sites name no hint gets ``default_hint``.
 
     Put it first in the bases (``class X(DefaultHint, FormatError)``) so that its
-    ``__init__`` fills the hint before :class:`FFSecureError` stores it.
+    ``__init__`` fills the hint before :class:`FFSecureError` stores it. It derives
+    from :class:`FFSecureError` (it declares no code of its own) so that its
+    ``super().__init__`` call is typed; the method order stays X, DefaultHint,
+    FormatError, FFSecureError.
     """
 
     default_hint: str | None = None

@@ -156,13 +156,16 @@ class EvaluationReport:
                 f"accuracy {accuracy!r} is not a whole number of correct images out of {n}"
             )
         if self.confusion is not None:
-            self._check_confusion(num_classes, accuracy, recalls)
+            self._check_confusion(self.confusion, num_classes, accuracy, recalls)
         return self
 
     def _check_confusion(
-        self, num_classes: int, accuracy: float, recalls: list[float | None]
+        self,
+        cm: tuple[tuple[int, ...], ...],
+        num_classes: int,
+        accuracy: float,
+        recalls: list[float | None],
     ) -> None:
-        cm = self.confusion
         if len(cm) != num_classes or any(len(row) != num_classes for row in cm):
             raise FormatError(
                 f"the confusion matrix is not {num_classes} x {num_classes}",
@@ -170,14 +173,14 @@ class EvaluationReport:
                 hint="send num_classes * num_classes counts, row-major",
             )
         fields.check(COUNTS, [list(row) for row in cm], "confusion", error=_range_error)
-        if sum(map(sum, cm)) != self.n_test:
-            raise _inconsistent(
-                f"the confusion counts sum to {sum(map(sum, cm))}, not n_test {self.n_test}"
-            )
+        total = sum(sum(row) for row in cm)
+        if total != self.n_test:
+            raise _inconsistent(f"the confusion counts sum to {total}, not n_test {self.n_test}")
         correct = sum(cm[k][k] for k in range(num_classes))
         if abs(correct / self.n_test - accuracy) > TOLERANCE:
             raise _inconsistent(
-                f"accuracy {accuracy!r} is not {correct}/{self.n_test} as the confusion matrix gives"
+                f"accuracy {accuracy!r} is not {correct}/{self.n_test} "
+                "as the confusion matrix gives"
             )
         for k, r in enumerate(recalls):
             support = sum(cm[k])
@@ -222,7 +225,8 @@ def new_salt() -> str:
 
 
 def commitment(report: EvaluationReport, salt: str) -> str:
-    """SHA-256 (hex) of the canonical ``{"report": ..., "salt": ...}``: hides and binds the report."""
+    """SHA-256 (hex) of the canonical ``{"report": ..., "salt": ...}``: hides and
+    binds the report."""
     if not SALT.matches(salt):
         raise FormatError(
             "the commitment salt is not 32 lowercase hex digits", code="E_EVALUATION_FORMAT"
@@ -244,5 +248,6 @@ def summary(report_dict: dict, classes: Sequence[str] | None = None) -> dict:
     out = {k: report_dict[k] for k in ("n_test", "accuracy", "auroc", "per_class_recall")}
     out["confusion_sent"] = report_dict.get("confusion") is not None
     if classes is not None:
-        out["per_class_recall"] = {c: r for c, r in zip(classes, report_dict["per_class_recall"])}
+        recalls = zip(classes, report_dict["per_class_recall"], strict=True)
+        out["per_class_recall"] = dict(recalls)
     return out

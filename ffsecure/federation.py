@@ -26,9 +26,18 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from ffsecure import FORMAT_VERSION, canonical, envelope, pki, timefmt
-from ffsecure.errors import ConfigError, FormatError, VerificationError
+from ffsecure.errors import (
+    ConfigError,
+    FederationMismatchError,
+    FormatError,
+    LedgerError,
+    VerificationError,
+)
+from ffsecure.ledger.checkpoint import parse_vkey
+from ffsecure.privacy.policy import check_policy_fields
 from ffsecure.records import fields
 from ffsecure.records.ids import KEY_ID, parse_port
 
@@ -141,9 +150,6 @@ def check_image_shape(shape: Any) -> tuple[int, int, int]:
 
 def check_vkey(vkey: Any) -> str:
     """Check a C2SP signed-note verifier key (the log's Ed25519 key), or E_MANIFEST_SCHEMA."""
-    from ffsecure.errors import LedgerError
-    from ffsecure.ledger.checkpoint import parse_vkey
-
     if not isinstance(vkey, str) or len(vkey) > 512 or vkey != vkey.strip():
         raise _schema("log_public_key must be a signed-note verifier key string")
     try:
@@ -158,10 +164,11 @@ def _validate_generator(
 ) -> dict:
     family, config = generator["family"], generator["config"]
     try:
+        # heavy: the generator families import torch; only when a manifest is validated
         from ffsecure.generators import validate_config
     except ImportError:  # generator families not installed: structural checks only
-        validate_config = None
-    if validate_config is not None:
+        pass
+    else:
         try:
             config = validate_config(family, config)
         except (FormatError, ConfigError, VerificationError, ValueError) as exc:
@@ -232,7 +239,8 @@ class FederationManifest:
         if not isinstance(obj, dict) or set(obj) != SIGNED_FIELDS:
             got = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
             raise _schema(f"manifest fields are {got}, expected {sorted(SIGNED_FIELDS)}")
-        fields.check(MANIFEST_SPEC.fields["v"], obj["v"], "manifest version", error=_field_error)
+        version_spec = MANIFEST_SPEC.field("v").spec
+        fields.check(version_spec, obj["v"], "manifest version", error=_field_error)
         shape = obj["image_shape"]
         return cls(
             federation_id=obj["federation_id"],
@@ -273,8 +281,6 @@ class FederationManifest:
         check_vkey(agg["log_public_key"])
         if self.privacy_policy is not None:
             pp = self.privacy_policy
-            from ffsecure.privacy.policy import check_policy_fields
-
             try:
                 check_policy_fields(pp)
             except FormatError as exc:
@@ -311,7 +317,7 @@ def create_signed_manifest(manifest: FederationManifest, ca: pki.CA) -> bytes:
     """Sign ``manifest`` with the CA key; returns the canonical ``federation.json`` bytes."""
     manifest.validate()
     if manifest.federation_id != ca.federation_id:
-        raise envelope.FederationMismatchError(
+        raise FederationMismatchError(
             f"manifest is for {manifest.federation_id!r}, the CA serves {ca.federation_id!r}"
         )
     signed = canonical.dumps(manifest.to_dict())
@@ -328,6 +334,18 @@ def create_signed_manifest(manifest: FederationManifest, ca: pki.CA) -> bytes:
             ],
         }
     )
+
+
+def _ecdsa_valid(public: CertificatePublicKeyTypes, sig: bytes, message: bytes) -> bool:
+    """Whether ``sig`` is the CA's ECDSA/SHA-256 signature of ``message`` (:data:`SIGNATURE_ALG`);
+    a CA key of another kind verifies no signature."""
+    if not isinstance(public, ec.EllipticCurvePublicKey):
+        return False
+    try:
+        public.verify(sig, message, ec.ECDSA(hashes.SHA256()))
+    except (ValueError, InvalidSignature):
+        return False
+    return True
 
 
 def load_signed_manifest(data: bytes, ca_cert: x509.Certificate) -> FederationManifest:
@@ -350,12 +368,9 @@ def load_signed_manifest(data: bytes, ca_cert: x509.Certificate) -> FederationMa
         sig = canonical.b64decode_canonical(entry["sig"])
         if sig is None:
             continue
-        try:
-            public.verify(sig, message, ec.ECDSA(hashes.SHA256()))
+        if _ecdsa_valid(public, sig, message):
             verified = True
             break
-        except (ValueError, InvalidSignature):
-            continue
     if not verified:
         raise ManifestSignatureError(
             "federation manifest is not signed by this federation's CA",
@@ -363,7 +378,7 @@ def load_signed_manifest(data: bytes, ca_cert: x509.Certificate) -> FederationMa
         )
     manifest = FederationManifest.from_dict(obj["signed"])
     if manifest.federation_id != pki.ca_federation_id(ca_cert):
-        raise envelope.FederationMismatchError(
+        raise FederationMismatchError(
             f"manifest is for {manifest.federation_id!r}, the CA serves "
             f"{pki.ca_federation_id(ca_cert)!r}"
         )
@@ -496,6 +511,7 @@ def manifest_from_toml(path: str | Path) -> FederationManifest:
         config = gen["config"]
     else:
         try:
+            # heavy: the generator families import torch; only for a template
             from ffsecure.generators import default_config
         except ImportError:
             raise _config_error(

@@ -19,6 +19,7 @@ is sliced; trailing bytes are refused. See ``docs/formats.md``.
 
 from __future__ import annotations
 
+import base64
 import copy
 import datetime as dt
 import hashlib
@@ -44,10 +45,12 @@ from ffsecure.errors import (
     VerificationError,
 )
 from ffsecure.federation import FederationManifest, ManifestSchemaError, check_image_shape
+from ffsecure.privacy.report import check_report
 from ffsecure.records import fields
 from ffsecure.records.fields import is_number
 
-# ModuleIdError and check_module_id stay importable from here; the rule lives in ffsecure.records.ids.
+# ModuleIdError and check_module_id stay importable from here;
+# the rule lives in ffsecure.records.ids.
 from ffsecure.records.ids import FEDERATION_ID, MODULE_ID, SHA256_HEX, SITE_ID, check_module_id
 from ffsecure.records.ids import ModuleIdError as ModuleIdError
 
@@ -98,7 +101,10 @@ class ManifestTimeError(VerificationError):
 
 class DPPolicyError(DefaultHint, PolicyError):
     code = "E_POLICY_DP"
-    default_hint = "train with DP under the federation's max_epsilon and delta (dp_policy in the federation manifest)"
+    default_hint = (
+        "train with DP under the federation's max_epsilon and delta "
+        "(dp_policy in the federation manifest)"
+    )
 
 
 class ClassesPolicyError(DefaultHint, PolicyError):
@@ -174,15 +180,15 @@ class ModuleManifest:
     site_id: str
     module_id: str
     created_at: str
-    generator: dict  # {"family", "config"}
+    generator: dict[str, Any]  # {"family", "config"}
     image_shape: tuple[int, int, int]
     classes: list[int]
     weights_sha256: str
     weights_bytes: int
-    dp: dict | None
+    dp: dict[str, Any] | None
     seed: int
     library_version: str = __version__
-    privacy_report: dict | None = None
+    privacy_report: dict[str, Any] | None = None
     version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -204,8 +210,6 @@ class ModuleManifest:
         ):
             raise _schema("dp must state the achieved epsilon and delta as numbers")
         if self.privacy_report is not None:
-            from ffsecure.privacy.report import check_report
-
             try:
                 check_report(self.privacy_report)
             except FFSecureError as exc:
@@ -230,7 +234,7 @@ class ModuleManifest:
             "privacy_report": self.privacy_report,
         }
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "v": self.version,
             "federation_id": self.federation_id,
@@ -286,11 +290,11 @@ def build_manifest(
     weights: bytes,
     classes: list[int],
     seed: int,
-    dp: dict | None = None,
+    dp: dict[str, Any] | None = None,
     module_id: str | None = None,
     created_at: str | None = None,
-    privacy_report: dict | None = None,
-    generator: dict | None = None,
+    privacy_report: dict[str, Any] | None = None,
+    generator: dict[str, Any] | None = None,
 ) -> ModuleManifest:
     """A manifest for ``weights`` trained under ``federation`` (its generator unless given)."""
     return ModuleManifest(
@@ -584,6 +588,7 @@ def check_weights(manifest: ModuleManifest, weights: bytes) -> None:
             "weights do not hash to the manifest's weights_sha256",
             hint="the package was altered; re-send it",
         )
+    # heavy: the generator families import torch; only when weights are checked
     from ffsecure.generators import (
         check_finite,
         check_safetensors,
@@ -627,8 +632,6 @@ def verify_package(
 
 def package_meta(pkg: SignedPackage) -> bytes:
     """Canonical JSON of manifest + signature + certificate (never weights), for the ledger."""
-    import base64
-
     return canonical.dumps(
         {
             "v": 1,

@@ -131,7 +131,7 @@ def pathological(
     for c in range(k_total):
         idx = np.flatnonzero(y == c)
         rng.shuffle(idx)
-        for site, chunk in zip(holders[c], np.array_split(idx, len(holders[c]))):
+        for site, chunk in zip(holders[c], np.array_split(idx, len(holders[c])), strict=True):
             parts[site].append(chunk)
     indices = [np.sort(np.concatenate(p)).astype(np.int64) for p in parts]
     _check_nonempty(indices, "pathological")
@@ -252,6 +252,7 @@ def count_table(partition: Partition, labels) -> np.ndarray:
 
 def render_table(partition: Partition, labels, class_names: Sequence[str] | None = None):
     """A ``rich.table.Table`` of site x class counts with row and column totals."""
+    # rich only when rendering: keeps `ffsecure --help` fast
     from rich.table import Table
 
     counts = count_table(partition, labels)
@@ -288,7 +289,9 @@ def format_table(partition: Partition, labels, class_names: Sequence[str] | None
     totals = counts.sum(axis=0)
     rows.append(["total", *[str(int(v)) for v in totals], str(int(totals.sum()))])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    fmt = lambda r: "  ".join(
-        v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))
-    )  # noqa: E731
+
+    def fmt(row: list[str]) -> str:
+        cells = enumerate(zip(row, widths, strict=True))
+        return "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in cells)
+
     return "\n".join([fmt(header), *[fmt(r) for r in rows]])

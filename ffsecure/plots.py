@@ -15,6 +15,7 @@ import torch
 
 
 def _pyplot():
+    # heavy: matplotlib, only when a figure is drawn
     import matplotlib
 
     matplotlib.use("Agg", force=True)

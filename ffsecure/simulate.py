@@ -28,8 +28,12 @@ from typing import Any
 
 import torch
 
-from ffsecure import __version__
+from ffsecure import __version__, classifier, data, generators, partition, plots, synthesis
+from ffsecure.baselines import FedAvgConfig, centralized, fedavg
+from ffsecure.classifier import ARCHS
+from ffsecure.dp import DPConfig
 from ffsecure.errors import ConfigError
+from ffsecure.partition import SCHEMES
 from ffsecure.torchutil import torch_threads
 
 log = logging.getLogger(__name__)
@@ -153,12 +157,12 @@ def train_site_generator(
     dp=None,
     progress=None,
 ):
-    """Train one simulated site's generator as ``ffsecure simulate`` does: (generator, fit report, seconds).
+    """Train one simulated site's generator as ``ffsecure simulate`` does:
+    (generator, fit report, seconds).
 
-    The seed is :func:`site_train_seed`; ``epochs=None`` takes :func:`generator_epochs` of the site's image count.
+    The seed is :func:`site_train_seed`; ``epochs=None`` takes
+    :func:`generator_epochs` of the site's image count.
     """
-    from ffsecure import generators
-
     gen = generators.build(family, config)
     settings = generators.default_train_settings(
         family, size, seed=site_train_seed(run_seed, site), device=device
@@ -170,9 +174,6 @@ def train_site_generator(
 
 
 def _check_config(cfg: SimulationConfig) -> None:
-    from ffsecure.classifier import ARCHS
-    from ffsecure.partition import SCHEMES
-
     problems = []
     if cfg.partition not in SCHEMES:
         problems.append(f"partition must be one of {', '.join(SCHEMES)}")
@@ -201,6 +202,7 @@ class _Reporter:
         self.enabled = enabled
         self.progress = None
         if enabled:
+            # rich only when rendering: keeps `ffsecure --help` fast
             from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -239,7 +241,8 @@ class _Reporter:
 
 
 def run_simulation(cfg: SimulationConfig, *, show_progress: bool = False) -> dict[str, Any]:
-    """Run the whole simulation; write results.json, results.md and PNGs to ``cfg.out``; return the results."""
+    """Run the whole simulation; write results.json, results.md and PNGs to
+    ``cfg.out``; return the results."""
     _check_config(cfg)
     device = resolve_device(cfg.device)
     with torch_threads(cfg.threads):
@@ -247,10 +250,6 @@ def run_simulation(cfg: SimulationConfig, *, show_progress: bool = False) -> dic
 
 
 def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, Any]:
-    from ffsecure import classifier as C
-    from ffsecure import data, generators, partition, synthesis
-    from ffsecure.baselines import FedAvgConfig, centralized, fedavg
-
     out = Path(cfg.out)
     phases: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -284,8 +283,6 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
     )
     dp_cfg = None
     if cfg.dp_epsilon is not None:
-        from ffsecure.dp import DPConfig
-
         dp_cfg = DPConfig(
             target_epsilon=float(cfg.dp_epsilon),
             delta=cfg.dp_delta,
@@ -296,7 +293,7 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
                 "--dp-reproducible: DP noise and sampling are seeded from --seed (research "
                 "only: no privacy against anyone who knows the seed)"
             )
-    clf_config = C.model_config(
+    clf_config = classifier.model_config(
         cfg.classifier,
         image_shape=ds.image_shape,
         num_classes=k,
@@ -304,7 +301,7 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
         norm=cfg.classifier_norm,
         input_blur=cfg.classifier_input_blur,
     )
-    clf_settings = C.TrainConfig(
+    clf_settings = classifier.TrainConfig(
         epochs=cfg.classifier_epochs,
         batch_size=cfg.classifier_batch_size,
         min_steps=cfg.classifier_min_steps,
@@ -325,7 +322,7 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
             "torch_threads": torch.get_num_threads(),
         },
         "dataset": ds.summary(),
-        "partition": part.to_dict(ds.train_y),
+        "partition": part.to_dict(ds.train_y.numpy()),
         "machine": {
             "platform": platform.platform(),
             "python": platform.python_version(),
@@ -419,7 +416,7 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
             return lambda e, n, loss: rep.update(task, e, f"loss {loss:.4f}", total=n)
 
         t0 = time.perf_counter()
-        ff = C.train_classifier(
+        ff = classifier.train_classifier(
             clf_config,
             syn.images,
             syn.labels,
@@ -427,7 +424,7 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
             progress=trainer("classifier (synthetic)", cfg.classifier_epochs),
         )
         phases["classifier_s"] = time.perf_counter() - t0
-        ff_eval = C.evaluate(ff.model, ds.test_x, ds.test_y, k)
+        ff_eval = classifier.evaluate(ff.model, ds.test_x, ds.test_y, k)
         log.info(
             "federatedfactory: accuracy %.4f, AUROC %s (%.1f s)",
             ff_eval.accuracy,
@@ -438,7 +435,7 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
             **ff_eval.to_dict(),
             "train_s": round(ff.seconds, 3),
             "train_size": int(syn.labels.numel()),
-            "classifier_sha256": C.weights_sha256(ff.model, clf_config),
+            "classifier_sha256": classifier.weights_sha256(ff.model, clf_config),
         }
 
         # ---- baselines
@@ -454,7 +451,7 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
             phases["centralized_s"] = time.perf_counter() - t0
             log.info("centralized: trained in %.1f s", cen.seconds)
             results["centralized"] = {
-                **C.evaluate(cen.model, ds.test_x, ds.test_y, k).to_dict(),
+                **classifier.evaluate(cen.model, ds.test_x, ds.test_y, k).to_dict(),
                 "train_s": round(cen.seconds, 3),
                 "train_size": int(ds.train_y.numel()),
             }
@@ -475,7 +472,7 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
             )
             phases["fedavg_s"] = time.perf_counter() - t0
             results["fedavg"] = {
-                **C.evaluate(fa.model, ds.test_x, ds.test_y, k).to_dict(),
+                **classifier.evaluate(fa.model, ds.test_x, ds.test_y, k).to_dict(),
                 "train_s": round(fa.seconds, 3),
                 "rounds": cfg.fedavg_rounds,
                 "local_epochs": cfg.fedavg_local_epochs,
@@ -497,8 +494,6 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
 
     files = {"results_json": "results.json", "results_md": "results.md"}
     if cfg.plots:
-        from ffsecure import plots
-
         plots.sample_grid(
             out / "samples.png",
             ds.train_x,
@@ -531,7 +526,8 @@ def results_markdown(results: dict[str, Any]) -> str:
         f"# Simulation: {results['dataset']['name']}, {s['partition']} split, {s['sites']} sites",
         "",
         f"Generator `{s['generator']}` ({s['generator_size']}), classifier `{s['classifier']}`, "
-        f"{s['samples_per_class']} synthetic samples per class, seed {s['seed']}, device `{s['device']}`"
+        f"{s['samples_per_class']} synthetic samples per class, seed {s['seed']}, "
+        f"device `{s['device']}`"
         + (f", DP epsilon {s['dp_epsilon']}" if s["dp_epsilon"] is not None else ", no DP")
         + ".",
         "",
@@ -567,6 +563,7 @@ def results_markdown(results: dict[str, Any]) -> str:
 
 def closing_table(results: dict[str, Any]):
     """A rich table of the three methods, printed at the end of ``ffsecure simulate``."""
+    # rich only when rendering: keeps `ffsecure --help` fast
     from rich.table import Table
 
     t = Table(

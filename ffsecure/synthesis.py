@@ -113,13 +113,14 @@ def _check_sources(
     if not sources:
         raise _error("no modules to synthesize from", "register at least one module")
     seen: set[str] = set()
-    shape = None
+    shape: list[int] | None = None
     for src in sources:
         if not isinstance(src, ModuleSource):
             raise _error(f"expected ModuleSource, got {type(src).__name__}")
         if not isinstance(src.module_id, str) or not 0 < len(src.module_id) <= MAX_MODULE_ID_LEN:
             raise _error(
-                f"module id {src.module_id!r} must be a non-empty string of at most {MAX_MODULE_ID_LEN} characters"
+                f"module id {src.module_id!r} must be a non-empty string "
+                f"of at most {MAX_MODULE_ID_LEN} characters"
             )
         if src.module_id in seen:
             raise _error(f"module {src.module_id} is listed twice")
@@ -127,7 +128,8 @@ def _check_sources(
         cfg = src.generator.config
         if cfg.get("num_classes") != num_classes:
             raise _error(
-                f"module {src.module_id} was built for {cfg.get('num_classes')} classes, the label space has {num_classes}",
+                f"module {src.module_id} was built for {cfg.get('num_classes')} classes, "
+                f"the label space has {num_classes}",
                 "synthesize only from modules of this federation",
             )
         if shape is None:
@@ -142,17 +144,20 @@ def _check_sources(
             or len(set(src.classes)) != len(src.classes)
         ):
             raise _error(
-                f"module {src.module_id} lists classes {src.classes!r}: need distinct ints in [0, {num_classes - 1}]"
+                f"module {src.module_id} lists classes {src.classes!r}: "
+                f"need distinct ints in [0, {num_classes - 1}]"
             )
         if not isinstance(src.weights_sha256, str) or len(src.weights_sha256) != 64:
             raise _error(f"module {src.module_id} has no 64-hex-digit weights_sha256")
+    assert shape is not None  # sources is not empty
     return sorted(sources, key=lambda s: s.module_id), shape
 
 
 def plan_assignments(
     sources: Sequence[ModuleSource], *, num_classes: int, per_class: int, seed: int
 ) -> tuple[list[dict[str, Any]], list[int]]:
-    """The (class, module, count, seed) assignments and the uncovered classes; sources sorted by id."""
+    """The (class, module, count, seed) assignments and the uncovered classes;
+    sources sorted by id."""
     assignments: list[dict[str, Any]] = []
     uncovered: list[int] = []
     for k in range(num_classes):
@@ -160,7 +165,7 @@ def plan_assignments(
         if not covering:
             uncovered.append(k)
             continue
-        for src, count in zip(covering, split_counts(per_class, k, len(covering))):
+        for src, count in zip(covering, split_counts(per_class, k, len(covering)), strict=True):
             if count:
                 assignments.append(
                     {
@@ -243,7 +248,8 @@ def synthesize(
     nbytes = per_class * num_classes * int(np.prod(shape)) * 4
     if nbytes > MAX_DATASET_BYTES:
         raise _error(
-            f"{per_class} per class x {num_classes} classes would need {nbytes / 2**30:.1f} GiB of images",
+            f"{per_class} per class x {num_classes} classes would need "
+            f"{nbytes / 2**30:.1f} GiB of images",
             "lower per_class",
         )
     assignments, uncovered = plan_assignments(
@@ -285,7 +291,8 @@ def regenerate(
     device: str | None = None,
     progress: ProgressFn | None = None,
 ) -> SyntheticDataset:
-    """Re-run a recipe with the same modules; the result must hash to the recipe's ``dataset_sha256``.
+    """Re-run a recipe with the same modules; the result must hash to the
+    recipe's ``dataset_sha256``.
 
     Modules are matched by id and their weights hash (constant-time compare);
     a missing module raises ``E_NOT_FOUND``, a different module or a

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from ffsecure.audit import audit_bundle, load_bundle
+from ffsecure.audit.html import render_html
 from ffsecure.clitools import echo_json
 from ffsecure.errors import ConfigError
 
@@ -36,7 +38,8 @@ def _read_file(path: str, what: str, cap: int = 16 << 20) -> bytes:
 
 
 def _checkpoint_note(data: bytes) -> bytes:
-    """A signed checkpoint note, given either the note itself or a site's receipt (JSON with ``checkpoint``)."""
+    """A signed checkpoint note, given either the note itself or a site's receipt
+    (JSON with ``checkpoint``)."""
     if data.lstrip().startswith(b"{"):
         try:
             obj = json.loads(data)
@@ -56,9 +59,8 @@ def _run(
     *,
     quiet: bool = False,
 ):
+    # rich only when rendering: keeps `ffsecure --help` fast
     from rich.console import Console
-
-    from ffsecure.audit import audit_bundle, load_bundle
 
     ca_pem = _read_file(ca, "CA certificate") if ca else None
     crl_pem = _read_file(crl, "CRL") if crl else None
@@ -106,6 +108,7 @@ def _common(f):
 
 
 def _print_summary(result) -> None:
+    # rich only when rendering: keeps `ffsecure --help` fast
     from rich.console import Console
     from rich.table import Table
 
@@ -113,7 +116,8 @@ def _print_summary(result) -> None:
     latest = result.log.latest
     head = (
         f"[bold]{result.bundle.path}[/bold]  log {latest.origin if latest else '?'}  "
-        f"size {latest.size if latest else '?'}  root {latest.root_hash.hex()[:16] if latest else '?'}…"
+        f"size {latest.size if latest else '?'}  "
+        f"root {latest.root_hash.hex()[:16] if latest else '?'}…"
     )
     console.print(head)
     table = Table(title="audit checks", show_lines=False)
@@ -141,7 +145,8 @@ def _print_summary(result) -> None:
         console.print(f"[bold green]VERIFIED[/]: {len(result.warnings)} warning(s)")
     else:
         console.print(
-            f"[bold red]FAILED[/]: {len(result.errors)} finding(s), {len(result.warnings)} warning(s)"
+            f"[bold red]FAILED[/]: {len(result.errors)} finding(s), "
+            f"{len(result.warnings)} warning(s)"
         )
 
 
@@ -188,7 +193,8 @@ def verify_cmd(ctx, bundle_dir, ca, crl, trusted, log_key, as_json):
 @click.option(
     "--ca",
     type=click.Path(dir_okay=False),
-    help="The federation CA certificate you hold (default: the bundle's ca.pem, flagged as unpinned).",
+    help="The federation CA certificate you hold "
+    "(default: the bundle's ca.pem, flagged as unpinned).",
 )
 @_common
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
@@ -199,8 +205,6 @@ def report_cmd(ctx, bundle_dir, out, ca, crl, trusted, log_key, as_json):
     The report is written whatever the verdict; the exit status is 0 once it is written.
     """
     ctx.ensure_object(dict)["json"] = as_json
-    from ffsecure.audit.html import render_html
-
     result = _run(bundle_dir, ca, crl, trusted, log_key, quiet=as_json)
     html = render_html(result).encode("utf-8")
     target = Path(out)

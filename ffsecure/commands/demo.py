@@ -7,6 +7,8 @@ import json
 import click
 
 from ffsecure.commands.simulate import _shape
+from ffsecure.demo.runner import Demo, DemoConfig
+from ffsecure.demo.summary import closing_lines, closing_tables
 
 
 @click.command()
@@ -27,7 +29,8 @@ from ffsecure.commands.simulate import _shape
     "--data-root",
     type=click.Path(file_okay=False),
     default=None,
-    help="Folder holding MedMNIST .npz files [default: $FFSECURE_DATA, ../shared/data/medmnist, ~/.medmnist].",
+    help="Folder holding MedMNIST .npz files "
+    "[default: $FFSECURE_DATA, ../shared/data/medmnist, ~/.medmnist].",
 )
 @click.option(
     "--image-shape",
@@ -55,7 +58,8 @@ from ffsecure.commands.simulate import _shape
     "--sites",
     type=int,
     default=None,
-    help="Number of sites [default: every class at two sites: 4 for pneumoniamnist, 10 for digits].",
+    help="Number of sites "
+    "[default: every class at two sites: 4 for pneumoniamnist, 10 for digits].",
 )
 @click.option("--generator", type=click.Choice(["cvae", "ddpm"]), default="cvae", show_default=True)
 @click.option(
@@ -126,8 +130,7 @@ def demo(ctx: click.Context, as_json: bool, no_baselines: bool, **opts) -> None:
     Exits 0 when every step ran and the audit verified, 3 when the audit
     found a problem (summary.json lists the findings), 1 on an error.
     """
-    from ffsecure.demo.runner import Demo, DemoConfig
-    from ffsecure.demo.summary import closing_lines, closing_tables
+    # the progress display imports rich: keeps `ffsecure --help` fast
     from ffsecure.demo.ui import PhaseUI
 
     ctx.ensure_object(dict)
@@ -162,6 +165,7 @@ def demo(ctx: click.Context, as_json: bool, no_baselines: bool, **opts) -> None:
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:
+        # rich only when rendering: keeps `ffsecure --help` fast
         from rich.console import Console
 
         console = Console()

@@ -97,7 +97,8 @@ def init_cmd(ctx, config_file, ca_dir, public_keys, endpoint, as_json):
     else:
         click.echo(f"wrote {path}: set label_space, image_shape, the generator and the DP policy,")
         click.echo(
-            f"then `ffsecure federation create --config {path} --ca-dir {ca_dir} --out federation.json`"
+            f"then `ffsecure federation create --config {path} --ca-dir {ca_dir} "
+            "--out federation.json`"
         )
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import click
 
+from ffsecure import canonical
 from ffsecure import pki as pkilib
 from ffsecure.clitools import echo_json
 from ffsecure.errors import ConfigError
@@ -327,8 +328,6 @@ def crl_cmd(ca_dir, out, days, passphrase_file):
 def list_cmd(ctx, ca_dir, as_json):
     """List issued certificates and their revocation state (no key needed)."""
     _json(ctx, as_json)
-    from ffsecure import canonical
-
     path = Path(ca_dir) / "state.json"
     if not path.is_file():
         raise ConfigError(f"{ca_dir} holds no CA state", hint="create one with `ffsecure pki init`")

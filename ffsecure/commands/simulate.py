@@ -32,7 +32,8 @@ def _shape(_ctx, _param, value):
     "--data-root",
     type=click.Path(file_okay=False),
     default=None,
-    help="Folder holding MedMNIST .npz files [default: $FFSECURE_DATA, ../shared/data/medmnist, ~/.medmnist].",
+    help="Folder holding MedMNIST .npz files "
+    "[default: $FFSECURE_DATA, ../shared/data/medmnist, ~/.medmnist].",
 )
 @click.option(
     "--download", is_flag=True, help="Download the MedMNIST file if it is missing (needs network)."
@@ -194,6 +195,7 @@ def simulate(ctx: click.Context, as_json: bool, no_baselines: bool, **opts) -> N
     if as_json:
         click.echo(json.dumps(results, indent=2, sort_keys=True))
         return
+    # rich only when rendering: keeps `ffsecure --help` fast
     from rich.console import Console
 
     console = Console()

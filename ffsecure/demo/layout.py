@@ -30,7 +30,8 @@ def site_ids(n: int) -> list[str]:
 
 
 def split_test(test_y: np.ndarray, sites: int, seed: int) -> list[np.ndarray]:
-    """Disjoint, stratified shares of the test set, one per site (every class in every share when it can)."""
+    """Disjoint, stratified shares of the test set, one per site (every class in
+    every share when it can)."""
     rng = np.random.default_rng(seed + 7919)
     shares: list[list[np.ndarray]] = [[] for _ in range(sites)]
     for c in np.unique(test_y):
@@ -42,7 +43,8 @@ def split_test(test_y: np.ndarray, sites: int, seed: int) -> list[np.ndarray]:
 
 
 def to_unit_images(x) -> np.ndarray:
-    """Pipeline tensors ``(N,C,H,W)`` in ``[-1,1]`` as float32 images in ``[0,1]``, ``(N,H,W)`` or ``(N,H,W,3)``."""
+    """Pipeline tensors ``(N,C,H,W)`` in ``[-1,1]`` as float32 images in ``[0,1]``,
+    ``(N,H,W)`` or ``(N,H,W,3)``."""
     arr = ((x.detach().cpu().numpy().astype(np.float32) + 1.0) / 2.0).clip(0.0, 1.0)
     arr = arr.transpose(0, 2, 3, 1)
     return arr[..., 0] if arr.shape[-1] == 1 else arr
@@ -54,7 +56,7 @@ def write_site_shards(ds, partition, root: Path, seed: int) -> list[SiteSpec]:
     test_y = ds.test_y.numpy()
     tests = split_test(test_y, partition.num_sites, seed)
     specs = []
-    for i, (sid, idx, tidx) in enumerate(zip(ids, partition.indices, tests)):
+    for i, (sid, idx, tidx) in enumerate(zip(ids, partition.indices, tests, strict=True)):
         d = root / sid
         d.mkdir(parents=True, exist_ok=True)
         path = d / "data.npz"
@@ -137,7 +139,8 @@ def site_toml(
     seed: int,
     dp_epsilon: float | None = None,
 ) -> str:
-    """A site's site.toml (docs/site-operator.md): its own data file, the demo's training schedule."""
+    """A site's site.toml (docs/site-operator.md): its own data file, the demo's
+    training schedule."""
     lines = [
         "# written by `ffsecure demo`; see docs/site-operator.md",
         "[site]",

@@ -9,6 +9,7 @@ to each group, SIGKILL after a grace period. ``Supervisor.stop_all`` runs from
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import signal
@@ -52,7 +53,8 @@ class Result:
 
 
 def child_env(threads: int = 1) -> dict[str, str]:
-    """The demo's environment for children: its own Python path, one math thread each, no GUI backend."""
+    """The demo's environment for children: its own Python path, one math thread
+    each, no GUI backend."""
     env = dict(os.environ)
     repo = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH", "")) if p)
@@ -88,21 +90,21 @@ class Supervisor:
     def popen(
         self, tool: str, args: Sequence[Any], *, name: str, stdout=None
     ) -> tuple[subprocess.Popen, Path]:
-        """Start ``python -m tool args`` in its own process group; stderr (and stdout unless given) go to a log."""
+        """Start ``python -m tool args`` in its own process group; stderr (and
+        stdout unless given) go to a log."""
         return self.spawn([sys.executable, "-m", tool, *map(str, args)], name=name, stdout=stdout)
 
     def spawn(self, cmd: Sequence[str], *, name: str, stdout=None) -> tuple[subprocess.Popen, Path]:
         """Start ``cmd`` in a new session (its own process group), tracked until it is stopped."""
         log = self._log_path(name)
         cmd = list(cmd)
-        fh = open(log, "wb")
-        fh.write((" ".join(cmd) + "\n").encode())
-        fh.flush()
-        # The check, the start and the tracking are one step under the lock:
-        # otherwise a job thread that passed the check could start a child after
-        # stop_all took its list, a child nobody stops (and the demo would wait
-        # for it at exit, in the thread pool's join).
-        try:
+        with open(log, "wb") as fh:
+            fh.write((" ".join(cmd) + "\n").encode())
+            fh.flush()
+            # The check, the start and the tracking are one step under the lock:
+            # otherwise a job thread that passed the check could start a child after
+            # stop_all took its list, a child nobody stops (and the demo would wait
+            # for it at exit, in the thread pool's join).
             with self._lock:
                 if self._stopping:
                     raise DemoError(
@@ -118,8 +120,6 @@ class Supervisor:
                     start_new_session=True,
                 )
                 self._procs.append(proc)
-        finally:
-            fh.close()
         return proc, log
 
     def run(
@@ -209,15 +209,13 @@ class Supervisor:
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _last_error(stderr: str) -> str:
     """The ``error[...]`` line a CLI printed, else its last non-empty line."""
-    lines = [l.strip() for l in stderr.splitlines() if l.strip()]
+    lines = [stripped for raw in stderr.splitlines() if (stripped := raw.strip())]
     for i, line in enumerate(lines):
         if line.startswith("error[") or line.startswith('{"error"'):
             return " ".join(lines[i : i + 2])
@@ -248,7 +246,8 @@ def parallel(
 
 
 class sigterm_as_interrupt:
-    """While active, SIGTERM to the demo raises KeyboardInterrupt so the finally blocks stop the children."""
+    """While active, SIGTERM to the demo raises KeyboardInterrupt so the finally
+    blocks stop the children."""
 
     def __enter__(self):
         self._old = None

@@ -11,20 +11,31 @@ federation has.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import shutil
 import socket
+import subprocess
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import torch
+
+from ffsecure import classifier, data, partition
+from ffsecure.baselines import FedAvgConfig, centralized, fedavg
+from ffsecure.data import default_root
 from ffsecure.demo import layout
+from ffsecure.demo.pictures import accuracy_chart
 from ffsecure.demo.procs import DemoError, Supervisor, parallel, sigterm_as_interrupt
+from ffsecure.demo.summary import build_summary
 from ffsecure.errors import ConfigError
+from ffsecure.partition import Partition
+from ffsecure.torchutil import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +79,17 @@ class DemoConfig:
 
 
 def medmnist_available(flag: str, root: str | None) -> bool:
-    from ffsecure.data import default_root
-
     return (Path(root) if root else default_root()).joinpath(f"{flag}.npz").is_file()
+
+
+_T = TypeVar("_T")
+
+
+def _resolved(value: _T | None, name: str) -> _T:
+    """A setting :func:`resolve` fills; None here is a bug, not a user error."""
+    if value is None:
+        raise RuntimeError(f"the demo setting {name} is used before resolve() filled it")
+    return value
 
 
 def resolve(cfg: DemoConfig) -> DemoConfig:
@@ -82,7 +101,8 @@ def resolve(cfg: DemoConfig) -> DemoConfig:
         )
     digits = c.dataset == "digits"
     if c.classes_per_site is None:
-        # digits: 10 sites x 2 classes puts every class at two sites; pneumoniamnist: 2 sites per class.
+        # digits: 10 sites x 2 classes puts every class at two sites;
+        # pneumoniamnist: 2 sites per class.
         c.classes_per_site = 2 if digits and c.partition == "pathological" else 1
     if c.epochs is None:
         c.epochs = 30 if digits else 6
@@ -99,7 +119,8 @@ def resolve(cfg: DemoConfig) -> DemoConfig:
 
 
 def default_sites(num_classes: int, classes_per_site: int, partition: str) -> int:
-    """Every class at two sites (pathological), so forgetting one site leaves its classes covered."""
+    """Every class at two sites (pathological), so forgetting one site leaves its
+    classes covered."""
     if partition == "pathological":
         return max(2, math.ceil(2 * num_classes / classes_per_site))
     return max(2, num_classes)
@@ -148,11 +169,19 @@ class Demo:
             "site_evaluation": {},
         }
         self.sup: Supervisor | None = None
-        self.serve = None
+        self.serve: subprocess.Popen[bytes] | None = None
+        self.serve_log: Path | None = None
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def supervisor(self) -> Supervisor:
+        """The process supervisor, which :meth:`run` starts before any phase."""
+        if self.sup is None:
+            raise RuntimeError("the demo's supervisor is used before run() started it")
+        return self.sup
+
     def cli(self, tool: str, *args: Any, name: str | None = None, timeout: float = 900.0):
-        return self.sup.run(tool, *args, name=name, timeout=timeout)
+        return self.supervisor.run(tool, *args, name=name, timeout=timeout)
 
     def cli_json(self, tool: str, *args: Any, name: str | None = None, timeout: float = 900.0):
         return self.cli(tool, *args, "--json", name=name, timeout=timeout).json()
@@ -174,8 +203,6 @@ class Demo:
         self._load_s = time.perf_counter() - t0
         self.work.mkdir(parents=True, exist_ok=True)
         self.sup = Supervisor(self.work / "logs")
-        from ffsecure.torchutil import torch_threads  # torch loads only once a demo runs
-
         try:
             with sigterm_as_interrupt(), torch_threads(1):  # the baselines run in this process
                 self._run()
@@ -183,8 +210,6 @@ class Demo:
             self.stop_serve()
             self.sup.stop_all()
         self.phases.seconds["total"] = round(time.perf_counter() - t_all, 2)
-        from ffsecure.demo.summary import build_summary
-
         summary = build_summary(self.cfg, self.facts, self.phases.seconds, self.work)
         (self.work / "summary.json").write_text(
             json.dumps(summary, indent=2, sort_keys=True) + "\n"
@@ -202,15 +227,15 @@ class Demo:
             self.start_serve()
         with P("enroll", "sites: enroll, CA signs the CSRs, install-cert"):
             parallel(
-                [lambda s=s: self.enroll_site(s) for s in self.specs],
+                [functools.partial(self.enroll_site, s) for s in self.specs],
                 workers=self.cfg.parallel,
-                on_error=self.sup.stop_all,
+                on_error=self.supervisor.stop_all,
             )
         with P("sites", "sites: train, sign, seal, upload, verify receipts"):
             parallel(
-                [lambda s=s: self.train_upload_site(s) for s in self.specs],
+                [functools.partial(self.train_upload_site, s) for s in self.specs],
                 workers=self.cfg.parallel,
-                on_error=self.sup.stop_all,
+                on_error=self.supervisor.stop_all,
             )
         with P("aggregate", "aggregator: synthesize, train, publish"):
             self.aggregate()
@@ -234,22 +259,22 @@ class Demo:
 
     # ------------------------------------------------------------------ phases
     def load_data(self) -> None:
-        from ffsecure import data, partition
-
         c = self.cfg
+        dataset = _resolved(c.dataset, "dataset")
+        classes_per_site = _resolved(c.classes_per_site, "classes_per_site")
         self.ds = data.load_dataset(
-            c.dataset, image_shape=c.image_shape, root=c.data_root, seed=c.seed
+            dataset, image_shape=c.image_shape, root=c.data_root, seed=c.seed
         )
         k = self.ds.num_classes
         if c.sites is None:
-            c.sites = default_sites(k, c.classes_per_site, c.partition)
+            c.sites = default_sites(k, classes_per_site, c.partition)
         self.part = partition.make_partition(
             c.partition,
             self.ds.train_y,
             num_classes=k,
             num_sites=c.sites,
             alpha=c.alpha,
-            classes_per_site=c.classes_per_site,
+            classes_per_site=classes_per_site,
             seed=c.seed,
         )
         ids = layout.site_ids(self.part.num_sites)
@@ -363,33 +388,36 @@ class Demo:
         with open(self.agg_dir / "aggregator.toml", "a", encoding="utf-8") as fh:
             fh.write(
                 layout.evaluation_toml(
-                    c.dataset, root=c.data_root if c.dataset != "digits" else None, seed=c.seed
+                    _resolved(c.dataset, "dataset"),
+                    root=c.data_root if c.dataset != "digits" else None,
+                    seed=c.seed,
                 )
             )
 
     def start_serve(self) -> None:
         port_file = self.agg_dir / "serve.port"
         port_file.unlink(missing_ok=True)
-        self.serve, self.serve_log = self.sup.popen(
+        serve, serve_log = self.supervisor.popen(
             "aggregator",
             ["serve", "--config", self.agg_dir / "aggregator.toml"],
             name="aggregator-serve",
         )
+        self.serve, self.serve_log = serve, serve_log
         deadline = time.monotonic() + 120
         while not port_file.exists():
-            if self.serve.poll() is not None:
+            if serve.poll() is not None:
                 raise DemoError(
-                    f"aggregator serve exited with status {self.serve.returncode}",
-                    hint=f"see {self.serve_log}",
+                    f"aggregator serve exited with status {serve.returncode}",
+                    hint=f"see {serve_log}",
                 )
             if time.monotonic() > deadline:
                 raise DemoError(
                     "aggregator serve did not listen within 120 s",
                     code="E_DEMO_TIMEOUT",
-                    hint=f"see {self.serve_log}",
+                    hint=f"see {serve_log}",
                 )
             time.sleep(0.1)
-        self.ui.note(f"aggregator serve (pid {self.serve.pid}) listens on {self.endpoint}, mTLS")
+        self.ui.note(f"aggregator serve (pid {serve.pid}) listens on {self.endpoint}, mTLS")
 
     def stop_serve(self) -> None:
         if self.serve is not None and self.sup is not None:
@@ -405,7 +433,7 @@ class Demo:
                 site_id=s.site_id,
                 endpoint=self.endpoint,
                 data_path=s.data_path,
-                epochs=c.epochs,
+                epochs=_resolved(c.epochs, "epochs"),
                 size=c.generator_size,
                 seed=c.seed * 1000 + s.index,
                 dp_epsilon=c.dp_epsilon,
@@ -518,7 +546,7 @@ class Demo:
             shutil.copy(samples, self.work / "samples.png")
 
     def evaluate_sites(self, when: str) -> None:
-        def one(s):
+        def one(s: layout.SiteSpec) -> tuple[str, Any]:
             out = self.cli_json(
                 "site_node",
                 "evaluate",
@@ -530,19 +558,13 @@ class Demo:
             return s.site_id, out
 
         results = parallel(
-            [lambda s=s: one(s) for s in self.specs],
+            [functools.partial(one, s) for s in self.specs],
             workers=self.cfg.parallel,
-            on_error=self.sup.stop_all,
+            on_error=self.supervisor.stop_all,
         )
         self.facts["site_evaluation"][when] = {sid: _site_metrics(out) for sid, out in results}
 
     def baselines(self, when: str, exclude: int | None) -> None:
-        import torch
-
-        from ffsecure import classifier as C
-        from ffsecure.baselines import FedAvgConfig, centralized, fedavg
-        from ffsecure.partition import Partition
-
         c, ds = self.cfg, self.ds
         k = ds.num_classes
         part = self.part
@@ -556,15 +578,15 @@ class Demo:
                 dict(part.params),
             )
         idx = torch.as_tensor(sorted(int(i) for ix in part.indices for i in ix), dtype=torch.int64)
-        clf_config = C.model_config(
+        clf_config = classifier.model_config(
             "cnn", image_shape=ds.image_shape, num_classes=k, width=c.classifier_width
         )
-        settings = C.TrainConfig(
+        settings = classifier.TrainConfig(
             epochs=c.classifier_epochs, min_steps=c.classifier_min_steps, seed=c.seed, device="cpu"
         )
         cen = centralized(clf_config, ds.train_x[idx], ds.train_y[idx], settings)
         self.facts["accuracy"][when]["centralized"] = _metric(
-            C.evaluate(cen.model, ds.test_x, ds.test_y, k).to_dict()
+            classifier.evaluate(cen.model, ds.test_x, ds.test_y, k).to_dict()
         )
         fa = fedavg(
             clf_config,
@@ -579,7 +601,7 @@ class Demo:
             ),
         )
         self.facts["accuracy"][when]["fedavg"] = _metric(
-            C.evaluate(fa.model, ds.test_x, ds.test_y, k).to_dict()
+            classifier.evaluate(fa.model, ds.test_x, ds.test_y, k).to_dict()
         )
 
     def forget(self) -> None:
@@ -661,7 +683,7 @@ class Demo:
                 path.parent.mkdir(exist_ok=True)
                 path.write_text(json.dumps(json.loads(rec.read_text())["receipt"]))
                 receipts += ["--trusted-checkpoint", path]
-        res = self.sup.run(
+        res = self.supervisor.run(
             "ffsecure",
             "audit",
             "verify",
@@ -686,7 +708,7 @@ class Demo:
             "findings": verdict.get("findings", []),
             "trusted_checkpoints": len(receipts) // 2,
         }
-        self.sup.run(
+        self.supervisor.run(
             "ffsecure",
             "audit",
             "report",
@@ -700,12 +722,11 @@ class Demo:
         )
 
     def pictures(self) -> None:
-        from ffsecure.demo.pictures import accuracy_chart
-
         accuracy_chart(
             self.work / "accuracy.png",
             self.facts["accuracy"],
-            title=f"{self.ds.name}: accuracy before and after {self.forgotten.site_id} is forgotten",
+            title=f"{self.ds.name}: accuracy before and after "
+            f"{self.forgotten.site_id} is forgotten",
         )
 
 
@@ -727,6 +748,7 @@ def _site_metrics(out: dict) -> dict:
 
 
 def _bytes_sent(rec: dict) -> int | None:
-    """The bytes the site streamed for its module (the sealed envelope), as `site-node upload` reports them."""
+    """The bytes the site streamed for its module (the sealed envelope), as
+    `site-node upload` reports them."""
     sent = rec.get("bytes_sent")
     return sent if isinstance(sent, int) else None

@@ -92,15 +92,17 @@ def _acc(summary: dict, when: str, method: str) -> str:
 def _size(n: int | None) -> str:
     if n is None:
         return "n/a"
+    size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)
 
 
 def closing_tables(summary: dict) -> list:
     """Rich tables: methods before/after, sites, phases; then the verdict and paths as text."""
+    # rich only when rendering: keeps `ffsecure --help` fast
     from rich.table import Table
 
     ds = summary.get("dataset") or {}
@@ -179,7 +181,8 @@ def closing_lines(summary: dict) -> list[str]:
             )
     lines += [
         f"deleted: {d['site_id']} module {d['module_id']} "
-        f"({'still in' if summary['deleted_in_current_lineage'] else 'absent from'} the current classifier's lineage)",
+        f"({'still in' if summary['deleted_in_current_lineage'] else 'absent from'} "
+        "the current classifier's lineage)",
         f"audit verdict: {'OK' if audit['ok'] else 'FAILED'}"
         + (f" ({len(audit['findings'])} findings)" if audit.get("findings") else ""),
     ]

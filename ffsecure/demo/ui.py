@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import threading
 
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+
 
 class PhaseUI:
-    """A rich list of phases: a spinner on the running one, its time once done, site ticks as they finish."""
+    """A rich list of phases: a spinner on the running one, its time once done,
+    site ticks as they finish."""
 
     def __init__(self, enabled: bool = True, *, total_sites: int | None = None):
         self.enabled = enabled
-        self._tasks: dict[str, int] = {}
+        self._tasks: dict[str, TaskID] = {}
         self._ticks: dict[str, list[str]] = {}
         self._what: dict[str, str] = {}
         self._lock = threading.Lock()
-        self.progress = None
+        self.progress: Progress | None = None
         if enabled:
-            from rich.console import Console
-            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
             self.console = Console(stderr=True)
             self.progress = Progress(
                 SpinnerColumn(finished_text="[green]✓"),

@@ -60,7 +60,8 @@ def _family_module(family: Any):
 def default_config(
     family: str, *, image_shape: Sequence[int], num_classes: int, size: str = "default"
 ) -> dict[str, Any]:
-    """A validated config for ``family``; ``size`` is ``tiny`` (tests, seconds), ``default`` or ``full``."""
+    """A validated config for ``family``; ``size`` is ``tiny`` (tests, seconds),
+    ``default`` or ``full``."""
     mod = _family_module(family)
     if size not in SIZES:
         raise config_error(f"unknown size {size!r}; use one of {list(SIZES)}")
@@ -96,7 +97,8 @@ def validate_config(family: str, config: dict[str, Any]) -> dict[str, Any]:
     n_params = sum(math.prod(t.shape) for t in meta.state_dict().values())
     if n_params > MAX_PARAMETERS:
         raise config_error(
-            f"{family} config builds {n_params:,} parameters, more than the limit of {MAX_PARAMETERS:,}"
+            f"{family} config builds {n_params:,} parameters, "
+            f"more than the limit of {MAX_PARAMETERS:,}"
         )
     return checked
 

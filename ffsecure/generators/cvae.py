@@ -35,8 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ffsecure.generators import training
 from ffsecure.generators.base import Generator, ProgressFn, TrainReport, TrainSettings
-from ffsecure.generators.schema import Choice, Float, ImageShape, Int, IntList
+from ffsecure.generators.sampling import check_labels
+from ffsecure.generators.schema import Choice, Float, ImageShape, Int, IntList, config_error
 
 MIN_LOG_SIGMA = math.log(0.01)
 # The likelihood scale starts at 1 and is learned at the plain Adam rate, so it
@@ -94,8 +96,6 @@ def default_config(*, image_shape: Sequence[int], num_classes: int, size: str) -
 
 
 def extra_checks(config: dict[str, Any]) -> None:
-    from ffsecure.generators.schema import config_error
-
     for c in config["channels"]:
         if c % config["groups"]:
             raise config_error(
@@ -220,8 +220,6 @@ class CVAE(Generator):
         dp: Any | None = None,
         progress: ProgressFn | None = None,
     ) -> TrainReport:
-        from ffsecure.generators import training
-
         images, labels = training.check_data(
             images, labels, self.config["image_shape"], self.config["num_classes"]
         )
@@ -248,8 +246,6 @@ class CVAE(Generator):
     def sample(
         self, labels: Sequence[int] | torch.Tensor, seed: int, *, device: str = "cpu"
     ) -> torch.Tensor:
-        from ffsecure.generators.sampling import check_labels
-
         y = check_labels(labels, self.config["num_classes"]).to(device)
         net = self._net.to(device).eval()
         rng = torch.Generator(device=device).manual_seed(int(seed))

@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ffsecure.generators import training
 from ffsecure.generators.base import Generator, ProgressFn, TrainReport, TrainSettings
-from ffsecure.generators.schema import Choice, Float, ImageShape, Int, IntList
+from ffsecure.generators.sampling import check_labels
+from ffsecure.generators.schema import Choice, Float, ImageShape, Int, IntList, config_error
 
 SAMPLE_CHUNK = 256
 
@@ -103,8 +105,6 @@ def default_config(*, image_shape: Sequence[int], num_classes: int, size: str) -
 
 
 def extra_checks(config: dict[str, Any]) -> None:
-    from ffsecure.generators.schema import config_error
-
     _c, h, w = config["image_shape"]
     levels = len(config["channel_mults"])
     if h % (2 ** (levels - 1)) or w % (2 ** (levels - 1)):
@@ -164,7 +164,8 @@ class ResBlock(nn.Module):
 
 
 class UNet(nn.Module):
-    """Predicts the noise in ``x_t`` given the timestep and the class (``num_classes`` = no class)."""
+    """Predicts the noise in ``x_t`` given the timestep and the class
+    (``num_classes`` = no class)."""
 
     def __init__(self, config: dict[str, Any]):
         super().__init__()
@@ -207,14 +208,15 @@ class UNet(nn.Module):
     def reset_extra(self) -> None:
         with torch.no_grad():  # start as the zero predictor's neighbour: small output layer
             self.conv_out.weight.mul_(0.1)
-            self.conv_out.bias.zero_()
+            if self.conv_out.bias is not None:  # always: Conv2d's default bias=True
+                self.conv_out.bias.zero_()
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(t, self.embed_dim)) + self.class_emb(y)
         h = self.conv_in(x)
         skips = []
         for i, blocks in enumerate(self.down):
-            for block in blocks:
+            for block in cast(nn.ModuleList, blocks):  # a ModuleList of ResBlocks
                 h = block(h, emb)
             skips.append(h)
             if i < len(self.downsample):
@@ -224,7 +226,7 @@ class UNet(nn.Module):
             if k > 0:
                 h = self.upsample[k - 1](F.interpolate(h, scale_factor=2.0, mode="nearest"))
             h = torch.cat([h, skips.pop()], dim=1)
-            for block in blocks:
+            for block in cast(nn.ModuleList, blocks):  # a ModuleList of ResBlocks
                 h = block(h, emb)
         return self.conv_out(F.silu(self.norm_out(h)))
 
@@ -249,8 +251,6 @@ class DDPM(Generator):
         dp: Any | None = None,
         progress: ProgressFn | None = None,
     ) -> TrainReport:
-        from ffsecure.generators import training
-
         cfg = self.config
         images, labels = training.check_data(images, labels, cfg["image_shape"], cfg["num_classes"])
         abar = alphas_cumprod(cfg["schedule"], cfg["timesteps"]).float().to(settings.device)
@@ -283,8 +283,6 @@ class DDPM(Generator):
     def sample(
         self, labels: Sequence[int] | torch.Tensor, seed: int, *, device: str = "cpu"
     ) -> torch.Tensor:
-        from ffsecure.generators.sampling import check_labels
-
         cfg = self.config
         y = check_labels(labels, cfg["num_classes"]).to(device)
         net = self._net.to(device).eval()

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load, save
 
 from ffsecure import canonical
 from ffsecure.errors import FFSecureError, FormatError
@@ -65,6 +66,15 @@ def _header_error(message: str) -> FormatError:
     )
 
 
+def _is_small_string_map(metadata: object) -> bool:
+    """Whether a safetensors ``__metadata__`` is a map of at most the allowed strings."""
+    return (
+        isinstance(metadata, dict)
+        and len(metadata) <= MAX_METADATA_ENTRIES
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
+    )
+
+
 def dtype_code(dtype: torch.dtype) -> str:
     """The safetensors dtype code (e.g. ``"F32"``) of a torch dtype."""
     try:
@@ -86,8 +96,6 @@ def specs_of(module: torch.nn.Module) -> TensorSpecs:
 
 def to_bytes(module: torch.nn.Module) -> bytes:
     """Serialise ``module.state_dict()`` as safetensors (deterministic bytes)."""
-    from safetensors.torch import save
-
     tensors = {
         name: tensor.detach().to("cpu").contiguous().clone()
         for name, tensor in module.state_dict().items()
@@ -116,7 +124,8 @@ def parse_header(weights: bytes) -> tuple[dict[str, dict[str, Any]], int]:
         )
     if 8 + header_len > len(weights):
         raise _header_error(
-            f"safetensors header length {header_len} runs past the end of a {len(weights)}-byte buffer"
+            f"safetensors header length {header_len} runs past the end of "
+            f"a {len(weights)}-byte buffer"
         )
     try:
         header = canonical.loads(weights[8 : 8 + header_len], max_bytes=MAX_HEADER_BYTES)
@@ -126,15 +135,8 @@ def parse_header(weights: bytes) -> tuple[dict[str, dict[str, Any]], int]:
         raise _header_error("safetensors header is not a JSON object")
 
     metadata = header.pop("__metadata__", None)
-    if metadata is not None:
-        if (
-            not isinstance(metadata, dict)
-            or len(metadata) > MAX_METADATA_ENTRIES
-            or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
-        ):
-            raise _header_error(
-                "safetensors __metadata__ must be a small map of strings to strings"
-            )
+    if metadata is not None and not _is_small_string_map(metadata):
+        raise _header_error("safetensors __metadata__ must be a small map of strings to strings")
     if len(header) > MAX_TENSORS:
         raise _header_error(
             f"safetensors header lists {len(header)} tensors, more than {MAX_TENSORS}"
@@ -163,12 +165,14 @@ def parse_header(weights: bytes) -> tuple[dict[str, dict[str, Any]], int]:
         begin, end = offsets
         if not 0 <= begin <= end <= data_len:
             raise _header_error(
-                f"tensor {name!r}: data_offsets [{begin}, {end}] fall outside the {data_len}-byte data section"
+                f"tensor {name!r}: data_offsets [{begin}, {end}] fall outside "
+                f"the {data_len}-byte data section"
             )
         nbytes = math.prod(shape) * DTYPES[dtype][1]
         if end - begin != nbytes:
             raise _header_error(
-                f"tensor {name!r}: data_offsets span {end - begin} bytes but dtype and shape need {nbytes}"
+                f"tensor {name!r}: data_offsets span {end - begin} bytes "
+                f"but dtype and shape need {nbytes}"
             )
         spans.append((begin, end, name))
 
@@ -177,7 +181,8 @@ def parse_header(weights: bytes) -> tuple[dict[str, dict[str, Any]], int]:
         if begin != position:
             kind = "overlaps the previous tensor" if begin < position else "leaves a gap before it"
             raise _header_error(
-                f"tensor {name!r}: data_offsets start at {begin}, which {kind} (expected {position})"
+                f"tensor {name!r}: data_offsets start at {begin}, "
+                f"which {kind} (expected {position})"
             )
         position = end
     if position != data_len:
@@ -188,7 +193,8 @@ def parse_header(weights: bytes) -> tuple[dict[str, dict[str, Any]], int]:
 
 
 def check_safetensors(weights: bytes, expected: TensorSpecs) -> None:
-    """Validate ``weights`` against ``expected`` (name -> (shape, dtype code)) from the header alone.
+    """Validate ``weights`` against ``expected`` (name -> (shape, dtype code))
+    from the header alone.
 
     Raises :class:`FormatError` with ``E_SAFETENSORS_HEADER`` (malformed
     header or offsets), ``E_TENSOR_NAME`` (extra or missing tensor),
@@ -206,7 +212,8 @@ def check_safetensors(weights: bytes, expected: TensorSpecs) -> None:
         raise FormatError(
             "weights do not hold the tensors the declared architecture builds: " + ", ".join(parts),
             code="E_TENSOR_NAME",
-            hint="the weights and the (family, config) in the manifest must come from the same generator",
+            hint="the weights and the (family, config) in the manifest "
+            "must come from the same generator",
         )
     for name in sorted(expected):
         want_shape, want_dtype = expected[name]
@@ -219,7 +226,8 @@ def check_safetensors(weights: bytes, expected: TensorSpecs) -> None:
             )
         if tuple(entry["shape"]) != tuple(want_shape):
             raise FormatError(
-                f"tensor {name!r} has shape {entry['shape']}, the architecture needs {list(want_shape)}",
+                f"tensor {name!r} has shape {entry['shape']}, "
+                f"the architecture needs {list(want_shape)}",
                 code="E_TENSOR_SHAPE",
                 hint="the weights and the config in the manifest must come from the same generator",
             )
@@ -269,8 +277,6 @@ def check_finite(weights: bytes, *, module_id: str | None = None) -> None:
 
 def load_into(module: torch.nn.Module, weights: bytes, *, module_id: str | None = None) -> None:
     """Check ``weights`` against ``module`` and copy them in (strict, finite values only)."""
-    from safetensors.torch import load
-
     check_safetensors(weights, specs_of(module))
     check_finite(weights, module_id=module_id)
     module.load_state_dict(load(bytes(weights)), strict=True)

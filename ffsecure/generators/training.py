@@ -28,7 +28,8 @@ from typing import Any
 
 import torch
 
-from ffsecure.errors import DataError
+from ffsecure import dp as dpmod
+from ffsecure.errors import ConfigError, DataError, FFSecureError
 from ffsecure.generators.base import ProgressFn, TrainReport, TrainSettings
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,12 @@ def init_weights(net: torch.nn.Module, seed: int) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_seed(seed, 0))
         for module in net.modules():
-            if module is not net and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-        if hasattr(net, "reset_extra"):
-            net.reset_extra()
+            reset = getattr(module, "reset_parameters", None)
+            if module is not net and callable(reset):
+                reset()
+        reset_extra = getattr(net, "reset_extra", None)
+        if callable(reset_extra):
+            reset_extra()
 
 
 def check_data(
@@ -69,7 +72,8 @@ def check_data(
         )
     if images.dim() != 4 or list(images.shape[1:]) != list(image_shape):
         raise DataError(
-            f"images have shape {list(images.shape)}, the generator needs (N, {', '.join(map(str, image_shape))})",
+            f"images have shape {list(images.shape)}, "
+            f"the generator needs (N, {', '.join(map(str, image_shape))})",
             code="E_DATA_FORMAT",
             hint="resize the data to the federation's image shape",
         )
@@ -97,7 +101,8 @@ def check_data(
         )
     if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
         raise DataError(
-            f"labels must be in [0, {num_classes - 1}], got [{int(labels.min())}, {int(labels.max())}]",
+            f"labels must be in [0, {num_classes - 1}], "
+            f"got [{int(labels.min())}, {int(labels.max())}]",
             code="E_DATA_FORMAT",
             hint="map site labels onto the federation's label space",
         )
@@ -105,8 +110,6 @@ def check_data(
 
 
 def _check_settings(settings: TrainSettings) -> None:
-    from ffsecure.errors import ConfigError
-
     if not isinstance(settings.epochs, int) or not 1 <= settings.epochs <= MAX_EPOCHS:
         raise ConfigError(
             f"epochs must be an integer in [1, {MAX_EPOCHS}], got {settings.epochs!r}",
@@ -139,7 +142,7 @@ def train(
     *,
     family: str,
     loss_fn: LossFn,
-    dp: Any | None = None,
+    dp: dpmod.DPConfig | None = None,
     progress: ProgressFn | None = None,
     grad_clip: float | None = None,
 ) -> TrainReport:
@@ -157,8 +160,6 @@ def train(
     n = int(images.shape[0])
     dp_plan = None
     if dp is not None:  # refuse DP settings before anything changes
-        from ffsecure import dp as dpmod
-
         dp_plan = dpmod.plan(dp, n=n, batch_size=settings.batch_size, epochs=settings.epochs)
     init_weights(net, settings.seed)
     net.to(device)
@@ -208,8 +209,6 @@ def train(
             count += int(losses.numel())
         epoch_loss = loss_sum / max(1, count)
         if not math.isfinite(epoch_loss):
-            from ffsecure.errors import FFSecureError
-
             raise FFSecureError(
                 f"{family} training diverged (loss {epoch_loss}) in epoch {epoch + 1}",
                 code="E_TRAIN_DIVERGED",
@@ -223,14 +222,14 @@ def train(
         log.debug("%s epoch %d/%d loss %.5f", family, epoch + 1, settings.epochs, epoch_loss)
 
     dp_report = None
-    if engine is not None:
+    if engine is not None and dp is not None and dp_plan is not None:
         dp_report = dp_plan.report(_epsilon(engine, dp_plan))
         if dp.reproducible is True:
             dp_report["reproducible"] = True  # research switch: visible wherever the report goes
         history_steps = sum(s for _nm, _sr, s in engine.accountant.history)
         if history_steps != dp_plan.steps or step != dp_plan.steps:  # pragma: no cover
             raise RuntimeError("DP step count disagrees with the plan")
-        module._close()
+        module._close()  # type: ignore[operator]  # opacus' GradSampleModule, untyped
     net.eval()
     net.to("cpu")
     return TrainReport(
@@ -251,6 +250,7 @@ def _epsilon(engine, dp_plan) -> float:
 
 
 def _make_private(net, optimizer, images, labels, settings, dp, dp_plan):
+    # heavy: opacus (dprandom imports it too), only when training with DP
     from opacus import PrivacyEngine
 
     from ffsecure import dprandom

@@ -144,7 +144,7 @@ class MemoryTree:
     def append_hash(self, h: bytes) -> int:
         """Append a leaf hash; completes the perfect subtrees it closes."""
         index = self.size
-        for level, idx, value in new_nodes(self, index, h):
+        for level, _idx, value in new_nodes(self, index, h):
             if level == len(self._levels):
                 self._levels.append([])
             self._levels[level].append(value)
@@ -229,7 +229,8 @@ def root_from_inclusion_proof(
         _check_hash(p, f"inclusion proof element {i}")
         if sn == 0:
             raise _fail(
-                f"inclusion proof has {len(proof)} elements, more than a tree of size {tree_size} needs"
+                f"inclusion proof has {len(proof)} elements, "
+                f"more than a tree of size {tree_size} needs"
             )
         if fn & 1 or fn == sn:
             r = node_hash(p, r)
@@ -243,7 +244,8 @@ def root_from_inclusion_proof(
         sn >>= 1
     if sn != 0:
         raise _fail(
-            f"inclusion proof has {len(proof)} elements, fewer than a tree of size {tree_size} needs"
+            f"inclusion proof has {len(proof)} elements, "
+            f"fewer than a tree of size {tree_size} needs"
         )
     return r
 

@@ -82,7 +82,7 @@ class LogState:
     """What the log checks learned; the later checks and the report build on it."""
 
     verifier: NoteVerifier | None
-    entries: list[dict | None]
+    entries: list[dict[str, Any] | None]
     entry_bytes: list[bytes] = field(repr=False)
     leaves: list[bytes] = field(repr=False)
     tree: MemoryTree = field(repr=False)
@@ -93,8 +93,9 @@ class LogState:
     def entry_type(self, index: int | None) -> str | None:
         if index is None:
             return None
-        if 0 <= index < len(self.entries) and self.entries[index] is not None:
-            return self.entries[index]["type"]
+        entry = self.entries[index] if 0 <= index < len(self.entries) else None
+        if entry is not None:
+            return str(entry["type"])
         if 0 <= index < len(self.entry_bytes):
             return _guess_type(self.entry_bytes[index])
         return None
@@ -143,7 +144,7 @@ def _inconsistent(
 
 
 def _problem(
-    kind: LogProblemKind, message: str, error: LedgerError | None = None, **where: Any
+    kind: LogProblemKind, message: str, error: LedgerError | None = None, /, **where: Any
 ) -> LogProblem:
     return LogProblem(kind, message, error or _inconsistent(message), where)
 
@@ -151,13 +152,15 @@ def _problem(
 # --------------------------------------------------------------------- entries
 
 
-def _entry_problems(vkey: str, entries: list[bytes], state_out: list[LogState]) -> Iterator:
+def _entry_problems(
+    vkey: str, entries: list[bytes], state_out: list[LogState]
+) -> Iterator[LogProblem]:
     verifier = None
     try:
         verifier = parse_vkey(vkey)
     except LedgerError as exc:
         yield _problem(LogProblemKind.LOG_KEY, f"log.vkey: {exc.message}", exc)
-    parsed: list[dict | None] = []
+    parsed: list[dict[str, Any] | None] = []
     leaves: list[bytes] = []
     for i, data in enumerate(entries):
         try:
@@ -175,7 +178,7 @@ def _entry_problems(vkey: str, entries: list[bytes], state_out: list[LogState]) 
     yield from _time_order_problems(parsed)
 
 
-def _time_order_problems(parsed: list[dict | None]) -> Iterator[LogProblem]:
+def _time_order_problems(parsed: list[dict[str, Any] | None]) -> Iterator[LogProblem]:
     for j in range(1, len(parsed)):
         a, b = parsed[j - 1], parsed[j]
         if a is not None and b is not None and b["time"] < a["time"]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ffsecure.errors import LedgerError
 from ffsecure.ledger.checkpoint import Checkpoint
@@ -32,7 +33,7 @@ class LogReport:
     size: int
     root_hash: bytes
     checkpoints: list[Checkpoint]
-    entries: list[dict] = field(repr=False)
+    entries: list[dict[str, Any]] = field(repr=False)
     entry_bytes: list[bytes] = field(repr=False)
     tree: MemoryTree = field(repr=False)
 
@@ -40,7 +41,7 @@ class LogReport:
         """Inclusion proof of entry ``index`` in the latest checkpoint's tree."""
         return self.tree.inclusion_proof(index, self.size)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "origin": self.origin,
             "size": self.size,

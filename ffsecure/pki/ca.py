@@ -24,10 +24,12 @@ import ipaddress
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ffsecure import canonical
@@ -78,7 +80,8 @@ def _check_days(days: int, maximum: int) -> int:
     return days
 
 
-def _check_p256(public_key, what: str) -> None:
+def _check_p256(public_key: object, what: str) -> ec.EllipticCurvePublicKey:
+    """``public_key`` if it is an ECDSA P-256 key, else raise E_CSR."""
     if (
         not isinstance(public_key, ec.EllipticCurvePublicKey)
         or public_key.curve.name != "secp256r1"
@@ -86,6 +89,7 @@ def _check_p256(public_key, what: str) -> None:
         raise CSRError(
             f"{what} key is not ECDSA P-256", hint="make the key with `site-node enroll`"
         )
+    return public_key
 
 
 # ------------------------------------------------------------------------ CA
@@ -109,7 +113,7 @@ class CA:
 
     # -- loading ---------------------------------------------------------
     @classmethod
-    def load(cls, directory: str | os.PathLike, passphrase: bytes | None = None) -> CA:
+    def load(cls, directory: str | os.PathLike[str], passphrase: bytes | None = None) -> CA:
         directory = Path(directory)
         if not (directory / "ca.pem").is_file() or not (directory / "ca.key").is_file():
             raise CAError(
@@ -131,7 +135,7 @@ class CA:
         return self._key.sign(message, ec.ECDSA(hashes.SHA256()))
 
     # -- state -----------------------------------------------------------
-    def _state(self) -> dict:
+    def _state(self) -> dict[str, Any]:
         path = self.directory / "state.json"
         if not path.exists():
             return {
@@ -141,29 +145,30 @@ class CA:
                 "issued": [],
                 "revoked": [],
             }
-        return canonical.loads_canonical(path.read_bytes(), max_bytes=64 << 20)
+        state: dict[str, Any] = canonical.loads_canonical(path.read_bytes(), max_bytes=64 << 20)
+        return state
 
-    def _save_state(self, state: dict) -> None:
+    def _save_state(self, state: dict[str, Any]) -> None:
         write_public_file(self.directory / "state.json", canonical.dumps(state))
 
-    def issued(self) -> list[dict]:
+    def issued(self) -> list[dict[str, Any]]:
         """Records of every certificate issued (serial, identity, fingerprint, validity)."""
         return list(self._state()["issued"])
 
-    def revoked(self) -> list[dict]:
+    def revoked(self) -> list[dict[str, Any]]:
         return list(self._state()["revoked"])
 
     # -- issuing ---------------------------------------------------------
     def _issue(
         self,
         identity: Identity,
-        public_key,
+        public_key: CertificatePublicKeyTypes,
         *,
         days: int,
         common_name: str,
         extra_sans: Iterable[x509.GeneralName] = (),
     ) -> x509.Certificate:
-        _check_p256(public_key, "the certificate's")
+        subject_key = _check_p256(public_key, "the certificate's")
         _check_days(days, LEAF_DAYS_MAX)
         if identity.federation_id != self.federation_id:
             raise IdentityError(
@@ -182,7 +187,7 @@ class CA:
             x509.CertificateBuilder()
             .subject_name(_name(common_name, identity.federation_id))
             .issuer_name(self.cert.subject)
-            .public_key(public_key)
+            .public_key(subject_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - BACKDATE)
             .not_valid_after(not_after)
@@ -203,9 +208,9 @@ class CA:
             )
             .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(subject_key), critical=False)
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.cert.public_key()),
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
                 critical=False,
             )
             .sign(self._key, hashes.SHA256())
@@ -227,7 +232,13 @@ class CA:
         self._save_state(state)
         return cert
 
-    def issue_site(self, site_id: str, public_key=None, *, days: int = LEAF_DAYS_DEFAULT):
+    def issue_site(
+        self,
+        site_id: str,
+        public_key: CertificatePublicKeyTypes | None = None,
+        *,
+        days: int = LEAF_DAYS_DEFAULT,
+    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey | None]:
         """Issue a site certificate. Without ``public_key`` a fresh key is made.
 
         Returns ``(cert, private_key_or_None)``.
@@ -242,11 +253,11 @@ class CA:
     def issue_aggregator(
         self,
         host: str,
-        public_key=None,
+        public_key: CertificatePublicKeyTypes | None = None,
         *,
         days: int = LEAF_DAYS_DEFAULT,
         extra_hosts: Iterable[str] = (),
-    ):
+    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey | None]:
         """Issue the aggregator's TLS certificate for ``host`` (DNS name or IP).
 
         Returns ``(cert, private_key_or_None)``.
@@ -317,7 +328,11 @@ class CA:
 
     # -- revocation ------------------------------------------------------
     def revoke(
-        self, cert_or_serial, reason: str = "unspecified", *, at: dt.datetime | None = None
+        self,
+        cert_or_serial: x509.Certificate | int | str,
+        reason: str = "unspecified",
+        *,
+        at: dt.datetime | None = None,
     ) -> bytes:
         """Revoke a certificate (object, or serial as int/hex string); return the new CRL PEM."""
         if reason not in REASONS:
@@ -364,7 +379,7 @@ class CA:
             .next_update(now + dt.timedelta(days=days))
             .add_extension(x509.CRLNumber(state["crl_number"]), critical=False)
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.cert.public_key()),
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
                 critical=False,
             )
         )
@@ -392,7 +407,7 @@ class CA:
 
 
 def init_ca(
-    directory: str | os.PathLike,
+    directory: str | os.PathLike[str],
     federation_id: str,
     *,
     passphrase: bytes | None = None,
@@ -455,7 +470,7 @@ def init_ca(
 
 
 def make_key_and_csr(
-    key_path: str | os.PathLike,
+    key_path: str | os.PathLike[str],
     *,
     federation_id: str,
     site_id: str,

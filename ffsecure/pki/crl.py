@@ -18,9 +18,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import mlkem, x448, x25519
 
 from ffsecure.errors import VerificationError
 from ffsecure.pki.certs import cert_fingerprint
@@ -95,7 +97,7 @@ class CrlInfo:
     next_update: str | None
     revoked: int
 
-    def facts(self, issuer: x509.Certificate) -> dict:
+    def facts(self, issuer: x509.Certificate) -> dict[str, Any]:
         """The ``crl.loaded`` facts; ``issuer_sha256`` is the fingerprint of the verifying CA."""
         return {
             "crl_number": self.number,
@@ -130,8 +132,24 @@ def crl_info(crl: x509.CertificateRevocationList) -> CrlInfo:
     )
 
 
+#: Certificate keys that cannot sign: key-agreement keys (a CA holding one signed no CRL).
+_KEY_AGREEMENT_TYPES = (
+    x25519.X25519PublicKey,
+    x448.X448PublicKey,
+    mlkem.MLKEM768PublicKey,
+    mlkem.MLKEM1024PublicKey,
+)
+
+
+def _signed_by(crl: x509.CertificateRevocationList, ca_cert: x509.Certificate) -> bool:
+    key = ca_cert.public_key()
+    if isinstance(key, _KEY_AGREEMENT_TYPES):
+        return False
+    return crl.is_signature_valid(key)
+
+
 def check_crl(crl: x509.CertificateRevocationList, ca_cert: x509.Certificate) -> None:
-    if crl.issuer != ca_cert.subject or not crl.is_signature_valid(ca_cert.public_key()):
+    if crl.issuer != ca_cert.subject or not _signed_by(crl, ca_cert):
         raise CRLError(
             "CRL is not signed by the federation CA",
             hint="fetch the CRL published by this federation's CA",

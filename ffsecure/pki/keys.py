@@ -18,7 +18,7 @@ from ffsecure.files import write_secret_file
 
 
 def write_private_key(
-    path: str | os.PathLike, key: PrivateKeyTypes, passphrase: bytes | None = None
+    path: str | os.PathLike[str], key: PrivateKeyTypes, passphrase: bytes | None = None
 ) -> None:
     """Write ``key`` as PKCS#8 PEM to ``path``, created 0600, atomically."""
     enc = (
@@ -30,7 +30,9 @@ def write_private_key(
     write_secret_file(path, data)
 
 
-def load_private_key(path: str | os.PathLike, passphrase: bytes | None = None) -> PrivateKeyTypes:
+def load_private_key(
+    path: str | os.PathLike[str], passphrase: bytes | None = None
+) -> PrivateKeyTypes:
     """Load a PEM private key; a wrong or missing passphrase raises E_KEY."""
     try:
         data = Path(path).read_bytes()

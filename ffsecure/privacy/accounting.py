@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ffsecure.dp import compute_epsilon
 from ffsecure.errors import DPError, VerificationError
 
 RTOL = 1e-6
@@ -44,8 +45,6 @@ def recompute(dp: dict[str, Any] | None, *, strict: bool = True) -> dict[str, An
     steps = dp["steps"]
     if isinstance(steps, float) and steps.is_integer():
         steps = int(steps)
-    from ffsecure.dp import compute_epsilon
-
     eps = compute_epsilon(
         noise_multiplier=dp["noise_multiplier"],
         sample_rate=dp["sample_rate"],
@@ -57,9 +56,11 @@ def recompute(dp: dict[str, Any] | None, *, strict: bool = True) -> dict[str, An
     matches = math.isclose(eps, claimed, rel_tol=RTOL, abs_tol=1e-9)
     if strict and not matches:
         raise EpsilonMismatchError(
-            f"the recorded DP parameters give epsilon {eps:.6g} with the {dp['accountant']} accountant, "
+            f"the recorded DP parameters give epsilon {eps:.6g} "
+            f"with the {dp['accountant']} accountant, "
             f"but the module claims {claimed:.6g}",
-            hint="the manifest's DP record was altered or written by other code; retrain with ffsecure",
+            hint="the manifest's DP record was altered or written by other code; "
+            "retrain with ffsecure",
         )
     return {
         "dp": True,

@@ -24,7 +24,8 @@ from ffsecure.privacy.report import DEFAULT_SAMPLES, REPORT_VERSION, manifest_re
 def split_holdout(
     x: torch.Tensor, y: torch.Tensor, *, seed: int, reference_fraction: float
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
-    """Split held-out images at random (seeded) into (evaluation non-members, reference-training set or None)."""
+    """Split held-out images at random (seeded) into (evaluation non-members,
+    reference-training set or None)."""
     if reference_fraction <= 0:
         return (x, y), None
     perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 
 from ffsecure.errors import DataError
+from ffsecure.generators.ddpm import alphas_cumprod
+from ffsecure.generators.training import check_data
 
 DEFAULT_DRAWS = {"cvae": 8, "ddpm": 8}
 BATCH = 256
@@ -39,8 +41,6 @@ BATCH = 256
 def _check(
     x: torch.Tensor, y: torch.Tensor, config: dict[str, Any]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    from ffsecure.generators.training import check_data
-
     return check_data(x, y, config["image_shape"], config["num_classes"])
 
 
@@ -48,7 +48,8 @@ def _check(
 def example_losses(
     gen: Any, images: torch.Tensor, labels: torch.Tensor, *, draws: int | None = None, seed: int = 0
 ) -> torch.Tensor:
-    """The generator's loss on each example, ``(N,)`` float64, averaged over ``draws`` fixed noise draws."""
+    """The generator's loss on each example, ``(N,)`` float64, averaged over
+    ``draws`` fixed noise draws."""
     family = getattr(gen, "family", None)
     if family not in DEFAULT_DRAWS:
         raise DataError(
@@ -72,8 +73,6 @@ def example_losses(
                     x[s : s + BATCH], y[s : s + BATCH], eps[s : s + BATCH], 1.0
                 ).double()
     else:
-        from ffsecure.generators.ddpm import alphas_cumprod
-
         cfg = gen.config
         abar = alphas_cumprod(cfg["schedule"], cfg["timesteps"]).float()
         steps = np.linspace(0.05, 0.5, draws) * (cfg["timesteps"] - 1)
@@ -100,6 +99,7 @@ def auroc(member_scores: Any, non_member_scores: Any) -> float:
             code="E_DATA_FORMAT",
             hint="give both sets at least one example",
         )
+    # heavy: scipy, only when the attack is scored
     from scipy.stats import rankdata
 
     ranks = rankdata(np.concatenate([m, nm]))
@@ -108,7 +108,8 @@ def auroc(member_scores: Any, non_member_scores: Any) -> float:
 
 
 def tpr_at_fpr(member_scores: Any, non_member_scores: Any, fpr: float = 0.01) -> float:
-    """Fraction of members scoring above the threshold that at most ``fpr`` of non-members exceed."""
+    """Fraction of members scoring above the threshold that at most ``fpr`` of
+    non-members exceed."""
     m = np.asarray(member_scores, dtype=np.float64).ravel()
     nm = np.sort(np.asarray(non_member_scores, dtype=np.float64).ravel())[::-1]
     if m.size == 0 or nm.size == 0:

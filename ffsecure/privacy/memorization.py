@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ffsecure.errors import DataError
+from ffsecure.plots import _pyplot, _to_display
 
 DEFAULT_QUANTILE = 0.01
 
@@ -45,7 +46,8 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
 def nearest(
     queries: torch.Tensor, reference: torch.Tensor, *, k: int = 1, chunk: int = 512
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """RMS distance and index of the ``k`` nearest ``reference`` images of every query: ``(N, k)`` each."""
+    """RMS distance and index of the ``k`` nearest ``reference`` images of every
+    query: ``(N, k)`` each."""
     q, r = _flat(queries), _flat(reference)
     if q.shape[1] != r.shape[1]:
         raise DataError(
@@ -73,7 +75,8 @@ def memorization(
     threshold: float | None = None,
     quantile: float = DEFAULT_QUANTILE,
 ) -> dict[str, Any]:
-    """Distances of ``generated`` and ``holdout`` images to their nearest ``train`` image, and the figures.
+    """Distances of ``generated`` and ``holdout`` images to their nearest
+    ``train`` image, and the figures.
 
     Returns the summary figures plus ``d_gen``/``nn_gen`` tensors (per generated
     sample: distance and index of the nearest training image) for plotting.
@@ -119,9 +122,8 @@ def closest_pairs_png(
     threshold: float | None = None,
     title: str | None = None,
 ) -> Path:
-    """A PNG of the ``n`` generated samples closest to a training image, above those training images."""
-    from ffsecure.plots import _pyplot, _to_display
-
+    """A PNG of the ``n`` generated samples closest to a training image, above
+    those training images."""
     plt = _pyplot()
     order = torch.argsort(d_gen)[: max(1, min(n, d_gen.numel()))].tolist()
     fig, axes = plt.subplots(2, len(order), figsize=(len(order) * 0.9 + 1.0, 2.6), squeeze=False)

@@ -197,7 +197,7 @@ def _epsilon_problems(
                 hint="attach the report produced for this module",
             )
         ]
-    claimed = dp.get("epsilon")
+    claimed = dp["epsilon"]  # ModuleManifest.validate requires it, a number
     if not math.isclose(eps, claimed, rel_tol=EPSILON_RTOL, abs_tol=1e-6):
         return [
             PrivacyPolicyError(
@@ -255,7 +255,7 @@ def evaluate(
     if malformed is not None:
         return PolicyVerdict(effective, required, True, (), (malformed,))
     problems = _epsilon_problems(report, dp)
-    if effective is None:
+    if effective is None or policy is None:  # one is None exactly when the other is
         return PolicyVerdict(None, False, report is not None, (), tuple(problems))
     if report is None:
         if required:

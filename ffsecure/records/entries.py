@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from ffsecure import canonical
 from ffsecure.errors import FormatError, LedgerError
@@ -407,7 +407,7 @@ def _check_time(value: Any) -> None:
         raise _error(f"entry time {value!r} is not a real date and time") from None
 
 
-def _check_crl_facts(facts: dict) -> None:
+def _check_crl_facts(facts: dict[str, Any]) -> None:
     """``crl.loaded``: a non-negative integer CRL number and real RFC 3339 times."""
     number = facts["crl_number"]
     if not is_int(number) or number < 0:
@@ -480,7 +480,9 @@ def check_entry(entry: Any) -> None:
         _FACT_CHECKS[kind](facts)
 
 
-def make_entry(type: str, actor: str, facts: dict, time: str | None = None) -> dict:
+def make_entry(
+    type: str, actor: str, facts: dict[str, Any], time: str | None = None
+) -> dict[str, Any]:
     """Build and check a ledger entry; ``time`` defaults to now (UTC).
 
     ``type`` is an :class:`EntryType` (or its string); the entry holds the plain string.
@@ -496,7 +498,7 @@ def make_entry(type: str, actor: str, facts: dict, time: str | None = None) -> d
     return entry
 
 
-def entry_bytes(entry: dict) -> bytes:
+def entry_bytes(entry: dict[str, Any]) -> bytes:
     """Check an entry and return its canonical bytes (the bytes the log hashes)."""
     check_entry(entry)
     try:
@@ -511,7 +513,7 @@ def entry_bytes(entry: dict) -> bytes:
     return data
 
 
-def validate_entry(data: bytes) -> dict:
+def validate_entry(data: bytes) -> dict[str, Any]:
     """Parse entry bytes that must be canonical JSON of a well-formed entry."""
     if len(data) > MAX_ENTRY_BYTES:
         raise _error(f"entry is {len(data)} bytes, more than {MAX_ENTRY_BYTES}")
@@ -523,7 +525,7 @@ def validate_entry(data: bytes) -> dict:
             hint="the entry bytes were altered; entries are exported exactly as hashed",
         ) from None
     check_entry(entry)
-    return entry
+    return cast(dict[str, Any], entry)  # check_entry proved it is a JSON object
 
 
 def entry_from_dict(entry: Any) -> Entry:

@@ -40,7 +40,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeGuard
 
 from ffsecure.errors import FFSecureError
 from ffsecure.records.ids import IdRule
@@ -85,12 +85,12 @@ MISSING: Any = _Missing("MISSING")
 OMIT: Any = _Missing("OMIT")
 
 
-def is_int(value: Any) -> bool:
+def is_int(value: object) -> TypeGuard[int]:
     """``value`` is an ``int`` and not a ``bool``."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: object) -> TypeGuard[int | float]:
     """``value`` is a finite ``int`` or ``float`` and not a ``bool``."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 

@@ -30,13 +30,15 @@ The ``NewType`` aliases (:data:`SiteId`, :data:`ModuleId`, :data:`ArtifactId`,
 :data:`Sha256Hex`) name a string that has passed its rule; the checkers return
 them, and the typed records (``ffsecure.records.entries``) carry them, so a
 type checker tells a checked id from any other string.
+A checker takes an ``object`` and casts it to ``str`` only after
+:meth:`IdRule.matches` has checked its type.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import NewType
+from typing import NewType, cast
 
 from ffsecure.errors import FormatError, VerificationError
 
@@ -202,21 +204,21 @@ def check_module_id(module_id: object) -> ModuleId:
             f"module id {_shown(module_id)} is not {MODULE_ID.rule}",
             hint="module ids come from ffsecure.package.new_module_id",
         )
-    return ModuleId(module_id)  # type: ignore[arg-type]
+    return ModuleId(cast(str, module_id))
 
 
 def check_id(value: object, what: str = "id") -> str:
     """Return ``value`` if it is a valid federation or site id, else raise E_IDENTITY."""
     if not SITE_ID.matches(value):
         raise IdentityError(f"{what} {_shown(value)} is not valid", hint=f"use {SITE_ID.rule}")
-    return value  # type: ignore[return-value]
+    return cast(str, value)
 
 
 def check_host(host: object) -> str:
     """Return ``host`` if it is a DNS name or an IP address, else raise E_IDENTITY."""
     if not HOST.matches(host):
         raise IdentityError(f"host {_shown(host)} is not a DNS name or IP address")
-    return host  # type: ignore[return-value]
+    return cast(str, host)
 
 
 def check_artifact_id(
@@ -228,14 +230,14 @@ def check_artifact_id(
     """Return ``artifact_id`` if it is a dataset/classifier id, else raise E_ARTIFACT_ID."""
     if not ARTIFACT_ID.matches(artifact_id):
         raise ArtifactIdError(f"{what} {_shown(artifact_id)} is not {ARTIFACT_ID.rule}", hint=hint)
-    return ArtifactId(artifact_id)  # type: ignore[arg-type]
+    return ArtifactId(cast(str, artifact_id))
 
 
 def parse_tree_size(text: object) -> int | None:
     """The tree size a decimal text (a checkpoint file name or line) states, or None."""
     if not TREE_SIZE.matches(text):
         return None
-    size = int(text)  # type: ignore[arg-type]
+    size = int(cast(str, text))
     return size if size <= MAX_TREE_SIZE else None
 
 
@@ -243,5 +245,5 @@ def parse_port(text: object) -> int | None:
     """The port a decimal text (the part after the last ':' of host:port) states, or None."""
     if not PORT.matches(text):
         return None
-    port = int(text)  # type: ignore[arg-type]
+    port = int(cast(str, text))
     return port if port <= 65535 else None
