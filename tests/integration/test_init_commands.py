@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 import subprocess
 import sys
@@ -229,6 +230,17 @@ def wheel_files(tmp_path_factory) -> set[str]:
     import zipfile
 
     out = tmp_path_factory.mktemp("wheel")
+    # build from a copy of the tracked files: setuptools writes build/ into the source tree,
+    # and a build/lib left by an earlier build would be packed into this wheel too
+    source = tmp_path_factory.mktemp("source") / "ffsecure"
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    for name in filter(None, tracked):
+        path = REPO / name.decode()
+        if path.is_file():
+            (source / name.decode()).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, source / name.decode(), follow_symlinks=False)
     done = subprocess.run(
         [
             sys.executable,
@@ -239,7 +251,7 @@ def wheel_files(tmp_path_factory) -> set[str]:
             "--no-deps",
             "--no-build-isolation",
             "--no-index",
-            str(REPO),
+            str(source),
             "-w",
             str(out),
         ],
