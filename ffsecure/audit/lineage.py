@@ -202,7 +202,8 @@ def _module_deleted(st: LedgerReplay, at: _At, entry: ModuleDeleted) -> str:
         )
     else:
         module.deleted_index, module.deleted_time = at.index, entry.time
-        module.deletion_reason = entry.reason
+        # the entry rules made reason a string of 1-500 printable characters
+        module.deletion_reason = entry.reason if isinstance(entry.reason, str) else None
         if not _shredded(entry.destroyed):
             at.add(
                 "deletions",

@@ -126,7 +126,7 @@ class ModuleRef:
         return {"module_id": self.module_id, "weights_sha256": self.weights_sha256}
 
 
-def _read_lineage(value: Any) -> tuple[ModuleRef, ...] | None:
+def _read_lineage(value: object) -> tuple[ModuleRef, ...] | None:
     """``facts.modules`` as module references, or None when absent or not a readable list.
 
     An item is a module id string or an object with a string ``module_id`` (and,
@@ -261,7 +261,7 @@ class ModuleDeletionRequested(LedgerEntry):
 
     TYPE: ClassVar[EntryType] = EntryType.MODULE_DELETION_REQUESTED
     module_id: ModuleId
-    reason: Any
+    reason: object
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -270,8 +270,8 @@ class ModuleDeleted(LedgerEntry):
 
     TYPE: ClassVar[EntryType] = EntryType.MODULE_DELETED
     module_id: ModuleId
-    reason: Any
-    destroyed: Any
+    reason: object
+    destroyed: object
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -280,7 +280,7 @@ class DatasetRetired(LedgerEntry):
 
     TYPE: ClassVar[EntryType] = EntryType.DATASET_RETIRED
     dataset_id: ArtifactId
-    reason: Any
+    reason: object
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -289,7 +289,7 @@ class ClassifierRetired(LedgerEntry):
 
     TYPE: ClassVar[EntryType] = EntryType.CLASSIFIER_RETIRED
     classifier_id: ArtifactId
-    reason: Any
+    reason: object
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -297,8 +297,8 @@ class CertRevoked(LedgerEntry):
     """A certificate was revoked (``serial`` as the CA writes it, hex)."""
 
     TYPE: ClassVar[EntryType] = EntryType.CERT_REVOKED
-    serial: Any
-    reason: Any
+    serial: object
+    reason: object
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -306,8 +306,8 @@ class KeyRotated(LedgerEntry):
     """An aggregator key was replaced."""
 
     TYPE: ClassVar[EntryType] = EntryType.KEY_ROTATED
-    key: Any
-    new_key_id: Any
+    key: object
+    new_key_id: object
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -398,7 +398,7 @@ def _error(
     return LedgerError(message, code="E_ENTRY", hint=hint)
 
 
-def _check_time(value: Any) -> None:
+def _check_time(value: object) -> None:
     if not isinstance(value, str) or not _TIME_RE.fullmatch(value):
         raise _error(f"entry time {value!r} is not RFC 3339 UTC like 2026-11-22T12:00:00Z")
     try:
@@ -428,7 +428,7 @@ def _check_crl_facts(facts: dict[str, Any]) -> None:
 _FACT_CHECKS = {EntryType.CRL_LOADED: _check_crl_facts}
 
 
-def _walk_facts(obj: Any, path: str) -> None:
+def _walk_facts(obj: object, path: str) -> None:
     if isinstance(obj, dict):
         for key, value in obj.items():
             where = f"{path}.{key}"
@@ -448,7 +448,7 @@ def _walk_facts(obj: Any, path: str) -> None:
             _walk_facts(value, f"{path}[{i}]")
 
 
-def check_entry(entry: Any) -> None:
+def check_entry(entry: object) -> None:
     """Raise LedgerError E_ENTRY unless ``entry`` is a well-formed ledger entry."""
     if not isinstance(entry, dict):
         raise _error("a ledger entry is a JSON object")
@@ -528,10 +528,10 @@ def validate_entry(data: bytes) -> dict[str, Any]:
     return cast(dict[str, Any], entry)  # check_entry proved it is a JSON object
 
 
-def entry_from_dict(entry: Any) -> Entry:
+def entry_from_dict(entry: object) -> Entry:
     """The typed record of a decoded entry; raises LedgerError E_ENTRY as :func:`check_entry`."""
     check_entry(entry)
-    return _record(entry)
+    return _record(cast(dict[str, Any], entry))  # check_entry proved it is a JSON object
 
 
 def parse_entry(data: bytes) -> Entry:

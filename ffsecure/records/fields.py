@@ -95,7 +95,7 @@ def is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def is_scalar(value: Any) -> bool:
+def is_scalar(value: object) -> bool:
     """A JSON scalar leaf: ``None``, a string, a bool or a finite number."""
     return value is None or isinstance(value, (str, bool)) or is_number(value)
 
@@ -119,7 +119,7 @@ class FieldError(FFSecureError):
         key: str,
         problem: Problem,
         expect: str,
-        value: Any = None,
+        value: object = None,
         *,
         fix: str | None = None,
         keys: tuple[str, ...] = (),
@@ -319,11 +319,11 @@ class Table:
 Spec = Int | Float | Str | Bool | List | Nullable | Scalars | Opaque | AnyOf | Table
 
 
-def _fail(spec: Spec, key: str, problem: Problem, value: Any) -> NoReturn:
+def _fail(spec: Spec, key: str, problem: Problem, value: object) -> NoReturn:
     raise FieldError(key, problem, spec.describe(), value, fix=spec.fix)
 
 
-def _check_int(spec: Int, value: Any, key: str) -> int:
+def _check_int(spec: Int, value: object, key: str) -> int:
     if not is_int(value):
         _fail(spec, key, Problem.TYPE, value)
     if (spec.lo is not None and value < spec.lo) or (spec.hi is not None and value > spec.hi):
@@ -331,7 +331,7 @@ def _check_int(spec: Int, value: Any, key: str) -> int:
     return int(value)
 
 
-def _check_float(spec: Float, value: Any, key: str) -> float:
+def _check_float(spec: Float, value: object, key: str) -> float:
     if not is_number(value):
         _fail(spec, key, Problem.TYPE, value)
     low = spec.lo is not None and (value <= spec.lo if spec.above else value < spec.lo)
@@ -341,7 +341,7 @@ def _check_float(spec: Float, value: Any, key: str) -> float:
     return float(value)
 
 
-def _check_str(spec: Str, value: Any, key: str) -> str:
+def _check_str(spec: Str, value: object, key: str) -> str:
     if not isinstance(value, str):
         _fail(spec, key, Problem.TYPE, value)
     if not spec.min_len <= len(value) <= spec.max_len:
@@ -355,7 +355,7 @@ def _check_str(spec: Str, value: Any, key: str) -> str:
     return value
 
 
-def _check_list(spec: List, value: Any, key: str) -> list[Any]:
+def _check_list(spec: List, value: object, key: str) -> list[Any]:
     if not isinstance(value, list):
         _fail(spec, key, Problem.TYPE, value)
     if not spec.min_len <= len(value) <= spec.max_len:
@@ -366,7 +366,7 @@ def _check_list(spec: List, value: Any, key: str) -> list[Any]:
     return items
 
 
-def _check_scalars(spec: Scalars, value: Any, key: str) -> dict[str, Any]:
+def _check_scalars(spec: Scalars, value: object, key: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         _fail(spec, key, Problem.TYPE, value)
     if len(value) > spec.max_keys:
@@ -376,7 +376,7 @@ def _check_scalars(spec: Scalars, value: Any, key: str) -> dict[str, Any]:
     return dict(value)
 
 
-def _check_table(spec: Table, value: Any, key: str) -> dict[str, Any]:
+def _check_table(spec: Table, value: object, key: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         _fail(spec, key, Problem.TYPE, value)
     unknown = tuple(sorted((k for k in value if k not in spec.fields), key=str))
@@ -398,7 +398,7 @@ def _check_table(spec: Table, value: Any, key: str) -> dict[str, Any]:
     return out
 
 
-def _check_any_of(spec: AnyOf, value: Any, key: str) -> Any:
+def _check_any_of(spec: AnyOf, value: object, key: str) -> Any:
     for option in spec.options:
         try:
             return _check(option, value, key)
@@ -407,7 +407,7 @@ def _check_any_of(spec: AnyOf, value: Any, key: str) -> Any:
     _fail(spec, key, Problem.TYPE, value)
 
 
-def _check(spec: Spec, value: Any, key: str) -> Any:
+def _check(spec: Spec, value: object, key: str) -> Any:
     if isinstance(spec, Nullable):
         if value is None:
             return None
@@ -444,7 +444,7 @@ def _check(spec: Spec, value: Any, key: str) -> Any:
 
 def check(
     spec: Spec,
-    value: Any,
+    value: object,
     key: str = "",
     *,
     error: Callable[[FieldError], FFSecureError] | None = None,
@@ -473,7 +473,7 @@ def _image_size_ok(size: int) -> bool:
 
 
 def check_image_shape(
-    shape: Any,
+    shape: object,
     *,
     not_three: Callable[[Any], FFSecureError],
     unsupported: Callable[[tuple[int, int, int]], FFSecureError],
