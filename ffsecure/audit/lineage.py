@@ -202,8 +202,10 @@ def _module_deleted(st: LedgerReplay, at: _At, entry: ModuleDeleted) -> str:
         )
     else:
         module.deleted_index, module.deleted_time = at.index, entry.time
-        # the entry rules made reason a string of 1-500 printable characters
-        module.deletion_reason = entry.reason if isinstance(entry.reason, str) else None
+        # the entry rules do not type the reason: a hostile bundle may put any JSON value
+        # there, and the report shows it as it stands (as it did before the records layer)
+        reason = entry.reason
+        module.deletion_reason = reason if isinstance(reason, str) else str(reason)
         if not _shredded(entry.destroyed):
             at.add(
                 "deletions",
