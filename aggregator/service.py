@@ -33,14 +33,13 @@ from ffsecure import canonical
 from ffsecure.errors import FFSecureError, NotFoundError
 from ffsecure.ledger import make_entry, open_checkpoint
 from ffsecure.records.entries import EntryType
-from ffsecure.records.ids import check_artifact_id
+from ffsecure.records.ids import MAX_REASON_CHARS, check_artifact_id, clean_reason
 from ffsecure.records.receipts import Receipt
 from ffsecure.v1 import aggregator_pb2 as pb
 from ffsecure.v1 import aggregator_pb2_grpc as pb_grpc
 
 log = logging.getLogger("aggregator.service")
 
-MAX_REASON_CHARS = 500
 MAX_DELETE_IDS = 64
 
 # deleter(store, module_id, actor, reason, request_entry) -> [(index, entry_bytes), ...]
@@ -405,8 +404,8 @@ class AggregatorService(pb_grpc.AggregatorServicer):
     # -- deletion -----------------------------------------------------------
     @_rpc("RequestDeletion")
     def RequestDeletion(self, request: pb.DeletionRequest, context, peer: Peer) -> pb.DeletionReply:
-        reason = request.reason.strip()
-        if not reason or len(reason) > MAX_REASON_CHARS or not reason.isprintable():
+        reason = clean_reason(request.reason)
+        if reason is None:
             raise RequestError(
                 f"a deletion needs a printable reason of 1..{MAX_REASON_CHARS} characters",
                 code="E_REASON",

@@ -46,13 +46,12 @@ from typing import Any
 
 from ffsecure import pki, timefmt
 from ffsecure.errors import FFSecureError, FormatError, NotFoundError, TransientError
-from ffsecure.records.ids import check_module_id
+from ffsecure.records.ids import MAX_REASON_CHARS, check_module_id, clean_reason
 
 STATUSES = ("trained", "sealed", "registered", "refused", "deleted", "discarded")
 PENDING = ("trained", "sealed")  # the upload queue
 DISCARDABLE = ("trained", "sealed", "refused")
 REFUSED_BY = ("site", "aggregator")
-MAX_REASON_CHARS = 500  # as the aggregator bounds a deletion reason
 
 
 class StateError(FFSecureError):
@@ -246,8 +245,8 @@ class StateDir:
         Only a module not registered (``trained``, ``sealed``, ``refused``) can be
         discarded; a registered one is deleted with ``site-node forget``.
         """
-        reason = reason.strip() if isinstance(reason, str) else ""
-        if not 0 < len(reason) <= MAX_REASON_CHARS or not reason.isprintable():
+        cleaned = clean_reason(reason)
+        if cleaned is None:
             raise StateError(
                 f"the reason must be 1..{MAX_REASON_CHARS} printable characters",
                 code="E_REASON",
@@ -261,7 +260,7 @@ class StateDir:
                 hint="to remove a registered module from the federation, use `site-node forget`",
             )
         record.discarded = {
-            "reason": reason,
+            "reason": cleaned,
             "time": timefmt.now_rfc3339(),
             "previous_status": record.status,
         }

@@ -44,6 +44,8 @@ from ffsecure.errors import FormatError, VerificationError
 
 __all__ = [
     "ACTOR",
+    "MAX_REASON_CHARS",
+    "clean_reason",
     "ARTIFACT_ID",
     "ArtifactId",
     "ArtifactIdError",
@@ -239,6 +241,22 @@ def parse_tree_size(text: object) -> int | None:
         return None
     size = int(cast(str, text))
     return size if size <= MAX_TREE_SIZE else None
+
+
+#: A deletion or discard reason: 1..500 printable characters after stripping.
+MAX_REASON_CHARS = 500
+
+
+def clean_reason(text: object) -> str | None:
+    """The stripped reason, or None when it is not 1..MAX_REASON_CHARS printable characters.
+
+    One rule for the reason a site sends with RequestDeletion and the one it records
+    when it discards a module; each caller raises its own E_REASON error.
+    """
+    reason = text.strip() if isinstance(text, str) else ""
+    if not 0 < len(reason) <= MAX_REASON_CHARS or not reason.isprintable():
+        return None
+    return reason
 
 
 def parse_port(text: object) -> int | None:
