@@ -105,25 +105,25 @@ def _raw_public(public_key: Ed25519PublicKey | bytes) -> bytes:
     raise _format_error("an Ed25519 public key is 32 bytes")
 
 
-def key_hash(name: str, public_key: Ed25519PublicKey | bytes) -> int:
-    """The 32-bit key hash of a note key: SHA-256(name || \\n || 0x01 || key)[:4]."""
-    digest = hashlib.sha256(
-        name.encode() + b"\n" + bytes([ALG_ED25519]) + _raw_public(public_key)
-    ).digest()
+def key_hash(name: str, public_key: Ed25519PublicKey | bytes, alg: int = ALG_ED25519) -> int:
+    """The 32-bit key hash of a note key: SHA-256(name || \\n || alg || key)[:4].
+
+    ``alg`` is the signature type byte: 0x01 for a log's Ed25519 note key,
+    0x04 for an Ed25519 ``cosignature/v1`` key (``ffsecure.ledger.cosign``).
+    """
+    digest = hashlib.sha256(name.encode() + b"\n" + bytes([alg]) + _raw_public(public_key)).digest()
     return int.from_bytes(digest[:4], "big")
 
 
-def make_vkey(name: str, public_key: Ed25519PublicKey | bytes) -> str:
-    """The note verifier key ``name+hash+base64(0x01||key)`` of an Ed25519 key."""
+def make_vkey(name: str, public_key: Ed25519PublicKey | bytes, alg: int = ALG_ED25519) -> str:
+    """The note verifier key ``name+hash+base64(alg||key)`` of an Ed25519 key."""
     if not _valid_name(name):
         raise _format_error(
             f"key name {name!r} is empty or holds '+' or a space",
             hint="use a schema-less URL such as example.org/ffsecure/log",
         )
     raw = _raw_public(public_key)
-    return (
-        f"{name}+{key_hash(name, raw):08x}+{base64.b64encode(bytes([ALG_ED25519]) + raw).decode()}"
-    )
+    return f"{name}+{key_hash(name, raw, alg):08x}+{base64.b64encode(bytes([alg]) + raw).decode()}"
 
 
 @dataclass(frozen=True)
@@ -144,6 +144,11 @@ class NoteVerifier:
 
 def parse_vkey(vkey: str) -> NoteVerifier:
     """Parse and check a verifier key (its key hash must match its name and key)."""
+    return parse_typed_vkey(vkey, ALG_ED25519)
+
+
+def parse_typed_vkey(vkey: str, alg: int) -> NoteVerifier:
+    """Parse a verifier key of signature type ``alg`` (an Ed25519 key); check its key hash."""
     vkey = vkey.strip()
     parts = vkey.split("+", 2)
     if len(parts) != 3:
@@ -158,27 +163,27 @@ def parse_vkey(vkey: str) -> NoteVerifier:
     raw = b64decode_canonical(key_b64)
     if raw is None:
         raise _format_error("verifier key is not canonical base64", hint="copy log.vkey unchanged")
-    if len(raw) != 33 or raw[0] != ALG_ED25519:
+    if len(raw) != 33 or raw[0] != alg:
         raise _format_error(
-            "verifier key is not an Ed25519 (type 0x01) key", hint="copy log.vkey unchanged"
+            f"verifier key is not an Ed25519 (type 0x{alg:02x}) key", hint="copy log.vkey unchanged"
         )
-    if key_hash(name, raw[1:]) != int(hash_hex, 16):
+    if key_hash(name, raw[1:], alg) != int(hash_hex, 16):
         raise _format_error(
             "verifier key hash does not match its name and key", hint="copy log.vkey unchanged"
         )
     return NoteVerifier(name, int(hash_hex, 16), Ed25519PublicKey.from_public_bytes(raw[1:]))
 
 
-def encode_signer_key(name: str, key: Ed25519PrivateKey) -> str:
-    """A private key in the note signer format ``PRIVATE+KEY+name+hash+base64(0x01||seed)``."""
+def encode_signer_key(name: str, key: Ed25519PrivateKey, alg: int = ALG_ED25519) -> str:
+    """A private key in the note signer format ``PRIVATE+KEY+name+hash+base64(alg||seed)``."""
     seed = key.private_bytes_raw()
-    vk = make_vkey(name, key.public_key())
+    vk = make_vkey(name, key.public_key(), alg)
     hash_hex = vk.split("+")[1]
-    return f"PRIVATE+KEY+{name}+{hash_hex}+{base64.b64encode(bytes([ALG_ED25519]) + seed).decode()}"
+    return f"PRIVATE+KEY+{name}+{hash_hex}+{base64.b64encode(bytes([alg]) + seed).decode()}"
 
 
-def parse_signer_key(text: str) -> tuple[str, Ed25519PrivateKey]:
-    """Parse a note signer key; returns (name, private key)."""
+def parse_signer_key(text: str, alg: int = ALG_ED25519) -> tuple[str, Ed25519PrivateKey]:
+    """Parse a note signer key of signature type ``alg``; returns (name, private key)."""
     parts = text.strip().split("+", 4)
     if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
         raise _format_error(
@@ -187,13 +192,13 @@ def parse_signer_key(text: str) -> tuple[str, Ed25519PrivateKey]:
         )
     name, hash_hex, key_b64 = parts[2:]
     raw = b64decode_canonical(key_b64) or b""
-    if len(raw) != 33 or raw[0] != ALG_ED25519 or not _valid_name(name):
+    if len(raw) != 33 or raw[0] != alg or not _valid_name(name):
         raise _format_error(
             "signer key is not an Ed25519 note key",
             hint="the log key file is damaged; restore it from its backup",
         )
     key = Ed25519PrivateKey.from_private_bytes(raw[1:])
-    if f"{key_hash(name, key.public_key()):08x}" != hash_hex:
+    if f"{key_hash(name, key.public_key(), alg):08x}" != hash_hex:
         raise _format_error(
             "signer key hash does not match its name and key",
             hint="the log key file is damaged; restore it from its backup",
@@ -214,14 +219,22 @@ def sign_note(text: str, name: str, key: Ed25519PrivateKey) -> str:
     return f"{text}\n{EM_DASH} {name} {base64.b64encode(blob).decode()}\n"
 
 
-def open_note(note: str | bytes, vkey: str | NoteVerifier) -> str:
-    """Verify a signed note against one verifier key; returns the note text.
+@dataclass(frozen=True)
+class NoteSignature:
+    """One signature line of a note: the key name, the 4-byte key hash and the rest."""
 
-    Signatures by other keys are ignored (as the signed-note spec says); a
-    signature line that claims this key but does not verify is an error, and
-    so is a note without a verified signature from it.
+    name: str
+    key_hash: int
+    signature: bytes
+    line: str
+
+
+def split_note(note: str | bytes) -> tuple[str, list[NoteSignature]]:
+    """Split a signed note into its text and its signature lines, checking the syntax only.
+
+    The text is everything before the blank line, including its final newline;
+    no signature is verified here.
     """
-    verifier = parse_vkey(vkey) if isinstance(vkey, str) else vkey
     if isinstance(note, str):
         note = note.encode("utf-8")
     try:
@@ -238,10 +251,10 @@ def open_note(note: str | bytes, vkey: str | NoteVerifier) -> str:
         raise _format_error("note signature block is empty or does not end in a newline")
     if "\n\n" in text:
         raise _format_error("note text holds a blank line")
-    verified = False
     lines = sigs[:-1].split("\n")
     if len(lines) > MAX_SIGNATURES:
         raise _format_error(f"note has more than {MAX_SIGNATURES} signatures")
+    out = []
     for line in lines:
         if not line.startswith(EM_DASH + " "):
             raise _format_error("note signature line does not start with an em dash and a space")
@@ -251,11 +264,26 @@ def open_note(note: str | bytes, vkey: str | NoteVerifier) -> str:
             raise _format_error(f"signature by {name!r} is not canonical base64")
         if not _valid_name(name) or len(blob) < 5 or " " in b64:
             raise _format_error("note signature line is malformed")
-        if name != verifier.name or int.from_bytes(blob[:4], "big") != verifier.key_hash:
+        out.append(NoteSignature(name, int.from_bytes(blob[:4], "big"), blob[4:], line))
+    return text, out
+
+
+def open_note(note: str | bytes, vkey: str | NoteVerifier) -> str:
+    """Verify a signed note against one verifier key; returns the note text.
+
+    Signatures by other keys are ignored (as the signed-note spec says); a
+    signature line that claims this key but does not verify is an error, and
+    so is a note without a verified signature from it.
+    """
+    verifier = parse_vkey(vkey) if isinstance(vkey, str) else vkey
+    text, signatures = split_note(note)
+    verified = False
+    for sig in signatures:
+        if sig.name != verifier.name or sig.key_hash != verifier.key_hash:
             continue
-        if not verifier.verify(text.encode("utf-8"), blob[4:]):
+        if not verifier.verify(text.encode("utf-8"), sig.signature):
             raise _sig_error(
-                f"signature by {name} does not verify: the note text was changed after signing"
+                f"signature by {sig.name} does not verify: the note text was changed after signing"
             )
         verified = True
     if not verified:
