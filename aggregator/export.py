@@ -13,6 +13,9 @@ Layout (docs/audit-bundle.md)::
 
 The bundle is built in a temporary sibling directory and renamed into place,
 so an interrupted export leaves no partial bundle.
+
+:func:`write_log_tiles` writes the same log as a C2SP ``tlog-tiles``
+directory (``ffsecure.ledger.tiles``), to be served by any static web server.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from aggregator.store.base import LedgerSnapshot
 from ffsecure import canonical
 from ffsecure.errors import ConfigError
 from ffsecure.ledger.merkle import MemoryTree, leaf_hash, root_from
+from ffsecure.ledger.tiles import TilesExport, write_tiles
 from ffsecure.timefmt import now_rfc3339
 
 BUNDLE_FORMAT = "ffsecure-audit-bundle/v1"
@@ -124,3 +128,13 @@ def write_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def write_log_tiles(snap: LedgerSnapshot, tiles_dir: Path) -> TilesExport:
+    """Write (or bring up to date) the tlog-tiles directory of ``snap``'s log.
+
+    The checkpoint served is the snapshot's latest (its size is the log's), with
+    whatever cosignature lines ``snap.checkpoints`` carries.
+    """
+    tree = MemoryTree([leaf_hash(e) for e in snap.entries])
+    return write_tiles(tiles_dir, tree, snap.entries, snap.checkpoints[snap.size])

@@ -8,6 +8,8 @@ Layout (docs/decisions.md, "Aggregator home directory")::
     DIR/blobs/           0700: encrypted module weights and artifacts
     DIR/keys/            0700: kek.key, log.key, hpke.key, tls.key (0600 each)
     DIR/uploads/         0700: staged uploads (default ``uploads.dir``)
+    DIR/cosignatures/    witness cosignature lines per checkpoint size (public, see
+                         aggregator/cosignatures.py)
 
 ``DIR`` itself is 0700: the store holds wrapped data keys and the numbers
 that the ledger hides behind salted commitments. Opening a home made by an
@@ -87,6 +89,10 @@ class AggregatorHome:
     @property
     def keys(self) -> Path:
         return self.root / "keys"
+
+    @property
+    def cosignatures(self) -> Path:
+        return self.root / "cosignatures"
 
     @property
     def kek_key(self) -> Path:

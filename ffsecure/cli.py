@@ -1,4 +1,4 @@
-"""``ffsecure``: federation set-up (PKI, manifest), simulation, demo and audit."""
+"""``ffsecure``: federation set-up (PKI, manifest), simulation, demo, audit and witness."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ COMMANDS = {
     "pki": "ffsecure.commands.pki:pki",
     "federation": "ffsecure.commands.federation:federation",
     "audit": "ffsecure.commands.audit:audit",
+    "witness": "ffsecure.commands.witness:witness",
     "demo": "ffsecure.commands.demo:demo",
 }
 

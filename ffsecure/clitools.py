@@ -13,16 +13,18 @@ import importlib
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
 from ffsecure import __version__, templates
-from ffsecure.errors import FFSecureError
+from ffsecure.errors import ConfigError, FFSecureError
 from ffsecure.logjson import JsonFormatter
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+MAX_KEY_FILE = 4096
 
 
 class LazyGroup(click.Group):
@@ -115,3 +117,24 @@ def setup_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
 
 def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def read_key_arg(value: str, what: str) -> str:
+    """A verifier key given on the command line: the key itself or the path of a file holding it.
+
+    A path that exists wins; otherwise the value must look like a key
+    (``name+hash+base64``). Only the shape is checked here; the key's parser
+    checks the rest.
+    """
+    path = Path(value)
+    if path.is_file():
+        if path.stat().st_size > MAX_KEY_FILE:
+            raise ConfigError(f"{what} file {value} is larger than {MAX_KEY_FILE} bytes")
+        return path.read_text("utf-8", "replace").strip()
+    if value.count("+") < 2:
+        raise ConfigError(
+            f"{what} {value!r} is neither a file nor a verifier key",
+            code="E_CONFIG",
+            hint="pass the key (name+hash+base64) or the path of the file that holds it",
+        )
+    return value.strip()

@@ -398,6 +398,37 @@ _LEDGER = _section(
             "the log key is not the one this store's checkpoints are signed with",
             _ERR + "ConfigError",
         ),
+        (
+            "E_TILES_CONFLICT",
+            "a full tile already in the tiles directory differs from this log's (another log "
+            "or a fork)",
+            "ffsecure.ledger.tiles.TilesConflictError",
+        ),
+        (
+            "E_TILES_READ",
+            "a tile needed for a tree size is missing or has the wrong length",
+            "ffsecure.ledger.tiles.TileReadError",
+        ),
+        (
+            "E_COSIGNATURE",
+            "a witness key or cosignature line is malformed, or a cosignature does not verify",
+            "ffsecure.ledger.cosign.CosignatureError",
+        ),
+        (
+            "E_WITNESS_FORK",
+            "ALARM: a checkpoint is not an extension of the last one the witness cosigned",
+            "ffsecure.ledger.witness.WitnessForkError",
+        ),
+        (
+            "E_WITNESS_PROOF",
+            "the witness could not build a consistency proof (no or incomplete tiles or bundle)",
+            "ffsecure.ledger.witness.WitnessProofError",
+        ),
+        (
+            "E_WITNESS_STATE",
+            "the witness directory is missing, damaged, or kept for another log key",
+            "ffsecure.ledger.witness.WitnessStateError",
+        ),
     ],
 )
 
@@ -769,6 +800,16 @@ _AUDIT_FINDINGS = _section(
             _FINDING,
         ),
         ("E_AUDIT_INCONSISTENT", "a checkpoint is not consistent with the one before it", _FINDING),
+        (
+            "E_AUDIT_WITNESS_QUORUM",
+            "fewer of the auditor's witnesses than the quorum cosigned the latest checkpoint",
+            _FINDING,
+        ),
+        (
+            "E_AUDIT_COSIGNATURE",
+            "a cosignature by one of the auditor's witnesses does not verify over the checkpoint",
+            _FINDING,
+        ),
         (
             "E_AUDIT_TRUSTED_CHECKPOINT",
             "a trusted checkpoint cannot be checked or does not verify",

@@ -1,15 +1,18 @@
-"""``aggregator ledger``: sign a checkpoint, export an audit bundle, verify the log."""
+"""``aggregator ledger``: sign a checkpoint, export an audit bundle or tiles, verify the log,
+keep witness cosignatures."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
 
-from aggregator.export import write_bundle
+from aggregator.cosignatures import add_cosignatures, cosignature_lines, with_cosignatures
+from aggregator.export import write_bundle, write_log_tiles
 from aggregator.home import AggregatorHome
 from aggregator.store import open_home_store
-from ffsecure.clitools import echo_json
+from ffsecure.clitools import echo_json, read_key_arg
 from ffsecure.errors import ConfigError
 from ffsecure.ledger import open_checkpoint, verify_bundle_log
 
@@ -74,38 +77,98 @@ def checkpoint(ctx: click.Context, home_dir: str, as_json: bool) -> None:
 @click.option(
     "--out",
     "out_dir",
-    required=True,
     type=click.Path(file_okay=False),
     help="New directory to write the audit bundle to.",
 )
+@click.option(
+    "--tiles",
+    "tiles_dir",
+    type=click.Path(file_okay=False),
+    help="Directory to write (or bring up to date) the log as C2SP tlog-tiles: "
+    "checkpoint, tile/..., tile/entries/...; serve it with any static web server.",
+)
 @_json_option
 @click.pass_context
-def export(ctx: click.Context, home_dir: str, out_dir: str, as_json: bool) -> None:
-    """Export an audit bundle (docs/audit-bundle.md) that verifies without the aggregator."""
-    ctx.ensure_object(dict)["json"] = as_json
+def export(
+    ctx: click.Context, home_dir: str, out_dir: str | None, tiles_dir: str | None, as_json: bool
+) -> None:
+    """Export an audit bundle (docs/audit-bundle.md) and/or the log's tiles (docs/formats.md).
 
+    Checkpoints carry the witness cosignatures kept by `aggregator ledger add-cosignature`.
+    """
+    ctx.ensure_object(dict)["json"] = as_json
+    if out_dir is None and tiles_dir is None:
+        raise click.UsageError("give --out DIR (audit bundle), --tiles DIR (tiles) or both")
     home = AggregatorHome.at(home_dir)
-    if not home.ca_cert.is_file():
+    if out_dir is not None and not home.ca_cert.is_file():
         raise ConfigError(
             f"{home.ca_cert} does not exist",
             code="E_CONFIG",
             hint="copy the federation CA certificate to ca.pem in the aggregator home",
         )
     crl = home.crl.read_bytes() if home.crl.is_file() else None
+    result: dict = {}
     with _open(home_dir) as store:
+        snap = store.snapshot()
+    notes = with_cosignatures(snap.checkpoints, cosignature_lines(home))
+    snap = dataclasses.replace(snap, checkpoints=notes)
+    result["tree_size"] = snap.size
+    if out_dir is not None:
         federation = home.federation.read_bytes() if home.federation.is_file() else None
         path = write_bundle(
-            store.snapshot(),
+            snap,
             Path(out_dir),
             ca_cert_pem=home.ca_cert.read_bytes(),
             crl_pem=crl,
             federation_json=federation,
         )
-        size = store.size()
+        result.update(bundle=str(path), crl=crl is not None)
+    if tiles_dir is not None:
+        done = write_log_tiles(snap, Path(tiles_dir))
+        result["tiles"] = {"dir": tiles_dir, **dataclasses.asdict(done)}
     if as_json:
-        echo_json({"bundle": str(path), "tree_size": size, "crl": crl is not None})
+        echo_json(result)
+        return
+    if out_dir is not None:
+        click.echo(f"wrote audit bundle {result['bundle']} ({snap.size} entries)")
+    if tiles_dir is not None:
+        tiles = result["tiles"]
+        click.echo(
+            f"tiles in {tiles_dir} at size {snap.size}: {tiles['written']} file(s) written, "
+            f"{tiles['unchanged']} unchanged"
+        )
+
+
+@ledger.command("add-cosignature")
+@_dir_option
+@click.argument("note_file", type=click.Path(dir_okay=False, exists=True))
+@click.option(
+    "--witness-key",
+    "witness_keys",
+    multiple=True,
+    help="Keep only cosignatures by this witness verifier key (or a file holding it), "
+    "and check each. Repeatable.",
+)
+@_json_option
+@click.pass_context
+def add_cosignature(
+    ctx: click.Context, home_dir: str, note_file: str, witness_keys: tuple[str, ...], as_json: bool
+) -> None:
+    """Keep the witness cosignatures of NOTE_FILE, a checkpoint a witness cosigned.
+
+    Later exports (bundle and tiles) carry them on that checkpoint.
+    """
+    ctx.ensure_object(dict)["json"] = as_json
+    note = Path(note_file).read_bytes()[: 64 * 1024]
+    keys = [read_key_arg(k, "witness key") for k in witness_keys]
+    with _open(home_dir) as store:
+        done = add_cosignatures(AggregatorHome.at(home_dir), store, note, keys)
+    if as_json:
+        echo_json(dataclasses.asdict(done))
     else:
-        click.echo(f"wrote audit bundle {path} ({size} entries)")
+        click.echo(
+            f"checkpoint {done.size}: {len(done.added)} cosignature(s) added, {done.total} kept"
+        )
 
 
 @ledger.command("verify")

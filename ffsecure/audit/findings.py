@@ -31,6 +31,9 @@ CHECKS: dict[str, str] = {
     "trusted-checkpoints": (
         "checkpoints the auditor kept from earlier are prefixes of this log (no fork, no rollback)"
     ),
+    "witnesses": (
+        "enough of the auditor's witnesses cosigned the latest checkpoint (no split view)"
+    ),
     "module-records": "each registered module's public record matches its ledger entry",
     "module-signatures": (
         "each module manifest is signed by a site certificate valid and unrevoked when it was made"

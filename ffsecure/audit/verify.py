@@ -20,6 +20,7 @@ from ffsecure.audit.findings import CHECKS, ERROR, WARNING, CheckSummary, Findin
 from ffsecure.audit.lineage import LedgerReplay, replay
 from ffsecure.audit.logcheck import LogState, check_log
 from ffsecure.audit.modules import ModuleCheck, check_dp_claims, check_modules
+from ffsecure.audit.witnesses import check_quorum, check_witnesses
 from ffsecure.federation import FederationManifest
 
 
@@ -105,13 +106,17 @@ def audit_bundle(
     trusted: Sequence[tuple[str, bytes]] = (),
     log_vkey: str | None = None,
     now: dt.datetime | None = None,
+    witness_keys: Sequence[str] = (),
+    witness_quorum: int | None = None,
 ) -> AuditResult:
     """Run every check on ``bundle``; ``trusted`` holds (label, note bytes) of earlier checkpoints.
 
     ``crl_pem`` and ``log_vkey`` are the auditor's own CRL and log key, if any
     (``ffsecure.audit.anchor``). ``now`` (default: the clock) is the time the CRL's
-    freshness is judged at.
+    freshness is judged at. With ``witness_keys``, at least ``witness_quorum``
+    (default: all) of them must have cosigned the latest checkpoint.
     """
+    quorum = check_quorum(witness_keys, witness_quorum) if witness_keys else 0
     findings = Findings()
     anchor = check_trust_anchor(
         bundle, ca_pem=ca_pem, crl_pem=crl_pem, log_vkey=log_vkey, findings=findings, now=now
@@ -119,6 +124,9 @@ def audit_bundle(
     ca_cert, crl, federation = anchor.ca_cert, anchor.crl, anchor.federation
     log = check_log(
         bundle.vkey, bundle.entries, bundle.checkpoint_notes, findings, trusted=list(trusted)
+    )
+    witness_detail = (
+        check_witnesses(bundle, log, findings, witness_keys, quorum) if witness_keys else ""
     )
     st = replay(log.entries, findings)
     check_crl_history(anchor, st, findings)
@@ -144,6 +152,7 @@ def audit_bundle(
         "checkpoint-roots": f"latest checkpoint covers all {n} entries",
         "consistency": f"{max(len(log.checkpoints) - 1, 0)} consecutive pairs",
         "trusted-checkpoints": f"{len(trusted)} trusted checkpoint(s), all prefixes of this log",
+        "witnesses": witness_detail,
         "module-records": f"{len(st.modules)} modules",
         "module-signatures": (
             f"{sum(m.signature_ok for m in modules.values())} of {len(modules)} verify"
@@ -155,6 +164,8 @@ def audit_bundle(
         "lineage": f"{len(st.datasets)} datasets, {len(st.classifiers)} classifiers ({live} live)",
     }
     skipped = {"trusted-checkpoints": "no --trusted-checkpoint given"} if not trusted else {}
+    if not witness_keys:
+        skipped["witnesses"] = "no --witness-key given"
     if dp_done == 0:
         skipped["dp-claims"] = (
             f"none of {dp_claims} DP claims carries its parameters"

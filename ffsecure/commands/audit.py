@@ -14,9 +14,10 @@ from pathlib import Path
 
 import click
 
-from ffsecure.audit import audit_bundle, load_bundle
+from ffsecure.audit import AuditResult, audit_bundle, load_bundle
 from ffsecure.audit.html import render_html
-from ffsecure.clitools import echo_json
+from ffsecure.audit.witnesses import check_quorum
+from ffsecure.clitools import echo_json, read_key_arg
 from ffsecure.errors import ConfigError
 
 EXIT_FINDINGS = 3
@@ -56,12 +57,18 @@ def _run(
     crl: str | None,
     trusted: tuple[str, ...],
     log_key: str | None,
+    witnesses: tuple[tuple[str, ...], int | None] = ((), None),
     *,
     quiet: bool = False,
 ):
     # rich only when rendering: keeps `ffsecure --help` fast
     from rich.console import Console
 
+    witness_keys = [read_key_arg(k, "witness key") for k in witnesses[0]]
+    if witnesses[1] is not None and not witness_keys:
+        raise click.UsageError("--witness-quorum needs at least one --witness-key")
+    if witness_keys:
+        check_quorum(witness_keys, witnesses[1])
     ca_pem = _read_file(ca, "CA certificate") if ca else None
     crl_pem = _read_file(crl, "CRL") if crl else None
     notes = [
@@ -70,17 +77,43 @@ def _run(
     ]
     vkey = _read_file(log_key, "log key", 4096).decode("utf-8", "replace") if log_key else None
     bundle = load_bundle(bundle_dir)
+
+    def run() -> AuditResult:
+        return audit_bundle(
+            bundle,
+            ca_pem=ca_pem,
+            crl_pem=crl_pem,
+            trusted=notes,
+            log_vkey=vkey,
+            witness_keys=witness_keys,
+            witness_quorum=witnesses[1],
+        )
+
     console = Console(stderr=True)
     if quiet or not console.is_terminal:
-        return audit_bundle(bundle, ca_pem=ca_pem, crl_pem=crl_pem, trusted=notes, log_vkey=vkey)
+        return run()
     with console.status(
         f"checking {len(bundle.entries)} entries, {len(bundle.checkpoint_notes)} checkpoints "
         f"and {len(bundle.modules)} modules…"
     ):
-        return audit_bundle(bundle, ca_pem=ca_pem, crl_pem=crl_pem, trusted=notes, log_vkey=vkey)
+        return run()
 
 
 def _common(f):
+    f = click.option(
+        "--witness-quorum",
+        type=click.IntRange(min=1),
+        help="How many of the --witness-key witnesses must have cosigned the latest "
+        "checkpoint (default: all of them).",
+    )(f)
+    f = click.option(
+        "--witness-key",
+        "witness_keys",
+        multiple=True,
+        help="A witness verifier key you trust (name+hash+base64, or a file holding it). "
+        "Without a quorum of valid cosignatures on the latest checkpoint the verdict is "
+        "FAILED (E_AUDIT_WITNESS_QUORUM). Repeatable.",
+    )(f)
     f = click.option(
         "--log-key",
         type=click.Path(dir_okay=False),
@@ -166,13 +199,14 @@ def audit() -> None:
 @_common
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
-def verify_cmd(ctx, bundle_dir, ca, crl, trusted, log_key, as_json):
+def verify_cmd(ctx, bundle_dir, ca, crl, trusted, log_key, witness_keys, witness_quorum, as_json):
     """Verify BUNDLE_DIR: checkpoints, consistency, entries, module signatures, deletions, lineage.
 
     Exits 0 when every check passes, 3 with the list of findings when any fails.
     """
     ctx.ensure_object(dict)["json"] = as_json
-    result = _run(bundle_dir, ca, crl, trusted, log_key, quiet=as_json)
+    witnesses = (witness_keys, witness_quorum)
+    result = _run(bundle_dir, ca, crl, trusted, log_key, witnesses, quiet=as_json)
     if as_json:
         echo_json(result.to_dict())
     else:
@@ -199,13 +233,16 @@ def verify_cmd(ctx, bundle_dir, ca, crl, trusted, log_key, as_json):
 @_common
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 @click.pass_context
-def report_cmd(ctx, bundle_dir, out, ca, crl, trusted, log_key, as_json):
+def report_cmd(
+    ctx, bundle_dir, out, ca, crl, trusted, log_key, witness_keys, witness_quorum, as_json
+):
     """Write an HTML report of BUNDLE_DIR: verdict, timeline, sites, lineage, deletions with proofs.
 
     The report is written whatever the verdict; the exit status is 0 once it is written.
     """
     ctx.ensure_object(dict)["json"] = as_json
-    result = _run(bundle_dir, ca, crl, trusted, log_key, quiet=as_json)
+    witnesses = (witness_keys, witness_quorum)
+    result = _run(bundle_dir, ca, crl, trusted, log_key, witnesses, quiet=as_json)
     html = render_html(result).encode("utf-8")
     target = Path(out)
     if target.is_dir():

@@ -78,6 +78,7 @@ def test_clean_bundle_verifies_with_no_finding(world):
         "checkpoint-roots": "ok",
         "consistency": "ok",
         "trusted-checkpoints": "skipped",
+        "witnesses": "skipped",
         "module-records": "ok",
         "module-signatures": "ok",
         "dp-claims": "skipped",
