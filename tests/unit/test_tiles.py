@@ -54,10 +54,13 @@ def _append(store: SQLiteStore, n: int) -> None:
         )
 
 
-@pytest.fixture
-def big_store(tmp_path):
-    """A store of 600 entries: two full level-0 tiles, a partial one, a level-1 tile."""
-    store = _store(tmp_path / "log")
+@pytest.fixture(scope="module")
+def big_store(tmp_path_factory):
+    """A store of 600 entries: two full level-0 tiles, a partial one, a level-1 tile.
+
+    Shared by the tests of this module, which only read it.
+    """
+    store = _store(tmp_path_factory.mktemp("log"))
     _append(store, 600)
     yield store
     store.close()
@@ -114,22 +117,25 @@ def test_one_byte_changed_in_any_tile_fails_the_reader(big_store, tmp_path, rel)
         tlog_reader.TiledLog(tiles, big_store.vkey).verify()
 
 
-def test_re_export_after_appends_only_adds_tiles_and_moves_the_checkpoint(big_store, tmp_path):
+def test_re_export_after_appends_only_adds_tiles_and_moves_the_checkpoint(tmp_path):
+    store = _store(tmp_path / "log")
+    _append(store, 260)
     tiles = tmp_path / "tiles"
-    write_log_tiles(big_store.snapshot(), tiles)
-    full = tiles / "tile/0/001"
+    write_log_tiles(store.snapshot(), tiles)
+    full = tiles / "tile/0/000"
     before = full.stat()
-    again = write_log_tiles(big_store.snapshot(), tiles)
+    again = write_log_tiles(store.snapshot(), tiles)
     assert again.written == 0, "an unchanged log rewrites nothing"
-    _append(big_store, 100)
-    done = write_log_tiles(big_store.snapshot(), tiles)
+    _append(store, 100)
+    done = write_log_tiles(store.snapshot(), tiles)
     assert full.stat().st_ino == before.st_ino and full.stat().st_mtime_ns == before.st_mtime_ns
-    assert (tiles / "tile/0/002.p/188").is_file() and (tiles / "tile/0/002.p/88").is_file()
-    # New: the level-0 partial tile and entry bundle of width 188, the checkpoint. The
-    # level-1 partial tile (width 2) is the same as at size 600.
-    assert (done.written, done.unchanged) == (3, 5)
-    log = tlog_reader.TiledLog(tiles, big_store.vkey)
-    assert log.size == 700 and len(log.verify()) == 700
+    assert (tiles / "tile/0/001.p/104").is_file() and (tiles / "tile/0/001.p/4").is_file()
+    # New: the level-0 partial tile and entry bundle of width 104, the checkpoint. The
+    # level-1 partial tile (width 1) is the same as at size 260.
+    assert (done.written, done.unchanged) == (3, 3)
+    log = tlog_reader.TiledLog(tiles, store.vkey)
+    assert log.size == 360 and len(log.verify()) == 360
+    store.close()
 
 
 def test_export_refuses_a_directory_holding_another_logs_tiles(big_store, tmp_path):
