@@ -26,7 +26,9 @@ ledger index of the entry that created them.
 
 Exact unlearning. Synthesis and training are pure functions of (modules,
 per_class, seed) and (dataset, classifier config, training settings) on the
-CPU with deterministic algorithms and the same thread count. Retraining
+CPU with deterministic algorithms, the same thread count and the same world
+size (``--nproc``, :mod:`ffsecure.distributed`; synthesis does not depend on
+it, training does, and it is recorded). Retraining
 after a deletion re-runs them with the recorded settings on the remaining
 modules, so its safetensors bytes equal those of training from scratch
 without the deleted module.
@@ -289,6 +291,7 @@ class Operations:
         seed: int,
         grid: bool = True,
         skipped: list[tuple[str, str]] | None = None,
+        nproc: int = 1,
     ) -> DatasetResult:
         """Sample a balanced dataset from every live module; store its recipe; log the lineage.
 
@@ -314,6 +317,7 @@ class Operations:
             seed=seed,
             device=self.device,
             progress=(lambda done, total: bar(done)) if bar else None,
+            world_size=nproc,
         )
         del sources
         recipe = syn.recipe
@@ -390,8 +394,11 @@ class Operations:
             title=f"{dataset_id}: real (test set) | synthetic",
         )
 
-    def dataset_tensors(self, dataset_id: str) -> tuple[torch.Tensor, torch.Tensor, ArtifactRow]:
-        """Regenerate a live dataset's images from its recipe (hash-checked)."""
+    def dataset_tensors(
+        self, dataset_id: str, *, nproc: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor, ArtifactRow]:
+        """Regenerate a live dataset's images from its recipe (hash-checked); ``nproc``
+        processes sample (the bytes do not depend on it)."""
         with self.lock:
             row = self.store.get_artifact("dataset", dataset_id)
         if row.status == "retired":
@@ -408,6 +415,7 @@ class Operations:
             sources,
             device=self.device,
             progress=(lambda done, total: bar(done)) if bar else None,
+            world_size=nproc,
         )
         return syn.images, syn.labels, row
 
@@ -440,18 +448,23 @@ class Operations:
                 hint="synthesize a new dataset from the live modules",
             )
         if data is None:
-            x, y, row = self.dataset_tensors(dataset_id)
+            x, y, row = self.dataset_tensors(dataset_id, nproc=settings.world_size)
         else:
             x, y = data
         shape = tuple(self.federation.image_shape)
         model_cfg = classifier.model_config(
             arch, image_shape=shape, num_classes=len(self.label_space), width=width
         )
-        threads = int(threads or torch.get_num_threads())
+        threads = int(threads or max(1, torch.get_num_threads() // settings.world_size))
         bar = self._bar(f"train {arch}", settings.epochs)
         with torch_threads(threads):
             result = classifier.train_classifier(
-                model_cfg, x, y, settings, progress=(lambda e, n, loss: bar(e)) if bar else None
+                model_cfg,
+                x,
+                y,
+                settings,
+                progress=(lambda e, n, loss: bar(e)) if bar else None,
+                threads=threads,
             )
         weights = classifier.to_safetensors(result.model, model_cfg)
         sha = hashlib.sha256(weights).hexdigest()
@@ -695,6 +708,7 @@ class Operations:
                         per_class=per_class,
                         seed=seed,
                         skipped=out.skipped_modules if skip_bad_modules else None,
+                        nproc=int(row.meta["train"].get("world_size", 1)),
                     )
                     new_sets[key] = ds
                     out.datasets.append(ds)

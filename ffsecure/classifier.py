@@ -259,6 +259,9 @@ class TrainConfig:
     schedule: str = "cosine"  # "cosine" (decay to 0 over the run) or "constant"
     seed: int = 0
     device: str = "cpu"
+    # Processes training data-parallel (DistributedDataParallel, ffsecure.distributed); part
+    # of the determinism contract: the same world size gives the same bits.
+    world_size: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -315,19 +318,7 @@ def _check_data(x: torch.Tensor, y: torch.Tensor, cfg: dict[str, Any]) -> None:
         raise ConfigError("labels lie outside the classifier's label space")
 
 
-def train_classifier(
-    cfg: dict[str, Any],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    settings: TrainConfig | None = None,
-    *,
-    init_state: dict[str, torch.Tensor] | None = None,
-    progress: EpochFn | None = None,
-) -> TrainResult:
-    """Train a classifier on tensors with AdamW and a cosine schedule; deterministic on CPU."""
-    settings = settings or TrainConfig()
-    cfg = validate_config(cfg)
-    _check_data(x, y, cfg)
+def _check_settings(settings: TrainConfig) -> None:
     if settings.epochs < 1 or settings.batch_size < 1 or settings.min_steps < 0:
         raise ConfigError(
             "classifier epochs and batch size must be at least 1, min_steps at least 0"
@@ -336,6 +327,66 @@ def train_classifier(
         raise ConfigError(
             f"unknown learning-rate schedule {settings.schedule!r}", hint="use cosine or constant"
         )
+
+
+def train_classifier(
+    cfg: dict[str, Any],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    settings: TrainConfig | None = None,
+    *,
+    init_state: dict[str, torch.Tensor] | None = None,
+    progress: EpochFn | None = None,
+    threads: int | None = None,
+) -> TrainResult:
+    """Train a classifier on tensors with AdamW and a cosine schedule; deterministic on CPU.
+
+    With ``settings.world_size`` above 1 the training runs data-parallel in that many
+    processes (:mod:`ffsecure.distributed`), each on ``threads`` torch threads.
+    """
+    settings = settings or TrainConfig()
+    cfg = validate_config(cfg)
+    _check_data(x, y, cfg)
+    _check_settings(settings)
+    if settings.world_size == 1:
+        return train_local(cfg, x, y, settings, init_state=init_state, progress=progress)
+    from ffsecure import distributed  # heavy: spawns worker processes
+
+    if init_state is not None:
+        raise ConfigError("a distributed training run starts from the seed, not a given state")
+    distributed.check_world_size(settings.world_size, settings.device)
+    state, losses, seconds = distributed.train(
+        cfg,
+        x.to(torch.float32),
+        y.to(torch.int64),
+        settings.to_dict(),
+        world_size=settings.world_size,
+        threads=threads,
+        progress=progress,
+    )
+    model = build_model(cfg, seed=settings.seed)
+    model.load_state_dict(state)
+    return TrainResult(model.eval(), cfg, settings.to_dict(), losses, seconds)
+
+
+def train_local(
+    cfg: dict[str, Any],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    settings: TrainConfig,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    init_state: dict[str, torch.Tensor] | None = None,
+    progress: EpochFn | None = None,
+) -> TrainResult:
+    """The training loop of one process: the whole run, or rank ``rank`` of ``world_size``.
+
+    Every rank draws the same shuffle and augmentation and trains on its shard of each
+    global batch (:func:`ffsecure.distributed.shard`); its summed loss is scaled by
+    ``world_size / len(batch)``, so that DistributedDataParallel's gradient average is the
+    gradient of the global batch mean.
+    """
     start = time.perf_counter()
     device = torch.device(settings.device)
     cuda = [device.index or 0] if device.type == "cuda" else []
@@ -347,43 +398,76 @@ def train_classifier(
         if init_state is not None:
             model.load_state_dict(init_state)
         model.to(device).train()
-        x = x.to(torch.float32)
-        y = y.to(torch.int64)
-        n = x.shape[0]
-        steps_per_epoch = math.ceil(n / settings.batch_size)
-        epochs = max(settings.epochs, math.ceil(settings.min_steps / steps_per_epoch))
-        total = steps_per_epoch * epochs
-        opt = torch.optim.AdamW(
-            model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
-        )
-        if settings.schedule == "cosine":
-            factor = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))  # noqa: E731
-        else:
-            factor = lambda s: 1.0  # noqa: E731
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        gen = torch.Generator().manual_seed(settings.seed)
-        losses: list[float] = []
-        for epoch in range(epochs):
-            perm = torch.randperm(n, generator=gen)
-            running, seen = 0.0, 0
-            for s in range(steps_per_epoch):
-                idx = perm[s * settings.batch_size : (s + 1) * settings.batch_size]
-                xb, yb = x[idx], y[idx]
-                if settings.augment:
-                    xb = augment_batch(xb, gen)
-                xb, yb = xb.to(device), yb.to(device)
-                loss = F.cross_entropy(model(xb), yb, label_smoothing=settings.label_smoothing)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                running += float(loss.detach()) * len(idx)
-                seen += len(idx)
-            losses.append(running / seen)
-            if progress is not None:
-                progress(epoch + 1, epochs, losses[-1])
+        net: nn.Module = model
+        if world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            net = DistributedDataParallel(model, device_ids=[device] if cuda else None)
+        losses = _epochs(net, model, x, y, settings, device, rank, world_size, progress)
         model.eval().cpu()
     return TrainResult(model, cfg, settings.to_dict(), losses, time.perf_counter() - start)
+
+
+def _epochs(
+    net: nn.Module,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    settings: TrainConfig,
+    device: torch.device,
+    rank: int,
+    world_size: int,
+    progress: EpochFn | None,
+) -> list[float]:
+    x = x.to(torch.float32)
+    y = y.to(torch.int64)
+    n = x.shape[0]
+    steps_per_epoch = math.ceil(n / settings.batch_size)
+    epochs = max(settings.epochs, math.ceil(settings.min_steps / steps_per_epoch))
+    total = steps_per_epoch * epochs
+    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    if settings.schedule == "cosine":
+        factor = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))  # noqa: E731
+    else:
+        factor = lambda s: 1.0  # noqa: E731
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    gen = torch.Generator().manual_seed(settings.seed)
+    losses: list[float] = []
+    for epoch in range(epochs):
+        perm = torch.randperm(n, generator=gen)
+        running, seen = 0.0, 0
+        for s in range(steps_per_epoch):
+            idx = perm[s * settings.batch_size : (s + 1) * settings.batch_size]
+            xb, yb = x[idx], y[idx]
+            if settings.augment:
+                xb = augment_batch(xb, gen)
+            if world_size > 1:
+                xb, yb = xb[rank::world_size], yb[rank::world_size]
+            xb, yb = xb.to(device), yb.to(device)
+            out = net(xb)
+            if world_size == 1:
+                loss = F.cross_entropy(out, yb, label_smoothing=settings.label_smoothing)
+                batch_sum = float(loss.detach()) * len(idx)
+            else:
+                summed = F.cross_entropy(
+                    out, yb, reduction="sum", label_smoothing=settings.label_smoothing
+                )
+                loss = summed * (world_size / len(idx))
+                batch_sum = float(summed.detach())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            running += batch_sum
+            seen += len(idx)
+        if world_size > 1:
+            from ffsecure.distributed import all_reduce_sum
+
+            running = all_reduce_sum(running, str(device))
+        losses.append(running / seen)
+        if progress is not None:
+            progress(epoch + 1, epochs, losses[-1])
+    return losses
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -503,6 +503,11 @@ _STORE = _section(
         ("E_NO_CLASSIFIER", "no trained or published classifier", _ERR + "NotFoundError"),
         ("E_SYNTHESIS", "synthesis settings are out of range", _ERR + "ConfigError"),
         (
+            "E_DISTRIBUTED",
+            "a --nproc run could not start, or one of its worker processes failed",
+            "ffsecure.distributed.DistributedError",
+        ),
+        (
             "E_DATASET_MISMATCH",
             "a regenerated dataset differs from its recipe's dataset_sha256",
             _ERR + "VerificationError",

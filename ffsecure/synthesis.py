@@ -178,7 +178,11 @@ def plan_assignments(
     return assignments, uncovered
 
 
-def _run(assignments, by_id, shape, device, progress) -> tuple[torch.Tensor, torch.Tensor]:
+def _run(
+    assignments, by_id, shape, device, progress, world_size: int = 1, threads: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if world_size > 1:
+        return _run_distributed(assignments, by_id, shape, device, progress, world_size, threads)
     total = sum(a["count"] for a in assignments)
     images = torch.empty(total, *shape, dtype=torch.float32)
     labels = torch.empty(total, dtype=torch.int64)
@@ -193,6 +197,28 @@ def _run(assignments, by_id, shape, device, progress) -> tuple[torch.Tensor, tor
         done += a["count"]
         if progress is not None:
             progress(done, total)
+    return images, labels
+
+
+def _run_distributed(
+    assignments, by_id, shape, device, progress, world_size: int, threads: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    from ffsecure import distributed  # heavy: spawns worker processes
+
+    generators = {mid: src.generator for mid, src in by_id.items()}
+    images = distributed.sample_assignments(
+        assignments,
+        generators,
+        shape,
+        world_size=world_size,
+        device=device,
+        threads=threads,
+        progress=progress,
+    )
+    labels = torch.cat(
+        [torch.full((a["count"],), a["class"], dtype=torch.int64) for a in assignments]
+        or [torch.empty(0, dtype=torch.int64)]
+    )
     return images, labels
 
 
@@ -236,8 +262,14 @@ def synthesize(
     seed: int,
     device: str = "cpu",
     progress: ProgressFn | None = None,
+    world_size: int = 1,
+    threads: int | None = None,
 ) -> SyntheticDataset:
-    """Sample ``per_class`` images of every covered class from the modules that cover it."""
+    """Sample ``per_class`` images of every covered class from the modules that cover it.
+
+    ``world_size`` processes share the sampling (:mod:`ffsecure.distributed`, modules
+    dealt by id); the dataset's bytes are the same for every world size.
+    """
     if not isinstance(num_classes, int) or not 1 <= num_classes <= 1000:
         raise _error(f"num_classes must be in [1, 1000], got {num_classes!r}")
     if not is_int(per_class) or per_class < 1:
@@ -259,7 +291,15 @@ def synthesize(
         log.warning(
             "no module covers classes %s; the synthetic dataset has none of them", uncovered
         )
-    images, labels = _run(assignments, {s.module_id: s for s in ordered}, shape, device, progress)
+    images, labels = _run(
+        assignments,
+        {s.module_id: s for s in ordered},
+        shape,
+        device,
+        progress,
+        world_size,
+        threads,
+    )
     recipe = {
         "v": RECIPE_VERSION,
         "seed": seed,
@@ -290,6 +330,8 @@ def regenerate(
     *,
     device: str | None = None,
     progress: ProgressFn | None = None,
+    world_size: int = 1,
+    threads: int | None = None,
 ) -> SyntheticDataset:
     """Re-run a recipe with the same modules; the result must hash to the
     recipe's ``dataset_sha256``.
@@ -334,7 +376,13 @@ def regenerate(
         if a.get("module_id") not in by_id:
             raise _error(f"recipe assignment names unknown module {a.get('module_id')!r}")
     images, labels = _run(
-        assignments, by_id, shape, device or recipe.get("device_type", "cpu"), progress
+        assignments,
+        by_id,
+        shape,
+        device or recipe.get("device_type", "cpu"),
+        progress,
+        world_size,
+        threads,
     )
     got = dataset_hash(images, labels)
     if not hmac.compare_digest(got, str(expected_hash)):

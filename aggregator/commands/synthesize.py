@@ -20,6 +20,13 @@ from ffsecure.clitools import echo_json
     show_default=True,
     help="Synthesis seed.",
 )
+@click.option(
+    "--nproc",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes (torch.distributed: gloo on the CPU, NCCL on GPUs).",
+)
 @click.option("--actor", default=None, help="Operator name for the ledger [default: login name].")
 @click.option(
     "--progress/--no-progress", default=True, show_default=True, help="Show progress bars."
@@ -31,6 +38,7 @@ def synthesize(
     home_dir: str,
     per_class: int,
     seed: int,
+    nproc: int,
     actor: str | None,
     progress: bool,
     as_json: bool,
@@ -39,13 +47,14 @@ def synthesize(
 
     Stores the dataset's recipe (the images are regenerated exactly when a
     classifier is trained), appends dataset.synthesized and writes a sample
-    grid PNG to DIR/runs/<dataset-id>-samples.png.
+    grid PNG to DIR/runs/<dataset-id>-samples.png. With --nproc N, N processes share
+    the sampling; the dataset is the same for every N.
     """
     ctx.ensure_object(dict)["json"] = as_json
     with open_operations(
         home_dir, progress=progress and not as_json, actor=operator_actor(actor) if actor else None
     ) as ops:
-        ds = ops.synthesize(per_class=per_class, seed=seed)
+        ds = ops.synthesize(per_class=per_class, seed=seed, nproc=nproc)
     uncovered = [c for c, n in ds.counts.items() if n == 0]
     info = {
         "dataset_id": ds.dataset_id,

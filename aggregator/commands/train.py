@@ -42,7 +42,16 @@ from ffsecure.clitools import echo_json
     "--threads",
     type=click.IntRange(1, 1024),
     default=None,
-    help="torch threads (recorded; retraining uses the same count) [default: torch's].",
+    help="torch threads per process (recorded; retraining uses the same count) "
+    "[default: torch's, shared among --nproc].",
+)
+@click.option(
+    "--nproc",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Data-parallel processes (torch.distributed: gloo on the CPU, NCCL on GPUs); "
+    "recorded, retraining uses the same count.",
 )
 @click.option("--actor", default=None, help="Operator name for the ledger [default: login name].")
 @click.option(
@@ -63,6 +72,7 @@ def train(
     no_augment: bool,
     seed: int,
     threads: int | None,
+    nproc: int,
     actor: str | None,
     progress: bool,
     as_json: bool,
@@ -78,6 +88,7 @@ def train(
         lr=lr,
         augment=not no_augment,
         seed=seed,
+        world_size=nproc,
     )
     with open_operations(
         home_dir, progress=progress and not as_json, actor=operator_actor(actor) if actor else None

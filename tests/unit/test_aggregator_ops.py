@@ -17,7 +17,7 @@ from ffsecure.classifier import TrainConfig
 from ffsecure.errors import FFSecureError
 from ffsecure.ledger import ENTRY_TYPES, validate_entry
 from tests.federation_fixture import build_federation
-from tests.ops_fixture import _digits, register_poisoned, register_trained
+from tests.ops_fixture import _digits, from_scratch, register_poisoned, register_trained
 
 torch.set_num_threads(1)
 
@@ -348,3 +348,34 @@ def test_a_stored_module_with_nan_weights_is_named_by_synthesis_and_skipped_by_t
     current = ops.current_classifier()
     assert current.meta["replaces"] == clf.classifier_id
     assert {m["module_id"] for m in current.meta["modules"]} == {ids["north"], ids["south"]}
+
+
+@pytest.mark.slow
+def test_exact_unlearning_holds_at_world_size_two(env, tmp_path):
+    """--nproc 2: the world size is recorded, retraining uses it, and the result is bit for bit
+    what a fresh aggregator makes at world size 2 from the remaining modules."""
+    fed, ids, store, home = env
+    ops = _ops(fed, store, home)
+    settings = TrainConfig(**FAST, world_size=2)
+    ds = ops.synthesize(per_class=20, seed=9, grid=False, nproc=2)
+    assert ds.sha256 == ops.synthesize(per_class=20, seed=9, grid=False).sha256
+    clf = ops.train(ds.dataset_id, settings=settings, width=8, threads=1)
+    facts = validate_entry(store.entry(clf.appended.index))["facts"]
+    assert facts["config"]["world_size"] == 2 and facts["config"]["torch_threads"] == 1
+    ops.delete(ids["south"], "consent withdrawn", actor="site:south")
+    new = ops.retrain().classifiers[0]
+    assert validate_entry(store.entry(new.appended.index))["facts"]["config"]["world_size"] == 2
+    ds2, clf2 = from_scratch(
+        tmp_path / "scratch",
+        fed,
+        store,
+        [ids["north"], ids["east"]],
+        per_class=20,
+        seed=9,
+        settings=settings,
+        width=8,
+        threads=1,
+        sites=SITES,
+    )
+    assert clf2.weights == store.artifact_blob("classifier", new.classifier_id)
+    assert clf2.sha256 == new.sha256 != clf.sha256
