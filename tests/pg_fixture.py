@@ -119,6 +119,14 @@ def start_cluster(root: Path) -> PgCluster:
     return cluster
 
 
+def use_postgres(config_path: Path, dsn: str) -> None:
+    """Add a ``[store]`` table naming ``dsn`` to an aggregator.toml that has none (or create it)."""
+    config_path = Path(config_path)
+    text = config_path.read_text() if config_path.exists() else ""
+    assert "[store]" not in text, config_path
+    config_path.write_text(text + f'\n[store]\nbackend = "postgres"\ndsn = "{dsn}"\n')
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
     """One PostgreSQL server for the session, in a short temporary path (socket path limit)."""

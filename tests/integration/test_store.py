@@ -35,6 +35,7 @@ from ffsecure.ledger import (
     verify_consistency,
     verify_inclusion,
 )
+from tests.pg_fixture import use_postgres
 
 ORIGIN = "ffsecure.local/test-fed/log"
 BACKENDS = ["sqlite", "postgres"]
@@ -92,12 +93,6 @@ def module_args(
         weights=weights,
         entry=entry,
     )
-
-
-def use_postgres(home: AggregatorHome, dsn: str) -> None:
-    """Point a home's aggregator.toml at a PostgreSQL database."""
-    home.ensure_dirs()
-    home.config.write_text(f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\n')
 
 
 class RawSQLite:
@@ -166,7 +161,8 @@ def backend(request) -> str:
 def home(tmp_path, backend, request) -> AggregatorHome:
     h = AggregatorHome.at(tmp_path / "agg")
     if backend == "postgres":
-        use_postgres(h, request.getfixturevalue("pg_dsn"))
+        h.ensure_dirs()
+        use_postgres(h.config, request.getfixturevalue("pg_dsn"))
     return h
 
 
