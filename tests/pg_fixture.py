@@ -85,6 +85,11 @@ class PgCluster:
             conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
         return self.dsn(name)
 
+    def stop(self) -> None:
+        """``pg_ctl stop -m immediate`` and remove the directory."""
+        self.run(self.pg_ctl, "-D", str(self.root / "data"), "-m", "immediate", "stop")
+        shutil.rmtree(self.root, ignore_errors=True)
+
     def run(self, *args: str) -> subprocess.CompletedProcess:
         kwargs: dict = {}
         if self.account is not None:
@@ -94,10 +99,15 @@ class PgCluster:
         )
 
 
-def start_cluster(root: Path) -> PgCluster:
+def start_cluster() -> PgCluster:
+    """A server in a new short temporary directory (Unix socket paths are short); ``stop()`` it.
+
+    Skips the calling test (``pytest.skip``) when the binaries are missing.
+    """
     initdb, pg_ctl = find_bin("initdb"), find_bin("pg_ctl")
     if initdb is None or pg_ctl is None:
         pytest.skip(MISSING)
+    root = Path(tempfile.mkdtemp(prefix="ffpg-"))
     account = _server_account()
     data = root / "data"
     if account is not None:
@@ -129,14 +139,12 @@ def use_postgres(config_path: Path, dsn: str) -> None:
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
-    """One PostgreSQL server for the session, in a short temporary path (socket path limit)."""
-    root = Path(tempfile.mkdtemp(prefix="ffpg-"))
-    cluster = start_cluster(root)
+    """One PostgreSQL server for the session."""
+    cluster = start_cluster()
     try:
         yield cluster
     finally:
-        cluster.run(cluster.pg_ctl, "-D", str(root / "data"), "-m", "immediate", "stop")
-        shutil.rmtree(root, ignore_errors=True)
+        cluster.stop()
 
 
 @pytest.fixture

@@ -154,6 +154,14 @@ class PostgresStore(SQLStore):
         self._conn = _Connection(conn)
         self._lock = threading.RLock()
         self._shredded = False
+        # PostgreSQL's warnings (e.g. a VACUUM skipped for a role that does not own the table)
+        conn.add_notice_handler(
+            lambda diag: (
+                log.warning("PostgreSQL: %s", diag.message_primary)
+                if diag.severity_nonlocalized == "WARNING"
+                else None
+            )
+        )
 
     @classmethod
     def open(cls, dsn: str, *, origin: str, kek: bytes, log_signer: LogSigner) -> PostgresStore:
