@@ -12,7 +12,7 @@ LOCK   := requirements/lock.txt
 DEMO_DIR ?= demo-out
 FUZZ_RUNS ?= 20000
 
-.PHONY: venv lock lint check-fresh chromium test test-all demo bench fuzz proto clean help
+.PHONY: venv lock lint check-fresh chromium postgresql test test-all demo bench fuzz proto clean help
 
 help:
 	@echo "make demo      run a whole federation on this machine (writes $(DEMO_DIR)/)"
@@ -64,6 +64,12 @@ check-fresh:
 chromium:
 	-@sh scripts/ensure-chromium.sh
 
+# The PostgreSQL store tests start a throwaway server (initdb + pg_ctl from
+# Debian's postgresql package); the script installs it when it can and
+# otherwise says how (those tests are then skipped with that message).
+postgresql:
+	-@sh scripts/ensure-postgresql.sh
+
 # ruff (format and lint rules in pyproject.toml) and mypy (strict on the
 # parsers of signed and sealed bytes, ordinary elsewhere) over the tree.
 lint: venv
@@ -71,10 +77,10 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: venv chromium lint
+test: venv chromium postgresql lint
 	$(PY) -m pytest -m "not slow and not gpu" -q
 
-test-all: venv chromium
+test-all: venv chromium postgresql
 	$(PY) -m pytest -m "not gpu" -q
 
 demo: venv

@@ -8,6 +8,11 @@ default (``DEFAULT_TOML``, the shipped template
 error naming the key, because it is usually a typo that would otherwise be
 silently ignored.
 
+``[store]`` picks the store backend: ``sqlite`` (the default: ``store.sqlite``
+in the home) or ``postgres`` with a libpq DSN given inline (``dsn``) or in a
+0600 file (``dsn_file``, so that a password stays out of this file). The DSN
+is parsed here; its password is never logged.
+
 Limits that the federation fixes (the largest module a site may send) come
 from the CA-signed federation manifest; this file can only lower them.
 """
@@ -20,6 +25,10 @@ from dataclasses import fields as dc_fields
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from aggregator.home import read_private_file
 from ffsecure import templates
 from ffsecure.errors import ConfigError
 from ffsecure.records import fields
@@ -68,6 +77,18 @@ class RateLimitConfig:
     upload_burst: int = 10
 
 
+STORE_BACKENDS = ("sqlite", "postgres")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where modules and the ledger live: ``sqlite`` in the home, or a PostgreSQL DSN."""
+
+    backend: str = "sqlite"
+    dsn: str = ""  # libpq connection string; prefer dsn_file when it holds a password
+    dsn_file: str = ""  # a 0600 file holding the DSN (relative to the home)
+
+
 @dataclass(frozen=True)
 class AggregatorConfig:
     """The whole file plus where it was read from (``home`` is its directory)."""
@@ -77,6 +98,7 @@ class AggregatorConfig:
     uploads: UploadConfig = field(default_factory=UploadConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     # Optional options for the operator's evaluation step; validated by the commands using them.
     evaluation: dict[str, Any] = field(default_factory=dict)
 
@@ -92,12 +114,28 @@ class AggregatorConfig:
     def port_file(self) -> Path:
         return self.path(self.server.port_file)
 
+    def store_dsn(self) -> str:
+        """The PostgreSQL DSN: ``store.dsn``, or the contents of ``store.dsn_file`` (0600)."""
+        if self.store.dsn_file:
+            path = self.path(self.store.dsn_file)
+            try:
+                text = read_private_file(path).decode("utf-8", "replace")
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"store.dsn_file: {exc.message}",
+                    code=exc.code,
+                    hint=f"write the connection string into {path} and `chmod 600` it",
+                ) from None
+            return check_dsn(text.strip(), "store.dsn_file")
+        return self.store.dsn
+
 
 _SECTIONS = {
     "server": ServerConfig,
     "uploads": UploadConfig,
     "limits": LimitsConfig,
     "rate_limit": RateLimitConfig,
+    "store": StoreConfig,
 }
 
 _POSITIVE = {
@@ -136,10 +174,22 @@ def _spec(name: str, kind: object) -> fields.Spec:
     return fields.Float(0.0, above=name in _POSITIVE, expect="a number")
 
 
+_STORE_SPECS = {
+    "backend": fields.Str(options=STORE_BACKENDS),
+    "dsn": fields.Str(max_len=4096, expect="a libpq connection string"),
+    "dsn_file": fields.Str(max_len=4096, expect="a path"),
+}
+
 #: Each section as a table of field specs; every key has its dataclass default.
 SECTION_SPECS: dict[str, fields.Table] = {
     name: fields.Table(
-        {f.name: fields.Field(_spec(f.name, f.type), default=f.default) for f in dc_fields(cls)}
+        {
+            f.name: fields.Field(
+                _STORE_SPECS[f.name] if name == "store" else _spec(f.name, f.type),
+                default=f.default,
+            )
+            for f in dc_fields(cls)
+        }
     )
     for name, cls in _SECTIONS.items()
 }
@@ -154,6 +204,11 @@ def _section_error(name: str, exc: fields.FieldError) -> ConfigError:
         )
     if exc.key == name:
         return ConfigError(f"[{name}] must be a table", hint=f"write it as a [{name}] section")
+    if name == "store":
+        return ConfigError(
+            f"{exc.key} must be {exc.expect}, not {exc.value!r}",
+            hint='e.g. backend = "postgres" and dsn_file = "store.dsn" (docs/operator-guide.md)',
+        )
     if exc.problem is fields.Problem.TYPE and exc.expect == "a non-empty string":
         return ConfigError(f"{exc.key} must be a non-empty string", hint=f'e.g. {exc.key} = "..."')
     if exc.problem is fields.Problem.TYPE:
@@ -186,6 +241,36 @@ def _check_listen(listen: str) -> None:
         )
 
 
+def check_dsn(dsn: str, key: str = "store.dsn") -> str:
+    """A DSN libpq can parse (key=value or postgresql:// URI); the error never shows it."""
+    try:
+        conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        raise ConfigError(
+            f"{key} is not a PostgreSQL connection string",
+            hint='e.g. "host=db.example dbname=ffsecure user=aggregator '
+            'sslmode=verify-full sslrootcert=/etc/ffsecure/db-ca.pem"',
+        ) from None
+    return dsn
+
+
+def _check_store(store: StoreConfig) -> None:
+    if store.backend == "sqlite":
+        if store.dsn or store.dsn_file:
+            raise ConfigError(
+                "store.dsn and store.dsn_file are for the postgres backend",
+                hint='set backend = "postgres", or remove them',
+            )
+        return
+    if bool(store.dsn) == bool(store.dsn_file):
+        raise ConfigError(
+            "the postgres store needs exactly one of store.dsn and store.dsn_file",
+            hint='e.g. dsn_file = "store.dsn" (a 0600 file holding the connection string)',
+        )
+    if store.dsn:
+        check_dsn(store.dsn, "store.dsn")
+
+
 def parse_config(text: str, *, home: Path) -> AggregatorConfig:
     """Parse the TOML text of an aggregator.toml whose directory is ``home``."""
     try:
@@ -211,6 +296,7 @@ def parse_config(text: str, *, home: Path) -> AggregatorConfig:
             )
     cfg = AggregatorConfig(home=Path(home), **parts)
     _check_listen(cfg.server.listen)
+    _check_store(cfg.store)
     if cfg.uploads.commit_every_bytes < cfg.uploads.chunk_bytes:
         raise ConfigError(
             "uploads.commit_every_bytes is smaller than uploads.chunk_bytes",
@@ -237,11 +323,22 @@ def load_config(path: str | Path) -> AggregatorConfig:
     return parse_config(text, home=p.resolve().parent)
 
 
-def write_default_config(path: str | Path, *, listen: str | None = None) -> Path:
-    """Write the documented default aggregator.toml (refuses to overwrite)."""
+def write_default_config(
+    path: str | Path, *, listen: str | None = None, store_backend: str = "sqlite"
+) -> Path:
+    """Write the documented default aggregator.toml (refuses to overwrite).
+
+    ``store_backend="postgres"`` selects the PostgreSQL store reading its DSN from
+    ``store.dsn`` next to the file (which the operator then creates, 0600).
+    """
     p = Path(path)
     text = DEFAULT_TOML
     if listen is not None:
         _check_listen(listen)
         text = text.replace('listen = "127.0.0.1:8443"', f'listen = "{listen}"', 1)
+    if store_backend not in STORE_BACKENDS:
+        raise ConfigError(f"store backend {store_backend!r} is not one of {STORE_BACKENDS}")
+    if store_backend == "postgres":
+        text = text.replace('backend = "sqlite"  ', 'backend = "postgres"', 1)
+        text = text.replace('# dsn_file = "store.dsn"', 'dsn_file = "store.dsn"  ', 1)
     return templates.write_new(p, text, mode=0o600)

@@ -50,7 +50,6 @@ from aggregator.crl_ledger import CrlRecorder
 from aggregator.grpc_errors import abort_with
 from aggregator.home import (
     AggregatorHome,
-    LogSigner,
     load_kek,
     load_log_key,
     read_private_file,
@@ -59,7 +58,7 @@ from aggregator.ratelimit import RateLimiter
 from aggregator.registration import Registrar, max_upload_bytes
 from aggregator.request_deadline import RequestDeadlineInterceptor
 from aggregator.service import AggregatorService, ServiceDeps
-from aggregator.store import SQLiteStore
+from aggregator.store import open_store
 from aggregator.store.base import Store
 from aggregator.unlearning import RetrainWorker, make_worker
 from aggregator.uploads import UploadStaging
@@ -105,10 +104,6 @@ def _read(path: Path, what: str) -> bytes:
         ) from None
 
 
-def open_store(home: AggregatorHome, *, origin: str, kek: bytes, log_signer: LogSigner) -> Store:
-    return SQLiteStore.open(home, origin=origin, kek=kek, log_signer=log_signer)
-
-
 def load_runtime(config: AggregatorConfig) -> Runtime:
     """Load and cross-check everything ``serve`` needs from the aggregator home."""
     home = AggregatorHome.at(config.home)
@@ -139,7 +134,7 @@ def load_runtime(config: AggregatorConfig) -> Runtime:
         pki.load_cert(tls_cert_pem), ca_cert=ca_cert, crl=crl.current(), role="aggregator"
     )
 
-    store = open_store(home, origin=signer.name, kek=load_kek(home), log_signer=signer)
+    store = open_store(config, origin=signer.name, kek=load_kek(home), log_signer=signer)
     _record_crl(crl, store, ca_cert)
     lock = threading.RLock()
     registrar = Registrar(

@@ -17,10 +17,20 @@ TLS 1.3, real store and ledger), with a federation built by
    wrong announced hash, which measures transfer + staging + hashing alone
    (the server refuses at the hash check).
 
-Writes ``<out>/grpc_load.json`` and ``<out>/grpc_load.md``, with the ``meta``
-block every benchmark result carries (machine, date, commit, command, settings).
+3. **Store backends** (``--store``, instead of the phases above): ``--sites``
+   sites each register one tiny module (the fixture's small cvae) at the same
+   moment, against SQLite, against PostgreSQL with one ``serve``, and against
+   PostgreSQL with two ``serve`` processes sharing the database (sites split
+   between them), all in one run; registrations/s and p50/p99 latency per
+   store. The PostgreSQL server is a throwaway one started in a temporary
+   directory (``tests/pg_fixture.py``: ``initdb`` + ``pg_ctl``).
+
+Writes ``<out>/grpc_load.json`` and ``<out>/grpc_load.md`` (``--store``:
+``grpc_load_store.json`` / ``.md``), with the ``meta`` block every benchmark
+result carries (machine, date, commit, command, settings).
 
     python -m benchmarks.grpc_load [--sites 200] [--out benchmarks/results] [--timeout 600]
+    python -m benchmarks.grpc_load --store all --sites 200
 """
 
 from __future__ import annotations
@@ -57,15 +67,16 @@ CONCURRENT_WORKERS = 32
 class Server:
     """``aggregator serve`` in a child process, with its RSS sampled while it runs."""
 
-    def __init__(self, fed):
-        self.port_file = fed.home.root / "serve.port"
+    def __init__(self, fed, config_path: Path | None = None):
+        config_path = config_path or fed.config_path
+        self.port_file = config_path.parent / "serve.port"
         self.port_file.unlink(missing_ok=True)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(
             os.pathsep
         )
         # the child writes to its own copy of the descriptor; ours closes once it has started
-        with open(fed.root / "serve.log", "wb") as log:
+        with open(config_path.parent / "serve.log", "wb") as log:
             self.proc = subprocess.Popen(
                 [
                     sys.executable,
@@ -75,7 +86,7 @@ class Server:
                     "WARNING",
                     "serve",
                     "--config",
-                    str(fed.config_path),
+                    str(config_path),
                 ],
                 cwd=REPO,
                 env=env,
@@ -85,7 +96,9 @@ class Server:
         deadline = time.monotonic() + 120
         while not self.port_file.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"aggregator serve did not start; see {fed.root / 'serve.log'}")
+                raise RuntimeError(
+                    f"aggregator serve did not start; see {config_path.parent / 'serve.log'}"
+                )
             time.sleep(0.05)
         self.address = f"127.0.0.1:{int(self.port_file.read_text())}"
         self.ps = psutil.Process(self.proc.pid)
@@ -364,6 +377,138 @@ def memory_vs_size(root: Path, sizes_mb: list[int], timeout: float) -> dict:
     }
 
 
+STORES = {"sqlite": ("sqlite", 1), "postgres": ("postgres", 1), "postgres-2": ("postgres", 2)}
+
+
+def _store_run(root: Path, n_sites: int, store: str, dsn: str | None, timeout: float) -> dict:
+    """``n_sites`` tiny registrations at once against one store setup; latencies per upload."""
+    import shutil
+
+    from tests.pg_fixture import use_postgres
+
+    backend, n_servers = STORES[store]
+    sites = [f"site-{i:03d}" for i in range(n_sites)]
+    fed = build_federation(
+        root,
+        sites=sites,
+        max_workers=CONCURRENT_WORKERS,
+        calls_per_second=1000.0,
+        call_burst=2000,
+        uploads_per_minute=6000.0,
+        upload_burst=1000,
+    )
+    if dsn is not None:
+        use_postgres(fed.config_path, dsn)
+    configs = [fed.config_path]
+    for k in range(1, n_servers):
+        shutil.copytree(fed.home.root, root / f"aggregator-{k + 1}")
+        configs.append(root / f"aggregator-{k + 1}" / "aggregator.toml")
+    packages = {s: fed.make_package(s, classes=[i % 4]) for i, s in enumerate(sites)}
+    servers = [Server(fed, c) for c in configs]
+    try:
+        clients = {
+            s: fed.client(
+                s, servers[i % n_servers].address, timeout_s=120, upload_timeout_s=timeout
+            )
+            for i, s in enumerate(sites)
+        }
+        barrier = threading.Barrier(n_sites + 1)
+        latencies: dict[str, float] = {}
+        errors: dict[str, str] = {}
+
+        def one(site: str) -> None:
+            sealed, pkg = packages[site]
+            barrier.wait()
+            t = time.perf_counter()
+            try:
+                clients[site].upload(sealed, module_id=pkg.manifest.module_id, site_id=site)
+                latencies[site] = time.perf_counter() - t
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                errors[site] = f"{type(exc).__name__}: {exc}"
+
+        with ThreadPoolExecutor(max_workers=n_sites) as pool:
+            futures = [pool.submit(one, s) for s in sites]
+            barrier.wait()
+            t0 = time.perf_counter()
+            _done, pending = wait(futures, timeout=timeout)
+            elapsed = time.perf_counter() - t0
+        for c in clients.values():
+            c.close()
+    finally:
+        for srv in servers:
+            srv.stop()
+    lat = list(latencies.values())
+    return {
+        "store": store,
+        "backend": backend,
+        "servers": n_servers,
+        "module_bytes": len(next(iter(packages.values()))[0]),
+        "completed": len(lat),
+        "errors": len(errors) + len(pending),
+        "error_samples": list(errors.values())[:3],
+        "seconds": elapsed,
+        "registrations_per_s": len(lat) / elapsed,
+        "latency_p50_s": percentile(lat, 0.50),
+        "latency_p99_s": percentile(lat, 0.99),
+    }
+
+
+def store_comparison(root: Path, n_sites: int, stores: list[str], timeout: float) -> list[dict]:
+    """Each store setup in turn, on one throwaway PostgreSQL server (one database each)."""
+    from tests.pg_fixture import start_cluster
+
+    cluster = start_cluster() if any(STORES[s][0] == "postgres" for s in stores) else None
+    try:
+        return [
+            _store_run(
+                root / store,
+                n_sites,
+                store,
+                cluster.new_database() if cluster and STORES[store][0] == "postgres" else None,
+                timeout,
+            )
+            for store in stores
+        ]
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def store_markdown(result: dict) -> str:
+    lines = [
+        "# Registrations per store backend (loopback, mTLS, real `aggregator serve`)",
+        "",
+        common.meta_line(result["meta"]),
+        "",
+        f"{result['sites']} sites each register one tiny module at the same moment.",
+        "",
+        "| store | serve processes | registrations/s | p50 (s) | p99 latency (s) | errors |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in result["stores"]:
+        lines.append(
+            f"| {r['backend']} | {r['servers']} | {r['registrations_per_s']:.1f} | "
+            f"{r['latency_p50_s']:.2f} | {r['latency_p99_s']:.2f} | {r['errors']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def store_main(args: argparse.Namespace) -> int:
+    stores = list(STORES) if args.store == "all" else [args.store]
+    settings = {"sites": args.sites, "stores": stores, "timeout_s": args.timeout}
+    meta = common.meta("grpc_load_store", settings)
+    with tempfile.TemporaryDirectory(prefix="ffsecure-store-load-") as tmp:
+        runs = store_comparison(Path(tmp), args.sites, stores, args.timeout)
+    result = {"benchmark": "grpc_load_store", "meta": meta, "sites": args.sites, "stores": runs}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "grpc_load_store.json").write_text(
+        json.dumps(result, indent=2, sort_keys=True) + "\n"
+    )
+    (args.out / "grpc_load_store.md").write_text(store_markdown(result))
+    print(store_markdown(result))
+    return 0 if all(r["errors"] == 0 for r in runs) else 1
+
+
 def markdown(result: dict) -> str:
     c, big = result["concurrent"], result["large"]
     lines = [
@@ -436,9 +581,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--timeout", type=float, default=600.0, help="bound on each phase, seconds")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument(
+        "--store",
+        choices=[*STORES, "all"],
+        default=None,
+        help="compare store backends instead (all: sqlite, postgres, postgres with 2 serves)",
+    )
     args = ap.parse_args(argv)
     if not 1 <= args.sites <= 500:
         ap.error("--sites must be 1..500")
+    if args.store is not None:
+        return store_main(args)
     # heavy: torch, only when this part runs (results render without it)
     import torch
 

@@ -446,6 +446,11 @@ _STORE = _section(
             _ERR + "StoreError",
         ),
         (
+            "E_STORE_CONNECT",
+            "the PostgreSQL store's database cannot be reached with store.dsn",
+            _ERR + "StoreError",
+        ),
+        (
             "E_KEK_MISMATCH",
             "the key-encryption key is not the one the store was created with",
             (_ERR + "ConfigError", _ERR + "CryptoError"),

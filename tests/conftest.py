@@ -35,3 +35,7 @@ def cli_env() -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+# The session's PostgreSQL server (tests/pg_fixture.py), for the PostgreSQL store tests.
+from tests.pg_fixture import pg_cluster, pg_dsn  # noqa: E402, F401

@@ -13,7 +13,7 @@ import click
 
 from aggregator.config import load_config
 from aggregator.home import AggregatorHome
-from aggregator.store import open_home_store
+from aggregator.store import home_has_store, open_home_store
 from ffsecure import canonical, pki
 from ffsecure.errors import ConfigError
 from ffsecure.federation import load_signed_manifest
@@ -91,11 +91,11 @@ def open_operations(
 
     home = AggregatorHome.at(home_dir)
     for path, what in (
-        (home.store_db, "store"),
         (home.federation, "federation manifest"),
         (home.ca_cert, "CA certificate"),
+        (home.store_db, "store"),
     ):
-        if not path.is_file():
+        if not (path.is_file() or (path == home.store_db and home_has_store(home))):
             raise ConfigError(
                 f"{home.root} has no {what} ({path.name} is missing)",
                 code="E_CONFIG",

@@ -126,9 +126,19 @@ def init(
     help="Where to write aggregator.toml (refused if the file exists).",
 )
 @click.option("--listen", default=None, help="server.listen [default: 127.0.0.1:8443].")
+@click.option(
+    "--store",
+    "store_backend",
+    type=click.Choice(["sqlite", "postgres"]),
+    default="sqlite",
+    show_default=True,
+    help="store.backend; postgres reads its DSN from store.dsn next to the file.",
+)
 @json_option
 @click.pass_context
-def init_config(ctx: click.Context, config_path: str, listen: str | None, as_json: bool) -> None:
+def init_config(
+    ctx: click.Context, config_path: str, listen: str | None, store_backend: str, as_json: bool
+) -> None:
     """Write the commented default aggregator.toml; never overwrites.
 
     `aggregator init` step 2 writes the same file into the home it creates;
@@ -136,7 +146,7 @@ def init_config(ctx: click.Context, config_path: str, listen: str | None, as_jso
     whose aggregator.toml was removed.
     """
     ctx.ensure_object(dict)["json"] = as_json
-    path = write_default_config(config_path, listen=listen)
+    path = write_default_config(config_path, listen=listen, store_backend=store_backend)
     if as_json:
         echo_json({"written": str(path)})
     else:

@@ -11,7 +11,7 @@ import click
 from aggregator.cosignatures import add_cosignatures, cosignature_lines, with_cosignatures
 from aggregator.export import write_bundle, write_log_tiles
 from aggregator.home import AggregatorHome
-from aggregator.store import open_home_store
+from aggregator.store import home_has_store, open_home_store
 from ffsecure.clitools import echo_json, read_key_arg
 from ffsecure.errors import ConfigError
 from ffsecure.ledger import open_checkpoint, verify_bundle_log
@@ -33,7 +33,7 @@ def _json_option(f):
 
 def _open(home_dir: str):
     home = AggregatorHome.at(home_dir)
-    if not home.store_db.is_file():
+    if not home_has_store(home):
         raise ConfigError(
             f"{home.root} holds no store ({home.store_db.name} is missing)",
             code="E_CONFIG",

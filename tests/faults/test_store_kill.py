@@ -8,7 +8,9 @@ moment, then reopens the store and checks that store and ledger agree
 module, deleted modules fully shredded, no stray blob, every node and
 checkpoint right), that nothing acknowledged was lost, and that an exported
 bundle verifies offline. The default run kills 5 times; the slow run kills
-until 1,000 entries are written.
+until 1,000 entries are written. Both run on SQLite and on PostgreSQL (a
+server the test session starts, tests/pg_fixture.py), where the writer's
+transactions commit before it prints a size.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from aggregator.export import write_bundle
 from aggregator.store import open_home_store
 from ffsecure.ledger import verify_bundle_log
 from tests.conftest import cli_env
+from tests.pg_fixture import use_postgres
 
 ORIGIN = "ffsecure.local/fault/log"
 
@@ -128,9 +131,15 @@ def _check(home, acked: int, tmp_path, round_no: int) -> int:
         store.close()
 
 
-def _kill_loop(tmp_path, *, kills: int | None, target: int, seed: int) -> dict:
+def _kill_loop(
+    tmp_path, *, kills: int | None, target: int, seed: int, dsn: str | None = None
+) -> dict:
+    """``dsn``: the writer's home uses the PostgreSQL store of that database."""
     rng = random.Random(seed)
     home = tmp_path / "agg"
+    if dsn is not None:
+        home.mkdir(mode=0o700)
+        use_postgres(home / "aggregator.toml", dsn)
     done_kills, size, finished, rounds = 0, 0, False, 0
     while not finished and (kills is None or done_kills < kills):
         acked, finished = _run_until_killed(home, target, rng.randrange(1 << 30), rng)
@@ -152,3 +161,12 @@ def test_sigkill_during_writes_keeps_store_and_ledger_in_agreement(tmp_path):
 @pytest.mark.slow
 def test_sigkill_while_writing_1000_entries(tmp_path):
     _kill_loop(tmp_path, kills=None, target=1000, seed=7)
+
+
+def test_sigkill_during_writes_keeps_a_postgres_store_and_ledger_in_agreement(tmp_path, pg_dsn):
+    _kill_loop(tmp_path, kills=5, target=10_000, seed=20261206, dsn=pg_dsn)
+
+
+@pytest.mark.slow
+def test_sigkill_while_writing_1000_entries_to_postgres(tmp_path, pg_dsn):
+    _kill_loop(tmp_path, kills=None, target=1000, seed=8, dsn=pg_dsn)

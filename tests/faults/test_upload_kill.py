@@ -17,7 +17,10 @@ verified receipt. Afterwards, offline:
   holding bytes (``verify_integrity``);
 * an exported bundle verifies offline.
 
-Default: 10 uploads, 2 kills. Slow: 100 uploads, 10 kills.
+Default: 10 uploads, 2 kills, on SQLite. Slow: 100 uploads, 10 kills, on
+SQLite, and 6 then 100 uploads on PostgreSQL (a server the test session starts,
+tests/pg_fixture.py; the default run kills a PostgreSQL writer in
+tests/faults/test_store_kill.py and runs two servers in test_store_fork.py).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from ffsecure.ledger import (
 from site_node.client import AggregatorError, RetryPolicy
 from tests.faults.aggregator_proc import AggregatorProcess, free_port, pin_port
 from tests.federation_fixture import build_federation
+from tests.pg_fixture import use_postgres
 
 RETRY_CODES = {
     "E_RPC_UNAVAILABLE",
@@ -56,7 +60,16 @@ RETRY_CODES = {
 }
 
 
-def _kill_run(tmp_path, *, n_uploads: int, kills: int, seed: int, deadline_s: float) -> dict:
+def _kill_run(
+    tmp_path,
+    *,
+    n_uploads: int,
+    kills: int,
+    seed: int,
+    deadline_s: float,
+    dsn: str | None = None,
+) -> dict:
+    """``dsn``: run ``serve`` on the PostgreSQL store of that database instead of SQLite."""
     rng = random.Random(seed)
     sites = [f"s{i:03d}" for i in range(n_uploads)]
     # 3x64x64 tiny cvae: ~2 MB per sealed module, so that a kill lands mid-stream
@@ -73,6 +86,8 @@ def _kill_run(tmp_path, *, n_uploads: int, kills: int, seed: int, deadline_s: fl
         uploads_per_minute=6000.0,
         upload_burst=1000,
     )
+    if dsn is not None:
+        use_postgres(fed.config_path, dsn)
     address = pin_port(fed.config_path, free_port())
     packages = {s: fed.make_package(s, classes=[i % 10], seed=i) for i, s in enumerate(sites)}
     acked: dict[str, object] = {}
@@ -241,6 +256,20 @@ def test_sigkill_during_100_concurrent_uploads_loses_nothing(tmp_path):
     result = _kill_run(tmp_path, n_uploads=100, kills=10, seed=20261123, deadline_s=540)
     assert result["acknowledged"] == 100
     print("fault run:", result)
+
+
+@pytest.mark.slow
+def test_sigkill_during_concurrent_uploads_loses_nothing_on_postgres(tmp_path, pg_dsn):
+    result = _kill_run(tmp_path, n_uploads=6, kills=2, seed=2411, deadline_s=150, dsn=pg_dsn)
+    assert result["acknowledged"] == 6
+    print("fault run (postgres):", result)
+
+
+@pytest.mark.slow
+def test_sigkill_during_100_concurrent_uploads_loses_nothing_on_postgres(tmp_path, pg_dsn):
+    result = _kill_run(tmp_path, n_uploads=100, kills=10, seed=20261124, deadline_s=540, dsn=pg_dsn)
+    assert result["acknowledged"] == 100
+    print("fault run (postgres):", result)
 
 
 def test_upload_complete_on_disk_but_unregistered_is_finished_after_restart(tmp_path):

@@ -1,5 +1,10 @@
-"""The SQLite store and ledger on real files: registration, receipts, crypto-shredding, export,
-tampering."""
+"""The store and ledger on both backends (SQLite files, a real PostgreSQL server): registration,
+receipts, crypto-shredding, export, tampering.
+
+The ``store`` and ``home`` fixtures run each test against ``sqlite`` and ``postgres``
+(tests/pg_fixture.py); ``raw`` reads and tampers with a backend's rows and blobs
+behind the store's back. A test about SQLite's files pins ``backend`` to ``sqlite``.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from aggregator.export import write_bundle
 from aggregator.home import AggregatorHome, LogSigner, load_or_create_kek, load_or_create_log_key
-from aggregator.store import SQLiteStore, open_home_store
+from aggregator.store import home_config, open_home_store, open_store
 from ffsecure import canonical
 from ffsecure.errors import ConfigError, FFSecureError, LedgerError, NotFoundError, StoreError
 from ffsecure.ledger import (
@@ -30,8 +35,11 @@ from ffsecure.ledger import (
     verify_consistency,
     verify_inclusion,
 )
+from tests.pg_fixture import use_postgres
 
 ORIGIN = "ffsecure.local/test-fed/log"
+BACKENDS = ["sqlite", "postgres"]
+SQLITE_ONLY = pytest.mark.parametrize("backend", ["sqlite"])
 
 
 def _ca_pem() -> bytes:
@@ -87,9 +95,82 @@ def module_args(
     )
 
 
+class RawSQLite:
+    """The SQLite store's rows and blob files, read and changed behind the store's back."""
+
+    def __init__(self, home: AggregatorHome):
+        self.home = home
+
+    def execute(self, sql: str, params: tuple = ()) -> list[tuple]:
+        con = sqlite3.connect(self.home.store_db)
+        try:
+            rows = con.execute(sql, params).fetchall()
+            con.commit()
+            return rows
+        finally:
+            con.close()
+
+    def blobs(self) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in self.home.blobs.iterdir()}
+
+    def stored_bytes(self) -> bytes:
+        """Every byte of the database's files on disk."""
+        return b"".join(
+            f.read_bytes() for f in self.home.root.iterdir() if f.name.startswith("store.sqlite")
+        )
+
+
+class RawPostgres:
+    """The PostgreSQL store's rows, read and changed over the test's own connection."""
+
+    def __init__(self, dsn: str, cluster):
+        self.dsn, self.cluster = dsn, cluster
+
+    def execute(self, sql: str, params: tuple = ()) -> list[tuple]:
+        import psycopg
+
+        with psycopg.connect(self.dsn, autocommit=True) as con:
+            cur = con.execute(sql.replace("?", "%s"), params)
+            return (
+                [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in cur]
+                if cur.description
+                else []
+            )
+
+    def blobs(self) -> dict[str, bytes]:
+        return dict(self.execute("SELECT name, data FROM blobs"))
+
+    def stored_bytes(self) -> bytes:
+        """Every byte of the live files of the store's tables, once flushed (CHECKPOINT)."""
+        self.execute("CHECKPOINT")
+        data = b""
+        for table in ("modules", "artifacts", "blobs"):
+            (rel,) = self.execute(f"SELECT pg_relation_filepath('{table}')")[0]
+            base = self.cluster.root / "data" / rel
+            for f in sorted(base.parent.glob(base.name + "*")):
+                data += f.read_bytes()
+        return data
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
 @pytest.fixture
-def home(tmp_path) -> AggregatorHome:
-    return AggregatorHome.at(tmp_path / "agg")
+def home(tmp_path, backend, request) -> AggregatorHome:
+    h = AggregatorHome.at(tmp_path / "agg")
+    if backend == "postgres":
+        h.ensure_dirs()
+        use_postgres(h.config, request.getfixturevalue("pg_dsn"))
+    return h
+
+
+@pytest.fixture
+def raw(home, backend, request):
+    if backend == "postgres":
+        return RawPostgres(request.getfixturevalue("pg_dsn"), request.getfixturevalue("pg_cluster"))
+    return RawSQLite(home)
 
 
 @pytest.fixture
@@ -105,15 +186,16 @@ def _verify_receipt(r, vkey):
     verify_inclusion(leaf_hash(r.entry), r.index, r.tree_size, r.inclusion_proof, cp.root_hash)
 
 
-def test_register_gives_a_verifiable_receipt_and_encrypts_weights(store, home):
+def test_register_gives_a_verifiable_receipt_and_encrypts_weights(store, home, raw, backend):
     args = module_args()
     r = store.register_module(**args)
     assert (r.index, r.tree_size, r.existing) == (0, 1, False)
     _verify_receipt(r, store.vkey)
     assert store.module_weights(args["module_id"]) == args["weights"]
-    blob = next(home.blobs.iterdir())
-    assert stat.S_IMODE(blob.stat().st_mode) == 0o600
-    assert args["weights"][:64] not in blob.read_bytes()
+    (blob,) = raw.blobs().values()
+    if backend == "sqlite":
+        assert stat.S_IMODE(next(home.blobs.iterdir()).stat().st_mode) == 0o600
+    assert args["weights"][:64] not in blob
     row = store.get_module(args["module_id"])
     assert (row.status, row.site_id, row.registered_index) == ("active", "st-mary", 0)
     assert row.manifest == args["manifest_bytes"]
@@ -122,7 +204,7 @@ def test_register_gives_a_verifiable_receipt_and_encrypts_weights(store, home):
     assert store.verify_integrity()["entries"] == 1
 
 
-def test_registration_is_idempotent_and_refuses_a_different_manifest(store, home):
+def test_registration_is_idempotent_and_refuses_a_different_manifest(store, raw):
     args = module_args()
     first = store.register_module(**args)
     store.append(make_entry("cert.revoked", "operator:alice", {"serial": "0a", "reason": "test"}))
@@ -134,7 +216,7 @@ def test_registration_is_idempotent_and_refuses_a_different_manifest(store, home
     with pytest.raises(StoreError) as info:
         store.register_module(**other)
     assert info.value.code == "E_DUPLICATE_MODULE"
-    assert store.size() == 2 and len(list(home.blobs.iterdir())) == 1
+    assert store.size() == 2 and len(raw.blobs()) == 1
 
 
 @pytest.mark.parametrize(
@@ -146,26 +228,21 @@ def test_registration_is_idempotent_and_refuses_a_different_manifest(store, home
         ("weights", b"other weights", "E_ENTRY"),
     ],
 )
-def test_bad_registrations_change_nothing(store, home, field, value, code):
+def test_bad_registrations_change_nothing(store, raw, field, value, code):
     args = module_args()
     args[field] = value
     with pytest.raises(FFSecureError) as info:
         store.register_module(**args)
     assert info.value.code == code
-    assert store.size() == 0 and list(home.blobs.iterdir()) == [] and store.list_modules() == []
+    assert store.size() == 0 and raw.blobs() == {} and store.list_modules() == []
 
 
-def test_delete_crypto_shreds_and_logs_what_was_destroyed(store, home):
+def test_delete_crypto_shreds_and_logs_what_was_destroyed(store, home, raw, backend):
     args = module_args()
     mid = args["module_id"]
     store.register_module(**args)
-    con = sqlite3.connect(home.store_db)
-    wrapped = con.execute("SELECT wrapped_dek FROM modules WHERE module_id = ?", (mid,)).fetchone()[
-        0
-    ]
-    con.close()
-    backup = home.root / "backup.blob"
-    shutil.copy(next(home.blobs.iterdir()), backup)
+    ((wrapped,),) = raw.execute("SELECT wrapped_dek FROM modules WHERE module_id = ?", (mid,))
+    (backup,) = raw.blobs().values()
     req = make_entry(
         "module.deletion_requested", "site:st-mary", {"module_id": mid, "reason": "withdrawn"}
     )
@@ -175,7 +252,7 @@ def test_delete_crypto_shreds_and_logs_what_was_destroyed(store, home):
     assert deleted["type"] == "module.deleted"
     assert deleted["facts"]["destroyed"] == ["wrapped_dek", "blob"]
     assert deleted["facts"]["module_id"] == mid
-    assert list(home.blobs.iterdir()) == []
+    assert raw.blobs() == {}
     with pytest.raises(StoreError) as info:
         store.module_weights(mid)
     assert info.value.code == "E_MODULE_DELETED"
@@ -184,19 +261,20 @@ def test_delete_crypto_shreds_and_logs_what_was_destroyed(store, home):
     with pytest.raises(StoreError) as info:
         store.register_module(**args)
     assert info.value.code == "E_MODULE_DELETED"
-    # The wrapped data key is gone from every file of the store, so the backed-up blob is
-    # unreadable.
-    for f in home.root.iterdir():
-        if f.name.startswith("store.sqlite"):
-            assert wrapped not in f.read_bytes(), f.name
+    # The wrapped data key is gone from the live files of the store (SQLite: secure_delete and
+    # a WAL checkpoint; PostgreSQL: VACUUM FULL rewrote the tables without the dead row version),
+    # so the backed-up blob is unreadable.
+    assert len(wrapped) == 60 and wrapped not in raw.stored_bytes()
+    assert raw.execute("SELECT COUNT(*) FROM modules WHERE wrapped_dek IS NOT NULL") == [(0,)]
     assert store.get_module(mid).status == "deleted"
     assert store.verify_integrity()["deleted_modules"] == 1
-    # A restored blob copy is an orphan: removed at the next open, never decryptable.
-    shutil.copy(backup, home.blobs / f"m-{mid}.blob")
-    store.close()
-    reopened = open_home_store(home)
-    assert list(home.blobs.iterdir()) == []
-    reopened.close()
+    if backend == "sqlite":
+        # A restored blob copy is an orphan: removed at the next open, never decryptable.
+        (home.blobs / f"m-{mid}.blob").write_bytes(backup)
+        store.close()
+        reopened = open_home_store(home)
+        assert raw.blobs() == {}
+        reopened.close()
 
 
 def test_unknown_module(store):
@@ -206,7 +284,7 @@ def test_unknown_module(store):
         store.delete_module("0" * 32, actor="operator:bob", reason="x")
 
 
-def test_artifacts_are_stored_with_their_entries_and_shredded_when_retired(store, home):
+def test_artifacts_are_stored_with_their_entries_and_shredded_when_retired(store, raw):
     mid = module_args()
     store.register_module(**mid)
     data = b"synthetic dataset bytes" * 100
@@ -219,8 +297,8 @@ def test_artifacts_are_stored_with_their_entries_and_shredded_when_retired(store
             "sha256": hashlib.sha256(data).hexdigest(),
         },
     )
-    idx, raw = store.put_artifact("dataset", "ds-1", {"n_per_class": 10}, data, ds_entry)
-    assert idx == 1 and canonical.loads(raw) == ds_entry
+    idx, stored = store.put_artifact("dataset", "ds-1", {"n_per_class": 10}, data, ds_entry)
+    assert idx == 1 and canonical.loads(stored) == ds_entry
     assert store.artifact_blob("dataset", "ds-1") == data
     row = store.get_artifact("dataset", "ds-1")
     assert (row.status, row.has_blob, row.meta) == ("active", True, {"n_per_class": 10})
@@ -250,7 +328,7 @@ def test_artifacts_are_stored_with_their_entries_and_shredded_when_retired(store
     )
     with pytest.raises(NotFoundError):
         store.artifact_blob("dataset", "ds-1")
-    assert [p.name for p in home.blobs.iterdir()] == [f"m-{mid['module_id']}.blob"]
+    assert list(raw.blobs()) == [f"m-{mid['module_id']}.blob"]
     with pytest.raises(LedgerError):  # entry of the wrong type
         store.set_artifact_status("classifier", "c-1", "retired", ds_entry)
     with pytest.raises(FFSecureError) as info:
@@ -278,11 +356,12 @@ def test_reopen_keeps_state_and_refuses_other_keys(store, home, tmp_path):
     s2.close()
     kek = load_or_create_kek(home)
     signer = load_or_create_log_key(home)
+    config = home_config(home)
     with pytest.raises(ConfigError) as info:
-        SQLiteStore.open(home, origin=ORIGIN, kek=secrets.token_bytes(32), log_signer=signer)
+        open_store(config, origin=ORIGIN, kek=secrets.token_bytes(32), log_signer=signer)
     assert info.value.code == "E_KEK_MISMATCH"
     with pytest.raises(ConfigError) as info:
-        SQLiteStore.open(home, origin=ORIGIN, kek=kek, log_signer=LogSigner.generate(ORIGIN))
+        open_store(config, origin=ORIGIN, kek=kek, log_signer=LogSigner.generate(ORIGIN))
     assert info.value.code == "E_LOG_KEY_MISMATCH"
 
 
@@ -304,17 +383,15 @@ def test_key_files_are_never_overwritten_and_a_missing_one_is_named(store, home)
     assert info.value.code == "E_KEY_MISSING"
 
 
-def test_a_store_of_another_schema_version_is_refused(store, home):
+def test_a_store_of_another_schema_version_is_refused(store, home, raw):
     store.close()
-    con = sqlite3.connect(home.store_db)
-    con.execute("UPDATE meta SET value = '99' WHERE key = 'schema'")
-    con.commit()
-    con.close()
+    raw.execute("UPDATE meta SET value = '99' WHERE key = 'schema'")
     with pytest.raises(StoreError) as info:
         open_home_store(home)
     assert info.value.code == "E_STORE_VERSION"
 
 
+@SQLITE_ONLY
 def test_a_schema_1_store_is_upgraded_in_place(store, home):
     receipt = store.register_module(**module_args())
     root = store.root_hash()
@@ -356,7 +433,7 @@ def _evaluation(store, site="st-mary", salt="ab" * 16):
     return report, entry
 
 
-def test_evaluation_reports_are_kept_with_their_entry_and_checked(store, home):
+def test_evaluation_reports_are_kept_with_their_entry_and_checked(store, home, raw):
     report, entry = _evaluation(store)
     with pytest.raises(LedgerError) as info:  # only put_evaluation appends classifier.evaluated
         store.append(entry)
@@ -383,12 +460,8 @@ def test_evaluation_reports_are_kept_with_their_entry_and_checked(store, home):
     assert again.existing and again.index == receipt.index and store.size() == size + 1
     assert store.verify_integrity()["evaluations"] == 1
     store.close()
-    con = sqlite3.connect(
-        home.store_db
-    )  # the stored numbers no longer match the ledger's commitment
-    con.execute("UPDATE evaluations SET report = ?", (report.to_bytes().replace(b"0.75", b"0.5"),))
-    con.commit()
-    con.close()
+    # the stored numbers no longer match the ledger's commitment
+    raw.execute("UPDATE evaluations SET report = ?", (report.to_bytes().replace(b"0.75", b"0.5"),))
     with open_home_store(home) as s2:
         with pytest.raises(StoreError) as info:
             s2.verify_integrity()
@@ -417,6 +490,7 @@ def test_the_store_interface_declares_every_operation_the_cli_uses():
         assert name in Store.__abstractmethods__, name
 
 
+@SQLITE_ONLY
 def test_orphan_blob_from_an_interrupted_write_is_removed_at_open(store, home):
     store.register_module(**module_args())
     orphan = home.blobs / f"m-{'a' * 32}.blob"
@@ -530,6 +604,7 @@ def _fails(path: Path) -> LedgerError:
     return info.value
 
 
+@SQLITE_ONLY  # the exporter and the verifier; the backend is not involved
 def test_flipping_any_byte_of_any_entry_fails(bundle, tmp_path):
     work = _copy(bundle, tmp_path)
     path = work / "entries.jsonl"
@@ -545,6 +620,7 @@ def test_flipping_any_byte_of_any_entry_fails(bundle, tmp_path):
     verify_bundle_log(work)
 
 
+@SQLITE_ONLY  # the exporter and the verifier; the backend is not involved
 def test_flipping_any_byte_of_any_checkpoint_fails(bundle, tmp_path):
     work = _copy(bundle, tmp_path)
     for cp in sorted((work / "checkpoints").iterdir()):
@@ -562,6 +638,7 @@ def test_flipping_any_byte_of_any_checkpoint_fails(bundle, tmp_path):
     verify_bundle_log(work)
 
 
+@SQLITE_ONLY  # the exporter and the verifier; the backend is not involved
 def test_dropping_or_reordering_entries_fails(bundle, tmp_path):
     work = _copy(bundle, tmp_path)
     path = work / "entries.jsonl"
@@ -579,6 +656,7 @@ def test_dropping_or_reordering_entries_fails(bundle, tmp_path):
     assert "after the last signed checkpoint" in _fails(work).message
 
 
+@SQLITE_ONLY  # the exporter and the verifier; the backend is not involved
 def test_checkpoint_from_another_key_or_renamed_fails(bundle, tmp_path):
     work = _copy(bundle, tmp_path)
     (work / "log.vkey").write_text(LogSigner.generate(ORIGIN).vkey + "\n")

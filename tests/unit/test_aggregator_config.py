@@ -66,3 +66,42 @@ def test_write_default_refuses_overwrite_and_load_missing(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(tmp_path / "missing.toml")
     assert "aggregator init" in err.value.hint
+
+
+# -- [store] -------------------------------------------------------------------
+
+
+def test_store_defaults_to_sqlite_and_postgres_needs_one_dsn(tmp_path):
+    assert parse_config("", home=tmp_path).store.backend == "sqlite"
+    for text, needle in (
+        ('[store]\nbackend = "mysql"\n', "store.backend"),
+        ('[store]\nbackend = "postgres"\n', "exactly one of"),
+        ('[store]\nbackend = "postgres"\ndsn = "dbname=a"\ndsn_file = "f"\n', "exactly one of"),
+        ('[store]\ndsn = "dbname=a"\n', "postgres backend"),
+        ('[store]\nbackend = "postgres"\ndsn = "host=\'open"\n', "not a PostgreSQL"),
+        ('[store]\nbackend = "postgres"\ndsn_flie = "f"\n', "store.dsn_flie"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            parse_config(text, home=tmp_path)
+        assert needle in info.value.message and info.value.hint, text
+
+
+def test_store_dsn_file_must_be_private_and_is_read_once(tmp_path):
+    import os
+
+    dsn = "host=db.example dbname=ffs user=agg password=s3cret sslmode=verify-full"
+    (tmp_path / "store.dsn").write_text(dsn + "\n")
+    os.chmod(tmp_path / "store.dsn", 0o644)
+    cfg = parse_config('[store]\nbackend = "postgres"\ndsn_file = "store.dsn"\n', home=tmp_path)
+    with pytest.raises(ConfigError) as info:
+        cfg.store_dsn()
+    assert info.value.code == "E_KEY_PERMISSIONS" and "s3cret" not in info.value.message
+    os.chmod(tmp_path / "store.dsn", 0o600)
+    assert cfg.store_dsn() == dsn
+
+
+def test_init_config_writes_a_postgres_store_table(tmp_path):
+    path = write_default_config(tmp_path / "aggregator.toml", store_backend="postgres")
+    cfg = load_config(path)
+    assert (cfg.store.backend, cfg.store.dsn_file) == ("postgres", "store.dsn")
+    assert cfg.server == parse_config("", home=tmp_path).server

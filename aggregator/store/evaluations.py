@@ -1,17 +1,17 @@
-"""SQLite backend, continued: sites' evaluation reports (``evaluations`` table, schema 2).
+"""Sites' evaluation reports (``evaluations`` table), for every SQL backend.
 
 One row per (site, classifier): the canonical report (``ffsecure.evalreport``),
 the salt the aggregator drew, the commitment in the ledger and the index of
 the ``classifier.evaluated`` entry, written in the transaction that appends
-the entry. A mixin of :class:`aggregator.store.sqlite.SQLiteStore`: it uses
-that class's transactions and ledger internals.
+the entry. A mixin of :class:`aggregator.store.sql.SQLStore`: it uses that
+class's transactions and ledger internals, and the SQL both databases share.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
-import sqlite3
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
@@ -24,18 +24,11 @@ from ffsecure.records.entries import EntryType, entry_bytes
 from ffsecure.records.ids import SITE_ID
 from ffsecure.records.receipts import Receipt
 
+if TYPE_CHECKING:  # the connection protocol, defined next to the class this mixin serves
+    from aggregator.store.sql import Conn
+
 log = logging.getLogger("aggregator.store")
 
-# A backslash at the end of a line joins it to the next: the SQL text SQLite keeps stays unchanged.
-EVALUATIONS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS evaluations(
-    site_id TEXT NOT NULL, classifier_id TEXT NOT NULL, report BLOB NOT NULL, \
-report_sha256 TEXT NOT NULL,
-    salt TEXT NOT NULL, entry_index INTEGER NOT NULL UNIQUE REFERENCES entries(idx), \
-created TEXT NOT NULL,
-    PRIMARY KEY(site_id, classifier_id));
-CREATE INDEX IF NOT EXISTS evaluations_classifier ON evaluations(classifier_id)
-"""
 
 _COLS = "site_id, classifier_id, report, report_sha256, salt, entry_index, created"
 
@@ -47,14 +40,14 @@ def _row(r: tuple) -> EvaluationRow:
 class EvaluationsMixin:
     """``put_evaluation`` / ``list_evaluations`` and their share of ``verify_integrity``."""
 
-    if TYPE_CHECKING:  # what the mixin uses of SQLiteStore, declared for the type checker only
+    if TYPE_CHECKING:  # what the mixin uses of SQLStore, declared for the type checker only
 
-        def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
-        def _read(self) -> AbstractContextManager[sqlite3.Connection]: ...
-        def _append_locked(self, conn: sqlite3.Connection, data: bytes, kind: str) -> int: ...
-        def _checkpoint_locked(self, conn: sqlite3.Connection) -> tuple[int, str]: ...
+        def _write(self) -> AbstractContextManager[Conn]: ...
+        def _read(self) -> AbstractContextManager[Conn]: ...
+        def _append_locked(self, conn: Conn, data: bytes, kind: str) -> int: ...
+        def _checkpoint_locked(self, conn: Conn) -> tuple[int, str]: ...
         @staticmethod
-        def _nodes(conn: sqlite3.Connection) -> NodeReader: ...
+        def _nodes(conn: Conn) -> NodeReader: ...
 
     def put_evaluation(
         self, *, site_id: str, report: bytes, salt: str, entry: dict
@@ -157,15 +150,19 @@ class EvaluationsMixin:
 
     def list_evaluations(self, classifier_id: str | None = None) -> list[EvaluationRow]:
         with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT {_COLS} FROM evaluations WHERE (? IS NULL OR classifier_id = ?) "
-                "ORDER BY entry_index",
-                (classifier_id, classifier_id),
-            ).fetchall()
+            if classifier_id is None:
+                rows = conn.execute(
+                    f"SELECT {_COLS} FROM evaluations ORDER BY entry_index"
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {_COLS} FROM evaluations WHERE classifier_id = ? ORDER BY entry_index",
+                    (classifier_id,),
+                ).fetchall()
         return [_row(r) for r in rows]
 
     def _check_evaluations(
-        self, conn: sqlite3.Connection, evaluated: dict[int, dict], corrupt
+        self, conn: Conn, evaluated: dict[int, dict], corrupt: Callable[[str], StoreError]
     ) -> int:
         """Every row has its entry (same site, classifier, commitment) and every entry its row."""
         rows = conn.execute(f"SELECT {_COLS} FROM evaluations").fetchall()
