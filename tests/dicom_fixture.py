@@ -15,6 +15,7 @@ grep the state directory and the logs for them (:func:`assert_no_identifiers`).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,7 +109,9 @@ def jpeg_dataset(pixels: np.ndarray, syntax: UID) -> Dataset:
     return ds
 
 
-def digits_images(per_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def digits_images(
+    per_class: int | None = None, classes: Sequence[int] = tuple(range(10))
+) -> tuple[np.ndarray, np.ndarray]:
     """Digits in [0,1] (``v / 16``) and their labels, class-major; ``per_class`` caps each class."""
     from sklearn.datasets import load_digits
 
@@ -116,15 +119,16 @@ def digits_images(per_class: int | None = None) -> tuple[np.ndarray, np.ndarray]
     order = np.argsort(bunch.target, kind="stable")
     images = (bunch.images[order] / 16.0).astype(np.float32)
     labels = bunch.target[order].astype(np.int64)
-    if per_class is not None:
-        keep = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(10)])
-        images, labels = images[keep], labels[keep]
+    keep = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in classes])
+    images, labels = images[keep], labels[keep]
     return images, labels
 
 
-def write_digits_dicom(root: Path, *, per_class: int | None = None) -> DigitsDicom:
+def write_digits_dicom(
+    root: Path, *, per_class: int | None = None, classes: Sequence[int] = tuple(range(10))
+) -> DigitsDicom:
     """Write the digits as ``root/<digit>/ZZFILE-4411-<n>.dcm``; returns them in loader order."""
-    images, labels = digits_images(per_class)
+    images, labels = digits_images(per_class, classes)
     paths = []
     counts: dict[int, int] = {}
     for image, label in zip(images, labels, strict=True):
@@ -174,3 +178,28 @@ def assert_no_identifiers(blobs: dict[str, bytes]) -> None:
     hits = found_identifiers(blobs)
     assert not hits, hits
     assert blobs, "nothing was searched"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m tests.dicom_fixture OUT [--per-class N] [--npz FILE --seed S]``: write the
+    digits DICOM folder (and an ``npz:`` of the same images, split as ``dicom:OUT`` is at S)."""
+    import argparse
+
+    from ffsecure.data import _stratified_split
+
+    parser = argparse.ArgumentParser(prog="python -m tests.dicom_fixture")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--per-class", type=int, default=None)
+    parser.add_argument("--npz", type=Path, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    digits = write_digits_dicom(args.out, per_class=args.per_class)
+    print(f"wrote {len(digits.paths)} DICOM files under {args.out}")
+    if args.npz is not None:
+        train_idx, test_idx = _stratified_split(digits.labels, 0.2, args.seed)
+        write_npz_like(digits, args.npz, train_idx, test_idx)
+        print(f"wrote the same images to {args.npz} (split as dicom: at seed {args.seed})")
+
+
+if __name__ == "__main__":
+    main()
