@@ -391,7 +391,7 @@ def _has_window(ds: pydicom.Dataset) -> bool:
 
 def _monochrome(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     """Modality LUT, VOI LUT or window, scale to [0,1] over the display range, MONOCHROME1."""
-    ends = np.asarray(_stored_range(ds), dtype=np.float64)
+    ends = np.asarray(_stored_range(ds), dtype=np.int64)  # a Modality LUT indexes by integer
     values = apply_modality_lut(arr, ds)
     if _has_window(ds):  # the window's output range: what it maps -inf and +inf to
         values = apply_voi_lut(values, ds, prefer_lut=False)

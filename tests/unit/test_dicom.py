@@ -84,6 +84,20 @@ def test_without_a_window_the_stored_bit_range_through_the_rescale_is_the_displa
     assert got[0, 0] == 0.0 and got[1, 1] == 1.0
 
 
+def test_a_modality_lut_sequence_maps_the_stored_range_without_a_window(tmp_path):
+    from pydicom.dataset import Dataset
+
+    stored = (np.arange(64, dtype=np.uint16) * 4).reshape(8, 8)  # 0..252
+    ds = fx.dicom_dataset(stored, window=False)
+    del ds.RescaleSlope, ds.RescaleIntercept
+    lut = Dataset()
+    lut.add_new(0x00283002, "US", [256, 0, 16])  # LUT Descriptor: entries, first, bits
+    lut.add_new(0x00283006, "US", [16 * i for i in range(256)])  # LUT Data: 0..4080
+    ds.ModalityLUTSequence = [lut]
+    got = dicom.read_pixels(item(fx.save(ds, tmp_path / "lut.dcm")))
+    np.testing.assert_array_equal(got, (stored * 16 / 4080.0).astype(np.float32))
+
+
 def test_monochrome1_is_inverted_and_loads_like_its_monochrome2_twin(tmp_path):
     image = ramp()
     mono2 = fx.save(fx.dicom_dataset(fx.stored_values(image)), tmp_path / "m2.dcm")
