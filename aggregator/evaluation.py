@@ -4,7 +4,7 @@ The aggregator never sees a site's data. An operator who holds a public or
 own labelled test set names it in ``aggregator.toml``::
 
     [evaluation]
-    data = "digits"          # or a MedMNIST flag, "npz:PATH", "folder:PATH"
+    data = "digits"          # or a MedMNIST flag, "npz:PATH", "folder:PATH", "dicom:PATH"
     root = "/data/medmnist"  # optional: folder of MedMNIST .npz files
     seed = 0                 # optional: split seed for sources split by seed (digits, folders)
     max_samples = 0          # optional: use only the first N test images (0 = all)

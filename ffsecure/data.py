@@ -13,6 +13,9 @@ Sources (``load_dataset`` spec strings):
   own data), validated key by key, always read with ``allow_pickle=False``;
 * ``folder:PATH``: one sub-folder per class holding PNG/JPEG files, either
   with ``train/`` and ``test/`` sub-folders or split with a seed;
+* ``dicom:PATH``: DICOM files, one sub-folder per class (or ``train/`` and
+  ``test/``), or a ``file,class`` CSV; read by :mod:`ffsecure.dicom`, which
+  never lets a file name or tag value into an error or a log line;
 * ``digits``: scikit-learn's 8x8 handwritten digits (shipped with
   scikit-learn, no download), resized bilinearly to ``1x16x16`` by default.
 
@@ -37,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ffsecure import dicom
 from ffsecure.errors import DataError
 from ffsecure.records import fields
 
@@ -129,8 +133,9 @@ def to_pipeline_images(array: np.ndarray, image_shape: Sequence[int]) -> torch.T
     """Convert images ``(N,H,W)``, ``(N,H,W,1)`` or ``(N,H,W,3)`` (uint8, or float in [0,1])
     into ``float32 (N,C,H,W)`` in ``[-1,1]`` with the requested channels and size.
 
-    Gray becomes RGB by repetition; RGB becomes gray with the ITU-R 601-2 luma
-    weights (as PIL's ``convert("L")``). Resizing is bilinear with antialiasing.
+    Channels and size follow :func:`fit_images`: gray becomes RGB by repetition;
+    RGB becomes gray with the ITU-R 601-2 luma weights (as PIL's ``convert("L")``).
+    Resizing is bilinear with antialiasing.
     """
     c, h, w = check_image_shape(image_shape)
     arr = np.asarray(array)
@@ -147,6 +152,18 @@ def to_pipeline_images(array: np.ndarray, image_shape: Sequence[int]) -> torch.T
     else:
         raise _format_error(f"images have dtype {arr.dtype}; expected uint8 or float in [0,1]")
     x = x.permute(0, 3, 1, 2)  # N,C,H,W
+    return fit_images(x, (c, h, w)).mul(2.0).sub(1.0).contiguous()
+
+
+def fit_images(x: torch.Tensor, image_shape: Sequence[int]) -> torch.Tensor:
+    """Bring ``float32 (N,C',H',W')`` images in ``[0,1]`` to ``image_shape``, still in ``[0,1]``.
+
+    The one channel and resize rule of every source (:func:`to_pipeline_images`
+    and the per-file DICOM reader): gray becomes RGB by repetition, RGB gray by
+    the ITU-R 601-2 luma weights, the size changes bilinearly with antialiasing,
+    and the result is clamped to ``[0,1]`` (so applying it twice changes nothing).
+    """
+    c, h, w = check_image_shape(image_shape)
     if x.shape[1] != c:
         if c == 3:
             x = x.expand(-1, 3, -1, -1)
@@ -155,8 +172,7 @@ def to_pipeline_images(array: np.ndarray, image_shape: Sequence[int]) -> torch.T
             x = (x * weights).sum(dim=1, keepdim=True)
     if tuple(x.shape[2:]) != (h, w) and x.shape[0] > 0:
         x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-    x = x.clamp(0.0, 1.0).mul(2.0).sub(1.0)
-    return x.contiguous()
+    return x.clamp(0.0, 1.0)
 
 
 def _labels(array: np.ndarray, key: str, n: int) -> torch.Tensor:
@@ -350,7 +366,7 @@ def load_medmnist(
         raise DataError(
             f"unknown data set {flag!r}",
             hint=f"use a MedMNIST 2D flag ({', '.join(medmnist_flags())}), digits, "
-            "npz:PATH or folder:PATH",
+            "npz:PATH, folder:PATH or dicom:PATH",
             code="E_DATA_SPEC",
         )
     if flag not in medmnist_flags():
@@ -578,6 +594,59 @@ def load_folder(
     )
 
 
+# --------------------------------------------------------------------------- DICOM
+
+
+def _read_dicom_images(items: Sequence[dicom.DicomItem], image_shape: Sequence[int]) -> np.ndarray:
+    """Read DICOM files one by one at ``image_shape``: ``float32 (N,H,W,C)`` in ``[0,1]``."""
+    c, h, w = check_image_shape(image_shape)
+    out = np.empty((len(items), h, w, c), dtype=np.float32)
+    for i, item in enumerate(items):
+        unit = dicom.read_pixels(item)
+        x = torch.from_numpy(unit if unit.ndim == 3 else unit[..., None]).permute(2, 0, 1)
+        out[i] = fit_images(x[None], (c, h, w))[0].permute(1, 2, 0).numpy()
+        if (i + 1) % 1000 == 0:
+            log.info("read %d of %d DICOM files", i + 1, len(items))
+    return out
+
+
+def load_dicom(
+    path: str | os.PathLike,
+    *,
+    image_shape: Sequence[int] | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> Dataset:
+    """Load a ``dicom:`` source (see :mod:`ffsecure.dicom`); split like :func:`load_folder`.
+
+    Without an explicit ``image_shape`` the images are ``1x28x28`` (RGB files
+    become gray). The record names no path: its name is ``dicom``.
+    """
+    listing = dicom.list_source(path)
+    c, h, w = check_image_shape(image_shape or (1, FOLDER_SIZE, FOLDER_SIZE))
+    if listing.test is not None:
+        train_items, test_items = listing.train, listing.test
+    else:
+        labels = np.asarray([item.label for item in listing.train], dtype=np.int64)
+        tr, te = _stratified_split(labels, test_fraction, seed)
+        train_items = [listing.train[i] for i in tr]
+        test_items = [listing.train[i] for i in te]
+    log.info("reading %d DICOM files", len(train_items) + len(test_items))
+    arrays = {
+        "train_images": _read_dicom_images(train_items, (c, h, w)),
+        "train_labels": np.asarray([item.label for item in train_items], dtype=np.int64),
+        "test_images": _read_dicom_images(test_items, (c, h, w)),
+        "test_labels": np.asarray([item.label for item in test_items], dtype=np.int64),
+    }
+    return arrays_to_dataset(
+        arrays,
+        name="dicom",
+        image_shape=(c, h, w),
+        class_names=listing.class_names,
+        source={"kind": "dicom", "layout": listing.layout, "seed": seed},
+    )
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -589,17 +658,20 @@ def load_dataset(
     download: bool = False,
     seed: int = 0,
 ) -> Dataset:
-    """Load ``spec``: a MedMNIST flag, ``digits``, ``npz:PATH`` or ``folder:PATH``."""
+    """Load ``spec``: a MedMNIST flag, ``digits``, ``npz:PATH``, ``folder:PATH`` or
+    ``dicom:PATH``."""
     if not isinstance(spec, str) or not spec:
         raise DataError(
             "empty data set name",
-            hint="e.g. pneumoniamnist, digits, npz:PATH, folder:PATH",
+            hint="e.g. pneumoniamnist, digits, npz:PATH, folder:PATH, dicom:PATH",
             code="E_DATA_SPEC",
         )
     if spec.startswith("npz:"):
         return load_npz(spec[4:], image_shape=image_shape)
     if spec.startswith("folder:"):
         return load_folder(spec[7:], image_shape=image_shape, seed=seed)
+    if spec.startswith("dicom:"):
+        return load_dicom(spec[6:], image_shape=image_shape, seed=seed)
     if spec == "digits":
         return load_digits(image_shape=image_shape, seed=seed)
     return load_medmnist(spec, image_shape=image_shape, root=root, download=download)

@@ -710,6 +710,23 @@ _DATA = _section(
         ("E_DATA_MISSING", "a data file or folder does not exist", _ERR + "DataError"),
         ("E_DATA_SHAPE", "an image shape that ffsecure does not support", _ERR + "DataError"),
         ("E_DATA_SPEC", "an unknown or unsupported data set name", _ERR + "DataError"),
+        (
+            "E_DICOM",
+            "a DICOM file is not a single-frame MONOCHROME or RGB image with pixel data "
+            "(named by its ordinal and class, never its file name)",
+            "ffsecure.dicom.DicomError",
+        ),
+        (
+            "E_DICOM_COMPRESSED",
+            "a DICOM file's compressed transfer syntax has no installed decoder or failed to "
+            "decode; export uncompressed (Explicit VR Little Endian)",
+            "ffsecure.dicom.DicomCompressedError",
+        ),
+        (
+            "E_DICOM_LIMIT",
+            "a DICOM source is beyond a bound (file count, file size, rows or columns)",
+            "ffsecure.dicom.DicomLimitError",
+        ),
         ("E_TRAIN_DIVERGED", "training diverged (non-finite loss)", _ERR + "FFSecureError"),
         ("E_TRAIN_SETTINGS", "training settings are out of range", _ERR + "ConfigError"),
     ],

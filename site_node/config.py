@@ -241,14 +241,14 @@ def _build(v: dict[str, dict[str, Any]], path: Path) -> SiteConfig:
     data = v["data"]
     source = data["source"]
     if not (
-        source == "digits" or source.startswith(("npz:", "folder:", "medmnist:"))
+        source == "digits" or source.startswith(("npz:", "folder:", "dicom:", "medmnist:"))
     ) or source.endswith(":"):
         raise _cfg_error(
             "data.source",
             f"{source!r} is not a known data source",
-            'use "npz:PATH", "folder:PATH", "digits" or "medmnist:NAME"',
+            'use "npz:PATH", "folder:PATH", "dicom:PATH", "digits" or "medmnist:NAME"',
         )
-    if source.startswith(("npz:", "folder:")):
+    if source.startswith(("npz:", "folder:", "dicom:")):
         kind, _, rest = source.partition(":")
         source = f"{kind}:{resolve(rest)}"
     if data["label_match"] not in ("name", "index"):

@@ -109,8 +109,14 @@ def resolve_dp(dp_cfg: dict, policy: dict, n: int):
 # --------------------------------------------------------------------- data
 
 
-def map_labels(local_names: Sequence[str], label_space: Sequence[str], how: str) -> list[int]:
-    """Global label index of each local class (``how`` = ``name`` or ``index``)."""
+def map_labels(
+    local_names: Sequence[str], label_space: Sequence[str], how: str, *, show_names: bool = True
+) -> list[int]:
+    """Global label index of each local class (``how`` = ``name`` or ``index``).
+
+    ``show_names=False`` names unknown classes by their ordinal in sorted order
+    only: a DICOM export's folder that is not a label may be named after a patient.
+    """
     if how == "index":
         if len(local_names) > len(label_space):
             raise DataError(
@@ -122,8 +128,15 @@ def map_labels(local_names: Sequence[str], label_space: Sequence[str], how: str)
     index = {name: i for i, name in enumerate(label_space)}
     unknown = [n for n in local_names if n not in index]
     if unknown:
+        shown = (
+            repr(unknown[:5])
+            if show_names
+            else "#"
+            + ", #".join(str(i) for i, n in enumerate(local_names, 1) if n not in index)
+            + " (in sorted order)"
+        )
         raise DataError(
-            f"local classes {unknown[:5]} are not in the federation's label space "
+            f"local classes {shown} are not in the federation's label space "
             f"{list(label_space)[:10]}",
             code="E_DATA_LABELS",
             hint="rename the class folders to the federation labels, or set data.label_match = "
@@ -184,8 +197,10 @@ def load_site_data(cfg: SiteConfig, federation: FederationManifest) -> SiteData:
     ds = load_dataset(
         _spec(cfg), image_shape=federation.image_shape, root=cfg.data_root, seed=cfg.split_seed
     )
+    show_names = not cfg.data_source.startswith("dicom:")
     mapping = torch.tensor(
-        map_labels(ds.class_names, federation.label_space, cfg.label_match), dtype=torch.int64
+        map_labels(ds.class_names, federation.label_space, cfg.label_match, show_names=show_names),
+        dtype=torch.int64,
     )
     keep = class_filter(cfg.classes, federation.label_space)
 
@@ -211,6 +226,16 @@ def _sha256_file(path: Path, h) -> None:
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
+
+
+def _sha256_tree(root: Path, h) -> None:
+    """Every file's relative path and bytes below ``root``, in sorted order (names only hashed)."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            h.update(str(p.relative_to(root)).encode() + b"\x00")
+            _sha256_file(p, h)
 
 
 def data_fingerprint(cfg: SiteConfig) -> str:
@@ -239,20 +264,18 @@ def data_fingerprint(cfg: SiteConfig) -> str:
                 f"data file {path} does not exist", code="E_DATA_MISSING", hint="check data.source"
             )
         _sha256_file(path, h)
-    elif src.startswith("folder:"):
-        root = Path(src[7:])
+    elif src.startswith(("folder:", "dicom:")):
+        kind, _, rest = src.partition(":")
+        root = Path(rest)
+        if kind == "dicom" and root.is_file():
+            root = root.parent  # a labels CSV: its folder holds the CSV and every file it names
         if not root.is_dir():
             raise DataError(
-                f"image folder {root} does not exist",
+                f"{'image' if kind == 'folder' else 'DICOM'} folder {root} does not exist",
                 code="E_DATA_MISSING",
                 hint="check data.source",
             )
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            for name in sorted(filenames):
-                p = Path(dirpath) / name
-                h.update(str(p.relative_to(root)).encode() + b"\x00")
-                _sha256_file(p, h)
+        _sha256_tree(root, h)
     else:
         # heavy: torch, only when loading data or training (keeps --help fast)
         from ffsecure.data import default_root

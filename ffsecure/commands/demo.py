@@ -22,7 +22,7 @@ from ffsecure.demo.summary import closing_lines, closing_tables
 @click.option(
     "--dataset",
     default=None,
-    help="MedMNIST 2D flag, 'digits', 'npz:PATH' or 'folder:PATH' "
+    help="MedMNIST 2D flag, 'digits', 'npz:PATH', 'folder:PATH' or 'dicom:PATH' "
     "[default: pneumoniamnist when its .npz is in the data root, else digits].",
 )
 @click.option(

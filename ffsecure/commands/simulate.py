@@ -26,7 +26,8 @@ def _shape(_ctx, _param, value):
     "--dataset",
     default="pneumoniamnist",
     show_default=True,
-    help="MedMNIST 2D flag, 'digits', 'npz:PATH' or 'folder:PATH'.",
+    help="MedMNIST 2D flag, 'digits', 'npz:PATH', 'folder:PATH' or 'dicom:PATH' "
+    "(a folder per class, or a file,class CSV).",
 )
 @click.option(
     "--data-root",

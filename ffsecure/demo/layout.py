@@ -172,7 +172,7 @@ def site_toml(
 
 def evaluation_toml(dataset: str, *, root: str | None, seed: int) -> str:
     """The aggregator's [evaluation] section: the data set's whole test split."""
-    for prefix in ("npz:", "folder:"):
+    for prefix in ("npz:", "folder:", "dicom:"):
         if dataset.startswith(prefix):
             dataset = prefix + str(Path(dataset[len(prefix) :]).resolve())
     lines = [

@@ -51,7 +51,7 @@ def render_site_toml(
 )
 @click.option("--federation-id", help="The federation id the CA operator gave you.")
 @click.option("--site-id", help="This site's id, as the CA will put it in the certificate.")
-@click.option("--data-source", help="npz:PATH | folder:PATH | digits | medmnist:NAME.")
+@click.option("--data-source", help="npz:PATH | folder:PATH | dicom:PATH | digits | medmnist:NAME.")
 @click.option("--state-dir", help="The state directory [default: state, next to site.toml].")
 @click.option(
     "--systemd-unit",

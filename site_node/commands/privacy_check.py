@@ -105,8 +105,8 @@ def _from_files(module_path, data_spec, data_root, seed):
 @click.option(
     "--data",
     "data_spec",
-    help="Without --config: the module's data (digits, npz:PATH, folder:PATH or "
-    "a MedMNIST name), with labels in the federation's label space.",
+    help="Without --config: the module's data (digits, npz:PATH, folder:PATH, dicom:PATH "
+    "or a MedMNIST name), with labels in the federation's label space.",
 )
 @click.option(
     "--data-root", type=click.Path(file_okay=False), help="MedMNIST root folder (with --data)."

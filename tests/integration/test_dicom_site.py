@@ -1,0 +1,106 @@
+"""A site trained from DICOM files as real `site-node` processes, and `simulate --dataset dicom:`.
+
+The DICOM files (tests/dicom_fixture.py) carry distinctive patient names, ids,
+a study UID and file names; after training, a `run --once` cycle and the
+refused inputs, the state directory and every byte the processes printed (their
+logs: site-node logs to stderr) are searched for them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ffsecure import data
+from tests import dicom_fixture as fx
+from tests.conftest import PYTHON, REPO, cli_env
+from tests.federation_fixture import build_federation
+from tests.integration.test_simulate import TINY
+from tests.integration.test_site_node import setup_site_in_process, site_node, write_site_config
+
+DIGITS = [str(i) for i in range(10)]
+
+
+def _config(tmp_path: Path, source: str) -> Path:
+    cfg = write_site_config(tmp_path, "st-dicom", "127.0.0.1:1", [], attempts=1)
+    text = cfg.read_text().replace('source = "digits"', f'source = "{source}"')
+    cfg.write_text(text.replace("classes = []\n", ""))
+    return cfg
+
+
+def test_site_trains_from_dicom_and_no_identifier_reaches_state_or_logs(tmp_path):
+    fed = build_federation(tmp_path / "fed", labels=DIGITS, sites=())
+    digits = fx.write_digits_dicom(tmp_path / "st-dicom" / "pacs", per_class=15, classes=(0, 1, 2))
+    cfg = _config(tmp_path, "dicom:pacs")
+    setup_site_in_process(fed, cfg, train=False)
+    printed: dict[str, bytes] = {}
+
+    def step(name: str, *args: object, check: bool = True) -> subprocess.CompletedProcess:
+        proc = site_node("--log-level", "DEBUG", *args, "--config", cfg, check=check)
+        printed[f"{name} stdout"], printed[f"{name} stderr"] = (
+            proc.stdout.encode(),
+            proc.stderr.encode(),
+        )
+        return proc
+
+    trained = json.loads(step("train", "train", "--json").stdout)
+    assert trained["classes"] == [0, 1, 2] and trained["n_train"] == 36
+    step("run", "run", "--once", check=False)  # nothing new to train; the upload cannot connect
+    pneumonia = digits.root / "2" / f"{fx.FILE_TAG}-{fx.PATIENT_ID}.dcm"
+    pneumonia.write_bytes(b"not DICOM at all " * 40)
+    bad = step("bad file", "train", check=False)
+    assert bad.returncode != 0 and "E_DICOM" in bad.stderr + bad.stdout
+    assert "file #16 in class '2'" in bad.stderr + bad.stdout
+    pneumonia.unlink()
+    (digits.root / fx.PATIENT_NAME.replace("^", "-")).mkdir()
+    fx.save(fx.dicom_dataset(fx.stored_values(digits.images[0])), digits.root / "x" / "y.dcm")
+    stray = step("stray class", "train", check=False)
+    assert stray.returncode != 0 and "E_DATA_LABELS" in stray.stderr + stray.stdout
+    fx.assert_no_identifiers({**printed, **fx.tree_bytes(cfg.parent / "state")})
+    # the search itself finds what it looks for
+    assert fx.found_identifiers(fx.tree_bytes(digits.root))
+
+
+def _simulate(dataset: str, out: Path) -> dict:
+    proc = subprocess.run(
+        [PYTHON, "-m", "ffsecure", "simulate", *TINY, "--dataset", dataset, "--out", str(out)]
+        + ["--image-shape", "1,16,16", "--samples-per-class", "40", "--json"],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    fx.assert_no_identifiers({"stdout": proc.stdout.encode(), "stderr": proc.stderr.encode()})
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.slow
+def test_simulate_on_dicom_matches_simulate_on_an_npz_of_the_same_images(tmp_path):
+    root, npz = tmp_path / "dcm", tmp_path / "same.npz"
+    written = subprocess.run(  # the helper as the closing note runs it
+        [sys.executable, "-m", "tests.dicom_fixture", str(root), "--per-class", "30"]
+        + ["--npz", str(npz), "--seed", "0"],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert written.returncode == 0, written.stderr
+    shape = (1, 16, 16)
+    loaded = data.load_dataset(f"dicom:{root}", image_shape=shape, seed=0)
+    same = data.load_dataset(f"npz:{npz}", image_shape=shape)
+    assert loaded.train_x.equal(same.train_x) and loaded.test_x.equal(same.test_x)
+    assert loaded.train_y.equal(same.train_y) and loaded.test_y.equal(same.test_y)
+    by_dicom = _simulate(f"dicom:{root}", tmp_path / "sim-dicom")
+    by_npz = _simulate(f"npz:{npz}", tmp_path / "sim-npz")
+    for method in ("centralized", "fedavg", "federatedfactory"):
+        assert by_dicom[method]["accuracy"] == by_npz[method]["accuracy"], method
+    assert by_dicom["dataset"]["train"] == by_npz["dataset"]["train"] == 240
+    fx.assert_no_identifiers(fx.tree_bytes(tmp_path / "sim-dicom"))
