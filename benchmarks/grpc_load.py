@@ -380,14 +380,61 @@ def memory_vs_size(root: Path, sizes_mb: list[int], timeout: float) -> dict:
 STORES = {"sqlite": ("sqlite", 1), "postgres": ("postgres", 1), "postgres-2": ("postgres", 2)}
 
 
-def _store_run(root: Path, n_sites: int, store: str, dsn: str | None, timeout: float) -> dict:
-    """``n_sites`` tiny registrations at once against one store setup; latencies per upload."""
+def register_all(
+    fed, sites: list[str], packages: dict, addresses: list[str], timeout: float, in_flight: int
+) -> dict:
+    """Every site registers its package, at most ``in_flight`` at once, spread over
+    ``addresses`` (site ``i`` to server ``i mod len``); latency counted from each call's start."""
+    clients = {
+        s: fed.client(s, addresses[i % len(addresses)], timeout_s=120, upload_timeout_s=timeout)
+        for i, s in enumerate(sites)
+    }
+    barrier = threading.Barrier(min(in_flight, len(sites)) + 1)
+    latencies: dict[str, float] = {}
+    errors: dict[str, str] = {}
+
+    def one(site: str) -> None:
+        sealed, pkg = packages[site]
+        t = time.perf_counter()
+        try:
+            clients[site].upload(sealed, module_id=pkg.manifest.module_id, site_id=site)
+            latencies[site] = time.perf_counter() - t
+        except Exception as exc:  # noqa: BLE001 - counted and reported
+            errors[site] = f"{type(exc).__name__}: {exc}"
+
+    def start_together() -> None:
+        barrier.wait()  # the first wave starts at one moment
+
+    with ThreadPoolExecutor(max_workers=min(in_flight, len(sites))) as pool:
+        for _ in range(min(in_flight, len(sites))):
+            pool.submit(start_together)
+        futures = [pool.submit(one, s) for s in sites]
+        barrier.wait()
+        t0 = time.perf_counter()
+        _done, pending = wait(futures, timeout=timeout)
+        elapsed = time.perf_counter() - t0
+    for c in clients.values():
+        c.close()
+    lat = list(latencies.values())
+    return {
+        "completed": len(lat),
+        "errors": len(errors) + len(pending),
+        "error_samples": list(errors.values())[:3],
+        "seconds": elapsed,
+        "registrations_per_s": len(lat) / elapsed,
+        "latency_p50_s": percentile(lat, 0.50),
+        "latency_p99_s": percentile(lat, 0.99),
+        "in_flight": min(in_flight, len(sites)),
+    }
+
+
+def store_federation(root: Path, sites: list[str], dsn: str | None, n_servers: int):
+    """A federation of ``sites`` whose aggregator uses SQLite (``dsn`` None) or PostgreSQL,
+    with ``n_servers`` serve configs sharing it; returns ``(fed, configs)``."""
     import shutil
 
     from tests.pg_fixture import use_postgres
 
-    backend, n_servers = STORES[store]
-    sites = [f"site-{i:03d}" for i in range(n_sites)]
     fed = build_federation(
         root,
         sites=sites,
@@ -403,53 +450,32 @@ def _store_run(root: Path, n_sites: int, store: str, dsn: str | None, timeout: f
     for k in range(1, n_servers):
         shutil.copytree(fed.home.root, root / f"aggregator-{k + 1}")
         configs.append(root / f"aggregator-{k + 1}" / "aggregator.toml")
+    return fed, configs
+
+
+def _store_run(
+    root: Path, n_sites: int, store: str, dsn: str | None, timeout: float, in_flight: int = 0
+) -> dict:
+    """``n_sites`` tiny registrations (all at once unless ``in_flight``) against one store
+    setup; latencies per upload."""
+    backend, n_servers = STORES[store]
+    sites = [f"site-{i:04d}" for i in range(n_sites)]
+    fed, configs = store_federation(root, sites, dsn, n_servers)
     packages = {s: fed.make_package(s, classes=[i % 4]) for i, s in enumerate(sites)}
     servers = [Server(fed, c) for c in configs]
     try:
-        clients = {
-            s: fed.client(
-                s, servers[i % n_servers].address, timeout_s=120, upload_timeout_s=timeout
-            )
-            for i, s in enumerate(sites)
-        }
-        barrier = threading.Barrier(n_sites + 1)
-        latencies: dict[str, float] = {}
-        errors: dict[str, str] = {}
-
-        def one(site: str) -> None:
-            sealed, pkg = packages[site]
-            barrier.wait()
-            t = time.perf_counter()
-            try:
-                clients[site].upload(sealed, module_id=pkg.manifest.module_id, site_id=site)
-                latencies[site] = time.perf_counter() - t
-            except Exception as exc:  # noqa: BLE001 - counted and reported
-                errors[site] = f"{type(exc).__name__}: {exc}"
-
-        with ThreadPoolExecutor(max_workers=n_sites) as pool:
-            futures = [pool.submit(one, s) for s in sites]
-            barrier.wait()
-            t0 = time.perf_counter()
-            _done, pending = wait(futures, timeout=timeout)
-            elapsed = time.perf_counter() - t0
-        for c in clients.values():
-            c.close()
+        run = register_all(
+            fed, sites, packages, [srv.address for srv in servers], timeout, in_flight or n_sites
+        )
     finally:
         for srv in servers:
             srv.stop()
-    lat = list(latencies.values())
     return {
         "store": store,
         "backend": backend,
         "servers": n_servers,
         "module_bytes": len(next(iter(packages.values()))[0]),
-        "completed": len(lat),
-        "errors": len(errors) + len(pending),
-        "error_samples": list(errors.values())[:3],
-        "seconds": elapsed,
-        "registrations_per_s": len(lat) / elapsed,
-        "latency_p50_s": percentile(lat, 0.50),
-        "latency_p99_s": percentile(lat, 0.99),
+        **run,
     }
 
 
