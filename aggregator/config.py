@@ -237,11 +237,14 @@ def load_config(path: str | Path) -> AggregatorConfig:
     return parse_config(text, home=p.resolve().parent)
 
 
-def write_default_config(path: str | Path, *, listen: str | None = None) -> Path:
-    """Write the documented default aggregator.toml (refuses to overwrite)."""
+def write_default_config(
+    path: str | Path, *, listen: str | None = None, text: str = DEFAULT_TOML
+) -> Path:
+    """Write the documented default aggregator.toml, or ``text`` (a startup kit's) after
+    checking that it parses, with ``listen`` set when given (refuses to overwrite)."""
     p = Path(path)
-    text = DEFAULT_TOML
     if listen is not None:
         _check_listen(listen)
-        text = text.replace('listen = "127.0.0.1:8443"', f'listen = "{listen}"', 1)
+        text = templates.fill(text, "server", "listen", listen)
+    parse_config(text, home=p.parent.resolve())
     return templates.write_new(p, text, mode=0o600)

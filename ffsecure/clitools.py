@@ -115,3 +115,14 @@ def setup_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
 
 def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def renamed_option(value: str | None, old_value: str | None, name: str, old_name: str) -> str:
+    """The value of an option that was renamed, given by its new or (deprecated) old name."""
+    if value and old_value:
+        raise click.UsageError(f"{old_name} is the old name of {name}; give only {name}")
+    if not value and not old_value:
+        raise click.UsageError(f"missing option {name}")
+    if old_value:
+        click.echo(f"warning: {old_name} is deprecated; use {name}", err=True)
+    return value or old_value or ""
