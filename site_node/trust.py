@@ -134,7 +134,10 @@ def load(cfg: SiteConfig) -> Trust:
         )
     except FFSecureError as exc:
         if exc.hint is None:
-            exc.hint = "run `site-node install-cert` again with the files from the CA operator"
+            exc.hint = (
+                "run `site-node install-kit` (or `install-cert`) again with what the CA "
+                "operator sent"
+            )
         raise
 
 
