@@ -10,6 +10,7 @@ import click
 from aggregator.commands.context import json_option
 from aggregator.initialize import install_kit as install_kit_files
 from ffsecure.clitools import echo_json
+from ffsecure.commands.pki import expect_ca_fingerprint_option
 from ffsecure.pki.kit import read_kit_file
 
 
@@ -22,13 +23,7 @@ from ffsecure.pki.kit import read_kit_file
     type=click.Path(file_okay=False),
     help="The aggregator home made by `aggregator init` step 1.",
 )
-@click.option(
-    "--expect-ca-fingerprint",
-    "fingerprint",
-    required=True,
-    help="The CA's SHA-256 fingerprint as the CA operator told you out of band "
-    "(64 hex digits, or AA:BB:... as openssl prints it).",
-)
+@expect_ca_fingerprint_option
 @click.option("--listen", help="server.listen [default: the kit's aggregator.toml].")
 @click.option(
     "--systemd-unit",

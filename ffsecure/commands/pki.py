@@ -92,6 +92,14 @@ no_passphrase_option = click.option(
     help="Write the new private key unencrypted, on purpose (no warning).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+#: ``install-kit`` of every role: the CA fingerprint the installer was told out of band.
+expect_ca_fingerprint_option = click.option(
+    "--expect-ca-fingerprint",
+    "fingerprint",
+    required=True,
+    help="The CA's SHA-256 fingerprint as the CA operator told you out of band "
+    "(64 hex digits, or AA:BB:... as openssl prints it).",
+)
 
 
 def _json(ctx: click.Context, as_json: bool) -> None:

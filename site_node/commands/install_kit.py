@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from ffsecure.commands.pki import expect_ca_fingerprint_option
 from ffsecure.pki.kit import read_kit_file
 from site_node.commands._common import json_option
 from site_node.commands.install_cert import show_installed
@@ -28,13 +29,7 @@ from site_node.kit import install_kit as install_kit_files
     type=click.Path(dir_okay=False),
     help="The site's site.toml: kept if it exists, else written from the kit.",
 )
-@click.option(
-    "--expect-ca-fingerprint",
-    "fingerprint",
-    required=True,
-    help="The CA's SHA-256 fingerprint as the CA operator told you out of band "
-    "(64 hex digits, or AA:BB:... as openssl prints it).",
-)
+@expect_ca_fingerprint_option
 @click.option(
     "--systemd-unit",
     "unit_path",
