@@ -11,6 +11,7 @@
 # Digits data (shipped with scikit-learn), the tiny cvae for one epoch: about a minute
 # on two CPU cores. Every command is echoed with "$ " before its output.
 set -euo pipefail
+exec 2>&1  # one transcript: every command's errors and logs in order with its output
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
