@@ -7,6 +7,7 @@ from ffsecure.clitools import program_group
 COMMANDS: dict[str, str] = {
     "init": "aggregator.commands.init:init",
     "init-config": "aggregator.commands.init:init_config",
+    "install-kit": "aggregator.commands.install_kit:install_kit",
     "ledger": "aggregator.commands.ledger:ledger",
     "modules": "aggregator.commands.modules:modules",
     "publish": "aggregator.commands.publish:publish",

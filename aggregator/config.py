@@ -324,21 +324,26 @@ def load_config(path: str | Path) -> AggregatorConfig:
 
 
 def write_default_config(
-    path: str | Path, *, listen: str | None = None, store_backend: str = "sqlite"
+    path: str | Path,
+    *,
+    listen: str | None = None,
+    store_backend: str = "sqlite",
+    text: str = DEFAULT_TOML,
 ) -> Path:
-    """Write the documented default aggregator.toml (refuses to overwrite).
+    """Write the documented default aggregator.toml, or ``text`` (a startup kit's) after
+    checking that it parses, with ``listen`` set when given (refuses to overwrite).
 
     ``store_backend="postgres"`` selects the PostgreSQL store reading its DSN from
     ``store.dsn`` next to the file (which the operator then creates, 0600).
     """
     p = Path(path)
-    text = DEFAULT_TOML
     if listen is not None:
         _check_listen(listen)
-        text = text.replace('listen = "127.0.0.1:8443"', f'listen = "{listen}"', 1)
+        text = templates.fill(text, "server", "listen", listen)
     if store_backend not in STORE_BACKENDS:
         raise ConfigError(f"store backend {store_backend!r} is not one of {STORE_BACKENDS}")
     if store_backend == "postgres":
         text = text.replace('backend = "sqlite"  ', 'backend = "postgres"', 1)
         text = text.replace('# dsn_file = "store.dsn"', 'dsn_file = "store.dsn"  ', 1)
+    parse_config(text, home=p.parent.resolve())
     return templates.write_new(p, text, mode=0o600)

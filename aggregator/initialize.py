@@ -13,11 +13,17 @@
    ``federation.json``, ``ca.pem``, ``crl.pem``, ``tls.pem``, the default
    ``aggregator.toml`` and an empty store.
 
-Both refuse to overwrite anything, and check everything before writing.
+Step 2 may instead take the CA's startup kit (:func:`install_kit`,
+``aggregator install-kit KIT --dir DIR --expect-ca-fingerprint FP``): the kit
+is pinned to the CA fingerprint and its signature checked, then its members
+go through :func:`install` exactly as the loose files would.
+
+All refuse to overwrite anything, and check everything before writing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -25,7 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from aggregator.config import write_default_config
+from aggregator.config import DEFAULT_TOML, parse_config, write_default_config
 from aggregator.home import (
     AggregatorHome,
     create_kek,
@@ -35,9 +41,12 @@ from aggregator.home import (
     write_private_file,
 )
 from aggregator.store import open_home_store
-from ffsecure import envelope, pki
+from ffsecure import envelope, pki, templates
 from ffsecure.errors import ConfigError
 from ffsecure.federation import load_signed_manifest, write_public_keys
+from ffsecure.pki.kit import KitError, Role, open_kit
+from ffsecure.pki.startup import AGGREGATOR_UNIT
+from ffsecure.records.ids import check_host
 
 
 def _exists(path: Path) -> ConfigError:
@@ -55,9 +64,15 @@ def create_keys(
     *,
     origin: str | None = None,
     hpke_suite: str = "x25519",
+    hosts: Sequence[str] = (),
 ) -> dict:
-    """Step 1: keys, public-keys.json and aggregator.csr. Returns the paths written."""
+    """Step 1: keys, public-keys.json and aggregator.csr. Returns the paths written.
+
+    ``hosts`` (DNS names or IPs the sites will connect to) go into the CSR's
+    SAN beside the identity URI, so the CA signs them without being told.
+    """
     federation_id = pki.check_id(federation_id, "federation id")
+    hosts = [check_host(name) for name in dict.fromkeys(hosts)]
     home = AggregatorHome.at(home_dir)
     public_keys, csr_path = home.root / "public-keys.json", home.root / "aggregator.csr"
     for p in (
@@ -86,16 +101,7 @@ def create_keys(
             serialization.NoEncryption(),
         ),
     )
-    identity = pki.Identity(federation_id, "aggregator")
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aggregator")]))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity.uri)]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
+    csr = _tls_csr(key, federation_id, hosts)
     pki.write_public_file(csr_path, csr.public_bytes(serialization.Encoding.PEM))
     write_public_keys(
         public_keys,
@@ -111,7 +117,24 @@ def create_keys(
         "keys": [str(p) for p in (home.kek_key, home.log_key, home.hpke_key, home.tls_key)],
         "log_origin": signer.name,
         "hpke_key_id": envelope.key_id(hpke_public),
+        "hosts": hosts,
     }
+
+
+def _tls_csr(
+    key: ec.EllipticCurvePrivateKey, federation_id: str, hosts: Sequence[str]
+) -> x509.CertificateSigningRequest:
+    """The TLS key's CSR: the aggregator identity URI, then each host as a DNS name or IP."""
+    names: list[x509.GeneralName] = [
+        x509.UniformResourceIdentifier(pki.Identity(federation_id, "aggregator").uri)
+    ]
+    names += [pki.host_general_name(host) for host in hosts]
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aggregator")]))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(key, hashes.SHA256())
+    )
 
 
 def install(
@@ -122,8 +145,13 @@ def install(
     crl_pem: bytes,
     tls_cert_pem: bytes,
     listen: str | None = None,
+    config_text: str = DEFAULT_TOML,
 ) -> dict:
-    """Step 2: check and install the CA's answers, write the config, create the store."""
+    """Step 2: check and install the CA's answers, write the config, create the store.
+
+    ``config_text`` is the aggregator.toml to write (a startup kit's; the
+    shipped default otherwise); it is parsed before anything is written.
+    """
     home = AggregatorHome.at(home_dir)
     for p in (home.kek_key, home.log_key, home.hpke_key, home.tls_key):
         if not p.is_file():
@@ -169,11 +197,12 @@ def install(
             code="E_KEY_MISMATCH",
             hint="install the certificate the CA made from this home's aggregator.csr",
         )
+    configured = parse_config(config_text, home=home.root.resolve()).server.listen
     pki.write_public_file(home.federation, federation_json)
     pki.write_public_file(home.ca_cert, ca_cert_pem)
     pki.write_public_file(home.crl, crl_pem)
     pki.write_public_file(home.tls_cert, tls_cert_pem)
-    write_default_config(home.config, listen=listen)
+    write_default_config(home.config, listen=listen, text=config_text)
     with open_home_store(home) as store:
         size = store.size()
     return {
@@ -182,4 +211,52 @@ def install(
         "config": str(home.config),
         "store": str(home.store_db),
         "log_size": size,
+        "listen": listen or configured,
+    }
+
+
+def install_kit(
+    home_dir: str | Path,
+    kit_data: bytes,
+    expected_fingerprint: str,
+    *,
+    listen: str | None = None,
+    unit_path: Path | None = None,
+) -> dict:
+    """Step 2 from a startup kit: pin the CA, verify the kit, then :func:`install` its members.
+
+    Refused with nothing written unless the kit's ``ca.pem`` has
+    ``expected_fingerprint`` (``E_KIT_FINGERPRINT``) and that CA signed the
+    kit (``E_KIT_SIGNATURE``, ``E_KIT``); :func:`install` then makes every
+    check of step 2 (manifest signature and keys, CRL, TLS certificate for
+    this home's key) before it writes. The kit's ``aggregator.service`` is
+    written to ``unit_path`` when asked for and present.
+    """
+    kit = open_kit(kit_data, expected_fingerprint, Role.AGGREGATOR)
+    if unit_path is not None:
+        if AGGREGATOR_UNIT not in kit.members:
+            raise KitError(
+                "this kit carries no aggregator.service unit",
+                hint="leave --systemd-unit out (the CA's ffsecure has no unit to ship)",
+            )
+        if unit_path.exists():
+            raise _exists(unit_path)
+    out = install(
+        home_dir,
+        federation_json=kit.members["federation.json"],
+        ca_cert_pem=kit.members["ca.pem"],
+        crl_pem=kit.members["crl.pem"],
+        tls_cert_pem=kit.members["aggregator.pem"],
+        listen=listen,
+        config_text=kit.text("aggregator.toml"),
+    )
+    if unit_path is not None:
+        templates.write_new(unit_path, kit.text(AGGREGATOR_UNIT))
+    fp = pki.fingerprint(kit.ca_cert)
+    return {
+        **out,
+        "ca_fingerprint": fp.hex,
+        "ca_fingerprint_colon": fp.colon,
+        "identity": kit.identity,
+        "systemd_unit": str(unit_path) if unit_path else None,
     }

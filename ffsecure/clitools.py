@@ -138,3 +138,12 @@ def read_key_arg(value: str, what: str) -> str:
             hint="pass the key (name+hash+base64) or the path of the file that holds it",
         )
     return value.strip()
+def renamed_option(value: str | None, old_value: str | None, name: str, old_name: str) -> str:
+    """The value of an option that was renamed, given by its new or (deprecated) old name."""
+    if value and old_value:
+        raise click.UsageError(f"{old_name} is the old name of {name}; give only {name}")
+    if not value and not old_value:
+        raise click.UsageError(f"missing option {name}")
+    if old_value:
+        click.echo(f"warning: {old_name} is deprecated; use {name}", err=True)
+    return value or old_value or ""

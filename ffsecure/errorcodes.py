@@ -234,6 +234,30 @@ _PKI_ROWS = _section(
         ),
         ("E_KEY_MISSING", "a key file does not exist", _ERR + "ConfigError"),
         ("E_KEY_PERMISSIONS", "a key file is readable by group or others", _ERR + "ConfigError"),
+        (
+            "E_FINGERPRINT",
+            "a fingerprint given to --expect-ca-fingerprint is not a SHA-256 fingerprint "
+            "(64 hex digits or 32 colon-separated pairs)",
+            _PKI + "FingerprintError",
+        ),
+        (
+            "E_KIT",
+            "a startup kit is malformed, over a bound (size, members), holds a member that is "
+            "not allowed (a path, a link, a device, an unknown name), or a member differs from "
+            "what the CA signed; nothing is installed",
+            _PKI + "kit.KitError",
+        ),
+        (
+            "E_KIT_FINGERPRINT",
+            "a startup kit's ca.pem is not the CA whose fingerprint the installer pinned "
+            "(swapped in transit, or the wrong kit); nothing is installed",
+            _PKI + "kit.KitFingerprintError",
+        ),
+        (
+            "E_KIT_SIGNATURE",
+            "a startup kit's manifest is not signed by the CA it carries; nothing is installed",
+            _PKI + "kit.KitSignatureError",
+        ),
     ],
 )
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from ffsecure import FORMAT_VERSION, canonical, envelope, pki, timefmt
 from ffsecure.errors import (
     ConfigError,
     FederationMismatchError,
+    FFSecureError,
     FormatError,
     LedgerError,
     VerificationError,
@@ -309,22 +311,22 @@ class FederationManifest:
 # ----------------------------------------------------------- sign / verify
 
 
-def _message(signed_bytes: bytes) -> bytes:
-    return SIGNATURE_CONTEXT + hashlib.sha256(signed_bytes).digest()
+def _message(context: bytes, signed_bytes: bytes) -> bytes:
+    return context + hashlib.sha256(signed_bytes).digest()
 
 
-def create_signed_manifest(manifest: FederationManifest, ca: pki.CA) -> bytes:
-    """Sign ``manifest`` with the CA key; returns the canonical ``federation.json`` bytes."""
-    manifest.validate()
-    if manifest.federation_id != ca.federation_id:
-        raise FederationMismatchError(
-            f"manifest is for {manifest.federation_id!r}, the CA serves {ca.federation_id!r}"
-        )
-    signed = canonical.dumps(manifest.to_dict())
-    sig = ca.sign_bytes(_message(signed))
+def ca_sign(body: Any, ca: pki.CA, context: bytes) -> bytes:
+    """``{"signed": body, "signatures": [...]}`` as canonical JSON, signed by the CA.
+
+    The CA signs ``context || SHA-256(canonical(body))``; ``context`` names what
+    is signed (:data:`SIGNATURE_CONTEXT` for the federation manifest, the
+    startup kit's own for a kit), so one signature is never valid as another.
+    """
+    signed = canonical.dumps(body)
+    sig = ca.sign_bytes(_message(context, signed))
     return canonical.dumps(
         {
-            "signed": manifest.to_dict(),
+            "signed": body,
             "signatures": [
                 {
                     "alg": SIGNATURE_ALG,
@@ -334,6 +336,43 @@ def create_signed_manifest(manifest: FederationManifest, ca: pki.CA) -> bytes:
             ],
         }
     )
+
+
+def ca_signature_verifies(
+    obj: Any,
+    ca_cert: x509.Certificate,
+    context: bytes,
+    what: str,
+    error: Callable[[fields.FieldError], FFSecureError],
+) -> bool:
+    """Whether ``obj`` (parsed canonical JSON, shaped as :func:`ca_sign` writes it) carries a
+    valid signature of ``ca_cert`` over its ``signed`` body under ``context``.
+
+    A shape error is raised through ``error`` (the caller's code); entries of
+    another key are skipped.
+    """
+    fields.check(SIGNED_FILE_SPEC, obj, what, error=error)
+    message = _message(context, canonical.dumps(obj["signed"]))
+    fingerprint = pki.cert_fingerprint(ca_cert)
+    public = ca_cert.public_key()
+    for entry in obj["signatures"]:
+        fields.check(SIGNATURE_SPEC, entry, "signature entry", error=error)
+        if entry["keyid"] != fingerprint:
+            continue
+        sig = canonical.b64decode_canonical(entry["sig"])
+        if sig is not None and _ecdsa_valid(public, sig, message):
+            return True
+    return False
+
+
+def create_signed_manifest(manifest: FederationManifest, ca: pki.CA) -> bytes:
+    """Sign ``manifest`` with the CA key; returns the canonical ``federation.json`` bytes."""
+    manifest.validate()
+    if manifest.federation_id != ca.federation_id:
+        raise FederationMismatchError(
+            f"manifest is for {manifest.federation_id!r}, the CA serves {ca.federation_id!r}"
+        )
+    return ca_sign(manifest.to_dict(), ca, SIGNATURE_CONTEXT)
 
 
 def _ecdsa_valid(public: CertificatePublicKeyTypes, sig: bytes, message: bytes) -> bool:
@@ -355,23 +394,7 @@ def load_signed_manifest(data: bytes, ca_cert: x509.Certificate) -> FederationMa
     E_MANIFEST_SIGNATURE (no valid CA signature), E_FEDERATION_MISMATCH.
     """
     obj = canonical.loads_canonical(data, max_bytes=MAX_MANIFEST_BYTES)
-    fields.check(SIGNED_FILE_SPEC, obj, "federation.json", error=_field_error)
-    sigs = obj["signatures"]
-    message = _message(canonical.dumps(obj["signed"]))
-    fingerprint = pki.cert_fingerprint(ca_cert)
-    public = ca_cert.public_key()
-    verified = False
-    for entry in sigs:
-        fields.check(SIGNATURE_SPEC, entry, "signature entry", error=_field_error)
-        if entry["keyid"] != fingerprint:
-            continue
-        sig = canonical.b64decode_canonical(entry["sig"])
-        if sig is None:
-            continue
-        if _ecdsa_valid(public, sig, message):
-            verified = True
-            break
-    if not verified:
+    if not ca_signature_verifies(obj, ca_cert, SIGNATURE_CONTEXT, "federation.json", _field_error):
         raise ManifestSignatureError(
             "federation manifest is not signed by this federation's CA",
             hint="get federation.json and ca.pem from the federation operator again",

@@ -94,7 +94,15 @@ def check(workdir: Path, *, python: str) -> None:
         what="aggregator init-config",
     )
     _run(
-        [str(bin_dir / "ffsecure"), "pki", "init", "--federation-id", "fresh-check", "--dir", "ca"],
+        [
+            str(bin_dir / "ffsecure"),
+            "pki",
+            "init",
+            "--federation-id",
+            "fresh-check",
+            "--ca-dir",
+            "ca",
+        ],
         cwd=outside,
         env=env,
         what="ffsecure pki init",

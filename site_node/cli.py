@@ -12,6 +12,7 @@ COMMANDS: dict[str, str] = {
     "forget": "site_node.commands.forget:forget",
     "init": "site_node.commands.init:init",
     "install-cert": "site_node.commands.install_cert:install_cert",
+    "install-kit": "site_node.commands.install_kit:install_kit",
     "privacy-check": "site_node.commands.privacy_check:privacy_check",
     "run": "site_node.commands.run:run",
     "status": "site_node.commands.status:status",

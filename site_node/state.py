@@ -192,8 +192,8 @@ class StateDir:
         if missing:
             raise StateError(
                 f"{self.root} lacks {', '.join(missing)}",
-                hint="run `site-node enroll`, have the CA sign the CSR, then `site-node "
-                "install-cert`",
+                hint="run `site-node enroll`, send the CSR to the CA operator, then "
+                "`site-node install-kit` with the kit (or `install-cert` with loose files)",
                 code="E_NOT_INSTALLED",
             )
 

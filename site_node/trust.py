@@ -96,15 +96,24 @@ def check_material(
 def install(cfg: SiteConfig, *, cert_file: Path, ca_file: Path, federation_file: Path) -> Trust:
     """Verify and copy the signed certificate, CA certificate and manifest into the state
     directory."""
-    state = StateDir(cfg.state_dir).ensure()
-    trust = check_material(
+    return install_material(
         cfg,
         cert_pem=_read(cert_file, "certificate"),
         ca_pem=_read(ca_file, "CA certificate"),
         manifest_bytes=_read(federation_file, "federation manifest"),
-        key=load_key(cfg),
     )
-    manifest_bytes = _read(federation_file, "federation manifest")
+
+
+def install_material(
+    cfg: SiteConfig, *, cert_pem: bytes, ca_pem: bytes, manifest_bytes: bytes
+) -> Trust:
+    """:func:`check_material` with this site's key, then write the three files into the state
+    directory (``install-cert`` and ``install-kit`` both end here); nothing is written when a
+    check fails."""
+    trust = check_material(
+        cfg, cert_pem=cert_pem, ca_pem=ca_pem, manifest_bytes=manifest_bytes, key=load_key(cfg)
+    )
+    state = StateDir(cfg.state_dir).ensure()
     pki.write_public_file(state.ca_cert, trust.ca_pem)
     pki.write_public_file(state.federation, manifest_bytes)
     pki.write_public_file(state.cert, trust.cert_pem)
@@ -125,7 +134,10 @@ def load(cfg: SiteConfig) -> Trust:
         )
     except FFSecureError as exc:
         if exc.hint is None:
-            exc.hint = "run `site-node install-cert` again with the files from the CA operator"
+            exc.hint = (
+                "run `site-node install-kit` (or `install-cert`) again with what the CA "
+                "operator sent"
+            )
         raise
 
 

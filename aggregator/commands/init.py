@@ -9,7 +9,7 @@ import click
 from aggregator.commands.context import json_option
 from aggregator.config import write_default_config
 from aggregator.initialize import create_keys, install
-from ffsecure.clitools import echo_json
+from ffsecure.clitools import echo_json, renamed_option
 
 
 @click.command("init")
@@ -26,16 +26,25 @@ from ffsecure.clitools import echo_json
 )
 @click.option("--origin", help="Step 1: log origin [default: ffsecure.local/<federation-id>/log].")
 @click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    help="Step 1: DNS name or IP the sites connect to, written into aggregator.csr "
+    "(repeatable); the CA signs it without being told.",
+)
+@click.option(
     "--federation",
     "federation_file",
     type=click.Path(dir_okay=False, exists=True),
     help="Step 2: the CA-signed federation.json made from this home's public-keys.json.",
 )
 @click.option(
-    "--ca-cert",
+    "--ca",
+    "ca_file",
     type=click.Path(dir_okay=False, exists=True),
     help="Step 2: the federation CA certificate.",
 )
+@click.option("--ca-cert", "old_ca_file", type=click.Path(dir_okay=False, exists=True), hidden=True)
 @click.option(
     "--crl",
     "crl_file",
@@ -59,8 +68,10 @@ def init(
     home_dir: str,
     federation_id: str | None,
     origin: str | None,
+    hosts: tuple[str, ...],
     federation_file: str | None,
-    ca_cert: str | None,
+    ca_file: str | None,
+    old_ca_file: str | None,
     crl_file: str | None,
     tls_cert: str | None,
     listen: str | None,
@@ -69,35 +80,32 @@ def init(
     """Create an aggregator home in two steps; never overwrites anything.
 
     \b
-    Step 1  aggregator init --dir DIR --federation-id ID
+    Step 1  aggregator init --dir DIR --federation-id ID --host HOST
             -> keys/{kek,log,hpke,tls}.key (0600), public-keys.json, aggregator.csr
-            Send public-keys.json and aggregator.csr to the CA operator.
-    Step 2  aggregator init --dir DIR --federation federation.json --ca-cert ca.pem \\
-                            --crl crl.pem --tls-cert aggregator.pem
+            Send public-keys.json and aggregator.csr to the CA operator, who
+            answers with a startup kit (`ffsecure pki kit --aggregator`).
+    Step 2  aggregator install-kit aggregator.kit --dir DIR --expect-ca-fingerprint FP
+            (or, from loose files: aggregator init --dir DIR --federation federation.json
+                                   --ca ca.pem --crl crl.pem --tls-cert aggregator.pem)
             -> checked and installed; aggregator.toml and the store are created.
     """
     ctx.ensure_object(dict)["json"] = as_json
-    step2 = [federation_file, ca_cert, crl_file, tls_cert]
+    if ca_file or old_ca_file:
+        ca_file = renamed_option(ca_file, old_ca_file, "--ca", "--ca-cert")
+    step2 = [federation_file, ca_file, crl_file, tls_cert]
     if federation_id and any(step2):
         raise click.UsageError(
-            "give either --federation-id (step 1) "
-            "or --federation/--ca-cert/--crl/--tls-cert (step 2)"
+            "give either --federation-id (step 1) or --federation/--ca/--crl/--tls-cert (step 2)"
         )
+    if hosts and not federation_id:
+        raise click.UsageError("--host belongs to step 1 (with --federation-id)")
     if federation_id:
-        out = create_keys(home_dir, federation_id, origin=origin)
-        if as_json:
-            echo_json(out)
-        else:
-            click.echo(f"created the keys of {out['home']} (log {out['log_origin']})")
-            click.echo(
-                f"send {out['public_keys']} and {out['csr']} to the federation CA operator, "
-                "then run step 2"
-            )
+        _step1(home_dir, federation_id, origin, hosts, as_json)
         return
     given = [path for path in step2 if path]
     if len(given) != len(step2):
         raise click.UsageError(
-            "step 2 needs --federation, --ca-cert, --crl and --tls-cert "
+            "step 2 needs --federation, --ca, --crl and --tls-cert "
             "(or run step 1 with --federation-id)"
         )
 
@@ -115,6 +123,30 @@ def init(
     else:
         click.echo(f"aggregator home {out['home']} ready for federation {out['federation_id']}")
         click.echo(f"start it with `aggregator serve --config {out['config']}`")
+
+
+def _step1(
+    home_dir: str, federation_id: str, origin: str | None, hosts: tuple[str, ...], as_json: bool
+) -> None:
+    out = create_keys(home_dir, federation_id, origin=origin, hosts=hosts)
+    if as_json:
+        echo_json(out)
+        return
+    click.echo(f"created the keys of {out['home']} (log {out['log_origin']})")
+    names = ", ".join(out["hosts"]) or "none: the CA must pass --host"
+    click.echo(f"  host names in {out['csr']}: {names}")
+    click.echo(
+        f"send {out['public_keys']} and {out['csr']} to the federation CA operator, who runs"
+    )
+    click.echo("  ffsecure federation init/create (with public-keys.json), then")
+    click.echo(
+        "  ffsecure pki kit --aggregator --csr aggregator.csr --ca-dir CA "
+        "--federation federation.json --out aggregator.kit"
+    )
+    click.echo(
+        "then, with the kit and the CA fingerprint read to you out of band: "
+        f"aggregator install-kit aggregator.kit --dir {out['home']} --expect-ca-fingerprint FP"
+    )
 
 
 @click.command("init-config")

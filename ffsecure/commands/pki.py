@@ -21,8 +21,11 @@ import click
 
 from ffsecure import canonical
 from ffsecure import pki as pkilib
-from ffsecure.clitools import echo_json
+from ffsecure.clitools import echo_json, renamed_option
 from ffsecure.errors import ConfigError
+from ffsecure.pki import kit as kitlib
+from ffsecure.pki import startup
+from ffsecure.templates import FileExistsRefused
 
 
 def read_passphrase(path: str | None) -> bytes | None:
@@ -89,6 +92,14 @@ no_passphrase_option = click.option(
     help="Write the new private key unencrypted, on purpose (no warning).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+#: ``install-kit`` of every role: the CA fingerprint the installer was told out of band.
+expect_ca_fingerprint_option = click.option(
+    "--expect-ca-fingerprint",
+    "fingerprint",
+    required=True,
+    help="The CA's SHA-256 fingerprint as the CA operator told you out of band "
+    "(64 hex digits, or AA:BB:... as openssl prints it).",
+)
 
 
 def _json(ctx: click.Context, as_json: bool) -> None:
@@ -101,6 +112,7 @@ def _cert_summary(cert, **extra) -> dict:
         "identity": identity.uri,
         "serial": pkilib.serial_hex(cert.serial_number),
         "fingerprint": pkilib.cert_fingerprint(cert),
+        "fingerprint_colon": pkilib.fingerprint(cert).colon,
         "not_after": pkilib.rfc3339(cert.not_valid_after_utc),
         **extra,
     }
@@ -128,26 +140,31 @@ def _write_leaf(
 
 @click.group("pki")
 def pki() -> None:
-    """Federation CA: init, issue, sign-csr, revoke, crl, list, verify."""
+    """Federation CA: init, kit, fingerprint, issue, sign-csr, revoke, crl, list, verify."""
 
 
 @pki.command("init")
 @click.option("--federation-id", required=True, help="Federation id (lowercase, 1-63 chars).")
 @click.option(
-    "--dir",
-    "directory",
-    required=True,
+    "--ca-dir",
     type=click.Path(file_okay=False),
     help="New directory for the CA (created 0700).",
 )
+@click.option("--dir", "old_dir", type=click.Path(file_okay=False), hidden=True)
 @passphrase_option
 @no_passphrase_option
 @click.option("--days", default=pkilib.CA_DAYS_DEFAULT, show_default=True, help="CA lifetime.")
 @json_option
 @click.pass_context
-def init_cmd(ctx, federation_id, directory, passphrase_file, no_passphrase, days, as_json):
-    """Create a federation CA (ECDSA P-256, key file 0600, encrypted with a passphrase file)."""
+def init_cmd(ctx, federation_id, ca_dir, old_dir, passphrase_file, no_passphrase, days, as_json):
+    """Create a federation CA (ECDSA P-256, key file 0600, encrypted with a passphrase file).
+
+    Prints the CA certificate's SHA-256 fingerprint in both forms: read it to
+    every site and the aggregator out of band; they pass it to `install-kit
+    --expect-ca-fingerprint`.
+    """
     _json(ctx, as_json)
+    directory = renamed_option(ca_dir, old_dir, "--ca-dir", "--dir")
     passphrase = new_key_passphrase(
         read_passphrase(passphrase_file),
         no_passphrase,
@@ -155,18 +172,141 @@ def init_cmd(ctx, federation_id, directory, passphrase_file, no_passphrase, days
         CA_PASSPHRASE_ENV,
     )
     ca = pkilib.init_ca(directory, federation_id, passphrase=passphrase, days=days)
+    fp = pkilib.fingerprint(ca.cert)
     info = {
         "federation_id": ca.federation_id,
         "ca_cert": str(Path(directory) / "ca.pem"),
-        "fingerprint": pkilib.cert_fingerprint(ca.cert),
+        "fingerprint": fp.hex,
+        "fingerprint_colon": fp.colon,
         "not_after": pkilib.rfc3339(ca.cert.not_valid_after_utc),
     }
     if as_json:
         echo_json(info)
     else:
         click.echo(f"created CA for federation {ca.federation_id} in {directory}")
-        click.echo(f"  CA certificate: {info['ca_cert']} (sha256 {info['fingerprint']})")
-        click.echo("  keep ca.key offline; give ca.pem to every site and the aggregator")
+        click.echo(f"  CA certificate: {info['ca_cert']}")
+        click.echo(f"  SHA-256 fingerprint: {fp.hex}")
+        click.echo(f"                       {fp.colon}")
+        click.echo(
+            "  keep ca.key offline; read the fingerprint to every site and the aggregator "
+            "out of band"
+        )
+
+
+@pki.command("fingerprint")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@json_option
+@click.pass_context
+def fingerprint_cmd(ctx, file, as_json):
+    """Print the SHA-256 fingerprint of a certificate PEM (or of a kit's ca.pem), in both forms.
+
+    A kit's ca.pem is only read, not verified: compare what this prints with
+    the fingerprint the CA operator gives you out of band.
+    """
+    _json(ctx, as_json)
+    data = kitlib.read_kit_file(file)
+    from_kit = b"-----BEGIN CERTIFICATE-----" not in data[:4096]
+    cert = kitlib.unverified_ca_cert(data) if from_kit else pkilib.load_cert(data)
+    fp = pkilib.fingerprint(cert)
+    info = {"file": file, "source": "kit ca.pem" if from_kit else "certificate", **fp.to_dict()}
+    if as_json:
+        echo_json(info)
+        return
+    click.echo(f"{fp.hex}")
+    click.echo(f"{fp.colon}")
+
+
+@pki.command("kit")
+@click.option("--site-id", help="The site's id (site kit; the CSR must ask for it).")
+@click.option("--aggregator", "for_aggregator", is_flag=True, help="Make the aggregator's kit.")
+@click.option(
+    "--host",
+    help="Aggregator kit: its host name; default: those `aggregator init --host` put in the CSR.",
+)
+@click.option(
+    "--csr",
+    "csr_file",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="The CSR from `site-node enroll` or `aggregator init` (the key stays there).",
+)
+@ca_dir_option
+@click.option(
+    "--federation",
+    "federation_file",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="The CA-signed federation.json (`ffsecure federation create`).",
+)
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="The kit file to write (new)."
+)
+@click.option("--days", default=pkilib.LEAF_DAYS_DEFAULT, show_default=True)
+@passphrase_option
+@json_option
+@click.pass_context
+def kit_cmd(
+    ctx,
+    site_id,
+    for_aggregator,
+    host,
+    csr_file,
+    ca_dir,
+    federation_file,
+    out,
+    days,
+    passphrase_file,
+    as_json,
+):
+    """Sign a CSR and write ONE CA-signed startup kit: certificate, ca.pem, federation.json,
+    a prefilled config, the systemd unit and a README with the CA fingerprint.
+
+    \b
+    Site:        ffsecure pki kit --site-id ID --csr site.csr --ca-dir CA \\
+                     --federation federation.json --out site-ID.kit
+    Aggregator:  ffsecure pki kit --aggregator --csr aggregator.csr --ca-dir CA \\
+                     --federation federation.json --out aggregator.kit
+    """
+    _json(ctx, as_json)
+    if for_aggregator == bool(site_id):
+        raise click.UsageError("give exactly one of --site-id ID or --aggregator")
+    if host and not for_aggregator:
+        raise click.UsageError("--host is for the aggregator's kit")
+    if Path(out).exists():
+        raise FileExistsRefused(
+            f"{out} already exists; nothing was written", hint="give a new --out"
+        )
+    ca = pkilib.CA.load(ca_dir, read_passphrase(passphrase_file))
+    csr_pem, federation_json = Path(csr_file).read_bytes(), Path(federation_file).read_bytes()
+    if for_aggregator:
+        made = startup.make_aggregator_kit(
+            ca, csr_pem=csr_pem, federation_json=federation_json, host=host, days=days
+        )
+    else:
+        made = startup.make_site_kit(
+            ca, csr_pem=csr_pem, site_id=site_id, federation_json=federation_json, days=days
+        )
+    pkilib.write_public_file(Path(out), made.data)
+    _show_kit(made, out, as_json)
+
+
+def _show_kit(made: startup.MadeKit, out: str, as_json: bool) -> None:
+    info = _cert_summary(
+        made.cert,
+        kit=out,
+        role=str(made.role),
+        members=list(made.members),
+        ca_fingerprint=made.ca_fingerprint.hex,
+        ca_fingerprint_colon=made.ca_fingerprint.colon,
+    )
+    if as_json:
+        echo_json(info)
+        return
+    click.echo(f"wrote {out}: {made.role} kit for {made.identity} (serial {info['serial']})")
+    click.echo(f"  members: {', '.join(made.members)}")
+    click.echo(f"  CA fingerprint: {made.ca_fingerprint.hex}")
+    click.echo(f"                  {made.ca_fingerprint.colon}")
+    click.echo("  give the kit to its holder; read the fingerprint to them out of band")
 
 
 @pki.group("issue")
@@ -247,7 +387,10 @@ def issue_aggregator_cmd(
     "--role", type=click.Choice(["site", "aggregator"]), default="site", show_default=True
 )
 @click.option("--site-id", help="Expected site id (refuse a CSR asking for another).")
-@click.option("--host", help="Aggregator host name (role aggregator).")
+@click.option(
+    "--host",
+    help="Role aggregator: its host name; default: those `aggregator init --host` put in the CSR.",
+)
 @click.option("--days", default=pkilib.LEAF_DAYS_DEFAULT, show_default=True)
 @passphrase_option
 @json_option

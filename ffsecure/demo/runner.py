@@ -162,6 +162,7 @@ class Demo:
         self.ca_dir = self.work / "ca"
         self.agg_dir = self.work / "aggregator"
         self.sites_dir = self.work / "sites"
+        self.ca_fingerprint = ""  # set by `pki init`; every install-kit pins it
         self.phases = Phases(ui)
         self.facts: dict[str, Any] = {
             "sites": {},
@@ -225,7 +226,7 @@ class Demo:
             self.setup_pki_and_aggregator()
         with P("serve", "start `aggregator serve` (mTLS, loopback)"):
             self.start_serve()
-        with P("enroll", "sites: enroll, CA signs the CSRs, install-cert"):
+        with P("enroll", "sites: enroll, CA makes each site's kit, install-kit"):
             parallel(
                 [functools.partial(self.enroll_site, s) for s in self.specs],
                 workers=self.cfg.parallel,
@@ -315,17 +316,28 @@ class Demo:
         self.port = c.port or free_port()
         self.endpoint = f"127.0.0.1:{self.port}"
         # A throwaway federation on one machine: its keys are unencrypted on purpose (docs/pki.md).
-        self.cli_json(
+        created = self.cli_json(
             "ffsecure",
             "pki",
             "init",
             "--federation-id",
             FEDERATION_ID,
-            "--dir",
+            "--ca-dir",
             self.ca_dir,
             "--no-passphrase",
         )
-        self.cli_json("aggregator", "init", "--dir", self.agg_dir, "--federation-id", FEDERATION_ID)
+        # the CA operator reads this to every participant out of band; they pin it at install-kit
+        self.ca_fingerprint = created["fingerprint"]
+        self.cli_json(
+            "aggregator",
+            "init",
+            "--dir",
+            self.agg_dir,
+            "--federation-id",
+            FEDERATION_ID,
+            "--host",
+            "localhost",
+        )
         # The aggregator operator sends public-keys.json and aggregator.csr to the CA operator.
         shutil.copy(self.agg_dir / "public-keys.json", self.ca_dir / "public-keys.json")
         shutil.copy(self.agg_dir / "aggregator.csr", self.ca_dir / "aggregator.csr")
@@ -354,34 +366,29 @@ class Demo:
             "--out",
             self.federation,
         )
-        agg_pem = self.ca_dir / "aggregator.pem"
+        agg_kit = self.ca_dir / "aggregator.kit"
         self.cli_json(
             "ffsecure",
             "pki",
-            "sign-csr",
+            "kit",
+            "--aggregator",
+            "--csr",
             self.ca_dir / "aggregator.csr",
-            "--role",
-            "aggregator",
-            "--host",
-            "localhost",
             "--ca-dir",
             self.ca_dir,
+            "--federation",
+            self.federation,
             "--out",
-            agg_pem,
+            agg_kit,
         )
         self.cli_json(
             "aggregator",
-            "init",
+            "install-kit",
+            agg_kit,
             "--dir",
             self.agg_dir,
-            "--federation",
-            self.federation,
-            "--ca-cert",
-            self.ca_dir / "ca.pem",
-            "--crl",
-            self.ca_dir / "crl.pem",
-            "--tls-cert",
-            agg_pem,
+            "--expect-ca-fingerprint",
+            self.ca_fingerprint,
             "--listen",
             self.endpoint,
         )
@@ -442,32 +449,32 @@ class Demo:
         out = self.cli_json(
             "site_node", "enroll", "--config", cfg, "--no-passphrase", name=f"{s.site_id}-enroll"
         )
-        pem = self.sites_dir / s.site_id / "site.pem"
+        kit = self.sites_dir / s.site_id / f"site-{s.site_id}.kit"
         self.cli_json(
             "ffsecure",
             "pki",
-            "sign-csr",
-            out["csr"],
+            "kit",
             "--site-id",
             s.site_id,
+            "--csr",
+            out["csr"],
             "--ca-dir",
             self.ca_dir,
+            "--federation",
+            self.federation,
             "--out",
-            pem,
-            name=f"{s.site_id}-sign-csr",
+            kit,
+            name=f"{s.site_id}-kit",
         )
         self.cli_json(
             "site_node",
-            "install-cert",
+            "install-kit",
+            kit,
             "--config",
             cfg,
-            "--cert",
-            pem,
-            "--ca",
-            self.ca_dir / "ca.pem",
-            "--federation",
-            self.federation,
-            name=f"{s.site_id}-install-cert",
+            "--expect-ca-fingerprint",
+            self.ca_fingerprint,
+            name=f"{s.site_id}-install-kit",
         )
         self.ui.tick("enroll", s.site_id)
 

@@ -95,11 +95,47 @@ def _check_p256(public_key: object, what: str) -> ec.EllipticCurvePublicKey:
 # ------------------------------------------------------------------------ CA
 
 
-def _ip_or_dns(host: str) -> x509.GeneralName:
+def host_general_name(host: str) -> x509.GeneralName:
+    """A host as a SAN entry: an IP address when it parses as one, else a DNS name."""
     try:
         return x509.IPAddress(ipaddress.ip_address(host))
     except ValueError:
         return x509.DNSName(host)
+
+
+def csr_hosts(csr: x509.CertificateSigningRequest) -> list[str]:
+    """The DNS names and IP addresses in a CSR's SAN (``aggregator init --host``), in order."""
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    names = [str(v) for v in san.get_values_for_type(x509.DNSName)]
+    return names + [str(v) for v in san.get_values_for_type(x509.IPAddress)]
+
+
+def _aggregator_hosts(csr: x509.CertificateSigningRequest, host: str | None) -> list[str]:
+    """The host names an aggregator certificate gets: those the CSR asks for, each checked.
+
+    ``aggregator init --host`` writes them into the CSR, so the CA need not
+    remember them; a ``host`` given to the CA must be one of them (a CSR
+    without any takes it as its only name).
+    """
+    hosts = [check_host(name) for name in csr_hosts(csr)]
+    if host is not None:
+        check_host(host)
+        if hosts and host not in hosts:
+            raise CSRError(
+                f"the CSR asks for host(s) {', '.join(hosts)}, not {host!r}",
+                hint="leave --host out to use the CSR's, or have the operator re-run "
+                "`aggregator init --host HOST` in a new home",
+            )
+        return [host, *(name for name in hosts if name != host)]
+    if not hosts:
+        raise CSRError(
+            "an aggregator CSR without a host name needs --host",
+            hint="pass --host, or make the CSR with `aggregator init --host HOST`",
+        )
+    return hosts
 
 
 class CA:
@@ -272,7 +308,7 @@ class CA:
             public_key = key.public_key()
         sans = []
         for h in dict.fromkeys(hosts):
-            sans.append(_ip_or_dns(h))
+            sans.append(host_general_name(h))
         return self._issue(identity, public_key, days=days, common_name=host, extra_sans=sans), key
 
     def sign_csr(
@@ -321,9 +357,10 @@ class CA:
             return self._issue(
                 identity, csr.public_key(), days=days, common_name=identity.site_id or ""
             )
-        if host is None:
-            raise CSRError("an aggregator CSR needs --host")
-        cert, _ = self.issue_aggregator(host, csr.public_key(), days=days)
+        hosts = _aggregator_hosts(csr, host)
+        cert, _ = self.issue_aggregator(
+            hosts[0], csr.public_key(), days=days, extra_hosts=hosts[1:]
+        )
         return cert
 
     # -- revocation ------------------------------------------------------

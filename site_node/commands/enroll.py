@@ -2,9 +2,9 @@
 
 The private key is created here, written 0600 (``pki.key``, default
 ``STATE/keys/site.key``), and never leaves the host; the CSR (``pki.csr``,
-default ``STATE/site.csr``) goes to the CA operator, who signs it with
-``ffsecure pki sign-csr``. Without --config, the ids and paths are given as
-options.
+default ``STATE/site.csr``) goes to the CA operator, who answers with a
+startup kit (``ffsecure pki kit``; ``pki sign-csr`` for loose files).
+Without --config, the ids and paths are given as options.
 
 The key is encrypted with the first line of ``--passphrase-file`` (else
 ``pki.passphrase_file`` of site.toml, else the file named by
@@ -119,10 +119,10 @@ def enroll(
     else:
         click.echo(f"wrote key {key_file} (0600) and CSR {csr_file} for {identity.uri}")
         click.echo(
-            f"  send the CSR to the CA operator: ffsecure pki sign-csr {csr_file} --site-id "
-            f"{site_id} ..."
+            f"  send the CSR to the CA operator: ffsecure pki kit --site-id {site_id} "
+            f"--csr {Path(csr_file).name} ..."
         )
         click.echo(
-            "  then: site-node install-cert --config site.toml --cert SITE.pem --ca ca.pem "
-            "--federation federation.json"
+            f"  then: site-node install-kit site-{site_id}.kit --config site.toml "
+            "--expect-ca-fingerprint FP (FP: as the CA operator reads it to you)"
         )

@@ -76,8 +76,8 @@ def init(
     \b
     Next: edit what the comments ask for, then
       site-node enroll --config site.toml        (makes the key and the CSR for the CA)
-      site-node install-cert --config site.toml --cert site.pem --ca ca.pem \\
-                             --federation federation.json
+      site-node install-kit site-ID.kit --config site.toml \
+                            --expect-ca-fingerprint FP   (the CA's answer)
       site-node status --config site.toml
     """
     ctx.ensure_object(dict)["json"] = as_json

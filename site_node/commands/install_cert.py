@@ -20,6 +20,7 @@ from ffsecure.clitools import echo_json
 from ffsecure.privacy.policy import effective_policy
 from site_node import trust as trustlib
 from site_node.commands._common import config_option, json_option, policy_lines, start
+from site_node.config import SiteConfig
 from site_node.state import StateDir
 
 
@@ -60,11 +61,18 @@ def install_cert(ctx, config_path, cert_file, ca_file, federation_file, as_json)
             ca_file=Path(ca_file),
             federation_file=Path(federation_file),
         )
+    show_installed(cfg, t, as_json)
+
+
+def show_installed(cfg: SiteConfig, t: trustlib.Trust, as_json: bool, **extra: object) -> None:
+    """Print what the site now trusts and agreed to (``install-cert`` and ``install-kit``)."""
     fed = t.federation
+    fp = pki.fingerprint(t.ca_cert)
     info = {
         "identity": t.identity.uri,
         "cert_not_after": pki.rfc3339(t.cert.not_valid_after_utc),
-        "ca_fingerprint": pki.cert_fingerprint(t.ca_cert),
+        "ca_fingerprint": fp.hex,
+        "ca_fingerprint_colon": fp.colon,
         "federation_id": fed.federation_id,
         "label_space": fed.label_space,
         "generator": fed.generator["family"],
@@ -73,17 +81,17 @@ def install_cert(ctx, config_path, cert_file, ca_file, federation_file, as_json)
         "privacy_policy_signed": fed.privacy_policy,
         "aggregator": fed.aggregator["endpoint"],
         "state_dir": str(cfg.state_dir),
+        **extra,
     }
     if as_json:
         echo_json(info)
-    else:
-        click.echo(
-            f"installed certificate for {t.identity.uri} (valid until {info['cert_not_after']})"
-        )
-        click.echo(
-            f"  federation {fed.federation_id}: {len(fed.label_space)} classes, generator "
-            f"{info['generator']}, DP required: {fed.dp_policy['required']}, aggregator "
-            f"{info['aggregator']}"
-        )
-        for line in policy_lines(fed.privacy_policy):
-            click.echo(f"  {line}")
+        return
+    click.echo(f"installed certificate for {t.identity.uri} (valid until {info['cert_not_after']})")
+    click.echo(f"  CA fingerprint {fp.hex}")
+    click.echo(
+        f"  federation {fed.federation_id}: {len(fed.label_space)} classes, generator "
+        f"{info['generator']}, DP required: {fed.dp_policy['required']}, aggregator "
+        f"{info['aggregator']}"
+    )
+    for line in policy_lines(fed.privacy_policy):
+        click.echo(f"  {line}")

@@ -78,7 +78,7 @@ def test_init_in_two_steps_then_serve(tmp_path):
         str(home),
         "--federation",
         str(tmp_path / "federation.json"),
-        "--ca-cert",
+        "--ca",
         str(tmp_path / "ca.pem"),
         "--crl",
         str(tmp_path / "crl.pem"),
