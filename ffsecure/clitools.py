@@ -4,7 +4,8 @@ Commands live in small modules and are imported only when invoked, so that
 ``--help`` is quick and a broken optional dependency of one command does not
 break the others. Every :class:`~ffsecure.errors.FFSecureError` that escapes a
 command is printed as ``error[CODE]: message`` plus a hint, and turned into a
-non-zero exit status; with ``--json`` it is printed as a JSON object instead.
+non-zero exit status (2 for a :class:`~ffsecure.errors.UsageError`, as click's own
+usage errors, else 1); with ``--json`` it is printed as a JSON object instead.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import click
 
 from ffsecure import __version__, templates
-from ffsecure.errors import FFSecureError
+from ffsecure.errors import FFSecureError, UsageError
 from ffsecure.logjson import JsonFormatter
 
 EXIT_ERROR = 1
@@ -53,7 +54,7 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except FFSecureError as exc:
             report_error(exc, as_json=bool((ctx.obj or {}).get("json")))
-            ctx.exit(EXIT_ERROR)
+            ctx.exit(EXIT_USAGE if isinstance(exc, UsageError) else EXIT_ERROR)
 
 
 def program_group(

@@ -82,6 +82,11 @@ _GENERAL = _section(
             "a configuration file or option is missing, malformed or unsafe",
             _ERR + "ConfigError",
         ),
+        (
+            "E_USAGE",
+            "an option names a file of the wrong kind (exit 2); the message says what to pass",
+            _ERR + "UsageError",
+        ),
         ("E_DATA", "input data could not be found, read or validated", _ERR + "DataError"),
         ("E_DP", "the differential-privacy settings cannot be honoured", _ERR + "DPError"),
         ("E_FORMAT", "bytes do not parse as the expected record", _ERR + "FormatError"),

@@ -2,12 +2,14 @@
 
 Exit status of ``verify``: 0 when every check passes (warnings allowed), 3 when
 any check fails (the findings are listed), 1 when the bundle or an option
-cannot be read at all (``error[CODE]``), 2 for usage errors.
+cannot be read at all (``error[CODE]``), 2 for usage errors: click's own, and
+``E_USAGE`` for a ``--trusted-checkpoint`` file that is neither a receipt nor a
+signed checkpoint note (``ffsecure.audit.trusted``), so a wrong file is never
+reported as a finding against the log.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from pathlib import Path
@@ -16,6 +18,7 @@ import click
 
 from ffsecure.audit import audit_bundle, load_bundle
 from ffsecure.audit.html import render_html
+from ffsecure.audit.trusted import read_trusted
 from ffsecure.clitools import echo_json
 from ffsecure.errors import ConfigError
 
@@ -37,19 +40,6 @@ def _read_file(path: str, what: str, cap: int = 16 << 20) -> bytes:
     return p.read_bytes()
 
 
-def _checkpoint_note(data: bytes) -> bytes:
-    """A signed checkpoint note, given either the note itself or a site's receipt
-    (JSON with ``checkpoint``)."""
-    if data.lstrip().startswith(b"{"):
-        try:
-            obj = json.loads(data)
-        except ValueError:
-            obj = None
-        if isinstance(obj, dict) and isinstance(obj.get("checkpoint"), str):
-            return obj["checkpoint"].encode("utf-8")
-    return data
-
-
 def _run(
     bundle_dir: str,
     ca: str | None,
@@ -65,7 +55,7 @@ def _run(
     ca_pem = _read_file(ca, "CA certificate") if ca else None
     crl_pem = _read_file(crl, "CRL") if crl else None
     notes = [
-        (f"trusted checkpoint {t}", _checkpoint_note(_read_file(t, "trusted checkpoint", 1 << 20)))
+        read_trusted(f"trusted checkpoint {t}", _read_file(t, "trusted checkpoint", 1 << 20))
         for t in trusted
     ]
     vkey = _read_file(log_key, "log key", 4096).decode("utf-8", "replace") if log_key else None
@@ -95,7 +85,9 @@ def _common(f):
         multiple=True,
         type=click.Path(dir_okay=False),
         help="A signed checkpoint you kept from earlier: a checkpoint note (e.g. from an earlier "
-        "bundle) or a site's upload receipt (JSON). This log must extend it. Repeatable.",
+        "bundle) or a site's receipt from `site-node receipts export`. This log must extend it "
+        "(and hold the receipt's entry). Another kind of file is a usage error (exit 2, "
+        "E_USAGE). Repeatable.",
     )(f)
     f = click.option(
         "--crl",

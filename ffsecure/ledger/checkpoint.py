@@ -214,14 +214,8 @@ def sign_note(text: str, name: str, key: Ed25519PrivateKey) -> str:
     return f"{text}\n{EM_DASH} {name} {base64.b64encode(blob).decode()}\n"
 
 
-def open_note(note: str | bytes, vkey: str | NoteVerifier) -> str:
-    """Verify a signed note against one verifier key; returns the note text.
-
-    Signatures by other keys are ignored (as the signed-note spec says); a
-    signature line that claims this key but does not verify is an error, and
-    so is a note without a verified signature from it.
-    """
-    verifier = parse_vkey(vkey) if isinstance(vkey, str) else vkey
+def _split_note(note: str | bytes) -> tuple[str, list[tuple[str, bytes]]]:
+    """A signed note's text and its (key name, key hash || signature) lines, none verified."""
     if isinstance(note, str):
         note = note.encode("utf-8")
     try:
@@ -238,10 +232,10 @@ def open_note(note: str | bytes, vkey: str | NoteVerifier) -> str:
         raise _format_error("note signature block is empty or does not end in a newline")
     if "\n\n" in text:
         raise _format_error("note text holds a blank line")
-    verified = False
     lines = sigs[:-1].split("\n")
     if len(lines) > MAX_SIGNATURES:
         raise _format_error(f"note has more than {MAX_SIGNATURES} signatures")
+    signatures = []
     for line in lines:
         if not line.startswith(EM_DASH + " "):
             raise _format_error("note signature line does not start with an em dash and a space")
@@ -251,6 +245,31 @@ def open_note(note: str | bytes, vkey: str | NoteVerifier) -> str:
             raise _format_error(f"signature by {name!r} is not canonical base64")
         if not _valid_name(name) or len(blob) < 5 or " " in b64:
             raise _format_error("note signature line is malformed")
+        signatures.append((name, blob))
+    return text, signatures
+
+
+def unverified_checkpoint(note: str | bytes) -> Checkpoint:
+    """The checkpoint a signed note states, its form checked but no signature verified.
+
+    For telling a checkpoint note from a file of another kind before the key is
+    known (``ffsecure audit verify --trusted-checkpoint``); trust only
+    :func:`open_checkpoint`. Raises ``E_CHECKPOINT_FORMAT``.
+    """
+    return parse_checkpoint_body(_split_note(note)[0])
+
+
+def open_note(note: str | bytes, vkey: str | NoteVerifier) -> str:
+    """Verify a signed note against one verifier key; returns the note text.
+
+    Signatures by other keys are ignored (as the signed-note spec says); a
+    signature line that claims this key but does not verify is an error, and
+    so is a note without a verified signature from it.
+    """
+    verifier = parse_vkey(vkey) if isinstance(vkey, str) else vkey
+    text, signatures = _split_note(note)
+    verified = False
+    for name, blob in signatures:
         if name != verifier.name or int.from_bytes(blob[:4], "big") != verifier.key_hash:
             continue
         if not verifier.verify(text.encode("utf-8"), blob[4:]):
