@@ -178,6 +178,11 @@ _PKI_ROWS = _section(
             ("ffsecure.records.ids.ModuleIdError", _GRPC + "RequestError"),
         ),
         (
+            "E_MODULE_ID_AMBIGUOUS",
+            "a module id prefix (8+ hex digits) starts more than one of this site's modules",
+            "ffsecure.records.ids.ModuleIdAmbiguousError",
+        ),
+        (
             "E_ARTIFACT_ID",
             "a dataset or classifier id is not 1-64 letters, digits, '_' or '-'",
             "ffsecure.records.ids.ArtifactIdError",
