@@ -195,6 +195,7 @@ def report_cmd(ctx, bundle_dir, out, ca, crl, trusted, log_key, as_json):
     """Write an HTML report of BUNDLE_DIR: verdict, timeline, sites, lineage, deletions with proofs.
 
     The report is written whatever the verdict; the exit status is 0 once it is written.
+    Without --ca the verdict is FAILED (E_AUDIT_CA_UNPINNED), here and in the report.
     """
     ctx.ensure_object(dict)["json"] = as_json
     result = _run(bundle_dir, ca, crl, trusted, log_key, quiet=as_json)
@@ -222,6 +223,21 @@ def report_cmd(ctx, bundle_dir, out, ca, crl, trusted, log_key, as_json):
             }
         )
     else:
-        click.echo(
-            f"{result.verdict}: wrote {target} ({len(html)} bytes, {len(result.errors)} finding(s))"
+        for line in _report_lines(result, target, len(html)):
+            click.echo(line)
+
+
+def _report_lines(result, target: Path, size: int) -> list[str]:
+    """The verdict as the report's first section states it: codes of the findings, and for a
+    report drawn with the bundle's own CA, that nothing was checked against yours."""
+    codes = sorted({f.code for f in result.errors})
+    found = f": {', '.join(codes)}" if codes else ""
+    lines = [
+        f"{result.verdict}: wrote {target} ({size} bytes, {len(result.errors)} finding(s){found})"
+    ]
+    if "E_AUDIT_CA_UNPINNED" in codes:
+        lines.append(
+            "  the CA was not pinned: signatures were checked against the bundle's own ca.pem, "
+            "which the exporter chose; pass --ca with the federation CA you hold"
         )
+    return lines

@@ -205,3 +205,17 @@ def test_a_real_receipt_the_exported_log_does_not_hold_is_a_finding(world, tmp_p
     assert code == 3, stdout
     finding = json.loads(stdout)["findings"][0]
     assert finding["code"] == "E_AUDIT_FORK" and finding["entry"] == receipt.index
+
+
+def test_report_on_the_terminal_says_what_the_html_says_about_the_ca(world, tmp_path):
+    """Without --ca the terminal line is FAILED and says why, as the report's verdict does;
+    with the CA you hold it is VERIFIED in both."""
+    lab, idx, bundle, ca = world
+    code, stdout, _ = invoke("report", bundle, "-o", tmp_path / "unpinned.html")
+    assert code == 0 and stdout.startswith("FAILED: wrote ") and "VERIFIED" not in stdout
+    assert "E_AUDIT_CA_UNPINNED" in stdout and "CA was not pinned" in stdout and "--ca" in stdout
+    html = (tmp_path / "unpinned.html").read_text()
+    assert '<div class="big">FAILED</div>' in html and "E_AUDIT_CA_UNPINNED" in html
+    code, stdout, _ = invoke("report", bundle, "--ca", ca, "-o", tmp_path / "pinned.html")
+    assert code == 0 and stdout.startswith("VERIFIED: wrote ") and "0 finding(s))" in stdout
+    assert '<div class="big">VERIFIED</div>' in (tmp_path / "pinned.html").read_text()
