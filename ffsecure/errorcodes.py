@@ -657,6 +657,11 @@ _SITE = _section(
             _STATE + "ModuleStatusError",
         ),
         (
+            "E_PLATFORM",
+            "site-node does not run on this operating system (Linux and macOS only)",
+            "site_node.platforms.UnsupportedPlatformError",
+        ),
+        (
             "E_STOPPED",
             "work was stopped on request before it finished; nothing was written",
             ("site_node.training.TrainingStopped", _CLIENT + "AggregatorBusyError"),

@@ -3,7 +3,10 @@ evaluate."""
 
 from __future__ import annotations
 
-from ffsecure.clitools import program_group
+import sys
+
+from ffsecure.clitools import EXIT_ERROR, program_group, report_error
+from site_node.platforms import UnsupportedPlatformError, check_platform
 
 COMMANDS: dict[str, str] = {
     "discard": "site_node.commands.discard:discard",
@@ -28,6 +31,11 @@ cli = program_group(
 
 
 def main() -> None:
+    try:
+        check_platform()  # before any command imports fcntl (POSIX only)
+    except UnsupportedPlatformError as exc:
+        report_error(exc, as_json="--json" in sys.argv)
+        sys.exit(EXIT_ERROR)
     cli(prog_name="site-node")
 
 

@@ -36,7 +36,7 @@ Every record is written atomically (temp file + rename).
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import fcntl  # POSIX only: site_node.platforms stops site-node on other platforms first
 import json
 import os
 from collections.abc import Iterator
