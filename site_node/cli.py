@@ -1,5 +1,5 @@
 """``site-node``: init, enroll, train, upload, run as a daemon, status, forget, discard,
-evaluate."""
+evaluate, receipts."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "init": "site_node.commands.init:init",
     "install-cert": "site_node.commands.install_cert:install_cert",
     "privacy-check": "site_node.commands.privacy_check:privacy_check",
+    "receipts": "site_node.commands.receipts:receipts",
     "run": "site_node.commands.run:run",
     "status": "site_node.commands.status:status",
     "train": "site_node.commands.train:train",
