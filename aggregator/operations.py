@@ -85,6 +85,16 @@ class Appended:
         return {"index": self.index, "entry": canonical.loads(self.entry)}
 
 
+@dataclass(frozen=True)
+class Publication:
+    """What ``publish`` did: the classifier now current, its ``classifier.published`` entry,
+    and whether it was current already (nothing appended)."""
+
+    classifier_id: str
+    appended: Appended
+    already: bool
+
+
 @dataclass
 class DatasetResult:
     dataset_id: str
@@ -559,11 +569,18 @@ class Operations:
         return TrainConfig(**{k: v for k, v in config.items() if k in names})
 
     # -- publishing ---------------------------------------------------------
-    def publish(self, classifier_id: str | None = None) -> tuple[str, Appended]:
-        """Make a classifier the federation's current one (default: the newest active one)."""
+    def publish(self, classifier_id: str | None = None) -> Publication:
+        """Make a classifier the federation's current one (default: the newest active one).
+
+        Idempotent: publishing the classifier that is already the current one appends
+        nothing and answers its ``classifier.published`` entry (``already`` set).
+        """
         with self.lock:
+            current = self.current_classifier()
             if classifier_id is None:
                 rows = self.store.list_artifacts("classifier", "active")
+                if not rows and current is not None:
+                    return self._already(current)
                 if not rows:
                     raise NotFoundError(
                         "no trained classifier to publish",
@@ -572,6 +589,8 @@ class Operations:
                     )
                 classifier_id = max(rows, key=lambda r: r.entry_index).artifact_id
             row = self.store.get_artifact("classifier", classifier_id)
+            if current is not None and current.artifact_id == row.artifact_id:
+                return self._already(current)
             if row.status != "active":
                 raise StoreError(
                     f"classifier {classifier_id} is {row.status}; "
@@ -587,7 +606,13 @@ class Operations:
                     EntryType.CLASSIFIER_PUBLISHED, self.actor, {"classifier_id": classifier_id}
                 ),
             )
-        return classifier_id, Appended(index, data)
+        return Publication(classifier_id, Appended(index, data), already=False)
+
+    def _already(self, current: ArtifactRow) -> Publication:
+        index = current.updated_index  # its classifier.published entry
+        return Publication(
+            current.artifact_id, Appended(index, self.store.entry(index)), already=True
+        )
 
     def current_classifier(self) -> ArtifactRow | None:
         with self.lock:
@@ -730,7 +755,7 @@ class Operations:
             out.classifiers.append(clf)
             out.appended.append(clf.appended)
             if previous == "published":
-                out.appended.append(self.publish(clf.classifier_id)[1])
+                out.appended.append(self.publish(clf.classifier_id).appended)
         for ds in out.datasets:
             ds.images = ds.labels = None
         out.seconds = time.perf_counter() - start

@@ -4,7 +4,8 @@ Commands live in small modules and are imported only when invoked, so that
 ``--help`` is quick and a broken optional dependency of one command does not
 break the others. Every :class:`~ffsecure.errors.FFSecureError` that escapes a
 command is printed as ``error[CODE]: message`` plus a hint, and turned into a
-non-zero exit status; with ``--json`` it is printed as a JSON object instead.
+non-zero exit status (2 for a :class:`~ffsecure.errors.UsageError`, as click's own
+usage errors, else 1); with ``--json`` it is printed as a JSON object instead.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import click
 
 from ffsecure import __version__, templates
-from ffsecure.errors import ConfigError, FFSecureError
+from ffsecure.errors import ConfigError, FFSecureError, UsageError
 from ffsecure.logjson import JsonFormatter
 
 EXIT_ERROR = 1
@@ -55,7 +56,7 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except FFSecureError as exc:
             report_error(exc, as_json=bool((ctx.obj or {}).get("json")))
-            ctx.exit(EXIT_ERROR)
+            ctx.exit(EXIT_USAGE if isinstance(exc, UsageError) else EXIT_ERROR)
 
 
 def program_group(
@@ -138,6 +139,8 @@ def read_key_arg(value: str, what: str) -> str:
             hint="pass the key (name+hash+base64) or the path of the file that holds it",
         )
     return value.strip()
+
+
 def renamed_option(value: str | None, old_value: str | None, name: str, old_name: str) -> str:
     """The value of an option that was renamed, given by its new or (deprecated) old name."""
     if value and old_value:

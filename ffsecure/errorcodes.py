@@ -82,6 +82,11 @@ _GENERAL = _section(
             "a configuration file or option is missing, malformed or unsafe",
             _ERR + "ConfigError",
         ),
+        (
+            "E_USAGE",
+            "an option names a file of the wrong kind (exit 2); the message says what to pass",
+            _ERR + "UsageError",
+        ),
         ("E_DATA", "input data could not be found, read or validated", _ERR + "DataError"),
         ("E_DP", "the differential-privacy settings cannot be honoured", _ERR + "DPError"),
         ("E_FORMAT", "bytes do not parse as the expected record", _ERR + "FormatError"),
@@ -171,6 +176,11 @@ _PKI_ROWS = _section(
             "E_MODULE_ID",
             "a module id is not 32 lowercase hex digits (or too many ids were named)",
             ("ffsecure.records.ids.ModuleIdError", _GRPC + "RequestError"),
+        ),
+        (
+            "E_MODULE_ID_AMBIGUOUS",
+            "a module id prefix (8+ hex digits) starts more than one of this site's modules",
+            "ffsecure.records.ids.ModuleIdAmbiguousError",
         ),
         (
             "E_ARTIFACT_ID",
@@ -710,6 +720,11 @@ _SITE = _section(
             "E_MODULE_STATUS",
             "the module's status does not allow what was asked",
             _STATE + "ModuleStatusError",
+        ),
+        (
+            "E_PLATFORM",
+            "site-node does not run on this operating system (Linux and macOS only)",
+            "site_node.platforms.UnsupportedPlatformError",
         ),
         (
             "E_STOPPED",

@@ -67,6 +67,15 @@ class ConfigError(FFSecureError):
     code = "E_CONFIG"
 
 
+class UsageError(FFSecureError):
+    """A command was given the wrong kind of input (a file of another kind): exit status 2.
+
+    Not evidence of anything: the message says what the input looks like and what to pass.
+    """
+
+    code = "E_USAGE"
+
+
 class DataError(FFSecureError):
     """Input data could not be found, read or validated."""
 

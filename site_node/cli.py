@@ -1,9 +1,12 @@
 """``site-node``: init, enroll, train, upload, run as a daemon, status, forget, discard,
-evaluate."""
+evaluate, receipts."""
 
 from __future__ import annotations
 
-from ffsecure.clitools import program_group
+import sys
+
+from ffsecure.clitools import EXIT_ERROR, program_group, report_error
+from site_node.platforms import UnsupportedPlatformError, check_platform
 
 COMMANDS: dict[str, str] = {
     "discard": "site_node.commands.discard:discard",
@@ -14,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "install-cert": "site_node.commands.install_cert:install_cert",
     "install-kit": "site_node.commands.install_kit:install_kit",
     "privacy-check": "site_node.commands.privacy_check:privacy_check",
+    "receipts": "site_node.commands.receipts:receipts",
     "run": "site_node.commands.run:run",
     "status": "site_node.commands.status:status",
     "train": "site_node.commands.train:train",
@@ -29,6 +33,11 @@ cli = program_group(
 
 
 def main() -> None:
+    try:
+        check_platform()  # before any command imports fcntl (POSIX only)
+    except UnsupportedPlatformError as exc:
+        report_error(exc, as_json="--json" in sys.argv)
+        sys.exit(EXIT_ERROR)
     cli(prog_name="site-node")
 
 

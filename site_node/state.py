@@ -36,7 +36,7 @@ Every record is written atomically (temp file + rename).
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import fcntl  # POSIX only: site_node.platforms stops site-node on other platforms first
 import json
 import os
 from collections.abc import Iterator
@@ -272,6 +272,12 @@ class StateDir:
     def pending(self) -> list[ModuleRecord]:
         """The upload queue: modules ``trained`` or ``sealed``, oldest first."""
         return [r for r in self.modules() if r.status in PENDING]
+
+    def module_ids(self) -> list[str]:
+        """The ids of the modules on record (their folders' names; no record is read)."""
+        if not self.modules_dir.is_dir():
+            return []
+        return sorted(d.name for d in self.modules_dir.iterdir() if (d / "module.json").is_file())
 
     def modules(self) -> list[ModuleRecord]:
         if not self.modules_dir.is_dir():

@@ -11,6 +11,7 @@ through ``Store.delete_module``; ``export()`` writes the bundle the same way
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import os
@@ -22,6 +23,7 @@ from aggregator.store import open_home_store
 from ffsecure import canonical, pki
 from ffsecure.package import build_manifest, package_meta, sign_package
 from ffsecure.records.entries import make_entry
+from ffsecure.records.receipts import Receipt
 from tests.federation_fixture import build_federation, generator_weights
 
 
@@ -35,6 +37,7 @@ class AuditLab:
         self.fed = build_federation(self.root / "fed", **fed_kwargs)
         self.store = open_home_store(self.fed.home)
         self.weights: dict[str, str] = {}
+        self.receipts: dict[str, Receipt] = {}  # what each site was handed at registration
         self.exports = 0
 
     def close(self) -> None:
@@ -79,7 +82,7 @@ class AuditLab:
             "classes": list(m.classes),
             "dp_epsilon": (dp or {}).get("epsilon"),
         }
-        self.store.register_module(
+        receipt = self.store.register_module(
             module_id=m.module_id,
             site_id=site,
             manifest_bytes=pkg.manifest_bytes,
@@ -87,6 +90,8 @@ class AuditLab:
             weights=pkg.weights,
             entry=make_entry("module.registered", f"site:{site}", facts),
         )
+        # the site keeps it with its module id, as the server sends it (Receipt.from_pb)
+        self.receipts[m.module_id] = dataclasses.replace(receipt, module_id=m.module_id)
         self.weights[m.module_id] = m.weights_sha256
         return m.module_id
 

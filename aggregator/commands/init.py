@@ -9,6 +9,7 @@ import click
 from aggregator.commands.context import json_option
 from aggregator.config import write_default_config
 from aggregator.initialize import create_keys, install
+from ffsecure import templates
 from ffsecure.clitools import echo_json, renamed_option
 
 
@@ -166,20 +167,41 @@ def _step1(
     show_default=True,
     help="store.backend; postgres reads its DSN from store.dsn next to the file.",
 )
+@click.option(
+    "--systemd-unit",
+    "unit_path",
+    type=click.Path(dir_okay=False),
+    help="Also write the aggregator systemd unit here (refused if the file exists).",
+)
 @json_option
 @click.pass_context
 def init_config(
-    ctx: click.Context, config_path: str, listen: str | None, store_backend: str, as_json: bool
+    ctx: click.Context,
+    config_path: str,
+    listen: str | None,
+    store_backend: str,
+    unit_path: str | None,
+    as_json: bool,
 ) -> None:
     """Write the commented default aggregator.toml; never overwrites.
 
     `aggregator init` step 2 writes the same file into the home it creates;
     this command is for reading or preparing it beforehand, or for a home
-    whose aggregator.toml was removed.
+    whose aggregator.toml was removed. With --systemd-unit, also the service
+    unit (docs/operator-guide.md, "Running as a service").
     """
     ctx.ensure_object(dict)["json"] = as_json
+    if unit_path is not None and Path(unit_path).exists():
+        raise templates.FileExistsRefused(
+            f"{unit_path} already exists; nothing was written",
+            hint="edit the existing unit, or move it away first",
+        )
     path = write_default_config(config_path, listen=listen, store_backend=store_backend)
+    written = [str(path)]
+    if unit_path is not None:
+        written.append(str(templates.write_new(unit_path, templates.read("aggregator.service"))))
     if as_json:
-        echo_json({"written": str(path)})
+        echo_json({"written": str(path), "files": written})
     else:
-        click.echo(f"wrote {path}")
+        for name in written:
+            click.echo(f"wrote {name}")

@@ -9,6 +9,7 @@ self-contained report. Nothing here talks to the aggregator.
 from ffsecure.audit.bundle import Bundle, BundleError, load_bundle
 from ffsecure.audit.findings import CHECKS, CheckSummary, Finding
 from ffsecure.audit.html import render_html
+from ffsecure.audit.trusted import TrustedCheckpoint, read_trusted
 from ffsecure.audit.verify import AuditResult, audit_bundle
 
 __all__ = [
@@ -21,4 +22,6 @@ __all__ = [
     "AuditResult",
     "audit_bundle",
     "render_html",
+    "TrustedCheckpoint",
+    "read_trusted",
 ]

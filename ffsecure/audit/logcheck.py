@@ -7,7 +7,9 @@ finding (:data:`FINDING_OF` gives its check and code) and the checks go on,
 each finding saying where the problem is (the generator's diagnosis names the
 candidate entries of a root mismatch). Trusted checkpoints, kept by the auditor
 from earlier, are checked here: two trusted or signed checkpoints bracket a
-fork.
+fork. A trusted checkpoint that came in a site's receipt
+(:class:`ffsecure.audit.trusted.TrustedCheckpoint`) also names an entry: the
+log's entry at the receipt's index must be those bytes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import hmac
 from collections.abc import Sequence
 
 from ffsecure.audit.findings import WARNING, Findings
+from ffsecure.audit.trusted import TrustedCheckpoint
 from ffsecure.errors import FFSecureError
 from ffsecure.ledger.checkpoint import Checkpoint, open_checkpoint
 from ffsecure.ledger.problems import LogProblemKind, LogState, log_problems
@@ -44,7 +47,7 @@ def check_log(
     notes: dict[str, bytes],
     findings: Findings,
     *,
-    trusted: Sequence[tuple[str, bytes]] = (),
+    trusted: Sequence[TrustedCheckpoint] = (),
 ) -> LogState:
     """Run the log checks, appending findings; returns the state for the later checks."""
     states: list[LogState] = []
@@ -59,10 +62,11 @@ def check_log(
 
 
 def _check_trusted(
-    state: LogState, trusted: Sequence[tuple[str, bytes]], findings: Findings
+    state: LogState, trusted: Sequence[TrustedCheckpoint], findings: Findings
 ) -> None:
     opened: list[tuple[str, Checkpoint]] = []
-    for label, note in trusted:
+    for item in trusted:
+        label, note = item.label, item.note
         if state.verifier is None:
             findings.add(
                 "trusted-checkpoints",
@@ -78,6 +82,7 @@ def _check_trusted(
                 "E_AUDIT_TRUSTED_CHECKPOINT",
                 f"{label} is not a checkpoint signed by this log's key: {exc.message}",
             )
+    _check_receipt_entries(state, trusted, findings)
     n = len(state.entry_bytes)
     opened.sort(key=lambda t: t[1].size)
     matched = 0
@@ -114,3 +119,22 @@ def _check_trusted(
             entries=rng,
             **one,
         )
+
+
+def _check_receipt_entries(
+    state: LogState, trusted: Sequence[TrustedCheckpoint], findings: Findings
+) -> None:
+    """A receipt's entry is the log's entry at its index (a dropped index is a rollback)."""
+    for t in trusted:
+        receipt = t.receipt
+        if receipt is None or receipt.index >= len(state.entry_bytes):
+            continue
+        if not hmac.compare_digest(state.entry_bytes[receipt.index], receipt.entry):
+            findings.add(
+                "trusted-checkpoints",
+                "E_AUDIT_FORK",
+                f"{t.label}: the receipt's entry {receipt.index} is not this log's entry "
+                f"{receipt.index}: the entry the site was given a receipt for was replaced",
+                entry=receipt.index,
+                entry_type=state.entry_type(receipt.index),
+            )

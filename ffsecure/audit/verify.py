@@ -20,6 +20,7 @@ from ffsecure.audit.findings import CHECKS, ERROR, WARNING, CheckSummary, Findin
 from ffsecure.audit.lineage import LedgerReplay, replay
 from ffsecure.audit.logcheck import LogState, check_log
 from ffsecure.audit.modules import ModuleCheck, check_dp_claims, check_modules
+from ffsecure.audit.trusted import TrustedCheckpoint
 from ffsecure.audit.witnesses import check_quorum, check_witnesses
 from ffsecure.federation import FederationManifest
 
@@ -103,13 +104,13 @@ def audit_bundle(
     *,
     ca_pem: bytes | None,
     crl_pem: bytes | None = None,
-    trusted: Sequence[tuple[str, bytes]] = (),
+    trusted: Sequence[TrustedCheckpoint] = (),
     log_vkey: str | None = None,
     now: dt.datetime | None = None,
     witness_keys: Sequence[str] = (),
     witness_quorum: int | None = None,
 ) -> AuditResult:
-    """Run every check on ``bundle``; ``trusted`` holds (label, note bytes) of earlier checkpoints.
+    """Run every check on ``bundle``; ``trusted`` holds the auditor's earlier checkpoints.
 
     ``crl_pem`` and ``log_vkey`` are the auditor's own CRL and log key, if any
     (``ffsecure.audit.anchor``). ``now`` (default: the clock) is the time the CRL's

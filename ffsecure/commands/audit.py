@@ -2,12 +2,14 @@
 
 Exit status of ``verify``: 0 when every check passes (warnings allowed), 3 when
 any check fails (the findings are listed), 1 when the bundle or an option
-cannot be read at all (``error[CODE]``), 2 for usage errors.
+cannot be read at all (``error[CODE]``), 2 for usage errors: click's own, and
+``E_USAGE`` for a ``--trusted-checkpoint`` file that is neither a receipt nor a
+signed checkpoint note (``ffsecure.audit.trusted``), so a wrong file is never
+reported as a finding against the log.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from pathlib import Path
@@ -16,6 +18,7 @@ import click
 
 from ffsecure.audit import AuditResult, audit_bundle, load_bundle
 from ffsecure.audit.html import render_html
+from ffsecure.audit.trusted import read_trusted
 from ffsecure.audit.witnesses import check_quorum
 from ffsecure.clitools import echo_json, read_key_arg
 from ffsecure.errors import ConfigError
@@ -36,19 +39,6 @@ def _read_file(path: str, what: str, cap: int = 16 << 20) -> bytes:
     if p.stat().st_size > cap:
         raise ConfigError(f"{what} {path} is larger than {cap} bytes", code="E_CONFIG")
     return p.read_bytes()
-
-
-def _checkpoint_note(data: bytes) -> bytes:
-    """A signed checkpoint note, given either the note itself or a site's receipt
-    (JSON with ``checkpoint``)."""
-    if data.lstrip().startswith(b"{"):
-        try:
-            obj = json.loads(data)
-        except ValueError:
-            obj = None
-        if isinstance(obj, dict) and isinstance(obj.get("checkpoint"), str):
-            return obj["checkpoint"].encode("utf-8")
-    return data
 
 
 def _run(
@@ -72,7 +62,7 @@ def _run(
     ca_pem = _read_file(ca, "CA certificate") if ca else None
     crl_pem = _read_file(crl, "CRL") if crl else None
     notes = [
-        (f"trusted checkpoint {t}", _checkpoint_note(_read_file(t, "trusted checkpoint", 1 << 20)))
+        read_trusted(f"trusted checkpoint {t}", _read_file(t, "trusted checkpoint", 1 << 20))
         for t in trusted
     ]
     vkey = _read_file(log_key, "log key", 4096).decode("utf-8", "replace") if log_key else None
@@ -128,7 +118,9 @@ def _common(f):
         multiple=True,
         type=click.Path(dir_okay=False),
         help="A signed checkpoint you kept from earlier: a checkpoint note (e.g. from an earlier "
-        "bundle) or a site's upload receipt (JSON). This log must extend it. Repeatable.",
+        "bundle) or a site's receipt from `site-node receipts export`. This log must extend it "
+        "(and hold the receipt's entry). Another kind of file is a usage error (exit 2, "
+        "E_USAGE). Repeatable.",
     )(f)
     f = click.option(
         "--crl",
@@ -239,6 +231,7 @@ def report_cmd(
     """Write an HTML report of BUNDLE_DIR: verdict, timeline, sites, lineage, deletions with proofs.
 
     The report is written whatever the verdict; the exit status is 0 once it is written.
+    Without --ca the verdict is FAILED (E_AUDIT_CA_UNPINNED), here and in the report.
     """
     ctx.ensure_object(dict)["json"] = as_json
     witnesses = (witness_keys, witness_quorum)
@@ -267,6 +260,21 @@ def report_cmd(
             }
         )
     else:
-        click.echo(
-            f"{result.verdict}: wrote {target} ({len(html)} bytes, {len(result.errors)} finding(s))"
+        for line in _report_lines(result, target, len(html)):
+            click.echo(line)
+
+
+def _report_lines(result, target: Path, size: int) -> list[str]:
+    """The verdict as the report's first section states it: codes of the findings, and for a
+    report drawn with the bundle's own CA, that nothing was checked against yours."""
+    codes = sorted({f.code for f in result.errors})
+    found = f": {', '.join(codes)}" if codes else ""
+    lines = [
+        f"{result.verdict}: wrote {target} ({size} bytes, {len(result.errors)} finding(s){found})"
+    ]
+    if "E_AUDIT_CA_UNPINNED" in codes:
+        lines.append(
+            "  the CA was not pinned: signatures were checked against the bundle's own ca.pem, "
+            "which the exporter chose; pass --ca with the federation CA you hold"
         )
+    return lines

@@ -681,14 +681,19 @@ class Demo:
         bundle = self.work / "audit-bundle"
         self.cli_json("aggregator", "ledger", "export", "--dir", self.agg_dir, "--out", bundle)
         ca = self.ca_dir / "ca.pem"
-        receipts = []
-        for s in self.specs:
-            mid = self.facts["sites"][s.site_id].get("module_id")
-            rec = self.sites_dir / s.site_id / "state" / "modules" / str(mid) / "module.json"
-            if rec.is_file() and json.loads(rec.read_text()).get("receipt"):
-                path = self.work / "receipts" / f"{s.site_id}.json"
-                path.parent.mkdir(exist_ok=True)
-                path.write_text(json.dumps(json.loads(rec.read_text())["receipt"]))
+        receipts: list[Any] = []
+        for s in self.specs:  # what each site hands the auditor: `site-node receipts export`
+            exported = self.cli_json(
+                "site_node",
+                "receipts",
+                "export",
+                "--config",
+                self.site_cfg(s.site_id),
+                "--out",
+                self.work / "receipts" / s.site_id,
+                name=f"{s.site_id}-receipts",
+            )
+            for path in exported["trusted_checkpoints"]:
                 receipts += ["--trusted-checkpoint", path]
         res = self.supervisor.run(
             "ffsecure",

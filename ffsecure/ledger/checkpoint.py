@@ -268,6 +268,16 @@ def split_note(note: str | bytes) -> tuple[str, list[NoteSignature]]:
     return text, out
 
 
+def unverified_checkpoint(note: str | bytes) -> Checkpoint:
+    """The checkpoint a signed note states, its form checked but no signature verified.
+
+    For telling a checkpoint note from a file of another kind before the key is
+    known (``ffsecure audit verify --trusted-checkpoint``); trust only
+    :func:`open_checkpoint`. Raises ``E_CHECKPOINT_FORMAT``.
+    """
+    return parse_checkpoint_body(split_note(note)[0])
+
+
 def open_note(note: str | bytes, vkey: str | NoteVerifier) -> str:
     """Verify a signed note against one verifier key; returns the note text.
 

@@ -37,10 +37,11 @@ A checker takes an ``object`` and casts it to ``str`` only after
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NewType, cast
 
-from ffsecure.errors import FormatError, VerificationError
+from ffsecure.errors import FormatError, NotFoundError, VerificationError
 
 __all__ = [
     "ACTOR",
@@ -56,7 +57,9 @@ __all__ = [
     "KEY_ID",
     "MAX_TREE_SIZE",
     "MODULE_ID",
+    "MODULE_ID_PREFIX",
     "ModuleId",
+    "ModuleIdAmbiguousError",
     "ModuleIdError",
     "OPERATOR_NAME",
     "PORT",
@@ -74,6 +77,7 @@ __all__ = [
     "check_module_id",
     "parse_port",
     "parse_tree_size",
+    "resolve_module_id",
 ]
 
 #: A module id that passed :data:`MODULE_ID` (32 lowercase hex digits).
@@ -118,6 +122,10 @@ _SITE_RULE = (
 )
 
 MODULE_ID = IdRule("module id", re.compile(_HEX32), 32, f"32 {_HEX_LOWER}")
+#: What a person may type for a module id: its first 8..32 hex digits (``resolve_module_id``).
+MODULE_ID_PREFIX = IdRule(
+    "module id prefix", re.compile(r"[0-9a-f]{8,32}"), 32, f"8 to 32 {_HEX_LOWER}"
+)
 UPLOAD_ID = IdRule("upload id", re.compile(_HEX32), 32, f"32 {_HEX_LOWER}")
 SALT = IdRule("salt", re.compile(_HEX32), 32, f"32 {_HEX_LOWER}")
 SHA256_HEX = IdRule("SHA-256 hash", re.compile(_HEX64), 64, f"64 {_HEX_LOWER}")
@@ -156,6 +164,7 @@ PORT = IdRule("port", re.compile(r"0|[1-9][0-9]{0,4}"), 5, "a decimal port numbe
 #: Every rule, for tests that must hold for all of them.
 RULES: tuple[IdRule, ...] = (
     MODULE_ID,
+    MODULE_ID_PREFIX,
     UPLOAD_ID,
     SALT,
     SHA256_HEX,
@@ -178,6 +187,12 @@ class ModuleIdError(FormatError):
     """A module id is not 32 lowercase hex digits."""
 
     code = "E_MODULE_ID"
+
+
+class ModuleIdAmbiguousError(FormatError):
+    """A module id prefix names more than one module."""
+
+    code = "E_MODULE_ID_AMBIGUOUS"
 
 
 class IdentityError(VerificationError):
@@ -207,6 +222,38 @@ def check_module_id(module_id: object) -> ModuleId:
             hint="module ids come from ffsecure.package.new_module_id",
         )
     return ModuleId(cast(str, module_id))
+
+
+def resolve_module_id(prefix: object, known: Iterable[str]) -> ModuleId:
+    """The module id ``prefix`` names: itself when it is a whole id, else the one id of
+    ``known`` that starts with it.
+
+    A prefix is 8..32 lowercase hex digits (:data:`MODULE_ID_PREFIX`); one that is
+    not raises E_MODULE_ID, one that starts no known id E_NOT_FOUND, one that
+    starts several E_MODULE_ID_AMBIGUOUS naming them.
+    """
+    if MODULE_ID.matches(prefix):
+        return ModuleId(cast(str, prefix))
+    if not MODULE_ID_PREFIX.matches(prefix):
+        raise ModuleIdError(
+            f"module id {_shown(prefix)} is not {MODULE_ID.rule} nor a prefix of "
+            f"{MODULE_ID_PREFIX.rule}",
+            hint="copy the id from `site-node status` (its first 8 digits are enough)",
+        )
+    text = cast(str, prefix)
+    matches = sorted({m for m in known if MODULE_ID.matches(m) and m.startswith(text)})
+    if not matches:
+        raise NotFoundError(
+            f"no module of this site starts with {text}",
+            hint="`site-node status` lists this site's modules; give the full 32-digit id "
+            "for a module this site no longer has on record",
+        )
+    if len(matches) > 1:
+        raise ModuleIdAmbiguousError(
+            f"{text} starts {len(matches)} modules: {', '.join(matches)}",
+            hint="give more digits of the id, or all 32",
+        )
+    return ModuleId(matches[0])
 
 
 def check_id(value: object, what: str = "id") -> str:

@@ -3,8 +3,9 @@
 One home for each: the commented ``site.toml`` (``site-node init``), the
 aggregator's ``aggregator.toml`` (``aggregator init-config`` and ``aggregator
 init`` step 2), the CA operator's ``federation.toml`` (``ffsecure federation
-init``) and the site node's systemd unit. The source tree's
-``certs/federation.example.toml`` and ``deploy/systemd/site-node.service`` are
+init``), the systemd units of the site node and the aggregator, and the GPU
+drop-in for either (``gpu.conf``). The source tree's
+``certs/federation.example.toml`` and the files under ``deploy/systemd/`` are
 links to these files, so a wheel install and a checkout hold the same bytes.
 
 :func:`write_new` is how every ``init`` command writes one: it never
@@ -26,7 +27,14 @@ from ffsecure.errors import ConfigError
 
 __all__ = ["NAMES", "FileExistsRefused", "docs_dir", "docs_hint", "fill", "read", "write_new"]
 
-NAMES = ("site.toml", "aggregator.toml", "federation.toml", "site-node.service")
+NAMES = (
+    "site.toml",
+    "aggregator.toml",
+    "federation.toml",
+    "site-node.service",
+    "aggregator.service",
+    "gpu.conf",
+)
 
 
 class FileExistsRefused(ConfigError):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from ffsecure.clitools import echo_json
-from ffsecure.records.ids import check_module_id
+from ffsecure.records.ids import resolve_module_id
 from site_node import sync
 from site_node import trust as trustlib
 from site_node.commands._common import config_option, json_option, start
@@ -19,7 +19,7 @@ from site_node.state import StateDir
     "--module",
     "module_id",
     required=True,
-    help="Module id (32 hex digits) from `site-node status`.",
+    help="Module id from `site-node status`: all 32 hex digits, or a unique prefix of 8 or more.",
 )
 @click.option("--reason", required=True, help="Why, for the ledger (e.g. 'consent withdrawn').")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -30,12 +30,12 @@ def forget(ctx, config_path, module_id, reason, yes, as_json):
     log."""
 
     cfg = start(ctx, config_path, as_json)
-    check_module_id(module_id)
+    state = StateDir(cfg.state_dir)
+    module_id = resolve_module_id(module_id, state.module_ids())
     if not yes:  # asked on stderr, so --json output stays clean; no answer (no terminal) aborts
         click.confirm(
             f"delete module {module_id} at the aggregator (cannot be undone)?", abort=True, err=True
         )
-    state = StateDir(cfg.state_dir)
     with state.locked():
         t = trustlib.load(cfg)
         with trustlib.make_client(cfg, t) as client:

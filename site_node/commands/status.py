@@ -67,8 +67,8 @@ def status(ctx, config_path, offline, as_json):
 
     console = Console()
     table = Table(title=f"site {report.get('site_id') or cfg.site_id}: modules")
+    table.add_column("module id", no_wrap=True, min_width=32)  # whole: `forget --module` takes it
     for col in (
-        "module id",
         "status",
         "created",
         "classes",

@@ -198,7 +198,12 @@ def test_synthesize_train_publish_status_and_guarded_delete(home):
     )
     assert clf["metrics"] is None and clf["modules"] == sorted(ids.values())
     pub = run_json("publish", "--dir", str(home))
-    assert pub["classifier_id"] == clf["classifier_id"]
+    assert pub["classifier_id"] == clf["classifier_id"] and not pub["already_published"]
+    # publishing it again is idempotent: exit 0, the same entry, nothing appended
+    again = run("publish", "--dir", str(home), clf["classifier_id"])
+    assert f"already published as {clf['classifier_id']}" in again.stdout
+    same = CliRunner().invoke(cli, ["publish", "--dir", str(home), "--json"])
+    assert same.exit_code == 0 and json.loads(same.stdout) == {**pub, "already_published": True}
     text = run("status", "--dir", str(home)).stdout
     assert f"current classifier: {clf['classifier_id']}" in text
 

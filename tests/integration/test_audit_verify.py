@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from aggregator.home import load_log_key
-from ffsecure.audit import audit_bundle, load_bundle
+from ffsecure.audit import TrustedCheckpoint, audit_bundle, load_bundle
 from ffsecure.ledger import verify_bundle_log
 from ffsecure.ledger.checkpoint import Checkpoint, sign_checkpoint
 from ffsecure.ledger.merkle import MemoryTree, leaf_hash
@@ -35,8 +35,9 @@ def world(tmp_path_factory):
     lab.close()
 
 
-def _audit(lab, bundle, **kw):
-    return audit_bundle(load_bundle(bundle), ca_pem=lab.fed.ca_pem, **kw)
+def _audit(lab, bundle, *, trusted=(), **kw):
+    kept = [TrustedCheckpoint(label, note) for label, note in trusted]
+    return audit_bundle(load_bundle(bundle), ca_pem=lab.fed.ca_pem, trusted=kept, **kw)
 
 
 def _copy(bundle, tmp_path, name="tampered"):

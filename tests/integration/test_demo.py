@@ -95,9 +95,10 @@ def test_demo_summary_facts(small_demo):
     work, summary, _ = small_demo
     assert json.loads((work / "summary.json").read_text()) == summary
 
-    # the audit passed, checked against every site's receipt
+    # the audit passed, checked against every file the sites exported (`site-node receipts
+    # export`): 4 receipts, 4 newest checkpoints and the forgotten module's deletion checkpoint
     assert summary["audit"]["ok"] is True and summary["audit"]["exit_status"] == 0
-    assert summary["audit"]["findings"] == [] and summary["audit"]["trusted_checkpoints"] == 4
+    assert summary["audit"]["findings"] == [] and summary["audit"]["trusted_checkpoints"] == 9
 
     # the deleted site's module is gone from the current classifier's lineage, the others are in it
     deleted = summary["deleted"]

@@ -115,8 +115,9 @@ def test_train_publish_and_fetchable_metadata(env):
     with pytest.raises(FFSecureError) as err:
         ops.publish("clf-999999")
     assert err.value.code == "E_NOT_FOUND"
-    cid, pub = ops.publish()
-    assert cid == clf.classifier_id
+    published = ops.publish()
+    cid, pub = published.classifier_id, published.appended
+    assert cid == clf.classifier_id and not published.already
     assert validate_entry(pub.entry)["type"] == "classifier.published"
     assert ops.current_classifier().artifact_id == cid
     from aggregator.service import published_classifier
@@ -124,9 +125,10 @@ def test_train_publish_and_fetchable_metadata(env):
     info, data = published_classifier(store)
     assert info.classifier_id == cid and hashlib.sha256(data).hexdigest() == info.sha256
     assert info.trained_index == clf.appended.index and info.published_index == pub.index
-    with pytest.raises(FFSecureError) as err:
-        ops.publish(cid)
-    assert err.value.code == "E_STATUS"
+    size = store.size()
+    again, by_default = ops.publish(cid), ops.publish()  # idempotent: nothing appended
+    assert again.already and again.classifier_id == cid and again.appended == pub
+    assert by_default.already and by_default.appended == pub and store.size() == size
 
 
 def test_refusals_change_nothing(env):

@@ -8,6 +8,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ffsecure import canonical
 from ffsecure.audit.findings import Findings
 from ffsecure.audit.logcheck import check_log
+from ffsecure.audit.trusted import TrustedCheckpoint
 from ffsecure.ledger.checkpoint import Checkpoint, make_vkey, sign_checkpoint
 from ffsecure.ledger.merkle import MemoryTree, leaf_hash
 from ffsecure.records.entries import make_entry
@@ -44,7 +45,8 @@ def notes(key, data: list[bytes], sizes) -> dict[str, bytes]:
 
 def run(key, data, cps, trusted=()):
     f = Findings()
-    state = check_log(make_vkey(ORIGIN, key.public_key()), data, cps, f, trusted=list(trusted))
+    kept = [TrustedCheckpoint(label, note) for label, note in trusted]
+    state = check_log(make_vkey(ORIGIN, key.public_key()), data, cps, f, trusted=kept)
     return state, f.items
 
 

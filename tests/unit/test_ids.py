@@ -43,6 +43,7 @@ FORBIDDEN_EXAMPLES = [
 ]
 EXAMPLES = {
     ids.MODULE_ID: MID,
+    ids.MODULE_ID_PREFIX: MID[:8],
     ids.UPLOAD_ID: MID,
     ids.SALT: MID,
     ids.SHA256_HEX: H,
@@ -104,6 +105,11 @@ def _checked(check: Callable[..., Any]) -> Callable[..., bool]:
 PARSERS: list[tuple[str, ids.IdRule, Callable[[str], Any]]] = [
     *[(f"ids.{rule.name}", rule, rule.matches) for rule in ids.RULES],
     ("ids.check_module_id", ids.MODULE_ID, ids.check_module_id),
+    (
+        "ids.resolve_module_id",
+        ids.MODULE_ID_PREFIX,
+        lambda v: ids.resolve_module_id(v, [v + "0" * (32 - len(v))]),
+    ),
     ("ids.check_id", ids.SITE_ID, ids.check_id),
     ("ids.check_host", ids.HOST, ids.check_host),
     ("ids.check_artifact_id", ids.ARTIFACT_ID, ids.check_artifact_id),
@@ -210,3 +216,22 @@ def test_errors_are_typed_and_name_the_rule():
         ids.check_artifact_id("ds-1\n", "dataset id")
     assert err.value.code == "E_ARTIFACT_ID"
     assert package.ModuleIdError is ids.ModuleIdError and pki.IdentityError is ids.IdentityError
+
+
+def test_a_module_id_prefix_of_eight_digits_names_one_known_module_or_says_why_not():
+    a, b, c = "0123456789abcdef" * 2, "01234567" + "f" * 24, "fedcba98" + "0" * 24
+    known = [a, b, c]
+    assert ids.resolve_module_id("fedcba98", known) == c
+    assert ids.resolve_module_id("0123456789", known) == a
+    assert ids.resolve_module_id(a, []) == a  # a whole id needs no local record
+    with pytest.raises(ids.ModuleIdAmbiguousError) as ambiguous:
+        ids.resolve_module_id("01234567", known)
+    assert ambiguous.value.code == "E_MODULE_ID_AMBIGUOUS"
+    assert a in ambiguous.value.message and b in ambiguous.value.message
+    with pytest.raises(ids.ModuleIdError):
+        ids.resolve_module_id("0123456", known)  # 7 digits are too few
+    with pytest.raises(ids.ModuleIdError):
+        ids.resolve_module_id("FEDCBA98", known)
+    with pytest.raises(FFSecureError) as unknown:
+        ids.resolve_module_id("aaaaaaaa", known)
+    assert unknown.value.code == "E_NOT_FOUND" and "32-digit" in (unknown.value.hint or "")
