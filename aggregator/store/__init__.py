@@ -12,6 +12,7 @@ from aggregator.store.base import (
     EvaluationRow,
     LedgerSnapshot,
     ModuleRow,
+    SiteActivityRow,
     Store,
     check_module_id,
 )
@@ -20,6 +21,7 @@ from aggregator.store.sqlite import SQLiteStore
 __all__ = [
     "ArtifactRow",
     "EvaluationRow",
+    "SiteActivityRow",
     "LedgerSnapshot",
     "ModuleRow",
     "Store",

@@ -46,6 +46,7 @@ from aggregator.store.base import (
     check_module_id,
 )
 from aggregator.store.sqlite_evaluations import EVALUATIONS_SCHEMA, EvaluationsMixin
+from aggregator.store.sqlite_sites import SITES_SCHEMA, SitesMixin
 from ffsecure import canonical
 from ffsecure.errors import ConfigError, FormatError, LedgerError, NotFoundError, StoreError
 from ffsecure.files import create_private_file, fsync_dir, private_dir, restrict
@@ -65,11 +66,15 @@ from ffsecure.timefmt import now_rfc3339
 
 log = logging.getLogger("aggregator.store")
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 #: Older schemas this release upgrades in place when it opens them, and what the upgrade adds.
 #: The CREATE ... IF NOT EXISTS statements below add the missing tables; only the version is then
 #: rewritten.
-UPGRADES = {"1": "evaluations (sites' evaluation reports, classifier.evaluated entries)"}
+UPGRADES = {
+    "1": "evaluations (sites' evaluation reports, classifier.evaluated entries) and "
+    "site_activity (last contact and last refusal per site)",
+    "2": "site_activity (last contact and last refusal per site)",
+}
 # A backslash at the end of a line inside the schema joins it to the next, so that the SQL text
 # SQLite keeps in sqlite_master stays byte for byte what earlier releases wrote.
 _SCHEMA = (
@@ -101,6 +106,8 @@ updated_index INTEGER NOT NULL REFERENCES entries(idx),
 CREATE INDEX IF NOT EXISTS modules_status ON modules(status);
 """
     + EVALUATIONS_SCHEMA
+    + ";"
+    + SITES_SCHEMA
 )
 
 _ARTIFACT_ENTRY = {
@@ -149,7 +156,7 @@ def _private_database(db_path: Path) -> None:
         restrict(db_path.with_name(db_path.name + suffix))
 
 
-class SQLiteStore(EvaluationsMixin, Store):
+class SQLiteStore(EvaluationsMixin, SitesMixin, Store):
     """The default store: ``store.sqlite`` (WAL) and ``blobs/``."""
 
     def __init__(

@@ -1,0 +1,59 @@
+"""SQLite backend, continued: what ``serve`` last saw of each site (``site_activity``, schema 3).
+
+One row per site id, never more: the last time the site was heard from (any
+call, accepted or refused), and the last refusal (error code, method, time).
+Site ids come from certificates that chained to the
+federation CA (TLS checked the chain before the call reached the service), so
+the CA bounds the number of rows; an id that is not a valid site id is never
+written. Nothing here enters the ledger: it is operational state that
+``aggregator status`` shows and a restart keeps, not evidence.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
+
+from aggregator.store.base import SiteActivityRow
+from ffsecure.errors import FormatError
+from ffsecure.records.ids import SITE_ID
+
+SITES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS site_activity(
+    site_id TEXT PRIMARY KEY, last_contact TEXT NOT NULL,
+    last_refusal_code TEXT, last_refusal_method TEXT, last_refusal_time TEXT)
+"""
+
+_COLS = "site_id, last_contact, last_refusal_code, last_refusal_method, last_refusal_time"
+
+
+class SitesMixin:
+    """``note_site`` / ``list_site_activity`` of :class:`aggregator.store.sqlite.SQLiteStore`."""
+
+    if TYPE_CHECKING:  # what the mixin uses of SQLiteStore, declared for the type checker only
+
+        def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
+        def _read(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+    def note_site(self, site_id: str, *, at: str, refusal: tuple[str, str] | None = None) -> None:
+        if not SITE_ID.matches(site_id):
+            raise FormatError(f"site id {site_id!r} is not {SITE_ID.rule}", code="E_SITE_ID")
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO site_activity(site_id, last_contact) VALUES (?, ?) "
+                "ON CONFLICT(site_id) DO UPDATE SET last_contact = excluded.last_contact",
+                (site_id, at),
+            )
+            if refusal is not None:
+                code, method = refusal
+                conn.execute(
+                    "UPDATE site_activity SET last_refusal_code = ?, last_refusal_method = ?, "
+                    "last_refusal_time = ? WHERE site_id = ?",
+                    (code, method, at, site_id),
+                )
+
+    def list_site_activity(self) -> list[SiteActivityRow]:
+        with self._read() as conn:
+            rows = conn.execute(f"SELECT {_COLS} FROM site_activity ORDER BY site_id").fetchall()
+        return [SiteActivityRow(*r) for r in rows]
