@@ -69,6 +69,15 @@ class RateLimitConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus endpoint (aggregator.metrics): off while ``listen`` is empty."""
+
+    listen: str = ""
+    allow_non_loopback: bool = False
+    port_file: str = "metrics.port"
+
+
+@dataclass(frozen=True)
 class AggregatorConfig:
     """The whole file plus where it was read from (``home`` is its directory)."""
 
@@ -77,6 +86,7 @@ class AggregatorConfig:
     uploads: UploadConfig = field(default_factory=UploadConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     # Optional options for the operator's evaluation step; validated by the commands using them.
     evaluation: dict[str, Any] = field(default_factory=dict)
 
@@ -92,12 +102,17 @@ class AggregatorConfig:
     def port_file(self) -> Path:
         return self.path(self.server.port_file)
 
+    @property
+    def metrics_port_file(self) -> Path:
+        return self.path(self.metrics.port_file)
+
 
 _SECTIONS = {
     "server": ServerConfig,
     "uploads": UploadConfig,
     "limits": LimitsConfig,
     "rate_limit": RateLimitConfig,
+    "metrics": MetricsConfig,
 }
 
 _POSITIVE = {
@@ -122,14 +137,18 @@ _POSITIVE = {
 }
 
 
-def _spec(name: str, kind: object) -> fields.Spec:
+def _spec(section: str, name: str, kind: object) -> fields.Spec:
     """The field spec of one key: its dataclass type, and positive where ``_POSITIVE`` says.
 
     ``kind`` is the field's annotation, a string such as ``"int"`` (this module postpones
     the evaluation of annotations).
     """
+    if kind == "str" and name == "listen" and section == "metrics":
+        return fields.Str(expect="a string")  # empty: no endpoint
     if kind == "str":
         return fields.Str(min_len=1, expect="a non-empty string")
+    if kind == "bool":
+        return fields.Bool()
     if kind == "int":
         lo = 1 if name in _POSITIVE else 0 if name == "max_upload_bytes" else None
         return fields.Int(lo, expect="an integer")
@@ -139,7 +158,10 @@ def _spec(name: str, kind: object) -> fields.Spec:
 #: Each section as a table of field specs; every key has its dataclass default.
 SECTION_SPECS: dict[str, fields.Table] = {
     name: fields.Table(
-        {f.name: fields.Field(_spec(f.name, f.type), default=f.default) for f in dc_fields(cls)}
+        {
+            f.name: fields.Field(_spec(name, f.name, f.type), default=f.default)
+            for f in dc_fields(cls)
+        }
     )
     for name, cls in _SECTIONS.items()
 }
@@ -156,6 +178,8 @@ def _section_error(name: str, exc: fields.FieldError) -> ConfigError:
         return ConfigError(f"[{name}] must be a table", hint=f"write it as a [{name}] section")
     if exc.problem is fields.Problem.TYPE and exc.expect == "a non-empty string":
         return ConfigError(f"{exc.key} must be a non-empty string", hint=f'e.g. {exc.key} = "..."')
+    if exc.problem is fields.Problem.TYPE and exc.expect == "true or false":
+        return ConfigError(f"{exc.key} must be true or false", hint="write true or false")
     if exc.problem is fields.Problem.TYPE:
         whole = "a whole number" if exc.expect == "an integer" else "a number"
         return ConfigError(
