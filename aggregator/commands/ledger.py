@@ -6,22 +6,13 @@ from pathlib import Path
 
 import click
 
+from aggregator.commands.context import dir_option
 from aggregator.export import write_bundle
 from aggregator.home import AggregatorHome
 from aggregator.store import open_home_store
 from ffsecure.clitools import echo_json
 from ffsecure.errors import ConfigError
 from ffsecure.ledger import open_checkpoint, verify_bundle_log
-
-
-def _dir_option(f):
-    return click.option(
-        "--dir",
-        "home_dir",
-        required=True,
-        type=click.Path(file_okay=False, exists=True),
-        help="The aggregator home directory.",
-    )(f)
 
 
 def _json_option(f):
@@ -45,7 +36,7 @@ def ledger() -> None:
 
 
 @ledger.command("checkpoint")
-@_dir_option
+@dir_option
 @_json_option
 @click.pass_context
 def checkpoint(ctx: click.Context, home_dir: str, as_json: bool) -> None:
@@ -70,7 +61,7 @@ def checkpoint(ctx: click.Context, home_dir: str, as_json: bool) -> None:
 
 
 @ledger.command("export")
-@_dir_option
+@dir_option
 @click.option(
     "--out",
     "out_dir",
