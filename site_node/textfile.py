@@ -48,6 +48,7 @@ log = logging.getLogger("site_node.textfile")
 FILE_NAME = "ffsecure_site.prom"
 PREFIX = "ffsecure_site_"
 _MEMORY = "monitoring.json"
+_WHAT = {"certificate": "site certificate", "ca": "CA certificate", "crl": "CRL (nextUpdate)"}
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def write_site_textfile(cfg: SiteConfig, outcome: CycleOutcome) -> Path | None:
         code, by = str(refusal.get("code", "")), str(refusal.get("by", ""))
         gauge("last_refusal_info", "The newest refusal of a module.", 1, code=code, by=by)
     for what, days in _days(state, outcome.crl).items():
-        gauge(f"{what}_days_left", f"Days until the {what} expires.", days)
+        gauge(f"{what}_days_left", f"Days until the {_WHAT[what]} expires.", days)
     registered = sum(r.status == "registered" for r in state.modules())
     gauge("modules_registered", "Modules registered and not deleted.", registered)
     path = cfg.textfile_dir / FILE_NAME

@@ -38,10 +38,8 @@ from tests.integration.test_site_node import (
 P = "ffsecure_aggregator_"
 
 
-def scrape(port: int) -> dict[tuple[str, frozenset], float]:
-    """Every sample of the endpoint, keyed by (name, labels)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
+def samples(text: str) -> dict[tuple[str, frozenset], float]:
+    """Every sample of an exposition text, keyed by (name, labels)."""
     return {
         (s.name, frozenset(s.labels.items())): s.value
         for family in text_string_to_metric_families(text)
@@ -49,12 +47,9 @@ def scrape(port: int) -> dict[tuple[str, frozenset], float]:
     }
 
 
-def parse_file(path: Path) -> dict[tuple[str, frozenset], float]:
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(path.read_text())
-        for s in family.samples
-    }
+def scrape(port: int) -> dict[tuple[str, frozenset], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        return samples(resp.read().decode())
 
 
 def listening_ports(pid: int) -> set[int]:
@@ -152,7 +147,7 @@ def test_serve_metrics_site_textfile_and_status_show_accepted_and_refused_upload
         assert agg.stop() == 0
     assert not (fed.home.root / "metrics.port").exists()
 
-    site_file = parse_file(textfiles / "ffsecure_site.prom")
+    site_file = samples((textfiles / "ffsecure_site.prom").read_text())
     mary = frozenset({("site", "st-mary")})
     assert site_file[("ffsecure_site_modules_registered", mary)] == 1
     assert site_file[("ffsecure_site_last_cycle_success", mary)] == 1
