@@ -405,7 +405,7 @@ def test_a_schema_1_store_is_upgraded_in_place(store, home):
         assert s2.root_hash() == root and s2.entry(receipt.index) == receipt.entry
         assert s2.list_evaluations() == [] and s2.verify_integrity()["evaluations"] == 0
     con = sqlite3.connect(home.store_db)
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("3",)
     con.close()
 
 
