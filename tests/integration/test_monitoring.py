@@ -7,6 +7,8 @@ writes its node-exporter textfile; another site's upload is refused
 (a package naming another site) and a third upload hits the upload rate limit.
 The endpoint is scraped over HTTP and parsed with prometheus_client's own
 parser; after serve stops, ``aggregator status`` shows the refusal per site.
+The same gauges and per-site section are checked once more against a home
+whose ``[store]`` is a real PostgreSQL server (tests/pg_fixture.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -34,6 +37,7 @@ from tests.integration.test_site_node import (
     site_node,
     write_site_config,
 )
+from tests.pg_fixture import use_postgres
 
 P = "ffsecure_aggregator_"
 
@@ -220,3 +224,46 @@ def test_status_takes_dir_or_the_older_config_spelling_and_refuses_two_homes(fed
     assert both.returncode == 2 and "name different homes" in both.stderr
     neither = aggregator("status")
     assert neither.returncode == 2 and "give --dir DIR" in neither.stderr
+
+
+def test_gauges_and_the_per_site_status_read_a_postgres_store(tmp_path, pg_dsn):
+    fed = build_federation(tmp_path / "fed", sites=("st-mary", "st-john"))
+    use_postgres(fed.config_path, pg_dsn)
+    with fed.config_path.open("a") as f:
+        f.write('\n[metrics]\nlisten = "127.0.0.1:0"\n')
+    address = pin_port(fed.config_path, free_port())
+    with AggregatorProcess(fed.config_path, tmp_path / "serve.log") as agg:
+        port = int((fed.home.root / "metrics.port").read_text())
+        before = scrape(port)
+        assert before[(P + "ledger_size", frozenset())] == 1  # crl.loaded
+        assert before[(P + "modules_active", frozenset())] == 0
+        retry = RetryPolicy(max_attempts=1)
+        sealed, pkg = fed.make_package("st-mary")
+        with fed.client("st-mary", address, retry=retry) as c:
+            c.upload(sealed, module_id=pkg.manifest.module_id, site_id="st-mary")
+        forged, pkg2 = fed.make_package("st-john", manifest_site="st-mary")
+        with (
+            fed.client("st-john", address, retry=retry) as c,
+            pytest.raises(AggregatorError) as refused,
+        ):
+            c.upload(forged, module_id=pkg2.manifest.module_id, site_id="st-john")
+        after = scrape(port)
+        assert after[(P + "ledger_size", frozenset())] == 2  # + module.registered
+        assert after[(P + "modules_active", frozenset())] == 1
+        assert after[(P + "modules_deleted", frozenset())] == 0
+        reg = (P + "site_last_registration_timestamp_seconds", frozenset({("site", "st-mary")}))
+        assert after[reg] > 0
+        assert agg.stop() == 0
+    assert not fed.home.store_db.exists()  # everything went to PostgreSQL
+    with psycopg.connect(pg_dsn) as conn:
+        rows = conn.execute("SELECT site_id, last_refusal_code FROM site_activity ORDER BY 1")
+        assert rows.fetchall() == [("st-john", refused.value.code), ("st-mary", None)]
+
+    status = aggregator_json("status", "--dir", fed.home.root)
+    sites = {s["site_id"]: s for s in status["sites"]}
+    assert sites["st-mary"]["modules"] == {"active": 1, "deleted": 0}
+    assert sites["st-mary"]["last_contact"] and sites["st-mary"]["last_refusal"] is None
+    assert sites["st-john"]["modules"] == {"active": 0, "deleted": 0}
+    assert sites["st-john"]["last_refusal"]["code"] == refused.value.code
+    assert sites["st-john"]["last_refusal"]["method"] == "UploadModule"
+    assert status["ledger"]["size"] == 2
