@@ -119,8 +119,9 @@ def audit(fed, root: Path, timeout: float) -> dict:
     )  # fmt: skip
     if proc.returncode != 0:
         raise RuntimeError(f"export failed: {proc.stderr[-2000:]}")
+    ca_pem = str(fed.ca.directory / "ca.pem")
     verify_s, proc = _cli(
-        "-m", "ffsecure", "audit", "verify", str(bundle), "--ca", str(fed.ca.directory / "ca.pem"), "--json",
+        "-m", "ffsecure", "audit", "verify", str(bundle), "--ca", ca_pem, "--json",
         timeout=timeout,
     )  # fmt: skip
     verdict = json.loads(proc.stdout).get("verdict") if proc.stdout.strip() else None
