@@ -179,6 +179,16 @@ class Authenticator:
         identity = pki.verify_cert(cert, ca_cert=self.ca_cert, crl=self.crl.current(), role="site")
         return Peer(identity=identity, cert=cert, fingerprint=pki.cert_fingerprint(cert))
 
+    def unverified_site_id(self, context: grpc.ServicerContext) -> str | None:
+        """For refusal records only: the site id a refused certificate claims, if any.
+
+        TLS checked that the certificate chains to the federation CA, so the CA bounds these ids.
+        """
+        try:
+            return pki.identity_of(self.peer_cert(context)).site_id
+        except FFSecureError:
+            return None
+
     def unverified_name(self, context: grpc.ServicerContext) -> str | None:
         """For refusal logs only: the identity URI a refused certificate claims, if any."""
         try:

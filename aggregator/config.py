@@ -90,6 +90,15 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus endpoint (aggregator.metrics): off while ``listen`` is empty."""
+
+    listen: str = ""
+    allow_non_loopback: bool = False
+    port_file: str = "metrics.port"
+
+
+@dataclass(frozen=True)
 class AggregatorConfig:
     """The whole file plus where it was read from (``home`` is its directory)."""
 
@@ -99,6 +108,7 @@ class AggregatorConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     # Optional options for the operator's evaluation step; validated by the commands using them.
     evaluation: dict[str, Any] = field(default_factory=dict)
 
@@ -129,6 +139,10 @@ class AggregatorConfig:
             return check_dsn(text.strip(), "store.dsn_file")
         return self.store.dsn
 
+    @property
+    def metrics_port_file(self) -> Path:
+        return self.path(self.metrics.port_file)
+
 
 _SECTIONS = {
     "server": ServerConfig,
@@ -136,6 +150,7 @@ _SECTIONS = {
     "limits": LimitsConfig,
     "rate_limit": RateLimitConfig,
     "store": StoreConfig,
+    "metrics": MetricsConfig,
 }
 
 _POSITIVE = {
@@ -160,34 +175,39 @@ _POSITIVE = {
 }
 
 
-def _spec(name: str, kind: object) -> fields.Spec:
-    """The field spec of one key: its dataclass type, and positive where ``_POSITIVE`` says.
-
-    ``kind`` is the field's annotation, a string such as ``"int"`` (this module postpones
-    the evaluation of annotations).
-    """
-    if kind == "str":
-        return fields.Str(min_len=1, expect="a non-empty string")
-    if kind == "int":
-        lo = 1 if name in _POSITIVE else 0 if name == "max_upload_bytes" else None
-        return fields.Int(lo, expect="an integer")
-    return fields.Float(0.0, above=name in _POSITIVE, expect="a number")
-
-
 _STORE_SPECS = {
     "backend": fields.Str(options=STORE_BACKENDS),
     "dsn": fields.Str(max_len=4096, expect="a libpq connection string"),
     "dsn_file": fields.Str(max_len=4096, expect="a path"),
 }
 
+
+def _spec(section: str, name: str, kind: object) -> fields.Spec:
+    """The field spec of one key: ``[store]``'s own specs; elsewhere its dataclass type, and
+    positive where ``_POSITIVE`` says.
+
+    ``kind`` is the field's annotation, a string such as ``"int"`` (this module postpones
+    the evaluation of annotations).
+    """
+    if section == "store":
+        return _STORE_SPECS[name]
+    if kind == "str" and name == "listen" and section == "metrics":
+        return fields.Str(expect="a string")  # empty: no endpoint
+    if kind == "str":
+        return fields.Str(min_len=1, expect="a non-empty string")
+    if kind == "bool":
+        return fields.Bool()
+    if kind == "int":
+        lo = 1 if name in _POSITIVE else 0 if name == "max_upload_bytes" else None
+        return fields.Int(lo, expect="an integer")
+    return fields.Float(0.0, above=name in _POSITIVE, expect="a number")
+
+
 #: Each section as a table of field specs; every key has its dataclass default.
 SECTION_SPECS: dict[str, fields.Table] = {
     name: fields.Table(
         {
-            f.name: fields.Field(
-                _STORE_SPECS[f.name] if name == "store" else _spec(f.name, f.type),
-                default=f.default,
-            )
+            f.name: fields.Field(_spec(name, f.name, f.type), default=f.default)
             for f in dc_fields(cls)
         }
     )
@@ -211,6 +231,8 @@ def _section_error(name: str, exc: fields.FieldError) -> ConfigError:
         )
     if exc.problem is fields.Problem.TYPE and exc.expect == "a non-empty string":
         return ConfigError(f"{exc.key} must be a non-empty string", hint=f'e.g. {exc.key} = "..."')
+    if exc.problem is fields.Problem.TYPE and exc.expect == "true or false":
+        return ConfigError(f"{exc.key} must be true or false", hint="write true or false")
     if exc.problem is fields.Problem.TYPE:
         whole = "a whole number" if exc.expect == "an integer" else "a number"
         return ConfigError(

@@ -3,6 +3,8 @@
 A bucket holds up to ``burst`` tokens and refills at ``rate`` tokens per
 second; each call takes one. The clock is injected so the logic is tested
 without sleeping. Thread-safe: the gRPC server calls it from many threads.
+``on_limit(name, key)``, when given, is told of every refusal (the
+``rate_limited`` metric of :mod:`aggregator.metrics`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class RateLimiter:
         name: str,
         clock: Callable[[], float] = time.monotonic,
         max_keys: int = 100_000,
+        on_limit: Callable[[str, str], None] | None = None,
     ):
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be > 0 and burst >= 1")
@@ -43,6 +46,7 @@ class RateLimiter:
         self._buckets: dict[str, _Bucket] = {}
         self._lock = threading.Lock()
         self._max_keys = max_keys
+        self._on_limit = on_limit
 
     def _refill(self, bucket: _Bucket, now: float) -> None:
         bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
@@ -62,6 +66,8 @@ class RateLimiter:
                 bucket.tokens -= 1.0
                 return
             wait = (1.0 - bucket.tokens) / self.rate
+        if self._on_limit is not None:
+            self._on_limit(self.name, key)
         raise RequestError(
             f"rate limit for {self.name} exceeded ({self.rate:g}/s, burst {self.burst})",
             code="E_RATE_LIMIT",

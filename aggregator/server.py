@@ -22,6 +22,12 @@ chain, so a revoked or another federation's certificate of this CA would
 otherwise learn whether the aggregator is up. A refusal is logged like any
 other (method ``Health.Check`` / ``Health.Watch``).
 
+Monitoring: with ``[metrics] listen`` (or ``serve --metrics-listen``) set, a
+Prometheus endpoint (:mod:`aggregator.metrics`) starts after the gRPC port
+and stops before the store closes; a non-loopback address is refused unless
+explicitly allowed. Every call's site and every refusal are recorded in the
+store (:mod:`aggregator.site_activity`) for ``aggregator status``.
+
 Shutdown: on SIGTERM or SIGINT the health status turns NOT_SERVING, new
 calls are refused, and in-flight calls (uploads included) get
 ``shutdown_grace_s`` to finish; an upload cut by the deadline keeps its
@@ -54,10 +60,12 @@ from aggregator.home import (
     load_log_key,
     read_private_file,
 )
+from aggregator.metrics import Metrics, MetricsEndpoint, ServeState, parse_listen
 from aggregator.ratelimit import RateLimiter
 from aggregator.registration import Registrar, max_upload_bytes
 from aggregator.request_deadline import RequestDeadlineInterceptor
 from aggregator.service import AggregatorService, ServiceDeps
+from aggregator.site_activity import SiteActivity
 from aggregator.store import open_store
 from aggregator.store.base import Store
 from aggregator.unlearning import RetrainWorker, make_worker
@@ -162,6 +170,16 @@ def load_runtime(config: AggregatorConfig) -> Runtime:
             extra={"event": "uploads_cleaned", "count": removed},
         )
     rl = config.rate_limit
+    metrics = Metrics()
+    metrics.watch(
+        ServeState(
+            store=store,
+            lock=lock,
+            crl=crl.current,
+            tls_cert=pki.load_cert(tls_cert_pem),
+            ca_cert=ca_cert,
+        )
+    )
 
     worker = make_worker(
         store=store,
@@ -177,15 +195,25 @@ def load_runtime(config: AggregatorConfig) -> Runtime:
         signed_manifest=signed,
         log_vkey=signer.vkey,
         log_origin=signer.name,
-        call_limiter=RateLimiter(rate=rl.calls_per_second, burst=rl.call_burst, name="calls"),
+        call_limiter=RateLimiter(
+            rate=rl.calls_per_second,
+            burst=rl.call_burst,
+            name="calls",
+            on_limit=metrics.rate_limit_hit,
+        ),
         upload_limiter=RateLimiter(
-            rate=rl.uploads_per_minute / 60.0, burst=rl.upload_burst, name="uploads"
+            rate=rl.uploads_per_minute / 60.0,
+            burst=rl.upload_burst,
+            name="uploads",
+            on_limit=metrics.rate_limit_hit,
         ),
         upload_deadline_s=config.server.upload_deadline_s,
         download_deadline_s=config.server.download_deadline_s,
         max_concurrent_verifications=config.server.max_concurrent_verifications,
         max_chunk_bytes=config.uploads.chunk_bytes,
         deleter=worker.deleter,
+        metrics=metrics,
+        activity=SiteActivity(store, lock),
     )
     return Runtime(
         config=config,
@@ -251,9 +279,12 @@ class AuthenticatedHealth(health.HealthServicer):
 
 
 class RunningServer:
-    """A started server: its port, its health servicer and a way to drain and stop it."""
+    """A started server: its port, its health servicer and a way to drain and stop it.
 
-    def __init__(self, runtime: Runtime):
+    ``metrics_listen`` (``serve --metrics-listen``) overrides ``[metrics] listen``.
+    """
+
+    def __init__(self, runtime: Runtime, *, metrics_listen: str | None = None):
         self.runtime = runtime
         cfg = runtime.config
         self.server = grpc.server(
@@ -291,6 +322,11 @@ class RunningServer:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         host = cfg.server.listen.rpartition(":")[0]
         self.address = f"{host}:{self.port}"
+        try:
+            self.metrics = _start_metrics(runtime, metrics_listen)
+        except BaseException:
+            self.server.stop(0).wait()
+            raise
         _write_port_file(cfg.port_file, self.port)
         log.info(
             "listening on %s (mTLS)",
@@ -304,10 +340,24 @@ class RunningServer:
         log.info("draining (grace %.1f s)", grace, extra={"event": "draining", "grace_s": grace})
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.metrics is not None:
+            self.metrics.stop()
         self.runtime.deps.watchdog.close()
         self.runtime.close()
         self.runtime.config.port_file.unlink(missing_ok=True)
         log.info("stopped", extra={"event": "stopped"})
+
+
+def _start_metrics(runtime: Runtime, override: str | None) -> MetricsEndpoint | None:
+    """The Prometheus endpoint when configured (loopback unless allowed), else None."""
+    cfg = runtime.config
+    listen = override if override is not None else cfg.metrics.listen
+    if not listen:
+        return None
+    host, port = parse_listen(listen, allow_non_loopback=cfg.metrics.allow_non_loopback)
+    return MetricsEndpoint(
+        runtime.deps.metrics.registry, host, port, port_file=cfg.metrics_port_file
+    )
 
 
 def _write_port_file(path: Path, port: int) -> None:
@@ -316,18 +366,21 @@ def _write_port_file(path: Path, port: int) -> None:
     os.replace(tmp, path)
 
 
-def start(config: AggregatorConfig) -> RunningServer:
+def start(config: AggregatorConfig, *, metrics_listen: str | None = None) -> RunningServer:
     """Load the home and start serving (returns at once; used by tests and ``serve``)."""
     runtime = load_runtime(config)
     try:
-        return RunningServer(runtime)
+        return RunningServer(runtime, metrics_listen=metrics_listen)
     except BaseException:
         runtime.close()
         raise
 
 
 def serve(
-    config_path: str | Path, *, on_ready: Callable[[RunningServer], None] | None = None
+    config_path: str | Path,
+    *,
+    on_ready: Callable[[RunningServer], None] | None = None,
+    metrics_listen: str | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT, then drain and stop."""
     config = load_config(config_path)
@@ -339,7 +392,7 @@ def serve(
 
     previous = {sig: signal.signal(sig, _signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        running = start(config)
+        running = start(config, metrics_listen=metrics_listen)
         print(f"listening on {running.address}", flush=True, file=sys.stdout)
         if on_ready is not None:
             on_ready(running)

@@ -23,8 +23,10 @@ from google.protobuf.message import Message  # type: ignore[import-untyped]  # n
 
 from aggregator.auth import Authenticator, Peer
 from aggregator.grpc_errors import RequestError, abort_with, log_refusal
+from aggregator.metrics import Metrics
 from aggregator.ratelimit import RateLimiter
 from aggregator.registration import Registrar, check_module_id, receipt_for_module
+from aggregator.site_activity import SiteActivity
 from aggregator.site_reports import record_evaluation
 from aggregator.store.base import Store
 from aggregator.uploads import UploadStaging, check_upload_id
@@ -74,6 +76,10 @@ class ServiceDeps:
     deleter: Deleter = store_delete
     # fires the upload and download deadlines of every call from one thread
     watchdog: Watchdog = field(default_factory=lambda: Watchdog(name="call-deadlines"))
+    # counters of aggregator.metrics (exposed only when serve's endpoint is on)
+    metrics: Metrics = field(default_factory=Metrics)
+    # last contact and last refusal of each site, kept in the store (aggregator status)
+    activity: SiteActivity | None = None
 
     @property
     def store(self) -> Store:
@@ -97,6 +103,8 @@ def _rpc(method: str, *, upload: bool = False):
             peer: Peer | None = None
             try:
                 peer = self.deps.authenticator.authenticate(context)
+                if self.deps.activity is not None:
+                    self.deps.activity.contact(peer.site_id)
                 self.deps.call_limiter.check(peer.site_id)
                 if upload:
                     self.deps.upload_limiter.check(peer.site_id)
@@ -105,6 +113,7 @@ def _rpc(method: str, *, upload: bool = False):
                 who = (
                     peer.identity.uri if peer else self.deps.authenticator.unverified_name(context)
                 )
+                self._note_refusal(context, peer, exc.code, method=method, upload=upload)
                 abort_with(context, exc, method=method, peer=who)
             except grpc.RpcError:
                 # The client went away (cancelled or cut); nothing to answer.
@@ -149,6 +158,16 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         # A complete upload is opened and verified whole (single-shot AEAD): at most this many at
         # once, so that memory is bounded by it x the module size, however many uploads finish.
         self._verifications = threading.BoundedSemaphore(deps.max_concurrent_verifications)
+
+    def _note_refusal(
+        self, context, peer: Peer | None, code: str, *, method: str, upload: bool
+    ) -> None:
+        """Count a refusal (upload metrics) and record it as the site's last refusal."""
+        site_id = peer.site_id if peer else self.deps.authenticator.unverified_site_id(context)
+        if upload:
+            self.deps.metrics.upload_refused(site_id, code)
+        if site_id is not None and self.deps.activity is not None:
+            self.deps.activity.refusal(site_id, code, method)
 
     # -- federation --------------------------------------------------------
     @_rpc("GetFederationInfo")
@@ -271,6 +290,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                     )
                 assert staged is not None  # opened with the first chunk
                 staged.write(chunk.offset, chunk.data)
+                self.deps.metrics.bytes_received(len(chunk.data))
             watchdog.cancel()  # every byte is in: registration is not cut short
             if expired.is_set():
                 raise self._deadline_error()
@@ -312,6 +332,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             finally:
                 del sealed
         staged.mark_registered(receipt.module_id)
+        self.deps.metrics.upload_accepted(peer.site_id)
         log.info(
             "module %s registered for site %s at index %d%s",
             receipt.module_id,

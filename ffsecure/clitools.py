@@ -27,6 +27,9 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 MAX_KEY_FILE = 4096
 
+#: The levels ``--log-level`` takes (any case); anything else is a usage error (exit 2).
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 class LazyGroup(click.Group):
     """A click group whose sub-commands are ``"module:attribute"`` strings."""
@@ -70,9 +73,11 @@ def program_group(
     """The root group of one of the programs: its lazy sub-commands, ``--version``
     and the logging options.
 
-    All three programs take ``--log-level`` and ``--log-json`` before the sub-command and
-    answer ``-h``; only the name, the sub-commands, the help line and the default level differ.
-    The epilog of ``--help`` names where this installation's documentation pages are.
+    All three programs take ``--log-level`` and ``--log-json/--human-logs`` before the
+    sub-command and answer ``-h``; only the name, the sub-commands, the help line and the default
+    level differ. The long-running commands (``aggregator serve``, ``site-node run``) take the
+    same pair (:func:`log_format_option`) and log JSON unless told otherwise. The epilog of
+    ``--help`` names where this installation's documentation pages are.
     """
 
     @click.group(
@@ -84,14 +89,44 @@ def program_group(
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     @click.version_option(__version__, prog_name=prog_name)
-    @click.option("--log-level", default=log_level, show_default=True, help="Logging level.")
-    @click.option("--log-json", is_flag=True, help="Log one JSON object per line.")
+    @click.option(
+        "--log-level",
+        default=log_level,
+        show_default=True,
+        type=click.Choice(LOG_LEVELS, case_sensitive=False),
+        help="Logging level.",
+    )
+    @log_format_option
     @click.pass_context
-    def group(ctx: click.Context, log_level: str, log_json: bool) -> None:
-        ctx.ensure_object(dict)
-        setup_logging(log_level, json_lines=log_json)
+    def group(ctx: click.Context, log_level: str, log_json: bool | None) -> None:
+        obj = ctx.ensure_object(dict)
+        obj["log_level"], obj["log_json"] = log_level.upper(), log_json
+        setup_logging(log_level, json_lines=bool(log_json))
 
     return group
+
+
+def log_format_option(f):
+    """``--log-json/--human-logs``: on the programs, and on the long-running commands."""
+    return click.option(
+        "--log-json/--human-logs",
+        "log_json",
+        default=None,
+        help="One JSON object per log line, or readable lines "
+        "[default: readable; JSON for serve and run].",
+    )(f)
+
+
+def setup_command_logging(ctx: click.Context, log_json: bool | None) -> None:
+    """Re-configure logging for a long-running command: JSON lines unless ``--human-logs``.
+
+    The command's own flag wins, then the program's (``aggregator --human-logs serve``), then
+    the default (JSON, what a service manager's journal wants). The level is the program's.
+    """
+    obj = ctx.find_object(dict) or {}
+    chosen = log_json if log_json is not None else obj.get("log_json")
+    level = obj.get("log_level") or logging.getLevelName(logging.getLogger().level)
+    setup_logging(str(level), json_lines=True if chosen is None else bool(chosen))
 
 
 def report_error(exc: FFSecureError, *, as_json: bool = False) -> None:

@@ -561,6 +561,12 @@ _STORE = _section(
             "the aggregator's test set has another number of classes than the federation",
             _ERR + "ConfigError",
         ),
+        (
+            "E_METRICS_LISTEN",
+            "the metrics endpoint's address is malformed, in use, or not loopback without "
+            "[metrics] allow_non_loopback",
+            _ERR + "ConfigError",
+        ),
     ],
 )
 

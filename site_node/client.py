@@ -346,9 +346,11 @@ class AggregatorClient:
                 raise error_from_rpc(exc) from None
 
     # -- federation ------------------------------------------------------------
-    def federation_info(self) -> pb.FederationInfo:
+    def federation_info(self, *, retries: bool = True) -> pb.FederationInfo:
         """The raw signed manifest and CRL; verify with :meth:`get_federation`."""
-        return self._unary(self.stub.GetFederationInfo, pb.GetFederationInfoRequest())
+        return self._unary(
+            self.stub.GetFederationInfo, pb.GetFederationInfoRequest(), retries=retries
+        )
 
     def get_federation(self, ca_cert):
         """The federation manifest, verified against the CA certificate the site already holds."""

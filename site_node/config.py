@@ -84,6 +84,7 @@ SCHEMA: dict[str, dict[str, fields.Field]] = {
         "retry_interval_s": _f(_SECONDS, 60.0),
         "trigger_file": _f(_STR, ""),
     },
+    "monitoring": {"textfile_dir": _f(_STR, "")},
 }
 REQUIRED_TABLES = {"site", "data"}
 #: The whole file: an exact set of tables (the optional ones filled with their defaults).
@@ -127,6 +128,7 @@ class SiteConfig:
     poll_interval_s: float = 300.0
     retry_interval_s: float = 60.0
     trigger_file: Path | None = None
+    textfile_dir: Path | None = None  # node-exporter textfile collector folder (site_node.textfile)
 
     def passphrase(self) -> bytes | None:
         """The site key's passphrase file: ``pki.passphrase_file``, else
@@ -317,6 +319,9 @@ def _build(v: dict[str, dict[str, Any]], path: Path) -> SiteConfig:
         trigger_file=resolve(daemon["trigger_file"])
         if daemon["trigger_file"]
         else state / "train.now",
+        textfile_dir=resolve(v["monitoring"]["textfile_dir"])
+        if v["monitoring"]["textfile_dir"]
+        else None,
     )
 
 

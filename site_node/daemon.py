@@ -25,6 +25,12 @@ SIGTERM / SIGINT stop it cleanly: a training run stops at the next epoch
 (nothing is written), an upload in flight is cut and resumes next time.
 The state lock is held only during a cycle, so ``site-node status`` can run
 between cycles. Logs are one JSON object per line with an ``event`` field.
+
+With ``[monitoring] textfile_dir`` set, every cycle (failed ones too) ends by
+writing ``ffsecure_site.prom`` for node-exporter (:mod:`site_node.textfile`);
+for its CRL gauge the cycle asks the aggregator for the CRL once, without
+retries, and keeps it only if it verifies against the CA. A failure to write
+the file is logged and never stops the daemon.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from cryptography import x509
+
+from ffsecure import pki
 from ffsecure.errors import FFSecureError
 from site_node import sync
 from site_node import trust as trustlib
@@ -42,6 +51,7 @@ from site_node.config import SiteConfig
 from site_node.exitcodes import EXIT_ERROR, EXIT_FORK, EXIT_OK, EXIT_REFUSED
 from site_node.state import StateDir
 from site_node.sync import LogForkError, is_transient
+from site_node.textfile import CycleOutcome, write_site_textfile
 from site_node.training import TrainingStopped, data_fingerprint, train_module
 
 log = logging.getLogger("site_node.daemon")
@@ -65,6 +75,7 @@ class Daemon:
         self.max_cycles = max_cycles
         self.on_cycle = on_cycle
         self.failed_fingerprint: str | None = None
+        self.crl: x509.CertificateRevocationList | None = None  # the last one served, verified
 
     # -- signals ---------------------------------------------------------------
     def install_signals(self) -> None:
@@ -123,7 +134,33 @@ class Daemon:
             if reason and not self._train(reason, trust, out):
                 return out
             self._upload(trust, out)
+        if self.cfg.textfile_dir is not None and not self.stop_event.is_set():
+            self.crl = self._fetch_crl(trust)
         return out
+
+    def _fetch_crl(self, trust) -> x509.CertificateRevocationList | None:
+        """The CRL the aggregator serves, verified against the CA (for the textfile only)."""
+        try:
+            with trustlib.make_client(self.cfg, trust) as client:
+                pem = bytes(client.federation_info(retries=False).crl_pem)
+            return pki.load_crl(pem, trust.ca_cert) if pem else None
+        except FFSecureError as exc:
+            log.info(
+                "no CRL for the textfile this cycle: %s",
+                exc,
+                extra={"event": "crl_unavailable", "code": exc.code},
+            )
+            return None
+
+    def _write_textfile(self, ok: bool) -> None:
+        try:
+            write_site_textfile(self.cfg, CycleOutcome(ok=ok, crl=self.crl))
+        except (FFSecureError, OSError) as exc:
+            log.error(
+                "could not write the monitoring textfile: %s",
+                exc,
+                extra={"event": "textfile_failed"},
+            )
 
     def _train(self, reason: str, trust, out: dict) -> bool:
         """One training run into ``out``; False when it was stopped (the cycle ends there)."""
@@ -201,6 +238,7 @@ class Daemon:
                 if self.on_cycle is not None:
                     self.on_cycle(out)
                 status = cycle_status(out)
+                self._write_textfile(status == EXIT_OK and not out["retry"])
             except LogForkError as exc:
                 log.critical(
                     "ALARM: %s", exc.message, extra={"event": "log_fork", "code": exc.code}
@@ -213,6 +251,7 @@ class Daemon:
                 )
                 wait = self.cfg.retry_interval_s
                 status = EXIT_OK if transient else EXIT_ERROR
+                self._write_textfile(False)
             cycles += 1
             if self.max_cycles is not None and cycles >= self.max_cycles:
                 log.info(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import getpass
 import re
 from collections.abc import Iterator
@@ -22,14 +23,47 @@ if TYPE_CHECKING:  # annotations only: Operations imports torch
     from aggregator.operations import Operations
 
 
+def _home_of(home_dir: str | None, config_file: str | None) -> str:
+    """The home that ``--dir DIR`` or the older ``--config DIR/aggregator.toml`` names."""
+    if config_file is None:
+        if home_dir is None:
+            raise click.UsageError("give --dir DIR, the aggregator home directory")
+        return home_dir
+    click.get_current_context().ensure_object(dict)["config_file"] = config_file
+    from_config = Path(config_file).resolve().parent
+    if home_dir is not None and Path(home_dir).resolve() != from_config:
+        raise click.UsageError(
+            f"--dir {home_dir} and --config {config_file} name different homes; give --dir only"
+        )
+    return str(from_config)
+
+
 def dir_option(f):
-    return click.option(
+    """``--dir DIR`` (the aggregator home); ``--config DIR/aggregator.toml`` is a hidden alias.
+
+    Every operator command, ``serve`` included, names the home the same way; the alias keeps
+    the spelling ``serve`` used to take (its file's directory is the home).
+    """
+
+    @click.option(
         "--dir",
-        "home_dir",
-        required=True,
+        "dir_arg",
+        default=None,
         type=click.Path(file_okay=False, exists=True),
         help="The aggregator home directory.",
-    )(f)
+    )
+    @click.option(
+        "--config",
+        "config_arg",
+        default=None,
+        hidden=True,
+        type=click.Path(dir_okay=False, exists=True),
+    )
+    @functools.wraps(f)
+    def wrapper(*args, dir_arg: str | None, config_arg: str | None, **kwargs):
+        return f(*args, home_dir=_home_of(dir_arg, config_arg), **kwargs)
+
+    return wrapper
 
 
 def json_option(f):

@@ -123,7 +123,7 @@ def init(
         echo_json(out)
     else:
         click.echo(f"aggregator home {out['home']} ready for federation {out['federation_id']}")
-        click.echo(f"start it with `aggregator serve --config {out['config']}`")
+        click.echo(f"start it with `aggregator serve --dir {out['home']}`")
 
 
 def _step1(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from aggregator.commands.context import dir_option
 from aggregator.cosignatures import add_cosignatures, cosignature_lines, with_cosignatures
 from aggregator.export import write_bundle, write_log_tiles
 from aggregator.home import AggregatorHome
@@ -15,16 +16,6 @@ from aggregator.store import home_has_store, open_home_store
 from ffsecure.clitools import echo_json, read_key_arg
 from ffsecure.errors import ConfigError
 from ffsecure.ledger import open_checkpoint, verify_bundle_log
-
-
-def _dir_option(f):
-    return click.option(
-        "--dir",
-        "home_dir",
-        required=True,
-        type=click.Path(file_okay=False, exists=True),
-        help="The aggregator home directory.",
-    )(f)
 
 
 def _json_option(f):
@@ -48,7 +39,7 @@ def ledger() -> None:
 
 
 @ledger.command("checkpoint")
-@_dir_option
+@dir_option
 @_json_option
 @click.pass_context
 def checkpoint(ctx: click.Context, home_dir: str, as_json: bool) -> None:
@@ -73,7 +64,7 @@ def checkpoint(ctx: click.Context, home_dir: str, as_json: bool) -> None:
 
 
 @ledger.command("export")
-@_dir_option
+@dir_option
 @click.option(
     "--out",
     "out_dir",
@@ -140,7 +131,7 @@ def export(
 
 
 @ledger.command("add-cosignature")
-@_dir_option
+@dir_option
 @click.argument("note_file", type=click.Path(dir_okay=False, exists=True))
 @click.option(
     "--witness-key",

@@ -1,14 +1,19 @@
 """``aggregator status``: modules, classes covered, last checkpoint, current classifier.
 
 Also the current classifier's lineage and the metrics sites reported for it
-(ReportEvaluation)."""
+(ReportEvaluation), a section per site (last contact, modules, last refusal:
+:mod:`aggregator.site_status`) and the days left on the aggregator's
+certificate, the CA and the CRL (WARN under 30 days)."""
 
 from __future__ import annotations
 
 import click
 
 from aggregator.commands.context import dir_option, json_option, open_operations
+from aggregator.home import AggregatorHome
+from aggregator.site_status import home_expiries, site_overview
 from ffsecure.clitools import echo_json
+from ffsecure.pki.expiry import Expiry
 
 
 @click.command("status")
@@ -20,6 +25,10 @@ def status(ctx: click.Context, home_dir: str, as_json: bool) -> None:
     ctx.ensure_object(dict)["json"] = as_json
     with open_operations(home_dir, evaluation=False) as ops:
         s = ops.status()
+        with ops.lock:
+            s["sites"] = site_overview(ops.store)
+    expiries = home_expiries(AggregatorHome.at(home_dir))
+    s["expiry"] = [e.as_dict() for e in expiries]
     if as_json:
         echo_json(s)
         return
@@ -66,3 +75,27 @@ def status(ctx: click.Context, home_dir: str, as_json: bool) -> None:
         click.echo(
             f"  waiting for retraining: {', '.join(s['pending_retrains'])} (`aggregator retrain`)"
         )
+    _echo_sites(s["sites"])
+    _echo_expiry(expiries)
+
+
+def _echo_sites(sites: list[dict]) -> None:
+    click.echo(f"  sites: {len(sites) or 'none seen'}")
+    for site in sites:
+        m = site["modules"]
+        click.echo(
+            f"    {site['site_id']}: last contact {site['last_contact'] or '-'}, "
+            f"modules {m['active']} active, {m['deleted']} deleted"
+        )
+        refusal = site["last_refusal"]
+        if refusal is not None:
+            click.echo(
+                f"      last refusal: {refusal['code']} ({refusal['method']}) at {refusal['time']}"
+            )
+
+
+def _echo_expiry(expiries: list[Expiry]) -> None:
+    click.echo("  expiry:")
+    for e in expiries:
+        mark = {"warn": "WARN ", "expired": "FAIL "}.get(e.state, "")
+        click.echo(f"    {mark}{e.line()}")

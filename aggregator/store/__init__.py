@@ -18,6 +18,7 @@ from aggregator.store.base import (
     EvaluationRow,
     LedgerSnapshot,
     ModuleRow,
+    SiteActivityRow,
     Store,
     check_module_id,
 )
@@ -28,6 +29,7 @@ from aggregator.store.sqlite import SQLiteStore
 __all__ = [
     "ArtifactRow",
     "EvaluationRow",
+    "SiteActivityRow",
     "LedgerSnapshot",
     "ModuleRow",
     "PostgresStore",

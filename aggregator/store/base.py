@@ -88,6 +88,17 @@ class EvaluationRow:
     created: str
 
 
+@dataclass(frozen=True)
+class SiteActivityRow:
+    """What ``serve`` last saw of one site: its last call, its last refusal (code, method, time)."""
+
+    site_id: str
+    last_contact: str
+    last_refusal_code: str | None
+    last_refusal_method: str | None
+    last_refusal_time: str | None
+
+
 class Store(abc.ABC):
     """Modules, artifacts and the transparency ledger of one aggregator."""
 
@@ -159,6 +170,15 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def list_evaluations(self, classifier_id: str | None = None) -> list[EvaluationRow]: ...
+
+    # -- what serve saw of each site (operational, not in the ledger) ------
+    @abc.abstractmethod
+    def note_site(self, site_id: str, *, at: str, refusal: tuple[str, str] | None = None) -> None:
+        """Record a call from ``site_id`` at ``at`` and, with ``refusal`` (code, method), that
+        it was refused. One row per site (bounded by the CA); ``E_SITE_ID`` for a bad id."""
+
+    @abc.abstractmethod
+    def list_site_activity(self) -> list[SiteActivityRow]: ...
 
     # -- ledger ----------------------------------------------------------
     @abc.abstractmethod

@@ -47,12 +47,17 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from aggregator.config import check_dsn
 from aggregator.home import LogSigner
+from aggregator.store.sites import SITES_SCHEMA
 from aggregator.store.sql import Conn, SQLStore
 from ffsecure.errors import StoreError
 
 log = logging.getLogger("aggregator.store")
 
-SCHEMA_VERSION = "pg-1"
+SCHEMA_VERSION = "pg-2"
+#: Older schemas this release upgrades in place when it opens them (under the log's lock), and
+#: what the upgrade adds: the CREATE ... IF NOT EXISTS statements add the missing tables, then only
+#: the version is rewritten.
+UPGRADES = {"pg-1": "site_activity (last contact and last refusal per site)"}
 #: The first key of the log's advisory lock ("ffse"); the second is the schema's hash.
 LOCK_CLASS = 0x66667365
 _LOCK_SQL = "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))"
@@ -90,9 +95,20 @@ _SCHEMA = [
     entry_index BIGINT NOT NULL UNIQUE REFERENCES entries(idx), created TEXT NOT NULL,
     PRIMARY KEY(site_id, classifier_id))""",
     "CREATE INDEX IF NOT EXISTS evaluations_classifier ON evaluations(classifier_id)",
+    SITES_SCHEMA,
 ]
 #: The tables that keep the schema; ``aggregator`` roles need exactly these (docs).
-TABLES = ("meta", "entries", "nodes", "checkpoints", "blobs", "modules", "artifacts", "evaluations")
+TABLES = (
+    "meta",
+    "entries",
+    "nodes",
+    "checkpoints",
+    "blobs",
+    "modules",
+    "artifacts",
+    "evaluations",
+    "site_activity",
+)
 _SHRED_VACUUM = ("VACUUM FULL modules, artifacts", "VACUUM blobs")
 
 
@@ -147,6 +163,7 @@ class PostgresStore(SQLStore):
     """The store in one PostgreSQL schema, shared safely by several ``serve`` processes."""
 
     SCHEMA_VERSION = SCHEMA_VERSION
+    UPGRADES = UPGRADES
 
     def __init__(self, conn: psycopg.Connection, *, origin: str, kek: bytes, signer: LogSigner):
         super().__init__(origin=origin, kek=kek, signer=signer)

@@ -3,7 +3,9 @@
 One home for the rules of the store: what a registration, a deletion, an
 artifact or an evaluation must check, which rows and ledger entries change
 together, how the Merkle nodes and checkpoints are kept, and what
-``verify_integrity`` demands. A backend (``aggregator.store.sqlite``,
+``verify_integrity`` demands (with the evaluations and the site activity in
+their mixins, ``aggregator.store.evaluations`` and ``aggregator.store.sites``).
+A backend (``aggregator.store.sqlite``,
 ``aggregator.store.postgres``) supplies only what differs between databases:
 
 - ``_write()`` / ``_read()``: a write transaction that holds the log's write
@@ -43,6 +45,7 @@ from aggregator.store.base import (
     check_module_id,
 )
 from aggregator.store.evaluations import EvaluationsMixin
+from aggregator.store.sites import SitesMixin
 from ffsecure import canonical
 from ffsecure.errors import ConfigError, FormatError, LedgerError, NotFoundError, StoreError
 from ffsecure.ledger.checkpoint import Checkpoint, open_checkpoint
@@ -115,7 +118,7 @@ class _Nodes:
         return bytes(row[0])
 
 
-class SQLStore(EvaluationsMixin, Store):
+class SQLStore(EvaluationsMixin, SitesMixin, Store):
     """Every store operation, over a backend's transactions, schema and blob placement."""
 
     #: The schema version this backend writes, and the older ones it upgrades in place.

@@ -35,17 +35,22 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from aggregator.home import AggregatorHome, LogSigner
+from aggregator.store.sites import SITES_SCHEMA
 from aggregator.store.sql import SQLStore
 from ffsecure.errors import ConfigError
 from ffsecure.files import create_private_file, fsync_dir, private_dir, restrict
 
 log = logging.getLogger("aggregator.store")
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 #: Older schemas this release upgrades in place when it opens them, and what the upgrade adds.
 #: The CREATE ... IF NOT EXISTS statements below add the missing tables; only the version is then
 #: rewritten.
-UPGRADES = {"1": "evaluations (sites' evaluation reports, classifier.evaluated entries)"}
+UPGRADES = {
+    "1": "evaluations (sites' evaluation reports, classifier.evaluated entries) and "
+    "site_activity (last contact and last refusal per site)",
+    "2": "site_activity (last contact and last refusal per site)",
+}
 # A backslash at the end of a line inside the schema joins it to the next, so that the SQL text
 # SQLite keeps in sqlite_master stays byte for byte what earlier releases wrote.
 _SCHEMA = (
@@ -83,8 +88,9 @@ report_sha256 TEXT NOT NULL,
     salt TEXT NOT NULL, entry_index INTEGER NOT NULL UNIQUE REFERENCES entries(idx), \
 created TEXT NOT NULL,
     PRIMARY KEY(site_id, classifier_id));
-CREATE INDEX IF NOT EXISTS evaluations_classifier ON evaluations(classifier_id)
+CREATE INDEX IF NOT EXISTS evaluations_classifier ON evaluations(classifier_id);
 """
+    + SITES_SCHEMA
 )
 
 

@@ -138,9 +138,10 @@ def site_toml(
     size: str,
     seed: int,
     dp_epsilon: float | None = None,
+    textfile_dir: Path | None = None,
 ) -> str:
     """A site's site.toml (docs/site-operator.md): its own data file, the demo's
-    training schedule."""
+    training schedule, and where `run` writes its node-exporter textfile."""
     lines = [
         "# written by `ffsecure demo`; see docs/site-operator.md",
         "[site]",
@@ -167,6 +168,8 @@ def site_toml(
     ]
     if dp_epsilon is not None:
         lines += ["[dp]", f"target_epsilon = {float(dp_epsilon)!r}", ""]
+    if textfile_dir is not None:
+        lines += ["[monitoring]", f"textfile_dir = {_toml_str(str(Path(textfile_dir)))}", ""]
     return "\n".join(lines)
 
 

@@ -19,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 
 FEDERATION_ID = "demo"
 DELETION_REASON = "consent withdrawn (demo)"
+#: serve's Prometheus endpoint on a free loopback port (the bound port goes to metrics.port)
+METRICS_TOML = '\n[metrics]\nlisten = "127.0.0.1:0"\n'
 
 
 @dataclass
@@ -238,6 +241,8 @@ class Demo:
                 workers=self.cfg.parallel,
                 on_error=self.supervisor.stop_all,
             )
+        with P("monitoring", "scrape the aggregator's metrics; sites write their textfiles"):
+            self.monitoring()
         with P("aggregate", "aggregator: synthesize, train, publish"):
             self.aggregate()
         with P("evaluate", "sites: evaluate the published classifier locally"):
@@ -393,6 +398,7 @@ class Demo:
             self.endpoint,
         )
         with open(self.agg_dir / "aggregator.toml", "a", encoding="utf-8") as fh:
+            fh.write(METRICS_TOML)
             fh.write(
                 layout.evaluation_toml(
                     _resolved(c.dataset, "dataset"),
@@ -406,7 +412,7 @@ class Demo:
         port_file.unlink(missing_ok=True)
         serve, serve_log = self.supervisor.popen(
             "aggregator",
-            ["serve", "--config", self.agg_dir / "aggregator.toml"],
+            ["serve", "--dir", self.agg_dir],
             name="aggregator-serve",
         )
         self.serve, self.serve_log = serve, serve_log
@@ -444,8 +450,10 @@ class Demo:
                 size=c.generator_size,
                 seed=c.seed * 1000 + s.index,
                 dp_epsilon=c.dp_epsilon,
+                textfile_dir=self.textfile_dir(s.site_id),
             )
         )
+        self.textfile_dir(s.site_id).mkdir(exist_ok=True)
         out = self.cli_json(
             "site_node", "enroll", "--config", cfg, "--no-passphrase", name=f"{s.site_id}-enroll"
         )
@@ -503,6 +511,39 @@ class Demo:
             epsilon=trained.get("epsilon"),
         )
         self.ui.tick("sites", s.site_id)
+
+    def textfile_dir(self, sid: str) -> Path:
+        return self.sites_dir / sid / "textfile"
+
+    def monitoring(self) -> None:
+        """Each site runs one `site-node run --once` cycle (nothing is due: it writes its
+        node-exporter textfile); then one scrape of serve's metrics goes to WORKDIR/metrics.txt."""
+        parallel(
+            [
+                functools.partial(
+                    self.cli,
+                    "site_node",
+                    "run",
+                    "--config",
+                    self.site_cfg(s.site_id),
+                    "--once",
+                    name=f"{s.site_id}-run-once",
+                )
+                for s in self.specs
+            ],
+            workers=self.cfg.parallel,
+            on_error=self.supervisor.stop_all,
+        )
+        port = int((self.agg_dir / "metrics.port").read_text())
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
+            scrape = resp.read().decode()
+        (self.work / "metrics.txt").write_text(scrape)
+        first = self.specs[0].site_id
+        self.ui.note(
+            f"metrics scraped from http://127.0.0.1:{port}/metrics into "
+            f"{self.work / 'metrics.txt'}; site textfiles in "
+            f"{self.textfile_dir(first) / 'ffsecure_site.prom'} and its peers"
+        )
 
     def aggregate(self) -> None:
         c = self.cfg

@@ -15,6 +15,7 @@ PHASES = [
     "serve",
     "enroll",
     "sites",
+    "monitoring",
     "aggregate",
     "evaluate",
     "baselines",
@@ -27,6 +28,7 @@ PHASES = [
 ]
 FILES = {
     "summary": "summary.json",
+    "metrics": "metrics.txt",
     "report": "report.html",
     "audit_bundle": "audit-bundle",
     "samples": "samples.png",

@@ -3,11 +3,9 @@ downtime)."""
 
 from __future__ import annotations
 
-import logging
-
 import click
 
-from ffsecure.clitools import setup_logging
+from ffsecure.clitools import log_format_option, setup_command_logging
 from site_node.commands._common import config_option
 from site_node.config import load_config
 from site_node.daemon import Daemon
@@ -15,12 +13,10 @@ from site_node.daemon import Daemon
 
 @click.command("run")
 @config_option
-@click.option(
-    "--human-logs", is_flag=True, help="Readable log lines instead of one JSON object per line."
-)
+@log_format_option
 @click.option("--once", is_flag=True, help="Run one cycle (train if due, upload pending) and exit.")
 @click.pass_context
-def run(ctx, config_path, human_logs, once):
+def run(ctx, config_path, log_json, once):
     """Run until SIGTERM: train a module when the data changes, the trigger file appears or on
     SIGHUP; upload what is pending; retry when the aggregator is down.
 
@@ -29,8 +25,7 @@ def run(ctx, config_path, human_logs, once):
     (by this site's privacy check or by the aggregator).
     """
 
-    level = logging.getLevelName(logging.getLogger().level)
-    setup_logging(level if isinstance(level, str) else "INFO", json_lines=not human_logs)
+    setup_command_logging(ctx, log_json)
     cfg = load_config(config_path)
     daemon = Daemon(cfg, max_cycles=1 if once else None)
     daemon.install_signals()

@@ -391,22 +391,60 @@ def test_a_store_of_another_schema_version_is_refused(store, home, raw):
     assert info.value.code == "E_STORE_VERSION"
 
 
-@SQLITE_ONLY
-def test_a_schema_1_store_is_upgraded_in_place(store, home):
-    receipt = store.register_module(**module_args())
-    root = store.root_hash()
+#: Per backend: the schemas of earlier releases, the tables each lacked, and the current one.
+_OLDER_SCHEMAS = {
+    "sqlite": ([("1", ["evaluations", "site_activity"]), ("2", ["site_activity"])], "3"),
+    "postgres": ([("pg-1", ["site_activity"])], "pg-2"),
+}
+
+
+def test_a_store_of_an_older_schema_is_upgraded_in_place(home, raw, backend):
+    older, current = _OLDER_SCHEMAS[backend]
+    for version, missing in older:
+        with open_home_store(home, origin=ORIGIN, create=True) as store:
+            receipt = store.register_module(**module_args())
+            root = store.root_hash()
+        for table in missing:  # what that release wrote: not these tables
+            raw.execute(f"DROP TABLE {table}")
+        raw.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (version,))
+        with open_home_store(home) as s2:
+            assert s2.root_hash() == root and s2.entry(receipt.index) == receipt.entry
+            assert s2.list_evaluations() == [] and s2.list_site_activity() == []
+            assert s2.verify_integrity()["evaluations"] == 0
+            s2.note_site("st-mary", at="2026-12-06T23:40:12Z")
+            assert [r.site_id for r in s2.list_site_activity()] == ["st-mary"], version
+        assert raw.execute("SELECT value FROM meta WHERE key = 'schema'") == [(current,)]
+
+
+def test_site_activity_keeps_one_row_per_site_with_its_newest_refusal(store, home, raw):
+    store.register_module(**module_args(site="st-john"))
+    size = store.size()
+    store.note_site("st-mary", at="2026-12-06T23:40:00Z")
+    store.note_site("st-john", at="2026-12-06T23:40:01Z", refusal=("E_SITE_MISMATCH", "Upload"))
+    store.note_site("st-john", at="2026-12-06T23:41:00Z")  # a later contact keeps the refusal
+    store.note_site("st-mary", at="2026-12-06T23:42:00Z", refusal=("E_RATE_LIMIT", "Upload"))
+    store.note_site("st-mary", at="2026-12-06T23:43:00Z", refusal=("E_CERT_REVOKED", "Health"))
+    for bad in ("", "St Mary", "../x", "a" * 200):
+        with pytest.raises(FFSecureError) as info:
+            store.note_site(bad, at="2026-12-06T23:44:00Z")
+        assert info.value.code == "E_SITE_ID"
     store.close()
-    con = sqlite3.connect(home.store_db)  # what the previous release wrote: no evaluations table
-    con.execute("DROP TABLE evaluations")
-    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
-    con.commit()
-    con.close()
-    with open_home_store(home) as s2:
-        assert s2.root_hash() == root and s2.entry(receipt.index) == receipt.entry
-        assert s2.list_evaluations() == [] and s2.verify_integrity()["evaluations"] == 0
-    con = sqlite3.connect(home.store_db)
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
-    con.close()
+    with open_home_store(home) as s2:  # kept across a restart
+        john, mary = s2.list_site_activity()
+        assert s2.size() == size  # operational state: nothing enters the ledger
+    assert (john.site_id, john.last_contact) == ("st-john", "2026-12-06T23:41:00Z")
+    assert (john.last_refusal_code, john.last_refusal_method, john.last_refusal_time) == (
+        "E_SITE_MISMATCH",
+        "Upload",
+        "2026-12-06T23:40:01Z",
+    )
+    assert (mary.site_id, mary.last_contact, mary.last_refusal_code) == (
+        "st-mary",
+        "2026-12-06T23:43:00Z",
+        "E_CERT_REVOKED",
+    )
+    assert mary.last_refusal_method == "Health"
+    assert raw.execute("SELECT COUNT(*) FROM site_activity") == [(2,)]
 
 
 def _evaluation(store, site="st-mary", salt="ab" * 16):
@@ -486,6 +524,8 @@ def test_the_store_interface_declares_every_operation_the_cli_uses():
         "close",
         "put_evaluation",
         "list_evaluations",
+        "note_site",
+        "list_site_activity",
     ):
         assert name in Store.__abstractmethods__, name
 

@@ -84,7 +84,7 @@ def test_servers_starting_together_make_the_schema_once_and_never_fork_the_log(p
             for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
         }
         assert tables == set(TABLES)
-        assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("pg-1",)
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("pg-2",)
         # The primary key refuses a second entry at an index, whatever a writer did.
         with pytest.raises(psycopg.errors.UniqueViolation):
             conn.execute("INSERT INTO entries(idx, type, data) VALUES (3, 'x', 'x')")

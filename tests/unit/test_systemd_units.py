@@ -84,7 +84,7 @@ def test_the_aggregator_unit_serves_from_its_state_directory():
     settings = service(parse_unit(templates.read("aggregator.service")))
     home = f"/var/lib/{settings['StateDirectory']}"
     assert settings["User"] == "ffsecure-aggregator"
-    assert settings["ExecStart"].split()[1:] == ["serve", "--config", f"{home}/aggregator.toml"]
+    assert settings["ExecStart"].split()[1:] == ["serve", "--dir", home]
     assert settings["ReadWritePaths"] == home and settings["Restart"] == "on-failure"
 
 
