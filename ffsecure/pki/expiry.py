@@ -8,8 +8,11 @@ and on the threshold:
 * a certificate is usable until its ``notAfter``;
 * a CRL is usable until its ``nextUpdate`` (a CRL without one never expires
   here, and :attr:`Expiry.days_left` is ``None``);
-* :data:`EXPIRY_WARN_DAYS` (30) days before that moment the state is
-  ``warn``; at or after it, ``expired``; otherwise ``ok``.
+* a certificate is ``warn`` from :data:`EXPIRY_WARN_DAYS` (30) days before
+  that moment, a CRL from :data:`CRL_WARN_DAYS` (7) days before it; at or
+  after it, ``expired``; otherwise ``ok``. A CRL lives 30 days by default
+  (``pki crl``), so a 30-day threshold would warn from the day it is signed
+  and the warning would mean nothing; its last week is when to re-sign it.
 
 Days are fractional (``seconds / 86400``) so that a gauge moves smoothly; the
 human line rounds down to whole days.
@@ -25,8 +28,10 @@ from cryptography import x509
 
 from ffsecure.timefmt import rfc3339, utcnow
 
-#: Below this many days left, every status and check warns.
+#: Below this many days left on a certificate, every status and check warns.
 EXPIRY_WARN_DAYS = 30
+#: Below this many days left on a CRL (its nextUpdate), every status and check warns.
+CRL_WARN_DAYS = 7
 
 State = Literal["ok", "warn", "expired", "never"]
 
@@ -38,6 +43,7 @@ class Expiry:
     what: str
     not_after: dt.datetime | None
     now: dt.datetime
+    warn_days: int = EXPIRY_WARN_DAYS
 
     @property
     def days_left(self) -> float | None:
@@ -52,7 +58,7 @@ class Expiry:
             return "never"
         if days <= 0:
             return "expired"
-        return "warn" if days < EXPIRY_WARN_DAYS else "ok"
+        return "warn" if days < self.warn_days else "ok"
 
     def line(self) -> str:
         """One human line: ``site certificate: expires 2027-01-05T00:00:00Z (29 days left)``."""
@@ -83,4 +89,4 @@ def crl_expiry(
     crl: x509.CertificateRevocationList, what: str = "CRL", now: dt.datetime | None = None
 ) -> Expiry:
     """Expiry of a CRL (its ``nextUpdate``; ``None`` when it has none)."""
-    return Expiry(what, crl.next_update_utc, now or utcnow())
+    return Expiry(what, crl.next_update_utc, now or utcnow(), CRL_WARN_DAYS)

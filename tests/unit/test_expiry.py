@@ -2,7 +2,7 @@
 
 import datetime as dt
 
-from ffsecure.pki.expiry import EXPIRY_WARN_DAYS, Expiry
+from ffsecure.pki.expiry import CRL_WARN_DAYS, EXPIRY_WARN_DAYS, Expiry
 
 NOW = dt.datetime(2026, 12, 6, tzinfo=dt.UTC)
 
@@ -30,3 +30,10 @@ def test_days_left_is_fractional_and_the_line_rounds_down():
         "days_left": 29.75,
         "state": "warn",
     }
+
+
+def test_a_crl_warns_only_in_its_last_week():
+    # a CRL lives 30 days by default: a fresh one must not warn
+    fresh = Expiry("CRL", NOW + dt.timedelta(days=29.9), NOW, CRL_WARN_DAYS)
+    assert fresh.state == "ok"
+    assert Expiry("CRL", NOW + dt.timedelta(days=6), NOW, CRL_WARN_DAYS).state == "warn"
