@@ -47,6 +47,7 @@ _CLIENT = "site_node.client."
 _STATE = "site_node.state."
 _DEMO = "ffsecure.demo.procs.DemoError"
 _FINDING = "ffsecure.audit.findings.Finding"
+_LIN = "ffsecure.records.lineage."
 
 
 @dataclass(frozen=True)
@@ -535,6 +536,26 @@ _STORE = _section(
             _ERR + "StoreError",
         ),
         (
+            "E_LINEAGE_FORMAT",
+            "an entry has no readable lineage (neither facts.modules nor facts.lineage)",
+            (_LIN + "LineageError", _LIN + "LineageFormatError"),
+        ),
+        (
+            "E_LINEAGE_MISSING",
+            "the lineage document an entry commits to is not at hand",
+            _LIN + "LineageMissingError",
+        ),
+        (
+            "E_LINEAGE_COMMITMENT",
+            "a lineage document's hash or module count is not the entry's commitment",
+            _LIN + "LineageCommitmentError",
+        ),
+        (
+            "E_LINEAGE_DOCUMENT",
+            "a lineage document is not canonical, well-formed ffsecure-lineage/v1 JSON",
+            _LIN + "LineageDocumentError",
+        ),
+        (
             "E_NO_MODULES",
             "no live module to synthesize from",
             "aggregator.operations.NoModulesError",
@@ -922,7 +943,26 @@ _AUDIT_FINDINGS = _section(
         ("E_AUDIT_LINEAGE_UNKNOWN", "a classifier names a dataset no earlier entry made", _FINDING),
         ("E_AUDIT_LINEAGE_RETIRED", "a classifier was trained on a retired dataset", _FINDING),
         ("E_AUDIT_LINEAGE_MISMATCH", "a classifier lists other modules than its dataset", _FINDING),
-        ("E_AUDIT_LINEAGE_FORMAT", "an artifact has no readable module lineage", _FINDING),
+        (
+            "E_AUDIT_LINEAGE_FORMAT",
+            "an artifact has no readable module lineage",
+            _FINDING,
+        ),
+        (
+            "E_AUDIT_LINEAGE_MISSING",
+            "an artifact commits to a lineage document the bundle does not hold",
+            _FINDING,
+        ),
+        (
+            "E_AUDIT_LINEAGE_COMMITMENT",
+            "a lineage document's hash or module count is not what its entry commits to",
+            _FINDING,
+        ),
+        (
+            "E_AUDIT_LINEAGE_DOCUMENT",
+            "a lineage document is malformed, or a lineage/ file is misnamed (a warning)",
+            _FINDING,
+        ),
         (
             "E_AUDIT_LINEAGE_DELETED",
             "an artifact was made from a module after its deletion",

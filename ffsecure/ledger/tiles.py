@@ -43,10 +43,10 @@ from pathlib import Path
 from ffsecure.errors import LedgerError
 from ffsecure.files import write_public_file
 from ffsecure.ledger.merkle import HASH_SIZE, NodeReader, node_hash
+from ffsecure.records.entries import MAX_ENTRY_BYTES
 
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT
-MAX_ENTRY_BYTES = 0xFFFF
 PUBLIC_DIR_MODE = 0o755
 CHECKPOINT_FILE = "checkpoint"
 

@@ -8,8 +8,14 @@ what the store keeps and what the audit bundle exports.
 
 ``facts`` carry hashes, ids, lineage and reasons only. Each type names the
 facts it must have; keys that would hold bulk data (weights, images,
-samples, ...) are refused and an entry is capped at 64 KiB, so that nothing
+samples, ...) are refused and an entry is capped at :data:`MAX_ENTRY_BYTES`
+(65535: the most a tlog-tiles entry bundle can frame), so that nothing
 derived from patients beyond a site's own manifest reaches the public log.
+A dataset's or classifier's lineage is logged inline (``modules``) or, past
+``ffsecure.records.lineage.INLINE_MAX_BYTES``, as a commitment (``lineage``:
+count and SHA-256 of a lineage document exported with the bundle); a
+``dataset.synthesized`` entry has exactly one of the two, a
+``classifier.trained`` entry at most one.
 ``crl.loaded`` records the CRL the aggregator put in force (its number, the
 SHA-256 of its DER bytes, its thisUpdate/nextUpdate and the CA that verified
 it), appended whenever the aggregator loads a CRL other than the last one
@@ -61,6 +67,13 @@ from ffsecure.records.ids import (
     Sha256Hex,
     SiteId,
 )
+from ffsecure.records.lineage import (
+    LineageCommitment,
+    ModuleRef,
+    commitment_problem,
+    read_commitment,
+    read_lineage,
+)
 from ffsecure.timefmt import RFC3339_FORMAT, now_rfc3339
 
 __all__ = [
@@ -95,7 +108,9 @@ __all__ = [
 ]
 
 ENTRY_VERSION = 1
-MAX_ENTRY_BYTES = 64 * 1024
+#: An entry must fit a C2SP tlog-tiles entry bundle, whose length prefix is 16 bits
+#: (``ffsecure.ledger.tiles`` imports this one rule).
+MAX_ENTRY_BYTES = 0xFFFF
 
 
 class EntryType(StrEnum):
@@ -113,36 +128,6 @@ class EntryType(StrEnum):
     CERT_REVOKED = "cert.revoked"
     KEY_ROTATED = "key.rotated"
     CRL_LOADED = "crl.loaded"
-
-
-@dataclass(frozen=True)
-class ModuleRef:
-    """One module of a dataset's or classifier's lineage (``facts.modules``)."""
-
-    module_id: str  # a bare-string item is not checked by the id rule: readers look it up
-    weights_sha256: Sha256Hex | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"module_id": self.module_id, "weights_sha256": self.weights_sha256}
-
-
-def _read_lineage(value: object) -> tuple[ModuleRef, ...] | None:
-    """``facts.modules`` as module references, or None when absent or not a readable list.
-
-    An item is a module id string or an object with a string ``module_id`` (and,
-    optionally, the ``weights_sha256`` the module was registered with).
-    """
-    if not isinstance(value, list):
-        return None
-    refs = []
-    for item in value:
-        if isinstance(item, str):
-            refs.append(ModuleRef(item))
-        elif isinstance(item, dict) and isinstance(item.get("module_id"), str):
-            refs.append(ModuleRef(item["module_id"], item.get("weights_sha256")))
-        else:
-            return None
-    return tuple(refs)
 
 
 def _reader(read: Callable[[Any], Any]) -> Any:
@@ -218,23 +203,27 @@ class ModuleRegistered(LedgerEntry):
 
 @dataclass(frozen=True, kw_only=True)
 class DatasetSynthesized(LedgerEntry):
-    """A synthetic dataset was sampled; ``modules`` is None when its lineage is unreadable."""
+    """A synthetic dataset was sampled; its lineage is inline (``modules``, None when
+    unreadable) or committed (``lineage``): read it with ``resolve_lineage``."""
 
     TYPE: ClassVar[EntryType] = EntryType.DATASET_SYNTHESIZED
     dataset_id: ArtifactId
-    modules: tuple[ModuleRef, ...] | None = field(metadata=_reader(_read_lineage))
     sha256: Sha256Hex
+    modules: tuple[ModuleRef, ...] | None = field(default=None, metadata=_reader(read_lineage))
+    lineage: LineageCommitment | None = field(default=None, metadata=_reader(read_commitment))
 
 
 @dataclass(frozen=True, kw_only=True)
 class ClassifierTrained(LedgerEntry):
-    """A classifier was trained; ``modules`` (optional) repeats its dataset's lineage."""
+    """A classifier was trained; ``modules`` or ``lineage`` (optional) repeats its dataset's
+    lineage, inline or committed."""
 
     TYPE: ClassVar[EntryType] = EntryType.CLASSIFIER_TRAINED
     classifier_id: ArtifactId
     dataset_id: ArtifactId
     sha256: Sha256Hex
-    modules: tuple[ModuleRef, ...] | None = field(default=None, metadata=_reader(_read_lineage))
+    modules: tuple[ModuleRef, ...] | None = field(default=None, metadata=_reader(read_lineage))
+    lineage: LineageCommitment | None = field(default=None, metadata=_reader(read_commitment))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -424,8 +413,25 @@ def _check_crl_facts(facts: dict[str, Any]) -> None:
             ) from None
 
 
+def _check_lineage_form(facts: dict[str, Any], *, required: bool) -> None:
+    """At most one lineage form (exactly one when ``required``); a commitment well-formed."""
+    forms = [key for key in ("modules", "lineage") if key in facts]
+    if len(forms) > 1:
+        raise _error("facts hold both modules and lineage; an entry logs its lineage one way")
+    if required and not forms:
+        raise _error("the entry lacks its lineage (facts.modules or facts.lineage)")
+    if "lineage" in facts:
+        problem = commitment_problem(facts["lineage"])
+        if problem is not None:
+            raise _error(f"fact facts.lineage {problem}")
+
+
 #: Checks of the facts' values, per entry type, beyond the shared rules of ``_walk_facts``.
-_FACT_CHECKS = {EntryType.CRL_LOADED: _check_crl_facts}
+_FACT_CHECKS: dict[EntryType, Callable[[dict[str, Any]], None]] = {
+    EntryType.CRL_LOADED: _check_crl_facts,
+    EntryType.DATASET_SYNTHESIZED: lambda facts: _check_lineage_form(facts, required=True),
+    EntryType.CLASSIFIER_TRAINED: lambda facts: _check_lineage_form(facts, required=False),
+}
 
 
 def _walk_facts(obj: object, path: str) -> None:

@@ -24,10 +24,11 @@ from tests.unit.test_entries import GOOD_FACTS, MID
 TIME = "2026-11-22T12:00:00Z"
 H = "ab" * 32
 
-#: The required facts as the entry rules listed them before the records existed.
+#: The required facts as the entry rules listed them before the records existed; a dataset's
+#: lineage is now ``modules`` or a ``lineage`` commitment (exactly one, checked by the rules).
 REQUIRED_BEFORE = {
     "module.registered": ("module_id", "site_id", "manifest_sha256", "weights_sha256"),
-    "dataset.synthesized": ("dataset_id", "modules", "sha256"),
+    "dataset.synthesized": ("dataset_id", "sha256"),
     "classifier.trained": ("classifier_id", "dataset_id", "sha256"),
     "classifier.published": ("classifier_id",),
     "classifier.evaluated": ("classifier_id", "site_id", "report_sha256"),
