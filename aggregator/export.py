@@ -10,6 +10,8 @@ Layout (docs/audit-bundle.md)::
     federation.json           the CA-signed federation manifest (binds the log key to the CA)
     modules/<module-id>.json  manifest, signature and certificate chain of each module
                               (never weights)
+    lineage/<sha256>.json     each lineage document a dataset or classifier entry commits
+                              to (``ffsecure.records.lineage``): exactly the hashed bytes
 
 The bundle is built in a temporary sibling directory and renamed into place,
 so an interrupted export leaves no partial bundle.
@@ -111,6 +113,8 @@ def write_bundle(
                 tmp / "modules" / f"{row.module_id}.json",
                 canonical.dumps(module_record(row)) + b"\n",
             )
+        for digest, document in sorted(snap.lineage.items()):
+            _write(tmp / "lineage" / f"{digest}.json", document)
         meta = {
             "format": BUNDLE_FORMAT,
             "origin": snap.origin,

@@ -11,8 +11,13 @@ Lineage (what the ledger records, docs/audit-bundle.md):
   ``per_class``, ``counts`` (samples per class name) and ``recipe`` (the
   synthesis recipe without its ``assignments``, which
   :func:`recipe_from_facts` recomputes with ``ffsecure.synthesis.plan_assignments``).
+  Past ``ffsecure.records.lineage.INLINE_MAX_BYTES`` of facts (about 100
+  modules) the entry holds ``lineage`` (count and SHA-256 of the lineage
+  document) instead of ``modules``, and a recipe without its modules; the
+  artifact's meta keeps the full recipe and the commitment, and the export
+  writes the document (``aggregator.export``), so an entry stays bounded.
 * ``classifier.trained``: ``classifier_id``, ``dataset_id``, ``sha256`` (of the
-  safetensors bytes), ``modules`` (those of its dataset), ``config``
+  safetensors bytes), ``modules`` or ``lineage`` (its dataset's), ``config``
   (architecture, model config, every training setting incl. ``seed``, the
   torch version and thread count) and, when a test set is configured,
   ``metrics``; a retrained classifier also names the one it ``replaces``.
@@ -46,7 +51,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -65,6 +70,13 @@ from ffsecure.ledger import make_entry, open_checkpoint
 from ffsecure.package import ModuleManifest
 from ffsecure.plots import sample_grid
 from ffsecure.records.entries import EntryType
+from ffsecure.records.lineage import (
+    INLINE_MAX_BYTES,
+    LineageDocument,
+    LineageFormatError,
+    inline_fits,
+    resolve_lineage,
+)
 from ffsecure.synthesis import ModuleSource, plan_assignments
 from ffsecure.torchutil import torch_threads
 
@@ -152,14 +164,25 @@ def _lineage(modules: list[dict]) -> list[dict]:
     )
 
 
-def compact_recipe(recipe: dict) -> dict:
-    """The recipe as the ledger records it: everything but the (recomputable) assignments."""
-    return {k: v for k, v in recipe.items() if k != "assignments"}
+def compact_recipe(recipe: dict, *, committed: bool = False) -> dict:
+    """The recipe as the ledger records it: everything but the (recomputable) assignments,
+    and without its modules when the lineage is committed (the lineage document has them)."""
+    dropped = {"assignments", "modules"} if committed else {"assignments"}
+    return {k: v for k, v in recipe.items() if k not in dropped}
 
 
-def recipe_from_facts(facts: dict) -> dict:
-    """The full synthesis recipe of a ``dataset.synthesized`` entry (assignments recomputed)."""
+def recipe_from_facts(facts: dict, documents: Mapping[str, bytes] | None = None) -> dict:
+    """The full synthesis recipe of a ``dataset.synthesized`` entry (assignments recomputed).
+
+    A committed lineage is read from ``documents`` (lineage documents by SHA-256, as an
+    audit bundle's ``lineage/`` holds them) through ``resolve_lineage``, which raises a
+    ``LineageError`` when the document is absent or not the one the entry commits to.
+    """
+    lineage = resolve_lineage(facts, documents or {})
+    if lineage.recipe_modules is None:
+        raise LineageFormatError("the entry's facts hold no recipe modules")
     recipe = dict(facts["recipe"])
+    recipe["modules"] = [dict(m) for m in lineage.recipe_modules]
     sources = [
         SimpleNamespace(module_id=m["module_id"], classes=list(m["classes"]))
         for m in recipe["modules"]
@@ -173,6 +196,27 @@ def recipe_from_facts(facts: dict) -> dict:
     )
     recipe["assignments"] = assignments
     return recipe
+
+
+def dataset_lineage_facts(
+    facts: dict, recipe: dict, *, inline_max: int = INLINE_MAX_BYTES
+) -> tuple[dict, LineageDocument | None]:
+    """A dataset's facts with its lineage inline when they fit ``inline_max``, else committed.
+
+    ``facts`` lack the lineage; the answer adds ``modules`` and the compact recipe
+    (byte for byte what small federations always logged) or, past the limit, the
+    ``lineage`` commitment and a recipe without modules, and returns the document.
+    """
+    inline = {**facts, "modules": _lineage(recipe["modules"]), "recipe": compact_recipe(recipe)}
+    if inline_fits(inline, inline_max):
+        return inline, None
+    document = LineageDocument.from_modules(recipe["modules"])
+    committed = {
+        **facts,
+        "lineage": document.commitment().to_dict(),
+        "recipe": compact_recipe(recipe, committed=True),
+    }
+    return committed, document
 
 
 class NoModulesError(ConfigError):
@@ -203,6 +247,7 @@ class Operations:
         evaluation: EvalSet | None = None,
         progress: ProgressFactory | None = None,
         device: str = "cpu",
+        lineage_inline_max: int = INLINE_MAX_BYTES,
     ):
         self.store = store
         self.federation = federation
@@ -212,6 +257,7 @@ class Operations:
         self.evaluation = evaluation
         self.progress = progress
         self.device = device
+        self.lineage_inline_max = lineage_inline_max
 
     # -- helpers ------------------------------------------------------------
     def _bar(self, description: str, total: int) -> Callable[[int], None] | None:
@@ -338,15 +384,17 @@ class Operations:
         with self.lock:
             self._check_live(modules)
             dataset_id = self._next_id("ds")
-            facts = {
-                "dataset_id": dataset_id,
-                "sha256": recipe["dataset_sha256"],
-                "modules": modules,
-                "seed": seed,
-                "per_class": per_class,
-                "counts": counts,
-                "recipe": compact_recipe(recipe),
-            }
+            facts, document = dataset_lineage_facts(
+                {
+                    "dataset_id": dataset_id,
+                    "sha256": recipe["dataset_sha256"],
+                    "seed": seed,
+                    "per_class": per_class,
+                    "counts": counts,
+                },
+                recipe,
+                inline_max=self.lineage_inline_max,
+            )
             meta = {
                 "dataset_id": dataset_id,
                 "sha256": recipe["dataset_sha256"],
@@ -356,6 +404,8 @@ class Operations:
                 "counts": counts,
                 "recipe": recipe,
             }
+            if document is not None:
+                meta["lineage"] = facts["lineage"]
             index, data = self.store.put_artifact(
                 "dataset",
                 dataset_id,
@@ -518,9 +568,13 @@ class Operations:
                 "classifier_id": classifier_id,
                 "dataset_id": dataset_id,
                 "sha256": sha,
-                "modules": modules,
                 "config": config,
             }
+            # the dataset's lineage, in the form its entry logged it (one document for both)
+            if "lineage" in row.meta:
+                facts["lineage"] = row.meta["lineage"]
+            else:
+                facts["modules"] = modules
             if metrics is not None:
                 facts["metrics"] = metrics
             if replaces is not None:
@@ -535,6 +589,8 @@ class Operations:
                 "metrics": metrics,
                 "replaces": replaces,
             }
+            if "lineage" in row.meta:
+                meta["lineage"] = row.meta["lineage"]
             index, data_bytes = self.store.put_artifact(
                 "classifier",
                 classifier_id,

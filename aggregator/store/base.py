@@ -17,7 +17,7 @@ Contract of every backend:
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ffsecure.errors import FormatError
 
@@ -215,7 +215,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def snapshot(self) -> LedgerSnapshot:
-        """A consistent view for export: a fresh checkpoint, the entries, checkpoints, modules."""
+        """A consistent view for export: a fresh checkpoint, the entries, checkpoints, modules
+        and the lineage documents the entries commit to."""
 
     @abc.abstractmethod
     def verify_integrity(self, *, decrypt: bool = True) -> dict:
@@ -243,3 +244,5 @@ class LedgerSnapshot:
     entries: list[bytes]
     checkpoints: dict[int, str]
     modules: list[ModuleRow]
+    #: committed lineage documents (``ffsecure.records.lineage``) by SHA-256
+    lineage: dict[str, bytes] = field(default_factory=dict)

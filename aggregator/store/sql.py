@@ -59,6 +59,7 @@ from ffsecure.ledger.merkle import (
 )
 from ffsecure.records.entries import EntryType, entry_bytes, make_entry, validate_entry
 from ffsecure.records.ids import SITE_ID
+from ffsecure.records.lineage import LineageDocument
 from ffsecure.records.receipts import Receipt
 from ffsecure.timefmt import now_rfc3339
 
@@ -74,6 +75,21 @@ _STATUS_ENTRY = {
     ("classifier", "published"): EntryType.CLASSIFIER_PUBLISHED,
 }
 _SHREDDED = ["wrapped_dek", "blob"]
+
+
+def _lineage_documents(dataset_metas: Iterable[dict]) -> dict[str, bytes]:
+    """The lineage documents of the datasets whose entries commit to one, by SHA-256.
+
+    A document is rebuilt from the full recipe the dataset's meta keeps; canonical JSON
+    makes it the very bytes the entry's ``lineage.sha256`` hashed (a classifier commits
+    to its dataset's document).
+    """
+    out: dict[str, bytes] = {}
+    for meta in dataset_metas:
+        if "lineage" in meta:
+            document = LineageDocument.from_modules(meta["recipe"]["modules"])
+            out[document.commitment().sha256] = document.to_bytes()
+    return out
 
 
 class Cursor(Protocol):
@@ -788,7 +804,17 @@ class SQLStore(EvaluationsMixin, SitesMixin, Store):
                     (size,),
                 )
             ]
-        return LedgerSnapshot(self.origin, self.vkey, size, entries, cps, modules)
+            metas = [
+                canonical.loads(bytes(r[0]))
+                for r in conn.execute(
+                    "SELECT meta FROM artifacts WHERE kind = 'dataset' AND entry_index < ? "
+                    "ORDER BY entry_index",
+                    (size,),
+                )
+            ]
+        return LedgerSnapshot(
+            self.origin, self.vkey, size, entries, cps, modules, _lineage_documents(metas)
+        )
 
     # -- integrity -------------------------------------------------------
     def verify_integrity(self, *, decrypt: bool = True) -> dict:

@@ -4,6 +4,12 @@ Only the files' presence and sizes are checked here; what the bytes mean is
 judged by the checks, which turn every problem into a finding. A bundle that
 lacks the log itself (``log.vkey``, ``entries.jsonl``, ``checkpoints/``) cannot
 be audited at all and is refused with ``E_AUDIT_BUNDLE``.
+
+``lineage/<sha256>.json`` holds the lineage documents that entries commit to
+(``ffsecure.records.lineage``): each is read as bytes (at most
+``MAX_LINEAGE_DOCUMENT_BYTES``, all together at most ``MAX_LINEAGE_TOTAL``) and
+parsed, hash-checked and matched to its entry by ``resolve_lineage`` during the
+replay; a file not named by a SHA-256 is listed as stray.
 """
 
 from __future__ import annotations
@@ -14,11 +20,13 @@ from pathlib import Path
 from ffsecure import canonical
 from ffsecure.errors import FFSecureError, FormatError
 from ffsecure.ledger.verify import MAX_BUNDLE_ENTRIES_BYTES, read_entries
-from ffsecure.records.ids import MODULE_ID
+from ffsecure.records.ids import MODULE_ID, SHA256_HEX
+from ffsecure.records.lineage import MAX_LINEAGE_DOCUMENT_BYTES
 
 MAX_SMALL_FILE = 1 << 20
 MAX_CHECKPOINT_FILE = 64 * 1024
 MAX_MODULE_RECORD = 2 << 20
+MAX_LINEAGE_TOTAL = 256 << 20
 _MODULE_FILE_SUFFIX = ".json"
 
 
@@ -52,6 +60,9 @@ class Bundle:
     modules: dict[str, ModuleRecord] = field(repr=False)
     summary: dict | None
     stray_module_files: list[str] = field(default_factory=list)
+    #: ``lineage/<sha256>.json`` by SHA-256 (as named: ``resolve_lineage`` hashes the bytes)
+    lineage: dict[str, bytes] = field(default_factory=dict, repr=False)
+    stray_lineage_files: list[str] = field(default_factory=list)
 
 
 def _read(path: Path, cap: int, what: str) -> bytes:
@@ -127,6 +138,7 @@ def load_bundle(path: str | Path) -> Bundle:
                 modules[module_id] = ModuleRecord(module_id, raw, rec)
             except FFSecureError as exc:
                 modules[module_id] = ModuleRecord(module_id, raw, None, exc.message)
+    lineage, stray_lineage = _lineage_documents(root / "lineage")
     summary = None
     raw_summary = _optional(root / "bundle.json", MAX_SMALL_FILE, "bundle.json")
     if raw_summary is not None:
@@ -145,4 +157,28 @@ def load_bundle(path: str | Path) -> Bundle:
         modules=modules,
         summary=summary if isinstance(summary, dict) else None,
         stray_module_files=stray,
+        lineage=lineage,
+        stray_lineage_files=stray_lineage,
     )
+
+
+def _lineage_documents(ldir: Path) -> tuple[dict[str, bytes], list[str]]:
+    """``lineage/``: document bytes by the SHA-256 in their names, and the stray names."""
+    documents: dict[str, bytes] = {}
+    stray: list[str] = []
+    if not ldir.is_dir():
+        return documents, stray
+    total = 0
+    for p in sorted(ldir.iterdir()):
+        digest = p.name.removesuffix(_MODULE_FILE_SUFFIX)
+        if digest == p.name or not SHA256_HEX.matches(digest) or not p.is_file():
+            stray.append(p.name)
+            continue
+        documents[digest] = _read(p, MAX_LINEAGE_DOCUMENT_BYTES, f"lineage document {p.name}")
+        total += len(documents[digest])
+        if total > MAX_LINEAGE_TOTAL:
+            raise BundleError(
+                f"lineage/ holds more than the {MAX_LINEAGE_TOTAL} bytes this auditor reads",
+                hint="the bundle is damaged or not an ffsecure audit bundle",
+            )
+    return documents, stray

@@ -16,6 +16,7 @@ from ffsecure.audit.verify import AuditResult
 from ffsecure.errors import LedgerError
 from ffsecure.ledger.merkle import verify_inclusion
 from ffsecure.records.entries import EntryType
+from ffsecure.records.lineage import read_commitment
 from ffsecure.timefmt import now_rfc3339
 
 # A backslash at the end of a line joins it to the next (the report's bytes stay as they were).
@@ -420,6 +421,17 @@ def _evaluations(clf) -> str:
     )
 
 
+def _committed(facts: dict) -> str:
+    """A line naming the lineage document a committed lineage was read from (else nothing)."""
+    commitment = read_commitment(facts.get("lineage"))
+    if commitment is None:
+        return ""
+    return (
+        f"<div class='kv mono'>lineage document {_e(_short(commitment.sha256, 20))} "
+        f"({commitment.count} modules)</div>"
+    )
+
+
 def _lineage(r: AuditResult) -> str:
     clf = r.replay.current_classifier()
     if clf is None:
@@ -442,7 +454,8 @@ def _lineage(r: AuditResult) -> str:
         f"<div>synthesized at entry {ds.index}</div>"
         f"<div class='kv mono'>sha256 {_e(_short(ds.facts.get('sha256'), 20))}</div>"
         f"<div><span class='kv'>seed</span> {_e(ds.facts.get('seed', '—'))} "
-        f"<span class='kv'>per class</span> {_e(ds.facts.get('per_class', '—'))}</div></div>"
+        f"<span class='kv'>per class</span> {_e(ds.facts.get('per_class', '—'))}</div>"
+        f"{_committed(ds.facts)}</div>"
     )
     mods = []
     for ref in clf.modules:

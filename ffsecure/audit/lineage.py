@@ -6,7 +6,9 @@ the events before it into a finding: a deletion request never honoured, a
 deletion or a lineage naming an unknown module, a dataset built from a module
 already deleted, a site's evaluation of a classifier never trained, already
 retired or already evaluated by that site (or recorded under another
-actor), and above all a live dataset or classifier whose lineage holds a
+actor), a lineage whose committed document is missing or not the one the
+log commits to (``ffsecure.records.lineage.resolve_lineage``, the one reader
+of an entry's lineage), and above all a live dataset or classifier whose lineage holds a
 deleted module (docs/auditor-guide.md).
 
 Each entry is read into its typed record (``ffsecure.records.entries``) and
@@ -19,7 +21,7 @@ not). Every :class:`~ffsecure.records.entries.EntryType` has a handler
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,11 +39,26 @@ from ffsecure.records.entries import (
     KeyRotated,
     ModuleDeleted,
     ModuleDeletionRequested,
-    ModuleRef,
     ModuleRegistered,
     entry_from_dict,
 )
+from ffsecure.records.lineage import (
+    LineageCommitmentError,
+    LineageDocumentError,
+    LineageError,
+    LineageFormatError,
+    LineageMissingError,
+    resolve_lineage,
+)
 
+#: The finding of each reason ``resolve_lineage`` gives for not trusting a lineage.
+LINEAGE_FINDINGS: dict[type[LineageError], str] = {
+    LineageError: "E_AUDIT_LINEAGE_FORMAT",
+    LineageFormatError: "E_AUDIT_LINEAGE_FORMAT",
+    LineageMissingError: "E_AUDIT_LINEAGE_MISSING",
+    LineageCommitmentError: "E_AUDIT_LINEAGE_COMMITMENT",
+    LineageDocumentError: "E_AUDIT_LINEAGE_DOCUMENT",
+}
 CREATED_BY = {"dataset": EntryType.DATASET_SYNTHESIZED, "classifier": EntryType.CLASSIFIER_TRAINED}
 
 
@@ -98,6 +115,8 @@ class LedgerReplay:
     crls: list[tuple[int, dict]] = field(default_factory=list)  # (index, facts) of crl.loaded
     requests: list[tuple[int, dict]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    #: committed lineage documents by SHA-256 (the bundle's ``lineage/``), read-only
+    documents: Mapping[str, bytes] = field(default_factory=dict, repr=False)
 
     def current_classifier(self) -> ArtifactState | None:
         """The most recently published live classifier, else the most recent live one."""
@@ -220,19 +239,31 @@ def _module_deleted(st: LedgerReplay, at: _At, entry: ModuleDeleted) -> str:
 # -- datasets and classifiers -------------------------------------------------
 
 
-def _lineage(refs: tuple[ModuleRef, ...] | None) -> list[dict] | None:
-    return None if refs is None else [ref.to_dict() for ref in refs]
+def _resolved(st: LedgerReplay, at: _At, what: str, facts: dict) -> list[dict] | None:
+    """The entry's lineage (``resolve_lineage``), or a finding and None when it cannot be read,
+    its committed document is missing, or the document is not the one the log commits to."""
+    try:
+        lineage = resolve_lineage(facts, st.documents)
+    except LineageError as exc:
+        at.add("lineage", LINEAGE_FINDINGS[type(exc)], f"{what}: {exc.message}")
+        return None
+    return [ref.to_dict() for ref in lineage.refs]
 
 
 def _dataset_synthesized(st: LedgerReplay, at: _At, entry: DatasetSynthesized) -> str | None:
-    return _made(st, at, "dataset", entry.dataset_id, entry, _lineage(entry.modules))
+    aid = entry.dataset_id
+    if aid in st.datasets:
+        return _made(st, at, "dataset", aid, entry, None)
+    mods = _resolved(st, at, f"dataset {aid}", entry.facts)
+    return _made(st, at, "dataset", aid, entry, [] if mods is None else mods)
 
 
 def _classifier_trained(st: LedgerReplay, at: _At, entry: ClassifierTrained) -> str | None:
     cid = entry.classifier_id
     if cid in st.classifiers:
         return _made(st, at, "classifier", cid, entry, None)
-    mods = _lineage(entry.modules)
+    logged = "modules" in entry.facts or "lineage" in entry.facts
+    mods = _resolved(st, at, f"classifier {cid}", entry.facts) if logged else None
     dataset = st.datasets.get(entry.dataset_id)
     if dataset is None:
         at.add(
@@ -240,7 +271,7 @@ def _classifier_trained(st: LedgerReplay, at: _At, entry: ClassifierTrained) -> 
             "E_AUDIT_LINEAGE_UNKNOWN",
             f"classifier {cid} names dataset {entry.dataset_id}, which no earlier entry made",
         )
-        return _made(st, at, "classifier", cid, entry, mods)
+        return _made(st, at, "classifier", cid, entry, [] if logged and mods is None else mods)
     if not dataset.live:
         at.add(
             "lineage",
@@ -248,7 +279,7 @@ def _classifier_trained(st: LedgerReplay, at: _At, entry: ClassifierTrained) -> 
             f"classifier {cid} was trained on dataset {dataset.artifact_id}, retired at entry "
             f"{dataset.retired_index}",
         )
-    if mods is None:
+    if mods is None:  # not logged (its dataset's), or unreadable (a finding already)
         mods = dataset.modules
     elif sorted(m["module_id"] for m in mods) != sorted(m["module_id"] for m in dataset.modules):
         at.add(
@@ -434,9 +465,15 @@ HANDLERS: dict[EntryType, Callable[[LedgerReplay, _At, Any], str | None]] = {
 }
 
 
-def replay(entries: list[dict | None], findings: Findings) -> LedgerReplay:
-    """Replay well-formed entries in order (malformed ones, None, are already findings)."""
-    st = LedgerReplay()
+def replay(
+    entries: list[dict | None], findings: Findings, documents: Mapping[str, bytes] | None = None
+) -> LedgerReplay:
+    """Replay well-formed entries in order (malformed ones, None, are already findings).
+
+    ``documents`` are the bundle's committed lineage documents by SHA-256
+    (``ffsecure.records.lineage``); an entry committing to one absent or altered is a finding.
+    """
+    st = LedgerReplay(documents=documents or {})
     for index, raw in enumerate(entries):
         if raw is None:
             continue

@@ -129,7 +129,7 @@ def audit_bundle(
     witness_detail = (
         check_witnesses(bundle, log, findings, witness_keys, quorum) if witness_keys else ""
     )
-    st = replay(log.entries, findings)
+    st = replay(log.entries, findings, bundle.lineage)
     check_crl_history(anchor, st, findings)
     modules = check_modules(
         bundle.modules, log.entries, st, findings, ca_cert=ca_cert, crl=crl, federation=federation
@@ -141,6 +141,13 @@ def audit_bundle(
             "module-records",
             "E_AUDIT_MODULE_RECORD",
             f"modules/{name} is not named <module-id>.json",
+            severity=WARNING,
+        )
+    for name in bundle.stray_lineage_files:
+        findings.add(
+            "lineage",
+            "E_AUDIT_LINEAGE_DOCUMENT",
+            f"lineage/{name} is not named <sha256>.json",
             severity=WARNING,
         )
     n = len(bundle.entries)
