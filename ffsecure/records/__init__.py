@@ -9,6 +9,9 @@ Each record is parsed once, at the edge, into a frozen dataclass (or a checked
 * :mod:`ffsecure.records.entries`: the ledger entry format (canonical JSON,
   the rules every entry obeys), :class:`~ffsecure.records.entries.EntryType`
   and one frozen dataclass per entry type, parsed by ``parse_entry``;
+* :mod:`ffsecure.records.lineage`: a dataset's or classifier's lineage, inline
+  or committed to a lineage document by count and SHA-256, and
+  ``resolve_lineage``, the one reader of either form;
 * :mod:`ffsecure.records.receipts`: the receipt that proves an entry is in the
   log (upload and evaluation), in its kept JSON form and its protobuf form;
 * :mod:`ffsecure.records.wire`: the gRPC contract both sides share beyond the
