@@ -218,12 +218,21 @@ def module_ranks(module_ids: Sequence[str], world_size: int) -> dict[str, int]:
 
 
 def _sample_worker(rank: int, world_size: int, payload: Any, emit: Emit) -> None:
-    assignments, generators, device = payload
-    owner = module_ranks(list(generators), world_size)
+    from ffsecure import generators as G
+
+    assignments, states, device = payload
+    owner = module_ranks(list(states), world_size)
+    built: dict[str, Any] = {}
     for i, a in enumerate(assignments):
         if owner[a["module_id"]] != rank:
             continue
-        gen = generators[a["module_id"]]
+        gen = built.get(a["module_id"])
+        if gen is None:
+            family, config, weights = states[a["module_id"]]
+            gen = built[a["module_id"]] = G.from_state(
+                family, config, weights, module_id=a["module_id"]
+            )
+            gen.model.eval()
         out = gen.sample([a["class"]] * a["count"], seed=a["seed"], device=device)
         out = out.detach().to("cpu", torch.float32).contiguous()
         emit("part", (i, tuple(out.shape), out.numpy().tobytes()))
@@ -239,8 +248,15 @@ def sample_assignments(
     threads: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """The images of ``assignments``, in order, sampled by ``world_size`` processes."""
+    """The images of ``assignments``, in order, sampled by ``world_size`` processes.
+
+    Each worker gets the modules as ``(family, config, safetensors bytes)`` and rebuilds
+    them: shared-memory tensors would cost one file descriptor per tensor, which a
+    federation of a thousand modules exhausts.
+    """
     import numpy as np
+
+    from ffsecure import generators as G
 
     counts = [int(a["count"]) for a in assignments]
     offsets = [0, *np.cumsum(counts).tolist()]
@@ -264,7 +280,14 @@ def sample_assignments(
     launch(
         _sample_worker,
         world_size,
-        (list(assignments), generators, device),
+        (
+            list(assignments),
+            {
+                mid: (gen.family, dict(gen.config), G.to_safetensors(gen))
+                for mid, gen in generators.items()
+            },
+            device,
+        ),
         device=device,
         # sampled floats depend on the thread count: each worker uses the one this process
         # would, so the dataset is the same for every world size

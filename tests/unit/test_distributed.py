@@ -103,3 +103,19 @@ def test_more_gpu_processes_than_gpus_are_refused():
         pytest.fail("this test needs a host with fewer than 64 GPUs")
     with pytest.raises(distributed.DistributedError, match="GPUs"):
         distributed.check_world_size(64, "cuda")
+
+
+def test_many_modules_fit_in_a_small_file_descriptor_limit():
+    """Workers get modules as bytes: shared-memory tensors cost one descriptor each, which a
+    thousand-module federation (or 40 modules under a limit of 256) exhausts."""
+    import resource
+
+    sources = [_source(f"{i:032x}", [i % K], i) for i in range(40)]
+    one = S.synthesize(sources, num_classes=K, per_class=8, seed=1)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+    try:
+        two = S.synthesize(sources, num_classes=K, per_class=8, seed=1, world_size=2)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert two.recipe["dataset_sha256"] == one.recipe["dataset_sha256"]
