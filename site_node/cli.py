@@ -1,4 +1,4 @@
-"""``site-node``: init, enroll, train, upload, run as a daemon, status, forget, discard,
+"""``site-node``: check, init, enroll, train, upload, run as a daemon, status, forget, discard,
 evaluate."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from ffsecure.clitools import program_group
 
 COMMANDS: dict[str, str] = {
     "discard": "site_node.commands.discard:discard",
+    "check": "site_node.commands.check:check",
     "enroll": "site_node.commands.enroll:enroll",
     "evaluate": "site_node.commands.evaluate:evaluate",
     "forget": "site_node.commands.forget:forget",
