@@ -39,7 +39,7 @@ from ffsecure import pki
 from ffsecure.errors import ConfigError, FFSecureError
 from ffsecure.federation import FederationManifest, load_signed_manifest
 from ffsecure.files import loose_mode
-from ffsecure.pki.expiry import cert_expiry, crl_expiry
+from ffsecure.pki.expiry import Expiry, cert_expiry, crl_expiry
 from ffsecure.preflight import Check, CheckLine, Status, error_line, expiry_line, fail, passed, warn
 from ffsecure.privacy.policy import effective_policy
 from site_node import sync
@@ -74,6 +74,18 @@ def _mode_line(check: str, path: Path, want: int) -> CheckLine:
             f"run `chmod {want:o} {path}`",
         )
     return passed(check, f"{path} is mode {os.stat(path).st_mode & 0o777:03o}")
+
+
+def expiries(state: StateDir) -> list[Expiry]:
+    """Days left of the installed certificate, CA and ``STATE/crl.pem`` (``site-node status``);
+    an item not installed is left out."""
+    out = []
+    for path, what in ((state.cert, "site certificate"), (state.ca_cert, "CA certificate")):
+        if path.is_file():
+            out.append(cert_expiry(pki.load_certs(path.read_bytes(), max_count=1)[0], what))
+    if crl_path(state).is_file():
+        out.append(crl_expiry(pki.load_crl(crl_path(state).read_bytes())))
+    return out
 
 
 @dataclass

@@ -302,3 +302,35 @@ def test_a_config_that_does_not_parse_is_a_fail_line_not_a_traceback(tmp_path):
         "aggregator",
         "device",
     ]
+
+
+def test_status_shows_days_left_and_warns_under_thirty_days(fed, tmp_path):
+    cfg = make_site(fed, tmp_path, fed.add_site("st-later", days=10), endpoint="127.0.0.1:1")
+
+    def status(*extra):
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "site_node",
+                "status",
+                "--config",
+                str(cfg),
+                "--offline",
+                *extra,
+            ],
+            cwd=REPO,
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+
+    expiry = {e["what"]: e for e in json.loads(status("--json").stdout)["expiry"]}
+    assert expiry["site certificate"]["state"] == "warn"
+    assert 9 < expiry["site certificate"]["days_left"] <= 10
+    assert expiry["CA certificate"]["state"] == "ok"
+    text = status().stdout
+    assert "WARN  site certificate: expires" in text and "(9 days left)" in text
+    assert "\nCA certificate: expires" in text
