@@ -222,6 +222,44 @@ class SQLiteStore(EvaluationsMixin, Store):
             raise
         return store
 
+    @classmethod
+    def open_read_only(
+        cls, home: AggregatorHome, *, kek: bytes, log_signer: LogSigner
+    ) -> SQLiteStore:
+        """Open an existing store for reading only (``aggregator check``), next to a live serve.
+
+        SQLite's ``mode=ro``: no schema upgrade, no orphan-blob removal, no chmod and no
+        write lock, so a running ``serve`` is never delayed; any write raises. The meta rows
+        must name this log key and KEK, as for :meth:`open`.
+        """
+        if not home.store_db.is_file():
+            raise ConfigError(
+                f"{home.store_db} does not exist",
+                code="E_CONFIG",
+                hint="run step 2 of `aggregator init`, which creates the store",
+            )
+        conn = sqlite3.connect(
+            f"{home.store_db.resolve().as_uri()}?mode=ro",
+            uri=True,
+            timeout=30.0,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute("PRAGMA busy_timeout=30000")
+            signer = log_signer
+            store = cls(conn, home.blobs, origin=signer.name, kek=bytes(kek), signer=signer)
+            with store._read() as reader:
+                meta = dict(reader.execute("SELECT key, value FROM meta").fetchall())
+            store._check_meta(meta)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise _corrupt(f"{home.store_db} cannot be read as a store: {exc}") from None
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
     def _init_schema(self) -> None:
         with self._write() as conn:
             for statement in _SCHEMA.split(";"):
@@ -246,31 +284,34 @@ class SQLiteStore(EvaluationsMixin, Store):
                 )
                 conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
                 meta["schema"] = SCHEMA_VERSION
-            if meta.get("schema") != SCHEMA_VERSION:
-                raise StoreError(
-                    f"store schema {meta.get('schema')!r} is not supported "
-                    f"(expected {SCHEMA_VERSION})",
-                    code="E_STORE_VERSION",
-                    hint="use the ffsecure release that created the store",
-                )
-            if meta.get("origin") != self.origin:
-                raise ConfigError(
-                    f"this store holds the log {meta.get('origin')!r}, not {self.origin!r}",
-                    code="E_CONFIG",
-                    hint="open it with the origin it was created with",
-                )
-            if meta.get("vkey") != self.vkey:
-                raise ConfigError(
-                    "the log key does not match the key this store's checkpoints are signed with",
-                    code="E_LOG_KEY_MISMATCH",
-                    hint="use the keys/log.key the store was created with",
-                )
-            if meta.get("kek_id") != self._kek_id:
-                raise ConfigError(
-                    "the key-encryption key is not the one this store was created with",
-                    code="E_KEK_MISMATCH",
-                    hint="use the keys/kek.key the store was created with",
-                )
+            self._check_meta(meta)
+
+    def _check_meta(self, meta: dict[str, str]) -> None:
+        """The store was made by this release's schema for this log key and KEK."""
+        if meta.get("schema") != SCHEMA_VERSION:
+            raise StoreError(
+                f"store schema {meta.get('schema')!r} is not supported (expected {SCHEMA_VERSION})",
+                code="E_STORE_VERSION",
+                hint="use the ffsecure release that created the store",
+            )
+        if meta.get("origin") != self.origin:
+            raise ConfigError(
+                f"this store holds the log {meta.get('origin')!r}, not {self.origin!r}",
+                code="E_CONFIG",
+                hint="open it with the origin it was created with",
+            )
+        if meta.get("vkey") != self.vkey:
+            raise ConfigError(
+                "the log key does not match the key this store's checkpoints are signed with",
+                code="E_LOG_KEY_MISMATCH",
+                hint="use the keys/log.key the store was created with",
+            )
+        if meta.get("kek_id") != self._kek_id:
+            raise ConfigError(
+                "the key-encryption key is not the one this store was created with",
+                code="E_KEK_MISMATCH",
+                hint="use the keys/kek.key the store was created with",
+            )
 
     def _recover(self) -> None:
         """Remove blobs that no committed row names (a crash between blob write and commit)."""
@@ -880,7 +921,7 @@ class SQLiteStore(EvaluationsMixin, Store):
         return LedgerSnapshot(self.origin, self.vkey, size, entries, cps, modules)
 
     # -- integrity -------------------------------------------------------
-    def verify_integrity(self, *, decrypt: bool = True) -> dict:
+    def verify_integrity(self, *, decrypt: bool = True, files: bool = True) -> dict:
         """Check that the store and its log agree; raises StoreError E_STORE_CORRUPT if not.
 
         Rehashes every entry and compares every stored Merkle node, verifies
@@ -888,6 +929,10 @@ class SQLiteStore(EvaluationsMixin, Store):
         entry (and a deletion entry once deleted), each active module its
         wrapped key and a blob that decrypts to the registered weights, and
         that no blob lies in ``blobs/`` without a row.
+
+        ``files=False`` leaves out everything about ``blobs/`` (existence, strays,
+        decryption): a live ``serve`` writes a blob before its row commits and unlinks
+        one after, so a reader beside it could see either half (``aggregator check``).
         """
         with self._read() as conn:
             datas = [
@@ -947,7 +992,7 @@ class SQLiteStore(EvaluationsMixin, Store):
                 else:
                     if mid in deleted or wrapped is None or blob_name is None:
                         raise _corrupt(f"active module {mid} is inconsistent with the log")
-                    if not (self._blobs / blob_name).is_file():
+                    if files and not (self._blobs / blob_name).is_file():
                         raise _corrupt(f"module {mid} has no blob file")
                     names.add(blob_name)
             for mid in registered:
@@ -958,10 +1003,11 @@ class SQLiteStore(EvaluationsMixin, Store):
                 for r in conn.execute("SELECT blob_name FROM artifacts WHERE blob_name IS NOT NULL")
             }
             n_evaluations = self._check_evaluations(conn, evaluated, _corrupt)
-        stray = [p.name for p in self._blobs.iterdir() if p.is_file() and p.name not in names]
-        if stray:
-            raise _corrupt(f"blob files without a row: {', '.join(sorted(stray)[:5])}")
-        if decrypt:
+        if files:
+            stray = [p.name for p in self._blobs.iterdir() if p.is_file() and p.name not in names]
+            if stray:
+                raise _corrupt(f"blob files without a row: {', '.join(sorted(stray)[:5])}")
+        if files and decrypt:
             for mid, status, *_ in rows:
                 if status == "active":
                     self.module_weights(mid)
