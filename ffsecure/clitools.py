@@ -13,6 +13,7 @@ import importlib
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -20,6 +21,7 @@ import click
 from ffsecure import __version__, templates
 from ffsecure.errors import FFSecureError
 from ffsecure.logjson import JsonFormatter
+from ffsecure.preflight import EXIT_CHECK_FAILED, Check, CheckLine, Status, run_checks
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -115,3 +117,31 @@ def setup_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
 
 def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def run_check_command(ctx: click.Context, checks: Sequence[Check], *, as_json: bool) -> None:
+    """Run pre-flight ``checks`` for ``site-node check`` / ``aggregator check`` and exit.
+
+    Text: one coloured line per finding as it is made (a note on stderr before a slow
+    step when stderr is a terminal) and the summary; ``--json``: the report at the end.
+    Exit status 0 without a FAIL, :data:`~ffsecure.preflight.EXIT_CHECK_FAILED` with one.
+    """
+
+    def announce(check: Check) -> None:
+        click.echo(f"... checking {check.name}", err=True)
+
+    def show(line: CheckLine) -> None:
+        color = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "red"}[line.status]
+        click.secho(line.text(), fg=color)
+
+    report = run_checks(
+        checks,
+        on_line=None if as_json else show,
+        on_start=announce if not as_json and sys.stderr.isatty() else None,
+    )
+    if as_json:
+        echo_json(report.as_dict())
+    else:
+        click.echo(report.summary_text())
+    if report.verdict is Status.FAIL:
+        ctx.exit(EXIT_CHECK_FAILED)

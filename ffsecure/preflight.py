@@ -12,7 +12,8 @@ progress on the slow ones (data scan, network). Invariants:
   FAIL, it is not run and is listed under ``skipped`` in the summary (a
   check that cannot run is never shown as PASS);
 * the verdict is FAIL when any line is FAIL, else WARN when any is WARN,
-  else PASS; the commands exit non-zero exactly on FAIL.
+  else PASS; the commands exit non-zero exactly on FAIL: both exit with
+  :data:`EXIT_CHECK_FAILED` (5), so one alerting rule serves both hosts.
 
 Expiry lines come from :mod:`ffsecure.pki.expiry` (the one rule for days left
 and the 30-day threshold): ``ok`` and ``never`` are PASS, ``warn`` is WARN,
@@ -30,6 +31,7 @@ from ffsecure.errors import FFSecureError
 from ffsecure.pki.expiry import Expiry
 
 __all__ = [
+    "EXIT_CHECK_FAILED",
     "Check",
     "CheckLine",
     "CheckReport",
@@ -40,6 +42,10 @@ __all__ = [
     "run_checks",
     "warn",
 ]
+
+
+#: The exit status of ``site-node check`` and ``aggregator check`` when a line is FAIL.
+EXIT_CHECK_FAILED = 5
 
 
 class Status(StrEnum):

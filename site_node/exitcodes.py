@@ -15,10 +15,10 @@
 from __future__ import annotations
 
 from ffsecure.clitools import EXIT_ERROR
+from ffsecure.preflight import EXIT_CHECK_FAILED
 
 EXIT_OK = 0
 EXIT_FORK = 3
 EXIT_REFUSED = 4
-EXIT_CHECK_FAILED = 5
 
 __all__ = ["EXIT_CHECK_FAILED", "EXIT_ERROR", "EXIT_FORK", "EXIT_OK", "EXIT_REFUSED"]
