@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import shutil
 import socket
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,7 +27,7 @@ from aggregator.exitcodes import EXIT_CHECK_FAILED
 from aggregator.store import open_home_store
 from ffsecure import envelope, pki
 from ffsecure.federation import create_signed_manifest
-from tests.conftest import REPO, cli_env
+from tests.check_cli import not_passed, run_check
 from tests.faults.aggregator_proc import AggregatorProcess, free_port, pin_port
 from tests.federation_fixture import build_federation
 
@@ -60,36 +58,8 @@ def copy_home(base, tmp_path: Path) -> Path:
 
 
 def check(home: Path, *, text_too: bool = False) -> tuple[subprocess.CompletedProcess, dict]:
-    """``aggregator check --json`` (and, with ``text_too``, the text run, which must agree)."""
-
-    def run(*extra):
-        return subprocess.run(
-            [sys.executable, "-m", "aggregator", "check", "--dir", str(home), *extra],
-            cwd=REPO,
-            env=cli_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-    as_json = run("--json")
-    assert "Traceback" not in as_json.stderr, as_json.stderr
-    report = json.loads(as_json.stdout)
-    if not text_too:
-        return as_json, report
-    text = run()
-    assert text.returncode == as_json.returncode, (text.stdout, as_json.stdout)
-    for line in report["checks"]:  # the text output shows every JSON line
-        shown = f"{line['status']:<4}  {line['check']}: {line['detail']}"
-        if line["check"] == "disk":  # free space moves between the two runs
-            shown = shown.partition(" GiB")[0].rpartition(" ")[0]
-        assert shown in text.stdout
-    assert text.stdout.strip().splitlines()[-1].startswith(report["summary"]["verdict"])
-    return text, report
-
-
-def not_passed(report: dict) -> dict[str, dict]:
-    return {c["check"]: c for c in report["checks"] if c["status"] != "PASS"}
+    """``aggregator check --dir HOME --json`` (and the text run, which must agree)."""
+    return run_check(["aggregator", "check", "--dir", str(home)], text_too=text_too)
 
 
 def details(report: dict, check_name: str) -> list[str]:

@@ -21,6 +21,7 @@ import pytest
 
 from ffsecure.federation import create_signed_manifest
 from site_node.exitcodes import EXIT_CHECK_FAILED
+from tests.check_cli import not_passed, run_check
 from tests.conftest import cli_env
 from tests.federation_fixture import build_federation
 from tests.integration.test_site_node import DIGITS, Aggregator, free_port
@@ -82,31 +83,7 @@ max_attempts = 1
 
 def check(cfg: Path, *, text_too: bool = False) -> tuple[subprocess.CompletedProcess, dict]:
     """``site-node check --json`` (and, with ``text_too``, the text run, which must agree)."""
-
-    def run(*extra):
-        return subprocess.run(
-            [sys.executable, "-m", "site_node", "check", "--config", str(cfg), *extra],
-            cwd=REPO,
-            env=cli_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-    as_json = run("--json")
-    report = json.loads(as_json.stdout)
-    if not text_too:
-        return as_json, report
-    text = run()
-    assert text.returncode == as_json.returncode, (text.stdout, as_json.stdout)
-    for line in report["checks"]:  # the text output shows every JSON line
-        assert f"{line['status']:<4}  {line['check']}: {line['detail']}" in text.stdout
-    assert text.stdout.strip().splitlines()[-1].startswith(report["summary"]["verdict"])
-    return text, report
-
-
-def not_passed(report: dict) -> dict[str, dict]:
-    return {c["check"]: c for c in report["checks"] if c["status"] != "PASS"}
+    return run_check(["site_node", "check", "--config", str(cfg)], text_too=text_too)
 
 
 def test_a_healthy_site_passes_every_check(fed, agg, tmp_path):
