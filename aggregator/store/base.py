@@ -218,10 +218,12 @@ class Store(abc.ABC):
         """A consistent view for export: a fresh checkpoint, the entries, checkpoints, modules."""
 
     @abc.abstractmethod
-    def verify_integrity(self, *, decrypt: bool = True) -> dict:
+    def verify_integrity(self, *, decrypt: bool = True, files: bool = True) -> dict:
         """Check that the store and its log agree (every entry rehashed, every node and checkpoint
         right, each module with its entries, deleted ones shredded, no stray blob); raises
-        StoreError ``E_STORE_CORRUPT`` if not. ``decrypt`` also decrypts every active module."""
+        StoreError ``E_STORE_CORRUPT`` if not. ``decrypt`` also decrypts every active module;
+        ``files=False`` leaves the blobs out (a reader beside a live ``serve``, where the
+        blobs lie outside the read snapshot)."""
 
     @abc.abstractmethod
     def close(self) -> None: ...
