@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+import psycopg
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -30,6 +31,7 @@ from ffsecure.federation import create_signed_manifest
 from tests.check_cli import not_passed, run_check
 from tests.faults.aggregator_proc import AggregatorProcess, free_port, pin_port
 from tests.federation_fixture import build_federation
+from tests.pg_fixture import use_postgres
 
 
 @pytest.fixture(scope="module")
@@ -269,3 +271,37 @@ def test_beside_a_running_serve_the_check_passes_and_disturbs_nothing(base, tmp_
         f"port {base.port}: serve is running (it presents this tls.pem)"
     ]
     assert "serve is running: blob files not compared" in details(report, "store")[0]
+
+
+def test_a_postgres_store_is_verified_beside_serve_and_a_tampered_entry_fails(
+    base, tmp_path, pg_dsn
+):
+    home = copy_home(base, tmp_path)
+    for leftover in home.glob("store.sqlite*"):
+        leftover.unlink()
+    use_postgres(home / "aggregator.toml", pg_dsn)
+    with AggregatorProcess(home / "aggregator.toml", tmp_path / "serve.log") as serve:
+        with psycopg.connect(pg_dsn) as db:
+            size = db.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+        proc, report = check(home)
+        assert serve.proc is not None and serve.proc.poll() is None, serve.log_tail()
+        with psycopg.connect(pg_dsn) as db:
+            assert db.execute("SELECT COUNT(*) FROM entries").fetchone()[0] == size
+    assert proc.returncode == 0, proc.stdout
+    assert not not_passed(report)
+    (store_line,) = details(report, "store")
+    assert store_line.startswith("PostgreSQL store ")
+    assert f"ledger of {size} entries" in store_line
+    # the blobs are rows of the reader's snapshot: checked even while serve runs
+    assert store_line.endswith("every blob decrypts to its registered weights")
+    assert not (home / "store.sqlite").exists()
+    with psycopg.connect(pg_dsn) as db:
+        (data,) = db.execute("SELECT data FROM entries WHERE idx = 0").fetchone()
+        forged = bytes(data).replace(b'"revoked":0', b'"revoked":1', 1)
+        assert forged != bytes(data)
+        db.execute("UPDATE entries SET data = %s WHERE idx = 0", (forged,))
+    proc, report = check(home)
+    assert proc.returncode == EXIT_CHECK_FAILED
+    bad = not_passed(report)
+    assert list(bad) == ["store"]
+    assert "E_STORE_CORRUPT" in bad["store"]["detail"]
