@@ -759,6 +759,29 @@ def scan_folder(root: Path, *, image_shape: Sequence[int], sample: int = SCAN_SA
     return DataScan(root.name, names, [len(files[n]) for n in names], raw, len(picked))
 
 
+def scan_dicom(path: Path, *, image_shape: Sequence[int], sample: int = SCAN_SAMPLE) -> DataScan:
+    """Every file listed with its class (headers unread), ``sample`` files decoded (spread over
+    classes) by the same reader as :func:`load_dicom`; the record names no path."""
+    listing = dicom.list_source(path)
+    items = listing.train + (listing.test or [])
+    counts = np.bincount(
+        np.asarray([item.label for item in items], dtype=np.int64),
+        minlength=len(listing.class_names),
+    ).tolist()
+    per_class = max(1, sample // max(1, len(listing.class_names)))
+    by_class: list[list[dicom.DicomItem]] = [[] for _ in listing.class_names]
+    for item in items:
+        if len(by_class[item.label]) < per_class:
+            by_class[item.label].append(item)
+    picked = [item for group in by_class for item in group]
+    if not picked:
+        raise _format_error("the DICOM source lists no file", hint="add files to each class")
+    first = dicom.read_pixels(picked[0])
+    raw = (3 if first.ndim == 3 else 1, first.shape[0], first.shape[1])
+    _read_dicom_images(picked, check_image_shape(image_shape))
+    return DataScan("dicom", list(listing.class_names), counts, raw, len(picked))
+
+
 def scan_dataset(
     spec: str,
     *,
@@ -769,13 +792,15 @@ def scan_dataset(
 ) -> DataScan:
     """A bounded look at ``spec`` (as :func:`load_dataset` takes it): every label, few images.
 
-    ``npz:`` and ``folder:`` read every label (file counts) but decode only ``sample``
-    images; other sources are small or checksummed, and are loaded in full.
+    ``npz:``, ``folder:`` and ``dicom:`` read every label (file counts) but decode only
+    ``sample`` images; other sources are small or checksummed, and are loaded in full.
     """
     if spec.startswith("npz:"):
         return scan_npz(Path(spec[4:]), image_shape=image_shape, sample=sample)
     if spec.startswith("folder:"):
         return scan_folder(Path(spec[7:]), image_shape=image_shape, sample=sample)
+    if spec.startswith("dicom:"):
+        return scan_dicom(Path(spec[6:]), image_shape=image_shape, sample=sample)
     ds = load_dataset(spec, image_shape=image_shape, root=root, seed=seed)
     every = torch.cat([ds.train_y, ds.test_y] + ([ds.val_y] if ds.val_y is not None else []))
     counts = torch.bincount(every, minlength=len(ds.class_names)).tolist()

@@ -23,6 +23,7 @@ from ffsecure.federation import create_signed_manifest
 from site_node.exitcodes import EXIT_CHECK_FAILED
 from tests.check_cli import not_passed, run_check
 from tests.conftest import cli_env
+from tests.dicom_fixture import assert_no_identifiers, write_digits_dicom
 from tests.federation_fixture import build_federation
 from tests.integration.test_site_node import DIGITS, Aggregator, free_port
 
@@ -315,3 +316,25 @@ def test_status_shows_days_left_and_warns_under_thirty_days(fed, tmp_path):
     text = status().stdout
     assert "WARN  site certificate: expires" in text and "(9 days left)" in text
     assert "\nCA certificate: expires" in text
+
+
+def test_a_dicom_source_is_scanned_with_a_bounded_sample_and_names_no_file(fed, agg, tmp_path):
+    written = write_digits_dicom(tmp_path / "pacs", per_class=8)
+    cfg = make_site(
+        fed,
+        tmp_path,
+        fed.sites["st-mary"],
+        endpoint=agg.address,
+        data=f'source = "dicom:{written.root}"',
+    )
+    proc, report = check(cfg, text_too=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    bad = not_passed(report)
+    assert list(bad) == ["image shape"]  # the digits are stored 8x8, the federation's are 16x16
+    assert bad["image shape"]["status"] == "WARN"
+    assert "stored 1x8x8" in bad["image shape"]["detail"]
+    (data,) = (c["detail"] for c in report["checks"] if c["check"] == "data")
+    assert f"{len(written.paths)} images in 10 classes" in data
+    # SCAN_SAMPLE 64 over 10 classes: 6 files of each class decoded, not all 80
+    assert data.endswith("; 60 decoded"), data
+    assert_no_identifiers({"stdout": proc.stdout.encode(), "stderr": proc.stderr.encode()})
