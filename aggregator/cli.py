@@ -1,10 +1,11 @@
-"""``aggregator``: init, serve, modules, synthesize, train, publish, ledger, status."""
+"""``aggregator``: check, init, serve, modules, synthesize, train, publish, ledger, status."""
 
 from __future__ import annotations
 
 from ffsecure.clitools import program_group
 
 COMMANDS: dict[str, str] = {
+    "check": "aggregator.commands.check:check",
     "init": "aggregator.commands.init:init",
     "init-config": "aggregator.commands.init:init_config",
     "install-kit": "aggregator.commands.install_kit:install_kit",

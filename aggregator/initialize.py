@@ -38,12 +38,13 @@ from aggregator.home import (
     create_log_key,
     default_origin,
     load_log_key,
+    read_private_file,
     write_private_file,
 )
 from aggregator.store import open_home_store
 from ffsecure import envelope, pki, templates
 from ffsecure.errors import ConfigError
-from ffsecure.federation import load_signed_manifest, write_public_keys
+from ffsecure.federation import FederationManifest, load_signed_manifest, write_public_keys
 from ffsecure.pki.kit import KitError, Role, open_kit
 from ffsecure.pki.startup import AGGREGATOR_UNIT
 from ffsecure.records.ids import check_host
@@ -137,6 +138,52 @@ def _tls_csr(
     )
 
 
+def check_manifest_keys(home: AggregatorHome, manifest: FederationManifest) -> None:
+    """The manifest names this home's HPKE key and log key (E_KEY_MISMATCH otherwise)."""
+    suite, _private, kid = envelope.read_key_file(home.hpke_key)
+    signer = load_log_key(home)
+    agg = manifest.aggregator
+    if kid != manifest.hpke_key_id or suite != manifest.hpke_suite:
+        raise ConfigError(
+            f"the federation manifest names the HPKE key {manifest.hpke_key_id}, "
+            f"not this home's keys/hpke.key ({kid})",
+            code="E_KEY_MISMATCH",
+            hint="the CA must build federation.json from this home's public-keys.json",
+        )
+    if signer.vkey != agg["log_public_key"] or signer.name != agg["log_origin"]:
+        raise ConfigError(
+            "the federation manifest names another log key than this home's keys/log.key",
+            code="E_KEY_MISMATCH",
+            hint="the CA must build federation.json from this home's public-keys.json",
+        )
+
+
+def check_tls_cert(
+    home: AggregatorHome,
+    tls_cert: x509.Certificate,
+    manifest: FederationManifest,
+    *,
+    ca_cert: x509.Certificate,
+    crl: x509.CertificateRevocationList | None,
+) -> None:
+    """``tls_cert`` is this federation's aggregator certificate for ``keys/tls.key``."""
+    identity = pki.verify_cert(tls_cert, ca_cert=ca_cert, crl=crl, role="aggregator")
+    if identity.federation_id != manifest.federation_id:
+        raise ConfigError(
+            f"the TLS certificate is for federation {identity.federation_id!r}",
+            code="E_KEY_MISMATCH",
+            hint="ask the CA of this federation to sign aggregator.csr",
+        )
+    tls_key = serialization.load_pem_private_key(read_private_file(home.tls_key), password=None)
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if tls_cert.public_key().public_bytes(*spki) != tls_key.public_key().public_bytes(*spki):
+        raise ConfigError(
+            "the TLS certificate is not for this home's keys/tls.key",
+            code="E_KEY_MISMATCH",
+            hint="install the certificate the CA made from this home's aggregator.csr",
+        )
+
+
 def install(
     home_dir: str | Path,
     *,
@@ -165,38 +212,10 @@ def install(
             raise _exists(p)
     ca_cert = pki.load_cert(ca_cert_pem)
     manifest = load_signed_manifest(federation_json, ca_cert)
-    suite, _private, kid = envelope.read_key_file(home.hpke_key)
-    signer = load_log_key(home)
-    agg = manifest.aggregator
-    if kid != manifest.hpke_key_id or suite != manifest.hpke_suite:
-        raise ConfigError(
-            "the federation manifest names another HPKE key than this home's keys/hpke.key",
-            code="E_KEY_MISMATCH",
-            hint="the CA must build federation.json from this home's public-keys.json",
-        )
-    if signer.vkey != agg["log_public_key"] or signer.name != agg["log_origin"]:
-        raise ConfigError(
-            "the federation manifest names another log key than this home's keys/log.key",
-            code="E_KEY_MISMATCH",
-            hint="the CA must build federation.json from this home's public-keys.json",
-        )
+    check_manifest_keys(home, manifest)
     crl = pki.load_crl(crl_pem, ca_cert)
     tls_cert = pki.load_cert(tls_cert_pem)
-    identity = pki.verify_cert(tls_cert, ca_cert=ca_cert, crl=crl, role="aggregator")
-    if identity.federation_id != manifest.federation_id:
-        raise ConfigError(
-            f"the TLS certificate is for federation {identity.federation_id!r}",
-            code="E_KEY_MISMATCH",
-            hint="ask the CA of this federation to sign aggregator.csr",
-        )
-    tls_key = serialization.load_pem_private_key(home.tls_key.read_bytes(), password=None)
-    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    if tls_cert.public_key().public_bytes(*spki) != tls_key.public_key().public_bytes(*spki):
-        raise ConfigError(
-            "the TLS certificate is not for this home's keys/tls.key",
-            code="E_KEY_MISMATCH",
-            hint="install the certificate the CA made from this home's aggregator.csr",
-        )
+    check_tls_cert(home, tls_cert, manifest, ca_cert=ca_cert, crl=crl)
     configured = parse_config(config_text, home=home.root.resolve()).server.listen
     pki.write_public_file(home.federation, federation_json)
     pki.write_public_file(home.ca_cert, ca_cert_pem)

@@ -14,6 +14,7 @@ import importlib
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import click
 from ffsecure import __version__, templates
 from ffsecure.errors import ConfigError, FFSecureError, UsageError
 from ffsecure.logjson import JsonFormatter
+from ffsecure.preflight import EXIT_CHECK_FAILED, Check, CheckLine, Status, run_checks
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -185,3 +187,31 @@ def renamed_option(value: str | None, old_value: str | None, name: str, old_name
     if old_value:
         click.echo(f"warning: {old_name} is deprecated; use {name}", err=True)
     return value or old_value or ""
+
+
+def run_check_command(ctx: click.Context, checks: Sequence[Check], *, as_json: bool) -> None:
+    """Run pre-flight ``checks`` for ``site-node check`` / ``aggregator check`` and exit.
+
+    Text: one coloured line per finding as it is made (a note on stderr before a slow
+    step when stderr is a terminal) and the summary; ``--json``: the report at the end.
+    Exit status 0 without a FAIL, :data:`~ffsecure.preflight.EXIT_CHECK_FAILED` with one.
+    """
+
+    def announce(check: Check) -> None:
+        click.echo(f"... checking {check.name}", err=True)
+
+    def show(line: CheckLine) -> None:
+        color = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "red"}[line.status]
+        click.secho(line.text(), fg=color)
+
+    report = run_checks(
+        checks,
+        on_line=None if as_json else show,
+        on_start=announce if not as_json and sys.stderr.isatty() else None,
+    )
+    if as_json:
+        echo_json(report.as_dict())
+    else:
+        click.echo(report.summary_text())
+    if report.verdict is Status.FAIL:
+        ctx.exit(EXIT_CHECK_FAILED)

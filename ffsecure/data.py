@@ -647,6 +647,166 @@ def load_dicom(
     )
 
 
+# --------------------------------------------------------------------------- bounded scan
+
+#: How many images a scan decodes and converts (the labels are always read in full).
+SCAN_SAMPLE = 64
+
+
+@dataclass(frozen=True)
+class DataScan:
+    """What a bounded look at a data source found (``site-node check``).
+
+    ``counts`` is per local class, train and test together; ``raw_shape`` is the
+    stored ``(C, H, W)`` of the images (None for a built-in source, which is always
+    resized); ``sampled`` images were decoded and converted to the requested shape.
+    """
+
+    name: str
+    class_names: list[str]
+    counts: list[int]
+    raw_shape: tuple[int, int, int] | None
+    sampled: int
+
+
+def _npz_member_header(zf: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], np.dtype, bool]:
+    with zf.open(f"{key}.npy") as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    return shape, dtype, fortran
+
+
+def scan_npz(path: Path, *, image_shape: Sequence[int], sample: int = SCAN_SAMPLE) -> DataScan:
+    """Labels of every split in full, image headers, and ``sample`` images converted."""
+    if not path.is_file():
+        _read_npz(path)  # raises E_DATA_MISSING with its hint
+    try:
+        with np.load(path, allow_pickle=False) as npz, zipfile.ZipFile(path) as zf:
+            splits = [s for s in ("train", "val", "test") if f"{s}_images" in npz.files]
+            missing = [k for k in NPZ_KEYS if k not in npz.files]
+            if missing:
+                raise _format_error(f"{path.name}: missing arrays {', '.join(missing)}")
+            headers = {s: _npz_member_header(zf, f"{s}_images") for s in splits}
+            labels = {
+                s: _labels(npz[f"{s}_labels"], f"{s}_labels", headers[s][0][0]) for s in splits
+            }
+            first = _npz_rows(zf, "train_images", headers["train"], sample)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError) as exc:
+        raise _format_error(
+            f"{path} is not a readable .npz archive ({type(exc).__name__}: {exc})",
+            hint="the file is corrupt or not a NumPy .npz; fetch it again",
+        ) from None
+    shape = headers["train"][0]
+    to_pipeline_images(first, image_shape)  # E_DATA_FORMAT when it cannot become image_shape
+    every = torch.cat([labels[s] for s in splits])
+    if every.numel() and int(every.min()) < 0:
+        raise _format_error(f"{path.name}: negative labels", hint="labels must be 0..K-1")
+    k = int(every.max()) + 1 if every.numel() else 0
+    counts = torch.bincount(every, minlength=k).tolist()
+    raw = (shape[3] if len(shape) == 4 else 1, shape[1], shape[2])
+    return DataScan(path.stem, [str(i) for i in range(k)], counts, raw, len(first))
+
+
+def _npz_rows(
+    zf: zipfile.ZipFile, key: str, header: tuple[tuple[int, ...], np.dtype, bool], n: int
+) -> np.ndarray:
+    """The first ``n`` rows of member ``key``, reading only their bytes (C order, no objects)."""
+    shape, dtype, fortran = header
+    if dtype.hasobject or fortran or len(shape) not in (3, 4):
+        raise _format_error(
+            f"{key} has shape {shape} and dtype {dtype}; expected (N,H,W) or (N,H,W,C) numbers"
+        )
+    n = min(n, shape[0])
+    row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+    with zf.open(f"{key}.npy") as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            np.lib.format.read_array_header_1_0(fh)
+        else:
+            np.lib.format.read_array_header_2_0(fh)
+        data = fh.read(n * row)
+    if len(data) != n * row:
+        raise _format_error(f"{key} is truncated")
+    return np.frombuffer(bytearray(data), dtype=dtype).reshape((n, *shape[1:]))
+
+
+def scan_folder(root: Path, *, image_shape: Sequence[int], sample: int = SCAN_SAMPLE) -> DataScan:
+    """Class folders and their file counts in full, ``sample`` images decoded (spread over
+    classes)."""
+    if not root.is_dir():
+        raise DataError(
+            f"image folder {root} does not exist", hint="check the path", code="E_DATA_MISSING"
+        )
+    presplit = (root / "train").is_dir() and (root / "test").is_dir()
+    bases = [root / "train", root / "test"] if presplit else [root]
+    names = [d.name for d in _class_dirs(bases[0])]
+    files = {
+        name: [f for b in bases if (b / name).is_dir() for f in _image_files(b / name)]
+        for name in names
+    }
+    per_class = max(1, sample // len(names))
+    picked = [f for name in names for f in files[name][:per_class]]
+    c, h, w = check_image_shape(image_shape)
+    try:
+        with Image.open(picked[0]) as im:
+            raw = (1 if im.mode in ("1", "L", "I", "I;16", "F") else 3, im.height, im.width)
+    except (OSError, ValueError) as exc:
+        raise _format_error(f"image {picked[0]} could not be read: {exc}") from None
+    _read_images(picked, c, (h, w))
+    return DataScan(root.name, names, [len(files[n]) for n in names], raw, len(picked))
+
+
+def scan_dicom(path: Path, *, image_shape: Sequence[int], sample: int = SCAN_SAMPLE) -> DataScan:
+    """Every file listed with its class (headers unread), ``sample`` files decoded (spread over
+    classes) by the same reader as :func:`load_dicom`; the record names no path."""
+    listing = dicom.list_source(path)
+    items = listing.train + (listing.test or [])
+    counts = np.bincount(
+        np.asarray([item.label for item in items], dtype=np.int64),
+        minlength=len(listing.class_names),
+    ).tolist()
+    per_class = max(1, sample // max(1, len(listing.class_names)))
+    by_class: list[list[dicom.DicomItem]] = [[] for _ in listing.class_names]
+    for item in items:
+        if len(by_class[item.label]) < per_class:
+            by_class[item.label].append(item)
+    picked = [item for group in by_class for item in group]
+    if not picked:
+        raise _format_error("the DICOM source lists no file", hint="add files to each class")
+    first = dicom.read_pixels(picked[0])
+    raw = (3 if first.ndim == 3 else 1, first.shape[0], first.shape[1])
+    _read_dicom_images(picked, check_image_shape(image_shape))
+    return DataScan("dicom", list(listing.class_names), counts, raw, len(picked))
+
+
+def scan_dataset(
+    spec: str,
+    *,
+    image_shape: Sequence[int],
+    root: str | os.PathLike | None = None,
+    seed: int = 0,
+    sample: int = SCAN_SAMPLE,
+) -> DataScan:
+    """A bounded look at ``spec`` (as :func:`load_dataset` takes it): every label, few images.
+
+    ``npz:``, ``folder:`` and ``dicom:`` read every label (file counts) but decode only
+    ``sample`` images; other sources are small or checksummed, and are loaded in full.
+    """
+    if spec.startswith("npz:"):
+        return scan_npz(Path(spec[4:]), image_shape=image_shape, sample=sample)
+    if spec.startswith("folder:"):
+        return scan_folder(Path(spec[7:]), image_shape=image_shape, sample=sample)
+    if spec.startswith("dicom:"):
+        return scan_dicom(Path(spec[6:]), image_shape=image_shape, sample=sample)
+    ds = load_dataset(spec, image_shape=image_shape, root=root, seed=seed)
+    every = torch.cat([ds.train_y, ds.test_y] + ([ds.val_y] if ds.val_y is not None else []))
+    counts = torch.bincount(every, minlength=len(ds.class_names)).tolist()
+    return DataScan(ds.name, list(ds.class_names), counts, None, int(every.numel()))
+
+
 # --------------------------------------------------------------------------- entry point
 
 

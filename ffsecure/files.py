@@ -77,13 +77,20 @@ def write_public_file(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def loose_mode(path: str | os.PathLike) -> int | None:
+    """The mode of ``path`` when group or others may use it (the rule :func:`restrict` enforces),
+    else None. Raises FileNotFoundError for a missing path."""
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    return mode if mode & (stat.S_IRWXG | stat.S_IRWXO) else None
+
+
 def restrict(path: str | os.PathLike, mode: int = PRIVATE_FILE_MODE) -> bool:
     """Set ``mode`` on an existing ``path`` that group or others may use; True when it changed."""
     try:
-        before = stat.S_IMODE(os.stat(path).st_mode)
+        before = loose_mode(path)
     except FileNotFoundError:
         return False
-    if not before & (stat.S_IRWXG | stat.S_IRWXO):
+    if before is None:
         return False
     try:
         os.chmod(path, mode)

@@ -3,7 +3,8 @@
 #   CA: pki init, federation init/create, pki kit (aggregator, then the site from its CSR)
 #   aggregator: init --host (step 1), install-kit, serve (loopback, mTLS 1.3)
 #   site: init, enroll, install-kit with a WRONG fingerprint (refused, nothing written),
-#         install-kit with the right one, check (placeholder), run --once -> registered module
+#         install-kit with the right one, check (no FAIL), check with data.source on a
+#         missing folder (FAIL, exit 5), site.toml restored, run --once -> registered module
 #   operator: aggregator modules list
 #
 # Usage: scripts/kit_transcript.sh [WORKDIR]   (default: a new temporary folder)
@@ -118,10 +119,23 @@ path.write_text(text)
 EOF
 echo "(site.toml edited: classes 0-2 of digits, tiny schedule, 1 epoch)"
 
-echo; echo "## site IT: pre-flight check"
-# CHECK: the lead wires `site-node check` here once it is merged:
-#   must site-node check --config site/site.toml
-echo "(site-node check --config site/site.toml: not in this branch yet)"
+echo; echo "## site IT: pre-flight check (WARN lines allowed, no FAIL)"
+must site-node check --config site/site.toml
+
+echo; echo "## site IT: a data folder that is not there fails the check (exit 5)"
+cp -p site/site.toml site/site.toml.good
+"$PYTHON" - site/site.toml "$WORK/site/missing-images" <<'EOF'
+import sys
+from pathlib import Path
+from ffsecure import templates
+path = Path(sys.argv[1])
+path.write_text(templates.fill(path.read_text(), "data", "source", f"folder:{sys.argv[2]}"))
+EOF
+echo "(site.toml edited: data.source = \"folder:$WORK/site/missing-images\")"
+show site-node check --config site/site.toml
+[ "$rc" -eq 5 ] || { echo "transcript: check did not exit 5 on a FAIL" >&2; exit 1; }
+mv site/site.toml.good site/site.toml
+echo "(site.toml restored)"
 
 echo; echo "## site IT: one cycle"
 must site-node status --config site/site.toml --offline

@@ -1,5 +1,5 @@
-"""``site-node``: init, enroll, train, upload, run as a daemon, status, forget, discard,
-evaluate, receipts."""
+"""``site-node``: check, init, enroll, train, upload, run as a daemon, status, forget,
+discard, evaluate, receipts."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from site_node.platforms import UnsupportedPlatformError, check_platform
 
 COMMANDS: dict[str, str] = {
     "discard": "site_node.commands.discard:discard",
+    "check": "site_node.commands.check:check",
     "enroll": "site_node.commands.enroll:enroll",
     "evaluate": "site_node.commands.evaluate:evaluate",
     "forget": "site_node.commands.forget:forget",

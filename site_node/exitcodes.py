@@ -7,15 +7,18 @@
 * 4: a module was refused, by this site's own privacy-policy check before
   sealing or by the aggregator (``train``, ``upload``, ``privacy-check``,
   ``run --once``): the command did its work, but a module will never be sent
-  or registered; ``site-node status --offline`` shows why.
+  or registered; ``site-node status --offline`` shows why;
+* 5: ``site-node check`` found at least one FAIL (WARN lines alone exit 0):
+  fix what its ``fix:`` lines say before the first ``run``.
 """
 
 from __future__ import annotations
 
 from ffsecure.clitools import EXIT_ERROR
+from ffsecure.preflight import EXIT_CHECK_FAILED
 
 EXIT_OK = 0
 EXIT_FORK = 3
 EXIT_REFUSED = 4
 
-__all__ = ["EXIT_ERROR", "EXIT_FORK", "EXIT_OK", "EXIT_REFUSED"]
+__all__ = ["EXIT_CHECK_FAILED", "EXIT_ERROR", "EXIT_FORK", "EXIT_OK", "EXIT_REFUSED"]

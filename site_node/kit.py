@@ -63,7 +63,13 @@ def install_kit(
         "ca_pem": kit.members["ca.pem"],
         "manifest_bytes": kit.members["federation.json"],
     }
-    check_material(cfg, **material, key=load_key(cfg))
+    check_material(
+        cfg,
+        cert_pem=material["cert_pem"],
+        ca_pem=material["ca_pem"],
+        manifest_bytes=material["manifest_bytes"],
+        key=load_key(cfg),
+    )
     if unit_path is not None and unit_path.exists():
         raise templates.FileExistsRefused(
             f"{unit_path} already exists; nothing was installed",

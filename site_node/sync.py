@@ -29,6 +29,7 @@ from typing import Any
 from ffsecure import envelope, pki
 from ffsecure.errors import FFSecureError, LedgerError, TransientError
 from ffsecure.ledger import (
+    Checkpoint,
     leaf_hash,
     open_checkpoint,
     validate_entry,
@@ -76,19 +77,21 @@ def _fork(message: str) -> LogForkError:
     )
 
 
-def advance_checkpoint(state: StateDir, client, note: str) -> dict:
-    """Verify ``note`` (signature) and its consistency with the stored checkpoint; store the newer
-    one.
+def check_against_stored(
+    state: StateDir, client, note: str
+) -> tuple[Checkpoint, Checkpoint | None]:
+    """Verify ``note`` (signature) and its consistency with the stored checkpoint; store nothing.
 
+    Returns ``(new, stored)`` (``stored`` None when this site has none yet).
     ``note`` is always the aggregator's current tree (it signs one per change and
     hands out the newest), so a tree smaller than one it signed before is a
     rollback and raises ``E_LOG_FORK`` like a failed consistency proof.
+    ``site-node check`` calls this; :func:`advance_checkpoint` stores the result.
     """
     new = open_checkpoint(note, client.log_vkey, origin=client.log_origin)
     old_note = state.read_checkpoint()
     if old_note is None:
-        state.write_checkpoint(note)
-        return {"size": new.size, "previous_size": None}
+        return new, None
     old = open_checkpoint(old_note, client.log_vkey, origin=client.log_origin)
     if new.size < old.size:
         raise _fork(
@@ -115,6 +118,16 @@ def advance_checkpoint(state: StateDir, client, note: str) -> dict:
             f"the log of size {new.size} is not consistent with the checkpoint of size {old.size} "
             f"this site stored: {exc.message}"
         ) from None
+    return new, old
+
+
+def advance_checkpoint(state: StateDir, client, note: str) -> dict:
+    """Verify ``note`` against the stored checkpoint (:func:`check_against_stored`); store the
+    newer one."""
+    new, old = check_against_stored(state, client, note)
+    if old is None:
+        state.write_checkpoint(note)
+        return {"size": new.size, "previous_size": None}
     if new.size > old.size:
         state.write_checkpoint(note)
     return {"size": max(new.size, old.size), "previous_size": old.size}

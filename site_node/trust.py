@@ -56,9 +56,18 @@ def load_key(cfg: SiteConfig):
 
 
 def check_material(
-    cfg: SiteConfig, *, cert_pem: bytes, ca_pem: bytes, manifest_bytes: bytes, key
+    cfg: SiteConfig,
+    *,
+    cert_pem: bytes,
+    ca_pem: bytes,
+    manifest_bytes: bytes,
+    key,
+    crl: x509.CertificateRevocationList | None = None,
 ) -> Trust:
-    """Check that certificate, CA, manifest and key fit this site; raise a typed error if not."""
+    """Check that certificate, CA, manifest and key fit this site; raise a typed error if not.
+
+    The certificate is judged now, under ``crl`` when one is given.
+    """
     ca_cert = pki.load_cert(ca_pem)
     if pki.ca_federation_id(ca_cert) != cfg.federation_id:
         raise VerificationError(
@@ -69,7 +78,7 @@ def check_material(
         )
     certs = pki.load_certs(cert_pem, max_count=1)
     cert = certs[0]
-    identity = pki.verify_cert(cert, ca_cert=ca_cert, role="site")
+    identity = pki.verify_cert(cert, ca_cert=ca_cert, crl=crl, role="site")
     if identity.site_id != cfg.site_id:
         raise pki.IdentityError(
             f"the certificate is for site {identity.site_id!r}, site.toml says {cfg.site_id!r}",

@@ -1,7 +1,7 @@
 """The aggregator's module store and transparency ledger (interface, SQLite and PostgreSQL).
 
-``aggregator.toml``'s ``[store]`` table picks the backend; :func:`open_home_store`
-and :func:`open_store` are the one place that reads it.
+``aggregator.toml``'s ``[store]`` table picks the backend; :func:`open_home_store`,
+:func:`open_store` and :func:`open_store_for_reading` are the one place that reads it.
 """
 
 from aggregator.config import AggregatorConfig, load_config
@@ -41,6 +41,7 @@ __all__ = [
     "home_has_store",
     "open_home_store",
     "open_store",
+    "open_store_for_reading",
 ]
 
 
@@ -73,3 +74,22 @@ def open_home_store(home, *, origin: str | None = None, create: bool = False) ->
     else:
         kek, signer = load_kek(h), load_log_key(h)
     return open_store(home_config(h), origin=signer.name, kek=kek, log_signer=signer)
+
+
+def open_store_for_reading(
+    config: AggregatorConfig, *, kek: bytes, log_signer: LogSigner
+) -> SQLStore:
+    """Open an existing store beside a live ``serve`` without disturbing it (``aggregator check``).
+
+    SQLite: read-only (:meth:`SQLiteStore.open_read_only`: no file lock, no chmod, no
+    clean-up). PostgreSQL: the normal open, which takes no file lock and on a store of this
+    release changes nothing (its schema statements are ``IF NOT EXISTS``; its advisory lock
+    is held for one short transaction).
+    """
+    if config.store.backend == "postgres":
+        return PostgresStore.open(
+            config.store_dsn(), origin=log_signer.name, kek=kek, log_signer=log_signer
+        )
+    return SQLiteStore.open_read_only(
+        AggregatorHome.at(config.home), kek=kek, log_signer=log_signer
+    )

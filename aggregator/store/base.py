@@ -219,10 +219,12 @@ class Store(abc.ABC):
         and the lineage documents the entries commit to."""
 
     @abc.abstractmethod
-    def verify_integrity(self, *, decrypt: bool = True) -> dict:
+    def verify_integrity(self, *, decrypt: bool = True, files: bool = True) -> dict:
         """Check that the store and its log agree (every entry rehashed, every node and checkpoint
         right, each module with its entries, deleted ones shredded, no stray blob); raises
-        StoreError ``E_STORE_CORRUPT`` if not. ``decrypt`` also decrypts every active module."""
+        StoreError ``E_STORE_CORRUPT`` if not. ``decrypt`` also decrypts every active module;
+        ``files=False`` leaves the blobs out (a reader beside a live ``serve``, where the
+        blobs lie outside the read snapshot)."""
 
     @abc.abstractmethod
     def close(self) -> None: ...

@@ -164,6 +164,7 @@ class PostgresStore(SQLStore):
 
     SCHEMA_VERSION = SCHEMA_VERSION
     UPGRADES = UPGRADES
+    BLOBS_IN_SNAPSHOT = True  # rows of the blobs table
 
     def __init__(self, conn: psycopg.Connection, *, origin: str, kek: bytes, signer: LogSigner):
         super().__init__(origin=origin, kek=kek, signer=signer)

@@ -140,6 +140,10 @@ class SQLStore(EvaluationsMixin, SitesMixin, Store):
     #: The schema version this backend writes, and the older ones it upgrades in place.
     SCHEMA_VERSION: str
     UPGRADES: dict[str, str] = {}
+    #: Whether the blobs are part of a read transaction's snapshot (rows of the database) or
+    #: lie outside it (files written before their row commits, removed after): only in the
+    #: first case can a reader beside a live ``serve`` check them (``verify_integrity``).
+    BLOBS_IN_SNAPSHOT: bool = False
 
     def __init__(self, *, origin: str, kek: bytes, signer: LogSigner):
         if not isinstance(kek, (bytes, bytearray)) or len(kek) != 32:
@@ -250,6 +254,12 @@ class SQLStore(EvaluationsMixin, SitesMixin, Store):
                 code="E_KEK_MISMATCH",
                 hint="use the keys/kek.key the store was created with",
             )
+
+    def _check_stored_meta(self) -> None:
+        """Check an existing store's meta rows for this release, log key and KEK; write nothing."""
+        with self._read() as conn:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        self._check_meta(meta)
 
     def _recover(self) -> None:
         """Check leaves against entries; remove blobs that no committed row names."""
@@ -472,24 +482,28 @@ class SQLStore(EvaluationsMixin, SitesMixin, Store):
     def module_weights(self, module_id: str) -> bytes:
         check_module_id(module_id)
         with self._read() as conn:
-            row = conn.execute(
-                "SELECT status, wrapped_dek, blob_name, blob_sha256, weights_sha256 FROM modules "
-                "WHERE module_id = ?",
-                (module_id,),
-            ).fetchone()
-            if row is None:
-                raise NotFoundError(
-                    f"module {module_id} is not in the store", hint="list modules to see the ids"
-                )
-            if row[0] == "deleted":
-                raise StoreError(
-                    f"module {module_id} was deleted; its weights no longer exist",
-                    code="E_MODULE_DELETED",
-                    hint="leave deleted modules out of synthesis",
-                )
-            weights = self._open_blob(
-                conn, row[2], bytes(row[1]), b"module\x00" + module_id.encode(), row[3]
+            return self._module_weights_in(conn, module_id)
+
+    def _module_weights_in(self, conn: Conn, module_id: str) -> bytes:
+        """A module's decrypted weights, read in the transaction ``conn``."""
+        row = conn.execute(
+            "SELECT status, wrapped_dek, blob_name, blob_sha256, weights_sha256 FROM modules "
+            "WHERE module_id = ?",
+            (module_id,),
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(
+                f"module {module_id} is not in the store", hint="list modules to see the ids"
             )
+        if row[0] == "deleted":
+            raise StoreError(
+                f"module {module_id} was deleted; its weights no longer exist",
+                code="E_MODULE_DELETED",
+                hint="leave deleted modules out of synthesis",
+            )
+        weights = self._open_blob(
+            conn, row[2], bytes(row[1]), b"module\x00" + module_id.encode(), row[3]
+        )
         if not hmac.compare_digest(_sha256(weights), row[4]):
             raise _corrupt(
                 f"module {module_id} decrypts to weights whose hash is not the registered one"
@@ -817,14 +831,20 @@ class SQLStore(EvaluationsMixin, SitesMixin, Store):
         )
 
     # -- integrity -------------------------------------------------------
-    def verify_integrity(self, *, decrypt: bool = True) -> dict:
+    def verify_integrity(self, *, decrypt: bool = True, files: bool = True) -> dict:
         """Check that the store and its log agree; raises StoreError E_STORE_CORRUPT if not.
 
         Rehashes every entry and compares every stored Merkle node, verifies
         every checkpoint, and checks that each module has its registration
         entry (and a deletion entry once deleted), each active module its
         wrapped key and a blob that decrypts to the registered weights, and
-        that no blob lies in ``blobs/`` without a row.
+        that no blob lies in ``blobs/`` without a row. The blobs are decrypted in the same
+        read snapshot as the rows.
+
+        ``files=False`` leaves the blobs out (existence, strays, decryption): where they lie
+        outside the snapshot (:attr:`BLOBS_IN_SNAPSHOT` false: SQLite's files), a live
+        ``serve`` writes one before its row commits and unlinks one after, so a reader beside
+        it could see either half (``aggregator check``).
         """
         with self._read() as conn:
             datas = [
@@ -884,8 +904,6 @@ class SQLStore(EvaluationsMixin, SitesMixin, Store):
                 else:
                     if mid in deleted or wrapped is None or blob_name is None:
                         raise _corrupt(f"active module {mid} is inconsistent with the log")
-                    if not self._blob_exists(conn, blob_name):
-                        raise _corrupt(f"module {mid} has no blob")
                     names.add(blob_name)
             for mid in registered:
                 if mid not in {r[0] for r in rows}:
@@ -895,13 +913,9 @@ class SQLStore(EvaluationsMixin, SitesMixin, Store):
                 for r in conn.execute("SELECT blob_name FROM artifacts WHERE blob_name IS NOT NULL")
             }
             n_evaluations = self._check_evaluations(conn, evaluated, _corrupt)
-            stray = self._stray_blobs(conn, names)
-        if stray:
-            raise _corrupt(f"blobs without a row: {', '.join(sorted(stray)[:5])}")
-        if decrypt:
-            for mid, status, *_ in rows:
-                if status == "active":
-                    self.module_weights(mid)
+            if files:
+                active = [(r[0], r[5]) for r in rows if r[1] == "active"]
+                self._check_blobs(conn, active, names, decrypt=decrypt)
         return {
             "entries": tree.size,
             "root_hash": tree.root().hex(),
@@ -910,3 +924,17 @@ class SQLStore(EvaluationsMixin, SitesMixin, Store):
             "deleted_modules": sum(1 for r in rows if r[1] == "deleted"),
             "evaluations": n_evaluations,
         }
+
+    def _check_blobs(
+        self, conn: Conn, active: list[tuple[str, str]], named: set[str], *, decrypt: bool
+    ) -> None:
+        """Each active module's blob exists (and decrypts), and no blob lacks a row."""
+        for module_id, blob_name in active:
+            if not self._blob_exists(conn, blob_name):
+                raise _corrupt(f"module {module_id} has no blob")
+        stray = self._stray_blobs(conn, named)
+        if stray:
+            raise _corrupt(f"blobs without a row: {', '.join(sorted(stray)[:5])}")
+        if decrypt:
+            for module_id, _ in active:
+                self._module_weights_in(conn, module_id)

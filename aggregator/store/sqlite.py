@@ -17,6 +17,12 @@ unlinked after the commit (or at the next open). ``secure_delete`` zeroes
 freed database content and the WAL is checkpointed and truncated after a
 deletion, so the wrapped key does not linger in the live files.
 
+Reading beside a live serve. :meth:`SQLiteStore.open_read_only` (``aggregator
+check``) opens with SQLite's ``mode=ro``: no schema upgrade, no clean-up, no
+chmod and no write lock. The blob files lie outside a read transaction's
+snapshot (``BLOBS_IN_SNAPSHOT`` false), so such a reader leaves them out of
+``verify_integrity`` while ``serve`` runs.
+
 Permissions. ``store.sqlite`` is created 0600 before SQLite opens it, and
 SQLite gives its ``-wal`` and ``-shm`` files the database file's mode; a
 database (or WAL/SHM) left 0644 by an earlier release is tightened at open,
@@ -37,7 +43,7 @@ from pathlib import Path
 from aggregator.home import AggregatorHome, LogSigner
 from aggregator.store.sites import SITES_SCHEMA
 from aggregator.store.sql import SQLStore
-from ffsecure.errors import ConfigError
+from ffsecure.errors import ConfigError, StoreError
 from ffsecure.files import create_private_file, fsync_dir, private_dir, restrict
 
 log = logging.getLogger("aggregator.store")
@@ -158,6 +164,46 @@ class SQLiteStore(SQLStore):
             store = cls(conn, blob_dir, origin=origin, kek=kek, signer=log_signer)
             store._init_schema()
             store._recover()
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
+    @classmethod
+    def open_read_only(
+        cls, home: AggregatorHome, *, kek: bytes, log_signer: LogSigner
+    ) -> SQLiteStore:
+        """Open an existing store for reading only (``aggregator check``), next to a live serve.
+
+        SQLite's ``mode=ro``: no schema upgrade, no orphan-blob removal, no chmod and no
+        write lock, so a running ``serve`` is never delayed; any write raises. The meta rows
+        must name this release's schema, this log key and this KEK, as for :meth:`open`.
+        """
+        if not home.store_db.is_file():
+            raise ConfigError(
+                f"{home.store_db} does not exist",
+                code="E_CONFIG",
+                hint="run step 2 of `aggregator init`, which creates the store",
+            )
+        conn = sqlite3.connect(
+            f"{home.store_db.resolve().as_uri()}?mode=ro",
+            uri=True,
+            timeout=30.0,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute("PRAGMA busy_timeout=30000")
+            store = cls(conn, home.blobs, origin=log_signer.name, kek=kek, signer=log_signer)
+            store._check_stored_meta()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(
+                f"{home.store_db} cannot be read as a store: {exc}",
+                code="E_STORE_CORRUPT",
+                hint="run `aggregator ledger verify` and restore the store from a backup if it "
+                "fails",
+            ) from None
         except BaseException:
             conn.close()
             raise

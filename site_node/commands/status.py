@@ -1,5 +1,8 @@
 """``site-node status``: what this site contributed and whether the aggregator's log still holds it.
 
+Days left of the site certificate, the CA and ``STATE/crl.pem`` are shown (``expiry`` in
+``--json``), with a WARN line under 30 days (:mod:`ffsecure.pki.expiry`).
+
 Exit status: 0 all verified; 1 an error (aggregator unreachable, bad config);
 3 ALARM ``E_LOG_FORK``: the aggregator's current log is not an extension of
 the checkpoint this site stored, or no longer holds one of this site's entries.
@@ -14,6 +17,7 @@ from site_node import sync
 from site_node import trust as trustlib
 from site_node.commands._common import config_option, json_option, start
 from site_node.exitcodes import EXIT_FORK
+from site_node.preflight import expiries
 from site_node.state import StateDir
 
 
@@ -58,6 +62,8 @@ def status(ctx, config_path, offline, as_json):
                 except sync.LogForkError as exc:
                     report_error(exc, as_json=as_json)
                     ctx.exit(EXIT_FORK)
+    found = expiries(state)
+    report["expiry"] = [e.as_dict() for e in found]
     if as_json:
         echo_json(report)
         return
@@ -99,3 +105,6 @@ def status(ctx, config_path, offline, as_json):
             else f"stored size {cp['stored_size']}"
         )
         console.print(f"log checkpoint: size {cp['size']} ({before}); consistency verified")
+    for e in found:
+        warning = "WARN  " if e.state in ("warn", "expired") else ""
+        console.print(f"{warning}{e.line()}")

@@ -455,6 +455,10 @@ def test_kit_transcript_ends_in_a_registered_module(tmp_path):
     print(done.stdout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "error[E_KIT_FINGERPRINT]" in done.stdout
+    first_check, failing_check = done.stdout.split("$ site-node check --config site/site.toml")[1:3]
+    assert "\nFAIL  " not in first_check and "\nPASS  data: " in first_check
+    assert "\nFAIL  data: [E_DATA_MISSING]" in failing_check
+    assert "(exit status 5)" in failing_check
     assert "registered at ledger index" in done.stdout
     listed = done.stdout.split("$ aggregator modules list")[-1]
     assert "site-1" in listed and "live" in listed
