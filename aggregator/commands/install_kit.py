@@ -51,4 +51,4 @@ def install_kit(ctx, kit_file, home_dir, fingerprint, listen, unit_path, as_json
     click.echo(f"  listens on {out['listen']} (server.listen in {out['config']})")
     if out["systemd_unit"]:
         click.echo(f"  systemd unit: {out['systemd_unit']}")
-    click.echo(f"start it with `aggregator serve --config {out['config']}`")
+    click.echo(f"start it with `aggregator serve --dir {out['home']}`")

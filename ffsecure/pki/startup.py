@@ -163,5 +163,5 @@ def _aggregator_readme(
         + "\nNext, on the aggregator host (the home made by `aggregator init` step 1):\n\n"
         "  aggregator install-kit THIS.kit --dir HOME \\\n"
         "      --expect-ca-fingerprint <the fingerprint the CA operator told you>\n"
-        "  aggregator serve --config HOME/aggregator.toml\n"
+        "  aggregator serve --dir HOME\n"
     )
