@@ -383,6 +383,7 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
         if pts:
             size = c.get("generator_size", "default")
             label = f"{c['dataset']} {c['generator']}" + ("" if size == "default" else f" ({size})")
+            label += f" {c.get('mechanism', 'dp-sgd')}"
             if several_epochs:
                 label += f", {epochs_of(c, result)} epochs"
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
@@ -395,7 +396,7 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     ax.set_ylim(0, 1.05)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_title("Privacy-utility (DP-SGD on every site's generator)", fontsize=9)
+    ax.set_title("Privacy-utility (DP on every site's generator)", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
