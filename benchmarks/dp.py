@@ -483,6 +483,7 @@ def to_markdown(result: dict[str, Any]) -> str:
     if result.get("plot"):
         lines += [f"![privacy-utility]({result['plot']})", ""]
     lines += [CONTEXT, ""]
+    lines += [f"{note}\n" for note in result.get("notes", [])]
     for nm in result.get("not_measured", []):
         lines.append(
             f"Not measured: {nm['generator']} on {', '.join(nm['datasets'])}: {nm['reason']}."
