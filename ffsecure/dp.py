@@ -358,7 +358,7 @@ def resolve_mechanism(mechanism: Any, family: str, n: int) -> str:
 
     The rule, measured on scikit-learn digits only (public; benchmarks/results/dp.json,
     docs/privacy.md), ten sites of about 134 images: for ``cvae`` the mean-embedding
-    release keeps 0.966 of the centralized accuracy at epsilon 8 and 0.816 at epsilon 1,
+    release keeps 0.951 of the centralized accuracy at epsilon 8 and 0.816 at epsilon 1,
     DP-SGD (50 epochs) 0.929 and 0.630, so ``auto`` is ``mean-embedding``; other families
     have no mean-embedding fit, so ``auto`` is ``dp-sgd``. ``n`` is part of the rule's
     signature so that a size threshold can be added from measurements on public data
