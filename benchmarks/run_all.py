@@ -197,6 +197,7 @@ def headline(results: dict[str, dict[str, Any] | None]) -> list[str]:
                 lines.append(
                     f"Privacy-utility, {dataset} {generator}"
                     + ("" if size == "default" else f" {size}")
+                    + f", {c.get('mechanism', 'dp-sgd')}"
                     + f" ({dp.epochs_of(c, d)} generator epochs at every point): ratio {pts}."
                 )
             same = [

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from ffsecure import FORMAT_VERSION, canonical, envelope, pki, timefmt
+from ffsecure.dp import MECHANISM_CHOICES
 from ffsecure.errors import (
     ConfigError,
     FederationMismatchError,
@@ -79,8 +80,10 @@ DP_POLICY_SPEC = fields.Table(
         "required": fields.Bool(),
         "max_epsilon": fields.Nullable(fields.Float(0.0, above=True)),
         "delta": fields.Nullable(fields.Float(0.0, 1.0, above=True, below=True)),
+        # absent in manifests written before it existed (= "auto"), so their bytes are unchanged
+        "mechanism": fields.Field(fields.Str(options=MECHANISM_CHOICES), default=fields.OMIT),
     },
-    expect="{required: bool, max_epsilon, delta}",
+    expect="{required: bool, max_epsilon, delta, mechanism?}",
 )
 LIMITS_SPEC = fields.Table(
     {"max_module_bytes": fields.Int(1024, MAX_MODULE_BYTES_CAP)},
@@ -471,6 +474,7 @@ TOML_SPEC = fields.Table(
                     "required": fields.Field(fields.Opaque(), default=False),
                     "max_epsilon": fields.Field(fields.Opaque(), default=None),
                     "delta": fields.Field(fields.Opaque(), default=None),
+                    "mechanism": _OPTIONAL,
                 }
             ),
             default={},

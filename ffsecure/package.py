@@ -573,6 +573,14 @@ def check_policy(manifest: ModuleManifest, federation: FederationManifest) -> No
             raise DPPolicyError(f"epsilon {dp['epsilon']} is outside (0, {policy['max_epsilon']}]")
         if not 0 < dp["delta"] <= policy["delta"]:
             raise DPPolicyError(f"delta {dp['delta']} is outside (0, {policy['delta']}]")
+    pinned = policy.get("mechanism", "auto")
+    if pinned != "auto" and manifest.dp is not None:
+        ran = manifest.dp.get("mechanism", "dp-sgd")
+        if ran != pinned:
+            raise DPPolicyError(
+                f"the module's DP mechanism is {ran!r}; the federation pins {pinned!r}",
+                hint=f"train with the {pinned} mechanism (dp_policy.mechanism)",
+            )
 
 
 def check_weights(manifest: ModuleManifest, weights: bytes) -> None:

@@ -34,6 +34,7 @@ from ffsecure.classifier import ARCHS
 from ffsecure.dp import DPConfig
 from ffsecure.errors import ConfigError
 from ffsecure.partition import SCHEMES
+from ffsecure.privacy.check import membership_attack, subsample
 from ffsecure.torchutil import torch_threads
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,9 @@ class SimulationConfig:
     # Research only: seed the DP noise and Poisson sampling from `seed` (not private against anyone
     # who knows the seed); recorded in results.json settings and in every site's dp record.
     dp_reproducible: bool = False
+    dp_mechanism: str = "auto"  # auto | mean-embedding | dp-sgd (ffsecure.dp.resolve_mechanism)
+    # run site-node privacy-check's membership attack on every site's module (benchmarks.dp)
+    membership_attack: bool = False
     samples_per_class: int = 1000
     classifier: str = "cnn"
     classifier_width: int = 16
@@ -116,6 +120,7 @@ class SiteResult:
     weights_sha256: str
     dp: dict[str, Any] | None = None
     counts: list[int] = field(default_factory=list)
+    membership: dict[str, Any] | None = None  # the strongest attack's AUROC, when asked for
 
 
 def resolve_device(device: str) -> str:
@@ -171,6 +176,23 @@ def train_site_generator(
     t0 = time.perf_counter()
     report = gen.fit(x, y, settings, dp=dp, progress=progress)
     return gen, report, time.perf_counter() - t0
+
+
+#: Members and held-out non-members per site for the simulated membership attack.
+MEMBERSHIP_EXAMPLES = 500
+
+
+def _membership(gen, x, y, ds, dp, cfg: SimulationConfig) -> dict[str, Any]:
+    """``site-node privacy-check``'s attack on one site's module: its images vs unseen ones.
+
+    Non-members are the data set's test images of the site's classes (never used to
+    choose anything); both sets are capped at :data:`MEMBERSHIP_EXAMPLES` (seeded).
+    """
+    keep = torch.isin(ds.test_y, torch.unique(y))
+    members = subsample(x, y, MEMBERSHIP_EXAMPLES, cfg.seed)
+    held_out = subsample(ds.test_x[keep], ds.test_y[keep], MEMBERSHIP_EXAMPLES, cfg.seed)
+    mia = membership_attack(gen, members, held_out, dp=dp, seed=cfg.seed)
+    return {k: mia[k] for k in ("attack", "auroc", "tpr_at_1pct_fpr", "members", "non_members")}
 
 
 def _check_config(cfg: SimulationConfig) -> None:
@@ -287,6 +309,7 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
             target_epsilon=float(cfg.dp_epsilon),
             delta=cfg.dp_delta,
             reproducible=cfg.dp_reproducible,
+            mechanism=cfg.dp_mechanism,
         )
         if cfg.dp_reproducible:
             log.warning(
@@ -348,7 +371,7 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
 
             def on_epoch(epoch, total, loss, eps, task=task):
                 info = f"loss {loss:.4f}" + (f"  eps {eps:.2f}" if eps is not None else "")
-                rep.update(task, epoch, info)
+                rep.update(task, epoch, info, total=total)
 
             gen, report, wall = train_site_generator(
                 cfg.generator,
@@ -392,6 +415,9 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
                     weights_sha256=digest,
                     dp=report.dp,
                     counts=counts[s].tolist(),
+                    membership=_membership(gen, x, y, ds, report.dp, cfg)
+                    if cfg.membership_attack
+                    else None,
                 )
             )
         phases["generators_s"] = time.perf_counter() - t0

@@ -19,6 +19,7 @@ from typing import Any
 
 from ffsecure import pki, templates
 from ffsecure.commands.pki import SITE_PASSPHRASE_ENV, read_passphrase
+from ffsecure.dp import MECHANISM_CHOICES
 from ffsecure.errors import ConfigError
 from ffsecure.records import fields
 from ffsecure.records.ids import parse_port
@@ -78,6 +79,7 @@ SCHEMA: dict[str, dict[str, fields.Field]] = {
         "delta": _f(_SECONDS, 0.0),
         "max_grad_norm": _f(_SECONDS, 1.0),
         "accountant": _f(_STR, "prv"),
+        "mechanism": _f(fields.Str(options=MECHANISM_CHOICES), "auto"),
     },
     "daemon": {
         "poll_interval_s": _f(_SECONDS, 300.0),

@@ -103,7 +103,22 @@ def resolve_dp(dp_cfg: dict, policy: dict, n: int):
         delta=delta,
         max_grad_norm=float(dp_cfg.get("max_grad_norm", 1.0)),
         accountant=dp_cfg.get("accountant", "prv"),
+        mechanism=_mechanism(dp_cfg, policy),
     )
+
+
+def _mechanism(dp_cfg: dict, policy: dict) -> str:
+    """site.toml's ``dp.mechanism`` unless the federation pins one; a different pin is refused."""
+    wanted = dp_cfg.get("mechanism", "auto")
+    pinned = policy.get("mechanism", "auto")
+    if pinned == "auto":
+        return str(wanted)
+    if wanted not in ("auto", pinned):
+        raise ConfigError(
+            f"site.toml key dp.mechanism: {wanted!r}, but the federation pins {pinned!r}",
+            hint=f'write mechanism = "{pinned}" or "auto" (the signed manifest decides)',
+        )
+    return str(pinned)
 
 
 # --------------------------------------------------------------------- data

@@ -77,7 +77,17 @@ def _shape(_ctx, _param, value):
     help="Generator epochs per site [default: about 96,000 image-epochs per site, 5..700].",
 )
 @click.option(
-    "--dp-epsilon", type=float, default=None, help="Train generators with DP-SGD to this epsilon."
+    "--dp-epsilon",
+    type=float,
+    default=None,
+    help="Train generators under DP to this epsilon (--dp-mechanism picks how).",
+)
+@click.option(
+    "--dp-mechanism",
+    type=click.Choice(["auto", "mean-embedding", "dp-sgd"]),
+    default="auto",
+    show_default=True,
+    help="auto: the best measured mechanism for the family (cvae: mean-embedding).",
 )
 @click.option(
     "--dp-delta", type=float, default=None, help="DP delta [default: min(1e-5, 1/(10 n)) per site]."
@@ -168,6 +178,7 @@ def simulate(ctx: click.Context, as_json: bool, no_baselines: bool, **opts) -> N
         dp_epsilon=opts["dp_epsilon"],
         dp_delta=opts["dp_delta"],
         dp_reproducible=opts["dp_reproducible"],
+        dp_mechanism=opts["dp_mechanism"],
         samples_per_class=opts["samples_per_class"],
         classifier=opts["classifier"],
         classifier_epochs=opts["classifier_epochs"],

@@ -30,6 +30,8 @@ class TrainSettings:
     lr: float = 2e-3
     seed: int = 0
     device: str = "cpu"
+    # generator-fit steps of the DP mean-embedding mechanism (ffsecure.dp_embedding)
+    embedding_steps: int = 300
 
 
 @dataclass

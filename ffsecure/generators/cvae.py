@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ffsecure import dp as dpmod
+from ffsecure import dp_embedding
 from ffsecure.generators import training
 from ffsecure.generators.base import Generator, ProgressFn, TrainReport, TrainSettings
 from ffsecure.generators.sampling import check_labels
@@ -78,9 +80,9 @@ SIZES = {
 }
 
 TRAIN_SETTINGS = {
-    "tiny": {"epochs": 3, "batch_size": 32, "lr": 3e-3},
-    "default": {"epochs": 20, "batch_size": 64, "lr": 2e-3},
-    "full": {"epochs": 60, "batch_size": 64, "lr": 1e-3},
+    "tiny": {"epochs": 3, "batch_size": 32, "lr": 3e-3, "embedding_steps": 40},
+    "default": {"epochs": 20, "batch_size": 64, "lr": 2e-3, "embedding_steps": 300},
+    "full": {"epochs": 60, "batch_size": 64, "lr": 1e-3, "embedding_steps": 1000},
 }
 
 
@@ -101,6 +103,10 @@ def extra_checks(config: dict[str, Any]) -> None:
             raise config_error(
                 f"channels {config['channels']} must be multiples of groups={config['groups']}"
             )
+
+
+def _mechanism(dp: Any, images: torch.Tensor) -> str:
+    return dpmod.resolve_mechanism(getattr(dp, "mechanism", "auto"), "cvae", int(images.shape[0]))
 
 
 def _gn(groups: int, channels: int) -> nn.GroupNorm:
@@ -223,6 +229,16 @@ class CVAE(Generator):
         images, labels = training.check_data(
             images, labels, self.config["image_shape"], self.config["num_classes"]
         )
+        if dp is not None and _mechanism(dp, images) == "mean-embedding":
+            return dp_embedding.fit_cvae(
+                self,
+                images,
+                labels,
+                settings,
+                dpmod.plan_mean_embedding(dp, n=int(images.shape[0])),
+                reproducible=dp.reproducible is True,
+                progress=progress,
+            )
         warmup = self.config["kl_warmup"]
 
         def loss_fn(module, x, y, rng, frac):

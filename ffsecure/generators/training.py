@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from ffsecure import dp as dpmod
-from ffsecure.errors import ConfigError, DataError, FFSecureError
+from ffsecure.errors import ConfigError, DataError, DPError, FFSecureError
 from ffsecure.generators.base import ProgressFn, TrainReport, TrainSettings
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,11 @@ def train(
     n = int(images.shape[0])
     dp_plan = None
     if dp is not None:  # refuse DP settings before anything changes
+        if dpmod.resolve_mechanism(dp.mechanism, family, n) != "dp-sgd":
+            raise DPError(
+                f"the {family} training loop runs DP-SGD, not the {dp.mechanism} mechanism",
+                hint="set the DP mechanism to dp-sgd",
+            )
         dp_plan = dpmod.plan(dp, n=n, batch_size=settings.batch_size, epochs=settings.epochs)
     init_weights(net, settings.seed)
     net.to(device)
@@ -223,7 +228,7 @@ def train(
 
     dp_report = None
     if engine is not None and dp is not None and dp_plan is not None:
-        dp_report = dp_plan.report(_epsilon(engine, dp_plan))
+        dp_report = {**dp_plan.report(_epsilon(engine, dp_plan)), "mechanism": "dp-sgd"}
         if dp.reproducible is True:
             dp_report["reproducible"] = True  # research switch: visible wherever the report goes
         history_steps = sum(s for _nm, _sr, s in engine.accountant.history)

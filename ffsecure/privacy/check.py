@@ -59,6 +59,30 @@ def generation_labels(labels: torch.Tensor, n: int) -> torch.Tensor:
     return torch.repeat_interleave(classes, base)
 
 
+def membership_attack(
+    gen: Any,
+    members: tuple[torch.Tensor, torch.Tensor],
+    non_members: tuple[torch.Tensor, torch.Tensor],
+    *,
+    dp: dict[str, Any] | None,
+    reference: Any | None = None,
+    draws: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The attacks that apply to this module (its ``dp`` record says how it was fitted)."""
+    # a mean-embedding module's encoder never saw data: its loss says nothing, only samples do
+    fitted_by_loss = (dp or {}).get("mechanism") != "mean-embedding"
+    return membership.attack(
+        gen,
+        members,
+        non_members,
+        reference=reference if fitted_by_loss else None,
+        draws=draws,
+        seed=seed,
+        loss_attack=fitted_by_loss,
+    )
+
+
 def run_check(
     gen: Any,
     *,
@@ -79,7 +103,9 @@ def run_check(
         )
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    mia = membership.attack(gen, members, non_members, reference=reference, draws=draws, seed=seed)
+    mia = membership_attack(
+        gen, members, non_members, dp=dp, reference=reference, draws=draws, seed=seed
+    )
     timings["membership_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

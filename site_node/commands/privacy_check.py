@@ -292,7 +292,8 @@ def _render(full, m, out, verdict, as_json) -> None:
     click.echo(f"module {m.module_id} ({m.generator['family']}, classes {m.classes})")
     click.echo(
         f"  membership inference: AUROC {mia['auroc']:.3f}, TPR@1%FPR {mia['tpr_at_1pct_fpr']:.3f} "
-        f"({mia['members']} members vs {mia['non_members']} held-out)"
+        f"({mia['members']} members vs {mia['non_members']} held-out; strongest attack: "
+        f"{mia.get('attack', 'loss')})"
     )
     if "calibrated" in mia:
         click.echo(

@@ -41,6 +41,30 @@ HOSTILE = {
     "steps as a string": {**GOOD, "steps": "100"},
     "seeded noise": {**GOOD, "reproducible": True},
 }
+#: A mean-embedding release at epsilon 4 (noise multiplier from Opacus' search, PRV).
+MEAN_EMBEDDING = {
+    "epsilon": 3.999,
+    "delta": 1e-5,
+    "noise_multiplier": 1.083984375,
+    "sample_rate": 1.0,
+    "steps": 1,
+    "max_grad_norm": 1.0,
+    "accountant": "prv",
+    "mechanism": "mean-embedding",
+    "feature_seed": 0,
+    "n_features": 2000,
+    "feature_bandwidth": 0.5,
+    "count_weight": 0.5,
+}
+#: A dishonest site (or exporter with its key) alters one signed parameter of that record.
+HOSTILE_MEAN_EMBEDDING = {
+    "mean-embedding noise halved": {**MEAN_EMBEDDING, "noise_multiplier": 0.54},
+    "mean-embedding sample rate altered": {**MEAN_EMBEDDING, "sample_rate": 0.01},
+    "mean-embedding steps altered": {**MEAN_EMBEDDING, "steps": 2},
+    "mechanism swapped to dp-sgd": {**MEAN_EMBEDDING, "mechanism": "dp-sgd"},
+    "mechanism unknown": {**MEAN_EMBEDDING, "mechanism": "laplace"},
+}
+HOSTILE.update(HOSTILE_MEAN_EMBEDDING)
 
 
 def invoke(*args):
@@ -63,6 +87,7 @@ def world(tmp_path_factory):
         for i, (name, dp) in enumerate(HOSTILE.items())
     }
     honest = lab.register("st-mary", (3,), seed=30, dp=GOOD)
+    lab.register("st-mary", (3,), seed=31, dp=MEAN_EMBEDDING)
     bundle = lab.export("hostile-dp")
     ca = root / "ca.pem"
     ca.write_bytes(lab.fed.ca_pem)
@@ -88,6 +113,12 @@ def test_hostile_dp_claims_in_a_bundle_are_findings_on_their_modules(world):
     assert f"[0, {MAX_STEPS}]" in dp_findings[hostile["a million steps"]]["message"]
     assert "grid" in dp_findings[hostile["a prv grid of 14 million points"]]["message"]
     assert "reproducible" in dp_findings[hostile["seeded noise"]]["message"]
+    message = {name: dp_findings[hostile[name]]["message"] for name in HOSTILE_MEAN_EMBEDDING}
+    assert "claims epsilon 3.999" in message["mean-embedding noise halved"]
+    assert "sample rate 0.01" in message["mean-embedding sample rate altered"]
+    assert "2 steps" in message["mean-embedding steps altered"]
+    assert "says dp-sgd but carries" in message["mechanism swapped to dp-sgd"]
+    assert "unknown mechanism 'laplace'" in message["mechanism unknown"]
     assert {f["code"] for f in out["findings"]} == {"E_AUDIT_DP_CLAIM"}  # nothing else is wrong
     assert seconds < 20, f"the audit took {seconds:.1f} s"
 

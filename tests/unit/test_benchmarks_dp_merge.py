@@ -101,8 +101,8 @@ def test_one_family_at_two_epoch_counts_makes_two_curves(tmp_path):
     ] == [10, 50]
     page = (tmp_path / "m" / "results" / "dp.md").read_text()
     assert (
-        "## digits, ddpm (tiny), 10 generator epochs" in page
-        and "## digits, ddpm (tiny), 50 generator epochs" in page
+        "## digits, ddpm (tiny), dp-sgd, 10 generator epochs" in page
+        and "## digits, ddpm (tiny), dp-sgd, 50 generator epochs" in page
     )
 
 

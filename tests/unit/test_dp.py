@@ -119,7 +119,8 @@ def test_dp_fit_reports_epsilon_agreeing_with_opacus(family):
     gen = G.build(family, cfg)
     seen = []
     settings = G.TrainSettings(epochs=2, batch_size=32, lr=2e-3, seed=1)
-    config = dp.DPConfig(target_epsilon=3.0, max_grad_norm=1.0, accountant="rdp")
+    mechanism = "dp-sgd"  # what this test checks (cvae's auto is mean-embedding)
+    config = dp.DPConfig(3.0, max_grad_norm=1.0, accountant="rdp", mechanism=mechanism)
     report = gen.fit(
         x, y, settings, dp=config, progress=lambda e, t, loss, eps: seen.append((e, t, loss, eps))
     )
@@ -133,6 +134,7 @@ def test_dp_fit_reports_epsilon_agreeing_with_opacus(family):
         "steps",
         "max_grad_norm",
         "accountant",
+        "mechanism",
     }
     assert (
         rec["target_epsilon"] == 3.0 and rec["accountant"] == "rdp" and rec["max_grad_norm"] == 1.0
@@ -165,7 +167,7 @@ def test_dp_fit_with_prv_accountant_is_repeatable_only_under_the_research_switch
     x, y = _data(96)
     cfg = G.default_config("cvae", image_shape=(1, 8, 8), num_classes=3, size="tiny")
     settings = G.TrainSettings(epochs=1, batch_size=32, lr=2e-3, seed=5)
-    config = dp.DPConfig(target_epsilon=8.0, reproducible=True)
+    config = dp.DPConfig(target_epsilon=8.0, reproducible=True, mechanism="dp-sgd")
     a, b = G.build("cvae", cfg), G.build("cvae", cfg)
     ra = a.fit(x, y, settings, dp=config)
     rb = b.fit(x, y, settings, dp=config)
@@ -173,7 +175,7 @@ def test_dp_fit_with_prv_accountant_is_repeatable_only_under_the_research_switch
     assert ra.dp == rb.dp and ra.dp["reproducible"] is True  # the switch shows in the report
     assert G.to_safetensors(a) == G.to_safetensors(b)
     c = G.build("cvae", cfg)
-    rc = c.fit(x, y, settings, dp=dp.DPConfig(target_epsilon=8.0))  # default: OS CSPRNG
+    rc = c.fit(x, y, settings, dp=dp.DPConfig(8.0, mechanism="dp-sgd"))  # default: OS CSPRNG
     assert "reproducible" not in rc.dp and G.to_safetensors(c) != G.to_safetensors(a)
     assert ra.dp["epsilon"] == dp.compute_epsilon(
         noise_multiplier=ra.dp["noise_multiplier"],
@@ -212,7 +214,7 @@ def test_dp_fit_survives_empty_poisson_batches(family):
         x,
         y,
         G.TrainSettings(epochs=1, batch_size=1, seed=0),
-        dp=dp.DPConfig(target_epsilon=50.0, accountant="rdp"),
+        dp=dp.DPConfig(target_epsilon=50.0, accountant="rdp", mechanism="dp-sgd"),
     )
     assert report.steps == report.dp["steps"] == 20
     assert report.dp["sample_rate"] == 1 / 20 and report.dp["epsilon"] <= 50.0

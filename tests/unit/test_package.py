@@ -454,3 +454,31 @@ def test_e_key_when_key_and_cert_differ(world):
 def test_e_package_format(world, mutate):
     data = make_pkg(world).to_bytes()
     expect("E_PACKAGE_FORMAT", package.SignedPackage.from_bytes, mutate(data))
+
+
+def test_a_federation_that_pins_the_dp_mechanism_refuses_modules_of_the_other(world):
+    fed = make_manifest(
+        dp_required=True,
+        dp_policy={
+            "required": True,
+            "max_epsilon": 8.0,
+            "delta": 1e-5,
+            "mechanism": "mean-embedding",
+        },
+    )
+    mean_embedding = {
+        "epsilon": 7.995,
+        "delta": 1e-5,
+        "noise_multiplier": 0.6011962890625,
+        "sample_rate": 1.0,
+        "steps": 1,
+        "max_grad_norm": 1.0,
+        "accountant": "prv",
+        "mechanism": "mean-embedding",
+        "feature_seed": 0,
+        "n_features": 2000,
+        "feature_bandwidth": 0.5,
+        "count_weight": 0.5,
+    }
+    assert verify(world, make_pkg(world, fed=fed, dp=mean_embedding), fed=fed)
+    expect("E_POLICY_DP", verify, world, make_pkg(world, fed=fed, dp=DP_CLAIM), fed=fed)

@@ -98,7 +98,9 @@ def test_epsilon_reported_by_dp_training_is_recomputed_exactly():
     cfg = generators.default_config("cvae", image_shape=(1, 16, 16), num_classes=4, size="tiny")
     gen = generators.build("cvae", cfg)
     settings = generators.TrainSettings(epochs=2, batch_size=16, lr=2e-3, seed=0)
-    report = gen.fit(x, y, settings, dp=DPConfig(target_epsilon=4.0, accountant="rdp"))
+    report = gen.fit(
+        x, y, settings, dp=DPConfig(target_epsilon=4.0, accountant="rdp", mechanism="dp-sgd")
+    )
     assert report.dp["steps"] == 6 and report.dp["sample_rate"] == pytest.approx(1 / 3)
     got = recompute(report.dp)
     assert got["matches"] is True

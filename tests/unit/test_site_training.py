@@ -122,3 +122,13 @@ def test_folder_fingerprint_sees_a_new_image(tmp_path):
     first = data_fingerprint(cfg)
     Image.new("L", (16, 16), 200).save(tmp_path / "imgs" / "b" / "2.png")
     assert data_fingerprint(cfg) != first
+
+
+def test_the_mechanism_is_auto_unless_the_site_or_the_federation_picks_one():
+    assert resolve_dp(dp(), REQUIRED, 1000).mechanism == "auto"
+    assert resolve_dp(dp(mechanism="dp-sgd"), REQUIRED, 1000).mechanism == "dp-sgd"
+    pinned = {**REQUIRED, "mechanism": "mean-embedding"}
+    assert resolve_dp(dp(), pinned, 1000).mechanism == "mean-embedding"
+    assert resolve_dp(dp(mechanism="auto"), pinned, 1000).mechanism == "mean-embedding"
+    with pytest.raises(ConfigError, match="dp.mechanism"):
+        resolve_dp(dp(mechanism="dp-sgd"), pinned, 1000)
