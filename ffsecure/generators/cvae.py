@@ -106,7 +106,12 @@ def extra_checks(config: dict[str, Any]) -> None:
 
 
 def _mechanism(dp: Any, images: torch.Tensor) -> str:
-    return dpmod.resolve_mechanism(getattr(dp, "mechanism", "auto"), "cvae", int(images.shape[0]))
+    return dpmod.resolve_mechanism(
+        getattr(dp, "mechanism", "auto"),
+        "cvae",
+        int(images.shape[0]),
+        getattr(dp, "target_epsilon", None),
+    )
 
 
 def _gn(groups: int, channels: int) -> nn.GroupNorm:

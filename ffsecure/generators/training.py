@@ -160,7 +160,7 @@ def train(
     n = int(images.shape[0])
     dp_plan = None
     if dp is not None:  # refuse DP settings before anything changes
-        if dpmod.resolve_mechanism(dp.mechanism, family, n) != "dp-sgd":
+        if dpmod.resolve_mechanism(dp.mechanism, family, n, dp.target_epsilon) != "dp-sgd":
             raise DPError(
                 f"the {family} training loop runs DP-SGD, not the {dp.mechanism} mechanism",
                 hint="set the DP mechanism to dp-sgd",

@@ -131,7 +131,7 @@ def test_two_fits_differ_and_the_reproducible_switch_repeats_them():
     a.fit(x, y, settings, dp=cfg)
     b.fit(x, y, settings, dp=cfg)
     assert G.to_safetensors(a) != G.to_safetensors(b)
-    rep = dp.DPConfig(target_epsilon=4.0, reproducible=True)
+    rep = dp.DPConfig(target_epsilon=4.0, mechanism="mean-embedding", reproducible=True)
     c, d = _tiny_cvae(), _tiny_cvae()
     rc = c.fit(x, y, settings, dp=rep)
     d.fit(x, y, settings, dp=rep)
@@ -146,7 +146,7 @@ def test_fit_on_the_noisy_statistic_gives_a_checked_module_that_samples_determin
         x,
         y,
         G.TrainSettings(seed=1, embedding_steps=40),
-        dp=dp.DPConfig(target_epsilon=8.0),
+        dp=dp.DPConfig(target_epsilon=8.0, mechanism="mean-embedding"),
         progress=lambda *args: seen.append(args),
     )
     rec = report.dp
@@ -174,15 +174,24 @@ def test_mean_embedding_is_refused_for_a_family_it_cannot_train():
         dp.resolve_mechanism("mean-embedding", "ddpm", 100)
     with pytest.raises(DPError, match="unknown DP mechanism"):
         dp.resolve_mechanism("laplace", "cvae", 100)
-    assert dp.resolve_mechanism("auto", "cvae", 100) == "mean-embedding"
-    assert dp.resolve_mechanism("auto", "ddpm", 100) == "dp-sgd"
+    assert dp.resolve_mechanism("auto", "cvae", 100, 1.0) == "mean-embedding"
+    assert dp.resolve_mechanism("auto", "cvae", 100, 2.0) == "mean-embedding"
+    # at epsilon 8 the two measured within their spread on digits: DP-SGD stays the default
+    assert dp.resolve_mechanism("auto", "cvae", 100, 8.0) == "dp-sgd"
+    assert dp.resolve_mechanism("auto", "cvae", 100, dp.AUTO_MEAN_EMBEDDING_BELOW_EPSILON) == (
+        "dp-sgd"
+    )
+    assert dp.resolve_mechanism("auto", "ddpm", 100, 1.0) == "dp-sgd"
 
 
 def test_privacy_check_runs_the_black_box_attack_on_a_mean_embedding_module():
     x, y = _data(120)
     gen = _tiny_cvae()
     report = gen.fit(
-        x[:60], y[:60], G.TrainSettings(seed=2, embedding_steps=20), dp=dp.DPConfig(8.0)
+        x[:60],
+        y[:60],
+        G.TrainSettings(seed=2, embedding_steps=20),
+        dp=dp.DPConfig(8.0, mechanism="mean-embedding"),
     )
     full = run_check(
         gen,
