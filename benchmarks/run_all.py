@@ -34,6 +34,7 @@ PART_RESULTS = (
     ("Privacy attacks", "privacy"),
     ("Exact unlearning", "unlearning"),
     ("Fault runs", "faults"),
+    ("Scale: 10 to 1,000 sites", "scale"),
 )
 PAPER_FF, PAPER_CENTRAL = 0.889, 0.901  # FederatedFactory paper, MedMNIST (accuracy)
 SHORT_OF_PAPER = 0.90  # a FederatedFactory / centralized ratio below this falls short of the paper
