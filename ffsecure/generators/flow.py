@@ -42,20 +42,14 @@ from torch import nn
 from ffsecure.generators import ddpm, training
 from ffsecure.generators.base import Generator, ProgressFn, TrainReport, TrainSettings
 from ffsecure.generators.sampling import check_labels
-from ffsecure.generators.schema import Choice, Float, ImageShape, Int, IntList, config_error
+from ffsecure.generators.schema import Choice, Float, Int
 
 SAMPLE_CHUNK = 256
 TIME_SCALE = 1000.0  # t in [0, 1] -> the sinusoidal embedding's usual range
 EMA_WARMUP = 10.0
 
 SCHEMA = {
-    "image_shape": ImageShape(),
-    "num_classes": Int(1, 1000),
-    "base_channels": Int(8, 256),
-    "channel_mults": IntList(1, 3, 1, 8),
-    "num_res_blocks": Int(1, 4),
-    "embed_dim": Int(16, 1024),
-    "groups": Int(1, 32),
+    **ddpm.UNET_SCHEMA,
     "time_sampling": Choice(("uniform", "logit_normal")),
     "solver": Choice(("euler", "heun")),
     "sample_steps": Int(1, 256),
@@ -120,19 +114,7 @@ def default_config(*, image_shape: Sequence[int], num_classes: int, size: str) -
 
 
 def extra_checks(config: dict[str, Any]) -> None:
-    _c, h, w = config["image_shape"]
-    levels = len(config["channel_mults"])
-    if h % (2 ** (levels - 1)) or w % (2 ** (levels - 1)):
-        raise config_error(f"image size {h}x{w} cannot be halved {levels - 1} times")
-    for mult in config["channel_mults"]:
-        if (config["base_channels"] * mult) % config["groups"]:
-            raise config_error("base_channels * every channel_mult must be a multiple of groups")
-    if config["guidance_scale"] != 1.0 and config["label_dropout"] == 0.0:
-        raise config_error(
-            "guidance_scale other than 1 needs label_dropout > 0 (an unconditional model)"
-        )
-    if config["embed_dim"] % 2:
-        raise config_error("embed_dim must be even")
+    ddpm.check_unet_config(config)
 
 
 class FlowNet(ddpm.UNet):
