@@ -31,7 +31,11 @@ def _to_display(x: torch.Tensor) -> np.ndarray:
 
 
 def _pick(x: torch.Tensor, y: torch.Tensor, cls: int, n: int) -> list[torch.Tensor]:
-    idx = torch.nonzero(y == cls).flatten()[:n]
+    """``n`` images of class ``cls`` spread evenly over its rows, so that a synthetic class
+    drawn from several modules shows draws of each."""
+    idx = torch.nonzero(y == cls).flatten()
+    if idx.numel() > n:
+        idx = idx[torch.linspace(0, idx.numel() - 1, n).round().long()]
     return [x[i] for i in idx]
 
 

@@ -28,7 +28,16 @@ from typing import Any
 
 import torch
 
-from ffsecure import __version__, classifier, data, generators, partition, plots, synthesis
+from ffsecure import (
+    __version__,
+    classifier,
+    data,
+    fidelity,
+    generators,
+    partition,
+    plots,
+    synthesis,
+)
 from ffsecure.baselines import FedAvgConfig, centralized, fedavg
 from ffsecure.classifier import ARCHS
 from ffsecure.dp import DPConfig
@@ -101,6 +110,7 @@ class SimulationConfig:
     out: str = DEFAULT_OUT
     baselines: bool = True
     plots: bool = True
+    fidelity: bool = True  # per-class KID and precision/recall of the synthetic set
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -465,6 +475,7 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
         }
 
         # ---- baselines
+        real_model: torch.nn.Module | None = None  # trained on the real training split
         if cfg.baselines:
             t0 = time.perf_counter()
             cen = centralized(
@@ -476,6 +487,7 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
             )
             phases["centralized_s"] = time.perf_counter() - t0
             log.info("centralized: trained in %.1f s", cen.seconds)
+            real_model = cen.model
             results["centralized"] = {
                 **classifier.evaluate(cen.model, ds.test_x, ds.test_y, k).to_dict(),
                 "train_s": round(cen.seconds, 3),
@@ -503,6 +515,11 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
                 "rounds": cfg.fedavg_rounds,
                 "local_epochs": cfg.fedavg_local_epochs,
             }
+
+        if cfg.fidelity:
+            t0 = time.perf_counter()
+            results["fidelity"] = _fidelity(cfg, ds, syn, real_model)
+            phases["fidelity_s"] = time.perf_counter() - t0
 
     cen_acc = results.get("centralized", {}).get("accuracy")
     results["ratio_vs_centralized"] = (
@@ -541,6 +558,36 @@ def _run(cfg: SimulationConfig, device: str, show_progress: bool) -> dict[str, A
     return results
 
 
+def _fidelity(cfg: SimulationConfig, ds, syn, real_model: torch.nn.Module | None) -> dict:
+    """Per-class fidelity of the synthetic set against the real training split, on the features
+    of the centralized classifier (trained on that split) or, without baselines, of a small CNN
+    trained on it."""
+    if real_model is not None:
+        net = fidelity.feature_extractor(real_model)
+        name = "centralized classifier (real training split)"
+    else:
+        net = fidelity.train_feature_net(ds.train_x, ds.train_y, ds.num_classes, seed=cfg.seed)
+        name = "small CNN trained on the real training split"
+    report = fidelity.evaluate(
+        ds.train_x,
+        ds.train_y,
+        syn.images,
+        syn.labels,
+        ds.num_classes,
+        feature_net=net,
+        features_name=name,
+        seed=cfg.seed,
+    )
+    out = report.to_dict()
+    log.info(
+        "fidelity: KID %s, precision %s, recall %s (means over classes)",
+        out["kid_mean"],
+        out["precision_mean"],
+        out["recall_mean"],
+    )
+    return out
+
+
 def _fmt(v: Any) -> str:
     return "n/a" if v is None else f"{v:.4f}"
 
@@ -571,6 +618,7 @@ def results_markdown(results: dict[str, Any]) -> str:
             "",
             f"FederatedFactory / centralized accuracy: **{results['ratio_vs_centralized']:.3f}**",
         ]
+    lines += _fidelity_markdown(results.get("fidelity"))
     lines += [
         "",
         "| site | classes | images | generator wall time (s) | final loss | epsilon |",
@@ -585,6 +633,29 @@ def results_markdown(results: dict[str, Any]) -> str:
     lines += ["", "| phase | seconds |", "| --- | ---: |"]
     lines += [f"| {name} | {sec:.1f} |" for name, sec in results["timings"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _fidelity_markdown(fid: dict[str, Any] | None) -> list[str]:
+    if not fid:
+        return []
+    lines = [
+        "",
+        f"Fidelity of the synthetic images per class (features: {fid['features']}; "
+        f"KID lower is better, precision = sharpness, recall = diversity, k = {fid['k']}):",
+        "",
+        "| class | real | synthetic | KID | precision | recall |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in fid["per_class"]:
+        lines.append(
+            f"| {row['cls']} | {row['real']} | {row['synthetic']} | {_fmt(row['kid'])} | "
+            f"{_fmt(row['precision'])} | {_fmt(row['recall'])} |"
+        )
+    lines.append(
+        f"| mean | | | {_fmt(fid['kid_mean'])} | {_fmt(fid['precision_mean'])} | "
+        f"{_fmt(fid['recall_mean'])} |"
+    )
+    return lines
 
 
 def closing_table(results: dict[str, Any]):
@@ -605,5 +676,11 @@ def closing_table(results: dict[str, Any]):
     if results.get("ratio_vs_centralized") is not None:
         t.caption = (
             f"FederatedFactory / centralized accuracy = {results['ratio_vs_centralized']:.3f}"
+        )
+    fid = results.get("fidelity")
+    if fid:
+        t.caption = (t.caption or "") + (
+            f"\nsynthetic fidelity (mean over classes): KID {_fmt(fid['kid_mean'])}, "
+            f"precision {_fmt(fid['precision_mean'])}, recall {_fmt(fid['recall_mean'])}"
         )
     return t

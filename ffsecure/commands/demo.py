@@ -61,7 +61,9 @@ from ffsecure.demo.summary import closing_lines, closing_tables
     help="Number of sites "
     "[default: every class at two sites: 4 for pneumoniamnist, 10 for digits].",
 )
-@click.option("--generator", type=click.Choice(["cvae", "ddpm"]), default="cvae", show_default=True)
+@click.option(
+    "--generator", type=click.Choice(["cvae", "ddpm", "flow"]), default="cvae", show_default=True
+)
 @click.option(
     "--generator-size",
     type=click.Choice(["tiny", "default", "full"]),

@@ -63,7 +63,9 @@ def _shape(_ctx, _param, value):
     help="Pathological: classes per site.",
 )
 @click.option("--sites", type=int, default=None, help="Number of sites [default: one per class].")
-@click.option("--generator", type=click.Choice(["cvae", "ddpm"]), default="cvae", show_default=True)
+@click.option(
+    "--generator", type=click.Choice(["cvae", "ddpm", "flow"]), default="cvae", show_default=True
+)
 @click.option(
     "--generator-size",
     type=click.Choice(["tiny", "default", "full"]),
@@ -138,6 +140,11 @@ def _shape(_ctx, _param, value):
 @click.option("--fedavg-rounds", type=int, default=10, show_default=True)
 @click.option("--fedavg-local-epochs", type=int, default=1, show_default=True)
 @click.option("--no-baselines", is_flag=True, help="Skip the centralized and FedAvg baselines.")
+@click.option(
+    "--no-fidelity",
+    is_flag=True,
+    help="Skip the per-class fidelity of the synthetic set (KID, precision, recall).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--out",
@@ -159,7 +166,9 @@ def _shape(_ctx, _param, value):
     "--json", "as_json", is_flag=True, help="Print results.json to stdout (no progress bars)."
 )
 @click.pass_context
-def simulate(ctx: click.Context, as_json: bool, no_baselines: bool, **opts) -> None:
+def simulate(
+    ctx: click.Context, as_json: bool, no_baselines: bool, no_fidelity: bool, **opts
+) -> None:
     """Simulate a federation: per-site generators, synthesis, classifier, and the two baselines.
 
     Writes OUT/results.json, OUT/results.md, OUT/samples.png and OUT/methods.png.
@@ -197,6 +206,7 @@ def simulate(ctx: click.Context, as_json: bool, no_baselines: bool, **opts) -> N
         threads=opts["threads"],
         out=opts["out"],
         baselines=not no_baselines,
+        fidelity=not no_fidelity,
     )
     if cfg.dp_reproducible:
         click.echo(

@@ -8,8 +8,10 @@ architectures are refused with ``E_GENERATOR_CONFIG``) before anything is
 built, and :func:`from_state` validates the config and then the weights'
 header before loading a single tensor.
 
-Families: ``cvae`` (convolutional conditional VAE, fast on CPU) and
-``ddpm`` (small UNet diffusion model with a deterministic DDIM sampler).
+Families: ``cvae`` (convolutional conditional VAE, fast on CPU), ``ddpm``
+(small UNet diffusion model with a deterministic DDIM sampler) and ``flow``
+(conditional flow matching on the same UNet, EMA weights, a few-step
+deterministic Heun sampler).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ffsecure.generators import cvae, ddpm, state
+from ffsecure.generators import cvae, ddpm, flow, state
 from ffsecure.generators.base import Generator, TrainReport, TrainSettings
 from ffsecure.generators.schema import MAX_PARAMETERS, check_config, config_error
 from ffsecure.generators.state import TensorValueError, check_finite, check_safetensors
@@ -46,9 +48,9 @@ __all__ = [
 SIZES = ("tiny", "default", "full")
 
 
-_MODULES: dict[str, Any] = {"cvae": cvae, "ddpm": ddpm}
-FAMILIES: dict[str, type[Generator]] = {"cvae": cvae.CVAE, "ddpm": ddpm.DDPM}
-_NETS = {"cvae": cvae.CVAENet, "ddpm": ddpm.UNet}
+_MODULES: dict[str, Any] = {"cvae": cvae, "ddpm": ddpm, "flow": flow}
+FAMILIES: dict[str, type[Generator]] = {"cvae": cvae.CVAE, "ddpm": ddpm.DDPM, "flow": flow.Flow}
+_NETS = {"cvae": cvae.CVAENet, "ddpm": ddpm.UNet, "flow": flow.FlowNet}
 
 
 def _family_module(family: Any):

@@ -37,7 +37,8 @@ from ffsecure.generators.schema import Choice, Float, ImageShape, Int, IntList, 
 
 SAMPLE_CHUNK = 256
 
-SCHEMA = {
+# The UNet's own keys, shared with the flow family (ffsecure/generators/flow.py).
+UNET_SCHEMA = {
     "image_shape": ImageShape(),
     "num_classes": Int(1, 1000),
     "base_channels": Int(8, 256),
@@ -45,6 +46,10 @@ SCHEMA = {
     "num_res_blocks": Int(1, 4),
     "embed_dim": Int(16, 1024),
     "groups": Int(1, 32),
+}
+
+SCHEMA = {
+    **UNET_SCHEMA,
     "timesteps": Int(10, 4000),
     "schedule": Choice(("cosine", "linear")),
     "sample_steps": Int(1, 4000),
@@ -104,7 +109,8 @@ def default_config(*, image_shape: Sequence[int], num_classes: int, size: str) -
     }
 
 
-def extra_checks(config: dict[str, Any]) -> None:
+def check_unet_config(config: dict[str, Any]) -> None:
+    """Cross-key rules of the UNet and of classifier-free guidance (ddpm and flow)."""
     _c, h, w = config["image_shape"]
     levels = len(config["channel_mults"])
     if h % (2 ** (levels - 1)) or w % (2 ** (levels - 1)):
@@ -112,16 +118,20 @@ def extra_checks(config: dict[str, Any]) -> None:
     for mult in config["channel_mults"]:
         if (config["base_channels"] * mult) % config["groups"]:
             raise config_error("base_channels * every channel_mult must be a multiple of groups")
-    if config["sample_steps"] > config["timesteps"]:
-        raise config_error(
-            f"sample_steps {config['sample_steps']} exceeds timesteps {config['timesteps']}"
-        )
     if config["guidance_scale"] != 1.0 and config["label_dropout"] == 0.0:
         raise config_error(
             "guidance_scale other than 1 needs label_dropout > 0 (an unconditional model)"
         )
     if config["embed_dim"] % 2:
         raise config_error("embed_dim must be even")
+
+
+def extra_checks(config: dict[str, Any]) -> None:
+    check_unet_config(config)
+    if config["sample_steps"] > config["timesteps"]:
+        raise config_error(
+            f"sample_steps {config['sample_steps']} exceeds timesteps {config['timesteps']}"
+        )
 
 
 def alphas_cumprod(schedule: str, timesteps: int) -> torch.Tensor:

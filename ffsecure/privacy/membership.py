@@ -9,7 +9,10 @@ al. 2018; for diffusion models, Carlini et al. 2023 and Matsumoto et al.
 * ``cvae``: the negative ELBO (reconstruction + KL, per pixel), averaged over
   ``draws`` fixed latent noise draws;
 * ``ddpm``: the denoising error at ``draws`` fixed timesteps spread over the
-  first half of the schedule, each with fixed noise, conditioned on the label.
+  first half of the schedule, each with fixed noise, conditioned on the label;
+* ``flow``: the flow-matching (velocity) error at ``draws`` fixed times spread
+  over the data half of the path (t in [0.5, 0.95], t = 1 is the image), each
+  with fixed noise, conditioned on the label.
 
 All noise comes from seeded generators and is the same for every example
 set, so members and non-members are scored identically. The score is
@@ -41,9 +44,10 @@ import torch
 
 from ffsecure.errors import DataError
 from ffsecure.generators.ddpm import alphas_cumprod
+from ffsecure.generators.flow import flow_losses
 from ffsecure.generators.training import check_data
 
-DEFAULT_DRAWS = {"cvae": 8, "ddpm": 8}
+DEFAULT_DRAWS = {"cvae": 8, "ddpm": 8, "flow": 8}
 BATCH = 256
 #: Generated images per class the black-box attack compares each candidate with.
 DEFAULT_BLACK_BOX_SAMPLES = 500
@@ -66,7 +70,7 @@ def example_losses(
         raise DataError(
             f"membership inference does not know generator family {family!r}",
             code="E_DATA_FORMAT",
-            hint="use a cvae or ddpm module",
+            hint="use a cvae, ddpm or flow module",
         )
     x, y = _check(images, labels, gen.config)
     draws = DEFAULT_DRAWS[family] if draws is None else int(draws)
@@ -83,6 +87,13 @@ def example_losses(
                 total[s : s + BATCH] += net(
                     x[s : s + BATCH], y[s : s + BATCH], eps[s : s + BATCH], 1.0
                 ).double()
+    elif family == "flow":
+        for d, t_val in enumerate(np.linspace(0.5, 0.95, draws).tolist()):
+            noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed * 1009 + d))
+            t = torch.full((n,), t_val)
+            for s in range(0, n, BATCH):
+                part = slice(s, s + BATCH)
+                total[part] += flow_losses(net, x[part], y[part], t[part], noise[part]).double()
     else:
         cfg = gen.config
         abar = alphas_cumprod(cfg["schedule"], cfg["timesteps"]).float()

@@ -84,7 +84,17 @@ def test_tiny_simulation_on_digits(tmp_path: Path):
     assert written["synthesis"]["size"] == 1000 and written["synthesis"]["uncovered"] == []
     assert len(written["synthesis"]["dataset_sha256"]) == 64
 
+    fid = written["fidelity"]
+    assert [row["cls"] for row in fid["per_class"]] == list(range(10))
+    for row in fid["per_class"]:
+        assert row["real"] == site_count(written, row["cls"]) and row["synthetic"] == 100
+        assert 0.0 <= row["precision"] <= 1.0 and 0.0 <= row["recall"] <= 1.0
+        assert row["kid"] > -0.5
+    assert fid["kid_mean"] == round(sum(r["kid"] for r in fid["per_class"]) / 10, 6)
+    assert "centralized" in fid["features"] and written["timings"]["fidelity_s"] >= 0
+
     md = (out / "results.md").read_text()
+    assert "| mean |" in md and "KID" in md
     assert "| federatedfactory |" in md and "| fedavg |" in md and "| centralized |" in md
     for png in ("samples.png", "methods.png"):
         with Image.open(out / png) as im:
