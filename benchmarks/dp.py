@@ -126,6 +126,9 @@ def run_point(
         "site_generator_s": max(s["wall_s"] for s in res["sites"]),
         "membership_auroc": max(s["membership"]["auroc"] for s in res["sites"]),
         "membership_attack": sorted({s["membership"]["attack"] for s in res["sites"]}),
+        "membership_non_member_split": sorted(
+            {s["membership"]["non_member_split"] for s in res["sites"]}
+        ),
         "seed": seed,
         "wall_s": round(wall, 1),
         "settings": {k: v for k, v in res["settings"].items() if k != "out"},
@@ -426,7 +429,9 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"{s.get('seeds', [s['seed']])} at epsilon {s.get('multi_seed_epsilons', [])}, the "
         "first seed elsewhere; mean ± sample standard deviation over the seeds. Membership "
         "AUROC: the strongest attack of `site-node privacy-check` (loss or nearest-sample) on "
-        "each site's module, the largest over sites and seeds.",
+        "each site's module, the largest over sites and seeds; non-members from the validation "
+        "split where the data set has one (MedMNIST), else the test split (digits), see "
+        "docs/privacy.md.",
         "",
     ]
     for c in result["curves"]:

@@ -43,7 +43,7 @@ from ffsecure.classifier import ARCHS
 from ffsecure.dp import DPConfig
 from ffsecure.errors import ConfigError
 from ffsecure.partition import SCHEMES
-from ffsecure.privacy.check import membership_attack, subsample
+from ffsecure.privacy.check import held_out_pool, membership_attack, subsample
 from ffsecure.torchutil import torch_threads
 
 log = logging.getLogger(__name__)
@@ -195,14 +195,19 @@ MEMBERSHIP_EXAMPLES = 500
 def _membership(gen, x, y, ds, dp, cfg: SimulationConfig) -> dict[str, Any]:
     """``site-node privacy-check``'s attack on one site's module: its images vs unseen ones.
 
-    Non-members are the data set's test images of the site's classes (never used to
-    choose anything); both sets are capped at :data:`MEMBERSHIP_EXAMPLES` (seeded).
+    Non-members are held-out images of the site's classes that nothing trained on, from the
+    validation split when it has enough of them (:func:`ffsecure.privacy.check.held_out_pool`
+    says why), else the test split; both sets are capped at :data:`MEMBERSHIP_EXAMPLES`
+    (seeded).
     """
-    keep = torch.isin(ds.test_y, torch.unique(y))
+    val = None if ds.val_x is None or ds.val_y is None else (ds.val_x, ds.val_y)
+    classes = sorted({int(v) for v in y})
+    pool, split = held_out_pool(classes, (ds.test_x, ds.test_y), val)
     members = subsample(x, y, MEMBERSHIP_EXAMPLES, cfg.seed)
-    held_out = subsample(ds.test_x[keep], ds.test_y[keep], MEMBERSHIP_EXAMPLES, cfg.seed)
+    held_out = subsample(*pool, MEMBERSHIP_EXAMPLES, cfg.seed)
     mia = membership_attack(gen, members, held_out, dp=dp, seed=cfg.seed)
-    return {k: mia[k] for k in ("attack", "auroc", "tpr_at_1pct_fpr", "members", "non_members")}
+    keys = ("attack", "auroc", "tpr_at_1pct_fpr", "members", "non_members")
+    return {**{k: mia[k] for k in keys}, "non_member_split": split}
 
 
 def _check_config(cfg: SimulationConfig) -> None:

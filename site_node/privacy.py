@@ -62,13 +62,22 @@ Images = tuple["torch.Tensor", "torch.Tensor"]  # (x, y)
 
 
 def members_and_non_members(
-    train: Images, held_out: Images, classes: list[int], *, max_examples: int, seed: int
-) -> tuple[Images, Images]:
-    """Members (training images) and non-members (held-out images) of ``classes``, subsampled."""
+    train: Images,
+    test: Images,
+    classes: list[int],
+    *,
+    val: Images | None = None,
+    max_examples: int,
+    seed: int,
+) -> tuple[Images, Images, str]:
+    """Members (training images) and non-members (held-out images) of ``classes``, subsampled,
+    and the held-out split's name (``val`` or ``test``, see
+    :func:`ffsecure.privacy.check.held_out_pool`)."""
     # heavy: torch, only when a privacy check runs
-    from ffsecure.privacy.check import subsample
+    from ffsecure.privacy.check import held_out_pool, subsample
 
-    members, non_members = select_classes(*train, classes), select_classes(*held_out, classes)
+    members = select_classes(*train, classes)
+    non_members, split = held_out_pool(classes, test, val)
     if members[0].shape[0] < 1 or non_members[0].shape[0] < 2:
         raise DataError(
             f"the data holds {members[0].shape[0]} training and "
@@ -77,7 +86,11 @@ def members_and_non_members(
             code="E_DATA_EMPTY",
             hint="check the data source, its test split and the module's classes",
         )
-    return subsample(*members, max_examples, seed), subsample(*non_members, max_examples, seed + 1)
+    return (
+        subsample(*members, max_examples, seed),
+        subsample(*non_members, max_examples, seed + 1),
+        split,
+    )
 
 
 def gate(
@@ -100,10 +113,11 @@ def gate(
 
     if not report_required(federation):
         return manifest, None
-    members, non_members = members_and_non_members(
+    members, non_members, split = members_and_non_members(
         (data.train_x, data.train_y),
         (data.test_x, data.test_y),
         manifest.classes,
+        val=None if data.val_x is None or data.val_y is None else (data.val_x, data.val_y),
         max_examples=DEFAULT_MAX_EXAMPLES,
         seed=seed,
     )
@@ -121,6 +135,7 @@ def gate(
     )
     report = full["manifest_report"]
     verdict = evaluate(report, manifest.dp, federation.privacy_policy)
+    full["membership"]["non_member_split"] = split
     full.update(module_id=manifest.module_id, policy=verdict.to_dict())
     write_report(out_dir / REPORT_FILE, full)
     return dataclasses.replace(manifest, privacy_report=dict(report)), verdict

@@ -192,6 +192,9 @@ class SiteData:
     test_y: torch.Tensor
     classes: list[int]
     name: str
+    # the source's validation split, when it has one (the privacy check's non-members)
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
 
 
 def _spec(cfg: SiteConfig) -> str:
@@ -234,7 +237,17 @@ def load_site_data(cfg: SiteConfig, federation: FederationManifest) -> SiteData:
             code="E_DATA_EMPTY",
             hint="check data.classes and data.source",
         )
-    return SiteData(train_x, train_y, test_x, test_y, sorted({int(v) for v in train_y}), ds.name)
+    val_x, val_y = (None, None) if ds.val_x is None else select(ds.val_x, ds.val_y)
+    return SiteData(
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        sorted({int(v) for v in train_y}),
+        ds.name,
+        val_x=val_x,
+        val_y=val_y,
+    )
 
 
 def _sha256_file(path: Path, h) -> None:

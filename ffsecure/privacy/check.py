@@ -40,6 +40,34 @@ def split_holdout(
     return (x[ev], y[ev]), (x[ref], y[ref])
 
 
+#: Fewest held-out images of a module's classes the validation split must hold to be the
+#: non-member set; below it the test split is used (the report names which).
+MIN_VALIDATION_NON_MEMBERS = 20
+
+
+def held_out_pool(
+    classes: list[int],
+    test: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor] | None,
+) -> tuple[tuple[torch.Tensor, torch.Tensor], str]:
+    """The held-out images a membership attack compares members with, and the split's name.
+
+    Non-members must come from the members' own distribution, or the attack measures the
+    difference between two collections instead of membership: MedMNIST's test splits are
+    such a different collection (a nearest-neighbour test tells PneumoniaMNIST's training
+    images from its test images with AUROC 0.535 without any generator), its validation
+    splits are not (0.504). So the validation split, drawn with the training split, is used
+    when it holds at least :data:`MIN_VALIDATION_NON_MEMBERS` images of ``classes``; the
+    test split otherwise. Neither is ever trained on.
+    """
+    if val is not None:
+        keep = torch.isin(val[1], torch.tensor(sorted(classes), dtype=val[1].dtype))
+        if int(keep.sum()) >= MIN_VALIDATION_NON_MEMBERS:
+            return (val[0][keep], val[1][keep]), "val"
+    keep = torch.isin(test[1], torch.tensor(sorted(classes), dtype=test[1].dtype))
+    return (test[0][keep], test[1][keep]), "test"
+
+
 def subsample(
     x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:

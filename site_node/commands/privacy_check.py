@@ -63,7 +63,8 @@ def _from_config(cfg, module_ref):
     pkg = SignedPackage.from_bytes(path.read_bytes())
     data = load_site_data(cfg, trust.federation)
     settings = train_settings(cfg, pkg.manifest.generator["family"])
-    train, held_out = (data.train_x, data.train_y), (data.test_x, data.test_y)
+    val = None if data.val_x is None or data.val_y is None else (data.val_x, data.val_y)
+    train, held_out = (data.train_x, data.train_y), ((data.test_x, data.test_y), val)
     return pkg, path, train, held_out, settings, trust, state, record
 
 
@@ -86,7 +87,9 @@ def _from_files(module_path, data_spec, data_root, seed):
     m = pkg.manifest
     ds = load_dataset(data_spec, image_shape=m.image_shape, root=data_root, seed=seed)
     settings = default_train_settings(m.generator["family"], "default", seed=seed)
-    return pkg, Path(module_path), (ds.train_x, ds.train_y), (ds.test_x, ds.test_y), settings
+    val = None if ds.val_x is None or ds.val_y is None else (ds.val_x, ds.val_y)
+    held_out = ((ds.test_x, ds.test_y), val)
+    return pkg, Path(module_path), (ds.train_x, ds.train_y), held_out, settings
 
 
 @click.command("privacy-check")
@@ -231,8 +234,8 @@ def privacy_check(
                 hint="attach before `site-node upload`, or train a new module",
             )
         m = pkg.manifest
-        members, non_members = members_and_non_members(
-            train, held_out, m.classes, max_examples=max_examples, seed=seed
+        members, non_members, split = members_and_non_members(
+            train, held_out[0], m.classes, val=held_out[1], max_examples=max_examples, seed=seed
         )
         gen = generators.from_state(m.generator["family"], m.generator["config"], pkg.weights)
         ref_gen = None
@@ -258,6 +261,7 @@ def privacy_check(
             png=out / "closest-pairs.png",
             near_copy_threshold=threshold,
         )
+        full["membership"]["non_member_split"] = split
         full["module_id"] = m.module_id
         report = full["manifest_report"]
         verdict = None if trust is None else evaluate(report, m.dp, trust.federation.privacy_policy)
@@ -292,7 +296,8 @@ def _render(full, m, out, verdict, as_json) -> None:
     click.echo(f"module {m.module_id} ({m.generator['family']}, classes {m.classes})")
     click.echo(
         f"  membership inference: AUROC {mia['auroc']:.3f}, TPR@1%FPR {mia['tpr_at_1pct_fpr']:.3f} "
-        f"({mia['members']} members vs {mia['non_members']} held-out; strongest attack: "
+        f"({mia['members']} members vs {mia['non_members']} held-out "
+        f"{mia.get('non_member_split', 'test')} images; strongest attack: "
         f"{mia.get('attack', 'loss')})"
     )
     if "calibrated" in mia:

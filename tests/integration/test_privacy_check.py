@@ -187,6 +187,7 @@ def test_privacy_check_command_in_process(world, tmp_path):
     assert full["module_id"] == pkg.manifest.module_id and full["attached_to"] == str(attached_path)
     assert full["membership"]["auroc"] > 0.9 and full["memorization"]["near_copy_fraction"] > 0.1
     assert full["accounting"] == {"dp": False}
+    assert full["membership"]["non_member_split"] == "test"  # this npz has no val split
     assert (out / "closest-pairs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (
         json.loads((out / "privacy-report.json").read_text())["manifest_report"]
@@ -222,6 +223,35 @@ def test_privacy_check_command_in_process(world, tmp_path):
     )
     assert "DP: none (no formal guarantee)" in r.stdout and "closest pairs:" in r.stdout
     assert SignedPackage.from_bytes(attached_path.read_bytes()).manifest == attached.manifest
+
+
+def test_privacy_check_takes_non_members_from_the_validation_split(world, tmp_path):
+    """A source with a validation split: its images (drawn with the training split) are the
+    non-members, never the test split's."""
+    from click.testing import CliRunner
+
+    from site_node.cli import cli
+
+    _fed, _root, npz, path, _pkg = world
+    arrays = dict(np.load(npz))
+    with_val = tmp_path / "with-val.npz"
+    np.savez(
+        with_val,
+        train_images=arrays["train_images"],
+        train_labels=arrays["train_labels"],
+        val_images=arrays["test_images"][:32],
+        val_labels=arrays["test_labels"][:32],
+        test_images=arrays["test_images"][32:],
+        test_labels=arrays["test_labels"][32:],
+    )
+    args = ["privacy-check", "--module", str(path), "--data", f"npz:{with_val}"]
+    args += ["--samples", "50", "--out", str(tmp_path / "out")]
+    r = CliRunner().invoke(cli, [*args, "--json"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    mia = json.loads(r.stdout)["membership"]
+    assert mia["non_member_split"] == "val" and mia["non_members"] == 32
+    r = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert "(16 members vs 32 held-out val images;" in r.stdout
 
 
 @pytest.mark.slow

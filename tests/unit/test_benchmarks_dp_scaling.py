@@ -33,6 +33,7 @@ def test_dp_curve(out):
     assert no_dp["achieved_epsilon"] is None and no_dp["delta"] is None
     assert dp8["delta"] == 1e-5 and len(dp8["achieved_epsilon"]) == 10
     assert all(e <= 8.0 + 1e-6 for e in dp8["achieved_epsilon"])
+    assert dp8["membership_non_member_split"] == ["test"]  # digits has no validation split
     assert dp8["ratio_vs_centralized"] == pytest.approx(
         dp8["accuracy"] / curve["centralized"]["accuracy"], abs=1e-4
     )
