@@ -112,6 +112,39 @@ class DPPlan:
         }
 
 
+#: A DP fit logs one progress line every this fraction of its steps, through ``logging``, so
+#: that a site running as a service (no terminal, no progress bar) shows it in its journal.
+PROGRESS_EVERY = 0.05
+
+
+def progress_interval(steps: int) -> int:
+    """Steps between two progress lines of a fit of ``steps`` steps (at least 1)."""
+    return max(1, int(steps * PROGRESS_EVERY))
+
+
+def log_progress(
+    logger: Any, mechanism: str, step: int, steps: int, loss: float, epsilon: float, note: str = ""
+) -> None:
+    """One progress line of a DP fit: step, percent, loss and the epsilon spent so far."""
+    logger.info(
+        "%s fit: step %d/%d (%d%%), loss %.5f, epsilon spent %.3f%s",
+        mechanism,
+        step,
+        steps,
+        round(100 * step / steps),
+        loss,
+        epsilon,
+        note,
+        extra={
+            "event": "dp_fit_progress",
+            "mechanism": mechanism,
+            "step": step,
+            "steps": steps,
+            "epsilon": epsilon,
+        },
+    )
+
+
 def _dp_error(message: str, hint: str) -> DPError:
     return DPError(message, hint=hint)
 

@@ -89,8 +89,6 @@ DEFAULT_FEATURES = FeatureSpec()
 #: Generator fit: samples per class per step, Adam learning rate (chosen on digits); the step
 #: count is ``TrainSettings.embedding_steps`` (the family's size sets it).
 FIT_DEFAULTS = {"batch": 128, "lr": 2e-3}
-#: Progress lines: one every this fraction of the fit.
-_PROGRESS_EVERY = 0.05
 
 
 def _frequencies(spec: FeatureSpec, dim: int) -> torch.Tensor:
@@ -249,7 +247,7 @@ def _fit_decoder(
     optimizer = torch.optim.Adam(params, lr=float(fit["lr"]))
     steps, batch = int(fit["steps"]), int(fit["batch"])
     y = torch.tensor(noisy.classes, dtype=torch.int64).repeat_interleave(batch)
-    every = max(1, int(steps * _PROGRESS_EVERY))
+    every = dpmod.progress_interval(steps)
     history: list[float] = []
     running = 0.0
     report_line = _progress_logger(progress, steps, epsilon)
@@ -278,15 +276,7 @@ def _progress_logger(
     progress: ProgressFn | None, steps: int, epsilon: float
 ) -> Callable[[int, float], None]:
     def line(step: int, loss: float) -> None:
-        log.info(
-            "mean-embedding fit: step %d/%d (%d%%), loss %.5f, epsilon spent %.3f (at the release)",
-            step,
-            steps,
-            round(100 * step / steps),
-            loss,
-            epsilon,
-            extra={"event": "dp_fit_progress", "step": step, "steps": steps, "epsilon": epsilon},
-        )
+        dpmod.log_progress(log, "mean-embedding", step, steps, loss, epsilon, " (at the release)")
         if progress is not None:
             progress(step, steps, loss, epsilon)
 

@@ -193,6 +193,7 @@ def train(
                 yield images[idx].to(device), labels[idx].to(device)
 
     total_steps = steps_per_epoch * settings.epochs
+    every = dpmod.progress_interval(total_steps)
     step = 0
     history: list[float] = []
     epsilon = None
@@ -212,6 +213,12 @@ def train(
             step += 1
             loss_sum += float(losses.detach().sum())
             count += int(losses.numel())
+            if engine is not None and (step % every == 0 or step == total_steps):
+                # a line every few percent, also when no terminal shows the progress bar
+                running = loss_sum / max(1, count)
+                dpmod.log_progress(
+                    log, "dp-sgd", step, total_steps, running, _epsilon(engine, dp_plan)
+                )
         epoch_loss = loss_sum / max(1, count)
         if not math.isfinite(epoch_loss):
             raise FFSecureError(

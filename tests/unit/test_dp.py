@@ -111,7 +111,7 @@ def _data(n=160):
 
 
 @pytest.mark.parametrize("family", sorted(G.FAMILIES))
-def test_dp_fit_reports_epsilon_agreeing_with_opacus(family):
+def test_dp_fit_reports_epsilon_agreeing_with_opacus(family, caplog):
     from opacus.accountants import create_accountant
 
     x, y = _data()
@@ -121,9 +121,14 @@ def test_dp_fit_reports_epsilon_agreeing_with_opacus(family):
     settings = G.TrainSettings(epochs=2, batch_size=32, lr=2e-3, seed=1)
     mechanism = "dp-sgd"  # what this test checks (cvae's auto is mean-embedding)
     config = dp.DPConfig(3.0, max_grad_norm=1.0, accountant="rdp", mechanism=mechanism)
-    report = gen.fit(
-        x, y, settings, dp=config, progress=lambda e, t, loss, eps: seen.append((e, t, loss, eps))
-    )
+    with caplog.at_level("INFO", logger="ffsecure.generators.training"):
+        report = gen.fit(
+            x,
+            y,
+            settings,
+            dp=config,
+            progress=lambda e, t, loss, eps: seen.append((e, t, loss, eps)),
+        )
     rec = report.dp
     assert set(rec) == {
         "target_epsilon",
@@ -157,6 +162,12 @@ def test_dp_fit_reports_epsilon_agreeing_with_opacus(family):
     # progress reports epsilon spent so far, growing each epoch, ending at the report's epsilon
     assert [s[0] for s in seen] == [1, 2] and all(s[1] == 2 for s in seen)
     assert 0 < seen[0][3] < seen[1][3] == rec["epsilon"]
+    # and a log line every 5% of the steps (here every step), for a site without a terminal
+    lines = [r for r in caplog.records if getattr(r, "event", None) == "dp_fit_progress"]
+    assert [r.step for r in lines] == list(range(1, 11)) and {r.steps for r in lines} == {10}
+    spent = [r.epsilon for r in lines]
+    assert spent == sorted(spent) and spent[0] < spent[-1] == rec["epsilon"]
+    assert lines[-1].getMessage().startswith("dp-sgd fit: step 10/10 (100%), loss ")
     # hooks are gone: the module serialises and samples as a plain module
     out = G.from_state(family, cfg, G.to_safetensors(gen)).sample([0, 1, 2], seed=0)
     assert out.shape == (3, 1, 8, 8)
