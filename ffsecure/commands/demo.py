@@ -77,7 +77,8 @@ from ffsecure.demo.summary import closing_lines, closing_tables
     "--dp-epsilon",
     type=float,
     default=None,
-    help="Federation DP policy: sites train with DP-SGD to this epsilon (delta 1e-5).",
+    help="Federation DP policy: sites train under DP to this epsilon (delta 1e-5), with the "
+    "mechanism the auto rule picks for the family and epsilon (docs/privacy.md).",
 )
 @click.option(
     "--samples-per-class",
