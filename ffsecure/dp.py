@@ -499,6 +499,48 @@ class DPClaim:
 
 #: What a mean-embedding DP record states besides the accounting: its public feature map.
 MEAN_EMBEDDING_FIELDS = ("feature_seed", "n_features", "feature_bandwidth", "count_weight")
+#: Most random frequencies a feature map may draw (honest runs: about a thousand).
+MAX_FEATURES = 2**16
+#: Largest feature length scale (a multiple of sqrt(pixels); honest runs: about 0.5).
+MAX_BANDWIDTH = 1e6
+#: Feature seeds are what ``torch.Generator.manual_seed`` takes without wrapping.
+MAX_FEATURE_SEED = 2**63 - 1
+
+
+def check_feature_map(
+    *, feature_seed: Any, n_features: Any, feature_bandwidth: Any, count_weight: Any
+) -> None:
+    """``E_DP`` unless the values describe a feature map of rows of norm exactly 1.
+
+    ``phi(x) = [a, sqrt(1 - a^2) / sqrt(D) * (cos, sin)(W x)]`` is a unit vector only for
+    ``0 <= a <= 1``, ``D >= 1`` and a finite bandwidth > 0 (else ``W`` is infinite and
+    ``phi`` NaN); ``a = 0`` leaves no count to divide by and ``a = 1`` no features, so
+    ``a`` lies strictly between. Outside these bounds the release's sensitivity is not
+    the 1 its accounting assumes. One rule for the site (``FeatureSpec``) and every
+    verifier of a claim (:meth:`DPClaim.from_record`).
+    """
+    if not is_int(feature_seed) or not 0 <= feature_seed <= MAX_FEATURE_SEED:
+        raise _dp_error(
+            f"feature_seed must be an integer in [0, 2^63 - 1], got {feature_seed!r}",
+            "use the default feature map (ffsecure.dp_embedding.DEFAULT_FEATURES)",
+        )
+    if not is_int(n_features) or not 1 <= n_features <= MAX_FEATURES:
+        raise _dp_error(
+            f"n_features must be an integer in [1, {MAX_FEATURES}], got {n_features!r}",
+            "use the default feature map (ffsecure.dp_embedding.DEFAULT_FEATURES)",
+        )
+    if not is_number(feature_bandwidth) or not 0 < feature_bandwidth <= MAX_BANDWIDTH:
+        raise _dp_error(
+            f"feature_bandwidth must be a number in (0, {MAX_BANDWIDTH:g}], "
+            f"got {feature_bandwidth!r}",
+            "use the default feature map (ffsecure.dp_embedding.DEFAULT_FEATURES)",
+        )
+    if not is_number(count_weight) or not 0 < count_weight < 1:
+        raise _dp_error(
+            f"count_weight must be a number in (0, 1), got {count_weight!r}: only then is "
+            "every feature vector of norm 1",
+            "use the default feature map (ffsecure.dp_embedding.DEFAULT_FEATURES)",
+        )
 
 
 def _check_mechanism(claim: DPClaim, record: dict) -> None:
@@ -526,11 +568,16 @@ def _check_mechanism(claim: DPClaim, record: dict) -> None:
             "a mean-embedding release is one step at sample rate 1, but the DP record "
             f"states sample rate {claim.sample_rate:g} and {claim.steps} steps"
         )
-    if record.get("max_grad_norm", 1.0) != 1.0:
+    clip = record.get("max_grad_norm", 1.0)
+    if not is_number(clip) or clip != 1.0:
         raise DPClaimError(
             "a mean-embedding release has sensitivity 1, but the DP record states "
-            f"max_grad_norm {record.get('max_grad_norm')!r}"
+            f"max_grad_norm {clip!r}"
         )
+    try:
+        check_feature_map(**{key: record[key] for key in MEAN_EMBEDDING_FIELDS})
+    except DPError as exc:
+        raise DPClaimError(f"the mean-embedding DP record's {exc.message}") from None
 
 
 def _claim_number(record: dict, key: str) -> float:
