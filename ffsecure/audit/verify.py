@@ -12,6 +12,7 @@ from ffsecure import pki
 from ffsecure.audit.anchor import (
     TrustAnchor,
     check_crl_history,
+    check_policy_known,
     check_revocations_listed,
     check_trust_anchor,
 )
@@ -109,18 +110,27 @@ def audit_bundle(
     now: dt.datetime | None = None,
     witness_keys: Sequence[str] = (),
     witness_quorum: int | None = None,
+    federation_json: bytes | None = None,
 ) -> AuditResult:
     """Run every check on ``bundle``; ``trusted`` holds the auditor's earlier checkpoints.
 
     ``crl_pem`` and ``log_vkey`` are the auditor's own CRL and log key, if any
     (``ffsecure.audit.anchor``). ``now`` (default: the clock) is the time the CRL's
     freshness is judged at. With ``witness_keys``, at least ``witness_quorum``
-    (default: all) of them must have cosigned the latest checkpoint.
+    (default: all) of them must have cosigned the latest checkpoint. ``federation_json``
+    is the auditor's own signed federation manifest (``--federation``), used instead of
+    the bundle's.
     """
     quorum = check_quorum(witness_keys, witness_quorum) if witness_keys else 0
     findings = Findings()
     anchor = check_trust_anchor(
-        bundle, ca_pem=ca_pem, crl_pem=crl_pem, log_vkey=log_vkey, findings=findings, now=now
+        bundle,
+        ca_pem=ca_pem,
+        crl_pem=crl_pem,
+        log_vkey=log_vkey,
+        findings=findings,
+        now=now,
+        federation_json=federation_json,
     )
     ca_cert, crl, federation = anchor.ca_cert, anchor.crl, anchor.federation
     log = check_log(
@@ -131,6 +141,7 @@ def audit_bundle(
     )
     st = replay(log.entries, findings, bundle.lineage)
     check_crl_history(anchor, st, findings)
+    check_policy_known(anchor, st, findings)
     modules = check_modules(
         bundle.modules, log.entries, st, findings, ca_cert=ca_cert, crl=crl, federation=federation
     )
