@@ -32,7 +32,7 @@ import concurrent.futures
 import functools
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -661,6 +661,68 @@ def reaccount_claim(
     except DPError as exc:
         raise DPClaimError(f"the DP claim cannot be re-accounted: {exc.message}") from None
     return ClaimCheck(claim, eps)
+
+
+class DPBudgetError(DefaultHint, PolicyError):
+    """A site's modules together spend more than the federation's ``max_epsilon``."""
+
+    code = "E_DP_BUDGET"
+    default_hint = (
+        "every module is a release of the site's data, and deleting one does not take back "
+        "what it released: the federation operator must raise dp_policy.max_epsilon (a new "
+        "signed manifest) before this site's data is released again"
+    )
+
+
+def site_epsilon(claims: Sequence[DPClaim], delta: float) -> float:
+    """Epsilon, at ``delta``, that a site's data has spent over all of ``claims``.
+
+    The smaller of two sound bounds: basic composition (the sum of the claimed epsilons,
+    valid when the claimed deltas sum to at most ``delta``) and Opacus' RDP accountant run
+    on the history of every claim's mechanism (the RDP of Gaussian mechanisms adds up,
+    whatever delta each was claimed at). For one claim at a delta within ``delta`` this is
+    at most the claim itself, so a site's first module is judged as before.
+    """
+    if not claims:
+        return 0.0
+    basic = (
+        math.fsum(c.epsilon for c in claims)
+        if math.fsum(c.delta for c in claims) <= delta
+        else math.inf
+    )
+    acct = _accountant("rdp")
+    acct.history = [(c.noise_multiplier, c.sample_rate, c.steps) for c in claims if c.steps]
+    if not acct.history:
+        return 0.0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            composed = float(acct.get_epsilon(delta=delta))
+    except (ValueError, RuntimeError, OverflowError, ArithmeticError) as exc:
+        raise DPClaimError(f"the site's DP claims cannot be composed: {exc}") from None
+    return min(basic, composed)
+
+
+def check_site_budget(records: Sequence[Any], policy: dict, *, site_id: str) -> float:
+    """The aggregator's rule for a site's modules under a required policy (``E_DP_BUDGET``).
+
+    ``records`` are the ``dp`` records of every module the site ever registered (deleted
+    ones included: their release happened) and the new one; a ``None`` (no DP) spends
+    without bound. Returns the composed epsilon at the policy's delta.
+    """
+    if not policy.get("required"):
+        return 0.0
+    if any(record is None for record in records):
+        raise DPBudgetError(f"site {site_id} has a module without DP: its data has no DP bound")
+    claims = [DPClaim.from_record(record, require_parameters=True) for record in records]
+    spent = site_epsilon([c for c in claims if c is not None], float(policy["delta"]))
+    if spent > float(policy["max_epsilon"]) * (1 + CLAIM_RTOL):
+        raise DPBudgetError(
+            f"site {site_id}'s {len(records)} modules together spend epsilon {spent:.4g} at "
+            f"delta {policy['delta']:g}, above the federation's max_epsilon "
+            f"{policy['max_epsilon']:g}"
+        )
+    return spent
 
 
 def check_claim(record: Any, *, budget_s: float = ACCOUNTING_BUDGET_S) -> ClaimCheck:

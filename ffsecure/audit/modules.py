@@ -22,7 +22,7 @@ from ffsecure import canonical, pki
 from ffsecure.audit.bundle import ModuleRecord
 from ffsecure.audit.findings import WARNING, Findings
 from ffsecure.audit.lineage import LedgerReplay
-from ffsecure.dp import DPClaimError, reaccount_claim
+from ffsecure.dp import DPBudgetError, DPClaim, DPClaimError, check_site_budget, reaccount_claim
 from ffsecure.errors import FFSecureError
 from ffsecure.federation import FederationManifest
 from ffsecure.package import ModuleManifest, check_policy, verify_package_meta
@@ -269,3 +269,54 @@ def check_dp_claims(
                 **where,
             )
     return done, claims
+
+
+def _parsed_record(mc: ModuleCheck) -> dict | None:
+    """The module's DP record when it parses as a full claim (else its finding is elsewhere)."""
+    record = (mc.manifest or {}).get("dp")
+    try:
+        DPClaim.from_record(record, require_parameters=True)
+    except DPClaimError:
+        return None
+    return record
+
+
+def check_site_budgets(
+    checked: dict[str, ModuleCheck],
+    st: LedgerReplay,
+    federation: FederationManifest | None,
+    findings: Findings,
+) -> None:
+    """Under a required DP policy, every site's modules together stay within ``max_epsilon``.
+
+    Each module is a release of its site's data; deleted ones count (their release
+    happened). The site's claims are composed in registration order by the aggregator's
+    rule (``ffsecure.dp.check_site_budget``); the module whose registration took the site
+    over the policy is the finding. Modules with no or an unparsable claim have their own
+    findings (``module-signatures``, ``dp-claims``) and are left out here.
+    """
+    if federation is None or not federation.dp_policy.get("required"):
+        return
+    by_site: dict[str, list[tuple[int, str, dict]]] = {}
+    for mid, mc in checked.items():
+        record = _parsed_record(mc)
+        if record is not None:
+            ms = st.modules[mid]
+            by_site.setdefault(ms.site_id, []).append((ms.registered_index, mid, record))
+    for site_id, modules in sorted(by_site.items()):
+        modules.sort(key=lambda item: item[0])
+        for k, (index, mid, _record) in enumerate(modules):
+            try:
+                check_site_budget(
+                    [r for _i, _m, r in modules[: k + 1]], federation.dp_policy, site_id=site_id
+                )
+            except (DPBudgetError, DPClaimError) as exc:
+                findings.add(
+                    "dp-claims",
+                    "E_AUDIT_DP_BUDGET",
+                    f"module {mid}: [{exc.code}] {exc.message}",
+                    entry=index,
+                    entry_type=EntryType.MODULE_REGISTERED,
+                    module_id=mid,
+                )
+                break

@@ -20,7 +20,12 @@ from ffsecure.audit.bundle import Bundle
 from ffsecure.audit.findings import CHECKS, ERROR, WARNING, CheckSummary, Finding, Findings
 from ffsecure.audit.lineage import LedgerReplay, replay
 from ffsecure.audit.logcheck import LogState, check_log
-from ffsecure.audit.modules import ModuleCheck, check_dp_claims, check_modules
+from ffsecure.audit.modules import (
+    ModuleCheck,
+    check_dp_claims,
+    check_modules,
+    check_site_budgets,
+)
 from ffsecure.audit.trusted import TrustedCheckpoint
 from ffsecure.audit.witnesses import check_quorum, check_witnesses
 from ffsecure.federation import FederationManifest
@@ -146,6 +151,7 @@ def audit_bundle(
         bundle.modules, log.entries, st, findings, ca_cert=ca_cert, crl=crl, federation=federation
     )
     dp_done, dp_claims = check_dp_claims(modules, st, findings)
+    check_site_budgets(modules, st, federation, findings)
     check_revocations_listed(anchor, st, findings)
     for name in bundle.stray_module_files:
         findings.add(

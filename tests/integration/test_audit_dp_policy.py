@@ -96,3 +96,34 @@ def test_an_older_looser_manifest_swapped_in_is_named_against_the_auditor_s(worl
     (tmp_path / "forged.json").write_text(json.dumps(forged, sort_keys=True, separators=(",", ":")))
     code, out = invoke(t, "--ca", root / "ca.pem", "--federation", tmp_path / "forged.json")
     assert code == 3 and "E_AUDIT_FEDERATION" in _codes(out)
+
+
+def test_a_site_whose_modules_together_exceed_the_budget_is_a_finding(tmp_path):
+    """Each module meets the policy alone; the third release of st-mary's data does not."""
+    params = {
+        "delta": 1e-5,
+        "accountant": "rdp",
+        "noise_multiplier": 0.8,
+        "sample_rate": 0.01,
+        "steps": 1000,
+    }  # epsilon 3.70 alone, 4.86 for two, 5.85 for three (RDP)
+    lab = AuditLab(tmp_path)
+    try:
+        policy = {"required": True, "max_epsilon": 5.0, "delta": 1e-5}
+        lab.fed.home.federation.write_bytes(
+            create_signed_manifest(
+                dataclasses.replace(lab.fed.manifest, dp_policy=policy), lab.fed.ca
+            )
+        )
+        claim = {"epsilon": 3.7, **params}
+        mary = [lab.register("st-mary", (0,), seed=s, dp=claim) for s in (1, 2, 3)]
+        lab.register("st-john", (1,), seed=4, dp=claim)
+        bundle = lab.export("over-budget")
+        (tmp_path / "ca.pem").write_bytes(lab.fed.ca_pem)
+    finally:
+        lab.close()
+    code, out = invoke(bundle, "--ca", tmp_path / "ca.pem")
+    assert code == 3 and _codes(out) == ["E_AUDIT_DP_BUDGET"]
+    (f,) = out["findings"]
+    assert (f["module_id"], f["check"]) == (mary[2], "dp-claims")
+    assert "st-mary" in f["message"] and "5.8" in f["message"]

@@ -142,3 +142,28 @@ def test_a_mean_embedding_record_whose_feature_map_is_out_of_bounds_is_refused(e
     assert info.value.code == "E_DP_CLAIM"
     with pytest.raises(dp.DPClaimError, match=fragment):
         dp.reaccount_claim({**MEAN_EMBEDDING, **edit})  # the auditor's rule is the same
+
+
+def test_a_site_s_claims_compose_by_the_tighter_of_two_sound_bounds():
+    from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
+
+    claim = dp.DPClaim.from_record(GOOD, require_parameters=True)
+    assert claim is not None
+    alone = dp.site_epsilon([claim], 1e-5)
+    assert alone <= claim.epsilon  # one module: judged as before
+    orders = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
+    rdp = compute_rdp(q=0.01, noise_multiplier=1.1, steps=100, orders=orders)
+    independent, _order = get_privacy_spent(orders=orders, rdp=[3 * r for r in rdp], delta=1e-5)
+    three = dp.site_epsilon([claim] * 3, 1e-5)
+    assert three == pytest.approx(float(independent), rel=1e-6) and alone < three
+    # deltas that sum within the policy allow basic composition when it is tighter
+    small = dp.DPClaim.from_record(
+        {**GOOD, "epsilon": 0.96, "delta": 1e-6}, require_parameters=True
+    )
+    assert small is not None and dp.site_epsilon([small, small], 1e-5) <= 1.92
+    with pytest.raises(dp.DPBudgetError, match="3 modules together spend epsilon") as info:
+        dp.check_site_budget(
+            [GOOD] * 3, {"required": True, "max_epsilon": three * 0.9, "delta": 1e-5}, site_id="s"
+        )
+    assert info.value.code == "E_DP_BUDGET"
+    assert dp.check_site_budget([GOOD] * 3, {"required": False}, site_id="s") == 0.0
