@@ -8,6 +8,8 @@ The pipeline, in order, each step refusing with a typed error::
                  --site id == peer identity?--> (else E_IMPERSONATION)
                  --privacy policy--> (else E_PRIVACY_POLICY)
                  --DP claim re-accounted, bounded, in budget--> (else E_DP_CLAIM)
+                 --under the store lock: the site's modules composed, the new one
+                   included, within the DP policy--> (else E_DP_BUDGET)
                  --store.register_module(... module.registered entry)--> receipt
 
 Nothing is written before every check has passed, so a refused package
@@ -26,8 +28,9 @@ from cryptography import x509
 
 from aggregator.auth import Peer
 from aggregator.store.base import Store, check_module_id
-from ffsecure import envelope
+from ffsecure import canonical, envelope
 from ffsecure.dp import check_claim as check_dp_claim
+from ffsecure.dp import check_site_budget
 from ffsecure.errors import StoreError, VerificationError
 from ffsecure.federation import FederationManifest
 from ffsecure.ledger import make_entry, open_checkpoint
@@ -165,6 +168,19 @@ class Registrar:
             "dp_epsilon": m.dp.get("epsilon") if isinstance(m.dp, dict) else None,
         }
 
+    def check_site_budget(self, site_id: str, module_id: str, dp: dict | None) -> None:
+        """``E_DP_BUDGET`` unless every module of ``site_id`` so far, deleted ones included,
+        composed with this one, stays within the DP policy (called under the store lock, so
+        two uploads of one site cannot both pass on the same history)."""
+        if not self.federation.dp_policy.get("required"):
+            return
+        records = [
+            canonical.loads_canonical(row.manifest).get("dp")
+            for row in self.store.list_modules()
+            if row.site_id == site_id and row.module_id != module_id
+        ]
+        check_site_budget([*records, dp], self.federation.dp_policy, site_id=site_id)
+
     def register(self, sealed: bytes, peer: Peer) -> Receipt:
         package, verified = self.verify(sealed, peer)
         m = package.manifest
@@ -172,6 +188,7 @@ class Registrar:
             EntryType.MODULE_REGISTERED, peer.actor, self.entry_facts(package, verified)
         )
         with self.store_lock:
+            self.check_site_budget(m.site_id, m.module_id, m.dp)
             try:
                 r = self.store.register_module(
                     module_id=m.module_id,

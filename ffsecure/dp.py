@@ -32,7 +32,7 @@ import concurrent.futures
 import functools
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -532,6 +532,48 @@ class DPClaim:
 
 #: What a mean-embedding DP record states besides the accounting: its public feature map.
 MEAN_EMBEDDING_FIELDS = ("feature_seed", "n_features", "feature_bandwidth", "count_weight")
+#: Most random frequencies a feature map may draw (honest runs: about a thousand).
+MAX_FEATURES = 2**16
+#: Largest feature length scale (a multiple of sqrt(pixels); honest runs: about 0.5).
+MAX_BANDWIDTH = 1e6
+#: Feature seeds are what ``torch.Generator.manual_seed`` takes without wrapping.
+MAX_FEATURE_SEED = 2**63 - 1
+
+
+def check_feature_map(
+    *, feature_seed: Any, n_features: Any, feature_bandwidth: Any, count_weight: Any
+) -> None:
+    """``E_DP`` unless the values describe a feature map of rows of norm exactly 1.
+
+    ``phi(x) = [a, sqrt(1 - a^2) / sqrt(D) * (cos, sin)(W x)]`` is a unit vector only for
+    ``0 <= a <= 1``, ``D >= 1`` and a finite bandwidth > 0 (else ``W`` is infinite and
+    ``phi`` NaN); ``a = 0`` leaves no count to divide by and ``a = 1`` no features, so
+    ``a`` lies strictly between. Outside these bounds the release's sensitivity is not
+    the 1 its accounting assumes. One rule for the site (``FeatureSpec``) and every
+    verifier of a claim (:meth:`DPClaim.from_record`).
+    """
+    if not is_int(feature_seed) or not 0 <= feature_seed <= MAX_FEATURE_SEED:
+        raise _dp_error(
+            f"feature_seed must be an integer in [0, 2^63 - 1], got {feature_seed!r}",
+            "use the default feature map (ffsecure.dp_embedding.DEFAULT_FEATURES)",
+        )
+    if not is_int(n_features) or not 1 <= n_features <= MAX_FEATURES:
+        raise _dp_error(
+            f"n_features must be an integer in [1, {MAX_FEATURES}], got {n_features!r}",
+            "use the default feature map (ffsecure.dp_embedding.DEFAULT_FEATURES)",
+        )
+    if not is_number(feature_bandwidth) or not 0 < feature_bandwidth <= MAX_BANDWIDTH:
+        raise _dp_error(
+            f"feature_bandwidth must be a number in (0, {MAX_BANDWIDTH:g}], "
+            f"got {feature_bandwidth!r}",
+            "use the default feature map (ffsecure.dp_embedding.DEFAULT_FEATURES)",
+        )
+    if not is_number(count_weight) or not 0 < count_weight < 1:
+        raise _dp_error(
+            f"count_weight must be a number in (0, 1), got {count_weight!r}: only then is "
+            "every feature vector of norm 1",
+            "use the default feature map (ffsecure.dp_embedding.DEFAULT_FEATURES)",
+        )
 
 
 def _check_mechanism(claim: DPClaim, record: dict) -> None:
@@ -559,11 +601,16 @@ def _check_mechanism(claim: DPClaim, record: dict) -> None:
             "a mean-embedding release is one step at sample rate 1, but the DP record "
             f"states sample rate {claim.sample_rate:g} and {claim.steps} steps"
         )
-    if record.get("max_grad_norm", 1.0) != 1.0:
+    clip = record.get("max_grad_norm", 1.0)
+    if not is_number(clip) or clip != 1.0:
         raise DPClaimError(
             "a mean-embedding release has sensitivity 1, but the DP record states "
-            f"max_grad_norm {record.get('max_grad_norm')!r}"
+            f"max_grad_norm {clip!r}"
         )
+    try:
+        check_feature_map(**{key: record[key] for key in MEAN_EMBEDDING_FIELDS})
+    except DPError as exc:
+        raise DPClaimError(f"the mean-embedding DP record's {exc.message}") from None
 
 
 def _claim_number(record: dict, key: str) -> float:
@@ -647,6 +694,68 @@ def reaccount_claim(
     except DPError as exc:
         raise DPClaimError(f"the DP claim cannot be re-accounted: {exc.message}") from None
     return ClaimCheck(claim, eps)
+
+
+class DPBudgetError(DefaultHint, PolicyError):
+    """A site's modules together spend more than the federation's ``max_epsilon``."""
+
+    code = "E_DP_BUDGET"
+    default_hint = (
+        "every module is a release of the site's data, and deleting one does not take back "
+        "what it released: the federation operator must raise dp_policy.max_epsilon (a new "
+        "signed manifest) before this site's data is released again"
+    )
+
+
+def site_epsilon(claims: Sequence[DPClaim], delta: float) -> float:
+    """Epsilon, at ``delta``, that a site's data has spent over all of ``claims``.
+
+    The smaller of two sound bounds: basic composition (the sum of the claimed epsilons,
+    valid when the claimed deltas sum to at most ``delta``) and Opacus' RDP accountant run
+    on the history of every claim's mechanism (the RDP of Gaussian mechanisms adds up,
+    whatever delta each was claimed at). For one claim at a delta within ``delta`` this is
+    at most the claim itself, so a site's first module is judged as before.
+    """
+    if not claims:
+        return 0.0
+    basic = (
+        math.fsum(c.epsilon for c in claims)
+        if math.fsum(c.delta for c in claims) <= delta
+        else math.inf
+    )
+    acct = _accountant("rdp")
+    acct.history = [(c.noise_multiplier, c.sample_rate, c.steps) for c in claims if c.steps]
+    if not acct.history:
+        return 0.0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            composed = float(acct.get_epsilon(delta=delta))
+    except (ValueError, RuntimeError, OverflowError, ArithmeticError) as exc:
+        raise DPClaimError(f"the site's DP claims cannot be composed: {exc}") from None
+    return min(basic, composed)
+
+
+def check_site_budget(records: Sequence[Any], policy: dict, *, site_id: str) -> float:
+    """The aggregator's rule for a site's modules under a required policy (``E_DP_BUDGET``).
+
+    ``records`` are the ``dp`` records of every module the site ever registered (deleted
+    ones included: their release happened) and the new one; a ``None`` (no DP) spends
+    without bound. Returns the composed epsilon at the policy's delta.
+    """
+    if not policy.get("required"):
+        return 0.0
+    if any(record is None for record in records):
+        raise DPBudgetError(f"site {site_id} has a module without DP: its data has no DP bound")
+    claims = [DPClaim.from_record(record, require_parameters=True) for record in records]
+    spent = site_epsilon([c for c in claims if c is not None], float(policy["delta"]))
+    if spent > float(policy["max_epsilon"]) * (1 + CLAIM_RTOL):
+        raise DPBudgetError(
+            f"site {site_id}'s {len(records)} modules together spend epsilon {spent:.4g} at "
+            f"delta {policy['delta']:g}, above the federation's max_epsilon "
+            f"{policy['max_epsilon']:g}"
+        )
+    return spent
 
 
 def check_claim(record: Any, *, budget_s: float = ACCOUNTING_BUDGET_S) -> ClaimCheck:

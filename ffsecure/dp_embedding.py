@@ -74,6 +74,9 @@ class FeatureSpec:
     bandwidth: float = 0.5
     count_weight: float = 0.5
 
+    def __post_init__(self) -> None:
+        dpmod.check_feature_map(**self.record())  # rows of norm 1, or E_DP
+
     def record(self) -> dict[str, Any]:
         """The flat fields the signed DP record carries (``Scalars`` only)."""
         return {

@@ -372,6 +372,11 @@ _POLICY = _section(
             "ffsecure.dp.DPClaimError",
         ),
         (
+            "E_DP_BUDGET",
+            "a site's modules together spend more than the federation's max_epsilon",
+            "ffsecure.dp.DPBudgetError",
+        ),
+        (
             "E_DP_EPSILON_MISMATCH",
             "the recorded DP parameters do not give the claimed epsilon",
             _PRIV + "accounting.EpsilonMismatchError",
@@ -923,6 +928,16 @@ _AUDIT_FINDINGS = _section(
         ("E_AUDIT_MODULE_POLICY", "a module breaks the federation policy", _FINDING),
         ("E_AUDIT_MODULE_ACTOR", "a module is recorded as uploaded by another site", _FINDING),
         ("E_AUDIT_DP_CLAIM", "a DP claim does not re-account to the claimed epsilon", _FINDING),
+        (
+            "E_AUDIT_DP_BUDGET",
+            "a site's modules together spend more than the federation's max_epsilon",
+            _FINDING,
+        ),
+        (
+            "E_AUDIT_NO_FEDERATION",
+            "modules are registered but no CA-signed federation manifest gives their policy",
+            _FINDING,
+        ),
         ("E_AUDIT_DUPLICATE_MODULE", "a module is registered twice", _FINDING),
         ("E_AUDIT_DUPLICATE_ARTIFACT", "a dataset or classifier id appears twice", _FINDING),
         ("E_AUDIT_DUPLICATE_EVALUATION", "a site evaluates one classifier twice", _FINDING),

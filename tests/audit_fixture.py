@@ -229,6 +229,18 @@ class AuditLab:
         )
 
 
+def dp_parameters(noise_multiplier: float) -> dict:
+    """A DP record's accounting parameters, as the training report writes them (RDP: at
+    noise 1.1 they spend epsilon 0.96, at 0.8 epsilon 2.19, below the claims made with them)."""
+    return {
+        "delta": 1e-5,
+        "noise_multiplier": noise_multiplier,
+        "sample_rate": 0.01,
+        "steps": 100,
+        "accountant": "rdp",
+    }
+
+
 def standard_history(lab: AuditLab) -> dict:
     """A federation's life: three modules, a dataset and classifier, one deletion done right, a
     retrain.
@@ -240,7 +252,7 @@ def standard_history(lab: AuditLab) -> dict:
         "st-mary",
         (0, 1),
         seed=1,
-        dp={"epsilon": 3.9, "delta": 1e-5, "noise_multiplier": 1.1},
+        dp={"epsilon": 3.9, **dp_parameters(1.1)},
         privacy_report={
             "v": 1,
             "membership_auroc": 0.52,
@@ -249,9 +261,7 @@ def standard_history(lab: AuditLab) -> dict:
             "near_copy_fraction": 0.0,
         },
     )
-    b = lab.register(
-        "st-john", (1, 2), seed=2, dp={"epsilon": 7.5, "delta": 1e-5, "noise_multiplier": 0.8}
-    )
+    b = lab.register("st-john", (1, 2), seed=2, dp={"epsilon": 7.5, **dp_parameters(0.8)})
     c = lab.register("st-mary", (2, 3), seed=3)
     idx.update(a=a, b=b, c=c)
     idx["ds1"] = lab.dataset("ds-1", [a, b, c])

@@ -12,6 +12,13 @@ warning on a VERIFIED bundle:
   (``E_AUDIT_LOG_KEY_UNBOUND`` when it differs; ``E_AUDIT_LOG_KEY_UNPINNED``
   when nothing binds it: a rewritten history re-signed with a fresh key
   would otherwise verify).
+- The federation manifest (the policy every module is checked against, DP
+  included) is the auditor's ``--federation`` if given, else the bundle's
+  ``federation.json``; either must be signed by the CA. A bundle manifest whose
+  signed body differs from the auditor's is ``E_AUDIT_FEDERATION`` (a looser
+  policy swapped in). No manifest at all while modules are registered is
+  ``E_AUDIT_NO_FEDERATION`` (:func:`check_policy_known`): dropping it would
+  otherwise skip every policy check, DP included, on a VERIFIED bundle.
 - A CRL must be in force: the auditor's ``--crl`` if given, else the bundle's
   ``crl.pem``; both must be signed by the CA. No CRL at all is
   ``E_AUDIT_NO_CRL``. A CRL past its nextUpdate is a warning
@@ -36,7 +43,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from ffsecure import pki
+from ffsecure import canonical, pki
 from ffsecure.audit.bundle import Bundle
 from ffsecure.audit.findings import WARNING, Findings
 from ffsecure.audit.lineage import LedgerReplay
@@ -46,6 +53,7 @@ from ffsecure.records.entries import EntryType
 
 CHECK = "trust-anchor"
 CRL_OPTION = "--crl"
+FEDERATION_OPTION = "--federation"
 BUNDLE_CRL = "crl.pem"
 
 
@@ -171,19 +179,78 @@ def _crl_in_force(
     return source if crl is not None else None
 
 
+def _load_federation(
+    data: bytes | None, what: str, ca_cert: x509.Certificate, findings: Findings
+) -> FederationManifest | None:
+    if data is None:
+        return None
+    try:
+        return load_signed_manifest(data, ca_cert)
+    except FFSecureError as exc:
+        findings.add(
+            CHECK,
+            "E_AUDIT_FEDERATION",
+            f"{what} does not verify against the CA: [{exc.code}] {exc.message}",
+        )
+        return None
+
+
+def _federation(
+    bundle: Bundle,
+    ca_cert: x509.Certificate | None,
+    federation_json: bytes | None,
+    findings: Findings,
+) -> FederationManifest | None:
+    """The manifest in force: the auditor's (``--federation``) if given, else the bundle's."""
+    if ca_cert is None:
+        return None
+    bundled = _load_federation(bundle.federation_json, "federation.json", ca_cert, findings)
+    if federation_json is None:
+        return bundled
+    own = _load_federation(federation_json, FEDERATION_OPTION, ca_cert, findings)
+    if own is not None and bundled is not None and not _same_manifest(own, bundled):
+        findings.add(
+            CHECK,
+            "E_AUDIT_FEDERATION",
+            "the bundle's federation.json is not the federation manifest you hold "
+            f"({FEDERATION_OPTION}): its exporter swapped in another policy; the audit "
+            "checks the modules against yours",
+        )
+    return own
+
+
+def _same_manifest(a: FederationManifest, b: FederationManifest) -> bool:
+    """The two signed bodies are the same (constant time over their canonical bytes)."""
+    return hmac.compare_digest(canonical.dumps(a.to_dict()), canonical.dumps(b.to_dict()))
+
+
+def check_policy_known(anchor: TrustAnchor, st: LedgerReplay, findings: Findings) -> None:
+    """A finding when modules are registered but no CA-signed federation manifest is in force.
+
+    Every module's policy (DP required, max epsilon, delta, mechanism; generator, shape,
+    classes) is checked against that manifest, so an exporter who drops ``federation.json``
+    would otherwise turn every policy check off without a trace.
+    """
+    if anchor.federation is not None or anchor.ca_cert is None or not st.modules:
+        return
+    findings.add(
+        "dp-claims",
+        "E_AUDIT_NO_FEDERATION",
+        f"{len(st.modules)} module(s) are registered but no federation manifest signed by "
+        "the CA is in force, so their DP claims and policy cannot be checked against the "
+        "federation's dp_policy; pass the federation.json you hold with "
+        f"{FEDERATION_OPTION}",
+    )
+
+
 def _check_log_key(
-    bundle: Bundle, ca_cert: x509.Certificate | None, log_vkey: str | None, findings: Findings
+    bundle: Bundle,
+    ca_cert: x509.Certificate | None,
+    log_vkey: str | None,
+    findings: Findings,
+    federation_json: bytes | None = None,
 ) -> tuple[FederationManifest | None, str | None]:
-    federation = None
-    if bundle.federation_json is not None and ca_cert is not None:
-        try:
-            federation = load_signed_manifest(bundle.federation_json, ca_cert)
-        except FFSecureError as exc:
-            findings.add(
-                CHECK,
-                "E_AUDIT_FEDERATION",
-                f"federation.json does not verify against the CA: [{exc.code}] {exc.message}",
-            )
+    federation = _federation(bundle, ca_cert, federation_json, findings)
     vkey = bundle.vkey.strip()
     bound_by = None
     if federation is not None:
@@ -195,7 +262,7 @@ def _check_log_key(
                 "the checkpoints were signed by a key the federation never approved",
             )
         else:
-            bound_by = "federation.json"
+            bound_by = "federation.json" if federation_json is None else FEDERATION_OPTION
     if log_vkey is not None:
         if log_vkey.strip() != vkey:
             findings.add(
@@ -225,12 +292,14 @@ def check_trust_anchor(
     log_vkey: str | None,
     findings: Findings,
     now: dt.datetime | None = None,
+    federation_json: bytes | None = None,
 ) -> TrustAnchor:
-    """The checks that need no log replay; ``crl_pem`` and ``log_vkey`` are the auditor's own."""
+    """The checks that need no log replay; ``crl_pem``, ``log_vkey`` and ``federation_json``
+    are the auditor's own."""
     ca_cert = _check_ca(bundle, ca_pem, findings)
     crls = _load_crls(bundle, crl_pem, ca_cert, findings)
     source = _crl_in_force(crls, crl_pem, bundle, findings, now)
-    federation, bound_by = _check_log_key(bundle, ca_cert, log_vkey, findings)
+    federation, bound_by = _check_log_key(bundle, ca_cert, log_vkey, findings, federation_json)
     return TrustAnchor(
         ca_cert=ca_cert,
         federation=federation,

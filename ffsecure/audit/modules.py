@@ -22,7 +22,7 @@ from ffsecure import canonical, pki
 from ffsecure.audit.bundle import ModuleRecord
 from ffsecure.audit.findings import WARNING, Findings
 from ffsecure.audit.lineage import LedgerReplay
-from ffsecure.dp import DPClaimError, reaccount_claim
+from ffsecure.dp import DPBudgetError, DPClaim, DPClaimError, check_site_budget, reaccount_claim
 from ffsecure.errors import FFSecureError
 from ffsecure.federation import FederationManifest
 from ffsecure.package import ModuleManifest, check_policy, verify_package_meta
@@ -222,14 +222,16 @@ def check_modules(
 def check_dp_claims(
     checked: dict[str, ModuleCheck], st: LedgerReplay, findings: Findings
 ) -> tuple[int, int]:
-    """Re-account every DP claim that carries its parameters; returns (re-accounted, claims).
+    """Re-account every DP claim; returns (re-accounted, claims).
 
-    The epsilon in a manifest is the site's claim. When the manifest also carries the
-    noise multiplier, sample rate and step count (the training report does), the epsilon
-    those parameters spend is recomputed with the same Opacus accountant, under the bounds
-    and time budget the aggregator applies at registration (``ffsecure.dp.reaccount_claim``);
-    a claim below it understates the privacy loss. A claim that is malformed, out of bounds
-    or cannot be re-accounted is a finding on its module, never a crash.
+    The epsilon in a manifest is the site's claim. The manifest must also carry the
+    noise multiplier, sample rate and step count (the training report does; the
+    aggregator refuses a claim without them), and the epsilon those parameters spend is
+    recomputed with the same Opacus accountant, under the bounds and time budget the
+    aggregator applies at registration (``ffsecure.dp.reaccount_claim``); a claim below it
+    understates the privacy loss. A claim that lacks its parameters, is malformed, out of
+    bounds or cannot be re-accounted is a finding on its module, never a crash: a
+    registered claim nobody can check is no claim.
     """
     claims = done = 0
     for mid, mc in checked.items():
@@ -244,7 +246,7 @@ def check_dp_claims(
             "module_id": mid,
         }
         try:
-            result = reaccount_claim(dp)
+            result = reaccount_claim(dp, require_parameters=True)
         except DPClaimError as exc:
             findings.add(
                 "dp-claims",
@@ -253,8 +255,7 @@ def check_dp_claims(
                 **where,
             )
             continue
-        if result is None:  # epsilon and delta only: nothing to re-account
-            continue
+        assert result is not None  # require_parameters
         done += 1
         mc.dp_recomputed = eps = result.epsilon_recomputed
         if result.understated:
@@ -268,3 +269,54 @@ def check_dp_claims(
                 **where,
             )
     return done, claims
+
+
+def _parsed_record(mc: ModuleCheck) -> dict | None:
+    """The module's DP record when it parses as a full claim (else its finding is elsewhere)."""
+    record = (mc.manifest or {}).get("dp")
+    try:
+        DPClaim.from_record(record, require_parameters=True)
+    except DPClaimError:
+        return None
+    return record
+
+
+def check_site_budgets(
+    checked: dict[str, ModuleCheck],
+    st: LedgerReplay,
+    federation: FederationManifest | None,
+    findings: Findings,
+) -> None:
+    """Under a required DP policy, every site's modules together stay within ``max_epsilon``.
+
+    Each module is a release of its site's data; deleted ones count (their release
+    happened). The site's claims are composed in registration order by the aggregator's
+    rule (``ffsecure.dp.check_site_budget``); the module whose registration took the site
+    over the policy is the finding. Modules with no or an unparsable claim have their own
+    findings (``module-signatures``, ``dp-claims``) and are left out here.
+    """
+    if federation is None or not federation.dp_policy.get("required"):
+        return
+    by_site: dict[str, list[tuple[int, str, dict]]] = {}
+    for mid, mc in checked.items():
+        record = _parsed_record(mc)
+        if record is not None:
+            ms = st.modules[mid]
+            by_site.setdefault(ms.site_id, []).append((ms.registered_index, mid, record))
+    for site_id, modules in sorted(by_site.items()):
+        modules.sort(key=lambda item: item[0])
+        for k, (index, mid, _record) in enumerate(modules):
+            try:
+                check_site_budget(
+                    [r for _i, _m, r in modules[: k + 1]], federation.dp_policy, site_id=site_id
+                )
+            except (DPBudgetError, DPClaimError) as exc:
+                findings.add(
+                    "dp-claims",
+                    "E_AUDIT_DP_BUDGET",
+                    f"module {mid}: [{exc.code}] {exc.message}",
+                    entry=index,
+                    entry_type=EntryType.MODULE_REGISTERED,
+                    module_id=mid,
+                )
+                break

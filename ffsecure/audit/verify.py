@@ -12,6 +12,7 @@ from ffsecure import pki
 from ffsecure.audit.anchor import (
     TrustAnchor,
     check_crl_history,
+    check_policy_known,
     check_revocations_listed,
     check_trust_anchor,
 )
@@ -19,7 +20,12 @@ from ffsecure.audit.bundle import Bundle
 from ffsecure.audit.findings import CHECKS, ERROR, WARNING, CheckSummary, Finding, Findings
 from ffsecure.audit.lineage import LedgerReplay, replay
 from ffsecure.audit.logcheck import LogState, check_log
-from ffsecure.audit.modules import ModuleCheck, check_dp_claims, check_modules
+from ffsecure.audit.modules import (
+    ModuleCheck,
+    check_dp_claims,
+    check_modules,
+    check_site_budgets,
+)
 from ffsecure.audit.trusted import TrustedCheckpoint
 from ffsecure.audit.witnesses import check_quorum, check_witnesses
 from ffsecure.federation import FederationManifest
@@ -109,18 +115,27 @@ def audit_bundle(
     now: dt.datetime | None = None,
     witness_keys: Sequence[str] = (),
     witness_quorum: int | None = None,
+    federation_json: bytes | None = None,
 ) -> AuditResult:
     """Run every check on ``bundle``; ``trusted`` holds the auditor's earlier checkpoints.
 
     ``crl_pem`` and ``log_vkey`` are the auditor's own CRL and log key, if any
     (``ffsecure.audit.anchor``). ``now`` (default: the clock) is the time the CRL's
     freshness is judged at. With ``witness_keys``, at least ``witness_quorum``
-    (default: all) of them must have cosigned the latest checkpoint.
+    (default: all) of them must have cosigned the latest checkpoint. ``federation_json``
+    is the auditor's own signed federation manifest (``--federation``), used instead of
+    the bundle's.
     """
     quorum = check_quorum(witness_keys, witness_quorum) if witness_keys else 0
     findings = Findings()
     anchor = check_trust_anchor(
-        bundle, ca_pem=ca_pem, crl_pem=crl_pem, log_vkey=log_vkey, findings=findings, now=now
+        bundle,
+        ca_pem=ca_pem,
+        crl_pem=crl_pem,
+        log_vkey=log_vkey,
+        findings=findings,
+        now=now,
+        federation_json=federation_json,
     )
     ca_cert, crl, federation = anchor.ca_cert, anchor.crl, anchor.federation
     log = check_log(
@@ -131,10 +146,12 @@ def audit_bundle(
     )
     st = replay(log.entries, findings, bundle.lineage)
     check_crl_history(anchor, st, findings)
+    check_policy_known(anchor, st, findings)
     modules = check_modules(
         bundle.modules, log.entries, st, findings, ca_cert=ca_cert, crl=crl, federation=federation
     )
     dp_done, dp_claims = check_dp_claims(modules, st, findings)
+    check_site_budgets(modules, st, federation, findings)
     check_revocations_listed(anchor, st, findings)
     for name in bundle.stray_module_files:
         findings.add(
@@ -165,9 +182,7 @@ def audit_bundle(
         "module-signatures": (
             f"{sum(m.signature_ok for m in modules.values())} of {len(modules)} verify"
         ),
-        "dp-claims": (
-            f"{dp_done} of {dp_claims} DP claims carry their parameters and were re-accounted"
-        ),
+        "dp-claims": (f"{dp_done} of {dp_claims} DP claims re-accounted"),
         "deletions": f"{len(st.requests)} request(s), {deleted} deletion(s)",
         "lineage": f"{len(st.datasets)} datasets, {len(st.classifiers)} classifiers ({live} live)",
     }
@@ -175,11 +190,7 @@ def audit_bundle(
     if not witness_keys:
         skipped["witnesses"] = "no --witness-key given"
     if dp_done == 0:
-        skipped["dp-claims"] = (
-            f"none of {dp_claims} DP claims carries its parameters"
-            if dp_claims
-            else "no module claims DP"
-        )
+        skipped["dp-claims"] = "no module claims DP"
     return AuditResult(
         bundle=bundle,
         findings=findings.items,

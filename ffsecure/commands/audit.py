@@ -49,6 +49,7 @@ def _run(
     log_key: str | None,
     witnesses: tuple[tuple[str, ...], int | None] = ((), None),
     *,
+    federation: str | None = None,
     quiet: bool = False,
 ):
     # rich only when rendering: keeps `ffsecure --help` fast
@@ -66,6 +67,7 @@ def _run(
         for t in trusted
     ]
     vkey = _read_file(log_key, "log key", 4096).decode("utf-8", "replace") if log_key else None
+    federation_json = _read_file(federation, "federation manifest", 1 << 20) if federation else None
     bundle = load_bundle(bundle_dir)
 
     def run() -> AuditResult:
@@ -77,6 +79,7 @@ def _run(
             log_vkey=vkey,
             witness_keys=witness_keys,
             witness_quorum=witnesses[1],
+            federation_json=federation_json,
         )
 
     console = Console(stderr=True)
@@ -121,6 +124,15 @@ def _common(f):
         "bundle) or a site's receipt from `site-node receipts export`. This log must extend it "
         "(and hold the receipt's entry). Another kind of file is a usage error (exit 2, "
         "E_USAGE). Repeatable.",
+    )(f)
+    f = click.option(
+        "--federation",
+        type=click.Path(dir_okay=False),
+        help="The CA-signed federation.json you hold, used instead of the bundle's: every "
+        "module's policy (DP included) is checked against it. Needed when the bundle has "
+        "none: with modules registered and no manifest, the verdict is FAILED "
+        "(E_AUDIT_NO_FEDERATION); a bundle manifest that differs from it is "
+        "E_AUDIT_FEDERATION. It also binds the log key.",
     )(f)
     f = click.option(
         "--crl",
@@ -191,14 +203,18 @@ def audit() -> None:
 @_common
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
-def verify_cmd(ctx, bundle_dir, ca, crl, trusted, log_key, witness_keys, witness_quorum, as_json):
+def verify_cmd(
+    ctx, bundle_dir, ca, crl, federation, trusted, log_key, witness_keys, witness_quorum, as_json
+):
     """Verify BUNDLE_DIR: checkpoints, consistency, entries, module signatures, deletions, lineage.
 
     Exits 0 when every check passes, 3 with the list of findings when any fails.
     """
     ctx.ensure_object(dict)["json"] = as_json
     witnesses = (witness_keys, witness_quorum)
-    result = _run(bundle_dir, ca, crl, trusted, log_key, witnesses, quiet=as_json)
+    result = _run(
+        bundle_dir, ca, crl, trusted, log_key, witnesses, federation=federation, quiet=as_json
+    )
     if as_json:
         echo_json(result.to_dict())
     else:
@@ -226,7 +242,17 @@ def verify_cmd(ctx, bundle_dir, ca, crl, trusted, log_key, witness_keys, witness
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 @click.pass_context
 def report_cmd(
-    ctx, bundle_dir, out, ca, crl, trusted, log_key, witness_keys, witness_quorum, as_json
+    ctx,
+    bundle_dir,
+    out,
+    ca,
+    crl,
+    federation,
+    trusted,
+    log_key,
+    witness_keys,
+    witness_quorum,
+    as_json,
 ):
     """Write an HTML report of BUNDLE_DIR: verdict, timeline, sites, lineage, deletions with proofs.
 
@@ -235,7 +261,9 @@ def report_cmd(
     """
     ctx.ensure_object(dict)["json"] = as_json
     witnesses = (witness_keys, witness_quorum)
-    result = _run(bundle_dir, ca, crl, trusted, log_key, witnesses, quiet=as_json)
+    result = _run(
+        bundle_dir, ca, crl, trusted, log_key, witnesses, federation=federation, quiet=as_json
+    )
     html = render_html(result).encode("utf-8")
     target = Path(out)
     if target.is_dir():

@@ -130,3 +130,21 @@ def test_report_of_a_bundle_with_hostile_dp_claims_is_written_with_its_verdict(w
     assert json.loads(stdout)["verdict"] == "FAILED"
     html = (tmp_path / "r.html").read_text()
     assert all(module_id[:8] in html for module_id in hostile.values())
+
+
+def test_a_registered_claim_without_its_accounting_parameters_is_a_finding(tmp_path):
+    """The aggregator refuses a DP record of epsilon and delta only (nothing re-accounts it);
+    a bundle whose log registered one anyway must not read VERIFIED."""
+    lab = AuditLab(tmp_path)
+    try:
+        bare = lab.register("st-mary", (0,), seed=1, dp={"epsilon": 0.1, "delta": 1e-5})
+        bundle = lab.export("bare")
+        (tmp_path / "ca.pem").write_bytes(lab.fed.ca_pem)
+    finally:
+        lab.close()
+    code, stdout = invoke("verify", bundle, "--ca", tmp_path / "ca.pem", "--json")
+    out = json.loads(stdout)
+    assert code == 3 and out["verdict"] == "FAILED"
+    (f,) = out["findings"]
+    assert (f["code"], f["module_id"], f["check"]) == ("E_AUDIT_DP_CLAIM", bare, "dp-claims")
+    assert "lacks" in f["message"]

@@ -107,19 +107,23 @@ def test_history_resigned_with_a_fresh_key_and_no_federation_json_fails(world, t
     (t / "federation.json").unlink()
     result = _audit(lab, t)
     assert result.verdict == "FAILED"
-    # The rewrite is internally consistent: only the missing binding of the log key gives it away.
-    assert _errors(result) == ["E_AUDIT_LOG_KEY_UNPINNED"]
+    # The rewrite is internally consistent: only the missing binding of the log key gives it
+    # away (and, with federation.json gone, the policy no manifest gives).
+    assert _errors(result) == ["E_AUDIT_LOG_KEY_UNPINNED", "E_AUDIT_NO_FEDERATION"]
     f = _one(result, "E_AUDIT_LOG_KEY_UNPINNED")
     assert f.severity == "error" and f.check == "trust-anchor" and "--log-key" in f.message
     assert {c.name: c.status for c in result.checks}["trust-anchor"] == "failed"
     # The auditor who brings the federation's log key names the swap.
     real_vkey = (bundle / "log.vkey").read_text()
     pinned = _audit(lab, t, log_vkey=real_vkey)
-    assert _errors(pinned) == ["E_AUDIT_LOG_KEY_UNBOUND"]
+    assert _errors(pinned) == ["E_AUDIT_LOG_KEY_UNBOUND", "E_AUDIT_NO_FEDERATION"]
     (tmp_path / "ca.pem").write_bytes(lab.fed.ca_pem)
     code, out = _invoke("verify", t, "--ca", tmp_path / "ca.pem", "--json")
     assert code == 3 and json.loads(out)["verdict"] == "FAILED"
-    assert [x["code"] for x in json.loads(out)["findings"]] == ["E_AUDIT_LOG_KEY_UNPINNED"]
+    assert [x["code"] for x in json.loads(out)["findings"]] == [
+        "E_AUDIT_LOG_KEY_UNPINNED",
+        "E_AUDIT_NO_FEDERATION",
+    ]
 
 
 def test_without_federation_json_the_auditor_s_log_key_binds_the_log(world, tmp_path):
@@ -130,10 +134,17 @@ def test_without_federation_json_the_auditor_s_log_key_binds_the_log(world, tmp_
     key.write_text((bundle / "log.vkey").read_text())
     (tmp_path / "ca.pem").write_bytes(lab.fed.ca_pem)
     code, out = _invoke("verify", t, "--ca", tmp_path / "ca.pem", "--log-key", key, "--json")
+    result = json.loads(out)
+    assert "log key bound by --log-key" in result["checks"][0]["detail"]
+    # the log is bound, but the modules' policy is not: dropping the manifest is a finding
+    assert code == 3 and [x["code"] for x in result["findings"]] == ["E_AUDIT_NO_FEDERATION"]
+    (tmp_path / "federation.json").write_bytes(lab.fed.home.federation.read_bytes())
+    fed = tmp_path / "federation.json"
+    args = ("--log-key", key, "--federation", fed, "--json")
+    code, out = _invoke("verify", t, "--ca", tmp_path / "ca.pem", *args)
     assert code == 0, out
     result = json.loads(out)
     assert result["verdict"] == "VERIFIED" and result["findings"] == []
-    assert "log key bound by --log-key" in result["checks"][0]["detail"]
 
 
 # ------------------------------------------------------------------ the CRL

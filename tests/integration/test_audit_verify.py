@@ -82,7 +82,7 @@ def test_clean_bundle_verifies_with_no_finding(world):
         "witnesses": "skipped",
         "module-records": "ok",
         "module-signatures": "ok",
-        "dp-claims": "skipped",
+        "dp-claims": "ok",
         "deletions": "ok",
         "lineage": "ok",
     }
@@ -429,15 +429,16 @@ def test_understated_dp_claim_is_named(tmp_path):
     try:
         honest = lab.register("st-mary", (0,), dp={"epsilon": eps, **params})
         modest = lab.register("st-john", (1,), dp={"epsilon": round(eps / 2, 3), **params})
-        lab.register(
+        bare = lab.register(
             "st-john", (2,), dp={"epsilon": 1.0, "delta": 1e-5}
-        )  # no parameters: not re-accountable
+        )  # no parameters: not re-accountable, a finding
         result = _audit(lab, lab.export())
     finally:
         lab.close()
     assert not result.ok
-    (f,) = [x for x in result.findings if x.code == "E_AUDIT_DP_CLAIM"]
+    f, unchecked = [x for x in result.findings if x.code == "E_AUDIT_DP_CLAIM"]
+    assert (unchecked.module_id, unchecked.entry) == (bare, 2) and "lacks" in unchecked.message
     assert (f.entry, f.entry_type, f.module_id) == (1, "module.registered", modest)
     assert f"spend epsilon {eps:.6g}" in f.message
     assert result.modules[honest].dp_recomputed == pytest.approx(eps, rel=1e-12)
-    assert {c.name: c.detail for c in result.checks}["dp-claims"] == "1 finding"
+    assert {c.name: c.detail for c in result.checks}["dp-claims"] == "2 findings"

@@ -96,3 +96,74 @@ def test_the_aggregator_requires_the_parameters_and_refuses_an_understated_claim
 def test_plan_refuses_a_schedule_no_verifier_would_re_account():
     with pytest.raises(DPError, match="exceed the bounds"):
         dp.plan(dp.DPConfig(target_epsilon=8.0), n=200_000, batch_size=1, epochs=1)
+
+
+#: A signed mean-embedding record as ``site-node train`` writes it (epsilon 4, PRV).
+MEAN_EMBEDDING = {
+    "epsilon": 3.999,
+    "delta": 1e-5,
+    "noise_multiplier": 1.083984375,
+    "sample_rate": 1.0,
+    "steps": 1,
+    "max_grad_norm": 1.0,
+    "accountant": "prv",
+    "mechanism": "mean-embedding",
+    "feature_seed": 0,
+    "n_features": 1000,
+    "feature_bandwidth": 0.5,
+    "count_weight": 0.5,
+}
+
+
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        # |count_weight| > 1: phi = [a, sqrt(1 - a^2) ...] is no unit vector, so the release's
+        # sensitivity is not the 1 the accountant was fed
+        ({"count_weight": 2.0}, "count_weight"),
+        ({"count_weight": -0.5}, "count_weight"),
+        ({"count_weight": 0.0}, "count_weight"),
+        ({"count_weight": "0.5"}, "count_weight"),
+        ({"feature_bandwidth": 0.0}, "feature_bandwidth"),
+        ({"feature_bandwidth": float("inf")}, "feature_bandwidth"),
+        ({"n_features": 0}, "n_features"),
+        ({"n_features": 10**9}, "n_features"),
+        ({"n_features": 1000.0}, "n_features"),
+        ({"feature_seed": -1}, "feature_seed"),
+        ({"feature_seed": "0"}, "feature_seed"),
+        ({"feature_seed": True}, "feature_seed"),
+        ({"max_grad_norm": True}, "max_grad_norm"),
+    ],
+)
+def test_a_mean_embedding_record_whose_feature_map_is_out_of_bounds_is_refused(edit, fragment):
+    assert not dp.check_claim(MEAN_EMBEDDING).understated  # the honest record passes
+    with pytest.raises(dp.DPClaimError, match=fragment) as info:
+        dp.check_claim({**MEAN_EMBEDDING, **edit})
+    assert info.value.code == "E_DP_CLAIM"
+    with pytest.raises(dp.DPClaimError, match=fragment):
+        dp.reaccount_claim({**MEAN_EMBEDDING, **edit})  # the auditor's rule is the same
+
+
+def test_a_site_s_claims_compose_by_the_tighter_of_two_sound_bounds():
+    from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
+
+    claim = dp.DPClaim.from_record(GOOD, require_parameters=True)
+    assert claim is not None
+    alone = dp.site_epsilon([claim], 1e-5)
+    assert alone <= claim.epsilon  # one module: judged as before
+    orders = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
+    rdp = compute_rdp(q=0.01, noise_multiplier=1.1, steps=100, orders=orders)
+    independent, _order = get_privacy_spent(orders=orders, rdp=[3 * r for r in rdp], delta=1e-5)
+    three = dp.site_epsilon([claim] * 3, 1e-5)
+    assert three == pytest.approx(float(independent), rel=1e-6) and alone < three
+    # deltas that sum within the policy allow basic composition when it is tighter
+    small = dp.DPClaim.from_record(
+        {**GOOD, "epsilon": 0.96, "delta": 1e-6}, require_parameters=True
+    )
+    assert small is not None and dp.site_epsilon([small, small], 1e-5) <= 1.92
+    with pytest.raises(dp.DPBudgetError, match="3 modules together spend epsilon") as info:
+        dp.check_site_budget(
+            [GOOD] * 3, {"required": True, "max_epsilon": three * 0.9, "delta": 1e-5}, site_id="s"
+        )
+    assert info.value.code == "E_DP_BUDGET"
+    assert dp.check_site_budget([GOOD] * 3, {"required": False}, site_id="s") == 0.0

@@ -100,6 +100,15 @@ def test_every_feature_vector_has_norm_at_most_one(fill):
     assert bool((norms <= 1.0 + 1e-6).all()), norms.max()
 
 
+@pytest.mark.parametrize(
+    "edit", [{"count_weight": 1.5}, {"count_weight": 0.0}, {"bandwidth": 0.0}, {"n_features": 0}]
+)
+def test_a_feature_map_whose_rows_are_not_unit_vectors_cannot_be_built(edit):
+    with pytest.raises(DPError, match="feature|count_weight|bandwidth") as info:
+        dp_embedding.FeatureSpec(**edit)
+    assert info.value.code == "E_DP"
+
+
 def test_release_for_neighbouring_data_sets_differs_by_at_most_one():
     x, y = _data()
     classes = [0, 1, 2]

@@ -1,0 +1,129 @@
+"""The DP policy an audit checks modules against cannot be dropped or swapped by the exporter.
+
+A federation requires DP (mean-embedding, epsilon <= 1); a dishonest aggregator registered a
+module without any DP claim. The bundle is real (tests/audit_fixture.py: CA, signed tiny-cvae
+package, SQLite store, `aggregator ledger export`), audited through the real `ffsecure audit
+verify` command. The exporter's moves: drop `federation.json` (the auditor then pins the log
+key with `--log-key`), or put back an older manifest the same CA signed with a looser policy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import pytest
+import torch
+
+from ffsecure.federation import create_signed_manifest
+from tests.audit_fixture import AuditLab
+
+torch.set_num_threads(1)
+
+STRICT = {"required": True, "max_epsilon": 1.0, "delta": 1e-5, "mechanism": "mean-embedding"}
+
+
+def invoke(*args):
+    from click.testing import CliRunner
+
+    from ffsecure.cli import cli
+
+    r = CliRunner().invoke(cli, ["audit", "verify", *map(str, args), "--json"])
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    return r.exit_code, json.loads(r.stdout)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audit-dp-policy")
+    lab = AuditLab(root)
+    loose = lab.fed.home.federation.read_bytes()  # CA-signed, DP not required
+    strict = dataclasses.replace(lab.fed.manifest, dp_policy=dict(STRICT))
+    lab.fed.home.federation.write_bytes(create_signed_manifest(strict, lab.fed.ca))
+    non_dp = lab.register("st-mary", (0,), seed=1, dp=None)
+    bundle = lab.export("strict")
+    (root / "ca.pem").write_bytes(lab.fed.ca_pem)
+    (root / "loose.json").write_bytes(loose)
+    (root / "strict.json").write_bytes((bundle / "federation.json").read_bytes())
+    lab.close()
+    return root, bundle, non_dp
+
+
+def _codes(out):
+    return sorted({f["code"] for f in out["findings"] if f["severity"] == "error"})
+
+
+def test_a_module_without_dp_under_a_dp_policy_fails_the_audit(world):
+    root, bundle, non_dp = world
+    code, out = invoke(bundle, "--ca", root / "ca.pem")
+    assert code == 3 and out["verdict"] == "FAILED"
+    assert _codes(out) == ["E_AUDIT_MODULE_POLICY"]
+    (f,) = out["findings"]
+    assert f["module_id"] == non_dp and "requires DP" in f["message"]
+
+
+def test_dropping_federation_json_does_not_turn_the_dp_policy_check_off(world, tmp_path):
+    root, bundle, non_dp = world
+    t = tmp_path / "dropped"
+    shutil.copytree(bundle, t)
+    (t / "federation.json").unlink()
+    (tmp_path / "log.vkey").write_text((bundle / "log.vkey").read_text())
+    code, out = invoke(t, "--ca", root / "ca.pem", "--log-key", tmp_path / "log.vkey")
+    assert code == 3 and out["verdict"] == "FAILED"
+    assert _codes(out) == ["E_AUDIT_NO_FEDERATION"]
+    (f,) = out["findings"]
+    assert f["check"] == "dp-claims" and "--federation" in f["message"]
+    assert {c["name"]: c["status"] for c in out["checks"]}["dp-claims"] == "failed"
+    # the auditor who brings the manifest gets the policy checked (and the log key bound)
+    code, out = invoke(t, "--ca", root / "ca.pem", "--federation", root / "strict.json")
+    assert code == 3 and _codes(out) == ["E_AUDIT_MODULE_POLICY"]
+    assert "log key bound by --federation" in out["checks"][0]["detail"]
+
+
+def test_an_older_looser_manifest_swapped_in_is_named_against_the_auditor_s(world, tmp_path):
+    root, bundle, non_dp = world
+    t = tmp_path / "swapped"
+    shutil.copytree(bundle, t)
+    shutil.copyfile(root / "loose.json", t / "federation.json")
+    code, out = invoke(t, "--ca", root / "ca.pem", "--federation", root / "strict.json")
+    assert code == 3 and _codes(out) == ["E_AUDIT_FEDERATION", "E_AUDIT_MODULE_POLICY"]
+    swap = [f for f in out["findings"] if f["code"] == "E_AUDIT_FEDERATION"]
+    assert "swapped in another policy" in swap[0]["message"]
+    # an auditor's manifest the CA never signed is a finding too, never used
+    forged = json.loads((root / "strict.json").read_bytes())
+    forged["signed"]["dp_policy"]["max_epsilon"] = 100.0
+    (tmp_path / "forged.json").write_text(json.dumps(forged, sort_keys=True, separators=(",", ":")))
+    code, out = invoke(t, "--ca", root / "ca.pem", "--federation", tmp_path / "forged.json")
+    assert code == 3 and "E_AUDIT_FEDERATION" in _codes(out)
+
+
+def test_a_site_whose_modules_together_exceed_the_budget_is_a_finding(tmp_path):
+    """Each module meets the policy alone; the third release of st-mary's data does not."""
+    params = {
+        "delta": 1e-5,
+        "accountant": "rdp",
+        "noise_multiplier": 0.8,
+        "sample_rate": 0.01,
+        "steps": 1000,
+    }  # epsilon 3.70 alone, 4.86 for two, 5.85 for three (RDP)
+    lab = AuditLab(tmp_path)
+    try:
+        policy = {"required": True, "max_epsilon": 5.0, "delta": 1e-5}
+        lab.fed.home.federation.write_bytes(
+            create_signed_manifest(
+                dataclasses.replace(lab.fed.manifest, dp_policy=policy), lab.fed.ca
+            )
+        )
+        claim = {"epsilon": 3.7, **params}
+        mary = [lab.register("st-mary", (0,), seed=s, dp=claim) for s in (1, 2, 3)]
+        lab.register("st-john", (1,), seed=4, dp=claim)
+        bundle = lab.export("over-budget")
+        (tmp_path / "ca.pem").write_bytes(lab.fed.ca_pem)
+    finally:
+        lab.close()
+    code, out = invoke(bundle, "--ca", tmp_path / "ca.pem")
+    assert code == 3 and _codes(out) == ["E_AUDIT_DP_BUDGET"]
+    (f,) = out["findings"]
+    assert (f["module_id"], f["check"]) == (mary[2], "dp-claims")
+    assert "st-mary" in f["message"] and "5.8" in f["message"]
