@@ -125,6 +125,10 @@ def run_point(
         "generators_s": res["timings"].get("generators_s"),
         "site_generator_s": max(s["wall_s"] for s in res["sites"]),
         "membership_auroc": max(s["membership"]["auroc"] for s in res["sites"]),
+        # the 95% interval of that largest site's AUROC (few held-out images: wide)
+        "membership_auroc_ci95": max(
+            (s["membership"] for s in res["sites"]), key=lambda m: m["auroc"]
+        ).get("auroc_ci95"),
         "membership_attack": sorted({s["membership"]["attack"] for s in res["sites"]}),
         "membership_non_member_split": sorted(
             {s["membership"]["non_member_split"] for s in res["sites"]}
