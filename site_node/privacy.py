@@ -7,10 +7,16 @@ the manifest and signing it: the privacy check
 signed, with the site's training images of the module's classes as members
 and the same classes' held-out images as non-members; its numbers-only
 report goes into the manifest (so the signature covers it), and the report
-is judged with :func:`ffsecure.privacy.policy.evaluate`, the same function
-the aggregator uses at registration, under the same defaults. A module that
-fails is stored ``refused`` with the reason (``error.by = "site"``) and never
-sealed or sent. ``site-node privacy-check`` uses the same measuring step.
+is judged with :func:`ffsecure.privacy.policy.site_verdict`, which applies
+:func:`~ffsecure.privacy.policy.evaluate`, the function the aggregator uses at
+registration, under the same defaults. A module that fails is stored
+``refused`` with the reason (``error.by = "site"``) and never sealed or sent.
+``site-node privacy-check`` uses the same measuring step.
+
+A module with a DP claim signs no figure measured on the training images (the
+DP claim covers everything released): they stay in the local report, and a
+threshold they exceed is logged as a warning for the site operator, never a
+refusal, so that no decision depends on private data outside the claim.
 
 The full local report (``privacy-report.json``, with the verdict under
 ``policy``) and ``closest-pairs.png`` are written beside the package.
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,13 +36,15 @@ from ffsecure import pki
 from ffsecure.errors import DataError
 from ffsecure.federation import FederationManifest
 from ffsecure.package import ModuleManifest
-from ffsecure.privacy.policy import PolicyVerdict, effective_policy, evaluate
-from ffsecure.privacy.report import DEFAULT_MAX_EXAMPLES, DEFAULT_SAMPLES
+from ffsecure.privacy.policy import PolicyVerdict, effective_policy, site_verdict
+from ffsecure.privacy.report import DEFAULT_MAX_EXAMPLES, DEFAULT_SAMPLES, measured_report
 
 if TYPE_CHECKING:  # annotations only: torch is imported when a check runs
     import torch
 
     from site_node.training import SiteData
+
+log = logging.getLogger("site_node.privacy")
 
 REPORT_FILE = "privacy-report.json"
 PAIRS_FILE = "closest-pairs.png"
@@ -134,11 +143,25 @@ def gate(
         png=out_dir / PAIRS_FILE,
     )
     report = full["manifest_report"]
-    verdict = evaluate(report, manifest.dp, federation.privacy_policy)
     full["membership"]["non_member_split"] = split
-    full.update(module_id=manifest.module_id, policy=verdict.to_dict())
+    full["module_id"] = manifest.module_id
+    verdict = judge(full, manifest.dp, federation)
+    full["policy"] = verdict.to_dict()
     write_report(out_dir / REPORT_FILE, full)
     return dataclasses.replace(manifest, privacy_report=dict(report)), verdict
+
+
+def judge(full: dict[str, Any], dp: dict | None, federation: FederationManifest) -> PolicyVerdict:
+    """The site's verdict on a full report under the federation's policy; logs its warnings."""
+    verdict = site_verdict(measured_report(full), dp, federation.privacy_policy)
+    for warning in verdict.warnings:
+        log.warning(
+            "privacy check of module %s: %s",
+            full.get("module_id"),
+            warning,
+            extra={"event": "privacy_warning", "module_id": full.get("module_id")},
+        )
+    return verdict
 
 
 def write_report(path: Path, full: dict[str, Any]) -> None:

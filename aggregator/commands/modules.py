@@ -4,6 +4,8 @@
 as the site signed it (null when the module has none); ``show`` also re-runs
 the federation's privacy policy check on it (pure, see
 :func:`ffsecure.privacy.policy.check_module`) under the policy in force now.
+A module with a DP claim signs no measured figure: its thresholds show as
+covered by the DP claim (``DP`` in the table).
 """
 
 from __future__ import annotations
@@ -50,8 +52,10 @@ NO_VALUE = (
 )
 
 
-def _fmt(value: float | None) -> str:
-    return NO_VALUE if value is None else f"{value:.3f}"
+def _fmt(value: float | None, dp_claim: bool = False) -> str:
+    if value is None:
+        return "DP" if dp_claim else NO_VALUE  # DP: not released, the DP claim covers it
+    return f"{value:.3f}"
 
 
 def _privacy_policy(row, policy: dict | None) -> dict:
@@ -66,6 +70,7 @@ def _privacy_policy(row, policy: dict | None) -> dict:
         "required": verdict.required,
         "passes": verdict.passes,
         "reason": verdict.problems[0].message if verdict.problems else None,
+        "covered_by_dp": verdict.to_dict()["covered_by_dp"],
     }
 
 
@@ -86,7 +91,8 @@ def list_cmd(ctx: click.Context, home_dir: str, status: str | None, as_json: boo
 
     The privacy columns come from the module's signed privacy_report: the
     membership-inference AUROC (the stronger of the plain and the calibrated
-    attack) and the near-copy fraction; a dash when the module has no report.
+    attack) and the near-copy fraction; a dash when the module has no report,
+    DP when its DP claim covers the figure (not released).
     """
     ctx.ensure_object(dict)["json"] = as_json
     with open_operations(home_dir, evaluation=False) as ops:
@@ -115,6 +121,7 @@ def list_cmd(ctx: click.Context, home_dir: str, status: str | None, as_json: boo
     for m in out:
         eps = "-" if m["dp_epsilon"] is None else f"{m['dp_epsilon']:.2f}"
         report = m["privacy_report"]
+        dp_claim = report is not None and m["dp_epsilon"] is not None
         auroc = strongest(report, "membership_auroc", "membership_calibrated_auroc")
         near = report.get("near_copy_fraction") if report else None
         table.add_row(
@@ -123,8 +130,8 @@ def list_cmd(ctx: click.Context, home_dir: str, status: str | None, as_json: boo
             ",".join(m["classes"]),
             m["generator"],
             eps,
-            _fmt(auroc),
-            _fmt(near),
+            _fmt(auroc, dp_claim),
+            _fmt(near, dp_claim),
             m["registered_at"],
             m["status"],
         )
@@ -185,6 +192,8 @@ def show_cmd(ctx: click.Context, home_dir: str, module_id: str, as_json: bool) -
         if check["passes"]
         else f"; FAILS: {check['reason']}"
     )
+    if check["covered_by_dp"]:
+        verdict += f"; covered by the DP claim (not released): {', '.join(check['covered_by_dp'])}"
     click.echo(f"privacy_policy: {verdict}")
 
 

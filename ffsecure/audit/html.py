@@ -15,6 +15,8 @@ from ffsecure import __version__
 from ffsecure.audit.verify import AuditResult
 from ffsecure.errors import LedgerError
 from ffsecure.ledger.merkle import verify_inclusion
+from ffsecure.privacy.policy import THRESHOLDS, effective_policy
+from ffsecure.privacy.report import DATA_DEPENDENT, has_dp_claim
 from ffsecure.records.entries import EntryType
 from ffsecure.records.lineage import read_commitment
 from ffsecure.timefmt import now_rfc3339
@@ -339,19 +341,32 @@ def _num(value):
     return f"{value:.4g}" if isinstance(value, float) else value
 
 
-def _privacy(manifest: dict | None) -> str:
+def _covered_by_dp(manifest: dict, report: dict, policy: dict | None) -> str:
+    """Under a DP claim: the policy thresholds whose figure the report leaves to the claim."""
+    if not has_dp_claim(manifest.get("dp")) or DATA_DEPENDENT & set(report):
+        return ""
+    effective = effective_policy(policy) or {}
+    covered = [what for key, (what, *_) in THRESHOLDS.items() if effective.get(key) is not None]
+    covered = covered or ["measured figures"]
+    return (
+        f"<div class='meta'>not released, covered by the DP claim: {_e(', '.join(covered))}</div>"
+    )
+
+
+def _privacy(manifest: dict | None, policy: dict | None) -> str:
     pr = (manifest or {}).get("privacy_report")
-    if not isinstance(pr, dict) or not pr:
+    if not isinstance(manifest, dict) or not isinstance(pr, dict) or not pr:
         return "<span class='meta'>—</span>"
     return "".join(
         f"<div><span class='kv'>{_e(k)}</span> {_e(v)}</div>"
         for k, v in sorted(pr.items())
         if k != "v"
-    )
+    ) + _covered_by_dp(manifest, pr, policy)
 
 
 def _sites(r: AuditResult) -> str:
     labels = r.federation.label_space if r.federation is not None else None
+    policy = r.federation.privacy_policy if r.federation is not None else None
     by_site: dict[str, list] = {}
     for ms in r.replay.modules.values():
         by_site.setdefault(ms.site_id, []).append(ms)
@@ -388,7 +403,7 @@ def _sites(r: AuditResult) -> str:
                 f"<tr><td><code title='{_e(ms.module_id)}'>{_e(_short(ms.module_id))}</code></td>"
                 f"<td>{_classes(manifest, labels)}</td>"
                 f"<td>{_dp(manifest, mc.dp_recomputed if mc else None)}</td>"
-                f"<td>{_privacy(manifest)}</td>"
+                f"<td>{_privacy(manifest, policy)}</td>"
                 f"<td>entry {ms.registered_index}<div class='meta nowrap'>{_e(ms.time)}</div></td>"
                 f"<td>{sig}</td><td>{status}</td></tr>"
             )

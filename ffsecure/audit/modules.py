@@ -8,7 +8,10 @@ per the CRL, at the manifest's creation time (docs/pki.md: a ``key_compromise``
 revocation reaches back to every signature, a ``superseded`` one only from its
 date), with the manifest made no later than its registration. With the
 federation manifest, the module's generator, image shape, classes and DP claim
-are checked against the federation's policy too.
+are checked against the federation's policy too, and its signed privacy report
+against the federation's privacy policy (:func:`ffsecure.privacy.policy.check_module`,
+the check the aggregator runs at registration: under a DP claim a threshold on a
+figure the report does not state is covered by the claim).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from ffsecure.dp import DPBudgetError, DPClaim, DPClaimError, check_site_budget,
 from ffsecure.errors import FFSecureError
 from ffsecure.federation import FederationManifest
 from ffsecure.package import ModuleManifest, check_policy, verify_package_meta
+from ffsecure.privacy.policy import check_module as check_privacy_policy
 from ffsecure.records.entries import EntryType
 
 
@@ -195,7 +199,11 @@ def check_modules(
                 )
             if ok and federation is not None:
                 try:
-                    check_policy(ModuleManifest.from_dict(manifest), federation)
+                    parsed = ModuleManifest.from_dict(manifest)
+                    check_policy(parsed, federation)
+                    check_privacy_policy(
+                        parsed.privacy_report, parsed.dp, federation.privacy_policy
+                    )
                 except FFSecureError as exc:
                     problem = f"{exc.code}: {exc.message}"
                     findings.add(

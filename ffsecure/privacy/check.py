@@ -5,7 +5,9 @@
 same classes it never trained on (non-members), and optionally a reference
 generator for the calibrated attack; it returns the full local report
 (JSON-ready) whose numbers-only part (:func:`ffsecure.privacy.report.manifest_report`)
-goes into the signed manifest.
+goes into the signed manifest. Under a DP claim that part leaves out every figure
+measured on the training images (``withheld`` in the full report names them): they
+stay in the local report only.
 """
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ import torch
 
 from ffsecure.errors import DataError
 from ffsecure.privacy import accounting, membership, memorization
-from ffsecure.privacy.report import DEFAULT_SAMPLES, REPORT_VERSION, manifest_report
+from ffsecure.privacy.report import (
+    DEFAULT_SAMPLES,
+    REPORT_VERSION,
+    manifest_report,
+    measured_report,
+    withheld,
+)
 
 
 def split_holdout(
@@ -165,5 +173,6 @@ def run_check(
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "files": files,
     }
-    full["manifest_report"] = manifest_report(full)
+    full["manifest_report"] = manifest_report(full, dp)
+    full["withheld"] = withheld(measured_report(full), dp)  # measured here, never released
     return full

@@ -22,6 +22,18 @@ cannot show that it complies). The membership AUROC and TPR compared are the
 larger of the plain and the calibrated attack. If the module claims DP and
 its report states a re-computed epsilon, the two must agree.
 
+A DP claim covers everything released about the training data, so a module
+whose manifest carries a DP record signs no measured figure
+(:data:`ffsecure.privacy.report.DATA_DEPENDENT`, see
+:func:`ffsecure.privacy.report.releasable`). For such a module a threshold on a
+figure its report does not state is *covered by the DP claim*: not a failure,
+and shown as such (``covered_by_dp`` in :meth:`PolicyVerdict.to_dict`). A DP
+module whose report does state the figure (packages signed before this rule)
+is judged on it as before; a module without a DP claim keeps the rule above.
+The site still measures the withheld figures and :func:`site_verdict` turns a
+threshold they exceed into a warning for the site operator, never a refusal:
+the decision must not depend on private data outside the claim.
+
 :func:`evaluate` is pure (no I/O) and returns a :class:`PolicyVerdict` with
 every threshold's PASS/FAIL and every problem, in a fixed order;
 :func:`check_module` is the strict wrapper that raises the first problem as
@@ -31,11 +43,11 @@ every threshold's PASS/FAIL and every problem, in a fixed order;
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ffsecure.errors import FormatError, PolicyError
-from ffsecure.privacy.report import check_report
+from ffsecure.privacy.report import check_report, has_dp_claim, releasable
 from ffsecure.records.fields import is_number
 
 POLICY_FIELDS: dict[str, tuple[float, float] | None] = {
@@ -130,10 +142,16 @@ class ThresholdCheck:
     limit: float
     value: float | None  # None: the report does not state it (or there is no report)
     default: bool  # the limit is the policy default, not set by the federation
+    dp_claim: bool = False  # the module carries a DP claim
+
+    @property
+    def covered_by_dp(self) -> bool:
+        """The report does not state the figure because the module's DP claim covers it."""
+        return self.dp_claim and self.value is None
 
     @property
     def passes(self) -> bool:
-        return self.value is not None and self.value <= self.limit
+        return self.covered_by_dp or (self.value is not None and self.value <= self.limit)
 
 
 @dataclass(frozen=True)
@@ -145,6 +163,9 @@ class PolicyVerdict:
     has_report: bool
     thresholds: tuple[ThresholdCheck, ...]
     problems: tuple[PrivacyPolicyError, ...]
+    dp_claim: bool = False  # the module carries a DP claim
+    # the site's own figures, measured but not released, above a threshold (site_verdict only)
+    warnings: tuple[str, ...] = ()
 
     @property
     def passes(self) -> bool:
@@ -156,6 +177,7 @@ class PolicyVerdict:
             "policy": self.policy,
             "required": self.required,
             "has_report": self.has_report,
+            "dp_claim": self.dp_claim,
             "passes": self.passes,
             "thresholds": [
                 {
@@ -164,11 +186,14 @@ class PolicyVerdict:
                     "limit": c.limit,
                     "value": c.value,
                     "passes": c.passes,
+                    "covered_by_dp": c.covered_by_dp,
                     "default": c.default,
                 }
                 for c in self.thresholds
             ],
+            "covered_by_dp": [c.key for c in self.thresholds if c.covered_by_dp],
             "problems": [p.message for p in self.problems],
+            "warnings": list(self.warnings),
         }
 
 
@@ -210,7 +235,7 @@ def _epsilon_problems(
 
 
 def _threshold_checks(
-    report: dict[str, Any] | None, raw: dict[str, Any], effective: dict[str, Any]
+    report: dict[str, Any] | None, raw: dict[str, Any], effective: dict[str, Any], dp: Any
 ) -> tuple[ThresholdCheck, ...]:
     return tuple(
         ThresholdCheck(
@@ -219,6 +244,7 @@ def _threshold_checks(
             limit=effective[key],
             default=key not in raw,
             value=strongest(report, plain, calibrated),
+            dp_claim=has_dp_claim(dp),
         )
         for key, (what, plain, calibrated) in THRESHOLDS.items()
         if effective.get(key) is not None
@@ -251,12 +277,13 @@ def evaluate(
     """
     effective = effective_policy(policy)
     required = bool(effective and effective["required"])
+    claim = has_dp_claim(dp)
     malformed = _malformed(report)
     if malformed is not None:
-        return PolicyVerdict(effective, required, True, (), (malformed,))
+        return PolicyVerdict(effective, required, True, (), (malformed,), claim)
     problems = _epsilon_problems(report, dp)
     if effective is None or policy is None:  # one is None exactly when the other is
-        return PolicyVerdict(None, False, report is not None, (), tuple(problems))
+        return PolicyVerdict(None, False, report is not None, (), tuple(problems), claim)
     if report is None:
         if required:
             problems.append(
@@ -264,10 +291,33 @@ def evaluate(
                     "the federation requires a privacy report; the module has none", hint=FIX_HINT
                 )
             )
-        return PolicyVerdict(effective, required, False, (), tuple(problems))
-    checks = _threshold_checks(report, policy, effective)
+        return PolicyVerdict(effective, required, False, (), tuple(problems), claim)
+    checks = _threshold_checks(report, policy, effective, dp)
     problems += [_threshold_problem(c) for c in checks if not c.passes]
-    return PolicyVerdict(effective, required, True, checks, tuple(problems))
+    return PolicyVerdict(effective, required, True, checks, tuple(problems), claim)
+
+
+def site_verdict(
+    measured: dict[str, Any], dp: dict[str, Any] | None, policy: dict[str, Any] | None
+) -> PolicyVerdict:
+    """The site's verdict on its own measurement, before it signs: what the aggregator will find.
+
+    ``measured`` holds every figure the site measured
+    (:func:`ffsecure.privacy.report.measured_report`). The module is judged on the part it
+    will sign (:func:`~ffsecure.privacy.report.releasable`), exactly as at registration.
+    Under a DP claim, each threshold the withheld figures exceed becomes a warning in
+    ``warnings`` (for the site operator, in the local report), never a problem.
+    """
+    verdict = evaluate(releasable(measured, dp), dp, policy)
+    if not has_dp_claim(dp) or verdict.policy is None:
+        return verdict
+    local = _threshold_checks(measured, policy or {}, verdict.policy, None)
+    warnings = tuple(
+        f"{_threshold_problem(c).message}; measured here, not released: the DP claim covers it"
+        for c in local
+        if c.value is not None and not c.passes
+    )
+    return replace(verdict, warnings=warnings)
 
 
 def check_module(

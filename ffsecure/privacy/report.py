@@ -6,6 +6,17 @@ range (integers where counts are meant). It holds measured figures only:
 no image, no per-example value, nothing that names a patient. The full
 report a site keeps locally (``privacy-report.json``) carries more detail;
 :func:`manifest_report` extracts the signed part from it.
+
+A DP claim covers everything released about the training data. The figures of
+:data:`DATA_DEPENDENT` (example counts, membership-inference and memorization
+figures) are measured on the site's training images without noise, so a module
+whose manifest carries a DP record never signs them: :func:`releasable` is the one
+home of that rule, and :func:`manifest_report` applies it. Such a module's report
+holds only data-independent figures (the version, the number of samples the site
+chose to generate, the epsilon re-computed from the claim's own parameters and its
+delta); the measured figures stay in the site's local report, which is never sent.
+Older packages whose DP module signed measured figures still parse: the schema
+does not depend on the DP claim, the policy judges what the report states.
 """
 
 from __future__ import annotations
@@ -37,6 +48,44 @@ REPORT_FIELDS: dict[str, tuple[str, float, float]] = {
     "dp_epsilon_recomputed": ("float", 0.0, 1e6),
     "dp_delta": ("float", 0.0, 1.0),
 }
+
+
+#: Figures computed from the site's training images without noise: released only by a module
+#: without a DP claim (:func:`releasable`). Every other key of :data:`REPORT_FIELDS` is fixed by
+#: the site's choices or by the DP claim's own parameters.
+DATA_DEPENDENT: frozenset[str] = frozenset(
+    {
+        "members",
+        "non_members",
+        "membership_auroc",
+        "membership_tpr_at_1pct_fpr",
+        "membership_calibrated_auroc",
+        "membership_calibrated_tpr_at_1pct_fpr",
+        "memorization_ratio",
+        "near_copy_fraction",
+        "near_copy_threshold",
+    }
+)
+
+
+def has_dp_claim(dp: Any) -> bool:
+    """Whether a module manifest's ``dp`` field is a DP claim (a record, not null)."""
+    return isinstance(dp, dict)
+
+
+def releasable(report: dict[str, Any], dp: Any) -> dict[str, Any]:
+    """The part of ``report`` a module with manifest field ``dp`` may sign.
+
+    All of it without a DP claim; under one, only the keys outside :data:`DATA_DEPENDENT`.
+    """
+    if not has_dp_claim(dp):
+        return dict(report)
+    return {key: value for key, value in report.items() if key not in DATA_DEPENDENT}
+
+
+def withheld(report: dict[str, Any], dp: Any) -> list[str]:
+    """The keys of ``report`` that :func:`releasable` keeps local, sorted."""
+    return sorted(set(report) - set(releasable(report, dp)))
 
 
 class PrivacyReportError(FormatError):
@@ -79,8 +128,11 @@ def check_report(report: Any) -> dict[str, int | float]:
     return report
 
 
-def manifest_report(full: dict[str, Any]) -> dict[str, int | float]:
-    """The signed, numbers-only part of a full local report (``privacy-report.json``)."""
+def measured_report(full: dict[str, Any]) -> dict[str, int | float]:
+    """Every figure of a full local report (``privacy-report.json``) in the manifest's keys.
+
+    What the site measured, released or not: :func:`manifest_report` is the part it signs.
+    """
     out: dict[str, int | float] = {"v": REPORT_VERSION}
     mem, memo, acct = (
         full.get("membership") or {},
@@ -109,3 +161,11 @@ def manifest_report(full: dict[str, Any]) -> dict[str, int | float]:
         kind = REPORT_FIELDS[key][0]
         out[key] = int(value) if kind == "int" else round(float(value), 6)
     return check_report(out)
+
+
+def manifest_report(full: dict[str, Any], dp: Any) -> dict[str, int | float]:
+    """The signed, numbers-only part of a full local report, for a module whose ``dp`` is given.
+
+    Under a DP claim the figures of :data:`DATA_DEPENDENT` stay out (:func:`releasable`).
+    """
+    return check_report(releasable(measured_report(full), dp))

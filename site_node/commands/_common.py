@@ -131,9 +131,15 @@ def verdict_lines(verdict) -> list[str]:
         head = f"privacy policy (report {'required' if verdict.required else 'optional'})"
     lines = [f"{head}: {'PASS' if verdict.passes else 'FAIL'}"]
     for check in verdict.thresholds:
+        source = ", default" if check.default else ""
+        if check.covered_by_dp:
+            lines.append(
+                f"  PASS  {check.what} not released: covered by the DP claim "
+                f"(limit {check.limit:g}, {check.key}{source})"
+            )
+            continue
         value = "not stated" if check.value is None else f"{check.value:g}"
         sign = "<=" if check.passes else ">"
-        source = ", default" if check.default else ""
         lines.append(
             f"  {'PASS' if check.passes else 'FAIL'}  {check.what} {value} {sign} "
             f"{check.limit:g} ({check.key}{source})"
@@ -142,4 +148,5 @@ def verdict_lines(verdict) -> list[str]:
     # the threshold problems come last; the others (no report, epsilon mismatch) are listed here
     for problem in verdict.problems[: len(verdict.problems) - threshold_failures]:
         lines.append(f"  FAIL  {problem.message}")
+    lines += [f"  WARN  {warning}" for warning in verdict.warnings]
     return lines

@@ -8,12 +8,16 @@ calibrated with a reference generator trained on half of the held-out
 images), the memorization test on generated samples, and re-computes the DP
 epsilon from the manifest's DP record. It writes ``privacy-report.json`` and
 ``closest-pairs.png``; with ``--attach`` it adds the numbers to the module
-manifest and signs the package again. See docs/privacy.md.
+manifest and signs the package again. A module with a DP claim signs only the
+data-independent figures: the measured ones stay in the local report (the DP
+claim covers everything released). See docs/privacy.md.
 
 With ``--config`` the report is judged against the federation's privacy
 policy (the one the aggregator applies, defaults included): the output shows
 PASS/FAIL per threshold, the command exits 4 when the module fails, and with
-``--attach`` a failing module is marked ``refused`` (never sent).
+``--attach`` a failing module is marked ``refused`` (never sent). Under a DP
+claim a threshold is covered by the claim and a measured figure above it is a
+WARN line, not a failure.
 """
 
 from __future__ import annotations
@@ -28,13 +32,12 @@ from ffsecure.clitools import echo_json
 from ffsecure.errors import ConfigError, FFSecureError
 from ffsecure.package import SignedPackage, verify_package
 from ffsecure.privacy.attach import attach_report
-from ffsecure.privacy.policy import evaluate
 from ffsecure.privacy.report import DEFAULT_MAX_EXAMPLES, DEFAULT_SAMPLES
 from site_node import trust as trustlib
 from site_node.commands._common import training_progress, verdict_lines
 from site_node.config import load_config
 from site_node.exitcodes import EXIT_REFUSED
-from site_node.privacy import REPORT_FILE, members_and_non_members, write_report
+from site_node.privacy import REPORT_FILE, judge, members_and_non_members, write_report
 from site_node.state import StateDir
 from site_node.training import load_site_data, train_settings
 
@@ -264,7 +267,7 @@ def privacy_check(
         full["membership"]["non_member_split"] = split
         full["module_id"] = m.module_id
         report = full["manifest_report"]
-        verdict = None if trust is None else evaluate(report, m.dp, trust.federation.privacy_policy)
+        verdict = None if trust is None else judge(full, m.dp, trust.federation)
         full["policy"] = None if verdict is None else verdict.to_dict()
         if attach:
             if record is not None and trust is not None:  # --config: the site's own key
@@ -316,6 +319,11 @@ def _render(full, m, out, verdict, as_json) -> None:
         )
     else:
         click.echo("  DP: none (no formal guarantee)")
+    if full.get("withheld"):
+        click.echo(
+            "  signed report leaves out (measured here, covered by the DP claim): "
+            + ", ".join(full["withheld"])
+        )
     click.echo(
         f"  report: {out / 'privacy-report.json'}; closest pairs: {out / 'closest-pairs.png'}"
     )

@@ -369,6 +369,7 @@ def test_aggregator_modules_list_and_show_the_privacy_report(world, tmp_path):
         "required": True,
         "passes": True,
         "reason": None,
+        "covered_by_dp": [],  # no DP claim: every threshold is judged on the report's figures
     }
     text = invoke("show", rid)
     assert "  membership_calibrated_auroc: 0.555" in text and "  near_copy_fraction: 0.02" in text

@@ -77,7 +77,7 @@ def test_manifest_report_keeps_numbers_only():
         },
         "accounting": {"dp": False},
     }
-    rep = manifest_report(full)
+    rep = manifest_report(full, None)
     assert rep == {
         "v": 1,
         "members": 10,
@@ -92,6 +92,37 @@ def test_manifest_report_keeps_numbers_only():
         "near_copy_threshold": 0.1,
     }
     assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rep.values())
+
+
+def test_under_a_dp_claim_the_manifest_report_keeps_only_data_independent_figures():
+    """Counts, membership and memorization figures are measured without noise: never signed."""
+    from ffsecure.privacy.report import DATA_DEPENDENT, measured_report, releasable, withheld
+
+    full = {
+        "membership": {"members": 10, "non_members": 12, "auroc": 0.61, "tpr_at_1pct_fpr": 0.1},
+        "memorization": {
+            "generated": 50,
+            "ratio": 0.9,
+            "near_copy_fraction": 0.02,
+            "near_copy_threshold": 0.1,
+        },
+        "accounting": {"dp": True, "epsilon_recomputed": 7.9, "delta": 1e-5},
+    }
+    assert manifest_report(full, DP) == {
+        "v": 1,
+        "generated": 50,
+        "dp_epsilon_recomputed": 7.9,
+        "dp_delta": 1e-5,
+    }
+    measured = measured_report(full)
+    assert withheld(measured, DP) == sorted(set(measured) & DATA_DEPENDENT)
+    assert withheld(measured, None) == [] and releasable(measured, None) == measured
+    assert set(REPORT_FIELDS) - DATA_DEPENDENT == {
+        "v",
+        "generated",
+        "dp_epsilon_recomputed",
+        "dp_delta",
+    }
 
 
 @pytest.mark.parametrize(
@@ -264,3 +295,80 @@ def test_evaluate_gives_every_threshold_and_every_problem():
     missing = evaluate(None, None, {"required": True})
     assert not missing.passes and missing.thresholds == () and not missing.has_report
     assert evaluate(GOOD, None, None).passes and evaluate(GOOD, None, None).policy is None
+
+
+DP_SIGNED = {"v": 1, "generated": 1000, "dp_epsilon_recomputed": 7.9, "dp_delta": 1e-5}
+STRICT = {
+    "required": True,
+    "max_membership_auroc": 0.5,
+    "max_membership_tpr_at_1pct_fpr": 0.01,
+    "max_near_copy_fraction": 0.001,
+}
+
+
+def test_a_dp_claim_covers_thresholds_on_figures_its_report_does_not_state():
+    from ffsecure.privacy.policy import evaluate
+
+    verdict = evaluate(DP_SIGNED, DP, STRICT)
+    assert verdict.passes and verdict.dp_claim and verdict.problems == ()
+    assert all(c.covered_by_dp and c.passes and c.value is None for c in verdict.thresholds)
+    shown = verdict.to_dict()
+    assert shown["dp_claim"] is True and shown["passes"] is True
+    assert shown["covered_by_dp"] == [
+        "max_membership_auroc",
+        "max_membership_tpr_at_1pct_fpr",
+        "max_near_copy_fraction",
+    ]
+    assert all(row["covered_by_dp"] for row in shown["thresholds"])
+    check_module(DP_SIGNED, DP, STRICT)
+    # the claim must still agree with the epsilon the report re-computed
+    with pytest.raises(PrivacyPolicyError, match="disagrees"):
+        check_module({**DP_SIGNED, "dp_epsilon_recomputed": 3.0}, DP, STRICT)
+    # a required report is still required
+    with pytest.raises(PrivacyPolicyError, match="requires a privacy report"):
+        check_module(None, DP, STRICT)
+
+
+def test_without_a_dp_claim_a_report_lacking_a_figure_is_still_refused():
+    from ffsecure.privacy.policy import evaluate
+
+    verdict = evaluate({"v": 1, "generated": 1000}, None, STRICT)
+    assert not verdict.passes and verdict.to_dict()["covered_by_dp"] == []
+    assert len(verdict.problems) == 3
+    assert all("does not state it" in p.message for p in verdict.problems)
+
+
+def test_a_dp_module_that_signed_its_figures_is_judged_on_them():
+    """Packages signed before the rule: the figures they state are held to the thresholds."""
+    from ffsecure.privacy.policy import evaluate
+
+    old = {**GOOD, "dp_epsilon_recomputed": 7.9, "dp_delta": 1e-5}
+    verdict = evaluate(old, DP, STRICT)
+    assert not verdict.passes
+    assert [c.covered_by_dp for c in verdict.thresholds] == [False] * 3
+    with pytest.raises(PrivacyPolicyError, match="membership AUROC 0.55"):
+        check_module(old, DP, STRICT)
+    # partly stated: the stated figure is judged, the missing ones are covered
+    partial = {**DP_SIGNED, "near_copy_fraction": 0.0}
+    rows = {c.key: (c.passes, c.covered_by_dp) for c in evaluate(partial, DP, STRICT).thresholds}
+    assert rows["max_near_copy_fraction"] == (True, False)
+    assert rows["max_membership_auroc"] == (True, True)
+
+
+def test_the_site_verdict_warns_on_withheld_figures_but_never_refuses_a_dp_module():
+    from ffsecure.privacy.policy import site_verdict
+
+    measured = {**GOOD, "dp_epsilon_recomputed": 7.9, "dp_delta": 1e-5}
+    verdict = site_verdict(measured, DP, STRICT)
+    assert verdict.passes and verdict.problems == ()
+    assert len(verdict.warnings) == 3
+    assert "membership AUROC 0.55 is above the federation's limit 0.5" in verdict.warnings[0]
+    assert all("the DP claim covers it" in w for w in verdict.warnings)
+    assert verdict.to_dict()["warnings"] == list(verdict.warnings)
+    # the same figures without a DP claim are signed and refuse the module, without warnings
+    plain = site_verdict(GOOD, None, STRICT)
+    assert not plain.passes and plain.warnings == () and len(plain.problems) == 3
+    # under the policy's limits: no warning
+    assert (
+        site_verdict(measured, DP, {"required": True, "max_membership_auroc": 1.0}).warnings == ()
+    )
