@@ -272,7 +272,9 @@ def _combine(runs: list[dict[str, Any]], curve: dict[str, Any]) -> dict[str, Any
     for key in ("accuracy", "auroc"):
         p[key], p[f"{key}_sd"] = _mean_sd([r[key] for r in runs])
         p[f"{key}_runs"] = [r[key] for r in runs]
-    p["membership_auroc"] = max(r["membership_auroc"] for r in runs)
+    leakiest = max(runs, key=lambda r: r["membership_auroc"])
+    p["membership_auroc"] = leakiest["membership_auroc"]
+    p["membership_auroc_ci95"] = leakiest.get("membership_auroc_ci95")
     p["site_generator_s"] = max(r["site_generator_s"] for r in runs)
     p["achieved_epsilon"] = _flat([r["achieved_epsilon"] for r in runs])
     p["noise_multiplier"] = _flat([r["noise_multiplier"] for r in runs])
@@ -284,6 +286,13 @@ def _combine(runs: list[dict[str, Any]], curve: dict[str, Any]) -> dict[str, Any
         round(p["auroc"] / cen["auroc"], 4) if cen and cen.get("auroc") else None
     )
     return p
+
+
+def _with_interval(value: float | None, interval: list[float] | None) -> str:
+    """``0.612 [0.52, 0.70]``: a membership AUROC and its 95% interval (older points: none)."""
+    if value is None or not interval:
+        return common.f3(value)
+    return f"{common.f3(value)} [{interval[0]:.2f}, {interval[1]:.2f}]"
 
 
 def _flat(lists: list[list[float] | None]) -> list[float] | None:
@@ -465,7 +474,7 @@ def to_markdown(result: dict[str, Any]) -> str:
                     "FF AUROC",
                     "accuracy / centralized",
                     "AUROC / centralized",
-                    "membership AUROC (max)",
+                    "membership AUROC (max) [95% interval]",
                     "noise multiplier (min-max)",
                     "generator s per site (max)",
                     "run s",
@@ -478,7 +487,7 @@ def to_markdown(result: dict[str, Any]) -> str:
                         _pm(p["auroc"], p.get("auroc_sd")),
                         common.f3(p["ratio_vs_centralized"]),
                         common.f3(p.get("auroc_ratio_vs_centralized")),
-                        common.f3(p.get("membership_auroc")),
+                        _with_interval(p.get("membership_auroc"), p.get("membership_auroc_ci95")),
                         _span(p["noise_multiplier"]),
                         common.f1(p.get("site_generator_s")),
                         common.f1(p["wall_s"]),
