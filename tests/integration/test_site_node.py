@@ -703,7 +703,8 @@ def test_train_uses_dp_when_the_site_asks_and_reports_epsilon_per_epoch(fed, tmp
     from site_node.training import train_module
 
     cfg_path = write_site_config(tmp_path, "st-a", "127.0.0.1:1", [0, 1])
-    cfg_path.write_text(cfg_path.read_text() + "\n[dp]\ntarget_epsilon = 5.0\ndelta = 1e-4\n")
+    dp_lines = '\n[dp]\ntarget_epsilon = 5.0\ndelta = 1e-4\nmechanism = "dp-sgd"\n'
+    cfg_path.write_text(cfg_path.read_text() + dp_lines)  # what this test checks: DP-SGD
     setup_site_in_process(fed, cfg_path, train=False)
     cfg = load_config(cfg_path)
     seen = []
