@@ -184,12 +184,10 @@ def test_mean_embedding_is_refused_for_a_family_it_cannot_train():
     with pytest.raises(DPError, match="unknown DP mechanism"):
         dp.resolve_mechanism("laplace", "cvae", 100)
     assert dp.resolve_mechanism("auto", "cvae", 100, 1.0) == "mean-embedding"
-    assert dp.resolve_mechanism("auto", "cvae", 100, 2.0) == "mean-embedding"
-    # at epsilon 8 the two measured within their spread on digits: DP-SGD stays the default
-    assert dp.resolve_mechanism("auto", "cvae", 100, 8.0) == "dp-sgd"
-    assert dp.resolve_mechanism("auto", "cvae", 100, dp.AUTO_MEAN_EMBEDDING_BELOW_EPSILON) == (
-        "dp-sgd"
-    )
+    # on digits the mean-embedding release led DP-SGD at epsilon 1 and at epsilon 8
+    assert dp.resolve_mechanism("auto", "cvae", 100, 8.0) == "mean-embedding"
+    assert dp.resolve_mechanism("auto", "cvae", 5000, 16.0) == "mean-embedding"
+    assert dp.resolve_mechanism("dp-sgd", "cvae", 100, 1.0) == "dp-sgd"  # pinned: kept
     assert dp.resolve_mechanism("auto", "ddpm", 100, 1.0) == "dp-sgd"
 
 
