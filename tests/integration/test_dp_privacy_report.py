@@ -18,7 +18,9 @@ manifest requires a privacy report.
 - DP not required: nothing bounds a claim, so the site signs its measured figures
   (the local report says they are released outside the DP claim) and the module
   registers; the same weights re-signed with epsilon 10^4 and no figures, or
-  without a DP claim and without figures, are refused with E_PRIVACY_POLICY.
+  without a DP claim and without figures, are refused with E_PRIVACY_POLICY; so is
+  what `site-node privacy-check --attach` signs without --config (it cannot know the
+  federation, withholds the figures and says to attach with --config).
 """
 
 from __future__ import annotations
@@ -237,6 +239,26 @@ def test_without_required_dp_a_dp_module_signs_its_figures_and_a_bare_claim_is_r
         refused = _upload_refused(cfg, bare)
         assert refused.code == "E_PRIVACY_POLICY" and "does not state it" in refused.message
         assert "does not require DP" not in refused.message
+
+        # without --config the site cannot know the federation: a DP module withholds its
+        # figures, the summary says to attach with --config, and this aggregator refuses it
+        blind_path = tmp_path / "blind.ffpk"
+        args = ["privacy-check", "--module", folder / "package.ffpk", "--data", "digits"]
+        args += ["--samples", "50", "--out", tmp_path / "blind", "--attach"]
+        args += ["--key", load_config(cfg).key_path, "--cert", cfg.parent / "site.pem"]
+        res = CliRunner().invoke(
+            cli, [*map(str, args), "--output", str(blind_path)], catch_exceptions=False
+        )
+        assert res.exit_code == 0, res.output
+        assert "withheld under the DP claim" in res.output
+        assert "attach with --config site.toml" in res.output
+        blind = SignedPackage.from_bytes(blind_path.read_bytes())
+        assert set(blind.manifest.privacy_report) == set(NO_FIGURES) | {
+            "dp_epsilon_recomputed",
+            "dp_delta",
+        }
+        refused = _upload_refused(cfg, _resigned(cfg, blind))
+        assert refused.code == "E_PRIVACY_POLICY" and "does not require DP" in refused.message
 
         entries = ledger_entries(fed, agg.address)
         registered = [e["facts"]["module_id"] for e in entries if e["type"] == "module.registered"]
