@@ -145,9 +145,12 @@ class Registrar:
                 "over a connection with its own certificate",
             )
         m = package.manifest
-        check_privacy_policy(
-            m.privacy_report, m.dp, self.federation.privacy_policy
-        )  # E_PRIVACY_POLICY
+        check_privacy_policy(  # E_PRIVACY_POLICY; a DP claim covers figures only under required DP
+            m.privacy_report,
+            m.dp,
+            self.federation.privacy_policy,
+            dp_policy=self.federation.dp_policy,
+        )
         if m.dp is not None:
             check_dp_claim(m.dp)  # E_DP_CLAIM: bounded before accounting, under a time budget
         return package, verified

@@ -13,10 +13,15 @@ registration, under the same defaults. A module that fails is stored
 ``refused`` with the reason (``error.by = "site"``) and never sealed or sent.
 ``site-node privacy-check`` uses the same measuring step.
 
-A module with a DP claim signs no figure measured on the training images (the
-DP claim covers everything released): they stay in the local report, and a
-threshold they exceed is logged as a warning for the site operator, never a
-refusal, so that no decision depends on private data outside the claim.
+A module with a DP claim in a federation that requires DP signs no figure measured
+on the training images (the DP claim, bounded by the federation's ``max_epsilon``,
+covers everything released: :func:`ffsecure.privacy.report.dp_covers`): they stay in
+the local report, and a threshold they exceed is logged as a warning for the site
+operator, never a refusal, so that no decision depends on private data outside the
+claim. In a federation that does not require DP nothing bounds the claim, so a DP
+module signs its measured figures like any other module (the policy needs them); they
+are then released outside the DP claim, which the local report
+(``released_outside_dp_claim``) and a logged warning say.
 
 The full local report (``privacy-report.json``, with the verdict under
 ``policy``) and ``closest-pairs.png`` are written beside the package.
@@ -138,6 +143,7 @@ def gate(
         members=members,
         non_members=non_members,
         dp=manifest.dp,
+        dp_policy=federation.dp_policy,
         n_generated=DEFAULT_SAMPLES,
         seed=seed,
         png=out_dir / PAIRS_FILE,
@@ -153,7 +159,17 @@ def gate(
 
 def judge(full: dict[str, Any], dp: dict | None, federation: FederationManifest) -> PolicyVerdict:
     """The site's verdict on a full report under the federation's policy; logs its warnings."""
-    verdict = site_verdict(measured_report(full), dp, federation.privacy_policy)
+    verdict = site_verdict(
+        measured_report(full), dp, federation.privacy_policy, dp_policy=federation.dp_policy
+    )
+    if full.get("released_outside_dp_claim"):
+        log.warning(
+            "privacy check of module %s: the federation does not require DP, so its report "
+            "signs %s outside the DP claim",
+            full.get("module_id"),
+            ", ".join(full["released_outside_dp_claim"]),
+            extra={"event": "privacy_outside_dp_claim", "module_id": full.get("module_id")},
+        )
     for warning in verdict.warnings:
         log.warning(
             "privacy check of module %s: %s",

@@ -4,8 +4,10 @@
 as the site signed it (null when the module has none); ``show`` also re-runs
 the federation's privacy policy check on it (pure, see
 :func:`ffsecure.privacy.policy.check_module`) under the policy in force now.
-A module with a DP claim signs no measured figure: its thresholds show as
-covered by the DP claim (``DP`` in the table).
+A module with a DP claim in a federation that requires DP signs no measured
+figure: its thresholds show as covered by the DP claim (``DP`` in the table).
+Where the federation does not require DP, a DP claim covers nothing and a missing
+figure shows as a dash and fails the policy.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ffsecure.clitools import echo_json
 from ffsecure.errors import StoreError
 from ffsecure.package import ModuleManifest
 from ffsecure.privacy.policy import evaluate, strongest
+from ffsecure.privacy.report import dp_covers
 
 
 def _summary(row, label_space: list[str]) -> dict:
@@ -52,19 +55,20 @@ NO_VALUE = (
 )
 
 
-def _fmt(value: float | None, dp_claim: bool = False) -> str:
+def _fmt(value: float | None, covered: bool = False) -> str:
     if value is None:
-        return "DP" if dp_claim else NO_VALUE  # DP: not released, the DP claim covers it
+        return "DP" if covered else NO_VALUE  # DP: not released, the DP claim covers it
     return f"{value:.3f}"
 
 
-def _privacy_policy(row, policy: dict | None) -> dict:
+def _privacy_policy(row, policy: dict | None, dp_policy: dict) -> dict:
     """Whether the federation's privacy policy requires a report, and whether this module passes it.
 
     ``policy`` in the result is the policy in force (defaults applied), as registration applies it.
     """
     m = ModuleManifest.from_bytes(row.manifest)
-    verdict = evaluate(m.privacy_report, m.dp if isinstance(m.dp, dict) else None, policy)
+    dp = m.dp if isinstance(m.dp, dict) else None
+    verdict = evaluate(m.privacy_report, dp, policy, dp_policy=dp_policy)
     return {
         "policy": verdict.policy,
         "required": verdict.required,
@@ -92,12 +96,15 @@ def list_cmd(ctx: click.Context, home_dir: str, status: str | None, as_json: boo
     The privacy columns come from the module's signed privacy_report: the
     membership-inference AUROC (the stronger of the plain and the calibrated
     attack) and the near-copy fraction; a dash when the module has no report,
-    DP when its DP claim covers the figure (not released).
+    DP when its DP claim covers the figure (not released; only where the
+    federation requires DP, :func:`ffsecure.privacy.report.dp_covers`).
     """
     ctx.ensure_object(dict)["json"] = as_json
     with open_operations(home_dir, evaluation=False) as ops:
         rows = ops.store.list_modules({"live": "active", "deleted": "deleted", None: None}[status])
         out = [_summary(r, ops.label_space) for r in rows]
+        dp_policy = ops.federation.dp_policy
+        covers = [dp_covers(ModuleManifest.from_bytes(r.manifest).dp, dp_policy) for r in rows]
     if as_json:
         echo_json(out)
         return
@@ -118,10 +125,10 @@ def list_cmd(ctx: click.Context, home_dir: str, status: str | None, as_json: boo
         "status",
     ):
         table.add_column(col)
-    for m in out:
+    for m, covered in zip(out, covers, strict=True):
         eps = "-" if m["dp_epsilon"] is None else f"{m['dp_epsilon']:.2f}"
         report = m["privacy_report"]
-        dp_claim = report is not None and m["dp_epsilon"] is not None
+        covered = covered and report is not None
         auroc = strongest(report, "membership_auroc", "membership_calibrated_auroc")
         near = report.get("near_copy_fraction") if report else None
         table.add_row(
@@ -130,8 +137,8 @@ def list_cmd(ctx: click.Context, home_dir: str, status: str | None, as_json: boo
             ",".join(m["classes"]),
             m["generator"],
             eps,
-            _fmt(auroc, dp_claim),
-            _fmt(near, dp_claim),
+            _fmt(auroc, covered),
+            _fmt(near, covered),
             m["registered_at"],
             m["status"],
         )
@@ -160,7 +167,8 @@ def show_cmd(ctx: click.Context, home_dir: str, module_id: str, as_json: bool) -
     with open_operations(home_dir, evaluation=False) as ops:
         row = ops.store.get_module(module_id)
         info = _summary(row, ops.label_space)
-        info["privacy_policy"] = _privacy_policy(row, ops.federation.privacy_policy)
+        fed = ops.federation
+        info["privacy_policy"] = _privacy_policy(row, fed.privacy_policy, fed.dp_policy)
         info["used_by"] = [
             {"kind": kind, "id": a.artifact_id, "status": a.status}
             for kind in ("dataset", "classifier")

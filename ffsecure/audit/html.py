@@ -14,9 +14,10 @@ from html import escape
 from ffsecure import __version__
 from ffsecure.audit.verify import AuditResult
 from ffsecure.errors import LedgerError
+from ffsecure.federation import FederationManifest
 from ffsecure.ledger.merkle import verify_inclusion
 from ffsecure.privacy.policy import THRESHOLDS, effective_policy
-from ffsecure.privacy.report import DATA_DEPENDENT, has_dp_claim
+from ffsecure.privacy.report import DATA_DEPENDENT, dp_covers
 from ffsecure.records.entries import EntryType
 from ffsecure.records.lineage import read_commitment
 from ffsecure.timefmt import now_rfc3339
@@ -341,9 +342,12 @@ def _num(value):
     return f"{value:.4g}" if isinstance(value, float) else value
 
 
-def _covered_by_dp(manifest: dict, report: dict, policy: dict | None) -> str:
-    """Under a DP claim: the policy thresholds whose figure the report leaves to the claim."""
-    if not has_dp_claim(manifest.get("dp")) or DATA_DEPENDENT & set(report):
+def _covered_by_dp(manifest: dict, report: dict, fed: FederationManifest | None) -> str:
+    """Under a DP claim the federation bounds (``dp_covers``): the thresholds whose figure the
+    report leaves to the claim. Read from the verified federation manifest only."""
+    policy = fed.privacy_policy if fed is not None else None
+    dp_policy = fed.dp_policy if fed is not None else None
+    if not dp_covers(manifest.get("dp"), dp_policy) or DATA_DEPENDENT & set(report):
         return ""
     effective = effective_policy(policy) or {}
     covered = [what for key, (what, *_) in THRESHOLDS.items() if effective.get(key) is not None]
@@ -353,7 +357,7 @@ def _covered_by_dp(manifest: dict, report: dict, policy: dict | None) -> str:
     )
 
 
-def _privacy(manifest: dict | None, policy: dict | None) -> str:
+def _privacy(manifest: dict | None, fed: FederationManifest | None) -> str:
     pr = (manifest or {}).get("privacy_report")
     if not isinstance(manifest, dict) or not isinstance(pr, dict) or not pr:
         return "<span class='meta'>—</span>"
@@ -361,12 +365,11 @@ def _privacy(manifest: dict | None, policy: dict | None) -> str:
         f"<div><span class='kv'>{_e(k)}</span> {_e(v)}</div>"
         for k, v in sorted(pr.items())
         if k != "v"
-    ) + _covered_by_dp(manifest, pr, policy)
+    ) + _covered_by_dp(manifest, pr, fed)
 
 
 def _sites(r: AuditResult) -> str:
     labels = r.federation.label_space if r.federation is not None else None
-    policy = r.federation.privacy_policy if r.federation is not None else None
     by_site: dict[str, list] = {}
     for ms in r.replay.modules.values():
         by_site.setdefault(ms.site_id, []).append(ms)
@@ -403,7 +406,7 @@ def _sites(r: AuditResult) -> str:
                 f"<tr><td><code title='{_e(ms.module_id)}'>{_e(_short(ms.module_id))}</code></td>"
                 f"<td>{_classes(manifest, labels)}</td>"
                 f"<td>{_dp(manifest, mc.dp_recomputed if mc else None)}</td>"
-                f"<td>{_privacy(manifest, policy)}</td>"
+                f"<td>{_privacy(manifest, r.federation)}</td>"
                 f"<td>entry {ms.registered_index}<div class='meta nowrap'>{_e(ms.time)}</div></td>"
                 f"<td>{sig}</td><td>{status}</td></tr>"
             )

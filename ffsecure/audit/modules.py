@@ -11,7 +11,10 @@ federation manifest, the module's generator, image shape, classes and DP claim
 are checked against the federation's policy too, and its signed privacy report
 against the federation's privacy policy (:func:`ffsecure.privacy.policy.check_module`,
 the check the aggregator runs at registration: under a DP claim a threshold on a
-figure the report does not state is covered by the claim).
+figure the report does not state is covered by the claim only when the federation's
+``dp_policy`` requires DP). Both policies are read from the CA-signed federation
+manifest the audit verified, never from anything else in the bundle, so an exporter
+cannot make a DP claim cover figures by swapping a policy.
 """
 
 from __future__ import annotations
@@ -202,7 +205,10 @@ def check_modules(
                     parsed = ModuleManifest.from_dict(manifest)
                     check_policy(parsed, federation)
                     check_privacy_policy(
-                        parsed.privacy_report, parsed.dp, federation.privacy_policy
+                        parsed.privacy_report,
+                        parsed.dp,
+                        federation.privacy_policy,
+                        dp_policy=federation.dp_policy,
                     )
                 except FFSecureError as exc:
                     problem = f"{exc.code}: {exc.message}"

@@ -5,9 +5,13 @@
 same classes it never trained on (non-members), and optionally a reference
 generator for the calibrated attack; it returns the full local report
 (JSON-ready) whose numbers-only part (:func:`ffsecure.privacy.report.manifest_report`)
-goes into the signed manifest. Under a DP claim that part leaves out every figure
-measured on the training images (``withheld`` in the full report names them): they
-stay in the local report only.
+goes into the signed manifest. Where the DP claim covers them
+(:func:`ffsecure.privacy.report.withholds`: the federation's ``dp_policy`` requires DP,
+or no federation is known) that part leaves out every figure measured on the training
+images (``withheld`` in the full report names them): they stay in the local report
+only. A DP module in a federation that does not require DP signs them, and
+``released_outside_dp_claim`` in the full report names them: they are released outside
+the DP claim.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from ffsecure.privacy import accounting, membership, memorization
 from ffsecure.privacy.report import (
     DEFAULT_SAMPLES,
     REPORT_VERSION,
+    UNKNOWN_FEDERATION,
     manifest_report,
     measured_report,
+    released_outside_claim,
     withheld,
 )
 
@@ -125,6 +131,7 @@ def run_check(
     members: tuple[torch.Tensor, torch.Tensor],
     non_members: tuple[torch.Tensor, torch.Tensor],
     dp: dict[str, Any] | None = None,
+    dp_policy: Any = UNKNOWN_FEDERATION,
     reference: Any | None = None,
     n_generated: int = DEFAULT_SAMPLES,
     seed: int = 0,
@@ -132,7 +139,11 @@ def run_check(
     png: str | Path | None = None,
     near_copy_threshold: float | None = None,
 ) -> dict[str, Any]:
-    """Measure the module; return the full report (see ``docs/privacy.md``)."""
+    """Measure the module; return the full report (see ``docs/privacy.md``).
+
+    ``dp_policy`` is the federation manifest's (it decides what the signed part holds);
+    the default, ``UNKNOWN_FEDERATION``, withholds the measured figures under a DP claim.
+    """
     if n_generated < 1:
         raise DataError(
             "generate at least one sample", code="E_DATA_FORMAT", hint="use --samples 1000"
@@ -173,6 +184,8 @@ def run_check(
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "files": files,
     }
-    full["manifest_report"] = manifest_report(full, dp)
-    full["withheld"] = withheld(measured_report(full), dp)  # measured here, never released
+    measured = measured_report(full)
+    full["manifest_report"] = manifest_report(full, dp, dp_policy=dp_policy)
+    full["withheld"] = withheld(measured, dp, dp_policy=dp_policy)  # measured, never released
+    full["released_outside_dp_claim"] = released_outside_claim(measured, dp, dp_policy=dp_policy)
     return full

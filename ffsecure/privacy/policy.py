@@ -22,17 +22,24 @@ cannot show that it complies). The membership AUROC and TPR compared are the
 larger of the plain and the calibrated attack. If the module claims DP and
 its report states a re-computed epsilon, the two must agree.
 
-A DP claim covers everything released about the training data, so a module
-whose manifest carries a DP record signs no measured figure
+A DP claim covers everything released about the training data, but only where the
+federation bounds it: :func:`ffsecure.privacy.report.dp_covers` (the module has a DP
+claim and the federation's ``dp_policy`` is ``required``, so ``max_epsilon`` bounds it
+and the aggregator enforces each site's composed budget). A site can sign any epsilon
+(10^4 is honest and meaningless), so without that bound a DP claim would void every
+empirical limit of this policy. A covered module signs no measured figure
 (:data:`ffsecure.privacy.report.DATA_DEPENDENT`, see
-:func:`ffsecure.privacy.report.releasable`). For such a module a threshold on a
-figure its report does not state is *covered by the DP claim*: not a failure,
-and shown as such (``covered_by_dp`` in :meth:`PolicyVerdict.to_dict`). A DP
-module whose report does state the figure (packages signed before this rule)
-is judged on it as before; a module without a DP claim keeps the rule above.
-The site still measures the withheld figures and :func:`site_verdict` turns a
-threshold they exceed into a warning for the site operator, never a refusal:
-the decision must not depend on private data outside the claim.
+:func:`ffsecure.privacy.report.releasable`), and a threshold on a figure its report
+does not state is *covered by the DP claim*: not a failure, and shown as such
+(``covered_by_dp`` in :meth:`PolicyVerdict.to_dict`). A covered module whose report
+does state the figure (packages signed before this rule) is judged on it as before.
+Every other module, a DP one in a federation that does not require DP included, keeps
+the rule above: a figure it does not state is refused. :func:`evaluate`,
+:func:`check_module` and :func:`site_verdict` therefore take the federation's
+``dp_policy`` (keyword; ``None``, the default, covers nothing). The site still measures
+the withheld figures and :func:`site_verdict` turns a threshold they exceed into a
+warning for the site operator, never a refusal: the decision must not depend on
+private data outside the claim.
 
 :func:`evaluate` is pure (no I/O) and returns a :class:`PolicyVerdict` with
 every threshold's PASS/FAIL and every problem, in a fixed order;
@@ -47,7 +54,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ffsecure.errors import FormatError, PolicyError
-from ffsecure.privacy.report import check_report, has_dp_claim, releasable
+from ffsecure.privacy.report import check_report, dp_covers, has_dp_claim, releasable
 from ffsecure.records.fields import is_number
 
 POLICY_FIELDS: dict[str, tuple[float, float] | None] = {
@@ -143,11 +150,12 @@ class ThresholdCheck:
     value: float | None  # None: the report does not state it (or there is no report)
     default: bool  # the limit is the policy default, not set by the federation
     dp_claim: bool = False  # the module carries a DP claim
+    claim_covers: bool = False  # ... and the federation requires DP (report.dp_covers)
 
     @property
     def covered_by_dp(self) -> bool:
         """The report does not state the figure because the module's DP claim covers it."""
-        return self.dp_claim and self.value is None
+        return self.claim_covers and self.value is None
 
     @property
     def passes(self) -> bool:
@@ -164,6 +172,7 @@ class PolicyVerdict:
     thresholds: tuple[ThresholdCheck, ...]
     problems: tuple[PrivacyPolicyError, ...]
     dp_claim: bool = False  # the module carries a DP claim
+    claim_covers: bool = False  # ... and the federation requires DP (report.dp_covers)
     # the site's own figures, measured but not released, above a threshold (site_verdict only)
     warnings: tuple[str, ...] = ()
 
@@ -178,6 +187,7 @@ class PolicyVerdict:
             "required": self.required,
             "has_report": self.has_report,
             "dp_claim": self.dp_claim,
+            "dp_covers": self.claim_covers,
             "passes": self.passes,
             "thresholds": [
                 {
@@ -235,7 +245,11 @@ def _epsilon_problems(
 
 
 def _threshold_checks(
-    report: dict[str, Any] | None, raw: dict[str, Any], effective: dict[str, Any], dp: Any
+    report: dict[str, Any] | None,
+    raw: dict[str, Any],
+    effective: dict[str, Any],
+    dp: Any,
+    dp_policy: Any,
 ) -> tuple[ThresholdCheck, ...]:
     return tuple(
         ThresholdCheck(
@@ -245,13 +259,31 @@ def _threshold_checks(
             default=key not in raw,
             value=strongest(report, plain, calibrated),
             dp_claim=has_dp_claim(dp),
+            claim_covers=dp_covers(dp, dp_policy),
         )
         for key, (what, plain, calibrated) in THRESHOLDS.items()
         if effective.get(key) is not None
     )
 
 
+#: A DP module's report lacks a figure but the federation does not require DP.
+UNCOVERED_HINT = (
+    "sign the measured figures: `site-node privacy-check --config site.toml --module ID "
+    "--attach` signs them when the federation does not require DP (without --config the "
+    "site cannot know and withholds them); or the federation operator requires DP "
+    "(dp_policy.required with max_epsilon and delta, a new signed manifest)"
+)
+
+
 def _threshold_problem(check: ThresholdCheck) -> PrivacyPolicyError:
+    if check.value is None and check.dp_claim and not check.claim_covers:
+        return PrivacyPolicyError(
+            f"the federation limits the {check.what} ({check.key} = {check.limit:g}) but the "
+            "module's privacy report does not state it, and the federation does not require "
+            "DP (dp_policy.required is false: no max_epsilon bounds the claim), so the "
+            "module's DP claim cannot stand in for the figure",
+            hint=UNCOVERED_HINT,
+        )
     if check.value is None:
         return PrivacyPolicyError(
             f"the federation limits the {check.what} ({check.key} = "
@@ -268,22 +300,28 @@ def _threshold_problem(check: ThresholdCheck) -> PrivacyPolicyError:
 
 
 def evaluate(
-    report: dict[str, Any] | None, dp: dict[str, Any] | None, policy: dict[str, Any] | None
+    report: dict[str, Any] | None,
+    dp: dict[str, Any] | None,
+    policy: dict[str, Any] | None,
+    *,
+    dp_policy: dict[str, Any] | None = None,
 ) -> PolicyVerdict:
     """Each threshold's PASS/FAIL and every problem of a module under the federation's policy.
 
-    ``report`` and ``dp`` are the module manifest's fields, ``policy`` the
-    federation manifest's ``privacy_policy`` (defaults applied here). Pure.
+    ``report`` and ``dp`` are the module manifest's fields, ``policy`` and ``dp_policy``
+    the federation manifest's ``privacy_policy`` (defaults applied here) and ``dp_policy``
+    (whether the DP claim may cover a figure, :func:`~ffsecure.privacy.report.dp_covers`).
+    Pure.
     """
     effective = effective_policy(policy)
     required = bool(effective and effective["required"])
-    claim = has_dp_claim(dp)
+    claim, covers = has_dp_claim(dp), dp_covers(dp, dp_policy)
     malformed = _malformed(report)
     if malformed is not None:
-        return PolicyVerdict(effective, required, True, (), (malformed,), claim)
+        return PolicyVerdict(effective, required, True, (), (malformed,), claim, covers)
     problems = _epsilon_problems(report, dp)
     if effective is None or policy is None:  # one is None exactly when the other is
-        return PolicyVerdict(None, False, report is not None, (), tuple(problems), claim)
+        return PolicyVerdict(None, False, report is not None, (), tuple(problems), claim, covers)
     if report is None:
         if required:
             problems.append(
@@ -291,27 +329,33 @@ def evaluate(
                     "the federation requires a privacy report; the module has none", hint=FIX_HINT
                 )
             )
-        return PolicyVerdict(effective, required, False, (), tuple(problems), claim)
-    checks = _threshold_checks(report, policy, effective, dp)
+        return PolicyVerdict(effective, required, False, (), tuple(problems), claim, covers)
+    checks = _threshold_checks(report, policy, effective, dp, dp_policy)
     problems += [_threshold_problem(c) for c in checks if not c.passes]
-    return PolicyVerdict(effective, required, True, checks, tuple(problems), claim)
+    return PolicyVerdict(effective, required, True, checks, tuple(problems), claim, covers)
 
 
 def site_verdict(
-    measured: dict[str, Any], dp: dict[str, Any] | None, policy: dict[str, Any] | None
+    measured: dict[str, Any],
+    dp: dict[str, Any] | None,
+    policy: dict[str, Any] | None,
+    *,
+    dp_policy: dict[str, Any] | None = None,
 ) -> PolicyVerdict:
     """The site's verdict on its own measurement, before it signs: what the aggregator will find.
 
     ``measured`` holds every figure the site measured
     (:func:`ffsecure.privacy.report.measured_report`). The module is judged on the part it
     will sign (:func:`~ffsecure.privacy.report.releasable`), exactly as at registration.
-    Under a DP claim, each threshold the withheld figures exceed becomes a warning in
-    ``warnings`` (for the site operator, in the local report), never a problem.
+    Where the DP claim covers them (:func:`~ffsecure.privacy.report.dp_covers`), each
+    threshold the withheld figures exceed becomes a warning in ``warnings`` (for the site
+    operator, in the local report), never a problem; otherwise they are signed and judged.
     """
-    verdict = evaluate(releasable(measured, dp), dp, policy)
-    if not has_dp_claim(dp) or verdict.policy is None:
+    signed = releasable(measured, dp, dp_policy=dp_policy)
+    verdict = evaluate(signed, dp, policy, dp_policy=dp_policy)
+    if not dp_covers(dp, dp_policy) or verdict.policy is None:
         return verdict
-    local = _threshold_checks(measured, policy or {}, verdict.policy, None)
+    local = _threshold_checks(measured, policy or {}, verdict.policy, None, None)
     warnings = tuple(
         f"{_threshold_problem(c).message}; measured here, not released: the DP claim covers it"
         for c in local
@@ -321,13 +365,18 @@ def site_verdict(
 
 
 def check_module(
-    report: dict[str, Any] | None, dp: dict[str, Any] | None, policy: dict[str, Any] | None
+    report: dict[str, Any] | None,
+    dp: dict[str, Any] | None,
+    policy: dict[str, Any] | None,
+    *,
+    dp_policy: dict[str, Any] | None = None,
 ) -> None:
     """Refuse (``E_PRIVACY_POLICY``) a module whose report breaks ``policy``: its first problem.
 
-    ``report`` and ``dp`` are the module manifest's fields, ``policy`` the
-    federation manifest's ``privacy_policy``. Pure: reads nothing, writes nothing.
+    ``report`` and ``dp`` are the module manifest's fields, ``policy`` and ``dp_policy``
+    the federation manifest's ``privacy_policy`` and ``dp_policy`` (see :func:`evaluate`).
+    Pure: reads nothing, writes nothing.
     """
-    verdict = evaluate(report, dp, policy)
+    verdict = evaluate(report, dp, policy, dp_policy=dp_policy)
     if verdict.problems:
         raise verdict.problems[0]

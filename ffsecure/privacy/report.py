@@ -7,21 +7,34 @@ no image, no per-example value, nothing that names a patient. The full
 report a site keeps locally (``privacy-report.json``) carries more detail;
 :func:`manifest_report` extracts the signed part from it.
 
-A DP claim covers everything released about the training data. The figures of
-:data:`DATA_DEPENDENT` (example counts, membership-inference and memorization
-figures) are measured on the site's training images without noise, so a module
-whose manifest carries a DP record never signs them: :func:`releasable` is the one
-home of that rule, and :func:`manifest_report` applies it. Such a module's report
-holds only data-independent figures (the version, the number of samples the site
-chose to generate, the epsilon re-computed from the claim's own parameters and its
-delta); the measured figures stay in the site's local report, which is never sent.
-Older packages whose DP module signed measured figures still parse: the schema
-does not depend on the DP claim, the policy judges what the report states.
+A DP claim covers everything released about the training data, but only a claim the
+federation bounds: :func:`dp_covers` is the one home of that rule. It holds when the
+module carries a DP record *and* the federation's ``dp_policy`` is ``required`` (then
+its ``max_epsilon`` and ``delta`` bound every claim and the aggregator enforces each
+site's composed budget). A site can sign any epsilon it likes (10^4 is honest and
+meaningless), so under a federation that does not require DP the claim stands in for
+nothing.
+
+The figures of :data:`DATA_DEPENDENT` (example counts, membership-inference and
+memorization figures) are measured on the site's training images without noise. A
+module the DP claim covers never signs them: :func:`releasable` applies the rule and
+:func:`manifest_report` uses it, so such a module's report holds only data-independent
+figures (the version, the number of samples the site chose to generate, the epsilon
+re-computed from the claim's own parameters and its delta); the measured figures stay in
+the site's local report, which is never sent. A DP module the claim does not cover signs
+them like any other module (the privacy policy needs them), and they are then released
+outside the DP claim. Where no federation manifest is known (``site-node privacy-check``
+without ``--config``: ``dp_policy=UNKNOWN_FEDERATION``) a DP module withholds them, the
+privacy-safe default; an aggregator whose federation does not require DP then refuses it.
+
+Older packages whose DP module signed measured figures still parse: the schema does not
+depend on the DP claim, the policy judges what the report states.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+from typing import Any, Final
 
 from ffsecure.errors import FormatError
 from ffsecure.records import fields
@@ -73,19 +86,61 @@ def has_dp_claim(dp: Any) -> bool:
     return isinstance(dp, dict)
 
 
-def releasable(report: dict[str, Any], dp: Any) -> dict[str, Any]:
+def dp_covers(dp: Any, dp_policy: Any) -> bool:
+    """Whether a module's DP claim covers its data-dependent figures (the one rule).
+
+    True only when ``dp`` (the module manifest's field) is a DP claim and ``dp_policy``
+    (the federation manifest's field) is a policy with ``required`` true: then its
+    ``max_epsilon`` and ``delta`` bound every claim. Anything else is false.
+    """
+    return has_dp_claim(dp) and isinstance(dp_policy, dict) and dp_policy.get("required") is True
+
+
+class Federation(enum.Enum):
+    """``dp_policy`` where no federation manifest is known."""
+
+    UNKNOWN = "unknown"
+
+
+#: ``dp_policy`` of :func:`releasable` when the federation's manifest is not known
+#: (``site-node privacy-check`` without ``--config``): a DP module withholds its figures.
+UNKNOWN_FEDERATION: Final = Federation.UNKNOWN
+
+
+def withholds(dp: Any, dp_policy: Any) -> bool:
+    """Whether a module keeps the figures of :data:`DATA_DEPENDENT` out of its signed report.
+
+    When :func:`dp_covers` holds, and under any DP claim where the federation is
+    :data:`UNKNOWN_FEDERATION` (the privacy-safe default).
+    """
+    if dp_policy is UNKNOWN_FEDERATION:
+        return has_dp_claim(dp)
+    return dp_covers(dp, dp_policy)
+
+
+def releasable(report: dict[str, Any], dp: Any, *, dp_policy: Any) -> dict[str, Any]:
     """The part of ``report`` a module with manifest field ``dp`` may sign.
 
-    All of it without a DP claim; under one, only the keys outside :data:`DATA_DEPENDENT`.
+    All of it unless :func:`withholds`; then only the keys outside :data:`DATA_DEPENDENT`.
+    ``dp_policy`` is the federation manifest's (or :data:`UNKNOWN_FEDERATION`); it has no
+    default, because a wrong one would release figures a DP claim should cover.
     """
-    if not has_dp_claim(dp):
+    if not withholds(dp, dp_policy):
         return dict(report)
     return {key: value for key, value in report.items() if key not in DATA_DEPENDENT}
 
 
-def withheld(report: dict[str, Any], dp: Any) -> list[str]:
+def withheld(report: dict[str, Any], dp: Any, *, dp_policy: Any) -> list[str]:
     """The keys of ``report`` that :func:`releasable` keeps local, sorted."""
-    return sorted(set(report) - set(releasable(report, dp)))
+    return sorted(set(report) - set(releasable(report, dp, dp_policy=dp_policy)))
+
+
+def released_outside_claim(report: dict[str, Any], dp: Any, *, dp_policy: Any) -> list[str]:
+    """The data-dependent keys of ``report`` a DP module signs although its claim does not
+    cover them (the federation does not require DP), sorted; empty otherwise."""
+    if not has_dp_claim(dp) or withholds(dp, dp_policy):
+        return []
+    return sorted(set(report) & DATA_DEPENDENT)
 
 
 class PrivacyReportError(FormatError):
@@ -163,9 +218,10 @@ def measured_report(full: dict[str, Any]) -> dict[str, int | float]:
     return check_report(out)
 
 
-def manifest_report(full: dict[str, Any], dp: Any) -> dict[str, int | float]:
+def manifest_report(full: dict[str, Any], dp: Any, *, dp_policy: Any) -> dict[str, int | float]:
     """The signed, numbers-only part of a full local report, for a module whose ``dp`` is given.
 
-    Under a DP claim the figures of :data:`DATA_DEPENDENT` stay out (:func:`releasable`).
+    The figures of :data:`DATA_DEPENDENT` stay out when :func:`withholds` (see
+    :func:`releasable`); ``dp_policy`` is the federation's or :data:`UNKNOWN_FEDERATION`.
     """
-    return check_report(releasable(measured_report(full), dp))
+    return check_report(releasable(measured_report(full), dp, dp_policy=dp_policy))

@@ -32,7 +32,7 @@ from ffsecure.clitools import echo_json
 from ffsecure.errors import ConfigError, FFSecureError
 from ffsecure.package import SignedPackage, verify_package
 from ffsecure.privacy.attach import attach_report
-from ffsecure.privacy.report import DEFAULT_MAX_EXAMPLES, DEFAULT_SAMPLES
+from ffsecure.privacy.report import DEFAULT_MAX_EXAMPLES, DEFAULT_SAMPLES, UNKNOWN_FEDERATION
 from site_node import trust as trustlib
 from site_node.commands._common import training_progress, verdict_lines
 from site_node.config import load_config
@@ -253,11 +253,14 @@ def privacy_check(
             with training_progress(not as_json) as progress:
                 ref_gen.fit(ref_x, ref_y, settings, progress=progress)
         out.mkdir(parents=True, exist_ok=True)
+        # without --config the federation is unknown: a DP module withholds its figures
+        dp_policy = UNKNOWN_FEDERATION if trust is None else trust.federation.dp_policy
         full = run_check(
             gen,
             members=members,
             non_members=non_members,
             dp=m.dp,
+            dp_policy=dp_policy,
             reference=ref_gen,
             n_generated=samples,
             seed=seed,
@@ -275,7 +278,7 @@ def privacy_check(
             else:
                 key = pki.load_private_key(key_file)
                 cert = pki.load_certs(Path(cert_file).read_bytes(), max_count=1)[0]
-            new = attach_report(pkg, report, key, cert)
+            new = attach_report(pkg, report, key, cert, dp_policy=dp_policy)
             if trust is not None:
                 verify_package(new, federation=trust.federation, ca_cert=trust.ca_cert)
             target = pkg_path if record is not None or output is None else Path(output)
@@ -320,9 +323,20 @@ def _render(full, m, out, verdict, as_json) -> None:
     else:
         click.echo("  DP: none (no formal guarantee)")
     if full.get("withheld"):
+        why = "covered by the DP claim" if verdict is not None else "withheld under the DP claim"
         click.echo(
-            "  signed report leaves out (measured here, covered by the DP claim): "
-            + ", ".join(full["withheld"])
+            f"  signed report leaves out (measured here, {why}): " + ", ".join(full["withheld"])
+        )
+        if verdict is None:
+            click.echo(
+                "  without --config the federation is unknown: an aggregator whose federation "
+                "does not require DP refuses a report without these figures; attach with "
+                "--config site.toml to sign what the federation needs"
+            )
+    if full.get("released_outside_dp_claim"):
+        click.echo(
+            "  signed report states (the federation does not require DP, so they are released "
+            "outside the DP claim): " + ", ".join(full["released_outside_dp_claim"])
         )
     click.echo(
         f"  report: {out / 'privacy-report.json'}; closest pairs: {out / 'closest-pairs.png'}"

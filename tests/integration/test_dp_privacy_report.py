@@ -1,16 +1,26 @@
-"""A DP module's signed privacy report releases nothing outside its DP claim.
+"""A DP module's signed privacy report releases nothing outside its DP claim, and a DP claim
+stands in for the privacy policy's figures only where the federation requires DP.
 
 A real chain: a site trains the federation's tiny cvae under DP-SGD (Opacus,
 one epoch on scikit-learn's digits) with `site-node run --once` as a real
 process, against an aggregator serving over mTLS on loopback whose CA-signed
-manifest requires a privacy report and limits the membership AUROC to 0.0 (an
-AUROC is never below 0, so any stated AUROC breaks it and verdicts do not
-depend on training noise). The site measures the module, signs only the
-data-independent figures, keeps the measured ones in its local report with a
-warning, and the aggregator registers it; `aggregator ledger export` and
-`ffsecure audit verify` VERIFY the bundle. The same weights signed the old way
-(a DP claim with its measured figures) and without a DP claim (a report
-without figures) are refused over the same mTLS channel with E_PRIVACY_POLICY.
+manifest requires a privacy report.
+
+- DP required (max_epsilon 10^4): the policy limits the membership AUROC to 0.0
+  (an AUROC is never below 0, so any stated AUROC breaks it and verdicts do not
+  depend on training noise). The site measures the module, signs only the
+  data-independent figures, keeps the measured ones in its local report with a
+  warning, and the aggregator registers it, and the same weights re-signed with a
+  claim of epsilon 10^4 (within the federation's bound) and no figures;
+  `aggregator ledger export` and `ffsecure audit verify` VERIFY the bundle. The
+  same weights signed the old way (a DP claim with its measured figures) are
+  refused over the same mTLS channel with E_PRIVACY_POLICY.
+- DP not required: nothing bounds a claim, so the site signs its measured figures
+  (the local report says they are released outside the DP claim) and the module
+  registers; the same weights re-signed with epsilon 10^4 and no figures, or
+  without a DP claim and without figures, are refused with E_PRIVACY_POLICY; so is
+  what `site-node privacy-check --attach` signs without --config (it cannot know the
+  federation, withholds the figures and says to attach with --config).
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import sys
 from click.testing import CliRunner
 
 from ffsecure import envelope
+from ffsecure.federation import create_signed_manifest
 from ffsecure.package import SignedPackage, new_module_id, sign_package
 from ffsecure.privacy.report import DATA_DEPENDENT
 from site_node import trust as trustlib
@@ -41,7 +52,33 @@ from tests.integration.test_site_node import (
 from tests.integration.test_site_privacy_policy import events, federation, record
 
 POLICY = {"required": True, "max_membership_auroc": 0.0, "max_near_copy_fraction": 1.0}
+LAX = {"required": True, "max_membership_auroc": 1.0, "max_near_copy_fraction": 1.0}
 DP_TABLE = "\n[dp]\ntarget_epsilon = 8.0\ndelta = 1e-4\n"
+DP_REQUIRED = {"required": True, "max_epsilon": 1e4, "delta": 1e-4}
+NO_FIGURES = {"v": 1, "generated": 1000}
+
+
+def _federation(tmp_path, policy: dict, dp_policy: dict | None):
+    """A federation whose CA-signed manifest has ``policy`` and, if given, ``dp_policy``."""
+    fed = federation(tmp_path, policy)
+    if dp_policy is not None:
+        fed.manifest = dataclasses.replace(fed.manifest, dp_policy=dp_policy)
+        fed.home.federation.write_bytes(create_signed_manifest(fed.manifest, fed.ca))
+    return fed
+
+
+def _trained(tmp_path, fed, address: str) -> tuple:
+    """`site-node run --once` of a DP site: (site.toml, its stderr events, module id, package)."""
+    cfg = write_site_config(tmp_path, "st-dp", address, [0, 1])
+    cfg.write_text(cfg.read_text() + DP_TABLE)
+    setup_site_in_process(fed, cfg, train=False)
+    proc = site_node("run", "--config", cfg, "--once", check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = events(proc.stderr)
+    (module_id,) = {e["module_id"] for e in found if e["event"].startswith("privacy_")}
+    assert record(cfg, module_id)["status"] == "registered"
+    folder = cfg.parent / "state" / "modules" / module_id
+    return cfg, found, folder, SignedPackage.from_bytes((folder / "package.ffpk").read_bytes())
 
 
 def _cli_json(prog: str, *args) -> tuple[int, dict]:
@@ -57,7 +94,7 @@ def _cli_json(prog: str, *args) -> tuple[int, dict]:
     return proc.returncode, json.loads(proc.stdout)
 
 
-def _upload_refused(cfg_path, pkg: SignedPackage) -> AggregatorError:
+def _upload(cfg_path, pkg: SignedPackage) -> AggregatorError | None:
     """Seal ``pkg`` for the federation and send it over the site's mTLS client; the refusal."""
     cfg = load_config(cfg_path)
     trust = trustlib.load(cfg)
@@ -73,7 +110,13 @@ def _upload_refused(cfg_path, pkg: SignedPackage) -> AggregatorError:
             client.upload(sealed, module_id=pkg.manifest.module_id, site_id=cfg.site_id)
         except AggregatorError as exc:
             return exc
-    raise AssertionError(f"module {pkg.manifest.module_id} was registered")
+    return None
+
+
+def _upload_refused(cfg_path, pkg: SignedPackage) -> AggregatorError:
+    refused = _upload(cfg_path, pkg)
+    assert refused is not None, f"module {pkg.manifest.module_id} was registered"
+    return refused
 
 
 def _resigned(cfg_path, pkg: SignedPackage, **changes) -> SignedPackage:
@@ -84,21 +127,14 @@ def _resigned(cfg_path, pkg: SignedPackage, **changes) -> SignedPackage:
 
 
 def test_a_dp_module_signs_no_measured_figure_and_registers_and_verifies(tmp_path):
-    fed = federation(tmp_path, POLICY)
+    fed = _federation(tmp_path, POLICY, DP_REQUIRED)
     agg = InProcessAggregator(fed, free_port()).start()
     try:
-        cfg = write_site_config(tmp_path, "st-dp", agg.address, [0, 1])
-        cfg.write_text(cfg.read_text() + DP_TABLE)
-        setup_site_in_process(fed, cfg, train=False)
-
-        proc = site_node("run", "--config", cfg, "--once", check=False)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        (warning,) = [e for e in events(proc.stderr) if e["event"] == "privacy_warning"]
+        cfg, found, folder, pkg = _trained(tmp_path, fed, agg.address)
+        (warning,) = [e for e in found if e["event"] == "privacy_warning"]
         assert "membership AUROC" in warning["msg"] and "DP claim covers it" in (warning["msg"])
+        assert not [e for e in found if e["event"] == "privacy_outside_dp_claim"]
         module_id = warning["module_id"]
-        assert record(cfg, module_id)["status"] == "registered"
-        folder = cfg.parent / "state" / "modules" / module_id
-        pkg = SignedPackage.from_bytes((folder / "package.ffpk").read_bytes())
 
         # the signed manifest: the DP claim and data-independent figures only
         dp = pkg.manifest.dp
@@ -116,7 +152,9 @@ def test_a_dp_module_signs_no_measured_figure_and_registers_and_verifies(tmp_pat
         assert 0.0 < local["membership"]["auroc"] <= 1.0
         assert local["memorization"]["generated"] == 1000
         assert set(local["withheld"]) >= {"members", "non_members", "membership_auroc"}
+        assert local["released_outside_dp_claim"] == []
         assert local["policy"]["passes"] is True and local["policy"]["dp_claim"] is True
+        assert local["policy"]["dp_covers"] is True
         assert local["policy"]["covered_by_dp"] == [
             "max_membership_auroc",
             "max_near_copy_fraction",
@@ -135,19 +173,19 @@ def test_a_dp_module_signs_no_measured_figure_and_registers_and_verifies(tmp_pat
         assert "  WARN  membership AUROC" in res.output and "FAIL" not in res.output
         assert "signed report leaves out" in res.output and "membership_auroc" in res.output
 
-        # the old format (a DP module stating its figures) and a non-DP module without figures
+        # epsilon 10^4 without figures: within the federation's bound, so the claim covers them
+        huge = _resigned(cfg, pkg, dp={**dp, "epsilon": 1e4}, privacy_report=NO_FIGURES)
+        assert _upload(cfg, huge) is None
+        # the old format (a DP module stating its figures)
         old = _resigned(
             cfg, pkg, privacy_report={**signed, "membership_auroc": local["membership"]["auroc"]}
         )
         refused = _upload_refused(cfg, old)
         assert refused.code == "E_PRIVACY_POLICY" and "membership AUROC" in refused.message
-        bare = _resigned(cfg, pkg, dp=None, privacy_report={"v": 1, "generated": 1000})
-        refused = _upload_refused(cfg, bare)
-        assert refused.code == "E_PRIVACY_POLICY" and "does not state it" in refused.message
 
         entries = ledger_entries(fed, agg.address)
         registered = [e["facts"]["module_id"] for e in entries if e["type"] == "module.registered"]
-        assert registered == [module_id]
+        assert registered == [module_id, huge.manifest.module_id]
     finally:
         agg.stop()
 
@@ -165,3 +203,65 @@ def test_a_dp_module_signs_no_measured_figure_and_registers_and_verifies(tmp_pat
     (tmp_path / "ca.pem").write_bytes(fed.ca_pem)
     code, verdict = _cli_json("ffsecure", "audit", "verify", bundle, "--ca", tmp_path / "ca.pem")
     assert (code, verdict["verdict"], verdict["findings"]) == (0, "VERIFIED", [])
+
+
+def test_without_required_dp_a_dp_module_signs_its_figures_and_a_bare_claim_is_refused(tmp_path):
+    """A claim nothing bounds (epsilon 10^4) must not void the policy's empirical limits."""
+    fed = _federation(tmp_path, LAX, None)
+    assert fed.manifest.dp_policy["required"] is False
+    agg = InProcessAggregator(fed, free_port()).start()
+    try:
+        cfg, found, folder, pkg = _trained(tmp_path, fed, agg.address)
+        assert not [e for e in found if e["event"] == "privacy_warning"]
+        (outside,) = [e for e in found if e["event"] == "privacy_outside_dp_claim"]
+        assert "does not require DP" in outside["msg"] and "membership_auroc" in outside["msg"]
+        module_id = outside["module_id"]
+
+        # the DP claim and the measured figures, signed: the policy needs them
+        dp, signed = pkg.manifest.dp, pkg.manifest.privacy_report
+        assert dp is not None and 0 < dp["epsilon"] <= 8.0
+        assert {"members", "non_members", "membership_auroc", "near_copy_fraction"} <= set(signed)
+        assert 0.0 < signed["membership_auroc"] <= 1.0 and signed["members"] > 0
+        local = json.loads((folder / "privacy-report.json").read_text())
+        assert local["manifest_report"] == signed and local["withheld"] == []
+        assert local["released_outside_dp_claim"] == sorted(set(signed) & DATA_DEPENDENT)
+        assert local["policy"]["dp_claim"] is True and local["policy"]["dp_covers"] is False
+        assert local["policy"]["covered_by_dp"] == [] and local["policy"]["passes"] is True
+
+        # epsilon 10^4 and no figures: refused, and the message says why and what to do
+        huge = _resigned(cfg, pkg, dp={**dp, "epsilon": 1e4}, privacy_report=NO_FIGURES)
+        refused = _upload_refused(cfg, huge)
+        assert refused.code == "E_PRIVACY_POLICY" and "does not state it" in refused.message
+        assert "the federation does not require DP" in refused.message
+        assert "cannot stand in for the figure" in refused.message
+        # a module without a DP claim and without figures, as before
+        bare = _resigned(cfg, pkg, dp=None, privacy_report=NO_FIGURES)
+        refused = _upload_refused(cfg, bare)
+        assert refused.code == "E_PRIVACY_POLICY" and "does not state it" in refused.message
+        assert "does not require DP" not in refused.message
+
+        # without --config the site cannot know the federation: a DP module withholds its
+        # figures, the summary says to attach with --config, and this aggregator refuses it
+        blind_path = tmp_path / "blind.ffpk"
+        args = ["privacy-check", "--module", folder / "package.ffpk", "--data", "digits"]
+        args += ["--samples", "50", "--out", tmp_path / "blind", "--attach"]
+        args += ["--key", load_config(cfg).key_path, "--cert", cfg.parent / "site.pem"]
+        res = CliRunner().invoke(
+            cli, [*map(str, args), "--output", str(blind_path)], catch_exceptions=False
+        )
+        assert res.exit_code == 0, res.output
+        assert "withheld under the DP claim" in res.output
+        assert "attach with --config site.toml" in res.output
+        blind = SignedPackage.from_bytes(blind_path.read_bytes())
+        assert set(blind.manifest.privacy_report) == set(NO_FIGURES) | {
+            "dp_epsilon_recomputed",
+            "dp_delta",
+        }
+        refused = _upload_refused(cfg, _resigned(cfg, blind))
+        assert refused.code == "E_PRIVACY_POLICY" and "does not require DP" in refused.message
+
+        entries = ledger_entries(fed, agg.address)
+        registered = [e["facts"]["module_id"] for e in entries if e["type"] == "module.registered"]
+        assert registered == [module_id]
+    finally:
+        agg.stop()

@@ -280,7 +280,9 @@ def test_privacy_check_flags_the_memorizing_module_and_signs_the_report(world, c
 def test_aggregator_refuses_modules_that_break_the_privacy_policy(world, leaky_report):
     fed, _root, _npz, _path, pkg = world
     creds = fed.sites["st-mary"]
-    leaky = attach_report(pkg, leaky_report, creds.key, creds.cert)
+    leaky = attach_report(
+        pkg, leaky_report, creds.key, creds.cert, dp_policy=fed.manifest.dp_policy
+    )
     compliant = attach_report(
         pkg,
         {
@@ -292,6 +294,7 @@ def test_aggregator_refuses_modules_that_break_the_privacy_policy(world, leaky_r
         },
         creds.key,
         creds.cert,
+        dp_policy=fed.manifest.dp_policy,
     )
     with fed.serve() as srv:
         store = srv.runtime.store
@@ -335,7 +338,9 @@ def test_aggregator_modules_list_and_show_the_privacy_report(world, tmp_path):
     }
     _sealed, pkg = trained_package(fed, "st-john", [0, 1], 7)
     creds = fed.sites["st-john"]
-    with_report = attach_report(pkg, report, creds.key, creds.cert)
+    with_report = attach_report(
+        pkg, report, creds.key, creds.cert, dp_policy=fed.manifest.dp_policy
+    )
     without, _ = trained_package(fed, "st-mary", [2, 3], 8)
     with open_home_store(home) as store:
         reg = registrar(fed, store)
@@ -486,7 +491,9 @@ def test_aggregator_refuses_a_membership_auroc_above_the_default_limit(tmp_path)
         size_before = store.size()  # serve's crl.loaded
         with fed.client("st-mary", srv.address) as c:
             _sealed, pkg = fed.make_package("st-mary", seed=1)
-            leaky = attach_report(pkg, reports[0.575], creds.key, creds.cert)
+            leaky = attach_report(
+                pkg, reports[0.575], creds.key, creds.cert, dp_policy=fed.manifest.dp_policy
+            )
             with pytest.raises(AggregatorError) as err:
                 c.upload(_seal(fed, leaky), module_id=leaky.manifest.module_id, site_id="st-mary")
             assert err.value.code == "E_PRIVACY_POLICY"
@@ -495,7 +502,9 @@ def test_aggregator_refuses_a_membership_auroc_above_the_default_limit(tmp_path)
             )
             assert store.size() == size_before and store.list_modules() == []  # nothing written
             _sealed, pkg = fed.make_package("st-mary", seed=2)
-            at_limit = attach_report(pkg, reports[0.55], creds.key, creds.cert)
+            at_limit = attach_report(
+                pkg, reports[0.55], creds.key, creds.cert, dp_policy=fed.manifest.dp_policy
+            )
             receipt = c.upload(
                 _seal(fed, at_limit), module_id=at_limit.manifest.module_id, site_id="st-mary"
             )

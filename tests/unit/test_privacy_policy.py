@@ -21,6 +21,9 @@ GOOD = {
     "near_copy_threshold": 0.12,
 }
 DP = {"epsilon": 7.9, "delta": 1e-5}
+#: the federation manifest's dp_policy: required (its max_epsilon bounds every claim) or not
+REQUIRED = {"required": True, "max_epsilon": 8.0, "delta": 1e-5}
+NOT_REQUIRED = {"required": False, "max_epsilon": None, "delta": None}
 
 
 def code(info) -> str:
@@ -77,7 +80,7 @@ def test_manifest_report_keeps_numbers_only():
         },
         "accounting": {"dp": False},
     }
-    rep = manifest_report(full, None)
+    rep = manifest_report(full, None, dp_policy=REQUIRED)
     assert rep == {
         "v": 1,
         "members": 10,
@@ -95,8 +98,16 @@ def test_manifest_report_keeps_numbers_only():
 
 
 def test_under_a_dp_claim_the_manifest_report_keeps_only_data_independent_figures():
-    """Counts, membership and memorization figures are measured without noise: never signed."""
-    from ffsecure.privacy.report import DATA_DEPENDENT, measured_report, releasable, withheld
+    """Counts, membership and memorization figures are measured without noise: never signed
+    where the DP claim covers them (required DP) or the federation is unknown."""
+    from ffsecure.privacy.report import (
+        DATA_DEPENDENT,
+        UNKNOWN_FEDERATION,
+        measured_report,
+        releasable,
+        released_outside_claim,
+        withheld,
+    )
 
     full = {
         "membership": {"members": 10, "non_members": 12, "auroc": 0.61, "tpr_at_1pct_fpr": 0.1},
@@ -108,15 +119,16 @@ def test_under_a_dp_claim_the_manifest_report_keeps_only_data_independent_figure
         },
         "accounting": {"dp": True, "epsilon_recomputed": 7.9, "delta": 1e-5},
     }
-    assert manifest_report(full, DP) == {
-        "v": 1,
-        "generated": 50,
-        "dp_epsilon_recomputed": 7.9,
-        "dp_delta": 1e-5,
-    }
+    covered = {"v": 1, "generated": 50, "dp_epsilon_recomputed": 7.9, "dp_delta": 1e-5}
+    assert manifest_report(full, DP, dp_policy=REQUIRED) == covered
+    assert manifest_report(full, DP, dp_policy=UNKNOWN_FEDERATION) == covered
     measured = measured_report(full)
-    assert withheld(measured, DP) == sorted(set(measured) & DATA_DEPENDENT)
-    assert withheld(measured, None) == [] and releasable(measured, None) == measured
+    assert withheld(measured, DP, dp_policy=REQUIRED) == sorted(set(measured) & DATA_DEPENDENT)
+    assert released_outside_claim(measured, DP, dp_policy=REQUIRED) == []
+    for dp_policy in (REQUIRED, NOT_REQUIRED, UNKNOWN_FEDERATION):
+        assert withheld(measured, None, dp_policy=dp_policy) == []
+        assert releasable(measured, None, dp_policy=dp_policy) == measured
+        assert released_outside_claim(measured, None, dp_policy=dp_policy) == []
     assert set(REPORT_FIELDS) - DATA_DEPENDENT == {
         "v",
         "generated",
@@ -309,24 +321,64 @@ STRICT = {
 def test_a_dp_claim_covers_thresholds_on_figures_its_report_does_not_state():
     from ffsecure.privacy.policy import evaluate
 
-    verdict = evaluate(DP_SIGNED, DP, STRICT)
+    verdict = evaluate(DP_SIGNED, DP, STRICT, dp_policy=REQUIRED)
     assert verdict.passes and verdict.dp_claim and verdict.problems == ()
     assert all(c.covered_by_dp and c.passes and c.value is None for c in verdict.thresholds)
     shown = verdict.to_dict()
-    assert shown["dp_claim"] is True and shown["passes"] is True
+    assert shown["dp_claim"] is True and shown["dp_covers"] is True and shown["passes"] is True
     assert shown["covered_by_dp"] == [
         "max_membership_auroc",
         "max_membership_tpr_at_1pct_fpr",
         "max_near_copy_fraction",
     ]
     assert all(row["covered_by_dp"] for row in shown["thresholds"])
-    check_module(DP_SIGNED, DP, STRICT)
+    check_module(DP_SIGNED, DP, STRICT, dp_policy=REQUIRED)
     # the claim must still agree with the epsilon the report re-computed
     with pytest.raises(PrivacyPolicyError, match="disagrees"):
-        check_module({**DP_SIGNED, "dp_epsilon_recomputed": 3.0}, DP, STRICT)
+        check_module({**DP_SIGNED, "dp_epsilon_recomputed": 3.0}, DP, STRICT, dp_policy=REQUIRED)
     # a required report is still required
     with pytest.raises(PrivacyPolicyError, match="requires a privacy report"):
-        check_module(None, DP, STRICT)
+        check_module(None, DP, STRICT, dp_policy=REQUIRED)
+
+
+def test_a_dp_claim_covers_only_where_the_federation_requires_dp():
+    from ffsecure.privacy.report import UNKNOWN_FEDERATION, dp_covers
+
+    assert dp_covers(DP, REQUIRED)
+    for dp_policy in (NOT_REQUIRED, None, {}, {"required": "yes"}, UNKNOWN_FEDERATION, []):
+        assert not dp_covers(DP, dp_policy), dp_policy
+    for dp in (None, 7.9, "dp"):
+        assert not dp_covers(dp, REQUIRED), dp
+
+
+HUGE = {"epsilon": 1e4, "delta": 1e-5}  # an honest claim that protects nobody
+HUGE_SIGNED = {"v": 1, "generated": 1000, "dp_epsilon_recomputed": 1e4, "dp_delta": 1e-5}
+
+
+@pytest.mark.parametrize("dp_policy", [NOT_REQUIRED, None])
+def test_a_dp_claim_the_federation_does_not_bound_covers_no_threshold(dp_policy):
+    """Epsilon 10^4 without figures would pass every empirical limit if the claim covered."""
+    from ffsecure.privacy.policy import evaluate
+
+    verdict = evaluate(HUGE_SIGNED, HUGE, STRICT, dp_policy=dp_policy)
+    assert not verdict.passes and verdict.dp_claim and not verdict.claim_covers
+    assert [c.covered_by_dp or c.passes for c in verdict.thresholds] == [False] * 3
+    shown = verdict.to_dict()
+    assert shown["covered_by_dp"] == [] and shown["dp_covers"] is False
+    assert len(verdict.problems) == 3
+    with pytest.raises(PrivacyPolicyError) as info:
+        check_module(HUGE_SIGNED, HUGE, STRICT, dp_policy=dp_policy)
+    assert code(info) == "E_PRIVACY_POLICY"
+    assert "membership AUROC" in info.value.message and "does not state it" in info.value.message
+    assert "the federation does not require DP" in info.value.message
+    assert "cannot stand in for the figure" in info.value.message
+    assert "--config" in info.value.hint and "--attach" in info.value.hint
+    assert "dp_policy.required" in info.value.hint
+    # the same module under a federation that requires DP: covered (the aggregator's budget
+    # check, not this policy, refuses an epsilon above max_epsilon)
+    assert evaluate(HUGE_SIGNED, HUGE, STRICT, dp_policy=REQUIRED).passes
+    # the default dp_policy covers nothing
+    assert not evaluate(HUGE_SIGNED, HUGE, STRICT).passes
 
 
 def test_without_a_dp_claim_a_report_lacking_a_figure_is_still_refused():
@@ -343,14 +395,15 @@ def test_a_dp_module_that_signed_its_figures_is_judged_on_them():
     from ffsecure.privacy.policy import evaluate
 
     old = {**GOOD, "dp_epsilon_recomputed": 7.9, "dp_delta": 1e-5}
-    verdict = evaluate(old, DP, STRICT)
+    verdict = evaluate(old, DP, STRICT, dp_policy=REQUIRED)
     assert not verdict.passes
     assert [c.covered_by_dp for c in verdict.thresholds] == [False] * 3
     with pytest.raises(PrivacyPolicyError, match="membership AUROC 0.55"):
-        check_module(old, DP, STRICT)
+        check_module(old, DP, STRICT, dp_policy=REQUIRED)
     # partly stated: the stated figure is judged, the missing ones are covered
     partial = {**DP_SIGNED, "near_copy_fraction": 0.0}
-    rows = {c.key: (c.passes, c.covered_by_dp) for c in evaluate(partial, DP, STRICT).thresholds}
+    checks = evaluate(partial, DP, STRICT, dp_policy=REQUIRED).thresholds
+    rows = {c.key: (c.passes, c.covered_by_dp) for c in checks}
     assert rows["max_near_copy_fraction"] == (True, False)
     assert rows["max_membership_auroc"] == (True, True)
 
@@ -359,16 +412,29 @@ def test_the_site_verdict_warns_on_withheld_figures_but_never_refuses_a_dp_modul
     from ffsecure.privacy.policy import site_verdict
 
     measured = {**GOOD, "dp_epsilon_recomputed": 7.9, "dp_delta": 1e-5}
-    verdict = site_verdict(measured, DP, STRICT)
+    verdict = site_verdict(measured, DP, STRICT, dp_policy=REQUIRED)
     assert verdict.passes and verdict.problems == ()
     assert len(verdict.warnings) == 3
     assert "membership AUROC 0.55 is above the federation's limit 0.5" in verdict.warnings[0]
     assert all("the DP claim covers it" in w for w in verdict.warnings)
     assert verdict.to_dict()["warnings"] == list(verdict.warnings)
     # the same figures without a DP claim are signed and refuse the module, without warnings
-    plain = site_verdict(GOOD, None, STRICT)
+    plain = site_verdict(GOOD, None, STRICT, dp_policy=REQUIRED)
     assert not plain.passes and plain.warnings == () and len(plain.problems) == 3
     # under the policy's limits: no warning
-    assert (
-        site_verdict(measured, DP, {"required": True, "max_membership_auroc": 1.0}).warnings == ()
-    )
+    lax = {"required": True, "max_membership_auroc": 1.0}
+    assert site_verdict(measured, DP, lax, dp_policy=REQUIRED).warnings == ()
+
+
+def test_without_required_dp_the_site_signs_and_is_judged_on_its_figures():
+    """The claim covers nothing: the figures are signed, so the site's verdict is the
+    aggregator's (a refusal on breaking figures, never a warning)."""
+    from ffsecure.privacy.policy import site_verdict
+
+    measured = {**GOOD, "dp_epsilon_recomputed": 7.9, "dp_delta": 1e-5}
+    verdict = site_verdict(measured, DP, STRICT, dp_policy=NOT_REQUIRED)
+    assert not verdict.passes and verdict.warnings == () and len(verdict.problems) == 3
+    assert [c.value for c in verdict.thresholds] == [0.55, 0.02, 0.004]
+    assert verdict.to_dict()["covered_by_dp"] == []
+    lax = {"required": True, "max_membership_auroc": 1.0}
+    assert site_verdict(measured, DP, lax, dp_policy=NOT_REQUIRED).passes
