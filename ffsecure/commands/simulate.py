@@ -89,8 +89,8 @@ def _shape(_ctx, _param, value):
     type=click.Choice(["auto", "mean-embedding", "dp-sgd"]),
     default="auto",
     show_default=True,
-    help="auto: the best measured mechanism for the family and epsilon "
-    "(cvae: mean-embedding below epsilon 3, DP-SGD from 3).",
+    help="auto: the best mechanism measured on public data for the family "
+    "(cvae: mean-embedding; ddpm, flow: DP-SGD).",
 )
 @click.option(
     "--dp-delta", type=float, default=None, help="DP delta [default: min(1e-5, 1/(10 n)) per site]."
