@@ -75,7 +75,9 @@ must ffsecure pki kit --aggregator --csr agg/aggregator.csr --ca-dir ca \
 echo; echo "## aggregator operator: step 2 from the kit, then serve"
 must aggregator install-kit ca/aggregator.kit --dir agg --expect-ca-fingerprint "$FP" \
     --listen "127.0.0.1:$PORT"
-aggregator serve --dir agg >serve.log 2>&1 &
+# the interpreter itself in the background, not the shell function: $! must be the server's
+# pid, or the EXIT trap kills a subshell and leaves the server running
+"$PYTHON" -m aggregator serve --dir agg >serve.log 2>&1 &
 SERVE=$!
 trap 'kill "$SERVE" 2>/dev/null || true; wait "$SERVE" 2>/dev/null || true' EXIT
 for _ in $(seq 1 600); do [ -s agg/serve.port ] && break; sleep 0.1; done

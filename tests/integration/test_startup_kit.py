@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -462,3 +463,7 @@ def test_kit_transcript_ends_in_a_registered_module(tmp_path):
     assert "registered at ledger index" in done.stdout
     listed = done.stdout.split("$ aggregator modules list")[-1]
     assert "site-1" in listed and "live" in listed
+    # the script's EXIT trap stopped the server it started (none is left behind)
+    pid = int(re.search(r"aggregator serve listening on [0-9.:]+, pid (\d+)", done.stdout)[1])
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
