@@ -17,6 +17,7 @@ import torch
 
 from ffsecure.dp import MAX_STEPS
 from tests.audit_fixture import AuditLab, standard_history
+from tests.dp_records import mean_embedding_record
 
 torch.set_num_threads(1)
 
@@ -42,20 +43,7 @@ HOSTILE = {
     "seeded noise": {**GOOD, "reproducible": True},
 }
 #: A mean-embedding release at epsilon 4 (noise multiplier from Opacus' search, PRV).
-MEAN_EMBEDDING = {
-    "epsilon": 3.999,
-    "delta": 1e-5,
-    "noise_multiplier": 1.083984375,
-    "sample_rate": 1.0,
-    "steps": 1,
-    "max_grad_norm": 1.0,
-    "accountant": "prv",
-    "mechanism": "mean-embedding",
-    "feature_seed": 0,
-    "n_features": 2000,
-    "feature_bandwidth": 0.5,
-    "count_weight": 0.5,
-}
+MEAN_EMBEDDING = mean_embedding_record(epsilon=3.999, noise_multiplier=1.083984375, n_features=2000)
 #: A dishonest site (or exporter with its key) alters one signed parameter of that record.
 HOSTILE_MEAN_EMBEDDING = {
     "mean-embedding noise halved": {**MEAN_EMBEDDING, "noise_multiplier": 0.54},

@@ -10,6 +10,7 @@ import pytest
 
 from ffsecure import dp
 from ffsecure.errors import DPError
+from tests.dp_records import mean_embedding_record
 
 GOOD = {
     "epsilon": 4.0,
@@ -99,20 +100,7 @@ def test_plan_refuses_a_schedule_no_verifier_would_re_account():
 
 
 #: A signed mean-embedding record as ``site-node train`` writes it (epsilon 4, PRV).
-MEAN_EMBEDDING = {
-    "epsilon": 3.999,
-    "delta": 1e-5,
-    "noise_multiplier": 1.083984375,
-    "sample_rate": 1.0,
-    "steps": 1,
-    "max_grad_norm": 1.0,
-    "accountant": "prv",
-    "mechanism": "mean-embedding",
-    "feature_seed": 0,
-    "n_features": 1000,
-    "feature_bandwidth": 0.5,
-    "count_weight": 0.5,
-}
+MEAN_EMBEDDING = mean_embedding_record(epsilon=3.999, noise_multiplier=1.083984375, n_features=1000)
 
 
 @pytest.mark.parametrize(

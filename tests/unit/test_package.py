@@ -19,6 +19,7 @@ from ffsecure import canonical, package, pki
 from ffsecure.errors import FFSecureError
 from ffsecure.generators import build, default_config, to_safetensors
 from ffsecure.records.ids import MODULE_ID
+from tests.dp_records import mean_embedding_record
 from tests.unit.test_federation import SHAPE, make_manifest
 
 DP_CLAIM = {
@@ -466,19 +467,8 @@ def test_a_federation_that_pins_the_dp_mechanism_refuses_modules_of_the_other(wo
             "mechanism": "mean-embedding",
         },
     )
-    mean_embedding = {
-        "epsilon": 7.995,
-        "delta": 1e-5,
-        "noise_multiplier": 0.6011962890625,
-        "sample_rate": 1.0,
-        "steps": 1,
-        "max_grad_norm": 1.0,
-        "accountant": "prv",
-        "mechanism": "mean-embedding",
-        "feature_seed": 0,
-        "n_features": 2000,
-        "feature_bandwidth": 0.5,
-        "count_weight": 0.5,
-    }
+    mean_embedding = mean_embedding_record(
+        epsilon=7.995, noise_multiplier=0.6011962890625, n_features=2000
+    )
     assert verify(world, make_pkg(world, fed=fed, dp=mean_embedding), fed=fed)
     expect("E_POLICY_DP", verify, world, make_pkg(world, fed=fed, dp=DP_CLAIM), fed=fed)
