@@ -8,26 +8,32 @@ The pipeline, in order, each step refusing with a typed error::
                  --site id == peer identity?--> (else E_IMPERSONATION)
                  --privacy policy--> (else E_PRIVACY_POLICY)
                  --DP claim re-accounted, bounded, in budget--> (else E_DP_CLAIM)
-                 --under the store lock: the site's modules composed, the new one
-                   included, within the DP policy--> (else E_DP_BUDGET)
-                 --store.register_module(... module.registered entry)--> receipt
+                 --store.register_module(... module.registered entry), and inside its
+                   write transaction, under the log's write lock: the site's modules
+                   composed, the new one included, within the DP policy
+                   (else E_DP_BUDGET, rolled back)--> receipt
 
 Nothing is written before every check has passed, so a refused package
 changes neither the store nor the ledger. Only the final store call runs
 under the store lock; the expensive checks run in parallel across uploads.
+
+The site's budget is judged on the rows the store reads under the log's write lock
+(PostgreSQL's advisory lock, SQLite's ``BEGIN IMMEDIATE``), not under this process's
+``store_lock``: several ``aggregator serve`` processes share one PostgreSQL store, and
+two uploads of one site, one to each, must not both pass on the same history.
 """
 
 from __future__ import annotations
 
 import errno
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from cryptography import x509
 
 from aggregator.auth import Peer
-from aggregator.store.base import Store, check_module_id
+from aggregator.store.base import ModuleRow, Store, check_module_id
 from ffsecure import canonical, envelope
 from ffsecure.dp import check_claim as check_dp_claim
 from ffsecure.dp import check_site_budget
@@ -171,16 +177,19 @@ class Registrar:
             "dp_epsilon": m.dp.get("epsilon") if isinstance(m.dp, dict) else None,
         }
 
-    def check_site_budget(self, site_id: str, module_id: str, dp: dict | None) -> None:
-        """``E_DP_BUDGET`` unless every module of ``site_id`` so far, deleted ones included,
-        composed with this one, stays within the DP policy (called under the store lock, so
-        two uploads of one site cannot both pass on the same history)."""
+    def check_site_budget(self, site_id: str, rows: Sequence[ModuleRow], dp: dict | None) -> None:
+        """``E_DP_BUDGET`` unless the modules of ``site_id`` in ``rows`` (all it registered so
+        far, deleted ones included), composed with this one, stay within the DP policy.
+
+        ``rows`` are what the store read inside the registration's write transaction (the
+        ``precondition`` of :meth:`Store.register_module`), so no other server can register
+        a module of the site between this check and the commit."""
         if not self.federation.dp_policy.get("required"):
             return
         records = [
             canonical.loads_canonical(row.manifest).get("dp")
-            for row in self.store.list_modules()
-            if row.site_id == site_id and row.module_id != module_id
+            for row in rows
+            if row.site_id == site_id
         ]
         check_site_budget([*records, dp], self.federation.dp_policy, site_id=site_id)
 
@@ -190,8 +199,11 @@ class Registrar:
         entry = make_entry(
             EntryType.MODULE_REGISTERED, peer.actor, self.entry_facts(package, verified)
         )
+
+        def within_budget(rows: Sequence[ModuleRow]) -> None:
+            self.check_site_budget(m.site_id, rows, m.dp)
+
         with self.store_lock:
-            self.check_site_budget(m.site_id, m.module_id, m.dp)
             try:
                 r = self.store.register_module(
                     module_id=m.module_id,
@@ -200,6 +212,7 @@ class Registrar:
                     package_meta=package_meta(package),
                     weights=package.weights,
                     entry=entry,
+                    precondition=within_budget,
                 )
             except OSError as exc:
                 # The store rolled back (no row, no entry, its new blob removed); say why, typed.

@@ -10,6 +10,9 @@ Contract of every backend:
   module/artifact row, its encrypted blob, its ledger entry and the Merkle
   nodes commit together or not at all;
 - a refused input changes nothing (validation happens before any write);
+- a rule that depends on what is already stored (a site's DP budget) is judged on rows
+  read inside the write transaction, under the log's write lock, never on an earlier
+  read: two servers sharing the store cannot both pass it on the same history;
 - ledger entries are canonical JSON (``ffsecure.records.entries``) and the
   bytes stored are the bytes hashed and exported.
 """
@@ -17,6 +20,7 @@ Contract of every backend:
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ffsecure.errors import FormatError
@@ -99,6 +103,11 @@ class SiteActivityRow:
     last_refusal_time: str | None
 
 
+#: A registration's precondition: given every module row of the registering site (deleted ones
+#: included), read inside the write transaction under the log's write lock, it raises to refuse.
+RegistrationCheck = Callable[[Sequence[ModuleRow]], None]
+
+
 class Store(abc.ABC):
     """Modules, artifacts and the transparency ledger of one aggregator."""
 
@@ -116,8 +125,15 @@ class Store(abc.ABC):
         package_meta: bytes,
         weights: bytes,
         entry: dict,
+        precondition: RegistrationCheck | None = None,
     ) -> Receipt:
-        """Store an encrypted module and append its ``module.registered`` entry (idempotent)."""
+        """Store an encrypted module and append its ``module.registered`` entry (idempotent).
+
+        ``precondition`` runs for a new module only (a module already registered with these
+        bytes returns its receipt, a new release of nothing), inside the write transaction
+        under the log's write lock, with the site's module rows read there; whatever it
+        raises rolls the transaction back (nothing written) and reaches the caller.
+        """
 
     @abc.abstractmethod
     def delete_module(

@@ -40,6 +40,7 @@ from aggregator.store.base import (
     ArtifactRow,
     LedgerSnapshot,
     ModuleRow,
+    RegistrationCheck,
     Store,
     check_artifact,
     check_module_id,
@@ -336,6 +337,7 @@ class SQLStore(EvaluationsMixin, SitesMixin, Store):
         package_meta: bytes,
         weights: bytes,
         entry: dict,
+        precondition: RegistrationCheck | None = None,
     ) -> Receipt:
         check_module_id(module_id)
         if not SITE_ID.matches(site_id):
@@ -387,6 +389,19 @@ class SQLStore(EvaluationsMixin, SitesMixin, Store):
                 )
                 proof = inclusion_proof_from(_Nodes(conn), index, size)
                 return Receipt(index, stored, size, note, proof, existing=True)
+            if precondition is not None:
+                # Under the log's write lock: no other writer, in any process, can register a
+                # module of this site between these rows and this module's commit.
+                precondition(
+                    [
+                        self._module_row(r)
+                        for r in conn.execute(
+                            f"SELECT {self._MODULE_COLS} FROM modules WHERE site_id = ? "
+                            "ORDER BY registered_index",
+                            (site_id,),
+                        )
+                    ]
+                )
             aad = b"module\x00" + module_id.encode()
             dek = sealing.new_dek()
             blob = sealing.seal_blob(bytes(weights), dek, aad)

@@ -237,6 +237,48 @@ def test_bad_registrations_change_nothing(store, raw, field, value, code):
     assert store.size() == 0 and raw.blobs() == {} and store.list_modules() == []
 
 
+def test_a_registration_s_precondition_sees_the_site_s_rows_in_the_write_and_can_refuse(
+    store, home, raw
+):
+    """The rule a registration depends on (a site's DP budget) is judged on rows read inside
+    the write transaction: every module of the site, deleted ones included, and another
+    server's commit (a second store object on the same store) is among them."""
+    kept, gone = module_args(), module_args()
+    store.register_module(**kept)
+    store.register_module(**module_args(site="st-john"))
+    store.register_module(**gone)
+    store.delete_module(gone["module_id"], actor="site:st-mary", reason="withdrawn")
+    other = open_home_store(home)  # another server's connection to the same store
+    late = module_args()
+    other.register_module(**late)
+    seen: list[list[tuple[str, str]]] = []
+
+    def refuse(rows):
+        seen.append([(r.module_id, r.status) for r in rows])
+        raise StoreError("over budget", code="E_DP_BUDGET")
+
+    before = (store.size(), len(raw.blobs()), store.list_modules())
+    new = module_args()
+    with pytest.raises(StoreError) as info:
+        store.register_module(**new, precondition=refuse)
+    assert info.value.code == "E_DP_BUDGET"
+    assert seen == [
+        [
+            (kept["module_id"], "active"),
+            (gone["module_id"], "deleted"),
+            (late["module_id"], "active"),
+        ]
+    ]
+    assert (store.size(), len(raw.blobs()), store.list_modules()) == before  # nothing written
+    # a module already registered is a re-send, not a new release: no precondition
+    again = store.register_module(**late, precondition=refuse)
+    assert again.existing and len(seen) == 1
+    accepted = store.register_module(**new, precondition=seen.append)
+    assert not accepted.existing and len(seen[-1]) == 3
+    assert store.verify_integrity()["modules"] == 5
+    other.close()
+
+
 def test_delete_crypto_shreds_and_logs_what_was_destroyed(store, home, raw, backend):
     args = module_args()
     mid = args["module_id"]

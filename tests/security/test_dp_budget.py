@@ -4,16 +4,25 @@ The federation's ``dp_policy.max_epsilon`` bounds what a site's data may leak. E
 is a release of that data; k modules at epsilon E each leak more than E (and deleting a
 module does not take back what it released). A real aggregator (`fed.serve()`: gRPC on
 loopback with real certificates, SQLite store) receives modules that each meet the policy
-alone; the composition of a site's modules must meet it too.
+alone; the composition of a site's modules must meet it too, also when two ``aggregator
+serve`` processes share one store (a real PostgreSQL server, or one SQLite file) and the
+site sends one module to each at once.
 """
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
+from aggregator.home import load_kek, load_log_key
+from aggregator.store import PostgresStore, SQLiteStore, open_home_store
 from ffsecure import dp
+from ffsecure.errors import FFSecureError
 from site_node.client import RetryPolicy
 from tests.federation_fixture import build_federation
+from tests.ops_fixture import peer, registrar
+from tests.pg_fixture import use_postgres
 from tests.security import forge
 from tests.security.forge import Refusal, chunks, send
 
@@ -85,3 +94,82 @@ def test_a_deleted_module_still_counts_against_its_site_s_budget(fed, srv):
     assert store.get_module(mary[0]).status == "deleted"
     got, _s, _d = _upload(fed, srv, "st-mary", 5)
     assert isinstance(got, Refusal) and got.code == "E_DP_BUDGET"
+
+
+class _PausesInsideItsTransaction:
+    """A real store (mixed into its backend's class) whose registration, once its
+    precondition has passed and before anything is written, waits until released: server 1
+    holding its write transaction open while server 2's upload of the same site arrives."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.checked, self.release = threading.Event(), threading.Event()
+
+    def register_module(self, *, precondition=None, **kwargs):
+        def paused(rows):
+            if precondition is not None:
+                precondition(rows)
+            self.checked.set()
+            assert self.release.wait(60), "the test never released server 1"
+
+        return super().register_module(precondition=paused, **kwargs)
+
+
+@pytest.mark.parametrize("backend", ["postgres", "sqlite"])
+def test_two_servers_on_one_store_cannot_both_spend_a_site_s_budget(tmp_path, backend, request):
+    """Two ``serve`` processes share a store; st-mary sends one module to each at once, each
+    within max_epsilon alone, both together over it. Server 1 has checked the budget and not
+    yet committed when server 2 checks: server 2 must see server 1's module, and refuse."""
+    fed = build_federation(tmp_path / "fed")
+    policy = {"required": True, "max_epsilon": 4.0, "delta": 1e-5}  # CLAIM: 3.70; two: 4.86
+    forge.require_dp(fed, policy)
+    kek, signer = load_kek(fed.home), load_log_key(fed.home)
+    keys = {"origin": signer.name, "kek": kek, "log_signer": signer}
+    if backend == "postgres":
+        dsn = request.getfixturevalue("pg_dsn")
+        use_postgres(fed.config_path, dsn)
+        paused = type("PausedPostgres", (_PausesInsideItsTransaction, PostgresStore), {})
+        store1 = paused.open(dsn, **keys)
+    else:
+        paused = type("PausedSQLite", (_PausesInsideItsTransaction, SQLiteStore), {})
+        store1 = paused.open(fed.home, **keys)
+    store2 = open_home_store(fed.home)  # the second server's own connection to the same store
+    server1, server2 = registrar(fed, store1), registrar(fed, store2)
+    assert server1.store_lock is not server2.store_lock  # two processes share no lock in memory
+    (sealed1, d1), (sealed2, d2) = (forge.forge(fed, "st-mary", dp=CLAIM, seed=s) for s in (1, 2))
+    mary = peer(fed, "st-mary")
+    got: dict[str, object] = {}
+
+    def upload(name, server, sealed):
+        try:
+            got[name] = server.register(sealed, mary)
+        except FFSecureError as exc:
+            got[name] = exc
+
+    first = threading.Thread(target=upload, args=("first", server1, sealed1))
+    second = threading.Thread(target=upload, args=("second", server2, sealed2))
+    try:
+        first.start()
+        assert store1.checked.wait(60), got.get("first")
+        second.start()  # server 2's check runs now, or waits for server 1's commit
+        second.join(1.0)
+        assert second.is_alive(), f"server 2 did not wait for server 1's write: {got}"
+    finally:
+        store1.release.set()
+        first.join(60)
+        second.join(60)
+    assert not isinstance(got["first"], Exception), got["first"]
+    refused = got["second"]
+    assert isinstance(refused, FFSecureError) and refused.code == "E_DP_BUDGET", refused
+    assert "st-mary" in refused.message and "4.8" in refused.message and refused.hint
+    # nothing of the refused module was written: one module, one entry, and the store agrees
+    rows = store2.list_modules()
+    assert [r.module_id for r in rows] == [d1["module_id"]]
+    assert store2.size() == 1 and store1.size() == 1
+    assert store2.verify_integrity()["modules"] == 1
+    # the refusal stands serially too, from either server
+    with pytest.raises(FFSecureError) as again:
+        server1.register(sealed2, mary)
+    assert again.value.code == "E_DP_BUDGET"
+    store1.close()
+    store2.close()
