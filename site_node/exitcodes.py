@@ -4,8 +4,8 @@
 * 1: an error (bad configuration, unreachable aggregator, damaged state, ...);
 * 3: ALARM ``E_LOG_FORK``: the aggregator's log is not an extension of what
   this site stored (``status``, ``run``); systemd must not restart into it;
-* 4: a module was refused, by this site's own privacy-policy check before
-  sealing or by the aggregator (``train``, ``upload``, ``privacy-check``,
+* 4: a module was refused, by this site's own privacy-policy or DP-budget check
+  before sealing or by the aggregator (``train``, ``upload``, ``privacy-check``,
   ``run --once``): the command did its work, but a module will never be sent
   or registered; ``site-node status --offline`` shows why;
 * 5: ``site-node check`` found at least one FAIL (WARN lines alone exit 0):

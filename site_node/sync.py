@@ -4,8 +4,9 @@
   before the first byte is sent, so an interrupted upload resumes with the
   same bytes under the same id), upload with retries, keep the verified receipt.
 * :func:`upload_queue`: upload modules in turn (``upload`` and ``run`` share
-  it): a module the aggregator refuses for good is marked ``refused`` and the
-  next one is sent; a transient failure (aggregator down, busy, rate limit)
+  it): a module the aggregator refuses for good, or that this site's own DP
+  budget refuses before it is sealed (:mod:`site_node.budget`), is marked
+  ``refused`` and the next one is sent; a transient failure (aggregator down, busy, rate limit)
   stops the queue, since the next module would meet the same; anything else
   (a log fork, a receipt that does not verify, damaged local state) is raised.
 * :func:`advance_checkpoint`: every checkpoint the site sees (receipts,
@@ -27,6 +28,7 @@ import secrets
 from typing import Any
 
 from ffsecure import envelope, pki
+from ffsecure.dp import DPBudgetError
 from ffsecure.errors import FFSecureError, LedgerError, TransientError
 from ffsecure.ledger import (
     Checkpoint,
@@ -37,6 +39,7 @@ from ffsecure.ledger import (
     verify_inclusion,
 )
 from ffsecure.records.entries import EntryType
+from site_node.budget import check_release
 from site_node.client import (
     AggregatorError,
     ModuleDeletedRefusal,
@@ -156,9 +159,18 @@ def seal_for_upload(state: StateDir, record: ModuleRecord, federation) -> bytes:
 def upload_module(state: StateDir, client, trust, record: ModuleRecord, *, progress=None) -> dict:
     """Upload one trained module (resuming), verify and store the receipt; returns a summary.
 
-    ``progress(sent_bytes, total_bytes)`` is called after each chunk.
+    ``progress(sent_bytes, total_bytes)`` is called after each chunk. Under a required DP
+    policy the module is first composed with the site's earlier releases; over the budget
+    it is neither sealed nor sent (:class:`ffsecure.dp.DPBudgetError`, ``E_DP_BUDGET``).
     """
 
+    check_release(
+        state,
+        trust.federation.dp_policy,
+        site_id=trust.identity.site_id,
+        module_id=record.module_id,
+        dp=record.train.get("dp"),
+    )
     sealed = seal_for_upload(state, record, trust.federation)
     log.info(
         "uploading module %s (%d bytes, upload id %s)",
@@ -230,9 +242,10 @@ def upload_queue(
     Each result has ``outcome``: ``registered`` (the upload summary), ``refused``
     or ``deferred`` (with ``error``).
 
-    A refusal marks the module ``refused`` (``error.by = "aggregator"``) and goes on
-    with the next; a transient failure ends the queue (``deferred`` when
-    ``defer_transient``, else raised); other errors are raised.
+    A refusal marks the module ``refused`` (``error.by = "aggregator"``, or ``"site"`` when
+    the site's own DP budget refused it before sealing) and goes on with the next; a
+    transient failure ends the queue (``deferred`` when ``defer_transient``, else raised);
+    other errors are raised.
     ``progress(module_id)`` gives a module's byte-progress callback (or None).
     """
     results = []
@@ -248,9 +261,12 @@ def upload_queue(
                 progress=progress(record.module_id) if progress else None,
             )
             results.append({**done, "outcome": "registered"})
+        except DPBudgetError as exc:  # the site's own check: the aggregator's arrives as a refusal
+            results.append(_refused(state, record, exc, by="site"))
+            continue
         except FFSecureError as exc:
             if is_refusal(exc):
-                results.append(_refused(state, record, exc))
+                results.append(_refused(state, record, exc, by="aggregator"))
                 continue
             if not (defer_transient and is_transient(exc)):
                 raise
@@ -267,15 +283,21 @@ def upload_queue(
     return results
 
 
-def _refused(state: StateDir, record: ModuleRecord, exc: FFSecureError) -> dict:
+def _refused(state: StateDir, record: ModuleRecord, exc: FFSecureError, *, by: str) -> dict:
     record = state.load_module(record.module_id)
     if record.status in ("trained", "sealed"):
-        state.refuse_module(record, exc, by="aggregator")
+        state.refuse_module(record, exc, by=by)
     log.error(
-        "module %s refused by the aggregator: %s",
+        "module %s refused by %s: %s",
         record.module_id,
+        "this site's DP budget" if by == "site" else "the aggregator",
         exc,
-        extra={"event": "upload_refused", "module_id": record.module_id, "code": exc.code},
+        extra={
+            "event": "upload_refused",
+            "module_id": record.module_id,
+            "code": exc.code,
+            "by": by,
+        },
     )
     return {
         "module_id": record.module_id,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ffsecure import canonical, pki, timefmt
-from ffsecure.dp import DPConfig, default_delta
+from ffsecure.dp import DPBudgetError, DPConfig, default_delta
 from ffsecure.errors import ConfigError, DataError, TransientError
 from ffsecure.federation import FederationManifest
 from ffsecure.package import (
@@ -29,6 +29,7 @@ from ffsecure.package import (
     sign_package,
     verify_package,
 )
+from site_node.budget import check_release
 from site_node.config import SiteConfig
 from site_node.privacy import gate
 from site_node.state import ModuleRecord, StateDir, refusal
@@ -345,10 +346,13 @@ def train_module(
 
     When the federation requires a privacy report, the privacy check runs and
     its report is judged before signing (:func:`site_node.privacy.gate`).
+    Under a required DP policy the new module's DP record is composed with the
+    site's earlier releases (:func:`site_node.budget.check_release`).
     Returns the new :class:`site_node.state.ModuleRecord`: status ``trained``,
-    or ``refused`` (``error.by = "site"``) when the report fails the policy; a
-    refused module is kept for inspection and never sealed or sent. Nothing
-    is written unless every step succeeded.
+    or ``refused`` (``error.by = "site"``) when the report fails the policy or
+    the module would take the site over its DP budget; a refused module is
+    kept for inspection and never sealed or sent. Nothing is written unless
+    every step succeeded.
     """
 
     # heavy: torch, only when loading data or training (keeps --help fast)
@@ -429,6 +433,14 @@ def train_module(
     refused = None
     if verdict is not None and not verdict.passes:
         refused = refusal(verdict.problems[0], by="site")
+    else:
+        try:
+            check_release(
+                state, fed.dp_policy, site_id=cfg.site_id, module_id=record.module_id, dp=report.dp
+            )
+        except DPBudgetError as exc:
+            refused = refusal(exc, by="site")
+    if refused is not None:
         record.status, record.error = "refused", refused
     d = state.module_dir(record.module_id)
     d.mkdir(parents=True, exist_ok=True)
@@ -453,8 +465,9 @@ def train_module(
     )
     if refused is not None:
         log.error(
-            "module %s refused by this site's privacy check: %s",
+            "module %s refused by this site's %s: %s",
             record.module_id,
+            "privacy check" if refused["code"] != DPBudgetError.code else "DP budget",
             refused["message"],
             extra={
                 "event": "module_refused",

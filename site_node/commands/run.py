@@ -22,7 +22,7 @@ def run(ctx, config_path, log_json, once):
 
     Exit status: 0 stopped cleanly; 1 configuration error (with --once: the cycle failed);
     3 ALARM: the aggregator's log forked (E_LOG_FORK); 4 (--once) the cycle ended in a refusal
-    (by this site's privacy check or by the aggregator).
+    (by this site's privacy check or DP budget, or by the aggregator).
     """
 
     setup_command_logging(ctx, log_json)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from ffsecure.clitools import echo_json
+from ffsecure.dp import DPBudgetError
 from site_node import trust as trustlib
 from site_node.commands._common import config_option, json_option, start, training_progress
 from site_node.exitcodes import EXIT_REFUSED
@@ -23,8 +24,10 @@ def train(ctx, config_path, no_progress, as_json):
 
     The result is a module with status `trained` in STATE/modules/<id>/; send it
     with `site-node upload`. When the federation requires a privacy report, the
-    privacy check runs before signing; a module that fails the privacy policy is
-    stored `refused` (never sent) and the command exits 4.
+    privacy check runs before signing; a module that fails the privacy policy, or
+    that would take the site's data over the federation's DP budget together with
+    the modules it sent before, is stored `refused` (never sent) and the command
+    exits 4.
     """
 
     cfg = start(ctx, config_path, as_json)
@@ -56,10 +59,13 @@ def train(ctx, config_path, no_progress, as_json):
             f"{record.classes}: final loss {record.train['final_loss']:.4f}{eps}"
         )
         if record.status == "refused":
+            check = "DP budget" if record.error["code"] == DPBudgetError.code else "privacy check"
             click.echo(
-                f"  REFUSED by this site's privacy check ({record.error['code']}): "
+                f"  REFUSED by this site's {check} ({record.error['code']}): "
                 f"{record.error['message']}; it will never be sent"
             )
+            if record.error.get("hint"):
+                click.echo(f"  hint: {record.error['hint']}")
         else:
             click.echo(
                 f"  signed package: {info['package']} ({info['package_bytes']} bytes); "

@@ -64,10 +64,13 @@ def _render(results: list[dict], as_json: bool) -> None:
             click.echo(f"module {r['module_id']}: {r['status']}, not sent")
         elif r["outcome"] == "refused":
             error = r["error"]
+            by = "this site's DP budget" if error.get("by") == "site" else "the aggregator"
             click.echo(
-                f"module {r['module_id']}: REFUSED by the aggregator ({error['code']}): "
+                f"module {r['module_id']}: REFUSED by {by} ({error['code']}): "
                 f"{error['message']}; marked refused, never sent again"
             )
+            if error.get("hint"):
+                click.echo(f"  hint: {error['hint']}")
         else:
             how = "already registered" if r["existing"] else "registered"
             click.echo(

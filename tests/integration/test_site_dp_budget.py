@@ -1,0 +1,96 @@
+"""A site composes its own DP releases before a new module leaves it.
+
+The federation requires DP with ``max_epsilon`` 8; a site trains at the default target,
+the whole ``max_epsilon`` per module, so its second module would take its data over the
+budget. The aggregator would refuse it (``E_DP_BUDGET``), but only once the sealed module
+had left the site. Here the site refuses it first, with the aggregator's own rule
+(``ffsecure.dp.check_site_budget``): `site-node upload` before sealing, `site-node train`
+right after training. Real processes against a real aggregator (loopback, mTLS);
+scikit-learn's digits, the federation's tiny cvae, one epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from ffsecure import dp
+from ffsecure.federation import create_signed_manifest
+from site_node.exitcodes import EXIT_REFUSED
+from tests.federation_fixture import build_federation
+from tests.integration.test_site_node import (
+    DIGITS,
+    InProcessAggregator,
+    free_port,
+    setup_site_in_process,
+    site_node,
+    write_site_config,
+)
+
+POLICY = {"required": True, "max_epsilon": 8.0, "delta": 1e-5}
+
+
+def _record(cfg: Path, module_id: str) -> dict:
+    return json.loads((cfg.parent / "state" / "modules" / module_id / "module.json").read_text())
+
+
+def test_a_site_refuses_a_module_that_would_overspend_its_budget_before_it_leaves(tmp_path):
+    fed = build_federation(tmp_path / "fed", labels=DIGITS, sites=())
+    fed.manifest = dataclasses.replace(fed.manifest, dp_policy=dict(POLICY))
+    fed.home.federation.write_bytes(create_signed_manifest(fed.manifest, fed.ca))
+    agg = InProcessAggregator(fed, free_port()).start()
+    try:
+        cfg = write_site_config(tmp_path, "st-dp", agg.address, [0, 1])
+        site_cfg, trust, first = setup_site_in_process(fed, cfg)
+        from site_node.training import train_module
+
+        second = train_module(site_cfg, trust)  # nothing has left the site yet: both pass
+        assert first.status == second.status == "trained"
+        claims = [
+            dp.DPClaim.from_record(r.train["dp"], require_parameters=True) for r in (first, second)
+        ]
+        assert all(c is not None and c.epsilon <= POLICY["max_epsilon"] for c in claims)
+        assert dp.site_epsilon(claims, POLICY["delta"]) > POLICY["max_epsilon"]
+
+        # upload: the first registers; the second is refused here, neither sealed nor sent
+        proc = site_node("upload", "--config", cfg, "--json", check=False)
+        assert proc.returncode == EXIT_REFUSED, proc.stderr[-3000:]
+        outcomes = {r["module_id"]: r for r in json.loads(proc.stdout)["uploaded"]}
+        assert outcomes[first.module_id]["outcome"] == "registered"
+        refused = outcomes[second.module_id]
+        assert refused["outcome"] == "refused" and refused["error"]["by"] == "site"
+        assert refused["error"]["code"] == "E_DP_BUDGET"
+        assert first.module_id in refused["error"]["message"]
+        assert "max_epsilon 8" in refused["error"]["message"]
+        assert "not sealed or sent" in refused["error"]["message"]
+        assert "dp_policy.max_epsilon" in refused["error"]["hint"]
+        rec = _record(cfg, second.module_id)
+        assert rec["status"] == "refused" and rec["upload_id"] is None
+        assert rec["error"]["code"] == "E_DP_BUDGET" and rec["error"]["by"] == "site"
+        assert not (cfg.parent / "state" / "modules" / second.module_id / "sealed.bin").exists()
+        # the aggregator holds the first module only and never saw the second (no refusal)
+        store = agg.running.runtime.store
+        assert [m.module_id for m in store.list_modules()] == [first.module_id]
+        (activity,) = store.list_site_activity()
+        assert activity.site_id == "st-dp" and activity.last_refusal_code is None
+
+        # train: a third module is refused right after training, with what to do
+        proc = site_node("train", "--config", cfg, "--no-progress", check=False)
+        assert proc.returncode == EXIT_REFUSED, proc.stderr[-3000:]
+        assert "REFUSED by this site's DP budget (E_DP_BUDGET)" in proc.stdout
+        assert "hint: each module releases the site's data again" in proc.stdout
+        third = [
+            m
+            for m in (cfg.parent / "state" / "modules").iterdir()
+            if m.name not in (first.module_id, second.module_id)
+        ]
+        assert len(third) == 1
+        rec = _record(cfg, third[0].name)
+        assert rec["status"] == "refused" and rec["error"]["by"] == "site"
+        assert rec["error"]["code"] == "E_DP_BUDGET" and first.module_id in rec["error"]["message"]
+        # nothing is pending: a plain upload sends nothing, and the aggregator still has one
+        assert json.loads(site_node("upload", "--config", cfg, "--json").stdout) == {"uploaded": []}
+        assert len(store.list_modules()) == 1
+    finally:
+        agg.stop()
