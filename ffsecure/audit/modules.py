@@ -6,9 +6,18 @@ what it claims, its canonical manifest hashes to the ``manifest_sha256`` of its
 certificate, which chains to the auditor's CA and was valid and not revoked,
 per the CRL, at the manifest's creation time (docs/pki.md: a ``key_compromise``
 revocation reaches back to every signature, a ``superseded`` one only from its
-date), with the manifest made no later than its registration. With the
-federation manifest, the module's generator, image shape, classes and DP claim
-are checked against the federation's policy too, and its signed privacy report
+date), with the manifest made no later than its registration; the certificate must be
+the one whose fingerprint the entry records (``cert_fingerprint``). A failure is an
+error, deleted module or not: the aggregator keeps a deleted module's signed package,
+so the only excused failure (a warning) is a deleted module whose recorded certificate
+was revoked at or after its registration and that verifies in every other respect.
+
+The record's ``signature`` and ``cert_chain_pem`` are the exporter's bytes, the
+manifest is bound by the log. So whenever the manifest hashes to the entry's
+``manifest_sha256``, whatever its signature does, it is what the aggregator
+registered, and every check that reads it runs (the DP re-accounting and site budgets
+below too): with the federation manifest, the module's generator, image shape,
+classes and DP claim against the federation's policy, and its signed privacy report
 against the federation's privacy policy (:func:`ffsecure.privacy.policy.check_module`,
 the check the aggregator runs at registration: under a DP claim a threshold on a
 figure the report does not state is covered by the claim only when the federation's
@@ -19,7 +28,9 @@ cannot make a DP claim cover figures by swapping a policy.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import hmac
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -27,7 +38,7 @@ from cryptography import x509
 from ffsecure import canonical, pki
 from ffsecure.audit.bundle import ModuleRecord
 from ffsecure.audit.findings import WARNING, Findings
-from ffsecure.audit.lineage import LedgerReplay
+from ffsecure.audit.lineage import LedgerReplay, ModuleState
 from ffsecure.dp import DPBudgetError, DPClaim, DPClaimError, check_site_budget, reaccount_claim
 from ffsecure.errors import FFSecureError
 from ffsecure.federation import FederationManifest
@@ -56,6 +67,117 @@ def _cert_serial(package: dict) -> tuple[x509.Certificate | None, str | None]:
     except (FFSecureError, KeyError, AttributeError, UnicodeEncodeError, TypeError):
         return None, None
     return cert, pki.serial_hex(cert.serial_number)
+
+
+def _is_recorded(manifest_sha: str, facts: dict) -> bool:
+    """Whether the record's manifest is the one the ``module.registered`` entry hashes."""
+    recorded = facts.get("manifest_sha256")
+    return isinstance(recorded, str) and hmac.compare_digest(
+        manifest_sha.encode(), recorded.encode()
+    )
+
+
+def _recorded_cert_problem(cert: x509.Certificate | None, facts: dict) -> str | None:
+    """Why the package's certificate is not the one its ``module.registered`` entry records.
+
+    The aggregator writes ``cert_fingerprint`` (SHA-256 of the certificate's DER) into every
+    module entry; ``signature`` and ``cert_chain_pem`` of the exported record are the
+    exporter's bytes, so the log's fingerprint is what binds the certificate.
+    """
+    recorded = facts.get("cert_fingerprint")
+    if not isinstance(recorded, str):
+        return "its ledger entry records no cert_fingerprint, so nothing binds its certificate"
+    if cert is None:
+        return "its package certificate cannot be read to compare with the entry's cert_fingerprint"
+    fingerprint = pki.cert_fingerprint(cert)
+    if not hmac.compare_digest(fingerprint.encode(), recorded.encode()):
+        return (
+            f"its package certificate has fingerprint {fingerprint[:12]}…, the ledger entry "
+            f"records cert_fingerprint {recorded[:12]}…: the certificate was swapped"
+        )
+    return None
+
+
+def _policy_failure(manifest: dict, federation: FederationManifest) -> FFSecureError | None:
+    """The federation and privacy policy checks the aggregator runs at registration."""
+    try:
+        parsed = ModuleManifest.from_dict(manifest)
+        check_policy(parsed, federation)
+        check_privacy_policy(
+            parsed.privacy_report,
+            parsed.dp,
+            federation.privacy_policy,
+            dp_policy=federation.dp_policy,
+        )
+    except FFSecureError as exc:
+        return exc
+    return None
+
+
+def _check_signature(
+    ms: ModuleState,
+    package_bytes: bytes,
+    findings: Findings,
+    *,
+    ca_cert: x509.Certificate,
+    crl: x509.CertificateRevocationList | None,
+    revoked_at: dt.datetime | None,
+    cert_recorded: bool,
+) -> str | None:
+    """Verify the package at its registration; the problem, or None when it verifies.
+
+    A failure is an error, with one exception: a deleted module whose certificate, the one
+    its entry records, was revoked at or after its registration and that verifies in every
+    other respect (checked again without the CRL) is a warning. The aggregator keeps a
+    deleted module's signed package, so any other failure means the exported bytes are not
+    the ones it registered.
+    """
+    registered_at = pki.parse_rfc3339(ms.time)  # a validated entry time
+    try:
+        verify_package_meta(package_bytes, ca_cert=ca_cert, crl=crl, now=registered_at)
+        return None
+    except FFSecureError as exc:
+        failure = exc
+    revoked_cert = isinstance(failure, pki.CertRevokedError)
+    revoked_late = revoked_cert and revoked_at is not None and revoked_at >= registered_at
+    deleted = ms.deleted_index is not None
+    excused = deleted and revoked_late and cert_recorded
+    if excused:
+        try:
+            verify_package_meta(package_bytes, ca_cert=ca_cert, crl=None, now=registered_at)
+        except FFSecureError as exc:
+            failure, revoked_cert, excused = exc, False, False
+    code = "E_AUDIT_MODULE_REVOKED" if revoked_cert else "E_AUDIT_MODULE_SIGNATURE"
+    tail = (
+        f"; it was deleted at entry {ms.deleted_index}"
+        if deleted
+        else "; it is still active and should be deleted"
+    )
+    if revoked_cert and revoked_at is not None:
+        when = pki.rfc3339(revoked_at)
+        tail = (
+            f" (revoked {when}, at or after its registration at {ms.time}: "
+            f"the revocation reaches back to every signature of that key){tail}"
+            if revoked_late
+            else f" (revoked {when}, before its registration at {ms.time}: "
+            f"the aggregator should have refused it){tail}"
+        )
+    if deleted and not excused:
+        tail += (
+            ", but the aggregator keeps a deleted module's signed package, so only a "
+            "revocation after registration of the certificate its entry records excuses it"
+        )
+    findings.add(
+        "module-signatures",
+        code,
+        f"module {ms.module_id} of site {ms.site_id} does not verify: "
+        f"[{failure.code}] {failure.message}{tail}",
+        severity=WARNING if excused else "error",
+        entry=ms.registered_index,
+        entry_type=EntryType.MODULE_REGISTERED,
+        module_id=ms.module_id,
+    )
+    return f"{failure.code}: {failure.message}"
 
 
 def check_modules(
@@ -153,6 +275,11 @@ def check_modules(
             findings.add("module-records", "E_AUDIT_MODULE_RECORD", f"module {mid}: {p}", **where)
 
         cert, serial = _cert_serial(package)
+        cert_problem = _recorded_cert_problem(cert, f)
+        if cert_problem is not None:
+            findings.add(
+                "module-records", "E_AUDIT_MODULE_RECORD", f"module {mid}: {cert_problem}", **where
+            )
         revoked = revoked_at = None
         if cert is not None and crl is not None:
             rc = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
@@ -169,55 +296,27 @@ def check_modules(
         if ca_cert is None:
             problem = "no CA to check against"
         else:
-            registered_at = pki.parse_rfc3339(ms.time)  # a validated entry time
-            try:
-                verify_package_meta(package_bytes, ca_cert=ca_cert, crl=crl, now=registered_at)
-                ok = True
-            except FFSecureError as exc:
-                problem = f"{exc.code}: {exc.message}"
-                deleted = ms.deleted_index is not None
-                revoked_cert = isinstance(exc, pki.CertRevokedError)
-                code = "E_AUDIT_MODULE_REVOKED" if revoked_cert else "E_AUDIT_MODULE_SIGNATURE"
-                tail = (
-                    f"; it was deleted at entry {ms.deleted_index}"
-                    if deleted
-                    else "; it is still active and should be deleted"
-                )
-                if revoked_cert and revoked_at is not None:
-                    when = pki.rfc3339(revoked_at)
-                    tail = (
-                        f" (revoked {when}, before its registration at {ms.time}: "
-                        f"the aggregator should have refused it){tail}"
-                        if revoked_at < registered_at
-                        else f" (revoked {when}, at or after its registration at {ms.time}: "
-                        f"the revocation reaches back to every signature of that key){tail}"
-                    )
+            problem = _check_signature(
+                ms,
+                package_bytes,
+                findings,
+                ca_cert=ca_cert,
+                crl=crl,
+                revoked_at=revoked_at,
+                cert_recorded=cert_problem is None,
+            )
+            ok = problem is None
+        if federation is not None and _is_recorded(manifest_sha, f):
+            failure = _policy_failure(manifest, federation)
+            if failure is not None:
+                problem = f"{failure.code}: {failure.message}"
                 findings.add(
                     "module-signatures",
-                    code,
-                    f"module {mid} of site {ms.site_id} does not verify: "
-                    f"[{exc.code}] {exc.message}{tail}",
-                    severity=WARNING if deleted else "error",
+                    "E_AUDIT_MODULE_POLICY",
+                    f"module {mid} breaks the federation policy: "
+                    f"[{failure.code}] {failure.message}",
                     **where,
                 )
-            if ok and federation is not None:
-                try:
-                    parsed = ModuleManifest.from_dict(manifest)
-                    check_policy(parsed, federation)
-                    check_privacy_policy(
-                        parsed.privacy_report,
-                        parsed.dp,
-                        federation.privacy_policy,
-                        dp_policy=federation.dp_policy,
-                    )
-                except FFSecureError as exc:
-                    problem = f"{exc.code}: {exc.message}"
-                    findings.add(
-                        "module-signatures",
-                        "E_AUDIT_MODULE_POLICY",
-                        f"module {mid} breaks the federation policy: [{exc.code}] {exc.message}",
-                        **where,
-                    )
         out[mid] = ModuleCheck(mid, ms.site_id, manifest, ok, problem, serial, revoked)
 
     for mid, rec in records.items():
@@ -307,7 +406,8 @@ def check_site_budgets(
     happened). The site's claims are composed in registration order by the aggregator's
     rule (``ffsecure.dp.check_site_budget``); the module whose registration took the site
     over the policy is the finding. Modules with no or an unparsable claim have their own
-    findings (``module-signatures``, ``dp-claims``) and are left out here.
+    findings and are left out here: ``module-signatures`` (policy: no DP claim under a
+    required policy) on a recorded manifest, ``module-records`` on any other, ``dp-claims``.
     """
     if federation is None or not federation.dp_policy.get("required"):
         return
