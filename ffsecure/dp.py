@@ -15,8 +15,9 @@ and one epoch is ``ceil(n / b)`` steps.
 Bounded accounting (the one home of these bounds). A DP claim in a module
 manifest is untrusted input: ``steps = 10**9`` makes Opacus' PRV accountant
 ask for hundreds of GiB. Every accounting here first checks the parameters
-against explicit bounds (:data:`MAX_STEPS`, :data:`MAX_EPOCHS` for
-``sample_rate * steps``, the noise multiplier, delta) and, for PRV, the size
+against explicit bounds (at least one step and at most :data:`MAX_STEPS`,
+:data:`MAX_EPOCHS` for ``sample_rate * steps``, the noise multiplier, delta at
+most :data:`MAX_DELTA` and below the sample rate) and, for PRV, the size
 of the accountant's grid (:data:`MAX_PRV_GRID_POINTS`, computed from the RDP
 bound Opacus uses to size it) before anything is allocated; :func:`plan`
 refuses a schedule outside them at the site, so an honest module is never
@@ -54,6 +55,13 @@ MAX_EPOCHS = 10_000
 NOISE_MULTIPLIER_RANGE = (1e-3, 1e6)
 #: Smallest delta accepted (below it Opacus' error terms underflow).
 MIN_DELTA = 1e-20
+#: Largest delta a plan may use and a claim may state. Delta is the probability that the
+#: epsilon bound fails outright, so it must be far below 1/n; a site's default is
+#: ``min(1e-5, 1 / (10 n))`` (:func:`default_delta`) and the federation template's 1e-5.
+#: 1e-3 is below 1/n for every site of up to 1,000 images and a hundred times the default: no
+#: honest run comes near it, and a claim such as "epsilon 1e-6 at delta 0.999999", which
+#: promises nothing, is refused.
+MAX_DELTA = 1e-3
 #: Largest epsilon a claim may state.
 MAX_CLAIMED_EPSILON = 1e6
 #: Largest PRV discretisation grid (points) an accounting may build: 32 MiB per float64 array.
@@ -193,7 +201,14 @@ class DPClaimError(DefaultHint, PolicyError):
 
 
 def check_bounds(*, noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> None:
-    """``E_DP`` unless the parameters lie inside the accounting bounds (allocates nothing)."""
+    """``E_DP`` unless the parameters lie inside the accounting bounds (allocates nothing).
+
+    A run takes at least one step (zero steps release nothing and would re-account to
+    epsilon 0, so a thousand such claims would compose to nothing). Delta lies in
+    [:data:`MIN_DELTA`, :data:`MAX_DELTA`] and below ``sample_rate``: a plan's delta is
+    below ``1 / n`` (:func:`plan`), and ``sample_rate = 1 / ceil(n / batch) >= 1 / n``, so a
+    claim with ``delta >= sample_rate`` cannot come from an honest plan.
+    """
     lo, hi = NOISE_MULTIPLIER_RANGE
     _finite_positive("noise_multiplier", noise_multiplier)
     if not lo <= noise_multiplier <= hi:
@@ -203,10 +218,10 @@ def check_bounds(*, noise_multiplier: float, sample_rate: float, steps: int, del
         )
     if not is_number(sample_rate) or not 0 < sample_rate <= 1:
         raise _dp_error(f"sample_rate must be in (0, 1], got {sample_rate!r}", "use batch_size / n")
-    if not is_int(steps) or not 0 <= steps <= MAX_STEPS:
+    if not is_int(steps) or not 1 <= steps <= MAX_STEPS:
         raise _dp_error(
-            f"steps must be an integer in [0, {MAX_STEPS}], got {steps!r}",
-            f"train for at most {MAX_STEPS} steps",
+            f"steps must be an integer in [1, {MAX_STEPS}], got {steps!r}",
+            f"train for at least one and at most {MAX_STEPS} steps",
         )
     if sample_rate * steps > MAX_EPOCHS:
         raise _dp_error(
@@ -214,9 +229,16 @@ def check_bounds(*, noise_multiplier: float, sample_rate: float, steps: int, del
             f"above {MAX_EPOCHS}",
             f"train for at most {MAX_EPOCHS} epochs",
         )
-    if not is_number(delta) or not MIN_DELTA <= delta < 1:
+    if not is_number(delta) or not MIN_DELTA <= delta <= MAX_DELTA:
         raise _dp_error(
-            f"delta must be in [{MIN_DELTA:g}, 1), got {delta!r}", "use default_delta(n)"
+            f"delta must be in [{MIN_DELTA:g}, {MAX_DELTA:g}], got {delta!r}",
+            "use default_delta(n): min(1e-5, 1/(10 n))",
+        )
+    if delta >= sample_rate:
+        raise _dp_error(
+            f"delta {delta:g} is not below the sample rate {sample_rate:g}, so not below "
+            "1/n for any n the sample rate allows: such a delta allows releasing a whole record",
+            "use default_delta(n): min(1e-5, 1/(10 n))",
         )
 
 
@@ -272,8 +294,6 @@ def compute_epsilon(
     check_bounds(
         noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps, delta=delta
     )
-    if steps == 0:
-        return 0.0
     if accountant == "prv":
         _check_grid(noise_multiplier, sample_rate, steps, delta)
     acct = _accountant(accountant)
@@ -383,7 +403,29 @@ def _checked_delta(dp: DPConfig, n: int) -> float:
             "such a delta allows releasing a whole record",
             "omit delta to use min(1e-5, 1/(10 n))",
         )
+    if delta > MAX_DELTA:
+        raise _dp_error(
+            f"delta {delta:g} is above {MAX_DELTA:g}, the largest delta every verifier of a "
+            "DP claim accepts",
+            "omit delta to use min(1e-5, 1/(10 n))",
+        )
     return float(delta)
+
+
+def check_family(mechanism: Any, family: Any) -> None:
+    """``E_DP`` unless ``mechanism`` can train a ``family`` module.
+
+    The one rule, from the one table (:data:`MEAN_EMBEDDING_FAMILIES`): the site applies
+    it before training (:func:`resolve_mechanism`), every verifier of a module's claim
+    (``ffsecure.package.check_policy``: the aggregator at registration, the audit) to the
+    signed manifest's generator family and DP record. A ddpm module whose record claims a
+    one-step mean-embedding release states an accounting for a run that cannot happen.
+    """
+    if mechanism == "mean-embedding" and family not in MEAN_EMBEDDING_FAMILIES:
+        raise _dp_error(
+            f"the mean-embedding mechanism cannot train a {family} module",
+            f"use mechanism dp-sgd, or the {'/'.join(MEAN_EMBEDDING_FAMILIES)} family",
+        )
 
 
 def resolve_mechanism(
@@ -407,11 +449,7 @@ def resolve_mechanism(
         )
     if mechanism == "auto":
         return "mean-embedding" if family in MEAN_EMBEDDING_FAMILIES else "dp-sgd"
-    if mechanism == "mean-embedding" and family not in MEAN_EMBEDDING_FAMILIES:
-        raise _dp_error(
-            f"the mean-embedding mechanism cannot train a {family} module",
-            f"use mechanism dp-sgd, or the {'/'.join(MEAN_EMBEDDING_FAMILIES)} family",
-        )
+    check_family(mechanism, family)
     del n, target_epsilon  # no size or epsilon threshold measured yet (see the docstring)
     return str(mechanism)
 
@@ -716,9 +754,7 @@ def site_epsilon(claims: Sequence[DPClaim], delta: float) -> float:
         else math.inf
     )
     acct = _accountant("rdp")
-    acct.history = [(c.noise_multiplier, c.sample_rate, c.steps) for c in claims if c.steps]
-    if not acct.history:
-        return 0.0
+    acct.history = [(c.noise_multiplier, c.sample_rate, c.steps) for c in claims]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from ffsecure import FORMAT_VERSION, canonical, envelope, pki, timefmt
-from ffsecure.dp import MECHANISM_CHOICES
+from ffsecure.dp import MAX_DELTA, MECHANISM_CHOICES
 from ffsecure.errors import (
     ConfigError,
     FederationMismatchError,
@@ -79,7 +79,8 @@ DP_POLICY_SPEC = fields.Table(
     {
         "required": fields.Bool(),
         "max_epsilon": fields.Nullable(fields.Float(0.0, above=True)),
-        "delta": fields.Nullable(fields.Float(0.0, 1.0, above=True, below=True)),
+        # every claim's delta is at most MAX_DELTA (ffsecure.dp.check_bounds); so is the policy's
+        "delta": fields.Nullable(fields.Float(0.0, MAX_DELTA, above=True)),
         # absent in manifests written before it existed (= "auto"), so their bytes are unchanged
         "mechanism": fields.Field(fields.Str(options=MECHANISM_CHOICES), default=fields.OMIT),
     },

@@ -35,8 +35,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ffsecure import FORMAT_VERSION, __version__, canonical, pki, timefmt
+from ffsecure import dp as dpmod
 from ffsecure.errors import (
     DefaultHint,
+    DPError,
     FederationMismatchError,
     FFSecureError,
     FormatError,
@@ -573,6 +575,13 @@ def check_policy(manifest: ModuleManifest, federation: FederationManifest) -> No
             raise DPPolicyError(f"epsilon {dp['epsilon']} is outside (0, {policy['max_epsilon']}]")
         if not 0 < dp["delta"] <= policy["delta"]:
             raise DPPolicyError(f"delta {dp['delta']} is outside (0, {policy['delta']}]")
+    if manifest.dp is not None:
+        try:  # the site's rule (resolve_mechanism), on the signed family and DP record
+            dpmod.check_family(manifest.dp.get("mechanism", "dp-sgd"), manifest.generator["family"])
+        except DPError as exc:
+            raise dpmod.DPClaimError(
+                f"the module's DP record does not fit its generator: {exc.message}"
+            ) from None
     pinned = policy.get("mechanism", "auto")
     if pinned != "auto" and manifest.dp is not None:
         ran = manifest.dp.get("mechanism", "dp-sgd")

@@ -19,7 +19,7 @@ from typing import Any
 
 from ffsecure import pki, templates
 from ffsecure.commands.pki import SITE_PASSPHRASE_ENV, read_passphrase
-from ffsecure.dp import MECHANISM_CHOICES
+from ffsecure.dp import MAX_DELTA, MECHANISM_CHOICES
 from ffsecure.errors import ConfigError
 from ffsecure.records import fields
 from ffsecure.records.ids import parse_port
@@ -279,8 +279,12 @@ def _build(v: dict[str, dict[str, Any]], path: Path) -> SiteConfig:
         raise _cfg_error(
             "dp.accountant", f"{dp['accountant']!r} is not prv or rdp", 'write accountant = "prv"'
         )
-    if dp["delta"] >= 1:
-        raise _cfg_error("dp.delta", "must be below 1", "use e.g. 1e-5, or 0 for the default")
+    if dp["delta"] > MAX_DELTA:
+        raise _cfg_error(
+            "dp.delta",
+            f"must be at most {MAX_DELTA:g} (every verifier refuses a larger one)",
+            "use e.g. 1e-5, or 0 for the default",
+        )
     if dp["max_grad_norm"] <= 0:
         raise _cfg_error("dp.max_grad_norm", "must be above 0", "use e.g. 1.0")
     daemon = v["daemon"]

@@ -1,6 +1,7 @@
 """The federation's privacy policy at the site: measure a module and judge it before it is sealed.
 
-When the federation manifest's ``privacy_policy`` requires a report,
+When the federation manifest carries a ``privacy_policy`` (every present policy
+requires a report, :func:`ffsecure.privacy.policy.effective_policy`),
 ``site-node train`` and ``site-node run`` call :func:`gate` between building
 the manifest and signing it: the privacy check
 (:func:`ffsecure.privacy.check.run_check`) runs on the weights about to be
@@ -56,7 +57,8 @@ PAIRS_FILE = "closest-pairs.png"
 
 
 def report_required(federation: FederationManifest) -> bool:
-    """Whether the federation's (effective) privacy policy requires a privacy report."""
+    """Whether the federation's (effective) privacy policy requires a privacy report: whenever
+    the manifest carries one, so that every limit it sets binds every module."""
     policy = effective_policy(federation.privacy_policy)
     return bool(policy and policy["required"])
 

@@ -16,6 +16,9 @@ image size. Figures:
   quantile of ``d_holdout``: a sample nearer to a training image than 99% of
   unseen real images are is counted as a near-copy. With no memorization about
   1% of samples pass it by chance (fewer for blurrier generators).
+  ``near_copy_quantile`` names the quantile used, None when the threshold was given
+  by hand: the privacy policy counts a near-copy fraction only at the quantile rule
+  (:func:`ffsecure.privacy.policy.measurement_problem`).
 """
 
 from __future__ import annotations
@@ -29,8 +32,7 @@ import torch
 
 from ffsecure.errors import DataError
 from ffsecure.plots import _pyplot, _to_display
-
-DEFAULT_QUANTILE = 0.01
+from ffsecure.privacy.report import NEAR_COPY_QUANTILE
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -73,7 +75,7 @@ def memorization(
     holdout: torch.Tensor,
     *,
     threshold: float | None = None,
-    quantile: float = DEFAULT_QUANTILE,
+    quantile: float = NEAR_COPY_QUANTILE,
 ) -> dict[str, Any]:
     """Distances of ``generated`` and ``holdout`` images to their nearest
     ``train`` image, and the figures.

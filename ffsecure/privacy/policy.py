@@ -3,24 +3,39 @@
 The federation manifest may carry ``privacy_policy`` (null = no privacy
 requirement)::
 
-    {"required": true,                       # a module must carry a privacy_report
-     "max_membership_auroc": 0.6,            # strongest reported attack's AUROC
+    {"max_membership_auroc": 0.6,            # strongest reported attack's AUROC
      "max_membership_tpr_at_1pct_fpr": 0.05,
-     "max_near_copy_fraction": 0.01}
+     "max_near_copy_fraction": 0.01,
+     "min_members": 20,                      # sizes a judged figure must be measured on
+     "min_non_members": 20,
+     "min_generated": 100}
 
-Every key is optional. ``required`` defaults to false. A present policy
-(even ``{}``) limits the membership-inference AUROC to
-:data:`DEFAULT_MAX_MEMBERSHIP_AUROC` (0.55) unless it sets
-``max_membership_auroc`` itself (1.0 lifts the limit); the other thresholds
-are enforced only when set. :data:`DEFAULTS` is the one home of these
-defaults: the aggregator, the site node, ``aggregator modules show`` and the
-audit tools all read the policy through :func:`effective_policy`.
+Every key is optional. A present policy (even ``{}``) requires every module to carry a
+privacy report: a limit that bound only the modules that chose to send a report would
+bind only the honest ones. ``required`` is therefore always true; a manifest may spell
+it (``true``), and one that says ``false`` is refused (``E_PRIVACY_POLICY_SCHEMA``, at
+``federation create`` and wherever the manifest is parsed). A present policy limits the
+membership-inference AUROC to :data:`DEFAULT_MAX_MEMBERSHIP_AUROC` (0.55) unless it sets
+``max_membership_auroc`` itself (1.0 lifts the limit); the other limits are enforced
+only when set. :data:`DEFAULTS` is the one home of these defaults: the aggregator, the
+site node, ``aggregator modules show`` and the audit tools all read the policy through
+:func:`effective_policy`.
 
 When a module carries a report, every threshold of the effective policy is
 enforced, and a report that lacks the figure a threshold needs is refused (it
 cannot show that it complies). The membership AUROC and TPR compared are the
 larger of the plain and the calibrated attack. If the module claims DP and
 its report states a re-computed epsilon, the two must agree.
+
+A figure counts only if it was measured soundly (:func:`measurement_problem`, the one
+home of these rules): the report must state the sizes it was measured on, at least the
+policy's ``min_members`` training images and ``min_non_members`` held-out images (every
+figure) and ``min_generated`` samples (the near-copy fraction), and the near-copy
+fraction must have been counted at a threshold above 0 chosen by the check's quantile
+rule (``near_copy_quantile`` at least
+:data:`ffsecure.privacy.report.NEAR_COPY_QUANTILE`), not set by hand. Otherwise a site
+could pass any limit by measuring two examples, or by counting near-copies at
+distance 0.
 
 A DP claim covers everything released about the training data, but only where the
 federation bounds it: :func:`ffsecure.privacy.report.dp_covers` (the module has a DP
@@ -54,21 +69,47 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ffsecure.errors import FormatError, PolicyError
-from ffsecure.privacy.report import check_report, dp_covers, has_dp_claim, releasable
-from ffsecure.records.fields import is_number
+from ffsecure.privacy.report import (
+    NEAR_COPY_QUANTILE,
+    check_report,
+    dp_covers,
+    has_dp_claim,
+    releasable,
+)
+from ffsecure.records.fields import is_int, is_number
 
-POLICY_FIELDS: dict[str, tuple[float, float] | None] = {
-    "required": None,  # bool
-    "max_membership_auroc": (0.0, 1.0),
-    "max_membership_tpr_at_1pct_fpr": (0.0, 1.0),
-    "max_near_copy_fraction": (0.0, 1.0),
+#: Largest count a ``min_*`` key may ask for (the report's own bound on counts).
+MAX_COUNT = 1 << 40
+# key -> (kind, low, high), bounds inclusive; kind "bool" (``required``: true only), "float" (a
+# limit on a figure) or "int" (the fewest examples a judged figure must be measured on)
+POLICY_FIELDS: dict[str, tuple[str, float, float]] = {
+    "required": ("bool", 1, 1),
+    "max_membership_auroc": ("float", 0.0, 1.0),
+    "max_membership_tpr_at_1pct_fpr": ("float", 0.0, 1.0),
+    "max_near_copy_fraction": ("float", 0.0, 1.0),
+    "min_members": ("int", 1, MAX_COUNT),
+    "min_non_members": ("int", 1, MAX_COUNT),
+    "min_generated": ("int", 1, MAX_COUNT),
 }
 # A membership attack no better than guessing scores 0.5; 0.55 leaves room for the sampling error
 # of a few hundred examples (docs/privacy.md) and refuses the leakiest DP cells of RESULTS.md.
 DEFAULT_MAX_MEMBERSHIP_AUROC = 0.55
-DEFAULTS: dict[str, bool | float] = {
-    "required": False,
+# The fewest members and non-members a judged figure may be measured on: the check's own floor
+# for a held-out set (ffsecure.privacy.check.MIN_VALIDATION_NON_MEMBERS = 20). The smallest honest
+# MedMNIST sites meet it: RetinaMNIST's class-4 site has 66 training images and its non-members
+# are the test split's 20 class-4 images; BreastMNIST's malignant class has 21 validation images.
+DEFAULT_MIN_MEMBERS = 20
+DEFAULT_MIN_NON_MEMBERS = 20
+# The fewest generated samples a near-copy fraction may be counted on: below 100 one sample is
+# more than 1%, the share of unseen images the quantile rule itself counts as near-copies. An
+# honest check generates DEFAULT_SAMPLES (1000), whatever the site's size.
+DEFAULT_MIN_GENERATED = 100
+DEFAULTS: dict[str, bool | float | int] = {
+    "required": True,
     "max_membership_auroc": DEFAULT_MAX_MEMBERSHIP_AUROC,
+    "min_members": DEFAULT_MIN_MEMBERS,
+    "min_non_members": DEFAULT_MIN_NON_MEMBERS,
+    "min_generated": DEFAULT_MIN_GENERATED,
 }
 EPSILON_RTOL = 1e-4
 FIX_HINT = (
@@ -87,6 +128,25 @@ THRESHOLDS: dict[str, tuple[str, str, str | None]] = {
     "max_near_copy_fraction": ("near-copy fraction", "near_copy_fraction", None),
 }
 
+# policy key of a minimum -> (report key it bounds, what a person reads)
+MINIMA: dict[str, tuple[str, str]] = {
+    "min_members": ("members", "members (training images)"),
+    "min_non_members": ("non_members", "non-members (held-out images)"),
+    "min_generated": ("generated", "generated samples"),
+}
+# threshold key -> the minima its figure depends on: every figure compares members with
+# non-members; the near-copy fraction also counts generated samples
+MEASURED_ON: dict[str, tuple[str, ...]] = {
+    "max_membership_auroc": ("min_members", "min_non_members"),
+    "max_membership_tpr_at_1pct_fpr": ("min_members", "min_non_members"),
+    "max_near_copy_fraction": ("min_members", "min_non_members", "min_generated"),
+}
+MEASUREMENT_HINT = (
+    "measure with `site-node privacy-check` at its defaults (no --threshold, the default "
+    "--max-examples and --samples) on the site's own data; a site that holds fewer images "
+    "of the module's classes cannot show that its module complies"
+)
+
 
 class PrivacyPolicyError(PolicyError):
     """A module's privacy report is missing or breaks the federation's privacy policy."""
@@ -98,12 +158,25 @@ class PrivacyPolicySchemaError(FormatError):
     code = "E_PRIVACY_POLICY_SCHEMA"
 
 
-def _number_in(value: Any, bounds: tuple[float, float]) -> bool:
-    return is_number(value) and bounds[0] <= value <= bounds[1]
+#: Why ``required = false`` is refused (the message of ``E_PRIVACY_POLICY_SCHEMA``).
+OPTIONAL_REPORT_REFUSED = (
+    "privacy_policy.required = false is refused: a present privacy_policy requires every "
+    "module to carry a privacy report, because a limit that binds only the modules that "
+    "choose to send a report binds only the honest ones; leave `required` out (or true), "
+    "or leave out the whole privacy_policy to set no privacy limit"
+)
+
+
+def _field_ok(value: Any, kind: str, low: float, high: float) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "int":
+        return is_int(value) and low <= value <= high
+    return is_number(value) and low <= value <= high
 
 
 def check_policy_fields(policy: Any) -> dict[str, Any]:
-    """Schema of ``privacy_policy`` (known keys, bool/number types, ranges)."""
+    """Schema of ``privacy_policy`` (known keys, types, ranges; ``required`` only true)."""
     if not isinstance(policy, dict):
         raise PrivacyPolicySchemaError("privacy_policy must be an object")
     unknown = sorted(k for k in policy if k not in POLICY_FIELDS)
@@ -112,24 +185,30 @@ def check_policy_fields(policy: Any) -> dict[str, Any]:
             f"privacy_policy has unknown keys {unknown[:5]}; known keys: {sorted(POLICY_FIELDS)}"
         )
     for key, value in policy.items():
-        bounds = POLICY_FIELDS[key]
-        if bounds is None:
-            if not isinstance(value, bool):
-                raise PrivacyPolicySchemaError(f"privacy_policy.{key} must be true or false")
-            continue
-        if not _number_in(value, bounds):
-            raise PrivacyPolicySchemaError(
-                f"privacy_policy.{key} must be a number in "
-                f"[{bounds[0]:g}, {bounds[1]:g}], got {value!r}"
-            )
+        kind, low, high = POLICY_FIELDS[key]
+        if not _field_ok(value, kind, low, high):
+            wanted = {
+                "bool": "true or false",
+                "int": f"an integer in [{int(low)}, {int(high)}]",
+                "float": f"a number in [{low:g}, {high:g}]",
+            }[kind]
+            raise PrivacyPolicySchemaError(f"privacy_policy.{key} must be {wanted}, got {value!r}")
+    if policy.get("required") is False:
+        raise PrivacyPolicySchemaError(
+            OPTIONAL_REPORT_REFUSED, hint="remove `required = false` from [privacy_policy]"
+        )
     return policy
 
 
 def effective_policy(policy: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The policy in force: ``policy`` over :data:`DEFAULTS`; None when the federation sets none."""
+    """The policy in force: ``policy`` over :data:`DEFAULTS`; None when the federation sets none.
+
+    ``required`` is true in every policy in force (see the module docstring): a ``false``
+    that reached here without :func:`check_policy_fields` does not lift it.
+    """
     if policy is None:
         return None
-    return {**DEFAULTS, **policy}
+    return {**DEFAULTS, **policy, "required": True}
 
 
 def strongest(report: dict[str, Any] | None, plain: str, calibrated: str | None) -> float | None:
@@ -151,6 +230,8 @@ class ThresholdCheck:
     default: bool  # the limit is the policy default, not set by the federation
     dp_claim: bool = False  # the module carries a DP claim
     claim_covers: bool = False  # ... and the federation requires DP (report.dp_covers)
+    # why the stated figure does not count (measured on too few, or at a hand-set threshold)
+    measurement: str | None = None
 
     @property
     def covered_by_dp(self) -> bool:
@@ -159,7 +240,9 @@ class ThresholdCheck:
 
     @property
     def passes(self) -> bool:
-        return self.covered_by_dp or (self.value is not None and self.value <= self.limit)
+        return self.covered_by_dp or (
+            self.value is not None and self.measurement is None and self.value <= self.limit
+        )
 
 
 @dataclass(frozen=True)
@@ -198,6 +281,7 @@ class PolicyVerdict:
                     "passes": c.passes,
                     "covered_by_dp": c.covered_by_dp,
                     "default": c.default,
+                    "measurement": c.measurement,
                 }
                 for c in self.thresholds
             ],
@@ -244,6 +328,57 @@ def _epsilon_problems(
     return []
 
 
+def measurement_problem(
+    key: str, report: dict[str, Any], raw: dict[str, Any], effective: dict[str, Any]
+) -> str | None:
+    """Why the figure of threshold ``key`` in ``report`` does not count, or None (the one rule).
+
+    The report must state every size of :data:`MEASURED_ON` at least at the effective
+    policy's minimum; the near-copy fraction must also have been counted at a threshold
+    above 0 chosen by the check's quantile rule (``near_copy_quantile`` stated and at least
+    :data:`~ffsecure.privacy.report.NEAR_COPY_QUANTILE`): a hand-set threshold
+    (``privacy-check --threshold``) states no quantile, and 0 counts no sample at all.
+    ``raw`` is the federation's policy as signed (to name a default as such).
+    """
+    for minimum in MEASURED_ON[key]:
+        count_key, what = MINIMA[minimum]
+        need, have = effective[minimum], report.get(count_key)
+        source = ", the policy default" if minimum not in raw else ""
+        if have is None:
+            return (
+                f"the report does not state how many {what} it was measured on ({count_key}); "
+                f"the federation requires at least {need} ({minimum}{source})"
+            )
+        if have < need:
+            return (
+                f"it was measured on {have} {what}, fewer than the federation's minimum "
+                f"{need} ({minimum}{source})"
+            )
+    if key != "max_near_copy_fraction":
+        return None
+    threshold, quantile = report.get("near_copy_threshold"), report.get("near_copy_quantile")
+    if threshold is None:
+        return "the report does not state the near-copy threshold (near_copy_threshold)"
+    if threshold <= 0:
+        return (
+            f"it was counted at near-copy threshold {threshold:g}: only a threshold above 0 "
+            "can count a generated sample as a copy"
+        )
+    if quantile is None:
+        return (
+            "the report does not state the rule its near-copy threshold came from "
+            "(near_copy_quantile): a threshold set by hand (--threshold) can be chosen to "
+            "count no copy"
+        )
+    if quantile < NEAR_COPY_QUANTILE:
+        return (
+            f"its near-copy threshold is the {quantile:g} quantile of held-out images' "
+            f"distances, below the check's rule ({NEAR_COPY_QUANTILE:g}): a lower threshold "
+            "counts fewer copies"
+        )
+    return None
+
+
 def _threshold_checks(
     report: dict[str, Any] | None,
     raw: dict[str, Any],
@@ -251,19 +386,28 @@ def _threshold_checks(
     dp: Any,
     dp_policy: Any,
 ) -> tuple[ThresholdCheck, ...]:
-    return tuple(
-        ThresholdCheck(
-            key=key,
-            what=what,
-            limit=effective[key],
-            default=key not in raw,
-            value=strongest(report, plain, calibrated),
-            dp_claim=has_dp_claim(dp),
-            claim_covers=dp_covers(dp, dp_policy),
+    checks = []
+    for key, (what, plain, calibrated) in THRESHOLDS.items():
+        if effective.get(key) is None:
+            continue
+        value = strongest(report, plain, calibrated)
+        checks.append(
+            ThresholdCheck(
+                key=key,
+                what=what,
+                limit=effective[key],
+                default=key not in raw,
+                value=value,
+                dp_claim=has_dp_claim(dp),
+                claim_covers=dp_covers(dp, dp_policy),
+                measurement=(
+                    None
+                    if value is None or report is None
+                    else measurement_problem(key, report, raw, effective)
+                ),
+            )
         )
-        for key, (what, plain, calibrated) in THRESHOLDS.items()
-        if effective.get(key) is not None
-    )
+    return tuple(checks)
 
 
 #: A DP module's report lacks a figure but the federation does not require DP.
@@ -292,6 +436,12 @@ def _threshold_problem(check: ThresholdCheck) -> PrivacyPolicyError:
             hint=FIX_HINT,
         )
     source = ", the policy default" if check.default else ""
+    if check.measurement is not None:
+        return PrivacyPolicyError(
+            f"the {check.what} {check.value:g} does not count against the federation's limit "
+            f"({check.key} = {check.limit:g}{source}): {check.measurement}",
+            hint=MEASUREMENT_HINT,
+        )
     return PrivacyPolicyError(
         f"{check.what} {check.value:g} is above the federation's limit "
         f"{check.limit:g} ({check.key}{source})",
@@ -314,7 +464,7 @@ def evaluate(
     Pure.
     """
     effective = effective_policy(policy)
-    required = bool(effective and effective["required"])
+    required = effective is not None  # a present policy always requires a report
     claim, covers = has_dp_claim(dp), dp_covers(dp, dp_policy)
     malformed = _malformed(report)
     if malformed is not None:
@@ -323,12 +473,11 @@ def evaluate(
     if effective is None or policy is None:  # one is None exactly when the other is
         return PolicyVerdict(None, False, report is not None, (), tuple(problems), claim, covers)
     if report is None:
-        if required:
-            problems.append(
-                PrivacyPolicyError(
-                    "the federation requires a privacy report; the module has none", hint=FIX_HINT
-                )
+        problems.append(
+            PrivacyPolicyError(
+                "the federation requires a privacy report; the module has none", hint=FIX_HINT
             )
+        )
         return PolicyVerdict(effective, required, False, (), tuple(problems), claim, covers)
     checks = _threshold_checks(report, policy, effective, dp, dp_policy)
     problems += [_threshold_problem(c) for c in checks if not c.passes]

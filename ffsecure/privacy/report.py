@@ -19,13 +19,14 @@ The figures of :data:`DATA_DEPENDENT` (example counts, membership-inference and
 memorization figures) are measured on the site's training images without noise. A
 module the DP claim covers never signs them: :func:`releasable` applies the rule and
 :func:`manifest_report` uses it, so such a module's report holds only data-independent
-figures (the version, the number of samples the site chose to generate, the epsilon
-re-computed from the claim's own parameters and its delta); the measured figures stay in
-the site's local report, which is never sent. A DP module the claim does not cover signs
-them like any other module (the privacy policy needs them), and they are then released
-outside the DP claim. Where no federation manifest is known (``site-node privacy-check``
-without ``--config``: ``dp_policy=UNKNOWN_FEDERATION``) a DP module withholds them, the
-privacy-safe default; an aggregator whose federation does not require DP then refuses it.
+figures (the version, the number of samples the site chose to generate, the near-copy
+quantile rule, the epsilon re-computed from the claim's own parameters and its delta); the
+measured figures stay in the site's local report, which is never sent. A DP module the
+claim does not cover signs them like any other module (the privacy policy needs them), and
+they are then released outside the DP claim. Where no federation manifest is known
+(``site-node privacy-check`` without ``--config``: ``dp_policy=UNKNOWN_FEDERATION``) a DP
+module withholds them, the privacy-safe default; an aggregator whose federation does not
+require DP then refuses it.
 
 Older packages whose DP module signed measured figures still parse: the schema does not
 depend on the DP claim, the policy judges what the report states.
@@ -44,6 +45,10 @@ REPORT_VERSION = 1
 # federation requires a report); here, torch-free, so that CLI option defaults can name them.
 DEFAULT_SAMPLES = 1000  # generated samples for the memorization test
 DEFAULT_MAX_EXAMPLES = 2000  # at most this many members and as many non-members
+#: The check's near-copy rule: a generated sample nearer to a training image than this quantile
+#: of held-out images' distances is a near-copy (ffsecure.privacy.memorization). A report states
+#: the quantile it used (``near_copy_quantile``); the privacy policy refuses a lower one.
+NEAR_COPY_QUANTILE = 0.01
 
 # key -> (kind, low, high); kind "int" or "float"; bounds inclusive
 REPORT_FIELDS: dict[str, tuple[str, float, float]] = {
@@ -58,6 +63,7 @@ REPORT_FIELDS: dict[str, tuple[str, float, float]] = {
     "memorization_ratio": ("float", 0.0, 1e6),
     "near_copy_fraction": ("float", 0.0, 1.0),
     "near_copy_threshold": ("float", 0.0, 1e6),
+    "near_copy_quantile": ("float", 0.0, 1.0),
     "dp_epsilon_recomputed": ("float", 0.0, 1e6),
     "dp_delta": ("float", 0.0, 1.0),
 }
@@ -65,7 +71,8 @@ REPORT_FIELDS: dict[str, tuple[str, float, float]] = {
 
 #: Figures computed from the site's training images without noise: released only by a module
 #: without a DP claim (:func:`releasable`). Every other key of :data:`REPORT_FIELDS` is fixed by
-#: the site's choices or by the DP claim's own parameters.
+#: the site's choices (the samples generated, the near-copy quantile) or by the DP claim's own
+#: parameters.
 DATA_DEPENDENT: frozenset[str] = frozenset(
     {
         "members",
@@ -207,6 +214,7 @@ def measured_report(full: dict[str, Any]) -> dict[str, int | float]:
         "memorization_ratio": memo.get("ratio"),
         "near_copy_fraction": memo.get("near_copy_fraction"),
         "near_copy_threshold": memo.get("near_copy_threshold"),
+        "near_copy_quantile": memo.get("near_copy_quantile"),  # None: set by hand
         "dp_epsilon_recomputed": acct.get("epsilon_recomputed"),
         "dp_delta": acct.get("delta"),
     }

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import click
 
-from ffsecure.privacy.policy import THRESHOLDS, effective_policy
+from ffsecure.privacy.policy import MINIMA, THRESHOLDS, effective_policy
 from site_node.config import load_config
 
 config_option = click.option(
@@ -115,11 +115,14 @@ def policy_lines(policy: dict | None) -> list[str]:
     effective = effective_policy(policy)
     if policy is None or effective is None:
         return ["privacy policy: none (no privacy report required, no limits)"]
-    lines = [f"privacy policy: report {'required' if effective['required'] else 'optional'}"]
+    lines = ["privacy policy: report required"]
     for key, (what, _plain, _calibrated) in THRESHOLDS.items():
         if effective.get(key) is not None:
             source = " (default)" if key not in policy else ""
             lines.append(f"  {what} at most {effective[key]:g}: {key}{source}")
+    for key, (_report_key, what) in MINIMA.items():
+        source = " (default)" if key not in policy else ""
+        lines.append(f"  measured on at least {effective[key]} {what}: {key}{source}")
     return lines
 
 
@@ -136,6 +139,12 @@ def verdict_lines(verdict) -> list[str]:
             lines.append(
                 f"  PASS  {check.what} not released: covered by the DP claim "
                 f"(limit {check.limit:g}, {check.key}{source})"
+            )
+            continue
+        if check.measurement is not None:
+            lines.append(
+                f"  FAIL  {check.what} {check.value:g} does not count "
+                f"(limit {check.limit:g}, {check.key}{source}): {check.measurement}"
             )
             continue
         value = "not stated" if check.value is None else f"{check.value:g}"

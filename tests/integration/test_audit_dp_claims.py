@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from ffsecure.dp import MAX_STEPS
+from ffsecure.dp import MAX_DELTA, MAX_STEPS
 from tests.audit_fixture import AuditLab, standard_history
 from tests.dp_records import mean_embedding_record
 
@@ -41,6 +41,11 @@ HOSTILE = {
     },
     "steps as a string": {**GOOD, "steps": "100"},
     "seeded noise": {**GOOD, "reproducible": True},
+    # re-accounted to epsilon 0: a thousand of them would compose to a site epsilon of 0
+    "zero steps": {**GOOD, "epsilon": 1e-9, "steps": 0},
+    "zero steps as -0.0": {**GOOD, "epsilon": 1e-9, "steps": -0.0},
+    # an epsilon that holds except with probability 0.999999 promises nothing
+    "delta near 1": {**GOOD, "epsilon": 1e-6, "delta": 0.999999},
 }
 #: A mean-embedding release at epsilon 4 (noise multiplier from Opacus' search, PRV).
 MEAN_EMBEDDING = mean_embedding_record(epsilon=3.999, noise_multiplier=1.083984375, n_features=2000)
@@ -98,7 +103,13 @@ def test_hostile_dp_claims_in_a_bundle_are_findings_on_their_modules(world):
         for f in dp_findings.values()
     )
     assert "1000000000" in dp_findings[hostile["a billion steps"]]["message"]
-    assert f"[0, {MAX_STEPS}]" in dp_findings[hostile["a million steps"]]["message"]
+    assert f"[1, {MAX_STEPS}]" in dp_findings[hostile["a million steps"]]["message"]
+    for name in ("zero steps", "zero steps as -0.0"):
+        assert f"[1, {MAX_STEPS}], got 0" in dp_findings[hostile[name]]["message"]
+    assert (
+        f"delta must be in [1e-20, {MAX_DELTA:g}]"
+        in (dp_findings[hostile["delta near 1"]]["message"])
+    )
     assert "grid" in dp_findings[hostile["a prv grid of 14 million points"]]["message"]
     assert "reproducible" in dp_findings[hostile["seeded noise"]]["message"]
     message = {name: dp_findings[hostile[name]]["message"] for name in HOSTILE_MEAN_EMBEDDING}

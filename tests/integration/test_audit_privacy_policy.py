@@ -69,7 +69,12 @@ def world(tmp_path_factory):
             (1,),
             seed=2,
             dp=CLAIM,
-            privacy_report={"v": 1, "members": 300, "membership_auroc": 0.61},
+            privacy_report={
+                "v": 1,
+                "members": 300,
+                "non_members": 300,
+                "membership_auroc": 0.61,
+            },
         ),
     }
     return root, _export(lab, root), ids
@@ -87,7 +92,12 @@ def unbounded(tmp_path_factory):
             (1,),
             seed=2,
             dp=CLAIM,
-            privacy_report={"v": 1, "members": 300, "membership_auroc": 0.5},
+            privacy_report={
+                "v": 1,
+                "members": 300,
+                "non_members": 300,
+                "membership_auroc": 0.5,
+            },
         ),
         "no_claim": lab.register("st-john", (2,), seed=3, dp=None, privacy_report=NO_FIGURES),
     }

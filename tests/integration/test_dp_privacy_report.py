@@ -140,7 +140,13 @@ def test_a_dp_module_signs_no_measured_figure_and_registers_and_verifies(tmp_pat
         dp = pkg.manifest.dp
         assert dp is not None and 0 < dp["epsilon"] <= 8.0
         signed = pkg.manifest.privacy_report
-        assert set(signed) == {"v", "generated", "dp_epsilon_recomputed", "dp_delta"}
+        assert set(signed) == {
+            "v",
+            "generated",
+            "near_copy_quantile",
+            "dp_epsilon_recomputed",
+            "dp_delta",
+        }
         assert signed["generated"] == 1000 and signed["dp_delta"] == dp["delta"]
         for key in DATA_DEPENDENT:
             assert f'"{key}"'.encode() not in pkg.manifest_bytes, key
@@ -254,6 +260,7 @@ def test_without_required_dp_a_dp_module_signs_its_figures_and_a_bare_claim_is_r
         assert "attach with --config site.toml" in res.output
         blind = SignedPackage.from_bytes(blind_path.read_bytes())
         assert set(blind.manifest.privacy_report) == set(NO_FIGURES) | {
+            "near_copy_quantile",
             "dp_epsilon_recomputed",
             "dp_delta",
         }

@@ -26,11 +26,20 @@ from ffsecure.data import load_digits, load_npz
 from ffsecure.federation import create_signed_manifest
 from ffsecure.package import SignedPackage, build_manifest, sign_package, verify_package
 from ffsecure.privacy.attach import attach_report
+from ffsecure.privacy.policy import effective_policy
 from site_node.client import AggregatorError
 from tests.conftest import cli_env
 from tests.federation_fixture import build_federation
 
-POLICY = {"required": True, "max_membership_auroc": 0.6, "max_near_copy_fraction": 0.05}
+# the site below holds 16 training images: the federation accepts figures measured on 16 members
+POLICY = {
+    "required": True,
+    "max_membership_auroc": 0.6,
+    "max_near_copy_fraction": 0.05,
+    "min_members": 16,
+}
+#: how an honest check measures (default --samples, the quantile rule), for hand-made reports
+MEASURED = {"generated": 1000, "near_copy_threshold": 0.12, "near_copy_quantile": 0.01}
 
 
 def _seal(fed, pkg) -> bytes:
@@ -291,6 +300,23 @@ def test_aggregator_refuses_modules_that_break_the_privacy_policy(world, leaky_r
             "non_members": 64,
             "membership_auroc": 0.52,
             "near_copy_fraction": 0.0,
+            **MEASURED,
+        },
+        creds.key,
+        creds.cert,
+        dp_policy=fed.manifest.dp_policy,
+    )
+    # the memorizing module measured on two members, at --threshold 0: nothing counts
+    weak = attach_report(
+        pkg,
+        {
+            "v": 1,
+            "members": 2,
+            "non_members": 2,
+            "generated": 1000,
+            "membership_auroc": 0.5,
+            "near_copy_fraction": 0.0,
+            "near_copy_threshold": 0.0,
         },
         creds.key,
         creds.cert,
@@ -300,7 +326,11 @@ def test_aggregator_refuses_modules_that_break_the_privacy_policy(world, leaky_r
         store = srv.runtime.store
         before = (store.size(), len(store.list_modules()))
         with fed.client("st-mary", srv.address) as c:
-            for bad, needle in ((leaky, "membership AUROC"), (pkg, "requires a privacy report")):
+            for bad, needle in (
+                (leaky, "is above the federation's limit 0.6 (max_membership_auroc)"),
+                (pkg, "requires a privacy report"),
+                (weak, "measured on 2 members"),
+            ):
                 with pytest.raises(AggregatorError) as err:
                     c.upload(_seal(fed, bad), module_id=bad.manifest.module_id, site_id="st-mary")
                 assert err.value.code == "E_PRIVACY_POLICY" and needle in err.value.message
@@ -335,6 +365,7 @@ def test_aggregator_modules_list_and_show_the_privacy_report(world, tmp_path):
         "membership_auroc": 0.52,
         "membership_calibrated_auroc": 0.555,
         "near_copy_fraction": 0.02,
+        **MEASURED,
     }
     _sealed, pkg = trained_package(fed, "st-john", [0, 1], 7)
     creds = fed.sites["st-john"]
@@ -370,7 +401,7 @@ def test_aggregator_modules_list_and_show_the_privacy_report(world, tmp_path):
     shown = json.loads(invoke("show", rid, "--json"))
     assert shown["privacy_report"] == report
     assert shown["privacy_policy"] == {
-        "policy": POLICY,
+        "policy": effective_policy(POLICY),  # the policy in force: its size minima included
         "required": True,
         "passes": True,
         "reason": None,
@@ -407,8 +438,8 @@ def test_cli_errors_are_typed_and_change_nothing(world):
 def test_privacy_check_from_site_config_attaches_to_the_trained_module(world, tmp_path):
     """`--config site.toml`: the newest trained module in the state dir, the site's data, its key.
 
-    The site holds a manifest whose policy does not require a report (so `train` runs no check of
-    its own) and lifts the AUROC limit, so that the 2-epoch module passes and the report attaches.
+    The site holds a manifest without a privacy policy (any policy requires a report, so `train`
+    would run the check of its own), so that the 2-epoch module's report attaches.
     """
     from site_node import trust as trustlib
     from site_node.config import load_config
@@ -437,7 +468,7 @@ epochs = 2
 threads = 1
 """)
     cfg = load_config(cfg_path)
-    optional = dataclasses.replace(fed.manifest, privacy_policy={"max_membership_auroc": 1.0})
+    optional = dataclasses.replace(fed.manifest, privacy_policy=None)
     optional_path = tmp_path / "federation-optional.json"
     optional_path.write_bytes(create_signed_manifest(optional, fed.ca))
     trust = trustlib.install(
@@ -455,9 +486,7 @@ threads = 1
     assert full["module_id"] == record.module_id
     assert full["membership"]["members"] == 16 and full["membership"]["non_members"] == 64
     assert full["policy"]["passes"] and not full["policy"]["required"]
-    assert [(t["key"], t["limit"], t["default"]) for t in full["policy"]["thresholds"]] == [
-        ("max_membership_auroc", 1.0, False)
-    ]
+    assert full["policy"]["policy"] is None and full["policy"]["thresholds"] == []
     assert state.load_module(record.module_id).status == "trained"
     pkg = SignedPackage.from_bytes(state.package_path(record.module_id).read_bytes())
     assert pkg.manifest.privacy_report == full["manifest_report"]

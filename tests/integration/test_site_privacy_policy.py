@@ -35,6 +35,8 @@ from tests.integration.test_site_node import (
 
 REQUIRED = {"required": True, "max_membership_auroc": 1.0}  # a report is required; any AUROC passes
 STRICT = {"required": True, "max_membership_auroc": 0.0, "max_near_copy_fraction": 1.0}
+#: the federation template's form: limits, no `required` (a report is required all the same)
+LIMITS_ONLY = {"max_membership_auroc": 1.0, "max_near_copy_fraction": 1.0}
 
 
 def federation(tmp_path: Path, policy: dict):
@@ -147,7 +149,7 @@ def test_run_once_refuses_before_sealing_a_module_that_fails_the_policy_and_exit
         assert up == {"uploaded": []}
         # privacy-check judges the refused module again: PASS/FAIL per threshold, exit 4
         proc = site_node(
-            "privacy-check", "--config", strict, "--module", refused, "--samples", 50, check=False
+            "privacy-check", "--config", strict, "--module", refused, "--samples", 100, check=False
         )
         assert proc.returncode == EXIT_REFUSED, proc.stderr[-3000:]
         assert "privacy policy (report required): FAIL" in proc.stdout
@@ -267,3 +269,50 @@ def test_train_exits_4_and_prints_the_reason_when_its_module_is_refused(tmp_path
         cli, ["upload", "--config", str(cfg), "--module", module_id], catch_exceptions=False
     )
     assert res.exit_code == 0 and f"module {module_id}: refused, not sent" in res.stdout
+
+
+def test_limits_without_required_bind_every_module_and_the_site_measures_each(tmp_path):
+    """A policy that sets limits but not `required` (the template's form): the site measures
+    every module before sealing it, and the aggregator, over mTLS, refuses a module without a
+    report instead of letting it past limits that would then bind only the honest."""
+    fed = federation(tmp_path, LIMITS_ONLY)
+    agg = InProcessAggregator(fed, free_port()).start()
+    try:
+        cfg = write_site_config(tmp_path, "st-a", agg.address, [0, 1, 2])
+        site_cfg, _trust, _ = setup_site_in_process(fed, cfg, train=False)
+        install(fed, cfg, manifest_file(fed, None, tmp_path / "no-policy.json"))
+        from site_node import trust as trustlib
+        from site_node.training import train_module
+
+        silent = train_module(site_cfg, trustlib.load(site_cfg))  # no policy: not measured
+        assert silent.status == "trained"
+        folder = cfg.parent / "state" / "modules"
+        assert not (folder / silent.module_id / "privacy-report.json").exists()
+        time.sleep(1.1)  # created_at has 1 s resolution: the unmeasured module is sent first
+        shown = install(fed, cfg, fed.home.federation)
+        assert "privacy policy: report required" in shown
+        assert "measured on at least 20 members (training images): min_members (default)" in shown
+        measured = train_module(site_cfg, trustlib.load(site_cfg))
+        assert measured.status == "trained"
+        local = json.loads((folder / measured.module_id / "privacy-report.json").read_text())
+        assert local["policy"]["required"] is True and local["policy"]["passes"] is True
+        signed = SignedPackage.from_bytes(
+            (folder / measured.module_id / "package.ffpk").read_bytes()
+        ).manifest.privacy_report
+        assert signed == local["manifest_report"]
+        assert signed["members"] >= 20 and signed["non_members"] >= 20
+        assert signed["generated"] == 1000 and signed["near_copy_quantile"] == 0.01
+
+        proc = site_node("upload", "--config", cfg, "--json", check=False)
+        assert proc.returncode == EXIT_REFUSED, proc.stderr[-3000:]
+        results = {r["module_id"]: r for r in json.loads(proc.stdout)["uploaded"]}
+        assert results[silent.module_id]["outcome"] == "refused"
+        assert results[silent.module_id]["error"]["code"] == "E_PRIVACY_POLICY"
+        assert "requires a privacy report" in results[silent.module_id]["error"]["message"]
+        assert results[measured.module_id]["outcome"] == "registered"
+        entries = ledger_entries(fed, agg.address)
+        assert [e["facts"]["module_id"] for e in entries if e["type"] == "module.registered"] == [
+            measured.module_id
+        ]
+    finally:
+        agg.stop()

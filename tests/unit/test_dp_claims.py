@@ -9,7 +9,7 @@ import tracemalloc
 import pytest
 
 from ffsecure import dp
-from ffsecure.errors import DPError
+from ffsecure.errors import DPError, FFSecureError
 from tests.dp_records import mean_embedding_record
 
 GOOD = {
@@ -32,7 +32,7 @@ def test_a_claim_of_a_billion_steps_is_refused_before_the_accountant_allocates()
     finally:
         tracemalloc.stop()
     assert info.value.code == "E_DP_CLAIM" and info.value.hint
-    assert "steps must be an integer in [0, 100000]" in info.value.message
+    assert "steps must be an integer in [1, 100000]" in info.value.message
     assert peak < 1 << 20 and time.perf_counter() - t0 < 1.0
 
 
@@ -71,6 +71,12 @@ def test_re_accounting_runs_under_a_time_budget():
         ({"sample_rate": 1.5}, "sample_rate"),
         ({"sample_rate": 1.0, "steps": 20_000}, "passes over the data"),
         ({"delta": 1e-300}, "delta"),
+        ({"steps": 0}, r"steps must be an integer in \[1, "),
+        ({"steps": -0.0}, r"steps must be an integer in \[1, "),
+        ({"steps": 0.0}, r"steps must be an integer in \[1, "),
+        ({"delta": 0.999999}, r"delta must be in \[1e-20, 0.001\]"),
+        ({"delta": 2e-3}, r"delta must be in \[1e-20, 0.001\]"),
+        ({"sample_rate": 1e-4, "delta": 1e-4}, "not below the sample rate"),
         ({"epsilon": -1.0}, "claimed epsilon"),
         ({"accountant": "gdp"}, "unknown accountant"),
         ({"reproducible": True}, "seeded"),
@@ -155,3 +161,95 @@ def test_a_site_s_claims_compose_by_the_tighter_of_two_sound_bounds():
         )
     assert info.value.code == "E_DP_BUDGET"
     assert dp.check_site_budget([GOOD] * 3, {"required": False}, site_id="s") == 0.0
+
+
+ZERO_STEPS = {**GOOD, "epsilon": 1e-9, "steps": 0}
+
+
+def test_a_claim_of_zero_steps_is_refused_by_every_verifier():
+    """Zero steps re-accounted to epsilon 0, so any number of such modules composed to a site
+    epsilon of 0; plan never writes one, so every verifier refuses it (-0.0 included)."""
+    with pytest.raises(DPError, match="zero steps"):
+        dp.plan(dp.DPConfig(target_epsilon=1.0), n=100, batch_size=10, epochs=0)
+    for steps in (0, -0.0, 0.0):
+        record = {**ZERO_STEPS, "steps": steps}
+        for verify in (
+            dp.check_claim,  # the aggregator
+            lambda r: dp.reaccount_claim(r, require_parameters=True),  # the auditor
+            lambda r: dp.DPClaim.from_record(r, require_parameters=True),  # the site budget
+        ):
+            with pytest.raises(dp.DPClaimError, match=r"\[1, 100000\]") as info:
+                verify(record)
+            assert info.value.code == "E_DP_CLAIM"
+    with pytest.raises(dp.DPClaimError):
+        dp.check_site_budget(
+            [ZERO_STEPS] * 1000, {"required": True, "max_epsilon": 1.0, "delta": 1e-5}, site_id="s"
+        )
+    with pytest.raises(DPError, match="steps"):
+        dp.compute_epsilon(noise_multiplier=1.0, sample_rate=0.01, steps=0, delta=1e-5)
+
+
+def test_a_claim_s_delta_is_bounded_where_claims_are_bounded():
+    """Delta 0.999999 makes any epsilon meaningless; the same bound holds at plan (so an honest
+    module is never refused), at every verifier, and in the federation's dp_policy."""
+    assert dp.MAX_DELTA == 1e-3
+    assert not dp.check_claim({**GOOD, "delta": dp.MAX_DELTA}).understated  # inclusive
+    vacuous = {**GOOD, "epsilon": 1e-6, "delta": 0.999999}
+    for verify in (dp.check_claim, lambda r: dp.reaccount_claim(r, require_parameters=True)):
+        with pytest.raises(dp.DPClaimError, match="delta") as info:
+            verify(vacuous)
+        assert info.value.code == "E_DP_CLAIM"
+    # DP-SGD: sample_rate = 1 / ceil(n / batch) >= 1 / n > delta for every honest plan
+    for n, batch in ((66, 1), (66, 66), (1000, 64), (5000, 1)):
+        planned = dp.plan(dp.DPConfig(target_epsilon=8.0), n=n, batch_size=batch, epochs=1)
+        assert planned.delta < 1 / n <= planned.sample_rate
+    with pytest.raises(DPError, match="above 0.001"):
+        dp.plan(dp.DPConfig(target_epsilon=8.0, delta=5e-3), n=100, batch_size=10, epochs=1)
+    with pytest.raises(DPError, match="above 0.001"):
+        dp.plan_mean_embedding(dp.DPConfig(target_epsilon=8.0, delta=5e-3), n=100)
+    from tests.unit.test_federation import make_manifest
+
+    with pytest.raises(FFSecureError) as fed_info:
+        make_manifest(dp_policy={"required": True, "max_epsilon": 8.0, "delta": 0.5})
+    assert (
+        fed_info.value.code == "E_MANIFEST_SCHEMA" and "dp_policy.delta" in fed_info.value.message
+    )
+    assert make_manifest(dp_policy={"required": True, "max_epsilon": 8.0, "delta": 1e-3})
+
+
+def test_a_mean_embedding_claim_on_a_module_the_release_cannot_train_is_refused():
+    """The family <-> mechanism table has one home (dp.MEAN_EMBEDDING_FAMILIES): the site
+    refuses to train a ddpm by the release, and every verifier refuses a ddpm claiming it."""
+    import dataclasses
+
+    from ffsecure.generators import default_config
+    from ffsecure.package import build_manifest, check_policy
+    from tests.unit.test_federation import LABELS, SHAPE, make_manifest
+
+    with pytest.raises(DPError, match="cannot train a ddpm"):
+        dp.resolve_mechanism("mean-embedding", "ddpm", 100)
+    with pytest.raises(DPError, match="cannot train a ddpm"):
+        dp.check_family("mean-embedding", "ddpm")
+    dp.check_family("mean-embedding", "cvae")
+    dp.check_family("dp-sgd", "ddpm")
+    ddpm = {
+        "family": "ddpm",
+        "config": default_config("ddpm", image_shape=SHAPE, num_classes=len(LABELS), size="tiny"),
+    }
+    fed = make_manifest(generator=ddpm)
+    manifest = build_manifest(
+        federation=fed, site_id="st-mary", weights=b"w", classes=[0], seed=0, dp=MEAN_EMBEDDING
+    )
+    assert not dp.check_claim(MEAN_EMBEDDING).understated  # the record alone is honest
+    with pytest.raises(dp.DPClaimError, match="cannot train a ddpm") as info:
+        check_policy(manifest, fed)  # verify_package (aggregator) and the audit run this
+    assert info.value.code == "E_DP_CLAIM"
+    # the same record on a cvae module, and a dp-sgd record on the ddpm module, pass
+    cvae = make_manifest()
+    check_policy(
+        build_manifest(
+            federation=cvae, site_id="st-mary", weights=b"w", classes=[0], seed=0, dp=MEAN_EMBEDDING
+        ),
+        cvae,
+    )
+    check_policy(dataclasses.replace(manifest, dp={**GOOD, "mechanism": "dp-sgd"}), fed)

@@ -212,7 +212,13 @@ def test_privacy_check_runs_the_black_box_attack_on_a_mean_embedding_module():
     assert 0.0 <= mia["auroc"] <= 1.0 and mia["auroc"] == mia["black_box"]["auroc"]
     assert full["accounting"]["matches"] is True
     # measured on the members without noise: kept local, never in the signed part
-    assert set(full["manifest_report"]) == {"v", "generated", "dp_epsilon_recomputed", "dp_delta"}
+    assert set(full["manifest_report"]) == {
+        "v",
+        "generated",
+        "near_copy_quantile",
+        "dp_epsilon_recomputed",
+        "dp_delta",
+    }
     assert "membership_auroc" in full["withheld"] and "members" in full["withheld"]
 
 

@@ -309,3 +309,24 @@ def test_cli_create_and_verify(tmp_path):
     (tmp_path / "other.pem").write_bytes(other.cert_pem)
     refused = run("federation", "verify", str(out), "--ca", str(tmp_path / "other.pem"), ok=False)
     assert "error[E_MANIFEST_SIGNATURE]" in refused.output
+
+
+def test_a_privacy_policy_with_an_optional_report_is_refused_at_create_and_at_load(tmp_path, ca):
+    """`required = false` would let a module without a report pass every limit: refused by
+    `federation create` (TOML), and a manifest a CA signed with it anyway does not load."""
+    path, _ = _write_toml(
+        tmp_path, extra="[privacy_policy]\nrequired = false\nmax_membership_auroc = 0.6\n"
+    )
+    with pytest.raises(FFSecureError) as info:
+        federation.manifest_from_toml(path)
+    assert _code(info) == "E_CONFIG" and "required = false is refused" in info.value.message
+    path, _ = _write_toml(tmp_path, extra="[privacy_policy]\nmax_membership_auroc = 0.6\n")
+    assert federation.manifest_from_toml(path).privacy_policy == {"max_membership_auroc": 0.6}
+    body = make_manifest(privacy_policy={"max_membership_auroc": 0.6}).to_dict()
+    body["privacy_policy"] = {"required": False, "max_membership_auroc": 0.6}
+    signed = federation.ca_sign(body, ca, federation.SIGNATURE_CONTEXT)
+    with pytest.raises(FFSecureError) as info:
+        federation.load_signed_manifest(signed, ca.cert)
+    assert _code(info) == "E_MANIFEST_SCHEMA" and "required = false is refused" in (
+        info.value.message
+    )

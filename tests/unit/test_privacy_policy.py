@@ -19,6 +19,7 @@ GOOD = {
     "memorization_ratio": 1.1,
     "near_copy_fraction": 0.004,
     "near_copy_threshold": 0.12,
+    "near_copy_quantile": 0.01,
 }
 DP = {"epsilon": 7.9, "delta": 1e-5}
 #: the federation manifest's dp_policy: required (its max_epsilon bounds every claim) or not
@@ -28,6 +29,10 @@ NOT_REQUIRED = {"required": False, "max_epsilon": None, "delta": None}
 
 def code(info) -> str:
     return info.value.code
+
+
+def without(report: dict, *keys: str) -> dict:
+    return {k: v for k, v in report.items() if k not in keys}
 
 
 def test_a_complete_report_and_every_known_key_pass():
@@ -76,6 +81,7 @@ def test_manifest_report_keeps_numbers_only():
             "ratio": 0.9,
             "near_copy_fraction": 0.02,
             "near_copy_threshold": 0.1,
+            "near_copy_quantile": 0.01,
             "median_distance_generated": 0.2,
         },
         "accounting": {"dp": False},
@@ -93,6 +99,7 @@ def test_manifest_report_keeps_numbers_only():
         "memorization_ratio": 0.9,
         "near_copy_fraction": 0.02,
         "near_copy_threshold": 0.1,
+        "near_copy_quantile": 0.01,
     }
     assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rep.values())
 
@@ -116,10 +123,17 @@ def test_under_a_dp_claim_the_manifest_report_keeps_only_data_independent_figure
             "ratio": 0.9,
             "near_copy_fraction": 0.02,
             "near_copy_threshold": 0.1,
+            "near_copy_quantile": 0.01,
         },
         "accounting": {"dp": True, "epsilon_recomputed": 7.9, "delta": 1e-5},
     }
-    covered = {"v": 1, "generated": 50, "dp_epsilon_recomputed": 7.9, "dp_delta": 1e-5}
+    covered = {
+        "v": 1,
+        "generated": 50,
+        "near_copy_quantile": 0.01,  # the site's rule, not a figure of its data
+        "dp_epsilon_recomputed": 7.9,
+        "dp_delta": 1e-5,
+    }
     assert manifest_report(full, DP, dp_policy=REQUIRED) == covered
     assert manifest_report(full, DP, dp_policy=UNKNOWN_FEDERATION) == covered
     measured = measured_report(full)
@@ -132,6 +146,7 @@ def test_under_a_dp_claim_the_manifest_report_keeps_only_data_independent_figure
     assert set(REPORT_FIELDS) - DATA_DEPENDENT == {
         "v",
         "generated",
+        "near_copy_quantile",
         "dp_epsilon_recomputed",
         "dp_delta",
     }
@@ -143,7 +158,7 @@ def test_under_a_dp_claim_the_manifest_report_keeps_only_data_independent_figure
         {},
         {"required": True},
         {"max_membership_auroc": 0.6, "max_near_copy_fraction": 0.01},
-        {"required": False, "max_membership_tpr_at_1pct_fpr": 0.05},
+        {"max_membership_tpr_at_1pct_fpr": 0.05, "min_members": 1, "min_generated": 1000},
     ],
 )
 def test_good_policies(policy):
@@ -160,6 +175,12 @@ def test_good_policies(policy):
         {"max_near_copy_fraction": -0.1},
         {"max_auroc": 0.6},
         {"max_membership_auroc": True},
+        {"required": False},
+        {"required": False, "max_membership_tpr_at_1pct_fpr": 0.05},
+        {"min_members": 0},
+        {"min_non_members": 20.0},
+        {"min_generated": True},
+        {"min_members": 1 << 41},
     ],
 )
 def test_bad_policies_are_refused(policy):
@@ -174,11 +195,16 @@ def test_no_policy_accepts_anything_well_formed():
     check_module(GOOD, None, {})
 
 
-def test_required_report_missing_is_refused():
-    check_module(None, None, {"required": False, "max_membership_auroc": 0.6})
-    with pytest.raises(PrivacyPolicyError) as info:
-        check_module(None, None, {"required": True})
-    assert code(info) == "E_PRIVACY_POLICY" and "requires a privacy report" in info.value.message
+def test_every_present_policy_requires_a_report():
+    """A limit binds every module: a module without a report is refused under any present
+    policy, even one that (unchecked) says required = false; no policy asks for nothing."""
+    for policy in ({"required": True}, {}, {"max_membership_auroc": 0.55}, {"required": False}):
+        with pytest.raises(PrivacyPolicyError) as info:
+            check_module(None, None, policy)
+        assert (
+            code(info) == "E_PRIVACY_POLICY" and "requires a privacy report" in info.value.message
+        )
+    check_module(None, None, None)
 
 
 @pytest.mark.parametrize(
@@ -192,7 +218,11 @@ def test_required_report_missing_is_refused():
         ),
         ({"max_membership_tpr_at_1pct_fpr": 0.01}, GOOD, "TPR at 1% FPR 0.02"),
         ({"max_near_copy_fraction": 0.001}, GOOD, "near-copy fraction 0.004"),
-        ({"max_near_copy_fraction": 0.01}, {"v": 1, "membership_auroc": 0.5}, "does not state it"),
+        (
+            {"max_near_copy_fraction": 0.01},
+            without(GOOD, "near_copy_fraction"),
+            "does not state it",
+        ),
     ],
 )
 def test_reports_breaking_the_policy_are_refused(policy, report, needle):
@@ -278,10 +308,12 @@ def test_a_present_policy_limits_the_membership_auroc_to_055_by_default():
     check_module(leaky, None, {"max_membership_auroc": 1.0})  # 1.0 lifts the limit
     check_module(leaky, None, None)  # no policy: nothing is limited
     assert effective_policy(None) is None
-    assert effective_policy({}) == {"required": False, "max_membership_auroc": 0.55}
+    sizes = {"min_members": 20, "min_non_members": 20, "min_generated": 100}
+    assert effective_policy({}) == {"required": True, "max_membership_auroc": 0.55, **sizes}
     assert effective_policy({"required": True, "max_membership_auroc": 0.7}) == {
         "required": True,
         "max_membership_auroc": 0.7,
+        **sizes,
     }
 
 
@@ -401,7 +433,12 @@ def test_a_dp_module_that_signed_its_figures_is_judged_on_them():
     with pytest.raises(PrivacyPolicyError, match="membership AUROC 0.55"):
         check_module(old, DP, STRICT, dp_policy=REQUIRED)
     # partly stated: the stated figure is judged, the missing ones are covered
-    partial = {**DP_SIGNED, "near_copy_fraction": 0.0}
+    partial = {
+        **DP_SIGNED,
+        **{k: GOOD[k] for k in ("members", "non_members", "near_copy_threshold")},
+        "near_copy_fraction": 0.0,
+        "near_copy_quantile": 0.01,
+    }
     checks = evaluate(partial, DP, STRICT, dp_policy=REQUIRED).thresholds
     rows = {c.key: (c.passes, c.covered_by_dp) for c in checks}
     assert rows["max_near_copy_fraction"] == (True, False)
@@ -438,3 +475,116 @@ def test_without_required_dp_the_site_signs_and_is_judged_on_its_figures():
     assert verdict.to_dict()["covered_by_dp"] == []
     lax = {"required": True, "max_membership_auroc": 1.0}
     assert site_verdict(measured, DP, lax, dp_policy=NOT_REQUIRED).passes
+
+
+def test_a_figure_measured_on_too_few_examples_does_not_count():
+    """`privacy-check --max-examples 2` measures any AUROC it likes: the policy bounds the sizes
+    a judged figure was measured on (defaults 20 members, 20 non-members, 100 samples)."""
+    from ffsecure.privacy.policy import DEFAULTS, evaluate
+
+    assert (DEFAULTS["min_members"], DEFAULTS["min_non_members"], DEFAULTS["min_generated"]) == (
+        20,
+        20,
+        100,
+    )
+    tiny = {**GOOD, "members": 2, "non_members": 2, "membership_auroc": 0.5}
+    verdict = evaluate(tiny, None, STRICT)
+    assert not verdict.passes and [c.passes for c in verdict.thresholds] == [False] * 3
+    assert all("measured on 2 members" in c.measurement for c in verdict.thresholds)
+    assert verdict.to_dict()["thresholds"][0]["measurement"] == verdict.thresholds[0].measurement
+    with pytest.raises(PrivacyPolicyError) as info:
+        check_module(tiny, None, STRICT)
+    assert code(info) == "E_PRIVACY_POLICY"
+    assert "membership AUROC 0.5 does not count" in info.value.message
+    assert "fewer than the federation's minimum 20 (min_members, the policy default)" in (
+        info.value.message
+    )
+    assert "--max-examples" in info.value.hint
+    for edit, needle in (
+        ({"non_members": 19}, "19 non-members"),
+        ({"generated": 99}, "99 generated samples"),
+        (without(GOOD, "members"), "does not state how many members"),
+    ):
+        report = edit if "v" in edit else {**GOOD, **edit}
+        with pytest.raises(PrivacyPolicyError, match=needle):
+            check_module(report, None, {"max_near_copy_fraction": 0.01})
+    # the smallest honest sites pass at the defaults: RetinaMNIST's class-4 site (66 training
+    # images, its 20 class-4 test images as non-members), BreastMNIST's 21 malignant val images
+    for members, non_members in ((66, 20), (147, 21)):
+        small = {**GOOD, "members": members, "non_members": non_members}
+        check_module(small, None, {"max_near_copy_fraction": 0.01})
+    # the federation sets its own minima, stricter or looser
+    with pytest.raises(PrivacyPolicyError, match=r"minimum 500 \(min_members\)"):
+        check_module(GOOD, None, {"min_members": 500})
+    check_module(
+        {**GOOD, "members": 2, "non_members": 2}, None, {"min_members": 2, "min_non_members": 2}
+    )
+    # a DP claim the federation bounds still covers withheld figures: no size is asked for
+    check_module(DP_SIGNED, DP, STRICT, dp_policy=REQUIRED)
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        ({"near_copy_threshold": 0.0}, "near-copy threshold 0: only a threshold above 0"),
+        (without(GOOD, "near_copy_threshold"), "does not state the near-copy threshold"),
+        (without(GOOD, "near_copy_quantile"), "set by hand (--threshold)"),
+        ({"near_copy_quantile": 0.001}, "0.001 quantile of held-out images' distances, below"),
+    ],
+)
+def test_a_near_copy_fraction_counts_only_at_the_check_s_threshold_rule(edit, needle):
+    report = edit if "v" in edit else {**GOOD, **edit}
+    with pytest.raises(PrivacyPolicyError) as info:
+        check_module(report, None, {"max_near_copy_fraction": 0.01})
+    assert code(info) == "E_PRIVACY_POLICY" and needle in info.value.message
+    assert "near-copy fraction 0.004 does not count" in info.value.message
+    check_module(report, None, {})  # no near-copy limit: the near-copy rule is not asked
+    check_module({**GOOD, "near_copy_quantile": 0.05}, None, {"max_near_copy_fraction": 0.01})
+
+
+def test_a_replaying_generator_measured_at_threshold_0_is_refused():
+    """A "generator" that replays 20 training images: 1.0 near-copies at the check's rule, 0.0
+    at --threshold 0; the figure measured at 0 states no quantile and does not count."""
+    torch = pytest.importorskip("torch")
+    from ffsecure.privacy import memorization
+    from ffsecure.privacy.policy import evaluate
+    from ffsecure.privacy.report import measured_report
+
+    torch.manual_seed(0)
+    members, holdout = torch.rand(50, 1, 8, 8) * 2 - 1, torch.rand(50, 1, 8, 8) * 2 - 1
+    replayed = members[:20].clone()
+    policy = {"max_near_copy_fraction": 0.01, "max_membership_auroc": 1.0, "min_generated": 20}
+    sizes = {"membership": {"members": 50, "non_members": 50, "auroc": 0.5}}
+    verdicts = {}
+    for threshold in (None, 0.0):
+        memo = memorization.memorization(replayed, members, holdout, threshold=threshold)
+        report = measured_report({**sizes, "memorization": memorization.summary(memo)})
+        verdicts[threshold] = evaluate(report, None, policy).thresholds[-1]
+    rule, zero = verdicts[None], verdicts[0.0]
+    assert rule.value == 1.0 and rule.measurement is None and not rule.passes
+    assert zero.value == 0.0 and not zero.passes
+    assert "only a threshold above 0" in zero.measurement
+
+
+def test_a_policy_that_makes_the_report_optional_cannot_be_published():
+    """`required = false` with limits bound only modules that chose to send a report: refused
+    wherever a federation manifest is built or parsed; a policy without `required` requires."""
+    from ffsecure.privacy.policy import OPTIONAL_REPORT_REFUSED, effective_policy
+    from site_node.privacy import report_required
+    from tests.unit.test_federation import make_manifest
+
+    with pytest.raises(FFSecureError) as info:
+        check_policy_fields({"required": False, "max_membership_auroc": 0.6})
+    assert code(info) == "E_PRIVACY_POLICY_SCHEMA"
+    assert info.value.message == OPTIONAL_REPORT_REFUSED and "binds only the honest" in (
+        info.value.message
+    )
+    with pytest.raises(FFSecureError) as info:
+        make_manifest(privacy_policy={"required": False, "max_membership_auroc": 0.6})
+    assert code(info) == "E_MANIFEST_SCHEMA" and "required = false is refused" in (
+        info.value.message
+    )
+    # the template's form (no `required`): every module must carry a report, the site measures
+    templated = make_manifest(privacy_policy={"max_membership_auroc": 0.6})
+    assert effective_policy(templated.privacy_policy)["required"] is True
+    assert report_required(templated) and not report_required(make_manifest())
