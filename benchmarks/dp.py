@@ -366,6 +366,68 @@ def merge(part_dirs: list[Path], out: Path = common.DEFAULT_OUT) -> dict[str, An
     return result
 
 
+def fold(base_dir: Path, part_dirs: list[Path], out: Path = common.DEFAULT_OUT) -> dict[str, Any]:
+    """Fold the points of later runs into the matching curves of ``base_dir``'s results.
+
+    A later run that measured other epsilons of a curve, or the same epsilon again with
+    newer code, adds to that curve rather than making a curve of its own: each folded point
+    replaces the base's point at its epsilon (or is inserted in epsilon order), keeps its
+    own run (``meta``: date, commit, machine, command) and takes its ratios against the base
+    curve's centralized reference. A part curve with no base curve, or a base curve without
+    a centralized reference, is refused: its ratios would have nothing to divide by.
+    """
+    base = common.read_result(Path(base_dir), "dp")
+    if base is None:
+        raise FileNotFoundError(f"no results/dp.json in {base_dir}")
+    folded_from: list[str] = []
+    for d in part_dirs:
+        part = common.read_result(Path(d), "dp")
+        if part is None:
+            raise FileNotFoundError(f"no results/dp.json in {d}; run benchmarks.dp --out {d}")
+        if part["meta"]["settings"].get("delta") != base["meta"]["settings"].get("delta"):
+            raise ValueError(f"{d}: another delta than {base_dir}'s; its points do not compare")
+        run_meta = {
+            k: part["meta"][k] for k in ("date", "git", "machine", "command") if k in part["meta"]
+        }
+        for pc in part["curves"]:
+            key = _curve_key(pc, part)
+            target = next((c for c in base["curves"] if _curve_key(c, base) == key), None)
+            cen = (target or {}).get("centralized")
+            if target is None or not cen:
+                raise ValueError(
+                    f"{d}: no curve {key} with a centralized reference in {base_dir} to fold into"
+                )
+            for point in pc["points"]:
+                q = {**point, "meta": run_meta}
+                q["ratio_vs_centralized"] = round(q["accuracy"] / cen["accuracy"], 4)
+                q["auroc_ratio_vs_centralized"] = round(q["auroc"] / cen["auroc"], 4)
+                kept = [p for p in target["points"] if p["epsilon"] != q["epsilon"]]
+                target["points"] = sorted(kept + [q], key=_epsilon_order)
+        folded_from.append(str(d))
+    base["meta"]["settings"]["folded_from"] = [
+        *base["meta"]["settings"].get("folded_from", []),
+        *folded_from,
+    ]
+    _write(base, out)
+    return base
+
+
+def _curve_key(curve: dict[str, Any], result: dict[str, Any]) -> tuple:
+    return (
+        curve["dataset"],
+        curve["generator"],
+        curve.get("generator_size", "default"),
+        epochs_of(curve, result),
+        curve.get("mechanism", "dp-sgd"),
+    )
+
+
+def _epsilon_order(point: dict[str, Any]) -> tuple[bool, float]:
+    """The no-DP point first (it carries the reference), then epsilon ascending."""
+    eps = point["epsilon"]
+    return (eps != "inf", math.inf if eps == "inf" else float(eps))
+
+
 def _write(result: dict[str, Any], out: Path) -> None:
     png = plot(result, Path(out) / "results" / "dp.png")
     result["plot"] = png.name if png else None
@@ -464,6 +526,13 @@ def to_markdown(result: dict[str, Any]) -> str:
         )
         if c.get("meta"):
             lines += ["", "This curve: " + common.meta_line(c["meta"])]
+        for p in c["points"]:
+            if p.get("meta"):  # folded in from a later run (fold)
+                lines += [
+                    "",
+                    f"Epsilon {p['epsilon']} ({p.get('n_seeds', 1)} seed(s)): "
+                    + common.meta_line(p["meta"]),
+                ]
         lines += [
             "",
             common.table(
@@ -562,8 +631,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metavar="DIR,DIR,...",
         help="combine the --out directories of earlier runs into --out (runs nothing)",
     )
+    p.add_argument(
+        "--fold",
+        default=None,
+        metavar="BASE,DIR,...",
+        help="fold the points of the later runs DIR,... into BASE's curves, into --out "
+        "(runs nothing)",
+    )
     p.add_argument("--out", default=str(common.DEFAULT_OUT))
     a = p.parse_args(argv)
+    if a.fold:
+        base, *parts = (Path(d) for d in a.fold.split(","))
+        return fold(base, parts, Path(a.out))
     if a.merge:
         return merge([Path(d) for d in a.merge.split(",")], Path(a.out))
     return run(

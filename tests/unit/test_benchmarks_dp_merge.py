@@ -116,3 +116,61 @@ def test_a_curve_written_before_curves_carried_epochs_takes_its_runs(tmp_path):
         ("default", 10),
         ("tiny", 10),
     ]
+
+
+def _later(tmp_path, name, commit, epsilon, accuracy):
+    """A later run of the cvae curve that measured one epsilon (no reference of its own)."""
+    md = common.meta(
+        "dp",
+        {
+            "datasets": ["digits"],
+            "families": ["cvae"],
+            "epsilons": [epsilon],
+            "delta": 1e-5,
+            "epochs": 10,
+            "seed": 0,
+            "overrides": "none (ffsecure.simulate defaults)",
+        },
+    )
+    md["git"] = {"commit": commit * 40, "dirty": False}
+    point = {
+        "epsilon": epsilon,
+        "accuracy": accuracy,
+        "auroc": 0.8,
+        "ratio_vs_centralized": None,
+        "achieved_epsilon": [float(epsilon)],
+        "noise_multiplier": [2.0],
+        "generators_s": 1.0,
+        "wall_s": 2.0,
+    }
+    curve = {
+        "dataset": "digits",
+        "generator": "cvae",
+        "generator_size": "default",
+        "epochs": 10,
+        "points": [point],
+    }
+    common.write_result(tmp_path / name, "dp", {"meta": md, "curves": [curve]}, "")
+    return tmp_path / name
+
+
+def test_fold_adds_a_later_run_s_points_to_the_curve_with_their_own_run(tmp_path):
+    base = _part(tmp_path, "a", "cvae", "a")
+    two, eight = _later(tmp_path, "b", "b", "2", 0.6), _later(tmp_path, "c", "c", "8", 0.8)
+    folded = dp.fold(base, [two, eight], tmp_path / "f")
+    (curve,) = folded["curves"]
+    assert [p["epsilon"] for p in curve["points"]] == ["inf", "2", "8"]
+    by_eps = {p["epsilon"]: p for p in curve["points"]}
+    # the later epsilon-8 point replaces the base's (0.7), ratios against the base reference
+    assert by_eps["8"]["accuracy"] == 0.8 and by_eps["8"]["ratio_vs_centralized"] == 0.8
+    assert by_eps["2"]["auroc_ratio_vs_centralized"] == 0.8
+    assert by_eps["2"]["meta"]["git"]["commit"] == "b" * 40
+    assert "meta" not in by_eps["inf"]
+    page = (tmp_path / "f" / "results" / "dp.md").read_text()
+    assert "Epsilon 2 (1 seed(s)): Run" in page and f"`{'c' * 10}`" in page
+
+
+def test_fold_refuses_a_point_with_no_reference_to_divide_by(tmp_path):
+    base = _part(tmp_path, "a", "ddpm", "a")
+    with pytest.raises(ValueError, match="no curve"):
+        dp.fold(base, [_later(tmp_path, "b", "b", "2", 0.6)], tmp_path / "f")
