@@ -21,9 +21,11 @@ warning on a VERIFIED bundle:
   otherwise skip every policy check, DP included, on a VERIFIED bundle.
 - A CRL must be in force: the auditor's ``--crl`` if given, else the bundle's
   ``crl.pem``; both must be signed by the CA. No CRL at all is
-  ``E_AUDIT_NO_CRL``. A CRL past its nextUpdate is a warning
-  (``E_AUDIT_CRL_EXPIRED``): it can only under-report revocations, and the
-  ledger check below catches a CRL older than one the aggregator applied.
+  ``E_AUDIT_NO_CRL``. A CRL past its nextUpdate (``E_AUDIT_CRL_EXPIRED``) is
+  a failure when it is the bundle's (the exporter may have left out a newer
+  CRL the CA issued since; the ledger check below only catches a CRL older
+  than one the aggregator applied) and a warning when it is the auditor's own
+  ``--crl``.
 - After the log is replayed (:func:`check_crl_history`): the aggregator records
   each CRL it loads (``crl.loaded``: number and SHA-256 of the DER bytes). The
   bundle's CRL, and the auditor's, must not be older than the newest one
@@ -45,7 +47,7 @@ from cryptography import x509
 
 from ffsecure import canonical, pki
 from ffsecure.audit.bundle import Bundle
-from ffsecure.audit.findings import WARNING, Findings
+from ffsecure.audit.findings import ERROR, WARNING, Findings
 from ffsecure.audit.lineage import LedgerReplay
 from ffsecure.errors import FFSecureError
 from ffsecure.federation import FederationManifest, load_signed_manifest
@@ -168,13 +170,22 @@ def _crl_in_force(
         return None
     crl = crls.get(source)
     if crl is not None and pki.crl_expired(crl, now):
+        # The bundle's crl.pem is the exporter's choice: a lapsed one may stand in for a
+        # newer CRL the CA issued since, so the verdict must not rest on it. The auditor's
+        # own --crl is what the auditor chose to pin: a lapsed one is a warning.
+        own = source == CRL_OPTION
         findings.add(
             CHECK,
             "E_AUDIT_CRL_EXPIRED",
-            f"the CRL's nextUpdate ({pki.rfc3339(crl.next_update_utc)}) has passed: "
-            "certificates revoked since then are not in it; get the current CRL from the "
-            "CA (--crl)",
-            severity=WARNING,
+            f"the CRL ({source}) is past its nextUpdate ({pki.rfc3339(crl.next_update_utc)}): "
+            "certificates revoked since then are not in it"
+            + (
+                "; get the current CRL from the CA and pass it with --crl"
+                if own
+                else ", and the exporter may have left a newer one out; get the CA's "
+                "current CRL and pass it with --crl"
+            ),
+            severity=WARNING if own else ERROR,
         )
     return source if crl is not None else None
 

@@ -94,13 +94,24 @@ def test_clean_bundle_verifies_with_no_finding(world):
     assert all(m.signature_ok for m in result.modules.values())
 
 
-def test_a_lapsed_crl_is_a_warning_naming_its_next_update(world):
+def test_a_lapsed_bundle_crl_fails_and_names_its_next_update(world):
+    """The bundle's crl.pem is the exporter's pick: a lapsed one may hide a newer CRL."""
     lab, idx, bundle = world
     later = dt.datetime.now(dt.UTC) + dt.timedelta(days=400)  # past any CRL the CA issues
     result = _audit(lab, bundle, now=later)
     f = _one(result, "E_AUDIT_CRL_EXPIRED")
-    assert f.severity == "warning" and f.check == "trust-anchor"
-    assert "nextUpdate" in f.message and "--crl" in f.message
+    assert f.severity == "error" and f.check == "trust-anchor"
+    assert "nextUpdate" in f.message and "--crl" in f.message and "crl.pem" in f.message
+    assert not result.ok and [x.code for x in result.findings] == ["E_AUDIT_CRL_EXPIRED"]
+    assert {c.name: c.status for c in result.checks}["trust-anchor"] == "failed"
+
+
+def test_a_lapsed_crl_the_auditor_passes_is_a_warning(world):
+    lab, idx, bundle = world
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=400)
+    result = _audit(lab, bundle, now=later, crl_pem=(bundle / "crl.pem").read_bytes())
+    f = _one(result, "E_AUDIT_CRL_EXPIRED")
+    assert f.severity == "warning" and "--crl" in f.message
     assert result.ok and [x.code for x in result.findings] == ["E_AUDIT_CRL_EXPIRED"]
     assert {c.name: c.status for c in result.checks}["trust-anchor"] == "warning"
 
