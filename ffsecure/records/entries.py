@@ -510,11 +510,12 @@ def check_entry(entry: object) -> None:
         )
     if entry["v"] != ENTRY_VERSION or isinstance(entry["v"], bool):
         raise _error(f"entry version {entry['v']!r} is not supported (expected {ENTRY_VERSION})")
-    kind = entry["type"]
-    if kind not in ENTRY_TYPES:
+    if not isinstance(entry["type"], str) or entry["type"] not in ENTRY_TYPES:
         raise _error(
-            f"entry type {kind!r} is unknown", hint=f"use one of {', '.join(sorted(ENTRY_TYPES))}"
+            f"entry type {entry['type']!r} is unknown",
+            hint=f"use one of {', '.join(sorted(ENTRY_TYPES))}",
         )
+    kind = EntryType(entry["type"])
     _check_time(entry["time"])
     if not ACTOR.matches(entry["actor"]):
         raise _error(

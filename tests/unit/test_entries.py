@@ -74,6 +74,7 @@ def test_default_time_is_utc_seconds():
     "mutate, fragment",
     [
         (lambda e: e.update(type="module.exploded"), "unknown"),
+        (lambda e: e.update(type=["module.registered"]), "unknown"),
         (lambda e: e.update(actor="root"), "actor"),
         (lambda e: e.update(actor="site:"), "actor"),
         (lambda e: e.update(time="2026-11-22 12:00:00"), "RFC 3339"),
