@@ -1,4 +1,4 @@
-"""The aggregator records the federation manifest it enforces (``federation.loaded``).
+"""The aggregator records the federation manifest it enforces, and the audit holds the bundle to it.
 
 Real components: the in-process ``aggregator serve`` (mTLS gRPC on loopback, SQLite store),
 a site uploading a real signed and sealed tiny-cvae package, the bundle written as
@@ -11,6 +11,7 @@ back into the bundle, so that the module registered without DP is judged by A's 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ import torch
 from aggregator.export import write_bundle
 from aggregator.federation_ledger import last_recorded_federation
 from ffsecure import pki
+from ffsecure.audit import audit_bundle, load_bundle
 from ffsecure.federation import create_signed_manifest, verify_federation_json
 from ffsecure.records.entries import validate_entry
 from tests.federation_fixture import build_federation
@@ -39,6 +41,16 @@ def _export(fed, store, path):
         crl_pem=fed.home.crl.read_bytes(),
         federation_json=fed.home.federation.read_bytes(),
     )
+
+
+def _errors(result) -> list[str]:
+    return sorted({f.code for f in result.errors})
+
+
+def _one(result, code):
+    found = [f for f in result.findings if f.code == code]
+    assert len(found) == 1, [f.to_dict() for f in result.findings]
+    return found[0]
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +105,50 @@ def test_a_restart_with_another_ca_signed_manifest_records_it(history):
     b = verify_federation_json(history["b"], fed.ca.cert)
     a = verify_federation_json(history["a"], fed.ca.cert)
     assert index == 3 and facts["federation_sha256"] == b.sha256 != a.sha256
+
+
+def test_the_untouched_bundle_under_one_manifest_verifies(history):
+    fed = history["fed"]
+    result = audit_bundle(load_bundle(history["under_a"]), ca_pem=fed.ca_pem)
+    assert result.verdict == "VERIFIED" and result.findings == []
+    assert "federation manifest recorded in the log (entry 0)" in result.anchor.detail()
+
+
+def test_a_module_registered_under_an_earlier_manifest_is_judged_by_the_newest(history):
+    fed = history["fed"]
+    result = audit_bundle(load_bundle(history["under_b"]), ca_pem=fed.ca_pem)
+    assert _errors(result) == ["E_AUDIT_MODULE_POLICY"]
+    assert _one(result, "E_AUDIT_MODULE_POLICY").module_id == history["module"]
+
+
+def test_an_older_ca_signed_manifest_swapped_into_the_bundle_fails_without_federation(
+    history, tmp_path
+):
+    fed = history["fed"]
+    swapped = tmp_path / "swapped"
+    shutil.copytree(history["under_b"], swapped)
+    (swapped / "federation.json").write_bytes(history["a"])
+    result = audit_bundle(load_bundle(swapped), ca_pem=fed.ca_pem)
+    # A's looser policy passes the module: only the record of B tells the swap
+    assert result.verdict == "FAILED" and _errors(result) == ["E_AUDIT_FEDERATION_STALE"]
+    f = _one(result, "E_AUDIT_FEDERATION_STALE")
+    b = verify_federation_json(history["b"], fed.ca.cert)
+    assert (f.check, f.entry, f.entry_type) == ("trust-anchor", 3, "federation.loaded")
+    assert "federation.json" in f.message and "entry 3" in f.message
+    assert b.sha256[:12] in f.message and "--federation" in f.message
+    # the auditor who brings B gets the module judged by it and the swap named
+    held = audit_bundle(load_bundle(swapped), ca_pem=fed.ca_pem, federation_json=history["b"])
+    assert _errors(held) == ["E_AUDIT_FEDERATION", "E_AUDIT_MODULE_POLICY"]
+
+
+def test_an_auditor_s_own_manifest_older_than_the_recorded_one_is_named(history):
+    fed = history["fed"]
+    result = audit_bundle(
+        load_bundle(history["under_b"]), ca_pem=fed.ca_pem, federation_json=history["a"]
+    )
+    assert "E_AUDIT_FEDERATION_STALE" in _errors(result)
+    f = _one(result, "E_AUDIT_FEDERATION_STALE")
+    assert f.message.startswith("--federation") and "federation operator" in f.message
 
 
 def test_the_registrar_records_its_manifest_before_any_module_it_registers(tmp_path):
