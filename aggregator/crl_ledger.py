@@ -30,34 +30,16 @@ from cryptography import x509
 
 from aggregator.store.base import Store
 from ffsecure import pki
-from ffsecure.records.entries import EntryType, make_entry, validate_entry
+from ffsecure.records.entries import EntryType, make_entry
 
 log = logging.getLogger("aggregator.crl")
 
 CRL_ENTRY = EntryType.CRL_LOADED
-_CRL_MARK = f'"type":"{CRL_ENTRY.value}"'.encode()
-_SCAN_BATCH = 4096
 
 
 def last_recorded_crl(store: Store) -> tuple[int, dict] | None:
-    """(index, facts) of the last ``crl.loaded`` entry of the store's log, or None.
-
-    Scans from the end in batches; the byte test only skips entries that cannot
-    be one (canonical JSON writes the ``type`` key exactly so), and every
-    candidate is parsed and checked.
-    """
-    end = store.size()
-    while end > 0:
-        start = max(0, end - _SCAN_BATCH)
-        batch = store.entries(start, end)
-        for offset in range(len(batch) - 1, -1, -1):
-            data = batch[offset]
-            if _CRL_MARK in data:
-                entry = validate_entry(data)
-                if entry["type"] == CRL_ENTRY:
-                    return start + offset, entry["facts"]
-        end = start
-    return None
+    """(index, facts) of the last ``crl.loaded`` entry of the store's log, or None."""
+    return store.last_entry_of(CRL_ENTRY)
 
 
 class CrlRecorder:

@@ -13,6 +13,11 @@ The pipeline, in order, each step refusing with a typed error::
                    composed, the new one included, within the DP policy
                    (else E_DP_BUDGET, rolled back)--> receipt
 
+A :class:`Registrar` is built for one CA-verified federation manifest and
+records it first (``federation.loaded``, ``aggregator.federation_ledger``)
+unless it is the last one the ledger records, so no module is ever
+registered under a manifest the ledger does not name.
+
 Nothing is written before every check has passed, so a refused package
 changes neither the store nor the ledger. Only the final store call runs
 under the store lock; the expensive checks run in parallel across uploads.
@@ -33,12 +38,13 @@ from dataclasses import replace
 from cryptography import x509
 
 from aggregator.auth import Peer
+from aggregator.federation_ledger import record_federation
 from aggregator.store.base import ModuleRow, Store, check_module_id
 from ffsecure import canonical, envelope
 from ffsecure.dp import check_claim as check_dp_claim
 from ffsecure.dp import check_site_budget
 from ffsecure.errors import StoreError, VerificationError
-from ffsecure.federation import FederationManifest
+from ffsecure.federation import FederationManifest, SignedManifest
 from ffsecure.ledger import make_entry, open_checkpoint
 from ffsecure.package import SignedPackage, VerifiedModule, package_meta, verify_package
 from ffsecure.privacy.policy import check_module as check_privacy_policy
@@ -107,13 +113,17 @@ def receipt_for_module(store: Store, module_id: str) -> Receipt:
 
 
 class Registrar:
-    """Opens, verifies and registers sealed packages for one aggregator."""
+    """Opens, verifies and registers sealed packages for one aggregator.
+
+    Building one puts ``federation`` in force: it is recorded in the ledger
+    (``federation.loaded``) unless it is the last manifest recorded there.
+    """
 
     def __init__(
         self,
         *,
         store: Store,
-        federation: FederationManifest,
+        federation: SignedManifest,
         ca_cert: x509.Certificate,
         crl: Callable[[], x509.CertificateRevocationList | None],
         hpke_private_key: bytes,
@@ -121,13 +131,15 @@ class Registrar:
         store_lock: threading.RLock | None = None,
     ):
         self.store = store
-        self.federation = federation
+        self.federation = federation.manifest
         self.ca_cert = ca_cert
         self._crl = crl
         self._hpke_private_key = hpke_private_key
         self.hpke_key_id = hpke_key_id
         self.store_lock = store_lock or threading.RLock()
-        self.max_module_bytes = federation.max_module_bytes
+        self.max_module_bytes = self.federation.max_module_bytes
+        with self.store_lock:
+            record_federation(store, federation)
 
     def verify(self, sealed: bytes, peer: Peer) -> tuple[SignedPackage, VerifiedModule]:
         """Every check, no write: returns ``(package, verified_module)``."""

@@ -4,9 +4,11 @@ Start-up loads everything from the aggregator home (docs/decisions.md) and
 refuses to start when the pieces do not fit together: the federation
 manifest must verify against ``ca.pem``, the HPKE key and the log key must be
 the ones the manifest names, and ``tls.pem`` must be this federation's
-aggregator certificate. The CRL it loads is recorded in the ledger
-(``crl.loaded``, ``aggregator.crl_ledger``) when it is not the last one
-recorded, at start and whenever the file changes.
+aggregator certificate. The manifest is recorded in the ledger
+(``federation.loaded``, ``aggregator.federation_ledger``) when it is not the
+last one recorded, as the registrar is built and so before anything can be
+registered; then the CRL it loads likewise (``crl.loaded``,
+``aggregator.crl_ledger``), at start and whenever the file changes.
 
 Transport: one TLS port only (there is no insecure port, not even for
 tests), client certificates required (``require_client_auth=True``), trust
@@ -48,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from aggregator.auth import Authenticator, CrlSource
@@ -72,7 +75,7 @@ from aggregator.unlearning import RetrainWorker, make_worker
 from aggregator.uploads import UploadStaging
 from ffsecure import envelope, pki
 from ffsecure.errors import ConfigError, FFSecureError
-from ffsecure.federation import FederationManifest, load_signed_manifest
+from ffsecure.federation import FederationManifest, verify_federation_json
 from ffsecure.v1 import aggregator_pb2_grpc as pb_grpc
 
 log = logging.getLogger("aggregator.server")
@@ -118,7 +121,8 @@ def load_runtime(config: AggregatorConfig) -> Runtime:
     ca_pem = _read(home.ca_cert, "CA certificate")
     ca_cert = pki.load_cert(ca_pem)
     signed = _read(home.federation, "federation manifest")
-    federation = load_signed_manifest(signed, ca_cert)
+    verified = verify_federation_json(signed, ca_cert)
+    federation = verified.manifest
     crl = CrlSource(home.crl, ca_cert)
     crl.current()  # a CRL that does not verify stops the start
 
@@ -143,17 +147,21 @@ def load_runtime(config: AggregatorConfig) -> Runtime:
     )
 
     store = open_store(config, origin=signer.name, kek=load_kek(home), log_signer=signer)
-    _record_crl(crl, store, ca_cert)
     lock = threading.RLock()
-    registrar = Registrar(
-        store=store,
-        federation=federation,
-        ca_cert=ca_cert,
-        crl=crl.current,
-        hpke_private_key=hpke_private,
-        hpke_key_id=hpke_kid,
-        store_lock=lock,
-    )
+    try:
+        registrar = Registrar(  # records the manifest in force (federation.loaded) first
+            store=store,
+            federation=verified,
+            ca_cert=ca_cert,
+            crl=crl.current,
+            hpke_private_key=hpke_private,
+            hpke_key_id=hpke_kid,
+            store_lock=lock,
+        )
+        _record_crl(crl, store, ca_cert)
+    except BaseException:
+        store.close()
+        raise
     up = config.uploads
     staging = UploadStaging(
         config.uploads_dir,
@@ -229,14 +237,10 @@ def load_runtime(config: AggregatorConfig) -> Runtime:
     )
 
 
-def _record_crl(crl: CrlSource, store, ca_cert) -> None:
+def _record_crl(crl: CrlSource, store: Store, ca_cert: x509.Certificate) -> None:
     """From now on every CRL ``serve`` loads is recorded (``crl.loaded``), this one first."""
     crl.on_load = CrlRecorder(store, ca_cert).record
-    try:
-        crl.record_now()
-    except BaseException:
-        store.close()
-        raise
+    crl.record_now()
 
 
 def server_options(config: AggregatorConfig) -> list[tuple[str, int]]:

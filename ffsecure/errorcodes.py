@@ -841,6 +841,16 @@ _AUDIT_FINDINGS = _section(
         ),
         ("E_AUDIT_CA_MISMATCH", "the bundle's CA is not the CA the auditor trusts", _FINDING),
         ("E_AUDIT_FEDERATION", "federation.json does not verify against the CA", _FINDING),
+        (
+            "E_AUDIT_FEDERATION_STALE",
+            "the federation manifest is not the one the aggregator recorded last",
+            _FINDING,
+        ),
+        (
+            "E_AUDIT_FEDERATION_UNRECORDED",
+            "modules are registered but the log records no federation manifest",
+            _FINDING,
+        ),
         ("E_AUDIT_LOG_KEY", "the bundle's log key does not parse", _FINDING),
         (
             "E_AUDIT_LOG_KEY_UNBOUND",

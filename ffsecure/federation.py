@@ -9,7 +9,9 @@ Signed form (``federation.json``), canonical JSON::
     {"signatures":[{"alg":"ecdsa-p256-sha256","keyid":<CA cert SHA-256 hex>,"sig":<base64 DER>}],
      "signed":{...manifest fields...}}
 
-The CA signs ``b"ffsecure/federation-manifest/v1\\x00" || SHA-256(canonical(signed))``.
+The CA signs ``b"ffsecure/federation-manifest/v1\\x00" || SHA-256(canonical(signed))``;
+that SHA-256 names the manifest (:class:`SignedManifest`), and the aggregator records it
+in its ledger when it puts the manifest in force (``federation.loaded``).
 See ``docs/formats.md`` for every field.
 """
 
@@ -391,8 +393,32 @@ def _ecdsa_valid(public: CertificatePublicKeyTypes, sig: bytes, message: bytes) 
     return True
 
 
-def load_signed_manifest(data: bytes, ca_cert: x509.Certificate) -> FederationManifest:
-    """Verify ``federation.json`` against the CA certificate and return the manifest.
+@dataclass(frozen=True)
+class SignedManifest:
+    """A ``federation.json`` whose CA signature verified: the manifest and which one it is.
+
+    ``sha256`` is the SHA-256 of the canonical ``signed`` body, the very digest the
+    CA's signature covers (:func:`_message`). It names the policy, not the file: the
+    ``signatures`` list is authentication only (ECDSA signatures are randomised, and
+    entries of other keys are skipped), so two files carrying the same signed body
+    enforce the same manifest and have the same ``sha256``, while any change to a
+    signed field (a looser ``dp_policy``, another ``created_at``) changes it.
+    """
+
+    manifest: FederationManifest
+    sha256: str
+
+    def facts(self) -> dict[str, str]:
+        """The facts of a ``federation.loaded`` ledger entry (docs/audit-bundle.md)."""
+        return {
+            "federation_id": self.manifest.federation_id,
+            "federation_sha256": self.sha256,
+            "created_at": self.manifest.created_at,
+        }
+
+
+def verify_federation_json(data: bytes, ca_cert: x509.Certificate) -> SignedManifest:
+    """Verify ``federation.json`` against the CA certificate; the manifest and its digest.
 
     Errors: E_JSON*/E_NOT_CANONICAL (bytes), E_MANIFEST_SCHEMA (shape),
     E_MANIFEST_SIGNATURE (no valid CA signature), E_FEDERATION_MISMATCH.
@@ -409,7 +435,13 @@ def load_signed_manifest(data: bytes, ca_cert: x509.Certificate) -> FederationMa
             f"manifest is for {manifest.federation_id!r}, the CA serves "
             f"{pki.ca_federation_id(ca_cert)!r}"
         )
-    return manifest
+    return SignedManifest(manifest, hashlib.sha256(canonical.dumps(obj["signed"])).hexdigest())
+
+
+def load_signed_manifest(data: bytes, ca_cert: x509.Certificate) -> FederationManifest:
+    """Verify ``federation.json`` against the CA certificate and return the manifest
+    (errors as :func:`verify_federation_json`)."""
+    return verify_federation_json(data, ca_cert).manifest
 
 
 # ------------------------------------------------------- public-keys.json

@@ -3,7 +3,11 @@
 ``AuditLab`` drives a real federation (tests/federation_fixture.py: CA, site
 certificates, signed and sealed tiny-cvae packages) and a real SQLite store on
 disk: modules are registered through ``Store.register_module`` with the
-entries the aggregator writes, datasets and classifiers through
+entries the aggregator writes, after the ``federation.loaded`` that
+``aggregator serve`` records at start (:meth:`AuditLab.start`: the home's
+``federation.json``, unless it is the last one recorded, so a test that
+installs another manifest before registering gets it recorded as a restart
+would), datasets and classifiers through
 ``Store.put_artifact`` with the lineage facts of the aggregator, deletions
 through ``Store.delete_module``; ``export()`` writes the bundle the same way
 ``aggregator ledger export`` does (federation.json included).
@@ -19,8 +23,10 @@ from pathlib import Path
 
 from aggregator.crl_ledger import CrlRecorder
 from aggregator.export import write_bundle
+from aggregator.federation_ledger import record_federation
 from aggregator.store import open_home_store
 from ffsecure import canonical, pki
+from ffsecure.federation import verify_federation_json
 from ffsecure.package import build_manifest, package_meta, sign_package
 from ffsecure.records.entries import make_entry
 from ffsecure.records.receipts import Receipt
@@ -32,8 +38,11 @@ def sha(data: bytes) -> str:
 
 
 class AuditLab:
-    def __init__(self, root: Path, **fed_kwargs):
+    """``records_federation=False``: an aggregator from before ``federation.loaded`` existed."""
+
+    def __init__(self, root: Path, *, records_federation: bool = True, **fed_kwargs):
         self.root = Path(root)
+        self.records_federation = records_federation
         self.fed = build_federation(self.root / "fed", **fed_kwargs)
         self.store = open_home_store(self.fed.home)
         self.weights: dict[str, str] = {}
@@ -42,6 +51,14 @@ class AuditLab:
 
     def close(self) -> None:
         self.store.close()
+
+    def start(self) -> int | None:
+        """What `aggregator serve` does at start: record the home's federation.json
+        (federation.loaded) unless it is the last one recorded; the new index or None."""
+        if not self.records_federation:
+            return None
+        signed = verify_federation_json(self.fed.home.federation.read_bytes(), self.fed.ca.cert)
+        return record_federation(self.store, signed)
 
     # -- modules -----------------------------------------------------------
     def register(
@@ -54,6 +71,7 @@ class AuditLab:
         privacy_report: dict | None = None,
         created_at: str | None = None,
     ) -> str:
+        self.start()
         fed = self.fed
         weights = generator_weights(
             fed.manifest.generator["family"], canonical.dumps(fed.manifest.generator["config"])
@@ -209,7 +227,9 @@ class AuditLab:
         )[0]
 
     def record_crl(self) -> int | None:
-        """What `aggregator serve` does on loading the CRL: append crl.loaded if it is new."""
+        """What `aggregator serve` does on loading the CRL: append crl.loaded if it is new
+        (after the federation.loaded of its start)."""
+        self.start()
         crl = pki.load_crl(self.fed.home.crl.read_bytes(), self.fed.ca.cert)
         return CrlRecorder(self.store, self.fed.ca.cert).record(crl)
 

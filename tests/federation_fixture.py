@@ -43,6 +43,9 @@ from ffsecure import canonical, envelope, pki
 from ffsecure.federation import FederationManifest, create_signed_manifest
 
 FEDERATION_ID = "fedtest"
+#: What ``aggregator serve`` appends to an empty ledger at its first start: federation.loaded,
+#: then crl.loaded.
+START_ENTRIES = 2
 SITES = ("st-mary", "st-john")
 LABELS = ["zero", "one", "two", "three"]
 IMAGE_SHAPE = (1, 16, 16)

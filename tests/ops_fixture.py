@@ -16,6 +16,7 @@ import functools
 import torch
 
 from ffsecure import canonical, envelope, pki
+from ffsecure.federation import verify_federation_json
 
 DIGITS_EPOCHS = 2
 IMAGES_PER_CLASS = 40  # enough for a recognisable tiny generator, fast on a shared CPU
@@ -85,7 +86,7 @@ def registrar(fed, store):
     crl = pki.load_crl(fed.home.crl.read_bytes(), fed.ca.cert)
     return Registrar(
         store=store,
-        federation=fed.manifest,
+        federation=verify_federation_json(fed.home.federation.read_bytes(), fed.ca.cert),
         ca_cert=fed.ca.cert,
         crl=lambda: crl,
         hpke_private_key=private,

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ffsecure.errors import FormatError
+from ffsecure.records.entries import EntryType, validate_entry
 
 # check_module_id is re-exported: the store and its callers refuse module ids by the one rule.
 from ffsecure.records.ids import check_artifact_id
@@ -33,6 +34,7 @@ from ffsecure.records.receipts import Receipt
 ARTIFACT_KINDS = ("dataset", "classifier")
 ARTIFACT_STATUSES = ("active", "published", "retired")
 MODULE_STATUSES = ("active", "deleted")
+_SCAN_BATCH = 4096
 
 
 def check_artifact(kind: str, artifact_id: str) -> None:
@@ -209,6 +211,27 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def entries(self, start: int, end: int) -> list[bytes]: ...
+
+    def last_entry_of(self, kind: EntryType) -> tuple[int, dict] | None:
+        """(index, facts) of the last entry of type ``kind`` in the log, or None.
+
+        Scans from the end in batches; the byte test only skips entries that cannot
+        be one (canonical JSON writes the ``type`` key exactly so), and every
+        candidate is parsed and checked.
+        """
+        mark = f'"type":"{kind.value}"'.encode()
+        end = self.size()
+        while end > 0:
+            start = max(0, end - _SCAN_BATCH)
+            batch = self.entries(start, end)
+            for offset in range(len(batch) - 1, -1, -1):
+                data = batch[offset]
+                if mark in data:
+                    entry = validate_entry(data)
+                    if entry["type"] == kind:
+                        return start + offset, entry["facts"]
+            end = start
+        return None
 
     @abc.abstractmethod
     def root_hash(self, tree_size: int | None = None) -> bytes: ...

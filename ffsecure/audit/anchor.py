@@ -19,6 +19,21 @@ warning on a VERIFIED bundle:
   policy swapped in). No manifest at all while modules are registered is
   ``E_AUDIT_NO_FEDERATION`` (:func:`check_policy_known`): dropping it would
   otherwise skip every policy check, DP included, on a VERIFIED bundle.
+- After the log is replayed (:func:`check_federation_history`): the aggregator
+  records the manifest it puts in force (``federation.loaded``: SHA-256 of the
+  canonical signed body). The CA may have signed several manifests over time,
+  so the manifest in force must be the newest one recorded
+  (``E_AUDIT_FEDERATION_STALE``): an exporter putting back an older, looser,
+  still CA-signed manifest would otherwise have the modules judged by it. A
+  log that registers modules but records no manifest (written before the
+  entry existed, or by an aggregator that skipped it) is
+  ``E_AUDIT_FEDERATION_UNRECORDED`` when the manifest in force is the
+  bundle's, since its exporter could then pair any signed manifest with the
+  log; the auditor who passes the manifest they hold (``--federation``) vouches
+  for it. Every module, one registered while an earlier manifest was in force
+  included, is checked against the manifest in force, hence the newest: a
+  module the policy has since outlawed is a finding, whatever was allowed when
+  it was registered.
 - A CRL must be in force: the auditor's ``--crl`` if given, else the bundle's
   ``crl.pem``; both must be signed by the CA. No CRL at all is
   ``E_AUDIT_NO_CRL``. A CRL past its nextUpdate (``E_AUDIT_CRL_EXPIRED``) is
@@ -45,18 +60,19 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from ffsecure import canonical, pki
+from ffsecure import pki
 from ffsecure.audit.bundle import Bundle
 from ffsecure.audit.findings import ERROR, WARNING, Findings
 from ffsecure.audit.lineage import LedgerReplay
 from ffsecure.errors import FFSecureError
-from ffsecure.federation import FederationManifest, load_signed_manifest
+from ffsecure.federation import FederationManifest, SignedManifest, verify_federation_json
 from ffsecure.records.entries import EntryType
 
 CHECK = "trust-anchor"
 CRL_OPTION = "--crl"
 FEDERATION_OPTION = "--federation"
 BUNDLE_CRL = "crl.pem"
+BUNDLE_FEDERATION = "federation.json"
 
 
 @dataclass
@@ -64,12 +80,22 @@ class TrustAnchor:
     """What the trust-anchor check established, for the later checks and the report."""
 
     ca_cert: x509.Certificate | None
-    federation: FederationManifest | None
+    #: the CA-signed manifest in force and its source ("--federation", "federation.json")
+    signed_federation: SignedManifest | None
+    federation_source: str | None
     log_key_bound_by: str | None  # "federation.json", "--log-key" or None
     crls: dict[str, x509.CertificateRevocationList]  # source ("--crl", "crl.pem") -> CA-signed CRL
     crl_source: str | None  # the source of the CRL in force
     #: (entry index, facts) of the newest ``crl.loaded``, set by :func:`check_crl_history`
     newest_recorded: tuple[int, dict] | None = None
+    #: (entry index, facts) of the newest ``federation.loaded``, set by
+    #: :func:`check_federation_history`
+    newest_federation: tuple[int, dict] | None = None
+
+    @property
+    def federation(self) -> FederationManifest | None:
+        """The manifest every module is checked against."""
+        return self.signed_federation.manifest if self.signed_federation else None
 
     @property
     def crl(self) -> x509.CertificateRevocationList | None:
@@ -89,6 +115,10 @@ class TrustAnchor:
             parts.append(f"newest CRL recorded in the log: {facts['crl_number']} (entry {index})")
         elif self.crl is not None:
             parts.append("the log records no CRL")
+        if self.newest_federation is not None:
+            parts.append(
+                f"federation manifest recorded in the log (entry {self.newest_federation[0]})"
+            )
         return ", ".join(parts)
 
 
@@ -192,11 +222,11 @@ def _crl_in_force(
 
 def _load_federation(
     data: bytes | None, what: str, ca_cert: x509.Certificate, findings: Findings
-) -> FederationManifest | None:
+) -> SignedManifest | None:
     if data is None:
         return None
     try:
-        return load_signed_manifest(data, ca_cert)
+        return verify_federation_json(data, ca_cert)
     except FFSecureError as exc:
         findings.add(
             CHECK,
@@ -211,11 +241,11 @@ def _federation(
     ca_cert: x509.Certificate | None,
     federation_json: bytes | None,
     findings: Findings,
-) -> FederationManifest | None:
+) -> SignedManifest | None:
     """The manifest in force: the auditor's (``--federation``) if given, else the bundle's."""
     if ca_cert is None:
         return None
-    bundled = _load_federation(bundle.federation_json, "federation.json", ca_cert, findings)
+    bundled = _load_federation(bundle.federation_json, BUNDLE_FEDERATION, ca_cert, findings)
     if federation_json is None:
         return bundled
     own = _load_federation(federation_json, FEDERATION_OPTION, ca_cert, findings)
@@ -230,9 +260,9 @@ def _federation(
     return own
 
 
-def _same_manifest(a: FederationManifest, b: FederationManifest) -> bool:
-    """The two signed bodies are the same (constant time over their canonical bytes)."""
-    return hmac.compare_digest(canonical.dumps(a.to_dict()), canonical.dumps(b.to_dict()))
+def _same_manifest(a: SignedManifest, b: SignedManifest) -> bool:
+    """The two signed bodies are the same (constant time over their SHA-256)."""
+    return hmac.compare_digest(a.sha256, b.sha256)
 
 
 def check_policy_known(anchor: TrustAnchor, st: LedgerReplay, findings: Findings) -> None:
@@ -260,8 +290,9 @@ def _check_log_key(
     log_vkey: str | None,
     findings: Findings,
     federation_json: bytes | None = None,
-) -> tuple[FederationManifest | None, str | None]:
-    federation = _federation(bundle, ca_cert, federation_json, findings)
+) -> tuple[SignedManifest | None, str | None]:
+    signed = _federation(bundle, ca_cert, federation_json, findings)
+    federation = signed.manifest if signed is not None else None
     vkey = bundle.vkey.strip()
     bound_by = None
     if federation is not None:
@@ -273,7 +304,7 @@ def _check_log_key(
                 "the checkpoints were signed by a key the federation never approved",
             )
         else:
-            bound_by = "federation.json" if federation_json is None else FEDERATION_OPTION
+            bound_by = BUNDLE_FEDERATION if federation_json is None else FEDERATION_OPTION
     if log_vkey is not None:
         if log_vkey.strip() != vkey:
             findings.add(
@@ -292,7 +323,7 @@ def _check_log_key(
             "CA signed and no --log-key was given, so a log re-signed with any key would "
             "pass; pass the federation manifest's log_public_key with --log-key",
         )
-    return federation, bound_by
+    return signed, bound_by
 
 
 def check_trust_anchor(
@@ -310,13 +341,55 @@ def check_trust_anchor(
     ca_cert = _check_ca(bundle, ca_pem, findings)
     crls = _load_crls(bundle, crl_pem, ca_cert, findings)
     source = _crl_in_force(crls, crl_pem, bundle, findings, now)
-    federation, bound_by = _check_log_key(bundle, ca_cert, log_vkey, findings, federation_json)
+    signed, bound_by = _check_log_key(bundle, ca_cert, log_vkey, findings, federation_json)
     return TrustAnchor(
         ca_cert=ca_cert,
-        federation=federation,
+        signed_federation=signed,
+        federation_source=(
+            None if signed is None else FEDERATION_OPTION if federation_json else BUNDLE_FEDERATION
+        ),
         log_key_bound_by=bound_by,
         crls=crls,
         crl_source=source,
+    )
+
+
+def check_federation_history(anchor: TrustAnchor, st: LedgerReplay, findings: Findings) -> None:
+    """The manifest in force against the newest ``federation.loaded`` of the log."""
+    signed, source = anchor.signed_federation, anchor.federation_source
+    if signed is None:
+        return  # no manifest in force: check_policy_known's finding when modules need one
+    if not st.federations:
+        if st.modules and source == BUNDLE_FEDERATION:
+            findings.add(
+                CHECK,
+                "E_AUDIT_FEDERATION_UNRECORDED",
+                f"{len(st.modules)} module(s) are registered but the log records no "
+                "federation manifest (federation.loaded), so nothing ties the bundle's "
+                "federation.json to the policy the aggregator enforced: its exporter could "
+                "have paired any manifest the CA ever signed with this log; pass the "
+                f"federation.json you hold with {FEDERATION_OPTION}",
+            )
+        return
+    index, facts = anchor.newest_federation = st.federations[-1]
+    if hmac.compare_digest(signed.sha256, str(facts["federation_sha256"])):
+        return
+    fix = (
+        "the bundle carries an older or different CA-signed manifest; pass the manifest "
+        f"you hold with {FEDERATION_OPTION}"
+        if source == BUNDLE_FEDERATION
+        else "the manifest you hold is not the one the aggregator enforced; get the "
+        "current federation.json from the federation operator"
+    )
+    findings.add(
+        CHECK,
+        "E_AUDIT_FEDERATION_STALE",
+        f"{source} (created {signed.manifest.created_at}, sha256 {signed.sha256[:12]}…) "
+        "is not the manifest the aggregator recorded last (ledger entry "
+        f"{index}: created {facts['created_at']}, sha256 "
+        f"{str(facts['federation_sha256'])[:12]}…): {fix}",
+        entry=index,
+        entry_type=EntryType.FEDERATION_LOADED,
     )
 
 

@@ -81,8 +81,13 @@ LANES = [
     ("deletions", "deletions", (EntryType.MODULE_DELETION_REQUESTED, EntryType.MODULE_DELETED)),
     (
         "revocations",
-        "certificates & keys",
-        (EntryType.CERT_REVOKED, EntryType.KEY_ROTATED, EntryType.CRL_LOADED),
+        "certificates, keys & policy",
+        (
+            EntryType.CERT_REVOKED,
+            EntryType.KEY_ROTATED,
+            EntryType.CRL_LOADED,
+            EntryType.FEDERATION_LOADED,
+        ),
     ),
 ]
 COLORS: dict[str, str] = {
@@ -98,6 +103,7 @@ COLORS: dict[str, str] = {
     EntryType.CERT_REVOKED: "#9a6700",
     EntryType.KEY_ROTATED: "#9a6700",
     EntryType.CRL_LOADED: "#6e7781",
+    EntryType.FEDERATION_LOADED: "#6e7781",
 }
 
 

@@ -1,4 +1,5 @@
-"""Replay the ledger's events: modules, deletions, datasets, classifiers, revocations, CRLs.
+"""Replay the ledger's events: modules, deletions, datasets, classifiers, revocations, CRLs,
+federation manifests.
 
 The replay gives the state at the end of the log (what is live, what was
 deleted, which classifier is current) and turns every event that contradicts
@@ -36,6 +37,7 @@ from ffsecure.records.entries import (
     DatasetRetired,
     DatasetSynthesized,
     EntryType,
+    FederationLoaded,
     KeyRotated,
     ModuleDeleted,
     ModuleDeletionRequested,
@@ -113,6 +115,8 @@ class LedgerReplay:
     classifiers: dict[str, ArtifactState] = field(default_factory=dict)
     revocations: list[tuple[int, dict]] = field(default_factory=list)
     crls: list[tuple[int, dict]] = field(default_factory=list)  # (index, facts) of crl.loaded
+    #: (index, facts) of each ``federation.loaded``, in log order
+    federations: list[tuple[int, dict]] = field(default_factory=list)
     requests: list[tuple[int, dict]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     #: committed lineage documents by SHA-256 (the bundle's ``lineage/``), read-only
@@ -448,6 +452,14 @@ def _crl_loaded(st: LedgerReplay, at: _At, entry: CrlLoaded) -> str:
     return f"CRL {entry.crl_number} loaded ({entry.facts.get('revoked', '?')} revoked)"
 
 
+def _federation_loaded(st: LedgerReplay, at: _At, entry: FederationLoaded) -> str:
+    st.federations.append((at.index, entry.facts))
+    return (
+        f"federation manifest {entry.federation_sha256[:12]}… put in force "
+        f"(created {entry.created_at})"
+    )
+
+
 #: One handler per entry type: it updates the state, adds findings, returns the event label.
 HANDLERS: dict[EntryType, Callable[[LedgerReplay, _At, Any], str | None]] = {
     EntryType.MODULE_REGISTERED: _module_registered,
@@ -462,6 +474,7 @@ HANDLERS: dict[EntryType, Callable[[LedgerReplay, _At, Any], str | None]] = {
     EntryType.CERT_REVOKED: _cert_revoked,
     EntryType.KEY_ROTATED: _key_rotated,
     EntryType.CRL_LOADED: _crl_loaded,
+    EntryType.FEDERATION_LOADED: _federation_loaded,
 }
 
 

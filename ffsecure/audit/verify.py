@@ -12,6 +12,7 @@ from ffsecure import pki
 from ffsecure.audit.anchor import (
     TrustAnchor,
     check_crl_history,
+    check_federation_history,
     check_policy_known,
     check_revocations_listed,
     check_trust_anchor,
@@ -146,6 +147,7 @@ def audit_bundle(
     )
     st = replay(log.entries, findings, bundle.lineage)
     check_crl_history(anchor, st, findings)
+    check_federation_history(anchor, st, findings)
     check_policy_known(anchor, st, findings)
     modules = check_modules(
         bundle.modules, log.entries, st, findings, ca_cert=ca_cert, crl=crl, federation=federation

@@ -132,7 +132,9 @@ def _common(f):
         "module's policy (DP included) is checked against it. Needed when the bundle has "
         "none: with modules registered and no manifest, the verdict is FAILED "
         "(E_AUDIT_NO_FEDERATION); a bundle manifest that differs from it is "
-        "E_AUDIT_FEDERATION. It also binds the log key.",
+        "E_AUDIT_FEDERATION. Whichever is in force must be the newest manifest the log "
+        "records (federation.loaded, else E_AUDIT_FEDERATION_STALE). It also binds the "
+        "log key.",
     )(f)
     f = click.option(
         "--crl",

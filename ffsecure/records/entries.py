@@ -20,6 +20,14 @@ count and SHA-256 of a lineage document exported with the bundle); a
 SHA-256 of its DER bytes, its thisUpdate/nextUpdate and the CA that verified
 it), appended whenever the aggregator loads a CRL other than the last one
 recorded; an auditor refuses a bundle CRL older than the newest recorded.
+``federation.loaded`` records the federation manifest the aggregator put in
+force (its federation id, ``created_at`` and the SHA-256 of its canonical
+signed body, the digest the CA's signature covers:
+``ffsecure.federation.SignedManifest``), appended at start whenever the
+manifest differs from the last one recorded and before any module can be
+registered under it; an auditor refuses a manifest other than the newest
+recorded. Its facts are exactly these three: the policy itself is public in
+``federation.json``, and the log needs only to name which one was enforced.
 That is why ``classifier.evaluated`` (a site's report of how a classifier did
 on its own test data) carries a salted hash of the report, not its numbers
 (``ffsecure.evalreport``).
@@ -58,6 +66,7 @@ from ffsecure.records.fields import is_int
 from ffsecure.records.ids import (
     ACTOR,
     ARTIFACT_ID,
+    FEDERATION_ID,
     MODULE_ID,
     SHA256_HEX,
     SITE_ID,
@@ -93,6 +102,7 @@ __all__ = [
     "DatasetSynthesized",
     "Entry",
     "EntryType",
+    "FederationLoaded",
     "KeyRotated",
     "LedgerEntry",
     "ModuleDeleted",
@@ -128,6 +138,7 @@ class EntryType(StrEnum):
     CERT_REVOKED = "cert.revoked"
     KEY_ROTATED = "key.rotated"
     CRL_LOADED = "crl.loaded"
+    FEDERATION_LOADED = "federation.loaded"
 
 
 def _reader(read: Callable[[Any], Any]) -> Any:
@@ -311,6 +322,16 @@ class CrlLoaded(LedgerEntry):
     issuer_sha256: Sha256Hex
 
 
+@dataclass(frozen=True, kw_only=True)
+class FederationLoaded(LedgerEntry):
+    """The aggregator put a federation manifest in force (its id, issue time, signed-body hash)."""
+
+    TYPE: ClassVar[EntryType] = EntryType.FEDERATION_LOADED
+    federation_id: str
+    federation_sha256: Sha256Hex
+    created_at: str
+
+
 #: Any ledger entry record.
 Entry = (
     ModuleRegistered
@@ -325,6 +346,7 @@ Entry = (
     | CertRevoked
     | KeyRotated
     | CrlLoaded
+    | FederationLoaded
 )
 
 #: The record class of each entry type.
@@ -343,6 +365,7 @@ RECORDS: dict[EntryType, type[LedgerEntry]] = {
         CertRevoked,
         KeyRotated,
         CrlLoaded,
+        FederationLoaded,
     )
 }
 
@@ -413,6 +436,27 @@ def _check_crl_facts(facts: dict[str, Any]) -> None:
             ) from None
 
 
+def _check_federation_facts(facts: dict[str, Any]) -> None:
+    """``federation.loaded``: exactly its three facts, a federation id and a real issue time."""
+    expected = set(FederationLoaded.required_facts())
+    if set(facts) != expected:
+        raise _error(
+            f"federation.loaded facts are {sorted(facts)}; they must be exactly "
+            f"{', '.join(sorted(expected))}"
+        )
+    if not FEDERATION_ID.matches(facts["federation_id"]):
+        raise _error(
+            f"fact facts.federation_id is not a {FEDERATION_ID.name} ({FEDERATION_ID.rule})"
+        )
+    try:
+        _check_time(facts["created_at"])
+    except LedgerError:
+        raise _error(
+            f"fact facts.created_at {facts['created_at']!r} is not RFC 3339 UTC like "
+            "2026-11-22T12:00:00Z"
+        ) from None
+
+
 def _check_lineage_form(facts: dict[str, Any], *, required: bool) -> None:
     """At most one lineage form (exactly one when ``required``); a commitment well-formed."""
     forms = [key for key in ("modules", "lineage") if key in facts]
@@ -429,6 +473,7 @@ def _check_lineage_form(facts: dict[str, Any], *, required: bool) -> None:
 #: Checks of the facts' values, per entry type, beyond the shared rules of ``_walk_facts``.
 _FACT_CHECKS: dict[EntryType, Callable[[dict[str, Any]], None]] = {
     EntryType.CRL_LOADED: _check_crl_facts,
+    EntryType.FEDERATION_LOADED: _check_federation_facts,
     EntryType.DATASET_SYNTHESIZED: lambda facts: _check_lineage_form(facts, required=True),
     EntryType.CLASSIFIER_TRAINED: lambda facts: _check_lineage_form(facts, required=False),
 }
@@ -465,11 +510,12 @@ def check_entry(entry: object) -> None:
         )
     if entry["v"] != ENTRY_VERSION or isinstance(entry["v"], bool):
         raise _error(f"entry version {entry['v']!r} is not supported (expected {ENTRY_VERSION})")
-    kind = entry["type"]
-    if kind not in ENTRY_TYPES:
+    if not isinstance(entry["type"], str) or entry["type"] not in ENTRY_TYPES:
         raise _error(
-            f"entry type {kind!r} is unknown", hint=f"use one of {', '.join(sorted(ENTRY_TYPES))}"
+            f"entry type {entry['type']!r} is unknown",
+            hint=f"use one of {', '.join(sorted(ENTRY_TYPES))}",
         )
+    kind = EntryType(entry["type"])
     _check_time(entry["time"])
     if not ACTOR.matches(entry["actor"]):
         raise _error(

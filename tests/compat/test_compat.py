@@ -38,7 +38,7 @@ def _ffsecure(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_the_old_audit_bundle_verifies_with_every_site_receipt():
+def _audit_old_bundle(*extra: str) -> tuple[int, dict]:
     receipts = sorted((FIXTURE / "receipts").glob("*.json"))
     assert len(receipts) == 4
     trusted = [arg for r in receipts for arg in ("--trusted-checkpoint", str(r))]
@@ -49,12 +49,28 @@ def test_the_old_audit_bundle_verifies_with_every_site_receipt():
         "--ca",
         str(FIXTURE / "ca.pem"),
         *trusted,
+        *extra,
         "--json",
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    report = json.loads(done.stdout)
-    assert report["verdict"] == "VERIFIED"
+    assert done.returncode in (0, 3), done.stdout[-3000:] + done.stderr[-3000:]
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_the_old_audit_bundle_verifies_with_every_site_receipt_and_the_held_manifest():
+    """The old log records no federation manifest (federation.loaded came later), so the
+    auditor brings the one the operator gave it."""
+    code, report = _audit_old_bundle(
+        "--federation", str(FIXTURE / "aggregator" / "federation.json")
+    )
+    assert code == 0 and report["verdict"] == "VERIFIED"
     assert [f for f in report["findings"] if f["severity"] == "error"] == []
+
+
+def test_the_old_audit_bundle_alone_cannot_show_which_manifest_was_in_force():
+    code, report = _audit_old_bundle()
+    assert code == 3 and report["verdict"] == "FAILED"
+    errors = [f["code"] for f in report["findings"] if f["severity"] == "error"]
+    assert errors == ["E_AUDIT_FEDERATION_UNRECORDED"]
 
 
 def test_the_old_package_verifies_at_its_signing_time():

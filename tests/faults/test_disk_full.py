@@ -24,7 +24,7 @@ import grpc
 import pytest
 
 from site_node.client import RetryPolicy
-from tests.federation_fixture import build_federation
+from tests.federation_fixture import START_ENTRIES, build_federation
 from tests.security.forge import Refusal, chunks, send
 
 NO_RETRY = RetryPolicy(max_attempts=1)
@@ -118,7 +118,7 @@ def test_staging_area_full_keeps_the_committed_prefix_and_resumes(tmp_path, capl
                 got = send(c.stub, chunks(sealed, upload_id=upload_id, chunk_bytes=256 * 1024))
             assert isinstance(got, Refusal) and got.code == "E_DISK_FULL", got
             assert got.status == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert srv.runtime.store.size() == 1  # only the crl.loaded of the start
+            assert srv.runtime.store.size() == START_ENTRIES  # only those of the start
             state = srv.runtime.deps.staging.status("st-mary", upload_id)
             # the durable prefix is what the state says, and the data file holds exactly that
             assert (
@@ -133,9 +133,9 @@ def test_staging_area_full_keeps_the_committed_prefix_and_resumes(tmp_path, capl
             receipt = c.upload(
                 sealed, upload_id=upload_id, module_id=pkg.manifest.module_id, site_id="st-mary"
             )
-            assert receipt.index == 1
+            assert receipt.index == START_ENTRIES
             assert c.last_upload.resumed_from == [state.committed_offset]
-            assert srv.runtime.store.size() == 2
+            assert srv.runtime.store.size() == START_ENTRIES + 1
 
 
 def test_disk_full_is_not_an_internal_error():
@@ -176,7 +176,7 @@ def test_file_size_limit_on_the_aggregator_process_refuses_cleanly(tmp_path):
             status = c.upload_status(upload_id)
             assert 0 < status.committed_offset <= limit and status.state == status.IN_PROGRESS
             _note, size = c.get_checkpoint()
-            assert size == 1  # only the crl.loaded of the start
+            assert size == START_ENTRIES  # only those of the start
         assert server.proc.poll() is None, "the aggregator must survive a failed write"
         assert server.stop() == 0
     assert "E_DISK_FULL" in server.log_tail(20000)  # the refusal is in the server's log

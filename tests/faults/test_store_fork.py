@@ -7,8 +7,8 @@ Afterwards, offline, the log is one chain:
 
 * every index holds one entry (``entries.idx`` is the primary key) and the
   entries are exactly one ``module.registered`` per acknowledged upload and
-  the ``crl.loaded`` of the server starts (a start that finds its CRL already
-  recorded appends none), nothing else;
+  the ``federation.loaded`` and ``crl.loaded`` of the server starts (a start
+  that finds its manifest or CRL already recorded appends none), nothing else;
 * every receipt, from either server, is included in today's log at its index
   with its entry bytes, and its signed checkpoint is a prefix of today's log
   (consistency proof): a fork would leave some receipt's checkpoint with a
@@ -128,8 +128,10 @@ def _count_entries(fed, acked: dict, *, starts: int) -> dict:
     with open_home_store(fed.home) as store:
         types = [store.entry(i).split(b'"type":"')[1].split(b'"')[0] for i in range(store.size())]
     assert types.count(b"module.registered") == len(acked)
+    started = types.count(b"federation.loaded") + types.count(b"crl.loaded")
+    assert 1 <= types.count(b"federation.loaded") <= starts and types[0] == b"federation.loaded"
     assert 1 <= types.count(b"crl.loaded") <= starts
-    assert len(types) == len(acked) + types.count(b"crl.loaded"), "an entry nothing explains"
+    assert len(types) == len(acked) + started, "an entry nothing explains"
     by_server = {r.index for r in acked.values()}
     assert len(by_server) == len(acked), "two receipts name one index"
     return {"acknowledged": len(acked), "entries": len(types), "forks": 0, "starts": starts}

@@ -44,7 +44,7 @@ from ffsecure.ledger import (
 )
 from site_node.client import AggregatorError, RetryPolicy
 from tests.faults.aggregator_proc import AggregatorProcess, free_port, pin_port
-from tests.federation_fixture import build_federation
+from tests.federation_fixture import START_ENTRIES, build_federation
 from tests.pg_fixture import use_postgres
 
 RETRY_CODES = {
@@ -295,18 +295,19 @@ def test_upload_complete_on_disk_but_unregistered_is_finished_after_restart(tmp_
             )  # then the "crash": closed with every byte committed, nothing registered
         state = staging.status("st-mary", upload_id)
         assert state.committed_offset == len(sealed) and not state.registered
-        assert srv.runtime.store.size() == 1  # only the crl.loaded of the start
+        assert srv.runtime.store.size() == START_ENTRIES  # only those of the start
         with fed.client("st-mary", srv.address, retry=RetryPolicy(max_attempts=1)) as c:
             receipt = c.upload(
                 sealed, upload_id=upload_id, module_id=pkg.manifest.module_id, site_id="st-mary"
             )
-            assert receipt.index == 1 and srv.runtime.store.size() == 2
+            assert receipt.index == START_ENTRIES and srv.runtime.store.size() == START_ENTRIES + 1
             assert staging.status("st-mary", upload_id).registered
             # and again: the same receipt, nothing added
             again = c.upload(
                 sealed, upload_id=upload_id, module_id=pkg.manifest.module_id, site_id="st-mary"
             )
-            assert again.index == 1 and again.existing and srv.runtime.store.size() == 2
+            assert again.index == START_ENTRIES and again.existing
+            assert srv.runtime.store.size() == START_ENTRIES + 1
 
 
 def test_staged_bytes_left_by_a_crash_after_registration_are_removed_at_start(tmp_path):

@@ -4,7 +4,8 @@ A federation requires DP (mean-embedding, epsilon <= 1); a dishonest aggregator 
 module without any DP claim. The bundle is real (tests/audit_fixture.py: CA, signed tiny-cvae
 package, SQLite store, `aggregator ledger export`), audited through the real `ffsecure audit
 verify` command. The exporter's moves: drop `federation.json` (the auditor then pins the log
-key with `--log-key`), or put back an older manifest the same CA signed with a looser policy.
+key with `--log-key`), or put back an older manifest the same CA signed with a looser policy;
+the ledger's `federation.loaded` (recorded at the aggregator's start) names the one in force.
 """
 
 from __future__ import annotations
@@ -96,6 +97,46 @@ def test_an_older_looser_manifest_swapped_in_is_named_against_the_auditor_s(worl
     (tmp_path / "forged.json").write_text(json.dumps(forged, sort_keys=True, separators=(",", ":")))
     code, out = invoke(t, "--ca", root / "ca.pem", "--federation", tmp_path / "forged.json")
     assert code == 3 and "E_AUDIT_FEDERATION" in _codes(out)
+
+
+def test_an_older_looser_manifest_swapped_in_fails_even_without_the_auditor_s(world, tmp_path):
+    """Under the loose manifest the module passes every policy check: only the ledger's record
+    of the strict one, in force when it was registered, tells the swap."""
+    root, bundle, non_dp = world
+    t = tmp_path / "swapped"
+    shutil.copytree(bundle, t)
+    shutil.copyfile(root / "loose.json", t / "federation.json")
+    code, out = invoke(t, "--ca", root / "ca.pem")
+    assert code == 3 and out["verdict"] == "FAILED"
+    assert _codes(out) == ["E_AUDIT_FEDERATION_STALE"]
+    (f,) = out["findings"]
+    assert (f["check"], f["entry"], f["entry_type"]) == ("trust-anchor", 0, "federation.loaded")
+    assert "--federation" in f["message"] and "older or different" in f["message"]
+    # the auditor who holds only the loose manifest is told it is not the one in force
+    code, out = invoke(bundle, "--ca", root / "ca.pem", "--federation", root / "loose.json")
+    assert code == 3 and "E_AUDIT_FEDERATION_STALE" in _codes(out)
+
+
+def test_a_ledger_with_modules_and_no_recorded_manifest_fails_unless_the_auditor_brings_one(
+    tmp_path,
+):
+    """An aggregator from before federation.loaded: any manifest the CA signed could be paired
+    with its log, so the bundle's own cannot be trusted to be the one in force."""
+    lab = AuditLab(tmp_path, records_federation=False)
+    try:
+        lab.register("st-mary", (0,), seed=1)
+        bundle = lab.export("unrecorded")
+        (tmp_path / "ca.pem").write_bytes(lab.fed.ca_pem)
+        (tmp_path / "held.json").write_bytes(lab.fed.home.federation.read_bytes())
+    finally:
+        lab.close()
+    code, out = invoke(bundle, "--ca", tmp_path / "ca.pem")
+    assert code == 3 and _codes(out) == ["E_AUDIT_FEDERATION_UNRECORDED"]
+    (f,) = out["findings"]
+    assert f["check"] == "trust-anchor" and "--federation" in f["message"]
+    assert "1 module(s) are registered" in f["message"]
+    code, out = invoke(bundle, "--ca", tmp_path / "ca.pem", "--federation", tmp_path / "held.json")
+    assert (code, out["verdict"], out["findings"]) == (0, "VERIFIED", [])
 
 
 def test_a_site_whose_modules_together_exceed_the_budget_is_a_finding(tmp_path):

@@ -173,7 +173,8 @@ def test_a_bundle_without_crl_fails_and_verifies_with_the_ca_s_crl(world, tmp_pa
 
 
 def _revoked_history(lab: AuditLab) -> dict:
-    """An aggregator that recorded its CRL at start and again after the CA revoked st-john's key.
+    """An aggregator that recorded its manifest and CRL at start (entries 0, 1) and the CRL again
+    after the CA revoked st-john's key.
 
     The revocation is done at the CA and the new CRL copied into the home, as an operator does:
     no ``cert.revoked`` entry, so only ``crl.loaded`` tells the log about it.
@@ -200,10 +201,10 @@ def revoked(tmp_path_factory):
 
 def test_the_lab_records_each_new_crl_once(revoked):
     lab, h = revoked
-    assert (h["rec1"], h["rec2"], h["again"]) == (0, 3, None)
+    assert (h["rec1"], h["rec2"], h["again"]) == (1, 4, None)
     index, facts = last_recorded_crl(lab.store)
     info = pki.crl_info(pki.load_crl(h["crl2"]))
-    assert index == 3 and facts["crl_number"] == info.number == 2
+    assert index == 4 and facts["crl_number"] == info.number == 2
     assert facts["crl_sha256"] == info.sha256 and facts["revoked"] == 1
     assert facts["issuer_sha256"] == pki.cert_fingerprint(lab.fed.ca.cert)
 
@@ -213,7 +214,7 @@ def test_revoked_module_fails_with_the_bundle_crl(revoked):
     result = _audit(lab, h["bundle"])
     assert _errors(result) == ["E_AUDIT_MODULE_REVOKED"]
     assert _one(result, "E_AUDIT_MODULE_REVOKED").module_id == h["b"]
-    assert "newest CRL recorded in the log: 2 (entry 3)" in result.anchor.detail()
+    assert "newest CRL recorded in the log: 2 (entry 4)" in result.anchor.detail()
 
 
 def test_removing_the_crl_to_hide_a_revocation_fails(revoked, tmp_path):
@@ -234,8 +235,8 @@ def test_an_older_ca_signed_crl_put_back_fails_naming_the_recorded_crl(revoked, 
     assert result.verdict == "FAILED"
     assert _errors(result) == ["E_AUDIT_CRL_OLDER"]  # module b verifies under the old CRL
     f = _one(result, "E_AUDIT_CRL_OLDER")
-    assert (f.entry, f.entry_type, f.check) == (3, "crl.loaded", "trust-anchor")
-    assert "CRL number 1" in f.message and "CRL number 2" in f.message and "entry 3" in f.message
+    assert (f.entry, f.entry_type, f.check) == (4, "crl.loaded", "trust-anchor")
+    assert "CRL number 1" in f.message and "CRL number 2" in f.message and "entry 4" in f.message
     # The auditor who brings the CA's CRL sees the revocation, and the swap is still named.
     fresh = _audit(lab, t, crl_pem=lab.fed.ca.crl_pem())
     assert _errors(fresh) == ["E_AUDIT_CRL_OLDER", "E_AUDIT_MODULE_REVOKED"]
@@ -266,7 +267,7 @@ def test_a_crl_with_the_recorded_number_but_other_bytes_fails(revoked, tmp_path)
     (t / "crl.pem").write_bytes(_crl_numbered(lab.fed.ca, 2))
     result = _audit(lab, t)
     assert _errors(result) == ["E_AUDIT_CRL_MISMATCH"]
-    assert _one(result, "E_AUDIT_CRL_MISMATCH").entry == 3
+    assert _one(result, "E_AUDIT_CRL_MISMATCH").entry == 4
 
 
 def test_a_crl_newer_than_the_recorded_one_is_accepted(revoked, tmp_path):
@@ -286,7 +287,8 @@ def test_serve_records_its_crl_at_start_and_each_new_one_on_reload(tmp_path, cap
     with fed.serve() as srv:
         store = srv.runtime.store
         index, facts = last_recorded_crl(store)
-        assert (index, store.size()) == (0, 1) and facts["crl_number"] == 1
+        # after the federation.loaded of the start (entry 0)
+        assert (index, store.size()) == (1, 2) and facts["crl_number"] == 1
         sealed, pkg = fed.make_package("st-mary", classes=[0, 1])
         with fed.client("st-mary", srv.address) as mary:
             mary.upload(sealed, module_id=pkg.manifest.module_id, site_id="st-mary")

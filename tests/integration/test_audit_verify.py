@@ -131,7 +131,7 @@ def test_flipped_byte_that_breaks_the_entry_is_named(world, tmp_path):
     f = _one(result, "E_AUDIT_ENTRY")
     assert (f.entry, f.entry_type) == (i, "classifier.trained")
     root = _one(result, "E_AUDIT_ROOT_MISMATCH")
-    assert root.entry == i and root.checkpoint == 8  # the first checkpoint covering it
+    assert root.entry == i and root.checkpoint == 9  # the first checkpoint covering it
 
 
 def test_flipped_byte_that_keeps_the_entry_valid_is_bracketed(world, tmp_path):
@@ -147,8 +147,8 @@ def test_flipped_byte_that_keeps_the_entry_valid_is_bracketed(world, tmp_path):
     assert "E_AUDIT_ENTRY" not in _codes(result)  # still a well-formed entry
     f = _one(result, "E_AUDIT_ROOT_MISMATCH")
     # A Merkle root cannot say which entry of the prefix changed: the finding names the
-    # entries between the last matching checkpoint (8) and the first failing one (13).
-    assert f.checkpoint == 13 and i in f.entries and f.entries == tuple(range(8, 13))
+    # entries between the last matching checkpoint (9) and the first failing one (14).
+    assert f.checkpoint == 14 and i in f.entries and f.entries == tuple(range(9, 14))
     assert f.entry is None
 
 
@@ -162,9 +162,9 @@ def test_removed_entry_is_bracketed_and_the_shortfall_reported(world, tmp_path):
     result = _audit(lab, t)
     assert not result.ok
     missing = _one(result, "E_AUDIT_MISSING_ENTRIES")
-    assert missing.checkpoint == 13 and "1 entry was removed" in missing.message
+    assert missing.checkpoint == 14 and "1 entry was removed" in missing.message
     root = _one(result, "E_AUDIT_ROOT_MISMATCH")
-    assert root.checkpoint == 8 and i in root.entries and root.entries == (3, 4, 5, 6, 7)
+    assert root.checkpoint == 9 and i in root.entries and root.entries == (4, 5, 6, 7, 8)
 
 
 def test_reordered_pair_is_named_exactly(world, tmp_path):
@@ -177,7 +177,7 @@ def test_reordered_pair_is_named_exactly(world, tmp_path):
     result = _audit(lab, t)
     assert not result.ok
     f = _one(result, "E_AUDIT_REORDERED")
-    assert (f.entry, f.entries, f.checkpoint) == (i, (i, j), 13)
+    assert (f.entry, f.entries, f.checkpoint) == (i, (i, j), 14)
     assert f.entry_type == "classifier.retired"  # what now sits at index i
 
 
@@ -197,18 +197,18 @@ def test_reordered_dependent_pair_also_breaks_lineage(world, tmp_path):
 def test_checkpoint_with_bad_signature_is_named(world, tmp_path):
     lab, idx, bundle = world
     t = _copy(bundle, tmp_path)
-    note = (t / "checkpoints" / "8").read_text()
+    note = (t / "checkpoints" / "9").read_text()
     head, _, sigline = note.rstrip("\n").rpartition("\n")
     prefix, _, b64 = sigline.rpartition(" ")
     blob = bytearray(base64.b64decode(b64))
     blob[-1] ^= 0x01  # the Ed25519 signature, not the key hash
-    (t / "checkpoints" / "8").write_text(
+    (t / "checkpoints" / "9").write_text(
         f"{head}\n{prefix} {base64.b64encode(bytes(blob)).decode()}\n"
     )
     result = _audit(lab, t)
     assert not result.ok
     f = _one(result, "E_AUDIT_CHECKPOINT_SIGNATURE")
-    assert f.checkpoint == 8 and (f.entry, f.entry_type) == (idx["deleted_c"], "module.deleted")
+    assert f.checkpoint == 9 and (f.entry, f.entry_type) == (idx["deleted_c"], "module.deleted")
     assert {f.code for f in result.errors} == {"E_AUDIT_CHECKPOINT_SIGNATURE"}
 
 
@@ -275,10 +275,10 @@ def test_rollback_below_a_trusted_checkpoint_is_caught(world, tmp_path):
     lab, idx, bundle = world
     t = _copy(bundle, tmp_path)
     latest = (bundle / "checkpoints" / str(idx["pub2"] + 1)).read_bytes()
-    lines = _lines(t)[:8]
+    lines = _lines(t)[:9]
     _write_lines(t, lines)
     for p in (t / "checkpoints").iterdir():
-        if int(p.name) > 8:
+        if int(p.name) > 9:
             p.unlink()
     alone = _audit(lab, t)
     assert not [f for f in alone.errors if f.check.startswith("checkpoint")]
@@ -311,13 +311,13 @@ def test_module_signed_by_a_revoked_cert_is_named(tmp_path):
         lab.close()
     assert not result.ok
     f = _one(result, "E_AUDIT_MODULE_REVOKED")
-    assert (f.entry, f.entry_type, f.module_id) == (1, "module.registered", b)
+    assert (f.entry, f.entry_type, f.module_id) == (2, "module.registered", b)
     assert "still active" in f.message
     assert "at or after its registration" in f.message and "reaches back" in f.message
     assert [x.module_id for x in result.errors] == [b]
     assert result.modules[a].signature_ok and not result.modules[b].signature_ok
     assert result.modules[b].revoked == "keyCompromise"
-    assert rev == 2
+    assert rev == 3  # 0: federation.loaded, 1: a, 2: b
 
 
 def test_superseded_cert_keeps_earlier_modules_valid_but_not_later_ones(tmp_path):
@@ -334,10 +334,10 @@ def test_superseded_cert_keeps_earlier_modules_valid_but_not_later_ones(tmp_path
         lab.close()
     assert clean.ok and clean.findings == [] and clean.modules[a].revoked == "superseded"
     f = _one(result, "E_AUDIT_MODULE_REVOKED")
-    assert (f.entry, f.module_id) == (2, late)
+    assert (f.entry, f.module_id) == (3, late)
     assert (
         "before its registration" in f.message and "should have refused it" in f.message
-    )  # 0: a, 1: cert.revoked, 2: late
+    )  # 0: federation.loaded, 1: a, 2: cert.revoked, 3: late
     assert result.modules[a].signature_ok
 
 
@@ -352,7 +352,7 @@ def test_deleted_module_of_a_compromised_cert_is_only_a_warning(tmp_path):
         lab.close()
     assert result.ok
     f = _one(result, "E_AUDIT_MODULE_REVOKED")
-    assert f.severity == "warning" and f.entry == 0 and "deleted at entry 2" in f.message
+    assert f.severity == "warning" and f.entry == 1 and "deleted at entry 3" in f.message
 
 
 def test_tampered_module_record_is_named(world, tmp_path):
@@ -371,7 +371,7 @@ def test_tampered_module_record_is_named(world, tmp_path):
     rec_f = _one(result, "E_AUDIT_MODULE_RECORD")
     sig_f = _one(result, "E_AUDIT_MODULE_SIGNATURE")
     for f in (rec_f, sig_f):
-        assert (f.entry, f.entry_type, f.module_id) == (1, "module.registered", idx["b"])
+        assert (f.entry, f.entry_type, f.module_id) == (2, "module.registered", idx["b"])
     assert "E_SIGNATURE" in sig_f.message
 
 
@@ -448,8 +448,8 @@ def test_understated_dp_claim_is_named(tmp_path):
         lab.close()
     assert not result.ok
     f, unchecked = [x for x in result.findings if x.code == "E_AUDIT_DP_CLAIM"]
-    assert (unchecked.module_id, unchecked.entry) == (bare, 2) and "lacks" in unchecked.message
-    assert (f.entry, f.entry_type, f.module_id) == (1, "module.registered", modest)
+    assert (unchecked.module_id, unchecked.entry) == (bare, 3) and "lacks" in unchecked.message
+    assert (f.entry, f.entry_type, f.module_id) == (2, "module.registered", modest)
     assert f"spend epsilon {eps:.6g}" in f.message
     assert result.modules[honest].dp_recomputed == pytest.approx(eps, rel=1e-12)
     assert {c.name: c.detail for c in result.checks}["dp-claims"] == "2 findings"

@@ -296,10 +296,11 @@ def test_a_postgres_store_is_verified_beside_serve_and_a_tampered_entry_fails(
     assert store_line.endswith("every blob decrypts to its registered weights")
     assert not (home / "store.sqlite").exists()
     with psycopg.connect(pg_dsn) as db:
-        (data,) = db.execute("SELECT data FROM entries WHERE idx = 0").fetchone()
+        # entry 1: the crl.loaded of the start, after its federation.loaded
+        (data,) = db.execute("SELECT data FROM entries WHERE idx = 1").fetchone()
         forged = bytes(data).replace(b'"revoked":0', b'"revoked":1', 1)
         assert forged != bytes(data)
-        db.execute("UPDATE entries SET data = %s WHERE idx = 0", (forged,))
+        db.execute("UPDATE entries SET data = %s WHERE idx = 1", (forged,))
     proc, report = check(home)
     assert proc.returncode == EXIT_CHECK_FAILED
     bad = not_passed(report)

@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ffsecure.v1 import aggregator_pb2 as pb
 from ffsecure.v1 import aggregator_pb2_grpc as pb_grpc
 from site_node.client import RetryPolicy
-from tests.federation_fixture import build_federation
+from tests.federation_fixture import START_ENTRIES, build_federation
 
 BOUND_S = 1.5
 GET_CHECKPOINT = "/ffsecure.v1.Aggregator/GetCheckpoint"
@@ -81,7 +81,7 @@ def test_server_deadline_frees_a_worker_whose_request_never_arrives(fed, caplog)
                 ) as client:
                     _, size = client.get_checkpoint()  # waits for the only worker
                 waited = time.monotonic() - t0
-                assert size == 1  # only the crl.loaded of the start
+                assert size == START_ENTRIES  # only those of the start
                 assert BOUND_S - 0.5 < waited < 8, f"the next call waited {waited:.1f} s"
                 with pytest.raises(grpc.RpcError) as err:
                     stalled.result(timeout=5)
@@ -131,7 +131,7 @@ def test_unary_method_refuses_other_than_one_request_message(
                 pb_grpc.AggregatorStub(channel)
                 .GetCheckpoint(pb.GetCheckpointRequest(), timeout=5)
                 .tree_size
-                == 1
+                == START_ENTRIES
             )
         finally:
             channel.close()
@@ -174,7 +174,7 @@ def test_health_service_and_unknown_methods_unchanged(fed):
                 pb_grpc.AggregatorStub(channel)
                 .GetCheckpoint(pb.GetCheckpointRequest(), timeout=5)
                 .tree_size
-                == 1
+                == START_ENTRIES
             )
         finally:
             channel.close()

@@ -15,7 +15,7 @@ from ffsecure.v1 import aggregator_pb2_grpc as pb_grpc
 from site_node.client import AggregatorError, RetryPolicy, kept_receipt, verify_receipt
 from site_node.state import StateDir
 from site_node.sync import advance_checkpoint
-from tests.federation_fixture import build_federation
+from tests.federation_fixture import START_ENTRIES, build_federation
 
 
 @pytest.fixture(scope="module")
@@ -357,14 +357,14 @@ def test_server_deadline_cuts_a_stream_that_stops_sending(tmp_path, caplog):
             refusals and refusals[-1].code == "E_DEADLINE" and refusals[-1].method == "UploadModule"
         )
         assert refusals[-1].peer_identity.endswith("/site/st-mary")
-        assert running.runtime.store.size() == 1  # only the crl.loaded of the start
+        assert running.runtime.store.size() == START_ENTRIES  # only those of the start
         with fed.client("st-mary", running.address, retry=RetryPolicy(max_attempts=1)) as c:
             status = c.upload_status(upload_id)
             assert status.state == pb.UploadStatus.IN_PROGRESS and status.committed_offset == step
             receipt = c.upload(
                 sealed, upload_id=upload_id, module_id=pkg.manifest.module_id, site_id="st-mary"
             )
-            assert c.last_upload.resumed_from == [step] and receipt.index == 1
+            assert c.last_upload.resumed_from == [step] and receipt.index == START_ENTRIES
 
 
 def test_receiving_an_upload_streams_it_to_disk_not_to_memory(fed, srv):
@@ -470,7 +470,7 @@ def _concurrent_completions_peak(tmp_path, verifications: int, n: int = 6):
             tracemalloc.stop()
             for channel, _stub in stubs.values():
                 channel.close()
-        return len(receipts), running.runtime.store.size() - 1, peak, size  # less crl.loaded
+        return len(receipts), running.runtime.store.size() - START_ENTRIES, peak, size
 
 
 def test_concurrent_completions_are_verified_within_the_memory_bound(tmp_path):

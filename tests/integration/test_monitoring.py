@@ -29,7 +29,7 @@ from aggregator.store import open_home_store
 from site_node.client import AggregatorError, RetryPolicy
 from tests.conftest import REPO, cli_env
 from tests.faults.aggregator_proc import AggregatorProcess, free_port, pin_port
-from tests.federation_fixture import build_federation
+from tests.federation_fixture import START_ENTRIES, build_federation
 from tests.integration.test_site_node import (
     DIGITS,
     aggregator_json,
@@ -116,7 +116,7 @@ def test_serve_metrics_site_textfile_and_status_show_accepted_and_refused_upload
     with AggregatorProcess(fed.config_path, tmp_path / "serve.log") as agg:
         port = int((fed.home.root / "metrics.port").read_text())
         before = scrape(port)
-        assert before[(P + "ledger_size", frozenset())] == 1  # crl.loaded
+        assert before[(P + "ledger_size", frozenset())] == START_ENTRIES
         assert before[(P + "modules_active", frozenset())] == 0
 
         site_node("run", "--config", cfg, "--once")  # trains, uploads: accepted
@@ -140,7 +140,7 @@ def test_serve_metrics_site_textfile_and_status_show_accepted_and_refused_upload
         assert after[(P + "uploads_refused_total", frozenset(john | {("code", "E_RATE_LIMIT")}))]
         assert after[(P + "rate_limited_total", frozenset(john | {("limit", "uploads")}))] == 1
         assert after[(P + "upload_bytes_received_total", frozenset())] >= len(sealed)
-        assert after[(P + "ledger_size", frozenset())] == 2  # + module.registered
+        assert after[(P + "ledger_size", frozenset())] == START_ENTRIES + 1  # + module.registered
         assert after[(P + "modules_active", frozenset())] == 1
         reg = (P + "site_last_registration_timestamp_seconds", frozenset({("site", "st-mary")}))
         assert after[reg] > 0
@@ -235,7 +235,7 @@ def test_gauges_and_the_per_site_status_read_a_postgres_store(tmp_path, pg_dsn):
     with AggregatorProcess(fed.config_path, tmp_path / "serve.log") as agg:
         port = int((fed.home.root / "metrics.port").read_text())
         before = scrape(port)
-        assert before[(P + "ledger_size", frozenset())] == 1  # crl.loaded
+        assert before[(P + "ledger_size", frozenset())] == START_ENTRIES
         assert before[(P + "modules_active", frozenset())] == 0
         retry = RetryPolicy(max_attempts=1)
         sealed, pkg = fed.make_package("st-mary")
@@ -248,7 +248,7 @@ def test_gauges_and_the_per_site_status_read_a_postgres_store(tmp_path, pg_dsn):
         ):
             c.upload(forged, module_id=pkg2.manifest.module_id, site_id="st-john")
         after = scrape(port)
-        assert after[(P + "ledger_size", frozenset())] == 2  # + module.registered
+        assert after[(P + "ledger_size", frozenset())] == START_ENTRIES + 1  # + module.registered
         assert after[(P + "modules_active", frozenset())] == 1
         assert after[(P + "modules_deleted", frozenset())] == 0
         reg = (P + "site_last_registration_timestamp_seconds", frozenset({("site", "st-mary")}))
@@ -266,4 +266,4 @@ def test_gauges_and_the_per_site_status_read_a_postgres_store(tmp_path, pg_dsn):
     assert sites["st-john"]["modules"] == {"active": 0, "deleted": 0}
     assert sites["st-john"]["last_refusal"]["code"] == refused.value.code
     assert sites["st-john"]["last_refusal"]["method"] == "UploadModule"
-    assert status["ledger"]["size"] == 2
+    assert status["ledger"]["size"] == START_ENTRIES + 1

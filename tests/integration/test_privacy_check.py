@@ -517,7 +517,7 @@ def test_aggregator_refuses_a_membership_auroc_above_the_default_limit(tmp_path)
     }
     with fed.serve() as srv:
         store = srv.runtime.store
-        size_before = store.size()  # serve's crl.loaded
+        size_before = store.size()  # serve's federation.loaded and crl.loaded
         with fed.client("st-mary", srv.address) as c:
             _sealed, pkg = fed.make_package("st-mary", seed=1)
             leaky = attach_report(

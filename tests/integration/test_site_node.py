@@ -23,7 +23,7 @@ import pytest
 from ffsecure import pki
 from ffsecure.ledger import validate_entry
 from tests.conftest import cli_env
-from tests.federation_fixture import build_federation
+from tests.federation_fixture import START_ENTRIES, build_federation
 
 REPO = Path(__file__).resolve().parents[2]
 DIGITS = [str(i) for i in range(10)]
@@ -299,9 +299,9 @@ def test_two_sites_enroll_train_upload_status_forget(fed, tmp_path):
             assert record["status"] == "registered" and record["receipt"]["module_id"] == modules[s]
             assert not (tmp_path / s / "state" / "modules" / modules[s] / "sealed.bin").exists()
         status = site_json("status", "--config", cfgs["st-a"])
-        # the aggregator's crl.loaded at start, then the two modules
-        assert status["consistent"] and status["checkpoint"]["size"] == 3
-        assert status["checkpoint"]["stored_size"] == 2  # its own receipt's tree
+        # the aggregator's entries of its start, then the two modules
+        assert status["consistent"] and status["checkpoint"]["size"] == START_ENTRIES + 2
+        assert status["checkpoint"]["stored_size"] == START_ENTRIES + 1  # its own receipt's tree
         assert [(m["module_id"], m["status"], m["included"]) for m in status["modules"]] == [
             (modules["st-a"], "registered", True)
         ]
@@ -346,10 +346,11 @@ def test_two_sites_enroll_train_upload_status_forget(fed, tmp_path):
         deleted = [e["facts"]["module_id"] for e in entries if e["type"] == "module.deleted"]
         assert sorted(registered) == sorted(modules.values()) and deleted == [modules["st-a"]]
         after = site_json("status", "--config", cfgs["st-a"])
-        assert after["modules"][0]["status"] == "deleted" and after["checkpoint"]["size"] >= 4
-        # st-b's stored checkpoint (size 3, from its receipt) is a prefix of today's log
+        assert after["modules"][0]["status"] == "deleted"
+        assert after["checkpoint"]["size"] >= START_ENTRIES + 3
+        # st-b's stored checkpoint (from its receipt, the second module) is a prefix of today's log
         b = site_json("status", "--config", cfgs["st-b"])
-        assert b["checkpoint"]["stored_size"] == 3 and b["modules"][0]["included"]
+        assert b["checkpoint"]["stored_size"] == START_ENTRIES + 2 and b["modules"][0]["included"]
     finally:
         assert agg.stop() == 0
 
@@ -405,7 +406,11 @@ def test_upload_resumes_after_aggregator_is_killed_without_a_duplicate(fed, tmp_
         # re-running upload neither re-sends nor duplicates
         assert site_json("upload", "--config", cfg)["uploaded"] == []
         entries = ledger_entries(fed, agg.address)
-        assert [e["type"] for e in entries] == ["crl.loaded", "module.registered"]
+        assert [e["type"] for e in entries] == [
+            "federation.loaded",
+            "crl.loaded",
+            "module.registered",
+        ]
     finally:
         agg.stop()
 
@@ -425,10 +430,11 @@ def test_status_raises_the_alarm_when_the_aggregator_rewrites_its_log(fed, tmp_p
         site_cfg, t, _ = setup_site_in_process(fed, cfg)
         upload_in_process(site_cfg, t)
         fed.add_site("st-x")
-        with fed.client("st-x", agg.address) as c:  # one more entry: the stored tree has size 3
+        honest = START_ENTRIES + 2  # one more entry: the stored tree has this size
+        with fed.client("st-x", agg.address) as c:
             sealed, pkg = fed.make_package("st-x", classes=[3])
             c.upload(sealed, module_id=pkg.manifest.module_id, site_id="st-x")
-        assert site_json("status", "--config", cfg)["checkpoint"]["size"] == 3  # honest log: exit 0
+        assert site_json("status", "--config", cfg)["checkpoint"]["size"] == honest  # exit 0
         agg.stop()
 
         # The operator swaps in another history signed by the same log key: a fresh store
@@ -442,13 +448,13 @@ def test_status_raises_the_alarm_when_the_aggregator_rewrites_its_log(fed, tmp_p
             for k in range(forged_size):
                 sealed, pkg = fed.make_package("st-x", classes=[k])
                 c.upload(sealed, module_id=pkg.manifest.module_id, site_id="st-x")
-            assert c.get_checkpoint()[1] == forged_size + 1  # after its crl.loaded at start
+            assert c.get_checkpoint()[1] == forged_size + START_ENTRIES  # after its start's
         proc = site_node("status", "--config", cfg, "--json", check=False)
         assert proc.returncode == 3, (proc.stdout, proc.stderr)
         error = json.loads(proc.stderr.strip().splitlines()[-1])["error"]
         assert error["code"] == "E_LOG_FORK" and "ALARM" in error["hint"]
-        # the evidence is kept: the stored checkpoint still says size 3
-        assert "\n3\n" in (tmp_path / "st-a" / "state" / "checkpoint.note").read_text()
+        # the evidence is kept: the stored checkpoint still says the honest size
+        assert f"\n{honest}\n" in (tmp_path / "st-a" / "state" / "checkpoint.note").read_text()
     finally:
         agg.stop()
 

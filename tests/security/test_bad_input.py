@@ -39,7 +39,7 @@ from ffsecure import canonical, envelope, pki
 from ffsecure.generators.state import parse_header
 from ffsecure.package import SIGNATURE_CONTEXT
 from site_node.client import RetryPolicy
-from tests.federation_fixture import build_federation
+from tests.federation_fixture import START_ENTRIES, build_federation
 from tests.ops_fixture import poisoned_weights
 from tests.security import forge
 from tests.security.forge import Refusal, chunks, send
@@ -76,7 +76,7 @@ def baseline(fed, srv):
     sealed, d = forge.forge(fed, "st-mary", classes=[0, 1])
     with fed.client("st-mary", srv.address, retry=NO_RETRY) as c:
         receipt = c.upload(sealed, module_id=d["module_id"], site_id="st-mary")
-    assert receipt.index == 1 and not receipt.existing  # after the crl.loaded of the start
+    assert receipt.index == START_ENTRIES and not receipt.existing  # after the start's
     return {"sealed": sealed, "manifest": d, "receipt": receipt}
 
 
@@ -761,7 +761,7 @@ def test_flood_from_one_site_is_rate_limited_while_others_succeed(tmp_path, capl
         for m in store.list_modules():
             by_site[m.site_id] = by_site.get(m.site_id, 0) + 1
         assert by_site == {"flooder": len(accepted), "st-quiet": 2} if accepted else {"st-quiet": 2}
-        assert store.size() == len(accepted) + 2 + 1  # and the crl.loaded of the start
+        assert store.size() == len(accepted) + 2 + START_ENTRIES  # and those of the start
         assert sum(1 for r in caplog.records if getattr(r, "code", None) == "E_RATE_LIMIT") == len(
             refused
         )
@@ -777,7 +777,7 @@ def test_streams_refused_at_their_first_chunk_leave_nothing_against_the_quota(tm
     )
     with fed.serve() as running:
         limit = running.runtime.deps.max_chunk_bytes
-        size_before = running.runtime.store.size()  # serve's crl.loaded
+        size_before = running.runtime.store.size()  # serve's start entries
         sealed = forge.forge(fed, "st-mary")[0]
         bad_first_chunks = [
             chunks(os.urandom(limit + 1), chunk_bytes=limit + 1),  # E_TOO_LARGE

@@ -30,7 +30,7 @@ from ffsecure.v1 import aggregator_pb2 as pb
 from fuzz import run as fuzz_run
 from fuzz.targets import TARGETS
 from site_node.client import RetryPolicy
-from tests.federation_fixture import build_federation
+from tests.federation_fixture import START_ENTRIES, build_federation
 from tests.security.forge import Refusal, send
 
 FAST = settings(
@@ -238,7 +238,7 @@ def _typed(got) -> None:
 def test_random_upload_streams_get_typed_refusals(srv, chunks):
     running, stub = srv
     _typed(send(stub, chunks, timeout=20))
-    assert running.runtime.store.size() == 1  # only the crl.loaded of the start
+    assert running.runtime.store.size() == START_ENTRIES  # only those of the start
 
 
 @RPC
@@ -283,7 +283,7 @@ def test_random_unary_requests_get_answers_or_typed_refusals(srv, request):
         from tests.security.forge import refusal_of
 
         _typed(refusal_of(exc))
-    assert running.runtime.store.size() == 1  # only the crl.loaded of the start
+    assert running.runtime.store.size() == START_ENTRIES  # only those of the start
 
 
 def test_a_real_upload_still_works_after_the_fuzzing(fed, srv):
@@ -291,4 +291,4 @@ def test_a_real_upload_still_works_after_the_fuzzing(fed, srv):
     sealed, pkg = fed.make_package("st-mary")
     with fed.client("st-mary", running.address, retry=RetryPolicy(max_attempts=1)) as c:
         receipt = c.upload(sealed, module_id=pkg.manifest.module_id, site_id="st-mary")
-    assert receipt.index == 1 and hashlib.sha256(sealed).digest()
+    assert receipt.index == START_ENTRIES and hashlib.sha256(sealed).digest()

@@ -44,6 +44,11 @@ GOOD_FACTS = {
         "issuer_sha256": H,
         "revoked": 2,
     },
+    "federation.loaded": {
+        "federation_id": "fed-demo",
+        "federation_sha256": H,
+        "created_at": "2026-11-01T09:30:00Z",
+    },
 }
 
 
@@ -69,6 +74,7 @@ def test_default_time_is_utc_seconds():
     "mutate, fragment",
     [
         (lambda e: e.update(type="module.exploded"), "unknown"),
+        (lambda e: e.update(type=["module.registered"]), "unknown"),
         (lambda e: e.update(actor="root"), "actor"),
         (lambda e: e.update(actor="site:"), "actor"),
         (lambda e: e.update(time="2026-11-22 12:00:00"), "RFC 3339"),
@@ -122,6 +128,30 @@ def test_crl_loaded_without_next_update_is_well_formed():
     facts = dict(GOOD_FACTS["crl.loaded"], next_update=None)
     entry = make_entry("crl.loaded", "aggregator", facts, time="2026-11-22T12:00:00Z")
     assert validate_entry(entry_bytes(entry))["facts"]["next_update"] is None
+
+
+@pytest.mark.parametrize(
+    "mutate, fragment",
+    [
+        (lambda f: f.update(federation_sha256="AB" * 32), "SHA-256"),
+        (lambda f: f.update(federation_sha256="ab" * 31), "SHA-256"),
+        (lambda f: f.update(federation_sha256=None), "SHA-256"),
+        (lambda f: f.update(federation_id="Fed Demo"), "federation id"),
+        (lambda f: f.update(federation_id=7), "federation id"),
+        (lambda f: f.update(created_at="2026-11-01"), "created_at"),
+        (lambda f: f.update(created_at="2026-02-30T09:30:00Z"), "created_at"),
+        (lambda f: f.update(dp_policy={"required": False}), "must be exactly"),
+        (lambda f: f.update(revoked=2), "must be exactly"),
+        (lambda f: f.pop("federation_sha256"), "lacks"),
+        (lambda f: f.pop("created_at"), "lacks"),
+    ],
+)
+def test_federation_loaded_facts_are_exactly_three_typed_ones(mutate, fragment):
+    facts = dict(GOOD_FACTS["federation.loaded"])
+    mutate(facts)
+    with pytest.raises(LedgerError) as info:
+        make_entry("federation.loaded", "aggregator", facts, time="2026-11-22T12:00:00Z")
+    assert info.value.code == "E_ENTRY" and fragment in info.value.message
 
 
 def test_non_canonical_bytes_are_refused():

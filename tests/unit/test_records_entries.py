@@ -39,6 +39,7 @@ REQUIRED_BEFORE = {
     "cert.revoked": ("serial", "reason"),
     "key.rotated": ("key", "new_key_id"),
     "crl.loaded": ("crl_number", "crl_sha256", "this_update", "next_update", "issuer_sha256"),
+    "federation.loaded": ("federation_id", "federation_sha256", "created_at"),
 }
 
 

@@ -1,0 +1,165 @@
+"""The aggregator records the federation manifest it enforces, and the audit holds the bundle to it.
+
+Real components: the in-process ``aggregator serve`` (mTLS gRPC on loopback, SQLite store),
+a site uploading a real signed and sealed tiny-cvae package, the bundle written as
+``aggregator ledger export`` writes it, audited by ``audit_bundle``. The federation starts
+under manifest A (DP not required); the operator then installs manifest B, signed by the same
+CA, that requires DP, and restarts the aggregator. The exporter's move: put A, still CA-signed,
+back into the bundle, so that the module registered without DP is judged by A's looser policy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import pytest
+import torch
+
+from aggregator.export import write_bundle
+from aggregator.federation_ledger import last_recorded_federation
+from ffsecure import pki
+from ffsecure.audit import audit_bundle, load_bundle
+from ffsecure.federation import create_signed_manifest, verify_federation_json
+from ffsecure.records.entries import validate_entry
+from tests.federation_fixture import build_federation
+
+torch.set_num_threads(1)
+
+DP_REQUIRED = {"required": True, "max_epsilon": 10.0, "delta": 1e-5}
+
+
+def _types(store) -> list[str]:
+    return [validate_entry(data)["type"] for data in store.entries(0, store.size())]
+
+
+def _export(fed, store, path):
+    return write_bundle(
+        store.snapshot(),
+        path,
+        ca_cert_pem=fed.ca_pem,
+        crl_pem=fed.home.crl.read_bytes(),
+        federation_json=fed.home.federation.read_bytes(),
+    )
+
+
+def _errors(result) -> list[str]:
+    return sorted({f.code for f in result.errors})
+
+
+def _one(result, code):
+    found = [f for f in result.findings if f.code == code]
+    assert len(found) == 1, [f.to_dict() for f in result.findings]
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    """Serve under A (one upload), restart under A, restart under B; a bundle after each."""
+    root = tmp_path_factory.mktemp("federation-ledger")
+    fed = build_federation(root / "fed")
+    out = {"fed": fed, "a": fed.signed_manifest}
+    with fed.serve() as srv:
+        store = srv.runtime.store
+        out["first_start"] = _types(store)
+        out["first_facts"] = last_recorded_federation(store)
+        sealed, pkg = fed.make_package("st-mary", classes=[0, 1])
+        with fed.client("st-mary", srv.address) as mary:
+            mary.upload(sealed, module_id=pkg.manifest.module_id, site_id="st-mary")
+        out["module"] = pkg.manifest.module_id
+    with fed.serve() as srv:  # a restart with the same manifest
+        out["same_restart"] = _types(srv.runtime.store)
+        out["under_a"] = _export(fed, srv.runtime.store, root / "under-a")
+    strict = dataclasses.replace(fed.manifest, dp_policy=dict(DP_REQUIRED))
+    fed.manifest, fed.signed_manifest = strict, create_signed_manifest(strict, fed.ca)
+    pki.write_public_file(fed.home.federation, fed.signed_manifest)
+    out["b"] = fed.signed_manifest
+    with fed.serve() as srv:  # the operator installed B and restarted
+        out["new_restart"] = _types(srv.runtime.store)
+        out["last"] = last_recorded_federation(srv.runtime.store)
+        out["under_b"] = _export(fed, srv.runtime.store, root / "under-b")
+    return out
+
+
+def test_serve_records_its_manifest_once_before_anything_can_be_registered(history):
+    fed = history["fed"]
+    assert history["first_start"] == ["federation.loaded", "crl.loaded"]
+    index, facts = history["first_facts"]
+    signed = verify_federation_json(history["a"], fed.ca.cert)
+    assert index == 0 and facts == signed.facts()
+    assert facts["federation_id"] == fed.federation_id
+    assert facts["created_at"] == signed.manifest.created_at
+    # the restart with the same manifest (and CRL) appended nothing after the upload
+    assert history["same_restart"] == ["federation.loaded", "crl.loaded", "module.registered"]
+
+
+def test_a_restart_with_another_ca_signed_manifest_records_it(history):
+    fed = history["fed"]
+    assert history["new_restart"] == [
+        "federation.loaded",
+        "crl.loaded",
+        "module.registered",
+        "federation.loaded",
+    ]
+    index, facts = history["last"]
+    b = verify_federation_json(history["b"], fed.ca.cert)
+    a = verify_federation_json(history["a"], fed.ca.cert)
+    assert index == 3 and facts["federation_sha256"] == b.sha256 != a.sha256
+
+
+def test_the_untouched_bundle_under_one_manifest_verifies(history):
+    fed = history["fed"]
+    result = audit_bundle(load_bundle(history["under_a"]), ca_pem=fed.ca_pem)
+    assert result.verdict == "VERIFIED" and result.findings == []
+    assert "federation manifest recorded in the log (entry 0)" in result.anchor.detail()
+
+
+def test_a_module_registered_under_an_earlier_manifest_is_judged_by_the_newest(history):
+    fed = history["fed"]
+    result = audit_bundle(load_bundle(history["under_b"]), ca_pem=fed.ca_pem)
+    assert _errors(result) == ["E_AUDIT_MODULE_POLICY"]
+    assert _one(result, "E_AUDIT_MODULE_POLICY").module_id == history["module"]
+
+
+def test_an_older_ca_signed_manifest_swapped_into_the_bundle_fails_without_federation(
+    history, tmp_path
+):
+    fed = history["fed"]
+    swapped = tmp_path / "swapped"
+    shutil.copytree(history["under_b"], swapped)
+    (swapped / "federation.json").write_bytes(history["a"])
+    result = audit_bundle(load_bundle(swapped), ca_pem=fed.ca_pem)
+    # A's looser policy passes the module: only the record of B tells the swap
+    assert result.verdict == "FAILED" and _errors(result) == ["E_AUDIT_FEDERATION_STALE"]
+    f = _one(result, "E_AUDIT_FEDERATION_STALE")
+    b = verify_federation_json(history["b"], fed.ca.cert)
+    assert (f.check, f.entry, f.entry_type) == ("trust-anchor", 3, "federation.loaded")
+    assert "federation.json" in f.message and "entry 3" in f.message
+    assert b.sha256[:12] in f.message and "--federation" in f.message
+    # the auditor who brings B gets the module judged by it and the swap named
+    held = audit_bundle(load_bundle(swapped), ca_pem=fed.ca_pem, federation_json=history["b"])
+    assert _errors(held) == ["E_AUDIT_FEDERATION", "E_AUDIT_MODULE_POLICY"]
+
+
+def test_an_auditor_s_own_manifest_older_than_the_recorded_one_is_named(history):
+    fed = history["fed"]
+    result = audit_bundle(
+        load_bundle(history["under_b"]), ca_pem=fed.ca_pem, federation_json=history["a"]
+    )
+    assert "E_AUDIT_FEDERATION_STALE" in _errors(result)
+    f = _one(result, "E_AUDIT_FEDERATION_STALE")
+    assert f.message.startswith("--federation") and "federation operator" in f.message
+
+
+def test_the_registrar_records_its_manifest_before_any_module_it_registers(tmp_path):
+    """Every path that registers (here the operator tests' direct Registrar, no serve)."""
+    from aggregator.store import open_home_store
+    from tests.ops_fixture import register_trained
+
+    fed = build_federation(tmp_path / "fed", sites=("st-mary",))
+    with open_home_store(fed.home) as store:
+        register_trained(fed, store, "st-mary", (0, 1), seed=1)
+        register_trained(fed, store, "st-mary", (2, 3), seed=2)  # a second Registrar
+        assert _types(store) == ["federation.loaded", "module.registered", "module.registered"]
+        _, facts = last_recorded_federation(store)
+    assert facts == verify_federation_json(fed.signed_manifest, fed.ca.cert).facts()
