@@ -162,10 +162,13 @@ def test_two_servers_on_one_store_cannot_both_spend_a_site_s_budget(tmp_path, ba
     refused = got["second"]
     assert isinstance(refused, FFSecureError) and refused.code == "E_DP_BUDGET", refused
     assert "st-mary" in refused.message and "4.8" in refused.message and refused.hint
-    # nothing of the refused module was written: one module, one entry, and the store agrees
+    # nothing of the refused module was written: one module, one entry for it, and the store
+    # agrees
     rows = store2.list_modules()
     assert [r.module_id for r in rows] == [d1["module_id"]]
-    assert store2.size() == 1 and store1.size() == 1
+    # the first registrar recorded the manifest in force (federation.loaded), the second
+    # found it recorded already; then one module.registered
+    assert store2.size() == 2 and store1.size() == 2
     assert store2.verify_integrity()["modules"] == 1
     # the refusal stands serially too, from either server
     with pytest.raises(FFSecureError) as again:
