@@ -526,13 +526,12 @@ def to_markdown(result: dict[str, Any]) -> str:
         )
         if c.get("meta"):
             lines += ["", "This curve: " + common.meta_line(c["meta"])]
+        folded: dict[str, list[str]] = {}  # points folded in from later runs (fold), by run
         for p in c["points"]:
-            if p.get("meta"):  # folded in from a later run (fold)
-                lines += [
-                    "",
-                    f"Epsilon {p['epsilon']} ({p.get('n_seeds', 1)} seed(s)): "
-                    + common.meta_line(p["meta"]),
-                ]
+            if p.get("meta"):
+                folded.setdefault(common.meta_line(p["meta"]), []).append(p["epsilon"])
+        for run_line, eps in folded.items():
+            lines += ["", f"Epsilon {', '.join(eps)} from a later run: {run_line}"]
         lines += [
             "",
             common.table(

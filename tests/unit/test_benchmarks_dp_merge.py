@@ -167,7 +167,8 @@ def test_fold_adds_a_later_run_s_points_to_the_curve_with_their_own_run(tmp_path
     assert by_eps["2"]["meta"]["git"]["commit"] == "b" * 40
     assert "meta" not in by_eps["inf"]
     page = (tmp_path / "f" / "results" / "dp.md").read_text()
-    assert "Epsilon 2 (1 seed(s)): Run" in page and f"`{'c' * 10}`" in page
+    assert "Epsilon 2 from a later run: Run" in page and f"`{'b' * 10}`" in page
+    assert "Epsilon 8 from a later run: Run" in page and f"`{'c' * 10}`" in page
 
 
 def test_fold_refuses_a_point_with_no_reference_to_divide_by(tmp_path):
