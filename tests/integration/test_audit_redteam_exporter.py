@@ -83,3 +83,12 @@ def test_a_federation_manifest_rolled_back_to_an_older_one_is_a_finding(rollback
     assert "E_AUDIT_MODULE_POLICY" in {f.code for f in honest.errors}
     result = audit_bundle(load_bundle(rollback["rolled"]), ca_pem=fed.ca_pem)
     assert result.verdict == "FAILED", [f.to_dict() for f in result.findings]
+    codes = {f.code for f in result.errors}
+    assert codes == {"E_AUDIT_FEDERATION_STALE"}, [f.to_dict() for f in result.findings]
+    rollback_warnings = [f for f in result.warnings if f.code == "E_AUDIT_FEDERATION_ROLLBACK"]
+    assert len(rollback_warnings) == 1
+    # the auditor who brings B, the newest, gets the module judged by it
+    held = audit_bundle(
+        load_bundle(rollback["rolled"]), ca_pem=fed.ca_pem, federation_json=rollback["b"]
+    )
+    assert {f.code for f in held.errors} == {"E_AUDIT_FEDERATION", "E_AUDIT_MODULE_POLICY"}
