@@ -92,3 +92,63 @@ def test_a_federation_manifest_rolled_back_to_an_older_one_is_a_finding(rollback
         load_bundle(rollback["rolled"]), ca_pem=fed.ca_pem, federation_json=rollback["b"]
     )
     assert {f.code for f in held.errors} == {"E_AUDIT_FEDERATION", "E_AUDIT_MODULE_POLICY"}
+
+
+# ------------------------------------------------- a deletion of other weights
+
+
+@pytest.fixture(scope="module")
+def deleted_world(tmp_path_factory):
+    from tests.audit_fixture import AuditLab, standard_history
+
+    root = tmp_path_factory.mktemp("redteam-deletion")
+    lab = AuditLab(root)
+    idx = standard_history(lab)
+    bundle = lab.export("clean")
+    yield lab, idx, bundle
+    lab.close()
+
+
+def _resign(bundle, signer):
+    """Re-sign every checkpoint over the bundle's entries (the operator holds the log key)."""
+    from ffsecure.ledger.checkpoint import Checkpoint, sign_checkpoint
+    from ffsecure.ledger.merkle import MemoryTree, leaf_hash
+
+    lines = (bundle / "entries.jsonl").read_bytes()[:-1].split(b"\n")
+    tree = MemoryTree([leaf_hash(e) for e in lines])
+    for p in (bundle / "checkpoints").iterdir():
+        size = int(p.name)
+        if size <= len(lines):
+            p.write_text(
+                sign_checkpoint(
+                    Checkpoint(signer.name, size, tree.root(size)), signer.name, signer.key
+                )
+            )
+
+
+def test_a_deletion_that_records_destroying_other_weights_is_a_finding(deleted_world, tmp_path):
+    """``module.deleted`` records the hash of the weights it destroyed (``weights_sha256``).
+
+    The audit never compares it with the module's registered weights, so a deletion entry
+    saying the aggregator destroyed some other weights (the module's own kept) reads VERIFIED.
+    """
+    import json
+    import shutil
+
+    from aggregator.home import load_log_key
+
+    lab, idx, bundle = deleted_world
+    t = tmp_path / "other-weights"
+    shutil.copytree(bundle, t)
+    lines = (t / "entries.jsonl").read_bytes()[:-1].split(b"\n")
+    i = idx["deleted_c"]
+    entry = json.loads(lines[i])
+    assert entry["type"] == "module.deleted"
+    registered = entry["facts"]["weights_sha256"]
+    lines[i] = lines[i].replace(registered.encode(), b"0" * 64)
+    (t / "entries.jsonl").write_bytes(b"".join(line + b"\n" for line in lines))
+    _resign(t, load_log_key(lab.fed.home))
+    result = audit_bundle(load_bundle(t), ca_pem=lab.fed.ca_pem)
+    assert result.verdict == "FAILED", [f.to_dict() for f in result.findings]
+    f = next(f for f in result.errors if f.code == "E_AUDIT_NOT_SHREDDED")
+    assert (f.entry, f.module_id) == (i, entry["facts"]["module_id"])
