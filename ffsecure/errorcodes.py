@@ -847,6 +847,11 @@ _AUDIT_FINDINGS = _section(
             _FINDING,
         ),
         (
+            "E_AUDIT_FEDERATION_ROLLBACK",
+            "the aggregator went back to an older federation manifest",
+            _FINDING,
+        ),
+        (
             "E_AUDIT_FEDERATION_UNRECORDED",
             "modules are registered but the log records no federation manifest",
             _FINDING,

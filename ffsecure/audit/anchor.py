@@ -355,7 +355,8 @@ def check_trust_anchor(
 
 
 def check_federation_history(anchor: TrustAnchor, st: LedgerReplay, findings: Findings) -> None:
-    """The manifest in force against the newest ``federation.loaded`` of the log."""
+    """The manifest in force against the newest manifest the log records (``federation.loaded``
+    with the latest ``created_at``; :func:`_newest_federation`)."""
     signed, source = anchor.signed_federation, anchor.federation_source
     if signed is None:
         return  # no manifest in force: check_policy_known's finding when modules need one
@@ -371,8 +372,19 @@ def check_federation_history(anchor: TrustAnchor, st: LedgerReplay, findings: Fi
                 f"federation.json you hold with {FEDERATION_OPTION}",
             )
         return
-    index, facts = anchor.newest_federation = st.federations[-1]
+    index, facts = anchor.newest_federation = _newest_federation(st, findings)
     if hmac.compare_digest(signed.sha256, str(facts["federation_sha256"])):
+        if signed.manifest.created_at != facts["created_at"]:
+            findings.add(
+                CHECK,
+                "E_AUDIT_FEDERATION_STALE",
+                f"{source} is the manifest recorded at ledger entry {index}, but that entry "
+                f"dates it {facts['created_at']} and the CA signed it as created "
+                f"{signed.manifest.created_at}: the log misdates the manifest in force, so "
+                "which recorded manifest is the newest cannot be told",
+                entry=index,
+                entry_type=EntryType.FEDERATION_LOADED,
+            )
         return
     fix = (
         "the bundle carries an older or different CA-signed manifest; pass the manifest "
@@ -391,6 +403,35 @@ def check_federation_history(anchor: TrustAnchor, st: LedgerReplay, findings: Fi
         entry=index,
         entry_type=EntryType.FEDERATION_LOADED,
     )
+
+
+def _newest_federation(st: LedgerReplay, findings: Findings) -> tuple[int, dict]:
+    """The newest manifest recorded (latest ``created_at``, the last on a tie).
+
+    The CA may have signed several manifests, each still valid, and a restart puts whichever
+    the home holds in force. A ``federation.loaded`` dated before one recorded earlier is the
+    aggregator going back to an older manifest (a warning); the manifest in force must still be
+    the newest, or an older, looser policy put back (at a restart, or appended at export time
+    with the log key, which no trusted checkpoint catches) would judge every module.
+    """
+    newest: tuple[int, dict] | None = None
+    for index, facts in st.federations:
+        created = pki.parse_rfc3339(facts["created_at"])  # a validated entry fact
+        if newest is not None and created < pki.parse_rfc3339(newest[1]["created_at"]):
+            findings.add(
+                CHECK,
+                "E_AUDIT_FEDERATION_ROLLBACK",
+                f"the aggregator went back to a federation manifest created "
+                f"{facts['created_at']} after the one created {newest[1]['created_at']} "
+                f"(entry {newest[0]}): the newer policy was not enforced from then on",
+                severity=WARNING,
+                entry=index,
+                entry_type=EntryType.FEDERATION_LOADED,
+            )
+            continue
+        newest = (index, facts)
+    assert newest is not None  # st.federations is not empty
+    return newest
 
 
 def _recorded_history(

@@ -237,6 +237,19 @@ def _module_deleted(st: LedgerReplay, at: _At, entry: ModuleDeleted) -> str:
                 f"data key and its blob (destroyed: {entry.destroyed!r})",
                 module_id=mid,
             )
+        destroyed_weights = entry.facts.get("weights_sha256")
+        registered = module.facts.get("weights_sha256")
+        if destroyed_weights is not None and destroyed_weights != registered:
+            # logs written before the fact existed lack it; one that names other weights
+            # says the aggregator destroyed something else and kept this module's
+            at.add(
+                "deletions",
+                "E_AUDIT_NOT_SHREDDED",
+                f"the deletion of module {mid} records destroying weights "
+                f"{str(destroyed_weights)[:12]}…, but the module was registered with weights "
+                f"{str(registered)[:12]}… (entry {module.registered_index})",
+                module_id=mid,
+            )
     return f"module {_short(mid)} deleted"
 
 
