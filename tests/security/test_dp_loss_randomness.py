@@ -24,7 +24,7 @@ from ffsecure.generators.base import TrainSettings
 
 
 def _clipped_sum(net, cfg, x, y, rng_seed: int, clip: float) -> torch.Tensor:
-    """One DP-SGD step's sum of clipped per-example gradients, cvae loss as ``CVAE.fit`` draws it."""
+    """One DP-SGD step's sum of clipped per-example gradients, the cvae loss as fit draws it."""
     rng = torch.Generator().manual_seed(rng_seed)
     eps = torch.randn(x.shape[0], cfg["latent_dim"], generator=rng)  # by batch position
     total = None
