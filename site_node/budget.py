@@ -9,9 +9,9 @@ and the DP record it signed (``train.dp``, the manifest's ``dp``).
 
 What counts as released: a module ``registered`` (its receipt verified), ``deleted`` (a
 deletion does not take a release back) or ``sealed`` (its envelope may have reached the
-aggregator before the connection dropped). A module ``trained`` has not left, one
-``refused`` was kept by no one, one ``discarded`` was taken out of the queue by the
-operator.
+aggregator before the connection dropped), also once discarded. A module ``trained`` has
+not left, one ``refused`` was kept by no one, one ``discarded`` before it was sealed was
+taken out of the queue by the operator.
 
 ``train`` judges a new module on it right after training (a module over the budget is
 stored ``refused``, ``error.by = "site"``, like one that fails the privacy policy) and
@@ -24,11 +24,21 @@ from __future__ import annotations
 from ffsecure.dp import DPBudgetError, DPClaim, DPClaimError, check_site_budget
 from site_node.state import StateDir, state_corrupt
 
-__all__ = ["RELEASED", "check_release"]
+__all__ = ["RELEASED", "check_release", "released"]
 
 #: The statuses of a module whose data has left the site, or may have.
 RELEASED = ("sealed", "registered", "deleted")
 _SHOWN_IDS = 5
+
+
+def released(record) -> bool:
+    """Whether ``record``'s data has left the site, or may have: a status of :data:`RELEASED`,
+    or ``discarded`` after it was ``sealed`` (discarding deletes only the local envelope; the
+    aggregator may have registered it before the connection dropped)."""
+    if record.status in RELEASED:
+        return True
+    was = (record.discarded or {}).get("previous_status")
+    return record.status == "discarded" and was in RELEASED
 
 
 def check_release(
@@ -39,7 +49,7 @@ def check_release(
     not required). A kept DP record that does not parse is ``E_STATE_CORRUPT``, naming it."""
     if not policy.get("required"):
         return 0.0
-    earlier = [r for r in state.modules() if r.status in RELEASED and r.module_id != module_id]
+    earlier = [r for r in state.modules() if released(r) and r.module_id != module_id]
     records = []
     for r in earlier:
         record = r.train.get("dp") if isinstance(r.train, dict) else None

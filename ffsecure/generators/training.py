@@ -5,11 +5,13 @@ Each family supplies a loss function that returns one loss per example
 compute per-sample gradients (``loss_reduction="mean"``).
 
 Randomness: ``settings.seed`` (published in the module manifest) seeds only
-what is safe to repeat: the weight initialisation, the model's own sampling
-noise (e.g. the VAE's reparameterisation; DP-SGD's guarantee holds for any
-per-example loss whose randomness does not depend on the data), and the
-batch order of a fit without DP. So a fit without DP is repeatable bit for
-bit on the CPU. With DP, the Gaussian noise and the Poisson sampling come
+what is safe to repeat: the weight initialisation, and, in a fit without DP,
+the model's own sampling noise (e.g. the VAE's reparameterisation) and the
+batch order. Under DP the loss's own noise is drawn by batch position from a
+generator seeded by the OS CSPRNG (:func:`_model_seed`): seeded from the
+published seed, one example would shift the draws of the others and move a
+step's clipped-gradient sum by more than the clipping norm. So a fit without
+DP is repeatable bit for bit on the CPU. With DP, the Gaussian noise and the Poisson sampling come
 from the OS CSPRNG (:mod:`ffsecure.dprandom`) and are never derived from the
 seed, so no two DP fits are alike. Only ``DPConfig(reproducible=True)``, a
 research switch of ``ffsecure simulate --dp-reproducible`` and the
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import time
 import warnings
 from collections.abc import Callable
@@ -45,6 +48,21 @@ MAX_EPOCHS = 10_000
 def _seed(seed: int, stream: int) -> int:
     """Independent seeds for the separate random streams of one fit."""
     return (int(seed) * 1_000_003 + stream * 7919) % (2**63 - 1)
+
+
+def _model_seed(seed: int, dp: dpmod.DPConfig | None) -> int:
+    """Seed of the loss's own randomness (reparameterisation noise, timesteps, ...).
+
+    Every family draws it by position in the batch, so under DP a stream anyone can
+    reproduce from the published ``seed`` lets one example shift the draws of the others
+    (and of every later step): the step's sum of clipped gradients then moves by more than
+    the clipping norm the accountant assumes. Under DP (unless ``reproducible``, the
+    research switch) the stream is seeded from the OS CSPRNG, so its draws are unknown
+    and i.i.d.; without DP it stays seeded, so a fit is repeatable bit for bit.
+    """
+    if dp is not None and dp.reproducible is not True:
+        return secrets.randbits(63)
+    return _seed(seed, 2)
 
 
 def init_weights(net: torch.nn.Module, seed: int) -> None:
@@ -171,7 +189,7 @@ def train(
     net.train()
 
     data_rng = torch.Generator().manual_seed(_seed(settings.seed, 1))
-    model_rng = torch.Generator(device=device).manual_seed(_seed(settings.seed, 2))
+    model_rng = torch.Generator(device=device).manual_seed(_model_seed(settings.seed, dp))
     optimizer = torch.optim.Adam(net.parameters(), lr=float(settings.lr))
 
     engine = None

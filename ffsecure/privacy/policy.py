@@ -325,6 +325,18 @@ def _epsilon_problems(
                 hint="the DP parameters in the manifest do not give the claimed epsilon; retrain",
             )
         ]
+    stated, delta = report.get("dp_delta"), dp["delta"]  # validate requires a number
+    # exact, or rounded to 6 decimals as reports signed before the delta was kept exact were
+    if stated is not None and not (
+        math.isclose(stated, delta, rel_tol=1e-9, abs_tol=0.0) or stated == round(delta, 6)
+    ):
+        return [
+            PrivacyPolicyError(
+                f"the privacy report states delta {stated:g} but the module's DP claim is at "
+                f"delta {delta:g}",
+                hint="attach the report produced for this module (site-node privacy-check)",
+            )
+        ]
     return []
 
 

@@ -222,7 +222,10 @@ def measured_report(full: dict[str, Any]) -> dict[str, int | float]:
         if value is None:
             continue
         kind = REPORT_FIELDS[key][0]
-        out[key] = int(value) if kind == "int" else round(float(value), 6)
+        if key == "dp_delta":  # the claim's own delta, exactly: 6 decimals would turn 5e-8 to 0
+            out[key] = float(value)
+        else:
+            out[key] = int(value) if kind == "int" else round(float(value), 6)
     return check_report(out)
 
 

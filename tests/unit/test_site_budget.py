@@ -77,3 +77,15 @@ def test_an_earlier_module_without_dp_or_with_a_damaged_record_is_named(tmp_path
             dp=CLAIM,
         )
     assert info.value.code == "E_STATE_CORRUPT" and f"{0:032x}" in info.value.message
+
+
+def test_a_sealed_module_discarded_afterwards_still_counts(tmp_path):
+    """Red team: ``sealed`` counts because its envelope may have reached the aggregator, and
+    discarding it deletes only the local envelope: the aggregator may have registered it, so
+    its release must still count (else the site's next module leaves it over the budget)."""
+    state = _state(tmp_path, ["registered", "sealed"])
+    state.discard_module(f"{1:032x}", "the upload was interrupted; start over")
+    assert state.load_module(f"{1:032x}").discarded["previous_status"] == "sealed"
+    with pytest.raises(DPBudgetError) as info:
+        check_release(state, POLICY, site_id="st-mary", module_id=NEW, dp=CLAIM)
+    assert "5.8" in info.value.message
