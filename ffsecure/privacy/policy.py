@@ -306,7 +306,9 @@ def _epsilon_problems(
     report: dict[str, Any] | None, dp: dict[str, Any] | None
 ) -> list[PrivacyPolicyError]:
     """The report's re-computed epsilon against the module's DP claim."""
-    eps = report.get("dp_epsilon_recomputed") if report else None
+    if not report:
+        return []
+    eps = report.get("dp_epsilon_recomputed")
     if eps is None:
         return []
     if not isinstance(dp, dict):
