@@ -84,9 +84,14 @@ class RateLimitedError(AggregatorBusyError):
 
 
 class ModuleDeletedRefusal(AggregatorError):
-    """The module was deleted at the aggregator and cannot be uploaded again."""
+    """The module was deleted at the aggregator and cannot be uploaded again.
+
+    ``receipt`` is the module's registration receipt when the aggregator sent one with its
+    ``DELETED`` upload status (verified when the client has a log key), else None.
+    """
 
     code = "E_MODULE_DELETED"
+    receipt: Receipt | None = None
 
 
 class NoProofError(AggregatorError):
@@ -422,10 +427,21 @@ class AggregatorClient:
                     pb.GetUploadStatusRequest(upload_id=upload_id), timeout=self.timeout_s
                 )
                 if status.state == pb.UploadStatus.DELETED:
-                    raise ModuleDeletedRefusal(
+                    deleted = ModuleDeletedRefusal(
                         f"the module of upload {upload_id} was deleted and cannot be sent again",
                         hint="a new module needs a new random module id",
                     )
+                    # only a registration the site can verify was ever deleted
+                    deleted.receipt = Receipt.from_pb(status.receipt)
+                    if self.log_vkey is not None:
+                        verify_receipt(
+                            deleted.receipt,
+                            log_vkey=self.log_vkey,
+                            log_origin=self.log_origin,
+                            module_id=module_id,
+                            site_id=site_id,
+                        )
+                    raise deleted
                 if status.state == pb.UploadStatus.REGISTERED:
                     receipt = Receipt.from_pb(status.receipt)
                 else:

@@ -146,3 +146,52 @@ def test_a_refusal_message_reaches_the_operator_without_control_characters():
     assert err.code == "E_PRIVACY_POLICY"
     assert err.message.isprintable(), repr(err.message)
     assert "registered at ledger index 7" in err.message  # shown, escaped, not dropped
+
+
+class DeletedWithReceipt(ForgedDeletedStatus):
+    """An honest DELETED status: it carries the module's registration receipt."""
+
+    def __init__(self, receipt):
+        super().__init__()
+        self.receipt = receipt
+
+    def GetUploadStatus(self, request, timeout=None):  # noqa: N802 - the gRPC method's name
+        return pb.UploadStatus(
+            upload_id=request.upload_id, state=pb.UploadStatus.DELETED, receipt=self.receipt
+        )
+
+    def GetConsistencyProof(self, request, timeout=None):  # noqa: N802
+        raise AssertionError("no stored checkpoint: nothing to prove")
+
+
+def test_a_deleted_status_with_its_verified_receipt_is_kept_with_it(tmp_path):
+    from ffsecure.ledger import Checkpoint, leaf_hash
+    from ffsecure.records.entries import entry_bytes, make_entry
+    from ffsecure.records.receipts import Receipt
+
+    state, trust = _state(tmp_path), _trust()
+    signer = LogSigner.generate("fedtest.example/log")
+    entry = entry_bytes(
+        make_entry(
+            "module.registered",
+            "site:st-mary",
+            {
+                "module_id": FIRST,
+                "site_id": "st-mary",
+                "manifest_sha256": "1" * 64,
+                "weights_sha256": "2" * 64,
+            },
+        )
+    )
+    note = signer.sign(Checkpoint(signer.name, 1, leaf_hash(entry)))
+    receipt = Receipt(0, entry, 1, note, [], True, module_id=FIRST).to_pb()
+    with (
+        _client(DeletedWithReceipt(receipt), signer.vkey) as client,
+        pytest.raises(FFSecureError) as info,
+    ):
+        sync.upload_queue(state, client, trust, state.pending(), defer_transient=False)
+    assert info.value.code == "E_MODULE_DELETED"
+    record = state.load_module(FIRST)
+    assert record.status == "deleted" and record.receipt["module_id"] == FIRST
+    assert record.deletion["verified"] is False
+    assert state.read_checkpoint() == note
