@@ -123,13 +123,24 @@ def refusal(
     return cls(message, hint=hint, code=code, status=status)
 
 
+def shown(text: object) -> str:
+    """The aggregator's text as a site may print and log it: every character that is not
+    printable (newline, carriage return, ESC of a terminal escape, ...) written as its
+    Python escape, so a reply cannot forge a line on the operator's terminal or log."""
+    text = text if isinstance(text, str) else str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def error_from_rpc(exc: grpc.RpcError) -> AggregatorError:
-    """Turn a gRPC failure into an :class:`AggregatorError` with the server's error code."""
+    """Turn a gRPC failure into an :class:`AggregatorError` with the server's error code; the
+    server's message, hint and code are :func:`shown` (no control characters)."""
     status = exc.code() if hasattr(exc, "code") else None
-    details = exc.details() if hasattr(exc, "details") else str(exc)
+    details = shown(exc.details() if hasattr(exc, "details") else str(exc))
     md = {}
     try:
-        md = {k: v for k, v in (exc.trailing_metadata() or ())}
+        md = {k: shown(v) for k, v in (exc.trailing_metadata() or ()) if isinstance(v, str)}
     except Exception:  # noqa: BLE001 - some failures carry no metadata
         md = {}
     code = md.get(MD_CODE)
