@@ -8,10 +8,12 @@ on its own records: ``STATE/modules/<id>/module.json`` keeps, for every module, 
 and the DP record it signed (``train.dp``, the manifest's ``dp``).
 
 What counts as released: a module ``registered`` (its receipt verified), ``deleted`` (a
-deletion does not take a release back) or ``sealed`` (its envelope may have reached the
-aggregator before the connection dropped), also once discarded. A module ``trained`` has
-not left, one ``refused`` was kept by no one, one ``discarded`` before it was sealed was
-taken out of the queue by the operator.
+deletion does not take a release back), ``sealed`` (its envelope may have reached the
+aggregator before the connection dropped) or ``refused`` by the aggregator (it refuses only
+once it holds the envelope, which it can open: its word that it kept nothing is not
+checked), also once discarded. A module ``trained`` has not left, one ``refused`` by the
+site was never sealed, one ``discarded`` before it was sealed was taken out of the queue
+by the operator.
 
 ``train`` judges a new module on it right after training (a module over the budget is
 stored ``refused``, ``error.by = "site"``, like one that fails the privacy policy) and
@@ -33,9 +35,13 @@ _SHOWN_IDS = 5
 
 def released(record) -> bool:
     """Whether ``record``'s data has left the site, or may have: a status of :data:`RELEASED`,
-    or ``discarded`` after it was ``sealed`` (discarding deletes only the local envelope; the
-    aggregator may have registered it before the connection dropped)."""
+    ``discarded`` after it was ``sealed`` (discarding deletes only the local envelope; the
+    aggregator may have registered it before the connection dropped), or ``refused`` by the
+    aggregator (also once discarded): it refuses a module only after receiving its envelope,
+    which it can open, so its refusal does not take the release back."""
     if record.status in RELEASED:
+        return True
+    if record.status in ("refused", "discarded") and (record.error or {}).get("by") == "aggregator":
         return True
     was = (record.discarded or {}).get("previous_status")
     return record.status == "discarded" and was in RELEASED

@@ -84,9 +84,14 @@ class RateLimitedError(AggregatorBusyError):
 
 
 class ModuleDeletedRefusal(AggregatorError):
-    """The module was deleted at the aggregator and cannot be uploaded again."""
+    """The module was deleted at the aggregator and cannot be uploaded again.
+
+    ``receipt`` is the module's registration receipt when the aggregator sent one with its
+    ``DELETED`` upload status (verified when the client has a log key), else None.
+    """
 
     code = "E_MODULE_DELETED"
+    receipt: Receipt | None = None
 
 
 class NoProofError(AggregatorError):
@@ -118,13 +123,24 @@ def refusal(
     return cls(message, hint=hint, code=code, status=status)
 
 
+def shown(text: object) -> str:
+    """The aggregator's text as a site may print and log it: every character that is not
+    printable (newline, carriage return, ESC of a terminal escape, ...) written as its
+    Python escape, so a reply cannot forge a line on the operator's terminal or log."""
+    text = text if isinstance(text, str) else str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def error_from_rpc(exc: grpc.RpcError) -> AggregatorError:
-    """Turn a gRPC failure into an :class:`AggregatorError` with the server's error code."""
+    """Turn a gRPC failure into an :class:`AggregatorError` with the server's error code; the
+    server's message, hint and code are :func:`shown` (no control characters)."""
     status = exc.code() if hasattr(exc, "code") else None
-    details = exc.details() if hasattr(exc, "details") else str(exc)
+    details = shown(exc.details() if hasattr(exc, "details") else str(exc))
     md = {}
     try:
-        md = {k: v for k, v in (exc.trailing_metadata() or ())}
+        md = {k: shown(v) for k, v in (exc.trailing_metadata() or ()) if isinstance(v, str)}
     except Exception:  # noqa: BLE001 - some failures carry no metadata
         md = {}
     code = md.get(MD_CODE)
@@ -422,10 +438,21 @@ class AggregatorClient:
                     pb.GetUploadStatusRequest(upload_id=upload_id), timeout=self.timeout_s
                 )
                 if status.state == pb.UploadStatus.DELETED:
-                    raise ModuleDeletedRefusal(
+                    deleted = ModuleDeletedRefusal(
                         f"the module of upload {upload_id} was deleted and cannot be sent again",
                         hint="a new module needs a new random module id",
                     )
+                    # only a registration the site can verify was ever deleted
+                    deleted.receipt = Receipt.from_pb(status.receipt)
+                    if self.log_vkey is not None:
+                        verify_receipt(
+                            deleted.receipt,
+                            log_vkey=self.log_vkey,
+                            log_origin=self.log_origin,
+                            module_id=module_id,
+                            site_id=site_id,
+                        )
+                    raise deleted
                 if status.state == pb.UploadStatus.REGISTERED:
                     receipt = Receipt.from_pb(status.receipt)
                 else:

@@ -38,9 +38,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ffsecure import pki
 from ffsecure.errors import DataError
 from ffsecure.federation import FederationManifest
+from ffsecure.files import write_secret_file
 from ffsecure.package import ModuleManifest
 from ffsecure.privacy.policy import PolicyVerdict, effective_policy, site_verdict
 from ffsecure.privacy.report import DEFAULT_MAX_EXAMPLES, DEFAULT_SAMPLES, measured_report
@@ -183,5 +183,6 @@ def judge(full: dict[str, Any], dp: dict | None, federation: FederationManifest)
 
 
 def write_report(path: Path, full: dict[str, Any]) -> None:
-    """The full local report, as ``privacy-report.json`` (readable JSON, public file mode)."""
-    pki.write_public_file(path, (json.dumps(full, indent=2, sort_keys=True) + "\n").encode())
+    """The full local report, as ``privacy-report.json`` (readable JSON, mode 0600: it holds
+    figures measured on the training images, and ``--out`` may put it outside the state)."""
+    write_secret_file(path, (json.dumps(full, indent=2, sort_keys=True) + "\n").encode())

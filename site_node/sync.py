@@ -192,9 +192,17 @@ def upload_module(state: StateDir, client, trust, record: ModuleRecord, *, progr
             site_id=trust.identity.site_id,
             progress=progress,
         )
-    except ModuleDeletedRefusal:
+    except ModuleDeletedRefusal as exc:
+        if exc.receipt is None:  # a refusal code alone proves nothing: the module stays sealed
+            raise
+        advance_checkpoint(state, client, exc.receipt.checkpoint)
+        record.receipt = exc.receipt.to_dict()  # verified by the client
         record.status = "deleted"
-        record.deletion = record.deletion or {"note": "the aggregator reports this module deleted"}
+        record.deletion = record.deletion or {
+            "note": "the aggregator reports this module deleted; its registration receipt "
+            "is verified, no deletion entry is",
+            "verified": False,
+        }
         state.save_module(record)
         raise
     advance_checkpoint(state, client, receipt.checkpoint)
