@@ -23,8 +23,8 @@ image size. Figures:
 
 from __future__ import annotations
 
+import io
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ffsecure.errors import DataError
+from ffsecure.files import write_secret_file
 from ffsecure.plots import _pyplot, _to_display
 from ffsecure.privacy.report import NEAR_COPY_QUANTILE
 
@@ -149,12 +150,10 @@ def closest_pairs_png(
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    # 0600: it shows training images as they are
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fig.savefig(fh, dpi=110, format="png")
+    png = io.BytesIO()
+    fig.savefig(png, dpi=110, format="png")
     plt.close(fig)
+    write_secret_file(out, png.getvalue())  # 0600: it shows training images as they are
     return out
 
 
