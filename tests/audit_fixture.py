@@ -295,3 +295,21 @@ def standard_history(lab: AuditLab) -> dict:
     idx["clf2"] = lab.classifier("clf-2", "ds-2", [a, b], accuracy=0.88)
     idx["pub2"] = lab.publish("clf-2")
     return idx
+
+
+def resign_checkpoints(bundle: Path, signer) -> None:
+    """Re-sign every checkpoint over the bundle's current entries (what an operator holding the
+    log key can do); ``signer`` has ``name`` and ``key``."""
+    from ffsecure.ledger.checkpoint import Checkpoint, sign_checkpoint
+    from ffsecure.ledger.merkle import MemoryTree, leaf_hash
+
+    lines = (bundle / "entries.jsonl").read_bytes()[:-1].split(b"\n")
+    tree = MemoryTree([leaf_hash(e) for e in lines])
+    for p in (bundle / "checkpoints").iterdir():
+        size = int(p.name)
+        if size <= len(lines):
+            p.write_text(
+                sign_checkpoint(
+                    Checkpoint(signer.name, size, tree.root(size)), signer.name, signer.key
+                )
+            )

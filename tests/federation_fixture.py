@@ -376,3 +376,24 @@ def build_federation(
     for site in sites:
         fed.add_site(site)
     return fed
+
+
+def entry_types(store) -> list[str]:
+    """The ``type`` of every entry of ``store``'s log, in order."""
+    from ffsecure.records.entries import validate_entry
+
+    return [validate_entry(data)["type"] for data in store.entries(0, store.size())]
+
+
+def export_bundle(fed, store, path):
+    """Export ``store`` as an audit bundle at ``path`` with ``fed``'s CA, CRL and the manifest
+    the home holds (what ``aggregator ledger export`` copies)."""
+    from aggregator.export import write_bundle
+
+    return write_bundle(
+        store.snapshot(),
+        path,
+        ca_cert_pem=fed.ca_pem,
+        crl_pem=fed.home.crl.read_bytes(),
+        federation_json=fed.home.federation.read_bytes(),
+    )

@@ -11,30 +11,15 @@ import dataclasses
 import pytest
 import torch
 
-from aggregator.export import write_bundle
 from ffsecure import pki
 from ffsecure.audit import audit_bundle, load_bundle
 from ffsecure.federation import create_signed_manifest
-from ffsecure.records.entries import validate_entry
-from tests.federation_fixture import build_federation
+from tests.audit_fixture import resign_checkpoints
+from tests.federation_fixture import build_federation, entry_types, export_bundle
 
 torch.set_num_threads(1)
 
 DP_REQUIRED = {"required": True, "max_epsilon": 10.0, "delta": 1e-5}
-
-
-def _types(store) -> list[str]:
-    return [validate_entry(data)["type"] for data in store.entries(0, store.size())]
-
-
-def _export(fed, store, path):
-    return write_bundle(
-        store.snapshot(),
-        path,
-        ca_cert_pem=fed.ca_pem,
-        crl_pem=fed.home.crl.read_bytes(),
-        federation_json=fed.home.federation.read_bytes(),
-    )
 
 
 def _install(fed, signed: bytes) -> None:
@@ -60,11 +45,11 @@ def rollback(tmp_path_factory):
     b = create_signed_manifest(strict, fed.ca)
     _install(fed, b)
     with fed.serve() as srv:  # B, the tightened policy, in force
-        under_b = _export(fed, srv.runtime.store, root / "under-b")
+        under_b = export_bundle(fed, srv.runtime.store, root / "under-b")
     _install(fed, a)  # the operator reinstalls the older, looser A (still CA-signed)
     with fed.serve() as srv:
-        types = _types(srv.runtime.store)
-        rolled = _export(fed, srv.runtime.store, root / "rolled-back")
+        types = entry_types(srv.runtime.store)
+        rolled = export_bundle(fed, srv.runtime.store, root / "rolled-back")
     return {"fed": fed, "a": a, "b": b, "under_b": under_b, "rolled": rolled, "types": types}
 
 
@@ -109,23 +94,6 @@ def deleted_world(tmp_path_factory):
     lab.close()
 
 
-def _resign(bundle, signer):
-    """Re-sign every checkpoint over the bundle's entries (the operator holds the log key)."""
-    from ffsecure.ledger.checkpoint import Checkpoint, sign_checkpoint
-    from ffsecure.ledger.merkle import MemoryTree, leaf_hash
-
-    lines = (bundle / "entries.jsonl").read_bytes()[:-1].split(b"\n")
-    tree = MemoryTree([leaf_hash(e) for e in lines])
-    for p in (bundle / "checkpoints").iterdir():
-        size = int(p.name)
-        if size <= len(lines):
-            p.write_text(
-                sign_checkpoint(
-                    Checkpoint(signer.name, size, tree.root(size)), signer.name, signer.key
-                )
-            )
-
-
 def test_a_deletion_that_records_destroying_other_weights_is_a_finding(deleted_world, tmp_path):
     """``module.deleted`` records the hash of the weights it destroyed (``weights_sha256``).
 
@@ -147,7 +115,7 @@ def test_a_deletion_that_records_destroying_other_weights_is_a_finding(deleted_w
     registered = entry["facts"]["weights_sha256"]
     lines[i] = lines[i].replace(registered.encode(), b"0" * 64)
     (t / "entries.jsonl").write_bytes(b"".join(line + b"\n" for line in lines))
-    _resign(t, load_log_key(lab.fed.home))
+    resign_checkpoints(t, load_log_key(lab.fed.home))
     result = audit_bundle(load_bundle(t), ca_pem=lab.fed.ca_pem)
     assert result.verdict == "FAILED", [f.to_dict() for f in result.findings]
     f = next(f for f in result.errors if f.code == "E_AUDIT_NOT_SHREDDED")

@@ -19,8 +19,7 @@ from aggregator.home import load_log_key
 from ffsecure.audit import TrustedCheckpoint, audit_bundle, load_bundle
 from ffsecure.ledger import verify_bundle_log
 from ffsecure.ledger.checkpoint import Checkpoint, sign_checkpoint
-from ffsecure.ledger.merkle import MemoryTree, leaf_hash
-from tests.audit_fixture import AuditLab, standard_history
+from tests.audit_fixture import AuditLab, resign_checkpoints, standard_history
 
 torch.set_num_threads(1)
 
@@ -218,7 +217,7 @@ def test_bundle_signed_by_another_log_key_is_refused(world, tmp_path):
 
     t = _copy(bundle, tmp_path)
     rogue = LogSigner.generate(lab.store.origin)
-    _resign(t, rogue)
+    resign_checkpoints(t, rogue)
     (t / "log.vkey").write_text(rogue.vkey + "\n")
     result = _audit(lab, t)
     assert _codes(result) >= {"E_AUDIT_LOG_KEY_UNBOUND"}
@@ -226,21 +225,6 @@ def test_bundle_signed_by_another_log_key_is_refused(world, tmp_path):
 
 
 # ---------------------------------------------------- forks vs trusted checkpoints
-
-
-def _resign(bundle, signer):
-    """Re-sign every checkpoint over the bundle's current entries (what an operator with the key can
-    do)."""
-    lines = _lines(bundle)
-    tree = MemoryTree([leaf_hash(e) for e in lines])
-    for p in (bundle / "checkpoints").iterdir():
-        size = int(p.name)
-        if size <= len(lines):
-            p.write_text(
-                sign_checkpoint(
-                    Checkpoint(signer.name, size, tree.root(size)), signer.name, signer.key
-                )
-            )
 
 
 def test_forked_history_is_caught_by_trusted_checkpoints(world, tmp_path):
@@ -256,7 +240,7 @@ def test_forked_history_is_caught_by_trusted_checkpoints(world, tmp_path):
     sec = (int(m.group(2)) + 1) % 60
     lines[2] = lines[2][: m.start(2)] + b"%02d" % sec + lines[2][m.end(2) :]
     _write_lines(t, lines)
-    _resign(t, load_log_key(lab.fed.home))
+    resign_checkpoints(t, load_log_key(lab.fed.home))
     alone = _audit(lab, t)
     assert {f.check for f in alone.errors} <= {
         "entries"

@@ -16,31 +16,15 @@ import shutil
 import pytest
 import torch
 
-from aggregator.export import write_bundle
 from aggregator.federation_ledger import last_recorded_federation
 from ffsecure import pki
 from ffsecure.audit import audit_bundle, load_bundle
 from ffsecure.federation import create_signed_manifest, verify_federation_json
-from ffsecure.records.entries import validate_entry
-from tests.federation_fixture import build_federation
+from tests.federation_fixture import build_federation, entry_types, export_bundle
 
 torch.set_num_threads(1)
 
 DP_REQUIRED = {"required": True, "max_epsilon": 10.0, "delta": 1e-5}
-
-
-def _types(store) -> list[str]:
-    return [validate_entry(data)["type"] for data in store.entries(0, store.size())]
-
-
-def _export(fed, store, path):
-    return write_bundle(
-        store.snapshot(),
-        path,
-        ca_cert_pem=fed.ca_pem,
-        crl_pem=fed.home.crl.read_bytes(),
-        federation_json=fed.home.federation.read_bytes(),
-    )
 
 
 def _errors(result) -> list[str]:
@@ -61,23 +45,23 @@ def history(tmp_path_factory):
     out = {"fed": fed, "a": fed.signed_manifest}
     with fed.serve() as srv:
         store = srv.runtime.store
-        out["first_start"] = _types(store)
+        out["first_start"] = entry_types(store)
         out["first_facts"] = last_recorded_federation(store)
         sealed, pkg = fed.make_package("st-mary", classes=[0, 1])
         with fed.client("st-mary", srv.address) as mary:
             mary.upload(sealed, module_id=pkg.manifest.module_id, site_id="st-mary")
         out["module"] = pkg.manifest.module_id
     with fed.serve() as srv:  # a restart with the same manifest
-        out["same_restart"] = _types(srv.runtime.store)
-        out["under_a"] = _export(fed, srv.runtime.store, root / "under-a")
+        out["same_restart"] = entry_types(srv.runtime.store)
+        out["under_a"] = export_bundle(fed, srv.runtime.store, root / "under-a")
     strict = dataclasses.replace(fed.manifest, dp_policy=dict(DP_REQUIRED))
     fed.manifest, fed.signed_manifest = strict, create_signed_manifest(strict, fed.ca)
     pki.write_public_file(fed.home.federation, fed.signed_manifest)
     out["b"] = fed.signed_manifest
     with fed.serve() as srv:  # the operator installed B and restarted
-        out["new_restart"] = _types(srv.runtime.store)
+        out["new_restart"] = entry_types(srv.runtime.store)
         out["last"] = last_recorded_federation(srv.runtime.store)
-        out["under_b"] = _export(fed, srv.runtime.store, root / "under-b")
+        out["under_b"] = export_bundle(fed, srv.runtime.store, root / "under-b")
     return out
 
 
@@ -160,6 +144,6 @@ def test_the_registrar_records_its_manifest_before_any_module_it_registers(tmp_p
     with open_home_store(fed.home) as store:
         register_trained(fed, store, "st-mary", (0, 1), seed=1)
         register_trained(fed, store, "st-mary", (2, 3), seed=2)  # a second Registrar
-        assert _types(store) == ["federation.loaded", "module.registered", "module.registered"]
+        assert entry_types(store) == ["federation.loaded", "module.registered", "module.registered"]
         _, facts = last_recorded_federation(store)
     assert facts == verify_federation_json(fed.signed_manifest, fed.ca.cert).facts()
