@@ -239,9 +239,9 @@ def _module_deleted(st: LedgerReplay, at: _At, entry: ModuleDeleted) -> str:
             )
         destroyed_weights = entry.facts.get("weights_sha256")
         registered = module.facts.get("weights_sha256")
-        if destroyed_weights is not None and destroyed_weights != registered:
-            # logs written before the fact existed lack it; one that names other weights
-            # says the aggregator destroyed something else and kept this module's
+        # every store has written the fact since deletions existed: one without it, or naming
+        # other weights, does not say the aggregator destroyed this module's
+        if destroyed_weights is None or destroyed_weights != registered:
             at.add(
                 "deletions",
                 "E_AUDIT_NOT_SHREDDED",

@@ -32,12 +32,13 @@ def clf(cid, did, mods=None):
     return make_entry("classifier.trained", "operator:o", facts)
 
 
-def deleted(mid, destroyed=("wrapped_dek", "blob")):
-    return make_entry(
-        "module.deleted",
-        "aggregator",
-        {"module_id": mid, "reason": "r", "destroyed": list(destroyed)},
-    )
+def deleted(mid, destroyed=("wrapped_dek", "blob"), weights=""):
+    """A ``module.deleted`` as the store writes it: with the destroyed weights' hash (the
+    module's registered one unless ``weights`` names another; ``None`` leaves it out)."""
+    facts = {"module_id": mid, "reason": "r", "destroyed": list(destroyed)}
+    if weights is not None:
+        facts["weights_sha256"] = weights or {A: WA, B: WB}.get(mid, H)
+    return make_entry("module.deleted", "aggregator", facts)
 
 
 def request(mid, actor="site:s1"):
@@ -123,6 +124,13 @@ def test_lineage_contradictions_each_name_their_entry():
 def test_shredding_must_be_recorded():
     _, found = codes([reg(A, WA), deleted(A, destroyed=("blob",))])
     assert found == [("E_AUDIT_NOT_SHREDDED", 1)]
+
+
+def test_a_deletion_must_record_destroying_the_module_s_own_weights():
+    # the store has always written the fact: left out, it proves nothing was destroyed
+    for weights in (None, WB):
+        _, found = codes([reg(A, WA), deleted(A, weights=weights)])
+        assert found == [("E_AUDIT_NOT_SHREDDED", 1)], weights
 
 
 def test_malformed_entries_are_skipped_by_the_replay():

@@ -126,7 +126,9 @@ def test_a_deletion_whose_destroyed_list_holds_objects_is_a_finding_not_a_crash(
         {"module_id": MID, "site_id": "s1", "manifest_sha256": H, "weights_sha256": H},
     )
     deleted = make_entry(
-        "module.deleted", "aggregator", {"module_id": MID, "reason": "r", "destroyed": [{}]}
+        "module.deleted",
+        "aggregator",
+        {"module_id": MID, "reason": "r", "destroyed": [{}], "weights_sha256": H},
     )
     findings = Findings()
     replay([registered, deleted], findings)
