@@ -32,6 +32,9 @@ BENCHMARKS = ("utility", "dp", "scaling", "systems")
 PART_RESULTS = (
     ("cvae sampling temperature", "temperature-*"),
     ("Privacy attacks", "privacy"),
+    ("Membership attack without a generator (control)", "mia_control"),
+    ("DP mechanism by site size (digits)", "dp_size"),
+    ("Mean-embedding release without noise (diagnosis)", "dp_ceiling"),
     ("Exact unlearning", "unlearning"),
     ("Fault runs", "faults"),
     ("Scale: 10 to 1,000 sites", "scale"),

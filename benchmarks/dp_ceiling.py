@@ -1,0 +1,141 @@
+"""The mean-embedding release's ceiling: the same fit to the exact, noise-free statistic.
+
+A diagnosis, not a product path. When the release falls short on a data set, either its
+noise or its feature map (and fit) is the limit. This benchmark runs ``ffsecure
+simulate`` with the mean-embedding mechanism exactly as ``benchmarks.dp`` does, except
+that the per-class sums are released with **no noise**: what the release would give at
+epsilon infinity. If that is short of the target too, no epsilon can reach it and the
+features are the limit. The modules of these runs carry a DP record their weights do not
+honour; they live in a temporary folder deleted at the end and are never sealed. Scored
+on the test split: it chooses nothing (docs/privacy.md, "Which data chose each default").
+
+    python -m benchmarks.dp_ceiling [--datasets breastmnist,pneumoniamnist] [--seeds 0,1,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import itertools
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import common
+
+DATASETS = ("digits", "breastmnist", "pneumoniamnist", "retinamnist")
+
+
+def run_point(dataset: str, seed: int, data_root: str | None) -> dict[str, Any]:
+    # heavy: torch, only when this part runs
+    from ffsecure import dp_embedding
+    from ffsecure.simulate import SimulationConfig, run_simulation
+
+    exact = dp_embedding.release
+
+    def noiseless(images, labels, spec, sigma, *, noise_seed=None):  # noqa: ARG001
+        return exact(images, labels, spec, 0.0, noise_seed=0)
+
+    dp_embedding.release = noiseless  # this worker process only
+    try:
+        with tempfile.TemporaryDirectory(prefix="ffbench-dpceil-") as tmp:
+            cfg = SimulationConfig(
+                dataset=dataset,
+                epochs=10,
+                seed=seed,
+                threads=1,
+                device="cpu",
+                out=tmp,
+                plots=False,
+                fidelity=False,
+                baselines=True,
+                dp_epsilon=8.0,  # any: the noise it sets is not added
+                dp_delta=1e-5,
+                dp_reproducible=True,
+                dp_mechanism="mean-embedding",
+                data_root=data_root,
+            )
+            t0 = time.perf_counter()
+            res = run_simulation(cfg)
+            wall = time.perf_counter() - t0
+    finally:
+        dp_embedding.release = exact
+    ff, central = res["federatedfactory"], res["centralized"]
+    return {
+        "dataset": dataset,
+        "seed": seed,
+        "accuracy": round(ff["accuracy"], 4),
+        "auroc": round(ff["auroc"], 4),
+        "centralized_accuracy": round(central["accuracy"], 4),
+        "centralized_auroc": round(central["auroc"], 4),
+        "accuracy_ratio": round(ff["accuracy"] / central["accuracy"], 3),
+        "auroc_ratio": round(ff["auroc"] / central["auroc"], 3),
+        "wall_s": round(wall, 1),
+    }
+
+
+def summarise(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for dataset in sorted({p["dataset"] for p in points}):
+        runs = [p for p in points if p["dataset"] == dataset]
+        row: dict[str, Any] = {"dataset": dataset, "seeds": len(runs)}
+        for key in ("accuracy_ratio", "auroc_ratio"):
+            vals = [r[key] for r in runs]
+            row[key] = round(statistics.mean(vals), 3)
+            row[key + "_sd"] = round(statistics.stdev(vals), 3) if len(vals) > 1 else None
+        out.append(row)
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    md = "# Mean-embedding release without noise (its ceiling)\n\n"
+    md += common.meta_line(result["meta"]) + "\n\n"
+    md += (
+        "`ffsecure simulate`, pathological split, cvae decoder fitted by the mean-embedding "
+        "mechanism at its defaults (1,000 random frequencies, bandwidth 0.5, 300 fit steps) "
+        "to the **exact** per-class sums (no noise: epsilon infinity), against the "
+        "centralized model of the same seed. A diagnosis only: it chooses nothing.\n\n"
+    )
+
+    def cell(r: dict[str, Any], key: str) -> str:
+        sd = r[key + "_sd"]
+        return f"{r[key]:.3f}" + ("" if sd is None else f" ± {sd:.3f}")
+
+    rows = [
+        [r["dataset"], r["seeds"], cell(r, "accuracy_ratio"), cell(r, "auroc_ratio")]
+        for r in result["summary"]
+    ]
+    md += common.table(
+        ["data set", "seeds", "accuracy / centralized", "AUROC / centralized"], rows, "lrrr"
+    )
+    return md
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datasets", default=",".join(DATASETS))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--out", default=str(common.DEFAULT_OUT))
+    p.add_argument("--name", default="dp_ceiling")
+    a = p.parse_args(argv)
+    settings = {"datasets": a.datasets, "seeds": a.seeds, "workers": a.workers}
+    result: dict[str, Any] = {"meta": common.meta(a.name, settings), "points": []}
+    jobs = list(itertools.product(a.datasets.split(","), [int(s) for s in a.seeds.split(",")]))
+    with concurrent.futures.ProcessPoolExecutor(max_workers=a.workers) as pool:
+        futures = [pool.submit(run_point, d, s, a.data_root) for d, s in jobs]
+        for fut in concurrent.futures.as_completed(futures):
+            point = fut.result()
+            print(point, flush=True)
+            result["points"].append(point)
+    result["points"].sort(key=lambda q: (q["dataset"], q["seed"]))
+    result["summary"] = summarise(result["points"])
+    common.write_result(Path(a.out), a.name, result, markdown(result) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
