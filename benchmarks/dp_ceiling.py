@@ -96,7 +96,8 @@ def markdown(result: dict[str, Any]) -> str:
         "`ffsecure simulate`, pathological split, cvae decoder fitted by the mean-embedding "
         "mechanism at its defaults (1,000 random frequencies, bandwidth 0.5, 300 fit steps) "
         "to the **exact** per-class sums (no noise: epsilon infinity), against the "
-        "centralized model of the same seed. A diagnosis only: it chooses nothing.\n\n"
+        "centralized model of the same seed; two runs at a time, one torch thread each. A "
+        "diagnosis only: it chooses nothing.\n\n"
     )
 
     def cell(r: dict[str, Any], key: str) -> str:

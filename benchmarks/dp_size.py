@@ -116,7 +116,10 @@ def markdown(result: dict[str, Any]) -> str:
         "Pathological split of scikit-learn digits with 1, 2, 5 or 10 classes per site; "
         "cvae; DP-SGD at a site's default schedule (20 epochs, Poisson sampling, clipping "
         "norm 1), the mean-embedding release at its defaults; delta 1e-5; fresh OS noise; "
-        "FF / centralized of the same seed. No MedMNIST file is read.\n\n"
+        "FF / centralized of the same seed; two runs at a time, one torch thread each. A "
+        "site's classes keep about 135 images each at every size, so the size moves "
+        "DP-SGD's sampling rate, not the release's per-class sums. No MedMNIST file is "
+        "read.\n\n"
     )
     rows = [
         [
