@@ -11,6 +11,7 @@ import click
 from aggregator.commands.context import dir_option
 from aggregator.cosignatures import add_cosignatures, cosignature_lines, with_cosignatures
 from aggregator.export import write_bundle, write_log_tiles
+from aggregator.federation_ledger import export_warning
 from aggregator.home import AggregatorHome
 from aggregator.store import home_has_store, open_home_store
 from ffsecure.clitools import echo_json, read_key_arg
@@ -99,13 +100,18 @@ def export(
         )
     crl = home.crl.read_bytes() if home.crl.is_file() else None
     result: dict = {}
+    federation = home.federation.read_bytes() if home.federation.is_file() else None
     with _open(home_dir) as store:
         snap = store.snapshot()
+        stale = (
+            export_warning(store, federation, home.ca_cert.read_bytes())
+            if out_dir is not None and federation is not None
+            else None
+        )
     notes = with_cosignatures(snap.checkpoints, cosignature_lines(home))
     snap = dataclasses.replace(snap, checkpoints=notes)
     result["tree_size"] = snap.size
     if out_dir is not None:
-        federation = home.federation.read_bytes() if home.federation.is_file() else None
         path = write_bundle(
             snap,
             Path(out_dir),
@@ -114,6 +120,7 @@ def export(
             federation_json=federation,
         )
         result.update(bundle=str(path), crl=crl is not None)
+        result["warnings"] = [] if stale is None else [stale]
     if tiles_dir is not None:
         done = write_log_tiles(snap, Path(tiles_dir))
         result["tiles"] = {"dir": tiles_dir, **dataclasses.asdict(done)}
@@ -122,6 +129,8 @@ def export(
         return
     if out_dir is not None:
         click.echo(f"wrote audit bundle {result['bundle']} ({snap.size} entries)")
+        if stale is not None:
+            click.echo(f"warning: {stale}", err=True)
     if tiles_dir is not None:
         tiles = result["tiles"]
         click.echo(

@@ -11,7 +11,9 @@ back into the bundle, so that the module registered without DP is judged by A's 
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
+from typing import Any
 
 import pytest
 import torch
@@ -147,3 +149,45 @@ def test_the_registrar_records_its_manifest_before_any_module_it_registers(tmp_p
         assert entry_types(store) == ["federation.loaded", "module.registered", "module.registered"]
         _, facts = last_recorded_federation(store)
     assert facts == verify_federation_json(fed.signed_manifest, fed.ca.cert).facts()
+
+
+def _export(home_root, out, *, as_json: bool = True) -> tuple[Any, str]:
+    """``aggregator ledger export`` in-process: its JSON (or text) and what it wrote to stderr."""
+    from click.testing import CliRunner
+
+    from aggregator.cli import cli
+
+    args = ["ledger", "export", "--dir", str(home_root), "--out", str(out)]
+    res = CliRunner().invoke(cli, args + (["--json"] if as_json else []))
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout) if as_json else res.stdout, res.stderr
+
+
+def test_export_warns_when_the_home_s_manifest_is_not_the_one_serve_recorded(history, tmp_path):
+    fed = history["fed"]
+    # the home holds B, which the last restart recorded: nothing to say
+    done, err = _export(fed.home.root, tmp_path / "recorded")
+    assert done["warnings"] == [] and "warning" not in err
+    # the operator installs a looser C (same CA) and exports before restarting serve: the audit
+    # will hold the bundle to B, so the export says so, names both manifests, and still writes
+    home = shutil.copytree(fed.home.root, tmp_path / "home")
+    looser = dataclasses.replace(fed.manifest, dp_policy={**DP_REQUIRED, "max_epsilon": 50.0})
+    c = verify_federation_json(create_signed_manifest(looser, fed.ca), fed.ca.cert)
+    (home / fed.home.federation.name).write_bytes(create_signed_manifest(looser, fed.ca))
+    done, err = _export(home, tmp_path / "unrecorded")
+    [warning] = done["warnings"]
+    _, last = history["last"]
+    assert "E_AUDIT_FEDERATION_STALE" in warning and "restart `aggregator serve`" in warning
+    assert c.sha256[:12] in warning and last["federation_sha256"][:12] in warning
+    # logged for the operator's journal, besides the JSON field (and "warning:" without --json)
+    assert "WARNING aggregator.federation: export: federation.json" in err
+    # and the audit of that bundle reports what the export predicted
+    result = audit_bundle(load_bundle(tmp_path / "unrecorded"), ca_pem=fed.ca_pem)
+    assert "E_AUDIT_FEDERATION_STALE" in _errors(result)
+    # a manifest the CA did not sign is named as such
+    (home / fed.home.federation.name).write_bytes(b'{"signed": {}, "signatures": []}')
+    done, _ = _export(home, tmp_path / "unsigned")
+    [warning] = done["warnings"]
+    assert "does not verify against ca.pem" in warning and "E_AUDIT_FEDERATION" in warning
+    out, err = _export(home, tmp_path / "text", as_json=False)
+    assert out.startswith("wrote audit bundle ") and "\nwarning: federation.json does not" in err
