@@ -34,7 +34,7 @@ import logging
 
 from aggregator.store.base import Store
 from ffsecure.federation import SignedManifest
-from ffsecure.records.entries import EntryType, make_entry
+from ffsecure.records.entries import EntryType, make_entry, validate_entry
 
 log = logging.getLogger("aggregator.federation")
 
@@ -69,27 +69,28 @@ def record_federation(store: Store, signed: SignedManifest) -> int | None:
     return index
 
 
-def export_warning(store: Store, federation_json: bytes, ca_pem: bytes) -> str | None:
+def export_warning(entries: list[bytes], federation_json: bytes, ca_pem: bytes) -> str | None:
     """Why an audit of the bundle would refuse the home's manifest (logged), or None."""
-    why = _export_problem(store, federation_json, ca_pem)
+    why = _export_problem(entries, federation_json, ca_pem)
     if why is not None:
         log.warning("export: %s", why, extra={"event": "export_federation_unrecorded"})
     return why
 
 
-def _export_problem(store: Store, federation_json: bytes, ca_pem: bytes) -> str | None:
-    """Why an audit of ``store``'s bundle would not accept the home's ``federation_json``, or None.
+def _export_problem(entries: list[bytes], federation_json: bytes, ca_pem: bytes) -> str | None:
+    """Why an audit of a bundle of ``entries`` would not accept ``federation_json``, or None.
 
     ``aggregator ledger export`` copies the home's ``federation.json`` into the bundle, and
-    ``ffsecure audit verify`` holds it to the manifest the log recorded last
-    (``E_AUDIT_FEDERATION_STALE``, ``E_AUDIT_FEDERATION_UNRECORDED``). An operator who
-    installed a new manifest and has not restarted ``serve`` yet (or put an old one back)
-    learns it here, before handing the bundle to an auditor, rather than from the audit.
+    ``ffsecure audit verify`` holds it to the newest manifest the log records
+    (:func:`ffsecure.federation.newest_recorded`; ``E_AUDIT_FEDERATION_STALE``,
+    ``E_AUDIT_FEDERATION_UNRECORDED``). An operator who installed a new manifest and has
+    not restarted ``serve`` yet, or put an older one back, learns it here, before handing
+    the bundle to an auditor, rather than from the audit.
     """
     # heavy-free: pki and federation import cryptography only
     from ffsecure import pki
     from ffsecure.errors import FFSecureError
-    from ffsecure.federation import verify_federation_json
+    from ffsecure.federation import newest_recorded, verify_federation_json
 
     try:
         signed = verify_federation_json(federation_json, pki.load_cert(ca_pem))
@@ -98,22 +99,28 @@ def _export_problem(store: Store, federation_json: bytes, ca_pem: bytes) -> str 
             f"federation.json does not verify against ca.pem ({exc.code}: {exc.message}); "
             "the audit will report E_AUDIT_FEDERATION: install the manifest the CA signed"
         )
-    last = last_recorded_federation(store)
-    if last is None:
-        if store.size() == 0:
+    mark = f'"type":"{FEDERATION_ENTRY.value}"'.encode()
+    records = []
+    for index, data in enumerate(entries):
+        if mark in data:
+            entry = validate_entry(data)
+            if entry["type"] == FEDERATION_ENTRY:
+                records.append((index, entry["facts"]))
+    if not records:
+        if not entries:
             return None
         return (
             "the log records no federation manifest (federation.loaded), so the audit of a "
             "bundle with modules reports E_AUDIT_FEDERATION_UNRECORDED: start `aggregator "
             "serve` once with this manifest to record it"
         )
-    index, facts = last
+    (index, facts), _ = newest_recorded(records)
     if hmac.compare_digest(str(facts["federation_sha256"]), signed.sha256):
         return None
     return (
         f"federation.json (created {signed.manifest.created_at}, sha256 "
-        f"{signed.sha256[:12]}…) is not the manifest serve recorded last (ledger entry "
+        f"{signed.sha256[:12]}…) is not the newest manifest the log records (ledger entry "
         f"{index}: created {facts['created_at']}, sha256 {str(facts['federation_sha256'])[:12]}…), "
-        "so the audit will report E_AUDIT_FEDERATION_STALE: restart `aggregator serve` so "
-        "that it records the manifest it enforces, then export again"
+        "so the audit will report E_AUDIT_FEDERATION_STALE: install that manifest, or restart "
+        "`aggregator serve` so that it records the one it enforces, then export again"
     )

@@ -417,6 +417,35 @@ class SignedManifest:
         }
 
 
+#: ``(index, facts)`` of one ``federation.loaded`` entry (facts already validated).
+Recorded = tuple[int, dict[str, Any]]
+
+
+def newest_recorded(records: list[Recorded]) -> tuple[Recorded, list[tuple[Recorded, Recorded]]]:
+    """The newest manifest a log records, and each record that went back to an older one.
+
+    ``records``: every ``federation.loaded`` entry, in log order (at least one). The newest
+    is the one with the latest ``created_at`` (the last on a tie): the CA may have signed
+    several manifests, each still valid, and a restart puts whichever the home holds in
+    force, so log order alone would let an older, looser manifest put back count as the
+    newest. A record dated before the newest one recorded before it is a rollback, given
+    with that newest one. The audit (``E_AUDIT_FEDERATION_STALE`` / ``_ROLLBACK``) and
+    ``aggregator ledger export``'s warning read this one rule.
+    """
+    if not records:
+        raise ValueError("no federation.loaded record")
+    newest: Recorded | None = None
+    rollbacks: list[tuple[Recorded, Recorded]] = []
+    for record in records:
+        created = pki.parse_rfc3339(record[1]["created_at"])
+        if newest is not None and created < pki.parse_rfc3339(newest[1]["created_at"]):
+            rollbacks.append((record, newest))
+            continue
+        newest = record
+    assert newest is not None  # records is not empty
+    return newest, rollbacks
+
+
 def verify_federation_json(data: bytes, ca_cert: x509.Certificate) -> SignedManifest:
     """Verify ``federation.json`` against the CA certificate; the manifest and its digest.
 

@@ -103,11 +103,11 @@ def export(
     federation = home.federation.read_bytes() if home.federation.is_file() else None
     with _open(home_dir) as store:
         snap = store.snapshot()
-        stale = (
-            export_warning(store, federation, home.ca_cert.read_bytes())
-            if out_dir is not None and federation is not None
-            else None
-        )
+    stale = (
+        export_warning(snap.entries, federation, home.ca_cert.read_bytes())
+        if out_dir is not None and federation is not None
+        else None
+    )
     notes = with_cosignatures(snap.checkpoints, cosignature_lines(home))
     snap = dataclasses.replace(snap, checkpoints=notes)
     result["tree_size"] = snap.size

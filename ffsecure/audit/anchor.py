@@ -65,7 +65,12 @@ from ffsecure.audit.bundle import Bundle
 from ffsecure.audit.findings import ERROR, WARNING, Findings
 from ffsecure.audit.lineage import LedgerReplay
 from ffsecure.errors import FFSecureError
-from ffsecure.federation import FederationManifest, SignedManifest, verify_federation_json
+from ffsecure.federation import (
+    FederationManifest,
+    SignedManifest,
+    newest_recorded,
+    verify_federation_json,
+)
 from ffsecure.records.entries import EntryType
 
 CHECK = "trust-anchor"
@@ -414,23 +419,18 @@ def _newest_federation(st: LedgerReplay, findings: Findings) -> tuple[int, dict]
     the newest, or an older, looser policy put back (at a restart, or appended at export time
     with the log key, which no trusted checkpoint catches) would judge every module.
     """
-    newest: tuple[int, dict] | None = None
-    for index, facts in st.federations:
-        created = pki.parse_rfc3339(facts["created_at"])  # a validated entry fact
-        if newest is not None and created < pki.parse_rfc3339(newest[1]["created_at"]):
-            findings.add(
-                CHECK,
-                "E_AUDIT_FEDERATION_ROLLBACK",
-                f"the aggregator went back to a federation manifest created "
-                f"{facts['created_at']} after the one created {newest[1]['created_at']} "
-                f"(entry {newest[0]}): the newer policy was not enforced from then on",
-                severity=WARNING,
-                entry=index,
-                entry_type=EntryType.FEDERATION_LOADED,
-            )
-            continue
-        newest = (index, facts)
-    assert newest is not None  # st.federations is not empty
+    newest, rollbacks = newest_recorded(list(st.federations))
+    for (index, facts), (before, was) in rollbacks:
+        findings.add(
+            CHECK,
+            "E_AUDIT_FEDERATION_ROLLBACK",
+            f"the aggregator went back to a federation manifest created "
+            f"{facts['created_at']} after the one created {was['created_at']} "
+            f"(entry {before}): the newer policy was not enforced from then on",
+            severity=WARNING,
+            entry=index,
+            entry_type=EntryType.FEDERATION_LOADED,
+        )
     return newest
 
 

@@ -191,3 +191,30 @@ def test_export_warns_when_the_home_s_manifest_is_not_the_one_serve_recorded(his
     assert "does not verify against ca.pem" in warning and "E_AUDIT_FEDERATION" in warning
     out, err = _export(home, tmp_path / "text", as_json=False)
     assert out.startswith("wrote audit bundle ") and "\nwarning: federation.json does not" in err
+
+
+def test_export_warns_when_serve_went_back_to_an_older_manifest(history, tmp_path):
+    """C (created after B) recorded, then B put back and recorded again by a restart: B is the
+    last record but C the newest, so the audit fails the bundle; the export says so first."""
+    from aggregator.federation_ledger import record_federation
+    from aggregator.home import AggregatorHome
+    from aggregator.store import open_home_store
+
+    fed = history["fed"]
+    home = shutil.copytree(fed.home.root, tmp_path / "home")
+    later = dataclasses.replace(fed.manifest, created_at="2099-01-01T00:00:00Z")
+    c = verify_federation_json(create_signed_manifest(later, fed.ca), fed.ca.cert)
+    b = verify_federation_json(history["b"], fed.ca.cert)
+    with open_home_store(AggregatorHome.at(home)) as store:
+        # what serve does at each start: C installed, then B put back
+        assert record_federation(store, c) is not None
+        assert record_federation(store, b) is not None
+        assert last_recorded_federation(store)[1] == b.facts()
+    done, _ = _export(home, tmp_path / "rolled-back")  # the home still holds B
+    [warning] = done["warnings"]
+    assert "is not the newest manifest the log records" in warning
+    assert c.sha256[:12] in warning and b.sha256[:12] in warning
+    result = audit_bundle(load_bundle(tmp_path / "rolled-back"), ca_pem=fed.ca_pem)
+    assert {"E_AUDIT_FEDERATION_STALE", "E_AUDIT_FEDERATION_ROLLBACK"} <= {
+        f.code for f in result.findings
+    }

@@ -330,3 +330,21 @@ def test_a_privacy_policy_with_an_optional_report_is_refused_at_create_and_at_lo
     assert _code(info) == "E_MANIFEST_SCHEMA" and "required = false is refused" in (
         info.value.message
     )
+
+
+def test_the_newest_recorded_manifest_is_the_latest_created_not_the_last_recorded():
+    from ffsecure.federation import newest_recorded
+
+    def rec(index, created):
+        return (index, {"created_at": created, "federation_sha256": f"{index:064x}"})
+
+    a, b = "2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"
+    newest, rollbacks = newest_recorded([rec(0, a), rec(3, b), rec(7, a)])
+    assert newest == rec(3, b) and rollbacks == [(rec(7, a), rec(3, b))]
+    # a tie goes to the later record; going forward again is no rollback
+    newest, rollbacks = newest_recorded([rec(0, a), rec(2, a), rec(5, b)])
+    assert newest == rec(5, b) and rollbacks == []
+    newest, _ = newest_recorded([rec(1, b), rec(4, b)])
+    assert newest == rec(4, b)
+    with pytest.raises(ValueError):
+        newest_recorded([])
