@@ -34,7 +34,7 @@ import logging
 
 from aggregator.store.base import Store
 from ffsecure.federation import SignedManifest
-from ffsecure.records.entries import EntryType, make_entry, validate_entry
+from ffsecure.records.entries import EntryType, entry_of, make_entry
 
 log = logging.getLogger("aggregator.federation")
 
@@ -69,58 +69,77 @@ def record_federation(store: Store, signed: SignedManifest) -> int | None:
     return index
 
 
-def export_warning(entries: list[bytes], federation_json: bytes, ca_pem: bytes) -> str | None:
-    """Why an audit of the bundle would refuse the home's manifest (logged), or None."""
+#: The code of the finding an audit of the bundle would report, by
+#: :func:`ffsecure.federation.recorded_problem`'s answer.
+_AUDIT_CODE = {
+    "unrecorded": "E_AUDIT_FEDERATION_UNRECORDED",
+    "misdated": "E_AUDIT_FEDERATION_STALE",
+    "stale": "E_AUDIT_FEDERATION_STALE",
+}
+
+
+def export_warning(
+    entries: list[bytes], federation_json: bytes, ca_pem: bytes
+) -> dict[str, str] | None:
+    """What an audit of the bundle will report about the home's manifest (logged), or None.
+
+    ``aggregator ledger export`` copies the home's ``federation.json`` into the bundle, and
+    ``ffsecure audit verify`` holds it to the newest manifest the log records. An operator
+    who installed a new manifest and has not restarted ``serve`` yet, or put an older one
+    back, learns it here, before handing the bundle to an auditor, rather than from the
+    audit. The decision is the audit's own (:func:`ffsecure.federation.recorded_problem`);
+    returns ``{"code": the finding the audit will report, "message": ...}``.
+    """
     why = _export_problem(entries, federation_json, ca_pem)
     if why is not None:
-        log.warning("export: %s", why, extra={"event": "export_federation_unrecorded"})
+        log.warning(
+            "export: %s",
+            why["message"],
+            extra={"event": "export_federation_mismatch", "audit_code": why["code"]},
+        )
     return why
 
 
-def _export_problem(entries: list[bytes], federation_json: bytes, ca_pem: bytes) -> str | None:
-    """Why an audit of a bundle of ``entries`` would not accept ``federation_json``, or None.
-
-    ``aggregator ledger export`` copies the home's ``federation.json`` into the bundle, and
-    ``ffsecure audit verify`` holds it to the newest manifest the log records
-    (:func:`ffsecure.federation.newest_recorded`; ``E_AUDIT_FEDERATION_STALE``,
-    ``E_AUDIT_FEDERATION_UNRECORDED``). An operator who installed a new manifest and has
-    not restarted ``serve`` yet, or put an older one back, learns it here, before handing
-    the bundle to an auditor, rather than from the audit.
-    """
+def _export_problem(
+    entries: list[bytes], federation_json: bytes, ca_pem: bytes
+) -> dict[str, str] | None:
     # heavy-free: pki and federation import cryptography only
     from ffsecure import pki
     from ffsecure.errors import FFSecureError
-    from ffsecure.federation import newest_recorded, verify_federation_json
+    from ffsecure.federation import newest_recorded, recorded_problem, verify_federation_json
 
     try:
         signed = verify_federation_json(federation_json, pki.load_cert(ca_pem))
     except FFSecureError as exc:
-        return (
-            f"federation.json does not verify against ca.pem ({exc.code}: {exc.message}); "
-            "the audit will report E_AUDIT_FEDERATION: install the manifest the CA signed"
-        )
-    mark = f'"type":"{FEDERATION_ENTRY.value}"'.encode()
-    records = []
+        return {
+            "code": "E_AUDIT_FEDERATION",
+            "message": f"federation.json does not verify against ca.pem ({exc.code}: "
+            f"{exc.message}): install the manifest the CA signed, then export again",
+        }
+    records, modules = [], 0
     for index, data in enumerate(entries):
-        if mark in data:
-            entry = validate_entry(data)
-            if entry["type"] == FEDERATION_ENTRY:
-                records.append((index, entry["facts"]))
-    if not records:
-        if not entries:
-            return None
-        return (
-            "the log records no federation manifest (federation.loaded), so the audit of a "
-            "bundle with modules reports E_AUDIT_FEDERATION_UNRECORDED: start `aggregator "
-            "serve` once with this manifest to record it"
-        )
-    (index, facts), _ = newest_recorded(records)
-    if hmac.compare_digest(str(facts["federation_sha256"]), signed.sha256):
+        loaded = entry_of(data, FEDERATION_ENTRY)
+        if loaded is not None:
+            records.append((index, loaded["facts"]))
+        modules += entry_of(data, EntryType.MODULE_REGISTERED) is not None
+    newest = newest_recorded(records)[0] if records else None
+    problem = recorded_problem(signed, newest, modules)
+    if problem is None:
         return None
-    return (
-        f"federation.json (created {signed.manifest.created_at}, sha256 "
-        f"{signed.sha256[:12]}…) is not the newest manifest the log records (ledger entry "
-        f"{index}: created {facts['created_at']}, sha256 {str(facts['federation_sha256'])[:12]}…), "
-        "so the audit will report E_AUDIT_FEDERATION_STALE: install that manifest, or restart "
-        "`aggregator serve` so that it records the one it enforces, then export again"
-    )
+    code = _AUDIT_CODE[problem]
+    if newest is None:
+        message = (
+            f"{modules} module(s) are registered but the log records no federation manifest "
+            "(federation.loaded): start `aggregator serve` once with this manifest to record "
+            "it, then export again"
+        )
+    else:
+        index, facts = newest
+        message = (
+            f"federation.json (created {signed.manifest.created_at}, sha256 "
+            f"{signed.sha256[:12]}…) is not the newest manifest the log records (ledger "
+            f"entry {index}: created {facts['created_at']}, sha256 "
+            f"{str(facts['federation_sha256'])[:12]}…): install that manifest, or restart "
+            "`aggregator serve` so that it records the one it enforces, then export again"
+        )
+    return {"code": code, "message": message}

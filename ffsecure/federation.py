@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -444,6 +445,28 @@ def newest_recorded(records: list[Recorded]) -> tuple[Recorded, list[tuple[Recor
         newest = record
     assert newest is not None  # records is not empty
     return newest, rollbacks
+
+
+#: How the manifest in force stands against the log (:func:`recorded_problem`).
+UNRECORDED, MISDATED, STALE = "unrecorded", "misdated", "stale"
+
+
+def recorded_problem(signed: SignedManifest, newest: Recorded | None, modules: int) -> str | None:
+    """Why ``signed`` is not the manifest the log says was enforced, or None.
+
+    ``newest`` is :func:`newest_recorded`'s (None when the log records no manifest) and
+    ``modules`` the number of ``module.registered`` entries. :data:`UNRECORDED`: modules
+    are registered but no manifest is recorded; :data:`MISDATED`: ``newest`` has
+    ``signed``'s digest but another ``created_at``; :data:`STALE`: ``newest`` is another
+    manifest. The audit's ``E_AUDIT_FEDERATION_UNRECORDED`` / ``E_AUDIT_FEDERATION_STALE``
+    and ``aggregator ledger export``'s warning read this one decision.
+    """
+    if newest is None:
+        return UNRECORDED if modules > 0 else None
+    facts = newest[1]
+    if not hmac.compare_digest(signed.sha256, str(facts["federation_sha256"])):
+        return STALE
+    return MISDATED if signed.manifest.created_at != facts["created_at"] else None
 
 
 def verify_federation_json(data: bytes, ca_cert: x509.Certificate) -> SignedManifest:

@@ -130,7 +130,11 @@ def export(
     if out_dir is not None:
         click.echo(f"wrote audit bundle {result['bundle']} ({snap.size} entries)")
         if stale is not None:
-            click.echo(f"warning: {stale}", err=True)
+            click.echo(
+                f"warning: the audit of this bundle will report {stale['code']}: "
+                f"{stale['message']}",
+                err=True,
+            )
     if tiles_dir is not None:
         tiles = result["tiles"]
         click.echo(

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ffsecure.errors import FormatError
-from ffsecure.records.entries import EntryType, validate_entry
+from ffsecure.records.entries import EntryType, entry_of
 
 # check_module_id is re-exported: the store and its callers refuse module ids by the one rule.
 from ffsecure.records.ids import check_artifact_id
@@ -215,21 +215,16 @@ class Store(abc.ABC):
     def last_entry_of(self, kind: EntryType) -> tuple[int, dict] | None:
         """(index, facts) of the last entry of type ``kind`` in the log, or None.
 
-        Scans from the end in batches; the byte test only skips entries that cannot
-        be one (canonical JSON writes the ``type`` key exactly so), and every
-        candidate is parsed and checked.
+        Scans from the end in batches (:func:`ffsecure.records.entries.entry_of`).
         """
-        mark = f'"type":"{kind.value}"'.encode()
         end = self.size()
         while end > 0:
             start = max(0, end - _SCAN_BATCH)
             batch = self.entries(start, end)
             for offset in range(len(batch) - 1, -1, -1):
-                data = batch[offset]
-                if mark in data:
-                    entry = validate_entry(data)
-                    if entry["type"] == kind:
-                        return start + offset, entry["facts"]
+                entry = entry_of(batch[offset], kind)
+                if entry is not None:
+                    return start + offset, entry["facts"]
             end = start
         return None
 

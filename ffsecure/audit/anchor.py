@@ -66,9 +66,12 @@ from ffsecure.audit.findings import ERROR, WARNING, Findings
 from ffsecure.audit.lineage import LedgerReplay
 from ffsecure.errors import FFSecureError
 from ffsecure.federation import (
+    MISDATED,
+    UNRECORDED,
     FederationManifest,
     SignedManifest,
     newest_recorded,
+    recorded_problem,
     verify_federation_json,
 )
 from ffsecure.records.entries import EntryType
@@ -365,8 +368,13 @@ def check_federation_history(anchor: TrustAnchor, st: LedgerReplay, findings: Fi
     signed, source = anchor.signed_federation, anchor.federation_source
     if signed is None:
         return  # no manifest in force: check_policy_known's finding when modules need one
-    if not st.federations:
-        if st.modules and source == BUNDLE_FEDERATION:
+    newest = _newest_federation(st, findings) if st.federations else None
+    anchor.newest_federation = newest
+    problem = recorded_problem(signed, newest, len(st.modules))
+    if problem is None:
+        return
+    if problem == UNRECORDED:
+        if source == BUNDLE_FEDERATION:
             findings.add(
                 CHECK,
                 "E_AUDIT_FEDERATION_UNRECORDED",
@@ -377,19 +385,19 @@ def check_federation_history(anchor: TrustAnchor, st: LedgerReplay, findings: Fi
                 f"federation.json you hold with {FEDERATION_OPTION}",
             )
         return
-    index, facts = anchor.newest_federation = _newest_federation(st, findings)
-    if hmac.compare_digest(signed.sha256, str(facts["federation_sha256"])):
-        if signed.manifest.created_at != facts["created_at"]:
-            findings.add(
-                CHECK,
-                "E_AUDIT_FEDERATION_STALE",
-                f"{source} is the manifest recorded at ledger entry {index}, but that entry "
-                f"dates it {facts['created_at']} and the CA signed it as created "
-                f"{signed.manifest.created_at}: the log misdates the manifest in force, so "
-                "which recorded manifest is the newest cannot be told",
-                entry=index,
-                entry_type=EntryType.FEDERATION_LOADED,
-            )
+    assert newest is not None  # only UNRECORDED comes without a recorded manifest
+    index, facts = newest
+    if problem == MISDATED:
+        findings.add(
+            CHECK,
+            "E_AUDIT_FEDERATION_STALE",
+            f"{source} is the manifest recorded at ledger entry {index}, but that entry "
+            f"dates it {facts['created_at']} and the CA signed it as created "
+            f"{signed.manifest.created_at}: the log misdates the manifest in force, so "
+            "which recorded manifest is the newest cannot be told",
+            entry=index,
+            entry_type=EntryType.FEDERATION_LOADED,
+        )
         return
     fix = (
         "the bundle carries an older or different CA-signed manifest; pass the manifest "

@@ -112,6 +112,7 @@ __all__ = [
     "check_entry",
     "entry_bytes",
     "entry_from_dict",
+    "entry_of",
     "make_entry",
     "parse_entry",
     "validate_entry",
@@ -595,3 +596,16 @@ def _record(entry: dict[str, Any]) -> Entry:
     cls = RECORDS[EntryType(entry["type"])]
     record = cls.from_facts(time=entry["time"], actor=entry["actor"], facts=entry["facts"])
     return record  # type: ignore[return-value]
+
+
+def entry_of(data: bytes, kind: EntryType) -> dict[str, Any] | None:
+    """``data`` validated when it is an entry of type ``kind``, else None.
+
+    A byte test first skips the entries that cannot be one (canonical JSON writes the
+    ``type`` key exactly as ``"type":"<kind>"``); every candidate is parsed and checked
+    (:func:`validate_entry`), so a look-alike inside a fact is never taken for one.
+    """
+    if f'"type":"{kind.value}"'.encode() not in data:
+        return None
+    entry = validate_entry(data)
+    return entry if entry["type"] == kind else None

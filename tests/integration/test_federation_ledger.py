@@ -163,58 +163,94 @@ def _export(home_root, out, *, as_json: bool = True) -> tuple[Any, str]:
     return json.loads(res.stdout) if as_json else res.stdout, res.stderr
 
 
-def test_export_warns_when_the_home_s_manifest_is_not_the_one_serve_recorded(history, tmp_path):
+#: The federation findings an audit reports about the manifest in force.
+FEDERATION_CODES = {
+    "E_AUDIT_FEDERATION",
+    "E_AUDIT_FEDERATION_STALE",
+    "E_AUDIT_FEDERATION_UNRECORDED",
+}
+
+
+def _as_recorded(history, home, store):
+    """Nothing changed: the home holds B, the newest manifest recorded."""
+    return None
+
+
+def _installed_without_restart(history, home, store):
+    """A looser C (same CA) installed; serve not restarted, so the log still names B."""
     fed = history["fed"]
-    # the home holds B, which the last restart recorded: nothing to say
-    done, err = _export(fed.home.root, tmp_path / "recorded")
-    assert done["warnings"] == [] and "warning" not in err
-    # the operator installs a looser C (same CA) and exports before restarting serve: the audit
-    # will hold the bundle to B, so the export says so, names both manifests, and still writes
-    home = shutil.copytree(fed.home.root, tmp_path / "home")
     looser = dataclasses.replace(fed.manifest, dp_policy={**DP_REQUIRED, "max_epsilon": 50.0})
-    c = verify_federation_json(create_signed_manifest(looser, fed.ca), fed.ca.cert)
-    (home / fed.home.federation.name).write_bytes(create_signed_manifest(looser, fed.ca))
-    done, err = _export(home, tmp_path / "unrecorded")
-    [warning] = done["warnings"]
-    _, last = history["last"]
-    assert "E_AUDIT_FEDERATION_STALE" in warning and "restart `aggregator serve`" in warning
-    assert c.sha256[:12] in warning and last["federation_sha256"][:12] in warning
-    # logged for the operator's journal, besides the JSON field (and "warning:" without --json)
-    assert "WARNING aggregator.federation: export: federation.json" in err
-    # and the audit of that bundle reports what the export predicted
-    result = audit_bundle(load_bundle(tmp_path / "unrecorded"), ca_pem=fed.ca_pem)
-    assert "E_AUDIT_FEDERATION_STALE" in _errors(result)
-    # a manifest the CA did not sign is named as such
-    (home / fed.home.federation.name).write_bytes(b'{"signed": {}, "signatures": []}')
-    done, _ = _export(home, tmp_path / "unsigned")
-    [warning] = done["warnings"]
-    assert "does not verify against ca.pem" in warning and "E_AUDIT_FEDERATION" in warning
-    out, err = _export(home, tmp_path / "text", as_json=False)
-    assert out.startswith("wrote audit bundle ") and "\nwarning: federation.json does not" in err
+    data = create_signed_manifest(looser, fed.ca)
+    (home / fed.home.federation.name).write_bytes(data)
+    return verify_federation_json(data, fed.ca.cert)
 
 
-def test_export_warns_when_serve_went_back_to_an_older_manifest(history, tmp_path):
-    """C (created after B) recorded, then B put back and recorded again by a restart: B is the
-    last record but C the newest, so the audit fails the bundle; the export says so first."""
+def _put_back_after_a_newer_one(history, home, store):
+    """C (created after B) recorded at a start, then B put back and recorded again: B is the
+    last record, C the newest."""
     from aggregator.federation_ledger import record_federation
+
+    fed = history["fed"]
+    later = dataclasses.replace(fed.manifest, created_at="2099-01-01T00:00:00Z")
+    c = verify_federation_json(create_signed_manifest(later, fed.ca), fed.ca.cert)
+    assert record_federation(store, c) is not None
+    assert record_federation(store, verify_federation_json(history["b"], fed.ca.cert))
+    return c
+
+
+def _misdated_record(history, home, store):
+    """The log names B's digest with another creation time (only the log key can write it)."""
+    from ffsecure.records.entries import EntryType, make_entry
+
+    facts = dict(verify_federation_json(history["b"], history["fed"].ca.cert).facts())
+    facts["created_at"] = "2099-01-01T00:00:00Z"
+    store.append(make_entry(EntryType.FEDERATION_LOADED, "aggregator", facts))
+
+
+def _not_signed_by_the_ca(history, home, store):
+    (home / history["fed"].home.federation.name).write_bytes(b'{"signed": {}, "signatures": []}')
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        (_as_recorded, None),
+        (_installed_without_restart, "E_AUDIT_FEDERATION_STALE"),
+        (_put_back_after_a_newer_one, "E_AUDIT_FEDERATION_STALE"),
+        (_misdated_record, "E_AUDIT_FEDERATION_STALE"),
+        (_not_signed_by_the_ca, "E_AUDIT_FEDERATION"),
+    ],
+    ids=lambda v: getattr(v, "__name__", str(v)).strip("_"),
+)
+def test_export_warns_exactly_when_the_audit_will_fail_the_bundle_s_manifest(
+    history, tmp_path, change, code
+):
+    """The export reads the audit's own decision: whatever the home and log hold, it predicts
+    the federation finding the audit of the written bundle reports, and still writes it."""
     from aggregator.home import AggregatorHome
     from aggregator.store import open_home_store
 
     fed = history["fed"]
     home = shutil.copytree(fed.home.root, tmp_path / "home")
-    later = dataclasses.replace(fed.manifest, created_at="2099-01-01T00:00:00Z")
-    c = verify_federation_json(create_signed_manifest(later, fed.ca), fed.ca.cert)
-    b = verify_federation_json(history["b"], fed.ca.cert)
     with open_home_store(AggregatorHome.at(home)) as store:
-        # what serve does at each start: C installed, then B put back
-        assert record_federation(store, c) is not None
-        assert record_federation(store, b) is not None
-        assert last_recorded_federation(store)[1] == b.facts()
-    done, _ = _export(home, tmp_path / "rolled-back")  # the home still holds B
+        other = change(history, home, store)
+    done, err = _export(home, tmp_path / "bundle")
+    audited = audit_bundle(load_bundle(tmp_path / "bundle"), ca_pem=fed.ca_pem)
+    found = {f.code for f in audited.errors} & FEDERATION_CODES
+    if code is None:
+        assert done["warnings"] == [] and found == set() and "warning" not in err
+        return
     [warning] = done["warnings"]
-    assert "is not the newest manifest the log records" in warning
-    assert c.sha256[:12] in warning and b.sha256[:12] in warning
-    result = audit_bundle(load_bundle(tmp_path / "rolled-back"), ca_pem=fed.ca_pem)
-    assert {"E_AUDIT_FEDERATION_STALE", "E_AUDIT_FEDERATION_ROLLBACK"} <= {
-        f.code for f in result.findings
-    }
+    assert warning["code"] == code and found == {code}
+    assert "then export again" in warning["message"]
+    # logged for the operator's journal, with the code the audit will report
+    assert f"WARNING aggregator.federation: export: {warning['message'][:40]}" in err
+    if other is not None:  # both manifests named by their digests
+        _, b = history["last"]
+        assert other.sha256[:12] in warning["message"]
+        assert b["federation_sha256"][:12] in warning["message"]
+    if change is _put_back_after_a_newer_one:
+        assert "E_AUDIT_FEDERATION_ROLLBACK" in {f.code for f in audited.findings}
+    out, err = _export(home, tmp_path / "text", as_json=False)
+    assert out.startswith("wrote audit bundle ")
+    assert f"\nwarning: the audit of this bundle will report {code}: " in err

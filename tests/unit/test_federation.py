@@ -348,3 +348,23 @@ def test_the_newest_recorded_manifest_is_the_latest_created_not_the_last_recorde
     assert newest == rec(4, b)
     with pytest.raises(ValueError):
         newest_recorded([])
+
+
+def test_the_manifest_in_force_is_judged_against_the_newest_record_by_one_rule():
+    from ffsecure.federation import (
+        MISDATED,
+        STALE,
+        UNRECORDED,
+        SignedManifest,
+        recorded_problem,
+    )
+
+    signed = SignedManifest(make_manifest(created_at="2026-02-01T00:00:00Z"), "ab" * 32)
+    same = {"federation_sha256": "ab" * 32, "created_at": "2026-02-01T00:00:00Z"}
+    assert recorded_problem(signed, (3, same), modules=5) is None
+    assert recorded_problem(signed, None, modules=0) is None  # nothing registered: nothing judged
+    assert recorded_problem(signed, None, modules=1) == UNRECORDED
+    assert recorded_problem(signed, (3, {**same, "federation_sha256": "cd" * 32}), 0) == STALE
+    assert recorded_problem(signed, (3, {**same, "created_at": "2099-01-01T00:00:00Z"}), 0) == (
+        MISDATED
+    )
