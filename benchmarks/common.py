@@ -16,7 +16,7 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +152,31 @@ def write_result(out: Path, name: str, result: dict[str, Any], markdown: str) ->
         tmp.write_text(text)
         os.replace(tmp, path)
     return paths
+
+
+def run_pool(
+    fn: Callable[..., dict[str, Any]], jobs: Sequence[Sequence[Any]], workers: int
+) -> list[dict[str, Any]]:
+    """``fn(*job)`` for every job in ``workers`` processes, each point printed as it ends.
+
+    Each worker is its own process, so what a run patches (a research switch) stays in it;
+    give every run one torch thread and record ``workers`` in the settings.
+    """
+    import concurrent.futures
+
+    points = []
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
+        for fut in concurrent.futures.as_completed([pool.submit(fn, *job) for job in jobs]):
+            points.append(fut.result())
+            print(points[-1], flush=True)
+    return points
+
+
+def pool_meta(name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """:func:`meta` for a :func:`run_pool` benchmark: one torch thread per run."""
+    out = meta(name, settings)
+    out["machine"]["torch_threads"] = 1  # each worker's (SimulationConfig(threads=1))
+    return out
 
 
 def _json_default(obj: Any) -> Any:

@@ -2,12 +2,15 @@
 
 A diagnosis, not a product path. When the release falls short on a data set, either its
 noise or its feature map (and fit) is the limit. This benchmark runs ``ffsecure
-simulate`` with the mean-embedding mechanism exactly as ``benchmarks.dp`` does, except
-that the per-class sums are released with **no noise**: what the release would give at
-epsilon infinity. If that is short of the target too, no epsilon can reach it and the
-features are the limit. The modules of these runs carry a DP record their weights do not
-honour; they live in a temporary folder deleted at the end and are never sealed. Scored
-on the test split: it chooses nothing (docs/privacy.md, "Which data chose each default").
+simulate`` with the mean-embedding mechanism at the settings of ``benchmarks.dp``'s
+curves (cvae, 10 epochs for the baselines, the fit's defaults), except that the
+per-class sums are released with **no noise** (what the release would give at epsilon
+infinity), the baselines run in the same process (the centralized model of the same
+seed), no membership attack runs, and ``dp_reproducible`` seeds the rest. If that is
+short of the target too, no epsilon can reach it and the features are the limit. The
+modules of these runs carry a DP record their weights do not honour; they live in a
+temporary folder deleted at the end and are never sealed. Scored on the test split: it
+chooses nothing (docs/privacy.md, "Which data chose each default").
 
     python -m benchmarks.dp_ceiling [--datasets breastmnist,pneumoniamnist] [--seeds 0,1,2]
 """
@@ -15,11 +18,11 @@ on the test split: it chooses nothing (docs/privacy.md, "Which data chose each d
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import itertools
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +31,22 @@ from benchmarks import common
 DATASETS = ("digits", "breastmnist", "pneumoniamnist", "retinamnist")
 
 
+def noiseless(release: Callable[..., Any]) -> Callable[..., Any]:
+    """``release`` (:func:`ffsecure.dp_embedding.release`) of the exact sums: sigma 0."""
+
+    def exact_sums(images, labels, spec, sigma, *, noise_seed=None):  # noqa: ARG001
+        return release(images, labels, spec, 0.0, noise_seed=0)
+
+    return exact_sums
+
+
 def run_point(dataset: str, seed: int, data_root: str | None) -> dict[str, Any]:
     # heavy: torch, only when this part runs
     from ffsecure import dp_embedding
     from ffsecure.simulate import SimulationConfig, run_simulation
 
     exact = dp_embedding.release
-
-    def noiseless(images, labels, spec, sigma, *, noise_seed=None):  # noqa: ARG001
-        return exact(images, labels, spec, 0.0, noise_seed=0)
-
-    dp_embedding.release = noiseless  # this worker process only
+    dp_embedding.release = noiseless(exact)  # this worker process only (common.run_pool)
     try:
         with tempfile.TemporaryDirectory(prefix="ffbench-dpceil-") as tmp:
             cfg = SimulationConfig(
@@ -90,14 +98,15 @@ def summarise(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown(result: dict[str, Any]) -> str:
+    workers = result["meta"].get("settings", {}).get("workers", 1)
     md = "# Mean-embedding release without noise (its ceiling)\n\n"
     md += common.meta_line(result["meta"]) + "\n\n"
     md += (
         "`ffsecure simulate`, pathological split, cvae decoder fitted by the mean-embedding "
         "mechanism at its defaults (1,000 random frequencies, bandwidth 0.5, 300 fit steps) "
         "to the **exact** per-class sums (no noise: epsilon infinity), against the "
-        "centralized model of the same seed; two runs at a time, one torch thread each. A "
-        "diagnosis only: it chooses nothing.\n\n"
+        f"centralized model of the same seed; {workers} run(s) at a time, one torch thread "
+        "each. A diagnosis only: it chooses nothing.\n\n"
     )
 
     def cell(r: dict[str, Any], key: str) -> str:
@@ -124,14 +133,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--name", default="dp_ceiling")
     a = p.parse_args(argv)
     settings = {"datasets": a.datasets, "seeds": a.seeds, "workers": a.workers}
-    result: dict[str, Any] = {"meta": common.meta(a.name, settings), "points": []}
-    jobs = list(itertools.product(a.datasets.split(","), [int(s) for s in a.seeds.split(",")]))
-    with concurrent.futures.ProcessPoolExecutor(max_workers=a.workers) as pool:
-        futures = [pool.submit(run_point, d, s, a.data_root) for d, s in jobs]
-        for fut in concurrent.futures.as_completed(futures):
-            point = fut.result()
-            print(point, flush=True)
-            result["points"].append(point)
+    result: dict[str, Any] = {"meta": common.pool_meta(a.name, settings), "points": []}
+    seeds = [int(s) for s in a.seeds.split(",")]
+    jobs = [(d, s, a.data_root) for d, s in itertools.product(a.datasets.split(","), seeds)]
+    result["points"] = common.run_pool(run_point, jobs, a.workers)
     result["points"].sort(key=lambda q: (q["dataset"], q["seed"]))
     result["summary"] = summarise(result["points"])
     common.write_result(Path(a.out), a.name, result, markdown(result) + "\n")

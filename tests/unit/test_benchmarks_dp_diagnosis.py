@@ -84,3 +84,37 @@ def test_the_site_size_summary_divides_each_run_by_its_own_seed_s_centralized_mo
     assert one["accuracy_ratio"] == 0.75 and one["accuracy_ratio_sd"] is None
     page = dp_size.markdown({"meta": {}, "summary": dp_size.summarise(points)})
     assert "| 0.850 ± 0.071 |" in page and "| 0.750 |" in page
+
+
+def test_the_ceiling_releases_the_exact_sums_whatever_noise_is_asked_for():
+    import torch
+
+    from benchmarks import dp_ceiling
+    from ffsecure import dp_embedding
+
+    x = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2] * 4)
+    spec = dp_embedding.FeatureSpec(n_features=16)
+    exact = dp_embedding.class_sums(x, y, spec, [0, 1, 2]).float()
+    released = dp_ceiling.noiseless(dp_embedding.release)(x, y, spec, 5.0)
+    assert released.classes == [0, 1, 2] and torch.equal(released.sums, exact)
+    # the library's release with that sigma does add noise: the patch is what removes it
+    noisy = dp_embedding.release(x, y, spec, 5.0)
+    assert (noisy.sums - exact).abs().max() > 1.0
+
+
+def _square(v: int) -> dict:
+    import os
+
+    return {"v": v * v, "pid": os.getpid()}
+
+
+def test_run_pool_runs_every_job_in_worker_processes(capsys):
+    import os
+
+    from benchmarks import common
+
+    points = common.run_pool(_square, [(2,), (3,), (4,)], workers=2)
+    assert sorted(p["v"] for p in points) == [4, 9, 16]
+    assert os.getpid() not in {p["pid"] for p in points}  # a patch in a run stays in its worker
+    assert capsys.readouterr().out.count("'v': ") == 3
