@@ -166,6 +166,7 @@ def test_dp_reproducible_is_a_visible_research_switch(tmp_path: Path):
         "--classifier-min-steps",
         "0",
         "--no-baselines",
+        "--no-fidelity",  # the switch is about DP noise; test_tiny_simulation_on_digits has KID
         "--seed",
         "3",
         "--device",
