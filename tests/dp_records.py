@@ -23,3 +23,15 @@ def mean_embedding_record(*, epsilon: float, noise_multiplier: float, n_features
         "mechanism": "mean-embedding",
         **FeatureSpec(n_features=n_features).record(),
     }
+
+
+#: A DP-SGD record of epsilon 3.70 (RDP); two compose to 4.86, so a second such module
+#: overspends a ``max_epsilon`` between the two (the site's budget tests use 4.5 and 5.0).
+DP_SGD_CLAIM = {
+    "epsilon": 3.7,
+    "delta": 1e-5,
+    "accountant": "rdp",
+    "noise_multiplier": 0.8,
+    "sample_rate": 0.01,
+    "steps": 1000,
+}

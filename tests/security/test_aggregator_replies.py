@@ -26,16 +26,10 @@ from site_node import sync
 from site_node.budget import check_release
 from site_node.client import AggregatorClient, error_from_rpc, refusal
 from site_node.state import ModuleRecord, StateDir
+from tests.dp_records import DP_SGD_CLAIM
 
 POLICY = {"required": True, "max_epsilon": 4.5, "delta": 1e-5}
-CLAIM = {  # 3.70 alone, 4.86 twice (RDP): a second such module overspends max_epsilon 4.5
-    "epsilon": 3.7,
-    "delta": 1e-5,
-    "accountant": "rdp",
-    "noise_multiplier": 0.8,
-    "sample_rate": 0.01,
-    "steps": 1000,
-}
+CLAIM = DP_SGD_CLAIM  # 3.70 alone, 4.86 twice (RDP)
 FIRST, NEW = "a" * 32, "f" * 32
 
 

@@ -12,16 +12,10 @@ from ffsecure.dp import DPBudgetError
 from ffsecure.errors import FormatError
 from site_node.budget import RELEASED, check_release
 from site_node.state import STATUSES, ModuleRecord, StateDir
+from tests.dp_records import DP_SGD_CLAIM
 
 POLICY = {"required": True, "max_epsilon": 5.0, "delta": 1e-5}
-CLAIM = {
-    "epsilon": 3.7,
-    "delta": 1e-5,
-    "accountant": "rdp",
-    "noise_multiplier": 0.8,
-    "sample_rate": 0.01,
-    "steps": 1000,
-}
+CLAIM = DP_SGD_CLAIM  # 3.70 alone, 4.86 twice (RDP)
 NEW = "f" * 32
 
 
