@@ -435,9 +435,10 @@ def resolve_mechanism(
 
     The rule, measured on scikit-learn digits only (public; benchmarks/results/dp.json,
     docs/privacy.md "Which data chose each default"), ten sites of about 134 images, cvae:
-    the mean-embedding release keeps 0.816 of the centralized accuracy at epsilon 1 against
-    DP-SGD's 0.446, and 0.951 +- 0.021 (3 seeds) at epsilon 8 against DP-SGD's 0.905, both
-    DP-SGD figures at a site's default schedule (20 epochs, fresh OS noise). So ``auto`` is
+    the mean-embedding release keeps 0.802 +- 0.020 of the centralized accuracy at epsilon 1
+    against DP-SGD's 0.532 +- 0.053, and 0.951 +- 0.021 at epsilon 8 against DP-SGD's
+    0.900 +- 0.038 (3 seeds each), DP-SGD at a site's default schedule (20 epochs, fresh
+    OS noise). So ``auto`` is
     ``mean-embedding`` for the cvae at every epsilon; other families have no mean-embedding
     fit, so it is ``dp-sgd`` for them. Within sites of about 130 to 1,347 images size does
     not change it: with 1, 2, 5 or 10 digit classes per site (3 seeds,
