@@ -33,7 +33,7 @@ import hmac
 import logging
 
 from aggregator.store.base import Store
-from ffsecure.federation import SignedManifest
+from ffsecure.federation import MISDATED, STALE, UNRECORDED, SignedManifest
 from ffsecure.records.entries import EntryType, entry_of, make_entry
 
 log = logging.getLogger("aggregator.federation")
@@ -72,9 +72,9 @@ def record_federation(store: Store, signed: SignedManifest) -> int | None:
 #: The code of the finding an audit of the bundle would report, by
 #: :func:`ffsecure.federation.recorded_problem`'s answer.
 _AUDIT_CODE = {
-    "unrecorded": "E_AUDIT_FEDERATION_UNRECORDED",
-    "misdated": "E_AUDIT_FEDERATION_STALE",
-    "stale": "E_AUDIT_FEDERATION_STALE",
+    UNRECORDED: "E_AUDIT_FEDERATION_UNRECORDED",
+    MISDATED: "E_AUDIT_FEDERATION_STALE",
+    STALE: "E_AUDIT_FEDERATION_STALE",
 }
 
 
@@ -122,7 +122,7 @@ def _export_problem(
         if loaded is not None:
             records.append((index, loaded["facts"]))
         modules += entry_of(data, EntryType.MODULE_REGISTERED) is not None
-    newest = newest_recorded(records)[0] if records else None
+    newest, _ = newest_recorded(records)
     problem = recorded_problem(signed, newest, modules)
     if problem is None:
         return None

@@ -438,15 +438,14 @@ def resolve_mechanism(
     the mean-embedding release keeps 0.802 +- 0.020 of the centralized accuracy at epsilon 1
     against DP-SGD's 0.532 +- 0.053, and 0.951 +- 0.021 at epsilon 8 against DP-SGD's
     0.900 +- 0.038 (3 seeds each), DP-SGD at a site's default schedule (20 epochs, fresh
-    OS noise). So ``auto`` is
-    ``mean-embedding`` for the cvae at every epsilon; other families have no mean-embedding
-    fit, so it is ``dp-sgd`` for them. Within sites of about 130 to 1,347 images size does
-    not change it: with 1, 2, 5 or 10 digit classes per site (3 seeds,
-    benchmarks/results/dp_size.md) the release keeps 0.765-0.827 at epsilon 1 against
-    DP-SGD's 0.594-0.731 and 0.953-0.964 at epsilon 8 against 0.852-0.889; its lead at
-    epsilon 1 narrows with size, and larger sites are not measured. ``n`` and
-    ``target_epsilon`` are part of the signature so that a threshold measured on public
-    data can be added without changing callers.
+    OS noise). So ``auto`` is ``mean-embedding`` for the cvae at every epsilon; other
+    families have no mean-embedding fit, so it is ``dp-sgd`` for them. Within sites of
+    about 130 to 1,347 images size does not change it: with 1, 2, 5 or 10 digit classes
+    per site (3 seeds, benchmarks/results/dp_size.md) the release keeps 0.765-0.827 at
+    epsilon 1 against DP-SGD's 0.594-0.731 and 0.953-0.964 at epsilon 8 against
+    0.852-0.889; its lead at epsilon 1 narrows with size, and larger sites are not
+    measured. ``n`` and ``target_epsilon`` are part of the signature so that a threshold
+    measured on public data can be added without changing callers.
     """
     if mechanism not in MECHANISM_CHOICES:
         raise _dp_error(

@@ -422,10 +422,12 @@ class SignedManifest:
 Recorded = tuple[int, dict[str, Any]]
 
 
-def newest_recorded(records: list[Recorded]) -> tuple[Recorded, list[tuple[Recorded, Recorded]]]:
+def newest_recorded(
+    records: list[Recorded],
+) -> tuple[Recorded | None, list[tuple[Recorded, Recorded]]]:
     """The newest manifest a log records, and each record that went back to an older one.
 
-    ``records``: every ``federation.loaded`` entry, in log order (at least one). The newest
+    ``records``: every ``federation.loaded`` entry, in log order (none: ``(None, [])``). The newest
     is the one with the latest ``created_at`` (the last on a tie): the CA may have signed
     several manifests, each still valid, and a restart puts whichever the home holds in
     force, so log order alone would let an older, looser manifest put back count as the
@@ -433,8 +435,6 @@ def newest_recorded(records: list[Recorded]) -> tuple[Recorded, list[tuple[Recor
     with that newest one. The audit (``E_AUDIT_FEDERATION_STALE`` / ``_ROLLBACK``) and
     ``aggregator ledger export``'s warning read this one rule.
     """
-    if not records:
-        raise ValueError("no federation.loaded record")
     newest: Recorded | None = None
     rollbacks: list[tuple[Recorded, Recorded]] = []
     for record in records:
@@ -443,7 +443,6 @@ def newest_recorded(records: list[Recorded]) -> tuple[Recorded, list[tuple[Recor
             rollbacks.append((record, newest))
             continue
         newest = record
-    assert newest is not None  # records is not empty
     return newest, rollbacks
 
 

@@ -368,7 +368,7 @@ def check_federation_history(anchor: TrustAnchor, st: LedgerReplay, findings: Fi
     signed, source = anchor.signed_federation, anchor.federation_source
     if signed is None:
         return  # no manifest in force: check_policy_known's finding when modules need one
-    newest = _newest_federation(st, findings) if st.federations else None
+    newest = _newest_federation(st, findings)
     anchor.newest_federation = newest
     problem = recorded_problem(signed, newest, len(st.modules))
     if problem is None:
@@ -418,8 +418,8 @@ def check_federation_history(anchor: TrustAnchor, st: LedgerReplay, findings: Fi
     )
 
 
-def _newest_federation(st: LedgerReplay, findings: Findings) -> tuple[int, dict]:
-    """The newest manifest recorded (latest ``created_at``, the last on a tie).
+def _newest_federation(st: LedgerReplay, findings: Findings) -> tuple[int, dict] | None:
+    """The newest manifest recorded (latest ``created_at``, the last on a tie), or None.
 
     The CA may have signed several manifests, each still valid, and a restart puts whichever
     the home holds in force. A ``federation.loaded`` dated before one recorded earlier is the

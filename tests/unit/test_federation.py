@@ -346,8 +346,7 @@ def test_the_newest_recorded_manifest_is_the_latest_created_not_the_last_recorde
     assert newest == rec(5, b) and rollbacks == []
     newest, _ = newest_recorded([rec(1, b), rec(4, b)])
     assert newest == rec(4, b)
-    with pytest.raises(ValueError):
-        newest_recorded([])
+    assert newest_recorded([]) == (None, [])
 
 
 def test_the_manifest_in_force_is_judged_against_the_newest_record_by_one_rule():
