@@ -154,6 +154,32 @@ def write_result(out: Path, name: str, result: dict[str, Any], markdown: str) ->
     return paths
 
 
+def mean_sd(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None below two values) of a point's seeds."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def simulate_timed(prefix: str, **settings: Any) -> tuple[dict[str, Any], float]:
+    """One ``ffsecure simulate`` run of ``settings`` in a temporary folder, on the CPU with one
+    torch thread and no plots or fidelity unless ``settings`` say otherwise; its results
+    and wall seconds."""
+    # heavy: torch, only when a benchmark runs
+    import tempfile
+    import time
+
+    from ffsecure.simulate import SimulationConfig, run_simulation
+
+    defaults = {"threads": 1, "device": "cpu", "plots": False, "fidelity": False}
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        cfg = SimulationConfig(**{**defaults, **settings, "out": tmp})
+        t0 = time.perf_counter()
+        res = run_simulation(cfg)
+        return res, time.perf_counter() - t0
+
+
 def run_pool(
     fn: Callable[..., dict[str, Any]], jobs: Sequence[Sequence[Any]], workers: int
 ) -> list[dict[str, Any]]:

@@ -254,13 +254,6 @@ def run(
     return result
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float | None]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
 def _combine(runs: list[dict[str, Any]], curve: dict[str, Any]) -> dict[str, Any]:
     """One point from its seeds' runs: means, standard deviations, worst-case attack and time."""
     if "centralized" in runs[0]:
@@ -270,7 +263,7 @@ def _combine(runs: list[dict[str, Any]], curve: dict[str, Any]) -> dict[str, Any
     p["n_seeds"] = len(runs)
     p["seeds"] = [r["seed"] for r in runs]
     for key in ("accuracy", "auroc"):
-        p[key], p[f"{key}_sd"] = _mean_sd([r[key] for r in runs])
+        p[key], p[f"{key}_sd"] = common.mean_sd([r[key] for r in runs])
         p[f"{key}_runs"] = [r[key] for r in runs]
     leakiest = max(runs, key=lambda r: r["membership_auroc"])
     p["membership_auroc"] = leakiest["membership_auroc"]

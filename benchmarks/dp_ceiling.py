@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import statistics
-import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,31 +40,22 @@ def noiseless(release: Callable[..., Any]) -> Callable[..., Any]:
 def run_point(dataset: str, seed: int, data_root: str | None) -> dict[str, Any]:
     # heavy: torch, only when this part runs
     from ffsecure import dp_embedding
-    from ffsecure.simulate import SimulationConfig, run_simulation
 
     exact = dp_embedding.release
     dp_embedding.release = noiseless(exact)  # this worker process only (common.run_pool)
     try:
-        with tempfile.TemporaryDirectory(prefix="ffbench-dpceil-") as tmp:
-            cfg = SimulationConfig(
-                dataset=dataset,
-                epochs=10,
-                seed=seed,
-                threads=1,
-                device="cpu",
-                out=tmp,
-                plots=False,
-                fidelity=False,
-                baselines=True,
-                dp_epsilon=8.0,  # any: the noise it sets is not added
-                dp_delta=1e-5,
-                dp_reproducible=True,
-                dp_mechanism="mean-embedding",
-                data_root=data_root,
-            )
-            t0 = time.perf_counter()
-            res = run_simulation(cfg)
-            wall = time.perf_counter() - t0
+        res, wall = common.simulate_timed(
+            "ffbench-dpceil-",
+            dataset=dataset,
+            epochs=10,
+            seed=seed,
+            baselines=True,
+            dp_epsilon=8.0,  # any: the noise it sets is not added
+            dp_delta=1e-5,
+            dp_reproducible=True,
+            dp_mechanism="mean-embedding",
+            data_root=data_root,
+        )
     finally:
         dp_embedding.release = exact
     ff, central = res["federatedfactory"], res["centralized"]
@@ -90,9 +78,8 @@ def summarise(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
         runs = [p for p in points if p["dataset"] == dataset]
         row: dict[str, Any] = {"dataset": dataset, "seeds": len(runs)}
         for key in ("accuracy_ratio", "auroc_ratio"):
-            vals = [r[key] for r in runs]
-            row[key] = round(statistics.mean(vals), 3)
-            row[key + "_sd"] = round(statistics.stdev(vals), 3) if len(vals) > 1 else None
+            mean, sd = common.mean_sd([r[key] for r in runs])
+            row[key], row[key + "_sd"] = round(mean, 3), None if sd is None else round(sd, 3)
         out.append(row)
     return out
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,28 +28,17 @@ DELTA = 1e-5
 
 def run_point(cps: int, mechanism: str | None, eps: float | None, seed: int) -> dict[str, Any]:
     """One simulate run; ``mechanism None`` is the no-DP run that also trains the baselines."""
-    # heavy: torch, only when this part runs
-    from ffsecure.simulate import SimulationConfig, run_simulation
-
-    with tempfile.TemporaryDirectory(prefix="ffbench-dpsize-") as tmp:
-        cfg = SimulationConfig(
-            dataset="digits",
-            classes_per_site=cps,
-            epochs=20 if mechanism == "dp-sgd" else 10,
-            seed=seed,
-            threads=1,
-            device="cpu",
-            out=tmp,
-            plots=False,
-            fidelity=False,
-            baselines=mechanism is None,
-            dp_epsilon=None if mechanism is None else eps,
-            dp_delta=None if mechanism is None else DELTA,
-            dp_mechanism=mechanism or "auto",
-        )
-        t0 = time.perf_counter()
-        res = run_simulation(cfg)
-        wall = time.perf_counter() - t0
+    res, wall = common.simulate_timed(
+        "ffbench-dpsize-",
+        dataset="digits",
+        classes_per_site=cps,
+        epochs=20 if mechanism == "dp-sgd" else 10,
+        seed=seed,
+        baselines=mechanism is None,
+        dp_epsilon=None if mechanism is None else eps,
+        dp_delta=None if mechanism is None else DELTA,
+        dp_mechanism=mechanism or "auto",
+    )
     point: dict[str, Any] = {
         "classes_per_site": cps,
         "mechanism": mechanism or "none",
@@ -92,6 +79,7 @@ def summarise(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (cps, mech, eps), runs in sorted(rows.items()):
         acc = [r["accuracy"] / central[cps, r["seed"]]["centralized_accuracy"] for r in runs]
         auc = [r["auroc"] / central[cps, r["seed"]]["centralized_auroc"] for r in runs]
+        acc_mean, acc_sd = common.mean_sd(acc)
         out.append(
             {
                 "classes_per_site": cps,
@@ -99,9 +87,9 @@ def summarise(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "mechanism": mech,
                 "epsilon": eps,
                 "seeds": len(runs),
-                "accuracy_ratio": round(statistics.mean(acc), 3),
-                "accuracy_ratio_sd": round(statistics.stdev(acc), 3) if len(acc) > 1 else None,
-                "auroc_ratio": round(statistics.mean(auc), 3),
+                "accuracy_ratio": round(acc_mean, 3),
+                "accuracy_ratio_sd": None if acc_sd is None else round(acc_sd, 3),
+                "auroc_ratio": round(common.mean_sd(auc)[0], 3),
                 "generator_s_max": max(r["generator_s_max"] for r in runs),
             }
         )
