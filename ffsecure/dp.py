@@ -33,7 +33,7 @@ import concurrent.futures
 import functools
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -46,6 +46,15 @@ MECHANISMS = ("mean-embedding", "dp-sgd")
 MECHANISM_CHOICES = ("auto", *MECHANISMS)
 #: Families whose modules the mean-embedding fit can train (the cvae decoder).
 MEAN_EMBEDDING_FAMILIES = ("cvae",)
+
+
+def record_mechanism(record: Mapping[str, Any]) -> Any:
+    """The mechanism a module's DP record names; records written before the key are DP-SGD.
+
+    The value is returned as it stands (a verifier checks it against :data:`MECHANISMS`).
+    """
+    return record.get("mechanism", "dp-sgd")
+
 
 #: Most DP-SGD steps a plan may take and a claim may state (honest runs: a few thousand).
 MAX_STEPS = 100_000
@@ -543,7 +552,7 @@ class DPClaim:
             sample_rate=_claim_number(record, "sample_rate"),
             steps=_claim_steps(record),
             accountant=record.get("accountant", "prv"),
-            mechanism=record.get("mechanism", "dp-sgd"),
+            mechanism=record_mechanism(record),
         )
         if claim.accountant not in ACCOUNTANTS:
             raise DPClaimError(f"the DP record names the unknown accountant {claim.accountant!r}")

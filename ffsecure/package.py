@@ -577,14 +577,14 @@ def check_policy(manifest: ModuleManifest, federation: FederationManifest) -> No
             raise DPPolicyError(f"delta {dp['delta']} is outside (0, {policy['delta']}]")
     if manifest.dp is not None:
         try:  # the site's rule (resolve_mechanism), on the signed family and DP record
-            dpmod.check_family(manifest.dp.get("mechanism", "dp-sgd"), manifest.generator["family"])
+            dpmod.check_family(dpmod.record_mechanism(manifest.dp), manifest.generator["family"])
         except DPError as exc:
             raise dpmod.DPClaimError(
                 f"the module's DP record does not fit its generator: {exc.message}"
             ) from None
     pinned = policy.get("mechanism", "auto")
     if pinned != "auto" and manifest.dp is not None:
-        ran = manifest.dp.get("mechanism", "dp-sgd")
+        ran = dpmod.record_mechanism(manifest.dp)
         if ran != pinned:
             raise DPPolicyError(
                 f"the module's DP mechanism is {ran!r}; the federation pins {pinned!r}",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from ffsecure.clitools import echo_json
-from ffsecure.dp import DPBudgetError
+from ffsecure.dp import DPBudgetError, record_mechanism
 from site_node import trust as trustlib
 from site_node.commands._common import config_option, json_option, start, training_progress
 from site_node.exitcodes import EXIT_REFUSED
@@ -45,6 +45,7 @@ def train(ctx, config_path, no_progress, as_json):
         "final_loss": record.train["final_loss"],
         "epsilon": dp["epsilon"] if dp else None,
         "delta": dp["delta"] if dp else None,
+        "dp_mechanism": record_mechanism(dp) if dp else None,
         "package": str(state.package_path(record.module_id)),
         "package_bytes": record.train["package_bytes"],
         "status": record.status,
@@ -53,7 +54,11 @@ def train(ctx, config_path, no_progress, as_json):
     if as_json:
         echo_json(info)
     else:
-        eps = f", epsilon {dp['epsilon']:.3f} (delta {dp['delta']:.2e})" if dp else ", no DP"
+        eps = (
+            f", epsilon {dp['epsilon']:.3f} (delta {dp['delta']:.2e}, {info['dp_mechanism']})"
+            if dp
+            else ", no DP"
+        )
         click.echo(
             f"trained module {record.module_id} on {record.n_train} images of classes "
             f"{record.classes}: final loss {record.train['final_loss']:.4f}{eps}"
