@@ -9,6 +9,7 @@ import click
 from ffsecure.commands.simulate import _shape
 from ffsecure.demo.runner import Demo, DemoConfig
 from ffsecure.demo.summary import closing_lines, closing_tables
+from ffsecure.dp import MECHANISM_CHOICES
 
 
 @click.command()
@@ -78,7 +79,16 @@ from ffsecure.demo.summary import closing_lines, closing_tables
     type=float,
     default=None,
     help="Federation DP policy: sites train under DP to this epsilon (delta 1e-5), with the "
-    "mechanism the auto rule picks for the family and epsilon (docs/privacy.md).",
+    "mechanism --dp-mechanism names (docs/privacy.md).",
+)
+@click.option(
+    "--dp-mechanism",
+    type=click.Choice(list(MECHANISM_CHOICES)),
+    default="auto",
+    show_default=True,
+    help="With --dp-epsilon: pin the DP mechanism in the manifest's dp_policy (every site "
+    "must run it); auto lets each site pick by the rule of docs/privacy.md. DP-SGD trains "
+    "for the family's own schedule unless --epochs is given.",
 )
 @click.option(
     "--samples-per-class",
@@ -151,6 +161,7 @@ def demo(ctx: click.Context, as_json: bool, no_baselines: bool, **opts) -> None:
         generator_size=opts["generator_size"],
         epochs=opts["epochs"],
         dp_epsilon=opts["dp_epsilon"],
+        dp_mechanism=opts["dp_mechanism"],
         samples_per_class=opts["samples_per_class"],
         classifier_epochs=opts["classifier_epochs"],
         classifier_width=opts["classifier_width"],

@@ -96,8 +96,10 @@ def federation_toml(
     public_keys: str,
     dp_epsilon: float | None = None,
     dp_delta: float = 1e-5,
+    dp_mechanism: str = "auto",
 ) -> str:
-    """The CA operator's federation.toml (docs/pki.md) for the demo."""
+    """The CA operator's federation.toml (docs/pki.md) for the demo; a mechanism other than
+    ``auto`` is pinned in ``dp_policy`` (every site must run it)."""
     lines = [
         "# written by `ffsecure demo`; see docs/pki.md",
         f"federation_id = {_toml_str(federation_id)}",
@@ -118,6 +120,8 @@ def federation_toml(
             f"max_epsilon = {float(dp_epsilon)!r}",
             f"delta = {float(dp_delta)!r}",
         ]
+        if dp_mechanism != "auto":
+            lines.append(f"mechanism = {_toml_str(dp_mechanism)}")
     lines += [
         "",
         "[aggregator]",

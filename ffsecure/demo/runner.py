@@ -34,7 +34,9 @@ from ffsecure.demo import layout
 from ffsecure.demo.pictures import accuracy_chart
 from ffsecure.demo.procs import DemoError, Supervisor, parallel, sigterm_as_interrupt
 from ffsecure.demo.summary import build_summary
+from ffsecure.dp import resolve_mechanism
 from ffsecure.errors import ConfigError
+from ffsecure.generators import default_train_settings
 from ffsecure.partition import Partition
 from ffsecure.torchutil import torch_threads
 
@@ -61,6 +63,7 @@ class DemoConfig:
     generator_size: str = "default"
     epochs: int | None = None
     dp_epsilon: float | None = None
+    dp_mechanism: str = "auto"  # pinned in the manifest's dp_policy unless auto
     samples_per_class: int | None = None
     classifier_epochs: int = 5
     classifier_width: int = 16
@@ -107,6 +110,18 @@ def resolve(cfg: DemoConfig) -> DemoConfig:
         # digits: 10 sites x 2 classes puts every class at two sites;
         # pneumoniamnist: 2 sites per class.
         c.classes_per_site = 2 if digits and c.partition == "pathological" else 1
+    if c.dp_mechanism != "auto" and c.dp_epsilon is None:
+        raise ConfigError(
+            f"--dp-mechanism {c.dp_mechanism} needs --dp-epsilon",
+            hint="add --dp-epsilon 8 (or leave --dp-mechanism at auto)",
+        )
+    if c.dp_epsilon is not None:
+        # E_DP for a mechanism the family cannot run (mean-embedding with ddpm), before any file
+        ran = resolve_mechanism(c.dp_mechanism, c.generator, 0, c.dp_epsilon)
+        if c.epochs is None and ran == "dp-sgd":
+            # DP-SGD at the family's own schedule, the one its DP figures were measured at
+            # (docs/privacy.md), not the demo's short non-DP fit
+            c.epochs = default_train_settings(c.generator, c.generator_size, seed=0).epochs
     if c.epochs is None:
         c.epochs = 30 if digits else 6
     if c.samples_per_class is None:
@@ -357,6 +372,7 @@ class Demo:
                 endpoint=self.endpoint,
                 public_keys="public-keys.json",
                 dp_epsilon=c.dp_epsilon,
+                dp_mechanism=c.dp_mechanism,
             )
         )
         self.federation = self.ca_dir / "federation.json"
@@ -509,6 +525,7 @@ class Demo:
             bytes_sent=_bytes_sent(rec),
             ledger_index=rec.get("index", rec.get("ledger_index")),
             epsilon=trained.get("epsilon"),
+            dp_mechanism=trained.get("dp_mechanism"),
         )
         self.ui.tick("sites", s.site_id)
 

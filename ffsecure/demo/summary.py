@@ -76,6 +76,7 @@ def build_summary(
             "verdict": audit.get("verdict"),
             "exit_status": audit.get("exit_status"),
             "findings": audit.get("findings"),
+            "checks": audit.get("checks"),
             "trusted_checkpoints": audit.get("trusted_checkpoints"),
         },
         "phase_seconds": dict(phases),
@@ -118,11 +119,13 @@ def closing_tables(summary: dict) -> list:
             t.add_row(m, _acc(summary, "before", m), _acc(summary, "after", m))
 
     s = Table(title="sites (accuracy on each site's own test images; ✗ = forgotten)")
+    with_dp = any(f.get("epsilon") is not None for f in summary["sites"].values())
     for col in (
         "site",
         "classes",
         "images",
         "module",
+        *(("DP epsilon, mechanism",) if with_dp else ()),
         "sent",
         "train s",
         "acc before",
@@ -140,11 +143,16 @@ def closing_tables(summary: dict) -> list:
             mod += " ✗"
         b = (ev.get("before") or {}).get(sid, {}).get("accuracy")
         a = (ev.get("after") or {}).get(sid, {}).get("accuracy")
+        eps = f.get("epsilon")
+        dp_cell = (
+            ("-" if eps is None else f"{eps:.3g}, {f.get('dp_mechanism')}",) if with_dp else ()
+        )
         s.add_row(
             sid,
             cls,
             str(f.get("n_train")),
             mod,
+            *dp_cell,
             _size(f.get("bytes_sent")),
             f"{f.get('train_s', 0):.1f}",
             "n/a" if b is None else f"{b:.4f}",
@@ -188,6 +196,9 @@ def closing_lines(summary: dict) -> list[str]:
         f"audit verdict: {'OK' if audit['ok'] else 'FAILED'}"
         + (f" ({len(audit['findings'])} findings)" if audit.get("findings") else ""),
     ]
+    dp_check = next((c for c in audit.get("checks") or [] if c["name"] == "dp-claims"), None)
+    if dp_check is not None and dp_check["status"] != "skipped":
+        lines.append(f"audit dp-claims: {dp_check['status']} ({dp_check['detail']})")
     for key, label in (
         ("summary", "summary"),
         ("report", "audit report"),

@@ -9,6 +9,7 @@ and the process table (nothing may be left running).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -254,6 +255,111 @@ def test_demo_refuses_bad_options_before_writing_anything(tmp_path):
     assert not work.exists()
 
 
+@pytest.mark.parametrize(
+    ("options", "code", "words"),
+    [
+        (["--dp-mechanism", "dp-sgd"], "E_CONFIG", "needs --dp-epsilon"),
+        (
+            ["--generator", "ddpm", "--dp-epsilon", "8", "--dp-mechanism", "mean-embedding"],
+            "E_DP",
+            "cannot train a ddpm module",
+        ),
+    ],
+)
+def test_demo_refuses_a_dp_mechanism_it_cannot_run_before_writing_anything(
+    tmp_path, options, code, words
+):
+    work = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ffsecure", "demo", "--workdir", str(work), *SMALL, *options],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1
+    assert f"error[{code}]" in proc.stderr and words in proc.stderr and "hint:" in proc.stderr
+    assert not work.exists()
+
+
+def test_resolve_gives_a_pinned_dp_sgd_the_family_s_own_schedule():
+    """DP-SGD's figures were measured at the family's schedule, not the demo's short fit."""
+    from ffsecure.demo.runner import DemoConfig, resolve
+    from ffsecure.generators import default_train_settings
+
+    preset = default_train_settings("cvae", "default", seed=0).epochs
+    assert preset != 6
+    pinned = resolve(DemoConfig(dataset="pneumoniamnist", dp_epsilon=8.0, dp_mechanism="dp-sgd"))
+    assert pinned.epochs == preset
+    # auto is the release for the cvae (no epochs in its privacy cost): the demo's 6 epochs
+    assert resolve(DemoConfig(dataset="pneumoniamnist", dp_epsilon=8.0)).epochs == 6
+    flow = resolve(DemoConfig(dataset="pneumoniamnist", generator="flow", dp_epsilon=8.0))
+    assert flow.epochs == default_train_settings("flow", "default", seed=0).epochs
+    given = DemoConfig(dataset="pneumoniamnist", dp_epsilon=8.0, dp_mechanism="dp-sgd", epochs=3)
+    assert resolve(given).epochs == 3
+    assert resolve(DemoConfig(dataset="pneumoniamnist")).epochs == 6
+
+
+@pytest.mark.slow
+def test_demo_runs_a_federation_that_pins_dp_sgd(tmp_path):
+    """`--dp-epsilon 8 --dp-mechanism dp-sgd`: the CA signs the pinned mechanism, every site
+    trains with DP-SGD (not the cvae's auto release), and the audit re-accounts every claim."""
+    from ffsecure.demo.summary import closing_lines, closing_tables
+
+    work = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ffsecure",
+            "demo",
+            "--workdir",
+            str(work),
+            *SMALL,
+            "--no-baselines",
+            "--dp-epsilon",
+            "8",
+            "--dp-mechanism",
+            "dp-sgd",
+            "--json",
+        ],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    summary = json.loads(proc.stdout)
+    signed = json.loads((work / "audit-bundle" / "federation.json").read_text())
+    assert signed["signed"]["dp_policy"] == {
+        "required": True,
+        "max_epsilon": 8.0,
+        "delta": 1e-5,
+        "mechanism": "dp-sgd",
+    }
+    assert len(summary["sites"]) == 4
+    for sid, facts in summary["sites"].items():
+        assert facts["dp_mechanism"] == "dp-sgd", sid
+        assert 0 < facts["epsilon"] <= 8.0
+        record = json.loads(
+            (
+                work / "sites" / sid / "state" / "modules" / facts["module_id"] / "module.json"
+            ).read_text()
+        )
+        assert record["train"]["dp"]["mechanism"] == "dp-sgd"
+    assert summary["audit"]["ok"] is True and summary["audit"]["findings"] == []
+    checks = {c["name"]: c for c in summary["audit"]["checks"]}
+    assert checks["dp-claims"]["status"] == "ok"
+    assert checks["dp-claims"]["detail"] == "4 of 4 DP claims re-accounted"
+    lines = closing_lines(summary)
+    assert "audit dp-claims: ok (4 of 4 DP claims re-accounted)" in lines
+    table = closing_tables(summary)[1]
+    assert table.columns[4].header == "DP epsilon, mechanism"
+    assert all(cell.endswith(", dp-sgd") for cell in table.columns[4]._cells)
+
+
 def test_ctrl_c_stops_every_child(tmp_path):
     """SIGINT while `aggregator serve` and site processes run: the demo stops them all and exits."""
     work = tmp_path / "out"
@@ -293,7 +399,9 @@ def test_ctrl_c_stops_every_child(tmp_path):
 def test_site_and_federation_files_parse_with_the_roles_own_loaders(tmp_path):
     """The demo's federation.toml / site.toml / [evaluation] are read by the real loaders."""
     from ffsecure.demo import layout
+    from ffsecure.federation import manifest_from_toml, write_public_keys
     from site_node.config import load_config
+    from tests.unit.test_federation import aggregator_keys
 
     shares = layout.split_test(np.array([0] * 10 + [1] * 7 + [2] * 4), 3, seed=0)
     assert sorted(np.concatenate(shares).tolist()) == list(range(21))
@@ -328,6 +436,31 @@ def test_site_and_federation_files_parse_with_the_roles_own_loaders(tmp_path):
         )
     )
     assert fed["dp_policy"] == {"required": True, "max_epsilon": 4.0, "delta": 1e-5}
+    # --dp-mechanism pins the mechanism in the policy the CA signs; auto writes no key, so a
+    # manifest without the option keeps its bytes
+    (tmp_path / "federation.toml").write_text(
+        layout.federation_toml(
+            federation_id="demo",
+            label_space=["a", "b"],
+            image_shape=(1, 16, 16),
+            generator="cvae",
+            generator_size="tiny",
+            endpoint="127.0.0.1:9",
+            public_keys="public-keys.json",
+            dp_epsilon=4.0,
+            dp_mechanism="dp-sgd",
+        )
+    )
+    agg = aggregator_keys()
+    write_public_keys(
+        tmp_path / "public-keys.json",
+        hpke_public_key=base64.b64decode(agg["hpke_public_key"]),
+        hpke_suite="x25519",
+        log_public_key=agg["log_public_key"],
+        log_origin=agg["log_origin"],
+    )
+    pinned = manifest_from_toml(tmp_path / "federation.toml")
+    assert pinned.dp_policy["mechanism"] == "dp-sgd" and pinned.dp_policy["max_epsilon"] == 4.0
     assert fed["aggregator"]["endpoint"] == "127.0.0.1:9" and fed["image_shape"] == [1, 16, 16]
     ev = tomllib.loads(layout.evaluation_toml("digits", root=None, seed=3))
     assert ev == {"evaluation": {"data": "digits", "seed": 3}}
