@@ -537,12 +537,14 @@ _STORE = _section(
         ),
         (
             "E_LINEAGE_DELETED",
-            "a module was deleted while an artifact was being made from it",
+            "a module was deleted while an artifact was being made from it, or before its "
+            "classifier could be published",
             _ERR + "StoreError",
         ),
         (
             "E_LINEAGE_FORMAT",
-            "an entry has no readable lineage (neither facts.modules nor facts.lineage)",
+            "an entry has no readable lineage (neither facts.modules nor facts.lineage), an "
+            "empty one, or a recipe naming other modules",
             (_LIN + "LineageError", _LIN + "LineageFormatError"),
         ),
         (
@@ -972,10 +974,16 @@ _AUDIT_FINDINGS = _section(
         ),
         ("E_AUDIT_LINEAGE_UNKNOWN", "a classifier names a dataset no earlier entry made", _FINDING),
         ("E_AUDIT_LINEAGE_RETIRED", "a classifier was trained on a retired dataset", _FINDING),
-        ("E_AUDIT_LINEAGE_MISMATCH", "a classifier lists other modules than its dataset", _FINDING),
+        (
+            "E_AUDIT_LINEAGE_MISMATCH",
+            "a classifier lists other modules than its dataset, or a dataset's recipe is of "
+            "other bytes",
+            _FINDING,
+        ),
         (
             "E_AUDIT_LINEAGE_FORMAT",
-            "an artifact has no readable module lineage",
+            "an artifact has no readable module lineage, an empty one, or a recipe sampling "
+            "other modules",
             _FINDING,
         ),
         (
@@ -995,15 +1003,21 @@ _AUDIT_FINDINGS = _section(
         ),
         (
             "E_AUDIT_LINEAGE_DELETED",
-            "an artifact was made from a module after its deletion",
+            "an artifact was made from a module after its deletion, or a classifier published "
+            "after it",
             _FINDING,
         ),
         (
             "E_AUDIT_LINEAGE_HASH",
-            "an artifact names a module with other weights than registered",
+            "an artifact names a module with other weights than registered, or without them",
             _FINDING,
         ),
-        ("E_AUDIT_LIVE_DELETED", "a live artifact's lineage holds a deleted module", _FINDING),
+        (
+            "E_AUDIT_LIVE_DELETED",
+            "a live artifact's lineage holds a deleted module, or its bytes are an artifact's "
+            "that did",
+            _FINDING,
+        ),
     ],
     kind=FINDING,
 )

@@ -85,6 +85,7 @@ class ArtifactState:
     time: str
     facts: dict
     modules: list[dict]  # [{"module_id", "weights_sha256"}]
+    sha256: str = ""  # the artifact's bytes (facts.sha256)
     retired_index: int | None = None
     retired_reason: str | None = None
     published_index: int | None = None
@@ -272,6 +273,16 @@ def _dataset_synthesized(st: LedgerReplay, at: _At, entry: DatasetSynthesized) -
     if aid in st.datasets:
         return _made(st, at, "dataset", aid, entry, None)
     mods = _resolved(st, at, f"dataset {aid}", entry.facts)
+    recipe = entry.facts.get("recipe")
+    recipe_sha = recipe.get("dataset_sha256") if isinstance(recipe, dict) else None
+    if recipe_sha is not None and recipe_sha != entry.sha256:
+        # regeneration is checked against the recipe's hash: two hashes, two datasets
+        at.add(
+            "lineage",
+            "E_AUDIT_LINEAGE_MISMATCH",
+            f"dataset {aid}'s recipe is of dataset {str(recipe_sha)[:12]}…, not of the dataset "
+            f"the entry names ({entry.sha256[:12]}…)",
+        )
     return _made(st, at, "dataset", aid, entry, [] if mods is None else mods)
 
 
@@ -333,7 +344,7 @@ def _made(
         mods = []
     for ref in mods:
         _check_lineage_module(st, at, f"{kind} {aid}", ref)
-    table[aid] = ArtifactState(kind, aid, at.index, entry.time, entry.facts, mods)
+    table[aid] = ArtifactState(kind, aid, at.index, entry.time, entry.facts, mods, entry.sha256)
     return f"{kind} {aid}"
 
 
@@ -357,7 +368,15 @@ def _check_lineage_module(st: LedgerReplay, at: _At, what: str, ref: dict) -> No
             module_id=module.module_id,
         )
     registered = module.facts.get("weights_sha256")
-    if ref.get("weights_sha256") and ref["weights_sha256"] != registered:
+    if ref.get("weights_sha256") is None:
+        # every aggregator has named them: without, the entry does not say which weights
+        at.add(
+            "lineage",
+            "E_AUDIT_LINEAGE_HASH",
+            f"{what} names module {module.module_id} without the weights it was made from",
+            module_id=module.module_id,
+        )
+    elif ref["weights_sha256"] != registered:
         at.add(
             "lineage",
             "E_AUDIT_LINEAGE_HASH",
@@ -372,7 +391,26 @@ def _classifier_published(st: LedgerReplay, at: _At, entry: ClassifierPublished)
     classifier = _live_classifier(st, cid, "published", at)
     if classifier is not None:
         classifier.published_index = at.index
+        for module in _deleted_in(st, classifier):
+            at.add(
+                "lineage",
+                "E_AUDIT_LINEAGE_DELETED",
+                f"classifier {cid} is published after module {module.module_id} of its "
+                f"lineage was deleted (entry {module.deleted_index}): sites were served a "
+                "model made from a deleted module",
+                module_id=module.module_id,
+            )
     return f"classifier {cid} published"
+
+
+def _deleted_in(st: LedgerReplay, artifact: ArtifactState) -> list[ModuleState]:
+    """The modules of ``artifact``'s lineage deleted so far in the replay."""
+    out = []
+    for ref in artifact.modules:
+        module = st.modules.get(ref["module_id"])
+        if module is not None and module.deleted_index is not None:
+            out.append(module)
+    return out
 
 
 def _classifier_evaluated(st: LedgerReplay, at: _At, entry: ClassifierEvaluated) -> str:
@@ -531,21 +569,39 @@ def _check_requests_honoured(st: LedgerReplay, findings: Findings) -> None:
 
 
 def _check_live_lineage(st: LedgerReplay, findings: Findings) -> None:
-    """No live dataset or classifier holds a deleted module in its lineage."""
+    """No live dataset or classifier holds a deleted module in its lineage, or carries the
+    very bytes of one that did (a retired model re-logged under a new id and a clean
+    lineage)."""
     for table in (st.datasets, st.classifiers):
+        # the bytes of every artifact made from a module deleted since: they must stay dead
+        tainted: dict[str, tuple[ArtifactState, ModuleState]] = {}
+        for artifact in table.values():
+            for module in _deleted_in(st, artifact):
+                tainted.setdefault(artifact.sha256, (artifact, module))
         for artifact in table.values():
             if not artifact.live:
                 continue
-            for ref in artifact.modules:
-                module = st.modules.get(ref["module_id"])
-                if module is None or module.deleted_index is None:
-                    continue
+            for module in _deleted_in(st, artifact):
                 findings.add(
                     "lineage",
                     "E_AUDIT_LIVE_DELETED",
                     f"{artifact.kind} {artifact.artifact_id} is live (never retired) but its "
                     f"lineage holds module {module.module_id}, deleted at entry "
                     f"{module.deleted_index}",
+                    entry=artifact.index,
+                    entry_type=CREATED_BY[artifact.kind].value,
+                    module_id=module.module_id,
+                )
+            same = tainted.get(artifact.sha256)
+            if same is not None and same[0] is not artifact:
+                source, module = same
+                findings.add(
+                    "lineage",
+                    "E_AUDIT_LIVE_DELETED",
+                    f"{artifact.kind} {artifact.artifact_id} is live and its bytes "
+                    f"({artifact.sha256[:12]}…) are those of {artifact.kind} "
+                    f"{source.artifact_id} (entry {source.index}), whose lineage holds module "
+                    f"{module.module_id}, deleted at entry {module.deleted_index}",
                     entry=artifact.index,
                     entry_type=CREATED_BY[artifact.kind].value,
                     module_id=module.module_id,

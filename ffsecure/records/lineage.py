@@ -272,10 +272,28 @@ def _inline(facts: Mapping[str, Any]) -> Lineage:
     refs = read_lineage(facts.get("modules"))
     if refs is None:
         raise LineageFormatError("no readable module lineage (facts.modules or facts.lineage)")
+    if not refs:
+        # every synthesis has at least one module (E_NO_MODULES); an empty list hides the source
+        raise LineageFormatError("the module lineage (facts.modules) names no module")
     recipe = facts.get("recipe")
     modules = recipe.get("modules") if isinstance(recipe, dict) else None
-    recipe_modules = tuple(modules) if isinstance(modules, list) else None
-    return Lineage(refs, recipe_modules)
+    if modules is None:
+        return Lineage(refs, None)
+    # what regeneration samples from must be what the lineage names, module for module
+    if not isinstance(modules, list):
+        raise LineageFormatError("facts.recipe.modules is not a list")
+    for i, item in enumerate(modules):
+        problem = _module_problem(item)
+        if problem is not None:
+            raise LineageFormatError(f"facts.recipe.modules[{i}] {problem}")
+    named = sorted((r.module_id, r.weights_sha256 or "") for r in refs)
+    sampled = sorted((m["module_id"], m["weights_sha256"]) for m in modules)
+    if named != sampled:
+        raise LineageFormatError(
+            "facts.recipe.modules (what the dataset is sampled from) are not the modules "
+            "facts.modules names"
+        )
+    return Lineage(refs, tuple(modules))
 
 
 def resolve_lineage(facts: Mapping[str, Any], documents: Mapping[str, bytes]) -> Lineage:

@@ -14,7 +14,7 @@ from aggregator.evaluation import EvalSet, load_evaluation
 from aggregator.operations import Operations, recipe_from_facts
 from aggregator.store import open_home_store
 from ffsecure.classifier import TrainConfig
-from ffsecure.errors import FFSecureError
+from ffsecure.errors import FFSecureError, StoreError
 from ffsecure.ledger import ENTRY_TYPES, validate_entry
 from tests.federation_fixture import build_federation
 from tests.ops_fixture import _digits, from_scratch, register_poisoned, register_trained
@@ -262,6 +262,12 @@ def test_no_retrain_then_retrain_later_and_interrupted_deletion(env):
     # module.
     store.delete_module(ids["north"], actor="aggregator", reason="crash test")
     assert ids["north"] in _live_lineage(store)
+    # until the retirements run, the classifier made from the deleted module is never served
+    size = store.size()
+    with pytest.raises(StoreError) as info:
+        ops.publish()
+    assert info.value.code == "E_LINEAGE_DELETED" and ids["north"] in info.value.message
+    assert store.size() == size and ops.current_classifier() is None
     out = ops.retrain()
     assert ids["north"] not in _live_lineage(store)
     assert [c.classifier_id for c in out.classifiers] and out.classifiers[0].modules == [

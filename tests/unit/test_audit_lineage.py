@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from ffsecure.audit.findings import Findings
 from ffsecure.audit.lineage import replay
 from ffsecure.records.entries import make_entry
@@ -19,14 +21,18 @@ def reg(mid, w, site="s1"):
     )
 
 
-def ds(did, mods):
-    return make_entry(
-        "dataset.synthesized", "operator:o", {"dataset_id": did, "sha256": H, "modules": mods}
-    )
+def blob_sha(artifact_id):
+    """Distinct bytes per artifact, as real datasets and classifiers have."""
+    return hashlib.sha256(artifact_id.encode()).hexdigest()
 
 
-def clf(cid, did, mods=None):
-    facts = {"classifier_id": cid, "dataset_id": did, "sha256": H}
+def ds(did, mods, sha=None):
+    facts = {"dataset_id": did, "sha256": sha or blob_sha(did), "modules": mods}
+    return make_entry("dataset.synthesized", "operator:o", facts)
+
+
+def clf(cid, did, mods=None, sha=None):
+    facts = {"classifier_id": cid, "dataset_id": did, "sha256": sha or blob_sha(cid)}
     if mods is not None:
         facts["modules"] = mods
     return make_entry("classifier.trained", "operator:o", facts)
