@@ -564,17 +564,22 @@ def check_policy(manifest: ModuleManifest, federation: FederationManifest) -> No
             f"{federation.num_classes} (the label space)"
         )
     policy = federation.dp_policy
-    if policy["required"]:
-        dp = manifest.dp
-        if dp is None:
-            raise DPPolicyError(
-                "the federation requires DP training; the module has no DP claim",
-                hint="train with --dp under the federation's epsilon",
-            )
-        if not 0 < dp["epsilon"] <= policy["max_epsilon"]:
-            raise DPPolicyError(f"epsilon {dp['epsilon']} is outside (0, {policy['max_epsilon']}]")
-        if not 0 < dp["delta"] <= policy["delta"]:
-            raise DPPolicyError(f"delta {dp['delta']} is outside (0, {policy['delta']}]")
+    dp = manifest.dp
+    if policy["required"] and dp is None:
+        raise DPPolicyError(
+            "the federation requires DP training; the module has no DP claim",
+            hint="train with --dp under the federation's epsilon",
+        )
+    if dp is not None:
+        # the signed bounds hold for every DP claim, required or not: an honest site refuses
+        # a target above them (site_node.training), so a claim above them is not one
+        for key, bound in (("epsilon", policy["max_epsilon"]), ("delta", policy["delta"])):
+            value = dp.get(key)
+            if bound is not None and not (is_number(value) and 0 < value <= bound):
+                raise DPPolicyError(
+                    f"{key} {value!r} is outside (0, {bound}], the federation's dp_policy",
+                    hint=f"train to at most the federation's {key} {bound}",
+                )
     if manifest.dp is not None:
         try:  # the site's rule (resolve_mechanism), on the signed family and DP record
             dpmod.check_family(dpmod.record_mechanism(manifest.dp), manifest.generator["family"])

@@ -168,3 +168,82 @@ def test_a_site_whose_modules_together_exceed_the_budget_is_a_finding(tmp_path):
     (f,) = out["findings"]
     assert (f["module_id"], f["check"]) == (mary[2], "dp-claims")
     assert "st-mary" in f["message"] and "5.8" in f["message"]
+
+
+#: A signed policy that does not require DP but bounds what a DP claim may state.
+BOUNDED = {"required": False, "max_epsilon": 1.0, "delta": 1e-5}
+#: DP-SGD parameters a malicious site runs: an exact claim, far outside BOUNDED.
+LOOSE = {
+    "delta": 1e-3,
+    "accountant": "prv",
+    "noise_multiplier": 0.3,
+    "sample_rate": 0.5,
+    "steps": 100,
+}
+
+
+def _loose_claim() -> dict:
+    from ffsecure import dp
+
+    return {"epsilon": dp.compute_epsilon(**LOOSE), **LOOSE}
+
+
+def test_a_claim_above_the_bounds_of_a_not_required_policy_fails_the_audit(tmp_path):
+    """required = false leaves DP to the site, but the bounds the CA signed still bind any DP
+    claim (an honest site refuses a target above them): above them is a finding."""
+    claim = _loose_claim()
+    assert claim["epsilon"] > 100
+    lab = AuditLab(tmp_path)
+    try:
+        bounded = dataclasses.replace(lab.fed.manifest, dp_policy=dict(BOUNDED))
+        lab.fed.home.federation.write_bytes(create_signed_manifest(bounded, lab.fed.ca))
+        within = {"epsilon": 0.0, **LOOSE, "delta": 1e-5, "noise_multiplier": 40.0, "steps": 10}
+        within["epsilon"] = _epsilon(within)
+        assert within["epsilon"] <= 1.0
+        lab.register("st-john", (1,), seed=2, dp=within)
+        lab.register("st-john", (0,), seed=3, dp=None)  # DP is not required
+        over = lab.register("st-mary", (0,), seed=1, dp=claim)
+        bundle = lab.export("bounded")
+        (tmp_path / "ca.pem").write_bytes(lab.fed.ca_pem)
+    finally:
+        lab.close()
+    code, out = invoke(bundle, "--ca", tmp_path / "ca.pem")
+    assert code == 3 and _codes(out) == ["E_AUDIT_MODULE_POLICY"]
+    (f,) = out["findings"]
+    assert f["module_id"] == over and "epsilon" in f["message"] and "(0, 1.0]" in f["message"]
+
+
+def _epsilon(claim: dict) -> float:
+    from ffsecure import dp
+
+    return dp.compute_epsilon(**{k: v for k, v in claim.items() if k != "epsilon"})
+
+
+def test_the_aggregator_refuses_a_claim_above_the_bounds_of_a_not_required_policy(tmp_path):
+    from aggregator.store import open_home_store
+    from ffsecure.errors import FFSecureError
+    from tests.federation_fixture import build_federation
+    from tests.ops_fixture import peer, registrar
+    from tests.security import forge
+
+    fed = build_federation(tmp_path / "fed")
+    forge.require_dp(fed, BOUNDED)
+    store = open_home_store(fed.home)
+    try:
+        reg = registrar(fed, store)  # records the federation manifest in the log
+        size = store.size()
+        sealed, _ = forge.forge(fed, "st-mary", dp=_loose_claim(), seed=1)
+        with pytest.raises(FFSecureError) as info:
+            reg.register(sealed, peer(fed, "st-mary"))
+        assert info.value.code == "E_POLICY_DP" and "max_epsilon" not in info.value.message
+        assert "outside (0, 1.0]" in info.value.message and store.size() == size
+        delta_over = {**LOOSE, "noise_multiplier": 40.0, "steps": 10}
+        sealed, _ = forge.forge(
+            fed, "st-mary", dp={"epsilon": _epsilon(delta_over), **delta_over}, seed=2
+        )
+        with pytest.raises(FFSecureError) as info:
+            reg.register(sealed, peer(fed, "st-mary"))
+        assert info.value.code == "E_POLICY_DP" and "delta 0.001" in info.value.message
+        assert store.size() == size
+    finally:
+        store.close()
