@@ -10,7 +10,8 @@ bundle, ``checkpoint`` of the tiles).
 :func:`add_cosignatures` accepts a cosigned note only when its log signature
 verifies, it is the very checkpoint the log issued at that size (same body),
 and every extra line is shaped as an Ed25519 cosignature; with witness keys
-given, only their lines are kept and each must verify. The aggregator cannot
+given (one public key under one name each: ``E_WITNESS_KEY_REUSED``
+otherwise), only their lines are kept and each must verify. The aggregator cannot
 judge a witness it does not know: the auditor's ``--witness-key`` decides what
 counts, so a stored line proves nothing by itself.
 
@@ -31,7 +32,7 @@ from ffsecure.ledger.cosign import (
     CosignatureError,
     add_signature_lines,
     as_cosignature,
-    parse_witness_vkey,
+    parse_witness_keys,
     verify_cosignature,
 )
 from ffsecure.records.ids import parse_tree_size
@@ -61,7 +62,7 @@ def _issued_note(store: Store, size: int) -> str:
 def _witness_lines(
     body: str, signatures: list[NoteSignature], log_id: tuple[str, int], witnesses: Sequence[str]
 ) -> list[str]:
-    verifiers = [parse_witness_vkey(v) for v in witnesses]
+    verifiers = parse_witness_keys(witnesses)
     kept = []
     for sig in signatures:
         if (sig.name, sig.key_hash) == log_id:

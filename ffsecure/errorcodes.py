@@ -455,6 +455,12 @@ _LEDGER = _section(
             "ffsecure.ledger.cosign.CosignatureError",
         ),
         (
+            "E_WITNESS_KEY_REUSED",
+            "two witness keys given hold one Ed25519 public key under two names (a "
+            "cosignature does not name its witness, so they would count twice)",
+            "ffsecure.ledger.cosign.WitnessKeyReusedError",
+        ),
+        (
             "E_WITNESS_FORK",
             "ALARM: a checkpoint is not an extension of the last one the witness cosigned",
             "ffsecure.ledger.witness.WitnessForkError",
@@ -918,6 +924,12 @@ _AUDIT_FINDINGS = _section(
         (
             "E_AUDIT_WITNESS_QUORUM",
             "fewer of the auditor's witnesses than the quorum cosigned the latest checkpoint",
+            _FINDING,
+        ),
+        (
+            "E_AUDIT_WITNESS_STALE",
+            "the latest checkpoint's witness quorum is met only by cosignatures older than "
+            "the auditor's bound (--witness-max-age) or dated in the future: possibly a rollback",
             _FINDING,
         ),
         (

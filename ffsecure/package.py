@@ -62,7 +62,6 @@ MAGIC = b"FFPK"
 MAX_MANIFEST_BYTES = 256 * 1024
 MAX_SIGNATURE_BYTES = 8 * 1024
 MAX_CHAIN_BYTES = 16 * 1024
-CLOCK_SKEW = dt.timedelta(minutes=5)
 
 
 # --------------------------------------------------------------------- errors
@@ -504,7 +503,7 @@ def verify_signed_manifest(
     manifest = ModuleManifest.from_dict(manifest_obj)
     created = pki.parse_rfc3339(manifest.created_at)
     now = (now or pki.utcnow()).astimezone(dt.UTC)
-    if created > now + CLOCK_SKEW:
+    if created > now + timefmt.CLOCK_SKEW:
         raise ManifestTimeError(
             f"manifest created_at {manifest.created_at} is in the future",
             hint="check the site's clock",

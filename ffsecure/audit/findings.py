@@ -32,7 +32,8 @@ CHECKS: dict[str, str] = {
         "checkpoints the auditor kept from earlier are prefixes of this log (no fork, no rollback)"
     ),
     "witnesses": (
-        "enough of the auditor's witnesses cosigned the latest checkpoint (no split view)"
+        "enough of the auditor's witnesses cosigned the latest checkpoint, recently "
+        "(no split view; no rollback older than the bound)"
     ),
     "module-records": "each registered module's public record matches its ledger entry",
     "module-signatures": (

@@ -1,7 +1,8 @@
 """Render an audit result as one self-contained HTML page (inline CSS and SVG, no script).
 
 The page opens from disk with nothing else: no external fonts, styles, images
-or scripts. Sections: the verdict and the checks, the findings, a timeline of
+or scripts. Sections: the verdict and the checks, the findings, the witnesses' cosignature
+times (when the auditor named witnesses), a timeline of
 the federation (inline SVG), a table per site, the lineage of the current
 classifier, and each deletion with its inclusion proof against the latest
 signed checkpoint. Every string from the bundle is escaped.
@@ -13,6 +14,7 @@ from html import escape
 
 from ffsecure import __version__
 from ffsecure.audit.verify import AuditResult
+from ffsecure.audit.witnesses import WitnessStatus
 from ffsecure.errors import LedgerError
 from ffsecure.federation import FederationManifest
 from ffsecure.ledger.merkle import verify_inclusion
@@ -20,7 +22,7 @@ from ffsecure.privacy.policy import THRESHOLDS, effective_policy
 from ffsecure.privacy.report import DATA_DEPENDENT, dp_covers
 from ffsecure.records.entries import EntryType
 from ffsecure.records.lineage import read_commitment
-from ffsecure.timefmt import now_rfc3339
+from ffsecure.timefmt import format_duration, now_rfc3339, rfc3339
 
 # A backslash at the end of a line joins it to the next (the report's bytes stay as they were).
 CSS = """
@@ -163,6 +165,39 @@ def _checks(r: AuditResult) -> str:
     return (
         "<h2>Checks</h2><table><tr><th>check (what it proves)</th><th>status</th>"
         f"<th>detail</th></tr>{rows}</table>"
+    )
+
+
+_WITNESS_PILL = {
+    WitnessStatus.FRESH: "ok",
+    WitnessStatus.STALE: "error",
+    WitnessStatus.FUTURE: "error",
+    WitnessStatus.INVALID: "error",
+    WitnessStatus.ABSENT: "skipped",
+}
+
+
+def _witnesses(r: AuditResult) -> str:
+    report = r.witnesses
+    if report is None:
+        return (
+            "<h2>Witnesses</h2><p>No witness key was given. Without witnesses (and without "
+            "checkpoints kept from earlier) neither a split view nor a rollback to an older "
+            "signed state of the log can be detected.</p>"
+        )
+    if report.checkpoint is None:
+        return "<h2>Witnesses</h2><p>The bundle has no signed checkpoint to cosign.</p>"
+    rows = "".join(
+        f"<tr><td><code>{_e(row.name)}</code></td><td>{_e(row.when())}</td>"
+        f"<td>{_pill(_WITNESS_PILL[row.status], str(row.status))}</td></tr>"
+        for row in report.rows
+    )
+    return (
+        f"<h2>Witnesses</h2><p class='meta'>checkpoint {report.checkpoint}: a quorum of "
+        f"{report.quorum} cosignatures made within {_e(format_duration(report.max_age))} "
+        f"before {_e(rfc3339(report.checked_at))} is required; {report.fresh} counted.</p>"
+        "<table><tr><th>witness</th><th>cosigned at</th><th>status</th></tr>"
+        f"{rows}</table>"
     )
 
 
@@ -600,6 +635,7 @@ def render_html(r: AuditResult) -> str:
             _verdict(r),
             _findings(r),
             _checks(r),
+            _witnesses(r),
             _timeline(r),
             _sites(r),
             _lineage(r),

@@ -28,8 +28,9 @@ from ffsecure.audit.modules import (
     check_site_budgets,
 )
 from ffsecure.audit.trusted import TrustedCheckpoint
-from ffsecure.audit.witnesses import check_quorum, check_witnesses
+from ffsecure.audit.witnesses import WitnessPolicy, WitnessReport, check_witnesses
 from ffsecure.federation import FederationManifest
+from ffsecure.timefmt import utcnow
 
 
 @dataclass
@@ -48,6 +49,7 @@ class AuditResult:
     trusted_count: int = 0
     notes: list[str] = field(default_factory=list)
     anchor: TrustAnchor | None = None
+    witnesses: WitnessReport | None = None
 
     @property
     def errors(self) -> list[Finding]:
@@ -81,6 +83,7 @@ class AuditResult:
             "findings": [f.to_dict() for f in self.findings],
             "errors": len(self.errors),
             "warnings": len(self.warnings),
+            "witnesses": self.witnesses.to_dict() if self.witnesses is not None else None,
         }
 
 
@@ -114,20 +117,20 @@ def audit_bundle(
     trusted: Sequence[TrustedCheckpoint] = (),
     log_vkey: str | None = None,
     now: dt.datetime | None = None,
-    witness_keys: Sequence[str] = (),
-    witness_quorum: int | None = None,
+    witnesses: WitnessPolicy | None = None,
     federation_json: bytes | None = None,
 ) -> AuditResult:
     """Run every check on ``bundle``; ``trusted`` holds the auditor's earlier checkpoints.
 
     ``crl_pem`` and ``log_vkey`` are the auditor's own CRL and log key, if any
     (``ffsecure.audit.anchor``). ``now`` (default: the clock) is the time the CRL's
-    freshness is judged at. With ``witness_keys``, at least ``witness_quorum``
-    (default: all) of them must have cosigned the latest checkpoint. ``federation_json``
+    and the witness cosignatures' freshness is judged at. With ``witnesses``
+    (:func:`~ffsecure.audit.witnesses.witness_policy`), a quorum of its keys must have
+    cosigned the latest checkpoint within its ``max_age`` before ``now``. ``federation_json``
     is the auditor's own signed federation manifest (``--federation``), used instead of
     the bundle's.
     """
-    quorum = check_quorum(witness_keys, witness_quorum) if witness_keys else 0
+    checked_at = now if now is not None else utcnow()
     findings = Findings()
     anchor = check_trust_anchor(
         bundle,
@@ -135,15 +138,17 @@ def audit_bundle(
         crl_pem=crl_pem,
         log_vkey=log_vkey,
         findings=findings,
-        now=now,
+        now=checked_at,
         federation_json=federation_json,
     )
     ca_cert, crl, federation = anchor.ca_cert, anchor.crl, anchor.federation
     log = check_log(
         bundle.vkey, bundle.entries, bundle.checkpoint_notes, findings, trusted=list(trusted)
     )
-    witness_detail = (
-        check_witnesses(bundle, log, findings, witness_keys, quorum) if witness_keys else ""
+    witness_report = (
+        check_witnesses(bundle, log, findings, witnesses, checked_at)
+        if witnesses is not None
+        else None
     )
     st = replay(log.entries, findings, bundle.lineage)
     check_crl_history(anchor, st, findings)
@@ -179,7 +184,7 @@ def audit_bundle(
         "checkpoint-roots": f"latest checkpoint covers all {n} entries",
         "consistency": f"{max(len(log.checkpoints) - 1, 0)} consecutive pairs",
         "trusted-checkpoints": f"{len(trusted)} trusted checkpoint(s), all prefixes of this log",
-        "witnesses": witness_detail,
+        "witnesses": witness_report.detail() if witness_report else "",
         "module-records": f"{len(st.modules)} modules",
         "module-signatures": (
             f"{sum(m.signature_ok for m in modules.values())} of {len(modules)} verify"
@@ -189,7 +194,7 @@ def audit_bundle(
         "lineage": f"{len(st.datasets)} datasets, {len(st.classifiers)} classifiers ({live} live)",
     }
     skipped = {"trusted-checkpoints": "no --trusted-checkpoint given"} if not trusted else {}
-    if not witness_keys:
+    if witnesses is None:
         skipped["witnesses"] = "no --witness-key given"
     if dp_done == 0:
         skipped["dp-claims"] = "no module claims DP"
@@ -205,4 +210,5 @@ def audit_bundle(
         ca_fingerprint=pki.cert_fingerprint(ca_cert) if ca_cert is not None else None,
         trusted_count=len(trusted),
         anchor=anchor,
+        witnesses=witness_report,
     )

@@ -19,9 +19,10 @@ import click
 from ffsecure.audit import AuditResult, audit_bundle, load_bundle
 from ffsecure.audit.html import render_html
 from ffsecure.audit.trusted import read_trusted
-from ffsecure.audit.witnesses import check_quorum
+from ffsecure.audit.witnesses import DEFAULT_MAX_AGE, WitnessPolicy, witness_policy
 from ffsecure.clitools import echo_json, read_key_arg
 from ffsecure.errors import ConfigError
+from ffsecure.timefmt import format_duration, parse_duration
 
 EXIT_FINDINGS = 3
 
@@ -41,13 +42,26 @@ def _read_file(path: str, what: str, cap: int = 16 << 20) -> bytes:
     return p.read_bytes()
 
 
+def _witness_policy(
+    keys: tuple[str, ...], quorum: int | None, max_age: str | None
+) -> WitnessPolicy | None:
+    """The auditor's witness options, parsed once: None without --witness-key."""
+    if not keys:
+        if quorum is not None or max_age is not None:
+            raise click.UsageError("--witness-quorum and --witness-max-age need a --witness-key")
+        return None
+    witness_keys = [read_key_arg(k, "witness key") for k in keys]
+    bound = parse_duration(max_age) if max_age is not None else None
+    return witness_policy(witness_keys, quorum, bound)
+
+
 def _run(
     bundle_dir: str,
     ca: str | None,
     crl: str | None,
     trusted: tuple[str, ...],
     log_key: str | None,
-    witnesses: tuple[tuple[str, ...], int | None] = ((), None),
+    witnesses: tuple[tuple[str, ...], int | None, str | None] = ((), None, None),
     *,
     federation: str | None = None,
     quiet: bool = False,
@@ -55,11 +69,7 @@ def _run(
     # rich only when rendering: keeps `ffsecure --help` fast
     from rich.console import Console
 
-    witness_keys = [read_key_arg(k, "witness key") for k in witnesses[0]]
-    if witnesses[1] is not None and not witness_keys:
-        raise click.UsageError("--witness-quorum needs at least one --witness-key")
-    if witness_keys:
-        check_quorum(witness_keys, witnesses[1])
+    policy = _witness_policy(*witnesses)
     ca_pem = _read_file(ca, "CA certificate") if ca else None
     crl_pem = _read_file(crl, "CRL") if crl else None
     notes = [
@@ -77,8 +87,7 @@ def _run(
             crl_pem=crl_pem,
             trusted=notes,
             log_vkey=vkey,
-            witness_keys=witness_keys,
-            witness_quorum=witnesses[1],
+            witnesses=policy,
             federation_json=federation_json,
         )
 
@@ -94,6 +103,14 @@ def _run(
 
 def _common(f):
     f = click.option(
+        "--witness-max-age",
+        metavar="DURATION",
+        help="How old the witness cosignatures that meet the quorum may be, e.g. 36h, 7d, "
+        f"1d12h (default: {format_duration(DEFAULT_MAX_AGE)}). A quorum met only by older "
+        "cosignatures, or by ones dated past your clock, is FAILED (E_AUDIT_WITNESS_STALE): "
+        "an old state of the log handed over as the current one (a rollback).",
+    )(f)
+    f = click.option(
         "--witness-quorum",
         type=click.IntRange(min=1),
         help="How many of the --witness-key witnesses must have cosigned the latest "
@@ -105,7 +122,8 @@ def _common(f):
         multiple=True,
         help="A witness verifier key you trust (name+hash+base64, or a file holding it). "
         "Without a quorum of valid cosignatures on the latest checkpoint the verdict is "
-        "FAILED (E_AUDIT_WITNESS_QUORUM). Repeatable.",
+        "FAILED (E_AUDIT_WITNESS_QUORUM). Repeatable; one public key under two names is "
+        "refused (E_WITNESS_KEY_REUSED).",
     )(f)
     f = click.option(
         "--log-key",
@@ -206,14 +224,24 @@ def audit() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def verify_cmd(
-    ctx, bundle_dir, ca, crl, federation, trusted, log_key, witness_keys, witness_quorum, as_json
+    ctx,
+    bundle_dir,
+    ca,
+    crl,
+    federation,
+    trusted,
+    log_key,
+    witness_keys,
+    witness_quorum,
+    witness_max_age,
+    as_json,
 ):
     """Verify BUNDLE_DIR: checkpoints, consistency, entries, module signatures, deletions, lineage.
 
     Exits 0 when every check passes, 3 with the list of findings when any fails.
     """
     ctx.ensure_object(dict)["json"] = as_json
-    witnesses = (witness_keys, witness_quorum)
+    witnesses = (witness_keys, witness_quorum, witness_max_age)
     result = _run(
         bundle_dir, ca, crl, trusted, log_key, witnesses, federation=federation, quiet=as_json
     )
@@ -254,6 +282,7 @@ def report_cmd(
     log_key,
     witness_keys,
     witness_quorum,
+    witness_max_age,
     as_json,
 ):
     """Write an HTML report of BUNDLE_DIR: verdict, timeline, sites, lineage, deletions with proofs.
@@ -262,7 +291,7 @@ def report_cmd(
     Without --ca the verdict is FAILED (E_AUDIT_CA_UNPINNED), here and in the report.
     """
     ctx.ensure_object(dict)["json"] = as_json
-    witnesses = (witness_keys, witness_quorum)
+    witnesses = (witness_keys, witness_quorum, witness_max_age)
     result = _run(
         bundle_dir, ca, crl, trusted, log_key, witnesses, federation=federation, quiet=as_json
     )

@@ -15,7 +15,11 @@ covers::
 
 It says: as of that time, this is the largest tree the witness saw for the
 log, and it is consistent with every tree the witness saw before. It does not
-commit to the witness's name (hence one key per witness).
+commit to the witness's name (hence one key per witness): whoever holds a
+line can re-label it with another name and that name's key hash. So a set of
+trusted witness keys is a set of Ed25519 public keys (:func:`parse_witness_keys`
+refuses one public key under two names, ``E_WITNESS_KEY_REUSED``), and a quorum
+counts public keys, never names.
 
 Verifiers ignore lines whose name and key hash match none of their keys (the
 signed-note rule), so adding cosignature lines keeps a checkpoint readable by
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ffsecure.errors import LedgerError
+from ffsecure.errors import ConfigError, LedgerError
 from ffsecure.ledger.checkpoint import (
     EM_DASH,
     NoteSignature,
@@ -53,6 +57,12 @@ class CosignatureError(LedgerError):
     """A cosignature line or a witness key is malformed, or a cosignature does not verify."""
 
     code = "E_COSIGNATURE"
+
+
+class WitnessKeyReusedError(ConfigError):
+    """Two of the witness keys given hold one Ed25519 public key under two names."""
+
+    code = "E_WITNESS_KEY_REUSED"
 
 
 def cosigned_message(body: str, timestamp: int) -> bytes:
@@ -77,6 +87,30 @@ def parse_witness_vkey(vkey: str) -> NoteVerifier:
             hint="pass the witness's key exactly as `ffsecure witness init` printed it "
             "(name+hash+base64, type 0x04)",
         ) from None
+
+
+def parse_witness_keys(vkeys: Sequence[str]) -> tuple[NoteVerifier, ...]:
+    """Parse the witness keys one trusts into one verifier per Ed25519 public key.
+
+    A key given twice (same name, same key) counts once. One public key under two
+    names is refused (:class:`WitnessKeyReusedError`): a cosignature does not commit to
+    the name, so either name's line is the other's re-labelled, and the two would
+    count as two witnesses where there is one.
+    """
+    by_key: dict[bytes, NoteVerifier] = {}
+    for vkey in vkeys:
+        witness = parse_witness_vkey(vkey)
+        raw = witness.public_key.public_bytes_raw()
+        seen = by_key.setdefault(raw, witness)
+        if seen.name != witness.name:
+            raise WitnessKeyReusedError(
+                f"witness keys {seen.name!r} and {witness.name!r} hold the same Ed25519 "
+                "public key: a cosignature does not name its witness, so one key is one "
+                "witness whatever it is called",
+                hint="give each witness's key once, under the name it cosigns with "
+                "(its witness.vkey); a witness operator must use one key per witness",
+            )
+    return tuple(by_key.values())
 
 
 def cosign(body: str, name: str, key: Ed25519PrivateKey, timestamp: int) -> str:
@@ -121,39 +155,51 @@ def verify_cosignature(body: str, cosig: Cosignature, witness: NoteVerifier) -> 
 
 @dataclass(frozen=True)
 class WitnessVerdict:
-    """What one witness key says about a checkpoint note."""
+    """What one witness key says about a checkpoint note.
 
-    vkey: str
+    ``times`` holds the timestamps of the lines by this key that verify (sorted; an
+    exporter may leave several), ``claimed`` counts the lines that name the key (name
+    and key hash), valid or not.
+    """
+
     name: str
-    valid: bool
+    public_key: bytes
     claimed: int
-    timestamp: int | None = None
+    times: tuple[int, ...] = ()
+
+    @property
+    def valid(self) -> bool:
+        return bool(self.times)
+
+    @property
+    def timestamp(self) -> int | None:
+        """The newest valid cosignature's time (POSIX seconds), or None."""
+        return self.times[-1] if self.times else None
 
 
-def witness_verdicts(note: str | bytes, witnesses: Sequence[str]) -> list[WitnessVerdict]:
-    """For each distinct witness key: does the note carry a valid cosignature by it?
+def witness_verdicts(note: str | bytes, witnesses: Sequence[NoteVerifier]) -> list[WitnessVerdict]:
+    """For each witness (from :func:`parse_witness_keys`): its valid cosignatures on the note.
 
-    ``claimed`` counts the lines that name that key (name and key hash); a key
-    with claimed lines none of which verifies signed another checkpoint (or the
-    line was altered).
+    A key with claimed lines none of which verifies signed another checkpoint (or the
+    line was altered). Witnesses sharing a public key are one verdict, the first's.
     """
     body, signatures = split_note(note)
     out: list[WitnessVerdict] = []
-    seen: set[tuple[str, int]] = set()
-    for vkey in witnesses:
-        witness = parse_witness_vkey(vkey)
-        if (witness.name, witness.key_hash) in seen:
+    seen: set[bytes] = set()
+    for witness in witnesses:
+        raw = witness.public_key.public_bytes_raw()
+        if raw in seen:
             continue
-        seen.add((witness.name, witness.key_hash))
-        claimed, good = 0, None
+        seen.add(raw)
+        claimed, times = 0, []
         for sig in signatures:
             if sig.name != witness.name or sig.key_hash != witness.key_hash:
                 continue
             claimed += 1
             cosig = as_cosignature(sig)
             if cosig is not None and verify_cosignature(body, cosig, witness):
-                good = cosig.timestamp
-        out.append(WitnessVerdict(vkey.strip(), witness.name, good is not None, claimed, good))
+                times.append(cosig.timestamp)
+        out.append(WitnessVerdict(witness.name, raw, claimed, tuple(sorted(times))))
     return out
 
 

@@ -1,7 +1,7 @@
 """Clock skew between a site and the aggregator.
 
 A manifest carries the site's clock (``created_at``). The aggregator, on its
-own clock, accepts a creation time up to ``ffsecure.package.CLOCK_SKEW``
+own clock, accepts a creation time up to ``ffsecure.timefmt.CLOCK_SKEW``
 (5 min) in the future and refuses anything later (``E_MANIFEST_TIME``). The
 signing certificate is checked at ``created_at``; certificates are issued
 backdated by ``ffsecure.pki.BACKDATE`` (5 min), so a site whose clock is up
@@ -18,7 +18,7 @@ import datetime as dt
 import grpc
 import pytest
 
-from ffsecure import package, pki
+from ffsecure import package, pki, timefmt
 from site_node.client import RetryPolicy
 from tests.federation_fixture import build_federation
 from tests.security import forge
@@ -90,8 +90,8 @@ def test_window_edges_on_the_aggregator_clock(fed):
     creds = fed.sites["st-john"]
     now = pki.utcnow().replace(microsecond=0)
     for ahead, ok in (
-        (package.CLOCK_SKEW, True),
-        (package.CLOCK_SKEW + dt.timedelta(seconds=1), False),
+        (timefmt.CLOCK_SKEW, True),
+        (timefmt.CLOCK_SKEW + dt.timedelta(seconds=1), False),
     ):
         weights = forge.federation_weights(fed)
         m = package.build_manifest(

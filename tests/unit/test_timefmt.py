@@ -36,3 +36,37 @@ def test_anything_but_the_one_format_is_refused_with_its_code(bad):
     with pytest.raises(FFSecureError) as info:
         timefmt.parse_rfc3339(bad)
     assert info.value.code == "E_TIME_FORMAT"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("7d", 7 * 86400),
+        ("36h", 36 * 3600),
+        ("1d12h", 36 * 3600),
+        ("90m", 5400),
+        ("45s", 45),
+        ("1d2h3m4s", 93784),
+        (" 30d ", 30 * 86400),
+        ("000001s", 1),
+    ],
+)
+def test_a_duration_is_whole_units_largest_first(text, seconds):
+    assert timefmt.parse_duration(text) == dt.timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "7", "d", "7 d", "-1d", "1.5d", "1w", "1h2d", "7d7d", "7D", "1234567s", "0d0h"]
+)
+def test_anything_else_is_a_config_error_showing_the_form(text):
+    with pytest.raises(FFSecureError) as refused:
+        timefmt.parse_duration(text)
+    assert refused.value.code == "E_CONFIG" and "7d" in (refused.value.hint or "")
+
+
+def test_a_duration_is_written_as_it_is_read():
+    for seconds in (1, 59, 60, 3600, 86399, 86400, 7 * 86400, 90 * 86400 + 61):
+        text = timefmt.format_duration(dt.timedelta(seconds=seconds))
+        assert timefmt.parse_duration(text) == dt.timedelta(seconds=seconds), text
+    assert timefmt.format_duration(dt.timedelta(days=1, hours=12)) == "1d12h"
+    assert timefmt.format_duration(dt.timedelta(0)) == "0s"
