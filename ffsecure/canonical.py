@@ -4,6 +4,15 @@ Canonical form: UTF-8, keys sorted, no insignificant whitespace, no NaN or
 infinities. Parsing is bounded (size and nesting depth are checked before
 and during decoding) and ``loads_canonical`` insists that the input is
 already in canonical form, so that one record has exactly one byte string.
+
+A string (a value or a key) never holds a surrogate code point (U+D800 to
+U+DFFF): UTF-8 cannot encode one, so ``dumps`` could not write it back. JSON's
+``\\ud800`` escape decodes to one, and ``loads`` refuses it with ``E_JSON``,
+as ``dumps`` refuses such a string built in memory: every reader of untrusted
+JSON gets a :class:`~ffsecure.errors.FormatError`, never a ``UnicodeEncodeError``.
+(An escaped surrogate *pair* decodes to one ordinary character; canonical JSON
+writes that character as itself, so ``loads_canonical`` refuses the escape as
+not canonical.)
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from typing import Any
 
 from ffsecure.errors import FormatError
@@ -22,11 +32,24 @@ MAX_JSON_DEPTH = 32
 MAX_INT_DIGITS = 20
 HINT = (
     "encode the record with ffsecure.canonical.dumps: UTF-8, sorted keys, no whitespace, "
-    "no NaN, unique keys, at most 32 levels deep"
+    "no NaN, unique keys, no lone surrogates, at most 32 levels deep"
 )
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _check_numbers(obj: Any, depth: int = 0) -> None:
+def _check_string(text: str) -> None:
+    found = _SURROGATE.search(text)
+    if found is not None:
+        raise FormatError(
+            f"JSON string holds the lone surrogate U+{ord(found.group()):04X}, "
+            "which UTF-8 cannot encode",
+            code="E_JSON",
+            hint=HINT,
+        )
+
+
+def _check_values(obj: Any, depth: int = 0) -> None:
+    """Depth, integer size, finite floats, string keys, and strings UTF-8 can encode."""
     if depth > MAX_JSON_DEPTH:
         raise FormatError(
             f"JSON nesting deeper than {MAX_JSON_DEPTH}", code="E_JSON_DEPTH", hint=HINT
@@ -35,7 +58,9 @@ def _check_numbers(obj: Any, depth: int = 0) -> None:
         raise FormatError(
             f"JSON integer has more than {MAX_INT_DIGITS} digits", code="E_JSON", hint=HINT
         )
-    if isinstance(obj, float) and not math.isfinite(obj):
+    if isinstance(obj, str):
+        _check_string(obj)
+    elif isinstance(obj, float) and not math.isfinite(obj):
         raise FormatError(
             "JSON holds NaN or infinity, which canonical JSON forbids", code="E_JSON", hint=HINT
         )
@@ -43,15 +68,16 @@ def _check_numbers(obj: Any, depth: int = 0) -> None:
         for key, value in obj.items():
             if not isinstance(key, str):
                 raise FormatError("JSON object keys must be strings", code="E_JSON", hint=HINT)
-            _check_numbers(value, depth + 1)
+            _check_string(key)
+            _check_values(value, depth + 1)
     elif isinstance(obj, (list, tuple)):
         for value in obj:
-            _check_numbers(value, depth + 1)
+            _check_values(value, depth + 1)
 
 
 def dumps(obj: Any) -> bytes:
     """Encode ``obj`` as canonical JSON bytes."""
-    _check_numbers(obj)
+    _check_values(obj)
     return json.dumps(
         obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8")
@@ -95,7 +121,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def loads(data: bytes, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
-    """Parse JSON bytes with size, depth, duplicate-key and number checks."""
+    """Parse JSON bytes with size, depth, duplicate-key, number and surrogate checks."""
     if not isinstance(data, (bytes, bytearray)):
         raise FormatError("JSON input must be bytes", code="E_JSON", hint=HINT)
     if len(data) > max_bytes:
@@ -120,7 +146,7 @@ def loads(data: bytes, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
         raise
     except (ValueError, RecursionError) as exc:
         raise FormatError(f"not valid JSON: {exc}", code="E_JSON", hint=HINT) from None
-    _check_numbers(obj)
+    _check_values(obj)
     return obj
 
 

@@ -841,6 +841,12 @@ _AUDIT_ERRORS = _section(
 _AUDIT_FINDINGS = _section(
     "Audit findings (ffsecure audit verify)",
     [
+        (
+            "E_AUDIT_BUNDLE_MEMBER",
+            "a bundle member is a symbolic link, FIFO or other file of the wrong kind; it is "
+            "left unread (a warning)",
+            _FINDING,
+        ),
         ("E_AUDIT_CA", "no CA certificate: none given and the bundle has none", _FINDING),
         (
             "E_AUDIT_CA_UNPINNED",

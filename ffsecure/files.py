@@ -14,6 +14,17 @@ Private places: :func:`private_dir` creates a directory 0700 and
 directory. Both tighten what an earlier release (or an operator's umask) left
 open and log a warning naming the path and its old mode; a path this process
 may not chmod stays as it was, with a warning saying the command to run.
+
+Bounded reads of files someone else chose (an audit bundle): :func:`read_regular_file`
+reads at most ``cap`` bytes of a regular file and never follows a symbolic link
+(unless asked), never opens a FIFO, socket or device, and never trusts ``st_size``
+(``/proc`` files report 0, a file may grow while it is read): the path is
+``lstat``-ed, opened with ``O_NOFOLLOW | O_NONBLOCK``, the open descriptor is
+``fstat``-ed and must be ``S_ISREG``, and ``cap + 1`` bytes at most are read. It
+raises :class:`NotRegularFile` or :class:`FileTooLarge` (each with a ``reason`` to put
+in a message) for the caller to turn into its own typed error, and ``OSError``
+(``FileNotFoundError`` included) as the operating system reports it. Where the OS has
+no ``O_NOFOLLOW`` the ``lstat`` check alone refuses links (with a race).
 """
 
 from __future__ import annotations
@@ -29,6 +40,75 @@ log = logging.getLogger("ffsecure.files")
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
+_READ_CHUNK = 1 << 20
+# O_NONBLOCK: a FIFO swapped in after the lstat opens at once (and fstat refuses it)
+_OPEN_NO_FOLLOW = (
+    os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+)
+_OPEN_FOLLOW = _OPEN_NO_FOLLOW & ~getattr(os, "O_NOFOLLOW", 0)
+
+
+class FileRefused(Exception):
+    """A file :func:`read_regular_file` would not read; ``reason`` completes "PATH is ..."."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        super().__init__(f"{path} is {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class NotRegularFile(FileRefused):
+    """A symbolic link, folder, FIFO, socket or device where a regular file belongs."""
+
+
+class FileTooLarge(FileRefused):
+    """A regular file longer than the caller's cap (whatever its ``st_size`` said)."""
+
+
+def file_kind(mode: int) -> str:
+    """What a ``st_mode`` is, in words for a message ("a symbolic link", "a FIFO", ...)."""
+    kinds = (
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((words for test, words in kinds if test(mode)), "a device or special file")
+
+
+def read_regular_file(path: str | os.PathLike, cap: int, *, follow_symlinks: bool = False) -> bytes:
+    """The bytes of regular file ``path``, at most ``cap`` of them (see the module docstring).
+
+    Raises :class:`NotRegularFile`, :class:`FileTooLarge` or ``OSError``.
+    """
+    mode = (os.stat if follow_symlinks else os.lstat)(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise NotRegularFile(path, file_kind(mode))
+    try:
+        fd = os.open(path, _OPEN_FOLLOW if follow_symlinks else _OPEN_NO_FOLLOW)
+    except OSError:
+        mode = os.lstat(path).st_mode  # swapped since the lstat: say for what
+        if follow_symlinks or stat.S_ISREG(mode):
+            raise
+        raise NotRegularFile(path, file_kind(mode)) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(path, file_kind(mode))
+        chunks: list[bytes] = []
+        total = 0
+        while total <= cap:
+            chunk = os.read(fd, min(_READ_CHUNK, cap + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    finally:
+        os.close(fd)
+    if total > cap:
+        raise FileTooLarge(path, f"more than the {cap} bytes read from it")
+    return b"".join(chunks)
 
 
 def fsync_dir(path: str | os.PathLike) -> None:

@@ -1,9 +1,22 @@
 """Read an audit bundle directory (docs/audit-bundle.md) into memory, once, at the edge.
 
-Only the files' presence and sizes are checked here; what the bytes mean is
+Only the files' presence, kind and sizes are checked here; what the bytes mean is
 judged by the checks, which turn every problem into a finding. A bundle that
 lacks the log itself (``log.vkey``, ``entries.jsonl``, ``checkpoints/``) cannot
 be audited at all and is refused with ``E_AUDIT_BUNDLE``.
+
+Every file is read by :func:`ffsecure.files.read_regular_file`: the exporter chose
+the bundle, so a member is never followed through a symbolic link, never opened
+when it is a FIFO, socket or device, and never read past its cap, whatever its
+``st_size`` says (a ``/proc`` file says 0); a member over its cap is refused with
+``E_AUDIT_BUNDLE``. The bundle path itself may be a symbolic link (an auditor's own
+choice of path); what lies inside it may not. A required part (``log.vkey``,
+``entries.jsonl``, the ``checkpoints`` folder) that is a link or not a regular
+file (folder) is refused with ``E_AUDIT_BUNDLE``; any other member of the wrong
+kind (``ca.pem`` a link, ``modules/<id>.json`` a FIFO, ``lineage`` a file, ...) is
+left unread, as if absent, and listed in ``Bundle.irregular`` for the audit to
+report (``E_AUDIT_BUNDLE_MEMBER``, a warning; what its absence breaks is a finding of
+its own check).
 
 ``lineage/<sha256>.json`` holds the lineage documents that entries commit to
 (``ffsecure.records.lineage``): each is read as bytes (at most
@@ -14,20 +27,29 @@ replay; a file not named by a SHA-256 is listed as stray.
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ffsecure import canonical
 from ffsecure.errors import FFSecureError, FormatError
-from ffsecure.ledger.verify import MAX_BUNDLE_ENTRIES_BYTES, read_entries
+from ffsecure.files import FileTooLarge, NotRegularFile, file_kind, read_regular_file
+from ffsecure.ledger.verify import (
+    MAX_BUNDLE_ENTRIES_BYTES,
+    MAX_CHECKPOINT_BYTES,
+    MAX_VKEY_BYTES,
+    split_entries,
+)
 from ffsecure.records.ids import MODULE_ID, SHA256_HEX
 from ffsecure.records.lineage import MAX_LINEAGE_DOCUMENT_BYTES
 
 MAX_SMALL_FILE = 1 << 20
-MAX_CHECKPOINT_FILE = 64 * 1024
 MAX_MODULE_RECORD = 2 << 20
 MAX_LINEAGE_TOTAL = 256 << 20
+MAX_CRL_FILE = 16 << 20
 _MODULE_FILE_SUFFIX = ".json"
+_DAMAGED = "the bundle is damaged or not an ffsecure audit bundle"
 
 
 class BundleError(FFSecureError):
@@ -63,31 +85,59 @@ class Bundle:
     #: ``lineage/<sha256>.json`` by SHA-256 (as named: ``resolve_lineage`` hashes the bytes)
     lineage: dict[str, bytes] = field(default_factory=dict, repr=False)
     stray_lineage_files: list[str] = field(default_factory=list)
+    #: members left unread for their kind: path in the bundle -> what it is ("a FIFO", ...)
+    irregular: dict[str, str] = field(default_factory=dict)
 
 
 def _read(path: Path, cap: int, what: str) -> bytes:
-    if not path.is_file():
-        raise BundleError(
-            f"{what} ({path}) is not a regular file",
-            hint="the bundle is damaged or not an ffsecure audit bundle",
-        )
+    """A required member's bytes; a missing, irregular or oversized one is ``E_AUDIT_BUNDLE``."""
     try:
-        size = path.stat().st_size
-        if size > cap:
-            raise BundleError(
-                f"{what} ({path}) is {size} bytes, more than the {cap} this auditor reads",
-                hint="the bundle is damaged or not an ffsecure audit bundle",
-            )
-        return path.read_bytes()
+        return read_regular_file(path, cap)
+    except NotRegularFile as exc:
+        raise BundleError(
+            f"{what} ({path}) is {exc.reason}, not a regular file", hint=_DAMAGED
+        ) from None
+    except FileTooLarge:
+        raise BundleError(
+            f"{what} ({path}) is more than the {cap} bytes this auditor reads", hint=_DAMAGED
+        ) from None
     except OSError as exc:
         raise BundleError(
-            f"{what} ({path}) cannot be read: {exc.strerror or exc}",
-            hint="the bundle is damaged or not an ffsecure audit bundle",
+            f"{what} ({path}) cannot be read: {exc.strerror or exc}", hint=_DAMAGED
         ) from None
 
 
-def _optional(path: Path, cap: int, what: str) -> bytes | None:
-    return _read(path, cap, what) if path.is_file() else None
+class _Reader:
+    """Reads the members of one bundle, noting those of the wrong kind instead of reading them."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.irregular: dict[str, str] = {}
+
+    def optional(self, name: str, cap: int, what: str) -> bytes | None:
+        """``name``'s bytes; None when it is absent or of the wrong kind (then noted)."""
+        if not os.path.lexists(self.root / name) or self.kind(name) is not None:
+            return None
+        return _read(self.root / name, cap, what)
+
+    def kind(self, name: str, *, folder: bool = False) -> str | None:
+        """None when ``name`` is absent or of the expected kind (a regular file, or a folder that
+        is no link); else what it is, noted in ``irregular``."""
+        try:
+            mode = (self.root / name).lstat().st_mode
+        except FileNotFoundError:
+            return None
+        expected = stat.S_ISDIR(mode) if folder else stat.S_ISREG(mode)
+        if expected:
+            return None
+        self.irregular[name] = file_kind(mode)
+        return self.irregular[name]
+
+    def folder(self, name: str) -> list[str]:
+        """The names in folder ``name`` (none when absent or of the wrong kind), sorted."""
+        if self.kind(name, folder=True) is not None or not (self.root / name).is_dir():
+            return []
+        return sorted(p.name for p in (self.root / name).iterdir())
 
 
 def load_bundle(path: str | Path) -> Bundle:
@@ -97,50 +147,40 @@ def load_bundle(path: str | Path) -> Bundle:
         raise BundleError(
             f"{root} is not a directory", hint="pass the directory `aggregator ledger export` wrote"
         )
-    missing = [p for p in ("log.vkey", "entries.jsonl") if not (root / p).is_file()]
-    missing += [] if (root / "checkpoints").is_dir() else ["checkpoints"]
+    missing = [p for p in ("log.vkey", "entries.jsonl") if not os.path.lexists(root / p)]
+    missing += [] if os.path.lexists(root / "checkpoints") else ["checkpoints"]
     if missing:
         raise BundleError(
             f"bundle {root} lacks {', '.join(missing)}",
             hint="export it again with `aggregator ledger export --out DIR`",
         )
-    vkey_bytes = _read(root / "log.vkey", 4096, "log.vkey")
+    reader = _Reader(root)
+    if reader.kind("checkpoints", folder=True) is not None:
+        raise BundleError(
+            f"checkpoints ({root / 'checkpoints'}) is {reader.irregular['checkpoints']}, "
+            "not a folder",
+            hint=_DAMAGED,
+        )
+    vkey_bytes = _read(root / "log.vkey", MAX_VKEY_BYTES, "log.vkey")
     try:
         vkey = vkey_bytes.decode("utf-8")
     except UnicodeDecodeError:
         raise BundleError("log.vkey is not UTF-8 text", hint="copy log.vkey unchanged") from None
-    _read_check = (root / "entries.jsonl").stat().st_size
-    if _read_check > MAX_BUNDLE_ENTRIES_BYTES:
-        raise BundleError("entries.jsonl is larger than this auditor reads")
     try:
-        entries = read_entries(root / "entries.jsonl")
+        entries = split_entries(
+            _read(root / "entries.jsonl", MAX_BUNDLE_ENTRIES_BYTES, "entries.jsonl")
+        )
     except FFSecureError as exc:
         raise BundleError(f"entries.jsonl: {exc.message}", hint=exc.hint) from None
     notes = {}
-    for p in sorted((root / "checkpoints").iterdir()):
-        if p.is_file():
-            notes[p.name] = _read(p, MAX_CHECKPOINT_FILE, f"checkpoint {p.name}")
-    modules: dict[str, ModuleRecord] = {}
-    stray: list[str] = []
-    mdir = root / "modules"
-    if mdir.is_dir():
-        for p in sorted(mdir.iterdir()):
-            module_id = p.name.removesuffix(_MODULE_FILE_SUFFIX)
-            if module_id == p.name or not MODULE_ID.matches(module_id) or not p.is_file():
-                stray.append(p.name)
-                continue
-            raw = _read(p, MAX_MODULE_RECORD, f"module record {p.name}")
-            body = raw[:-1] if raw.endswith(b"\n") else raw
-            try:
-                rec = canonical.loads_canonical(body, max_bytes=MAX_MODULE_RECORD)
-                if not isinstance(rec, dict):
-                    raise FormatError("not a JSON object")
-                modules[module_id] = ModuleRecord(module_id, raw, rec)
-            except FFSecureError as exc:
-                modules[module_id] = ModuleRecord(module_id, raw, None, exc.message)
-    lineage, stray_lineage = _lineage_documents(root / "lineage")
+    for name in reader.folder("checkpoints"):
+        note = reader.optional(f"checkpoints/{name}", MAX_CHECKPOINT_BYTES, f"checkpoint {name}")
+        if note is not None:
+            notes[name] = note
+    modules, stray = _module_records(reader)
+    lineage, stray_lineage = _lineage_documents(reader)
     summary = None
-    raw_summary = _optional(root / "bundle.json", MAX_SMALL_FILE, "bundle.json")
+    raw_summary = reader.optional("bundle.json", MAX_SMALL_FILE, "bundle.json")
     if raw_summary is not None:
         try:
             summary = canonical.loads(raw_summary)
@@ -151,34 +191,61 @@ def load_bundle(path: str | Path) -> Bundle:
         vkey=vkey,
         entries=entries,
         checkpoint_notes=notes,
-        ca_pem=_optional(root / "ca.pem", MAX_SMALL_FILE, "ca.pem"),
-        crl_pem=_optional(root / "crl.pem", 16 << 20, "crl.pem"),
-        federation_json=_optional(root / "federation.json", MAX_SMALL_FILE, "federation.json"),
+        ca_pem=reader.optional("ca.pem", MAX_SMALL_FILE, "ca.pem"),
+        crl_pem=reader.optional("crl.pem", MAX_CRL_FILE, "crl.pem"),
+        federation_json=reader.optional("federation.json", MAX_SMALL_FILE, "federation.json"),
         modules=modules,
         summary=summary if isinstance(summary, dict) else None,
         stray_module_files=stray,
         lineage=lineage,
         stray_lineage_files=stray_lineage,
+        irregular=reader.irregular,
     )
 
 
-def _lineage_documents(ldir: Path) -> tuple[dict[str, bytes], list[str]]:
+def _module_records(reader: _Reader) -> tuple[dict[str, ModuleRecord], list[str]]:
+    """``modules/``: each record by its module id, parsed when canonical; and the stray names."""
+    modules: dict[str, ModuleRecord] = {}
+    stray: list[str] = []
+    for name in reader.folder("modules"):
+        module_id = name.removesuffix(_MODULE_FILE_SUFFIX)
+        if module_id == name or not MODULE_ID.matches(module_id):
+            stray.append(name)
+            continue
+        raw = reader.optional(f"modules/{name}", MAX_MODULE_RECORD, f"module record {name}")
+        if raw is None:
+            continue
+        body = raw[:-1] if raw.endswith(b"\n") else raw
+        try:
+            rec = canonical.loads_canonical(body, max_bytes=MAX_MODULE_RECORD)
+            if not isinstance(rec, dict):
+                raise FormatError("not a JSON object")
+            modules[module_id] = ModuleRecord(module_id, raw, rec)
+        except FFSecureError as exc:
+            modules[module_id] = ModuleRecord(module_id, raw, None, exc.message)
+    return modules, stray
+
+
+def _lineage_documents(reader: _Reader) -> tuple[dict[str, bytes], list[str]]:
     """``lineage/``: document bytes by the SHA-256 in their names, and the stray names."""
     documents: dict[str, bytes] = {}
     stray: list[str] = []
-    if not ldir.is_dir():
-        return documents, stray
     total = 0
-    for p in sorted(ldir.iterdir()):
-        digest = p.name.removesuffix(_MODULE_FILE_SUFFIX)
-        if digest == p.name or not SHA256_HEX.matches(digest) or not p.is_file():
-            stray.append(p.name)
+    for name in reader.folder("lineage"):
+        digest = name.removesuffix(_MODULE_FILE_SUFFIX)
+        if digest == name or not SHA256_HEX.matches(digest):
+            stray.append(name)
             continue
-        documents[digest] = _read(p, MAX_LINEAGE_DOCUMENT_BYTES, f"lineage document {p.name}")
-        total += len(documents[digest])
+        document = reader.optional(
+            f"lineage/{name}", MAX_LINEAGE_DOCUMENT_BYTES, f"lineage document {name}"
+        )
+        if document is None:
+            continue
+        documents[digest] = document
+        total += len(document)
         if total > MAX_LINEAGE_TOTAL:
             raise BundleError(
                 f"lineage/ holds more than the {MAX_LINEAGE_TOTAL} bytes this auditor reads",
-                hint="the bundle is damaged or not an ffsecure audit bundle",
+                hint=_DAMAGED,
             )
     return documents, stray

@@ -109,6 +109,39 @@ def _summaries(
     return out
 
 
+#: The check a member of the wrong kind is reported under, by the folder it lies in.
+_MEMBER_CHECK = {
+    "checkpoints": "checkpoint-signatures",
+    "modules": "module-records",
+    "lineage": "lineage",
+}
+
+
+def _member_findings(bundle: Bundle, findings: Findings) -> None:
+    """Warnings for the files the loader left unread: misnamed, or of the wrong kind."""
+    for name in bundle.stray_module_files:
+        findings.add(
+            "module-records",
+            "E_AUDIT_MODULE_RECORD",
+            f"modules/{name} is not named <module-id>.json",
+            severity=WARNING,
+        )
+    for name in bundle.stray_lineage_files:
+        findings.add(
+            "lineage",
+            "E_AUDIT_LINEAGE_DOCUMENT",
+            f"lineage/{name} is not named <sha256>.json",
+            severity=WARNING,
+        )
+    for name, kind in bundle.irregular.items():
+        findings.add(
+            _MEMBER_CHECK.get(name.partition("/")[0], "trust-anchor"),
+            "E_AUDIT_BUNDLE_MEMBER",
+            f"{name} is {kind}, which an audit bundle never holds there: left unread, as if absent",
+            severity=WARNING,
+        )
+
+
 def audit_bundle(
     bundle: Bundle,
     *,
@@ -160,20 +193,7 @@ def audit_bundle(
     dp_done, dp_claims = check_dp_claims(modules, st, findings)
     check_site_budgets(modules, st, federation, findings)
     check_revocations_listed(anchor, st, findings)
-    for name in bundle.stray_module_files:
-        findings.add(
-            "module-records",
-            "E_AUDIT_MODULE_RECORD",
-            f"modules/{name} is not named <module-id>.json",
-            severity=WARNING,
-        )
-    for name in bundle.stray_lineage_files:
-        findings.add(
-            "lineage",
-            "E_AUDIT_LINEAGE_DOCUMENT",
-            f"lineage/{name} is not named <sha256>.json",
-            severity=WARNING,
-        )
+    _member_findings(bundle, findings)
     n = len(bundle.entries)
     deleted = sum(1 for m in st.modules.values() if m.deleted_index is not None)
     live = sum(1 for c in st.classifiers.values() if c.live)

@@ -25,14 +25,14 @@ is found by trying each swap against the signed root (bounded by
 from __future__ import annotations
 
 import hmac
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ffsecure.errors import LedgerError
+from ffsecure import canonical
+from ffsecure.errors import FormatError, LedgerError
 from ffsecure.ledger.checkpoint import Checkpoint, NoteVerifier, open_checkpoint, parse_vkey
 from ffsecure.ledger.merkle import MemoryTree, leaf_hash, root_hash, verify_consistency
 from ffsecure.records.entries import validate_entry
@@ -110,15 +110,23 @@ class LogState:
         )
 
 
+_GUESSED_TYPE = re.compile(r"[a-z._]{1,40}")
+
+
 def _guess_type(data: bytes) -> str | None:
-    """Best-effort ``type`` of an entry that failed validation (for naming it only)."""
+    """Best-effort ``type`` of an entry that failed validation (for naming it only).
+
+    Read with the bounded parser (an entry may be nested 60,000 deep or hold a lone
+    surrogate), else by a byte search; only a short lowercase name is returned, so
+    that a finding never carries a string the report cannot print.
+    """
     try:
-        obj = json.loads(data.decode("utf-8", "replace"))
-    except ValueError:
-        m = re.search(rb'"type":"([a-z._]{1,40})"', data)
+        obj = canonical.loads(data)
+    except FormatError:
+        m = re.search(rb'"type":"(' + _GUESSED_TYPE.pattern.encode() + rb')"', data)
         return m.group(1).decode() if m else None
     t = obj.get("type") if isinstance(obj, dict) else None
-    return t if isinstance(t, str) and len(t) <= 40 else None
+    return t if isinstance(t, str) and _GUESSED_TYPE.fullmatch(t) else None
 
 
 def _range(lo: int, hi: int) -> tuple[int, ...]:

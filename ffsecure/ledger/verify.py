@@ -8,6 +8,12 @@ consistency proofs, recomputed and verified), and that the latest
 checkpoint covers every entry. See docs/audit-bundle.md. The checks are
 ``ffsecure.ledger.problems.log_problems``, shared with the audit's log
 checks; :func:`verify_log` raises the first problem (strict mode).
+
+:func:`verify_bundle_log` reads the bundle's files as the audit's loader does
+(``ffsecure.files.read_regular_file``: no symbolic link followed inside the
+bundle, nothing but regular files opened, nothing read past its cap); strict, it
+refuses a member of the wrong kind with ``E_INCONSISTENT`` where the audit
+reports it and reads on.
 """
 
 from __future__ import annotations
@@ -17,11 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from ffsecure.errors import LedgerError
+from ffsecure.files import FileRefused, read_regular_file
 from ffsecure.ledger.checkpoint import Checkpoint
 from ffsecure.ledger.merkle import MemoryTree
 from ffsecure.ledger.problems import LogState, log_problems
 
 MAX_BUNDLE_ENTRIES_BYTES = 4 << 30
+MAX_VKEY_BYTES = 4096
+MAX_CHECKPOINT_BYTES = 64 * 1024
 
 
 @dataclass
@@ -54,14 +63,13 @@ def _inconsistent(message: str, hint: str) -> LedgerError:
     return LedgerError(message, code="E_INCONSISTENT", hint=hint)
 
 
-def read_entries(path: Path) -> list[bytes]:
-    """Split ``entries.jsonl`` into entry byte strings (one per line, exactly as hashed)."""
-    data = path.read_bytes()
+def split_entries(data: bytes) -> list[bytes]:
+    """Split the bytes of ``entries.jsonl`` into entry byte strings (one per line, as hashed)."""
     if not data:
         return []
     if not data.endswith(b"\n"):
         raise LedgerError(
-            f"{path.name} does not end in a newline",
+            "entries.jsonl does not end in a newline",
             code="E_ENTRY",
             hint="the file was truncated or altered",
         )
@@ -95,6 +103,21 @@ def verify_log(vkey: str, entries: list[bytes], checkpoint_notes: dict[str, byte
     )
 
 
+def _read_member(root: Path, name: str, cap: int) -> bytes:
+    try:
+        return read_regular_file(root / name, cap)
+    except FileRefused as exc:
+        raise _inconsistent(
+            f"{name} in bundle {root} is {exc.reason}",
+            hint="the bundle was altered or is incomplete",
+        ) from None
+    except OSError as exc:
+        raise _inconsistent(
+            f"{name} in bundle {root} cannot be read: {exc.strerror or exc}",
+            hint="the bundle was altered or is incomplete",
+        ) from None
+
+
 def verify_bundle_log(bundle_dir: str | Path) -> LogReport:
     """Verify the log of an audit bundle directory; raises LedgerError on any failure."""
     root = Path(bundle_dir)
@@ -104,14 +127,19 @@ def verify_bundle_log(bundle_dir: str | Path) -> LogReport:
             f"bundle {root} lacks {', '.join(missing)}",
             hint="export it with `aggregator ledger export --out DIR`",
         )
-    vkey = (root / "log.vkey").read_text(encoding="utf-8")
-    if (root / "entries.jsonl").stat().st_size > MAX_BUNDLE_ENTRIES_BYTES:
+    try:
+        vkey = _read_member(root, "log.vkey", MAX_VKEY_BYTES).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _inconsistent("log.vkey is not UTF-8 text", hint="copy log.vkey unchanged") from None
+    entries = split_entries(_read_member(root, "entries.jsonl", MAX_BUNDLE_ENTRIES_BYTES))
+    folder = root / "checkpoints"
+    if folder.is_symlink() or not folder.is_dir():
         raise _inconsistent(
-            "entries.jsonl is larger than this verifier accepts",
+            f"checkpoints in bundle {root} is not a folder",
             hint="the bundle was altered or is incomplete",
         )
-    entries = read_entries(root / "entries.jsonl")
     notes = {
-        p.name: p.read_bytes() for p in sorted((root / "checkpoints").iterdir()) if p.is_file()
+        p.name: _read_member(root, f"checkpoints/{p.name}", MAX_CHECKPOINT_BYTES)
+        for p in sorted(folder.iterdir())
     }
     return verify_log(vkey, entries, notes)

@@ -261,3 +261,51 @@ def test_a_bundle_part_of_the_wrong_kind_gets_a_typed_answer(world, tmp_path, na
             assert outcome in ("error", "FAILED"), (
                 f"{command[0]} with {name} of the wrong kind: {outcome}"
             )
+
+
+def _append_entry(line: bytes):
+    def edit(bundle: Path) -> None:
+        with open(bundle / "entries.jsonl", "ab") as fh:
+            fh.write(line + b"\n")
+
+    return edit
+
+
+def _replace_first(folder: str, data: bytes):
+    def edit(bundle: Path) -> None:
+        sorted((bundle / folder).iterdir())[0].write_bytes(data)
+
+    return edit
+
+
+#: JSON that parses but holds what UTF-8 cannot encode, or nests past any recursion limit.
+UNENCODABLE = {
+    "a lone surrogate in an entry's type": (
+        _append_entry(b'{"type":"\\ud800"}'),
+        "E_AUDIT_ENTRY",
+    ),
+    "a lone surrogate as an entry's key": (_append_entry(b'{"\\udfff":1}'), "E_AUDIT_ENTRY"),
+    "an entry nested 60,000 deep": (_append_entry(b"[" * 60_000), "E_AUDIT_ENTRY"),
+    "a lone surrogate in a module record": (
+        _replace_first("modules", b'{"a":"\\ud800"}\n'),
+        "E_AUDIT_MODULE_RECORD",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNENCODABLE))
+def test_json_no_encoder_can_write_back_is_a_finding_in_verify_and_report(world, tmp_path, case):
+    """A lone surrogate escape (\\ud800) decodes to a string UTF-8 cannot encode: the parser
+    refuses it at the edge, so verify and report end with FAILED and the finding, never a
+    UnicodeEncodeError (or a RecursionError for deep nesting) on the way out."""
+    bundle, ca = world
+    edit, code = UNENCODABLE[case]
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    edit(copy)
+    result = _invoke("verify", copy, "--ca", ca, "--json")
+    assert assert_ends_with_a_verdict(result, case, report=False) == "FAILED"
+    assert code in {finding["code"] for finding in json.loads(result.stdout)["findings"]}
+    report = _invoke("report", copy, "--ca", ca, "-o", tmp_path / "r.html", "--json")
+    assert assert_ends_with_a_verdict(report, f"report of {case}", report=True) == "FAILED"
+    assert (tmp_path / "r.html").read_text(encoding="utf-8")

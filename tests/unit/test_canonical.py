@@ -75,3 +75,37 @@ def test_b64_round_trip_and_one_spelling(data):
 @pytest.mark.parametrize("text", ["AAA", "AA=A", "A A=", "AAAA\n", "####", "ÄAAA"])
 def test_b64_refuses_malformed(text):
     assert canonical.b64decode_canonical(text) is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a":"\\ud800"}',
+        b'{"a":"x\\udfffy"}',
+        b'{"\\ud800":1}',
+        b'{"a":[{"b":{"\\udc00":"c"}}]}',
+        b'["ok",["\\udbff"]]',
+        b'"\\ud800"',
+    ],
+)
+def test_a_lone_surrogate_in_a_value_or_key_is_refused_with_e_json(data):
+    """UTF-8 cannot encode U+D800..U+DFFF: the parser refuses them with its typed error, so
+    that no reader meets a UnicodeEncodeError when it re-encodes what it parsed."""
+    for parse in (canonical.loads, canonical.loads_canonical):
+        with pytest.raises(FormatError) as info:
+            parse(data)
+        assert info.value.code == "E_JSON" and "surrogate" in info.value.message
+
+
+def test_an_escaped_surrogate_pair_is_one_character_and_not_canonical():
+    assert canonical.loads(b'"\\ud83d\\ude00"') == "\U0001f600"
+    with pytest.raises(FormatError) as info:
+        canonical.loads_canonical(b'"\\ud83d\\ude00"')
+    assert info.value.code == "E_NOT_CANONICAL"
+
+
+def test_dumps_refuses_a_lone_surrogate_with_a_typed_error():
+    for value in ({"a": "\ud800"}, {"\udfff": 1}):
+        with pytest.raises(FormatError) as info:
+            canonical.dumps(value)
+        assert info.value.code == "E_JSON"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import stat
 
 import pytest
 
 from aggregator.home import write_private_file
 from ffsecure.errors import ConfigError
-from ffsecure.files import write_secret_file
+from ffsecure.files import FileTooLarge, NotRegularFile, read_regular_file, write_secret_file
 
 
 def _mode(path):
@@ -46,3 +47,43 @@ def test_a_failed_write_leaves_no_file_behind(tmp_path):
     with pytest.raises(FileNotFoundError):
         write_secret_file(tmp_path / "missing-dir" / "key.pem", b"x")
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ bounded reads
+
+
+def test_a_regular_file_is_read_whole_up_to_its_cap(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 10)
+    assert read_regular_file(path, 10) == b"x" * 10
+    with pytest.raises(FileTooLarge):
+        read_regular_file(path, 9)
+
+
+def test_a_symbolic_link_is_refused_unless_following_is_asked_for(tmp_path):
+    target = tmp_path / "target"
+    target.write_bytes(b"secret")
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    with pytest.raises(NotRegularFile) as info:
+        read_regular_file(link, 100)
+    assert info.value.reason == "a symbolic link"
+    assert read_regular_file(link, 100, follow_symlinks=True) == b"secret"
+
+
+def test_a_fifo_or_folder_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "a FIFO"), (tmp_path, "a folder")):
+        with pytest.raises(NotRegularFile) as info:
+            read_regular_file(path, 100, follow_symlinks=True)
+        assert info.value.reason == kind
+
+
+def test_the_cap_holds_when_st_size_understates_the_file():
+    """/proc files say st_size 0 and hold more: the cap is on the bytes read, not on stat."""
+    path = "/proc/self/maps"
+    if not os.path.exists(path) or os.stat(path).st_size != 0:
+        pytest.skip("no procfs here")
+    with pytest.raises(FileTooLarge):
+        read_regular_file(path, 16)
