@@ -83,11 +83,16 @@ def _from_json(label: str, data: bytes) -> TrustedCheckpoint:
         detail = "" if "module.json" in kind else f" ({why})"
         raise _wrong_file(label, f"{kind}{detail}") from None
     try:
+        # an escaped lone surrogate (\ud800) parses as JSON but is no UTF-8 text
+        note = receipt.checkpoint.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _wrong_file(label, "a receipt whose checkpoint is not UTF-8 text") from None
+    try:
         unverified_checkpoint(receipt.checkpoint)
     except FFSecureError as exc:
         looks = f"a receipt whose checkpoint is not a note ({exc.message})"
         raise _wrong_file(label, looks) from None
-    return TrustedCheckpoint(label, receipt.checkpoint.encode("utf-8"), receipt)
+    return TrustedCheckpoint(label, note, receipt)
 
 
 def read_trusted(label: str, data: bytes) -> TrustedCheckpoint:

@@ -153,7 +153,10 @@ def test_a_file_that_is_no_receipt_or_note_is_a_usage_error_never_a_finding(worl
         "receipt": lab.receipts[idx["a"]].to_dict(),
     }
     note = (bundle / "checkpoints" / "3").read_bytes()
+    surrogate = lab.receipts[idx["a"]].to_dict()
+    surrogate["checkpoint"] += "\ud800"  # json.dumps writes the escape; no UTF-8 holds it
     wrong = {
+        "surrogate.json": (json.dumps(surrogate).encode(), "checkpoint is not UTF-8 text"),
         "module.json": (json.dumps(record, indent=2).encode(), "module record (module.json)"),
         "other.json": (b'{"checkpoint": 3}', "JSON of another kind"),
         "list.json": (b"[1, 2]", "JSON of another kind"),
