@@ -137,7 +137,14 @@ class _Reader:
         """The names in folder ``name`` (none when absent or of the wrong kind), sorted."""
         if self.kind(name, folder=True) is not None or not (self.root / name).is_dir():
             return []
-        return sorted(p.name for p in (self.root / name).iterdir())
+        return sorted(_shown(p.name) for p in (self.root / name).iterdir())
+
+
+def _shown(name: str) -> str:
+    """A member name as text: bytes of it that are not UTF-8 (which Python keeps as lone
+    surrogates) become ``\\x..`` escapes, so a finding naming it prints and renders. No
+    such name is a module id, a digest or a checkpoint size, so none is ever opened."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def load_bundle(path: str | Path) -> Bundle:

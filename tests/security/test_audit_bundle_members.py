@@ -168,3 +168,51 @@ def test_the_cli_reports_a_fifo_member_as_a_warning(world, copy):
     result = CliRunner().invoke(cli, ["audit", "verify", str(copy), "--ca", str(ca), "--json"])
     out = json.loads(result.stdout)
     assert any(f["code"] == "E_AUDIT_BUNDLE_MEMBER" for f in out["findings"]), out
+
+
+@pytest.mark.parametrize("folder", ["modules", "checkpoints", "lineage"])
+def test_a_member_name_that_is_not_utf8_is_named_in_a_finding_not_a_traceback(world, copy, folder):
+    """The exporter picks file names too: b"\\xff.json" is no text; verify and report print
+    and render every finding (no UnicodeEncodeError from the terminal or the HTML)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+
+    bundle, ca_pem, _ = world
+    (copy / folder).mkdir(exist_ok=True)
+    fd = os.open(os.fsencode(copy / folder) + b"/\xff.json", os.O_CREAT | os.O_WRONLY, 0o600)
+    os.close(fd)
+    ca = copy.parent / "ca.pem"
+    ca.write_bytes(ca_pem)
+    env = {**cli_env(), "PYTHONIOENCODING": "utf-8"}
+    verify = subprocess.run(
+        [sys.executable, "-m", "ffsecure", "audit", "verify", str(copy), "--ca", str(ca)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert verify.returncode in (0, 3) and "Traceback" not in verify.stderr, verify.stderr
+    assert "\\xff.json" in verify.stdout or folder == "checkpoints"
+    html = copy.parent / "report.html"
+    report = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ffsecure",
+            "audit",
+            "report",
+            str(copy),
+            "--ca",
+            str(ca),
+            "-o",
+            str(html),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode in (0, 3) and "Traceback" not in report.stderr, report.stderr
+    assert html.is_file()
