@@ -1032,8 +1032,8 @@ _AUDIT_FINDINGS = _section(
         ),
         (
             "E_AUDIT_LIVE_DELETED",
-            "a live artifact's lineage holds a deleted module, or its bytes are an artifact's "
-            "that did",
+            "a live artifact's lineage holds a deleted module, or its bytes (or its "
+            "dataset's) are those of an artifact holding a deleted module's samples",
             _FINDING,
         ),
     ],

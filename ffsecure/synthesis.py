@@ -42,6 +42,7 @@ from ffsecure import canonical
 from ffsecure.errors import ConfigError, NotFoundError, VerificationError
 from ffsecure.generators.base import Generator
 from ffsecure.records.fields import is_int
+from ffsecure.records.lineage import split_counts as split_counts  # its one home
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +83,6 @@ def assignment_seed(seed: int, class_index: int, module_id: str) -> int:
         {"class": int(class_index), "module_id": module_id, "seed": int(seed)}
     )
     return int.from_bytes(hashlib.sha256(message).digest()[:8], "big") >> 1
-
-
-def split_counts(per_class: int, class_index: int, num_modules: int) -> list[int]:
-    """Samples each of ``num_modules`` (sorted by id) gives to one class; sums to ``per_class``."""
-    base, remainder = divmod(per_class, num_modules)
-    counts = [base] * num_modules
-    for j in range(remainder):
-        counts[(class_index + j) % num_modules] += 1
-    return counts
 
 
 def dataset_hash(images: torch.Tensor, labels: torch.Tensor) -> str:

@@ -45,11 +45,13 @@ from ffsecure.records.entries import (
     entry_from_dict,
 )
 from ffsecure.records.lineage import (
+    Lineage,
     LineageCommitmentError,
     LineageDocumentError,
     LineageError,
     LineageFormatError,
     LineageMissingError,
+    contributors,
     resolve_lineage,
 )
 
@@ -86,6 +88,9 @@ class ArtifactState:
     facts: dict
     modules: list[dict]  # [{"module_id", "weights_sha256"}]
     sha256: str = ""  # the artifact's bytes (facts.sha256)
+    #: the modules whose samples it holds (a dataset's non-zero shares; a classifier's dataset's)
+    contributors: frozenset[str] = frozenset()
+    dataset_id: str | None = None  # a classifier's dataset
     retired_index: int | None = None
     retired_reason: str | None = None
     published_index: int | None = None
@@ -122,6 +127,8 @@ class LedgerReplay:
     events: list[Event] = field(default_factory=list)
     #: committed lineage documents by SHA-256 (the bundle's ``lineage/``), read-only
     documents: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    #: datasets and classifiers by (kind, facts.sha256): the same bytes under other ids
+    by_bytes: dict[tuple[str, str], list[ArtifactState]] = field(default_factory=dict)
 
     def current_classifier(self) -> ArtifactState | None:
         """The most recently published live classifier, else the most recent live one."""
@@ -257,22 +264,39 @@ def _module_deleted(st: LedgerReplay, at: _At, entry: ModuleDeleted) -> str:
 # -- datasets and classifiers -------------------------------------------------
 
 
-def _resolved(st: LedgerReplay, at: _At, what: str, facts: dict) -> list[dict] | None:
+def _lineage(st: LedgerReplay, at: _At, what: str, facts: dict) -> Lineage | None:
     """The entry's lineage (``resolve_lineage``), or a finding and None when it cannot be read,
     its committed document is missing, or the document is not the one the log commits to."""
     try:
-        lineage = resolve_lineage(facts, st.documents)
+        return resolve_lineage(facts, st.documents)
     except LineageError as exc:
         at.add("lineage", LINEAGE_FINDINGS[type(exc)], f"{what}: {exc.message}")
         return None
-    return [ref.to_dict() for ref in lineage.refs]
+
+
+def _resolved(st: LedgerReplay, at: _At, what: str, facts: dict) -> list[dict] | None:
+    lineage = _lineage(st, at, what, facts)
+    return None if lineage is None else [ref.to_dict() for ref in lineage.refs]
+
+
+def _contributors(lineage: Lineage | None, facts: dict) -> frozenset[str] | None:
+    """The modules with samples in a dataset, by the recipe's shares; None (every module of
+    the lineage counts) when the recipe does not say."""
+    if lineage is None or lineage.recipe_modules is None:
+        return None
+    try:
+        return contributors(facts.get("recipe"), lineage.recipe_modules)
+    except LineageError:
+        return None
 
 
 def _dataset_synthesized(st: LedgerReplay, at: _At, entry: DatasetSynthesized) -> str | None:
     aid = entry.dataset_id
     if aid in st.datasets:
         return _made(st, at, "dataset", aid, entry, None)
-    mods = _resolved(st, at, f"dataset {aid}", entry.facts)
+    lineage = _lineage(st, at, f"dataset {aid}", entry.facts)
+    mods = None if lineage is None else [ref.to_dict() for ref in lineage.refs]
+    shares = _contributors(lineage, entry.facts)
     recipe = entry.facts.get("recipe")
     recipe_sha = recipe.get("dataset_sha256") if isinstance(recipe, dict) else None
     if recipe_sha is not None and recipe_sha != entry.sha256:
@@ -283,7 +307,7 @@ def _dataset_synthesized(st: LedgerReplay, at: _At, entry: DatasetSynthesized) -
             f"dataset {aid}'s recipe is of dataset {str(recipe_sha)[:12]}…, not of the dataset "
             f"the entry names ({entry.sha256[:12]}…)",
         )
-    return _made(st, at, "dataset", aid, entry, [] if mods is None else mods)
+    return _made(st, at, "dataset", aid, entry, [] if mods is None else mods, shares)
 
 
 def _classifier_trained(st: LedgerReplay, at: _At, entry: ClassifierTrained) -> str | None:
@@ -315,7 +339,7 @@ def _classifier_trained(st: LedgerReplay, at: _At, entry: ClassifierTrained) -> 
             "E_AUDIT_LINEAGE_MISMATCH",
             f"classifier {cid} lists other modules than its dataset {dataset.artifact_id}",
         )
-    return _made(st, at, "classifier", cid, entry, mods)
+    return _made(st, at, "classifier", cid, entry, mods, dataset.contributors)
 
 
 def _made(
@@ -325,8 +349,11 @@ def _made(
     aid: str,
     entry: DatasetSynthesized | ClassifierTrained,
     mods: list[dict] | None,
+    shares: frozenset[str] | None = None,
 ) -> str | None:
-    """Record a new dataset or classifier and check every module of its lineage."""
+    """Record a new dataset or classifier and check every module of its lineage.
+
+    ``shares`` are the modules with samples in it (None: every module of the lineage)."""
     table = st.datasets if kind == "dataset" else st.classifiers
     if aid in table:
         at.add(
@@ -344,7 +371,19 @@ def _made(
         mods = []
     for ref in mods:
         _check_lineage_module(st, at, f"{kind} {aid}", ref)
-    table[aid] = ArtifactState(kind, aid, at.index, entry.time, entry.facts, mods, entry.sha256)
+    artifact = ArtifactState(
+        kind,
+        aid,
+        at.index,
+        entry.time,
+        entry.facts,
+        mods,
+        entry.sha256,
+        frozenset(m["module_id"] for m in mods) if shares is None else shares,
+        entry.dataset_id if isinstance(entry, ClassifierTrained) else None,
+    )
+    table[aid] = artifact
+    st.by_bytes.setdefault((kind, entry.sha256), []).append(artifact)
     return f"{kind} {aid}"
 
 
@@ -400,6 +439,14 @@ def _classifier_published(st: LedgerReplay, at: _At, entry: ClassifierPublished)
                 "model made from a deleted module",
                 module_id=module.module_id,
             )
+        twin = _twin_of_deleted(st, classifier)
+        if twin is not None:
+            at.add(
+                "lineage",
+                "E_AUDIT_LINEAGE_DELETED",
+                f"classifier {cid} is published, but {twin.describe()}",
+                module_id=twin.module.module_id,
+            )
     return f"classifier {cid} published"
 
 
@@ -411,6 +458,52 @@ def _deleted_in(st: LedgerReplay, artifact: ArtifactState) -> list[ModuleState]:
         if module is not None and module.deleted_index is not None:
             out.append(module)
     return out
+
+
+def _deleted_shares(st: LedgerReplay, artifact: ArtifactState) -> list[ModuleState]:
+    """The deleted modules whose samples ``artifact`` holds (its non-zero shares)."""
+    return [m for m in _deleted_in(st, artifact) if m.module_id in artifact.contributors]
+
+
+@dataclass(frozen=True)
+class _Twin:
+    """Why an artifact carries a deleted module's samples though its lineage does not say so."""
+
+    artifact: ArtifactState  # the one whose lineage holds the module
+    module: ModuleState
+    via_dataset: str | None = None  # a classifier's dataset, when it is that dataset's bytes
+
+    def describe(self) -> str:
+        a = self.artifact
+        held = (
+            f"{a.kind} {a.artifact_id} (entry {a.index}), whose lineage holds module "
+            f"{self.module.module_id}, deleted at entry {self.module.deleted_index}"
+        )
+        if self.via_dataset is not None:
+            return f"its dataset {self.via_dataset} has the bytes ({a.sha256[:12]}…) of {held}"
+        return f"its bytes ({a.sha256[:12]}…) are those of {held}"
+
+
+def _twin_of_deleted(st: LedgerReplay, artifact: ArtifactState) -> _Twin | None:
+    """Another artifact of the same bytes made from a deleted module's samples (a retired
+    model logged again under a new id and a clean lineage), or, for a classifier, such a
+    twin of its dataset; None when there is none.
+
+    Only modules with a share of the samples count: a module of the lineage that the
+    recipe gave no sample (more modules cover a class than it has samples) leaves the
+    bytes as they are, so retraining without it honestly makes the same bytes again.
+    """
+    for other in st.by_bytes.get((artifact.kind, artifact.sha256), []):
+        dead = _deleted_shares(st, other) if other is not artifact else []
+        if dead:
+            return _Twin(other, dead[0])
+    dataset = st.datasets.get(artifact.dataset_id or "")
+    if artifact.kind == "classifier" and dataset is not None:
+        for other in st.by_bytes.get(("dataset", dataset.sha256), []):
+            dead = _deleted_shares(st, other) if other is not dataset else []
+            if dead:
+                return _Twin(other, dead[0], via_dataset=dataset.artifact_id)
+    return None
 
 
 def _classifier_evaluated(st: LedgerReplay, at: _At, entry: ClassifierEvaluated) -> str:
@@ -573,11 +666,6 @@ def _check_live_lineage(st: LedgerReplay, findings: Findings) -> None:
     very bytes of one that did (a retired model re-logged under a new id and a clean
     lineage)."""
     for table in (st.datasets, st.classifiers):
-        # the bytes of every artifact made from a module deleted since: they must stay dead
-        tainted: dict[str, tuple[ArtifactState, ModuleState]] = {}
-        for artifact in table.values():
-            for module in _deleted_in(st, artifact):
-                tainted.setdefault(artifact.sha256, (artifact, module))
         for artifact in table.values():
             if not artifact.live:
                 continue
@@ -592,17 +680,13 @@ def _check_live_lineage(st: LedgerReplay, findings: Findings) -> None:
                     entry_type=CREATED_BY[artifact.kind].value,
                     module_id=module.module_id,
                 )
-            same = tainted.get(artifact.sha256)
-            if same is not None and same[0] is not artifact:
-                source, module = same
+            twin = _twin_of_deleted(st, artifact)
+            if twin is not None:
                 findings.add(
                     "lineage",
                     "E_AUDIT_LIVE_DELETED",
-                    f"{artifact.kind} {artifact.artifact_id} is live and its bytes "
-                    f"({artifact.sha256[:12]}…) are those of {artifact.kind} "
-                    f"{source.artifact_id} (entry {source.index}), whose lineage holds module "
-                    f"{module.module_id}, deleted at entry {module.deleted_index}",
+                    f"{artifact.kind} {artifact.artifact_id} is live, but {twin.describe()}",
                     entry=artifact.index,
                     entry_type=CREATED_BY[artifact.kind].value,
-                    module_id=module.module_id,
+                    module_id=twin.module.module_id,
                 )

@@ -59,10 +59,12 @@ __all__ = [
     "LineageMissingError",
     "ModuleRef",
     "commitment_problem",
+    "contributors",
     "inline_fits",
     "read_commitment",
     "read_lineage",
     "resolve_lineage",
+    "split_counts",
 ]
 
 LINEAGE_FORMAT = "ffsecure-lineage/v1"
@@ -261,6 +263,44 @@ class Lineage:
     refs: tuple[ModuleRef, ...]
     recipe_modules: tuple[dict[str, Any], ...] | None
     commitment: LineageCommitment | None = None
+
+
+def split_counts(per_class: int, class_index: int, num_modules: int) -> list[int]:
+    """Samples each of ``num_modules`` (sorted by id) gives to one class; sums to ``per_class``.
+
+    The one rule of synthesis (``ffsecure.synthesis.plan_assignments``) and of the audit's
+    :func:`contributors`: with more modules covering a class than ``per_class``, some give
+    none.
+    """
+    base, remainder = divmod(per_class, num_modules)
+    counts = [base] * num_modules
+    for j in range(remainder):
+        counts[(class_index + j) % num_modules] += 1
+    return counts
+
+
+def contributors(recipe: object, recipe_modules: Sequence[Mapping[str, Any]]) -> frozenset[str]:
+    """The modules whose samples are in a dataset: those of ``recipe_modules`` (each checked,
+    with its ``classes``) that synthesis gives a non-zero count for some class.
+
+    ``recipe`` is the entry's ``facts.recipe`` (``num_classes``, ``per_class``). Raises
+    :class:`LineageFormatError` when it does not say how many samples each class gets.
+    """
+    if not isinstance(recipe, Mapping):
+        raise LineageFormatError("the dataset has no recipe object (facts.recipe)")
+    num_classes, per_class = recipe.get("num_classes"), recipe.get("per_class")
+    if not (is_int(num_classes) and 0 < num_classes <= MAX_CLASSES):
+        raise LineageFormatError(f"recipe num_classes {num_classes!r} is not 1..{MAX_CLASSES}")
+    if not (is_int(per_class) and per_class > 0):
+        raise LineageFormatError(f"recipe per_class {per_class!r} is not a positive integer")
+    ordered = sorted(recipe_modules, key=lambda m: m["module_id"])
+    out: set[str] = set()
+    for k in range(num_classes):
+        covering = [m["module_id"] for m in ordered if k in m["classes"]]
+        if covering:
+            counts = split_counts(per_class, k, len(covering))
+            out.update(mid for mid, count in zip(covering, counts, strict=True) if count)
+    return frozenset(out)
 
 
 def inline_fits(facts: Mapping[str, Any], limit: int = INLINE_MAX_BYTES) -> bool:

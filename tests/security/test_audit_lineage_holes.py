@@ -78,11 +78,13 @@ def test_a_retired_model_logged_again_under_a_new_id_is_a_finding(lab):
     _put(lab, "classifier", "clf-2", {**clf2, **lineage_ab}, clf_blob)
     lab.publish("clf-2")
     errors = _errors(lab, "reissued")
-    assert [code for code, _ in errors] == ["E_AUDIT_LIVE_DELETED", "E_AUDIT_LIVE_DELETED"]
-    assert (
-        "dataset ds-2 is live and its bytes" in errors[0][1] and "of dataset ds-1" in errors[0][1]
-    )
-    assert "classifier clf-2 is live" in errors[1][1] and c in errors[1][1]
+    codes = [code for code, _ in errors]
+    assert codes == ["E_AUDIT_LINEAGE_DELETED", "E_AUDIT_LIVE_DELETED", "E_AUDIT_LIVE_DELETED"]
+    assert "classifier clf-2 is published, but its bytes" in errors[0][1]
+    assert "are those of classifier clf-1" in errors[0][1] and c in errors[0][1]
+    assert "dataset ds-2 is live, but its bytes" in errors[1][1]
+    assert "are those of dataset ds-1" in errors[1][1]
+    assert "classifier clf-2 is live" in errors[2][1] and c in errors[2][1]
 
 
 def test_a_classifier_published_after_its_module_was_deleted_is_a_finding(lab):
@@ -175,3 +177,28 @@ def test_a_lineage_module_without_its_weights_is_a_finding(lab):
     errors = _errors(lab, "bare-module-id")
     assert [code for code, _ in errors] == ["E_AUDIT_LINEAGE_HASH"]
     assert "without the weights" in errors[0][1]
+
+
+def test_a_classifier_trained_on_a_retired_twin_of_a_dataset_is_a_finding(lab):
+    """ds-2 has the bytes of ds-1 (made from C, deleted) and a lineage without C; clf-2 is
+    trained on ds-2 and published; then ds-2 is retired, so no live dataset has those bytes.
+    The classifier still learnt from C's samples."""
+    a = lab.register("st-mary", (0, 1), seed=1)
+    c = lab.register("st-john", (2, 3), seed=3)
+    ds_blob, clf_blob = os.urandom(64), os.urandom(64)
+    common = {"seed": 1, "per_class": 100, "counts": {"0": 100}, "recipe": {"v": 1, "seed": 1}}
+    facts = {"dataset_id": "ds-1", "sha256": sha(ds_blob), "modules": lab.lineage([a, c])}
+    _put(lab, "dataset", "ds-1", {**facts, **common}, ds_blob)
+    lab.delete(c, site="st-john")
+    lab.retire("dataset", "ds-1", c)
+    twin = {"dataset_id": "ds-2", "sha256": sha(ds_blob), "modules": lab.lineage([a])}
+    _put(lab, "dataset", "ds-2", {**twin, **common}, ds_blob)
+    clf = {"classifier_id": "clf-2", "dataset_id": "ds-2", "sha256": sha(clf_blob)}
+    _put(lab, "classifier", "clf-2", {**clf, "modules": lab.lineage([a])}, clf_blob)
+    lab.publish("clf-2")
+    lab.retire("dataset", "ds-2", a, reason="superseded")
+    errors = _errors(lab, "twin-retired")
+    assert [code for code, _ in errors] == ["E_AUDIT_LINEAGE_DELETED", "E_AUDIT_LIVE_DELETED"]
+    for _, message in errors:
+        assert "its dataset ds-2 has the bytes" in message and "dataset ds-1" in message
+        assert c in message

@@ -387,3 +387,41 @@ def test_exact_unlearning_holds_at_world_size_two(env, tmp_path):
     )
     assert clf2.weights == store.artifact_blob("classifier", new.classifier_id)
     assert clf2.sha256 == new.sha256 != clf.sha256
+
+
+def test_deleting_a_module_that_gave_no_sample_retrains_to_the_same_bytes_and_verifies(tmp_path):
+    """Three modules cover the same two classes and each class gets one sample: one module
+    gives none. Deleting it, the honest retrain makes the very same dataset and classifier
+    bytes again, and the audit's same-bytes rule must not call them a retired model
+    re-logged (only modules with a share of the samples taint bytes)."""
+    from aggregator.export import write_bundle
+    from ffsecure.audit import audit_bundle, load_bundle
+
+    sites = ("north", "south", "east")
+    fed = build_federation(tmp_path / "fed", sites=sites)
+    store = open_home_store(fed.home)
+    try:
+        ids = {s: register_trained(fed, store, s, [0, 1], 20 + i) for i, s in enumerate(sites)}
+        ops = _ops(fed, store, fed.home.root)
+        ds = ops.synthesize(per_class=1, seed=2, grid=False)
+        used = {a["module_id"] for a in ds.recipe["assignments"]}
+        (idle,) = [m for m in ids.values() if m not in used]
+        clf = ops.train(ds.dataset_id, settings=TrainConfig(**FAST), width=8, threads=1)
+        ops.publish(clf.classifier_id)
+        ops.delete(idle, reason="site asked")
+        out = ops.retrain()
+        (new_clf,) = out.classifiers
+        new_ds = store.get_artifact("dataset", new_clf.dataset_id)
+        assert new_ds.meta["sha256"] == ds.sha256 and new_clf.sha256 == clf.sha256
+        ops.publish(new_clf.classifier_id)
+        bundle = write_bundle(
+            store.snapshot(),
+            tmp_path / "bundle",
+            ca_cert_pem=fed.ca_pem,
+            crl_pem=fed.home.crl.read_bytes(),
+            federation_json=fed.signed_manifest,
+        )
+    finally:
+        store.close()
+    result = audit_bundle(load_bundle(bundle), ca_pem=fed.ca_pem)
+    assert result.verdict == "VERIFIED", [(f.code, f.message) for f in result.findings]

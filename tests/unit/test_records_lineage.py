@@ -193,3 +193,18 @@ def test_the_audit_replay_fails_a_dataset_whose_document_is_missing_or_swapped()
         st = replay(entries, findings, documents)
         assert [(f.code, f.entry) for f in findings.items] == ([(code, 150)] if code else [])
         assert len(st.datasets["ds-000001"].modules) == (150 if code is None else 0)
+
+
+def test_contributors_are_the_modules_synthesis_gives_a_share():
+    """Three modules cover classes 0 and 1, one sample per class: one module gives none, as in
+    ffsecure.synthesis.plan_assignments; with more samples every module gives some."""
+    from ffsecure.records.lineage import contributors
+
+    mods = [{"module_id": m, "classes": [0, 1]} for m in ("c" * 32, "a" * 32, "b" * 32)]
+    recipe = {"num_classes": 2, "per_class": 1}
+    assert contributors(recipe, mods) == {"a" * 32, "b" * 32}
+    assert contributors({**recipe, "per_class": 3}, mods) == {"a" * 32, "b" * 32, "c" * 32}
+    assert contributors({**recipe, "num_classes": 1}, mods) == {"a" * 32}
+    for bad in ({"num_classes": 2}, {"per_class": 1}, {**recipe, "per_class": 0}, [], None):
+        with pytest.raises(LineageFormatError):
+            contributors(bad, mods)
