@@ -654,16 +654,6 @@ class Operations:
                     code="E_STATUS",
                     hint="train a new classifier",
                 )
-            for m in row.meta["modules"]:
-                # a crash between a deletion and its retirements leaves such a classifier
-                # active until retire_orphans runs; it must never be served meanwhile
-                if self.store.get_module(m["module_id"]).status != "active":
-                    raise StoreError(
-                        f"classifier {classifier_id} was made from module {m['module_id']}, "
-                        "which is deleted; it cannot be published",
-                        code="E_LINEAGE_DELETED",
-                        hint="retrain from the live modules (`aggregator retrain`)",
-                    )
             index, data = self.store.set_artifact_status(
                 "classifier",
                 classifier_id,

@@ -646,13 +646,16 @@ class SQLStore(EvaluationsMixin, SitesMixin, Store):
             )
         with self._write() as conn:
             row = conn.execute(
-                "SELECT status, blob_name FROM artifacts WHERE kind = ? AND artifact_id = ?",
+                "SELECT status, blob_name, meta FROM artifacts WHERE kind = ? AND artifact_id = ?",
                 (kind, artifact_id),
             ).fetchone()
             if row is None:
                 raise NotFoundError(f"{kind} {artifact_id} is not in the store")
             if row[0] == "retired" or row[0] == status:
                 raise StoreError(f"{kind} {artifact_id} is already {row[0]}", code="E_STATUS")
+            if status == "published":
+                # in the write transaction: no deletion (by any process) slips in between
+                self._check_none_deleted(conn, kind, artifact_id, canonical.loads(bytes(row[2])))
             index = self._append_locked(conn, data, etype)
             if status == "retired":
                 # Retired artifacts may hold what a deleted module contributed: shred them too.
@@ -670,6 +673,21 @@ class SQLStore(EvaluationsMixin, SitesMixin, Store):
                     (status, index, kind, artifact_id),
                 )
         return index, data
+
+    def _check_none_deleted(self, conn: Conn, kind: str, artifact_id: str, meta: dict) -> None:
+        """``E_LINEAGE_DELETED`` when a module of the artifact's lineage is deleted: a deletion
+        cut short before its retirements leaves such a classifier active, never servable."""
+        for m in meta.get("modules", []):
+            got = conn.execute(
+                "SELECT status FROM modules WHERE module_id = ?", (m["module_id"],)
+            ).fetchone()
+            if got is not None and got[0] == "deleted":
+                raise StoreError(
+                    f"{kind} {artifact_id} was made from module {m['module_id']}, which is "
+                    "deleted; it cannot be published",
+                    code="E_LINEAGE_DELETED",
+                    hint="retrain from the live modules (`aggregator retrain`)",
+                )
 
     _ARTIFACT_COLS = (
         "kind, artifact_id, status, meta, blob_sha256, blob_size, blob_name IS NOT NULL, "
