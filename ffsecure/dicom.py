@@ -30,16 +30,30 @@ by its 1-based ordinal in the sorted listing and its class (``file #17 in
 class 'pneumonia'``); pydicom's warnings are discarded and its log records
 kept from the process's handlers while a file is read. Pixels are copied as
 they are: text burned into the image is not removed.
+
+Patients (:func:`group_patients`, :func:`one_per_patient`). A file's patient is
+its PatientID (0010,0020), read from the header alone. The id is patient data:
+it is kept only as an HMAC-SHA-256 under a key drawn fresh for each grouping
+(so the digests match nothing outside one call and are never written), and
+only counts leave this module (:class:`PatientCensus`). Keeping one image per
+patient makes the DP unit one patient (docs/privacy.md, "Unit of privacy"):
+which image is kept depends on that patient's own files alone (the smallest
+SHA-256 over the seed and the file's path below the source), so removing one
+patient never changes another patient's choice. A file without a PatientID is
+refused there (:class:`DicomPatientError`), never guessed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
+import hmac
 import io
 import logging
 import os
 import re
+import secrets
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -58,11 +72,16 @@ __all__ = [
     "DicomItem",
     "DicomLimitError",
     "DicomListing",
+    "DicomPatientError",
+    "PatientCensus",
     "MAX_FILES",
     "MAX_FILE_BYTES",
     "MAX_ROWS_COLS",
     "REL_PATH",
+    "census",
+    "group_patients",
     "list_source",
+    "one_per_patient",
     "read_pixels",
 ]
 
@@ -104,6 +123,12 @@ class DicomLimitError(DicomError):
     code = "E_DICOM_LIMIT"
 
 
+class DicomPatientError(DicomError):
+    """Images are grouped by patient but a file names no patient (no or an empty PatientID)."""
+
+    code = "E_DICOM_PATIENT"
+
+
 @dataclass(frozen=True)
 class DicomItem:
     """One file to read: its path (never shown), its class index, and how errors name it."""
@@ -121,6 +146,7 @@ class DicomListing:
     train: list[DicomItem]
     test: list[DicomItem] | None  # None: no fixed split; the caller splits ``train``
     layout: str  # "folders", "presplit" or "csv"
+    root: Path  # the folder the files' paths are taken below (the CSV's folder for "csv")
 
 
 def _layout_error(message: str, hint: str) -> DataError:
@@ -192,7 +218,7 @@ def _list_folders(root: Path) -> DicomListing:
     presplit = all((root / s).is_dir() for s in SPLIT_DIRS)
     if not presplit:
         names = [d.name for d in _class_dirs(root, "data")]
-        return DicomListing(names, _items(root, names, None), None, "folders")
+        return DicomListing(names, _items(root, names, None), None, "folders", root)
     names = [d.name for d in _class_dirs(root / "train", "train")]
     test_names = [d.name for d in _class_dirs(root / "test", "test")]
     if set(test_names) - set(names):
@@ -203,7 +229,7 @@ def _list_folders(root: Path) -> DicomListing:
     train = _items(root / "train", names, "train")
     test = _items(root / "test", names, "test")
     _count_check(len(train) + len(test))
-    return DicomListing(names, train, test, "presplit")
+    return DicomListing(names, train, test, "presplit", root)
 
 
 def _csv_rows(path: Path) -> list[list[str]]:
@@ -277,7 +303,7 @@ def _list_csv(csv_file: Path) -> DicomListing:
         DicomItem(p, index[n], f"row #{row} of the labels file (class {n!r})")
         for row, (p, n) in enumerate(pairs, 1)
     ]
-    return DicomListing(names, items, None, "csv")
+    return DicomListing(names, items, None, "csv", root)
 
 
 def list_source(path: str | os.PathLike) -> DicomListing:
@@ -311,13 +337,16 @@ def _quiet_pydicom() -> Iterator[None]:
         pydicom_log.propagate = before
 
 
-def _read_dataset(path: Path, where: str) -> pydicom.Dataset:
+def _read_dataset(path: Path, where: str, *, tags: Sequence[str] | None = None) -> pydicom.Dataset:
+    """The whole file, or with ``tags`` its header's named tags alone (no pixel data)."""
     if path.stat().st_size > MAX_FILE_BYTES:
         raise DicomLimitError(
             f"{where} is larger than {MAX_FILE_BYTES >> 20} MiB",
             hint="export a smaller image, or remove the file",
         )
     try:
+        if tags is not None:
+            return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(tags))
         return pydicom.dcmread(path)
     except Exception:  # noqa: BLE001 - an untrusted parser; its message may quote tag values
         raise DicomError(
@@ -449,3 +478,87 @@ def read_pixels(item: DicomItem) -> np.ndarray:
                 hint="export the image again with a valid window (center/width) or none",
             ) from None
     return unit.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- patients
+
+
+@dataclass(frozen=True)
+class PatientCensus:
+    """How a list of files falls into patients: counts only, never an id.
+
+    ``unnamed`` files name no patient; each is counted as a patient of its own.
+    """
+
+    images: int
+    patients: int
+    several: int  # patients holding more than one image
+    largest: int  # the most images of one patient (k)
+    unnamed: int
+
+
+def _patient_id(item: DicomItem) -> str | None:
+    """The file's PatientID, stripped; None when absent or empty. Never logged or returned."""
+    with _quiet_pydicom():
+        ds = _read_dataset(item.path, item.where, tags=("PatientID",))
+        value = ds.get("PatientID")
+    text = "" if value is None else str(value).strip()
+    return text or None
+
+
+def group_patients(items: Sequence[DicomItem]) -> tuple[list[list[int]], list[int]]:
+    """Indices of ``items`` per patient (in first-seen order), and the indices naming none.
+
+    Ids are compared as HMAC-SHA-256 digests under a key drawn for this call alone.
+    """
+    key = secrets.token_bytes(32)
+    groups: dict[bytes, list[int]] = {}
+    unnamed: list[int] = []
+    for index, item in enumerate(items):
+        patient = _patient_id(item)
+        if patient is None:
+            unnamed.append(index)
+            continue
+        digest = hmac.new(key, patient.encode("utf-8", "backslashreplace"), hashlib.sha256)
+        groups.setdefault(digest.digest(), []).append(index)
+    return list(groups.values()), unnamed
+
+
+def census(groups: Sequence[Sequence[int]], unnamed: Sequence[int]) -> PatientCensus:
+    """The counts of :func:`group_patients`' result."""
+    sizes = [len(group) for group in groups] + [1] * len(unnamed)
+    return PatientCensus(
+        images=sum(sizes),
+        patients=len(sizes),
+        several=sum(1 for size in sizes if size > 1),
+        largest=max(sizes, default=0),
+        unnamed=len(unnamed),
+    )
+
+
+def _pick_key(item: DicomItem, root: Path, seed: int) -> bytes:
+    """The rank of a file within its patient: depends on the seed and that file alone."""
+    relative = item.path.relative_to(root).as_posix()
+    return hashlib.sha256(f"ffsecure/patient-pick/v1\x00{seed}\x00{relative}".encode()).digest()
+
+
+def one_per_patient(
+    items: Sequence[DicomItem], *, root: Path, seed: int
+) -> tuple[list[DicomItem], PatientCensus]:
+    """One file per patient, in listing order, and the census of ``items`` before the choice.
+
+    The kept file is the patient's file of smallest :func:`_pick_key`: a pseudo-random choice
+    (no bias towards a class or a date that a sorted name would carry) that depends on the
+    patient's own files only. A file naming no patient raises :class:`DicomPatientError`.
+    """
+    groups, unnamed = group_patients(items)
+    if unnamed:
+        where = items[unnamed[0]].where
+        raise DicomPatientError(
+            f'{where} has no PatientID (0010,0020), and data.privacy_unit = "patient" '
+            f"groups images by it ({len(unnamed)} file(s) name no patient)",
+            hint="export the files with their PatientID (a pseudonym is enough, one per "
+            'patient), remove the files, or set privacy_unit = "image" (DP per image)',
+        )
+    kept = sorted(min(group, key=lambda i: _pick_key(items[i], root, seed)) for group in groups)
+    return [items[i] for i in kept], census(groups, unnamed)
