@@ -5,8 +5,9 @@ Layout (one string, the same in ``site.toml`` and ``ffsecure simulate``):
 * ``dicom:DIR``: ``DIR/<class>/...`` holds each class's files (any depth below
   the class folder, any file name, hidden entries skipped), or
   ``DIR/train/<class>/...`` and ``DIR/test/<class>/...`` for a fixed split;
-* ``dicom:FILE.csv``: a UTF-8 CSV whose header is ``file,class`` and whose rows
-  map a file path relative to the CSV's folder onto a class name.
+* ``dicom:FILE.csv``: a UTF-8 CSV whose header is ``file,class`` (or
+  ``file,class,patient``) and whose rows map a file path relative to the CSV's
+  folder onto a class name (and a patient).
 
 Class folder names and CSV cells must ``fullmatch`` :data:`CLASS_NAME` /
 :data:`REL_PATH`; class names are the label space, never patient data.
@@ -32,7 +33,8 @@ kept from the process's handlers while a file is read. Pixels are copied as
 they are: text burned into the image is not removed.
 
 Patients (:func:`group_patients`, :func:`one_per_patient`). A file's patient is
-its PatientID (0010,0020), read from the header alone. The id is patient data:
+its PatientID (0010,0020), read from the header alone, or the ``patient`` cell
+of its labels CSV row when the CSV has that column. The id is patient data:
 it is kept only as an HMAC-SHA-256 under a key drawn fresh for each grouping
 (so the digests match nothing outside one call and are never written), and
 only counts leave this module (:class:`PatientCensus`). Keeping one image per
@@ -56,7 +58,7 @@ import re
 import secrets
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +99,8 @@ REL_PATH = re.compile(
 )
 MAX_REL_PATH = 1024
 CSV_HEADER = ["file", "class"]
+CSV_PATIENT = "patient"  # an optional third column: who the file's patient is
+MAX_PATIENT_CELL = 256
 SPLIT_DIRS = ("train", "test")
 PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2", "RGB")
 UNCOMPRESSED_HINT = (
@@ -131,11 +135,16 @@ class DicomPatientError(DicomError):
 
 @dataclass(frozen=True)
 class DicomItem:
-    """One file to read: its path (never shown), its class index, and how errors name it."""
+    """One file to read: its path (never shown), its class index, and how errors name it.
+
+    ``patient`` is the labels CSV's patient cell when it has the column (patient data:
+    never shown, left out of ``repr``); None means the file's PatientID names the patient.
+    """
 
     path: Path
     label: int
     where: str
+    patient: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -271,23 +280,26 @@ def _csv_path(root: Path, cell: str, row: int) -> Path:
 
 def _list_csv(csv_file: Path) -> DicomListing:
     rows = _csv_rows(csv_file)
-    if not rows or [c.strip() for c in rows[0]] != CSV_HEADER:
+    header = [c.strip() for c in rows[0]] if rows else []
+    if header not in (CSV_HEADER, [*CSV_HEADER, CSV_PATIENT]):
         raise _layout_error(
-            "the labels file does not start with the header `file,class`",
-            hint="write `file,class` as the first line",
+            "the labels file does not start with the header `file,class` (or `file,class,patient`)",
+            hint="write `file,class` (or `file,class,patient`) as the first line",
         )
     body = [r for r in rows[1:] if r]
     _count_check(len(body))
     root = csv_file.parent
     pairs: list[tuple[Path, str]] = []
+    patients: list[str | None] = []
     for row, cells in enumerate(body, 1):
-        if len(cells) != 2:
+        if len(cells) != len(header):
             raise _layout_error(
-                f"row #{row} of the labels file has {len(cells)} cells, not 2",
-                hint="write one `file,class` pair per line",
+                f"row #{row} of the labels file has {len(cells)} cells, not {len(header)}",
+                hint=f"write one `{','.join(header)}` row per line",
             )
         name = _check_class(cells[1], f"the class of row #{row} of the labels file")
         pairs.append((_csv_path(root, cells[0], row), name))
+        patients.append(_patient_cell(cells[2], row) if len(cells) == 3 else None)
     if len({p for p, _ in pairs}) != len(pairs):
         raise _layout_error(
             "the labels file lists a file more than once", hint="give each file one row"
@@ -300,10 +312,21 @@ def _list_csv(csv_file: Path) -> DicomListing:
         )
     index = {n: i for i, n in enumerate(names)}
     items = [
-        DicomItem(p, index[n], f"row #{row} of the labels file (class {n!r})")
-        for row, (p, n) in enumerate(pairs, 1)
+        DicomItem(p, index[n], f"row #{row} of the labels file (class {n!r})", patient)
+        for row, ((p, n), patient) in enumerate(zip(pairs, patients, strict=True), 1)
     ]
     return DicomListing(names, items, None, "csv", root)
+
+
+def _patient_cell(cell: str, row: int) -> str:
+    """A CSV patient cell, bounded; blank is kept as blank (no patient: refused where needed)."""
+    if len(cell) > MAX_PATIENT_CELL:
+        raise _layout_error(
+            f"row #{row} of the labels file: the patient cell is longer than "
+            f"{MAX_PATIENT_CELL} characters",
+            hint="name each patient by a short pseudonym",
+        )
+    return cell
 
 
 def list_source(path: str | os.PathLike) -> DicomListing:
@@ -498,7 +521,10 @@ class PatientCensus:
 
 
 def _patient_id(item: DicomItem) -> str | None:
-    """The file's PatientID, stripped; None when absent or empty. Never logged or returned."""
+    """The CSV's patient cell or else the file's PatientID, stripped; None when absent or
+    blank. Never logged or returned."""
+    if item.patient is not None:
+        return item.patient.strip() or None
     with _quiet_pydicom():
         ds = _read_dataset(item.path, item.where, tags=("PatientID",))
         value = ds.get("PatientID")
@@ -555,10 +581,12 @@ def one_per_patient(
     if unnamed:
         where = items[unnamed[0]].where
         raise DicomPatientError(
-            f'{where} has no PatientID (0010,0020), and data.privacy_unit = "patient" '
-            f"groups images by it ({len(unnamed)} file(s) name no patient)",
+            f"{where} names no patient (no PatientID (0010,0020), or a blank patient cell), "
+            f'and data.privacy_unit = "patient" groups images by patient '
+            f"({len(unnamed)} file(s) name none)",
             hint="export the files with their PatientID (a pseudonym is enough, one per "
-            'patient), remove the files, or set privacy_unit = "image" (DP per image)',
+            "patient) or fill the labels CSV's patient column, remove the files, or set "
+            'privacy_unit = "image" (DP per image)',
         )
     kept = sorted(min(group, key=lambda i: _pick_key(items[i], root, seed)) for group in groups)
     return [items[i] for i in kept], census(groups, unnamed)

@@ -17,6 +17,7 @@ from ffsecure import dp as dpmod
 from ffsecure.data import PrivacyUnitError, load_dataset, scan_dataset
 from site_node.training import patient_warning
 from tests.dicom_fixture import (
+    PATIENT_ID,
     assert_no_identifiers,
     digits_images,
     patient_ids,
@@ -182,3 +183,25 @@ def test_the_dicom_fixture_still_copies_cleanly(tmp_path):
     assert [i.path.relative_to(tmp_path / "a") for i in kept_a] == [
         i.path.relative_to(tmp_path / "b") for i in kept_b
     ]
+
+
+def test_a_labels_csv_patient_column_names_the_patients_and_a_blank_cell_is_refused(tmp_path):
+    # every file's header says PATIENT_ID; the CSV's column names three patients instead
+    written = write_digits_dicom(tmp_path / "pacs", per_class=3, classes=(0, 1))
+    cells = patient_ids(6, per_patient=2)
+    rows = [
+        f"{path.relative_to(written.root).as_posix()},{label},{cell}"
+        for path, label, cell in zip(written.paths, written.labels, cells, strict=True)
+    ]
+    csv = written.root / "labels.csv"
+    csv.write_text("\n".join(["file,class,patient", *rows]) + "\n")
+    listing = dicom.list_source(csv)
+    assert PATIENT_ID not in repr(listing)  # the cells stay out of every repr (paths do not)
+    kept, census = dicom.one_per_patient(listing.train, root=listing.root, seed=0)
+    assert len(kept) == 3 and census.largest == 2 and census.patients == 3
+    rows[4] = rows[4].rsplit(",", 1)[0] + ", "
+    csv.write_text("\n".join(["file,class,patient", *rows]) + "\n")
+    with pytest.raises(dicom.DicomPatientError) as info:
+        load_dataset(f"dicom:{csv}", image_shape=SHAPE, privacy_unit="patient")
+    assert "row #5 of the labels file" in info.value.message
+    assert_no_identifiers({"message": str(info.value).encode()})
