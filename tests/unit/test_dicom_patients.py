@@ -6,6 +6,7 @@ fixture's PATIENT_ID, so one grep finds any that leaks into a log line, an error
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 
@@ -15,7 +16,8 @@ import pytest
 from ffsecure import dicom
 from ffsecure import dp as dpmod
 from ffsecure.data import PrivacyUnitError, load_dataset, scan_dataset
-from site_node.training import patient_warning
+from site_node.config import parse_config
+from site_node.training import data_fingerprint, patient_warning
 from tests.dicom_fixture import (
     PATIENT_ID,
     assert_no_identifiers,
@@ -205,3 +207,13 @@ def test_a_labels_csv_patient_column_names_the_patients_and_a_blank_cell_is_refu
         load_dataset(f"dicom:{csv}", image_shape=SHAPE, privacy_unit="patient")
     assert "row #5 of the labels file" in info.value.message
     assert_no_identifiers({"message": str(info.value).encode()})
+
+
+def test_changing_the_unit_counts_as_new_data_for_run(tmp_path):
+    written = write_digits_dicom(tmp_path / "pacs", per_class=2, classes=(0, 1))
+    text = f'[site]\nfederation_id = "f"\nsite_id = "s"\n[data]\nsource = "dicom:{written.root}"\n'
+    cfg = parse_config(text, tmp_path / "site.toml")
+    assert cfg.privacy_unit == "image"
+    patient = dataclasses.replace(cfg, privacy_unit="patient")
+    assert data_fingerprint(patient) != data_fingerprint(cfg)
+    assert parse_config(text + 'privacy_unit = "patient"\n', tmp_path / "site.toml") == patient
