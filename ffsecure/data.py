@@ -21,6 +21,12 @@ Sources (``load_dataset`` spec strings):
 
 Missing files raise ``E_DATA_MISSING``, a wrong checksum ``E_DATA_CHECKSUM``
 and malformed content ``E_DATA_FORMAT`` (all :class:`DataError`).
+
+The unit of privacy (``privacy_unit``, :data:`ffsecure.dp.PRIVACY_UNITS`):
+``image`` loads every image; ``patient`` keeps one image per patient
+(:func:`ffsecure.dicom.one_per_patient`), so that one patient changes at most
+one training example. Only ``dicom:`` names patients; any other source in
+patient mode is refused (:class:`PrivacyUnitError`).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ffsecure import dicom
+from ffsecure.dp import PRIVACY_UNITS
 from ffsecure.errors import DataError
 from ffsecure.records import fields
 
@@ -69,6 +76,8 @@ class Dataset:
     val_x: torch.Tensor | None = None
     val_y: torch.Tensor | None = None
     source: dict[str, Any] = field(default_factory=dict)
+    # dicom: how the training images fall into patients (counts only), before any grouping
+    patients: dicom.PatientCensus | None = None
 
     @property
     def num_classes(self) -> int:
@@ -87,6 +96,28 @@ class Dataset:
         if self.val_y is not None:
             out["val"] = int(self.val_y.numel())
         return out
+
+
+class PrivacyUnitError(DataError):
+    """The unit of privacy asked for cannot be honoured by this source (no patient ids)."""
+
+    code = "E_DATA_PRIVACY_UNIT"
+
+
+def check_privacy_unit(spec: str, privacy_unit: str) -> None:
+    """Refuse a ``privacy_unit`` that ``spec`` cannot honour: ``patient`` needs ``dicom:``."""
+    if privacy_unit not in PRIVACY_UNITS:
+        raise PrivacyUnitError(
+            f"unknown privacy unit {privacy_unit!r}", hint=f"use one of {list(PRIVACY_UNITS)}"
+        )
+    if privacy_unit == "patient" and not spec.startswith("dicom:"):
+        kind = spec.partition(":")[0] if ":" in spec else spec
+        raise PrivacyUnitError(
+            f"privacy unit 'patient' needs a source that names each image's patient; "
+            f"{kind!r} images carry no patient id, so one image per patient cannot be kept",
+            hint='use a dicom: source (PatientID in each file), or set privacy_unit = "image" '
+            "and export one image per patient yourself",
+        )
 
 
 def _format_error(message: str, hint: str | None = None) -> DataError:
@@ -610,27 +641,47 @@ def _read_dicom_images(items: Sequence[dicom.DicomItem], image_shape: Sequence[i
     return out
 
 
+def _dicom_splits(
+    listing: dicom.DicomListing, test_fraction: float, seed: int, privacy_unit: str
+) -> tuple[list[dicom.DicomItem], list[dicom.DicomItem], dicom.PatientCensus]:
+    """Train and test files, and the census of the training files' patients.
+
+    In patient mode one file per patient is kept before a seeded split (so a patient
+    lands in one split only); with a fixed split, one per patient of the train folder.
+    """
+    items = listing.train
+    if privacy_unit == "patient":
+        items, patients = dicom.one_per_patient(items, root=listing.root, seed=seed)
+    if listing.test is not None:
+        train_items, test_items = items, listing.test
+    else:
+        labels = np.asarray([item.label for item in items], dtype=np.int64)
+        tr, te = _stratified_split(labels, test_fraction, seed)
+        train_items, test_items = [items[i] for i in tr], [items[i] for i in te]
+    if privacy_unit != "patient":
+        patients = dicom.census(*dicom.group_patients(train_items))
+    return train_items, test_items, patients
+
+
 def load_dicom(
     path: str | os.PathLike,
     *,
     image_shape: Sequence[int] | None = None,
     test_fraction: float = 0.2,
     seed: int = 0,
+    privacy_unit: str = "image",
 ) -> Dataset:
     """Load a ``dicom:`` source (see :mod:`ffsecure.dicom`); split like :func:`load_folder`.
 
     Without an explicit ``image_shape`` the images are ``1x28x28`` (RGB files
-    become gray). The record names no path: its name is ``dicom``.
+    become gray). The record names no path: its name is ``dicom``. ``privacy_unit``
+    ``patient`` keeps one image per patient (:func:`_dicom_splits`); the record's
+    ``patients`` counts how the training files fell into patients.
     """
+    check_privacy_unit("dicom:", privacy_unit)
     listing = dicom.list_source(path)
     c, h, w = check_image_shape(image_shape or (1, FOLDER_SIZE, FOLDER_SIZE))
-    if listing.test is not None:
-        train_items, test_items = listing.train, listing.test
-    else:
-        labels = np.asarray([item.label for item in listing.train], dtype=np.int64)
-        tr, te = _stratified_split(labels, test_fraction, seed)
-        train_items = [listing.train[i] for i in tr]
-        test_items = [listing.train[i] for i in te]
+    train_items, test_items, patients = _dicom_splits(listing, test_fraction, seed, privacy_unit)
     log.info("reading %d DICOM files", len(train_items) + len(test_items))
     arrays = {
         "train_images": _read_dicom_images(train_items, (c, h, w)),
@@ -638,13 +689,15 @@ def load_dicom(
         "test_images": _read_dicom_images(test_items, (c, h, w)),
         "test_labels": np.asarray([item.label for item in test_items], dtype=np.int64),
     }
-    return arrays_to_dataset(
+    dataset = arrays_to_dataset(
         arrays,
         name="dicom",
         image_shape=(c, h, w),
         class_names=listing.class_names,
         source={"kind": "dicom", "layout": listing.layout, "seed": seed},
     )
+    dataset.patients = patients
+    return dataset
 
 
 # --------------------------------------------------------------------------- bounded scan
@@ -660,6 +713,8 @@ class DataScan:
     ``counts`` is per local class, train and test together; ``raw_shape`` is the
     stored ``(C, H, W)`` of the images (None for a built-in source, which is always
     resized); ``sampled`` images were decoded and converted to the requested shape.
+    ``patients`` (``dicom:`` only) counts how every listed file falls into patients, before
+    any grouping; in patient mode ``counts`` are of the files kept, one per patient.
     """
 
     name: str
@@ -667,6 +722,7 @@ class DataScan:
     counts: list[int]
     raw_shape: tuple[int, int, int] | None
     sampled: int
+    patients: dicom.PatientCensus | None = None
 
 
 def _npz_member_header(zf: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], np.dtype, bool]:
@@ -759,11 +815,25 @@ def scan_folder(root: Path, *, image_shape: Sequence[int], sample: int = SCAN_SA
     return DataScan(root.name, names, [len(files[n]) for n in names], raw, len(picked))
 
 
-def scan_dicom(path: Path, *, image_shape: Sequence[int], sample: int = SCAN_SAMPLE) -> DataScan:
-    """Every file listed with its class (headers unread), ``sample`` files decoded (spread over
-    classes) by the same reader as :func:`load_dicom`; the record names no path."""
+def scan_dicom(
+    path: Path,
+    *,
+    image_shape: Sequence[int],
+    sample: int = SCAN_SAMPLE,
+    seed: int = 0,
+    privacy_unit: str = "image",
+) -> DataScan:
+    """Every file listed with its class and its header's PatientID read (for the census),
+    ``sample`` files decoded (spread over classes) by the same reader as :func:`load_dicom`;
+    the record names no path and no patient. In patient mode the files are those kept."""
+    check_privacy_unit("dicom:", privacy_unit)
     listing = dicom.list_source(path)
     items = listing.train + (listing.test or [])
+    if privacy_unit == "patient":
+        kept, patients = dicom.one_per_patient(listing.train, root=listing.root, seed=seed)
+        items = kept + (listing.test or [])
+    else:
+        patients = dicom.census(*dicom.group_patients(items))
     counts = np.bincount(
         np.asarray([item.label for item in items], dtype=np.int64),
         minlength=len(listing.class_names),
@@ -779,7 +849,7 @@ def scan_dicom(path: Path, *, image_shape: Sequence[int], sample: int = SCAN_SAM
     first = dicom.read_pixels(picked[0])
     raw = (3 if first.ndim == 3 else 1, first.shape[0], first.shape[1])
     _read_dicom_images(picked, check_image_shape(image_shape))
-    return DataScan("dicom", list(listing.class_names), counts, raw, len(picked))
+    return DataScan("dicom", list(listing.class_names), counts, raw, len(picked), patients)
 
 
 def scan_dataset(
@@ -789,18 +859,27 @@ def scan_dataset(
     root: str | os.PathLike | None = None,
     seed: int = 0,
     sample: int = SCAN_SAMPLE,
+    privacy_unit: str = "image",
 ) -> DataScan:
     """A bounded look at ``spec`` (as :func:`load_dataset` takes it): every label, few images.
 
     ``npz:``, ``folder:`` and ``dicom:`` read every label (file counts) but decode only
     ``sample`` images; other sources are small or checksummed, and are loaded in full.
+    ``dicom:`` also reads every file's PatientID for :attr:`DataScan.patients`.
     """
+    check_privacy_unit(spec, privacy_unit)
     if spec.startswith("npz:"):
         return scan_npz(Path(spec[4:]), image_shape=image_shape, sample=sample)
     if spec.startswith("folder:"):
         return scan_folder(Path(spec[7:]), image_shape=image_shape, sample=sample)
     if spec.startswith("dicom:"):
-        return scan_dicom(Path(spec[6:]), image_shape=image_shape, sample=sample)
+        return scan_dicom(
+            Path(spec[6:]),
+            image_shape=image_shape,
+            sample=sample,
+            seed=seed,
+            privacy_unit=privacy_unit,
+        )
     ds = load_dataset(spec, image_shape=image_shape, root=root, seed=seed)
     every = torch.cat([ds.train_y, ds.test_y] + ([ds.val_y] if ds.val_y is not None else []))
     counts = torch.bincount(every, minlength=len(ds.class_names)).tolist()
@@ -817,21 +896,23 @@ def load_dataset(
     root: str | os.PathLike | None = None,
     download: bool = False,
     seed: int = 0,
+    privacy_unit: str = "image",
 ) -> Dataset:
     """Load ``spec``: a MedMNIST flag, ``digits``, ``npz:PATH``, ``folder:PATH`` or
-    ``dicom:PATH``."""
+    ``dicom:PATH``; ``privacy_unit`` ``patient`` is for ``dicom:`` only (module docstring)."""
     if not isinstance(spec, str) or not spec:
         raise DataError(
             "empty data set name",
             hint="e.g. pneumoniamnist, digits, npz:PATH, folder:PATH, dicom:PATH",
             code="E_DATA_SPEC",
         )
+    check_privacy_unit(spec, privacy_unit)
     if spec.startswith("npz:"):
         return load_npz(spec[4:], image_shape=image_shape)
     if spec.startswith("folder:"):
         return load_folder(spec[7:], image_shape=image_shape, seed=seed)
     if spec.startswith("dicom:"):
-        return load_dicom(spec[6:], image_shape=image_shape, seed=seed)
+        return load_dicom(spec[6:], image_shape=image_shape, seed=seed, privacy_unit=privacy_unit)
     if spec == "digits":
         return load_digits(image_shape=image_shape, seed=seed)
     return load_medmnist(spec, image_shape=image_shape, root=root, download=download)

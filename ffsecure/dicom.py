@@ -5,8 +5,9 @@ Layout (one string, the same in ``site.toml`` and ``ffsecure simulate``):
 * ``dicom:DIR``: ``DIR/<class>/...`` holds each class's files (any depth below
   the class folder, any file name, hidden entries skipped), or
   ``DIR/train/<class>/...`` and ``DIR/test/<class>/...`` for a fixed split;
-* ``dicom:FILE.csv``: a UTF-8 CSV whose header is ``file,class`` and whose rows
-  map a file path relative to the CSV's folder onto a class name.
+* ``dicom:FILE.csv``: a UTF-8 CSV whose header is ``file,class`` (or
+  ``file,class,patient``) and whose rows map a file path relative to the CSV's
+  folder onto a class name (and a patient).
 
 Class folder names and CSV cells must ``fullmatch`` :data:`CLASS_NAME` /
 :data:`REL_PATH`; class names are the label space, never patient data.
@@ -30,19 +31,34 @@ by its 1-based ordinal in the sorted listing and its class (``file #17 in
 class 'pneumonia'``); pydicom's warnings are discarded and its log records
 kept from the process's handlers while a file is read. Pixels are copied as
 they are: text burned into the image is not removed.
+
+Patients (:func:`group_patients`, :func:`one_per_patient`). A file's patient is
+its PatientID (0010,0020), read from the header alone, or the ``patient`` cell
+of its labels CSV row when the CSV has that column. The id is patient data:
+it is kept only as an HMAC-SHA-256 under a key drawn fresh for each grouping
+(so the digests match nothing outside one call and are never written), and
+only counts leave this module (:class:`PatientCensus`). Keeping one image per
+patient makes the DP unit one patient (docs/privacy.md, "Unit of privacy"):
+which image is kept depends on that patient's own files alone (the smallest
+SHA-256 over the seed and the file's path below the source), so removing one
+patient never changes another patient's choice. A file without a PatientID is
+refused there (:class:`DicomPatientError`), never guessed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
+import hmac
 import io
 import logging
 import os
 import re
+import secrets
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -58,11 +74,16 @@ __all__ = [
     "DicomItem",
     "DicomLimitError",
     "DicomListing",
+    "DicomPatientError",
+    "PatientCensus",
     "MAX_FILES",
     "MAX_FILE_BYTES",
     "MAX_ROWS_COLS",
     "REL_PATH",
+    "census",
+    "group_patients",
     "list_source",
+    "one_per_patient",
     "read_pixels",
 ]
 
@@ -78,6 +99,8 @@ REL_PATH = re.compile(
 )
 MAX_REL_PATH = 1024
 CSV_HEADER = ["file", "class"]
+CSV_PATIENT = "patient"  # an optional third column: who the file's patient is
+MAX_PATIENT_CELL = 256
 SPLIT_DIRS = ("train", "test")
 PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2", "RGB")
 UNCOMPRESSED_HINT = (
@@ -104,13 +127,24 @@ class DicomLimitError(DicomError):
     code = "E_DICOM_LIMIT"
 
 
+class DicomPatientError(DicomError):
+    """Images are grouped by patient but a file names no patient (no or an empty PatientID)."""
+
+    code = "E_DICOM_PATIENT"
+
+
 @dataclass(frozen=True)
 class DicomItem:
-    """One file to read: its path (never shown), its class index, and how errors name it."""
+    """One file to read: its path (never shown), its class index, and how errors name it.
+
+    ``patient`` is the labels CSV's patient cell when it has the column (patient data:
+    never shown, left out of ``repr``); None means the file's PatientID names the patient.
+    """
 
     path: Path
     label: int
     where: str
+    patient: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -121,6 +155,7 @@ class DicomListing:
     train: list[DicomItem]
     test: list[DicomItem] | None  # None: no fixed split; the caller splits ``train``
     layout: str  # "folders", "presplit" or "csv"
+    root: Path  # the folder the files' paths are taken below (the CSV's folder for "csv")
 
 
 def _layout_error(message: str, hint: str) -> DataError:
@@ -192,7 +227,7 @@ def _list_folders(root: Path) -> DicomListing:
     presplit = all((root / s).is_dir() for s in SPLIT_DIRS)
     if not presplit:
         names = [d.name for d in _class_dirs(root, "data")]
-        return DicomListing(names, _items(root, names, None), None, "folders")
+        return DicomListing(names, _items(root, names, None), None, "folders", root)
     names = [d.name for d in _class_dirs(root / "train", "train")]
     test_names = [d.name for d in _class_dirs(root / "test", "test")]
     if set(test_names) - set(names):
@@ -203,7 +238,7 @@ def _list_folders(root: Path) -> DicomListing:
     train = _items(root / "train", names, "train")
     test = _items(root / "test", names, "test")
     _count_check(len(train) + len(test))
-    return DicomListing(names, train, test, "presplit")
+    return DicomListing(names, train, test, "presplit", root)
 
 
 def _csv_rows(path: Path) -> list[list[str]]:
@@ -245,23 +280,26 @@ def _csv_path(root: Path, cell: str, row: int) -> Path:
 
 def _list_csv(csv_file: Path) -> DicomListing:
     rows = _csv_rows(csv_file)
-    if not rows or [c.strip() for c in rows[0]] != CSV_HEADER:
+    header = [c.strip() for c in rows[0]] if rows else []
+    if header not in (CSV_HEADER, [*CSV_HEADER, CSV_PATIENT]):
         raise _layout_error(
-            "the labels file does not start with the header `file,class`",
-            hint="write `file,class` as the first line",
+            "the labels file does not start with the header `file,class` (or `file,class,patient`)",
+            hint="write `file,class` (or `file,class,patient`) as the first line",
         )
     body = [r for r in rows[1:] if r]
     _count_check(len(body))
     root = csv_file.parent
     pairs: list[tuple[Path, str]] = []
+    patients: list[str | None] = []
     for row, cells in enumerate(body, 1):
-        if len(cells) != 2:
+        if len(cells) != len(header):
             raise _layout_error(
-                f"row #{row} of the labels file has {len(cells)} cells, not 2",
-                hint="write one `file,class` pair per line",
+                f"row #{row} of the labels file has {len(cells)} cells, not {len(header)}",
+                hint=f"write one `{','.join(header)}` row per line",
             )
         name = _check_class(cells[1], f"the class of row #{row} of the labels file")
         pairs.append((_csv_path(root, cells[0], row), name))
+        patients.append(_patient_cell(cells[2], row) if len(cells) == 3 else None)
     if len({p for p, _ in pairs}) != len(pairs):
         raise _layout_error(
             "the labels file lists a file more than once", hint="give each file one row"
@@ -274,10 +312,21 @@ def _list_csv(csv_file: Path) -> DicomListing:
         )
     index = {n: i for i, n in enumerate(names)}
     items = [
-        DicomItem(p, index[n], f"row #{row} of the labels file (class {n!r})")
-        for row, (p, n) in enumerate(pairs, 1)
+        DicomItem(p, index[n], f"row #{row} of the labels file (class {n!r})", patient)
+        for row, ((p, n), patient) in enumerate(zip(pairs, patients, strict=True), 1)
     ]
-    return DicomListing(names, items, None, "csv")
+    return DicomListing(names, items, None, "csv", root)
+
+
+def _patient_cell(cell: str, row: int) -> str:
+    """A CSV patient cell, bounded; blank is kept as blank (no patient: refused where needed)."""
+    if len(cell) > MAX_PATIENT_CELL:
+        raise _layout_error(
+            f"row #{row} of the labels file: the patient cell is longer than "
+            f"{MAX_PATIENT_CELL} characters",
+            hint="name each patient by a short pseudonym",
+        )
+    return cell
 
 
 def list_source(path: str | os.PathLike) -> DicomListing:
@@ -311,13 +360,16 @@ def _quiet_pydicom() -> Iterator[None]:
         pydicom_log.propagate = before
 
 
-def _read_dataset(path: Path, where: str) -> pydicom.Dataset:
+def _read_dataset(path: Path, where: str, *, tags: Sequence[str] | None = None) -> pydicom.Dataset:
+    """The whole file, or with ``tags`` its header's named tags alone (no pixel data)."""
     if path.stat().st_size > MAX_FILE_BYTES:
         raise DicomLimitError(
             f"{where} is larger than {MAX_FILE_BYTES >> 20} MiB",
             hint="export a smaller image, or remove the file",
         )
     try:
+        if tags is not None:
+            return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(tags))
         return pydicom.dcmread(path)
     except Exception:  # noqa: BLE001 - an untrusted parser; its message may quote tag values
         raise DicomError(
@@ -449,3 +501,92 @@ def read_pixels(item: DicomItem) -> np.ndarray:
                 hint="export the image again with a valid window (center/width) or none",
             ) from None
     return unit.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- patients
+
+
+@dataclass(frozen=True)
+class PatientCensus:
+    """How a list of files falls into patients: counts only, never an id.
+
+    ``unnamed`` files name no patient; each is counted as a patient of its own.
+    """
+
+    images: int
+    patients: int
+    several: int  # patients holding more than one image
+    largest: int  # the most images of one patient (k)
+    unnamed: int
+
+
+def _patient_id(item: DicomItem) -> str | None:
+    """The CSV's patient cell or else the file's PatientID, stripped; None when absent or
+    blank. Never logged or returned."""
+    if item.patient is not None:
+        return item.patient.strip() or None
+    with _quiet_pydicom():
+        ds = _read_dataset(item.path, item.where, tags=("PatientID",))
+        value = ds.get("PatientID")
+    text = "" if value is None else str(value).strip()
+    return text or None
+
+
+def group_patients(items: Sequence[DicomItem]) -> tuple[list[list[int]], list[int]]:
+    """Indices of ``items`` per patient (in first-seen order), and the indices naming none.
+
+    Ids are compared as HMAC-SHA-256 digests under a key drawn for this call alone.
+    """
+    key = secrets.token_bytes(32)
+    groups: dict[bytes, list[int]] = {}
+    unnamed: list[int] = []
+    for index, item in enumerate(items):
+        patient = _patient_id(item)
+        if patient is None:
+            unnamed.append(index)
+            continue
+        digest = hmac.new(key, patient.encode("utf-8", "backslashreplace"), hashlib.sha256)
+        groups.setdefault(digest.digest(), []).append(index)
+    return list(groups.values()), unnamed
+
+
+def census(groups: Sequence[Sequence[int]], unnamed: Sequence[int]) -> PatientCensus:
+    """The counts of :func:`group_patients`' result."""
+    sizes = [len(group) for group in groups] + [1] * len(unnamed)
+    return PatientCensus(
+        images=sum(sizes),
+        patients=len(sizes),
+        several=sum(1 for size in sizes if size > 1),
+        largest=max(sizes, default=0),
+        unnamed=len(unnamed),
+    )
+
+
+def _pick_key(item: DicomItem, root: Path, seed: int) -> bytes:
+    """The rank of a file within its patient: depends on the seed and that file alone."""
+    relative = item.path.relative_to(root).as_posix()
+    return hashlib.sha256(f"ffsecure/patient-pick/v1\x00{seed}\x00{relative}".encode()).digest()
+
+
+def one_per_patient(
+    items: Sequence[DicomItem], *, root: Path, seed: int
+) -> tuple[list[DicomItem], PatientCensus]:
+    """One file per patient, in listing order, and the census of ``items`` before the choice.
+
+    The kept file is the patient's file of smallest :func:`_pick_key`: a pseudo-random choice
+    (no bias towards a class or a date that a sorted name would carry) that depends on the
+    patient's own files only. A file naming no patient raises :class:`DicomPatientError`.
+    """
+    groups, unnamed = group_patients(items)
+    if unnamed:
+        where = items[unnamed[0]].where
+        raise DicomPatientError(
+            f"{where} names no patient (no PatientID (0010,0020), or a blank patient cell), "
+            f'and data.privacy_unit = "patient" groups images by patient '
+            f"({len(unnamed)} file(s) name none)",
+            hint="export the files with their PatientID (a pseudonym is enough, one per "
+            "patient) or fill the labels CSV's patient column, remove the files, or set "
+            'privacy_unit = "image" (DP per image)',
+        )
+    kept = sorted(min(group, key=lambda i: _pick_key(items[i], root, seed)) for group in groups)
+    return [items[i] for i in kept], census(groups, unnamed)

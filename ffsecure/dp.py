@@ -56,6 +56,20 @@ def record_mechanism(record: Mapping[str, Any]) -> Any:
     return record.get("mechanism", "dp-sgd")
 
 
+#: What one DP example is (docs/privacy.md, "Unit of privacy"): ``image``, every image a site
+#: holds, so a patient with k images is protected only as a group of k; or ``patient``, one
+#: image kept per patient, so that one patient changes at most one example.
+PRIVACY_UNITS = ("image", "patient")
+
+
+def record_privacy_unit(record: Mapping[str, Any]) -> Any:
+    """The unit a module's DP record names; records written before the key are per image.
+
+    The value is returned as it stands (:meth:`DPClaim.from_record` checks it).
+    """
+    return record.get("privacy_unit", "image")
+
+
 #: Most DP-SGD steps a plan may take and a claim may state (honest runs: a few thousand).
 MAX_STEPS = 100_000
 #: Most expected passes over the data, ``sample_rate * steps`` (= epochs with Poisson sampling).
@@ -502,6 +516,57 @@ def plan_mean_embedding(dp: DPConfig, *, n: int) -> DPPlan:
     )
 
 
+def release_group_epsilon(
+    noise_multiplier: float, delta: float, k: int, accountant: str = "prv"
+) -> float:
+    """Epsilon of a mean-embedding release for a group of ``k`` examples (one patient's images).
+
+    The release has sensitivity 1 per example, so ``k`` examples move it by up to ``k``: for
+    the group it is the same Gaussian mechanism at noise multiplier ``noise_multiplier / k``,
+    accounted as :func:`plan_mean_embedding` accounts the release itself (``E_DP`` when
+    that noise is outside the accounting bounds).
+    """
+    if not is_int(k) or k < 1:
+        raise _dp_error(f"group size is {k!r}", "give a group of at least one example")
+    return compute_epsilon(
+        noise_multiplier=noise_multiplier / k,
+        sample_rate=1.0,
+        steps=1,
+        delta=delta,
+        accountant=accountant,
+    )
+
+
+def group_privacy_bound(epsilon: float, delta: float, k: int) -> tuple[float, float]:
+    """The standard group-privacy bound: ``(epsilon, delta)`` per example gives
+    ``(k epsilon, k e^((k-1) epsilon) delta)`` for a group of ``k`` (any mechanism)."""
+    if not is_int(k) or k < 1:
+        raise _dp_error(f"group size is {k!r}", "give a group of at least one example")
+    try:
+        spread = math.exp((k - 1) * epsilon)
+    except OverflowError:
+        spread = math.inf
+    return k * epsilon, k * spread * delta
+
+
+def group_claim(record: Mapping[str, Any], k: int) -> tuple[float, float, bool]:
+    """``(epsilon, delta, exact)`` that a DP record gives a group of ``k`` examples.
+
+    A mean-embedding record: :func:`release_group_epsilon` of its noise multiplier at its
+    delta (``exact``: the release's own accounting). A DP-SGD record: only
+    :func:`group_privacy_bound` of its epsilon and delta (``exact`` False: an upper bound,
+    no tighter figure for subsampled DP-SGD is computed here).
+    """
+    epsilon, delta = float(record["epsilon"]), float(record["delta"])
+    if k == 1:
+        return epsilon, delta, True
+    if record_mechanism(record) == "mean-embedding":
+        sigma = float(record["noise_multiplier"])
+        accountant = str(record.get("accountant", "prv"))
+        return release_group_epsilon(sigma, delta, k, accountant), delta, True
+    return (*group_privacy_bound(epsilon, delta, k), False)
+
+
 def config_dict(dp: DPConfig) -> dict[str, Any]:
     """The DPConfig as a plain dict (for logs and manifests)."""
     return asdict(dp)
@@ -537,6 +602,10 @@ class DPClaim:
             raise DPClaimError(
                 "the DP record says its noise and sampling were seeded "
                 "(reproducible): anyone who knows the seed can remove the noise"
+            )
+        if record_privacy_unit(record) not in PRIVACY_UNITS:
+            raise DPClaimError(
+                f"the DP record names the unknown privacy unit {record_privacy_unit(record)!r}"
             )
         missing = [k for k in CLAIM_PARAMETERS if k not in record]
         if missing:

@@ -787,6 +787,12 @@ _DATA = _section(
             _ERR + "DataError",
         ),
         ("E_DATA_MISSING", "a data file or folder does not exist", _ERR + "DataError"),
+        (
+            "E_DATA_PRIVACY_UNIT",
+            "data.privacy_unit asks for a unit the source cannot honour: 'patient' needs a "
+            "dicom: source, whose files name their patient",
+            "ffsecure.data.PrivacyUnitError",
+        ),
         ("E_DATA_SHAPE", "an image shape that ffsecure does not support", _ERR + "DataError"),
         ("E_DATA_SPEC", "an unknown or unsupported data set name", _ERR + "DataError"),
         (
@@ -805,6 +811,12 @@ _DATA = _section(
             "E_DICOM_LIMIT",
             "a DICOM source is beyond a bound (file count, file size, rows or columns)",
             "ffsecure.dicom.DicomLimitError",
+        ),
+        (
+            "E_DICOM_PATIENT",
+            "images are grouped by patient (privacy_unit = 'patient') but a DICOM file has no "
+            "PatientID (named by its ordinal and class, never its file name)",
+            "ffsecure.dicom.DicomPatientError",
         ),
         ("E_TRAIN_DIVERGED", "training diverged (non-finite loss)", _ERR + "FFSecureError"),
         ("E_TRAIN_SETTINGS", "training settings are out of range", _ERR + "ConfigError"),

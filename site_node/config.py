@@ -19,7 +19,7 @@ from typing import Any
 
 from ffsecure import pki, templates
 from ffsecure.commands.pki import SITE_PASSPHRASE_ENV, read_passphrase
-from ffsecure.dp import MAX_DELTA, MECHANISM_CHOICES
+from ffsecure.dp import MAX_DELTA, MECHANISM_CHOICES, PRIVACY_UNITS
 from ffsecure.errors import ConfigError
 from ffsecure.records import fields
 from ffsecure.records.ids import parse_port
@@ -63,6 +63,7 @@ SCHEMA: dict[str, dict[str, fields.Field]] = {
         "classes": _f(_CLASSES, ()),
         "label_match": _f(_STR, "name"),
         "split_seed": _f(_COUNT, 0),
+        "privacy_unit": _f(fields.Str(options=PRIVACY_UNITS), "image"),
     },
     "train": {
         "size": _f(_STR, "default"),
@@ -125,6 +126,7 @@ class SiteConfig:
     classes: tuple = ()
     label_match: str = "name"
     split_seed: int = 0
+    privacy_unit: str = "image"  # ffsecure.dp.PRIVACY_UNITS; "patient" needs a dicom: source
     train: dict = field(default_factory=dict)
     dp: dict = field(default_factory=dict)
     poll_interval_s: float = 300.0
@@ -143,6 +145,11 @@ class SiteConfig:
 
 def _leaf_error(table: str, key: str, value: Any) -> ConfigError:
     name, spec = f"{table}.{key}", SCHEMA[table][key].spec
+    if isinstance(spec, fields.Str) and spec.options is not None and isinstance(value, str):
+        choices = " | ".join(spec.options)
+        return _cfg_error(
+            name, f"{value!r} is not one of {choices}", f'write {key} = "{spec.options[0]}"'
+        )
     if isinstance(spec, fields.Str):
         got = type(value).__name__
         return _cfg_error(name, f"must be a string, got {got}", f'write {key} = "..."')
@@ -318,6 +325,7 @@ def _build(v: dict[str, dict[str, Any]], path: Path) -> SiteConfig:
         classes=data["classes"],
         label_match=data["label_match"],
         split_seed=data["split_seed"],
+        privacy_unit=data["privacy_unit"],
         train=train,
         dp=dp,
         poll_interval_s=daemon["poll_interval_s"],

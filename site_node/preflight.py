@@ -15,7 +15,10 @@ step whose prerequisite failed is not run and is listed as skipped):
   :func:`site_node.training.resolve_dp` that ``run`` applies);
 * ``data``: a bounded scan (:func:`ffsecure.data.scan_dataset`): readable,
   labels mapped onto the label space (:func:`site_node.training.map_labels`),
-  count per class, stored image shape against the manifest's;
+  count per class, stored image shape against the manifest's; for ``dicom:``,
+  how the images fall into patients (counts only) and, in image mode, what the
+  DP epsilon is for a patient with several images
+  (:func:`site_node.training.patient_warning`: WARN);
 * ``aggregator``: a real mTLS call to the health service with the site
   certificate and a short deadline, then the aggregator's signed checkpoint
   checked against the one this site stored (:func:`site_node.sync.check_against_stored`);
@@ -31,6 +34,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -47,7 +51,16 @@ from site_node import trust as trustlib
 from site_node.client import error_from_rpc
 from site_node.config import SiteConfig, load_config
 from site_node.state import StateDir
-from site_node.training import class_filter, map_labels, resolve_dp
+from site_node.training import (
+    class_filter,
+    map_labels,
+    patient_warning,
+    planned_dp_record,
+    resolve_dp,
+)
+
+if TYPE_CHECKING:  # annotations only: pydicom is imported by the data step
+    from ffsecure.dicom import PatientCensus
 
 #: The deadline of the health call: a pre-flight answers in seconds, not after retries.
 HEALTH_TIMEOUT_S = 5.0
@@ -227,7 +240,11 @@ class SitePreflight:
         cfg, fed = self.cfg, self.federation
         spec = cfg.data_source.removeprefix("medmnist:")
         scan = scan_dataset(
-            spec, image_shape=fed.image_shape, root=cfg.data_root, seed=cfg.split_seed
+            spec,
+            image_shape=fed.image_shape,
+            root=cfg.data_root,
+            seed=cfg.split_seed,
+            privacy_unit=cfg.privacy_unit,
         )
         mapping = map_labels(scan.class_names, fed.label_space, cfg.label_match)
         keep = class_filter(cfg.classes, fed.label_space)
@@ -250,6 +267,8 @@ class SitePreflight:
             f"label space ({per_class}); {scan.sampled} decoded",
         )
         yield _shape_line(scan.raw_shape, fed.image_shape)
+        if scan.patients is not None:
+            yield _patients_line(cfg, fed, scan.patients, sum(counts.values()))
 
     def check_aggregator(self) -> Iterator[CheckLine]:
         assert self.cfg is not None
@@ -304,6 +323,33 @@ def _dp_lines(cfg: SiteConfig, fed: FederationManifest) -> Iterator[CheckLine]:
         return
     trains = "without DP" if dp is None else f"with DP-SGD to epsilon {dp.target_epsilon:g}"
     yield passed("DP policy", f"{demand}; this site trains {trains}")
+
+
+def _patients_line(
+    cfg: SiteConfig, fed: FederationManifest, patients: PatientCensus, n: int
+) -> CheckLine:
+    """How the DICOM images fall into patients (counts only), and what DP per image means."""
+    counted = f"{patients.images} images of {patients.patients} patients"
+    if patients.unnamed:
+        counted += f" ({patients.unnamed} files name no patient, each counted as one)"
+    if cfg.privacy_unit == "patient":
+        return passed("patients", f"{counted}; one image per patient is kept: DP per patient")
+    if patients.largest < 2:
+        return passed("patients", f"{counted}; no patient holds more than one image")
+    try:
+        dp = resolve_dp(cfg.dp, fed.dp_policy, n)
+        record = planned_dp_record(dp, fed.generator["family"], n)
+    except FFSecureError:  # the DP policy line already says what is wrong with [dp]
+        record = None
+    warning = patient_warning(patients, record, cfg.privacy_unit)
+    if warning is None:
+        return passed("patients", f"{counted}; DP is off: no image or patient has a guarantee")
+    return warn(
+        "patients",
+        f"{counted}; {warning}",
+        'set privacy_unit = "patient" in [data] (one image per patient, so the epsilon is '
+        'per patient); see docs/site-operator.md, "The unit of privacy"',
+    )
 
 
 def _shape_line(raw: tuple[int, int, int] | None, want: tuple[int, int, int]) -> CheckLine:

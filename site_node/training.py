@@ -3,7 +3,13 @@
 The pure parts are separate and unit-tested: :func:`resolve_dp` (the config
 may tighten the federation's DP policy, never loosen it), :func:`map_labels`
 (local class names onto the federation's label space, and the optional class
-filter), :func:`data_fingerprint` (what `run` compares to notice new data).
+filter), :func:`data_fingerprint` (what `run` compares to notice new data),
+:func:`patient_warning` (what DP per image means for patients with several
+images; ``site-node check`` shows the same line).
+
+The unit of privacy (``data.privacy_unit``) is signed: a DP record carries
+``privacy_unit`` (``image`` or ``patient``), so the aggregator and auditors read
+what the epsilon protects.
 """
 
 from __future__ import annotations
@@ -19,8 +25,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ffsecure import canonical, pki, timefmt
-from ffsecure.dp import DPBudgetError, DPConfig, default_delta
-from ffsecure.errors import ConfigError, DataError, TransientError
+from ffsecure.dp import (
+    DPBudgetError,
+    DPConfig,
+    default_delta,
+    group_claim,
+    plan_mean_embedding,
+    resolve_mechanism,
+)
+from ffsecure.errors import ConfigError, DataError, DPError, TransientError
 from ffsecure.federation import FederationManifest
 from ffsecure.package import (
     ModuleManifest,
@@ -37,6 +50,7 @@ from site_node.state import ModuleRecord, StateDir, refusal
 if TYPE_CHECKING:  # annotations only: torch is imported when data is loaded
     import torch
 
+    from ffsecure.dicom import PatientCensus
     from ffsecure.privacy.policy import PolicyVerdict
     from site_node.state import StateDir
 
@@ -106,6 +120,22 @@ def resolve_dp(dp_cfg: dict, policy: dict, n: int):
         accountant=dp_cfg.get("accountant", "prv"),
         mechanism=_mechanism(dp_cfg, policy),
     )
+
+
+def planned_dp_record(dp: DPConfig | None, family: str, n: int) -> dict | None:
+    """The DP record a run would sign, as far as it is known before training (for the check).
+
+    Mean-embedding: the release's noise multiplier and delta, at the target epsilon (the
+    achieved one is at most that). DP-SGD: the target epsilon and delta only.
+    """
+    if dp is None:
+        return None
+    mechanism = resolve_mechanism(dp.mechanism, family, n, dp.target_epsilon)
+    if mechanism == "mean-embedding":
+        plan = plan_mean_embedding(dp, n=n)
+        return {**plan.report(plan.target_epsilon), "mechanism": mechanism}
+    delta = dp.delta if dp.delta is not None else default_delta(n)
+    return {"epsilon": dp.target_epsilon, "delta": delta, "mechanism": mechanism}
 
 
 def _mechanism(dp_cfg: dict, policy: dict) -> str:
@@ -196,6 +226,41 @@ class SiteData:
     # the source's validation split, when it has one (the privacy check's non-members)
     val_x: torch.Tensor | None = None
     val_y: torch.Tensor | None = None
+    # dicom: how the training files fell into patients (counts only), before any grouping
+    patients: PatientCensus | None = None
+
+
+def patient_warning(patients: PatientCensus | None, dp: dict | None, unit: str) -> str | None:
+    """What DP per image means for this site's patients; None in patient mode, without DP,
+    or when no patient holds more than one image.
+
+    ``dp`` is a DP record (the signed one, or the one a plan would sign); ``unit`` is
+    ``data.privacy_unit``. Only counts are shown, never a patient.
+    """
+    if unit != "image" or patients is None or patients.largest < 2 or dp is None:
+        return None
+    k = patients.largest
+    head = (
+        f"{patients.several} of {patients.patients} patients hold more than one training "
+        f"image (at most k = {k})"
+    )
+    epsilon = float(dp["epsilon"])
+    try:
+        group_epsilon, group_delta, exact = group_claim(dp, k)
+    except DPError:
+        figure = "at an epsilon not computed here (beyond the accounting bounds)"
+    else:
+        figure = (
+            f"at epsilon {group_epsilon:.2f} (delta {group_delta:.2g}), the release's own "
+            "accounting at noise multiplier sigma / k"
+            if exact
+            else f"only by group privacy: epsilon at most {group_epsilon:.3g} at delta "
+            f"{group_delta:.2g} (no tighter figure is computed for DP-SGD)"
+        )
+    return (
+        f"{head}; DP is per image (epsilon {epsilon:.3g}), so a patient with {k} images is "
+        f'protected {figure}; set data.privacy_unit = "patient" to keep one image per patient'
+    )
 
 
 def _spec(cfg: SiteConfig) -> str:
@@ -214,7 +279,11 @@ def load_site_data(cfg: SiteConfig, federation: FederationManifest) -> SiteData:
     from ffsecure.data import load_dataset
 
     ds = load_dataset(
-        _spec(cfg), image_shape=federation.image_shape, root=cfg.data_root, seed=cfg.split_seed
+        _spec(cfg),
+        image_shape=federation.image_shape,
+        root=cfg.data_root,
+        seed=cfg.split_seed,
+        privacy_unit=cfg.privacy_unit,
     )
     show_names = not cfg.data_source.startswith("dicom:")
     mapping = torch.tensor(
@@ -248,6 +317,7 @@ def load_site_data(cfg: SiteConfig, federation: FederationManifest) -> SiteData:
         ds.name,
         val_x=val_x,
         val_y=val_y,
+        patients=ds.patients,
     )
 
 
@@ -270,16 +340,15 @@ def _sha256_tree(root: Path, h) -> None:
 def data_fingerprint(cfg: SiteConfig) -> str:
     """SHA-256 over the data source's bytes and the data settings: changes when new data appears."""
     h = hashlib.sha256(b"ffsecure/site-data/v1\x00")
-    h.update(
-        canonical.dumps(
-            {
-                "source": cfg.data_source,
-                "classes": list(cfg.classes),
-                "label_match": cfg.label_match,
-                "split_seed": cfg.split_seed,
-            }
-        )
-    )
+    settings = {
+        "source": cfg.data_source,
+        "classes": list(cfg.classes),
+        "label_match": cfg.label_match,
+        "split_seed": cfg.split_seed,
+    }
+    if cfg.privacy_unit != "image":  # the default leaves the fingerprints of earlier releases
+        settings["privacy_unit"] = cfg.privacy_unit
+    h.update(canonical.dumps(settings))
     src = cfg.data_source
     if src == "digits":
         # heavy: sklearn, only to fingerprint its bundled digits set
@@ -397,13 +466,15 @@ def train_module(
         t0 = time.perf_counter()
         report = gen.fit(data.train_x, data.train_y, settings, dp=dp_cfg, progress=on_epoch)
         weights = generators.to_safetensors(gen)
+    dp_record = None if report.dp is None else {**report.dp, "privacy_unit": cfg.privacy_unit}
+    _warn_patients(data.patients, dp_record, cfg.privacy_unit)
     manifest = build_manifest(
         federation=fed,
         site_id=cfg.site_id,
         weights=weights,
         classes=data.classes,
         seed=settings.seed,
-        dp=report.dp,
+        dp=dp_record,
     )
     check_policy(manifest, fed)
     manifest, verdict = _privacy_gate(cfg, manifest, weights, data, fed, settings.seed, state)
@@ -422,7 +493,8 @@ def train_module(
             "steps": report.steps,
             "final_loss": report.final_loss,
             "seconds": round(time.perf_counter() - t0, 3),
-            "dp": report.dp,
+            "dp": dp_record,
+            "privacy_unit": cfg.privacy_unit,
             "batch_size": settings.batch_size,
             "lr": settings.lr,
             "seed": settings.seed,
@@ -436,7 +508,7 @@ def train_module(
     else:
         try:
             check_release(
-                state, fed.dp_policy, site_id=cfg.site_id, module_id=record.module_id, dp=report.dp
+                state, fed.dp_policy, site_id=cfg.site_id, module_id=record.module_id, dp=dp_record
             )
         except DPBudgetError as exc:
             refused = refusal(exc, by="site")
@@ -461,6 +533,7 @@ def train_module(
             "module_id": record.module_id,
             "final_loss": report.final_loss,
             "epsilon": (report.dp or {}).get("epsilon"),
+            "privacy_unit": cfg.privacy_unit,
         },
     )
     if refused is not None:
@@ -477,6 +550,21 @@ def train_module(
             },
         )
     return record
+
+
+def _warn_patients(patients: PatientCensus | None, dp: dict | None, unit: str) -> None:
+    """Log :func:`patient_warning` (counts only) when there is one."""
+    warning = patient_warning(patients, dp, unit)
+    if warning is not None:
+        log.warning(
+            "%s",
+            warning,
+            extra={
+                "event": "patients_per_image",
+                "patients_with_several_images": patients.several if patients else 0,
+                "max_images_per_patient": patients.largest if patients else 0,
+            },
+        )
 
 
 def _privacy_gate(

@@ -10,6 +10,8 @@ loaded images equal an ``npz:`` of the same images bit for bit.
 Every file carries :data:`PATIENT_NAME`, :data:`PATIENT_ID` and
 :data:`STUDY_UID`, and its file name starts with :data:`FILE_TAG`, so a test can
 grep the state directory and the logs for them (:func:`assert_no_identifiers`).
+:func:`patient_ids` gives files distinct patients whose ids all contain
+:data:`PATIENT_ID`, so the same grep finds any of them.
 """
 
 from __future__ import annotations
@@ -124,17 +126,36 @@ def digits_images(
     return images, labels
 
 
+def patient_ids(n: int, per_patient: int) -> list[str]:
+    """``n`` files' PatientIDs, ``per_patient`` consecutive files per patient (each contains
+    :data:`PATIENT_ID`, so :func:`assert_no_identifiers` finds any of them)."""
+    return [f"{PATIENT_ID}-{i // per_patient:04d}" for i in range(n)]
+
+
 def write_digits_dicom(
-    root: Path, *, per_class: int | None = None, classes: Sequence[int] = tuple(range(10))
+    root: Path,
+    *,
+    per_class: int | None = None,
+    classes: Sequence[int] = tuple(range(10)),
+    patients: Sequence[str | None] | None = None,
 ) -> DigitsDicom:
-    """Write the digits as ``root/<digit>/ZZFILE-4411-<n>.dcm``; returns them in loader order."""
+    """Write the digits as ``root/<digit>/ZZFILE-4411-<n>.dcm``; returns them in loader order.
+
+    ``patients`` gives each image's PatientID in that order (None: the tag is left out);
+    without it every file is :data:`PATIENT_ID`'s.
+    """
     images, labels = digits_images(per_class, classes)
     paths = []
     counts: dict[int, int] = {}
-    for image, label in zip(images, labels, strict=True):
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
         n = counts[int(label)] = counts.get(int(label), 0) + 1
         path = root / str(int(label)) / f"{FILE_TAG}-{n:05d}.dcm"
-        paths.append(save(dicom_dataset(stored_values(image)), path))
+        ds = dicom_dataset(stored_values(image))
+        if patients is not None and patients[index] is None:
+            del ds.PatientID
+        elif patients is not None:
+            ds.PatientID = patients[index]
+        paths.append(save(ds, path))
     return DigitsDicom(root, images, labels, paths)
 
 

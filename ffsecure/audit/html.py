@@ -15,6 +15,7 @@ from html import escape
 from ffsecure import __version__
 from ffsecure.audit.verify import AuditResult
 from ffsecure.audit.witnesses import WitnessStatus
+from ffsecure.dp import record_privacy_unit
 from ffsecure.errors import LedgerError
 from ffsecure.federation import FederationManifest
 from ffsecure.ledger.merkle import verify_inclusion
@@ -374,6 +375,7 @@ def _dp(manifest: dict | None, recomputed: float | None = None) -> str:
         for k, v in sorted(dp.items())
         if k in ("noise_multiplier", "accountant", "steps")
     )
+    extra += f"<div class='kv'>per {_e(record_privacy_unit(dp))}</div>"  # absent: per image
     if recomputed is not None:
         extra += f"<div class='kv'>re-accounted ε = {recomputed:.4g}</div>"
     return f"ε = <b>{_e(_num(eps))}</b>, δ = {_e(_num(delta))}{extra}"

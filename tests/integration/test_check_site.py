@@ -341,3 +341,37 @@ def test_a_dicom_source_is_scanned_with_a_bounded_sample_and_names_no_file(fed, 
     # SCAN_SAMPLE 64 over 10 classes: 6 files of each class decoded, not all 80
     assert data.endswith("; 60 decoded"), data
     assert_no_identifiers({"stdout": proc.stdout.encode(), "stderr": proc.stderr.encode()})
+
+
+def test_a_dicom_site_with_several_images_per_patient_warns_with_k_and_the_patient_epsilon(
+    fed, agg, tmp_path
+):
+    from ffsecure import dp as dpmod
+    from tests.dicom_fixture import patient_ids
+
+    ids = patient_ids(80, per_patient=4)  # 20 patients of 4 images each
+    written = write_digits_dicom(tmp_path / "pacs", per_class=8, patients=ids)
+    for unit in ("image", "patient"):
+        cfg = make_site(
+            fed,
+            tmp_path / unit,
+            fed.sites["st-mary"],
+            endpoint=agg.address,
+            extra="[dp]\ntarget_epsilon = 1.0\n",
+            data=f'source = "dicom:{written.root}"\nprivacy_unit = "{unit}"',
+        )
+        proc, report = check(cfg, text_too=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        (line,) = (c for c in report["checks"] if c["check"] == "patients")
+        assert "80 images of 20 patients" in line["detail"]
+        if unit == "image":
+            plan = dpmod.plan_mean_embedding(dpmod.DPConfig(target_epsilon=1.0), n=80)
+            group = dpmod.release_group_epsilon(plan.noise_multiplier, plan.delta, 4)
+            assert line["status"] == "WARN" and "20 of 20 patients" in line["detail"]
+            assert "k = 4" in line["detail"] and f"epsilon {group:.2f}" in line["detail"]
+            assert 'privacy_unit = "patient"' in line["fix"]
+        else:
+            assert line["status"] == "PASS" and "one image per patient" in line["detail"]
+            (data,) = (c["detail"] for c in report["checks"] if c["check"] == "data")
+            assert "20 images in 10 classes" in data
+        assert_no_identifiers({"stdout": proc.stdout.encode(), "stderr": proc.stderr.encode()})

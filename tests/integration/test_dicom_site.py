@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from ffsecure import data
+from ffsecure import dp as dpmod
 from tests import dicom_fixture as fx
 from tests.conftest import PYTHON, REPO, cli_env
 from tests.federation_fixture import build_federation
@@ -63,6 +64,59 @@ def test_site_trains_from_dicom_and_no_identifier_reaches_state_or_logs(tmp_path
     fx.assert_no_identifiers({**printed, **fx.tree_bytes(cfg.parent / "state")})
     # the search itself finds what it looks for
     assert fx.found_identifiers(fx.tree_bytes(digits.root))
+
+
+def _dp_site(root: Path, unit: str) -> tuple[Path, fx.DigitsDicom]:
+    """A DP site (target epsilon 1) over 3 classes x 12 files, 4 files per patient."""
+    ids = fx.patient_ids(36, per_patient=4)
+    digits = fx.write_digits_dicom(
+        root / "st-dicom" / "pacs", per_class=12, classes=(0, 1, 2), patients=ids
+    )
+    cfg = write_site_config(
+        root, "st-dicom", "127.0.0.1:1", [], attempts=1, extra="[dp]\ntarget_epsilon = 1.0\n"
+    )
+    text = cfg.read_text().replace('source = "digits"', 'source = "dicom:pacs"')
+    text = text.replace("classes = []\n", f'privacy_unit = "{unit}"\n')
+    cfg.write_text(text)
+    return cfg, digits
+
+
+def _signed_dp(cfg: Path, module_id: str) -> dict:
+    from ffsecure.package import SignedPackage
+    from site_node.state import StateDir
+
+    state = StateDir(cfg.parent / "state")
+    dp = SignedPackage.from_bytes(state.package_path(module_id).read_bytes()).manifest.dp
+    assert dp is not None
+    return dp
+
+
+def test_the_signed_dp_record_names_the_unit_and_image_mode_warns_with_k(tmp_path):
+    fed = build_federation(tmp_path / "fed", labels=DIGITS, sites=())
+    printed: dict[str, bytes] = {}
+    for unit in ("image", "patient"):
+        cfg, _ = _dp_site(tmp_path / unit, unit)
+        setup_site_in_process(fed, cfg, train=False)
+        proc = site_node("--log-level", "DEBUG", "train", "--json", "--config", cfg)
+        printed[f"{unit} stdout"], printed[f"{unit} stderr"] = (
+            proc.stdout.encode(),
+            proc.stderr.encode(),
+        )
+        trained = json.loads(proc.stdout)
+        dp = _signed_dp(cfg, trained["module_id"])
+        assert dp["privacy_unit"] == unit and dp["mechanism"] == "mean-embedding"
+        warned = "patients hold more than one training image" in proc.stderr
+        if unit == "image":  # the training split: 36 files of 9 patients, 80/20
+            assert (
+                warned
+                and "(at most k = 4)" in proc.stderr
+                and 'privacy_unit = "patient"' in proc.stderr
+            )
+            group = dpmod.release_group_epsilon(dp["noise_multiplier"], dp["delta"], 4)
+            assert f"epsilon {group:.2f}" in proc.stderr and group > 3 * dp["epsilon"]
+        else:  # 9 patients, one image each, 80/20 split: the warning is not due
+            assert not warned and trained["n_train"] < 9
+        fx.assert_no_identifiers({**printed, **fx.tree_bytes(cfg.parent / "state")})
 
 
 def _simulate(dataset: str, out: Path) -> dict:
