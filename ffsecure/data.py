@@ -646,14 +646,21 @@ def _dicom_splits(
 ) -> tuple[list[dicom.DicomItem], list[dicom.DicomItem], dicom.PatientCensus]:
     """Train and test files, and the census of the training files' patients.
 
-    In patient mode one file per patient is kept before a seeded split (so a patient
-    lands in one split only); with a fixed split, one per patient of the train folder.
+    In patient mode one file per patient is kept, and each kept file's split comes from its
+    own hash (:func:`ffsecure.dicom.in_test_split`), so a patient lands in one split only and
+    no patient moves another between the splits; with a fixed split, one per patient of the
+    train folder.
     """
     items = listing.train
     if privacy_unit == "patient":
         items, patients = dicom.one_per_patient(items, root=listing.root, seed=seed)
     if listing.test is not None:
         train_items, test_items = items, listing.test
+    elif privacy_unit == "patient":
+        # each patient's split from its own kept file: one patient changes one example at most
+        test = [dicom.in_test_split(item, listing.root, seed, test_fraction) for item in items]
+        train_items = [item for item, t in zip(items, test, strict=True) if not t]
+        test_items = [item for item, t in zip(items, test, strict=True) if t]
     else:
         labels = np.asarray([item.label for item in items], dtype=np.int64)
         tr, te = _stratified_split(labels, test_fraction, seed)

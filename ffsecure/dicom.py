@@ -568,6 +568,15 @@ def _pick_key(item: DicomItem, root: Path, seed: int) -> bytes:
     return hashlib.sha256(f"ffsecure/patient-pick/v1\x00{seed}\x00{relative}".encode()).digest()
 
 
+def in_test_split(item: DicomItem, root: Path, seed: int, test_fraction: float) -> bool:
+    """Whether a kept file goes to the test split: by its own hash (seed and path below the
+    source), so one patient's presence never moves another patient between the splits, as
+    one seeded shuffle of the whole list would."""
+    relative = item.path.relative_to(root).as_posix()
+    digest = hashlib.sha256(f"ffsecure/patient-split/v1\x00{seed}\x00{relative}".encode())
+    return int.from_bytes(digest.digest()[:8], "big") < test_fraction * 2.0**64
+
+
 def one_per_patient(
     items: Sequence[DicomItem], *, root: Path, seed: int
 ) -> tuple[list[DicomItem], PatientCensus]:

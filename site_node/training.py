@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from ffsecure import canonical, pki, timefmt
 from ffsecure.dp import (
+    MAX_DELTA,
     DPBudgetError,
     DPConfig,
     default_delta,
@@ -250,13 +251,21 @@ def patient_warning(patients: PatientCensus | None, dp: dict | None, unit: str) 
     except DPError:
         figure = "at an epsilon not computed here (beyond the accounting bounds)"
     else:
-        figure = (
-            f"at epsilon {group_epsilon:.2f} (delta {group_delta:.2g}), the release's own "
-            "accounting at noise multiplier sigma / k"
-            if exact
-            else f"only by group privacy: epsilon at most {group_epsilon:.3g} at delta "
-            f"{group_delta:.2g} (no tighter figure is computed for DP-SGD)"
-        )
+        if exact:
+            figure = (
+                f"at epsilon {group_epsilon:.2f} (delta {group_delta:.2g}), the release's own "
+                "accounting at noise multiplier sigma / k"
+            )
+        elif group_delta < MAX_DELTA:
+            figure = (
+                f"only by group privacy: epsilon at most {group_epsilon:.3g} at delta "
+                f"{group_delta:.2g} (no tighter figure is computed for DP-SGD)"
+            )
+        else:  # k e^((k-1) eps) delta is no probability bound: nothing is promised
+            figure = (
+                f"by no meaningful bound: group privacy gives delta {group_delta:.2g} "
+                "(a probability bound above any usable delta)"
+            )
     return (
         f"{head}; DP is per image (epsilon {epsilon:.3g}), so a patient with {k} images is "
         f'protected {figure}; set data.privacy_unit = "patient" to keep one image per patient'

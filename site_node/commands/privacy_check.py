@@ -29,6 +29,7 @@ import click
 
 from ffsecure import pki
 from ffsecure.clitools import echo_json
+from ffsecure.dp import record_privacy_unit
 from ffsecure.errors import ConfigError, FFSecureError
 from ffsecure.package import SignedPackage, verify_package
 from ffsecure.privacy.attach import attach_report
@@ -88,7 +89,11 @@ def _from_files(module_path, data_spec, data_root, seed):
             f"cannot read {module_path}: {exc.strerror}", hint="check --module"
         ) from None
     m = pkg.manifest
-    ds = load_dataset(data_spec, image_shape=m.image_shape, root=data_root, seed=seed)
+    # the members are what the module was trained on: one image per patient if it says so
+    unit = "image" if m.dp is None else record_privacy_unit(m.dp)
+    ds = load_dataset(
+        data_spec, image_shape=m.image_shape, root=data_root, seed=seed, privacy_unit=unit
+    )
     settings = default_train_settings(m.generator["family"], "default", seed=seed)
     val = None if ds.val_x is None or ds.val_y is None else (ds.val_x, ds.val_y)
     held_out = ((ds.test_x, ds.test_y), val)

@@ -116,6 +116,14 @@ def test_the_signed_dp_record_names_the_unit_and_image_mode_warns_with_k(tmp_pat
             assert f"epsilon {group:.2f}" in proc.stderr and group > 3 * dp["epsilon"]
         else:  # 9 patients, one image each, 80/20 split: the warning is not due
             assert not warned and trained["n_train"] < 9
+            # privacy-check --module --data: the members are the images it trained on
+            from site_node.commands.privacy_check import _from_files
+            from site_node.state import StateDir
+
+            package = StateDir(cfg.parent / "state").package_path(trained["module_id"])
+            pkg, _, members, _, _ = _from_files(package, f"dicom:{cfg.parent / 'pacs'}", None, 0)
+            assert pkg.manifest.dp["privacy_unit"] == "patient"
+            assert members[1].numel() == trained["n_train"]
         fx.assert_no_identifiers({**printed, **fx.tree_bytes(cfg.parent / "state")})
 
 
