@@ -24,6 +24,10 @@ figure the report does not state is covered by the claim only when the federatio
 ``dp_policy`` requires DP). Both policies are read from the CA-signed federation
 manifest the audit verified, never from anything else in the bundle, so an exporter
 cannot make a DP claim cover figures by swapping a policy.
+
+A module registered while another manifest was in force is checked against that one too
+(``registered_under``, :func:`ffsecure.audit.anchor.check_federation_documents`): a newer,
+looser manifest must not pass a module the aggregator should have refused when it came.
 """
 
 from __future__ import annotations
@@ -31,11 +35,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cryptography import x509
 
 from ffsecure import canonical, pki
+from ffsecure.audit.anchor import ManifestInForce
 from ffsecure.audit.bundle import ModuleRecord
 from ffsecure.audit.findings import WARNING, Findings
 from ffsecure.audit.lineage import LedgerReplay, ModuleState
@@ -189,8 +195,13 @@ def check_modules(
     ca_cert: x509.Certificate | None,
     crl: x509.CertificateRevocationList | None,
     federation: FederationManifest | None,
+    registered_under: Mapping[str, ManifestInForce] | None = None,
 ) -> dict[str, ModuleCheck]:
+    """Check every registered module's record, signature and policy (``federation``: the
+    manifest in force; ``registered_under``: the one in force at a module's registration,
+    where that is another)."""
     out: dict[str, ModuleCheck] = {}
+    earlier = registered_under or {}
     for mid, ms in st.modules.items():
         where = dict(
             entry=ms.registered_index, entry_type=EntryType.MODULE_REGISTERED, module_id=mid
@@ -315,6 +326,18 @@ def check_modules(
                     "E_AUDIT_MODULE_POLICY",
                     f"module {mid} breaks the federation policy: "
                     f"[{failure.code}] {failure.message}",
+                    **where,
+                )
+        under = earlier.get(mid)
+        if under is not None and _is_recorded(manifest_sha, f):
+            failure = _policy_failure(manifest, under.signed.manifest)
+            if failure is not None:
+                problem = f"{failure.code}: {failure.message}"
+                findings.add(
+                    "module-signatures",
+                    "E_AUDIT_MODULE_POLICY",
+                    f"module {mid} breaks the federation manifest in force at its "
+                    f"registration ({under.describe()}): [{failure.code}] {failure.message}",
                     **where,
                 )
         out[mid] = ModuleCheck(mid, ms.site_id, manifest, ok, problem, serial, revoked)
