@@ -15,6 +15,7 @@ import dataclasses
 import datetime as dt
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -50,6 +51,12 @@ def _errors(result) -> list[str]:
     return sorted({f.code for f in result.errors})
 
 
+def _under(result) -> dict:
+    """Module id -> the manifest in force at its registration, where it is not the newest."""
+    assert result.anchor is not None
+    return result.anchor.registered_under
+
+
 def _one(result, code):
     found = [f for f in result.findings if f.code == code]
     assert len(found) == 1, [f.to_dict() for f in result.findings]
@@ -65,7 +72,7 @@ def life(tmp_path_factory):
     lab = AuditLab(root)
     base = lab.fed.manifest
     strict = dataclasses.replace(base, dp_policy=dict(STRICT), created_at=_later(base, 1))
-    out = {"strict_sha": _install(lab, strict)}
+    out: dict[str, Any] = {"strict_sha": _install(lab, strict)}
     out["strict_index"] = lab.start()
     out["dp_module"] = lab.register("st-mary", (0,), seed=1, dp=dict(CLAIM))
     out["cheat"] = lab.register(
@@ -95,8 +102,8 @@ def test_a_module_that_broke_the_manifest_in_force_at_its_registration_fails_the
     assert life["strict_sha"][:12] in f.message
     # the module registered under the looser manifest, without DP, is no finding
     assert all(g.module_id != life["late"] for g in result.findings)
-    assert result.anchor.registered_under[life["cheat"]].index == life["strict_index"]
-    assert life["late"] not in result.anchor.registered_under  # under the manifest in force
+    assert _under(result)[life["cheat"]].index == life["strict_index"]
+    assert life["late"] not in _under(result)  # under the manifest in force
 
 
 def test_an_honest_federation_s_bundle_verifies(tmp_path):
@@ -114,7 +121,7 @@ def test_an_honest_federation_s_bundle_verifies(tmp_path):
         lab.close()
     result = audit_bundle(load_bundle(bundle), ca_pem=lab.fed.ca_pem)
     assert (result.verdict, result.findings) == ("VERIFIED", [])
-    assert result.anchor.registered_under[dp_module].signed.sha256 == strict_sha
+    assert _under(result)[dp_module].signed.sha256 == strict_sha
 
 
 def test_a_missing_history_document_is_a_finding(life, tmp_path):

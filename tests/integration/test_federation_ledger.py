@@ -271,6 +271,7 @@ def test_serve_keeps_every_manifest_it_loads_and_the_export_writes_them(history,
         f"{d}.json" for d in digests.values()
     )
     result = audit_bundle(load_bundle(tmp_path / "bundle"), ca_pem=fed.ca_pem)
+    assert result.anchor is not None
     assert result.anchor.registered_under[history["module"]].index == 0
 
 
