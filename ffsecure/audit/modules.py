@@ -422,18 +422,20 @@ def check_site_budgets(
     st: LedgerReplay,
     federation: FederationManifest | None,
     findings: Findings,
+    registered_under: Mapping[str, ManifestInForce] | None = None,
 ) -> None:
     """Under a required DP policy, every site's modules together stay within ``max_epsilon``.
 
     Each module is a release of its site's data; deleted ones count (their release
     happened). The site's claims are composed in registration order by the aggregator's
-    rule (``ffsecure.dp.check_site_budget``); the module whose registration took the site
-    over the policy is the finding. Modules with no or an unparsable claim have their own
-    findings and are left out here: ``module-signatures`` (policy: no DP claim under a
-    required policy) on a recorded manifest, ``module-records`` on any other, ``dp-claims``.
+    rule (``ffsecure.dp.check_site_budget``), under the manifest in force (``federation``)
+    and, for a module registered under another one (``registered_under``), under that one
+    too; the module whose registration took the site over a policy is the finding. Modules
+    with no or an unparsable claim have their own findings and are left out here:
+    ``module-signatures`` (policy: no DP claim under a required policy) on a recorded
+    manifest, ``module-records`` on any other, ``dp-claims``.
     """
-    if federation is None or not federation.dp_policy.get("required"):
-        return
+    earlier = registered_under or {}
     by_site: dict[str, list[tuple[int, str, dict]]] = {}
     for mid, mc in checked.items():
         record = _parsed_record(mc)
@@ -443,17 +445,41 @@ def check_site_budgets(
     for site_id, modules in sorted(by_site.items()):
         modules.sort(key=lambda item: item[0])
         for k, (index, mid, _record) in enumerate(modules):
-            try:
-                check_site_budget(
-                    [r for _i, _m, r in modules[: k + 1]], federation.dp_policy, site_id=site_id
-                )
-            except (DPBudgetError, DPClaimError) as exc:
+            records = [r for _i, _m, r in modules[: k + 1]]
+            failure = _budget_failure(records, site_id, federation, earlier.get(mid))
+            if failure is not None:
                 findings.add(
                     "dp-claims",
                     "E_AUDIT_DP_BUDGET",
-                    f"module {mid}: [{exc.code}] {exc.message}",
+                    f"module {mid}: {failure}",
                     entry=index,
                     entry_type=EntryType.MODULE_REGISTERED,
                     module_id=mid,
                 )
                 break
+
+
+def _budget_failure(
+    records: list[dict],
+    site_id: str,
+    federation: FederationManifest | None,
+    under: ManifestInForce | None,
+) -> str | None:
+    """Why ``records`` break the budget of the manifest in force or the one ``under`` which
+    the last of them was registered, or None."""
+    policies = [] if federation is None else [(federation.dp_policy, "")]
+    if under is not None:
+        policies.append(
+            (
+                under.signed.manifest.dp_policy,
+                f" (the federation manifest in force at its registration, {under.describe()})",
+            )
+        )
+    for policy, which in policies:
+        if not policy.get("required"):
+            continue
+        try:
+            check_site_budget(records, policy, site_id=site_id)
+        except (DPBudgetError, DPClaimError) as exc:
+            return f"[{exc.code}] {exc.message}{which}"
+    return None

@@ -208,7 +208,7 @@ def audit_bundle(
         registered_under=anchor.registered_under,
     )
     dp_done, dp_claims = check_dp_claims(modules, st, findings)
-    check_site_budgets(modules, st, federation, findings)
+    check_site_budgets(modules, st, federation, findings, anchor.registered_under)
     check_revocations_listed(anchor, st, findings)
     _member_findings(bundle, findings)
     n = len(bundle.entries)
