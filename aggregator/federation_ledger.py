@@ -48,6 +48,7 @@ from cryptography import x509
 from aggregator.home import FEDERATIONS_DIR, AggregatorHome
 from aggregator.store.base import Store
 from ffsecure import pki
+from ffsecure.audit.anchor import HISTORY_CODE
 from ffsecure.errors import FFSecureError
 from ffsecure.federation import (
     MAX_MANIFEST_BYTES,
@@ -215,12 +216,11 @@ def _missing_documents(
         return None
     named = ", ".join(f"entry {index} (sha256 {digest[:12]}…)" for index, digest in missing)
     return {
-        "code": "E_AUDIT_FEDERATION_HISTORY",
+        "code": HISTORY_CODE,
         "message": f"the home keeps no CA-signed document of the federation manifest(s) "
         f"recorded at {named}, in force when modules were registered, so the audit cannot "
         "check those modules against them: put each manifest the CA signed in "
-        f"{FEDERATIONS_DIR}/<sha256>.json of the home, then export "
-        "again",
+        f"{FEDERATIONS_DIR}/<sha256>.json of the home, then export again",
     }
 
 
