@@ -12,6 +12,8 @@ Layout (docs/audit-bundle.md)::
                               (never weights)
     lineage/<sha256>.json     each lineage document a dataset or classifier entry commits
                               to (``ffsecure.records.lineage``): exactly the hashed bytes
+    federations/<sha256>.json each CA-signed federation manifest the log records
+                              (``federation.loaded``), named by its signed body's SHA-256
 
 The bundle is built in a temporary sibling directory and renamed into place,
 so an interrupted export leaves no partial bundle.
@@ -26,13 +28,16 @@ import base64
 import os
 import secrets
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 from aggregator.store.base import LedgerSnapshot
 from ffsecure import canonical
+from ffsecure.audit.bundle import FEDERATIONS_DIR
 from ffsecure.errors import ConfigError
 from ffsecure.ledger.merkle import MemoryTree, leaf_hash, root_from
 from ffsecure.ledger.tiles import TilesExport, write_tiles
+from ffsecure.records.ids import SHA256_HEX
 from ffsecure.timefmt import now_rfc3339
 
 BUNDLE_FORMAT = "ffsecure-audit-bundle/v1"
@@ -73,11 +78,14 @@ def write_bundle(
     ca_cert_pem: bytes,
     crl_pem: bytes | None,
     federation_json: bytes | None = None,
+    federation_documents: Mapping[str, bytes] | None = None,
 ) -> Path:
     """Write the bundle of ``snap`` to ``out_dir`` (which must not exist or be empty).
 
     ``federation_json`` is the CA-signed federation manifest, copied unchanged: it names
     the log key, so an auditor holding only the CA certificate can trust ``log.vkey``.
+    ``federation_documents`` (``aggregator.federation_ledger.recorded_documents``) are the
+    manifests the log records, by SHA-256, each copied unchanged to ``federations/``.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
@@ -115,6 +123,12 @@ def write_bundle(
             )
         for digest, document in sorted(snap.lineage.items()):
             _write(tmp / "lineage" / f"{digest}.json", document)
+        for digest, document in sorted((federation_documents or {}).items()):
+            if not SHA256_HEX.matches(digest):
+                raise ConfigError(
+                    f"federation manifest name {digest!r} is not a SHA-256", code="E_CONFIG"
+                )
+            _write(tmp / FEDERATIONS_DIR / f"{digest}.json", document)
         meta = {
             "format": BUNDLE_FORMAT,
             "origin": snap.origin,

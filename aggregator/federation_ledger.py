@@ -25,15 +25,44 @@ Invariants:
   of ``aggregator serve`` records the manifest it loads, after the modules
   registered until then (an audit checks every module against the newest
   recorded manifest).
+- The log holds only a manifest's digest, and an audit checks each module against
+  the manifest in force at its registration too, so ``serve`` keeps the bytes of
+  every manifest it loads (:func:`keep_federation`: ``DIR/federations/<sha256>.json``,
+  0600 in a 0700 folder, kept across restarts) and ``aggregator ledger export``
+  writes those the log records into the bundle (:func:`recorded_documents`). Like
+  the cosignatures, they live in the home, not the store: with several ``serve``
+  hosts on one database, export on a host that holds every manifest put in force
+  (the export warns about one that is missing, :func:`export_warnings`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
+from collections.abc import Mapping
+from pathlib import Path
 
+from cryptography import x509
+
+from aggregator.home import FEDERATIONS_DIR, AggregatorHome
 from aggregator.store.base import Store
-from ffsecure.federation import MISDATED, STALE, UNRECORDED, SignedManifest
+from ffsecure import pki
+from ffsecure.audit.anchor import HISTORY_CODE
+from ffsecure.errors import FFSecureError
+from ffsecure.federation import (
+    MAX_MANIFEST_BYTES,
+    MISDATED,
+    STALE,
+    UNRECORDED,
+    Recorded,
+    SignedManifest,
+    in_force_at,
+    newest_recorded,
+    recorded_problem,
+    verify_federation_json,
+)
+from ffsecure.files import FileRefused, private_dir, read_regular_file, write_secret_file
 from ffsecure.records.entries import EntryType, entry_of, make_entry
 
 log = logging.getLogger("aggregator.federation")
@@ -69,6 +98,63 @@ def record_federation(store: Store, signed: SignedManifest) -> int | None:
     return index
 
 
+def keep_federation(home: AggregatorHome, data: bytes, signed: SignedManifest) -> Path:
+    """Keep ``data``, the ``federation.json`` bytes ``signed`` was verified from, in the home.
+
+    Written as ``federations/<sha256>.json`` (0600, folder 0700), replacing a file of that name
+    whose bytes differ (two files of one signed body enforce the same manifest). Call it as the
+    manifest is put in force, so that an export can hand the auditor every manifest the log
+    names.
+    """
+    path = private_dir(home.federations) / f"{signed.sha256}.json"
+    if _read_kept(path) != data:
+        write_secret_file(path, data)
+    return path
+
+
+def _read_kept(path: Path) -> bytes | None:
+    try:
+        return read_regular_file(path, MAX_MANIFEST_BYTES)
+    except (FileRefused, OSError):
+        return None
+
+
+def recorded_documents(
+    home: AggregatorHome, entries: list[bytes], ca_cert: x509.Certificate
+) -> dict[str, bytes]:
+    """The kept documents of the manifests the log records (``federation.loaded``), by SHA-256.
+
+    Only a document that verifies under ``ca_cert`` and whose signed body hashes to the digest
+    its name and the log give is returned; the rest count as missing (:func:`export_warnings`).
+    """
+    out: dict[str, bytes] = {}
+    records, _ = _recorded(entries)
+    for digest in sorted({str(facts["federation_sha256"]) for _, facts in records}):
+        data = _read_kept(home.federations / f"{digest}.json")
+        if data is not None and _verifies_as(data, digest, ca_cert):
+            out[digest] = data
+    return out
+
+
+def _verifies_as(data: bytes, digest: str, ca_cert: x509.Certificate) -> bool:
+    try:
+        return hmac.compare_digest(verify_federation_json(data, ca_cert).sha256, digest)
+    except FFSecureError:
+        return False
+
+
+def _recorded(entries: list[bytes]) -> tuple[list[Recorded], list[int]]:
+    """Every ``federation.loaded`` (index, facts) and every ``module.registered`` index."""
+    records, registrations = [], []
+    for index, data in enumerate(entries):
+        loaded = entry_of(data, FEDERATION_ENTRY)
+        if loaded is not None:
+            records.append((index, loaded["facts"]))
+        if entry_of(data, EntryType.MODULE_REGISTERED) is not None:
+            registrations.append(index)
+    return records, registrations
+
+
 #: The code of the finding an audit of the bundle would report, by
 #: :func:`ffsecure.federation.recorded_problem`'s answer.
 _AUDIT_CODE = {
@@ -78,36 +164,69 @@ _AUDIT_CODE = {
 }
 
 
-def export_warning(
-    entries: list[bytes], federation_json: bytes, ca_pem: bytes
-) -> dict[str, str] | None:
-    """What an audit of the bundle will report about the home's manifest (logged), or None.
+def export_warnings(
+    entries: list[bytes],
+    federation_json: bytes | None,
+    documents: Mapping[str, bytes],
+    ca_pem: bytes,
+) -> list[dict[str, str]]:
+    """What an audit of the bundle will report about its federation manifests (logged).
 
     ``aggregator ledger export`` copies the home's ``federation.json`` into the bundle, and
     ``ffsecure audit verify`` holds it to the newest manifest the log records. An operator
     who installed a new manifest and has not restarted ``serve`` yet, or put an older one
     back, learns it here, before handing the bundle to an auditor, rather than from the
-    audit. The decision is the audit's own (:func:`ffsecure.federation.recorded_problem`);
-    returns ``{"code": the finding the audit will report, "message": ...}``.
+    audit. Likewise when the home lacks the document of a manifest in force at some module's
+    registration (``documents``: :func:`recorded_documents`), which the audit needs. The
+    decisions are the audit's own (:func:`ffsecure.federation.recorded_problem`,
+    :func:`ffsecure.federation.in_force_at`); each warning is ``{"code": the finding the
+    audit will report, "message": ...}``.
     """
-    why = _export_problem(entries, federation_json, ca_pem)
-    if why is not None:
+    found = [] if federation_json is None else [_export_problem(entries, federation_json, ca_pem)]
+    found.append(_missing_documents(entries, federation_json, documents, ca_pem))
+    warnings = [why for why in found if why is not None]
+    for why in warnings:
         log.warning(
             "export: %s",
             why["message"],
             extra={"event": "export_federation_mismatch", "audit_code": why["code"]},
         )
-    return why
+    return warnings
+
+
+def _missing_documents(
+    entries: list[bytes],
+    federation_json: bytes | None,
+    documents: Mapping[str, bytes],
+    ca_pem: bytes,
+) -> dict[str, str] | None:
+    records, registrations = _recorded(entries)
+    at_hand = set(documents)
+    if federation_json is not None:
+        with contextlib.suppress(FFSecureError):  # else _export_problem's warning
+            at_hand.add(verify_federation_json(federation_json, pki.load_cert(ca_pem)).sha256)
+    missing = sorted(
+        {
+            (index, str(facts["federation_sha256"]))
+            for index, facts in in_force_at(records, registrations).values()
+            if str(facts["federation_sha256"]) not in at_hand
+        }
+    )
+    if not missing:
+        return None
+    named = ", ".join(f"entry {index} (sha256 {digest[:12]}…)" for index, digest in missing)
+    return {
+        "code": HISTORY_CODE,
+        "message": f"the home keeps no CA-signed document of the federation manifest(s) "
+        f"recorded at {named}, in force when modules were registered, so the audit cannot "
+        "check those modules against them: put each manifest the CA signed in "
+        f"{FEDERATIONS_DIR}/<sha256>.json of the home, then export again",
+    }
 
 
 def _export_problem(
     entries: list[bytes], federation_json: bytes, ca_pem: bytes
 ) -> dict[str, str] | None:
-    # heavy-free: pki and federation import cryptography only
-    from ffsecure import pki
-    from ffsecure.errors import FFSecureError
-    from ffsecure.federation import newest_recorded, recorded_problem, verify_federation_json
-
     try:
         signed = verify_federation_json(federation_json, pki.load_cert(ca_pem))
     except FFSecureError as exc:
@@ -116,12 +235,8 @@ def _export_problem(
             "message": f"federation.json does not verify against ca.pem ({exc.code}: "
             f"{exc.message}): install the manifest the CA signed, then export again",
         }
-    records, modules = [], 0
-    for index, data in enumerate(entries):
-        loaded = entry_of(data, FEDERATION_ENTRY)
-        if loaded is not None:
-            records.append((index, loaded["facts"]))
-        modules += entry_of(data, EntryType.MODULE_REGISTERED) is not None
+    records, registrations = _recorded(entries)
+    modules = len(registrations)
     newest, _ = newest_recorded(records)
     problem = recorded_problem(signed, newest, modules)
     if problem is None:

@@ -10,6 +10,8 @@ Layout (docs/decisions.md, "Aggregator home directory")::
     DIR/uploads/         0700: staged uploads (default ``uploads.dir``)
     DIR/cosignatures/    witness cosignature lines per checkpoint size (public, see
                          aggregator/cosignatures.py)
+    DIR/federations/     0700: <sha256>.json (0600), the bytes of every federation manifest
+                         ``serve`` put in force (aggregator/federation_ledger.py)
 
 ``DIR`` itself is 0700: the store holds wrapped data keys and the numbers
 that the ledger hides behind salted commitments. Opening a home made by an
@@ -46,6 +48,8 @@ from ffsecure.ledger.checkpoint import (
 
 KEK_PREFIX = "ffsecure-kek-v1:"
 KEK_BYTES = 32
+#: the home's folder of kept federation manifests (aggregator/federation_ledger.py)
+FEDERATIONS_DIR = "federations"
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,10 @@ class AggregatorHome:
     @property
     def cosignatures(self) -> Path:
         return self.root / "cosignatures"
+
+    @property
+    def federations(self) -> Path:
+        return self.root / FEDERATIONS_DIR
 
     @property
     def kek_key(self) -> Path:

@@ -56,6 +56,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from aggregator.auth import Authenticator, CrlSource
 from aggregator.config import AggregatorConfig, load_config
 from aggregator.crl_ledger import CrlRecorder
+from aggregator.federation_ledger import keep_federation
 from aggregator.grpc_errors import abort_with
 from aggregator.home import (
     AggregatorHome,
@@ -146,6 +147,7 @@ def load_runtime(config: AggregatorConfig) -> Runtime:
         pki.load_cert(tls_cert_pem), ca_cert=ca_cert, crl=crl.current(), role="aggregator"
     )
 
+    keep_federation(home, signed, verified)  # its bytes, for the audit of later exports
     store = open_store(config, origin=signer.name, kek=load_kek(home), log_signer=signer)
     lock = threading.RLock()
     try:

@@ -882,6 +882,13 @@ _AUDIT_FINDINGS = _section(
             "modules are registered but the log records no federation manifest",
             _FINDING,
         ),
+        (
+            "E_AUDIT_FEDERATION_HISTORY",
+            "the federation manifest in force at a module's registration is missing from the "
+            "bundle, does not verify, or is misdated by the log; a federations/ file that is "
+            "misnamed or does not verify and that no registration needs (a warning)",
+            _FINDING,
+        ),
         ("E_AUDIT_LOG_KEY", "the bundle's log key does not parse", _FINDING),
         (
             "E_AUDIT_LOG_KEY_UNBOUND",

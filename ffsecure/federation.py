@@ -18,10 +18,11 @@ See ``docs/formats.md`` for every field.
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import hmac
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -444,6 +445,26 @@ def newest_recorded(
             continue
         newest = record
     return newest, rollbacks
+
+
+def in_force_at(records: list[Recorded], registrations: Iterable[int]) -> dict[int, Recorded]:
+    """The manifest in force at each registration: the last record before its entry index.
+
+    ``records``: every ``federation.loaded`` entry, in log order; ``registrations``: the
+    indexes of ``module.registered`` entries. A registration before any record (a log written
+    before the entry existed) is left out. Log order, not ``created_at``: the aggregator
+    enforces the manifest it loaded last, whatever its date (:func:`newest_recorded` judges
+    dates). The audit's check of each module against the manifest in force at its
+    registration and ``aggregator ledger export``'s warning about a missing document read
+    this one rule.
+    """
+    starts = [index for index, _ in records]
+    out: dict[int, Recorded] = {}
+    for index in registrations:
+        before = bisect.bisect_left(starts, index)
+        if before:
+            out[index] = records[before - 1]
+    return out
 
 
 #: How the manifest in force stands against the log (:func:`recorded_problem`).

@@ -10,7 +10,7 @@ installs another manifest before registering gets it recorded as a restart
 would), datasets and classifiers through
 ``Store.put_artifact`` with the lineage facts of the aggregator, deletions
 through ``Store.delete_module``; ``export()`` writes the bundle the same way
-``aggregator ledger export`` does (federation.json included).
+``aggregator ledger export`` does (federation.json and the kept ``federations/`` included).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from aggregator.crl_ledger import CrlRecorder
 from aggregator.export import write_bundle
-from aggregator.federation_ledger import record_federation
+from aggregator.federation_ledger import keep_federation, record_federation, recorded_documents
 from aggregator.store import open_home_store
 from ffsecure import canonical, pki
 from ffsecure.federation import verify_federation_json
@@ -57,7 +57,9 @@ class AuditLab:
         (federation.loaded) unless it is the last one recorded; the new index or None."""
         if not self.records_federation:
             return None
-        signed = verify_federation_json(self.fed.home.federation.read_bytes(), self.fed.ca.cert)
+        data = self.fed.home.federation.read_bytes()
+        signed = verify_federation_json(data, self.fed.ca.cert)
+        keep_federation(self.fed.home, data, signed)
         return record_federation(self.store, signed)
 
     # -- modules -----------------------------------------------------------
@@ -236,16 +238,21 @@ class AuditLab:
     def checkpoint(self) -> bytes:
         return self.store.checkpoint().encode()
 
-    def export(self, name: str | None = None) -> Path:
+    def export(self, name: str | None = None, *, history: bool = True) -> Path:
+        """``history=False``: as an aggregator from before ``federations/`` existed exports."""
         self.exports += 1
         out = self.root / (name or f"bundle-{self.exports}")
         home = self.fed.home
+        snap = self.store.snapshot()
         return write_bundle(
-            self.store.snapshot(),
+            snap,
             out,
             ca_cert_pem=home.ca_cert.read_bytes(),
             crl_pem=home.crl.read_bytes(),
             federation_json=home.federation.read_bytes(),
+            federation_documents=(
+                recorded_documents(home, snap.entries, self.fed.ca.cert) if history else None
+            ),
         )
 
 

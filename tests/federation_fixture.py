@@ -386,14 +386,17 @@ def entry_types(store) -> list[str]:
 
 
 def export_bundle(fed, store, path):
-    """Export ``store`` as an audit bundle at ``path`` with ``fed``'s CA, CRL and the manifest
-    the home holds (what ``aggregator ledger export`` copies)."""
+    """Export ``store`` as an audit bundle at ``path`` with ``fed``'s CA, CRL, the manifest
+    the home holds and those it kept (what ``aggregator ledger export`` copies)."""
     from aggregator.export import write_bundle
+    from aggregator.federation_ledger import recorded_documents
 
+    snap = store.snapshot()
     return write_bundle(
-        store.snapshot(),
+        snap,
         path,
         ca_cert_pem=fed.ca_pem,
         crl_pem=fed.home.crl.read_bytes(),
         federation_json=fed.home.federation.read_bytes(),
+        federation_documents=recorded_documents(fed.home, snap.entries, fed.ca.cert),
     )

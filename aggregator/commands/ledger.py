@@ -11,9 +11,10 @@ import click
 from aggregator.commands.context import dir_option
 from aggregator.cosignatures import add_cosignatures, cosignature_lines, with_cosignatures
 from aggregator.export import write_bundle, write_log_tiles
-from aggregator.federation_ledger import export_warning
+from aggregator.federation_ledger import export_warnings, recorded_documents
 from aggregator.home import AggregatorHome
 from aggregator.store import home_has_store, open_home_store
+from ffsecure import pki
 from ffsecure.clitools import echo_json, read_key_arg
 from ffsecure.errors import ConfigError
 from ffsecure.ledger import open_checkpoint, verify_bundle_log
@@ -103,11 +104,12 @@ def export(
     federation = home.federation.read_bytes() if home.federation.is_file() else None
     with _open(home_dir) as store:
         snap = store.snapshot()
-    stale = (
-        export_warning(snap.entries, federation, home.ca_cert.read_bytes())
-        if out_dir is not None and federation is not None
-        else None
-    )
+    documents: dict[str, bytes] = {}
+    warnings: list[dict[str, str]] = []
+    if out_dir is not None:
+        ca_pem = home.ca_cert.read_bytes()
+        documents = recorded_documents(home, snap.entries, pki.load_cert(ca_pem))
+        warnings = export_warnings(snap.entries, federation, documents, ca_pem)
     notes = with_cosignatures(snap.checkpoints, cosignature_lines(home))
     snap = dataclasses.replace(snap, checkpoints=notes)
     result["tree_size"] = snap.size
@@ -118,9 +120,10 @@ def export(
             ca_cert_pem=home.ca_cert.read_bytes(),
             crl_pem=crl,
             federation_json=federation,
+            federation_documents=documents,
         )
         result.update(bundle=str(path), crl=crl is not None)
-        result["warnings"] = [] if stale is None else [stale]
+        result["warnings"] = warnings
     if tiles_dir is not None:
         done = write_log_tiles(snap, Path(tiles_dir))
         result["tiles"] = {"dir": tiles_dir, **dataclasses.asdict(done)}
@@ -129,10 +132,10 @@ def export(
         return
     if out_dir is not None:
         click.echo(f"wrote audit bundle {result['bundle']} ({snap.size} entries)")
-        if stale is not None:
+        for warning in warnings:
             click.echo(
-                f"warning: the audit of this bundle will report {stale['code']}: "
-                f"{stale['message']}",
+                f"warning: the audit of this bundle will report {warning['code']}: "
+                f"{warning['message']}",
                 err=True,
             )
     if tiles_dir is not None:

@@ -34,6 +34,18 @@ warning on a VERIFIED bundle:
   included, is checked against the manifest in force, hence the newest: a
   module the policy has since outlawed is a finding, whatever was allowed when
   it was registered.
+- And against the manifest in force at its registration
+  (:func:`check_federation_documents`: the last ``federation.loaded`` before its
+  ``module.registered``), or a newer, looser manifest the CA signed since would hide
+  a module the aggregator should have refused. The log holds only that manifest's
+  digest; its document comes from the bundle's ``federations/<sha256>.json``, its
+  ``federation.json`` or the auditor's ``--federation``, and must verify under the
+  CA and hash to the recorded digest. A manifest in force at some registration
+  whose document is missing or does not verify is ``E_AUDIT_FEDERATION_HISTORY``
+  (an error: its exporter could drop it to hide a breach); a federation that only
+  ever recorded the manifest in force needs no ``federations/`` (an older
+  aggregator's bundle). A ``federations/`` document nothing needs that does not
+  verify is a warning.
 - A CRL must be in force: the auditor's ``--crl`` if given, else the bundle's
   ``crl.pem``; both must be signed by the CA. No CRL at all is
   ``E_AUDIT_NO_CRL``. A CRL past its nextUpdate (``E_AUDIT_CRL_EXPIRED``) is
@@ -56,12 +68,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography import x509
 
 from ffsecure import pki
-from ffsecure.audit.bundle import Bundle
+from ffsecure.audit.bundle import FEDERATIONS_DIR, Bundle
 from ffsecure.audit.findings import ERROR, WARNING, Findings
 from ffsecure.audit.lineage import LedgerReplay
 from ffsecure.errors import FFSecureError
@@ -70,6 +82,7 @@ from ffsecure.federation import (
     UNRECORDED,
     FederationManifest,
     SignedManifest,
+    in_force_at,
     newest_recorded,
     recorded_problem,
     verify_federation_json,
@@ -81,6 +94,21 @@ CRL_OPTION = "--crl"
 FEDERATION_OPTION = "--federation"
 BUNDLE_CRL = "crl.pem"
 BUNDLE_FEDERATION = "federation.json"
+HISTORY_CODE = "E_AUDIT_FEDERATION_HISTORY"
+
+
+@dataclass(frozen=True)
+class ManifestInForce:
+    """The CA-signed manifest in force at a module's registration, and the entry recording it."""
+
+    index: int  # the ``federation.loaded`` entry
+    signed: SignedManifest
+
+    def describe(self) -> str:
+        return (
+            f"ledger entry {self.index}: created {self.signed.manifest.created_at}, "
+            f"sha256 {self.signed.sha256[:12]}…"
+        )
 
 
 @dataclass
@@ -99,6 +127,9 @@ class TrustAnchor:
     #: (entry index, facts) of the newest ``federation.loaded``, set by
     #: :func:`check_federation_history`
     newest_federation: tuple[int, dict] | None = None
+    #: module id -> the manifest in force at its registration, where that is another manifest
+    #: than the one in force now; set by :func:`check_federation_documents`
+    registered_under: dict[str, ManifestInForce] = field(default_factory=dict)
 
     @property
     def federation(self) -> FederationManifest | None:
@@ -440,6 +471,108 @@ def _newest_federation(st: LedgerReplay, findings: Findings) -> tuple[int, dict]
             entry_type=EntryType.FEDERATION_LOADED,
         )
     return newest
+
+
+def _bundled_documents(
+    anchor: TrustAnchor, bundle: Bundle, ca_cert: x509.Certificate
+) -> tuple[dict[str, SignedManifest], dict[str, str]]:
+    """Every CA-signed manifest at hand by its SHA-256, and why each bad ``federations/`` one is
+    left out (by the digest its name claims)."""
+    known: dict[str, SignedManifest] = {}
+    if anchor.signed_federation is not None:
+        known[anchor.signed_federation.sha256] = anchor.signed_federation
+    if bundle.federation_json is not None:
+        try:  # the trust-anchor check already reported a federation.json that does not verify
+            signed = verify_federation_json(bundle.federation_json, ca_cert)
+            known.setdefault(signed.sha256, signed)
+        except FFSecureError:
+            pass
+    bad: dict[str, str] = {}
+    for digest, data in sorted(bundle.federations.items()):
+        try:
+            signed = verify_federation_json(data, ca_cert)
+        except FFSecureError as exc:
+            bad[digest] = f"it does not verify against the CA: [{exc.code}] {exc.message}"
+            continue
+        if not hmac.compare_digest(signed.sha256, digest):
+            bad[digest] = f"its signed body hashes to {signed.sha256[:12]}…, not to its name"
+            continue
+        known.setdefault(digest, signed)
+    return known, bad
+
+
+def _needed_manifests(st: LedgerReplay) -> dict[int, tuple[dict, list[str]]]:
+    """Each ``federation.loaded`` in force at some registration: its facts and those modules."""
+    registered = {ms.registered_index: mid for mid, ms in st.modules.items()}
+    needed: dict[int, tuple[dict, list[str]]] = {}
+    for at, (index, facts) in in_force_at(list(st.federations), sorted(registered)).items():
+        needed.setdefault(index, (facts, []))[1].append(registered[at])
+    return needed
+
+
+def check_federation_documents(
+    anchor: TrustAnchor, bundle: Bundle, st: LedgerReplay, findings: Findings
+) -> None:
+    """The manifest in force at each module's registration, from the documents at hand.
+
+    Sets ``anchor.registered_under`` for the modules registered under another manifest than
+    the one in force; a needed manifest whose document is missing, does not verify, or that
+    the log misdates is ``E_AUDIT_FEDERATION_HISTORY`` (an error), a ``federations/`` document
+    nothing needs that does not verify, a warning.
+    """
+    if anchor.ca_cert is None:
+        return
+    known, bad = _bundled_documents(anchor, bundle, anchor.ca_cert)
+    current = anchor.signed_federation.sha256 if anchor.signed_federation else None
+    needed = _needed_manifests(st)
+    for index, (facts, module_ids) in sorted(needed.items()):
+        digest = str(facts["federation_sha256"])
+        signed = known.get(digest)
+        problem = _history_problem(digest, facts, signed, bad)
+        if problem is not None:
+            findings.add(
+                CHECK,
+                HISTORY_CODE,
+                f"the federation manifest recorded at ledger entry {index} (created "
+                f"{facts['created_at']}, sha256 {digest[:12]}…) was in force when module(s) "
+                f"{', '.join(sorted(module_ids))} were registered, but {problem}: they "
+                "cannot be checked against the policy the aggregator had to enforce; export "
+                f"the bundle again from an aggregator that keeps {FEDERATIONS_DIR}/, or get "
+                "that manifest from the federation operator",
+                entry=index,
+                entry_type=EntryType.FEDERATION_LOADED,
+            )
+            continue
+        assert signed is not None  # no problem: its document is at hand
+        if current is not None and hmac.compare_digest(digest, current):
+            continue  # every module is checked against the manifest in force anyway
+        for module_id in module_ids:
+            anchor.registered_under[module_id] = ManifestInForce(index, signed)
+    needed_digests = {str(facts["federation_sha256"]) for facts, _ in needed.values()}
+    for digest, why in sorted(bad.items()):
+        if digest not in needed_digests:
+            findings.add(
+                CHECK,
+                HISTORY_CODE,
+                f"{FEDERATIONS_DIR}/{digest}.json is left out: {why}",
+                severity=WARNING,
+            )
+
+
+def _history_problem(
+    digest: str, facts: dict, signed: SignedManifest | None, bad: dict[str, str]
+) -> str | None:
+    """Why the document of a needed manifest is not at hand, or None."""
+    if signed is None and digest in bad:
+        return f"{FEDERATIONS_DIR}/{digest}.json is not that manifest ({bad[digest]})"
+    if signed is None:
+        return (
+            f"the bundle holds no document of it ({FEDERATIONS_DIR}/{digest}.json, "
+            f"{BUNDLE_FEDERATION} or {FEDERATION_OPTION})"
+        )
+    if signed.manifest.created_at != facts["created_at"]:
+        return f"the CA signed that manifest as created {signed.manifest.created_at}"
+    return None
 
 
 def _recorded_history(

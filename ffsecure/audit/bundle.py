@@ -23,6 +23,13 @@ its own check).
 ``MAX_LINEAGE_DOCUMENT_BYTES``, all together at most ``MAX_LINEAGE_TOTAL``) and
 parsed, hash-checked and matched to its entry by ``resolve_lineage`` during the
 replay; a file not named by a SHA-256 is listed as stray.
+
+``federations/<sha256>.json`` holds the CA-signed federation manifests the log records
+(``federation.loaded``), each named by the SHA-256 of its signed body: at most
+``MAX_FEDERATION_DOCUMENTS`` of them, each read as bytes up to the manifest cap
+(``ffsecure.federation.MAX_MANIFEST_BYTES``); their CA signature and digest are judged
+by the trust-anchor check (``ffsecure.audit.anchor.check_federation_documents``); a file
+not named by a SHA-256 is listed as stray.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from pathlib import Path
 
 from ffsecure import canonical
 from ffsecure.errors import FFSecureError, FormatError
+from ffsecure.federation import MAX_MANIFEST_BYTES
 from ffsecure.files import FileTooLarge, NotRegularFile, file_kind, read_regular_file
 from ffsecure.ledger.verify import (
     MAX_BUNDLE_ENTRIES_BYTES,
@@ -48,6 +56,9 @@ MAX_SMALL_FILE = 1 << 20
 MAX_MODULE_RECORD = 2 << 20
 MAX_LINEAGE_TOTAL = 256 << 20
 MAX_CRL_FILE = 16 << 20
+MAX_FEDERATION_DOCUMENTS = 256
+#: the folder of recorded federation manifests (``aggregator ledger export`` writes it)
+FEDERATIONS_DIR = "federations"
 _MODULE_FILE_SUFFIX = ".json"
 _DAMAGED = "the bundle is damaged or not an ffsecure audit bundle"
 
@@ -85,6 +96,10 @@ class Bundle:
     #: ``lineage/<sha256>.json`` by SHA-256 (as named: ``resolve_lineage`` hashes the bytes)
     lineage: dict[str, bytes] = field(default_factory=dict, repr=False)
     stray_lineage_files: list[str] = field(default_factory=list)
+    #: ``federations/<sha256>.json`` by the SHA-256 in its name (unverified: the anchor check
+    #: verifies each under the CA and hashes its signed body)
+    federations: dict[str, bytes] = field(default_factory=dict, repr=False)
+    stray_federation_files: list[str] = field(default_factory=list)
     #: members left unread for their kind: path in the bundle -> what it is ("a FIFO", ...)
     irregular: dict[str, str] = field(default_factory=dict)
 
@@ -186,6 +201,7 @@ def load_bundle(path: str | Path) -> Bundle:
             notes[name] = note
     modules, stray = _module_records(reader)
     lineage, stray_lineage = _lineage_documents(reader)
+    federations, stray_federations = _federation_documents(reader)
     summary = None
     raw_summary = reader.optional("bundle.json", MAX_SMALL_FILE, "bundle.json")
     if raw_summary is not None:
@@ -206,6 +222,8 @@ def load_bundle(path: str | Path) -> Bundle:
         stray_module_files=stray,
         lineage=lineage,
         stray_lineage_files=stray_lineage,
+        federations=federations,
+        stray_federation_files=stray_federations,
         irregular=reader.irregular,
     )
 
@@ -255,4 +273,27 @@ def _lineage_documents(reader: _Reader) -> tuple[dict[str, bytes], list[str]]:
                 f"lineage/ holds more than the {MAX_LINEAGE_TOTAL} bytes this auditor reads",
                 hint=_DAMAGED,
             )
+    return documents, stray
+
+
+def _federation_documents(reader: _Reader) -> tuple[dict[str, bytes], list[str]]:
+    """``federations/``: manifest bytes by the SHA-256 in their names, and the stray names."""
+    documents: dict[str, bytes] = {}
+    stray: list[str] = []
+    for name in reader.folder(FEDERATIONS_DIR):
+        digest = name.removesuffix(_MODULE_FILE_SUFFIX)
+        if digest == name or not SHA256_HEX.matches(digest):
+            stray.append(name)
+            continue
+        if len(documents) == MAX_FEDERATION_DOCUMENTS:
+            raise BundleError(
+                f"{FEDERATIONS_DIR}/ holds more than the {MAX_FEDERATION_DOCUMENTS} federation "
+                "manifests this auditor reads",
+                hint=_DAMAGED,
+            )
+        document = reader.optional(
+            f"{FEDERATIONS_DIR}/{name}", MAX_MANIFEST_BYTES, f"federation manifest {name}"
+        )
+        if document is not None:
+            documents[digest] = document
     return documents, stray

@@ -24,6 +24,10 @@ figure the report does not state is covered by the claim only when the federatio
 ``dp_policy`` requires DP). Both policies are read from the CA-signed federation
 manifest the audit verified, never from anything else in the bundle, so an exporter
 cannot make a DP claim cover figures by swapping a policy.
+
+A module registered while another manifest was in force is checked against that one too
+(``registered_under``, :func:`ffsecure.audit.anchor.check_federation_documents`): a newer,
+looser manifest must not pass a module the aggregator should have refused when it came.
 """
 
 from __future__ import annotations
@@ -31,11 +35,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cryptography import x509
 
 from ffsecure import canonical, pki
+from ffsecure.audit.anchor import ManifestInForce
 from ffsecure.audit.bundle import ModuleRecord
 from ffsecure.audit.findings import WARNING, Findings
 from ffsecure.audit.lineage import LedgerReplay, ModuleState
@@ -189,8 +195,13 @@ def check_modules(
     ca_cert: x509.Certificate | None,
     crl: x509.CertificateRevocationList | None,
     federation: FederationManifest | None,
+    registered_under: Mapping[str, ManifestInForce] | None = None,
 ) -> dict[str, ModuleCheck]:
+    """Check every registered module's record, signature and policy (``federation``: the
+    manifest in force; ``registered_under``: the one in force at a module's registration,
+    where that is another)."""
     out: dict[str, ModuleCheck] = {}
+    earlier = registered_under or {}
     for mid, ms in st.modules.items():
         where = dict(
             entry=ms.registered_index, entry_type=EntryType.MODULE_REGISTERED, module_id=mid
@@ -317,6 +328,18 @@ def check_modules(
                     f"[{failure.code}] {failure.message}",
                     **where,
                 )
+        under = earlier.get(mid)
+        if under is not None and _is_recorded(manifest_sha, f):
+            failure = _policy_failure(manifest, under.signed.manifest)
+            if failure is not None:
+                problem = f"{failure.code}: {failure.message}"
+                findings.add(
+                    "module-signatures",
+                    "E_AUDIT_MODULE_POLICY",
+                    f"module {mid} breaks the federation manifest in force at its "
+                    f"registration ({under.describe()}): [{failure.code}] {failure.message}",
+                    **where,
+                )
         out[mid] = ModuleCheck(mid, ms.site_id, manifest, ok, problem, serial, revoked)
 
     for mid, rec in records.items():
@@ -399,18 +422,20 @@ def check_site_budgets(
     st: LedgerReplay,
     federation: FederationManifest | None,
     findings: Findings,
+    registered_under: Mapping[str, ManifestInForce] | None = None,
 ) -> None:
     """Under a required DP policy, every site's modules together stay within ``max_epsilon``.
 
     Each module is a release of its site's data; deleted ones count (their release
     happened). The site's claims are composed in registration order by the aggregator's
-    rule (``ffsecure.dp.check_site_budget``); the module whose registration took the site
-    over the policy is the finding. Modules with no or an unparsable claim have their own
-    findings and are left out here: ``module-signatures`` (policy: no DP claim under a
-    required policy) on a recorded manifest, ``module-records`` on any other, ``dp-claims``.
+    rule (``ffsecure.dp.check_site_budget``), under the manifest in force (``federation``)
+    and, for a module registered under another one (``registered_under``), under that one
+    too; the module whose registration took the site over a policy is the finding. Modules
+    with no or an unparsable claim have their own findings and are left out here:
+    ``module-signatures`` (policy: no DP claim under a required policy) on a recorded
+    manifest, ``module-records`` on any other, ``dp-claims``.
     """
-    if federation is None or not federation.dp_policy.get("required"):
-        return
+    earlier = registered_under or {}
     by_site: dict[str, list[tuple[int, str, dict]]] = {}
     for mid, mc in checked.items():
         record = _parsed_record(mc)
@@ -420,17 +445,41 @@ def check_site_budgets(
     for site_id, modules in sorted(by_site.items()):
         modules.sort(key=lambda item: item[0])
         for k, (index, mid, _record) in enumerate(modules):
-            try:
-                check_site_budget(
-                    [r for _i, _m, r in modules[: k + 1]], federation.dp_policy, site_id=site_id
-                )
-            except (DPBudgetError, DPClaimError) as exc:
+            records = [r for _i, _m, r in modules[: k + 1]]
+            failure = _budget_failure(records, site_id, federation, earlier.get(mid))
+            if failure is not None:
                 findings.add(
                     "dp-claims",
                     "E_AUDIT_DP_BUDGET",
-                    f"module {mid}: [{exc.code}] {exc.message}",
+                    f"module {mid}: {failure}",
                     entry=index,
                     entry_type=EntryType.MODULE_REGISTERED,
                     module_id=mid,
                 )
                 break
+
+
+def _budget_failure(
+    records: list[dict],
+    site_id: str,
+    federation: FederationManifest | None,
+    under: ManifestInForce | None,
+) -> str | None:
+    """Why ``records`` break the budget of the manifest in force or the one ``under`` which
+    the last of them was registered, or None."""
+    policies = [] if federation is None else [(federation.dp_policy, "")]
+    if under is not None:
+        policies.append(
+            (
+                under.signed.manifest.dp_policy,
+                f" (the federation manifest in force at its registration, {under.describe()})",
+            )
+        )
+    for policy, which in policies:
+        if not policy.get("required"):
+            continue
+        try:
+            check_site_budget(records, policy, site_id=site_id)
+        except (DPBudgetError, DPClaimError) as exc:
+            return f"[{exc.code}] {exc.message}{which}"
+    return None

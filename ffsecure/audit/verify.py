@@ -10,14 +10,16 @@ from cryptography import x509
 
 from ffsecure import pki
 from ffsecure.audit.anchor import (
+    HISTORY_CODE,
     TrustAnchor,
     check_crl_history,
+    check_federation_documents,
     check_federation_history,
     check_policy_known,
     check_revocations_listed,
     check_trust_anchor,
 )
-from ffsecure.audit.bundle import Bundle
+from ffsecure.audit.bundle import FEDERATIONS_DIR, Bundle
 from ffsecure.audit.findings import CHECKS, ERROR, WARNING, CheckSummary, Finding, Findings
 from ffsecure.audit.lineage import LedgerReplay, replay
 from ffsecure.audit.logcheck import LogState, check_log
@@ -133,6 +135,13 @@ def _member_findings(bundle: Bundle, findings: Findings) -> None:
             f"lineage/{name} is not named <sha256>.json",
             severity=WARNING,
         )
+    for name in bundle.stray_federation_files:
+        findings.add(
+            "trust-anchor",
+            HISTORY_CODE,
+            f"{FEDERATIONS_DIR}/{name} is not named <sha256>.json",
+            severity=WARNING,
+        )
     for name, kind in bundle.irregular.items():
         findings.add(
             _MEMBER_CHECK.get(name.partition("/")[0], "trust-anchor"),
@@ -186,12 +195,20 @@ def audit_bundle(
     st = replay(log.entries, findings, bundle.lineage)
     check_crl_history(anchor, st, findings)
     check_federation_history(anchor, st, findings)
+    check_federation_documents(anchor, bundle, st, findings)
     check_policy_known(anchor, st, findings)
     modules = check_modules(
-        bundle.modules, log.entries, st, findings, ca_cert=ca_cert, crl=crl, federation=federation
+        bundle.modules,
+        log.entries,
+        st,
+        findings,
+        ca_cert=ca_cert,
+        crl=crl,
+        federation=federation,
+        registered_under=anchor.registered_under,
     )
     dp_done, dp_claims = check_dp_claims(modules, st, findings)
-    check_site_budgets(modules, st, federation, findings)
+    check_site_budgets(modules, st, federation, findings, anchor.registered_under)
     check_revocations_listed(anchor, st, findings)
     _member_findings(bundle, findings)
     n = len(bundle.entries)

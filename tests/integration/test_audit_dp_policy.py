@@ -72,8 +72,9 @@ def test_dropping_federation_json_does_not_turn_the_dp_policy_check_off(world, t
     (tmp_path / "log.vkey").write_text((bundle / "log.vkey").read_text())
     code, out = invoke(t, "--ca", root / "ca.pem", "--log-key", tmp_path / "log.vkey")
     assert code == 3 and out["verdict"] == "FAILED"
-    assert _codes(out) == ["E_AUDIT_NO_FEDERATION"]
-    (f,) = out["findings"]
+    # the strict manifest in force at the registration (federations/) still judges the module
+    assert _codes(out) == ["E_AUDIT_MODULE_POLICY", "E_AUDIT_NO_FEDERATION"]
+    (f,) = [f for f in out["findings"] if f["code"] == "E_AUDIT_NO_FEDERATION"]
     assert f["check"] == "dp-claims" and "--federation" in f["message"]
     assert {c["name"]: c["status"] for c in out["checks"]}["dp-claims"] == "failed"
     # the auditor who brings the manifest gets the policy checked (and the log key bound)
@@ -101,15 +102,16 @@ def test_an_older_looser_manifest_swapped_in_is_named_against_the_auditor_s(worl
 
 def test_an_older_looser_manifest_swapped_in_fails_even_without_the_auditor_s(world, tmp_path):
     """Under the loose manifest the module passes every policy check: only the ledger's record
-    of the strict one, in force when it was registered, tells the swap."""
+    of the strict one, in force when it was registered, tells the swap (and the strict one's
+    document, which the export kept, judges the module)."""
     root, bundle, non_dp = world
     t = tmp_path / "swapped"
     shutil.copytree(bundle, t)
     shutil.copyfile(root / "loose.json", t / "federation.json")
     code, out = invoke(t, "--ca", root / "ca.pem")
     assert code == 3 and out["verdict"] == "FAILED"
-    assert _codes(out) == ["E_AUDIT_FEDERATION_STALE"]
-    (f,) = out["findings"]
+    assert _codes(out) == ["E_AUDIT_FEDERATION_STALE", "E_AUDIT_MODULE_POLICY"]
+    (f,) = [f for f in out["findings"] if f["code"] == "E_AUDIT_FEDERATION_STALE"]
     assert (f["check"], f["entry"], f["entry_type"]) == ("trust-anchor", 0, "federation.loaded")
     assert "--federation" in f["message"] and "older or different" in f["message"]
     # the auditor who holds only the loose manifest is told it is not the one in force

@@ -254,3 +254,39 @@ def test_export_warns_exactly_when_the_audit_will_fail_the_bundle_s_manifest(
     out, err = _export(home, tmp_path / "text", as_json=False)
     assert out.startswith("wrote audit bundle ")
     assert f"\nwarning: the audit of this bundle will report {code}: " in err
+
+
+def test_serve_keeps_every_manifest_it_loads_and_the_export_writes_them(history, tmp_path):
+    """The bytes of A and B, kept in the home at each start, go into the bundle's federations/,
+    so the module registered under A is judged by A too."""
+    fed = history["fed"]
+    digests = {k: verify_federation_json(history[k], fed.ca.cert).sha256 for k in ("a", "b")}
+    for key, digest in digests.items():
+        kept = fed.home.federations / f"{digest}.json"
+        assert kept.read_bytes() == history[key] and kept.stat().st_mode & 0o777 == 0o600
+    done, err = _export(fed.home.root, tmp_path / "bundle")
+    assert done["warnings"] == [] and "warning" not in err
+    written = tmp_path / "bundle" / "federations"
+    assert sorted(p.name for p in written.iterdir()) == sorted(
+        f"{d}.json" for d in digests.values()
+    )
+    result = audit_bundle(load_bundle(tmp_path / "bundle"), ca_pem=fed.ca_pem)
+    assert result.anchor is not None
+    assert result.anchor.registered_under[history["module"]].index == 0
+
+
+def test_export_warns_when_the_home_lacks_a_manifest_in_force_at_a_registration(history, tmp_path):
+    fed = history["fed"]
+    a = verify_federation_json(history["a"], fed.ca.cert)
+    home = shutil.copytree(fed.home.root, tmp_path / "home")
+    (home / fed.home.federations.name / f"{a.sha256}.json").unlink()  # an older aggregator's home
+    done, err = _export(home, tmp_path / "bundle")
+    [warning] = done["warnings"]
+    assert warning["code"] == "E_AUDIT_FEDERATION_HISTORY"
+    assert "entry 0" in warning["message"] and a.sha256[:12] in warning["message"]
+    assert "then export again" in warning["message"]
+    assert f"WARNING aggregator.federation: export: {warning['message'][:40]}" in err
+    audited = audit_bundle(load_bundle(tmp_path / "bundle"), ca_pem=fed.ca_pem)
+    assert "E_AUDIT_FEDERATION_HISTORY" in {f.code for f in audited.errors}
+    out, err = _export(home, tmp_path / "text", as_json=False)
+    assert "\nwarning: the audit of this bundle will report E_AUDIT_FEDERATION_HISTORY: " in err

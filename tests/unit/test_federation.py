@@ -367,3 +367,13 @@ def test_the_manifest_in_force_is_judged_against_the_newest_record_by_one_rule()
     assert recorded_problem(signed, (3, {**same, "created_at": "2099-01-01T00:00:00Z"}), 0) == (
         MISDATED
     )
+
+
+def test_the_manifest_in_force_at_a_registration_is_the_last_recorded_before_it():
+    a = (0, {"federation_sha256": "a" * 64, "created_at": "2026-01-02T00:00:00Z"})
+    b = (3, {"federation_sha256": "b" * 64, "created_at": "2026-01-01T00:00:00Z"})
+    # log order, not created_at: b was put in force at entry 3, older date or not
+    at = federation.in_force_at([a, b], [1, 2, 4, 7])
+    assert at == {1: a, 2: a, 4: b, 7: b}
+    assert federation.in_force_at([b], [0, 1, 2]) == {}  # registered before any record
+    assert federation.in_force_at([], [5]) == {}
