@@ -49,7 +49,7 @@ from aggregator.home import FEDERATIONS_DIR, AggregatorHome
 from aggregator.store.base import Store
 from ffsecure import pki
 from ffsecure.audit.anchor import HISTORY_CODE
-from ffsecure.errors import FFSecureError
+from ffsecure.errors import ConfigError, FFSecureError
 from ffsecure.federation import (
     MAX_MANIFEST_BYTES,
     MISDATED,
@@ -62,7 +62,13 @@ from ffsecure.federation import (
     recorded_problem,
     verify_federation_json,
 )
-from ffsecure.files import FileRefused, private_dir, read_regular_file, write_secret_file
+from ffsecure.files import (
+    FileRefused,
+    private_dir,
+    read_regular_file,
+    restrict,
+    write_secret_file,
+)
 from ffsecure.records.entries import EntryType, entry_of, make_entry
 
 log = logging.getLogger("aggregator.federation")
@@ -106,9 +112,18 @@ def keep_federation(home: AggregatorHome, data: bytes, signed: SignedManifest) -
     manifest is put in force, so that an export can hand the auditor every manifest the log
     names.
     """
-    path = private_dir(home.federations) / f"{signed.sha256}.json"
-    if _read_kept(path) != data:
-        write_secret_file(path, data)
+    try:
+        path = private_dir(home.federations) / f"{signed.sha256}.json"
+        if _read_kept(path) != data:
+            write_secret_file(path, data)
+        else:
+            restrict(path)  # a copy an operator put there by hand
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot keep the federation manifest in {home.federations}: {exc.strerror or exc}",
+            hint=f"make {home.federations} a folder the aggregator can write (0700), or "
+            "remove what stands there",
+        ) from None
     return path
 
 
@@ -208,7 +223,8 @@ def _missing_documents(
     missing = sorted(
         {
             (index, str(facts["federation_sha256"]))
-            for index, facts in in_force_at(records, registrations).values()
+            for bound in in_force_at(records, registrations).values()
+            for index, facts in bound
             if str(facts["federation_sha256"]) not in at_hand
         }
     )

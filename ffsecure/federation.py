@@ -447,23 +447,30 @@ def newest_recorded(
     return newest, rollbacks
 
 
-def in_force_at(records: list[Recorded], registrations: Iterable[int]) -> dict[int, Recorded]:
-    """The manifest in force at each registration: the last record before its entry index.
+def in_force_at(
+    records: list[Recorded], registrations: Iterable[int]
+) -> dict[int, tuple[Recorded, ...]]:
+    """The manifests that bind each registration: one or two records before its entry.
 
     ``records``: every ``federation.loaded`` entry, in log order; ``registrations``: the
-    indexes of ``module.registered`` entries. A registration before any record (a log written
-    before the entry existed) is left out. Log order, not ``created_at``: the aggregator
-    enforces the manifest it loaded last, whatever its date (:func:`newest_recorded` judges
-    dates). The audit's check of each module against the manifest in force at its
-    registration and ``aggregator ledger export``'s warning about a missing document read
-    this one rule.
+    indexes of ``module.registered`` entries. Bound are the last record before the entry
+    (the manifest the aggregator loaded last, whatever its date: what it had to enforce)
+    and the newest one by ``created_at`` among those before it (:func:`newest_recorded`: a
+    restart with an older, looser manifest, a rollback, does not loosen the CA's newest
+    word); one record when they are the same. A registration before any record (a log
+    written before the entry existed) is left out. The audit's check of each module
+    against the manifests that bound its registration and ``aggregator ledger export``'s
+    warning about a missing document read this one rule.
     """
     starts = [index for index, _ in records]
-    out: dict[int, Recorded] = {}
+    out: dict[int, tuple[Recorded, ...]] = {}
     for index in registrations:
         before = bisect.bisect_left(starts, index)
         if before:
-            out[index] = records[before - 1]
+            last = records[before - 1]
+            newest, _ = newest_recorded(records[:before])
+            assert newest is not None  # records[:before] is not empty
+            out[index] = (last,) if newest[0] == last[0] else (last, newest)
     return out
 
 

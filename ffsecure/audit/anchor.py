@@ -129,7 +129,7 @@ class TrustAnchor:
     newest_federation: tuple[int, dict] | None = None
     #: module id -> the manifest in force at its registration, where that is another manifest
     #: than the one in force now; set by :func:`check_federation_documents`
-    registered_under: dict[str, ManifestInForce] = field(default_factory=dict)
+    registered_under: dict[str, list[ManifestInForce]] = field(default_factory=dict)
 
     @property
     def federation(self) -> FederationManifest | None:
@@ -505,8 +505,9 @@ def _needed_manifests(st: LedgerReplay) -> dict[int, tuple[dict, list[str]]]:
     """Each ``federation.loaded`` in force at some registration: its facts and those modules."""
     registered = {ms.registered_index: mid for mid, ms in st.modules.items()}
     needed: dict[int, tuple[dict, list[str]]] = {}
-    for at, (index, facts) in in_force_at(list(st.federations), sorted(registered)).items():
-        needed.setdefault(index, (facts, []))[1].append(registered[at])
+    for at, bound in in_force_at(list(st.federations), sorted(registered)).items():
+        for index, facts in bound:
+            needed.setdefault(index, (facts, []))[1].append(registered[at])
     return needed
 
 
@@ -547,7 +548,7 @@ def check_federation_documents(
         if current is not None and hmac.compare_digest(digest, current):
             continue  # every module is checked against the manifest in force anyway
         for module_id in module_ids:
-            anchor.registered_under[module_id] = ManifestInForce(index, signed)
+            anchor.registered_under.setdefault(module_id, []).append(ManifestInForce(index, signed))
     needed_digests = {str(facts["federation_sha256"]) for facts, _ in needed.values()}
     for digest, why in sorted(bad.items()):
         if digest not in needed_digests:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -195,7 +195,7 @@ def check_modules(
     ca_cert: x509.Certificate | None,
     crl: x509.CertificateRevocationList | None,
     federation: FederationManifest | None,
-    registered_under: Mapping[str, ManifestInForce] | None = None,
+    registered_under: Mapping[str, Sequence[ManifestInForce]] | None = None,
 ) -> dict[str, ModuleCheck]:
     """Check every registered module's record, signature and policy (``federation``: the
     manifest in force; ``registered_under``: the one in force at a module's registration,
@@ -328,15 +328,14 @@ def check_modules(
                     f"[{failure.code}] {failure.message}",
                     **where,
                 )
-        under = earlier.get(mid)
-        if under is not None and _is_recorded(manifest_sha, f):
+        for under in earlier.get(mid, ()) if _is_recorded(manifest_sha, f) else ():
             failure = _policy_failure(manifest, under.signed.manifest)
             if failure is not None:
                 problem = f"{failure.code}: {failure.message}"
                 findings.add(
                     "module-signatures",
                     "E_AUDIT_MODULE_POLICY",
-                    f"module {mid} breaks the federation manifest in force at its "
+                    f"module {mid} breaks a federation manifest that bound its "
                     f"registration ({under.describe()}): [{failure.code}] {failure.message}",
                     **where,
                 )
@@ -422,7 +421,7 @@ def check_site_budgets(
     st: LedgerReplay,
     federation: FederationManifest | None,
     findings: Findings,
-    registered_under: Mapping[str, ManifestInForce] | None = None,
+    registered_under: Mapping[str, Sequence[ManifestInForce]] | None = None,
 ) -> None:
     """Under a required DP policy, every site's modules together stay within ``max_epsilon``.
 
@@ -446,7 +445,7 @@ def check_site_budgets(
         modules.sort(key=lambda item: item[0])
         for k, (index, mid, _record) in enumerate(modules):
             records = [r for _i, _m, r in modules[: k + 1]]
-            failure = _budget_failure(records, site_id, federation, earlier.get(mid))
+            failure = _budget_failure(records, site_id, federation, earlier.get(mid, ()))
             if failure is not None:
                 findings.add(
                     "dp-claims",
@@ -463,16 +462,16 @@ def _budget_failure(
     records: list[dict],
     site_id: str,
     federation: FederationManifest | None,
-    under: ManifestInForce | None,
+    bound: Sequence[ManifestInForce],
 ) -> str | None:
-    """Why ``records`` break the budget of the manifest in force or the one ``under`` which
-    the last of them was registered, or None."""
+    """Why ``records`` break the budget of the manifest in force or of one that bound the
+    last one's registration (``bound``), or None."""
     policies = [] if federation is None else [(federation.dp_policy, "")]
-    if under is not None:
+    for under in bound:
         policies.append(
             (
                 under.signed.manifest.dp_policy,
-                f" (the federation manifest in force at its registration, {under.describe()})",
+                f" (a federation manifest that bound its registration, {under.describe()})",
             )
         )
     for policy, which in policies:

@@ -52,9 +52,12 @@ def _errors(result) -> list[str]:
 
 
 def _under(result) -> dict:
-    """Module id -> the manifest in force at its registration, where it is not the newest."""
+    """Module id -> the one manifest that bound its registration, where it is not the newest."""
     assert result.anchor is not None
-    return result.anchor.registered_under
+    out = {}
+    for module_id, bound in result.anchor.registered_under.items():
+        (out[module_id],) = bound
+    return out
 
 
 def _one(result, code):
@@ -96,7 +99,7 @@ def test_a_module_that_broke_the_manifest_in_force_at_its_registration_fails_the
     assert result.verdict == "FAILED" and _errors(result) == ["E_AUDIT_MODULE_POLICY"]
     f = _one(result, "E_AUDIT_MODULE_POLICY")
     assert f.module_id == life["cheat"] and f.check == "module-signatures"
-    assert "in force at its registration" in f.message and "requires DP" in f.message
+    assert "bound its registration" in f.message and "requires DP" in f.message
     # the manifest in force at its registration is named: its entry and its digest
     assert f"ledger entry {life['strict_index']}" in f.message
     assert life["strict_sha"][:12] in f.message
@@ -228,5 +231,67 @@ def test_a_site_over_the_budget_of_the_manifest_in_force_at_registration_fails(t
     result = audit_bundle(load_bundle(bundle), ca_pem=lab.fed.ca_pem)
     assert _errors(result) == ["E_AUDIT_DP_BUDGET"]
     f = _one(result, "E_AUDIT_DP_BUDGET")
-    assert f.module_id == second and "in force at its registration" in f.message
+    assert f.module_id == second and "bound its registration" in f.message
     assert f"ledger entry {strict_index}" in f.message
+
+
+def test_a_module_registered_after_a_rollback_is_held_to_the_newer_manifest(tmp_path):
+    """Loose L, then strict S (newer), then L put back (a restart with the old file, or an
+    entry the operator appends), a module without DP, then a newer loose N in force: the
+    module broke S, the newest manifest the CA had signed when it was registered; the
+    rollback alone is only a warning, so the module must still fail."""
+    lab = AuditLab(tmp_path)
+    try:
+        base = lab.fed.manifest
+        base_bytes = lab.fed.home.federation.read_bytes()
+        lab.start()
+        strict = dataclasses.replace(base, dp_policy=dict(STRICT), created_at=_later(base, 1))
+        strict_sha = _install(lab, strict)
+        lab.start()
+        lab.register("st-mary", (0,), seed=1, dp=dict(CLAIM))
+        lab.fed.home.federation.write_bytes(base_bytes)
+        lab.fed.manifest = base
+        lab.start()
+        cheat = lab.register("st-john", (1,), seed=2, dp=None)
+        newer = dataclasses.replace(strict, dp_policy=dict(LOOSE), created_at=_later(base, 2))
+        _install(lab, newer)
+        lab.start()
+        bundle = lab.export("rollback")
+    finally:
+        lab.close()
+    result = audit_bundle(load_bundle(bundle), ca_pem=lab.fed.ca_pem)
+    assert result.verdict == "FAILED" and _errors(result) == ["E_AUDIT_MODULE_POLICY"]
+    f = _one(result, "E_AUDIT_MODULE_POLICY")
+    assert f.module_id == cheat and "requires DP" in f.message and strict_sha[:12] in f.message
+    assert "E_AUDIT_FEDERATION_ROLLBACK" in {x.code for x in result.warnings}
+
+
+def test_a_record_that_misdates_a_manifest_fails_the_history_check(tmp_path):
+    """The operator appends (log key) a record of the old loose manifest dated as the strict
+    one, then registers a module without DP under it: the record is not that manifest."""
+    from aggregator.federation_ledger import keep_federation
+    from ffsecure.records.entries import make_entry
+
+    lab = AuditLab(tmp_path)
+    try:
+        base = lab.fed.manifest
+        base_bytes = lab.fed.home.federation.read_bytes()
+        lab.start()
+        strict = dataclasses.replace(base, dp_policy=dict(STRICT), created_at=_later(base, 1))
+        _install(lab, strict)
+        lab.start()
+        old = verify_federation_json(base_bytes, lab.fed.ca.cert)
+        keep_federation(lab.fed.home, base_bytes, old)
+        facts = {**old.facts(), "created_at": strict.created_at}
+        misdated, _ = lab.store.append(make_entry("federation.loaded", "aggregator", facts))
+        lab.start = lambda: None  # register() would record the home's manifest again
+        cheat = lab.register("st-john", (1,), seed=2, dp=None)
+        bundle = lab.export("misdated")
+    finally:
+        lab.close()
+    result = audit_bundle(load_bundle(bundle), ca_pem=lab.fed.ca_pem)
+    assert result.verdict == "FAILED" and HISTORY in _errors(result)
+    f = _one(result, HISTORY)
+    assert (
+        f.entry == misdated and cheat in f.message and "the CA signed that manifest as" in f.message
+    )

@@ -272,7 +272,7 @@ def test_serve_keeps_every_manifest_it_loads_and_the_export_writes_them(history,
     )
     result = audit_bundle(load_bundle(tmp_path / "bundle"), ca_pem=fed.ca_pem)
     assert result.anchor is not None
-    assert result.anchor.registered_under[history["module"]].index == 0
+    assert [m.index for m in result.anchor.registered_under[history["module"]]] == [0]
 
 
 def test_export_warns_when_the_home_lacks_a_manifest_in_force_at_a_registration(history, tmp_path):
@@ -290,3 +290,26 @@ def test_export_warns_when_the_home_lacks_a_manifest_in_force_at_a_registration(
     assert "E_AUDIT_FEDERATION_HISTORY" in {f.code for f in audited.errors}
     out, err = _export(home, tmp_path / "text", as_json=False)
     assert "\nwarning: the audit of this bundle will report E_AUDIT_FEDERATION_HISTORY: " in err
+
+
+def test_keeping_a_manifest_tightens_a_hand_copied_file_and_names_a_bad_folder(history, tmp_path):
+    """The export's warning tells the operator to copy a missing manifest into federations/;
+    a copy made 0644 is tightened at the next start, and a file standing where the folder
+    belongs is a ConfigError with a hint, not a traceback out of `serve`."""
+    from aggregator.federation_ledger import keep_federation
+    from aggregator.home import AggregatorHome
+    from ffsecure.errors import ConfigError
+
+    fed = history["fed"]
+    a = verify_federation_json(history["a"], fed.ca.cert)
+    home_root = shutil.copytree(fed.home.root, tmp_path / "home")
+    home = AggregatorHome(home_root)
+    kept = home.federations / f"{a.sha256}.json"
+    kept.chmod(0o644)
+    assert keep_federation(home, history["a"], a) == kept
+    assert kept.stat().st_mode & 0o777 == 0o600 and kept.read_bytes() == history["a"]
+    shutil.rmtree(home.federations)
+    home.federations.write_bytes(b"not a folder")
+    with pytest.raises(ConfigError) as info:
+        keep_federation(home, history["a"], a)
+    assert str(home.federations) in info.value.message and info.value.hint

@@ -369,11 +369,13 @@ def test_the_manifest_in_force_is_judged_against_the_newest_record_by_one_rule()
     )
 
 
-def test_the_manifest_in_force_at_a_registration_is_the_last_recorded_before_it():
+def test_the_manifests_that_bind_a_registration_are_the_last_and_the_newest_before_it():
     a = (0, {"federation_sha256": "a" * 64, "created_at": "2026-01-02T00:00:00Z"})
     b = (3, {"federation_sha256": "b" * 64, "created_at": "2026-01-01T00:00:00Z"})
-    # log order, not created_at: b was put in force at entry 3, older date or not
-    at = federation.in_force_at([a, b], [1, 2, 4, 7])
-    assert at == {1: a, 2: a, 4: b, 7: b}
+    c = (6, {"federation_sha256": "c" * 64, "created_at": "2026-01-03T00:00:00Z"})
+    # b (older) was put back at entry 3: it is what the aggregator enforced, and a, the
+    # newest the CA signed by then, still binds too; c, newer, replaces both
+    at = federation.in_force_at([a, b, c], [1, 2, 4, 7])
+    assert at == {1: (a,), 2: (a,), 4: (b, a), 7: (c,)}
     assert federation.in_force_at([b], [0, 1, 2]) == {}  # registered before any record
     assert federation.in_force_at([], [5]) == {}
