@@ -647,7 +647,7 @@ def _dicom_splits(
     """Train and test files, and the census of the training files' patients.
 
     In patient mode one file per patient is kept, and each kept file's split comes from its
-    own hash (:func:`ffsecure.dicom.in_test_split`), so a patient lands in one split only and
+    own hash (:func:`ffsecure.dicom.patient_split`), so a patient lands in one split only and
     no patient moves another between the splits; with a fixed split, one per patient of the
     train folder.
     """
@@ -658,9 +658,7 @@ def _dicom_splits(
         train_items, test_items = items, listing.test
     elif privacy_unit == "patient":
         # each patient's split from its own kept file: one patient changes one example at most
-        test = [dicom.in_test_split(item, listing.root, seed, test_fraction) for item in items]
-        train_items = [item for item, t in zip(items, test, strict=True) if not t]
-        test_items = [item for item, t in zip(items, test, strict=True) if t]
+        train_items, test_items = dicom.patient_split(items, listing.root, seed, test_fraction)
     else:
         labels = np.asarray([item.label for item in items], dtype=np.int64)
         tr, te = _stratified_split(labels, test_fraction, seed)

@@ -568,13 +568,33 @@ def _pick_key(item: DicomItem, root: Path, seed: int) -> bytes:
     return hashlib.sha256(f"ffsecure/patient-pick/v1\x00{seed}\x00{relative}".encode()).digest()
 
 
-def in_test_split(item: DicomItem, root: Path, seed: int, test_fraction: float) -> bool:
-    """Whether a kept file goes to the test split: by its own hash (seed and path below the
-    source), so one patient's presence never moves another patient between the splits, as
-    one seeded shuffle of the whole list would."""
+def split_point(item: DicomItem, root: Path, seed: int) -> float:
+    """Where a kept file falls in [0, 1): by its own hash (seed and path below the source),
+    so one patient's presence never moves another patient between the splits, as one
+    seeded shuffle of the whole list would. Files below the test fraction are test."""
     relative = item.path.relative_to(root).as_posix()
     digest = hashlib.sha256(f"ffsecure/patient-split/v1\x00{seed}\x00{relative}".encode())
-    return int.from_bytes(digest.digest()[:8], "big") < test_fraction * 2.0**64
+    return int.from_bytes(digest.digest()[:8], "big") / 2.0**64
+
+
+def patient_split(
+    items: Sequence[DicomItem], root: Path, seed: int, test_fraction: float
+) -> tuple[list[DicomItem], list[DicomItem]]:
+    """Train and test files of patient mode, each file placed by :func:`split_point`.
+
+    A site so small that no file falls below the fraction (or every file does) gives its
+    lowest (highest) one to the test (train) split, so that both hold a file: only there
+    may one patient move another.
+    """
+    points = [split_point(item, root, seed) for item in items]
+    test = [p < test_fraction for p in points]
+    if len(items) >= 2 and not any(test):
+        test[points.index(min(points))] = True
+    if len(items) >= 2 and all(test):
+        test[points.index(max(points))] = False
+    train_items = [item for item, t in zip(items, test, strict=True) if not t]
+    test_items = [item for item, t in zip(items, test, strict=True) if t]
+    return train_items, test_items
 
 
 def one_per_patient(
