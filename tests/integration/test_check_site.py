@@ -343,6 +343,7 @@ def test_a_dicom_source_is_scanned_with_a_bounded_sample_and_names_no_file(fed, 
     assert_no_identifiers({"stdout": proc.stdout.encode(), "stderr": proc.stderr.encode()})
 
 
+@pytest.mark.slow  # the whole site check over DICOM files (about 23 s); make test-all
 def test_a_dicom_site_with_several_images_per_patient_warns_with_k_and_the_patient_epsilon(
     fed, agg, tmp_path
 ):

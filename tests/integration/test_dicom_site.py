@@ -91,6 +91,7 @@ def _signed_dp(cfg: Path, module_id: str) -> dict:
     return dp
 
 
+@pytest.mark.slow  # two real DP site trainings (about 24 s); make test-all runs it
 def test_the_signed_dp_record_names_the_unit_and_image_mode_warns_with_k(tmp_path):
     fed = build_federation(tmp_path / "fed", labels=DIGITS, sites=())
     printed: dict[str, bytes] = {}
