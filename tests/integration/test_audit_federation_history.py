@@ -235,6 +235,18 @@ def test_a_site_over_the_budget_of_the_manifest_in_force_at_registration_fails(t
     assert f"ledger entry {strict_index}" in f.message
 
 
+def _loose_then_strict(lab: AuditLab):
+    """The lab's loose manifest recorded, then a strict one an hour newer installed and
+    recorded: (loose, its signed bytes, strict, strict's SHA-256)."""
+    base = lab.fed.manifest
+    base_bytes = lab.fed.home.federation.read_bytes()
+    lab.start()
+    strict = dataclasses.replace(base, dp_policy=dict(STRICT), created_at=_later(base, 1))
+    strict_sha = _install(lab, strict)
+    lab.start()
+    return base, base_bytes, strict, strict_sha
+
+
 def test_a_module_registered_after_a_rollback_is_held_to_the_newer_manifest(tmp_path):
     """Loose L, then strict S (newer), then L put back (a restart with the old file, or an
     entry the operator appends), a module without DP, then a newer loose N in force: the
@@ -242,12 +254,7 @@ def test_a_module_registered_after_a_rollback_is_held_to_the_newer_manifest(tmp_
     rollback alone is only a warning, so the module must still fail."""
     lab = AuditLab(tmp_path)
     try:
-        base = lab.fed.manifest
-        base_bytes = lab.fed.home.federation.read_bytes()
-        lab.start()
-        strict = dataclasses.replace(base, dp_policy=dict(STRICT), created_at=_later(base, 1))
-        strict_sha = _install(lab, strict)
-        lab.start()
+        base, base_bytes, strict, strict_sha = _loose_then_strict(lab)
         lab.register("st-mary", (0,), seed=1, dp=dict(CLAIM))
         lab.fed.home.federation.write_bytes(base_bytes)
         lab.fed.manifest = base
@@ -274,12 +281,7 @@ def test_a_record_that_misdates_a_manifest_fails_the_history_check(tmp_path):
 
     lab = AuditLab(tmp_path)
     try:
-        base = lab.fed.manifest
-        base_bytes = lab.fed.home.federation.read_bytes()
-        lab.start()
-        strict = dataclasses.replace(base, dp_policy=dict(STRICT), created_at=_later(base, 1))
-        _install(lab, strict)
-        lab.start()
+        base, base_bytes, strict, _ = _loose_then_strict(lab)
         old = verify_federation_json(base_bytes, lab.fed.ca.cert)
         keep_federation(lab.fed.home, base_bytes, old)
         facts = {**old.facts(), "created_at": strict.created_at}

@@ -394,8 +394,8 @@ def test_deleting_a_module_that_gave_no_sample_retrains_to_the_same_bytes_and_ve
     gives none. Deleting it, the honest retrain makes the very same dataset and classifier
     bytes again, and the audit's same-bytes rule must not call them a retired model
     re-logged (only modules with a share of the samples taint bytes)."""
-    from aggregator.export import write_bundle
     from ffsecure.audit import audit_bundle, load_bundle
+    from tests.federation_fixture import export_bundle
 
     sites = ("north", "south", "east")
     fed = build_federation(tmp_path / "fed", sites=sites)
@@ -414,13 +414,7 @@ def test_deleting_a_module_that_gave_no_sample_retrains_to_the_same_bytes_and_ve
         new_ds = store.get_artifact("dataset", new_clf.dataset_id)
         assert new_ds.meta["sha256"] == ds.sha256 and new_clf.sha256 == clf.sha256
         ops.publish(new_clf.classifier_id)
-        bundle = write_bundle(
-            store.snapshot(),
-            tmp_path / "bundle",
-            ca_cert_pem=fed.ca_pem,
-            crl_pem=fed.home.crl.read_bytes(),
-            federation_json=fed.signed_manifest,
-        )
+        bundle = export_bundle(fed, store, tmp_path / "bundle")
     finally:
         store.close()
     result = audit_bundle(load_bundle(bundle), ca_pem=fed.ca_pem)
