@@ -562,19 +562,24 @@ def census(groups: Sequence[Sequence[int]], unnamed: Sequence[int]) -> PatientCe
     )
 
 
+def _path_digest(tag: str, item: DicomItem, root: Path, seed: int) -> bytes:
+    """SHA-256 over ``tag``, the seed and the file's path below the source: a value that
+    depends on that file alone (one patient never moves another)."""
+    relative = item.path.relative_to(root).as_posix()
+    return hashlib.sha256(f"ffsecure/{tag}/v1\x00{seed}\x00{relative}".encode()).digest()
+
+
 def _pick_key(item: DicomItem, root: Path, seed: int) -> bytes:
     """The rank of a file within its patient: depends on the seed and that file alone."""
-    relative = item.path.relative_to(root).as_posix()
-    return hashlib.sha256(f"ffsecure/patient-pick/v1\x00{seed}\x00{relative}".encode()).digest()
+    return _path_digest("patient-pick", item, root, seed)
 
 
 def split_point(item: DicomItem, root: Path, seed: int) -> float:
     """Where a kept file falls in [0, 1): by its own hash (seed and path below the source),
     so one patient's presence never moves another patient between the splits, as one
     seeded shuffle of the whole list would. Files below the test fraction are test."""
-    relative = item.path.relative_to(root).as_posix()
-    digest = hashlib.sha256(f"ffsecure/patient-split/v1\x00{seed}\x00{relative}".encode())
-    return int.from_bytes(digest.digest()[:8], "big") / 2.0**64
+    digest = _path_digest("patient-split", item, root, seed)
+    return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
 def patient_split(

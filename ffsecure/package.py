@@ -579,17 +579,15 @@ def check_policy(manifest: ModuleManifest, federation: FederationManifest) -> No
                     f"{key} {value!r} is outside (0, {bound}], the federation's dp_policy",
                     hint=f"train to at most the federation's {key} {bound}",
                 )
-    if manifest.dp is not None:
+        ran = dpmod.record_mechanism(dp)
         try:  # the site's rule (resolve_mechanism), on the signed family and DP record
-            dpmod.check_family(dpmod.record_mechanism(manifest.dp), manifest.generator["family"])
+            dpmod.check_family(ran, manifest.generator["family"])
         except DPError as exc:
             raise dpmod.DPClaimError(
                 f"the module's DP record does not fit its generator: {exc.message}"
             ) from None
-    pinned = policy.get("mechanism", "auto")
-    if pinned != "auto" and manifest.dp is not None:
-        ran = dpmod.record_mechanism(manifest.dp)
-        if ran != pinned:
+        pinned = policy.get("mechanism", "auto")
+        if pinned != "auto" and ran != pinned:
             raise DPPolicyError(
                 f"the module's DP mechanism is {ran!r}; the federation pins {pinned!r}",
                 hint=f"train with the {pinned} mechanism (dp_policy.mechanism)",

@@ -564,14 +564,14 @@ def train_module(
 def _warn_patients(patients: PatientCensus | None, dp: dict | None, unit: str) -> None:
     """Log :func:`patient_warning` (counts only) when there is one."""
     warning = patient_warning(patients, dp, unit)
-    if warning is not None:
+    if warning is not None and patients is not None:  # a warning needs a census
         log.warning(
             "%s",
             warning,
             extra={
                 "event": "patients_per_image",
-                "patients_with_several_images": patients.several if patients else 0,
-                "max_images_per_patient": patients.largest if patients else 0,
+                "patients_with_several_images": patients.several,
+                "max_images_per_patient": patients.largest,
             },
         )
 
