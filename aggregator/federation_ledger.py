@@ -48,9 +48,9 @@ from cryptography import x509
 from aggregator.home import FEDERATIONS_DIR, AggregatorHome
 from aggregator.store.base import Store
 from ffsecure import pki
-from ffsecure.audit.anchor import HISTORY_CODE
 from ffsecure.errors import ConfigError, FFSecureError
 from ffsecure.federation import (
+    HISTORY_CODE,
     MAX_MANIFEST_BYTES,
     MISDATED,
     STALE,

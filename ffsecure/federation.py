@@ -463,16 +463,26 @@ def in_force_at(
     warning about a missing document read this one rule.
     """
     starts = [index for index, _ in records]
+    # the newest by created_at among records[: k + 1], for each k (newest_recorded's rule)
+    newest_so_far: list[Recorded] = []
+    for k in range(len(records)):
+        newest, _ = newest_recorded(
+            [newest_so_far[-1], records[k]] if newest_so_far else [records[k]]
+        )
+        assert newest is not None  # one or two records
+        newest_so_far.append(newest)
     out: dict[int, tuple[Recorded, ...]] = {}
     for index in registrations:
         before = bisect.bisect_left(starts, index)
         if before:
-            last = records[before - 1]
-            newest, _ = newest_recorded(records[:before])
-            assert newest is not None  # records[:before] is not empty
+            last, newest = records[before - 1], newest_so_far[before - 1]
             out[index] = (last,) if newest[0] == last[0] else (last, newest)
     return out
 
+
+#: The audit's finding for a manifest that bound a registration and whose document is not at
+#: hand (``ffsecure.audit.anchor``); ``aggregator ledger export`` warns with it first.
+HISTORY_CODE = "E_AUDIT_FEDERATION_HISTORY"
 
 #: How the manifest in force stands against the log (:func:`recorded_problem`).
 UNRECORDED, MISDATED, STALE = "unrecorded", "misdated", "stale"

@@ -677,11 +677,11 @@ class SQLStore(EvaluationsMixin, SitesMixin, Store):
     def _check_none_deleted(self, conn: Conn, kind: str, artifact_id: str, meta: dict) -> None:
         """``E_LINEAGE_DELETED`` when a module of the artifact's lineage is deleted: a deletion
         cut short before its retirements leaves such a classifier active, never servable."""
+        deleted = {
+            row[0] for row in conn.execute("SELECT module_id FROM modules WHERE status = 'deleted'")
+        }
         for m in meta.get("modules", []):
-            got = conn.execute(
-                "SELECT status FROM modules WHERE module_id = ?", (m["module_id"],)
-            ).fetchone()
-            if got is not None and got[0] == "deleted":
+            if m["module_id"] in deleted:
                 raise StoreError(
                     f"{kind} {artifact_id} was made from module {m['module_id']}, which is "
                     "deleted; it cannot be published",

@@ -78,6 +78,7 @@ from ffsecure.audit.findings import ERROR, WARNING, Findings
 from ffsecure.audit.lineage import LedgerReplay
 from ffsecure.errors import FFSecureError
 from ffsecure.federation import (
+    HISTORY_CODE,
     MISDATED,
     UNRECORDED,
     FederationManifest,
@@ -94,7 +95,6 @@ CRL_OPTION = "--crl"
 FEDERATION_OPTION = "--federation"
 BUNDLE_CRL = "crl.pem"
 BUNDLE_FEDERATION = "federation.json"
-HISTORY_CODE = "E_AUDIT_FEDERATION_HISTORY"
 
 
 @dataclass(frozen=True)

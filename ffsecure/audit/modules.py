@@ -435,6 +435,9 @@ def check_site_budgets(
     manifest, ``module-records`` on any other, ``dp-claims``.
     """
     earlier = registered_under or {}
+    manifests = [federation, *(u.signed.manifest for bound in earlier.values() for u in bound)]
+    if not any(m is not None and m.dp_policy.get("required") for m in manifests):
+        return  # no budget to keep
     by_site: dict[str, list[tuple[int, str, dict]]] = {}
     for mid, mc in checked.items():
         record = _parsed_record(mc)

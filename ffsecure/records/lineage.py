@@ -293,11 +293,13 @@ def contributors(recipe: object, recipe_modules: Sequence[Mapping[str, Any]]) ->
         raise LineageFormatError(f"recipe num_classes {num_classes!r} is not 1..{MAX_CLASSES}")
     if not (is_int(per_class) and per_class > 0):
         raise LineageFormatError(f"recipe per_class {per_class!r} is not a positive integer")
-    ordered = sorted(recipe_modules, key=lambda m: m["module_id"])
+    by_class: dict[int, list[str]] = {}  # the modules covering each class, sorted by id
+    for m in sorted(recipe_modules, key=lambda m: m["module_id"]):
+        for k in m["classes"]:
+            by_class.setdefault(k, []).append(m["module_id"])
     out: set[str] = set()
-    for k in range(num_classes):
-        covering = [m["module_id"] for m in ordered if k in m["classes"]]
-        if covering:
+    for k, covering in by_class.items():
+        if k < num_classes:
             counts = split_counts(per_class, k, len(covering))
             out.update(mid for mid, count in zip(covering, counts, strict=True) if count)
     return frozenset(out)
