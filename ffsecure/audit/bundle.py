@@ -8,7 +8,9 @@ be audited at all and is refused with ``E_AUDIT_BUNDLE``.
 Every file is read by :func:`ffsecure.files.read_regular_file`: the exporter chose
 the bundle, so a member is never followed through a symbolic link, never opened
 when it is a FIFO, socket or device, and never read past its cap, whatever its
-``st_size`` says (a ``/proc`` file says 0); a member over its cap is refused with
+``st_size`` says (a ``/proc`` file says 0); a member over its cap, or a folder whose
+members together pass its total (``MAX_CHECKPOINTS_TOTAL``, ``MAX_MODULES_TOTAL``,
+``MAX_LINEAGE_TOTAL``: the exporter chose how many there are), is refused with
 ``E_AUDIT_BUNDLE``. The bundle path itself may be a symbolic link (an auditor's own
 choice of path); what lies inside it may not. A required part (``log.vkey``,
 ``entries.jsonl``, the ``checkpoints`` folder) that is a link or not a regular
@@ -46,6 +48,7 @@ from ffsecure.files import FileTooLarge, NotRegularFile, file_kind, read_regular
 from ffsecure.ledger.verify import (
     MAX_BUNDLE_ENTRIES_BYTES,
     MAX_CHECKPOINT_BYTES,
+    MAX_CHECKPOINTS_TOTAL,
     MAX_VKEY_BYTES,
     split_entries,
 )
@@ -55,6 +58,8 @@ from ffsecure.records.lineage import MAX_LINEAGE_DOCUMENT_BYTES
 MAX_SMALL_FILE = 1 << 20
 MAX_MODULE_RECORD = 2 << 20
 MAX_LINEAGE_TOTAL = 256 << 20
+#: all of ``modules/`` together (a record is a few KiB; 1 GiB is far above any federation's)
+MAX_MODULES_TOTAL = 1 << 30
 MAX_CRL_FILE = 16 << 20
 MAX_FEDERATION_DOCUMENTS = 256
 #: the folder of recorded federation manifests (``aggregator ledger export`` writes it)
@@ -195,10 +200,12 @@ def load_bundle(path: str | Path) -> Bundle:
     except FFSecureError as exc:
         raise BundleError(f"entries.jsonl: {exc.message}", hint=exc.hint) from None
     notes = {}
+    total = 0
     for name in reader.folder("checkpoints"):
         note = reader.optional(f"checkpoints/{name}", MAX_CHECKPOINT_BYTES, f"checkpoint {name}")
         if note is not None:
             notes[name] = note
+            total = _within(total + len(note), MAX_CHECKPOINTS_TOTAL, "checkpoints")
     modules, stray = _module_records(reader)
     lineage, stray_lineage = _lineage_documents(reader)
     federations, stray_federations = _federation_documents(reader)
@@ -232,6 +239,7 @@ def _module_records(reader: _Reader) -> tuple[dict[str, ModuleRecord], list[str]
     """``modules/``: each record by its module id, parsed when canonical; and the stray names."""
     modules: dict[str, ModuleRecord] = {}
     stray: list[str] = []
+    total = 0
     for name in reader.folder("modules"):
         module_id = name.removesuffix(_MODULE_FILE_SUFFIX)
         if module_id == name or not MODULE_ID.matches(module_id):
@@ -240,6 +248,7 @@ def _module_records(reader: _Reader) -> tuple[dict[str, ModuleRecord], list[str]
         raw = reader.optional(f"modules/{name}", MAX_MODULE_RECORD, f"module record {name}")
         if raw is None:
             continue
+        total = _within(total + len(raw), MAX_MODULES_TOTAL, "modules")
         body = raw[:-1] if raw.endswith(b"\n") else raw
         try:
             rec = canonical.loads_canonical(body, max_bytes=MAX_MODULE_RECORD)
@@ -267,13 +276,18 @@ def _lineage_documents(reader: _Reader) -> tuple[dict[str, bytes], list[str]]:
         if document is None:
             continue
         documents[digest] = document
-        total += len(document)
-        if total > MAX_LINEAGE_TOTAL:
-            raise BundleError(
-                f"lineage/ holds more than the {MAX_LINEAGE_TOTAL} bytes this auditor reads",
-                hint=_DAMAGED,
-            )
+        total = _within(total + len(document), MAX_LINEAGE_TOTAL, "lineage")
     return documents, stray
+
+
+def _within(total: int, cap: int, folder: str) -> int:
+    """``total``, the bytes read from ``folder`` so far; more than ``cap`` is ``E_AUDIT_BUNDLE``:
+    the exporter chose how many members a folder holds, and each is kept in memory."""
+    if total > cap:
+        raise BundleError(
+            f"{folder}/ holds more than the {cap} bytes this auditor reads", hint=_DAMAGED
+        )
+    return total
 
 
 def _federation_documents(reader: _Reader) -> tuple[dict[str, bytes], list[str]]:

@@ -31,6 +31,8 @@ from ffsecure.ledger.problems import LogState, log_problems
 MAX_BUNDLE_ENTRIES_BYTES = 4 << 30
 MAX_VKEY_BYTES = 4096
 MAX_CHECKPOINT_BYTES = 64 * 1024
+#: all of a bundle's ``checkpoints/`` together: each note is kept in memory
+MAX_CHECKPOINTS_TOTAL = 256 << 20
 
 
 @dataclass
@@ -138,8 +140,14 @@ def verify_bundle_log(bundle_dir: str | Path) -> LogReport:
             f"checkpoints in bundle {root} is not a folder",
             hint="the bundle was altered or is incomplete",
         )
-    notes = {
-        p.name: _read_member(root, f"checkpoints/{p.name}", MAX_CHECKPOINT_BYTES)
-        for p in sorted(folder.iterdir())
-    }
+    notes, total = {}, 0
+    for p in sorted(folder.iterdir()):
+        notes[p.name] = _read_member(root, f"checkpoints/{p.name}", MAX_CHECKPOINT_BYTES)
+        total += len(notes[p.name])
+        if total > MAX_CHECKPOINTS_TOTAL:
+            raise _inconsistent(
+                f"checkpoints in bundle {root} hold more than the {MAX_CHECKPOINTS_TOTAL} bytes "
+                "read",
+                hint="the bundle was altered or is incomplete",
+            )
     return verify_log(vkey, entries, notes)

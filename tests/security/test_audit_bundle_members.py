@@ -156,6 +156,35 @@ def test_a_member_past_its_cap_is_refused_whatever_st_size_says(copy, monkeypatc
         load_bundle(copy)
 
 
+@pytest.mark.parametrize(
+    ("folder", "cap"),
+    [("modules", "MAX_MODULES_TOTAL"), ("checkpoints", "MAX_CHECKPOINTS_TOTAL")],
+)
+def test_a_folder_past_its_total_is_refused_not_held_in_memory(
+    world, copy, monkeypatch, folder, cap
+):
+    """Each member is within its own cap, but the exporter chose how many there are: the
+    folder's total is bounded too (here the cap is lowered to the clean bundle's size, then
+    one more valid-looking member is added). ``ledger verify --bundle`` bounds checkpoints
+    the same way."""
+    import ffsecure.audit.bundle as bundle_mod
+    import ffsecure.ledger.verify as verify_mod
+
+    members = sorted((copy / folder).iterdir())
+    size = sum(p.stat().st_size for p in members)
+    monkeypatch.setattr(bundle_mod, cap, size)
+    if folder == "checkpoints":
+        monkeypatch.setattr(verify_mod, cap, size)
+    assert load_bundle(copy).path == copy  # exactly at the cap: read
+    extra = "0" * 32 + ".json" if folder == "modules" else "999999"
+    (copy / folder / extra).write_bytes(members[0].read_bytes())
+    with pytest.raises(BundleError, match=rf"{folder}/ holds more than the {size} bytes"):
+        load_bundle(copy)
+    if folder == "checkpoints":
+        with pytest.raises(LedgerError, match=f"more than the {size} bytes"):
+            verify_bundle_log(copy)
+
+
 def test_the_cli_reports_a_fifo_member_as_a_warning(world, copy):
     from click.testing import CliRunner
 
