@@ -29,18 +29,16 @@ Invariants:
   the manifest in force at its registration too, so ``serve`` keeps the bytes of
   every manifest it loads (:func:`keep_federation`: ``DIR/federations/<sha256>.json``,
   0600 in a 0700 folder, kept across restarts) and ``aggregator ledger export``
-  writes those the log records into the bundle (:func:`recorded_documents`). Like
+  writes those the log records into the bundle (:func:`export_federations`). Like
   the cosignatures, they live in the home, not the store: with several ``serve``
   hosts on one database, export on a host that holds every manifest put in force
-  (the export warns about one that is missing, :func:`export_warnings`).
+  (the export warns about one that is missing).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 
 from cryptography import x509
@@ -134,21 +132,57 @@ def _read_kept(path: Path) -> bytes | None:
         return None
 
 
-def recorded_documents(
-    home: AggregatorHome, entries: list[bytes], ca_cert: x509.Certificate
-) -> dict[str, bytes]:
-    """The kept documents of the manifests the log records (``federation.loaded``), by SHA-256.
+def export_federations(
+    home: AggregatorHome, entries: list[bytes], federation_json: bytes | None, ca_pem: bytes
+) -> tuple[dict[str, bytes], list[dict[str, str]]]:
+    """What ``aggregator ledger export`` writes of the federation manifests, and its warnings.
 
-    Only a document that verifies under ``ca_cert`` and whose signed body hashes to the digest
-    its name and the log give is returned; the rest count as missing (:func:`export_warnings`).
+    The documents are the kept ones (``DIR/federations/<sha256>.json``) of the manifests the
+    log records (``federation.loaded``), by SHA-256: only a document that verifies under the
+    CA and whose signed body hashes to the digest its name and the log give; the rest count
+    as missing. The warnings say what an audit of the bundle will report about its manifests
+    (logged, each ``{"code": the finding the audit will report, "message": ...}``).
+    ``federation.json`` is copied into the bundle, and ``ffsecure audit verify`` holds it to
+    the newest manifest the log records: an operator who installed a new manifest and has not
+    restarted ``serve`` yet, or put an older one back, learns it here, before handing the
+    bundle to an auditor, rather than from the audit. Likewise when the home lacks the
+    document of a manifest in force at some module's registration, which the audit needs.
+    The decisions are the audit's own (:func:`ffsecure.federation.recorded_problem`,
+    :func:`ffsecure.federation.in_force_at`). The entries are read once, each document and
+    ``federation.json`` verified once.
     """
-    out: dict[str, bytes] = {}
-    records, _ = _recorded(entries)
+    ca_cert = pki.load_cert(ca_pem)
+    records, registrations = _recorded(entries)
+    documents: dict[str, bytes] = {}
     for digest in sorted({str(facts["federation_sha256"]) for _, facts in records}):
         data = _read_kept(home.federations / f"{digest}.json")
         if data is not None and _verifies_as(data, digest, ca_cert):
-            out[digest] = data
-    return out
+            documents[digest] = data
+    found: list[dict[str, str] | None] = []
+    at_hand = set(documents)
+    if federation_json is not None:
+        try:
+            signed = verify_federation_json(federation_json, ca_cert)
+        except FFSecureError as exc:
+            found.append(
+                {
+                    "code": "E_AUDIT_FEDERATION",
+                    "message": f"federation.json does not verify against ca.pem ({exc.code}: "
+                    f"{exc.message}): install the manifest the CA signed, then export again",
+                }
+            )
+        else:
+            at_hand.add(signed.sha256)
+            found.append(_export_problem(records, len(registrations), signed))
+    found.append(_missing_documents(records, registrations, at_hand))
+    warnings = [why for why in found if why is not None]
+    for why in warnings:
+        log.warning(
+            "export: %s",
+            why["message"],
+            extra={"event": "export_federation_mismatch", "audit_code": why["code"]},
+        )
+    return documents, warnings
 
 
 def _verifies_as(data: bytes, digest: str, ca_cert: x509.Certificate) -> bool:
@@ -179,47 +213,9 @@ _AUDIT_CODE = {
 }
 
 
-def export_warnings(
-    entries: list[bytes],
-    federation_json: bytes | None,
-    documents: Mapping[str, bytes],
-    ca_pem: bytes,
-) -> list[dict[str, str]]:
-    """What an audit of the bundle will report about its federation manifests (logged).
-
-    ``aggregator ledger export`` copies the home's ``federation.json`` into the bundle, and
-    ``ffsecure audit verify`` holds it to the newest manifest the log records. An operator
-    who installed a new manifest and has not restarted ``serve`` yet, or put an older one
-    back, learns it here, before handing the bundle to an auditor, rather than from the
-    audit. Likewise when the home lacks the document of a manifest in force at some module's
-    registration (``documents``: :func:`recorded_documents`), which the audit needs. The
-    decisions are the audit's own (:func:`ffsecure.federation.recorded_problem`,
-    :func:`ffsecure.federation.in_force_at`); each warning is ``{"code": the finding the
-    audit will report, "message": ...}``.
-    """
-    found = [] if federation_json is None else [_export_problem(entries, federation_json, ca_pem)]
-    found.append(_missing_documents(entries, federation_json, documents, ca_pem))
-    warnings = [why for why in found if why is not None]
-    for why in warnings:
-        log.warning(
-            "export: %s",
-            why["message"],
-            extra={"event": "export_federation_mismatch", "audit_code": why["code"]},
-        )
-    return warnings
-
-
 def _missing_documents(
-    entries: list[bytes],
-    federation_json: bytes | None,
-    documents: Mapping[str, bytes],
-    ca_pem: bytes,
+    records: list[Recorded], registrations: list[int], at_hand: set[str]
 ) -> dict[str, str] | None:
-    records, registrations = _recorded(entries)
-    at_hand = set(documents)
-    if federation_json is not None:
-        with contextlib.suppress(FFSecureError):  # else _export_problem's warning
-            at_hand.add(verify_federation_json(federation_json, pki.load_cert(ca_pem)).sha256)
     missing = sorted(
         {
             (index, str(facts["federation_sha256"]))
@@ -241,18 +237,8 @@ def _missing_documents(
 
 
 def _export_problem(
-    entries: list[bytes], federation_json: bytes, ca_pem: bytes
+    records: list[Recorded], modules: int, signed: SignedManifest
 ) -> dict[str, str] | None:
-    try:
-        signed = verify_federation_json(federation_json, pki.load_cert(ca_pem))
-    except FFSecureError as exc:
-        return {
-            "code": "E_AUDIT_FEDERATION",
-            "message": f"federation.json does not verify against ca.pem ({exc.code}: "
-            f"{exc.message}): install the manifest the CA signed, then export again",
-        }
-    records, registrations = _recorded(entries)
-    modules = len(registrations)
     newest, _ = newest_recorded(records)
     problem = recorded_problem(signed, newest, modules)
     if problem is None:

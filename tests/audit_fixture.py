@@ -23,7 +23,7 @@ from pathlib import Path
 
 from aggregator.crl_ledger import CrlRecorder
 from aggregator.export import write_bundle
-from aggregator.federation_ledger import keep_federation, record_federation, recorded_documents
+from aggregator.federation_ledger import export_federations, keep_federation, record_federation
 from aggregator.store import open_home_store
 from ffsecure import canonical, pki
 from ffsecure.federation import verify_federation_json
@@ -244,15 +244,15 @@ class AuditLab:
         out = self.root / (name or f"bundle-{self.exports}")
         home = self.fed.home
         snap = self.store.snapshot()
+        federation_json = home.federation.read_bytes()
+        documents, _ = export_federations(home, snap.entries, federation_json, self.fed.ca_pem)
         return write_bundle(
             snap,
             out,
             ca_cert_pem=home.ca_cert.read_bytes(),
             crl_pem=home.crl.read_bytes(),
-            federation_json=home.federation.read_bytes(),
-            federation_documents=(
-                recorded_documents(home, snap.entries, self.fed.ca.cert) if history else None
-            ),
+            federation_json=federation_json,
+            federation_documents=documents if history else None,
         )
 
 

@@ -389,14 +389,17 @@ def export_bundle(fed, store, path):
     """Export ``store`` as an audit bundle at ``path`` with ``fed``'s CA, CRL, the manifest
     the home holds and those it kept (what ``aggregator ledger export`` copies)."""
     from aggregator.export import write_bundle
-    from aggregator.federation_ledger import recorded_documents
+    from aggregator.federation_ledger import export_federations
 
     snap = store.snapshot()
+    federation_json = fed.home.federation.read_bytes()
     return write_bundle(
         snap,
         path,
         ca_cert_pem=fed.ca_pem,
         crl_pem=fed.home.crl.read_bytes(),
-        federation_json=fed.home.federation.read_bytes(),
-        federation_documents=recorded_documents(fed.home, snap.entries, fed.ca.cert),
+        federation_json=federation_json,
+        federation_documents=export_federations(
+            fed.home, snap.entries, federation_json, fed.ca_pem
+        )[0],
     )

@@ -11,10 +11,9 @@ import click
 from aggregator.commands.context import dir_option
 from aggregator.cosignatures import add_cosignatures, cosignature_lines, with_cosignatures
 from aggregator.export import write_bundle, write_log_tiles
-from aggregator.federation_ledger import export_warnings, recorded_documents
+from aggregator.federation_ledger import export_federations
 from aggregator.home import AggregatorHome
 from aggregator.store import home_has_store, open_home_store
-from ffsecure import pki
 from ffsecure.clitools import echo_json, read_key_arg
 from ffsecure.errors import ConfigError
 from ffsecure.ledger import open_checkpoint, verify_bundle_log
@@ -108,8 +107,7 @@ def export(
     warnings: list[dict[str, str]] = []
     if out_dir is not None:
         ca_pem = home.ca_cert.read_bytes()
-        documents = recorded_documents(home, snap.entries, pki.load_cert(ca_pem))
-        warnings = export_warnings(snap.entries, federation, documents, ca_pem)
+        documents, warnings = export_federations(home, snap.entries, federation, ca_pem)
     notes = with_cosignatures(snap.checkpoints, cosignature_lines(home))
     snap = dataclasses.replace(snap, checkpoints=notes)
     result["tree_size"] = snap.size
