@@ -16,8 +16,8 @@ open and log a warning naming the path and its old mode; a path this process
 may not chmod stays as it was, with a warning saying the command to run.
 
 Bounded reads of files someone else chose (an audit bundle): :func:`read_regular_file`
-reads at most ``cap`` bytes of a regular file and never follows a symbolic link
-(unless asked), never opens a FIFO, socket or device, and never trusts ``st_size``
+reads at most ``cap`` bytes of a regular file, never follows a symbolic link,
+never opens a FIFO, socket or device, and never trusts ``st_size``
 (``/proc`` files report 0, a file may grow while it is read): the path is
 ``lstat``-ed, opened with ``O_NOFOLLOW | O_NONBLOCK``, the open descriptor is
 ``fstat``-ed and must be ``S_ISREG``, and ``cap + 1`` bytes at most are read. It
@@ -45,7 +45,6 @@ _READ_CHUNK = 1 << 20
 _OPEN_NO_FOLLOW = (
     os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 )
-_OPEN_FOLLOW = _OPEN_NO_FOLLOW & ~getattr(os, "O_NOFOLLOW", 0)
 
 
 class FileRefused(Exception):
@@ -77,19 +76,19 @@ def file_kind(mode: int) -> str:
     return next((words for test, words in kinds if test(mode)), "a device or special file")
 
 
-def read_regular_file(path: str | os.PathLike, cap: int, *, follow_symlinks: bool = False) -> bytes:
+def read_regular_file(path: str | os.PathLike, cap: int) -> bytes:
     """The bytes of regular file ``path``, at most ``cap`` of them (see the module docstring).
 
     Raises :class:`NotRegularFile`, :class:`FileTooLarge` or ``OSError``.
     """
-    mode = (os.stat if follow_symlinks else os.lstat)(path).st_mode
+    mode = os.lstat(path).st_mode
     if not stat.S_ISREG(mode):
         raise NotRegularFile(path, file_kind(mode))
     try:
-        fd = os.open(path, _OPEN_FOLLOW if follow_symlinks else _OPEN_NO_FOLLOW)
+        fd = os.open(path, _OPEN_NO_FOLLOW)
     except OSError:
         mode = os.lstat(path).st_mode  # swapped since the lstat: say for what
-        if follow_symlinks or stat.S_ISREG(mode):
+        if stat.S_ISREG(mode):
             raise
         raise NotRegularFile(path, file_kind(mode)) from None
     try:

@@ -163,18 +163,12 @@ class WitnessVerdict:
     """
 
     name: str
-    public_key: bytes
     claimed: int
     times: tuple[int, ...] = ()
 
     @property
     def valid(self) -> bool:
         return bool(self.times)
-
-    @property
-    def timestamp(self) -> int | None:
-        """The newest valid cosignature's time (POSIX seconds), or None."""
-        return self.times[-1] if self.times else None
 
 
 def witness_verdicts(note: str | bytes, witnesses: Sequence[NoteVerifier]) -> list[WitnessVerdict]:
@@ -199,7 +193,7 @@ def witness_verdicts(note: str | bytes, witnesses: Sequence[NoteVerifier]) -> li
             cosig = as_cosignature(sig)
             if cosig is not None and verify_cosignature(body, cosig, witness):
                 times.append(cosig.timestamp)
-        out.append(WitnessVerdict(witness.name, raw, claimed, tuple(sorted(times))))
+        out.append(WitnessVerdict(witness.name, claimed, tuple(sorted(times))))
     return out
 
 

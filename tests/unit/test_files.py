@@ -60,7 +60,7 @@ def test_a_regular_file_is_read_whole_up_to_its_cap(tmp_path):
         read_regular_file(path, 9)
 
 
-def test_a_symbolic_link_is_refused_unless_following_is_asked_for(tmp_path):
+def test_a_symbolic_link_is_refused(tmp_path):
     target = tmp_path / "target"
     target.write_bytes(b"secret")
     link = tmp_path / "link"
@@ -68,7 +68,7 @@ def test_a_symbolic_link_is_refused_unless_following_is_asked_for(tmp_path):
     with pytest.raises(NotRegularFile) as info:
         read_regular_file(link, 100)
     assert info.value.reason == "a symbolic link"
-    assert read_regular_file(link, 100, follow_symlinks=True) == b"secret"
+    assert read_regular_file(target, 100) == b"secret"
 
 
 def test_a_fifo_or_folder_is_refused_without_blocking(tmp_path):
@@ -76,7 +76,7 @@ def test_a_fifo_or_folder_is_refused_without_blocking(tmp_path):
     os.mkfifo(fifo)
     for path, kind in ((fifo, "a FIFO"), (tmp_path, "a folder")):
         with pytest.raises(NotRegularFile) as info:
-            read_regular_file(path, 100, follow_symlinks=True)
+            read_regular_file(path, 100)
         assert info.value.reason == kind
 
 
