@@ -12,12 +12,18 @@ Sources (``load_dataset`` spec strings):
 * ``npz:PATH``: any ``.npz`` in the MedMNIST layout (how a hospital brings its
   own data), validated key by key, always read with ``allow_pickle=False``;
 * ``folder:PATH``: one sub-folder per class holding PNG/JPEG files, either
-  with ``train/`` and ``test/`` sub-folders or split with a seed;
+  with ``train/`` and ``test/`` sub-folders or split by each file's own hash;
 * ``dicom:PATH``: DICOM files, one sub-folder per class (or ``train/`` and
   ``test/``), or a ``file,class`` CSV; read by :mod:`ffsecure.dicom`, which
   never lets a file name or tag value into an error or a log line;
 * ``digits``: scikit-learn's 8x8 handwritten digits (shipped with
   scikit-learn, no download), resized bilinearly to ``1x16x16`` by default.
+
+Without a fixed split, a site's files are split by :mod:`ffsecure.split`: each file
+by its own seeded hash, so one image more or less moves no other image between
+train and test (what the DP claim per image needs; a small class's fallback is the
+one exception, documented there); ``source["split"]`` names the rule (``hash-v1``),
+``fixed`` for a source that brings its split.
 
 Missing files raise ``E_DATA_MISSING``, a wrong checksum ``E_DATA_CHECKSUM``
 and malformed content ``E_DATA_FORMAT`` (all :class:`DataError`).
@@ -50,6 +56,7 @@ from ffsecure import dicom
 from ffsecure.dp import PRIVACY_UNITS
 from ffsecure.errors import DataError
 from ffsecure.records import fields
+from ffsecure.split import SPLIT_RULE, hash_split, relative_key
 
 log = logging.getLogger(__name__)
 
@@ -469,7 +476,11 @@ def load_medmnist(
 def _stratified_split(
     y: np.ndarray, test_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded per-class split; returns sorted (train_idx, test_idx)."""
+    """Seeded per-class split; returns sorted (train_idx, test_idx).
+
+    For the digits alone: one shuffle per class, so one image more or less moves others
+    between the splits; site sources split by :func:`ffsecure.split.hash_split` instead.
+    """
     rng = np.random.default_rng(seed)
     train, test = [], []
     for c in np.unique(y):
@@ -491,6 +502,8 @@ def load_digits(
     The default shape is ``1x16x16``: the smallest multiple-of-4 size above the
     native 8x8 that keeps the strokes legible. Split: stratified, seeded.
     """
+    # The digits are public benchmark data, never a site's: they keep the stratified split,
+    # which every recorded benchmark was run on (a hash split would change them all).
     # heavy: scikit-learn, only for the digits data set
     from sklearn.datasets import load_digits as sk_digits
 
@@ -510,7 +523,12 @@ def load_digits(
         name="digits",
         image_shape=image_shape,
         class_names=[str(i) for i in range(10)],
-        source={"kind": "digits", "test_fraction": test_fraction, "seed": seed},
+        source={
+            "kind": "digits",
+            "test_fraction": test_fraction,
+            "seed": seed,
+            "split": "stratified",
+        },
     )
 
 
@@ -561,9 +579,11 @@ def load_folder(
     test_fraction: float = 0.2,
     seed: int = 0,
 ) -> Dataset:
-    """Load ``PATH/<class>/*.png|jpg`` (seeded split) or ``PATH/{train,test}/<class>/...``.
+    """Load ``PATH/<class>/*.png|jpg`` (hash split) or ``PATH/{train,test}/<class>/...``.
 
-    Class names are the sub-folder names in sorted order. Without an explicit
+    Without ``train/`` and ``test/``, each file's split comes from its own hash (seed and
+    path below ``PATH``, :func:`ffsecure.split.hash_split`), so that one image more or less
+    moves no other. Class names are the sub-folder names in sorted order. Without an explicit
     ``image_shape`` the channels follow the first image (gray or RGB) and the
     size is 28x28.
     """
@@ -605,7 +625,8 @@ def load_folder(
         te_files, te_y = gather(root / "test", class_names)
     else:
         all_files, all_y = gather(root, class_names)
-        tr, te = _stratified_split(all_y, test_fraction, seed)
+        relatives = [relative_key(f, root) for f in all_files]
+        tr, te = hash_split(relatives, all_y, seed, test_fraction)
         tr_files, tr_y = [all_files[i] for i in tr], all_y[tr]
         te_files, te_y = [all_files[i] for i in te], all_y[te]
     if len(tr_files) + len(te_files) > MAX_IMAGES:
@@ -621,7 +642,13 @@ def load_folder(
         name=root.name,
         image_shape=(c, h, w),
         class_names=class_names,
-        source={"kind": "folder", "path": str(root), "presplit": presplit, "seed": seed},
+        source={
+            "kind": "folder",
+            "path": str(root),
+            "presplit": presplit,
+            "seed": seed,
+            "split": "fixed" if presplit else SPLIT_RULE,
+        },
     )
 
 
@@ -646,10 +673,11 @@ def _dicom_splits(
 ) -> tuple[list[dicom.DicomItem], list[dicom.DicomItem], dicom.PatientCensus]:
     """Train and test files, and the census of the training files' patients.
 
-    In patient mode one file per patient is kept, and each kept file's split comes from its
-    own hash (:func:`ffsecure.dicom.patient_split`), so a patient lands in one split only and
-    no patient moves another between the splits; with a fixed split, one per patient of the
-    train folder.
+    Without a fixed split each file's split comes from its own hash (:mod:`ffsecure.split`),
+    so one image (or patient) more or less moves no other between the splits. In patient
+    mode one file per patient is kept first, and the kept files are split
+    (:func:`ffsecure.dicom.patient_split`), so a patient lands in one split only; with a
+    fixed split, one per patient of the train folder.
     """
     items = listing.train
     if privacy_unit == "patient":
@@ -660,8 +688,9 @@ def _dicom_splits(
         # each patient's split from its own kept file: one patient changes one example at most
         train_items, test_items = dicom.patient_split(items, listing.root, seed, test_fraction)
     else:
-        labels = np.asarray([item.label for item in items], dtype=np.int64)
-        tr, te = _stratified_split(labels, test_fraction, seed)
+        relatives = [relative_key(item.path, listing.root) for item in items]
+        labels = [item.label for item in items]
+        tr, te = hash_split(relatives, labels, seed, test_fraction)
         train_items, test_items = [items[i] for i in tr], [items[i] for i in te]
     if privacy_unit != "patient":
         patients = dicom.census(*dicom.group_patients(train_items))
@@ -699,7 +728,12 @@ def load_dicom(
         name="dicom",
         image_shape=(c, h, w),
         class_names=listing.class_names,
-        source={"kind": "dicom", "layout": listing.layout, "seed": seed},
+        source={
+            "kind": "dicom",
+            "layout": listing.layout,
+            "seed": seed,
+            "split": "fixed" if listing.test is not None else SPLIT_RULE,
+        },
     )
     dataset.patients = patients
     return dataset

@@ -66,6 +66,7 @@ import pydicom
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 
 from ffsecure.errors import DataError
+from ffsecure.split import example_digest, hash_split, relative_key
 
 __all__ = [
     "CLASS_NAME",
@@ -99,6 +100,8 @@ REL_PATH = re.compile(
 )
 MAX_REL_PATH = 1024
 CSV_HEADER = ["file", "class"]
+#: Patient mode's split domain (:mod:`ffsecure.split`): its kept files split as they always have.
+PATIENT_SPLIT_DOMAIN = "patient-split"
 CSV_PATIENT = "patient"  # an optional third column: who the file's patient is
 MAX_PATIENT_CELL = 256
 SPLIT_DIRS = ("train", "test")
@@ -562,44 +565,24 @@ def census(groups: Sequence[Sequence[int]], unnamed: Sequence[int]) -> PatientCe
     )
 
 
-def _path_digest(tag: str, item: DicomItem, root: Path, seed: int) -> bytes:
-    """SHA-256 over ``tag``, the seed and the file's path below the source: a value that
-    depends on that file alone (one patient never moves another)."""
-    relative = item.path.relative_to(root).as_posix()
-    return hashlib.sha256(f"ffsecure/{tag}/v1\x00{seed}\x00{relative}".encode()).digest()
-
-
 def _pick_key(item: DicomItem, root: Path, seed: int) -> bytes:
     """The rank of a file within its patient: depends on the seed and that file alone."""
-    return _path_digest("patient-pick", item, root, seed)
-
-
-def split_point(item: DicomItem, root: Path, seed: int) -> float:
-    """Where a kept file falls in [0, 1): by its own hash (seed and path below the source),
-    so one patient's presence never moves another patient between the splits, as one
-    seeded shuffle of the whole list would. Files below the test fraction are test."""
-    digest = _path_digest("patient-split", item, root, seed)
-    return int.from_bytes(digest[:8], "big") / 2.0**64
+    return example_digest("patient-pick", seed, relative_key(item.path, root))
 
 
 def patient_split(
     items: Sequence[DicomItem], root: Path, seed: int, test_fraction: float
 ) -> tuple[list[DicomItem], list[DicomItem]]:
-    """Train and test files of patient mode, each file placed by :func:`split_point`.
-
-    A site so small that no file falls below the fraction (or every file does) gives its
-    lowest (highest) one to the test (train) split, so that both hold a file: only there
-    may one patient move another.
+    """Train and test files of patient mode: the kept files split by the one per-file rule
+    (:func:`ffsecure.split.hash_split`, domain ``patient-split``), so one patient's presence
+    never moves another patient between the splits, outside that rule's small-class fallback.
     """
-    points = [split_point(item, root, seed) for item in items]
-    test = [p < test_fraction for p in points]
-    if len(items) >= 2 and not any(test):
-        test[points.index(min(points))] = True
-    if len(items) >= 2 and all(test):
-        test[points.index(max(points))] = False
-    train_items = [item for item, t in zip(items, test, strict=True) if not t]
-    test_items = [item for item, t in zip(items, test, strict=True) if t]
-    return train_items, test_items
+    relatives = [relative_key(item.path, root) for item in items]
+    labels = [item.label for item in items]
+    train_idx, test_idx = hash_split(
+        relatives, labels, seed, test_fraction, domain=PATIENT_SPLIT_DOMAIN
+    )
+    return [items[i] for i in train_idx], [items[i] for i in test_idx]
 
 
 def one_per_patient(

@@ -31,6 +31,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from ffsecure.split import hash_split, relative_key
+
 PATIENT_NAME = "ZZPATIENT^SEVENSEVEN-7731"
 PATIENT_ID = "ZZPID-55219"
 STUDY_UID = "1.2.826.0.1.3680043.77310.55219"
@@ -171,6 +173,13 @@ def write_npz_like(digits: DigitsDicom, path: Path, train_idx, test_idx) -> Path
     return path
 
 
+def split_like_dicom(digits: DigitsDicom, seed: int, test_fraction: float = 0.2):
+    """The (train, test) indices of ``digits`` that ``dicom:ROOT`` in image mode gives at
+    ``seed``: each file by its own hash (:func:`ffsecure.split.hash_split`)."""
+    relatives = [relative_key(path, digits.root) for path in digits.paths]
+    return hash_split(relatives, digits.labels, seed, test_fraction)
+
+
 def found_identifiers(blobs: dict[str, bytes]) -> list[tuple[str, str]]:
     """Every (where, identifier) pair such that the identifier occurs in the bytes."""
     hits = []
@@ -206,8 +215,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     digits DICOM folder (and an ``npz:`` of the same images, split as ``dicom:OUT`` is at S)."""
     import argparse
 
-    from ffsecure.data import _stratified_split
-
     parser = argparse.ArgumentParser(prog="python -m tests.dicom_fixture")
     parser.add_argument("out", type=Path)
     parser.add_argument("--per-class", type=int, default=None)
@@ -217,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     digits = write_digits_dicom(args.out, per_class=args.per_class)
     print(f"wrote {len(digits.paths)} DICOM files under {args.out}")
     if args.npz is not None:
-        train_idx, test_idx = _stratified_split(digits.labels, 0.2, args.seed)
+        train_idx, test_idx = split_like_dicom(digits, args.seed)
         write_npz_like(digits, args.npz, train_idx, test_idx)
         print(f"wrote the same images to {args.npz} (split as dicom: at seed {args.seed})")
 

@@ -49,7 +49,8 @@ def test_site_trains_from_dicom_and_no_identifier_reaches_state_or_logs(tmp_path
         return proc
 
     trained = json.loads(step("train", "train", "--json").stdout)
-    assert trained["classes"] == [0, 1, 2] and trained["n_train"] == 36
+    train_idx, _ = fx.split_like_dicom(digits, 0)  # data.split_seed 0: each file by its hash
+    assert trained["classes"] == [0, 1, 2] and trained["n_train"] == len(train_idx)
     step("run", "run", "--once", check=False)  # nothing new to train; the upload cannot connect
     pneumonia = digits.root / "2" / f"{fx.FILE_TAG}-{fx.PATIENT_ID}.dcm"
     pneumonia.write_bytes(b"not DICOM at all " * 40)
@@ -165,5 +166,5 @@ def test_simulate_on_dicom_matches_simulate_on_an_npz_of_the_same_images(tmp_pat
     by_npz = _simulate(f"npz:{npz}", tmp_path / "sim-npz")
     for method in ("centralized", "fedavg", "federatedfactory"):
         assert by_dicom[method]["accuracy"] == by_npz[method]["accuracy"], method
-    assert by_dicom["dataset"]["train"] == by_npz["dataset"]["train"] == 240
+    assert by_dicom["dataset"]["train"] == by_npz["dataset"]["train"] == loaded.train_y.numel()
     fx.assert_no_identifiers(fx.tree_bytes(tmp_path / "sim-dicom"))

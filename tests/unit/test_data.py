@@ -236,8 +236,11 @@ def test_folder_seeded_split(tmp_path):
     ds = data.load_dataset(f"folder:{tmp_path / 'data'}")
     _check_pipeline(ds, (1, 28, 28))
     assert ds.class_names == ["cat", "dog"]
-    assert ds.train_y.numel() == 16 and ds.test_y.numel() == 4
-    assert torch.bincount(ds.test_y).tolist() == [2, 2]
+    assert ds.train_y.numel() + ds.test_y.numel() == 20 and 1 <= ds.test_y.numel() <= 10
+    # each file by its own hash (ffsecure.split); every class keeps a train and a test image
+    assert torch.bincount(ds.test_y, minlength=2).min() >= 1
+    assert torch.bincount(ds.train_y, minlength=2).min() >= 1
+    assert ds.source["split"] == "hash-v1"
     again = data.load_dataset(f"folder:{tmp_path / 'data'}")
     assert torch.equal(ds.test_x, again.test_x)
 
