@@ -36,6 +36,7 @@ fall where they did before this module held the rule.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,6 +50,8 @@ __all__ = [
     "relative_key",
     "split_point",
 ]
+
+log = logging.getLogger(__name__)
 
 #: What ``Dataset.source["split"]`` says of a split made here (bump on any change).
 SPLIT_RULE = "hash-v1"
@@ -90,10 +93,23 @@ def hash_split(
         raise ValueError(f"{len(relatives)} paths for {classes.shape[0]} labels")
     points = np.asarray([split_point(r, seed, domain=domain) for r in relatives], dtype=np.float64)
     test = points < test_fraction
+    moved = []
     for label in np.unique(classes):
         members = np.flatnonzero(classes == label)
+        before = test[members].copy()
         if members.size >= 2 and not test[members].any():
             test[members[np.argmin(points[members])]] = True
         if test[members].all():
             test[members[np.argmax(points[members])]] = False
+        if (test[members] != before).any():
+            moved.append(int(label))
+    if moved:
+        log.warning(
+            "the split's small-class fallback placed one file of class index(es) %s: for those "
+            "classes one image more or less may change two training examples, so the DP "
+            "guarantee per image holds there as for two images; add images of those classes, "
+            "or give the source train/ and test/ folders",
+            moved,
+            extra={"event": "split_fallback", "classes": moved},
+        )
     return np.flatnonzero(~test), np.flatnonzero(test)

@@ -8,6 +8,7 @@ training sets that differ by at most that image; these tests remove one file fro
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -108,6 +109,25 @@ def test_the_fallback_reads_only_its_own_class():
         small_before = {relatives[i] for i in test if labels[i] == 1}
         small_after = {relatives[keep[i]] for i in fewer_test if labels[keep[i]] == 1}
         assert small_before == small_after
+
+
+def test_the_fallback_is_logged_with_the_classes_it_touched_and_only_then(caplog):
+    """Where the fallback fires the guarantee is weaker (two examples): the site is told which
+    class indices, never a path."""
+    relatives = [f"a/{i}" for i in range(400)] + ["b/0", "b/1"]
+    labels = [0] * 400 + [1, 1]
+    seed = next(  # a seed where both of class 1 fall outside the test range
+        s for s in range(200) if all(split_point(r, s) >= 0.2 for r in relatives[400:])
+    )
+    with caplog.at_level(logging.WARNING, logger="ffsecure.split"):
+        hash_split(relatives, labels, seed, 0.2)
+    [record] = caplog.records
+    assert record.classes == [1] and "b/" not in record.getMessage()
+    assert "as for two images" in record.getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ffsecure.split"):
+        hash_split(relatives[:400], labels[:400], seed, 0.2)
+    assert caplog.records == []
 
 
 # ------------------------------------------------------------------------ site sources
