@@ -70,6 +70,21 @@ def record_privacy_unit(record: Mapping[str, Any]) -> Any:
     return record.get("privacy_unit", "image")
 
 
+def pinned_privacy_unit(policy: Mapping[str, Any]) -> str:
+    """The unit a federation's ``dp_policy`` requires of every DP claim; manifests written
+    before the key (and those that leave it out) say ``image``, which every claim meets."""
+    return str(policy.get("privacy_unit", "image"))
+
+
+def meets_privacy_unit(unit: Any, pinned: str) -> bool:
+    """Whether a DP claim per ``unit`` meets a policy that pins ``pinned``.
+
+    ``image`` asks nothing more than a DP claim; ``patient`` needs a claim per patient: one
+    per image protects a patient with k images only as a group of k (docs/privacy.md).
+    """
+    return pinned == "image" or unit == pinned
+
+
 #: Most DP-SGD steps a plan may take and a claim may state (honest runs: a few thousand).
 MAX_STEPS = 100_000
 #: Most expected passes over the data, ``sample_rate * steps`` (= epochs with Poisson sampling).

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from ffsecure import FORMAT_VERSION, canonical, envelope, pki, timefmt
-from ffsecure.dp import MAX_DELTA, MECHANISM_CHOICES
+from ffsecure.dp import MAX_DELTA, MECHANISM_CHOICES, PRIVACY_UNITS
 from ffsecure.errors import (
     ConfigError,
     FederationMismatchError,
@@ -87,8 +87,10 @@ DP_POLICY_SPEC = fields.Table(
         "delta": fields.Nullable(fields.Float(0.0, MAX_DELTA, above=True)),
         # absent in manifests written before it existed (= "auto"), so their bytes are unchanged
         "mechanism": fields.Field(fields.Str(options=MECHANISM_CHOICES), default=fields.OMIT),
+        # the same for the unit every DP claim must protect (absent = "image": no requirement)
+        "privacy_unit": fields.Field(fields.Str(options=PRIVACY_UNITS), default=fields.OMIT),
     },
-    expect="{required: bool, max_epsilon, delta, mechanism?}",
+    expect="{required: bool, max_epsilon, delta, mechanism?, privacy_unit?}",
 )
 LIMITS_SPEC = fields.Table(
     {"max_module_bytes": fields.Int(1024, MAX_MODULE_BYTES_CAP)},
@@ -597,6 +599,7 @@ TOML_SPEC = fields.Table(
                     "max_epsilon": fields.Field(fields.Opaque(), default=None),
                     "delta": fields.Field(fields.Opaque(), default=None),
                     "mechanism": _OPTIONAL,
+                    "privacy_unit": _OPTIONAL,
                 }
             ),
             default={},

@@ -592,6 +592,14 @@ def check_policy(manifest: ModuleManifest, federation: FederationManifest) -> No
                 f"the module's DP mechanism is {ran!r}; the federation pins {pinned!r}",
                 hint=f"train with the {pinned} mechanism (dp_policy.mechanism)",
             )
+        unit, pinned_unit = dpmod.record_privacy_unit(dp), dpmod.pinned_privacy_unit(policy)
+        if not dpmod.meets_privacy_unit(unit, pinned_unit):
+            raise DPPolicyError(
+                f"the module's DP claim is per {unit!r}; the federation requires DP per "
+                f"{pinned_unit!r} (dp_policy.privacy_unit)",
+                hint=f'train with privacy_unit = "{pinned_unit}" in site.toml\'s [data] '
+                "(a dicom: source, one image per patient)",
+            )
 
 
 def check_weights(manifest: ModuleManifest, weights: bytes) -> None:

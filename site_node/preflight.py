@@ -40,6 +40,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ffsecure import pki
+from ffsecure.dp import pinned_privacy_unit
 from ffsecure.errors import ConfigError, FFSecureError
 from ffsecure.federation import FederationManifest, load_signed_manifest
 from ffsecure.files import loose_mode
@@ -316,8 +317,11 @@ def _dp_lines(cfg: SiteConfig, fed: FederationManifest) -> Iterator[CheckLine]:
         if dp_policy.get("required")
         else "DP not required"
     )
+    unit = pinned_privacy_unit(dp_policy)
+    if unit != "image":
+        demand += f", a DP claim must be per {unit}"
     try:
-        dp = resolve_dp(cfg.dp, dp_policy, 1000)
+        dp = resolve_dp(cfg.dp, dp_policy, 1000, privacy_unit=cfg.privacy_unit)
     except ConfigError as exc:
         yield fail("DP policy", f"{demand}; site.toml: {exc.message}", exc.hint or RENEW_CA)
         return
@@ -337,7 +341,7 @@ def _patients_line(
     if patients.largest < 2:
         return passed("patients", f"{counted}; no patient holds more than one image")
     try:
-        dp = resolve_dp(cfg.dp, fed.dp_policy, n)
+        dp = resolve_dp(cfg.dp, fed.dp_policy, n, privacy_unit=cfg.privacy_unit)
         record = planned_dp_record(dp, fed.generator["family"], n)
     except FFSecureError:  # the DP policy line already says what is wrong with [dp]
         record = None

@@ -31,6 +31,8 @@ from ffsecure.dp import (
     DPConfig,
     default_delta,
     group_claim,
+    meets_privacy_unit,
+    pinned_privacy_unit,
     plan_mean_embedding,
     resolve_mechanism,
 )
@@ -70,13 +72,14 @@ class TrainingStopped(TransientError):
 # ------------------------------------------------------------------ DP policy
 
 
-def resolve_dp(dp_cfg: dict, policy: dict, n: int):
+def resolve_dp(dp_cfg: dict, policy: dict, n: int, *, privacy_unit: str = "image"):
     """The :class:`ffsecure.dp.DPConfig` to train with, or None; refuses a config that loosens the
     policy.
 
     ``dp_cfg`` is site.toml's ``[dp]`` (``enabled`` None = follow the policy;
     ``target_epsilon`` / ``delta`` 0 = the policy's bound), ``policy`` the
-    federation manifest's ``dp_policy``.
+    federation manifest's ``dp_policy``, ``privacy_unit`` site.toml's ``data.privacy_unit``
+    (a run with DP under a policy that pins another unit is refused, as a pinned mechanism is).
     """
 
     required = bool(policy.get("required"))
@@ -90,6 +93,7 @@ def resolve_dp(dp_cfg: dict, policy: dict, n: int):
     use = required or enabled is True or (enabled is None and target > 0)
     if not use:
         return None
+    _check_privacy_unit(privacy_unit, policy)
     max_eps = policy.get("max_epsilon")
     if target == 0:
         if max_eps is None:
@@ -151,6 +155,19 @@ def _mechanism(dp_cfg: dict, policy: dict) -> str:
             hint=f'write mechanism = "{pinned}" or "auto" (the signed manifest decides)',
         )
     return str(pinned)
+
+
+def _check_privacy_unit(unit: str, policy: dict) -> None:
+    """site.toml's ``data.privacy_unit`` must meet the unit the federation pins (the
+    aggregator's rule, :func:`ffsecure.dp.meets_privacy_unit`), or the module would be refused."""
+    pinned = pinned_privacy_unit(policy)
+    if not meets_privacy_unit(unit, pinned):
+        raise ConfigError(
+            f"site.toml key data.privacy_unit: {unit!r}, but the federation requires DP per "
+            f"{pinned!r}",
+            hint=f'write privacy_unit = "{pinned}" in [data], with a dicom: source (one image '
+            'per patient; docs/privacy.md, "Unit of privacy")',
+        )
 
 
 # --------------------------------------------------------------------- data
@@ -442,7 +459,7 @@ def train_module(
     fingerprint = data_fingerprint(cfg)
     data = load_site_data(cfg, fed)
     n = int(data.train_x.shape[0])
-    dp_cfg = resolve_dp(cfg.dp, fed.dp_policy, n)
+    dp_cfg = resolve_dp(cfg.dp, fed.dp_policy, n, privacy_unit=cfg.privacy_unit)
     family, gconfig = fed.generator["family"], fed.generator["config"]
     settings = train_settings(cfg, family)
 

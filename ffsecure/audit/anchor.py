@@ -307,8 +307,8 @@ def _same_manifest(a: SignedManifest, b: SignedManifest) -> bool:
 def check_policy_known(anchor: TrustAnchor, st: LedgerReplay, findings: Findings) -> None:
     """A finding when modules are registered but no CA-signed federation manifest is in force.
 
-    Every module's policy (DP required, max epsilon, delta, mechanism; generator, shape,
-    classes) is checked against that manifest, so an exporter who drops ``federation.json``
+    Every module's policy (DP required, max epsilon, delta, mechanism, privacy unit; generator,
+    shape, classes) is checked against that manifest, so an exporter who drops ``federation.json``
     would otherwise turn every policy check off without a trace.
     """
     if anchor.federation is not None or anchor.ca_cert is None or not st.modules:

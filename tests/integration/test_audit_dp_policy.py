@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from ffsecure.federation import create_signed_manifest
-from tests.audit_fixture import AuditLab
+from tests.audit_fixture import AuditLab, dp_parameters
 
 torch.set_num_threads(1)
 
@@ -247,5 +247,57 @@ def test_the_aggregator_refuses_a_claim_above_the_bounds_of_a_not_required_polic
             reg.register(sealed, peer(fed, "st-mary"))
         assert info.value.code == "E_POLICY_DP" and "delta 0.001" in info.value.message
         assert store.size() == size
+    finally:
+        store.close()
+
+
+#: A signed policy that pins DP per patient (dp_policy.privacy_unit).
+PER_PATIENT = {"required": True, "max_epsilon": 4.0, "delta": 1e-5, "privacy_unit": "patient"}
+#: An honest DP-SGD claim within PER_PATIENT (RDP: it spends 0.96, less than it claims).
+CLAIM = {"epsilon": 3.9, **dp_parameters(1.1)}
+
+
+def test_a_claim_per_image_under_a_patient_pin_fails_the_audit(tmp_path):
+    """The aggregator let through modules whose DP protects one image, not one patient: one
+    that says so, and one written before records named their unit (per image)."""
+    lab = AuditLab(tmp_path, sites=("st-mary", "st-john", "st-anne"))
+    try:
+        pinned = dataclasses.replace(lab.fed.manifest, dp_policy=dict(PER_PATIENT))
+        lab.fed.home.federation.write_bytes(create_signed_manifest(pinned, lab.fed.ca))
+        lab.register("st-mary", (0,), seed=1, dp={**CLAIM, "privacy_unit": "patient"})
+        per_image = lab.register("st-john", (1,), seed=2, dp={**CLAIM, "privacy_unit": "image"})
+        unnamed = lab.register("st-anne", (0,), seed=3, dp=dict(CLAIM))
+        bundle = lab.export("per-image")
+        (tmp_path / "ca.pem").write_bytes(lab.fed.ca_pem)
+    finally:
+        lab.close()
+    code, out = invoke(bundle, "--ca", tmp_path / "ca.pem")
+    assert code == 3 and _codes(out) == ["E_AUDIT_MODULE_POLICY"]
+    assert sorted(f["module_id"] for f in out["findings"]) == sorted([per_image, unnamed])
+    for f in out["findings"]:
+        assert "per 'image'" in f["message"] and "per 'patient'" in f["message"]
+
+
+def test_the_aggregator_refuses_a_claim_per_image_under_a_patient_pin(tmp_path):
+    from aggregator.store import open_home_store
+    from ffsecure.errors import FFSecureError
+    from tests.federation_fixture import build_federation
+    from tests.ops_fixture import peer, registrar
+    from tests.security import forge
+
+    fed = build_federation(tmp_path / "fed")
+    forge.require_dp(fed, PER_PATIENT)
+    store = open_home_store(fed.home)
+    try:
+        reg = registrar(fed, store)
+        size = store.size()
+        sealed, _ = forge.forge(fed, "st-mary", dp={**CLAIM, "privacy_unit": "image"}, seed=1)
+        with pytest.raises(FFSecureError) as info:
+            reg.register(sealed, peer(fed, "st-mary"))
+        assert info.value.code == "E_POLICY_DP" and "per 'patient'" in info.value.message
+        assert store.size() == size
+        sealed, _ = forge.forge(fed, "st-mary", dp={**CLAIM, "privacy_unit": "patient"}, seed=2)
+        reg.register(sealed, peer(fed, "st-mary"))
+        assert store.size() > size
     finally:
         store.close()

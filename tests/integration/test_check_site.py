@@ -249,6 +249,27 @@ def test_a_dp_policy_the_config_does_not_meet_fails(fed, agg, tmp_path):
     assert "remove `enabled = false`" in bad["DP policy"]["fix"]
 
 
+def test_a_federation_that_pins_patient_dp_fails_a_site_per_image(fed, agg, tmp_path):
+    pinned = dataclasses.replace(
+        fed.manifest,
+        dp_policy={"required": True, "max_epsilon": 8.0, "delta": 1e-5, "privacy_unit": "patient"},
+    )
+    cfg = make_site(
+        fed,
+        tmp_path,
+        fed.sites["st-mary"],
+        endpoint=agg.address,
+        manifest=create_signed_manifest(pinned, fed.ca),
+    )
+    proc, report = check(cfg)
+    assert proc.returncode == EXIT_CHECK_FAILED
+    bad = not_passed(report)
+    assert list(bad) == ["DP policy"]
+    assert "a DP claim must be per patient" in bad["DP policy"]["detail"]
+    assert "data.privacy_unit: 'image'" in bad["DP policy"]["detail"]
+    assert 'privacy_unit = "patient"' in bad["DP policy"]["fix"]
+
+
 @pytest.mark.slow
 def test_a_gpu_device_torch_cannot_see_fails_naming_the_gpu(fed, agg, tmp_path):
     import torch

@@ -82,6 +82,34 @@ def test_signed_manifest_round_trip(ca, suite):
     assert loaded.privacy_policy == {"max_membership_auroc": 0.6}
 
 
+def test_a_pinned_privacy_unit_is_signed_and_its_absence_keeps_the_old_bytes(ca):
+    """dp_policy.privacy_unit is optional: a manifest without it signs the bytes it signed
+    before the key existed (so old manifests and their signatures still verify)."""
+    old = make_manifest(dp_required=True)
+    old_bytes = federation.create_signed_manifest(old, ca)
+    assert b"privacy_unit" not in old_bytes
+    assert federation.load_signed_manifest(old_bytes, ca.cert) == old
+    policy = {**old.dp_policy, "privacy_unit": "patient"}
+    pinned = make_manifest(dp_required=True, dp_policy=policy)
+    loaded = federation.load_signed_manifest(federation.create_signed_manifest(pinned, ca), ca.cert)
+    assert loaded.dp_policy["privacy_unit"] == "patient" and loaded == pinned
+    # the unit is signed: a bundle's exporter cannot drop it and keep the signature
+    obj = json.loads(federation.create_signed_manifest(pinned, ca))
+    del obj["signed"]["dp_policy"]["privacy_unit"]
+    with pytest.raises(FFSecureError) as info:
+        federation.load_signed_manifest(canonical.dumps(obj), ca.cert)
+    assert _code(info) == "E_MANIFEST_SIGNATURE"
+
+
+@pytest.mark.parametrize("unit", ["study", "Patient", "", 1, None])
+def test_an_unknown_pinned_privacy_unit_is_refused(unit):
+    with pytest.raises(FFSecureError) as info:
+        make_manifest(
+            dp_policy={"required": False, "max_epsilon": None, "delta": None, "privacy_unit": unit}
+        )
+    assert _code(info) == "E_MANIFEST_SCHEMA" and "privacy_unit" in info.value.message
+
+
 def test_altered_manifest_fails_signature(ca):
     data = federation.create_signed_manifest(make_manifest(), ca)
     obj = json.loads(data)
@@ -238,6 +266,27 @@ def test_toml_to_manifest(tmp_path, ca):
         federation.load_signed_manifest(federation.create_signed_manifest(manifest, ca), ca.cert)
         == manifest
     )
+
+
+def test_toml_pins_the_privacy_unit_in_the_dp_policy(tmp_path, ca):
+    path, _ = _write_toml(tmp_path)
+    text = path.read_text()
+    path.write_text(text.replace("delta = 1e-5\n", 'delta = 1e-5\nprivacy_unit = "patient"\n'))
+    manifest = federation.manifest_from_toml(path)
+    assert manifest.dp_policy == {
+        "required": True,
+        "max_epsilon": 8.0,
+        "delta": 1e-5,
+        "privacy_unit": "patient",
+    }
+    path.write_text(text.replace("delta = 1e-5\n", 'delta = 1e-5\nprivacy_unit = "study"\n'))
+    with pytest.raises(FFSecureError) as info:
+        federation.manifest_from_toml(path)
+    assert _code(info) == "E_CONFIG" and "privacy_unit" in info.value.message
+    path.write_text(text.replace("delta = 1e-5\n", 'delta = 1e-5\nunit = "patient"\n'))
+    with pytest.raises(FFSecureError) as info:
+        federation.manifest_from_toml(path)
+    assert _code(info) == "E_CONFIG" and "'privacy_unit'" in info.value.message
 
 
 def test_toml_with_inline_keys(tmp_path):

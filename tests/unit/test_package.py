@@ -472,3 +472,36 @@ def test_a_federation_that_pins_the_dp_mechanism_refuses_modules_of_the_other(wo
     )
     assert verify(world, make_pkg(world, fed=fed, dp=mean_embedding), fed=fed)
     expect("E_POLICY_DP", verify, world, make_pkg(world, fed=fed, dp=DP_CLAIM), fed=fed)
+
+
+def test_a_federation_that_pins_patient_dp_refuses_claims_per_image(world):
+    """dp_policy.privacy_unit = "patient": every DP claim must say it protects a patient; a
+    record without the key (written before it existed) is per image and is refused too."""
+    policy = {"required": True, "max_epsilon": 8.0, "delta": 1e-5, "privacy_unit": "patient"}
+    fed = make_manifest(dp_required=True, dp_policy=policy)
+    per_patient = {**DP_CLAIM, "privacy_unit": "patient"}
+    assert verify(world, make_pkg(world, fed=fed, dp=per_patient), fed=fed)
+    for per_image in ({**DP_CLAIM, "privacy_unit": "image"}, DP_CLAIM):
+        with pytest.raises(FFSecureError) as info:
+            verify(world, make_pkg(world, fed=fed, dp=per_image), fed=fed)
+        assert _code(info) == "E_POLICY_DP"
+        assert "'image'" in info.value.message and "'patient'" in info.value.message
+        assert 'privacy_unit = "patient"' in info.value.hint and "dicom:" in info.value.hint
+    # a federation that pins nothing, or pins "image", takes a claim per image or per patient
+    unpinned = make_manifest(dp_required=True)
+    image_pin = make_manifest(dp_required=True, dp_policy={**policy, "privacy_unit": "image"})
+    for fed in (unpinned, image_pin):
+        for claim in (DP_CLAIM, per_patient):
+            assert verify(world, make_pkg(world, fed=fed, dp=claim), fed=fed)
+
+
+def test_a_patient_pin_without_required_dp_binds_dp_claims_only(world):
+    """As the pinned mechanism and the signed bounds: required = false leaves DP to the site,
+    but a module that claims DP must claim it per patient."""
+    policy = {"required": False, "max_epsilon": 8.0, "delta": 1e-5, "privacy_unit": "patient"}
+    fed = make_manifest(dp_policy=policy)
+    assert verify(world, make_pkg(world, fed=fed, dp=None), fed=fed)
+    assert verify(
+        world, make_pkg(world, fed=fed, dp={**DP_CLAIM, "privacy_unit": "patient"}), fed=fed
+    )
+    expect("E_POLICY_DP", verify, world, make_pkg(world, fed=fed, dp=DP_CLAIM), fed=fed)

@@ -132,3 +132,23 @@ def test_the_mechanism_is_auto_unless_the_site_or_the_federation_picks_one():
     assert resolve_dp(dp(mechanism="auto"), pinned, 1000).mechanism == "mean-embedding"
     with pytest.raises(ConfigError, match="dp.mechanism"):
         resolve_dp(dp(mechanism="dp-sgd"), pinned, 1000)
+
+
+def test_a_site_per_image_is_refused_under_a_federation_that_pins_patient_dp():
+    """Before any training, as a pinned mechanism: the aggregator would refuse the module."""
+    pinned = {**REQUIRED, "privacy_unit": "patient"}
+    with pytest.raises(ConfigError) as info:
+        resolve_dp(dp(), pinned, 1000, privacy_unit="image")
+    assert "data.privacy_unit: 'image'" in info.value.message and "'patient'" in info.value.message
+    assert 'privacy_unit = "patient"' in (info.value.hint or "")
+    assert resolve_dp(dp(), pinned, 1000, privacy_unit="patient").target_epsilon == 8.0
+    # the pin binds DP runs only: a site that trains without DP under required = false is not
+    # asked for patients, and one that asks for DP is
+    optional = {**OPTIONAL, "privacy_unit": "patient"}
+    assert resolve_dp(dp(), optional, 1000, privacy_unit="image") is None
+    with pytest.raises(ConfigError, match="data.privacy_unit"):
+        resolve_dp(dp(target_epsilon=2.0), optional, 1000, privacy_unit="image")
+    # a federation that pins nothing, or "image", takes either unit
+    for policy in (REQUIRED, {**REQUIRED, "privacy_unit": "image"}):
+        for unit in ("image", "patient"):
+            assert resolve_dp(dp(), policy, 1000, privacy_unit=unit) is not None
