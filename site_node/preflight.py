@@ -321,11 +321,15 @@ def _dp_lines(cfg: SiteConfig, fed: FederationManifest) -> Iterator[CheckLine]:
     if unit != "image":
         demand += f", a DP claim must be per {unit}"
     try:
-        dp = resolve_dp(cfg.dp, dp_policy, 1000, privacy_unit=cfg.privacy_unit)
+        dp = resolve_dp(cfg.dp, dp_policy, None, privacy_unit=cfg.privacy_unit)
     except ConfigError as exc:
         yield fail("DP policy", f"{demand}; site.toml: {exc.message}", exc.hint or RENEW_CA)
         return
-    trains = "without DP" if dp is None else f"with DP-SGD to epsilon {dp.target_epsilon:g}"
+    trains = (
+        "without DP"
+        if dp is None
+        else f"with DP to epsilon {dp.target_epsilon:g} (mechanism {dp.mechanism})"
+    )
     yield passed("DP policy", f"{demand}; this site trains {trains}")
 
 

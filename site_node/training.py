@@ -72,7 +72,7 @@ class TrainingStopped(TransientError):
 # ------------------------------------------------------------------ DP policy
 
 
-def resolve_dp(dp_cfg: dict, policy: dict, n: int, *, privacy_unit: str = "image"):
+def resolve_dp(dp_cfg: dict, policy: dict, n: int | None, *, privacy_unit: str = "image"):
     """The :class:`ffsecure.dp.DPConfig` to train with, or None; refuses a config that loosens the
     policy.
 
@@ -80,6 +80,8 @@ def resolve_dp(dp_cfg: dict, policy: dict, n: int, *, privacy_unit: str = "image
     ``target_epsilon`` / ``delta`` 0 = the policy's bound), ``policy`` the
     federation manifest's ``dp_policy``, ``privacy_unit`` site.toml's ``data.privacy_unit``
     (a run with DP under a policy that pins another unit is refused, as a pinned mechanism is).
+    ``n`` is the number of training examples, which only the default delta reads: None before
+    the data is read, to make every refusal first (the delta then stays None).
     """
 
     required = bool(policy.get("required"))
@@ -116,7 +118,7 @@ def resolve_dp(dp_cfg: dict, policy: dict, n: int, *, privacy_unit: str = "image
             hint=f"use at most {max_delta}, or 0 for the default; a site may tighten the DP "
             "policy, never loosen it",
         )
-    if delta is None and max_delta is not None:
+    if delta is None and max_delta is not None and n is not None:
         delta = min(float(max_delta), default_delta(n))
     return DPConfig(
         target_epsilon=target,
@@ -456,6 +458,8 @@ def train_module(
 
     state = StateDir(cfg.state_dir).ensure()
     fed = trust.federation
+    # a config the policy refuses is refused before any data is hashed or read
+    resolve_dp(cfg.dp, fed.dp_policy, None, privacy_unit=cfg.privacy_unit)
     fingerprint = data_fingerprint(cfg)
     data = load_site_data(cfg, fed)
     n = int(data.train_x.shape[0])

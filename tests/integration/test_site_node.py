@@ -736,19 +736,27 @@ def test_train_uses_dp_when_the_site_asks_and_reports_epsilon_per_epoch(fed, tmp
     ) == pytest.approx(dp["epsilon"], rel=1e-9)
 
 
-def test_train_refuses_a_site_per_image_when_the_federation_pins_patient_dp(fed, tmp_path):
+def test_train_refuses_a_site_per_image_when_the_federation_pins_patient_dp(
+    fed, tmp_path, monkeypatch
+):
     """The signed dp_policy.privacy_unit = "patient" against site.toml's default "image": the
-    site refuses before any training, with the fix, and writes nothing."""
+    site refuses before it hashes or reads any data, with the fix, and writes nothing."""
     from click.testing import CliRunner
 
+    import site_node.training as training
     from site_node.cli import cli
     from tests.security import forge
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was read before the config was refused")
 
     policy = {"required": True, "max_epsilon": 8.0, "delta": 1e-5, "privacy_unit": "patient"}
     forge.require_dp(fed, policy)
     cfg_path = write_site_config(tmp_path, "st-a", "127.0.0.1:1", [0, 1])
     setup_site_in_process(fed, cfg_path, train=False)
     state = tmp_path / "st-a" / "state"
+    monkeypatch.setattr(training, "data_fingerprint", no_data)
+    monkeypatch.setattr(training, "load_site_data", no_data)
     res = CliRunner().invoke(cli, ["train", "--config", str(cfg_path), "--json"])
     error = json.loads(res.output.strip().splitlines()[-1])["error"]
     assert res.exit_code != 0 and error["code"] == "E_CONFIG", res.output
