@@ -50,6 +50,7 @@ from ffsecure.ledger.verify import (
     MAX_CHECKPOINT_BYTES,
     MAX_CHECKPOINTS_TOTAL,
     MAX_VKEY_BYTES,
+    MEMBER_OVERHEAD,
     split_entries,
 )
 from ffsecure.records.ids import MODULE_ID, SHA256_HEX
@@ -281,8 +282,10 @@ def _lineage_documents(reader: _Reader) -> tuple[dict[str, bytes], list[str]]:
 
 
 def _within(total: int, cap: int, folder: str) -> int:
-    """``total``, the bytes read from ``folder`` so far; more than ``cap`` is ``E_AUDIT_BUNDLE``:
-    the exporter chose how many members a folder holds, and each is kept in memory."""
+    """``total`` (the bytes read from ``folder`` so far) plus one more member's overhead; more
+    than ``cap`` is ``E_AUDIT_BUNDLE``: the exporter chose how many members a folder holds,
+    and each is kept in memory, empty or not (``MEMBER_OVERHEAD`` each)."""
+    total += MEMBER_OVERHEAD
     if total > cap:
         raise BundleError(
             f"{folder}/ holds more than the {cap} bytes this auditor reads", hint=_DAMAGED

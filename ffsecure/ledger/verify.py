@@ -33,6 +33,9 @@ MAX_VKEY_BYTES = 4096
 MAX_CHECKPOINT_BYTES = 64 * 1024
 #: all of a bundle's ``checkpoints/`` together: each note is kept in memory
 MAX_CHECKPOINTS_TOTAL = 256 << 20
+#: what a bundle folder's total charges each member beyond its bytes (its name and record in
+#: memory), so that many empty members are bounded too
+MEMBER_OVERHEAD = 512
 
 
 @dataclass
@@ -143,7 +146,7 @@ def verify_bundle_log(bundle_dir: str | Path) -> LogReport:
     notes, total = {}, 0
     for p in sorted(folder.iterdir()):
         notes[p.name] = _read_member(root, f"checkpoints/{p.name}", MAX_CHECKPOINT_BYTES)
-        total += len(notes[p.name])
+        total += len(notes[p.name]) + MEMBER_OVERHEAD
         if total > MAX_CHECKPOINTS_TOTAL:
             raise _inconsistent(
                 f"checkpoints in bundle {root} hold more than the {MAX_CHECKPOINTS_TOTAL} bytes "

@@ -156,32 +156,36 @@ def test_a_member_past_its_cap_is_refused_whatever_st_size_says(copy, monkeypatc
         load_bundle(copy)
 
 
+@pytest.mark.parametrize("empty", [False, True], ids=["a-copy", "empty"])
 @pytest.mark.parametrize(
     ("folder", "cap"),
     [("modules", "MAX_MODULES_TOTAL"), ("checkpoints", "MAX_CHECKPOINTS_TOTAL")],
 )
 def test_a_folder_past_its_total_is_refused_not_held_in_memory(
-    world, copy, monkeypatch, folder, cap
+    world, copy, monkeypatch, folder, cap, empty
 ):
     """Each member is within its own cap, but the exporter chose how many there are: the
-    folder's total is bounded too (here the cap is lowered to the clean bundle's size, then
-    one more valid-looking member is added). ``ledger verify --bundle`` bounds checkpoints
+    folder's total is bounded too, each member charged MEMBER_OVERHEAD beyond its bytes so
+    that empty ones count (here the cap is lowered to the clean bundle's charge, then one
+    more member is added, a copy or empty). ``ledger verify --bundle`` bounds checkpoints
     the same way."""
     import ffsecure.audit.bundle as bundle_mod
     import ffsecure.ledger.verify as verify_mod
 
     members = sorted((copy / folder).iterdir())
-    size = sum(p.stat().st_size for p in members)
-    monkeypatch.setattr(bundle_mod, cap, size)
+    charge = sum(p.stat().st_size + verify_mod.MEMBER_OVERHEAD for p in members)
+    monkeypatch.setattr(bundle_mod, cap, charge)
     if folder == "checkpoints":
-        monkeypatch.setattr(verify_mod, cap, size)
+        monkeypatch.setattr(verify_mod, cap, charge)
     assert load_bundle(copy).path == copy  # exactly at the cap: read
+    if folder == "checkpoints":
+        assert verify_bundle_log(copy).size == len(load_bundle(copy).entries)
     extra = "0" * 32 + ".json" if folder == "modules" else "999999"
-    (copy / folder / extra).write_bytes(members[0].read_bytes())
-    with pytest.raises(BundleError, match=rf"{folder}/ holds more than the {size} bytes"):
+    (copy / folder / extra).write_bytes(b"" if empty else members[0].read_bytes())
+    with pytest.raises(BundleError, match=rf"{folder}/ holds more than the {charge} bytes"):
         load_bundle(copy)
     if folder == "checkpoints":
-        with pytest.raises(LedgerError, match=f"more than the {size} bytes"):
+        with pytest.raises(LedgerError, match=f"more than the {charge} bytes"):
             verify_bundle_log(copy)
 
 
