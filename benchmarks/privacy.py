@@ -8,7 +8,7 @@ shared files when present), each generator family (``cvae`` default size,
    training images, default 128) for many passes (``--epochs``, default 150,
    batch 32: 600 optimizer steps), the regime where a generator can memorize;
    the DP runs use the same schedule under DP-SGD (Opacus, Poisson sampling,
-   PRV accountant, delta = 1/(10 n));
+   PRV accountant, the default delta, ffsecure.dp.default_delta);
 2. the privacy check runs against it: the loss attack on the members vs as
    many non-members (other real training images, same distribution, never
    seen), plus the calibrated attack with a reference generator trained

@@ -95,7 +95,7 @@ NOISE_MULTIPLIER_RANGE = (1e-3, 1e6)
 MIN_DELTA = 1e-20
 #: Largest delta a plan may use and a claim may state. Delta is the probability that the
 #: epsilon bound fails outright, so it must be far below 1/n; a site's default is
-#: ``min(1e-5, 1 / (10 n))`` (:func:`default_delta`) and the federation template's 1e-5.
+#: ``min(1e-5, 1 / (10 N))`` (:func:`default_delta`) and the federation template's 1e-5.
 #: 1e-3 is below 1/n for every site of up to 1,000 images and a hundred times the default: no
 #: honest run comes near it, and a claim such as "epsilon 1e-6 at delta 0.999999", which
 #: promises nothing, is refused.
@@ -195,13 +195,24 @@ def _dp_error(message: str, hint: str) -> DPError:
     return DPError(message, hint=hint)
 
 
+#: :func:`default_delta` in words, for hints and help texts
+DEFAULT_DELTA_RULE = "min(1e-5, 1/(10 N)), N = n rounded up to a power of ten"
+
+
 def default_delta(n: int) -> float:
-    """Delta well below ``1/n``: ``min(1e-5, 1 / (10 n))``."""
+    """Delta well below ``1/n``: ``min(1e-5, 1 / (10 N))``, ``N`` the smallest power of ten
+    at or above ``n``.
+
+    Not ``1 / (10 n)``: the delta is signed in the DP record, outside the claim, and that one
+    gave back a large site's exact number of images (or, per patient, of patients); this one
+    says only its order of magnitude, and is at most ``1 / (10 n)``.
+    """
     if not isinstance(n, int) or n <= 0:
         raise _dp_error(
             f"cannot choose delta for {n!r} training examples", "train on at least one example"
         )
-    return min(1e-5, 1.0 / (10 * n))
+    power = 10 ** len(str(n - 1)) if n > 1 else 1
+    return min(1e-5, 1.0 / (10 * power))
 
 
 def _finite_positive(name: str, value: Any) -> float:
@@ -270,13 +281,13 @@ def check_bounds(*, noise_multiplier: float, sample_rate: float, steps: int, del
     if not is_number(delta) or not MIN_DELTA <= delta <= MAX_DELTA:
         raise _dp_error(
             f"delta must be in [{MIN_DELTA:g}, {MAX_DELTA:g}], got {delta!r}",
-            "use default_delta(n): min(1e-5, 1/(10 n))",
+            f"use default_delta(n): {DEFAULT_DELTA_RULE}",
         )
     if delta >= sample_rate:
         raise _dp_error(
             f"delta {delta:g} is not below the sample rate {sample_rate:g}, so not below "
             "1/n for any n the sample rate allows: such a delta allows releasing a whole record",
-            "use default_delta(n): min(1e-5, 1/(10 n))",
+            f"use default_delta(n): {DEFAULT_DELTA_RULE}",
         )
 
 
@@ -433,19 +444,19 @@ def _checked_delta(dp: DPConfig, n: int) -> float:
     delta = default_delta(n) if dp.delta is None else dp.delta
     if not is_number(delta) or delta <= 0:
         raise _dp_error(
-            f"delta must be > 0, got {delta!r}", "omit delta to use min(1e-5, 1/(10 n))"
+            f"delta must be > 0, got {delta!r}", f"omit delta to use {DEFAULT_DELTA_RULE}"
         )
     if delta >= 1.0 / n:
         raise _dp_error(
             f"delta {delta:g} is not below 1/n = {1.0 / n:g} for n = {n} examples; "
             "such a delta allows releasing a whole record",
-            "omit delta to use min(1e-5, 1/(10 n))",
+            f"omit delta to use {DEFAULT_DELTA_RULE}",
         )
     if delta > MAX_DELTA:
         raise _dp_error(
             f"delta {delta:g} is above {MAX_DELTA:g}, the largest delta every verifier of a "
             "DP claim accepts",
-            "omit delta to use min(1e-5, 1/(10 n))",
+            f"omit delta to use {DEFAULT_DELTA_RULE}",
         )
     return float(delta)
 

@@ -93,7 +93,10 @@ def _shape(_ctx, _param, value):
     "(cvae: mean-embedding; ddpm, flow: DP-SGD).",
 )
 @click.option(
-    "--dp-delta", type=float, default=None, help="DP delta [default: min(1e-5, 1/(10 n)) per site]."
+    "--dp-delta",
+    type=float,
+    default=None,
+    help="DP delta [default: min(1e-5, 1/(10 N)) per site, N = n rounded up to a power of ten].",
 )
 @click.option(
     "--dp-reproducible",

@@ -14,9 +14,20 @@ from ffsecure.errors import DPError
 torch.set_num_threads(2)
 
 
+def test_the_default_delta_gives_back_a_site_s_size_to_its_power_of_ten_only():
+    """The delta is signed outside the claim: 1/(10 n) gave back a large site's exact n (or
+    patient count); every site of 10,001 to 100,000 examples signs the same delta."""
+    assert {dp.default_delta(n) for n in (10_001, 12_345, 54_321, 100_000)} == {1e-6}
+    for n in (2, 9, 10, 11, 999, 1000, 1001, 12_345, 10**6, 10**6 + 1):
+        assert dp.default_delta(n) <= 1 / (10 * n)
+        assert dp.default_delta(n) > 1 / (100 * n) or dp.default_delta(n) == 1e-5
+
+
 def test_default_delta_is_below_one_over_n():
     assert dp.default_delta(100) == 1e-5
+    assert dp.default_delta(10_000) == 1e-5
     assert dp.default_delta(1_000_000) == pytest.approx(1e-7)
+    assert dp.default_delta(1_000_001) == pytest.approx(1e-8)
     for n in (1, 10, 4708, 10**6):
         assert dp.default_delta(n) < 1 / n
 
