@@ -335,13 +335,24 @@ def load_site_data(cfg: SiteConfig, federation: FederationManifest) -> SiteData:
             code="E_DATA_EMPTY",
             hint="check data.classes and data.source",
         )
+    present = {int(v) for v in train_y}
+    if keep is not None and keep - present:
+        # the signed classes are what the site declared, never what its data happens to hold
+        lacking = [federation.label_space[c] for c in sorted(keep - present)]
+        raise DataError(
+            f"data.classes declares {lacking[:10]} but the training split holds no image of "
+            f"{'it' if len(lacking) == 1 else 'them'}: the module's signed classes would say "
+            "which declared classes this site lacks",
+            code="E_DATA_EMPTY",
+            hint="remove them from data.classes, or add images of them",
+        )
     val_x, val_y = (None, None) if ds.val_x is None else select(ds.val_x, ds.val_y)
     return SiteData(
         train_x,
         train_y,
         test_x,
         test_y,
-        sorted({int(v) for v in train_y}),
+        sorted(present),
         ds.name,
         val_x=val_x,
         val_y=val_y,

@@ -152,3 +152,28 @@ def test_a_site_per_image_is_refused_under_a_federation_that_pins_patient_dp():
     for policy in (REQUIRED, {**REQUIRED, "privacy_unit": "image"}):
         for unit in ("image", "patient"):
             assert resolve_dp(dp(), policy, 1000, privacy_unit=unit) is not None
+
+
+def test_declared_classes_are_the_signed_classes_or_the_load_is_refused(tmp_path):
+    """With data.classes set, the module's classes are the declared ones: a declared class the
+    training split lacks is refused, not silently left out of the signed list (which would say
+    which declared classes the site lacks)."""
+    from types import SimpleNamespace
+
+    from site_node.training import load_site_data
+
+    _npz(tmp_path / "d.npz", 0)  # labels 0 and 1 only
+    federation = SimpleNamespace(image_shape=(1, 16, 16), label_space=["x", "y", "z"])
+    text = (
+        '[site]\nfederation_id = "f"\nsite_id = "s"\n[data]\nsource = "npz:d.npz"\n'
+        'label_match = "index"\n'
+    )
+    held = load_site_data(
+        parse_config(text + "classes = [0, 1]\n", tmp_path / "s.toml"), federation
+    )
+    assert held.classes == [0, 1]
+    declared = parse_config(text + 'classes = ["x", "y", "z"]\n', tmp_path / "s.toml")
+    with pytest.raises(DataError) as info:
+        load_site_data(declared, federation)
+    assert info.value.code == "E_DATA_EMPTY" and "['z']" in info.value.message
+    assert "remove them from data.classes" in info.value.hint
