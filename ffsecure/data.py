@@ -20,10 +20,10 @@ Sources (``load_dataset`` spec strings):
   scikit-learn, no download), resized bilinearly to ``1x16x16`` by default.
 
 Without a fixed split, a site's files are split by :mod:`ffsecure.split`: each file
-by its own seeded hash, so one image more or less moves no other image between
-train and test (what the DP claim per image needs; a small class's fallback is the
-one exception, documented there); ``source["split"]`` names the rule (``hash-v1``),
-``fixed`` for a source that brings its split.
+by its own seeded hash, with a per-class fallback that gives each class a test file,
+so one image more or less changes at most one training example (what the DP claim
+per image needs; the argument is there); ``source["split"]`` names the rule
+(``hash-v2``), ``fixed`` for a source that brings its split.
 
 Missing files raise ``E_DATA_MISSING``, a wrong checksum ``E_DATA_CHECKSUM``
 and malformed content ``E_DATA_FORMAT`` (all :class:`DataError`).
@@ -583,9 +583,9 @@ def load_folder(
 
     Without ``train/`` and ``test/``, each file's split comes from its own hash (seed and
     path below ``PATH``, :func:`ffsecure.split.hash_split`), so that one image more or less
-    moves no other. Class names are the sub-folder names in sorted order. Without an explicit
-    ``image_shape`` the channels follow the first image (gray or RGB) and the
-    size is 28x28.
+    changes at most one training example. Class names are the sub-folder names in sorted
+    order. Without an explicit ``image_shape`` the channels follow the first image (gray or
+    RGB) and the size is 28x28.
     """
     root = Path(path)
     if not root.is_dir():
@@ -674,7 +674,7 @@ def _dicom_splits(
     """Train and test files, and the census of the training files' patients.
 
     Without a fixed split each file's split comes from its own hash (:mod:`ffsecure.split`),
-    so one image (or patient) more or less moves no other between the splits. In patient
+    so one image (or patient) more or less changes at most one training example. In patient
     mode one file per patient is kept first, and the kept files are split
     (:func:`ffsecure.dicom.patient_split`), so a patient lands in one split only; with a
     fixed split, one per patient of the train folder.

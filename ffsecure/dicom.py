@@ -100,7 +100,8 @@ REL_PATH = re.compile(
 )
 MAX_REL_PATH = 1024
 CSV_HEADER = ["file", "class"]
-#: Patient mode's split domain (:mod:`ffsecure.split`): its kept files split as they always have.
+#: Patient mode's split domain (:mod:`ffsecure.split`): a kept file's point is the one it had
+#: before that module held the rule (the fallback changed: per site then, per class now).
 PATIENT_SPLIT_DOMAIN = "patient-split"
 CSV_PATIENT = "patient"  # an optional third column: who the file's patient is
 MAX_PATIENT_CELL = 256
@@ -574,8 +575,9 @@ def patient_split(
     items: Sequence[DicomItem], root: Path, seed: int, test_fraction: float
 ) -> tuple[list[DicomItem], list[DicomItem]]:
     """Train and test files of patient mode: the kept files split by the one per-file rule
-    (:func:`ffsecure.split.hash_split`, domain ``patient-split``), so one patient's presence
-    never moves another patient between the splits, outside that rule's small-class fallback.
+    (:func:`ffsecure.split.hash_split`, domain ``patient-split``), so one patient more or less
+    changes at most one training example: that patient's own, or, where the per-class
+    fallback fires, one other file of its class (and then that patient's file was test).
     """
     relatives = [relative_key(item.path, root) for item in items]
     labels = [item.label for item in items]

@@ -240,7 +240,7 @@ def test_folder_seeded_split(tmp_path):
     # each file by its own hash (ffsecure.split); every class keeps a train and a test image
     assert torch.bincount(ds.test_y, minlength=2).min() >= 1
     assert torch.bincount(ds.train_y, minlength=2).min() >= 1
-    assert ds.source["split"] == "hash-v1"
+    assert ds.source["split"] == "hash-v2"
     again = data.load_dataset(f"folder:{tmp_path / 'data'}")
     assert torch.equal(ds.test_x, again.test_x)
 

@@ -63,7 +63,7 @@ def test_dicom_digits_load_bit_for_bit_like_an_npz_of_the_same_images(tmp_path):
     assert ds.class_names == [str(i) for i in range(10)] and ds.name == "dicom"
     assert torch.equal(ds.train_x, ref.train_x) and torch.equal(ds.test_x, ref.test_x)
     assert torch.equal(ds.train_y, ref.train_y) and torch.equal(ds.test_y, ref.test_y)
-    assert ds.source == {"kind": "dicom", "layout": "folders", "seed": 3, "split": "hash-v1"}
+    assert ds.source == {"kind": "dicom", "layout": "folders", "seed": 3, "split": "hash-v2"}
 
 
 def test_rescale_and_window_are_applied_and_clip_outside_the_window(tmp_path):
