@@ -83,6 +83,7 @@ __all__ = [
     "REL_PATH",
     "census",
     "group_patients",
+    "is_labels_csv",
     "list_source",
     "one_per_patient",
     "read_pixels",
@@ -333,10 +334,18 @@ def _patient_cell(cell: str, row: int) -> str:
     return cell
 
 
+def is_labels_csv(path: str | os.PathLike) -> bool:
+    """Whether a ``dicom:`` source's path names a labels CSV (else a folder of class folders).
+
+    A CSV's classes are the set of its class cells: one row can add or remove a class."""
+    p = Path(path)
+    return p.is_file() and p.suffix.lower() == ".csv"
+
+
 def list_source(path: str | os.PathLike) -> DicomListing:
     """List a ``dicom:`` source: a folder of class folders, or a ``.csv`` labels file."""
     p = Path(path)
-    if p.is_file() and p.suffix.lower() == ".csv":
+    if is_labels_csv(p):
         return _list_csv(p)
     if not p.is_dir():
         raise DataError(
