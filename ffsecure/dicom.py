@@ -12,6 +12,12 @@ Layout (one string, the same in ``site.toml`` and ``ffsecure simulate``):
 Class folder names and CSV cells must ``fullmatch`` :data:`CLASS_NAME` /
 :data:`REL_PATH`; class names are the label space, never patient data.
 
+Links: a class folder may be a link; below it, a link to a file is skipped and
+a linked folder is not entered; a CSV row naming a link to a file is refused
+(a path through a linked folder is read). Whatever the layout, two entries
+that are the same file (a hard link, a linked class folder, two CSV paths) are
+refused (:func:`ffsecure.split.check_distinct_files`): one file, one example.
+
 Per file (:func:`read_pixels`): the size is bounded before reading; pydicom
 parses it (never ``force``); a file without pixel data, with several frames,
 beyond :data:`MAX_ROWS_COLS`, in a photometric interpretation other than
@@ -66,7 +72,7 @@ import pydicom
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 
 from ffsecure.errors import DataError
-from ffsecure.split import example_digest, hash_split, relative_key
+from ffsecure.split import check_distinct_files, example_digest, hash_split, relative_key
 
 __all__ = [
     "CLASS_NAME",
@@ -305,10 +311,6 @@ def _list_csv(csv_file: Path) -> DicomListing:
         name = _check_class(cells[1], f"the class of row #{row} of the labels file")
         pairs.append((_csv_path(root, cells[0], row), name))
         patients.append(_patient_cell(cells[2], row) if len(cells) == 3 else None)
-    if len({p for p, _ in pairs}) != len(pairs):
-        raise _layout_error(
-            "the labels file lists a file more than once", hint="give each file one row"
-        )
     names = sorted({n for _, n in pairs})
     if len(names) < 2:
         raise _layout_error(
@@ -343,17 +345,22 @@ def is_labels_csv(path: str | os.PathLike) -> bool:
 
 
 def list_source(path: str | os.PathLike) -> DicomListing:
-    """List a ``dicom:`` source: a folder of class folders, or a ``.csv`` labels file."""
+    """List a ``dicom:`` source: a folder of class folders, or a ``.csv`` labels file; two
+    entries that are one file are refused (:func:`ffsecure.split.check_distinct_files`)."""
     p = Path(path)
     if is_labels_csv(p):
-        return _list_csv(p)
-    if not p.is_dir():
+        listing = _list_csv(p)
+    elif p.is_dir():
+        listing = _list_folders(p)
+    else:
         raise DataError(
             f"DICOM source {p} is neither a folder nor a .csv labels file",
             hint="give dicom:DIR (one sub-folder per class) or dicom:FILE.csv (file,class rows)",
             code="E_DATA_MISSING",
         )
-    return _list_folders(p)
+    items = listing.train + (listing.test or [])
+    check_distinct_files([item.path for item in items], lambda i: items[i].where)
+    return listing
 
 
 # --------------------------------------------------------------------------- one file

@@ -40,6 +40,14 @@ not train (probability ``f**n`` for test fraction ``f``); :func:`hash_split`
 logs a warning naming the class indices (never a path) left without a training
 example, so the site knows why a module does not cover them.
 
+One file, one example (:func:`check_distinct_files`): the bound counts files,
+so a file listed twice (a hard link, a link to a file, a linked folder, or a
+labels CSV naming it by two paths) would be two training examples, possibly
+of two classes, and removing it would change two. Every ``folder:`` and
+``dicom:`` listing, train and test together, is therefore refused when two of
+its entries are the same file (same ``st_dev`` and ``st_ino`` after following
+links). A link to a file listed once is one example like any other.
+
 The domain tag separates this hash from the project's other per-file hashes
 (``patient-pick``, which image a patient keeps). Image sources use
 :data:`SPLIT_DOMAIN`; patient mode uses ``patient-split``, the tag of its split
@@ -53,14 +61,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ffsecure.errors import DataError
+
 __all__ = [
     "SPLIT_DOMAIN",
     "SPLIT_RULE",
+    "check_distinct_files",
     "example_digest",
     "hash_split",
     "relative_key",
@@ -78,6 +90,27 @@ SPLIT_DOMAIN = "split"
 def relative_key(path: Path, root: Path) -> str:
     """``path`` below ``root``, ``/``-separated: what names an example in its hashes."""
     return path.relative_to(root).as_posix()
+
+
+def check_distinct_files(paths: Sequence[Path], name: Callable[[int], str]) -> None:
+    """Refuse a listing in which two entries are the same file (``E_DATA_FORMAT``).
+
+    Files are compared by ``(st_dev, st_ino)`` of :func:`os.stat`, which follows links.
+    ``name(i)`` says how the error names entry ``i``: a ``dicom:`` source names files by
+    ordinal and class, never by path.
+    """
+    first_of: dict[tuple[int, int], int] = {}
+    for index, path in enumerate(paths):
+        info = os.stat(path)
+        first = first_of.setdefault((info.st_dev, info.st_ino), index)
+        if first != index:
+            raise DataError(
+                f"{name(first)} and {name(index)} are the same file (same device and inode), "
+                "which would make it two examples",
+                hint="list each file once: remove the extra labels CSV row, link, linked folder "
+                "or hard link",
+                code="E_DATA_FORMAT",
+            )
 
 
 def example_digest(domain: str, seed: int, relative: str) -> bytes:

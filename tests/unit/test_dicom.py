@@ -243,6 +243,49 @@ def test_a_labels_csv_naming_a_missing_file_is_refused(tmp_path):
     assert "row #1 of the labels file names a file that does not exist" in err.message
 
 
+@pytest.mark.parametrize("how", ["same path", "linked folder", "hard link"])
+def test_one_file_named_twice_by_a_labels_csv_is_refused_by_row_number(tmp_path, how):
+    """Two rows naming one file (as text, through a linked folder, or by a hard link) would
+    make it two training examples: files are compared by device and inode, and the error
+    names rows, never a path."""
+    root = two_classes(tmp_path / "export")
+    rows = ["file,class"] + [
+        f"{cls}/{fx.FILE_TAG}-{i}.dcm,{cls}" for cls in ("normal", "pneumonia") for i in range(3)
+    ]
+    if how == "same path":
+        rows.append(f"normal/{fx.FILE_TAG}-0.dcm,pneumonia")
+    elif how == "linked folder":
+        (root / "alias").symlink_to(root / "normal", target_is_directory=True)
+        rows.append(f"alias/{fx.FILE_TAG}-0.dcm,normal")
+    else:
+        (root / "normal" / "copy.dcm").hardlink_to(root / "normal" / f"{fx.FILE_TAG}-0.dcm")
+        rows.append("normal/copy.dcm,normal")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    err = refusal(f"dicom:{root / 'labels.csv'}", "E_DATA_FORMAT")
+    assert err.message.startswith("row #1 of the labels file (class 'normal') and row #7 ")
+    assert "are the same file" in err.message
+
+
+@pytest.mark.parametrize("how", ["hard link", "linked class folder"])
+def test_one_file_reached_twice_in_a_dicom_folder_is_refused_by_ordinal(tmp_path, how):
+    root = two_classes(tmp_path / "export")
+    if how == "hard link":
+        (root / "pneumonia" / "copy.dcm").hardlink_to(root / "normal" / f"{fx.FILE_TAG}-0.dcm")
+        named = "file #1 in class 'normal' and file #4 in class 'pneumonia'"
+    else:
+        (root / "zlinked").symlink_to(root / "normal", target_is_directory=True)
+        named = "file #1 in class 'normal' and file #1 in class 'zlinked'"
+    err = refusal(f"dicom:{root}", "E_DATA_FORMAT")
+    assert err.message.startswith(named) and "are the same file" in err.message
+
+
+def test_a_link_to_a_file_in_a_dicom_class_folder_is_skipped(tmp_path):
+    root = two_classes(tmp_path / "export")
+    (root / "pneumonia" / "link.dcm").symlink_to(root / "normal" / f"{fx.FILE_TAG}-0.dcm")
+    listing = dicom.list_source(root)
+    assert len(listing.train) == 6
+
+
 # ----------------------------------------------------------------------------- site config
 
 
