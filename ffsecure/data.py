@@ -20,10 +20,10 @@ Sources (``load_dataset`` spec strings):
   scikit-learn, no download), resized bilinearly to ``1x16x16`` by default.
 
 Without a fixed split, a site's files are split by :mod:`ffsecure.split`: each file
-by its own seeded hash, so one image more or less moves no other image between
-train and test (what the DP claim per image needs; a small class's fallback is the
-one exception, documented there); ``source["split"]`` names the rule (``hash-v1``),
-``fixed`` for a source that brings its split.
+by its own seeded hash, with a per-class fallback that gives each class a test file,
+so one image more or less changes at most one training example (what the DP claim
+per image needs; the argument is there); ``source["split"]`` names the rule
+(``hash-v2``), ``fixed`` for a source that brings its split.
 
 Missing files raise ``E_DATA_MISSING``, a wrong checksum ``E_DATA_CHECKSUM``
 and malformed content ``E_DATA_FORMAT`` (all :class:`DataError`).
@@ -56,7 +56,7 @@ from ffsecure import dicom
 from ffsecure.dp import PRIVACY_UNITS
 from ffsecure.errors import DataError
 from ffsecure.records import fields
-from ffsecure.split import SPLIT_RULE, hash_split, relative_key
+from ffsecure.split import SPLIT_RULE, check_distinct_files, hash_split, relative_key
 
 log = logging.getLogger(__name__)
 
@@ -555,6 +555,11 @@ def _image_files(folder: Path) -> list[Path]:
     return files
 
 
+def _check_distinct_images(files: Sequence[Path]) -> None:
+    """One image file, one example: refuse two entries that are the same file."""
+    check_distinct_files(files, lambda i: f"image {files[i]}")
+
+
 def _read_images(files: list[Path], channels: int, size: tuple[int, int]) -> np.ndarray:
     mode = "L" if channels == 1 else "RGB"
     out = np.empty((len(files), size[0], size[1]) + ((3,) if channels == 3 else ()), dtype=np.uint8)
@@ -581,11 +586,14 @@ def load_folder(
 ) -> Dataset:
     """Load ``PATH/<class>/*.png|jpg`` (hash split) or ``PATH/{train,test}/<class>/...``.
 
+    Links to files and folders are followed; two entries that are the same file are refused
+    (:func:`ffsecure.split.check_distinct_files`), so each file is one example.
+
     Without ``train/`` and ``test/``, each file's split comes from its own hash (seed and
     path below ``PATH``, :func:`ffsecure.split.hash_split`), so that one image more or less
-    moves no other. Class names are the sub-folder names in sorted order. Without an explicit
-    ``image_shape`` the channels follow the first image (gray or RGB) and the
-    size is 28x28.
+    changes at most one training example. Class names are the sub-folder names in sorted
+    order. Without an explicit ``image_shape`` the channels follow the first image (gray or
+    RGB) and the size is 28x28.
     """
     root = Path(path)
     if not root.is_dir():
@@ -623,8 +631,10 @@ def load_folder(
             raise _format_error(f"{root / 'test'} has classes {extra} that {train_root} lacks")
         tr_files, tr_y = gather(train_root, class_names)
         te_files, te_y = gather(root / "test", class_names)
+        _check_distinct_images(tr_files + te_files)
     else:
         all_files, all_y = gather(root, class_names)
+        _check_distinct_images(all_files)
         relatives = [relative_key(f, root) for f in all_files]
         tr, te = hash_split(relatives, all_y, seed, test_fraction)
         tr_files, tr_y = [all_files[i] for i in tr], all_y[tr]
@@ -674,7 +684,7 @@ def _dicom_splits(
     """Train and test files, and the census of the training files' patients.
 
     Without a fixed split each file's split comes from its own hash (:mod:`ffsecure.split`),
-    so one image (or patient) more or less moves no other between the splits. In patient
+    so one image (or patient) more or less changes at most one training example. In patient
     mode one file per patient is kept first, and the kept files are split
     (:func:`ffsecure.dicom.patient_split`), so a patient lands in one split only; with a
     fixed split, one per patient of the train folder.
@@ -842,6 +852,7 @@ def scan_folder(root: Path, *, image_shape: Sequence[int], sample: int = SCAN_SA
         name: [f for b in bases if (b / name).is_dir() for f in _image_files(b / name)]
         for name in names
     }
+    _check_distinct_images([f for name in names for f in files[name]])
     per_class = max(1, sample // len(names))
     picked = [f for name in names for f in files[name][:per_class]]
     c, h, w = check_image_shape(image_shape)

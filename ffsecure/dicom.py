@@ -12,6 +12,12 @@ Layout (one string, the same in ``site.toml`` and ``ffsecure simulate``):
 Class folder names and CSV cells must ``fullmatch`` :data:`CLASS_NAME` /
 :data:`REL_PATH`; class names are the label space, never patient data.
 
+Links: a class folder may be a link; below it, a link to a file is skipped and
+a linked folder is not entered; a CSV row naming a link to a file is refused
+(a path through a linked folder is read). Whatever the layout, two entries
+that are the same file (a hard link, a linked class folder, two CSV paths) are
+refused (:func:`ffsecure.split.check_distinct_files`): one file, one example.
+
 Per file (:func:`read_pixels`): the size is bounded before reading; pydicom
 parses it (never ``force``); a file without pixel data, with several frames,
 beyond :data:`MAX_ROWS_COLS`, in a photometric interpretation other than
@@ -66,7 +72,7 @@ import pydicom
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 
 from ffsecure.errors import DataError
-from ffsecure.split import example_digest, hash_split, relative_key
+from ffsecure.split import check_distinct_files, example_digest, hash_split, relative_key
 
 __all__ = [
     "CLASS_NAME",
@@ -83,6 +89,7 @@ __all__ = [
     "REL_PATH",
     "census",
     "group_patients",
+    "is_labels_csv",
     "list_source",
     "one_per_patient",
     "read_pixels",
@@ -100,7 +107,8 @@ REL_PATH = re.compile(
 )
 MAX_REL_PATH = 1024
 CSV_HEADER = ["file", "class"]
-#: Patient mode's split domain (:mod:`ffsecure.split`): its kept files split as they always have.
+#: Patient mode's split domain (:mod:`ffsecure.split`): a kept file's point is the one it had
+#: before that module held the rule (the fallback changed: per site then, per class now).
 PATIENT_SPLIT_DOMAIN = "patient-split"
 CSV_PATIENT = "patient"  # an optional third column: who the file's patient is
 MAX_PATIENT_CELL = 256
@@ -303,10 +311,6 @@ def _list_csv(csv_file: Path) -> DicomListing:
         name = _check_class(cells[1], f"the class of row #{row} of the labels file")
         pairs.append((_csv_path(root, cells[0], row), name))
         patients.append(_patient_cell(cells[2], row) if len(cells) == 3 else None)
-    if len({p for p, _ in pairs}) != len(pairs):
-        raise _layout_error(
-            "the labels file lists a file more than once", hint="give each file one row"
-        )
     names = sorted({n for _, n in pairs})
     if len(names) < 2:
         raise _layout_error(
@@ -332,18 +336,31 @@ def _patient_cell(cell: str, row: int) -> str:
     return cell
 
 
-def list_source(path: str | os.PathLike) -> DicomListing:
-    """List a ``dicom:`` source: a folder of class folders, or a ``.csv`` labels file."""
+def is_labels_csv(path: str | os.PathLike) -> bool:
+    """Whether a ``dicom:`` source's path names a labels CSV (else a folder of class folders).
+
+    A CSV's classes are the set of its class cells: one row can add or remove a class."""
     p = Path(path)
-    if p.is_file() and p.suffix.lower() == ".csv":
-        return _list_csv(p)
-    if not p.is_dir():
+    return p.is_file() and p.suffix.lower() == ".csv"
+
+
+def list_source(path: str | os.PathLike) -> DicomListing:
+    """List a ``dicom:`` source: a folder of class folders, or a ``.csv`` labels file; two
+    entries that are one file are refused (:func:`ffsecure.split.check_distinct_files`)."""
+    p = Path(path)
+    if is_labels_csv(p):
+        listing = _list_csv(p)
+    elif p.is_dir():
+        listing = _list_folders(p)
+    else:
         raise DataError(
             f"DICOM source {p} is neither a folder nor a .csv labels file",
             hint="give dicom:DIR (one sub-folder per class) or dicom:FILE.csv (file,class rows)",
             code="E_DATA_MISSING",
         )
-    return _list_folders(p)
+    items = listing.train + (listing.test or [])
+    check_distinct_files([item.path for item in items], lambda i: items[i].where)
+    return listing
 
 
 # --------------------------------------------------------------------------- one file
@@ -574,8 +591,9 @@ def patient_split(
     items: Sequence[DicomItem], root: Path, seed: int, test_fraction: float
 ) -> tuple[list[DicomItem], list[DicomItem]]:
     """Train and test files of patient mode: the kept files split by the one per-file rule
-    (:func:`ffsecure.split.hash_split`, domain ``patient-split``), so one patient's presence
-    never moves another patient between the splits, outside that rule's small-class fallback.
+    (:func:`ffsecure.split.hash_split`, domain ``patient-split``), so one patient more or less
+    changes at most one training example: that patient's own, or, where the per-class
+    fallback fires, one other file of its class (and then that patient's file was test).
     """
     relatives = [relative_key(item.path, root) for item in items]
     labels = [item.label for item in items]

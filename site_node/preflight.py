@@ -53,6 +53,7 @@ from site_node.client import error_from_rpc
 from site_node.config import SiteConfig, load_config
 from site_node.state import StateDir
 from site_node.training import (
+    check_label_match,
     class_filter,
     map_labels,
     patient_warning,
@@ -239,6 +240,7 @@ class SitePreflight:
         from ffsecure.data import scan_dataset
 
         cfg, fed = self.cfg, self.federation
+        check_label_match(cfg)
         spec = cfg.data_source.removeprefix("medmnist:")
         scan = scan_dataset(
             spec,

@@ -211,6 +211,30 @@ def map_labels(
     return [index[n] for n in local_names]
 
 
+def check_label_match(cfg: SiteConfig) -> None:
+    """Refuse ``data.label_match = "index"`` for a ``dicom:`` labels CSV, before a file is read.
+
+    Index mode maps the source's classes by their place in its sorted class list. Folder
+    layouts list their class folders, which no file adds or removes; a labels CSV lists the
+    class cells of its rows, so deleting a class's only row would shift the index of every
+    class sorted after it: one file would relabel other files' training examples, and the
+    DP claim per image would not hold. Name mode maps each cell by its name.
+    """
+    if cfg.label_match != "index" or not cfg.data_source.startswith("dicom:"):
+        return
+    # heavy: pydicom and numpy (through ffsecure.dicom), only when data is loaded or scanned
+    from ffsecure.dicom import is_labels_csv
+
+    if is_labels_csv(cfg.data_source.removeprefix("dicom:")):
+        raise ConfigError(
+            'site.toml key data.label_match: "index" maps classes by their place in the '
+            "source's class list, and a dicom: labels CSV's list is its class cells, so "
+            "removing one file could change the labels of others",
+            hint='write label_match = "name" and class cells that name the federation\'s '
+            "labels, or lay the files out in a folder per class (dicom:DIR)",
+        )
+
+
 def class_filter(classes: Sequence[str | int], label_space: Sequence[str]) -> set[int] | None:
     """site.toml ``data.classes`` (names or global indices) as a set of global indices; None =
     all."""
@@ -306,6 +330,7 @@ def load_site_data(cfg: SiteConfig, federation: FederationManifest) -> SiteData:
 
     from ffsecure.data import load_dataset
 
+    check_label_match(cfg)
     ds = load_dataset(
         _spec(cfg),
         image_shape=federation.image_shape,

@@ -364,6 +364,25 @@ def test_a_dicom_source_is_scanned_with_a_bounded_sample_and_names_no_file(fed, 
     assert_no_identifiers({"stdout": proc.stdout.encode(), "stderr": proc.stderr.encode()})
 
 
+def test_a_dicom_labels_csv_matched_by_index_fails_the_data_check(fed, agg, tmp_path):
+    """One row of a labels CSV can add or remove a class, which by index relabels the others."""
+    written = write_digits_dicom(tmp_path / "pacs", per_class=2, classes=(0, 1))
+    rows = [f"{p.relative_to(written.root).as_posix()},{p.parent.name}" for p in written.paths]
+    (written.root / "labels.csv").write_text("\n".join(["file,class", *rows]) + "\n")
+    cfg = make_site(
+        fed,
+        tmp_path,
+        fed.sites["st-mary"],
+        endpoint=agg.address,
+        data=f'source = "dicom:{written.root / "labels.csv"}"\nlabel_match = "index"',
+    )
+    proc, report = check(cfg)
+    assert proc.returncode == EXIT_CHECK_FAILED
+    bad = not_passed(report)
+    assert list(bad) == ["data"] and "E_CONFIG" in bad["data"]["detail"]
+    assert 'label_match = "name"' in bad["data"]["fix"]
+
+
 @pytest.mark.slow  # the whole site check over DICOM files (about 23 s); make test-all
 def test_a_dicom_site_with_several_images_per_patient_warns_with_k_and_the_patient_epsilon(
     fed, agg, tmp_path

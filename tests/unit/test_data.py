@@ -240,9 +240,42 @@ def test_folder_seeded_split(tmp_path):
     # each file by its own hash (ffsecure.split); every class keeps a train and a test image
     assert torch.bincount(ds.test_y, minlength=2).min() >= 1
     assert torch.bincount(ds.train_y, minlength=2).min() >= 1
-    assert ds.source["split"] == "hash-v1"
+    assert ds.source["split"] == "hash-v2"
     again = data.load_dataset(f"folder:{tmp_path / 'data'}")
     assert torch.equal(ds.test_x, again.test_x)
+
+
+@pytest.mark.parametrize("how", ["file link", "hard link", "linked class folder", "train+test"])
+def test_a_folder_image_reached_twice_is_refused(tmp_path, how):
+    """One image, one example: a link, a hard link or a linked folder would make one file two
+    training examples (even of two classes), and its removal would change two."""
+    root = tmp_path / "data"
+    if how == "train+test":
+        _make_folder(root / "train", n=4)
+        _make_folder(root / "test", n=2)
+        (root / "test" / "dog" / "img1.jpg").unlink()
+        (root / "test" / "dog" / "img1.jpg").hardlink_to(root / "train" / "cat" / "img1.jpg")
+    else:
+        _make_folder(root, n=4)
+    if how == "file link":
+        (root / "dog" / "link.png").symlink_to(root / "cat" / "img0.png")
+    elif how == "hard link":
+        (root / "dog" / "copy.png").hardlink_to(root / "cat" / "img0.png")
+    elif how == "linked class folder":
+        (root / "fox").symlink_to(root / "cat", target_is_directory=True)
+    for load in (data.load_dataset, data.scan_dataset):
+        with pytest.raises(DataError) as info:
+            load(f"folder:{root}", image_shape=(1, 8, 8))
+        assert info.value.code == "E_DATA_FORMAT" and "are the same file" in info.value.message
+
+
+def test_a_folder_link_to_an_image_outside_the_source_is_one_example(tmp_path):
+    _make_folder(tmp_path / "data", n=4)
+    outside = tmp_path / "elsewhere.png"
+    (tmp_path / "data" / "dog" / "img3.jpg").rename(outside)
+    (tmp_path / "data" / "dog" / "img3.png").symlink_to(outside)
+    ds = data.load_dataset(f"folder:{tmp_path / 'data'}", image_shape=(1, 8, 8))
+    assert ds.train_y.numel() + ds.test_y.numel() == 8
 
 
 def test_folder_presplit_rgb(tmp_path):

@@ -63,7 +63,7 @@ def test_dicom_digits_load_bit_for_bit_like_an_npz_of_the_same_images(tmp_path):
     assert ds.class_names == [str(i) for i in range(10)] and ds.name == "dicom"
     assert torch.equal(ds.train_x, ref.train_x) and torch.equal(ds.test_x, ref.test_x)
     assert torch.equal(ds.train_y, ref.train_y) and torch.equal(ds.test_y, ref.test_y)
-    assert ds.source == {"kind": "dicom", "layout": "folders", "seed": 3, "split": "hash-v1"}
+    assert ds.source == {"kind": "dicom", "layout": "folders", "seed": 3, "split": "hash-v2"}
 
 
 def test_rescale_and_window_are_applied_and_clip_outside_the_window(tmp_path):
@@ -241,6 +241,49 @@ def test_a_labels_csv_naming_a_missing_file_is_refused(tmp_path):
     (root / "labels.csv").write_text(f"file,class\nnormal/{fx.FILE_TAG}-77.dcm,normal\n")
     err = refusal(f"dicom:{root / 'labels.csv'}", "E_DATA_MISSING")
     assert "row #1 of the labels file names a file that does not exist" in err.message
+
+
+@pytest.mark.parametrize("how", ["same path", "linked folder", "hard link"])
+def test_one_file_named_twice_by_a_labels_csv_is_refused_by_row_number(tmp_path, how):
+    """Two rows naming one file (as text, through a linked folder, or by a hard link) would
+    make it two training examples: files are compared by device and inode, and the error
+    names rows, never a path."""
+    root = two_classes(tmp_path / "export")
+    rows = ["file,class"] + [
+        f"{cls}/{fx.FILE_TAG}-{i}.dcm,{cls}" for cls in ("normal", "pneumonia") for i in range(3)
+    ]
+    if how == "same path":
+        rows.append(f"normal/{fx.FILE_TAG}-0.dcm,pneumonia")
+    elif how == "linked folder":
+        (root / "alias").symlink_to(root / "normal", target_is_directory=True)
+        rows.append(f"alias/{fx.FILE_TAG}-0.dcm,normal")
+    else:
+        (root / "normal" / "copy.dcm").hardlink_to(root / "normal" / f"{fx.FILE_TAG}-0.dcm")
+        rows.append("normal/copy.dcm,normal")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    err = refusal(f"dicom:{root / 'labels.csv'}", "E_DATA_FORMAT")
+    assert err.message.startswith("row #1 of the labels file (class 'normal') and row #7 ")
+    assert "are the same file" in err.message
+
+
+@pytest.mark.parametrize("how", ["hard link", "linked class folder"])
+def test_one_file_reached_twice_in_a_dicom_folder_is_refused_by_ordinal(tmp_path, how):
+    root = two_classes(tmp_path / "export")
+    if how == "hard link":
+        (root / "pneumonia" / "copy.dcm").hardlink_to(root / "normal" / f"{fx.FILE_TAG}-0.dcm")
+        named = "file #1 in class 'normal' and file #4 in class 'pneumonia'"
+    else:
+        (root / "zlinked").symlink_to(root / "normal", target_is_directory=True)
+        named = "file #1 in class 'normal' and file #1 in class 'zlinked'"
+    err = refusal(f"dicom:{root}", "E_DATA_FORMAT")
+    assert err.message.startswith(named) and "are the same file" in err.message
+
+
+def test_a_link_to_a_file_in_a_dicom_class_folder_is_skipped(tmp_path):
+    root = two_classes(tmp_path / "export")
+    (root / "pneumonia" / "link.dcm").symlink_to(root / "normal" / f"{fx.FILE_TAG}-0.dcm")
+    listing = dicom.list_source(root)
+    assert len(listing.train) == 6
 
 
 # ----------------------------------------------------------------------------- site config

@@ -225,8 +225,8 @@ def test_changing_the_unit_counts_as_new_data_for_run(tmp_path):
 
 def test_removing_one_patient_changes_at_most_one_training_example(tmp_path):
     """Patient-level DP needs neighbouring holdings to give neighbouring training sets: each
-    patient's split comes from its own file, so no other patient moves (a seeded shuffle of
-    the whole list, as image mode splits, moves many when one file goes)."""
+    patient's split comes from its own file, and the per-class fallback moves at most one
+    other (a seeded shuffle of the whole list moves many when one file goes)."""
     ids = patient_ids(60, per_patient=2)
     written = write_digits_dicom(tmp_path / "pacs", per_class=30, classes=(0, 1), patients=ids)
 

@@ -3,12 +3,23 @@ fingerprint."""
 
 from __future__ import annotations
 
+from collections import Counter
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
+from ffsecure import dicom
 from ffsecure.errors import ConfigError, DataError
 from site_node.config import parse_config
-from site_node.training import class_filter, data_fingerprint, map_labels, resolve_dp
+from site_node.training import (
+    class_filter,
+    data_fingerprint,
+    load_site_data,
+    map_labels,
+    resolve_dp,
+)
+from tests.dicom_fixture import write_digits_dicom
 
 REQUIRED = {"required": True, "max_epsilon": 8.0, "delta": 1e-5}
 OPTIONAL = {"required": False, "max_epsilon": None, "delta": None}
@@ -71,6 +82,50 @@ def test_label_mapping_by_name_and_by_index():
     assert err.value.code == "E_DATA_LABELS" and "label_match" in err.value.hint
     with pytest.raises(DataError):
         map_labels(["a", "b", "c", "d"], space, "index")
+
+
+def _dicom_site(tmp_path, source: str, label_match: str):
+    text = (
+        f'[site]\nfederation_id = "f"\nsite_id = "s"\n[data]\nsource = "dicom:{source}"\n'
+        f'label_match = "{label_match}"\n'
+    )
+    return parse_config(text, tmp_path / "site.toml")
+
+
+def test_a_dicom_labels_csv_is_refused_by_index_before_any_file_is_read(tmp_path, monkeypatch):
+    """By index, a CSV's classes are its class cells in sorted order: deleting the one row of
+    class 'a' would move every file of 'b' and 'c' to another label. Refused (E_CONFIG); by
+    name, that deletion changes at most one training example (here none: 'a' is a class of
+    one file, which is test only)."""
+    written = write_digits_dicom(tmp_path / "pacs", per_class=8, classes=(0, 1, 2))
+    rels = [path.relative_to(written.root).as_posix() for path in written.paths]
+    cells = {"0": "b", "1": "c", "2": "c"}
+    rows = ["file,class", f"{rels[0]},a"] + [f"{rel},{cells[rel[0]]}" for rel in rels[1:]]
+    csv = written.root / "labels.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    fed = SimpleNamespace(image_shape=(1, 8, 8), label_space=["a", "b", "c"])
+
+    def no_read(item):
+        raise AssertionError("a file was read before the refusal")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(dicom, "read_pixels", no_read)
+        with pytest.raises(ConfigError) as err:
+            load_site_data(_dicom_site(tmp_path, str(csv), "index"), fed)
+    assert err.value.code == "E_CONFIG" and "data.label_match" in err.value.message
+    assert 'label_match = "name"' in (err.value.hint or "")
+
+    def training(csv_rows):
+        csv.write_text("\n".join(csv_rows) + "\n")
+        site = load_site_data(_dicom_site(tmp_path, str(csv), "name"), fed)
+        pairs = zip(site.train_x, site.train_y, strict=True)
+        return Counter((x.numpy().tobytes(), int(y)) for x, y in pairs)
+
+    full, fewer = training(rows), training([rows[0], *rows[2:]])
+    assert not fewer - full and sum((full - fewer).values()) <= 1
+    # a folder per class lists its folders, which no file removes: index stays allowed
+    site = load_site_data(_dicom_site(tmp_path, str(written.root), "index"), fed)
+    assert site.train_y.numel() > 0
 
 
 def test_class_filter_takes_names_or_indices():
