@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from ffsecure import canonical, pki, timefmt
 from ffsecure.dp import (
     MAX_DELTA,
+    SITE_MAX_EPSILON,
     DPBudgetError,
     DPConfig,
     default_delta,
@@ -46,7 +47,7 @@ from ffsecure.package import (
     verify_package,
 )
 from site_node.budget import check_release
-from site_node.config import SiteConfig
+from site_node.config import DPLimits, SiteConfig
 from site_node.privacy import gate
 from site_node.state import ModuleRecord, StateDir, refusal
 
@@ -74,14 +75,17 @@ class TrainingStopped(TransientError):
 
 def resolve_dp(dp_cfg: dict, policy: dict, n: int | None, *, privacy_unit: str = "image"):
     """The :class:`ffsecure.dp.DPConfig` to train with, or None; refuses a config that loosens the
-    policy.
+    policy or its own ceiling.
 
     ``dp_cfg`` is site.toml's ``[dp]`` (``enabled`` None = follow the policy;
-    ``target_epsilon`` / ``delta`` 0 = the policy's bound), ``policy`` the
-    federation manifest's ``dp_policy``, ``privacy_unit`` site.toml's ``data.privacy_unit``
+    ``target_epsilon`` 0 = the lower of the policy's ``max_epsilon`` and the site's own
+    ceiling, :class:`site_node.config.DPLimits`; ``delta`` 0 = the policy's bound), ``policy``
+    the federation manifest's ``dp_policy``, ``privacy_unit`` site.toml's ``data.privacy_unit``
     (a run with DP under a policy that pins another unit is refused, as a pinned mechanism is).
-    ``n`` is the number of training examples, which only the default delta reads: None before
-    the data is read, to make every refusal first (the delta then stays None).
+    The site's ceiling binds whatever the manifest says: an operator who gets the CA to sign
+    ``max_epsilon = 100`` does not make the site train at 100. ``n`` is the number of training
+    examples, which only the default delta reads: None before the data is read, to make every
+    refusal first (the delta then stays None).
     """
 
     required = bool(policy.get("required"))
@@ -97,19 +101,7 @@ def resolve_dp(dp_cfg: dict, policy: dict, n: int | None, *, privacy_unit: str =
         return None
     _check_privacy_unit(privacy_unit, policy)
     max_eps = policy.get("max_epsilon")
-    if target == 0:
-        if max_eps is None:
-            raise ConfigError(
-                "site.toml key dp.target_epsilon: DP is on but no epsilon is given",
-                hint="set target_epsilon (the federation sets no max_epsilon)",
-            )
-        target = float(max_eps)
-    if max_eps is not None and target > max_eps:
-        raise ConfigError(
-            f"site.toml key dp.target_epsilon: {target} is above the federation's "
-            f"max_epsilon {max_eps}",
-            hint=f"use at most {max_eps}; a site may tighten the DP policy, never loosen it",
-        )
+    target = _target_epsilon(target, max_eps, DPLimits.from_table(dp_cfg))
     max_delta = policy.get("delta")
     delta = float(dp_cfg.get("delta") or 0.0) or None
     if delta is not None and max_delta is not None and delta > max_delta:
@@ -127,6 +119,29 @@ def resolve_dp(dp_cfg: dict, policy: dict, n: int | None, *, privacy_unit: str =
         accountant=dp_cfg.get("accountant", "prv"),
         mechanism=_mechanism(dp_cfg, policy),
     )
+
+
+def _target_epsilon(target: float, max_eps: float | None, limits: DPLimits) -> float:
+    """site.toml's ``dp.target_epsilon`` (0: the lower of the federation's ``max_epsilon`` and
+    the site's ceiling), refused above either of them."""
+    ceiling = limits.per_release
+    if target == 0:
+        return ceiling if max_eps is None else min(float(max_eps), ceiling)
+    if max_eps is not None and target > max_eps:
+        raise ConfigError(
+            f"site.toml key dp.target_epsilon: {target} is above the federation's "
+            f"max_epsilon {max_eps}",
+            hint=f"use at most {max_eps}; a site may tighten the DP policy, never loosen it",
+        )
+    if target > ceiling:
+        raise ConfigError(
+            f"site.toml key dp.target_epsilon: {target} is above this site's own ceiling "
+            f"{ceiling:g} ({limits.per_release_key})",
+            hint=f"use at most {ceiling:g}, or 0 for the default; raise "
+            f"{limits.per_release_key} only knowingly: above {SITE_MAX_EPSILON:g} DP promises "
+            'little (docs/site-operator.md, "DP: the config may tighten the policy")',
+        )
+    return target
 
 
 def planned_dp_record(dp: DPConfig | None, family: str, n: int) -> dict | None:

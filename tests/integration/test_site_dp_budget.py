@@ -15,6 +15,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pytest
+
 from ffsecure import dp
 from ffsecure.federation import create_signed_manifest
 from site_node.exitcodes import EXIT_REFUSED
@@ -94,3 +96,26 @@ def test_a_site_refuses_a_module_that_would_overspend_its_budget_before_it_leave
         assert len(store.list_modules()) == 1
     finally:
         agg.stop()
+
+
+def _hostile_federation(tmp_path: Path, dp_policy: dict):
+    """A federation whose CA signed the operator's dp_policy."""
+    fed = build_federation(tmp_path / "fed", labels=DIGITS, sites=())
+    fed.manifest = dataclasses.replace(fed.manifest, dp_policy=dp_policy)
+    fed.home.federation.write_bytes(create_signed_manifest(fed.manifest, fed.ca))
+    return fed
+
+
+def test_a_manifest_s_max_epsilon_above_the_site_s_ceiling_is_not_adopted(tmp_path):
+    """Red team: with the template's [dp] (target 0), a CA-signed ``max_epsilon = 100`` became
+    the site's target (noise multiplier 0.095) and `site-node check` passed. The site trains at
+    its own ceiling, dp.max_epsilon (8 by default), and `check` says so."""
+    fed = _hostile_federation(tmp_path, {"required": True, "max_epsilon": 100.0, "delta": 1e-5})
+    cfg = write_site_config(tmp_path, "st-dp", "127.0.0.1:1", [0, 1], attempts=1)
+    _, _, first = setup_site_in_process(fed, cfg)
+    signed = first.train["dp"]
+    assert signed["epsilon"] == pytest.approx(8.0, rel=1e-3) and signed["epsilon"] <= 8.0
+    proc = site_node("check", "--config", cfg, "--json", check=False)
+    (line,) = [c for c in json.loads(proc.stdout)["checks"] if c["check"] == "DP policy"]
+    assert line["status"] == "PASS" and "max epsilon 100" in line["detail"]
+    assert "with DP to epsilon 8 " in line["detail"] and "own ceiling: epsilon 8" in line["detail"]
