@@ -834,7 +834,8 @@ def reaccount_claim(
 
 
 class DPBudgetError(DefaultHint, PolicyError):
-    """A site's modules together spend more than the federation's ``max_epsilon``."""
+    """A site's modules together spend more than the federation's ``max_epsilon``, or (at the
+    site, :mod:`site_node.budget`) than the site's own ``dp.max_total_epsilon``."""
 
     code = "E_DP_BUDGET"
     default_hint = (

@@ -37,6 +37,7 @@ from ffsecure.dp import (
     plan_mean_embedding,
     resolve_mechanism,
 )
+from ffsecure.dp import plan as dp_plan
 from ffsecure.errors import ConfigError, DataError, DPError, TransientError
 from ffsecure.federation import FederationManifest
 from ffsecure.package import (
@@ -46,7 +47,7 @@ from ffsecure.package import (
     sign_package,
     verify_package,
 )
-from site_node.budget import check_release
+from site_node.budget import check_plan, check_release
 from site_node.config import DPLimits, SiteConfig
 from site_node.privacy import gate
 from site_node.state import ModuleRecord, StateDir, refusal
@@ -55,6 +56,7 @@ if TYPE_CHECKING:  # annotations only: torch is imported when data is loaded
     import torch
 
     from ffsecure.dicom import PatientCensus
+    from ffsecure.generators import TrainSettings
     from ffsecure.privacy.policy import PolicyVerdict
     from site_node.state import StateDir
 
@@ -144,18 +146,32 @@ def _target_epsilon(target: float, max_eps: float | None, limits: DPLimits) -> f
     return target
 
 
-def planned_dp_record(dp: DPConfig | None, family: str, n: int) -> dict | None:
+def planned_dp_record(
+    dp: DPConfig | None, family: str, n: int, settings: TrainSettings | None = None
+) -> dict | None:
     """The DP record a run would sign, as far as it is known before training (for the check).
 
     Mean-embedding: the release's noise multiplier and delta, at the target epsilon (the
-    achieved one is at most that). DP-SGD: the target epsilon and delta only.
+    achieved one is at most that). DP-SGD: the target epsilon and delta only. With the run's
+    ``settings`` the whole record the run will sign, at the target epsilon (the feature map of
+    the release; DP-SGD's plan: noise multiplier, sample rate and steps), which the site's
+    budget composes before training (:func:`site_node.budget.check_plan`).
     """
     if dp is None:
         return None
     mechanism = resolve_mechanism(dp.mechanism, family, n, dp.target_epsilon)
     if mechanism == "mean-embedding":
         plan = plan_mean_embedding(dp, n=n)
-        return {**plan.report(plan.target_epsilon), "mechanism": mechanism}
+        record = {**plan.report(plan.target_epsilon), "mechanism": mechanism}
+        if settings is not None:
+            # heavy: torch, only when about to train; the cvae's release uses the default map
+            from ffsecure.dp_embedding import DEFAULT_FEATURES
+
+            record.update(DEFAULT_FEATURES.record())
+        return record
+    if settings is not None:
+        sgd = dp_plan(dp, n=n, batch_size=settings.batch_size, epochs=settings.epochs)
+        return {**sgd.report(sgd.target_epsilon), "mechanism": mechanism}
     delta = dp.delta if dp.delta is not None else default_delta(n)
     return {"epsilon": dp.target_epsilon, "delta": delta, "mechanism": mechanism}
 
@@ -458,8 +474,10 @@ def train_module(
 
     When the federation requires a privacy report, the privacy check runs and
     its report is judged before signing (:func:`site_node.privacy.gate`).
-    Under a required DP policy the new module's DP record is composed with the
-    site's earlier releases (:func:`site_node.budget.check_release`).
+    Under DP the planned release is composed with the site's earlier releases before
+    training (:func:`site_node.budget.check_plan`: ``E_DP_BUDGET`` raised, nothing
+    trained or written), and the new module's DP record after it
+    (:func:`site_node.budget.check_release`).
     Returns the new :class:`site_node.state.ModuleRecord`: status ``trained``,
     or ``refused`` (``error.by = "site"``) when the report fails the policy or
     the module would take the site over its DP budget; a refused module is
@@ -481,6 +499,14 @@ def train_module(
     dp_cfg = resolve_dp(cfg.dp, fed.dp_policy, n, privacy_unit=cfg.privacy_unit)
     family, gconfig = fed.generator["family"], fed.generator["config"]
     settings = train_settings(cfg, family)
+    if dp_cfg is not None:  # a release the budget refuses is not trained
+        check_plan(
+            state,
+            fed.dp_policy,
+            cfg.dp_limits,
+            site_id=cfg.site_id,
+            plan=lambda: planned_dp_record(dp_cfg, family, n, settings),
+        )
 
     def on_epoch(epoch, total, loss, eps):
         if should_stop is not None and should_stop():
@@ -553,7 +579,12 @@ def train_module(
     else:
         try:
             check_release(
-                state, fed.dp_policy, site_id=cfg.site_id, module_id=record.module_id, dp=dp_record
+                state,
+                fed.dp_policy,
+                cfg.dp_limits,
+                site_id=cfg.site_id,
+                module_id=record.module_id,
+                dp=dp_record,
             )
         except DPBudgetError as exc:
             refused = refusal(exc, by="site")
