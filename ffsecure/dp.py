@@ -102,6 +102,16 @@ MIN_DELTA = 1e-20
 MAX_DELTA = 1e-3
 #: Largest epsilon a claim may state.
 MAX_CLAIMED_EPSILON = 1e6
+#: A site's own ceiling by default (site.toml ``dp.max_epsilon``, and its total
+#: ``dp.max_total_epsilon``): the largest epsilon a site trains one release at, and spends over
+#: all its releases, whatever the federation's manifest allows. 8 is the largest epsilon this
+#: project measured as useful (docs/privacy.md: every DP benchmark runs at 1 to 8; at 8 the
+#: mean-embedding release keeps 0.951 of centralized accuracy on digits) and the upper end of
+#: the single-digit epsilons common guidance and practice use for DP-SGD; above it the
+#: guarantee says little (the digits cvae at 8 already shows membership AUROC 0.575). The
+#: federation operator chooses ``dp_policy.max_epsilon``: without a bound of its own, a site
+#: would adopt any epsilon a CA-signed manifest names (100 is signable).
+SITE_MAX_EPSILON = 8.0
 #: Largest PRV discretisation grid (points) an accounting may build: 32 MiB per float64 array.
 MAX_PRV_GRID_POINTS = 2**22
 #: Wall-clock budget of one re-accounting of a claim (the grid cap keeps honest ones near 1 s).
@@ -835,7 +845,8 @@ def reaccount_claim(
 
 
 class DPBudgetError(DefaultHint, PolicyError):
-    """A site's modules together spend more than the federation's ``max_epsilon``."""
+    """A site's modules together spend more than the federation's ``max_epsilon``, or (at the
+    site, :mod:`site_node.budget`) than the site's own ``dp.max_total_epsilon``."""
 
     code = "E_DP_BUDGET"
     default_hint = (

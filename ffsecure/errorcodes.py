@@ -373,7 +373,8 @@ _POLICY = _section(
         ),
         (
             "E_DP_BUDGET",
-            "a site's modules together spend more than the federation's max_epsilon",
+            "a site's modules together spend more than the federation's max_epsilon, or "
+            "than the site's own dp.max_total_epsilon",
             "ffsecure.dp.DPBudgetError",
         ),
         (
@@ -984,7 +985,8 @@ _AUDIT_FINDINGS = _section(
         ("E_AUDIT_DP_CLAIM", "a DP claim does not re-account to the claimed epsilon", _FINDING),
         (
             "E_AUDIT_DP_BUDGET",
-            "a site's modules together spend more than the federation's max_epsilon",
+            "a site's modules together spend more than the federation's max_epsilon, or "
+            "than the site's own dp.max_total_epsilon",
             _FINDING,
         ),
         (

@@ -1,11 +1,23 @@
 """This site's own DP budget: its earlier releases composed with a new module before it leaves.
 
-Under a required ``dp_policy`` the federation's ``max_epsilon`` bounds what the site's data
-leaks over every module, not one: the aggregator refuses a module that takes the site over
-it (``E_DP_BUDGET``), but by then the module has left the site. So the site applies the
-same rule first (:func:`ffsecure.dp.check_site_budget`, the one home of the composition),
-on its own records: ``STATE/modules/<id>/module.json`` keeps, for every module, its status
-and the DP record it signed (``train.dp``, the manifest's ``dp``).
+Every module is a release of the site's data, and deleting one does not take its release back,
+so what bounds the site is the composition of every release, not one module's epsilon. Two
+rules judge it, on the site's own records (``STATE/modules/<id>/module.json`` keeps, for every
+module, its status and the DP record it signed: ``train.dp``, the manifest's ``dp``):
+
+1. **The federation's**, under a required ``dp_policy``: ``max_epsilon`` at the policy's
+   ``delta`` over every module (:func:`ffsecure.dp.check_site_budget`, the one home of the
+   composition, which the aggregator applies at registration). The aggregator refuses a module
+   that breaks it (``E_DP_BUDGET``), but by then the module has left the site, so the site
+   applies it first.
+2. **The site's own**, whenever the new module carries a DP claim, required or not: the site's
+   DP releases composed (:func:`ffsecure.dp.site_epsilon`) stay within site.toml's
+   ``dp.max_total_epsilon`` (:class:`site_node.config.DPLimits`; default ``dp.max_epsilon``,
+   8). The manifest's operator chooses neither the cap nor the delta: the composition is
+   stated at the smallest delta any of the releases was claimed at, fixed by the site's own
+   records, so a later manifest with a larger ``delta`` cannot lower what earlier releases
+   spent. A release without DP is not composed (no epsilon bounds it); :func:`site_budget`
+   names it.
 
 What counts as released: a module ``registered`` (its receipt verified), ``deleted`` (a
 deletion does not take a release back), ``sealed`` (its envelope may have reached the
@@ -15,22 +27,39 @@ checked), also once discarded. A module ``trained`` has not left, one ``refused`
 site was never sealed, one ``discarded`` before it was sealed was taken out of the queue
 by the operator.
 
-``train`` judges a new module on it right after training (a module over the budget is
-stored ``refused``, ``error.by = "site"``, like one that fails the privacy policy) and
-``upload`` / ``run`` judge each module again before it is sealed and sent (the releases
-may have changed since it was trained).
+``train`` judges the planned release before training (:func:`check_plan`: nothing is trained
+when it would break a rule) and the new module right after training (a module over the budget
+is stored ``refused``, ``error.by = "site"``, like one that fails the privacy policy);
+``upload`` / ``run`` judge each module again before it is sealed and sent
+(:func:`check_release`: the releases may have changed since it was trained).
 """
 
 from __future__ import annotations
 
-from ffsecure.dp import DPBudgetError, DPClaim, DPClaimError, check_site_budget
-from site_node.state import StateDir, state_corrupt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["RELEASED", "check_release", "released"]
+from ffsecure.dp import (
+    CLAIM_RTOL,
+    DPBudgetError,
+    DPClaim,
+    DPClaimError,
+    check_site_budget,
+    site_epsilon,
+)
+from site_node.config import DPLimits
+from site_node.state import ModuleRecord, StateDir, state_corrupt
+
+__all__ = ["RELEASED", "SiteBudget", "check_plan", "check_release", "released", "site_budget"]
 
 #: The statuses of a module whose data has left the site, or may have.
 RELEASED = ("sealed", "registered", "deleted")
 _SHOWN_IDS = 5
+_RAISE_KNOWINGLY = (
+    "raising dp.max_total_epsilon in site.toml lets the data leak more over its life: do it "
+    'only knowingly (docs/site-operator.md, "The DP budget at the site")'
+)
 
 
 def released(record) -> bool:
@@ -47,18 +76,37 @@ def released(record) -> bool:
     return record.status == "discarded" and was in RELEASED
 
 
-def check_release(
-    state: StateDir, policy: dict, *, site_id: str, module_id: str, dp: dict | None
-) -> float:
-    """``E_DP_BUDGET`` unless the site's released modules composed with ``module_id`` (its DP
-    record ``dp``) stay within ``policy``; returns the composed epsilon (0 when the policy is
-    not required). A kept DP record that does not parse is ``E_STATE_CORRUPT``, naming it."""
-    if not policy.get("required"):
-        return 0.0
+@dataclass(frozen=True)
+class SiteBudget:
+    """What this site's released modules spent under its own rule, against its own cap."""
+
+    epsilon: float  # the DP releases composed at ``delta`` (0 when there is none)
+    delta: float | None  # the smallest delta any of them claims; None without DP releases
+    cap: float  # site.toml dp.max_total_epsilon
+    with_dp: tuple[str, ...]  # module ids of the DP releases composed
+    without_dp: tuple[str, ...]  # module ids released without DP: no epsilon bounds them
+
+    @property
+    def left(self) -> float:
+        return max(0.0, self.cap - self.epsilon)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "max_total_epsilon": self.cap,
+            "left": self.left,
+            "releases_with_dp": list(self.with_dp),
+            "releases_without_dp": list(self.without_dp),
+        }
+
+
+def _released_records(state: StateDir, module_id: str | None) -> list[ModuleRecord]:
+    """The released modules other than ``module_id``; a kept DP record that does not parse is
+    ``E_STATE_CORRUPT``, naming it."""
     earlier = [r for r in state.modules() if released(r) and r.module_id != module_id]
-    records = []
     for r in earlier:
-        record = r.train.get("dp") if isinstance(r.train, dict) else None
+        record = _dp_record(r)
         if record is not None:
             try:
                 DPClaim.from_record(record, require_parameters=True)
@@ -68,18 +116,158 @@ def check_release(
                     f"the DP record of module {r.module_id} "
                     f"({state.module_dir(r.module_id) / 'module.json'})",
                 ) from None
-        records.append(record)
-    try:
-        return check_site_budget([*records, dp], policy, site_id=site_id)
-    except DPBudgetError as exc:
-        ids = [r.module_id for r in earlier]
-        shown = ", ".join(ids[:_SHOWN_IDS]) + (", ..." if len(ids) > _SHOWN_IDS else "")
+    return earlier
+
+
+def _dp_record(record: ModuleRecord) -> dict | None:
+    return record.train.get("dp") if isinstance(record.train, dict) else None
+
+
+def _compose(records: Sequence[dict]) -> tuple[float, float | None]:
+    """The site's rule: ``records`` composed at the smallest delta any of them claims."""
+    claims = [DPClaim.from_record(r, require_parameters=True) for r in records]
+    known = [c for c in claims if c is not None]
+    if not known:
+        return 0.0, None
+    delta = min(c.delta for c in known)
+    return site_epsilon(known, delta), delta
+
+
+def _site_budget(earlier: Sequence[ModuleRecord], limits: DPLimits) -> SiteBudget:
+    records = {r.module_id: _dp_record(r) for r in earlier}
+    with_dp = {module_id: dp for module_id, dp in records.items() if dp is not None}
+    epsilon, delta = _compose(list(with_dp.values()))
+    return SiteBudget(
+        epsilon=epsilon,
+        delta=delta,
+        cap=limits.max_total_epsilon,
+        with_dp=tuple(with_dp),
+        without_dp=tuple(module_id for module_id, dp in records.items() if dp is None),
+    )
+
+
+def site_budget(state: StateDir, limits: DPLimits) -> SiteBudget:
+    """What every released module of this site spent, by the site's own rule (``status``)."""
+    return _site_budget(_released_records(state, None), limits)
+
+
+def _shown(ids: Sequence[str]) -> str:
+    return ", ".join(ids[:_SHOWN_IDS]) + (", ..." if len(ids) > _SHOWN_IDS else "")
+
+
+def _judge(
+    state: StateDir,
+    policy: dict,
+    limits: DPLimits,
+    *,
+    site_id: str,
+    module_id: str | None,
+    dp: dict | None,
+    what: str,
+    outcome: str,
+) -> float:
+    """Both rules of the module docstring for the release ``dp`` (``what``, e.g. "module ID");
+    returns the site's composed epsilon with it (0 when neither rule applies)."""
+    earlier = _released_records(state, module_id)
+    records = [_dp_record(r) for r in earlier]
+    ids = [r.module_id for r in earlier]
+    sent = f"the {len(ids)} module(s) this site has sent before ({_shown(ids)})"
+    composed = 0.0
+    if policy.get("required"):
+        try:
+            composed = check_site_budget([*records, dp], policy, site_id=site_id)
+        except DPBudgetError as exc:
+            raise DPBudgetError(
+                f"{exc.message}: {what} with {sent}; {outcome}",
+                hint=_federation_hint(records, policy),
+            ) from None
+    if dp is None:
+        return composed
+    composed, delta = _compose([*(r for r in records if r is not None), dp])
+    if composed > limits.max_total_epsilon * (1 + CLAIM_RTOL):
+        before = _site_budget(earlier, limits)
         raise DPBudgetError(
-            f"{exc.message}: module {module_id} with the {len(ids)} module(s) this site "
-            f"has sent before ({shown}); it was not sealed or sent",
-            hint="each module releases the site's data again, and deleting one does not "
-            "take its release back: this module stays refused in STATE/modules and is never "
-            "sent. Releasing more needs a larger dp_policy.max_epsilon from the federation "
-            "operator (a new CA-signed manifest); where the earlier modules leave room, train "
-            "with a lower dp.target_epsilon in site.toml",
-        ) from None
+            f"this site's DP releases together would spend epsilon {composed:.4g} at delta "
+            f"{delta:g}, above its own dp.max_total_epsilon {limits.max_total_epsilon:g} "
+            f"(site.toml): {what} with {sent}; {outcome}",
+            hint=f"this site's earlier DP releases spent epsilon {before.epsilon:.4g} of its "
+            f"{before.cap:g} ({before.left:.4g} left). Each module releases the site's data "
+            "again, and deleting one does not take its release back. Where room is left, train "
+            f"with a lower dp.target_epsilon; {_RAISE_KNOWINGLY}",
+        )
+    return composed
+
+
+def _federation_hint(records: Sequence[dict | None], policy: dict) -> str:
+    """What to do when the federation's rule refuses: what the earlier modules spent of it."""
+    if any(r is None for r in records):
+        spent_before = "an earlier module of this site has no DP, so its data has no DP bound"
+    else:
+        claims = [DPClaim.from_record(r, require_parameters=True) for r in records]
+        epsilon = site_epsilon([c for c in claims if c is not None], float(policy["delta"]))
+        left = max(0.0, float(policy["max_epsilon"]) - epsilon)
+        spent_before = (
+            f"the earlier modules spent epsilon {epsilon:.4g} of the federation's max_epsilon "
+            f"{policy['max_epsilon']:g} at delta {policy['delta']:g} ({left:.4g} left)"
+        )
+    return (
+        "each module releases the site's data again, and deleting one does not take its "
+        f"release back; {spent_before}. Releasing more needs a larger dp_policy.max_epsilon "
+        "from the federation operator (a new CA-signed manifest); where the earlier modules "
+        "leave room, train with a lower dp.target_epsilon in site.toml"
+    )
+
+
+def check_release(
+    state: StateDir,
+    policy: dict,
+    limits: DPLimits,
+    *,
+    site_id: str,
+    module_id: str,
+    dp: dict | None,
+) -> float:
+    """``E_DP_BUDGET`` unless the site's released modules composed with ``module_id`` (its DP
+    record ``dp``) keep both rules of the module docstring (``policy`` the federation's
+    ``dp_policy``, ``limits`` the site's own); returns the site's composed epsilon (0 when
+    neither rule applies: no DP claim under a policy that does not require one). A kept DP
+    record that does not parse is ``E_STATE_CORRUPT``, naming it."""
+    return _judge(
+        state,
+        policy,
+        limits,
+        site_id=site_id,
+        module_id=module_id,
+        dp=dp,
+        what=f"module {module_id}",
+        outcome="it was not sealed or sent",
+    )
+
+
+def check_plan(
+    state: StateDir,
+    policy: dict,
+    limits: DPLimits,
+    *,
+    site_id: str,
+    plan: Callable[[], dict | None],
+) -> None:
+    """:func:`check_release` for a release about to be trained, before anything is trained.
+
+    ``plan()`` gives the DP record the run would sign (its noise, sample rate and steps: what
+    the composition reads; its epsilon is the target, at least the one achieved); it is called
+    only when an earlier release exists, since a first release alone is within both rules by
+    ``training.resolve_dp``.
+    """
+    if not _released_records(state, None):
+        return
+    _judge(
+        state,
+        policy,
+        limits,
+        site_id=site_id,
+        module_id=None,
+        dp=plan(),
+        what="a new module at the planned epsilon",
+        outcome="nothing was trained",
+    )

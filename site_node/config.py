@@ -19,7 +19,13 @@ from typing import Any
 
 from ffsecure import pki, templates
 from ffsecure.commands.pki import SITE_PASSPHRASE_ENV, read_passphrase
-from ffsecure.dp import MAX_DELTA, MECHANISM_CHOICES, PRIVACY_UNITS
+from ffsecure.dp import (
+    MAX_CLAIMED_EPSILON,
+    MAX_DELTA,
+    MECHANISM_CHOICES,
+    PRIVACY_UNITS,
+    SITE_MAX_EPSILON,
+)
 from ffsecure.errors import ConfigError
 from ffsecure.records import fields
 from ffsecure.records.ids import parse_port
@@ -77,6 +83,8 @@ SCHEMA: dict[str, dict[str, fields.Field]] = {
     "dp": {
         "enabled": _f(fields.Bool(), None),
         "target_epsilon": _f(_SECONDS, 0.0),
+        "max_epsilon": _f(_SECONDS, SITE_MAX_EPSILON),
+        "max_total_epsilon": _f(_SECONDS, 0.0),
         "delta": _f(_SECONDS, 0.0),
         "max_grad_norm": _f(_SECONDS, 1.0),
         "accountant": _f(_STR, "prv"),
@@ -99,6 +107,40 @@ SITE_SPEC = fields.Table(
         for table, keys in SCHEMA.items()
     }
 )
+
+
+@dataclass(frozen=True)
+class DPLimits:
+    """This site's own epsilon ceilings (site.toml ``[dp]``), whatever the federation allows.
+
+    ``max_epsilon`` bounds one release, ``max_total_epsilon`` every DP release of the site's
+    data composed (:mod:`site_node.budget`). A release never exceeds the total either, so
+    :attr:`per_release` is the smaller of the two. The default of both is
+    :data:`ffsecure.dp.SITE_MAX_EPSILON` (8): by default the whole life of the site's data stays
+    within the epsilon of one release at the ceiling.
+    """
+
+    max_epsilon: float = SITE_MAX_EPSILON
+    max_total_epsilon: float = SITE_MAX_EPSILON
+
+    @classmethod
+    def from_table(cls, dp: dict[str, Any]) -> DPLimits:
+        """From site.toml's ``[dp]`` (as parsed; a key left out takes its default, and
+        ``max_total_epsilon = 0`` means ``max_epsilon``)."""
+        ceiling = float(dp.get("max_epsilon") or SITE_MAX_EPSILON)
+        return cls(ceiling, float(dp.get("max_total_epsilon") or ceiling))
+
+    @property
+    def per_release(self) -> float:
+        """The largest epsilon one release may be trained at."""
+        return min(self.max_epsilon, self.max_total_epsilon)
+
+    @property
+    def per_release_key(self) -> str:
+        """The site.toml key that sets :attr:`per_release`."""
+        if self.max_total_epsilon < self.max_epsilon:
+            return "dp.max_total_epsilon"
+        return "dp.max_epsilon"
 
 
 @dataclass(frozen=True)
@@ -133,6 +175,11 @@ class SiteConfig:
     retry_interval_s: float = 60.0
     trigger_file: Path | None = None
     textfile_dir: Path | None = None  # node-exporter textfile collector folder (site_node.textfile)
+
+    @property
+    def dp_limits(self) -> DPLimits:
+        """This site's own epsilon ceilings (``[dp]`` ``max_epsilon``, ``max_total_epsilon``)."""
+        return DPLimits.from_table(self.dp)
 
     def passphrase(self) -> bytes | None:
         """The site key's passphrase file: ``pki.passphrase_file``, else
@@ -294,6 +341,7 @@ def _build(v: dict[str, dict[str, Any]], path: Path) -> SiteConfig:
         )
     if dp["max_grad_norm"] <= 0:
         raise _cfg_error("dp.max_grad_norm", "must be above 0", "use e.g. 1.0")
+    _check_epsilon_limits(dp)
     daemon = v["daemon"]
     if daemon["poll_interval_s"] <= 0 or daemon["retry_interval_s"] <= 0:
         raise _cfg_error(
@@ -337,6 +385,23 @@ def _build(v: dict[str, dict[str, Any]], path: Path) -> SiteConfig:
         if v["monitoring"]["textfile_dir"]
         else None,
     )
+
+
+def _check_epsilon_limits(dp: dict[str, Any]) -> None:
+    """``dp.max_epsilon`` in (0, MAX_CLAIMED_EPSILON]; ``dp.max_total_epsilon`` at most that too
+    (0 = ``max_epsilon``). How a target compares with them is ``training.resolve_dp``'s rule."""
+    if not 0 < dp["max_epsilon"] <= MAX_CLAIMED_EPSILON:
+        raise _cfg_error(
+            "dp.max_epsilon",
+            f"must be above 0 and at most {MAX_CLAIMED_EPSILON:g}",
+            f"use e.g. {SITE_MAX_EPSILON:g} (the default; docs/site-operator.md)",
+        )
+    if dp["max_total_epsilon"] > MAX_CLAIMED_EPSILON:
+        raise _cfg_error(
+            "dp.max_total_epsilon",
+            f"must be at most {MAX_CLAIMED_EPSILON:g}",
+            "use e.g. 0 (= dp.max_epsilon, the default)",
+        )
 
 
 def load_config(path: str | Path) -> SiteConfig:

@@ -198,6 +198,7 @@ class Daemon:
                 trust,
                 todo,
                 defer_transient=True,
+                limits=self.cfg.dp_limits,
                 should_stop=self.stop_event.is_set,
             )
         for result in results:

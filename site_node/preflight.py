@@ -332,7 +332,12 @@ def _dp_lines(cfg: SiteConfig, fed: FederationManifest) -> Iterator[CheckLine]:
         if dp is None
         else f"with DP to epsilon {dp.target_epsilon:g} (mechanism {dp.mechanism})"
     )
-    yield passed("DP policy", f"{demand}; this site trains {trains}")
+    limits = cfg.dp_limits
+    ceiling = (
+        f"; this site's own ceiling: epsilon {limits.max_epsilon:g} per release, "
+        f"{limits.max_total_epsilon:g} over all its DP releases"
+    )
+    yield passed("DP policy", f"{demand}; this site trains {trains}{ceiling}")
 
 
 def _patients_line(

@@ -47,6 +47,7 @@ from site_node.client import (
     kept_receipt,
     verify_receipt,
 )
+from site_node.config import DPLimits
 from site_node.state import ModuleRecord, StateDir, state_corrupt
 
 log = logging.getLogger("site_node.sync")
@@ -156,17 +157,28 @@ def seal_for_upload(state: StateDir, record: ModuleRecord, federation) -> bytes:
     return sealed
 
 
-def upload_module(state: StateDir, client, trust, record: ModuleRecord, *, progress=None) -> dict:
+def upload_module(
+    state: StateDir,
+    client,
+    trust,
+    record: ModuleRecord,
+    *,
+    limits: DPLimits,
+    progress=None,
+) -> dict:
     """Upload one trained module (resuming), verify and store the receipt; returns a summary.
 
-    ``progress(sent_bytes, total_bytes)`` is called after each chunk. Under a required DP
-    policy the module is first composed with the site's earlier releases; over the budget
-    it is neither sealed nor sent (:class:`ffsecure.dp.DPBudgetError`, ``E_DP_BUDGET``).
+    ``progress(sent_bytes, total_bytes)`` is called after each chunk. The module is first
+    composed with the site's earlier releases (:func:`site_node.budget.check_release`: the
+    federation's ``dp_policy`` and the site's own ``limits``, site.toml's ``[dp]``); over
+    either budget it is neither sealed nor sent (:class:`ffsecure.dp.DPBudgetError`,
+    ``E_DP_BUDGET``).
     """
 
     check_release(
         state,
         trust.federation.dp_policy,
+        limits,
         site_id=trust.identity.site_id,
         module_id=record.module_id,
         dp=record.train.get("dp"),
@@ -242,10 +254,12 @@ def upload_queue(
     records: list[ModuleRecord],
     *,
     defer_transient: bool,
+    limits: DPLimits,
     progress=None,
     should_stop=None,
 ) -> list[dict]:
-    """Upload ``records`` in turn; one result per module tried.
+    """Upload ``records`` in turn; one result per module tried (``limits``: the site's own DP
+    ceilings, :func:`upload_module`).
 
     Each result has ``outcome``: ``registered`` (the upload summary), ``refused``
     or ``deferred`` (with ``error``).
@@ -266,6 +280,7 @@ def upload_queue(
                 client,
                 trust,
                 record,
+                limits=limits,
                 progress=progress(record.module_id) if progress else None,
             )
             results.append({**done, "outcome": "registered"})

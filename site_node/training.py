@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from ffsecure import canonical, pki, timefmt
 from ffsecure.dp import (
     MAX_DELTA,
+    SITE_MAX_EPSILON,
     DPBudgetError,
     DPConfig,
     default_delta,
@@ -36,6 +37,7 @@ from ffsecure.dp import (
     plan_mean_embedding,
     resolve_mechanism,
 )
+from ffsecure.dp import plan as dp_plan
 from ffsecure.errors import ConfigError, DataError, DPError, TransientError
 from ffsecure.federation import FederationManifest
 from ffsecure.package import (
@@ -45,8 +47,8 @@ from ffsecure.package import (
     sign_package,
     verify_package,
 )
-from site_node.budget import check_release
-from site_node.config import SiteConfig
+from site_node.budget import check_plan, check_release
+from site_node.config import DPLimits, SiteConfig
 from site_node.privacy import gate
 from site_node.state import ModuleRecord, StateDir, refusal
 
@@ -54,6 +56,7 @@ if TYPE_CHECKING:  # annotations only: torch is imported when data is loaded
     import torch
 
     from ffsecure.dicom import PatientCensus
+    from ffsecure.generators import TrainSettings
     from ffsecure.privacy.policy import PolicyVerdict
     from site_node.state import StateDir
 
@@ -74,14 +77,17 @@ class TrainingStopped(TransientError):
 
 def resolve_dp(dp_cfg: dict, policy: dict, n: int | None, *, privacy_unit: str = "image"):
     """The :class:`ffsecure.dp.DPConfig` to train with, or None; refuses a config that loosens the
-    policy.
+    policy or its own ceiling.
 
     ``dp_cfg`` is site.toml's ``[dp]`` (``enabled`` None = follow the policy;
-    ``target_epsilon`` / ``delta`` 0 = the policy's bound), ``policy`` the
-    federation manifest's ``dp_policy``, ``privacy_unit`` site.toml's ``data.privacy_unit``
+    ``target_epsilon`` 0 = the lower of the policy's ``max_epsilon`` and the site's own
+    ceiling, :class:`site_node.config.DPLimits`; ``delta`` 0 = the policy's bound), ``policy``
+    the federation manifest's ``dp_policy``, ``privacy_unit`` site.toml's ``data.privacy_unit``
     (a run with DP under a policy that pins another unit is refused, as a pinned mechanism is).
-    ``n`` is the number of training examples, which only the default delta reads: None before
-    the data is read, to make every refusal first (the delta then stays None).
+    The site's ceiling binds whatever the manifest says: an operator who gets the CA to sign
+    ``max_epsilon = 100`` does not make the site train at 100. ``n`` is the number of training
+    examples, which only the default delta reads: None before the data is read, to make every
+    refusal first (the delta then stays None).
     """
 
     required = bool(policy.get("required"))
@@ -97,19 +103,7 @@ def resolve_dp(dp_cfg: dict, policy: dict, n: int | None, *, privacy_unit: str =
         return None
     _check_privacy_unit(privacy_unit, policy)
     max_eps = policy.get("max_epsilon")
-    if target == 0:
-        if max_eps is None:
-            raise ConfigError(
-                "site.toml key dp.target_epsilon: DP is on but no epsilon is given",
-                hint="set target_epsilon (the federation sets no max_epsilon)",
-            )
-        target = float(max_eps)
-    if max_eps is not None and target > max_eps:
-        raise ConfigError(
-            f"site.toml key dp.target_epsilon: {target} is above the federation's "
-            f"max_epsilon {max_eps}",
-            hint=f"use at most {max_eps}; a site may tighten the DP policy, never loosen it",
-        )
+    target = _target_epsilon(target, max_eps, DPLimits.from_table(dp_cfg))
     max_delta = policy.get("delta")
     delta = float(dp_cfg.get("delta") or 0.0) or None
     if delta is not None and max_delta is not None and delta > max_delta:
@@ -129,18 +123,55 @@ def resolve_dp(dp_cfg: dict, policy: dict, n: int | None, *, privacy_unit: str =
     )
 
 
-def planned_dp_record(dp: DPConfig | None, family: str, n: int) -> dict | None:
+def _target_epsilon(target: float, max_eps: float | None, limits: DPLimits) -> float:
+    """site.toml's ``dp.target_epsilon`` (0: the lower of the federation's ``max_epsilon`` and
+    the site's ceiling), refused above either of them."""
+    ceiling = limits.per_release
+    if target == 0:
+        return ceiling if max_eps is None else min(float(max_eps), ceiling)
+    if max_eps is not None and target > max_eps:
+        raise ConfigError(
+            f"site.toml key dp.target_epsilon: {target} is above the federation's "
+            f"max_epsilon {max_eps}",
+            hint=f"use at most {max_eps}; a site may tighten the DP policy, never loosen it",
+        )
+    if target > ceiling:
+        raise ConfigError(
+            f"site.toml key dp.target_epsilon: {target} is above this site's own ceiling "
+            f"{ceiling:g} ({limits.per_release_key})",
+            hint=f"use at most {ceiling:g}, or 0 for the default; raise "
+            f"{limits.per_release_key} only knowingly: above {SITE_MAX_EPSILON:g} DP promises "
+            'little (docs/site-operator.md, "DP: the config may tighten the policy")',
+        )
+    return target
+
+
+def planned_dp_record(
+    dp: DPConfig | None, family: str, n: int, settings: TrainSettings | None = None
+) -> dict | None:
     """The DP record a run would sign, as far as it is known before training (for the check).
 
     Mean-embedding: the release's noise multiplier and delta, at the target epsilon (the
-    achieved one is at most that). DP-SGD: the target epsilon and delta only.
+    achieved one is at most that). DP-SGD: the target epsilon and delta only. With the run's
+    ``settings`` the whole record the run will sign, at the target epsilon (the feature map of
+    the release; DP-SGD's plan: noise multiplier, sample rate and steps), which the site's
+    budget composes before training (:func:`site_node.budget.check_plan`).
     """
     if dp is None:
         return None
     mechanism = resolve_mechanism(dp.mechanism, family, n, dp.target_epsilon)
     if mechanism == "mean-embedding":
         plan = plan_mean_embedding(dp, n=n)
-        return {**plan.report(plan.target_epsilon), "mechanism": mechanism}
+        record = {**plan.report(plan.target_epsilon), "mechanism": mechanism}
+        if settings is not None:
+            # heavy: torch, only when about to train; the cvae's release uses the default map
+            from ffsecure.dp_embedding import DEFAULT_FEATURES
+
+            record.update(DEFAULT_FEATURES.record())
+        return record
+    if settings is not None:
+        sgd = dp_plan(dp, n=n, batch_size=settings.batch_size, epochs=settings.epochs)
+        return {**sgd.report(sgd.target_epsilon), "mechanism": mechanism}
     delta = dp.delta if dp.delta is not None else default_delta(n)
     return {"epsilon": dp.target_epsilon, "delta": delta, "mechanism": mechanism}
 
@@ -479,8 +510,10 @@ def train_module(
 
     When the federation requires a privacy report, the privacy check runs and
     its report is judged before signing (:func:`site_node.privacy.gate`).
-    Under a required DP policy the new module's DP record is composed with the
-    site's earlier releases (:func:`site_node.budget.check_release`).
+    Under DP the planned release is composed with the site's earlier releases before
+    training (:func:`site_node.budget.check_plan`: ``E_DP_BUDGET`` raised, nothing
+    trained or written), and the new module's DP record after it
+    (:func:`site_node.budget.check_release`).
     Returns the new :class:`site_node.state.ModuleRecord`: status ``trained``,
     or ``refused`` (``error.by = "site"``) when the report fails the policy or
     the module would take the site over its DP budget; a refused module is
@@ -502,6 +535,14 @@ def train_module(
     dp_cfg = resolve_dp(cfg.dp, fed.dp_policy, n, privacy_unit=cfg.privacy_unit)
     family, gconfig = fed.generator["family"], fed.generator["config"]
     settings = train_settings(cfg, family)
+    if dp_cfg is not None:  # a release the budget refuses is not trained
+        check_plan(
+            state,
+            fed.dp_policy,
+            cfg.dp_limits,
+            site_id=cfg.site_id,
+            plan=lambda: planned_dp_record(dp_cfg, family, n, settings),
+        )
 
     def on_epoch(epoch, total, loss, eps):
         if should_stop is not None and should_stop():
@@ -574,7 +615,12 @@ def train_module(
     else:
         try:
             check_release(
-                state, fed.dp_policy, site_id=cfg.site_id, module_id=record.module_id, dp=dp_record
+                state,
+                fed.dp_policy,
+                cfg.dp_limits,
+                site_id=cfg.site_id,
+                module_id=record.module_id,
+                dp=dp_record,
             )
         except DPBudgetError as exc:
             refused = refusal(exc, by="site")

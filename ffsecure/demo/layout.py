@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ffsecure.dp import SITE_MAX_EPSILON
+
 
 @dataclass(frozen=True)
 class SiteSpec:
@@ -171,7 +173,10 @@ def site_toml(
         "",
     ]
     if dp_epsilon is not None:
-        lines += ["[dp]", f"target_epsilon = {float(dp_epsilon)!r}", ""]
+        lines += ["[dp]", f"target_epsilon = {float(dp_epsilon)!r}"]
+        if dp_epsilon > SITE_MAX_EPSILON:  # the demo's --dp-epsilon is each site's choice too
+            lines += [f"max_epsilon = {float(dp_epsilon)!r}"]
+        lines += [""]
     if textfile_dir is not None:
         lines += ["[monitoring]", f"textfile_dir = {_toml_str(str(Path(textfile_dir)))}", ""]
     return "\n".join(lines)

@@ -68,6 +68,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ffsecure.dp import SITE_MAX_EPSILON
 from ffsecure.errors import FormatError, PolicyError
 from ffsecure.privacy.report import (
     NEAR_COPY_QUANTILE,
@@ -504,6 +505,7 @@ def site_verdict(
     policy: dict[str, Any] | None,
     *,
     dp_policy: dict[str, Any] | None = None,
+    max_epsilon: float = SITE_MAX_EPSILON,
 ) -> PolicyVerdict:
     """The site's verdict on its own measurement, before it signs: what the aggregator will find.
 
@@ -513,18 +515,42 @@ def site_verdict(
     Where the DP claim covers them (:func:`~ffsecure.privacy.report.dp_covers`), each
     threshold the withheld figures exceed becomes a warning in ``warnings`` (for the site
     operator, in the local report), never a problem; otherwise they are signed and judged.
+
+    That exemption holds only for a claim at most ``max_epsilon``, the site's own ceiling
+    (site.toml ``dp.max_epsilon``; default :data:`ffsecure.dp.SITE_MAX_EPSILON`): the
+    federation's ``max_epsilon`` is the operator's choice, and a claim of epsilon 100 it allows
+    protects nobody. Above the ceiling the measured figures are judged as without DP, and a
+    threshold they exceed is a problem: the site does not release the module (nothing about
+    the figures leaves it; they stay unsigned).
     """
     signed = releasable(measured, dp, dp_policy=dp_policy)
     verdict = evaluate(signed, dp, policy, dp_policy=dp_policy)
     if not dp_covers(dp, dp_policy) or verdict.policy is None:
         return verdict
     local = _threshold_checks(measured, policy or {}, verdict.policy, None, None)
+    assert dp is not None  # dp_covers
+    epsilon = dp["epsilon"]  # ModuleManifest.validate requires it, a number
+    if epsilon > max_epsilon:
+        above = tuple(_above_ceiling(c, epsilon, max_epsilon) for c in local if not c.passes)
+        return replace(verdict, thresholds=local, problems=verdict.problems + above)
     warnings = tuple(
         f"{_threshold_problem(c).message}; measured here, not released: the DP claim covers it"
         for c in local
         if c.value is not None and not c.passes
     )
     return replace(verdict, warnings=warnings)
+
+
+def _above_ceiling(check: ThresholdCheck, epsilon: float, ceiling: float) -> PrivacyPolicyError:
+    """A measured figure over its limit, for a DP claim above the site's own ceiling."""
+    problem = _threshold_problem(check)
+    return PrivacyPolicyError(
+        f"{problem.message}; measured here: the module's DP claim (epsilon {epsilon:g}) is "
+        f"above this site's ceiling {ceiling:g} (dp.max_epsilon), so it does not cover the "
+        "figure",
+        hint="train at an epsilon within dp.max_epsilon (site.toml dp.target_epsilon), or "
+        f"until the measured figures pass; {problem.hint}",
+    )
 
 
 def check_module(

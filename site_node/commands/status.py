@@ -1,7 +1,9 @@
 """``site-node status``: what this site contributed and whether the aggregator's log still holds it.
 
 Days left of the site certificate, the CA and ``STATE/crl.pem`` are shown (``expiry`` in
-``--json``), with a WARN line under 30 days (:mod:`ffsecure.pki.expiry`).
+``--json``), with a WARN line under 30 days (:mod:`ffsecure.pki.expiry`). So is the site's own
+DP budget (``dp_budget`` in ``--json``, :func:`site_node.budget.site_budget`): what its DP releases
+spent composed, against site.toml's ``dp.max_total_epsilon``, and what is left.
 
 Exit status: 0 all verified; 1 an error (aggregator unreachable, bad config);
 3 ALARM ``E_LOG_FORK``: the aggregator's current log is not an extension of
@@ -15,6 +17,7 @@ import click
 from ffsecure.clitools import echo_json, report_error
 from site_node import sync
 from site_node import trust as trustlib
+from site_node.budget import SiteBudget, site_budget
 from site_node.commands._common import config_option, json_option, start
 from site_node.exitcodes import EXIT_FORK
 from site_node.preflight import expiries
@@ -36,6 +39,21 @@ def _local(state) -> dict:
         ],
         "stored_checkpoint": state.read_checkpoint(),
     }
+
+
+def _budget_line(budget: SiteBudget) -> str:
+    """The site's own DP budget (site_node.budget): composed total, cap, what is left."""
+    if budget.with_dp:
+        line = (
+            f"DP budget: {len(budget.with_dp)} DP release(s) of this site's data spent epsilon "
+            f"{budget.epsilon:.3f} (composed, delta {budget.delta:.2g}) of dp.max_total_epsilon "
+            f"{budget.cap:g}; {budget.left:.3f} left"
+        )
+    else:
+        line = f"DP budget: no DP release yet; dp.max_total_epsilon {budget.cap:g}"
+    if budget.without_dp:
+        line += f"; {len(budget.without_dp)} release(s) without DP, which no epsilon bounds"
+    return line
 
 
 @click.command("status")
@@ -62,6 +80,8 @@ def status(ctx, config_path, offline, as_json):
                 except sync.LogForkError as exc:
                     report_error(exc, as_json=as_json)
                     ctx.exit(EXIT_FORK)
+    budget = site_budget(state, cfg.dp_limits)
+    report["dp_budget"] = budget.to_dict()
     found = expiries(state)
     report["expiry"] = [e.as_dict() for e in found]
     if as_json:
@@ -105,6 +125,7 @@ def status(ctx, config_path, offline, as_json):
             else f"stored size {cp['stored_size']}"
         )
         console.print(f"log checkpoint: size {cp['size']} ({before}); consistency verified")
+    console.print(_budget_line(budget))
     for e in found:
         warning = "WARN  " if e.state in ("warn", "expired") else ""
         console.print(f"{warning}{e.line()}")

@@ -46,7 +46,13 @@ def upload(ctx, config_path, module_id, as_json):
         if todo:
             with trustlib.make_client(cfg, t) as client, upload_progress(not as_json) as progress:
                 results += sync.upload_queue(
-                    state, client, t, todo, defer_transient=False, progress=progress
+                    state,
+                    client,
+                    t,
+                    todo,
+                    defer_transient=False,
+                    limits=cfg.dp_limits,
+                    progress=progress,
                 )
     _render(results, as_json)
     if any(r.get("outcome") == "refused" for r in results):

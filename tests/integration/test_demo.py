@@ -422,6 +422,21 @@ def test_site_and_federation_files_parse_with_the_roles_own_loaders(tmp_path):
     cfg = load_config(tmp_path / "site.toml")
     assert cfg.site_id == "site-1" and cfg.data_source == f"npz:{(tmp_path / 'd.npz').resolve()}"
     assert cfg.label_match == "index"
+    # a --dp-epsilon above a site's default ceiling (8) raises that site's ceiling with it
+    for epsilon, ceiling in ((4.0, 8.0), (20.0, 20.0)):
+        text = layout.site_toml(
+            federation_id="demo",
+            site_id="site-1",
+            endpoint="127.0.0.1:9",
+            epochs=3,
+            data_path=tmp_path / "d.npz",
+            size="tiny",
+            seed=7,
+            dp_epsilon=epsilon,
+        )
+        (tmp_path / "site.toml").write_text(text)
+        limits = load_config(tmp_path / "site.toml").dp_limits
+        assert limits.max_epsilon == limits.max_total_epsilon == ceiling
 
     fed = tomllib.loads(
         layout.federation_toml(

@@ -5,7 +5,7 @@ the whole ``max_epsilon`` per module, so its second module would take its data o
 budget. The aggregator would refuse it (``E_DP_BUDGET``), but only once the sealed module
 had left the site. Here the site refuses it first, with the aggregator's own rule
 (``ffsecure.dp.check_site_budget``): `site-node upload` before sealing, `site-node train`
-right after training. Real processes against a real aggregator (loopback, mTLS);
+before training. Real processes against a real aggregator (loopback, mTLS);
 scikit-learn's digits, the federation's tiny cvae, one epoch.
 """
 
@@ -15,9 +15,11 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pytest
+
 from ffsecure import dp
 from ffsecure.federation import create_signed_manifest
-from site_node.exitcodes import EXIT_REFUSED
+from site_node.exitcodes import EXIT_ERROR, EXIT_REFUSED
 from tests.federation_fixture import build_federation
 from tests.integration.test_site_node import (
     DIGITS,
@@ -75,22 +77,84 @@ def test_a_site_refuses_a_module_that_would_overspend_its_budget_before_it_leave
         (activity,) = store.list_site_activity()
         assert activity.site_id == "st-dp" and activity.last_refusal_code is None
 
-        # train: a third module is refused right after training, with what to do
+        # train: a third module is refused before it is trained (its planned release composed
+        # with the first goes over), with what to do; nothing is written
         proc = site_node("train", "--config", cfg, "--no-progress", check=False)
-        assert proc.returncode == EXIT_REFUSED, proc.stderr[-3000:]
-        assert "REFUSED by this site's DP budget (E_DP_BUDGET)" in proc.stdout
-        assert "hint: each module releases the site's data again" in proc.stdout
-        third = [
-            m
-            for m in (cfg.parent / "state" / "modules").iterdir()
-            if m.name not in (first.module_id, second.module_id)
-        ]
-        assert len(third) == 1
-        rec = _record(cfg, third[0].name)
-        assert rec["status"] == "refused" and rec["error"]["by"] == "site"
-        assert rec["error"]["code"] == "E_DP_BUDGET" and first.module_id in rec["error"]["message"]
+        assert proc.returncode == EXIT_ERROR, proc.stderr[-3000:]
+        assert "error[E_DP_BUDGET]" in proc.stderr and "nothing was trained" in proc.stderr
+        assert first.module_id in proc.stderr and "max_epsilon 8" in proc.stderr
+        assert "hint: each module releases the site's data again" in proc.stderr
+        modules = {m.name for m in (cfg.parent / "state" / "modules").iterdir()}
+        assert modules == {first.module_id, second.module_id}
         # nothing is pending: a plain upload sends nothing, and the aggregator still has one
         assert json.loads(site_node("upload", "--config", cfg, "--json").stdout) == {"uploaded": []}
         assert len(store.list_modules()) == 1
     finally:
         agg.stop()
+
+
+def _hostile_federation(tmp_path: Path, dp_policy: dict):
+    """A federation whose CA signed the operator's dp_policy."""
+    fed = build_federation(tmp_path / "fed", labels=DIGITS, sites=())
+    fed.manifest = dataclasses.replace(fed.manifest, dp_policy=dp_policy)
+    fed.home.federation.write_bytes(create_signed_manifest(fed.manifest, fed.ca))
+    return fed
+
+
+def test_a_manifest_s_max_epsilon_above_the_site_s_ceiling_is_not_adopted(tmp_path):
+    """Red team: with the template's [dp] (target 0), a CA-signed ``max_epsilon = 100`` became
+    the site's target (noise multiplier 0.095) and `site-node check` passed. The site trains at
+    its own ceiling, dp.max_epsilon (8 by default), and `check` says so."""
+    fed = _hostile_federation(tmp_path, {"required": True, "max_epsilon": 100.0, "delta": 1e-5})
+    cfg = write_site_config(tmp_path, "st-dp", "127.0.0.1:1", [0, 1], attempts=1)
+    _, _, first = setup_site_in_process(fed, cfg)
+    signed = first.train["dp"]
+    assert signed["epsilon"] == pytest.approx(8.0, rel=1e-3) and signed["epsilon"] <= 8.0
+    proc = site_node("check", "--config", cfg, "--json", check=False)
+    (line,) = [c for c in json.loads(proc.stdout)["checks"] if c["check"] == "DP policy"]
+    assert line["status"] == "PASS" and "max epsilon 100" in line["detail"]
+    assert "with DP to epsilon 8 " in line["detail"] and "own ceiling: epsilon 8" in line["detail"]
+
+
+def test_without_required_dp_a_site_keeps_its_own_budget_and_refuses_before_training(tmp_path):
+    """Red team: under ``required = false`` a site with its own [dp] released the same data four
+    times (composed 2.12 against its target 1), each check saying "spent 0.0". Its own cap,
+    dp.max_total_epsilon, binds its DP releases whatever the policy, and a release that would
+    go over is refused before it is trained; `site-node status` shows the composed total."""
+    from site_node.budget import check_release
+    from site_node.state import StateDir
+    from site_node.training import train_module
+
+    optional = {"required": False, "max_epsilon": None, "delta": None}
+    fed = _hostile_federation(tmp_path, optional)
+    dp_table = '[dp]\ntarget_epsilon = 3.0\nmax_total_epsilon = 4.0\nmechanism = "dp-sgd"\n'
+    cfg = write_site_config(tmp_path, "st-dp", "127.0.0.1:1", [0, 1], extra=dp_table, attempts=1)
+    site_cfg, trust, first = setup_site_in_process(fed, cfg)
+    state = StateDir(site_cfg.state_dir)
+    assert first.status == "trained" and first.train["dp"]["epsilon"] <= 3.0
+    spent_alone = check_release(
+        state,
+        optional,
+        site_cfg.dp_limits,
+        site_id="st-dp",
+        module_id=first.module_id,
+        dp=first.train["dp"],
+    )
+    assert spent_alone == pytest.approx(first.train["dp"]["epsilon"], rel=1e-6)  # not 0.0
+    first.status = "registered"  # as after its upload: its data has left the site
+    state.save_module(first)
+
+    with pytest.raises(dp.DPBudgetError) as info:
+        train_module(site_cfg, trust)
+    assert "dp.max_total_epsilon 4" in info.value.message
+    assert "nothing was trained" in info.value.message and first.module_id in info.value.message
+    assert "knowingly" in (info.value.hint or "")
+    assert [r.module_id for r in state.modules()] == [first.module_id]
+
+    report = json.loads(site_node("status", "--config", cfg, "--offline", "--json").stdout)
+    budget = report["dp_budget"]
+    assert budget["epsilon"] == pytest.approx(first.train["dp"]["epsilon"], rel=1e-6)
+    assert budget["max_total_epsilon"] == 4.0 and budget["releases_with_dp"] == [first.module_id]
+    assert budget["left"] == pytest.approx(4.0 - budget["epsilon"])
+    text = site_node("status", "--config", cfg, "--offline").stdout
+    assert "DP budget: 1 DP release(s)" in text and "of dp.max_total_epsilon 4" in text

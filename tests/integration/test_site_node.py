@@ -238,7 +238,7 @@ def upload_in_process(cfg, t) -> None:
     state = StateDir(cfg.state_dir)
     with trustlib.make_client(cfg, t) as client:
         for record in sync.pending(state):
-            sync.upload_module(state, client, t, record)
+            sync.upload_module(state, client, t, record, limits=cfg.dp_limits)
 
 
 def aggregator_json(*args) -> dict:

@@ -25,11 +25,13 @@ from ffsecure.v1 import aggregator_pb2 as pb
 from site_node import sync
 from site_node.budget import check_release
 from site_node.client import AggregatorClient, error_from_rpc, refusal
+from site_node.config import DPLimits
 from site_node.state import ModuleRecord, StateDir
 from tests.dp_records import DP_SGD_CLAIM
 
 POLICY = {"required": True, "max_epsilon": 4.5, "delta": 1e-5}
 CLAIM = DP_SGD_CLAIM  # 3.70 alone, 4.86 twice (RDP)
+LIMITS = DPLimits()  # the site.toml defaults (8): the federation's 4.5 binds here
 FIRST, NEW = "a" * 32, "f" * 32
 
 
@@ -75,12 +77,14 @@ class CuriousAggregator:
 @pytest.mark.parametrize("code", ["E_PRIVACY_POLICY", "E_SIGNATURE", "E_DUPLICATE_MODULE"])
 def test_a_module_refused_after_it_was_sent_still_counts_against_the_budget(tmp_path, code):
     state, trust, agg = _state(tmp_path), _trust(), CuriousAggregator(code)
-    (result,) = sync.upload_queue(state, agg, trust, state.pending(), defer_transient=False)
+    (result,) = sync.upload_queue(
+        state, agg, trust, state.pending(), defer_transient=False, limits=LIMITS
+    )
     assert result["outcome"] == "refused" and result["error"]["by"] == "aggregator"
     assert len(agg.kept) == 1  # the whole envelope left the site: the aggregator opens it
     # the site's next module with the same claim composes with it to 4.86 > 4.5
     with pytest.raises(DPBudgetError) as info:
-        check_release(state, POLICY, site_id="st-mary", module_id=NEW, dp=CLAIM)
+        check_release(state, POLICY, LIMITS, site_id="st-mary", module_id=NEW, dp=CLAIM)
     assert info.value.code == "E_DP_BUDGET" and FIRST in info.value.message
 
 
@@ -110,7 +114,9 @@ def test_a_deleted_status_without_its_receipt_records_no_deletion(tmp_path):
     state, trust = _state(tmp_path), _trust()
     vkey = LogSigner.generate("fedtest.example/log").vkey
     with _client(ForgedDeletedStatus(), vkey) as client, pytest.raises(FFSecureError):
-        sync.upload_queue(state, client, trust, state.pending(), defer_transient=False)
+        sync.upload_queue(
+            state, client, trust, state.pending(), defer_transient=False, limits=LIMITS
+        )
     record = state.load_module(FIRST)
     # nothing verified says the module was registered, let alone deleted
     assert record.status != "deleted" and record.deletion is None
@@ -183,7 +189,9 @@ def test_a_deleted_status_with_its_verified_receipt_is_kept_with_it(tmp_path):
         _client(DeletedWithReceipt(receipt), signer.vkey) as client,
         pytest.raises(FFSecureError) as info,
     ):
-        sync.upload_queue(state, client, trust, state.pending(), defer_transient=False)
+        sync.upload_queue(
+            state, client, trust, state.pending(), defer_transient=False, limits=LIMITS
+        )
     assert info.value.code == "E_MODULE_DELETED"
     record = state.load_module(FIRST)
     assert record.status == "deleted" and record.receipt["module_id"] == FIRST

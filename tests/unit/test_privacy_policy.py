@@ -463,6 +463,38 @@ def test_the_site_verdict_warns_on_withheld_figures_but_never_refuses_a_dp_modul
     assert site_verdict(measured, DP, lax, dp_policy=REQUIRED).warnings == ()
 
 
+def test_a_dp_claim_above_the_site_s_ceiling_covers_no_measured_limit():
+    """Red team: an operator's ``max_epsilon = 100`` let a flow module "DP, epsilon 100" with
+    membership AUROC 0.871 (limit 0.55) pass with a warning. Above the site's own ceiling
+    (dp.max_epsilon, 8 by default) the measured figures are judged as without DP: a refusal."""
+    from ffsecure.privacy.policy import site_verdict
+
+    hostile = {"required": True, "max_epsilon": 100.0, "delta": 1e-5}
+    claim = {"epsilon": 100.0, "delta": 1e-5}
+    measured = {**GOOD, "membership_auroc": 0.871, "dp_epsilon_recomputed": 100.0}
+    verdict = site_verdict(measured, claim, {}, dp_policy=hostile)
+    assert not verdict.passes and verdict.warnings == ()
+    (problem,) = verdict.problems
+    assert "membership AUROC 0.871 is above the federation's limit 0.55" in problem.message
+    assert "epsilon 100" in problem.message and "ceiling 8 (dp.max_epsilon)" in problem.message
+    assert "dp.target_epsilon" in (problem.hint or "")
+    assert verdict.to_dict()["covered_by_dp"] == []
+    # within the ceiling the claim still covers the figure (a warning); a site that raised its
+    # ceiling passes its own in
+    for epsilon, ceiling in ((8.0, 8.0), (100.0, 100.0)):
+        within = site_verdict(
+            {**measured, "dp_epsilon_recomputed": epsilon},
+            {**claim, "epsilon": epsilon},
+            {},
+            dp_policy=hostile,
+            max_epsilon=ceiling,
+        )
+        assert within.passes and len(within.warnings) == 1
+    # figures within the limits pass whatever the epsilon
+    good = {**GOOD, "dp_epsilon_recomputed": 100.0}
+    assert site_verdict(good, claim, {}, dp_policy=hostile).passes
+
+
 def test_without_required_dp_the_site_signs_and_is_judged_on_its_figures():
     """The claim covers nothing: the figures are signed, so the site's verdict is the
     aggregator's (a refusal on breaking figures, never a warning)."""

@@ -1,22 +1,31 @@
-"""Which of a site's own modules count against its DP budget before a new one leaves it.
+"""Which of a site's own modules count against its DP budget before a new one leaves it, and
+the two budgets that bound them: the federation's (``max_epsilon`` at the policy's delta, under a
+required policy) and the site's own (site.toml ``dp.max_total_epsilon``, at the smallest delta
+its releases claim, whenever the module has DP).
 
-A real state directory with module records of every status; the DP-SGD claims spend
-epsilon 3.70 alone, 4.86 twice and 5.85 three times (RDP), against max_epsilon 5.
+A real state directory with module records of every status; the DP-SGD claims spend, at delta
+1e-5 (RDP), epsilon 3.70 alone, 4.86 twice, 5.85 three times, 7.53 five times and 8.28 six times
+(6.18 six times at delta 1e-3), against max_epsilon 5 or the site's default cap 8.
 """
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
 from ffsecure.dp import DPBudgetError
 from ffsecure.errors import FormatError
-from site_node.budget import RELEASED, check_release
+from site_node.budget import RELEASED, check_plan, check_release, site_budget
+from site_node.config import DPLimits
 from site_node.state import STATUSES, ModuleRecord, StateDir
 from tests.dp_records import DP_SGD_CLAIM
 
 POLICY = {"required": True, "max_epsilon": 5.0, "delta": 1e-5}
 CLAIM = DP_SGD_CLAIM  # 3.70 alone, 4.86 twice (RDP)
 NEW = "f" * 32
+LIMITS = DPLimits()  # the site.toml defaults: 8 per release, 8 in all
+OPTIONAL = {"required": False, "max_epsilon": None, "delta": None}
 
 
 def _state(tmp_path, statuses, dp=CLAIM) -> StateDir:
@@ -34,23 +43,23 @@ def test_only_modules_whose_data_left_or_may_have_left_the_site_count(tmp_path, 
     state = _state(tmp_path, [status, status])
     if status in RELEASED:  # sealed: its envelope may have reached the aggregator
         with pytest.raises(DPBudgetError) as info:
-            check_release(state, POLICY, site_id="st-mary", module_id=NEW, dp=CLAIM)
+            check_release(state, POLICY, LIMITS, site_id="st-mary", module_id=NEW, dp=CLAIM)
         assert info.value.code == "E_DP_BUDGET" and "5.8" in info.value.message
         assert f"{0:032x}" in info.value.message and "not sealed or sent" in info.value.message
         assert "dp_policy.max_epsilon" in info.value.hint
     else:  # trained, refused or discarded: never left
-        assert check_release(state, POLICY, site_id="st-mary", module_id=NEW, dp=CLAIM) == (
+        assert check_release(state, POLICY, LIMITS, site_id="st-mary", module_id=NEW, dp=CLAIM) == (
             pytest.approx(3.7, abs=0.01)
         )
 
 
-def test_the_module_itself_counts_once_and_an_unrequired_policy_checks_nothing(tmp_path):
+def test_the_module_itself_counts_once_and_a_release_without_dp_or_required_dp_is_free(tmp_path):
     state = _state(tmp_path, ["registered", "sealed"])
     resumed = f"{1:032x}"  # the sealed module, sent again after an interrupted upload
-    spent = check_release(state, POLICY, site_id="st-mary", module_id=resumed, dp=CLAIM)
+    spent = check_release(state, POLICY, LIMITS, site_id="st-mary", module_id=resumed, dp=CLAIM)
     assert spent == pytest.approx(4.86, abs=0.01)
     state = _state(tmp_path, ["registered"] * 3)
-    assert check_release(state, {"required": False}, site_id="s", module_id=NEW, dp=None) == 0.0
+    assert check_release(state, OPTIONAL, LIMITS, site_id="s", module_id=NEW, dp=None) == 0.0
 
 
 def test_an_earlier_module_without_dp_or_with_a_damaged_record_is_named(tmp_path):
@@ -58,6 +67,7 @@ def test_an_earlier_module_without_dp_or_with_a_damaged_record_is_named(tmp_path
         check_release(
             _state(tmp_path / "a", ["registered"], dp=None),
             POLICY,
+            LIMITS,
             site_id="st-mary",
             module_id=NEW,
             dp=CLAIM,
@@ -66,6 +76,7 @@ def test_an_earlier_module_without_dp_or_with_a_damaged_record_is_named(tmp_path
         check_release(
             _state(tmp_path / "b", ["deleted"], dp={**CLAIM, "steps": "many"}),
             POLICY,
+            LIMITS,
             site_id="st-mary",
             module_id=NEW,
             dp=CLAIM,
@@ -81,5 +92,81 @@ def test_a_sealed_module_discarded_afterwards_still_counts(tmp_path):
     state.discard_module(f"{1:032x}", "the upload was interrupted; start over")
     assert state.load_module(f"{1:032x}").discarded["previous_status"] == "sealed"
     with pytest.raises(DPBudgetError) as info:
-        check_release(state, POLICY, site_id="st-mary", module_id=NEW, dp=CLAIM)
+        check_release(state, POLICY, LIMITS, site_id="st-mary", module_id=NEW, dp=CLAIM)
     assert "5.8" in info.value.message
+
+
+def test_without_a_required_policy_a_dp_release_is_composed_and_capped_by_the_site(tmp_path):
+    """Red team: under ``required = false`` a site with its own ``[dp]`` released the same data
+    again and again, its check saying "spent 0.0" each time. Its DP releases are composed
+    whatever the policy says, and capped by its own dp.max_total_epsilon (default 8)."""
+    state = _state(tmp_path / "a", ["registered"] * 4)
+    composed = check_release(state, OPTIONAL, LIMITS, site_id="st-mary", module_id=NEW, dp=CLAIM)
+    assert composed == pytest.approx(7.53, abs=0.01)  # five releases, not 0
+    state = _state(tmp_path / "b", ["registered"] * 5)
+    with pytest.raises(DPBudgetError) as info:
+        check_release(state, OPTIONAL, LIMITS, site_id="st-mary", module_id=NEW, dp=CLAIM)
+    message, hint = info.value.message, info.value.hint or ""
+    assert info.value.code == "E_DP_BUDGET" and "8.28" in message and "delta 1e-05" in message
+    assert "dp.max_total_epsilon 8" in message and "not sealed or sent" in message
+    assert re.search(r"spent epsilon 7\.53 of its 8 \(0\.4\d* left\)", hint)  # spent, left
+    assert "raising dp.max_total_epsilon" in hint and "knowingly" in hint
+    # a site that raises its cap knowingly releases again
+    roomy = DPLimits(max_epsilon=8.0, max_total_epsilon=9.0)
+    assert check_release(state, OPTIONAL, roomy, site_id="s", module_id=NEW, dp=CLAIM) < 9.0
+
+
+def test_under_a_required_policy_the_site_s_own_cap_binds_below_a_loose_max_epsilon(tmp_path):
+    """Red team: with ``required = true, max_epsilon = 50`` (the operator's choice) the site's
+    check let the same data go out again and again; the cap was never site.toml's."""
+    loose = {"required": True, "max_epsilon": 50.0, "delta": 1e-5}
+    state = _state(tmp_path, ["registered"] * 5)
+    with pytest.raises(DPBudgetError, match=r"dp\.max_total_epsilon 8 \(site\.toml\)"):
+        check_release(state, loose, LIMITS, site_id="st-mary", module_id=NEW, dp=CLAIM)
+    # the federation's rule still applies first where it is the lower one (max_epsilon 5)
+    with pytest.raises(DPBudgetError, match="above the federation's max_epsilon 5"):
+        check_release(state, POLICY, LIMITS, site_id="st-mary", module_id=NEW, dp=CLAIM)
+
+
+def test_the_site_composes_at_its_own_delta_not_the_manifest_s(tmp_path):
+    """Red team: composing at the current manifest's delta let a manifest with a larger delta
+    (1e-3 instead of 1e-5) lower what the earlier releases spent (8.28 -> 6.18). The site
+    composes at the smallest delta its releases claim, whatever the manifest says."""
+    state = _state(tmp_path, ["registered"] * 5)
+    for policy in (
+        {"required": True, "max_epsilon": 50.0, "delta": 1e-3},
+        {"required": False, "max_epsilon": None, "delta": 1e-3},
+    ):
+        with pytest.raises(DPBudgetError) as info:
+            check_release(state, policy, LIMITS, site_id="st-mary", module_id=NEW, dp=CLAIM)
+        assert "8.28" in info.value.message and "delta 1e-05" in info.value.message
+    assert site_budget(state, LIMITS).delta == 1e-5
+
+
+def test_a_planned_release_over_the_budget_is_refused_before_training(tmp_path):
+    state = _state(tmp_path / "a", ["registered"] * 5)
+    planned = []
+
+    def plan():
+        planned.append(True)
+        return CLAIM
+
+    with pytest.raises(DPBudgetError) as info:
+        check_plan(state, OPTIONAL, LIMITS, site_id="st-mary", plan=plan)
+    assert "nothing was trained" in info.value.message and planned
+    # a first release is within both budgets by resolve_dp: nothing is planned twice for it
+    planned.clear()
+    check_plan(_state(tmp_path / "b", ["trained"]), OPTIONAL, LIMITS, site_id="s", plan=plan)
+    assert not planned
+
+
+def test_what_the_site_spent_is_its_composed_total_against_its_cap(tmp_path):
+    state = _state(tmp_path, ["registered", "deleted", "trained", "refused"])
+    state.save_module(
+        ModuleRecord("e" * 32, "registered", "2026-01-09T00:00:00Z", [0], 10, "fp", train={})
+    )
+    budget = site_budget(state, DPLimits(8.0, 6.0))
+    assert budget.epsilon == pytest.approx(4.86, abs=0.01) and budget.cap == 6.0
+    assert budget.left == pytest.approx(1.14, abs=0.01) and budget.delta == 1e-5
+    assert budget.with_dp == (f"{0:032x}", f"{1:032x}") and budget.without_dp == ("e" * 32,)
+    assert budget.to_dict()["max_total_epsilon"] == 6.0

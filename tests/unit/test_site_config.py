@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ffsecure.errors import ConfigError
-from site_node.config import DEFAULT_TOML, SCHEMA, load_config, parse_config
+from site_node.config import DEFAULT_TOML, SCHEMA, DPLimits, load_config, parse_config
 
 MINIMAL = """
 [site]
@@ -37,6 +37,18 @@ def test_minimal_config_takes_documented_defaults(tmp_path):
         "threads": 1,
     }
     assert cfg.dp["enabled"] is None and cfg.dp["target_epsilon"] == 0.0
+    # the site's own ceilings: 8 per release and, composed, over every DP release
+    assert cfg.dp_limits == DPLimits(max_epsilon=8.0, max_total_epsilon=8.0)
+
+
+def test_the_site_s_epsilon_ceilings_default_to_8_and_the_total_follows_the_ceiling(tmp_path):
+    template = parse_config(DEFAULT_TOML, tmp_path / "site.toml")
+    assert template.dp_limits == DPLimits(8.0, 8.0) and template.dp_limits.per_release == 8.0
+    raised = parse_config(MINIMAL + "[dp]\nmax_epsilon = 12.0\n", tmp_path / "site.toml")
+    assert raised.dp_limits == DPLimits(12.0, 12.0)
+    text = MINIMAL + "[dp]\nmax_epsilon = 12.0\nmax_total_epsilon = 6.0\n"
+    tight = parse_config(text, tmp_path / "site.toml").dp_limits
+    assert (tight.per_release, tight.per_release_key) == (6.0, "dp.max_total_epsilon")
 
 
 def test_default_toml_parses_and_every_key_is_documented(tmp_path, repo_root):
@@ -78,6 +90,10 @@ def test_relative_paths_follow_the_config_file(tmp_path):
         (MINIMAL + "[aggregator]\nchunk_bytes = 10\n", "aggregator.chunk_bytes", "1048576"),
         (MINIMAL + '[dp]\nenabled = "yes"\n', "dp.enabled", "true"),
         (MINIMAL + "[dp]\ndelta = 1.5\n", "dp.delta", "1e-5"),
+        (MINIMAL + "[dp]\nmax_epsilon = 0.0\n", "dp.max_epsilon", "8"),
+        (MINIMAL + "[dp]\nmax_epsilon = -1.0\n", "dp.max_epsilon", "0.0 or more"),
+        (MINIMAL + "[dp]\nmax_epsilon = 1e7\n", "dp.max_epsilon", "8"),
+        (MINIMAL + "[dp]\nmax_total_epsilon = 1e7\n", "dp.max_total_epsilon", "max_epsilon"),
         (MINIMAL + "[data]\n", "[data]", "TOML"),
         (MINIMAL.replace("[data]", "[other]"), "[other]", "use only"),
         (

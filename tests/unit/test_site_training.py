@@ -4,6 +4,7 @@ fingerprint."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from ffsecure import dicom
 from ffsecure.errors import ConfigError, DataError
-from site_node.config import parse_config
+from site_node.config import DEFAULT_TOML, parse_config
 from site_node.training import (
     class_filter,
     data_fingerprint,
@@ -69,8 +70,43 @@ def test_site_may_ask_for_dp_the_federation_does_not_require():
     assert (
         resolve_dp(dp(enabled=True, target_epsilon=3.0), OPTIONAL, 500).delta is None
     )  # library default
-    with pytest.raises(ConfigError, match="dp.target_epsilon"):
-        resolve_dp(dp(enabled=True), OPTIONAL, 500)
+    # no target and no federation bound: the site's own ceiling is the target
+    assert resolve_dp(dp(enabled=True), OPTIONAL, 500).target_epsilon == 8.0
+    assert resolve_dp(dp(enabled=True, max_epsilon=2.0), OPTIONAL, 500).target_epsilon == 2.0
+
+
+HOSTILE = {"required": True, "max_epsilon": 100.0, "delta": 1e-5}
+
+
+def test_a_federation_epsilon_above_the_site_s_ceiling_is_not_adopted():
+    """Red team: with the template's [dp] (target 0), an operator-chosen max_epsilon = 100
+    became the site's target. The site trains at the lower of the policy's bound and its own
+    ceiling (dp.max_epsilon, 8 by default; the total dp.max_total_epsilon too when lower)."""
+    template = parse_config(DEFAULT_TOML, Path("/srv/site.toml")).dp
+    assert resolve_dp(template, HOSTILE, 270).target_epsilon == 8.0
+    assert resolve_dp(dp(), HOSTILE, 270).target_epsilon == 8.0  # a [dp] without the keys
+    assert resolve_dp(dp(max_epsilon=4.0), HOSTILE, 270).target_epsilon == 4.0
+    assert resolve_dp(dp(max_total_epsilon=2.0), HOSTILE, 270).target_epsilon == 2.0
+    # a policy below the ceiling still binds: a site may tighten, never loosen
+    assert resolve_dp(dp(), {**HOSTILE, "max_epsilon": 1.0}, 270).target_epsilon == 1.0
+    # a site that raised its own ceiling knowingly trains up to it
+    assert resolve_dp(dp(max_epsilon=20.0), HOSTILE, 270).target_epsilon == 20.0
+
+
+@pytest.mark.parametrize(
+    "settings, key",
+    [
+        (dp(target_epsilon=10.0), "dp.max_epsilon"),
+        (dp(target_epsilon=5.0, max_epsilon=4.0), "dp.max_epsilon"),
+        (dp(target_epsilon=5.0, max_total_epsilon=4.0), "dp.max_total_epsilon"),
+    ],
+)
+def test_a_target_above_the_site_s_own_ceiling_is_a_config_error(settings, key):
+    for policy in (HOSTILE, OPTIONAL):
+        with pytest.raises(ConfigError) as err:
+            resolve_dp(settings, policy, 270)
+        assert "dp.target_epsilon" in err.value.message and key in err.value.message
+        assert "knowingly" in (err.value.hint or "")
 
 
 def test_label_mapping_by_name_and_by_index():
