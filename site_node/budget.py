@@ -67,8 +67,11 @@ def released(record) -> bool:
     ``discarded`` after it was ``sealed`` (discarding deletes only the local envelope; the
     aggregator may have registered it before the connection dropped), or ``refused`` by the
     aggregator (also once discarded): it refuses a module only after receiving its envelope,
-    which it can open, so its refusal does not take the release back."""
-    if record.status in RELEASED:
+    which it can open, so its refusal does not take the release back. And whatever its status
+    now, any module that was ever sealed (``upload_id`` is set when it is sealed, just before
+    its first upload, and never cleared): its envelope may have reached the aggregator before
+    a dropped connection, so no later status (a refusal by this site, a discard) takes it back."""
+    if record.status in RELEASED or record.upload_id:
         return True
     if record.status in ("refused", "discarded") and (record.error or {}).get("by") == "aggregator":
         return True

@@ -168,21 +168,24 @@ def upload_module(
 ) -> dict:
     """Upload one trained module (resuming), verify and store the receipt; returns a summary.
 
-    ``progress(sent_bytes, total_bytes)`` is called after each chunk. The module is first
-    composed with the site's earlier releases (:func:`site_node.budget.check_release`: the
+    ``progress(sent_bytes, total_bytes)`` is called after each chunk. A module not yet sealed
+    is first composed with the site's earlier releases (:func:`site_node.budget.check_release`: the
     federation's ``dp_policy`` and the site's own ``limits``, site.toml's ``[dp]``); over
     either budget it is neither sealed nor sent (:class:`ffsecure.dp.DPBudgetError`,
     ``E_DP_BUDGET``).
     """
 
-    check_release(
-        state,
-        trust.federation.dp_policy,
-        limits,
-        site_id=trust.identity.site_id,
-        module_id=record.module_id,
-        dp=record.train.get("dp"),
-    )
+    if record.status != "sealed":
+        # a new release; a sealed module's envelope may have left already, and sending it again
+        # releases nothing more (it counts in the budget either way: budget.released)
+        check_release(
+            state,
+            trust.federation.dp_policy,
+            limits,
+            site_id=trust.identity.site_id,
+            module_id=record.module_id,
+            dp=record.train.get("dp"),
+        )
     sealed = seal_for_upload(state, record, trust.federation)
     log.info(
         "uploading module %s (%d bytes, upload id %s)",

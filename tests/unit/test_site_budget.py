@@ -170,3 +170,48 @@ def test_what_the_site_spent_is_its_composed_total_against_its_cap(tmp_path):
     assert budget.left == pytest.approx(1.14, abs=0.01) and budget.delta == 1e-5
     assert budget.with_dp == (f"{0:032x}", f"{1:032x}") and budget.without_dp == ("e" * 32,)
     assert budget.to_dict()["max_total_epsilon"] == 6.0
+
+
+def test_a_module_once_sealed_counts_whatever_its_status_and_its_resend_is_not_rechecked(
+    tmp_path, monkeypatch
+):
+    """A sealed module's envelope may have reached the aggregator before a dropped connection.
+    Its retry under a tighter manifest used to be refused by this site's own check, which made
+    it ``refused`` by the site, out of the budget (also once discarded): the operator could then
+    put the loose manifest back and the site released again as if it never had. A resend is no
+    new release: it is not checked again, and a module ever sealed counts."""
+    from types import SimpleNamespace
+
+    from ffsecure.errors import TransientError
+    from site_node import sync
+    from site_node.budget import released
+
+    state = _state(tmp_path, ["sealed"])
+    sealed = state.load_module(f"{0:032x}")
+    sealed.upload_id = "u" * 32
+    state.save_module(sealed)
+    hostile = {"required": True, "max_epsilon": 1.0, "delta": 1e-5}  # A alone spends 3.70
+    trust = SimpleNamespace(
+        federation=SimpleNamespace(dp_policy=hostile), identity=SimpleNamespace(site_id="st-a")
+    )
+
+    class DroppedConnection:
+        def upload(self, *args, **kwargs):
+            raise TransientError("connection dropped", code="E_UNAVAILABLE")
+
+    monkeypatch.setattr(sync, "seal_for_upload", lambda *args: b"envelope")  # no real key here
+    results = sync.upload_queue(
+        state, DroppedConnection(), trust, [sealed], defer_transient=True, limits=LIMITS
+    )
+    assert results[0]["outcome"] != "refused" and state.load_module(sealed.module_id).status == (
+        "sealed"
+    )
+    for status, by in (("refused", "site"), ("discarded", "site"), ("trained", None)):
+        record = ModuleRecord(
+            sealed.module_id, status, sealed.created_at, [0], 10, "fp", train={"dp": CLAIM}
+        )
+        record.upload_id = sealed.upload_id
+        record.error = {"by": by} if by else None
+        assert released(record), status
+    spent = check_release(state, OPTIONAL, LIMITS, site_id="st-a", module_id=NEW, dp=CLAIM)
+    assert spent == pytest.approx(4.86, abs=0.01)  # the sealed module and the new one
