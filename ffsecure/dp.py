@@ -215,7 +215,9 @@ def default_delta(n: int) -> float:
 
     Not ``1 / (10 n)``: the delta is signed in the DP record, outside the claim, and that one
     gave back a large site's exact number of images (or, per patient, of patients); this one
-    says only its order of magnitude, and is at most ``1 / (10 n)``.
+    says only its order of magnitude, and is at most ``1 / (10 n)``. (A DP-SGD record's
+    ``sample_rate`` and ``steps`` still give ``n`` to within a batch: the number of examples
+    is public in the accounting; the mean-embedding release's do not.)
     """
     if not isinstance(n, int) or n <= 0:
         raise _dp_error(

@@ -394,11 +394,16 @@ def load_site_data(cfg: SiteConfig, federation: FederationManifest) -> SiteData:
     present = {int(v) for v in train_y}
     if keep is not None and keep - present:
         # the signed classes are what the site declared, never what its data happens to hold
-        lacking = [federation.label_space[c] for c in sorted(keep - present)]
+        lacking = sorted(keep - present)
+        in_test = {c: int((test_y == c).sum()) for c in lacking}
+        named = ", ".join(
+            f"{federation.label_space[c]!r} ({in_test[c]} in the test split)" for c in lacking[:10]
+        )
         raise DataError(
-            f"data.classes declares {lacking[:10]} but the training split holds no image of "
+            f"data.classes declares {named} but the training split holds no image of "
             f"{'it' if len(lacking) == 1 else 'them'}: the module's signed classes would say "
-            "which declared classes this site lacks",
+            "which declared classes this site lacks (a class of one image, or one whose images "
+            "all fall in the test range, gives its images to the test split)",
             code="E_DATA_EMPTY",
             hint="remove them from data.classes, or add images of them",
         )
