@@ -6,7 +6,9 @@ requires a report, :func:`ffsecure.privacy.policy.effective_policy`),
 the manifest and signing it: the privacy check
 (:func:`ffsecure.privacy.check.run_check`) runs on the weights about to be
 signed, with the site's training images of the module's classes as members
-and the same classes' held-out images as non-members; its numbers-only
+and the same classes' held-out images as non-members, under the manifest's
+sampler and the family's reference samplers (each figure at its worst: the
+aggregator samples the weights as it likes); its numbers-only
 report goes into the manifest (so the signature covers it), and the report
 is judged with :func:`ffsecure.privacy.policy.site_verdict`, which applies
 :func:`~ffsecure.privacy.policy.evaluate`, the function the aggregator uses at

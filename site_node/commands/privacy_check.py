@@ -5,8 +5,9 @@ Members are the training images of the classes the module covers, non-members
 the same classes' held-out (test split) images, which the module never saw.
 The check runs the loss-based membership-inference attack (optionally
 calibrated with a reference generator trained on half of the held-out
-images), the memorization test on generated samples, and re-computes the DP
-epsilon from the manifest's DP record. It writes ``privacy-report.json`` and
+images), the memorization test on generated samples (these two under the manifest's
+sampler and the family's reference samplers, each figure at its worst), and
+re-computes the DP epsilon from the manifest's DP record. It writes ``privacy-report.json`` and
 ``closest-pairs.png``; with ``--attach`` it adds the numbers to the module
 manifest and signs the package again. A module with a DP claim signs only the
 data-independent figures: the measured ones stay in the local report (the DP
@@ -311,7 +312,7 @@ def _render(full, m, out, verdict, as_json) -> None:
         f"  membership inference: AUROC {mia['auroc']:.3f}, TPR@1%FPR {mia['tpr_at_1pct_fpr']:.3f} "
         f"({mia['members']} members vs {mia['non_members']} held-out "
         f"{mia.get('non_member_split', 'test')} images; strongest attack: "
-        f"{mia.get('attack', 'loss')})"
+        f"{mia.get('attack', 'loss')} under the {mia.get('sampler', 'manifest')} sampler)"
     )
     if "calibrated" in mia:
         click.echo(
@@ -322,6 +323,8 @@ def _render(full, m, out, verdict, as_json) -> None:
         f"  memorization: ratio {memo['ratio']:.3f}, near-copies {memo['near_copy_fraction']:.3%} "
         f"of {memo['generated']} samples (threshold {memo['near_copy_threshold']:.4f})"
     )
+    for line in _sampler_lines(full):
+        click.echo(f"  {line}")
     if acct.get("dp"):
         click.echo(
             f"  DP: epsilon {acct['epsilon_recomputed']:.4f} re-computed ({acct['accountant']}), "
@@ -359,3 +362,20 @@ def _render(full, m, out, verdict, as_json) -> None:
             click.echo(f"  {line}")
     if full.get("status") == "refused":
         click.echo("  the module is marked refused: it will never be sent")
+
+
+def _sampler_lines(full) -> list[str]:
+    """Which samplers the check measured under, and which gave each figure at its worst."""
+    samplers, worst = full.get("samplers") or {}, full.get("worst_sampler") or {}
+    lines = ["samplers (each figure is judged at its worst over them):"]
+    for name, run in samplers.items():
+        settings = ", ".join(f"{key} {value}" for key, value in run["settings"].items())
+        lines.append(
+            f"  {name} ({settings}): AUROC {run['membership']['auroc']:.3f}, near-copies "
+            f"{run['memorization']['near_copy_fraction']:.3%}"
+        )
+    if worst:
+        lines.append(
+            "  worst: " + ", ".join(f"{key} under {name}" for key, name in sorted(worst.items()))
+        )
+    return lines
