@@ -17,13 +17,9 @@ near-copy fraction and the memorization ratio) is reported and judged at its wor
 the samplers, and ``worst_sampler`` names the sampler that gave it. The loss attack and the
 near-copy threshold do not sample and are measured once.
 
-Where the DP claim covers them
-(:func:`ffsecure.privacy.report.withholds`: the federation's ``dp_policy`` requires DP,
-or no federation is known) that part leaves out every figure measured on the training
-images (``withheld`` in the full report names them): they stay in the local report
-only. A DP module in a federation that does not require DP signs them, and
-``released_outside_dp_claim`` in the full report names them: they are released outside
-the DP claim.
+Under a DP claim the signed part leaves out every figure measured on the training images
+(:func:`ffsecure.privacy.report.withholds`; ``withheld`` in the full report names them):
+they stay in the local report only.
 """
 
 from __future__ import annotations
@@ -43,10 +39,8 @@ from ffsecure.privacy import accounting, membership, memorization
 from ffsecure.privacy.report import (
     DEFAULT_SAMPLES,
     REPORT_VERSION,
-    UNKNOWN_FEDERATION,
     manifest_report,
     measured_report,
-    released_outside_claim,
     withheld,
 )
 
@@ -233,7 +227,6 @@ def run_check(
     members: tuple[torch.Tensor, torch.Tensor],
     non_members: tuple[torch.Tensor, torch.Tensor],
     dp: dict[str, Any] | None = None,
-    dp_policy: Any = UNKNOWN_FEDERATION,
     reference: Any | None = None,
     n_generated: int = DEFAULT_SAMPLES,
     seed: int = 0,
@@ -245,9 +238,7 @@ def run_check(
 
     ``membership`` and ``memorization`` hold each sampler-dependent figure at its worst
     (:data:`SAMPLED_FIGURES`), ``worst_sampler`` names the sampler that gave it, and
-    ``samplers`` holds every sampler's settings and figures. ``dp_policy`` is the federation
-    manifest's (it decides what the signed part holds); the default, ``UNKNOWN_FEDERATION``,
-    withholds the measured figures under a DP claim.
+    ``samplers`` holds every sampler's settings and figures.
     """
     if n_generated < 1:
         raise DataError(
@@ -311,7 +302,6 @@ def run_check(
         "files": files,
     }
     measured = measured_report(full)
-    full["manifest_report"] = manifest_report(full, dp, dp_policy=dp_policy)
-    full["withheld"] = withheld(measured, dp, dp_policy=dp_policy)  # measured, never released
-    full["released_outside_dp_claim"] = released_outside_claim(measured, dp, dp_policy=dp_policy)
+    full["manifest_report"] = manifest_report(full, dp)
+    full["withheld"] = withheld(measured, dp)  # measured, never released
     return full
