@@ -163,7 +163,7 @@ class Registrar:
                 "over a connection with its own certificate",
             )
         m = package.manifest
-        check_privacy_policy(  # E_PRIVACY_POLICY; a DP claim covers figures only under required DP
+        check_privacy_policy(  # E_PRIVACY_POLICY; a DP claim covers only if dp_policy bounds it
             m.privacy_report,
             m.dp,
             self.federation.privacy_policy,

@@ -12,7 +12,9 @@ step whose prerequisite failed is not run and is listed as skipped):
   (:mod:`ffsecure.pki.expiry`: under 30 days WARN, expired FAIL);
 * ``federation``: the manifest verifies under the CA; its DP and privacy
   policy, and whether ``[dp]`` satisfies it (the same
-  :func:`site_node.training.resolve_dp` that ``run`` applies);
+  :func:`site_node.training.resolve_dp` that ``run`` applies); a site that trains
+  under DP where a privacy report is required and the federation bounds no DP claim
+  fails (it would refuse every module it trains);
 * ``data``: a bounded scan (:func:`ffsecure.data.scan_dataset`): readable,
   labels mapped onto the label space (:func:`site_node.training.map_labels`),
   count per class, stored image shape against the manifest's; for ``dicom:``,
@@ -47,6 +49,7 @@ from ffsecure.files import loose_mode
 from ffsecure.pki.expiry import Expiry, cert_expiry, crl_expiry
 from ffsecure.preflight import Check, CheckLine, Status, error_line, expiry_line, fail, passed, warn
 from ffsecure.privacy.policy import effective_policy
+from ffsecure.privacy.report import bounds_dp_claims
 from site_node import sync
 from site_node import trust as trustlib
 from site_node.client import error_from_rpc
@@ -232,7 +235,8 @@ class SitePreflight:
             )
         else:
             detail = "privacy report not required"
-        yield passed("privacy policy", detail)
+        unmet = _unmet_privacy_policy(self.cfg, fed)
+        yield passed("privacy policy", detail) if unmet is None else unmet
 
     def check_data(self) -> Iterator[CheckLine]:
         assert self.cfg is not None and self.federation is not None
@@ -310,6 +314,30 @@ class SitePreflight:
             yield passed("device", 'train.device = "cpu"')
             return
         yield _cuda_line(device)
+
+
+def _unmet_privacy_policy(cfg: SiteConfig, fed: FederationManifest) -> CheckLine | None:
+    """A FAIL line when every module of this site would fail the privacy policy: it trains
+    under DP (so it signs no measured figure) and the federation bounds no DP claim that
+    could stand in for them (ffsecure.privacy.report.dp_covers). None otherwise."""
+    if effective_policy(fed.privacy_policy) is None or bounds_dp_claims(fed.dp_policy):
+        return None
+    try:
+        dp = resolve_dp(cfg.dp, fed.dp_policy, None, privacy_unit=cfg.privacy_unit)
+    except ConfigError:
+        return None  # the DP policy line reports it
+    if dp is None:
+        return None
+    return fail(
+        "privacy policy",
+        "a privacy report is required and site.toml's [dp] trains under DP, so no module "
+        "signs the figures the policy limits, and the federation bounds no DP claim "
+        "(dp_policy sets no max_epsilon and delta) that could stand in for them: the site "
+        "would refuse every module it trains",
+        "set `enabled = false` in site.toml's [dp] to sign the measured figures, or ask the "
+        "federation operator to bound DP claims (dp_policy.max_epsilon and delta, a new "
+        "signed manifest)",
+    )
 
 
 def _dp_lines(cfg: SiteConfig, fed: FederationManifest) -> Iterator[CheckLine]:

@@ -6,7 +6,9 @@ requires a report, :func:`ffsecure.privacy.policy.effective_policy`),
 the manifest and signing it: the privacy check
 (:func:`ffsecure.privacy.check.run_check`) runs on the weights about to be
 signed, with the site's training images of the module's classes as members
-and the same classes' held-out images as non-members; its numbers-only
+and the same classes' held-out images as non-members, under the manifest's
+sampler and the family's reference samplers (each figure at its worst: the
+aggregator samples the weights as it likes); its numbers-only
 report goes into the manifest (so the signature covers it), and the report
 is judged with :func:`ffsecure.privacy.policy.site_verdict`, which applies
 :func:`~ffsecure.privacy.policy.evaluate`, the function the aggregator uses at
@@ -14,15 +16,16 @@ registration, under the same defaults. A module that fails is stored
 ``refused`` with the reason (``error.by = "site"``) and never sealed or sent.
 ``site-node privacy-check`` uses the same measuring step.
 
-A module with a DP claim in a federation that requires DP signs no figure measured
-on the training images (the DP claim, bounded by the federation's ``max_epsilon``,
-covers everything released: :func:`ffsecure.privacy.report.dp_covers`): they stay in
-the local report, and a threshold they exceed is logged as a warning for the site
-operator, never a refusal, so that no decision depends on private data outside the
-claim. In a federation that does not require DP nothing bounds the claim, so a DP
-module signs its measured figures like any other module (the policy needs them); they
-are then released outside the DP claim, which the local report
-(``released_outside_dp_claim``) and a logged warning say.
+A module with a DP claim signs no figure measured on the training images, whatever
+the federation (:func:`ffsecure.privacy.report.releasable`): a site that trains under
+DP, because the federation requires it or by its own choice, releases nothing about its
+data outside its claim. The figures stay in the local report. Where the federation
+bounds every DP claim (``dp_policy.max_epsilon`` and ``delta``:
+:func:`ffsecure.privacy.report.dp_covers`) the claim covers the thresholds on them, and
+one they exceed is logged as a warning for the site operator, never a refusal, so that
+no decision depends on private data outside the claim. Where the federation bounds no
+claim, the claim cannot stand in for the figures: the module is refused here, as the
+aggregator would refuse it.
 
 The full local report (``privacy-report.json``, with the verdict under
 ``policy``) and ``closest-pairs.png`` are written beside the package.
@@ -145,7 +148,6 @@ def gate(
         members=members,
         non_members=non_members,
         dp=manifest.dp,
-        dp_policy=federation.dp_policy,
         n_generated=DEFAULT_SAMPLES,
         seed=seed,
         png=out_dir / PAIRS_FILE,
@@ -164,14 +166,6 @@ def judge(full: dict[str, Any], dp: dict | None, federation: FederationManifest)
     verdict = site_verdict(
         measured_report(full), dp, federation.privacy_policy, dp_policy=federation.dp_policy
     )
-    if full.get("released_outside_dp_claim"):
-        log.warning(
-            "privacy check of module %s: the federation does not require DP, so its report "
-            "signs %s outside the DP claim",
-            full.get("module_id"),
-            ", ".join(full["released_outside_dp_claim"]),
-            extra={"event": "privacy_outside_dp_claim", "module_id": full.get("module_id")},
-        )
     for warning in verdict.warnings:
         log.warning(
             "privacy check of module %s: %s",

@@ -4,10 +4,10 @@
 as the site signed it (null when the module has none); ``show`` also re-runs
 the federation's privacy policy check on it (pure, see
 :func:`ffsecure.privacy.policy.check_module`) under the policy in force now.
-A module with a DP claim in a federation that requires DP signs no measured
-figure: its thresholds show as covered by the DP claim (``DP`` in the table).
-Where the federation does not require DP, a DP claim covers nothing and a missing
-figure shows as a dash and fails the policy.
+A module with a DP claim signs no measured figure: where the federation bounds
+every DP claim (``dp_policy`` sets ``max_epsilon`` and ``delta``) its thresholds
+show as covered by the DP claim (``DP`` in the table); where it bounds none, a DP
+claim covers nothing and a missing figure shows as a dash and fails the policy.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def list_cmd(ctx: click.Context, home_dir: str, status: str | None, as_json: boo
     membership-inference AUROC (the stronger of the plain and the calibrated
     attack) and the near-copy fraction; a dash when the module has no report,
     DP when its DP claim covers the figure (not released; only where the
-    federation requires DP, :func:`ffsecure.privacy.report.dp_covers`).
+    federation bounds DP claims, :func:`ffsecure.privacy.report.dp_covers`).
     """
     ctx.ensure_object(dict)["json"] = as_json
     with open_operations(home_dir, evaluation=False) as ops:

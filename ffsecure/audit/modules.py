@@ -21,9 +21,9 @@ classes and DP claim against the federation's policy, and its signed privacy rep
 against the federation's privacy policy (:func:`ffsecure.privacy.policy.check_module`,
 the check the aggregator runs at registration: under a DP claim a threshold on a
 figure the report does not state is covered by the claim only when the federation's
-``dp_policy`` requires DP). Both policies are read from the CA-signed federation
-manifest the audit verified, never from anything else in the bundle, so an exporter
-cannot make a DP claim cover figures by swapping a policy.
+``dp_policy`` bounds DP claims: ``max_epsilon`` and ``delta``). Both policies are read
+from the CA-signed federation manifest the audit verified, never from anything else in
+the bundle, so an exporter cannot make a DP claim cover figures by swapping a policy.
 
 A module registered while another manifest was in force is checked against that one too
 (``registered_under``, :func:`ffsecure.audit.anchor.check_federation_documents`): a newer,

@@ -12,10 +12,16 @@ Families: ``cvae`` (convolutional conditional VAE, fast on CPU), ``ddpm``
 (small UNet diffusion model with a deterministic DDIM sampler) and ``flow``
 (conditional flow matching on the same UNet, EMA weights, a few-step
 deterministic Heun sampler).
+
+Every family declares which config keys only its sampler reads (``SAMPLING_KEYS``:
+training never does, so the same weights sample under any value of them) and the
+reference samplers the site's privacy check measures under besides the manifest's
+(``reference_samplers``): :func:`sampler_variants` is the one home of that list.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -41,6 +47,8 @@ __all__ = [
     "default_train_settings",
     "expected_tensor_specs",
     "from_state",
+    "sampler_variants",
+    "sampling_keys",
     "to_safetensors",
     "validate_config",
 ]
@@ -124,6 +132,40 @@ def expected_tensor_specs(
     """Name -> (shape, safetensors dtype) the config builds; computed on the meta device."""
     checked = validate_config(family, config)
     return state.specs_of(_build_net(family, checked, "meta"))
+
+
+def sampling_keys(family: str) -> frozenset[str]:
+    """The config keys of ``family`` that only its sampler reads (never training)."""
+    return frozenset(_family_module(family).SAMPLING_KEYS)
+
+
+#: The name :func:`sampler_variants` gives the generator under its own (the manifest's) config.
+MANIFEST_SAMPLER = "manifest"
+
+
+def sampler_variants(gen: Generator) -> dict[str, Generator]:
+    """``gen`` under its own config (:data:`MANIFEST_SAMPLER`) and under each of its family's
+    reference samplers that samples differently, by name, in that order.
+
+    Every variant shares ``gen``'s weights (the same torch module, not a copy) and differs
+    from ``gen``'s config in the family's sampling keys only, so each is exactly what
+    whoever holds the weights gets by sampling them that way.
+    """
+    mod = _family_module(gen.family)
+    keys = sampling_keys(gen.family)
+    variants: dict[str, Generator] = {MANIFEST_SAMPLER: gen}
+    seen = [{key: gen.config[key] for key in keys}]
+    for name, settings in mod.reference_samplers(gen.config).items():
+        if set(settings) != keys:  # pragma: no cover - a family's own declaration
+            raise ValueError(f"{gen.family} sampler {name!r} must set exactly {sorted(keys)}")
+        config = validate_config(gen.family, {**gen.config, **settings})
+        if {key: config[key] for key in keys} in seen:
+            continue
+        seen.append({key: config[key] for key in keys})
+        variant = copy.copy(gen)  # shares the model: the same weights, sampled another way
+        variant.config = config
+        variants[name] = variant
+    return variants
 
 
 def from_state(

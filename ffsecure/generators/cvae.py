@@ -20,6 +20,12 @@ classifier trained on the synthetic set loses by it (``benchmarks.temperature``
 on BreastMNIST, pathological split, five paired seeds: mean accuracy 0.783 at
 0.8, 0.817 at 1.0, 0.804 at 1.2; docs/simulate.md).
 
+The temperature (:data:`SAMPLING_KEYS`) is read by ``sample``; gradient training
+never reads it (the mean-embedding fit of :mod:`ffsecure.dp_embedding` fits the
+decoder at it), so whoever holds the weights may sample them at any temperature,
+and the site's privacy check also measures under :func:`reference_samplers`,
+whatever the manifest says.
+
 The label embedding and the likelihood scale are single ``Embedding``
 layers called once per forward pass, as Opacus' per-sample gradient hooks
 require.
@@ -85,6 +91,16 @@ TRAIN_SETTINGS = {
     "full": {"epochs": 60, "batch_size": 64, "lr": 1e-3, "embedding_steps": 1000},
 }
 
+#: Config keys that :meth:`CVAE.sample` reads and gradient training does not: the same weights
+#: sample under any value of them.
+SAMPLING_KEYS = frozenset({"temperature"})
+# The temperatures the privacy check measures besides the manifest's (docs/privacy.md has the
+# sweep behind them): the prior as trained (1.0), colder and hotter. Which way a memorizing
+# module's figures move depends on the module (in the sweep's, near-copies rose from 0.68 at
+# 1.0 to 0.73 at 0.5 and the nearest-sample AUROC from 0.96 to 0.98 at 1.5; in another,
+# near-copies fell at 0.5), so both sides are measured.
+REFERENCE_TEMPERATURES = {"standard": 1.0, "cold": 0.5, "hot": 1.5}
+
 
 def default_config(*, image_shape: Sequence[int], num_classes: int, size: str) -> dict[str, Any]:
     return {
@@ -103,6 +119,12 @@ def extra_checks(config: dict[str, Any]) -> None:
             raise config_error(
                 f"channels {config['channels']} must be multiples of groups={config['groups']}"
             )
+
+
+def reference_samplers(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Named settings of :data:`SAMPLING_KEYS` the privacy check measures ``config``'s weights
+    under, fixed here (the same for every config)."""
+    return {name: {"temperature": value} for name, value in REFERENCE_TEMPERATURES.items()}
 
 
 def _mechanism(dp: Any, images: torch.Tensor) -> str:

@@ -28,7 +28,10 @@
   ``guidance_scale`` = 1 is plain conditional sampling.
 
 The config names the architecture and the sampler exactly; no schedule is
-stored, so the weights file holds learned parameters only (the UNet's).
+stored, so the weights file holds learned parameters only (the UNet's). The
+sampler's keys (:data:`SAMPLING_KEYS`) are read by ``sample`` only: whoever holds
+the weights may sample them under any value, so the site's privacy check also
+measures under :func:`reference_samplers`, whatever the manifest says.
 """
 
 from __future__ import annotations
@@ -103,6 +106,17 @@ TRAIN_SETTINGS = {
     "full": {"epochs": 100, "batch_size": 128, "lr": 5e-4},
 }
 
+#: Config keys that only :meth:`Flow.sample` reads: training never does, so the same weights
+#: sample under any value of them.
+SAMPLING_KEYS = frozenset({"solver", "sample_steps", "guidance_scale"})
+# The samplers the privacy check measures besides the manifest's (docs/privacy.md has the
+# sweep behind them): the default size's Heun solve; a two-step Euler solve, which showed the
+# most near-copies of every step count in each memorizing module measured (one step shows
+# none: it returns the class average); and, where the model can be guided, guidance 3.
+STANDARD_SAMPLER = {key: SIZES["default"][key] for key in SAMPLING_KEYS}
+COARSE_SAMPLER = {"solver": "euler", "sample_steps": 2, "guidance_scale": 1.0}
+GUIDED_SCALE = 3.0
+
 
 def default_config(*, image_shape: Sequence[int], num_classes: int, size: str) -> dict[str, Any]:
     return {
@@ -115,6 +129,16 @@ def default_config(*, image_shape: Sequence[int], num_classes: int, size: str) -
 
 def extra_checks(config: dict[str, Any]) -> None:
     ddpm.check_unet_config(config)
+
+
+def reference_samplers(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Named settings of :data:`SAMPLING_KEYS` the privacy check measures ``config``'s weights
+    under, fixed here: ``standard``, ``coarse``, and ``guided`` for a model trained to be
+    guided (``label_dropout`` > 0)."""
+    samplers = {"standard": dict(STANDARD_SAMPLER), "coarse": dict(COARSE_SAMPLER)}
+    if config["label_dropout"] > 0:
+        samplers["guided"] = {**STANDARD_SAMPLER, "guidance_scale": GUIDED_SCALE}
+    return samplers
 
 
 class FlowNet(ddpm.UNet):

@@ -5,32 +5,42 @@
 same classes it never trained on (non-members), and optionally a reference
 generator for the calibrated attack; it returns the full local report
 (JSON-ready) whose numbers-only part (:func:`ffsecure.privacy.report.manifest_report`)
-goes into the signed manifest. Where the DP claim covers them
-(:func:`ffsecure.privacy.report.withholds`: the federation's ``dp_policy`` requires DP,
-or no federation is known) that part leaves out every figure measured on the training
-images (``withheld`` in the full report names them): they stay in the local report
-only. A DP module in a federation that does not require DP signs them, and
-``released_outside_dp_claim`` in the full report names them: they are released outside
-the DP claim.
+goes into the signed manifest.
+
+The check measures the module under every sampler of
+:func:`ffsecure.generators.sampler_variants`: the manifest's config and the family's
+reference samplers, fixed in the library. Whoever holds the weights samples them as they
+like, so a sampler the manifest names (one Euler step, say, which returns class averages)
+must not decide what the site sees. Each figure that depends on sampling
+(:data:`SAMPLED_FIGURES`: the membership AUROC and TPR, through the black-box attack, the
+near-copy fraction and the memorization ratio) is reported and judged at its worst over
+the samplers, and ``worst_sampler`` names the sampler that gave it. The loss attack and the
+near-copy threshold do not sample and are measured once.
+
+Under a DP claim the signed part leaves out every figure measured on the training images
+(:func:`ffsecure.privacy.report.withholds`; ``withheld`` in the full report names them):
+they stay in the local report only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ffsecure import generators
 from ffsecure.errors import DataError
 from ffsecure.privacy import accounting, membership, memorization
 from ffsecure.privacy.report import (
     DEFAULT_SAMPLES,
     REPORT_VERSION,
-    UNKNOWN_FEDERATION,
     manifest_report,
     measured_report,
-    released_outside_claim,
     withheld,
 )
 
@@ -101,6 +111,11 @@ def generation_labels(labels: torch.Tensor, n: int) -> torch.Tensor:
     return torch.repeat_interleave(classes, base)
 
 
+def _fitted_by_loss(dp: dict[str, Any] | None) -> bool:
+    # a mean-embedding module's encoder never saw data: its loss says nothing, only samples do
+    return (dp or {}).get("mechanism") != "mean-embedding"
+
+
 def membership_attack(
     gen: Any,
     members: tuple[torch.Tensor, torch.Tensor],
@@ -111,9 +126,9 @@ def membership_attack(
     draws: int | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """The attacks that apply to this module (its ``dp`` record says how it was fitted)."""
-    # a mean-embedding module's encoder never saw data: its loss says nothing, only samples do
-    fitted_by_loss = (dp or {}).get("mechanism") != "mean-embedding"
+    """The attacks that apply to this module (its ``dp`` record says how it was fitted), under
+    ``gen``'s own sampler only (:func:`run_check` measures under every reference sampler)."""
+    fitted_by_loss = _fitted_by_loss(dp)
     return membership.attack(
         gen,
         members,
@@ -125,13 +140,93 @@ def membership_attack(
     )
 
 
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    """Add the block's wall time to ``timings[key]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
+
+
+@dataclass
+class _SamplerRun:
+    """What one sampler of the module gave: its settings, attack and memorization figures."""
+
+    settings: dict[str, Any]
+    membership: dict[str, Any]
+    memorization: dict[str, Any]  # memorization.memorization's result, tensors included
+
+
+#: The sampler-dependent figures (manifest report keys) and how each is worst: the highest
+#: (True) or the lowest (False) value any sampler gave.
+SAMPLED_FIGURES: dict[str, tuple[str, str, bool]] = {
+    "membership_auroc": ("membership", "auroc", True),
+    "membership_tpr_at_1pct_fpr": ("membership", "tpr_at_1pct_fpr", True),
+    "near_copy_fraction": ("memorization", "near_copy_fraction", True),
+    "memorization_ratio": ("memorization", "ratio", False),
+}
+
+
+def _worst_samplers(runs: dict[str, _SamplerRun]) -> dict[str, str]:
+    """Report key -> the sampler that gave its worst value (the first one on a tie)."""
+    worst = {}
+    for key, (part, figure, highest) in SAMPLED_FIGURES.items():
+        sign = 1.0 if highest else -1.0
+        worst[key] = max(runs, key=lambda name: sign * getattr(runs[name], part)[figure])
+    return worst
+
+
+def _measure_samplers(
+    gen: Any,
+    members: tuple[torch.Tensor, torch.Tensor],
+    non_members: tuple[torch.Tensor, torch.Tensor],
+    *,
+    loss: dict[str, Any] | None,
+    n_generated: int,
+    seed: int,
+    near_copy_threshold: float | None,
+    timings: dict[str, float],
+) -> tuple[dict[str, _SamplerRun], dict[str, torch.Tensor]]:
+    """Every sampler of :func:`~ffsecure.generators.sampler_variants`: its figures, and the
+    samples it generated for the memorization test."""
+    runs, samples = {}, {}
+    keys = sorted(generators.sampling_keys(gen.family))
+    labels = generation_labels(members[1], n_generated)
+    for name, variant in generators.sampler_variants(gen).items():
+        with _timed(timings, "membership_s"):
+            black_box = membership.black_box_attack(variant, members, non_members, seed=seed)
+            mia = membership.strongest(
+                members[0].shape[0], non_members[0].shape[0], loss, black_box
+            )
+        with _timed(timings, "memorization_s"):
+            samples[name] = variant.sample(labels, seed=seed)
+            memo = memorization.memorization(
+                samples[name], members[0], non_members[0], threshold=near_copy_threshold
+            )
+        settings = {key: variant.config[key] for key in keys}
+        runs[name] = _SamplerRun(settings, mia, memo)
+    return runs, samples
+
+
+def _sampler_summary(run: _SamplerRun) -> dict[str, Any]:
+    mia = run.membership
+    return {
+        "settings": run.settings,
+        "membership": {
+            key: mia[key] for key in ("attack", "auroc", "tpr_at_1pct_fpr", "black_box")
+        },
+        "memorization": memorization.summary(run.memorization),
+    }
+
+
 def run_check(
     gen: Any,
     *,
     members: tuple[torch.Tensor, torch.Tensor],
     non_members: tuple[torch.Tensor, torch.Tensor],
     dp: dict[str, Any] | None = None,
-    dp_policy: Any = UNKNOWN_FEDERATION,
     reference: Any | None = None,
     n_generated: int = DEFAULT_SAMPLES,
     seed: int = 0,
@@ -139,53 +234,74 @@ def run_check(
     png: str | Path | None = None,
     near_copy_threshold: float | None = None,
 ) -> dict[str, Any]:
-    """Measure the module; return the full report (see ``docs/privacy.md``).
+    """Measure the module under every sampler; return the full report (see ``docs/privacy.md``).
 
-    ``dp_policy`` is the federation manifest's (it decides what the signed part holds);
-    the default, ``UNKNOWN_FEDERATION``, withholds the measured figures under a DP claim.
+    ``membership`` and ``memorization`` hold each sampler-dependent figure at its worst
+    (:data:`SAMPLED_FIGURES`), ``worst_sampler`` names the sampler that gave it, and
+    ``samplers`` holds every sampler's settings and figures.
     """
     if n_generated < 1:
         raise DataError(
             "generate at least one sample", code="E_DATA_FORMAT", hint="use --samples 1000"
         )
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    mia = membership_attack(
-        gen, members, non_members, dp=dp, reference=reference, draws=draws, seed=seed
+    fitted_by_loss = _fitted_by_loss(dp)
+    with _timed(timings, "membership_s"):
+        loss = (
+            membership.loss_based_attack(
+                gen, members, non_members, reference=reference, draws=draws, seed=seed
+            )
+            if fitted_by_loss
+            else None
+        )
+    runs, samples = _measure_samplers(
+        gen,
+        members,
+        non_members,
+        loss=loss,
+        n_generated=n_generated,
+        seed=seed,
+        near_copy_threshold=near_copy_threshold,
+        timings=timings,
     )
-    timings["membership_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    labels = generation_labels(members[1], n_generated)
-    generated = gen.sample(labels, seed=seed)
-    memo = memorization.memorization(
-        generated, members[0], non_members[0], threshold=near_copy_threshold
-    )
+    worst = _worst_samplers(runs)
+    mia = {
+        **runs[worst["membership_auroc"]].membership,
+        "sampler": worst["membership_auroc"],
+        "tpr_at_1pct_fpr": runs[worst["membership_tpr_at_1pct_fpr"]].membership["tpr_at_1pct_fpr"],
+    }
+    copies = runs[worst["near_copy_fraction"]].memorization
+    memo = {
+        **memorization.summary(copies),
+        "sampler": worst["near_copy_fraction"],
+        "ratio": runs[worst["memorization_ratio"]].memorization["ratio"],
+    }
     files = {}
     if png is not None:
-        memorization.closest_pairs_png(
-            png,
-            generated,
-            members[0],
-            memo["d_gen"],
-            memo["nn_gen"],
-            threshold=memo["near_copy_threshold"],
-        )
+        with _timed(timings, "memorization_s"):
+            memorization.closest_pairs_png(
+                png,
+                samples[worst["near_copy_fraction"]],
+                members[0],
+                copies["d_gen"],
+                copies["nn_gen"],
+                threshold=copies["near_copy_threshold"],
+            )
         files["closest_pairs_png"] = str(png)
-    timings["memorization_s"] = time.perf_counter() - t0
 
     acct = accounting.recompute(dp, strict=True)
     full = {
         "v": REPORT_VERSION,
         "family": gen.family,
         "membership": mia,
-        "memorization": memorization.summary(memo),
+        "memorization": memo,
+        "worst_sampler": worst,
+        "samplers": {name: _sampler_summary(run) for name, run in runs.items()},
         "accounting": acct,
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "files": files,
     }
     measured = measured_report(full)
-    full["manifest_report"] = manifest_report(full, dp, dp_policy=dp_policy)
-    full["withheld"] = withheld(measured, dp, dp_policy=dp_policy)  # measured, never released
-    full["released_outside_dp_claim"] = released_outside_claim(measured, dp, dp_policy=dp_policy)
+    full["manifest_report"] = manifest_report(full, dp)
+    full["withheld"] = withheld(measured, dp)  # measured, never released
     return full

@@ -176,21 +176,45 @@ def nearest_sample_distances(
     seed: int = 0,
 ) -> torch.Tensor:
     """Each example's L2 distance to the nearest of ``samples`` generated images of its class."""
-    x, y = _check(images, labels, gen.config)
+    (distances,) = _nearest_sample_distances(gen, [(images, labels)], samples=samples, seed=seed)
+    return distances
+
+
+def _nearest_sample_distances(
+    gen: Any,
+    sets: list[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    samples: int,
+    seed: int,
+) -> list[torch.Tensor]:
+    """:func:`nearest_sample_distances` of every set, generating each class's images once."""
+    checked = [_check(x, y, gen.config) for x, y in sets]
     if samples < 1:
         raise DataError("samples must be at least 1", code="E_DATA_FORMAT", hint="use e.g. 500")
-    out = torch.empty(x.shape[0], dtype=torch.float64)
-    for c in sorted({int(v) for v in y}):
+    out = [torch.empty(x.shape[0], dtype=torch.float64) for x, _y in checked]
+    for c in sorted({int(v) for _x, y in checked for v in y}):
         fake = gen.sample(torch.full((samples,), c, dtype=torch.int64), seed=seed * 1009 + c)
         fake_flat = fake.reshape(samples, -1).double()
-        rows = (y == c).nonzero(as_tuple=True)[0]
-        for s in range(0, rows.numel(), BATCH):
-            idx = rows[s : s + BATCH]
-            out[idx] = torch.cdist(x[idx].reshape(idx.numel(), -1).double(), fake_flat).amin(1)
+        for (x, y), distances in zip(checked, out, strict=True):
+            rows = (y == c).nonzero(as_tuple=True)[0]
+            for s in range(0, rows.numel(), BATCH):
+                idx = rows[s : s + BATCH]
+                flat = x[idx].reshape(idx.numel(), -1).double()
+                distances[idx] = torch.cdist(flat, fake_flat).amin(1)
     return out
 
 
-def _loss_attack(gen, members, non_members, reference, draws, seed) -> dict[str, Any]:
+def loss_based_attack(
+    gen: Any,
+    members: tuple[torch.Tensor, torch.Tensor],
+    non_members: tuple[torch.Tensor, torch.Tensor],
+    *,
+    reference: Any | None = None,
+    draws: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The loss attack (and, with a ``reference`` generator, its calibrated form): AUROC, TPR at
+    1% FPR, mean losses. It does not sample, so the sampler's settings do not change it."""
     lm = example_losses(gen, *members, draws=draws, seed=seed)
     ln = example_losses(gen, *non_members, draws=draws, seed=seed)
     out: dict[str, Any] = {
@@ -215,8 +239,7 @@ def black_box_attack(
     seed: int = 0,
 ) -> dict[str, Any]:
     """The nearest-generated-sample attack: AUROC, TPR at 1% FPR, mean distances."""
-    dm = nearest_sample_distances(gen, *members, samples=samples, seed=seed)
-    dn = nearest_sample_distances(gen, *non_members, samples=samples, seed=seed)
+    dm, dn = _nearest_sample_distances(gen, [members, non_members], samples=samples, seed=seed)
     return {
         "samples_per_class": int(samples),
         "mean_distance_members": float(dm.mean()),
@@ -242,21 +265,31 @@ def attack(
     applies when the module's own loss was trained on the data (``loss_attack``); the
     black-box attack applies to every module.
     """
-    out: dict[str, Any] = {"members": int(members[0].shape[0])}
-    out["non_members"] = int(non_members[0].shape[0])
+    loss = (
+        loss_based_attack(gen, members, non_members, reference=reference, draws=draws, seed=seed)
+        if loss_attack
+        else None
+    )
+    black_box = black_box_attack(gen, members, non_members, samples=black_box_samples, seed=seed)
+    return strongest(members[0].shape[0], non_members[0].shape[0], loss, black_box)
+
+
+def strongest(
+    members: int, non_members: int, loss: dict[str, Any] | None, black_box: dict[str, Any]
+) -> dict[str, Any]:
+    """:func:`attack`'s result from its parts: the loss attack's (or None) and the black-box
+    attack's; the top-level AUROC and TPR are the strongest attack's (highest AUROC)."""
+    out: dict[str, Any] = {"members": int(members), "non_members": int(non_members)}
     found: dict[str, dict[str, Any]] = {}
-    if loss_attack:
-        loss = _loss_attack(gen, members, non_members, reference, draws, seed)
+    if loss is not None:
         out.update(loss)
         found["loss"] = loss
         if "calibrated" in loss:
             found["calibrated-loss"] = loss["calibrated"]
-    out["black_box"] = found["nearest-sample"] = black_box_attack(
-        gen, members, non_members, samples=black_box_samples, seed=seed
-    )
-    strongest = max(found, key=lambda name: found[name]["auroc"])
-    out["attack"] = strongest
-    out["auroc"] = found[strongest]["auroc"]
-    out["tpr_at_1pct_fpr"] = found[strongest]["tpr_at_1pct_fpr"]
+    out["black_box"] = found["nearest-sample"] = black_box
+    name = max(found, key=lambda attack_name: found[attack_name]["auroc"])
+    out["attack"] = name
+    out["auroc"] = found[name]["auroc"]
+    out["tpr_at_1pct_fpr"] = found[name]["tpr_at_1pct_fpr"]
     out["auroc_ci95"] = list(auroc_interval(out["auroc"], out["members"], out["non_members"]))
     return out

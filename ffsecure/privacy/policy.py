@@ -37,19 +37,20 @@ rule (``near_copy_quantile`` at least
 could pass any limit by measuring two examples, or by counting near-copies at
 distance 0.
 
-A DP claim covers everything released about the training data, but only where the
-federation bounds it: :func:`ffsecure.privacy.report.dp_covers` (the module has a DP
-claim and the federation's ``dp_policy`` is ``required``, so ``max_epsilon`` bounds it
-and the aggregator enforces each site's composed budget). A site can sign any epsilon
-(10^4 is honest and meaningless), so without that bound a DP claim would void every
-empirical limit of this policy. A covered module signs no measured figure
+A module with a DP claim signs no measured figure, whatever the federation
 (:data:`ffsecure.privacy.report.DATA_DEPENDENT`, see
-:func:`ffsecure.privacy.report.releasable`), and a threshold on a figure its report
-does not state is *covered by the DP claim*: not a failure, and shown as such
+:func:`ffsecure.privacy.report.releasable`): a site that trains under DP releases nothing
+about its data outside its claim. The claim stands in for those figures only where the
+federation bounds it: :func:`ffsecure.privacy.report.dp_covers` (the module has a DP
+claim and the federation's ``dp_policy`` sets ``max_epsilon`` and ``delta``, which the
+aggregator enforces on every claim, required or not). A site can sign any epsilon (10^4
+is honest and meaningless), so without that bound a DP claim would void every empirical
+limit of this policy. Under a claim the federation bounds, a threshold on a figure the
+report does not state is *covered by the DP claim*: not a failure, and shown as such
 (``covered_by_dp`` in :meth:`PolicyVerdict.to_dict`). A covered module whose report
 does state the figure (packages signed before this rule) is judged on it as before.
-Every other module, a DP one in a federation that does not require DP included, keeps
-the rule above: a figure it does not state is refused. :func:`evaluate`,
+Every other module keeps the rule above: a figure it does not state is refused, so a DP
+module in a federation that bounds no claim cannot pass a limit. :func:`evaluate`,
 :func:`check_module` and :func:`site_verdict` therefore take the federation's
 ``dp_policy`` (keyword; ``None``, the default, covers nothing). The site still measures
 the withheld figures and :func:`site_verdict` turns a threshold they exceed into a
@@ -230,7 +231,7 @@ class ThresholdCheck:
     value: float | None  # None: the report does not state it (or there is no report)
     default: bool  # the limit is the policy default, not set by the federation
     dp_claim: bool = False  # the module carries a DP claim
-    claim_covers: bool = False  # ... and the federation requires DP (report.dp_covers)
+    claim_covers: bool = False  # ... and the federation bounds it (report.dp_covers)
     # why the stated figure does not count (measured on too few, or at a hand-set threshold)
     measurement: str | None = None
 
@@ -256,7 +257,7 @@ class PolicyVerdict:
     thresholds: tuple[ThresholdCheck, ...]
     problems: tuple[PrivacyPolicyError, ...]
     dp_claim: bool = False  # the module carries a DP claim
-    claim_covers: bool = False  # ... and the federation requires DP (report.dp_covers)
+    claim_covers: bool = False  # ... and the federation bounds it (report.dp_covers)
     # the site's own figures, measured but not released, above a threshold (site_verdict only)
     warnings: tuple[str, ...] = ()
 
@@ -425,12 +426,11 @@ def _threshold_checks(
     return tuple(checks)
 
 
-#: A DP module's report lacks a figure but the federation does not require DP.
+#: A DP module's report lacks a figure but the federation bounds no DP claim.
 UNCOVERED_HINT = (
-    "sign the measured figures: `site-node privacy-check --config site.toml --module ID "
-    "--attach` signs them when the federation does not require DP (without --config the "
-    "site cannot know and withholds them); or the federation operator requires DP "
-    "(dp_policy.required with max_epsilon and delta, a new signed manifest)"
+    "a DP module never signs figures measured on its training images; the federation "
+    "operator bounds every DP claim (dp_policy.max_epsilon and delta, a new signed "
+    "manifest), or the site trains without DP so that its report states the figures"
 )
 
 
@@ -438,9 +438,9 @@ def _threshold_problem(check: ThresholdCheck) -> PrivacyPolicyError:
     if check.value is None and check.dp_claim and not check.claim_covers:
         return PrivacyPolicyError(
             f"the federation limits the {check.what} ({check.key} = {check.limit:g}) but the "
-            "module's privacy report does not state it, and the federation does not require "
-            "DP (dp_policy.required is false: no max_epsilon bounds the claim), so the "
-            "module's DP claim cannot stand in for the figure",
+            "module's privacy report does not state it, and the federation bounds no DP "
+            "claim (its dp_policy sets no max_epsilon and delta), so the module's DP claim "
+            "cannot stand in for the figure",
             hint=UNCOVERED_HINT,
         )
     if check.value is None:
@@ -523,7 +523,7 @@ def site_verdict(
     threshold they exceed is a problem: the site does not release the module (nothing about
     the figures leaves it; they stay unsigned).
     """
-    signed = releasable(measured, dp, dp_policy=dp_policy)
+    signed = releasable(measured, dp)
     verdict = evaluate(signed, dp, policy, dp_policy=dp_policy)
     if not dp_covers(dp, dp_policy) or verdict.policy is None:
         return verdict

@@ -7,26 +7,23 @@ no image, no per-example value, nothing that names a patient. The full
 report a site keeps locally (``privacy-report.json``) carries more detail;
 :func:`manifest_report` extracts the signed part from it.
 
-A DP claim covers everything released about the training data, but only a claim the
-federation bounds: :func:`dp_covers` is the one home of that rule. It holds when the
-module carries a DP record *and* the federation's ``dp_policy`` is ``required`` (then
-its ``max_epsilon`` and ``delta`` bound every claim and the aggregator enforces each
-site's composed budget). A site can sign any epsilon it likes (10^4 is honest and
-meaningless), so under a federation that does not require DP the claim stands in for
-nothing.
-
 The figures of :data:`DATA_DEPENDENT` (example counts, membership-inference and
 memorization figures) are measured on the site's training images without noise. A
-module the DP claim covers never signs them: :func:`releasable` applies the rule and
+module with a DP claim never signs them, whatever the federation: a site that trains
+under DP (because the federation requires it, or by its own choice) releases nothing
+about its data outside its claim. :func:`releasable` applies the rule and
 :func:`manifest_report` uses it, so such a module's report holds only data-independent
 figures (the version, the number of samples the site chose to generate, the near-copy
 quantile rule, the epsilon re-computed from the claim's own parameters and its delta); the
-measured figures stay in the site's local report, which is never sent. A DP module the
-claim does not cover signs them like any other module (the privacy policy needs them), and
-they are then released outside the DP claim. Where no federation manifest is known
-(``site-node privacy-check`` without ``--config``: ``dp_policy=UNKNOWN_FEDERATION``) a DP
-module withholds them, the privacy-safe default; an aggregator whose federation does not
-require DP then refuses it.
+measured figures stay in the site's local report, which is never sent.
+
+Whether the DP claim then stands in for those figures where the privacy policy limits
+them is :func:`dp_covers`, the one home of that rule: only a claim the federation
+bounds, that is a ``dp_policy`` that sets ``max_epsilon`` and ``delta`` (always so when
+it requires DP; the aggregator refuses a claim above either, required or not). A site
+can sign any epsilon it likes (10^4 is honest and meaningless), so where the federation
+bounds no claim a DP module cannot show that it meets the policy's empirical limits and
+is refused.
 
 Older packages whose DP module signed measured figures still parse: the schema does not
 depend on the DP claim, the policy judges what the report states.
@@ -34,8 +31,7 @@ depend on the DP claim, the policy judges what the report states.
 
 from __future__ import annotations
 
-import enum
-from typing import Any, Final
+from typing import Any
 
 from ffsecure.errors import FormatError
 from ffsecure.records import fields
@@ -93,61 +89,46 @@ def has_dp_claim(dp: Any) -> bool:
     return isinstance(dp, dict)
 
 
+def bounds_dp_claims(dp_policy: Any) -> bool:
+    """Whether a federation's ``dp_policy`` bounds every DP claim: it sets ``max_epsilon`` and
+    ``delta`` (a required policy always does; ``ffsecure.package.check_policy`` refuses a
+    claim above either, required or not)."""
+    return (
+        isinstance(dp_policy, dict)
+        and dp_policy.get("max_epsilon") is not None
+        and dp_policy.get("delta") is not None
+    )
+
+
 def dp_covers(dp: Any, dp_policy: Any) -> bool:
-    """Whether a module's DP claim covers its data-dependent figures (the one rule).
+    """Whether a module's DP claim stands in for the figures its report does not state (the
+    one rule).
 
-    True only when ``dp`` (the module manifest's field) is a DP claim and ``dp_policy``
-    (the federation manifest's field) is a policy with ``required`` true: then its
-    ``max_epsilon`` and ``delta`` bound every claim. Anything else is false.
+    True only when ``dp`` (the module manifest's field) is a DP claim and ``dp_policy`` (the
+    federation manifest's field) bounds it (:func:`bounds_dp_claims`). Anything else is false.
     """
-    return has_dp_claim(dp) and isinstance(dp_policy, dict) and dp_policy.get("required") is True
+    return has_dp_claim(dp) and bounds_dp_claims(dp_policy)
 
 
-class Federation(enum.Enum):
-    """``dp_policy`` where no federation manifest is known."""
-
-    UNKNOWN = "unknown"
-
-
-#: ``dp_policy`` of :func:`releasable` when the federation's manifest is not known
-#: (``site-node privacy-check`` without ``--config``): a DP module withholds its figures.
-UNKNOWN_FEDERATION: Final = Federation.UNKNOWN
+def withholds(dp: Any) -> bool:
+    """Whether a module keeps the figures of :data:`DATA_DEPENDENT` out of its signed report:
+    whenever it has a DP claim, whatever the federation."""
+    return has_dp_claim(dp)
 
 
-def withholds(dp: Any, dp_policy: Any) -> bool:
-    """Whether a module keeps the figures of :data:`DATA_DEPENDENT` out of its signed report.
-
-    When :func:`dp_covers` holds, and under any DP claim where the federation is
-    :data:`UNKNOWN_FEDERATION` (the privacy-safe default).
-    """
-    if dp_policy is UNKNOWN_FEDERATION:
-        return has_dp_claim(dp)
-    return dp_covers(dp, dp_policy)
-
-
-def releasable(report: dict[str, Any], dp: Any, *, dp_policy: Any) -> dict[str, Any]:
+def releasable(report: dict[str, Any], dp: Any) -> dict[str, Any]:
     """The part of ``report`` a module with manifest field ``dp`` may sign.
 
-    All of it unless :func:`withholds`; then only the keys outside :data:`DATA_DEPENDENT`.
-    ``dp_policy`` is the federation manifest's (or :data:`UNKNOWN_FEDERATION`); it has no
-    default, because a wrong one would release figures a DP claim should cover.
+    All of it without a DP claim; under one, only the keys outside :data:`DATA_DEPENDENT`.
     """
-    if not withholds(dp, dp_policy):
+    if not withholds(dp):
         return dict(report)
     return {key: value for key, value in report.items() if key not in DATA_DEPENDENT}
 
 
-def withheld(report: dict[str, Any], dp: Any, *, dp_policy: Any) -> list[str]:
+def withheld(report: dict[str, Any], dp: Any) -> list[str]:
     """The keys of ``report`` that :func:`releasable` keeps local, sorted."""
-    return sorted(set(report) - set(releasable(report, dp, dp_policy=dp_policy)))
-
-
-def released_outside_claim(report: dict[str, Any], dp: Any, *, dp_policy: Any) -> list[str]:
-    """The data-dependent keys of ``report`` a DP module signs although its claim does not
-    cover them (the federation does not require DP), sorted; empty otherwise."""
-    if not has_dp_claim(dp) or withholds(dp, dp_policy):
-        return []
-    return sorted(set(report) & DATA_DEPENDENT)
+    return sorted(set(report) - set(releasable(report, dp)))
 
 
 class PrivacyReportError(FormatError):
@@ -229,10 +210,9 @@ def measured_report(full: dict[str, Any]) -> dict[str, int | float]:
     return check_report(out)
 
 
-def manifest_report(full: dict[str, Any], dp: Any, *, dp_policy: Any) -> dict[str, int | float]:
+def manifest_report(full: dict[str, Any], dp: Any) -> dict[str, int | float]:
     """The signed, numbers-only part of a full local report, for a module whose ``dp`` is given.
 
-    The figures of :data:`DATA_DEPENDENT` stay out when :func:`withholds` (see
-    :func:`releasable`); ``dp_policy`` is the federation's or :data:`UNKNOWN_FEDERATION`.
+    The figures of :data:`DATA_DEPENDENT` stay out under a DP claim (see :func:`releasable`).
     """
-    return check_report(releasable(measured_report(full), dp, dp_policy=dp_policy))
+    return check_report(releasable(measured_report(full), dp))

@@ -5,19 +5,21 @@ Members are the training images of the classes the module covers, non-members
 the same classes' held-out (test split) images, which the module never saw.
 The check runs the loss-based membership-inference attack (optionally
 calibrated with a reference generator trained on half of the held-out
-images), the memorization test on generated samples, and re-computes the DP
-epsilon from the manifest's DP record. It writes ``privacy-report.json`` and
+images), the memorization test on generated samples (these two under the manifest's
+sampler and the family's reference samplers, each figure at its worst), and
+re-computes the DP epsilon from the manifest's DP record. It writes ``privacy-report.json`` and
 ``closest-pairs.png``; with ``--attach`` it adds the numbers to the module
 manifest and signs the package again. A module with a DP claim signs only the
-data-independent figures: the measured ones stay in the local report (the DP
-claim covers everything released). See docs/privacy.md.
+data-independent figures, whatever the federation: the measured ones stay in the
+local report. See docs/privacy.md.
 
 With ``--config`` the report is judged against the federation's privacy
 policy (the one the aggregator applies, defaults included): the output shows
 PASS/FAIL per threshold, the command exits 4 when the module fails, and with
 ``--attach`` a failing module is marked ``refused`` (never sent). Under a DP
-claim a threshold is covered by the claim and a measured figure above it is a
-WARN line, not a failure.
+claim the federation bounds (``dp_policy`` sets ``max_epsilon`` and ``delta``) a
+threshold is covered by the claim and a measured figure above it is a WARN line,
+not a failure; under a claim it does not bound, the threshold fails.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from ffsecure.dp import record_privacy_unit
 from ffsecure.errors import ConfigError, FFSecureError
 from ffsecure.package import SignedPackage, verify_package
 from ffsecure.privacy.attach import attach_report
-from ffsecure.privacy.report import DEFAULT_MAX_EXAMPLES, DEFAULT_SAMPLES, UNKNOWN_FEDERATION
+from ffsecure.privacy.report import DEFAULT_MAX_EXAMPLES, DEFAULT_SAMPLES
 from site_node import trust as trustlib
 from site_node.commands._common import training_progress, verdict_lines
 from site_node.config import load_config
@@ -260,14 +262,11 @@ def privacy_check(
             with training_progress(not as_json) as progress:
                 ref_gen.fit(ref_x, ref_y, settings, progress=progress)
         out.mkdir(parents=True, exist_ok=True)
-        # without --config the federation is unknown: a DP module withholds its figures
-        dp_policy = UNKNOWN_FEDERATION if trust is None else trust.federation.dp_policy
         full = run_check(
             gen,
             members=members,
             non_members=non_members,
             dp=m.dp,
-            dp_policy=dp_policy,
             reference=ref_gen,
             n_generated=samples,
             seed=seed,
@@ -285,7 +284,7 @@ def privacy_check(
             else:
                 key = pki.load_private_key(key_file)
                 cert = pki.load_certs(Path(cert_file).read_bytes(), max_count=1)[0]
-            new = attach_report(pkg, report, key, cert, dp_policy=dp_policy)
+            new = attach_report(pkg, report, key, cert)
             if trust is not None:
                 verify_package(new, federation=trust.federation, ca_cert=trust.ca_cert)
             target = pkg_path if record is not None or output is None else Path(output)
@@ -311,7 +310,7 @@ def _render(full, m, out, verdict, as_json) -> None:
         f"  membership inference: AUROC {mia['auroc']:.3f}, TPR@1%FPR {mia['tpr_at_1pct_fpr']:.3f} "
         f"({mia['members']} members vs {mia['non_members']} held-out "
         f"{mia.get('non_member_split', 'test')} images; strongest attack: "
-        f"{mia.get('attack', 'loss')})"
+        f"{mia.get('attack', 'loss')} under the {mia.get('sampler', 'manifest')} sampler)"
     )
     if "calibrated" in mia:
         click.echo(
@@ -322,6 +321,8 @@ def _render(full, m, out, verdict, as_json) -> None:
         f"  memorization: ratio {memo['ratio']:.3f}, near-copies {memo['near_copy_fraction']:.3%} "
         f"of {memo['generated']} samples (threshold {memo['near_copy_threshold']:.4f})"
     )
+    for line in _sampler_lines(full):
+        click.echo(f"  {line}")
     if acct.get("dp"):
         click.echo(
             f"  DP: epsilon {acct['epsilon_recomputed']:.4f} re-computed ({acct['accountant']}), "
@@ -330,21 +331,16 @@ def _render(full, m, out, verdict, as_json) -> None:
     else:
         click.echo("  DP: none (no formal guarantee)")
     if full.get("withheld"):
-        why = "covered by the DP claim" if verdict is not None else "withheld under the DP claim"
+        covered = verdict is not None and verdict.claim_covers
+        why = "covered by the DP claim" if covered else "withheld under the DP claim"
         click.echo(
             f"  signed report leaves out (measured here, {why}): " + ", ".join(full["withheld"])
         )
-        if verdict is None:
+        if not covered:
             click.echo(
-                "  without --config the federation is unknown: an aggregator whose federation "
-                "does not require DP refuses a report without these figures; attach with "
-                "--config site.toml to sign what the federation needs"
+                "  a DP module never signs them: only a federation that bounds every DP claim "
+                "(dp_policy max_epsilon and delta) lets the claim stand in for them"
             )
-    if full.get("released_outside_dp_claim"):
-        click.echo(
-            "  signed report states (the federation does not require DP, so they are released "
-            "outside the DP claim): " + ", ".join(full["released_outside_dp_claim"])
-        )
     click.echo(
         f"  report: {out / 'privacy-report.json'}; closest pairs: {out / 'closest-pairs.png'}"
     )
@@ -359,3 +355,20 @@ def _render(full, m, out, verdict, as_json) -> None:
             click.echo(f"  {line}")
     if full.get("status") == "refused":
         click.echo("  the module is marked refused: it will never be sent")
+
+
+def _sampler_lines(full) -> list[str]:
+    """Which samplers the check measured under, and which gave each figure at its worst."""
+    samplers, worst = full.get("samplers") or {}, full.get("worst_sampler") or {}
+    lines = ["samplers (each figure is judged at its worst over them):"]
+    for name, run in samplers.items():
+        settings = ", ".join(f"{key} {value}" for key, value in run["settings"].items())
+        lines.append(
+            f"  {name} ({settings}): AUROC {run['membership']['auroc']:.3f}, near-copies "
+            f"{run['memorization']['near_copy_fraction']:.3%}"
+        )
+    if worst:
+        lines.append(
+            "  worst: " + ", ".join(f"{key} under {name}" for key, name in sorted(worst.items()))
+        )
+    return lines

@@ -270,6 +270,42 @@ def test_a_federation_that_pins_patient_dp_fails_a_site_per_image(fed, agg, tmp_
     assert 'privacy_unit = "patient"' in bad["DP policy"]["fix"]
 
 
+def test_a_dp_site_fails_a_privacy_policy_the_federation_bounds_no_dp_claim_for(fed, agg, tmp_path):
+    """A DP module signs no measured figure; without max_epsilon and delta its claim cannot
+    stand in for them, so the site would refuse every module it trains."""
+    own_dp = "[dp]\nenabled = true\ntarget_epsilon = 1.0\n"
+    unbounded = dataclasses.replace(fed.manifest, privacy_policy={"max_near_copy_fraction": 0.1})
+    assert unbounded.dp_policy["required"] is False and unbounded.dp_policy["max_epsilon"] is None
+    cfg = make_site(
+        fed,
+        tmp_path / "unbounded",
+        fed.sites["st-mary"],
+        endpoint=agg.address,
+        manifest=create_signed_manifest(unbounded, fed.ca),
+        extra=own_dp,
+    )
+    proc, report = check(cfg)
+    assert proc.returncode == EXIT_CHECK_FAILED
+    bad = not_passed(report)
+    assert list(bad) == ["privacy policy"]
+    assert "bounds no DP claim" in bad["privacy policy"]["detail"]
+    assert "`enabled = false`" in bad["privacy policy"]["fix"]
+
+    bounded = dataclasses.replace(
+        unbounded, dp_policy={"required": False, "max_epsilon": 8.0, "delta": 1e-5}
+    )
+    cfg = make_site(
+        fed,
+        tmp_path / "bounded",
+        fed.sites["st-mary"],
+        endpoint=agg.address,
+        manifest=create_signed_manifest(bounded, fed.ca),
+        extra=own_dp,
+    )
+    proc, report = check(cfg)
+    assert proc.returncode == 0 and not not_passed(report), proc.stdout + proc.stderr
+
+
 @pytest.mark.slow
 def test_a_gpu_device_torch_cannot_see_fails_naming_the_gpu(fed, agg, tmp_path):
     import torch

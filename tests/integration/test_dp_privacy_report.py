@@ -1,5 +1,6 @@
-"""A DP module's signed privacy report releases nothing outside its DP claim, and a DP claim
-stands in for the privacy policy's figures only where the federation requires DP.
+"""A DP module's signed privacy report releases nothing outside its DP claim, whatever the
+federation, and a DP claim stands in for the privacy policy's figures only where the
+federation bounds every DP claim (dp_policy max_epsilon and delta).
 
 A real chain: a site trains the federation's tiny cvae under DP-SGD (Opacus,
 one epoch on scikit-learn's digits) with `site-node run --once` as a real
@@ -13,14 +14,16 @@ manifest requires a privacy report.
   warning, and the aggregator registers it, and the same weights re-signed with a
   claim of epsilon 10^4 (within the federation's bound) and no figures;
   `aggregator ledger export` and `ffsecure audit verify` VERIFY the bundle. The
-  same weights signed the old way (a DP claim with its measured figures) are
-  refused over the same mTLS channel with E_PRIVACY_POLICY.
-- DP not required: nothing bounds a claim, so the site signs its measured figures
-  (the local report says they are released outside the DP claim) and the module
-  registers; the same weights re-signed with epsilon 10^4 and no figures, or
-  without a DP claim and without figures, are refused with E_PRIVACY_POLICY; so is
-  what `site-node privacy-check --attach` signs without --config (it cannot know the
-  federation, withholds the figures and says to attach with --config).
+  same weights signed the old way (a DP module stating its figures) are refused
+  over the same mTLS channel with E_PRIVACY_POLICY.
+- DP not required, DP claims bounded (max_epsilon 10^4, delta): a site that runs DP
+  by its own choice ([dp] in site.toml) signs no measured figure either, and the
+  module registers, its claim covering the limits; what `site-node privacy-check
+  --attach` signs without --config is the same. The same weights without a DP claim
+  and without figures are refused.
+- DP not required, no bound on DP claims: the site signs no measured figure, the
+  claim cannot stand in for them, and the site refuses its own module, as the
+  aggregator would.
 """
 
 from __future__ import annotations
@@ -49,12 +52,15 @@ from tests.integration.test_site_node import (
     site_node,
     write_site_config,
 )
-from tests.integration.test_site_privacy_policy import events, federation, record
+from tests.integration.test_site_privacy_policy import events, federation, module_ids, record
 
 POLICY = {"required": True, "max_membership_auroc": 0.0, "max_near_copy_fraction": 1.0}
 LAX = {"required": True, "max_membership_auroc": 1.0, "max_near_copy_fraction": 1.0}
 DP_TABLE = "\n[dp]\ntarget_epsilon = 8.0\ndelta = 1e-4\n"
 DP_REQUIRED = {"required": True, "max_epsilon": 1e4, "delta": 1e-4}
+DP_BOUNDED = {"required": False, "max_epsilon": 1e4, "delta": 1e-4}
+#: the figures a DP module signs
+DATA_INDEPENDENT = {"v", "generated", "near_copy_quantile", "dp_epsilon_recomputed", "dp_delta"}
 NO_FIGURES = {"v": 1, "generated": 1000}
 
 
@@ -75,7 +81,7 @@ def _trained(tmp_path, fed, address: str) -> tuple:
     proc = site_node("run", "--config", cfg, "--once", check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = events(proc.stderr)
-    (module_id,) = {e["module_id"] for e in found if e["event"].startswith("privacy_")}
+    (module_id,) = module_ids(cfg)
     assert record(cfg, module_id)["status"] == "registered"
     folder = cfg.parent / "state" / "modules" / module_id
     return cfg, found, folder, SignedPackage.from_bytes((folder / "package.ffpk").read_bytes())
@@ -133,7 +139,6 @@ def test_a_dp_module_signs_no_measured_figure_and_registers_and_verifies(tmp_pat
         cfg, found, folder, pkg = _trained(tmp_path, fed, agg.address)
         (warning,) = [e for e in found if e["event"] == "privacy_warning"]
         assert "membership AUROC" in warning["msg"] and "DP claim covers it" in (warning["msg"])
-        assert not [e for e in found if e["event"] == "privacy_outside_dp_claim"]
         module_id = warning["module_id"]
 
         # the signed manifest: the DP claim and data-independent figures only
@@ -158,7 +163,6 @@ def test_a_dp_module_signs_no_measured_figure_and_registers_and_verifies(tmp_pat
         assert 0.0 < local["membership"]["auroc"] <= 1.0
         assert local["memorization"]["generated"] == 1000
         assert set(local["withheld"]) >= {"members", "non_members", "membership_auroc"}
-        assert local["released_outside_dp_claim"] == []
         assert local["policy"]["passes"] is True and local["policy"]["dp_claim"] is True
         assert local["policy"]["dp_covers"] is True
         assert local["policy"]["covered_by_dp"] == [
@@ -211,43 +215,39 @@ def test_a_dp_module_signs_no_measured_figure_and_registers_and_verifies(tmp_pat
     assert (code, verdict["verdict"], verdict["findings"]) == (0, "VERIFIED", [])
 
 
-def test_without_required_dp_a_dp_module_signs_its_figures_and_a_bare_claim_is_refused(tmp_path):
-    """A claim nothing bounds (epsilon 10^4) must not void the policy's empirical limits."""
-    fed = _federation(tmp_path, LAX, None)
-    assert fed.manifest.dp_policy["required"] is False
+def test_a_sites_own_dp_module_signs_no_figure_where_dp_is_not_required(tmp_path):
+    """The federation bounds every DP claim without requiring DP: the claim covers the limits."""
+    fed = _federation(tmp_path, LAX, DP_BOUNDED)
     agg = InProcessAggregator(fed, free_port()).start()
     try:
         cfg, found, folder, pkg = _trained(tmp_path, fed, agg.address)
-        assert not [e for e in found if e["event"] == "privacy_warning"]
-        (outside,) = [e for e in found if e["event"] == "privacy_outside_dp_claim"]
-        assert "does not require DP" in outside["msg"] and "membership_auroc" in outside["msg"]
-        module_id = outside["module_id"]
+        assert not [e for e in found if e["event"] == "privacy_warning"]  # LAX: none exceeded
+        module_id = pkg.manifest.module_id
 
-        # the DP claim and the measured figures, signed: the policy needs them
+        # the DP claim and data-independent figures only, as under required DP
         dp, signed = pkg.manifest.dp, pkg.manifest.privacy_report
         assert dp is not None and 0 < dp["epsilon"] <= 8.0
-        assert {"members", "non_members", "membership_auroc", "near_copy_fraction"} <= set(signed)
-        assert 0.0 < signed["membership_auroc"] <= 1.0 and signed["members"] > 0
+        assert set(signed) == DATA_INDEPENDENT
+        for key in DATA_DEPENDENT:
+            assert f'"{key}"'.encode() not in pkg.manifest_bytes, key
+        # the local report keeps them for the site
         local = json.loads((folder / "privacy-report.json").read_text())
-        assert local["manifest_report"] == signed and local["withheld"] == []
-        assert local["released_outside_dp_claim"] == sorted(set(signed) & DATA_DEPENDENT)
-        assert local["policy"]["dp_claim"] is True and local["policy"]["dp_covers"] is False
-        assert local["policy"]["covered_by_dp"] == [] and local["policy"]["passes"] is True
+        assert local["manifest_report"] == signed
+        assert local["membership"]["members"] > 0 and 0.0 < local["membership"]["auroc"] <= 1.0
+        assert set(local["withheld"]) == set(measured_keys(local)) & DATA_DEPENDENT
+        assert local["policy"]["dp_claim"] is True and local["policy"]["dp_covers"] is True
+        assert local["policy"]["passes"] is True
+        assert local["policy"]["covered_by_dp"] == [
+            "max_membership_auroc",
+            "max_near_copy_fraction",
+        ]
 
-        # epsilon 10^4 and no figures: refused, and the message says why and what to do
-        huge = _resigned(cfg, pkg, dp={**dp, "epsilon": 1e4}, privacy_report=NO_FIGURES)
-        refused = _upload_refused(cfg, huge)
-        assert refused.code == "E_PRIVACY_POLICY" and "does not state it" in refused.message
-        assert "the federation does not require DP" in refused.message
-        assert "cannot stand in for the figure" in refused.message
-        # a module without a DP claim and without figures, as before
+        # a module without a DP claim and without figures is refused, as before
         bare = _resigned(cfg, pkg, dp=None, privacy_report=NO_FIGURES)
         refused = _upload_refused(cfg, bare)
         assert refused.code == "E_PRIVACY_POLICY" and "does not state it" in refused.message
-        assert "does not require DP" not in refused.message
 
-        # without --config the site cannot know the federation: a DP module withholds its
-        # figures, the summary says to attach with --config, and this aggregator refuses it
+        # without --config the site signs exactly what it signs with it
         blind_path = tmp_path / "blind.ffpk"
         args = ["privacy-check", "--module", folder / "package.ffpk", "--data", "digits"]
         args += ["--samples", "50", "--out", tmp_path / "blind", "--attach"]
@@ -257,18 +257,39 @@ def test_without_required_dp_a_dp_module_signs_its_figures_and_a_bare_claim_is_r
         )
         assert res.exit_code == 0, res.output
         assert "withheld under the DP claim" in res.output
-        assert "attach with --config site.toml" in res.output
         blind = SignedPackage.from_bytes(blind_path.read_bytes())
-        assert set(blind.manifest.privacy_report) == set(NO_FIGURES) | {
-            "near_copy_quantile",
-            "dp_epsilon_recomputed",
-            "dp_delta",
-        }
-        refused = _upload_refused(cfg, _resigned(cfg, blind))
-        assert refused.code == "E_PRIVACY_POLICY" and "does not require DP" in refused.message
+        assert set(blind.manifest.privacy_report) == DATA_INDEPENDENT
+        assert _upload(cfg, _resigned(cfg, blind)) is None
 
         entries = ledger_entries(fed, agg.address)
         registered = [e["facts"]["module_id"] for e in entries if e["type"] == "module.registered"]
-        assert registered == [module_id]
+        assert len(registered) == 2 and registered[0] == module_id
     finally:
         agg.stop()
+
+
+def measured_keys(local: dict) -> list[str]:
+    """The manifest report keys of every figure the site measured (signed or not)."""
+    from ffsecure.privacy.report import measured_report
+
+    return sorted(measured_report(local))
+
+
+def test_a_dp_module_the_federation_bounds_no_claim_for_is_refused_by_its_site(tmp_path):
+    """Nothing bounds the claim (epsilon 10^4 would be as good), so it cannot stand in for the
+    figures it withholds: the site refuses the module rather than release them."""
+    fed = _federation(tmp_path, LAX, None)
+    assert fed.manifest.dp_policy["max_epsilon"] is None
+    cfg = write_site_config(tmp_path, "st-dp", "127.0.0.1:1", [0, 1])
+    cfg.write_text(cfg.read_text() + DP_TABLE)
+    _cfg, _trust, rec = setup_site_in_process(fed, cfg)
+    assert rec.status == "refused" and rec.error["by"] == "site"
+    assert rec.error["code"] == "E_PRIVACY_POLICY"
+    assert "bounds no DP claim" in rec.error["message"]
+    folder = cfg.parent / "state" / "modules" / rec.module_id
+    pkg = SignedPackage.from_bytes((folder / "package.ffpk").read_bytes())
+    assert pkg.manifest.dp is not None
+    assert set(pkg.manifest.privacy_report) == DATA_INDEPENDENT
+    local = json.loads((folder / "privacy-report.json").read_text())
+    assert local["policy"]["dp_covers"] is False and local["policy"]["passes"] is False
+    assert 0.0 < local["membership"]["auroc"] <= 1.0  # measured, kept local

@@ -289,9 +289,7 @@ def test_privacy_check_flags_the_memorizing_module_and_signs_the_report(world, c
 def test_aggregator_refuses_modules_that_break_the_privacy_policy(world, leaky_report):
     fed, _root, _npz, _path, pkg = world
     creds = fed.sites["st-mary"]
-    leaky = attach_report(
-        pkg, leaky_report, creds.key, creds.cert, dp_policy=fed.manifest.dp_policy
-    )
+    leaky = attach_report(pkg, leaky_report, creds.key, creds.cert)
     compliant = attach_report(
         pkg,
         {
@@ -304,7 +302,6 @@ def test_aggregator_refuses_modules_that_break_the_privacy_policy(world, leaky_r
         },
         creds.key,
         creds.cert,
-        dp_policy=fed.manifest.dp_policy,
     )
     # the memorizing module measured on two members, at --threshold 0: nothing counts
     weak = attach_report(
@@ -320,7 +317,6 @@ def test_aggregator_refuses_modules_that_break_the_privacy_policy(world, leaky_r
         },
         creds.key,
         creds.cert,
-        dp_policy=fed.manifest.dp_policy,
     )
     with fed.serve() as srv:
         store = srv.runtime.store
@@ -369,9 +365,7 @@ def test_aggregator_modules_list_and_show_the_privacy_report(world, tmp_path):
     }
     _sealed, pkg = trained_package(fed, "st-john", [0, 1], 7)
     creds = fed.sites["st-john"]
-    with_report = attach_report(
-        pkg, report, creds.key, creds.cert, dp_policy=fed.manifest.dp_policy
-    )
+    with_report = attach_report(pkg, report, creds.key, creds.cert)
     without, _ = trained_package(fed, "st-mary", [2, 3], 8)
     with open_home_store(home) as store:
         reg = registrar(fed, store)
@@ -520,9 +514,7 @@ def test_aggregator_refuses_a_membership_auroc_above_the_default_limit(tmp_path)
         size_before = store.size()  # serve's federation.loaded and crl.loaded
         with fed.client("st-mary", srv.address) as c:
             _sealed, pkg = fed.make_package("st-mary", seed=1)
-            leaky = attach_report(
-                pkg, reports[0.575], creds.key, creds.cert, dp_policy=fed.manifest.dp_policy
-            )
+            leaky = attach_report(pkg, reports[0.575], creds.key, creds.cert)
             with pytest.raises(AggregatorError) as err:
                 c.upload(_seal(fed, leaky), module_id=leaky.manifest.module_id, site_id="st-mary")
             assert err.value.code == "E_PRIVACY_POLICY"
@@ -531,9 +523,7 @@ def test_aggregator_refuses_a_membership_auroc_above_the_default_limit(tmp_path)
             )
             assert store.size() == size_before and store.list_modules() == []  # nothing written
             _sealed, pkg = fed.make_package("st-mary", seed=2)
-            at_limit = attach_report(
-                pkg, reports[0.55], creds.key, creds.cert, dp_policy=fed.manifest.dp_policy
-            )
+            at_limit = attach_report(pkg, reports[0.55], creds.key, creds.cert)
             receipt = c.upload(
                 _seal(fed, at_limit), module_id=at_limit.manifest.module_id, site_id="st-mary"
             )

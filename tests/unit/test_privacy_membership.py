@@ -97,6 +97,36 @@ def test_memorizing_generator_is_flagged(memorizer):
         check_module(report, None, {"max_near_copy_fraction": 0.05})
 
 
+def test_the_check_judges_each_figure_at_its_worst_over_the_samplers(memorizer):
+    """The cvae module is measured at its manifest's temperature and at every reference one."""
+    from ffsecure.privacy.check import run_check
+
+    gen, members, non_members = memorizer
+    full = run_check(gen, members=members, non_members=non_members, n_generated=200, seed=0)
+    samplers, worst = full["samplers"], full["worst_sampler"]
+    assert {n: s["settings"] for n, s in samplers.items()} == {
+        "manifest": {"temperature": 1.0},
+        "cold": {"temperature": 0.5},
+        "hot": {"temperature": 1.5},
+    }
+    fractions = {n: s["memorization"]["near_copy_fraction"] for n, s in samplers.items()}
+    ratios = {n: s["memorization"]["ratio"] for n, s in samplers.items()}
+    aurocs = {n: s["membership"]["auroc"] for n, s in samplers.items()}
+    tprs = {n: s["membership"]["tpr_at_1pct_fpr"] for n, s in samplers.items()}
+    report = full["manifest_report"]
+    assert report["near_copy_fraction"] == round(max(fractions.values()), 6)
+    assert report["memorization_ratio"] == round(min(ratios.values()), 6)
+    assert report["membership_auroc"] == round(max(aurocs.values()), 6)
+    assert report["membership_tpr_at_1pct_fpr"] == round(max(tprs.values()), 6)
+    assert fractions[worst["near_copy_fraction"]] == max(fractions.values())
+    assert ratios[worst["memorization_ratio"]] == min(ratios.values())
+    assert aurocs[worst["membership_auroc"]] == max(aurocs.values())
+    assert tprs[worst["membership_tpr_at_1pct_fpr"]] == max(tprs.values())
+    # the loss attack does not sample: measured once, the same under every sampler
+    assert full["membership"]["mean_loss_members"] < full["membership"]["mean_loss_non_members"]
+    assert {s["membership"]["black_box"]["samples_per_class"] for s in samplers.values()} == {500}
+
+
 def test_untrained_generator_shows_no_membership_signal():
     members, non_members = _digits(64, 64)
     cfg = generators.default_config("cvae", image_shape=(1, 16, 16), num_classes=4, size="tiny")

@@ -22,8 +22,10 @@ GOOD = {
     "near_copy_quantile": 0.01,
 }
 DP = {"epsilon": 7.9, "delta": 1e-5}
-#: the federation manifest's dp_policy: required (its max_epsilon bounds every claim) or not
+#: the federation manifest's dp_policy: required (its max_epsilon bounds every claim), not
+#: required but bounding every claim all the same, or bounding none
 REQUIRED = {"required": True, "max_epsilon": 8.0, "delta": 1e-5}
+BOUNDED = {"required": False, "max_epsilon": 8.0, "delta": 1e-5}
 NOT_REQUIRED = {"required": False, "max_epsilon": None, "delta": None}
 
 
@@ -86,7 +88,7 @@ def test_manifest_report_keeps_numbers_only():
         },
         "accounting": {"dp": False},
     }
-    rep = manifest_report(full, None, dp_policy=REQUIRED)
+    rep = manifest_report(full, None)
     assert rep == {
         "v": 1,
         "members": 10,
@@ -105,16 +107,9 @@ def test_manifest_report_keeps_numbers_only():
 
 
 def test_under_a_dp_claim_the_manifest_report_keeps_only_data_independent_figures():
-    """Counts, membership and memorization figures are measured without noise: never signed
-    where the DP claim covers them (required DP) or the federation is unknown."""
-    from ffsecure.privacy.report import (
-        DATA_DEPENDENT,
-        UNKNOWN_FEDERATION,
-        measured_report,
-        releasable,
-        released_outside_claim,
-        withheld,
-    )
+    """Counts, membership and memorization figures are measured without noise: a module with
+    a DP claim never signs them, whatever the federation's DP policy."""
+    from ffsecure.privacy.report import DATA_DEPENDENT, measured_report, releasable, withheld
 
     full = {
         "membership": {"members": 10, "non_members": 12, "auroc": 0.61, "tpr_at_1pct_fpr": 0.1},
@@ -134,15 +129,12 @@ def test_under_a_dp_claim_the_manifest_report_keeps_only_data_independent_figure
         "dp_epsilon_recomputed": 7.9,
         "dp_delta": 1e-5,
     }
-    assert manifest_report(full, DP, dp_policy=REQUIRED) == covered
-    assert manifest_report(full, DP, dp_policy=UNKNOWN_FEDERATION) == covered
+    assert manifest_report(full, DP) == covered
     measured = measured_report(full)
-    assert withheld(measured, DP, dp_policy=REQUIRED) == sorted(set(measured) & DATA_DEPENDENT)
-    assert released_outside_claim(measured, DP, dp_policy=REQUIRED) == []
-    for dp_policy in (REQUIRED, NOT_REQUIRED, UNKNOWN_FEDERATION):
-        assert withheld(measured, None, dp_policy=dp_policy) == []
-        assert releasable(measured, None, dp_policy=dp_policy) == measured
-        assert released_outside_claim(measured, None, dp_policy=dp_policy) == []
+    assert releasable(measured, DP) == covered
+    assert withheld(measured, DP) == sorted(set(measured) & DATA_DEPENDENT)
+    assert withheld(measured, None) == []
+    assert releasable(measured, None) == measured
     assert set(REPORT_FIELDS) - DATA_DEPENDENT == {
         "v",
         "generated",
@@ -373,11 +365,12 @@ def test_a_dp_claim_covers_thresholds_on_figures_its_report_does_not_state():
         check_module(None, DP, STRICT, dp_policy=REQUIRED)
 
 
-def test_a_dp_claim_covers_only_where_the_federation_requires_dp():
-    from ffsecure.privacy.report import UNKNOWN_FEDERATION, dp_covers
+def test_a_dp_claim_covers_only_where_the_federation_bounds_every_claim():
+    from ffsecure.privacy.report import dp_covers
 
-    assert dp_covers(DP, REQUIRED)
-    for dp_policy in (NOT_REQUIRED, None, {}, {"required": "yes"}, UNKNOWN_FEDERATION, []):
+    assert dp_covers(DP, REQUIRED) and dp_covers(DP, BOUNDED)
+    epsilon_only = {"required": False, "max_epsilon": 8.0, "delta": None}
+    for dp_policy in (NOT_REQUIRED, epsilon_only, None, {}, {"required": True}, []):
         assert not dp_covers(DP, dp_policy), dp_policy
     for dp in (None, 7.9, "dp"):
         assert not dp_covers(dp, REQUIRED), dp
@@ -387,7 +380,9 @@ HUGE = {"epsilon": 1e4, "delta": 1e-5}  # an honest claim that protects nobody
 HUGE_SIGNED = {"v": 1, "generated": 1000, "dp_epsilon_recomputed": 1e4, "dp_delta": 1e-5}
 
 
-@pytest.mark.parametrize("dp_policy", [NOT_REQUIRED, None])
+@pytest.mark.parametrize(
+    "dp_policy", [NOT_REQUIRED, {"required": False, "max_epsilon": 1e4, "delta": None}, None]
+)
 def test_a_dp_claim_the_federation_does_not_bound_covers_no_threshold(dp_policy):
     """Epsilon 10^4 without figures would pass every empirical limit if the claim covered."""
     from ffsecure.privacy.policy import evaluate
@@ -402,13 +397,13 @@ def test_a_dp_claim_the_federation_does_not_bound_covers_no_threshold(dp_policy)
         check_module(HUGE_SIGNED, HUGE, STRICT, dp_policy=dp_policy)
     assert code(info) == "E_PRIVACY_POLICY"
     assert "membership AUROC" in info.value.message and "does not state it" in info.value.message
-    assert "the federation does not require DP" in info.value.message
+    assert "the federation bounds no DP claim" in info.value.message
     assert "cannot stand in for the figure" in info.value.message
-    assert "--config" in info.value.hint and "--attach" in info.value.hint
-    assert "dp_policy.required" in info.value.hint
-    # the same module under a federation that requires DP: covered (the aggregator's budget
-    # check, not this policy, refuses an epsilon above max_epsilon)
+    assert "never signs" in info.value.hint and "dp_policy.max_epsilon and delta" in info.value.hint
+    # the same module under a federation that bounds DP claims: covered (the aggregator's
+    # federation policy check, not this policy, refuses an epsilon above max_epsilon)
     assert evaluate(HUGE_SIGNED, HUGE, STRICT, dp_policy=REQUIRED).passes
+    assert evaluate(HUGE_SIGNED, HUGE, STRICT, dp_policy=BOUNDED).passes
     # the default dp_policy covers nothing
     assert not evaluate(HUGE_SIGNED, HUGE, STRICT).passes
 
@@ -495,18 +490,22 @@ def test_a_dp_claim_above_the_site_s_ceiling_covers_no_measured_limit():
     assert site_verdict(good, claim, {}, dp_policy=hostile).passes
 
 
-def test_without_required_dp_the_site_signs_and_is_judged_on_its_figures():
-    """The claim covers nothing: the figures are signed, so the site's verdict is the
-    aggregator's (a refusal on breaking figures, never a warning)."""
+def test_a_dp_site_signs_no_figure_where_dp_is_not_required():
+    """A site that trains under DP by its own choice withholds its figures as under required
+    DP: the claim covers them where the federation bounds it, and nothing covers them (the
+    site refuses the module, as the aggregator would) where it bounds none."""
     from ffsecure.privacy.policy import site_verdict
 
     measured = {**GOOD, "dp_epsilon_recomputed": 7.9, "dp_delta": 1e-5}
-    verdict = site_verdict(measured, DP, STRICT, dp_policy=NOT_REQUIRED)
-    assert not verdict.passes and verdict.warnings == () and len(verdict.problems) == 3
-    assert [c.value for c in verdict.thresholds] == [0.55, 0.02, 0.004]
-    assert verdict.to_dict()["covered_by_dp"] == []
+    bounded = site_verdict(measured, DP, STRICT, dp_policy=BOUNDED)
+    assert bounded.passes and bounded.claim_covers and len(bounded.warnings) == 3
+    assert [c.value for c in bounded.thresholds] == [None] * 3
+    unbounded = site_verdict(measured, DP, STRICT, dp_policy=NOT_REQUIRED)
+    assert not unbounded.passes and not unbounded.claim_covers and unbounded.warnings == ()
+    assert [c.value for c in unbounded.thresholds] == [None] * 3
+    assert all("bounds no DP claim" in p.message for p in unbounded.problems)
     lax = {"required": True, "max_membership_auroc": 1.0}
-    assert site_verdict(measured, DP, lax, dp_policy=NOT_REQUIRED).passes
+    assert not site_verdict(measured, DP, lax, dp_policy=NOT_REQUIRED).passes
 
 
 def test_a_figure_measured_on_too_few_examples_does_not_count():
