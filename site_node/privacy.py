@@ -41,6 +41,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ffsecure.dp import SITE_MAX_EPSILON
 from ffsecure.errors import DataError
 from ffsecure.federation import FederationManifest
 from ffsecure.files import write_secret_file
@@ -120,10 +121,12 @@ def gate(
     *,
     seed: int,
     out_dir: Path,
+    max_epsilon: float = SITE_MAX_EPSILON,
 ) -> tuple[ModuleManifest, PolicyVerdict | None]:
     """Measure the module, put the report in ``manifest``, judge it. Returns (manifest, verdict).
 
-    ``(manifest, None)`` unchanged when the federation requires no report.
+    ``(manifest, None)`` unchanged when the federation requires no report. ``max_epsilon`` is
+    the site's own ceiling (site.toml ``dp.max_epsilon``): a DP claim above it covers no limit.
     Writes ``privacy-report.json`` and ``closest-pairs.png`` into ``out_dir``.
     """
     # heavy: torch, only when a privacy check runs
@@ -155,16 +158,27 @@ def gate(
     report = full["manifest_report"]
     full["membership"]["non_member_split"] = split
     full["module_id"] = manifest.module_id
-    verdict = judge(full, manifest.dp, federation)
+    verdict = judge(full, manifest.dp, federation, max_epsilon=max_epsilon)
     full["policy"] = verdict.to_dict()
     write_report(out_dir / REPORT_FILE, full)
     return dataclasses.replace(manifest, privacy_report=dict(report)), verdict
 
 
-def judge(full: dict[str, Any], dp: dict | None, federation: FederationManifest) -> PolicyVerdict:
-    """The site's verdict on a full report under the federation's policy; logs its warnings."""
+def judge(
+    full: dict[str, Any],
+    dp: dict | None,
+    federation: FederationManifest,
+    *,
+    max_epsilon: float = SITE_MAX_EPSILON,
+) -> PolicyVerdict:
+    """The site's verdict on a full report under the federation's policy and the site's own
+    ceiling (``max_epsilon``, site.toml ``dp.max_epsilon``); logs its warnings."""
     verdict = site_verdict(
-        measured_report(full), dp, federation.privacy_policy, dp_policy=federation.dp_policy
+        measured_report(full),
+        dp,
+        federation.privacy_policy,
+        dp_policy=federation.dp_policy,
+        max_epsilon=max_epsilon,
     )
     for warning in verdict.warnings:
         log.warning(

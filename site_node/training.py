@@ -700,7 +700,15 @@ def _privacy_gate(
     out_dir = state.module_dir(manifest.module_id)
     try:
         with torch_threads(cfg.train["threads"]):
-            return gate(manifest, weights, data, fed, seed=seed, out_dir=out_dir)
+            return gate(
+                manifest,
+                weights,
+                data,
+                fed,
+                seed=seed,
+                out_dir=out_dir,
+                max_epsilon=cfg.dp_limits.max_epsilon,
+            )
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)  # a fresh module id: only the check wrote here
         raise

@@ -276,7 +276,11 @@ def privacy_check(
         full["membership"]["non_member_split"] = split
         full["module_id"] = m.module_id
         report = full["manifest_report"]
-        verdict = None if trust is None else judge(full, m.dp, trust.federation)
+        verdict = (
+            None
+            if trust is None
+            else judge(full, m.dp, trust.federation, max_epsilon=cfg.dp_limits.max_epsilon)
+        )
         full["policy"] = None if verdict is None else verdict.to_dict()
         if attach:
             if record is not None and trust is not None:  # --config: the site's own key

@@ -619,3 +619,24 @@ def test_a_policy_that_makes_the_report_optional_cannot_be_published():
     templated = make_manifest(privacy_policy={"max_membership_auroc": 0.6})
     assert effective_policy(templated.privacy_policy)["required"] is True
     assert report_required(templated) and not report_required(make_manifest())
+
+
+def test_the_site_s_gate_judges_at_the_site_s_own_ceiling():
+    """site_node.privacy.judge (the gate of train and privacy-check) takes the site's
+    dp.max_epsilon: a site that raised its ceiling knowingly gets its claim's cover up to it,
+    and the default is SITE_MAX_EPSILON."""
+    from types import SimpleNamespace
+
+    from site_node.privacy import judge
+
+    federation = SimpleNamespace(
+        privacy_policy={}, dp_policy={"required": True, "max_epsilon": 100.0, "delta": 1e-5}
+    )
+    full = {
+        "membership": {"members": 300, "non_members": 100, "auroc": 0.871},
+        "memorization": {"generated": 1000},
+        "accounting": {"epsilon_recomputed": 20.0, "delta": 1e-5},
+    }
+    claim = {"epsilon": 20.0, "delta": 1e-5}
+    assert not judge(full, claim, federation).passes  # 20 is above the default ceiling 8
+    assert judge(full, claim, federation, max_epsilon=20.0).passes
