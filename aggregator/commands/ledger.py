@@ -105,6 +105,7 @@ def export(
         snap = store.snapshot()
     documents: dict[str, bytes] = {}
     warnings: list[dict[str, str]] = []
+    ca_pem = b""
     if out_dir is not None:
         ca_pem = home.ca_cert.read_bytes()
         documents, warnings = export_federations(home, snap.entries, federation, ca_pem)
@@ -115,7 +116,7 @@ def export(
         path = write_bundle(
             snap,
             Path(out_dir),
-            ca_cert_pem=home.ca_cert.read_bytes(),
+            ca_cert_pem=ca_pem,
             crl_pem=crl,
             federation_json=federation,
             federation_documents=documents,

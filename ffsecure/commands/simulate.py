@@ -6,6 +6,7 @@ import json
 
 import click
 
+from ffsecure.dp import DEFAULT_DELTA_RULE
 from ffsecure.simulate import DEFAULT_OUT, SimulationConfig, closing_table, run_simulation
 
 
@@ -96,7 +97,7 @@ def _shape(_ctx, _param, value):
     "--dp-delta",
     type=float,
     default=None,
-    help="DP delta [default: min(1e-5, 1/(10 N)) per site, N = n rounded up to a power of ten].",
+    help=f"DP delta [default: {DEFAULT_DELTA_RULE} per site].",
 )
 @click.option(
     "--dp-reproducible",
