@@ -50,7 +50,7 @@ from ffsecure.ledger.verify import (
     MAX_CHECKPOINT_BYTES,
     MAX_CHECKPOINTS_TOTAL,
     MAX_VKEY_BYTES,
-    MEMBER_OVERHEAD,
+    charge_member,
     split_entries,
 )
 from ffsecure.records.ids import MODULE_ID, SHA256_HEX
@@ -206,7 +206,7 @@ def load_bundle(path: str | Path) -> Bundle:
         note = reader.optional(f"checkpoints/{name}", MAX_CHECKPOINT_BYTES, f"checkpoint {name}")
         if note is not None:
             notes[name] = note
-            total = _within(total + len(note), MAX_CHECKPOINTS_TOTAL, "checkpoints")
+            total = _within(charge_member(total, note), MAX_CHECKPOINTS_TOTAL, "checkpoints")
     modules, stray = _module_records(reader)
     lineage, stray_lineage = _lineage_documents(reader)
     federations, stray_federations = _federation_documents(reader)
@@ -249,7 +249,7 @@ def _module_records(reader: _Reader) -> tuple[dict[str, ModuleRecord], list[str]
         raw = reader.optional(f"modules/{name}", MAX_MODULE_RECORD, f"module record {name}")
         if raw is None:
             continue
-        total = _within(total + len(raw), MAX_MODULES_TOTAL, "modules")
+        total = _within(charge_member(total, raw), MAX_MODULES_TOTAL, "modules")
         body = raw[:-1] if raw.endswith(b"\n") else raw
         try:
             rec = canonical.loads_canonical(body, max_bytes=MAX_MODULE_RECORD)
@@ -277,15 +277,14 @@ def _lineage_documents(reader: _Reader) -> tuple[dict[str, bytes], list[str]]:
         if document is None:
             continue
         documents[digest] = document
-        total = _within(total + len(document), MAX_LINEAGE_TOTAL, "lineage")
+        total = _within(charge_member(total, document), MAX_LINEAGE_TOTAL, "lineage")
     return documents, stray
 
 
 def _within(total: int, cap: int, folder: str) -> int:
-    """``total`` (the bytes read from ``folder`` so far) plus one more member's overhead; more
-    than ``cap`` is ``E_AUDIT_BUNDLE``: the exporter chose how many members a folder holds,
-    and each is kept in memory, empty or not (``MEMBER_OVERHEAD`` each)."""
-    total += MEMBER_OVERHEAD
+    """``total`` (``folder``'s members so far, :func:`~ffsecure.ledger.verify.charge_member`);
+    more than ``cap`` is ``E_AUDIT_BUNDLE``: the exporter chose how many members a folder
+    holds, and each is kept in memory."""
     if total > cap:
         raise BundleError(
             f"{folder}/ holds more than the {cap} bytes this auditor reads", hint=_DAMAGED

@@ -38,6 +38,12 @@ MAX_CHECKPOINTS_TOTAL = 256 << 20
 MEMBER_OVERHEAD = 512
 
 
+def charge_member(total: int, member: bytes) -> int:
+    """A bundle folder's running total after one more member: its bytes plus
+    :data:`MEMBER_OVERHEAD` (each member is kept in memory, so empty ones count too)."""
+    return total + len(member) + MEMBER_OVERHEAD
+
+
 @dataclass
 class LogReport:
     """What a verified bundle log says."""
@@ -146,7 +152,7 @@ def verify_bundle_log(bundle_dir: str | Path) -> LogReport:
     notes, total = {}, 0
     for p in sorted(folder.iterdir()):
         notes[p.name] = _read_member(root, f"checkpoints/{p.name}", MAX_CHECKPOINT_BYTES)
-        total += len(notes[p.name]) + MEMBER_OVERHEAD
+        total = charge_member(total, notes[p.name])
         if total > MAX_CHECKPOINTS_TOTAL:
             raise _inconsistent(
                 f"checkpoints in bundle {root} hold more than the {MAX_CHECKPOINTS_TOTAL} bytes "
