@@ -167,19 +167,6 @@ def scores_summary(member_scores: Any, non_member_scores: Any) -> dict[str, floa
 
 
 @torch.no_grad()
-def nearest_sample_distances(
-    gen: Any,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    samples: int = DEFAULT_BLACK_BOX_SAMPLES,
-    seed: int = 0,
-) -> torch.Tensor:
-    """Each example's L2 distance to the nearest of ``samples`` generated images of its class."""
-    (distances,) = _nearest_sample_distances(gen, [(images, labels)], samples=samples, seed=seed)
-    return distances
-
-
 def _nearest_sample_distances(
     gen: Any,
     sets: list[tuple[torch.Tensor, torch.Tensor]],
@@ -187,7 +174,8 @@ def _nearest_sample_distances(
     samples: int,
     seed: int,
 ) -> list[torch.Tensor]:
-    """:func:`nearest_sample_distances` of every set, generating each class's images once."""
+    """For every set, each example's L2 distance to the nearest of ``samples`` generated
+    images of its class, generating each class's images once for all the sets."""
     checked = [_check(x, y, gen.config) for x, y in sets]
     if samples < 1:
         raise DataError("samples must be at least 1", code="E_DATA_FORMAT", hint="use e.g. 500")
