@@ -317,26 +317,23 @@ def check_modules(
                 cert_recorded=cert_problem is None,
             )
             ok = problem is None
-        if federation is not None and _is_recorded(manifest_sha, f):
-            failure = _policy_failure(manifest, federation)
+        # the manifest in force now, then each that bound the registration
+        bound = [] if federation is None else [(federation, "the federation policy")]
+        bound += [
+            (
+                under.signed.manifest,
+                f"a federation manifest that bound its registration ({under.describe()})",
+            )
+            for under in earlier.get(mid, ())
+        ]
+        for in_force, which in bound if _is_recorded(manifest_sha, f) else ():
+            failure = _policy_failure(manifest, in_force)
             if failure is not None:
                 problem = f"{failure.code}: {failure.message}"
                 findings.add(
                     "module-signatures",
                     "E_AUDIT_MODULE_POLICY",
-                    f"module {mid} breaks the federation policy: "
-                    f"[{failure.code}] {failure.message}",
-                    **where,
-                )
-        for under in earlier.get(mid, ()) if _is_recorded(manifest_sha, f) else ():
-            failure = _policy_failure(manifest, under.signed.manifest)
-            if failure is not None:
-                problem = f"{failure.code}: {failure.message}"
-                findings.add(
-                    "module-signatures",
-                    "E_AUDIT_MODULE_POLICY",
-                    f"module {mid} breaks a federation manifest that bound its "
-                    f"registration ({under.describe()}): [{failure.code}] {failure.message}",
+                    f"module {mid} breaks {which}: [{failure.code}] {failure.message}",
                     **where,
                 )
         out[mid] = ModuleCheck(mid, ms.site_id, manifest, ok, problem, serial, revoked)
