@@ -130,6 +130,8 @@ def run_point(
             (s["membership"] for s in res["sites"]), key=lambda m: m["auroc"]
         ).get("auroc_ci95"),
         "membership_attack": sorted({s["membership"]["attack"] for s in res["sites"]}),
+        # the sampler that gave each site's AUROC (the worst of the reference samplers)
+        "membership_sampler": sorted({s["membership"]["sampler"] for s in res["sites"]}),
         "membership_non_member_split": sorted(
             {s["membership"]["non_member_split"] for s in res["sites"]}
         ),
@@ -475,6 +477,15 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
+def _before_worst_sampler(result: dict[str, Any]) -> bool:
+    """Whether a measured point's membership AUROC came from the module's own sampler alone."""
+    return any(
+        p.get("membership_auroc") is not None and "membership_sampler" not in p
+        for c in result["curves"]
+        for p in c["points"]
+    )
+
+
 def to_markdown(result: dict[str, Any]) -> str:
     md = result["meta"]
     s = md["settings"]
@@ -497,9 +508,15 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"{s.get('seeds', [s['seed']])} at epsilon {s.get('multi_seed_epsilons', [])}, the "
         "first seed elsewhere; mean ± sample standard deviation over the seeds. Membership "
         "AUROC: the strongest attack of `site-node privacy-check` (loss or nearest-sample) on "
-        "each site's module, the largest over sites and seeds; non-members from the validation "
-        "split where the data set has one (MedMNIST), else the test split (digits), see "
-        "docs/privacy.md.",
+        "each site's module, at its worst over the check's samplers, the largest over sites and "
+        "seeds; non-members from the validation split where the data set has one (MedMNIST), "
+        "else the test split (digits), see docs/privacy.md."
+        + (
+            " Points whose JSON has no `membership_sampler` were measured before the attack "
+            "took the worst sampler, under the module's own sampler alone: a lower bound."
+            if _before_worst_sampler(result)
+            else ""
+        ),
         "",
     ]
     for c in result["curves"]:

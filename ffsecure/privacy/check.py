@@ -126,18 +126,17 @@ def membership_attack(
     draws: int | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """The attacks that apply to this module (its ``dp`` record says how it was fitted), under
-    ``gen``'s own sampler only (:func:`run_check` measures under every reference sampler)."""
-    fitted_by_loss = _fitted_by_loss(dp)
-    return membership.attack(
-        gen,
-        members,
-        non_members,
-        reference=reference if fitted_by_loss else None,
-        draws=draws,
-        seed=seed,
-        loss_attack=fitted_by_loss,
-    )
+    """The attacks that apply to this module (its ``dp`` record says how it was fitted), each
+    figure at its worst over every sampler, as :func:`run_check` measures and judges them
+    (``sampler`` names the one that gave the AUROC); without the memorization test."""
+    timings: dict[str, float] = {}
+    loss = _loss_attack(gen, members, non_members, dp, reference, draws, seed, timings)
+    variants = generators.sampler_variants(gen)
+    runs = {
+        name: _SamplerRun({}, mia, {})
+        for name, mia in _membership_runs(variants, members, non_members, loss, seed, timings)
+    }
+    return _worst_membership(runs, _worst_samplers(runs, MEMBERSHIP_FIGURES))
 
 
 @contextlib.contextmanager
@@ -169,13 +168,67 @@ SAMPLED_FIGURES: dict[str, tuple[str, str, bool]] = {
 }
 
 
-def _worst_samplers(runs: dict[str, _SamplerRun]) -> dict[str, str]:
+#: The sampler-dependent figures of the membership attack alone.
+MEMBERSHIP_FIGURES = {k: v for k, v in SAMPLED_FIGURES.items() if v[0] == "membership"}
+
+
+def _worst_samplers(
+    runs: dict[str, _SamplerRun], figures: dict[str, tuple[str, str, bool]] = SAMPLED_FIGURES
+) -> dict[str, str]:
     """Report key -> the sampler that gave its worst value (the first one on a tie)."""
     worst = {}
-    for key, (part, figure, highest) in SAMPLED_FIGURES.items():
+    for key, (part, figure, highest) in figures.items():
         sign = 1.0 if highest else -1.0
         worst[key] = max(runs, key=lambda name: sign * getattr(runs[name], part)[figure])
     return worst
+
+
+def _loss_attack(
+    gen: Any,
+    members: tuple[torch.Tensor, torch.Tensor],
+    non_members: tuple[torch.Tensor, torch.Tensor],
+    dp: dict[str, Any] | None,
+    reference: Any | None,
+    draws: int | None,
+    seed: int,
+    timings: dict[str, float],
+) -> dict[str, Any] | None:
+    """The loss attack where it applies (:func:`_fitted_by_loss`): it does not sample, so it
+    is run once for every sampler."""
+    if not _fitted_by_loss(dp):
+        return None
+    with _timed(timings, "membership_s"):
+        return membership.loss_based_attack(
+            gen, members, non_members, reference=reference, draws=draws, seed=seed
+        )
+
+
+def _membership_runs(
+    variants: dict[str, Any],
+    members: tuple[torch.Tensor, torch.Tensor],
+    non_members: tuple[torch.Tensor, torch.Tensor],
+    loss: dict[str, Any] | None,
+    seed: int,
+    timings: dict[str, float],
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(sampler name, the strongest attack under it) for every sampler in ``variants``."""
+    for name, variant in variants.items():
+        with _timed(timings, "membership_s"):
+            black_box = membership.black_box_attack(variant, members, non_members, seed=seed)
+            yield (
+                name,
+                membership.strongest(members[0].shape[0], non_members[0].shape[0], loss, black_box),
+            )
+
+
+def _worst_membership(runs: dict[str, _SamplerRun], worst: dict[str, str]) -> dict[str, Any]:
+    """The attack's result at its worst sampler, with the TPR at the TPR's worst sampler."""
+    at = worst["membership_auroc"]
+    return {
+        **runs[at].membership,
+        "sampler": at,
+        "tpr_at_1pct_fpr": runs[worst["membership_tpr_at_1pct_fpr"]].membership["tpr_at_1pct_fpr"],
+    }
 
 
 def _measure_samplers(
@@ -194,12 +247,10 @@ def _measure_samplers(
     runs, samples = {}, {}
     keys = sorted(generators.sampling_keys(gen.family))
     labels = generation_labels(members[1], n_generated)
-    for name, variant in generators.sampler_variants(gen).items():
-        with _timed(timings, "membership_s"):
-            black_box = membership.black_box_attack(variant, members, non_members, seed=seed)
-            mia = membership.strongest(
-                members[0].shape[0], non_members[0].shape[0], loss, black_box
-            )
+    variants = generators.sampler_variants(gen)
+    attacks = _membership_runs(variants, members, non_members, loss, seed, timings)
+    for name, mia in attacks:
+        variant = variants[name]
         with _timed(timings, "memorization_s"):
             samples[name] = variant.sample(labels, seed=seed)
             memo = memorization.memorization(
@@ -245,15 +296,7 @@ def run_check(
             "generate at least one sample", code="E_DATA_FORMAT", hint="use --samples 1000"
         )
     timings: dict[str, float] = {}
-    fitted_by_loss = _fitted_by_loss(dp)
-    with _timed(timings, "membership_s"):
-        loss = (
-            membership.loss_based_attack(
-                gen, members, non_members, reference=reference, draws=draws, seed=seed
-            )
-            if fitted_by_loss
-            else None
-        )
+    loss = _loss_attack(gen, members, non_members, dp, reference, draws, seed, timings)
     runs, samples = _measure_samplers(
         gen,
         members,
@@ -265,11 +308,7 @@ def run_check(
         timings=timings,
     )
     worst = _worst_samplers(runs)
-    mia = {
-        **runs[worst["membership_auroc"]].membership,
-        "sampler": worst["membership_auroc"],
-        "tpr_at_1pct_fpr": runs[worst["membership_tpr_at_1pct_fpr"]].membership["tpr_at_1pct_fpr"],
-    }
+    mia = _worst_membership(runs, worst)
     copies = runs[worst["near_copy_fraction"]].memorization
     memo = {
         **memorization.summary(copies),

@@ -34,6 +34,12 @@ def test_dp_curve(out):
     assert dp8["delta"] == 1e-5 and len(dp8["achieved_epsilon"]) == 10
     assert all(e <= 8.0 + 1e-6 for e in dp8["achieved_epsilon"])
     assert dp8["membership_non_member_split"] == ["test"]  # digits has no validation split
+    # each site judged at its worst sampler: the cvae's own temperature or a reference one
+    assert dp8["membership_sampler"] and set(dp8["membership_sampler"]) <= {
+        "manifest",
+        "cold",
+        "hot",
+    }
     assert dp8["ratio_vs_centralized"] == pytest.approx(
         dp8["accuracy"] / curve["centralized"]["accuracy"], abs=1e-4
     )

@@ -155,3 +155,32 @@ def test_unknown_family_and_bad_labels_are_refused(memorizer):
     assert info.value.code == "E_DATA_FORMAT"
     with pytest.raises(FFSecureError):
         example_losses(gen, members[0], members[1] + 10)
+
+
+def test_the_membership_attack_alone_is_judged_at_its_worst_sampler(memorizer):
+    """``simulate``'s and the benchmarks' attack measures what ``privacy-check`` measures:
+    the strongest attack under every sampler, not the manifest's alone."""
+    import copy
+
+    from ffsecure.privacy.check import membership_attack
+    from ffsecure.privacy.membership import black_box_attack
+
+    trained, members, non_members = memorizer
+    # the same weights under a manifest naming the coldest temperature: its samples sit at
+    # each class's mean, near no training image in particular
+    gen = copy.copy(trained)
+    gen.config = {**trained.config, "temperature": 0.05}
+    dp = {"mechanism": "mean-embedding"}  # the loss attack does not apply: samples decide
+    variants = generators.sampler_variants(gen)
+    aurocs = {
+        name: black_box_attack(variant, members, non_members, seed=0)["auroc"]
+        for name, variant in variants.items()
+    }
+    worst = max(aurocs, key=lambda name: aurocs[name])
+    assert worst != "manifest" and aurocs[worst] > aurocs["manifest"]
+    mia = membership_attack(gen, members, non_members, dp=dp, seed=0)
+    assert mia["attack"] == "nearest-sample"
+    assert (mia["sampler"], mia["auroc"]) == (worst, aurocs[worst])
+    # with the loss attack, the strongest of both at the worst sampler
+    both = membership_attack(gen, members, non_members, dp=None, seed=0)
+    assert both["auroc"] >= aurocs[worst] and both["sampler"] in variants
