@@ -33,6 +33,7 @@ PART_RESULTS = (
     ("cvae sampling temperature", "temperature-*"),
     ("Privacy attacks", "privacy"),
     ("Membership attack without a generator (control)", "mia_control"),
+    ("Membership attack: the manifest's sampler against the worst", "mia_samplers"),
     ("DP mechanism by site size (digits)", "dp_size"),
     ("Mean-embedding release without noise (diagnosis)", "dp_ceiling"),
     ("Exact unlearning", "unlearning"),

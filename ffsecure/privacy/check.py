@@ -128,7 +128,8 @@ def membership_attack(
 ) -> dict[str, Any]:
     """The attacks that apply to this module (its ``dp`` record says how it was fitted), each
     figure at its worst over every sampler, as :func:`run_check` measures and judges them
-    (``sampler`` names the one that gave the AUROC); without the memorization test."""
+    (``sampler`` names the one that gave the AUROC, ``samplers`` holds each sampler's AUROC);
+    without the memorization test."""
     timings: dict[str, float] = {}
     loss = _loss_attack(gen, members, non_members, dp, reference, draws, seed, timings)
     variants = generators.sampler_variants(gen)
@@ -136,7 +137,8 @@ def membership_attack(
         name: _SamplerRun({}, mia, {})
         for name, mia in _membership_runs(variants, members, non_members, loss, seed, timings)
     }
-    return _worst_membership(runs, _worst_samplers(runs, MEMBERSHIP_FIGURES))
+    worst = _worst_membership(runs, _worst_samplers(runs, MEMBERSHIP_FIGURES))
+    return {**worst, "samplers": {name: run.membership["auroc"] for name, run in runs.items()}}
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ site-size summary must divide each run by the centralized model of its own seed.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from benchmarks import dp_size, mia_control
 
@@ -118,3 +119,28 @@ def test_run_pool_runs_every_job_in_worker_processes(capsys):
     assert sorted(p["v"] for p in points) == [4, 9, 16]
     assert os.getpid() not in {p["pid"] for p in points}  # a patch in a run stays in its worker
     assert capsys.readouterr().out.count("'v': ") == 3
+
+
+@pytest.mark.slow  # ten DP-SGD sites and their attacks under three samplers: about a minute
+def test_the_sampler_benchmark_sets_each_sites_worst_sampler_beside_its_own(tmp_path):
+    """Each site's figure under the manifest's sampler and at its worst, from one module."""
+    import json
+
+    from benchmarks import mia_samplers
+
+    args = ["--quick", "--runs", "digits:dp-sgd:8", "--epochs", "1", "--threads", "1"]
+    result = mia_samplers.main([*args, "--out", str(tmp_path)])
+    (run,) = result["runs"]
+    assert (run["dataset"], run["mechanism"], run["epsilon"]) == ("digits", "dp-sgd", 8.0)
+    assert len(run["sites"]) == 10
+    for site in run["sites"]:
+        assert site["worst_auroc"] >= site["manifest_auroc"]
+        assert site["worst_sampler"] in {"manifest", "cold", "hot"}
+        if site["worst_sampler"] == "manifest":
+            assert site["worst_auroc"] == site["manifest_auroc"]
+    assert run["max_worst_auroc"] == max(s["worst_auroc"] for s in run["sites"])
+    assert run["max_manifest_auroc"] == max(s["manifest_auroc"] for s in run["sites"])
+    saved = json.loads((tmp_path / "results" / "mia_samplers.json").read_text())
+    assert saved["runs"] == result["runs"]
+    page = (tmp_path / "results" / "mia_samplers.md").read_text()
+    assert "| digits | dp-sgd | 8 | 10 |" in page

@@ -181,6 +181,7 @@ def test_the_membership_attack_alone_is_judged_at_its_worst_sampler(memorizer):
     mia = membership_attack(gen, members, non_members, dp=dp, seed=0)
     assert mia["attack"] == "nearest-sample"
     assert (mia["sampler"], mia["auroc"]) == (worst, aurocs[worst])
+    assert mia["samplers"] == aurocs  # each sampler's figure, the manifest's among them
     # with the loss attack, the strongest of both at the worst sampler
     both = membership_attack(gen, members, non_members, dp=None, seed=0)
     assert both["auroc"] >= aurocs[worst] and both["sampler"] in variants
