@@ -206,8 +206,8 @@ def _membership(gen, x, y, ds, dp, cfg: SimulationConfig) -> dict[str, Any]:
     members = subsample(x, y, MEMBERSHIP_EXAMPLES, cfg.seed)
     held_out = subsample(*pool, MEMBERSHIP_EXAMPLES, cfg.seed)
     mia = membership_attack(gen, members, held_out, dp=dp, seed=cfg.seed)
-    keys = ("attack", "sampler", "samplers", "auroc", "auroc_ci95", "tpr_at_1pct_fpr")
-    keys += ("members", "non_members")
+    keys: tuple[str, ...] = ("attack", "sampler", "samplers", "auroc", "auroc_ci95")
+    keys += ("tpr_at_1pct_fpr", "members", "non_members")
     return {**{k: mia[k] for k in keys}, "non_member_split": split}
 
 
