@@ -62,6 +62,7 @@ import logging
 import os
 import re
 import secrets
+import stat
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -72,6 +73,7 @@ import pydicom
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 
 from ffsecure.errors import DataError
+from ffsecure.files import file_kind
 from ffsecure.split import check_distinct_files, example_digest, hash_split, relative_key
 
 __all__ = [
@@ -280,11 +282,19 @@ def _csv_path(root: Path, cell: str, row: int) -> Path:
             "space and . _ + - (no '..', no leading '.' or '/')",
         )
     path = root / cell
-    if not path.is_file() or path.is_symlink():
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
         raise DataError(
             f"row #{row} of the labels file names a file that does not exist",
             hint="fix the row or add the file (paths are relative to the CSV's folder)",
             code="E_DATA_MISSING",
+        ) from None
+    if not stat.S_ISREG(mode):
+        raise _layout_error(
+            f"row #{row} of the labels file names {file_kind(mode)}, not a regular file",
+            hint="name the DICOM file itself: links are not followed (copy the file into "
+            "the export)",
         )
     return path
 

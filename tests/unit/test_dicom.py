@@ -243,6 +243,20 @@ def test_a_labels_csv_naming_a_missing_file_is_refused(tmp_path):
     assert "row #1 of the labels file names a file that does not exist" in err.message
 
 
+@pytest.mark.parametrize("kind", ["a symbolic link", "a folder"])
+def test_a_labels_csv_row_naming_no_regular_file_says_what_it_names(tmp_path, kind):
+    root = two_classes(tmp_path / "export")
+    target = root / "normal" / "extra.dcm"
+    if kind == "a symbolic link":
+        target.symlink_to(next((root / "normal").glob("*.dcm")))
+    else:
+        target.mkdir()
+    (root / "labels.csv").write_text("file,class\nnormal/extra.dcm,normal\n")
+    err = refusal(f"dicom:{root / 'labels.csv'}", "E_DATA_FORMAT")
+    assert f"row #1 of the labels file names {kind}, not a regular file" in err.message
+    assert "links are not followed" in err.hint
+
+
 @pytest.mark.parametrize("how", ["same path", "linked folder", "hard link"])
 def test_one_file_named_twice_by_a_labels_csv_is_refused_by_row_number(tmp_path, how):
     """Two rows naming one file (as text, through a linked folder, or by a hard link) would
