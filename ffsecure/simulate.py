@@ -625,20 +625,47 @@ def results_markdown(results: dict[str, Any]) -> str:
             f"FederatedFactory / centralized accuracy: **{results['ratio_vs_centralized']:.3f}**",
         ]
     lines += _fidelity_markdown(results.get("fidelity"))
+    attacked = any(site.get("membership") for site in results["sites"])
     lines += [
         "",
-        "| site | classes | images | generator wall time (s) | final loss | epsilon |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| site | classes | images | generator wall time (s) | final loss | epsilon |"
+        + (" membership AUROC [95% interval] | attack, sampler |" if attacked else ""),
+        "| --- | --- | ---: | ---: | ---: | ---: |" + (" ---: | --- |" if attacked else ""),
     ]
     for site in results["sites"]:
         eps = site["dp"]["epsilon"] if site["dp"] else None
         lines.append(
             f"| site-{site['site']} | {','.join(map(str, site['classes']))} | {site['n_train']} | "
             f"{site['wall_s']:.1f} | {site['final_loss']:.4f} | {_fmt(eps)} |"
+            + (_membership_cells(site.get("membership")) if attacked else "")
         )
+    if attacked:
+        lines += [
+            "",
+            "Membership AUROC: `site-node privacy-check`'s strongest attack on each site's "
+            "module, at its worst over the check's samplers; non-members are held-out images "
+            "of the site's classes (the split named in results.json). 0.5 is chance.",
+        ]
     lines += ["", "| phase | seconds |", "| --- | ---: |"]
     lines += [f"| {name} | {sec:.1f} |" for name, sec in results["timings"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _membership_cells(mia: dict[str, Any] | None) -> str:
+    if not mia:
+        return " n/a | |"
+    lo, hi = mia["auroc_ci95"]
+    return f" {mia['auroc']:.3f} [{lo:.2f}, {hi:.2f}] | {mia['attack']}, {mia['sampler']} |"
+
+
+def largest_membership(results: dict[str, Any]) -> dict[str, Any] | None:
+    """The site whose module the membership attack read highest, with its figure; None when
+    the attack did not run."""
+    attacked = [site for site in results["sites"] if site.get("membership")]
+    if not attacked:
+        return None
+    site = max(attacked, key=lambda s: s["membership"]["auroc"])
+    return {"site": site["site"], **site["membership"]}
 
 
 def _fidelity_markdown(fid: dict[str, Any] | None) -> list[str]:
@@ -688,5 +715,11 @@ def closing_table(results: dict[str, Any]):
         t.caption = (t.caption or "") + (
             f"\nsynthetic fidelity (mean over classes): KID {_fmt(fid['kid_mean'])}, "
             f"precision {_fmt(fid['precision_mean'])}, recall {_fmt(fid['recall_mean'])}"
+        )
+    top = largest_membership(results)
+    if top is not None:
+        t.caption = (t.caption or "") + (
+            f"\nlargest membership AUROC: {top['auroc']:.3f} (site-{top['site']}, "
+            f"{top['attack']} attack, {top['sampler']} sampler; 0.5 is chance)"
         )
     return t

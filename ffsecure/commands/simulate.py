@@ -149,6 +149,12 @@ def _shape(_ctx, _param, value):
     is_flag=True,
     help="Skip the per-class fidelity of the synthetic set (KID, precision, recall).",
 )
+@click.option(
+    "--membership-attack",
+    is_flag=True,
+    help="Run site-node privacy-check's membership attack on each site's module (at its worst "
+    "over the check's samplers); adds each site's AUROC to the results.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--out",
@@ -211,6 +217,7 @@ def simulate(
         out=opts["out"],
         baselines=not no_baselines,
         fidelity=not no_fidelity,
+        membership_attack=opts["membership_attack"],
     )
     if cfg.dp_reproducible:
         click.echo(

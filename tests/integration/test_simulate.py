@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ffsecure.simulate import closing_table, largest_membership
 from tests.conftest import PYTHON, REPO, cli_env
 
 TINY = [
@@ -49,7 +50,7 @@ def _run(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
 
 def test_tiny_simulation_on_digits(tmp_path: Path):
     out = tmp_path / "sim"
-    proc = _run([*TINY, "--out", str(out), "--json"])
+    proc = _run([*TINY, "--out", str(out), "--json", "--membership-attack"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     printed = json.loads(proc.stdout)
     written = json.loads((out / "results.json").read_text())
@@ -93,12 +94,37 @@ def test_tiny_simulation_on_digits(tmp_path: Path):
     assert fid["kid_mean"] == round(sum(r["kid"] for r in fid["per_class"]) / 10, 6)
     assert "centralized" in fid["features"] and written["timings"]["fidelity_s"] >= 0
 
+    # privacy-check's attack on every site's module, at its worst over the cvae's samplers
+    for site in written["sites"]:
+        mia = site["membership"]
+        assert mia["sampler"] in {"manifest", "cold", "hot"}
+        assert mia["auroc"] == max(mia["samplers"].values())
+        assert mia["non_member_split"] == "test" and mia["members"] == site["n_train"]
+    top = max(written["sites"], key=lambda site: site["membership"]["auroc"])
+    assert largest_membership(written)["site"] == top["site"]
+    caption = _rendered(closing_table(written))
+    assert (
+        f"largest membership AUROC: {top['membership']['auroc']:.3f} (site-{top['site']}" in caption
+    )
+
     md = (out / "results.md").read_text()
+    assert "membership AUROC [95% interval] | attack, sampler |" in md
+    lo, hi = top["membership"]["auroc_ci95"]
+    assert f"| {top['membership']['auroc']:.3f} [{lo:.2f}, {hi:.2f}] |" in md
     assert "| mean |" in md and "KID" in md
     assert "| federatedfactory |" in md and "| fedavg |" in md and "| centralized |" in md
     for png in ("samples.png", "methods.png"):
         with Image.open(out / png) as im:
             assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 100
+
+
+def _rendered(table) -> str:
+    from rich.console import Console
+
+    console = Console(width=200)
+    with console.capture() as captured:
+        console.print(table)
+    return captured.get()
 
 
 def site_count(results: dict, cls: int) -> int:
