@@ -477,12 +477,23 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
-def _before_worst_sampler(result: dict[str, Any]) -> bool:
-    """Whether a measured point's membership AUROC came from the module's own sampler alone."""
-    return any(
-        p.get("membership_auroc") is not None and "membership_sampler" not in p
-        for c in result["curves"]
-        for p in c["points"]
+def _before_worst_sampler_note(result: dict[str, Any]) -> str:
+    """Which measured points took their membership AUROC under the module's own sampler
+    alone (measured before the attack took the worst sampler: a lower bound)."""
+    points = [
+        p for c in result["curves"] for p in c["points"] if p.get("membership_auroc") is not None
+    ]
+    before = [p for p in points if "membership_sampler" not in p]
+    if not before:
+        return ""
+    which = (
+        "Every point on this page was"
+        if len(before) == len(points)
+        else ("Points whose JSON has no `membership_sampler` were")
+    )
+    return (
+        f" {which} measured before the attack took the worst sampler, under the module's own "
+        "sampler alone: a lower bound (`python -m benchmarks.mia_samplers` measures the gap)."
     )
 
 
@@ -510,13 +521,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         "AUROC: the strongest attack of `site-node privacy-check` (loss or nearest-sample) on "
         "each site's module, at its worst over the check's samplers, the largest over sites and "
         "seeds; non-members from the validation split where the data set has one (MedMNIST), "
-        "else the test split (digits), see docs/privacy.md."
-        + (
-            " Points whose JSON has no `membership_sampler` were measured before the attack "
-            "took the worst sampler, under the module's own sampler alone: a lower bound."
-            if _before_worst_sampler(result)
-            else ""
-        ),
+        "else the test split (digits), see docs/privacy.md." + _before_worst_sampler_note(result),
         "",
     ]
     for c in result["curves"]:

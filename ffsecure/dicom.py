@@ -293,8 +293,8 @@ def _csv_path(root: Path, cell: str, row: int) -> Path:
     if not stat.S_ISREG(mode):
         raise _layout_error(
             f"row #{row} of the labels file names {file_kind(mode)}, not a regular file",
-            hint="name the DICOM file itself: links are not followed (copy the file into "
-            "the export)",
+            hint="name the DICOM file itself: a link to a file is not followed (copy the "
+            "file into the export)",
         )
     return path
 

@@ -100,6 +100,8 @@ def test_tiny_simulation_on_digits(tmp_path: Path):
         assert mia["sampler"] in {"manifest", "cold", "hot"}
         assert mia["auroc"] == max(mia["samplers"].values())
         assert mia["non_member_split"] == "test" and mia["members"] == site["n_train"]
+    # timed apart from the fits: generators_s holds the fits alone
+    assert written["timings"]["membership_s"] > 0
     top = max(written["sites"], key=lambda site: site["membership"]["auroc"])
     assert largest_membership(written)["site"] == top["site"]
     caption = _rendered(closing_table(written))

@@ -254,7 +254,7 @@ def test_a_labels_csv_row_naming_no_regular_file_says_what_it_names(tmp_path, ki
     (root / "labels.csv").write_text("file,class\nnormal/extra.dcm,normal\n")
     err = refusal(f"dicom:{root / 'labels.csv'}", "E_DATA_FORMAT")
     assert f"row #1 of the labels file names {kind}, not a regular file" in err.message
-    assert "links are not followed" in err.hint
+    assert "a link to a file is not followed" in err.hint
 
 
 @pytest.mark.parametrize("how", ["same path", "linked folder", "hard link"])

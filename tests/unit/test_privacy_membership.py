@@ -182,6 +182,27 @@ def test_the_membership_attack_alone_is_judged_at_its_worst_sampler(memorizer):
     assert mia["attack"] == "nearest-sample"
     assert (mia["sampler"], mia["auroc"]) == (worst, aurocs[worst])
     assert mia["samplers"] == aurocs  # each sampler's figure, the manifest's among them
+    assert mia["tpr_sampler"] in variants
     # with the loss attack, the strongest of both at the worst sampler
     both = membership_attack(gen, members, non_members, dp=None, seed=0)
     assert both["auroc"] >= aurocs[worst] and both["sampler"] in variants
+
+
+def test_the_check_times_the_attack_and_the_memorization_test_apart(memorizer, monkeypatch):
+    """Each timing holds its own work: a clock that moves only inside the memorization test
+    leaves the attack's time at 0."""
+    from ffsecure.privacy import check
+
+    gen, members, non_members = memorizer
+    clock = [0.0]
+    real = check.memorization.memorization
+
+    def slow(*args, **kwargs):
+        clock[0] += 1000.0
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(check.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(check.memorization, "memorization", slow)
+    full = check.run_check(gen, members=members, non_members=non_members, n_generated=50)
+    assert full["timings"]["membership_s"] == 0.0
+    assert full["timings"]["memorization_s"] == 1000.0 * len(full["samplers"])
