@@ -25,6 +25,7 @@ not a failure; under a claim it does not bound, the threshold fails.
 from __future__ import annotations
 
 import contextlib
+import hmac
 from pathlib import Path
 
 import click
@@ -42,7 +43,7 @@ from site_node.config import load_config
 from site_node.exitcodes import EXIT_REFUSED
 from site_node.privacy import REPORT_FILE, judge, members_and_non_members, write_report
 from site_node.state import StateDir
-from site_node.training import load_site_data, train_settings
+from site_node.training import data_fingerprint, load_site_data, train_settings
 
 
 class PrivacyStateError(FFSecureError):
@@ -65,6 +66,15 @@ def _from_config(cfg, module_ref):
         record = trained[-1]
     else:
         record = state.load_module(module_ref)
+    # members must be what the module trained on: images added or removed since would blur the
+    # figures towards chance, and an attached report would sign them
+    if not hmac.compare_digest(data_fingerprint(cfg), record.data_fingerprint):
+        raise PrivacyStateError(
+            f"site.toml's [data] no longer holds the data module {record.module_id} was trained "
+            "on (its fingerprint changed since): its training images cannot be told apart",
+            hint="restore the data the module was trained on, or train a new module on the "
+            "current data (`site-node train`)",
+        )
     path = state.package_path(record.module_id)
     pkg = SignedPackage.from_bytes(path.read_bytes())
     data = load_site_data(cfg, trust.federation)

@@ -428,19 +428,12 @@ def test_cli_errors_are_typed_and_change_nothing(world):
     assert path.read_bytes() == pkg.to_bytes()
 
 
-@pytest.mark.slow
-def test_privacy_check_from_site_config_attaches_to_the_trained_module(world, tmp_path):
-    """`--config site.toml`: the newest trained module in the state dir, the site's data, its key.
-
-    The site holds a manifest without a privacy policy (any policy requires a report, so `train`
-    would run the check of its own), so that the 2-epoch module's report attaches.
-    """
+def _site_with_optional_report(fed, tmp_path, npz):
+    """st-john's site.toml and trust, under the federation's manifest without a privacy policy
+    (any policy requires a report, so `train` would run the check of its own)."""
     from site_node import trust as trustlib
     from site_node.config import load_config
-    from site_node.state import StateDir
-    from site_node.training import train_module
 
-    fed, _root, npz, _path, _pkg = world
     creds = fed.sites["st-john"]
     cfg_path = tmp_path / "site.toml"
     cfg_path.write_text(f"""\
@@ -468,6 +461,48 @@ threads = 1
     trust = trustlib.install(
         cfg, cert_file=creds.cert_path, ca_file=fed.home.ca_cert, federation_file=optional_path
     )
+    return cfg_path, cfg, trust
+
+
+def test_privacy_check_refuses_data_that_changed_since_the_module_trained(world, tmp_path):
+    """Members are the module's training images: after the data changes they cannot be told
+    apart, so the check refuses (E_STATE) rather than measure, or sign, other images."""
+    from site_node.state import StateDir
+    from site_node.training import train_module
+
+    fed, _root, npz, _path, _pkg = world
+    data = tmp_path / "site.npz"
+    data.write_bytes(npz.read_bytes())
+    cfg_path, cfg, trust = _site_with_optional_report(fed, tmp_path, data)
+    record = train_module(cfg, trust)
+    state = StateDir(cfg.state_dir)
+    before = state.package_path(record.module_id).read_bytes()
+    arrays = dict(np.load(data))
+    arrays["train_images"] = arrays["train_images"][1:]  # one training image removed
+    arrays["train_labels"] = arrays["train_labels"][1:]
+    np.savez(data, **arrays)
+    proc = _site_node("privacy-check", "--config", str(cfg_path), "--attach", "--json")
+    assert proc.returncode == 1
+    error = json.loads(proc.stderr.strip().splitlines()[-1])["error"]
+    assert error["code"] == "E_STATE"
+    assert f"no longer holds the data module {record.module_id} was trained on" in error["message"]
+    assert "site-node train" in error["hint"]
+    assert state.package_path(record.module_id).read_bytes() == before  # nothing attached
+    assert not (state.module_dir(record.module_id) / "privacy-report.json").exists()
+
+
+@pytest.mark.slow
+def test_privacy_check_from_site_config_attaches_to_the_trained_module(world, tmp_path):
+    """`--config site.toml`: the newest trained module in the state dir, the site's data, its key.
+
+    The site holds a manifest without a privacy policy, so that the 2-epoch module's report
+    attaches.
+    """
+    from site_node.state import StateDir
+    from site_node.training import train_module
+
+    fed, _root, npz, _path, _pkg = world
+    cfg_path, cfg, trust = _site_with_optional_report(fed, tmp_path, npz)
     record = train_module(cfg, trust)
     state = StateDir(cfg.state_dir)
     assert record.status == "trained"
