@@ -25,6 +25,7 @@ they stay in the local report only.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ from ffsecure.privacy.report import (
     measured_report,
     withheld,
 )
+
+log = logging.getLogger(__name__)
 
 
 def split_holdout(
@@ -256,7 +259,8 @@ def _measure_samplers(
     labels = generation_labels(members[1], n_generated)
     variants = generators.sampler_variants(gen)
     attacks = _membership_runs(variants, members, non_members, loss, seed, timings)
-    for name, mia in attacks:
+    start = time.perf_counter()
+    for done, (name, mia) in enumerate(attacks, 1):
         variant = variants[name]
         with _timed(timings, "memorization_s"):
             samples[name] = variant.sample(labels, seed=seed)
@@ -265,6 +269,15 @@ def _measure_samplers(
             )
         settings = {key: variant.config[key] for key in keys}
         runs[name] = _SamplerRun(settings, mia, memo)
+        # progress only: the figures stay in the report (a log may be kept less tightly)
+        log.info(
+            "privacy check: sampler %s measured (%d of %d, %.0f s so far)",
+            name,
+            done,
+            len(variants),
+            time.perf_counter() - start,
+            extra={"event": "privacy_check_progress", "sampler": name, "done": done},
+        )
     return runs, samples
 
 

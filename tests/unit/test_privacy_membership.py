@@ -206,3 +206,22 @@ def test_the_check_times_the_attack_and_the_memorization_test_apart(memorizer, m
     full = check.run_check(gen, members=members, non_members=non_members, n_generated=50)
     assert full["timings"]["membership_s"] == 0.0
     assert full["timings"]["memorization_s"] == 1000.0 * len(full["samplers"])
+
+
+def test_the_check_logs_its_progress_per_sampler_and_no_figure(memorizer, caplog):
+    """A long check (ddpm: minutes) shows progress in a service's log, one line per sampler;
+    the figures stay in the 0600 report."""
+    import logging
+
+    from ffsecure.privacy.check import run_check
+
+    gen, members, non_members = memorizer
+    with caplog.at_level(logging.INFO, logger="ffsecure.privacy.check"):
+        full = run_check(gen, members=members, non_members=non_members, n_generated=50)
+    lines = [r for r in caplog.records if getattr(r, "event", None) == "privacy_check_progress"]
+    assert [r.sampler for r in lines] == list(full["samplers"])
+    assert [r.done for r in lines] == list(range(1, len(full["samplers"]) + 1))
+    text = " ".join(r.getMessage() for r in lines)
+    assert f"of {len(full['samplers'])}" in text
+    auroc = f"{full['membership']['auroc']:.3f}"
+    assert "auroc" not in text.lower() and auroc not in text
