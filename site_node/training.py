@@ -428,8 +428,18 @@ def _sha256_file(path: Path, h) -> None:
 
 
 def _sha256_tree(root: Path, h) -> None:
-    """Every file's relative path and bytes below ``root``, in sorted order (names only hashed)."""
-    for dirpath, dirnames, filenames in os.walk(root):
+    """Every file's relative path and bytes below ``root``, in sorted order (names only hashed).
+
+    Linked folders are walked as the loaders read them (a linked class folder is data), each
+    real folder once, so that a link back up cannot loop.
+    """
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
         dirnames.sort()
         for name in sorted(filenames):
             p = Path(dirpath) / name

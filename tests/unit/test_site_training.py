@@ -215,6 +215,27 @@ def test_folder_fingerprint_sees_a_new_image(tmp_path):
     assert data_fingerprint(cfg) != first
 
 
+def test_folder_fingerprint_sees_data_behind_a_linked_class_folder(tmp_path):
+    """The loaders read a class folder that is a link; so does the fingerprint, once per
+    real folder (a link back up does not loop)."""
+    from PIL import Image
+
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    Image.new("L", (16, 16), 10).save(tmp_path / "imgs" / "a" / "1.png")
+    Image.new("L", (16, 16), 10).save(tmp_path / "elsewhere" / "1.png")
+    (tmp_path / "imgs" / "b").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere" / "loop").symlink_to(tmp_path / "imgs", target_is_directory=True)
+    cfg = parse_config(
+        '[site]\nfederation_id = "f"\nsite_id = "s"\n[data]\nsource = "folder:imgs"\n',
+        tmp_path / "site.toml",
+    )
+    first = data_fingerprint(cfg)
+    assert data_fingerprint(cfg) == first
+    Image.new("L", (16, 16), 200).save(tmp_path / "elsewhere" / "1.png")  # behind the link
+    assert data_fingerprint(cfg) != first
+
+
 def test_the_mechanism_is_auto_unless_the_site_or_the_federation_picks_one():
     assert resolve_dp(dp(), REQUIRED, 1000).mechanism == "auto"
     assert resolve_dp(dp(mechanism="dp-sgd"), REQUIRED, 1000).mechanism == "dp-sgd"
