@@ -25,8 +25,9 @@ from the candidate to its nearest of ``samples`` images the module generates
 for the candidate's class ("GAN-Leaks", Chen et al. 2020); a generator that
 memorised its training images puts samples closer to members. The score is
 ``-distance``; the generated set is the same (seeded) for members and
-non-members. :func:`attack` runs every attack that applies and reports the
-strongest (highest AUROC) at the top level, naming it in ``attack``.
+non-members. :func:`strongest` puts the attacks that apply together and reports
+the strongest (highest AUROC) at the top level, naming it in ``attack``;
+:mod:`ffsecure.privacy.check` runs them under every sampler.
 
 Difficulty calibration (Watson et al. 2022, the offline form of LiRA,
 Carlini et al. 2022): a *reference* generator of the same family and config is
@@ -236,36 +237,10 @@ def black_box_attack(
     }
 
 
-def attack(
-    gen: Any,
-    members: tuple[torch.Tensor, torch.Tensor],
-    non_members: tuple[torch.Tensor, torch.Tensor],
-    *,
-    reference: Any | None = None,
-    draws: int | None = None,
-    seed: int = 0,
-    loss_attack: bool = True,
-    black_box_samples: int = DEFAULT_BLACK_BOX_SAMPLES,
-) -> dict[str, Any]:
-    """Run every attack that applies; the top-level AUROC and TPR are the strongest one's.
-
-    The loss attack (and its calibrated form when a ``reference`` generator is given)
-    applies when the module's own loss was trained on the data (``loss_attack``); the
-    black-box attack applies to every module.
-    """
-    loss = (
-        loss_based_attack(gen, members, non_members, reference=reference, draws=draws, seed=seed)
-        if loss_attack
-        else None
-    )
-    black_box = black_box_attack(gen, members, non_members, samples=black_box_samples, seed=seed)
-    return strongest(members[0].shape[0], non_members[0].shape[0], loss, black_box)
-
-
 def strongest(
     members: int, non_members: int, loss: dict[str, Any] | None, black_box: dict[str, Any]
 ) -> dict[str, Any]:
-    """:func:`attack`'s result from its parts: the loss attack's (or None) and the black-box
+    """The attacks' result from its parts: the loss attack's (or None) and the black-box
     attack's; the top-level AUROC and TPR are the strongest attack's (highest AUROC)."""
     out: dict[str, Any] = {"members": int(members), "non_members": int(non_members)}
     found: dict[str, dict[str, Any]] = {}
