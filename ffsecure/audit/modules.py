@@ -10,7 +10,13 @@ date), with the manifest made no later than its registration; the certificate mu
 the one whose fingerprint the entry records (``cert_fingerprint``). A failure is an
 error, deleted module or not: the aggregator keeps a deleted module's signed package,
 so the only excused failure (a warning) is a deleted module whose recorded certificate
-was revoked at or after its registration and that verifies in every other respect.
+was revoked after its registration and that verifies in every other respect. "After its
+registration" must rest on evidence the exporter cannot write: the entry's time is the
+aggregator's clock, so the registration must also have been seen, by the revocation
+date, by a quorum of the auditor's witnesses (:class:`~ffsecure.audit.witnesses.WitnessDating`:
+their cosignatures on a checkpoint holding the entry); without witnesses, or when they saw
+it later, the failure is an error (an aggregator that took a module of an already revoked
+key could otherwise backdate its registration, delete it, and read VERIFIED).
 
 The record's ``signature`` and ``cert_chain_pem`` are the exporter's bytes, the
 manifest is bound by the log. So whenever the manifest hashes to the entry's
@@ -45,6 +51,7 @@ from ffsecure.audit.anchor import ManifestInForce
 from ffsecure.audit.bundle import ModuleRecord
 from ffsecure.audit.findings import WARNING, Findings
 from ffsecure.audit.lineage import LedgerReplay, ModuleState
+from ffsecure.audit.witnesses import WitnessDating
 from ffsecure.dp import DPBudgetError, DPClaim, DPClaimError, check_site_budget, reaccount_claim
 from ffsecure.errors import FFSecureError
 from ffsecure.federation import FederationManifest
@@ -120,6 +127,28 @@ def _policy_failure(manifest: dict, federation: FederationManifest) -> FFSecureE
     return None
 
 
+def _undated(ms: ModuleState, seen: int | None, dating: WitnessDating | None) -> str:
+    """Why a revocation "after registration" is not taken: the registration time is the
+    aggregator's own word, and the witnesses do not date it before the revocation."""
+    clock = (
+        f"; its registration time {ms.time} is the aggregator's own clock, which the "
+        "exporter writes"
+    )
+    if dating is None:
+        return (
+            f"{clock}, and no witness dates it: pass --witness-key with the federation's "
+            "witnesses, whose cosignatures on a checkpoint holding the entry show when it "
+            "was registered"
+        )
+    if seen is None:
+        return f"{clock}, and no quorum of your witnesses cosigned a checkpoint holding its entry"
+    when = pki.rfc3339(dt.datetime.fromtimestamp(seen, dt.UTC))
+    return (
+        f"{clock}, and a quorum of your witnesses first cosigned a checkpoint holding its "
+        f"entry at {when}, after the revocation"
+    )
+
+
 def _check_signature(
     ms: ModuleState,
     package_bytes: bytes,
@@ -129,16 +158,18 @@ def _check_signature(
     crl: x509.CertificateRevocationList | None,
     revoked_at: dt.datetime | None,
     cert_recorded: bool,
+    dating: WitnessDating | None,
 ) -> str | None:
     """Verify the package at its registration; the problem, or None when it verifies.
 
     A failure is an error, with one exception: a deleted module whose certificate, the one
     its entry records, was revoked at or after its registration and that verifies in every
-    other respect (checked again without the CRL) is a warning. The aggregator keeps a
-    deleted module's signed package, so any other failure means the exported bytes are not
-    the ones it registered.
+    other respect (checked again without the CRL) is a warning, when ``dating`` (the
+    auditor's witnesses) shows the registration seen by the revocation date. The aggregator
+    keeps a deleted module's signed package, so any other failure means the exported bytes
+    are not the ones it registered.
     """
-    registered_at = pki.parse_rfc3339(ms.time)  # a validated entry time
+    registered_at = pki.parse_rfc3339(ms.time)  # a validated entry time: the aggregator's
     try:
         verify_package_meta(package_bytes, ca_cert=ca_cert, crl=crl, now=registered_at)
         return None
@@ -146,8 +177,10 @@ def _check_signature(
         failure = exc
     revoked_cert = isinstance(failure, pki.CertRevokedError)
     revoked_late = revoked_cert and revoked_at is not None and revoked_at >= registered_at
+    seen = dating.seen_by(ms.registered_index) if dating is not None and revoked_late else None
+    witnessed = seen is not None and revoked_at is not None and seen <= revoked_at.timestamp()
     deleted = ms.deleted_index is not None
-    excused = deleted and revoked_late and cert_recorded
+    excused = deleted and revoked_late and witnessed and cert_recorded
     if excused:
         try:
             verify_package_meta(package_bytes, ca_cert=ca_cert, crl=None, now=registered_at)
@@ -173,6 +206,8 @@ def _check_signature(
             ", but the aggregator keeps a deleted module's signed package, so only a "
             "revocation after registration of the certificate its entry records excuses it"
         )
+        if revoked_late and cert_recorded:
+            tail += _undated(ms, seen, dating)
     findings.add(
         "module-signatures",
         code,
@@ -196,10 +231,11 @@ def check_modules(
     crl: x509.CertificateRevocationList | None,
     federation: FederationManifest | None,
     registered_under: Mapping[str, Sequence[ManifestInForce]] | None = None,
+    dating: WitnessDating | None = None,
 ) -> dict[str, ModuleCheck]:
     """Check every registered module's record, signature and policy (``federation``: the
     manifest in force; ``registered_under``: the one in force at a module's registration,
-    where that is another)."""
+    where that is another; ``dating``: when the auditor's witnesses saw each entry)."""
     out: dict[str, ModuleCheck] = {}
     earlier = registered_under or {}
     for mid, ms in st.modules.items():
@@ -315,6 +351,7 @@ def check_modules(
                 crl=crl,
                 revoked_at=revoked_at,
                 cert_recorded=cert_problem is None,
+                dating=dating,
             )
             ok = problem is None
         # the manifest in force now, then each that bound the registration

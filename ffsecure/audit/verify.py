@@ -30,7 +30,12 @@ from ffsecure.audit.modules import (
     check_site_budgets,
 )
 from ffsecure.audit.trusted import TrustedCheckpoint
-from ffsecure.audit.witnesses import WitnessPolicy, WitnessReport, check_witnesses
+from ffsecure.audit.witnesses import (
+    WitnessPolicy,
+    WitnessReport,
+    check_witnesses,
+    witness_dating,
+)
 from ffsecure.federation import FederationManifest
 from ffsecure.timefmt import utcnow
 
@@ -168,7 +173,10 @@ def audit_bundle(
     (``ffsecure.audit.anchor``). ``now`` (default: the clock) is the time the CRL's
     and the witness cosignatures' freshness is judged at. With ``witnesses``
     (:func:`~ffsecure.audit.witnesses.witness_policy`), a quorum of its keys must have
-    cosigned the latest checkpoint within its ``max_age`` before ``now``. ``federation_json``
+    cosigned the latest checkpoint within its ``max_age`` before ``now``, and their
+    cosignatures on earlier checkpoints date the entries they hold (a deleted module's
+    revocation after its registration is excused only when they saw it registered by
+    then). ``federation_json``
     is the auditor's own signed federation manifest (``--federation``), used instead of
     the bundle's.
     """
@@ -206,6 +214,7 @@ def audit_bundle(
         crl=crl,
         federation=federation,
         registered_under=anchor.registered_under,
+        dating=witness_dating(bundle, log, witnesses) if witnesses is not None else None,
     )
     dp_done, dp_claims = check_dp_claims(modules, st, findings)
     check_site_budgets(modules, st, federation, findings, anchor.registered_under)

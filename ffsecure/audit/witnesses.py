@@ -49,11 +49,13 @@ from ffsecure.timefmt import CLOCK_SKEW, format_duration, rfc3339
 __all__ = [
     "CHECK",
     "DEFAULT_MAX_AGE",
+    "WitnessDating",
     "WitnessPolicy",
     "WitnessReport",
     "WitnessRow",
     "WitnessStatus",
     "check_witnesses",
+    "witness_dating",
     "witness_policy",
 ]
 
@@ -242,3 +244,46 @@ def check_witnesses(
     report = WitnessReport(latest.size, policy.quorum, policy.max_age, now, rows)
     _add_findings(findings, report)
     return report
+
+
+@dataclass(frozen=True)
+class WitnessDating:
+    """When the auditor's witnesses had seen each entry: time evidence the exporter cannot write.
+
+    An entry's ``time`` is the aggregator's clock, so the exporter can write any. A witness's
+    cosignature on a checkpoint says "I saw this tree by time T"; a tree of size S holds
+    entries 0 to S - 1. So the entry at index i existed by the ``quorum``-th earliest of the
+    witnesses' first cosignatures on a checkpoint larger than i (each witness counted once,
+    at its earliest such cosignature): nobody can date it later than that without a quorum
+    of the auditor's witnesses signing a false time. ``seen`` holds, per witness, its
+    earliest valid cosignature time on each checkpoint whose root the entries reproduce.
+    """
+
+    quorum: int
+    seen: tuple[tuple[tuple[int, int], ...], ...]  # per witness: (tree size, POSIX time)
+
+    def seen_by(self, index: int) -> int | None:
+        """The POSIX time by which a quorum of the witnesses had cosigned a checkpoint holding
+        entry ``index``, or None when fewer did."""
+        firsts = sorted(
+            t
+            for t in (
+                min((t for size, t in rows if size > index), default=None) for rows in self.seen
+            )
+            if t is not None
+        )
+        return firsts[self.quorum - 1] if len(firsts) >= self.quorum else None
+
+
+def witness_dating(bundle: Bundle, log: LogState, policy: WitnessPolicy) -> WitnessDating:
+    """The witnesses' cosignature times on every checkpoint of ``log`` the entries reproduce."""
+    seen: dict[int, list[tuple[int, int]]] = {}  # by the witness's place in the policy
+    good = set(log.good_sizes)
+    for checkpoint in log.checkpoints:
+        note = bundle.checkpoint_notes.get(str(checkpoint.size))
+        if note is None or checkpoint.size not in good:
+            continue
+        for i, verdict in enumerate(witness_verdicts(note, policy.keys)):
+            if verdict.times:
+                seen.setdefault(i, []).append((checkpoint.size, verdict.times[0]))
+    return WitnessDating(policy.quorum, tuple(tuple(rows) for rows in seen.values()))

@@ -325,7 +325,9 @@ def test_superseded_cert_keeps_earlier_modules_valid_but_not_later_ones(tmp_path
     assert result.modules[a].signature_ok
 
 
-def test_deleted_module_of_a_compromised_cert_is_only_a_warning(tmp_path):
+def test_deleted_module_of_a_compromised_cert_needs_witnesses_to_date_its_registration(tmp_path):
+    # revoked after its registration by the entry times, but those are the aggregator's
+    # clock: only witnesses excuse it (tests/integration/test_audit_revocation_dating.py)
     lab = AuditLab(tmp_path)
     try:
         b = lab.register("st-john", (1,))
@@ -334,9 +336,10 @@ def test_deleted_module_of_a_compromised_cert_is_only_a_warning(tmp_path):
         result = _audit(lab, lab.export())
     finally:
         lab.close()
-    assert result.ok
+    assert not result.ok
     f = _one(result, "E_AUDIT_MODULE_REVOKED")
-    assert f.severity == "warning" and f.entry == 1 and "deleted at entry 3" in f.message
+    assert f.severity == "error" and f.entry == 1 and "deleted at entry 3" in f.message
+    assert "aggregator's own clock" in f.message and "--witness-key" in f.message
 
 
 def test_tampered_module_record_is_named(world, tmp_path):
