@@ -16,14 +16,14 @@ from ffsecure import __version__
 from ffsecure.audit.verify import AuditResult
 from ffsecure.audit.witnesses import WitnessStatus
 from ffsecure.dp import record_privacy_unit
-from ffsecure.errors import LedgerError
+from ffsecure.errors import FFSecureError, LedgerError
 from ffsecure.federation import FederationManifest
 from ffsecure.ledger.merkle import verify_inclusion
 from ffsecure.privacy.policy import THRESHOLDS, effective_policy
 from ffsecure.privacy.report import DATA_DEPENDENT, dp_covers
 from ffsecure.records.entries import EntryType
 from ffsecure.records.lineage import read_commitment
-from ffsecure.timefmt import format_duration, now_rfc3339, rfc3339
+from ffsecure.timefmt import format_duration, now_rfc3339, parse_rfc3339, rfc3339
 
 # A backslash at the end of a line joins it to the next (the report's bytes stay as they were).
 CSS = """
@@ -128,11 +128,14 @@ def _pill(kind: str, text: str | None = None) -> str:
 def _verdict(r: AuditResult) -> str:
     latest = r.log.latest
     if r.ok:
+        verified = sum(m.signature_ok for m in r.modules.values())
+        skipped = [c.name for c in r.checks if c.status == "skipped"]
         why = (
-            f"Every check passed: the log of {len(r.log.entry_bytes)} entries "
+            f"No check failed: the log of {len(r.log.entry_bytes)} entries "
             "is exactly what the log key signed"
-            f"; {len(r.modules)} module signatures verify; "
+            f"; {verified} of {len(r.modules)} module signatures verify; "
             "no live classifier uses a deleted module."
+            + (f" Skipped: {', '.join(skipped)}." if skipped else "")
             + (f" {len(r.warnings)} warning(s) below." if r.warnings else "")
         )
     else:
@@ -620,6 +623,19 @@ def _deletions(r: AuditResult) -> str:
     return "".join(out)
 
 
+def _exported(r: AuditResult) -> str:
+    """The export time ``bundle.json`` states, shown as what it is: the exporter's unsigned
+    word (no check reads it), and only when it is an RFC 3339 time."""
+    stated = (r.bundle.summary or {}).get("exported")
+    if not isinstance(stated, str):
+        return ""
+    try:
+        when = rfc3339(parse_rfc3339(stated))
+    except FFSecureError:
+        return ""
+    return f"; its unsigned bundle.json says exported {_e(when)} (the exporter's word, not checked)"
+
+
 def render_html(r: AuditResult) -> str:
     """The whole report page."""
     title = "ffsecure audit report"
@@ -632,7 +648,7 @@ def render_html(r: AuditResult) -> str:
         [
             f"<h1>{_e(title)}{' — ' + _e(fed) if fed else ''}</h1>",
             f"<p class='meta'>bundle <code>{_e(r.bundle.path.name)}</code>"
-            + (f", exported {_e(r.bundle.summary.get('exported'))}" if r.bundle.summary else "")
+            + _exported(r)
             + f"; checked {_e(now_rfc3339())} by ffsecure {_e(__version__)} offline</p>",
             _verdict(r),
             _findings(r),

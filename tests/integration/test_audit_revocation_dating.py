@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ffsecure.audit import audit_bundle, load_bundle
+from ffsecure import canonical
+from ffsecure.audit import audit_bundle, load_bundle, render_html
 from ffsecure.audit.witnesses import witness_policy
 from ffsecure.ledger.merkle import MemoryTree, leaf_hash
 from ffsecure.ledger.witness import cosign_checkpoint, init_witness
@@ -157,3 +158,23 @@ def test_a_quorum_of_two_needs_both_witnesses_to_have_seen_it_in_time(honest, tm
     assert (f.code, f.severity) == ("E_AUDIT_MODULE_REVOKED", "error")
     assert "quorum of your witnesses first cosigned" in f.message
 
+
+def test_the_report_headline_counts_the_signatures_that_verify(honest):
+    honest.cosign(int(honest.revoked.timestamp()) - HOUR)
+    html = render_html(honest.audit(witnesses=True))
+    # VERIFIED with the excused module's warning: one of the two signatures does not verify
+    assert "1 of 2 module signatures verify" in html
+    assert "Skipped: trusted-checkpoints, dp-claims." in html and "Every check passed" not in html
+
+
+def test_the_report_shows_the_unsigned_export_time_as_the_exporters_word(honest):
+    summary = honest.bundle / "bundle.json"
+    claim = "2027-06-30T09:00:00Z (today) - all 3 witnesses cosigned this export"
+    for stated, shown in ((claim, False), ("2027-06-30T09:00:00Z", True)):
+        record = canonical.loads(summary.read_bytes())
+        summary.write_bytes(canonical.dumps({**record, "exported": stated}) + b"\n")
+        html = render_html(honest.audit(witnesses=False))
+        assert "witnesses cosigned this export" not in html
+        assert (
+            "unsigned bundle.json says exported 2027-06-30T09:00:00Z (the exporter's word" in html
+        ) is shown
