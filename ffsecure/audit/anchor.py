@@ -52,7 +52,10 @@ warning on a VERIFIED bundle:
   a failure when it is the bundle's (the exporter may have left out a newer
   CRL the CA issued since; the ledger check below only catches a CRL older
   than one the aggregator applied) and a warning when it is the auditor's own
-  ``--crl``.
+  ``--crl``. Within its validity the bundle's CRL is still the exporter's pick among the
+  CA's CRLs: one issued since, which the aggregator never loaded, cannot be seen from the
+  bundle, so the check's detail names the CRL's issue time and points to ``--crl`` (the
+  bound is the CA's CRL lifetime).
 - After the log is replayed (:func:`check_crl_history`): the aggregator records
   each CRL it loads (``crl.loaded``: number and SHA-256 of the DER bytes). The
   bundle's CRL, and the auditor's, must not be older than the newest one
@@ -149,6 +152,13 @@ class TrustAnchor:
             number = _number(self.crl)
             shown = "?" if number is None else number
             parts.append(f"CRL {shown} ({self.crl_source}) signed by the CA")
+            if self.crl_source == BUNDLE_CRL:
+                # the exporter chose it among the CA's CRLs still in their validity period
+                parts.append(
+                    f"issued {pki.rfc3339(self.crl.last_update_utc)}, chosen by the exporter: "
+                    "a revocation the CA made since may be missing (pass the CA's current "
+                    "CRL with --crl)"
+                )
         if self.newest_recorded is not None:
             index, facts = self.newest_recorded
             parts.append(f"newest CRL recorded in the log: {facts['crl_number']} (entry {index})")

@@ -161,6 +161,13 @@ def test_a_bundle_without_crl_fails_and_verifies_with_the_ca_s_crl(world, tmp_pa
     with_crl = _audit(lab, t, crl_pem=lab.fed.ca.crl_pem())
     assert with_crl.verdict == "VERIFIED" and with_crl.findings == []
     assert "(--crl) signed by the CA" in with_crl.checks[0].detail
+    assert "chosen by the exporter" not in with_crl.checks[0].detail
+    # the bundle's own CRL, in its validity period, is still the exporter's pick: said so
+    bundled = _audit(lab, bundle)
+    assert bundled.verdict == "VERIFIED"
+    detail = bundled.checks[0].detail
+    assert "(crl.pem) signed by the CA, issued " in detail
+    assert "chosen by the exporter" in detail and "--crl" in detail
     (tmp_path / "ca.pem").write_bytes(lab.fed.ca_pem)
     (tmp_path / "crl.pem").write_bytes(lab.fed.ca.crl_pem())
     assert _invoke("verify", t, "--ca", tmp_path / "ca.pem")[0] == 3
