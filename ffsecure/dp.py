@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ffsecure.errors import DefaultHint, DPError, PolicyError
+from ffsecure.privacy.report import bounds_dp_claims
 from ffsecure.records.fields import is_int, is_number
 
 ACCOUNTANTS = ("prv", "rdp")
@@ -886,25 +887,40 @@ def site_epsilon(claims: Sequence[DPClaim], delta: float) -> float:
 
 
 def check_site_budget(records: Sequence[Any], policy: dict, *, site_id: str) -> float:
-    """The aggregator's rule for a site's modules under a required policy (``E_DP_BUDGET``).
+    """The federation's rule for a site's modules (``E_DP_BUDGET``): its DP claims composed.
 
     ``records`` are the ``dp`` records of every module the site ever registered (deleted
-    ones included: their release happened) and the new one; a ``None`` (no DP) spends
-    without bound. Returns the composed epsilon at the policy's delta.
+    ones included: their release happened) and, last, the new one; a ``None`` is a module
+    without DP. The rule holds wherever ``policy`` bounds DP claims
+    (:func:`ffsecure.privacy.report.bounds_dp_claims`: ``max_epsilon`` and ``delta`` set),
+    required or not, since there each claim stands in for the privacy policy's measured
+    limits (``dp_covers``): the site's claims composed at the policy's ``delta`` stay within
+    ``max_epsilon``. Under a required policy a module without DP spends without bound and is
+    refused. Under one that is not, it is allowed and judged by its privacy figures, so only
+    the claims compose, and a new module without DP is judged by nothing here. Returns the
+    composed epsilon at the policy's delta (0 where the policy bounds no claim).
     """
-    if not policy.get("required"):
+    if not bounds_dp_claims(policy):
         return 0.0
-    if any(record is None for record in records):
+    if policy.get("required") and any(record is None for record in records):
         raise DPBudgetError(f"site {site_id} has a module without DP: its data has no DP bound")
-    claims = [DPClaim.from_record(record, require_parameters=True) for record in records]
-    spent = site_epsilon([c for c in claims if c is not None], float(policy["delta"]))
+    parsed = [DPClaim.from_record(r, require_parameters=True) for r in records if r is not None]
+    composed = [claim for claim in parsed if claim is not None]
+    spent = site_epsilon(composed, float(policy["delta"]))
+    if records and records[-1] is None:
+        return spent  # a release without DP spends none of the DP budget
     if spent > float(policy["max_epsilon"]) * (1 + CLAIM_RTOL):
         raise DPBudgetError(
-            f"site {site_id}'s {len(records)} modules together spend epsilon {spent:.4g} at "
-            f"delta {policy['delta']:g}, above the federation's max_epsilon "
-            f"{policy['max_epsilon']:g}"
+            f"site {site_id}'s {len(composed)} {_dp_modules(len(composed), len(records))} "
+            f"together spend epsilon {spent:.4g} at delta {policy['delta']:g}, above the "
+            f"federation's max_epsilon {policy['max_epsilon']:g}"
         )
     return spent
+
+
+def _dp_modules(claims: int, modules: int) -> str:
+    """How :func:`check_site_budget` names the modules it composed."""
+    return "modules" if claims == modules else f"modules with a DP claim (of {modules})"
 
 
 def check_claim(record: Any, *, budget_s: float = ACCOUNTING_BUDGET_S) -> ClaimCheck:

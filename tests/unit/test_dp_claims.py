@@ -163,6 +163,28 @@ def test_a_site_s_claims_compose_by_the_tighter_of_two_sound_bounds():
     assert dp.check_site_budget([GOOD] * 3, {"required": False}, site_id="s") == 0.0
 
 
+def test_a_policy_that_bounds_claims_composes_them_whether_or_not_it_requires_dp():
+    """Where ``max_epsilon`` and ``delta`` are set, each DP claim stands in for the privacy
+    policy's measured limits (``dp_covers``), required or not: the site's claims compose
+    against ``max_epsilon``. Without required DP a module without DP is allowed beside them:
+    it is judged by its privacy figures, composes with nothing and is never refused here."""
+    claim = dp.DPClaim.from_record(GOOD, require_parameters=True)
+    assert claim is not None
+    two, three = (dp.site_epsilon([claim] * k, 1e-5) for k in (2, 3))
+    bounded = {"required": False, "max_epsilon": (two + three) / 2, "delta": 1e-5}
+    with pytest.raises(dp.DPBudgetError, match=r"3 modules with a DP claim \(of 5\)") as info:
+        dp.check_site_budget([GOOD, None, GOOD, None, GOOD], bounded, site_id="s")
+    assert info.value.code == "E_DP_BUDGET" and "above the federation's max_epsilon" in (
+        info.value.message
+    )
+    assert dp.check_site_budget([GOOD, None, GOOD], bounded, site_id="s") == pytest.approx(two)
+    # a new module without DP spends none of the DP budget, even where earlier claims are over
+    assert dp.check_site_budget([GOOD] * 3 + [None], bounded, site_id="s") == pytest.approx(three)
+    # a policy with only one of the two bounds bounds no claim: nothing composes
+    for half in ({**bounded, "delta": None}, {**bounded, "max_epsilon": None}):
+        assert dp.check_site_budget([GOOD] * 3, half, site_id="s") == 0.0
+
+
 ZERO_STEPS = {**GOOD, "epsilon": 1e-9, "steps": 0}
 
 
