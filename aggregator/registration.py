@@ -191,13 +191,13 @@ class Registrar:
 
     def check_site_budget(self, site_id: str, rows: Sequence[ModuleRow], dp: dict | None) -> None:
         """``E_DP_BUDGET`` unless the modules of ``site_id`` in ``rows`` (all it registered so
-        far, deleted ones included), composed with this one, stay within the DP policy.
+        far, deleted ones included), composed with this one, stay within the DP policy
+        (``ffsecure.dp.check_site_budget`` says when it applies: wherever the policy bounds DP
+        claims, required or not).
 
         ``rows`` are what the store read inside the registration's write transaction (the
         ``precondition`` of :meth:`Store.register_module`), so no other server can register
         a module of the site between this check and the commit."""
-        if not self.federation.dp_policy.get("required"):
-            return
         records = [
             canonical.loads_canonical(row.manifest).get("dp")
             for row in rows

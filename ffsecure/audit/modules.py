@@ -457,21 +457,21 @@ def check_site_budgets(
     findings: Findings,
     registered_under: Mapping[str, Sequence[ManifestInForce]] | None = None,
 ) -> None:
-    """Under a required DP policy, every site's modules together stay within ``max_epsilon``.
+    """Wherever a DP policy bounds DP claims (required or not), every site's DP claims
+    together stay within ``max_epsilon``.
 
     Each module is a release of its site's data; deleted ones count (their release
     happened). The site's claims are composed in registration order by the aggregator's
-    rule (``ffsecure.dp.check_site_budget``), under the manifest in force (``federation``)
-    and, for a module registered under another one (``registered_under``), under that one
-    too; the module whose registration took the site over a policy is the finding. Modules
-    with no or an unparsable claim have their own findings and are left out here:
-    ``module-signatures`` (policy: no DP claim under a required policy) on a recorded
-    manifest, ``module-records`` on any other, ``dp-claims``.
+    rule (``ffsecure.dp.check_site_budget``, which also says which policies it applies
+    under), under the manifest in force (``federation``) and, for a module registered under
+    another one (``registered_under``), under that one too; the module whose registration
+    took the site over a policy is the finding. Modules with no or an unparsable claim are
+    left out here: without DP, one has its own finding under a required policy
+    (``module-signatures`` on a recorded manifest, ``module-records`` on any other) and is
+    judged by its privacy figures under one that is not; an unparsable claim is a
+    ``dp-claims`` finding.
     """
     earlier = registered_under or {}
-    manifests = [federation, *(u.signed.manifest for bound in earlier.values() for u in bound)]
-    if not any(m is not None and m.dp_policy.get("required") for m in manifests):
-        return  # no budget to keep
     by_site: dict[str, list[tuple[int, str, dict]]] = {}
     for mid, mc in checked.items():
         record = _parsed_record(mc)
@@ -512,8 +512,6 @@ def _budget_failure(
             )
         )
     for policy, which in policies:
-        if not policy.get("required"):
-            continue
         try:
             check_site_budget(records, policy, site_id=site_id)
         except (DPBudgetError, DPClaimError) as exc:

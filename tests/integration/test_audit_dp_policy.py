@@ -19,6 +19,7 @@ import torch
 
 from ffsecure.federation import create_signed_manifest
 from tests.audit_fixture import AuditLab, dp_parameters
+from tests.dp_records import DP_SGD_CLAIM
 
 torch.set_num_threads(1)
 
@@ -141,26 +142,28 @@ def test_a_ledger_with_modules_and_no_recorded_manifest_fails_unless_the_auditor
     assert (code, out["verdict"], out["findings"]) == (0, "VERIFIED", [])
 
 
-def test_a_site_whose_modules_together_exceed_the_budget_is_a_finding(tmp_path):
-    """Each module meets the policy alone; the third release of st-mary's data does not."""
-    params = {
-        "delta": 1e-5,
-        "accountant": "rdp",
-        "noise_multiplier": 0.8,
-        "sample_rate": 0.01,
-        "steps": 1000,
-    }  # epsilon 3.70 alone, 4.86 for two, 5.85 for three (RDP)
+@pytest.mark.parametrize("required", [True, False], ids=["required", "optional"])
+def test_a_site_whose_modules_together_exceed_the_budget_is_a_finding(tmp_path, required):
+    """Each module meets the policy alone; the third release of st-mary's data does not.
+
+    Not required but bounded (``max_epsilon`` and ``delta`` set), each DP claim stands in for
+    the privacy policy's measured limits, so the claims compose alike; modules without DP,
+    allowed there, compose with nothing. The lab writes to the store directly: an aggregator
+    that registered the claims anyway."""
     lab = AuditLab(tmp_path)
     try:
-        policy = {"required": True, "max_epsilon": 5.0, "delta": 1e-5}
+        policy = {"required": required, "max_epsilon": 5.0, "delta": 1e-5}
         lab.fed.home.federation.write_bytes(
             create_signed_manifest(
                 dataclasses.replace(lab.fed.manifest, dp_policy=policy), lab.fed.ca
             )
         )
-        claim = {"epsilon": 3.7, **params}
-        mary = [lab.register("st-mary", (0,), seed=s, dp=claim) for s in (1, 2, 3)]
-        lab.register("st-john", (1,), seed=4, dp=claim)
+        if not required:
+            lab.register("st-mary", (1,), seed=5, dp=None)
+            lab.register("st-john", (0,), seed=6, dp=None)
+        # the claims compose to 3.70, 4.86, then 5.85 (RDP)
+        mary = [lab.register("st-mary", (0,), seed=s, dp=DP_SGD_CLAIM) for s in (1, 2, 3)]
+        lab.register("st-john", (1,), seed=4, dp=DP_SGD_CLAIM)
         bundle = lab.export("over-budget")
         (tmp_path / "ca.pem").write_bytes(lab.fed.ca_pem)
     finally:
@@ -210,9 +213,11 @@ def test_a_claim_above_the_bounds_of_a_not_required_policy_fails_the_audit(tmp_p
     finally:
         lab.close()
     code, out = invoke(bundle, "--ca", tmp_path / "ca.pem")
-    assert code == 3 and _codes(out) == ["E_AUDIT_MODULE_POLICY"]
-    (f,) = out["findings"]
-    assert f["module_id"] == over and "epsilon" in f["message"] and "(0, 1.0]" in f["message"]
+    # alone, the claim also spends more than the bounded site budget (max_epsilon 1.0)
+    assert code == 3 and _codes(out) == ["E_AUDIT_DP_BUDGET", "E_AUDIT_MODULE_POLICY"]
+    assert {f["module_id"] for f in out["findings"]} == {over}
+    (f,) = [f for f in out["findings"] if f["code"] == "E_AUDIT_MODULE_POLICY"]
+    assert "epsilon" in f["message"] and "(0, 1.0]" in f["message"]
 
 
 def _epsilon(claim: dict) -> float:

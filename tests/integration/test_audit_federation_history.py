@@ -209,21 +209,31 @@ def test_the_loader_bounds_the_number_of_history_documents(life, tmp_path):
         load_bundle(t)
 
 
-def test_a_site_over_the_budget_of_the_manifest_in_force_at_registration_fails(tmp_path):
+@pytest.mark.parametrize(
+    "tight, newer",
+    [
+        pytest.param(
+            {**STRICT, "max_epsilon": 1.0}, {**STRICT, "max_epsilon": 100.0}, id="required"
+        ),
+        # not required but bounded: each claim covered the privacy limits, so they composed
+        pytest.param({**STRICT, "max_epsilon": 1.0, "required": False}, LOOSE, id="optional"),
+    ],
+)
+def test_a_site_over_the_budget_of_the_manifest_in_force_at_registration_fails(
+    tmp_path, tight, newer
+):
     """Two modules each within epsilon 1 but over it together (RDP composes them to 1.06),
-    registered under a tight manifest; a newer manifest raises the budget."""
+    registered under a tight manifest; a newer manifest raises the budget (or drops it)."""
     lab = AuditLab(tmp_path)
     try:
         base = lab.fed.manifest
-        tight = {**STRICT, "max_epsilon": 1.0}
         strict = dataclasses.replace(base, dp_policy=tight, created_at=_later(base, 1))
         _install(lab, strict)
         strict_index = lab.start()
         claim = {**CLAIM, "epsilon": 0.97}  # its parameters spend 0.956
         lab.register("st-mary", (0,), seed=1, dp=dict(claim))
         second = lab.register("st-mary", (1,), seed=2, dp=dict(claim))
-        roomy = {**STRICT, "max_epsilon": 100.0}
-        _install(lab, dataclasses.replace(strict, dp_policy=roomy, created_at=_later(base, 2)))
+        _install(lab, dataclasses.replace(strict, dp_policy=newer, created_at=_later(base, 2)))
         lab.start()
         bundle = lab.export()
     finally:

@@ -52,8 +52,8 @@ def srv(fed):
         yield running
 
 
-def _upload(fed, srv, site: str, seed: int):
-    sealed, d = forge.forge(fed, site, dp=CLAIM, seed=seed)
+def _upload(fed, srv, site: str, seed: int, dp: dict | None = CLAIM):
+    sealed, d = forge.forge(fed, site, dp=dp, seed=seed)
     with fed.client(site, srv.address, retry=NO_RETRY) as c:
         return send(c.stub, chunks(sealed)), sealed, d
 
@@ -94,6 +94,32 @@ def test_a_deleted_module_still_counts_against_its_site_s_budget(fed, srv):
     assert store.get_module(mary[0]).status == "deleted"
     got, _s, _d = _upload(fed, srv, "st-mary", 5)
     assert isinstance(got, Refusal) and got.code == "E_DP_BUDGET"
+
+
+def test_where_dp_is_optional_but_bounded_a_site_s_dp_claims_must_meet_the_policy(tmp_path, caplog):
+    """``required = false`` with ``max_epsilon`` and ``delta`` set: every DP claim stands in
+    for the privacy policy's measured limits (``dp_covers``), so the site's claims together
+    must stay within ``max_epsilon`` as under a required policy. Modules without DP stay
+    allowed beside them (judged by their privacy figures) and compose with nothing."""
+    bounded = build_federation(tmp_path / "fed")
+    forge.require_dp(bounded, {**POLICY, "required": False})
+    with bounded.serve() as running:
+        for seed, dp_record in ((1, CLAIM), (2, None), (3, CLAIM)):  # claims: epsilon 4.86
+            got, _s, _d = _upload(bounded, running, "st-mary", seed, dp=dp_record)
+            assert not isinstance(got, Refusal), got
+        before = _state(running)
+        with caplog.at_level("WARNING", logger="aggregator.refusal"):
+            third, _s, _d = _upload(bounded, running, "st-mary", 4)  # claims: epsilon 5.85 > 5
+        assert isinstance(third, Refusal), "a DP claim over the site's bounded budget was accepted"
+        assert third.code == "E_DP_BUDGET" and third.hint
+        assert "st-mary" in third.message and "5.8" in third.message
+        assert "3 modules with a DP claim (of 4)" in third.message
+        assert _state(running) == before  # nothing written
+        logged = [r for r in caplog.records if getattr(r, "code", None) == "E_DP_BUDGET"]
+        assert logged and logged[-1].method == "UploadModule"
+        # a module without DP spends none of the DP budget: still accepted
+        plain, _s, _d = _upload(bounded, running, "st-mary", 5, dp=None)
+        assert not isinstance(plain, Refusal), plain
 
 
 class _PausesInsideItsTransaction:
