@@ -5,9 +5,11 @@ so what bounds the site is the composition of every release, not one module's ep
 rules judge it, on the site's own records (``STATE/modules/<id>/module.json`` keeps, for every
 module, its status and the DP record it signed: ``train.dp``, the manifest's ``dp``):
 
-1. **The federation's**, under a required ``dp_policy``: ``max_epsilon`` at the policy's
-   ``delta`` over every module (:func:`ffsecure.dp.check_site_budget`, the one home of the
-   composition, which the aggregator applies at registration). The aggregator refuses a module
+1. **The federation's**, wherever its ``dp_policy`` bounds DP claims (``max_epsilon`` and
+   ``delta`` set, required or not): ``max_epsilon`` at the policy's ``delta`` over every
+   module, or over every DP claim where DP is not required
+   (:func:`ffsecure.dp.check_site_budget`, the one home of the composition and of when it
+   applies, which the aggregator applies at registration). The aggregator refuses a module
    that breaks it (``E_DP_BUDGET``), but by then the module has left the site, so the site
    applies it first.
 2. **The site's own**, whenever the new module carries a DP claim, required or not: the site's
@@ -175,15 +177,13 @@ def _judge(
     records = [_dp_record(r) for r in earlier]
     ids = [r.module_id for r in earlier]
     sent = f"the {len(ids)} module(s) this site has sent before ({_shown(ids)})"
-    composed = 0.0
-    if policy.get("required"):
-        try:
-            composed = check_site_budget([*records, dp], policy, site_id=site_id)
-        except DPBudgetError as exc:
-            raise DPBudgetError(
-                f"{exc.message}: {what} with {sent}; {outcome}",
-                hint=_federation_hint(records, policy),
-            ) from None
+    try:
+        composed = check_site_budget([*records, dp], policy, site_id=site_id)
+    except DPBudgetError as exc:
+        raise DPBudgetError(
+            f"{exc.message}: {what} with {sent}; {outcome}",
+            hint=_federation_hint(records, policy),
+        ) from None
     if dp is None:
         return composed
     composed, delta = _compose([*(r for r in records if r is not None), dp])
@@ -203,10 +203,10 @@ def _judge(
 
 def _federation_hint(records: Sequence[dict | None], policy: dict) -> str:
     """What to do when the federation's rule refuses: what the earlier modules spent of it."""
-    if any(r is None for r in records):
+    if policy.get("required") and any(r is None for r in records):
         spent_before = "an earlier module of this site has no DP, so its data has no DP bound"
     else:
-        claims = [DPClaim.from_record(r, require_parameters=True) for r in records]
+        claims = [DPClaim.from_record(r, require_parameters=True) for r in records if r is not None]
         epsilon = site_epsilon([c for c in claims if c is not None], float(policy["delta"]))
         left = max(0.0, float(policy["max_epsilon"]) - epsilon)
         spent_before = (
@@ -233,7 +233,7 @@ def check_release(
     """``E_DP_BUDGET`` unless the site's released modules composed with ``module_id`` (its DP
     record ``dp``) keep both rules of the module docstring (``policy`` the federation's
     ``dp_policy``, ``limits`` the site's own); returns the site's composed epsilon (0 when
-    neither rule applies: no DP claim under a policy that does not require one). A kept DP
+    neither rule applies: no DP claim under a policy that bounds none). A kept DP
     record that does not parse is ``E_STATE_CORRUPT``, naming it."""
     return _judge(
         state,

@@ -1,7 +1,7 @@
 """Which of a site's own modules count against its DP budget before a new one leaves it, and
-the two budgets that bound them: the federation's (``max_epsilon`` at the policy's delta, under a
-required policy) and the site's own (site.toml ``dp.max_total_epsilon``, at the smallest delta
-its releases claim, whenever the module has DP).
+the two budgets that bound them: the federation's (``max_epsilon`` at the policy's delta,
+wherever the policy sets both) and the site's own (site.toml ``dp.max_total_epsilon``, at the
+smallest delta its releases claim, whenever the module has DP).
 
 A real state directory with module records of every status; the DP-SGD claims spend, at delta
 1e-5 (RDP), epsilon 3.70 alone, 4.86 twice, 5.85 three times, 7.53 five times and 8.28 six times
@@ -114,6 +114,27 @@ def test_without_a_required_policy_a_dp_release_is_composed_and_capped_by_the_si
     # a site that raises its cap knowingly releases again
     roomy = DPLimits(max_epsilon=8.0, max_total_epsilon=9.0)
     assert check_release(state, OPTIONAL, roomy, site_id="s", module_id=NEW, dp=CLAIM) < 9.0
+
+
+def test_a_bounded_policy_that_does_not_require_dp_still_composes_the_site_s_dp_claims(tmp_path):
+    """``required = false`` with ``max_epsilon`` and ``delta``: the aggregator composes the
+    site's DP claims against ``max_epsilon`` (each stands in for the privacy limits), so the
+    site applies the same rule first; its modules without DP compose with nothing."""
+    bounded = {**POLICY, "required": False}
+    state = _state(tmp_path, ["registered", "sealed"])  # two DP releases: 4.86
+    without_dp = {"dp": None}
+    state.save_module(
+        ModuleRecord("e" * 32, "registered", "2026-01-09T00:00:00Z", [0], 10, "fp", without_dp)
+    )
+    with pytest.raises(DPBudgetError) as info:
+        check_release(state, bounded, LIMITS, site_id="st-mary", module_id=NEW, dp=CLAIM)
+    message, hint = info.value.message, info.value.hint or ""
+    assert "above the federation's max_epsilon 5" in message and "5.8" in message
+    assert "3 modules with a DP claim (of 4)" in message and "not sealed or sent" in message
+    assert re.search(r"spent epsilon 4\.86\d* of the federation's max_epsilon 5", hint)
+    # a release without DP is allowed beside them and spends none of the DP budget
+    spent = check_release(state, bounded, LIMITS, site_id="st-mary", module_id=NEW, dp=None)
+    assert spent == pytest.approx(4.86, abs=0.01)
 
 
 def test_under_a_required_policy_the_site_s_own_cap_binds_below_a_loose_max_epsilon(tmp_path):
