@@ -772,6 +772,12 @@ _SITE = _section(
             "work was stopped on request before it finished; nothing was written",
             ("site_node.training.TrainingStopped", _CLIENT + "AggregatorBusyError"),
         ),
+        (
+            "E_REFUSAL_CONTRADICTED",
+            "ALARM: the aggregator refused a module for a reason the site's own check of the "
+            "package it sent contradicts",
+            "site_node.refusals.RefusalContradictedError",
+        ),
     ],
 )
 

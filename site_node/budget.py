@@ -53,7 +53,15 @@ from ffsecure.dp import (
 from site_node.config import DPLimits
 from site_node.state import ModuleRecord, StateDir, state_corrupt
 
-__all__ = ["RELEASED", "SiteBudget", "check_plan", "check_release", "released", "site_budget"]
+__all__ = [
+    "RELEASED",
+    "SiteBudget",
+    "check_plan",
+    "check_release",
+    "federation_rule",
+    "released",
+    "site_budget",
+]
 
 #: The statuses of a module whose data has left the site, or may have.
 RELEASED = ("sealed", "registered", "deleted")
@@ -245,6 +253,19 @@ def check_release(
         what=f"module {module_id}",
         outcome="it was not sealed or sent",
     )
+
+
+def federation_rule(
+    state: StateDir, policy: dict, *, site_id: str, module_id: str, dp: dict | None
+) -> float:
+    """The federation's rule alone (rule 1, :func:`ffsecure.dp.check_site_budget`) for
+    ``module_id`` with its DP record ``dp``, as the aggregator would judge it at registration
+    from what this site knows: every released module of this site other than ``module_id``
+    (the aggregator can hold no other; composing more can only spend more). ``E_DP_BUDGET``
+    when it breaks the rule; returns the composed epsilon (0 when ``policy`` is not required).
+    :mod:`site_node.refusals` re-runs it against an aggregator's ``E_DP_BUDGET`` refusal."""
+    records = [_dp_record(r) for r in _released_records(state, module_id)]
+    return check_site_budget([*records, dp], policy, site_id=site_id)
 
 
 def check_plan(

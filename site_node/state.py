@@ -24,7 +24,11 @@ and keep why in the record:
 * ``refused``: the site's own privacy-policy check failed before the module
   was ever sealed (``error.by = "site"``), or the aggregator refused it for
   good (policy, signature: ``error.by = "aggregator"``); ``error`` holds the
-  code, message, hint, who refused and when;
+  code, message, hint, who refused and when. For ``by = "aggregator"`` the
+  message and hint are the aggregator's words, and ``error.recheck`` the site's
+  own re-run of that check (:mod:`site_node.refusals`); a refusal it
+  contradicts is stored as ``E_REFUSAL_CONTRADICTED`` (an alarm: the site's
+  finding as the message, the aggregator's words under ``error.aggregator``);
 * ``discarded``: the site's operator took it out of the queue
   (``site-node discard``); ``discarded`` holds the reason, the time and the
   status it had.
@@ -109,11 +113,16 @@ class ModuleStatusError(StateError):
     code = "E_MODULE_STATUS"
 
 
-def refusal(exc: FFSecureError, *, by: str) -> dict:
-    """The ``error`` record of a refused module: the error, who refused it and when."""
+def refusal(exc: FFSecureError, *, by: str, recheck: dict | None = None) -> dict:
+    """The ``error`` record of a refused module: the error, who refused it and when, and for a
+    refusal by the aggregator the site's own re-run of its check (``recheck``,
+    :class:`site_node.refusals.Recheck`)."""
     if by not in REFUSED_BY:
         raise ValueError(by)
-    return {**exc.to_dict(), "by": by, "time": timefmt.now_rfc3339()}
+    record = {**exc.to_dict(), "by": by, "time": timefmt.now_rfc3339()}
+    if recheck is not None:
+        record["recheck"] = recheck
+    return record
 
 
 def state_corrupt(why: str, what: str) -> FormatError:
@@ -231,10 +240,13 @@ class StateDir:
             )
         return ModuleRecord.read(path)
 
-    def refuse_module(self, record: ModuleRecord, exc: FFSecureError, *, by: str) -> ModuleRecord:
-        """Mark ``record`` refused (out of the queue for good) with ``exc``; drop its envelope."""
+    def refuse_module(
+        self, record: ModuleRecord, exc: FFSecureError, *, by: str, recheck: dict | None = None
+    ) -> ModuleRecord:
+        """Mark ``record`` refused (out of the queue for good) with ``exc`` (and ``recheck``,
+        see :func:`refusal`); drop its envelope."""
         record.status = "refused"
-        record.error = refusal(exc, by=by)
+        record.error = refusal(exc, by=by, recheck=recheck)
         self.save_module(record)
         self.sealed_path(record.module_id).unlink(missing_ok=True)
         return record

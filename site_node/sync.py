@@ -6,7 +6,11 @@
 * :func:`upload_queue`: upload modules in turn (``upload`` and ``run`` share
   it): a module the aggregator refuses for good, or that this site's own DP
   budget refuses before it is sealed (:mod:`site_node.budget`), is marked
-  ``refused`` and the next one is sent; a transient failure (aggregator down, busy, rate limit)
+  ``refused`` and the next one is sent; the aggregator's refusal is first held
+  against the site's own re-run of its check (:mod:`site_node.refusals`), and
+  one that check contradicts is an alarm (``E_REFUSAL_CONTRADICTED``) that
+  stops the queue: nothing more goes to an aggregator that gave a false reason;
+  a transient failure (aggregator down, busy, rate limit)
   stops the queue, since the next module would meet the same; anything else
   (a log fork, a receipt that does not verify, damaged local state) is raised.
 * :func:`advance_checkpoint`: every checkpoint the site sees (receipts,
@@ -48,6 +52,7 @@ from site_node.client import (
     verify_receipt,
 )
 from site_node.config import DPLimits
+from site_node.refusals import Recheck, RefusalContradictedError, Verdict, contradiction, recheck
 from site_node.state import ModuleRecord, StateDir, state_corrupt
 
 log = logging.getLogger("site_node.sync")
@@ -264,13 +269,16 @@ def upload_queue(
     """Upload ``records`` in turn; one result per module tried (``limits``: the site's own DP
     ceilings, :func:`upload_module`).
 
-    Each result has ``outcome``: ``registered`` (the upload summary), ``refused``
-    or ``deferred`` (with ``error``).
+    Each result has ``outcome``: ``registered`` (the upload summary), ``refused``,
+    ``contradicted`` or ``deferred`` (with ``error``).
 
     A refusal marks the module ``refused`` (``error.by = "aggregator"``, or ``"site"`` when
-    the site's own DP budget refused it before sealing) and goes on with the next; a
-    transient failure ends the queue (``deferred`` when ``defer_transient``, else raised);
-    other errors are raised.
+    the site's own DP budget refused it before sealing) and goes on with the next. The
+    aggregator's refusal is re-checked first (:func:`site_node.refusals.recheck`, kept as
+    ``error.recheck``); one the site's check contradicts is stored as
+    ``E_REFUSAL_CONTRADICTED`` (outcome ``contradicted``, logged as an ALARM) and ends the
+    queue. A transient failure ends the queue (``deferred`` when ``defer_transient``, else
+    raised); other errors are raised.
     ``progress(module_id)`` gives a module's byte-progress callback (or None).
     """
     results = []
@@ -292,7 +300,9 @@ def upload_queue(
             continue
         except FFSecureError as exc:
             if is_refusal(exc):
-                results.append(_refused(state, record, exc, by="aggregator"))
+                results.append(_aggregator_refused(state, client, trust, record, exc))
+                if results[-1]["outcome"] == "contradicted":
+                    break
                 continue
             if not (defer_transient and is_transient(exc)):
                 raise
@@ -309,28 +319,67 @@ def upload_queue(
     return results
 
 
-def _refused(state: StateDir, record: ModuleRecord, exc: FFSecureError, *, by: str) -> dict:
+def _aggregator_refused(
+    state: StateDir, client, trust, record: ModuleRecord, exc: FFSecureError
+) -> dict:
+    """Record the aggregator's refusal ``exc`` with the site's own re-check of it: an alarm
+    when the re-check contradicts it, else an ordinary refusal."""
+    check = recheck(state, client, trust, record, exc)
+    if check.verdict is Verdict.CONTRADICTS:
+        exc = contradiction(record, exc, check)
+    return _refused(state, record, exc, by="aggregator", check=check)
+
+
+def _refused(
+    state: StateDir,
+    record: ModuleRecord,
+    exc: FFSecureError,
+    *,
+    by: str,
+    check: Recheck | None = None,
+) -> dict:
     record = state.load_module(record.module_id)
     if record.status in ("trained", "sealed"):
-        state.refuse_module(record, exc, by=by)
-    log.error(
-        "module %s refused by %s: %s",
-        record.module_id,
-        "this site's DP budget" if by == "site" else "the aggregator",
-        exc,
-        extra={
-            "event": "upload_refused",
-            "module_id": record.module_id,
-            "code": exc.code,
-            "by": by,
-        },
-    )
+        state.refuse_module(record, exc, by=by, recheck=None if check is None else check.to_dict())
+    _log_refusal(record.module_id, exc, by=by, check=check)
     return {
         "module_id": record.module_id,
-        "outcome": "refused",
+        "outcome": "contradicted" if isinstance(exc, RefusalContradictedError) else "refused",
         "status": record.status,
         "error": record.error or exc.to_dict(),
     }
+
+
+def _log_refusal(module_id: str, exc: FFSecureError, *, by: str, check: Recheck | None) -> None:
+    """One error line per refusal; the aggregator's message and hint are labelled as its words."""
+    extra = {"module_id": module_id, "code": exc.code, "by": by}
+    if isinstance(exc, RefusalContradictedError):
+        claimed = exc.aggregator
+        log.error(
+            "ALARM: %s; the aggregator's words (untrusted): [%s] %s",
+            exc.message,
+            claimed["code"],
+            claimed["message"],
+            extra={"event": "refusal_contradicted", "aggregator_code": claimed["code"], **extra},
+        )
+    elif check is not None:
+        log.error(
+            "module %s refused by the aggregator with %s; its words (untrusted): %s; "
+            "this site's re-check %s: %s",
+            module_id,
+            exc.code,
+            exc,
+            check.verdict,
+            check.finding,
+            extra={"event": "upload_refused", "recheck": str(check.verdict), **extra},
+        )
+    else:
+        log.error(
+            "module %s refused by this site's DP budget: %s",
+            module_id,
+            exc,
+            extra={"event": "upload_refused", **extra},
+        )
 
 
 def _b64(data: bytes) -> str:
