@@ -16,9 +16,11 @@ logs it and the next one comes after ``daemon.retry_interval_s``: the daemon
 survives aggregator downtime and resumes the same upload. A package the
 aggregator refuses for good (policy, signature) is marked ``refused``
 (``error.by = "aggregator"``), not sent again, and the next module is sent.
-A log fork (``E_LOG_FORK``) stops the daemon with exit status 3. ``run
---once`` (``max_cycles``) exits 4 when its cycle ended in a refusal and 1
-when it failed, so a timer-driven service shows the failure
+The aggregator's refusal is first held against the site's own re-run of its check
+(:mod:`site_node.refusals`). A log fork (``E_LOG_FORK``) or a refusal that check
+contradicts (``E_REFUSAL_CONTRADICTED``) is an alarm: it stops the daemon with exit
+status 3. ``run --once`` (``max_cycles``) exits 4 when its cycle ended in a refusal
+and 1 when it failed, so a timer-driven service shows the failure
 (:mod:`site_node.exitcodes`).
 
 SIGTERM / SIGINT stop it cleanly: a training run stops at the next epoch
@@ -48,7 +50,7 @@ from ffsecure.errors import FFSecureError
 from site_node import sync
 from site_node import trust as trustlib
 from site_node.config import SiteConfig
-from site_node.exitcodes import EXIT_ERROR, EXIT_FORK, EXIT_OK, EXIT_REFUSED
+from site_node.exitcodes import EXIT_ALARM, EXIT_ERROR, EXIT_OK, EXIT_REFUSED
 from site_node.state import StateDir
 from site_node.sync import LogForkError, is_transient
 from site_node.textfile import CycleOutcome, write_site_textfile
@@ -56,7 +58,7 @@ from site_node.training import TrainingStopped, data_fingerprint, train_module
 
 log = logging.getLogger("site_node.daemon")
 
-__all__ = ["Daemon", "EXIT_ERROR", "EXIT_FORK", "EXIT_OK", "EXIT_REFUSED", "is_transient"]
+__all__ = ["Daemon", "EXIT_ALARM", "EXIT_ERROR", "EXIT_OK", "EXIT_REFUSED", "is_transient"]
 
 
 class Daemon:
@@ -125,6 +127,7 @@ class Daemon:
             "trained": None,
             "uploaded": [],
             "refused": [],
+            "contradicted": [],
             "retry": False,
             "train_failed": None,
         }
@@ -206,6 +209,9 @@ class Daemon:
                 out["uploaded"].append({k: v for k, v in result.items() if k != "outcome"})
             elif result["outcome"] == "refused":
                 out["refused"].append(result["module_id"])
+            elif result["outcome"] == "contradicted":
+                out["refused"].append(result["module_id"])
+                out["contradicted"].append(result["module_id"])
             else:
                 out["retry"] = True
 
@@ -240,11 +246,19 @@ class Daemon:
                     self.on_cycle(out)
                 status = cycle_status(out)
                 self._write_textfile(status == EXIT_OK and not out["retry"])
+                if status == EXIT_ALARM:  # the queue logged each alarm
+                    log.critical(
+                        "ALARM: the aggregator's refusal of module(s) %s is contradicted by "
+                        "this site's own check; stopping",
+                        ", ".join(out["contradicted"]),
+                        extra={"event": "stopped", "exit_status": status},
+                    )
+                    return status
             except LogForkError as exc:
                 log.critical(
                     "ALARM: %s", exc.message, extra={"event": "log_fork", "code": exc.code}
                 )
-                return EXIT_FORK
+                return EXIT_ALARM
             except FFSecureError as exc:
                 transient = is_transient(exc)
                 (log.warning if transient else log.error)(
@@ -276,10 +290,13 @@ class Daemon:
 
 
 def cycle_status(out: dict) -> int:
-    """Exit status of a bounded run whose last cycle gave ``out``: refused 4, failed 1, else 0.
+    """Exit status of the cycle that gave ``out``: a contradicted refusal 3 (the daemon stops
+    on it), refused 4, failed 1, else 0.
 
     A deferred upload (aggregator down) is not a failure: the next run resumes it.
     """
+    if out["contradicted"]:
+        return EXIT_ALARM
     if out["refused"]:
         return EXIT_REFUSED
     if out["train_failed"]:

@@ -9,6 +9,7 @@ import click
 
 from ffsecure.privacy.policy import MINIMA, THRESHOLDS, effective_policy
 from site_node.config import load_config
+from site_node.refusals import is_contradicted
 
 config_option = click.option(
     "--config",
@@ -158,4 +159,36 @@ def verdict_lines(verdict) -> list[str]:
     for problem in verdict.problems[: len(verdict.problems) - threshold_failures]:
         lines.append(f"  FAIL  {problem.message}")
     lines += [f"  WARN  {warning}" for warning in verdict.warnings]
+    return lines
+
+
+def refusal_lines(module_id: str, error: dict) -> list[str]:
+    """A refused module's stored ``error`` for a person. The aggregator's message and hint are
+    shown as its own words (untrusted), beside this site's re-check of them; where that
+    re-check contradicts them it is an ALARM, and the aggregator's hint is not shown as advice.
+    """
+    if is_contradicted(error):
+        claimed = error.get("aggregator") or {}
+        return [
+            f"ALARM  module {module_id}: {error['message']} ({error['code']})",
+            f"  the aggregator claimed (its words, untrusted, not advice): "
+            f"[{claimed.get('code')}] {claimed.get('message')}",
+            f"  {error['hint']}",
+        ]
+    if error.get("by") == "site":
+        lines = [
+            f"module {module_id}: REFUSED by this site's DP budget ({error['code']}): "
+            f"{error['message']}; marked refused, never sent again"
+        ]
+        return lines + ([f"  hint: {error['hint']}"] if error.get("hint") else [])
+    lines = [
+        f"module {module_id}: REFUSED by the aggregator ({error['code']}); marked refused, "
+        "never sent again",
+        f"  the aggregator says (its words, untrusted): {error['message']}",
+    ]
+    if error.get("hint"):
+        lines.append(f"  the aggregator's hint (its words, untrusted): {error['hint']}")
+    recheck = error.get("recheck")
+    if recheck:
+        lines.append(f"  this site's re-check ({recheck['verdict']}): {recheck['finding']}")
     return lines

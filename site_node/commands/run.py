@@ -21,8 +21,9 @@ def run(ctx, config_path, log_json, once):
     SIGHUP; upload what is pending; retry when the aggregator is down.
 
     Exit status: 0 stopped cleanly; 1 configuration error (with --once: the cycle failed);
-    3 ALARM: the aggregator's log forked (E_LOG_FORK); 4 (--once) the cycle ended in a refusal
-    (by this site's privacy check or DP budget, or by the aggregator).
+    3 ALARM: the aggregator's log forked (E_LOG_FORK), or it refused a module for a reason this
+    site's own check contradicts (E_REFUSAL_CONTRADICTED); 4 (--once) the cycle ended in a
+    refusal (by this site's privacy check or DP budget, or by the aggregator).
     """
 
     setup_command_logging(ctx, log_json)

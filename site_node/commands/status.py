@@ -5,9 +5,15 @@ Days left of the site certificate, the CA and ``STATE/crl.pem`` are shown (``exp
 DP budget (``dp_budget`` in ``--json``, :func:`site_node.budget.site_budget`): what its DP releases
 spent composed, against site.toml's ``dp.max_total_epsilon``, and what is left.
 
+A module the aggregator refused for a reason this site's own check of the package contradicts
+(``E_REFUSAL_CONTRADICTED``, :mod:`site_node.refusals`) is an ALARM line after the table, with
+the aggregator's words labelled as such (``alarms`` in ``--json``), for as long as it stays
+``refused`` (``site-node discard`` records that the operator dealt with it), ``--offline`` too.
+
 Exit status: 0 all verified; 1 an error (aggregator unreachable, bad config);
-3 ALARM ``E_LOG_FORK``: the aggregator's current log is not an extension of
-the checkpoint this site stored, or no longer holds one of this site's entries.
+3 ALARM: ``E_LOG_FORK``, the aggregator's current log is not an extension of
+the checkpoint this site stored, or no longer holds one of this site's entries;
+or a module refused with ``E_REFUSAL_CONTRADICTED``.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ from ffsecure.clitools import echo_json, report_error
 from site_node import sync
 from site_node import trust as trustlib
 from site_node.budget import SiteBudget, site_budget
-from site_node.commands._common import config_option, json_option, start
-from site_node.exitcodes import EXIT_FORK
+from site_node.commands._common import config_option, json_option, refusal_lines, start
+from site_node.exitcodes import EXIT_ALARM
 from site_node.preflight import expiries
+from site_node.refusals import is_contradicted
 from site_node.state import StateDir
 
 
@@ -39,6 +46,15 @@ def _local(state) -> dict:
         ],
         "stored_checkpoint": state.read_checkpoint(),
     }
+
+
+def _alarms(state: StateDir) -> list[dict]:
+    """The modules still ``refused`` with a refusal this site's own check contradicts."""
+    return [
+        {"module_id": r.module_id, **(r.error or {})}
+        for r in state.modules()
+        if r.status == "refused" and is_contradicted(r.error)
+    ]
 
 
 def _budget_line(budget: SiteBudget) -> str:
@@ -79,13 +95,16 @@ def status(ctx, config_path, offline, as_json):
                     report = sync.status_report(state, client)
                 except sync.LogForkError as exc:
                     report_error(exc, as_json=as_json)
-                    ctx.exit(EXIT_FORK)
+                    ctx.exit(EXIT_ALARM)
     budget = site_budget(state, cfg.dp_limits)
     report["dp_budget"] = budget.to_dict()
     found = expiries(state)
     report["expiry"] = [e.as_dict() for e in found]
+    report["alarms"] = alarms = _alarms(state)
     if as_json:
         echo_json(report)
+        if alarms:
+            ctx.exit(EXIT_ALARM)
         return
     # heavy: rich, only for the table (keeps --help fast)
     from rich.console import Console
@@ -129,3 +148,8 @@ def status(ctx, config_path, offline, as_json):
     for e in found:
         warning = "WARN  " if e.state in ("warn", "expired") else ""
         console.print(f"{warning}{e.line()}")
+    for alarm in alarms:
+        for line in refusal_lines(alarm["module_id"], alarm):
+            click.echo(line)
+    if alarms:
+        ctx.exit(EXIT_ALARM)

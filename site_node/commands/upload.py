@@ -7,8 +7,14 @@ import click
 from ffsecure.clitools import echo_json
 from site_node import sync
 from site_node import trust as trustlib
-from site_node.commands._common import config_option, json_option, start, upload_progress
-from site_node.exitcodes import EXIT_REFUSED
+from site_node.commands._common import (
+    config_option,
+    json_option,
+    refusal_lines,
+    start,
+    upload_progress,
+)
+from site_node.exitcodes import EXIT_ALARM, EXIT_REFUSED
 from site_node.state import PENDING, StateDir
 
 
@@ -28,7 +34,10 @@ def upload(ctx, config_path, module_id, as_json):
     receipt's checkpoint signature, its inclusion proof and its consistency
     with the site's stored checkpoint have been verified. A module the
     aggregator refuses for good is marked `refused` and the next one is sent;
-    exit status 4 then. Modules `refused` or `discarded` are never sent.
+    exit status 4 then. The aggregator's reason is its own word: where this
+    site can re-run its check on the package sent, it does, and a refusal that
+    check contradicts is an ALARM (E_REFUSAL_CONTRADICTED, exit status 3) that
+    stops the queue. Modules `refused` or `discarded` are never sent.
     """
 
     cfg = start(ctx, config_path, as_json)
@@ -55,6 +64,8 @@ def upload(ctx, config_path, module_id, as_json):
                     progress=progress,
                 )
     _render(results, as_json)
+    if any(r.get("outcome") == "contradicted" for r in results):
+        ctx.exit(EXIT_ALARM)
     if any(r.get("outcome") == "refused" for r in results):
         ctx.exit(EXIT_REFUSED)
 
@@ -68,15 +79,9 @@ def _render(results: list[dict], as_json: bool) -> None:
     for r in results:
         if r.get("skipped"):
             click.echo(f"module {r['module_id']}: {r['status']}, not sent")
-        elif r["outcome"] == "refused":
-            error = r["error"]
-            by = "this site's DP budget" if error.get("by") == "site" else "the aggregator"
-            click.echo(
-                f"module {r['module_id']}: REFUSED by {by} ({error['code']}): "
-                f"{error['message']}; marked refused, never sent again"
-            )
-            if error.get("hint"):
-                click.echo(f"  hint: {error['hint']}")
+        elif r["outcome"] in ("refused", "contradicted"):
+            for line in refusal_lines(r["module_id"], r["error"]):
+                click.echo(line)
         else:
             how = "already registered" if r["existing"] else "registered"
             click.echo(

@@ -100,11 +100,11 @@ def test_daemon_refuses_to_start_on_a_node_that_is_not_installed(tmp_path):
 
 def test_systemd_unit_matches_the_daemon(repo_root):
     """deploy/systemd/site-node.service runs `site-node run`, stops it with SIGTERM, reloads with
-    SIGHUP, and does not restart into the log-fork alarm (the daemon's EXIT_FORK)."""
+    SIGHUP, and does not restart into an alarm (the daemon's EXIT_ALARM)."""
     import configparser
 
     from site_node.cli import COMMANDS
-    from site_node.daemon import EXIT_FORK
+    from site_node.daemon import EXIT_ALARM
 
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.optionxform = str
@@ -114,6 +114,6 @@ def test_systemd_unit_matches_the_daemon(repo_root):
     assert argv[0].endswith("/site-node") and argv[1] == "run" and argv[1] in COMMANDS
     assert argv[2] == "--config" and argv[3].endswith(".toml")
     assert svc["KillSignal"] == "SIGTERM" and "-HUP" in svc["ExecReload"]
-    assert svc["RestartPreventExitStatus"].split() == [str(EXIT_FORK)]
+    assert svc["RestartPreventExitStatus"].split() == [str(EXIT_ALARM)]
     assert svc["UMask"] == "0077" and svc["StateDirectoryMode"] == "0700"
     assert unit["Install"]["WantedBy"] == "multi-user.target"
