@@ -209,6 +209,9 @@ def test_upload_marks_a_module_the_aggregator_refuses_and_sends_the_next(tmp_pat
         rec = record(cfg, doomed.module_id)
         assert rec["status"] == "refused" and rec["error"]["by"] == "aggregator"
         assert "requires a privacy report" in rec["error"]["message"]
+        # the site's own privacy check of the package it sent agrees: an ordinary refusal
+        assert rec["error"]["recheck"]["verdict"] == "agrees"
+        assert "has none" in rec["error"]["recheck"]["finding"]
         assert not (cfg.parent / "state" / "modules" / doomed.module_id / "sealed.bin").exists()
         assert record(cfg, good.module_id)["status"] == "registered"
         assert record(cfg, spare.module_id)["status"] == "discarded"
