@@ -81,6 +81,16 @@ def select_classes(
 Images = tuple["torch.Tensor", "torch.Tensor"]  # (x, y)
 
 
+@dataclasses.dataclass(frozen=True)
+class CheckSets:
+    """The images a privacy check of one module is measured on (:func:`members_and_non_members`)."""
+
+    members: Images  # training images of the module's classes, subsampled for the attack
+    non_members: Images  # held-out images of those classes, subsampled
+    split: str  # the held-out split: ``val`` or ``test``
+    training_images: torch.Tensor  # every training image of those classes: the near-copy search
+
+
 def members_and_non_members(
     train: Images,
     test: Images,
@@ -89,10 +99,11 @@ def members_and_non_members(
     val: Images | None = None,
     max_examples: int,
     seed: int,
-) -> tuple[Images, Images, str]:
-    """Members (training images) and non-members (held-out images) of ``classes``, subsampled,
-    and the held-out split's name (``val`` or ``test``, see
-    :func:`ffsecure.privacy.check.held_out_pool`)."""
+) -> CheckSets:
+    """Members (training images) and non-members (held-out images) of ``classes``, subsampled
+    to ``max_examples`` each for the membership attack, the held-out split's name (``val`` or
+    ``test``, see :func:`ffsecure.privacy.check.held_out_pool`) and every training image of
+    ``classes``, which the memorization test searches whatever ``max_examples`` is."""
     # heavy: torch, only when a privacy check runs
     from ffsecure.privacy.check import held_out_pool, subsample
 
@@ -106,10 +117,11 @@ def members_and_non_members(
             code="E_DATA_EMPTY",
             hint="check the data source, its test split and the module's classes",
         )
-    return (
-        subsample(*members, max_examples, seed),
-        subsample(*non_members, max_examples, seed + 1),
-        split,
+    return CheckSets(
+        members=subsample(*members, max_examples, seed),
+        non_members=subsample(*non_members, max_examples, seed + 1),
+        split=split,
+        training_images=members[0],
     )
 
 
@@ -135,7 +147,7 @@ def gate(
 
     if not report_required(federation):
         return manifest, None
-    members, non_members, split = members_and_non_members(
+    sets = members_and_non_members(
         (data.train_x, data.train_y),
         (data.test_x, data.test_y),
         manifest.classes,
@@ -148,15 +160,16 @@ def gate(
     out_dir.mkdir(parents=True, exist_ok=True)
     full = run_check(
         gen,
-        members=members,
-        non_members=non_members,
+        members=sets.members,
+        non_members=sets.non_members,
         dp=manifest.dp,
         n_generated=DEFAULT_SAMPLES,
         seed=seed,
         png=out_dir / PAIRS_FILE,
+        training_images=sets.training_images,
     )
     report = full["manifest_report"]
-    full["membership"]["non_member_split"] = split
+    full["membership"]["non_member_split"] = sets.split
     full["module_id"] = manifest.module_id
     verdict = judge(full, manifest.dp, federation, max_epsilon=max_epsilon)
     full["policy"] = verdict.to_dict()

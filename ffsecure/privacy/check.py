@@ -1,8 +1,9 @@
 """One privacy check of a generator module: memorization, membership inference, DP accounting.
 
 :func:`run_check` takes the module (a built generator plus its manifest's
-``dp`` record), the site's training images (members), real images of the
-same classes it never trained on (non-members), and optionally a reference
+``dp`` record), the site's training images (members, which the membership attack may
+use a subsample of, and every one of them, which the memorization test searches), real
+images of the same classes it never trained on (non-members), and optionally a reference
 generator for the calibrated attack; it returns the full local report
 (JSON-ready) whose numbers-only part (:func:`ffsecure.privacy.report.manifest_report`)
 goes into the signed manifest.
@@ -249,11 +250,11 @@ def _measure_samplers(
     loss: dict[str, Any] | None,
     n_generated: int,
     seed: int,
-    near_copy_threshold: float | None,
+    near_copies: memorization.NearCopyReference,
     timings: dict[str, float],
 ) -> tuple[dict[str, _SamplerRun], dict[str, torch.Tensor]]:
     """Every sampler of :func:`~ffsecure.generators.sampler_variants`: its figures, and the
-    samples it generated for the memorization test."""
+    samples it generated for the memorization test (measured against ``near_copies``)."""
     runs, samples = {}, {}
     keys = sorted(generators.sampling_keys(gen.family))
     labels = generation_labels(members[1], n_generated)
@@ -264,9 +265,7 @@ def _measure_samplers(
         variant = variants[name]
         with _timed(timings, "memorization_s"):
             samples[name] = variant.sample(labels, seed=seed)
-            memo = memorization.memorization(
-                samples[name], members[0], non_members[0], threshold=near_copy_threshold
-            )
+            memo = memorization.measure(samples[name], near_copies)
         settings = {key: variant.config[key] for key in keys}
         runs[name] = _SamplerRun(settings, mia, memo)
         # progress only: the figures stay in the report (a log may be kept less tightly)
@@ -304,12 +303,18 @@ def run_check(
     draws: int | None = None,
     png: str | Path | None = None,
     near_copy_threshold: float | None = None,
+    training_images: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Measure the module under every sampler; return the full report (see ``docs/privacy.md``).
 
     ``membership`` and ``memorization`` hold each sampler-dependent figure at its worst
     (:data:`SAMPLED_FIGURES`), ``worst_sampler`` names the sampler that gave it, and
     ``samplers`` holds every sampler's settings and figures.
+
+    ``training_images`` is every image the module was trained on (of its classes): the set
+    the memorization test searches for each sample's nearest training image. Pass it
+    whenever ``members`` is a subsample for the attack's cost; None means ``members``'
+    images are all of them.
     """
     if n_generated < 1:
         raise DataError(
@@ -317,6 +322,12 @@ def run_check(
         )
     timings: dict[str, float] = {}
     loss = _loss_attack(gen, members, non_members, dp, reference, draws, seed, timings)
+    with _timed(timings, "memorization_s"):
+        near_copies = memorization.reference(
+            members[0] if training_images is None else training_images,
+            non_members[0],
+            threshold=near_copy_threshold,
+        )
     runs, samples = _measure_samplers(
         gen,
         members,
@@ -324,7 +335,7 @@ def run_check(
         loss=loss,
         n_generated=n_generated,
         seed=seed,
-        near_copy_threshold=near_copy_threshold,
+        near_copies=near_copies,
         timings=timings,
     )
     worst = _worst_samplers(runs)
@@ -341,7 +352,7 @@ def run_check(
             memorization.closest_pairs_png(
                 png,
                 samples[worst["near_copy_fraction"]],
-                members[0],
+                near_copies.train,
                 copies["d_gen"],
                 copies["nn_gen"],
                 threshold=copies["near_copy_threshold"],

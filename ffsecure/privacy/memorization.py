@@ -6,6 +6,14 @@ never saw (``d_holdout``). A generator that only learned the distribution
 produces samples about as far from the training set as fresh real images
 are; one that memorized produces samples much closer: copies.
 
+The training set searched is every training image of the module's classes, never a
+subsample (the membership attack may subsample for its cost; this test must not): a copy
+of an image left out of the search would be measured against its neighbours and not
+counted, so a subsample of ``n`` of ``N`` images shrinks the near-copy fraction by about
+``n / N``. :func:`nearest` searches exhaustively in chunks; the held-out distances are
+computed once per check (:func:`reference`) and every sampler's samples are measured
+against them (:func:`measure`).
+
 Distances are root-mean-square pixel differences in the pipeline's ``[-1, 1]``
 scale (L2 divided by ``sqrt(C*H*W)``), so a threshold means the same for every
 image size. Figures:
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +57,21 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
 
 
 def nearest(
-    queries: torch.Tensor, reference: torch.Tensor, *, k: int = 1, chunk: int = 512
+    queries: torch.Tensor,
+    reference: torch.Tensor,
+    *,
+    k: int = 1,
+    chunk: int = 512,
+    reference_chunk: int = 4096,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """RMS distance and index of the ``k`` nearest ``reference`` images of every
-    query: ``(N, k)`` each."""
+    query: ``(N, k)`` each.
+
+    Exhaustive: every query against every reference image, ``chunk`` queries by
+    ``reference_chunk`` references at a time (in float64, so that a duplicate reads as a
+    distance of about 0, not float32 noise), so the memory it needs is bounded by the chunks
+    and not by the reference set's size.
+    """
     q, r = _flat(queries), _flat(reference)
     if q.shape[1] != r.shape[1]:
         raise DataError(
@@ -62,13 +82,90 @@ def nearest(
     k = min(k, r.shape[0])
     scale = 1.0 / math.sqrt(q.shape[1])
     dists, idxs = [], []
-    r64 = r.double()
     for start in range(0, q.shape[0], chunk):
-        d = torch.cdist(q[start : start + chunk].double(), r64)
-        val, idx = torch.topk(d, k, dim=1, largest=False)
-        dists.append(val * scale)
-        idxs.append(idx)
+        best_d, best_i = _nearest_chunk(q[start : start + chunk].double(), r, k, reference_chunk)
+        dists.append(best_d * scale)
+        idxs.append(best_i)
     return torch.cat(dists).float(), torch.cat(idxs)
+
+
+def _nearest_chunk(
+    q64: torch.Tensor, r: torch.Tensor, k: int, reference_chunk: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` nearest of ``r`` to each row of ``q64`` (L2, unscaled), over ``r`` in chunks."""
+    best_d = torch.empty(q64.shape[0], 0, dtype=torch.float64)
+    best_i = torch.empty(q64.shape[0], 0, dtype=torch.int64)
+    for start in range(0, r.shape[0], reference_chunk):
+        d = torch.cdist(q64, r[start : start + reference_chunk].double())
+        val, idx = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False)
+        best_d = torch.cat([best_d, val], dim=1)
+        best_i = torch.cat([best_i, idx + start], dim=1)
+        if best_d.shape[1] > k:
+            best_d, keep = torch.topk(best_d, k, dim=1, largest=False)
+            best_i = torch.gather(best_i, 1, keep)
+    return best_d, best_i
+
+
+@dataclass(frozen=True)
+class NearCopyReference:
+    """What every sampler's samples are measured against: the training images searched, the
+    held-out images' distances to them and the threshold those give (:func:`reference`)."""
+
+    train: torch.Tensor  # every training image searched for a sample's nearest
+    d_holdout: torch.Tensor  # per held-out image: RMS distance to its nearest training image
+    threshold: float
+    quantile: float | None  # None: the threshold was set by hand
+
+
+def reference(
+    train: torch.Tensor,
+    holdout: torch.Tensor,
+    *,
+    threshold: float | None = None,
+    quantile: float = NEAR_COPY_QUANTILE,
+) -> NearCopyReference:
+    """The held-out images' distances to their nearest ``train`` image and the near-copy
+    threshold: their ``quantile``, or ``threshold`` when given. Computed once per check: it
+    does not depend on the samples."""
+    if not 0 < quantile < 1:
+        raise DataError(
+            f"quantile must be in (0, 1), got {quantile!r}",
+            code="E_DATA_FORMAT",
+            hint="use e.g. 0.01",
+        )
+    d_hold = nearest(holdout, train)[0][:, 0]
+    if threshold is not None:
+        return NearCopyReference(train, d_hold, float(threshold), None)
+    return NearCopyReference(
+        train, d_hold, float(torch.quantile(d_hold.double(), quantile)), quantile
+    )
+
+
+def measure(generated: torch.Tensor, ref: NearCopyReference) -> dict[str, Any]:
+    """Distances of ``generated`` images to their nearest training image of ``ref``, and the
+    figures against ``ref``'s held-out distances.
+
+    Returns the summary figures plus ``d_gen``/``nn_gen`` tensors (per generated
+    sample: distance and index of the nearest training image) for plotting.
+    """
+    d_gen, nn_gen = nearest(generated, ref.train)
+    d_gen, nn_gen, d_hold, tau = d_gen[:, 0], nn_gen[:, 0], ref.d_holdout, ref.threshold
+    med_gen, med_hold = float(d_gen.median()), float(d_hold.median())
+    return {
+        "generated": int(d_gen.numel()),
+        "holdout": int(d_hold.numel()),
+        "train": int(ref.train.shape[0]),
+        "median_distance_generated": med_gen,
+        "median_distance_holdout": med_hold,
+        "min_distance_generated": float(d_gen.min()),
+        "ratio": med_gen / med_hold if med_hold > 0 else float("inf"),
+        "near_copy_threshold": tau,
+        "near_copy_quantile": ref.quantile,
+        "near_copy_fraction": float((d_gen < tau).double().mean()),
+        "holdout_below_threshold": float((d_hold < tau).double().mean()),
+        "d_gen": d_gen,
+        "nn_gen": nn_gen,
+    }
 
 
 def memorization(
@@ -79,40 +176,8 @@ def memorization(
     threshold: float | None = None,
     quantile: float = NEAR_COPY_QUANTILE,
 ) -> dict[str, Any]:
-    """Distances of ``generated`` and ``holdout`` images to their nearest
-    ``train`` image, and the figures.
-
-    Returns the summary figures plus ``d_gen``/``nn_gen`` tensors (per generated
-    sample: distance and index of the nearest training image) for plotting.
-    """
-    if not 0 < quantile < 1:
-        raise DataError(
-            f"quantile must be in (0, 1), got {quantile!r}",
-            code="E_DATA_FORMAT",
-            hint="use e.g. 0.01",
-        )
-    d_gen, nn_gen = nearest(generated, train)
-    d_hold, _ = nearest(holdout, train)
-    d_gen, nn_gen, d_hold = d_gen[:, 0], nn_gen[:, 0], d_hold[:, 0]
-    tau = (
-        float(torch.quantile(d_hold.double(), quantile)) if threshold is None else float(threshold)
-    )
-    med_gen, med_hold = float(d_gen.median()), float(d_hold.median())
-    return {
-        "generated": int(d_gen.numel()),
-        "holdout": int(d_hold.numel()),
-        "train": int(train.shape[0]),
-        "median_distance_generated": med_gen,
-        "median_distance_holdout": med_hold,
-        "min_distance_generated": float(d_gen.min()),
-        "ratio": med_gen / med_hold if med_hold > 0 else float("inf"),
-        "near_copy_threshold": tau,
-        "near_copy_quantile": None if threshold is not None else quantile,
-        "near_copy_fraction": float((d_gen < tau).double().mean()),
-        "holdout_below_threshold": float((d_hold < tau).double().mean()),
-        "d_gen": d_gen,
-        "nn_gen": nn_gen,
-    }
+    """:func:`measure` of ``generated`` against :func:`reference` of ``train`` and ``holdout``."""
+    return measure(generated, reference(train, holdout, threshold=threshold, quantile=quantile))
 
 
 def closest_pairs_png(

@@ -40,7 +40,7 @@ REPORT_VERSION = 1
 # The sizes a site measures with by default (`site-node privacy-check`, and `train` / `run` when the
 # federation requires a report); here, torch-free, so that CLI option defaults can name them.
 DEFAULT_SAMPLES = 1000  # generated samples for the memorization test
-DEFAULT_MAX_EXAMPLES = 2000  # at most this many members and as many non-members
+DEFAULT_MAX_EXAMPLES = 2000  # at most this many members and non-members in the membership attack
 #: The check's near-copy rule: a generated sample nearer to a training image than this quantile
 #: of held-out images' distances is a near-copy (ffsecure.privacy.memorization). A report states
 #: the quantile it used (``near_copy_quantile``); the privacy policy refuses a lower one.
@@ -52,6 +52,7 @@ REPORT_FIELDS: dict[str, tuple[str, float, float]] = {
     "members": ("int", 1, 1 << 40),
     "non_members": ("int", 1, 1 << 40),
     "generated": ("int", 1, 1 << 40),
+    "near_copy_searched": ("int", 1, 1 << 40),
     "membership_auroc": ("float", 0.0, 1.0),
     "membership_tpr_at_1pct_fpr": ("float", 0.0, 1.0),
     "membership_calibrated_auroc": ("float", 0.0, 1.0),
@@ -73,6 +74,7 @@ DATA_DEPENDENT: frozenset[str] = frozenset(
     {
         "members",
         "non_members",
+        "near_copy_searched",
         "membership_auroc",
         "membership_tpr_at_1pct_fpr",
         "membership_calibrated_auroc",
@@ -192,6 +194,7 @@ def measured_report(full: dict[str, Any]) -> dict[str, int | float]:
             "tpr_at_1pct_fpr"
         ),
         "generated": memo.get("generated"),
+        "near_copy_searched": memo.get("train"),  # every training image of the classes
         "memorization_ratio": memo.get("ratio"),
         "near_copy_fraction": memo.get("near_copy_fraction"),
         "near_copy_threshold": memo.get("near_copy_threshold"),

@@ -144,7 +144,8 @@ def _from_files(module_path, data_spec, data_root, seed):
     "--max-examples",
     default=DEFAULT_MAX_EXAMPLES,
     show_default=True,
-    help="Use at most this many members and as many non-members (random subset).",
+    help="Use at most this many members and as many non-members (random subset); the "
+    "near-copy search covers every training image of the module's classes.",
 )
 @click.option(
     "--reference/--no-reference",
@@ -256,9 +257,10 @@ def privacy_check(
                 hint="attach before `site-node upload`, or train a new module",
             )
         m = pkg.manifest
-        members, non_members, split = members_and_non_members(
+        sets = members_and_non_members(
             train, held_out[0], m.classes, val=held_out[1], max_examples=max_examples, seed=seed
         )
+        non_members = sets.non_members
         gen = generators.from_state(m.generator["family"], m.generator["config"], pkg.weights)
         ref_gen = None
         if reference:
@@ -274,7 +276,7 @@ def privacy_check(
         out.mkdir(parents=True, exist_ok=True)
         full = run_check(
             gen,
-            members=members,
+            members=sets.members,
             non_members=non_members,
             dp=m.dp,
             reference=ref_gen,
@@ -282,8 +284,9 @@ def privacy_check(
             seed=seed,
             png=out / "closest-pairs.png",
             near_copy_threshold=threshold,
+            training_images=sets.training_images,
         )
-        full["membership"]["non_member_split"] = split
+        full["membership"]["non_member_split"] = sets.split
         full["module_id"] = m.module_id
         report = full["manifest_report"]
         verdict = (
@@ -333,7 +336,8 @@ def _render(full, m, out, verdict, as_json) -> None:
         )
     click.echo(
         f"  memorization: ratio {memo['ratio']:.3f}, near-copies {memo['near_copy_fraction']:.3%} "
-        f"of {memo['generated']} samples (threshold {memo['near_copy_threshold']:.4f})"
+        f"of {memo['generated']} samples (threshold {memo['near_copy_threshold']:.4f}; "
+        f"nearest of all {memo['train']} training images)"
     )
     for line in _sampler_lines(full):
         click.echo(f"  {line}")

@@ -195,14 +195,14 @@ def test_the_check_times_the_attack_and_the_memorization_test_apart(memorizer, m
 
     gen, members, non_members = memorizer
     clock = [0.0]
-    real = check.memorization.memorization
+    real = check.memorization.measure
 
     def slow(*args, **kwargs):
         clock[0] += 1000.0
         return real(*args, **kwargs)
 
     monkeypatch.setattr(check.time, "perf_counter", lambda: clock[0])
-    monkeypatch.setattr(check.memorization, "memorization", slow)
+    monkeypatch.setattr(check.memorization, "measure", slow)
     full = check.run_check(gen, members=members, non_members=non_members, n_generated=50)
     assert full["timings"]["membership_s"] == 0.0
     assert full["timings"]["memorization_s"] == 1000.0 * len(full["samplers"])

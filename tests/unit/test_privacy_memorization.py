@@ -17,7 +17,7 @@ def _images(n: int, seed: int) -> torch.Tensor:
 
 def test_nearest_matches_brute_force():
     q, r = _images(7, 1), _images(11, 2)
-    d, idx = nearest(q, r, k=3, chunk=2)
+    d, idx = nearest(q, r, k=3, chunk=2, reference_chunk=4)  # the reference in 3 chunks
     brute = torch.stack([torch.stack([(qi - rj).pow(2).mean().sqrt() for rj in r]) for qi in q])
     want, want_idx = torch.topk(brute, 3, dim=1, largest=False)
     assert torch.allclose(d, want, atol=1e-6)
