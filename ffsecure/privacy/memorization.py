@@ -23,7 +23,14 @@ image size. Figures:
   training image than ``near_copy_threshold``, which by default is the 1%
   quantile of ``d_holdout``: a sample nearer to a training image than 99% of
   unseen real images are is counted as a near-copy. With no memorization about
-  1% of samples pass it by chance (fewer for blurrier generators).
+  1% of samples pass it by chance (fewer for blurrier generators). A held-out
+  image nearer to a training image than the floor
+  (:data:`~ffsecure.privacy.report.NEAR_COPY_FLOOR`) duplicates it (the same patient's
+  repeat image on both sides of a split) and is no unseen image: it does not set the
+  threshold, which is the quantile of the others (``near_copy_holdout`` of them) and so
+  never below the floor. Otherwise a few duplicates in the held-out split shrink the
+  threshold until no copy counts. Too few held-out images beyond the floor leave the
+  quantile meaningless: the privacy policy then refuses the figure.
   ``near_copy_quantile`` names the quantile used, None when the threshold was given
   by hand: the privacy policy counts a near-copy fraction only at the quantile rule
   (:func:`ffsecure.privacy.policy.measurement_problem`).
@@ -43,7 +50,7 @@ import torch
 from ffsecure.errors import DataError
 from ffsecure.files import write_secret_file
 from ffsecure.plots import _pyplot, _to_display
-from ffsecure.privacy.report import NEAR_COPY_QUANTILE
+from ffsecure.privacy.report import NEAR_COPY_FLOOR, NEAR_COPY_QUANTILE
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -116,6 +123,16 @@ class NearCopyReference:
     threshold: float
     quantile: float | None  # None: the threshold was set by hand
 
+    @property
+    def unseen(self) -> torch.Tensor:
+        return _unseen(self.d_holdout)
+
+
+def _unseen(d_holdout: torch.Tensor) -> torch.Tensor:
+    """The held-out distances at or beyond the floor: those the threshold is a quantile of (a
+    held-out image nearer to a training image duplicates it)."""
+    return d_holdout[d_holdout >= NEAR_COPY_FLOOR]
+
 
 def reference(
     train: torch.Tensor,
@@ -125,8 +142,9 @@ def reference(
     quantile: float = NEAR_COPY_QUANTILE,
 ) -> NearCopyReference:
     """The held-out images' distances to their nearest ``train`` image and the near-copy
-    threshold: their ``quantile``, or ``threshold`` when given. Computed once per check: it
-    does not depend on the samples."""
+    threshold: ``threshold`` when given, else the ``quantile`` of the distances at or beyond
+    the floor (:data:`~ffsecure.privacy.report.NEAR_COPY_FLOOR`; the floor itself when none
+    is). Computed once per check: it does not depend on the samples."""
     if not 0 < quantile < 1:
         raise DataError(
             f"quantile must be in (0, 1), got {quantile!r}",
@@ -136,9 +154,9 @@ def reference(
     d_hold = nearest(holdout, train)[0][:, 0]
     if threshold is not None:
         return NearCopyReference(train, d_hold, float(threshold), None)
-    return NearCopyReference(
-        train, d_hold, float(torch.quantile(d_hold.double(), quantile)), quantile
-    )
+    unseen = _unseen(d_hold)
+    tau = float(torch.quantile(unseen.double(), quantile)) if unseen.numel() else 0.0
+    return NearCopyReference(train, d_hold, max(tau, NEAR_COPY_FLOOR), quantile)
 
 
 def measure(generated: torch.Tensor, ref: NearCopyReference) -> dict[str, Any]:
@@ -161,6 +179,8 @@ def measure(generated: torch.Tensor, ref: NearCopyReference) -> dict[str, Any]:
         "ratio": med_gen / med_hold if med_hold > 0 else float("inf"),
         "near_copy_threshold": tau,
         "near_copy_quantile": ref.quantile,
+        "near_copy_floor": NEAR_COPY_FLOOR,
+        "near_copy_holdout": int(ref.unseen.numel()),
         "near_copy_fraction": float((d_gen < tau).double().mean()),
         "holdout_below_threshold": float((d_hold < tau).double().mean()),
         "d_gen": d_gen,

@@ -31,11 +31,13 @@ A figure counts only if it was measured soundly (:func:`measurement_problem`, th
 home of these rules): the report must state the sizes it was measured on, at least the
 policy's ``min_members`` training images and ``min_non_members`` held-out images (every
 figure) and ``min_generated`` samples (the near-copy fraction), and the near-copy
-fraction must have been counted at a threshold above 0 chosen by the check's quantile
-rule (``near_copy_quantile`` at least
-:data:`ffsecure.privacy.report.NEAR_COPY_QUANTILE`), not set by hand. Otherwise a site
-could pass any limit by measuring two examples, or by counting near-copies at
-distance 0.
+fraction must have been counted at a threshold chosen by the check's quantile rule
+(``near_copy_quantile`` at least :data:`ffsecure.privacy.report.NEAR_COPY_QUANTILE`), not
+set by hand, at least the floor :data:`ffsecure.privacy.report.NEAR_COPY_FLOOR`, and
+taken over at least ``min_non_members`` held-out images beyond the floor
+(``near_copy_holdout``). Otherwise a site could pass any limit by measuring two examples,
+by counting near-copies at distance 0, or with a held-out split that duplicates its
+training images.
 
 A module with a DP claim signs no measured figure, whatever the federation
 (:data:`ffsecure.privacy.report.DATA_DEPENDENT`, see
@@ -72,6 +74,7 @@ from typing import Any
 from ffsecure.dp import SITE_MAX_EPSILON
 from ffsecure.errors import FormatError, PolicyError
 from ffsecure.privacy.report import (
+    NEAR_COPY_FLOOR,
     NEAR_COPY_QUANTILE,
     check_report,
     dp_covers,
@@ -350,10 +353,8 @@ def measurement_problem(
     """Why the figure of threshold ``key`` in ``report`` does not count, or None (the one rule).
 
     The report must state every size of :data:`MEASURED_ON` at least at the effective
-    policy's minimum; the near-copy fraction must also have been counted at a threshold
-    above 0 chosen by the check's quantile rule (``near_copy_quantile`` stated and at least
-    :data:`~ffsecure.privacy.report.NEAR_COPY_QUANTILE`): a hand-set threshold
-    (``privacy-check --threshold``) states no quantile, and 0 counts no sample at all.
+    policy's minimum; the near-copy fraction must also have been counted by the check's
+    threshold rule (:func:`_near_copy_problem`).
     ``raw`` is the federation's policy as signed (to name a default as such).
     """
     for minimum in MEASURED_ON[key]:
@@ -372,13 +373,32 @@ def measurement_problem(
             )
     if key != "max_near_copy_fraction":
         return None
+    return _near_copy_problem(report, raw, effective)
+
+
+def _near_copy_problem(
+    report: dict[str, Any], raw: dict[str, Any], effective: dict[str, Any]
+) -> str | None:
+    """Why a near-copy fraction was not counted by the check's rule, or None.
+
+    Its threshold must be the quantile rule's (``near_copy_quantile`` stated and at least
+    :data:`~ffsecure.privacy.report.NEAR_COPY_QUANTILE`: a hand-set threshold,
+    ``privacy-check --threshold``, states none), at least the floor
+    :data:`~ffsecure.privacy.report.NEAR_COPY_FLOOR` (0 counts no sample at all, and a
+    threshold below the floor only exact replays), and a quantile of at least
+    ``min_non_members`` held-out images beyond the floor (``near_copy_holdout``): held-out
+    images that duplicate training images do not set it, and if few others are left the
+    quantile means nothing.
+    """
     threshold, quantile = report.get("near_copy_threshold"), report.get("near_copy_quantile")
     if threshold is None:
         return "the report does not state the near-copy threshold (near_copy_threshold)"
-    if threshold <= 0:
+    if threshold < NEAR_COPY_FLOOR:
         return (
-            f"it was counted at near-copy threshold {threshold:g}: only a threshold above 0 "
-            "can count a generated sample as a copy"
+            f"it was counted at near-copy threshold {threshold:g}, below the floor "
+            f"{NEAR_COPY_FLOOR:g}: a generated sample that close to a training image is a "
+            "copy whatever the held-out images say (a held-out split that duplicates training "
+            "images shrinks the threshold until no copy counts)"
         )
     if quantile is None:
         return (
@@ -391,6 +411,21 @@ def measurement_problem(
             f"its near-copy threshold is the {quantile:g} quantile of held-out images' "
             f"distances, below the check's rule ({NEAR_COPY_QUANTILE:g}): a lower threshold "
             "counts fewer copies"
+        )
+    unseen, need = report.get("near_copy_holdout"), effective["min_non_members"]
+    source = ", the policy default" if "min_non_members" not in raw else ""
+    if unseen is None:
+        return (
+            "the report does not state how many held-out images its near-copy threshold is "
+            f"the quantile of (near_copy_holdout); the federation requires at least {need} "
+            f"(min_non_members{source})"
+        )
+    if unseen < need:
+        return (
+            f"only {unseen} of its {report.get('non_members')} held-out images lie at least "
+            f"{NEAR_COPY_FLOOR:g} from every training image (the others duplicate one), fewer "
+            f"than the federation's minimum {need} (min_non_members{source}) for the "
+            "near-copy threshold to be their quantile"
         )
     return None
 

@@ -36,7 +36,7 @@ from ffsecure.dp import record_privacy_unit
 from ffsecure.errors import ConfigError, FFSecureError
 from ffsecure.package import SignedPackage, verify_package
 from ffsecure.privacy.attach import attach_report
-from ffsecure.privacy.report import DEFAULT_MAX_EXAMPLES, DEFAULT_SAMPLES
+from ffsecure.privacy.report import DEFAULT_MAX_EXAMPLES, DEFAULT_SAMPLES, NEAR_COPY_FLOOR
 from site_node import trust as trustlib
 from site_node.commands._common import training_progress, verdict_lines
 from site_node.config import load_config
@@ -158,7 +158,8 @@ def _from_files(module_path, data_spec, data_root, seed):
     "--threshold",
     type=float,
     default=None,
-    help="Near-copy RMS distance; default: the 1% quantile of held-out images' distances. "
+    help="Near-copy RMS distance; default: the 1% quantile of held-out images' distances, "
+    f"those within the floor ({NEAR_COPY_FLOOR:g}) of a training image left out. "
     "A report measured with it states no quantile, and a federation that limits the near-copy "
     "fraction refuses it.",
 )
@@ -336,8 +337,9 @@ def _render(full, m, out, verdict, as_json) -> None:
         )
     click.echo(
         f"  memorization: ratio {memo['ratio']:.3f}, near-copies {memo['near_copy_fraction']:.3%} "
-        f"of {memo['generated']} samples (threshold {memo['near_copy_threshold']:.4f}; "
-        f"nearest of all {memo['train']} training images)"
+        f"of {memo['generated']} samples (threshold {memo['near_copy_threshold']:.4f} from "
+        f"{memo['near_copy_holdout']} of {memo['holdout']} held-out images; nearest of all "
+        f"{memo['train']} training images)"
     )
     for line in _sampler_lines(full):
         click.echo(f"  {line}")

@@ -39,7 +39,12 @@ POLICY = {
     "min_members": 16,
 }
 #: how an honest check measures (default --samples, the quantile rule), for hand-made reports
-MEASURED = {"generated": 1000, "near_copy_threshold": 0.12, "near_copy_quantile": 0.01}
+MEASURED = {
+    "generated": 1000,
+    "near_copy_threshold": 0.12,
+    "near_copy_quantile": 0.01,
+    "near_copy_holdout": 64,
+}
 
 
 def _seal(fed, pkg) -> bytes:

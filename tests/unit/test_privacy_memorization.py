@@ -78,3 +78,21 @@ def test_closest_pairs_png(tmp_path):
     )
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+
+
+def test_held_out_duplicates_of_training_images_do_not_set_the_threshold():
+    """Held-out images within the floor of a training image are left out of the quantile; with
+    none beyond it the threshold is the floor itself, and the count says none set it."""
+    from ffsecure.privacy.memorization import reference
+    from ffsecure.privacy.report import NEAR_COPY_FLOOR
+
+    train = _images(64, 1)
+    duplicates = reference(train, train[:10] + 0.001)
+    assert duplicates.threshold == NEAR_COPY_FLOOR and duplicates.unseen.numel() == 0
+    mixed = torch.cat([train[:10], _images(100, 2)])
+    ref = reference(train, mixed)
+    assert ref.unseen.numel() == 100
+    want = float(torch.quantile(nearest(_images(100, 2), train)[0][:, 0].double(), 0.01))
+    assert ref.threshold == pytest.approx(want, rel=1e-6)
+    res = memorization(train[:5], train, mixed)
+    assert res["near_copy_holdout"] == 100 and res["near_copy_fraction"] == 1.0

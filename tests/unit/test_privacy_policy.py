@@ -20,6 +20,7 @@ GOOD = {
     "near_copy_fraction": 0.004,
     "near_copy_threshold": 0.12,
     "near_copy_quantile": 0.01,
+    "near_copy_holdout": 200,
 }
 DP = {"epsilon": 7.9, "delta": 1e-5}
 #: the federation manifest's dp_policy: required (its max_epsilon bounds every claim), not
@@ -431,6 +432,7 @@ def test_a_dp_module_that_signed_its_figures_is_judged_on_them():
     partial = {
         **DP_SIGNED,
         **{k: GOOD[k] for k in ("members", "non_members", "near_copy_threshold")},
+        "near_copy_holdout": GOOD["near_copy_holdout"],
         "near_copy_fraction": 0.0,
         "near_copy_quantile": 0.01,
     }
@@ -543,6 +545,7 @@ def test_a_figure_measured_on_too_few_examples_does_not_count():
     # images, its 20 class-4 test images as non-members), BreastMNIST's 21 malignant val images
     for members, non_members in ((66, 20), (147, 21)):
         small = {**GOOD, "members": members, "non_members": non_members}
+        small["near_copy_holdout"] = non_members
         check_module(small, None, {"max_near_copy_fraction": 0.01})
     # the federation sets its own minima, stricter or looser
     with pytest.raises(PrivacyPolicyError, match=r"minimum 500 \(min_members\)"):
@@ -557,10 +560,18 @@ def test_a_figure_measured_on_too_few_examples_does_not_count():
 @pytest.mark.parametrize(
     "edit, needle",
     [
-        ({"near_copy_threshold": 0.0}, "near-copy threshold 0: only a threshold above 0"),
+        ({"near_copy_threshold": 0.0}, "near-copy threshold 0, below the floor 0.03"),
+        # a held-out split that duplicates training images shrank it (BreastMNIST's val split)
+        ({"near_copy_threshold": 0.00834}, "near-copy threshold 0.00834, below the floor 0.03"),
         (without(GOOD, "near_copy_threshold"), "does not state the near-copy threshold"),
         (without(GOOD, "near_copy_quantile"), "set by hand (--threshold)"),
         ({"near_copy_quantile": 0.001}, "0.001 quantile of held-out images' distances, below"),
+        (without(GOOD, "near_copy_holdout"), "is the quantile of (near_copy_holdout)"),
+        # most held-out images duplicate a training image: the quantile of the rest means nothing
+        (
+            {"near_copy_holdout": 19},
+            "only 19 of its 200 held-out images lie at least 0.03 from every training image",
+        ),
     ],
 )
 def test_a_near_copy_fraction_counts_only_at_the_check_s_threshold_rule(edit, needle):
@@ -594,7 +605,7 @@ def test_a_replaying_generator_measured_at_threshold_0_is_refused():
     rule, zero = verdicts[None], verdicts[0.0]
     assert rule.value == 1.0 and rule.measurement is None and not rule.passes
     assert zero.value == 0.0 and not zero.passes
-    assert "only a threshold above 0" in zero.measurement
+    assert "below the floor 0.03" in zero.measurement
 
 
 def test_a_policy_that_makes_the_report_optional_cannot_be_published():
