@@ -262,7 +262,7 @@ def federation_rule(
     ``module_id`` with its DP record ``dp``, as the aggregator would judge it at registration
     from what this site knows: every released module of this site other than ``module_id``
     (the aggregator can hold no other; composing more can only spend more). ``E_DP_BUDGET``
-    when it breaks the rule; returns the composed epsilon (0 when ``policy`` is not required).
+    when it breaks the rule; returns the composed epsilon (0 where ``policy`` bounds no DP claim).
     :mod:`site_node.refusals` re-runs it against an aggregator's ``E_DP_BUDGET`` refusal."""
     records = [_dp_record(r) for r in _released_records(state, module_id)]
     return check_site_budget([*records, dp], policy, site_id=site_id)
