@@ -1,4 +1,4 @@
-"""This site's own DP budget: its earlier releases composed with a new module before it leaves.
+"""This site's own DP budget: what its data has spent, composed with a new module before it leaves.
 
 Every module is a release of the site's data, and deleting one does not take its release back,
 so what bounds the site is the composition of every release, not one module's epsilon. Two
@@ -7,33 +7,41 @@ module, its status and the DP record it signed: ``train.dp``, the manifest's ``d
 
 1. **The federation's**, wherever its ``dp_policy`` bounds DP claims (``max_epsilon`` and
    ``delta`` set, required or not): ``max_epsilon`` at the policy's ``delta`` over every
-   module, or over every DP claim where DP is not required
+   module released, or over every DP claim released where DP is not required
    (:func:`ffsecure.dp.check_site_budget`, the one home of the composition and of when it
-   applies, which the aggregator applies at registration). The aggregator refuses a module
-   that breaks it (``E_DP_BUDGET``), but by then the module has left the site, so the site
-   applies it first.
-2. **The site's own**, whenever the new module carries a DP claim, required or not: the site's
-   DP releases composed (:func:`ffsecure.dp.site_epsilon`) stay within site.toml's
-   ``dp.max_total_epsilon`` (:class:`site_node.config.DPLimits`; default ``dp.max_epsilon``,
-   8). The manifest's operator chooses neither the cap nor the delta: the composition is
-   stated at the smallest delta any of the releases was claimed at, fixed by the site's own
-   records, so a later manifest with a larger ``delta`` cannot lower what earlier releases
-   spent. A release without DP is not composed (no epsilon bounds it); :func:`site_budget`
-   names it.
+   applies, which the aggregator applies at registration, to what it received). The
+   aggregator refuses a module that breaks it (``E_DP_BUDGET``), but by then the module has
+   left the site, so the site applies it first, to the same modules: those :func:`released`.
+2. **The site's own**, whenever the new module carries a DP claim, required or not: every DP
+   module this site has trained, whatever its status (:func:`trained_with_dp`: discarded,
+   refused and not yet sent ones too), composed (:func:`ffsecure.dp.site_epsilon`) with the new
+   one, stays within site.toml's ``dp.max_total_epsilon`` (:class:`site_node.config.DPLimits`;
+   default ``dp.max_epsilon``, 8). A module spends the data when it is trained, not when it
+   leaves: an operator who trains several candidates, reads their privacy reports and losses
+   and sends the one they like has made a choice that depends on the data through every
+   candidate (Papernot & Steinke 2022, "Hyperparameter tuning with Renyi differential
+   privacy"), so the signed epsilon of the one sent understates the loss; the composition of
+   every candidate bounds what the candidates reveal, and so whichever is chosen from them.
+   The manifest's operator chooses neither the cap nor the delta: the composition is stated at
+   the smallest delta any of the modules was claimed at, fixed by the site's own records, so a
+   later manifest with a larger ``delta`` cannot lower what earlier modules spent. A module
+   without DP is not composed (no epsilon bounds it); :func:`site_budget` names those released.
 
-What counts as released: a module ``registered`` (its receipt verified), ``deleted`` (a
-deletion does not take a release back), ``sealed`` (its envelope may have reached the
-aggregator before the connection dropped) or ``refused`` by the aggregator (it refuses only
-once it holds the envelope, which it can open: its word that it kept nothing is not
-checked), also once discarded. A module ``trained`` has not left, one ``refused`` by the
-site was never sealed, one ``discarded`` before it was sealed was taken out of the queue
-by the operator.
+What counts as released (rule 1, and the releases without DP that :func:`site_budget` names):
+a module ``registered`` (its receipt verified), ``deleted`` (a deletion does not take a
+release back), ``sealed`` (its envelope may have reached the aggregator before the connection
+dropped) or ``refused`` by the aggregator (it refuses only once it holds the envelope, which
+it can open: its word that it kept nothing is not checked), also once discarded. A module
+``trained`` has not left, one ``refused`` by the site was never sealed, one ``discarded``
+before it was sealed was taken out of the queue by the operator: none of them is released, and
+under DP each still counts in rule 2.
 
-``train`` judges the planned release before training (:func:`check_plan`: nothing is trained
+``train`` judges the planned module before training (:func:`check_plan`: nothing is trained
 when it would break a rule) and the new module right after training (a module over the budget
-is stored ``refused``, ``error.by = "site"``, like one that fails the privacy policy);
-``upload`` / ``run`` judge each module again before it is sealed and sent
-(:func:`check_release`: the releases may have changed since it was trained).
+is stored ``refused``, ``error.by = "site"``, like one that fails the privacy policy; it was
+trained, so it counts in rule 2 from then on); ``upload`` / ``run`` judge each module again
+before it is sealed and sent (:func:`check_release`: the site's modules may have changed since
+it was trained).
 """
 
 from __future__ import annotations
@@ -61,11 +69,18 @@ __all__ = [
     "federation_rule",
     "released",
     "site_budget",
+    "trained_with_dp",
 ]
 
 #: The statuses of a module whose data has left the site, or may have.
 RELEASED = ("sealed", "registered", "deleted")
 _SHOWN_IDS = 5
+_EVERY_MODULE_SPENDS = (
+    "Every DP module trained on the site's data counts, discarded and refused ones too: "
+    "choosing which module to send after seeing several (their losses, their local privacy "
+    "reports) depends on the data through each of them, and deleting a module does not take "
+    "its release back."
+)
 _RAISE_KNOWINGLY = (
     "raising dp.max_total_epsilon in site.toml lets the data leak more over its life: do it "
     'only knowingly (docs/site-operator.md, "The DP budget at the site")'
@@ -89,14 +104,22 @@ def released(record) -> bool:
     return record.status == "discarded" and was in RELEASED
 
 
+def trained_with_dp(record: ModuleRecord) -> bool:
+    """Whether ``record`` counts in the site's own rule: it carries a DP record, whatever its
+    status. Training it spent the data (the module, its loss and its local privacy report
+    depend on the data), whether or not it is ever sent."""
+    return _dp_record(record) is not None
+
+
 @dataclass(frozen=True)
 class SiteBudget:
-    """What this site's released modules spent under its own rule, against its own cap."""
+    """What this site's DP modules spent under its own rule, against its own cap."""
 
-    epsilon: float  # the DP releases composed at ``delta`` (0 when there is none)
-    delta: float | None  # the smallest delta any of them claims; None without DP releases
+    epsilon: float  # every DP module trained, composed at ``delta`` (0 when there is none)
+    delta: float | None  # the smallest delta any of them claims; None without DP modules
     cap: float  # site.toml dp.max_total_epsilon
-    with_dp: tuple[str, ...]  # module ids of the DP releases composed
+    with_dp: tuple[str, ...]  # module ids of the DP modules composed: every one trained
+    released_with_dp: tuple[str, ...]  # those of ``with_dp`` that left the site, or may have
     without_dp: tuple[str, ...]  # module ids released without DP: no epsilon bounds them
 
     @property
@@ -109,15 +132,16 @@ class SiteBudget:
             "delta": self.delta,
             "max_total_epsilon": self.cap,
             "left": self.left,
-            "releases_with_dp": list(self.with_dp),
+            "modules_with_dp": list(self.with_dp),
+            "releases_with_dp": list(self.released_with_dp),
             "releases_without_dp": list(self.without_dp),
         }
 
 
-def _released_records(state: StateDir, module_id: str | None) -> list[ModuleRecord]:
-    """The released modules other than ``module_id``; a kept DP record that does not parse is
+def _earlier_records(state: StateDir, module_id: str | None) -> list[ModuleRecord]:
+    """The site's modules other than ``module_id``; a kept DP record that does not parse is
     ``E_STATE_CORRUPT``, naming it."""
-    earlier = [r for r in state.modules() if released(r) and r.module_id != module_id]
+    earlier = [r for r in state.modules() if r.module_id != module_id]
     for r in earlier:
         record = _dp_record(r)
         if record is not None:
@@ -136,6 +160,11 @@ def _dp_record(record: ModuleRecord) -> dict | None:
     return record.train.get("dp") if isinstance(record.train, dict) else None
 
 
+def _dp_records(records: Sequence[ModuleRecord]) -> list[dict]:
+    """The DP records of ``records`` that have one."""
+    return [dp for dp in map(_dp_record, records) if dp is not None]
+
+
 def _compose(records: Sequence[dict]) -> tuple[float, float | None]:
     """The site's rule: ``records`` composed at the smallest delta any of them claims."""
     claims = [DPClaim.from_record(r, require_parameters=True) for r in records]
@@ -147,21 +176,21 @@ def _compose(records: Sequence[dict]) -> tuple[float, float | None]:
 
 
 def _site_budget(earlier: Sequence[ModuleRecord], limits: DPLimits) -> SiteBudget:
-    records = {r.module_id: _dp_record(r) for r in earlier}
-    with_dp = {module_id: dp for module_id, dp in records.items() if dp is not None}
-    epsilon, delta = _compose(list(with_dp.values()))
+    with_dp = [r for r in earlier if trained_with_dp(r)]
+    epsilon, delta = _compose(_dp_records(with_dp))
     return SiteBudget(
         epsilon=epsilon,
         delta=delta,
         cap=limits.max_total_epsilon,
-        with_dp=tuple(with_dp),
-        without_dp=tuple(module_id for module_id, dp in records.items() if dp is None),
+        with_dp=tuple(r.module_id for r in with_dp),
+        released_with_dp=tuple(r.module_id for r in with_dp if released(r)),
+        without_dp=tuple(r.module_id for r in earlier if released(r) and not trained_with_dp(r)),
     )
 
 
 def site_budget(state: StateDir, limits: DPLimits) -> SiteBudget:
-    """What every released module of this site spent, by the site's own rule (``status``)."""
-    return _site_budget(_released_records(state, None), limits)
+    """What every DP module of this site spent, by the site's own rule (``status``)."""
+    return _site_budget(_earlier_records(state, None), limits)
 
 
 def _shown(ids: Sequence[str]) -> str:
@@ -179,34 +208,44 @@ def _judge(
     what: str,
     outcome: str,
 ) -> float:
-    """Both rules of the module docstring for the release ``dp`` (``what``, e.g. "module ID");
+    """Both rules of the module docstring for the module ``dp`` (``what``, e.g. "module ID");
     returns the site's composed epsilon with it (0 when neither rule applies)."""
-    earlier = _released_records(state, module_id)
-    records = [_dp_record(r) for r in earlier]
-    ids = [r.module_id for r in earlier]
-    sent = f"the {len(ids)} module(s) this site has sent before ({_shown(ids)})"
+    earlier = _earlier_records(state, module_id)
+    sent = [r for r in earlier if released(r)]
+    records = [_dp_record(r) for r in sent]
     try:
         composed = check_site_budget([*records, dp], policy, site_id=site_id)
     except DPBudgetError as exc:
+        ids = [r.module_id for r in sent]
         raise DPBudgetError(
-            f"{exc.message}: {what} with {sent}; {outcome}",
+            f"{exc.message}: {what} with the {len(ids)} module(s) this site has sent "
+            f"before ({_shown(ids)}); {outcome}",
             hint=_federation_hint(records, policy),
         ) from None
     if dp is None:
         return composed
-    composed, delta = _compose([*(r for r in records if r is not None), dp])
+    composed, delta = _compose([*_dp_records(earlier), dp])
     if composed > limits.max_total_epsilon * (1 + CLAIM_RTOL):
         before = _site_budget(earlier, limits)
         raise DPBudgetError(
-            f"this site's DP releases together would spend epsilon {composed:.4g} at delta "
+            f"this site's DP modules together would spend epsilon {composed:.4g} at delta "
             f"{delta:g}, above its own dp.max_total_epsilon {limits.max_total_epsilon:g} "
-            f"(site.toml): {what} with {sent}; {outcome}",
-            hint=f"this site's earlier DP releases spent epsilon {before.epsilon:.4g} of its "
-            f"{before.cap:g} ({before.left:.4g} left). Each module releases the site's data "
-            "again, and deleting one does not take its release back. Where room is left, train "
-            f"with a lower dp.target_epsilon; {_RAISE_KNOWINGLY}",
+            f"(site.toml): {what} with {_trained_before(before)}; {outcome}",
+            hint=f"the DP modules this site trained before spent epsilon {before.epsilon:.4g} "
+            f"of its {before.cap:g} ({before.left:.4g} left). {_EVERY_MODULE_SPENDS} Where room "
+            f"is left, train with a lower dp.target_epsilon; {_RAISE_KNOWINGLY}",
         )
     return composed
+
+
+def _trained_before(budget: SiteBudget) -> str:
+    """The DP modules composed before a new one, and how many of them never left the site."""
+    unsent = len(budget.with_dp) - len(budget.released_with_dp)
+    return (
+        f"the {len(budget.with_dp)} DP module(s) this site has trained before "
+        f"({_shown(budget.with_dp)}), {unsent} of them never sent (discarded, refused or "
+        "waiting), which count all the same"
+    )
 
 
 def _federation_hint(records: Sequence[dict | None], policy: dict) -> str:
@@ -218,8 +257,9 @@ def _federation_hint(records: Sequence[dict | None], policy: dict) -> str:
         epsilon = site_epsilon([c for c in claims if c is not None], float(policy["delta"]))
         left = max(0.0, float(policy["max_epsilon"]) - epsilon)
         spent_before = (
-            f"the earlier modules spent epsilon {epsilon:.4g} of the federation's max_epsilon "
-            f"{policy['max_epsilon']:g} at delta {policy['delta']:g} ({left:.4g} left)"
+            f"the modules it sent before spent epsilon {epsilon:.4g} of the federation's "
+            f"max_epsilon {policy['max_epsilon']:g} at delta {policy['delta']:g} "
+            f"({left:.4g} left)"
         )
     return (
         "each module releases the site's data again, and deleting one does not take its "
@@ -238,9 +278,10 @@ def check_release(
     module_id: str,
     dp: dict | None,
 ) -> float:
-    """``E_DP_BUDGET`` unless the site's released modules composed with ``module_id`` (its DP
+    """``E_DP_BUDGET`` unless the site's other modules composed with ``module_id`` (its DP
     record ``dp``) keep both rules of the module docstring (``policy`` the federation's
-    ``dp_policy``, ``limits`` the site's own); returns the site's composed epsilon (0 when
+    ``dp_policy``, over the modules released; ``limits`` the site's own, over every DP module
+    trained); returns the site's composed epsilon (0 when
     neither rule applies: no DP claim under a policy that bounds none). A kept DP
     record that does not parse is ``E_STATE_CORRUPT``, naming it."""
     return _judge(
@@ -264,8 +305,8 @@ def federation_rule(
     (the aggregator can hold no other; composing more can only spend more). ``E_DP_BUDGET``
     when it breaks the rule; returns the composed epsilon (0 where ``policy`` bounds no DP claim).
     :mod:`site_node.refusals` re-runs it against an aggregator's ``E_DP_BUDGET`` refusal."""
-    records = [_dp_record(r) for r in _released_records(state, module_id)]
-    return check_site_budget([*records, dp], policy, site_id=site_id)
+    sent = [r for r in _earlier_records(state, module_id) if released(r)]
+    return check_site_budget([*map(_dp_record, sent), dp], policy, site_id=site_id)
 
 
 def check_plan(
@@ -276,14 +317,15 @@ def check_plan(
     site_id: str,
     plan: Callable[[], dict | None],
 ) -> None:
-    """:func:`check_release` for a release about to be trained, before anything is trained.
+    """:func:`check_release` for a module about to be trained, before anything is trained.
 
     ``plan()`` gives the DP record the run would sign (its noise, sample rate and steps: what
     the composition reads; its epsilon is the target, at least the one achieved); it is called
-    only when an earlier release exists, since a first release alone is within both rules by
-    ``training.resolve_dp``.
+    only when an earlier module was released or trained with DP (discarded or not), since a
+    first one alone is within both rules by ``training.resolve_dp``.
     """
-    if not _released_records(state, None):
+    earlier = _earlier_records(state, None)
+    if not any(released(r) or trained_with_dp(r) for r in earlier):
         return
     _judge(
         state,

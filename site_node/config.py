@@ -113,9 +113,9 @@ SITE_SPEC = fields.Table(
 class DPLimits:
     """This site's own epsilon ceilings (site.toml ``[dp]``), whatever the federation allows.
 
-    ``max_epsilon`` bounds one release, ``max_total_epsilon`` every DP release of the site's
-    data composed (:mod:`site_node.budget`). A release never exceeds the total either, so
-    :attr:`per_release` is the smaller of the two. The default of both is
+    ``max_epsilon`` bounds one release, ``max_total_epsilon`` every DP module trained on the
+    site's data composed, released or not (:mod:`site_node.budget`). A release never exceeds
+    the total either, so :attr:`per_release` is the smaller of the two. The default of both is
     :data:`ffsecure.dp.SITE_MAX_EPSILON` (8): by default the whole life of the site's data stays
     within the epsilon of one release at the ceiling.
     """

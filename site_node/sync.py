@@ -174,15 +174,16 @@ def upload_module(
     """Upload one trained module (resuming), verify and store the receipt; returns a summary.
 
     ``progress(sent_bytes, total_bytes)`` is called after each chunk. A module not yet sealed
-    is first composed with the site's earlier releases (:func:`site_node.budget.check_release`: the
-    federation's ``dp_policy`` and the site's own ``limits``, site.toml's ``[dp]``); over
+    is first composed with the site's other modules (:func:`site_node.budget.check_release`: the
+    federation's ``dp_policy`` over its releases and the site's own ``limits``, site.toml's
+    ``[dp]``, over every DP module it trained); over
     either budget it is neither sealed nor sent (:class:`ffsecure.dp.DPBudgetError`,
     ``E_DP_BUDGET``).
     """
 
     if record.status != "sealed":
         # a new release; a sealed module's envelope may have left already, and sending it again
-        # releases nothing more (it counts in the budget either way: budget.released)
+        # releases nothing more (it counts in both budgets either way: budget.released)
         check_release(
             state,
             trust.federation.dp_policy,

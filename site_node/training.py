@@ -525,10 +525,10 @@ def train_module(
 
     When the federation requires a privacy report, the privacy check runs and
     its report is judged before signing (:func:`site_node.privacy.gate`).
-    Under DP the planned release is composed with the site's earlier releases before
-    training (:func:`site_node.budget.check_plan`: ``E_DP_BUDGET`` raised, nothing
-    trained or written), and the new module's DP record after it
-    (:func:`site_node.budget.check_release`).
+    Under DP the planned module is composed with the site's earlier modules (its releases,
+    and every DP module it trained, discarded ones too) before training
+    (:func:`site_node.budget.check_plan`: ``E_DP_BUDGET`` raised, nothing trained or written),
+    and the new module's DP record after it (:func:`site_node.budget.check_release`).
     Returns the new :class:`site_node.state.ModuleRecord`: status ``trained``,
     or ``refused`` (``error.by = "site"``) when the report fails the policy or
     the module would take the site over its DP budget; a refused module is
@@ -550,7 +550,7 @@ def train_module(
     dp_cfg = resolve_dp(cfg.dp, fed.dp_policy, n, privacy_unit=cfg.privacy_unit)
     family, gconfig = fed.generator["family"], fed.generator["config"]
     settings = train_settings(cfg, family)
-    if dp_cfg is not None:  # a release the budget refuses is not trained
+    if dp_cfg is not None:  # a module the budget refuses is not trained
         check_plan(
             state,
             fed.dp_policy,

@@ -2,8 +2,9 @@
 
 Days left of the site certificate, the CA and ``STATE/crl.pem`` are shown (``expiry`` in
 ``--json``), with a WARN line under 30 days (:mod:`ffsecure.pki.expiry`). So is the site's own
-DP budget (``dp_budget`` in ``--json``, :func:`site_node.budget.site_budget`): what its DP releases
-spent composed, against site.toml's ``dp.max_total_epsilon``, and what is left.
+DP budget (``dp_budget`` in ``--json``, :func:`site_node.budget.site_budget`): what every DP module
+it trained spent composed (released or not), against site.toml's ``dp.max_total_epsilon``, and
+what is left.
 
 A module the aggregator refused for a reason this site's own check of the package contradicts
 (``E_REFUSAL_CONTRADICTED``, :mod:`site_node.refusals`) is an ALARM line after the table, with
@@ -61,12 +62,13 @@ def _budget_line(budget: SiteBudget) -> str:
     """The site's own DP budget (site_node.budget): composed total, cap, what is left."""
     if budget.with_dp:
         line = (
-            f"DP budget: {len(budget.with_dp)} DP release(s) of this site's data spent epsilon "
-            f"{budget.epsilon:.3f} (composed, delta {budget.delta:.2g}) of dp.max_total_epsilon "
-            f"{budget.cap:g}; {budget.left:.3f} left"
+            f"DP budget: {len(budget.with_dp)} DP module(s) trained on this site's data "
+            f"({len(budget.released_with_dp)} released; discarded and refused ones count too) "
+            f"spent epsilon {budget.epsilon:.3f} (composed, delta {budget.delta:.2g}) of "
+            f"dp.max_total_epsilon {budget.cap:g}; {budget.left:.3f} left"
         )
     else:
-        line = f"DP budget: no DP release yet; dp.max_total_epsilon {budget.cap:g}"
+        line = f"DP budget: no DP module trained yet; dp.max_total_epsilon {budget.cap:g}"
     if budget.without_dp:
         line += f"; {len(budget.without_dp)} release(s) without DP, which no epsilon bounds"
     return line

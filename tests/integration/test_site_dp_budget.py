@@ -5,7 +5,8 @@ the whole ``max_epsilon`` per module, so its second module would take its data o
 budget. The aggregator would refuse it (``E_DP_BUDGET``), but only once the sealed module
 had left the site. Here the site refuses it first, with the aggregator's own rule
 (``ffsecure.dp.check_site_budget``): `site-node upload` before sealing, `site-node train`
-before training. Real processes against a real aggregator (loopback, mTLS);
+before training. The site's own cap (``dp.max_total_epsilon``) counts every DP module it
+trained, discarded ones too. Real processes against a real aggregator (loopback, mTLS);
 scikit-learn's digits, the federation's tiny cvae, one epoch.
 """
 
@@ -43,7 +44,10 @@ def test_a_site_refuses_a_module_that_would_overspend_its_budget_before_it_leave
     fed.home.federation.write_bytes(create_signed_manifest(fed.manifest, fed.ca))
     agg = InProcessAggregator(fed, free_port()).start()
     try:
-        cfg = write_site_config(tmp_path, "st-dp", agg.address, [0, 1])
+        # the site's own cap, which counts every DP module trained, out of the way: this test
+        # is about the federation's rule, which counts what left the site
+        roomy = "[dp]\nmax_total_epsilon = 100.0\n"
+        cfg = write_site_config(tmp_path, "st-dp", agg.address, [0, 1], extra=roomy)
         site_cfg, trust, first = setup_site_in_process(fed, cfg)
         from site_node.training import train_module
 
@@ -155,6 +159,39 @@ def test_without_required_dp_a_site_keeps_its_own_budget_and_refuses_before_trai
     budget = report["dp_budget"]
     assert budget["epsilon"] == pytest.approx(first.train["dp"]["epsilon"], rel=1e-6)
     assert budget["max_total_epsilon"] == 4.0 and budget["releases_with_dp"] == [first.module_id]
+    assert budget["modules_with_dp"] == [first.module_id]
     assert budget["left"] == pytest.approx(4.0 - budget["epsilon"])
-    text = site_node("status", "--config", cfg, "--offline").stdout
-    assert "DP budget: 1 DP release(s)" in text and "of dp.max_total_epsilon 4" in text
+    text = " ".join(site_node("status", "--config", cfg, "--offline").stdout.split())  # unwrap
+    assert "DP budget: 1 DP module(s) trained on this site's data (1 released;" in text
+    assert "of dp.max_total_epsilon 4" in text
+
+
+def test_a_dp_module_discarded_before_sealing_still_spends_the_site_s_budget(tmp_path):
+    """Red team: a site trained DP candidates on the same data, read their local privacy
+    reports, discarded those it did not like and sent one; the discarded ones cost nothing, so
+    the signed epsilon understated what the choice leaked. A discarded DP module counts against
+    dp.max_total_epsilon: the next module that would go over it is refused before training."""
+    from site_node.state import StateDir
+    from site_node.training import train_module
+
+    optional = {"required": False, "max_epsilon": None, "delta": None}
+    fed = _hostile_federation(tmp_path, optional)
+    dp_table = '[dp]\ntarget_epsilon = 3.0\nmax_total_epsilon = 4.0\nmechanism = "dp-sgd"\n'
+    cfg = write_site_config(tmp_path, "st-dp", "127.0.0.1:1", [0, 1], extra=dp_table, attempts=1)
+    site_cfg, trust, first = setup_site_in_process(fed, cfg)
+    site_node("discard", "--config", cfg, "--module", first.module_id, "--reason", "try again")
+    state = StateDir(site_cfg.state_dir)
+    assert state.load_module(first.module_id).status == "discarded"
+
+    with pytest.raises(dp.DPBudgetError) as info:
+        train_module(site_cfg, trust)
+    message, hint = info.value.message, info.value.hint or ""
+    assert "dp.max_total_epsilon 4" in message and "nothing was trained" in message
+    assert first.module_id in message and "1 of them never sent" in message
+    assert "discarded and refused ones too" in hint
+    assert [r.module_id for r in state.modules()] == [first.module_id]
+
+    budget = json.loads(site_node("status", "--config", cfg, "--offline", "--json").stdout)
+    spent = budget["dp_budget"]
+    assert spent["epsilon"] == pytest.approx(first.train["dp"]["epsilon"], rel=1e-6)
+    assert spent["modules_with_dp"] == [first.module_id] and spent["releases_with_dp"] == []

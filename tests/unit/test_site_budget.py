@@ -1,7 +1,8 @@
 """Which of a site's own modules count against its DP budget before a new one leaves it, and
 the two budgets that bound them: the federation's (``max_epsilon`` at the policy's delta,
-wherever the policy sets both) and the site's own (site.toml ``dp.max_total_epsilon``, at the
-smallest delta its releases claim, whenever the module has DP).
+wherever the policy sets both, over the modules released) and the site's own (site.toml
+``dp.max_total_epsilon``, at the smallest delta its DP modules claim, whenever the module has
+DP, over every DP module the site trained, discarded ones too).
 
 A real state directory with module records of every status; the DP-SGD claims spend, at delta
 1e-5 (RDP), epsilon 3.70 alone, 4.86 twice, 5.85 three times, 7.53 five times and 8.28 six times
@@ -39,7 +40,7 @@ def _state(tmp_path, statuses, dp=CLAIM) -> StateDir:
 
 
 @pytest.mark.parametrize("status", STATUSES)
-def test_only_modules_whose_data_left_or_may_have_left_the_site_count(tmp_path, status):
+def test_the_federation_counts_modules_that_left_and_the_site_every_dp_module(tmp_path, status):
     state = _state(tmp_path, [status, status])
     if status in RELEASED:  # sealed: its envelope may have reached the aggregator
         with pytest.raises(DPBudgetError) as info:
@@ -47,10 +48,11 @@ def test_only_modules_whose_data_left_or_may_have_left_the_site_count(tmp_path, 
         assert info.value.code == "E_DP_BUDGET" and "5.8" in info.value.message
         assert f"{0:032x}" in info.value.message and "not sealed or sent" in info.value.message
         assert "dp_policy.max_epsilon" in info.value.hint
-    else:  # trained, refused or discarded: never left
+    else:  # trained, refused or discarded: never left, but trained on the site's data
         assert check_release(state, POLICY, LIMITS, site_id="st-mary", module_id=NEW, dp=CLAIM) == (
-            pytest.approx(3.7, abs=0.01)
+            pytest.approx(5.85, abs=0.01)
         )
+        assert site_budget(state, LIMITS).epsilon == pytest.approx(4.86, abs=0.01)
 
 
 def test_the_module_itself_counts_once_and_a_release_without_dp_or_required_dp_is_free(tmp_path):
@@ -175,22 +177,63 @@ def test_a_planned_release_over_the_budget_is_refused_before_training(tmp_path):
     with pytest.raises(DPBudgetError) as info:
         check_plan(state, OPTIONAL, LIMITS, site_id="st-mary", plan=plan)
     assert "nothing was trained" in info.value.message and planned
-    # a first release is within both budgets by resolve_dp: nothing is planned twice for it
+    # a first DP module is within both budgets by resolve_dp: nothing is planned twice for it
     planned.clear()
-    check_plan(_state(tmp_path / "b", ["trained"]), OPTIONAL, LIMITS, site_id="s", plan=plan)
+    without_dp = _state(tmp_path / "b", ["trained", "discarded"], dp=None)
+    check_plan(without_dp, OPTIONAL, LIMITS, site_id="s", plan=plan)
     assert not planned
 
 
 def test_what_the_site_spent_is_its_composed_total_against_its_cap(tmp_path):
     state = _state(tmp_path, ["registered", "deleted", "trained", "refused"])
-    state.save_module(
-        ModuleRecord("e" * 32, "registered", "2026-01-09T00:00:00Z", [0], 10, "fp", train={})
-    )
-    budget = site_budget(state, DPLimits(8.0, 6.0))
-    assert budget.epsilon == pytest.approx(4.86, abs=0.01) and budget.cap == 6.0
-    assert budget.left == pytest.approx(1.14, abs=0.01) and budget.delta == 1e-5
-    assert budget.with_dp == (f"{0:032x}", f"{1:032x}") and budget.without_dp == ("e" * 32,)
-    assert budget.to_dict()["max_total_epsilon"] == 6.0
+    for module_id, status in (("e" * 32, "registered"), ("d" * 32, "discarded")):
+        state.save_module(
+            ModuleRecord(module_id, status, "2026-01-09T00:00:00Z", [0], 10, "fp", train={})
+        )
+    budget = site_budget(state, DPLimits(8.0, 7.0))
+    assert budget.epsilon == pytest.approx(6.72, abs=0.01) and budget.cap == 7.0  # four modules
+    assert budget.left == pytest.approx(0.28, abs=0.01) and budget.delta == 1e-5
+    assert budget.with_dp == tuple(f"{i:032x}" for i in range(4))
+    assert budget.released_with_dp == (f"{0:032x}", f"{1:032x}")
+    assert budget.without_dp == ("e" * 32,)  # a module without DP is named only once released
+    assert budget.to_dict()["max_total_epsilon"] == 7.0
+    assert budget.to_dict()["modules_with_dp"] == list(budget.with_dp)
+    assert budget.to_dict()["releases_with_dp"] == list(budget.released_with_dp)
+
+
+def test_dp_candidates_trained_and_discarded_before_sealing_spend_the_site_s_budget(tmp_path):
+    """Twenty DP candidates trained on the same data and discarded, a twenty-first sent: the
+    choice among them depends on the data through every candidate, so the site's own budget
+    composes them all. Before, the discarded ones cost nothing (7.99 of 8 checked, 0.0 shown)."""
+    state = _state(tmp_path, ["trained"] * 5)
+    for i in range(5):
+        state.discard_module(f"{i:032x}", "did not like its local privacy report")
+    budget = site_budget(state, LIMITS)
+    assert budget.epsilon == pytest.approx(7.53, abs=0.01) and budget.released_with_dp == ()
+    assert len(budget.with_dp) == 5 and budget.left == pytest.approx(0.47, abs=0.01)
+    with pytest.raises(DPBudgetError) as info:
+        check_release(state, OPTIONAL, LIMITS, site_id="st-mary", module_id=NEW, dp=CLAIM)
+    message, hint = info.value.message, info.value.hint or ""
+    assert "8.28" in message and "dp.max_total_epsilon 8" in message
+    assert "5 DP module(s) this site has trained before" in message
+    assert "5 of them never sent" in message and "not sealed or sent" in message
+    assert "discarded and refused ones too" in hint and "choosing which module" in hint
+    # the federation's rule (max_epsilon 5) reads what left the site only, as the aggregator
+    # does: the new module alone (3.70) is within it; a site cap of 9 holds all six (8.28)
+    roomy = DPLimits(8.0, 9.0)
+    spent = check_release(state, POLICY, roomy, site_id="s", module_id=NEW, dp=CLAIM)
+    assert spent == pytest.approx(8.28, abs=0.01)
+
+
+def test_a_planned_module_over_what_discarded_candidates_left_is_refused_before_training(
+    tmp_path,
+):
+    state = _state(tmp_path, ["trained"] * 5)
+    for i in range(5):
+        state.discard_module(f"{i:032x}", "trying another learning rate")
+    with pytest.raises(DPBudgetError) as info:
+        check_plan(state, OPTIONAL, LIMITS, site_id="st-mary", plan=lambda: CLAIM)
+    assert "nothing was trained" in info.value.message and "8.28" in info.value.message
 
 
 def test_a_module_once_sealed_counts_whatever_its_status_and_its_resend_is_not_rechecked(
