@@ -256,9 +256,12 @@ def train(
         dp_report = {**dp_plan.report(_epsilon(engine, dp_plan)), "mechanism": "dp-sgd"}
         if dp.reproducible is True:
             dp_report["reproducible"] = True  # research switch: visible wherever the report goes
-        history_steps = sum(s for _nm, _sr, s in engine.accountant.history)
+        accounted = engine.accountant.history  # (noise multiplier, sample rate, steps) runs
+        history_steps = sum(s for _nm, _sr, s in accounted)
         if history_steps != dp_plan.steps or step != dp_plan.steps:  # pragma: no cover
             raise RuntimeError("DP step count disagrees with the plan")
+        if any(rate != dp_plan.sample_rate for _nm, rate, _s in accounted):  # pragma: no cover
+            raise RuntimeError("DP sample rate accounted disagrees with the plan")
         module._close()  # type: ignore[operator]  # opacus' GradSampleModule, untyped
     net.eval()
     net.to("cpu")
@@ -277,6 +280,31 @@ def _epsilon(engine, dp_plan) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return float(engine.accountant.get_epsilon(delta=dp_plan.delta))
+
+
+def _private_loader(images, labels, dp_plan, generator):
+    """Opacus' Poisson loader at the plan's sample rate, for exactly the plan's steps per epoch.
+
+    Opacus gives a Poisson loader ``int(1 / sample_rate)`` steps, and the plan's
+    ``sample_rate = 1 / k`` makes that ``k - 1`` for some k (93, 99, 105, 117, ...: in floating
+    point ``1 / (1 / 93)`` is just below 93). ``make_private`` then takes the accountant's sample
+    rate and the expected batch size from the loader's length, so with ``steps`` set here the
+    loader, the accountant and the plan (:func:`ffsecure.dp.plan`) agree for every ``k``.
+    """
+    # heavy: opacus, only when training with DP
+    from opacus.data_loader import DPDataLoader
+    from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+
+    loader = DPDataLoader(
+        torch.utils.data.TensorDataset(images, labels),
+        sample_rate=dp_plan.sample_rate,
+        generator=generator,
+    )
+    sampler = loader.batch_sampler
+    if not isinstance(sampler, UniformWithReplacementSampler):  # pragma: no cover - Opacus change
+        raise RuntimeError(f"Opacus' Poisson loader samples with {type(sampler).__name__}")
+    sampler.steps = dp_plan.steps_per_epoch
+    return loader
 
 
 def _make_private(net, optimizer, images, labels, settings, dp, dp_plan):
@@ -299,24 +327,21 @@ def _make_private(net, optimizer, images, labels, settings, dp, dp_plan):
         if reproducible
         else None
     )
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(images, labels),
-        batch_size=settings.batch_size,
-        shuffle=False,
-        generator=loader_rng,
-    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         engine = PrivacyEngine(accountant=dp_plan.accountant, secure_mode=False)
+        # the loader is Poisson already (_private_loader): make_private must not rebuild it, so
+        # it is told poisson_sampling=False and its one other Poisson step is taken below
         module, optimizer, loader = engine.make_private(
             module=net,
             optimizer=optimizer,
-            data_loader=loader,
+            data_loader=_private_loader(images, labels, dp_plan, loader_rng),
             noise_multiplier=dp_plan.noise_multiplier,
             max_grad_norm=dp_plan.max_grad_norm,
-            poisson_sampling=True,
+            poisson_sampling=False,
             noise_generator=noise_rng,
         )
+        module.forbid_grad_accumulation()  # as make_private does under Poisson sampling
     if not reproducible:
         dprandom.use_os_randomness(optimizer, loader)
     return module, optimizer, loader, engine

@@ -10,6 +10,7 @@ import torch
 from ffsecure import dp
 from ffsecure import generators as G
 from ffsecure.errors import DPError
+from ffsecure.torchutil import torch_threads
 
 torch.set_num_threads(2)
 
@@ -241,3 +242,62 @@ def test_dp_fit_survives_empty_poisson_batches(family):
     assert report.steps == report.dp["steps"] == 20
     assert report.dp["sample_rate"] == 1 / 20 and report.dp["epsilon"] <= 50.0
     assert math.isfinite(report.final_loss)
+
+
+#: Steps per epoch k for which Opacus' own count, ``int(1 / (1 / k))``, is k - 1 in floating point.
+SHORT_BY_ONE = [k for k in range(1, 1001) if int(1 / (1 / k)) != k]
+
+
+def test_the_private_loader_runs_the_plan_s_steps_for_every_k():
+    """Opacus runs ``int(1 / sample_rate)`` steps per epoch: 92 for the plan's 1/93 (and 70 k
+    up to 1000 in all), so the loader disagreed with the plan and DP-SGD stopped for 6-7% of
+    site sizes. The loader the fit makes private runs exactly the plan's steps, and
+    make_private, which accounts at ``1 / len(loader)``, accounts at the plan's sample rate."""
+    from ffsecure.generators.training import _make_private
+
+    assert SHORT_BY_ONE[:4] == [93, 99, 105, 117] and len(SHORT_BY_ONE) == 70
+    config = dp.DPConfig(8.0, accountant="rdp", mechanism="dp-sgd")
+    for batch_size in (1, 64):
+        settings = G.TrainSettings(epochs=1, batch_size=batch_size, seed=0)
+        for k in range(1, 401):  # 93 to 398: 19 of them short by one
+            n = k * batch_size - batch_size // 2  # every n in ((k - 1) b, k b] takes k steps
+            # the plan's schedule for n (dp.plan); its noise search is not what this checks
+            per_epoch = math.ceil(n / batch_size)
+            planned = dp.DPPlan(8.0, 1e-5, 1.0, 1.0 / per_epoch, per_epoch, per_epoch, 1.0, "rdp")
+            net = torch.nn.Linear(1, 1)
+            _, optimizer, loader, _ = _make_private(
+                net,
+                torch.optim.Adam(net.parameters()),
+                torch.zeros(n, 1),
+                torch.zeros(n),
+                settings,
+                config,
+                planned,
+            )
+            assert len(loader) == planned.steps_per_epoch == k, (batch_size, k)
+            assert 1 / len(loader) == planned.sample_rate == loader.sample_rate
+            assert optimizer.expected_batch_size == int(n * planned.sample_rate)
+
+
+def test_a_dp_sgd_fit_at_a_size_opacus_counted_one_step_short_trains_to_its_plan():
+    """93 images at batch size 1: the fit used to stop on "Opacus loader length disagrees with
+    the DP plan" (92 steps against 93). It trains, takes the plan's 93 steps, and its epsilon
+    is the accountant's for those steps at the plan's sample rate."""
+    x, y = _data(93)
+    gen = G.build(
+        "cvae", G.default_config("cvae", image_shape=(1, 8, 8), num_classes=3, size="tiny")
+    )
+    config = dp.DPConfig(target_epsilon=8.0, accountant="rdp", mechanism="dp-sgd")
+    with torch_threads(1):  # 93 steps of one image: two threads contend on ops this small
+        report = gen.fit(x, y, G.TrainSettings(epochs=1, batch_size=1, seed=0), dp=config)
+    rec = report.dp
+    assert rec["sample_rate"] == 1 / 93 and int(1 / rec["sample_rate"]) == 92  # Opacus' count
+    assert report.steps == rec["steps"] == 93  # the plan's: ceil(93 / 1) steps, one epoch
+    assert 0 < rec["epsilon"] <= 8.0 and math.isfinite(report.final_loss)
+    assert rec["epsilon"] == dp.compute_epsilon(  # the accountant's, for the plan's steps
+        noise_multiplier=rec["noise_multiplier"],
+        sample_rate=rec["sample_rate"],
+        steps=rec["steps"],
+        delta=rec["delta"],
+        accountant="rdp",
+    )
