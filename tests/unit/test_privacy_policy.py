@@ -566,7 +566,7 @@ def test_a_figure_measured_on_too_few_examples_does_not_count():
         (without(GOOD, "near_copy_threshold"), "does not state the near-copy threshold"),
         (without(GOOD, "near_copy_quantile"), "set by hand (--threshold)"),
         ({"near_copy_quantile": 0.001}, "0.001 quantile of held-out images' distances, below"),
-        (without(GOOD, "near_copy_holdout"), "is the quantile of (near_copy_holdout)"),
+        ({"near_copy_searched": GOOD["members"] - 1}, "search covered"),
         # most held-out images duplicate a training image: the quantile of the rest means nothing
         (
             {"near_copy_holdout": 19},
@@ -582,6 +582,18 @@ def test_a_near_copy_fraction_counts_only_at_the_check_s_threshold_rule(edit, ne
     assert "near-copy fraction 0.004 does not count" in info.value.message
     check_module(report, None, {})  # no near-copy limit: the near-copy rule is not asked
     check_module({**GOOD, "near_copy_quantile": 0.05}, None, {"max_near_copy_fraction": 0.01})
+
+
+def test_a_report_from_before_the_holdout_count_is_judged_by_its_threshold():
+    """Reports signed before near_copy_holdout existed still count where their threshold meets
+    the floor (modules registered then stay valid after an upgrade), not where it is below."""
+    legacy = without(without(GOOD, "near_copy_holdout"), "near_copy_searched")
+    check_module(legacy, None, {"max_near_copy_fraction": 0.01})
+    with pytest.raises(PrivacyPolicyError) as info:
+        check_module(
+            {**legacy, "near_copy_threshold": 0.00834}, None, {"max_near_copy_fraction": 0.01}
+        )
+    assert "below the floor 0.03" in info.value.message
 
 
 def test_a_replaying_generator_measured_at_threshold_0_is_refused():
