@@ -262,6 +262,16 @@ class DPClaimError(DefaultHint, PolicyError):
     )
 
 
+class DPAccountingTimeoutError(DPClaimError):
+    """Re-accounting a DP claim did not finish within its time budget: no judgement of the claim.
+
+    Its own code, not ``E_DP_CLAIM``: the time includes waiting for a free accounting worker,
+    so a sound claim can run out of it on a busy aggregator, and a site that re-accounts the
+    claim itself must not read this refusal as a false one (``site_node.refusals``)."""
+
+    code = "E_DP_ACCOUNTING_TIMEOUT"
+
+
 def check_bounds(*, noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> None:
     """``E_DP`` unless the parameters lie inside the accounting bounds (allocates nothing).
 
@@ -807,10 +817,11 @@ def _within_budget(fn: Callable[[], float], budget_s: float) -> float:
         raise
     except concurrent.futures.TimeoutError:
         future.cancel()
-        raise DPClaimError(
-            f"re-accounting the DP claim took longer than its budget of {budget_s:g} s",
-            hint="its parameters need an unusually large accounting; retrain with the rdp "
-            "accountant or fewer steps",
+        raise DPAccountingTimeoutError(
+            f"re-accounting the DP claim took longer than its budget of {budget_s:g} s "
+            "(waiting for a free accounting worker included)",
+            hint="on a busy aggregator, upload again later; if it persists, the parameters "
+            "need an unusually large accounting: retrain with the rdp accountant or fewer steps",
         ) from None
     except Exception as exc:  # noqa: BLE001 - any failure of the accountant on untrusted input is a refusal
         raise DPClaimError(

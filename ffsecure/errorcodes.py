@@ -372,6 +372,12 @@ _POLICY = _section(
             "ffsecure.dp.DPClaimError",
         ),
         (
+            "E_DP_ACCOUNTING_TIMEOUT",
+            "re-accounting a DP claim did not finish within its time budget (a busy "
+            "aggregator, or parameters that need an unusually large accounting)",
+            "ffsecure.dp.DPAccountingTimeoutError",
+        ),
+        (
             "E_DP_BUDGET",
             "a site's modules together spend more than the federation's max_epsilon, or "
             "than the site's own dp.max_total_epsilon",

@@ -27,8 +27,12 @@ any other code (signature, certificate, duplicate: the site cannot re-run those)
 the stored package cannot be read. A federation that replaced its manifest may run the
 aggregator under a manifest the site has not installed yet, so before a contradiction
 stands the site asks the aggregator for the manifest it serves (verified under the CA): if
-it differs and the steps refuse under it, the refusal agrees (the finding names both
-manifests); if it cannot be fetched, the contradiction stands and the finding says so.
+it is a newer manifest of the same federation (a later ``created_at``; the CA may have
+signed older, stricter ones, which a hostile aggregator could serve to excuse its lie) and
+a step refuses under it with the refusal's own code, the refusal agrees (the finding names
+both manifests); otherwise, or if it cannot be fetched, the contradiction stands and the
+finding says so. An ``E_DP_ACCOUNTING_TIMEOUT`` refusal is not re-run: a busy aggregator
+runs out of time on sound claims, so it says nothing about the claim.
 
 A contradicted refusal is aggregator misbehaviour: :class:`RefusalContradictedError`
 (``E_REFUSAL_CONTRADICTED``) carries the site's finding as its message, an ALARM hint, and
@@ -49,6 +53,7 @@ from ffsecure.errors import FFSecureError, VerificationError
 from ffsecure.federation import FederationManifest
 from ffsecure.package import ModuleManifest, SignedPackage, check_policy
 from ffsecure.privacy.policy import check_module as check_privacy_policy
+from ffsecure.timefmt import parse_rfc3339
 from site_node.budget import federation_rule
 from site_node.state import ModuleRecord, StateDir
 
@@ -161,16 +166,33 @@ class Recheck:
         }
 
 
-def _first_problem(
+def _first_failure(
     sent: _Sent, federation: FederationManifest, steps: tuple[tuple[str, Step], ...]
-) -> str | None:
-    """The first step that refuses ``sent`` under ``federation``, in the site's words."""
+) -> tuple[str, str] | None:
+    """The code and the site's words of the first step that refuses ``sent`` under
+    ``federation``, or None."""
     for name, step in steps:
         try:
             step(sent, federation)
         except FFSecureError as exc:
-            return f"{name}: [{exc.code}] {exc.message}"
+            return exc.code, f"{name}: [{exc.code}] {exc.message}"
     return None
+
+
+def _first_problem(
+    sent: _Sent, federation: FederationManifest, steps: tuple[tuple[str, Step], ...]
+) -> str | None:
+    """The first step that refuses ``sent`` under ``federation``, in the site's words."""
+    failure = _first_failure(sent, federation, steps)
+    return None if failure is None else failure[1]
+
+
+def _newer(served: FederationManifest, own: FederationManifest) -> bool:
+    """Whether ``served`` is a later manifest of this site's federation (both CA-verified,
+    so their ``created_at`` are RFC 3339 UTC times)."""
+    return served.federation_id == own.federation_id and parse_rfc3339(
+        served.created_at
+    ) > parse_rfc3339(own.created_at)
 
 
 def _served_manifest(client, trust) -> FederationManifest | str:
@@ -218,21 +240,33 @@ def recheck(state: StateDir, client, trust, record: ModuleRecord, exc: FFSecureE
             f"{passed} under the federation manifest this site and the aggregator both hold",
             names,
         )
-    problem = _first_problem(sent, served, steps)
-    if problem is None:
+    if not _newer(served, trust.federation):
         return Recheck(
             exc.code,
             Verdict.CONTRADICTS,
-            f"{passed} under this site's manifest (created {trust.federation.created_at}) "
-            f"and under the one the aggregator serves (created {served.created_at})",
+            f"{passed}; the manifest the aggregator serves (federation "
+            f"{served.federation_id!r}, created {served.created_at}) is not a newer manifest of "
+            f"this site's federation ({trust.federation.federation_id!r}, created "
+            f"{trust.federation.created_at}), so it cannot excuse the refusal",
+            names,
+        )
+    failure = _first_failure(sent, served, steps)
+    if failure is None or failure[0] != exc.code:
+        under = "" if failure is None else f" (there it fails another check: {failure[1]})"
+        return Recheck(
+            exc.code,
+            Verdict.CONTRADICTS,
+            f"{passed} under this site's manifest (created {trust.federation.created_at}), "
+            f"and no check gives {exc.code} under the newer one the aggregator serves "
+            f"(created {served.created_at}){under}",
             names,
         )
     return Recheck(
         exc.code,
         Verdict.AGREES,
-        f"under the manifest the aggregator serves (created {served.created_at}), not this "
-        f"site's (created {trust.federation.created_at}), the {problem}; install the "
-        "federation's current manifest (site-node install-kit or install-cert)",
+        f"under the newer manifest the aggregator serves (created {served.created_at}), not "
+        f"this site's (created {trust.federation.created_at}), the {failure[1]}; install "
+        "that manifest from the federation's operator (site-node install-kit or install-cert)",
         names,
     )
 

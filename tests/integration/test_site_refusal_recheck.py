@@ -10,13 +10,17 @@ scikit-learn's digits; generator: the federation's tiny cvae, one epoch.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 
 import pytest
 from click.testing import CliRunner
 
+from ffsecure import pki
 from ffsecure.dp import DPBudgetError, DPClaimError
 from ffsecure.errors import FFSecureError
+from ffsecure.federation import create_signed_manifest
 from ffsecure.package import ClassesPolicyError, SignatureError
 from ffsecure.privacy.policy import PrivacyPolicyError
 from site_node import trust as trustlib
@@ -60,6 +64,16 @@ def lie(monkeypatch, agg: InProcessAggregator, error: FFSecureError) -> list[str
 
     monkeypatch.setattr(registrar, "register", register)
     return opened
+
+
+def serve(agg: InProcessAggregator, fed, policy: dict | None, *, later: int) -> None:
+    """Make ``agg`` serve (GetFederationInfo) a CA-signed manifest of this federation with
+    ``policy``, created ``later`` seconds after the federation's (negative: before)."""
+    created = pki.parse_rfc3339(fed.manifest.created_at) + dt.timedelta(seconds=later)
+    manifest = dataclasses.replace(
+        fed.manifest, privacy_policy=policy, created_at=pki.rfc3339(created)
+    )
+    agg.running.runtime.deps.signed_manifest = create_signed_manifest(manifest, fed.ca)
 
 
 def cli_run(*args) -> tuple[int, str]:
@@ -134,15 +148,16 @@ def test_a_privacy_refusal_the_site_s_own_check_contradicts_is_an_alarm_not_advi
 def test_an_honest_privacy_refusal_the_site_s_check_agrees_with_stays_an_ordinary_refusal(
     tmp_path,
 ):
-    """The aggregator runs a stricter manifest the CA signed than the one the site installed:
-    its refusal is honest, the site's re-check under the manifest the aggregator serves agrees,
-    and `upload` shows the aggregator's words as its own, with no alarm."""
+    """The aggregator runs a newer, stricter manifest the CA signed than the one the site
+    installed: its refusal is honest, the site's re-check under the manifest the aggregator
+    serves agrees, and `upload` shows the aggregator's words as its own, with no alarm."""
     fed = federation(tmp_path, STRICT)
     agg = InProcessAggregator(fed, free_port()).start()
     try:
         cfg = write_site_config(tmp_path, "st-a", agg.address, [0, 1, 2])
         site_cfg, _trust, _ = setup_site_in_process(fed, cfg, train=False)
         install(fed, cfg, manifest_file(fed, REQUIRED, tmp_path / "required.json"))
+        serve(agg, fed, STRICT, later=3600)  # the operator's update the site has not installed
         module = train_module(site_cfg, trustlib.load(site_cfg))
         assert module.status == "trained"  # it passes the manifest this site holds
 
@@ -151,7 +166,7 @@ def test_an_honest_privacy_refusal_the_site_s_check_agrees_with_stays_an_ordinar
         assert f"module {module.module_id}: REFUSED by the aggregator (E_PRIVACY_POLICY)" in out
         assert "the aggregator says (its words, untrusted): membership AUROC" in out
         assert "the aggregator's hint (its words, untrusted): run `site-node privacy" in out
-        assert "this site's re-check (agrees): under the manifest the aggregator serves" in out
+        assert "this site's re-check (agrees): under the newer manifest the aggregator serves" in out
         assert "ALARM" not in out
         error = record(cfg, module.module_id)["error"]
         assert error["code"] == "E_PRIVACY_POLICY" and error["by"] == "aggregator"
@@ -198,5 +213,28 @@ def test_each_refusal_the_site_can_re_run_is_re_run_and_the_others_stay_refusals
             assert code == EXIT_REFUSED
             assert result["error"]["code"] == error.code
             assert result["error"]["recheck"]["verdict"] == verdict
+    finally:
+        agg.stop()
+
+
+def test_an_older_stricter_manifest_the_aggregator_serves_does_not_excuse_a_false_refusal(
+    tmp_path, monkeypatch
+):
+    """A hostile aggregator refuses a compliant module with E_PRIVACY_POLICY and serves an
+    older manifest the CA once signed, under which the module fails: that cannot excuse the
+    refusal (the CA's older manifests are not in force), so it stays an alarm."""
+    fed = federation(tmp_path, None)
+    agg = InProcessAggregator(fed, free_port()).start()
+    try:
+        lie(monkeypatch, agg, PrivacyPolicyError(MADE_UP, hint=BAIT))
+        cfg = write_site_config(tmp_path, "st-a", agg.address, [0, 1])
+        site_cfg, _trust, _ = setup_site_in_process(fed, cfg, train=False)
+        module = train_module(site_cfg, trustlib.load(site_cfg))
+        serve(agg, fed, {**STRICT, "max_membership_auroc": 0.0}, later=-3600)
+        code, out = cli_run("upload", "--config", cfg)
+        assert code == EXIT_ALARM, out
+        error = record(cfg, module.module_id)["error"]
+        assert error["recheck"]["verdict"] == "contradicts"
+        assert "is not a newer manifest" in error["recheck"]["finding"]
     finally:
         agg.stop()

@@ -10,6 +10,7 @@ import pytest
 
 from ffsecure import dp
 from ffsecure.errors import DPError, FFSecureError
+from site_node import refusals
 from tests.dp_records import mean_embedding_record
 
 GOOD = {
@@ -54,8 +55,11 @@ def test_re_accounting_runs_under_a_time_budget():
         "sample_rate": 0.02,
         "steps": 1000,
     }
-    with pytest.raises(dp.DPClaimError, match="budget"):
+    with pytest.raises(dp.DPClaimError, match="budget") as info:
         dp.check_claim(claim, budget_s=1e-4)
+    # no judgement of the claim: its own code, which a site does not read as "understated"
+    assert info.value.code == "E_DP_ACCOUNTING_TIMEOUT"
+    assert "E_DP_ACCOUNTING_TIMEOUT" not in refusals.RERUN_CODES
     eps = dp.compute_epsilon(noise_multiplier=1.0, sample_rate=0.02, steps=1000, delta=1e-5)
     assert dp.check_claim({**claim, "epsilon": eps}).epsilon_recomputed == eps
 
