@@ -51,7 +51,7 @@ from ffsecure.audit.anchor import ManifestInForce
 from ffsecure.audit.bundle import ModuleRecord
 from ffsecure.audit.findings import WARNING, Findings
 from ffsecure.audit.lineage import LedgerReplay, ModuleState
-from ffsecure.audit.witnesses import WitnessDating
+from ffsecure.audit.witnesses import LAST_RFC3339, WitnessDating
 from ffsecure.dp import DPBudgetError, DPClaim, DPClaimError, check_site_budget, reaccount_claim
 from ffsecure.errors import FFSecureError
 from ffsecure.federation import FederationManifest
@@ -142,7 +142,12 @@ def _undated(ms: ModuleState, seen: int | None, dating: WitnessDating | None) ->
         )
     if seen is None:
         return f"{clock}, and no quorum of your witnesses cosigned a checkpoint holding its entry"
-    when = pki.rfc3339(dt.datetime.fromtimestamp(seen, dt.UTC))
+    # a witness signs a u64: past 9999 no datetime holds it (and it is after any revocation)
+    when = (
+        pki.rfc3339(dt.datetime.fromtimestamp(seen, dt.UTC))
+        if seen <= LAST_RFC3339
+        else f"POSIX time {seen}"
+    )
     return (
         f"{clock}, and a quorum of your witnesses first cosigned a checkpoint holding its "
         f"entry at {when}, after the revocation"

@@ -49,6 +49,7 @@ from ffsecure.timefmt import CLOCK_SKEW, format_duration, rfc3339
 __all__ = [
     "CHECK",
     "DEFAULT_MAX_AGE",
+    "LAST_RFC3339",
     "WitnessDating",
     "WitnessPolicy",
     "WitnessReport",
@@ -64,7 +65,8 @@ CHECK = "witnesses"
 #: How old the cosignatures that meet the quorum may be when the auditor names no bound.
 DEFAULT_MAX_AGE = dt.timedelta(days=7)
 
-_LAST_RFC3339 = 253402300799  # 9999-12-31T23:59:59Z
+#: The last POSIX time RFC 3339 (and a datetime) can state: 9999-12-31T23:59:59Z.
+LAST_RFC3339 = 253402300799
 
 
 class WitnessStatus(StrEnum):
@@ -126,7 +128,7 @@ class WitnessRow:
         """The cosignature time for people: RFC 3339 and its age, or why there is none."""
         if self.time is None or self.age is None:
             return "no valid cosignature" if self.status == WitnessStatus.INVALID else "none"
-        if self.time > _LAST_RFC3339:  # a u64 the witness signed: no datetime holds it
+        if self.time > LAST_RFC3339:  # a u64 the witness signed: no datetime holds it
             return f"POSIX time {self.time} (in the future)"
         stamp = rfc3339(dt.datetime.fromtimestamp(self.time, dt.UTC))
         span = format_duration(dt.timedelta(seconds=abs(self.age)))

@@ -178,3 +178,12 @@ def test_the_report_shows_the_unsigned_export_time_as_the_exporters_word(honest)
         assert (
             "unsigned bundle.json says exported 2027-06-30T09:00:00Z (the exporter's word" in html
         ) is shown
+
+
+def test_a_witness_time_past_the_year_9999_is_after_the_revocation_not_a_crash(honest):
+    # a witness signs a u64 time: one past 9999 (a broken clock) must not stop the audit
+    _cosign(honest.bundle, honest.witness_dir, honest.held, 2**40)
+    result = honest.audit(witnesses=True)
+    f = honest.finding(result)
+    assert (f.code, f.severity) == ("E_AUDIT_MODULE_REVOKED", "error")
+    assert f"first cosigned a checkpoint holding its entry at POSIX time {2**40}" in f.message
