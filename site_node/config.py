@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from ffsecure.dp import (
     SITE_MAX_EPSILON,
 )
 from ffsecure.errors import ConfigError
+from ffsecure.privacy.policy import POLICY_FIELDS, THRESHOLDS, SiteLimits
 from ffsecure.records import fields
 from ffsecure.records.ids import parse_port
 
@@ -45,6 +47,25 @@ _CLASSES = fields.List(fields.AnyOf((fields.Str(), fields.Int())))
 
 def _f(spec: fields.Spec, default: Any = fields.MISSING) -> fields.Field:
     return fields.Field(spec, default)
+
+
+class PrivacyCheck(StrEnum):
+    """When the site runs its own privacy check (site.toml ``privacy.check``)."""
+
+    ALWAYS = "always"  # before every module is signed, whatever the federation's manifest says
+    FEDERATION = "federation"  # only when the federation's manifest requires a privacy report
+
+
+def _privacy_table() -> dict[str, fields.Field]:
+    """``[privacy]``: when the check runs, and a limit of the site's own on each figure the
+    federation's policy knows (the range of the federation's key; the default of
+    :class:`ffsecure.privacy.policy.SiteLimits`, absent: no limit of the site's)."""
+    table = {"check": _f(fields.Str(options=tuple(PrivacyCheck)), str(PrivacyCheck.ALWAYS))}
+    for key in THRESHOLDS:
+        _kind, low, high = POLICY_FIELDS[key]
+        default = SiteLimits().get(key)
+        table[key] = _f(fields.Float(low, high), fields.OMIT if default is None else default)
+    return table
 
 
 #: table -> key -> field spec and default (no default: the key is required). The ranges beyond
@@ -95,6 +116,7 @@ SCHEMA: dict[str, dict[str, fields.Field]] = {
         "retry_interval_s": _f(_SECONDS, 60.0),
         "trigger_file": _f(_STR, ""),
     },
+    "privacy": _privacy_table(),
     "monitoring": {"textfile_dir": _f(_STR, "")},
 }
 REQUIRED_TABLES = {"site", "data"}
@@ -144,6 +166,29 @@ class DPLimits:
 
 
 @dataclass(frozen=True)
+class SitePrivacy:
+    """This site's own privacy check (site.toml ``[privacy]``), whatever the federation asks.
+
+    ``check`` says when it runs (by default before every module); ``limits`` are the site's
+    own limits on the measured figures, which the federation's policy may tighten, never
+    loosen (:func:`ffsecure.privacy.policy.limits_in_force`), as ``[dp]`` bounds epsilon.
+    """
+
+    check: PrivacyCheck = PrivacyCheck.ALWAYS
+    limits: SiteLimits = SiteLimits()
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any]) -> SitePrivacy:
+        """From site.toml's ``[privacy]`` as parsed (defaults filled in, ranges checked)."""
+        limits = {key: table.get(key) for key in THRESHOLDS}
+        return cls(PrivacyCheck(table["check"]), SiteLimits(**limits))
+
+    def runs(self, required: bool) -> bool:
+        """Whether the check runs, ``required``: the federation requires a privacy report."""
+        return required or self.check is PrivacyCheck.ALWAYS
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     """The parsed ``site.toml``; paths are absolute."""
 
@@ -175,6 +220,7 @@ class SiteConfig:
     retry_interval_s: float = 60.0
     trigger_file: Path | None = None
     textfile_dir: Path | None = None  # node-exporter textfile collector folder (site_node.textfile)
+    privacy: SitePrivacy = SitePrivacy()  # the site's own privacy check ([privacy])
 
     @property
     def dp_limits(self) -> DPLimits:
@@ -205,6 +251,12 @@ def _leaf_error(table: str, key: str, value: Any) -> ConfigError:
     if isinstance(spec, fields.Int):
         return _cfg_error(
             name, f"must be a non-negative integer, got {value!r}", f"write {key} = 0 or more"
+        )
+    if isinstance(spec, fields.Float) and spec.lo is not None and spec.hi is not None:
+        return _cfg_error(
+            name,
+            f"must be {spec.describe()}, got {value!r}",
+            f"write {key} = a number from {spec.lo:g} to {spec.hi:g} (docs/site-operator.md)",
         )
     if isinstance(spec, fields.Float):
         return _cfg_error(
@@ -384,6 +436,7 @@ def _build(v: dict[str, dict[str, Any]], path: Path) -> SiteConfig:
         textfile_dir=resolve(v["monitoring"]["textfile_dir"])
         if v["monitoring"]["textfile_dir"]
         else None,
+        privacy=SitePrivacy.from_table(v["privacy"]),
     )
 
 

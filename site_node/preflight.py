@@ -48,12 +48,13 @@ from ffsecure.federation import FederationManifest, load_signed_manifest
 from ffsecure.files import loose_mode
 from ffsecure.pki.expiry import Expiry, cert_expiry, crl_expiry
 from ffsecure.preflight import Check, CheckLine, Status, error_line, expiry_line, fail, passed, warn
-from ffsecure.privacy.policy import effective_policy
+from ffsecure.privacy.policy import THRESHOLDS, effective_policy
 from ffsecure.privacy.report import bounds_dp_claims
 from site_node import sync
 from site_node import trust as trustlib
 from site_node.client import error_from_rpc
 from site_node.config import SiteConfig, load_config
+from site_node.privacy import own_limits, report_required
 from site_node.state import StateDir
 from site_node.training import (
     check_label_match,
@@ -227,16 +228,8 @@ class SitePreflight:
             f"{fed.num_classes} labels, images {shape}",
         )
         yield from _dp_lines(self.cfg, fed)
-        policy = effective_policy(fed.privacy_policy)
-        if policy and policy["required"]:
-            detail = (
-                "privacy report required: `site-node run` measures each module before sealing "
-                "and refuses one that breaks the limits (`site-node privacy-check` shows them)"
-            )
-        else:
-            detail = "privacy report not required"
         unmet = _unmet_privacy_policy(self.cfg, fed)
-        yield passed("privacy policy", detail) if unmet is None else unmet
+        yield passed("privacy policy", _privacy_detail(self.cfg, fed)) if unmet is None else unmet
 
     def check_data(self) -> Iterator[CheckLine]:
         assert self.cfg is not None and self.federation is not None
@@ -314,6 +307,32 @@ class SitePreflight:
             yield passed("device", 'train.device = "cpu"')
             return
         yield _cuda_line(device)
+
+
+def _privacy_detail(cfg: SiteConfig, fed: FederationManifest) -> str:
+    """Whether the federation requires a privacy report, and whether this site checks on its own
+    (site.toml ``[privacy]``) and at which limits."""
+    own = own_limits(cfg.privacy, fed)
+    if report_required(fed):
+        return (
+            "privacy report required: `site-node run` measures each module before sealing "
+            "and refuses one that breaks the federation's limits or this site's stricter ones "
+            "(`site-node privacy-check` shows them)"
+        )
+    if own is None:
+        return (
+            "privacy report not required; this site does not check its modules "
+            '(site.toml privacy.check = "federation")'
+        )
+    limits = ", ".join(
+        f"{what} at most {value:g}"
+        for key, (what, _plain, _calibrated) in THRESHOLDS.items()
+        if (value := own.get(key)) is not None
+    )
+    return (
+        "privacy report not required; this site checks every module before signing "
+        f"(site.toml [privacy]: {limits or 'no limit set'})"
+    )
 
 
 def _unmet_privacy_policy(cfg: SiteConfig, fed: FederationManifest) -> CheckLine | None:

@@ -1,31 +1,37 @@
-"""The federation's privacy policy at the site: measure a module and judge it before it is sealed.
+"""The privacy check at the site: measure a module and judge it before it is sealed.
 
-When the federation manifest carries a ``privacy_policy`` (every present policy
-requires a report, :func:`ffsecure.privacy.policy.effective_policy`),
-``site-node train`` and ``site-node run`` call :func:`gate` between building
-the manifest and signing it: the privacy check
-(:func:`ffsecure.privacy.check.run_check`) runs on the weights about to be
-signed, with the site's training images of the module's classes as members
-and the same classes' held-out images as non-members, under the manifest's
-sampler and the family's reference samplers (each figure at its worst: the
-aggregator samples the weights as it likes); its numbers-only
-report goes into the manifest (so the signature covers it), and the report
-is judged with :func:`ffsecure.privacy.policy.site_verdict`, which applies
+``site-node train`` and ``site-node run`` call :func:`gate` between building the manifest
+and signing it, before every module by default (site.toml ``privacy.check = "always"``,
+:class:`site_node.config.SitePrivacy`), and always when the federation manifest carries a
+``privacy_policy`` (every present policy requires a report,
+:func:`ffsecure.privacy.policy.effective_policy`): the privacy check
+(:func:`ffsecure.privacy.check.run_check`) runs on the weights about to be signed, with the
+site's training images of the module's classes as members and the same classes' held-out
+images as non-members, under the manifest's sampler and the family's reference samplers
+(each figure at its worst: the aggregator samples the weights as it likes). The report is
+judged with :func:`ffsecure.privacy.policy.site_verdict`, which applies
 :func:`~ffsecure.privacy.policy.evaluate`, the function the aggregator uses at
-registration, under the same defaults. A module that fails is stored
-``refused`` with the reason (``error.by = "site"``) and never sealed or sent.
-``site-node privacy-check`` uses the same measuring step.
+registration, under the same defaults, at the stricter of the federation's limit and the
+site's own (``[privacy]``, :func:`ffsecure.privacy.policy.limits_in_force`) on each
+figure: the federation's manifest may tighten the site's limits, never loosen them, as
+with ``[dp]``'s ceiling. A module that fails either is stored ``refused`` with the reason
+(``error.by = "site"``, the message naming whose limit it broke) and never sealed or sent.
+The numbers-only report goes into the manifest (so the signature covers it) only when the
+federation requires one: a site that checks on its own releases nothing it was not asked
+for. ``site-node privacy-check`` uses the same measuring step.
 
 A module with a DP claim signs no figure measured on the training images, whatever
 the federation (:func:`ffsecure.privacy.report.releasable`): a site that trains under
 DP, because the federation requires it or by its own choice, releases nothing about its
 data outside its claim. The figures stay in the local report. Where the federation
 bounds every DP claim (``dp_policy.max_epsilon`` and ``delta``:
-:func:`ffsecure.privacy.report.dp_covers`) the claim covers the thresholds on them, and
-one they exceed is logged as a warning for the site operator, never a refusal, so that
-no decision depends on private data outside the claim. Where the federation bounds no
+:func:`ffsecure.privacy.report.dp_covers`), or sets no privacy policy so that only the
+site's own limits apply, the claim covers the limits on them, and one they exceed is
+logged as a warning for the site operator, never a refusal, so that no decision depends
+on private data outside the claim. Where the federation sets a policy but bounds no
 claim, the claim cannot stand in for the figures: the module is refused here, as the
-aggregator would refuse it.
+aggregator would refuse it. Either way only a claim within the site's own ceiling
+(``dp.max_epsilon``) covers anything.
 
 The full local report (``privacy-report.json``, with the verdict under
 ``policy``) and ``closest-pairs.png`` are written beside the package.
@@ -46,8 +52,9 @@ from ffsecure.errors import DataError
 from ffsecure.federation import FederationManifest
 from ffsecure.files import write_secret_file
 from ffsecure.package import ModuleManifest
-from ffsecure.privacy.policy import PolicyVerdict, effective_policy, site_verdict
+from ffsecure.privacy.policy import PolicyVerdict, SiteLimits, effective_policy, site_verdict
 from ffsecure.privacy.report import DEFAULT_MAX_EXAMPLES, DEFAULT_SAMPLES, measured_report
+from site_node.config import SitePrivacy
 
 if TYPE_CHECKING:  # annotations only: torch is imported when a check runs
     import torch
@@ -65,6 +72,11 @@ def report_required(federation: FederationManifest) -> bool:
     the manifest carries one, so that every limit it sets binds every module."""
     policy = effective_policy(federation.privacy_policy)
     return bool(policy and policy["required"])
+
+
+def own_limits(privacy: SitePrivacy, federation: FederationManifest) -> SiteLimits | None:
+    """The site's own limits when its check runs under ``federation``, else None (no check)."""
+    return privacy.limits if privacy.runs(report_required(federation)) else None
 
 
 def select_classes(
@@ -133,19 +145,23 @@ def gate(
     *,
     seed: int,
     out_dir: Path,
+    privacy: SitePrivacy,
     max_epsilon: float = SITE_MAX_EPSILON,
 ) -> tuple[ModuleManifest, PolicyVerdict | None]:
-    """Measure the module, put the report in ``manifest``, judge it. Returns (manifest, verdict).
+    """Measure the module, judge it, put the report in ``manifest``. Returns (manifest, verdict).
 
-    ``(manifest, None)`` unchanged when the federation requires no report. ``max_epsilon`` is
-    the site's own ceiling (site.toml ``dp.max_epsilon``): a DP claim above it covers no limit.
+    ``privacy`` is the site's own check (site.toml ``[privacy]``): ``(manifest, None)``
+    unchanged when it does not run (:func:`own_limits`). The report is signed into the
+    manifest only when the federation requires one. ``max_epsilon`` is the site's own
+    ceiling (site.toml ``dp.max_epsilon``): a DP claim above it covers no limit.
     Writes ``privacy-report.json`` and ``closest-pairs.png`` into ``out_dir``.
     """
     # heavy: torch, only when a privacy check runs
     from ffsecure import generators
     from ffsecure.privacy.check import run_check
 
-    if not report_required(federation):
+    limits = own_limits(privacy, federation)
+    if limits is None:
         return manifest, None
     sets = members_and_non_members(
         (data.train_x, data.train_y),
@@ -171,9 +187,11 @@ def gate(
     report = full["manifest_report"]
     full["membership"]["non_member_split"] = sets.split
     full["module_id"] = manifest.module_id
-    verdict = judge(full, manifest.dp, federation, max_epsilon=max_epsilon)
+    verdict = judge(full, manifest.dp, federation, max_epsilon=max_epsilon, limits=limits)
     full["policy"] = verdict.to_dict()
     write_report(out_dir / REPORT_FILE, full)
+    if not report_required(federation):  # the site's own check: nothing signed it was not asked
+        return manifest, verdict
     return dataclasses.replace(manifest, privacy_report=dict(report)), verdict
 
 
@@ -183,15 +201,18 @@ def judge(
     federation: FederationManifest,
     *,
     max_epsilon: float = SITE_MAX_EPSILON,
+    limits: SiteLimits | None = None,
 ) -> PolicyVerdict:
-    """The site's verdict on a full report under the federation's policy and the site's own
-    ceiling (``max_epsilon``, site.toml ``dp.max_epsilon``); logs its warnings."""
+    """The site's verdict on a full report under the federation's policy, the site's own limits
+    (``limits``, site.toml ``[privacy]``; None: the federation's only) and its own ceiling
+    (``max_epsilon``, site.toml ``dp.max_epsilon``); logs its warnings."""
     verdict = site_verdict(
         measured_report(full),
         dp,
         federation.privacy_policy,
         dp_policy=federation.dp_policy,
         max_epsilon=max_epsilon,
+        site=limits,
     )
     for warning in verdict.warnings:
         log.warning(

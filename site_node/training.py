@@ -523,14 +523,15 @@ def train_module(
     """Train, build the manifest, check it against the federation's policy, sign, self-verify,
     store.
 
-    When the federation requires a privacy report, the privacy check runs and
-    its report is judged before signing (:func:`site_node.privacy.gate`).
+    The privacy check runs and its report is judged before signing
+    (:func:`site_node.privacy.gate`): before every module by default, and whenever the
+    federation requires a report, at the stricter of the federation's and the site's limits.
     Under DP the planned module is composed with the site's earlier modules (its releases,
     and every DP module it trained, discarded ones too) before training
     (:func:`site_node.budget.check_plan`: ``E_DP_BUDGET`` raised, nothing trained or written),
     and the new module's DP record after it (:func:`site_node.budget.check_release`).
     Returns the new :class:`site_node.state.ModuleRecord`: status ``trained``,
-    or ``refused`` (``error.by = "site"``) when the report fails the policy or
+    or ``refused`` (``error.by = "site"``) when the report fails a privacy limit or
     the module would take the site over its DP budget; a refused module is
     kept for inspection and never sealed or sent. Nothing is written unless
     every step succeeded.
@@ -718,6 +719,7 @@ def _privacy_gate(
                 seed=seed,
                 out_dir=out_dir,
                 max_epsilon=cfg.dp_limits.max_epsilon,
+                privacy=cfg.privacy,
             )
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)  # a fresh module id: only the check wrote here

@@ -171,6 +171,12 @@ def site_toml(
         f"seed = {int(seed)}",
         "threads = 1",
         "",
+        "[privacy]",
+        "# the demo's data are public and its short non-DP fits leak measurably: this site leaves",
+        "# the privacy check to the federation's manifest (docs/site-operator.md); a hospital's",
+        '# site keeps the default, check = "always"',
+        'check = "federation"',
+        "",
     ]
     if dp_epsilon is not None:
         lines += ["[dp]", f"target_epsilon = {float(dp_epsilon)!r}"]

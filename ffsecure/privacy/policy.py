@@ -59,6 +59,13 @@ the withheld figures and :func:`site_verdict` turns a threshold they exceed into
 warning for the site operator, never a refusal: the decision must not depend on
 private data outside the claim.
 
+A site keeps limits of its own (site.toml ``[privacy]``, :class:`SiteLimits`; the membership
+AUROC at :data:`DEFAULT_MAX_MEMBERSHIP_AUROC` by default) and checks its modules against
+them whether or not the federation sets a policy: :func:`site_verdict` judges each figure
+at the stricter of the site's and the federation's limit (:func:`limits_in_force`, the one
+rule), so a manifest may tighten a site's limit, never loosen it, and a failure names whose
+limit it broke (``source`` in the verdict). The aggregator knows only the federation's.
+
 :func:`evaluate` is pure (no I/O) and returns a :class:`PolicyVerdict` with
 every threshold's PASS/FAIL and every problem, in a fixed order;
 :func:`check_module` is the strict wrapper that raises the first problem as
@@ -69,6 +76,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any
 
 from ffsecure.dp import SITE_MAX_EPSILON
@@ -216,6 +224,71 @@ def effective_policy(policy: dict[str, Any] | None) -> dict[str, Any] | None:
     return {**DEFAULTS, **policy, "required": True}
 
 
+class LimitSource(StrEnum):
+    """Who set the limit in force on a figure."""
+
+    FEDERATION = "federation"  # the federation manifest's privacy_policy (or its default)
+    SITE = "site"  # the site's own site.toml [privacy]
+
+
+#: The site.toml table that holds a site's own limits (site_node.config), named in messages.
+SITE_LIMITS_TABLE = "privacy"
+
+
+@dataclass(frozen=True)
+class SiteLimits:
+    """A site's own limits on the figures it measures (site.toml ``[privacy]``).
+
+    The field names are the keys of :data:`THRESHOLDS`; None sets no limit of the site's on
+    that figure. A federation may tighten them, never loosen them (:func:`limits_in_force`).
+    The membership AUROC defaults to :data:`DEFAULT_MAX_MEMBERSHIP_AUROC`, as in a present
+    federation policy.
+    """
+
+    max_membership_auroc: float | None = DEFAULT_MAX_MEMBERSHIP_AUROC
+    max_membership_tpr_at_1pct_fpr: float | None = None
+    max_near_copy_fraction: float | None = None
+
+    def get(self, key: str) -> float | None:
+        """The site's limit on threshold ``key`` (a key of :data:`THRESHOLDS`), or None."""
+        value: float | None = getattr(self, key)
+        return value
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The limit in force on one figure, and who set it."""
+
+    value: float
+    source: LimitSource
+    default: bool = False  # the federation policy's default, not written in its manifest
+
+
+def limits_in_force(policy: dict[str, Any] | None, site: SiteLimits | None) -> dict[str, Limit]:
+    """The limit on each figure: the stricter of the federation's and the site's (the one rule).
+
+    ``policy`` is the federation manifest's ``privacy_policy`` (its defaults applied,
+    :func:`effective_policy`; None sets no limit), ``site`` the site's own limits (None: the
+    site sets none, as at the aggregator). A figure neither sets is absent. At equal values
+    the federation's limit is named, as the aggregator would name it. The same rule as the
+    site's DP ceiling (``site_node.config.DPLimits``): the federation may tighten a site's
+    limit, never loosen it.
+    """
+    effective = effective_policy(policy) or {}
+    raw = policy or {}
+    limits: dict[str, Limit] = {}
+    for key in THRESHOLDS:
+        candidates = []
+        if effective.get(key) is not None:
+            candidates.append(Limit(effective[key], LimitSource.FEDERATION, key not in raw))
+        own = None if site is None else site.get(key)
+        if own is not None:
+            candidates.append(Limit(own, LimitSource.SITE))
+        if candidates:
+            limits[key] = min(candidates, key=lambda limit: limit.value)  # first of equals
+    return limits
+
+
 def strongest(report: dict[str, Any] | None, plain: str, calibrated: str | None) -> float | None:
     """The larger of the plain and the calibrated attack's figure (what the policy compares)."""
     if not report:
@@ -233,6 +306,7 @@ class ThresholdCheck:
     limit: float
     value: float | None  # None: the report does not state it (or there is no report)
     default: bool  # the limit is the policy default, not set by the federation
+    source: LimitSource = LimitSource.FEDERATION  # who set the limit
     dp_claim: bool = False  # the module carries a DP claim
     claim_covers: bool = False  # ... and the federation bounds it (report.dp_covers)
     # why the stated figure does not count (measured on too few, or at a hand-set threshold)
@@ -286,6 +360,7 @@ class PolicyVerdict:
                     "passes": c.passes,
                     "covered_by_dp": c.covered_by_dp,
                     "default": c.default,
+                    "source": str(c.source),
                     "measurement": c.measurement,
                 }
                 for c in self.thresholds
@@ -348,27 +423,36 @@ def _epsilon_problems(
 
 
 def measurement_problem(
-    key: str, report: dict[str, Any], raw: dict[str, Any], effective: dict[str, Any]
+    key: str, report: dict[str, Any], raw: dict[str, Any] | None, effective: dict[str, Any]
 ) -> str | None:
     """Why the figure of threshold ``key`` in ``report`` does not count, or None (the one rule).
 
     The report must state every size of :data:`MEASURED_ON` at least at the effective
     policy's minimum; the near-copy fraction must also have been counted by the check's
     threshold rule (:func:`_near_copy_problem`).
-    ``raw`` is the federation's policy as signed (to name a default as such).
+    ``raw`` is the federation's policy as signed (to name a default as such), None where the
+    federation sets none (a site's own limits: the policy defaults apply).
     """
+    whose, asks = (
+        ("the federation's", "the federation requires")
+        if raw is not None
+        else (
+            "the",
+            "a figure needs",
+        )
+    )
     for minimum in MEASURED_ON[key]:
         count_key, what = MINIMA[minimum]
         need, have = effective[minimum], report.get(count_key)
-        source = ", the policy default" if minimum not in raw else ""
+        source = ", the policy default" if raw is None or minimum not in raw else ""
         if have is None:
             return (
                 f"the report does not state how many {what} it was measured on ({count_key}); "
-                f"the federation requires at least {need} ({minimum}{source})"
+                f"{asks} at least {need} ({minimum}{source})"
             )
         if have < need:
             return (
-                f"it was measured on {have} {what}, fewer than the federation's minimum "
+                f"it was measured on {have} {what}, fewer than {whose} minimum "
                 f"{need} ({minimum}{source})"
             )
     if key != "max_near_copy_fraction":
@@ -376,8 +460,13 @@ def measurement_problem(
     return _near_copy_problem(report, raw, effective)
 
 
+def _whose(raw: dict[str, Any] | None) -> str:
+    """Whose minimum a size falls short of: the federation's, or the defaults' (``raw`` None)."""
+    return "the" if raw is None else "the federation's"
+
+
 def _near_copy_problem(
-    report: dict[str, Any], raw: dict[str, Any], effective: dict[str, Any]
+    report: dict[str, Any], raw: dict[str, Any] | None, effective: dict[str, Any]
 ) -> str | None:
     """Why a near-copy fraction was not counted by the check's rule, or None.
 
@@ -424,44 +513,50 @@ def _near_copy_problem(
             f"{members} members the check sampled: a copy of the others is not counted"
         )
     unseen, need = report.get("near_copy_holdout"), effective["min_non_members"]
-    source = ", the policy default" if "min_non_members" not in raw else ""
+    source = ", the policy default" if raw is None or "min_non_members" not in raw else ""
     if unseen is None:
         return None  # a report from before the count existed: see the docstring
     if unseen < need:
         return (
             f"only {unseen} of its {report.get('non_members')} held-out images lie at least "
             f"{NEAR_COPY_FLOOR:g} from every training image (the others duplicate one), fewer "
-            f"than the federation's minimum {need} (min_non_members{source}) for the "
-            "near-copy threshold to be their quantile"
+            f"than {_whose(raw)} minimum {need} "
+            f"(min_non_members{source}) for the near-copy threshold to be their quantile"
         )
     return None
 
 
 def _threshold_checks(
     report: dict[str, Any] | None,
-    raw: dict[str, Any],
-    effective: dict[str, Any],
-    dp: Any,
-    dp_policy: Any,
+    limits: dict[str, Limit],
+    raw: dict[str, Any] | None,
+    minima: dict[str, Any],
+    *,
+    claim: bool = False,
+    covers: bool = False,
 ) -> tuple[ThresholdCheck, ...]:
+    """Each limit of ``limits`` against ``report``. ``raw`` (the federation's policy as signed;
+    None: it sets none) and ``minima`` (the effective policy, or the defaults) judge how a
+    figure was measured (:func:`measurement_problem`); ``claim`` and
+    ``covers``: the module has a DP claim, and it stands in for a figure the report lacks."""
     checks = []
-    for key, (what, plain, calibrated) in THRESHOLDS.items():
-        if effective.get(key) is None:
-            continue
+    for key, limit in limits.items():
+        what, plain, calibrated = THRESHOLDS[key]
         value = strongest(report, plain, calibrated)
         checks.append(
             ThresholdCheck(
                 key=key,
                 what=what,
-                limit=effective[key],
-                default=key not in raw,
+                limit=limit.value,
+                default=limit.default,
+                source=limit.source,
                 value=value,
-                dp_claim=has_dp_claim(dp),
-                claim_covers=dp_covers(dp, dp_policy),
+                dp_claim=claim,
+                claim_covers=covers,
                 measurement=(
                     None
                     if value is None or report is None
-                    else measurement_problem(key, report, raw, effective)
+                    else measurement_problem(key, report, raw, minima)
                 ),
             )
         )
@@ -476,10 +571,26 @@ UNCOVERED_HINT = (
 )
 
 
+#: A figure over this site's own limit: the site.toml key that set it may be raised, knowingly.
+SITE_FIX_HINT = (
+    f"{FIX_HINT}; the limit is this site's own (site.toml [{SITE_LIMITS_TABLE}]): raise it "
+    "only knowingly, and never above what the federation allows"
+)
+
+
+def _limit_words(check: ThresholdCheck) -> tuple[str, str, str]:
+    """Who set ``check``'s limit, whose it is, and the key that sets it, for a message."""
+    if check.source is LimitSource.SITE:
+        return "this site", "this site's", f"site.toml {SITE_LIMITS_TABLE}.{check.key}"
+    return "the federation", "the federation's", check.key
+
+
 def _threshold_problem(check: ThresholdCheck) -> PrivacyPolicyError:
+    setter, whose, name = _limit_words(check)
+    fix = SITE_FIX_HINT if check.source is LimitSource.SITE else FIX_HINT
     if check.value is None and check.dp_claim and not check.claim_covers:
         return PrivacyPolicyError(
-            f"the federation limits the {check.what} ({check.key} = {check.limit:g}) but the "
+            f"{setter} limits the {check.what} ({name} = {check.limit:g}) but the "
             "module's privacy report does not state it, and the federation bounds no DP "
             "claim (its dp_policy sets no max_epsilon and delta), so the module's DP claim "
             "cannot stand in for the figure",
@@ -487,22 +598,21 @@ def _threshold_problem(check: ThresholdCheck) -> PrivacyPolicyError:
         )
     if check.value is None:
         return PrivacyPolicyError(
-            f"the federation limits the {check.what} ({check.key} = "
+            f"{setter} limits the {check.what} ({name} = "
             f"{check.limit:g}) but the module's privacy report does not "
             "state it",
-            hint=FIX_HINT,
+            hint=fix,
         )
     source = ", the policy default" if check.default else ""
     if check.measurement is not None:
         return PrivacyPolicyError(
-            f"the {check.what} {check.value:g} does not count against the federation's limit "
-            f"({check.key} = {check.limit:g}{source}): {check.measurement}",
+            f"the {check.what} {check.value:g} does not count against {whose} limit "
+            f"({name} = {check.limit:g}{source}): {check.measurement}",
             hint=MEASUREMENT_HINT,
         )
     return PrivacyPolicyError(
-        f"{check.what} {check.value:g} is above the federation's limit "
-        f"{check.limit:g} ({check.key}{source})",
-        hint=FIX_HINT,
+        f"{check.what} {check.value:g} is above {whose} limit {check.limit:g} ({name}{source})",
+        hint=fix,
     )
 
 
@@ -520,6 +630,17 @@ def evaluate(
     (whether the DP claim may cover a figure, :func:`~ffsecure.privacy.report.dp_covers`).
     Pure.
     """
+    return _evaluate(report, dp, policy, limits_in_force(policy, None), dp_policy)
+
+
+def _evaluate(
+    report: dict[str, Any] | None,
+    dp: dict[str, Any] | None,
+    policy: dict[str, Any] | None,
+    limits: dict[str, Limit],
+    dp_policy: dict[str, Any] | None,
+) -> PolicyVerdict:
+    """:func:`evaluate` at ``limits`` (:func:`limits_in_force`, the site's own included)."""
     effective = effective_policy(policy)
     required = effective is not None  # a present policy always requires a report
     claim, covers = has_dp_claim(dp), dp_covers(dp, dp_policy)
@@ -527,7 +648,7 @@ def evaluate(
     if malformed is not None:
         return PolicyVerdict(effective, required, True, (), (malformed,), claim, covers)
     problems = _epsilon_problems(report, dp)
-    if effective is None or policy is None:  # one is None exactly when the other is
+    if not limits:  # neither the federation nor the site limits a figure
         return PolicyVerdict(None, False, report is not None, (), tuple(problems), claim, covers)
     if report is None:
         problems.append(
@@ -536,7 +657,8 @@ def evaluate(
             )
         )
         return PolicyVerdict(effective, required, False, (), tuple(problems), claim, covers)
-    checks = _threshold_checks(report, policy, effective, dp, dp_policy)
+    minima = effective or DEFAULTS
+    checks = _threshold_checks(report, limits, policy, minima, claim=claim, covers=covers)
     problems += [_threshold_problem(c) for c in checks if not c.passes]
     return PolicyVerdict(effective, required, True, checks, tuple(problems), claim, covers)
 
@@ -548,15 +670,23 @@ def site_verdict(
     *,
     dp_policy: dict[str, Any] | None = None,
     max_epsilon: float = SITE_MAX_EPSILON,
+    site: SiteLimits | None = None,
 ) -> PolicyVerdict:
-    """The site's verdict on its own measurement, before it signs: what the aggregator will find.
+    """The site's verdict on its own measurement, before it signs: what the aggregator will find,
+    and the site's own limits.
 
     ``measured`` holds every figure the site measured
-    (:func:`ffsecure.privacy.report.measured_report`). The module is judged on the part it
-    will sign (:func:`~ffsecure.privacy.report.releasable`), exactly as at registration.
-    Where the DP claim covers them (:func:`~ffsecure.privacy.report.dp_covers`), each
-    threshold the withheld figures exceed becomes a warning in ``warnings`` (for the site
-    operator, in the local report), never a problem; otherwise they are signed and judged.
+    (:func:`ffsecure.privacy.report.measured_report`); ``site`` is the site's own limits
+    (site.toml ``[privacy]``; None: only the federation's). Each figure is judged at the
+    stricter of the federation's and the site's limit (:func:`limits_in_force`), and a
+    failure names whose limit it broke. A module without a DP claim signs what it measured
+    and is judged on it. A module with one is judged on the part it will sign
+    (:func:`~ffsecure.privacy.report.releasable`), exactly as at registration; each limit
+    the withheld figures exceed becomes a warning in ``warnings`` (for the site operator, in
+    the local report), never a problem, where the claim covers them: the federation bounds
+    every claim (:func:`~ffsecure.privacy.report.dp_covers`), or it sets no privacy policy
+    and only the site's own limits apply. Where the federation sets a policy but bounds no
+    claim, nothing covers the figures: the module fails, as the aggregator would refuse it.
 
     That exemption holds only for a claim at most ``max_epsilon``, the site's own ceiling
     (site.toml ``dp.max_epsilon``; default :data:`ffsecure.dp.SITE_MAX_EPSILON`): the
@@ -565,22 +695,27 @@ def site_verdict(
     threshold they exceed is a problem: the site does not release the module (nothing about
     the figures leaves it; they stay unsigned).
     """
+    limits = limits_in_force(policy, site)
     signed = releasable(measured, dp)
-    verdict = evaluate(signed, dp, policy, dp_policy=dp_policy)
-    if not dp_covers(dp, dp_policy) or verdict.policy is None:
+    if not has_dp_claim(dp):  # it signs what it measured
+        return _evaluate(signed, dp, policy, limits, dp_policy)
+    verdict = evaluate(signed, dp, policy, dp_policy=dp_policy)  # what the aggregator finds
+    if not limits or (policy is not None and not dp_covers(dp, dp_policy)):
         return verdict
-    local = _threshold_checks(measured, policy or {}, verdict.policy, None, None)
-    assert dp is not None  # dp_covers
+    raw, minima = policy, effective_policy(policy) or DEFAULTS
+    local = _threshold_checks(measured, limits, raw, minima)  # every figure, as without DP
+    assert dp is not None  # has_dp_claim
     epsilon = dp["epsilon"]  # ModuleManifest.validate requires it, a number
     if epsilon > max_epsilon:
         above = tuple(_above_ceiling(c, epsilon, max_epsilon) for c in local if not c.passes)
         return replace(verdict, thresholds=local, problems=verdict.problems + above)
+    covered = _threshold_checks(signed, limits, raw, minima, claim=True, covers=True)
     warnings = tuple(
         f"{_threshold_problem(c).message}; measured here, not released: the DP claim covers it"
         for c in local
         if c.value is not None and not c.passes
     )
-    return replace(verdict, warnings=warnings)
+    return replace(verdict, thresholds=covered, warnings=warnings)
 
 
 def _above_ceiling(check: ThresholdCheck, epsilon: float, ceiling: float) -> PrivacyPolicyError:

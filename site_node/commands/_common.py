@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import click
 
-from ffsecure.privacy.policy import MINIMA, THRESHOLDS, effective_policy
+from ffsecure.privacy.policy import MINIMA, THRESHOLDS, LimitSource, effective_policy
 from site_node.config import load_config
 from site_node.refusals import is_contradicted
 
@@ -129,13 +129,17 @@ def policy_lines(policy: dict | None) -> list[str]:
 
 def verdict_lines(verdict) -> list[str]:
     """A :class:`ffsecure.privacy.policy.PolicyVerdict` for a person: PASS/FAIL per threshold."""
-    if verdict.policy is None:
+    if verdict.policy is None and verdict.thresholds:
+        head = "privacy policy: none set by the federation; this site's own limits"
+    elif verdict.policy is None:
         head = "privacy policy: none set"
     else:
         head = f"privacy policy (report {'required' if verdict.required else 'optional'})"
     lines = [f"{head}: {'PASS' if verdict.passes else 'FAIL'}"]
     for check in verdict.thresholds:
         source = ", default" if check.default else ""
+        if check.source is LimitSource.SITE:
+            source = ", this site's own limit (site.toml [privacy])"
         if check.covered_by_dp:
             lines.append(
                 f"  PASS  {check.what} not released: covered by the DP claim "

@@ -41,7 +41,13 @@ from site_node import trust as trustlib
 from site_node.commands._common import training_progress, verdict_lines
 from site_node.config import load_config
 from site_node.exitcodes import EXIT_REFUSED
-from site_node.privacy import REPORT_FILE, judge, members_and_non_members, write_report
+from site_node.privacy import (
+    REPORT_FILE,
+    judge,
+    members_and_non_members,
+    own_limits,
+    write_report,
+)
 from site_node.state import StateDir
 from site_node.training import data_fingerprint, load_site_data, train_settings
 
@@ -293,7 +299,13 @@ def privacy_check(
         verdict = (
             None
             if trust is None
-            else judge(full, m.dp, trust.federation, max_epsilon=cfg.dp_limits.max_epsilon)
+            else judge(
+                full,
+                m.dp,
+                trust.federation,
+                max_epsilon=cfg.dp_limits.max_epsilon,
+                limits=own_limits(cfg.privacy, trust.federation),
+            )
         )
         full["policy"] = None if verdict is None else verdict.to_dict()
         if attach:

@@ -422,6 +422,7 @@ def test_site_and_federation_files_parse_with_the_roles_own_loaders(tmp_path):
     cfg = load_config(tmp_path / "site.toml")
     assert cfg.site_id == "site-1" and cfg.data_source == f"npz:{(tmp_path / 'd.npz').resolve()}"
     assert cfg.label_match == "index"
+    assert cfg.privacy.check == "federation"  # public data, leaky short fits: the site opts out
     # a --dp-epsilon above a site's default ceiling (8) raises that site's ceiling with it
     for epsilon, ceiling in ((4.0, 8.0), (20.0, 20.0)):
         text = layout.site_toml(

@@ -17,6 +17,7 @@ import pytest
 
 from ffsecure import data
 from ffsecure import dp as dpmod
+from site_node.exitcodes import EXIT_REFUSED
 from tests import dicom_fixture as fx
 from tests.conftest import PYTHON, REPO, cli_env
 from tests.federation_fixture import build_federation
@@ -48,9 +49,17 @@ def test_site_trains_from_dicom_and_no_identifier_reaches_state_or_logs(tmp_path
         )
         return proc
 
-    trained = json.loads(step("train", "train", "--json").stdout)
+    # the site's own privacy check measures it and refuses it: 12 held-out images, fewer than
+    # the 20 a figure needs; its report joins the state searched for identifiers below
+    proc = step("train", "train", "--json", check=False)
+    assert proc.returncode == EXIT_REFUSED, proc.stderr[-3000:]
+    trained = json.loads(proc.stdout)
     train_idx, _ = fx.split_like_dicom(digits, 0)  # data.split_seed 0: each file by its hash
     assert trained["classes"] == [0, 1, 2] and trained["n_train"] == len(train_idx)
+    assert "fewer than the minimum 20" in trained["error"]["message"]
+    assert (
+        cfg.parent / "state" / "modules" / trained["module_id"] / "privacy-report.json"
+    ).exists()
     step("run", "run", "--once", check=False)  # nothing new to train; the upload cannot connect
     pneumonia = digits.root / "2" / f"{fx.FILE_TAG}-{fx.PATIENT_ID}.dcm"
     pneumonia.write_bytes(b"not DICOM at all " * 40)

@@ -435,7 +435,9 @@ def test_cli_errors_are_typed_and_change_nothing(world):
 
 def _site_with_optional_report(fed, tmp_path, npz):
     """st-john's site.toml and trust, under the federation's manifest without a privacy policy
-    (any policy requires a report, so `train` would run the check of its own)."""
+    (any policy requires a report, so `train` would run the check of its own), and a site that
+    leaves the check to the federation (`privacy.check = "federation"`): `train` measures
+    nothing, `privacy-check` is the only measurement."""
     from site_node import trust as trustlib
     from site_node.config import load_config
 
@@ -458,6 +460,9 @@ label_match = "index"
 size = "tiny"
 epochs = 2
 threads = 1
+
+[privacy]
+check = "federation"
 """)
     cfg = load_config(cfg_path)
     optional = dataclasses.replace(fed.manifest, privacy_policy=None)

@@ -274,6 +274,44 @@ def test_train_exits_4_and_prints_the_reason_when_its_module_is_refused(tmp_path
     assert res.exit_code == 0 and f"module {module_id}: refused, not sent" in res.stdout
 
 
+def test_the_site_s_own_limit_refuses_a_module_whatever_the_federation_s_manifest(tmp_path):
+    """site.toml [privacy]: without a federation privacy_policy the site still measures its
+    module and refuses it over its own limit; a federation limit of 1.0 does not loosen it;
+    `check = "federation"` leaves the check to the manifest."""
+    fed = federation(tmp_path, REQUIRED)
+    own_limit = "[privacy]\nmax_membership_auroc = 0.0\n"  # every module is over it
+    cfg = write_site_config(tmp_path, "st-a", "127.0.0.1:1", [0, 1], extra=own_limit)
+    setup_site_in_process(fed, cfg, train=False)
+    for manifest in (manifest_file(fed, None, tmp_path / "none.json"), fed.home.federation):
+        install(fed, cfg, manifest)  # no privacy policy, then one that lifts the AUROC limit
+        res = CliRunner().invoke(
+            cli, ["train", "--config", str(cfg), "--no-progress"], catch_exceptions=False
+        )
+        assert res.exit_code == EXIT_REFUSED, res.output
+        assert "REFUSED by this site's privacy check (E_PRIVACY_POLICY)" in res.stdout
+        assert "is above this site's limit 0 (site.toml privacy.max_membership_auroc)" in (
+            res.stdout
+        )
+    for module_id in module_ids(cfg):
+        rec = record(cfg, module_id)
+        assert rec["status"] == "refused" and rec["error"]["by"] == "site"
+        assert "this site's limit" in rec["error"]["message"]
+        assert not (cfg.parent / "state" / "modules" / module_id / "sealed.bin").exists()
+    assert len(module_ids(cfg)) == 2
+
+    opted_out = write_site_config(
+        tmp_path, "st-b", "127.0.0.1:1", [0, 1], extra=own_limit + 'check = "federation"\n'
+    )
+    setup_site_in_process(fed, opted_out, train=False)
+    install(fed, opted_out, manifest_file(fed, None, tmp_path / "none.json"))
+    res = CliRunner().invoke(
+        cli, ["train", "--config", str(opted_out), "--no-progress"], catch_exceptions=False
+    )
+    assert res.exit_code == 0, res.output
+    (module_id,) = module_ids(opted_out)
+    assert not (opted_out.parent / "state" / "modules" / module_id / "privacy-report.json").exists()
+
+
 def test_limits_without_required_bind_every_module_and_the_site_measures_each(tmp_path):
     """A policy that sets limits but not `required` (the template's form): the site measures
     every module before sealing it, and the aggregator, over mTLS, refuses a module without a
@@ -287,11 +325,18 @@ def test_limits_without_required_bind_every_module_and_the_site_measures_each(tm
         from site_node import trust as trustlib
         from site_node.training import train_module
 
-        silent = train_module(site_cfg, trustlib.load(site_cfg))  # no policy: not measured
+        # no policy: the site's own check measures the module and signs no report
+        silent = train_module(site_cfg, trustlib.load(site_cfg))
         assert silent.status == "trained"
         folder = cfg.parent / "state" / "modules"
-        assert not (folder / silent.module_id / "privacy-report.json").exists()
-        time.sleep(1.1)  # created_at has 1 s resolution: the unmeasured module is sent first
+        own = json.loads((folder / silent.module_id / "privacy-report.json").read_text())
+        assert own["policy"]["policy"] is None and own["policy"]["passes"] is True
+        assert [c["source"] for c in own["policy"]["thresholds"]] == ["site"]
+        unsigned = SignedPackage.from_bytes(
+            (folder / silent.module_id / "package.ffpk").read_bytes()
+        )
+        assert unsigned.manifest.privacy_report is None
+        time.sleep(1.1)  # created_at has 1 s resolution: the unreported module is sent first
         shown = install(fed, cfg, fed.home.federation)
         assert "privacy policy: report required" in shown
         assert "measured on at least 20 members (training images): min_members (default)" in shown

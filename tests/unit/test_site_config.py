@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 
 from ffsecure.errors import ConfigError
-from site_node.config import DEFAULT_TOML, SCHEMA, DPLimits, load_config, parse_config
+from ffsecure.privacy.policy import SiteLimits
+from site_node.config import (
+    DEFAULT_TOML,
+    SCHEMA,
+    DPLimits,
+    PrivacyCheck,
+    SitePrivacy,
+    load_config,
+    parse_config,
+)
 
 MINIMAL = """
 [site]
@@ -49,6 +58,23 @@ def test_the_site_s_epsilon_ceilings_default_to_8_and_the_total_follows_the_ceil
     text = MINIMAL + "[dp]\nmax_epsilon = 12.0\nmax_total_epsilon = 6.0\n"
     tight = parse_config(text, tmp_path / "site.toml").dp_limits
     assert (tight.per_release, tight.per_release_key) == (6.0, "dp.max_total_epsilon")
+
+
+def test_the_site_checks_every_module_at_its_own_limits_by_default(tmp_path):
+    """[privacy]: the check runs whatever the federation's manifest says, at membership AUROC
+    0.55 (the policy's default); the template writes the same, and each limit can be set."""
+    assert parse_config(MINIMAL, tmp_path / "site.toml").privacy == SitePrivacy(
+        PrivacyCheck.ALWAYS, SiteLimits(max_membership_auroc=0.55)
+    )
+    assert parse_config(DEFAULT_TOML, tmp_path / "site.toml").privacy == SitePrivacy()
+    text = MINIMAL + (
+        '[privacy]\ncheck = "federation"\nmax_membership_auroc = 0.6\n'
+        "max_membership_tpr_at_1pct_fpr = 0.05\nmax_near_copy_fraction = 0\n"
+    )
+    own = parse_config(text, tmp_path / "site.toml").privacy
+    assert own.check is PrivacyCheck.FEDERATION and own.limits == SiteLimits(0.6, 0.05, 0.0)
+    assert (own.runs(required=True), own.runs(required=False)) == (True, False)
+    assert SitePrivacy().runs(required=False)
 
 
 def test_default_toml_parses_and_every_key_is_documented(tmp_path, repo_root):
@@ -94,6 +120,24 @@ def test_relative_paths_follow_the_config_file(tmp_path):
         (MINIMAL + "[dp]\nmax_epsilon = -1.0\n", "dp.max_epsilon", "0.0 or more"),
         (MINIMAL + "[dp]\nmax_epsilon = 1e7\n", "dp.max_epsilon", "8"),
         (MINIMAL + "[dp]\nmax_total_epsilon = 1e7\n", "dp.max_total_epsilon", "max_epsilon"),
+        (MINIMAL + '[privacy]\ncheck = "never"\n', "privacy.check", 'check = "always"'),
+        (MINIMAL + "[privacy]\ncheck = true\n", "privacy.check", "string"),
+        (
+            MINIMAL + "[privacy]\nmax_membership_auroc = 1.5\n",
+            "privacy.max_membership_auroc",
+            "from 0 to 1",
+        ),
+        (
+            MINIMAL + "[privacy]\nmax_near_copy_fraction = -0.01\n",
+            "privacy.max_near_copy_fraction",
+            "from 0 to 1",
+        ),
+        (
+            MINIMAL + '[privacy]\nmax_membership_tpr_at_1pct_fpr = "0.05"\n',
+            "privacy.max_membership_tpr_at_1pct_fpr",
+            "from 0 to 1",
+        ),
+        (MINIMAL + "[privacy]\nmin_members = 10\n", "privacy.min_members", "remove it"),
         (MINIMAL + "[data]\n", "[data]", "TOML"),
         (MINIMAL.replace("[data]", "[other]"), "[other]", "use only"),
         (
