@@ -180,16 +180,19 @@ def progress_interval(steps: int) -> int:
 
 
 def log_progress(
-    logger: Any, mechanism: str, step: int, steps: int, loss: float, epsilon: float, note: str = ""
+    logger: Any, mechanism: str, step: int, steps: int, epsilon: float, note: str = ""
 ) -> None:
-    """One progress line of a DP fit: step, percent, loss and the epsilon spent so far."""
+    """One progress line of a DP fit: step, percent and the epsilon spent so far.
+
+    No loss: DP-SGD's running loss is computed on the private batches without noise, outside
+    the DP claim, and a log may be kept less tightly than the site's state.
+    """
     logger.info(
-        "%s fit: step %d/%d (%d%%), loss %.5f, epsilon spent %.3f%s",
+        "%s fit: step %d/%d (%d%%), epsilon spent %.3f%s",
         mechanism,
         step,
         steps,
         round(100 * step / steps),
-        loss,
         epsilon,
         note,
         extra={

@@ -279,7 +279,7 @@ def _progress_logger(
     progress: ProgressFn | None, steps: int, epsilon: float
 ) -> Callable[[int, float], None]:
     def line(step: int, loss: float) -> None:
-        dpmod.log_progress(log, "mean-embedding", step, steps, loss, epsilon, " (at the release)")
+        dpmod.log_progress(log, "mean-embedding", step, steps, epsilon, " (at the release)")
         if progress is not None:
             progress(step, steps, loss, epsilon)
 

@@ -187,7 +187,14 @@ def gate(
     report = full["manifest_report"]
     full["membership"]["non_member_split"] = sets.split
     full["module_id"] = manifest.module_id
-    verdict = judge(full, manifest.dp, federation, max_epsilon=max_epsilon, limits=limits)
+    verdict = judge(
+        full,
+        manifest.dp,
+        federation,
+        max_epsilon=max_epsilon,
+        limits=limits,
+        report_path=out_dir / REPORT_FILE,
+    )
     full["policy"] = verdict.to_dict()
     write_report(out_dir / REPORT_FILE, full)
     if not report_required(federation):  # the site's own check: nothing signed it was not asked
@@ -202,10 +209,16 @@ def judge(
     *,
     max_epsilon: float = SITE_MAX_EPSILON,
     limits: SiteLimits | None = None,
+    report_path: Path | None = None,
 ) -> PolicyVerdict:
     """The site's verdict on a full report under the federation's policy, the site's own limits
     (``limits``, site.toml ``[privacy]``; None: the federation's only) and its own ceiling
-    (``max_epsilon``, site.toml ``dp.max_epsilon``); logs its warnings."""
+    (``max_epsilon``, site.toml ``dp.max_epsilon``); logs its warnings.
+
+    A warning is about a figure kept out of the signed report, so its log line names the
+    figure, the limit's key and that it fails, and points to ``report_path`` (the local report, mode
+    0600), never the value: a log may be kept less tightly than that file.
+    """
     verdict = site_verdict(
         measured_report(full),
         dp,
@@ -214,12 +227,25 @@ def judge(
         max_epsilon=max_epsilon,
         site=limits,
     )
-    for warning in verdict.warnings:
+    where = str(report_path) if report_path is not None else REPORT_FILE
+    module_id = full.get("module_id")
+    for check in verdict.warned:
         log.warning(
-            "privacy check of module %s: %s",
-            full.get("module_id"),
-            warning,
-            extra={"event": "privacy_warning", "module_id": full.get("module_id")},
+            "privacy check of module %s: the %s fails the %s's limit (%s); measured here, "
+            "not released: the DP claim covers it; the figures are in %s",
+            module_id,
+            check.what,
+            check.source,
+            check.key,
+            where,
+            extra={
+                "event": "privacy_warning",
+                "module_id": module_id,
+                "figure": check.key,
+                "passes": False,
+                "source": str(check.source),
+                "report": where,
+            },
         )
     return verdict
 

@@ -659,7 +659,8 @@ def train_module(
         extra={
             "event": "module_trained",
             "module_id": record.module_id,
-            "final_loss": report.final_loss,
+            # under DP the training loss is measured on private data without noise: not logged
+            "final_loss": report.final_loss if report.dp is None else None,
             "epsilon": (report.dp or {}).get("epsilon"),
             "privacy_unit": cfg.privacy_unit,
         },

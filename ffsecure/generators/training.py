@@ -233,10 +233,7 @@ def train(
             count += int(losses.numel())
             if engine is not None and (step % every == 0 or step == total_steps):
                 # a line every few percent, also when no terminal shows the progress bar
-                running = loss_sum / max(1, count)
-                dpmod.log_progress(
-                    log, "dp-sgd", step, total_steps, running, _epsilon(engine, dp_plan)
-                )
+                dpmod.log_progress(log, "dp-sgd", step, total_steps, _epsilon(engine, dp_plan))
         epoch_loss = loss_sum / max(1, count)
         if not math.isfinite(epoch_loss):
             raise FFSecureError(
@@ -249,7 +246,8 @@ def train(
             epsilon = _epsilon(engine, dp_plan)
         if progress is not None:
             progress(epoch + 1, settings.epochs, epoch_loss, epsilon)
-        log.debug("%s epoch %d/%d loss %.5f", family, epoch + 1, settings.epochs, epoch_loss)
+        if dp is None:  # under DP the loss is measured on private batches without noise
+            log.debug("%s epoch %d/%d loss %.5f", family, epoch + 1, settings.epochs, epoch_loss)
 
     dp_report = None
     if engine is not None and dp is not None and dp_plan is not None:

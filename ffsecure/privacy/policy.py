@@ -336,11 +336,21 @@ class PolicyVerdict:
     dp_claim: bool = False  # the module carries a DP claim
     claim_covers: bool = False  # ... and the federation bounds it (report.dp_covers)
     # the site's own figures, measured but not released, above a threshold (site_verdict only)
-    warnings: tuple[str, ...] = ()
+    warned: tuple[ThresholdCheck, ...] = ()
 
     @property
     def passes(self) -> bool:
         return not self.problems
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Each of :attr:`warned` for the site operator, with the figure: for the local report
+        and the operator's screen only, never a log (:func:`ffsecure.privacy.report.releasable`
+        keeps these figures out of the signed report)."""
+        return tuple(
+            f"{_threshold_problem(c).message}; measured here, not released: the DP claim covers it"
+            for c in self.warned
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the effective policy, each threshold's figures and verdict, the problems."""
@@ -710,23 +720,27 @@ def site_verdict(
         above = tuple(_above_ceiling(c, epsilon, max_epsilon) for c in local if not c.passes)
         return replace(verdict, thresholds=local, problems=verdict.problems + above)
     covered = _threshold_checks(signed, limits, raw, minima, claim=True, covers=True)
-    warnings = tuple(
-        f"{_threshold_problem(c).message}; measured here, not released: the DP claim covers it"
-        for c in local
-        if c.value is not None and not c.passes
-    )
-    return replace(verdict, thresholds=covered, warnings=warnings)
+    warned = tuple(c for c in local if c.value is not None and not c.passes)
+    return replace(verdict, thresholds=covered, warned=warned)
 
 
 def _above_ceiling(check: ThresholdCheck, epsilon: float, ceiling: float) -> PrivacyPolicyError:
-    """A measured figure over its limit, for a DP claim above the site's own ceiling."""
-    problem = _threshold_problem(check)
+    """A measured figure over its limit, for a DP claim above the site's own ceiling.
+
+    The message names the figure and the limit, never the value nor the sizes it was measured
+    on: a refusal is logged and kept in the module's record, and these figures stay out of the
+    signed report; the local report holds them.
+    """
+    _setter, whose, name = _limit_words(check)
+    source = ", the policy default" if check.default else ""
+    fails = "does not count against" if check.measurement is not None else "is above"
     return PrivacyPolicyError(
-        f"{problem.message}; measured here: the module's DP claim (epsilon {epsilon:g}) is "
-        f"above this site's ceiling {ceiling:g} (dp.max_epsilon), so it does not cover the "
-        "figure",
+        f"the {check.what} measured here {fails} {whose} limit {check.limit:g} "
+        f"({name}{source}), and the module's DP claim (epsilon {epsilon:g}) is above this "
+        f"site's ceiling {ceiling:g} (dp.max_epsilon), so it does not cover the figure; the "
+        "figures are in the local privacy report",
         hint="train at an epsilon within dp.max_epsilon (site.toml dp.target_epsilon), or "
-        f"until the measured figures pass; {problem.hint}",
+        f"until the measured figures pass; {_threshold_problem(check).hint}",
     )
 
 

@@ -305,6 +305,7 @@ def privacy_check(
                 trust.federation,
                 max_epsilon=cfg.dp_limits.max_epsilon,
                 limits=own_limits(cfg.privacy, trust.federation),
+                report_path=out / REPORT_FILE,
             )
         )
         full["policy"] = None if verdict is None else verdict.to_dict()

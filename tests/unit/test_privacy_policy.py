@@ -472,7 +472,10 @@ def test_a_dp_claim_above_the_site_s_ceiling_covers_no_measured_limit():
     verdict = site_verdict(measured, claim, {}, dp_policy=hostile)
     assert not verdict.passes and verdict.warnings == ()
     (problem,) = verdict.problems
-    assert "membership AUROC 0.871 is above the federation's limit 0.55" in problem.message
+    assert "membership AUROC measured here is above the federation's limit 0.55" in (
+        problem.message
+    )
+    assert "0.871" not in problem.message  # a refusal is logged: it names no withheld figure
     assert "epsilon 100" in problem.message and "ceiling 8 (dp.max_epsilon)" in problem.message
     assert "dp.target_epsilon" in (problem.hint or "")
     assert verdict.to_dict()["covered_by_dp"] == []
