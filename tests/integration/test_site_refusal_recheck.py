@@ -166,7 +166,8 @@ def test_an_honest_privacy_refusal_the_site_s_check_agrees_with_stays_an_ordinar
         assert f"module {module.module_id}: REFUSED by the aggregator (E_PRIVACY_POLICY)" in out
         assert "the aggregator says (its words, untrusted): membership AUROC" in out
         assert "the aggregator's hint (its words, untrusted): run `site-node privacy" in out
-        assert "this site's re-check (agrees): under the newer manifest the aggregator serves" in out
+        agrees = "this site's re-check (agrees): under the newer manifest the aggregator serves"
+        assert agrees in out
         assert "ALARM" not in out
         error = record(cfg, module.module_id)["error"]
         assert error["code"] == "E_PRIVACY_POLICY" and error["by"] == "aggregator"
