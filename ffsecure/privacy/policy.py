@@ -536,6 +536,16 @@ def _near_copy_problem(
     return None
 
 
+def _site_minima(minima: dict[str, Any]) -> dict[str, Any]:
+    """The measurement minima a site's own limit is judged at: the federation's where they are
+    stricter, never below the defaults (a manifest may tighten a site's limit, not loosen it:
+    ``min_members = 1`` must not let a figure measured on 3 images pass the site's 0.55)."""
+    return {
+        **minima,
+        **{k: max(minima.get(k, DEFAULTS[k]), DEFAULTS[k]) for k in MINIMA},
+    }
+
+
 def _threshold_checks(
     report: dict[str, Any] | None,
     limits: dict[str, Limit],
@@ -550,9 +560,11 @@ def _threshold_checks(
     figure was measured (:func:`measurement_problem`); ``claim`` and
     ``covers``: the module has a DP claim, and it stands in for a figure the report lacks."""
     checks = []
+    site_minima = _site_minima(minima)
     for key, limit in limits.items():
         what, plain, calibrated = THRESHOLDS[key]
         value = strongest(report, plain, calibrated)
+        own = limit.source == LimitSource.SITE
         checks.append(
             ThresholdCheck(
                 key=key,
@@ -566,7 +578,9 @@ def _threshold_checks(
                 measurement=(
                     None
                     if value is None or report is None
-                    else measurement_problem(key, report, raw, minima)
+                    else measurement_problem(
+                        key, report, None if own else raw, site_minima if own else minima
+                    )
                 ),
             )
         )

@@ -95,3 +95,16 @@ def test_a_dp_claim_within_the_site_s_ceiling_covers_the_site_s_own_limits():
     above = site_verdict(measured, DP, None, site=SiteLimits(), max_epsilon=4.0)
     assert not above.passes and "this site's limit 0.55" in above.problems[0].message
     assert "above this site's ceiling 4 (dp.max_epsilon)" in above.problems[0].message
+
+
+def test_a_federation_s_low_measurement_minima_do_not_loosen_the_site_s_limit():
+    """A figure measured on 3 members and 3 non-members fails the site's limit (default minima
+    20); a manifest with `min_members = 1` lowers the federation's minima, not the site's."""
+    tiny = {**GOOD, "members": 3, "non_members": 3, "membership_auroc": 0.5}
+    assert not site_verdict(tiny, None, None, site=SiteLimits()).passes
+    loose = {"max_membership_auroc": 1.0, "min_members": 1, "min_non_members": 1}
+    assert site_verdict(tiny, None, loose).passes  # the federation's own verdict
+    verdict = site_verdict(tiny, None, loose, site=SiteLimits())
+    assert not verdict.passes
+    (check,) = verdict.thresholds
+    assert check.source is LimitSource.SITE and "fewer than" in (check.measurement or "")
