@@ -56,6 +56,7 @@ _BY_CODE: dict[str, grpc.StatusCode] = {
     "E_MODULE_DELETED": grpc.StatusCode.FAILED_PRECONDITION,
     "E_CLASSIFIER_RETIRED": grpc.StatusCode.FAILED_PRECONDITION,
     "E_UPLOAD_BUSY": grpc.StatusCode.ABORTED,
+    "E_DP_ACCOUNTING_TIMEOUT": grpc.StatusCode.ABORTED,  # a busy accounting pool: send again
     "E_SHUTTING_DOWN": grpc.StatusCode.UNAVAILABLE,
 }
 

@@ -823,8 +823,9 @@ def _within_budget(fn: Callable[[], float], budget_s: float) -> float:
         raise DPAccountingTimeoutError(
             f"re-accounting the DP claim took longer than its budget of {budget_s:g} s "
             "(waiting for a free accounting worker included)",
-            hint="on a busy aggregator, upload again later; if it persists, the parameters "
-            "need an unusually large accounting: retrain with the rdp accountant or fewer steps",
+            hint="a busy aggregator: the site sends the module again later; if it persists, "
+            "the parameters need an unusually large accounting: retrain with the rdp "
+            "accountant or fewer steps",
         ) from None
     except Exception as exc:  # noqa: BLE001 - any failure of the accountant on untrusted input is a refusal
         raise DPClaimError(

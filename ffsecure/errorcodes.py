@@ -375,7 +375,7 @@ _POLICY = _section(
             "E_DP_ACCOUNTING_TIMEOUT",
             "re-accounting a DP claim did not finish within its time budget (a busy "
             "aggregator, or parameters that need an unusually large accounting)",
-            "ffsecure.dp.DPAccountingTimeoutError",
+            ("ffsecure.dp.DPAccountingTimeoutError", _CLIENT + "AggregatorBusyError"),
         ),
         (
             "E_DP_BUDGET",

@@ -103,6 +103,7 @@ class NoProofError(AggregatorError):
 _CLASS_BY_CODE: dict[str, type[AggregatorError]] = {
     "E_RATE_LIMIT": RateLimitedError,
     "E_UPLOAD_BUSY": AggregatorBusyError,
+    "E_DP_ACCOUNTING_TIMEOUT": AggregatorBusyError,
     "E_DEADLINE": AggregatorBusyError,
     "E_STATE_LOCKED": AggregatorBusyError,
     "E_INTERNAL": AggregatorBusyError,

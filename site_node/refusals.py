@@ -27,12 +27,14 @@ any other code (signature, certificate, duplicate: the site cannot re-run those)
 the stored package cannot be read. A federation that replaced its manifest may run the
 aggregator under a manifest the site has not installed yet, so before a contradiction
 stands the site asks the aggregator for the manifest it serves (verified under the CA): if
-it is a newer manifest of the same federation (a later ``created_at``; the CA may have
-signed older, stricter ones, which a hostile aggregator could serve to excuse its lie) and
-a step refuses under it with the refusal's own code, the refusal agrees (the finding names
-both manifests); otherwise, or if it cannot be fetched, the contradiction stands and the
-finding says so. An ``E_DP_ACCOUNTING_TIMEOUT`` refusal is not re-run: a busy aggregator
-runs out of time on sound claims, so it says nothing about the claim.
+it is a manifest of the same federation and a step refuses under it with the refusal's
+own code, the refusal agrees, and the finding names both manifests: a newer one is to be
+installed; an older one is what an aggregator not yet restarted with the current manifest
+runs (it puts a manifest in force at start), or what a hostile one serves (the CA may have
+signed older, stricter ones), and the finding says both. Otherwise, or if it cannot be
+fetched, the contradiction stands and the finding says so. An ``E_DP_ACCOUNTING_TIMEOUT``
+refusal is not re-run (a busy aggregator runs out of time on sound claims; the site retries
+it), and a re-run whose own accounting times out decides nothing (``not_rerun``).
 
 A contradicted refusal is aggregator misbehaviour: :class:`RefusalContradictedError`
 (``E_REFUSAL_CONTRADICTED``) carries the site's finding as its message, an ALARM hint, and
@@ -48,6 +50,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from ffsecure.dp import DPAccountingTimeoutError
 from ffsecure.dp import check_claim as check_dp_claim
 from ffsecure.errors import FFSecureError, VerificationError
 from ffsecure.federation import FederationManifest
@@ -166,14 +169,21 @@ class Recheck:
         }
 
 
+class _Inconclusive(Exception):
+    """A step of the site's own re-run could not decide (its accounting ran out of time)."""
+
+
 def _first_failure(
     sent: _Sent, federation: FederationManifest, steps: tuple[tuple[str, Step], ...]
 ) -> tuple[str, str] | None:
     """The code and the site's words of the first step that refuses ``sent`` under
-    ``federation``, or None."""
+    ``federation``, or None; :class:`_Inconclusive` when a step timed out (a busy machine
+    decides nothing about the claim)."""
     for name, step in steps:
         try:
             step(sent, federation)
+        except DPAccountingTimeoutError as exc:
+            raise _Inconclusive(f"{name}: [{exc.code}] {exc.message}") from None
         except FFSecureError as exc:
             return exc.code, f"{name}: [{exc.code}] {exc.message}"
     return None
@@ -206,6 +216,15 @@ def _served_manifest(client, trust) -> FederationManifest | str:
 def recheck(state: StateDir, client, trust, record: ModuleRecord, exc: FFSecureError) -> Recheck:
     """Re-run, on the package this site sent for ``record``, the checks behind the aggregator's
     refusal ``exc`` (module docstring); the verdict and the site's finding."""
+    try:
+        return _recheck(state, client, trust, record, exc)
+    except _Inconclusive as why:
+        return Recheck(
+            exc.code, Verdict.NOT_RERUN, f"this site's own re-run could not decide: {why}"
+        )
+
+
+def _recheck(state: StateDir, client, trust, record: ModuleRecord, exc: FFSecureError) -> Recheck:
     count = RERUN_CODES.get(exc.code)
     if count is None:
         return Recheck(exc.code, Verdict.NOT_RERUN, "this site cannot re-run that check")
@@ -240,14 +259,12 @@ def recheck(state: StateDir, client, trust, record: ModuleRecord, exc: FFSecureE
             f"{passed} under the federation manifest this site and the aggregator both hold",
             names,
         )
-    if not _newer(served, trust.federation):
+    if served.federation_id != trust.federation.federation_id:
         return Recheck(
             exc.code,
             Verdict.CONTRADICTS,
-            f"{passed}; the manifest the aggregator serves (federation "
-            f"{served.federation_id!r}, created {served.created_at}) is not a newer manifest of "
-            f"this site's federation ({trust.federation.federation_id!r}, created "
-            f"{trust.federation.created_at}), so it cannot excuse the refusal",
+            f"{passed}; the manifest the aggregator serves is of federation "
+            f"{served.federation_id!r}, not this site's {trust.federation.federation_id!r}",
             names,
         )
     failure = _first_failure(sent, served, steps)
@@ -257,16 +274,29 @@ def recheck(state: StateDir, client, trust, record: ModuleRecord, exc: FFSecureE
             exc.code,
             Verdict.CONTRADICTS,
             f"{passed} under this site's manifest (created {trust.federation.created_at}), "
-            f"and no check gives {exc.code} under the newer one the aggregator serves "
+            f"and no check gives {exc.code} under the one the aggregator serves "
             f"(created {served.created_at}){under}",
+            names,
+        )
+    if _newer(served, trust.federation):
+        return Recheck(
+            exc.code,
+            Verdict.AGREES,
+            f"under the newer manifest the aggregator serves (created {served.created_at}), "
+            f"not this site's (created {trust.federation.created_at}), the {failure[1]}; "
+            "install that manifest from the federation's operator (site-node install-kit or "
+            "install-cert)",
             names,
         )
     return Recheck(
         exc.code,
         Verdict.AGREES,
-        f"under the newer manifest the aggregator serves (created {served.created_at}), not "
-        f"this site's (created {trust.federation.created_at}), the {failure[1]}; install "
-        "that manifest from the federation's operator (site-node install-kit or install-cert)",
+        f"the aggregator serves an older manifest (created {served.created_at}) than this "
+        f"site's (created {trust.federation.created_at}), and under it the {failure[1]}: an "
+        "aggregator puts a new manifest in force only when it restarts, so ask its operator "
+        "to restart it with the current one. If it already runs the current one, the refusal "
+        "is false (a hostile aggregator can serve an older manifest the CA once signed): "
+        "tell the federation's auditors, whose audit names the manifest its log records",
         names,
     )
 

@@ -218,24 +218,39 @@ def test_each_refusal_the_site_can_re_run_is_re_run_and_the_others_stay_refusals
         agg.stop()
 
 
-def test_an_older_stricter_manifest_the_aggregator_serves_does_not_excuse_a_false_refusal(
-    tmp_path, monkeypatch
+@pytest.mark.parametrize(
+    ("error", "verdict", "exit_code"),
+    [
+        # the older manifest refuses the module with another code: no excuse for this one
+        (DPBudgetError("site st-a is over the federation's budget"), "contradicts", EXIT_ALARM),
+        # with the refusal's own code: an aggregator not yet restarted, or a hostile one
+        (PrivacyPolicyError(MADE_UP, hint=BAIT), "agrees", EXIT_REFUSED),
+    ],
+    ids=lambda v: getattr(v, "code", v),
+)
+def test_an_older_manifest_the_aggregator_serves_excuses_only_its_own_refusal_code(
+    tmp_path, monkeypatch, error, verdict, exit_code
 ):
-    """A hostile aggregator refuses a compliant module with E_PRIVACY_POLICY and serves an
-    older manifest the CA once signed, under which the module fails: that cannot excuse the
-    refusal (the CA's older manifests are not in force), so it stays an alarm."""
+    """The aggregator refuses a module this site's check passes and serves an older manifest
+    the CA once signed, under which the module fails the privacy policy. That excuses only a
+    privacy refusal, and the finding says an older manifest is in play; a made-up budget
+    refusal stays an alarm."""
     fed = federation(tmp_path, None)
     agg = InProcessAggregator(fed, free_port()).start()
     try:
-        lie(monkeypatch, agg, PrivacyPolicyError(MADE_UP, hint=BAIT))
+        lie(monkeypatch, agg, error)
         cfg = write_site_config(tmp_path, "st-a", agg.address, [0, 1])
         site_cfg, _trust, _ = setup_site_in_process(fed, cfg, train=False)
         module = train_module(site_cfg, trustlib.load(site_cfg))
         serve(agg, fed, {**STRICT, "max_membership_auroc": 0.0}, later=-3600)
         code, out = cli_run("upload", "--config", cfg)
-        assert code == EXIT_ALARM, out
-        error = record(cfg, module.module_id)["error"]
-        assert error["recheck"]["verdict"] == "contradicts"
-        assert "is not a newer manifest" in error["recheck"]["finding"]
+        assert code == exit_code, out
+        recheck = record(cfg, module.module_id)["error"]["recheck"]
+        assert recheck["verdict"] == verdict
+        if verdict == "agrees":
+            assert "serves an older manifest" in recheck["finding"]
+            assert "tell the federation's auditors" in recheck["finding"]
+        else:
+            assert "no check gives E_DP_BUDGET" in recheck["finding"]
     finally:
         agg.stop()

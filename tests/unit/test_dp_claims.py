@@ -279,3 +279,16 @@ def test_a_mean_embedding_claim_on_a_module_the_release_cannot_train_is_refused(
         cvae,
     )
     check_policy(dataclasses.replace(manifest, dp={**GOOD, "mechanism": "dp-sgd"}), fed)
+
+
+def test_a_site_re_run_whose_own_accounting_times_out_decides_nothing(tmp_path):
+    """The site's re-run of an aggregator's E_DP_CLAIM: its own accounting on a busy machine
+    can run out of time too, which says nothing about the claim (not an agreement)."""
+    claim = {**GOOD, "accountant": "prv", "noise_multiplier": 1.0, "sample_rate": 0.02}
+    claim["steps"] = 1000
+
+    def busy_claim_step(sent, federation):
+        dp.check_claim(claim, budget_s=1e-4)  # the real accountant, out of time
+
+    with pytest.raises(refusals._Inconclusive, match="E_DP_ACCOUNTING_TIMEOUT"):
+        refusals._first_failure(None, None, (("DP claim", busy_claim_step),))

@@ -264,6 +264,8 @@ def _code_startswith(node: ast.AST) -> bool:
     [
         ("E_RATE_LIMIT", client.RateLimitedError, True),
         ("E_UPLOAD_BUSY", client.AggregatorBusyError, True),
+        # a busy aggregator's accounting pool: the site sends the same envelope again later
+        ("E_DP_ACCOUNTING_TIMEOUT", client.AggregatorBusyError, True),
         ("E_RPC_UNAVAILABLE", client.AggregatorBusyError, True),
         ("E_MODULE_DELETED", client.ModuleDeletedRefusal, False),
         ("E_PROOF_RANGE", client.NoProofError, False),

@@ -65,6 +65,7 @@ def test_not_installed_says_what_to_run(tmp_path):
         ("E_RPC_DEADLINE_EXCEEDED", True),
         ("E_RATE_LIMIT", True),
         ("E_UPLOAD_BUSY", True),
+        ("E_DP_ACCOUNTING_TIMEOUT", True),
         ("E_SIGNATURE", False),
         ("E_POLICY_DP", False),
         ("E_IMPERSONATION", False),
