@@ -443,27 +443,19 @@ def measurement_problem(
     ``raw`` is the federation's policy as signed (to name a default as such), None where the
     federation sets none (a site's own limits: the policy defaults apply).
     """
-    whose, asks = (
-        ("the federation's", "the federation requires")
-        if raw is not None
-        else (
-            "the",
-            "a figure needs",
-        )
-    )
+    asks = "a figure needs" if raw is None else "the federation requires"
     for minimum in MEASURED_ON[key]:
         count_key, what = MINIMA[minimum]
         need, have = effective[minimum], report.get(count_key)
-        source = ", the policy default" if raw is None or minimum not in raw else ""
         if have is None:
             return (
                 f"the report does not state how many {what} it was measured on ({count_key}); "
-                f"{asks} at least {need} ({minimum}{source})"
+                f"{asks} at least {need} ({_named(minimum, raw)})"
             )
         if have < need:
             return (
-                f"it was measured on {have} {what}, fewer than {whose} minimum "
-                f"{need} ({minimum}{source})"
+                f"it was measured on {have} {what}, fewer than {_whose(raw)} minimum "
+                f"{need} ({_named(minimum, raw)})"
             )
     if key != "max_near_copy_fraction":
         return None
@@ -473,6 +465,11 @@ def measurement_problem(
 def _whose(raw: dict[str, Any] | None) -> str:
     """Whose minimum a size falls short of: the federation's, or the defaults' (``raw`` None)."""
     return "the" if raw is None else "the federation's"
+
+
+def _named(minimum: str, raw: dict[str, Any] | None) -> str:
+    """A minimum's key for a message, marked as the policy default where ``raw`` sets none."""
+    return minimum if raw is not None and minimum in raw else f"{minimum}, the policy default"
 
 
 def _near_copy_problem(
@@ -523,7 +520,6 @@ def _near_copy_problem(
             f"{members} members the check sampled: a copy of the others is not counted"
         )
     unseen, need = report.get("near_copy_holdout"), effective["min_non_members"]
-    source = ", the policy default" if raw is None or "min_non_members" not in raw else ""
     if unseen is None:
         return None  # a report from before the count existed: see the docstring
     if unseen < need:
@@ -531,7 +527,7 @@ def _near_copy_problem(
             f"only {unseen} of its {report.get('non_members')} held-out images lie at least "
             f"{NEAR_COPY_FLOOR:g} from every training image (the others duplicate one), fewer "
             f"than {_whose(raw)} minimum {need} "
-            f"(min_non_members{source}) for the near-copy threshold to be their quantile"
+            f"({_named('min_non_members', raw)}) for the near-copy threshold to be their quantile"
         )
     return None
 
