@@ -189,20 +189,10 @@ def _first_failure(
     return None
 
 
-def _first_problem(
-    sent: _Sent, federation: FederationManifest, steps: tuple[tuple[str, Step], ...]
-) -> str | None:
-    """The first step that refuses ``sent`` under ``federation``, in the site's words."""
-    failure = _first_failure(sent, federation, steps)
-    return None if failure is None else failure[1]
-
-
 def _newer(served: FederationManifest, own: FederationManifest) -> bool:
-    """Whether ``served`` is a later manifest of this site's federation (both CA-verified,
-    so their ``created_at`` are RFC 3339 UTC times)."""
-    return served.federation_id == own.federation_id and parse_rfc3339(
-        served.created_at
-    ) > parse_rfc3339(own.created_at)
+    """Whether ``served`` was made after ``own`` (both CA-verified, so their ``created_at``
+    are RFC 3339 UTC times; the caller has checked they are of one federation)."""
+    return parse_rfc3339(served.created_at) > parse_rfc3339(own.created_at)
 
 
 def _served_manifest(client, trust) -> FederationManifest | str:
@@ -240,9 +230,9 @@ def _recheck(state: StateDir, client, trust, record: ModuleRecord, exc: FFSecure
         why = f"the package this site stored does not parse ([{err.code}] {err.message})"
         return Recheck(exc.code, Verdict.NOT_RERUN, why)
     sent = _Sent(package.manifest, state, trust.identity.site_id)
-    problem = _first_problem(sent, trust.federation, steps)
-    if problem is not None:
-        return Recheck(exc.code, Verdict.AGREES, f"this site's own {problem}", names)
+    own = _first_failure(sent, trust.federation, steps)
+    if own is not None:
+        return Recheck(exc.code, Verdict.AGREES, f"this site's own {own[1]}", names)
     served = _served_manifest(client, trust)
     passed = f"this site's own check of the package it sent passes ({', '.join(names)})"
     if isinstance(served, str):
