@@ -31,10 +31,10 @@ from ffsecure.audit.modules import (
 )
 from ffsecure.audit.trusted import TrustedCheckpoint
 from ffsecure.audit.witnesses import (
+    WitnessDating,
     WitnessPolicy,
     WitnessReport,
     check_witnesses,
-    witness_dating,
 )
 from ffsecure.federation import FederationManifest
 from ffsecure.timefmt import utcnow
@@ -214,7 +214,7 @@ def audit_bundle(
         crl=crl,
         federation=federation,
         registered_under=anchor.registered_under,
-        dating=witness_dating(bundle, log, witnesses) if witnesses is not None else None,
+        dating=WitnessDating(bundle, log, witnesses) if witnesses is not None else None,
     )
     dp_done, dp_claims = check_dp_claims(modules, st, findings)
     check_site_budgets(modules, st, federation, findings, anchor.registered_under)

@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 
 from ffsecure.audit.bundle import Bundle
 from ffsecure.audit.findings import Findings
@@ -56,7 +57,6 @@ __all__ = [
     "WitnessRow",
     "WitnessStatus",
     "check_witnesses",
-    "witness_dating",
     "witness_policy",
 ]
 
@@ -254,15 +254,31 @@ class WitnessDating:
 
     An entry's ``time`` is the aggregator's clock, so the exporter can write any. A witness's
     cosignature on a checkpoint says "I saw this tree by time T"; a tree of size S holds
-    entries 0 to S - 1. So the entry at index i existed by the ``quorum``-th earliest of the
+    entries 0 to S - 1. So the entry at index i existed by the quorum-th earliest of the
     witnesses' first cosignatures on a checkpoint larger than i (each witness counted once,
     at its earliest such cosignature): nobody can date it later than that without a quorum
-    of the auditor's witnesses signing a false time. ``seen`` holds, per witness, its
-    earliest valid cosignature time on each checkpoint whose root the entries reproduce.
+    of the auditor's witnesses signing a false time. The cosignatures are read, and verified,
+    only when an entry is first dated (:attr:`seen`), which only a revoked module asks for.
     """
 
-    quorum: int
-    seen: tuple[tuple[tuple[int, int], ...], ...]  # per witness: (tree size, POSIX time)
+    bundle: Bundle = field(repr=False)
+    log: LogState = field(repr=False)
+    policy: WitnessPolicy
+
+    @cached_property
+    def seen(self) -> tuple[tuple[tuple[int, int], ...], ...]:
+        """Per witness, its earliest valid cosignature time on each checkpoint whose root the
+        entries reproduce: (tree size, POSIX time)."""
+        rows: dict[int, list[tuple[int, int]]] = {}  # by the witness's place in the policy
+        good = set(self.log.good_sizes)
+        for checkpoint in self.log.checkpoints:
+            note = self.bundle.checkpoint_notes.get(str(checkpoint.size))
+            if note is None or checkpoint.size not in good:
+                continue
+            for i, verdict in enumerate(witness_verdicts(note, self.policy.keys)):
+                if verdict.times:
+                    rows.setdefault(i, []).append((checkpoint.size, verdict.times[0]))
+        return tuple(tuple(r) for r in rows.values())
 
     def seen_by(self, index: int) -> int | None:
         """The POSIX time by which a quorum of the witnesses had cosigned a checkpoint holding
@@ -274,18 +290,5 @@ class WitnessDating:
             )
             if t is not None
         )
-        return firsts[self.quorum - 1] if len(firsts) >= self.quorum else None
-
-
-def witness_dating(bundle: Bundle, log: LogState, policy: WitnessPolicy) -> WitnessDating:
-    """The witnesses' cosignature times on every checkpoint of ``log`` the entries reproduce."""
-    seen: dict[int, list[tuple[int, int]]] = {}  # by the witness's place in the policy
-    good = set(log.good_sizes)
-    for checkpoint in log.checkpoints:
-        note = bundle.checkpoint_notes.get(str(checkpoint.size))
-        if note is None or checkpoint.size not in good:
-            continue
-        for i, verdict in enumerate(witness_verdicts(note, policy.keys)):
-            if verdict.times:
-                seen.setdefault(i, []).append((checkpoint.size, verdict.times[0]))
-    return WitnessDating(policy.quorum, tuple(tuple(rows) for rows in seen.values()))
+        quorum = self.policy.quorum
+        return firsts[quorum - 1] if len(firsts) >= quorum else None
